@@ -1,0 +1,287 @@
+//! `/auth/*`: login, refresh (rotation with reuse detection), logout, sessions.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::cookies;
+use crate::error::ApiError;
+use crate::extract::{Authed, JsonBody, bearer, require_csrf};
+use crate::password;
+use crate::serve::DropConnection;
+use crate::state::{AppState, Hooks};
+use crate::store::{Granted, Rotation};
+use crate::tokens::{self, hash_refresh_token, is_well_formed_refresh_token, random_token};
+
+#[derive(Deserialize)]
+pub struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+#[derive(Serialize)]
+struct TokenResponse<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    expires_in: i64,
+}
+
+/// Lower-cased, trimmed; the key of the per-account throttle whether the account exists or not.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// The token response and both cookies, for a new session or a rotation.
+fn grant(state: &AppState, granted: &Granted, refresh: &str) -> Result<Response, ApiError> {
+    let now = state.now();
+    let ring = state.keys.current();
+    let (jwt, _) = tokens::issue(
+        &ring,
+        &state.audience,
+        &granted.user,
+        &granted.session_id,
+        now,
+        state.settings.access_ttl,
+    )?;
+    let mut res = Json(TokenResponse {
+        access_token: &jwt,
+        token_type: "Bearer",
+        expires_in: state.settings.access_ttl,
+    })
+    .into_response();
+    let headers = res.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(cookies::set(
+        res,
+        refresh,
+        (granted.refresh_expires_at - now).max(0),
+    ))
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<LoginRequest>,
+) -> Result<Response, ApiError> {
+    let now = state.now();
+    state
+        .ip_limiter
+        .check(peer.ip(), now)
+        .map_err(|retry_after| ApiError::TooManyAttempts { retry_after })?;
+    let email = normalize_email(&req.email);
+    if email.is_empty() || email.len() > 254 || req.password.is_empty() || req.password.len() > 1024
+    {
+        return Err(ApiError::InvalidRequest(
+            "email and password are required (email at most 254, password at most 1024 bytes)"
+                .into(),
+        ));
+    }
+    let settings = &state.settings;
+    let (failures, window_start) = state
+        .store
+        .login_failures(&email, now - settings.login_window)
+        .await?;
+    if failures >= settings.login_max_failures {
+        return Err(ApiError::TooManyAttempts {
+            retry_after: window_start + settings.login_window - now,
+        });
+    }
+
+    let found = state.store.user_by_email(&email).await?;
+    // Unknown emails verify against a dummy hash: same work, same time, same answer.
+    let phc = found.as_ref().map_or(state.dummy_hash.as_str(), |(_, h)| h);
+    let matches = password::verify(&req.password, phc).await;
+    let Some((user, _)) = found.filter(|_| matches) else {
+        state
+            .store
+            .record_login_failure(&email, now, settings.login_window)
+            .await?;
+        return Err(ApiError::InvalidCredentials);
+    };
+    if failures > 0 {
+        state.store.clear_login_failures(&email).await?;
+    }
+
+    let refresh = random_token();
+    let user_agent: String = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .chars()
+        .take(256)
+        .collect();
+    let granted = state
+        .store
+        .create_session(
+            &tokens::random_id(),
+            &user,
+            &hash_refresh_token(&refresh),
+            &user_agent,
+            now,
+            settings.idle_ttl,
+            settings.absolute_ttl,
+        )
+        .await?;
+    state.hook(|h| Hooks::bump(&h.logins));
+    tracing::info!(target: "audit", event = "login", user = %user.id, session = %granted.session_id);
+    grant(&state, &granted, &refresh)
+}
+
+pub async fn refresh(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_csrf(&headers)?;
+    let mut drop_response = false;
+    if let Some(h) = &state.hooks {
+        Hooks::bump(&h.refresh_calls);
+        let latency = h
+            .refresh_latency_ms
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if latency > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+        }
+        if Hooks::take(&h.refresh_fail_next) {
+            return Err(ApiError::Unavailable);
+        }
+        drop_response = Hooks::take(&h.refresh_drop_next);
+    }
+    let presented = cookies::refresh_token(&headers)
+        .filter(|t| is_well_formed_refresh_token(t))
+        .ok_or(ApiError::InvalidGrant)?;
+    let child = random_token();
+    let now = state.now();
+    let outcome = state
+        .store
+        .rotate(
+            &hash_refresh_token(presented),
+            &hash_refresh_token(&child),
+            now,
+            state.settings.idle_ttl,
+        )
+        .await?;
+    match outcome {
+        Rotation::Rotated(granted) => {
+            state.hook(|h| Hooks::bump(&h.refresh_rotated));
+            let mut res = grant(&state, &granted, &child)?;
+            if drop_response {
+                res.extensions_mut().insert(DropConnection);
+            }
+            Ok(res)
+        }
+        Rotation::Reused {
+            session_id,
+            user_id,
+        } => {
+            state.revoke_session_tokens(&session_id);
+            state.hook(|h| {
+                Hooks::bump(&h.reuse_detections);
+                Hooks::bump(&h.revocations);
+            });
+            tracing::warn!(
+                target: "audit",
+                event = "token_reused",
+                user = %user_id,
+                session = %session_id,
+                "refresh token reused: session revoked"
+            );
+            Err(ApiError::TokenReused)
+        }
+        Rotation::Invalid => Err(ApiError::InvalidGrant),
+    }
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_csrf(&headers)?;
+    let now = state.now();
+    let mut sessions = Vec::new();
+    if let Some(token) =
+        cookies::refresh_token(&headers).filter(|t| is_well_formed_refresh_token(t))
+    {
+        if let Some(sid) = state
+            .store
+            .session_of_token(&hash_refresh_token(token))
+            .await?
+        {
+            sessions.push(sid);
+        }
+    }
+    // A bearer token that no longer verifies is simply ignored: logout is idempotent.
+    if let Some(claims) =
+        bearer(&headers).and_then(|t| crate::extract::authenticate(&state, t).ok())
+    {
+        state.store.deny_token(&claims.jti, claims.exp).await?;
+        state
+            .revocations
+            .deny_token(claims.jti.clone(), claims.exp + state.settings.leeway);
+        sessions.push(claims.sid);
+    }
+    sessions.dedup();
+    for sid in sessions {
+        if state
+            .store
+            .revoke_session(&sid, None, "logout", now)
+            .await?
+        {
+            state.revoke_session_tokens(&sid);
+            state.hook(|h| {
+                Hooks::bump(&h.revocations);
+                Hooks::bump(&h.logouts);
+            });
+            tracing::info!(target: "audit", event = "logout", session = %sid);
+        }
+    }
+    Ok(cookies::clear(StatusCode::NO_CONTENT.into_response()))
+}
+
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    Authed(claims): Authed,
+) -> Result<Response, ApiError> {
+    let sessions = state.store.live_sessions(&claims.sub, state.now()).await?;
+    let sessions: Vec<_> = sessions
+        .into_iter()
+        .map(|s| {
+            json!({
+                "id": s.id,
+                "created_at": s.created_at,
+                "last_used_at": s.last_used_at,
+                "expires_at": s.idle_expires_at.min(s.absolute_expires_at),
+                "user_agent": s.user_agent,
+                "current": s.id == claims.sid,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "sessions": sessions })).into_response())
+}
+
+pub async fn revoke_session(
+    State(state): State<AppState>,
+    Authed(claims): Authed,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if id.len() > 64 {
+        return Err(ApiError::NotFound);
+    }
+    let revoked = state
+        .store
+        .revoke_session(&id, Some(&claims.sub), "revoked_by_user", state.now())
+        .await?;
+    if !revoked {
+        return Err(ApiError::NotFound);
+    }
+    state.revoke_session_tokens(&id);
+    state.hook(|h| Hooks::bump(&h.revocations));
+    tracing::info!(target: "audit", event = "session_revoked", user = %claims.sub, session = %id);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

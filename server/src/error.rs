@@ -1,0 +1,149 @@
+//! The one error type of the HTTP layer. Every failure a client can cause maps to a 4xx with a
+//! JSON body `{"error": code, "error_description": text}`; only a broken database is a 5xx.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::cookies;
+use crate::tokens::Invalid;
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// Wrong email or password (401 `invalid_credentials`), the same for unknown emails.
+    InvalidCredentials,
+    /// Login throttled, per account or per IP (429 `too_many_attempts`, `Retry-After`).
+    TooManyAttempts {
+        retry_after: i64,
+    },
+    /// Refresh token unknown, expired or revoked (401 `invalid_grant`); clears the cookies.
+    InvalidGrant,
+    /// Refresh token reused: the session was revoked (401 `token_reused`); clears the cookies.
+    TokenReused,
+    /// The CSRF header is missing on a cookie-authenticated endpoint (403 `csrf_header_missing`).
+    CsrfHeaderMissing,
+    /// No bearer token (401, `WWW-Authenticate: Bearer realm=...` without an error code).
+    MissingToken,
+    /// Bearer token refused (401 `invalid_token`, RFC 6750 `WWW-Authenticate`).
+    InvalidToken(Invalid),
+    /// The request body or a parameter is invalid (400 `invalid_request`).
+    InvalidRequest(String),
+    /// The body is not `application/json` (415 `unsupported_media_type`).
+    UnsupportedMediaType,
+    /// The body is larger than the endpoint accepts (413 `payload_too_large`).
+    PayloadTooLarge,
+    NotFound,
+    /// A test hook asked for it (503 `temporarily_unavailable`).
+    Unavailable,
+    /// Database or signing failure (500 `server_error`); details go to the log only.
+    Internal(String),
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::Internal(format!("database: {e}"))
+    }
+}
+
+impl From<crate::tokens::IssueError> for ApiError {
+    fn from(e: crate::tokens::IssueError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+fn body(status: StatusCode, code: &str, description: &str) -> Response {
+    let mut res = (
+        status,
+        axum::Json(json!({ "error": code, "error_description": description })),
+    )
+        .into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::InvalidCredentials => body(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "the email or password is wrong",
+            ),
+            ApiError::TooManyAttempts { retry_after } => {
+                let mut res = body(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_attempts",
+                    "too many login attempts; retry later",
+                );
+                if let Ok(v) = HeaderValue::from_str(&retry_after.max(1).to_string()) {
+                    res.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                res
+            }
+            ApiError::InvalidGrant => cookies::clear(body(
+                StatusCode::UNAUTHORIZED,
+                "invalid_grant",
+                "the refresh token is missing, expired or revoked",
+            )),
+            ApiError::TokenReused => cookies::clear(body(
+                StatusCode::UNAUTHORIZED,
+                "token_reused",
+                "the refresh token was already used; the session has been revoked",
+            )),
+            ApiError::CsrfHeaderMissing => body(
+                StatusCode::FORBIDDEN,
+                "csrf_header_missing",
+                "this endpoint requires the header X-Tokenwarden: 1",
+            ),
+            ApiError::MissingToken => {
+                let mut res = body(
+                    StatusCode::UNAUTHORIZED,
+                    "missing_token",
+                    "an Authorization: Bearer token is required",
+                );
+                res.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="tokenwarden""#),
+                );
+                res
+            }
+            ApiError::InvalidToken(why) => {
+                let mut res = body(StatusCode::UNAUTHORIZED, "invalid_token", why.description());
+                let challenge = format!(
+                    r#"Bearer realm="tokenwarden", error="invalid_token", error_description="{}""#,
+                    why.description()
+                );
+                if let Ok(v) = HeaderValue::from_str(&challenge) {
+                    res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
+                res
+            }
+            ApiError::InvalidRequest(why) => body(StatusCode::BAD_REQUEST, "invalid_request", &why),
+            ApiError::UnsupportedMediaType => body(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the body must be application/json",
+            ),
+            ApiError::PayloadTooLarge => body(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the body is too large",
+            ),
+            ApiError::NotFound => body(StatusCode::NOT_FOUND, "not_found", "no such resource"),
+            ApiError::Unavailable => body(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the server is temporarily unavailable",
+            ),
+            ApiError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                body(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "internal error",
+                )
+            }
+        }
+    }
+}

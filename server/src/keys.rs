@@ -1,0 +1,137 @@
+//! Ed25519 signing keys: generated on first start, stored in the database, rotated without
+//! logging anyone out. The ring in memory is rebuilt from the database (on start, after every
+//! change made here, and by a poller that picks up changes made by the `keys` CLI).
+//!
+//! - the **signing** key is the newest key that is neither retired nor revoked;
+//! - a **retired** key keeps verifying (and stays in the JWKS) for the grace period, which is
+//!   at least one access-token lifetime, so tokens it signed run out naturally;
+//! - a **revoked** key verifies nothing from the moment the ring is reloaded.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::store::{DbResult, KeyRow, Store};
+
+pub struct Ring {
+    pub signing: Option<(String, EncodingKey)>,
+    pub verifying: HashMap<String, DecodingKey>,
+    /// The JWKS document, serialised once per reload.
+    pub jwks: String,
+}
+
+#[derive(Clone)]
+pub struct Keys {
+    ring: Arc<RwLock<Arc<Ring>>>,
+    grace_secs: i64,
+}
+
+/// RFC 7638 thumbprint of an Ed25519 public key: a stable, content-derived `kid`.
+pub fn thumbprint(public: &[u8]) -> String {
+    let jwk = format!(
+        r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
+        B64.encode(public)
+    );
+    B64.encode(Sha256::digest(jwk.as_bytes()))
+}
+
+/// A fresh key pair, as stored: private key as PKCS#8 DER, public key as 32 raw bytes.
+pub fn generate() -> KeyRow {
+    let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    let public = signing.verifying_key().to_bytes().to_vec();
+    let private_key = signing
+        .to_pkcs8_der()
+        .map(|doc| doc.as_bytes().to_vec())
+        // Encoding a 32-byte seed into a fixed DER template cannot fail.
+        .unwrap_or_default();
+    KeyRow {
+        kid: thumbprint(&public),
+        private_key,
+        public_key: public,
+        created_at: 0,
+        retired_at: None,
+        revoked_at: None,
+    }
+}
+
+impl Keys {
+    pub fn new(grace_secs: i64) -> Self {
+        Keys {
+            ring: Arc::new(RwLock::new(Arc::new(Ring {
+                signing: None,
+                verifying: HashMap::new(),
+                jwks: r#"{"keys":[]}"#.to_owned(),
+            }))),
+            grace_secs,
+        }
+    }
+
+    pub fn current(&self) -> Arc<Ring> {
+        match self.ring.read() {
+            Ok(ring) => ring.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Rebuilds the ring from the database; creates a signing key if there is none.
+    pub async fn reload(&self, store: &Store, now: i64) -> DbResult<()> {
+        let mut rows = store.keys().await?;
+        if !rows
+            .iter()
+            .any(|k| k.retired_at.is_none() && k.revoked_at.is_none())
+        {
+            store.add_signing_key(&generate(), now).await?;
+            rows = store.keys().await?;
+        }
+        let mut signing = None;
+        let mut verifying = HashMap::new();
+        let mut jwks = Vec::new();
+        for k in &rows {
+            if k.revoked_at.is_some() {
+                continue;
+            }
+            if k.retired_at.is_none() && signing.is_none() {
+                signing = Some((k.kid.clone(), EncodingKey::from_ed_der(&k.private_key)));
+            }
+            if k.retired_at.is_none_or(|t| t + self.grace_secs > now) {
+                verifying.insert(k.kid.clone(), DecodingKey::from_ed_der(&k.public_key));
+                jwks.push(json!({
+                    "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
+                    "kid": k.kid, "x": B64.encode(&k.public_key),
+                }));
+            }
+        }
+        let ring = Arc::new(Ring {
+            signing,
+            verifying,
+            jwks: json!({ "keys": jwks }).to_string(),
+        });
+        match self.ring.write() {
+            Ok(mut slot) => *slot = ring,
+            Err(poisoned) => *poisoned.into_inner() = ring,
+        }
+        Ok(())
+    }
+
+    /// Graceful rotation: a new key signs from now on; the old one keeps verifying.
+    pub async fn rotate(&self, store: &Store, now: i64) -> DbResult<String> {
+        let key = generate();
+        store.add_signing_key(&key, now).await?;
+        self.reload(store, now).await?;
+        Ok(key.kid)
+    }
+
+    /// Emergency revocation: tokens signed by `kid` are rejected at once. If it was the signing
+    /// key, a new one is generated. Returns whether the key existed and was live.
+    pub async fn revoke(&self, store: &Store, kid: &str, now: i64) -> DbResult<bool> {
+        let revoked = store.revoke_key(kid, now).await?;
+        self.reload(store, now).await?;
+        Ok(revoked)
+    }
+}

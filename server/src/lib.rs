@@ -1,0 +1,145 @@
+//! tokenwarden-server: the reference auth server of tokenwarden.
+//!
+//! `app(state)` is the whole HTTP surface as one axum `Router`; `serve::serve` runs it.
+//! The protocol is specified in `docs/PROTOCOL.md`.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod cookies;
+pub mod error;
+pub mod extract;
+pub mod hooks;
+pub mod keys;
+pub mod password;
+pub mod serve;
+pub mod state;
+pub mod store;
+pub mod tokens;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::services::ServeDir;
+
+pub use config::Settings;
+pub use state::AppState;
+pub use store::Store;
+
+use error::ApiError;
+
+/// Largest request body accepted by any endpoint.
+pub const BODY_LIMIT: usize = 16 * 1024;
+
+/// The whole HTTP surface.
+pub fn app(state: AppState) -> Router {
+    let settings = state.settings.clone();
+    let mut router = Router::new()
+        .route("/auth/login", post(auth::login))
+        .route("/auth/refresh", post(auth::refresh))
+        .route("/auth/logout", post(auth::logout))
+        .route("/auth/sessions", get(auth::list_sessions))
+        .route("/auth/sessions/{id}", delete(auth::revoke_session))
+        .route("/api/me", get(api::me).patch(api::update_me))
+        .route("/.well-known/jwks.json", get(api::jwks))
+        .route("/healthz", get(|| async { "ok" }));
+    if settings.test_hooks {
+        router = router.merge(hooks::routes());
+    }
+    let not_found = || async { ApiError::NotFound };
+    if let Some(pkg) = &settings.pkg_dir {
+        router = router.nest_service(
+            "/pkg",
+            ServeDir::new(pkg).not_found_service(axum::routing::any(not_found)),
+        );
+    }
+    router = match &settings.www_dir {
+        Some(www) => router
+            .fallback_service(ServeDir::new(www).not_found_service(axum::routing::any(not_found))),
+        None => router.fallback(not_found),
+    };
+    let mut router = router
+        .method_not_allowed_fallback(|| async {
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                axum::Json(serde_json::json!({
+                    "error": "method_not_allowed",
+                    "error_description": "this endpoint does not accept that method",
+                })),
+            )
+                .into_response()
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state);
+    if !settings.allowed_origins.is_empty() {
+        let origins: Vec<HeaderValue> = settings
+            .allowed_origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        router = router.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_credentials(true)
+                .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    HeaderName::from_static(extract::CSRF_HEADER),
+                ])
+                .expose_headers([header::WWW_AUTHENTICATE, header::RETRY_AFTER])
+                .max_age(Duration::from_secs(600)),
+        );
+    }
+    router
+}
+
+/// Creates a user; `Ok(None)` if the email is taken.
+pub async fn create_user(
+    store: &Store,
+    email: &str,
+    password: &str,
+    name: &str,
+    roles: &[String],
+    now: i64,
+) -> Result<Option<String>, String> {
+    let email = auth::normalize_email(email);
+    if email.is_empty() || !email.contains('@') || password.len() < 8 || name.trim().is_empty() {
+        return Err("a user needs an email, a name and a password of at least 8 characters".into());
+    }
+    let hash = password::hash(password).await?;
+    let id = tokens::random_id();
+    let created = store
+        .create_user(&id, &email, &hash, name.trim(), roles, now)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(created.then_some(id))
+}
+
+/// Re-reads signing keys every `key_poll_secs` (picks up the `keys` CLI) and prunes expired
+/// revocations and sessions.
+pub fn spawn_maintenance(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(state.settings.key_poll_secs));
+        let mut last_purge = 0;
+        loop {
+            tick.tick().await;
+            let now = state.now();
+            if let Err(e) = state.keys.reload(&state.store, now).await {
+                tracing::error!(error = %e, "reloading signing keys failed");
+            }
+            state.revocations.prune(now);
+            if now - last_purge > 3600 {
+                last_purge = now;
+                if let Err(e) = state.store.purge(now - 86_400).await {
+                    tracing::error!(error = %e, "purging old sessions failed");
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,172 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokenwarden_server::config::{
+    Cli, Command, DEMO_EMAIL, DEMO_PASSWORD, KeysCommand, UsersCommand,
+};
+use tokenwarden_server::keys::Keys;
+use tokenwarden_server::{AppState, Settings, Store};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tokenwarden-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let store = Store::connect(&cli.database_url)
+        .await
+        .map_err(|e| format!("opening {}: {e}", cli.database_url))?;
+    let result = match cli.command {
+        None | Some(Command::Serve) => serve(cli.serve, store.clone()).await,
+        Some(Command::Keys(cmd)) => keys(cmd, &store, cli.serve.key_grace_secs).await,
+        Some(Command::Users(UsersCommand::Add {
+            email,
+            name,
+            roles,
+            password,
+        })) => {
+            let password = match password {
+                Some(p) => p,
+                None => {
+                    eprint!("password: ");
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .map_err(|e| e.to_string())?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            match tokenwarden_server::create_user(&store, &email, &password, &name, &roles, now())
+                .await?
+            {
+                Some(id) => {
+                    println!("created user {id} <{email}>");
+                    Ok(())
+                }
+                None => Err(format!("a user with email {email} exists")),
+            }
+        }
+    };
+    store.close().await;
+    result
+}
+
+async fn keys(cmd: KeysCommand, store: &Store, grace: i64) -> Result<(), String> {
+    let keys = Keys::new(grace);
+    let now = now();
+    keys.reload(store, now).await.map_err(|e| e.to_string())?;
+    match cmd {
+        KeysCommand::List => {
+            println!("{:<44} {:<10} created", "kid", "state");
+            for k in store.keys().await.map_err(|e| e.to_string())? {
+                let state = match (k.revoked_at, k.retired_at) {
+                    (Some(_), _) => "revoked",
+                    (None, Some(t)) if t + grace > now => "retired",
+                    (None, Some(_)) => "expired",
+                    (None, None) => "signing",
+                };
+                println!("{:<44} {:<10} {}", k.kid, state, k.created_at);
+            }
+        }
+        KeysCommand::Rotate => {
+            let kid = keys.rotate(store, now).await.map_err(|e| e.to_string())?;
+            println!("new signing key {kid}; the previous key verifies for {grace} s more");
+        }
+        KeysCommand::Revoke { kid } => {
+            if !keys
+                .revoke(store, &kid, now)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                return Err(format!("no live key with kid {kid}"));
+            }
+            println!("revoked {kid}: tokens it signed are refused; clients recover by refreshing");
+        }
+    }
+    Ok(())
+}
+
+async fn serve(args: tokenwarden_server::config::ServeArgs, store: Store) -> Result<(), String> {
+    let settings = Settings::from_args(&args)?;
+    let state = AppState::new(settings.clone(), store)
+        .await
+        .map_err(|e| format!("starting: {e}"))?;
+    if settings.demo {
+        let created = tokenwarden_server::create_user(
+            &state.store,
+            DEMO_EMAIL,
+            DEMO_PASSWORD,
+            "Demo User",
+            &["user".to_owned()],
+            state.now(),
+        )
+        .await?;
+        if created.is_some() {
+            tracing::info!("seeded the demo user");
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .map_err(|e| format!("binding {}: {e}", args.bind))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("tokenwarden-server listening on http://{addr}");
+    if settings.demo {
+        println!("demo user: {DEMO_EMAIL} / {DEMO_PASSWORD}");
+        println!("open http://{addr}/ in a browser");
+    }
+    if settings.test_hooks {
+        println!("test hooks enabled at /test/*");
+    }
+    let maintenance = tokenwarden_server::spawn_maintenance(state.clone());
+    tokenwarden_server::serve::serve(
+        listener,
+        tokenwarden_server::app(state.clone()),
+        shutdown_signal(),
+    )
+    .await;
+    maintenance.abort();
+    tracing::info!("shut down");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,231 @@
+//! Shared state: settings, store, keys, and the small in-memory structures that keep the hot
+//! path (bearer verification) off the database.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::Settings;
+use crate::keys::Keys;
+use crate::store::{DbResult, Store};
+use crate::tokens::Audience;
+
+#[derive(Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+pub struct Inner {
+    pub settings: Settings,
+    pub audience: Audience,
+    pub store: Store,
+    pub keys: Keys,
+    pub revocations: Revocations,
+    pub ip_limiter: IpLimiter,
+    pub clock: Clock,
+    /// Present only with --test-hooks.
+    pub hooks: Option<Hooks>,
+    /// A hash of a random password, verified against for unknown emails so that they take as
+    /// long as known ones.
+    pub dummy_hash: String,
+}
+
+impl AppState {
+    pub async fn new(settings: Settings, store: Store) -> DbResult<Self> {
+        let clock = Clock::default();
+        let now = clock.now();
+        let keys = Keys::new(settings.key_grace);
+        keys.reload(&store, now).await?;
+        let revocations = Revocations::default();
+        let window = settings.access_ttl + settings.leeway;
+        for (jti, exp) in store.denied_tokens(now - settings.leeway).await? {
+            revocations.deny_token(jti, exp + settings.leeway);
+        }
+        for (sid, at) in store.recently_revoked_sessions(now - window).await? {
+            revocations.revoke_session(sid, at + window);
+        }
+        let dummy_hash = crate::password::hash(&crate::tokens::random_token())
+            .await
+            .map_err(sqlx::Error::Protocol)?;
+        Ok(AppState(Arc::new(Inner {
+            audience: Audience {
+                issuer: settings.issuer.clone(),
+                audience: settings.audience.clone(),
+                leeway_secs: settings.leeway,
+            },
+            ip_limiter: IpLimiter::new(settings.login_ip_per_minute),
+            hooks: settings.test_hooks.then(Hooks::default),
+            settings,
+            store,
+            keys,
+            revocations,
+            clock,
+            dummy_hash,
+        })))
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// How long a revoked session's access tokens must be refused: until they expire.
+    pub fn revoke_session_tokens(&self, sid: &str) {
+        self.revocations.revoke_session(
+            sid.to_owned(),
+            self.now() + self.settings.access_ttl + self.settings.leeway,
+        );
+    }
+
+    pub fn hook(&self, f: impl FnOnce(&Hooks)) {
+        if let Some(h) = &self.hooks {
+            f(h);
+        }
+    }
+}
+
+/// Wall-clock seconds plus an offset that only the test hooks move.
+#[derive(Default)]
+pub struct Clock {
+    offset: AtomicI64,
+}
+
+impl Clock {
+    pub fn now(&self) -> i64 {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        secs + self.offset.load(Ordering::Relaxed)
+    }
+
+    pub fn advance(&self, secs: i64) {
+        self.offset.fetch_add(secs, Ordering::Relaxed);
+    }
+
+    pub fn reset(&self) {
+        self.offset.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Access tokens refused before their `exp`: logged-out `jti`s and revoked sessions. Mirrors
+/// the database (reloaded at start) so that verifying a bearer token never touches it.
+#[derive(Default)]
+pub struct Revocations {
+    inner: RwLock<RevocationSets>,
+}
+
+#[derive(Default)]
+struct RevocationSets {
+    /// jti -> forget after
+    tokens: HashMap<String, i64>,
+    /// session id -> forget after
+    sessions: HashMap<String, i64>,
+}
+
+impl Revocations {
+    pub fn is_revoked(&self, jti: &str, sid: &str) -> bool {
+        let sets = match self.inner.read() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        sets.tokens.contains_key(jti) || sets.sessions.contains_key(sid)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, RevocationSets> {
+        match self.inner.write() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    pub fn deny_token(&self, jti: String, until: i64) {
+        self.write().tokens.insert(jti, until);
+    }
+
+    pub fn revoke_session(&self, sid: String, until: i64) {
+        self.write().sessions.insert(sid, until);
+    }
+
+    pub fn prune(&self, now: i64) {
+        let mut sets = self.write();
+        sets.tokens.retain(|_, until| *until >= now);
+        sets.sessions.retain(|_, until| *until >= now);
+    }
+}
+
+/// Fixed one-minute windows of login attempts per client IP.
+pub struct IpLimiter {
+    per_minute: u32,
+    windows: Mutex<HashMap<IpAddr, (i64, u32)>>,
+}
+
+impl IpLimiter {
+    pub fn new(per_minute: u32) -> Self {
+        IpLimiter {
+            per_minute,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts an attempt; `Err(retry_after)` when over the limit.
+    pub fn check(&self, ip: IpAddr, now: i64) -> Result<(), i64> {
+        let mut windows = match self.windows.lock() {
+            Ok(w) => w,
+            Err(p) => p.into_inner(),
+        };
+        let minute = now - now.rem_euclid(60);
+        if windows.len() > 100_000 {
+            windows.retain(|_, (start, _)| *start == minute);
+        }
+        let entry = windows.entry(ip).or_insert((minute, 0));
+        if entry.0 != minute {
+            *entry = (minute, 0);
+        }
+        if entry.1 >= self.per_minute {
+            return Err(minute + 60 - now);
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+
+    pub fn reset(&self) {
+        match self.windows.lock() {
+            Ok(mut w) => w.clear(),
+            Err(p) => p.into_inner().clear(),
+        }
+    }
+}
+
+/// Counters and faults behind --test-hooks.
+#[derive(Default)]
+pub struct Hooks {
+    pub refresh_calls: AtomicU64,
+    pub refresh_rotated: AtomicU64,
+    pub reuse_detections: AtomicU64,
+    pub revocations: AtomicU64,
+    pub logins: AtomicU64,
+    pub logouts: AtomicU64,
+    pub refresh_latency_ms: AtomicU64,
+    pub refresh_fail_next: AtomicU64,
+    pub refresh_drop_next: AtomicU64,
+}
+
+impl Hooks {
+    /// Decrements `counter` if positive; true if it was.
+    pub fn take(counter: &AtomicU64) -> bool {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
+}

@@ -33,6 +33,8 @@ pub enum ApiError {
     /// The body is larger than the endpoint accepts (413 `payload_too_large`).
     PayloadTooLarge,
     NotFound,
+    /// The path exists but not with this method (405 `method_not_allowed`).
+    MethodNotAllowed,
     /// A test hook asked for it (503 `temporarily_unavailable`).
     Unavailable,
     /// Database or signing failure (500 `server_error`); details go to the log only.
@@ -51,6 +53,48 @@ impl From<crate::tokens::IssueError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The `error` field of the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidCredentials => "invalid_credentials",
+            ApiError::TooManyAttempts { .. } => "too_many_attempts",
+            ApiError::InvalidGrant => "invalid_grant",
+            ApiError::TokenReused => "token_reused",
+            ApiError::CsrfHeaderMissing => "csrf_header_missing",
+            ApiError::MissingToken => "missing_token",
+            ApiError::InvalidToken(_) => "invalid_token",
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Unavailable => "temporarily_unavailable",
+            ApiError::Internal(_) => "server_error",
+        }
+    }
+
+    /// One value of every variant (the protocol document's error table is checked against it).
+    pub fn examples() -> Vec<ApiError> {
+        vec![
+            ApiError::InvalidCredentials,
+            ApiError::TooManyAttempts { retry_after: 1 },
+            ApiError::InvalidGrant,
+            ApiError::TokenReused,
+            ApiError::CsrfHeaderMissing,
+            ApiError::MissingToken,
+            ApiError::InvalidToken(Invalid::Expired),
+            ApiError::InvalidRequest(String::new()),
+            ApiError::UnsupportedMediaType,
+            ApiError::PayloadTooLarge,
+            ApiError::NotFound,
+            ApiError::MethodNotAllowed,
+            ApiError::Unavailable,
+            ApiError::Internal(String::new()),
+        ]
+    }
+}
+
 fn body(status: StatusCode, code: &str, description: &str) -> Response {
     let mut res = (
         status,
@@ -64,16 +108,17 @@ fn body(status: StatusCode, code: &str, description: &str) -> Response {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let code = self.code();
         match self {
             ApiError::InvalidCredentials => body(
                 StatusCode::UNAUTHORIZED,
-                "invalid_credentials",
+                code,
                 "the email or password is wrong",
             ),
             ApiError::TooManyAttempts { retry_after } => {
                 let mut res = body(
                     StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_attempts",
+                    code,
                     "too many login attempts; retry later",
                 );
                 if let Ok(v) = HeaderValue::from_str(&retry_after.max(1).to_string()) {
@@ -83,23 +128,23 @@ impl IntoResponse for ApiError {
             }
             ApiError::InvalidGrant => cookies::clear(body(
                 StatusCode::UNAUTHORIZED,
-                "invalid_grant",
+                code,
                 "the refresh token is missing, expired or revoked",
             )),
             ApiError::TokenReused => cookies::clear(body(
                 StatusCode::UNAUTHORIZED,
-                "token_reused",
+                code,
                 "the refresh token was already used; the session has been revoked",
             )),
             ApiError::CsrfHeaderMissing => body(
                 StatusCode::FORBIDDEN,
-                "csrf_header_missing",
+                code,
                 "this endpoint requires the header X-Tokenwarden: 1",
             ),
             ApiError::MissingToken => {
                 let mut res = body(
                     StatusCode::UNAUTHORIZED,
-                    "missing_token",
+                    code,
                     "an Authorization: Bearer token is required",
                 );
                 res.headers_mut().insert(
@@ -109,7 +154,7 @@ impl IntoResponse for ApiError {
                 res
             }
             ApiError::InvalidToken(why) => {
-                let mut res = body(StatusCode::UNAUTHORIZED, "invalid_token", why.description());
+                let mut res = body(StatusCode::UNAUTHORIZED, code, why.description());
                 let challenge = format!(
                     r#"Bearer realm="tokenwarden", error="invalid_token", error_description="{}""#,
                     why.description()
@@ -119,30 +164,29 @@ impl IntoResponse for ApiError {
                 }
                 res
             }
-            ApiError::InvalidRequest(why) => body(StatusCode::BAD_REQUEST, "invalid_request", &why),
+            ApiError::InvalidRequest(why) => body(StatusCode::BAD_REQUEST, code, &why),
             ApiError::UnsupportedMediaType => body(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                code,
                 "the body must be application/json",
             ),
-            ApiError::PayloadTooLarge => body(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "the body is too large",
+            ApiError::PayloadTooLarge => {
+                body(StatusCode::PAYLOAD_TOO_LARGE, code, "the body is too large")
+            }
+            ApiError::NotFound => body(StatusCode::NOT_FOUND, code, "no such resource"),
+            ApiError::MethodNotAllowed => body(
+                StatusCode::METHOD_NOT_ALLOWED,
+                code,
+                "this endpoint does not accept that method",
             ),
-            ApiError::NotFound => body(StatusCode::NOT_FOUND, "not_found", "no such resource"),
             ApiError::Unavailable => body(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
+                code,
                 "the server is temporarily unavailable",
             ),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
-                body(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "server_error",
-                    "internal error",
-                )
+                body(StatusCode::INTERNAL_SERVER_ERROR, code, "internal error")
             }
         }
     }

@@ -3,6 +3,11 @@
 //! `app(state)` is the whole HTTP surface as one axum `Router`; `serve::serve` runs it.
 //! The protocol is specified in `docs/PROTOCOL.md`.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 pub mod api;
 pub mod auth;
 pub mod config;
@@ -21,8 +26,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::routing::{delete, get, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
@@ -64,16 +68,7 @@ pub fn app(state: AppState) -> Router {
         None => router.fallback(not_found),
     };
     let mut router = router
-        .method_not_allowed_fallback(|| async {
-            (
-                StatusCode::METHOD_NOT_ALLOWED,
-                axum::Json(serde_json::json!({
-                    "error": "method_not_allowed",
-                    "error_description": "this endpoint does not accept that method",
-                })),
-            )
-                .into_response()
-        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state);
     if !settings.allowed_origins.is_empty() {

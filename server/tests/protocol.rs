@@ -1,0 +1,962 @@
+//! The protocol of docs/PROTOCOL.md, over real HTTP against real SQLite.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tokenwarden_server::tokens::{self, Audience};
+
+// ---- login ----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn login_returns_a_bearer_token_and_sets_exactly_the_documented_cookies() {
+    let s = TestServer::start().await;
+    let res = s.login_response(ALICE.0, ALICE.1).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let cookies = set_cookies(res.headers());
+    assert_eq!(cookies.len(), 2, "{cookies:?}");
+    let refresh = &cookies[0];
+    let value = cookie(res.headers(), REFRESH_COOKIE).expect("refresh cookie");
+    assert_eq!(value.len(), 43, "256-bit token, base64url");
+    assert_eq!(
+        refresh,
+        &format!(
+            "{REFRESH_COOKIE}={value}; Path=/auth; Max-Age=1209600; HttpOnly; Secure; SameSite=Strict"
+        )
+    );
+    assert_eq!(
+        cookies[1],
+        "tw_session=1; Path=/; Max-Age=1209600; Secure; SameSite=Strict"
+    );
+    assert!(!refresh.contains("Domain"));
+
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 600);
+    let (header, claims) = jwt_parts(body["access_token"].as_str().expect("token"));
+    assert_eq!(header["alg"], "EdDSA");
+    assert_eq!(header["typ"], "at+jwt");
+    assert!(header["kid"].is_string());
+    for claim in [
+        "iss", "aud", "sub", "sid", "jti", "iat", "exp", "email", "name", "roles",
+    ] {
+        assert!(!claims[claim].is_null(), "claim {claim} missing: {claims}");
+    }
+    assert_eq!(claims["email"], ALICE.0);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        600
+    );
+
+    // The token works.
+    assert_eq!(
+        s.me(body["access_token"].as_str().unwrap()).await.status(),
+        200
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_email_get_the_same_answer() {
+    let s = TestServer::start().await;
+    let wrong = s.login_response(ALICE.0, "not-the-password").await;
+    let unknown = s
+        .login_response("nobody@example.com", "not-the-password")
+        .await;
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(unknown.status(), 401);
+    assert!(set_cookies(wrong.headers()).is_empty());
+    let wrong: Value = wrong.json().await.unwrap();
+    let unknown: Value = unknown.json().await.unwrap();
+    assert_eq!(wrong, unknown);
+    assert_eq!(wrong["error"], "invalid_credentials");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn email_is_matched_case_insensitively() {
+    let s = TestServer::start().await;
+    let res = s.login_response("  ALICE@Example.com ", ALICE.1).await;
+    assert_eq!(res.status(), 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_account_is_throttled_after_repeated_failures_even_for_the_right_password() {
+    let s = TestServer::with(|c| {
+        c.login_max_failures = 3;
+        c.login_window = 600;
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            s.login_response(ALICE.0, "wrong-password").await.status(),
+            401
+        );
+    }
+    let res = s.login_response(ALICE.0, ALICE.1).await;
+    assert_eq!(res.status(), 429);
+    let retry: i64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=600).contains(&retry), "Retry-After {retry}");
+    assert_eq!(error_code(res).await, "too_many_attempts");
+    // Another account is not affected.
+    assert_eq!(s.login_response(BOB.0, BOB.1).await.status(), 200);
+    // Unknown accounts are throttled the same way (no enumeration through 429s).
+    for _ in 0..3 {
+        s.login_response("ghost@example.com", "x-password").await;
+    }
+    assert_eq!(
+        s.login_response("ghost@example.com", "x-password")
+            .await
+            .status(),
+        429
+    );
+    // After the window, the right password works again and clears the count.
+    s.state.clock.advance(601);
+    assert_eq!(s.login_response(ALICE.0, ALICE.1).await.status(), 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn logins_are_limited_per_client_ip() {
+    let s = TestServer::with(|c| c.login_ip_per_minute = 2).await;
+    assert_eq!(s.login_response(ALICE.0, ALICE.1).await.status(), 200);
+    assert_eq!(s.login_response(BOB.0, BOB.1).await.status(), 200);
+    let res = s.login_response(BOB.0, BOB.1).await;
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    s.stop().await;
+}
+
+// ---- rotation -------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn refresh_rotates_the_cookie_and_issues_a_new_access_token() {
+    let s = TestServer::start().await;
+    let t0 = s.login(ALICE).await;
+    let t1 = s.refresh(&t0.refresh).await;
+    assert_ne!(t1.refresh, t0.refresh);
+    assert_ne!(t1.access, t0.access);
+    let (_, c0) = jwt_parts(&t0.access);
+    let (_, c1) = jwt_parts(&t1.access);
+    assert_eq!(c0["sid"], c1["sid"], "same session");
+    assert_ne!(c0["jti"], c1["jti"]);
+    assert_eq!(s.me(&t1.access).await.status(), 200);
+    let t2 = s.refresh(&t1.refresh).await;
+    assert_eq!(s.me(&t2.access).await.status(), 200);
+    assert_eq!(s.stats().await["refresh_rotated"], 2);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn reuse_of_a_used_token_revokes_the_session_for_attacker_and_user() {
+    let s = TestServer::start().await;
+    let stolen = s.login(ALICE).await;
+    // The user refreshes twice: the stolen token's child has been used.
+    let t1 = s.refresh(&stolen.refresh).await;
+    let t2 = s.refresh(&t1.refresh).await;
+
+    let res = s.refresh_response(&stolen.refresh).await;
+    assert_eq!(res.status(), 401);
+    let cleared = set_cookies(res.headers());
+    assert!(
+        cleared
+            .iter()
+            .any(|c| c.starts_with(&format!("{REFRESH_COOKIE}=;")) && c.contains("Max-Age=0"))
+    );
+    assert!(
+        cleared
+            .iter()
+            .any(|c| c.starts_with("tw_session=;") && c.contains("Max-Age=0"))
+    );
+    assert_eq!(error_code(res).await, "token_reused");
+
+    // The user's newest refresh token and access token are dead too.
+    let res = s.refresh_response(&t2.refresh).await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(error_code(res).await, "invalid_grant");
+    let res = s.me(&t2.access).await;
+    assert_eq!(res.status(), 401);
+    assert!(
+        res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains(r#"error="invalid_token""#)
+    );
+
+    let stats = s.stats().await;
+    assert_eq!(stats["reuse_detections"], 1);
+    // Other sessions of the same user are untouched.
+    let other = s.login(ALICE).await;
+    assert_eq!(s.me(&other.access).await.status(), 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_whose_sibling_has_a_used_child_is_reuse() {
+    let s = TestServer::start().await;
+    let t0 = s.login(ALICE).await;
+    let a = s.refresh(&t0.refresh).await; // first child of t0
+    let b = s.refresh(&t0.refresh).await; // lost-response sibling
+    let c = s.refresh(&b.refresh).await; // b used: a (a sibling) is still acceptable...
+    s.refresh(&c.refresh).await; // ...until b's child c has been used
+    let res = s.refresh_response(&a.refresh).await;
+    assert_eq!(error_code(res).await, "token_reused");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_lost_refresh_response_is_recovered_by_presenting_the_old_token_again() {
+    let s = TestServer::start().await;
+    let t0 = s.login(ALICE).await;
+    // The server commits the rotation, then closes the connection without answering.
+    let res = s
+        .post_json("/test/faults", json!({ "refresh_drop_next": 1 }))
+        .await;
+    assert_eq!(res.status(), 204);
+    let lost = s
+        .http
+        .post(s.url("/auth/refresh"))
+        .header("x-tokenwarden", "1")
+        .header("cookie", format!("{REFRESH_COOKIE}={}", t0.refresh))
+        .send()
+        .await;
+    assert!(lost.is_err(), "the response must be lost: {lost:?}");
+    assert_eq!(
+        s.stats().await["refresh_rotated"],
+        1,
+        "the rotation was committed"
+    );
+
+    // The client still holds t0 and tries again: a sibling child, no logout.
+    let t1 = s.refresh(&t0.refresh).await;
+    assert_eq!(s.me(&t1.access).await.status(), 200);
+    let t2 = s.refresh(&t1.refresh).await;
+    assert_eq!(s.me(&t2.access).await.status(), 200);
+    assert_eq!(s.stats().await["reuse_detections"], 0);
+
+    // Now that a child of t0 has been used, t0 itself is reuse.
+    assert_eq!(
+        error_code(s.refresh_response(&t0.refresh).await).await,
+        "token_reused"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn twenty_concurrent_refreshes_with_the_same_cookie_leave_the_session_alive() {
+    let s = TestServer::start().await;
+    let t0 = s.login(ALICE).await;
+    let responses =
+        futures::future::join_all((0..20).map(|_| s.refresh_response(&t0.refresh))).await;
+    let mut children = Vec::new();
+    for res in responses {
+        assert_eq!(res.status(), 200);
+        children.push(tokens_of(res).await);
+    }
+    let distinct: BTreeSet<_> = children.iter().map(|t| t.refresh.clone()).collect();
+    assert_eq!(distinct.len(), 20);
+    // Whichever child the browser kept (the last Set-Cookie wins), it works.
+    let kept = &children[13];
+    let next = s.refresh(&kept.refresh).await;
+    assert_eq!(s.me(&next.access).await.status(), 200);
+    let stats = s.stats().await;
+    assert_eq!(stats["reuse_detections"], 0);
+    assert_eq!(stats["revocations"], 0);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn refresh_without_the_csrf_header_is_forbidden_and_spends_nothing() {
+    let s = TestServer::start().await;
+    let t0 = s.login(ALICE).await;
+    for path in ["/auth/refresh", "/auth/logout"] {
+        let res = s
+            .http
+            .post(s.url(path))
+            .header("cookie", format!("{REFRESH_COOKIE}={}", t0.refresh))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403, "{path}");
+        assert_eq!(error_code(res).await, "csrf_header_missing");
+    }
+    // The wrong value is refused too.
+    let res = s
+        .http
+        .post(s.url("/auth/refresh"))
+        .header("x-tokenwarden", "yes")
+        .header("cookie", format!("{REFRESH_COOKIE}={}", t0.refresh))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    // Nothing was revoked or rotated.
+    s.refresh(&t0.refresh).await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn refresh_with_no_unknown_or_garbage_cookie_is_invalid_grant() {
+    let s = TestServer::start().await;
+    let bare = s
+        .http
+        .post(s.url("/auth/refresh"))
+        .header("x-tokenwarden", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 401);
+    assert_eq!(error_code(bare).await, "invalid_grant");
+    for junk in [
+        "A".repeat(43),
+        "short".into(),
+        "ä".repeat(30),
+        "x".repeat(5000),
+        "\"quoted\"".into(),
+    ] {
+        let res = s.refresh_response(&junk).await;
+        assert_eq!(res.status(), 401, "{junk}");
+        assert_eq!(error_code(res).await, "invalid_grant");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn sessions_expire_when_idle_and_at_their_absolute_lifetime() {
+    let s = TestServer::with(|c| {
+        c.idle_ttl = 100;
+        c.absolute_ttl = 250;
+    })
+    .await;
+    let t0 = s.login(ALICE).await;
+    s.state.clock.advance(90);
+    let t1 = s.refresh(&t0.refresh).await; // idle renewed to now + 100
+    s.state.clock.advance(90);
+    let t2 = s.refresh(&t1.refresh).await;
+    s.state.clock.advance(60); // 240 s after login: idle would allow 100 s more, absolute 10 s
+    let res = s.refresh_response(&t2.refresh).await;
+    assert_eq!(res.status(), 200);
+    let cookies = set_cookies(res.headers());
+    assert!(cookies[0].contains("Max-Age=10;"), "{cookies:?}");
+    let t3 = tokens_of(res).await;
+    s.state.clock.advance(11);
+    assert_eq!(
+        error_code(s.refresh_response(&t3.refresh).await).await,
+        "invalid_grant"
+    );
+
+    // Idle expiry alone.
+    s.state.clock.reset();
+    let u0 = s.login(BOB).await;
+    s.state.clock.advance(101);
+    assert_eq!(
+        error_code(s.refresh_response(&u0.refresh).await).await,
+        "invalid_grant"
+    );
+    s.stop().await;
+}
+
+// ---- logout and sessions --------------------------------------------------------------------
+
+#[tokio::test]
+async fn logout_revokes_the_session_denylists_the_token_and_is_idempotent() {
+    let s = TestServer::start().await;
+    let t = s.login(ALICE).await;
+    let logout = || {
+        s.http
+            .post(s.url("/auth/logout"))
+            .header("x-tokenwarden", "1")
+            .header("cookie", format!("{REFRESH_COOKIE}={}", t.refresh))
+            .bearer_auth(&t.access)
+            .send()
+    };
+    let res = logout().await.unwrap();
+    assert_eq!(res.status(), 204);
+    let cleared = set_cookies(res.headers());
+    assert_eq!(cleared.len(), 2);
+    assert!(cleared.iter().all(|c| c.contains("Max-Age=0")));
+
+    let res = s.me(&t.access).await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(error_code(res).await, "invalid_token");
+    assert_eq!(
+        error_code(s.refresh_response(&t.refresh).await).await,
+        "invalid_grant"
+    );
+    assert_eq!(logout().await.unwrap().status(), 204, "idempotent");
+    assert_eq!(s.stats().await["logouts"], 1);
+
+    // With only the bearer token (e.g. the cookie was lost), the session is revoked too.
+    let u = s.login(ALICE).await;
+    let res = s
+        .http
+        .post(s.url("/auth/logout"))
+        .header("x-tokenwarden", "1")
+        .bearer_auth(&u.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(
+        error_code(s.refresh_response(&u.refresh).await).await,
+        "invalid_grant"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_user_lists_their_sessions_and_revokes_a_lost_device() {
+    let s = TestServer::start().await;
+    let login_as = |ua: &'static str| {
+        s.http
+            .post(s.url("/auth/login"))
+            .header("user-agent", ua)
+            .json(&json!({ "email": ALICE.0, "password": ALICE.1 }))
+            .send()
+    };
+    let laptop = tokens_of(login_as("Laptop").await.unwrap()).await;
+    let phone = tokens_of(login_as("Phone").await.unwrap()).await;
+    let bob = s.login(BOB).await;
+
+    let list: Value = s
+        .http
+        .get(s.url("/auth/sessions"))
+        .bearer_auth(&laptop.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sessions = list["sessions"].as_array().expect("sessions");
+    assert_eq!(sessions.len(), 2, "{list}");
+    let current: Vec<_> = sessions.iter().filter(|s| s["current"] == true).collect();
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0]["user_agent"], "Laptop");
+    let phone_session = sessions
+        .iter()
+        .find(|s| s["user_agent"] == "Phone")
+        .expect("phone session");
+    for field in ["id", "created_at", "last_used_at", "expires_at"] {
+        assert!(!phone_session[field].is_null(), "{field}");
+    }
+    let phone_id = phone_session["id"].as_str().unwrap();
+
+    // Bob cannot revoke Alice's session.
+    let res = s
+        .http
+        .delete(s.url(&format!("/auth/sessions/{phone_id}")))
+        .bearer_auth(&bob.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+
+    let res = s
+        .http
+        .delete(s.url(&format!("/auth/sessions/{phone_id}")))
+        .bearer_auth(&laptop.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(
+        s.me(&phone.access).await.status(),
+        401,
+        "phone's access token dies at once"
+    );
+    assert_eq!(
+        error_code(s.refresh_response(&phone.refresh).await).await,
+        "invalid_grant"
+    );
+    assert_eq!(
+        s.me(&laptop.access).await.status(),
+        200,
+        "laptop unaffected"
+    );
+
+    let res = s
+        .http
+        .delete(s.url(&format!("/auth/sessions/{phone_id}")))
+        .bearer_auth(&laptop.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404, "already revoked");
+    s.stop().await;
+}
+
+// ---- profile --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_profile_change_shows_in_the_claims_of_the_next_refresh() {
+    let s = TestServer::start().await;
+    let t = s.login(ALICE).await;
+    let res = s
+        .http
+        .patch(s.url("/api/me"))
+        .bearer_auth(&t.access)
+        .json(&json!({ "name": "Alice Liddell", "phone": "+44 20 7946 0000" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let me: Value = res.json().await.unwrap();
+    assert_eq!(me["name"], "Alice Liddell");
+    assert_eq!(me["phone"], "+44 20 7946 0000");
+    let (_, old) = jwt_parts(&t.access);
+    assert_eq!(old["name"], "alice");
+    let t1 = s.refresh(&t.refresh).await;
+    let (_, new) = jwt_parts(&t1.access);
+    assert_eq!(new["name"], "Alice Liddell");
+
+    // `null` clears the phone, absent keeps it; bad values are 400.
+    let patch = |body: Value| {
+        s.http
+            .patch(s.url("/api/me"))
+            .bearer_auth(&t1.access)
+            .json(&body)
+            .send()
+    };
+    let me: Value = patch(json!({})).await.unwrap().json().await.unwrap();
+    assert_eq!(me["phone"], "+44 20 7946 0000");
+    let me: Value = patch(json!({ "phone": null }))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(me["phone"].is_null());
+    for bad in [
+        json!({ "name": "" }),
+        json!({ "phone": "call me" }),
+        json!({ "email": "x@y" }),
+    ] {
+        let res = patch(bad.clone()).await.unwrap();
+        assert_eq!(res.status(), 400, "{bad}");
+        assert_eq!(error_code(res).await, "invalid_request");
+    }
+    s.stop().await;
+}
+
+// ---- keys -----------------------------------------------------------------------------------
+
+async fn jwks_kids(s: &TestServer) -> BTreeSet<String> {
+    let jwks: Value = s
+        .http
+        .get(s.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            assert_eq!(k["kty"], "OKP");
+            assert_eq!(k["crv"], "Ed25519");
+            assert_eq!(k["alg"], "EdDSA");
+            k["kid"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn graceful_key_rotation_keeps_tokens_of_the_old_key_valid() {
+    let s = TestServer::with(|c| c.key_grace = 900).await;
+    let t = s.login(ALICE).await;
+    let (h_old, _) = jwt_parts(&t.access);
+    let old_kid = h_old["kid"].as_str().unwrap().to_owned();
+
+    let res = s.post_json("/test/keys/rotate", json!({})).await;
+    let new_kid = res.json::<Value>().await.unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(new_kid, old_kid);
+
+    assert_eq!(
+        s.me(&t.access).await.status(),
+        200,
+        "old kid still verifies"
+    );
+    let t1 = s.refresh(&t.refresh).await;
+    assert_eq!(jwt_parts(&t1.access).0["kid"], new_kid.as_str());
+    assert_eq!(
+        jwks_kids(&s).await,
+        [old_kid.clone(), new_kid.clone()].into()
+    );
+
+    // After the grace period the old key leaves the JWKS.
+    s.state.clock.advance(901);
+    s.state
+        .keys
+        .reload(&s.state.store, s.state.now())
+        .await
+        .unwrap();
+    assert_eq!(jwks_kids(&s).await, [new_kid].into());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn emergency_key_revocation_rejects_tokens_at_once_and_a_refresh_recovers() {
+    let s = TestServer::start().await;
+    let t = s.login(ALICE).await;
+    let kid = jwt_parts(&t.access).0["kid"].as_str().unwrap().to_owned();
+    let res = s
+        .post_json("/test/keys/revoke", json!({ "kid": kid }))
+        .await;
+    assert_eq!(res.status(), 200);
+
+    let res = s.me(&t.access).await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(error_code(res).await, "invalid_token");
+    assert!(!jwks_kids(&s).await.contains(&kid));
+
+    // Nobody is logged out: the refresh token still works and the new token verifies.
+    let t1 = s.refresh(&t.refresh).await;
+    assert_ne!(jwt_parts(&t1.access).0["kid"], kid.as_str());
+    assert_eq!(s.me(&t1.access).await.status(), 200);
+    s.stop().await;
+}
+
+// ---- forged and malformed bearer tokens ----------------------------------------------------
+
+fn b64(v: &Value) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+#[tokio::test]
+async fn forged_and_invalid_access_tokens_are_refused_with_rfc6750_challenges() {
+    let s = TestServer::start().await;
+    let t = s.login(ALICE).await;
+    let (header, claims) = jwt_parts(&t.access);
+    let kid = header["kid"].as_str().unwrap().to_owned();
+    let ring = s.state.keys.current();
+
+    let alg_none = format!(
+        "{}.{}.",
+        b64(&json!({ "alg": "none", "typ": "at+jwt", "kid": kid })),
+        b64(&claims)
+    );
+    // HS256 keyed with the public key (the classic algorithm-confusion attack).
+    let public_x = {
+        let jwks: Value = s
+            .http
+            .get(s.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        jwks["keys"][0]["x"].as_str().unwrap().to_owned()
+    };
+    let mut hs = Header::new(Algorithm::HS256);
+    hs.typ = Some("at+jwt".into());
+    hs.kid = Some(kid.clone());
+    let hs256 =
+        jsonwebtoken::encode(&hs, &claims, &EncodingKey::from_secret(public_x.as_bytes())).unwrap();
+
+    let user = s
+        .state
+        .store
+        .user_by_id(claims["sub"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let sid = claims["sid"].as_str().unwrap();
+    let now = s.state.now();
+    let wrong_aud = tokens::issue(
+        &ring,
+        &Audience {
+            issuer: "tokenwarden".into(),
+            audience: "someone-else".into(),
+            leeway_secs: 5,
+        },
+        &user,
+        sid,
+        now,
+        600,
+    )
+    .unwrap()
+    .0;
+    let wrong_iss = tokens::issue(
+        &ring,
+        &Audience {
+            issuer: "evil".into(),
+            audience: "tokenwarden-api".into(),
+            leeway_secs: 5,
+        },
+        &user,
+        sid,
+        now,
+        600,
+    )
+    .unwrap()
+    .0;
+    // Signed by a key the server never had.
+    let foreign = {
+        let row = tokenwarden_server::keys::generate();
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.typ = Some("at+jwt".into());
+        h.kid = Some(row.kid);
+        jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ed_der(&row.private_key)).unwrap()
+    };
+    // Signed with the server's kid but another key (signature mismatch).
+    let bad_signature = {
+        let row = tokenwarden_server::keys::generate();
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.typ = Some("at+jwt".into());
+        h.kid = Some(kid.clone());
+        jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ed_der(&row.private_key)).unwrap()
+    };
+    let wrong_typ = {
+        let (_, key) = ring.signing.as_ref().unwrap();
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.typ = Some("JWT".into());
+        h.kid = Some(kid.clone());
+        jsonwebtoken::encode(&h, &claims, key).unwrap()
+    };
+    let tampered = {
+        let mut c = claims.clone();
+        c["sub"] = json!("someone-else");
+        let parts: Vec<_> = t.access.split('.').collect();
+        format!("{}.{}.{}", parts[0], b64(&c), parts[2])
+    };
+
+    let cases = [
+        ("alg none", alg_none),
+        ("HS256 with the public key", hs256),
+        ("wrong aud", wrong_aud),
+        ("wrong iss", wrong_iss),
+        ("unknown kid", foreign),
+        ("bad signature", bad_signature),
+        ("typ JWT", wrong_typ),
+        ("tampered payload", tampered),
+        ("garbage", "not-a-jwt".into()),
+        ("huge", "a".repeat(10_000)),
+    ];
+    for (what, token) in cases {
+        let res = s.me(&token).await;
+        assert_eq!(res.status(), 401, "{what}");
+        let challenge = res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(challenge.starts_with("Bearer "), "{what}: {challenge}");
+        assert!(
+            challenge.contains(r#"error="invalid_token""#),
+            "{what}: {challenge}"
+        );
+        assert_eq!(error_code(res).await, "invalid_token", "{what}");
+    }
+
+    // Expired: the server's clock moves past exp + leeway.
+    assert_eq!(s.me(&t.access).await.status(), 200);
+    s.state.clock.advance(600 + 5);
+    let res = s.me(&t.access).await;
+    assert_eq!(res.status(), 401);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_token");
+    assert_eq!(body["error_description"], "the token has expired");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_without_a_token_gets_a_bare_bearer_challenge() {
+    let s = TestServer::start().await;
+    for auth in [
+        None,
+        Some("Basic YWxpY2U6eA=="),
+        Some("Bearer "),
+        Some("Bearer"),
+    ] {
+        let mut req = s.http.get(s.url("/api/me"));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 401, "{auth:?}");
+        assert_eq!(
+            res.headers()["www-authenticate"],
+            r#"Bearer realm="tokenwarden""#
+        );
+        assert_eq!(error_code(res).await, "missing_token");
+    }
+    s.stop().await;
+}
+
+// ---- malformed requests ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn malformed_requests_get_4xx_json_never_5xx() {
+    let s = TestServer::start().await;
+    let login = |ct: &'static str, body: String| {
+        s.http
+            .post(s.url("/auth/login"))
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("application/json", "{bad".into(), 400, "invalid_request"),
+        ("application/json", "[]".into(), 400, "invalid_request"),
+        (
+            "application/json",
+            r#"{"email":1,"password":2}"#.into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "application/json",
+            r#"{"email":"a@b"}"#.into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "application/json",
+            r#"{"email":"","password":""}"#.into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "text/plain",
+            r#"{"email":"a@b","password":"x"}"#.into(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            "email=a%40b&password=x".into(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "application/json",
+            format!(r#"{{"email":"a@b","password":"{}"}}"#, "x".repeat(40_000)),
+            413,
+            "payload_too_large",
+        ),
+    ];
+    for (ct, body, status, code) in cases {
+        let res = login(ct, body.clone()).await.unwrap();
+        assert_eq!(res.status(), status, "{ct} {}", &body[..body.len().min(60)]);
+        assert_eq!(error_code(res).await, code);
+    }
+    let res = s
+        .http
+        .get(s.url("/auth/nothing-here"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(error_code(res).await, "not_found");
+    let res = s.http.get(s.url("/auth/refresh")).send().await.unwrap();
+    assert_eq!(res.status(), 405);
+    assert_eq!(error_code(res).await, "method_not_allowed");
+    s.stop().await;
+}
+
+// ---- CORS -----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn cors_allows_only_listed_origins_with_credentials() {
+    let s = TestServer::start().await;
+    let preflight = |origin: &'static str| {
+        s.http
+            .request(reqwest::Method::OPTIONS, s.url("/auth/refresh"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "x-tokenwarden")
+            .send()
+    };
+    let ok = preflight("http://app.test:3000").await.unwrap();
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "http://app.test:3000"
+    );
+    assert_eq!(ok.headers()["access-control-allow-credentials"], "true");
+    assert!(
+        ok.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("x-tokenwarden")
+    );
+    let evil = preflight("https://evil.example").await.unwrap();
+    assert!(!evil.headers().contains_key("access-control-allow-origin"));
+    s.stop().await;
+}
+
+// ---- the protocol document ------------------------------------------------------------------
+
+fn protocol_doc() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md"))
+        .expect("docs/PROTOCOL.md")
+}
+
+#[test]
+fn the_protocol_document_lists_exactly_the_error_codes_the_server_emits() {
+    let doc = protocol_doc();
+    // Rows of the error table look like: | `code` | status | when |
+    let section = doc
+        .split("## Errors")
+        .nth(1)
+        .expect("an '## Errors' section");
+    let documented: BTreeSet<String> = section
+        .lines()
+        .take_while(|l| !l.starts_with("## "))
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .map(str::to_owned)
+        .collect();
+    let emitted: BTreeSet<String> = tokenwarden_server::error::ApiError::examples()
+        .iter()
+        .map(|e| e.code().to_owned())
+        .collect();
+    assert_eq!(documented, emitted);
+}
+
+#[tokio::test]
+async fn the_cookies_in_the_protocol_document_are_the_ones_the_server_sets() {
+    let doc = protocol_doc();
+    let s = TestServer::start().await;
+    let res = s.login_response(ALICE.0, ALICE.1).await;
+    let token = cookie(res.headers(), REFRESH_COOKIE).unwrap();
+    for c in set_cookies(res.headers()) {
+        let documented = c.replace(&token, "<token>");
+        assert!(
+            doc.contains(&format!("Set-Cookie: {documented}")),
+            "docs/PROTOCOL.md does not show `Set-Cookie: {documented}`"
+        );
+    }
+    let t = tokens_of(res).await;
+    let res = s
+        .http
+        .post(s.url("/auth/logout"))
+        .header("x-tokenwarden", "1")
+        .header("cookie", format!("{REFRESH_COOKIE}={}", t.refresh))
+        .send()
+        .await
+        .unwrap();
+    for c in set_cookies(res.headers()) {
+        assert!(
+            doc.contains(&format!("Set-Cookie: {c}")),
+            "not documented: {c}"
+        );
+    }
+    s.stop().await;
+}

@@ -207,14 +207,12 @@ pub async fn logout(
     let mut sessions = Vec::new();
     if let Some(token) =
         cookies::refresh_token(&headers).filter(|t| is_well_formed_refresh_token(t))
-    {
-        if let Some(sid) = state
+        && let Some(sid) = state
             .store
             .session_of_token(&hash_refresh_token(token))
             .await?
-        {
-            sessions.push(sid);
-        }
+    {
+        sessions.push(sid);
     }
     // A bearer token that no longer verifies is simply ignored: logout is idempotent.
     if let Some(claims) =

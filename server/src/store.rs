@@ -107,10 +107,10 @@ impl Store {
                 .await?;
             (pool.clone(), pool)
         } else {
-            if let Some(parent) = opts.get_filename().parent() {
-                if !parent.as_os_str().is_empty() {
-                    std::fs::create_dir_all(parent)?;
-                }
+            if let Some(parent) = opts.get_filename().parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent)?;
             }
             let opts = opts
                 .journal_mode(SqliteJournalMode::Wal)

@@ -37,8 +37,12 @@ pub fn normalize_email(email: &str) -> String {
 }
 
 /// The token response and both cookies, for a new session or a rotation.
-fn grant(state: &AppState, granted: &Granted, refresh: &str) -> Result<Response, ApiError> {
-    let now = state.now();
+fn grant(
+    state: &AppState,
+    granted: &Granted,
+    refresh: &str,
+    now: i64,
+) -> Result<Response, ApiError> {
     let ring = state.keys.current();
     let (jwt, _) = tokens::issue(
         &ring,
@@ -131,7 +135,7 @@ pub async fn login(
         .await?;
     state.hook(|h| Hooks::bump(&h.logins));
     tracing::info!(target: "audit", event = "login", user = %user.id, session = %granted.session_id);
-    grant(&state, &granted, &refresh)
+    grant(&state, &granted, &refresh, now)
 }
 
 pub async fn refresh(
@@ -170,7 +174,7 @@ pub async fn refresh(
     match outcome {
         Rotation::Rotated(granted) => {
             state.hook(|h| Hooks::bump(&h.refresh_rotated));
-            let mut res = grant(&state, &granted, &child)?;
+            let mut res = grant(&state, &granted, &child, now)?;
             if drop_response {
                 res.extensions_mut().insert(DropConnection);
             }

@@ -90,19 +90,33 @@ impl AppState {
     }
 }
 
-/// Wall-clock seconds plus an offset that only the test hooks move.
+/// Wall-clock seconds plus an offset that only tests and the test hooks move. Tests that
+/// assert exact second counts freeze it.
 #[derive(Default)]
 pub struct Clock {
     offset: AtomicI64,
+    /// 0: running; otherwise the frozen wall-clock second.
+    frozen: AtomicI64,
 }
 
 impl Clock {
     pub fn now(&self) -> i64 {
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let frozen = self.frozen.load(Ordering::Relaxed);
+        let secs = if frozen != 0 {
+            frozen
+        } else {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0)
+        };
         secs + self.offset.load(Ordering::Relaxed)
+    }
+
+    /// Stops the clock at the current second; `advance` still moves it.
+    pub fn freeze(&self) {
+        let now = self.now() - self.offset.load(Ordering::Relaxed);
+        self.frozen.store(now, Ordering::Relaxed);
     }
 
     pub fn advance(&self, secs: i64) {
@@ -111,6 +125,7 @@ impl Clock {
 
     pub fn reset(&self) {
         self.offset.store(0, Ordering::Relaxed);
+        self.frozen.store(0, Ordering::Relaxed);
     }
 }
 

@@ -337,6 +337,7 @@ async fn sessions_expire_when_idle_and_at_their_absolute_lifetime() {
         c.absolute_ttl = 250;
     })
     .await;
+    s.state.clock.freeze();
     let t0 = s.login(ALICE).await;
     s.state.clock.advance(90);
     let t1 = s.refresh(&t0.refresh).await; // idle renewed to now + 100
@@ -356,6 +357,7 @@ async fn sessions_expire_when_idle_and_at_their_absolute_lifetime() {
 
     // Idle expiry alone.
     s.state.clock.reset();
+    s.state.clock.freeze();
     let u0 = s.login(BOB).await;
     s.state.clock.advance(101);
     assert_eq!(

@@ -1,21 +1,44 @@
-# tokenwarden: one entry point. `make test` sets up what is missing and runs every test.
+# tokenwarden: one entry point.
+#   make demo   set up what is missing, build, and serve the demo on http://127.0.0.1:8080
+#   make test   set up what is missing, then run every test
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
+export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: help test lint test-server demo
+# Browser tests: the page and the server they talk to (see tests/browser/runner.sh).
+export WASM_BINDGEN_TEST_ADDRESS ?= 127.0.0.1:18180
+export TW_TEST_SERVER_ADDR ?= 127.0.0.1:18181
+export TW_TEST_SERVER ?= http://$(TW_TEST_SERVER_ADDR)
+export TW_TEST_OTHER_ORIGIN ?= http://localhost:$(lastword $(subst :, ,$(TW_TEST_SERVER_ADDR)))
+
+.PHONY: help setup lint test test-native test-server test-browser demo
 
 help:
-	@echo "make demo   - build and start the reference server with the demo page on http://127.0.0.1:8080"
+	@echo "make demo   - set up, build and serve the demo on http://127.0.0.1:8080"
 	@echo "make test   - set up what is missing, then run every test"
+
+setup:
+	@scripts/setup.sh
 
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p tokenwarden --target wasm32-unknown-unknown --all-targets -- -D warnings
 
+# The client's core, natively.
+test-native:
+	cargo test -p tokenwarden
+
+# The reference server over real HTTP and SQLite.
 test-server:
 	cargo test -p tokenwarden-server
 
-test: lint test-server
+# The client in headless Chromium against the real server.
+test-browser:
+	cargo build -p tokenwarden-server
+	cargo test -p tokenwarden --target wasm32-unknown-unknown --test browser
 
-demo:
+test: setup lint test-native test-server test-browser
+
+demo: setup
 	cargo run --release -p tokenwarden-server -- --demo

@@ -24,6 +24,40 @@ pub fn routes() -> Router<AppState> {
         .route("/test/keys/rotate", post(rotate_key))
         .route("/test/keys/revoke", post(revoke_key))
         .route("/test/users", post(create_user))
+        .route("/test/echo", get(echo).post(echo))
+}
+
+#[derive(Deserialize)]
+struct EchoQuery {
+    status: Option<u16>,
+}
+
+/// Which credentials reached the server: lets a browser test prove what a request carried.
+/// `?status=401` answers with that status (an API that refuses whatever the token).
+async fn echo(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<EchoQuery>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    hooks(&state)?;
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let status = q
+        .status
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    Ok((
+        status,
+        Json(json!({
+            "authorization": header("authorization"),
+            "cookie": header("cookie"),
+        })),
+    )
+        .into_response())
 }
 
 fn hooks(state: &AppState) -> Result<&Hooks, ApiError> {

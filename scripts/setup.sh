@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs whatever the build and tests need and is missing; fast when all is there.
+#   scripts/setup.sh          Rust wasm target, wasm-bindgen-cli, Chromium + chromedriver
+#   scripts/setup.sh --node   also the npm packages (package build, Playwright tests)
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  say "adding the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown
+fi
+
+# wasm-bindgen-cli must match the wasm-bindgen crate in Cargo.lock exactly.
+want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, "", $0); print; exit }' Cargo.lock)
+have=$("$root/.tools/bin/wasm-bindgen" --version 2>/dev/null | awk '{print $2}' || true)
+if [ "$want" != "$have" ]; then
+  say "installing wasm-bindgen-cli $want into .tools/ (about 2 minutes)"
+  # No --locked: its lock file wants a crate version the registry here does not have.
+  cargo install wasm-bindgen-cli --version "$want" --root "$root/.tools" --quiet
+fi
+
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  say "installing Chromium and chromedriver"
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+
+if [ "${1:-}" = "--node" ] && [ -f package.json ]; then
+  if [ ! -d node_modules ] || [ package.json -nt node_modules/.package-lock.json ]; then
+    say "installing npm packages"
+    npm ci --no-audit --no-fund --loglevel=error
+  fi
+fi

@@ -1,0 +1,539 @@
+//! The session: the in-memory token, when to refresh it, the single-flight refresh, and what to
+//! do after a 401. See the diagram in the module above.
+
+use super::reply::{RefreshOutcome, Transient};
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndReason {
+    /// The server refused the refresh token: expired, revoked or logged out elsewhere.
+    InvalidGrant,
+    /// The server saw the refresh token reused and revoked the session.
+    TokenReused,
+    /// `autoRefresh: false` and the access token expired.
+    Expired,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::InvalidGrant => "invalid_grant",
+            EndReason::TokenReused => "token_reused",
+            EndReason::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Policy {
+    /// Refresh when this little lifetime is left (capped at half the lifetime, so that a short
+    /// token is still used before it is refreshed).
+    pub leeway_secs: f64,
+    /// `false`: "banking mode", the token is used until it expires and then the session ends.
+    pub auto_refresh: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            leeway_secs: 30.0,
+            auto_refresh: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// No session: requests go out without a token.
+    Anonymous,
+    /// A session may exist (the hint cookie is there) but no token is known yet.
+    Maybe,
+    /// A token is held.
+    Active,
+}
+
+#[derive(Debug, Clone)]
+struct Token {
+    value: String,
+    generation: u64,
+    refresh_at_ms: f64,
+    expires_at_ms: f64,
+}
+
+/// What a request should do now.
+#[derive(Debug, PartialEq)]
+pub enum Check<'a> {
+    /// Send with this token, recording its generation.
+    Fresh { token: &'a str, generation: u64 },
+    /// Refresh first (start or join), then check again.
+    Refresh,
+    /// No session: send without a token.
+    Anonymous,
+    /// `autoRefresh: false` and the token expired: end the session.
+    Expired,
+}
+
+/// The answer to "I need a refresh".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Begin {
+    /// You perform it, then call [`Session::finish_refresh`] with this epoch.
+    Start { epoch: u64 },
+    /// One is in flight: await it.
+    Join,
+}
+
+/// What a finished refresh did to the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    Refreshed {
+        generation: u64,
+    },
+    /// The session is over. `was_active`: a user was logged in (announce it); otherwise a
+    /// page-load guess turned out wrong (stay quiet).
+    Ended {
+        reason: EndReason,
+        was_active: bool,
+    },
+    /// Transient failure; the session is kept.
+    Failed(Transient),
+    /// The server answered outside the protocol; the session is kept.
+    Unexpected(u16),
+    /// The session changed while the refresh was in flight (logout, or a new login): its
+    /// result was discarded.
+    Stale,
+}
+
+/// After a 401 on a request sent with a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    /// A newer token already exists: replay with it.
+    WithCurrent,
+    /// Refresh (unless one made a newer token meanwhile), then replay.
+    AfterRefresh,
+    /// Return the 401 to the caller.
+    No,
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    policy: Policy,
+    phase: Phase,
+    token: Option<Token>,
+    /// Counts tokens received; a request records the generation it was sent with.
+    generation: u64,
+    /// Counts session changes (login, end); a refresh started in an older epoch is stale.
+    epoch: u64,
+    refreshing: bool,
+}
+
+impl Session {
+    /// `maybe`: the hint cookie says a session may exist.
+    pub fn new(policy: Policy, maybe: bool) -> Self {
+        Session {
+            policy,
+            phase: if maybe {
+                Phase::Maybe
+            } else {
+                Phase::Anonymous
+            },
+            token: None,
+            generation: 0,
+            epoch: 0,
+            refreshing: false,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn is_refreshing(&self) -> bool {
+        self.refreshing
+    }
+
+    /// The token held, fresh or not.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_ref().map(|t| t.value.as_str())
+    }
+
+    /// Milliseconds until the token expires (negative once it has), if one is held.
+    pub fn expires_in_ms(&self, now_ms: f64) -> Option<f64> {
+        self.token.as_ref().map(|t| t.expires_at_ms - now_ms)
+    }
+
+    pub fn check(&self, now_ms: f64) -> Check<'_> {
+        match (&self.phase, &self.token) {
+            (Phase::Anonymous, _) => Check::Anonymous,
+            (Phase::Active, Some(t)) if now_ms < t.refresh_at_ms => Check::Fresh {
+                token: &t.value,
+                generation: t.generation,
+            },
+            (Phase::Active, Some(t)) if !self.policy.auto_refresh => {
+                if now_ms < t.expires_at_ms {
+                    Check::Fresh {
+                        token: &t.value,
+                        generation: t.generation,
+                    }
+                } else {
+                    Check::Expired
+                }
+            }
+            _ => Check::Refresh,
+        }
+    }
+
+    /// Single flight: the first caller starts the refresh, the others join it.
+    pub fn begin_refresh(&mut self) -> Begin {
+        if self.refreshing {
+            Begin::Join
+        } else {
+            self.refreshing = true;
+            Begin::Start { epoch: self.epoch }
+        }
+    }
+
+    /// Records the outcome of the refresh started in `epoch`. Always clears the in-flight
+    /// flag, so that the next caller after a failure starts afresh.
+    pub fn finish_refresh(&mut self, epoch: u64, outcome: RefreshOutcome, now_ms: f64) -> Settled {
+        self.refreshing = false;
+        if epoch != self.epoch {
+            return Settled::Stale;
+        }
+        match outcome {
+            RefreshOutcome::Token {
+                access_token,
+                lifetime_secs,
+            } => Settled::Refreshed {
+                generation: self.install(access_token, lifetime_secs, now_ms),
+            },
+            RefreshOutcome::Ended(reason) => {
+                let was_active = self.phase == Phase::Active;
+                self.end();
+                Settled::Ended { reason, was_active }
+            }
+            RefreshOutcome::Transient(t) => Settled::Failed(t),
+            RefreshOutcome::Unexpected(status) => Settled::Unexpected(status),
+        }
+    }
+
+    /// A token from a login: a new session, so any refresh in flight is stale.
+    pub fn login(&mut self, access_token: String, lifetime_secs: f64, now_ms: f64) -> u64 {
+        self.epoch += 1;
+        self.install(access_token, lifetime_secs, now_ms)
+    }
+
+    fn install(&mut self, value: String, lifetime_secs: f64, now_ms: f64) -> u64 {
+        let lifetime_ms = lifetime_secs * 1000.0;
+        let leeway_ms = (self.policy.leeway_secs.max(0.0) * 1000.0).min(lifetime_ms / 2.0);
+        self.generation += 1;
+        self.phase = Phase::Active;
+        self.token = Some(Token {
+            value,
+            generation: self.generation,
+            refresh_at_ms: now_ms + lifetime_ms - leeway_ms,
+            expires_at_ms: now_ms + lifetime_ms,
+        });
+        self.generation
+    }
+
+    /// The hint cookie appeared (e.g. a login in another tab): a session may exist now.
+    pub fn suspect(&mut self) {
+        if self.phase == Phase::Anonymous {
+            self.phase = Phase::Maybe;
+        }
+    }
+
+    /// Logout, or the session ended: forget the token; a refresh in flight becomes stale.
+    pub fn end(&mut self) {
+        self.epoch += 1;
+        self.token = None;
+        self.phase = Phase::Anonymous;
+    }
+
+    /// A request sent with the token of `sent_generation` got a 401.
+    pub fn after_unauthorized(
+        &self,
+        sent_generation: u64,
+        replayed: bool,
+        replayable: bool,
+    ) -> Replay {
+        if replayed || !replayable || self.phase == Phase::Anonymous {
+            return Replay::No;
+        }
+        match &self.token {
+            Some(t) if t.generation > sent_generation => Replay::WithCurrent,
+            _ if self.policy.auto_refresh => Replay::AfterRefresh,
+            _ => Replay::No,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Scenarios, each the story of a page.
+    use super::*;
+
+    fn token(name: &str, lifetime_secs: f64) -> RefreshOutcome {
+        RefreshOutcome::Token {
+            access_token: name.into(),
+            lifetime_secs,
+        }
+    }
+
+    fn active(name: &str, lifetime_secs: f64, now_ms: f64) -> Session {
+        let mut s = Session::new(Policy::default(), false);
+        s.login(name.into(), lifetime_secs, now_ms);
+        s
+    }
+
+    #[test]
+    fn an_anonymous_visitor_sends_no_token_and_never_refreshes() {
+        let s = Session::new(Policy::default(), false);
+        assert_eq!(s.check(0.0), Check::Anonymous);
+        assert_eq!(s.phase(), Phase::Anonymous);
+    }
+
+    #[test]
+    fn a_page_load_with_the_hint_refreshes_before_the_first_request() {
+        let mut s = Session::new(Policy::default(), true);
+        assert_eq!(s.check(0.0), Check::Refresh);
+        let Begin::Start { epoch } = s.begin_refresh() else {
+            panic!("must start")
+        };
+        assert_eq!(
+            s.finish_refresh(epoch, token("t1", 600.0), 10.0),
+            Settled::Refreshed { generation: 1 }
+        );
+        assert_eq!(
+            s.check(20.0),
+            Check::Fresh {
+                token: "t1",
+                generation: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_wrong_hint_ends_quietly() {
+        let mut s = Session::new(Policy::default(), true);
+        let Begin::Start { epoch } = s.begin_refresh() else {
+            panic!()
+        };
+        let settled = s.finish_refresh(epoch, RefreshOutcome::Ended(EndReason::InvalidGrant), 0.0);
+        assert_eq!(
+            settled,
+            Settled::Ended {
+                reason: EndReason::InvalidGrant,
+                was_active: false
+            }
+        );
+        assert_eq!(s.check(0.0), Check::Anonymous);
+    }
+
+    #[test]
+    fn the_token_is_used_until_the_leeway_then_refreshed() {
+        let s = active("t1", 600.0, 0.0);
+        assert_eq!(
+            s.check(569_999.0),
+            Check::Fresh {
+                token: "t1",
+                generation: 1
+            }
+        );
+        assert_eq!(s.check(570_000.0), Check::Refresh);
+        assert_eq!(s.check(9e9), Check::Refresh);
+    }
+
+    #[test]
+    fn a_short_token_is_used_for_half_its_life_even_with_a_large_leeway() {
+        let s = active("t1", 10.0, 0.0);
+        assert_eq!(
+            s.check(4_999.0),
+            Check::Fresh {
+                token: "t1",
+                generation: 1
+            }
+        );
+        assert_eq!(s.check(5_000.0), Check::Refresh);
+    }
+
+    #[test]
+    fn three_callers_arrive_while_in_flight_and_share_one_refresh() {
+        let mut s = active("t1", 600.0, 0.0);
+        let now = 599_000.0;
+        let mut starts = 0;
+        let mut epoch = 0;
+        for _ in 0..4 {
+            assert_eq!(s.check(now), Check::Refresh);
+            match s.begin_refresh() {
+                Begin::Start { epoch: e } => {
+                    starts += 1;
+                    epoch = e;
+                }
+                Begin::Join => {}
+            }
+        }
+        assert_eq!(starts, 1);
+        assert!(s.is_refreshing());
+        s.finish_refresh(epoch, token("t2", 600.0), now);
+        assert!(!s.is_refreshing());
+        assert_eq!(
+            s.check(now),
+            Check::Fresh {
+                token: "t2",
+                generation: 2
+            }
+        );
+    }
+
+    #[test]
+    fn a_network_error_keeps_the_session_and_the_next_caller_starts_afresh() {
+        let mut s = active("t1", 600.0, 0.0);
+        let Begin::Start { epoch } = s.begin_refresh() else {
+            panic!()
+        };
+        assert_eq!(s.begin_refresh(), Begin::Join, "second caller joins");
+        let settled = s.finish_refresh(epoch, RefreshOutcome::Transient(Transient::Network), 1.0);
+        assert_eq!(settled, Settled::Failed(Transient::Network));
+        assert_eq!(s.phase(), Phase::Active, "not logged out");
+        assert_eq!(s.token(), Some("t1"));
+        // A 4th caller arrives after the failure: a new refresh, not the failed one.
+        assert!(matches!(s.begin_refresh(), Begin::Start { .. }));
+    }
+
+    #[test]
+    fn server_trouble_and_protocol_surprises_never_log_out() {
+        for outcome in [
+            RefreshOutcome::Transient(Transient::Status(503)),
+            RefreshOutcome::Transient(Transient::Timeout),
+            RefreshOutcome::Unexpected(200),
+            RefreshOutcome::Unexpected(403),
+        ] {
+            let mut s = active("t1", 600.0, 0.0);
+            let Begin::Start { epoch } = s.begin_refresh() else {
+                panic!()
+            };
+            s.finish_refresh(epoch, outcome.clone(), 1.0);
+            assert_eq!(s.phase(), Phase::Active, "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn a_reused_token_ends_the_session_loudly() {
+        let mut s = active("t1", 600.0, 0.0);
+        let Begin::Start { epoch } = s.begin_refresh() else {
+            panic!()
+        };
+        let settled = s.finish_refresh(epoch, RefreshOutcome::Ended(EndReason::TokenReused), 1.0);
+        assert_eq!(
+            settled,
+            Settled::Ended {
+                reason: EndReason::TokenReused,
+                was_active: true
+            }
+        );
+        assert_eq!(s.token(), None);
+        assert_eq!(s.check(2.0), Check::Anonymous);
+    }
+
+    #[test]
+    fn a_logout_while_a_refresh_is_in_flight_is_not_undone_by_its_result() {
+        let mut s = active("t1", 600.0, 0.0);
+        let Begin::Start { epoch } = s.begin_refresh() else {
+            panic!()
+        };
+        s.end();
+        assert_eq!(
+            s.finish_refresh(epoch, token("t2", 600.0), 1.0),
+            Settled::Stale
+        );
+        assert_eq!(s.token(), None);
+        assert_eq!(s.check(2.0), Check::Anonymous);
+    }
+
+    #[test]
+    fn a_new_login_while_an_old_refresh_is_in_flight_wins() {
+        let mut s = active("old", 600.0, 0.0);
+        let Begin::Start { epoch } = s.begin_refresh() else {
+            panic!()
+        };
+        s.login("new".into(), 600.0, 1.0);
+        let late = RefreshOutcome::Ended(EndReason::InvalidGrant);
+        assert_eq!(s.finish_refresh(epoch, late, 2.0), Settled::Stale);
+        assert_eq!(s.token(), Some("new"));
+    }
+
+    #[test]
+    fn a_401_replays_once_with_a_newer_token_if_there_is_one() {
+        let mut s = active("t1", 600.0, 0.0);
+        let sent = s.generation();
+        assert_eq!(
+            s.after_unauthorized(sent, false, true),
+            Replay::AfterRefresh
+        );
+        let Begin::Start { epoch } = s.begin_refresh() else {
+            panic!()
+        };
+        s.finish_refresh(epoch, token("t2", 600.0), 1.0);
+        // Another request sent with t1 comes back 401 after t2 arrived: no second refresh.
+        assert_eq!(s.after_unauthorized(sent, false, true), Replay::WithCurrent);
+        // The replay itself gets a 401: it goes back to the caller. No loop.
+        assert_eq!(s.after_unauthorized(s.generation(), true, true), Replay::No);
+    }
+
+    #[test]
+    fn a_401_on_a_streamed_body_is_returned_as_is() {
+        let s = active("t1", 600.0, 0.0);
+        assert_eq!(s.after_unauthorized(1, false, false), Replay::No);
+    }
+
+    #[test]
+    fn a_401_after_the_session_ended_is_returned_as_is() {
+        let mut s = active("t1", 600.0, 0.0);
+        s.end();
+        assert_eq!(s.after_unauthorized(1, false, true), Replay::No);
+    }
+
+    #[test]
+    fn banking_mode_uses_the_token_to_its_end_then_ends_the_session() {
+        let policy = Policy {
+            auto_refresh: false,
+            ..Policy::default()
+        };
+        let mut s = Session::new(policy, false);
+        s.login("t1".into(), 600.0, 0.0);
+        assert_eq!(
+            s.check(599_999.0),
+            Check::Fresh {
+                token: "t1",
+                generation: 1
+            }
+        );
+        assert_eq!(s.check(600_000.0), Check::Expired);
+        assert_eq!(
+            s.after_unauthorized(1, false, true),
+            Replay::No,
+            "no refresh on 401 either"
+        );
+    }
+
+    #[test]
+    fn expiry_is_measured_from_receipt_on_the_local_clock() {
+        // The page's clock is hours ahead of the server's: irrelevant, only `now` deltas count.
+        let hours_ahead = 5.0 * 3600.0 * 1000.0;
+        let s = active("t1", 600.0, hours_ahead);
+        assert_eq!(
+            s.check(hours_ahead + 60_000.0),
+            Check::Fresh {
+                token: "t1",
+                generation: 1
+            }
+        );
+        assert_eq!(s.expires_in_ms(hours_ahead + 60_000.0), Some(540_000.0));
+    }
+}

@@ -1,0 +1,260 @@
+//! What a login or refresh response means, and how long to wait before retrying one.
+
+use super::refresh::EndReason;
+
+/// A login or refresh response as the web layer read it (after `JSON.parse`, if the body was
+/// JSON). Fields the body did not have, or had with the wrong type, are `None`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RefreshReply {
+    pub status: u16,
+    pub access_token: Option<String>,
+    pub token_type: Option<String>,
+    pub expires_in: Option<f64>,
+    pub error: Option<String>,
+    /// `exp - iat` of the access token, if it is a JWT with numeric ones: the lifetime when
+    /// `expires_in` is missing.
+    pub claims_lifetime: Option<f64>,
+}
+
+/// A failure after which the session may well still be alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transient {
+    /// `fetch` rejected: offline, DNS, connection reset, CORS failure, a lost response.
+    Network,
+    /// No answer within the refresh timeout.
+    Timeout,
+    /// 408, 429 or 5xx.
+    Status(u16),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum RefreshOutcome {
+    /// A usable access token and its lifetime, measured from now on the local clock.
+    Token {
+        access_token: String,
+        lifetime_secs: f64,
+    },
+    /// The server says the session is over.
+    Ended(EndReason),
+    /// Try again later; the session is kept.
+    Transient(Transient),
+    /// An answer the protocol does not allow (a 200 without a usable token, a 403 because the
+    /// CSRF header is misconfigured, another 4xx). The session is kept; callers get
+    /// `RefreshError`.
+    Unexpected(u16),
+}
+
+/// A year: no access token lives longer, whatever `expires_in` says.
+const MAX_LIFETIME_SECS: f64 = 365.0 * 86_400.0;
+
+/// The token's lifetime from `expires_in`, or else from its claims. Measured from the moment
+/// the token is received, so a client clock that is hours off changes nothing.
+pub fn lifetime_secs(expires_in: Option<f64>, claims_lifetime: Option<f64>) -> Option<f64> {
+    [expires_in, claims_lifetime]
+        .into_iter()
+        .flatten()
+        .find(|s| s.is_finite() && *s > 0.0)
+        .map(|s| s.min(MAX_LIFETIME_SECS))
+}
+
+impl RefreshReply {
+    pub fn classify(self) -> RefreshOutcome {
+        match self.status {
+            200 => {
+                let bearer = self
+                    .token_type
+                    .as_deref()
+                    .is_none_or(|t| t.eq_ignore_ascii_case("bearer"));
+                let token = self
+                    .access_token
+                    .filter(|t| !t.is_empty() && t.len() <= 16 * 1024 && is_header_safe(t));
+                match (token, lifetime_secs(self.expires_in, self.claims_lifetime)) {
+                    (Some(access_token), Some(lifetime_secs)) if bearer => RefreshOutcome::Token {
+                        access_token,
+                        lifetime_secs,
+                    },
+                    _ => RefreshOutcome::Unexpected(200),
+                }
+            }
+            // RFC 6749 answers an invalid grant with 400; tokenwarden with 401.
+            400 | 401 => match self.error.as_deref() {
+                Some("token_reused") => RefreshOutcome::Ended(EndReason::TokenReused),
+                Some("invalid_grant") => RefreshOutcome::Ended(EndReason::InvalidGrant),
+                _ if self.status == 401 => RefreshOutcome::Ended(EndReason::InvalidGrant),
+                _ => RefreshOutcome::Unexpected(400),
+            },
+            408 | 429 | 500..=599 => RefreshOutcome::Transient(Transient::Status(self.status)),
+            other => RefreshOutcome::Unexpected(other),
+        }
+    }
+}
+
+/// Visible ASCII only: anything else would make `Headers.set` throw.
+fn is_header_safe(token: &str) -> bool {
+    token.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
+/// Delay before retry number `attempt` (1-based) of a refresh that failed transiently, or
+/// `None` when it is time to give up and tell the callers. `jitter` in [0, 1) spreads clients
+/// that failed together.
+pub fn backoff_ms(attempt: u32, jitter: f64) -> Option<f64> {
+    let base = match attempt {
+        1 => 250.0,
+        2 => 1000.0,
+        _ => return None,
+    };
+    Some(base * (1.0 + 0.5 * jitter.clamp(0.0, 1.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(token: &str, expires_in: Option<f64>) -> RefreshReply {
+        RefreshReply {
+            status: 200,
+            access_token: Some(token.into()),
+            token_type: Some("Bearer".into()),
+            expires_in,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_200_with_token_and_expires_in_is_a_token() {
+        assert_eq!(
+            ok("abc", Some(600.0)).classify(),
+            RefreshOutcome::Token {
+                access_token: "abc".into(),
+                lifetime_secs: 600.0
+            }
+        );
+    }
+
+    #[test]
+    fn the_lifetime_falls_back_to_the_claims_then_gives_up() {
+        let mut r = ok("abc", None);
+        r.claims_lifetime = Some(300.0);
+        assert_eq!(
+            r.clone().classify(),
+            RefreshOutcome::Token {
+                access_token: "abc".into(),
+                lifetime_secs: 300.0
+            }
+        );
+        r.claims_lifetime = None;
+        assert_eq!(r.classify(), RefreshOutcome::Unexpected(200));
+    }
+
+    #[test]
+    fn nonsense_lifetimes_are_ignored_or_capped() {
+        for bad in [0.0, -5.0, f64::NAN, f64::INFINITY] {
+            assert_eq!(lifetime_secs(Some(bad), None), None, "{bad}");
+        }
+        assert_eq!(lifetime_secs(Some(-1.0), Some(60.0)), Some(60.0));
+        assert_eq!(lifetime_secs(Some(1e12), None), Some(MAX_LIFETIME_SECS));
+    }
+
+    #[test]
+    fn a_200_without_a_usable_token_is_unexpected_not_a_logout() {
+        let cases = [
+            RefreshReply {
+                status: 200,
+                ..Default::default()
+            },
+            ok("", Some(600.0)),
+            ok("has space", Some(600.0)),
+            ok("line\nbreak", Some(600.0)),
+            ok(&"x".repeat(20_000), Some(600.0)),
+            RefreshReply {
+                token_type: Some("MAC".into()),
+                ..ok("abc", Some(600.0))
+            },
+        ];
+        for case in cases {
+            assert_eq!(
+                case.clone().classify(),
+                RefreshOutcome::Unexpected(200),
+                "{case:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn token_type_is_optional_and_case_insensitive() {
+        let r = RefreshReply {
+            token_type: None,
+            ..ok("abc", Some(1.0))
+        };
+        assert!(matches!(r.classify(), RefreshOutcome::Token { .. }));
+        let r = RefreshReply {
+            token_type: Some("bearer".into()),
+            ..ok("abc", Some(1.0))
+        };
+        assert!(matches!(r.classify(), RefreshOutcome::Token { .. }));
+    }
+
+    fn status(status: u16, error: Option<&str>) -> RefreshOutcome {
+        RefreshReply {
+            status,
+            error: error.map(Into::into),
+            ..Default::default()
+        }
+        .classify()
+    }
+
+    #[test]
+    fn the_server_ending_the_session_is_told_apart_from_everything_else() {
+        assert_eq!(
+            status(401, Some("invalid_grant")),
+            RefreshOutcome::Ended(EndReason::InvalidGrant)
+        );
+        assert_eq!(
+            status(401, Some("token_reused")),
+            RefreshOutcome::Ended(EndReason::TokenReused)
+        );
+        assert_eq!(
+            status(401, None),
+            RefreshOutcome::Ended(EndReason::InvalidGrant)
+        );
+        assert_eq!(
+            status(400, Some("invalid_grant")),
+            RefreshOutcome::Ended(EndReason::InvalidGrant)
+        );
+        assert_eq!(
+            status(400, Some("invalid_request")),
+            RefreshOutcome::Unexpected(400)
+        );
+    }
+
+    #[test]
+    fn server_trouble_is_transient() {
+        for s in [408, 429, 500, 502, 503, 504] {
+            assert_eq!(
+                status(s, None),
+                RefreshOutcome::Transient(Transient::Status(s))
+            );
+        }
+    }
+
+    #[test]
+    fn a_forbidden_refresh_is_a_configuration_problem_not_a_logout() {
+        assert_eq!(
+            status(403, Some("csrf_header_missing")),
+            RefreshOutcome::Unexpected(403)
+        );
+        assert_eq!(status(404, None), RefreshOutcome::Unexpected(404));
+        assert_eq!(status(302, None), RefreshOutcome::Unexpected(302));
+    }
+
+    #[test]
+    fn retries_back_off_then_stop() {
+        assert_eq!(backoff_ms(1, 0.0), Some(250.0));
+        assert_eq!(backoff_ms(2, 0.0), Some(1000.0));
+        assert_eq!(backoff_ms(2, 1.0), Some(1500.0));
+        assert_eq!(backoff_ms(2, 7.0), Some(1500.0));
+        assert_eq!(backoff_ms(3, 0.0), None);
+    }
+}

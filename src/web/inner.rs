@@ -1,0 +1,599 @@
+//! The state behind one `TokenManager`, and everything it does over the network. Decisions are
+//! the core's; this file performs them. No `RefCell` borrow is held across an `.await`.
+
+use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
+
+use js_sys::{Function, Promise};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::{JsFuture, future_to_promise};
+use web_sys::{
+    AbortController, Headers, ReadableStream, Request, RequestCredentials, RequestInit, Response,
+};
+
+use super::js::{self, ErrorName, cat, error, get, object};
+use super::options::{Config, location_href};
+use crate::core::{
+    Begin, Check, EndReason, Phase, RefreshOutcome, RefreshReply, Replay, Session, Settled,
+    Transient, backoff_ms, decode_payload,
+};
+
+/// Largest login/refresh response body we read.
+const MAX_REPLY_BYTES: usize = 64 * 1024;
+
+/// What `install()` puts in place of `globalThis.fetch`.
+type Interceptor = Closure<dyn FnMut(JsValue, JsValue) -> Promise>;
+
+pub struct Inner {
+    pub config: Config,
+    pub session: RefCell<Session>,
+    /// The refresh in flight: every caller that needs it awaits this one promise.
+    in_flight: RefCell<Option<Promise>>,
+    listeners: RefCell<Vec<(u32, &'static str, Function)>>,
+    next_listener: Cell<u32>,
+    /// `globalThis.fetch` as it was at construction: our own requests never go through
+    /// `install()`'s interceptor.
+    fetch_fn: Function,
+    installed: RefCell<Option<Interceptor>>,
+}
+
+pub const EVENTS: [&str; 5] = [
+    "login",
+    "refresh",
+    "sessionExpired",
+    "tokenReused",
+    "logout",
+];
+
+fn session_expired(reason: &str) -> JsValue {
+    error(
+        ErrorName::SessionExpired,
+        reason,
+        "the session is over; log in again",
+        &[],
+    )
+}
+
+fn network_error(t: Transient) -> JsValue {
+    match t {
+        Transient::Network => error(
+            ErrorName::Network,
+            "network",
+            "the server could not be reached",
+            &[],
+        ),
+        Transient::Timeout => error(
+            ErrorName::Network,
+            "timeout",
+            "the server did not answer in time",
+            &[],
+        ),
+        Transient::Status(s) => error(
+            ErrorName::Network,
+            "server_error",
+            "the server is having trouble; try again",
+            &[("status", JsValue::from(s))],
+        ),
+    }
+}
+
+fn refresh_error(status: u16) -> JsValue {
+    error(
+        ErrorName::Refresh,
+        "unexpected_response",
+        "the refresh endpoint answered outside the protocol",
+        &[("status", JsValue::from(status))],
+    )
+}
+
+impl Inner {
+    pub fn new(config: Config) -> Result<Rc<Inner>, JsValue> {
+        let fetch_fn = get(&js::global().into(), "fetch")
+            .dyn_into::<Function>()
+            .map_err(|_| js::config_error("this environment has no fetch"))?;
+        let maybe = match &config.hint_cookie {
+            None => true,
+            Some(name) => hint_present(name),
+        };
+        Ok(Rc::new(Inner {
+            session: RefCell::new(Session::new(config.policy, maybe)),
+            config,
+            in_flight: RefCell::new(None),
+            listeners: RefCell::new(Vec::new()),
+            next_listener: Cell::new(0),
+            fetch_fn,
+            installed: RefCell::new(None),
+        }))
+    }
+
+    // ---- events ---------------------------------------------------------------------------
+
+    pub fn on(self: &Rc<Self>, event: &str, handler: Function) -> Result<JsValue, JsValue> {
+        let Some(&name) = EVENTS.iter().find(|e| **e == event) else {
+            return Err(js::config_error(&cat(&["unknown event: ", event])));
+        };
+        let id = self.next_listener.get();
+        self.next_listener.set(id + 1);
+        self.listeners.borrow_mut().push((id, name, handler));
+        let weak: Weak<Inner> = Rc::downgrade(self);
+        let off = Closure::once_into_js(move || {
+            if let Some(inner) = weak.upgrade() {
+                inner.listeners.borrow_mut().retain(|(i, _, _)| *i != id);
+            }
+        });
+        Ok(off)
+    }
+
+    pub fn emit(&self, event: &str, detail: JsValue) {
+        // Copy first: a handler may call on() or off().
+        let handlers: Vec<Function> = self
+            .listeners
+            .borrow()
+            .iter()
+            .filter(|(_, e, _)| *e == event)
+            .map(|(_, _, f)| f.clone())
+            .collect();
+        for h in handlers {
+            if let Err(e) = h.call1(&JsValue::NULL, &detail) {
+                js::report(&e);
+            }
+        }
+    }
+
+    fn announce_end(&self, reason: EndReason) {
+        if reason == EndReason::TokenReused {
+            self.emit("tokenReused", object(&[]));
+        }
+        self.emit(
+            "sessionExpired",
+            object(&[("reason", JsValue::from_str(reason.as_str()))]),
+        );
+    }
+
+    // ---- raw requests ---------------------------------------------------------------------
+
+    async fn send(&self, request: &Request) -> Result<Response, JsValue> {
+        let p = self
+            .fetch_fn
+            .call1(&js::global().into(), request)?
+            .dyn_into::<Promise>()?;
+        JsFuture::from(p).await?.dyn_into::<Response>()
+    }
+
+    /// POST to an auth endpoint with cookies, the CSRF header, an optional bearer token and an
+    /// optional JSON body; aborted after the refresh timeout.
+    async fn post_auth(
+        &self,
+        url: &str,
+        bearer: Option<&str>,
+        body: Option<&str>,
+    ) -> Result<Response, Transient> {
+        let headers = Headers::new().map_err(|_| Transient::Network)?;
+        let _ = headers.set(&self.config.csrf_name, &self.config.csrf_value);
+        if let Some(t) = bearer {
+            let _ = headers.set("Authorization", &cat(&["Bearer ", t]));
+        }
+        let init = RequestInit::new();
+        init.set_method("POST");
+        init.set_credentials(RequestCredentials::Include);
+        if let Some(b) = body {
+            let _ = headers.set("Content-Type", "application/json");
+            init.set_body(&JsValue::from_str(b));
+        }
+        init.set_headers(&headers);
+        let controller = AbortController::new().map_err(|_| Transient::Network)?;
+        init.set_signal(Some(&controller.signal()));
+        let request = Request::new_with_str_and_init(url, &init).map_err(|_| Transient::Network)?;
+
+        let timed_out = Rc::new(Cell::new(false));
+        let abort = {
+            let timed_out = timed_out.clone();
+            let controller = controller.clone();
+            Closure::once_into_js(move || {
+                timed_out.set(true);
+                controller.abort();
+            })
+        };
+        let timer = js::after(self.config.refresh_timeout_ms, abort.unchecked_ref());
+        let result = self.send(&request).await;
+        js::clear_timeout(&timer);
+        result.map_err(|_| {
+            if timed_out.get() {
+                Transient::Timeout
+            } else {
+                Transient::Network
+            }
+        })
+    }
+
+    /// A login or refresh response, read as far as the core needs it. A body that is huge,
+    /// unreadable or not JSON just leaves the fields empty.
+    async fn read_reply(response: &Response) -> Result<RefreshReply, Transient> {
+        let mut reply = RefreshReply {
+            status: response.status(),
+            ..RefreshReply::default()
+        };
+        let too_big = response
+            .headers()
+            .get("content-length")
+            .ok()
+            .flatten()
+            .and_then(|l| l.parse::<usize>().ok())
+            .is_some_and(|l| l > MAX_REPLY_BYTES);
+        if too_big {
+            return Ok(reply);
+        }
+        let text = match response.text() {
+            Ok(p) => JsFuture::from(p).await.map_err(|_| Transient::Network)?,
+            Err(_) => return Ok(reply),
+        };
+        let Some(body) = text
+            .as_string()
+            .filter(|t| t.len() <= MAX_REPLY_BYTES)
+            .and_then(|t| js::parse_json(&t))
+        else {
+            return Ok(reply);
+        };
+        reply.access_token = js::get_string(&body, "access_token");
+        reply.token_type = js::get_string(&body, "token_type");
+        reply.expires_in = js::get_f64(&body, "expires_in");
+        reply.error = js::get_string(&body, "error");
+        reply.claims_lifetime = reply.access_token.as_deref().and_then(|t| {
+            let claims = js::parse_json(&decode_payload(t).ok()?)?;
+            Some(js::get_f64(&claims, "exp")? - js::get_f64(&claims, "iat")?)
+        });
+        Ok(reply)
+    }
+
+    // ---- refresh --------------------------------------------------------------------------
+
+    /// One refresh request, as the core classifies it.
+    async fn refresh_request(&self) -> RefreshOutcome {
+        let response = match self.post_auth(&self.config.refresh_url, None, None).await {
+            Ok(r) => r,
+            Err(t) => return RefreshOutcome::Transient(t),
+        };
+        match Self::read_reply(&response).await {
+            Ok(reply) => reply.classify(),
+            Err(t) => RefreshOutcome::Transient(t),
+        }
+    }
+
+    /// The refresh this caller started: retried with backoff on transient failures, then
+    /// settled in the core. Resolves when the session is updated.
+    async fn run_refresh(self: Rc<Self>, epoch: u64) -> Result<JsValue, JsValue> {
+        let mut attempt = 0;
+        let outcome = loop {
+            match self.refresh_request().await {
+                RefreshOutcome::Transient(t) => {
+                    attempt += 1;
+                    match backoff_ms(attempt, js_sys::Math::random()) {
+                        Some(delay) => js::sleep(delay).await,
+                        None => break RefreshOutcome::Transient(t),
+                    }
+                }
+                other => break other,
+            }
+        };
+        let settled = self
+            .session
+            .borrow_mut()
+            .finish_refresh(epoch, outcome, js::now_ms());
+        *self.in_flight.borrow_mut() = None;
+        match settled {
+            Settled::Refreshed { .. } => {
+                let expires_in = self
+                    .session
+                    .borrow()
+                    .expires_in_ms(js::now_ms())
+                    .unwrap_or(0.0);
+                self.emit(
+                    "refresh",
+                    object(&[("expiresIn", JsValue::from(expires_in / 1000.0))]),
+                );
+                Ok(JsValue::UNDEFINED)
+            }
+            Settled::Ended { reason, was_active } => {
+                if was_active {
+                    self.announce_end(reason);
+                    Err(session_expired(reason.as_str()))
+                } else {
+                    // A page-load guess that was wrong: just anonymous.
+                    Ok(JsValue::UNDEFINED)
+                }
+            }
+            Settled::Failed(t) => Err(network_error(t)),
+            Settled::Unexpected(status) => Err(refresh_error(status)),
+            Settled::Stale => Ok(JsValue::UNDEFINED),
+        }
+    }
+
+    /// Starts a refresh or joins the one in flight, and waits for it.
+    async fn refresh_once(self: &Rc<Self>) -> Result<(), JsValue> {
+        let begin = self.session.borrow_mut().begin_refresh();
+        let promise = match begin {
+            Begin::Join => {
+                let joined = self.in_flight.borrow().clone();
+                joined.ok_or_else(|| refresh_error(0))?
+            }
+            Begin::Start { epoch } => {
+                let p = future_to_promise(self.clone().run_refresh(epoch));
+                *self.in_flight.borrow_mut() = Some(p.clone());
+                p
+            }
+        };
+        JsFuture::from(promise).await.map(|_| ())
+    }
+
+    /// The token to send now, refreshing first if needed; `None` when there is no session.
+    pub async fn token_for_request(self: &Rc<Self>) -> Result<Option<(String, u64)>, JsValue> {
+        for _ in 0..3 {
+            let check = match self.session.borrow().check(js::now_ms()) {
+                Check::Fresh { token, generation } => Check2::Fresh(token.to_owned(), generation),
+                Check::Anonymous => Check2::Anonymous,
+                Check::Refresh => Check2::Refresh,
+                Check::Expired => Check2::Expired,
+            };
+            match check {
+                Check2::Fresh(t, g) => return Ok(Some((t, g))),
+                Check2::Anonymous => return Ok(None),
+                Check2::Expired => {
+                    self.expire();
+                    return Err(session_expired(EndReason::Expired.as_str()));
+                }
+                Check2::Refresh => self.refresh_once().await?,
+            }
+        }
+        Err(refresh_error(0))
+    }
+
+    /// A token newer than `generation`: refreshes unless another caller already did.
+    pub async fn token_newer_than(
+        self: &Rc<Self>,
+        generation: u64,
+    ) -> Result<(String, u64), JsValue> {
+        for _ in 0..2 {
+            {
+                let session = self.session.borrow();
+                if session.generation() > generation
+                    && let Some(t) = session.token()
+                {
+                    return Ok((t.to_owned(), session.generation()));
+                }
+                if session.phase() == Phase::Anonymous {
+                    return Err(session_expired("no_session"));
+                }
+            }
+            self.refresh_once().await?;
+        }
+        Err(session_expired("no_session"))
+    }
+
+    /// `autoRefresh: false` and the token ran out: end the session here and on the server.
+    fn expire(self: &Rc<Self>) {
+        let token = self.session.borrow().token().map(str::to_owned);
+        self.session.borrow_mut().end();
+        self.announce_end(EndReason::Expired);
+        let me = self.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let _ = me
+                .post_auth(&me.config.logout_url, token.as_deref(), None)
+                .await;
+        });
+    }
+
+    // ---- login / logout / restore ---------------------------------------------------------
+
+    pub async fn login(self: Rc<Self>, credentials: JsValue) -> Result<JsValue, JsValue> {
+        let (Some(email), Some(password)) = (
+            js::get_string(&credentials, "email"),
+            js::get_string(&credentials, "password"),
+        ) else {
+            return Err(js::config_error("login takes {email, password} strings"));
+        };
+        let body = object(&[
+            ("email", JsValue::from_str(&email)),
+            ("password", JsValue::from_str(&password)),
+        ]);
+        let body = js::stringify(&body).unwrap_or_default();
+        let response = self
+            .post_auth(&self.config.login_url, None, Some(&body))
+            .await
+            .map_err(network_error)?;
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .ok()
+            .flatten()
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        let reply = Self::read_reply(&response).await.map_err(network_error)?;
+        let status = reply.status;
+        let code = reply.error.clone();
+        match reply.classify() {
+            RefreshOutcome::Token {
+                access_token,
+                lifetime_secs,
+            } => {
+                self.session
+                    .borrow_mut()
+                    .login(access_token, lifetime_secs, js::now_ms());
+                self.emit("login", object(&[]));
+                Ok(JsValue::UNDEFINED)
+            }
+            RefreshOutcome::Transient(Transient::Status(429)) => Err(error(
+                ErrorName::Login,
+                "too_many_attempts",
+                "too many login attempts; retry later",
+                &[
+                    ("status", JsValue::from(429)),
+                    (
+                        "retryAfter",
+                        retry_after.map_or(JsValue::UNDEFINED, JsValue::from),
+                    ),
+                ],
+            )),
+            RefreshOutcome::Transient(t) => Err(network_error(t)),
+            _ if status == 200 => Err(refresh_error(200)),
+            _ => {
+                let code = code.unwrap_or_else(|| "invalid_credentials".to_owned());
+                let message = if code == "invalid_credentials" {
+                    "the email or password is wrong"
+                } else {
+                    "the login was refused"
+                };
+                Err(error(
+                    ErrorName::Login,
+                    &code,
+                    message,
+                    &[("status", JsValue::from(status))],
+                ))
+            }
+        }
+    }
+
+    pub async fn restore(self: Rc<Self>) -> Result<JsValue, JsValue> {
+        if self.session.borrow().phase() == Phase::Anonymous {
+            let maybe = match &self.config.hint_cookie {
+                None => true,
+                Some(name) => hint_present(name),
+            };
+            if !maybe {
+                return Ok(JsValue::FALSE);
+            }
+            self.session.borrow_mut().suspect();
+        }
+        match self.token_for_request().await {
+            Ok(t) => Ok(JsValue::from(t.is_some())),
+            Err(e) if get(&e, "name").as_string().as_deref() == Some("SessionExpiredError") => {
+                Ok(JsValue::FALSE)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn logout(self: Rc<Self>) -> Result<JsValue, JsValue> {
+        let token = self.session.borrow().token().map(str::to_owned);
+        let was_active = self.session.borrow().phase() == Phase::Active;
+        self.session.borrow_mut().end();
+        if was_active {
+            self.emit("logout", object(&[]));
+        }
+        // The server must forget the session too, or the next page load would restore it.
+        match self
+            .post_auth(&self.config.logout_url, token.as_deref(), None)
+            .await
+        {
+            Ok(r) if r.ok() => Ok(JsValue::UNDEFINED),
+            Ok(r) => Err(network_error(Transient::Status(r.status()))),
+            Err(t) => Err(network_error(t)),
+        }
+    }
+
+    // ---- fetch ----------------------------------------------------------------------------
+
+    pub async fn fetch(self: Rc<Self>, input: JsValue, init: JsValue) -> Result<JsValue, JsValue> {
+        let request = match input.dyn_ref::<Request>() {
+            Some(r) if init.is_undefined() => Request::new_with_request(r)?,
+            Some(r) => Request::new_with_request_and_init(r, init.unchecked_ref())?,
+            None => {
+                let url = js::global_string(&input);
+                if init.is_undefined() {
+                    Request::new_with_str(&url)?
+                } else {
+                    Request::new_with_str_and_init(&url, init.unchecked_ref())?
+                }
+            }
+        };
+        let allowed = origin_of(&request.url()).is_some_and(|o| self.config.is_allowed(&o));
+        if !allowed || request.headers().has("authorization").unwrap_or(false) {
+            // Another origin, or the caller's own Authorization: not ours to touch.
+            return self.send(&request).await.map(Into::into);
+        }
+        let Some((token, generation)) = self.token_for_request().await? else {
+            return self.send(&request).await.map(Into::into);
+        };
+        // A one-shot stream body cannot be sent twice; anything else is cloned for a replay.
+        let streamed = get(&init, "body").is_instance_of::<ReadableStream>();
+        let spare = if streamed { None } else { request.clone().ok() };
+        request
+            .headers()
+            .set("Authorization", &cat(&["Bearer ", &token]))?;
+        let response = self.send(&request).await?;
+        if response.status() != 401 {
+            return Ok(response.into());
+        }
+        let decision = self
+            .session
+            .borrow()
+            .after_unauthorized(generation, false, spare.is_some());
+        let token = match decision {
+            Replay::No => return Ok(response.into()),
+            Replay::WithCurrent | Replay::AfterRefresh => {
+                self.token_newer_than(generation).await?.0
+            }
+        };
+        let Some(replay) = spare else {
+            return Ok(response.into());
+        };
+        replay
+            .headers()
+            .set("Authorization", &cat(&["Bearer ", &token]))?;
+        // The replay's answer, whatever it is, goes to the caller: one replay, never a loop.
+        self.send(&replay).await.map(Into::into)
+    }
+
+    // ---- install --------------------------------------------------------------------------
+
+    pub fn install(self: &Rc<Self>) {
+        if self.installed.borrow().is_some() {
+            return;
+        }
+        let me = self.clone();
+        let interceptor =
+            Closure::<dyn FnMut(JsValue, JsValue) -> Promise>::new(move |input, init| {
+                future_to_promise(me.clone().fetch(input, init))
+            });
+        js::set(&js::global().into(), "fetch", interceptor.as_ref());
+        *self.installed.borrow_mut() = Some(interceptor);
+    }
+
+    pub fn uninstall(&self) {
+        let Some(interceptor) = self.installed.borrow_mut().take() else {
+            return;
+        };
+        let global: JsValue = js::global().into();
+        // Only put the original back if nobody replaced our interceptor since.
+        if get(&global, "fetch") == *interceptor.as_ref() {
+            js::set(&global, "fetch", &self.fetch_fn);
+        }
+    }
+}
+
+/// `check()`'s answer with the token copied out, so the borrow ends before any `.await`.
+enum Check2 {
+    Fresh(String, u64),
+    Anonymous,
+    Refresh,
+    Expired,
+}
+
+/// The serialized origin of `url`, resolved against the page.
+fn origin_of(url: &str) -> Option<String> {
+    let base = location_href().unwrap_or_default();
+    web_sys::Url::new_with_base(url, &base)
+        .ok()
+        .map(|u| u.origin())
+}
+
+/// Whether `document.cookie` has the hint cookie. Without a document (a worker) a session may
+/// exist: say yes and let a refresh find out.
+fn hint_present(name: &str) -> bool {
+    let document = get(&js::global().into(), "document");
+    let Some(cookies) = js::get_string(&document, "cookie") else {
+        return true;
+    };
+    cookies
+        .split(';')
+        .filter_map(|c| c.trim().split_once('='))
+        .any(|(n, v)| n == name && !v.is_empty())
+}

@@ -1,0 +1,613 @@
+//! The client in real headless Chromium against the real reference server (started by
+//! `tests/browser/runner.sh` with 4-second access tokens and test hooks).
+#![cfg(target_arch = "wasm32")]
+
+use js_sys::{Array, Function, Object, Promise, Reflect};
+use tokenwarden::TokenManager;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::*;
+use web_sys::{Request, RequestInit, Response};
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+const SERVER: &str = match option_env!("TW_TEST_SERVER") {
+    Some(s) => s,
+    None => "http://127.0.0.1:18181",
+};
+/// The same server under another origin: not allowed, so it must never see the token.
+const OTHER_ORIGIN: &str = match option_env!("TW_TEST_OTHER_ORIGIN") {
+    Some(s) => s,
+    None => "http://localhost:18181",
+};
+/// Half the 4-second token lifetime (the leeway is capped at half) plus a margin.
+const UNTIL_REFRESH_DUE_MS: i32 = 2_200;
+
+// ---- helpers --------------------------------------------------------------------------------
+
+fn window() -> web_sys::Window {
+    web_sys::window().expect("a window")
+}
+
+async fn sleep(ms: i32) {
+    let p = Promise::new(&mut |resolve, _| {
+        window()
+            .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms)
+            .expect("setTimeout");
+    });
+    JsFuture::from(p).await.expect("sleep");
+}
+
+fn get(v: &JsValue, key: &str) -> JsValue {
+    Reflect::get(v, &key.into()).expect("property")
+}
+
+fn obj(pairs: &[(&str, JsValue)]) -> JsValue {
+    let o = Object::new();
+    for (k, v) in pairs {
+        Reflect::set(&o, &(*k).into(), v).expect("set");
+    }
+    o.into()
+}
+
+fn json(v: &JsValue) -> String {
+    js_sys::JSON::stringify(v).expect("stringify").into()
+}
+
+/// A plain `fetch` (not through tokenwarden) to the server's test hooks.
+async fn server(method: &str, path: &str, body: Option<JsValue>) -> JsValue {
+    let init = RequestInit::new();
+    init.set_method(method);
+    if let Some(b) = body {
+        init.set_body(&JsValue::from_str(&json(&b)));
+        let headers = web_sys::Headers::new().unwrap();
+        headers.set("content-type", "application/json").unwrap();
+        init.set_headers(&headers);
+    }
+    let url = format!("{SERVER}{path}");
+    let res: Response = JsFuture::from(window().fetch_with_str_and_init(&url, &init))
+        .await
+        .expect("fetch to the test server")
+        .into();
+    assert!(
+        res.ok() || res.status() == 204,
+        "{method} {path}: {}",
+        res.status()
+    );
+    if res.status() == 204 {
+        return JsValue::NULL;
+    }
+    JsFuture::from(res.json().unwrap()).await.unwrap()
+}
+
+async fn stats() -> JsValue {
+    server("GET", "/test/stats", None).await
+}
+
+async fn count(name: &str) -> f64 {
+    get(&stats().await, name).as_f64().unwrap()
+}
+
+async fn reset() {
+    server("POST", "/test/reset", None).await;
+}
+
+async fn faults(f: JsValue) {
+    server("POST", "/test/faults", Some(f)).await;
+}
+
+/// A fresh user, so tests do not share accounts.
+async fn new_user() -> (String, String) {
+    let email = format!("u{}@example.com", (js_sys::Math::random() * 1e12) as u64);
+    let password = "browser-test-password".to_owned();
+    server(
+        "POST",
+        "/test/users",
+        Some(obj(&[
+            ("email", email.as_str().into()),
+            ("password", password.as_str().into()),
+            ("name", "Browser Test".into()),
+        ])),
+    )
+    .await;
+    (email, password)
+}
+
+fn manager(extra: &[(&str, JsValue)]) -> TokenManager {
+    let mut opts = vec![("baseUrl", JsValue::from_str(SERVER))];
+    opts.extend(extra.iter().cloned());
+    TokenManager::new(obj(&opts)).expect("construct")
+}
+
+async fn logged_in(extra: &[(&str, JsValue)]) -> TokenManager {
+    let (email, password) = new_user().await;
+    let auth = manager(extra);
+    await_ok(auth.login(obj(&[
+        ("email", email.into()),
+        ("password", password.into()),
+    ])))
+    .await;
+    reset().await;
+    auth
+}
+
+async fn await_ok(p: Promise) -> JsValue {
+    match JsFuture::from(p).await {
+        Ok(v) => v,
+        Err(e) => panic!(
+            "rejected: {} {}",
+            get(&e, "name").as_string().unwrap_or_default(),
+            get(&e, "message").as_string().unwrap_or_default()
+        ),
+    }
+}
+
+/// The rejection's `name` (e.g. `NetworkError`); panics if the promise resolved.
+async fn rejection(p: Promise) -> (String, String) {
+    match JsFuture::from(p).await {
+        Ok(v) => panic!("expected a rejection, got {v:?}"),
+        Err(e) => (
+            get(&e, "name").as_string().unwrap_or_default(),
+            get(&e, "code").as_string().unwrap_or_default(),
+        ),
+    }
+}
+
+async fn auth_fetch(auth: &TokenManager, path: &str, init: JsValue) -> Response {
+    let url = if path.starts_with("http") {
+        path.to_owned()
+    } else {
+        format!("{SERVER}{path}")
+    };
+    await_ok(auth.fetch(url.into(), init)).await.into()
+}
+
+async fn body(res: Response) -> JsValue {
+    JsFuture::from(res.json().unwrap()).await.unwrap()
+}
+
+/// Records the events a manager emits, in order.
+fn record(auth: &TokenManager) -> Array {
+    let log = Array::new();
+    for event in [
+        "login",
+        "refresh",
+        "sessionExpired",
+        "tokenReused",
+        "logout",
+    ] {
+        let log = log.clone();
+        let handler = Closure::<dyn Fn(JsValue)>::new(move |detail: JsValue| {
+            let reason = get(&detail, "reason").as_string().unwrap_or_default();
+            log.push(&JsValue::from_str(&format!(
+                "{event}{}",
+                if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(":{reason}")
+                }
+            )));
+        });
+        auth.on(event, handler.as_ref().unchecked_ref::<Function>().clone())
+            .unwrap();
+        handler.forget();
+    }
+    log
+}
+
+fn events(log: &Array) -> Vec<String> {
+    log.iter().map(|v| v.as_string().unwrap()).collect()
+}
+
+// ---- the tests ------------------------------------------------------------------------------
+
+#[wasm_bindgen_test]
+async fn login_then_fetch_carries_the_token() {
+    let (email, password) = new_user().await;
+    let auth = manager(&[]);
+    assert!(!auth.is_authenticated());
+    await_ok(auth.login(obj(&[
+        ("email", email.clone().into()),
+        ("password", password.into()),
+    ])))
+    .await;
+    assert!(auth.is_authenticated());
+    assert_eq!(get(&auth.claims(), "email").as_string().unwrap(), email);
+
+    let res = auth_fetch(&auth, "/api/me", JsValue::UNDEFINED).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(get(&body(res).await, "email").as_string().unwrap(), email);
+    let echo = body(auth_fetch(&auth, "/test/echo", JsValue::UNDEFINED).await).await;
+    assert!(
+        get(&echo, "authorization")
+            .as_string()
+            .unwrap()
+            .starts_with("Bearer ey")
+    );
+}
+
+#[wasm_bindgen_test]
+async fn a_wrong_password_is_a_typed_login_error() {
+    let (email, _) = new_user().await;
+    let auth = manager(&[]);
+    let (name, code) = rejection(auth.login(obj(&[
+        ("email", email.into()),
+        ("password", "nope-nope".into()),
+    ])))
+    .await;
+    assert_eq!(
+        (name.as_str(), code.as_str()),
+        ("LoginError", "invalid_credentials")
+    );
+    assert!(!auth.is_authenticated());
+}
+
+#[wasm_bindgen_test]
+async fn expiry_triggers_exactly_one_refresh() {
+    let auth = logged_in(&[]).await;
+    let log = record(&auth);
+    assert_eq!(
+        auth_fetch(&auth, "/api/me", JsValue::UNDEFINED)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        count("refresh_calls").await,
+        0.0,
+        "a fresh token needs no refresh"
+    );
+    sleep(UNTIL_REFRESH_DUE_MS).await;
+    assert_eq!(
+        auth_fetch(&auth, "/api/me", JsValue::UNDEFINED)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        auth_fetch(&auth, "/api/me", JsValue::UNDEFINED)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(count("refresh_calls").await, 1.0);
+    assert_eq!(events(&log), ["refresh"]);
+}
+
+#[wasm_bindgen_test]
+async fn a_hundred_concurrent_fetches_at_expiry_share_one_refresh() {
+    let auth = logged_in(&[]).await;
+    sleep(UNTIL_REFRESH_DUE_MS).await;
+    let url = JsValue::from_str(&format!("{SERVER}/api/me"));
+    let all = Array::new();
+    for _ in 0..100 {
+        all.push(&auth.fetch(url.clone(), JsValue::UNDEFINED));
+    }
+    let responses: Array = await_ok(Promise::all(&all)).await.into();
+    assert_eq!(responses.length(), 100);
+    for r in responses.iter() {
+        assert_eq!(r.unchecked_into::<Response>().status(), 200);
+    }
+    assert_eq!(count("refresh_calls").await, 1.0);
+    assert_eq!(count("reuse_detections").await, 0.0);
+}
+
+#[wasm_bindgen_test]
+async fn a_401_is_answered_by_one_refresh_and_a_replay_of_the_post_body() {
+    let auth = logged_in(&[]).await;
+    // Emergency key revocation: the token in memory is refused from now on.
+    server("POST", "/test/keys/revoke", None).await;
+    let headers = web_sys::Headers::new().unwrap();
+    headers.set("content-type", "application/json").unwrap();
+    let init = obj(&[
+        ("method", "PATCH".into()),
+        ("headers", headers.into()),
+        ("body", r#"{"name":"Replayed Name"}"#.into()),
+    ]);
+    let res = auth_fetch(&auth, "/api/me", init).await;
+    assert_eq!(res.status(), 200, "replayed with a fresh token");
+    assert_eq!(
+        get(&body(res).await, "name").as_string().unwrap(),
+        "Replayed Name"
+    );
+    assert_eq!(count("refresh_calls").await, 1.0);
+    // Later requests simply use the new token.
+    assert_eq!(
+        auth_fetch(&auth, "/api/me", JsValue::UNDEFINED)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(count("refresh_calls").await, 1.0);
+}
+
+#[wasm_bindgen_test]
+async fn concurrent_401s_share_one_refresh() {
+    let auth = logged_in(&[]).await;
+    server("POST", "/test/keys/revoke", None).await;
+    let all = Array::new();
+    for _ in 0..5 {
+        all.push(&auth.fetch(format!("{SERVER}/api/me").into(), JsValue::UNDEFINED));
+    }
+    let responses: Array = await_ok(Promise::all(&all)).await.into();
+    for r in responses.iter() {
+        assert_eq!(r.unchecked_into::<Response>().status(), 200);
+    }
+    assert_eq!(count("refresh_calls").await, 1.0, "five 401s, one refresh");
+}
+
+#[wasm_bindgen_test]
+async fn a_401_the_token_cannot_fix_is_replayed_once_then_returned() {
+    let auth = logged_in(&[]).await;
+    let res = auth_fetch(&auth, "/test/echo?status=401", JsValue::UNDEFINED).await;
+    assert_eq!(res.status(), 401, "the caller gets the API's answer");
+    assert_eq!(
+        count("refresh_calls").await,
+        1.0,
+        "one refresh, one replay, no loop"
+    );
+    assert!(
+        auth.is_authenticated(),
+        "an API's 401 does not end the session"
+    );
+}
+
+#[wasm_bindgen_test]
+async fn a_refresh_answered_401_ends_the_session_with_an_event() {
+    let auth = logged_in(&[]).await;
+    let log = record(&auth);
+    // The user revokes this session from another device.
+    let sid = get(&auth.claims(), "sid").as_string().unwrap();
+    let token = await_ok(auth.get_access_token()).await.as_string().unwrap();
+    let init = RequestInit::new();
+    init.set_method("DELETE");
+    let headers = web_sys::Headers::new().unwrap();
+    headers
+        .set("authorization", &format!("Bearer {token}"))
+        .unwrap();
+    init.set_headers(&headers);
+    let res: Response = JsFuture::from(
+        window().fetch_with_str_and_init(&format!("{SERVER}/auth/sessions/{sid}"), &init),
+    )
+    .await
+    .unwrap()
+    .into();
+    assert_eq!(res.status(), 204);
+
+    let (name, code) =
+        rejection(auth.fetch(format!("{SERVER}/api/me").into(), JsValue::UNDEFINED)).await;
+    assert_eq!(
+        (name.as_str(), code.as_str()),
+        ("SessionExpiredError", "invalid_grant")
+    );
+    assert!(!auth.is_authenticated());
+    assert!(auth.claims().is_null());
+    assert_eq!(events(&log), ["sessionExpired:invalid_grant"]);
+    assert_eq!(count("refresh_calls").await, 1.0);
+}
+
+#[wasm_bindgen_test]
+async fn a_refresh_answered_503_is_a_network_error_and_the_session_survives() {
+    let auth = logged_in(&[]).await;
+    let log = record(&auth);
+    // Every attempt of one refresh (3, with backoff) fails.
+    faults(obj(&[("refresh_fail_next", 3.into())])).await;
+    let (name, code) = rejection(auth.refresh(obj(&[("force", true.into())]))).await;
+    assert_eq!(
+        (name.as_str(), code.as_str()),
+        ("NetworkError", "server_error")
+    );
+    assert!(
+        auth.is_authenticated(),
+        "a flaky server never logs the user out"
+    );
+    assert_eq!(count("refresh_calls").await, 3.0);
+    // The server recovers: the next call succeeds.
+    await_ok(auth.refresh(obj(&[("force", true.into())]))).await;
+    assert_eq!(
+        auth_fetch(&auth, "/api/me", JsValue::UNDEFINED)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(events(&log), ["refresh"]);
+}
+
+#[wasm_bindgen_test]
+async fn a_lost_refresh_response_is_recovered_without_logout() {
+    let auth = logged_in(&[]).await;
+    let log = record(&auth);
+    // The server rotates, then drops the connection: the client never sees the new cookie.
+    faults(obj(&[("refresh_drop_next", 1.into())])).await;
+    await_ok(auth.refresh(obj(&[("force", true.into())]))).await;
+    assert_eq!(
+        auth_fetch(&auth, "/api/me", JsValue::UNDEFINED)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        count("refresh_calls").await,
+        2.0,
+        "the lost one and its retry"
+    );
+    assert_eq!(count("reuse_detections").await, 0.0);
+    // And the chain goes on.
+    await_ok(auth.refresh(obj(&[("force", true.into())]))).await;
+    assert_eq!(count("reuse_detections").await, 0.0);
+    assert_eq!(events(&log), ["refresh", "refresh"]);
+}
+
+#[wasm_bindgen_test]
+async fn a_request_to_another_origin_carries_no_token() {
+    let auth = logged_in(&[]).await;
+    let echo = body(
+        auth_fetch(
+            &auth,
+            &format!("{OTHER_ORIGIN}/test/echo"),
+            JsValue::UNDEFINED,
+        )
+        .await,
+    )
+    .await;
+    assert!(get(&echo, "authorization").is_null(), "{}", json(&echo));
+    // The allowed origin does get it.
+    let echo = body(auth_fetch(&auth, "/test/echo", JsValue::UNDEFINED).await).await;
+    assert!(get(&echo, "authorization").as_string().is_some());
+}
+
+#[wasm_bindgen_test]
+async fn the_callers_own_authorization_header_is_left_alone() {
+    let auth = logged_in(&[]).await;
+    let init = obj(&[(
+        "headers",
+        obj(&[("Authorization", "Basic Zm9vOmJhcg==".into())]),
+    )]);
+    let echo = body(auth_fetch(&auth, "/test/echo", init).await).await;
+    assert_eq!(
+        get(&echo, "authorization").as_string().unwrap(),
+        "Basic Zm9vOmJhcg=="
+    );
+}
+
+#[wasm_bindgen_test]
+async fn a_request_object_and_an_abort_signal_pass_through() {
+    let auth = logged_in(&[]).await;
+    let req = Request::new_with_str(&format!("{SERVER}/test/echo")).unwrap();
+    let res: Response = await_ok(auth.fetch(req.into(), JsValue::UNDEFINED))
+        .await
+        .into();
+    assert!(get(&body(res).await, "authorization").as_string().is_some());
+
+    let controller = web_sys::AbortController::new().unwrap();
+    controller.abort();
+    let init = obj(&[("signal", controller.signal().into())]);
+    let (name, _) = rejection(auth.fetch(format!("{SERVER}/api/me").into(), init)).await;
+    assert_eq!(name, "AbortError");
+}
+
+#[wasm_bindgen_test]
+async fn logout_forgets_the_token_here_and_on_the_server() {
+    let auth = logged_in(&[]).await;
+    let log = record(&auth);
+    await_ok(auth.logout()).await;
+    assert!(!auth.is_authenticated());
+    assert_eq!(events(&log), ["logout"]);
+    let echo = body(auth_fetch(&auth, "/test/echo", JsValue::UNDEFINED).await).await;
+    assert!(get(&echo, "authorization").is_null());
+    assert_eq!(count("logouts").await, 1.0);
+    // A "reload" finds no session: the hint cookie is gone, so not even a request is made.
+    let reloaded = manager(&[]);
+    assert_eq!(await_ok(reloaded.restore()).await, JsValue::FALSE);
+    assert_eq!(count("refresh_calls").await, 0.0);
+}
+
+#[wasm_bindgen_test]
+async fn a_reload_restores_the_session_with_one_silent_refresh() {
+    let auth = logged_in(&[]).await;
+    drop(auth); // the page goes away; only the cookies remain
+    let reloaded = manager(&[]);
+    assert!(!reloaded.is_authenticated());
+    assert_eq!(await_ok(reloaded.restore()).await, JsValue::TRUE);
+    assert!(reloaded.is_authenticated());
+    assert_eq!(count("refresh_calls").await, 1.0);
+    assert_eq!(
+        auth_fetch(&reloaded, "/api/me", JsValue::UNDEFINED)
+            .await
+            .status(),
+        200
+    );
+}
+
+#[wasm_bindgen_test]
+async fn install_intercepts_global_fetch_until_uninstall() {
+    let auth = logged_in(&[]).await;
+    let global: JsValue = js_sys::global().into();
+    let original = get(&global, "fetch");
+    auth.install();
+    let fetch: Function = get(&global, "fetch").unchecked_into();
+    let p: Promise = fetch
+        .call1(&JsValue::NULL, &format!("{SERVER}/test/echo").into())
+        .unwrap()
+        .into();
+    let res: Response = await_ok(p).await.into();
+    assert!(get(&body(res).await, "authorization").as_string().is_some());
+    auth.uninstall();
+    assert_eq!(get(&global, "fetch"), original);
+}
+
+#[wasm_bindgen_test]
+async fn banking_mode_ends_the_session_at_expiry() {
+    let auth = logged_in(&[("autoRefresh", false.into())]).await;
+    let log = record(&auth);
+    assert_eq!(
+        auth_fetch(&auth, "/api/me", JsValue::UNDEFINED)
+            .await
+            .status(),
+        200
+    );
+    sleep(4_100).await;
+    let (name, code) =
+        rejection(auth.fetch(format!("{SERVER}/api/me").into(), JsValue::UNDEFINED)).await;
+    assert_eq!(
+        (name.as_str(), code.as_str()),
+        ("SessionExpiredError", "expired")
+    );
+    assert_eq!(events(&log), ["sessionExpired:expired"]);
+    assert_eq!(count("refresh_calls").await, 0.0);
+}
+
+#[wasm_bindgen_test]
+fn bad_options_are_config_errors() {
+    for bad in [
+        obj(&[("allowedOrigin", JsValue::from_str("x"))]),
+        obj(&[("allowedOrigins", JsValue::from_str("https://a.example"))]),
+        obj(&[("allowedOrigins", Array::of1(&"*".into()).into())]),
+        obj(&[("refreshLeewaySeconds", JsValue::from_str("30"))]),
+        obj(&[(
+            "csrfHeader",
+            obj(&[("name", "bad header".into()), ("value", "1".into())]),
+        )]),
+        JsValue::from_str("not an object"),
+    ] {
+        let err = TokenManager::new(bad.clone())
+            .err()
+            .unwrap_or_else(|| panic!("accepted {}", json(&bad)));
+        assert_eq!(get(&err, "name").as_string().unwrap(), "ConfigError");
+    }
+    let auth = manager(&[]);
+    assert!(auth.on("nonsense", Function::new_no_args("")).is_err());
+}
+
+#[wasm_bindgen_test]
+async fn no_token_is_left_in_any_storage() {
+    // Run a full flow: login, refresh, fetch.
+    let auth = logged_in(&[]).await;
+    await_ok(auth.refresh(obj(&[("force", true.into())]))).await;
+    let token = await_ok(auth.get_access_token()).await.as_string().unwrap();
+    auth_fetch(&auth, "/api/me", JsValue::UNDEFINED).await;
+
+    let w = window();
+    let local = w.local_storage().unwrap().unwrap();
+    let session = w.session_storage().unwrap().unwrap();
+    assert_eq!(local.length().unwrap(), 0);
+    assert_eq!(session.length().unwrap(), 0);
+    let cookies = w
+        .document()
+        .unwrap()
+        .unchecked_into::<web_sys::HtmlDocument>()
+        .cookie()
+        .unwrap();
+    assert!(
+        !cookies.contains(&token) && !cookies.contains("eyJ") && !cookies.contains("tw_refresh"),
+        "{cookies}"
+    );
+    assert!(
+        cookies.contains("tw_session=1"),
+        "only the hint is visible: {cookies}"
+    );
+    let idb = get(&w.into(), "indexedDB");
+    let databases: Function = get(&idb, "databases").unchecked_into();
+    let list: Array = await_ok(databases.call0(&idb).unwrap().into()).await.into();
+    assert_eq!(list.length(), 0);
+}

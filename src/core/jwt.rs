@@ -1,9 +1,6 @@
 //! Decoding (never verifying) a JWT's payload, for display and as a fallback lifetime.
 //! Verification is the server's job; the client only reads claims it was handed.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
 /// Why a token's payload could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -37,10 +34,42 @@ pub fn decode_payload(token: &str) -> Result<String, JwtError> {
     }
     // Some issuers pad; the spec says they must not, but reading it costs nothing.
     let payload = payload.trim_end_matches('=');
-    let bytes = URL_SAFE_NO_PAD
-        .decode(payload)
-        .map_err(|_| JwtError::Base64)?;
+    let bytes = base64url_decode(payload).ok_or(JwtError::Base64)?;
     String::from_utf8(bytes).map_err(|_| JwtError::Utf8)
+}
+
+/// Unpadded base64url (RFC 4648 §5), strict: no other alphabet, no stray bits.
+/// Hand-written because the `base64` crate's generic engine costs ~3 KB of wasm here and we
+/// only ever decode this one alphabet (see docs/SIZE.md).
+fn base64url_decode(s: &str) -> Option<Vec<u8>> {
+    fn value(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let input = s.as_bytes();
+    if input.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(input.len() * 3 / 4);
+    for chunk in input.chunks(4) {
+        let mut acc = 0u32;
+        for &c in chunk {
+            acc = (acc << 6) | value(c)?;
+        }
+        match chunk.len() {
+            4 => out.extend_from_slice(&[(acc >> 16) as u8, (acc >> 8) as u8, acc as u8]),
+            3 if acc & 0b11 == 0 => out.extend_from_slice(&[(acc >> 10) as u8, (acc >> 2) as u8]),
+            2 if acc & 0b1111 == 0 => out.push((acc >> 4) as u8),
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -82,6 +111,46 @@ mod tests {
     fn rejects_a_payload_that_is_not_utf8() {
         // 0xff 0xfe
         assert_eq!(decode_payload("a.__4.c"), Err(JwtError::Utf8));
+    }
+
+    #[test]
+    fn base64url_round_trips_every_length_and_byte() {
+        // Encoder for the test only: the library never encodes.
+        fn encode(bytes: &[u8]) -> String {
+            const A: &[u8; 64] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            let mut s = String::new();
+            for chunk in bytes.chunks(3) {
+                let b = [
+                    chunk[0],
+                    *chunk.get(1).unwrap_or(&0),
+                    *chunk.get(2).unwrap_or(&0),
+                ];
+                let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+                for i in 0..=chunk.len() {
+                    s.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
+                }
+            }
+            s
+        }
+        let bytes: Vec<u8> = (0..=255).collect();
+        for len in 0..bytes.len() {
+            let data = &bytes[len..];
+            assert_eq!(
+                base64url_decode(&encode(data)).as_deref(),
+                Some(data),
+                "len {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn base64url_refuses_impossible_lengths_and_stray_bits() {
+        assert_eq!(base64url_decode("A"), None);
+        assert_eq!(base64url_decode("AB"), None, "stray low bits");
+        assert_eq!(base64url_decode("AQ"), Some(vec![1]));
+        assert_eq!(base64url_decode("AAB"), None);
+        assert_eq!(base64url_decode("AAE"), Some(vec![0, 1]));
     }
 
     #[test]

@@ -218,8 +218,7 @@ impl Inner {
             .get("content-length")
             .ok()
             .flatten()
-            .and_then(|l| l.parse::<usize>().ok())
-            .is_some_and(|l| l > MAX_REPLY_BYTES);
+            .is_some_and(|l| js_sys::parse_float(&l) > MAX_REPLY_BYTES as f64);
         if too_big {
             return Ok(reply);
         }
@@ -405,7 +404,8 @@ impl Inner {
             .get("retry-after")
             .ok()
             .flatten()
-            .and_then(|v| v.trim().parse::<f64>().ok());
+            .map(|v| js_sys::parse_float(&v))
+            .filter(|v| v.is_finite());
         let reply = Self::read_reply(&response).await.map_err(network_error)?;
         let status = reply.status;
         let code = reply.error.clone();
@@ -594,6 +594,6 @@ fn hint_present(name: &str) -> bool {
     };
     cookies
         .split(';')
-        .filter_map(|c| c.trim().split_once('='))
+        .filter_map(|c| c.trim_start_matches(' ').split_once('='))
         .any(|(n, v)| n == name && !v.is_empty())
 }

@@ -11,7 +11,7 @@ export TW_TEST_SERVER_ADDR ?= 127.0.0.1:18181
 export TW_TEST_SERVER ?= http://$(TW_TEST_SERVER_ADDR)
 export TW_TEST_OTHER_ORIGIN ?= http://localhost:$(lastword $(subst :, ,$(TW_TEST_SERVER_ADDR)))
 
-.PHONY: help setup lint test test-native test-server test-browser demo
+.PHONY: help setup setup-node pkg lint test test-native test-server test-browser test-e2e demo
 
 help:
 	@echo "make demo   - set up, build and serve the demo on http://127.0.0.1:8080"
@@ -19,6 +19,13 @@ help:
 
 setup:
 	@scripts/setup.sh
+
+setup-node:
+	@scripts/setup.sh --node
+
+# The npm package in pkg/ (prints its size).
+pkg: setup-node
+	scripts/build-pkg.sh
 
 lint:
 	cargo fmt --all -- --check
@@ -38,7 +45,12 @@ test-browser:
 	cargo build -p tokenwarden-server
 	cargo test -p tokenwarden --target wasm32-unknown-unknown --test browser
 
-test: setup lint test-native test-server test-browser
+# Playwright in headless Chromium: cross-tab behaviour, the demo, the npm consumer.
+test-e2e: pkg
+	cargo build -p tokenwarden-server
+	npx playwright test -c tests/e2e/playwright.config.ts
+
+test: setup lint test-native test-server test-browser test-e2e
 
 demo: setup
 	cargo run --release -p tokenwarden-server -- --demo

@@ -32,5 +32,5 @@ mod refresh;
 mod reply;
 
 pub use jwt::{JwtError, decode_payload};
-pub use refresh::{Begin, Check, EndReason, Phase, Policy, Replay, Session, Settled};
+pub use refresh::{Begin, Check, EndReason, Handoff, Phase, Policy, Replay, Session, Settled};
 pub use reply::{RefreshOutcome, RefreshReply, Transient, backoff_ms, lifetime_secs};

@@ -57,8 +57,19 @@ pub enum Phase {
 struct Token {
     value: String,
     generation: u64,
+    /// When the token arrived from the server (in this tab or another: tabs share the clock).
+    received_at_ms: f64,
+    lifetime_secs: f64,
     refresh_at_ms: f64,
     expires_at_ms: f64,
+}
+
+/// A token to hand to another tab: its value, lifetime and arrival time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Handoff {
+    pub token: String,
+    pub lifetime_secs: f64,
+    pub received_at_ms: f64,
 }
 
 /// What a request should do now.
@@ -125,6 +136,9 @@ pub struct Session {
     /// Counts session changes (login, end); a refresh started in an older epoch is stale.
     epoch: u64,
     refreshing: bool,
+    /// When the session last ended here (logout, expiry, or a peer's word): tokens that
+    /// arrived before it belong to the old session and are never adopted.
+    ended_at_ms: f64,
 }
 
 impl Session {
@@ -141,6 +155,7 @@ impl Session {
             generation: 0,
             epoch: 0,
             refreshing: false,
+            ended_at_ms: f64::NEG_INFINITY,
         }
     }
 
@@ -213,7 +228,7 @@ impl Session {
             },
             RefreshOutcome::Ended(reason) => {
                 let was_active = self.phase == Phase::Active;
-                self.end();
+                self.end(now_ms);
                 Settled::Ended { reason, was_active }
             }
             RefreshOutcome::Transient(t) => Settled::Failed(t),
@@ -227,7 +242,7 @@ impl Session {
         self.install(access_token, lifetime_secs, now_ms)
     }
 
-    fn install(&mut self, value: String, lifetime_secs: f64, now_ms: f64) -> u64 {
+    fn install(&mut self, value: String, lifetime_secs: f64, received_at_ms: f64) -> u64 {
         let lifetime_ms = lifetime_secs * 1000.0;
         let leeway_ms = (self.policy.leeway_secs.max(0.0) * 1000.0).min(lifetime_ms / 2.0);
         self.generation += 1;
@@ -235,10 +250,64 @@ impl Session {
         self.token = Some(Token {
             value,
             generation: self.generation,
-            refresh_at_ms: now_ms + lifetime_ms - leeway_ms,
-            expires_at_ms: now_ms + lifetime_ms,
+            received_at_ms,
+            lifetime_secs,
+            refresh_at_ms: received_at_ms + lifetime_ms - leeway_ms,
+            expires_at_ms: received_at_ms + lifetime_ms,
         });
         self.generation
+    }
+
+    /// The token, if it is fresh enough to give to another tab.
+    pub fn handoff(&self, now_ms: f64) -> Option<Handoff> {
+        match (self.check(now_ms), &self.token) {
+            (Check::Fresh { .. }, Some(t)) => Some(Handoff {
+                token: t.value.clone(),
+                lifetime_secs: t.lifetime_secs,
+                received_at_ms: t.received_at_ms,
+            }),
+            _ => None,
+        }
+    }
+
+    /// A token another tab received. Adopted only if it is newer than the one held and than
+    /// the last end of the session here, so a slow message from an old session can never
+    /// overwrite a newer one. Returns the new generation if adopted.
+    pub fn adopt(&mut self, h: Handoff) -> Option<u64> {
+        let newer = self
+            .token
+            .as_ref()
+            .is_none_or(|t| h.received_at_ms > t.received_at_ms);
+        if !newer || h.received_at_ms <= self.ended_at_ms || !h.lifetime_secs.is_finite() {
+            return None;
+        }
+        Some(self.install(h.token, h.lifetime_secs.max(0.0), h.received_at_ms))
+    }
+
+    /// Another tab says the session ended at `at_ms` (logout, refresh refused). Ends it here
+    /// unless this tab holds a token that arrived after that. Returns whether it ended.
+    pub fn end_if_older(&mut self, at_ms: f64) -> bool {
+        if self
+            .token
+            .as_ref()
+            .is_some_and(|t| t.received_at_ms > at_ms)
+        {
+            return false;
+        }
+        let was = self.phase != Phase::Anonymous;
+        self.end(at_ms);
+        was
+    }
+
+    /// Another tab finished the refresh this tab was waiting for (its token was adopted).
+    pub fn finish_by_peer(&mut self, epoch: u64) -> Settled {
+        self.refreshing = false;
+        if epoch != self.epoch || self.phase != Phase::Active {
+            return Settled::Stale;
+        }
+        Settled::Refreshed {
+            generation: self.generation,
+        }
     }
 
     /// The hint cookie appeared (e.g. a login in another tab): a session may exist now.
@@ -249,10 +318,11 @@ impl Session {
     }
 
     /// Logout, or the session ended: forget the token; a refresh in flight becomes stale.
-    pub fn end(&mut self) {
+    pub fn end(&mut self, now_ms: f64) {
         self.epoch += 1;
         self.token = None;
         self.phase = Phase::Anonymous;
+        self.ended_at_ms = self.ended_at_ms.max(now_ms);
     }
 
     /// A request sent with the token of `sent_generation` got a 401.
@@ -447,7 +517,7 @@ mod tests {
         let Begin::Start { epoch } = s.begin_refresh() else {
             panic!()
         };
-        s.end();
+        s.end(0.5);
         assert_eq!(
             s.finish_refresh(epoch, token("t2", 600.0), 1.0),
             Settled::Stale
@@ -495,7 +565,7 @@ mod tests {
     #[test]
     fn a_401_after_the_session_ended_is_returned_as_is() {
         let mut s = active("t1", 600.0, 0.0);
-        s.end();
+        s.end(1.0);
         assert_eq!(s.after_unauthorized(1, false, true), Replay::No);
     }
 
@@ -535,5 +605,93 @@ mod tests {
             }
         );
         assert_eq!(s.expires_in_ms(hours_ahead + 60_000.0), Some(540_000.0));
+    }
+
+    // ---- across tabs ----------------------------------------------------------------------
+
+    fn handoff(token: &str, received_at_ms: f64) -> Handoff {
+        Handoff {
+            token: token.into(),
+            lifetime_secs: 600.0,
+            received_at_ms,
+        }
+    }
+
+    #[test]
+    fn a_new_tab_adopts_a_peers_token_with_the_peers_deadline() {
+        let mut s = Session::new(Policy::default(), true);
+        assert_eq!(s.adopt(handoff("peer", 1_000.0)), Some(1));
+        assert_eq!(s.phase(), Phase::Active);
+        // Same deadline as the peer: received at 1 s, 600 s life, 30 s leeway.
+        assert_eq!(
+            s.check(570_999.0),
+            Check::Fresh {
+                token: "peer",
+                generation: 1
+            }
+        );
+        assert_eq!(s.check(571_000.0), Check::Refresh);
+    }
+
+    #[test]
+    fn a_tab_gives_only_fresh_tokens_to_its_peers() {
+        let s = active("t1", 600.0, 0.0);
+        assert_eq!(s.handoff(1.0), Some(handoff("t1", 0.0)));
+        assert_eq!(
+            s.handoff(580_000.0),
+            None,
+            "within the leeway: the peer should refresh"
+        );
+        assert_eq!(Session::new(Policy::default(), true).handoff(0.0), None);
+    }
+
+    #[test]
+    fn a_slow_message_from_an_old_session_never_overwrites_a_newer_token() {
+        let mut s = active("new", 600.0, 5_000.0);
+        assert_eq!(s.adopt(handoff("old", 4_000.0)), None);
+        assert_eq!(s.token(), Some("new"));
+        assert_eq!(s.adopt(handoff("newer", 6_000.0)), Some(2));
+    }
+
+    #[test]
+    fn a_token_from_before_a_logout_is_never_adopted_but_a_later_login_is() {
+        let mut s = active("t1", 600.0, 0.0);
+        s.end(10_000.0);
+        assert_eq!(s.adopt(handoff("stale", 9_000.0)), None);
+        assert_eq!(s.phase(), Phase::Anonymous);
+        assert_eq!(s.adopt(handoff("relogin", 11_000.0)), Some(2));
+    }
+
+    #[test]
+    fn a_peers_logout_ends_the_session_unless_this_tab_logged_in_since() {
+        let mut s = active("t1", 600.0, 0.0);
+        assert!(s.end_if_older(5_000.0));
+        assert_eq!(s.phase(), Phase::Anonymous);
+        let mut s = active("fresh-login", 600.0, 7_000.0);
+        assert!(
+            !s.end_if_older(5_000.0),
+            "the logout message is older than our login"
+        );
+        assert_eq!(s.token(), Some("fresh-login"));
+    }
+
+    #[test]
+    fn a_refresh_finished_by_a_peer_settles_the_waiting_callers() {
+        let mut s = active("t1", 600.0, 0.0);
+        let Begin::Start { epoch } = s.begin_refresh() else {
+            panic!()
+        };
+        s.adopt(handoff("from-peer", 590_000.0));
+        assert_eq!(
+            s.finish_by_peer(epoch),
+            Settled::Refreshed { generation: 2 }
+        );
+        assert!(!s.is_refreshing());
+        // But if the session ended meanwhile, the waiters learn nothing new.
+        let Begin::Start { epoch } = s.begin_refresh() else {
+            panic!()
+        };
+        s.end(600_000.0);
+        assert_eq!(s.finish_by_peer(epoch), Settled::Stale);
     }
 }

@@ -13,10 +13,17 @@ use web_sys::{
 
 use super::js::{self, ErrorName, cat, error, get, object};
 use super::options::{Config, location_href};
+use super::tabs::Tabs;
 use crate::core::{
-    Begin, Check, EndReason, Phase, RefreshOutcome, RefreshReply, Replay, Session, Settled,
-    Transient, backoff_ms, decode_payload,
+    Begin, Check, EndReason, Handoff, Phase, RefreshOutcome, RefreshReply, Replay, Session,
+    Settled, Transient, backoff_ms, decode_payload,
 };
+
+/// How long a new tab waits for a peer to hand it a live token before refreshing itself.
+const ASK_WAIT_MS: f64 = 150.0;
+/// How long a tab that waited for the lock waits for the holder's token before refreshing
+/// itself (the holder may have failed or been closed).
+const HANDOFF_WAIT_MS: f64 = 300.0;
 
 /// Largest login/refresh response body we read.
 const MAX_REPLY_BYTES: usize = 64 * 1024;
@@ -35,6 +42,8 @@ pub struct Inner {
     /// `install()`'s interceptor.
     fetch_fn: Function,
     installed: RefCell<Option<Interceptor>>,
+    /// `None` with `crossTab: false` or where BroadcastChannel is missing.
+    tabs: Option<Tabs>,
 }
 
 pub const EVENTS: [&str; 5] = [
@@ -95,15 +104,107 @@ impl Inner {
             None => true,
             Some(name) => hint_present(name),
         };
-        Ok(Rc::new(Inner {
-            session: RefCell::new(Session::new(config.policy, maybe)),
-            config,
-            in_flight: RefCell::new(None),
-            listeners: RefCell::new(Vec::new()),
-            next_listener: Cell::new(0),
-            fetch_fn,
-            installed: RefCell::new(None),
+        Ok(Rc::new_cyclic(|weak: &Weak<Inner>| {
+            let tabs = config.cross_tab.then(|| {
+                let weak = weak.clone();
+                let name = cat(&["tokenwarden ", &config.refresh_url]);
+                Tabs::new(&name, move |message| {
+                    if let Some(inner) = weak.upgrade() {
+                        inner.on_peer_message(&message);
+                    }
+                })
+            });
+            Inner {
+                session: RefCell::new(Session::new(config.policy, maybe)),
+                config,
+                in_flight: RefCell::new(None),
+                listeners: RefCell::new(Vec::new()),
+                next_listener: Cell::new(0),
+                fetch_fn,
+                installed: RefCell::new(None),
+                tabs: tabs.flatten(),
+            }
         }))
+    }
+
+    // ---- other tabs -----------------------------------------------------------------------
+
+    /// A message from another tab. Anything malformed is ignored.
+    fn on_peer_message(&self, m: &JsValue) {
+        let now = js::now_ms();
+        let at = js::get_f64(m, "at")
+            .filter(|t| t.is_finite())
+            .unwrap_or(now);
+        match js::get_string(m, "t").as_deref() {
+            Some("ask") => {
+                let h = self.session.borrow().handoff(now);
+                if let (Some(h), Some(tabs)) = (h, &self.tabs) {
+                    tabs.post_token("refresh", &h);
+                }
+            }
+            Some("token") => {
+                let (Some(token), Some(lifetime)) =
+                    (js::get_string(m, "token"), js::get_f64(m, "lifetime"))
+                else {
+                    return;
+                };
+                let h = Handoff {
+                    token,
+                    lifetime_secs: lifetime,
+                    received_at_ms: at,
+                };
+                if self.session.borrow_mut().adopt(h).is_some() {
+                    if js::get_string(m, "kind").as_deref() == Some("login") {
+                        self.emit("login", object(&[]));
+                    } else {
+                        self.emit_refresh();
+                    }
+                }
+            }
+            Some("logout") => {
+                if self.session.borrow_mut().end_if_older(at) {
+                    self.emit("logout", object(&[]));
+                }
+            }
+            Some("ended") => {
+                let reason = match js::get_string(m, "reason").as_deref() {
+                    Some("token_reused") => EndReason::TokenReused,
+                    Some("expired") => EndReason::Expired,
+                    _ => EndReason::InvalidGrant,
+                };
+                if self.session.borrow_mut().end_if_older(at) {
+                    self.announce_end(reason);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Waits until a token newer than `generation` arrives (from a peer) or `max_ms` passes.
+    async fn await_newer(&self, generation: u64, max_ms: f64) {
+        let deadline = js::now_ms() + max_ms;
+        while js::now_ms() < deadline {
+            {
+                let s = self.session.borrow();
+                if s.generation() > generation || s.phase() == Phase::Anonymous {
+                    return;
+                }
+            }
+            js::sleep(10.0).await;
+        }
+    }
+
+    fn broadcast_token(&self, kind: &str) {
+        let h = self.session.borrow().handoff(js::now_ms());
+        if let (Some(tabs), Some(h)) = (&self.tabs, h) {
+            tabs.post_token(kind, &h);
+        }
+    }
+
+    fn broadcast_end(&self, kind: &str, reason: Option<EndReason>) {
+        if let Some(tabs) = &self.tabs {
+            tabs.post_end(kind, reason.map(EndReason::as_str), js::now_ms());
+        }
     }
 
     // ---- events ---------------------------------------------------------------------------
@@ -258,38 +359,83 @@ impl Inner {
         }
     }
 
-    /// The refresh this caller started: retried with backoff on transient failures, then
-    /// settled in the core. Resolves when the session is updated.
-    async fn run_refresh(self: Rc<Self>, epoch: u64) -> Result<JsValue, JsValue> {
+    /// One refresh, retried with backoff on transient failures.
+    async fn refresh_with_retries(&self) -> RefreshOutcome {
         let mut attempt = 0;
-        let outcome = loop {
+        loop {
             match self.refresh_request().await {
                 RefreshOutcome::Transient(t) => {
                     attempt += 1;
                     match backoff_ms(attempt, js_sys::Math::random()) {
                         Some(delay) => js::sleep(delay).await,
-                        None => break RefreshOutcome::Transient(t),
+                        None => return RefreshOutcome::Transient(t),
                     }
                 }
-                other => break other,
+                other => return other,
             }
-        };
+        }
+    }
+
+    /// Records a refresh's outcome and tells the other tabs (before the lock is released, so
+    /// that the tabs waiting for it find the token already there).
+    fn settle(&self, epoch: u64, outcome: RefreshOutcome) -> Settled {
         let settled = self
             .session
             .borrow_mut()
             .finish_refresh(epoch, outcome, js::now_ms());
+        match settled {
+            Settled::Refreshed { .. } => self.broadcast_token("refresh"),
+            Settled::Ended {
+                reason,
+                was_active: true,
+            } => self.broadcast_end("ended", Some(reason)),
+            _ => {}
+        }
+        settled
+    }
+
+    /// The refresh this caller started. Across tabs: ask the peers first if this tab has no
+    /// token yet; take the lock; check again (a peer may have refreshed while we waited);
+    /// only then refresh.
+    async fn run_refresh(self: Rc<Self>, epoch: u64) -> Result<JsValue, JsValue> {
+        let start = self.session.borrow().generation();
+        let settled = match &self.tabs {
+            None => {
+                let outcome = self.refresh_with_retries().await;
+                self.settle(epoch, outcome)
+            }
+            Some(tabs) => {
+                if self.session.borrow().phase() == Phase::Maybe {
+                    tabs.post_ask();
+                    self.await_newer(start, ASK_WAIT_MS).await;
+                }
+                if self.session.borrow().generation() > start {
+                    self.session.borrow_mut().finish_by_peer(epoch)
+                } else {
+                    let me = self.clone();
+                    let locked = tabs
+                        .locked(move |contended| async move {
+                            if contended {
+                                me.await_newer(start, HANDOFF_WAIT_MS).await;
+                            }
+                            if me.session.borrow().generation() > start {
+                                return me.session.borrow_mut().finish_by_peer(epoch);
+                            }
+                            let outcome = me.refresh_with_retries().await;
+                            me.settle(epoch, outcome)
+                        })
+                        .await;
+                    match locked {
+                        Some(settled) => settled,
+                        None => self.settle(epoch, RefreshOutcome::Transient(Transient::Network)),
+                    }
+                }
+            }
+        };
         *self.in_flight.borrow_mut() = None;
         match settled {
             Settled::Refreshed { .. } => {
-                let expires_in = self
-                    .session
-                    .borrow()
-                    .expires_in_ms(js::now_ms())
-                    .unwrap_or(0.0);
-                self.emit(
-                    "refresh",
-                    object(&[("expiresIn", JsValue::from(expires_in / 1000.0))]),
-                );
+                self.emit_refresh();
                 Ok(JsValue::UNDEFINED)
             }
             Settled::Ended { reason, was_active } => {
@@ -305,6 +451,18 @@ impl Inner {
             Settled::Unexpected(status) => Err(refresh_error(status)),
             Settled::Stale => Ok(JsValue::UNDEFINED),
         }
+    }
+
+    fn emit_refresh(&self) {
+        let expires_in = self
+            .session
+            .borrow()
+            .expires_in_ms(js::now_ms())
+            .unwrap_or(0.0);
+        self.emit(
+            "refresh",
+            object(&[("expiresIn", JsValue::from(expires_in / 1000.0))]),
+        );
     }
 
     /// Starts a refresh or joins the one in flight, and waits for it.
@@ -371,8 +529,9 @@ impl Inner {
     /// `autoRefresh: false` and the token ran out: end the session here and on the server.
     fn expire(self: &Rc<Self>) {
         let token = self.session.borrow().token().map(str::to_owned);
-        self.session.borrow_mut().end();
+        self.session.borrow_mut().end(js::now_ms());
         self.announce_end(EndReason::Expired);
+        self.broadcast_end("ended", Some(EndReason::Expired));
         let me = self.clone();
         wasm_bindgen_futures::spawn_local(async move {
             let _ = me
@@ -417,6 +576,7 @@ impl Inner {
                 self.session
                     .borrow_mut()
                     .login(access_token, lifetime_secs, js::now_ms());
+                self.broadcast_token("login");
                 self.emit("login", object(&[]));
                 Ok(JsValue::UNDEFINED)
             }
@@ -474,7 +634,8 @@ impl Inner {
     pub async fn logout(self: Rc<Self>) -> Result<JsValue, JsValue> {
         let token = self.session.borrow().token().map(str::to_owned);
         let was_active = self.session.borrow().phase() == Phase::Active;
-        self.session.borrow_mut().end();
+        self.session.borrow_mut().end(js::now_ms());
+        self.broadcast_end("logout", None);
         if was_active {
             self.emit("logout", object(&[]));
         }

@@ -5,6 +5,7 @@
 mod inner;
 mod js;
 mod options;
+mod tabs;
 
 use std::rc::Rc;
 
@@ -40,6 +41,9 @@ export interface TokenManagerOptions {
   sessionHintCookie?: string | null;
   /** Give up on one refresh attempt after this long. Default 10000. */
   refreshTimeoutMs?: number;
+  /** Share refreshes, tokens and logout with the other tabs of this origin (Web Locks +
+   * BroadcastChannel). Default true. */
+  crossTab?: boolean;
 }
 
 export interface LoginCredentials {

@@ -19,9 +19,11 @@ pub struct Config {
     /// `None`: no hint cookie, always try a refresh on `restore()`.
     pub hint_cookie: Option<String>,
     pub refresh_timeout_ms: f64,
+    pub cross_tab: bool,
 }
 
-const KNOWN: [&str; 10] = [
+const KNOWN: [&str; 11] = [
+    "crossTab",
     "baseUrl",
     "loginPath",
     "refreshPath",
@@ -158,7 +160,15 @@ impl Config {
             ),
         };
 
+        let cross_tab = match get(&o, "crossTab") {
+            v if v.is_undefined() => true,
+            v => v
+                .as_bool()
+                .ok_or_else(|| config_error("crossTab must be a boolean"))?,
+        };
+
         Ok(Config {
+            cross_tab,
             login_url: path("loginPath", "/auth/login")?,
             refresh_url: path("refreshPath", "/auth/refresh")?,
             logout_url: path("logoutPath", "/auth/logout")?,

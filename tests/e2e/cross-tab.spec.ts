@@ -1,0 +1,133 @@
+// Across tabs, in real Chromium against the real server: one BrowserContext, several pages of
+// one origin, sharing cookies, Web Locks and BroadcastChannel as real tabs do.
+import { test, expect, type BrowserContext, type Page } from "@playwright/test";
+import { UNTIL_DUE_MS, events, hook, isAuthenticated, newUser, openTab, reset, sleep, stats } from "./helpers";
+
+/** `n` tabs, logged in through the first one (the others learn it from the channel). */
+async function loggedInTabs(context: BrowserContext, n: number, options: object = {}): Promise<Page[]> {
+  const tabs: Page[] = [];
+  for (let i = 0; i < n; i++) tabs.push(await openTab(context, options));
+  const { email, password } = await newUser();
+  await tabs[0].evaluate((c) => (window as any).auth.login(c), { email, password });
+  for (const t of tabs.slice(1)) {
+    // Cross-tab: the login arrives by message. Without it: each tab restores from the cookie.
+    if (!(await isAuthenticated(t))) await t.evaluate(() => (window as any).auth.restore());
+  }
+  for (const t of tabs) expect(await isAuthenticated(t)).toBe(true);
+  await reset();
+  return tabs;
+}
+
+/** Every tab fires `perTab` concurrent auth.fetch calls at once; returns all statuses. */
+async function storm(tabs: Page[], perTab: number): Promise<(number | string)[]> {
+  const results = await Promise.all(tabs.map((t) => t.evaluate((n) => (window as any).burst(n), perTab)));
+  return results.flat();
+}
+
+test.describe("cross-tab (default)", () => {
+  test("4 tabs x 250 requests at expiry: exactly one refresh for the whole browser", async ({ context }) => {
+    const tabs = await loggedInTabs(context, 4);
+    await sleep(UNTIL_DUE_MS);
+    const statuses = await storm(tabs, 250);
+    expect(statuses).toHaveLength(1000);
+    expect(statuses.filter((s) => s !== 200)).toEqual([]);
+    const s = await stats();
+    expect(s.refresh_calls).toBe(1);
+    expect(s.reuse_detections).toBe(0);
+    // Every tab heard about the refresh.
+    for (const t of tabs) expect(await events(t)).toContain("refresh");
+  });
+
+  test("20 expiry cycles: 20 refreshes, nobody logged out", async ({ context }) => {
+    const tabs = await loggedInTabs(context, 4);
+    for (let cycle = 1; cycle <= 20; cycle++) {
+      await sleep(UNTIL_DUE_MS);
+      const statuses = await storm(tabs, 10);
+      expect(statuses.filter((s) => s !== 200), `cycle ${cycle}`).toEqual([]);
+      expect((await stats()).refresh_calls, `cycle ${cycle}`).toBe(cycle);
+    }
+    const s = await stats();
+    expect(s.reuse_detections).toBe(0);
+    expect(s.revocations).toBe(0);
+    for (const t of tabs) expect(await events(t)).not.toContain("sessionExpired");
+  });
+
+  test("logout in one tab reaches every tab", async ({ context }) => {
+    const tabs = await loggedInTabs(context, 4);
+    await tabs[0].evaluate(() => (window as any).auth.logout());
+    await sleep(50);
+    for (const t of tabs) {
+      expect(await isAuthenticated(t)).toBe(false);
+      expect(await events(t)).toContain("logout");
+      const echo = await t.evaluate(() => (window as any).echo());
+      expect(echo.authorization).toBeNull();
+    }
+  });
+
+  test("a new tab gets the live token from its peers, without a refresh", async ({ context }) => {
+    await loggedInTabs(context, 2);
+    const fresh = await openTab(context);
+    expect(await fresh.evaluate(() => (window as any).auth.restore())).toBe(true);
+    expect((await stats()).refresh_calls).toBe(0);
+    const echo = await fresh.evaluate(() => (window as any).echo());
+    expect(echo.authorization).toMatch(/^Bearer ey/);
+  });
+
+  test("the tab holding the lock is closed mid-refresh: the others finish", async ({ context }) => {
+    const tabs = await loggedInTabs(context, 4);
+    await sleep(UNTIL_DUE_MS);
+    await hook("POST", "/test/faults", { refresh_latency_ms: 1500 });
+    // Tab 0 starts the refresh and holds the lock while the server is slow...
+    const doomed = tabs[0].evaluate(() => (window as any).burst(5)).catch(() => "closed");
+    await sleep(300);
+    // ...the others queue behind it...
+    const others = Promise.all(tabs.slice(1).map((t) => t.evaluate(() => (window as any).burst(25))));
+    await sleep(200);
+    // ...and the holder disappears. The browser releases its lock.
+    await tabs[0].close();
+    const statuses = (await others).flat();
+    await doomed;
+    await hook("POST", "/test/faults", { refresh_latency_ms: 0 });
+    expect(statuses.filter((s) => s !== 200)).toEqual([]);
+    const s = await stats();
+    expect(s.reuse_detections).toBe(0);
+    expect(s.refresh_calls).toBeLessThanOrEqual(2); // the orphaned one, and one by a survivor
+  });
+});
+
+test.describe("crossTab: false (what is lost without it)", () => {
+  const perTab = { crossTab: false };
+
+  test("each tab refreshes on its own: 4 refreshes per expiry, saved from logout only by the server's grace rule", async ({ context }) => {
+    const tabs = await loggedInTabs(context, 4, perTab);
+    await sleep(UNTIL_DUE_MS);
+    const statuses = await storm(tabs, 250);
+    expect(statuses.filter((s) => s !== 200)).toEqual([]);
+    const s = await stats();
+    // Still one per tab (single flight inside each tab), but four for the browser.
+    expect(s.refresh_calls).toBe(4);
+    expect(s.reuse_detections).toBe(0);
+  });
+
+  test("a logout does not reach the other tabs until their next refresh fails", async ({ context }) => {
+    const tabs = await loggedInTabs(context, 3, perTab);
+    await tabs[0].evaluate(() => (window as any).auth.logout());
+    await sleep(50);
+    expect(await isAuthenticated(tabs[0])).toBe(false);
+    for (const t of tabs.slice(1)) {
+      expect(await isAuthenticated(t)).toBe(true);
+      // Their access token is still in memory; the server refuses it (session revoked)...
+      const [status] = await t.evaluate(() => (window as any).burst(1));
+      // ...and the refresh that follows ends the session: a SessionExpiredError, late.
+      expect(status).toBe("SessionExpiredError");
+      expect(await isAuthenticated(t)).toBe(false);
+    }
+  });
+
+  test("a new tab must refresh to get a token", async ({ context }) => {
+    await loggedInTabs(context, 2, perTab);
+    const fresh = await openTab(context, perTab);
+    expect(await fresh.evaluate(() => (window as any).auth.restore())).toBe(true);
+    expect((await stats()).refresh_calls).toBe(1);
+  });
+});

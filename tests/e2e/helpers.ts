@@ -1,0 +1,42 @@
+import { expect, type BrowserContext, type Page } from "@playwright/test";
+import { BASE } from "./playwright.config";
+
+export { BASE };
+
+/** The server's test hooks, called from Node (not through any page). */
+export async function hook(method: string, path: string, body?: unknown): Promise<any> {
+  const res = await fetch(BASE + path, {
+    method,
+    headers: body === undefined ? {} : { "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  expect(res.ok, `${method} ${path}: ${res.status}`).toBeTruthy();
+  return res.status === 204 ? null : res.json();
+}
+
+export const stats = () => hook("GET", "/test/stats");
+export const reset = () => hook("POST", "/test/reset");
+
+let users = 0;
+/** A fresh account, so tests never share a session. */
+export async function newUser() {
+  const email = `tab${Date.now()}-${users++}@example.com`;
+  const password = "playwright-password";
+  await hook("POST", "/test/users", { email, password, name: "Tab User" });
+  return { email, password };
+}
+
+/** Opens a tab of the harness page with a TokenManager built from `options`. */
+export async function openTab(context: BrowserContext, options: object = {}): Promise<Page> {
+  const page = await context.newPage();
+  await page.goto(BASE + "/");
+  await page.evaluate((o) => (window as any).setup(o), options);
+  return page;
+}
+
+export const isAuthenticated = (p: Page) => p.evaluate(() => (window as any).auth.isAuthenticated);
+export const events = (p: Page) => p.evaluate(() => (window as any).events as string[]);
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Half the 4-second token lifetime, plus a margin: every tab's token is due for refresh. */
+export const UNTIL_DUE_MS = 2_200;

@@ -1,0 +1,41 @@
+import { defineConfig } from "@playwright/test";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const BASE = "http://127.0.0.1:18280";
+
+// Chromium from Debian (toolchain.md): never `playwright install`.
+export const chromium = {
+  executablePath: "/usr/bin/chromium",
+  args: [
+    "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+  ],
+};
+
+export default defineConfig({
+  testDir: ".",
+  outputDir: path.join(root, "target/e2e-results"),
+  timeout: 120_000,
+  // The tests read the server's global counters: one at a time.
+  workers: 1,
+  fullyParallel: false,
+  reporter: [["list"]],
+  use: { browserName: "chromium", launchOptions: chromium },
+  webServer: [
+    {
+      // 4-second access tokens (refresh due after 2 s), counters and fault hooks.
+      command:
+        "target/debug/tokenwarden-server --bind 127.0.0.1:18280 --test-hooks " +
+        "--database-url sqlite::memory: --access-ttl-secs 4 --login-ip-per-minute 100000 " +
+        "--www-dir tests/e2e/site --pkg-dir pkg",
+      url: `${BASE}/healthz`,
+      cwd: root,
+      reuseExistingServer: false,
+      env: { RUST_LOG: "warn" },
+      stdout: "ignore",
+      stderr: "pipe",
+    },
+  ],
+});

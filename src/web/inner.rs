@@ -161,10 +161,8 @@ impl Inner {
                     }
                 }
             }
-            Some("logout") => {
-                if self.session.borrow_mut().end_if_older(at) {
-                    self.emit("logout", object(&[]));
-                }
+            Some("logout") if self.session.borrow_mut().end_if_older(at) => {
+                self.emit("logout", object(&[]));
             }
             Some("ended") => {
                 let reason = match js::get_string(m, "reason").as_deref() {

@@ -12,6 +12,13 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknow
   rustup target add wasm32-unknown-unknown
 fi
 
+# Optional: nightly + rust-src lets scripts/build-pkg.sh drop panic machinery (smaller .wasm).
+if rustup toolchain list 2>/dev/null | grep -q '^nightly' &&
+   ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+  say "adding rust-src to nightly (for a smaller package; optional)"
+  rustup component add rust-src --toolchain nightly >/dev/null 2>&1 || say "could not; the package will build on stable"
+fi
+
 # wasm-bindgen-cli must match the wasm-bindgen crate in Cargo.lock exactly.
 want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, "", $0); print; exit }' Cargo.lock)
 have=$("$root/.tools/bin/wasm-bindgen" --version 2>/dev/null | awk '{print $2}' || true)

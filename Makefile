@@ -52,5 +52,5 @@ test-e2e: pkg
 
 test: setup lint test-native test-server test-browser test-e2e
 
-demo: setup
+demo: pkg
 	cargo run --release -p tokenwarden-server -- --demo

@@ -28,8 +28,10 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::routing::{delete, get, post};
+use tower::Layer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use config::Settings;
 pub use state::AppState;
@@ -39,6 +41,39 @@ use error::ApiError;
 
 /// Largest request body accepted by any endpoint.
 pub const BODY_LIMIT: usize = 16 * 1024;
+
+/// The policy of the pages served from `www/`: scripts and wasm from this origin only, no
+/// inline script, no framing. `wasm-unsafe-eval` is what compiling the `.wasm` needs.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
+     style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; \
+     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// `ServeDir` with the security headers every static page gets.
+fn static_files(
+    dir: std::path::PathBuf,
+) -> impl tower::Service<
+    axum::extract::Request,
+    Response = axum::response::Response<tower_http::services::fs::ServeFileSystemResponseBody>,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone
++ Send
++ Sync
++ 'static {
+    let not_found = || async { ApiError::NotFound };
+    let service = ServeDir::new(dir).not_found_service(axum::routing::any(not_found));
+    let headers = [
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::CACHE_CONTROL, "no-cache"),
+    ];
+    let [a, b, c, d, e] = headers.map(|(name, value)| {
+        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+    });
+    a.layer(b.layer(c.layer(d.layer(e.layer(service)))))
+}
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
@@ -55,17 +90,12 @@ pub fn app(state: AppState) -> Router {
     if settings.test_hooks {
         router = router.merge(hooks::routes());
     }
-    let not_found = || async { ApiError::NotFound };
     if let Some(pkg) = &settings.pkg_dir {
-        router = router.nest_service(
-            "/pkg",
-            ServeDir::new(pkg).not_found_service(axum::routing::any(not_found)),
-        );
+        router = router.nest_service("/pkg", static_files(pkg.clone()));
     }
     router = match &settings.www_dir {
-        Some(www) => router
-            .fallback_service(ServeDir::new(www).not_found_service(axum::routing::any(not_found))),
-        None => router.fallback(not_found),
+        Some(www) => router.fallback_service(static_files(www.clone())),
+        None => router.fallback(|| async { ApiError::NotFound }),
     };
     let mut router = router
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

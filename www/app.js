@@ -1,0 +1,157 @@
+// The demo SPA: everything authenticated goes through auth.fetch; no token is ever stored.
+import init, { TokenManager } from "/pkg/tokenwarden.js";
+
+const $ = (id) => document.getElementById(id);
+const DEMO = { email: "demo@tokenwarden.dev", password: "correct horse battery staple" };
+
+function log(kind, text) {
+  const li = document.createElement("li");
+  li.className = kind;
+  const time = new Date().toLocaleTimeString();
+  li.innerHTML = `<time></time><b></b> <span></span>`;
+  li.querySelector("time").textContent = time;
+  li.querySelector("b").textContent = kind;
+  li.querySelector("span").textContent = text;
+  $("log").prepend(li);
+  while ($("log").children.length > 40) $("log").lastChild.remove();
+}
+
+await init();
+const auth = new TokenManager();
+window.auth = auth; // for the curious, in the console
+
+auth.on("login", () => { log("login", "logged in"); show(); });
+auth.on("refresh", ({ expiresIn }) => { log("refresh", `new access token, ${Math.round(expiresIn)} s`); renderClaims(); });
+auth.on("logout", () => { log("logout", "logged out"); show(); });
+auth.on("tokenReused", () => log("tokenReused", "refresh token reuse detected: session revoked"));
+auth.on("sessionExpired", ({ reason }) => { log("sessionExpired", reason); show(); });
+
+function show() {
+  const inSession = auth.isAuthenticated;
+  $("login-card").hidden = inSession;
+  $("session").hidden = !inSession;
+  if (inSession) {
+    renderClaims();
+    loadProfile();
+    loadSessions();
+  }
+}
+
+function renderClaims() {
+  $("claims").textContent = JSON.stringify(auth.claims(), null, 2);
+}
+
+// The countdown: remaining life of the in-memory access token.
+setInterval(() => {
+  const at = auth.expiresAt;
+  const claims = auth.claims();
+  if (at === null || !claims) return;
+  const left = Math.max(0, (at - Date.now()) / 1000);
+  const lifetime = Math.max(1, (claims.exp ?? 0) - (claims.iat ?? 0));
+  $("remaining").textContent = left.toFixed(0);
+  $("bar-fill").style.width = `${Math.min(100, (left / lifetime) * 100)}%`;
+}, 250);
+
+async function api(path, init, quiet = false) {
+  try {
+    const res = await auth.fetch(path, init);
+    if (!quiet || !res.ok) log("fetch", `${init?.method ?? "GET"} ${path} → ${res.status}`);
+    return res;
+  } catch (e) {
+    log("error", `${path}: ${e.name} (${e.code ?? e.message})`);
+    throw e;
+  }
+}
+
+async function loadProfile() {
+  const res = await api("/api/me");
+  if (!res.ok) return;
+  const me = await res.json();
+  const dl = $("profile");
+  dl.replaceChildren();
+  for (const [k, v] of Object.entries({ Email: me.email, Name: me.name, Phone: me.phone ?? "—", Roles: me.roles.join(", ") })) {
+    const dt = document.createElement("dt");
+    dt.textContent = k;
+    const dd = document.createElement("dd");
+    dd.textContent = v;
+    dd.dataset.field = k.toLowerCase();
+    dl.append(dt, dd);
+  }
+  $("name").value = me.name;
+  $("phone").value = me.phone ?? "";
+}
+
+async function loadSessions() {
+  const res = await api("/auth/sessions");
+  if (!res.ok) return;
+  const { sessions } = await res.json();
+  const ul = $("sessions");
+  ul.replaceChildren();
+  for (const s of sessions) {
+    const li = document.createElement("li");
+    const label = document.createElement("span");
+    const agent = s.user_agent.replace(/^Mozilla\/5.0 /, "").slice(0, 60) || "unknown device";
+    label.textContent = `${agent} · since ${new Date(s.created_at * 1000).toLocaleString()}`;
+    li.append(label);
+    if (s.current) {
+      const b = document.createElement("em");
+      b.textContent = "this browser";
+      li.append(b);
+    } else {
+      const btn = document.createElement("button");
+      btn.className = "small danger";
+      btn.textContent = "Revoke";
+      btn.onclick = async () => {
+        await api(`/auth/sessions/${encodeURIComponent(s.id)}`, { method: "DELETE" });
+        loadSessions();
+      };
+      li.append(btn);
+    }
+    ul.append(li);
+  }
+}
+
+$("email").value = DEMO.email;
+$("password").value = DEMO.password;
+
+$("login-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  $("login-error").textContent = "";
+  try {
+    await auth.login({ email: $("email").value, password: $("password").value });
+  } catch (err) {
+    $("login-error").textContent = err.code === "too_many_attempts"
+      ? `Too many attempts; try again in ${err.retryAfter ?? "a few"} s.`
+      : err.name === "LoginError" ? "Wrong email or password." : `Could not reach the server (${err.name}).`;
+    log("error", `login: ${err.name} ${err.code}`);
+  }
+});
+
+$("call-api").onclick = () => loadProfile();
+setInterval(() => {
+  if ($("auto").checked && auth.isAuthenticated) api("/api/me", undefined, true).catch(() => {});
+}, 3000);
+$("force-refresh").onclick = () => auth.refresh({ force: true }).catch((e) => log("error", `${e.name} ${e.code}`));
+$("logout").onclick = () => auth.logout().catch((e) => log("error", `logout: ${e.name}`));
+
+$("profile-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  $("profile-error").textContent = "";
+  const phone = $("phone").value.trim();
+  const res = await api("/api/me", {
+    method: "PATCH",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ name: $("name").value, phone: phone === "" ? null : phone }),
+  });
+  if (!res.ok) {
+    $("profile-error").textContent = (await res.json()).error_description;
+    return;
+  }
+  // The access token still carries the old claims: get a new one now.
+  await auth.refresh({ force: true });
+  log("claims", `name in token: ${auth.claims().name}`);
+  loadProfile();
+});
+
+log("start", (await auth.restore()) ? "session restored from the refresh cookie" : "no session yet");
+show();

@@ -48,6 +48,7 @@ test-browser:
 # Playwright in headless Chromium: cross-tab behaviour, the demo, the npm consumer.
 test-e2e: pkg
 	cargo build -p tokenwarden-server
+	tests/consumer/build.sh
 	npx playwright test -c tests/e2e/playwright.config.ts
 
 test: setup lint test-native test-server test-browser test-e2e

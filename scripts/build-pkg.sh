@@ -24,6 +24,9 @@ fi
 rm -f "$out"/tokenwarden*.js "$out"/tokenwarden*.wasm "$out"/tokenwarden*.d.ts
 wasm-bindgen --target web --out-dir "$out" --out-name tokenwarden \
   --remove-name-section --remove-producers-section "$wasm"
+# The class declares [Symbol.dispose](); make the typings load the lib that defines it, so
+# strict projects without skipLibCheck type-check too.
+sed -i '1i /// <reference lib="esnext.disposable" />' "$out/tokenwarden.d.ts"
 node_modules/.bin/wasm-opt -Oz --strip-debug --strip-producers \
   --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
   --enable-mutable-globals --enable-reference-types --enable-multivalue \

@@ -116,7 +116,7 @@ async fn new_user() -> (String, String) {
 fn manager(extra: &[(&str, JsValue)]) -> TokenManager {
     let mut opts = vec![("baseUrl", JsValue::from_str(SERVER))];
     opts.extend(extra.iter().cloned());
-    TokenManager::new(obj(&opts)).expect("construct")
+    TokenManager::new(Some(obj(&opts))).expect("construct")
 }
 
 async fn logged_in(extra: &[(&str, JsValue)]) -> TokenManager {
@@ -159,7 +159,9 @@ async fn auth_fetch(auth: &TokenManager, path: &str, init: JsValue) -> Response 
     } else {
         format!("{SERVER}{path}")
     };
-    await_ok(auth.fetch(url.into(), init)).await.into()
+    await_ok(auth.fetch(url.into(), Some(init).filter(|i| !i.is_undefined())))
+        .await
+        .into()
 }
 
 async fn body(res: Response) -> JsValue {
@@ -281,7 +283,7 @@ async fn a_hundred_concurrent_fetches_at_expiry_share_one_refresh() {
     let url = JsValue::from_str(&format!("{SERVER}/api/me"));
     let all = Array::new();
     for _ in 0..100 {
-        all.push(&auth.fetch(url.clone(), JsValue::UNDEFINED));
+        all.push(&auth.fetch(url.clone(), None));
     }
     let responses: Array = await_ok(Promise::all(&all)).await.into();
     assert_eq!(responses.length(), 100);
@@ -327,7 +329,7 @@ async fn concurrent_401s_share_one_refresh() {
     server("POST", "/test/keys/revoke", None).await;
     let all = Array::new();
     for _ in 0..5 {
-        all.push(&auth.fetch(format!("{SERVER}/api/me").into(), JsValue::UNDEFINED));
+        all.push(&auth.fetch(format!("{SERVER}/api/me").into(), None));
     }
     let responses: Array = await_ok(Promise::all(&all)).await.into();
     for r in responses.iter() {
@@ -374,8 +376,7 @@ async fn a_refresh_answered_401_ends_the_session_with_an_event() {
     .into();
     assert_eq!(res.status(), 204);
 
-    let (name, code) =
-        rejection(auth.fetch(format!("{SERVER}/api/me").into(), JsValue::UNDEFINED)).await;
+    let (name, code) = rejection(auth.fetch(format!("{SERVER}/api/me").into(), None)).await;
     assert_eq!(
         (name.as_str(), code.as_str()),
         ("SessionExpiredError", "invalid_grant")
@@ -392,7 +393,7 @@ async fn a_refresh_answered_503_is_a_network_error_and_the_session_survives() {
     let log = record(&auth);
     // Every attempt of one refresh (3, with backoff) fails.
     faults(obj(&[("refresh_fail_next", 3.into())])).await;
-    let (name, code) = rejection(auth.refresh(obj(&[("force", true.into())]))).await;
+    let (name, code) = rejection(auth.refresh(Some(obj(&[("force", true.into())])))).await;
     assert_eq!(
         (name.as_str(), code.as_str()),
         ("NetworkError", "server_error")
@@ -403,7 +404,7 @@ async fn a_refresh_answered_503_is_a_network_error_and_the_session_survives() {
     );
     assert_eq!(count("refresh_calls").await, 3.0);
     // The server recovers: the next call succeeds.
-    await_ok(auth.refresh(obj(&[("force", true.into())]))).await;
+    await_ok(auth.refresh(Some(obj(&[("force", true.into())])))).await;
     assert_eq!(
         auth_fetch(&auth, "/api/me", JsValue::UNDEFINED)
             .await
@@ -419,7 +420,7 @@ async fn a_lost_refresh_response_is_recovered_without_logout() {
     let log = record(&auth);
     // The server rotates, then drops the connection: the client never sees the new cookie.
     faults(obj(&[("refresh_drop_next", 1.into())])).await;
-    await_ok(auth.refresh(obj(&[("force", true.into())]))).await;
+    await_ok(auth.refresh(Some(obj(&[("force", true.into())])))).await;
     assert_eq!(
         auth_fetch(&auth, "/api/me", JsValue::UNDEFINED)
             .await
@@ -433,7 +434,7 @@ async fn a_lost_refresh_response_is_recovered_without_logout() {
     );
     assert_eq!(count("reuse_detections").await, 0.0);
     // And the chain goes on.
-    await_ok(auth.refresh(obj(&[("force", true.into())]))).await;
+    await_ok(auth.refresh(Some(obj(&[("force", true.into())])))).await;
     assert_eq!(count("reuse_detections").await, 0.0);
     assert_eq!(events(&log), ["refresh", "refresh"]);
 }
@@ -474,15 +475,13 @@ async fn the_callers_own_authorization_header_is_left_alone() {
 async fn a_request_object_and_an_abort_signal_pass_through() {
     let auth = logged_in(&[]).await;
     let req = Request::new_with_str(&format!("{SERVER}/test/echo")).unwrap();
-    let res: Response = await_ok(auth.fetch(req.into(), JsValue::UNDEFINED))
-        .await
-        .into();
+    let res: Response = await_ok(auth.fetch(req.into(), None)).await.into();
     assert!(get(&body(res).await, "authorization").as_string().is_some());
 
     let controller = web_sys::AbortController::new().unwrap();
     controller.abort();
     let init = obj(&[("signal", controller.signal().into())]);
-    let (name, _) = rejection(auth.fetch(format!("{SERVER}/api/me").into(), init)).await;
+    let (name, _) = rejection(auth.fetch(format!("{SERVER}/api/me").into(), Some(init))).await;
     assert_eq!(name, "AbortError");
 }
 
@@ -547,8 +546,7 @@ async fn banking_mode_ends_the_session_at_expiry() {
         200
     );
     sleep(4_100).await;
-    let (name, code) =
-        rejection(auth.fetch(format!("{SERVER}/api/me").into(), JsValue::UNDEFINED)).await;
+    let (name, code) = rejection(auth.fetch(format!("{SERVER}/api/me").into(), None)).await;
     assert_eq!(
         (name.as_str(), code.as_str()),
         ("SessionExpiredError", "expired")
@@ -570,7 +568,7 @@ fn bad_options_are_config_errors() {
         )]),
         JsValue::from_str("not an object"),
     ] {
-        let err = TokenManager::new(bad.clone())
+        let err = TokenManager::new(Some(bad.clone()))
             .err()
             .unwrap_or_else(|| panic!("accepted {}", json(&bad)));
         assert_eq!(get(&err, "name").as_string().unwrap(), "ConfigError");
@@ -583,7 +581,7 @@ fn bad_options_are_config_errors() {
 async fn no_token_is_left_in_any_storage() {
     // Run a full flow: login, refresh, fetch.
     let auth = logged_in(&[]).await;
-    await_ok(auth.refresh(obj(&[("force", true.into())]))).await;
+    await_ok(auth.refresh(Some(obj(&[("force", true.into())])))).await;
     let token = await_ok(auth.get_access_token()).await.as_string().unwrap();
     auth_fetch(&auth, "/api/me", JsValue::UNDEFINED).await;
 

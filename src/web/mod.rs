@@ -110,9 +110,11 @@ impl TokenManager {
     /// Throws a `ConfigError` for unknown options or wrong types.
     #[wasm_bindgen(constructor)]
     pub fn new(
-        #[wasm_bindgen(unchecked_param_type = "TokenManagerOptions")] options: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "TokenManagerOptions")] options: Option<
+            JsValue,
+        >,
     ) -> Result<TokenManager, JsValue> {
-        let config = Config::from_js(&options)?;
+        let config = Config::from_js(&options.unwrap_or(JsValue::UNDEFINED))?;
         Ok(TokenManager {
             inner: Inner::new(config)?,
         })
@@ -141,8 +143,9 @@ impl TokenManager {
     pub fn fetch(
         &self,
         #[wasm_bindgen(unchecked_param_type = "RequestInfo | URL")] input: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "RequestInit")] init: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "RequestInit")] init: Option<JsValue>,
     ) -> Promise {
+        let init = init.unwrap_or(JsValue::UNDEFINED);
         future_to_promise(self.inner.clone().fetch(input, init))
     }
 
@@ -197,10 +200,15 @@ impl TokenManager {
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn refresh(
         &self,
-        #[wasm_bindgen(unchecked_param_type = "{ force?: boolean }")] options: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "{ force?: boolean }")] options: Option<
+            JsValue,
+        >,
     ) -> Promise {
         let inner = self.inner.clone();
-        let force = js::get(&options, "force").as_bool().unwrap_or(false);
+        let force = options
+            .map(|o| js::get(&o, "force"))
+            .and_then(|f| f.as_bool())
+            .unwrap_or(false);
         future_to_promise(async move {
             if force {
                 let generation = inner.session.borrow().generation();

@@ -6,6 +6,8 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..")
 export const BASE = "http://127.0.0.1:18280";
 /** The demo as `make demo` serves it (www/ + pkg/), with 4-second tokens and test hooks. */
 export const DEMO = "http://127.0.0.1:18281";
+/** The Vite consumer fixture (tests/consumer/dist, built from the packed tarball). */
+export const CONSUMER = "http://127.0.0.1:18282";
 
 // Chromium from Debian (toolchain.md): never `playwright install`.
 export const chromium = {
@@ -44,6 +46,18 @@ export default defineConfig({
         "target/debug/tokenwarden-server --demo --bind 127.0.0.1:18281 --test-hooks " +
         "--database-url sqlite::memory: --access-ttl-secs 4 --login-ip-per-minute 100000",
       url: `${DEMO}/healthz`,
+      cwd: root,
+      reuseExistingServer: false,
+      env: { RUST_LOG: "warn" },
+      stdout: "ignore",
+      stderr: "pipe",
+    },
+    {
+      command:
+        "target/debug/tokenwarden-server --demo --bind 127.0.0.1:18282 --test-hooks " +
+        "--database-url sqlite::memory: --access-ttl-secs 4 --login-ip-per-minute 100000 " +
+        "--www-dir tests/consumer/dist --pkg-dir /nonexistent",
+      url: `${CONSUMER}/healthz`,
       cwd: root,
       reuseExistingServer: false,
       env: { RUST_LOG: "warn" },

@@ -1,0 +1,69 @@
+// What an SPA developer writes: typed options, typed events and errors, axios through install().
+import init, {
+  TokenManager,
+  type AccessTokenClaims,
+  type TokenManagerOptions,
+  type TokenwardenError,
+} from "tokenwarden";
+import axios from "axios";
+
+const options: TokenManagerOptions = { refreshLeewaySeconds: 30, crossTab: true };
+
+async function main() {
+  await init();
+  const auth = new TokenManager(options);
+  const refreshes: number[] = [];
+  const off: () => void = auth.on("refresh", (detail) => {
+    const seconds: number = detail.expiresIn;
+    refreshes.push(seconds);
+  });
+  auth.on("sessionExpired", ({ reason }) => {
+    const r: "invalid_grant" | "token_reused" | "expired" = reason;
+    document.title = r;
+  });
+
+  const api = {
+    async login(email: string, password: string): Promise<string | null> {
+      try {
+        await auth.login({ email, password });
+        return null;
+      } catch (e) {
+        const err = e as TokenwardenError;
+        return `${err.name}:${err.code}`;
+      }
+    },
+    async me(): Promise<{ email: string }> {
+      const res: Response = await auth.fetch("/api/me");
+      return res.json();
+    },
+    claims(): AccessTokenClaims | null {
+      return auth.claims();
+    },
+    refreshes(): number[] {
+      return refreshes;
+    },
+    /** The migration path from interceptors: axios's fetch adapter over the intercepted fetch. */
+    async axiosEcho(): Promise<{ authorization: string | null }> {
+      auth.install();
+      try {
+        const res = await axios.get("/test/echo", { adapter: "fetch" });
+        return res.data;
+      } finally {
+        auth.uninstall();
+      }
+    },
+    async axiosMe(): Promise<{ email: string }> {
+      auth.install();
+      try {
+        return (await axios.get("/api/me", { adapter: "fetch" })).data;
+      } finally {
+        auth.uninstall();
+      }
+    },
+    unsubscribe: off,
+  };
+  (window as unknown as { consumer: typeof api }).consumer = api;
+  document.getElementById("status")!.textContent = "ready";
+}
+
+main();

@@ -18,7 +18,7 @@ help:
 	@echo "make test   - set up what is missing, then run every test"
 
 setup:
-	@scripts/setup.sh
+	@scripts/setup.sh --node --browser
 
 setup-node:
 	@scripts/setup.sh --node

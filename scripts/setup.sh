@@ -1,11 +1,23 @@
 #!/usr/bin/env bash
 # Installs whatever the build and tests need and is missing; fast when all is there.
-#   scripts/setup.sh          Rust wasm target, wasm-bindgen-cli, Chromium + chromedriver
-#   scripts/setup.sh --node   also the npm packages (package build, Playwright tests)
+#   scripts/setup.sh [--node] [--browser]
+#     always     the Rust wasm target and wasm-bindgen-cli (at the Cargo.lock version)
+#     --node     the npm packages (wasm-opt for the package build, Playwright)
+#     --browser  Chromium and chromedriver from Debian (browser and end-to-end tests)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
+
+want_node=false; want_browser=false
+for arg in "$@"; do
+  case "$arg" in
+    --node) want_node=true ;;
+    --browser) want_browser=true ;;
+    *) echo "usage: scripts/setup.sh [--node] [--browser]" >&2; exit 2 ;;
+  esac
+done
+
 
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
   say "adding the wasm32-unknown-unknown target"
@@ -28,15 +40,15 @@ if [ "$want" != "$have" ]; then
   cargo install wasm-bindgen-cli --version "$want" --root "$root/.tools" --quiet
 fi
 
-if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+if $want_browser && { ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; }; then
   say "installing Chromium and chromedriver"
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
-if [ "${1:-}" = "--node" ] && [ -f package.json ]; then
-  if [ ! -d node_modules ] || [ package.json -nt node_modules/.package-lock.json ]; then
+if $want_node; then
+  if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
     say "installing npm packages"
     npm ci --no-audit --no-fund --loglevel=error
   fi

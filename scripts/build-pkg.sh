@@ -12,13 +12,13 @@ out=pkg
 if [ "${TW_STABLE_ONLY:-}" != 1 ] && rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
   toolchain=nightly
   RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort" \
-    cargo +nightly build -p tokenwarden --release --target wasm32-unknown-unknown \
+    cargo +nightly build -p tokenwarden --profile wasm-release --target wasm32-unknown-unknown \
       -Z build-std=std,panic_abort --target-dir target/nightly --quiet
-  wasm=target/nightly/wasm32-unknown-unknown/release/tokenwarden.wasm
+  wasm=target/nightly/wasm32-unknown-unknown/wasm-release/tokenwarden.wasm
 else
   toolchain=stable
-  cargo build -p tokenwarden --release --target wasm32-unknown-unknown --quiet
-  wasm=target/wasm32-unknown-unknown/release/tokenwarden.wasm
+  cargo build -p tokenwarden --profile wasm-release --target wasm32-unknown-unknown --quiet
+  wasm=target/wasm32-unknown-unknown/wasm-release/tokenwarden.wasm
 fi
 
 rm -f "$out"/tokenwarden*.js "$out"/tokenwarden*.wasm "$out"/tokenwarden*.d.ts

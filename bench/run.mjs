@@ -1,0 +1,342 @@
+// tokenwarden benchmarks, side by side with the peers, in one run on one machine.
+//
+//   node bench/run.mjs           full run: prints the tables and writes bench/RESULTS.md
+//   node bench/run.mjs --smoke   tiny sizes, writes target/bench-smoke.md (part of `make test`)
+//
+// Needs: pkg/ built (scripts/build-pkg.sh), target/release/tokenwarden-server, bench/node_modules,
+// Chromium at /usr/bin/chromium and wrk. `make bench` prepares all of it.
+import { spawn, execFileSync } from "node:child_process";
+import { gzipSync } from "node:zlib";
+import { mkdtempSync, readFileSync, writeFileSync, mkdirSync, rmSync } from "node:fs";
+import { tmpdir, cpus, totalmem } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import * as esbuild from "esbuild";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, "..");
+const SMOKE = process.argv.includes("--smoke");
+const N = SMOKE
+  ? { overhead: 50, repeats: 1, storm: 40, stormTabs: 4, startup: 2, wrkSecs: 1, wrkRuns: 1 }
+  : { overhead: 2000, repeats: 5, storm: 1000, stormTabs: 4, startup: 20, wrkSecs: 5, wrkRuns: 3 };
+const SERVER = path.join(root, "target/release/tokenwarden-server");
+const CHROMIUM_ARGS = [
+  "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+  "--disable-component-update", "--disable-sync", "--no-first-run",
+];
+
+// ---- small helpers ---------------------------------------------------------------------------
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+const pct = (xs, p) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+};
+const ms = (x) => `${x.toFixed(1)} ms`;
+const kb = (b) => `${(b / 1024).toFixed(1)} KB`;
+const sleep = (t) => new Promise((r) => setTimeout(r, t));
+const gz = (buf) => gzipSync(buf, { level: 9 }).length;
+function table(head, rows) {
+  const line = (cells) => `| ${cells.join(" | ")} |`;
+  return [line(head), line(head.map(() => "---")), ...rows.map(line)].join("\n");
+}
+const out = [];
+function section(title, body) {
+  const text = `## ${title}\n\n${body}\n`;
+  out.push(text);
+  console.log(`\n${text}`);
+}
+
+/** A tokenwarden-server on `port`; resolves when it answers /healthz. */
+async function startServer(port, extra) {
+  const dir = mkdtempSync(path.join(tmpdir(), "twbench-"));
+  const proc = spawn(
+    SERVER,
+    [
+      "--bind", `127.0.0.1:${port}`, "--test-hooks", "--demo",
+      "--database-url", `sqlite://${dir}/bench.db`,
+      "--login-ip-per-minute", "1000000", "--login-max-failures", "1000000",
+      "--www-dir", path.join(here, "site"), "--pkg-dir", path.join(root, "pkg"),
+      ...extra,
+    ],
+    { env: { ...process.env, RUST_LOG: "error" }, stdio: ["ignore", "ignore", "inherit"] },
+  );
+  const base = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 100; i++) {
+    try {
+      if ((await fetch(`${base}/healthz`)).ok) break;
+    } catch {}
+    await sleep(100);
+  }
+  const hook = async (method, p, body) => {
+    const res = await fetch(base + p, {
+      method,
+      headers: body ? { "content-type": "application/json" } : {},
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    if (!res.ok) throw new Error(`${method} ${p}: ${res.status}`);
+    return res.status === 204 ? null : res.json();
+  };
+  let users = 0;
+  const newUser = async () => {
+    const email = `bench${port}-${Date.now()}-${users++}@example.com`;
+    await hook("POST", "/test/users", { email, password: "bench-password", name: "Bench" });
+    return [email, "bench-password"];
+  };
+  return {
+    base, hook, newUser,
+    stop: () => { proc.kill("SIGTERM"); rmSync(dir, { recursive: true, force: true }); },
+  };
+}
+
+// ---- the run ---------------------------------------------------------------------------------
+
+const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: CHROMIUM_ARGS });
+const pageErrors = [];
+async function openPage(context, url) {
+  const page = await context.newPage();
+  page.on("pageerror", (e) => pageErrors.push(String(e)));
+  await page.goto(url);
+  await page.waitForFunction(() => window.ready === true);
+  return page;
+}
+
+// Server A: 10-minute tokens (overhead, start-up, peers on server-side expiry).
+// Server B: 4-second tokens, so tokenwarden's own clock sees them expire (due after 2 s).
+const A = await startServer(18380, ["--access-ttl-secs", "600"]);
+const B = await startServer(18381, ["--access-ttl-secs", "4"]);
+
+try {
+  // 1. Per-request overhead --------------------------------------------------------------------
+  {
+    const context = await browser.newContext();
+    const page = await openPage(context, `${A.base}/?peer=tokenwarden`);
+    const [email, password] = await A.newUser();
+    await page.evaluate(([e, p]) => peer.login(e, p), [email, password]);
+    const runs = { plain: [], tw: [] };
+    for (let r = 0; r < N.repeats; r++) {
+      // Alternate, so drift on the machine hits both alike.
+      for (const which of ["plain", "tw"]) {
+        const total = await page.evaluate(async ([which, n]) => {
+          const token = await auth.getAccessToken();
+          const t0 = performance.now();
+          for (let i = 0; i < n; i++) {
+            const res = which === "plain"
+              ? await fetch("/api/me", { headers: { Authorization: `Bearer ${token}` } })
+              : await auth.fetch("/api/me");
+            await res.arrayBuffer();
+          }
+          return performance.now() - t0;
+        }, [which, N.overhead]);
+        runs[which].push(total);
+      }
+    }
+    const plain = median(runs.plain), tw = median(runs.tw);
+    section("1. Per-request overhead", [
+      `${N.overhead} sequential GET /api/me (token fresh), median of ${N.repeats} runs each, alternated.`,
+      "",
+      table(["", "total", "per request"], [
+        ["plain `fetch` (token attached by hand)", ms(plain), `${((plain / N.overhead) * 1000).toFixed(0)} µs`],
+        ["`auth.fetch`", ms(tw), `${((tw / N.overhead) * 1000).toFixed(0)} µs`],
+        ["**ratio / added**", `**${(tw / plain).toFixed(3)}×**`, `**${(((tw - plain) / N.overhead) * 1000).toFixed(1)} µs**`],
+      ]),
+    ].join("\n"));
+    await context.close();
+  }
+
+  // 2 & 3. Refresh storms, tokenwarden, real client-side expiry --------------------------------
+  async function twStorm(tabs) {
+    const trials = [];
+    for (let r = 0; r < N.repeats; r++) {
+      const context = await browser.newContext();
+      const pages = [];
+      for (let i = 0; i < tabs; i++) pages.push(await openPage(context, `${B.base}/?peer=tokenwarden`));
+      const [email, password] = await B.newUser();
+      await pages[0].evaluate(([e, p]) => peer.login(e, p), [email, password]);
+      for (const p of pages.slice(1)) await p.waitForFunction(() => auth.isAuthenticated);
+      const per = Math.ceil(N.storm / tabs);
+      // Baseline: the same burst with a fresh token.
+      const fresh = (await Promise.all(pages.map((p) => p.evaluate((n) => burst(n), per))));
+      await sleep(2_200); // every tab's token is now due
+      await B.hook("POST", "/test/reset");
+      const storm = await Promise.all(pages.map((p) => p.evaluate((n) => burst(n), per)));
+      const stats = await B.hook("GET", "/test/stats");
+      const logouts = (await Promise.all(pages.map((p) => p.evaluate(() => peer.logouts())))).reduce((a, b) => a + b, 0);
+      const statuses = storm.flatMap((s) => s.statuses);
+      trials.push({
+        refreshes: stats.refresh_calls,
+        reuse: stats.reuse_detections,
+        failures: statuses.filter((s) => s !== 200).length,
+        logouts,
+        p50: pct(storm.flatMap((s) => s.latencies), 50),
+        p99: pct(storm.flatMap((s) => s.latencies), 99),
+        freshP50: pct(fresh.flatMap((s) => s.latencies), 50),
+        freshP99: pct(fresh.flatMap((s) => s.latencies), 99),
+      });
+      await context.close();
+    }
+    const m = (k) => median(trials.map((t) => t[k]));
+    const max = (k) => Math.max(...trials.map((t) => t[k]));
+    return table(["", "at expiry", "fresh token"], [
+      ["refresh requests (median / max)", `${m("refreshes")} / ${max("refreshes")}`, "0"],
+      ["reuse detections (max)", `${max("reuse")}`, "0"],
+      ["failed requests (max)", `${max("failures")}`, "0"],
+      ["spurious logouts (max)", `${max("logouts")}`, "0"],
+      ["latency p50", ms(m("p50")), ms(m("freshP50"))],
+      ["latency p99", ms(m("p99")), ms(m("freshP99"))],
+    ]) + `\n\n${N.storm} concurrent \`auth.fetch\` at the moment the token is due, in ${tabs} tab(s); median of ${N.repeats} trials (fresh session each).`;
+  }
+  section("2. Refresh storm in one tab", await twStorm(1));
+  section(`3. Refresh storm across ${N.stormTabs} tabs (one BrowserContext)`, await twStorm(N.stormTabs));
+
+  // 4. Bundle size ---------------------------------------------------------------------------------
+  {
+    const entries = {
+      "tokenwarden (this build)": null,
+      "oidc-client-ts": `export * from "oidc-client-ts";`,
+      "supertokens-website": `export { default } from "supertokens-website";`,
+      "@auth0/auth0-spa-js": `export * from "@auth0/auth0-spa-js";`,
+      "axios + axios-auth-refresh": `export { default as axios } from "axios"; export { default as refresh } from "axios-auth-refresh";`,
+    };
+    const rows = [];
+    for (const [name, source] of Object.entries(entries)) {
+      if (source === null) {
+        const wasm = readFileSync(path.join(root, "pkg/tokenwarden_bg.wasm"));
+        const glue = (await esbuild.build({
+          entryPoints: [path.join(root, "pkg/tokenwarden.js")], bundle: true, minify: true,
+          format: "esm", write: false, logLevel: "silent",
+        })).outputFiles[0].contents;
+        rows.push([`**${name}**: .wasm + glue`, kb(wasm.length + glue.length), `**${kb(gz(wasm) + gz(glue))}**`,
+          `wasm ${kb(gz(wasm))} + glue ${kb(gz(glue))}`]);
+        continue;
+      }
+      const bundle = (await esbuild.build({
+        stdin: { contents: source, resolveDir: here, loader: "js" }, bundle: true, minify: true,
+        format: "esm", platform: "browser", write: false, logLevel: "silent",
+      })).outputFiles[0].contents;
+      rows.push([name, kb(bundle.length), kb(gz(bundle)), ""]);
+    }
+    section("4. Bundle size", table(["", "raw (minified)", "gzip -9", ""], rows) +
+      "\n\nEach peer's main browser entry bundled with `esbuild --bundle --minify`, then gzip -9; tokenwarden's glue is minified the same way. Target: ≤ 16 KB (see docs/SIZE.md).");
+  }
+
+  // 5. Start-up -------------------------------------------------------------------------------------
+  {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    const samples = [];
+    for (let i = 0; i < N.startup; i++) {
+      await page.goto(`${A.base}/startup.html`);
+      await page.waitForFunction(() => window.startup);
+      samples.push(await page.evaluate(() => window.startup));
+    }
+    const m = (k) => median(samples.map((s) => s[k]));
+    section("5. Start-up", table(["import", "instantiate (`init`)", "`new TokenManager`", "**total**"],
+      [[ms(m("import")), ms(m("instantiate")), ms(m("construct")), `**${ms(m("total"))}**`]]) +
+      `\n\nMedian of ${N.startup} page loads from the first module byte; HTTP cache warm after the first load (no-cache revalidation). Target: ≤ 5 ms.`);
+    await context.close();
+  }
+
+  // 6. Peers on the same storms ------------------------------------------------------------------
+  {
+    await esbuild.build({
+      entryPoints: { naive: path.join(here, "peers/naive.js"), aar: path.join(here, "peers/aar.js") },
+      bundle: true, minify: true, format: "esm", outdir: path.join(here, "site/dist"), logLevel: "silent",
+    });
+    // Everyone holds a token the server now considers expired (its clock moves past exp), so
+    // every contender learns it from a 401 the same way.
+    const rows = [];
+    for (const [peer, label] of [["naive", "naive interceptor"], ["aar", "axios + axios-auth-refresh"], ["tokenwarden", "tokenwarden"]]) {
+      for (const tabs of [1, N.stormTabs]) {
+        const trials = [];
+        for (let r = 0; r < N.repeats; r++) {
+          const context = await browser.newContext();
+          const pages = [];
+          for (let i = 0; i < tabs; i++) pages.push(await openPage(context, `${A.base}/?peer=${peer}`));
+          await A.hook("POST", "/test/reset");
+          const [email, password] = await A.newUser();
+          for (const p of pages) await p.evaluate(([e, pw]) => peer.login(e, pw), [email, password]);
+          await A.hook("POST", "/test/reset");
+          await A.hook("POST", "/test/clock", { advance_secs: 606 });
+          const per = Math.ceil(N.storm / tabs);
+          const res = await Promise.all(pages.map((p) => p.evaluate((n) => burst(n), per)));
+          const stats = await A.hook("GET", "/test/stats");
+          const statuses = res.flatMap((x) => x.statuses);
+          const logouts = (await Promise.all(pages.map((p) => p.evaluate(() => peer.logouts())))).reduce((a, b) => a + b, 0);
+          trials.push({
+            refreshes: stats.refresh_calls, reuse: stats.reuse_detections,
+            failures: statuses.filter((s) => s !== 200).length, logouts,
+            p99: pct(res.flatMap((x) => x.latencies), 99),
+          });
+          await context.close();
+        }
+        const m = (k) => median(trials.map((t) => t[k]));
+        rows.push([label, `${tabs}`, `${m("refreshes")}`, `${m("reuse")}`, `${m("failures")}`, `${m("logouts")}`, ms(m("p99"))]);
+      }
+    }
+    await A.hook("POST", "/test/reset");
+    section("6. Peers on the same storms", table(
+      ["contender", "tabs", "refresh requests", "reuse detections", "failed requests", "logouts", "p99"], rows) +
+      `\n\n${N.storm} concurrent GETs per storm (split across the tabs) right after the server's clock moves past the access token's exp; medians of ${N.repeats} trials. The reference server forgives concurrent presentations of the same refresh token (its lost-response rule), which is kinder to the peers than most servers: a reuse detection here is a real rotation race.`);
+  }
+
+  // 7. Server ------------------------------------------------------------------------------------
+  {
+    const [email, password] = await A.newUser();
+    const res = await fetch(`${A.base}/auth/login`, {
+      method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ email, password }),
+    });
+    const token = (await res.json()).access_token;
+    const cookie = res.headers.getSetCookie().find((c) => c.startsWith("__Secure-tw_refresh=")).split(";")[0];
+    const lua = path.join(mkdtempSync(path.join(tmpdir(), "twwrk-")), "refresh.lua");
+    writeFileSync(lua, `wrk.method = "POST"\nwrk.headers["X-Tokenwarden"] = "1"\nwrk.headers["Cookie"] = "${cookie}"\n`);
+    const wrk = (args) => {
+      const runs = [];
+      for (let i = 0; i < N.wrkRuns; i++) {
+        const text = execFileSync("wrk", ["-t2", "-c64", `-d${N.wrkSecs}s`, "--latency", ...args], { encoding: "utf8" });
+        const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(text)[1]);
+        const p99 = /99%\s+([\d.]+)(us|ms|s)/.exec(text);
+        const p99ms = Number(p99[1]) * { us: 0.001, ms: 1, s: 1000 }[p99[2]];
+        const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(text)?.[1] ?? 0);
+        runs.push({ rps, p99ms, non2xx });
+      }
+      return { rps: median(runs.map((r) => r.rps)), p99: median(runs.map((r) => r.p99ms)), non2xx: Math.max(...runs.map((r) => r.non2xx)) };
+    };
+    const me = wrk(["-H", `Authorization: Bearer ${token}`, `${A.base}/api/me`]);
+    const refresh = wrk(["-s", lua, `${A.base}/auth/refresh`]);
+    section("7. Server", table(["endpoint", "requests/s", "p99", "non-2xx", "target"], [
+      ["`GET /api/me` (EdDSA verification + SQLite read)", `**${Math.round(me.rps)}**`, ms(me.p99), `${me.non2xx}`, "≥ 10 000/s"],
+      ["`POST /auth/refresh` (rotation: SQLite write + signing)", `**${Math.round(refresh.rps)}**`, ms(refresh.p99), `${refresh.non2xx}`, "≥ 1 500/s"],
+    ]) + `\n\nwrk -t2 -c64, ${N.wrkSecs} s, median of ${N.wrkRuns} runs, release build, SQLite file in WAL mode, on the same ${cpus().length} cores as wrk. Every refresh presents the same cookie, which the server accepts as a concurrent presentation: each one really rotates (writes a child token and signs a JWT).`);
+  }
+} finally {
+  A.stop();
+  B.stop();
+  await browser.close();
+}
+
+if (pageErrors.length) {
+  console.error("page errors:", pageErrors);
+  process.exit(1);
+}
+
+const version = (cmd, args) => { try { return execFileSync(cmd, args, { encoding: "utf8" }).trim().split("\n")[0]; } catch { return "?"; } };
+const header = `# Benchmark results\n\n${SMOKE ? "**Smoke run (tiny sizes): not representative.**\n\n" : ""}` +
+  `Measured ${new Date().toISOString().slice(0, 10)} by \`make bench\` (bench/run.mjs) on one machine, one run.\n\n` +
+  table(["", ""], [
+    ["machine", `${cpus().length} × ${cpus()[0]?.model ?? "?"}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB`],
+    ["browser", version("/usr/bin/chromium", ["--version"]).replace(/^.*?(Chromium)/, "$1")],
+    ["rustc", version("rustc", ["--version"])],
+    ["node", process.version],
+    ["peers", "oidc-client-ts 3.5.0, supertokens-website 20.1.6, @auth0/auth0-spa-js 2.27.0, axios 1.21.1 + axios-auth-refresh 5.0.2"],
+  ]) + "\n\n";
+const file = SMOKE ? path.join(root, "target/bench-smoke.md") : path.join(here, "RESULTS.md");
+mkdirSync(path.dirname(file), { recursive: true });
+writeFileSync(file, header + out.join("\n"));
+console.log(`\nwrote ${path.relative(root, file)}`);

@@ -11,14 +11,15 @@ export TW_TEST_SERVER_ADDR ?= 127.0.0.1:18181
 export TW_TEST_SERVER ?= http://$(TW_TEST_SERVER_ADDR)
 export TW_TEST_OTHER_ORIGIN ?= http://localhost:$(lastword $(subst :, ,$(TW_TEST_SERVER_ADDR)))
 
-.PHONY: help setup setup-node pkg lint test test-native test-server test-browser test-e2e demo
+.PHONY: help setup setup-node pkg lint test test-native test-server test-browser test-e2e bench bench-smoke demo
 
 help:
 	@echo "make demo   - set up, build and serve the demo on http://127.0.0.1:8080"
 	@echo "make test   - set up what is missing, then run every test"
+	@echo "make bench  - measure overhead, refresh storms, size, start-up and the server beside the peers"
 
 setup:
-	@scripts/setup.sh --node --browser
+	@scripts/setup.sh --node --browser --bench
 
 setup-node:
 	@scripts/setup.sh --node
@@ -51,7 +52,18 @@ test-e2e: pkg
 	tests/consumer/build.sh
 	npx playwright test -c tests/e2e/playwright.config.ts
 
-test: setup lint test-native test-server test-browser test-e2e
+# The benchmark harness with tiny sizes, against the debug server (figures meaningless).
+bench-smoke: pkg
+	cargo build -p tokenwarden-server
+	TW_BENCH_SERVER=target/debug/tokenwarden-server node bench/run.mjs --smoke
+
+test: setup lint test-native test-server test-browser test-e2e bench-smoke
+
+# Every figure of bench/RESULTS.md, side by side with the peers (a few minutes).
+bench: pkg
+	@scripts/setup.sh --node --browser --bench
+	cargo build --release -p tokenwarden-server
+	node bench/run.mjs
 
 demo: pkg
 	cargo run --release -p tokenwarden-server -- --demo

@@ -4,17 +4,19 @@
 #     always     the Rust wasm target and wasm-bindgen-cli (at the Cargo.lock version)
 #     --node     the npm packages (wasm-opt for the package build, Playwright)
 #     --browser  Chromium and chromedriver from Debian (browser and end-to-end tests)
+#     --bench    wrk from Debian and the peers' npm packages in bench/
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 
-want_node=false; want_browser=false
+want_node=false; want_browser=false; want_bench=false
 for arg in "$@"; do
   case "$arg" in
     --node) want_node=true ;;
     --browser) want_browser=true ;;
-    *) echo "usage: scripts/setup.sh [--node] [--browser]" >&2; exit 2 ;;
+    --bench) want_bench=true ;;
+    *) echo "usage: scripts/setup.sh [--node] [--browser] [--bench]" >&2; exit 2 ;;
   esac
 done
 
@@ -40,11 +42,24 @@ if [ "$want" != "$have" ]; then
   cargo install wasm-bindgen-cli --version "$want" --root "$root/.tools" --quiet
 fi
 
-if $want_browser && { ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; }; then
-  say "installing Chromium and chromedriver"
+apt_install() {
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+if $want_browser && { ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; }; then
+  say "installing Chromium and chromedriver"
+  apt_install chromium chromium-driver
+fi
+if $want_bench; then
+  if ! command -v wrk >/dev/null; then
+    say "installing wrk"
+    apt_install wrk
+  fi
+  if [ ! -d bench/node_modules ] || [ bench/package-lock.json -nt bench/node_modules/.package-lock.json ]; then
+    say "installing the peers' npm packages (bench/)"
+    (cd bench && npm install --no-audit --no-fund --loglevel=error)
+  fi
 fi
 
 if $want_node; then

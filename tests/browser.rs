@@ -113,8 +113,13 @@ async fn new_user() -> (String, String) {
     (email, password)
 }
 
+/// A manager for this page alone: the managers of earlier tests live on in the same page and,
+/// as cross-tab peers, would hand their tokens over (tests/e2e covers cross-tab behaviour).
 fn manager(extra: &[(&str, JsValue)]) -> TokenManager {
-    let mut opts = vec![("baseUrl", JsValue::from_str(SERVER))];
+    let mut opts = vec![
+        ("baseUrl", JsValue::from_str(SERVER)),
+        ("crossTab", false.into()),
+    ];
     opts.extend(extra.iter().cloned());
     TokenManager::new(Some(obj(&opts))).expect("construct")
 }
@@ -483,6 +488,47 @@ async fn a_request_object_and_an_abort_signal_pass_through() {
     let init = obj(&[("signal", controller.signal().into())]);
     let (name, _) = rejection(auth.fetch(format!("{SERVER}/api/me").into(), Some(init))).await;
     assert_eq!(name, "AbortError");
+}
+
+#[wasm_bindgen_test]
+async fn a_request_object_with_a_body_is_replayed_after_a_401() {
+    let auth = logged_in(&[]).await;
+    server("POST", "/test/keys/revoke", None).await;
+    let init = RequestInit::new();
+    init.set_method("PATCH");
+    init.set_body(&JsValue::from_str(r#"{"name":"From A Request"}"#));
+    let headers = web_sys::Headers::new().unwrap();
+    headers.set("content-type", "application/json").unwrap();
+    init.set_headers(&headers);
+    let req = Request::new_with_str_and_init(&format!("{SERVER}/api/me"), &init).unwrap();
+    let res: Response = await_ok(auth.fetch(req.into(), None)).await.into();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        get(&body(res).await, "name").as_string().unwrap(),
+        "From A Request"
+    );
+    assert_eq!(count("refresh_calls").await, 1.0);
+}
+
+#[wasm_bindgen_test]
+async fn the_callers_headers_are_kept_in_every_form_fetch_accepts() {
+    let auth = logged_in(&[]).await;
+    // X-Tokenwarden: a header the test server's CORS policy allows and /test/echo reports.
+    let as_headers = web_sys::Headers::new().unwrap();
+    as_headers.set("x-tokenwarden", "kept").unwrap();
+    let as_pairs = Array::of1(&Array::of2(&"x-tokenwarden".into(), &"kept".into()));
+    let as_record = obj(&[("X-Tokenwarden", "kept".into())]);
+    for headers in [as_headers.into(), as_pairs.into(), as_record] {
+        let init = obj(&[("headers", headers)]);
+        let echo = body(auth_fetch(&auth, "/test/echo", init).await).await;
+        let authorization = get(&echo, "authorization").as_string().unwrap();
+        assert!(authorization.starts_with("Bearer "), "{authorization}");
+        assert_eq!(get(&echo, "x-tokenwarden").as_string().unwrap(), "kept");
+    }
+    // The caller's init object itself is never modified.
+    let init = obj(&[("headers", obj(&[("X-Tokenwarden", "kept".into())]))]);
+    auth_fetch(&auth, "/test/echo", init.clone()).await;
+    assert_eq!(json(&get(&init, "headers")), r#"{"X-Tokenwarden":"kept"}"#);
 }
 
 #[wasm_bindgen_test]

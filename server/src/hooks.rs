@@ -55,6 +55,7 @@ async fn echo(
         Json(json!({
             "authorization": header("authorization"),
             "cookie": header("cookie"),
+            "x-tokenwarden": header("x-tokenwarden"),
         })),
     )
         .into_response())

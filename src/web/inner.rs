@@ -252,11 +252,9 @@ impl Inner {
     // ---- raw requests ---------------------------------------------------------------------
 
     async fn send(&self, request: &Request) -> Result<Response, JsValue> {
-        let p = self
-            .fetch_fn
-            .call1(&js::global().into(), request)?
-            .dyn_into::<Promise>()?;
-        JsFuture::from(p).await?.dyn_into::<Response>()
+        self.send_raw(request, &JsValue::UNDEFINED)
+            .await?
+            .dyn_into::<Response>()
     }
 
     /// POST to an auth endpoint with cookies, the CSRF header, an optional bearer token and an
@@ -651,54 +649,52 @@ impl Inner {
     // ---- fetch ----------------------------------------------------------------------------
 
     pub async fn fetch(self: Rc<Self>, input: JsValue, init: JsValue) -> Result<JsValue, JsValue> {
-        let request = match input.dyn_ref::<Request>() {
-            Some(r) if init.is_undefined() => Request::new_with_request(r)?,
-            Some(r) => Request::new_with_request_and_init(r, init.unchecked_ref())?,
-            None => {
-                let url = js::global_string(&input);
-                if init.is_undefined() {
-                    Request::new_with_str(&url)?
-                } else {
-                    Request::new_with_str_and_init(&url, init.unchecked_ref())?
-                }
-            }
+        let url = match input.dyn_ref::<Request>() {
+            Some(r) => r.url(),
+            None => js::global_string(&input),
         };
-        let allowed = origin_of(&request.url()).is_some_and(|o| self.config.is_allowed(&o));
-        if !allowed || request.headers().has("authorization").unwrap_or(false) {
-            // Another origin, or the caller's own Authorization: not ours to touch.
-            return self.send(&request).await.map(Into::into);
+        if !origin_of(&url).is_some_and(|o| self.config.is_allowed(&o)) {
+            // Another origin: not ours to touch, and it costs nothing.
+            return self.send_raw(&input, &init).await;
+        }
+        let mut out = Outgoing::new(input, init, url)?;
+        if out.headers.has("authorization").unwrap_or(false) {
+            // The caller's own Authorization wins.
+            return self.send_raw(&out.input, &out.init).await;
         }
         let Some((token, generation)) = self.token_for_request().await? else {
-            return self.send(&request).await.map(Into::into);
+            return self.send_raw(&out.input, &out.init).await;
         };
-        // A one-shot stream body cannot be sent twice; anything else is cloned for a replay.
-        let streamed = get(&init, "body").is_instance_of::<ReadableStream>();
-        let spare = if streamed { None } else { request.clone().ok() };
-        request
-            .headers()
-            .set("Authorization", &cat(&["Bearer ", &token]))?;
-        let response = self.send(&request).await?;
+        let response = self.send_as(&mut out, &token).await?;
         if response.status() != 401 {
             return Ok(response.into());
         }
-        let decision = self
-            .session
-            .borrow()
-            .after_unauthorized(generation, false, spare.is_some());
-        let token = match decision {
-            Replay::No => return Ok(response.into()),
-            Replay::WithCurrent | Replay::AfterRefresh => {
-                self.token_newer_than(generation).await?.0
-            }
-        };
-        let Some(replay) = spare else {
+        let decision =
+            self.session
+                .borrow()
+                .after_unauthorized(generation, false, out.replayable());
+        if decision == Replay::No {
             return Ok(response.into());
-        };
-        replay
-            .headers()
-            .set("Authorization", &cat(&["Bearer ", &token]))?;
+        }
+        // WithCurrent or AfterRefresh: either way, the newest token (refreshing if needed).
+        let (token, _) = self.token_newer_than(generation).await?;
         // The replay's answer, whatever it is, goes to the caller: one replay, never a loop.
-        self.send(&replay).await.map(Into::into)
+        self.send_as(&mut out, &token).await.map(Into::into)
+    }
+
+    /// `fetch(input, init)` with the original arguments.
+    async fn send_raw(&self, input: &JsValue, init: &JsValue) -> Result<JsValue, JsValue> {
+        let p = self
+            .fetch_fn
+            .call2(&js::global().into(), input, init)?
+            .dyn_into::<Promise>()?;
+        JsFuture::from(p).await
+    }
+
+    /// Sends `out` with `Authorization: Bearer token`.
+    async fn send_as(&self, out: &mut Outgoing, token: &str) -> Result<Response, JsValue> {
+        let (input, init) = out.next(&cat(&["Bearer ", token]))?;
+        self.send_raw(&input, &init).await?.dyn_into::<Response>()
     }
 
     // ---- install --------------------------------------------------------------------------
@@ -724,6 +720,97 @@ impl Inner {
         // Only put the original back if nobody replaced our interceptor since.
         if get(&global, "fetch") == *interceptor.as_ref() {
             js::set(&global, "fetch", &self.fetch_fn);
+        }
+    }
+}
+
+/// A request as `fetch(input, init)` would make it, which can be sent with our header and,
+/// unless its body is a one-shot stream, sent again.
+///
+/// A URL input is sent as `fetch(url, {...init, headers})`: every body type but a
+/// `ReadableStream` can be passed to `fetch` twice, so this costs no `Request` object and no
+/// clone. A `Request` input is copied once, and cloned before each send.
+struct Outgoing {
+    url: String,
+    headers: Headers,
+    /// The caller's arguments, untouched (for requests that are not ours).
+    input: JsValue,
+    init: JsValue,
+    kind: Kind,
+}
+
+enum Kind {
+    /// `fetch(url, init)`: `init` is a copy of the caller's with our `headers`.
+    Url {
+        init: js_sys::Object,
+        streamed: bool,
+    },
+    /// A `Request`: the spare is cloned before each send; `None` once the body is spent.
+    Request { spare: Option<Request> },
+}
+
+impl Outgoing {
+    fn new(input: JsValue, init: JsValue, url: String) -> Result<Outgoing, JsValue> {
+        if let Some(r) = input.dyn_ref::<Request>() {
+            let copy = if init.is_undefined() {
+                Request::new_with_request(r)?
+            } else {
+                Request::new_with_request_and_init(r, init.unchecked_ref())?
+            };
+            return Ok(Outgoing {
+                url,
+                headers: copy.headers(),
+                kind: Kind::Request { spare: Some(copy) },
+                input,
+                init,
+            });
+        }
+        let caller_headers = get(&init, "headers");
+        let headers = if caller_headers.is_undefined() {
+            Headers::new()?
+        } else {
+            // `new Headers(x)` accepts a Headers, a record or pairs, like fetch does.
+            Headers::new_with_str_sequence_sequence(&caller_headers)?
+        };
+        let copy = js_sys::Object::new();
+        if init.is_object() {
+            js_sys::Object::assign(&copy, init.unchecked_ref());
+        }
+        js::set(&copy, "headers", &headers);
+        let streamed = get(&init, "body").is_instance_of::<ReadableStream>();
+        Ok(Outgoing {
+            url,
+            headers,
+            kind: Kind::Url {
+                init: copy,
+                streamed,
+            },
+            input,
+            init,
+        })
+    }
+
+    fn replayable(&self) -> bool {
+        match &self.kind {
+            Kind::Url { streamed, .. } => !streamed,
+            Kind::Request { spare } => spare.is_some(),
+        }
+    }
+
+    /// The arguments for the next `fetch` call, carrying `authorization`.
+    fn next(&mut self, authorization: &str) -> Result<(JsValue, JsValue), JsValue> {
+        match &mut self.kind {
+            Kind::Url { init, .. } => {
+                self.headers.set("Authorization", authorization)?;
+                Ok((JsValue::from_str(&self.url), init.clone().into()))
+            }
+            Kind::Request { spare } => {
+                let current = spare.take().ok_or_else(|| refresh_error(0))?;
+                current.headers().set("Authorization", authorization)?;
+                // Keep a clone for a replay, unless the body is a stream already in use.
+                *spare = current.clone().ok();
+                Ok((current.into(), JsValue::UNDEFINED))
+            }
         }
     }
 }

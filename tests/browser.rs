@@ -169,6 +169,12 @@ async fn auth_fetch(auth: &TokenManager, path: &str, init: JsValue) -> Response 
         .into()
 }
 
+async fn me_status(auth: &TokenManager) -> u16 {
+    auth_fetch(auth, "/api/me", JsValue::UNDEFINED)
+        .await
+        .status()
+}
+
 async fn body(res: Response) -> JsValue {
     JsFuture::from(res.json().unwrap()).await.unwrap()
 }
@@ -253,30 +259,15 @@ async fn a_wrong_password_is_a_typed_login_error() {
 async fn expiry_triggers_exactly_one_refresh() {
     let auth = logged_in(&[]).await;
     let log = record(&auth);
-    assert_eq!(
-        auth_fetch(&auth, "/api/me", JsValue::UNDEFINED)
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(me_status(&auth).await, 200);
     assert_eq!(
         count("refresh_calls").await,
         0.0,
         "a fresh token needs no refresh"
     );
     sleep(UNTIL_REFRESH_DUE_MS).await;
-    assert_eq!(
-        auth_fetch(&auth, "/api/me", JsValue::UNDEFINED)
-            .await
-            .status(),
-        200
-    );
-    assert_eq!(
-        auth_fetch(&auth, "/api/me", JsValue::UNDEFINED)
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(me_status(&auth).await, 200);
+    assert_eq!(me_status(&auth).await, 200);
     assert_eq!(count("refresh_calls").await, 1.0);
     assert_eq!(events(&log), ["refresh"]);
 }
@@ -319,12 +310,7 @@ async fn a_401_is_answered_by_one_refresh_and_a_replay_of_the_post_body() {
     );
     assert_eq!(count("refresh_calls").await, 1.0);
     // Later requests simply use the new token.
-    assert_eq!(
-        auth_fetch(&auth, "/api/me", JsValue::UNDEFINED)
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(me_status(&auth).await, 200);
     assert_eq!(count("refresh_calls").await, 1.0);
 }
 
@@ -410,12 +396,7 @@ async fn a_refresh_answered_503_is_a_network_error_and_the_session_survives() {
     assert_eq!(count("refresh_calls").await, 3.0);
     // The server recovers: the next call succeeds.
     await_ok(auth.refresh(Some(obj(&[("force", true.into())])))).await;
-    assert_eq!(
-        auth_fetch(&auth, "/api/me", JsValue::UNDEFINED)
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(me_status(&auth).await, 200);
     assert_eq!(events(&log), ["refresh"]);
 }
 
@@ -426,12 +407,7 @@ async fn a_lost_refresh_response_is_recovered_without_logout() {
     // The server rotates, then drops the connection: the client never sees the new cookie.
     faults(obj(&[("refresh_drop_next", 1.into())])).await;
     await_ok(auth.refresh(Some(obj(&[("force", true.into())])))).await;
-    assert_eq!(
-        auth_fetch(&auth, "/api/me", JsValue::UNDEFINED)
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(me_status(&auth).await, 200);
     assert_eq!(
         count("refresh_calls").await,
         2.0,
@@ -556,12 +532,7 @@ async fn a_reload_restores_the_session_with_one_silent_refresh() {
     assert_eq!(await_ok(reloaded.restore()).await, JsValue::TRUE);
     assert!(reloaded.is_authenticated());
     assert_eq!(count("refresh_calls").await, 1.0);
-    assert_eq!(
-        auth_fetch(&reloaded, "/api/me", JsValue::UNDEFINED)
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(me_status(&reloaded).await, 200);
 }
 
 #[wasm_bindgen_test]
@@ -585,12 +556,7 @@ async fn install_intercepts_global_fetch_until_uninstall() {
 async fn banking_mode_ends_the_session_at_expiry() {
     let auth = logged_in(&[("autoRefresh", false.into())]).await;
     let log = record(&auth);
-    assert_eq!(
-        auth_fetch(&auth, "/api/me", JsValue::UNDEFINED)
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(me_status(&auth).await, 200);
     sleep(4_100).await;
     let (name, code) = rejection(auth.fetch(format!("{SERVER}/api/me").into(), None)).await;
     assert_eq!(

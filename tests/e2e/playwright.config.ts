@@ -18,6 +18,21 @@ export const chromium = {
   ],
 };
 
+/** A reference server on `port` with test hooks, an in-memory database and 4-second tokens. */
+function server(port: number, args: string) {
+  return {
+    command:
+      `target/debug/tokenwarden-server --bind 127.0.0.1:${port} --test-hooks ` +
+      `--database-url sqlite::memory: --access-ttl-secs 4 --login-ip-per-minute 100000 ${args}`,
+    url: `http://127.0.0.1:${port}/healthz`,
+    cwd: root,
+    reuseExistingServer: false,
+    env: { RUST_LOG: "warn" },
+    stdout: "ignore" as const,
+    stderr: "pipe" as const,
+  };
+}
+
 export default defineConfig({
   testDir: ".",
   outputDir: path.join(root, "target/e2e-results"),
@@ -28,41 +43,11 @@ export default defineConfig({
   reporter: [["list"]],
   use: { browserName: "chromium", launchOptions: chromium },
   webServer: [
-    {
-      // 4-second access tokens (refresh due after 2 s), counters and fault hooks.
-      command:
-        "target/debug/tokenwarden-server --bind 127.0.0.1:18280 --test-hooks " +
-        "--database-url sqlite::memory: --access-ttl-secs 4 --login-ip-per-minute 100000 " +
-        "--www-dir tests/e2e/site --pkg-dir pkg",
-      url: `${BASE}/healthz`,
-      cwd: root,
-      reuseExistingServer: false,
-      env: { RUST_LOG: "warn" },
-      stdout: "ignore",
-      stderr: "pipe",
-    },
-    {
-      command:
-        "target/debug/tokenwarden-server --demo --bind 127.0.0.1:18281 --test-hooks " +
-        "--database-url sqlite::memory: --access-ttl-secs 4 --login-ip-per-minute 100000",
-      url: `${DEMO}/healthz`,
-      cwd: root,
-      reuseExistingServer: false,
-      env: { RUST_LOG: "warn" },
-      stdout: "ignore",
-      stderr: "pipe",
-    },
-    {
-      command:
-        "target/debug/tokenwarden-server --demo --bind 127.0.0.1:18282 --test-hooks " +
-        "--database-url sqlite::memory: --access-ttl-secs 4 --login-ip-per-minute 100000 " +
-        "--www-dir tests/consumer/dist --pkg-dir /nonexistent",
-      url: `${CONSUMER}/healthz`,
-      cwd: root,
-      reuseExistingServer: false,
-      env: { RUST_LOG: "warn" },
-      stdout: "ignore",
-      stderr: "pipe",
-    },
+    // 4-second access tokens (refresh due after 2 s), counters and fault hooks.
+    server(18280, "--www-dir tests/e2e/site --pkg-dir pkg"),
+    // The demo as `make demo` serves it (www/ + pkg/).
+    server(18281, "--demo"),
+    // The Vite consumer fixture, built from the packed tarball.
+    server(18282, "--demo --www-dir tests/consumer/dist --pkg-dir /nonexistent"),
   ],
 });

@@ -126,6 +126,13 @@ impl TestServer {
         tokens_of(res).await
     }
 
+    /// A refresh that must fail: its error code.
+    pub async fn refresh_error(&self, refresh: &str) -> String {
+        let res = self.refresh_response(refresh).await;
+        assert_eq!(res.status(), 401, "refresh should be refused");
+        error_code(res).await
+    }
+
     pub async fn me(&self, access: &str) -> reqwest::Response {
         self.http
             .get(self.url("/api/me"))

@@ -1,20 +1,22 @@
 // Across tabs, in real Chromium against the real server: one BrowserContext, several pages of
 // one origin, sharing cookies, Web Locks and BroadcastChannel as real tabs do.
 import { test, expect, type BrowserContext, type Page } from "@playwright/test";
-import { UNTIL_DUE_MS, events, hook, isAuthenticated, newUser, openTab, reset, sleep, stats } from "./helpers";
+import {
+  STORM, UNTIL_DUE_MS, UNTIL_DUE_STORM_MS, events, hook, isAuthenticated, newUser, openTab, reset, sleep, stats,
+} from "./helpers";
 
 /** `n` tabs, logged in through the first one (the others learn it from the channel). */
-async function loggedInTabs(context: BrowserContext, n: number, options: object = {}): Promise<Page[]> {
+async function loggedInTabs(context: BrowserContext, n: number, options: object = {}, base?: string): Promise<Page[]> {
   const tabs: Page[] = [];
-  for (let i = 0; i < n; i++) tabs.push(await openTab(context, options));
-  const { email, password } = await newUser();
+  for (let i = 0; i < n; i++) tabs.push(await openTab(context, options, base));
+  const { email, password } = await newUser(base);
   await tabs[0].evaluate((c) => (window as any).auth.login(c), { email, password });
   for (const t of tabs.slice(1)) {
     // Cross-tab: the login arrives by message. Without it: each tab restores from the cookie.
     if (!(await isAuthenticated(t))) await t.evaluate(() => (window as any).auth.restore());
   }
   for (const t of tabs) expect(await isAuthenticated(t)).toBe(true);
-  await reset();
+  await reset(base);
   return tabs;
 }
 
@@ -26,12 +28,12 @@ async function storm(tabs: Page[], perTab: number): Promise<(number | string)[]>
 
 test.describe("cross-tab (default)", () => {
   test("4 tabs x 250 requests at expiry: exactly one refresh for the whole browser", async ({ context }) => {
-    const tabs = await loggedInTabs(context, 4);
-    await sleep(UNTIL_DUE_MS);
+    const tabs = await loggedInTabs(context, 4, {}, STORM);
+    await sleep(UNTIL_DUE_STORM_MS);
     const statuses = await storm(tabs, 250);
     expect(statuses).toHaveLength(1000);
     expect(statuses.filter((s) => s !== 200)).toEqual([]);
-    const s = await stats();
+    const s = await stats(STORM);
     expect(s.refresh_calls).toBe(1);
     expect(s.reuse_detections).toBe(0);
     // Every tab heard about the refresh.
@@ -99,11 +101,11 @@ test.describe("crossTab: false (what is lost without it)", () => {
   const perTab = { crossTab: false };
 
   test("each tab refreshes on its own: 4 refreshes per expiry, saved from logout only by the server's grace rule", async ({ context }) => {
-    const tabs = await loggedInTabs(context, 4, perTab);
-    await sleep(UNTIL_DUE_MS);
+    const tabs = await loggedInTabs(context, 4, perTab, STORM);
+    await sleep(UNTIL_DUE_STORM_MS);
     const statuses = await storm(tabs, 250);
     expect(statuses.filter((s) => s !== 200)).toEqual([]);
-    const s = await stats();
+    const s = await stats(STORM);
     // Still one per tab (single flight inside each tab), but four for the browser.
     expect(s.refresh_calls).toBe(4);
     expect(s.reuse_detections).toBe(0);

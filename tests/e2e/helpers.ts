@@ -1,11 +1,11 @@
 import { expect, type BrowserContext, type Page } from "@playwright/test";
-import { BASE } from "./playwright.config";
+import { BASE, STORM } from "./playwright.config";
 
-export { BASE };
+export { BASE, STORM };
 
 /** The server's test hooks, called from Node (not through any page). */
-export async function hook(method: string, path: string, body?: unknown): Promise<any> {
-  const res = await fetch(BASE + path, {
+export async function hook(method: string, path: string, body?: unknown, base = BASE): Promise<any> {
+  const res = await fetch(base + path, {
     method,
     headers: body === undefined ? {} : { "content-type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
@@ -14,22 +14,22 @@ export async function hook(method: string, path: string, body?: unknown): Promis
   return res.status === 204 ? null : res.json();
 }
 
-export const stats = () => hook("GET", "/test/stats");
-export const reset = () => hook("POST", "/test/reset");
+export const stats = (base = BASE) => hook("GET", "/test/stats", undefined, base);
+export const reset = (base = BASE) => hook("POST", "/test/reset", undefined, base);
 
 let users = 0;
 /** A fresh account, so tests never share a session. */
-export async function newUser() {
+export async function newUser(base = BASE) {
   const email = `tab${Date.now()}-${users++}@example.com`;
   const password = "playwright-password";
-  await hook("POST", "/test/users", { email, password, name: "Tab User" });
+  await hook("POST", "/test/users", { email, password, name: "Tab User" }, base);
   return { email, password };
 }
 
 /** Opens a tab of the harness page with a TokenManager built from `options`. */
-export async function openTab(context: BrowserContext, options: object = {}): Promise<Page> {
+export async function openTab(context: BrowserContext, options: object = {}, base = BASE): Promise<Page> {
   const page = await context.newPage();
-  await page.goto(BASE + "/");
+  await page.goto(base + "/");
   await page.evaluate((o) => (window as any).setup(o), options);
   return page;
 }
@@ -40,3 +40,5 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Half the 4-second token lifetime, plus a margin: every tab's token is due for refresh. */
 export const UNTIL_DUE_MS = 2_200;
+/** The same on the STORM server (10-second tokens). */
+export const UNTIL_DUE_STORM_MS = 5_200;

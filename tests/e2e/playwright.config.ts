@@ -8,6 +8,8 @@ export const BASE = "http://127.0.0.1:18280";
 export const DEMO = "http://127.0.0.1:18281";
 /** The Vite consumer fixture (tests/consumer/dist, built from the packed tarball). */
 export const CONSUMER = "http://127.0.0.1:18282";
+/** For the 1000-request storms: 10-second tokens, so a storm never outlasts a fresh token. */
+export const STORM = "http://127.0.0.1:18283";
 
 // Chromium from Debian (toolchain.md): never `playwright install`.
 export const chromium = {
@@ -18,12 +20,12 @@ export const chromium = {
   ],
 };
 
-/** A reference server on `port` with test hooks, an in-memory database and 4-second tokens. */
-function server(port: number, args: string) {
+/** A reference server on `port` with test hooks, an in-memory database and short tokens. */
+function server(port: number, args: string, ttl = 4) {
   return {
     command:
       `target/debug/tokenwarden-server --bind 127.0.0.1:${port} --test-hooks ` +
-      `--database-url sqlite::memory: --access-ttl-secs 4 --login-ip-per-minute 100000 ${args}`,
+      `--database-url sqlite::memory: --access-ttl-secs ${ttl} --login-ip-per-minute 100000 ${args}`,
     url: `http://127.0.0.1:${port}/healthz`,
     cwd: root,
     reuseExistingServer: false,
@@ -49,5 +51,6 @@ export default defineConfig({
     server(18281, "--demo"),
     // The Vite consumer fixture, built from the packed tarball.
     server(18282, "--demo --www-dir tests/consumer/dist --pkg-dir /nonexistent"),
+    server(18283, "--www-dir tests/e2e/site --pkg-dir pkg", 10),
   ],
 });

@@ -48,7 +48,11 @@ pub enum KeysCommand {
     /// Graceful rotation: a new key signs; the old one verifies for --key-grace-secs.
     Rotate,
     /// Emergency revocation: tokens signed by KID are refused at once (clients refresh).
-    Revoke { kid: String },
+    Revoke {
+        /// Base64url, so it may start with `-`: taken as the kid, not as an option.
+        #[arg(allow_hyphen_values = true)]
+        kid: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -118,6 +118,22 @@ async fn the_keys_cli_reaches_a_running_server() {
     s.stop().await;
 }
 
+#[test]
+fn a_kid_starting_with_a_hyphen_is_a_kid_not_an_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["keys", "revoke", "-UFESxKKOT57uH09yl5mQUbeXF9"])
+        .env("TW_DATABASE_URL", db_url(&dir))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no live key with kid -UFESxKKOT57uH09yl5mQUbeXF9"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn shutdown_lets_a_request_in_flight_finish() {
     let s = TestServer::start().await;

@@ -42,22 +42,21 @@ pub fn thumbprint(public: &[u8]) -> String {
 }
 
 /// A fresh key pair, as stored: private key as PKCS#8 DER, public key as 32 raw bytes.
-pub fn generate() -> KeyRow {
+pub fn generate() -> Result<KeyRow, sqlx::Error> {
     let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
     let public = signing.verifying_key().to_bytes().to_vec();
     let private_key = signing
         .to_pkcs8_der()
         .map(|doc| doc.as_bytes().to_vec())
-        // Encoding a 32-byte seed into a fixed DER template cannot fail.
-        .unwrap_or_default();
-    KeyRow {
+        .map_err(|e| sqlx::Error::Protocol(format!("encoding a new signing key: {e}")))?;
+    Ok(KeyRow {
         kid: thumbprint(&public),
         private_key,
         public_key: public,
         created_at: 0,
         retired_at: None,
         revoked_at: None,
-    }
+    })
 }
 
 impl Keys {
@@ -86,7 +85,7 @@ impl Keys {
             .iter()
             .any(|k| k.retired_at.is_none() && k.revoked_at.is_none())
         {
-            store.add_signing_key(&generate(), now).await?;
+            store.add_signing_key(&generate()?, now).await?;
             rows = store.keys().await?;
         }
         let mut signing = None;
@@ -121,7 +120,7 @@ impl Keys {
 
     /// Graceful rotation: a new key signs from now on; the old one keeps verifying.
     pub async fn rotate(&self, store: &Store, now: i64) -> DbResult<String> {
-        let key = generate();
+        let key = generate()?;
         store.add_signing_key(&key, now).await?;
         self.reload(store, now).await?;
         Ok(key.kid)

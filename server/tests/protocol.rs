@@ -694,7 +694,7 @@ async fn forged_and_invalid_access_tokens_are_refused_with_rfc6750_challenges() 
     .0;
     // Signed by a key the server never had.
     let foreign = {
-        let row = tokenwarden_server::keys::generate();
+        let row = tokenwarden_server::keys::generate().unwrap();
         let mut h = Header::new(Algorithm::EdDSA);
         h.typ = Some("at+jwt".into());
         h.kid = Some(row.kid);
@@ -702,7 +702,7 @@ async fn forged_and_invalid_access_tokens_are_refused_with_rfc6750_challenges() 
     };
     // Signed with the server's kid but another key (signature mismatch).
     let bad_signature = {
-        let row = tokenwarden_server::keys::generate();
+        let row = tokenwarden_server::keys::generate().unwrap();
         let mut h = Header::new(Algorithm::EdDSA);
         h.typ = Some("at+jwt".into());
         h.kid = Some(kid.clone());

@@ -72,11 +72,12 @@ pub struct Handoff {
     pub received_at_ms: f64,
 }
 
-/// What a request should do now.
+/// What a request should do now. The token is copied out, so the caller's borrow of the
+/// session ends before it awaits anything.
 #[derive(Debug, PartialEq)]
-pub enum Check<'a> {
+pub enum Check {
     /// Send with this token, recording its generation.
-    Fresh { token: &'a str, generation: u64 },
+    Fresh { token: String, generation: u64 },
     /// Refresh first (start or join), then check again.
     Refresh,
     /// No session: send without a token.
@@ -181,17 +182,17 @@ impl Session {
         self.token.as_ref().map(|t| t.expires_at_ms - now_ms)
     }
 
-    pub fn check(&self, now_ms: f64) -> Check<'_> {
+    pub fn check(&self, now_ms: f64) -> Check {
         match (&self.phase, &self.token) {
             (Phase::Anonymous, _) => Check::Anonymous,
             (Phase::Active, Some(t)) if now_ms < t.refresh_at_ms => Check::Fresh {
-                token: &t.value,
+                token: t.value.clone(),
                 generation: t.generation,
             },
             (Phase::Active, Some(t)) if !self.policy.auto_refresh => {
                 if now_ms < t.expires_at_ms {
                     Check::Fresh {
-                        token: &t.value,
+                        token: t.value.clone(),
                         generation: t.generation,
                     }
                 } else {
@@ -261,8 +262,8 @@ impl Session {
     /// The token, if it is fresh enough to give to another tab.
     pub fn handoff(&self, now_ms: f64) -> Option<Handoff> {
         match (self.check(now_ms), &self.token) {
-            (Check::Fresh { .. }, Some(t)) => Some(Handoff {
-                token: t.value.clone(),
+            (Check::Fresh { token, .. }, Some(t)) => Some(Handoff {
+                token,
                 lifetime_secs: t.lifetime_secs,
                 received_at_ms: t.received_at_ms,
             }),
@@ -382,7 +383,7 @@ mod tests {
         assert_eq!(
             s.check(20.0),
             Check::Fresh {
-                token: "t1",
+                token: "t1".into(),
                 generation: 1
             }
         );
@@ -411,7 +412,7 @@ mod tests {
         assert_eq!(
             s.check(569_999.0),
             Check::Fresh {
-                token: "t1",
+                token: "t1".into(),
                 generation: 1
             }
         );
@@ -425,7 +426,7 @@ mod tests {
         assert_eq!(
             s.check(4_999.0),
             Check::Fresh {
-                token: "t1",
+                token: "t1".into(),
                 generation: 1
             }
         );
@@ -455,7 +456,7 @@ mod tests {
         assert_eq!(
             s.check(now),
             Check::Fresh {
-                token: "t2",
+                token: "t2".into(),
                 generation: 2
             }
         );
@@ -580,7 +581,7 @@ mod tests {
         assert_eq!(
             s.check(599_999.0),
             Check::Fresh {
-                token: "t1",
+                token: "t1".into(),
                 generation: 1
             }
         );
@@ -600,7 +601,7 @@ mod tests {
         assert_eq!(
             s.check(hours_ahead + 60_000.0),
             Check::Fresh {
-                token: "t1",
+                token: "t1".into(),
                 generation: 1
             }
         );
@@ -626,7 +627,7 @@ mod tests {
         assert_eq!(
             s.check(570_999.0),
             Check::Fresh {
-                token: "peer",
+                token: "peer".into(),
                 generation: 1
             }
         );

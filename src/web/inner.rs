@@ -86,6 +86,16 @@ fn network_error(t: Transient) -> JsValue {
     }
 }
 
+/// A state the library should never reach (a bug here, not the server's fault).
+fn internal_error() -> JsValue {
+    error(
+        ErrorName::Refresh,
+        "internal",
+        "tokenwarden reached a state it should not; please report it",
+        &[],
+    )
+}
+
 fn refresh_error(status: u16) -> JsValue {
     error(
         ErrorName::Refresh,
@@ -467,7 +477,7 @@ impl Inner {
         let promise = match begin {
             Begin::Join => {
                 let joined = self.in_flight.borrow().clone();
-                joined.ok_or_else(|| refresh_error(0))?
+                joined.ok_or_else(internal_error)?
             }
             Begin::Start { epoch } => {
                 let p = future_to_promise(self.clone().run_refresh(epoch));
@@ -481,23 +491,19 @@ impl Inner {
     /// The token to send now, refreshing first if needed; `None` when there is no session.
     pub async fn token_for_request(self: &Rc<Self>) -> Result<Option<(String, u64)>, JsValue> {
         for _ in 0..3 {
-            let check = match self.session.borrow().check(js::now_ms()) {
-                Check::Fresh { token, generation } => Check2::Fresh(token.to_owned(), generation),
-                Check::Anonymous => Check2::Anonymous,
-                Check::Refresh => Check2::Refresh,
-                Check::Expired => Check2::Expired,
-            };
+            let check = self.session.borrow().check(js::now_ms());
             match check {
-                Check2::Fresh(t, g) => return Ok(Some((t, g))),
-                Check2::Anonymous => return Ok(None),
-                Check2::Expired => {
+                Check::Fresh { token, generation } => return Ok(Some((token, generation))),
+                Check::Anonymous => return Ok(None),
+                Check::Expired => {
                     self.expire();
                     return Err(session_expired(EndReason::Expired.as_str()));
                 }
-                Check2::Refresh => self.refresh_once().await?,
+                Check::Refresh => self.refresh_once().await?,
             }
         }
-        Err(refresh_error(0))
+        // Refreshed, yet the new token is already due: the server's lifetimes are off.
+        Err(refresh_error(200))
     }
 
     /// A token newer than `generation`: refreshes unless another caller already did.
@@ -805,7 +811,7 @@ impl Outgoing {
                 Ok((JsValue::from_str(&self.url), init.clone().into()))
             }
             Kind::Request { spare } => {
-                let current = spare.take().ok_or_else(|| refresh_error(0))?;
+                let current = spare.take().ok_or_else(internal_error)?;
                 current.headers().set("Authorization", authorization)?;
                 // Keep a clone for a replay, unless the body is a stream already in use.
                 *spare = current.clone().ok();
@@ -813,14 +819,6 @@ impl Outgoing {
             }
         }
     }
-}
-
-/// `check()`'s answer with the token copied out, so the borrow ends before any `.await`.
-enum Check2 {
-    Fresh(String, u64),
-    Anonymous,
-    Refresh,
-    Expired,
 }
 
 /// The serialized origin of `url`, resolved against the page.

@@ -1,8 +1,11 @@
 //! tokenwarden: in-memory access tokens, single-flight refresh and safe 401 replay for
 //! single-page apps.
 //!
-//! - [`core`]: the decisions, pure Rust, tested natively.
-//! - `web` (wasm32 only): the `TokenManager` JavaScript class over web-sys.
+//! - [`core`]: every decision, as one sans-IO state machine, tested natively.
+//! - [`proto`]: the protocol's words (error codes, cookie names, peer messages, events),
+//!   shared with the reference server.
+//! - `web` (wasm32 only): the machine's JavaScript bindings; the driver that carries out its
+//!   commands is `src/web/tokenwarden.js`.
 
 #![cfg_attr(
     not(test),
@@ -10,9 +13,7 @@
 )]
 
 pub mod core;
+pub mod proto;
 
 #[cfg(target_arch = "wasm32")]
 mod web;
-
-#[cfg(target_arch = "wasm32")]
-pub use web::TokenManager;

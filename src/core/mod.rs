@@ -1,22 +1,25 @@
 //! The decisions of tokenwarden, without a browser: this module knows nothing about web-sys,
-//! JavaScript or time sources. The web layer (`crate::web`) feeds it facts (what the server
-//! answered, what time it is) and carries out what it decides.
+//! JavaScript or time sources. The driver (`src/web/`) feeds [`Machine`] facts (a caller's
+//! call, what the server answered, a lock granted, a peer's message, a timer, what time it is)
+//! and carries out the [`Command`]s it returns.
 //!
-//! In scope: JWT payload decoding, token lifetime and leeway policy, classifying refresh
-//! responses, the single-flight refresh state machine, the 401 replay decision, retry backoff.
-//! Out of scope: I/O of any kind, JSON parsing (the web layer uses the browser's `JSON`),
-//! storage (there is none: the token lives in this struct's memory only).
+//! In scope: the whole client flow — the single refresh in flight and its waiters, ask → lock
+//! → check again across tabs, retries with backoff, the one-replay rule after a 401, what to
+//! adopt from other tabs, the events — plus JWT payload decoding, token lifetime and leeway
+//! policy and classifying responses. Out of scope: I/O of any kind, JSON parsing (the driver
+//! uses the browser's `JSON`), storage (there is none: the token lives in this memory only).
+//! The flow is drawn in [`machine`]; the session's phases:
 //!
 //! ```text
 //!                    login / refresh ok
 //!        ┌────────────────────────────────────────────┐
 //!        ▼                                            │
-//!   ┌─────────┐  token within leeway  ┌────────────┐  │   more callers while in flight:
-//!   │ Active  │ ────────────────────▶ │ Refreshing │ ─┤   Join (await the same promise)
-//!   └─────────┘     (one caller       └────────────┘  │
-//!        ▲           gets Start)           │   │      │ network error / 5xx / timeout:
-//!        │                                 │   └──────┘ token kept, callers get NetworkError,
-//!        │                   invalid_grant │            the next call starts a new refresh
+//!   ┌─────────┐  token within leeway  ┌────────────┐  │
+//!   │ Active  │ ────────────────────▶ │ refreshing │ ─┤   network error / 5xx / timeout:
+//!   └─────────┘  (one Flight, all     └────────────┘  │   token kept, callers get
+//!        ▲        callers wait on it)      │   │      │   NetworkError, the next call
+//!        │                                 │   └──────┘   starts a new flight
+//!        │                   invalid_grant │
 //!        │                   token_reused  ▼
 //!   ┌─────────┐   login    ┌───────────────────┐
 //!   │ Maybe   │ ─────────▶ │ Anonymous (ended) │◀── logout
@@ -28,9 +31,16 @@
 //! request that needs a token refreshes to find out.
 
 mod jwt;
-mod refresh;
+pub mod machine;
 mod reply;
+mod session;
+
+#[cfg(test)]
+mod tests;
 
 pub use jwt::{JwtError, decode_payload};
-pub use refresh::{Begin, Check, EndReason, Handoff, Phase, Policy, Replay, Session, Settled};
-pub use reply::{RefreshOutcome, RefreshReply, Transient, backoff_ms, lifetime_secs};
+pub use machine::{Call, Command, Config, Emit, Endpoint, Failure, Id, Machine, Message, Value};
+pub use reply::{
+    RefreshOutcome, RefreshReply, Transient, backoff_ms, is_token_shaped, lifetime_secs,
+};
+pub use session::{Check, EndReason, Handoff, Phase, Policy, Replay, Session, Settled};

@@ -1,6 +1,6 @@
 //! What a login or refresh response means, and how long to wait before retrying one.
 
-use super::refresh::EndReason;
+use crate::proto::EndReason;
 
 /// A login or refresh response as the web layer read it (after `JSON.parse`, if the body was
 /// JSON). Fields the body did not have, or had with the wrong type, are `None`.
@@ -67,9 +67,7 @@ impl RefreshReply {
                     .token_type
                     .as_deref()
                     .is_none_or(|t| t.eq_ignore_ascii_case("bearer"));
-                let token = self
-                    .access_token
-                    .filter(|t| !t.is_empty() && t.len() <= 16 * 1024 && is_header_safe(t));
+                let token = self.access_token.filter(|t| is_token_shaped(t));
                 match (token, lifetime_secs(self.expires_in, self.claims_lifetime)) {
                     (Some(access_token), Some(lifetime_secs)) if bearer => RefreshOutcome::Token {
                         access_token,
@@ -91,9 +89,12 @@ impl RefreshReply {
     }
 }
 
-/// Visible ASCII only: anything else would make `Headers.set` throw.
-fn is_header_safe(token: &str) -> bool {
-    token.bytes().all(|b| (0x21..=0x7e).contains(&b))
+/// Non-empty, at most 16 KiB, visible ASCII only (anything else would make `Headers.set`
+/// throw): what a token from the server or from another tab must look like to be used.
+pub fn is_token_shaped(token: &str) -> bool {
+    !token.is_empty()
+        && token.len() <= 16 * 1024
+        && token.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
 
 /// Delay before retry number `attempt` (1-based) of a refresh that failed transiently, or

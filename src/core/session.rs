@@ -1,29 +1,10 @@
-//! The session: the in-memory token, when to refresh it, the single-flight refresh, and what to
-//! do after a 401. See the diagram in the module above.
+//! The session: the in-memory token, its generations and epochs, when to refresh it, what to
+//! adopt from other tabs, and what to do after a 401. The refresh in flight is not here: the
+//! machine (`super::machine`) owns it, so there is one owner of "a refresh is running".
+
+pub use crate::proto::EndReason;
 
 use super::reply::{RefreshOutcome, Transient};
-
-/// Why a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum EndReason {
-    /// The server refused the refresh token: expired, revoked or logged out elsewhere.
-    InvalidGrant,
-    /// The server saw the refresh token reused and revoked the session.
-    TokenReused,
-    /// `autoRefresh: false` and the access token expired.
-    Expired,
-}
-
-impl EndReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndReason::InvalidGrant => "invalid_grant",
-            EndReason::TokenReused => "token_reused",
-            EndReason::Expired => "expired",
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Policy {
@@ -86,15 +67,6 @@ pub enum Check {
     Expired,
 }
 
-/// The answer to "I need a refresh".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Begin {
-    /// You perform it, then call [`Session::finish_refresh`] with this epoch.
-    Start { epoch: u64 },
-    /// One is in flight: await it.
-    Join,
-}
-
 /// What a finished refresh did to the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settled {
@@ -136,7 +108,6 @@ pub struct Session {
     generation: u64,
     /// Counts session changes (login, end); a refresh started in an older epoch is stale.
     epoch: u64,
-    refreshing: bool,
     /// When the session last ended here (logout, expiry, or a peer's word): tokens that
     /// arrived before it belong to the old session and are never adopted.
     ended_at_ms: f64,
@@ -155,7 +126,6 @@ impl Session {
             token: None,
             generation: 0,
             epoch: 0,
-            refreshing: false,
             ended_at_ms: f64::NEG_INFINITY,
         }
     }
@@ -168,8 +138,14 @@ impl Session {
         self.generation
     }
 
-    pub fn is_refreshing(&self) -> bool {
-        self.refreshing
+    /// Counts session changes; a refresh started in an older epoch is stale when it ends.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Whether the policy refreshes at all (`false`: banking mode).
+    pub fn auto_refresh(&self) -> bool {
+        self.policy.auto_refresh
     }
 
     /// The token held, fresh or not.
@@ -203,20 +179,8 @@ impl Session {
         }
     }
 
-    /// Single flight: the first caller starts the refresh, the others join it.
-    pub fn begin_refresh(&mut self) -> Begin {
-        if self.refreshing {
-            Begin::Join
-        } else {
-            self.refreshing = true;
-            Begin::Start { epoch: self.epoch }
-        }
-    }
-
-    /// Records the outcome of the refresh started in `epoch`. Always clears the in-flight
-    /// flag, so that the next caller after a failure starts afresh.
+    /// Records the outcome of the refresh started in `epoch`.
     pub fn finish_refresh(&mut self, epoch: u64, outcome: RefreshOutcome, now_ms: f64) -> Settled {
-        self.refreshing = false;
         if epoch != self.epoch {
             return Settled::Stale;
         }
@@ -301,8 +265,7 @@ impl Session {
     }
 
     /// Another tab finished the refresh this tab was waiting for (its token was adopted).
-    pub fn finish_by_peer(&mut self, epoch: u64) -> Settled {
-        self.refreshing = false;
+    pub fn finish_by_peer(&self, epoch: u64) -> Settled {
         if epoch != self.epoch || self.phase != Phase::Active {
             return Settled::Stale;
         }
@@ -373,9 +336,7 @@ mod tests {
     fn a_page_load_with_the_hint_refreshes_before_the_first_request() {
         let mut s = Session::new(Policy::default(), true);
         assert_eq!(s.check(0.0), Check::Refresh);
-        let Begin::Start { epoch } = s.begin_refresh() else {
-            panic!("must start")
-        };
+        let epoch = s.epoch();
         assert_eq!(
             s.finish_refresh(epoch, token("t1", 600.0), 10.0),
             Settled::Refreshed { generation: 1 }
@@ -392,9 +353,7 @@ mod tests {
     #[test]
     fn a_wrong_hint_ends_quietly() {
         let mut s = Session::new(Policy::default(), true);
-        let Begin::Start { epoch } = s.begin_refresh() else {
-            panic!()
-        };
+        let epoch = s.epoch();
         let settled = s.finish_refresh(epoch, RefreshOutcome::Ended(EndReason::InvalidGrant), 0.0);
         assert_eq!(
             settled,
@@ -434,47 +393,13 @@ mod tests {
     }
 
     #[test]
-    fn three_callers_arrive_while_in_flight_and_share_one_refresh() {
-        let mut s = active("t1", 600.0, 0.0);
-        let now = 599_000.0;
-        let mut starts = 0;
-        let mut epoch = 0;
-        for _ in 0..4 {
-            assert_eq!(s.check(now), Check::Refresh);
-            match s.begin_refresh() {
-                Begin::Start { epoch: e } => {
-                    starts += 1;
-                    epoch = e;
-                }
-                Begin::Join => {}
-            }
-        }
-        assert_eq!(starts, 1);
-        assert!(s.is_refreshing());
-        s.finish_refresh(epoch, token("t2", 600.0), now);
-        assert!(!s.is_refreshing());
-        assert_eq!(
-            s.check(now),
-            Check::Fresh {
-                token: "t2".into(),
-                generation: 2
-            }
-        );
-    }
-
-    #[test]
     fn a_network_error_keeps_the_session_and_the_next_caller_starts_afresh() {
         let mut s = active("t1", 600.0, 0.0);
-        let Begin::Start { epoch } = s.begin_refresh() else {
-            panic!()
-        };
-        assert_eq!(s.begin_refresh(), Begin::Join, "second caller joins");
+        let epoch = s.epoch();
         let settled = s.finish_refresh(epoch, RefreshOutcome::Transient(Transient::Network), 1.0);
         assert_eq!(settled, Settled::Failed(Transient::Network));
         assert_eq!(s.phase(), Phase::Active, "not logged out");
         assert_eq!(s.token(), Some("t1"));
-        // A 4th caller arrives after the failure: a new refresh, not the failed one.
-        assert!(matches!(s.begin_refresh(), Begin::Start { .. }));
     }
 
     #[test]
@@ -486,9 +411,7 @@ mod tests {
             RefreshOutcome::Unexpected(403),
         ] {
             let mut s = active("t1", 600.0, 0.0);
-            let Begin::Start { epoch } = s.begin_refresh() else {
-                panic!()
-            };
+            let epoch = s.epoch();
             s.finish_refresh(epoch, outcome.clone(), 1.0);
             assert_eq!(s.phase(), Phase::Active, "{outcome:?}");
         }
@@ -497,9 +420,7 @@ mod tests {
     #[test]
     fn a_reused_token_ends_the_session_loudly() {
         let mut s = active("t1", 600.0, 0.0);
-        let Begin::Start { epoch } = s.begin_refresh() else {
-            panic!()
-        };
+        let epoch = s.epoch();
         let settled = s.finish_refresh(epoch, RefreshOutcome::Ended(EndReason::TokenReused), 1.0);
         assert_eq!(
             settled,
@@ -515,9 +436,7 @@ mod tests {
     #[test]
     fn a_logout_while_a_refresh_is_in_flight_is_not_undone_by_its_result() {
         let mut s = active("t1", 600.0, 0.0);
-        let Begin::Start { epoch } = s.begin_refresh() else {
-            panic!()
-        };
+        let epoch = s.epoch();
         s.end(0.5);
         assert_eq!(
             s.finish_refresh(epoch, token("t2", 600.0), 1.0),
@@ -530,9 +449,7 @@ mod tests {
     #[test]
     fn a_new_login_while_an_old_refresh_is_in_flight_wins() {
         let mut s = active("old", 600.0, 0.0);
-        let Begin::Start { epoch } = s.begin_refresh() else {
-            panic!()
-        };
+        let epoch = s.epoch();
         s.login("new".into(), 600.0, 1.0);
         let late = RefreshOutcome::Ended(EndReason::InvalidGrant);
         assert_eq!(s.finish_refresh(epoch, late, 2.0), Settled::Stale);
@@ -547,9 +464,7 @@ mod tests {
             s.after_unauthorized(sent, false, true),
             Replay::AfterRefresh
         );
-        let Begin::Start { epoch } = s.begin_refresh() else {
-            panic!()
-        };
+        let epoch = s.epoch();
         s.finish_refresh(epoch, token("t2", 600.0), 1.0);
         // Another request sent with t1 comes back 401 after t2 arrived: no second refresh.
         assert_eq!(s.after_unauthorized(sent, false, true), Replay::WithCurrent);
@@ -679,19 +594,14 @@ mod tests {
     #[test]
     fn a_refresh_finished_by_a_peer_settles_the_waiting_callers() {
         let mut s = active("t1", 600.0, 0.0);
-        let Begin::Start { epoch } = s.begin_refresh() else {
-            panic!()
-        };
+        let epoch = s.epoch();
         s.adopt(handoff("from-peer", 590_000.0));
         assert_eq!(
             s.finish_by_peer(epoch),
             Settled::Refreshed { generation: 2 }
         );
-        assert!(!s.is_refreshing());
         // But if the session ended meanwhile, the waiters learn nothing new.
-        let Begin::Start { epoch } = s.begin_refresh() else {
-            panic!()
-        };
+        let epoch = s.epoch();
         s.end(600_000.0);
         assert_eq!(s.finish_by_peer(epoch), Settled::Stale);
     }

@@ -1,0 +1,1032 @@
+//! The whole client flow as one sans-IO state machine (after ureq-proto's client): the driver
+//! (`src/web/`) feeds it inputs — a caller's call, a response, a lock granted, a peer's
+//! message, a timer — and carries out the [`Command`]s it returns. It never waits, never
+//! reads a clock (time is an argument) and never touches JavaScript.
+//!
+//! ```text
+//!  call(Fetch | Token | Refresh | Restore)          call(Login)        call(Logout)
+//!        │                                              │                   │ forget token,
+//!        ▼  session.check(now)                          ▼                   │ Post logout,
+//!  ┌───────────┐ fresh / anonymous ─▶ Send/Resolve   Request(login) ─▶     │ Emit logout,
+//!  │  waiting  │                                     reply: token → Post   ▼ Request(logout)
+//!  └───────────┘ due ──▶ join the one Flight                 token, Emit login, Resolve
+//!        ▲                   │ (start it if none)
+//!        │                   ▼
+//!        │   ┌─────────────────────────────────────────────────────────────────────────┐
+//!        │   │ Flight (one per tab; with crossTab one per browser via the lock)        │
+//!        │   │  phase Maybe: Post ask ─▶ Asking ──timer 150 ms──┐                      │
+//!        │   │                            │ peer token          ▼                      │
+//!        │   │                            │              Lock{ifAvailable}             │
+//!        │   │                            │            granted │   │ taken            │
+//!        │   │                            │                    │   ▼                  │
+//!        │   │                            │                    │ Lock{wait} + timer ─▶ timeout:
+//!        │   │                            │                    │   │ granted         NetworkError
+//!        │   │                            │         check again│   ▼                  │
+//!        │   │                            │◀── newer token ────┤ Handoff ─timer 300 ms┐│
+//!        │   │                            │                    ▼                     ▼│
+//!        │   │                            │            Sending(Request refresh + timeout)
+//!        │   │                            │          5xx/network/timeout ─▶ Backoff 250 ms,
+//!        │   │                            │                  1 s ─▶ Sending; then give up
+//!        │   │                            ▼                    │ reply
+//!        │   │                 settled by peer        settle: token → Post token, Emit refresh
+//!        │   │                            │                 ended → Post ended, Emit
+//!        │   │                            └──── Unlock ◀─────┘  sessionExpired (tokenReused)
+//!        │   └─────────────────────────────────────────────────────────────────────────┘
+//!        └── every waiter is served again: token → Send/Resolve; ended → Reject
+//!
+//!  fetch_status(caller, 401): session.after_unauthorized → a newer token (joining a refresh
+//!  if needed) and exactly one replay; the replay's answer is returned, whatever it is.
+//!  peer(Token | Logout | Ended): adopted only if newer than what this tab holds and than its
+//!  last end (`Session::adopt`, `Session::end_if_older`); `Ask` answered with a fresh token.
+//!  wake (visible, online, pageshow): a due token is refreshed once, before anyone asks.
+//! ```
+
+use std::collections::VecDeque;
+
+use super::reply::{RefreshOutcome, RefreshReply, Transient, backoff_ms, is_token_shaped};
+use super::session::{Check, Handoff, Phase, Policy, Replay, Session, Settled};
+use crate::proto::{EndReason, ErrorName};
+
+/// Ids of callers (chosen by the driver), requests and timers (chosen by the machine).
+pub type Id = u32;
+
+/// How long a tab with no token waits for a peer's answer to `ask` before refreshing itself.
+pub const ASK_WAIT_MS: f64 = 150.0;
+/// How long a tab that waited for the lock waits for the holder's token before refreshing
+/// itself (the holder may have failed or been closed).
+pub const HANDOFF_WAIT_MS: f64 = 300.0;
+/// A peer's message may claim a time at most this far ahead of ours (clock granularity).
+pub const PEER_CLOCK_SLACK_MS: f64 = 1_000.0;
+
+/// What a caller asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// `auth.fetch` to an allowed origin, without an `Authorization` of the caller's own.
+    Fetch,
+    /// `getAccessToken()`.
+    Token,
+    /// `refresh({force})`.
+    Refresh { force: bool },
+    /// `restore()`; `hint`: the session hint cookie is there (or none is configured).
+    Restore { hint: bool },
+    /// `login(...)`: the driver keeps the credentials and sends them when told.
+    Login,
+    /// `logout()`.
+    Logout,
+}
+
+/// An auth endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Login,
+    Refresh,
+    Logout,
+}
+
+/// What a caller's promise resolves to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Unit,
+    Bool(bool),
+    Token(String),
+}
+
+/// What a caller's promise rejects with.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Failure {
+    /// Not logged in (`no_session`) or the session ended (an [`EndReason`]).
+    SessionExpired(&'static str),
+    /// The server could not be reached, timed out, or answered 408/429/5xx; the session is kept.
+    Network(Transient),
+    /// The refresh endpoint answered outside the protocol (status); the session is kept.
+    Refresh(u16),
+    /// The login was refused.
+    Login {
+        code: String,
+        status: u16,
+        retry_after: Option<f64>,
+    },
+}
+
+impl Failure {
+    pub fn name(&self) -> ErrorName {
+        match self {
+            Failure::SessionExpired(_) => ErrorName::SessionExpired,
+            Failure::Network(_) => ErrorName::Network,
+            Failure::Refresh(_) => ErrorName::Refresh,
+            Failure::Login { .. } => ErrorName::Login,
+        }
+    }
+
+    pub fn code(&self) -> &str {
+        match self {
+            Failure::SessionExpired(c) => c,
+            Failure::Network(Transient::Network) => "network",
+            Failure::Network(Transient::Timeout) => "timeout",
+            Failure::Network(Transient::Status(_)) => "server_error",
+            Failure::Refresh(_) => "unexpected_response",
+            Failure::Login { code, .. } => code,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Failure::Network(Transient::Status(s)) | Failure::Refresh(s) => Some(*s),
+            Failure::Login { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A message between tabs, already parsed by the driver (and checked again here).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    Ask,
+    Token {
+        login: bool,
+        token: String,
+        lifetime_secs: f64,
+        at_ms: f64,
+    },
+    Logout {
+        at_ms: f64,
+    },
+    Ended {
+        reason: EndReason,
+        at_ms: f64,
+    },
+}
+
+/// An event for the app's `on(...)` handlers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Emit {
+    Login,
+    Refresh { expires_in_secs: f64 },
+    SessionExpired(EndReason),
+    TokenReused,
+    Logout,
+}
+
+/// What the driver must do next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Send the fetch of `caller` with `Authorization: Bearer <token>`, then report its status
+    /// with [`Machine::fetch_status`]. `None`: send it untouched and return its response.
+    Send {
+        caller: Id,
+        token: Option<String>,
+    },
+    /// Return the response the caller's request got, as it is.
+    Return {
+        caller: Id,
+    },
+    Resolve {
+        caller: Id,
+        value: Value,
+    },
+    Reject {
+        caller: Id,
+        failure: Failure,
+    },
+    /// POST to an auth endpoint with cookies and the CSRF header (and the login credentials of
+    /// `caller`, for `Login`); report with [`Machine::reply`].
+    Request {
+        req: Id,
+        endpoint: Endpoint,
+        bearer: Option<String>,
+        caller: Option<Id>,
+    },
+    /// Abort request `req` (it timed out); a late reply is ignored anyway.
+    Abort {
+        req: Id,
+    },
+    /// Post to the other tabs.
+    Post(Message),
+    /// Ask for the cross-tab lock: `wait: false` = only if free. Report with [`Machine::lock`].
+    Lock {
+        wait: bool,
+    },
+    /// Release the lock held.
+    Unlock,
+    /// Stop waiting for the lock (and release it at once if it is granted after all).
+    CancelLock,
+    /// Call [`Machine::timer`] with `id` after `ms`.
+    Timer {
+        id: Id,
+        ms: f64,
+    },
+    CancelTimer {
+        id: Id,
+    },
+    Emit(Emit),
+}
+
+/// The machine's settings (validated by the driver).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub policy: Policy,
+    /// Share refreshes, tokens and logouts with the other tabs.
+    pub cross_tab: bool,
+    /// How long a request to an auth endpoint, or a wait for the lock, may take.
+    pub timeout_ms: f64,
+    /// The session hint cookie was there at construction (or none is configured).
+    pub hint: bool,
+    /// Seeds the retry jitter.
+    pub seed: u32,
+    /// Serialized origins that get the token.
+    pub allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Need {
+    /// A token fresh enough to send (any generation).
+    Fresh,
+    /// A token newer than this generation: after a 401, or `refresh({force: true})`.
+    NewerThan(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    /// Waits for a token (joining the flight if one is needed). `tries`: refreshes awaited.
+    Waiting {
+        need: Need,
+        tries: u8,
+        replayed: bool,
+    },
+    /// Its request went out with the token of `generation`.
+    Sent { generation: u64, replayed: bool },
+    /// Its login or logout request is out.
+    Requesting,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Caller {
+    id: Id,
+    call: Call,
+    state: State,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stage {
+    /// Asked the peers for a token; `timer` ends the wait.
+    Asking { timer: Id },
+    /// Asked for the lock; `timer` is set once we wait for a holder.
+    Locking { timer: Option<Id> },
+    /// Got the lock after another tab held it; waiting for its token.
+    Handoff { timer: Id },
+    /// The refresh request is out; `failures` so far.
+    Sending { req: Id, failures: u32 },
+    /// Waiting to retry after `failures` transient failures.
+    Backoff { timer: Id, failures: u32 },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Flight {
+    epoch: u64,
+    start_generation: u64,
+    stage: Stage,
+    locked: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Purpose {
+    Refresh,
+    Login(Id),
+    /// `None`: a banking-mode expiry telling the server, nobody waiting.
+    Logout(Option<Id>),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    req: Id,
+    timer: Id,
+    purpose: Purpose,
+}
+
+/// Refreshes a caller may await before giving up (the server's lifetimes must be off).
+const MAX_TRIES_FRESH: u8 = 3;
+const MAX_TRIES_NEWER: u8 = 2;
+
+#[derive(Debug)]
+pub struct Machine {
+    config: Config,
+    session: Session,
+    callers: Vec<Caller>,
+    flight: Option<Flight>,
+    requests: Vec<Pending>,
+    next_id: Id,
+    rng: u32,
+    out: VecDeque<Command>,
+}
+
+impl Machine {
+    pub fn new(config: Config) -> Machine {
+        Machine {
+            session: Session::new(config.policy, config.hint),
+            rng: config.seed | 1,
+            config,
+            callers: Vec::new(),
+            flight: None,
+            requests: Vec::new(),
+            next_id: 1,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The next command to carry out, in order.
+    pub fn poll(&mut self) -> Option<Command> {
+        self.out.pop_front()
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Whether requests to `origin` (serialized) get the token.
+    pub fn allows(&self, origin: &str) -> bool {
+        self.config.allowed_origins.iter().any(|o| o == origin)
+    }
+
+    /// A refresh is in flight (this tab's).
+    pub fn is_refreshing(&self) -> bool {
+        self.flight.is_some()
+    }
+
+    // ---- inputs ---------------------------------------------------------------------------
+
+    /// A caller's call, with an id the driver chose (unique among live callers).
+    pub fn call(&mut self, id: Id, call: Call, now: f64) {
+        match call {
+            Call::Login => {
+                self.request(Endpoint::Login, None, Purpose::Login(id), Some(id));
+                self.add(id, call, State::Requesting);
+            }
+            Call::Logout => self.logout(id, now),
+            Call::Restore { hint } => {
+                if self.session.phase() == Phase::Anonymous {
+                    if !hint {
+                        return self.resolve(id, Value::Bool(false));
+                    }
+                    self.session.suspect();
+                }
+                self.want(id, call, Need::Fresh, now);
+            }
+            Call::Refresh { force: true } => {
+                let g = self.session.generation();
+                self.want(id, call, Need::NewerThan(g), now);
+            }
+            Call::Fetch | Call::Token | Call::Refresh { force: false } => {
+                self.want(id, call, Need::Fresh, now)
+            }
+        }
+    }
+
+    /// The status of the response a fetch caller got for a [`Command::Send`].
+    /// `replayable`: the request can be sent again (its body is not a spent stream).
+    pub fn fetch_status(&mut self, id: Id, status: u16, replayable: bool, now: f64) {
+        let Some(i) = self.find(id) else { return };
+        let State::Sent {
+            generation,
+            replayed,
+        } = self.callers[i].state
+        else {
+            return;
+        };
+        if status != 401 {
+            return self.finish(i, Command::Return { caller: id });
+        }
+        match self
+            .session
+            .after_unauthorized(generation, replayed, replayable)
+        {
+            Replay::No => self.finish(i, Command::Return { caller: id }),
+            Replay::WithCurrent | Replay::AfterRefresh => {
+                self.callers[i].state = State::Waiting {
+                    need: Need::NewerThan(generation),
+                    tries: 0,
+                    replayed: true,
+                };
+                self.serve(id, now);
+            }
+        }
+    }
+
+    /// The caller went away (its fetch threw, e.g. aborted): forget it.
+    pub fn forget(&mut self, id: Id) {
+        self.callers.retain(|c| c.id != id);
+    }
+
+    /// The answer to [`Command::Request`] `req`: `Err` when `fetch` rejected.
+    /// `retry_after`: the `Retry-After` header, in seconds.
+    pub fn reply(
+        &mut self,
+        req: Id,
+        reply: Result<RefreshReply, Transient>,
+        retry_after: Option<f64>,
+        now: f64,
+    ) {
+        let Some(p) = self.requests.iter().position(|p| p.req == req) else {
+            return; // timed out already
+        };
+        let pending = self.requests.swap_remove(p);
+        self.out
+            .push_back(Command::CancelTimer { id: pending.timer });
+        self.on_reply(pending.purpose, reply, retry_after, now);
+    }
+
+    /// The answer to [`Command::Lock`]: granted, or (for `wait: false`) held by another tab.
+    pub fn lock(&mut self, granted: bool, now: f64) {
+        let Some(f) = self.flight else {
+            if granted {
+                self.out.push_back(Command::Unlock);
+            }
+            return;
+        };
+        let Stage::Locking { timer } = f.stage else {
+            if granted {
+                self.out.push_back(Command::Unlock);
+            }
+            return;
+        };
+        if !granted {
+            if timer.is_none() {
+                // Another tab is refreshing: wait for the lock, but not forever.
+                self.out.push_back(Command::Lock { wait: true });
+                let t = self.start_timer(self.config.timeout_ms);
+                self.set_stage(Stage::Locking { timer: Some(t) });
+            }
+            return;
+        }
+        if let Some(t) = timer {
+            self.out.push_back(Command::CancelTimer { id: t });
+        }
+        if let Some(f) = self.flight.as_mut() {
+            f.locked = true;
+        }
+        // Check again: the holder's token may be here already.
+        if self.session.generation() > f.start_generation {
+            return self.settle_by_peer(now);
+        }
+        if timer.is_some() {
+            let t = self.start_timer(HANDOFF_WAIT_MS);
+            self.set_stage(Stage::Handoff { timer: t });
+        } else {
+            self.send_refresh(0);
+        }
+    }
+
+    /// Timer `id` fired.
+    pub fn timer(&mut self, id: Id, now: f64) {
+        if let Some(p) = self.requests.iter().position(|p| p.timer == id) {
+            let pending = self.requests.swap_remove(p);
+            self.out.push_back(Command::Abort { req: pending.req });
+            return self.on_reply(pending.purpose, Err(Transient::Timeout), None, now);
+        }
+        let Some(f) = self.flight else { return };
+        match f.stage {
+            Stage::Asking { timer } if timer == id => self.ask_lock(),
+            Stage::Locking { timer: Some(t) } if t == id => {
+                // A lock held too long (a stuck or hostile holder) never hangs the app.
+                self.out.push_back(Command::CancelLock);
+                self.settle(RefreshOutcome::Transient(Transient::Timeout), now);
+            }
+            Stage::Handoff { timer } if timer == id => self.send_refresh(0),
+            Stage::Backoff { timer, failures } if timer == id => self.send_refresh(failures),
+            _ => {}
+        }
+    }
+
+    /// A message from another tab. Checked here again: an injected message must not put a
+    /// token in place that is unusable, eternal or from the future.
+    pub fn peer(&mut self, message: Message, now: f64) {
+        if !self.config.cross_tab {
+            return;
+        }
+        let at_ok = |at: f64| at.is_finite() && at <= now + PEER_CLOCK_SLACK_MS;
+        match message {
+            Message::Ask => {
+                if let Some(h) = self.session.handoff(now) {
+                    self.post_token(false, h);
+                }
+            }
+            Message::Token {
+                login,
+                token,
+                lifetime_secs,
+                at_ms,
+            } => {
+                let Some(lifetime_secs) = super::reply::lifetime_secs(Some(lifetime_secs), None)
+                else {
+                    return;
+                };
+                if !at_ok(at_ms) || !is_token_shaped(&token) {
+                    return;
+                }
+                let h = Handoff {
+                    token,
+                    lifetime_secs,
+                    received_at_ms: at_ms,
+                };
+                if self.session.adopt(h).is_none() {
+                    return;
+                }
+                self.emit(if login {
+                    Emit::Login
+                } else {
+                    Emit::Refresh {
+                        expires_in_secs: self.expires_in_secs(now),
+                    }
+                });
+                if let Some(f) = self.flight
+                    && matches!(f.stage, Stage::Asking { .. } | Stage::Handoff { .. })
+                    && self.session.generation() > f.start_generation
+                {
+                    self.settle_by_peer(now);
+                }
+            }
+            Message::Logout { at_ms } => {
+                if at_ok(at_ms) && self.session.end_if_older(at_ms) {
+                    self.emit(Emit::Logout);
+                }
+            }
+            Message::Ended { reason, at_ms } => {
+                if at_ok(at_ms) && self.session.end_if_older(at_ms) {
+                    self.announce_end(reason);
+                }
+            }
+        }
+    }
+
+    /// The page became visible, came online, or was restored from the back/forward cache: a
+    /// token that fell due while the tab slept is refreshed now, before anyone needs it.
+    pub fn wake(&mut self, now: f64) {
+        if self.flight.is_some() || self.session.phase() != Phase::Active {
+            return;
+        }
+        match self.session.check(now) {
+            Check::Refresh => self.start_flight(),
+            Check::Expired => self.expire(now),
+            _ => {}
+        }
+    }
+
+    // ---- callers --------------------------------------------------------------------------
+
+    fn add(&mut self, id: Id, call: Call, state: State) {
+        self.callers.retain(|c| c.id != id);
+        self.callers.push(Caller { id, call, state });
+    }
+
+    fn find(&self, id: Id) -> Option<usize> {
+        self.callers.iter().position(|c| c.id == id)
+    }
+
+    fn want(&mut self, id: Id, call: Call, need: Need, now: f64) {
+        let state = State::Waiting {
+            need,
+            tries: 0,
+            replayed: false,
+        };
+        self.add(id, call, state);
+        self.serve(id, now);
+    }
+
+    /// Gives a waiting caller what it needs, or makes it wait for the flight.
+    fn serve(&mut self, id: Id, now: f64) {
+        let Some(i) = self.find(id) else { return };
+        let State::Waiting {
+            need,
+            tries,
+            replayed,
+        } = self.callers[i].state
+        else {
+            return;
+        };
+        let max_tries = match need {
+            Need::Fresh => match self.session.check(now) {
+                Check::Fresh { token, generation } => {
+                    return self.grant(i, Some(token), generation, replayed);
+                }
+                Check::Anonymous => return self.grant(i, None, 0, replayed),
+                Check::Expired => {
+                    self.expire(now);
+                    return self.fail(i, Failure::SessionExpired(EndReason::Expired.as_str()));
+                }
+                Check::Refresh => MAX_TRIES_FRESH,
+            },
+            Need::NewerThan(g) => {
+                let s = &self.session;
+                if s.generation() > g
+                    && let Some(t) = s.token()
+                {
+                    let (t, gen_now) = (t.to_owned(), s.generation());
+                    return self.grant(i, Some(t), gen_now, replayed);
+                }
+                if s.phase() == Phase::Anonymous {
+                    return self.fail(i, Failure::SessionExpired("no_session"));
+                }
+                MAX_TRIES_NEWER
+            }
+        };
+        if tries >= max_tries {
+            // Refreshed, yet the new token is already due: the server's lifetimes are off.
+            let failure = match need {
+                Need::Fresh => Failure::Refresh(200),
+                Need::NewerThan(_) => Failure::SessionExpired("no_session"),
+            };
+            return self.fail(i, failure);
+        }
+        self.callers[i].state = State::Waiting {
+            need,
+            tries: tries + 1,
+            replayed,
+        };
+        self.start_flight();
+    }
+
+    /// Hands the caller its token (`None`: no session).
+    fn grant(&mut self, i: usize, token: Option<String>, generation: u64, replayed: bool) {
+        let id = self.callers[i].id;
+        match (self.callers[i].call, token) {
+            (Call::Fetch, Some(token)) => {
+                self.callers[i].state = State::Sent {
+                    generation,
+                    replayed,
+                };
+                self.out.push_back(Command::Send {
+                    caller: id,
+                    token: Some(token),
+                });
+            }
+            (Call::Fetch, None) => self.finish(
+                i,
+                Command::Send {
+                    caller: id,
+                    token: None,
+                },
+            ),
+            (Call::Token, Some(t)) => self.done(i, Value::Token(t)),
+            (Call::Restore { .. }, t) => self.done(i, Value::Bool(t.is_some())),
+            (Call::Refresh { .. }, Some(_)) => self.done(i, Value::Unit),
+            _ => self.fail(i, Failure::SessionExpired("no_session")),
+        }
+    }
+
+    fn done(&mut self, i: usize, value: Value) {
+        let caller = self.callers[i].id;
+        self.finish(i, Command::Resolve { caller, value });
+    }
+
+    fn fail(&mut self, i: usize, failure: Failure) {
+        let caller = self.callers[i].id;
+        // `restore()` rejects only with NetworkError: a session that turned out to be over
+        // is just "not logged in".
+        let command = match (self.callers[i].call, &failure) {
+            (Call::Restore { .. }, Failure::SessionExpired(_)) => Command::Resolve {
+                caller,
+                value: Value::Bool(false),
+            },
+            _ => Command::Reject { caller, failure },
+        };
+        self.finish(i, command);
+    }
+
+    fn finish(&mut self, i: usize, command: Command) {
+        self.callers.swap_remove(i);
+        self.out.push_back(command);
+    }
+
+    fn resolve(&mut self, caller: Id, value: Value) {
+        self.out.push_back(Command::Resolve { caller, value });
+    }
+
+    fn waiting(&self) -> Vec<Id> {
+        self.callers
+            .iter()
+            .filter(|c| matches!(c.state, State::Waiting { .. }))
+            .map(|c| c.id)
+            .collect()
+    }
+
+    // ---- the flight -----------------------------------------------------------------------
+
+    fn start_flight(&mut self) {
+        if self.flight.is_some() {
+            return;
+        }
+        self.flight = Some(Flight {
+            epoch: self.session.epoch(),
+            start_generation: self.session.generation(),
+            stage: Stage::Locking { timer: None },
+            locked: false,
+        });
+        if !self.config.cross_tab {
+            self.send_refresh(0);
+        } else if self.session.phase() == Phase::Maybe {
+            // A new tab: a peer may hold a live token; ask before spending the cookie.
+            self.out.push_back(Command::Post(Message::Ask));
+            let t = self.start_timer(ASK_WAIT_MS);
+            self.set_stage(Stage::Asking { timer: t });
+        } else {
+            self.ask_lock();
+        }
+    }
+
+    fn ask_lock(&mut self) {
+        self.set_stage(Stage::Locking { timer: None });
+        self.out.push_back(Command::Lock { wait: false });
+    }
+
+    fn set_stage(&mut self, stage: Stage) {
+        if let Some(f) = self.flight.as_mut() {
+            f.stage = stage;
+        }
+    }
+
+    fn send_refresh(&mut self, failures: u32) {
+        let req = self.request(Endpoint::Refresh, None, Purpose::Refresh, None);
+        self.set_stage(Stage::Sending { req, failures });
+    }
+
+    fn on_reply(
+        &mut self,
+        purpose: Purpose,
+        reply: Result<RefreshReply, Transient>,
+        retry_after: Option<f64>,
+        now: f64,
+    ) {
+        match purpose {
+            Purpose::Refresh => {
+                let outcome = match reply {
+                    Ok(r) => r.classify(),
+                    Err(t) => RefreshOutcome::Transient(t),
+                };
+                let Some(f) = self.flight else { return };
+                let Stage::Sending { failures, .. } = f.stage else {
+                    return;
+                };
+                if let RefreshOutcome::Transient(_) = outcome {
+                    let failures = failures + 1;
+                    if let Some(ms) = backoff_ms(failures, self.random()) {
+                        let t = self.start_timer(ms);
+                        return self.set_stage(Stage::Backoff { timer: t, failures });
+                    }
+                }
+                self.settle(outcome, now);
+            }
+            Purpose::Login(caller) => self.login_reply(caller, reply, retry_after, now),
+            Purpose::Logout(caller) => {
+                let Some(i) = caller.and_then(|c| self.find(c)) else {
+                    return;
+                };
+                match reply {
+                    Ok(r) if (200..300).contains(&r.status) => self.done(i, Value::Unit),
+                    Ok(r) => self.fail(i, Failure::Network(Transient::Status(r.status))),
+                    Err(t) => self.fail(i, Failure::Network(t)),
+                }
+            }
+        }
+    }
+
+    /// Records the flight's outcome, tells the other tabs (before the lock is released, so the
+    /// tabs waiting for it find the token there), and serves every waiting caller.
+    fn settle(&mut self, outcome: RefreshOutcome, now: f64) {
+        let Some(f) = self.flight.take() else { return };
+        self.cancel_stage_timer(f.stage);
+        let settled = self.session.finish_refresh(f.epoch, outcome, now);
+        match settled {
+            Settled::Refreshed { .. } => {
+                if let Some(h) = self.session.handoff(now) {
+                    self.post_token(false, h);
+                }
+            }
+            Settled::Ended {
+                reason,
+                was_active: true,
+            } => self.post(Message::Ended { reason, at_ms: now }),
+            _ => {}
+        }
+        if f.locked {
+            self.out.push_back(Command::Unlock);
+        }
+        let ids = self.waiting();
+        match settled {
+            Settled::Refreshed { .. } => {
+                self.emit(Emit::Refresh {
+                    expires_in_secs: self.expires_in_secs(now),
+                });
+                self.serve_all(&ids, now);
+            }
+            Settled::Ended {
+                reason,
+                was_active: true,
+            } => {
+                self.announce_end(reason);
+                self.fail_all(&ids, Failure::SessionExpired(reason.as_str()));
+            }
+            // A page-load guess that was wrong, or a session that changed meanwhile.
+            Settled::Ended { .. } | Settled::Stale => self.serve_all(&ids, now),
+            Settled::Failed(t) => self.fail_all(&ids, Failure::Network(t)),
+            Settled::Unexpected(status) => self.fail_all(&ids, Failure::Refresh(status)),
+        }
+    }
+
+    /// Another tab's token ended this tab's flight (after an `ask`, or while we held the lock).
+    fn settle_by_peer(&mut self, now: f64) {
+        let Some(f) = self.flight.take() else { return };
+        self.cancel_stage_timer(f.stage);
+        self.session.finish_by_peer(f.epoch);
+        if f.locked {
+            self.out.push_back(Command::Unlock);
+        }
+        let ids = self.waiting();
+        self.serve_all(&ids, now);
+    }
+
+    fn cancel_stage_timer(&mut self, stage: Stage) {
+        match stage {
+            Stage::Asking { timer }
+            | Stage::Handoff { timer }
+            | Stage::Locking { timer: Some(timer) }
+            | Stage::Backoff { timer, .. } => {
+                self.out.push_back(Command::CancelTimer { id: timer })
+            }
+            Stage::Locking { timer: None } | Stage::Sending { .. } => {}
+        }
+    }
+
+    fn serve_all(&mut self, ids: &[Id], now: f64) {
+        for id in ids {
+            self.serve(*id, now);
+        }
+    }
+
+    fn fail_all(&mut self, ids: &[Id], failure: Failure) {
+        for id in ids {
+            if let Some(i) = self.find(*id) {
+                self.fail(i, failure.clone());
+            }
+        }
+    }
+
+    // ---- login / logout / expiry ----------------------------------------------------------
+
+    fn login_reply(
+        &mut self,
+        caller: Id,
+        reply: Result<RefreshReply, Transient>,
+        retry_after: Option<f64>,
+        now: f64,
+    ) {
+        let Some(i) = self.find(caller) else { return };
+        let reply = match reply {
+            Ok(r) => r,
+            Err(t) => return self.fail(i, Failure::Network(t)),
+        };
+        let (status, code) = (reply.status, reply.error.clone());
+        match reply.classify() {
+            RefreshOutcome::Token {
+                access_token,
+                lifetime_secs,
+            } => {
+                self.session.login(access_token, lifetime_secs, now);
+                if let Some(h) = self.session.handoff(now) {
+                    self.post_token(true, h);
+                }
+                self.emit(Emit::Login);
+                self.done(i, Value::Unit);
+            }
+            RefreshOutcome::Transient(Transient::Status(429)) => self.fail(
+                i,
+                Failure::Login {
+                    code: "too_many_attempts".into(),
+                    status: 429,
+                    retry_after: retry_after.filter(|s| s.is_finite() && *s >= 0.0),
+                },
+            ),
+            RefreshOutcome::Transient(t) => self.fail(i, Failure::Network(t)),
+            _ if status == 200 => self.fail(i, Failure::Refresh(200)),
+            _ => {
+                // The server's word, if it is a plain code; never arbitrary text.
+                let code = code
+                    .filter(|c| {
+                        !c.is_empty()
+                            && c.len() <= 64
+                            && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    })
+                    .unwrap_or_else(|| "invalid_credentials".into());
+                self.fail(
+                    i,
+                    Failure::Login {
+                        code,
+                        status,
+                        retry_after: None,
+                    },
+                );
+            }
+        }
+    }
+
+    fn logout(&mut self, id: Id, now: f64) {
+        let token = self.session.token().map(str::to_owned);
+        let was_active = self.session.phase() == Phase::Active;
+        self.session.end(now);
+        self.post(Message::Logout { at_ms: now });
+        if was_active {
+            self.emit(Emit::Logout);
+        }
+        // The server must forget the session too, or the next page load would restore it.
+        self.request(Endpoint::Logout, token, Purpose::Logout(Some(id)), None);
+        self.add(id, Call::Logout, State::Requesting);
+    }
+
+    /// `autoRefresh: false` and the token ran out: end the session here and on the server.
+    fn expire(&mut self, now: f64) {
+        let token = self.session.token().map(str::to_owned);
+        self.session.end(now);
+        self.announce_end(EndReason::Expired);
+        self.post(Message::Ended {
+            reason: EndReason::Expired,
+            at_ms: now,
+        });
+        self.request(Endpoint::Logout, token, Purpose::Logout(None), None);
+    }
+
+    fn announce_end(&mut self, reason: EndReason) {
+        if reason == EndReason::TokenReused {
+            self.emit(Emit::TokenReused);
+        }
+        self.emit(Emit::SessionExpired(reason));
+    }
+
+    // ---- plumbing -------------------------------------------------------------------------
+
+    fn request(
+        &mut self,
+        endpoint: Endpoint,
+        bearer: Option<String>,
+        purpose: Purpose,
+        caller: Option<Id>,
+    ) -> Id {
+        let req = self.id();
+        let timer = self.start_timer(self.config.timeout_ms);
+        self.out.push_back(Command::Request {
+            req,
+            endpoint,
+            bearer,
+            caller,
+        });
+        self.requests.push(Pending {
+            req,
+            timer,
+            purpose,
+        });
+        req
+    }
+
+    fn start_timer(&mut self, ms: f64) -> Id {
+        let id = self.id();
+        self.out.push_back(Command::Timer { id, ms });
+        id
+    }
+
+    fn id(&mut self) -> Id {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        id
+    }
+
+    fn post(&mut self, message: Message) {
+        if self.config.cross_tab {
+            self.out.push_back(Command::Post(message));
+        }
+    }
+
+    fn post_token(&mut self, login: bool, h: Handoff) {
+        self.post(Message::Token {
+            login,
+            token: h.token,
+            lifetime_secs: h.lifetime_secs,
+            at_ms: h.received_at_ms,
+        });
+    }
+
+    fn emit(&mut self, e: Emit) {
+        self.out.push_back(Command::Emit(e));
+    }
+
+    fn expires_in_secs(&self, now: f64) -> f64 {
+        self.session.expires_in_ms(now).unwrap_or(0.0) / 1000.0
+    }
+
+    /// xorshift32 in [0, 1): jitter only, no secret depends on it.
+    fn random(&mut self) -> f64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.rng = x;
+        f64::from(x) / 4_294_967_296.0
+    }
+}

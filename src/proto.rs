@@ -1,0 +1,149 @@
+//! Protocol words, typed once. The client and the reference server (`tokenwarden-server`
+//! depends on this crate natively) both use these, so a typo fails to compile instead of
+//! failing in production. Each enum has `as_str` and `parse`.
+
+macro_rules! words {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The word on the wire.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            /// The value for a word on the wire, if it is one.
+            pub fn parse(s: &str) -> Option<$name> {
+                match s {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+words! {
+    /// `error` codes in the JSON bodies of the auth endpoints (and of `WWW-Authenticate`).
+    ErrorCode {
+        /// The email or password is wrong (login).
+        InvalidCredentials = "invalid_credentials",
+        /// Throttled; `Retry-After` says for how long.
+        TooManyAttempts = "too_many_attempts",
+        /// The refresh token is unknown, expired or revoked: the session is over.
+        InvalidGrant = "invalid_grant",
+        /// The refresh token was used twice: the session was revoked (theft detection).
+        TokenReused = "token_reused",
+        /// A cookie-authenticated endpoint was called without the CSRF header.
+        CsrfHeaderMissing = "csrf_header_missing",
+        /// No access token on an API request.
+        MissingToken = "missing_token",
+        /// The access token is invalid or expired (RFC 6750).
+        InvalidToken = "invalid_token",
+        InvalidRequest = "invalid_request",
+        UnsupportedMediaType = "unsupported_media_type",
+        PayloadTooLarge = "payload_too_large",
+        NotFound = "not_found",
+        MethodNotAllowed = "method_not_allowed",
+        TemporarilyUnavailable = "temporarily_unavailable",
+        ServerError = "server_error",
+    }
+}
+
+words! {
+    /// Cookies the server sets.
+    CookieName {
+        /// The refresh token: `HttpOnly; Secure; SameSite=Strict; Path=/auth`.
+        Refresh = "__Secure-tw_refresh",
+        /// Not a secret, readable by JS: "a session may exist" (saves anonymous visitors a
+        /// refresh request at page load).
+        SessionHint = "tw_session",
+    }
+}
+
+/// The CSRF header the cookie-authenticated endpoints require (a custom header forces a CORS
+/// preflight). Its value is [`CSRF_VALUE`].
+pub const CSRF_HEADER: &str = "X-Tokenwarden";
+pub const CSRF_VALUE: &str = "1";
+
+words! {
+    /// The `t` field of a message between tabs (BroadcastChannel).
+    PeerKind {
+        /// "Who has a fresh token?" from a tab that has none.
+        Ask = "ask",
+        /// A token, after a login or refresh, or in answer to `ask`.
+        Token = "token",
+        /// A logout in another tab.
+        Logout = "logout",
+        /// The server ended the session (refresh refused) or a banking-mode token expired.
+        Ended = "ended",
+    }
+}
+
+words! {
+    /// The events of `TokenManager.on`.
+    Event {
+        Login = "login",
+        /// `{expiresIn}`: seconds the new token lives.
+        Refresh = "refresh",
+        /// `{reason}`: an [`EndReason`].
+        SessionExpired = "sessionExpired",
+        TokenReused = "tokenReused",
+        Logout = "logout",
+    }
+}
+
+words! {
+    /// Why a session ended (`sessionExpired`'s `reason`).
+    EndReason {
+        /// The server refused the refresh token: expired, revoked or logged out elsewhere.
+        InvalidGrant = "invalid_grant",
+        /// The server saw the refresh token reused and revoked the session.
+        TokenReused = "token_reused",
+        /// `autoRefresh: false` and the access token expired.
+        Expired = "expired",
+    }
+}
+
+words! {
+    /// The `name` of the errors the JavaScript API rejects with.
+    ErrorName {
+        Config = "ConfigError",
+        Login = "LoginError",
+        SessionExpired = "SessionExpiredError",
+        Network = "NetworkError",
+        Refresh = "RefreshError",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_word_parses_back_to_itself() {
+        for w in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(w.as_str()), Some(*w));
+        }
+        for w in PeerKind::ALL {
+            assert_eq!(PeerKind::parse(w.as_str()), Some(*w));
+        }
+        for w in Event::ALL {
+            assert_eq!(Event::parse(w.as_str()), Some(*w));
+        }
+        for w in EndReason::ALL {
+            assert_eq!(EndReason::parse(w.as_str()), Some(*w));
+        }
+        assert_eq!(PeerKind::parse("Token"), None);
+        assert_eq!(ErrorCode::parse(""), None);
+    }
+}

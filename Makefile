@@ -42,7 +42,7 @@ test-server:
 	cargo test -p tokenwarden-server
 
 # The client in headless Chromium against the real server.
-test-browser:
+test-browser: pkg
 	cargo build -p tokenwarden-server
 	cargo test -p tokenwarden --target wasm32-unknown-unknown --test browser
 

@@ -1,9 +1,9 @@
 //! The client in real headless Chromium against the real reference server (started by
-//! `tests/browser/runner.sh` with 4-second access tokens and test hooks).
+//! `tests/browser/runner.sh` with 4-second access tokens and test hooks). The package under
+//! test is the built npm package (`pkg/`, served by that server), imported as an app would.
 #![cfg(target_arch = "wasm32")]
 
 use js_sys::{Array, Function, Object, Promise, Reflect};
-use tokenwarden::TokenManager;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
@@ -22,6 +22,74 @@ const OTHER_ORIGIN: &str = match option_env!("TW_TEST_OTHER_ORIGIN") {
 };
 /// Half the 4-second token lifetime (the leeway is capped at half) plus a margin.
 const UNTIL_REFRESH_DUE_MS: i32 = 2_200;
+
+// ---- the package ----------------------------------------------------------------------------
+
+#[wasm_bindgen(inline_js = "let m; export async function pkg(url) { \
+    if (!m) { m = await import(url); await m.default(); } return m; }")]
+extern "C" {
+    fn pkg(url: &str) -> Promise;
+}
+
+/// A `TokenManager` of the package, driven through its JavaScript API.
+struct TokenManager(JsValue);
+
+impl TokenManager {
+    async fn new(options: Option<JsValue>) -> Result<TokenManager, JsValue> {
+        let url = format!("{SERVER}/pkg/tokenwarden.js");
+        let module = JsFuture::from(pkg(&url)).await.expect("import the package");
+        let class: Function = get(&module, "TokenManager").into();
+        let args: Array = options.into_iter().collect();
+        Reflect::construct(&class, &args).map(TokenManager)
+    }
+
+    fn invoke(&self, name: &str, args: &[JsValue]) -> Result<JsValue, JsValue> {
+        let f: Function = get(&self.0, name).into();
+        f.apply(&self.0, &args.iter().collect())
+    }
+
+    fn promise(&self, name: &str, args: &[JsValue]) -> Promise {
+        self.invoke(name, args).expect(name).into()
+    }
+
+    fn login(&self, credentials: JsValue) -> Promise {
+        self.promise("login", &[credentials])
+    }
+    fn fetch(&self, input: JsValue, init: Option<JsValue>) -> Promise {
+        let mut args = vec![input];
+        args.extend(init);
+        self.promise("fetch", &args)
+    }
+    fn get_access_token(&self) -> Promise {
+        self.promise("getAccessToken", &[])
+    }
+    fn restore(&self) -> Promise {
+        self.promise("restore", &[])
+    }
+    fn refresh(&self, options: Option<JsValue>) -> Promise {
+        self.promise("refresh", &options.into_iter().collect::<Vec<_>>())
+    }
+    fn logout(&self) -> Promise {
+        self.promise("logout", &[])
+    }
+    fn claims(&self) -> JsValue {
+        self.invoke("claims", &[]).expect("claims")
+    }
+    fn is_authenticated(&self) -> bool {
+        get(&self.0, "isAuthenticated")
+            .as_bool()
+            .expect("a boolean")
+    }
+    fn on(&self, event: &str, handler: Function) -> Result<JsValue, JsValue> {
+        self.invoke("on", &[event.into(), handler.into()])
+    }
+    fn install(&self) {
+        self.invoke("install", &[]).expect("install");
+    }
+    fn uninstall(&self) {
+        self.invoke("uninstall", &[]).expect("uninstall");
+    }
+}
 
 // ---- helpers --------------------------------------------------------------------------------
 
@@ -115,18 +183,20 @@ async fn new_user() -> (String, String) {
 
 /// A manager for this page alone: the managers of earlier tests live on in the same page and,
 /// as cross-tab peers, would hand their tokens over (tests/e2e covers cross-tab behaviour).
-fn manager(extra: &[(&str, JsValue)]) -> TokenManager {
+async fn manager(extra: &[(&str, JsValue)]) -> TokenManager {
     let mut opts = vec![
         ("baseUrl", JsValue::from_str(SERVER)),
         ("crossTab", false.into()),
     ];
     opts.extend(extra.iter().cloned());
-    TokenManager::new(Some(obj(&opts))).expect("construct")
+    TokenManager::new(Some(obj(&opts)))
+        .await
+        .expect("construct")
 }
 
 async fn logged_in(extra: &[(&str, JsValue)]) -> TokenManager {
     let (email, password) = new_user().await;
-    let auth = manager(extra);
+    let auth = manager(extra).await;
     await_ok(auth.login(obj(&[
         ("email", email.into()),
         ("password", password.into()),
@@ -217,7 +287,7 @@ fn events(log: &Array) -> Vec<String> {
 #[wasm_bindgen_test]
 async fn login_then_fetch_carries_the_token() {
     let (email, password) = new_user().await;
-    let auth = manager(&[]);
+    let auth = manager(&[]).await;
     assert!(!auth.is_authenticated());
     await_ok(auth.login(obj(&[
         ("email", email.clone().into()),
@@ -242,7 +312,7 @@ async fn login_then_fetch_carries_the_token() {
 #[wasm_bindgen_test]
 async fn a_wrong_password_is_a_typed_login_error() {
     let (email, _) = new_user().await;
-    let auth = manager(&[]);
+    let auth = manager(&[]).await;
     let (name, code) = rejection(auth.login(obj(&[
         ("email", email.into()),
         ("password", "nope-nope".into()),
@@ -518,7 +588,7 @@ async fn logout_forgets_the_token_here_and_on_the_server() {
     assert!(get(&echo, "authorization").is_null());
     assert_eq!(count("logouts").await, 1.0);
     // A "reload" finds no session: the hint cookie is gone, so not even a request is made.
-    let reloaded = manager(&[]);
+    let reloaded = manager(&[]).await;
     assert_eq!(await_ok(reloaded.restore()).await, JsValue::FALSE);
     assert_eq!(count("refresh_calls").await, 0.0);
 }
@@ -527,7 +597,7 @@ async fn logout_forgets_the_token_here_and_on_the_server() {
 async fn a_reload_restores_the_session_with_one_silent_refresh() {
     let auth = logged_in(&[]).await;
     drop(auth); // the page goes away; only the cookies remain
-    let reloaded = manager(&[]);
+    let reloaded = manager(&[]).await;
     assert!(!reloaded.is_authenticated());
     assert_eq!(await_ok(reloaded.restore()).await, JsValue::TRUE);
     assert!(reloaded.is_authenticated());
@@ -568,7 +638,7 @@ async fn banking_mode_ends_the_session_at_expiry() {
 }
 
 #[wasm_bindgen_test]
-fn bad_options_are_config_errors() {
+async fn bad_options_are_config_errors() {
     for bad in [
         obj(&[("allowedOrigin", JsValue::from_str("x"))]),
         obj(&[("allowedOrigins", JsValue::from_str("https://a.example"))]),
@@ -581,11 +651,12 @@ fn bad_options_are_config_errors() {
         JsValue::from_str("not an object"),
     ] {
         let err = TokenManager::new(Some(bad.clone()))
+            .await
             .err()
             .unwrap_or_else(|| panic!("accepted {}", json(&bad)));
         assert_eq!(get(&err, "name").as_string().unwrap(), "ConfigError");
     }
-    let auth = manager(&[]);
+    let auth = manager(&[]).await;
     assert!(auth.on("nonsense", Function::new_no_args("")).is_err());
 }
 

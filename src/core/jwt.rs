@@ -20,28 +20,39 @@ const MAX_TOKEN_LEN: usize = 16 * 1024;
 
 /// The payload segment of a compact JWS, decoded to its JSON text.
 pub fn decode_payload(token: &str) -> Result<String, JwtError> {
+    String::from_utf8(decode_payload_bytes(token)?).map_err(|_| JwtError::Utf8)
+}
+
+/// The payload segment's bytes (the web layer lets the browser's `TextDecoder` check UTF-8).
+pub fn decode_payload_bytes(token: &str) -> Result<Vec<u8>, JwtError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(JwtError::TooLarge);
     }
-    let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(_sig), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    // header.payload.signature: exactly two dots (bytes, not `str::split`: smaller wasm).
+    let b = token.as_bytes();
+    let mut dots = b
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c == b'.')
+        .map(|(i, _)| i);
+    let (Some(first), Some(second), None) = (dots.next(), dots.next(), dots.next()) else {
         return Err(JwtError::Shape);
     };
-    if header.is_empty() || payload.is_empty() {
+    let mut payload = &b[first + 1..second];
+    if first == 0 || payload.is_empty() {
         return Err(JwtError::Shape);
     }
     // Some issuers pad; the spec says they must not, but reading it costs nothing.
-    let payload = payload.trim_end_matches('=');
-    let bytes = base64url_decode(payload).ok_or(JwtError::Base64)?;
-    String::from_utf8(bytes).map_err(|_| JwtError::Utf8)
+    while let [rest @ .., b'='] = payload {
+        payload = rest;
+    }
+    base64url_decode(payload).ok_or(JwtError::Base64)
 }
 
 /// Unpadded base64url (RFC 4648 §5), strict: no other alphabet, no stray bits.
 /// Hand-written because the `base64` crate's generic engine costs ~3 KB of wasm here and we
 /// only ever decode this one alphabet (see docs/SIZE.md).
-fn base64url_decode(s: &str) -> Option<Vec<u8>> {
+fn base64url_decode(input: &[u8]) -> Option<Vec<u8>> {
     fn value(c: u8) -> Option<u32> {
         Some(match c {
             b'A'..=b'Z' => c - b'A',
@@ -52,7 +63,6 @@ fn base64url_decode(s: &str) -> Option<Vec<u8>> {
             _ => return None,
         } as u32)
     }
-    let input = s.as_bytes();
     if input.len() % 4 == 1 {
         return None;
     }
@@ -137,7 +147,7 @@ mod tests {
         for len in 0..bytes.len() {
             let data = &bytes[len..];
             assert_eq!(
-                base64url_decode(&encode(data)).as_deref(),
+                base64url_decode(encode(data).as_bytes()).as_deref(),
                 Some(data),
                 "len {len}"
             );
@@ -146,11 +156,11 @@ mod tests {
 
     #[test]
     fn base64url_refuses_impossible_lengths_and_stray_bits() {
-        assert_eq!(base64url_decode("A"), None);
-        assert_eq!(base64url_decode("AB"), None, "stray low bits");
-        assert_eq!(base64url_decode("AQ"), Some(vec![1]));
-        assert_eq!(base64url_decode("AAB"), None);
-        assert_eq!(base64url_decode("AAE"), Some(vec![0, 1]));
+        assert_eq!(base64url_decode(b"A"), None);
+        assert_eq!(base64url_decode(b"AB"), None, "stray low bits");
+        assert_eq!(base64url_decode(b"AQ"), Some(vec![1]));
+        assert_eq!(base64url_decode(b"AAB"), None);
+        assert_eq!(base64url_decode(b"AAE"), Some(vec![0, 1]));
     }
 
     #[test]

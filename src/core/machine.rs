@@ -41,8 +41,6 @@
 //!  wake (visible, online, pageshow): a due token is refreshed once, before anyone asks.
 //! ```
 
-use std::collections::VecDeque;
-
 use super::reply::{RefreshOutcome, RefreshReply, Transient, backoff_ms, is_token_shaped};
 use super::session::{Check, Handoff, Phase, Policy, Replay, Session, Settled};
 use crate::proto::{EndReason, ErrorName};
@@ -317,7 +315,9 @@ pub struct Machine {
     requests: Vec<Pending>,
     next_id: Id,
     rng: u32,
-    out: VecDeque<Command>,
+    /// Commands not yet polled, from `head` on (a plain Vec: smaller wasm than a VecDeque).
+    out: Vec<Command>,
+    head: usize,
 }
 
 impl Machine {
@@ -330,13 +330,22 @@ impl Machine {
             flight: None,
             requests: Vec::new(),
             next_id: 1,
-            out: VecDeque::new(),
+            out: Vec::new(),
+            head: 0,
         }
     }
 
     /// The next command to carry out, in order.
     pub fn poll(&mut self) -> Option<Command> {
-        self.out.pop_front()
+        let Some(c) = self.out.get_mut(self.head) else {
+            self.out.clear();
+            self.head = 0;
+            return None;
+        };
+        // Leave a cheap placeholder; the slots are dropped together once all are polled.
+        let c = std::mem::replace(c, Command::Unlock);
+        self.head += 1;
+        Some(c)
     }
 
     pub fn session(&self) -> &Session {
@@ -430,8 +439,7 @@ impl Machine {
             return; // timed out already
         };
         let pending = self.requests.swap_remove(p);
-        self.out
-            .push_back(Command::CancelTimer { id: pending.timer });
+        self.out.push(Command::CancelTimer { id: pending.timer });
         self.on_reply(pending.purpose, reply, retry_after, now);
     }
 
@@ -439,27 +447,27 @@ impl Machine {
     pub fn lock(&mut self, granted: bool, now: f64) {
         let Some(f) = self.flight else {
             if granted {
-                self.out.push_back(Command::Unlock);
+                self.out.push(Command::Unlock);
             }
             return;
         };
         let Stage::Locking { timer } = f.stage else {
             if granted {
-                self.out.push_back(Command::Unlock);
+                self.out.push(Command::Unlock);
             }
             return;
         };
         if !granted {
             if timer.is_none() {
                 // Another tab is refreshing: wait for the lock, but not forever.
-                self.out.push_back(Command::Lock { wait: true });
+                self.out.push(Command::Lock { wait: true });
                 let t = self.start_timer(self.config.timeout_ms);
                 self.set_stage(Stage::Locking { timer: Some(t) });
             }
             return;
         }
         if let Some(t) = timer {
-            self.out.push_back(Command::CancelTimer { id: t });
+            self.out.push(Command::CancelTimer { id: t });
         }
         if let Some(f) = self.flight.as_mut() {
             f.locked = true;
@@ -480,7 +488,7 @@ impl Machine {
     pub fn timer(&mut self, id: Id, now: f64) {
         if let Some(p) = self.requests.iter().position(|p| p.timer == id) {
             let pending = self.requests.swap_remove(p);
-            self.out.push_back(Command::Abort { req: pending.req });
+            self.out.push(Command::Abort { req: pending.req });
             return self.on_reply(pending.purpose, Err(Transient::Timeout), None, now);
         }
         let Some(f) = self.flight else { return };
@@ -488,7 +496,7 @@ impl Machine {
             Stage::Asking { timer } if timer == id => self.ask_lock(),
             Stage::Locking { timer: Some(t) } if t == id => {
                 // A lock held too long (a stuck or hostile holder) never hangs the app.
-                self.out.push_back(Command::CancelLock);
+                self.out.push(Command::CancelLock);
                 self.settle(RefreshOutcome::Transient(Transient::Timeout), now);
             }
             Stage::Handoff { timer } if timer == id => self.send_refresh(0),
@@ -654,7 +662,7 @@ impl Machine {
                     generation,
                     replayed,
                 };
-                self.out.push_back(Command::Send {
+                self.out.push(Command::Send {
                     caller: id,
                     token: Some(token),
                 });
@@ -694,11 +702,11 @@ impl Machine {
 
     fn finish(&mut self, i: usize, command: Command) {
         self.callers.swap_remove(i);
-        self.out.push_back(command);
+        self.out.push(command);
     }
 
     fn resolve(&mut self, caller: Id, value: Value) {
-        self.out.push_back(Command::Resolve { caller, value });
+        self.out.push(Command::Resolve { caller, value });
     }
 
     fn waiting(&self) -> Vec<Id> {
@@ -725,7 +733,7 @@ impl Machine {
             self.send_refresh(0);
         } else if self.session.phase() == Phase::Maybe {
             // A new tab: a peer may hold a live token; ask before spending the cookie.
-            self.out.push_back(Command::Post(Message::Ask));
+            self.out.push(Command::Post(Message::Ask));
             let t = self.start_timer(ASK_WAIT_MS);
             self.set_stage(Stage::Asking { timer: t });
         } else {
@@ -735,7 +743,7 @@ impl Machine {
 
     fn ask_lock(&mut self) {
         self.set_stage(Stage::Locking { timer: None });
-        self.out.push_back(Command::Lock { wait: false });
+        self.out.push(Command::Lock { wait: false });
     }
 
     fn set_stage(&mut self, stage: Stage) {
@@ -808,7 +816,7 @@ impl Machine {
             _ => {}
         }
         if f.locked {
-            self.out.push_back(Command::Unlock);
+            self.out.push(Command::Unlock);
         }
         let ids = self.waiting();
         match settled {
@@ -838,7 +846,7 @@ impl Machine {
         self.cancel_stage_timer(f.stage);
         self.session.finish_by_peer(f.epoch);
         if f.locked {
-            self.out.push_back(Command::Unlock);
+            self.out.push(Command::Unlock);
         }
         let ids = self.waiting();
         self.serve_all(&ids, now);
@@ -849,9 +857,7 @@ impl Machine {
             Stage::Asking { timer }
             | Stage::Handoff { timer }
             | Stage::Locking { timer: Some(timer) }
-            | Stage::Backoff { timer, .. } => {
-                self.out.push_back(Command::CancelTimer { id: timer })
-            }
+            | Stage::Backoff { timer, .. } => self.out.push(Command::CancelTimer { id: timer }),
             Stage::Locking { timer: None } | Stage::Sending { .. } => {}
         }
     }
@@ -971,7 +977,7 @@ impl Machine {
     ) -> Id {
         let req = self.id();
         let timer = self.start_timer(self.config.timeout_ms);
-        self.out.push_back(Command::Request {
+        self.out.push(Command::Request {
             req,
             endpoint,
             bearer,
@@ -987,7 +993,7 @@ impl Machine {
 
     fn start_timer(&mut self, ms: f64) -> Id {
         let id = self.id();
-        self.out.push_back(Command::Timer { id, ms });
+        self.out.push(Command::Timer { id, ms });
         id
     }
 
@@ -999,7 +1005,7 @@ impl Machine {
 
     fn post(&mut self, message: Message) {
         if self.config.cross_tab {
-            self.out.push_back(Command::Post(message));
+            self.out.push(Command::Post(message));
         }
     }
 
@@ -1013,7 +1019,7 @@ impl Machine {
     }
 
     fn emit(&mut self, e: Emit) {
-        self.out.push_back(Command::Emit(e));
+        self.out.push(Command::Emit(e));
     }
 
     fn expires_in_secs(&self, now: f64) -> f64 {

@@ -38,7 +38,7 @@ mod session;
 #[cfg(test)]
 mod tests;
 
-pub use jwt::{JwtError, decode_payload};
+pub use jwt::{JwtError, decode_payload, decode_payload_bytes};
 pub use machine::{Call, Command, Config, Emit, Endpoint, Failure, Id, Machine, Message, Value};
 pub use reply::{
     RefreshOutcome, RefreshReply, Transient, backoff_ms, is_token_shaped, lifetime_secs,

@@ -52,10 +52,10 @@ const MAX_LIFETIME_SECS: f64 = 365.0 * 86_400.0;
 /// The token's lifetime from `expires_in`, or else from its claims. Measured from the moment
 /// the token is received, so a client clock that is hours off changes nothing.
 pub fn lifetime_secs(expires_in: Option<f64>, claims_lifetime: Option<f64>) -> Option<f64> {
-    [expires_in, claims_lifetime]
-        .into_iter()
-        .flatten()
-        .find(|s| s.is_finite() && *s > 0.0)
+    let usable = |s: &f64| s.is_finite() && *s > 0.0;
+    expires_in
+        .filter(usable)
+        .or(claims_lifetime.filter(usable))
         .map(|s| s.min(MAX_LIFETIME_SECS))
 }
 

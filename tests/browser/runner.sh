@@ -15,7 +15,7 @@ mkdir -p "$TMPDIR"
 "$root/target/debug/tokenwarden-server" --bind "$server" --test-hooks \
   --database-url sqlite::memory: --access-ttl-secs 4 \
   --allowed-origin "http://$page" --login-ip-per-minute 100000 \
-  --www-dir /nonexistent --pkg-dir /nonexistent >"$TMPDIR/server.log" 2>&1 &
+  --www-dir /nonexistent --pkg-dir "$root/pkg" >"$TMPDIR/server.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
 for _ in $(seq 100); do

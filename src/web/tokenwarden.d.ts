@@ -1,0 +1,122 @@
+/// <reference lib="esnext.disposable" />
+// Types of tokenwarden (hand-written beside src/web/tokenwarden.js).
+
+/** Options of `new TokenManager(options)`. Every field is optional. */
+export interface TokenManagerOptions {
+  /** Where the auth endpoints live. Default: `location.origin`. */
+  baseUrl?: string;
+  /** Default `/auth/login`, resolved against `baseUrl`. */
+  loginPath?: string;
+  /** Default `/auth/refresh`. */
+  refreshPath?: string;
+  /** Default `/auth/logout`. */
+  logoutPath?: string;
+  /** Origins whose requests get `Authorization: Bearer`. Default: `baseUrl`'s origin only. */
+  allowedOrigins?: string[];
+  /** Refresh when this little lifetime is left (capped at half the lifetime). Default 30. */
+  refreshLeewaySeconds?: number;
+  /** Sent on refresh and logout. Default `{ name: "X-Tokenwarden", value: "1" }`. */
+  csrfHeader?: { name: string; value: string };
+  /** `false` = "banking mode": the session ends when the access token expires. Default true. */
+  autoRefresh?: boolean;
+  /** JS-readable cookie saying a session may exist; `null` = always try on `restore()`. Default `"tw_session"`. */
+  sessionHintCookie?: string | null;
+  /** Give up on one refresh attempt after this long. Default 10000. */
+  refreshTimeoutMs?: number;
+  /** Share refreshes, tokens and logout with the other tabs of this origin (Web Locks +
+   * BroadcastChannel). Default true. */
+  crossTab?: boolean;
+}
+
+export interface LoginCredentials {
+  email: string;
+  password: string;
+}
+
+/** The access token's payload, decoded but not verified (the server verifies). */
+export interface AccessTokenClaims {
+  sub?: string;
+  sid?: string;
+  exp?: number;
+  iat?: number;
+  email?: string;
+  name?: string;
+  roles?: string[];
+  [claim: string]: unknown;
+}
+
+export interface TokenManagerEventMap {
+  login: {};
+  /** `expiresIn`: seconds the new access token lives. */
+  refresh: { expiresIn: number };
+  sessionExpired: { reason: "invalid_grant" | "token_reused" | "expired" };
+  /** The server saw the refresh token used twice (theft, or a bug) and revoked the session. */
+  tokenReused: {};
+  logout: {};
+}
+export type TokenManagerEvent = keyof TokenManagerEventMap;
+
+export type TokenwardenErrorName =
+  | "ConfigError"
+  | "LoginError"
+  | "SessionExpiredError"
+  | "NetworkError"
+  | "RefreshError";
+
+/** Every promise of a TokenManager rejects with one of these (or with what `fetch` itself throws, e.g. an AbortError). */
+export interface TokenwardenError extends Error {
+  name: TokenwardenErrorName;
+  /** Machine-readable: `invalid_credentials`, `too_many_attempts`, `invalid_grant`, `token_reused`, `expired`, `network`, `timeout`, `server_error`, ... */
+  code: string;
+  /** HTTP status, when there was one. */
+  status?: number;
+  /** Seconds, for `too_many_attempts`. */
+  retryAfter?: number;
+}
+
+/** Fetches and instantiates the `.wasm` once (by default from `tokenwarden_bg.wasm` beside
+ * this module). Call it before `new TokenManager()`. */
+export default function init(
+  module_or_path?: { module_or_path: RequestInfo | URL | Response | BufferSource | WebAssembly.Module } |
+    RequestInfo | URL | Response | BufferSource | WebAssembly.Module,
+): Promise<unknown>;
+
+/** Keeps the access token in memory, refreshes it once for all callers and all tabs, and
+ * attaches it to requests for the allowed origins. */
+export class TokenManager {
+  /** Throws a `ConfigError` for unknown options or wrong types. */
+  constructor(options?: TokenManagerOptions);
+  /** POSTs the credentials to `loginPath`; rejects with `LoginError` (`code`
+   * `invalid_credentials` or `too_many_attempts` with `retryAfter`) or `NetworkError`. */
+  login(credentials: LoginCredentials): Promise<void>;
+  /** At page load: a silent refresh if a session may exist. Resolves `true` if logged in.
+   * Rejects only with `NetworkError` (the session may still exist). */
+  restore(): Promise<boolean>;
+  /** Same contract as `window.fetch`. Requests to allowed origins carry a fresh token; a 401
+   * is answered by one refresh and one replay. */
+  fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
+  /** A fresh access token (refreshing if needed), e.g. for a WebSocket handshake. Rejects
+   * with `SessionExpiredError` when not logged in. */
+  getAccessToken(): Promise<string>;
+  /** The access token's payload (decoded, not verified), or `null`. */
+  claims(): AccessTokenClaims | null;
+  /** `true` while a token is held. */
+  readonly isAuthenticated: boolean;
+  /** When the access token expires, in `Date.now()` milliseconds, or `null`. */
+  readonly expiresAt: number | null;
+  /** Refreshes if the token needs it, or always with `{ force: true }` (e.g. to get new
+   * claims after a profile change). */
+  refresh(options?: { force?: boolean }): Promise<void>;
+  /** Forgets the token at once, then revokes the session on the server. Rejects with
+   * `NetworkError` if the server could not be told (the local logout stands). */
+  logout(): Promise<void>;
+  /** Subscribes to an event; returns a function that unsubscribes. */
+  on<K extends TokenManagerEvent>(event: K, handler: (detail: TokenManagerEventMap[K]) => void): () => void;
+  /** Replaces `globalThis.fetch` with `auth.fetch` (for axios's fetch adapter, ky, ...). */
+  install(): void;
+  /** Puts the original `globalThis.fetch` back (a wrapper installed over ours passes through). */
+  uninstall(): void;
+  /** Stops timers, listeners and the cross-tab channel, and frees the wasm memory. */
+  free(): void;
+  [Symbol.dispose](): void;
+}

@@ -1,0 +1,596 @@
+// tokenwarden's driver: carries out the commands of the wasm core (src/core/machine.rs) with
+// fetch, Web Locks, BroadcastChannel and timers, and feeds the results back. It decides
+// nothing: when to refresh, who waits, what to replay, what a peer's message may change and
+// what to tell the app are the core's. The token lives in the core's memory; it passes through
+// here only on its way into an Authorization header. See docs/SIZE.md for why this is JS.
+
+// ---- the core: a WebAssembly module with plain exports (src/web/mod.rs) ----------------------
+
+let w = null; // its exports
+let ready = null;
+let buf = null;
+let u8, dv, OUT;
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** Fetches and instantiates the `.wasm` once (default: `tokenwarden_bg.wasm` beside this file).
+ * Takes a URL, a Response, bytes, a compiled Module, or `{ module_or_path }` of any of those. */
+export default function init(source) {
+  return (ready ??= load(source?.module_or_path ?? source).catch((e) => {
+    ready = null;
+    throw e;
+  }));
+}
+
+async function load(src) {
+  src ??= new URL("tokenwarden_bg.wasm", import.meta.url);
+  if (typeof src === "string" || src instanceof URL || src instanceof Request) src = fetch(src);
+  src = await src;
+  let r;
+  if (src instanceof Response) {
+    if (!src.ok) throw new Error("tokenwarden: cannot load the .wasm: HTTP " + src.status);
+    try {
+      r = await WebAssembly.instantiateStreaming(src.clone(), {});
+    } catch {
+      r = await WebAssembly.instantiate(await src.arrayBuffer(), {}); // served without application/wasm
+    }
+  } else {
+    r = await WebAssembly.instantiate(src, {});
+  }
+  start(r.instance ?? r);
+}
+
+/** Instantiates from a compiled Module or bytes at once (e.g. when a bundler inlined them). */
+export function initSync(source) {
+  const m = source?.module ?? source;
+  start(new WebAssembly.Instance(m instanceof WebAssembly.Module ? m : new WebAssembly.Module(m), {}));
+  ready = Promise.resolve();
+}
+
+function start(instance) {
+  w = instance.exports;
+  OUT = w.tw_out();
+}
+
+function mem() {
+  if (buf !== w.memory.buffer) {
+    buf = w.memory.buffer;
+    u8 = new Uint8Array(buf);
+    dv = new DataView(buf);
+  }
+}
+
+/** Writes the strings (undefined: absent) into the core's inbox; returns their lengths. */
+function put(...strings) {
+  const bytes = strings.map((s) => (typeof s === "string" ? enc.encode(s) : null));
+  let n = 0;
+  for (const b of bytes) if (b) n += b.length;
+  let at = w.tw_inbox(n);
+  mem();
+  return bytes.map((b) => {
+    if (!b) return -1;
+    u8.set(b, at);
+    at += b.length;
+    return b.length;
+  });
+}
+
+const text = (ptr, len) => (len ? dec.decode(u8.subarray(ptr, ptr + len)) : "");
+
+/** The current command's fields (see the table in src/web/mod.rs). */
+function out() {
+  mem();
+  return {
+    a: dv.getFloat64(OUT, true),
+    b: dv.getFloat64(OUT + 8, true),
+    id: dv.getUint32(OUT + 16, true),
+    s: text(dv.getUint32(OUT + 20, true), dv.getUint32(OUT + 24, true)),
+    t: text(dv.getUint32(OUT + 28, true), dv.getUint32(OUT + 32, true)),
+  };
+}
+
+/** A JWT's payload as JSON text (`h` < 0: the token given), or null. */
+function payload(h, token) {
+  const [len] = h < 0 ? put(token) : [0];
+  if (!w.tw_payload(h, len)) return null;
+  const o = out();
+  return o.s;
+}
+
+// Captured at load: a script that patches these later never sees a token pass through them.
+const G = globalThis;
+const apply = Reflect.apply;
+const HeadersC = Headers;
+const RequestC = Request;
+const URLC = URL;
+const hset = Headers.prototype.set;
+const hhas = Headers.prototype.has;
+const hget = Headers.prototype.get;
+const parse = JSON.parse;
+const stringify = JSON.stringify;
+const now = Date.now;
+const random = Math.random;
+const setT = setTimeout;
+const clearT = clearTimeout;
+
+const EVENTS = ["login", "refresh", "sessionExpired", "tokenReused", "logout"];
+const KNOWN = ["baseUrl", "loginPath", "refreshPath", "logoutPath", "allowedOrigins",
+  "refreshLeewaySeconds", "csrfHeader", "autoRefresh", "sessionHintCookie",
+  "refreshTimeoutMs", "crossTab"];
+const MESSAGES = {
+  invalid_credentials: "the email or password is wrong",
+  too_many_attempts: "too many login attempts; retry later",
+  network: "the server could not be reached",
+  timeout: "the server did not answer in time",
+  server_error: "the server is having trouble; try again",
+  unexpected_response: "the refresh endpoint answered outside the protocol",
+  no_session: "not logged in",
+};
+/** Largest login/refresh response body read. */
+const MAX_REPLY = 65536;
+const DONE = {};
+
+function fail(name, code, status, retryAfter) {
+  const e = new Error(MESSAGES[code] ?? (name === "LoginError" ? "the login was refused"
+    : name === "SessionExpiredError" ? "the session is over; log in again" : code));
+  e.name = name;
+  e.code = code;
+  if (status) e.status = status;
+  if (code === "too_many_attempts") e.retryAfter = retryAfter === retryAfter ? retryAfter : undefined;
+  return e;
+}
+function configError(message) {
+  const e = new Error(message);
+  e.name = "ConfigError";
+  e.code = "invalid_option";
+  return e;
+}
+
+function options(o) {
+  if (o == null) o = {};
+  else if (typeof o !== "object") throw configError("options must be an object");
+  for (const k of Object.keys(o)) if (!KNOWN.includes(k)) throw configError("unknown option: " + k);
+  const typed = (k, type, dflt, ok = () => true) => {
+    const v = o[k];
+    if (v === undefined) return dflt;
+    if (typeof v !== type || !ok(v)) throw configError("option " + k + " is invalid");
+    return v;
+  };
+  const url = (p, b, what) => {
+    try { return new URLC(p, b); } catch { throw configError(what + " is not a valid URL: " + p); }
+  };
+  const page = G.location?.href;
+  const b = typed("baseUrl", "string");
+  if (b === undefined && !page) throw configError("baseUrl is required outside a page");
+  const base = url(b ?? "/", page ?? b, "baseUrl");
+  if (!base.protocol.startsWith("http")) throw configError("baseUrl must be an http(s) URL");
+  const path = (k, d) => url(typed(k, "string", d), base.href, k).href;
+  let origins = [base.origin];
+  const list = o.allowedOrigins;
+  if (list !== undefined) {
+    if (!Array.isArray(list)) throw configError("allowedOrigins must be an array of origins");
+    origins = list.map((s) => {
+      if (typeof s !== "string" || s === "*") throw configError("allowedOrigins: list each origin");
+      const origin = url(s, s, "allowedOrigins entry").origin;
+      if (origin === "null") throw configError("not an origin: " + s);
+      return origin;
+    });
+  }
+  const csrf = o.csrfHeader ?? { name: "X-Tokenwarden", value: "1" };
+  if (typeof csrf?.name !== "string" || typeof csrf.value !== "string" ||
+      !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(csrf.name)) {
+    throw configError("csrfHeader must be {name, value} with a valid header name");
+  }
+  const hint = o.sessionHintCookie === null ? null
+    : typed("sessionHintCookie", "string", "tw_session", (s) => s !== "");
+  return {
+    loginUrl: path("loginPath", "/auth/login"),
+    refreshUrl: path("refreshPath", "/auth/refresh"),
+    logoutUrl: path("logoutPath", "/auth/logout"),
+    origins,
+    leeway: typed("refreshLeewaySeconds", "number", 30, (n) => n >= 0 && n < Infinity),
+    autoRefresh: typed("autoRefresh", "boolean", true),
+    // setTimeout fires at once for delays of 2^31 ms or more.
+    timeout: typed("refreshTimeoutMs", "number", 10000, (n) => n > 0 && n <= 2147483647),
+    csrf,
+    hint,
+    crossTab: typed("crossTab", "boolean", true),
+  };
+}
+
+/** Whether `document.cookie` has the hint cookie; without a document a session may exist. */
+function hintPresent(name) {
+  const cookies = G.document?.cookie;
+  if (name === null || typeof cookies !== "string") return true;
+  return cookies.split(";").some((c) => {
+    const i = c.indexOf("=");
+    return i > 0 && c.slice(0, i).trim() === name && c.length > i + 1;
+  });
+}
+
+/** The body as text, or "" if it is larger than MAX_REPLY (stops reading there). */
+async function readCapped(res) {
+  const len = apply(hget, res.headers, ["content-length"]);
+  if (len !== null && +len > MAX_REPLY) return "";
+  if (!res.body) return "";
+  const reader = res.body.getReader();
+  const parts = [];
+  let n = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    n += value.byteLength;
+    if (n > MAX_REPLY) {
+      reader.cancel().catch(() => {});
+      return "";
+    }
+    parts.push(value);
+  }
+  const all = new Uint8Array(n);
+  let at = 0;
+  for (const p of parts) {
+    all.set(p, at);
+    at += p.byteLength;
+  }
+  return new TextDecoder().decode(all);
+}
+
+/** A request as fetch(input, init) would make it, sendable with our header and, unless its
+ * body is a one-shot stream, sendable again. A URL input goes out as fetch(url, {...init,
+ * headers}) with the URL resolved exactly once; a Request is copied and cloned per send. */
+class Outgoing {
+  constructor(input, init, url) {
+    if (input instanceof RequestC) {
+      this.spare = init === undefined ? new RequestC(input) : new RequestC(input, init);
+      this.headers = this.spare.headers;
+    } else {
+      const h = init?.headers;
+      this.headers = h === undefined ? new HeadersC() : new HeadersC(h);
+      this.init = { ...init, headers: this.headers };
+      this.url = url;
+      this.streamed = init?.body instanceof ReadableStream;
+    }
+    this.own = apply(hhas, this.headers, ["authorization"]);
+  }
+  replayable() {
+    return this.init ? !this.streamed : !!this.spare;
+  }
+  next(authorization) {
+    if (this.init) {
+      apply(hset, this.headers, ["Authorization", authorization]);
+      return [this.url, this.init];
+    }
+    const current = this.spare;
+    apply(hset, current.headers, ["Authorization", authorization]);
+    try { this.spare = current.clone(); } catch { this.spare = null; }
+    return [current];
+  }
+}
+
+/** Keeps the access token in memory, refreshes it once for all callers and all tabs, and
+ * attaches it to requests for the allowed origins. */
+export class TokenManager {
+  #h = -1;
+  #cfg;
+  #fetch;
+  #ids = 0;
+  #waiters = new Map();
+  #bodies = new Map();
+  #timers = new Map();
+  #requests = new Map();
+  #listeners = [];
+  #channel = null;
+  #lockName;
+  #ticket = null;
+  #release = null;
+  #interceptor = null;
+  #installed = false;
+  #off = [];
+
+  constructor(opts) {
+    const cfg = (this.#cfg = options(opts));
+    const f = G.fetch;
+    if (typeof f !== "function") throw configError("this environment has no fetch");
+    this.#fetch = f;
+    this.#lockName = "tokenwarden " + cfg.refreshUrl;
+    if (!w) throw configError("call init() before new TokenManager()");
+    const crossTab = cfg.crossTab && typeof BroadcastChannel === "function";
+    const [origins] = put(cfg.origins.join("\n"));
+    this.#h = w.tw_new(cfg.leeway, cfg.autoRefresh, crossTab, cfg.timeout,
+      hintPresent(cfg.hint), (random() * 4294967296) >>> 0, origins);
+    if (crossTab) {
+      this.#channel = new BroadcastChannel(this.#lockName);
+      this.#channel.onmessage = (e) => this.#peer(e.data);
+    }
+    // A tab that slept through its token's expiry refreshes when it comes back.
+    const wake = () => {
+      if (G.document?.visibilityState === "hidden") return;
+      if (this.#h < 0) return;
+      w.tw_wake(this.#h, now());
+      this.#drain();
+    };
+    for (const [target, type] of [[G.document, "visibilitychange"], [G, "online"], [G, "pageshow"]]) {
+      if (target?.addEventListener) {
+        target.addEventListener(type, wake);
+        this.#off.push(() => target.removeEventListener(type, wake));
+      }
+    }
+  }
+
+  // ---- the API ------------------------------------------------------------------------------
+
+  login(credentials) {
+    const { email, password } = credentials ?? {};
+    if (typeof email !== "string" || typeof password !== "string") {
+      return Promise.reject(configError("login takes {email, password} strings"));
+    }
+    return this.#call(5, false, stringify({ email, password }));
+  }
+
+  restore() {
+    return this.#call(4, hintPresent(this.#cfg.hint));
+  }
+
+  getAccessToken() {
+    return this.#call(2, false);
+  }
+
+  refresh(o) {
+    return this.#call(3, o?.force === true);
+  }
+
+  logout() {
+    return this.#call(6, false);
+  }
+
+  claims() {
+    try {
+      const c = parse(payload(this.#h) ?? "null");
+      return c && typeof c === "object" && !Array.isArray(c) ? c : null;
+    } catch {
+      return null;
+    }
+  }
+
+  get isAuthenticated() {
+    return !!w.tw_authenticated(this.#h);
+  }
+
+  get expiresAt() {
+    const t = now();
+    const left = w.tw_expires_in(this.#h, t);
+    return left === left ? t + left : null;
+  }
+
+  on(event, handler) {
+    if (!EVENTS.includes(event)) throw configError("unknown event: " + event);
+    if (typeof handler !== "function") throw configError("a handler must be a function");
+    const entry = [event, handler];
+    this.#listeners.push(entry);
+    return () => {
+      this.#listeners = this.#listeners.filter((e) => e !== entry);
+    };
+  }
+
+  fetch(input, init) {
+    let u;
+    try {
+      // Resolved exactly as fetch resolves it (against the document's base URL, which an
+      // injected <base> changes), checked, and then sent as this absolute URL.
+      u = new URLC(input instanceof RequestC ? input.url : String(input),
+        G.document?.baseURI ?? G.location?.href);
+    } catch {
+      return apply(this.#fetch, G, [input, init]); // fetch throws its own TypeError
+    }
+    if (!w.tw_allows(this.#h, put(u.origin)[0])) return apply(this.#fetch, G, [input, init]);
+    return this.#authFetch(input, init, u.href);
+  }
+
+  install() {
+    if (!this.#interceptor) {
+      // After uninstall() a wrapper another library put around ours still works: it passes through.
+      this.#interceptor = (input, init) =>
+        this.#installed ? this.fetch(input, init) : apply(this.#fetch, G, [input, init]);
+    }
+    this.#installed = true;
+    G.fetch = this.#interceptor;
+  }
+
+  uninstall() {
+    this.#installed = false;
+    if (G.fetch === this.#interceptor) G.fetch = this.#fetch;
+  }
+
+  /** Stops timers, listeners and the channel, and frees the core. */
+  free() {
+    if (this.#h < 0) return;
+    this.uninstall();
+    for (const t of this.#timers.values()) clearT(t);
+    for (const c of this.#requests.values()) c.abort();
+    this.#off.forEach((off) => off());
+    this.#channel?.close();
+    this.#cancelLock();
+    this.#release?.();
+    w.tw_free(this.#h);
+    this.#h = -1;
+  }
+
+  [Symbol.dispose]() {
+    this.free();
+  }
+
+  // ---- driving the core ----------------------------------------------------------------------
+
+  #call(kind, flag, body) {
+    const id = ++this.#ids;
+    if (body !== undefined) this.#bodies.set(id, body);
+    return this.#wait(id, () => w.tw_call(this.#h, id, kind, flag, now()));
+  }
+
+  #wait(id, input) {
+    return new Promise((resolve, reject) => {
+      this.#waiters.set(id, [resolve, reject]);
+      input();
+      this.#drain();
+    });
+  }
+
+  async #authFetch(input, init, url) {
+    const out = new Outgoing(input, init, url);
+    // The caller's own Authorization wins.
+    if (out.own) return apply(this.#fetch, G, [input, init]);
+    const id = ++this.#ids;
+    let step = await this.#wait(id, () => w.tw_call(this.#h, id, 1, 0, now()));
+    for (;;) {
+      if (step === null) return apply(this.#fetch, G, [input, init]); // no session
+      let res;
+      try {
+        res = await apply(this.#fetch, G, out.next("Bearer " + step));
+      } catch (e) {
+        w.tw_forget(this.#h, id);
+        throw e;
+      }
+      step = await this.#wait(id, () => w.tw_status(this.#h, id, res.status, out.replayable(), now()));
+      if (step === DONE) return res;
+    }
+  }
+
+  #drain() {
+    for (let op; this.#h >= 0 && (op = w.tw_next(this.#h)); ) {
+      const c = out();
+      const id = c.id;
+      switch (op) {
+        case 1: this.#settle(id, c.a ? c.s : null); break;
+        case 2: this.#settle(id, DONE); break;
+        case 3: this.#settle(id, c.a === 2 ? c.s : c.a === 1 ? c.b === 1 : undefined); break;
+        case 4: this.#settle(id, fail(c.s, c.t, c.a, c.b), 1); break;
+        case 5: this.#request(id, c.a, c.s, c.b); break;
+        case 6: this.#requests.get(id)?.abort(); this.#requests.delete(id); break;
+        case 7: this.#post(c.s, c.t, c.a, c.b, id); break;
+        case 8: this.#lock(c.a === 1); break;
+        case 9: this.#unlock(); break;
+        case 10: this.#cancelLock(); break;
+        case 11:
+          this.#timers.set(id, setT(() => {
+            this.#timers.delete(id);
+            if (this.#h < 0) return;
+            w.tw_timer(this.#h, id, now());
+            this.#drain();
+          }, c.a));
+          break;
+        case 12: clearT(this.#timers.get(id)); this.#timers.delete(id); break;
+        case 13: this.#emit(c.s, c.a, c.t); break;
+      }
+    }
+  }
+
+  #settle(id, value, rejected) {
+    const w = this.#waiters.get(id);
+    if (!w) return;
+    this.#waiters.delete(id);
+    w[rejected ? 1 : 0](value);
+  }
+
+  async #request(req, endpoint, bearer, caller) {
+    const cfg = this.#cfg;
+    const headers = new HeadersC();
+    apply(hset, headers, [cfg.csrf.name, cfg.csrf.value]);
+    if (bearer) apply(hset, headers, ["Authorization", "Bearer " + bearer]);
+    const controller = new AbortController();
+    const init = { method: "POST", credentials: "include", headers, signal: controller.signal };
+    const body = this.#bodies.get(caller);
+    if (body !== undefined) {
+      this.#bodies.delete(caller);
+      apply(hset, headers, ["Content-Type", "application/json"]);
+      init.body = body;
+    }
+    this.#requests.set(req, controller);
+    let status = 0, json, retry;
+    try {
+      const res = await apply(this.#fetch, G, [[cfg.loginUrl, cfg.refreshUrl, cfg.logoutUrl][endpoint], init]);
+      retry = apply(hget, res.headers, ["retry-after"]);
+      const text = await readCapped(res);
+      status = res.status;
+      try { json = parse(text); } catch {}
+    } catch {
+      status = 0;
+    }
+    // Timed out: the core has moved on (and aborted it).
+    if (!this.#requests.delete(req) || this.#h < 0) return;
+    const j = json && typeof json === "object" ? json : {};
+    const str = (v) => (typeof v === "string" ? v : undefined);
+    const num = (v) => (typeof v === "number" ? v : undefined);
+    const token = str(j.access_token);
+    let lifetime = NaN;
+    try {
+      const claims = parse(payload(-1, token ?? "") ?? "null");
+      lifetime = num(claims?.exp - claims?.iat) ?? NaN;
+    } catch {}
+    const [a, b, c] = put(token, str(j.token_type), str(j.error));
+    w.tw_reply(this.#h, req, status, a, b, c, num(j.expires_in) ?? NaN, lifetime,
+      retry == null ? NaN : parseFloat(retry), now());
+    this.#drain();
+  }
+
+  #post(kind, text, lifetime, at, login) {
+    const m = { t: kind, at };
+    if (kind === "token") Object.assign(m, { kind: login ? "login" : "refresh", token: text, lifetime });
+    if (kind === "ended") m.reason = text;
+    this.#channel?.postMessage(m);
+  }
+
+  #peer(d) {
+    if (this.#h < 0 || typeof d?.t !== "string") return;
+    const s = (v) => (typeof v === "string" ? v : undefined);
+    const n = (v) => (typeof v === "number" ? v : NaN);
+    const [kind, token, reason] = put(d.t, s(d.token), s(d.reason));
+    w.tw_peer(this.#h, kind, token, reason, d.kind === "login", n(d.lifetime), n(d.at), now());
+    this.#drain();
+  }
+
+  #lock(wait) {
+    const locks = G.navigator?.locks;
+    const ticket = (this.#ticket = { controller: new AbortController(), cancelled: false });
+    const granted = (ok) => {
+      if (ticket.cancelled || this.#h < 0) return;
+      w.tw_lock(this.#h, ok, now());
+      this.#drain();
+    };
+    if (typeof locks?.request !== "function") return granted(true); // no Web Locks: unlocked
+    const opts = wait ? { signal: ticket.controller.signal } : { ifAvailable: true };
+    locks.request(this.#lockName, opts, (lock) => {
+      if (ticket.cancelled) return; // given up: released at once
+      if (!lock) return granted(false);
+      return new Promise((release) => {
+        this.#release = release;
+        granted(true);
+      });
+    }).catch(() => granted(true)); // refused (e.g. an opaque origin): go ahead unlocked
+  }
+
+  #unlock() {
+    const release = this.#release;
+    this.#release = null;
+    release?.();
+  }
+
+  #cancelLock() {
+    const t = this.#ticket;
+    if (t) {
+      t.cancelled = true;
+      t.controller.abort();
+    }
+  }
+
+  #emit(event, expiresIn, reason) {
+    const detail = event === "refresh" ? { expiresIn } : event === "sessionExpired" ? { reason } : {};
+    for (const [e, handler] of this.#listeners) {
+      if (e !== event) continue;
+      try {
+        handler(detail);
+      } catch (err) {
+        G.reportError?.(err);
+      }
+    }
+  }
+}

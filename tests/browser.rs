@@ -508,6 +508,31 @@ async fn a_request_to_another_origin_carries_no_token() {
     assert!(get(&echo, "authorization").as_string().is_some());
 }
 
+/// HTML injection, no script: `<base href="https://other/">` makes fetch resolve a relative URL
+/// against another origin. The origin is checked on the URL fetch will use, so no token goes.
+#[wasm_bindgen_test]
+async fn an_injected_base_element_cannot_redirect_the_token() {
+    let page = window().location().origin().expect("origin");
+    let origins = Array::of2(&SERVER.into(), &page.into());
+    let auth = logged_in(&[("allowedOrigins", origins.into())]).await;
+    let document = window().document().expect("document");
+    let base = document.create_element("base").expect("base");
+    base.set_attribute("href", &format!("{OTHER_ORIGIN}/"))
+        .expect("href");
+    document
+        .head()
+        .expect("head")
+        .append_child(&base)
+        .expect("append");
+    let res: Response = await_ok(auth.fetch("/test/echo".into(), None)).await.into();
+    base.remove();
+    let echo = body(res).await;
+    assert!(get(&echo, "authorization").is_null(), "{}", json(&echo));
+    // Without the <base>, an allowed origin still gets it.
+    let echo = body(auth_fetch(&auth, "/test/echo", JsValue::UNDEFINED).await).await;
+    assert!(get(&echo, "authorization").as_string().is_some());
+}
+
 #[wasm_bindgen_test]
 async fn the_callers_own_authorization_header_is_left_alone() {
     let auth = logged_in(&[]).await;

@@ -53,6 +53,10 @@ pub const ASK_WAIT_MS: f64 = 150.0;
 /// How long a tab that waited for the lock waits for the holder's token before refreshing
 /// itself (the holder may have failed or been closed).
 pub const HANDOFF_WAIT_MS: f64 = 300.0;
+/// How long a tab that refreshed keeps the lock after posting its token. A tab that needs a
+/// refresh a moment later, before the message reached it, then finds the lock taken, waits,
+/// and finds the token on arrival instead of refreshing again.
+pub const LOCK_HOLD_MS: f64 = 100.0;
 /// A peer's message may claim a time at most this far ahead of ours (clock granularity).
 pub const PEER_CLOCK_SLACK_MS: f64 = 1_000.0;
 
@@ -315,6 +319,8 @@ pub struct Machine {
     requests: Vec<Pending>,
     next_id: Id,
     rng: u32,
+    /// The timer that releases the lock held after a refresh (`LOCK_HOLD_MS`).
+    hold: Option<Id>,
     /// Commands not yet polled, from `head` on (a plain Vec: smaller wasm than a VecDeque).
     out: Vec<Command>,
     head: usize,
@@ -328,6 +334,7 @@ impl Machine {
             config,
             callers: Vec::new(),
             flight: None,
+            hold: None,
             requests: Vec::new(),
             next_id: 1,
             out: Vec::new(),
@@ -486,6 +493,10 @@ impl Machine {
 
     /// Timer `id` fired.
     pub fn timer(&mut self, id: Id, now: f64) {
+        if self.hold == Some(id) {
+            self.hold = None;
+            return self.out.push(Command::Unlock);
+        }
         if let Some(p) = self.requests.iter().position(|p| p.timer == id) {
             let pending = self.requests.swap_remove(p);
             self.out.push(Command::Abort { req: pending.req });
@@ -816,7 +827,11 @@ impl Machine {
             _ => {}
         }
         if f.locked {
-            self.out.push(Command::Unlock);
+            if let Settled::Refreshed { .. } = settled {
+                self.hold = Some(self.start_timer(LOCK_HOLD_MS));
+            } else {
+                self.out.push(Command::Unlock);
+            }
         }
         let ids = self.waiting();
         match settled {

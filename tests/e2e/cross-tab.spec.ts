@@ -133,3 +133,60 @@ test.describe("crossTab: false (what is lost without it)", () => {
     expect((await stats()).refresh_calls).toBe(1);
   });
 });
+
+test.describe("a hostile script of the same origin", () => {
+  /** The channel and lock name every TokenManager of this origin uses. */
+  const NAME = (page: Page) => page.evaluate(() => "tokenwarden " + new URL("/auth/refresh", location.href).href);
+
+  test("injected channel messages change no tab's state: future, eternal, malformed, another account's", async ({ context }) => {
+    const tabs = await loggedInTabs(context, 2);
+    const before = await tabs[0].evaluate(() => (window as any).echo());
+    // Another account's real token, as an attacker who logged in elsewhere would have it.
+    const other = await newUser();
+    const evil = await context.newPage();
+    await evil.goto(new URL("/", tabs[0].url()).href + "?evil");
+    const name = await NAME(tabs[0]);
+    await evil.evaluate(({ name, other }) => fetch("/auth/login", {
+      method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(other),
+      credentials: "omit",
+    }).then((r) => r.json()).then((j) => {
+      const ch = new BroadcastChannel(name);
+      const now = Date.now();
+      ch.postMessage({ t: "token", kind: "login", token: j.access_token, lifetime: 1e9, at: now + 1e12 });
+      ch.postMessage({ t: "token", kind: "login", token: "a\nb", lifetime: 600, at: now });
+      ch.postMessage({ t: "token", kind: "refresh", token: j.access_token, lifetime: Infinity, at: now });
+      ch.postMessage({ t: "token", kind: "refresh", token: 42, lifetime: 600, at: now });
+      ch.postMessage({ t: "logout", at: now + 1e12 });
+      ch.postMessage({ t: "ended", reason: "nonsense", at: now });
+      ch.postMessage({ t: "nonsense" });
+      ch.postMessage("garbage");
+    }), { name, other });
+    await sleep(200);
+    for (const t of tabs) {
+      expect(await isAuthenticated(t)).toBe(true);
+      const echo = await t.evaluate(() => (window as any).echo());
+      expect(echo.authorization, "still the user's own token").toBe(before.authorization);
+      expect(await t.evaluate(() => (window as any).burst(3))).toEqual([200, 200, 200]);
+    }
+  });
+
+  test("a Web Lock held forever: NetworkError within refreshTimeoutMs + 1 s, and the session survives", async ({ context }) => {
+    const tabs = await loggedInTabs(context, 1, { refreshTimeoutMs: 1500 });
+    const evil = await context.newPage();
+    await evil.goto(new URL("/", tabs[0].url()).href + "?evil");
+    const name = await NAME(tabs[0]);
+    await evil.evaluate((name) => new Promise<void>((held) => {
+      navigator.locks.request(name, () => { held(); return new Promise(() => {}); });
+    }), name);
+    await sleep(UNTIL_DUE_MS);
+    const t0 = Date.now();
+    const [status] = await tabs[0].evaluate(() => (window as any).burst(1));
+    const waited = Date.now() - t0;
+    expect(status).toBe("NetworkError");
+    expect(waited).toBeLessThan(1500 + 1000);
+    expect(await isAuthenticated(tabs[0])).toBe(true);
+    // The holder goes away: the next request refreshes and works.
+    await evil.close();
+    expect(await tabs[0].evaluate(() => (window as any).burst(1))).toEqual([200]);
+  });
+});

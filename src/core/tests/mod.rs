@@ -11,7 +11,7 @@ mod storms;
 mod tabs;
 mod wake;
 
-pub use super::machine::{ASK_WAIT_MS, HANDOFF_WAIT_MS};
+pub use super::machine::{ASK_WAIT_MS, HANDOFF_WAIT_MS, LOCK_HOLD_MS};
 use super::*;
 
 pub const LIFETIME: f64 = 600.0;

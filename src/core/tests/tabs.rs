@@ -54,6 +54,8 @@ fn with_no_answer_to_ask_the_tab_takes_the_lock_and_refreshes() {
     let req = s.request(Endpoint::Refresh);
     s.reply(req, ok("t1"));
     assert_eq!(s.sent_with(a), Some(Some("t1".into())));
+    let hold = s.timer_of(LOCK_HOLD_MS);
+    s.fire(hold);
     assert!(s.has(&Command::Unlock));
 }
 

@@ -3,13 +3,15 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-export const BASE = "http://127.0.0.1:18280";
+/** The first of the four ports the servers use (TW_E2E_PORT, default 18280). */
+const PORT = Number(process.env.TW_E2E_PORT ?? 18280);
+export const BASE = `http://127.0.0.1:${PORT}`;
 /** The demo as `make demo` serves it (www/ + pkg/), with 4-second tokens and test hooks. */
-export const DEMO = "http://127.0.0.1:18281";
+export const DEMO = `http://127.0.0.1:${PORT + 1}`;
 /** The Vite consumer fixture (tests/consumer/dist, built from the packed tarball). */
-export const CONSUMER = "http://127.0.0.1:18282";
+export const CONSUMER = `http://127.0.0.1:${PORT + 2}`;
 /** For the 1000-request storms: 10-second tokens, so a storm never outlasts a fresh token. */
-export const STORM = "http://127.0.0.1:18283";
+export const STORM = `http://127.0.0.1:${PORT + 3}`;
 
 // Chromium from Debian (toolchain.md): never `playwright install`.
 export const chromium = {
@@ -46,11 +48,11 @@ export default defineConfig({
   use: { browserName: "chromium", launchOptions: chromium },
   webServer: [
     // 4-second access tokens (refresh due after 2 s), counters and fault hooks.
-    server(18280, "--www-dir tests/e2e/site --pkg-dir pkg"),
+    server(PORT, "--www-dir tests/e2e/site --pkg-dir pkg"),
     // The demo as `make demo` serves it (www/ + pkg/).
-    server(18281, "--demo"),
+    server(PORT + 1, "--demo"),
     // The Vite consumer fixture, built from the packed tarball.
-    server(18282, "--demo --www-dir tests/consumer/dist --pkg-dir /nonexistent"),
-    server(18283, "--www-dir tests/e2e/site --pkg-dir pkg", 10),
+    server(PORT + 2, "--demo --www-dir tests/consumer/dist --pkg-dir /nonexistent"),
+    server(PORT + 3, "--www-dir tests/e2e/site --pkg-dir pkg", 10),
   ],
 });

@@ -146,4 +146,39 @@ mod tests {
         assert_eq!(PeerKind::parse("Token"), None);
         assert_eq!(ErrorCode::parse(""), None);
     }
+
+    /// The driver and the typings are JavaScript and TypeScript, so they cannot import these
+    /// enums; this test keeps them from drifting.
+    #[test]
+    fn the_driver_and_the_typings_use_these_words() {
+        let driver = include_str!("web/tokenwarden.js");
+        let typings = include_str!("web/tokenwarden.d.ts");
+        let events = driver
+            .lines()
+            .find(|l| l.starts_with("const EVENTS"))
+            .unwrap_or_default();
+        for e in Event::ALL {
+            let quoted = format!("\"{}\"", e.as_str());
+            assert!(events.contains(&quoted), "EVENTS lacks {quoted}");
+            assert!(
+                typings.contains(&format!("  {}: ", e.as_str())),
+                "d.ts lacks {quoted}"
+            );
+        }
+        for n in ErrorName::ALL {
+            assert!(typings.contains(&format!("\"{}\"", n.as_str())), "{n:?}");
+        }
+        for r in EndReason::ALL {
+            assert!(typings.contains(&format!("\"{}\"", r.as_str())), "{r:?}");
+        }
+        // The driver builds the message fields of these two kinds itself.
+        for k in [PeerKind::Token, PeerKind::Ended] {
+            assert!(
+                driver.contains(&format!("kind === \"{}\"", k.as_str())),
+                "{k:?}"
+            );
+        }
+        assert!(driver.contains(&format!("name: \"{CSRF_HEADER}\", value: \"{CSRF_VALUE}\"")));
+        assert!(driver.contains(&format!("\"{}\"", CookieName::SessionHint.as_str())));
+    }
 }

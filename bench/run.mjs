@@ -112,8 +112,10 @@ async function openPage(context, url) {
 
 // Server A: 10-minute tokens (overhead, start-up, peers on server-side expiry).
 // Server B: 4-second tokens, so tokenwarden's own clock sees them expire (due after 2 s).
-const A = await startServer(18380, ["--access-ttl-secs", "600"]);
-const B = await startServer(18381, ["--access-ttl-secs", "4"]);
+// TW_BENCH_PORT moves both servers (default 18380 and 18381).
+const PORT = Number(process.env.TW_BENCH_PORT ?? 18380);
+const A = await startServer(PORT, ["--access-ttl-secs", "600"]);
+const B = await startServer(PORT + 1, ["--access-ttl-secs", "4"]);
 
 try {
   // 1. Per-request overhead --------------------------------------------------------------------

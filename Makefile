@@ -31,15 +31,18 @@ pkg: setup-node
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p tokenwarden-server --all-targets --features test-hooks -- -D warnings
 	cargo clippy -p tokenwarden --target wasm32-unknown-unknown --all-targets -- -D warnings
 
 # The client's core, natively.
 test-native:
 	cargo test -p tokenwarden
 
-# The reference server over real HTTP and SQLite.
+# The reference server over real HTTP and SQLite: as released (no test hooks), then the
+# hooks' own tests in a build with the `test-hooks` feature.
 test-server:
 	cargo test -p tokenwarden-server
+	cargo test -p tokenwarden-server --features test-hooks --test test_hooks
 
 # The client in headless Chromium against the real server.
 test-browser:

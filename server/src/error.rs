@@ -20,6 +20,13 @@ pub enum ApiError {
     InvalidGrant,
     /// Refresh token reused: the session was revoked (401 `token_reused`); clears the cookies.
     TokenReused,
+    /// The refresh cookie appears more than once (400 `duplicate_cookie`); nothing changes.
+    DuplicateCookie,
+    /// Refresh throttled, per session, per client IP or per token (429 `too_many_requests`,
+    /// `Retry-After`).
+    TooManyRequests {
+        retry_after: i64,
+    },
     /// The CSRF header is missing on a cookie-authenticated endpoint (403 `csrf_header_missing`).
     CsrfHeaderMissing,
     /// No bearer token (401, `WWW-Authenticate: Bearer realm=...` without an error code).
@@ -37,6 +44,11 @@ pub enum ApiError {
     MethodNotAllowed,
     /// A test hook asked for it (503 `temporarily_unavailable`).
     Unavailable,
+    /// Every password-verification slot is taken and the queue is full (503
+    /// `temporarily_unavailable`, `Retry-After`).
+    Busy {
+        retry_after: i64,
+    },
     /// Database or signing failure (500 `server_error`); details go to the log only.
     Internal(String),
 }
@@ -61,6 +73,8 @@ impl ApiError {
             ApiError::TooManyAttempts { .. } => "too_many_attempts",
             ApiError::InvalidGrant => "invalid_grant",
             ApiError::TokenReused => "token_reused",
+            ApiError::DuplicateCookie => "duplicate_cookie",
+            ApiError::TooManyRequests { .. } => "too_many_requests",
             ApiError::CsrfHeaderMissing => "csrf_header_missing",
             ApiError::MissingToken => "missing_token",
             ApiError::InvalidToken(_) => "invalid_token",
@@ -69,7 +83,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
-            ApiError::Unavailable => "temporarily_unavailable",
+            ApiError::Unavailable | ApiError::Busy { .. } => "temporarily_unavailable",
             ApiError::Internal(_) => "server_error",
         }
     }
@@ -81,6 +95,8 @@ impl ApiError {
             ApiError::TooManyAttempts { retry_after: 1 },
             ApiError::InvalidGrant,
             ApiError::TokenReused,
+            ApiError::DuplicateCookie,
+            ApiError::TooManyRequests { retry_after: 1 },
             ApiError::CsrfHeaderMissing,
             ApiError::MissingToken,
             ApiError::InvalidToken(Invalid::Expired),
@@ -90,9 +106,17 @@ impl ApiError {
             ApiError::NotFound,
             ApiError::MethodNotAllowed,
             ApiError::Unavailable,
+            ApiError::Busy { retry_after: 1 },
             ApiError::Internal(String::new()),
         ]
     }
+}
+
+fn with_retry_after(mut res: Response, retry_after: i64) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&retry_after.max(1).to_string()) {
+        res.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    res
 }
 
 fn body(status: StatusCode, code: &str, description: &str) -> Response {
@@ -115,17 +139,27 @@ impl IntoResponse for ApiError {
                 code,
                 "the email or password is wrong",
             ),
-            ApiError::TooManyAttempts { retry_after } => {
-                let mut res = body(
+            ApiError::TooManyAttempts { retry_after } => with_retry_after(
+                body(
                     StatusCode::TOO_MANY_REQUESTS,
                     code,
                     "too many login attempts; retry later",
-                );
-                if let Ok(v) = HeaderValue::from_str(&retry_after.max(1).to_string()) {
-                    res.headers_mut().insert(header::RETRY_AFTER, v);
-                }
-                res
-            }
+                ),
+                retry_after,
+            ),
+            ApiError::TooManyRequests { retry_after } => with_retry_after(
+                body(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    code,
+                    "too many refreshes; retry later",
+                ),
+                retry_after,
+            ),
+            ApiError::DuplicateCookie => body(
+                StatusCode::BAD_REQUEST,
+                code,
+                "the refresh cookie appears more than once in the request",
+            ),
             ApiError::InvalidGrant => cookies::clear(body(
                 StatusCode::UNAUTHORIZED,
                 code,
@@ -183,6 +217,14 @@ impl IntoResponse for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 code,
                 "the server is temporarily unavailable",
+            ),
+            ApiError::Busy { retry_after } => with_retry_after(
+                body(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    code,
+                    "the server is busy; retry later",
+                ),
+                retry_after,
             ),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");

@@ -30,10 +30,11 @@ fn append(res: &mut Response, cookie: &str) {
     }
 }
 
-/// Sets both cookies on a response.
+/// Sets both cookies on a response. The refresh cookie comes last: some clients keep only the
+/// last header of a name (wrk's Lua `response` callback, which bench/run.mjs relies on).
 pub fn set(mut res: Response, token: &str, max_age: i64) -> Response {
-    append(&mut res, &refresh_cookie(token, max_age));
     append(&mut res, &hint_cookie(max_age));
+    append(&mut res, &refresh_cookie(token, max_age));
     res
 }
 

@@ -20,7 +20,7 @@ async fn login_returns_a_bearer_token_and_sets_exactly_the_documented_cookies() 
     assert_eq!(res.headers()["cache-control"], "no-store");
     let cookies = set_cookies(res.headers());
     assert_eq!(cookies.len(), 2, "{cookies:?}");
-    let refresh = &cookies[0];
+    let refresh = &cookies[1];
     let value = cookie(res.headers(), REFRESH_COOKIE).expect("refresh cookie");
     assert_eq!(value.len(), 43, "256-bit token, base64url");
     assert_eq!(
@@ -30,7 +30,7 @@ async fn login_returns_a_bearer_token_and_sets_exactly_the_documented_cookies() 
         )
     );
     assert_eq!(
-        cookies[1],
+        cookies[0],
         "tw_session=1; Path=/; Max-Age=1209600; Secure; SameSite=Strict"
     );
     assert!(!refresh.contains("Domain"));
@@ -347,7 +347,7 @@ async fn sessions_expire_when_idle_and_at_their_absolute_lifetime() {
     let res = s.refresh_response(&t2.refresh).await;
     assert_eq!(res.status(), 200);
     let cookies = set_cookies(res.headers());
-    assert!(cookies[0].contains("Max-Age=10;"), "{cookies:?}");
+    assert!(cookies[1].contains("Max-Age=10;"), "{cookies:?}");
     let t3 = tokens_of(res).await;
     s.state.clock.advance(11);
     assert_eq!(s.refresh_error(&t3.refresh).await, "invalid_grant");

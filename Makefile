@@ -10,6 +10,8 @@ export WASM_BINDGEN_TEST_ADDRESS ?= 127.0.0.1:18180
 export TW_TEST_SERVER_ADDR ?= 127.0.0.1:18181
 export TW_TEST_SERVER ?= http://$(TW_TEST_SERVER_ADDR)
 export TW_TEST_OTHER_ORIGIN ?= http://localhost:$(lastword $(subst :, ,$(TW_TEST_SERVER_ADDR)))
+# The secret the test servers require in X-Test-Hooks-Secret (browser tests: at compile time).
+export TW_TEST_HOOKS_SECRET ?= tokenwarden-test-hooks-secret
 
 .PHONY: help setup setup-node pkg lint test test-native test-server test-browser test-e2e bench bench-smoke demo
 
@@ -31,38 +33,43 @@ pkg: setup-node
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p tokenwarden-server --all-targets --features test-hooks -- -D warnings
 	cargo clippy -p tokenwarden --target wasm32-unknown-unknown --all-targets -- -D warnings
 
 # The client's core, natively.
 test-native:
 	cargo test -p tokenwarden
 
-# The reference server over real HTTP and SQLite.
+# The reference server over real HTTP and SQLite: as released (no test hooks), then the
+# hooks' own tests in a build with the `test-hooks` feature.
 test-server:
 	cargo test -p tokenwarden-server
+	cargo test -p tokenwarden-server --features test-hooks --test test_hooks
 
 # The client in headless Chromium against the real server.
 test-browser: pkg
-	cargo build -p tokenwarden-server
+	cargo build -p tokenwarden-server --features test-hooks
 	cargo test -p tokenwarden --target wasm32-unknown-unknown --test browser
 
 # Playwright in headless Chromium: cross-tab behaviour, the demo, the npm consumer.
 test-e2e: pkg
-	cargo build -p tokenwarden-server
+	cargo build -p tokenwarden-server --features test-hooks
 	tests/consumer/build.sh
 	npx playwright test -c tests/e2e/playwright.config.ts
 
 # The benchmark harness with tiny sizes, against the debug server (figures meaningless).
 bench-smoke: pkg
-	cargo build -p tokenwarden-server
+	cargo build -p tokenwarden-server --features test-hooks
 	TW_BENCH_SERVER=target/debug/tokenwarden-server node bench/run.mjs --smoke
 
 test: setup lint test-native test-server test-browser test-e2e bench-smoke
 
-# Every figure of bench/RESULTS.md, side by side with the peers (a few minutes).
+# Every figure of bench/RESULTS.md, side by side with the peers (a few minutes). The benchmark
+# drives the server through its test hooks, so this release build has the `test-hooks` feature
+# (`make demo` rebuilds without it).
 bench: pkg
 	@scripts/setup.sh --node --browser --bench
-	cargo build --release -p tokenwarden-server
+	cargo build --release -p tokenwarden-server --features test-hooks
 	node bench/run.mjs
 
 demo: pkg

@@ -43,6 +43,10 @@ words! {
         InvalidGrant = "invalid_grant",
         /// The refresh token was used twice: the session was revoked (theft detection).
         TokenReused = "token_reused",
+        /// The refresh cookie's name appeared more than once (cookie tossing): nothing rotated.
+        DuplicateCookie = "duplicate_cookie",
+        /// A refresh limit (per session or per client) was hit; `Retry-After` says for how long.
+        TooManyRequests = "too_many_requests",
         /// A cookie-authenticated endpoint was called without the CSRF header.
         CsrfHeaderMissing = "csrf_header_missing",
         /// No access token on an API request.
@@ -62,8 +66,8 @@ words! {
 words! {
     /// Cookies the server sets.
     CookieName {
-        /// The refresh token: `HttpOnly; Secure; SameSite=Strict; Path=/auth`.
-        Refresh = "__Secure-tw_refresh",
+        /// The refresh token: `HttpOnly; Secure; SameSite=Strict; Path=/`, no `Domain`.
+        Refresh = "__Host-tw_refresh",
         /// Not a secret, readable by JS: "a session may exist" (saves anonymous visitors a
         /// refresh request at page load).
         SessionHint = "tw_session",

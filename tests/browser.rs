@@ -20,6 +20,11 @@ const OTHER_ORIGIN: &str = match option_env!("TW_TEST_OTHER_ORIGIN") {
     Some(s) => s,
     None => "http://localhost:18181",
 };
+/// What the test server requires in `X-Test-Hooks-Secret` on every `/test/*` request.
+const HOOKS_SECRET: &str = match option_env!("TW_TEST_HOOKS_SECRET") {
+    Some(s) => s,
+    None => "tokenwarden-test-hooks-secret",
+};
 /// Half the 4-second token lifetime (the leeway is capped at half) plus a margin.
 const UNTIL_REFRESH_DUE_MS: i32 = 2_200;
 
@@ -126,12 +131,13 @@ fn json(v: &JsValue) -> String {
 async fn server(method: &str, path: &str, body: Option<JsValue>) -> JsValue {
     let init = RequestInit::new();
     init.set_method(method);
+    let headers = web_sys::Headers::new().unwrap();
+    headers.set("x-test-hooks-secret", HOOKS_SECRET).unwrap();
     if let Some(b) = body {
         init.set_body(&JsValue::from_str(&json(&b)));
-        let headers = web_sys::Headers::new().unwrap();
         headers.set("content-type", "application/json").unwrap();
-        init.set_headers(&headers);
     }
+    init.set_headers(&headers);
     let url = format!("{SERVER}{path}");
     let res: Response = JsFuture::from(window().fetch_with_str_and_init(&url, &init))
         .await
@@ -228,6 +234,14 @@ async fn rejection(p: Promise) -> (String, String) {
     }
 }
 
+/// A fetch init that shows the test server the hooks' secret (for `/test/echo`).
+fn hooks_init() -> JsValue {
+    obj(&[(
+        "headers",
+        obj(&[("X-Test-Hooks-Secret", HOOKS_SECRET.into())]),
+    )])
+}
+
 async fn auth_fetch(auth: &TokenManager, path: &str, init: JsValue) -> Response {
     let url = if path.starts_with("http") {
         path.to_owned()
@@ -300,7 +314,7 @@ async fn login_then_fetch_carries_the_token() {
     let res = auth_fetch(&auth, "/api/me", JsValue::UNDEFINED).await;
     assert_eq!(res.status(), 200);
     assert_eq!(get(&body(res).await, "email").as_string().unwrap(), email);
-    let echo = body(auth_fetch(&auth, "/test/echo", JsValue::UNDEFINED).await).await;
+    let echo = body(auth_fetch(&auth, "/test/echo", hooks_init()).await).await;
     assert!(
         get(&echo, "authorization")
             .as_string()
@@ -402,7 +416,7 @@ async fn concurrent_401s_share_one_refresh() {
 #[wasm_bindgen_test]
 async fn a_401_the_token_cannot_fix_is_replayed_once_then_returned() {
     let auth = logged_in(&[]).await;
-    let res = auth_fetch(&auth, "/test/echo?status=401", JsValue::UNDEFINED).await;
+    let res = auth_fetch(&auth, "/test/echo?status=401", hooks_init()).await;
     assert_eq!(res.status(), 401, "the caller gets the API's answer");
     assert_eq!(
         count("refresh_calls").await,
@@ -493,18 +507,11 @@ async fn a_lost_refresh_response_is_recovered_without_logout() {
 #[wasm_bindgen_test]
 async fn a_request_to_another_origin_carries_no_token() {
     let auth = logged_in(&[]).await;
-    let echo = body(
-        auth_fetch(
-            &auth,
-            &format!("{OTHER_ORIGIN}/test/echo"),
-            JsValue::UNDEFINED,
-        )
-        .await,
-    )
-    .await;
+    let echo =
+        body(auth_fetch(&auth, &format!("{OTHER_ORIGIN}/test/echo"), hooks_init()).await).await;
     assert!(get(&echo, "authorization").is_null(), "{}", json(&echo));
     // The allowed origin does get it.
-    let echo = body(auth_fetch(&auth, "/test/echo", JsValue::UNDEFINED).await).await;
+    let echo = body(auth_fetch(&auth, "/test/echo", hooks_init()).await).await;
     assert!(get(&echo, "authorization").as_string().is_some());
 }
 
@@ -524,7 +531,13 @@ async fn an_injected_base_element_cannot_redirect_the_token() {
         .expect("head")
         .append_child(&base)
         .expect("append");
-    let res: Response = await_ok(auth.fetch("/test/echo".into(), None)).await.into();
+    let init = obj(&[(
+        "headers",
+        obj(&[("X-Test-Hooks-Secret", HOOKS_SECRET.into())]),
+    )]);
+    let res: Response = await_ok(auth.fetch("/test/echo".into(), Some(init)))
+        .await
+        .into();
     base.remove();
     let echo = body(res).await;
     assert!(get(&echo, "authorization").is_null(), "{}", json(&echo));
@@ -538,7 +551,10 @@ async fn the_callers_own_authorization_header_is_left_alone() {
     let auth = logged_in(&[]).await;
     let init = obj(&[(
         "headers",
-        obj(&[("Authorization", "Basic Zm9vOmJhcg==".into())]),
+        obj(&[
+            ("Authorization", "Basic Zm9vOmJhcg==".into()),
+            ("X-Test-Hooks-Secret", HOOKS_SECRET.into()),
+        ]),
     )]);
     let echo = body(auth_fetch(&auth, "/test/echo", init).await).await;
     assert_eq!(
@@ -550,7 +566,11 @@ async fn the_callers_own_authorization_header_is_left_alone() {
 #[wasm_bindgen_test]
 async fn a_request_object_and_an_abort_signal_pass_through() {
     let auth = logged_in(&[]).await;
-    let req = Request::new_with_str(&format!("{SERVER}/test/echo")).unwrap();
+    let req = Request::new_with_str_and_init(
+        &format!("{SERVER}/test/echo"),
+        &hooks_init().unchecked_into(),
+    )
+    .unwrap();
     let res: Response = await_ok(auth.fetch(req.into(), None)).await.into();
     assert!(get(&body(res).await, "authorization").as_string().is_some());
 
@@ -587,8 +607,15 @@ async fn the_callers_headers_are_kept_in_every_form_fetch_accepts() {
     // X-Tokenwarden: a header the test server's CORS policy allows and /test/echo reports.
     let as_headers = web_sys::Headers::new().unwrap();
     as_headers.set("x-tokenwarden", "kept").unwrap();
-    let as_pairs = Array::of1(&Array::of2(&"x-tokenwarden".into(), &"kept".into()));
-    let as_record = obj(&[("X-Tokenwarden", "kept".into())]);
+    as_headers.set("x-test-hooks-secret", HOOKS_SECRET).unwrap();
+    let as_pairs = Array::of2(
+        &Array::of2(&"x-tokenwarden".into(), &"kept".into()),
+        &Array::of2(&"x-test-hooks-secret".into(), &HOOKS_SECRET.into()),
+    );
+    let as_record = obj(&[
+        ("X-Tokenwarden", "kept".into()),
+        ("X-Test-Hooks-Secret", HOOKS_SECRET.into()),
+    ]);
     for headers in [as_headers.into(), as_pairs.into(), as_record] {
         let init = obj(&[("headers", headers)]);
         let echo = body(auth_fetch(&auth, "/test/echo", init).await).await;
@@ -597,9 +624,18 @@ async fn the_callers_headers_are_kept_in_every_form_fetch_accepts() {
         assert_eq!(get(&echo, "x-tokenwarden").as_string().unwrap(), "kept");
     }
     // The caller's init object itself is never modified.
-    let init = obj(&[("headers", obj(&[("X-Tokenwarden", "kept".into())]))]);
+    let init = obj(&[(
+        "headers",
+        obj(&[
+            ("X-Tokenwarden", "kept".into()),
+            ("X-Test-Hooks-Secret", HOOKS_SECRET.into()),
+        ]),
+    )]);
     auth_fetch(&auth, "/test/echo", init.clone()).await;
-    assert_eq!(json(&get(&init, "headers")), r#"{"X-Tokenwarden":"kept"}"#);
+    assert_eq!(
+        json(&get(&init, "headers")),
+        format!(r#"{{"X-Tokenwarden":"kept","X-Test-Hooks-Secret":"{HOOKS_SECRET}"}}"#)
+    );
 }
 
 #[wasm_bindgen_test]
@@ -609,7 +645,7 @@ async fn logout_forgets_the_token_here_and_on_the_server() {
     await_ok(auth.logout()).await;
     assert!(!auth.is_authenticated());
     assert_eq!(events(&log), ["logout"]);
-    let echo = body(auth_fetch(&auth, "/test/echo", JsValue::UNDEFINED).await).await;
+    let echo = body(auth_fetch(&auth, "/test/echo", hooks_init()).await).await;
     assert!(get(&echo, "authorization").is_null());
     assert_eq!(count("logouts").await, 1.0);
     // A "reload" finds no session: the hint cookie is gone, so not even a request is made.
@@ -638,7 +674,11 @@ async fn install_intercepts_global_fetch_until_uninstall() {
     auth.install();
     let fetch: Function = get(&global, "fetch").unchecked_into();
     let p: Promise = fetch
-        .call1(&JsValue::NULL, &format!("{SERVER}/test/echo").into())
+        .call2(
+            &JsValue::NULL,
+            &format!("{SERVER}/test/echo").into(),
+            &hooks_init(),
+        )
         .unwrap()
         .into();
     let res: Response = await_ok(p).await.into();

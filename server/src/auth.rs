@@ -1,9 +1,7 @@
 //! `/auth/*`: login, refresh (rotation with reuse detection), logout, sessions.
 
-use std::net::SocketAddr;
-
 use axum::Json;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -12,7 +10,8 @@ use serde_json::json;
 use crate::cookies;
 use crate::error::ApiError;
 use crate::extract::{Authed, JsonBody, bearer, require_csrf};
-use crate::password;
+use crate::net::{ClientIp, bucket_key};
+use crate::rotation::{self, Decision};
 use crate::serve::DropConnection;
 use crate::state::{AppState, Hooks};
 use crate::store::{Granted, Rotation};
@@ -70,14 +69,14 @@ fn grant(
 
 pub async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: ClientIp,
     headers: HeaderMap,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let now = state.now();
     state
         .ip_limiter
-        .check(peer.ip(), now)
+        .check(client.bucket(), now)
         .map_err(|retry_after| ApiError::TooManyAttempts { retry_after })?;
     let email = normalize_email(&req.email);
     if email.is_empty() || email.len() > 254 || req.password.is_empty() || req.password.len() > 1024
@@ -88,11 +87,21 @@ pub async fn login(
         ));
     }
     let settings = &state.settings;
-    let (failures, window_start) = state
+    // At most a bounded number of argon2 runs at once, a bounded queue, then 503.
+    let turn = state
+        .hasher
+        .turn()
+        .await
+        .map_err(|_| ApiError::Busy { retry_after: 1 })?;
+    // Counted before the password is checked and in one statement, so concurrent guesses
+    // cannot all read a count under the limit; per account *and* client, so a stranger's
+    // guesses cannot lock the owner out.
+    let client_key = bucket_key(client.0);
+    let (attempts, window_start) = state
         .store
-        .login_failures(&email, now - settings.login_window)
+        .count_login_attempt(&email, &client_key, now, settings.login_window)
         .await?;
-    if failures >= settings.login_max_failures {
+    if attempts > settings.login_max_failures {
         return Err(ApiError::TooManyAttempts {
             retry_after: window_start + settings.login_window - now,
         });
@@ -101,17 +110,15 @@ pub async fn login(
     let found = state.store.user_by_email(&email).await?;
     // Unknown emails verify against a dummy hash: same work, same time, same answer.
     let phc = found.as_ref().map_or(state.dummy_hash.as_str(), |(_, h)| h);
-    let matches = password::verify(&req.password, phc).await;
+    let matches = turn.verify(&req.password, phc).await;
+    drop(turn);
     let Some((user, _)) = found.filter(|_| matches) else {
-        state
-            .store
-            .record_login_failure(&email, now, settings.login_window)
-            .await?;
         return Err(ApiError::InvalidCredentials);
     };
-    if failures > 0 {
-        state.store.clear_login_failures(&email).await?;
-    }
+    state
+        .store
+        .clear_login_attempts(&email, &client_key)
+        .await?;
 
     let refresh = random_token();
     let user_agent: String = headers
@@ -140,35 +147,49 @@ pub async fn login(
 
 pub async fn refresh(
     State(state): State<AppState>,
+    client: ClientIp,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     require_csrf(&headers)?;
-    let mut drop_response = false;
-    if let Some(h) = &state.hooks {
-        Hooks::bump(&h.refresh_calls);
-        let latency = h
-            .refresh_latency_ms
-            .load(std::sync::atomic::Ordering::SeqCst);
-        if latency > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
-        }
-        if Hooks::take(&h.refresh_fail_next) {
-            return Err(ApiError::Unavailable);
-        }
-        drop_response = Hooks::take(&h.refresh_drop_next);
-    }
+    state.hook(|h| Hooks::bump(&h.refresh_calls));
+    let drop_response = crate::hooks::before_refresh(&state).await?;
     let presented = cookies::refresh_token(&headers)
+        .map_err(|_| ApiError::DuplicateCookie)?
         .filter(|t| is_well_formed_refresh_token(t))
         .ok_or(ApiError::InvalidGrant)?;
-    let child = random_token();
     let now = state.now();
+    let too_many = |retry_after| ApiError::TooManyRequests { retry_after };
+    state
+        .refresh_ip_limiter
+        .check(client.bucket(), now)
+        .map_err(too_many)?;
+    let presented = hash_refresh_token(presented);
+    // The read pool answers unknown tokens, dead sessions and capped tokens: a flood of those
+    // never takes the one writer.
+    let found = state
+        .store
+        .presented_token(&presented)
+        .await?
+        .ok_or(ApiError::InvalidGrant)?;
+    match rotation::decide(found.token, found.family, now, state.settings.rotation) {
+        Decision::Invalid => return Err(ApiError::InvalidGrant),
+        Decision::Throttled { retry_after } => return Err(too_many(retry_after)),
+        // Detection is never throttled.
+        Decision::Reuse => {}
+        Decision::Claim { .. } | Decision::Repeat { .. } | Decision::Reissue { .. } => state
+            .refresh_session_limiter
+            .check(found.session_id, now)
+            .map_err(too_many)?,
+    }
+    let child = random_token();
     let outcome = state
         .store
         .rotate(
-            &hash_refresh_token(presented),
+            &presented,
             &hash_refresh_token(&child),
             now,
             state.settings.idle_ttl,
+            state.settings.rotation,
         )
         .await?;
     match outcome {
@@ -199,6 +220,7 @@ pub async fn refresh(
             Err(ApiError::TokenReused)
         }
         Rotation::Invalid => Err(ApiError::InvalidGrant),
+        Rotation::Throttled { retry_after } => Err(too_many(retry_after)),
     }
 }
 
@@ -209,8 +231,10 @@ pub async fn logout(
     require_csrf(&headers)?;
     let now = state.now();
     let mut sessions = Vec::new();
-    if let Some(token) =
-        cookies::refresh_token(&headers).filter(|t| is_well_formed_refresh_token(t))
+    if let Some(token) = cookies::refresh_token(&headers)
+        .ok()
+        .flatten()
+        .filter(|t| is_well_formed_refresh_token(t))
         && let Some(sid) = state
             .store
             .session_of_token(&hash_refresh_token(token))

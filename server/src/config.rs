@@ -1,9 +1,15 @@
 //! Command line and environment. Every option has a `TW_*` environment variable.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
+
+use crate::kek::{KeyEncryption, LocalKek};
+use crate::net::{ForwardedHeader, Proxies};
+use crate::rotation::Policy;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -21,6 +27,12 @@ pub struct Cli {
         global = true
     )]
     pub database_url: String,
+
+    /// File holding the 32-byte key that seals signing keys at rest (raw, or base64 text).
+    /// Alternatively `TW_KEY_ENCRYPTION_KEY` holds it as base64. Required for a database file,
+    /// except with --demo (which creates `<database>.kek` beside it).
+    #[arg(long, env = "TW_KEY_ENCRYPTION_KEY_FILE", global = true)]
+    pub key_encryption_key_file: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -77,12 +89,24 @@ pub struct ServeArgs {
     pub bind: SocketAddr,
 
     /// Demo mode: seed the demo user, 30 s access tokens, allow this server's own origin.
+    /// Refused on a non-loopback address without --demo-public (its password is published).
+    /// Without --demo, the demo user is deleted at start.
     #[arg(long, env = "TW_DEMO")]
     pub demo: bool,
 
-    /// Enable /test/* hooks (counters, faults, clock). Refused on a non-loopback address.
+    /// Allow --demo on a non-loopback address.
+    #[arg(long, env = "TW_DEMO_PUBLIC")]
+    pub demo_public: bool,
+
+    /// Enable /test/* hooks (counters, faults, clock). Only in a binary built with the
+    /// `test-hooks` Cargo feature; refused on a non-loopback address.
     #[arg(long, env = "TW_TEST_HOOKS")]
     pub test_hooks: bool,
+
+    /// The secret every /test/* request must carry in `X-Test-Hooks-Secret` (at least 16
+    /// characters). Random, and printed at start, when not given.
+    #[arg(long, env = "TW_TEST_HOOKS_SECRET", hide_env_values = true)]
+    pub test_hooks_secret: Option<String>,
 
     /// `iss` of access tokens.
     #[arg(long, env = "TW_ISSUER", default_value = "tokenwarden")]
@@ -124,16 +148,70 @@ pub struct ServeArgs {
     )]
     pub allowed_origins: Vec<String>,
 
-    /// Failed logins per account within --login-window-secs before 429.
+    /// Password attempts per account from one client IP (IPv6: one /64) within
+    /// --login-window-secs; beyond, 429 without checking the password. A successful login
+    /// clears that count; other addresses (the account's owner) are not affected.
     #[arg(long, env = "TW_LOGIN_MAX_FAILURES", default_value_t = 10)]
     pub login_max_failures: i64,
 
+    /// The window of --login-max-failures.
     #[arg(long, env = "TW_LOGIN_WINDOW_SECS", default_value_t = 900)]
     pub login_window_secs: i64,
 
     /// Login attempts per client IP per minute.
     #[arg(long, env = "TW_LOGIN_IP_PER_MINUTE", default_value_t = 60)]
     pub login_ip_per_minute: u32,
+
+    /// Refreshes per client IP (IPv6: per /64) per minute.
+    #[arg(long, env = "TW_REFRESH_IP_PER_MINUTE", default_value_t = 600)]
+    pub refresh_ip_per_minute: u32,
+
+    /// Refreshes per session per minute.
+    #[arg(long, env = "TW_REFRESH_SESSION_PER_MINUTE", default_value_t = 30)]
+    pub refresh_session_per_minute: u32,
+
+    /// How long a refresh token that was just used may be presented again for another child
+    /// (concurrent tabs, retries).
+    #[arg(long, env = "TW_ROTATION_GRACE_SECS", default_value_t = 30)]
+    pub rotation_grace_secs: i64,
+
+    /// Most children one refresh token may have within that window.
+    #[arg(long, env = "TW_ROTATION_MAX_CHILDREN", default_value_t = 32)]
+    pub rotation_max_children: i64,
+
+    /// Reverse proxies (CIDR, e.g. 10.0.0.0/8 or 127.0.0.1/32) whose forwarding header gives
+    /// the client's address. Repeat or separate with commas.
+    #[arg(
+        long = "trusted-proxy",
+        env = "TW_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// The header the trusted proxies append the client's address to.
+    #[arg(long, env = "TW_FORWARDED_HEADER", value_enum, default_value_t = ForwardedHeader::XForwardedFor)]
+    pub forwarded_header: ForwardedHeader,
+
+    /// Password verifications running at once [default: the number of CPUs].
+    #[arg(long, env = "TW_ARGON2_CONCURRENCY")]
+    pub argon2_concurrency: Option<usize>,
+
+    /// Logins waiting for a verification slot before the server answers 503.
+    #[arg(long, env = "TW_ARGON2_QUEUE", default_value_t = 32)]
+    pub argon2_queue: usize,
+
+    /// Time a client has to send a request's headers (from when the server starts waiting for
+    /// them, which on a kept-alive connection is when the previous response was sent).
+    #[arg(long, env = "TW_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+
+    /// A connection on which no byte moves either way for this long is closed.
+    #[arg(long, env = "TW_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
+
+    /// Connections served at once; more wait in the listen backlog.
+    #[arg(long, env = "TW_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
 
     /// Directory served at / (the demo SPA), if it exists.
     #[arg(long, env = "TW_WWW_DIR", default_value = "www")]
@@ -147,6 +225,71 @@ pub struct ServeArgs {
 /// The demo user seeded by --demo.
 pub const DEMO_EMAIL: &str = "demo@tokenwarden.dev";
 pub const DEMO_PASSWORD: &str = "correct horse battery staple";
+
+/// How the accept loop treats connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+        }
+    }
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// The sealer of signing keys: the key file, else `TW_KEY_ENCRYPTION_KEY` (`env_key`), else a
+/// random key for an in-memory database (nothing is at rest), else with `--demo` a key file
+/// created beside the database. Otherwise an error saying what to set.
+pub fn key_encryption(
+    file: Option<&Path>,
+    env_key: Option<&str>,
+    database_url: &str,
+    demo: bool,
+) -> Result<KeyEncryption, String> {
+    if let Some(file) = file {
+        return LocalKek::from_file(file).map(KeyEncryption::local);
+    }
+    if let Some(key) = env_key.filter(|k| !k.trim().is_empty()) {
+        return LocalKek::parse(key)
+            .map(KeyEncryption::local)
+            .map_err(|e| format!("TW_KEY_ENCRYPTION_KEY: {e}"));
+    }
+    if database_url.contains(":memory:") || database_url.contains("mode=memory") {
+        return Ok(KeyEncryption::local(LocalKek::ephemeral()));
+    }
+    if demo {
+        let path = database_url
+            .strip_prefix("sqlite://")
+            .or_else(|| database_url.strip_prefix("sqlite:"))
+            .map(|p| p.split('?').next().unwrap_or(p))
+            .ok_or_else(|| format!("--demo: cannot place a key file beside {database_url}"))?;
+        let key_file = PathBuf::from(format!("{path}.kek"));
+        if let Some(parent) = key_file.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+        }
+        return LocalKek::from_file_or_create(&key_file).map(KeyEncryption::local);
+    }
+    Err(
+        "signing keys are encrypted at rest: set TW_KEY_ENCRYPTION_KEY to 32 random bytes in \
+         base64 (`openssl rand -base64 32`) or point --key-encryption-key-file at a file \
+         holding them"
+            .into(),
+    )
+}
 
 /// Validated settings the server runs with.
 #[derive(Debug, Clone)]
@@ -163,7 +306,17 @@ pub struct Settings {
     pub login_max_failures: i64,
     pub login_window: i64,
     pub login_ip_per_minute: u32,
+    pub refresh_ip_per_minute: u32,
+    pub refresh_session_per_minute: u32,
+    pub rotation: Policy,
+    pub proxies: Proxies,
+    pub argon2_concurrency: usize,
+    pub argon2_queue: usize,
+    pub connections: ConnectionLimits,
     pub test_hooks: bool,
+    /// Required in `X-Test-Hooks-Secret` by every /test/* route.
+    pub test_hooks_secret: String,
+    pub key_encryption: KeyEncryption,
     pub demo: bool,
     /// Served at `/` and `/pkg/` when the directories exist.
     pub www_dir: Option<PathBuf>,
@@ -186,17 +339,46 @@ impl Settings {
             login_max_failures: 10,
             login_window: 900,
             login_ip_per_minute: 60,
+            refresh_ip_per_minute: 600,
+            refresh_session_per_minute: 30,
+            rotation: Policy::default(),
+            proxies: Proxies::default(),
+            argon2_concurrency: cpus(),
+            argon2_queue: 32,
+            connections: ConnectionLimits::default(),
             test_hooks: false,
+            test_hooks_secret: crate::tokens::random_token(),
+            key_encryption: KeyEncryption::local(LocalKek::ephemeral()),
             demo: false,
             www_dir: None,
             pkg_dir: None,
         }
     }
 
-    pub fn from_args(a: &ServeArgs) -> Result<Self, String> {
+    pub fn from_args(a: &ServeArgs, key_encryption: KeyEncryption) -> Result<Self, String> {
         let access_ttl = a.access_ttl_secs.unwrap_or(if a.demo { 30 } else { 600 });
+        if a.test_hooks && !cfg!(feature = "test-hooks") {
+            return Err(
+                "--test-hooks: this binary was built without the `test-hooks` feature \
+                        (cargo build --features test-hooks)"
+                    .into(),
+            );
+        }
         if a.test_hooks && !a.bind.ip().is_loopback() {
             return Err("--test-hooks is refused on a non-loopback address".into());
+        }
+        if a.test_hooks_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            return Err("--test-hooks-secret must be at least 16 characters".into());
+        }
+        if a.demo && !a.demo_public && !a.bind.ip().is_loopback() {
+            return Err(
+                "--demo publishes its user's password: refused on a non-loopback \
+                        address (add --demo-public if that is really what you want)"
+                    .into(),
+            );
+        }
+        if !(0..=300).contains(&a.rotation_grace_secs) {
+            return Err("--rotation-grace-secs must be between 0 and 300".into());
         }
         if !(1..=86_400).contains(&access_ttl) {
             return Err("--access-ttl-secs must be between 1 and 86400".into());
@@ -247,7 +429,29 @@ impl Settings {
             login_max_failures: a.login_max_failures.max(1),
             login_window: a.login_window_secs.max(1),
             login_ip_per_minute: a.login_ip_per_minute.max(1),
+            refresh_ip_per_minute: a.refresh_ip_per_minute.max(1),
+            refresh_session_per_minute: a.refresh_session_per_minute.max(1),
+            rotation: Policy {
+                grace_secs: a.rotation_grace_secs,
+                max_children: a.rotation_max_children.max(1),
+            },
+            proxies: Proxies {
+                trusted: a.trusted_proxies.clone(),
+                header: a.forwarded_header,
+            },
+            argon2_concurrency: a.argon2_concurrency.unwrap_or_else(cpus).max(1),
+            argon2_queue: a.argon2_queue,
+            connections: ConnectionLimits {
+                header_read_timeout: Duration::from_secs(a.header_read_timeout_secs.max(1)),
+                idle_timeout: Duration::from_secs(a.idle_timeout_secs.max(1)),
+                max_connections: a.max_connections.max(1),
+            },
             test_hooks: a.test_hooks,
+            test_hooks_secret: a
+                .test_hooks_secret
+                .clone()
+                .unwrap_or_else(crate::tokens::random_token),
+            key_encryption,
             demo: a.demo,
             www_dir: Some(a.www_dir.clone()).filter(|d| d.is_dir()),
             pkg_dir: Some(a.pkg_dir.clone()).filter(|d| d.is_dir()),

@@ -1,19 +1,24 @@
 //! The two cookies of the protocol.
 //!
-//! - `__Secure-tw_refresh`: the refresh token. `HttpOnly; Secure; SameSite=Strict; Path=/auth`,
-//!   no `Domain`. Scoped to `/auth`, so it cannot use the `__Host-` prefix (which needs `Path=/`).
+//! - `__Host-tw_refresh`: the refresh token. `HttpOnly; Secure; SameSite=Strict; Path=/`, no
+//!   `Domain`. The `__Host-` prefix makes browsers refuse the name from any other host (a
+//!   sibling subdomain cannot plant or shadow it: "cookie tossing") and from plain HTTP; it
+//!   requires `Path=/` (docs/PROTOCOL.md, "Cookies", weighs this against `__Secure-` with
+//!   `Path=/auth`).
 //! - `tw_session=1`: not a secret, readable by JS, same lifetime: tells the client at page
 //!   load that a session may exist, so anonymous visitors cost no refresh request.
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
+use tokenwarden::proto::CookieName;
 
-pub const REFRESH_COOKIE: &str = "__Secure-tw_refresh";
-pub const HINT_COOKIE: &str = "tw_session";
+/// The names are the protocol's (`tokenwarden::proto`), shared with the client.
+pub const REFRESH_COOKIE: &str = CookieName::Refresh.as_str();
+pub const HINT_COOKIE: &str = CookieName::SessionHint.as_str();
 
 pub fn refresh_cookie(token: &str, max_age: i64) -> String {
     format!(
-        "{REFRESH_COOKIE}={token}; Path=/auth; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict"
+        "{REFRESH_COOKIE}={token}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict"
     )
 }
 
@@ -27,10 +32,11 @@ fn append(res: &mut Response, cookie: &str) {
     }
 }
 
-/// Sets both cookies on a response.
+/// Sets both cookies on a response. The refresh cookie comes last: some clients keep only the
+/// last header of a name (wrk's Lua `response` callback, which bench/run.mjs relies on).
 pub fn set(mut res: Response, token: &str, max_age: i64) -> Response {
-    append(&mut res, &refresh_cookie(token, max_age));
     append(&mut res, &hint_cookie(max_age));
+    append(&mut res, &refresh_cookie(token, max_age));
     res
 }
 
@@ -38,7 +44,7 @@ pub fn set(mut res: Response, token: &str, max_age: i64) -> Response {
 pub fn clear(mut res: Response) -> Response {
     append(
         &mut res,
-        &format!("{REFRESH_COOKIE}=; Path=/auth; Max-Age=0; HttpOnly; Secure; SameSite=Strict"),
+        &format!("{REFRESH_COOKIE}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict"),
     );
     append(
         &mut res,
@@ -47,14 +53,66 @@ pub fn clear(mut res: Response) -> Response {
     res
 }
 
-/// The refresh token from the request's `Cookie` headers, if present.
-pub fn refresh_token(headers: &HeaderMap) -> Option<&str> {
-    headers
+/// The refresh cookie appears more than once in the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Duplicate;
+
+/// The refresh token from the request's `Cookie` headers: `Ok(None)` if absent, `Err` if the
+/// name appears more than once (whatever the values): the server cannot know which one the
+/// browser meant, and picking one lets a planted cookie win.
+pub fn refresh_token(headers: &HeaderMap) -> Result<Option<&str>, Duplicate> {
+    let mut found = None;
+    for (name, value) in headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == REFRESH_COOKIE)
-        .map(|(_, value)| value.trim_matches('"'))
+    {
+        if name.trim() != REFRESH_COOKIE {
+            continue;
+        }
+        if found.is_some() {
+            return Err(Duplicate);
+        }
+        found = Some(value.trim().trim_matches('"'));
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cookies(lines: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for l in lines {
+            h.append(header::COOKIE, HeaderValue::from_str(l).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn one_refresh_cookie_or_none() {
+        let t = "__Host-tw_refresh";
+        assert_eq!(refresh_token(&cookies(&[])), Ok(None));
+        assert_eq!(
+            refresh_token(&cookies(&[&format!("a=1; {t}=V; tw_session=1")])),
+            Ok(Some("V"))
+        );
+        assert_eq!(
+            refresh_token(&cookies(&[&format!("{t}=A; {t}=V")])),
+            Err(Duplicate)
+        );
+        assert_eq!(
+            refresh_token(&cookies(&[&format!("{t}=A"), &format!("{t}=A")])),
+            Err(Duplicate),
+            "even the same value twice"
+        );
+        // Other prefixes are other cookies.
+        assert_eq!(
+            refresh_token(&cookies(&[&format!("__Secure-tw_refresh=A; {t}=V")])),
+            Ok(Some("V"))
+        );
+    }
 }

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::cookies;
 use crate::tokens::Invalid;
+use tokenwarden::proto::ErrorCode;
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -20,6 +21,13 @@ pub enum ApiError {
     InvalidGrant,
     /// Refresh token reused: the session was revoked (401 `token_reused`); clears the cookies.
     TokenReused,
+    /// The refresh cookie appears more than once (400 `duplicate_cookie`); nothing changes.
+    DuplicateCookie,
+    /// Refresh throttled, per session, per client IP or per token (429 `too_many_requests`,
+    /// `Retry-After`).
+    TooManyRequests {
+        retry_after: i64,
+    },
     /// The CSRF header is missing on a cookie-authenticated endpoint (403 `csrf_header_missing`).
     CsrfHeaderMissing,
     /// No bearer token (401, `WWW-Authenticate: Bearer realm=...` without an error code).
@@ -37,6 +45,11 @@ pub enum ApiError {
     MethodNotAllowed,
     /// A test hook asked for it (503 `temporarily_unavailable`).
     Unavailable,
+    /// Every password-verification slot is taken and the queue is full (503
+    /// `temporarily_unavailable`, `Retry-After`).
+    Busy {
+        retry_after: i64,
+    },
     /// Database or signing failure (500 `server_error`); details go to the log only.
     Internal(String),
 }
@@ -57,20 +70,24 @@ impl ApiError {
     /// The `error` field of the JSON body.
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::InvalidCredentials => "invalid_credentials",
-            ApiError::TooManyAttempts { .. } => "too_many_attempts",
-            ApiError::InvalidGrant => "invalid_grant",
-            ApiError::TokenReused => "token_reused",
-            ApiError::CsrfHeaderMissing => "csrf_header_missing",
-            ApiError::MissingToken => "missing_token",
-            ApiError::InvalidToken(_) => "invalid_token",
-            ApiError::InvalidRequest(_) => "invalid_request",
-            ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::PayloadTooLarge => "payload_too_large",
-            ApiError::NotFound => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
-            ApiError::Unavailable => "temporarily_unavailable",
-            ApiError::Internal(_) => "server_error",
+            ApiError::InvalidCredentials => ErrorCode::InvalidCredentials.as_str(),
+            ApiError::TooManyAttempts { .. } => ErrorCode::TooManyAttempts.as_str(),
+            ApiError::InvalidGrant => ErrorCode::InvalidGrant.as_str(),
+            ApiError::TokenReused => ErrorCode::TokenReused.as_str(),
+            ApiError::DuplicateCookie => ErrorCode::DuplicateCookie.as_str(),
+            ApiError::TooManyRequests { .. } => ErrorCode::TooManyRequests.as_str(),
+            ApiError::CsrfHeaderMissing => ErrorCode::CsrfHeaderMissing.as_str(),
+            ApiError::MissingToken => ErrorCode::MissingToken.as_str(),
+            ApiError::InvalidToken(_) => ErrorCode::InvalidToken.as_str(),
+            ApiError::InvalidRequest(_) => ErrorCode::InvalidRequest.as_str(),
+            ApiError::UnsupportedMediaType => ErrorCode::UnsupportedMediaType.as_str(),
+            ApiError::PayloadTooLarge => ErrorCode::PayloadTooLarge.as_str(),
+            ApiError::NotFound => ErrorCode::NotFound.as_str(),
+            ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed.as_str(),
+            ApiError::Unavailable | ApiError::Busy { .. } => {
+                ErrorCode::TemporarilyUnavailable.as_str()
+            }
+            ApiError::Internal(_) => ErrorCode::ServerError.as_str(),
         }
     }
 
@@ -81,6 +98,8 @@ impl ApiError {
             ApiError::TooManyAttempts { retry_after: 1 },
             ApiError::InvalidGrant,
             ApiError::TokenReused,
+            ApiError::DuplicateCookie,
+            ApiError::TooManyRequests { retry_after: 1 },
             ApiError::CsrfHeaderMissing,
             ApiError::MissingToken,
             ApiError::InvalidToken(Invalid::Expired),
@@ -90,9 +109,17 @@ impl ApiError {
             ApiError::NotFound,
             ApiError::MethodNotAllowed,
             ApiError::Unavailable,
+            ApiError::Busy { retry_after: 1 },
             ApiError::Internal(String::new()),
         ]
     }
+}
+
+fn with_retry_after(mut res: Response, retry_after: i64) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&retry_after.max(1).to_string()) {
+        res.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    res
 }
 
 fn body(status: StatusCode, code: &str, description: &str) -> Response {
@@ -115,17 +142,27 @@ impl IntoResponse for ApiError {
                 code,
                 "the email or password is wrong",
             ),
-            ApiError::TooManyAttempts { retry_after } => {
-                let mut res = body(
+            ApiError::TooManyAttempts { retry_after } => with_retry_after(
+                body(
                     StatusCode::TOO_MANY_REQUESTS,
                     code,
                     "too many login attempts; retry later",
-                );
-                if let Ok(v) = HeaderValue::from_str(&retry_after.max(1).to_string()) {
-                    res.headers_mut().insert(header::RETRY_AFTER, v);
-                }
-                res
-            }
+                ),
+                retry_after,
+            ),
+            ApiError::TooManyRequests { retry_after } => with_retry_after(
+                body(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    code,
+                    "too many refreshes; retry later",
+                ),
+                retry_after,
+            ),
+            ApiError::DuplicateCookie => body(
+                StatusCode::BAD_REQUEST,
+                code,
+                "the refresh cookie appears more than once in the request",
+            ),
             ApiError::InvalidGrant => cookies::clear(body(
                 StatusCode::UNAUTHORIZED,
                 code,
@@ -183,6 +220,14 @@ impl IntoResponse for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 code,
                 "the server is temporarily unavailable",
+            ),
+            ApiError::Busy { retry_after } => with_retry_after(
+                body(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    code,
+                    "the server is busy; retry later",
+                ),
+                retry_after,
             ),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");

@@ -10,7 +10,8 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::tokens::{self, AccessClaims, Invalid};
 
-pub const CSRF_HEADER: &str = "x-tokenwarden";
+/// `X-Tokenwarden` (`tokenwarden::proto::CSRF_HEADER`, shared with the client).
+pub const CSRF_HEADER: &str = tokenwarden::proto::CSRF_HEADER;
 
 /// Cookie-authenticated endpoints require `X-Tokenwarden: 1`. A cross-site page cannot set a
 /// custom header without a CORS preflight, which only allow-listed origins pass.

@@ -1,212 +1,27 @@
-//! `/test/*`: counters and fault injection for the browser tests and benchmarks. Mounted only
-//! with `--test-hooks`, which is refused on a non-loopback address.
-
-use std::sync::atomic::Ordering;
-
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+//! `/test/*`: counters and fault injection for the browser tests and benchmarks.
+//!
+//! Compiled only with the `test-hooks` Cargo feature (never a default: `cargo build --release`,
+//! `cargo install` and `make demo` leave it out), mounted only with `--test-hooks` on a
+//! loopback address, and even then answered only to requests carrying the per-start secret in
+//! `X-Test-Hooks-Secret` (anything else gets the same 404 as a binary without the feature).
 
 use crate::error::ApiError;
-use crate::extract::JsonBody;
-use crate::state::{AppState, Hooks};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/test/stats", get(stats))
-        .route("/test/reset", post(reset))
-        .route("/test/faults", post(faults))
-        .route("/test/clock", post(clock))
-        .route("/test/keys/rotate", post(rotate_key))
-        .route("/test/keys/revoke", post(revoke_key))
-        .route("/test/users", post(create_user))
-        .route("/test/echo", get(echo).post(echo))
+/// The header that carries the secret.
+pub const SECRET_HEADER: &str = "x-test-hooks-secret";
+
+#[cfg(feature = "test-hooks")]
+mod routes;
+#[cfg(feature = "test-hooks")]
+pub use routes::{before_refresh, routes};
+
+/// Without the feature there are no faults to inject.
+#[cfg(not(feature = "test-hooks"))]
+pub async fn before_refresh(_state: &crate::state::AppState) -> Result<bool, ApiError> {
+    Ok(false)
 }
 
-#[derive(Deserialize)]
-struct EchoQuery {
-    status: Option<u16>,
-}
-
-/// Which credentials reached the server: lets a browser test prove what a request carried.
-/// `?status=401` answers with that status (an API that refuses whatever the token).
-async fn echo(
-    State(state): State<AppState>,
-    axum::extract::Query(q): axum::extract::Query<EchoQuery>,
-    headers: axum::http::HeaderMap,
-) -> Result<Response, ApiError> {
-    hooks(&state)?;
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let status = q
-        .status
-        .and_then(|s| StatusCode::from_u16(s).ok())
-        .unwrap_or(StatusCode::OK);
-    Ok((
-        status,
-        Json(json!({
-            "authorization": header("authorization"),
-            "cookie": header("cookie"),
-            "x-tokenwarden": header("x-tokenwarden"),
-        })),
-    )
-        .into_response())
-}
-
-fn hooks(state: &AppState) -> Result<&Hooks, ApiError> {
-    state.hooks.as_ref().ok_or(ApiError::NotFound)
-}
-
-async fn stats(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let h = hooks(&state)?;
-    let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::SeqCst);
-    Ok(Json(json!({
-        "refresh_calls": n(&h.refresh_calls),
-        "refresh_rotated": n(&h.refresh_rotated),
-        "reuse_detections": n(&h.reuse_detections),
-        "revocations": n(&h.revocations),
-        "logins": n(&h.logins),
-        "logouts": n(&h.logouts),
-    }))
-    .into_response())
-}
-
-async fn reset(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let h = hooks(&state)?;
-    for c in [
-        &h.refresh_calls,
-        &h.refresh_rotated,
-        &h.reuse_detections,
-        &h.revocations,
-        &h.logins,
-        &h.logouts,
-        &h.refresh_latency_ms,
-        &h.refresh_fail_next,
-        &h.refresh_drop_next,
-    ] {
-        c.store(0, Ordering::SeqCst);
-    }
-    state.ip_limiter.reset();
-    state.clock.reset();
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Faults {
-    /// Delay every /auth/refresh by this much.
-    refresh_latency_ms: Option<u64>,
-    /// Answer the next N refreshes with 503.
-    refresh_fail_next: Option<u64>,
-    /// Commit the next N rotations, then close the connection without answering.
-    refresh_drop_next: Option<u64>,
-}
-
-async fn faults(
-    State(state): State<AppState>,
-    JsonBody(f): JsonBody<Faults>,
-) -> Result<Response, ApiError> {
-    let h = hooks(&state)?;
-    if let Some(v) = f.refresh_latency_ms {
-        h.refresh_latency_ms.store(v.min(60_000), Ordering::SeqCst);
-    }
-    if let Some(v) = f.refresh_fail_next {
-        h.refresh_fail_next.store(v, Ordering::SeqCst);
-    }
-    if let Some(v) = f.refresh_drop_next {
-        h.refresh_drop_next.store(v, Ordering::SeqCst);
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Clock {
-    advance_secs: i64,
-}
-
-/// Moves the server's clock forward (session expiry, token exp) without sleeping.
-async fn clock(
-    State(state): State<AppState>,
-    JsonBody(c): JsonBody<Clock>,
-) -> Result<Response, ApiError> {
-    hooks(&state)?;
-    state.clock.advance(c.advance_secs);
-    Ok(Json(json!({ "now": state.now() })).into_response())
-}
-
-async fn rotate_key(State(state): State<AppState>) -> Result<Response, ApiError> {
-    hooks(&state)?;
-    let kid = state.keys.rotate(&state.store, state.now()).await?;
-    Ok(Json(json!({ "kid": kid })).into_response())
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Revoke {
-    /// Defaults to the current signing key.
-    kid: Option<String>,
-}
-
-async fn revoke_key(
-    State(state): State<AppState>,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    hooks(&state)?;
-    let req: Revoke = if body.is_empty() {
-        Revoke::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidRequest(e.to_string()))?
-    };
-    let kid = match req.kid {
-        Some(kid) => kid,
-        None => state
-            .keys
-            .current()
-            .signing
-            .as_ref()
-            .map(|(kid, _)| kid.clone())
-            .ok_or(ApiError::NotFound)?,
-    };
-    if !state.keys.revoke(&state.store, &kid, state.now()).await? {
-        return Err(ApiError::NotFound);
-    }
-    Ok(Json(json!({ "revoked": kid })).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewUser {
-    email: String,
-    password: String,
-    name: String,
-    #[serde(default)]
-    roles: Vec<String>,
-}
-
-async fn create_user(
-    State(state): State<AppState>,
-    JsonBody(u): JsonBody<NewUser>,
-) -> Result<Response, ApiError> {
-    hooks(&state)?;
-    let id = crate::create_user(
-        &state.store,
-        &u.email,
-        &u.password,
-        &u.name,
-        &u.roles,
-        state.now(),
-    )
-    .await
-    .map_err(ApiError::Internal)?
-    .ok_or_else(|| ApiError::InvalidRequest("a user with this email exists".into()))?;
-    Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
+/// What every `/test/*` path answers when the hooks are not mounted.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound
 }

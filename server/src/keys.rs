@@ -6,6 +6,10 @@
 //! - a **retired** key keeps verifying (and stays in the JWKS) for the grace period, which is
 //!   at least one access-token lifetime, so tokens it signed run out naturally;
 //! - a **revoked** key verifies nothing from the moment the ring is reloaded.
+//!
+//! Private keys are sealed at rest (`kek`): the database holds them encrypted with a
+//! key-encryption key it never sees. Keys stored in the clear by an older version are sealed
+//! at the first reload.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -17,6 +21,7 @@ use jsonwebtoken::{DecodingKey, EncodingKey};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use crate::kek::{self, KeyEncryption};
 use crate::store::{DbResult, KeyRow, Store};
 
 pub struct Ring {
@@ -30,6 +35,7 @@ pub struct Ring {
 pub struct Keys {
     ring: Arc<RwLock<Arc<Ring>>>,
     grace_secs: i64,
+    encryption: KeyEncryption,
 }
 
 /// RFC 7638 thumbprint of an Ed25519 public key: a stable, content-derived `kid`.
@@ -41,7 +47,8 @@ pub fn thumbprint(public: &[u8]) -> String {
     B64.encode(Sha256::digest(jwk.as_bytes()))
 }
 
-/// A fresh key pair, as stored: private key as PKCS#8 DER, public key as 32 raw bytes.
+/// A fresh key pair: private key as PKCS#8 DER (in the clear: `Keys` seals it before storing
+/// it), public key as 32 raw bytes.
 pub fn generate() -> Result<KeyRow, sqlx::Error> {
     let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
     let public = signing.verifying_key().to_bytes().to_vec();
@@ -60,8 +67,9 @@ pub fn generate() -> Result<KeyRow, sqlx::Error> {
 }
 
 impl Keys {
-    pub fn new(grace_secs: i64) -> Self {
+    pub fn new(grace_secs: i64, encryption: KeyEncryption) -> Self {
         Keys {
+            encryption,
             ring: Arc::new(RwLock::new(Arc::new(Ring {
                 signing: None,
                 verifying: HashMap::new(),
@@ -78,6 +86,19 @@ impl Keys {
         }
     }
 
+    /// A new key, sealed for storage.
+    fn generate_sealed(&self) -> DbResult<KeyRow> {
+        let mut key = generate()?;
+        key.private_key = self.seal(&key.kid, &key.private_key)?;
+        Ok(key)
+    }
+
+    fn seal(&self, kid: &str, private_key: &[u8]) -> DbResult<Vec<u8>> {
+        self.encryption
+            .seal(kid, private_key)
+            .map_err(sqlx::Error::Protocol)
+    }
+
     /// Rebuilds the ring from the database; creates a signing key if there is none.
     pub async fn reload(&self, store: &Store, now: i64) -> DbResult<()> {
         let mut rows = store.keys().await?;
@@ -85,8 +106,14 @@ impl Keys {
             .iter()
             .any(|k| k.retired_at.is_none() && k.revoked_at.is_none())
         {
-            store.add_signing_key(&generate()?, now).await?;
+            store.add_signing_key(&self.generate_sealed()?, now).await?;
             rows = store.keys().await?;
+        }
+        for k in rows.iter_mut().filter(|k| !kek::is_sealed(&k.private_key)) {
+            let sealed = self.seal(&k.kid, &k.private_key)?;
+            store.set_private_key(&k.kid, &sealed).await?;
+            tracing::info!(kid = %k.kid, "sealed a signing key stored in the clear");
+            k.private_key = sealed;
         }
         let mut signing = None;
         let mut verifying = HashMap::new();
@@ -96,7 +123,11 @@ impl Keys {
                 continue;
             }
             if k.retired_at.is_none() && signing.is_none() {
-                signing = Some((k.kid.clone(), EncodingKey::from_ed_der(&k.private_key)));
+                let der = self
+                    .encryption
+                    .open(&k.kid, &k.private_key)
+                    .map_err(sqlx::Error::Protocol)?;
+                signing = Some((k.kid.clone(), EncodingKey::from_ed_der(&der)));
             }
             if k.retired_at.is_none_or(|t| t + self.grace_secs > now) {
                 verifying.insert(k.kid.clone(), DecodingKey::from_ed_der(&k.public_key));
@@ -120,7 +151,7 @@ impl Keys {
 
     /// Graceful rotation: a new key signs from now on; the old one keeps verifying.
     pub async fn rotate(&self, store: &Store, now: i64) -> DbResult<String> {
-        let key = generate()?;
+        let key = self.generate_sealed()?;
         store.add_signing_key(&key, now).await?;
         self.reload(store, now).await?;
         Ok(key.kid)

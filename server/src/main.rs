@@ -2,8 +2,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tokenwarden_server::config::{
-    Cli, Command, DEMO_EMAIL, DEMO_PASSWORD, KeysCommand, UsersCommand,
+    self, Cli, Command, DEMO_EMAIL, DEMO_PASSWORD, KeysCommand, UsersCommand,
 };
+use tokenwarden_server::kek::KeyEncryption;
 use tokenwarden_server::keys::Keys;
 use tokenwarden_server::{AppState, Settings, Store};
 
@@ -37,9 +38,23 @@ async fn run(cli: Cli) -> Result<(), String> {
     let store = Store::connect(&cli.database_url)
         .await
         .map_err(|e| format!("opening {}: {e}", cli.database_url))?;
+    let key_encryption = || {
+        config::key_encryption(
+            cli.key_encryption_key_file.as_deref(),
+            std::env::var("TW_KEY_ENCRYPTION_KEY").ok().as_deref(),
+            &cli.database_url,
+            cli.serve.demo,
+        )
+    };
     let result = match cli.command {
-        None | Some(Command::Serve) => serve(cli.serve, store.clone()).await,
-        Some(Command::Keys(cmd)) => keys(cmd, &store, cli.serve.key_grace_secs).await,
+        None | Some(Command::Serve) => match key_encryption() {
+            Ok(k) => serve(cli.serve, store.clone(), k).await,
+            Err(e) => Err(e),
+        },
+        Some(Command::Keys(cmd)) => match key_encryption() {
+            Ok(k) => keys(cmd, &store, cli.serve.key_grace_secs, k).await,
+            Err(e) => Err(e),
+        },
         Some(Command::Users(UsersCommand::Add {
             email,
             name,
@@ -72,8 +87,13 @@ async fn run(cli: Cli) -> Result<(), String> {
     result
 }
 
-async fn keys(cmd: KeysCommand, store: &Store, grace: i64) -> Result<(), String> {
-    let keys = Keys::new(grace);
+async fn keys(
+    cmd: KeysCommand,
+    store: &Store,
+    grace: i64,
+    key_encryption: KeyEncryption,
+) -> Result<(), String> {
+    let keys = Keys::new(grace, key_encryption);
     let now = now();
     keys.reload(store, now).await.map_err(|e| e.to_string())?;
     match cmd {
@@ -107,11 +127,25 @@ async fn keys(cmd: KeysCommand, store: &Store, grace: i64) -> Result<(), String>
     Ok(())
 }
 
-async fn serve(args: tokenwarden_server::config::ServeArgs, store: Store) -> Result<(), String> {
-    let settings = Settings::from_args(&args)?;
+async fn serve(
+    args: tokenwarden_server::config::ServeArgs,
+    store: Store,
+    key_encryption: KeyEncryption,
+) -> Result<(), String> {
+    let settings = Settings::from_args(&args, key_encryption)?;
     let state = AppState::new(settings.clone(), store)
         .await
         .map_err(|e| format!("starting: {e}"))?;
+    if !settings.demo
+        && state
+            .store
+            .delete_user_by_email(DEMO_EMAIL)
+            .await
+            .map_err(|e| e.to_string())?
+    {
+        // Its password is published: it must not outlive --demo.
+        tracing::warn!("deleted the demo user (and its sessions): the server runs without --demo");
+    }
     if settings.demo {
         let created = tokenwarden_server::create_user(
             &state.store,
@@ -136,12 +170,16 @@ async fn serve(args: tokenwarden_server::config::ServeArgs, store: Store) -> Res
         println!("open http://{addr}/ in a browser");
     }
     if settings.test_hooks {
-        println!("test hooks enabled at /test/*");
+        println!(
+            "test hooks enabled at /test/* (header X-Test-Hooks-Secret: {})",
+            settings.test_hooks_secret
+        );
     }
     let maintenance = tokenwarden_server::spawn_maintenance(state.clone());
     tokenwarden_server::serve::serve(
         listener,
         tokenwarden_server::app(state.clone()),
+        settings.connections,
         shutdown_signal(),
     )
     .await;

@@ -1,8 +1,15 @@
 //! argon2id with OWASP's minimum parameters (m = 19 MiB, t = 2, p = 1: the crate's defaults),
 //! run on the blocking pool so a login never stalls the async workers.
+//!
+//! Logins go through [`Hasher`]: at most `concurrency` verifications run at once (each holds
+//! 19 MiB) and at most `queue` wait for a turn; a login beyond that is told the server is busy
+//! instead of joining an unbounded queue.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use tokio::sync::Semaphore;
 
 /// Hashes a password into a PHC string with a random salt.
 pub async fn hash(password: &str) -> Result<String, String> {
@@ -28,4 +35,121 @@ pub async fn verify(password: &str, phc: &str) -> bool {
     })
     .await
     .unwrap_or(false)
+}
+
+/// The server is verifying as many passwords as it allows, with a full queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
+
+/// A bounded gate around argon2 verification.
+pub struct Hasher {
+    permits: Semaphore,
+    /// Requests admitted: running plus waiting.
+    admitted: AtomicUsize,
+    limit: usize,
+    running: AtomicUsize,
+    peak: AtomicUsize,
+    verifications: AtomicU64,
+}
+
+/// A place in the gate; leaving (drop) frees it.
+pub struct Turn<'a> {
+    hasher: &'a Hasher,
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.hasher.running.fetch_sub(1, Ordering::SeqCst);
+        self.hasher.admitted.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Turn<'_> {
+    /// Verifies within this turn.
+    pub async fn verify(&self, password: &str, phc: &str) -> bool {
+        self.hasher.verifications.fetch_add(1, Ordering::SeqCst);
+        verify(password, phc).await
+    }
+}
+
+struct Admission<'a>(&'a Hasher);
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        self.0.admitted.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Hasher {
+    /// `concurrency` verifications at once (at least 1), `queue` more waiting.
+    pub fn new(concurrency: usize, queue: usize) -> Self {
+        let concurrency = concurrency.max(1);
+        Hasher {
+            permits: Semaphore::new(concurrency),
+            admitted: AtomicUsize::new(0),
+            limit: concurrency + queue,
+            running: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            verifications: AtomicU64::new(0),
+        }
+    }
+
+    /// Waits for a turn, or `Err(Busy)` at once if the queue is full.
+    pub async fn turn(&self) -> Result<Turn<'_>, Busy> {
+        let admitted = self
+            .admitted
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.limit).then_some(n + 1)
+            });
+        if admitted.is_err() {
+            return Err(Busy);
+        }
+        let admission = Admission(self);
+        let permit = self.permits.acquire().await.map_err(|_| Busy)?;
+        // From here the turn releases the admission (in its Drop).
+        std::mem::forget(admission);
+        let running = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(running, Ordering::SeqCst);
+        Ok(Turn {
+            hasher: self,
+            _permit: permit,
+        })
+    }
+
+    /// The most verifications that ever ran at once.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+
+    /// Passwords verified since start.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_gate_admits_concurrency_plus_queue_and_refuses_the_rest() {
+        let h = Hasher::new(1, 1);
+        let first = h.turn().await.expect("running");
+        let second = h.turn();
+        tokio::pin!(second);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), &mut second)
+                .await
+                .is_err(),
+            "the second caller waits for the permit"
+        );
+        // The queue (1) holds the second caller: a third is refused at once.
+        assert_eq!(h.turn().await.err(), Some(Busy));
+        drop(first);
+        let second = second.await.expect("admitted after the first left");
+        drop(second);
+        assert_eq!(h.peak(), 1);
+        assert!(h.turn().await.is_ok());
+    }
 }

@@ -1,10 +1,16 @@
-//! The accept loop: HTTP/1.1 over hyper, graceful shutdown, and the one thing `axum::serve`
+//! The accept loop: HTTP/1.1 over hyper, graceful shutdown, connection hygiene (a header-read
+//! timeout, an idle timeout, a cap on open connections), and the one thing `axum::serve`
 //! cannot do: close a connection without answering (the "lost response" test hook).
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -12,10 +18,14 @@ use axum::extract::ConnectInfo;
 use axum::http::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tower::ServiceExt;
+
+pub use crate::config::ConnectionLimits;
 
 /// A response extension: drop the connection instead of sending this response.
 #[derive(Clone, Copy, Debug)]
@@ -32,11 +42,98 @@ impl std::fmt::Display for Dropped {
 
 impl std::error::Error for Dropped {}
 
+/// A stream that records when a byte last moved, either way.
+struct Watched {
+    inner: TcpStream,
+    start: Instant,
+    /// Milliseconds after `start`.
+    last: Arc<AtomicU64>,
+}
+
+impl Watched {
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        res
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        res
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Resolves once no byte has moved for `idle`.
+async fn idle_for(start: Instant, last: Arc<AtomicU64>, idle: Duration) {
+    loop {
+        let since = Duration::from_millis(last.load(Ordering::Relaxed));
+        let quiet = start.elapsed().saturating_sub(since);
+        if quiet >= idle {
+            return;
+        }
+        tokio::time::sleep(idle - quiet).await;
+    }
+}
+
 /// Serves `app` until `shutdown` resolves, then lets open requests finish (at most 10 s).
-pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()>) {
+///
+/// - at most `limits.max_connections` connections are served at once; the next is accepted
+///   only when one closes (meanwhile it waits in the kernel's listen backlog);
+/// - a request's headers must arrive within `limits.header_read_timeout` (hyper starts the
+///   clock when it starts waiting for them, so an idle kept-alive connection is closed then);
+/// - a connection on which nothing moves for `limits.idle_timeout` (a stalled upload, a
+///   client that stops reading) is closed.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) {
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -65,10 +162,23 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Out
                 Ok(res)
             }
         });
-        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let start = Instant::now();
+        let last = Arc::new(AtomicU64::new(0));
+        let io = Watched {
+            inner: stream,
+            start,
+            last: last.clone(),
+        };
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(io), service));
+        let idle = limits.idle_timeout;
         tokio::spawn(async move {
-            let _ = conn.await;
+            tokio::select! {
+                _ = conn => {}
+                () = idle_for(start, last, idle) => {
+                    tracing::debug!(%peer, "closing a connection idle for {idle:?}");
+                }
+            }
+            drop(slot);
         });
     }
     drop(listener);

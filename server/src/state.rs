@@ -2,6 +2,7 @@
 //! path (bearer verification) off the database.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -28,7 +29,13 @@ pub struct Inner {
     pub store: Store,
     pub keys: Keys,
     pub revocations: Revocations,
+    /// Login attempts per client address bucket.
     pub ip_limiter: IpLimiter,
+    /// Refreshes per client address bucket and per session.
+    pub refresh_ip_limiter: Limiter<IpAddr>,
+    pub refresh_session_limiter: Limiter<String>,
+    /// argon2id behind a bounded semaphore.
+    pub hasher: crate::password::Hasher,
     pub clock: Clock,
     /// Present only with --test-hooks.
     pub hooks: Option<Hooks>,
@@ -41,7 +48,7 @@ impl AppState {
     pub async fn new(settings: Settings, store: Store) -> DbResult<Self> {
         let clock = Clock::default();
         let now = clock.now();
-        let keys = Keys::new(settings.key_grace);
+        let keys = Keys::new(settings.key_grace, settings.key_encryption.clone());
         keys.reload(&store, now).await?;
         let revocations = Revocations::default();
         let window = settings.access_ttl + settings.leeway;
@@ -61,6 +68,12 @@ impl AppState {
                 leeway_secs: settings.leeway,
             },
             ip_limiter: IpLimiter::new(settings.login_ip_per_minute),
+            refresh_ip_limiter: Limiter::new(settings.refresh_ip_per_minute),
+            refresh_session_limiter: Limiter::new(settings.refresh_session_per_minute),
+            hasher: crate::password::Hasher::new(
+                settings.argon2_concurrency,
+                settings.argon2_queue,
+            ),
             hooks: settings.test_hooks.then(Hooks::default),
             settings,
             store,
@@ -175,22 +188,27 @@ impl Revocations {
     }
 }
 
-/// Fixed one-minute windows of login attempts per client IP.
-pub struct IpLimiter {
+/// Login attempts per client address bucket.
+pub type IpLimiter = Limiter<IpAddr>;
+
+/// Fixed one-minute windows of events per key (a client address bucket, a session), in
+/// memory: a limit of one instance, which is what it is for (shedding floods before they cost
+/// a database write).
+pub struct Limiter<K> {
     per_minute: u32,
-    windows: Mutex<HashMap<IpAddr, (i64, u32)>>,
+    windows: Mutex<HashMap<K, (i64, u32)>>,
 }
 
-impl IpLimiter {
+impl<K: Hash + Eq> Limiter<K> {
     pub fn new(per_minute: u32) -> Self {
-        IpLimiter {
+        Limiter {
             per_minute,
             windows: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Counts an attempt; `Err(retry_after)` when over the limit.
-    pub fn check(&self, ip: IpAddr, now: i64) -> Result<(), i64> {
+    /// Counts an event; `Err(retry_after)` when over the limit.
+    pub fn check(&self, key: K, now: i64) -> Result<(), i64> {
         let mut windows = match self.windows.lock() {
             Ok(w) => w,
             Err(p) => p.into_inner(),
@@ -199,7 +217,7 @@ impl IpLimiter {
         if windows.len() > 100_000 {
             windows.retain(|_, (start, _)| *start == minute);
         }
-        let entry = windows.entry(ip).or_insert((minute, 0));
+        let entry = windows.entry(key).or_insert((minute, 0));
         if entry.0 != minute {
             *entry = (minute, 0);
         }

@@ -5,12 +5,19 @@
 //! SQLite allows one writer at a time. Instead of letting connections race for the write lock
 //! (and sleep in the busy handler), all writes go through a pool of exactly one connection and
 //! reads through a separate pool of readers (WAL mode lets them run beside the writer).
+//!
+//! Rules live outside the SQL: the rotation decision is `rotation::decide`, a pure function;
+//! `rotate` loads the token and its session, asks it, and saves the answer. On SQLite the one
+//! writer serialises rotations; a PostgreSQL port takes the same row lock with
+//! `SELECT … FOR UPDATE` on the session inside the same transaction.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
+
+use crate::rotation::{self, Decision, FamilyState, Policy, TokenState};
 
 pub type DbResult<T> = Result<T, sqlx::Error>;
 
@@ -62,14 +69,53 @@ pub struct Granted {
 #[derive(Debug)]
 pub enum Rotation {
     Rotated(Granted),
-    /// A token older than the family's newest used generation: theft or a replay. The session
-    /// has been revoked.
+    /// Reuse (see `rotation::decide`): theft or a replay. The session has been revoked.
     Reused {
         session_id: String,
         user_id: String,
     },
     /// Unknown token, revoked or expired session.
     Invalid,
+    /// The token has had its quota of children within its window.
+    Throttled {
+        retry_after: i64,
+    },
+}
+
+/// A refresh token and its session as stored, read before any write.
+#[derive(Debug, Clone)]
+pub struct PresentedToken {
+    pub session_id: String,
+    pub user_id: String,
+    pub token: TokenState,
+    pub family: FamilyState,
+}
+
+const PRESENTED_TOKEN: &str = "SELECT t.session_id, t.generation, t.claimed_at, t.revoked_at,
+            t.children, s.user_id, s.revoked_at AS session_revoked_at, s.idle_expires_at,
+            s.absolute_expires_at, s.max_used_gen
+     FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
+     WHERE t.hash = ?";
+
+fn presented_from_row(row: &sqlx::sqlite::SqliteRow) -> DbResult<PresentedToken> {
+    let revoked: Option<i64> = row.try_get("revoked_at")?;
+    let session_revoked: Option<i64> = row.try_get("session_revoked_at")?;
+    Ok(PresentedToken {
+        session_id: row.try_get("session_id")?,
+        user_id: row.try_get("user_id")?,
+        token: TokenState {
+            generation: row.try_get("generation")?,
+            claimed_at: row.try_get("claimed_at")?,
+            revoked: revoked.is_some(),
+            children: row.try_get("children")?,
+        },
+        family: FamilyState {
+            revoked: session_revoked.is_some(),
+            idle_expires_at: row.try_get("idle_expires_at")?,
+            absolute_expires_at: row.try_get("absolute_expires_at")?,
+            head: row.try_get("max_used_gen")?,
+        },
+    })
 }
 
 fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> DbResult<User> {
@@ -107,11 +153,7 @@ impl Store {
                 .await?;
             (pool.clone(), pool)
         } else {
-            if let Some(parent) = opts.get_filename().parent()
-                && !parent.as_os_str().is_empty()
-            {
-                std::fs::create_dir_all(parent)?;
-            }
+            private_file(opts.get_filename())?;
             let opts = opts
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal);
@@ -161,6 +203,15 @@ impl Store {
         Ok(res.rows_affected() == 1)
     }
 
+    /// Deletes the user with this email and, by cascade, their sessions and tokens.
+    pub async fn delete_user_by_email(&self, email: &str) -> DbResult<bool> {
+        let res = sqlx::query("DELETE FROM users WHERE email = ?")
+            .bind(email)
+            .execute(&self.write)
+            .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
     /// The user and their password hash.
     pub async fn user_by_email(&self, email: &str) -> DbResult<Option<(User, String)>> {
         let row = sqlx::query("SELECT * FROM users WHERE email = ?")
@@ -202,50 +253,52 @@ impl Store {
 
     // ---- login throttling -----------------------------------------------------------------
 
-    /// Failures recorded for this account within the window that starts at `since`.
-    pub async fn login_failures(&self, email: &str, since: i64) -> DbResult<(i64, i64)> {
-        let row = sqlx::query(
-            "SELECT failures, window_start FROM login_failures WHERE email = ? AND window_start > ?",
-        )
-        .bind(email)
-        .bind(since)
-        .fetch_optional(&self.read)
-        .await?;
-        match row {
-            Some(r) => Ok((r.try_get("failures")?, r.try_get("window_start")?)),
-            None => Ok((0, 0)),
-        }
-    }
-
-    /// Counts a failure; a window older than `window_secs` starts over.
-    pub async fn record_login_failure(
+    /// Counts one login attempt for (`email`, `client`) before the password is checked, in one
+    /// statement so that concurrent attempts cannot read the same count. A window older than
+    /// `window_secs` starts over. Returns the attempts in the window, this one included, and
+    /// when the window started.
+    pub async fn count_login_attempt(
         &self,
         email: &str,
+        client: &str,
         now: i64,
         window_secs: i64,
-    ) -> DbResult<()> {
-        sqlx::query(
-            "INSERT INTO login_failures (email, failures, window_start) VALUES (?1, 1, ?2)
-             ON CONFLICT (email) DO UPDATE SET
-               failures = CASE WHEN login_failures.window_start > ?2 - ?3
-                               THEN login_failures.failures + 1 ELSE 1 END,
-               window_start = CASE WHEN login_failures.window_start > ?2 - ?3
-                               THEN login_failures.window_start ELSE ?2 END",
+    ) -> DbResult<(i64, i64)> {
+        let row = sqlx::query(
+            "INSERT INTO login_attempts (email, client, attempts, window_start)
+             VALUES (?1, ?2, 1, ?3)
+             ON CONFLICT (email, client) DO UPDATE SET
+               attempts = CASE WHEN login_attempts.window_start > ?3 - ?4
+                               THEN login_attempts.attempts + 1 ELSE 1 END,
+               window_start = CASE WHEN login_attempts.window_start > ?3 - ?4
+                                   THEN login_attempts.window_start ELSE ?3 END
+             RETURNING attempts, window_start",
         )
         .bind(email)
+        .bind(client)
         .bind(now)
         .bind(window_secs)
-        .execute(&self.write)
+        .fetch_one(&self.write)
         .await?;
-        Ok(())
+        Ok((row.try_get("attempts")?, row.try_get("window_start")?))
     }
 
-    pub async fn clear_login_failures(&self, email: &str) -> DbResult<()> {
-        sqlx::query("DELETE FROM login_failures WHERE email = ?")
+    /// A successful login forgets the attempts of that (account, client).
+    pub async fn clear_login_attempts(&self, email: &str, client: &str) -> DbResult<()> {
+        sqlx::query("DELETE FROM login_attempts WHERE email = ? AND client = ?")
             .bind(email)
+            .bind(client)
             .execute(&self.write)
             .await?;
         Ok(())
+    }
+
+    /// How many (account, client) counters are stored (operators and tests).
+    pub async fn login_attempt_rows(&self) -> DbResult<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM login_attempts")
+            .fetch_one(&self.read)
+            .await?;
+        row.try_get("n")
     }
 
     // ---- sessions and refresh tokens ------------------------------------------------------
@@ -295,90 +348,115 @@ impl Store {
         })
     }
 
-    /// Presents the refresh token with hash `presented`; on success its child has hash `child`.
-    ///
-    /// The rule, decided by one conditional UPDATE so that concurrent refreshes cannot both
-    /// slip through: a token of generation `g` is accepted while no token of a later generation
-    /// has been used (`g >= max_used_gen`), i.e. until the client has surely received and used
-    /// one of its children. A token of an older generation is reuse: the session is revoked.
+    /// The token with hash `hash` and its session, from the read pool: refresh answers unknown
+    /// tokens and dead sessions without taking the writer.
+    pub async fn presented_token(&self, hash: &str) -> DbResult<Option<PresentedToken>> {
+        let row = sqlx::query(PRESENTED_TOKEN)
+            .bind(hash)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| presented_from_row(&r)).transpose()
+    }
+
+    /// Presents the refresh token with hash `presented`; a new child gets hash `child`.
+    /// Loads the token and its session, lets `rotation::decide` rule, and saves the decision,
+    /// all in one write transaction.
     pub async fn rotate(
         &self,
         presented: &str,
         child: &str,
         now: i64,
         idle_secs: i64,
+        policy: Policy,
     ) -> DbResult<Rotation> {
         let mut tx = self.write.begin().await?;
-        let Some(token) =
-            sqlx::query("SELECT session_id, generation FROM refresh_tokens WHERE hash = ?")
-                .bind(presented)
-                .fetch_optional(&mut *tx)
-                .await?
+        let Some(row) = sqlx::query(PRESENTED_TOKEN)
+            .bind(presented)
+            .fetch_optional(&mut *tx)
+            .await?
         else {
             return Ok(Rotation::Invalid);
         };
-        let session_id: String = token.try_get("session_id")?;
-        let generation: i64 = token.try_get("generation")?;
+        let PresentedToken {
+            session_id,
+            user_id,
+            token,
+            family,
+        } = presented_from_row(&row)?;
 
-        let updated = sqlx::query(
-            "UPDATE sessions SET max_used_gen = ?1, last_used_at = ?2,
-                                 idle_expires_at = MIN(?2 + ?3, absolute_expires_at)
-             WHERE id = ?4 AND revoked_at IS NULL AND max_used_gen <= ?1
-               AND idle_expires_at > ?2 AND absolute_expires_at > ?2
-             RETURNING user_id, idle_expires_at",
-        )
-        .bind(generation)
-        .bind(now)
-        .bind(idle_secs)
-        .bind(&session_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-
-        let Some(updated) = updated else {
-            let session = sqlx::query(
-                "SELECT user_id, max_used_gen, revoked_at, idle_expires_at, absolute_expires_at
-                 FROM sessions WHERE id = ?",
-            )
-            .bind(&session_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(session) = session else {
-                return Ok(Rotation::Invalid);
-            };
-            let revoked: Option<i64> = session.try_get("revoked_at")?;
-            let idle: i64 = session.try_get("idle_expires_at")?;
-            let absolute: i64 = session.try_get("absolute_expires_at")?;
-            let max_used: i64 = session.try_get("max_used_gen")?;
-            if revoked.is_some() || idle <= now || absolute <= now || max_used <= generation {
-                return Ok(Rotation::Invalid);
+        let (child_generation, head) = match rotation::decide(token, family, now, policy) {
+            Decision::Invalid => return Ok(Rotation::Invalid),
+            Decision::Throttled { retry_after } => return Ok(Rotation::Throttled { retry_after }),
+            Decision::Reuse => {
+                sqlx::query(
+                    "UPDATE sessions SET revoked_at = ?, revoke_reason = 'token_reused' WHERE id = ?",
+                )
+                .bind(now)
+                .bind(&session_id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                return Ok(Rotation::Reused {
+                    session_id,
+                    user_id,
+                });
             }
-            sqlx::query(
-                "UPDATE sessions SET revoked_at = ?, revoke_reason = 'token_reused' WHERE id = ?",
-            )
-            .bind(now)
-            .bind(&session_id)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            return Ok(Rotation::Reused {
-                session_id,
-                user_id: session.try_get("user_id")?,
-            });
+            Decision::Claim { child_generation } => {
+                sqlx::query(
+                    "UPDATE refresh_tokens SET claimed_at = ?, children = 1 WHERE hash = ?",
+                )
+                .bind(now)
+                .bind(presented)
+                .execute(&mut *tx)
+                .await?;
+                (child_generation, token.generation)
+            }
+            Decision::Repeat { child_generation } => {
+                sqlx::query("UPDATE refresh_tokens SET children = children + 1 WHERE hash = ?")
+                    .bind(presented)
+                    .execute(&mut *tx)
+                    .await?;
+                (child_generation, family.head)
+            }
+            Decision::Reissue { child_generation } => {
+                sqlx::query(
+                    "UPDATE refresh_tokens SET revoked_at = ?
+                     WHERE session_id = ? AND generation = ? AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(&session_id)
+                .bind(child_generation)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE refresh_tokens SET claimed_at = ?, children = 1 WHERE hash = ?",
+                )
+                .bind(now)
+                .bind(presented)
+                .execute(&mut *tx)
+                .await?;
+                (child_generation, family.head)
+            }
         };
-        let user_id: String = updated.try_get("user_id")?;
-        let refresh_expires_at: i64 = updated.try_get("idle_expires_at")?;
 
-        sqlx::query("UPDATE refresh_tokens SET used_at = COALESCE(used_at, ?) WHERE hash = ?")
-            .bind(now)
-            .bind(presented)
-            .execute(&mut *tx)
-            .await?;
+        let refresh_expires_at = now
+            .saturating_add(idle_secs)
+            .min(family.absolute_expires_at);
+        sqlx::query(
+            "UPDATE sessions SET max_used_gen = ?, last_used_at = ?, idle_expires_at = ? WHERE id = ?",
+        )
+        .bind(head)
+        .bind(now)
+        .bind(refresh_expires_at)
+        .bind(&session_id)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO refresh_tokens (hash, session_id, generation, created_at) VALUES (?, ?, ?, ?)",
         )
         .bind(child)
         .bind(&session_id)
-        .bind(generation + 1)
+        .bind(child_generation)
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -393,6 +471,15 @@ impl Store {
             user,
             refresh_expires_at,
         }))
+    }
+
+    /// How many refresh tokens a session has stored (operators and tests).
+    pub async fn session_token_rows(&self, session_id: &str) -> DbResult<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM refresh_tokens WHERE session_id = ?")
+            .bind(session_id)
+            .fetch_one(&self.read)
+            .await?;
+        row.try_get("n")
     }
 
     /// The session a refresh token belongs to, if the token is known.
@@ -480,6 +567,15 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes login-attempt counters whose window started before `before`.
+    pub async fn purge_login_attempts(&self, before: i64) -> DbResult<u64> {
+        let res = sqlx::query("DELETE FROM login_attempts WHERE window_start < ?")
+            .bind(before)
+            .execute(&self.write)
+            .await?;
+        Ok(res.rows_affected())
+    }
+
     // ---- access-token deny-list -----------------------------------------------------------
 
     pub async fn deny_token(&self, jti: &str, expires_at: i64) -> DbResult<()> {
@@ -543,6 +639,16 @@ impl Store {
         tx.commit().await
     }
 
+    /// Replaces a key's stored private key (sealing a key stored before encryption at rest).
+    pub async fn set_private_key(&self, kid: &str, private_key: &[u8]) -> DbResult<()> {
+        sqlx::query("UPDATE signing_keys SET private_key = ? WHERE kid = ?")
+            .bind(private_key)
+            .bind(kid)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
     pub async fn revoke_key(&self, kid: &str, now: i64) -> DbResult<bool> {
         let res = sqlx::query(
             "UPDATE signing_keys SET revoked_at = ?1, retired_at = COALESCE(retired_at, ?1)
@@ -554,4 +660,41 @@ impl Store {
         .await?;
         Ok(res.rows_affected() == 1)
     }
+}
+
+/// Creates the database file readable and writable by its owner only (0600), in a directory
+/// created 0700, before SQLite opens it; SQLite gives its `-wal` and `-shm` files the same mode.
+/// A file that exists with wider permissions is narrowed.
+fn private_file(path: &std::path::Path) -> std::io::Result<()> {
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+        && !parent.exists()
+    {
+        let mut dir = std::fs::DirBuilder::new();
+        dir.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+        dir.create(parent)?;
+    }
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    drop(open.open(path)?);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            let file = std::path::Path::new(&name);
+            if let Ok(meta) = std::fs::metadata(file)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                tracing::warn!(file = %file.display(), "narrowing the database file's permissions to 0600");
+                std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -59,6 +60,7 @@ fn cli(url: &str, args: &[&str]) -> String {
     let out = Command::new(BIN)
         .args(args)
         .env("TW_DATABASE_URL", url)
+        .env("TW_KEY_ENCRYPTION_KEY", TEST_KEK)
         .env("RUST_LOG", "warn")
         .output()
         .expect("run the CLI");
@@ -124,6 +126,7 @@ fn a_kid_starting_with_a_hyphen_is_a_kid_not_an_option() {
     let out = Command::new(BIN)
         .args(["keys", "revoke", "-UFESxKKOT57uH09yl5mQUbeXF9"])
         .env("TW_DATABASE_URL", db_url(&dir))
+        .env("TW_KEY_ENCRYPTION_KEY", TEST_KEK)
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -138,8 +141,7 @@ fn a_kid_starting_with_a_hyphen_is_a_kid_not_an_option() {
 async fn shutdown_lets_a_request_in_flight_finish() {
     let s = TestServer::start().await;
     let t = s.login(ALICE).await;
-    s.post_json("/test/faults", json!({ "refresh_latency_ms": 400 }))
-        .await;
+    s.refresh_latency_ms.store(400, Ordering::SeqCst);
     let pending = tokio::spawn({
         let http = s.http.clone();
         let url = s.url("/auth/refresh");
@@ -155,26 +157,6 @@ async fn shutdown_lets_a_request_in_flight_finish() {
     s.stop().await;
     let res = pending.await.unwrap().expect("response despite shutdown");
     assert_eq!(res.status(), 200);
-}
-
-#[test]
-fn test_hooks_are_refused_on_a_non_loopback_address() {
-    let out = Command::new(BIN)
-        .args([
-            "--bind",
-            "0.0.0.0:0",
-            "--test-hooks",
-            "--database-url",
-            "sqlite::memory:",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("--test-hooks is refused on a non-loopback address"),
-        "{stderr}"
-    );
 }
 
 #[test]
@@ -234,4 +216,311 @@ async fn demo_mode_prints_credentials_that_log_in() {
     assert_eq!(body["expires_in"], 30, "short tokens in demo mode");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Starts the binary with `args`; returns it and its address once it listens.
+fn start(
+    args: &[&str],
+    envs: &[(&str, &str)],
+    dir: &std::path::Path,
+) -> (std::process::Child, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("TW_KEY_ENCRYPTION_KEY")
+        .envs(envs.iter().copied())
+        .env("RUST_LOG", "warn")
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref().take(5) {
+        if let Some(url) = line
+            .unwrap()
+            .strip_prefix("tokenwarden-server listening on ")
+        {
+            let url = url.to_owned();
+            // Keep draining stdout so the server never blocks on a full pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            return (child, url);
+        }
+    }
+    stop(child);
+    panic!("the server did not start");
+}
+
+fn stop(mut child: std::process::Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn refused(args: &[&str], envs: &[(&str, &str)]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("TW_KEY_ENCRYPTION_KEY")
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?} was accepted");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A release build (`cargo build --release`, `cargo install`, `make demo`) has no test hooks:
+/// it refuses `--test-hooks`, and every `/test/*` path is a 404, secret or not.
+#[cfg(not(feature = "test-hooks"))]
+#[tokio::test]
+async fn a_binary_without_the_test_hooks_feature_has_no_test_routes() {
+    let stderr = refused(
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--test-hooks",
+            "--database-url",
+            "sqlite::memory:",
+        ],
+        &[],
+    );
+    assert!(
+        stderr.contains("built without the `test-hooks` feature"),
+        "{stderr}"
+    );
+    let stderr = refused(
+        &["--bind", "127.0.0.1:0", "--database-url", "sqlite::memory:"],
+        &[("TW_TEST_HOOKS", "true")],
+    );
+    assert!(stderr.contains("`test-hooks` feature"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = start(
+        &["--bind", "127.0.0.1:0", "--database-url", "sqlite::memory:"],
+        &[("TW_TEST_HOOKS_SECRET", "a-secret-somebody-set")],
+        dir.path(),
+    );
+    let http = reqwest::Client::new();
+    for (method, path) in [
+        ("GET", "/test/stats"),
+        ("POST", "/test/reset"),
+        ("POST", "/test/faults"),
+        ("POST", "/test/clock"),
+        ("POST", "/test/keys/rotate"),
+        ("POST", "/test/keys/revoke"),
+        ("POST", "/test/users"),
+        ("GET", "/test/echo"),
+        ("GET", "/test"),
+        ("GET", "/test/anything/else"),
+    ] {
+        for secret in [None, Some("a-secret-somebody-set")] {
+            let mut req = http
+                .request(method.parse().unwrap(), format!("{base}{path}"))
+                .json(&json!({ "advance_secs": 3600, "email": "m@example.com", "password": "mallory-pw", "name": "m" }));
+            if let Some(s) = secret {
+                req = req.header("x-test-hooks-secret", s);
+            }
+            let res = req.send().await.unwrap();
+            assert_eq!(res.status(), 404, "{method} {path}");
+            assert_eq!(error_code(res).await, "not_found");
+        }
+    }
+    stop(child);
+}
+
+#[tokio::test]
+async fn demo_mode_is_refused_off_loopback_unless_meant() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = db_url(&dir);
+    let stderr = refused(
+        &["--demo", "--bind", "0.0.0.0:0", "--database-url", &url],
+        &[],
+    );
+    assert!(
+        stderr.contains("refused on a non-loopback address"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--demo-public"), "{stderr}");
+    let (child, _) = start(
+        &[
+            "--demo",
+            "--demo-public",
+            "--bind",
+            "0.0.0.0:0",
+            "--database-url",
+            &url,
+        ],
+        &[],
+        dir.path(),
+    );
+    stop(child);
+}
+
+#[tokio::test]
+async fn the_demo_user_does_not_outlive_demo_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = db_url(&dir);
+    let login = |base: String| async move {
+        reqwest::Client::new()
+            .post(format!("{base}/auth/login"))
+            .json(&json!({
+                "email": tokenwarden_server::config::DEMO_EMAIL,
+                "password": tokenwarden_server::config::DEMO_PASSWORD,
+            }))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    let (child, base) = start(
+        &["--demo", "--bind", "127.0.0.1:0", "--database-url", &url],
+        &[],
+        dir.path(),
+    );
+    assert_eq!(login(base).await, 200);
+    stop(child);
+    // The same database, now in production: the published password opens nothing.
+    let kek = format!("{}/tw.db.kek", dir.path().display());
+    let (child, base) = start(
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--database-url",
+            &url,
+            "--key-encryption-key-file",
+            &kek,
+        ],
+        &[],
+        dir.path(),
+    );
+    assert_eq!(login(base).await, 401);
+    stop(child);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_database_file_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/data/tw.db", dir.path().display());
+    let s = TestServer::on(&url, |_| {}).await;
+    s.login(ALICE).await;
+    let mode = |name: &str| {
+        std::fs::metadata(dir.path().join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("data"), 0o700);
+    for file in ["data/tw.db", "data/tw.db-wal", "data/tw.db-shm"] {
+        assert_eq!(mode(file), 0o600, "{file}");
+    }
+    s.stop().await;
+    // A file left world-readable by an older version is narrowed at the next start.
+    std::fs::set_permissions(
+        dir.path().join("data/tw.db"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let s = TestServer::on(&url, |_| {}).await;
+    assert_eq!(mode("data/tw.db"), 0o600);
+    s.stop().await;
+}
+
+async fn stored_private_keys(url: &str) -> Vec<Vec<u8>> {
+    use sqlx::Row;
+    let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+    let rows = sqlx::query("SELECT private_key FROM signing_keys")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    rows.iter().map(|r| r.get("private_key")).collect()
+}
+
+#[tokio::test]
+async fn signing_keys_are_sealed_at_rest_and_need_the_key_encryption_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = db_url(&dir);
+    let s = TestServer::on(&url, |_| {}).await;
+    let t = s.login(ALICE).await;
+    s.state
+        .keys
+        .rotate(&s.state.store, s.state.now())
+        .await
+        .unwrap();
+    s.stop().await;
+    let keys = stored_private_keys(&url).await;
+    assert_eq!(keys.len(), 2);
+    for k in &keys {
+        assert!(k.starts_with(b"twk1"), "sealed");
+        // PKCS#8 DER of an Ed25519 key starts 30 2e 02 01 00 30 05 06 03 2b 65 70.
+        assert!(
+            !k.windows(3).any(|w| w == [0x2b, 0x65, 0x70]),
+            "no DER in the clear"
+        );
+    }
+
+    // The binary refuses to start on a database file without a key-encryption key...
+    let stderr = refused(&["--bind", "127.0.0.1:0", "--database-url", &url], &[]);
+    assert!(stderr.contains("TW_KEY_ENCRYPTION_KEY"), "{stderr}");
+    // ...and with the wrong one.
+    let wrong = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let stderr = refused(
+        &["--bind", "127.0.0.1:0", "--database-url", &url],
+        &[("TW_KEY_ENCRYPTION_KEY", wrong)],
+    );
+    assert!(stderr.contains("does not open"), "{stderr}");
+    // With the right one, the old session goes on.
+    let dir2 = tempfile::tempdir().unwrap();
+    let (child, base) = start(
+        &["--bind", "127.0.0.1:0", "--database-url", &url],
+        &[("TW_KEY_ENCRYPTION_KEY", TEST_KEK)],
+        dir2.path(),
+    );
+    let res = reqwest::Client::new()
+        .post(format!("{base}/auth/refresh"))
+        .header("x-tokenwarden", "1")
+        .header("cookie", format!("{REFRESH_COOKIE}={}", t.refresh))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    stop(child);
+}
+
+#[tokio::test]
+async fn a_signing_key_stored_in_the_clear_by_an_older_version_is_sealed_and_keeps_signing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = db_url(&dir);
+    let s = TestServer::on(&url, |_| {}).await;
+    s.stop().await;
+    // What an older version wrote: a signing key in plain PKCS#8.
+    let old = tokenwarden_server::keys::generate().unwrap();
+    {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::query("UPDATE signing_keys SET retired_at = 1")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, private_key, public_key, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&old.kid)
+        .bind(&old.private_key)
+        .bind(&old.public_key)
+        .bind(i64::MAX / 2)
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    }
+    let s = TestServer::on(&url, |_| {}).await;
+    let t = s.login(ALICE).await;
+    assert_eq!(jwt_parts(&t.access).0["kid"], old.kid.as_str());
+    assert_eq!(s.me(&t.access).await.status(), 200);
+    s.stop().await;
+    assert!(
+        stored_private_keys(&url)
+            .await
+            .iter()
+            .all(|k| k.starts_with(b"twk1"))
+    );
 }

@@ -12,7 +12,9 @@ export WASM_BINDGEN_TEST_WEBDRIVER_JSON=${WASM_BINDGEN_TEST_WEBDRIVER_JSON:-$roo
 export TMPDIR=${TMPDIR_BROWSER:-$root/target/browser-tmp}
 mkdir -p "$TMPDIR"
 
+# Built with `--features test-hooks` (Makefile); the tests were compiled with the same secret.
 "$root/target/debug/tokenwarden-server" --bind "$server" --test-hooks \
+  --test-hooks-secret "${TW_TEST_HOOKS_SECRET:-tokenwarden-test-hooks-secret}" \
   --database-url sqlite::memory: --access-ttl-secs 4 \
   --allowed-origin "http://$page" --login-ip-per-minute 100000 \
   --www-dir /nonexistent --pkg-dir "$root/pkg" >"$TMPDIR/server.log" 2>&1 &

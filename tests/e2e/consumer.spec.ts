@@ -1,14 +1,16 @@
 // The npm package as users get it: `npm pack` tarball installed into a Vite 7 + TypeScript app
 // (tests/consumer, built by tests/consumer/build.sh), served by the reference server.
 import { test, expect } from "@playwright/test";
-import { CONSUMER } from "./playwright.config";
+import { CONSUMER, HOOKS_SECRET } from "./playwright.config";
 
-const stats = async () => (await fetch(`${CONSUMER}/test/stats`)).json();
+const stats = async () =>
+  (await fetch(`${CONSUMER}/test/stats`, { headers: { "x-test-hooks-secret": HOOKS_SECRET } })).json();
 const DEMO_USER = ["demo@tokenwarden.dev", "correct horse battery staple"] as const;
 
 test("a Vite app built from the tarball: login, authenticated fetch, expiry and refresh, axios", async ({ page }) => {
   const errors: string[] = [];
   page.on("pageerror", (e) => errors.push(String(e)));
+  await page.addInitScript((s) => ((window as any).TW_TEST_HOOKS_SECRET = s), HOOKS_SECRET);
   await page.goto(CONSUMER);
   await expect(page.locator("#status")).toHaveText("ready");
 
@@ -32,7 +34,10 @@ test("a Vite app built from the tarball: login, authenticated fetch, expiry and 
   expect(echo.authorization).toMatch(/^Bearer ey/);
   expect((await c("axiosMe")).email).toBe(DEMO_USER[0]);
   // uninstall() put the browser's fetch back: a plain fetch carries no token.
-  const plain = await page.evaluate(async () => (await fetch("/test/echo")).json());
+  const plain = await page.evaluate(
+    async (s) => (await fetch("/test/echo", { headers: { "x-test-hooks-secret": s } })).json(),
+    HOOKS_SECRET,
+  );
   expect(plain.authorization).toBeNull();
 
   expect(errors).toEqual([]);

@@ -1,9 +1,10 @@
 // The demo page as a person uses it, in real Chromium against `tokenwarden-server --demo`.
 // Screenshots of each state are saved in the test output directory.
 import { test, expect, type Page } from "@playwright/test";
-import { DEMO } from "./playwright.config";
+import { DEMO, HOOKS_SECRET } from "./playwright.config";
 
-const stats = async () => (await fetch(`${DEMO}/test/stats`)).json();
+const stats = async () =>
+  (await fetch(`${DEMO}/test/stats`, { headers: { "x-test-hooks-secret": HOOKS_SECRET } })).json();
 const shot = (page: Page, name: string) =>
   page.screenshot({ path: test.info().outputPath(`${name}.png`), fullPage: true });
 const logText = (page: Page) => page.locator("#log").innerText();

@@ -1,13 +1,14 @@
 import { expect, type BrowserContext, type Page } from "@playwright/test";
-import { BASE, STORM } from "./playwright.config";
+import { BASE, HOOKS_SECRET, STORM } from "./playwright.config";
 
-export { BASE, STORM };
+export { BASE, HOOKS_SECRET, STORM };
 
 /** The server's test hooks, called from Node (not through any page). */
 export async function hook(method: string, path: string, body?: unknown, base = BASE): Promise<any> {
+  const secret = { "x-test-hooks-secret": HOOKS_SECRET };
   const res = await fetch(base + path, {
     method,
-    headers: body === undefined ? {} : { "content-type": "application/json" },
+    headers: body === undefined ? secret : { ...secret, "content-type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   expect(res.ok, `${method} ${path}: ${res.status}`).toBeTruthy();
@@ -29,10 +30,15 @@ export async function newUser(base = BASE) {
 /** Opens a tab of the harness page with a TokenManager built from `options`. */
 export async function openTab(context: BrowserContext, options: object = {}, base = BASE): Promise<Page> {
   const page = await context.newPage();
+  await exposeHooksSecret(page);
   await page.goto(base + "/");
   await page.evaluate((o) => (window as any).setup(o), options);
   return page;
 }
+
+/** Pages read the hooks' secret (for /test/echo) from `window.TW_TEST_HOOKS_SECRET`. */
+export const exposeHooksSecret = (page: Page) =>
+  page.addInitScript((s) => ((window as any).TW_TEST_HOOKS_SECRET = s), HOOKS_SECRET);
 
 export const isAuthenticated = (p: Page) => p.evaluate(() => (window as any).auth.isAuthenticated);
 export const events = (p: Page) => p.evaluate(() => (window as any).events as string[]);

@@ -12,6 +12,8 @@ export const DEMO = `http://127.0.0.1:${PORT + 1}`;
 export const CONSUMER = `http://127.0.0.1:${PORT + 2}`;
 /** For the 1000-request storms: 10-second tokens, so a storm never outlasts a fresh token. */
 export const STORM = `http://127.0.0.1:${PORT + 3}`;
+/** Every /test/* request must carry it in X-Test-Hooks-Secret. */
+export const HOOKS_SECRET = process.env.TW_TEST_HOOKS_SECRET ?? "tokenwarden-test-hooks-secret";
 
 // Chromium from Debian (toolchain.md): never `playwright install`.
 export const chromium = {
@@ -22,11 +24,12 @@ export const chromium = {
   ],
 };
 
-/** A reference server on `port` with test hooks, an in-memory database and short tokens. */
+/** A reference server on `port` with test hooks (built with `--features test-hooks`), an
+ * in-memory database and short tokens. */
 function server(port: number, args: string, ttl = 4) {
   return {
     command:
-      `target/debug/tokenwarden-server --bind 127.0.0.1:${port} --test-hooks ` +
+      `target/debug/tokenwarden-server --bind 127.0.0.1:${port} --test-hooks --test-hooks-secret ${HOOKS_SECRET} ` +
       `--database-url sqlite::memory: --access-ttl-secs ${ttl} --login-ip-per-minute 100000 ${args}`,
     url: `http://127.0.0.1:${port}/healthz`,
     cwd: root,

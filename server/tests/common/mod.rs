@@ -2,23 +2,63 @@
 //! explicitly so a test can hold (and replay) any refresh token it was given.
 #![allow(dead_code)]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::Request;
+use axum::middleware::Next;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use reqwest::header::{HeaderMap, SET_COOKIE};
-use serde_json::Value;
+use serde_json::{Value, json};
+use tokenwarden_server::kek::{KeyEncryption, LocalKek};
+use tokenwarden_server::serve::DropConnection;
 use tokenwarden_server::{AppState, Settings, Store};
 use tokio::sync::oneshot;
 
 pub const ALICE: (&str, &str) = ("alice@example.com", "alice-password-1");
 pub const BOB: (&str, &str) = ("bob@example.com", "bob-password-22");
-pub const REFRESH_COOKIE: &str = "__Secure-tw_refresh";
+pub const REFRESH_COOKIE: &str = "__Host-tw_refresh";
+/// The key-encryption key of every test server (base64 of 32 bytes of 0x42), so that a
+/// database file can be reopened by another server or by the CLI (`TW_KEY_ENCRYPTION_KEY`).
+pub const TEST_KEK: &str = "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI=";
 
 pub struct TestServer {
     pub base: String,
     pub state: AppState,
     pub http: reqwest::Client,
+    /// Faults the harness injects around the real app (no test hooks needed): commit the next
+    /// N successful refreshes, then close the connection without answering; delay refreshes.
+    pub drop_next_refreshes: Arc<AtomicU64>,
+    pub refresh_latency_ms: Arc<AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The refresh faults, as a layer around the app.
+async fn faults(
+    drop_next: Arc<AtomicU64>,
+    latency_ms: Arc<AtomicU64>,
+    req: Request,
+    next: Next,
+) -> axum::response::Response {
+    let refresh = req.uri().path() == "/auth/refresh";
+    if refresh {
+        let ms = latency_ms.load(Ordering::SeqCst);
+        if ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+    }
+    let mut res = next.run(req).await;
+    if refresh
+        && res.status() == 200
+        && drop_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    {
+        res.extensions_mut().insert(DropConnection);
+    }
+    res
 }
 
 /// What a client holds after login or refresh.
@@ -40,9 +80,15 @@ impl TestServer {
     /// A server over the database at `url` (a file survives the server; memory does not).
     pub async fn on(url: &str, configure: impl FnOnce(&mut Settings)) -> Self {
         let mut settings = Settings::defaults();
+        // Counters in memory (`stats`); the /test routes themselves need the `test-hooks`
+        // feature and are tested in tests/test_hooks.rs.
         settings.test_hooks = true;
         settings.login_ip_per_minute = 10_000;
+        settings.refresh_ip_per_minute = 100_000;
+        settings.refresh_session_per_minute = 10_000;
         settings.allowed_origins = vec!["http://app.test:3000".into()];
+        settings.key_encryption =
+            KeyEncryption::local(LocalKek::parse(TEST_KEK).expect("test KEK"));
         configure(&mut settings);
         let store = Store::connect(url).await.expect("open store");
         let state = AppState::new(settings, store).await.expect("state");
@@ -63,9 +109,15 @@ impl TestServer {
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, stopped) = oneshot::channel::<()>();
-        let app = tokenwarden_server::app(state.clone());
+        let drop_next_refreshes = Arc::new(AtomicU64::new(0));
+        let refresh_latency_ms = Arc::new(AtomicU64::new(0));
+        let (d, l) = (drop_next_refreshes.clone(), refresh_latency_ms.clone());
+        let app = tokenwarden_server::app(state.clone()).layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| faults(d.clone(), l.clone(), req, next),
+        ));
+        let limits = state.settings.connections;
         let task = tokio::spawn(async move {
-            tokenwarden_server::serve::serve(listener, app, async {
+            tokenwarden_server::serve::serve(listener, app, limits, async {
                 let _ = stopped.await;
             })
             .await;
@@ -74,6 +126,8 @@ impl TestServer {
             base,
             state,
             http: reqwest::Client::new(),
+            drop_next_refreshes,
+            refresh_latency_ms,
             stop: Some(stop),
             task: Some(task),
         }
@@ -142,15 +196,42 @@ impl TestServer {
             .expect("me request")
     }
 
+    /// The server's counters, read in memory.
     pub async fn stats(&self) -> Value {
+        let h = self.state.hooks.as_ref().expect("counters");
+        let n = |c: &AtomicU64| c.load(Ordering::SeqCst);
+        json!({
+            "refresh_calls": n(&h.refresh_calls),
+            "refresh_rotated": n(&h.refresh_rotated),
+            "reuse_detections": n(&h.reuse_detections),
+            "revocations": n(&h.revocations),
+            "logins": n(&h.logins),
+            "logouts": n(&h.logouts),
+            "password_verifications": self.state.hasher.verifications(),
+        })
+    }
+
+    /// A refresh request with any headers (e.g. `X-Forwarded-For`) and `Cookie` lines.
+    pub async fn refresh_with(&self, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut req = self
+            .http
+            .post(self.url("/auth/refresh"))
+            .header("x-tokenwarden", "1");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        req.send().await.expect("refresh request")
+    }
+
+    /// A login from the client address `ip` (as a trusted proxy reports it).
+    pub async fn login_from(&self, ip: &str, email: &str, password: &str) -> reqwest::Response {
         self.http
-            .get(self.url("/test/stats"))
+            .post(self.url("/auth/login"))
+            .header("x-forwarded-for", ip)
+            .json(&json!({ "email": email, "password": password }))
             .send()
             .await
-            .expect("stats")
-            .json()
-            .await
-            .expect("stats json")
+            .expect("login request")
     }
 
     pub async fn post_json(&self, path: &str, body: Value) -> reqwest::Response {

@@ -46,7 +46,9 @@ async function main() {
     async axiosEcho(): Promise<{ authorization: string | null }> {
       auth.install();
       try {
-        const res = await axios.get("/test/echo", { adapter: "fetch" });
+        // The test server answers /test/* only with its hooks' secret (set by the e2e test).
+        const secret = (window as unknown as { TW_TEST_HOOKS_SECRET?: string }).TW_TEST_HOOKS_SECRET ?? "";
+        const res = await axios.get("/test/echo", { adapter: "fetch", headers: { "x-test-hooks-secret": secret } });
         return res.data;
       } finally {
         auth.uninstall();

@@ -13,4 +13,6 @@ window.setup = async (options) => {
 window.burst = (n, path = "/api/me") =>
   Promise.all(Array.from({ length: n }, () =>
     auth.fetch(path).then((r) => r.status, (e) => e.name)));
-window.echo = () => auth.fetch("/test/echo").then((r) => r.json());
+window.echo = () =>
+  auth.fetch("/test/echo", { headers: { "x-test-hooks-secret": window.TW_TEST_HOOKS_SECRET } })
+    .then((r) => r.json());

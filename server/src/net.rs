@@ -1,0 +1,252 @@
+//! Who the client is, as far as limits are concerned: its address, taken from the TCP peer or,
+//! when the peer is a trusted reverse proxy, from the header that proxy appends; and the
+//! bucket the limits count it in (an IPv4 address, or an IPv6 /64, which one subscriber
+//! usually holds whole).
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use ipnet::IpNet;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The header a trusted proxy records the client in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2`
+    #[default]
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239)
+    Forwarded,
+}
+
+impl ForwardedHeader {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardedHeader::XForwardedFor => "x-forwarded-for",
+            ForwardedHeader::Forwarded => "forwarded",
+        }
+    }
+}
+
+/// Which peers are reverse proxies whose forwarding header is believed.
+#[derive(Debug, Clone, Default)]
+pub struct Proxies {
+    pub trusted: Vec<IpNet>,
+    pub header: ForwardedHeader,
+}
+
+impl Proxies {
+    fn trusts(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.trusted.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client's address. The peer's, unless the peer is a trusted proxy: then the
+    /// forwarding header is read from the right (the entry the nearest proxy appended) past
+    /// every trusted proxy; the first address that is not one is the client. Entries to its
+    /// left were written by the client and are never believed. An entry that is not an address
+    /// (`unknown`, an obfuscated name) stops the walk at the proxy that wrote it.
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let peer = canonical(peer);
+        if !self.trusts(peer) {
+            return peer;
+        }
+        let header = self.header;
+        let mut hops: Vec<Option<IpAddr>> = Vec::new();
+        for value in headers.get_all(header.as_str()) {
+            let Ok(value) = value.to_str() else {
+                return peer;
+            };
+            for entry in value.split(',') {
+                hops.push(match header {
+                    ForwardedHeader::XForwardedFor => parse_node(entry),
+                    ForwardedHeader::Forwarded => forwarded_for(entry),
+                });
+            }
+        }
+        let mut client = peer;
+        for hop in hops.into_iter().rev() {
+            let Some(ip) = hop else {
+                return client;
+            };
+            client = canonical(ip);
+            if !self.trusts(client) {
+                return client;
+            }
+        }
+        client
+    }
+}
+
+/// The `for=` parameter of one element of a `Forwarded` header.
+fn forwarded_for(element: &str) -> Option<IpAddr> {
+    element.split(';').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("for")
+            .then(|| parse_node(value))
+            .flatten()
+    })
+}
+
+/// `192.0.2.1`, `192.0.2.1:4711`, `2001:db8::1`, `[2001:db8::1]`, `"[2001:db8::1]:4711"`.
+fn parse_node(node: &str) -> Option<IpAddr> {
+    let node = node.trim().trim_matches('"');
+    if let Ok(ip) = node.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(sock) = node.parse::<SocketAddr>() {
+        return Some(sock.ip());
+    }
+    let inner = node.strip_prefix('[')?.split(']').next()?;
+    inner.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`) are the IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The unit the per-client limits count: the IPv4 address, or the IPv6 /64.
+pub fn bucket(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    }
+}
+
+/// The client's address bucket, as text: the key of the login throttle.
+pub fn bucket_key(ip: IpAddr) -> String {
+    match bucket(ip) {
+        IpAddr::V6(v6) => format!("{v6}/64"),
+        v4 => v4.to_string(),
+    }
+}
+
+/// The client's address (see [`Proxies::client_ip`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+impl ClientIp {
+    pub fn bucket(self) -> IpAddr {
+        bucket(self.0)
+    }
+}
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip())
+            .ok_or_else(|| ApiError::Internal("no peer address on the request".into()))?;
+        Ok(ClientIp(
+            state.settings.proxies.client_ip(peer, &parts.headers),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn proxies(header: ForwardedHeader) -> Proxies {
+        Proxies {
+            trusted: vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+            header,
+        }
+    }
+
+    fn headers(name: &str, values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(
+                axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_claims() {
+        let p = proxies(ForwardedHeader::XForwardedFor);
+        let h = headers("x-forwarded-for", &["198.51.100.9"]);
+        assert_eq!(p.client_ip(ip("203.0.113.5"), &h), ip("203.0.113.5"));
+        assert_eq!(
+            Proxies::default().client_ip(ip("10.0.0.1"), &h),
+            ip("10.0.0.1")
+        );
+    }
+
+    #[test]
+    fn the_walk_goes_right_to_left_past_trusted_proxies_only() {
+        let p = proxies(ForwardedHeader::XForwardedFor);
+        // The client forged the leftmost entry; the proxy appended the real address.
+        let h = headers("x-forwarded-for", &["1.2.3.4, 198.51.100.9, 10.1.1.1"]);
+        assert_eq!(p.client_ip(ip("10.0.0.1"), &h), ip("198.51.100.9"));
+        // Several header lines are one list.
+        let h = headers("x-forwarded-for", &["1.2.3.4", "198.51.100.9"]);
+        assert_eq!(p.client_ip(ip("10.0.0.1"), &h), ip("198.51.100.9"));
+        // No header: the proxy itself.
+        assert_eq!(
+            p.client_ip(ip("10.0.0.1"), &HeaderMap::new()),
+            ip("10.0.0.1")
+        );
+        // Garbage where the client should be: the proxy that wrote it.
+        let h = headers("x-forwarded-for", &["unknown, 10.2.2.2"]);
+        assert_eq!(p.client_ip(ip("10.0.0.1"), &h), ip("10.2.2.2"));
+    }
+
+    #[test]
+    fn forwarded_for_elements_with_ports_brackets_and_quotes() {
+        let p = proxies(ForwardedHeader::Forwarded);
+        let h = headers(
+            "forwarded",
+            &[
+                r#"for=1.2.3.4, for="[2001:db8:cafe::17]:4711";proto=https, for=10.9.9.9;by=10.0.0.1"#,
+            ],
+        );
+        assert_eq!(p.client_ip(ip("::1"), &h), ip("2001:db8:cafe::17"));
+        let h = headers("forwarded", &["for=192.0.2.60:8080;proto=http"]);
+        assert_eq!(p.client_ip(ip("10.0.0.1"), &h), ip("192.0.2.60"));
+        let h = headers("forwarded", &["for=_hidden"]);
+        assert_eq!(p.client_ip(ip("10.0.0.1"), &h), ip("10.0.0.1"));
+        // The other header is not read: a client cannot choose which one is believed.
+        let h = headers("x-forwarded-for", &["198.51.100.9"]);
+        assert_eq!(p.client_ip(ip("10.0.0.1"), &h), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn ipv6_is_bucketed_by_64_and_mapped_ipv4_is_ipv4() {
+        assert_eq!(
+            bucket(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            bucket(ip("2001:db8:1:2::1")),
+            bucket(ip("2001:db8:1:2:ffff::"))
+        );
+        assert_ne!(bucket(ip("2001:db8:1:2::1")), bucket(ip("2001:db8:1:3::1")));
+        assert_eq!(bucket(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
+        assert_eq!(bucket_key(ip("2001:db8:1:2::9")), "2001:db8:1:2::/64");
+        assert_eq!(bucket_key(ip("192.0.2.1")), "192.0.2.1");
+    }
+}

@@ -1,0 +1,614 @@
+//! The attacks of issue 10, each performed against the real server over real HTTP and real
+//! SQLite: a thief in lockstep with the user, lost responses, duplicate cookies, floods,
+//! password guessing from one and from many addresses, slow and idle connections.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures::StreamExt;
+use futures::future::join_all;
+use futures::stream::FuturesUnordered;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn retry_after(res: &reqwest::Response) -> i64 {
+    res.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds")
+}
+
+fn trusting_localhost(c: &mut tokenwarden_server::Settings) {
+    c.proxies.trusted = vec!["127.0.0.1/32".parse().expect("cidr")];
+}
+
+// ---- rotation: one refresh token in two hands ----------------------------------------------
+
+/// The issue's attack: log in, copy the refresh cookie, then rounds of "the thief refreshes
+/// with their copy, the user with theirs" (or the other way round), `gap` seconds apart.
+/// Returns the round in which a presentation was refused, and its error code.
+async fn lockstep(thief_first: bool, gap: i64) -> (usize, String) {
+    let s = TestServer::start().await;
+    s.state.clock.freeze();
+    let login = s.login(ALICE).await;
+    let mut user = login.refresh.clone();
+    let mut thief = login.refresh.clone();
+    for round in 1..=10 {
+        for turn in 0..2 {
+            let thief_turn = (turn == 0) == thief_first;
+            s.state.clock.advance(gap);
+            let holder = if thief_turn { &mut thief } else { &mut user };
+            let res = s.refresh_response(holder).await;
+            if res.status() != 200 {
+                assert_eq!(res.status(), 401);
+                let code = error_code(res).await;
+                // Both chains are dead now, and so is the user's access token.
+                assert_eq!(s.refresh_error(&user).await, "invalid_grant");
+                assert_eq!(s.refresh_error(&thief).await, "invalid_grant");
+                assert_eq!(s.stats().await["reuse_detections"], 1);
+                s.stop().await;
+                return (round, code);
+            }
+            *holder = tokens_of(res).await.refresh;
+        }
+    }
+    s.stop().await;
+    panic!("20 refreshes in lockstep, no reuse detected");
+}
+
+#[tokio::test]
+async fn a_thief_in_lockstep_is_caught_by_round_two_when_the_thief_goes_first() {
+    for gap in [0, 5, 29, 45, 600] {
+        assert_eq!(
+            lockstep(true, gap).await,
+            (2, "token_reused".to_owned()),
+            "gap {gap} s"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_thief_in_lockstep_is_caught_by_round_two_when_the_user_goes_first() {
+    for gap in [0, 5, 29, 45, 600] {
+        assert_eq!(
+            lockstep(false, gap).await,
+            (2, "token_reused".to_owned()),
+            "gap {gap} s"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_lost_response_retried_after_ten_minutes_is_still_accepted() {
+    let s = TestServer::start().await;
+    s.state.clock.freeze();
+    let t0 = s.login(ALICE).await;
+    let before = s.stats().await["refresh_rotated"].as_u64().unwrap();
+    s.drop_next_refreshes.store(1, Ordering::SeqCst);
+    let lost = s
+        .http
+        .post(s.url("/auth/refresh"))
+        .header("x-tokenwarden", "1")
+        .header("cookie", format!("{REFRESH_COOKIE}={}", t0.refresh))
+        .send()
+        .await;
+    assert!(lost.is_err(), "the response must be lost: {lost:?}");
+    assert_eq!(
+        s.stats().await["refresh_rotated"].as_u64().unwrap(),
+        before + 1,
+        "the rotation was committed"
+    );
+
+    // Ten minutes later (the laptop slept), the client tries again with what it holds.
+    s.state.clock.advance(600);
+    let t1 = s.refresh(&t0.refresh).await;
+    assert_eq!(s.me(&t1.access).await.status(), 200);
+    // Lost again, and retried an hour later: still accepted.
+    s.drop_next_refreshes.store(1, Ordering::SeqCst);
+    let lost = s
+        .http
+        .post(s.url("/auth/refresh"))
+        .header("x-tokenwarden", "1")
+        .header("cookie", format!("{REFRESH_COOKIE}={}", t1.refresh))
+        .send()
+        .await;
+    assert!(lost.is_err());
+    s.state.clock.advance(3600);
+    let t2 = s.refresh(&t1.refresh).await;
+    let t3 = s.refresh(&t2.refresh).await;
+    assert_eq!(s.me(&t3.access).await.status(), 200);
+    assert_eq!(s.stats().await["reuse_detections"], 0);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn twenty_simultaneous_presentations_are_all_accepted_even_long_after_the_token_was_used() {
+    let s = TestServer::start().await;
+    s.state.clock.freeze();
+    let t0 = s.login(ALICE).await;
+    s.refresh(&t0.refresh).await; // its response "lost"
+    s.state.clock.advance(600);
+    // Twenty tabs without a shared lock wake up and present it at once.
+    let responses = join_all((0..20).map(|_| s.refresh_response(&t0.refresh))).await;
+    let mut children = Vec::new();
+    for res in responses {
+        assert_eq!(res.status(), 200);
+        children.push(tokens_of(res).await);
+    }
+    let distinct: BTreeSet<_> = children.iter().map(|t| t.refresh.clone()).collect();
+    assert_eq!(distinct.len(), 20);
+    // The browser keeps one of them (the last Set-Cookie it processed): it works.
+    let next = s.refresh(&children[7].refresh).await;
+    assert_eq!(s.me(&next.access).await.status(), 200);
+    assert_eq!(s.stats().await["reuse_detections"], 0);
+    s.stop().await;
+}
+
+// ---- one refresh cookie or none -------------------------------------------------------------
+
+#[tokio::test]
+async fn a_duplicated_refresh_cookie_is_refused_and_rotates_nothing() {
+    let s = TestServer::start().await;
+    let victim = s.login(ALICE).await;
+    let planted = s.login(BOB).await; // the attacker's own session, tossed into the victim's jar
+    let (v, a) = (&victim.refresh, &planted.refresh);
+    let c = REFRESH_COOKIE;
+    let cases = [
+        vec![format!("{c}={a}; {c}={v}")],
+        vec![format!("{c}={v}; {c}={a}")],
+        vec![format!("tw_session=1; {c}={v}"), format!("{c}={a}")],
+        vec![format!("{c}={v}; {c}={v}")],
+    ];
+    for lines in &cases {
+        let headers: Vec<_> = lines.iter().map(|l| ("cookie", l.as_str())).collect();
+        let res = s.refresh_with(&headers).await;
+        assert_eq!(res.status(), 400, "{lines:?}");
+        assert!(set_cookies(res.headers()).is_empty(), "no cookie changes");
+        assert_eq!(error_code(res).await, "duplicate_cookie");
+    }
+    let stats = s.stats().await;
+    assert_eq!(stats["refresh_rotated"], 0);
+    assert_eq!(stats["revocations"], 0);
+    // Nothing was spent: each token still claims its first generation.
+    let v1 = s.refresh(v).await;
+    let a1 = s.refresh(a).await;
+    assert_eq!(s.me(&v1.access).await.status(), 200);
+    assert_eq!(s.me(&a1.access).await.status(), 200);
+    s.stop().await;
+}
+
+// ---- limits on /auth/refresh ------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_refresh_flood_on_one_session_gets_429_and_stores_a_bounded_number_of_tokens() {
+    let s = TestServer::with(|c| c.refresh_session_per_minute = 30).await;
+    s.state.clock.freeze();
+    let t = s.login(ALICE).await;
+    let sid = jwt_parts(&t.access).1["sid"].as_str().unwrap().to_owned();
+    let (mut ok, mut throttled) = (0, 0);
+    for _ in 0..2000 {
+        let res = s.refresh_response(&t.refresh).await;
+        match res.status().as_u16() {
+            200 => ok += 1,
+            429 => {
+                throttled += 1;
+                let wait = retry_after(&res);
+                assert!((1..=60).contains(&wait), "Retry-After {wait}");
+                assert_eq!(error_code(res).await, "too_many_requests");
+            }
+            other => panic!("status {other}"),
+        }
+    }
+    assert!(ok <= 30, "{ok} rotations");
+    assert_eq!(ok + throttled, 2000);
+    let rows = s.state.store.session_token_rows(&sid).await.unwrap();
+    assert!(rows <= 31, "{rows} tokens stored for the session");
+    assert_eq!(s.stats().await["reuse_detections"], 0);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn one_token_has_a_bounded_number_of_children_then_429_until_its_window_ends() {
+    let s = TestServer::start().await; // per-session limit out of the way
+    s.state.clock.freeze();
+    let t = s.login(ALICE).await;
+    let mut last = None;
+    for i in 0..40 {
+        let res = s.refresh_response(&t.refresh).await;
+        if i < 32 {
+            assert_eq!(res.status(), 200, "child {i}");
+            last = Some(tokens_of(res).await);
+        } else {
+            assert_eq!(res.status(), 429, "child {i}");
+            let wait = retry_after(&res);
+            assert!((1..=30).contains(&wait), "Retry-After {wait}");
+            assert_eq!(error_code(res).await, "too_many_requests");
+        }
+    }
+    // After the window, none of its children used: a fresh child, the others revoked.
+    s.state.clock.advance(31);
+    let fresh = s.refresh(&t.refresh).await;
+    assert_eq!(s.me(&fresh.access).await.status(), 200);
+    assert_eq!(
+        s.refresh_error(&last.unwrap().refresh).await,
+        "token_reused",
+        "an unused child of a reissued token is dead"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn refreshes_are_limited_per_client_address_and_per_ipv6_64() {
+    let s = TestServer::with(|c| {
+        trusting_localhost(c);
+        c.refresh_ip_per_minute = 5;
+    })
+    .await;
+    s.state.clock.freeze();
+    // Each client presents each child once, as a real one does.
+    let refresh_from = |ip: &'static str, token: String| {
+        let s = &s;
+        async move {
+            s.refresh_with(&[
+                ("x-forwarded-for", ip),
+                ("cookie", &format!("{REFRESH_COOKIE}={token}")),
+            ])
+            .await
+        }
+    };
+    let mut token = s.login(ALICE).await.refresh;
+    for _ in 0..5 {
+        let res = refresh_from("203.0.113.9", token).await;
+        assert_eq!(res.status(), 200);
+        token = tokens_of(res).await.refresh;
+    }
+    let res = refresh_from("203.0.113.9", token.clone()).await;
+    assert_eq!(res.status(), 429);
+    assert!((1..=60).contains(&retry_after(&res)));
+    assert_eq!(error_code(res).await, "too_many_requests");
+    // Another client is not affected, and the throttled token was not spent.
+    let res = refresh_from("198.51.100.7", token).await;
+    assert_eq!(res.status(), 200);
+
+    // IPv6: every address of one /64 is one client; the next /64 is another.
+    let mut token = s.login(BOB).await.refresh;
+    for ip in [
+        "2001:db8:1:2::1",
+        "2001:db8:1:2::2",
+        "2001:db8:1:2:aaaa::3",
+        "2001:db8:1:2:ffff:ffff:ffff:ffff",
+        "2001:db8:1:2::5",
+    ] {
+        let res = refresh_from(ip, token).await;
+        assert_eq!(res.status(), 200, "{ip}");
+        token = tokens_of(res).await.refresh;
+    }
+    assert_eq!(
+        refresh_from("2001:db8:1:2::6", token.clone())
+            .await
+            .status(),
+        429
+    );
+    assert_eq!(refresh_from("2001:db8:1:3::1", token).await.status(), 200);
+    s.stop().await;
+}
+
+// ---- password guessing --------------------------------------------------------------------
+
+#[tokio::test]
+async fn fifty_concurrent_wrong_passwords_verify_at_most_the_limit_and_the_owner_still_logs_in() {
+    let s = TestServer::with(|c| {
+        trusting_localhost(c);
+        c.login_max_failures = 10;
+        c.argon2_queue = 100;
+    })
+    .await;
+    for email in [ALICE.0, "nobody@example.com"] {
+        let before = s.state.hasher.verifications();
+        let guesses =
+            join_all((0..50).map(|_| s.login_from("203.0.113.66", email, "wrong-password"))).await;
+        let mut statuses = Vec::new();
+        for res in guesses {
+            statuses.push(res.status().as_u16());
+            if res.status() == 429 {
+                assert!(retry_after(&res) >= 1);
+            }
+        }
+        let verified = s.state.hasher.verifications() - before;
+        let wrong = statuses.iter().filter(|&&c| c == 401).count();
+        let throttled = statuses.iter().filter(|&&c| c == 429).count();
+        assert_eq!((wrong, throttled), (10, 40), "{email}: {statuses:?}");
+        assert_eq!(verified, 10, "{email}: passwords actually checked");
+    }
+    // The stranger's address stays locked, even with the right password...
+    assert_eq!(
+        s.login_from("203.0.113.66", ALICE.0, ALICE.1)
+            .await
+            .status(),
+        429
+    );
+    // ...but the owner, from their own address, is not locked out.
+    assert_eq!(
+        s.login_from("198.51.100.23", ALICE.0, ALICE.1)
+            .await
+            .status(),
+        200
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_guesser_rotating_addresses_within_one_ipv6_64_is_one_client() {
+    let s = TestServer::with(|c| {
+        trusting_localhost(c);
+        c.login_max_failures = 10;
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for i in 1..=20 {
+        let ip = format!("2001:db8:aa:bb::{i:x}");
+        statuses.push(
+            s.login_from(&ip, ALICE.0, "wrong-password")
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses.iter().filter(|&&c| c == 401).count(), 10);
+    assert_eq!(statuses.iter().filter(|&&c| c == 429).count(), 10);
+    // The owner, in the next /64, is another client.
+    assert_eq!(
+        s.login_from("2001:db8:aa:bc::1", ALICE.0, ALICE.1)
+            .await
+            .status(),
+        200
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_trusted_proxy_forwarding_headers_are_ignored() {
+    let s = TestServer::with(|c| c.login_max_failures = 3).await;
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        // A client inventing a new address for every guess gains nothing.
+        let ip = format!("198.51.100.{i}");
+        statuses.push(
+            s.login_from(&ip, ALICE.0, "wrong-password")
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses, [401, 401, 401, 429, 429, 429]);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_only_the_entry_it_appended_counts() {
+    let s = TestServer::with(|c| {
+        trusting_localhost(c);
+        c.login_max_failures = 3;
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        // The client forges entries; the proxy appends the address it saw.
+        let xff = format!("10.0.0.{i}, 192.0.2.{i}, 203.0.113.200");
+        let res = s
+            .http
+            .post(s.url("/auth/login"))
+            .header("x-forwarded-for", xff)
+            .json(&serde_json::json!({ "email": ALICE.0, "password": "wrong-password" }))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 429, 429, 429]);
+    // The owner, whom the proxy reports at another address, logs in.
+    let res = s
+        .http
+        .post(s.url("/auth/login"))
+        .header("x-forwarded-for", "203.0.113.200, 198.51.100.1")
+        .json(&serde_json::json!({ "email": ALICE.0, "password": ALICE.1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn with_the_forwarded_header_configured_it_is_read_and_x_forwarded_for_is_not() {
+    let s = TestServer::with(|c| {
+        trusting_localhost(c);
+        c.proxies.header = tokenwarden_server::net::ForwardedHeader::Forwarded;
+        c.login_max_failures = 2;
+    })
+    .await;
+    let login = |forwarded: &'static str, xff: &'static str| {
+        s.http
+            .post(s.url("/auth/login"))
+            .header("forwarded", forwarded)
+            .header("x-forwarded-for", xff)
+            .json(&serde_json::json!({ "email": ALICE.0, "password": "wrong-password" }))
+            .send()
+    };
+    let a = r#"for="[2001:db8:cafe::17]:4711";proto=https"#;
+    // Three guesses from one client, whatever X-Forwarded-For says.
+    let mut statuses = Vec::new();
+    for xff in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
+        statuses.push(login(a, xff).await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 429]);
+    // Another client (another /64) is counted apart.
+    let b = r#"for="[2001:db8:beef::1]""#;
+    assert_eq!(login(b, "192.0.2.1").await.unwrap().status(), 401);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn password_hashing_is_bounded_and_a_burst_beyond_the_queue_gets_503() {
+    let s = TestServer::with(|c| {
+        trusting_localhost(c);
+        c.argon2_concurrency = 1;
+        c.argon2_queue = 2;
+    })
+    .await;
+    // Someone else's login holds the only slot until ten answers are back.
+    let mut held = Some(s.state.hasher.turn().await.expect("a turn"));
+    let server = &s;
+    let mut burst: FuturesUnordered<_> = (0..12)
+        .map(|i| async move {
+            let ip = format!("198.51.100.{i}");
+            let email = format!("user{i}@example.com");
+            server.login_from(&ip, &email, "some-password").await
+        })
+        .collect();
+    let (mut busy, mut refused) = (0, 0);
+    while let Some(res) = burst.next().await {
+        match res.status().as_u16() {
+            503 => {
+                busy += 1;
+                assert!(retry_after(&res) >= 1);
+                assert_eq!(error_code(res).await, "temporarily_unavailable");
+            }
+            401 => refused += 1,
+            other => panic!("status {other}"),
+        }
+        if busy + refused == 10 {
+            held = None; // the two queued logins may go on
+        }
+    }
+    assert!(held.is_none());
+    drop(held);
+    drop(burst);
+    assert_eq!((busy, refused), (10, 2), "two queued, ten turned away");
+    assert_eq!(s.state.hasher.peak(), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn login_attempt_counters_are_purged_by_the_maintenance_task() {
+    let s = TestServer::with(|c| c.login_window = 60).await;
+    for _ in 0..3 {
+        s.login_response(ALICE.0, "wrong-password").await;
+        s.login_response("ghost@example.com", "wrong-password")
+            .await;
+    }
+    assert_eq!(s.state.store.login_attempt_rows().await.unwrap(), 2);
+    s.state.clock.advance(61);
+    let maintenance = tokenwarden_server::spawn_maintenance(s.state.clone());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.state.store.login_attempt_rows().await.unwrap() != 0 {
+        assert!(Instant::now() < deadline, "never purged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    maintenance.abort();
+    s.stop().await;
+}
+
+// ---- connections ----------------------------------------------------------------------------
+
+async fn connect(s: &TestServer) -> TcpStream {
+    TcpStream::connect(s.base.trim_start_matches("http://"))
+        .await
+        .expect("connect")
+}
+
+/// Reads until the server closes the connection; how long that took.
+async fn closed_after(mut conn: TcpStream, within: Duration) -> Duration {
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(within.saturating_sub(start.elapsed()), conn.read(&mut buf))
+            .await
+        {
+            Err(_) => panic!("still open after {within:?}"),
+            Ok(Ok(0)) | Ok(Err(_)) => return start.elapsed(),
+            Ok(Ok(_)) => continue, // a response (e.g. to the complete request before)
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    let s = TestServer::with(|c| {
+        c.connections.header_read_timeout = Duration::from_secs(1);
+        c.connections.idle_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let mut conn = connect(&s).await;
+    // Slowloris: a header line now and then, never the blank line.
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let took = closed_after(conn, Duration::from_secs(5)).await;
+    assert!(took >= Duration::from_millis(800), "{took:?}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_kept_alive_connection_and_a_stalled_upload_are_closed() {
+    let s = TestServer::with(|c| {
+        c.connections.header_read_timeout = Duration::from_secs(30);
+        c.connections.idle_timeout = Duration::from_secs(1);
+    })
+    .await;
+    // Keep-alive: one request, then nothing.
+    let mut conn = connect(&s).await;
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = conn.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    closed_after(conn, Duration::from_secs(5)).await;
+
+    // A body announced but never sent: the header timer does not cover it; the idle one does.
+    let mut conn = connect(&s).await;
+    conn.write_all(
+        b"POST /auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n{\"email\":",
+    )
+    .await
+    .unwrap();
+    let took = closed_after(conn, Duration::from_secs(5)).await;
+    assert!(took >= Duration::from_millis(800), "{took:?}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_until_one_closes() {
+    let s = TestServer::with(|c| {
+        c.connections.max_connections = 2;
+        c.connections.header_read_timeout = Duration::from_secs(30);
+        c.connections.idle_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let first = connect(&s).await;
+    let _second = connect(&s).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let fresh = || {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(1))
+            .build()
+            .unwrap()
+    };
+    let res = fresh().get(s.url("/healthz")).send().await;
+    assert!(res.is_err(), "a third connection was served: {res:?}");
+    drop(first);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let res = client.get(s.url("/healthz")).send().await.expect("served");
+    assert_eq!(res.status(), 200);
+    s.stop().await;
+}

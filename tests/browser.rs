@@ -535,14 +535,14 @@ async fn an_injected_base_element_cannot_redirect_the_token() {
         "headers",
         obj(&[("X-Test-Hooks-Secret", HOOKS_SECRET.into())]),
     )]);
-    let res: Response = await_ok(auth.fetch("/test/echo".into(), Some(init)))
+    let res: Response = await_ok(auth.fetch("/test/echo".into(), Some(init.clone())))
         .await
         .into();
     base.remove();
     let echo = body(res).await;
     assert!(get(&echo, "authorization").is_null(), "{}", json(&echo));
     // Without the <base>, an allowed origin still gets it.
-    let echo = body(auth_fetch(&auth, "/test/echo", JsValue::UNDEFINED).await).await;
+    let echo = body(auth_fetch(&auth, "/test/echo", init).await).await;
     assert!(get(&echo, "authorization").as_string().is_some());
 }
 

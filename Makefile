@@ -10,8 +10,11 @@ export WASM_BINDGEN_TEST_ADDRESS ?= 127.0.0.1:18180
 export TW_TEST_SERVER_ADDR ?= 127.0.0.1:18181
 export TW_TEST_SERVER ?= http://$(TW_TEST_SERVER_ADDR)
 export TW_TEST_OTHER_ORIGIN ?= http://localhost:$(lastword $(subst :, ,$(TW_TEST_SERVER_ADDR)))
+# geckodriver lives off PATH: wasm-bindgen-test-runner prefers it over chromedriver when both are
+# on PATH, which would silently turn the Chromium run into a second Firefox run.
+GECKODRIVER := $(CURDIR)/.tools/gecko/bin/geckodriver
 
-.PHONY: help setup setup-node pkg lint test test-native test-server test-browser test-e2e bench bench-smoke demo
+.PHONY: help setup setup-node pkg lint test test-native test-server test-browser test-e2e test-engines bench bench-smoke demo
 
 help:
 	@echo "make demo   - set up, build and serve the demo on http://127.0.0.1:8080"
@@ -41,10 +44,12 @@ test-native:
 test-server:
 	cargo test -p tokenwarden-server
 
-# The client in headless Chromium against the real server.
+# The client in headless Chromium, then in headless Firefox ESR, against the real server.
 test-browser:
 	cargo build -p tokenwarden-server
 	cargo test -p tokenwarden --target wasm32-unknown-unknown --test browser
+	GECKODRIVER=$(GECKODRIVER) WASM_BINDGEN_TEST_WEBDRIVER_JSON=$(CURDIR)/tests/browser/firefox.json \
+	  cargo test -p tokenwarden --target wasm32-unknown-unknown --test browser
 
 # Playwright in headless Chromium: cross-tab behaviour, the demo, the npm consumer.
 test-e2e: pkg
@@ -52,12 +57,18 @@ test-e2e: pkg
 	tests/consumer/build.sh
 	npx playwright test -c tests/e2e/playwright.config.ts
 
+# The cross-tab and fault scenarios in Chromium, Firefox ESR and WebKitGTK, each through its own
+# WebDriver, against the server over HTTPS (TW_ENGINES=webkit make test-engines for one).
+test-engines: pkg
+	cargo build -p tokenwarden-server
+	node --test --test-reporter=spec tests/engines/
+
 # The benchmark harness with tiny sizes, against the debug server (figures meaningless).
 bench-smoke: pkg
 	cargo build -p tokenwarden-server
 	TW_BENCH_SERVER=target/debug/tokenwarden-server node bench/run.mjs --smoke
 
-test: setup lint test-native test-server test-browser test-e2e bench-smoke
+test: setup lint test-native test-server test-browser test-e2e test-engines bench-smoke
 
 # Every figure of bench/RESULTS.md, side by side with the peers (a few minutes).
 bench: pkg

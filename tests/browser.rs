@@ -1,4 +1,4 @@
-//! The client in real headless Chromium against the real reference server (started by
+//! The client in real headless Chromium and Firefox against the real reference server (started by
 //! `tests/browser/runner.sh` with 4-second access tokens and test hooks).
 #![cfg(target_arch = "wasm32")]
 

@@ -51,10 +51,13 @@ test-browser:
 	GECKODRIVER=$(GECKODRIVER) WASM_BINDGEN_TEST_WEBDRIVER_JSON=$(CURDIR)/tests/browser/firefox.json \
 	  cargo test -p tokenwarden --target wasm32-unknown-unknown --test browser
 
-# Playwright in headless Chromium: cross-tab behaviour, the demo, the npm consumer.
+# Playwright in headless Chromium: cross-tab behaviour, the demo, the npm consumers (Vite, and
+# React under StrictMode). Before it, the React fixture's server-side rendering in Node.
 test-e2e: pkg
 	cargo build -p tokenwarden-server
 	tests/consumer/build.sh
+	tests/react/build.sh
+	node --test tests/react/
 	npx playwright test -c tests/e2e/playwright.config.ts
 
 # The cross-tab and fault scenarios in Chromium, Firefox ESR and WebKitGTK, each through its own

@@ -10,6 +10,8 @@ export const DEMO = "http://127.0.0.1:18281";
 export const CONSUMER = "http://127.0.0.1:18282";
 /** For the 1000-request storms: 10-second tokens, so a storm never outlasts a fresh token. */
 export const STORM = "http://127.0.0.1:18283";
+/** The React fixture (tests/react/dist, StrictMode, built from the packed tarball). */
+export const REACT = "http://127.0.0.1:18284";
 
 // Chromium from Debian (toolchain.md): never `playwright install`.
 export const chromium = {
@@ -52,5 +54,7 @@ export default defineConfig({
     // The Vite consumer fixture, built from the packed tarball.
     server(18282, "--demo --www-dir tests/consumer/dist --pkg-dir /nonexistent"),
     server(18283, "--www-dir tests/e2e/site --pkg-dir pkg", 10),
+    // The React fixture, built from the packed tarball.
+    server(18284, "--demo --www-dir tests/react/dist --pkg-dir /nonexistent"),
   ],
 });

@@ -8,6 +8,7 @@
 // Windows of one WebDriver session share cookies, Web Locks and BroadcastChannel, as tabs do.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { rmSync } from "node:fs";
 import { Browser, Server, certificate, scratch, sleep } from "./webdriver.mjs";
 
 const ENGINES = (process.env.TW_ENGINES ?? "chromium,firefox,webkit").split(",").filter(Boolean);
@@ -30,6 +31,7 @@ after(async () => {
   await main?.stop();
   await storm?.stop();
   await plain?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 /** `n` windows of the harness, logged in through the first (the others learn it by message). */

@@ -12,8 +12,11 @@ export TW_TEST_SERVER ?= http://$(TW_TEST_SERVER_ADDR)
 export TW_TEST_OTHER_ORIGIN ?= http://localhost:$(lastword $(subst :, ,$(TW_TEST_SERVER_ADDR)))
 # The secret the test servers require in X-Test-Hooks-Secret (browser tests: at compile time).
 export TW_TEST_HOOKS_SECRET ?= tokenwarden-test-hooks-secret
+# geckodriver lives off PATH: wasm-bindgen-test-runner prefers it over chromedriver when both are
+# on PATH, which would silently turn the Chromium run into a second Firefox run.
+GECKODRIVER := $(CURDIR)/.tools/gecko/bin/geckodriver
 
-.PHONY: help setup setup-node pkg lint test test-native test-server test-browser test-e2e bench bench-smoke demo
+.PHONY: help setup setup-node pkg lint test test-native test-server test-browser test-e2e test-engines bench bench-smoke demo
 
 help:
 	@echo "make demo   - set up, build and serve the demo on http://127.0.0.1:8080"
@@ -46,23 +49,34 @@ test-server:
 	cargo test -p tokenwarden-server
 	cargo test -p tokenwarden-server --features test-hooks --test test_hooks
 
-# The client in headless Chromium against the real server.
+# The client in headless Chromium, then in headless Firefox ESR, against the real server.
 test-browser: pkg
 	cargo build -p tokenwarden-server --features test-hooks
 	cargo test -p tokenwarden --target wasm32-unknown-unknown --test browser
+	GECKODRIVER=$(GECKODRIVER) WASM_BINDGEN_TEST_WEBDRIVER_JSON=$(CURDIR)/tests/browser/firefox.json \
+	  cargo test -p tokenwarden --target wasm32-unknown-unknown --test browser
 
-# Playwright in headless Chromium: cross-tab behaviour, the demo, the npm consumer.
+# Playwright in headless Chromium: cross-tab behaviour, the demo, the npm consumers (Vite, and
+# React under StrictMode). Before it, the React fixture's server-side rendering in Node.
 test-e2e: pkg
 	cargo build -p tokenwarden-server --features test-hooks
 	tests/consumer/build.sh
+	tests/react/build.sh
+	node --test tests/react/
 	npx playwright test -c tests/e2e/playwright.config.ts
+
+# The cross-tab and fault scenarios in Chromium, Firefox ESR and WebKitGTK, each through its own
+# WebDriver, against the server over HTTPS (TW_ENGINES=webkit make test-engines for one).
+test-engines: pkg
+	cargo build -p tokenwarden-server --features test-hooks
+	node --test --test-reporter=spec tests/engines/
 
 # The benchmark harness with tiny sizes, against the debug server (figures meaningless).
 bench-smoke: pkg
 	cargo build -p tokenwarden-server --features test-hooks
 	TW_BENCH_SERVER=target/debug/tokenwarden-server node bench/run.mjs --smoke
 
-test: setup lint test-native test-server test-browser test-e2e bench-smoke
+test: setup lint test-native test-server test-browser test-e2e test-engines bench-smoke
 
 # Every figure of bench/RESULTS.md, side by side with the peers (a few minutes). The benchmark
 # drives the server through its test hooks, so this release build has the `test-hooks` feature

@@ -4,7 +4,8 @@
 //   node bench/run.mjs --smoke   tiny sizes, writes target/bench-smoke.md (part of `make test`)
 //
 // Needs: pkg/ built (scripts/build-pkg.sh), target/release/tokenwarden-server, bench/node_modules,
-// Chromium at /usr/bin/chromium and wrk. `make bench` prepares all of it.
+// Chromium at /usr/bin/chromium and wrk; for section 8 also Firefox ESR, geckodriver and
+// WebKitWebDriver (scripts/setup.sh --browser). `make bench` prepares all of it.
 import { spawn, execFile, execFileSync } from "node:child_process";
 import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
@@ -14,6 +15,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import * as esbuild from "esbuild";
+import { Browser, Server, certificate, scratch } from "../tests/engines/webdriver.mjs";
 
 const execFileAsync = promisify(execFile);
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -241,6 +243,14 @@ try {
       })).outputFiles[0].contents;
       rows.push([name, kb(bundle.length), kb(gz(bundle)), ""]);
     }
+    // The React binding, hand-written: as shipped, and minified (React itself not counted).
+    const react = readFileSync(path.join(root, "pkg/react.js"));
+    const reactMin = (await esbuild.build({
+      entryPoints: [path.join(root, "pkg/react.js")], bundle: true, minify: true, format: "esm",
+      external: ["react"], write: false, logLevel: "silent",
+    })).outputFiles[0].contents;
+    rows.splice(1, 0, ["**tokenwarden/react** (pkg/react.js, React not counted)", `${react.length} B`, `**${gz(react)} B**`,
+      `minified: ${reactMin.length} B, ${gz(reactMin)} B gzip`]);
     section("4. Bundle size", table(["", "raw (minified)", "gzip -9", ""], rows) +
       "\n\nEach peer's main browser entry bundled with `esbuild --bundle --minify`, then gzip -9; tokenwarden's JS (the driver, which also instantiates the .wasm) is bundled and minified the same way. Target: ≤ 16 KB (see docs/SIZE.md).");
   }
@@ -380,6 +390,63 @@ end
       ["`GET /api/me` (EdDSA verification + SQLite read)", `**${Math.round(me.rps)}**`, ms(me.p99), `${me.non2xx}`, "≥ 10 000/s"],
       ["`POST /auth/refresh` (rotation: SQLite write + signing)", `**${Math.round(refresh.rps)}**`, ms(refresh.p99), `${refresh.non2xx}`, "≥ 1 500/s"],
     ]) + `\n\nwrk -t2 -c64, ${N.wrkSecs} s, median of ${N.wrkRuns} runs, release build, SQLite file in WAL mode, on the same ${cpus().length} cores as wrk. Every refresh presents a token once and the next presents the child it returned, as a real client does (${sessions} sessions shared by the 64 connections, fresh for every run): each one claims its generation, writes a child token and signs a JWT. The per-client and per-session refresh limits are raised for this run (all load comes from one address).`);
+  }
+
+  // 8. The refresh storm in each engine ------------------------------------------------------------
+  if (want(8)) {
+    // Through each engine's WebDriver (tests/engines/webdriver.mjs), over HTTPS (WebKit keeps no
+    // Secure cookie over http); 10-second tokens, so no storm outlasts the fresh token.
+    const engines = SMOKE ? ["chromium"] : ["chromium", "firefox", "webkit"];
+    const dir = scratch("bench");
+    const tls = certificate(dir);
+    const server = await new Server({ tls, ttl: 10, db: "sqlite::memory:", binary: SERVER }).start();
+    const rows = [];
+    try {
+      for (const engine of engines) {
+        const b = await Browser.start(engine);
+        const trials = [];
+        try {
+          for (let r = 0; r < N.repeats; r++) {
+            const tabs = [];
+            for (let i = 0; i < N.stormTabs; i++) {
+              const t = await b.open(`${server.base}/`);
+              await t.call("setup", {});
+              tabs.push(t);
+            }
+            await tabs[0].call("login", await server.newUser());
+            for (const t of tabs.slice(1)) if (!(await t.call("state")).isAuthenticated) await t.call("restore");
+            await sleep(5_200); // every tab's token is now due
+            await server.reset();
+            const at = Date.now() + 300 + 100 * tabs.length;
+            for (const t of tabs) await t.call("burstAt", Math.ceil(N.storm / tabs.length), at);
+            const results = [];
+            for (const t of tabs) results.push(...(await t.call("collect")));
+            const stats = await server.stats();
+            let logouts = 0;
+            for (const t of tabs) logouts += (await t.call("state")).events.filter((e) => e === "sessionExpired" || e === "logout").length;
+            const latencies = results.map(([, ms]) => ms);
+            trials.push({
+              refreshes: stats.refresh_calls, reuse: stats.reuse_detections,
+              failures: results.filter(([s]) => s !== 200).length, logouts,
+              p50: pct(latencies, 50), p99: pct(latencies, 99),
+            });
+            await b.closeAll();
+          }
+        } finally {
+          await b.stop();
+        }
+        const m = (k) => median(trials.map((t) => t[k]));
+        const max = (k) => Math.max(...trials.map((t) => t[k]));
+        rows.push([b.version, `${m("refreshes")} / ${max("refreshes")}`, `${max("reuse")}`, `${max("failures")}`,
+          `${max("logouts")}`, ms(m("p50")), ms(m("p99"))]);
+      }
+    } finally {
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+    section("8. The refresh storm in each engine", table(
+      ["engine", "refresh requests (median / max)", "reuse detections (max)", "failed requests (max)", "logouts (max)", "latency p50", "latency p99"], rows) +
+      `\n\n${N.storm} concurrent \`auth.fetch\` at the moment the token is due, across ${N.stormTabs} windows of one browser (shared cookies, Web Locks and BroadcastChannel), each engine through its own WebDriver, over HTTPS (the server's TLS listener, a self-signed certificate); median of ${N.repeats} trials. Latency is measured in the page from the moment the burst starts.`);
   }
 } finally {
   A.stop();

@@ -3,7 +3,9 @@
 #   scripts/setup.sh [--node] [--browser]
 #     always     the Rust wasm target and wasm-bindgen-cli (at the Cargo.lock version)
 #     --node     the npm packages (wasm-opt for the package build, Playwright)
-#     --browser  Chromium and chromedriver from Debian (browser and end-to-end tests)
+#     --browser  the browsers and their drivers: Chromium + chromedriver, Firefox ESR, WebKitGTK's
+#                WebKitWebDriver with Xvfb, from Debian; geckodriver from crates.io into
+#                .tools/gecko/ (off PATH, see the Makefile); openssl for the test certificate
 #     --bench    wrk from Debian and the peers' npm packages in bench/
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -47,9 +49,21 @@ apt_install() {
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
-if $want_browser && { ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; }; then
-  say "installing Chromium and chromedriver"
-  apt_install chromium chromium-driver
+if $want_browser; then
+  missing=()
+  for pair in chromium:chromium chromedriver:chromium-driver firefox-esr:firefox-esr \
+              WebKitWebDriver:webkit2gtk-driver xvfb-run:xvfb xauth:xauth openssl:openssl; do
+    command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]}"
+    apt_install "${missing[@]}"
+  fi
+  # geckodriver is not packaged by Debian; crates.io has it (about 75 s to build on 2 cores).
+  if ! "$root/.tools/gecko/bin/geckodriver" --version >/dev/null 2>&1; then
+    say "installing geckodriver into .tools/gecko/ (about 2 minutes)"
+    cargo install geckodriver --version 0.37.1 --locked --root "$root/.tools/gecko" --quiet
+  fi
 fi
 if $want_bench; then
   if ! command -v wrk >/dev/null; then

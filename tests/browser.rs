@@ -1,5 +1,5 @@
-//! The client in real headless Chromium against the real reference server (started by
-//! `tests/browser/runner.sh` with 4-second access tokens and test hooks). The package under
+//! The client in real headless Chromium and Firefox against the real reference server (started
+//! by `tests/browser/runner.sh` with 4-second access tokens and test hooks). The package under
 //! test is the built npm package (`pkg/`, served by that server), imported as an app would.
 #![cfg(target_arch = "wasm32")]
 

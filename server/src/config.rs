@@ -220,6 +220,15 @@ pub struct ServeArgs {
     /// Directory served at /pkg/ (the npm package), if it exists.
     #[arg(long, env = "TW_PKG_DIR", default_value = "pkg")]
     pub pkg_dir: PathBuf,
+
+    /// Serve HTTPS with this PEM certificate chain (and --tls-key). Safari and WebKit refuse
+    /// `Secure` cookies over plain http, even on localhost.
+    #[arg(long, env = "TW_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "TW_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The demo user seeded by --demo.
@@ -409,8 +418,13 @@ impl Settings {
         }
         if a.demo {
             let port = a.bind.port();
+            let scheme = if a.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             for host in ["127.0.0.1", "localhost"] {
-                let o = format!("http://{host}:{port}");
+                let o = format!("{scheme}://{host}:{port}");
                 if !allowed_origins.contains(&o) {
                     allowed_origins.push(o);
                 }

@@ -160,14 +160,19 @@ async fn serve(
             tracing::info!("seeded the demo user");
         }
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tokenwarden_server::serve::tls_acceptor(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .map_err(|e| format!("binding {}: {e}", args.bind))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("tokenwarden-server listening on http://{addr}");
+    println!("tokenwarden-server listening on {scheme}://{addr}");
     if settings.demo {
         println!("demo user: {DEMO_EMAIL} / {DEMO_PASSWORD}");
-        println!("open http://{addr}/ in a browser");
+        println!("open {scheme}://{addr}/ in a browser");
     }
     if settings.test_hooks {
         println!(
@@ -176,13 +181,15 @@ async fn serve(
         );
     }
     let maintenance = tokenwarden_server::spawn_maintenance(state.clone());
-    tokenwarden_server::serve::serve(
-        listener,
-        tokenwarden_server::app(state.clone()),
-        settings.connections,
-        shutdown_signal(),
-    )
-    .await;
+    let app = tokenwarden_server::app(state.clone());
+    let limits = settings.connections;
+    match tls {
+        Some(tls) => {
+            tokenwarden_server::serve::serve_tls(listener, tls, app, limits, shutdown_signal())
+                .await
+        }
+        None => tokenwarden_server::serve::serve(listener, app, limits, shutdown_signal()).await,
+    }
     maintenance.abort();
     tracing::info!("shut down");
     Ok(())

@@ -1,11 +1,13 @@
-//! The accept loop: HTTP/1.1 over hyper, graceful shutdown, connection hygiene (a header-read
-//! timeout, an idle timeout, a cap on open connections), and the one thing `axum::serve`
-//! cannot do: close a connection without answering (the "lost response" test hook).
+//! The accept loop: HTTP/1.1 over hyper, plain or over TLS (rustls), graceful shutdown,
+//! connection hygiene (a header-read timeout, an idle timeout, a cap on open connections), and
+//! the one thing `axum::serve` cannot do: close a connection without answering (the "lost
+//! response" test hook).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,9 +25,16 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::{ServerConfig, crypto::ring};
 use tower::ServiceExt;
 
 pub use crate::config::ConnectionLimits;
+
+/// A client that opens a connection and never finishes the TLS handshake is dropped after this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A response extension: drop the connection instead of sending this response.
 #[derive(Clone, Copy, Debug)]
@@ -106,6 +115,27 @@ async fn idle_for(start: Instant, last: Arc<AtomicU64>, idle: Duration) {
     }
 }
 
+/// A TLS acceptor from a PEM certificate chain and a PEM private key (PKCS#8, PKCS#1 or SEC1).
+/// HTTP/1.1 only, TLS 1.2 and 1.3, rustls' safe defaults.
+pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("reading the certificate {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate in {}", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("reading the private key {}: {e}", key.display()))?;
+    let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("TLS certificate and key: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
 /// Serves `app` until `shutdown` resolves, then lets open requests finish (at most 10 s).
 ///
 /// - at most `limits.max_connections` connections are served at once; the next is accepted
@@ -116,6 +146,27 @@ async fn idle_for(start: Instant, last: Arc<AtomicU64>, idle: Duration) {
 ///   client that stops reading) is closed.
 pub async fn serve(
     listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_with(listener, None, app, limits, shutdown).await;
+}
+
+/// `serve`, with every connection over TLS (the handshake must finish within 10 s).
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    app: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_with(listener, Some(tls), app, limits, shutdown).await;
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     app: Router,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
@@ -147,21 +198,6 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-            let app = app.clone();
-            async move {
-                let res = app
-                    .oneshot(req.map(Body::new))
-                    .await
-                    .unwrap_or_else(|e: Infallible| match e {});
-                if res.extensions().get::<DropConnection>().is_some() {
-                    return Err(Dropped);
-                }
-                Ok(res)
-            }
-        });
         let start = Instant::now();
         let last = Arc::new(AtomicU64::new(0));
         let io = Watched {
@@ -169,11 +205,28 @@ pub async fn serve(
             start,
             last: last.clone(),
         };
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(io), service));
+        let (app, tls, http, watcher) =
+            (app.clone(), tls.clone(), http.clone(), graceful.watcher());
         let idle = limits.idle_timeout;
         tokio::spawn(async move {
+            let serving = async move {
+                match tls {
+                    None => connection(io, peer, app, http, watcher).await,
+                    Some(tls) => {
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(io)).await {
+                            Ok(Ok(io)) => connection(io, peer, app, http, watcher).await,
+                            // A failed handshake (e.g. a browser refusing a self-signed
+                            // certificate) is the client's business: nothing to serve.
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, %peer, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        }
+                    }
+                }
+            };
             tokio::select! {
-                _ = conn => {}
+                () = serving => {}
                 () = idle_for(start, last, idle) => {
                     tracing::debug!(%peer, "closing a connection idle for {idle:?}");
                 }
@@ -187,5 +240,63 @@ pub async fn serve(
         () = tokio::time::sleep(Duration::from_secs(10)) => {
             tracing::warn!("connections still open after 10 s; closing them");
         }
+    }
+}
+
+/// One HTTP/1.1 connection, plain or TLS.
+async fn connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    app: Router,
+    http: http1::Builder,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+        let app = app.clone();
+        async move {
+            let res = app
+                .oneshot(req.map(Body::new))
+                .await
+                .unwrap_or_else(|e: Infallible| match e {});
+            if res.extensions().get::<DropConnection>().is_some() {
+                return Err(Dropped);
+            }
+            Ok(res)
+        }
+    });
+    let _ = watcher
+        .watch(http.serve_connection(TokioIo::new(stream), service))
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tls_acceptor;
+
+    fn file(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn bad_tls_files_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let empty = file(&dir, "empty.pem", "");
+        let garbage = file(
+            &dir,
+            "garbage.pem",
+            "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+        );
+        let err = tls_acceptor(&missing, &missing).err().unwrap();
+        assert!(err.starts_with("reading the certificate"), "{err}");
+        let err = tls_acceptor(&empty, &empty).err().unwrap();
+        assert!(err.starts_with("no certificate in"), "{err}");
+        let err = tls_acceptor(&garbage, &garbage).err().unwrap();
+        assert!(err.starts_with("reading the certificate"), "{err}");
     }
 }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Cargo runner for wasm32 tests: starts a real tokenwarden-server with test hooks and short
-# access tokens, runs the test module in headless Chromium, and stops the server.
+# access tokens, runs the test module in a headless browser, and stops the server. The browser
+# is Chromium (chromedriver on PATH), or Firefox with GECKODRIVER=<path> and
+# WASM_BINDGEN_TEST_WEBDRIVER_JSON=tests/browser/firefox.json (see the Makefile).
 # The page and server addresses must match what the tests were compiled with (see Makefile).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)

@@ -14,6 +14,8 @@ export const CONSUMER = `http://127.0.0.1:${PORT + 2}`;
 export const STORM = `http://127.0.0.1:${PORT + 3}`;
 /** Every /test/* request must carry it in X-Test-Hooks-Secret. */
 export const HOOKS_SECRET = process.env.TW_TEST_HOOKS_SECRET ?? "tokenwarden-test-hooks-secret";
+/** The React fixture (tests/react/dist, StrictMode, built from the packed tarball). */
+export const REACT = `http://127.0.0.1:${PORT + 4}`;
 
 // Chromium from Debian (toolchain.md): never `playwright install`.
 export const chromium = {
@@ -57,5 +59,7 @@ export default defineConfig({
     // The Vite consumer fixture, built from the packed tarball.
     server(PORT + 2, "--demo --www-dir tests/consumer/dist --pkg-dir /nonexistent"),
     server(PORT + 3, "--www-dir tests/e2e/site --pkg-dir pkg", 10),
+    // The React fixture, built from the packed tarball.
+    server(PORT + 4, "--demo --www-dir tests/react/dist --pkg-dir /nonexistent"),
   ],
 });

@@ -13,6 +13,66 @@ window.setup = async (options) => {
 window.burst = (n, path = "/api/me") =>
   Promise.all(Array.from({ length: n }, () =>
     auth.fetch(path).then((r) => r.status, (e) => e.name)));
+// The hooks' secret: set by Playwright (addInitScript); the WebDriver scenarios use the default.
+window.TW_TEST_HOOKS_SECRET ??= "tokenwarden-test-hooks-secret";
 window.echo = () =>
   auth.fetch("/test/echo", { headers: { "x-test-hooks-secret": window.TW_TEST_HOOKS_SECRET } })
     .then((r) => r.json());
+
+// ---- for the WebDriver scenarios (tests/engines/) ---------------------------------------------
+// A WebDriver script cannot simply call the functions above in every engine: in Firefox it
+// runs in a sandbox where `globalThis !== window` and the package's fetch fails. So the script
+// and the page talk through the DOM, which both see: the script writes a call into an
+// attribute and fires `tw:call`; the page answers into another attribute and fires `tw:reply`.
+// The page's CSP forbids inline script, so only these named calls exist, no eval.
+let pending = null;
+const calls = {
+  setup: (options) => window.setup(options),
+  login: (credentials) => auth.login(credentials),
+  restore: () => auth.restore(),
+  logout: () => auth.logout(),
+  refresh: (force) => auth.refresh({ force }),
+  burst: (n) => window.burst(n),
+  // A burst that starts at `at` (Date.now() milliseconds): the WebDriver client drives one tab
+  // at a time, so it schedules every tab's burst for one moment, then collects them.
+  burstAt(n, at) {
+    pending = new Promise((r) => setTimeout(r, Math.max(0, at - Date.now()))).then(() => {
+      const start = performance.now();
+      return Promise.all(Array.from({ length: n }, () =>
+        auth.fetch("/api/me").then(
+          (r) => [r.status, performance.now() - start],
+          (e) => [e.name, performance.now() - start])));
+    });
+    return true;
+  },
+  collect: () => pending,
+  echo: () => window.echo(),
+  state: () => ({
+    isAuthenticated: auth.isAuthenticated,
+    events: window.events,
+    visibility: document.visibilityState,
+  }),
+  storage: async () => ({
+    local: localStorage.length,
+    session: sessionStorage.length,
+    cookie: document.cookie,
+    idb: indexedDB.databases ? (await indexedDB.databases()).length : "n/a",
+  }),
+  locks: async () => {
+    const { held, pending } = await navigator.locks.query();
+    return { held: held.length, pending: pending.length };
+  },
+};
+document.addEventListener("tw:call", () => {
+  const root = document.documentElement;
+  const { id, fn, args } = JSON.parse(root.getAttribute("data-tw-call"));
+  root.removeAttribute("data-tw-call");
+  Promise.resolve()
+    .then(() => calls[fn](...args))
+    .then((value) => ({ value: value ?? null }), (e) => ({ error: `${e?.name}: ${e?.message}` }))
+    .then((reply) => {
+      root.setAttribute(`data-tw-reply-${id}`, JSON.stringify(reply));
+      document.dispatchEvent(new Event("tw:reply"));
+    });
+});
+document.documentElement.dataset.twReady = "1";

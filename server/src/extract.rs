@@ -32,15 +32,42 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// A request carrying a valid, unrevoked access token.
+/// The access token of `Authorization`, sent as `Bearer` or `DPoP`.
+pub fn access_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    tokenwarden_dpop::authorization(value).map(|(_, token)| token)
+}
+
+/// A request carrying a valid, unrevoked access token: `Authorization: Bearer` for an unbound
+/// session, `Authorization: DPoP` and a proof by the token's key for a bound one (crate::dpop).
 pub struct Authed(pub AccessClaims);
 
 impl FromRequestParts<AppState> for Authed {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(&parts.headers).ok_or(ApiError::MissingToken)?;
-        authenticate(state, token).map(Authed)
+        let (scheme, token) = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(tokenwarden_dpop::authorization)
+            .ok_or(ApiError::MissingToken)?;
+        let claims = authenticate(state, token).map_err(|e| match (scheme, e) {
+            (tokenwarden_dpop::Scheme::Dpop, ApiError::InvalidToken(why)) => {
+                ApiError::InvalidDpopToken(why)
+            }
+            (_, e) => e,
+        })?;
+        crate::dpop::check_resource(
+            state,
+            &parts.headers,
+            parts.method.as_str(),
+            parts.uri.path(),
+            scheme,
+            token,
+            &claims,
+        )?;
+        Ok(Authed(claims))
     }
 }
 

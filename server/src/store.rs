@@ -698,3 +698,46 @@ fn private_file(path: &std::path::Path) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+// ---- DPoP binding (see crate::dpop) ---------------------------------------------------------
+
+impl Store {
+    /// The session of a refresh token and the thumbprint it is bound to, if the token is known.
+    pub async fn session_binding(&self, hash: &str) -> DbResult<Option<(String, Option<String>)>> {
+        let row = sqlx::query(
+            "SELECT s.id, s.dpop_jkt FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
+             WHERE t.hash = ?",
+        )
+        .bind(hash)
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| Ok((r.try_get("id")?, r.try_get("dpop_jkt")?)))
+            .transpose()
+    }
+
+    /// Binds a new session to a key; done before its first token leaves the server.
+    pub async fn bind_session(&self, session_id: &str, jkt: &str) -> DbResult<()> {
+        sqlx::query("UPDATE sessions SET dpop_jkt = ? WHERE id = ? AND dpop_jkt IS NULL")
+            .bind(jkt)
+            .bind(session_id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// The secret `name`, created from `fresh` by whichever instance asks first.
+    pub async fn shared_secret(&self, name: &str, fresh: &str) -> DbResult<String> {
+        sqlx::query(
+            "INSERT INTO server_secrets (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(name)
+        .bind(fresh)
+        .execute(&self.write)
+        .await?;
+        let row = sqlx::query("SELECT value FROM server_secrets WHERE name = ?")
+            .bind(name)
+            .fetch_one(&self.write)
+            .await?;
+        row.try_get("value")
+    }
+}

@@ -2,8 +2,8 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use p256::EncodedPoint;
 use p256::ecdsa::VerifyingKey;
+use ring::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -13,10 +13,12 @@ use crate::ProofError;
 /// refused: the client leaked its private key, or someone is probing the parser.
 const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
-/// A validated P-256 public key from a proof.
+/// A P-256 public key from a proof: well-formed coordinates; ring checks that the point is on
+/// the curve (and not the identity) when it verifies a signature with it.
 #[derive(Debug, Clone)]
 pub struct PublicKey {
-    pub(crate) key: VerifyingKey,
+    /// SEC1 uncompressed: 0x04 || x || y.
+    sec1: [u8; 65],
     x: String,
     y: String,
 }
@@ -49,18 +51,35 @@ impl PublicKey {
         }
         let (x, xb) = coordinate(jwk, "x")?;
         let (y, yb) = coordinate(jwk, "y")?;
-        let point = EncodedPoint::from_affine_coordinates(&xb.into(), &yb.into(), false);
-        let key = VerifyingKey::from_encoded_point(&point).map_err(|_| ProofError::Key)?;
-        Ok(PublicKey { key, x, y })
+        let mut sec1 = [4u8; 65];
+        sec1[1..33].copy_from_slice(&xb);
+        sec1[33..].copy_from_slice(&yb);
+        Ok(PublicKey { sec1, x, y })
+    }
+
+    /// Verifies an ES256 signature (`r || s`, 64 bytes) over `message`. A point off the curve
+    /// fails here.
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &self.sec1[..])
+            .verify(message, signature)
+            .is_ok()
+    }
+
+    /// Whether the point is on the curve (one verification of a dummy signature would not
+    /// tell; this asks p256).
+    pub fn is_valid_point(&self) -> bool {
+        VerifyingKey::from_sec1_bytes(&self.sec1).is_ok()
     }
 
     pub(crate) fn from_verifying_key(key: VerifyingKey) -> Self {
         let point = key.to_encoded_point(false);
         let enc = |c: Option<&p256::FieldBytes>| c.map(|c| B64.encode(c)).unwrap_or_default();
+        let mut sec1 = [4u8; 65];
+        sec1.copy_from_slice(point.as_bytes());
         PublicKey {
             x: enc(point.x()),
             y: enc(point.y()),
-            key,
+            sec1,
         }
     }
 
@@ -143,17 +162,11 @@ mod tests {
         let mut k = good.clone();
         k.as_object_mut().unwrap().remove("y");
         cases.push(k);
-        // Not on the curve: x and y of another point swapped.
-        let mut k = good.clone();
-        let x = k["x"].clone();
-        k["x"] = k["y"].clone();
-        k["y"] = x;
-        cases.push(k);
         // 43 characters but non-canonical trailing bits.
         let mut k = good.clone();
         let mut x = k["x"].as_str().unwrap().to_owned();
         let last = x.pop().unwrap();
-        x.push(if last == 'A' { 'B' } else { 'A' });
+        x.push(if last == 'B' { 'D' } else { 'B' });
         k["x"] = json!(x);
         cases.push(k);
         cases.push(json!("a string"));
@@ -166,5 +179,27 @@ mod tests {
                 "case {i}: {case}"
             );
         }
+    }
+
+    #[test]
+    fn a_point_off_the_curve_verifies_nothing() {
+        let signer = crate::ProofSigner::generate();
+        let proof = signer.sign_claims(&json!({"a": 1}));
+        let (signed, sig) = proof.rsplit_once('.').unwrap();
+        let sig = B64.decode(sig).unwrap();
+        assert!(signer.public_key().verify(signed.as_bytes(), &sig));
+        // x and y swapped: not on the curve.
+        let mut k = signer.public_key().to_jwk();
+        let x = k["x"].clone();
+        k["x"] = k["y"].clone();
+        k["y"] = x;
+        let off = PublicKey::from_jwk(&k).unwrap();
+        assert!(!off.is_valid_point());
+        assert!(!off.verify(signed.as_bytes(), &sig));
+        // The identity / all zeros.
+        let zero = json!({"kty": "EC", "crv": "P-256", "x": B64.encode([0u8; 32]), "y": B64.encode([0u8; 32])});
+        let zero = PublicKey::from_jwk(&zero).unwrap();
+        assert!(!zero.is_valid_point());
+        assert!(!zero.verify(signed.as_bytes(), &sig));
     }
 }

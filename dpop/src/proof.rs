@@ -3,8 +3,6 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use p256::ecdsa::Signature;
-use p256::ecdsa::signature::Verifier as _;
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -162,12 +160,11 @@ impl Verifier {
         // 4. jwk
         let key = PublicKey::from_jwk(header.jwk.as_ref().ok_or(ProofError::Key)?)?;
         // 5. signature (r || s, 64 bytes)
-        let signature = Signature::from_slice(&signature).map_err(|_| ProofError::Signature)?;
         let signed_len = h64.len() + 1 + p64.len();
         let signed = proof.get(..signed_len).ok_or(ProofError::Malformed)?;
-        key.key
-            .verify(signed.as_bytes(), &signature)
-            .map_err(|_| ProofError::Signature)?;
+        if signature.len() != 64 || !key.verify(signed.as_bytes(), &signature) {
+            return Err(ProofError::Signature);
+        }
         // 6. claims
         let claims: Claims =
             serde_json::from_slice(&payload_bytes).map_err(|_| ProofError::Claims)?;
@@ -240,6 +237,7 @@ impl Verifier {
 mod tests {
     use super::*;
     use crate::ProofSigner;
+    use p256::ecdsa::Signature;
     use serde_json::json;
 
     const NOW: i64 = 1_800_000_015;

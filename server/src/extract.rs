@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::tokens::{self, AccessClaims, Invalid};
+use crate::tokens::{AccessClaims, Invalid};
 
 /// `X-Tokenwarden` (`tokenwarden::proto::CSRF_HEADER`, shared with the client).
 pub const CSRF_HEADER: &str = tokenwarden::proto::CSRF_HEADER;
@@ -73,7 +73,9 @@ impl FromRequestParts<AppState> for Authed {
 
 pub fn authenticate(state: &AppState, token: &str) -> Result<AccessClaims, ApiError> {
     let ring = state.keys.current();
-    let claims = tokens::verify(&ring, &state.audience, token, state.now())
+    let claims = state
+        .verified
+        .verify(&ring, &state.audience, token, state.now())
         .map_err(ApiError::InvalidToken)?;
     if state.revocations.is_revoked(&claims.jti, &claims.sid) {
         return Err(ApiError::InvalidToken(Invalid::Revoked));

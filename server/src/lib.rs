@@ -25,6 +25,7 @@ pub mod serve;
 pub mod state;
 pub mod store;
 pub mod tokens;
+pub mod verified;
 
 use std::time::Duration;
 

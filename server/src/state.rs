@@ -44,6 +44,8 @@ pub struct Inner {
     pub dummy_hash: String,
     /// DPoP proofs: nonces and the replay cache (crate::dpop).
     pub dpop: tokenwarden_dpop::Verifier,
+    /// Access tokens whose signature was already checked (crate::verified).
+    pub verified: crate::verified::VerifiedTokens,
 }
 
 impl AppState {
@@ -85,6 +87,7 @@ impl AppState {
             clock,
             dummy_hash,
             dpop,
+            verified: Default::default(),
         })))
     }
 

@@ -34,6 +34,7 @@ struct Args {
     bearer: bool,
     proofs_per_sec: usize,
     crypto: bool,
+    server_pid: Option<u32>,
 }
 
 fn args() -> Result<Args, Error> {
@@ -47,6 +48,7 @@ fn args() -> Result<Args, Error> {
         bearer: false,
         proofs_per_sec: 20_000,
         crypto: false,
+        server_pid: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -61,6 +63,7 @@ fn args() -> Result<Args, Error> {
             "--proofs-per-sec" => a.proofs_per_sec = value()?.parse()?,
             "--bearer" => a.bearer = true,
             "--crypto" => a.crypto = true,
+            "--server-pid" => a.server_pid = Some(value()?.parse()?),
             other => return Err(format!("unknown option {other}").into()),
         }
     }
@@ -68,6 +71,16 @@ fn args() -> Result<Args, Error> {
         return Err("--base must be an http:// URL (no TLS here)".into());
     }
     Ok(a)
+}
+
+/// CPU seconds (user + system) a process has used, from /proc (Linux).
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 fn unix_now() -> i64 {
@@ -272,11 +285,44 @@ fn crypto() -> Result<(), Error> {
         verifier.verify(p, &expected).map_err(|e| e.to_string())?;
     }
     let verify = t0.elapsed().as_secs_f64() * 1e6 / f64::from(n);
+    // The signature check alone, on the same inputs.
+    let (signed, sig) = proofs[0].rsplit_once('.').ok_or("proof")?;
+    let sig = base64_decode(sig);
+    let t0 = Instant::now();
+    for _ in 0..n {
+        if !key.public_key().verify(signed.as_bytes(), &sig) {
+            return Err("signature".into());
+        }
+    }
+    let ecdsa = t0.elapsed().as_secs_f64() * 1e6 / f64::from(n);
     println!(
         "{}",
-        serde_json::json!({ "sign_us": sign, "verify_us": verify })
+        serde_json::json!({ "sign_us": sign, "verify_us": verify, "ecdsa_verify_us": ecdsa })
     );
     Ok(())
+}
+
+/// base64url without padding (test input only).
+fn base64_decode(s: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            _ => 63,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
 }
 
 fn main() -> Result<(), Error> {
@@ -328,6 +374,7 @@ async fn run(a: Args) -> Result<(), Error> {
     let authorization: Arc<str> = authorization.into();
     let proofs = Arc::new(proofs);
     let next = Arc::new(AtomicUsize::new(0));
+    let server_cpu0 = a.server_pid.and_then(cpu_secs);
     let start = Instant::now();
     let deadline = start + Duration::from_secs(a.secs);
     let tasks: Vec<_> = (0..a.connections)
@@ -354,6 +401,11 @@ async fn run(a: Args) -> Result<(), Error> {
         eprintln!("first non-2xx answer: {e}");
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let server_cpu = a
+        .server_pid
+        .and_then(cpu_secs)
+        .zip(server_cpu0)
+        .map(|(b, a)| b - a);
     if !proofs.is_empty() && next.load(Ordering::Relaxed) >= proofs.len() {
         eprintln!(
             "note: all pre-signed proofs were used before the time was up (raise --proofs-per-sec)"
@@ -374,6 +426,8 @@ async fn run(a: Args) -> Result<(), Error> {
             "requests": total, "secs": elapsed, "rps": rps,
             "p99_ms": f64::from(p99) / 1000.0, "non2xx": all.non2xx,
             "connections": a.connections,
+            "server_cpu_secs": server_cpu,
+            "server_cpu_us_per_request": server_cpu.map(|c| c * 1e6 / total.max(1) as f64),
         })
     );
     eprintln!(

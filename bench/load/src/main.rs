@@ -345,11 +345,8 @@ async fn run(a: Args) -> Result<(), Error> {
     let (authorization, proofs) = if a.bearer {
         (format!("Bearer {token}"), Vec::new())
     } else {
-        // A nonce lives 30-60 s from when it is handed out: fetch it at the start of a window
-        // so signing plus the run stay well inside its life.
-        while unix_now() % 30 > 15 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        // A nonce lives 30 to 60 s from when it is handed out: signing plus the run must
+        // fit in 30 s (checked below).
         let n = nonce(&a, &authority).await?;
         let fetched = Instant::now();
         let count = a.proofs_per_sec * a.secs as usize;

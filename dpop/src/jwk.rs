@@ -2,7 +2,6 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use p256::ecdsa::VerifyingKey;
 use ring::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -65,22 +64,19 @@ impl PublicKey {
             .is_ok()
     }
 
-    /// Whether the point is on the curve (one verification of a dummy signature would not
-    /// tell; this asks p256).
-    pub fn is_valid_point(&self) -> bool {
-        VerifyingKey::from_sec1_bytes(&self.sec1).is_ok()
+    /// From SEC1 uncompressed bytes (`0x04 || x || y`), e.g. ring's public key.
+    pub fn from_sec1(bytes: &[u8]) -> Option<Self> {
+        let sec1: [u8; 65] = bytes.try_into().ok()?;
+        (sec1[0] == 4).then(|| PublicKey {
+            x: B64.encode(&sec1[1..33]),
+            y: B64.encode(&sec1[33..]),
+            sec1,
+        })
     }
 
-    pub(crate) fn from_verifying_key(key: VerifyingKey) -> Self {
-        let point = key.to_encoded_point(false);
-        let enc = |c: Option<&p256::FieldBytes>| c.map(|c| B64.encode(c)).unwrap_or_default();
-        let mut sec1 = [4u8; 65];
-        sec1.copy_from_slice(point.as_bytes());
-        PublicKey {
-            x: enc(point.x()),
-            y: enc(point.y()),
-            sec1,
-        }
+    /// SEC1 uncompressed bytes.
+    pub fn sec1(&self) -> &[u8; 65] {
+        &self.sec1
     }
 
     /// The RFC 7638 thumbprint: base64url(SHA-256 of the canonical JWK).
@@ -194,12 +190,12 @@ mod tests {
         k["x"] = k["y"].clone();
         k["y"] = x;
         let off = PublicKey::from_jwk(&k).unwrap();
-        assert!(!off.is_valid_point());
+        assert!(p256::ecdsa::VerifyingKey::from_sec1_bytes(off.sec1()).is_err());
         assert!(!off.verify(signed.as_bytes(), &sig));
         // The identity / all zeros.
         let zero = json!({"kty": "EC", "crv": "P-256", "x": B64.encode([0u8; 32]), "y": B64.encode([0u8; 32])});
         let zero = PublicKey::from_jwk(&zero).unwrap();
-        assert!(!zero.is_valid_point());
+        assert!(p256::ecdsa::VerifyingKey::from_sec1_bytes(zero.sec1()).is_err());
         assert!(!zero.verify(signed.as_bytes(), &sig));
     }
 }

@@ -2,24 +2,27 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use p256::ecdsa::signature::Signer as _;
-use p256::ecdsa::{Signature, SigningKey};
-use rand_core::{OsRng, RngCore};
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde_json::{Map, Value, json};
 
 use crate::jwk::PublicKey;
 use crate::proof::ath;
 use crate::{ALGORITHM, PROOF_TYPE};
 
+/// The system's random generator failed, or a PKCS#8 document was not a P-256 key.
 #[derive(Debug, thiserror::Error)]
 pub enum SignError {
-    #[error("serialising the proof: {0}")]
-    Json(#[from] serde_json::Error),
+    #[error("the system random generator failed")]
+    Random,
+    #[error("not a P-256 PKCS#8 key")]
+    Key,
 }
 
 /// An ES256 key pair that signs proofs.
 pub struct ProofSigner {
-    key: SigningKey,
+    key: EcdsaKeyPair,
+    rng: SystemRandom,
     public: PublicKey,
     thumbprint: String,
     header64: String,
@@ -31,29 +34,46 @@ impl std::fmt::Debug for ProofSigner {
     }
 }
 
-/// 16 random bytes, base64url.
+/// 16 random bytes, base64url (all zeros in the unheard-of case that the system generator
+/// fails; `ProofSigner::generate` would have failed first).
 pub fn random_jti() -> String {
     let mut b = [0u8; 16];
-    OsRng.fill_bytes(&mut b);
+    let _ = SystemRandom::new().fill(&mut b);
     B64.encode(b)
 }
 
 impl ProofSigner {
     /// A new random key.
+    ///
+    /// # Panics
+    /// If the system random generator fails (use [`ProofSigner::try_generate`] to handle it).
+    #[allow(clippy::expect_used)]
     pub fn generate() -> Self {
-        Self::from_key(SigningKey::random(&mut OsRng))
+        Self::try_generate().expect("the system random generator failed")
     }
 
-    pub fn from_key(key: SigningKey) -> Self {
-        let public = PublicKey::from_verifying_key(*key.verifying_key());
+    pub fn try_generate() -> Result<Self, SignError> {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .map_err(|_| SignError::Random)?;
+        Self::from_pkcs8(pkcs8.as_ref())
+    }
+
+    /// From a PKCS#8 P-256 private key.
+    pub fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, SignError> {
+        let rng = SystemRandom::new();
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &rng)
+            .map_err(|_| SignError::Key)?;
+        let public = PublicKey::from_sec1(key.public_key().as_ref()).ok_or(SignError::Key)?;
         let thumbprint = public.thumbprint();
         let header = json!({ "typ": PROOF_TYPE, "alg": ALGORITHM, "jwk": public.to_jwk() });
-        ProofSigner {
+        Ok(ProofSigner {
             key,
+            rng,
             header64: B64.encode(header.to_string()),
             public,
             thumbprint,
-        }
+        })
     }
 
     pub fn public_key(&self) -> &PublicKey {
@@ -104,8 +124,14 @@ impl ProofSigner {
 
     fn sign_raw(&self, header64: &str, payload64: &str) -> String {
         let input = format!("{header64}.{payload64}");
-        let sig: Signature = self.key.sign(input.as_bytes());
-        format!("{input}.{}", B64.encode(sig.to_bytes()))
+        // Signing fails only if the random generator does; the proof is then unsigned and
+        // refused by any verifier.
+        let sig = self
+            .key
+            .sign(&self.rng, input.as_bytes())
+            .map(|s| B64.encode(s.as_ref()))
+            .unwrap_or_default();
+        format!("{input}.{sig}")
     }
 
     /// The standard header of this key, as JSON (to derive malformed variants in tests).

@@ -676,6 +676,8 @@ async fn every_response_carries_the_nonce_and_cors_lets_the_client_use_it() {
     for path in ["/healthz", "/api/me", "/nothing", "/.well-known/jwks.json"] {
         let res = s.http.get(s.url(path)).send().await.unwrap();
         assert!(res.headers().contains_key("dpop-nonce"), "{path}");
+        // The server's time, which a client with a wrong clock stamps its proofs with.
+        assert!(res.headers().contains_key("date"), "{path}");
     }
     let res = s
         .http

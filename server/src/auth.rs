@@ -172,8 +172,6 @@ pub async fn refresh(
         .check(client.bucket(), now)
         .map_err(too_many)?;
     let presented = hash_refresh_token(presented);
-    // A bound session's proof is checked before anything is decided or written.
-    let jkt = crate::dpop::refresh_binding(&state, &headers, &presented).await?;
     // The read pool answers unknown tokens, dead sessions and capped tokens: a flood of those
     // never takes the one writer.
     let found = state
@@ -181,6 +179,8 @@ pub async fn refresh(
         .presented_token(&presented)
         .await?
         .ok_or(ApiError::InvalidGrant)?;
+    // A bound session's proof is checked before anything is decided or written.
+    let jkt = crate::dpop::refresh_binding(&state, &headers, found.dpop_jkt.as_deref())?;
     match rotation::decide(found.token, found.family, now, state.settings.rotation) {
         Decision::Invalid => return Err(ApiError::InvalidGrant),
         Decision::Throttled { retry_after } => return Err(too_many(retry_after)),

@@ -95,28 +95,28 @@ pub fn login_binding(state: &AppState, headers: &HeaderMap) -> Result<Option<Str
     check(state, headers, "POST", "/auth/login", None, None, true).map(|p| Some(p.jkt))
 }
 
-/// At refresh, before the rotation decision: the thumbprint the presented token's session is
-/// bound to (its proof checked), `None` for an unbound session or an unknown token.
-pub async fn refresh_binding(
+/// At refresh, before the rotation decision: `bound` is the key the presented token's session
+/// is bound to; its proof is checked. `None` back for an unbound session.
+pub fn refresh_binding(
     state: &AppState,
     headers: &HeaderMap,
-    token_hash: &str,
+    bound: Option<&str>,
 ) -> Result<Option<String>, ApiError> {
-    match state.store.session_binding(token_hash).await? {
-        Some((_, Some(jkt))) => {
+    match bound {
+        Some(jkt) => {
             check(
                 state,
                 headers,
                 "POST",
                 "/auth/refresh",
                 None,
-                Some(&jkt),
+                Some(jkt),
                 true,
             )?;
-            Ok(Some(jkt))
+            Ok(Some(jkt.to_owned()))
         }
-        Some((_, None)) if state.settings.dpop_required => Err(ApiError::InvalidGrant),
-        _ => Ok(None),
+        None if state.settings.dpop_required => Err(ApiError::InvalidGrant),
+        None => Ok(None),
     }
 }
 

@@ -89,11 +89,13 @@ pub struct PresentedToken {
     pub user_id: String,
     pub token: TokenState,
     pub family: FamilyState,
+    /// The DPoP key the session is bound to (crate::dpop), if any.
+    pub dpop_jkt: Option<String>,
 }
 
 const PRESENTED_TOKEN: &str = "SELECT t.session_id, t.generation, t.claimed_at, t.revoked_at,
             t.children, s.user_id, s.revoked_at AS session_revoked_at, s.idle_expires_at,
-            s.absolute_expires_at, s.max_used_gen
+            s.absolute_expires_at, s.max_used_gen, s.dpop_jkt
      FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
      WHERE t.hash = ?";
 
@@ -115,6 +117,7 @@ fn presented_from_row(row: &sqlx::sqlite::SqliteRow) -> DbResult<PresentedToken>
             absolute_expires_at: row.try_get("absolute_expires_at")?,
             head: row.try_get("max_used_gen")?,
         },
+        dpop_jkt: row.try_get("dpop_jkt")?,
     })
 }
 
@@ -382,6 +385,7 @@ impl Store {
             user_id,
             token,
             family,
+            ..
         } = presented_from_row(&row)?;
 
         let (child_generation, head) = match rotation::decide(token, family, now, policy) {

@@ -74,7 +74,8 @@ test-engines: pkg
 # The benchmark harness with tiny sizes, against the debug server (figures meaningless).
 bench-smoke: pkg
 	cargo build -p tokenwarden-server --features test-hooks
-	TW_BENCH_SERVER=target/debug/tokenwarden-server node bench/run.mjs --smoke
+	cargo build -p tokenwarden-load
+	TW_BENCH_SERVER=target/debug/tokenwarden-server TW_BENCH_LOAD=target/debug/tokenwarden-load node bench/run.mjs --smoke
 
 test: setup lint test-native test-server test-browser test-e2e test-engines bench-smoke
 
@@ -84,6 +85,7 @@ test: setup lint test-native test-server test-browser test-e2e test-engines benc
 bench: pkg
 	@scripts/setup.sh --node --browser --bench
 	cargo build --release -p tokenwarden-server --features test-hooks
+	cargo build --release -p tokenwarden-load
 	node bench/run.mjs
 
 demo: pkg

@@ -53,6 +53,11 @@ words! {
         MissingToken = "missing_token",
         /// The access token is invalid or expired (RFC 6750).
         InvalidToken = "invalid_token",
+        /// The DPoP proof is missing (bound session), invalid, replayed or by another key
+        /// (RFC 9449); nothing changed, the session goes on.
+        InvalidDpopProof = "invalid_dpop_proof",
+        /// The DPoP proof needs the nonce of this answer's `DPoP-Nonce` header: retry once.
+        UseDpopNonce = "use_dpop_nonce",
         InvalidRequest = "invalid_request",
         UnsupportedMediaType = "unsupported_media_type",
         PayloadTooLarge = "payload_too_large",

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::cookies;
 use crate::error::ApiError;
-use crate::extract::{Authed, JsonBody, bearer, require_csrf};
+use crate::extract::{Authed, JsonBody, require_csrf};
 use crate::net::{ClientIp, bucket_key};
 use crate::rotation::{self, Decision};
 use crate::serve::DropConnection;
@@ -36,24 +36,27 @@ pub fn normalize_email(email: &str) -> String {
 }
 
 /// The token response and both cookies, for a new session or a rotation.
+/// `jkt`: the DPoP key the session is bound to (`cnf.jkt`, `token_type: "DPoP"`).
 fn grant(
     state: &AppState,
     granted: &Granted,
     refresh: &str,
     now: i64,
+    jkt: Option<&str>,
 ) -> Result<Response, ApiError> {
     let ring = state.keys.current();
-    let (jwt, _) = tokens::issue(
+    let (jwt, _) = tokens::issue_bound(
         &ring,
         &state.audience,
         &granted.user,
         &granted.session_id,
         now,
         state.settings.access_ttl,
+        jkt,
     )?;
     let mut res = Json(TokenResponse {
         access_token: &jwt,
-        token_type: "Bearer",
+        token_type: if jkt.is_some() { "DPoP" } else { "Bearer" },
         expires_in: state.settings.access_ttl,
     })
     .into_response();
@@ -86,6 +89,8 @@ pub async fn login(
                 .into(),
         ));
     }
+    // DPoP before the password: a nonce retry costs no verification and counts no failure.
+    let jkt = crate::dpop::login_binding(&state, &headers)?;
     let settings = &state.settings;
     // At most a bounded number of argon2 runs at once, a bounded queue, then 503.
     let turn = state
@@ -140,9 +145,12 @@ pub async fn login(
             settings.absolute_ttl,
         )
         .await?;
+    if let Some(jkt) = &jkt {
+        state.store.bind_session(&granted.session_id, jkt).await?;
+    }
     state.hook(|h| Hooks::bump(&h.logins));
     tracing::info!(target: "audit", event = "login", user = %user.id, session = %granted.session_id);
-    grant(&state, &granted, &refresh, now)
+    grant(&state, &granted, &refresh, now, jkt.as_deref())
 }
 
 pub async fn refresh(
@@ -171,6 +179,8 @@ pub async fn refresh(
         .presented_token(&presented)
         .await?
         .ok_or(ApiError::InvalidGrant)?;
+    // A bound session's proof is checked before anything is decided or written.
+    let jkt = crate::dpop::refresh_binding(&state, &headers, found.dpop_jkt.as_deref())?;
     match rotation::decide(found.token, found.family, now, state.settings.rotation) {
         Decision::Invalid => return Err(ApiError::InvalidGrant),
         Decision::Throttled { retry_after } => return Err(too_many(retry_after)),
@@ -195,7 +205,7 @@ pub async fn refresh(
     match outcome {
         Rotation::Rotated(granted) => {
             state.hook(|h| Hooks::bump(&h.refresh_rotated));
-            let mut res = grant(&state, &granted, &child, now)?;
+            let mut res = grant(&state, &granted, &child, now, jkt.as_deref())?;
             if drop_response {
                 res.extensions_mut().insert(DropConnection);
             }
@@ -231,21 +241,29 @@ pub async fn logout(
     require_csrf(&headers)?;
     let now = state.now();
     let mut sessions = Vec::new();
+    let mut bound_to = Vec::new();
     if let Some(token) = cookies::refresh_token(&headers)
         .ok()
         .flatten()
         .filter(|t| is_well_formed_refresh_token(t))
-        && let Some(sid) = state
+        && let Some((sid, jkt)) = state
             .store
-            .session_of_token(&hash_refresh_token(token))
+            .session_binding(&hash_refresh_token(token))
             .await?
     {
         sessions.push(sid);
+        bound_to.extend(jkt);
     }
-    // A bearer token that no longer verifies is simply ignored: logout is idempotent.
-    if let Some(claims) =
-        bearer(&headers).and_then(|t| crate::extract::authenticate(&state, t).ok())
-    {
+    // A token that no longer verifies is simply ignored: logout is idempotent.
+    let access = crate::extract::access_token(&headers);
+    let claims = access.and_then(|t| crate::extract::authenticate(&state, t).ok());
+    if let Some(cnf) = claims.as_ref().and_then(|c| c.cnf.as_ref()) {
+        bound_to.push(cnf.jkt.clone());
+    }
+    // Bound sessions: nothing is revoked without a proof by their key.
+    let jkts: Vec<&str> = bound_to.iter().map(String::as_str).collect();
+    crate::dpop::check_logout(&state, &headers, access.filter(|_| claims.is_some()), &jkts)?;
+    if let Some(claims) = claims {
         state.store.deny_token(&claims.jti, claims.exp).await?;
         state
             .revocations

@@ -229,6 +229,38 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "TW_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub dpop: DpopArgs,
+}
+
+/// DPoP (RFC 9449), see docs/PROTOCOL.md.
+#[derive(Debug, Clone, Args)]
+pub struct DpopArgs {
+    /// `optional`: logins with a DPoP proof are bound to its key, others are Bearer sessions;
+    /// `required`: only bound sessions.
+    #[arg(long = "dpop", env = "TW_DPOP", value_enum, default_value_t = DpopMode::Optional)]
+    pub mode: DpopMode,
+
+    /// Secret of the DPoP nonces (at least 32 characters), the same on every instance. Default:
+    /// generated once and kept in the database.
+    #[arg(long, env = "TW_DPOP_NONCE_SECRET", hide_env_values = true)]
+    pub dpop_nonce_secret: Option<String>,
+
+    /// Origins clients reach this server at (what a proof's `htu` may name), e.g. behind a
+    /// proxy. Default: the request's Host header. Repeat or separate with commas.
+    #[arg(
+        long = "public-origin",
+        env = "TW_PUBLIC_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub public_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DpopMode {
+    Optional,
+    Required,
 }
 
 /// The demo user seeded by --demo.
@@ -330,6 +362,11 @@ pub struct Settings {
     /// Served at `/` and `/pkg/` when the directories exist.
     pub www_dir: Option<PathBuf>,
     pub pkg_dir: Option<PathBuf>,
+    /// `--dpop required`.
+    pub dpop_required: bool,
+    pub dpop_nonce_secret: Option<String>,
+    /// Normalised origins a proof's `htu` may name; empty: the request's Host.
+    pub public_origins: Vec<String>,
 }
 
 impl Settings {
@@ -361,6 +398,9 @@ impl Settings {
             demo: false,
             www_dir: None,
             pkg_dir: None,
+            dpop_required: false,
+            dpop_nonce_secret: None,
+            public_origins: Vec::new(),
         }
     }
 
@@ -430,6 +470,7 @@ impl Settings {
                 }
             }
         }
+        let (dpop_nonce_secret, public_origins) = dpop_settings(&a.dpop)?;
         Ok(Settings {
             issuer: a.issuer.clone(),
             audience: a.audience.clone(),
@@ -469,6 +510,25 @@ impl Settings {
             demo: a.demo,
             www_dir: Some(a.www_dir.clone()).filter(|d| d.is_dir()),
             pkg_dir: Some(a.pkg_dir.clone()).filter(|d| d.is_dir()),
+            dpop_required: a.dpop.mode == DpopMode::Required,
+            dpop_nonce_secret,
+            public_origins,
         })
     }
+}
+
+type DpopSettings = (Option<String>, Vec<String>);
+
+fn dpop_settings(a: &DpopArgs) -> Result<DpopSettings, String> {
+    if a.dpop_nonce_secret.as_ref().is_some_and(|s| s.len() < 32) {
+        return Err("--dpop-nonce-secret must be at least 32 characters".into());
+    }
+    let mut origins = Vec::new();
+    for o in a.public_origins.iter().filter(|o| !o.trim().is_empty()) {
+        origins.push(
+            tokenwarden_dpop::normalize_origin(o)
+                .ok_or_else(|| format!("--public-origin {o:?} must be an http(s) origin"))?,
+        );
+    }
+    Ok((a.dpop_nonce_secret.clone(), origins))
 }

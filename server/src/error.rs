@@ -8,6 +8,10 @@ use serde_json::json;
 use crate::cookies;
 use crate::tokens::Invalid;
 use tokenwarden::proto::ErrorCode;
+use tokenwarden_dpop::{ProofError, dpop_challenge};
+
+/// The realm of every challenge.
+const REALM: &str = "tokenwarden";
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -34,6 +38,16 @@ pub enum ApiError {
     MissingToken,
     /// Bearer token refused (401 `invalid_token`, RFC 6750 `WWW-Authenticate`).
     InvalidToken(Invalid),
+    /// Access token refused on a DPoP request, or sent with the wrong scheme (401
+    /// `invalid_token`, `WWW-Authenticate: DPoP`).
+    InvalidDpopToken(Invalid),
+    /// DPoP proof missing (bound session) or refused (401 `invalid_dpop_proof`). Nothing changed.
+    DpopProof(ProofError),
+    /// The proof's nonce is missing or old (`use_dpop_nonce`): 400 from the token endpoints
+    /// (`/auth/login|refresh|logout`), 401 from resources. The nonce layer adds `DPoP-Nonce`.
+    UseDpopNonce {
+        token_endpoint: bool,
+    },
     /// The request body or a parameter is invalid (400 `invalid_request`).
     InvalidRequest(String),
     /// The body is not `application/json` (415 `unsupported_media_type`).
@@ -78,7 +92,11 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => ErrorCode::TooManyRequests.as_str(),
             ApiError::CsrfHeaderMissing => ErrorCode::CsrfHeaderMissing.as_str(),
             ApiError::MissingToken => ErrorCode::MissingToken.as_str(),
-            ApiError::InvalidToken(_) => ErrorCode::InvalidToken.as_str(),
+            ApiError::InvalidToken(_) | ApiError::InvalidDpopToken(_) => {
+                ErrorCode::InvalidToken.as_str()
+            }
+            ApiError::DpopProof(_) => ErrorCode::InvalidDpopProof.as_str(),
+            ApiError::UseDpopNonce { .. } => ErrorCode::UseDpopNonce.as_str(),
             ApiError::InvalidRequest(_) => ErrorCode::InvalidRequest.as_str(),
             ApiError::UnsupportedMediaType => ErrorCode::UnsupportedMediaType.as_str(),
             ApiError::PayloadTooLarge => ErrorCode::PayloadTooLarge.as_str(),
@@ -103,6 +121,11 @@ impl ApiError {
             ApiError::CsrfHeaderMissing,
             ApiError::MissingToken,
             ApiError::InvalidToken(Invalid::Expired),
+            ApiError::InvalidDpopToken(Invalid::Bound),
+            ApiError::DpopProof(ProofError::Signature),
+            ApiError::UseDpopNonce {
+                token_endpoint: true,
+            },
             ApiError::InvalidRequest(String::new()),
             ApiError::UnsupportedMediaType,
             ApiError::PayloadTooLarge,
@@ -130,6 +153,14 @@ fn body(status: StatusCode, code: &str, description: &str) -> Response {
         .into_response();
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// Appends a `WWW-Authenticate` challenge.
+fn challenge(mut res: Response, value: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        res.headers_mut().append(header::WWW_AUTHENTICATE, v);
+    }
     res
 }
 
@@ -188,7 +219,25 @@ impl IntoResponse for ApiError {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(r#"Bearer realm="tokenwarden""#),
                 );
-                res
+                challenge(res, &dpop_challenge(REALM, None))
+            }
+            ApiError::InvalidDpopToken(why) => {
+                let res = body(StatusCode::UNAUTHORIZED, code, why.description());
+                challenge(res, &dpop_challenge(REALM, Some((code, why.description()))))
+            }
+            ApiError::DpopProof(why) => {
+                let description = why.to_string();
+                let res = body(StatusCode::UNAUTHORIZED, code, &description);
+                challenge(res, &dpop_challenge(REALM, Some((code, &description))))
+            }
+            ApiError::UseDpopNonce { token_endpoint } => {
+                let description = ProofError::Nonce.to_string();
+                if token_endpoint {
+                    body(StatusCode::BAD_REQUEST, code, &description)
+                } else {
+                    let res = body(StatusCode::UNAUTHORIZED, code, &description);
+                    challenge(res, &dpop_challenge(REALM, Some((code, &description))))
+                }
             }
             ApiError::InvalidToken(why) => {
                 let mut res = body(StatusCode::UNAUTHORIZED, code, why.description());

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::tokens::{self, AccessClaims, Invalid};
+use crate::tokens::{AccessClaims, Invalid};
 
 /// `X-Tokenwarden` (`tokenwarden::proto::CSRF_HEADER`, shared with the client).
 pub const CSRF_HEADER: &str = tokenwarden::proto::CSRF_HEADER;
@@ -32,21 +32,50 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// A request carrying a valid, unrevoked access token.
+/// The access token of `Authorization`, sent as `Bearer` or `DPoP`.
+pub fn access_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    tokenwarden_dpop::authorization(value).map(|(_, token)| token)
+}
+
+/// A request carrying a valid, unrevoked access token: `Authorization: Bearer` for an unbound
+/// session, `Authorization: DPoP` and a proof by the token's key for a bound one (crate::dpop).
 pub struct Authed(pub AccessClaims);
 
 impl FromRequestParts<AppState> for Authed {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(&parts.headers).ok_or(ApiError::MissingToken)?;
-        authenticate(state, token).map(Authed)
+        let (scheme, token) = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(tokenwarden_dpop::authorization)
+            .ok_or(ApiError::MissingToken)?;
+        let claims = authenticate(state, token).map_err(|e| match (scheme, e) {
+            (tokenwarden_dpop::Scheme::Dpop, ApiError::InvalidToken(why)) => {
+                ApiError::InvalidDpopToken(why)
+            }
+            (_, e) => e,
+        })?;
+        crate::dpop::check_resource(
+            state,
+            &parts.headers,
+            parts.method.as_str(),
+            parts.uri.path(),
+            scheme,
+            token,
+            &claims,
+        )?;
+        Ok(Authed(claims))
     }
 }
 
 pub fn authenticate(state: &AppState, token: &str) -> Result<AccessClaims, ApiError> {
     let ring = state.keys.current();
-    let claims = tokens::verify(&ring, &state.audience, token, state.now())
+    let claims = state
+        .verified
+        .verify(&ring, &state.audience, token, state.now())
         .map_err(ApiError::InvalidToken)?;
     if state.revocations.is_revoked(&claims.jti, &claims.sid) {
         return Err(ApiError::InvalidToken(Invalid::Revoked));

@@ -12,6 +12,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod cookies;
+pub mod dpop;
 pub mod error;
 pub mod extract;
 pub mod hooks;
@@ -24,6 +25,7 @@ pub mod serve;
 pub mod state;
 pub mod store;
 pub mod tokens;
+pub mod verified;
 
 use std::time::Duration;
 
@@ -110,6 +112,7 @@ pub fn app(state: AppState) -> Router {
         Some(www) => router.fallback_service(static_files(www.clone())),
         None => router.fallback(|| async { ApiError::NotFound }),
     };
+    let nonce = axum::middleware::map_response_with_state(state.clone(), dpop::add_nonce);
     let mut router = router
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -123,6 +126,7 @@ pub fn app(state: AppState) -> Router {
         let mut allow_headers = vec![header::AUTHORIZATION, header::CONTENT_TYPE];
         // A valid header name (a test in `tokenwarden::proto` keeps it one); lower-cased here.
         allow_headers.extend(HeaderName::from_bytes(extract::CSRF_HEADER.as_bytes()).ok());
+        allow_headers.push(HeaderName::from_static(tokenwarden_dpop::DPOP_HEADER));
         if hooks_mounted {
             allow_headers.push(HeaderName::from_static(hooks::SECRET_HEADER));
         }
@@ -132,11 +136,17 @@ pub fn app(state: AppState) -> Router {
                 .allow_credentials(true)
                 .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
                 .allow_headers(allow_headers)
-                .expose_headers([header::WWW_AUTHENTICATE, header::RETRY_AFTER])
+                .expose_headers([
+                    header::WWW_AUTHENTICATE,
+                    header::RETRY_AFTER,
+                    HeaderName::from_static(tokenwarden_dpop::NONCE_HEADER),
+                    header::DATE,
+                ])
                 .max_age(Duration::from_secs(600)),
         );
     }
-    router
+    // Outermost: every response, preflights included, carries the current DPoP nonce.
+    router.layer(nonce)
 }
 
 /// Creates a user; `Ok(None)` if the email is taken.

@@ -42,6 +42,10 @@ pub struct Inner {
     /// A hash of a random password, verified against for unknown emails so that they take as
     /// long as known ones.
     pub dummy_hash: String,
+    /// DPoP proofs: nonces and the replay cache (crate::dpop).
+    pub dpop: tokenwarden_dpop::Verifier,
+    /// Access tokens whose signature was already checked (crate::verified).
+    pub verified: crate::verified::VerifiedTokens,
 }
 
 impl AppState {
@@ -58,6 +62,7 @@ impl AppState {
         for (sid, at) in store.recently_revoked_sessions(now - window).await? {
             revocations.revoke_session(sid, at + window);
         }
+        let dpop = crate::dpop::verifier(settings.dpop_nonce_secret.as_deref(), &store).await?;
         let dummy_hash = crate::password::hash(&crate::tokens::random_token())
             .await
             .map_err(sqlx::Error::Protocol)?;
@@ -81,6 +86,8 @@ impl AppState {
             revocations,
             clock,
             dummy_hash,
+            dpop,
+            verified: Default::default(),
         })))
     }
 

@@ -89,11 +89,13 @@ pub struct PresentedToken {
     pub user_id: String,
     pub token: TokenState,
     pub family: FamilyState,
+    /// The DPoP key the session is bound to (crate::dpop), if any.
+    pub dpop_jkt: Option<String>,
 }
 
 const PRESENTED_TOKEN: &str = "SELECT t.session_id, t.generation, t.claimed_at, t.revoked_at,
             t.children, s.user_id, s.revoked_at AS session_revoked_at, s.idle_expires_at,
-            s.absolute_expires_at, s.max_used_gen
+            s.absolute_expires_at, s.max_used_gen, s.dpop_jkt
      FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
      WHERE t.hash = ?";
 
@@ -115,6 +117,7 @@ fn presented_from_row(row: &sqlx::sqlite::SqliteRow) -> DbResult<PresentedToken>
             absolute_expires_at: row.try_get("absolute_expires_at")?,
             head: row.try_get("max_used_gen")?,
         },
+        dpop_jkt: row.try_get("dpop_jkt")?,
     })
 }
 
@@ -382,6 +385,7 @@ impl Store {
             user_id,
             token,
             family,
+            ..
         } = presented_from_row(&row)?;
 
         let (child_generation, head) = match rotation::decide(token, family, now, policy) {
@@ -697,4 +701,47 @@ fn private_file(path: &std::path::Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+// ---- DPoP binding (see crate::dpop) ---------------------------------------------------------
+
+impl Store {
+    /// The session of a refresh token and the thumbprint it is bound to, if the token is known.
+    pub async fn session_binding(&self, hash: &str) -> DbResult<Option<(String, Option<String>)>> {
+        let row = sqlx::query(
+            "SELECT s.id, s.dpop_jkt FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
+             WHERE t.hash = ?",
+        )
+        .bind(hash)
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| Ok((r.try_get("id")?, r.try_get("dpop_jkt")?)))
+            .transpose()
+    }
+
+    /// Binds a new session to a key; done before its first token leaves the server.
+    pub async fn bind_session(&self, session_id: &str, jkt: &str) -> DbResult<()> {
+        sqlx::query("UPDATE sessions SET dpop_jkt = ? WHERE id = ? AND dpop_jkt IS NULL")
+            .bind(jkt)
+            .bind(session_id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// The secret `name`, created from `fresh` by whichever instance asks first.
+    pub async fn shared_secret(&self, name: &str, fresh: &str) -> DbResult<String> {
+        sqlx::query(
+            "INSERT INTO server_secrets (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(name)
+        .bind(fresh)
+        .execute(&self.write)
+        .await?;
+        let row = sqlx::query("SELECT value FROM server_secrets WHERE name = ?")
+            .bind(name)
+            .fetch_one(&self.write)
+            .await?;
+        row.try_get("value")
+    }
 }

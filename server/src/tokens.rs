@@ -32,6 +32,15 @@ pub struct AccessClaims {
     pub name: String,
     #[serde(default)]
     pub roles: Vec<String>,
+    /// RFC 9449 §6.1: the key a bound session's tokens are bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// `cnf`: `{"jkt": <RFC 7638 thumbprint>}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Confirmation {
+    pub jkt: String,
 }
 
 /// What the token says about who may accept it.
@@ -90,6 +99,19 @@ pub fn issue(
     now: i64,
     ttl_secs: i64,
 ) -> Result<(String, AccessClaims), IssueError> {
+    issue_bound(ring, aud, user, session_id, now, ttl_secs, None)
+}
+
+/// `issue`, with `cnf.jkt` when the session is bound to a DPoP key.
+pub fn issue_bound(
+    ring: &Ring,
+    aud: &Audience,
+    user: &User,
+    session_id: &str,
+    now: i64,
+    ttl_secs: i64,
+    jkt: Option<&str>,
+) -> Result<(String, AccessClaims), IssueError> {
     let (kid, key) = ring.signing.as_ref().ok_or(IssueError::NoSigningKey)?;
     let mut header = Header::new(Algorithm::EdDSA);
     header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
@@ -106,6 +128,9 @@ pub fn issue(
         email: user.email.clone(),
         name: user.name.clone(),
         roles: user.roles.clone(),
+        cnf: jkt.map(|jkt| Confirmation {
+            jkt: jkt.to_owned(),
+        }),
     };
     let jwt = jsonwebtoken::encode(&header, &claims, key)?;
     Ok((jwt, claims))
@@ -123,6 +148,12 @@ pub enum Invalid {
     Expired,
     NotYetValid,
     Revoked,
+    /// A DPoP-bound token sent as `Bearer`.
+    Bound,
+    /// An unbound token sent as `DPoP`.
+    NotBound,
+    /// An unbound token while the server runs with `--dpop required`.
+    DpopRequired,
 }
 
 impl Invalid {
@@ -137,6 +168,11 @@ impl Invalid {
             Invalid::Expired => "the token has expired",
             Invalid::NotYetValid => "the token is not valid yet",
             Invalid::Revoked => "the token has been revoked",
+            Invalid::Bound => {
+                "the token is DPoP-bound: send it as Authorization: DPoP with a DPoP proof"
+            }
+            Invalid::NotBound => "the token is not DPoP-bound: send it as Authorization: Bearer",
+            Invalid::DpopRequired => "a DPoP-bound token is required",
         }
     }
 }

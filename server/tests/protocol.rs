@@ -602,6 +602,9 @@ async fn graceful_key_rotation_keeps_tokens_of_the_old_key_valid() {
 async fn emergency_key_revocation_rejects_tokens_at_once_and_a_refresh_recovers() {
     let s = TestServer::start().await;
     let t = s.login(ALICE).await;
+    // Used once first: the server remembers its verified signature (crate::verified), which
+    // must not outlive the key.
+    assert_eq!(s.me(&t.access).await.status(), 200);
     let kid = jwt_parts(&t.access).0["kid"].as_str().unwrap().to_owned();
     let revoked = s
         .state

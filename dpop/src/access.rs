@@ -1,0 +1,199 @@
+//! EdDSA access tokens (RFC 9068 profile, as tokenwarden-server issues them) verified against
+//! a JWKS, with their DPoP binding `cnf.jkt`.
+//!
+//! Pinned: `alg` is exactly `EdDSA`, `typ` is `at+jwt`, `kid` names a key of the set, `iss`
+//! and `aud` are the configured ones, `exp`/`nbf` with a leeway of seconds.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use ed25519_dalek::{Signature, VerifyingKey};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// Why an access token was refused (the `error_description` of `invalid_token`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is malformed")]
+    Malformed,
+    #[error("the token's algorithm is not accepted")]
+    Algorithm,
+    #[error("the token is not an access token (typ must be at+jwt)")]
+    Type,
+    #[error("the token's signing key is unknown or revoked")]
+    UnknownKey,
+    #[error("the token's signature is invalid")]
+    Signature,
+    #[error("the token's issuer, audience or claims are invalid")]
+    Claims,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+}
+
+/// A JWKS could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwksError {
+    #[error("the JWKS is not a JSON object with a keys array")]
+    Malformed,
+    #[error("the JWKS has no usable Ed25519 key")]
+    NoKeys,
+}
+
+/// Ed25519 verification keys by `kid`.
+#[derive(Debug, Clone, Default)]
+pub struct KeySet {
+    keys: HashMap<String, VerifyingKey>,
+}
+
+impl KeySet {
+    /// Keeps the JWKS's keys that are `kty` `OKP`, `crv` `Ed25519`, with a `kid`, and whose
+    /// `alg` (if any) is `EdDSA`; others are skipped.
+    pub fn from_jwks(json: &str) -> Result<Self, JwksError> {
+        let doc: Value = serde_json::from_str(json).map_err(|_| JwksError::Malformed)?;
+        let list = doc
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or(JwksError::Malformed)?;
+        let mut keys = HashMap::new();
+        for k in list {
+            let s = |name: &str| k.get(name).and_then(Value::as_str);
+            if s("kty") != Some("OKP")
+                || s("crv") != Some("Ed25519")
+                || s("alg").is_some_and(|a| a != "EdDSA")
+                || s("use").is_some_and(|u| u != "sig")
+            {
+                continue;
+            }
+            let (Some(kid), Some(x)) = (s("kid"), s("x")) else {
+                continue;
+            };
+            let Ok(bytes) = B64.decode(x) else { continue };
+            let Ok(bytes) = <[u8; 32]>::try_from(bytes) else {
+                continue;
+            };
+            if let Ok(key) = VerifyingKey::from_bytes(&bytes) {
+                keys.insert(kid.to_owned(), key);
+            }
+        }
+        if keys.is_empty() {
+            return Err(JwksError::NoKeys);
+        }
+        Ok(KeySet { keys })
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// Who may accept a token.
+#[derive(Debug, Clone)]
+pub struct Audience {
+    pub issuer: String,
+    pub audience: String,
+    /// Leeway for `exp`/`nbf`, seconds (keep it small).
+    pub leeway_secs: i64,
+}
+
+/// A verified access token.
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    pub sub: String,
+    pub jti: Option<String>,
+    pub exp: i64,
+    /// `cnf.jkt`: the thumbprint of the key the token is bound to, if it is bound.
+    pub jkt: Option<String>,
+    /// Every claim, as sent.
+    pub claims: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: Option<String>,
+    typ: Option<String>,
+    kid: Option<String>,
+}
+
+/// Verifies `token` at `now` (unix seconds).
+pub fn verify(
+    keys: &KeySet,
+    aud: &Audience,
+    token: &str,
+    now: i64,
+) -> Result<AccessToken, TokenError> {
+    if token.len() > 8192 {
+        return Err(TokenError::Malformed);
+    }
+    let mut parts = token.split('.');
+    let (Some(h64), Some(p64), Some(s64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed);
+    };
+    let header: Header = B64
+        .decode(h64)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(TokenError::Malformed)?;
+    if header.alg.as_deref() != Some("EdDSA") {
+        return Err(TokenError::Algorithm);
+    }
+    if header.typ.as_deref() != Some("at+jwt") {
+        return Err(TokenError::Type);
+    }
+    let key = header
+        .kid
+        .as_deref()
+        .and_then(|kid| keys.keys.get(kid))
+        .ok_or(TokenError::UnknownKey)?;
+    let sig = B64.decode(s64).map_err(|_| TokenError::Malformed)?;
+    let sig = Signature::from_slice(&sig).map_err(|_| TokenError::Signature)?;
+    let signed = token
+        .get(..h64.len() + 1 + p64.len())
+        .ok_or(TokenError::Malformed)?;
+    key.verify_strict(signed.as_bytes(), &sig)
+        .map_err(|_| TokenError::Signature)?;
+    let claims: Map<String, Value> = B64
+        .decode(p64)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(TokenError::Claims)?;
+    let s = |name: &str| claims.get(name).and_then(Value::as_str);
+    let i = |name: &str| claims.get(name).and_then(Value::as_i64);
+    if s("iss") != Some(aud.issuer.as_str()) || s("aud") != Some(aud.audience.as_str()) {
+        return Err(TokenError::Claims);
+    }
+    let (Some(sub), Some(exp)) = (s("sub"), i("exp")) else {
+        return Err(TokenError::Claims);
+    };
+    if exp + aud.leeway_secs <= now {
+        return Err(TokenError::Expired);
+    }
+    if i("nbf").is_some_and(|nbf| nbf - aud.leeway_secs > now) {
+        return Err(TokenError::NotYetValid);
+    }
+    let jkt = match claims.get("cnf") {
+        None => None,
+        Some(cnf) => Some(
+            cnf.get("jkt")
+                .and_then(Value::as_str)
+                .filter(|j| j.len() == 43)
+                .ok_or(TokenError::Claims)?
+                .to_owned(),
+        ),
+    };
+    Ok(AccessToken {
+        sub: sub.to_owned(),
+        jti: s("jti").map(str::to_owned),
+        exp,
+        jkt,
+        claims,
+    })
+}

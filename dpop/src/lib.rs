@@ -1,0 +1,87 @@
+//! DPoP (RFC 9449) for Rust backends, as profiled by tokenwarden (`docs/PROTOCOL.md`).
+//!
+//! - [`Verifier`] checks a proof against a request: `typ`, the pinned algorithm (ES256 only),
+//!   a public P-256 `jwk`, the signature, `htm`, `htu`, the `iat` window, `ath`, the nonce, the
+//!   key binding (`cnf.jkt`) and, last, that its `jti` is new ([`ReplayCache`]).
+//! - [`Nonces`]: stateless nonces, an HMAC of a 30-second window under a shared secret, so any
+//!   instance holding the secret checks any other's; valid 30 to 60 seconds.
+//! - [`thumbprint`]: the RFC 7638 thumbprint of a P-256 key, the `jkt` of `cnf.jkt`.
+//! - [`access`]: EdDSA access tokens (RFC 9068 profile) verified against a JWKS, with `cnf`.
+//! - [`resource`] (feature `axum`, default): an extractor that does both for a resource server,
+//!   and the RFC 9449 error responses.
+//! - [`ProofSigner`]: makes proofs (tests, load generators, Rust clients).
+//!
+//! Every function that reads untrusted input returns a typed error; none panics.
+
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod access;
+mod error;
+mod htu;
+mod jwk;
+mod nonce;
+mod proof;
+mod replay;
+#[cfg(feature = "axum")]
+pub mod resource;
+mod signer;
+
+pub use error::ProofError;
+pub use htu::{NormalizedUrl, normalize_origin, normalize_url};
+pub use jwk::{PublicKey, thumbprint};
+pub use nonce::{NONCE_WINDOW_SECS, Nonces};
+pub use proof::{Expected, Origins, Policy, Proof, Verifier, ath};
+pub use replay::ReplayCache;
+pub use signer::{ProofSigner, SignError};
+
+/// The one algorithm accepted for proofs.
+pub const ALGORITHM: &str = "ES256";
+/// The `typ` a proof's header must have.
+pub const PROOF_TYPE: &str = "dpop+jwt";
+/// Request header carrying the proof.
+pub const DPOP_HEADER: &str = "dpop";
+/// Response header carrying the current nonce.
+pub const NONCE_HEADER: &str = "dpop-nonce";
+
+/// The scheme of an `Authorization` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Bearer,
+    Dpop,
+}
+
+/// Splits `Authorization: <scheme> <token>` for the schemes `Bearer` and `DPoP` (case-insensitive);
+/// `None` for other schemes or an empty token.
+pub fn authorization(value: &str) -> Option<(Scheme, &str)> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    if token.is_empty() {
+        return None;
+    }
+    if scheme.eq_ignore_ascii_case("bearer") {
+        Some((Scheme::Bearer, token))
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Some((Scheme::Dpop, token))
+    } else {
+        None
+    }
+}
+
+/// A `WWW-Authenticate: DPoP` challenge (RFC 9449 §7.1): `DPoP realm="…", algs="ES256"` and,
+/// with an error, `error="…", error_description="…"`. Quotes and backslashes in the texts are
+/// dropped.
+pub fn dpop_challenge(realm: &str, error: Option<(&str, &str)>) -> String {
+    let clean = |s: &str| s.replace(['"', '\\', '\r', '\n'], "");
+    let mut c = format!(r#"DPoP realm="{}", algs="{ALGORITHM}""#, clean(realm));
+    if let Some((code, description)) = error {
+        c.push_str(&format!(
+            r#", error="{}", error_description="{}""#,
+            clean(code),
+            clean(description)
+        ));
+    }
+    c
+}

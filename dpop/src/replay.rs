@@ -1,0 +1,129 @@
+//! The replay cache: `jti`s of accepted proofs, per key, until the proof could no longer pass
+//! the `iat` check. Bounded: when full of live entries it refuses new proofs instead of
+//! forgetting one that could then be replayed.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+
+const SHARDS: usize = 16;
+
+#[derive(Default)]
+struct Shard {
+    /// 128-bit hash of (thumbprint, jti) -> forget after (unix seconds).
+    seen: HashMap<u128, i64>,
+    next_prune: i64,
+}
+
+/// Outcome of [`ReplayCache::insert`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Insert {
+    New,
+    Replayed,
+    Full,
+}
+
+/// Seen `(thumbprint, jti)` pairs, sharded to keep lock contention low.
+pub struct ReplayCache {
+    shards: Vec<Mutex<Shard>>,
+    per_shard: usize,
+}
+
+impl std::fmt::Debug for ReplayCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReplayCache {{ len: {} }}", self.len())
+    }
+}
+
+impl Default for ReplayCache {
+    fn default() -> Self {
+        Self::new(1 << 20)
+    }
+}
+
+fn key(jkt: &str, jti: &str) -> u128 {
+    let mut h = Sha256::new();
+    h.update(jkt.as_bytes());
+    h.update([0]);
+    h.update(jti.as_bytes());
+    let d = h.finalize();
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&d[..16]);
+    u128::from_le_bytes(k)
+}
+
+impl ReplayCache {
+    /// A cache of at most `capacity` live entries (at least 16).
+    pub fn new(capacity: usize) -> Self {
+        ReplayCache {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            per_shard: capacity.div_ceil(SHARDS).max(1),
+        }
+    }
+
+    /// Records `jti` for key `jkt` until `until`; `Replayed` if it is already recorded and
+    /// live, `Full` if there is no room for it.
+    pub fn insert(&self, jkt: &str, jti: &str, until: i64, now: i64) -> Insert {
+        let k = key(jkt, jti);
+        let shard = &self.shards[(k as usize) % SHARDS];
+        let mut s = match shard.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        if now >= s.next_prune || s.seen.len() >= self.per_shard {
+            s.seen.retain(|_, t| *t >= now);
+            s.next_prune = now + 5;
+        }
+        match s.seen.get(&k) {
+            Some(t) if *t >= now => return Insert::Replayed,
+            _ => {}
+        }
+        if s.seen.len() >= self.per_shard {
+            return Insert::Full;
+        }
+        s.seen.insert(k, until);
+        Insert::New
+    }
+
+    /// Live and expired-but-not-yet-pruned entries.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| match s.lock() {
+                Ok(s) => s.seen.len(),
+                Err(p) => p.into_inner().seen.len(),
+            })
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replays_are_caught_per_key_until_expiry_and_the_cache_is_bounded() {
+        let c = ReplayCache::new(32);
+        assert_eq!(c.insert("k1", "a", 100, 10), Insert::New);
+        assert_eq!(c.insert("k1", "a", 100, 50), Insert::Replayed);
+        assert_eq!(c.insert("k2", "a", 100, 50), Insert::New, "another key");
+        assert_eq!(c.insert("k1", "a", 200, 101), Insert::New, "expired");
+        // Fill it: some shard reaches its share and refuses.
+        let mut full = false;
+        for i in 0..1000 {
+            if c.insert("k", &i.to_string(), 1000, 200) == Insert::Full {
+                full = true;
+                break;
+            }
+        }
+        assert!(full);
+        assert!(c.len() <= 32 + 16);
+        // Once the entries expire there is room again.
+        assert_eq!(c.insert("k", "fresh", 2000, 1001), Insert::New);
+    }
+}

@@ -1,0 +1,282 @@
+//! For axum resource servers: verify tokenwarden access tokens (EdDSA, from the auth server's
+//! JWKS) and their DPoP binding in one extractor, and answer with RFC 9449 errors.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use axum::{Router, routing::get, middleware};
+//! use tokenwarden_dpop::access::Audience;
+//! use tokenwarden_dpop::resource::{Authenticated, ResourceServer, add_nonce};
+//!
+//! # fn jwks_from_the_auth_server() -> String { String::new() }
+//! let rs = Arc::new(ResourceServer::new(
+//!     Audience { issuer: "tokenwarden".into(), audience: "tokenwarden-api".into(), leeway_secs: 5 },
+//!     b"the nonce secret shared with the auth server!!",
+//!     &jwks_from_the_auth_server(),   // GET /.well-known/jwks.json; call set_jwks again to refresh
+//! ).unwrap());
+//! let app: Router = Router::new()
+//!     .route("/orders", get(|Authenticated(token): Authenticated| async move { token.sub }))
+//!     .layer(middleware::map_response_with_state(rs.clone(), add_nonce))
+//!     .with_state(rs);
+//! ```
+//!
+//! Share the auth server's nonce secret (`--dpop-nonce-secret`) so that the nonce a client got
+//! from either server works on both.
+
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{FromRef, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::access::{self, AccessToken, Audience, JwksError, KeySet, TokenError};
+use crate::proof::{Expected, Origins, Verifier};
+use crate::{DPOP_HEADER, NONCE_HEADER, Nonces, ProofError, Scheme, authorization, dpop_challenge};
+
+/// A resource server's verifier: keys, audience, nonces, replay cache.
+pub struct ResourceServer {
+    keys: RwLock<Arc<KeySet>>,
+    pub audience: Audience,
+    pub verifier: Verifier,
+    origins: Vec<String>,
+    require_dpop: bool,
+    clock: Box<dyn Fn() -> i64 + Send + Sync>,
+}
+
+impl std::fmt::Debug for ResourceServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResourceServer")
+            .field("audience", &self.audience)
+            .field("origins", &self.origins)
+            .field("require_dpop", &self.require_dpop)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a [`ResourceServer`] could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("the nonce secret must be at least 32 bytes")]
+    Secret,
+    #[error(transparent)]
+    Jwks(#[from] JwksError),
+    #[error("{0:?} is not an http(s) origin")]
+    Origin(String),
+}
+
+fn system_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl ResourceServer {
+    pub fn new(audience: Audience, nonce_secret: &[u8], jwks: &str) -> Result<Self, ConfigError> {
+        let nonces = Nonces::new(nonce_secret).ok_or(ConfigError::Secret)?;
+        Ok(ResourceServer {
+            keys: RwLock::new(Arc::new(KeySet::from_jwks(jwks)?)),
+            audience,
+            verifier: Verifier::new(nonces),
+            origins: Vec::new(),
+            require_dpop: false,
+            clock: Box::new(system_now),
+        })
+    }
+
+    /// The origins this server is reachable at (what `htu` may name). Without any, the
+    /// request's `Host` header is trusted (fine behind a proxy that sets it).
+    pub fn with_origins(mut self, origins: &[&str]) -> Result<Self, ConfigError> {
+        for o in origins {
+            let n = crate::normalize_origin(o).ok_or_else(|| ConfigError::Origin((*o).into()))?;
+            self.origins.push(n);
+        }
+        Ok(self)
+    }
+
+    /// Refuse unbound (Bearer) tokens.
+    pub fn require_dpop(mut self, required: bool) -> Self {
+        self.require_dpop = required;
+        self
+    }
+
+    /// Replaces the clock (unix seconds), for tests.
+    pub fn with_clock(mut self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        self.clock = Box::new(clock);
+        self
+    }
+
+    /// Replaces the keys with a new JWKS document (poll the auth server's
+    /// `/.well-known/jwks.json` every minute, or on an unknown `kid`). Returns how many keys.
+    pub fn set_jwks(&self, json: &str) -> Result<usize, JwksError> {
+        let set = Arc::new(KeySet::from_jwks(json)?);
+        let n = set.len();
+        match self.keys.write() {
+            Ok(mut k) => *k = set,
+            Err(p) => *p.into_inner() = set,
+        }
+        Ok(n)
+    }
+
+    pub fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// The nonce to send in `DPoP-Nonce` now.
+    pub fn current_nonce(&self) -> Arc<str> {
+        self.verifier.nonces.current(self.now())
+    }
+
+    /// Verifies the request's access token and, for a bound token, its proof.
+    pub fn authenticate(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Result<AccessToken, AuthError> {
+        let (scheme, token) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(authorization)
+            .ok_or(AuthError::MissingToken)?;
+        let keys = match self.keys.read() {
+            Ok(k) => k.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let now = self.now();
+        let claims = access::verify(&keys, &self.audience, token, now)
+            .map_err(|e| AuthError::InvalidToken(scheme, e.to_string().into()))?;
+        match (scheme, claims.jkt.as_deref()) {
+            (Scheme::Bearer, Some(_)) => Err(AuthError::InvalidToken(Scheme::Dpop, BOUND.into())),
+            (Scheme::Bearer, None) if self.require_dpop => {
+                Err(AuthError::InvalidToken(Scheme::Dpop, NOT_BOUND.into()))
+            }
+            (Scheme::Bearer, None) => Ok(claims),
+            (Scheme::Dpop, None) => Err(AuthError::InvalidToken(Scheme::Dpop, NOT_BOUND.into())),
+            (Scheme::Dpop, Some(jkt)) => {
+                let host = headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("");
+                let origins = if self.origins.is_empty() {
+                    Origins::Host(host)
+                } else {
+                    Origins::List(&self.origins)
+                };
+                let expected = Expected {
+                    method,
+                    path,
+                    origins,
+                    access_token: Some(token),
+                    jkt: Some(jkt),
+                    now,
+                };
+                self.verifier
+                    .verify_headers(
+                        headers.get_all(DPOP_HEADER).iter().map(|v| v.as_bytes()),
+                        &expected,
+                    )
+                    .map_err(AuthError::Proof)?;
+                Ok(claims)
+            }
+        }
+    }
+}
+
+/// Description of a bound token sent as Bearer.
+pub const BOUND: &str = "the token is DPoP-bound: send it as Authorization: DPoP with a DPoP proof";
+/// Description of an unbound token sent as DPoP (or as Bearer when DPoP is required).
+pub const NOT_BOUND: &str = "the token is not DPoP-bound";
+
+/// A refused request, answered per RFC 6750 / RFC 9449.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// No `Authorization: Bearer|DPoP`: both challenges, `missing_token`.
+    MissingToken,
+    /// The token is refused; the challenge uses the scheme.
+    InvalidToken(Scheme, std::borrow::Cow<'static, str>),
+    /// The proof is refused: `invalid_dpop_proof` or `use_dpop_nonce`.
+    Proof(ProofError),
+}
+
+impl From<TokenError> for AuthError {
+    fn from(e: TokenError) -> Self {
+        AuthError::InvalidToken(Scheme::Bearer, e.to_string().into())
+    }
+}
+
+fn json_error(status: StatusCode, code: &str, description: &str) -> Response {
+    let body = serde_json::json!({ "error": code, "error_description": description });
+    let mut res = (status, axum::Json(body)).into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn with_challenge(mut res: Response, challenge: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(challenge) {
+        res.headers_mut().append(header::WWW_AUTHENTICATE, v);
+    }
+    res
+}
+
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        let realm = "tokenwarden";
+        match self {
+            AuthError::MissingToken => {
+                let res = json_error(
+                    StatusCode::UNAUTHORIZED,
+                    "missing_token",
+                    "an Authorization: DPoP or Bearer token is required",
+                );
+                let res = with_challenge(res, &format!(r#"Bearer realm="{realm}""#));
+                with_challenge(res, &dpop_challenge(realm, None))
+            }
+            AuthError::InvalidToken(scheme, why) => {
+                let res = json_error(StatusCode::UNAUTHORIZED, "invalid_token", &why);
+                let challenge = match scheme {
+                    Scheme::Bearer => format!(
+                        r#"Bearer realm="{realm}", error="invalid_token", error_description="{}""#,
+                        why.replace(['"', '\\'], "")
+                    ),
+                    Scheme::Dpop => dpop_challenge(realm, Some(("invalid_token", &why))),
+                };
+                with_challenge(res, &challenge)
+            }
+            AuthError::Proof(e) => {
+                let description = e.to_string();
+                let res = json_error(StatusCode::UNAUTHORIZED, e.code(), &description);
+                with_challenge(res, &dpop_challenge(realm, Some((e.code(), &description))))
+            }
+        }
+    }
+}
+
+/// The extractor: a request with a valid token (and, if bound, a valid proof).
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub AccessToken);
+
+impl<S> FromRequestParts<S> for Authenticated
+where
+    Arc<ResourceServer>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AuthError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AuthError> {
+        let rs = Arc::<ResourceServer>::from_ref(state);
+        rs.authenticate(parts.method.as_str(), parts.uri.path(), &parts.headers)
+            .map(Authenticated)
+    }
+}
+
+/// `axum::middleware::map_response_with_state(rs, add_nonce)`: every response carries the
+/// current `DPoP-Nonce`.
+pub async fn add_nonce(State(rs): State<Arc<ResourceServer>>, mut res: Response) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&rs.current_nonce()) {
+        res.headers_mut().insert(NONCE_HEADER, v);
+    }
+    res
+}

@@ -77,10 +77,13 @@ pub async fn login(
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let now = state.now();
-    state
+    if let Some(retry_after) = state
         .ip_limiter
-        .check(client.bucket(), now)
-        .map_err(|retry_after| ApiError::TooManyAttempts { retry_after })?;
+        .check(&state.store, &bucket_key(client.0), now)
+        .await?
+    {
+        return Err(ApiError::TooManyAttempts { retry_after });
+    }
     let email = normalize_email(&req.email);
     if email.is_empty() || email.len() > 254 || req.password.is_empty() || req.password.len() > 1024
     {
@@ -90,7 +93,7 @@ pub async fn login(
         ));
     }
     // DPoP before the password: a nonce retry costs no verification and counts no failure.
-    let jkt = crate::dpop::login_binding(&state, &headers)?;
+    let jkt = crate::dpop::login_binding(&state, &headers).await?;
     let settings = &state.settings;
     // At most a bounded number of argon2 runs at once, a bounded queue, then 503.
     let turn = state
@@ -167,10 +170,13 @@ pub async fn refresh(
         .ok_or(ApiError::InvalidGrant)?;
     let now = state.now();
     let too_many = |retry_after| ApiError::TooManyRequests { retry_after };
-    state
+    if let Some(retry_after) = state
         .refresh_ip_limiter
-        .check(client.bucket(), now)
-        .map_err(too_many)?;
+        .check(&state.store, &bucket_key(client.0), now)
+        .await?
+    {
+        return Err(too_many(retry_after));
+    }
     let presented = hash_refresh_token(presented);
     // The read pool answers unknown tokens, dead sessions and capped tokens: a flood of those
     // never takes the one writer.
@@ -180,16 +186,21 @@ pub async fn refresh(
         .await?
         .ok_or(ApiError::InvalidGrant)?;
     // A bound session's proof is checked before anything is decided or written.
-    let jkt = crate::dpop::refresh_binding(&state, &headers, found.dpop_jkt.as_deref())?;
+    let jkt = crate::dpop::refresh_binding(&state, &headers, found.dpop_jkt.as_deref()).await?;
     match rotation::decide(found.token, found.family, now, state.settings.rotation) {
         Decision::Invalid => return Err(ApiError::InvalidGrant),
         Decision::Throttled { retry_after } => return Err(too_many(retry_after)),
         // Detection is never throttled.
         Decision::Reuse => {}
-        Decision::Claim { .. } | Decision::Repeat { .. } | Decision::Reissue { .. } => state
-            .refresh_session_limiter
-            .check(found.session_id, now)
-            .map_err(too_many)?,
+        Decision::Claim { .. } | Decision::Repeat { .. } | Decision::Reissue { .. } => {
+            if let Some(retry_after) = state
+                .refresh_session_limiter
+                .check(&state.store, &found.session_id, now)
+                .await?
+            {
+                return Err(too_many(retry_after));
+            }
+        }
     }
     let child = random_token();
     let outcome = state
@@ -262,7 +273,7 @@ pub async fn logout(
     }
     // Bound sessions: nothing is revoked without a proof by their key.
     let jkts: Vec<&str> = bound_to.iter().map(String::as_str).collect();
-    crate::dpop::check_logout(&state, &headers, access.filter(|_| claims.is_some()), &jkts)?;
+    crate::dpop::check_logout(&state, &headers, access.filter(|_| claims.is_some()), &jkts).await?;
     if let Some(claims) = claims {
         state.store.deny_token(&claims.jti, claims.exp).await?;
         state

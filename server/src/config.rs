@@ -19,7 +19,9 @@ use crate::rotation::Policy;
              user-visible sessions, EdDSA access tokens with key rotation"
 )]
 pub struct Cli {
-    /// Database URL: `sqlite://path/file.db` or `sqlite::memory:`.
+    /// Database URL: `sqlite://path/file.db`, `sqlite::memory:` or a file path (SQLite, one
+    /// instance), or `postgres://user:password@host:port/database` (any number of instances;
+    /// docs/DEPLOYMENT.md). Anything else is refused.
     #[arg(
         long,
         env = "TW_DATABASE_URL",
@@ -309,6 +311,15 @@ pub fn key_encryption(
     if database_url.contains(":memory:") || database_url.contains("mode=memory") {
         return Ok(KeyEncryption::local(LocalKek::ephemeral()));
     }
+    if demo
+        && (database_url.starts_with("postgres://") || database_url.starts_with("postgresql://"))
+    {
+        return Err(
+            "--demo on PostgreSQL: set TW_KEY_ENCRYPTION_KEY or --key-encryption-key-file (every \
+             instance needs the same key-encryption key)"
+                .into(),
+        );
+    }
     if demo {
         let path = database_url
             .strip_prefix("sqlite://")
@@ -367,6 +378,9 @@ pub struct Settings {
     pub dpop_nonce_secret: Option<String>,
     /// Normalised origins a proof's `htu` may name; empty: the request's Host.
     pub public_origins: Vec<String>,
+    /// PostgreSQL: hear revocations by `LISTEN` as well as by the periodic read (crate::fleet).
+    /// Always on in the server; tests turn it off to prove the read alone heals.
+    pub revocation_notifications: bool,
 }
 
 impl Settings {
@@ -401,6 +415,7 @@ impl Settings {
             dpop_required: false,
             dpop_nonce_secret: None,
             public_origins: Vec::new(),
+            revocation_notifications: true,
         }
     }
 
@@ -513,6 +528,7 @@ impl Settings {
             dpop_required: a.dpop.mode == DpopMode::Required,
             dpop_nonce_secret,
             public_origins,
+            revocation_notifications: true,
         })
     }
 }

@@ -17,14 +17,15 @@ use tokenwarden_dpop::{
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{DbResult, Store};
+use crate::state::StartError;
+use crate::store::Store;
 use crate::tokens::{self, AccessClaims};
 
 /// Name of the nonce secret in `server_secrets`.
 const NONCE_SECRET: &str = "dpop_nonce";
 
 /// The verifier, with the configured secret or the one the database holds.
-pub async fn verifier(secret: Option<&str>, store: &Store) -> DbResult<Verifier> {
+pub async fn verifier(secret: Option<&str>, store: &Store) -> Result<Verifier, StartError> {
     let secret = match secret {
         Some(s) => s.to_owned(),
         None => {
@@ -33,9 +34,8 @@ pub async fn verifier(secret: Option<&str>, store: &Store) -> DbResult<Verifier>
                 .await?
         }
     };
-    let nonces = Nonces::new(secret.as_bytes()).ok_or_else(|| {
-        sqlx::Error::Protocol("the DPoP nonce secret must be at least 32 bytes".into())
-    })?;
+    let nonces = Nonces::new(secret.as_bytes())
+        .ok_or_else(|| StartError::Dpop("the nonce secret must be at least 32 bytes".into()))?;
     Ok(Verifier::new(nonces))
 }
 
@@ -45,7 +45,11 @@ pub fn has_proof(headers: &HeaderMap) -> bool {
 }
 
 /// Checks the request's proof. `token_endpoint` selects the nonce answer (400 vs 401).
-pub fn check(
+///
+/// The `jti` is checked twice: in this instance's replay cache (memory, first), then, on a
+/// shared store (PostgreSQL), by a unique insert in the database, so that a proof replayed to
+/// another instance of the fleet is refused too (docs/DEPLOYMENT.md).
+pub async fn check(
     state: &AppState,
     headers: &HeaderMap,
     method: &str,
@@ -71,7 +75,7 @@ pub fn check(
         jkt,
         now: state.now(),
     };
-    state
+    let proof = state
         .dpop
         .verify_headers(
             headers.get_all(DPOP_HEADER).iter().map(|v| v.as_bytes()),
@@ -80,24 +84,42 @@ pub fn check(
         .map_err(|e| match e {
             ProofError::Nonce => ApiError::UseDpopNonce { token_endpoint },
             e => ApiError::DpopProof(e),
-        })
+        })?;
+    // As long as the in-memory cache keeps it: until the proof fails the iat check.
+    let until = proof
+        .iat
+        .saturating_add(state.dpop.policy.max_age_secs)
+        .saturating_add(1);
+    if !state
+        .store
+        .claim_proof(&proof.jkt, &proof.jti, until, expected.now)
+        .await?
+    {
+        return Err(ApiError::DpopProof(ProofError::Replayed));
+    }
+    Ok(proof)
 }
 
 /// At login: the thumbprint to bind the new session to, if the request carries a proof.
 /// A present but invalid proof is refused, never ignored.
-pub fn login_binding(state: &AppState, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub async fn login_binding(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<String>, ApiError> {
     if !has_proof(headers) {
         if state.settings.dpop_required {
             return Err(ApiError::DpopProof(ProofError::Missing));
         }
         return Ok(None);
     }
-    check(state, headers, "POST", "/auth/login", None, None, true).map(|p| Some(p.jkt))
+    check(state, headers, "POST", "/auth/login", None, None, true)
+        .await
+        .map(|p| Some(p.jkt))
 }
 
 /// At refresh, before the rotation decision: `bound` is the key the presented token's session
 /// is bound to; its proof is checked. `None` back for an unbound session.
-pub fn refresh_binding(
+pub async fn refresh_binding(
     state: &AppState,
     headers: &HeaderMap,
     bound: Option<&str>,
@@ -112,7 +134,8 @@ pub fn refresh_binding(
                 None,
                 Some(jkt),
                 true,
-            )?;
+            )
+            .await?;
             Ok(Some(jkt.to_owned()))
         }
         None if state.settings.dpop_required => Err(ApiError::InvalidGrant),
@@ -122,7 +145,7 @@ pub fn refresh_binding(
 
 /// At logout: the sessions to revoke are bound to `jkts`; a proof by that key is required
 /// (one key: a cookie and a token of different keys cannot both be proven).
-pub fn check_logout(
+pub async fn check_logout(
     state: &AppState,
     headers: &HeaderMap,
     access_token: Option<&str>,
@@ -143,12 +166,13 @@ pub fn check_logout(
         Some(first),
         true,
     )
+    .await
     .map(|_| ())
 }
 
 /// For protected resources: a verified token (`claims`) sent with `scheme` must be bound and
 /// proven (`DPoP`), or unbound (`Bearer`, unless DPoP is required).
-pub fn check_resource(
+pub async fn check_resource(
     state: &AppState,
     headers: &HeaderMap,
     method: &str,
@@ -175,6 +199,7 @@ pub fn check_resource(
             Some(&cnf.jkt),
             false,
         )
+        .await
         .map(|_| ()),
     }
 }

@@ -66,7 +66,8 @@ impl FromRequestParts<AppState> for Authed {
             scheme,
             token,
             &claims,
-        )?;
+        )
+        .await?;
         Ok(Authed(claims))
     }
 }

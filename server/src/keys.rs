@@ -22,7 +22,22 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::kek::{self, KeyEncryption};
-use crate::store::{DbResult, KeyRow, Store};
+use crate::store::{KeyRow, Store, StoreError};
+
+/// Failures of the key ring.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A new key could not be encoded as PKCS#8.
+    #[error("encoding a new signing key: {0}")]
+    Encode(String),
+    /// Sealing or opening a private key with the key-encryption key failed.
+    #[error("{0}")]
+    Sealing(String),
+}
+
+pub type KeyResult<T> = Result<T, KeyError>;
 
 pub struct Ring {
     pub signing: Option<(String, EncodingKey)>,
@@ -49,13 +64,13 @@ pub fn thumbprint(public: &[u8]) -> String {
 
 /// A fresh key pair: private key as PKCS#8 DER (in the clear: `Keys` seals it before storing
 /// it), public key as 32 raw bytes.
-pub fn generate() -> Result<KeyRow, sqlx::Error> {
+pub fn generate() -> KeyResult<KeyRow> {
     let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
     let public = signing.verifying_key().to_bytes().to_vec();
     let private_key = signing
         .to_pkcs8_der()
         .map(|doc| doc.as_bytes().to_vec())
-        .map_err(|e| sqlx::Error::Protocol(format!("encoding a new signing key: {e}")))?;
+        .map_err(|e| KeyError::Encode(e.to_string()))?;
     Ok(KeyRow {
         kid: thumbprint(&public),
         private_key,
@@ -87,20 +102,20 @@ impl Keys {
     }
 
     /// A new key, sealed for storage.
-    fn generate_sealed(&self) -> DbResult<KeyRow> {
+    fn generate_sealed(&self) -> KeyResult<KeyRow> {
         let mut key = generate()?;
         key.private_key = self.seal(&key.kid, &key.private_key)?;
         Ok(key)
     }
 
-    fn seal(&self, kid: &str, private_key: &[u8]) -> DbResult<Vec<u8>> {
+    fn seal(&self, kid: &str, private_key: &[u8]) -> KeyResult<Vec<u8>> {
         self.encryption
             .seal(kid, private_key)
-            .map_err(sqlx::Error::Protocol)
+            .map_err(KeyError::Sealing)
     }
 
     /// Rebuilds the ring from the database; creates a signing key if there is none.
-    pub async fn reload(&self, store: &Store, now: i64) -> DbResult<()> {
+    pub async fn reload(&self, store: &Store, now: i64) -> KeyResult<()> {
         let mut rows = store.keys().await?;
         if !rows
             .iter()
@@ -126,7 +141,7 @@ impl Keys {
                 let der = self
                     .encryption
                     .open(&k.kid, &k.private_key)
-                    .map_err(sqlx::Error::Protocol)?;
+                    .map_err(KeyError::Sealing)?;
                 signing = Some((k.kid.clone(), EncodingKey::from_ed_der(&der)));
             }
             if k.retired_at.is_none_or(|t| t + self.grace_secs > now) {
@@ -150,7 +165,7 @@ impl Keys {
     }
 
     /// Graceful rotation: a new key signs from now on; the old one keeps verifying.
-    pub async fn rotate(&self, store: &Store, now: i64) -> DbResult<String> {
+    pub async fn rotate(&self, store: &Store, now: i64) -> KeyResult<String> {
         let key = self.generate_sealed()?;
         store.add_signing_key(&key, now).await?;
         self.reload(store, now).await?;
@@ -159,7 +174,7 @@ impl Keys {
 
     /// Emergency revocation: tokens signed by `kid` are rejected at once. If it was the signing
     /// key, a new one is generated. Returns whether the key existed and was live.
-    pub async fn revoke(&self, store: &Store, kid: &str, now: i64) -> DbResult<bool> {
+    pub async fn revoke(&self, store: &Store, kid: &str, now: i64) -> KeyResult<bool> {
         let revoked = store.revoke_key(kid, now).await?;
         self.reload(store, now).await?;
         Ok(revoked)

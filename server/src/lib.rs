@@ -15,6 +15,7 @@ pub mod cookies;
 pub mod dpop;
 pub mod error;
 pub mod extract;
+pub mod fleet;
 pub mod hooks;
 pub mod kek;
 pub mod keys;
@@ -177,6 +178,7 @@ pub fn spawn_maintenance(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(state.settings.key_poll_secs));
         let mut last_purge = 0;
+        let mut last_short_purge = 0;
         loop {
             tick.tick().await;
             let now = state.now();
@@ -184,6 +186,12 @@ pub fn spawn_maintenance(state: AppState) -> tokio::task::JoinHandle<()> {
                 tracing::error!(error = %e, "reloading signing keys failed");
             }
             state.revocations.prune(now);
+            if now - last_short_purge >= 60 {
+                last_short_purge = now;
+                if let Err(e) = state.store.purge_short_lived(now).await {
+                    tracing::error!(error = %e, "purging DPoP proofs and throttle windows failed");
+                }
+            }
             if now - last_purge > 3600 {
                 last_purge = now;
                 if let Err(e) = state.store.purge(now - 86_400).await {
@@ -198,7 +206,7 @@ pub fn spawn_maintenance(state: AppState) -> tokio::task::JoinHandle<()> {
 }
 
 /// Deletes the login-attempt counters whose window has closed.
-pub async fn purge_login_attempts(state: &AppState) -> Result<u64, sqlx::Error> {
+pub async fn purge_login_attempts(state: &AppState) -> Result<u64, store::StoreError> {
     state
         .store
         .purge_login_attempts(state.now() - state.settings.login_window)

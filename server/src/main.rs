@@ -6,6 +6,7 @@ use tokenwarden_server::config::{
 };
 use tokenwarden_server::kek::KeyEncryption;
 use tokenwarden_server::keys::Keys;
+use tokenwarden_server::store::DatabaseUrl;
 use tokenwarden_server::{AppState, Settings, Store};
 
 #[tokio::main]
@@ -27,6 +28,13 @@ async fn main() -> ExitCode {
     }
 }
 
+fn store_kind(url: &DatabaseUrl) -> &'static str {
+    match url {
+        DatabaseUrl::Sqlite(_) => "SQLite",
+        DatabaseUrl::Postgres(_) => "PostgreSQL",
+    }
+}
+
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -35,14 +43,16 @@ fn now() -> i64 {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let store = Store::connect(&cli.database_url)
+    // Refused before anything is created: an unknown scheme is not a file name.
+    let url = DatabaseUrl::parse(&cli.database_url).map_err(|e| e.to_string())?;
+    let store = Store::connect(url.as_str())
         .await
-        .map_err(|e| format!("opening {}: {e}", cli.database_url))?;
+        .map_err(|e| format!("opening the {} database: {e}", store_kind(&url)))?;
     let key_encryption = || {
         config::key_encryption(
             cli.key_encryption_key_file.as_deref(),
             std::env::var("TW_KEY_ENCRYPTION_KEY").ok().as_deref(),
-            &cli.database_url,
+            url.as_str(),
             cli.serve.demo,
         )
     };
@@ -181,6 +191,7 @@ async fn serve(
         );
     }
     let maintenance = tokenwarden_server::spawn_maintenance(state.clone());
+    let fleet = tokenwarden_server::fleet::spawn(state.clone());
     let app = tokenwarden_server::app(state.clone());
     let limits = settings.connections;
     match tls {
@@ -191,6 +202,9 @@ async fn serve(
         None => tokenwarden_server::serve::serve(listener, app, limits, shutdown_signal()).await,
     }
     maintenance.abort();
+    if let Some(fleet) = fleet {
+        fleet.abort();
+    }
     tracing::info!("shut down");
     Ok(())
 }

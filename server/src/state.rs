@@ -3,15 +3,27 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Settings;
-use crate::keys::Keys;
-use crate::store::{DbResult, Store};
+use crate::keys::{KeyError, Keys};
+use crate::store::{Store, StoreError, StoreResult};
 use crate::tokens::Audience;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("signing keys: {0}")]
+    Keys(#[from] KeyError),
+    #[error("DPoP: {0}")]
+    Dpop(String),
+    #[error("hashing the dummy password: {0}")]
+    Password(String),
+}
 
 #[derive(Clone)]
 pub struct AppState(pub Arc<Inner>);
@@ -30,10 +42,10 @@ pub struct Inner {
     pub keys: Keys,
     pub revocations: Revocations,
     /// Login attempts per client address bucket.
-    pub ip_limiter: IpLimiter,
+    pub ip_limiter: Throttle,
     /// Refreshes per client address bucket and per session.
-    pub refresh_ip_limiter: Limiter<IpAddr>,
-    pub refresh_session_limiter: Limiter<String>,
+    pub refresh_ip_limiter: Throttle,
+    pub refresh_session_limiter: Throttle,
     /// argon2id behind a bounded semaphore.
     pub hasher: crate::password::Hasher,
     pub clock: Clock,
@@ -46,12 +58,17 @@ pub struct Inner {
     pub dpop: tokenwarden_dpop::Verifier,
     /// Access tokens whose signature was already checked (crate::verified).
     pub verified: crate::verified::VerifiedTokens,
+    /// The newest revocation event applied (PostgreSQL; crate::fleet).
+    pub revocation_cursor: AtomicI64,
 }
 
 impl AppState {
-    pub async fn new(settings: Settings, store: Store) -> DbResult<Self> {
+    pub async fn new(settings: Settings, store: Store) -> Result<Self, StartError> {
         let clock = Clock::default();
         let now = clock.now();
+        // Read before the tables: an event recorded while they load is applied again by the
+        // first catch-up (crate::fleet), never missed.
+        let revocation_cursor = store.revocation_cursor().await?;
         let keys = Keys::new(settings.key_grace, settings.key_encryption.clone());
         keys.reload(&store, now).await?;
         let revocations = Revocations::default();
@@ -65,16 +82,20 @@ impl AppState {
         let dpop = crate::dpop::verifier(settings.dpop_nonce_secret.as_deref(), &store).await?;
         let dummy_hash = crate::password::hash(&crate::tokens::random_token())
             .await
-            .map_err(sqlx::Error::Protocol)?;
+            .map_err(StartError::Password)?;
         Ok(AppState(Arc::new(Inner {
             audience: Audience {
                 issuer: settings.issuer.clone(),
                 audience: settings.audience.clone(),
                 leeway_secs: settings.leeway,
             },
-            ip_limiter: IpLimiter::new(settings.login_ip_per_minute),
-            refresh_ip_limiter: Limiter::new(settings.refresh_ip_per_minute),
-            refresh_session_limiter: Limiter::new(settings.refresh_session_per_minute),
+            ip_limiter: Throttle::new("login-ip", settings.login_ip_per_minute),
+            refresh_ip_limiter: Throttle::new("refresh-ip", settings.refresh_ip_per_minute),
+            refresh_session_limiter: Throttle::new(
+                "refresh-session",
+                settings.refresh_session_per_minute,
+            ),
+            revocation_cursor: AtomicI64::new(revocation_cursor),
             hasher: crate::password::Hasher::new(
                 settings.argon2_concurrency,
                 settings.argon2_queue,
@@ -195,12 +216,45 @@ impl Revocations {
     }
 }
 
-/// Login attempts per client address bucket.
-pub type IpLimiter = Limiter<IpAddr>;
+/// A per-minute limit on events per key (a client address bucket, a session), for the whole
+/// fleet: on a shared store (PostgreSQL) the counter is a row in the database, counted in one
+/// statement, so N instances do not multiply the limit; SQLite has one instance, which counts
+/// in memory.
+pub struct Throttle {
+    scope: &'static str,
+    per_minute: u32,
+    local: Limiter<String>,
+}
 
-/// Fixed one-minute windows of events per key (a client address bucket, a session), in
-/// memory: a limit of one instance, which is what it is for (shedding floods before they cost
-/// a database write).
+impl Throttle {
+    pub fn new(scope: &'static str, per_minute: u32) -> Self {
+        Throttle {
+            scope,
+            per_minute,
+            local: Limiter::new(per_minute),
+        }
+    }
+
+    /// Counts an event for `key`; `Some(retry_after)` when over the limit.
+    pub async fn check(&self, store: &Store, key: &str, now: i64) -> StoreResult<Option<i64>> {
+        let minute = now - now.rem_euclid(60);
+        match store
+            .count_hit(&format!("{}:{key}", self.scope), minute)
+            .await?
+        {
+            Some(hits) => Ok((hits > i64::from(self.per_minute)).then_some(minute + 60 - now)),
+            None => Ok(self.local.check(key.to_owned(), now).err()),
+        }
+    }
+
+    /// Forgets every count (the test hooks).
+    pub async fn reset(&self, store: &Store) -> StoreResult<()> {
+        self.local.reset();
+        store.reset_hits(&format!("{}:", self.scope)).await
+    }
+}
+
+/// Fixed one-minute windows of events per key, in memory: the counters of one instance.
 pub struct Limiter<K> {
     per_minute: u32,
     windows: Mutex<HashMap<K, (i64, u32)>>,

@@ -141,9 +141,9 @@ async fn reset(State(state): State<AppState>) -> Result<Response, ApiError> {
     ] {
         c.store(0, Ordering::SeqCst);
     }
-    state.ip_limiter.reset();
-    state.refresh_ip_limiter.reset();
-    state.refresh_session_limiter.reset();
+    state.ip_limiter.reset(&state.store).await?;
+    state.refresh_ip_limiter.reset(&state.store).await?;
+    state.refresh_session_limiter.reset(&state.store).await?;
     state.clock.reset();
     Ok(StatusCode::NO_CONTENT.into_response())
 }

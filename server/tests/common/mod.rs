@@ -1,6 +1,11 @@
-//! A real server on a loopback port, real SQLite, and an HTTP client that handles cookies
+//! A real server on a loopback port, a real database, and an HTTP client that handles cookies
 //! explicitly so a test can hold (and replay) any refresh token it was given.
+//!
+//! The database is SQLite in memory, or with `TW_TEST_BACKEND=postgres` a fresh PostgreSQL
+//! database per server (see `pg`): `make test-server` runs the suites both ways.
 #![allow(dead_code)]
+
+pub mod pg;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +38,8 @@ pub struct TestServer {
     pub refresh_latency_ms: Arc<AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// PostgreSQL: the task that keeps this instance in step with the others (fleet).
+    fleet: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The refresh faults, as a layer around the app.
@@ -73,8 +80,24 @@ impl TestServer {
         Self::with(|_| {}).await
     }
 
+    /// A server on a database of its own: SQLite in memory, or a new PostgreSQL database
+    /// when `TW_TEST_BACKEND=postgres`.
     pub async fn with(configure: impl FnOnce(&mut Settings)) -> Self {
-        Self::on("sqlite::memory:", configure).await
+        let url = match pg::backend() {
+            pg::Backend::Sqlite => "sqlite::memory:".to_owned(),
+            pg::Backend::Postgres => pg::fresh_database().await,
+        };
+        let s = Self::on(&url, configure).await;
+        let want = match pg::backend() {
+            pg::Backend::Sqlite => "sqlite",
+            pg::Backend::Postgres => "postgres",
+        };
+        assert_eq!(
+            s.state.store.backend(),
+            want,
+            "the server runs on the chosen backend"
+        );
+        s
     }
 
     /// A server over the database at `url` (a file survives the server; memory does not).
@@ -116,6 +139,7 @@ impl TestServer {
             move |req: Request, next: Next| faults(d.clone(), l.clone(), req, next),
         ));
         let limits = state.settings.connections;
+        let fleet = tokenwarden_server::fleet::spawn(state.clone());
         let task = tokio::spawn(async move {
             tokenwarden_server::serve::serve(listener, app, limits, async {
                 let _ = stopped.await;
@@ -130,6 +154,7 @@ impl TestServer {
             refresh_latency_ms,
             stop: Some(stop),
             task: Some(task),
+            fleet,
         }
     }
 
@@ -140,6 +165,10 @@ impl TestServer {
         }
         if let Some(task) = self.task.take() {
             let _ = task.await;
+        }
+        if let Some(fleet) = self.fleet.take() {
+            fleet.abort();
+            let _ = fleet.await;
         }
         self.state.store.close().await;
     }

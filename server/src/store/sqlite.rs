@@ -1,96 +1,28 @@
-//! Every SQL statement the server runs. The rest of the server never sees SQL, so a Postgres
-//! backend is this one module over a `PgPool` (the statements are portable; only the pool
-//! set-up below is SQLite-specific).
+//! The SQLite backend: every statement of the default, single-instance store.
 //!
 //! SQLite allows one writer at a time. Instead of letting connections race for the write lock
 //! (and sleep in the busy handler), all writes go through a pool of exactly one connection and
-//! reads through a separate pool of readers (WAL mode lets them run beside the writer).
-//!
-//! Rules live outside the SQL: the rotation decision is `rotation::decide`, a pure function;
-//! `rotate` loads the token and its session, asks it, and saves the answer. On SQLite the one
-//! writer serialises rotations; a PostgreSQL port takes the same row lock with
-//! `SELECT … FOR UPDATE` on the session inside the same transaction.
+//! reads through a separate pool of readers (WAL mode lets them run beside the writer). The
+//! one writer also serialises rotations: `rotate` loads, asks `rotation::decide`, and saves in
+//! one write transaction that no other can interleave with.
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool};
 
+use super::{
+    Granted, KeyRow, PresentedToken, Rotation, SessionRow, StoreResult, User, split_roles,
+};
 use crate::rotation::{self, Decision, FamilyState, Policy, TokenState};
 
-pub type DbResult<T> = Result<T, sqlx::Error>;
-
 #[derive(Clone)]
-pub struct Store {
+pub struct SqliteStore {
     read: SqlitePool,
     write: SqlitePool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    pub id: String,
-    pub email: String,
-    pub name: String,
-    pub phone: Option<String>,
-    pub roles: Vec<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct SessionRow {
-    pub id: String,
-    pub created_at: i64,
-    pub last_used_at: i64,
-    pub idle_expires_at: i64,
-    pub absolute_expires_at: i64,
-    pub user_agent: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct KeyRow {
-    pub kid: String,
-    pub private_key: Vec<u8>,
-    pub public_key: Vec<u8>,
-    pub created_at: i64,
-    pub retired_at: Option<i64>,
-    pub revoked_at: Option<i64>,
-}
-
-/// A new session or a rotation: what the caller needs to answer the client.
-#[derive(Debug, Clone)]
-pub struct Granted {
-    pub session_id: String,
-    pub user: User,
-    /// When the new refresh token stops being accepted (idle expiry capped by absolute).
-    pub refresh_expires_at: i64,
-}
-
-/// Outcome of presenting a refresh token.
-#[derive(Debug)]
-pub enum Rotation {
-    Rotated(Granted),
-    /// Reuse (see `rotation::decide`): theft or a replay. The session has been revoked.
-    Reused {
-        session_id: String,
-        user_id: String,
-    },
-    /// Unknown token, revoked or expired session.
-    Invalid,
-    /// The token has had its quota of children within its window.
-    Throttled {
-        retry_after: i64,
-    },
-}
-
-/// A refresh token and its session as stored, read before any write.
-#[derive(Debug, Clone)]
-pub struct PresentedToken {
-    pub session_id: String,
-    pub user_id: String,
-    pub token: TokenState,
-    pub family: FamilyState,
-    /// The DPoP key the session is bound to (crate::dpop), if any.
-    pub dpop_jkt: Option<String>,
 }
 
 const PRESENTED_TOKEN: &str = "SELECT t.session_id, t.generation, t.claimed_at, t.revoked_at,
@@ -99,7 +31,7 @@ const PRESENTED_TOKEN: &str = "SELECT t.session_id, t.generation, t.claimed_at, 
      FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
      WHERE t.hash = ?";
 
-fn presented_from_row(row: &sqlx::sqlite::SqliteRow) -> DbResult<PresentedToken> {
+fn presented_from_row(row: &SqliteRow) -> StoreResult<PresentedToken> {
     let revoked: Option<i64> = row.try_get("revoked_at")?;
     let session_revoked: Option<i64> = row.try_get("session_revoked_at")?;
     Ok(PresentedToken {
@@ -121,25 +53,21 @@ fn presented_from_row(row: &sqlx::sqlite::SqliteRow) -> DbResult<PresentedToken>
     })
 }
 
-fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> DbResult<User> {
+fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
     let roles: String = row.try_get("roles")?;
     Ok(User {
         id: row.try_get("id")?,
         email: row.try_get("email")?,
         name: row.try_get("name")?,
         phone: row.try_get("phone")?,
-        roles: roles
-            .split(',')
-            .filter(|r| !r.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        roles: split_roles(&roles),
     })
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed) the database and runs the migrations.
     /// `url` is `sqlite://path/to/file.db` or `sqlite::memory:`.
-    pub async fn connect(url: &str) -> DbResult<Self> {
+    pub async fn connect(url: &str) -> StoreResult<Self> {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -169,15 +97,19 @@ impl Store {
                 .max_connections(4)
                 .connect_with(opts.read_only(true))
                 .await?;
-            return Ok(Store { read, write });
+            return Ok(SqliteStore { read, write });
         };
         sqlx::migrate!("./migrations").run(&write).await?;
-        Ok(Store { read, write })
+        Ok(SqliteStore { read, write })
     }
 
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.write.is_closed()
     }
 
     // ---- users ----------------------------------------------------------------------------
@@ -190,7 +122,7 @@ impl Store {
         name: &str,
         roles: &[String],
         now: i64,
-    ) -> DbResult<bool> {
+    ) -> StoreResult<bool> {
         let res = sqlx::query(
             "INSERT INTO users (id, email, password_hash, name, roles, created_at)
              VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (email) DO NOTHING",
@@ -207,7 +139,7 @@ impl Store {
     }
 
     /// Deletes the user with this email and, by cascade, their sessions and tokens.
-    pub async fn delete_user_by_email(&self, email: &str) -> DbResult<bool> {
+    pub async fn delete_user_by_email(&self, email: &str) -> StoreResult<bool> {
         let res = sqlx::query("DELETE FROM users WHERE email = ?")
             .bind(email)
             .execute(&self.write)
@@ -216,7 +148,7 @@ impl Store {
     }
 
     /// The user and their password hash.
-    pub async fn user_by_email(&self, email: &str) -> DbResult<Option<(User, String)>> {
+    pub async fn user_by_email(&self, email: &str) -> StoreResult<Option<(User, String)>> {
         let row = sqlx::query("SELECT * FROM users WHERE email = ?")
             .bind(email)
             .fetch_optional(&self.read)
@@ -225,7 +157,7 @@ impl Store {
             .transpose()
     }
 
-    pub async fn user_by_id(&self, id: &str) -> DbResult<Option<User>> {
+    pub async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
         let row = sqlx::query("SELECT id, email, name, phone, roles FROM users WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.read)
@@ -239,7 +171,7 @@ impl Store {
         id: &str,
         name: Option<&str>,
         phone: Option<Option<&str>>,
-    ) -> DbResult<Option<User>> {
+    ) -> StoreResult<Option<User>> {
         let row = sqlx::query(
             "UPDATE users SET name = COALESCE(?, name),
                               phone = CASE WHEN ? THEN ? ELSE phone END
@@ -266,7 +198,7 @@ impl Store {
         client: &str,
         now: i64,
         window_secs: i64,
-    ) -> DbResult<(i64, i64)> {
+    ) -> StoreResult<(i64, i64)> {
         let row = sqlx::query(
             "INSERT INTO login_attempts (email, client, attempts, window_start)
              VALUES (?1, ?2, 1, ?3)
@@ -287,7 +219,7 @@ impl Store {
     }
 
     /// A successful login forgets the attempts of that (account, client).
-    pub async fn clear_login_attempts(&self, email: &str, client: &str) -> DbResult<()> {
+    pub async fn clear_login_attempts(&self, email: &str, client: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM login_attempts WHERE email = ? AND client = ?")
             .bind(email)
             .bind(client)
@@ -297,11 +229,11 @@ impl Store {
     }
 
     /// How many (account, client) counters are stored (operators and tests).
-    pub async fn login_attempt_rows(&self) -> DbResult<i64> {
+    pub async fn login_attempt_rows(&self) -> StoreResult<i64> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM login_attempts")
             .fetch_one(&self.read)
             .await?;
-        row.try_get("n")
+        Ok(row.try_get("n")?)
     }
 
     // ---- sessions and refresh tokens ------------------------------------------------------
@@ -317,7 +249,7 @@ impl Store {
         now: i64,
         idle_secs: i64,
         absolute_secs: i64,
-    ) -> DbResult<Granted> {
+    ) -> StoreResult<Granted> {
         let absolute = now + absolute_secs;
         let idle = (now + idle_secs).min(absolute);
         let mut tx = self.write.begin().await?;
@@ -353,7 +285,7 @@ impl Store {
 
     /// The token with hash `hash` and its session, from the read pool: refresh answers unknown
     /// tokens and dead sessions without taking the writer.
-    pub async fn presented_token(&self, hash: &str) -> DbResult<Option<PresentedToken>> {
+    pub async fn presented_token(&self, hash: &str) -> StoreResult<Option<PresentedToken>> {
         let row = sqlx::query(PRESENTED_TOKEN)
             .bind(hash)
             .fetch_optional(&self.read)
@@ -371,7 +303,7 @@ impl Store {
         now: i64,
         idle_secs: i64,
         policy: Policy,
-    ) -> DbResult<Rotation> {
+    ) -> StoreResult<Rotation> {
         let mut tx = self.write.begin().await?;
         let Some(row) = sqlx::query(PRESENTED_TOKEN)
             .bind(presented)
@@ -478,21 +410,12 @@ impl Store {
     }
 
     /// How many refresh tokens a session has stored (operators and tests).
-    pub async fn session_token_rows(&self, session_id: &str) -> DbResult<i64> {
+    pub async fn session_token_rows(&self, session_id: &str) -> StoreResult<i64> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM refresh_tokens WHERE session_id = ?")
             .bind(session_id)
             .fetch_one(&self.read)
             .await?;
-        row.try_get("n")
-    }
-
-    /// The session a refresh token belongs to, if the token is known.
-    pub async fn session_of_token(&self, hash: &str) -> DbResult<Option<String>> {
-        let row = sqlx::query("SELECT session_id FROM refresh_tokens WHERE hash = ?")
-            .bind(hash)
-            .fetch_optional(&self.read)
-            .await?;
-        row.map(|r| r.try_get("session_id")).transpose()
+        Ok(row.try_get("n")?)
     }
 
     /// Revokes a live session; `user_id` restricts it to that user's sessions.
@@ -503,7 +426,7 @@ impl Store {
         user_id: Option<&str>,
         reason: &str,
         now: i64,
-    ) -> DbResult<bool> {
+    ) -> StoreResult<bool> {
         let res = sqlx::query(
             "UPDATE sessions SET revoked_at = ?, revoke_reason = ?
              WHERE id = ? AND revoked_at IS NULL AND (? IS NULL OR user_id = ?)",
@@ -518,7 +441,7 @@ impl Store {
         Ok(res.rows_affected() == 1)
     }
 
-    pub async fn live_sessions(&self, user_id: &str, now: i64) -> DbResult<Vec<SessionRow>> {
+    pub async fn live_sessions(&self, user_id: &str, now: i64) -> StoreResult<Vec<SessionRow>> {
         let rows = sqlx::query(
             "SELECT id, created_at, last_used_at, idle_expires_at, absolute_expires_at, user_agent
              FROM sessions
@@ -545,7 +468,7 @@ impl Store {
     }
 
     /// Sessions revoked since `since`, whose access tokens may still be in circulation.
-    pub async fn recently_revoked_sessions(&self, since: i64) -> DbResult<Vec<(String, i64)>> {
+    pub async fn recently_revoked_sessions(&self, since: i64) -> StoreResult<Vec<(String, i64)>> {
         let rows = sqlx::query("SELECT id, revoked_at FROM sessions WHERE revoked_at > ?")
             .bind(since)
             .fetch_all(&self.read)
@@ -556,7 +479,7 @@ impl Store {
     }
 
     /// Deletes sessions (and their tokens) that ended before `before`.
-    pub async fn purge(&self, before: i64) -> DbResult<()> {
+    pub async fn purge(&self, before: i64) -> StoreResult<()> {
         sqlx::query(
             "DELETE FROM sessions WHERE absolute_expires_at < ?1 OR idle_expires_at < ?1
                                      OR revoked_at < ?1",
@@ -572,7 +495,7 @@ impl Store {
     }
 
     /// Deletes login-attempt counters whose window started before `before`.
-    pub async fn purge_login_attempts(&self, before: i64) -> DbResult<u64> {
+    pub async fn purge_login_attempts(&self, before: i64) -> StoreResult<u64> {
         let res = sqlx::query("DELETE FROM login_attempts WHERE window_start < ?")
             .bind(before)
             .execute(&self.write)
@@ -582,7 +505,7 @@ impl Store {
 
     // ---- access-token deny-list -----------------------------------------------------------
 
-    pub async fn deny_token(&self, jti: &str, expires_at: i64) -> DbResult<()> {
+    pub async fn deny_token(&self, jti: &str, expires_at: i64) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO denied_tokens (jti, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
         )
@@ -593,7 +516,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn denied_tokens(&self, now: i64) -> DbResult<Vec<(String, i64)>> {
+    pub async fn denied_tokens(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
         let rows = sqlx::query("SELECT jti, expires_at FROM denied_tokens WHERE expires_at >= ?")
             .bind(now)
             .fetch_all(&self.read)
@@ -605,7 +528,7 @@ impl Store {
 
     // ---- signing keys ---------------------------------------------------------------------
 
-    pub async fn keys(&self) -> DbResult<Vec<KeyRow>> {
+    pub async fn keys(&self) -> StoreResult<Vec<KeyRow>> {
         let rows = sqlx::query("SELECT * FROM signing_keys ORDER BY created_at DESC, kid")
             .fetch_all(&self.write)
             .await?;
@@ -625,7 +548,7 @@ impl Store {
 
     /// Adds a key that becomes the signing key; the previous signing key is retired (it keeps
     /// verifying for the grace period).
-    pub async fn add_signing_key(&self, key: &KeyRow, now: i64) -> DbResult<()> {
+    pub async fn add_signing_key(&self, key: &KeyRow, now: i64) -> StoreResult<()> {
         let mut tx = self.write.begin().await?;
         sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL")
             .bind(now)
@@ -640,11 +563,12 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Replaces a key's stored private key (sealing a key stored before encryption at rest).
-    pub async fn set_private_key(&self, kid: &str, private_key: &[u8]) -> DbResult<()> {
+    pub async fn set_private_key(&self, kid: &str, private_key: &[u8]) -> StoreResult<()> {
         sqlx::query("UPDATE signing_keys SET private_key = ? WHERE kid = ?")
             .bind(private_key)
             .bind(kid)
@@ -653,7 +577,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn revoke_key(&self, kid: &str, now: i64) -> DbResult<bool> {
+    pub async fn revoke_key(&self, kid: &str, now: i64) -> StoreResult<bool> {
         let res = sqlx::query(
             "UPDATE signing_keys SET revoked_at = ?1, retired_at = COALESCE(retired_at, ?1)
              WHERE kid = ?2 AND revoked_at IS NULL",
@@ -705,9 +629,12 @@ fn private_file(path: &std::path::Path) -> std::io::Result<()> {
 
 // ---- DPoP binding (see crate::dpop) ---------------------------------------------------------
 
-impl Store {
+impl SqliteStore {
     /// The session of a refresh token and the thumbprint it is bound to, if the token is known.
-    pub async fn session_binding(&self, hash: &str) -> DbResult<Option<(String, Option<String>)>> {
+    pub async fn session_binding(
+        &self,
+        hash: &str,
+    ) -> StoreResult<Option<(String, Option<String>)>> {
         let row = sqlx::query(
             "SELECT s.id, s.dpop_jkt FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
              WHERE t.hash = ?",
@@ -720,7 +647,7 @@ impl Store {
     }
 
     /// Binds a new session to a key; done before its first token leaves the server.
-    pub async fn bind_session(&self, session_id: &str, jkt: &str) -> DbResult<()> {
+    pub async fn bind_session(&self, session_id: &str, jkt: &str) -> StoreResult<()> {
         sqlx::query("UPDATE sessions SET dpop_jkt = ? WHERE id = ? AND dpop_jkt IS NULL")
             .bind(jkt)
             .bind(session_id)
@@ -730,7 +657,7 @@ impl Store {
     }
 
     /// The secret `name`, created from `fresh` by whichever instance asks first.
-    pub async fn shared_secret(&self, name: &str, fresh: &str) -> DbResult<String> {
+    pub async fn shared_secret(&self, name: &str, fresh: &str) -> StoreResult<String> {
         sqlx::query(
             "INSERT INTO server_secrets (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING",
         )
@@ -742,6 +669,6 @@ impl Store {
             .bind(name)
             .fetch_one(&self.write)
             .await?;
-        row.try_get("value")
+        Ok(row.try_get("value")?)
     }
 }

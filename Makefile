@@ -24,7 +24,7 @@ help:
 	@echo "make bench  - measure overhead, refresh storms, size, start-up and the server beside the peers"
 
 setup:
-	@scripts/setup.sh --node --browser --bench
+	@scripts/setup.sh --node --browser --bench --postgres
 
 setup-node:
 	@scripts/setup.sh --node
@@ -43,10 +43,15 @@ lint:
 test-native:
 	cargo test -p tokenwarden
 
-# The reference server over real HTTP and SQLite: as released (no test hooks), then the
-# hooks' own tests in a build with the `test-hooks` feature.
+# The reference server over real HTTP: as released (no test hooks) on SQLite, with the
+# three-instance tests (tests/fleet.rs) on a throwaway PostgreSQL cluster of their own; the
+# protocol, hardening and DPoP suites again on PostgreSQL (scripts/pg.sh run: one cluster,
+# a database per server, stopped whatever the outcome); then the hooks' own tests in a build
+# with the `test-hooks` feature.
 test-server:
 	cargo test -p tokenwarden-server
+	scripts/pg.sh run env TW_TEST_BACKEND=postgres \
+	  cargo test -p tokenwarden-server --test protocol --test hardening --test dpop
 	cargo test -p tokenwarden-server --features test-hooks --test test_hooks
 
 # The client in headless Chromium, then in headless Firefox ESR, against the real server.
@@ -83,7 +88,7 @@ test: setup lint test-native test-server test-browser test-e2e test-engines benc
 # drives the server through its test hooks, so this release build has the `test-hooks` feature
 # (`make demo` rebuilds without it).
 bench: pkg
-	@scripts/setup.sh --node --browser --bench
+	@scripts/setup.sh --node --browser --bench --postgres
 	cargo build --release -p tokenwarden-server --features test-hooks
 	cargo build --release -p tokenwarden-load
 	node bench/run.mjs

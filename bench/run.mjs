@@ -478,6 +478,14 @@ end
   await browser.close();
 }
 
+// 9. The server on PostgreSQL, one and three instances, beside SQLite (bench/fleet.mjs; after
+// servers A and B have stopped, so that only the instances measured share the cores).
+if (want(9)) {
+  const { fleetBench } = await import("./fleet.mjs");
+  const { title, body } = await fleetBench({ server: SERVER, load: LOAD, smoke: SMOKE });
+  section(title, body);
+}
+
 if (pageErrors.length) {
   console.error("page errors:", pageErrors);
   process.exit(1);

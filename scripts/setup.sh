@@ -7,18 +7,21 @@
 #                WebKitWebDriver with Xvfb, from Debian; geckodriver from crates.io into
 #                .tools/gecko/ (off PATH, see the Makefile); openssl for the test certificate
 #     --bench    wrk from Debian and the peers' npm packages in bench/
+#     --postgres PostgreSQL from Debian, for the server's PostgreSQL tests and benchmark; the
+#                packaged cluster is not started (tests run their own: scripts/pg.sh)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 
-want_node=false; want_browser=false; want_bench=false
+want_node=false; want_browser=false; want_bench=false; want_postgres=false
 for arg in "$@"; do
   case "$arg" in
     --node) want_node=true ;;
     --browser) want_browser=true ;;
     --bench) want_bench=true ;;
-    *) echo "usage: scripts/setup.sh [--node] [--browser] [--bench]" >&2; exit 2 ;;
+    --postgres) want_postgres=true ;;
+    *) echo "usage: scripts/setup.sh [--node] [--browser] [--bench] [--postgres]" >&2; exit 2 ;;
   esac
 done
 
@@ -64,6 +67,19 @@ if $want_browser; then
     say "installing geckodriver into .tools/gecko/ (about 2 minutes)"
     cargo install geckodriver --version 0.37.1 --locked --root "$root/.tools/gecko" --quiet
   fi
+fi
+if $want_postgres && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  say "installing postgresql (the packaged cluster is not started)"
+  # A policy-rc.d that answers 101 keeps the package from starting its own cluster on 5432
+  # (containers usually have one already; a machine that does not gets it only for this).
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod +x "$policy"
+    trap '$sudo rm -f "$policy"' EXIT
+  fi
+  apt_install postgresql
 fi
 if $want_bench; then
   if ! command -v wrk >/dev/null; then

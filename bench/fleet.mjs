@@ -26,6 +26,18 @@ const HOOKS_SECRET = "tokenwarden-bench-hooks-secret";
 // 32 bytes of 0x07: every instance of a fleet must share its key-encryption key.
 const KEK = Buffer.alloc(32, 7).toString("base64");
 
+/** fetch, again once or twice if the pooled keep-alive socket it took was closed by the server
+ * (its header-read timeout closes idle connections; the pool may not have noticed yet). */
+async function fetchRetry(url, init) {
+  for (let i = 0; ; i++) {
+    try {
+      return await fetch(url, init);
+    } catch (e) {
+      if (i >= 2) throw e;
+    }
+  }
+}
+
 function table(head, rows) {
   return [`| ${head.join(" | ")} |`, `|${head.map(() => "---").join("|")}|`, ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
 }
@@ -82,7 +94,7 @@ async function startInstance(server, port, databaseUrl) {
 
 async function newUser(base) {
   const email = `fleet-${Date.now()}-${Math.random().toString(36).slice(2)}@example.com`;
-  const res = await fetch(`${base}/test/users`, {
+  const res = await fetchRetry(`${base}/test/users`, {
     method: "POST",
     headers: { "x-test-hooks-secret": HOOKS_SECRET, "content-type": "application/json" },
     body: JSON.stringify({ email, password: "bench-password", name: "Bench" }),
@@ -92,7 +104,7 @@ async function newUser(base) {
 }
 
 async function login(base, [email, password]) {
-  const res = await fetch(`${base}/auth/login`, {
+  const res = await fetchRetry(`${base}/auth/login`, {
     method: "POST", headers: { "content-type": "application/json" },
     body: JSON.stringify({ email, password }),
   });
@@ -170,36 +182,39 @@ export async function fleetBench({ server, load, smoke = false }) {
     for (const config of configs) {
       const urls = typeof config.urls === "function" ? config.urls() : config.urls;
       const instances = [];
-      for (const [i, url] of urls.entries()) instances.push(await startInstance(server, port + i, url));
-      const user = await newUser(instances[0].base);
-      const { token } = await login(instances[0].base, user);
-      const me = [], refresh = [];
-      for (let r = 0; r < runs; r++) {
-        me.push(await wrkFleet(instances, secs, (inst) => ["-H", `Authorization: Bearer ${token}`, `${inst.base}/api/me`]));
-        // Fresh sessions for every run, logged in anywhere: a token is valid on every instance.
-        const tokens = [];
-        for (let i = 0; i < sessions; i++) tokens.push((await login(instances[i % instances.length].base, user)).refresh);
-        const share = (i) => tokens.filter((_, k) => k % instances.length === i);
-        refresh.push(await wrkFleet(instances, secs, (inst, i, threads) => ["-s", refreshScript(share(i), threads), `${inst.base}/auth/refresh`]));
-      }
-      const agg = (xs) => ({ rps: median(xs.map((x) => x.rps)), p99: median(xs.map((x) => x.p99)), non2xx: Math.max(...xs.map((x) => x.non2xx)) });
-      const m = agg(me), f = agg(refresh);
-      let dpop = null;
-      if (instances.length === 1) {
-        const out = [];
+      try {
+        for (const [i, url] of urls.entries()) instances.push(await startInstance(server, port + i, url));
+        const user = await newUser(instances[0].base);
+        const { token } = await login(instances[0].base, user);
+        const me = [], refresh = [];
         for (let r = 0; r < runs; r++) {
-          const text = execFileSync(load, [
-            "--base", instances[0].base, "--email", user[0], "--password", user[1], "--connections", "64",
-            "--secs", String(secs), ...(smoke ? ["--proofs-per-sec", "3000"] : []),
-          ], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
-          out.push(JSON.parse(text.trim().split("\n").pop()));
+          me.push(await wrkFleet(instances, secs, (inst) => ["-H", `Authorization: Bearer ${token}`, `${inst.base}/api/me`]));
+          // Fresh sessions for every run, logged in anywhere: a token is valid on every instance.
+          const tokens = [];
+          for (let i = 0; i < sessions; i++) tokens.push((await login(instances[i % instances.length].base, user)).refresh);
+          const share = (i) => tokens.filter((_, k) => k % instances.length === i);
+          refresh.push(await wrkFleet(instances, secs, (inst, i, threads) => ["-s", refreshScript(share(i), threads), `${inst.base}/auth/refresh`]));
         }
-        dpop = { rps: median(out.map((o) => o.rps)), p99: median(out.map((o) => o.p99_ms)), non2xx: Math.max(...out.map((o) => o.non2xx)) };
+        const agg = (xs) => ({ rps: median(xs.map((x) => x.rps)), p99: median(xs.map((x) => x.p99)), non2xx: Math.max(...xs.map((x) => x.non2xx)) });
+        const m = agg(me), f = agg(refresh);
+        let dpop = null;
+        if (instances.length === 1) {
+          const out = [];
+          for (let r = 0; r < runs; r++) {
+            const text = execFileSync(load, [
+              "--base", instances[0].base, "--email", user[0], "--password", user[1], "--connections", "64",
+              "--secs", String(secs), ...(smoke ? ["--proofs-per-sec", "3000"] : []),
+            ], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
+            out.push(JSON.parse(text.trim().split("\n").pop()));
+          }
+          dpop = { rps: median(out.map((o) => o.rps)), p99: median(out.map((o) => o.p99_ms)), non2xx: Math.max(...out.map((o) => o.non2xx)) };
+        }
+        const fmt = (x) => x ? `${Math.round(x.rps)} | ${x.p99.toFixed(1)} ms | ${x.non2xx}` : "— | — | —";
+        rows.push([config.name, ...fmt(f).split(" | "), ...fmt(m).split(" | "), ...fmt(dpop).split(" | ")]);
+        console.error(`fleet bench: ${config.name}: refresh ${Math.round(f.rps)}/s, me ${Math.round(m.rps)}/s${dpop ? `, DPoP me ${Math.round(dpop.rps)}/s` : ""}`);
+      } finally {
+        for (const inst of instances) await inst.stop();
       }
-      for (const inst of instances) await inst.stop();
-      const fmt = (x) => x ? `${Math.round(x.rps)} | ${x.p99.toFixed(1)} ms | ${x.non2xx}` : "— | — | —";
-      rows.push([config.name, ...fmt(f).split(" | "), ...fmt(m).split(" | "), ...fmt(dpop).split(" | ")]);
-      console.error(`fleet bench: ${config.name}: refresh ${Math.round(f.rps)}/s, me ${Math.round(m.rps)}/s${dpop ? `, DPoP me ${Math.round(dpop.rps)}/s` : ""}`);
     }
   } finally {
     cluster.stop();
@@ -209,7 +224,7 @@ export async function fleetBench({ server, load, smoke = false }) {
   const body = table(
     ["backend", "`POST /auth/refresh` rotations/s", "p99", "non-2xx", "`GET /api/me` Bearer 2xx/s", "p99", "non-2xx", "`GET /api/me` DPoP 2xx/s", "p99", "non-2xx"],
     rows,
-  ) + `\n\nRelease build, ${secs} s per run, median of ${runs} runs, wrk (64 keep-alive connections, split evenly over the instances, one wrk per instance running at once) and tokenwarden-load for DPoP, all on the same ${cpus().length} cores as the servers and PostgreSQL 15 (a throwaway cluster started by scripts/pg.sh: fsync and synchronous_commit off, as a test cluster; a production cluster syncs its WAL on commit, which costs every rotation a disk flush). 1-minute load average ${load1} when this section ended. Refresh as in section 7: every token presented once, its child presented next (${sessions} sessions); the figures count 2xx answers only (a refused refresh is not a rotation), non-2xx should be 0. On PostgreSQL each rotation is one transaction that locks the session row (\`SELECT … FOR UPDATE\`) and each refresh also counts the per-client and per-session throttles in the database; a DPoP request also inserts its proof's \`jti\` (the fleet-wide replay check). **Three instances on ${cpus().length} cores measure correctness under contention, not scaling**: the instances, PostgreSQL and the load generator share the same cores, so the fleet's figure is what the same machine does with three processes instead of one, and is expected to be lower; scaling needs more machines.`;
+  ) + `\n\nRelease build, ${secs} s per run, median of ${runs} runs, wrk (64 keep-alive connections, split evenly over the instances, one wrk per instance running at once) and tokenwarden-load for DPoP, all on the same ${cpus().length} cores as the servers and PostgreSQL 15 (a throwaway cluster started by scripts/pg.sh: fsync and synchronous_commit off, as a test cluster; a production cluster syncs its WAL on commit, which costs every rotation a disk flush). 1-minute load average ${load1} when this section ended. Refresh as in section 7: every token presented once, its child presented next (${sessions} sessions); the figures count 2xx answers only (a refused refresh is not a rotation), non-2xx should be 0. On PostgreSQL a rotation is the read the refresh starts with plus one conditional write (a compare-and-swap on the session's version; the session row's lock, \`SELECT … FOR UPDATE\`, after three lost races), and each refresh also counts the per-client and per-session throttles in the database (two more statements); a DPoP request also inserts its proof's \`jti\` (the fleet-wide replay check). **Three instances on ${cpus().length} cores measure correctness under contention, not scaling**: the instances, PostgreSQL and the load generator share the same cores, so the fleet's figure is what the same machine does with three processes instead of one, and is expected to be lower; scaling needs more machines.`;
   return { title: "9. Server on PostgreSQL: one and three instances beside SQLite", body };
 }
 

@@ -25,7 +25,9 @@ CREATE TABLE sessions (
     max_used_gen        BIGINT NOT NULL DEFAULT -1,
     revoked_at          BIGINT,
     revoke_reason       TEXT,
-    dpop_jkt            TEXT
+    dpop_jkt            TEXT,
+    -- bumped by every rotation: an optimistic rotation writes only if it is unchanged
+    version             BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX sessions_user ON sessions(user_id);
 CREATE INDEX sessions_revoked ON sessions(revoked_at) WHERE revoked_at IS NOT NULL;

@@ -211,6 +211,7 @@ pub async fn refresh(
             now,
             state.settings.idle_ttl,
             state.settings.rotation,
+            Some(&found),
         )
         .await?;
     match outcome {

@@ -265,6 +265,52 @@ fn refused(args: &[&str], envs: &[(&str, &str)]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Anything but SQLite or PostgreSQL is refused before anything is created (it used to become a
+/// SQLite file named after the URL), and the message names what is accepted, without the
+/// password.
+#[test]
+fn an_unsupported_database_url_is_refused_at_start_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in [
+        "mysql://tw:secret-pw@db.example/tw",
+        "postgre://tw:secret-pw@127.0.0.1/tw",
+        "https://example.com/tw.db",
+    ] {
+        let out = Command::new(BIN)
+            .current_dir(dir.path())
+            .args(["--database-url", url, "--bind", "127.0.0.1:0"])
+            .env("TW_KEY_ENCRYPTION_KEY", TEST_KEK)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{url} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("unsupported database URL"), "{err}");
+        assert!(
+            err.contains("postgres://") && err.contains("sqlite://"),
+            "{err}"
+        );
+        assert!(!err.contains("secret-pw"), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "{url}");
+    }
+    // A PostgreSQL URL is PostgreSQL, never a file, even when nothing answers there.
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .args([
+            "--database-url",
+            "postgres://tw:secret-pw@127.0.0.1:1/tw",
+            "--bind",
+            "127.0.0.1:0",
+        ])
+        .env("TW_KEY_ENCRYPTION_KEY", TEST_KEK)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("opening the PostgreSQL database"), "{err}");
+    assert!(!err.contains("secret-pw"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
 /// A release build (`cargo build --release`, `cargo install`, `make demo`) has no test hooks:
 /// it refuses `--test-hooks`, and every `/test/*` path is a 404, secret or not.
 #[cfg(not(feature = "test-hooks"))]

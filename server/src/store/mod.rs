@@ -3,7 +3,7 @@
 //! - **SQLite** (`sqlite://file.db`, `sqlite::memory:`, or a bare file path; the default): one
 //!   instance, nothing to install. Its writes go through one connection.
 //! - **PostgreSQL** (`postgres://…`, `postgresql://…`): any number of instances sharing one
-//!   database. Rotations lock the session row; revocations are written as events that every
+//!   database. Rotations swap the session's version (or lock its row); revocations are written as events that every
 //!   instance hears (`LISTEN`/`NOTIFY`) and re-reads (crate::fleet); throttle counters and the
 //!   DPoP `jti`s live in the database so that N instances do not multiply limits.
 //!
@@ -44,6 +44,17 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// `url` without the password of its user-info part (`scheme://user:…@host`), for messages.
+fn redact(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((userinfo, host)) = rest.rsplit_once('@')
+    {
+        let user = userinfo.split(':').next().unwrap_or("");
+        return format!("{scheme}://{user}:…@{host}");
+    }
+    url.to_owned()
+}
+
 /// Which backend a `--database-url` selects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
@@ -73,7 +84,7 @@ impl DatabaseUrl {
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
         });
         match scheme {
-            Some(_) => Err(StoreError::UnsupportedUrl(url.to_owned())),
+            Some(_) => Err(StoreError::UnsupportedUrl(redact(url))),
             None => Ok(DatabaseUrl::Sqlite(format!("sqlite://{url}"))),
         }
     }
@@ -163,6 +174,9 @@ pub struct PresentedToken {
     pub family: FamilyState,
     /// The DPoP key the session is bound to (crate::dpop), if any.
     pub dpop_jkt: Option<String>,
+    /// The session row's version (PostgreSQL: bumped by every rotation, the compare-and-swap
+    /// of an optimistic rotation; always 0 on SQLite).
+    pub version: i64,
 }
 
 /// What a revocation event revokes (PostgreSQL; see crate::fleet).
@@ -423,8 +437,10 @@ impl Store {
 
     /// Presents the refresh token with hash `presented`; a new child gets hash `child`.
     /// Loads the token and its session, lets `rotation::decide` rule, and saves the decision,
-    /// in one transaction that no other rotation of the same session can interleave with
-    /// (SQLite: the one writer; PostgreSQL: the session row's lock, taken first).
+    /// so that no other rotation of the same session can interleave (SQLite: one write
+    /// transaction on the one writer; PostgreSQL: a compare-and-swap on the session's version,
+    /// retried, then the session row's lock). `read` is what `presented_token` just returned:
+    /// PostgreSQL's first attempt starts from it instead of reading again.
     pub async fn rotate(
         &self,
         presented: &str,
@@ -432,8 +448,15 @@ impl Store {
         now: i64,
         idle_secs: i64,
         policy: Policy,
+        read: Option<&PresentedToken>,
     ) -> StoreResult<Rotation> {
-        each!(self, s => s.rotate(presented, child, now, idle_secs, policy).await)
+        match self {
+            Store::Sqlite(s) => s.rotate(presented, child, now, idle_secs, policy).await,
+            Store::Postgres(s) => {
+                s.rotate(presented, child, now, idle_secs, policy, read)
+                    .await
+            }
+        }
     }
 
     /// How many refresh tokens a session has stored (operators and tests).
@@ -605,6 +628,14 @@ mod tests {
                 matches!(DatabaseUrl::parse(bad), Err(StoreError::UnsupportedUrl(_))),
                 "{bad:?}"
             );
+        }
+        match DatabaseUrl::parse("mysql://tw:hunter2@db/tw") {
+            Err(e) => {
+                let text = e.to_string();
+                assert!(text.contains("mysql://tw:…@db/tw"), "{text}");
+                assert!(!text.contains("hunter2"), "{text}");
+            }
+            Ok(u) => panic!("accepted {u:?}"),
         }
         assert!(DatabaseUrl::parse("sqlite::memory:").unwrap().in_memory());
         assert!(!DatabaseUrl::parse("postgres://h/db").unwrap().in_memory());

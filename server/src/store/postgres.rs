@@ -1,12 +1,14 @@
 //! The PostgreSQL backend: the same interface as SQLite, for any number of instances sharing
 //! one database.
 //!
-//! - **Rotation** takes the session row's lock first (`SELECT … FOR UPDATE`), then reads the
-//!   token under it: in READ COMMITTED each statement sees what was committed before it began,
-//!   so the read sees every rotation that held the lock before. Concurrent presentations on
-//!   any number of instances therefore queue on the family and get exactly the single-instance
-//!   outcome. Locking the session and never a token row first also rules out deadlocks (a
-//!   reissue updates sibling token rows while holding only the session lock).
+//! - **Rotation** decides on what it read and writes the decision in one statement that
+//!   applies only if the session's `version` is unchanged (every rotation bumps it): a
+//!   rotation of the family committed meanwhile, on any instance, makes the write a no-op and
+//!   the presentation is decided again on fresh state. After three lost races it takes the
+//!   session row's lock (`SELECT … FOR UPDATE`) and reads under it: in READ COMMITTED each
+//!   statement sees what was committed before it began. Either way concurrent presentations on
+//!   any number of instances get exactly the single-instance outcome. Only the session row is
+//!   ever locked first, which rules out deadlocks (a reissue updates sibling token rows).
 //! - **Revocations** (deny-listed `jti`, revoked session, key-ring change) insert a row in
 //!   `revocation_events` and `NOTIFY tw_revocations` in the same transaction; the payload is
 //!   the event itself, so hearing it costs no query (crate::fleet).
@@ -40,7 +42,7 @@ pub struct PgStore {
 
 const PRESENTED_TOKEN: &str = "SELECT t.session_id, t.generation, t.claimed_at, t.revoked_at,
             t.children, s.user_id, s.revoked_at AS session_revoked_at, s.idle_expires_at,
-            s.absolute_expires_at, s.max_used_gen, s.dpop_jkt
+            s.absolute_expires_at, s.max_used_gen, s.dpop_jkt, s.version
      FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
      WHERE t.hash = $1";
 
@@ -63,6 +65,7 @@ fn presented_from_row(row: &PgRow) -> StoreResult<PresentedToken> {
             head: row.try_get("max_used_gen")?,
         },
         dpop_jkt: row.try_get("dpop_jkt")?,
+        version: row.try_get("version")?,
     })
 }
 
@@ -86,6 +89,100 @@ fn event_from_row(row: &PgRow) -> StoreResult<RevocationEvent> {
         subject: row.try_get("subject")?,
         at: row.try_get("at")?,
     })
+}
+
+/// Optimistic rotations tried before taking the session's lock.
+const OPTIMISTIC_ATTEMPTS: usize = 3;
+
+/// Saves `decision` about the token `presented` as `found` read it, in one statement that
+/// writes nothing if the session's version moved since (`None` back: decide again).
+async fn write_rotation(
+    conn: &mut PgConnection,
+    found: &PresentedToken,
+    decision: Decision,
+    presented: &str,
+    child: &str,
+    now: i64,
+    idle_secs: i64,
+) -> StoreResult<Option<Rotation>> {
+    let (child_generation, head, repeat, reissue) = match decision {
+        Decision::Invalid => return Ok(Some(Rotation::Invalid)),
+        Decision::Throttled { retry_after } => {
+            return Ok(Some(Rotation::Throttled { retry_after }));
+        }
+        Decision::Reuse => {
+            // Revoke the family and tell every instance, if nobody rotated it meanwhile.
+            let row = sqlx::query(
+                "WITH s AS (UPDATE sessions SET revoked_at = $1, revoke_reason = 'token_reused',
+                                                version = version + 1
+                            WHERE id = $2 AND version = $3 AND revoked_at IS NULL
+                            RETURNING id),
+                      e AS (INSERT INTO revocation_events (kind, subject, at)
+                            SELECT $4, id, $1 FROM s RETURNING id)
+                 SELECT pg_notify($5, e.id::text || ' ' || $4 || ' ' || $1::text || ' ' || $2)
+                 FROM e",
+            )
+            .bind(now)
+            .bind(&found.session_id)
+            .bind(found.version)
+            .bind(EventKind::Session.as_str())
+            .bind(CHANNEL)
+            .fetch_optional(conn)
+            .await?;
+            return Ok(row.map(|_| Rotation::Reused {
+                session_id: found.session_id.clone(),
+                user_id: found.user_id.clone(),
+            }));
+        }
+        Decision::Claim { child_generation } => {
+            (child_generation, found.token.generation, false, false)
+        }
+        Decision::Repeat { child_generation } => (child_generation, found.family.head, true, false),
+        Decision::Reissue { child_generation } => {
+            (child_generation, found.family.head, false, true)
+        }
+    };
+    let refresh_expires_at = now
+        .saturating_add(idle_secs)
+        .min(found.family.absolute_expires_at);
+    // s: the swap; r: a reissue revokes the unused children (not the new one: same snapshot);
+    // t: the presented token claims (again) or counts one more child; c: the child.
+    let row = sqlx::query(
+        "WITH s AS (UPDATE sessions SET max_used_gen = $1, last_used_at = $2,
+                                        idle_expires_at = $3, version = version + 1
+                    WHERE id = $4 AND version = $5 AND revoked_at IS NULL
+                    RETURNING user_id),
+              r AS (UPDATE refresh_tokens SET revoked_at = $2
+                    WHERE $9 AND session_id = $4 AND generation = $6 AND revoked_at IS NULL
+                          AND EXISTS (SELECT 1 FROM s)),
+              t AS (UPDATE refresh_tokens
+                    SET claimed_at = CASE WHEN $8 THEN claimed_at ELSE $2 END,
+                        children = CASE WHEN $8 THEN children + 1 ELSE 1 END
+                    WHERE hash = $7 AND EXISTS (SELECT 1 FROM s)),
+              c AS (INSERT INTO refresh_tokens (hash, session_id, generation, created_at)
+                    SELECT $10, $4, $6, $2 FROM s)
+         SELECT u.id, u.email, u.name, u.phone, u.roles FROM users u JOIN s ON u.id = s.user_id",
+    )
+    .bind(head)
+    .bind(now)
+    .bind(refresh_expires_at)
+    .bind(&found.session_id)
+    .bind(found.version)
+    .bind(child_generation)
+    .bind(presented)
+    .bind(repeat)
+    .bind(reissue)
+    .bind(child)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| {
+        Ok(Rotation::Rotated(Granted {
+            session_id: found.session_id.clone(),
+            user: user_from_row(&r)?,
+            refresh_expires_at,
+        }))
+    })
+    .transpose()
 }
 
 /// Records a revocation and notifies every instance, inside the caller's transaction (the
@@ -366,6 +463,14 @@ impl PgStore {
         row.map(|r| presented_from_row(&r)).transpose()
     }
 
+    /// Optimistic first: decide on what was read (`read`, or a fresh read), then write the
+    /// decision in **one statement** that applies only if the session's version is still the
+    /// one read (a compare-and-swap: a rotation of the family committed meanwhile, on any
+    /// instance, makes it write nothing, and the presentation is decided again on fresh
+    /// state). One read and one write, no transaction, for the usual case of one presentation
+    /// at a time. After [`OPTIMISTIC_ATTEMPTS`] lost races (many concurrent presentations of
+    /// one family), the session row's lock: `SELECT … FOR UPDATE`, then the read under it, then
+    /// the same write, in one transaction.
     pub async fn rotate(
         &self,
         presented: &str,
@@ -373,9 +478,29 @@ impl PgStore {
         now: i64,
         idle_secs: i64,
         policy: Policy,
+        read: Option<&PresentedToken>,
     ) -> StoreResult<Rotation> {
+        let mut first = read.cloned();
+        for _ in 0..OPTIMISTIC_ATTEMPTS {
+            let found = match first.take() {
+                Some(f) => f,
+                None => match self.presented_token(presented).await? {
+                    Some(f) => f,
+                    None => return Ok(Rotation::Invalid),
+                },
+            };
+            let decision = rotation::decide(found.token, found.family, now, policy);
+            let mut conn = self.pool.acquire().await?;
+            if let Some(outcome) = write_rotation(
+                &mut conn, &found, decision, presented, child, now, idle_secs,
+            )
+            .await?
+            {
+                return Ok(outcome);
+            }
+        }
         let mut tx = self.pool.begin().await?;
-        // 1. The family's lock: every rotation of this session, on any instance, waits here.
+        // The family's lock: every other rotation of this session waits, or fails its swap.
         let locked = sqlx::query(
             "SELECT id FROM sessions
              WHERE id = (SELECT session_id FROM refresh_tokens WHERE hash = $1)
@@ -387,7 +512,7 @@ impl PgStore {
         if locked.is_none() {
             return Ok(Rotation::Invalid);
         }
-        // 2. Read under the lock: a new snapshot, which holds whatever earlier holders wrote.
+        // Read under the lock: a new snapshot, which holds whatever earlier holders wrote.
         let Some(row) = sqlx::query(PRESENTED_TOKEN)
             .bind(presented)
             .fetch_optional(&mut *tx)
@@ -395,104 +520,13 @@ impl PgStore {
         else {
             return Ok(Rotation::Invalid);
         };
-        let PresentedToken {
-            session_id,
-            user_id,
-            token,
-            family,
-            ..
-        } = presented_from_row(&row)?;
-
-        let (child_generation, head) = match rotation::decide(token, family, now, policy) {
-            Decision::Invalid => return Ok(Rotation::Invalid),
-            Decision::Throttled { retry_after } => return Ok(Rotation::Throttled { retry_after }),
-            Decision::Reuse => {
-                sqlx::query(
-                    "UPDATE sessions SET revoked_at = $1, revoke_reason = 'token_reused'
-                     WHERE id = $2",
-                )
-                .bind(now)
-                .bind(&session_id)
-                .execute(&mut *tx)
-                .await?;
-                record_event(&mut tx, EventKind::Session, &session_id, now).await?;
-                tx.commit().await?;
-                return Ok(Rotation::Reused {
-                    session_id,
-                    user_id,
-                });
-            }
-            Decision::Claim { child_generation } => {
-                sqlx::query(
-                    "UPDATE refresh_tokens SET claimed_at = $1, children = 1 WHERE hash = $2",
-                )
-                .bind(now)
-                .bind(presented)
-                .execute(&mut *tx)
-                .await?;
-                (child_generation, token.generation)
-            }
-            Decision::Repeat { child_generation } => {
-                sqlx::query("UPDATE refresh_tokens SET children = children + 1 WHERE hash = $1")
-                    .bind(presented)
-                    .execute(&mut *tx)
-                    .await?;
-                (child_generation, family.head)
-            }
-            Decision::Reissue { child_generation } => {
-                sqlx::query(
-                    "UPDATE refresh_tokens SET revoked_at = $1
-                     WHERE session_id = $2 AND generation = $3 AND revoked_at IS NULL",
-                )
-                .bind(now)
-                .bind(&session_id)
-                .bind(child_generation)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "UPDATE refresh_tokens SET claimed_at = $1, children = 1 WHERE hash = $2",
-                )
-                .bind(now)
-                .bind(presented)
-                .execute(&mut *tx)
-                .await?;
-                (child_generation, family.head)
-            }
-        };
-
-        let refresh_expires_at = now
-            .saturating_add(idle_secs)
-            .min(family.absolute_expires_at);
-        // The session update and the user's current profile in one round trip.
-        let user = sqlx::query(
-            "WITH s AS (UPDATE sessions SET max_used_gen = $1, last_used_at = $2,
-                                            idle_expires_at = $3
-                        WHERE id = $4 RETURNING user_id)
-             SELECT u.id, u.email, u.name, u.phone, u.roles FROM users u JOIN s ON u.id = s.user_id",
-        )
-        .bind(head)
-        .bind(now)
-        .bind(refresh_expires_at)
-        .bind(&session_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let user = user_from_row(&user)?;
-        sqlx::query(
-            "INSERT INTO refresh_tokens (hash, session_id, generation, created_at)
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(child)
-        .bind(&session_id)
-        .bind(child_generation)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        let found = presented_from_row(&row)?;
+        let decision = rotation::decide(found.token, found.family, now, policy);
+        let outcome = write_rotation(&mut tx, &found, decision, presented, child, now, idle_secs)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("a locked session changed under its lock".into()))?;
         tx.commit().await?;
-        Ok(Rotation::Rotated(Granted {
-            session_id,
-            user,
-            refresh_expires_at,
-        }))
+        Ok(outcome)
     }
 
     pub async fn session_token_rows(&self, session_id: &str) -> StoreResult<i64> {

@@ -50,6 +50,7 @@ fn presented_from_row(row: &SqliteRow) -> StoreResult<PresentedToken> {
             head: row.try_get("max_used_gen")?,
         },
         dpop_jkt: row.try_get("dpop_jkt")?,
+        version: 0,
     })
 }
 

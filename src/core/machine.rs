@@ -59,6 +59,11 @@ pub const HANDOFF_WAIT_MS: f64 = 300.0;
 pub const LOCK_HOLD_MS: f64 = 100.0;
 /// A peer's message may claim a time at most this far ahead of ours (clock granularity).
 pub const PEER_CLOCK_SLACK_MS: f64 = 1_000.0;
+/// A server's clock estimate that moves by more than this is a correction (the `Date` header
+/// has whole seconds; the server accepts `iat` from 60 s before to 10 s after its time).
+pub const CLOCK_FIX_MS: f64 = 5_000.0;
+/// Servers whose nonce and clock are remembered (the allowed origins and the auth endpoints').
+const MAX_SERVERS: usize = 16;
 
 /// What a caller asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,6 +243,34 @@ pub struct Config {
     pub seed: u32,
     /// Serialized origins that get the token.
     pub allowed_origins: Vec<String>,
+    /// Sender-constrained tokens (RFC 9449): every auth and resource request carries a proof,
+    /// tokens go out as `Authorization: DPoP`, and only `token_type: DPoP` is accepted.
+    pub dpop: bool,
+}
+
+/// What one server (origin) told us: its newest DPoP nonce and its clock.
+#[derive(Debug, Clone)]
+struct Server {
+    origin: String,
+    nonce: Option<String>,
+    /// The `Date` of the response the nonce came with (NaN: none yet).
+    date_ms: f64,
+    /// Its clock minus ours.
+    offset_ms: f64,
+}
+
+/// The `error` of a `WWW-Authenticate: DPoP ...` challenge, if it has one.
+pub fn dpop_challenge_error(header: &str) -> Option<&str> {
+    let lower = header.to_ascii_lowercase();
+    let scheme = lower.find("dpop")?;
+    let at = lower[scheme..].find("error=\"")? + scheme + 7;
+    let len = header[at..].find('"')?;
+    Some(&header[at..at + len])
+}
+
+/// A DPoP nonce worth keeping: visible ASCII, not absurdly long (it goes into every proof).
+fn nonce_shaped(n: &str) -> bool {
+    !n.is_empty() && n.len() <= 512 && is_token_shaped(n)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -267,6 +300,10 @@ struct Caller {
     id: Id,
     call: Call,
     state: State,
+    /// Sent again once already after a DPoP nonce or clock correction.
+    proof_retried: bool,
+    /// The clock corrections known when it was last sent.
+    fixes: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -299,11 +336,18 @@ enum Purpose {
     Logout(Option<Id>),
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Pending {
     req: Id,
     timer: Id,
     purpose: Purpose,
+    endpoint: Endpoint,
+    bearer: Option<String>,
+    caller: Option<Id>,
+    /// Already sent again after a DPoP nonce or clock correction.
+    retried: bool,
+    /// The clock corrections known when it was sent.
+    fixes: u32,
 }
 
 /// Refreshes a caller may await before giving up (the server's lifetimes must be off).
@@ -324,6 +368,11 @@ pub struct Machine {
     /// Commands not yet polled, from `head` on (a plain Vec: smaller wasm than a VecDeque).
     out: Vec<Command>,
     head: usize,
+    /// DPoP: per server, the newest nonce and the clock offset.
+    servers: Vec<Server>,
+    /// Counts corrections of a server clock estimate; a proof refused as invalid that was
+    /// stamped before a correction is sent once more.
+    fixes: u32,
 }
 
 impl Machine {
@@ -339,6 +388,8 @@ impl Machine {
             next_id: 1,
             out: Vec::new(),
             head: 0,
+            servers: Vec::new(),
+            fixes: 0,
         }
     }
 
@@ -367,6 +418,66 @@ impl Machine {
     /// A refresh is in flight (this tab's).
     pub fn is_refreshing(&self) -> bool {
         self.flight.is_some()
+    }
+
+    /// DPoP: a response from `origin` (an allowed origin or an auth endpoint's) arrived with
+    /// this `DPoP-Nonce` and this `Date` (ms). Report it before its status or reply. The
+    /// nonce is kept unless a response with a later `Date` gave one already; the server's
+    /// clock is learnt from `Date`, so `iat` is right however far off the page's clock is.
+    pub fn seen(&mut self, origin: &str, nonce: Option<String>, date_ms: Option<f64>, now: f64) {
+        let i = match self.servers.iter().position(|s| s.origin == origin) {
+            Some(i) => i,
+            None => {
+                if self.servers.len() >= MAX_SERVERS {
+                    self.servers.remove(0);
+                }
+                self.servers.push(Server {
+                    origin: origin.to_owned(),
+                    nonce: None,
+                    date_ms: f64::NAN,
+                    offset_ms: 0.0,
+                });
+                self.servers.len() - 1
+            }
+        };
+        let s = &mut self.servers[i];
+        match date_ms.filter(|d| d.is_finite()) {
+            Some(d) if d < s.date_ms => return, // an older response, overtaken
+            Some(d) => {
+                let offset = d - now;
+                if (offset - s.offset_ms).abs() > CLOCK_FIX_MS {
+                    self.fixes += 1;
+                }
+                s.offset_ms = offset;
+                s.date_ms = d;
+            }
+            None => {}
+        }
+        if let Some(n) = nonce.filter(|n| nonce_shaped(n)) {
+            s.nonce = Some(n);
+        }
+    }
+
+    /// DPoP: what a proof for `origin` says now: `iat` (seconds, on the server's clock as far
+    /// as known) and the newest nonce.
+    pub fn proof(&self, origin: &str, now: f64) -> (f64, Option<&str>) {
+        let s = self.servers.iter().find(|s| s.origin == origin);
+        let offset = s.map_or(0.0, |s| s.offset_ms);
+        (
+            ((now + offset) / 1000.0).floor(),
+            s.and_then(|s| s.nonce.as_deref()),
+        )
+    }
+
+    /// DPoP: whether a proof refused with `error` is worth exactly one more try: the server
+    /// wants a (newer) nonce, or the proof was refused after a clock correction it predates.
+    fn proof_retry(&self, error: Option<&str>, fixes: u32) -> bool {
+        self.config.dpop
+            && match error {
+                Some("use_dpop_nonce") => true,
+                Some("invalid_dpop_proof") => self.fixes > fixes,
+                _ => false,
+            }
     }
 
     // ---- inputs ---------------------------------------------------------------------------
@@ -400,7 +511,15 @@ impl Machine {
 
     /// The status of the response a fetch caller got for a [`Command::Send`].
     /// `replayable`: the request can be sent again (its body is not a spent stream).
-    pub fn fetch_status(&mut self, id: Id, status: u16, replayable: bool, now: f64) {
+    /// `challenge`: its `WWW-Authenticate` header, if any.
+    pub fn fetch_status(
+        &mut self,
+        id: Id,
+        status: u16,
+        replayable: bool,
+        challenge: Option<&str>,
+        now: f64,
+    ) {
         let Some(i) = self.find(id) else { return };
         let State::Sent {
             generation,
@@ -411,6 +530,20 @@ impl Machine {
         };
         if status != 401 {
             return self.finish(i, Command::Return { caller: id });
+        }
+        let c = self.callers[i];
+        if replayable
+            && !c.proof_retried
+            && self.proof_retry(challenge.and_then(dpop_challenge_error), c.fixes)
+        {
+            // Not the token's fault: the same request once more, with a new proof.
+            self.callers[i].proof_retried = true;
+            self.callers[i].state = State::Waiting {
+                need: Need::Fresh,
+                tries: 0,
+                replayed,
+            };
+            return self.serve(id, now);
         }
         match self
             .session
@@ -447,6 +580,29 @@ impl Machine {
         };
         let pending = self.requests.swap_remove(p);
         self.out.push(Command::CancelTimer { id: pending.timer });
+        if let Ok(r) = &reply
+            && !pending.retried
+            && matches!(r.status, 400 | 401)
+            && self.proof_retry(r.error.as_deref(), pending.fixes)
+        {
+            // Once more with a new proof (the nonce or clock of this answer); never a loop.
+            let again = self.request_with(
+                pending.endpoint,
+                pending.bearer,
+                pending.purpose,
+                pending.caller,
+                true,
+            );
+            if let (Purpose::Refresh, Some(f)) = (pending.purpose, self.flight)
+                && let Stage::Sending { failures, .. } = f.stage
+            {
+                self.set_stage(Stage::Sending {
+                    req: again,
+                    failures,
+                });
+            }
+            return;
+        }
         self.on_reply(pending.purpose, reply, retry_after, now);
     }
 
@@ -594,7 +750,13 @@ impl Machine {
 
     fn add(&mut self, id: Id, call: Call, state: State) {
         self.callers.retain(|c| c.id != id);
-        self.callers.push(Caller { id, call, state });
+        self.callers.push(Caller {
+            id,
+            call,
+            state,
+            proof_retried: false,
+            fixes: self.fixes,
+        });
     }
 
     fn find(&self, id: Id) -> Option<usize> {
@@ -673,6 +835,7 @@ impl Machine {
                     generation,
                     replayed,
                 };
+                self.callers[i].fixes = self.fixes;
                 self.out.push(Command::Send {
                     caller: id,
                     token: Some(token),
@@ -778,7 +941,7 @@ impl Machine {
         match purpose {
             Purpose::Refresh => {
                 let outcome = match reply {
-                    Ok(r) => r.classify(),
+                    Ok(r) => r.classify_for(self.config.dpop),
                     Err(t) => RefreshOutcome::Transient(t),
                 };
                 let Some(f) = self.flight else { return };
@@ -906,7 +1069,7 @@ impl Machine {
             Err(t) => return self.fail(i, Failure::Network(t)),
         };
         let (status, code) = (reply.status, reply.error.clone());
-        match reply.classify() {
+        match reply.classify_for(self.config.dpop) {
             RefreshOutcome::Token {
                 access_token,
                 lifetime_secs,
@@ -990,18 +1153,34 @@ impl Machine {
         purpose: Purpose,
         caller: Option<Id>,
     ) -> Id {
+        self.request_with(endpoint, bearer, purpose, caller, false)
+    }
+
+    fn request_with(
+        &mut self,
+        endpoint: Endpoint,
+        bearer: Option<String>,
+        purpose: Purpose,
+        caller: Option<Id>,
+        retried: bool,
+    ) -> Id {
         let req = self.id();
         let timer = self.start_timer(self.config.timeout_ms);
         self.out.push(Command::Request {
             req,
             endpoint,
-            bearer,
+            bearer: bearer.clone(),
             caller,
         });
         self.requests.push(Pending {
             req,
             timer,
             purpose,
+            endpoint,
+            bearer,
+            caller,
+            retried,
+            fixes: self.fixes,
         });
         req
     }

@@ -59,9 +59,6 @@ pub const HANDOFF_WAIT_MS: f64 = 300.0;
 pub const LOCK_HOLD_MS: f64 = 100.0;
 /// A peer's message may claim a time at most this far ahead of ours (clock granularity).
 pub const PEER_CLOCK_SLACK_MS: f64 = 1_000.0;
-/// A server's clock estimate that moves by more than this is a correction (the `Date` header
-/// has whole seconds; the server accepts `iat` from 60 s before to 10 s after its time).
-pub const CLOCK_FIX_MS: f64 = 5_000.0;
 /// Servers whose nonce and clock are remembered (the allowed origins and the auth endpoints').
 const MAX_SERVERS: usize = 16;
 
@@ -300,10 +297,8 @@ struct Caller {
     id: Id,
     call: Call,
     state: State,
-    /// Sent again once already after a DPoP nonce or clock correction.
+    /// Sent again once already after a refused DPoP proof.
     proof_retried: bool,
-    /// The clock corrections known when it was last sent.
-    fixes: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -344,10 +339,8 @@ struct Pending {
     endpoint: Endpoint,
     bearer: Option<String>,
     caller: Option<Id>,
-    /// Already sent again after a DPoP nonce or clock correction.
+    /// Already sent again after a refused DPoP proof.
     retried: bool,
-    /// The clock corrections known when it was sent.
-    fixes: u32,
 }
 
 /// Refreshes a caller may await before giving up (the server's lifetimes must be off).
@@ -370,9 +363,6 @@ pub struct Machine {
     head: usize,
     /// DPoP: per server, the newest nonce and the clock offset.
     servers: Vec<Server>,
-    /// Counts corrections of a server clock estimate; a proof refused as invalid that was
-    /// stamped before a correction is sent once more.
-    fixes: u32,
 }
 
 impl Machine {
@@ -389,7 +379,6 @@ impl Machine {
             out: Vec::new(),
             head: 0,
             servers: Vec::new(),
-            fixes: 0,
         }
     }
 
@@ -444,11 +433,7 @@ impl Machine {
         match date_ms.filter(|d| d.is_finite()) {
             Some(d) if d < s.date_ms => return, // an older response, overtaken
             Some(d) => {
-                let offset = d - now;
-                if (offset - s.offset_ms).abs() > CLOCK_FIX_MS {
-                    self.fixes += 1;
-                }
-                s.offset_ms = offset;
+                s.offset_ms = d - now;
                 s.date_ms = d;
             }
             None => {}
@@ -469,15 +454,13 @@ impl Machine {
         )
     }
 
-    /// DPoP: whether a proof refused with `error` is worth exactly one more try: the server
-    /// wants a (newer) nonce, or the proof was refused after a clock correction it predates.
-    fn proof_retry(&self, error: Option<&str>, fixes: u32) -> bool {
-        self.config.dpop
-            && match error {
-                Some("use_dpop_nonce") => true,
-                Some("invalid_dpop_proof") => self.fixes > fixes,
-                _ => false,
-            }
+    /// DPoP: whether a proof refused with `error` is worth exactly one more try, with a new
+    /// proof: the server wants a newer nonce (`use_dpop_nonce`), or refused the proof
+    /// (`invalid_dpop_proof`: stamped with the page's clock before the server's was known, or
+    /// sent twice because the browser resent a request whose connection closed). A second
+    /// refusal goes to the caller: never a loop.
+    fn proof_retry(&self, error: Option<&str>) -> bool {
+        self.config.dpop && matches!(error, Some("use_dpop_nonce" | "invalid_dpop_proof"))
     }
 
     // ---- inputs ---------------------------------------------------------------------------
@@ -534,7 +517,7 @@ impl Machine {
         let c = self.callers[i];
         if replayable
             && !c.proof_retried
-            && self.proof_retry(challenge.and_then(dpop_challenge_error), c.fixes)
+            && self.proof_retry(challenge.and_then(dpop_challenge_error))
         {
             // Not the token's fault: the same request once more, with a new proof.
             self.callers[i].proof_retried = true;
@@ -583,7 +566,7 @@ impl Machine {
         if let Ok(r) = &reply
             && !pending.retried
             && matches!(r.status, 400 | 401)
-            && self.proof_retry(r.error.as_deref(), pending.fixes)
+            && self.proof_retry(r.error.as_deref())
         {
             // Once more with a new proof (the nonce or clock of this answer); never a loop.
             let again = self.request_with(
@@ -755,7 +738,6 @@ impl Machine {
             call,
             state,
             proof_retried: false,
-            fixes: self.fixes,
         });
     }
 
@@ -835,7 +817,6 @@ impl Machine {
                     generation,
                     replayed,
                 };
-                self.callers[i].fixes = self.fixes;
                 self.out.push(Command::Send {
                     caller: id,
                     token: Some(token),
@@ -1180,7 +1161,6 @@ impl Machine {
             bearer,
             caller,
             retried,
-            fixes: self.fixes,
         });
         req
     }

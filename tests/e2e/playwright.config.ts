@@ -3,7 +3,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-/** The first of the four ports the servers use (TW_E2E_PORT, default 18280). */
+/** The first of the five ports the servers use (TW_E2E_PORT, default 18280). */
 const PORT = Number(process.env.TW_E2E_PORT ?? 18280);
 export const BASE = `http://127.0.0.1:${PORT}`;
 /** The demo as `make demo` serves it (www/ + pkg/), with 4-second tokens and test hooks. */
@@ -14,6 +14,9 @@ export const CONSUMER = `http://127.0.0.1:${PORT + 2}`;
 export const STORM = `http://127.0.0.1:${PORT + 3}`;
 /** Every /test/* request must carry it in X-Test-Hooks-Secret. */
 export const HOOKS_SECRET = process.env.TW_TEST_HOOKS_SECRET ?? "tokenwarden-test-hooks-secret";
+/** 10-minute tokens: what a thief carries away is still alive a minute later, so only DPoP
+ * can be what refuses it. */
+export const LONG = `http://127.0.0.1:${PORT + 4}`;
 
 // Chromium from Debian (toolchain.md): never `playwright install`.
 export const chromium = {
@@ -57,5 +60,6 @@ export default defineConfig({
     // The Vite consumer fixture, built from the packed tarball.
     server(PORT + 2, "--demo --www-dir tests/consumer/dist --pkg-dir /nonexistent"),
     server(PORT + 3, "--www-dir tests/e2e/site --pkg-dir pkg", 10),
+    server(PORT + 4, "--www-dir tests/e2e/site --pkg-dir pkg", 600),
   ],
 });

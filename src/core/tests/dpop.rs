@@ -95,13 +95,17 @@ fn use_dpop_nonce_from_the_refresh_endpoint_is_retried_exactly_once() {
 }
 
 #[test]
-fn a_refused_proof_at_refresh_keeps_the_session() {
+fn a_refused_proof_at_refresh_is_sent_once_more_then_keeps_the_session() {
     let mut s = dpop_logged_in();
     s.at(DUE_MS);
     let a = s.call(Call::Token);
-    let r = s.request(Endpoint::Refresh);
-    s.reply(r, status(401, Some("invalid_dpop_proof")));
-    // No retry (nothing learnt), no logout, no event: RefreshError.
+    let r1 = s.request(Endpoint::Refresh);
+    // E.g. the browser resent the request (same proof) after its connection closed.
+    s.reply(r1, status(401, Some("invalid_dpop_proof")));
+    let r2 = s.request(Endpoint::Refresh);
+    assert!(s.answer(a).is_none());
+    s.reply(r2, status(401, Some("invalid_dpop_proof")));
+    // Refused again: no third request, no logout, no event: RefreshError.
     assert!(s.requests(Endpoint::Refresh).is_empty());
     assert_eq!(
         s.answer(a),
@@ -113,6 +117,7 @@ fn a_refused_proof_at_refresh_keeps_the_session() {
     assert!(s.emitted().is_empty());
     assert!(s.posted().is_empty());
     assert_eq!(s.m.session().phase(), Phase::Active);
+    assert_eq!(s.m.session().token(), Some("t1"));
 }
 
 #[test]
@@ -139,14 +144,17 @@ fn a_page_clock_hours_off_costs_one_retry_at_most() {
             value: Value::Bool(true)
         })
     );
-    // A small wobble of the Date (whole seconds, latency) is no correction: a refused proof
-    // then is not retried.
+}
+
+#[test]
+fn a_refused_proof_on_an_api_request_is_sent_once_more() {
+    let mut s = dpop_logged_in();
+    let a = s.call(Call::Fetch);
     s.take();
-    s.at(5_000.0 + DUE_MS);
-    s.call(Call::Token);
-    let r3 = s.request(Endpoint::Refresh);
-    s.m.seen(APP, None, Some(s.now - SKEW_MS + 1_500.0), s.now);
-    s.reply(r3, status(401, Some("invalid_dpop_proof")));
+    let refused = r#"DPoP realm="tokenwarden", algs="ES256", error="invalid_dpop_proof""#;
+    s.m.fetch_status(a, 401, true, Some(refused), s.now);
+    s.pump_out();
+    assert_eq!(s.sent_with(a), Some(Some("t1".into())));
     assert!(s.requests(Endpoint::Refresh).is_empty());
 }
 

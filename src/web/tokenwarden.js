@@ -358,6 +358,9 @@ export class TokenManager {
   #installed = false;
   #off = [];
   #key = null;
+  #endedKey = null;
+  #loggedIn = null;
+  #authOrigin;
   #loginKeys = new Map();
 
   constructor(opts) {
@@ -366,6 +369,7 @@ export class TokenManager {
     if (typeof f !== "function") throw configError("this environment has no fetch");
     this.#fetch = f;
     this.#lockName = "tokenwarden " + cfg.refreshUrl;
+    this.#authOrigin = new URLC(cfg.refreshUrl).origin;
     if (!w) throw configError("call init() before new TokenManager()");
     if (cfg.dpop && !(subtle && sign && randomValues && idb && idbOpen)) {
       throw configError("dpop needs WebCrypto and IndexedDB (a secure context); " +
@@ -570,6 +574,7 @@ export class TokenManager {
     this.#waiters.delete(id);
     this.#bodies.delete(id);
     this.#loginKeys.delete(id);
+    if (this.#loggedIn?.[0] === id) this.#loggedIn = null;
     w[rejected ? 1 : 0](value);
   }
 
@@ -580,7 +585,9 @@ export class TokenManager {
     // of session drops it.
     let key = null;
     if (cfg.dpop) {
-      if (endpoint !== 0) key = this.#keyFor();
+      // A logout (or its one retry) after the session ended here signs with the ended key.
+      if (endpoint === 2) key = this.#endedKey ?? this.#keyFor();
+      else if (endpoint !== 0) key = this.#keyFor();
       else if (!(key = this.#loginKeys.get(caller))) this.#loginKeys.set(caller, (key = newKey(this.#lockName)));
     }
     const headers = new HeadersC();
@@ -599,6 +606,7 @@ export class TokenManager {
       if (key) apply(hset, headers, ["DPoP", await this.#proof(key, "POST", url, bearer)]);
       const res = await apply(this.#fetch, G, [url, init]);
       this.#seen(url, res);
+      if (endpoint === 0) this.#loggedIn = [caller, key]; // its Emit comes before its Resolve
       retry = apply(hget, res.headers, ["retry-after"]);
       const text = await readCapped(res);
       status = res.status;
@@ -635,6 +643,7 @@ export class TokenManager {
   /** The session ended here at `at`: forget the key, and delete the stored one unless a newer
    * login (another tab's) stored it after that. */
   #dropKey(at) {
+    this.#endedKey = this.#key;
     this.#key = null;
     const name = this.#lockName;
     keyStore("readwrite", (s) => {
@@ -667,7 +676,16 @@ export class TokenManager {
 
   #post(kind, text, lifetime, at, login) {
     const m = { t: kind, at };
-    if (kind === "token") Object.assign(m, { kind: login ? "login" : "refresh", token: text, lifetime });
+    if (kind === "token") {
+      Object.assign(m, { kind: login ? "login" : "refresh", token: text, lifetime });
+      // The auth server's newest DPoP nonce too: a tab that adopts the token has not talked to
+      // the server yet, and would otherwise hear use_dpop_nonce on every first request.
+      if (this.#cfg.dpop) {
+        w.tw_proof(this.#h, put(this.#authOrigin)[0], now());
+        const nonce = out().s;
+        if (nonce) m.nonce = nonce;
+      }
+    }
     if (kind === "ended") m.reason = text;
     this.#channel?.postMessage(m);
   }
@@ -676,6 +694,11 @@ export class TokenManager {
     if (this.#h < 0 || typeof d?.t !== "string") return;
     const s = (v) => (typeof v === "string" ? v : undefined);
     const n = (v) => (typeof v === "number" ? v : NaN);
+    // A nonce is no secret and not trusted: a wrong one costs one retried request at most.
+    if (this.#cfg.dpop && typeof d.nonce === "string") {
+      const [o, n] = put(this.#authOrigin, d.nonce);
+      w.tw_seen(this.#h, o, n, NaN, now());
+    }
     const [kind, token, reason] = put(d.t, s(d.token), s(d.reason));
     w.tw_peer(this.#h, kind, token, reason, d.kind === "login", n(d.lifetime), n(d.at), now());
     this.#drain();
@@ -717,8 +740,13 @@ export class TokenManager {
 
   #emit(event, expiresIn, reason) {
     if (this.#cfg.dpop) {
-      // Another tab's login brings another key: read it from the store when it is needed.
-      if (event === "login") this.#key = null;
+      // This tab's login: its new key. Another tab's: read the stored one now, so that a later
+      // logout never has to read a store the other tabs are clearing.
+      if (event === "login") {
+        this.#key = this.#loggedIn?.[1] ?? null;
+        this.#endedKey = this.#loggedIn = null;
+        this.#keyFor();
+      }
       // After this drain: a logout request in it has taken the key already.
       if (event === "logout" || event === "sessionExpired") {
         const at = now();

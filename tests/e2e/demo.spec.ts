@@ -71,7 +71,8 @@ test("the demo: login, countdown and refresh, profile update, sessions, second t
     cookie: document.cookie,
     idb: (await indexedDB.databases()).length,
   }));
-  expect(storage).toEqual({ local: 0, session: 0, cookie: "tw_session=1", idb: 0 });
+  // IndexedDB: one database, the DPoP key's (a non-extractable CryptoKey, no token).
+  expect(storage).toEqual({ local: 0, session: 0, cookie: "tw_session=1", idb: 1 });
 
   // Logout in one tab logs out both.
   await page.click("#logout");

@@ -256,13 +256,20 @@ struct Server {
     offset_ms: f64,
 }
 
-/// The `error` of a `WWW-Authenticate: DPoP ...` challenge, if it has one.
+/// The `error` of a `WWW-Authenticate: DPoP ...` challenge, if it has one. (A byte search:
+/// `str::find` with a string pattern costs the wasm a kilobyte.)
 pub fn dpop_challenge_error(header: &str) -> Option<&str> {
-    let lower = header.to_ascii_lowercase();
-    let scheme = lower.find("dpop")?;
-    let at = lower[scheme..].find("error=\"")? + scheme + 7;
-    let len = header[at..].find('"')?;
-    Some(&header[at..at + len])
+    let b = header.as_bytes();
+    // The end of the first `pat` (any case) at or after `from`.
+    let after = |from: usize, pat: &[u8]| {
+        b.get(from..)?
+            .windows(pat.len())
+            .position(|w| w.eq_ignore_ascii_case(pat))
+            .map(|i| from + i + pat.len())
+    };
+    let at = after(after(0, b"dpop")?, b"error=\"")?;
+    let len = b.get(at..)?.iter().position(|&c| c == b'"')?;
+    header.get(at..at + len)
 }
 
 /// A DPoP nonce worth keeping: visible ASCII, not absurdly long (it goes into every proof).

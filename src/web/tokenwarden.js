@@ -311,8 +311,7 @@ class Outgoing {
     } else {
       // As fetch normalizes it: these six are upper-cased, any other is sent as given.
       const m = String(init?.method ?? "GET");
-      const u = m.toUpperCase();
-      this.method = ["DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT"].includes(u) ? u : m;
+      this.method = /^(delete|get|head|options|post|put)$/i.test(m) ? m.toUpperCase() : m;
       const h = init?.headers;
       this.headers = h === undefined ? new HeadersC() : new HeadersC(h);
       this.init = { ...init, headers: this.headers };
@@ -372,8 +371,7 @@ export class TokenManager {
     this.#authOrigin = new URLC(cfg.refreshUrl).origin;
     if (!w) throw configError("call init() before new TokenManager()");
     if (cfg.dpop && !(subtle && sign && randomValues && idb && idbOpen)) {
-      throw configError("dpop needs WebCrypto and IndexedDB (a secure context); " +
-        "pass dpop: false only for a backend without DPoP");
+      throw configError("dpop needs WebCrypto and IndexedDB (a secure context)");
     }
     const crossTab = cfg.crossTab && typeof BroadcastChannel === "function";
     const [origins] = put(cfg.origins.join("\n"));

@@ -7,7 +7,7 @@
 // refuses them, never their expiry; a control session signed in Node shows the Node signer
 // makes proofs the server accepts.
 import { test, expect } from "@playwright/test";
-import { LONG, newUser } from "./helpers";
+import { BASE, LONG, UNTIL_DUE_MS, newUser, reset, sleep, stats } from "./helpers";
 
 const subtle = globalThis.crypto.subtle;
 const ES256 = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
@@ -246,3 +246,34 @@ test("a script injected into the page carries nothing away that works outside it
   expect(await controlMe()).toEqual({ status: 200, error: "" });
   expect(errors).toEqual([]);
 });
+
+// The page's clock hours off: `iat` comes from the server's `Date`, so at most the page's
+// first proof is refused (stamped before the server's time was known) and sent once more.
+for (const hours of [-3, 5]) {
+  test(`a page clock ${hours} hours off: login, requests, refresh and logout work`, async ({ page }) => {
+    const errors: string[] = [];
+    page.on("pageerror", (e) => errors.push(String(e)));
+    // Before the package loads (it captures Date.now then), as a wrong system clock would be.
+    await page.addInitScript((off) => {
+      const real = Date.now;
+      Date.now = () => real() + off;
+    }, hours * 3_600_000);
+    const user = await newUser();
+    await page.goto(`${BASE}/app.html`);
+    await expect(page).toHaveTitle("ready");
+    const skew = await page.evaluate(() => Date.now() - new Date().getTime());
+    expect(Math.abs(skew - hours * 3_600_000)).toBeLessThan(1000);
+    expect(await page.evaluate(([e, p]) => (window as any).app.login(e, p), [user.email, user.password])).toBe(true);
+    expect(await page.evaluate(() => (window as any).app.burst(5))).toEqual(Array(5).fill(200));
+    await reset();
+    // The 4-second token falls due: one refresh, first time right (the server's time is known).
+    await sleep(UNTIL_DUE_MS);
+    expect(await page.evaluate(() => (window as any).app.burst(5))).toEqual(Array(5).fill(200));
+    const s = await stats();
+    expect(s.refresh_calls).toBe(1);
+    expect(s.refresh_rotated).toBe(1);
+    expect(await page.evaluate(() => (window as any).app.logout())).toBe(true);
+    expect((await stats()).logouts).toBe(1);
+    expect(errors).toEqual([]);
+  });
+}

@@ -9,6 +9,7 @@ window.app = Object.freeze({
   login: (email, password) => auth.login({ email, password }).then(() => true, (e) => e.name),
   me: () => status(auth.fetch("/api/me")),
   burst: (n) => Promise.all(Array.from({ length: n }, () => status(auth.fetch("/api/me")))),
+  logout: () => auth.logout().then(() => true, (e) => e.name),
   authenticated: () => auth.isAuthenticated,
 });
 document.title = "ready";

@@ -329,7 +329,7 @@ async fn login_then_fetch_carries_the_token() {
 #[wasm_bindgen_test]
 async fn with_dpop_off_the_token_is_a_plain_bearer_token() {
     let auth = logged_in(&[("dpop", false.into())]).await;
-    let echo = body(auth_fetch(&auth, "/test/echo", JsValue::UNDEFINED).await).await;
+    let echo = body(auth_fetch(&auth, "/test/echo", hooks_init()).await).await;
     assert!(
         get(&echo, "authorization")
             .as_string()

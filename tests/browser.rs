@@ -673,6 +673,39 @@ async fn logout_forgets_the_token_here_and_on_the_server() {
 }
 
 #[wasm_bindgen_test]
+async fn the_dpop_key_is_new_for_each_login_and_deleted_when_the_session_ends() {
+    let stored = || async { Array::from(&await_ok(idb_dump()).await) };
+    let auth = logged_in(&[]).await;
+    let first = stored().await;
+    assert_eq!(first.length(), 1, "{}", json(&first));
+    await_ok(auth.logout()).await;
+    sleep(100).await;
+    assert_eq!(stored().await.length(), 0, "deleted at logout");
+
+    let auth = logged_in(&[]).await;
+    let second = stored().await;
+    assert_eq!(second.length(), 1);
+    assert_ne!(
+        json(&get(&first.get(0), "h")),
+        json(&get(&second.get(0), "h")),
+        "a new key for a new login"
+    );
+    // The server ends the session (revoked elsewhere): the key goes too.
+    let sid = get(&auth.claims(), "sid").as_string().unwrap();
+    let res = auth_fetch(
+        &auth,
+        &format!("/auth/sessions/{sid}"),
+        obj(&[("method", "DELETE".into())]),
+    )
+    .await;
+    assert_eq!(res.status(), 204);
+    let (name, _) = rejection(auth.refresh(Some(obj(&[("force", true.into())])))).await;
+    assert_eq!(name, "SessionExpiredError");
+    sleep(100).await;
+    assert_eq!(stored().await.length(), 0, "deleted when the session ended");
+}
+
+#[wasm_bindgen_test]
 async fn a_reload_restores_the_session_with_one_silent_refresh() {
     let auth = logged_in(&[]).await;
     drop(auth); // the page goes away; only the cookies remain

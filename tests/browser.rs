@@ -706,6 +706,26 @@ async fn the_dpop_key_is_new_for_each_login_and_deleted_when_the_session_ends() 
 }
 
 #[wasm_bindgen_test]
+async fn a_failed_login_leaves_the_stored_key_of_the_live_session() {
+    let stored = || async { json(&await_ok(idb_dump()).await) };
+    let auth = logged_in(&[]).await;
+    let before = stored().await;
+    let (name, _) = rejection(auth.login(obj(&[
+        ("email", "nobody@example.com".into()),
+        ("password", "wrong-wrong".into()),
+    ])))
+    .await;
+    assert_eq!(name, "LoginError");
+    sleep(100).await;
+    assert_eq!(stored().await, before);
+    // A reload still signs with the session's key.
+    drop(auth);
+    let reloaded = manager(&[]).await;
+    assert_eq!(await_ok(reloaded.restore()).await, JsValue::TRUE);
+    assert_eq!(me_status(&reloaded).await, 200);
+}
+
+#[wasm_bindgen_test]
 async fn a_reload_restores_the_session_with_one_silent_refresh() {
     let auth = logged_in(&[]).await;
     drop(auth); // the page goes away; only the cookies remain

@@ -571,7 +571,16 @@ export class TokenManager {
     if (!w) return;
     this.#waiters.delete(id);
     this.#bodies.delete(id);
+    const login = this.#loginKeys.get(id);
     this.#loginKeys.delete(id);
+    // A failed login leaves the stored key as it was (the session of the other tabs goes on).
+    if (rejected && login?.[1]) {
+      const name = this.#lockName;
+      Promise.all(login).then(([ours, old]) => keyStore("readwrite", (s) => {
+        const r = s.get(name);
+        r.onsuccess = () => { if (r.result?.at === ours.at) s.put(old, name); };
+      })).catch(() => {});
+    }
     if (this.#loggedIn?.[0] === id) this.#loggedIn = null;
     w[rejected ? 1 : 0](value);
   }
@@ -586,7 +595,10 @@ export class TokenManager {
       // A logout (or its one retry) after the session ended here signs with the ended key.
       if (endpoint === 2) key = this.#endedKey ?? this.#keyFor();
       else if (endpoint !== 0) key = this.#keyFor();
-      else if (!(key = this.#loginKeys.get(caller))) this.#loginKeys.set(caller, (key = newKey(this.#lockName)));
+      else if (!(key = this.#loginKeys.get(caller)?.[0])) {
+        // The key this tab signs with now, put back if the login fails.
+        this.#loginKeys.set(caller, [(key = newKey(this.#lockName)), this.#key]);
+      }
     }
     const headers = new HeadersC();
     apply(hset, headers, [cfg.csrf.name, cfg.csrf.value]);

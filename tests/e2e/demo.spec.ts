@@ -14,6 +14,16 @@ test("the demo: login, countdown and refresh, profile update, sessions, second t
   const errors: string[] = [];
   page.on("pageerror", (e) => errors.push(String(e)));
   page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
+  // DPoP: a page's first request to an auth endpoint has no nonce yet, so the server answers
+  // 400 use_dpop_nonce (RFC 9449) and the client sends it once more; Chromium logs that 400.
+  // Every 400 must be exactly that, and only those console lines are forgiven.
+  const nonce400s: string[] = [];
+  page.on("response", async (r) => {
+    if (r.status() !== 400) return;
+    const body = await r.json().catch(() => ({}));
+    if (body.error === "use_dpop_nonce" && new URL(r.url()).pathname.startsWith("/auth/")) nonce400s.push(r.url());
+    else errors.push(`400 ${r.url()} ${JSON.stringify(body)}`);
+  });
 
   await page.goto(DEMO);
   await expect(page.locator("#login-card")).toBeVisible();
@@ -56,12 +66,12 @@ test("the demo: login, countdown and refresh, profile update, sessions, second t
   await other.close();
 
   // A second tab: gets the token from the first, without a refresh request.
-  const before = (await stats()).refresh_calls;
+  const before = (await stats()).refresh_rotated;
   const tab2 = await context.newPage();
   await tab2.goto(DEMO);
   await expect(tab2.locator("#session")).toBeVisible();
   expect(await tab2.locator("#log").innerText()).toContain("session restored");
-  expect((await stats()).refresh_calls - before).toBeLessThanOrEqual(1); // 0 unless the token was due
+  expect((await stats()).refresh_rotated - before).toBeLessThanOrEqual(1); // 0 unless the token was due
   await shot(tab2, "06-second-tab");
 
   // Nothing in storage but the non-secret hint cookie.
@@ -71,7 +81,8 @@ test("the demo: login, countdown and refresh, profile update, sessions, second t
     cookie: document.cookie,
     idb: (await indexedDB.databases()).length,
   }));
-  expect(storage).toEqual({ local: 0, session: 0, cookie: "tw_session=1", idb: 0 });
+  // IndexedDB: one database, the DPoP key's (a non-extractable CryptoKey, no token).
+  expect(storage).toEqual({ local: 0, session: 0, cookie: "tw_session=1", idb: 1 });
 
   // Logout in one tab logs out both.
   await page.click("#logout");
@@ -80,5 +91,7 @@ test("the demo: login, countdown and refresh, profile update, sessions, second t
   expect(await logText(tab2)).toContain("logout");
   await shot(page, "07-logged-out");
 
-  expect(errors).toEqual([]);
+  const logged400 = "Failed to load resource: the server responded with a status of 400 (Bad Request)";
+  expect(errors.filter((e) => e === logged400).length).toBeLessThanOrEqual(nonce400s.length);
+  expect(errors.filter((e) => e !== logged400)).toEqual([]);
 });

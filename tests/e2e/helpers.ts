@@ -1,7 +1,7 @@
 import { expect, type BrowserContext, type Page } from "@playwright/test";
-import { BASE, HOOKS_SECRET, STORM } from "./playwright.config";
+import { BASE, HOOKS_SECRET, LONG, STORM } from "./playwright.config";
 
-export { BASE, HOOKS_SECRET, STORM };
+export { BASE, HOOKS_SECRET, LONG, STORM };
 
 /** The server's test hooks, called from Node (not through any page). */
 export async function hook(method: string, path: string, body?: unknown, base = BASE): Promise<any> {

@@ -7,6 +7,7 @@ import { spawn, execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
+import { randomBytes } from "node:crypto";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -57,6 +58,8 @@ const HOOKS_SECRET = process.env.TW_TEST_HOOKS_SECRET ?? "tokenwarden-test-hooks
 export class Server {
   constructor({ tls, ttl = 4, db, binary = path.join(root, "target/debug/tokenwarden-server"), extra = [] }) {
     Object.assign(this, { tls, ttl, db, binary, extra });
+    // Signing keys are encrypted at rest (issue 10): one key per server, kept across restarts.
+    this.kek = randomBytes(32).toString("base64");
   }
 
   async start() {
@@ -73,7 +76,7 @@ export class Server {
       ...this.extra,
     ];
     this.log = "";
-    this.proc = spawn(this.binary, args, { env: { ...process.env, RUST_LOG: "warn" }, stdio: ["ignore", "ignore", "pipe"] });
+    this.proc = spawn(this.binary, args, { env: { ...process.env, RUST_LOG: "warn", TW_KEY_ENCRYPTION_KEY: this.kek }, stdio: ["ignore", "ignore", "pipe"] });
     this.proc.stderr.on("data", (d) => (this.log += d));
     const exited = new Promise((r) => this.proc.once("exit", r));
     for (let i = 0; i < 200; i++) {

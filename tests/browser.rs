@@ -787,6 +787,8 @@ async fn bad_options_are_config_errors() {
             "csrfHeader",
             obj(&[("name", "bad header".into()), ("value", "1".into())]),
         )]),
+        obj(&[("csrfHeader", JsValue::NULL)]),
+        obj(&[("refreshTimeoutMs", JsValue::from(4_294_967_296.0))]),
         JsValue::from_str("not an object"),
     ] {
         let err = TokenManager::new(Some(bad.clone()))

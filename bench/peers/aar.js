@@ -1,38 +1,4 @@
-// axios + axios-auth-refresh, configured as its README shows (the token kept in a variable
-// rather than localStorage, to compare like with like). A refused refresh counts as a logout.
-import axios from "axios";
-import createAuthRefreshInterceptor from "axios-auth-refresh";
+// axios + axios-auth-refresh, configured as its README shows.
+import { installPeer } from "./aar-setup.js";
 
-let token = null;
-let logouts = 0;
-
-const refreshAuthLogic = (failedRequest) =>
-  axios
-    .post("/auth/refresh", null, { headers: { "X-Tokenwarden": "1" }, skipAuthRefresh: true })
-    .then((res) => {
-      token = res.data.access_token;
-      failedRequest.response.config.headers["Authorization"] = "Bearer " + token;
-      return Promise.resolve();
-    })
-    .catch((e) => {
-      if (e.response?.status === 401) {
-        logouts++;
-        token = null;
-      }
-      return Promise.reject(e);
-    });
-
-createAuthRefreshInterceptor(axios, refreshAuthLogic);
-axios.interceptors.request.use((request) => {
-  request.headers["Authorization"] = `Bearer ${token}`;
-  return request;
-});
-
-async function login(email, password) {
-  const res = await axios.post("/auth/login", { email, password }, { skipAuthRefresh: true });
-  token = res.data.access_token;
-}
-
-const get = (url) => axios.get(url).then((r) => r.status, (e) => e.response?.status ?? e.name);
-
-window.peer = { name: "axios + axios-auth-refresh", login, get, logouts: () => logouts };
+installPeer("axios + axios-auth-refresh");

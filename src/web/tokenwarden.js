@@ -190,7 +190,7 @@ function options(o) {
       return origin;
     });
   }
-  const csrf = o.csrfHeader ?? { name: "X-Tokenwarden", value: "1" };
+  const csrf = o.csrfHeader === undefined ? { name: "X-Tokenwarden", value: "1" } : o.csrfHeader;
   if (typeof csrf?.name !== "string" || typeof csrf.value !== "string" ||
       !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(csrf.name)) {
     throw configError("csrfHeader must be {name, value} with a valid header name");
@@ -701,8 +701,10 @@ export class TokenManager {
   }
 
   #peer(d) {
-    if (this.#h < 0 || typeof d?.t !== "string") return;
-    const s = (v) => (typeof v === "string" ? v : undefined);
+    if (this.#h < 0 || typeof d?.t !== "string" || d.t.length > 16) return;
+    // A hostile script may post strings of any size: never copy more than a token can be
+    // (16 KiB) into the core's memory, which does not shrink again.
+    const s = (v) => (typeof v === "string" && v.length <= 16384 ? v : undefined);
     const n = (v) => (typeof v === "number" ? v : NaN);
     // A nonce is no secret and not trusted: a wrong one costs one retried request at most.
     if (this.#cfg.dpop && typeof d.nonce === "string") {

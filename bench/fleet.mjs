@@ -1,8 +1,8 @@
 // The reference server on PostgreSQL, one and three instances, beside SQLite, on the same cores:
 // `POST /auth/refresh` (a rotation per request) and `GET /api/me` (Bearer; DPoP for one instance).
 //
-//   node bench/fleet.mjs [--smoke]   prints the table; a full run also replaces section 9 of
-//                                    bench/RESULTS.md (bench/run.mjs includes it as section 9)
+//   node bench/fleet.mjs [--smoke]   prints the table; a full run also replaces section 10 of
+//                                    bench/RESULTS.md (bench/run.mjs includes it as section 10)
 //
 // Needs: target/release/tokenwarden-server built with `--features test-hooks` (TW_BENCH_SERVER),
 // target/release/tokenwarden-load (TW_BENCH_LOAD), wrk, and PostgreSQL installed
@@ -163,7 +163,7 @@ async function wrkFleet(instances, secs, argsFor) {
   };
 }
 
-/** Section 9's title and body. */
+/** Section 10's title and body. */
 export async function fleetBench({ server, load, smoke = false }) {
   const secs = smoke ? 1 : 5;
   const runs = smoke ? 1 : 3;
@@ -225,10 +225,10 @@ export async function fleetBench({ server, load, smoke = false }) {
     ["backend", "`POST /auth/refresh` rotations/s", "p99", "non-2xx", "`GET /api/me` Bearer 2xx/s", "p99", "non-2xx", "`GET /api/me` DPoP 2xx/s", "p99", "non-2xx"],
     rows,
   ) + `\n\nRelease build, ${secs} s per run, median of ${runs} runs, wrk (64 keep-alive connections, split evenly over the instances, one wrk per instance running at once) and tokenwarden-load for DPoP, all on the same ${cpus().length} cores as the servers and PostgreSQL 15 (a throwaway cluster started by scripts/pg.sh: fsync and synchronous_commit off, as a test cluster; a production cluster syncs its WAL on commit, which costs every rotation a disk flush). 1-minute load average ${load1} when this section ended. Refresh as in section 7: every token presented once, its child presented next (${sessions} sessions); the figures count 2xx answers only (a refused refresh is not a rotation), non-2xx should be 0. On PostgreSQL a rotation is the read the refresh starts with plus one conditional write (a compare-and-swap on the session's version; the session row's lock, \`SELECT … FOR UPDATE\`, after three lost races), and each refresh also counts the per-client and per-session throttles in the database (two more statements); a DPoP request also inserts its proof's \`jti\` (the fleet-wide replay check). **Three instances on ${cpus().length} cores measure correctness under contention, not scaling**: the instances, PostgreSQL and the load generator share the same cores, so the fleet's figure is what the same machine does with three processes instead of one, and is expected to be lower; scaling needs more machines.`;
-  return { title: "9. Server on PostgreSQL: one and three instances beside SQLite", body };
+  return { title: "10. Server on PostgreSQL: one and three instances beside SQLite", body };
 }
 
-// Standalone: print, and replace section 9 of RESULTS.md (unless --smoke).
+// Standalone: print, and replace section 10 of RESULTS.md (unless --smoke).
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const smoke = process.argv.includes("--smoke");
   const server = process.env.TW_BENCH_SERVER ?? path.join(root, "target/release/tokenwarden-server");
@@ -239,10 +239,10 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
   const file = path.join(here, "RESULTS.md");
   if (!smoke && existsSync(file)) {
     const old = readFileSync(file, "utf8");
-    const start = old.indexOf("## 9. ");
+    const start = old.indexOf("## 10. ");
     const next = start < 0 ? -1 : old.indexOf("\n## ", start + 1);
     const updated = start < 0 ? `${old.trimEnd()}\n\n${text}` : old.slice(0, start) + text + (next < 0 ? "" : old.slice(next + 1));
     writeFileSync(file, updated);
-    console.log("updated section 9 of bench/RESULTS.md");
+    console.log("updated section 10 of bench/RESULTS.md");
   }
 }

@@ -25,8 +25,8 @@ const SMOKE = process.argv.includes("--smoke");
 const ONLY = process.argv.find((a) => a.startsWith("--only="))?.slice(7).split(",").map(Number);
 const want = (n) => !ONLY || ONLY.includes(n);
 const N = SMOKE
-  ? { overhead: 50, repeats: 1, storm: 40, stormTabs: 4, startup: 2, wrkSecs: 1, wrkRuns: 1 }
-  : { overhead: 2000, repeats: 5, storm: 1000, stormTabs: 4, startup: 20, wrkSecs: 5, wrkRuns: 3 };
+  ? { overhead: 50, repeats: 1, storm: 40, stormTabs: 4, startup: 2, wrkSecs: 1, wrkRuns: 1, proofs: 20, proofWarmup: 5, proofRuns: 1, proofChunk: 10 }
+  : { overhead: 2000, repeats: 5, storm: 1000, stormTabs: 4, startup: 20, wrkSecs: 5, wrkRuns: 3, proofs: 2000, proofWarmup: 200, proofRuns: 11, proofChunk: 20 };
 // The smoke run only proves the harness works, so it may use the debug build the tests made.
 const SERVER = process.env.TW_BENCH_SERVER ?? path.join(root, "target/release/tokenwarden-server");
 // The servers' test hooks answer only requests that carry this (X-Test-Hooks-Secret).
@@ -132,45 +132,66 @@ const B = await startServer(PORT + 1, ["--access-ttl-secs", "4"]);
 try {
   // 1. Per-request overhead --------------------------------------------------------------------
   if (want(1)) {
+    // Two contexts: tabs of one browser share their session (the cross-tab channel), and a
+    // Bearer client and a DPoP client are two different apps.
     const context = await browser.newContext();
-    const page = await openPage(context, `${A.base}/?peer=tokenwarden`);
-    const [email, password] = await A.newUser();
-    await page.evaluate(([e, p]) => peer.login(e, p), [email, password]);
+    const context2 = await browser.newContext();
+    // The same loop for a Bearer session (`dpop: false`, like with like: plain fetch attaches
+    // the same Bearer token by hand) and for a DPoP session (a proof signed per request;
+    // plain fetch still sends the Bearer token of the first session, as an app without DPoP).
+    const bearerPage = await openPage(context, `${A.base}/?peer=tokenwarden&dpop=0`);
+    const dpopPage = await openPage(context2, `${A.base}/?peer=tokenwarden`);
+    for (const page of [bearerPage, dpopPage]) {
+      const [email, password] = await A.newUser();
+      await page.evaluate(([e, p]) => peer.login(e, p), [email, password]);
+    }
+    const bearerToken = await bearerPage.evaluate(() => auth.getAccessToken());
     // Interleaved request by request (plain, auth.fetch, plain, ...) so that the machine's
     // drift, large in a headless browser on 2 cores, hits both alike.
-    const runs = { plain: [], tw: [] };
-    for (let r = 0; r < N.repeats; r++) {
-      const t = await page.evaluate(async (n) => {
-        const token = await auth.getAccessToken();
-        const out = { plain: 0, tw: 0 };
-        const plain = () => fetch("/api/me", { headers: { Authorization: `Bearer ${token}` } });
-        const tw = () => auth.fetch("/api/me");
-        for (let i = 0; i < n; i++) {
-          // Which goes first alternates, so neither always follows the other.
-          for (const [key, send] of i % 2 ? [["plain", plain], ["tw", tw]] : [["tw", tw], ["plain", plain]]) {
-            const t0 = performance.now();
-            await (await send()).arrayBuffer();
-            out[key] += performance.now() - t0;
+    const measure = async (page) => {
+      const runs = { plain: [], tw: [] };
+      for (let r = 0; r < N.repeats; r++) {
+        const t = await page.evaluate(async ([n, token]) => {
+          const out = { plain: 0, tw: 0 };
+          const plain = () => fetch("/api/me", { headers: { Authorization: `Bearer ${token}` } });
+          const tw = () => auth.fetch("/api/me");
+          for (let i = 0; i < n; i++) {
+            // Which goes first alternates, so neither always follows the other.
+            for (const [key, send] of i % 2 ? [["plain", plain], ["tw", tw]] : [["tw", tw], ["plain", plain]]) {
+              const t0 = performance.now();
+              const res = await send();
+              await res.arrayBuffer();
+              if (res.status !== 200) throw new Error(`${key}: HTTP ${res.status}`);
+              out[key] += performance.now() - t0;
+            }
           }
-        }
-        return out;
-      }, N.overhead);
-      runs.plain.push(t.plain);
-      runs.tw.push(t.tw);
-    }
-    const plain = median(runs.plain), tw = median(runs.tw);
+          return out;
+        }, [N.overhead, bearerToken]);
+        runs.plain.push(t.plain);
+        runs.tw.push(t.tw);
+      }
+      return { plain: median(runs.plain), tw: median(runs.tw) };
+    };
+    const bearer = await measure(bearerPage);
+    const dpop = await measure(dpopPage);
+    const us = (x) => `${((x / N.overhead) * 1000).toFixed(0)} µs`;
+    const ratio = (m) => [`**${(m.tw / m.plain).toFixed(3)}×**`, `**${(((m.tw - m.plain) / N.overhead) * 1000).toFixed(1)} µs**`];
     section("1. Per-request overhead", [
-      `${N.overhead} GET /api/me each (token fresh), sequential, interleaved request by request with the order alternating; median of ${N.repeats} runs.`,
+      `${N.overhead} GET /api/me each (token fresh), sequential, interleaved request by request with the order alternating; median of ${N.repeats} runs. Plain \`fetch\` attaches a Bearer token by hand (the token of a \`dpop: false\` session).`,
       "",
       table(["", "total", "per request"], [
-        ["plain `fetch` (token attached by hand)", ms(plain), `${((plain / N.overhead) * 1000).toFixed(0)} µs`],
-        ["`auth.fetch`", ms(tw), `${((tw / N.overhead) * 1000).toFixed(0)} µs`],
-        ["**ratio / added**", `**${(tw / plain).toFixed(3)}×**`, `**${(((tw - plain) / N.overhead) * 1000).toFixed(1)} µs**`],
+        ["plain `fetch` (Bearer attached by hand)", ms(bearer.plain), us(bearer.plain)],
+        ["`auth.fetch`, `dpop: false` (Bearer)", ms(bearer.tw), us(bearer.tw)],
+        ["**ratio / added**, Bearer vs Bearer", ...ratio(bearer)],
+        ["plain `fetch` (Bearer attached by hand)", ms(dpop.plain), us(dpop.plain)],
+        ["`auth.fetch` with DPoP (a proof signed per request, server verifies it)", ms(dpop.tw), us(dpop.tw)],
+        ["**ratio / added**, DPoP vs plain fetch (goal ≤ 1.10×)", ...ratio(dpop)],
       ]),
       "",
-      "For scale: the wasm side of `auth.fetch` (token check, header, promise plumbing) measures about 5 µs (`getAccessToken()` in a loop); a sequential same-origin `fetch` costs several milliseconds in this headless Chromium, and varies by ±30 % between runs.",
+      "For scale: the wasm side of `auth.fetch` (token check, header, promise plumbing) measures about 5 µs (`getAccessToken()` in a loop); a sequential same-origin `fetch` costs several milliseconds in this headless Chromium, and varies by ±30 % between runs. With DPoP each request adds a WebCrypto ECDSA P-256 signature and a SHA-256 in the page and a signature verification on the server.",
     ].join("\n"));
     await context.close();
+    await context2.close();
   }
 
   // 2 & 3. Refresh storms, tokenwarden, real client-side expiry --------------------------------
@@ -472,15 +493,57 @@ end
       ["engine", "refresh requests (median / max)", "reuse detections (max)", "failed requests (max)", "logouts (max)", "latency p50", "latency p99"], rows) +
       `\n\n${N.storm} concurrent \`auth.fetch\` at the moment the token is due, across ${N.stormTabs} windows of one browser (shared cookies, Web Locks and BroadcastChannel), each engine through its own WebDriver, over HTTPS (the server's TLS listener, a self-signed certificate); median of ${N.repeats} trials. Latency is measured in the page from the moment the burst starts.`);
   }
+
+  // 9. DPoP proof creation -----------------------------------------------------------------------
+  if (want(9)) {
+    // oauth4webapi's ESM build, bundled and minified as the peers of section 6 are.
+    await esbuild.build({
+      stdin: { contents: `export * from "oauth4webapi";`, resolveDir: here, loader: "js" },
+      bundle: true, minify: true, format: "esm", platform: "browser",
+      outfile: path.join(here, "site/dist/oauth4webapi.js"), logLevel: "silent",
+    });
+    const o4wVersion = JSON.parse(readFileSync(path.join(here, "node_modules/oauth4webapi/package.json"), "utf8")).version;
+    // One page (site/proof.js) holds both: it logs tokenwarden in against the real server, then
+    // answers GET /api/me with an empty 200 from a fetch stub installed before the TokenManager
+    // was constructed, and checks one request of each library (Authorization: DPoP, a proof with
+    // htm, htu, ath, iat, jti that verifies under its jwk) before and after the timing.
+    const context = await browser.newContext();
+    const page = await openPage(context, `${A.base}/proof.html`);
+    await page.evaluate((user) => setup(...user), await A.newUser());
+    const kinds = ["tokenwarden", "oauth4webapi", "webcrypto"];
+    await page.evaluate(([ks, n]) => run(ks, n, n), [kinds, N.proofWarmup]);
+    // Interleaved in chunks of N.proofChunk, the order rotating chunk by chunk, so that the
+    // machine's drift hits all three alike; each run totals N.proofs of each.
+    const runs = Object.fromEntries(kinds.map((k) => [k, []]));
+    for (let r = 0; r < N.proofRuns; r++) {
+      const t = await page.evaluate(([ks, n, c]) => run(ks, n, c), [kinds, N.proofs, N.proofChunk]);
+      for (const k of kinds) runs[k].push(t[k]);
+    }
+    const after = await page.evaluate(() => verify());
+    await context.close();
+    const load1 = Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]);
+    const per = (k) => (median(runs[k]) / N.proofs) * 1000;
+    const spread = (k) => `${((Math.min(...runs[k]) / N.proofs) * 1000).toFixed(0)}–${((Math.max(...runs[k]) / N.proofs) * 1000).toFixed(0)} µs`;
+    const us = (x) => `${x.toFixed(0)} µs`;
+    const claims = (c) => c.claims.join(", ");
+    const ratios = runs.tokenwarden.map((t, i) => t / runs.oauth4webapi[i]);
+    const share = (k) => Math.round((100 * per("webcrypto")) / per(k));
+    section("9. DPoP proof creation", table(["", "per request (median)", "runs (min–max)", "above the floor"], [
+      ["`auth.fetch(\"/api/me\")`, tokenwarden, `dpop: true`", `**${us(per("tokenwarden"))}**`, spread("tokenwarden"), us(per("tokenwarden") - per("webcrypto"))],
+      [`\`protectedResourceRequest\`, oauth4webapi ${o4wVersion} (\`DPoP\` handle)`, `**${us(per("oauth4webapi"))}**`, spread("oauth4webapi"), us(per("oauth4webapi") - per("webcrypto"))],
+      ["**ratio** tokenwarden / oauth4webapi", `**${(per("tokenwarden") / per("oauth4webapi")).toFixed(2)}×**`, `${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}×`, ""],
+      ["floor: bare `crypto.subtle.digest` (SHA-256) + `sign` (ES256)", us(per("webcrypto")), spread("webcrypto"), ""],
+    ]) + `\n\nThe client-side cost of one \`GET /api/me\` (the page's own origin, http://127.0.0.1) with an access token and a DPoP proof (RFC 9449), the network aside: ${N.proofs} sequential requests of each per run, interleaved in chunks of ${N.proofChunk} with the order rotating chunk by chunk, after ${N.proofWarmup} of each to warm up; median of ${N.proofRuns} runs (the ratio's range is over the runs' own ratios), in one headless Chromium page, each chunk timed with \`performance.now()\` around its loop. Both libraries send to the same \`fetch\` stub, installed before tokenwarden's \`TokenManager\` was constructed (the driver takes \`fetch\` then) and passed to oauth4webapi as its \`customFetch\`: it answers \`/api/me\` at once with \`new Response(null, {status: 200})\`; before the timing it let the login and one real \`/api/me\` through to the reference server, which accepted tokenwarden's proof. Same token, same URL, same server nonce (handed to oauth4webapi through one \`DPoP-Nonce\` response header); both keys are non-extractable ECDSA P-256 WebCrypto keys. Checked before and after the timing: each request carried \`Authorization: DPoP <token>\` and a proof whose signature verifies under its header's jwk, with the claims ${claims(after.tokenwarden)} (tokenwarden, ${after.tokenwarden.bytes} bytes) and ${claims(after.oauth4webapi)} (oauth4webapi, ${after.oauth4webapi.bytes} bytes).\n\nWhat each figure includes. tokenwarden: \`auth.fetch\` resolving the URL and checking its origin, the token check in the wasm core, the proof (random jti, SHA-256 of the token for ath, JSON and base64url of the claims, ECDSA sign), the headers, the stub's response handed back to the core (its DPoP-Nonce and Date, absent here, and its status). oauth4webapi: \`new URL\` and \`new Headers\` by the caller, the proof (the same steps, with a 32-byte jti where tokenwarden's is 16 bytes; its JWS header is JSON- and base64url-encoded on every proof, tokenwarden's once per key), the Authorization header, the headers copied into a plain object for \`fetch\`, and its response checks (nonce cache, WWW-Authenticate). The floor is the two WebCrypto calls each proof makes, awaited in turn, with their inputs encoded beforehand. The floor is ${share("tokenwarden")} % of tokenwarden's figure and ${share("oauth4webapi")} % of oauth4webapi's: each WebCrypto call runs off the main thread and its promise resolves through the page's task queue, so it waits for whatever else the machine runs (1-minute load average ${load1} on ${cpus().length} cores when this section ended); other work on the machine lengthens every figure, unevenly from run to run, and the interleaving is there so that it lengthens all three alike.`);
+  }
 } finally {
   A.stop();
   B.stop();
   await browser.close();
 }
 
-// 9. The server on PostgreSQL, one and three instances, beside SQLite (bench/fleet.mjs; after
+// 10. The server on PostgreSQL, one and three instances, beside SQLite (bench/fleet.mjs; after
 // servers A and B have stopped, so that only the instances measured share the cores).
-if (want(9)) {
+if (want(10)) {
   const { fleetBench } = await import("./fleet.mjs");
   const { title, body } = await fleetBench({ server: SERVER, load: LOAD, smoke: SMOKE });
   section(title, body);
@@ -505,7 +568,7 @@ const header = `# Benchmark results\n\n${SMOKE ? "**Smoke run (tiny sizes): not 
     ["browser", version("/usr/bin/chromium", ["--version"]).replace(/^.*?(Chromium)/, "$1")],
     ["rustc", version("rustc", ["--version"])],
     ["node", process.version],
-    ["peers", "oidc-client-ts 3.5.0, supertokens-website 20.1.6, @auth0/auth0-spa-js 2.27.0, axios 1.21.1 + axios-auth-refresh 5.0.2"],
+    ["peers", "oidc-client-ts 3.5.0, supertokens-website 20.1.6, @auth0/auth0-spa-js 2.27.0, axios 1.21.1 + axios-auth-refresh 5.0.2, oauth4webapi 3.8.8"],
   ]) + "\n\n";
 if (ONLY) process.exit(0);
 const file = SMOKE ? path.join(root, "target/bench-smoke.md") : path.join(here, "RESULTS.md");

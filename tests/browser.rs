@@ -319,8 +319,31 @@ async fn login_then_fetch_carries_the_token() {
         get(&echo, "authorization")
             .as_string()
             .unwrap()
-            .starts_with("Bearer ey")
+            .starts_with("DPoP ey"),
+        "a bound token, with a proof: {}",
+        json(&echo)
     );
+    assert!(get(&auth.claims(), "cnf").is_object(), "bound: cnf.jkt");
+}
+
+#[wasm_bindgen_test]
+async fn with_dpop_off_the_token_is_a_plain_bearer_token() {
+    let auth = logged_in(&[("dpop", false.into())]).await;
+    let echo = body(auth_fetch(&auth, "/test/echo", hooks_init()).await).await;
+    assert!(
+        get(&echo, "authorization")
+            .as_string()
+            .unwrap()
+            .starts_with("Bearer ey"),
+        "{}",
+        json(&echo)
+    );
+    assert!(get(&auth.claims(), "cnf").is_undefined());
+    assert_eq!(me_status(&auth).await, 200);
+    await_ok(auth.refresh(Some(obj(&[("force", true.into())])))).await;
+    assert_eq!(me_status(&auth).await, 200);
+    await_ok(auth.logout()).await;
+    assert_eq!(count("logouts").await, 1.0);
 }
 
 #[wasm_bindgen_test]
@@ -435,20 +458,12 @@ async fn a_refresh_answered_401_ends_the_session_with_an_event() {
     let log = record(&auth);
     // The user revokes this session from another device.
     let sid = get(&auth.claims(), "sid").as_string().unwrap();
-    let token = await_ok(auth.get_access_token()).await.as_string().unwrap();
-    let init = RequestInit::new();
-    init.set_method("DELETE");
-    let headers = web_sys::Headers::new().unwrap();
-    headers
-        .set("authorization", &format!("Bearer {token}"))
-        .unwrap();
-    init.set_headers(&headers);
-    let res: Response = JsFuture::from(
-        window().fetch_with_str_and_init(&format!("{SERVER}/auth/sessions/{sid}"), &init),
+    let res = auth_fetch(
+        &auth,
+        &format!("/auth/sessions/{sid}"),
+        obj(&[("method", "DELETE".into())]),
     )
-    .await
-    .unwrap()
-    .into();
+    .await;
     assert_eq!(res.status(), 204);
 
     let (name, code) = rejection(auth.fetch(format!("{SERVER}/api/me").into(), None)).await;
@@ -492,10 +507,13 @@ async fn a_lost_refresh_response_is_recovered_without_logout() {
     faults(obj(&[("refresh_drop_next", 1.into())])).await;
     await_ok(auth.refresh(Some(obj(&[("force", true.into())])))).await;
     assert_eq!(me_status(&auth).await, 200);
+    // The lost one; Chromium resends a request whose reused connection closed without an
+    // answer, with the same DPoP proof, which the server refuses as replayed
+    // (invalid_dpop_proof, nothing rotated); the client's one retry with a new proof.
     assert_eq!(
         count("refresh_calls").await,
-        2.0,
-        "the lost one and its retry"
+        3.0,
+        "the lost one, the browser's resend and the retry"
     );
     assert_eq!(count("reuse_detections").await, 0.0);
     // And the chain goes on.
@@ -620,7 +638,7 @@ async fn the_callers_headers_are_kept_in_every_form_fetch_accepts() {
         let init = obj(&[("headers", headers)]);
         let echo = body(auth_fetch(&auth, "/test/echo", init).await).await;
         let authorization = get(&echo, "authorization").as_string().unwrap();
-        assert!(authorization.starts_with("Bearer "), "{authorization}");
+        assert!(authorization.starts_with("DPoP "), "{authorization}");
         assert_eq!(get(&echo, "x-tokenwarden").as_string().unwrap(), "kept");
     }
     // The caller's init object itself is never modified.
@@ -655,6 +673,59 @@ async fn logout_forgets_the_token_here_and_on_the_server() {
 }
 
 #[wasm_bindgen_test]
+async fn the_dpop_key_is_new_for_each_login_and_deleted_when_the_session_ends() {
+    let stored = || async { Array::from(&await_ok(idb_dump()).await) };
+    let auth = logged_in(&[]).await;
+    let first = stored().await;
+    assert_eq!(first.length(), 1, "{}", json(&first));
+    await_ok(auth.logout()).await;
+    sleep(100).await;
+    assert_eq!(stored().await.length(), 0, "deleted at logout");
+
+    let auth = logged_in(&[]).await;
+    let second = stored().await;
+    assert_eq!(second.length(), 1);
+    assert_ne!(
+        json(&get(&first.get(0), "h")),
+        json(&get(&second.get(0), "h")),
+        "a new key for a new login"
+    );
+    // The server ends the session (revoked elsewhere): the key goes too.
+    let sid = get(&auth.claims(), "sid").as_string().unwrap();
+    let res = auth_fetch(
+        &auth,
+        &format!("/auth/sessions/{sid}"),
+        obj(&[("method", "DELETE".into())]),
+    )
+    .await;
+    assert_eq!(res.status(), 204);
+    let (name, _) = rejection(auth.refresh(Some(obj(&[("force", true.into())])))).await;
+    assert_eq!(name, "SessionExpiredError");
+    sleep(100).await;
+    assert_eq!(stored().await.length(), 0, "deleted when the session ended");
+}
+
+#[wasm_bindgen_test]
+async fn a_failed_login_leaves_the_stored_key_of_the_live_session() {
+    let stored = || async { json(&await_ok(idb_dump()).await) };
+    let auth = logged_in(&[]).await;
+    let before = stored().await;
+    let (name, _) = rejection(auth.login(obj(&[
+        ("email", "nobody@example.com".into()),
+        ("password", "wrong-wrong".into()),
+    ])))
+    .await;
+    assert_eq!(name, "LoginError");
+    sleep(100).await;
+    assert_eq!(stored().await, before);
+    // A reload still signs with the session's key.
+    drop(auth);
+    let reloaded = manager(&[]).await;
+    assert_eq!(await_ok(reloaded.restore()).await, JsValue::TRUE);
+    assert_eq!(me_status(&reloaded).await, 200);
+}
+
+#[wasm_bindgen_test]
 async fn a_reload_restores_the_session_with_one_silent_refresh() {
     let auth = logged_in(&[]).await;
     drop(auth); // the page goes away; only the cookies remain
@@ -662,7 +733,10 @@ async fn a_reload_restores_the_session_with_one_silent_refresh() {
     assert!(!reloaded.is_authenticated());
     assert_eq!(await_ok(reloaded.restore()).await, JsValue::TRUE);
     assert!(reloaded.is_authenticated());
-    assert_eq!(count("refresh_calls").await, 1.0);
+    // One rotation. The new page's first proof has no nonce: use_dpop_nonce (nothing rotated),
+    // then the same refresh once more with the nonce of that answer.
+    assert_eq!(count("refresh_rotated").await, 1.0);
+    assert_eq!(count("refresh_calls").await, 2.0);
     assert_eq!(me_status(&reloaded).await, 200);
 }
 
@@ -754,8 +828,32 @@ async fn no_token_is_left_in_any_storage() {
         cookies.contains("tw_session=1"),
         "only the hint is visible: {cookies}"
     );
+    // IndexedDB holds the DPoP key and nothing else: a CryptoKey that cannot be exported.
     let idb = get(&w.into(), "indexedDB");
     let databases: Function = get(&idb, "databases").unchecked_into();
     let list: Array = await_ok(databases.call0(&idb).unwrap().into()).await.into();
-    assert_eq!(list.length(), 0);
+    assert_eq!(list.length(), 1);
+    assert_eq!(
+        get(&list.get(0), "name").as_string().unwrap(),
+        "tokenwarden"
+    );
+    let dump: JsValue = await_ok(idb_dump()).await;
+    let text = json(&dump);
+    let payload = token.split('.').nth(1).unwrap();
+    assert!(!text.contains(&token) && !text.contains(payload), "{text}");
+    assert!(text.contains(r#""extractable":false"#), "{text}");
+}
+
+#[wasm_bindgen(
+    inline_js = "export function idb_dump() { return new Promise((ok, no) => { \
+    const r = indexedDB.open('tokenwarden'); r.onerror = () => no(r.error); \
+    r.onsuccess = () => { const db = r.result; const tx = db.transaction(db.objectStoreNames, 'readonly'); \
+      const out = []; for (const n of db.objectStoreNames) { const c = tx.objectStore(n).openCursor(); \
+        c.onsuccess = () => { const k = c.result; if (!k) return; const v = k.value; \
+          out.push({ key: k.key, h: v.h, at: v.at, extractable: v.k.extractable, type: v.k.type, \
+            usages: v.k.usages }); k.continue(); }; } \
+      tx.oncomplete = () => { db.close(); ok(out); }; }; }); }"
+)]
+extern "C" {
+    fn idb_dump() -> Promise;
 }

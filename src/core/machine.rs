@@ -59,6 +59,8 @@ pub const HANDOFF_WAIT_MS: f64 = 300.0;
 pub const LOCK_HOLD_MS: f64 = 100.0;
 /// A peer's message may claim a time at most this far ahead of ours (clock granularity).
 pub const PEER_CLOCK_SLACK_MS: f64 = 1_000.0;
+/// Servers whose nonce and clock are remembered (the allowed origins and the auth endpoints').
+const MAX_SERVERS: usize = 16;
 
 /// What a caller asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,6 +240,41 @@ pub struct Config {
     pub seed: u32,
     /// Serialized origins that get the token.
     pub allowed_origins: Vec<String>,
+    /// Sender-constrained tokens (RFC 9449): every auth and resource request carries a proof,
+    /// tokens go out as `Authorization: DPoP`, and only `token_type: DPoP` is accepted.
+    pub dpop: bool,
+}
+
+/// What one server (origin) told us: its newest DPoP nonce and its clock.
+#[derive(Debug, Clone)]
+struct Server {
+    origin: String,
+    nonce: Option<String>,
+    /// The `Date` of the response the nonce came with (NaN: none yet).
+    date_ms: f64,
+    /// Its clock minus ours.
+    offset_ms: f64,
+}
+
+/// The `error` of a `WWW-Authenticate: DPoP ...` challenge, if it has one. (A byte search:
+/// `str::find` with a string pattern costs the wasm a kilobyte.)
+pub fn dpop_challenge_error(header: &str) -> Option<&str> {
+    let b = header.as_bytes();
+    // The end of the first `pat` (any case) at or after `from`.
+    let after = |from: usize, pat: &[u8]| {
+        b.get(from..)?
+            .windows(pat.len())
+            .position(|w| w.eq_ignore_ascii_case(pat))
+            .map(|i| from + i + pat.len())
+    };
+    let at = after(after(0, b"dpop")?, b"error=\"")?;
+    let len = b.get(at..)?.iter().position(|&c| c == b'"')?;
+    header.get(at..at + len)
+}
+
+/// A DPoP nonce worth keeping: visible ASCII, not absurdly long (it goes into every proof).
+fn nonce_shaped(n: &str) -> bool {
+    !n.is_empty() && n.len() <= 512 && is_token_shaped(n)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -267,6 +304,8 @@ struct Caller {
     id: Id,
     call: Call,
     state: State,
+    /// Sent again once already after a refused DPoP proof.
+    proof_retried: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -299,11 +338,16 @@ enum Purpose {
     Logout(Option<Id>),
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Pending {
     req: Id,
     timer: Id,
     purpose: Purpose,
+    endpoint: Endpoint,
+    bearer: Option<String>,
+    caller: Option<Id>,
+    /// Already sent again after a refused DPoP proof.
+    retried: bool,
 }
 
 /// Refreshes a caller may await before giving up (the server's lifetimes must be off).
@@ -324,6 +368,8 @@ pub struct Machine {
     /// Commands not yet polled, from `head` on (a plain Vec: smaller wasm than a VecDeque).
     out: Vec<Command>,
     head: usize,
+    /// DPoP: per server, the newest nonce and the clock offset.
+    servers: Vec<Server>,
 }
 
 impl Machine {
@@ -339,6 +385,7 @@ impl Machine {
             next_id: 1,
             out: Vec::new(),
             head: 0,
+            servers: Vec::new(),
         }
     }
 
@@ -367,6 +414,60 @@ impl Machine {
     /// A refresh is in flight (this tab's).
     pub fn is_refreshing(&self) -> bool {
         self.flight.is_some()
+    }
+
+    /// DPoP: a response from `origin` (an allowed origin or an auth endpoint's) arrived with
+    /// this `DPoP-Nonce` and this `Date` (ms). Report it before its status or reply. The
+    /// nonce is kept unless a response with a later `Date` gave one already; the server's
+    /// clock is learnt from `Date`, so `iat` is right however far off the page's clock is.
+    pub fn seen(&mut self, origin: &str, nonce: Option<String>, date_ms: Option<f64>, now: f64) {
+        let i = match self.servers.iter().position(|s| s.origin == origin) {
+            Some(i) => i,
+            None => {
+                if self.servers.len() >= MAX_SERVERS {
+                    self.servers.remove(0);
+                }
+                self.servers.push(Server {
+                    origin: origin.to_owned(),
+                    nonce: None,
+                    date_ms: f64::NAN,
+                    offset_ms: 0.0,
+                });
+                self.servers.len() - 1
+            }
+        };
+        let s = &mut self.servers[i];
+        match date_ms.filter(|d| d.is_finite()) {
+            Some(d) if d < s.date_ms => return, // an older response, overtaken
+            Some(d) => {
+                s.offset_ms = d - now;
+                s.date_ms = d;
+            }
+            None => {}
+        }
+        if let Some(n) = nonce.filter(|n| nonce_shaped(n)) {
+            s.nonce = Some(n);
+        }
+    }
+
+    /// DPoP: what a proof for `origin` says now: `iat` (seconds, on the server's clock as far
+    /// as known) and the newest nonce.
+    pub fn proof(&self, origin: &str, now: f64) -> (f64, Option<&str>) {
+        let s = self.servers.iter().find(|s| s.origin == origin);
+        let offset = s.map_or(0.0, |s| s.offset_ms);
+        (
+            ((now + offset) / 1000.0).floor(),
+            s.and_then(|s| s.nonce.as_deref()),
+        )
+    }
+
+    /// DPoP: whether a proof refused with `error` is worth exactly one more try, with a new
+    /// proof: the server wants a newer nonce (`use_dpop_nonce`), or refused the proof
+    /// (`invalid_dpop_proof`: stamped with the page's clock before the server's was known, or
+    /// sent twice because the browser resent a request whose connection closed). A second
+    /// refusal goes to the caller: never a loop.
+    fn proof_retry(&self, error: Option<&str>) -> bool {
+        self.config.dpop && matches!(error, Some("use_dpop_nonce" | "invalid_dpop_proof"))
     }
 
     // ---- inputs ---------------------------------------------------------------------------
@@ -400,7 +501,15 @@ impl Machine {
 
     /// The status of the response a fetch caller got for a [`Command::Send`].
     /// `replayable`: the request can be sent again (its body is not a spent stream).
-    pub fn fetch_status(&mut self, id: Id, status: u16, replayable: bool, now: f64) {
+    /// `challenge`: its `WWW-Authenticate` header, if any.
+    pub fn fetch_status(
+        &mut self,
+        id: Id,
+        status: u16,
+        replayable: bool,
+        challenge: Option<&str>,
+        now: f64,
+    ) {
         let Some(i) = self.find(id) else { return };
         let State::Sent {
             generation,
@@ -411,6 +520,20 @@ impl Machine {
         };
         if status != 401 {
             return self.finish(i, Command::Return { caller: id });
+        }
+        let c = self.callers[i];
+        if replayable
+            && !c.proof_retried
+            && self.proof_retry(challenge.and_then(dpop_challenge_error))
+        {
+            // Not the token's fault: the same request once more, with a new proof.
+            self.callers[i].proof_retried = true;
+            self.callers[i].state = State::Waiting {
+                need: Need::Fresh,
+                tries: 0,
+                replayed,
+            };
+            return self.serve(id, now);
         }
         match self
             .session
@@ -447,6 +570,29 @@ impl Machine {
         };
         let pending = self.requests.swap_remove(p);
         self.out.push(Command::CancelTimer { id: pending.timer });
+        if let Ok(r) = &reply
+            && !pending.retried
+            && matches!(r.status, 400 | 401)
+            && self.proof_retry(r.error.as_deref())
+        {
+            // Once more with a new proof (the nonce or clock of this answer); never a loop.
+            let again = self.request_with(
+                pending.endpoint,
+                pending.bearer,
+                pending.purpose,
+                pending.caller,
+                true,
+            );
+            if let (Purpose::Refresh, Some(f)) = (pending.purpose, self.flight)
+                && let Stage::Sending { failures, .. } = f.stage
+            {
+                self.set_stage(Stage::Sending {
+                    req: again,
+                    failures,
+                });
+            }
+            return;
+        }
         self.on_reply(pending.purpose, reply, retry_after, now);
     }
 
@@ -594,7 +740,12 @@ impl Machine {
 
     fn add(&mut self, id: Id, call: Call, state: State) {
         self.callers.retain(|c| c.id != id);
-        self.callers.push(Caller { id, call, state });
+        self.callers.push(Caller {
+            id,
+            call,
+            state,
+            proof_retried: false,
+        });
     }
 
     fn find(&self, id: Id) -> Option<usize> {
@@ -778,7 +929,7 @@ impl Machine {
         match purpose {
             Purpose::Refresh => {
                 let outcome = match reply {
-                    Ok(r) => r.classify(),
+                    Ok(r) => r.classify_for(self.config.dpop),
                     Err(t) => RefreshOutcome::Transient(t),
                 };
                 let Some(f) = self.flight else { return };
@@ -906,7 +1057,7 @@ impl Machine {
             Err(t) => return self.fail(i, Failure::Network(t)),
         };
         let (status, code) = (reply.status, reply.error.clone());
-        match reply.classify() {
+        match reply.classify_for(self.config.dpop) {
             RefreshOutcome::Token {
                 access_token,
                 lifetime_secs,
@@ -990,18 +1141,33 @@ impl Machine {
         purpose: Purpose,
         caller: Option<Id>,
     ) -> Id {
+        self.request_with(endpoint, bearer, purpose, caller, false)
+    }
+
+    fn request_with(
+        &mut self,
+        endpoint: Endpoint,
+        bearer: Option<String>,
+        purpose: Purpose,
+        caller: Option<Id>,
+        retried: bool,
+    ) -> Id {
         let req = self.id();
         let timer = self.start_timer(self.config.timeout_ms);
         self.out.push(Command::Request {
             req,
             endpoint,
-            bearer,
+            bearer: bearer.clone(),
             caller,
         });
         self.requests.push(Pending {
             req,
             timer,
             purpose,
+            endpoint,
+            bearer,
+            caller,
+            retried,
         });
         req
     }

@@ -60,13 +60,22 @@ pub fn lifetime_secs(expires_in: Option<f64>, claims_lifetime: Option<f64>) -> O
 }
 
 impl RefreshReply {
+    /// The outcome for a Bearer client ([`RefreshReply::classify_for`] with `dpop: false`).
     pub fn classify(self) -> RefreshOutcome {
+        self.classify_for(false)
+    }
+
+    /// `dpop`: the client sent a DPoP proof, so only a `token_type` of `DPoP` is a token (a
+    /// server that answers `Bearer` did not bind the session: no silent downgrade). Without
+    /// DPoP, `Bearer` or no `token_type` at all.
+    pub fn classify_for(self, dpop: bool) -> RefreshOutcome {
         match self.status {
             200 => {
-                let bearer = self
-                    .token_type
-                    .as_deref()
-                    .is_none_or(|t| t.eq_ignore_ascii_case("bearer"));
+                let bearer = match self.token_type.as_deref() {
+                    Some(t) if dpop => t.eq_ignore_ascii_case("dpop"),
+                    None => !dpop,
+                    Some(t) => t.eq_ignore_ascii_case("bearer"),
+                };
                 let token = self.access_token.filter(|t| is_token_shaped(t));
                 match (token, lifetime_secs(self.expires_in, self.claims_lifetime)) {
                     (Some(access_token), Some(lifetime_secs)) if bearer => RefreshOutcome::Token {
@@ -80,6 +89,10 @@ impl RefreshReply {
             400 | 401 => match self.error.as_deref() {
                 Some("token_reused") => RefreshOutcome::Ended(EndReason::TokenReused),
                 Some("invalid_grant") => RefreshOutcome::Ended(EndReason::InvalidGrant),
+                // A proof the server refused (e.g. an injected script's) never ends a session.
+                Some("invalid_dpop_proof" | "use_dpop_nonce") => {
+                    RefreshOutcome::Unexpected(self.status)
+                }
                 _ if self.status == 401 => RefreshOutcome::Ended(EndReason::InvalidGrant),
                 _ => RefreshOutcome::Unexpected(400),
             },
@@ -195,6 +208,46 @@ mod tests {
             ..ok("abc", Some(1.0))
         };
         assert!(matches!(r.classify(), RefreshOutcome::Token { .. }));
+    }
+
+    #[test]
+    fn with_dpop_only_a_dpop_token_type_is_a_token() {
+        let dpop = |tt: Option<&str>| RefreshReply {
+            token_type: tt.map(Into::into),
+            ..ok("abc", Some(60.0))
+        };
+        assert!(matches!(
+            dpop(Some("DPoP")).classify_for(true),
+            RefreshOutcome::Token { .. }
+        ));
+        assert!(matches!(
+            dpop(Some("dpop")).classify_for(true),
+            RefreshOutcome::Token { .. }
+        ));
+        for tt in [Some("Bearer"), None, Some("MAC")] {
+            assert_eq!(
+                dpop(tt).classify_for(true),
+                RefreshOutcome::Unexpected(200),
+                "{tt:?}"
+            );
+        }
+        // A bearer client does not take a bound token it cannot use.
+        assert_eq!(
+            dpop(Some("DPoP")).classify_for(false),
+            RefreshOutcome::Unexpected(200)
+        );
+    }
+
+    #[test]
+    fn a_refused_proof_never_ends_the_session() {
+        assert_eq!(
+            status(401, Some("invalid_dpop_proof")),
+            RefreshOutcome::Unexpected(401)
+        );
+        assert_eq!(
+            status(400, Some("use_dpop_nonce")),
+            RefreshOutcome::Unexpected(400)
+        );
     }
 
     fn status(status: u16, error: Option<&str>) -> RefreshOutcome {

@@ -23,6 +23,10 @@
 //! | 11 | Timer | id, a ms |
 //! | 12 | CancelTimer | id |
 //! | 13 | Emit | s event, a expiresIn, t reason |
+//!
+//! DPoP (`tw_seen`, `tw_proof`) are queries, not commands: before signing a proof the driver
+//! asks the core for its `iat` and nonce; each response's `DPoP-Nonce` and `Date` are
+//! reported before its status, so the core decides whether to send it once more.
 
 use std::cell::UnsafeCell;
 
@@ -135,6 +139,7 @@ pub extern "C" fn tw_new(
     timeout_ms: f64,
     hint: u32,
     seed: u32,
+    dpop: u32,
     origins_len: i32,
 ) -> u32 {
     let origins = string(&mut 0, origins_len);
@@ -147,6 +152,7 @@ pub extern "C" fn tw_new(
         timeout_ms,
         hint: hint != 0,
         seed,
+        dpop: dpop != 0,
         allowed_origins: origins
             .unwrap_or_default()
             .as_bytes()
@@ -311,11 +317,54 @@ pub extern "C" fn tw_call(h: u32, id: u32, kind: u32, flag: u32, now: f64) {
     }
 }
 
+/// The status of a Send's response; its `WWW-Authenticate` in the inbox (-1: none). Report
+/// its `DPoP-Nonce` and `Date` with `tw_seen` first.
 #[unsafe(no_mangle)]
-pub extern "C" fn tw_status(h: u32, id: u32, status: u32, replayable: u32, now: f64) {
+pub extern "C" fn tw_status(
+    h: u32,
+    id: u32,
+    status: u32,
+    replayable: u32,
+    challenge_len: i32,
+    now: f64,
+) {
+    let challenge = string(&mut 0, challenge_len);
     if let Some(m) = machine(h) {
-        m.fetch_status(id, status as u16, replayable != 0, now);
+        m.fetch_status(
+            id,
+            status as u16,
+            replayable != 0,
+            challenge.as_deref(),
+            now,
+        );
     }
+}
+
+/// DPoP: a response from an origin (inbox: origin, `DPoP-Nonce` or absent) with its `Date`
+/// in ms (NaN: none).
+#[unsafe(no_mangle)]
+pub extern "C" fn tw_seen(h: u32, origin_len: i32, nonce_len: i32, date: f64, now: f64) {
+    let at = &mut 0;
+    let origin = string(at, origin_len);
+    let nonce = string(at, nonce_len);
+    if let (Some(m), Some(origin)) = (machine(h), origin) {
+        m.seen(&origin, nonce, opt(date), now);
+    }
+}
+
+/// DPoP: the `iat` for a proof to the origin in the inbox; its nonce (if any) in `s` of Out.
+#[unsafe(no_mangle)]
+pub extern "C" fn tw_proof(h: u32, origin_len: i32, now: f64) -> f64 {
+    let origin = string(&mut 0, origin_len).unwrap_or_default();
+    let (iat, nonce) = machine(h).map_or((f64::NAN, None), |m| {
+        let (iat, nonce) = m.proof(&origin, now);
+        (iat, nonce.map(str::to_owned))
+    });
+    let st = state();
+    let (p, l) = Text::Owned(nonce.unwrap_or_default()).place(&mut st.s);
+    st.out.s_ptr = p;
+    st.out.s_len = l;
+    iat
 }
 
 #[unsafe(no_mangle)]

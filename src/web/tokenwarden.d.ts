@@ -11,7 +11,8 @@ export interface TokenManagerOptions {
   refreshPath?: string;
   /** Default `/auth/logout`. */
   logoutPath?: string;
-  /** Origins whose requests get `Authorization: Bearer`. Default: `baseUrl`'s origin only. */
+  /** Origins whose requests get the token (`Authorization: DPoP` + a `DPoP` proof, or
+   * `Authorization: Bearer` with `dpop: false`). Default: `baseUrl`'s origin only. */
   allowedOrigins?: string[];
   /** Refresh when this little lifetime is left (capped at half the lifetime). Default 30. */
   refreshLeewaySeconds?: number;
@@ -26,6 +27,13 @@ export interface TokenManagerOptions {
   /** Share refreshes, tokens and logout with the other tabs of this origin (Web Locks +
    * BroadcastChannel). Default true. */
   crossTab?: boolean;
+  /** Sender-constrained tokens (DPoP, RFC 9449): a non-extractable ECDSA P-256 key per login,
+   * kept as a `CryptoKey` in IndexedDB; every login, refresh and logout request and every
+   * request to an allowed origin carries a proof signed with it, so a token copied out of the
+   * page is useless elsewhere. Default true; construction throws a `ConfigError` where
+   * WebCrypto or IndexedDB is missing. `false` (plain Bearer tokens) is for backends without
+   * DPoP only: then any script in the page can obtain a usable token. */
+  dpop?: boolean;
 }
 
 export interface LoginCredentials {
@@ -66,7 +74,7 @@ export type TokenwardenErrorName =
 /** Every promise of a TokenManager rejects with one of these (or with what `fetch` itself throws, e.g. an AbortError). */
 export interface TokenwardenError extends Error {
   name: TokenwardenErrorName;
-  /** Machine-readable: `invalid_credentials`, `too_many_attempts`, `invalid_grant`, `token_reused`, `expired`, `network`, `timeout`, `server_error`, ... */
+  /** Machine-readable: `invalid_credentials`, `too_many_attempts`, `invalid_grant`, `token_reused`, `expired`, `network`, `timeout`, `server_error`, `unexpected_response` (e.g. a refused DPoP proof: the session is kept), ... */
   code: string;
   /** HTTP status, when there was one. */
   status?: number;

@@ -62,7 +62,7 @@ function mem() {
 
 /** Writes the strings (undefined: absent) into the core's inbox; returns their lengths. */
 function put(...strings) {
-  const bytes = strings.map((s) => (typeof s === "string" ? enc.encode(s) : null));
+  const bytes = strings.map((s) => (typeof s === "string" ? encode(s) : null));
   let n = 0;
   for (const b of bytes) if (b) n += b.length;
   let at = w.tw_inbox(n);
@@ -75,7 +75,9 @@ function put(...strings) {
   });
 }
 
-const text = (ptr, len) => (len ? dec.decode(u8.subarray(ptr, ptr + len)) : "");
+const decodeF = TextDecoder.prototype.decode;
+const decode = (b) => apply(decodeF, dec, [b]);
+const text = (ptr, len) => (len ? decode(u8.subarray(ptr, ptr + len)) : "");
 
 /** The current command's fields (see the table in src/web/mod.rs). */
 function out() {
@@ -109,14 +111,27 @@ const hget = Headers.prototype.get;
 const parse = JSON.parse;
 const stringify = JSON.stringify;
 const now = Date.now;
+const dateParse = Date.parse;
 const random = Math.random;
 const setT = setTimeout;
 const clearT = clearTimeout;
+const U8 = Uint8Array;
+// The token is encoded and hashed on its way into a DPoP proof's `ath`: these too.
+const encodeF = TextEncoder.prototype.encode;
+const encode = (s) => apply(encodeF, enc, [s]);
+const Crypto = G.crypto;
+const subtle = Crypto?.subtle;
+const S = G.SubtleCrypto?.prototype ?? {};
+const [sign, digest, generateKey, exportKey] = [S.sign, S.digest, S.generateKey, S.exportKey];
+const randomValues = G.Crypto?.prototype.getRandomValues;
+// The factory itself is looked up when used (importing the package on a server touches no
+// browser global); a substitute put there later fails the captured `open`'s brand check.
+const idbOpen = G.IDBFactory?.prototype.open;
 
 const EVENTS = ["login", "refresh", "sessionExpired", "tokenReused", "logout"];
 const KNOWN = ["baseUrl", "loginPath", "refreshPath", "logoutPath", "allowedOrigins",
   "refreshLeewaySeconds", "csrfHeader", "autoRefresh", "sessionHintCookie",
-  "refreshTimeoutMs", "crossTab"];
+  "refreshTimeoutMs", "crossTab", "dpop"];
 const MESSAGES = {
   invalid_credentials: "the email or password is wrong",
   too_many_attempts: "too many login attempts; retry later",
@@ -195,8 +210,58 @@ function options(o) {
     csrf,
     hint,
     crossTab: typed("crossTab", "boolean", true),
+    dpop: typed("dpop", "boolean", true),
   };
 }
+
+// ---- DPoP (RFC 9449): the key in IndexedDB, proofs signed by WebCrypto ----------------------
+// The core decides what a proof says (its iat on the server's clock, the newest nonce) and
+// whether a refused one is sent again; here only keys, bytes and signatures.
+
+const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+/** base64url without padding (by hand: no patchable String or btoa method sees a proof). */
+function b64u(data) {
+  const b = typeof data === "string" ? encode(data) : new U8(data);
+  let s = "";
+  for (let i = 0; i < b.length; i += 3) {
+    const n = (b[i] << 16) | ((b[i + 1] ?? 0) << 8) | (b[i + 2] ?? 0);
+    s += B64[(n >> 18) & 63] + B64[(n >> 12) & 63];
+    if (i + 1 < b.length) s += B64[(n >> 6) & 63];
+    if (i + 2 < b.length) s += B64[n & 63];
+  }
+  return s;
+}
+
+const ES256 = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
+const STORE = "keys";
+let dbP = null;
+
+/** One request on the key store, in its own transaction; resolves with its result. */
+function keyStore(mode, op) {
+  dbP ??= new Promise((resolve, reject) => {
+    const r = apply(idbOpen, G.indexedDB, ["tokenwarden", 1]);
+    r.onupgradeneeded = () => r.result.createObjectStore(STORE);
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error);
+  });
+  return dbP.then((db) => new Promise((resolve, reject) => {
+    const tx = db.transaction(STORE, mode);
+    const r = op(tx.objectStore(STORE));
+    tx.oncomplete = () => resolve(r?.result);
+    tx.onerror = tx.onabort = () => reject(tx.error);
+  }));
+}
+
+/** A new key pair: the private key cannot be exported, not even by us. Stored (as CryptoKey
+ * objects) before it is used, so a reload and the other tabs sign with the same key. */
+async function newKey(name) {
+  const pair = await apply(generateKey, subtle, [ES256, false, ["sign"]]);
+  const { kty, crv, x, y } = await apply(exportKey, subtle, ["jwk", pair.publicKey]);
+  const key = { k: pair.privateKey, h: b64u(stringify({ typ: "dpop+jwt", alg: "ES256", jwk: { kty, crv, x, y } })), at: now() };
+  await keyStore("readwrite", (s) => s.put(key, name));
+  return key;
+}
+
 
 /** Whether `document.cookie` has the hint cookie; without a document a session may exist. */
 function hintPresent(name) {
@@ -232,7 +297,7 @@ async function readCapped(res) {
     all.set(p, at);
     at += p.byteLength;
   }
-  return new TextDecoder().decode(all);
+  return decode(all);
 }
 
 /** A request as fetch(input, init) would make it, sendable with our header and, unless its
@@ -243,7 +308,11 @@ class Outgoing {
     if (input instanceof RequestC) {
       this.spare = init === undefined ? new RequestC(input) : new RequestC(input, init);
       this.headers = this.spare.headers;
+      this.method = this.spare.method;
     } else {
+      // As fetch normalizes it: these six are upper-cased, any other is sent as given.
+      const m = String(init?.method ?? "GET");
+      this.method = /^(delete|get|head|options|post|put)$/i.test(m) ? m.toUpperCase() : m;
       const h = init?.headers;
       this.headers = h === undefined ? new HeadersC() : new HeadersC(h);
       this.init = { ...init, headers: this.headers };
@@ -255,13 +324,15 @@ class Outgoing {
   replayable() {
     return this.init ? !this.streamed : !!this.spare;
   }
-  next(authorization) {
+  next(authorization, proof) {
     if (this.init) {
       apply(hset, this.headers, ["Authorization", authorization]);
+      if (proof) apply(hset, this.headers, ["DPoP", proof]);
       return [this.url, this.init];
     }
     const current = this.spare;
     apply(hset, current.headers, ["Authorization", authorization]);
+    if (proof) apply(hset, current.headers, ["DPoP", proof]);
     try { this.spare = current.clone(); } catch { this.spare = null; }
     return [current];
   }
@@ -286,6 +357,12 @@ export class TokenManager {
   #interceptor = null;
   #installed = false;
   #off = [];
+  #key = null;
+  #endedKey = null;
+  #loggedIn = null;
+  #authOrigin;
+  #loginKeys = new Map();
+  #byPeer = false;
 
   constructor(opts) {
     const cfg = (this.#cfg = options(opts));
@@ -293,11 +370,15 @@ export class TokenManager {
     if (typeof f !== "function") throw configError("this environment has no fetch");
     this.#fetch = f;
     this.#lockName = "tokenwarden " + cfg.refreshUrl;
+    this.#authOrigin = new URLC(cfg.refreshUrl).origin;
     if (!w) throw configError("call init() before new TokenManager()");
+    if (cfg.dpop && !(subtle && sign && randomValues && G.indexedDB && idbOpen)) {
+      throw configError("dpop needs WebCrypto and IndexedDB (a secure context)");
+    }
     const crossTab = cfg.crossTab && typeof BroadcastChannel === "function";
     const [origins] = put(cfg.origins.join("\n"));
     this.#h = w.tw_new(cfg.leeway, cfg.autoRefresh, crossTab, cfg.timeout,
-      hintPresent(cfg.hint), (random() * 4294967296) >>> 0, origins);
+      hintPresent(cfg.hint), (random() * 4294967296) >>> 0, cfg.dpop, origins);
     if (crossTab) {
       this.#channel = new BroadcastChannel(this.#lockName);
       this.#channel.onmessage = (e) => this.#peer(e.data);
@@ -445,12 +526,15 @@ export class TokenManager {
       if (step === null) return apply(this.#fetch, G, [input, init]); // no session
       let res;
       try {
-        res = await apply(this.#fetch, G, out.next("Bearer " + step));
+        const proof = this.#cfg.dpop ? await this.#proof(this.#keyFor(), out.method, url, step) : "";
+        res = await apply(this.#fetch, G, out.next((proof ? "DPoP " : "Bearer ") + step, proof));
       } catch (e) {
         w.tw_forget(this.#h, id);
         throw e;
       }
-      step = await this.#wait(id, () => w.tw_status(this.#h, id, res.status, out.replayable(), now()));
+      this.#seen(url, res);
+      const [challenge] = put(apply(hget, res.headers, ["www-authenticate"]) ?? undefined);
+      step = await this.#wait(id, () => w.tw_status(this.#h, id, res.status, out.replayable(), challenge, now()));
       if (step === DONE) return res;
     }
   }
@@ -488,26 +572,53 @@ export class TokenManager {
     const w = this.#waiters.get(id);
     if (!w) return;
     this.#waiters.delete(id);
+    this.#bodies.delete(id);
+    const login = this.#loginKeys.get(id);
+    this.#loginKeys.delete(id);
+    // A failed login leaves the stored key as it was (the session of the other tabs goes on).
+    if (rejected && login?.[1]) {
+      const name = this.#lockName;
+      Promise.all(login).then(([ours, old]) => keyStore("readwrite", (s) => {
+        const r = s.get(name);
+        r.onsuccess = () => { if (r.result?.at === ours.at) s.put(old, name); };
+      })).catch(() => {});
+    }
+    if (this.#loggedIn?.[0] === id) this.#loggedIn = null;
     w[rejected ? 1 : 0](value);
   }
 
   async #request(req, endpoint, bearer, caller) {
     const cfg = this.#cfg;
+    const url = [cfg.loginUrl, cfg.refreshUrl, cfg.logoutUrl][endpoint];
+    // A new key for each login (its one retry keeps it); taken now, before a logout's end
+    // of session drops it.
+    let key = null;
+    if (cfg.dpop) {
+      // A logout (or its one retry) after the session ended here signs with the ended key.
+      if (endpoint === 2) key = this.#endedKey ?? this.#keyFor();
+      else if (endpoint !== 0) key = this.#keyFor();
+      else if (!(key = this.#loginKeys.get(caller)?.[0])) {
+        // The key this tab signs with now, put back if the login fails.
+        this.#loginKeys.set(caller, [(key = newKey(this.#lockName)), this.#key]);
+      }
+    }
     const headers = new HeadersC();
     apply(hset, headers, [cfg.csrf.name, cfg.csrf.value]);
-    if (bearer) apply(hset, headers, ["Authorization", "Bearer " + bearer]);
+    if (bearer) apply(hset, headers, ["Authorization", (key ? "DPoP " : "Bearer ") + bearer]);
     const controller = new AbortController();
     const init = { method: "POST", credentials: "include", headers, signal: controller.signal };
     const body = this.#bodies.get(caller);
     if (body !== undefined) {
-      this.#bodies.delete(caller);
       apply(hset, headers, ["Content-Type", "application/json"]);
       init.body = body;
     }
     this.#requests.set(req, controller);
     let status = 0, json, retry;
     try {
-      const res = await apply(this.#fetch, G, [[cfg.loginUrl, cfg.refreshUrl, cfg.logoutUrl][endpoint], init]);
+      if (key) apply(hset, headers, ["DPoP", await this.#proof(key, "POST", url, bearer)]);
+      const res = await apply(this.#fetch, G, [url, init]);
+      this.#seen(url, res);
+      if (endpoint === 0) this.#loggedIn = [caller, key]; // its Emit comes before its Resolve
       retry = apply(hget, res.headers, ["retry-after"]);
       const text = await readCapped(res);
       status = res.status;
@@ -532,9 +643,61 @@ export class TokenManager {
     this.#drain();
   }
 
+  /** The key this session signs with: the one in memory, or the stored one (a reload, or
+   * another tab's login), or else a new one. */
+  #keyFor() {
+    const name = this.#lockName;
+    const p = (this.#key ??= keyStore("readonly", (s) => s.get(name)).then((k) => k ?? newKey(name)));
+    p.catch(() => { if (this.#key === p) this.#key = null; });
+    return p;
+  }
+
+  /** The session ended here at `at`: forget the key, and delete the stored one unless a newer
+   * login (another tab's) stored it after that. */
+  #dropKey(at) {
+    this.#endedKey = this.#key;
+    this.#key = null;
+    const name = this.#lockName;
+    keyStore("readwrite", (s) => {
+      const r = s.get(name);
+      r.onsuccess = () => { if (r.result && r.result.at <= at) s.delete(name); };
+    }).catch(() => {});
+  }
+
+  /** A DPoP proof for `htm url`, bound to `token` (ath) if there is one. */
+  async #proof(keyP, htm, url, token) {
+    const key = await keyP;
+    const u = new URLC(url);
+    const iat = w.tw_proof(this.#h, put(u.origin)[0], now());
+    const nonce = out().s;
+    const claims = { jti: b64u(apply(randomValues, Crypto, [new U8(16)])), htm, htu: u.origin + u.pathname, iat };
+    if (nonce) claims.nonce = nonce;
+    if (token) claims.ath = b64u(await apply(digest, subtle, ["SHA-256", encode(token)]));
+    const input = key.h + "." + b64u(stringify(claims));
+    return input + "." + b64u(await apply(sign, subtle, [ES256, key.k, encode(input)]));
+  }
+
+  /** Tells the core a response's DPoP-Nonce and Date (before its status). */
+  #seen(url, res) {
+    if (!this.#cfg.dpop || this.#h < 0) return;
+    const h = res.headers;
+    const date = apply(hget, h, ["date"]);
+    const [o, n] = put(new URLC(url).origin, apply(hget, h, ["dpop-nonce"]) ?? undefined);
+    w.tw_seen(this.#h, o, n, date === null ? NaN : dateParse(date), now());
+  }
+
   #post(kind, text, lifetime, at, login) {
     const m = { t: kind, at };
-    if (kind === "token") Object.assign(m, { kind: login ? "login" : "refresh", token: text, lifetime });
+    if (kind === "token") {
+      Object.assign(m, { kind: login ? "login" : "refresh", token: text, lifetime });
+      // The auth server's newest DPoP nonce too: a tab that adopts the token has not talked to
+      // the server yet, and would otherwise hear use_dpop_nonce on every first request.
+      if (this.#cfg.dpop) {
+        w.tw_proof(this.#h, put(this.#authOrigin)[0], now());
+        const nonce = out().s;
+        if (nonce) m.nonce = nonce;
+      }
+    }
     if (kind === "ended") m.reason = text;
     this.#channel?.postMessage(m);
   }
@@ -545,9 +708,19 @@ export class TokenManager {
     // (16 KiB) into the core's memory, which does not shrink again.
     const s = (v) => (typeof v === "string" && v.length <= 16384 ? v : undefined);
     const n = (v) => (typeof v === "number" ? v : NaN);
+    // A nonce is no secret and not trusted: a wrong one costs one retried request at most.
+    if (this.#cfg.dpop && typeof d.nonce === "string") {
+      const [o, n] = put(this.#authOrigin, d.nonce);
+      w.tw_seen(this.#h, o, n, NaN, now());
+    }
     const [kind, token, reason] = put(d.t, s(d.token), s(d.reason));
     w.tw_peer(this.#h, kind, token, reason, d.kind === "login", n(d.lifetime), n(d.at), now());
-    this.#drain();
+    this.#byPeer = true;
+    try {
+      this.#drain();
+    } finally {
+      this.#byPeer = false;
+    }
   }
 
   #lock(wait) {
@@ -585,6 +758,23 @@ export class TokenManager {
   }
 
   #emit(event, expiresIn, reason) {
+    if (this.#cfg.dpop) {
+      // This tab's login: its new key. Another tab's: read the stored one now, so that a later
+      // logout never has to read a store the other tabs are clearing.
+      if (event === "login") {
+        this.#key = this.#loggedIn?.[1] ?? null;
+        this.#endedKey = this.#loggedIn = null;
+        this.#keyFor();
+      }
+      // The tab that ended the session deletes the stored key, after this drain (a logout
+      // request in it has taken the key already). A peer's message only makes this tab forget
+      // it: that tab may still be reading it to sign its logout.
+      if (event === "logout" || event === "sessionExpired") {
+        const at = now();
+        if (this.#byPeer) this.#endedKey = this.#key = null;
+        else Promise.resolve().then(() => this.#dropKey(at));
+      }
+    }
     const detail = event === "refresh" ? { expiresIn } : event === "sessionExpired" ? { reason } : {};
     for (const [e, handler] of this.#listeners) {
       if (e !== event) continue;

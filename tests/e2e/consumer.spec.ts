@@ -23,15 +23,15 @@ test("a Vite app built from the tarball: login, authenticated fetch, expiry and 
   expect((await c("claims")).email).toBe(DEMO_USER[0]);
 
   // Expiry: the 4-second token is due after 2 s; the next request refreshes first.
-  const before = (await stats()).refresh_calls;
+  const before = (await stats()).refresh_rotated;
   await page.waitForTimeout(2_200);
   expect((await c("me")).email).toBe(DEMO_USER[0]);
-  expect((await stats()).refresh_calls - before).toBe(1);
+  expect((await stats()).refresh_rotated - before).toBe(1);
   expect((await c("refreshes")).length).toBe(1);
 
   // axios ≥ 1.7 with its fetch adapter, through auth.install(): the migration path.
   const echo = await c("axiosEcho");
-  expect(echo.authorization).toMatch(/^Bearer ey/);
+  expect(echo.authorization).toMatch(/^DPoP ey/);
   expect((await c("axiosMe")).email).toBe(DEMO_USER[0]);
   // uninstall() put the browser's fetch back: a plain fetch carries no token.
   const plain = await page.evaluate(

@@ -3,7 +3,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-/** The first of the four ports the servers use (TW_E2E_PORT, default 18280). */
+/** The first of the five ports the servers use (TW_E2E_PORT, default 18280). */
 const PORT = Number(process.env.TW_E2E_PORT ?? 18280);
 export const BASE = `http://127.0.0.1:${PORT}`;
 /** The demo as `make demo` serves it (www/ + pkg/), with 4-second tokens and test hooks. */
@@ -16,6 +16,9 @@ export const STORM = `http://127.0.0.1:${PORT + 3}`;
 export const HOOKS_SECRET = process.env.TW_TEST_HOOKS_SECRET ?? "tokenwarden-test-hooks-secret";
 /** The React fixture (tests/react/dist, StrictMode, built from the packed tarball). */
 export const REACT = `http://127.0.0.1:${PORT + 4}`;
+/** 10-minute tokens: what a thief carries away is still alive a minute later, so only DPoP
+ * can be what refuses it. */
+export const LONG = `http://127.0.0.1:${PORT + 5}`;
 
 // Chromium from Debian (toolchain.md): never `playwright install`.
 export const chromium = {
@@ -61,5 +64,6 @@ export default defineConfig({
     server(PORT + 3, "--www-dir tests/e2e/site --pkg-dir pkg", 10),
     // The React fixture, built from the packed tarball.
     server(PORT + 4, "--demo --www-dir tests/react/dist --pkg-dir /nonexistent"),
+    server(PORT + 5, "--www-dir tests/e2e/site --pkg-dir pkg", 600),
   ],
 });

@@ -19,11 +19,11 @@ test("waking after the token fell due refreshes once, before any request", async
   expect((await stats()).refresh_calls, "nothing happens while the tab sleeps").toBe(0);
   await wake(tab);
   await wake(tab);
-  await expect.poll(async () => (await stats()).refresh_calls).toBe(1);
+  await expect.poll(async () => (await stats()).refresh_rotated).toBe(1);
   expect(await events(tab)).toContain("refresh");
   // The app's first request after the wake finds a fresh token: no second refresh.
   expect(await tab.evaluate(() => (window as any).burst(5))).toEqual([200, 200, 200, 200, 200]);
-  expect((await stats()).refresh_calls).toBe(1);
+  expect((await stats()).refresh_rotated).toBe(1);
 });
 
 test("waking two tabs at once still makes one refresh", async ({ context }) => {
@@ -36,7 +36,7 @@ test("waking two tabs at once still makes one refresh", async ({ context }) => {
   await sleep(UNTIL_DUE_MS);
   await Promise.all([wake(a), wake(b)]);
   await sleep(500);
-  expect((await stats()).refresh_calls).toBe(1);
+  expect((await stats()).refresh_rotated).toBe(1);
   expect((await stats()).reuse_detections).toBe(0);
 });
 

@@ -2,7 +2,8 @@
 import init, { TokenManager } from "/pkg/tokenwarden.js";
 
 await init();
-const auth = new TokenManager();
+// ?dpop=0: plain Bearer tokens, for comparing like with like against a hand-attached Bearer.
+const auth = new TokenManager({ dpop: new URLSearchParams(location.search).get("dpop") !== "0" });
 let logouts = 0;
 auth.on("sessionExpired", () => logouts++);
 

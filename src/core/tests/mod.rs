@@ -3,6 +3,7 @@
 //! answers the requests the machine asks for, and reads back the commands.
 
 mod banking;
+mod dpop;
 mod faults;
 mod replay;
 mod restore;
@@ -37,6 +38,10 @@ impl Builder {
     }
     pub fn banking(mut self) -> Self {
         self.config.policy.auto_refresh = false;
+        self
+    }
+    pub fn dpop(mut self) -> Self {
+        self.config.dpop = true;
         self
     }
     pub fn hint(mut self, hint: bool) -> Self {
@@ -81,6 +86,7 @@ impl Scenario {
                 hint: false,
                 seed: 7,
                 allowed_origins: vec!["https://app.example".into()],
+                dpop: false,
             },
         }
     }
@@ -102,6 +108,11 @@ impl Scenario {
         }
     }
 
+    /// Collects the commands after driving the machine directly.
+    pub fn pump_out(&mut self) {
+        self.pump();
+    }
+
     pub fn call(&mut self, call: Call) -> Id {
         let id = self.next_caller;
         self.next_caller += 1;
@@ -116,7 +127,7 @@ impl Scenario {
     }
 
     pub fn fetch_status(&mut self, caller: Id, status: u16) {
-        self.m.fetch_status(caller, status, true, self.now);
+        self.m.fetch_status(caller, status, true, None, self.now);
         self.pump();
     }
 

@@ -43,7 +43,7 @@ fn a_streamed_body_is_never_replayed() {
     s.at(1_000.0);
     let a = s.call(Call::Fetch);
     s.take();
-    s.m.fetch_status(a, 401, false, s.now);
+    s.m.fetch_status(a, 401, false, None, s.now);
     assert_eq!(s.m.poll(), Some(Command::Return { caller: a }));
 }
 

@@ -29,6 +29,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/keys/revoke", post(revoke_key))
         .route("/users", post(create_user))
         .route("/echo", get(echo).post(echo))
+        .route("/redirect", get(redirect))
         .fallback(super::not_found)
         .method_not_allowed_fallback(super::not_found)
         .layer(middleware::from_fn_with_state(state, require_secret))
@@ -86,6 +87,29 @@ fn redact_refresh(cookie: &str) -> String {
 #[derive(Deserialize)]
 struct EchoQuery {
     status: Option<u16>,
+}
+
+#[derive(Deserialize)]
+struct RedirectQuery {
+    to: String,
+}
+
+/// `307` to `?to=` (an http(s) URL): lets a browser test follow a redirect to another origin.
+async fn redirect(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<RedirectQuery>,
+) -> Result<Response, ApiError> {
+    hooks(&state)?;
+    if !(q.to.starts_with("http://") || q.to.starts_with("https://")) {
+        return Err(ApiError::InvalidRequest("to must be an http(s) URL".into()));
+    }
+    let location = axum::http::HeaderValue::from_str(&q.to)
+        .map_err(|_| ApiError::InvalidRequest("to is not a valid header value".into()))?;
+    Ok((
+        StatusCode::TEMPORARY_REDIRECT,
+        [(axum::http::header::LOCATION, location)],
+    )
+        .into_response())
 }
 
 /// Which credentials reached the server: lets a browser test prove what a request carried.

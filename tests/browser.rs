@@ -500,6 +500,29 @@ async fn a_refresh_answered_503_is_a_network_error_and_the_session_survives() {
 }
 
 #[wasm_bindgen_test]
+async fn a_proxys_401_page_from_the_refresh_endpoint_ends_no_session() {
+    let auth = logged_in(&[]).await;
+    let log = record(&auth);
+    // A gateway in front of the server answers 401 with its own HTML page: not the protocol's
+    // `invalid_grant`, so the refresh fails and the session lives on.
+    faults(obj(&[("refresh_gateway_401_next", 1.into())])).await;
+    let (name, code) = rejection(auth.refresh(Some(obj(&[("force", true.into())])))).await;
+    assert_eq!(
+        (name.as_str(), code.as_str()),
+        ("RefreshError", "unexpected_response")
+    );
+    assert!(
+        auth.is_authenticated(),
+        "a proxy's page never logs the user out"
+    );
+    assert_eq!(me_status(&auth).await, 200);
+    // The next refresh reaches the server and works.
+    await_ok(auth.refresh(Some(obj(&[("force", true.into())])))).await;
+    assert_eq!(me_status(&auth).await, 200);
+    assert_eq!(events(&log), ["refresh"]);
+}
+
+#[wasm_bindgen_test]
 async fn a_lost_refresh_response_is_recovered_without_logout() {
     let auth = logged_in(&[]).await;
     let log = record(&auth);

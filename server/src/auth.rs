@@ -163,7 +163,10 @@ pub async fn refresh(
 ) -> Result<Response, ApiError> {
     require_csrf(&headers)?;
     state.hook(|h| Hooks::bump(&h.refresh_calls));
-    let drop_response = crate::hooks::before_refresh(&state).await?;
+    let drop_response = match crate::hooks::before_refresh(&state).await {
+        Ok(drop) => drop,
+        Err(injected) => return Ok(injected),
+    };
     let presented = cookies::refresh_token(&headers)
         .map_err(|_| ApiError::DuplicateCookie)?
         .filter(|t| is_well_formed_refresh_token(t))

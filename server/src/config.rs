@@ -150,6 +150,12 @@ pub struct ServeArgs {
     )]
     pub allowed_origins: Vec<String>,
 
+    /// Other origins the pages served from --www-dir may fetch from (added to their CSP's
+    /// `connect-src`, which is `'self'` otherwise): an API on another origin. Repeat or
+    /// separate with commas.
+    #[arg(long = "connect-src", env = "TW_CONNECT_SRC", value_delimiter = ',')]
+    pub connect_src: Vec<String>,
+
     /// Password attempts per account from one client IP (IPv6: one /64) within
     /// --login-window-secs; beyond, 429 without checking the password. A successful login
     /// clears that count; other addresses (the account's owner) are not affected.
@@ -355,6 +361,7 @@ pub struct Settings {
     pub key_grace: i64,
     pub key_poll_secs: u64,
     pub allowed_origins: Vec<String>,
+    pub connect_src: Vec<String>,
     pub login_max_failures: i64,
     pub login_window: i64,
     pub login_ip_per_minute: u32,
@@ -396,6 +403,7 @@ impl Settings {
             key_grace: 86_400,
             key_poll_secs: 1,
             allowed_origins: Vec::new(),
+            connect_src: Vec::new(),
             login_max_failures: 10,
             login_window: 900,
             login_ip_per_minute: 60,
@@ -458,19 +466,32 @@ impl Settings {
                 "--key-grace-secs must be at least the access-token lifetime plus leeway".into(),
             );
         }
-        let mut allowed_origins = Vec::new();
-        for o in &a.allowed_origins {
-            let o = o.trim().trim_end_matches('/');
-            if o.is_empty() {
-                continue;
+        let origins = |list: &[String], flag: &str| {
+            let mut out = Vec::new();
+            for o in list {
+                let o = o.trim().trim_end_matches('/');
+                if o.is_empty() {
+                    continue;
+                }
+                // Scheme and host only: nothing that could end the header value or add a
+                // directive (`;`, quotes, spaces).
+                let host = o
+                    .strip_prefix("http://")
+                    .or_else(|| o.strip_prefix("https://"))
+                    .unwrap_or("");
+                if host.is_empty()
+                    || !host
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+                {
+                    return Err(format!("{flag} {o:?} must be an explicit http(s) origin"));
+                }
+                out.push(o.to_owned());
             }
-            if o == "*" || !(o.starts_with("http://") || o.starts_with("https://")) {
-                return Err(format!(
-                    "--allowed-origin {o:?} must be an explicit http(s) origin"
-                ));
-            }
-            allowed_origins.push(o.to_owned());
-        }
+            Ok(out)
+        };
+        let mut allowed_origins = origins(&a.allowed_origins, "--allowed-origin")?;
+        let connect_src = origins(&a.connect_src, "--connect-src")?;
         if a.demo {
             let port = a.bind.port();
             let scheme = if a.tls_cert.is_some() {
@@ -496,6 +517,7 @@ impl Settings {
             key_grace: a.key_grace_secs,
             key_poll_secs: a.key_poll_secs.max(1),
             allowed_origins,
+            connect_src,
             login_max_failures: a.login_max_failures.max(1),
             login_window: a.login_window_secs.max(1),
             login_ip_per_minute: a.login_ip_per_minute.max(1),

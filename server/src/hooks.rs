@@ -17,7 +17,9 @@ pub use routes::{before_refresh, routes};
 
 /// Without the feature there are no faults to inject.
 #[cfg(not(feature = "test-hooks"))]
-pub async fn before_refresh(_state: &crate::state::AppState) -> Result<bool, ApiError> {
+pub async fn before_refresh(
+    _state: &crate::state::AppState,
+) -> Result<bool, axum::response::Response> {
     Ok(false)
 }
 

@@ -54,9 +54,20 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
      style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; \
      base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
+/// [`CONTENT_SECURITY_POLICY`] with `connect_src` (checked origins) added to `connect-src`.
+pub fn content_security_policy(connect_src: &[String]) -> String {
+    let mut extra = String::new();
+    for origin in connect_src {
+        extra.push(' ');
+        extra.push_str(origin);
+    }
+    CONTENT_SECURITY_POLICY.replace("connect-src 'self'", &format!("connect-src 'self'{extra}"))
+}
+
 /// `ServeDir` with the security headers every static page gets.
 fn static_files(
     dir: std::path::PathBuf,
+    csp: HeaderValue,
 ) -> impl tower::Service<
     axum::extract::Request,
     Response = axum::response::Response<tower_http::services::fs::ServeFileSystemResponseBody>,
@@ -69,15 +80,20 @@ fn static_files(
     let not_found = || async { ApiError::NotFound };
     let service = ServeDir::new(dir).not_found_service(axum::routing::any(not_found));
     let headers = [
-        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::CACHE_CONTROL, "no-cache"),
+        (header::CONTENT_SECURITY_POLICY, csp),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
     ];
-    let [a, b, c, d, e] = headers.map(|(name, value)| {
-        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
-    });
+    let [a, b, c, d, e] =
+        headers.map(|(name, value)| SetResponseHeaderLayer::if_not_present(name, value));
     a.layer(b.layer(c.layer(d.layer(e.layer(service)))))
 }
 
@@ -106,11 +122,14 @@ pub fn app(state: AppState) -> Router {
             .route("/test", any(hooks::not_found))
             .route("/test/{*rest}", any(hooks::not_found));
     }
+    // The origins were checked at start (config.rs): the policy is a valid header value.
+    let csp = HeaderValue::from_str(&content_security_policy(&settings.connect_src))
+        .unwrap_or(HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     if let Some(pkg) = &settings.pkg_dir {
-        router = router.nest_service("/pkg", static_files(pkg.clone()));
+        router = router.nest_service("/pkg", static_files(pkg.clone(), csp.clone()));
     }
     router = match &settings.www_dir {
-        Some(www) => router.fallback_service(static_files(www.clone())),
+        Some(www) => router.fallback_service(static_files(www.clone(), csp)),
         None => router.fallback(|| async { ApiError::NotFound }),
     };
     let nonce = axum::middleware::map_response_with_state(state.clone(), dpop::add_nonce);

@@ -309,6 +309,7 @@ pub struct Hooks {
     pub refresh_latency_ms: AtomicU64,
     pub refresh_fail_next: AtomicU64,
     pub refresh_drop_next: AtomicU64,
+    pub refresh_gateway_401_next: AtomicU64,
 }
 
 impl Hooks {

@@ -176,6 +176,34 @@ fn a_wildcard_cors_origin_is_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("explicit http(s) origin"));
 }
 
+/// `--connect-src` goes into the pages' Content-Security-Policy: nothing but an origin may.
+#[test]
+fn a_connect_src_that_is_not_an_origin_is_refused() {
+    for bad in [
+        "*",
+        "https://api.example; script-src *",
+        "https://a b",
+        "data:",
+        "'unsafe-eval'",
+    ] {
+        let stderr = refused(
+            &[
+                "--bind",
+                "127.0.0.1:0",
+                "--connect-src",
+                bad,
+                "--database-url",
+                "sqlite::memory:",
+            ],
+            &[],
+        );
+        assert!(
+            stderr.contains("explicit http(s) origin"),
+            "{bad}: {stderr}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn demo_mode_prints_credentials_that_log_in() {
     let dir = tempfile::tempdir().unwrap();

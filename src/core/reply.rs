@@ -85,16 +85,13 @@ impl RefreshReply {
                     _ => RefreshOutcome::Unexpected(200),
                 }
             }
-            // RFC 6749 answers an invalid grant with 400; tokenwarden with 401.
+            // RFC 6749 answers an invalid grant with 400; tokenwarden with 401. Only the
+            // protocol's own words end a session: a 401 without them (a gateway's or proxy's
+            // page, an unknown code) and a refused proof (e.g. an injected script's) do not.
             400 | 401 => match self.error.as_deref() {
                 Some("token_reused") => RefreshOutcome::Ended(EndReason::TokenReused),
                 Some("invalid_grant") => RefreshOutcome::Ended(EndReason::InvalidGrant),
-                // A proof the server refused (e.g. an injected script's) never ends a session.
-                Some("invalid_dpop_proof" | "use_dpop_nonce") => {
-                    RefreshOutcome::Unexpected(self.status)
-                }
-                _ if self.status == 401 => RefreshOutcome::Ended(EndReason::InvalidGrant),
-                _ => RefreshOutcome::Unexpected(400),
+                _ => RefreshOutcome::Unexpected(self.status),
             },
             408 | 429 | 500..=599 => RefreshOutcome::Transient(Transient::Status(self.status)),
             other => RefreshOutcome::Unexpected(other),
@@ -250,6 +247,26 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_401_without_the_protocols_words_never_ends_the_session() {
+        // A gateway's HTML page (no JSON: no error), or a code the protocol does not have.
+        for error in [None, Some("invalid_token"), Some("unauthorized")] {
+            assert_eq!(
+                status(401, error),
+                RefreshOutcome::Unexpected(401),
+                "{error:?}"
+            );
+        }
+        assert_eq!(
+            status(401, Some("invalid_grant")),
+            RefreshOutcome::Ended(EndReason::InvalidGrant)
+        );
+        assert_eq!(
+            status(400, Some("token_reused")),
+            RefreshOutcome::Ended(EndReason::TokenReused)
+        );
+    }
+
     fn status(status: u16, error: Option<&str>) -> RefreshOutcome {
         RefreshReply {
             status,
@@ -269,10 +286,7 @@ mod tests {
             status(401, Some("token_reused")),
             RefreshOutcome::Ended(EndReason::TokenReused)
         );
-        assert_eq!(
-            status(401, None),
-            RefreshOutcome::Ended(EndReason::InvalidGrant)
-        );
+        assert_eq!(status(401, None), RefreshOutcome::Unexpected(401));
         assert_eq!(
             status(400, Some("invalid_grant")),
             RefreshOutcome::Ended(EndReason::InvalidGrant)

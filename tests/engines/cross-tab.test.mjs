@@ -23,7 +23,7 @@ before(async () => {
   const tls = certificate(dir);
   // A database file, so that a restart keeps sessions and signing keys.
   main = await new Server({ tls, ttl: 4, db: `sqlite://${dir}/main.db` }).start();
-  storm = await new Server({ tls, ttl: 10, db: "sqlite::memory:" }).start();
+  storm = await new Server({ tls, ttl: 10, db: "sqlite::memory:", corsFromSelf: true }).start();
   // Plain http, to show what each engine does with the Secure cookie there.
   plain = await new Server({ tls: null, ttl: 4, db: "sqlite::memory:" }).start();
 });
@@ -149,6 +149,16 @@ for (const engine of ENGINES) {
       assert.equal(await fresh.call("restore"), true);
       assert.equal((await storm.stats()).refresh_calls, 0);
       assert.match((await fresh.call("echo")).authorization, /^DPoP ey/);
+    });
+
+    scenario("a redirect to another origin carries no token; a same-origin one does", async () => {
+      const [tab] = await loggedIn(browser, 1, storm);
+      // The same server under its other name: another origin, which lets the page read its echo.
+      const other = storm.base.replace("127.0.0.1", "localhost");
+      const away = await tab.call("redirected", `${other}/test/echo`);
+      assert.equal(away.authorization, null, JSON.stringify(away));
+      const home = await tab.call("redirected", `${storm.base}/test/echo`);
+      assert.match(home.authorization, /^DPoP ey/);
     });
 
     scenario("a reload restores the session from the HttpOnly cookie with one rotation", async () => {

@@ -29,6 +29,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/keys/revoke", post(revoke_key))
         .route("/users", post(create_user))
         .route("/echo", get(echo).post(echo))
+        .route("/redirect", get(redirect))
         .fallback(super::not_found)
         .method_not_allowed_fallback(super::not_found)
         .layer(middleware::from_fn_with_state(state, require_secret))
@@ -45,7 +46,7 @@ async fn require_secret(State(state): State<AppState>, req: Request, next: Next)
 }
 
 /// Faults for `/auth/refresh`: a delay, a 503, or (the `true` returned) a response to drop.
-pub async fn before_refresh(state: &AppState) -> Result<bool, ApiError> {
+pub async fn before_refresh(state: &AppState) -> Result<bool, Response> {
     let Some(h) = &state.hooks else {
         return Ok(false);
     };
@@ -54,7 +55,18 @@ pub async fn before_refresh(state: &AppState) -> Result<bool, ApiError> {
         tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
     }
     if Hooks::take(&h.refresh_fail_next) {
-        return Err(ApiError::Unavailable);
+        return Err(ApiError::Unavailable.into_response());
+    }
+    if Hooks::take(&h.refresh_gateway_401_next) {
+        // What a proxy in front of the server may answer: its own page, not the protocol's JSON.
+        let page = "<html><head><title>401 Authorization Required</title></head>\n\
+                    <body><center><h1>401 Authorization Required</h1></center></body></html>\n";
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            [(axum::http::header::CONTENT_TYPE, "text/html")],
+            page,
+        )
+            .into_response());
     }
     Ok(Hooks::take(&h.refresh_drop_next))
 }
@@ -75,6 +87,29 @@ fn redact_refresh(cookie: &str) -> String {
 #[derive(Deserialize)]
 struct EchoQuery {
     status: Option<u16>,
+}
+
+#[derive(Deserialize)]
+struct RedirectQuery {
+    to: String,
+}
+
+/// `307` to `?to=` (an http(s) URL): lets a browser test follow a redirect to another origin.
+async fn redirect(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<RedirectQuery>,
+) -> Result<Response, ApiError> {
+    hooks(&state)?;
+    if !(q.to.starts_with("http://") || q.to.starts_with("https://")) {
+        return Err(ApiError::InvalidRequest("to must be an http(s) URL".into()));
+    }
+    let location = axum::http::HeaderValue::from_str(&q.to)
+        .map_err(|_| ApiError::InvalidRequest("to is not a valid header value".into()))?;
+    Ok((
+        StatusCode::TEMPORARY_REDIRECT,
+        [(axum::http::header::LOCATION, location)],
+    )
+        .into_response())
 }
 
 /// Which credentials reached the server: lets a browser test prove what a request carried.
@@ -138,6 +173,7 @@ async fn reset(State(state): State<AppState>) -> Result<Response, ApiError> {
         &h.refresh_latency_ms,
         &h.refresh_fail_next,
         &h.refresh_drop_next,
+        &h.refresh_gateway_401_next,
     ] {
         c.store(0, Ordering::SeqCst);
     }
@@ -157,6 +193,8 @@ struct Faults {
     refresh_fail_next: Option<u64>,
     /// Commit the next N rotations, then close the connection without answering.
     refresh_drop_next: Option<u64>,
+    /// Answer the next N refreshes with a proxy's HTML 401 page.
+    refresh_gateway_401_next: Option<u64>,
 }
 
 async fn faults(
@@ -172,6 +210,9 @@ async fn faults(
     }
     if let Some(v) = f.refresh_drop_next {
         h.refresh_drop_next.store(v, Ordering::SeqCst);
+    }
+    if let Some(v) = f.refresh_gateway_401_next {
+        h.refresh_gateway_401_next.store(v, Ordering::SeqCst);
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -47,6 +47,11 @@ const calls = {
   },
   collect: () => pending,
   echo: () => window.echo(),
+  // auth.fetch of an allowed (same-origin) URL that the server redirects to `to`.
+  redirected: (to) =>
+    auth.fetch("/test/redirect?to=" + encodeURIComponent(to), {
+      headers: { "x-test-hooks-secret": window.TW_TEST_HOOKS_SECRET },
+    }).then((r) => r.json()),
   state: () => ({
     isAuthenticated: auth.isAuthenticated,
     events: window.events,

@@ -460,3 +460,29 @@ async fn a_dpop_proof_accepted_by_one_instance_is_refused_by_the_others() {
     }
     stop_all([a, b, c]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keys_cli_run_anywhere_reaches_every_instance_within_a_second() {
+    let (url, [a, b, c]) = fleet(|_| {}).await;
+    let t = a.login(ALICE).await;
+    let (header, _) = jwt_parts(&t.access);
+    let old_kid = header["kid"].as_str().unwrap().to_owned();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden-server"))
+        .args(["keys", "revoke", &old_kid])
+        .env("TW_DATABASE_URL", &url)
+        .env("TW_KEY_ENCRYPTION_KEY", TEST_KEK)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let since = Instant::now();
+    for s in [&a, &b, &c] {
+        let took = until_refused(s, &[&t.access], since).await;
+        assert!(took <= Duration::from_secs(1), "{took:?} on {}", s.base);
+    }
+    stop_all([a, b, c]).await;
+}

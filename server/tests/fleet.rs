@@ -458,6 +458,34 @@ async fn a_dpop_proof_accepted_by_one_instance_is_refused_by_the_others() {
         assert_eq!(res.status(), 401, "a replayed proof on {}", s.base);
         assert_eq!(error_code(res).await, "invalid_dpop_proof");
     }
+    // One fresh proof sent to all three at once, twice each: exactly one answer is 200.
+    for round in 0..5 {
+        let proof = key.proof(
+            "GET",
+            "https://api.example/api/me",
+            a.state.now(),
+            Some(&access),
+            Some(&nonce(&a)),
+        );
+        let sends = [&a, &b, &c, &a, &b, &c].map(|s| {
+            s.http
+                .get(s.url("/api/me"))
+                .header("authorization", format!("DPoP {access}"))
+                .header("dpop", &proof)
+                .send()
+        });
+        let statuses: Vec<u16> = futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap().status().as_u16())
+            .collect();
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 200).count(),
+            1,
+            "round {round}: {statuses:?}"
+        );
+        assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 5);
+    }
     stop_all([a, b, c]).await;
 }
 

@@ -37,6 +37,9 @@ pub enum StoreError {
     /// Creating the SQLite file or its directory failed.
     #[error("database file: {0}")]
     File(#[from] std::io::Error),
+    /// A statement run on behalf of several requests at once failed (its message).
+    #[error("database: {0}")]
+    Batch(String),
     /// A stored value the server cannot have written (a corrupted or foreign row).
     #[error("unexpected value in the database: {0}")]
     Corrupt(String),

@@ -38,6 +38,67 @@ const POOL_SIZE: u32 = 16;
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// DPoP proofs waiting for the next batched insert (see `claim_proof`).
+    proofs: tokio::sync::mpsc::Sender<ProofClaim>,
+}
+
+/// One proof to record, and where to answer whether it was new.
+struct ProofClaim {
+    key: String,
+    until: i64,
+    now: i64,
+    answer: tokio::sync::oneshot::Sender<Result<bool, String>>,
+}
+
+/// Most proofs in one insert.
+const PROOF_BATCH: usize = 512;
+
+/// Records proofs in batches: whatever arrived while the previous insert ran goes into the
+/// next one (group commit), so a busy instance pays one round trip for many proofs instead of
+/// one each. Ends when every `PgStore` is gone.
+async fn record_proofs(pool: PgPool, mut queue: tokio::sync::mpsc::Receiver<ProofClaim>) {
+    let mut batch = Vec::with_capacity(PROOF_BATCH);
+    while queue.recv_many(&mut batch, PROOF_BATCH).await > 0 {
+        // A proof twice in one batch: the first is the one recorded, the others are replays
+        // (one statement cannot insert a key twice).
+        let mut keys = Vec::with_capacity(batch.len());
+        let mut untils = Vec::with_capacity(batch.len());
+        let mut seen = std::collections::HashSet::with_capacity(batch.len());
+        let mut now = i64::MIN;
+        for c in &batch {
+            if seen.insert(c.key.as_str()) {
+                keys.push(c.key.clone());
+                untils.push(c.until);
+            }
+            now = now.max(c.now);
+        }
+        // An expired row of the same proof is taken over (the iat check refuses it anyway).
+        let inserted = sqlx::query(
+            "INSERT INTO dpop_proofs (proof, until)
+             SELECT * FROM UNNEST($1::text[], $2::bigint[])
+             ON CONFLICT (proof) DO UPDATE SET until = EXCLUDED.until
+             WHERE dpop_proofs.until < $3
+             RETURNING proof",
+        )
+        .bind(&keys)
+        .bind(&untils)
+        .bind(now)
+        .fetch_all(&pool)
+        .await
+        .and_then(|rows| {
+            rows.iter()
+                .map(|r| r.try_get::<String, _>("proof"))
+                .collect::<Result<std::collections::HashSet<_>, _>>()
+        });
+        let mut answered = std::collections::HashSet::with_capacity(batch.len());
+        for c in batch.drain(..) {
+            let answer = match &inserted {
+                Ok(new) => Ok(new.contains(&c.key) && answered.insert(c.key.clone())),
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = c.answer.send(answer);
+        }
+    }
 }
 
 const PRESENTED_TOKEN: &str = "SELECT t.session_id, t.generation, t.claimed_at, t.revoked_at,
@@ -233,7 +294,9 @@ impl PgStore {
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations-postgres").run(&pool).await?;
-        Ok(PgStore { pool })
+        let (proofs, queue) = tokio::sync::mpsc::channel(4 * PROOF_BATCH);
+        tokio::spawn(record_proofs(pool.clone(), queue));
+        Ok(PgStore { pool, proofs })
     }
 
     pub async fn close(&self) {
@@ -812,8 +875,7 @@ impl PgStore {
     }
 
     /// A unique insert: of two instances given the same proof, exactly one inserts the row.
-    /// An expired row of the same proof is taken over (the iat check refuses such a proof
-    /// anyway).
+    /// Batched with the proofs other requests present meanwhile (`record_proofs`).
     pub async fn claim_proof(
         &self,
         jkt: &str,
@@ -821,17 +883,21 @@ impl PgStore {
         until: i64,
         now: i64,
     ) -> StoreResult<bool> {
-        let res = sqlx::query(
-            "INSERT INTO dpop_proofs (proof, until) VALUES ($1, $2)
-             ON CONFLICT (proof) DO UPDATE SET until = EXCLUDED.until
-             WHERE dpop_proofs.until < $3",
-        )
-        .bind(proof_key(jkt, jti))
-        .bind(until)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(res.rows_affected() == 1)
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let claim = ProofClaim {
+            key: proof_key(jkt, jti),
+            until,
+            now,
+            answer,
+        };
+        self.proofs
+            .send(claim)
+            .await
+            .map_err(|_| StoreError::Batch("the DPoP proof recorder has stopped".into()))?;
+        answered
+            .await
+            .map_err(|_| StoreError::Batch("the DPoP proof recorder has stopped".into()))?
+            .map_err(StoreError::Batch)
     }
 }
 

@@ -12,7 +12,8 @@
 //! - **Revocations** (deny-listed `jti`, revoked session, key-ring change) insert a row in
 //!   `revocation_events` and `NOTIFY tw_revocations` in the same transaction; the payload is
 //!   the event itself, so hearing it costs no query (crate::fleet).
-//! - **Throttle counters** and **DPoP proofs** live in tables, one atomic statement each.
+//! - **Throttle counters** live in a table, one atomic statement per check; **DPoP proofs** in
+//!   another, a unique insert batched across concurrent requests.
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -171,7 +171,9 @@ impl Clock {
 }
 
 /// Access tokens refused before their `exp`: logged-out `jti`s and revoked sessions. Mirrors
-/// the database (reloaded at start) so that verifying a bearer token never touches it.
+/// the database (reloaded at start; on PostgreSQL kept in step with the other instances by
+/// crate::fleet) so that verifying a bearer token never touches it. Bounded by time: an entry
+/// is pruned once the last token it could refuse has expired.
 #[derive(Default)]
 pub struct Revocations {
     inner: RwLock<RevocationSets>,

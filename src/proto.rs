@@ -39,6 +39,11 @@ words! {
         InvalidCredentials = "invalid_credentials",
         /// Throttled; `Retry-After` says for how long.
         TooManyAttempts = "too_many_attempts",
+        /// The emailed sign-in code is wrong, used or revoked; `attempts_left` says how many
+        /// tries the email's live codes have left (0: ask for a new code).
+        InvalidCode = "invalid_code",
+        /// The emailed sign-in code ran out of time: ask for a new one.
+        CodeExpired = "code_expired",
         /// The refresh token is unknown, expired or revoked: the session is over.
         InvalidGrant = "invalid_grant",
         /// The refresh token was used twice: the session was revoked (theft detection).

@@ -185,6 +185,15 @@ mod tests {
         for r in EndReason::ALL {
             assert!(typings.contains(&format!("\"{}\"", r.as_str())), "{r:?}");
         }
+        // The codes a sign-in can be refused with are documented for TypeScript users.
+        for c in [
+            ErrorCode::InvalidCredentials,
+            ErrorCode::InvalidCode,
+            ErrorCode::CodeExpired,
+            ErrorCode::TooManyAttempts,
+        ] {
+            assert!(typings.contains(&format!("`{}`", c.as_str())), "{c:?}");
+        }
         // The driver builds the message fields of these two kinds itself.
         for k in [PeerKind::Token, PeerKind::Ended] {
             assert!(

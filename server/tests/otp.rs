@@ -555,3 +555,55 @@ async fn codes_never_reach_the_log() {
         assert!(!text.contains(code.as_str()), "code {code} in the log");
     }
 }
+
+#[tokio::test]
+async fn the_demo_mailbox_exists_only_in_demo_mode_without_smtp() {
+    // --demo, no SMTP server: the code goes to the demo mailbox, which the page can read.
+    let demo = TestServer::with(|s| s.demo = true).await;
+    assert_eq!(start(&demo, ALICE.0).await.status(), 202);
+    let mut messages = Value::Null;
+    for _ in 0..100 {
+        let res = demo
+            .http
+            .get(demo.url("/demo/mailbox?email=Alice@Example.com"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        messages = res.json::<Value>().await.unwrap()["messages"].clone();
+        if messages.as_array().is_some_and(|m| !m.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let code = messages[0]["code"].as_str().expect("a code").to_owned();
+    assert_eq!(messages[0]["to"], ALICE.0);
+    // Unknown addresses get nothing there either.
+    assert_eq!(start(&demo, UNKNOWN).await.status(), 202);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let res = demo
+        .http
+        .get(demo.url(&format!("/demo/mailbox?email={UNKNOWN}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["messages"], json!([]));
+    assert_eq!(verify(&demo, ALICE.0, &code).await.status(), 200);
+    demo.stop().await;
+
+    // Not in demo mode, and not when a real SMTP server delivers.
+    let sink = SmtpSink::start();
+    for s in [
+        TestServer::start().await,
+        server(&sink, |s| s.demo = true).await,
+    ] {
+        let res = s
+            .http
+            .get(s.url(&format!("/demo/mailbox?email={}", ALICE.0)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 404);
+        s.stop().await;
+    }
+}

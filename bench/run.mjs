@@ -25,8 +25,8 @@ const SMOKE = process.argv.includes("--smoke");
 const ONLY = process.argv.find((a) => a.startsWith("--only="))?.slice(7).split(",").map(Number);
 const want = (n) => !ONLY || ONLY.includes(n);
 const N = SMOKE
-  ? { overhead: 50, repeats: 1, storm: 40, stormTabs: 4, startup: 2, wrkSecs: 1, wrkRuns: 1 }
-  : { overhead: 2000, repeats: 5, storm: 1000, stormTabs: 4, startup: 20, wrkSecs: 5, wrkRuns: 3 };
+  ? { overhead: 50, repeats: 1, storm: 40, stormTabs: 4, startup: 2, wrkSecs: 1, wrkRuns: 1, proofs: 20, proofWarmup: 5, proofRuns: 1, proofChunk: 10 }
+  : { overhead: 2000, repeats: 5, storm: 1000, stormTabs: 4, startup: 20, wrkSecs: 5, wrkRuns: 3, proofs: 2000, proofWarmup: 200, proofRuns: 11, proofChunk: 20 };
 // The smoke run only proves the harness works, so it may use the debug build the tests made.
 const SERVER = process.env.TW_BENCH_SERVER ?? path.join(root, "target/release/tokenwarden-server");
 // The servers' test hooks answer only requests that carry this (X-Test-Hooks-Secret).
@@ -493,6 +493,48 @@ end
       ["engine", "refresh requests (median / max)", "reuse detections (max)", "failed requests (max)", "logouts (max)", "latency p50", "latency p99"], rows) +
       `\n\n${N.storm} concurrent \`auth.fetch\` at the moment the token is due, across ${N.stormTabs} windows of one browser (shared cookies, Web Locks and BroadcastChannel), each engine through its own WebDriver, over HTTPS (the server's TLS listener, a self-signed certificate); median of ${N.repeats} trials. Latency is measured in the page from the moment the burst starts.`);
   }
+
+  // 9. DPoP proof creation -----------------------------------------------------------------------
+  if (want(9)) {
+    // oauth4webapi's ESM build, bundled and minified as the peers of section 6 are.
+    await esbuild.build({
+      stdin: { contents: `export * from "oauth4webapi";`, resolveDir: here, loader: "js" },
+      bundle: true, minify: true, format: "esm", platform: "browser",
+      outfile: path.join(here, "site/dist/oauth4webapi.js"), logLevel: "silent",
+    });
+    const o4wVersion = JSON.parse(readFileSync(path.join(here, "node_modules/oauth4webapi/package.json"), "utf8")).version;
+    // One page (site/proof.js) holds both: it logs tokenwarden in against the real server, then
+    // answers GET /api/me with an empty 200 from a fetch stub installed before the TokenManager
+    // was constructed, and checks one request of each library (Authorization: DPoP, a proof with
+    // htm, htu, ath, iat, jti that verifies under its jwk) before and after the timing.
+    const context = await browser.newContext();
+    const page = await openPage(context, `${A.base}/proof.html`);
+    await page.evaluate((user) => setup(...user), await A.newUser());
+    const kinds = ["tokenwarden", "oauth4webapi", "webcrypto"];
+    await page.evaluate(([ks, n]) => run(ks, n, n), [kinds, N.proofWarmup]);
+    // Interleaved in chunks of N.proofChunk, the order rotating chunk by chunk, so that the
+    // machine's drift hits all three alike; each run totals N.proofs of each.
+    const runs = Object.fromEntries(kinds.map((k) => [k, []]));
+    for (let r = 0; r < N.proofRuns; r++) {
+      const t = await page.evaluate(([ks, n, c]) => run(ks, n, c), [kinds, N.proofs, N.proofChunk]);
+      for (const k of kinds) runs[k].push(t[k]);
+    }
+    const after = await page.evaluate(() => verify());
+    await context.close();
+    const load1 = Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]);
+    const per = (k) => (median(runs[k]) / N.proofs) * 1000;
+    const spread = (k) => `${((Math.min(...runs[k]) / N.proofs) * 1000).toFixed(0)}–${((Math.max(...runs[k]) / N.proofs) * 1000).toFixed(0)} µs`;
+    const us = (x) => `${x.toFixed(0)} µs`;
+    const claims = (c) => c.claims.join(", ");
+    const ratios = runs.tokenwarden.map((t, i) => t / runs.oauth4webapi[i]);
+    const share = (k) => Math.round((100 * per("webcrypto")) / per(k));
+    section("9. DPoP proof creation", table(["", "per request (median)", "runs (min–max)", "above the floor"], [
+      ["`auth.fetch(\"/api/me\")`, tokenwarden, `dpop: true`", `**${us(per("tokenwarden"))}**`, spread("tokenwarden"), us(per("tokenwarden") - per("webcrypto"))],
+      [`\`protectedResourceRequest\`, oauth4webapi ${o4wVersion} (\`DPoP\` handle)`, `**${us(per("oauth4webapi"))}**`, spread("oauth4webapi"), us(per("oauth4webapi") - per("webcrypto"))],
+      ["**ratio** tokenwarden / oauth4webapi", `**${(per("tokenwarden") / per("oauth4webapi")).toFixed(2)}×**`, `${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}×`, ""],
+      ["floor: bare `crypto.subtle.digest` (SHA-256) + `sign` (ES256)", us(per("webcrypto")), spread("webcrypto"), ""],
+    ]) + `\n\nThe client-side cost of one \`GET /api/me\` (the page's own origin, http://127.0.0.1) with an access token and a DPoP proof (RFC 9449), the network aside: ${N.proofs} sequential requests of each per run, interleaved in chunks of ${N.proofChunk} with the order rotating chunk by chunk, after ${N.proofWarmup} of each to warm up; median of ${N.proofRuns} runs (the ratio's range is over the runs' own ratios), in one headless Chromium page, each chunk timed with \`performance.now()\` around its loop. Both libraries send to the same \`fetch\` stub, installed before tokenwarden's \`TokenManager\` was constructed (the driver takes \`fetch\` then) and passed to oauth4webapi as its \`customFetch\`: it answers \`/api/me\` at once with \`new Response(null, {status: 200})\`; before the timing it let the login and one real \`/api/me\` through to the reference server, which accepted tokenwarden's proof. Same token, same URL, same server nonce (handed to oauth4webapi through one \`DPoP-Nonce\` response header); both keys are non-extractable ECDSA P-256 WebCrypto keys. Checked before and after the timing: each request carried \`Authorization: DPoP <token>\` and a proof whose signature verifies under its header's jwk, with the claims ${claims(after.tokenwarden)} (tokenwarden, ${after.tokenwarden.bytes} bytes) and ${claims(after.oauth4webapi)} (oauth4webapi, ${after.oauth4webapi.bytes} bytes).\n\nWhat each figure includes. tokenwarden: \`auth.fetch\` resolving the URL and checking its origin, the token check in the wasm core, the proof (random jti, SHA-256 of the token for ath, JSON and base64url of the claims, ECDSA sign), the headers, the stub's response handed back to the core (its DPoP-Nonce and Date, absent here, and its status). oauth4webapi: \`new URL\` and \`new Headers\` by the caller, the proof (the same steps, with a 32-byte jti where tokenwarden's is 16 bytes; its JWS header is JSON- and base64url-encoded on every proof, tokenwarden's once per key), the Authorization header, the headers copied into a plain object for \`fetch\`, and its response checks (nonce cache, WWW-Authenticate). The floor is the two WebCrypto calls each proof makes, awaited in turn, with their inputs encoded beforehand. The floor is ${share("tokenwarden")} % of tokenwarden's figure and ${share("oauth4webapi")} % of oauth4webapi's: each WebCrypto call runs off the main thread and its promise resolves through the page's task queue, so it waits for whatever else the machine runs (1-minute load average ${load1} on ${cpus().length} cores when this section ended); other work on the machine lengthens every figure, unevenly from run to run, and the interleaving is there so that it lengthens all three alike.`);
+  }
 } finally {
   A.stop();
   B.stop();
@@ -518,7 +560,7 @@ const header = `# Benchmark results\n\n${SMOKE ? "**Smoke run (tiny sizes): not 
     ["browser", version("/usr/bin/chromium", ["--version"]).replace(/^.*?(Chromium)/, "$1")],
     ["rustc", version("rustc", ["--version"])],
     ["node", process.version],
-    ["peers", "oidc-client-ts 3.5.0, supertokens-website 20.1.6, @auth0/auth0-spa-js 2.27.0, axios 1.21.1 + axios-auth-refresh 5.0.2"],
+    ["peers", "oidc-client-ts 3.5.0, supertokens-website 20.1.6, @auth0/auth0-spa-js 2.27.0, axios 1.21.1 + axios-auth-refresh 5.0.2, oauth4webapi 3.8.8"],
   ]) + "\n\n";
 if (ONLY) process.exit(0);
 const file = SMOKE ? path.join(root, "target/bench-smoke.md") : path.join(here, "RESULTS.md");

@@ -124,7 +124,8 @@ const subtle = Crypto?.subtle;
 const S = G.SubtleCrypto?.prototype ?? {};
 const [sign, digest, generateKey, exportKey] = [S.sign, S.digest, S.generateKey, S.exportKey];
 const randomValues = G.Crypto?.prototype.getRandomValues;
-const idb = G.indexedDB;
+// The factory itself is looked up when used (importing the package on a server touches no
+// browser global); a substitute put there later fails the captured `open`'s brand check.
 const idbOpen = G.IDBFactory?.prototype.open;
 
 const EVENTS = ["login", "refresh", "sessionExpired", "tokenReused", "logout"];
@@ -238,7 +239,7 @@ let dbP = null;
 /** One request on the key store, in its own transaction; resolves with its result. */
 function keyStore(mode, op) {
   dbP ??= new Promise((resolve, reject) => {
-    const r = apply(idbOpen, idb, ["tokenwarden", 1]);
+    const r = apply(idbOpen, G.indexedDB, ["tokenwarden", 1]);
     r.onupgradeneeded = () => r.result.createObjectStore(STORE);
     r.onsuccess = () => resolve(r.result);
     r.onerror = () => reject(r.error);
@@ -370,7 +371,7 @@ export class TokenManager {
     this.#lockName = "tokenwarden " + cfg.refreshUrl;
     this.#authOrigin = new URLC(cfg.refreshUrl).origin;
     if (!w) throw configError("call init() before new TokenManager()");
-    if (cfg.dpop && !(subtle && sign && randomValues && idb && idbOpen)) {
+    if (cfg.dpop && !(subtle && sign && randomValues && G.indexedDB && idbOpen)) {
       throw configError("dpop needs WebCrypto and IndexedDB (a secure context)");
     }
     const crossTab = cfg.crossTab && typeof BroadcastChannel === "function";

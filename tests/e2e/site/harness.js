@@ -56,13 +56,33 @@ const calls = {
     local: localStorage.length,
     session: sessionStorage.length,
     cookie: document.cookie,
-    idb: indexedDB.databases ? (await indexedDB.databases()).length : "n/a",
+    idb: await idbContents(),
   }),
   locks: async () => {
     const { held, pending } = await navigator.locks.query();
     return { held: held.length, pending: pending.length };
   },
 };
+/** What every IndexedDB database holds, described: a CryptoKey as "<type> <extractable|
+ * non-extractable> key", a string shaped like a JWT as "TOKEN"; other values are not listed. */
+async function idbContents() {
+  if (!indexedDB.databases) return "n/a";
+  const req = (r) => new Promise((ok, no) => { r.onsuccess = () => ok(r.result); r.onerror = () => no(r.error); });
+  const found = [];
+  const walk = (v) => {
+    if (v instanceof CryptoKey) found.push(`${v.type} ${v.extractable ? "extractable" : "non-extractable"} key`);
+    else if (typeof v === "string" && /^[\w-]+\.[\w-]+\.[\w-]*$/.test(v)) found.push("TOKEN");
+    else if (v && typeof v === "object") Object.values(v).forEach(walk);
+  };
+  for (const { name } of await indexedDB.databases()) {
+    const db = await req(indexedDB.open(name));
+    for (const store of db.objectStoreNames) {
+      (await req(db.transaction(store).objectStore(store).getAll())).forEach(walk);
+    }
+    db.close();
+  }
+  return found;
+}
 document.addEventListener("tw:call", () => {
   const root = document.documentElement;
   const { id, fn, args } = JSON.parse(root.getAttribute("data-tw-call"));

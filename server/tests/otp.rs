@@ -200,9 +200,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 #[tokio::test]
-async fn known_and_unknown_emails_get_byte_identical_answers_in_similar_time() {
+async fn known_and_unknown_emails_get_byte_identical_answers() {
     let sink = SmtpSink::start();
-    let s = server(&sink, |s| s.otp.sends_per_email = 100).await;
+    let s = server(&sink, |_| {}).await;
     let known = answer(start(&s, ALICE.0).await).await;
     let unknown = answer(start(&s, UNKNOWN).await).await;
     assert_eq!(known.0, 202);
@@ -218,24 +218,8 @@ async fn known_and_unknown_emails_get_byte_identical_answers_in_similar_time() {
         "nothing is mailed to an address without an account"
     );
 
-    // Time: the answer does not wait for the lookup or the SMTP exchange.
-    let (mut k, mut u) = (Vec::new(), Vec::new());
-    for i in 0..15 {
-        for (email, times) in [(ALICE.0, &mut k), (UNKNOWN, &mut u)] {
-            let t = Instant::now();
-            assert_eq!(start(&s, email).await.status(), 202, "round {i}");
-            times.push(t.elapsed());
-        }
-    }
-    let (k, u) = (median(k), median(u));
-    let gap = k.abs_diff(u);
-    assert!(
-        gap < Duration::from_millis(20),
-        "known {k:?}, unknown {u:?}"
-    );
-
     // Verify cannot tell them apart either: the unknown address has codes, just never mailed.
-    let code = sink.wait_for(ALICE.0, 16).await.code();
+    let code = sink.wait_for(ALICE.0, 1).await.code();
     let bad = wrong(&code);
     let (ks, kb) = refused(&s, ALICE.0, &bad).await;
     let (us, ub) = refused(&s, UNKNOWN, &bad).await;
@@ -245,6 +229,45 @@ async fn known_and_unknown_emails_get_byte_identical_answers_in_similar_time() {
         "invalid_code, same attempts_left"
     );
     assert_eq!(kb["error"], "invalid_code");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_answer_does_not_wait_for_the_account_lookup_or_the_mail() {
+    // An SMTP server that accepts connections and never says a word: a server that mailed
+    // before answering would hang on it (lettre gives up after 15 s) for known addresses only.
+    let tarpit = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("smtp://{}", tarpit.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((conn, _)) = tarpit.accept().await {
+            open.push(conn);
+        }
+    });
+    let s = TestServer::with(move |s| {
+        s.otp.smtp_url = Some(url);
+        s.otp.ip_per_minute = 10_000;
+        s.otp.sends_per_email = 100;
+    })
+    .await;
+    let (mut k, mut u) = (Vec::new(), Vec::new());
+    for i in 0..15 {
+        for (email, times) in [(ALICE.0, &mut k), (UNKNOWN, &mut u)] {
+            let t = Instant::now();
+            assert_eq!(start(&s, email).await.status(), 202, "round {i}");
+            times.push(t.elapsed());
+        }
+    }
+    let (k, u) = (median(k), median(u));
+    assert!(
+        k < Duration::from_secs(1),
+        "known {k:?}: the answer waited for the mail"
+    );
+    assert!(
+        k.abs_diff(u) < Duration::from_millis(20),
+        "known {k:?}, unknown {u:?}"
+    );
+    held.abort();
     s.stop().await;
 }
 

@@ -83,16 +83,21 @@ pub fn check(
         })
 }
 
-/// At login: the thumbprint to bind the new session to, if the request carries a proof.
-/// A present but invalid proof is refused, never ignored.
-pub fn login_binding(state: &AppState, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+/// At login (`path`: `/auth/login` or `/auth/otp/verify`): the thumbprint to bind the new
+/// session to, if the request carries a proof. A present but invalid proof is refused, never
+/// ignored.
+pub fn login_binding(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<Option<String>, ApiError> {
     if !has_proof(headers) {
         if state.settings.dpop_required {
             return Err(ApiError::DpopProof(ProofError::Missing));
         }
         return Ok(None);
     }
-    check(state, headers, "POST", "/auth/login", None, None, true).map(|p| Some(p.jkt))
+    check(state, headers, "POST", path, None, None, true).map(|p| Some(p.jkt))
 }
 
 /// At refresh, before the rotation decision: `bound` is the key the presented token's session

@@ -46,6 +46,8 @@ pub struct Inner {
     pub dpop: tokenwarden_dpop::Verifier,
     /// Access tokens whose signature was already checked (crate::verified).
     pub verified: crate::verified::VerifiedTokens,
+    /// Sign-in with an emailed code; `None` when codes cannot be delivered.
+    pub otp: Option<crate::otp::Otp>,
 }
 
 impl AppState {
@@ -63,6 +65,13 @@ impl AppState {
             revocations.revoke_session(sid, at + window);
         }
         let dpop = crate::dpop::verifier(settings.dpop_nonce_secret.as_deref(), &store).await?;
+        let otp = crate::otp::Otp::new(
+            &settings.otp,
+            settings.demo,
+            &settings.key_encryption,
+            &store,
+        )
+        .await?;
         let dummy_hash = crate::password::hash(&crate::tokens::random_token())
             .await
             .map_err(sqlx::Error::Protocol)?;
@@ -88,6 +97,7 @@ impl AppState {
             dummy_hash,
             dpop,
             verified: Default::default(),
+            otp,
         })))
     }
 

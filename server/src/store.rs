@@ -175,6 +175,12 @@ impl Store {
         Ok(Store { read, write })
     }
 
+    /// The read pool and the one-writer pool, for the queries that live in their own modules
+    /// (`crate::otp::store`).
+    pub(crate) fn pools(&self) -> (&SqlitePool, &SqlitePool) {
+        (&self.read, &self.write)
+    }
+
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;

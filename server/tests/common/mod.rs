@@ -2,6 +2,8 @@
 //! explicitly so a test can hold (and replay) any refresh token it was given.
 #![allow(dead_code)]
 
+pub mod smtp;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -140,6 +140,13 @@ pub(crate) async fn open_session(
     event: &'static str,
 ) -> Result<Response, ApiError> {
     let settings = &state.settings;
+    // A new key for each login: a key already bound to a session is refused (the swap attack
+    // in docs/PROTOCOL.md, "One key per login").
+    if let Some(jkt) = &jkt
+        && state.store.key_bound(jkt).await?
+    {
+        return Err(ApiError::DpopProof(tokenwarden_dpop::ProofError::KeyInUse));
+    }
     let refresh = random_token();
     let user_agent: String = headers
         .get(header::USER_AGENT)

@@ -726,6 +726,15 @@ impl Store {
     }
 
     /// Binds a new session to a key; done before its first token leaves the server.
+    /// Whether any session, live or ended, was ever bound to the key with thumbprint `jkt`.
+    pub async fn key_bound(&self, jkt: &str) -> DbResult<bool> {
+        let row = sqlx::query("SELECT 1 FROM sessions WHERE dpop_jkt = ? LIMIT 1")
+            .bind(jkt)
+            .fetch_optional(&self.write)
+            .await?;
+        Ok(row.is_some())
+    }
+
     pub async fn bind_session(&self, session_id: &str, jkt: &str) -> DbResult<()> {
         sqlx::query("UPDATE sessions SET dpop_jkt = ? WHERE id = ? AND dpop_jkt IS NULL")
             .bind(jkt)

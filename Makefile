@@ -45,13 +45,13 @@ test-native:
 
 # The reference server over real HTTP: as released (no test hooks) on SQLite, with the
 # three-instance tests (tests/fleet.rs) on a throwaway PostgreSQL cluster of their own; the
-# protocol, hardening and DPoP suites again on PostgreSQL (scripts/pg.sh run: one cluster,
+# protocol, hardening, DPoP and sign-in-code suites again on PostgreSQL (scripts/pg.sh run: one cluster,
 # a database per server, stopped whatever the outcome); then the hooks' own tests in a build
 # with the `test-hooks` feature.
 test-server:
 	cargo test -p tokenwarden-server
 	scripts/pg.sh run env TW_TEST_BACKEND=postgres \
-	  cargo test -p tokenwarden-server --test protocol --test hardening --test dpop
+	  cargo test -p tokenwarden-server --test protocol --test hardening --test dpop --test otp
 	cargo test -p tokenwarden-server --features test-hooks --test test_hooks
 
 # The client in headless Chromium, then in headless Firefox ESR, against the real server.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs whatever the build and tests need and is missing; fast when all is there.
 #   scripts/setup.sh [--node] [--browser]
-#     always     the Rust wasm target and wasm-bindgen-cli (at the Cargo.lock version)
+#     always     the Rust wasm target and wasm-bindgen-cli (at the Cargo.lock version); the SMTP
+#                server the sign-in-code tests deliver to (Debian's python3-aiosmtpd)
 #     --node     the npm packages (wasm-opt for the package build, Playwright)
 #     --browser  the browsers and their drivers: Chromium + chromedriver, Firefox ESR, WebKitGTK's
 #                WebKitWebDriver with Xvfb, from Debian; geckodriver from crates.io into
@@ -52,6 +53,12 @@ apt_install() {
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
+# The server's sign-in-code tests and the e2e test start aiosmtpd with Debian's python (the
+# first python3 on PATH may be another build that does not see Debian's packages).
+if ! /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+  say "installing python3-aiosmtpd (the SMTP server of the sign-in-code tests)"
+  apt_install python3-aiosmtpd
+fi
 if $want_browser; then
   missing=()
   for pair in chromium:chromium chromedriver:chromium-driver firefox-esr:firefox-esr \

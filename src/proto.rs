@@ -39,6 +39,11 @@ words! {
         InvalidCredentials = "invalid_credentials",
         /// Throttled; `Retry-After` says for how long.
         TooManyAttempts = "too_many_attempts",
+        /// The emailed sign-in code is wrong, used or revoked; `attempts_left` says how many
+        /// tries the email's live codes have left (0: ask for a new code).
+        InvalidCode = "invalid_code",
+        /// The emailed sign-in code ran out of time: ask for a new one.
+        CodeExpired = "code_expired",
         /// The refresh token is unknown, expired or revoked: the session is over.
         InvalidGrant = "invalid_grant",
         /// The refresh token was used twice: the session was revoked (theft detection).
@@ -179,6 +184,15 @@ mod tests {
         }
         for r in EndReason::ALL {
             assert!(typings.contains(&format!("\"{}\"", r.as_str())), "{r:?}");
+        }
+        // The codes a sign-in can be refused with are documented for TypeScript users.
+        for c in [
+            ErrorCode::InvalidCredentials,
+            ErrorCode::InvalidCode,
+            ErrorCode::CodeExpired,
+            ErrorCode::TooManyAttempts,
+        ] {
+            assert!(typings.contains(&format!("`{}`", c.as_str())), "{c:?}");
         }
         // The driver builds the message fields of these two kinds itself.
         for k in [PeerKind::Token, PeerKind::Ended] {

@@ -127,6 +127,68 @@ $("login-form").addEventListener("submit", async (e) => {
   }
 });
 
+// Sign-in with an emailed code. With `--demo` and no SMTP server the server keeps "sent" codes
+// in a demo-only mailbox (GET /demo/mailbox, loopback only) that this page shows; with a real
+// SMTP server that route does not exist and the code is in the inbox.
+async function mailbox(email) {
+  const res = await fetch(`/demo/mailbox?email=${encodeURIComponent(email)}`);
+  return res.ok ? (await res.json()).messages : null;
+}
+
+$("code-request").onclick = async () => {
+  $("code-error").textContent = "";
+  const email = $("email").value;
+  const box = $("mailbox");
+  const before = (await mailbox(email))?.length ?? 0;
+  try {
+    await auth.requestCode({ email });
+  } catch (err) {
+    $("code-error").textContent = err.code === "too_many_attempts"
+      ? `Too many codes asked for; try again in ${err.retryAfter ?? "a while"} s.`
+      : `Could not ask for a code (${err.code ?? err.name}).`;
+    log("error", `requestCode: ${err.name} ${err.code}`);
+    return;
+  }
+  log("code", `a code was asked for ${email} (the answer is the same for any address)`);
+  // The message is sent after the answer: wait for it to reach the demo mailbox.
+  for (let i = 0; i < 20; i++) {
+    const messages = await mailbox(email);
+    if (messages === null) {
+      box.textContent = "Check your inbox for the code.";
+      box.hidden = false;
+      return;
+    }
+    if (messages.length > before) {
+      box.replaceChildren("Demo mailbox: your code is ", Object.assign(document.createElement("code"), { id: "mailbox-code", textContent: messages[0].code }));
+      box.hidden = false;
+      $("code").value = messages[0].code;
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 150));
+  }
+  box.textContent = "Demo mailbox: nothing arrived (codes are only mailed to addresses with an account).";
+  box.hidden = false;
+};
+
+$("code-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  $("code-error").textContent = "";
+  try {
+    await auth.loginWithCode({ email: $("email").value, code: $("code").value.trim() });
+    $("mailbox").hidden = true;
+    $("code").value = "";
+  } catch (err) {
+    $("code-error").textContent =
+      err.code === "invalid_code" ? (err.attemptsLeft > 0
+        ? `Wrong code: ${err.attemptsLeft} ${err.attemptsLeft === 1 ? "try" : "tries"} left.`
+        : "That code is used up; a new one is on its way (or ask for one).")
+      : err.code === "code_expired" ? "The code has expired; ask for a new one."
+      : err.code === "too_many_attempts" ? `Too many attempts; try again in ${err.retryAfter ?? "a while"} s.`
+      : err.name === "LoginError" ? `The code was refused (${err.code}).` : `Could not reach the server (${err.name}).`;
+    log("error", `loginWithCode: ${err.name} ${err.code}`);
+  }
+});
+
 $("call-api").onclick = () => loadProfile();
 setInterval(() => {
   if ($("auto").checked && auth.isAuthenticated) api("/api/me", undefined, true).catch(() => {});

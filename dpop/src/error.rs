@@ -36,6 +36,11 @@ pub enum ProofError {
     Nonce,
     #[error("the DPoP proof's key is not the key the session is bound to")]
     KeyMismatch,
+    /// A login whose proof's key is already bound to a session: each login brings a new key
+    /// (else a script that can sign with a page's stored key could log into its own account
+    /// with it and hand that session to the page's tabs, which sign with that key).
+    #[error("the DPoP proof's key is already bound to a session; use a new key for each login")]
+    KeyInUse,
     #[error("the DPoP proof was already used")]
     Replayed,
     #[error("the DPoP replay cache is full; retry later")]

@@ -14,7 +14,7 @@ use crate::net::{ClientIp, bucket_key};
 use crate::rotation::{self, Decision};
 use crate::serve::DropConnection;
 use crate::state::{AppState, Hooks};
-use crate::store::{Granted, Rotation};
+use crate::store::{Granted, Rotation, User};
 use crate::tokens::{self, hash_refresh_token, is_well_formed_refresh_token, random_token};
 
 #[derive(Deserialize)]
@@ -93,7 +93,7 @@ pub async fn login(
         ));
     }
     // DPoP before the password: a nonce retry costs no verification and counts no failure.
-    let jkt = crate::dpop::login_binding(&state, &headers).await?;
+    let jkt = crate::dpop::login_binding(&state, &headers, "/auth/login").await?;
     let settings = &state.settings;
     // At most a bounded number of argon2 runs at once, a bounded queue, then 503.
     let turn = state
@@ -128,6 +128,28 @@ pub async fn login(
         .clear_login_attempts(&email, &client_key)
         .await?;
 
+    open_session(&state, &user, &headers, jkt, now, "login").await
+}
+
+/// Starts a session for `user` and answers with its tokens and cookies (bound to `jkt` when
+/// the request carried a DPoP proof): the one way a session begins, after a password
+/// (`login`) or an emailed code (`crate::otp`).
+pub(crate) async fn open_session(
+    state: &AppState,
+    user: &User,
+    headers: &HeaderMap,
+    jkt: Option<String>,
+    now: i64,
+    event: &'static str,
+) -> Result<Response, ApiError> {
+    let settings = &state.settings;
+    // A new key for each login: a key already bound to a session is refused (the swap attack
+    // in docs/PROTOCOL.md, "One key per login").
+    if let Some(jkt) = &jkt
+        && state.store.key_bound(jkt).await?
+    {
+        return Err(ApiError::DpopProof(tokenwarden_dpop::ProofError::KeyInUse));
+    }
     let refresh = random_token();
     let user_agent: String = headers
         .get(header::USER_AGENT)
@@ -140,7 +162,7 @@ pub async fn login(
         .store
         .create_session(
             &tokens::random_id(),
-            &user,
+            user,
             &hash_refresh_token(&refresh),
             &user_agent,
             now,
@@ -152,8 +174,8 @@ pub async fn login(
         state.store.bind_session(&granted.session_id, jkt).await?;
     }
     state.hook(|h| Hooks::bump(&h.logins));
-    tracing::info!(target: "audit", event = "login", user = %user.id, session = %granted.session_id);
-    grant(&state, &granted, &refresh, now, jkt.as_deref())
+    tracing::info!(target: "audit", event, user = %user.id, session = %granted.session_id);
+    grant(state, &granted, &refresh, now, jkt.as_deref())
 }
 
 pub async fn refresh(

@@ -240,6 +240,115 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub dpop: DpopArgs,
+
+    #[command(flatten)]
+    pub otp: OtpArgs,
+}
+
+/// Sign-in with an emailed code (docs/PROTOCOL.md, "Sign-in with an emailed code"). Enabled
+/// by --smtp-url, or by --demo (then codes go to the demo mailbox).
+#[derive(Debug, Clone, Args)]
+pub struct OtpArgs {
+    /// The SMTP server sign-in codes are sent through: `smtp://host:port` (plain, a local
+    /// relay), `smtp://host?tls=required` (STARTTLS), `smtps://host` (implicit TLS); with
+    /// credentials `smtp://user:password@host`.
+    #[arg(long, env = "TW_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+
+    /// The sender of sign-in codes.
+    #[arg(
+        long,
+        env = "TW_SMTP_FROM",
+        default_value = "tokenwarden <no-reply@localhost>"
+    )]
+    pub smtp_from: String,
+
+    /// How long a code works, in seconds (at most 3600).
+    #[arg(long, env = "TW_OTP_TTL_SECS", default_value_t = 600)]
+    pub otp_ttl_secs: i64,
+
+    /// Digits of a code (6 to 8).
+    #[arg(long, env = "TW_OTP_DIGITS", default_value_t = 6)]
+    pub otp_digits: u32,
+
+    /// A right code for an email without an account creates the account.
+    #[arg(long, env = "TW_OTP_SIGNUP")]
+    pub otp_signup: bool,
+
+    /// Codes sent to one email within --otp-send-window-secs (asked for, or sent after a
+    /// third wrong try); beyond, 429.
+    #[arg(long, env = "TW_OTP_SENDS_PER_EMAIL", default_value_t = 5)]
+    pub otp_sends_per_email: i64,
+
+    #[arg(long, env = "TW_OTP_SEND_WINDOW_SECS", default_value_t = 3600)]
+    pub otp_send_window_secs: i64,
+
+    /// Verifications for one email within --otp-verify-window-secs, from any client; beyond,
+    /// 429. A sign-in clears the count.
+    #[arg(long, env = "TW_OTP_VERIFIES_PER_EMAIL", default_value_t = 10)]
+    pub otp_verifies_per_email: i64,
+
+    #[arg(long, env = "TW_OTP_VERIFY_WINDOW_SECS", default_value_t = 86_400)]
+    pub otp_verify_window_secs: i64,
+
+    /// Code requests and verifications per client IP (IPv6: per /64) per minute.
+    #[arg(long, env = "TW_OTP_IP_PER_MINUTE", default_value_t = 20)]
+    pub otp_ip_per_minute: u32,
+}
+
+/// Validated settings of sign-in codes.
+#[derive(Debug, Clone)]
+pub struct OtpSettings {
+    pub smtp_url: Option<String>,
+    pub smtp_from: String,
+    pub ttl_secs: i64,
+    pub digits: u32,
+    pub signup: bool,
+    pub sends_per_email: i64,
+    pub send_window_secs: i64,
+    pub verifies_per_email: i64,
+    pub verify_window_secs: i64,
+    pub ip_per_minute: u32,
+}
+
+impl Default for OtpSettings {
+    fn default() -> Self {
+        OtpSettings {
+            smtp_url: None,
+            smtp_from: "tokenwarden <no-reply@localhost>".into(),
+            ttl_secs: 600,
+            digits: 6,
+            signup: false,
+            sends_per_email: 5,
+            send_window_secs: 3600,
+            verifies_per_email: 10,
+            verify_window_secs: 86_400,
+            ip_per_minute: 20,
+        }
+    }
+}
+
+impl OtpSettings {
+    pub fn from_args(a: &OtpArgs) -> Result<Self, String> {
+        if !(1..=crate::otp::MAX_TTL_SECS).contains(&a.otp_ttl_secs) {
+            return Err("--otp-ttl-secs must be between 1 and 3600".into());
+        }
+        if !(6..=8).contains(&a.otp_digits) {
+            return Err("--otp-digits must be 6, 7 or 8".into());
+        }
+        Ok(OtpSettings {
+            smtp_url: a.smtp_url.clone().filter(|u| !u.trim().is_empty()),
+            smtp_from: a.smtp_from.clone(),
+            ttl_secs: a.otp_ttl_secs,
+            digits: a.otp_digits,
+            signup: a.otp_signup,
+            sends_per_email: a.otp_sends_per_email.max(1),
+            send_window_secs: a.otp_send_window_secs.max(1),
+            verifies_per_email: a.otp_verifies_per_email.max(1),
+            verify_window_secs: a.otp_verify_window_secs.max(1),
+            ip_per_minute: a.otp_ip_per_minute.max(1),
+        })
+    }
 }
 
 /// DPoP (RFC 9449), see docs/PROTOCOL.md.
@@ -388,6 +497,8 @@ pub struct Settings {
     /// PostgreSQL: hear revocations by `LISTEN` as well as by the periodic read (crate::fleet).
     /// Always on in the server; tests turn it off to prove the read alone heals.
     pub revocation_notifications: bool,
+    /// Sign-in with an emailed code.
+    pub otp: OtpSettings,
 }
 
 impl Settings {
@@ -424,6 +535,7 @@ impl Settings {
             dpop_nonce_secret: None,
             public_origins: Vec::new(),
             revocation_notifications: true,
+            otp: OtpSettings::default(),
         }
     }
 
@@ -551,6 +663,7 @@ impl Settings {
             dpop_nonce_secret,
             public_origins,
             revocation_notifications: true,
+            otp: OtpSettings::from_args(&a.otp)?,
         })
     }
 }

@@ -100,11 +100,13 @@ pub async fn check(
     Ok(proof)
 }
 
-/// At login: the thumbprint to bind the new session to, if the request carries a proof.
-/// A present but invalid proof is refused, never ignored.
+/// At login (`path`: `/auth/login` or `/auth/otp/verify`): the thumbprint to bind the new
+/// session to, if the request carries a proof. A present but invalid proof is refused, never
+/// ignored.
 pub async fn login_binding(
     state: &AppState,
     headers: &HeaderMap,
+    path: &str,
 ) -> Result<Option<String>, ApiError> {
     if !has_proof(headers) {
         if state.settings.dpop_required {
@@ -112,7 +114,7 @@ pub async fn login_binding(
         }
         return Ok(None);
     }
-    check(state, headers, "POST", "/auth/login", None, None, true)
+    check(state, headers, "POST", path, None, None, true)
         .await
         .map(|p| Some(p.jkt))
 }

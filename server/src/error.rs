@@ -17,10 +17,18 @@ const REALM: &str = "tokenwarden";
 pub enum ApiError {
     /// Wrong email or password (401 `invalid_credentials`), the same for unknown emails.
     InvalidCredentials,
-    /// Login throttled, per account or per IP (429 `too_many_attempts`, `Retry-After`).
+    /// Login throttled, per account or per IP, or sign-in codes asked for or tried too often
+    /// (429 `too_many_attempts`, `Retry-After`).
     TooManyAttempts {
         retry_after: i64,
     },
+    /// The emailed code is wrong, used up or revoked (401 `invalid_code`, `attempts_left`: the
+    /// tries the live codes of that email have left).
+    InvalidCode {
+        attempts_left: i64,
+    },
+    /// The email's code ran out of time and no other is live (401 `code_expired`).
+    CodeExpired,
     /// Refresh token unknown, expired or revoked (401 `invalid_grant`); clears the cookies.
     InvalidGrant,
     /// Refresh token reused: the session was revoked (401 `token_reused`); clears the cookies.
@@ -92,6 +100,8 @@ impl ApiError {
         match self {
             ApiError::InvalidCredentials => ErrorCode::InvalidCredentials.as_str(),
             ApiError::TooManyAttempts { .. } => ErrorCode::TooManyAttempts.as_str(),
+            ApiError::InvalidCode { .. } => ErrorCode::InvalidCode.as_str(),
+            ApiError::CodeExpired => ErrorCode::CodeExpired.as_str(),
             ApiError::InvalidGrant => ErrorCode::InvalidGrant.as_str(),
             ApiError::TokenReused => ErrorCode::TokenReused.as_str(),
             ApiError::DuplicateCookie => ErrorCode::DuplicateCookie.as_str(),
@@ -120,6 +130,8 @@ impl ApiError {
         vec![
             ApiError::InvalidCredentials,
             ApiError::TooManyAttempts { retry_after: 1 },
+            ApiError::InvalidCode { attempts_left: 2 },
+            ApiError::CodeExpired,
             ApiError::InvalidGrant,
             ApiError::TokenReused,
             ApiError::DuplicateCookie,
@@ -186,6 +198,25 @@ impl IntoResponse for ApiError {
                     "too many login attempts; retry later",
                 ),
                 retry_after,
+            ),
+            ApiError::InvalidCode { attempts_left } => {
+                let mut res = (
+                    StatusCode::UNAUTHORIZED,
+                    axum::Json(json!({
+                        "error": code,
+                        "error_description": "the code is wrong, used or revoked",
+                        "attempts_left": attempts_left,
+                    })),
+                )
+                    .into_response();
+                res.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                res
+            }
+            ApiError::CodeExpired => body(
+                StatusCode::UNAUTHORIZED,
+                code,
+                "the code has expired; ask for a new one",
             ),
             ApiError::TooManyRequests { retry_after } => with_retry_after(
                 body(

@@ -20,6 +20,7 @@ pub mod hooks;
 pub mod kek;
 pub mod keys;
 pub mod net;
+pub mod otp;
 pub mod password;
 pub mod rotation;
 pub mod serve;
@@ -104,11 +105,22 @@ pub fn app(state: AppState) -> Router {
         .route("/auth/login", post(auth::login))
         .route("/auth/refresh", post(auth::refresh))
         .route("/auth/logout", post(auth::logout))
+        .route("/auth/otp/start", post(otp::start))
+        .route("/auth/otp/verify", post(otp::verify))
         .route("/auth/sessions", get(auth::list_sessions))
         .route("/auth/sessions/{id}", delete(auth::revoke_session))
         .route("/api/me", get(api::me).patch(api::update_me))
         .route("/.well-known/jwks.json", get(api::jwks))
         .route("/healthz", get(|| async { "ok" }));
+    // Demo only: exists with --demo and no SMTP server (and answers loopback clients only).
+    if state
+        .otp
+        .as_ref()
+        .is_some_and(|o| o.mailer.demo_mailbox().is_some())
+        && settings.demo
+    {
+        router = router.route("/demo/mailbox", get(otp::demo_mailbox));
+    }
     #[cfg(feature = "test-hooks")]
     let hooks_mounted = settings.test_hooks;
     #[cfg(not(feature = "test-hooks"))]
@@ -218,6 +230,9 @@ pub fn spawn_maintenance(state: AppState) -> tokio::task::JoinHandle<()> {
                 }
                 if let Err(e) = purge_login_attempts(&state).await {
                     tracing::error!(error = %e, "purging login-attempt counters failed");
+                }
+                if let Err(e) = otp::purge(&state).await {
+                    tracing::error!(error = %e, "purging sign-in codes failed");
                 }
             }
         }

@@ -184,6 +184,13 @@ async fn serve(
         println!("demo user: {DEMO_EMAIL} / {DEMO_PASSWORD}");
         println!("open {scheme}://{addr}/ in a browser");
     }
+    match (&state.otp, &settings.otp.smtp_url) {
+        (Some(_), Some(_)) => println!("sign-in codes are sent over SMTP (--smtp-url)"),
+        (Some(_), None) => println!(
+            "sign-in codes go to the demo mailbox (no --smtp-url): printed here and shown on the page"
+        ),
+        (None, _) => tracing::info!("sign-in by emailed code is off (no --smtp-url)"),
+    }
     if settings.test_hooks {
         println!(
             "test hooks enabled at /test/* (header X-Test-Hooks-Secret: {})",

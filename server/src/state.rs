@@ -23,6 +23,8 @@ pub enum StartError {
     Dpop(String),
     #[error("hashing the dummy password: {0}")]
     Password(String),
+    #[error("sign-in codes: {0}")]
+    Otp(String),
 }
 
 #[derive(Clone)]
@@ -60,6 +62,8 @@ pub struct Inner {
     pub verified: crate::verified::VerifiedTokens,
     /// The newest revocation event applied (PostgreSQL; crate::fleet).
     pub revocation_cursor: AtomicI64,
+    /// Sign-in with an emailed code; `None` when codes cannot be delivered.
+    pub otp: Option<crate::otp::Otp>,
 }
 
 impl AppState {
@@ -80,6 +84,13 @@ impl AppState {
             revocations.revoke_session(sid, at + window);
         }
         let dpop = crate::dpop::verifier(settings.dpop_nonce_secret.as_deref(), &store).await?;
+        let otp = crate::otp::Otp::new(
+            &settings.otp,
+            settings.demo,
+            &settings.key_encryption,
+            &store,
+        )
+        .await?;
         let dummy_hash = crate::password::hash(&crate::tokens::random_token())
             .await
             .map_err(StartError::Password)?;
@@ -109,6 +120,7 @@ impl AppState {
             dummy_hash,
             dpop,
             verified: Default::default(),
+            otp,
         })))
     }
 

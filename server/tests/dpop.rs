@@ -830,3 +830,42 @@ async fn a_separate_resource_server_verifies_bound_tokens_with_the_jwks_and_the_
     server.abort();
     s.stop().await;
 }
+
+/// The session swap: a script that can sign with a page's stored (non-extractable) key logs
+/// into its own account with that key and hands the session to the page's tabs, which sign
+/// with it. Each login must bring a key no session was ever bound to.
+#[tokio::test]
+async fn a_login_with_a_key_already_bound_to_a_session_is_refused() {
+    let s = TestServer::start().await;
+    let key = ProofSigner::generate();
+    let victim = login_bound(&s, &key).await;
+    // The attacker's own account, the victim's key.
+    let n = fresh_nonce(&s).await;
+    let res = login_with(
+        &s,
+        BOB,
+        Some(proof(&s, &key, "POST", "/auth/login", None, Some(&n))),
+    )
+    .await;
+    assert_dpop_401(res, "invalid_dpop_proof", "a key already bound").await;
+    // The same key for the same account again: refused too (a client makes a new key per login).
+    let n = fresh_nonce(&s).await;
+    let res = login_with(
+        &s,
+        ALICE,
+        Some(proof(&s, &key, "POST", "/auth/login", None, Some(&n))),
+    )
+    .await;
+    assert_dpop_401(res, "invalid_dpop_proof", "a key already bound").await;
+    // The victim's session is untouched, and a new key logs in.
+    assert_eq!(me_dpop(&s, &key, &victim.access).await.status(), 200);
+    let n = fresh_nonce(&s).await;
+    let fresh = ProofSigner::generate();
+    let res = login_with(
+        &s,
+        BOB,
+        Some(proof(&s, &fresh, "POST", "/auth/login", None, Some(&n))),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+}

@@ -41,6 +41,12 @@ export interface LoginCredentials {
   password: string;
 }
 
+/** `loginWithCode`'s argument: the address and the code from the message it received. */
+export interface CodeCredentials {
+  email: string;
+  code: string;
+}
+
 /** The access token's payload, decoded but not verified (the server verifies). */
 export interface AccessTokenClaims {
   sub?: string;
@@ -74,12 +80,15 @@ export type TokenwardenErrorName =
 /** Every promise of a TokenManager rejects with one of these (or with what `fetch` itself throws, e.g. an AbortError). */
 export interface TokenwardenError extends Error {
   name: TokenwardenErrorName;
-  /** Machine-readable: `invalid_credentials`, `too_many_attempts`, `invalid_grant`, `token_reused`, `expired`, `network`, `timeout`, `server_error`, `unexpected_response` (e.g. a refused DPoP proof: the session is kept), ... */
+  /** Machine-readable: `invalid_credentials`, `invalid_code` (with `attemptsLeft`), `code_expired`, `too_many_attempts`, `invalid_grant`, `token_reused`, `expired`, `network`, `timeout`, `server_error`, `unexpected_response` (e.g. a refused DPoP proof: the session is kept), ... */
   code: string;
   /** HTTP status, when there was one. */
   status?: number;
   /** Seconds, for `too_many_attempts`. */
   retryAfter?: number;
+  /** For `invalid_code`: tries the email's live codes have left; `0`: none is left (the
+   * code that was used up has been replaced by a new one in the mail). */
+  attemptsLeft?: number;
 }
 
 /** Fetches and instantiates the `.wasm` once (by default from `tokenwarden_bg.wasm` beside
@@ -97,6 +106,15 @@ export class TokenManager {
   /** POSTs the credentials to `loginPath`; rejects with `LoginError` (`code`
    * `invalid_credentials` or `too_many_attempts` with `retryAfter`) or `NetworkError`. */
   login(credentials: LoginCredentials): Promise<void>;
+  /** Asks the server to email a sign-in code (`POST otp/start` beside `loginPath`). Resolves
+   * the same whether or not the address has an account; rejects with `LoginError`
+   * (`too_many_attempts` with `retryAfter`, `invalid_request`) or `NetworkError`. */
+  requestCode(request: { email: string }): Promise<void>;
+  /** Signs in with an emailed code (`POST otp/verify` beside `loginPath`), exactly as `login`
+   * does (a new DPoP key, the `login` event, the other tabs told); rejects with `LoginError`
+   * (`invalid_code` with `attemptsLeft`, `code_expired`, `too_many_attempts` with
+   * `retryAfter`) or `NetworkError`. */
+  loginWithCode(credentials: CodeCredentials): Promise<void>;
   /** At page load: a silent refresh if a session may exist. Resolves `true` if logged in.
    * Rejects only with `NetworkError` (the session may still exist). */
   restore(): Promise<boolean>;

@@ -401,11 +401,43 @@ export class TokenManager {
   // ---- the API ------------------------------------------------------------------------------
 
   login(credentials) {
-    const { email, password } = credentials ?? {};
-    if (typeof email !== "string" || typeof password !== "string") {
-      return Promise.reject(configError("login takes {email, password} strings"));
+    return this.#login(credentials, "password");
+  }
+
+  /** Signs in with an emailed code: exactly the login path, sent to otp/verify beside
+   * loginPath. */
+  loginWithCode(credentials) {
+    return this.#login(credentials, "code", "otp/verify");
+  }
+
+  /** Emails a sign-in code: POST otp/start beside loginPath (no session involved). */
+  requestCode(request) {
+    return this.#login(request, "email", "otp/start");
+  }
+
+  async #login(c, k, path) {
+    const { email, [k]: secret } = c ?? {};
+    if (typeof email !== "string" || typeof secret !== "string") {
+      throw configError("email and " + k + " must be strings");
     }
-    return this.#call(5, false, stringify({ email, password }));
+    const body = stringify({ email, [k]: secret });
+    if (k !== "email") return this.#call(5, false, body, path);
+    const res = await apply(this.#fetch, G, [new URLC(path, this.#cfg.loginUrl), this.#init(body)])
+      .catch(() => {
+        throw fail("NetworkError", "network");
+      });
+    if (res.status !== 202) {
+      throw fail("LoginError", (await res.json().catch(() => 0))?.error, res.status,
+        parseFloat(apply(hget, res.headers, ["retry-after"])));
+    }
+  }
+
+  /** A POST with cookies, the CSRF header and the JSON `body`, if any. */
+  #init(body) {
+    const { name, value } = this.#cfg.csrf;
+    const headers = new HeadersC([[name, value]]);
+    if (body !== undefined) apply(hset, headers, ["Content-Type", "application/json"]);
+    return { method: "POST", credentials: "include", headers, body };
   }
 
   restore() {
@@ -502,9 +534,9 @@ export class TokenManager {
 
   // ---- driving the core ----------------------------------------------------------------------
 
-  #call(kind, flag, body) {
+  #call(kind, flag, body, path) {
     const id = ++this.#ids;
-    if (body !== undefined) this.#bodies.set(id, body);
+    if (body !== undefined) this.#bodies.set(id, [body, path]);
     return this.#wait(id, () => w.tw_call(this.#h, id, kind, flag, now()));
   }
 
@@ -572,6 +604,9 @@ export class TokenManager {
     const w = this.#waiters.get(id);
     if (!w) return;
     this.#waiters.delete(id);
+    // invalid_code: the tries the email's codes have left.
+    const left = this.#bodies.get(id)?.[2];
+    if (rejected && left >= 0) value.attemptsLeft = left;
     this.#bodies.delete(id);
     const login = this.#loginKeys.get(id);
     this.#loginKeys.delete(id);
@@ -589,7 +624,9 @@ export class TokenManager {
 
   async #request(req, endpoint, bearer, caller) {
     const cfg = this.#cfg;
-    const url = [cfg.loginUrl, cfg.refreshUrl, cfg.logoutUrl][endpoint];
+    // A login with a code goes to its own path beside loginPath.
+    const [body, path] = this.#bodies.get(caller) ?? [];
+    const url = [new URLC(path ?? cfg.loginUrl, cfg.loginUrl), cfg.refreshUrl, cfg.logoutUrl][endpoint];
     // A new key for each login (its one retry keeps it); taken now, before a logout's end
     // of session drops it.
     let key = null;
@@ -602,16 +639,11 @@ export class TokenManager {
         this.#loginKeys.set(caller, [(key = newKey(this.#lockName)), this.#key]);
       }
     }
-    const headers = new HeadersC();
-    apply(hset, headers, [cfg.csrf.name, cfg.csrf.value]);
+    const init = this.#init(body);
+    const headers = init.headers;
     if (bearer) apply(hset, headers, ["Authorization", (key ? "DPoP " : "Bearer ") + bearer]);
     const controller = new AbortController();
-    const init = { method: "POST", credentials: "include", headers, signal: controller.signal };
-    const body = this.#bodies.get(caller);
-    if (body !== undefined) {
-      apply(hset, headers, ["Content-Type", "application/json"]);
-      init.body = body;
-    }
+    init.signal = controller.signal;
     this.#requests.set(req, controller);
     let status = 0, json, retry;
     try {
@@ -629,6 +661,7 @@ export class TokenManager {
     // Timed out: the core has moved on (and aborted it).
     if (!this.#requests.delete(req) || this.#h < 0) return;
     const j = json && typeof json === "object" ? json : {};
+    (this.#bodies.get(caller) ?? [])[2] = j.attempts_left; // invalid_code's
     const str = (v) => (typeof v === "string" ? v : undefined);
     const num = (v) => (typeof v === "number" ? v : undefined);
     const token = str(j.access_token);

@@ -18,6 +18,8 @@ test("a Vite app built from the tarball: login, authenticated fetch, expiry and 
     page.evaluate(([fn, args]) => (window as any).consumer[fn as string](...(args as unknown[])), [fn, args] as const);
 
   expect(await c("login", DEMO_USER[0], "wrong password")).toBe("LoginError:invalid_credentials");
+  // Sign-in by code through the typed API (a --demo server: the code goes to its demo mailbox).
+  expect(await c("codeLogin", DEMO_USER[0], "000000")).toMatch(/^LoginError:invalid_code:[012]$/);
   expect(await c("login", ...DEMO_USER)).toBeNull();
   expect((await c("me")).email).toBe(DEMO_USER[0]);
   expect((await c("claims")).email).toBe(DEMO_USER[0]);

@@ -82,3 +82,32 @@ test("the demo: login, countdown and refresh, profile update, sessions, second t
 
   errors.check();
 });
+
+test("the demo: sign in with an emailed code from the demo mailbox, with no SMTP server", async ({ page }) => {
+  await page.goto(DEMO);
+  await expect(page.locator("#login-card")).toBeVisible();
+  await page.click("#code-request");
+  const shown = page.locator("#mailbox-code");
+  await expect(shown).toHaveText(/^\d{6}$/);
+  const code = await shown.innerText();
+  await expect(page.locator("#code")).toHaveValue(code);
+  await shot(page, "otp-01-demo-mailbox");
+
+  // A wrong code first: the typed error, in words.
+  await page.fill("#code", String((Number(code) + 1) % 1e6).padStart(6, "0"));
+  await page.click("#code-button");
+  await expect(page.locator("#code-error")).toHaveText("Wrong code: 2 tries left.");
+  await page.fill("#code", code);
+  await page.click("#code-button");
+  await expect(page.locator("#session")).toBeVisible();
+  await expect(page.locator('#profile dd[data-field="email"]')).toHaveText("demo@tokenwarden.dev");
+  await expect(page.locator("#sessions li em")).toHaveText("this browser");
+  await shot(page, "otp-02-signed-in");
+  await page.click("#logout");
+  await expect(page.locator("#login-card")).toBeVisible();
+
+  // An address without an account: the same answer, and nothing arrives.
+  await page.fill("#email", "nobody@example.com");
+  await page.click("#code-request");
+  await expect(page.locator("#mailbox")).toContainText("nothing arrived", { timeout: 10_000 });
+});

@@ -19,6 +19,11 @@ export const REACT = `http://127.0.0.1:${PORT + 4}`;
 /** 10-minute tokens: what a thief carries away is still alive a minute later, so only DPoP
  * can be what refuses it. */
 export const LONG = `http://127.0.0.1:${PORT + 5}`;
+/** Sign-in codes delivered over SMTP (to SMTP_PORT). */
+export const OTP = `http://127.0.0.1:${PORT + 6}`;
+/** A real SMTP server (aiosmtpd) the OTP server delivers to; it writes a Maildir, MAILDIR. */
+export const SMTP_PORT = Number(process.env.TW_E2E_SMTP_PORT ?? PORT + 7);
+export const MAILDIR = path.join(root, `target/e2e-mail-${SMTP_PORT}`);
 
 // Chromium from Debian (toolchain.md): never `playwright install`.
 export const chromium = {
@@ -65,5 +70,16 @@ export default defineConfig({
     // The React fixture, built from the packed tarball.
     server(PORT + 4, "--demo --www-dir tests/react/dist --pkg-dir /nonexistent"),
     server(PORT + 5, "--www-dir tests/e2e/site --pkg-dir pkg", 600),
+    // The SMTP server (scripts/setup.sh installs Debian's python3-aiosmtpd), then the server that
+    // mails sign-in codes to it.
+    {
+      command: `/usr/bin/python3 -m aiosmtpd -n -l 127.0.0.1:${SMTP_PORT} -c aiosmtpd.handlers.Mailbox ${MAILDIR}`,
+      port: SMTP_PORT,
+      cwd: root,
+      reuseExistingServer: false,
+      stdout: "ignore" as const,
+      stderr: "pipe" as const,
+    },
+    server(PORT + 6, `--www-dir tests/e2e/site --pkg-dir pkg --smtp-url smtp://127.0.0.1:${SMTP_PORT}`, 60),
   ],
 });

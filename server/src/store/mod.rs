@@ -566,6 +566,11 @@ impl Store {
         each!(self, s => s.session_binding(hash).await)
     }
 
+    /// Whether any session, live or ended, was ever bound to the key with thumbprint `jkt`.
+    pub async fn key_bound(&self, jkt: &str) -> StoreResult<bool> {
+        each!(self, s => s.key_bound(jkt).await)
+    }
+
     /// Binds a new session to a key; done before its first token leaves the server.
     pub async fn bind_session(&self, session_id: &str, jkt: &str) -> StoreResult<()> {
         each!(self, s => s.bind_session(session_id, jkt).await)

@@ -304,6 +304,11 @@ impl PgStore {
         self.pool.close().await;
     }
 
+    /// The pool, for the queries that live in their own modules (`crate::otp::store`).
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     pub fn is_closed(&self) -> bool {
         self.pool.is_closed()
     }
@@ -849,6 +854,14 @@ impl PgStore {
         .await?;
         row.map(|r| Ok((r.try_get("id")?, r.try_get("dpop_jkt")?)))
             .transpose()
+    }
+
+    pub async fn key_bound(&self, jkt: &str) -> StoreResult<bool> {
+        let row = sqlx::query("SELECT 1 FROM sessions WHERE dpop_jkt = $1 LIMIT 1")
+            .bind(jkt)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
     }
 
     pub async fn bind_session(&self, session_id: &str, jkt: &str) -> StoreResult<()> {

@@ -104,6 +104,12 @@ impl SqliteStore {
         Ok(SqliteStore { read, write })
     }
 
+    /// The read pool and the one-writer pool, for the queries that live in their own modules
+    /// (`crate::otp::store`).
+    pub(crate) fn pools(&self) -> (&SqlitePool, &SqlitePool) {
+        (&self.read, &self.write)
+    }
+
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
@@ -648,6 +654,15 @@ impl SqliteStore {
     }
 
     /// Binds a new session to a key; done before its first token leaves the server.
+    /// Whether any session, live or ended, was ever bound to the key with thumbprint `jkt`.
+    pub async fn key_bound(&self, jkt: &str) -> StoreResult<bool> {
+        let row = sqlx::query("SELECT 1 FROM sessions WHERE dpop_jkt = ? LIMIT 1")
+            .bind(jkt)
+            .fetch_optional(&self.write)
+            .await?;
+        Ok(row.is_some())
+    }
+
     pub async fn bind_session(&self, session_id: &str, jkt: &str) -> StoreResult<()> {
         sqlx::query("UPDATE sessions SET dpop_jkt = ? WHERE id = ? AND dpop_jkt IS NULL")
             .bind(jkt)

@@ -32,6 +32,18 @@ async function main() {
         return `${err.name}:${err.code}`;
       }
     },
+    /** Sign-in by emailed code, typed: `name:code:attemptsLeft` of a refusal, or null. */
+    async codeLogin(email: string, code: string): Promise<string | null> {
+      try {
+        await auth.requestCode({ email });
+        await auth.loginWithCode({ email, code });
+        return null;
+      } catch (e) {
+        const err = e as TokenwardenError;
+        const left: number | undefined = err.attemptsLeft;
+        return `${err.name}:${err.code}:${left}`;
+      }
+    },
     async me(): Promise<{ email: string }> {
       const res: Response = await auth.fetch("/api/me");
       return res.json();

@@ -1,0 +1,632 @@
+//! Sign-in with an emailed code (docs/PROTOCOL.md, "Sign-in with an emailed code") over real
+//! HTTP, real SQLite and a real SMTP server in its own process (aiosmtpd): every code a test
+//! uses is read from the message the server delivered.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::smtp::SmtpSink;
+use common::*;
+use serde_json::{Value, json};
+use tokenwarden_server::Settings;
+
+const UNKNOWN: &str = "nobody@example.com";
+
+/// A server that delivers codes to `sink`; `configure` adjusts the settings further.
+async fn server(sink: &SmtpSink, configure: impl FnOnce(&mut Settings)) -> TestServer {
+    let url = sink.url();
+    TestServer::with(move |s| {
+        s.otp.smtp_url = Some(url);
+        s.otp.ip_per_minute = 10_000;
+        configure(s);
+    })
+    .await
+}
+
+async fn start(s: &TestServer, email: &str) -> reqwest::Response {
+    s.http
+        .post(s.url("/auth/otp/start"))
+        .header("x-tokenwarden", "1")
+        .json(&json!({ "email": email }))
+        .send()
+        .await
+        .expect("start")
+}
+
+async fn verify(s: &TestServer, email: &str, code: &str) -> reqwest::Response {
+    s.http
+        .post(s.url("/auth/otp/verify"))
+        .header("x-tokenwarden", "1")
+        .json(&json!({ "email": email, "code": code }))
+        .send()
+        .await
+        .expect("verify")
+}
+
+/// A verification that must be refused: (status, body).
+async fn refused(s: &TestServer, email: &str, code: &str) -> (u16, Value) {
+    let res = verify(s, email, code).await;
+    let status = res.status().as_u16();
+    assert_ne!(status, 200, "{code} should be refused");
+    (status, res.json().await.expect("error json"))
+}
+
+/// Asks for a code and reads it from the `n`th message to `email`.
+async fn code_for(s: &TestServer, sink: &SmtpSink, email: &str, n: usize) -> String {
+    assert_eq!(start(s, email).await.status(), 202);
+    sink.wait_for(email, n).await.code()
+}
+
+/// A code that is not `code` (same length).
+fn wrong(code: &str) -> String {
+    let n: u64 = code.parse().expect("digits");
+    let m = 10u64.pow(code.len() as u32);
+    format!("{:0w$}", (n + 1) % m, w = code.len())
+}
+
+#[tokio::test]
+async fn a_mailed_code_signs_in_like_a_password_login_and_works_once() {
+    let sink = SmtpSink::start();
+    let s = server(&sink, |_| {}).await;
+    let code = code_for(&s, &sink, ALICE.0, 1).await;
+    assert_eq!(code.len(), 6);
+
+    // A real message: plain text and HTML, the code in both.
+    let mail = sink.to(ALICE.0).remove(0);
+    assert!(mail.raw.contains("multipart/alternative"), "{}", mail.raw);
+    assert!(mail.raw.contains("text/plain") && mail.raw.contains("text/html"));
+    assert!(mail.raw.contains(&format!("<strong>{code}</strong>")));
+    assert!(mail.raw.contains("Subject: Your sign-in code"));
+
+    let res = verify(&s, ALICE.0, &code).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let cookies = set_cookies(res.headers());
+    assert!(cookies.iter().any(|c| c.starts_with("tw_session=1;")));
+    let t = tokens_of(res).await;
+    let (_, claims) = jwt_parts(&t.access);
+    assert_eq!(claims["email"], ALICE.0);
+
+    // The session works, is listed, and rotates like any other.
+    assert_eq!(s.me(&t.access).await.status(), 200);
+    let sessions: Value = s
+        .http
+        .get(s.url("/auth/sessions"))
+        .bearer_auth(&t.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let list = sessions["sessions"].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["id"], claims["sid"]);
+    assert_eq!(list[0]["current"], true);
+    let rotated = s.refresh(&t.refresh).await;
+    assert_ne!(rotated.refresh, t.refresh);
+    assert_eq!(s.stats().await["logins"], 1);
+
+    // Used: refused, and no other code is live.
+    let (status, body) = refused(&s, ALICE.0, &code).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_code"))
+    );
+    assert_eq!(body["attempts_left"], 0);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn three_wrong_tries_kill_the_code_and_a_new_one_arrives() {
+    let sink = SmtpSink::start();
+    let s = server(&sink, |_| {}).await;
+    let first = code_for(&s, &sink, ALICE.0, 1).await;
+    let bad = wrong(&first);
+    for left in [2, 1, 0] {
+        let (status, body) = refused(&s, ALICE.0, &bad).await;
+        assert_eq!(status, 401);
+        assert_eq!(body["error"], "invalid_code");
+        assert_eq!(body["attempts_left"], left);
+    }
+    // The third wrong try sent a fresh code.
+    let second = sink.wait_for(ALICE.0, 2).await.code();
+    // The first code is dead even though it is right: to the server it is a wrong guess at
+    // the second one.
+    if first != second {
+        let (_, body) = refused(&s, ALICE.0, &first).await;
+        assert_eq!(body["error"], "invalid_code");
+        assert_eq!(body["attempts_left"], 2);
+    }
+    assert_eq!(verify(&s, ALICE.0, &second).await.status(), 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn after_a_resend_the_old_and_the_new_code_both_work_until_one_signs_in() {
+    let sink = SmtpSink::start();
+    let s = server(&sink, |_| {}).await;
+    // Alice signs in with the old code, Bob with the new one.
+    for (who, use_old) in [(ALICE.0, true), (BOB.0, false)] {
+        let old = code_for(&s, &sink, who, 1).await;
+        let new = code_for(&s, &sink, who, 2).await;
+        assert_ne!(old, new, "a resend sends a different code");
+        let (used, other) = if use_old { (&old, &new) } else { (&new, &old) };
+        assert_eq!(verify(&s, who, used).await.status(), 200, "{who}");
+        for code in [other, used] {
+            let (_, body) = refused(&s, who, code).await;
+            assert_eq!(body["error"], "invalid_code", "{who}");
+            assert_eq!(body["attempts_left"], 0);
+        }
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_code_past_its_lifetime_is_refused() {
+    let sink = SmtpSink::start();
+    let s = server(&sink, |s| s.otp.ttl_secs = 120).await;
+    let code = code_for(&s, &sink, ALICE.0, 1).await;
+    assert!(sink.to(ALICE.0)[0].raw.contains("works for 2 minutes"));
+    s.state.clock.advance(121);
+    let (status, body) = refused(&s, ALICE.0, &code).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("code_expired"))
+    );
+    // A new code works again.
+    let fresh = code_for(&s, &sink, ALICE.0, 2).await;
+    assert_eq!(verify(&s, ALICE.0, &fresh).await.status(), 200);
+    s.stop().await;
+}
+
+/// Status, the headers that are not about time, and the body's bytes.
+async fn answer(res: reqwest::Response) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let status = res.status().as_u16();
+    let mut headers: Vec<(String, String)> = res
+        .headers()
+        .iter()
+        .filter(|(k, _)| !["date", "dpop-nonce"].contains(&k.as_str()))
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+        .collect();
+    headers.sort();
+    (status, headers, res.bytes().await.unwrap().to_vec())
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[tokio::test]
+async fn known_and_unknown_emails_get_byte_identical_answers() {
+    let sink = SmtpSink::start();
+    let s = server(&sink, |_| {}).await;
+    let known = answer(start(&s, ALICE.0).await).await;
+    let unknown = answer(start(&s, UNKNOWN).await).await;
+    assert_eq!(known.0, 202);
+    assert_eq!(known, unknown);
+    assert_eq!(known.2, br#"{"expires_in":600}"#);
+
+    // Only the account gets a message.
+    sink.wait_for(ALICE.0, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        sink.all().len(),
+        1,
+        "nothing is mailed to an address without an account"
+    );
+
+    // Verify cannot tell them apart either: the unknown address has codes, just never mailed.
+    let code = sink.wait_for(ALICE.0, 1).await.code();
+    let bad = wrong(&code);
+    let (ks, kb) = refused(&s, ALICE.0, &bad).await;
+    let (us, ub) = refused(&s, UNKNOWN, &bad).await;
+    assert_eq!(
+        (ks, kb.clone()),
+        (us, ub),
+        "invalid_code, same attempts_left"
+    );
+    assert_eq!(kb["error"], "invalid_code");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_answer_does_not_wait_for_the_account_lookup_or_the_mail() {
+    // An SMTP server that accepts connections and never says a word: a server that mailed
+    // before answering would hang on it (lettre gives up after 15 s) for known addresses only.
+    let tarpit = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("smtp://{}", tarpit.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((conn, _)) = tarpit.accept().await {
+            open.push(conn);
+        }
+    });
+    let s = TestServer::with(move |s| {
+        s.otp.smtp_url = Some(url);
+        s.otp.ip_per_minute = 10_000;
+        s.otp.sends_per_email = 100;
+    })
+    .await;
+    let (mut k, mut u) = (Vec::new(), Vec::new());
+    for i in 0..15 {
+        for (email, times) in [(ALICE.0, &mut k), (UNKNOWN, &mut u)] {
+            let t = Instant::now();
+            assert_eq!(start(&s, email).await.status(), 202, "round {i}");
+            times.push(t.elapsed());
+        }
+    }
+    let (k, u) = (median(k), median(u));
+    assert!(
+        k < Duration::from_secs(1),
+        "known {k:?}: the answer waited for the mail"
+    );
+    assert!(
+        k.abs_diff(u) < Duration::from_millis(20),
+        "known {k:?}, unknown {u:?}"
+    );
+    held.abort();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn send_limits_answer_429_with_retry_after_for_known_and_unknown_alike() {
+    let sink = SmtpSink::start();
+    let s = server(&sink, |_| {}).await;
+    let mut last = Vec::new();
+    for email in [ALICE.0, UNKNOWN] {
+        for i in 0..5 {
+            assert_eq!(start(&s, email).await.status(), 202, "{email} send {i}");
+        }
+        let res = start(&s, email).await;
+        assert_eq!(res.status(), 429);
+        let retry: i64 = res.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=3600).contains(&retry), "{retry}");
+        let (status, mut headers, body) = answer(res).await;
+        headers.retain(|(k, _)| k != "retry-after");
+        last.push((status, headers, body));
+    }
+    assert_eq!(last[0], last[1]);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&last[0].2).unwrap()["error"],
+        "too_many_attempts"
+    );
+    // Per client address too, for any emails.
+    let sink2 = SmtpSink::start();
+    let s2 = server(&sink2, |s| s.otp.ip_per_minute = 3).await;
+    for i in 0..3 {
+        let email = format!("user{i}@example.com");
+        assert_eq!(start(&s2, &email).await.status(), 202);
+    }
+    let res = start(&s2, "user9@example.com").await;
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    s.stop().await;
+    s2.stop().await;
+}
+
+#[tokio::test]
+async fn parallel_wrong_guesses_compare_a_code_at_most_three_times() {
+    let sink = SmtpSink::start();
+    // One send allowed: the third wrong try cannot send a new code, so every later guess
+    // meets no live code at all.
+    let s = server(&sink, |s| {
+        s.otp.sends_per_email = 1;
+        s.otp.verifies_per_email = 1_000;
+    })
+    .await;
+    let code = code_for(&s, &sink, ALICE.0, 1).await;
+    let bad = wrong(&code);
+    let guesses = (0..40).map(|_| refused(&s, ALICE.0, &bad));
+    let answers = futures::future::join_all(guesses).await;
+    let mut left: Vec<i64> = answers
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, 401);
+            assert_eq!(body["error"], "invalid_code");
+            body["attempts_left"].as_i64().unwrap()
+        })
+        .collect();
+    left.sort();
+    // Exactly one guess saw 2 tries left and one saw 1: three comparisons, then none.
+    assert_eq!(left.iter().filter(|n| **n == 2).count(), 1, "{left:?}");
+    assert_eq!(left.iter().filter(|n| **n == 1).count(), 1, "{left:?}");
+    // The right code is dead now.
+    let (_, body) = refused(&s, ALICE.0, &code).await;
+    assert_eq!(body["error"], "invalid_code");
+    // And no new code was sent (over the send limit).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.to(ALICE.0).len(), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn verifications_are_capped_per_email_whoever_sends_them() {
+    let sink = SmtpSink::start();
+    let s = server(&sink, |s| {
+        s.otp.verifies_per_email = 4;
+        s.proxies.trusted = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let code = code_for(&s, &sink, ALICE.0, 1).await;
+    let bad = wrong(&code);
+    // Four clients, one wrong guess each (the code has 3 tries; the 3rd sends a new one).
+    for i in 0..4 {
+        let res = s
+            .http
+            .post(s.url("/auth/otp/verify"))
+            .header("x-tokenwarden", "1")
+            .header("x-forwarded-for", format!("198.51.100.{i}"))
+            .json(&json!({ "email": ALICE.0, "code": bad }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "guess {i}");
+    }
+    let newest = sink.wait_for(ALICE.0, 2).await.code();
+    // A fifth client, even with the right code: 429 until the window ends.
+    let res = s
+        .http
+        .post(s.url("/auth/otp/verify"))
+        .header("x-tokenwarden", "1")
+        .header("x-forwarded-for", "203.0.113.7")
+        .json(&json!({ "email": ALICE.0, "code": newest }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    let retry: i64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry > 3600, "the window is a day: {retry}");
+    assert_eq!(error_code(res).await, "too_many_attempts");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn both_endpoints_require_the_csrf_header_and_refuse_bad_input_with_400() {
+    let sink = SmtpSink::start();
+    let s = server(&sink, |_| {}).await;
+    for (path, body) in [
+        ("/auth/otp/start", json!({ "email": ALICE.0 })),
+        (
+            "/auth/otp/verify",
+            json!({ "email": ALICE.0, "code": "123456" }),
+        ),
+    ] {
+        let res = s.post_json(path, body).await;
+        assert_eq!(res.status(), 403, "{path}");
+        assert_eq!(error_code(res).await, "csrf_header_missing");
+    }
+    let bad = [
+        ("/auth/otp/start", json!({ "email": "not an address" })),
+        ("/auth/otp/start", json!({ "email": 5 })),
+        ("/auth/otp/start", json!({})),
+        (
+            "/auth/otp/start",
+            json!({ "email": format!("{}@example.com", "a".repeat(300)) }),
+        ),
+        (
+            "/auth/otp/verify",
+            json!({ "email": ALICE.0, "code": "12345" }),
+        ),
+        (
+            "/auth/otp/verify",
+            json!({ "email": ALICE.0, "code": "12345a" }),
+        ),
+        (
+            "/auth/otp/verify",
+            json!({ "email": ALICE.0, "code": "１２３４５６" }),
+        ),
+        ("/auth/otp/verify", json!({ "email": ALICE.0 })),
+    ];
+    for (path, body) in bad {
+        let res = s
+            .http
+            .post(s.url(path))
+            .header("x-tokenwarden", "1")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{path} {body}");
+        assert_eq!(error_code(res).await, "invalid_request");
+    }
+    s.stop().await;
+    // Without a way to deliver codes, the endpoints do not exist.
+    let plain = TestServer::start().await;
+    let res = plain
+        .http
+        .post(plain.url("/auth/otp/start"))
+        .header("x-tokenwarden", "1")
+        .json(&json!({ "email": ALICE.0 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    plain.stop().await;
+}
+
+#[tokio::test]
+async fn sign_up_by_code_is_off_by_default_and_creates_the_account_when_on() {
+    let sink = SmtpSink::start();
+    let off = server(&sink, |_| {}).await;
+    assert_eq!(start(&off, UNKNOWN).await.status(), 202);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(sink.to(UNKNOWN).is_empty());
+    off.stop().await;
+
+    let on = server(&sink, |s| s.otp.signup = true).await;
+    let code = code_for(&on, &sink, UNKNOWN, 1).await;
+    let res = verify(&on, UNKNOWN, &code).await;
+    assert_eq!(res.status(), 200);
+    let t = tokens_of(res).await;
+    let me: Value = on.me(&t.access).await.json().await.unwrap();
+    assert_eq!(me["email"], UNKNOWN);
+    on.stop().await;
+}
+
+#[tokio::test]
+async fn a_code_with_a_dpop_proof_binds_the_session_to_its_key() {
+    let sink = SmtpSink::start();
+    let s = server(&sink, |_| {}).await;
+    let code = code_for(&s, &sink, ALICE.0, 1).await;
+    let key = tokenwarden_dpop::ProofSigner::generate();
+    let proof = |nonce: Option<&str>| {
+        key.proof(
+            "POST",
+            &s.url("/auth/otp/verify"),
+            s.state.now(),
+            None,
+            nonce,
+        )
+    };
+    // Without the nonce: 400 use_dpop_nonce, and no attempt used.
+    let res = s
+        .http
+        .post(s.url("/auth/otp/verify"))
+        .header("x-tokenwarden", "1")
+        .header("dpop", proof(None))
+        .json(&json!({ "email": ALICE.0, "code": code }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let nonce = res.headers()["dpop-nonce"].to_str().unwrap().to_owned();
+    assert_eq!(error_code(res).await, "use_dpop_nonce");
+    // A proof for the login path is not one for this path.
+    let wrong_htu = key.proof(
+        "POST",
+        &s.url("/auth/login"),
+        s.state.now(),
+        None,
+        Some(&nonce),
+    );
+    let res = s
+        .http
+        .post(s.url("/auth/otp/verify"))
+        .header("x-tokenwarden", "1")
+        .header("dpop", wrong_htu)
+        .json(&json!({ "email": ALICE.0, "code": code }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(res).await, "invalid_dpop_proof");
+    let res = s
+        .http
+        .post(s.url("/auth/otp/verify"))
+        .header("x-tokenwarden", "1")
+        .header("dpop", proof(Some(&nonce)))
+        .json(&json!({ "email": ALICE.0, "code": code }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["token_type"], "DPoP");
+    let (_, claims) = jwt_parts(body["access_token"].as_str().unwrap());
+    assert_eq!(claims["cnf"]["jkt"], key.thumbprint());
+    s.stop().await;
+}
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn codes_never_reach_the_log() {
+    let log = Captured::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    // This test's runtime is one thread: the server's tasks log through this subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let sink = SmtpSink::start();
+    let s = server(&sink, |s| s.otp.digits = 8).await;
+    let first = code_for(&s, &sink, ALICE.0, 1).await;
+    let bad = wrong(&first);
+    for _ in 0..3 {
+        refused(&s, ALICE.0, &bad).await;
+    }
+    let second = sink.wait_for(ALICE.0, 2).await.code();
+    assert_eq!(verify(&s, ALICE.0, &second).await.status(), 200);
+    s.stop().await;
+    let text = String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
+    assert!(text.contains("otp_sent"), "the log is captured: {text}");
+    assert!(text.contains("otp_wrong_code"));
+    for code in [&first, &second] {
+        assert!(!text.contains(code.as_str()), "code {code} in the log");
+    }
+}
+
+#[tokio::test]
+async fn the_demo_mailbox_exists_only_in_demo_mode_without_smtp() {
+    // --demo, no SMTP server: the code goes to the demo mailbox, which the page can read.
+    let demo = TestServer::with(|s| s.demo = true).await;
+    assert_eq!(start(&demo, ALICE.0).await.status(), 202);
+    let mut messages = Value::Null;
+    for _ in 0..100 {
+        let res = demo
+            .http
+            .get(demo.url("/demo/mailbox?email=Alice@Example.com"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        messages = res.json::<Value>().await.unwrap()["messages"].clone();
+        if messages.as_array().is_some_and(|m| !m.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let code = messages[0]["code"].as_str().expect("a code").to_owned();
+    assert_eq!(messages[0]["to"], ALICE.0);
+    // Unknown addresses get nothing there either.
+    assert_eq!(start(&demo, UNKNOWN).await.status(), 202);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let res = demo
+        .http
+        .get(demo.url(&format!("/demo/mailbox?email={UNKNOWN}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["messages"], json!([]));
+    assert_eq!(verify(&demo, ALICE.0, &code).await.status(), 200);
+    demo.stop().await;
+
+    // Not in demo mode, and not when a real SMTP server delivers.
+    let sink = SmtpSink::start();
+    for s in [
+        TestServer::start().await,
+        server(&sink, |s| s.demo = true).await,
+    ] {
+        let res = s
+            .http
+            .get(s.url(&format!("/demo/mailbox?email={}", ALICE.0)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 404);
+        s.stop().await;
+    }
+}

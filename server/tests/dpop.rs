@@ -232,6 +232,9 @@ async fn every_proof_rule_is_enforced_with_the_rfc_error() {
     let key = ProofSigner::generate();
     let other = ProofSigner::generate();
     let t = login_bound(&s, &key).await;
+    // The proofs below are signed at `now` and sent one after the other: a second passing
+    // meanwhile would let "future iat" (now + 11) through the 10 s allowance.
+    s.state.clock.freeze();
     let n = fresh_nonce(&s).await;
     let now = s.state.now();
     let auth = format!("DPoP {}", t.access);

@@ -205,11 +205,21 @@ function check(text, { base, label = "QUESTIONS.md", www = null } = {}) {
   }
 
   if (www) {
-    const html = read(www);
-    const refs = [...html.matchAll(/data-question="([^"]*)"/g)].map((m) => m[1]);
-    if (refs.length === 0) problems.push(`${relative(ROOT, www)}: refers to no question (data-question="…")`);
-    for (const r of refs)
-      if (!ownAnchors.has(r)) problems.push(`${relative(ROOT, www)}: data-question="${r}" is no section of ${label}`);
+    const html = typeof www === "string" ? read(www) : www.html;
+    const name = typeof www === "string" ? relative(ROOT, www) : www.label;
+    // <cite data-question="anchor" title="docs/QUESTIONS.md#anchor">the section's heading</cite>
+    const refs = [...html.matchAll(/<cite data-question="([^"]*)"(?: title="([^"]*)")?>([^<]*)<\/cite>/g)];
+    if (refs.length === 0) problems.push(`${name}: refers to no question (<cite data-question="…">)`);
+    if ((html.match(/data-question=/g) ?? []).length !== refs.length)
+      problems.push(`${name}: a data-question attribute outside the <cite data-question="…" title="…">…</cite> form`);
+    const entity = { "&amp;": "&", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&#39;": "'" };
+    for (const [, anchor, title, body] of refs) {
+      const section = sections.find((h) => h.anchor === anchor);
+      const shown = body.replace(/&(?:amp|lt|gt|quot|#39);/g, (e) => entity[e]).trim();
+      if (!section) problems.push(`${name}: data-question="${anchor}" is no section of ${label}`);
+      else if (shown !== section.text) problems.push(`${name}: data-question="${anchor}" shows "${shown}", the section is "${section.text}"`);
+      if (title !== `docs/QUESTIONS.md#${anchor}`) problems.push(`${name}: data-question="${anchor}" has the title "${title}"`);
+    }
   }
   return { problems, links, tests: tests.size };
 }
@@ -238,9 +248,14 @@ function selfTest(text, base) {
     ["a section without a test link", text.slice(0, s0) + "## Sliding or fixed sessions?\n\nBoth.\n" + text.slice(s1), 'the section "Sliding or fixed sessions?" links to no existing test'],
     ["a non-test attribute", once("[`sessions_survive_a_restart`](../server/tests/binary.rs)", "[`db_url`](../server/tests/binary.rs)"), 'no test named "db_url"'],
   ];
+  const demo = (from, to) => ({ html: `<p><cite data-question="${from}" title="docs/QUESTIONS.md#${from}">${to}</cite></p>`, label: "broken demo" });
+  cases.push(
+    ["a demo reference to no section", text, 'data-question="sliding-sessions" is no section', demo("sliding-sessions", "Sliding or fixed sessions?")],
+    ["a demo reference showing another title", text, 'shows "Sliding sessions?"', demo("sliding-or-fixed-sessions", "Sliding sessions?")],
+  );
   const failed = [];
-  for (const [what, broken, expected] of cases) {
-    const { problems } = check(broken, { base, label: "broken copy" });
+  for (const [what, broken, expected, www = null] of cases) {
+    const { problems } = check(broken, { base, label: "broken copy", www });
     if (!problems.some((p) => p.includes(expected))) failed.push(`${what}: expected a problem with ${JSON.stringify(expected)}, got ${JSON.stringify(problems)}`);
   }
   return { failed, count: cases.length };

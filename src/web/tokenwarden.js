@@ -362,6 +362,7 @@ export class TokenManager {
   #loggedIn = null;
   #authOrigin;
   #loginKeys = new Map();
+  #byPeer = false;
 
   constructor(opts) {
     const cfg = (this.#cfg = options(opts));
@@ -747,7 +748,12 @@ export class TokenManager {
     }
     const [kind, token, reason] = put(d.t, s(d.token), s(d.reason));
     w.tw_peer(this.#h, kind, token, reason, d.kind === "login", n(d.lifetime), n(d.at), now());
-    this.#drain();
+    this.#byPeer = true;
+    try {
+      this.#drain();
+    } finally {
+      this.#byPeer = false;
+    }
   }
 
   #lock(wait) {
@@ -793,10 +799,13 @@ export class TokenManager {
         this.#endedKey = this.#loggedIn = null;
         this.#keyFor();
       }
-      // After this drain: a logout request in it has taken the key already.
+      // The tab that ended the session deletes the stored key, after this drain (a logout
+      // request in it has taken the key already). A peer's message only makes this tab forget
+      // it: that tab may still be reading it to sign its logout.
       if (event === "logout" || event === "sessionExpired") {
         const at = now();
-        Promise.resolve().then(() => this.#dropKey(at));
+        if (this.#byPeer) this.#endedKey = this.#key = null;
+        else Promise.resolve().then(() => this.#dropKey(at));
       }
     }
     const detail = event === "refresh" ? { expiresIn } : event === "sessionExpired" ? { reason } : {};

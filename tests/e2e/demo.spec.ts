@@ -2,6 +2,7 @@
 // Screenshots of each state are saved in the test output directory.
 import { test, expect, type Page } from "@playwright/test";
 import { DEMO, HOOKS_SECRET } from "./playwright.config";
+import { watchErrors } from "./helpers";
 
 const stats = async () =>
   (await fetch(`${DEMO}/test/stats`, { headers: { "x-test-hooks-secret": HOOKS_SECRET } })).json();
@@ -11,19 +12,7 @@ const logText = (page: Page) => page.locator("#log").innerText();
 
 test("the demo: login, countdown and refresh, profile update, sessions, second tab, logout", async ({ context }) => {
   const page = await context.newPage();
-  const errors: string[] = [];
-  page.on("pageerror", (e) => errors.push(String(e)));
-  page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
-  // DPoP: a page's first request to an auth endpoint has no nonce yet, so the server answers
-  // 400 use_dpop_nonce (RFC 9449) and the client sends it once more; Chromium logs that 400.
-  // Every 400 must be exactly that, and only those console lines are forgiven.
-  const nonce400s: string[] = [];
-  page.on("response", async (r) => {
-    if (r.status() !== 400) return;
-    const body = await r.json().catch(() => ({}));
-    if (body.error === "use_dpop_nonce" && new URL(r.url()).pathname.startsWith("/auth/")) nonce400s.push(r.url());
-    else errors.push(`400 ${r.url()} ${JSON.stringify(body)}`);
-  });
+  const errors = watchErrors(page);
 
   await page.goto(DEMO);
   await expect(page.locator("#login-card")).toBeVisible();
@@ -91,11 +80,7 @@ test("the demo: login, countdown and refresh, profile update, sessions, second t
   expect(await logText(tab2)).toContain("logout");
   await shot(page, "07-logged-out");
 
-  const logged400 = "Failed to load resource: the server responded with a status of 400 (Bad Request)";
-  // The response handler reads each 400's body before recording it: the console line of the
-  // last one can come first.
-  await expect.poll(() => nonce400s.length).toBeGreaterThanOrEqual(errors.filter((e) => e === logged400).length);
-  expect(errors.filter((e) => e !== logged400)).toEqual([]);
+  errors.check();
 });
 
 test("the demo: sign in with an emailed code from the demo mailbox, with no SMTP server", async ({ page }) => {

@@ -48,3 +48,32 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export const UNTIL_DUE_MS = 2_200;
 /** The same on the STORM server (10-second tokens). */
 export const UNTIL_DUE_STORM_MS = 5_200;
+
+const LOGGED_400 = "Failed to load resource: the server responded with a status of 400 (Bad Request)";
+
+/** Collects a page's errors (uncaught, console). DPoP: a page's first request to an auth
+ * endpoint has no nonce yet, so the server answers 400 use_dpop_nonce (RFC 9449) and the
+ * client sends it once more; Chromium logs that 400. Every 400 must be exactly that, and only
+ * as many console lines as there were such answers are forgiven: `check()` asserts the rest. */
+export function watchErrors(page: Page) {
+  const errors: string[] = [];
+  let nonce400s = 0;
+  page.on("pageerror", (e) => errors.push(String(e)));
+  page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
+  page.on("response", async (r) => {
+    if (r.status() !== 400) return;
+    // The body says so; or, when Chromium no longer has the body, the proof sent had no nonce.
+    const body = await r.json().catch(() => null);
+    const proof = r.request().headers()["dpop"]?.split(".")[1];
+    const claims = proof ? JSON.parse(Buffer.from(proof, "base64url").toString()) : null;
+    const challenge = body ? body.error === "use_dpop_nonce" : claims !== null && claims.nonce === undefined;
+    if (challenge && new URL(r.url()).pathname.startsWith("/auth/")) nonce400s++;
+    else errors.push(`400 ${r.url()} ${JSON.stringify(body)}`);
+  });
+  return {
+    check() {
+      expect(errors.filter((e) => e === LOGGED_400).length).toBeLessThanOrEqual(nonce400s);
+      expect(errors.filter((e) => e !== LOGGED_400)).toEqual([]);
+    },
+  };
+}

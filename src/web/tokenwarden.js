@@ -439,10 +439,17 @@ export class TokenManager {
     }
     const body = stringify({ email, [k]: secret });
     if (k !== "email") return this.#call(5, false, body, path);
-    const res = await apply(this.#fetch, G, [new URLC(path, this.#cfg.loginUrl), this.#init(body)])
+    // As a login's request: given up after refreshTimeoutMs, and a 5xx is the server's trouble.
+    const init = this.#init(body);
+    const ctl = new AbortController();
+    init.signal = ctl.signal;
+    const timer = setT(() => ctl.abort(), this.#cfg.timeout);
+    const res = await apply(this.#fetch, G, [new URLC(path, this.#cfg.loginUrl), init])
       .catch(() => {
-        throw fail("NetworkError", "network");
-      });
+        throw fail("NetworkError", ctl.signal.aborted ? "timeout" : "network");
+      })
+      .finally(() => clearT(timer));
+    if (res.status >= 500) throw fail("NetworkError", "server_error", res.status);
     if (res.status !== 202) {
       throw fail("LoginError", (await res.json().catch(() => 0))?.error, res.status,
         parseFloat(apply(hget, res.headers, ["retry-after"])));

@@ -16,7 +16,7 @@ export TW_TEST_HOOKS_SECRET ?= tokenwarden-test-hooks-secret
 # on PATH, which would silently turn the Chromium run into a second Firefox run.
 GECKODRIVER := $(CURDIR)/.tools/gecko/bin/geckodriver
 
-.PHONY: help setup setup-node pkg lint test test-native test-server test-browser test-e2e test-engines bench bench-smoke demo
+.PHONY: help setup setup-node pkg lint docs-check test test-native test-server test-browser test-e2e test-engines bench bench-smoke demo
 
 help:
 	@echo "make demo   - set up, build and serve the demo on http://127.0.0.1:8080"
@@ -38,6 +38,11 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p tokenwarden-server --all-targets --features test-hooks -- -D warnings
 	cargo clippy -p tokenwarden --target wasm32-unknown-unknown --all-targets -- -D warnings
+
+# docs/QUESTIONS.md stays true: every test it links exists with that name (no build; node only).
+docs-check:
+	node scripts/check-questions.mjs --self-test
+	node scripts/check-questions.mjs
 
 # The client's core, natively.
 test-native:
@@ -82,7 +87,7 @@ bench-smoke: pkg
 	cargo build -p tokenwarden-load
 	TW_BENCH_SERVER=target/debug/tokenwarden-server TW_BENCH_LOAD=target/debug/tokenwarden-load node bench/run.mjs --smoke
 
-test: setup lint test-native test-server test-browser test-e2e test-engines bench-smoke
+test: setup docs-check lint test-native test-server test-browser test-e2e test-engines bench-smoke
 
 # Every figure of bench/RESULTS.md, side by side with the peers (a few minutes). The benchmark
 # drives the server through its test hooks, so this release build has the `test-hooks` feature

@@ -39,6 +39,21 @@ pub async fn verifier(secret: Option<&str>, store: &Store) -> Result<Verifier, S
     Ok(Verifier::new(nonces))
 }
 
+/// `localhost`, `127.0.0.1` or `[::1]`, with or without a port.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().map(|h| format!("[{h}]")),
+        None => host.split(':').next().map(str::to_owned),
+    };
+    let Some(name) = name else { return false };
+    let name = name.to_ascii_lowercase();
+    name == "localhost"
+        || name == "[::1]"
+        || name.starts_with("127.")
+            && name.split('.').count() == 4
+            && name.split('.').all(|p| p.parse::<u8>().is_ok())
+}
+
 /// Whether the request carries a `DPoP` header at all.
 pub fn has_proof(headers: &HeaderMap) -> bool {
     headers.contains_key(DPOP_HEADER)
@@ -62,10 +77,15 @@ pub async fn check(
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    let origins = if state.settings.public_origins.is_empty() {
+    // Without --public-origin, the request's own Host names the origin only for a loopback
+    // host (a development server): elsewhere a client picks its Host, and a proof made for
+    // another server (the same token sent to a second API) would pass here.
+    let origins = if !state.settings.public_origins.is_empty() {
+        Origins::List(&state.settings.public_origins)
+    } else if is_loopback_host(host) {
         Origins::Host(host)
     } else {
-        Origins::List(&state.settings.public_origins)
+        Origins::List(&[])
     };
     let expected = Expected {
         method,

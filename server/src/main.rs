@@ -180,6 +180,12 @@ async fn serve(
         .map_err(|e| format!("binding {}: {e}", args.bind))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("tokenwarden-server listening on {scheme}://{addr}");
+    if settings.public_origins.is_empty() && !addr.ip().is_loopback() {
+        eprintln!(
+            "note: without --public-origin, DPoP proofs are accepted only for loopback hosts \
+             (localhost, 127.0.0.1, [::1]); set --public-origin to the origin clients use"
+        );
+    }
     if settings.demo {
         println!("demo user: {DEMO_EMAIL} / {DEMO_PASSWORD}");
         println!("open {scheme}://{addr}/ in a browser");

@@ -872,3 +872,24 @@ async fn a_login_with_a_key_already_bound_to_a_session_is_refused() {
     .await;
     assert_eq!(res.status(), 200);
 }
+
+/// Without `--public-origin` the request's `Host` names the origin only for a loopback host:
+/// a proof made for another server (the same token sent to a second API) does not pass here
+/// by naming that server in `Host`.
+#[tokio::test]
+async fn without_a_public_origin_only_a_loopback_host_names_the_htu() {
+    let s = TestServer::start().await;
+    let key = ProofSigner::generate();
+    let t = login_bound(&s, &key).await;
+    let n = fresh_nonce(&s).await;
+    let elsewhere = "https://api.partner.example/api/me";
+    let p = key.proof("GET", elsewhere, s.state.now(), Some(&t.access), Some(&n));
+    let res = get_me(&s, &format!("DPoP {}", t.access), Some(&p))
+        .header("host", "api.partner.example")
+        .send()
+        .await
+        .unwrap();
+    assert_dpop_401(res, "invalid_dpop_proof", "a partner's proof").await;
+    // The loopback host the test talks to works.
+    assert_eq!(me_dpop(&s, &key, &t.access).await.status(), 200);
+}

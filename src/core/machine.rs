@@ -59,6 +59,9 @@ pub const HANDOFF_WAIT_MS: f64 = 300.0;
 pub const LOCK_HOLD_MS: f64 = 100.0;
 /// A peer's message may claim a time at most this far ahead of ours (clock granularity).
 pub const PEER_CLOCK_SLACK_MS: f64 = 1_000.0;
+/// How much older than the newest seen a response's `Date` may be and still count as a
+/// response that was merely overtaken (its nonce and clock then are not taken).
+const MAX_REORDER_MS: f64 = 300_000.0;
 /// Servers whose nonce and clock are remembered (the allowed origins and the auth endpoints').
 const MAX_SERVERS: usize = 16;
 
@@ -438,7 +441,9 @@ impl Machine {
         };
         let s = &mut self.servers[i];
         match date_ms.filter(|d| d.is_finite()) {
-            Some(d) if d < s.date_ms => return, // an older response, overtaken
+            // An older response, overtaken (responses cross by seconds, not minutes: a Date far
+            // ahead of the others, e.g. a hostile server's, does not freeze the clock).
+            Some(d) if d < s.date_ms && s.date_ms - d < MAX_REORDER_MS => return,
             Some(d) => {
                 s.offset_ms = d - now;
                 s.date_ms = d;

@@ -236,15 +236,32 @@ const ES256 = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
 const STORE = "keys";
 let dbP = null;
 
-/** One request on the key store, in its own transaction; resolves with its result. */
-function keyStore(mode, op) {
-  dbP ??= new Promise((resolve, reject) => {
-    const r = apply(idbOpen, G.indexedDB, ["tokenwarden", 1]);
+/** The key store's database at whatever version it has (another script of the origin may
+ * have raised it), with the store created if it is missing; reopened after a failure or when
+ * another connection asks to change it. */
+function openDb(version) {
+  return new Promise((resolve, reject) => {
+    const r = apply(idbOpen, G.indexedDB, version ? ["tokenwarden", version] : ["tokenwarden"]);
     r.onupgradeneeded = () => r.result.createObjectStore(STORE);
-    r.onsuccess = () => resolve(r.result);
+    r.onsuccess = () => {
+      const db = r.result;
+      db.onversionchange = () => {
+        db.close();
+        dbP = null;
+      };
+      if (db.objectStoreNames.contains(STORE)) return resolve(db);
+      db.close();
+      resolve(openDb(db.version + 1));
+    };
     r.onerror = () => reject(r.error);
   });
-  return dbP.then((db) => new Promise((resolve, reject) => {
+}
+
+/** One request on the key store, in its own transaction; resolves with its result. */
+function keyStore(mode, op) {
+  const p = (dbP ??= openDb());
+  p.catch(() => { if (dbP === p) dbP = null; });
+  return p.then((db) => new Promise((resolve, reject) => {
     const tx = db.transaction(STORE, mode);
     const r = op(tx.objectStore(STORE));
     tx.oncomplete = () => resolve(r?.result);
@@ -422,10 +439,17 @@ export class TokenManager {
     }
     const body = stringify({ email, [k]: secret });
     if (k !== "email") return this.#call(5, false, body, path);
-    const res = await apply(this.#fetch, G, [new URLC(path, this.#cfg.loginUrl), this.#init(body)])
+    // As a login's request: given up after refreshTimeoutMs, and a 5xx is the server's trouble.
+    const init = this.#init(body);
+    const ctl = new AbortController();
+    init.signal = ctl.signal;
+    const timer = setT(() => ctl.abort(), this.#cfg.timeout);
+    const res = await apply(this.#fetch, G, [new URLC(path, this.#cfg.loginUrl), init])
       .catch(() => {
-        throw fail("NetworkError", "network");
-      });
+        throw fail("NetworkError", ctl.signal.aborted ? "timeout" : "network");
+      })
+      .finally(() => clearT(timer));
+    if (res.status >= 500) throw fail("NetworkError", "server_error", res.status);
     if (res.status !== 202) {
       throw fail("LoginError", (await res.json().catch(() => 0))?.error, res.status,
         parseFloat(apply(hget, res.headers, ["retry-after"])));
@@ -699,7 +723,11 @@ export class TokenManager {
 
   /** A DPoP proof for `htm url`, bound to `token` (ath) if there is one. */
   async #proof(keyP, htm, url, token) {
-    const key = await keyP;
+    // Another script of the origin can hold the key store's transactions: give up in time.
+    let timer;
+    const key = await Promise.race([keyP, new Promise((_, reject) => {
+      timer = setT(() => reject(fail("NetworkError", "timeout")), this.#cfg.timeout);
+    })]).finally(() => clearT(timer));
     const u = new URLC(url);
     const iat = w.tw_proof(this.#h, put(u.origin)[0], now());
     const nonce = out().s;
@@ -712,10 +740,12 @@ export class TokenManager {
 
   /** Tells the core a response's DPoP-Nonce and Date (before its status). */
   #seen(url, res) {
-    if (!this.#cfg.dpop || this.#h < 0) return;
+    const origin = new URLC(url).origin;
+    // A response redirected from another origin says nothing about this one.
+    if (!this.#cfg.dpop || this.#h < 0 || (res.url && new URLC(res.url).origin !== origin)) return;
     const h = res.headers;
     const date = apply(hget, h, ["date"]);
-    const [o, n] = put(new URLC(url).origin, apply(hget, h, ["dpop-nonce"]) ?? undefined);
+    const [o, n] = put(origin, apply(hget, h, ["dpop-nonce"]) ?? undefined);
     w.tw_seen(this.#h, o, n, date === null ? NaN : dateParse(date), now());
   }
 
@@ -741,10 +771,15 @@ export class TokenManager {
     // (16 KiB) into the core's memory, which does not shrink again.
     const s = (v) => (typeof v === "string" && v.length <= 16384 ? v : undefined);
     const n = (v) => (typeof v === "number" ? v : NaN);
-    // A nonce is no secret and not trusted: a wrong one costs one retried request at most.
-    if (this.#cfg.dpop && typeof d.nonce === "string") {
-      const [o, n] = put(this.#authOrigin, d.nonce);
-      w.tw_seen(this.#h, o, n, NaN, now());
+    // A nonce is no secret and not trusted: it only fills in for a tab that has none from the
+    // server itself (a flood of wrong ones must not displace the server's), and costs one
+    // retried request at most.
+    if (this.#cfg.dpop && typeof d.nonce === "string" && d.nonce.length <= 512) {
+      w.tw_proof(this.#h, put(this.#authOrigin)[0], now());
+      if (!out().s) {
+        const [o, n] = put(this.#authOrigin, d.nonce);
+        w.tw_seen(this.#h, o, n, NaN, now());
+      }
     }
     const [kind, token, reason] = put(d.t, s(d.token), s(d.reason));
     w.tw_peer(this.#h, kind, token, reason, d.kind === "login", n(d.lifetime), n(d.at), now());

@@ -173,6 +173,59 @@ test.describe("a hostile script of the same origin", () => {
     }
   });
 
+  test("the DPoP key store held by another page: NetworkError within refreshTimeoutMs + 1 s, then it works", async ({ context }) => {
+    const tabs = await loggedInTabs(context, 1, { refreshTimeoutMs: 1500 });
+    const evil = await context.newPage();
+    await evil.goto(new URL("/", tabs[0].url()).href + "?evil");
+    // A readwrite transaction on the key store, kept alive by chaining requests forever.
+    await evil.evaluate(() => new Promise<void>((holding) => {
+      const r = indexedDB.open("tokenwarden");
+      r.onsuccess = () => {
+        const store = r.result.transaction("keys", "readwrite").objectStore("keys");
+        const again = () => { store.get("x").onsuccess = again; };
+        again();
+        holding();
+      };
+    }));
+    // A new tab of the app gets the token from the first, and must read the stored key to sign.
+    const fresh = await openTab(context, { refreshTimeoutMs: 1500 });
+    expect(await fresh.evaluate(() => (window as any).auth.restore())).toBe(true);
+    const t0 = Date.now();
+    const [status] = await fresh.evaluate(() => (window as any).burst(1));
+    expect(status).toBe("NetworkError");
+    expect(Date.now() - t0).toBeLessThan(1500 + 1000);
+    // The holder goes away: the same tab signs and works.
+    await evil.close();
+    expect(await fresh.evaluate(() => (window as any).burst(1))).toEqual([200]);
+  });
+
+  test("the key store's database version raised by another page: a reload still restores and logs in", async ({ context }) => {
+    const tabs = await loggedInTabs(context, 1);
+    const evil = await context.newPage();
+    await evil.goto(new URL("/", tabs[0].url()).href + "?evil");
+    // Raise the version (the driver used to open version 1 only) and drop the store.
+    await evil.evaluate(() => new Promise<void>((done) => {
+      const r = indexedDB.open("tokenwarden", 7);
+      r.onupgradeneeded = () => r.result.deleteObjectStore("keys");
+      r.onsuccess = () => { r.result.close(); done(); };
+      r.onblocked = () => {};
+    }));
+    await evil.close();
+    // The key went with the store: the session bound to it cannot be restored (as when the
+    // user clears site data), but the app recovers: a new login works, and so does a reload.
+    const page = tabs[0];
+    await page.reload();
+    await page.evaluate(() => (window as any).setup({}));
+    await page.evaluate(() => (window as any).auth.restore().catch(() => false));
+    const user = await newUser();
+    await page.evaluate((u) => (window as any).auth.login(u), user);
+    expect(await page.evaluate(() => (window as any).burst(2))).toEqual([200, 200]);
+    await page.reload();
+    await page.evaluate(() => (window as any).setup({}));
+    expect(await page.evaluate(() => (window as any).auth.restore())).toBe(true);
+    expect(await page.evaluate(() => (window as any).burst(1))).toEqual([200]);
+  });
+
   test("a Web Lock held forever: NetworkError within refreshTimeoutMs + 1 s, and the session survives", async ({ context }) => {
     const tabs = await loggedInTabs(context, 1, { refreshTimeoutMs: 1500 });
     const evil = await context.newPage();

@@ -62,6 +62,30 @@ fn a_proof_is_stamped_with_the_servers_clock_and_its_newest_nonce() {
 }
 
 #[test]
+fn a_date_far_ahead_does_not_freeze_the_servers_clock_or_nonce() {
+    let mut s = Scenario::builder().dpop().build();
+    s.at(1_000_000.0);
+    // One answer claims the year 2099 (a hostile or broken server): taken for now...
+    s.m.seen(
+        APP,
+        Some("n-bogus".into()),
+        Some(4_070_908_800_000.0),
+        s.now,
+    );
+    // ...but the next real answers, minutes "older" than it, still count.
+    s.m.seen(
+        APP,
+        Some("n1".into()),
+        Some(s.now + SKEW_MS),
+        s.now + 1_000.0,
+    );
+    assert_eq!(
+        s.m.proof(APP, s.now + 1_000.0),
+        ((s.now + SKEW_MS) / 1000.0, Some("n1"))
+    );
+}
+
+#[test]
 fn use_dpop_nonce_from_the_refresh_endpoint_is_retried_exactly_once() {
     let mut s = dpop_logged_in();
     s.at(DUE_MS);

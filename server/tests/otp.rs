@@ -559,8 +559,11 @@ async fn codes_never_reach_the_log() {
         .with_max_level(tracing::Level::TRACE)
         .with_writer(move || writer.clone())
         .finish();
-    // This test's runtime is one thread: the server's tasks log through this subscriber.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // The process's subscriber, not a scoped one: with a thread-local subscriber, a test
+    // running at the same time on another thread could hit a callsite first, with no
+    // subscriber, and have it cached as uninteresting, so that this test lost the event (seen:
+    // `otp_sent` missing). The other tests' events land here too, which does no harm.
+    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
     let sink = SmtpSink::start();
     let s = server(&sink, |s| s.otp.digits = 8).await;
     let first = code_for(&s, &sink, ALICE.0, 1).await;

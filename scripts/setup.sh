@@ -14,6 +14,9 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
+# Tools built from crates.io are kept per version outside the clone too, so another clone on
+# this machine (CI's fresh one) copies them instead of compiling them again.
+cache=${TW_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tokenwarden-tools}
 
 want_node=false; want_browser=false; want_bench=false; want_postgres=false
 for arg in "$@"; do
@@ -43,9 +46,13 @@ fi
 want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, "", $0); print; exit }' Cargo.lock)
 have=$("$root/.tools/bin/wasm-bindgen" --version 2>/dev/null | awk '{print $2}' || true)
 if [ "$want" != "$have" ]; then
-  say "installing wasm-bindgen-cli $want into .tools/ (about 2 minutes)"
-  # No --locked: its lock file wants a crate version the registry here does not have.
-  cargo install wasm-bindgen-cli --version "$want" --root "$root/.tools" --quiet
+  if ! "$cache/wasm-bindgen-$want/bin/wasm-bindgen" --version >/dev/null 2>&1; then
+    say "installing wasm-bindgen-cli $want into $cache (about 2 minutes)"
+    # No --locked: its lock file wants a crate version the registry here does not have.
+    cargo install wasm-bindgen-cli --version "$want" --root "$cache/wasm-bindgen-$want" --quiet
+  fi
+  mkdir -p "$root/.tools/bin"
+  cp "$cache/wasm-bindgen-$want/bin/"* "$root/.tools/bin/"
 fi
 
 apt_install() {
@@ -71,8 +78,12 @@ if $want_browser; then
   fi
   # geckodriver is not packaged by Debian; crates.io has it (about 75 s to build on 2 cores).
   if ! "$root/.tools/gecko/bin/geckodriver" --version >/dev/null 2>&1; then
-    say "installing geckodriver into .tools/gecko/ (about 2 minutes)"
-    cargo install geckodriver --version 0.37.1 --locked --root "$root/.tools/gecko" --quiet
+    if ! "$cache/geckodriver-0.37.1/bin/geckodriver" --version >/dev/null 2>&1; then
+      say "installing geckodriver into $cache (about 2 minutes)"
+      cargo install geckodriver --version 0.37.1 --locked --root "$cache/geckodriver-0.37.1" --quiet
+    fi
+    mkdir -p "$root/.tools/gecko/bin"
+    cp "$cache/geckodriver-0.37.1/bin/geckodriver" "$root/.tools/gecko/bin/"
   fi
 fi
 if $want_postgres && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then

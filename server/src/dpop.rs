@@ -39,19 +39,17 @@ pub async fn verifier(secret: Option<&str>, store: &Store) -> Result<Verifier, S
     Ok(Verifier::new(nonces))
 }
 
-/// `localhost`, `127.0.0.1` or `[::1]`, with or without a port.
+/// `localhost` or a loopback address (`127.x.x.x`, `[::1]`), with or without a port.
 pub fn is_loopback_host(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().map(|h| format!("[{h}]")),
-        None => host.split(':').next().map(str::to_owned),
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
     };
-    let Some(name) = name else { return false };
-    let name = name.to_ascii_lowercase();
-    name == "localhost"
-        || name == "[::1]"
-        || name.starts_with("127.")
-            && name.split('.').count() == 4
-            && name.split('.').all(|p| p.parse::<u8>().is_ok())
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Whether the request carries a `DPoP` header at all.
@@ -232,4 +230,34 @@ pub async fn add_nonce(State(state): State<AppState>, mut res: Response) -> Resp
         res.headers_mut().insert(NONCE_HEADER, v);
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_host;
+
+    #[test]
+    fn loopback_hosts_are_told_apart() {
+        for host in [
+            "localhost",
+            "LOCALHOST:8080",
+            "127.0.0.1",
+            "127.1.2.3:443",
+            "[::1]",
+            "[::1]:80",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "",
+            "api.example",
+            "api.example:443",
+            "10.0.0.1",
+            "[::2]:80",
+            "127.0.0.1.evil",
+            "localhost.evil",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
 }

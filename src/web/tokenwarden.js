@@ -704,9 +704,17 @@ export class TokenManager {
    * another tab's login), or else a new one. */
   #keyFor() {
     const name = this.#lockName;
-    const p = (this.#key ??= keyStore("readonly", (s) => s.get(name)).then((k) => k ?? newKey(name)));
-    p.catch(() => { if (this.#key === p) this.#key = null; });
-    return p;
+    if (!this.#key) {
+      // Another script of the origin can hold the key store's transactions: the read gives up
+      // after refreshTimeoutMs (and the next use reads again).
+      const p = (this.#key = new Promise((resolve, reject) => {
+        const timer = setT(() => reject(fail("NetworkError", "timeout")), this.#cfg.timeout);
+        keyStore("readonly", (s) => s.get(name)).then((k) => k ?? newKey(name))
+          .then(resolve, reject).finally(() => clearT(timer));
+      }));
+      p.catch(() => { if (this.#key === p) this.#key = null; });
+    }
+    return this.#key;
   }
 
   /** The session ended here at `at`: forget the key, and delete the stored one unless a newer
@@ -723,11 +731,7 @@ export class TokenManager {
 
   /** A DPoP proof for `htm url`, bound to `token` (ath) if there is one. */
   async #proof(keyP, htm, url, token) {
-    // Another script of the origin can hold the key store's transactions: give up in time.
-    let timer;
-    const key = await Promise.race([keyP, new Promise((_, reject) => {
-      timer = setT(() => reject(fail("NetworkError", "timeout")), this.#cfg.timeout);
-    })]).finally(() => clearT(timer));
+    const key = await keyP;
     const u = new URLC(url);
     const iat = w.tw_proof(this.#h, put(u.origin)[0], now());
     const nonce = out().s;
@@ -742,7 +746,7 @@ export class TokenManager {
   #seen(url, res) {
     const origin = new URLC(url).origin;
     // A response redirected from another origin says nothing about this one.
-    if (!this.#cfg.dpop || this.#h < 0 || (res.url && new URLC(res.url).origin !== origin)) return;
+    if (!this.#cfg.dpop || this.#h < 0 || (res.redirected && new URLC(res.url).origin !== origin)) return;
     const h = res.headers;
     const date = apply(hget, h, ["date"]);
     const [o, n] = put(origin, apply(hget, h, ["dpop-nonce"]) ?? undefined);

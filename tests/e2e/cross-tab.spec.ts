@@ -173,6 +173,23 @@ test.describe("a hostile script of the same origin", () => {
     }
   });
 
+  test("nonces posted on the channel never displace the server's: a refresh needs no nonce retry", async ({ context }) => {
+    const tabs = await loggedInTabs(context, 1);
+    const evil = await context.newPage();
+    await evil.goto(new URL("/", tabs[0].url()).href + "?evil");
+    const name = await NAME(tabs[0]);
+    await evil.evaluate((name) => {
+      const ch = new BroadcastChannel(name);
+      for (let i = 0; i < 50; i++) ch.postMessage({ t: "ask", nonce: "bogus-nonce-" + i });
+    }, name);
+    await sleep(200);
+    await reset();
+    await tabs[0].evaluate(() => (window as any).auth.refresh({ force: true }));
+    // With a posted nonce in its proof, the server would answer use_dpop_nonce first: 2 calls.
+    expect((await stats()).refresh_calls).toBe(1);
+    expect(await tabs[0].evaluate(() => (window as any).burst(2))).toEqual([200, 200]);
+  });
+
   test("the DPoP key store held by another page: NetworkError within refreshTimeoutMs + 1 s, then it works", async ({ context }) => {
     const tabs = await loggedInTabs(context, 1, { refreshTimeoutMs: 1500 });
     const evil = await context.newPage();

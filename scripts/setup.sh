@@ -29,6 +29,12 @@ for arg in "$@"; do
   esac
 done
 
+# A clean `make test` writes about 4 GB (target/, browsers' profiles, PostgreSQL clusters); a full
+# disk shows up much later as an odd failure (PostgreSQL's "No space left on device"), so say it now.
+free_kb=$(df -Pk "$root" 2>/dev/null | awk 'NR == 2 { print $4 }' || true)
+if [ -n "$free_kb" ] && [ "$free_kb" -lt $((6 * 1024 * 1024)) ]; then
+  say "WARNING: only $((free_kb / 1024)) MB free on the disk of $root; a clean build and test run needs about 6 GB"
+fi
 
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
   say "adding the wasm32-unknown-unknown target"

@@ -14,6 +14,14 @@
 //! - **Reissue.** After the window, the claimer is accepted again only if none of its children
 //!   was ever used (the client cannot have received one: a lost response). Its unused children
 //!   are revoked, a fresh child is issued and the window starts again.
+//! - **Late sibling (DPoP-bound sessions only).** A never-presented token of a generation
+//!   another token already claimed, issued less than `grace_secs` ago, claims a child at the
+//!   head. Tabs without a shared lock share one cookie jar, and the jar keeps whichever
+//!   `Set-Cookie` *arrived* last, not the one the server issued last: a slow response can put a
+//!   sibling back in the jar after the other was used. A bound session's refresh is only heard
+//!   with a proof by the session's key (checked before this rule), which never leaves the page,
+//!   so the presenter is that browser, not a thief with a copied cookie; Bearer sessions, where
+//!   the cookie alone is enough, keep the strict rule.
 //! - **Reuse.** Anything else that names a live session: a dead sibling, a revoked child, a
 //!   superseded claimer after its window. The whole session is revoked.
 //!
@@ -34,6 +42,8 @@ pub struct TokenState {
     pub revoked: bool,
     /// Children issued since `claimed_at`.
     pub children: i64,
+    /// When it was issued.
+    pub issued_at: i64,
 }
 
 /// The session (token family) the token belongs to.
@@ -44,6 +54,8 @@ pub struct FamilyState {
     pub absolute_expires_at: i64,
     /// Highest claimed generation; -1 before the first refresh.
     pub head: i64,
+    /// Bound to a DPoP key: a refresh reaches `decide` only with a proof by that key.
+    pub bound: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,8 +78,9 @@ impl Default for Policy {
 /// What the store must do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
-    /// First presentation: mark the token claimed at `now`, set the head to its generation,
-    /// issue a child of generation `child_generation`.
+    /// First presentation: mark the token claimed at `now`, raise the head to its generation
+    /// (a late sibling's is below the head: the head stays), issue a child of generation
+    /// `child_generation`.
     Claim { child_generation: i64 },
     /// The claimer again within its window: issue one more child.
     Repeat { child_generation: i64 },
@@ -95,6 +108,11 @@ pub fn decide(token: TokenState, family: FamilyState, now: i64, policy: Policy) 
         return if token.generation > family.head {
             Decision::Claim {
                 child_generation: token.generation + 1,
+            }
+        } else if family.bound && now < token.issued_at.saturating_add(policy.grace_secs) {
+            // A late sibling from the browser's own cookie jar (see the module's rules).
+            Decision::Claim {
+                child_generation: family.head + 1,
             }
         } else {
             Decision::Reuse
@@ -135,6 +153,7 @@ mod tests {
             idle_expires_at: 10_000,
             absolute_expires_at: 20_000,
             head,
+            bound: false,
         }
     }
 
@@ -144,6 +163,7 @@ mod tests {
             claimed_at: None,
             revoked: false,
             children: 0,
+            issued_at: 0,
         }
     }
 
@@ -153,6 +173,7 @@ mod tests {
             claimed_at: Some(at),
             revoked: false,
             children,
+            issued_at: 0,
         }
     }
 
@@ -180,7 +201,7 @@ mod tests {
             let child = match d {
                 Decision::Claim { child_generation } => {
                     self.tokens[i].claimed_at = Some(now);
-                    self.state.head = self.tokens[i].generation;
+                    self.state.head = self.state.head.max(self.tokens[i].generation);
                     Some(child_generation)
                 }
                 Decision::Repeat { child_generation } => Some(child_generation),
@@ -202,7 +223,10 @@ mod tests {
             };
             let child = child.map(|g| {
                 self.tokens[i].children += 1;
-                self.tokens.push(fresh(g));
+                self.tokens.push(TokenState {
+                    issued_at: now,
+                    ..fresh(g)
+                });
                 self.tokens.len() - 1
             });
             (d, child)
@@ -371,5 +395,65 @@ mod tests {
         let (d, b) = f.present(0, 2);
         assert!(matches!(d, Decision::Repeat { .. }), "{d:?}");
         assert!(matches!(f.present(b.unwrap(), 3).0, Decision::Claim { .. }));
+    }
+
+    /// A family whose refreshes come with proofs by its DPoP key.
+    fn bound() -> Family {
+        let mut f = Family::new();
+        f.state.bound = true;
+        f
+    }
+
+    #[test]
+    fn a_late_sibling_of_a_bound_session_claims_a_child_at_the_head_within_the_window() {
+        // Tabs A and B present the parent; A's child arrives in the jar first and is used; B's
+        // child arrives after that and is the jar's cookie now.
+        let mut f = bound();
+        let (_, a) = f.present(0, 0);
+        let (d, b) = f.present(0, 1);
+        assert!(matches!(d, Decision::Repeat { .. }), "{d:?}");
+        let (_, a2) = f.present(a.unwrap(), 2);
+        let (d, b2) = f.present(b.unwrap(), 3);
+        // Generation 1 is `a`'s: `b` gets a child at the head + 1, as `a` did.
+        assert_eq!(
+            d,
+            Decision::Claim {
+                child_generation: 2
+            }
+        );
+        assert_eq!(f.state.head, 1, "the head never moves back");
+        // Both lines go on: whichever cookie the jar keeps works, and the session lives.
+        assert!(accepted(f.present(b2.unwrap(), 4).0));
+        assert!(accepted(f.present(a2.unwrap(), 5).0));
+        assert!(!f.state.revoked);
+    }
+
+    #[test]
+    fn a_late_sibling_is_reuse_after_the_window_or_when_the_session_is_not_bound() {
+        let mut f = bound();
+        let (_, a) = f.present(0, 0);
+        let (_, b) = f.present(0, 1);
+        f.present(a.unwrap(), 2);
+        // Issued at 1: the window ends at 31.
+        assert_eq!(f.present(b.unwrap(), 31).0, Decision::Reuse);
+
+        let mut f = Family::new();
+        let (_, a) = f.present(0, 0);
+        let (_, b) = f.present(0, 1);
+        f.present(a.unwrap(), 2);
+        assert_eq!(
+            f.present(b.unwrap(), 3).0,
+            Decision::Reuse,
+            "Bearer: the strict rule"
+        );
+    }
+
+    #[test]
+    fn a_revoked_token_of_a_bound_session_is_still_reuse() {
+        let mut f = bound();
+        let (_, a) = f.present(0, 0);
+        // The child never arrives; 40 s later the parent is reissued and `a` is revoked.
+        assert!(matches!(f.present(0, 40).0, Decision::Reissue { .. }));
+        assert_eq!(f.present(a.unwrap(), 41).0, Decision::Reuse);
     }
 }

@@ -529,6 +529,50 @@ async fn a_bound_refresh_without_the_right_proof_rotates_nothing_and_revokes_not
     s.stop().await;
 }
 
+/// Tabs without a shared lock share one cookie jar, which keeps the `Set-Cookie` that arrived
+/// last: a slow answer can put a sibling back after the other sibling was used. With the key's
+/// proof that is the browser itself, and the session lives; the same story with Bearer tokens
+/// is reuse (protocol.rs, `a_sibling_presented_after_another_claimed_the_generation_is_reuse`),
+/// since there a copied cookie is all a thief needs.
+#[tokio::test]
+async fn a_late_sibling_from_the_browsers_own_jar_is_accepted_in_a_bound_session() {
+    let s = TestServer::start().await;
+    s.state.clock.freeze();
+    let key = ProofSigner::generate();
+    let t = login_bound(&s, &key).await;
+    // Tabs A and B refresh with the same cookie: two children of generation 1.
+    let a = bound_tokens_of(refresh_dpop(&s, &key, &t.refresh).await, &key).await;
+    let b = bound_tokens_of(refresh_dpop(&s, &key, &t.refresh).await, &key).await;
+    // A's child lands in the jar first and is used...
+    let a2 = bound_tokens_of(refresh_dpop(&s, &key, &a.refresh).await, &key).await;
+    // ...then B's slow answer overwrites the jar, and the next refresh presents it.
+    let res = refresh_dpop(&s, &key, &b.refresh).await;
+    assert_eq!(res.status(), 200, "a late sibling of a bound session");
+    let b2 = bound_tokens_of(res, &key).await;
+    assert_eq!(me_dpop(&s, &key, &b2.access).await.status(), 200);
+    // Whichever cookie the jar ends with works on.
+    assert_eq!(refresh_dpop(&s, &key, &a2.refresh).await.status(), 200);
+    assert_eq!(refresh_dpop(&s, &key, &b2.refresh).await.status(), 200);
+    let stats = s.stats().await;
+    assert_eq!(stats["reuse_detections"], 0);
+    assert_eq!(stats["refresh_rotated"], 6);
+
+    // Without the key's proof it is refused before any rule, and revokes nothing.
+    let res = refresh_req(&s, &b.refresh, None).send().await.unwrap();
+    assert_dpop_401(res, "invalid_dpop_proof", "late sibling without a proof").await;
+    assert_eq!(s.stats().await["reuse_detections"], 0);
+
+    // After the window (30 s from its issue) a late sibling is reuse, as for Bearer.
+    let c = bound_tokens_of(refresh_dpop(&s, &key, &b2.refresh).await, &key).await;
+    let d = bound_tokens_of(refresh_dpop(&s, &key, &b2.refresh).await, &key).await;
+    assert_eq!(refresh_dpop(&s, &key, &c.refresh).await.status(), 200);
+    s.state.clock.advance(31);
+    let res = refresh_dpop(&s, &key, &d.refresh).await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(error_code(res).await, "token_reused");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_bound_logout_needs_the_key_and_then_ends_everything() {
     let s = TestServer::start().await;

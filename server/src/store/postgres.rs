@@ -103,7 +103,7 @@ async fn record_proofs(pool: PgPool, mut queue: tokio::sync::mpsc::Receiver<Proo
 }
 
 const PRESENTED_TOKEN: &str = "SELECT t.session_id, t.generation, t.claimed_at, t.revoked_at,
-            t.children, s.user_id, s.revoked_at AS session_revoked_at, s.idle_expires_at,
+            t.children, t.created_at, s.user_id, s.revoked_at AS session_revoked_at, s.idle_expires_at,
             s.absolute_expires_at, s.max_used_gen, s.dpop_jkt, s.version
      FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
      WHERE t.hash = $1";
@@ -111,6 +111,7 @@ const PRESENTED_TOKEN: &str = "SELECT t.session_id, t.generation, t.claimed_at, 
 fn presented_from_row(row: &PgRow) -> StoreResult<PresentedToken> {
     let revoked: Option<i64> = row.try_get("revoked_at")?;
     let session_revoked: Option<i64> = row.try_get("session_revoked_at")?;
+    let dpop_jkt: Option<String> = row.try_get("dpop_jkt")?;
     Ok(PresentedToken {
         session_id: row.try_get("session_id")?,
         user_id: row.try_get("user_id")?,
@@ -119,14 +120,16 @@ fn presented_from_row(row: &PgRow) -> StoreResult<PresentedToken> {
             claimed_at: row.try_get("claimed_at")?,
             revoked: revoked.is_some(),
             children: row.try_get("children")?,
+            issued_at: row.try_get("created_at")?,
         },
         family: FamilyState {
             revoked: session_revoked.is_some(),
             idle_expires_at: row.try_get("idle_expires_at")?,
             absolute_expires_at: row.try_get("absolute_expires_at")?,
             head: row.try_get("max_used_gen")?,
+            bound: dpop_jkt.is_some(),
         },
-        dpop_jkt: row.try_get("dpop_jkt")?,
+        dpop_jkt,
         version: row.try_get("version")?,
     })
 }
@@ -197,7 +200,8 @@ async fn write_rotation(
             }));
         }
         Decision::Claim { child_generation } => {
-            (child_generation, found.token.generation, false, false)
+            let head = found.token.generation.max(found.family.head);
+            (child_generation, head, false, false)
         }
         Decision::Repeat { child_generation } => (child_generation, found.family.head, true, false),
         Decision::Reissue { child_generation } => {

@@ -26,7 +26,7 @@ pub struct SqliteStore {
 }
 
 const PRESENTED_TOKEN: &str = "SELECT t.session_id, t.generation, t.claimed_at, t.revoked_at,
-            t.children, s.user_id, s.revoked_at AS session_revoked_at, s.idle_expires_at,
+            t.children, t.created_at, s.user_id, s.revoked_at AS session_revoked_at, s.idle_expires_at,
             s.absolute_expires_at, s.max_used_gen, s.dpop_jkt
      FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
      WHERE t.hash = ?";
@@ -34,6 +34,7 @@ const PRESENTED_TOKEN: &str = "SELECT t.session_id, t.generation, t.claimed_at, 
 fn presented_from_row(row: &SqliteRow) -> StoreResult<PresentedToken> {
     let revoked: Option<i64> = row.try_get("revoked_at")?;
     let session_revoked: Option<i64> = row.try_get("session_revoked_at")?;
+    let dpop_jkt: Option<String> = row.try_get("dpop_jkt")?;
     Ok(PresentedToken {
         session_id: row.try_get("session_id")?,
         user_id: row.try_get("user_id")?,
@@ -42,14 +43,16 @@ fn presented_from_row(row: &SqliteRow) -> StoreResult<PresentedToken> {
             claimed_at: row.try_get("claimed_at")?,
             revoked: revoked.is_some(),
             children: row.try_get("children")?,
+            issued_at: row.try_get("created_at")?,
         },
         family: FamilyState {
             revoked: session_revoked.is_some(),
             idle_expires_at: row.try_get("idle_expires_at")?,
             absolute_expires_at: row.try_get("absolute_expires_at")?,
             head: row.try_get("max_used_gen")?,
+            bound: dpop_jkt.is_some(),
         },
-        dpop_jkt: row.try_get("dpop_jkt")?,
+        dpop_jkt,
         version: 0,
     })
 }
@@ -352,7 +355,7 @@ impl SqliteStore {
                 .bind(presented)
                 .execute(&mut *tx)
                 .await?;
-                (child_generation, token.generation)
+                (child_generation, token.generation.max(family.head))
             }
             Decision::Repeat { child_generation } => {
                 sqlx::query("UPDATE refresh_tokens SET children = children + 1 WHERE hash = ?")

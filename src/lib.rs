@@ -17,3 +17,7 @@ pub mod proto;
 
 #[cfg(target_arch = "wasm32")]
 mod web;
+// The `.wasm`'s allocator, tested natively too.
+#[cfg(any(target_arch = "wasm32", test))]
+#[path = "web/heap.rs"]
+mod heap;

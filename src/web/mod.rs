@@ -1,6 +1,7 @@
 //! The machine's WebAssembly interface, for the driver `src/web/tokenwarden.js`: plain exported
-//! functions over numbers, and strings as UTF-8 in linear memory. No wasm-bindgen, no imports,
-//! no async: the module cannot call out, so nothing can re-enter it while an export runs.
+//! functions over numbers, and strings in linear memory (read as ASCII). No wasm-bindgen, no
+//! imports, no async: the module cannot call out, so nothing can re-enter it while an export
+//! runs.
 //! Every decision and the token stay here; the driver only carries out the commands.
 //! (docs/SIZE.md has the measurements behind this shape.)
 //!
@@ -28,7 +29,10 @@
 //! asks the core for its `iat` and nonce; each response's `DPoP-Nonce` and `Date` are
 //! reported before its status, so the core decides whether to send it once more.
 
+use std::alloc::{GlobalAlloc, Layout};
 use std::cell::UnsafeCell;
+
+use crate::heap::Heap;
 
 use crate::core::{
     Call, Command, Config, Emit, Endpoint, Failure, Machine, Message, Phase, Policy, RefreshReply,
@@ -36,10 +40,36 @@ use crate::core::{
 };
 use crate::proto::{EndReason, Event, PeerKind};
 
-/// A small allocator that coalesces (a long-lived tab must not fragment); dlmalloc costs
-/// ~2 KB more gzip (docs/SIZE.md).
+/// The allocator: size classes with a free list each (`heap.rs`: why a long-lived tab does not
+/// fragment, and its tests); new memory from `memory.grow`.
+struct Alloc(UnsafeCell<Heap>);
+
+// SAFETY: one thread (see `Global`), and the heap calls nothing that allocates.
+unsafe impl Sync for Alloc {}
+
 #[global_allocator]
-static TALC: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+static ALLOC: Alloc = Alloc(UnsafeCell::new(Heap::new()));
+
+// `realloc` is the trait's: a new block, a copy, the old one freed.
+unsafe impl GlobalAlloc for Alloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: one thread, and no allocation runs inside another.
+        let heap = unsafe { &mut *self.0.get() };
+        // SAFETY: the heap's lists hold only its own blocks; grown memory is ours for good.
+        unsafe {
+            heap.alloc(layout, |bytes| {
+                let pages = bytes.div_ceil(65536);
+                let before = core::arch::wasm32::memory_grow(0, pages);
+                (before != usize::MAX).then(|| (before * 65536, pages * 65536))
+            })
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as in `alloc`; `ptr` came from it with `layout` (GlobalAlloc's contract).
+        unsafe { (*self.0.get()).dealloc(ptr, layout) }
+    }
+}
 
 /// The current command's fields, read by the driver straight from memory.
 #[repr(C)]
@@ -94,12 +124,24 @@ fn machine(h: u32) -> Option<&'static mut Machine> {
     state().machines.get_mut(h as usize)?.as_mut()
 }
 
-/// The inbox's next string of `len` bytes from `*at` (-1: absent).
+/// The inbox's next string of `len` bytes from `*at` (-1: absent), as ASCII (`ascii`).
 fn string(at: &mut usize, len: i32) -> Option<String> {
     let len = usize::try_from(len).ok()?;
     let bytes = state().inbox.get(*at..*at + len)?;
     *at += len;
-    String::from_utf8(bytes.to_vec()).ok()
+    Some(ascii(bytes))
+}
+
+/// `bytes` as a string in which every byte outside ASCII became `?`. Everything the core
+/// reads is ASCII when it is well formed (tokens, origins, nonces, protocol words), and a `?`
+/// never matches one of them. This spares the `.wasm` the UTF-8 validator (~750 bytes).
+fn ascii(bytes: &[u8]) -> String {
+    let ascii: Vec<u8> = bytes
+        .iter()
+        .map(|&b| if b < 0x80 { b } else { b'?' })
+        .collect();
+    // SAFETY: every byte is below 0x80: ASCII, and therefore UTF-8.
+    unsafe { String::from_utf8_unchecked(ascii) }
 }
 
 fn strings3(lens: [i32; 3]) -> (Option<String>, Option<String>, Option<String>) {
@@ -157,7 +199,7 @@ pub extern "C" fn tw_new(
             .unwrap_or_default()
             .as_bytes()
             .split(|b| *b == b'\n')
-            .map(|o| String::from_utf8(o.to_vec()).unwrap_or_default())
+            .map(ascii)
             .collect(),
     };
     let machines = &mut state().machines;

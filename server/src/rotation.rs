@@ -15,13 +15,15 @@
 //!   was ever used (the client cannot have received one: a lost response). Its unused children
 //!   are revoked, a fresh child is issued and the window starts again.
 //! - **Late sibling (DPoP-bound sessions only).** A never-presented token of a generation
-//!   another token already claimed, issued less than `grace_secs` ago, claims a child at the
-//!   head. Tabs without a shared lock share one cookie jar, and the jar keeps whichever
-//!   `Set-Cookie` *arrived* last, not the one the server issued last: a slow response can put a
-//!   sibling back in the jar after the other was used. A bound session's refresh is only heard
-//!   with a proof by the session's key (checked before this rule), which never leaves the page,
-//!   so the presenter is that browser, not a thief with a copied cookie; Bearer sessions, where
-//!   the cookie alone is enough, keep the strict rule.
+//!   another token already claimed claims a child at the head, however late. Tabs without a
+//!   shared lock share one cookie jar, and the jar keeps whichever `Set-Cookie` *arrived* last,
+//!   not the one the server issued last: a slow response can put a sibling back in the jar
+//!   after the other was used, and the jar presents it at the next expiry, minutes later. A
+//!   bound session's refresh is only heard with a proof by the session's key (checked before
+//!   this rule), which never leaves the page, so a copied cookie alone is refused before any
+//!   rule: in a bound session the key, not this detection, is what stops a thief. (A script in
+//!   the page can sign with the key, and can refresh anyway.) Bearer sessions, where the cookie
+//!   alone is enough, keep the strict rule.
 //! - **Reuse.** Anything else that names a live session: a dead sibling, a revoked child, a
 //!   superseded claimer after its window. The whole session is revoked.
 //!
@@ -42,8 +44,6 @@ pub struct TokenState {
     pub revoked: bool,
     /// Children issued since `claimed_at`.
     pub children: i64,
-    /// When it was issued.
-    pub issued_at: i64,
 }
 
 /// The session (token family) the token belongs to.
@@ -109,7 +109,7 @@ pub fn decide(token: TokenState, family: FamilyState, now: i64, policy: Policy) 
             Decision::Claim {
                 child_generation: token.generation + 1,
             }
-        } else if family.bound && now < token.issued_at.saturating_add(policy.grace_secs) {
+        } else if family.bound {
             // A late sibling from the browser's own cookie jar (see the module's rules).
             Decision::Claim {
                 child_generation: family.head + 1,
@@ -163,7 +163,6 @@ mod tests {
             claimed_at: None,
             revoked: false,
             children: 0,
-            issued_at: 0,
         }
     }
 
@@ -173,7 +172,6 @@ mod tests {
             claimed_at: Some(at),
             revoked: false,
             children,
-            issued_at: 0,
         }
     }
 
@@ -223,10 +221,7 @@ mod tests {
             };
             let child = child.map(|g| {
                 self.tokens[i].children += 1;
-                self.tokens.push(TokenState {
-                    issued_at: now,
-                    ..fresh(g)
-                });
+                self.tokens.push(fresh(g));
                 self.tokens.len() - 1
             });
             (d, child)
@@ -429,13 +424,17 @@ mod tests {
     }
 
     #[test]
-    fn a_late_sibling_is_reuse_after_the_window_or_when_the_session_is_not_bound() {
+    fn a_late_sibling_of_a_bound_session_works_however_late_and_of_a_bearer_session_is_reuse() {
+        // The jar presents it at the next expiry: ten minutes later.
         let mut f = bound();
         let (_, a) = f.present(0, 0);
         let (_, b) = f.present(0, 1);
         f.present(a.unwrap(), 2);
-        // Issued at 1: the window ends at 31.
-        assert_eq!(f.present(b.unwrap(), 31).0, Decision::Reuse);
+        assert!(matches!(
+            f.present(b.unwrap(), 600).0,
+            Decision::Claim { .. }
+        ));
+        assert!(!f.state.revoked);
 
         let mut f = Family::new();
         let (_, a) = f.present(0, 0);
@@ -446,6 +445,14 @@ mod tests {
             Decision::Reuse,
             "Bearer: the strict rule"
         );
+    }
+
+    #[test]
+    fn in_a_bound_session_a_superseded_claimer_after_its_window_is_still_reuse() {
+        let mut f = bound();
+        let (_, a) = f.present(0, 0);
+        f.present(a.unwrap(), 10);
+        assert_eq!(f.present(0, 40).0, Decision::Reuse);
     }
 
     #[test]

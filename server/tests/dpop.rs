@@ -562,14 +562,14 @@ async fn a_late_sibling_from_the_browsers_own_jar_is_accepted_in_a_bound_session
     assert_dpop_401(res, "invalid_dpop_proof", "late sibling without a proof").await;
     assert_eq!(s.stats().await["reuse_detections"], 0);
 
-    // After the window (30 s from its issue) a late sibling is reuse, as for Bearer.
+    // The usual case: the jar presents the late sibling at the next expiry, minutes later.
     let c = bound_tokens_of(refresh_dpop(&s, &key, &b2.refresh).await, &key).await;
     let d = bound_tokens_of(refresh_dpop(&s, &key, &b2.refresh).await, &key).await;
     assert_eq!(refresh_dpop(&s, &key, &c.refresh).await.status(), 200);
-    s.state.clock.advance(31);
+    s.state.clock.advance(600);
     let res = refresh_dpop(&s, &key, &d.refresh).await;
-    assert_eq!(res.status(), 401);
-    assert_eq!(error_code(res).await, "token_reused");
+    assert_eq!(res.status(), 200, "a late sibling ten minutes on");
+    assert_eq!(s.stats().await["reuse_detections"], 0);
     s.stop().await;
 }
 

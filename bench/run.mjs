@@ -309,7 +309,7 @@ try {
           entryPoints: [path.join(root, "pkg/tokenwarden.js")], bundle: true, minify: true,
           format: "esm", write: false, logLevel: "silent",
         })).outputFiles[0].contents;
-        rows.push([`**${name}**: .wasm + JS`, kb(wasm.length + driver.length), `**${kb(gz(wasm) + gz(driver))}**`,
+        rows.push([`**${name}**: .wasm + JS`, kb(wasm.length + driver.length), `**${kb(gz(wasm) + gz(driver))}** (${gz(wasm) + gz(driver)} B)`,
           `wasm ${kb(gz(wasm))} + JS driver ${kb(gz(driver))}`]);
         continue;
       }
@@ -317,7 +317,7 @@ try {
         stdin: { contents: source, resolveDir: here, loader: "js" }, bundle: true, minify: true,
         format: "esm", platform: "browser", write: false, logLevel: "silent",
       })).outputFiles[0].contents;
-      rows.push([name, kb(bundle.length), kb(gz(bundle)), ""]);
+      rows.push([name, kb(bundle.length), `${kb(gz(bundle))} (${gz(bundle)} B)`, ""]);
     }
     // The React binding, hand-written: as shipped, and minified (React itself not counted).
     const react = readFileSync(path.join(root, "pkg/react.js"));

@@ -333,39 +333,40 @@ async function readCapped(res) {
  * body is a one-shot stream, sendable again. A URL input goes out as fetch(url, {...init,
  * headers}) with the URL resolved exactly once; a Request is copied and cloned per send. */
 class Outgoing {
-  // Declared: assignments below then never reach a setter on Object.prototype.
-  spare; headers; method; init; url; streamed; own;
+  // Private: no setter or getter on Object.prototype can stand in for these.
+  #spare; #headers; #init; #url; #streamed;
+  method; own;
   /** `isRequest`: `input` passed Request's brand check (decided once, by `fetch`). */
   constructor(input, init, url, isRequest) {
     if (isRequest) {
-      this.spare = init === undefined ? new RequestC(input) : new RequestC(input, init);
-      this.headers = this.spare.headers;
-      this.method = this.spare.method;
+      this.#spare = init === undefined ? new RequestC(input) : new RequestC(input, init);
+      this.#headers = this.#spare.headers;
+      this.method = this.#spare.method;
     } else {
       // As fetch normalizes it: these six are upper-cased, any other is sent as given.
       const m = String(init?.method ?? "GET");
       this.method = /^(delete|get|head|options|post|put)$/i.test(m) ? m.toUpperCase() : m;
       const h = init?.headers;
-      this.headers = h === undefined ? new HeadersC() : new HeadersC(h);
-      this.init = { ...init, headers: this.headers };
-      this.url = url;
-      this.streamed = init?.body instanceof ReadableStream;
+      this.#headers = h === undefined ? new HeadersC() : new HeadersC(h);
+      this.#init = { ...init, headers: this.#headers };
+      this.#url = url;
+      this.#streamed = init?.body instanceof ReadableStream;
     }
-    this.own = apply(hhas, this.headers, ["authorization"]);
+    this.own = apply(hhas, this.#headers, ["authorization"]);
   }
   replayable() {
-    return this.init ? !this.streamed : !!this.spare;
+    return this.#init ? !this.#streamed : !!this.#spare;
   }
   next(authorization, proof) {
-    if (this.init) {
-      apply(hset, this.headers, ["Authorization", authorization]);
-      if (proof) apply(hset, this.headers, ["DPoP", proof]);
-      return [this.url, this.init];
+    if (this.#init) {
+      apply(hset, this.#headers, ["Authorization", authorization]);
+      if (proof) apply(hset, this.#headers, ["DPoP", proof]);
+      return [this.#url, this.#init];
     }
-    const current = this.spare;
+    const current = this.#spare;
     apply(hset, current.headers, ["Authorization", authorization]);
     if (proof) apply(hset, current.headers, ["DPoP", proof]);
-    try { this.spare = apply(rClone, current, []); } catch { this.spare = null; }
+    try { this.#spare = apply(rClone, current, []); } catch { this.#spare = null; }
     return [current];
   }
 }

@@ -104,15 +104,12 @@ pub fn decide(token: TokenState, family: FamilyState, now: i64, policy: Policy) 
         return Decision::Reuse;
     }
     let Some(claimed_at) = token.claimed_at else {
-        // Never presented: it claims its generation unless another token already has.
-        return if token.generation > family.head {
+        // Never presented: it claims its generation unless another token already has; in a
+        // bound session a late sibling from the browser's own cookie jar claims a child at the
+        // head all the same (see the module's rules).
+        return if token.generation > family.head || family.bound {
             Decision::Claim {
-                child_generation: token.generation + 1,
-            }
-        } else if family.bound {
-            // A late sibling from the browser's own cookie jar (see the module's rules).
-            Decision::Claim {
-                child_generation: family.head + 1,
+                child_generation: family.head.max(token.generation) + 1,
             }
         } else {
             Decision::Reuse
@@ -400,7 +397,7 @@ mod tests {
     }
 
     #[test]
-    fn a_late_sibling_of_a_bound_session_claims_a_child_at_the_head_within_the_window() {
+    fn a_late_sibling_of_a_bound_session_claims_a_child_at_the_head() {
         // Tabs A and B present the parent; A's child arrives in the jar first and is used; B's
         // child arrives after that and is the jar's cookie now.
         let mut f = bound();

@@ -459,7 +459,7 @@ export class TokenManager {
     const ctl = new AbortController();
     const init = { ...this.#init(body), signal: ctl.signal };
     const timer = setT(() => ctl.abort(), this.#cfg.timeout);
-    const res = await apply(this.#fetch, G, [new URLC(path, this.#cfg.loginUrl), init])
+    const res = await apply(this.#fetch, G, [get(uHref, new URLC(path, this.#cfg.loginUrl)), init])
       .catch(() => {
         throw fail("NetworkError", ctl.signal.aborted ? "timeout" : "network");
       })
@@ -667,7 +667,9 @@ export class TokenManager {
     const cfg = this.#cfg;
     // A login with a code goes to its own path beside loginPath.
     const [body, path] = this.#bodies.get(caller) ?? [];
-    const url = [new URLC(path ?? cfg.loginUrl, cfg.loginUrl), cfg.refreshUrl, cfg.logoutUrl][endpoint];
+    // A string, never a URL object: fetch would turn an object into its URL by a patchable
+    // toString.
+    const url = [get(uHref, new URLC(path ?? cfg.loginUrl, cfg.loginUrl)), cfg.refreshUrl, cfg.logoutUrl][endpoint];
     // A new key for each login (its one retry keeps it); taken now, before a logout's end
     // of session drops it.
     let key = null;

@@ -307,6 +307,13 @@ test.describe("a hostile script of the same origin", () => {
       out.cloneReplay = await sent(auth.fetch(new Request(mine, { headers })));
       undo.forEach((u) => u());
 
+      // 5. URL.prototype.toString names the other origin: the login must still go to the login
+      // endpoint (an unknown account: the real server's answer is invalid_credentials).
+      undo = [patch(URL.prototype, "toString", { value() { return echo; } })];
+      out.login = await auth.login({ email: "nobody@example.com", password: "not-the-password" })
+        .then(() => "logged in", (e: any) => e.code);
+      undo.forEach((u) => u());
+
       const own = await auth.fetch(mine, { headers });
       out.own = (await own.json()).authorization;
       return out;
@@ -317,6 +324,7 @@ test.describe("a hostile script of the same origin", () => {
     expect.soft(results.prototypeSetter, "a setter on Object.prototype: sent where it was checked").toBe("here");
     expect.soft(results.hasInstance, "Symbol.hasInstance: the other origin gets no token").toBe(evilSaw);
     expect.soft(results.cloneReplay, "a faked 401 and a patched clone(): sent where it was checked").toBe("here");
+    expect.soft(results.login, "a patched URL toString: the login reaches the login endpoint").toBe("invalid_credentials");
     expect(results.own, "the app's own requests still carry it").toMatch(/^DPoP ey/);
   });
 

@@ -69,6 +69,7 @@ test-browser: pkg
 # Playwright in headless Chromium: cross-tab behaviour, the demo, the npm consumers (Vite, and
 # React under StrictMode). Before it, the React fixture's server-side rendering in Node.
 test-e2e: pkg
+	node scripts/check-pkg-readme.mjs --self-test && node scripts/check-pkg-readme.mjs
 	cargo build -p tokenwarden-server --features test-hooks
 	tests/consumer/build.sh
 	tests/react/build.sh

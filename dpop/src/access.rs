@@ -14,23 +14,32 @@ use serde_json::{Map, Value};
 
 /// Why an access token was refused (the `error_description` of `invalid_token`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.description())]
 pub enum TokenError {
-    #[error("the token is malformed")]
     Malformed,
-    #[error("the token's algorithm is not accepted")]
     Algorithm,
-    #[error("the token is not an access token (typ must be at+jwt)")]
     Type,
-    #[error("the token's signing key is unknown or revoked")]
     UnknownKey,
-    #[error("the token's signature is invalid")]
     Signature,
-    #[error("the token's issuer, audience or claims are invalid")]
     Claims,
-    #[error("the token has expired")]
     Expired,
-    #[error("the token is not valid yet")]
     NotYetValid,
+}
+
+impl TokenError {
+    /// The text of `error_description`.
+    pub fn description(self) -> &'static str {
+        match self {
+            TokenError::Malformed => "the token is malformed",
+            TokenError::Algorithm => "the token's algorithm is not accepted",
+            TokenError::Type => "the token is not an access token (typ must be at+jwt)",
+            TokenError::UnknownKey => "the token's signing key is unknown or revoked",
+            TokenError::Signature => "the token's signature is invalid",
+            TokenError::Claims => "the token's issuer, audience or claims are invalid",
+            TokenError::Expired => "the token has expired",
+            TokenError::NotYetValid => "the token is not valid yet",
+        }
+    }
 }
 
 /// A JWKS could not be used.
@@ -82,6 +91,24 @@ impl KeySet {
             return Err(JwksError::NoKeys);
         }
         Ok(KeySet { keys })
+    }
+
+    /// A set of raw Ed25519 public keys by `kid` (a server's own ring); keys that are not
+    /// valid points are skipped.
+    pub fn from_keys<'a>(keys: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Self {
+        let keys = keys
+            .into_iter()
+            .filter_map(|(kid, bytes)| {
+                let bytes = <[u8; 32]>::try_from(bytes).ok()?;
+                Some((kid.to_owned(), VerifyingKey::from_bytes(&bytes).ok()?))
+            })
+            .collect();
+        KeySet { keys }
+    }
+
+    /// Whether `kid` names a key of the set.
+    pub fn contains(&self, kid: &str) -> bool {
+        self.keys.contains_key(kid)
     }
 
     pub fn len(&self) -> usize {

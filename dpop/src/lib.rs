@@ -32,7 +32,7 @@ mod signer;
 pub use error::ProofError;
 pub use htu::{NormalizedUrl, normalize_origin, normalize_url};
 pub use jwk::{PublicKey, thumbprint};
-pub use nonce::{NONCE_WINDOW_SECS, Nonces};
+pub use nonce::{NONCE_LIFETIME_SECS, NONCE_WINDOW_SECS, Nonces};
 pub use proof::{Expected, Origins, Policy, Proof, Verifier, ath};
 pub use replay::ReplayCache;
 pub use signer::{ProofSigner, SignError};

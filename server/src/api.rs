@@ -9,8 +9,8 @@ use serde_json::json;
 
 use crate::error::ApiError;
 use crate::extract::{Authed, JsonBody};
-use crate::state::AppState;
-use crate::store::User;
+use crate::keys::Keys;
+use crate::store::{Store, User};
 use crate::tokens::Invalid;
 
 fn profile(user: &User) -> Response {
@@ -24,11 +24,8 @@ fn profile(user: &User) -> Response {
     .into_response()
 }
 
-pub async fn me(
-    State(state): State<AppState>,
-    Authed(claims): Authed,
-) -> Result<Response, ApiError> {
-    match state.store.user_by_id(&claims.sub).await? {
+pub async fn me(State(store): State<Store>, Authed(claims): Authed) -> Result<Response, ApiError> {
+    match store.user_by_id(&claims.sub).await? {
         Some(user) => Ok(profile(&user)),
         None => Err(ApiError::InvalidToken(Invalid::Revoked)),
     }
@@ -48,7 +45,7 @@ pub struct ProfilePatch {
 }
 
 pub async fn update_me(
-    State(state): State<AppState>,
+    State(store): State<Store>,
     Authed(claims): Authed,
     JsonBody(patch): JsonBody<ProfilePatch>,
 ) -> Result<Response, ApiError> {
@@ -69,14 +66,14 @@ pub async fn update_me(
             ));
         }
     }
-    match state.store.update_profile(&claims.sub, name, phone).await? {
+    match store.update_profile(&claims.sub, name, phone).await? {
         Some(user) => Ok(profile(&user)),
         None => Err(ApiError::InvalidToken(Invalid::Revoked)),
     }
 }
 
-pub async fn jwks(State(state): State<AppState>) -> Response {
-    let ring = state.keys.current();
+pub async fn jwks(State(keys): State<Keys>) -> Response {
+    let ring = keys.current();
     let mut res = ring.jwks.clone().into_response();
     let h = res.headers_mut();
     h.insert(

@@ -1,4 +1,5 @@
-//! Command line and environment. Every option has a `TW_*` environment variable.
+//! Command line and environment, and the validated settings the server runs with: plain data.
+//! Every option has a `TW_*` environment variable.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,8 +9,27 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
 use crate::kek::{KeyEncryption, LocalKek};
-use crate::net::{ForwardedHeader, Proxies};
 use crate::rotation::Policy;
+
+/// The longest lifetime a sign-in code may be given.
+pub const MAX_CODE_TTL_SECS: i64 = 3600;
+
+/// The header a trusted proxy records the client in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2`
+    #[default]
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239)
+    Forwarded,
+}
+
+/// Which peers are reverse proxies whose forwarding header is believed (crate::net).
+#[derive(Debug, Clone, Default)]
+pub struct Proxies {
+    pub trusted: Vec<IpNet>,
+    pub header: ForwardedHeader,
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -330,7 +350,7 @@ impl Default for OtpSettings {
 
 impl OtpSettings {
     pub fn from_args(a: &OtpArgs) -> Result<Self, String> {
-        if !(1..=crate::otp::MAX_TTL_SECS).contains(&a.otp_ttl_secs) {
+        if !(1..=MAX_CODE_TTL_SECS).contains(&a.otp_ttl_secs) {
             return Err("--otp-ttl-secs must be between 1 and 3600".into());
         }
         if !(6..=8).contains(&a.otp_digits) {

@@ -1,42 +1,64 @@
 //! DPoP (RFC 9449) in the reference server: the glue between `tokenwarden-dpop` and the
 //! endpoints. The rules are in docs/PROTOCOL.md, "DPoP: sender-constrained sessions".
 //!
-//! - a login with a proof binds the new session to the proof's key (`sessions.dpop_jkt`);
+//! - a sign-in with a proof binds the new session to the proof's key (crate::sessions);
 //! - the bound session's refresh and logout need a proof by that key, checked before anything
 //!   changes;
 //! - its access tokens carry `cnf.jkt` and are accepted only as `Authorization: DPoP` with a
 //!   proof by that key;
 //! - every response carries the current `DPoP-Nonce`.
+//!
+//! No proof is accepted twice, restart or not: a single instance keeps the proofs it accepted
+//! in memory and refuses nonces issued before it started; a fleet (PostgreSQL) also records
+//! every proof in the shared database (crate::store's `claim_proof`).
+
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use tokenwarden_dpop::{
-    DPOP_HEADER, Expected, NONCE_HEADER, Nonces, Origins, Proof, ProofError, Verifier,
+    DPOP_HEADER, Expected, NONCE_HEADER, Nonces, Origins, Proof, ProofError, Scheme, Verifier,
 };
 
+use crate::clock::Clock;
 use crate::error::ApiError;
-use crate::state::AppState;
-use crate::state::StartError;
-use crate::store::Store;
-use crate::tokens::{self, AccessClaims};
+use crate::store::{Store, StoreError};
+use crate::tokens::{self, AccessClaims, Invalid};
 
 /// Name of the nonce secret in `server_secrets`.
 const NONCE_SECRET: &str = "dpop_nonce";
 
-/// The verifier, with the configured secret or the one the database holds.
-pub async fn verifier(secret: Option<&str>, store: &Store) -> Result<Verifier, StartError> {
-    let secret = match secret {
-        Some(s) => s.to_owned(),
-        None => {
-            store
-                .shared_secret(NONCE_SECRET, &tokens::random_token())
-                .await?
-        }
-    };
-    let nonces = Nonces::new(secret.as_bytes())
-        .ok_or_else(|| StartError::Dpop("the nonce secret must be at least 32 bytes".into()))?;
-    Ok(Verifier::new(nonces))
+/// How DPoP is configured.
+#[derive(Debug, Clone, Default)]
+pub struct DpopSettings {
+    /// `--dpop required`: only bound sessions.
+    pub required: bool,
+    /// `--dpop-nonce-secret`; default: one generated once and kept in the database.
+    pub nonce_secret: Option<String>,
+    /// Normalised origins a proof's `htu` may name; empty: the request's Host, for loopback
+    /// hosts only.
+    pub public_origins: Vec<String>,
+}
+
+/// The DPoP verifier of this server.
+#[derive(Clone)]
+pub struct Dpop(Arc<Inner>);
+
+struct Inner {
+    verifier: Verifier,
+    settings: DpopSettings,
+    store: Store,
+    clock: Clock,
+}
+
+/// Why DPoP could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum DpopError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the DPoP nonce secret must be at least 32 bytes")]
+    Secret,
 }
 
 /// `localhost` or a loopback address (`127.x.x.x`, `[::1]`), with or without a port.
@@ -57,176 +79,195 @@ pub fn has_proof(headers: &HeaderMap) -> bool {
     headers.contains_key(DPOP_HEADER)
 }
 
-/// Checks the request's proof. `token_endpoint` selects the nonce answer (400 vs 401).
-///
-/// The `jti` is checked twice: in this instance's replay cache (memory, first), then, on a
-/// shared store (PostgreSQL), by a unique insert in the database, so that a proof replayed to
-/// another instance of the fleet is refused too (docs/DEPLOYMENT.md).
-pub async fn check(
-    state: &AppState,
-    headers: &HeaderMap,
-    method: &str,
-    path: &str,
-    access_token: Option<&str>,
-    jkt: Option<&str>,
-    token_endpoint: bool,
-) -> Result<Proof, ApiError> {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    // Without --public-origin, the request's own Host names the origin only for a loopback
-    // host (a development server): elsewhere a client picks its Host, and a proof made for
-    // another server (the same token sent to a second API) would pass here.
-    let origins = if !state.settings.public_origins.is_empty() {
-        Origins::List(&state.settings.public_origins)
-    } else if is_loopback_host(host) {
-        Origins::Host(host)
-    } else {
-        Origins::List(&[])
-    };
-    let expected = Expected {
-        method,
-        path,
-        origins,
-        access_token,
-        jkt,
-        now: state.now(),
-    };
-    let proof = state
-        .dpop
-        .verify_headers(
-            headers.get_all(DPOP_HEADER).iter().map(|v| v.as_bytes()),
-            &expected,
-        )
-        .map_err(|e| match e {
-            ProofError::Nonce => ApiError::UseDpopNonce { token_endpoint },
-            e => ApiError::DpopProof(e),
-        })?;
-    // As long as the in-memory cache keeps it: until the proof fails the iat check.
-    let until = proof
-        .iat
-        .saturating_add(state.dpop.policy.max_age_secs)
-        .saturating_add(1);
-    if !state
-        .store
-        .claim_proof(&proof.jkt, &proof.jti, until, expected.now)
-        .await?
-    {
-        return Err(ApiError::DpopProof(ProofError::Replayed));
-    }
-    Ok(proof)
-}
-
-/// At login (`path`: `/auth/login` or `/auth/otp/verify`): the thumbprint to bind the new
-/// session to, if the request carries a proof. A present but invalid proof is refused, never
-/// ignored.
-pub async fn login_binding(
-    state: &AppState,
-    headers: &HeaderMap,
-    path: &str,
-) -> Result<Option<String>, ApiError> {
-    if !has_proof(headers) {
-        if state.settings.dpop_required {
-            return Err(ApiError::DpopProof(ProofError::Missing));
+impl Dpop {
+    /// The verifier, with the configured secret or the one the database holds. On a store of
+    /// one instance, nonces issued before now are refused: the replay cache starts empty.
+    pub async fn new(
+        settings: DpopSettings,
+        store: Store,
+        clock: Clock,
+    ) -> Result<Self, DpopError> {
+        let secret = match &settings.nonce_secret {
+            Some(s) => s.clone(),
+            None => {
+                store
+                    .shared_secret(NONCE_SECRET, &tokens::random_token())
+                    .await?
+            }
+        };
+        let mut nonces = Nonces::new(secret.as_bytes()).ok_or(DpopError::Secret)?;
+        if !store.is_shared() {
+            // A nonce issued in the second this process started may predate it.
+            nonces = nonces.not_before(clock.now() + 1);
         }
-        return Ok(None);
+        Ok(Dpop(Arc::new(Inner {
+            verifier: Verifier::new(nonces),
+            settings,
+            store,
+            clock,
+        })))
     }
-    check(state, headers, "POST", path, None, None, true)
-        .await
-        .map(|p| Some(p.jkt))
-}
 
-/// At refresh, before the rotation decision: `bound` is the key the presented token's session
-/// is bound to; its proof is checked. `None` back for an unbound session.
-pub async fn refresh_binding(
-    state: &AppState,
-    headers: &HeaderMap,
-    bound: Option<&str>,
-) -> Result<Option<String>, ApiError> {
-    match bound {
-        Some(jkt) => {
-            check(
-                state,
-                headers,
-                "POST",
-                "/auth/refresh",
-                None,
-                Some(jkt),
-                true,
-            )
-            .await?;
-            Ok(Some(jkt.to_owned()))
-        }
-        None if state.settings.dpop_required => Err(ApiError::InvalidGrant),
-        None => Ok(None),
+    pub fn required(&self) -> bool {
+        self.0.settings.required
     }
-}
 
-/// At logout: the sessions to revoke are bound to `jkts`; a proof by that key is required
-/// (one key: a cookie and a token of different keys cannot both be proven).
-pub async fn check_logout(
-    state: &AppState,
-    headers: &HeaderMap,
-    access_token: Option<&str>,
-    jkts: &[&str],
-) -> Result<(), ApiError> {
-    let Some(first) = jkts.first() else {
-        return Ok(());
-    };
-    if jkts.iter().any(|j| j != first) {
-        return Err(ApiError::DpopProof(ProofError::KeyMismatch));
+    /// The nonces (the current one, and the tests' view of them).
+    pub fn nonces(&self) -> &Nonces {
+        &self.0.verifier.nonces
     }
-    check(
-        state,
-        headers,
-        "POST",
-        "/auth/logout",
-        access_token,
-        Some(first),
-        true,
-    )
-    .await
-    .map(|_| ())
-}
 
-/// For protected resources: a verified token (`claims`) sent with `scheme` must be bound and
-/// proven (`DPoP`), or unbound (`Bearer`, unless DPoP is required).
-pub async fn check_resource(
-    state: &AppState,
-    headers: &HeaderMap,
-    method: &str,
-    path: &str,
-    scheme: tokenwarden_dpop::Scheme,
-    token: &str,
-    claims: &AccessClaims,
-) -> Result<(), ApiError> {
-    use crate::tokens::Invalid;
-    use tokenwarden_dpop::Scheme;
-    match (scheme, &claims.cnf) {
-        (Scheme::Bearer, Some(_)) => Err(ApiError::InvalidDpopToken(Invalid::Bound)),
-        (Scheme::Bearer, None) if state.settings.dpop_required => {
-            Err(ApiError::InvalidDpopToken(Invalid::DpopRequired))
-        }
-        (Scheme::Bearer, None) => Ok(()),
-        (Scheme::Dpop, None) => Err(ApiError::InvalidDpopToken(Invalid::NotBound)),
-        (Scheme::Dpop, Some(cnf)) => check(
-            state,
-            headers,
+    /// Checks the request's proof. `token_endpoint` selects the nonce answer (400 vs 401).
+    ///
+    /// The `jti` is checked in this instance's replay cache (memory, first), then, on a shared
+    /// store (PostgreSQL), by a unique insert in the database, so that a proof replayed to
+    /// another instance of the fleet is refused too (docs/DEPLOYMENT.md).
+    pub async fn check(
+        &self,
+        headers: &HeaderMap,
+        method: &str,
+        path: &str,
+        access_token: Option<&str>,
+        jkt: Option<&str>,
+        token_endpoint: bool,
+    ) -> Result<Proof, ApiError> {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let public = &self.0.settings.public_origins;
+        // Without --public-origin, the request's own Host names the origin only for a loopback
+        // host (a development server): elsewhere a client picks its Host, and a proof made for
+        // another server (the same token sent to a second API) would pass here.
+        let origins = if !public.is_empty() {
+            Origins::List(public)
+        } else if is_loopback_host(host) {
+            Origins::Host(host)
+        } else {
+            Origins::List(&[])
+        };
+        let expected = Expected {
             method,
             path,
-            Some(token),
-            Some(&cnf.jkt),
-            false,
-        )
-        .await
-        .map(|_| ()),
+            origins,
+            access_token,
+            jkt,
+            now: self.0.clock.now(),
+        };
+        let verifier = &self.0.verifier;
+        let proof = verifier
+            .verify_headers(
+                headers.get_all(DPOP_HEADER).iter().map(|v| v.as_bytes()),
+                &expected,
+            )
+            .map_err(|e| match e {
+                ProofError::Nonce => ApiError::UseDpopNonce { token_endpoint },
+                e => ApiError::DpopProof(e),
+            })?;
+        // As long as the in-memory cache keeps it: until the proof fails the iat check.
+        let until = proof
+            .iat
+            .saturating_add(verifier.policy.max_age_secs)
+            .saturating_add(1);
+        if !self
+            .0
+            .store
+            .claim_proof(&proof.jkt, &proof.jti, until, expected.now)
+            .await?
+        {
+            return Err(ApiError::DpopProof(ProofError::Replayed));
+        }
+        Ok(proof)
+    }
+
+    /// At sign-in (`path`: the endpoint's): the thumbprint to bind the new session to, if the
+    /// request carries a proof. A present but invalid proof is refused, never ignored.
+    pub async fn sign_in_binding(
+        &self,
+        headers: &HeaderMap,
+        path: &str,
+    ) -> Result<Option<String>, ApiError> {
+        if !has_proof(headers) {
+            if self.required() {
+                return Err(ApiError::DpopProof(ProofError::Missing));
+            }
+            return Ok(None);
+        }
+        self.check(headers, "POST", path, None, None, true)
+            .await
+            .map(|p| Some(p.jkt))
+    }
+
+    /// At refresh, before the rotation decision: `bound` is the key the presented token's
+    /// session is bound to; its proof is checked. `None` back for an unbound session.
+    pub async fn refresh_binding(
+        &self,
+        headers: &HeaderMap,
+        path: &str,
+        bound: Option<&str>,
+    ) -> Result<Option<String>, ApiError> {
+        match bound {
+            Some(jkt) => {
+                self.check(headers, "POST", path, None, Some(jkt), true)
+                    .await?;
+                Ok(Some(jkt.to_owned()))
+            }
+            None if self.required() => Err(ApiError::InvalidGrant),
+            None => Ok(None),
+        }
+    }
+
+    /// At logout: the sessions to revoke are bound to `jkts`; a proof by that key is required
+    /// (one key: a cookie and a token of different keys cannot both be proven).
+    pub async fn check_logout(
+        &self,
+        headers: &HeaderMap,
+        path: &str,
+        access_token: Option<&str>,
+        jkts: &[&str],
+    ) -> Result<(), ApiError> {
+        let Some(first) = jkts.first() else {
+            return Ok(());
+        };
+        if jkts.iter().any(|j| j != first) {
+            return Err(ApiError::DpopProof(ProofError::KeyMismatch));
+        }
+        self.check(headers, "POST", path, access_token, Some(first), true)
+            .await
+            .map(|_| ())
+    }
+
+    /// For protected resources: a verified token (`claims`) sent with `scheme` must be bound
+    /// and proven (`DPoP`), or unbound (`Bearer`, unless DPoP is required).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn check_resource(
+        &self,
+        headers: &HeaderMap,
+        method: &str,
+        path: &str,
+        scheme: Scheme,
+        token: &str,
+        claims: &AccessClaims,
+    ) -> Result<(), ApiError> {
+        match (scheme, &claims.cnf) {
+            (Scheme::Bearer, Some(_)) => Err(ApiError::InvalidDpopToken(Invalid::Bound)),
+            (Scheme::Bearer, None) if self.required() => {
+                Err(ApiError::InvalidDpopToken(Invalid::DpopRequired))
+            }
+            (Scheme::Bearer, None) => Ok(()),
+            (Scheme::Dpop, None) => Err(ApiError::InvalidDpopToken(Invalid::NotBound)),
+            (Scheme::Dpop, Some(cnf)) => self
+                .check(headers, method, path, Some(token), Some(&cnf.jkt), false)
+                .await
+                .map(|_| ()),
+        }
     }
 }
 
 /// Middleware: every response carries the current nonce.
-pub async fn add_nonce(State(state): State<AppState>, mut res: Response) -> Response {
-    if let Ok(v) = HeaderValue::from_str(&state.dpop.nonces.current(state.now())) {
+pub async fn add_nonce(State(dpop): State<Dpop>, mut res: Response) -> Response {
+    let now = dpop.0.clock.now();
+    if let Ok(v) = HeaderValue::from_str(&dpop.nonces().current(now)) {
         res.headers_mut().insert(NONCE_HEADER, v);
     }
     res

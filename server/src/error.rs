@@ -138,7 +138,9 @@ impl ApiError {
             ApiError::TooManyRequests { retry_after: 1 },
             ApiError::CsrfHeaderMissing,
             ApiError::MissingToken,
-            ApiError::InvalidToken(Invalid::Expired),
+            ApiError::InvalidToken(Invalid::Token(
+                tokenwarden_dpop::access::TokenError::Expired,
+            )),
             ApiError::InvalidDpopToken(Invalid::Bound),
             ApiError::DpopProof(ProofError::Signature),
             ApiError::UseDpopNonce {

@@ -1,35 +1,33 @@
-//! Request extractors: a verified bearer token, a strict JSON body, the CSRF header.
+//! Request extractors: a verified access token (with its DPoP proof), a strict JSON body, the
+//! CSRF header.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
+use crate::access::Access;
+use crate::dpop::Dpop;
 use crate::error::ApiError;
-use crate::state::AppState;
-use crate::tokens::{AccessClaims, Invalid};
+use crate::tokens::AccessClaims;
 
 /// `X-Tokenwarden` (`tokenwarden::proto::CSRF_HEADER`, shared with the client).
 pub const CSRF_HEADER: &str = tokenwarden::proto::CSRF_HEADER;
 
 /// Cookie-authenticated endpoints require `X-Tokenwarden: 1`. A cross-site page cannot set a
 /// custom header without a CORS preflight, which only allow-listed origins pass.
-pub fn require_csrf(headers: &HeaderMap) -> Result<(), ApiError> {
-    match headers.get(CSRF_HEADER) {
-        Some(v) if v.as_bytes() == b"1" => Ok(()),
-        _ => Err(ApiError::CsrfHeaderMissing),
-    }
-}
+pub struct Csrf;
 
-/// The bearer token of `Authorization`, if the header is a Bearer one.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+impl<S: Send + Sync> FromRequestParts<S> for Csrf {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        match parts.headers.get(CSRF_HEADER) {
+            Some(v) if v.as_bytes() == b"1" => Ok(Csrf),
+            _ => Err(ApiError::CsrfHeaderMissing),
+        }
+    }
 }
 
 /// The access token of `Authorization`, sent as `Bearer` or `DPoP`.
@@ -38,50 +36,51 @@ pub fn access_token(headers: &HeaderMap) -> Option<&str> {
     tokenwarden_dpop::authorization(value).map(|(_, token)| token)
 }
 
+/// The `User-Agent`, or "" (a session's description in its user's list).
+pub fn user_agent(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
 /// A request carrying a valid, unrevoked access token: `Authorization: Bearer` for an unbound
 /// session, `Authorization: DPoP` and a proof by the token's key for a bound one (crate::dpop).
 pub struct Authed(pub AccessClaims);
 
-impl FromRequestParts<AppState> for Authed {
+impl<S> FromRequestParts<S> for Authed
+where
+    Access: FromRef<S>,
+    Dpop: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let (scheme, token) = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(tokenwarden_dpop::authorization)
             .ok_or(ApiError::MissingToken)?;
-        let claims = authenticate(state, token).map_err(|e| match (scheme, e) {
-            (tokenwarden_dpop::Scheme::Dpop, ApiError::InvalidToken(why)) => {
-                ApiError::InvalidDpopToken(why)
-            }
-            (_, e) => e,
-        })?;
-        crate::dpop::check_resource(
-            state,
-            &parts.headers,
-            parts.method.as_str(),
-            parts.uri.path(),
-            scheme,
-            token,
-            &claims,
-        )
-        .await?;
+        let claims = Access::from_ref(state)
+            .authenticate(token)
+            .map_err(|why| match scheme {
+                tokenwarden_dpop::Scheme::Dpop => ApiError::InvalidDpopToken(why),
+                tokenwarden_dpop::Scheme::Bearer => ApiError::InvalidToken(why),
+            })?;
+        Dpop::from_ref(state)
+            .check_resource(
+                &parts.headers,
+                parts.method.as_str(),
+                parts.uri.path(),
+                scheme,
+                token,
+                &claims,
+            )
+            .await?;
         Ok(Authed(claims))
     }
-}
-
-pub fn authenticate(state: &AppState, token: &str) -> Result<AccessClaims, ApiError> {
-    let ring = state.keys.current();
-    let claims = state
-        .verified
-        .verify(&ring, &state.audience, token, state.now())
-        .map_err(ApiError::InvalidToken)?;
-    if state.revocations.is_revoked(&claims.jti, &claims.sid) {
-        return Err(ApiError::InvalidToken(Invalid::Revoked));
-    }
-    Ok(claims)
 }
 
 /// `Json<T>` whose rejections are our JSON errors: 415 for a non-JSON content type (so text/plain

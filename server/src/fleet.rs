@@ -1,6 +1,6 @@
 //! Keeping every instance that shares a PostgreSQL database in step with the others.
 //!
-//! Each instance verifies access tokens from memory (crate::state::Revocations, the key ring).
+//! Each instance verifies access tokens from memory (crate::revoked, the key ring).
 //! A revocation made anywhere is a row in `revocation_events` and a `NOTIFY` carrying it:
 //!
 //! - **hearing** a notification applies it at once (no query);
@@ -9,17 +9,19 @@
 //!   at insert, so a transaction may commit an older id after a newer one was read). An
 //!   instance whose listening connection dropped, or that was slow, heals by itself;
 //! - an instance that **starts** reads the deny-list and the recently revoked sessions from
-//!   their tables (crate::state::AppState::new), so being down during a revocation loses
-//!   nothing.
+//!   their tables ([`Fleet::load`]), so being down during a revocation loses nothing.
 //!
 //! Applying an event twice is harmless: the mirrors are maps, the key ring is re-read.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use crate::state::AppState;
-use crate::store::{EventKind, Heard, RevocationEvent};
+use crate::clock::Clock;
+use crate::keys::Keys;
+use crate::revoked::Revoked;
+use crate::store::{EventKind, Heard, RevocationEvent, Store};
 
 /// How often the events table is re-read whatever was heard.
 pub const CATCH_UP: Duration = Duration::from_millis(500);
@@ -27,74 +29,98 @@ pub const CATCH_UP: Duration = Duration::from_millis(500);
 /// Events this recent are re-read on every catch-up even below the cursor.
 pub const RECENT_SECS: i64 = 5;
 
-/// Applies one event to this instance's memory. Returns whether the key ring must be re-read.
-pub fn apply(state: &AppState, event: &RevocationEvent) -> bool {
-    let leeway = state.settings.leeway;
-    match event.kind {
-        EventKind::Token => {
-            state
-                .revocations
-                .deny_token(event.subject.clone(), event.at.saturating_add(leeway));
+/// What keeps this instance in step: its memory (the revocation mirror, the key ring) and the
+/// store it shares with the others.
+#[derive(Clone)]
+pub struct Fleet {
+    pub store: Store,
+    pub keys: Keys,
+    pub clock: Clock,
+    pub revoked: Arc<Revoked>,
+    pub access_ttl: i64,
+    pub leeway: i64,
+    /// Hear revocations by `LISTEN` as well as by the periodic read. Always on in the server;
+    /// tests turn it off to prove the read alone heals.
+    pub notifications: bool,
+    /// The newest revocation event applied.
+    pub cursor: Arc<AtomicI64>,
+}
+
+impl Fleet {
+    /// Fills the mirror from the tables at start. The cursor is read first: an event recorded
+    /// while the tables load is applied again by the first catch-up, never missed.
+    pub async fn load(&self) -> Result<(), crate::store::StoreError> {
+        let now = self.clock.now();
+        self.cursor
+            .store(self.store.revocation_cursor().await?, Ordering::SeqCst);
+        let window = self.access_ttl + self.leeway;
+        for (jti, exp) in self.store.denied_tokens(now - self.leeway).await? {
+            self.revoked.deny_token(jti, exp + self.leeway);
         }
-        EventKind::Session => {
-            let until = event
-                .at
-                .saturating_add(state.settings.access_ttl)
-                .saturating_add(leeway);
-            // A session revoked longer ago than a token lives has no token left to refuse.
-            if until >= state.now() {
-                state
-                    .revocations
-                    .revoke_session(event.subject.clone(), until);
-            }
+        for (sid, at) in self.store.recently_revoked_sessions(now - window).await? {
+            self.revoked.revoke_session(sid, at + window);
         }
-        EventKind::Keys => return true,
+        Ok(())
     }
-    state
-        .revocation_cursor
-        .fetch_max(event.id, Ordering::SeqCst);
-    false
+
+    /// Applies one event to this instance's memory. Returns whether the key ring must be
+    /// re-read.
+    pub fn apply(&self, event: &RevocationEvent) -> bool {
+        match event.kind {
+            EventKind::Token => {
+                self.revoked
+                    .deny_token(event.subject.clone(), event.at.saturating_add(self.leeway));
+            }
+            EventKind::Session => {
+                let until = event
+                    .at
+                    .saturating_add(self.access_ttl)
+                    .saturating_add(self.leeway);
+                // A session revoked longer ago than a token lives has no token left to refuse.
+                if until >= self.clock.now() {
+                    self.revoked.revoke_session(event.subject.clone(), until);
+                }
+            }
+            EventKind::Keys => return true,
+        }
+        self.cursor.fetch_max(event.id, Ordering::SeqCst);
+        false
+    }
 }
 
 /// The task that listens and catches up; `None` on SQLite (one instance, nothing to hear).
-pub fn spawn(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
-    if !state.store.is_shared() {
+pub fn spawn(fleet: Fleet) -> Option<tokio::task::JoinHandle<()>> {
+    if !fleet.store.is_shared() {
         return None;
     }
-    Some(tokio::spawn(run(state)))
+    Some(tokio::spawn(run(fleet)))
 }
 
 struct Sync {
-    state: AppState,
+    fleet: Fleet,
     /// Key events already acted on (re-read ones must not reload the ring every time).
     keys_seen: HashSet<i64>,
 }
 
 impl Sync {
     async fn on_event(&mut self, event: &RevocationEvent) {
-        if apply(&self.state, event) && self.keys_seen.insert(event.id) {
+        let f = &self.fleet;
+        if f.apply(event) && self.keys_seen.insert(event.id) {
             if self.keys_seen.len() > 10_000 {
                 self.keys_seen.clear();
                 self.keys_seen.insert(event.id);
             }
-            if let Err(e) = self
-                .state
-                .keys
-                .reload(&self.state.store, self.state.now())
-                .await
-            {
+            if let Err(e) = f.keys.reload(&f.store, f.clock.now()).await {
                 tracing::error!(error = %e, "re-reading the key ring after a key event failed");
             }
-            self.state
-                .revocation_cursor
-                .fetch_max(event.id, Ordering::SeqCst);
+            f.cursor.fetch_max(event.id, Ordering::SeqCst);
         }
     }
 
     async fn catch_up(&mut self) {
-        let cursor = self.state.revocation_cursor.load(Ordering::SeqCst);
+        let cursor = self.fleet.cursor.load(Ordering::SeqCst);
         match self
-            .state
+            .fleet
             .store
             .revocations_since(cursor, RECENT_SECS)
             .await
@@ -109,21 +135,21 @@ impl Sync {
     }
 }
 
-async fn run(state: AppState) {
-    let listen = state.settings.revocation_notifications;
+async fn run(fleet: Fleet) {
+    let listen = fleet.notifications;
     let mut sync = Sync {
-        state,
+        fleet,
         keys_seen: HashSet::new(),
     };
     let mut tick = tokio::time::interval(CATCH_UP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut listener = None;
     loop {
-        if sync.state.store.is_closed() {
+        if sync.fleet.store.is_closed() {
             return;
         }
         if listen && listener.is_none() {
-            match sync.state.store.listen().await {
+            match sync.fleet.store.listen().await {
                 Ok(l) => listener = l,
                 Err(e) => tracing::warn!(error = %e, "LISTEN failed; catching up by reading"),
             }

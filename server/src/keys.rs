@@ -11,15 +11,15 @@
 //! key-encryption key it never sees. Keys stored in the clear by an older version are sealed
 //! at the first reload.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use ed25519_dalek::pkcs8::EncodePrivateKey;
-use jsonwebtoken::{DecodingKey, EncodingKey};
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tokenwarden_dpop::access::KeySet;
 
 use crate::kek::{self, KeyEncryption};
 use crate::store::{KeyRow, Store, StoreError};
@@ -40,8 +40,9 @@ pub enum KeyError {
 pub type KeyResult<T> = Result<T, KeyError>;
 
 pub struct Ring {
-    pub signing: Option<(String, EncodingKey)>,
-    pub verifying: HashMap<String, DecodingKey>,
+    pub signing: Option<(String, SigningKey)>,
+    /// What verifies: the keys the published verifier (`tokenwarden_dpop::access`) takes.
+    pub verifying: KeySet,
     /// The JWKS document, serialised once per reload.
     pub jwks: String,
 }
@@ -87,7 +88,7 @@ impl Keys {
             encryption,
             ring: Arc::new(RwLock::new(Arc::new(Ring {
                 signing: None,
-                verifying: HashMap::new(),
+                verifying: KeySet::default(),
                 jwks: r#"{"keys":[]}"#.to_owned(),
             }))),
             grace_secs,
@@ -131,7 +132,7 @@ impl Keys {
             k.private_key = sealed;
         }
         let mut signing = None;
-        let mut verifying = HashMap::new();
+        let mut verifying = Vec::new();
         let mut jwks = Vec::new();
         for k in &rows {
             if k.revoked_at.is_some() {
@@ -142,16 +143,19 @@ impl Keys {
                     .encryption
                     .open(&k.kid, &k.private_key)
                     .map_err(KeyError::Sealing)?;
-                signing = Some((k.kid.clone(), EncodingKey::from_ed_der(&der)));
+                let key = SigningKey::from_pkcs8_der(&der)
+                    .map_err(|e| KeyError::Sealing(format!("signing key {}: {e}", k.kid)))?;
+                signing = Some((k.kid.clone(), key));
             }
             if k.retired_at.is_none_or(|t| t + self.grace_secs > now) {
-                verifying.insert(k.kid.clone(), DecodingKey::from_ed_der(&k.public_key));
+                verifying.push((k.kid.as_str(), k.public_key.as_slice()));
                 jwks.push(json!({
                     "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
                     "kid": k.kid, "x": B64.encode(&k.public_key),
                 }));
             }
         }
+        let verifying = KeySet::from_keys(verifying);
         let ring = Arc::new(Ring {
             signing,
             verifying,

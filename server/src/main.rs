@@ -28,13 +28,6 @@ async fn main() -> ExitCode {
     }
 }
 
-fn store_kind(url: &DatabaseUrl) -> &'static str {
-    match url {
-        DatabaseUrl::Sqlite(_) => "SQLite",
-        DatabaseUrl::Postgres(_) => "PostgreSQL",
-    }
-}
-
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -47,7 +40,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     let url = DatabaseUrl::parse(&cli.database_url).map_err(|e| e.to_string())?;
     let store = Store::connect(url.as_str())
         .await
-        .map_err(|e| format!("opening the {} database: {e}", store_kind(&url)))?;
+        .map_err(|e| format!("opening the {} database: {e}", url.kind()))?;
     let key_encryption = || {
         config::key_encryption(
             cli.key_encryption_key_file.as_deref(),
@@ -149,7 +142,7 @@ async fn serve(
     if !settings.demo
         && state
             .store
-            .delete_user_by_email(DEMO_EMAIL)
+            .delete_user_by_email(DEMO_EMAIL, state.now())
             .await
             .map_err(|e| e.to_string())?
     {
@@ -190,12 +183,12 @@ async fn serve(
         println!("demo user: {DEMO_EMAIL} / {DEMO_PASSWORD}");
         println!("open {scheme}://{addr}/ in a browser");
     }
-    match (&state.otp, &settings.otp.smtp_url) {
-        (Some(_), Some(_)) => println!("sign-in codes are sent over SMTP (--smtp-url)"),
-        (Some(_), None) => println!(
+    match (state.codes.enabled().is_ok(), &settings.otp.smtp_url) {
+        (true, Some(_)) => println!("sign-in codes are sent over SMTP (--smtp-url)"),
+        (true, None) => println!(
             "sign-in codes go to the demo mailbox (no --smtp-url): printed here and shown on the page"
         ),
-        (None, _) => tracing::info!("sign-in by emailed code is off (no --smtp-url)"),
+        (false, _) => tracing::info!("sign-in by emailed code is off (no --smtp-url)"),
     }
     if settings.test_hooks {
         println!(
@@ -204,8 +197,8 @@ async fn serve(
         );
     }
     let maintenance = tokenwarden_server::spawn_maintenance(state.clone());
-    let fleet = tokenwarden_server::fleet::spawn(state.clone());
-    let app = tokenwarden_server::app(state.clone());
+    let fleet = tokenwarden_server::fleet::spawn(state.fleet.clone());
+    let app = tokenwarden_server::router(&state);
     let limits = settings.connections;
     match tls {
         Some(tls) => {

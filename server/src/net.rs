@@ -5,23 +5,12 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use ipnet::IpNet;
 
+pub use crate::config::{ForwardedHeader, Proxies};
 use crate::error::ApiError;
-use crate::state::AppState;
-
-/// The header a trusted proxy records the client in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum ForwardedHeader {
-    /// `X-Forwarded-For: client, proxy1, proxy2`
-    #[default]
-    XForwardedFor,
-    /// `Forwarded: for=client, for=proxy1` (RFC 7239)
-    Forwarded,
-}
 
 impl ForwardedHeader {
     pub fn as_str(self) -> &'static str {
@@ -30,13 +19,6 @@ impl ForwardedHeader {
             ForwardedHeader::Forwarded => "forwarded",
         }
     }
-}
-
-/// Which peers are reverse proxies whose forwarding header is believed.
-#[derive(Debug, Clone, Default)]
-pub struct Proxies {
-    pub trusted: Vec<IpNet>,
-    pub header: ForwardedHeader,
 }
 
 impl Proxies {
@@ -141,19 +123,28 @@ impl ClientIp {
     pub fn bucket(self) -> IpAddr {
         bucket(self.0)
     }
+
+    /// The key the per-client limits count this client under.
+    pub fn key(self) -> String {
+        bucket_key(self.0)
+    }
 }
 
-impl FromRequestParts<AppState> for ClientIp {
+impl<S> FromRequestParts<S> for ClientIp
+where
+    Proxies: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip())
             .ok_or_else(|| ApiError::Internal("no peer address on the request".into()))?;
         Ok(ClientIp(
-            state.settings.proxies.client_ip(peer, &parts.headers),
+            Proxies::from_ref(state).client_ip(peer, &parts.headers),
         ))
     }
 }

@@ -135,6 +135,75 @@ pub fn decide(token: TokenState, family: FamilyState, now: i64, policy: Policy) 
     }
 }
 
+/// What a presentation writes: [`decide`]'s decision turned into the store's writes. A store
+/// only executes it, on the session version it read (a plan made on stale state writes
+/// nothing and is made again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// Nothing is written; the session is over (`invalid_grant`).
+    Invalid,
+    /// Nothing is written; try again after `retry_after` seconds.
+    Throttled { retry_after: i64 },
+    /// Reuse: the session is revoked (reason `token_reused`).
+    Revoke,
+    /// A child is issued.
+    Rotate(Rotate),
+}
+
+/// The writes of an accepted presentation, in the order a store applies them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotate {
+    /// Reissue: first the unused tokens of this generation are revoked.
+    pub revoke_generation: Option<i64>,
+    /// The presented token claims (or re-claims) its generation at `now`, its children
+    /// counting from 1; otherwise it counts one more child.
+    pub claim: bool,
+    /// The session's new head: the highest claimed generation.
+    pub head: i64,
+    /// The session's new idle expiry, which is also the child's cookie lifetime: `now` plus
+    /// the idle lifetime, never past the absolute expiry.
+    pub idle_expires_at: i64,
+    /// The child's generation.
+    pub child_generation: i64,
+}
+
+/// The plan for presenting `token` of `family` at `now`: [`decide`], then what it writes.
+pub fn plan(
+    token: TokenState,
+    family: FamilyState,
+    now: i64,
+    policy: Policy,
+    idle_secs: i64,
+) -> Plan {
+    let idle_expires_at = now
+        .saturating_add(idle_secs)
+        .min(family.absolute_expires_at);
+    let rotate = |revoke_generation, claim, head, child_generation| {
+        Plan::Rotate(Rotate {
+            revoke_generation,
+            claim,
+            head,
+            idle_expires_at,
+            child_generation,
+        })
+    };
+    match decide(token, family, now, policy) {
+        Decision::Invalid => Plan::Invalid,
+        Decision::Throttled { retry_after } => Plan::Throttled { retry_after },
+        Decision::Reuse => Plan::Revoke,
+        Decision::Claim { child_generation } => rotate(
+            None,
+            true,
+            token.generation.max(family.head),
+            child_generation,
+        ),
+        Decision::Repeat { child_generation } => rotate(None, false, family.head, child_generation),
+        Decision::Reissue { child_generation } => {
+            rotate(Some(child_generation), true, family.head, child_generation)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,5 +528,75 @@ mod tests {
         // The child never arrives; 40 s later the parent is reissued and `a` is revoked.
         assert!(matches!(f.present(0, 40).0, Decision::Reissue { .. }));
         assert_eq!(f.present(a.unwrap(), 41).0, Decision::Reuse);
+    }
+
+    // ---- the plan: what each decision writes ----------------------------------------------
+
+    fn rotate(plan: Plan) -> Rotate {
+        match plan {
+            Plan::Rotate(r) => r,
+            other => panic!("expected a rotation, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_claim_writes_the_claim_raises_the_head_and_slides_the_idle_expiry() {
+        let r = rotate(plan(fresh(4), live(3), 100, P, 50));
+        assert_eq!(
+            r,
+            Rotate {
+                revoke_generation: None,
+                claim: true,
+                head: 4,
+                idle_expires_at: 150,
+                child_generation: 5,
+            }
+        );
+        // A late sibling of a bound session claims below the head: the head stays.
+        let mut f = live(6);
+        f.bound = true;
+        let r = rotate(plan(fresh(4), f, 100, P, 50));
+        assert_eq!((r.claim, r.head, r.child_generation), (true, 6, 7));
+    }
+
+    #[test]
+    fn a_repeat_counts_a_child_and_leaves_the_claim_and_the_head() {
+        let r = rotate(plan(claimed(4, 90, 1), live(6), 100, P, 50));
+        assert_eq!(
+            (r.claim, r.revoke_generation, r.head, r.child_generation),
+            (false, None, 6, 7)
+        );
+    }
+
+    #[test]
+    fn a_reissue_revokes_the_unused_children_first_and_claims_again() {
+        let r = rotate(plan(claimed(4, 0, 3), live(4), 100, P, 50));
+        assert_eq!(
+            (r.revoke_generation, r.claim, r.head, r.child_generation),
+            (Some(5), true, 4, 5)
+        );
+    }
+
+    #[test]
+    fn the_idle_expiry_never_passes_the_absolute_one() {
+        let mut f = live(3);
+        f.absolute_expires_at = 120;
+        assert_eq!(rotate(plan(fresh(4), f, 100, P, 50)).idle_expires_at, 120);
+        assert_eq!(
+            rotate(plan(fresh(4), live(3), 100, P, i64::MAX)).idle_expires_at,
+            20_000
+        );
+    }
+
+    #[test]
+    fn reuse_revokes_and_refusals_write_nothing() {
+        assert_eq!(plan(fresh(2), live(4), 0, P, 50), Plan::Revoke);
+        let mut dead = live(4);
+        dead.revoked = true;
+        assert_eq!(plan(fresh(5), dead, 0, P, 50), Plan::Invalid);
+        assert_eq!(
+            plan(claimed(4, 100, 3), live(4), 110, P, 50),
+            Plan::Throttled { retry_after: 20 }
+        );
     }
 }

@@ -1,17 +1,17 @@
 //! Access tokens (EdDSA JWTs, RFC 9068 profile) and opaque refresh tokens.
 //!
-//! Verification pins everything an attacker could choose: the algorithm (EdDSA only, so
-//! `none` and HS256-with-the-public-key fail), `typ` = `at+jwt`, a known `kid`, `iss`, `aud`,
-//! and `exp`/`nbf` against the server's clock with a small leeway.
-
-use std::collections::HashSet;
+//! Verification is `tokenwarden_dpop::access::verify`, the code published for other services:
+//! the rules (EdDSA only, so `none` and HS256-with-the-public-key fail; `typ` = `at+jwt`; a
+//! known `kid`; `iss`, `aud`; `exp`/`nbf` against the server's clock with a small leeway) are
+//! written once. Here: issuing, the server's claims, and the server's reasons for a refusal.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use jsonwebtoken::{Algorithm, Header, Validation};
+use ed25519_dalek::Signer;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokenwarden_dpop::access::{self, TokenError};
 
 use crate::keys::Ring;
 use crate::store::User;
@@ -43,13 +43,7 @@ pub struct Confirmation {
     pub jkt: String,
 }
 
-/// What the token says about who may accept it.
-#[derive(Debug, Clone)]
-pub struct Audience {
-    pub issuer: String,
-    pub audience: String,
-    pub leeway_secs: i64,
-}
+pub use tokenwarden_dpop::access::Audience;
 
 /// 32 random bytes, base64url: `len` characters.
 pub fn random_token() -> String {
@@ -87,23 +81,12 @@ pub fn hash_refresh_token(token: &str) -> String {
 pub enum IssueError {
     #[error("no signing key is available")]
     NoSigningKey,
-    #[error("signing failed: {0}")]
-    Sign(#[from] jsonwebtoken::errors::Error),
+    #[error("encoding the token: {0}")]
+    Encode(#[from] serde_json::Error),
 }
 
+/// A signed access token for `user` in `session_id`, bound to `jkt` (`cnf.jkt`) when given.
 pub fn issue(
-    ring: &Ring,
-    aud: &Audience,
-    user: &User,
-    session_id: &str,
-    now: i64,
-    ttl_secs: i64,
-) -> Result<(String, AccessClaims), IssueError> {
-    issue_bound(ring, aud, user, session_id, now, ttl_secs, None)
-}
-
-/// `issue`, with `cnf.jkt` when the session is bound to a DPoP key.
-pub fn issue_bound(
     ring: &Ring,
     aud: &Audience,
     user: &User,
@@ -113,9 +96,6 @@ pub fn issue_bound(
     jkt: Option<&str>,
 ) -> Result<(String, AccessClaims), IssueError> {
     let (kid, key) = ring.signing.as_ref().ok_or(IssueError::NoSigningKey)?;
-    let mut header = Header::new(Algorithm::EdDSA);
-    header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
-    header.kid = Some(kid.clone());
     let claims = AccessClaims {
         iss: aud.issuer.clone(),
         aud: aud.audience.clone(),
@@ -132,21 +112,21 @@ pub fn issue_bound(
             jkt: jkt.to_owned(),
         }),
     };
-    let jwt = jsonwebtoken::encode(&header, &claims, key)?;
+    let header = serde_json::json!({ "alg": "EdDSA", "typ": ACCESS_TOKEN_TYPE, "kid": kid });
+    let mut jwt = B64.encode(serde_json::to_vec(&header)?);
+    jwt.push('.');
+    jwt.push_str(&B64.encode(serde_json::to_vec(&claims)?));
+    let signature = key.sign(jwt.as_bytes());
+    jwt.push('.');
+    jwt.push_str(&B64.encode(signature.to_bytes()));
     Ok((jwt, claims))
 }
 
-/// Why a bearer token was refused; the text goes into `error_description`.
+/// Why an access token was refused; the text goes into `error_description`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Invalid {
-    Malformed,
-    Algorithm,
-    Type,
-    UnknownKey,
-    Signature,
-    Claims,
-    Expired,
-    NotYetValid,
+    /// The published verifier's reasons (`tokenwarden_dpop::access::TokenError`).
+    Token(TokenError),
     Revoked,
     /// A DPoP-bound token sent as `Bearer`.
     Bound,
@@ -156,17 +136,16 @@ pub enum Invalid {
     DpopRequired,
 }
 
+impl From<TokenError> for Invalid {
+    fn from(e: TokenError) -> Self {
+        Invalid::Token(e)
+    }
+}
+
 impl Invalid {
     pub fn description(self) -> &'static str {
         match self {
-            Invalid::Malformed => "the token is malformed",
-            Invalid::Algorithm => "the token's algorithm is not accepted",
-            Invalid::Type => "the token is not an access token (typ must be at+jwt)",
-            Invalid::UnknownKey => "the token's signing key is unknown or revoked",
-            Invalid::Signature => "the token's signature is invalid",
-            Invalid::Claims => "the token's issuer, audience or claims are invalid",
-            Invalid::Expired => "the token has expired",
-            Invalid::NotYetValid => "the token is not valid yet",
+            Invalid::Token(e) => e.description(),
             Invalid::Revoked => "the token has been revoked",
             Invalid::Bound => {
                 "the token is DPoP-bound: send it as Authorization: DPoP with a DPoP proof"
@@ -177,49 +156,10 @@ impl Invalid {
     }
 }
 
-/// Checks signature and claims. Revocation (deny-list, revoked sessions) is the caller's.
+/// Checks signature and claims with the published verifier, then reads the server's claims
+/// (every one of them required). Revocation (deny-list, revoked sessions) is the caller's.
 pub fn verify(ring: &Ring, aud: &Audience, token: &str, now: i64) -> Result<AccessClaims, Invalid> {
-    if token.len() > 8192 {
-        return Err(Invalid::Malformed);
-    }
-    let header = jsonwebtoken::decode_header(token).map_err(|_| Invalid::Malformed)?;
-    if header.alg != Algorithm::EdDSA {
-        return Err(Invalid::Algorithm);
-    }
-    if header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
-        return Err(Invalid::Type);
-    }
-    let key = header
-        .kid
-        .as_deref()
-        .filter(|kid| kid.len() <= 64)
-        .and_then(|kid| ring.verifying.get(kid))
-        .ok_or(Invalid::UnknownKey)?;
-
-    let mut validation = Validation::new(Algorithm::EdDSA);
-    // Time is checked below against the server's (injectable) clock.
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.required_spec_claims = HashSet::new();
-    validation.set_issuer(&[&aud.issuer]);
-    validation.set_audience(&[&aud.audience]);
-    let data = jsonwebtoken::decode::<AccessClaims>(token, key, &validation).map_err(|e| {
-        use jsonwebtoken::errors::ErrorKind;
-        match e.kind() {
-            ErrorKind::InvalidSignature => Invalid::Signature,
-            ErrorKind::InvalidAlgorithm => Invalid::Algorithm,
-            ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience | ErrorKind::Json(_) => {
-                Invalid::Claims
-            }
-            _ => Invalid::Malformed,
-        }
-    })?;
-    let claims = data.claims;
-    if claims.exp + aud.leeway_secs <= now {
-        return Err(Invalid::Expired);
-    }
-    if claims.nbf - aud.leeway_secs > now {
-        return Err(Invalid::NotYetValid);
-    }
-    Ok(claims)
+    let verified = access::verify(&ring.verifying, aud, token, now)?;
+    serde_json::from_value(serde_json::Value::Object(verified.claims))
+        .map_err(|_| Invalid::Token(TokenError::Claims))
 }

@@ -285,7 +285,12 @@ async fn throttles_count_for_the_whole_fleet_not_per_instance() {
     );
     // Refreshes per session: 5 a minute for the fleet. (One login, its chain of children.)
     for s in [a, b, c] {
-        s.state.ip_limiter.reset(&s.state.store).await.unwrap();
+        s.state
+            .passwords
+            .ip_limiter
+            .reset(&s.state.store)
+            .await
+            .unwrap();
     }
     let mut t = a.login(ALICE).await;
     let mut statuses = Vec::new();
@@ -418,7 +423,7 @@ async fn a_dpop_proof_accepted_by_one_instance_is_refused_by_the_others() {
     // whichever instance receives it, and the nonce secret is shared through the database.
     let (_, [a, b, c]) = fleet(|s| s.public_origins = vec!["https://api.example".into()]).await;
     let key = ProofSigner::generate();
-    let nonce = |s: &TestServer| s.state.dpop.nonces.current(s.state.now());
+    let nonce = |s: &TestServer| s.state.dpop.nonces().current(s.state.now());
     assert_eq!(nonce(&a), nonce(&b), "one nonce secret for the fleet");
     let login_proof = key.proof(
         "POST",

@@ -309,7 +309,7 @@ async fn fifty_concurrent_wrong_passwords_verify_at_most_the_limit_and_the_owner
     })
     .await;
     for email in [ALICE.0, "nobody@example.com"] {
-        let before = s.state.hasher.verifications();
+        let before = s.state.passwords.hasher.verifications();
         let guesses =
             join_all((0..50).map(|_| s.login_from("203.0.113.66", email, "wrong-password"))).await;
         let mut statuses = Vec::new();
@@ -319,7 +319,7 @@ async fn fifty_concurrent_wrong_passwords_verify_at_most_the_limit_and_the_owner
                 assert!(retry_after(&res) >= 1);
             }
         }
-        let verified = s.state.hasher.verifications() - before;
+        let verified = s.state.passwords.hasher.verifications() - before;
         let wrong = statuses.iter().filter(|&&c| c == 401).count();
         let throttled = statuses.iter().filter(|&&c| c == 429).count();
         assert_eq!((wrong, throttled), (10, 40), "{email}: {statuses:?}");
@@ -462,7 +462,7 @@ async fn password_hashing_is_bounded_and_a_burst_beyond_the_queue_gets_503() {
     })
     .await;
     // Someone else's login holds the only slot until ten answers are back.
-    let mut held = Some(s.state.hasher.turn().await.expect("a turn"));
+    let mut held = Some(s.state.passwords.hasher.turn().await.expect("a turn"));
     let server = &s;
     let mut burst: FuturesUnordered<_> = (0..12)
         .map(|i| async move {
@@ -490,7 +490,7 @@ async fn password_hashing_is_bounded_and_a_burst_beyond_the_queue_gets_503() {
     drop(held);
     drop(burst);
     assert_eq!((busy, refused), (10, 2), "two queued, ten turned away");
-    assert_eq!(s.state.hasher.peak(), 1);
+    assert_eq!(s.state.passwords.hasher.peak(), 1);
     s.stop().await;
 }
 
@@ -502,11 +502,25 @@ async fn login_attempt_counters_are_purged_by_the_maintenance_task() {
         s.login_response("ghost@example.com", "wrong-password")
             .await;
     }
-    assert_eq!(s.state.store.login_attempt_rows().await.unwrap(), 2);
+    assert_eq!(
+        s.state
+            .store
+            .counter_rows(tokenwarden_server::store::CounterScope::LoginAttempts)
+            .await
+            .unwrap(),
+        2
+    );
     s.state.clock.advance(61);
     let maintenance = tokenwarden_server::spawn_maintenance(s.state.clone());
     let deadline = Instant::now() + Duration::from_secs(10);
-    while s.state.store.login_attempt_rows().await.unwrap() != 0 {
+    while s
+        .state
+        .store
+        .counter_rows(tokenwarden_server::store::CounterScope::LoginAttempts)
+        .await
+        .unwrap()
+        != 0
+    {
         assert!(Instant::now() < deadline, "never purged");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

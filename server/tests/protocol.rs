@@ -685,6 +685,7 @@ async fn forged_and_invalid_access_tokens_are_refused_with_rfc6750_challenges() 
         sid,
         now,
         600,
+        None,
     )
     .unwrap()
     .0;
@@ -699,6 +700,7 @@ async fn forged_and_invalid_access_tokens_are_refused_with_rfc6750_challenges() 
         sid,
         now,
         600,
+        None,
     )
     .unwrap()
     .0;
@@ -719,11 +721,13 @@ async fn forged_and_invalid_access_tokens_are_refused_with_rfc6750_challenges() 
         jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ed_der(&row.private_key)).unwrap()
     };
     let wrong_typ = {
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
         let (_, key) = ring.signing.as_ref().unwrap();
+        let der = key.to_pkcs8_der().unwrap();
         let mut h = Header::new(Algorithm::EdDSA);
         h.typ = Some("JWT".into());
         h.kid = Some(kid.clone());
-        jsonwebtoken::encode(&h, &claims, key).unwrap()
+        jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ed_der(der.as_bytes())).unwrap()
     };
     let tampered = {
         let mut c = claims.clone();

@@ -13,7 +13,8 @@
 //!   signs in (unless sign-up is on), so `verify` answers them like known ones.
 
 pub mod mail;
-pub mod store;
+
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -28,69 +29,109 @@ use serde_json::json;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::auth::normalize_email;
-use crate::config::OtpSettings;
+use crate::clock::Clock;
+use crate::config::{MAX_CODE_TTL_SECS, OtpSettings};
+use crate::dpop::Dpop;
 use crate::error::ApiError;
-use crate::extract::{JsonBody, require_csrf};
-use crate::net::{ClientIp, bucket_key};
-use crate::state::{AppState, StartError, Throttle};
-use crate::store::{Store, StoreResult, User};
+use crate::extract::{Csrf, JsonBody};
+use crate::kek::KeyEncryption;
+use crate::net::ClientIp;
+use crate::password::normalize_email;
+use crate::sessions::{Issued, Sessions, SignIn};
+use crate::store::{CounterScope, NewUser, Store, StoreError, StoreResult, User};
+use crate::throttle::Throttle;
 use mail::Mailer;
-use store::{Counter, OtpStore};
 
 /// Comparisons one code allows; the one that uses up the last revokes it and sends a new code.
 pub const MAX_ATTEMPTS: i64 = 3;
 /// Live codes an email may hold; a new one revokes the oldest beyond this.
 pub const MAX_LIVE: i64 = 3;
-/// The longest lifetime a code may be given.
-pub const MAX_TTL_SECS: i64 = 3600;
 /// The path of the verification (a DPoP proof's `htu`).
 pub const VERIFY_PATH: &str = "/auth/otp/verify";
 
 /// Name of the sealed HMAC key in `server_secrets`, and the associated data of its seal.
 const KEY_NAME: &str = "otp_hmac_key";
 
-/// The code machinery, present when codes can be delivered (`--smtp-url`, or `--demo`).
+/// Sign-in with an emailed code; `None` inside when codes cannot be delivered (no
+/// `--smtp-url`, no `--demo`): the endpoints then answer 404.
+#[derive(Clone)]
+pub struct Codes(Option<Arc<Otp>>);
+
+/// The code machinery, present when codes can be delivered.
 pub struct Otp {
-    pub store: OtpStore,
+    store: Store,
+    clock: Clock,
+    settings: OtpSettings,
+    demo: bool,
     pub mailer: Mailer,
     key: [u8; 32],
     /// Starts and verifications per client address bucket (for the fleet, on PostgreSQL).
     pub ip_limiter: Throttle,
 }
 
-impl Otp {
-    /// `None` when there is no way to deliver a code (no `--smtp-url`, no `--demo`).
+/// Why codes could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum CodesError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("sign-in codes: {0}")]
+    Setup(String),
+}
+
+impl Codes {
+    /// Codes are off (no way to deliver them).
+    pub fn off() -> Self {
+        Codes(None)
+    }
+
     pub async fn new(
         settings: &OtpSettings,
         demo: bool,
-        kek: &crate::kek::KeyEncryption,
-        store: &Store,
-    ) -> Result<Option<Otp>, StartError> {
-        let protocol = StartError::Otp;
+        kek: &KeyEncryption,
+        store: Store,
+        clock: Clock,
+    ) -> Result<Self, CodesError> {
+        let setup = CodesError::Setup;
         let mailer = match &settings.smtp_url {
-            Some(url) => Mailer::smtp(url, &settings.smtp_from).map_err(protocol)?,
+            Some(url) => Mailer::smtp(url, &settings.smtp_from).map_err(setup)?,
             None if demo => Mailer::demo(),
-            None => return Ok(None),
+            None => return Ok(Codes(None)),
         };
         let mut fresh = [0u8; 32];
         rand::rngs::OsRng.fill(&mut fresh);
-        let sealed = kek.seal(KEY_NAME, &fresh).map_err(protocol)?;
+        let sealed = kek.seal(KEY_NAME, &fresh).map_err(setup)?;
         let stored = store.shared_secret(KEY_NAME, &B64.encode(sealed)).await?;
         let sealed = B64
             .decode(stored)
-            .map_err(|_| protocol(format!("{KEY_NAME} is not base64")))?;
-        let key = kek.open(KEY_NAME, &sealed).map_err(protocol)?;
+            .map_err(|_| setup(format!("{KEY_NAME} is not base64")))?;
+        let key = kek.open(KEY_NAME, &sealed).map_err(setup)?;
         let key = <[u8; 32]>::try_from(key.as_slice())
-            .map_err(|_| protocol(format!("{KEY_NAME} is not 32 bytes")))?;
-        Ok(Some(Otp {
-            store: OtpStore::new(store),
+            .map_err(|_| setup(format!("{KEY_NAME} is not 32 bytes")))?;
+        Ok(Codes(Some(Arc::new(Otp {
+            ip_limiter: Throttle::new("otp-ip", settings.ip_per_minute),
+            store,
+            clock,
+            settings: settings.clone(),
+            demo,
             mailer,
             key,
-            ip_limiter: Throttle::new("otp-ip", settings.ip_per_minute),
-        }))
+        }))))
     }
 
+    /// The machinery, or 404 when codes are off.
+    pub fn enabled(&self) -> Result<&Arc<Otp>, ApiError> {
+        self.0.as_ref().ok_or(ApiError::NotFound)
+    }
+
+    /// The demo mailbox exists (`--demo` and no SMTP server).
+    pub fn has_demo_mailbox(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|o| o.demo && o.mailer.demo_mailbox().is_some())
+    }
+}
+
+impl Otp {
     fn mac(&self, id: &str, email: &str, code: &str) -> [u8; 32] {
         // The key is 32 bytes, which HMAC always accepts.
         let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(&self.key) {
@@ -117,6 +158,102 @@ impl Otp {
         };
         bool::from(self.mac(id, email, code).as_slice().ct_eq(&stored))
     }
+
+    /// Live codes of an email (operators and tests).
+    pub async fn live_codes(&self, email: &str) -> StoreResult<i64> {
+        self.store
+            .live_codes(email, self.clock.now(), MAX_ATTEMPTS)
+            .await
+    }
+
+    /// Counts a code about to be made for `email`; 429 past the per-email limit.
+    async fn count_send(&self, email: &str, now: i64) -> Result<(), ApiError> {
+        let s = &self.settings;
+        let (sends, window_start) = self
+            .store
+            .count(CounterScope::CodeSends, email, now, s.send_window_secs)
+            .await?;
+        if sends > s.sends_per_email {
+            return Err(ApiError::TooManyAttempts {
+                retry_after: window_start + s.send_window_secs - now,
+            });
+        }
+        Ok(())
+    }
+
+    /// Makes a code for `email`, stores its hash, and mails it if the address may sign in.
+    /// Runs after the answer; a failure is logged (never with the code).
+    async fn issue(self: Arc<Self>, email: String, now: i64) {
+        if let Err(e) = self.try_issue(&email, now).await {
+            tracing::error!(error = %e, "issuing a sign-in code failed");
+        }
+    }
+
+    async fn try_issue(&self, email: &str, now: i64) -> Result<(), String> {
+        let s = &self.settings;
+        let code = generate_code(s.digits);
+        let id = crate::tokens::random_id();
+        self.store
+            .insert_code(
+                &id,
+                email,
+                &self.hash(&id, email, &code),
+                now,
+                now + s.ttl_secs,
+                MAX_ATTEMPTS,
+                MAX_LIVE,
+            )
+            .await
+            .map_err(|e| format!("database: {e}"))?;
+        let deliver = s.signup
+            || self
+                .store
+                .user_by_email(email)
+                .await
+                .map_err(|e| format!("database: {e}"))?
+                .is_some();
+        if deliver {
+            self.mailer.send_code(email, &code, s.ttl_secs, now).await?;
+            tracing::info!(target: "audit", event = "otp_sent");
+        }
+        Ok(())
+    }
+
+    /// The account a right code signs in to: the existing one, or with sign-up on a new one.
+    async fn account(&self, email: &str, now: i64) -> Result<Option<User>, ApiError> {
+        if let Some((user, _)) = self.store.user_by_email(email).await? {
+            return Ok(Some(user));
+        }
+        if !self.settings.signup {
+            return Ok(None);
+        }
+        // No password: an unguessable one, whose hash nobody knows the input of.
+        let hash = crate::password::hash(&crate::tokens::random_token())
+            .await
+            .map_err(ApiError::Internal)?;
+        let name = email.split('@').next().unwrap_or(email);
+        self.store
+            .create_user(&NewUser {
+                id: &crate::tokens::random_id(),
+                email,
+                password_hash: &hash,
+                name,
+                roles: &["user".to_owned()],
+                now,
+            })
+            .await?;
+        Ok(self.store.user_by_email(email).await?.map(|(u, _)| u))
+    }
+
+    /// Deletes expired codes (the maintenance task; counters expire on their own).
+    pub async fn purge(&self) -> StoreResult<()> {
+        let s = &self.settings;
+        let longest = s
+            .send_window_secs
+            .max(s.verify_window_secs)
+            .max(MAX_CODE_TTL_SECS);
+        self.store.purge_codes(self.clock.now() - longest).await
+    }
 }
 
 /// `digits` decimal digits, uniform, from the OS CSPRNG.
@@ -137,10 +274,6 @@ fn valid_email(raw: &str) -> Result<String, ApiError> {
     Ok(email)
 }
 
-fn enabled(state: &AppState) -> Result<&Otp, ApiError> {
-    state.otp.as_ref().ok_or(ApiError::NotFound)
-}
-
 #[derive(Deserialize)]
 pub struct StartRequest {
     email: String,
@@ -152,31 +285,31 @@ pub struct VerifyRequest {
     code: String,
 }
 
+/// Per client address: 429 past the limit.
+async fn admit(otp: &Otp, client: ClientIp, now: i64) -> Result<(), ApiError> {
+    match otp.ip_limiter.check(&otp.store, &client.key(), now).await? {
+        Some(retry_after) => Err(ApiError::TooManyAttempts { retry_after }),
+        None => Ok(()),
+    }
+}
+
 /// `POST /auth/otp/start`: the same 202 for every address; the code is made and sent after.
 pub async fn start(
-    State(state): State<AppState>,
+    _: Csrf,
+    State(codes): State<Codes>,
     client: ClientIp,
-    headers: HeaderMap,
     JsonBody(req): JsonBody<StartRequest>,
 ) -> Result<Response, ApiError> {
-    require_csrf(&headers)?;
-    let otp = enabled(&state)?;
-    let now = state.now();
-    if let Some(retry_after) = otp
-        .ip_limiter
-        .check(&state.store, &bucket_key(client.0), now)
-        .await?
-    {
-        return Err(ApiError::TooManyAttempts { retry_after });
-    }
+    let otp = codes.enabled()?;
+    let now = otp.clock.now();
+    admit(otp, client, now).await?;
     let email = valid_email(&req.email)?;
     // Counted for every address, in one statement: the limit answers the same for all.
-    count_send(&state, otp, &email, now).await?;
-    tokio::spawn(issue(state.clone(), email, now));
-    let settings = &state.settings.otp;
+    otp.count_send(&email, now).await?;
+    tokio::spawn(otp.clone().issue(email, now));
     let mut res = (
         StatusCode::ACCEPTED,
-        Json(json!({ "expires_in": settings.ttl_secs })),
+        Json(json!({ "expires_in": otp.settings.ttl_secs })),
     )
         .into_response();
     res.headers_mut()
@@ -184,80 +317,20 @@ pub async fn start(
     Ok(res)
 }
 
-/// Counts a code about to be made for `email`; 429 past the per-email limit.
-async fn count_send(state: &AppState, otp: &Otp, email: &str, now: i64) -> Result<(), ApiError> {
-    let s = &state.settings.otp;
-    let (sends, window_start) = otp
-        .store
-        .count(Counter::Sends, email, now, s.send_window_secs)
-        .await?;
-    if sends > s.sends_per_email {
-        return Err(ApiError::TooManyAttempts {
-            retry_after: window_start + s.send_window_secs - now,
-        });
-    }
-    Ok(())
-}
-
-/// Makes a code for `email`, stores its hash, and mails it if the address may sign in. Runs
-/// after the answer; a failure is logged (never with the code).
-async fn issue(state: AppState, email: String, now: i64) {
-    if let Err(e) = try_issue(&state, &email, now).await {
-        tracing::error!(error = %e, "issuing a sign-in code failed");
-    }
-}
-
-async fn try_issue(state: &AppState, email: &str, now: i64) -> Result<(), String> {
-    let Some(otp) = &state.otp else {
-        return Ok(());
-    };
-    let s = &state.settings.otp;
-    let code = generate_code(s.digits);
-    let id = crate::tokens::random_id();
-    otp.store
-        .insert(
-            &id,
-            email,
-            &otp.hash(&id, email, &code),
-            now,
-            now + s.ttl_secs,
-            MAX_ATTEMPTS,
-            MAX_LIVE,
-        )
-        .await
-        .map_err(|e| format!("database: {e}"))?;
-    let deliver = s.signup
-        || state
-            .store
-            .user_by_email(email)
-            .await
-            .map_err(|e| format!("database: {e}"))?
-            .is_some();
-    if deliver {
-        otp.mailer.send_code(email, &code, s.ttl_secs, now).await?;
-        tracing::info!(target: "audit", event = "otp_sent");
-    }
-    Ok(())
-}
-
 /// `POST /auth/otp/verify`: a session exactly like a password login, or a typed refusal.
 pub async fn verify(
-    State(state): State<AppState>,
+    _: Csrf,
+    State(codes): State<Codes>,
+    State(sessions): State<Sessions>,
+    State(dpop): State<Dpop>,
     client: ClientIp,
     headers: HeaderMap,
     JsonBody(req): JsonBody<VerifyRequest>,
-) -> Result<Response, ApiError> {
-    require_csrf(&headers)?;
-    let otp = enabled(&state)?;
-    let s = &state.settings.otp;
-    let now = state.now();
-    if let Some(retry_after) = otp
-        .ip_limiter
-        .check(&state.store, &bucket_key(client.0), now)
-        .await?
-    {
-        return Err(ApiError::TooManyAttempts { retry_after });
-    }
+) -> Result<Issued, ApiError> {
+    let otp = codes.enabled()?;
+    let s = &otp.settings;
+    let now = otp.clock.now();
+    admit(otp, client, now).await?;
     let email = valid_email(&req.email)?;
     let code = req.code.trim();
     if code.len() != s.digits as usize || !code.bytes().all(|b| b.is_ascii_digit()) {
@@ -267,34 +340,47 @@ pub async fn verify(
         )));
     }
     // DPoP before the code: a nonce retry uses no attempt.
-    let jkt = crate::dpop::login_binding(&state, &headers, VERIFY_PATH).await?;
+    let jkt = dpop.sign_in_binding(&headers, VERIFY_PATH).await?;
     // Per email, whatever the client: many addresses do not buy more guesses.
     let (tries, window_start) = otp
         .store
-        .count(Counter::Verifies, &email, now, s.verify_window_secs)
+        .count(
+            CounterScope::CodeVerifies,
+            &email,
+            now,
+            s.verify_window_secs,
+        )
         .await?;
     if tries > s.verifies_per_email {
         return Err(ApiError::TooManyAttempts {
             retry_after: window_start + s.verify_window_secs - now,
         });
     }
-    let counted = otp.store.count_attempt(&email, now, MAX_ATTEMPTS).await?;
+    let counted = otp
+        .store
+        .count_code_attempt(&email, now, MAX_ATTEMPTS)
+        .await?;
     // Every live code is compared (no early exit), each in constant time.
     let hit = counted.iter().fold(None, |hit, c| {
         let m = otp.matches(&c.id, &email, code, &c.code_hash);
         if m && hit.is_none() { Some(c) } else { hit }
     });
     if let Some(hit) = hit
-        && let Some(user) = account(&state, &email, now).await?
-        && otp.store.consume(&hit.id, &email, now).await?
+        && let Some(user) = otp.account(&email, now).await?
+        && otp.store.consume_code(&hit.id, &email, now).await?
     {
-        otp.store.clear(Counter::Verifies, &email).await?;
-        return crate::auth::open_session(&state, &user, &headers, jkt, now, "otp_login").await;
+        otp.store
+            .clear_count(CounterScope::CodeVerifies, &email)
+            .await?;
+        let user_agent = crate::extract::user_agent(&headers);
+        return sessions
+            .open(&user, user_agent, jkt.as_deref(), SignIn::EmailCode)
+            .await;
     }
     if counted.is_empty() {
         let expired = otp
             .store
-            .expired_since(&email, now, now - MAX_TTL_SECS, MAX_ATTEMPTS)
+            .code_expired_since(&email, now, now - MAX_CODE_TTL_SECS, MAX_ATTEMPTS)
             .await?;
         return Err(if expired {
             ApiError::CodeExpired
@@ -304,9 +390,9 @@ pub async fn verify(
     }
     // This guess used up a code: it is dead, and a fresh one goes out (within the send limit).
     if counted.iter().any(|c| c.attempts >= MAX_ATTEMPTS)
-        && count_send(&state, otp, &email, now).await.is_ok()
+        && otp.count_send(&email, now).await.is_ok()
     {
-        tokio::spawn(issue(state.clone(), email.clone(), now));
+        tokio::spawn(otp.clone().issue(email.clone(), now));
     }
     let attempts_left = counted
         .iter()
@@ -318,33 +404,6 @@ pub async fn verify(
     Err(ApiError::InvalidCode { attempts_left })
 }
 
-/// The account a right code signs in to: the existing one, or with sign-up on a new one.
-async fn account(state: &AppState, email: &str, now: i64) -> Result<Option<User>, ApiError> {
-    if let Some((user, _)) = state.store.user_by_email(email).await? {
-        return Ok(Some(user));
-    }
-    if !state.settings.otp.signup {
-        return Ok(None);
-    }
-    // No password: an unguessable one, whose hash nobody knows the input of.
-    let hash = crate::password::hash(&crate::tokens::random_token())
-        .await
-        .map_err(ApiError::Internal)?;
-    let name = email.split('@').next().unwrap_or(email);
-    state
-        .store
-        .create_user(
-            &crate::tokens::random_id(),
-            email,
-            &hash,
-            name,
-            &["user".to_owned()],
-            now,
-        )
-        .await?;
-    Ok(state.store.user_by_email(email).await?.map(|(u, _)| u))
-}
-
 #[derive(Deserialize)]
 pub struct MailboxQuery {
     email: String,
@@ -353,34 +412,19 @@ pub struct MailboxQuery {
 /// `GET /demo/mailbox?email=`: the demo mailbox (only with `--demo` and no SMTP server, and
 /// only to loopback clients): the codes "mailed" to that address, newest first.
 pub async fn demo_mailbox(
-    State(state): State<AppState>,
+    State(codes): State<Codes>,
     client: ClientIp,
     Query(q): Query<MailboxQuery>,
 ) -> Result<Response, ApiError> {
-    let mailbox = state
-        .otp
+    let mailbox = codes
+        .0
         .as_ref()
+        .filter(|o| o.demo && client.0.is_loopback())
         .and_then(|o| o.mailer.demo_mailbox())
-        .filter(|_| state.settings.demo && client.0.is_loopback())
         .ok_or(ApiError::NotFound)?;
     let messages = mailbox.to(&normalize_email(&q.email));
     let mut res = Json(json!({ "messages": messages })).into_response();
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(res)
-}
-
-/// Deletes expired codes and closed counters (the maintenance task).
-pub async fn purge(state: &AppState) -> StoreResult<()> {
-    match &state.otp {
-        Some(otp) => {
-            let s = &state.settings.otp;
-            let longest = s
-                .send_window_secs
-                .max(s.verify_window_secs)
-                .max(MAX_TTL_SECS);
-            otp.store.purge(state.now() - longest).await
-        }
-        None => Ok(()),
-    }
 }

@@ -1,22 +1,39 @@
-//! Storage: one interface, two backends. The rest of the server never sees SQL or a pool.
+//! Storage: one interface over SQLite (one instance, nothing to install) or PostgreSQL (any
+//! number of instances sharing one database). The rest of the server never sees SQL or a pool.
 //!
-//! - **SQLite** (`sqlite://file.db`, `sqlite::memory:`, or a bare file path; the default): one
-//!   instance, nothing to install. Its writes go through one connection.
-//! - **PostgreSQL** (`postgres://…`, `postgresql://…`): any number of instances sharing one
-//!   database. Rotations swap the session's version (or lock its row); revocations are written as events that every
-//!   instance hears (`LISTEN`/`NOTIFY`) and re-reads (crate::fleet); throttle counters and the
-//!   DPoP `jti`s live in the database so that N instances do not multiply limits.
+//! Every statement is written once, in the SQL both dialects accept (`$N` placeholders, `CAST`,
+//! `ON CONFLICT`, `RETURNING`), and runs through sqlx's `Any` driver on either backend. The few
+//! that cannot be shared are named in [`dialect`]: the rotation's single PostgreSQL statement,
+//! `NOTIFY`, row and advisory locks, the catch-up read of recent events.
 //!
-//! Each backend only loads and saves: the rotation rule is `rotation::decide`, a pure function,
-//! and both backends ask it. The SQL of each dialect lives in its own module.
+//! Rules live outside: whether a refresh rotates, revokes or is refused is
+//! `rotation::plan`, a pure function; a store only loads the state it needs and executes the
+//! plan. Each concern has its file: users, sessions (and their refresh tokens), signing keys,
+//! revocations (deny-list and events), counters (throttles and attempts), sign-in codes, DPoP
+//! proofs and shared secrets.
 
-mod postgres;
-mod sqlite;
+mod codes;
+mod counters;
+pub mod dialect;
+mod keys;
+mod proofs;
+mod revocations;
+mod secrets;
+mod sessions;
+mod users;
 
-use crate::rotation::{FamilyState, Policy, TokenState};
+use std::str::FromStr;
+use std::time::Duration;
 
-pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+
+pub use codes::Counted;
+pub use counters::CounterScope;
+pub use dialect::Dialect;
+pub use revocations::{EventKind, Heard, Listener, RevocationEvent};
+pub use sessions::{Applied, NewSession, PresentedToken, RevokeReason};
+pub use users::NewUser;
 
 /// Failures of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +119,14 @@ impl DatabaseUrl {
     pub fn in_memory(&self) -> bool {
         matches!(self, DatabaseUrl::Sqlite(u) if u.contains(":memory:") || u.contains("mode=memory"))
     }
+
+    /// "SQLite" or "PostgreSQL", for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DatabaseUrl::Sqlite(_) => "SQLite",
+            DatabaseUrl::Postgres(_) => "PostgreSQL",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,16 +138,37 @@ pub struct User {
     pub roles: Vec<String>,
 }
 
-/// Roles are stored as one comma-separated column.
-pub(crate) fn split_roles(roles: &str) -> Vec<String> {
-    roles
-        .split(',')
-        .filter(|r| !r.is_empty())
-        .map(str::to_owned)
-        .collect()
+/// `users` as stored (roles are one comma-separated column).
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: String,
+    email: String,
+    name: String,
+    phone: Option<String>,
+    roles: String,
 }
 
-#[derive(Debug, Clone)]
+impl From<UserRow> for User {
+    fn from(r: UserRow) -> Self {
+        User {
+            id: r.id,
+            email: r.email,
+            name: r.name,
+            phone: r.phone,
+            roles: r
+                .roles
+                .split(',')
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
+}
+
+/// A user by id, as a [`UserRow`].
+const USER_BY_ID: &str = "SELECT id, email, name, phone, roles FROM users WHERE id = $1";
+
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionRow {
     pub id: String,
     pub created_at: i64,
@@ -132,7 +178,7 @@ pub struct SessionRow {
     pub user_agent: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct KeyRow {
     pub kid: String,
     pub private_key: Vec<u8>,
@@ -142,460 +188,219 @@ pub struct KeyRow {
     pub revoked_at: Option<i64>,
 }
 
-/// A new session or a rotation: what the caller needs to answer the client.
-#[derive(Debug, Clone)]
-pub struct Granted {
-    pub session_id: String,
-    pub user: User,
-    /// When the new refresh token stops being accepted (idle expiry capped by absolute).
-    pub refresh_expires_at: i64,
-}
-
-/// Outcome of presenting a refresh token.
-#[derive(Debug)]
-pub enum Rotation {
-    Rotated(Granted),
-    /// Reuse (see `rotation::decide`): theft or a replay. The session has been revoked.
-    Reused {
-        session_id: String,
-        user_id: String,
-    },
-    /// Unknown token, revoked or expired session.
-    Invalid,
-    /// The token has had its quota of children within its window.
-    Throttled {
-        retry_after: i64,
-    },
-}
-
-/// A refresh token and its session as stored, read before any write.
-#[derive(Debug, Clone)]
-pub struct PresentedToken {
-    pub session_id: String,
-    pub user_id: String,
-    pub token: TokenState,
-    pub family: FamilyState,
-    /// The DPoP key the session is bound to (crate::dpop), if any.
-    pub dpop_jkt: Option<String>,
-    /// The session row's version (PostgreSQL: bumped by every rotation, the compare-and-swap
-    /// of an optimistic rotation; always 0 on SQLite).
-    pub version: i64,
-}
-
-/// What a revocation event revokes (PostgreSQL; see crate::fleet).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    /// An access token's `jti` (logout); `at` is the token's `exp`.
-    Token,
-    /// A session (logout, revoked by its user, reuse detected); `at` is when.
-    Session,
-    /// The key ring changed (rotation, revocation); `at` is when.
-    Keys,
-}
-
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Token => "token",
-            EventKind::Session => "session",
-            EventKind::Keys => "keys",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "token" => Some(EventKind::Token),
-            "session" => Some(EventKind::Session),
-            "keys" => Some(EventKind::Keys),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RevocationEvent {
-    /// Increasing with insertion (not strictly with commit: see crate::fleet).
-    pub id: i64,
-    pub kind: EventKind,
-    pub subject: String,
-    pub at: i64,
-}
-
-impl RevocationEvent {
-    /// The `NOTIFY` payload: `id kind at subject` (subjects hold no spaces).
-    pub fn payload(&self) -> String {
-        format!(
-            "{} {} {} {}",
-            self.id,
-            self.kind.as_str(),
-            self.at,
-            self.subject
-        )
-    }
-
-    /// Parses a payload; `None` for anything else.
-    pub fn from_payload(payload: &str) -> Option<Self> {
-        let mut parts = payload.splitn(4, ' ');
-        let id = parts.next()?.parse().ok()?;
-        let kind = EventKind::parse(parts.next()?)?;
-        let at = parts.next()?.parse().ok()?;
-        let subject = parts.next()?;
-        if subject.is_empty() || subject.len() > 256 || subject.contains(' ') {
-            return None;
-        }
-        Some(RevocationEvent {
-            id,
-            kind,
-            subject: subject.to_owned(),
-            at,
-        })
-    }
-}
-
-/// What an instance hears on the revocation channel.
-#[derive(Debug)]
-pub enum Heard {
-    Event(RevocationEvent),
-    /// A payload that does not parse: the catch-up read will deliver the event.
-    Garbled,
-    /// The connection was lost and re-established: notifications may have been missed.
-    Reconnected,
-}
-
-/// The revocation channel of a PostgreSQL store.
-pub struct Listener(postgres::PgRevocationListener);
-
-impl Listener {
-    /// Waits for the next notification.
-    pub async fn recv(&mut self) -> StoreResult<Heard> {
-        self.0.recv().await
-    }
-}
-
-/// The storage interface: SQLite or PostgreSQL behind the same methods.
+/// The storage interface. Cheap to clone (the pools are shared).
 #[derive(Clone)]
-pub enum Store {
-    Sqlite(SqliteStore),
-    Postgres(PgStore),
+pub struct Store {
+    /// Reads that may run beside the writer (SQLite: a pool of read-only connections in WAL
+    /// mode; PostgreSQL: the one pool).
+    read: AnyPool,
+    /// Writes (SQLite: exactly one connection, which serialises every write transaction).
+    write: AnyPool,
+    dialect: Dialect,
+    /// PostgreSQL: the URL the revocation listener connects with.
+    url: String,
+    /// PostgreSQL: DPoP proofs waiting for the next batched insert (`proofs`).
+    proofs: Option<tokio::sync::mpsc::Sender<proofs::ProofClaim>>,
 }
 
-macro_rules! each {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self {
-            Store::Sqlite($s) => $e,
-            Store::Postgres($s) => $e,
-        }
-    };
-}
+/// Connections per PostgreSQL instance (the listener takes one more).
+const PG_POOL_SIZE: u32 = 16;
+/// Read-only connections beside SQLite's one writer.
+const SQLITE_READERS: u32 = 4;
 
 impl Store {
-    /// Opens the database `url` names (creating a SQLite file if needed) and migrates it.
-    /// Anything but SQLite or PostgreSQL is refused.
+    /// Opens the database `url` names (creating a SQLite file if needed, readable by its owner
+    /// only) and migrates it. Anything but SQLite or PostgreSQL is refused.
     pub async fn connect(url: &str) -> StoreResult<Self> {
+        install_default_drivers();
         match DatabaseUrl::parse(url)? {
-            DatabaseUrl::Sqlite(u) => Ok(Store::Sqlite(SqliteStore::connect(&u).await?)),
-            DatabaseUrl::Postgres(u) => Ok(Store::Postgres(PgStore::connect(&u).await?)),
+            DatabaseUrl::Sqlite(u) => Self::sqlite(&u).await,
+            DatabaseUrl::Postgres(u) => Self::postgres(&u).await,
         }
+    }
+
+    async fn sqlite(url: &str) -> StoreResult<Self> {
+        let memory = DatabaseUrl::Sqlite(url.to_owned()).in_memory();
+        let (read, write) = if memory {
+            // Every connection to `:memory:` is its own database: one connection for all.
+            let pool = AnyPoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect(url)
+                .await?;
+            (pool.clone(), pool)
+        } else {
+            let file = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
+                .get_filename()
+                .to_path_buf();
+            private_file(&file)?;
+            let write = AnyPoolOptions::new()
+                .max_connections(1)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        Ok(())
+                    })
+                })
+                .connect(&sqlite_url(&file, "rwc"))
+                .await?;
+            // Created after the writer switched the file to WAL, so readers run beside it.
+            let read = AnyPoolOptions::new()
+                .max_connections(SQLITE_READERS)
+                .connect_lazy(&sqlite_url(&file, "ro"))?;
+            (read, write)
+        };
+        sqlx::migrate!("./migrations").run(&write).await?;
+        Ok(Store {
+            read,
+            write,
+            dialect: Dialect::Sqlite,
+            url: String::new(),
+            proofs: None,
+        })
+    }
+
+    async fn postgres(url: &str) -> StoreResult<Self> {
+        // Parsed first: a malformed URL is refused with the driver's message.
+        sqlx::postgres::PgConnectOptions::from_str(url)?;
+        let named = if url.contains("application_name=") {
+            url.to_owned()
+        } else {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}application_name=tokenwarden")
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(PG_POOL_SIZE)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(&named)
+            .await?;
+        // Several instances may start at once: sqlx takes an advisory lock around migrations.
+        sqlx::migrate!("./migrations-postgres").run(&pool).await?;
+        let (proofs, queue) = tokio::sync::mpsc::channel(4 * proofs::BATCH);
+        tokio::spawn(proofs::record(pool.clone(), queue));
+        Ok(Store {
+            read: pool.clone(),
+            write: pool,
+            dialect: Dialect::Postgres,
+            url: url.to_owned(),
+            proofs: Some(proofs),
+        })
     }
 
     /// Whether several instances may share this database (PostgreSQL): throttle counters and
-    /// DPoP `jti`s then live in it, and revocations travel as events.
+    /// DPoP `jti`s then live in it, and revocations travel as notified events.
     pub fn is_shared(&self) -> bool {
-        matches!(self, Store::Postgres(_))
+        self.dialect == Dialect::Postgres
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     pub fn backend(&self) -> &'static str {
-        match self {
-            Store::Sqlite(_) => "sqlite",
-            Store::Postgres(_) => "postgres",
-        }
+        self.dialect.name()
     }
 
     pub async fn close(&self) {
-        each!(self, s => s.close().await)
+        self.write.close().await;
+        self.read.close().await;
     }
 
     pub fn is_closed(&self) -> bool {
-        each!(self, s => s.is_closed())
+        self.write.is_closed()
     }
 
-    /// Frequent clean-up (every minute) of rows written per request on a shared store: DPoP
-    /// proofs and throttle windows. Nothing to do on SQLite.
+    /// Frequent clean-up (every minute) of rows written per request: DPoP proofs and counter
+    /// windows that have closed.
     pub async fn purge_short_lived(&self, now: i64) -> StoreResult<()> {
-        match self {
-            Store::Sqlite(_) => Ok(()),
-            Store::Postgres(s) => s.purge_short_lived(now).await,
+        if self.is_shared() {
+            sqlx::query("DELETE FROM dpop_proofs WHERE until < $1")
+                .bind(now)
+                .execute(&self.write)
+                .await?;
+        }
+        self.purge_counters(now).await?;
+        Ok(())
+    }
+
+    /// Deletes sessions (and their tokens), deny-list entries and events that ended before
+    /// `before`.
+    pub async fn purge(&self, before: i64) -> StoreResult<()> {
+        sqlx::query(
+            "DELETE FROM sessions WHERE absolute_expires_at < $1 OR idle_expires_at < $1
+                                     OR revoked_at < $1",
+        )
+        .bind(before)
+        .execute(&self.write)
+        .await?;
+        for statement in [
+            "DELETE FROM denied_tokens WHERE expires_at < $1",
+            "DELETE FROM revocation_events WHERE at < $1",
+        ] {
+            sqlx::query(statement)
+                .bind(before)
+                .execute(&self.write)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// `sqlite:PATH?mode=MODE`, the path escaped as sqlx unescapes it (`%`, `?`, `#`). Without
+/// `//`, so that no part of the path is taken for a host name (and lower-cased).
+fn sqlite_url(path: &std::path::Path, mode: &str) -> String {
+    let mut url = String::from("sqlite:");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => url.push_str("%25"),
+            '?' => url.push_str("%3F"),
+            '#' => url.push_str("%23"),
+            c => url.push(c),
         }
     }
+    url.push_str("?mode=");
+    url.push_str(mode);
+    url
+}
 
-    // ---- users ----------------------------------------------------------------------------
-
-    pub async fn create_user(
-        &self,
-        id: &str,
-        email: &str,
-        password_hash: &str,
-        name: &str,
-        roles: &[String],
-        now: i64,
-    ) -> StoreResult<bool> {
-        each!(self, s => s.create_user(id, email, password_hash, name, roles, now).await)
+/// Creates the database file readable and writable by its owner only (0600), in a directory
+/// created 0700, before SQLite opens it; SQLite gives its `-wal` and `-shm` files the same mode.
+/// A file that exists with wider permissions is narrowed.
+fn private_file(path: &std::path::Path) -> std::io::Result<()> {
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+        && !parent.exists()
+    {
+        let mut dir = std::fs::DirBuilder::new();
+        dir.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+        dir.create(parent)?;
     }
-
-    /// Deletes the user with this email and, by cascade, their sessions and tokens.
-    pub async fn delete_user_by_email(&self, email: &str) -> StoreResult<bool> {
-        each!(self, s => s.delete_user_by_email(email).await)
-    }
-
-    /// The user and their password hash.
-    pub async fn user_by_email(&self, email: &str) -> StoreResult<Option<(User, String)>> {
-        each!(self, s => s.user_by_email(email).await)
-    }
-
-    pub async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
-        each!(self, s => s.user_by_id(id).await)
-    }
-
-    /// `phone: Some(None)` clears the phone number.
-    pub async fn update_profile(
-        &self,
-        id: &str,
-        name: Option<&str>,
-        phone: Option<Option<&str>>,
-    ) -> StoreResult<Option<User>> {
-        each!(self, s => s.update_profile(id, name, phone).await)
-    }
-
-    // ---- throttling -----------------------------------------------------------------------
-
-    /// Counts one login attempt for (`email`, `client`) before the password is checked, in one
-    /// statement so that concurrent attempts cannot read the same count. A window older than
-    /// `window_secs` starts over. Returns the attempts in the window, this one included, and
-    /// when the window started.
-    pub async fn count_login_attempt(
-        &self,
-        email: &str,
-        client: &str,
-        now: i64,
-        window_secs: i64,
-    ) -> StoreResult<(i64, i64)> {
-        each!(self, s => s.count_login_attempt(email, client, now, window_secs).await)
-    }
-
-    /// A successful login forgets the attempts of that (account, client).
-    pub async fn clear_login_attempts(&self, email: &str, client: &str) -> StoreResult<()> {
-        each!(self, s => s.clear_login_attempts(email, client).await)
-    }
-
-    /// How many (account, client) counters are stored (operators and tests).
-    pub async fn login_attempt_rows(&self) -> StoreResult<i64> {
-        each!(self, s => s.login_attempt_rows().await)
-    }
-
-    /// Deletes login-attempt counters whose window started before `before`.
-    pub async fn purge_login_attempts(&self, before: i64) -> StoreResult<u64> {
-        each!(self, s => s.purge_login_attempts(before).await)
-    }
-
-    /// Shared stores only: counts one event for `key` in the fixed window starting at
-    /// `window_start`, in one statement; returns the events in that window, this one included.
-    /// `None` from SQLite, whose one instance counts in memory (crate::state::Throttle).
-    pub async fn count_hit(&self, key: &str, window_start: i64) -> StoreResult<Option<i64>> {
-        match self {
-            Store::Sqlite(_) => Ok(None),
-            Store::Postgres(s) => s.count_hit(key, window_start).await.map(Some),
-        }
-    }
-
-    /// Forgets the shared counters whose key starts with `prefix` (the test hooks' reset).
-    pub async fn reset_hits(&self, prefix: &str) -> StoreResult<()> {
-        match self {
-            Store::Sqlite(_) => Ok(()),
-            Store::Postgres(s) => s.reset_hits(prefix).await,
-        }
-    }
-
-    // ---- sessions and refresh tokens ------------------------------------------------------
-
-    /// Starts a session whose first refresh token (generation 0) has hash `token_hash`.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn create_session(
-        &self,
-        session_id: &str,
-        user: &User,
-        token_hash: &str,
-        user_agent: &str,
-        now: i64,
-        idle_secs: i64,
-        absolute_secs: i64,
-    ) -> StoreResult<Granted> {
-        each!(self, s => s.create_session(session_id, user, token_hash, user_agent, now, idle_secs, absolute_secs).await)
-    }
-
-    /// The token with hash `hash` and its session, without a lock: refresh answers unknown
-    /// tokens and dead sessions without taking the writer (or a row lock).
-    pub async fn presented_token(&self, hash: &str) -> StoreResult<Option<PresentedToken>> {
-        each!(self, s => s.presented_token(hash).await)
-    }
-
-    /// Presents the refresh token with hash `presented`; a new child gets hash `child`.
-    /// Loads the token and its session, lets `rotation::decide` rule, and saves the decision,
-    /// so that no other rotation of the same session can interleave (SQLite: one write
-    /// transaction on the one writer; PostgreSQL: a compare-and-swap on the session's version,
-    /// retried, then the session row's lock). `read` is what `presented_token` just returned:
-    /// PostgreSQL's first attempt starts from it instead of reading again.
-    pub async fn rotate(
-        &self,
-        presented: &str,
-        child: &str,
-        now: i64,
-        idle_secs: i64,
-        policy: Policy,
-        read: Option<&PresentedToken>,
-    ) -> StoreResult<Rotation> {
-        match self {
-            Store::Sqlite(s) => s.rotate(presented, child, now, idle_secs, policy).await,
-            Store::Postgres(s) => {
-                s.rotate(presented, child, now, idle_secs, policy, read)
-                    .await
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    drop(open.open(path)?);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            let file = std::path::Path::new(&name);
+            if let Ok(meta) = std::fs::metadata(file)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                tracing::warn!(file = %file.display(), "narrowing the database file's permissions to 0600");
+                std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))?;
             }
         }
     }
-
-    /// How many refresh tokens a session has stored (operators and tests).
-    pub async fn session_token_rows(&self, session_id: &str) -> StoreResult<i64> {
-        each!(self, s => s.session_token_rows(session_id).await)
-    }
-
-    /// Revokes a live session; `user_id` restricts it to that user's sessions.
-    /// Returns whether a live session was revoked.
-    pub async fn revoke_session(
-        &self,
-        session_id: &str,
-        user_id: Option<&str>,
-        reason: &str,
-        now: i64,
-    ) -> StoreResult<bool> {
-        each!(self, s => s.revoke_session(session_id, user_id, reason, now).await)
-    }
-
-    pub async fn live_sessions(&self, user_id: &str, now: i64) -> StoreResult<Vec<SessionRow>> {
-        each!(self, s => s.live_sessions(user_id, now).await)
-    }
-
-    /// Sessions revoked since `since`, whose access tokens may still be in circulation.
-    pub async fn recently_revoked_sessions(&self, since: i64) -> StoreResult<Vec<(String, i64)>> {
-        each!(self, s => s.recently_revoked_sessions(since).await)
-    }
-
-    /// Deletes sessions (and their tokens), deny-list entries and other rows that ended
-    /// before `before`.
-    pub async fn purge(&self, before: i64) -> StoreResult<()> {
-        each!(self, s => s.purge(before).await)
-    }
-
-    // ---- access-token deny-list -----------------------------------------------------------
-
-    pub async fn deny_token(&self, jti: &str, expires_at: i64) -> StoreResult<()> {
-        each!(self, s => s.deny_token(jti, expires_at).await)
-    }
-
-    pub async fn denied_tokens(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
-        each!(self, s => s.denied_tokens(now).await)
-    }
-
-    // ---- revocation events (PostgreSQL) ---------------------------------------------------
-
-    /// The newest event id (0 if none; always 0 on SQLite).
-    pub async fn revocation_cursor(&self) -> StoreResult<i64> {
-        match self {
-            Store::Sqlite(_) => Ok(0),
-            Store::Postgres(s) => s.revocation_cursor().await,
-        }
-    }
-
-    /// Events after `cursor`, and every event of the last `recent_secs` seconds whatever its
-    /// id (an event whose transaction committed after a later id was read). Empty on SQLite.
-    pub async fn revocations_since(
-        &self,
-        cursor: i64,
-        recent_secs: i64,
-    ) -> StoreResult<Vec<RevocationEvent>> {
-        match self {
-            Store::Sqlite(_) => Ok(Vec::new()),
-            Store::Postgres(s) => s.revocations_since(cursor, recent_secs).await,
-        }
-    }
-
-    /// The revocation channel; `None` on SQLite (one instance: nothing to hear).
-    pub async fn listen(&self) -> StoreResult<Option<Listener>> {
-        match self {
-            Store::Sqlite(_) => Ok(None),
-            Store::Postgres(s) => s.listen().await.map(|l| Some(Listener(l))),
-        }
-    }
-
-    // ---- signing keys ---------------------------------------------------------------------
-
-    pub async fn keys(&self) -> StoreResult<Vec<KeyRow>> {
-        each!(self, s => s.keys().await)
-    }
-
-    /// Adds a key that becomes the signing key; the previous signing key is retired (it keeps
-    /// verifying for the grace period).
-    pub async fn add_signing_key(&self, key: &KeyRow, now: i64) -> StoreResult<()> {
-        each!(self, s => s.add_signing_key(key, now).await)
-    }
-
-    /// Replaces a key's stored private key (sealing a key stored before encryption at rest).
-    pub async fn set_private_key(&self, kid: &str, private_key: &[u8]) -> StoreResult<()> {
-        each!(self, s => s.set_private_key(kid, private_key).await)
-    }
-
-    pub async fn revoke_key(&self, kid: &str, now: i64) -> StoreResult<bool> {
-        each!(self, s => s.revoke_key(kid, now).await)
-    }
-
-    // ---- DPoP ------------------------------------------------------------------------------
-
-    /// The session of a refresh token and the thumbprint it is bound to, if the token is known.
-    pub async fn session_binding(
-        &self,
-        hash: &str,
-    ) -> StoreResult<Option<(String, Option<String>)>> {
-        each!(self, s => s.session_binding(hash).await)
-    }
-
-    /// Whether any session, live or ended, was ever bound to the key with thumbprint `jkt`.
-    pub async fn key_bound(&self, jkt: &str) -> StoreResult<bool> {
-        each!(self, s => s.key_bound(jkt).await)
-    }
-
-    /// Binds a new session to a key; done before its first token leaves the server.
-    pub async fn bind_session(&self, session_id: &str, jkt: &str) -> StoreResult<()> {
-        each!(self, s => s.bind_session(session_id, jkt).await)
-    }
-
-    /// The secret `name`, created from `fresh` by whichever instance asks first.
-    pub async fn shared_secret(&self, name: &str, fresh: &str) -> StoreResult<String> {
-        each!(self, s => s.shared_secret(name, fresh).await)
-    }
-
-    /// Shared stores only: records a proof's (`jkt`, `jti`) until `until`; `false` if another
-    /// instance (or this one) already accepted it. Always `true` on SQLite, whose one instance
-    /// has the in-memory replay cache.
-    pub async fn claim_proof(
-        &self,
-        jkt: &str,
-        jti: &str,
-        until: i64,
-        now: i64,
-    ) -> StoreResult<bool> {
-        match self {
-            Store::Sqlite(_) => Ok(true),
-            Store::Postgres(s) => s.claim_proof(jkt, jti, until, now).await,
-        }
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -649,25 +454,8 @@ mod tests {
         assert!(!DatabaseUrl::parse("postgres://h/db").unwrap().in_memory());
     }
 
-    #[test]
-    fn event_payloads_round_trip_and_garbage_is_refused() {
-        let e = RevocationEvent {
-            id: 42,
-            kind: EventKind::Session,
-            subject: "abc-DEF_1".into(),
-            at: 1_700_000_000,
-        };
-        assert_eq!(RevocationEvent::from_payload(&e.payload()), Some(e));
-        for bad in [
-            "",
-            "x session 1 s",
-            "1 nope 1 s",
-            "1 token x s",
-            "1 token 1 ",
-            "1 token 1 a b",
-            "1 token 1",
-        ] {
-            assert_eq!(RevocationEvent::from_payload(bad), None, "{bad:?}");
-        }
+    /// The store on an in-memory SQLite database, for the statement tests of each file.
+    pub(super) async fn memory() -> Store {
+        Store::connect("sqlite::memory:").await.unwrap()
     }
 }

@@ -19,6 +19,8 @@ use reqwest::header::{HeaderMap, SET_COOKIE};
 use serde_json::{Value, json};
 use tokenwarden_server::kek::{KeyEncryption, LocalKek};
 use tokenwarden_server::serve::DropConnection;
+use tokenwarden_server::sessions::{Event, Observer};
+use tokenwarden_server::store::RevokeReason;
 use tokenwarden_server::{AppState, Settings, Store};
 use tokio::sync::oneshot;
 
@@ -29,9 +31,44 @@ pub const REFRESH_COOKIE: &str = "__Host-tw_refresh";
 /// database file can be reopened by another server or by the CLI (`TW_KEY_ENCRYPTION_KEY`).
 pub const TEST_KEK: &str = "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI=";
 
+/// What the server's sessions did, counted by an observer (crate::sessions::Event).
+#[derive(Default)]
+pub struct Counts {
+    pub logins: AtomicU64,
+    pub refresh_calls: AtomicU64,
+    pub refresh_rotated: AtomicU64,
+    pub reuse_detections: AtomicU64,
+    pub revocations: AtomicU64,
+    pub logouts: AtomicU64,
+}
+
+impl Counts {
+    fn observer(self: &Arc<Self>) -> Observer {
+        let c = self.clone();
+        let bump = |a: &AtomicU64| {
+            a.fetch_add(1, Ordering::SeqCst);
+        };
+        Arc::new(move |e: &Event<'_>| match e {
+            Event::Opened { .. } => bump(&c.logins),
+            Event::Rotated { .. } => bump(&c.refresh_rotated),
+            Event::Reused { .. } => {
+                bump(&c.reuse_detections);
+                bump(&c.revocations);
+            }
+            Event::Revoked { reason, .. } => {
+                bump(&c.revocations);
+                if *reason == RevokeReason::Logout {
+                    bump(&c.logouts);
+                }
+            }
+        })
+    }
+}
+
 pub struct TestServer {
     pub base: String,
     pub state: AppState,
+    pub counts: Arc<Counts>,
     pub http: reqwest::Client,
     /// Faults the harness injects around the real app (no test hooks needed): commit the next
     /// N successful refreshes, then close the connection without answering; delay refreshes.
@@ -45,6 +82,7 @@ pub struct TestServer {
 
 /// The refresh faults, as a layer around the app.
 async fn faults(
+    counts: Arc<Counts>,
     drop_next: Arc<AtomicU64>,
     latency_ms: Arc<AtomicU64>,
     req: Request,
@@ -52,6 +90,7 @@ async fn faults(
 ) -> axum::response::Response {
     let refresh = req.uri().path() == "/auth/refresh";
     if refresh {
+        counts.refresh_calls.fetch_add(1, Ordering::SeqCst);
         let ms = latency_ms.load(Ordering::SeqCst);
         if ms > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
@@ -104,9 +143,9 @@ impl TestServer {
     /// A server over the database at `url` (a file survives the server; memory does not).
     pub async fn on(url: &str, configure: impl FnOnce(&mut Settings)) -> Self {
         let mut settings = Settings::defaults();
-        // Counters in memory (`stats`); the /test routes themselves need the `test-hooks`
-        // feature and are tested in tests/test_hooks.rs.
-        settings.test_hooks = true;
+        // The /test routes exist only in a build with the `test-hooks` feature (tested in
+        // tests/test_hooks.rs); counters come from an observer of the sessions (`counts`).
+        settings.test_hooks = cfg!(feature = "test-hooks");
         settings.login_ip_per_minute = 10_000;
         settings.refresh_ip_per_minute = 100_000;
         settings.refresh_session_per_minute = 10_000;
@@ -115,7 +154,10 @@ impl TestServer {
             KeyEncryption::local(LocalKek::parse(TEST_KEK).expect("test KEK"));
         configure(&mut settings);
         let store = Store::connect(url).await.expect("open store");
-        let state = AppState::new(settings, store).await.expect("state");
+        let counts = Arc::new(Counts::default());
+        let state = AppState::with_observers(settings, store, vec![counts.observer()])
+            .await
+            .expect("state");
         for (email, password) in [ALICE, BOB] {
             tokenwarden_server::create_user(
                 &state.store,
@@ -135,12 +177,16 @@ impl TestServer {
         let (stop, stopped) = oneshot::channel::<()>();
         let drop_next_refreshes = Arc::new(AtomicU64::new(0));
         let refresh_latency_ms = Arc::new(AtomicU64::new(0));
-        let (d, l) = (drop_next_refreshes.clone(), refresh_latency_ms.clone());
-        let app = tokenwarden_server::app(state.clone()).layer(axum::middleware::from_fn(
-            move |req: Request, next: Next| faults(d.clone(), l.clone(), req, next),
+        let (c, d, l) = (
+            counts.clone(),
+            drop_next_refreshes.clone(),
+            refresh_latency_ms.clone(),
+        );
+        let app = tokenwarden_server::router(&state).layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| faults(c.clone(), d.clone(), l.clone(), req, next),
         ));
         let limits = state.settings.connections;
-        let fleet = tokenwarden_server::fleet::spawn(state.clone());
+        let fleet = tokenwarden_server::fleet::spawn(state.fleet.clone());
         let task = tokio::spawn(async move {
             tokenwarden_server::serve::serve(listener, app, limits, async {
                 let _ = stopped.await;
@@ -150,6 +196,7 @@ impl TestServer {
         TestServer {
             base,
             state,
+            counts,
             http: reqwest::Client::new(),
             drop_next_refreshes,
             refresh_latency_ms,
@@ -228,7 +275,7 @@ impl TestServer {
 
     /// The server's counters, read in memory.
     pub async fn stats(&self) -> Value {
-        let h = self.state.hooks.as_ref().expect("counters");
+        let h = &self.counts;
         let n = |c: &AtomicU64| c.load(Ordering::SeqCst);
         json!({
             "refresh_calls": n(&h.refresh_calls),
@@ -237,7 +284,7 @@ impl TestServer {
             "revocations": n(&h.revocations),
             "logins": n(&h.logins),
             "logouts": n(&h.logouts),
-            "password_verifications": self.state.hasher.verifications(),
+            "password_verifications": self.state.passwords.hasher.verifications(),
         })
     }
 

@@ -1,0 +1,383 @@
+//! The composition root: [`AppState::new`] builds every service once from the settings and the
+//! store; [`router`] is the whole HTTP surface. Handlers and extractors take only the services
+//! they use (`State<Sessions>`, `State<Dpop>`, `ClientIp` from `Proxies`, ...): each is a
+//! field of [`AppState`], which derives `FromRef` for it. Nothing but `main` and the tests
+//! imports this module, so no module depends on the whole app.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef, State};
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::response::Response;
+use axum::routing::{any, delete, get, post};
+use tower::Layer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::access::Access;
+use crate::clock::Clock;
+use crate::config::{Proxies, Settings};
+use crate::dpop::{Dpop, DpopError, DpopSettings};
+use crate::error::ApiError;
+use crate::fleet::Fleet;
+use crate::keys::{KeyError, Keys};
+use crate::otp::{Codes, CodesError};
+use crate::password::{PasswordPolicy, Passwords};
+use crate::revoked::Revoked;
+use crate::sessions::{Observer, SessionPolicy, Sessions};
+use crate::store::{Store, StoreError};
+use crate::tokens::Audience;
+use crate::{api, auth, extract, otp};
+
+/// Largest request body accepted by any endpoint.
+pub const BODY_LIMIT: usize = 16 * 1024;
+
+/// The policy of the pages served from `www/`: scripts and wasm from this origin only, no
+/// inline script, no framing. `wasm-unsafe-eval` is what compiling the `.wasm` needs.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
+     style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; \
+     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("signing keys: {0}")]
+    Keys(#[from] KeyError),
+    #[error("DPoP: {0}")]
+    Dpop(#[from] DpopError),
+    #[error("hashing the dummy password: {0}")]
+    Password(String),
+    #[error(transparent)]
+    Codes(#[from] CodesError),
+}
+
+/// Every service, built once. Cloning is cheap (each is shared).
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub clock: Clock,
+    pub store: Store,
+    pub keys: Keys,
+    pub access: Access,
+    pub dpop: Dpop,
+    pub sessions: Sessions,
+    pub passwords: Passwords,
+    pub codes: Codes,
+    pub proxies: Proxies,
+    pub fleet: Fleet,
+    /// The `/test/*` hooks (a `test-hooks` build run with `--test-hooks`).
+    #[cfg(feature = "test-hooks")]
+    #[from_ref(skip)]
+    pub hooks: Option<Arc<crate::hooks::Hooks>>,
+}
+
+impl AppState {
+    pub async fn new(settings: Settings, store: Store) -> Result<Self, StartError> {
+        Self::with_observers(settings, store, Vec::new()).await
+    }
+
+    /// [`AppState::new`], with `observers` told about every session event
+    /// (crate::sessions::Event) besides the audit log.
+    pub async fn with_observers(
+        settings: Settings,
+        store: Store,
+        mut observers: Vec<Observer>,
+    ) -> Result<Self, StartError> {
+        let clock = Clock::default();
+        let keys = Keys::new(settings.key_grace, settings.key_encryption.clone());
+        keys.reload(&store, clock.now()).await?;
+        let revoked = Arc::new(Revoked::default());
+        let fleet = Fleet {
+            store: store.clone(),
+            keys: keys.clone(),
+            clock: clock.clone(),
+            revoked: revoked.clone(),
+            access_ttl: settings.access_ttl,
+            leeway: settings.leeway,
+            notifications: settings.revocation_notifications,
+            cursor: Arc::new(AtomicI64::new(0)),
+        };
+        fleet.load().await?;
+        let dpop = Dpop::new(
+            DpopSettings {
+                required: settings.dpop_required,
+                nonce_secret: settings.dpop_nonce_secret.clone(),
+                public_origins: settings.public_origins.clone(),
+            },
+            store.clone(),
+            clock.clone(),
+        )
+        .await?;
+        let codes = Codes::new(
+            &settings.otp,
+            settings.demo,
+            &settings.key_encryption,
+            store.clone(),
+            clock.clone(),
+        )
+        .await?;
+        let passwords = Passwords::new(
+            store.clone(),
+            clock.clone(),
+            PasswordPolicy {
+                max_failures: settings.login_max_failures,
+                window: settings.login_window,
+                ip_per_minute: settings.login_ip_per_minute,
+                argon2_concurrency: settings.argon2_concurrency,
+                argon2_queue: settings.argon2_queue,
+            },
+        )
+        .await
+        .map_err(StartError::Password)?;
+        #[cfg(feature = "test-hooks")]
+        let counters = Arc::new(crate::hooks::Counters::default());
+        #[cfg(feature = "test-hooks")]
+        if settings.test_hooks {
+            observers.push(counters.observe());
+        }
+        #[cfg(not(feature = "test-hooks"))]
+        let _ = &mut observers;
+        let audience = Audience {
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+            leeway_secs: settings.leeway,
+        };
+        let sessions = Sessions::new(
+            store.clone(),
+            keys.clone(),
+            clock.clone(),
+            audience.clone(),
+            revoked.clone(),
+            SessionPolicy {
+                access_ttl: settings.access_ttl,
+                idle_ttl: settings.idle_ttl,
+                absolute_ttl: settings.absolute_ttl,
+                leeway: settings.leeway,
+                rotation: settings.rotation,
+                refresh_ip_per_minute: settings.refresh_ip_per_minute,
+                refresh_session_per_minute: settings.refresh_session_per_minute,
+            },
+            observers,
+        );
+        let access = Access::new(keys.clone(), audience, clock.clone(), revoked);
+        #[cfg(feature = "test-hooks")]
+        let hooks = settings.test_hooks.then(|| {
+            crate::hooks::Hooks::new(
+                settings.test_hooks_secret.clone(),
+                clock.clone(),
+                store.clone(),
+                keys.clone(),
+                passwords.clone(),
+                sessions.clone(),
+                counters,
+            )
+        });
+        Ok(AppState {
+            proxies: settings.proxies.clone(),
+            settings: Arc::new(settings),
+            clock,
+            store,
+            keys,
+            access,
+            dpop,
+            sessions,
+            passwords,
+            codes,
+            fleet,
+            #[cfg(feature = "test-hooks")]
+            hooks,
+        })
+    }
+
+    /// The server's clock, unix seconds.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+}
+
+/// [`CONTENT_SECURITY_POLICY`] with `connect_src` (checked origins) added to `connect-src`.
+pub fn content_security_policy(connect_src: &[String]) -> String {
+    let mut extra = String::new();
+    for origin in connect_src {
+        extra.push(' ');
+        extra.push_str(origin);
+    }
+    CONTENT_SECURITY_POLICY.replace("connect-src 'self'", &format!("connect-src 'self'{extra}"))
+}
+
+/// `ServeDir` with the security headers every static page gets.
+fn static_files(
+    dir: std::path::PathBuf,
+    csp: HeaderValue,
+) -> impl tower::Service<
+    axum::extract::Request,
+    Response = axum::response::Response<tower_http::services::fs::ServeFileSystemResponseBody>,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone
++ Send
++ Sync
++ 'static {
+    let not_found = || async { ApiError::NotFound };
+    let service = ServeDir::new(dir).not_found_service(axum::routing::any(not_found));
+    let headers = [
+        (header::CONTENT_SECURITY_POLICY, csp),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+    ];
+    let [a, b, c, d, e] =
+        headers.map(|(name, value)| SetResponseHeaderLayer::if_not_present(name, value));
+    a.layer(b.layer(c.layer(d.layer(e.layer(service)))))
+}
+
+/// Every response says the time of the server's clock (`Date`), which a DPoP client learns
+/// its proofs' `iat` from: in a test build whose clock was moved, the moved time.
+async fn date(State(clock): State<Clock>, mut res: Response) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&clock.http_date()) {
+        res.headers_mut().insert(header::DATE, v);
+    }
+    res
+}
+
+/// The whole HTTP surface.
+pub fn router(state: &AppState) -> Router {
+    let settings = &state.settings;
+    let mut router = Router::new()
+        .route(auth::LOGIN_PATH, post(auth::login))
+        .route(auth::REFRESH_PATH, post(auth::refresh))
+        .route(auth::LOGOUT_PATH, post(auth::logout))
+        .route("/auth/otp/start", post(otp::start))
+        .route(otp::VERIFY_PATH, post(otp::verify))
+        .route("/auth/sessions", get(auth::list_sessions))
+        .route("/auth/sessions/{id}", delete(auth::revoke_session))
+        .route("/api/me", get(api::me).patch(api::update_me))
+        .route("/.well-known/jwks.json", get(api::jwks))
+        .route("/healthz", get(|| async { "ok" }));
+    // Demo only: exists with --demo and no SMTP server (and answers loopback clients only).
+    if settings.demo && state.codes.has_demo_mailbox() {
+        router = router.route("/demo/mailbox", get(otp::demo_mailbox));
+    }
+    #[cfg(feature = "test-hooks")]
+    let hooks = state.hooks.clone();
+    #[cfg(not(feature = "test-hooks"))]
+    let hooks: Option<()> = None;
+    if hooks.is_none() {
+        let not_found = || async { ApiError::NotFound };
+        router = router
+            .route("/test", any(not_found))
+            .route("/test/{*rest}", any(not_found));
+    }
+    // The origins were checked at start (config.rs): the policy is a valid header value.
+    let csp = HeaderValue::from_str(&content_security_policy(&settings.connect_src))
+        .unwrap_or(HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    if let Some(pkg) = &settings.pkg_dir {
+        router = router.nest_service("/pkg", static_files(pkg.clone(), csp.clone()));
+    }
+    router = match &settings.www_dir {
+        Some(www) => router.fallback_service(static_files(www.clone(), csp)),
+        None => router.fallback(|| async { ApiError::NotFound }),
+    };
+    let mut router: Router = router
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state.clone());
+    #[cfg(feature = "test-hooks")]
+    if let Some(h) = &hooks {
+        router = router
+            .nest_service("/test", crate::hooks::routes(h.clone()))
+            .layer(axum::middleware::from_fn_with_state(
+                h.clone(),
+                crate::hooks::refresh_faults,
+            ));
+    }
+    if !settings.allowed_origins.is_empty() {
+        let origins: Vec<HeaderValue> = settings
+            .allowed_origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        let mut allow_headers = vec![header::AUTHORIZATION, header::CONTENT_TYPE];
+        // A valid header name (a test in `tokenwarden::proto` keeps it one); lower-cased here.
+        allow_headers.extend(HeaderName::from_bytes(extract::CSRF_HEADER.as_bytes()).ok());
+        allow_headers.push(HeaderName::from_static(tokenwarden_dpop::DPOP_HEADER));
+        #[cfg(feature = "test-hooks")]
+        if hooks.is_some() {
+            allow_headers.push(HeaderName::from_static(crate::hooks::SECRET_HEADER));
+        }
+        router = router.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_credentials(true)
+                .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+                .allow_headers(allow_headers)
+                .expose_headers([
+                    header::WWW_AUTHENTICATE,
+                    header::RETRY_AFTER,
+                    HeaderName::from_static(tokenwarden_dpop::NONCE_HEADER),
+                    header::DATE,
+                ])
+                .max_age(Duration::from_secs(600)),
+        );
+    }
+    // Outermost: every response, preflights included, carries the current DPoP nonce and the
+    // server clock's date.
+    router
+        .layer(axum::middleware::map_response_with_state(
+            state.dpop.clone(),
+            crate::dpop::add_nonce,
+        ))
+        .layer(axum::middleware::map_response_with_state(
+            state.clock.clone(),
+            date,
+        ))
+}
+
+/// Re-reads signing keys every `key_poll_secs` (picks up the `keys` CLI), prunes the
+/// revocation mirror, and purges what has ended: proofs and counters every minute, sessions,
+/// events and codes every hour.
+pub fn spawn_maintenance(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(state.settings.key_poll_secs));
+        let mut last_purge = 0;
+        let mut last_short_purge = 0;
+        loop {
+            tick.tick().await;
+            let now = state.now();
+            if let Err(e) = state.keys.reload(&state.store, now).await {
+                tracing::error!(error = %e, "reloading signing keys failed");
+            }
+            state.fleet.revoked.prune(now);
+            if now - last_short_purge >= 60 {
+                last_short_purge = now;
+                if let Err(e) = state.store.purge_short_lived(now).await {
+                    tracing::error!(error = %e, "purging DPoP proofs and counters failed");
+                }
+            }
+            if now - last_purge > 3600 {
+                last_purge = now;
+                if let Err(e) = state.store.purge(now - 86_400).await {
+                    tracing::error!(error = %e, "purging old sessions failed");
+                }
+                if let Ok(otp) = state.codes.enabled()
+                    && let Err(e) = otp.purge().await
+                {
+                    tracing::error!(error = %e, "purging sign-in codes failed");
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,462 @@
+//! Sessions: the one place a session begins, rotates and ends, whatever signed the user in
+//! (a password, an emailed code, and the sign-in methods to come).
+//!
+//! - [`Sessions::open`] makes the refresh token, stores the session bound to its DPoP key in
+//!   one statement (a key already bound refuses the second sign-in, whatever the timing),
+//!   issues the access token and tells the observers.
+//! - [`Sessions::present`] and [`Sessions::rotate`] are a refresh: the presented token is read
+//!   without a lock, the caller checks its DPoP proof, then the rotation is planned once
+//!   (`rotation::plan`, pure) and the store executes the plan on the version it read; a lost
+//!   race reads and plans again, and repeated losses take the session's lock.
+//! - [`Sessions::revoke`], [`Sessions::logout`]: revocations, mirrored in memory at once so
+//!   that this instance refuses the session's access tokens (other instances hear the event).
+//!
+//! Every change is an [`Event`] for the observers: the audit log, and in test builds counters.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::clock::Clock;
+use crate::cookies;
+use crate::error::ApiError;
+use crate::keys::Keys;
+use crate::revoked::Revoked;
+use crate::rotation::{self, Plan, Policy};
+use crate::store::{Applied, NewSession, PresentedToken, RevokeReason, SessionRow, Store, User};
+use crate::throttle::Throttle;
+use crate::tokens::{self, AccessClaims, Audience, hash_refresh_token, random_token};
+
+/// Optimistic rotations tried before taking the session's lock.
+const OPTIMISTIC_ATTEMPTS: usize = 3;
+
+/// How a user signed in (the audit log's `event`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignIn {
+    Password,
+    EmailCode,
+}
+
+impl SignIn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignIn::Password => "login",
+            SignIn::EmailCode => "otp_login",
+        }
+    }
+}
+
+/// What happened to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    Opened {
+        user: &'a str,
+        session: &'a str,
+        how: SignIn,
+    },
+    Rotated {
+        session: &'a str,
+    },
+    /// A refresh token was reused: the session was revoked.
+    Reused {
+        user: &'a str,
+        session: &'a str,
+    },
+    /// Revoked by a logout or by its user.
+    Revoked {
+        session: &'a str,
+        reason: RevokeReason,
+    },
+}
+
+/// Told about every [`Event`].
+pub type Observer = Arc<dyn Fn(&Event<'_>) + Send + Sync>;
+
+/// Lifetimes and limits of sessions.
+#[derive(Debug, Clone)]
+pub struct SessionPolicy {
+    pub access_ttl: i64,
+    pub idle_ttl: i64,
+    pub absolute_ttl: i64,
+    pub leeway: i64,
+    pub rotation: Policy,
+    pub refresh_ip_per_minute: u32,
+    pub refresh_session_per_minute: u32,
+}
+
+#[derive(Clone)]
+pub struct Sessions(Arc<Inner>);
+
+struct Inner {
+    store: Store,
+    keys: Keys,
+    clock: Clock,
+    audience: Audience,
+    revoked: Arc<Revoked>,
+    policy: SessionPolicy,
+    ip_limiter: Throttle,
+    session_limiter: Throttle,
+    observers: Vec<Observer>,
+}
+
+/// Tokens for the client: the body of a sign-in or refresh and its cookies.
+#[derive(Debug)]
+pub struct Issued {
+    pub access_token: String,
+    /// Bound to a DPoP key (`token_type: "DPoP"`).
+    pub bound: bool,
+    pub expires_in: i64,
+    pub refresh_token: String,
+    /// The refresh cookie's `Max-Age`.
+    pub refresh_max_age: i64,
+    pub session_id: String,
+}
+
+#[derive(Serialize)]
+struct TokenResponse<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    expires_in: i64,
+}
+
+impl IntoResponse for Issued {
+    fn into_response(self) -> Response {
+        let mut res = Json(TokenResponse {
+            access_token: &self.access_token,
+            token_type: if self.bound { "DPoP" } else { "Bearer" },
+            expires_in: self.expires_in,
+        })
+        .into_response();
+        let headers = res.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        cookies::set(res, &self.refresh_token, self.refresh_max_age)
+    }
+}
+
+/// A refresh token as presented: its hash and what the store holds for it.
+pub struct Presented {
+    hash: String,
+    found: PresentedToken,
+}
+
+impl Presented {
+    /// The DPoP key the token's session is bound to, if any.
+    pub fn bound_to(&self) -> Option<&str> {
+        self.found.dpop_jkt.as_deref()
+    }
+}
+
+impl Sessions {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Store,
+        keys: Keys,
+        clock: Clock,
+        audience: Audience,
+        revoked: Arc<Revoked>,
+        policy: SessionPolicy,
+        observers: Vec<Observer>,
+    ) -> Self {
+        Sessions(Arc::new(Inner {
+            ip_limiter: Throttle::new("refresh-ip", policy.refresh_ip_per_minute),
+            session_limiter: Throttle::new("refresh-session", policy.refresh_session_per_minute),
+            store,
+            keys,
+            clock,
+            audience,
+            revoked,
+            policy,
+            observers,
+        }))
+    }
+
+    fn tell(&self, event: Event<'_>) {
+        for o in &self.0.observers {
+            o(&event);
+        }
+    }
+
+    /// How long this instance refuses a revoked session's access tokens: until they expire.
+    fn refuse_tokens_of(&self, session_id: &str) {
+        let p = &self.0.policy;
+        self.0.revoked.revoke_session(
+            session_id.to_owned(),
+            self.0.clock.now() + p.access_ttl + p.leeway,
+        );
+    }
+
+    fn issue(
+        &self,
+        user: &User,
+        session_id: &str,
+        refresh_token: String,
+        refresh_expires_at: i64,
+        jkt: Option<&str>,
+        now: i64,
+    ) -> Result<Issued, ApiError> {
+        let ring = self.0.keys.current();
+        let ttl = self.0.policy.access_ttl;
+        let (access_token, _) =
+            tokens::issue(&ring, &self.0.audience, user, session_id, now, ttl, jkt)?;
+        Ok(Issued {
+            access_token,
+            bound: jkt.is_some(),
+            expires_in: ttl,
+            refresh_token,
+            refresh_max_age: (refresh_expires_at - now).max(0),
+            session_id: session_id.to_owned(),
+        })
+    }
+
+    /// Starts a session for `user`, bound to the DPoP key `jkt` when the sign-in carried a
+    /// proof. A key already bound to a session is refused (the swap attack in
+    /// docs/PROTOCOL.md, "One key per login"), atomically: two sign-ins with one key at the
+    /// same moment open one session at most.
+    pub async fn open(
+        &self,
+        user: &User,
+        user_agent: &str,
+        jkt: Option<&str>,
+        how: SignIn,
+    ) -> Result<Issued, ApiError> {
+        let now = self.0.clock.now();
+        let p = &self.0.policy;
+        let refresh = random_token();
+        let id = tokens::random_id();
+        let absolute_expires_at = now + p.absolute_ttl;
+        let idle_expires_at = (now + p.idle_ttl).min(absolute_expires_at);
+        let user_agent: String = user_agent.chars().take(256).collect();
+        let opened = self
+            .0
+            .store
+            .create_session(&NewSession {
+                id: &id,
+                user_id: &user.id,
+                token_hash: &hash_refresh_token(&refresh),
+                user_agent: &user_agent,
+                now,
+                idle_expires_at,
+                absolute_expires_at,
+                dpop_jkt: jkt,
+            })
+            .await?;
+        if !opened {
+            return Err(ApiError::DpopProof(tokenwarden_dpop::ProofError::KeyInUse));
+        }
+        tracing::info!(target: "audit", event = how.as_str(), user = %user.id, session = %id);
+        self.tell(Event::Opened {
+            user: &user.id,
+            session: &id,
+            how,
+        });
+        self.issue(user, &id, refresh, idle_expires_at, jkt, now)
+    }
+
+    /// Reads the refresh token of a refresh request (after the per-client throttle): an
+    /// unknown or malformed token is `invalid_grant`.
+    pub async fn present(&self, token: &str, client: &str) -> Result<Presented, ApiError> {
+        if !tokens::is_well_formed_refresh_token(token) {
+            return Err(ApiError::InvalidGrant);
+        }
+        let now = self.0.clock.now();
+        if let Some(retry_after) = self.0.ip_limiter.check(&self.0.store, client, now).await? {
+            return Err(ApiError::TooManyRequests { retry_after });
+        }
+        let hash = hash_refresh_token(token);
+        // The read pool answers unknown tokens, dead sessions and capped tokens: a flood of
+        // those never takes the one writer.
+        let found = self
+            .0
+            .store
+            .presented_token(&hash)
+            .await?
+            .ok_or(ApiError::InvalidGrant)?;
+        Ok(Presented { hash, found })
+    }
+
+    fn plan(&self, found: &PresentedToken, now: i64) -> Plan {
+        let p = &self.0.policy;
+        rotation::plan(found.token, found.family, now, p.rotation, p.idle_ttl)
+    }
+
+    /// Rotates the presented token (its DPoP proof, if bound, already checked by the caller).
+    pub async fn rotate(&self, presented: Presented) -> Result<Issued, ApiError> {
+        let now = self.0.clock.now();
+        let Presented { hash, mut found } = presented;
+        let child = random_token();
+        let child_hash = hash_refresh_token(&child);
+        let mut counted = false;
+        for _ in 0..OPTIMISTIC_ATTEMPTS {
+            let plan = self.plan(&found, now);
+            match plan {
+                Plan::Invalid => return Err(ApiError::InvalidGrant),
+                Plan::Throttled { retry_after } => {
+                    return Err(ApiError::TooManyRequests { retry_after });
+                }
+                // Detection is never throttled.
+                Plan::Revoke => {}
+                Plan::Rotate(_) if !counted => {
+                    counted = true;
+                    let limiter = &self.0.session_limiter;
+                    if let Some(retry_after) =
+                        limiter.check(&self.0.store, &found.session_id, now).await?
+                    {
+                        return Err(ApiError::TooManyRequests { retry_after });
+                    }
+                }
+                Plan::Rotate(_) => {}
+            }
+            let applied = self
+                .0
+                .store
+                .apply(&found, &plan, &hash, &child_hash, now)
+                .await?;
+            if applied != Applied::Conflict {
+                return self.outcome(&found, &plan, applied, child, now);
+            }
+            // Another rotation of the session committed since the read: read and plan again.
+            found = self
+                .0
+                .store
+                .presented_token(&hash)
+                .await?
+                .ok_or(ApiError::InvalidGrant)?;
+        }
+        let (found, plan, applied) = self
+            .0
+            .store
+            .apply_locked(&hash, &child_hash, now, |f| self.plan(f, now))
+            .await?
+            .ok_or(ApiError::InvalidGrant)?;
+        self.outcome(&found, &plan, applied, child, now)
+    }
+
+    fn outcome(
+        &self,
+        found: &PresentedToken,
+        plan: &Plan,
+        applied: Applied,
+        child: String,
+        now: i64,
+    ) -> Result<Issued, ApiError> {
+        match (plan, applied) {
+            (Plan::Rotate(r), Applied::Rotated(user)) => {
+                self.tell(Event::Rotated {
+                    session: &found.session_id,
+                });
+                self.issue(
+                    &user,
+                    &found.session_id,
+                    child,
+                    r.idle_expires_at,
+                    found.dpop_jkt.as_deref(),
+                    now,
+                )
+            }
+            (_, Applied::Revoked) => {
+                self.refuse_tokens_of(&found.session_id);
+                tracing::warn!(
+                    target: "audit",
+                    event = "token_reused",
+                    user = %found.user_id,
+                    session = %found.session_id,
+                    "refresh token reused: session revoked"
+                );
+                self.tell(Event::Reused {
+                    user: &found.user_id,
+                    session: &found.session_id,
+                });
+                Err(ApiError::TokenReused)
+            }
+            (Plan::Throttled { retry_after }, _) => Err(ApiError::TooManyRequests {
+                retry_after: *retry_after,
+            }),
+            _ => Err(ApiError::InvalidGrant),
+        }
+    }
+
+    /// The session of a refresh cookie and the key it is bound to, if the token is known.
+    pub async fn of_cookie(
+        &self,
+        token: &str,
+    ) -> Result<Option<(String, Option<String>)>, ApiError> {
+        if !tokens::is_well_formed_refresh_token(token) {
+            return Ok(None);
+        }
+        Ok(self
+            .0
+            .store
+            .session_binding(&hash_refresh_token(token))
+            .await?)
+    }
+
+    /// Revokes a live session (`user`: only one of theirs). Returns whether one was revoked.
+    pub async fn revoke(
+        &self,
+        session_id: &str,
+        user: Option<&str>,
+        reason: RevokeReason,
+    ) -> Result<bool, ApiError> {
+        if session_id.len() > 64 {
+            return Ok(false);
+        }
+        let now = self.0.clock.now();
+        if !self
+            .0
+            .store
+            .revoke_session(session_id, user, reason, now)
+            .await?
+        {
+            return Ok(false);
+        }
+        self.refuse_tokens_of(session_id);
+        tracing::info!(target: "audit", event = reason.as_str(), session = %session_id);
+        self.tell(Event::Revoked {
+            session: session_id,
+            reason,
+        });
+        Ok(true)
+    }
+
+    /// Logout (idempotent): the access token `claims` (if it verified) is deny-listed until it
+    /// expires; its session and the cookie's session are revoked.
+    pub async fn logout(
+        &self,
+        cookie_session: Option<String>,
+        claims: Option<AccessClaims>,
+    ) -> Result<(), ApiError> {
+        let mut sessions: Vec<String> = cookie_session.into_iter().collect();
+        if let Some(claims) = claims {
+            self.0.store.deny_token(&claims.jti, claims.exp).await?;
+            self.0
+                .revoked
+                .deny_token(claims.jti.clone(), claims.exp + self.0.policy.leeway);
+            sessions.push(claims.sid);
+        }
+        sessions.dedup();
+        for sid in sessions {
+            self.revoke(&sid, None, RevokeReason::Logout).await?;
+        }
+        Ok(())
+    }
+
+    /// The user's live sessions, most recently used first.
+    pub async fn list(&self, user_id: &str) -> Result<Vec<SessionRow>, ApiError> {
+        Ok(self
+            .0
+            .store
+            .live_sessions(user_id, self.0.clock.now())
+            .await?)
+    }
+
+    /// Forgets every refresh count of the limits (the test hooks' reset).
+    pub async fn reset_limits(&self) -> Result<(), ApiError> {
+        self.0.ip_limiter.reset(&self.0.store).await?;
+        self.0.session_limiter.reset(&self.0.store).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,160 @@
+//! Emailed sign-in codes: only an HMAC of each code is stored (crate::otp computes it). The
+//! rules (how many attempts, which answer) are crate::otp's; here loads and saves, each
+//! counting step one statement.
+
+use super::{Store, StoreResult};
+
+/// A live code as a verification counted it: its id, its stored hash and the attempts made
+/// against it, this one included.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Counted {
+    pub id: String,
+    pub code_hash: String,
+    pub attempts: i64,
+}
+
+/// The condition of a live code: not used, not revoked, not expired (`$2`: now), fewer
+/// attempts than the limit (`$3`), of the email `$1`.
+macro_rules! live {
+    () => {
+        "email = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $2 AND attempts < $3"
+    };
+}
+
+impl Store {
+    /// Stores a new code and revokes the oldest live codes of the email beyond `max_live`
+    /// (the new one always stays).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn insert_code(
+        &self,
+        id: &str,
+        email: &str,
+        code_hash: &str,
+        now: i64,
+        expires_at: i64,
+        max_attempts: i64,
+        max_live: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO otp_codes (id, email, code_hash, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(email)
+        .bind(code_hash)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(concat!(
+            "UPDATE otp_codes SET revoked_at = $2 WHERE ",
+            live!(),
+            " AND id <> $4 AND id NOT IN (SELECT id FROM otp_codes WHERE ",
+            live!(),
+            " AND id <> $4 ORDER BY created_at DESC LIMIT $5)"
+        ))
+        .bind(email)
+        .bind(now)
+        .bind(max_attempts)
+        .bind(id)
+        .bind((max_live - 1).max(0))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Counts one attempt against every live code of the email, *before* any comparison and in
+    /// one statement: concurrent guesses each take their own attempt, and a code that has had
+    /// `max_attempts` is no longer live, so it is never compared again.
+    pub async fn count_code_attempt(
+        &self,
+        email: &str,
+        now: i64,
+        max_attempts: i64,
+    ) -> StoreResult<Vec<Counted>> {
+        Ok(sqlx::query_as(concat!(
+            "UPDATE otp_codes SET attempts = attempts + 1 WHERE ",
+            live!(),
+            " RETURNING id, code_hash, attempts"
+        ))
+        .bind(email)
+        .bind(now)
+        .bind(max_attempts)
+        .fetch_all(&self.write)
+        .await?)
+    }
+
+    /// Uses the code `id` (false if another request used or revoked it first) and revokes every
+    /// other outstanding code of the email.
+    pub async fn consume_code(&self, id: &str, email: &str, now: i64) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await?;
+        let used = sqlx::query(
+            "UPDATE otp_codes SET used_at = $1
+             WHERE id = $2 AND used_at IS NULL AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if used.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE otp_codes SET revoked_at = $1
+             WHERE email = $2 AND used_at IS NULL AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(email)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Whether the email has a code that ran out of time (since `since`) without being used,
+    /// revoked or guessed out.
+    pub async fn code_expired_since(
+        &self,
+        email: &str,
+        now: i64,
+        since: i64,
+        max_attempts: i64,
+    ) -> StoreResult<bool> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM otp_codes
+             WHERE email = $1 AND used_at IS NULL AND revoked_at IS NULL AND attempts < $2
+               AND expires_at <= $3 AND expires_at > $4",
+        )
+        .bind(email)
+        .bind(max_attempts)
+        .bind(now)
+        .bind(since)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// Live codes of an email (operators and tests).
+    pub async fn live_codes(&self, email: &str, now: i64, max_attempts: i64) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar(concat!("SELECT COUNT(*) FROM otp_codes WHERE ", live!()))
+                .bind(email)
+                .bind(now)
+                .bind(max_attempts)
+                .fetch_one(&self.read)
+                .await?,
+        )
+    }
+
+    /// Deletes codes that expired before `before`.
+    pub async fn purge_codes(&self, before: i64) -> StoreResult<()> {
+        sqlx::query("DELETE FROM otp_codes WHERE expires_at < $1")
+            .bind(before)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,71 @@
+//! The statements SQLite and PostgreSQL cannot share, named in one place. Everything else in
+//! `store` is written once.
+//!
+//! - [`ROTATE_PG`]: a rotation as one PostgreSQL statement (a data-modifying CTE: one round
+//!   trip instead of six). SQLite has no data-modifying CTEs; it runs the same writes as
+//!   separate statements in one transaction on its one writer (`sessions::rotate_in`), which
+//!   costs nothing there.
+//! - [`NOTIFY_PG`]: tells every instance listening on [`CHANNEL`] about a revocation.
+//! - [`LOCK_SESSION_PG`]: the session row's lock, taken after repeated lost races. SQLite's one
+//!   writer connection is already exclusive.
+//! - [`LOCK_KEYS_PG`]: serialises instances adding a signing key at the same start.
+//! - [`RECENT_EVENTS_PG`]: the fleet's catch-up read, by PostgreSQL's own clock.
+
+/// The two backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        }
+    }
+}
+
+/// The channel every PostgreSQL instance listens on.
+pub const CHANNEL: &str = "tw_revocations";
+
+/// `$1`: channel, `$2`: payload.
+pub const NOTIFY_PG: &str = "SELECT pg_notify($1, $2)";
+
+/// `$1`: a refresh token's hash. Locks its session's row until the transaction ends.
+pub const LOCK_SESSION_PG: &str = "SELECT id FROM sessions
+     WHERE id = (SELECT session_id FROM refresh_tokens WHERE hash = $1)
+     FOR UPDATE";
+
+/// Held until the transaction ends.
+pub const LOCK_KEYS_PG: &str = "SELECT pg_advisory_xact_lock(7301)";
+
+/// Events after `$1`, and every event recorded in the last `$2` seconds whatever its id (an
+/// event whose transaction committed after a later id was read).
+pub const RECENT_EVENTS_PG: &str = "SELECT id, kind, subject, at FROM revocation_events
+     WHERE id > $1 OR recorded > clock_timestamp() - make_interval(secs => $2)
+     ORDER BY id";
+
+/// A rotation (`rotation::Rotate`) of the session `$4` read at version `$5`, in one statement
+/// that writes nothing if the version moved since. s: the swap; r: a reissue revokes the
+/// unused tokens of generation `$11` (not the new child: same snapshot); t: the presented token
+/// `$7` claims (again, `$8` true) or counts one more child; c: the child `$10`. Returns the
+/// session's user.
+///
+/// `$1` head, `$2` now, `$3` idle expiry, `$6` the child's generation, `$9` whether to revoke
+/// generation `$11`.
+pub const ROTATE_PG: &str = "WITH s AS (UPDATE sessions SET max_used_gen = $1, last_used_at = $2,
+                                idle_expires_at = $3, version = version + 1
+            WHERE id = $4 AND version = $5 AND revoked_at IS NULL
+            RETURNING user_id),
+      r AS (UPDATE refresh_tokens SET revoked_at = $2
+            WHERE $9 AND session_id = $4 AND generation = $11 AND revoked_at IS NULL
+                  AND EXISTS (SELECT 1 FROM s)),
+      t AS (UPDATE refresh_tokens
+            SET claimed_at = CASE WHEN $8 THEN $2 ELSE claimed_at END,
+                children = CASE WHEN $8 THEN 1 ELSE children + 1 END
+            WHERE hash = $7 AND EXISTS (SELECT 1 FROM s)),
+      c AS (INSERT INTO refresh_tokens (hash, session_id, generation, created_at)
+            SELECT $10, $4, $6, $2 FROM s)
+ SELECT u.id, u.email, u.name, u.phone, u.roles FROM users u JOIN s ON u.id = s.user_id";

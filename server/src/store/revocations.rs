@@ -1,0 +1,265 @@
+//! Revocations: the access-token deny-list and the events that tell every instance (and, in
+//! time, every subscribed service) that a token, a session or the key ring changed. Each event
+//! is a row of `revocation_events`, written in the transaction of the change; on PostgreSQL a
+//! `NOTIFY` carrying it is delivered at commit (crate::fleet).
+
+use sqlx::AnyConnection;
+use sqlx::Row;
+use sqlx::postgres::PgListener;
+
+use super::dialect::{self, CHANNEL, Dialect};
+use super::{Store, StoreError, StoreResult};
+
+/// What a revocation event revokes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// An access token's `jti` (logout); `at` is the token's `exp`.
+    Token,
+    /// A session (logout, revoked by its user, reuse detected); `at` is when.
+    Session,
+    /// The key ring changed (rotation, revocation); `at` is when.
+    Keys,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Token => "token",
+            EventKind::Session => "session",
+            EventKind::Keys => "keys",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "token" => Some(EventKind::Token),
+            "session" => Some(EventKind::Session),
+            "keys" => Some(EventKind::Keys),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationEvent {
+    /// Increasing with insertion (not strictly with commit: see crate::fleet).
+    pub id: i64,
+    pub kind: EventKind,
+    pub subject: String,
+    pub at: i64,
+}
+
+impl RevocationEvent {
+    /// The `NOTIFY` payload: `id kind at subject` (subjects hold no spaces).
+    pub fn payload(&self) -> String {
+        format!(
+            "{} {} {} {}",
+            self.id,
+            self.kind.as_str(),
+            self.at,
+            self.subject
+        )
+    }
+
+    /// Parses a payload; `None` for anything else.
+    pub fn from_payload(payload: &str) -> Option<Self> {
+        let mut parts = payload.splitn(4, ' ');
+        let id = parts.next()?.parse().ok()?;
+        let kind = EventKind::parse(parts.next()?)?;
+        let at = parts.next()?.parse().ok()?;
+        let subject = parts.next()?;
+        if subject.is_empty() || subject.len() > 256 || subject.contains(' ') {
+            return None;
+        }
+        Some(RevocationEvent {
+            id,
+            kind,
+            subject: subject.to_owned(),
+            at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    id: i64,
+    kind: String,
+    subject: String,
+    at: i64,
+}
+
+impl TryFrom<EventRow> for RevocationEvent {
+    type Error = StoreError;
+    fn try_from(r: EventRow) -> StoreResult<Self> {
+        Ok(RevocationEvent {
+            id: r.id,
+            kind: EventKind::parse(&r.kind).ok_or_else(|| {
+                StoreError::Corrupt(format!("revocation event kind {:?}", r.kind))
+            })?,
+            subject: r.subject,
+            at: r.at,
+        })
+    }
+}
+
+/// Records a revocation inside the caller's transaction and, on PostgreSQL, notifies every
+/// instance (delivered at commit, never for a rolled-back change).
+pub(super) async fn record_event(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    kind: EventKind,
+    subject: &str,
+    at: i64,
+) -> StoreResult<()> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO revocation_events (kind, subject, at) VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(kind.as_str())
+    .bind(subject)
+    .bind(at)
+    .fetch_one(&mut *conn)
+    .await?;
+    if dialect == Dialect::Postgres {
+        let event = RevocationEvent {
+            id,
+            kind,
+            subject: subject.to_owned(),
+            at,
+        };
+        sqlx::query(dialect::NOTIFY_PG)
+            .bind(CHANNEL)
+            .bind(event.payload())
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// What an instance hears on the revocation channel.
+#[derive(Debug)]
+pub enum Heard {
+    Event(RevocationEvent),
+    /// A payload that does not parse: the catch-up read will deliver the event.
+    Garbled,
+    /// The connection was lost and re-established: notifications may have been missed.
+    Reconnected,
+}
+
+/// The revocation channel of a PostgreSQL store (`LISTEN` on a connection of its own).
+pub struct Listener(PgListener);
+
+impl Listener {
+    /// Waits for the next notification.
+    pub async fn recv(&mut self) -> StoreResult<Heard> {
+        // `try_recv` reports a lost connection (`None`) instead of silently reconnecting, so the
+        // caller knows to catch up with a read.
+        match self.0.try_recv().await? {
+            Some(n) => {
+                Ok(RevocationEvent::from_payload(n.payload()).map_or(Heard::Garbled, Heard::Event))
+            }
+            None => Ok(Heard::Reconnected),
+        }
+    }
+}
+
+impl Store {
+    /// Deny-lists a logged-out access token until its `exp`, and records the event.
+    pub async fn deny_token(&self, jti: &str, expires_at: i64) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        let res = sqlx::query(
+            "INSERT INTO denied_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(jti)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        if res.rows_affected() == 1 {
+            record_event(&mut tx, self.dialect, EventKind::Token, jti, expires_at).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn denied_tokens(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
+        Ok(
+            sqlx::query_as("SELECT jti, expires_at FROM denied_tokens WHERE expires_at >= $1")
+                .bind(now)
+                .fetch_all(&self.read)
+                .await?,
+        )
+    }
+
+    /// The newest event id (0 if none).
+    pub async fn revocation_cursor(&self) -> StoreResult<i64> {
+        let row = sqlx::query("SELECT COALESCE(MAX(id), 0) AS id FROM revocation_events")
+            .fetch_one(&self.read)
+            .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// Events after `cursor`, and on PostgreSQL every event of the last `recent_secs` seconds
+    /// whatever its id (an event whose transaction committed after a later id was read;
+    /// SQLite's one writer commits in id order).
+    pub async fn revocations_since(
+        &self,
+        cursor: i64,
+        recent_secs: i64,
+    ) -> StoreResult<Vec<RevocationEvent>> {
+        let rows: Vec<EventRow> = match self.dialect {
+            Dialect::Postgres => {
+                sqlx::query_as(dialect::RECENT_EVENTS_PG)
+                    .bind(cursor)
+                    .bind(recent_secs as f64)
+                    .fetch_all(&self.read)
+                    .await?
+            }
+            Dialect::Sqlite => {
+                sqlx::query_as(
+                    "SELECT id, kind, subject, at FROM revocation_events WHERE id > $1
+                     ORDER BY id",
+                )
+                .bind(cursor)
+                .fetch_all(&self.read)
+                .await?
+            }
+        };
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// The revocation channel; `None` on SQLite (one instance: nothing to hear).
+    pub async fn listen(&self) -> StoreResult<Option<Listener>> {
+        if self.dialect != Dialect::Postgres {
+            return Ok(None);
+        }
+        let mut listener = PgListener::connect(&self.url).await?;
+        listener.listen(CHANNEL).await?;
+        Ok(Some(Listener(listener)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_payloads_round_trip_and_garbage_is_refused() {
+        let e = RevocationEvent {
+            id: 42,
+            kind: EventKind::Session,
+            subject: "abc-DEF_1".into(),
+            at: 1_700_000_000,
+        };
+        assert_eq!(RevocationEvent::from_payload(&e.payload()), Some(e));
+        for bad in [
+            "",
+            "x session 1 s",
+            "1 nope 1 s",
+            "1 token x s",
+            "1 token 1 ",
+            "1 token 1 a b",
+            "1 token 1",
+        ] {
+            assert_eq!(RevocationEvent::from_payload(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -1,14 +1,14 @@
 //! Stateless nonces that name when they were issued:
 //! `base64url(t ‖ HMAC-SHA256(secret, "tokenwarden-dpop-nonce:" ‖ t)[..24])`, `t` the issue
-//! time as 8 big-endian bytes (43 characters in all). A verifier hands out the nonce of the
-//! current 30-second window (`t` = the window's start) and accepts any nonce whose MAC is right
-//! and whose `t` is less than 60 seconds old, so a nonce lives 30 to 60 seconds and any
-//! instance holding the same secret agrees without talking to the others.
+//! time in milliseconds as 8 big-endian bytes (43 characters in all). A verifier hands out the
+//! nonce of the current 30-second window (`t` = the window's start) and accepts any nonce whose
+//! MAC is right and whose `t` is less than 60 seconds old, so a nonce lives 30 to 60 seconds
+//! and any instance holding the same secret agrees without talking to the others.
 //!
-//! A verifier can also refuse every nonce issued before a moment ([`Nonces::not_before`]): a
-//! server whose replay cache lives in memory sets it to its start, so that no proof accepted
-//! before a restart (its nonce was issued before) passes again after it. Its own nonces are
-//! then issued at `max(window start, start + 1)`.
+//! A verifier can also refuse every nonce issued before a moment ([`Nonces::not_before_ms`]):
+//! a server whose replay cache lives in memory sets it to the millisecond it started, so that
+//! no proof accepted before a restart (its nonce was issued before) passes again after it. Its
+//! own nonces are then issued at `max(window start, start)`.
 
 use std::sync::RwLock;
 
@@ -35,7 +35,7 @@ const MAC_LEN: usize = 24;
 /// Issues and checks nonces. Share it behind an `Arc`.
 pub struct Nonces {
     mac: Hmac<Sha256>,
-    /// Nonces issued before this time are refused (0: none).
+    /// Nonces issued before this time (milliseconds) are refused (0: none).
     not_before: i64,
     /// (issue time, nonce) of the last nonce handed out.
     cache: RwLock<Option<(i64, std::sync::Arc<str>)>>,
@@ -63,9 +63,10 @@ impl Nonces {
         })
     }
 
-    /// Refuses every nonce issued before `t` (unix seconds), this verifier's or another's.
-    pub fn not_before(mut self, t: i64) -> Self {
-        self.not_before = t;
+    /// Refuses every nonce issued before `t_ms` (unix milliseconds), this verifier's or
+    /// another's.
+    pub fn not_before_ms(mut self, t_ms: i64) -> Self {
+        self.not_before = t_ms;
         self
     }
 
@@ -76,7 +77,7 @@ impl Nonces {
         mac.finalize().into_bytes().into()
     }
 
-    /// The nonce issued at `t`.
+    /// The nonce issued at `t` (unix milliseconds).
     pub fn issued_at(&self, t: i64) -> String {
         let mut bytes = [0u8; 8 + MAC_LEN];
         bytes[..8].copy_from_slice(&t.to_be_bytes());
@@ -86,18 +87,14 @@ impl Nonces {
 
     /// The nonce handed out during window `n` when nothing is refused (tests).
     pub fn nonce_for_window(&self, n: i64) -> String {
-        self.issued_at(n * NONCE_WINDOW_SECS)
+        self.issued_at(n * NONCE_WINDOW_SECS * 1000)
     }
 
-    /// When the nonce to hand out at `now` is issued: the window's start, or just after
-    /// [`Self::not_before`].
+    /// When (milliseconds) the nonce to hand out at `now` (seconds) is issued: the window's
+    /// start, or the moment of [`Self::not_before_ms`] if that is later.
     fn issue_time(&self, now: i64) -> i64 {
-        let start = now - now.rem_euclid(NONCE_WINDOW_SECS);
-        if self.not_before > 0 {
-            start.max(self.not_before)
-        } else {
-            start
-        }
+        let start = (now - now.rem_euclid(NONCE_WINDOW_SECS)).saturating_mul(1000);
+        start.max(self.not_before)
     }
 
     /// The nonce to hand out at `now` (unix seconds).
@@ -120,7 +117,7 @@ impl Nonces {
         nonce
     }
 
-    /// When `nonce` was issued, if it is one of this secret's.
+    /// When `nonce` was issued (unix milliseconds), if it is one of this secret's.
     pub fn issue_time_of(&self, nonce: &str) -> Option<i64> {
         if nonce.len() != 43 {
             return None;
@@ -137,13 +134,14 @@ impl Nonces {
         (diff == 0).then_some(t)
     }
 
-    /// Whether `nonce` is accepted at `now`: issued with this secret less than 60 seconds ago
-    /// (and at most 10 seconds ahead), not before [`Self::not_before`].
+    /// Whether `nonce` is accepted at `now` (unix seconds): issued with this secret less than
+    /// 60 seconds ago (and at most 10 seconds ahead), not before [`Self::not_before_ms`].
     pub fn accepts(&self, nonce: &str, now: i64) -> bool {
+        let now = now.saturating_mul(1000);
         self.issue_time_of(nonce).is_some_and(|t| {
             t >= self.not_before
-                && t <= now.saturating_add(NONCE_MAX_FUTURE_SECS)
-                && now.saturating_sub(t) < NONCE_LIFETIME_SECS
+                && t <= now.saturating_add(NONCE_MAX_FUTURE_SECS * 1000)
+                && now.saturating_sub(t) < NONCE_LIFETIME_SECS * 1000
         })
     }
 }
@@ -174,7 +172,7 @@ mod tests {
         assert!(a.accepts(&late, t0 + 59));
         assert!(!other.accepts(&n, t0));
         let mut forged = B64.decode(&*n).unwrap();
-        forged[..8].copy_from_slice(&(t0 + 30).to_be_bytes());
+        forged[..8].copy_from_slice(&((t0 + 30) * 1000).to_be_bytes());
         for junk in ["", "x", &"A".repeat(43), &n[..42], &B64.encode(&forged)] {
             assert!(!a.accepts(junk, t0), "{junk}");
         }
@@ -184,20 +182,26 @@ mod tests {
     #[test]
     fn nonces_issued_before_a_restart_are_refused_after_it() {
         let t0 = 1_800_000_010 - 1_800_000_010 % 30;
-        let before = Nonces::new(&[7u8; 32]).unwrap();
-        let n = before.current(t0 + 12);
-        // Restarted 3 s later, within the same window.
-        let after = Nonces::new(&[7u8; 32]).unwrap().not_before(t0 + 15);
-        assert!(!after.accepts(&n, t0 + 15), "issued before the restart");
+        let first = Nonces::new(&[7u8; 32])
+            .unwrap()
+            .not_before_ms(t0 * 1000 + 12_345);
+        let n = first.current(t0 + 12);
+        assert_eq!(first.issue_time_of(&n), Some(t0 * 1000 + 12_345));
+        // Restarted 2 ms later, within the same second.
+        let after = Nonces::new(&[7u8; 32])
+            .unwrap()
+            .not_before_ms(t0 * 1000 + 12_347);
+        assert!(!after.accepts(&n, t0 + 12), "issued before the restart");
         // Its own nonce is issued after the start, and works.
-        let fresh = after.current(t0 + 15);
+        let fresh = after.current(t0 + 12);
         assert_ne!(fresh, n);
-        assert_eq!(after.issue_time_of(&fresh), Some(t0 + 15));
-        assert!(after.accepts(&fresh, t0 + 15));
-        assert!(after.accepts(&fresh, t0 + 74));
-        assert!(!after.accepts(&fresh, t0 + 75));
+        assert!(after.accepts(&fresh, t0 + 12));
+        assert!(after.accepts(&fresh, t0 + 72));
+        assert!(!after.accepts(&fresh, t0 + 73));
         // The next window's nonce is the window's again.
-        assert_eq!(after.issue_time_of(&after.current(t0 + 30)), Some(t0 + 30));
+        let next = after.current(t0 + 30);
+        assert_eq!(after.issue_time_of(&next), Some((t0 + 30) * 1000));
+        let before = Nonces::new(&[7u8; 32]).unwrap();
         // Another verifier with the secret, started earlier, takes both.
         assert!(before.accepts(&fresh, t0 + 20) && before.accepts(&n, t0 + 20));
     }
@@ -206,12 +210,12 @@ mod tests {
     fn nonce_matches_the_documented_formula() {
         let secret = b"0123456789abcdef0123456789abcdef";
         let a = Nonces::new(secret).unwrap();
-        let t: i64 = 60_000_000 * 30;
+        let t: i64 = 60_000_000 * 30 * 1000;
         let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
         mac.update(b"tokenwarden-dpop-nonce:");
         mac.update(&t.to_be_bytes());
         let mut want = t.to_be_bytes().to_vec();
         want.extend_from_slice(&mac.finalize().into_bytes()[..24]);
-        assert_eq!(&*a.current(t + 5), B64.encode(want).as_str());
+        assert_eq!(&*a.current(t / 1000 + 5), B64.encode(want).as_str());
     }
 }

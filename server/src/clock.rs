@@ -31,6 +31,21 @@ impl Clock {
         secs + self.0.offset.load(Ordering::Relaxed)
     }
 
+    /// Unix milliseconds (a frozen clock is at the start of its second).
+    pub fn now_ms(&self) -> i64 {
+        let offset = self.0.offset.load(Ordering::Relaxed).saturating_mul(1000);
+        let frozen = self.0.frozen.load(Ordering::Relaxed);
+        let ms = if frozen != 0 {
+            frozen.saturating_mul(1000)
+        } else {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0)
+        };
+        ms.saturating_add(offset)
+    }
+
     /// Stops the clock at the current second; `advance` still moves it.
     pub fn freeze(&self) {
         let now = self.now() - self.0.offset.load(Ordering::Relaxed);

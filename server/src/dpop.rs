@@ -97,8 +97,7 @@ impl Dpop {
         };
         let mut nonces = Nonces::new(secret.as_bytes()).ok_or(DpopError::Secret)?;
         if !store.is_shared() {
-            // A nonce issued in the second this process started may predate it.
-            nonces = nonces.not_before(clock.now() + 1);
+            nonces = nonces.not_before_ms(clock.now_ms());
         }
         Ok(Dpop(Arc::new(Inner {
             verifier: Verifier::new(nonces),

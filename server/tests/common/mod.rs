@@ -5,8 +5,11 @@
 //! database per server (see `pg`): `make test-server` runs the suites both ways.
 #![allow(dead_code)]
 
+pub mod client;
 pub mod pg;
 pub mod smtp;
+
+pub use client::Client;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,6 +141,19 @@ impl TestServer {
             "the server runs on the chosen backend"
         );
         s
+    }
+
+    /// A database that outlives a server, for restarts: a SQLite file in a directory that lives
+    /// as long as the returned guard, or a new PostgreSQL database.
+    pub async fn durable_database() -> (String, Option<tempfile::TempDir>) {
+        match pg::backend() {
+            pg::Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("tw.db").display());
+                (url, Some(dir))
+            }
+            pg::Backend::Postgres => (pg::fresh_database().await, None),
+        }
     }
 
     /// A server over the database at `url` (a file survives the server; memory does not).

@@ -1,6 +1,8 @@
 # tokenwarden: one entry point.
 #   make demo   set up what is missing, build, and serve the demo on http://127.0.0.1:8080
-#   make test   set up what is missing, then run every test
+#   make test   set up what is missing, then run every test (a table of each phase's seconds
+#               at the end)
+#   make check  the inner loop: lint, the client's core natively, the server on SQLite
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
@@ -16,11 +18,12 @@ export TW_TEST_HOOKS_SECRET ?= tokenwarden-test-hooks-secret
 # on PATH, which would silently turn the Chromium run into a second Firefox run.
 GECKODRIVER := $(CURDIR)/.tools/gecko/bin/geckodriver
 
-.PHONY: help setup setup-node pkg lint docs-check test test-native test-server test-browser test-e2e test-engines bench bench-smoke demo
+.PHONY: help setup setup-node pkg lint lint-modules docs-check check test test-native test-server test-server-sqlite test-browser test-e2e test-engines bench bench-smoke demo
 
 help:
 	@echo "make demo   - set up, build and serve the demo on http://127.0.0.1:8080"
 	@echo "make test   - set up what is missing, then run every test"
+	@echo "make check  - the inner loop: lint, the client's core natively, the server on SQLite"
 	@echo "make bench  - measure overhead, refresh storms, size, start-up and the server beside the peers"
 
 setup:
@@ -33,7 +36,14 @@ setup-node:
 pkg: setup-node
 	scripts/build-pkg.sh
 
-lint:
+# No import cycle among the modules of the server or of the client (a self-test first shows the
+# check catches one).
+lint-modules:
+	node scripts/check-module-cycles.mjs --self-test
+	node scripts/check-module-cycles.mjs server/src
+	node scripts/check-module-cycles.mjs src
+
+lint: lint-modules
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p tokenwarden-server --all-targets --features test-hooks -- -D warnings
@@ -88,7 +98,15 @@ bench-smoke: pkg
 	cargo build -p tokenwarden-load
 	TW_BENCH_SERVER=target/debug/tokenwarden-server TW_BENCH_LOAD=target/debug/tokenwarden-load node bench/run.mjs --smoke
 
-test: setup docs-check lint test-native test-server test-browser test-e2e test-engines bench-smoke
+# The server's suites on SQLite only (no PostgreSQL, no browser): the inner loop's part.
+test-server-sqlite:
+	cargo test -p tokenwarden-server --lib --test protocol --test hardening --test dpop --test otp --test binary
+
+check:
+	@scripts/phases.sh lint test-native test-server-sqlite
+
+test:
+	@scripts/phases.sh setup docs-check lint test-native test-server test-browser test-e2e test-engines bench-smoke
 
 # Every figure of bench/RESULTS.md, side by side with the peers (a few minutes). The benchmark
 # drives the server through its test hooks, so this release build has the `test-hooks` feature

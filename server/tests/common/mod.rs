@@ -9,6 +9,7 @@ pub mod client;
 pub mod pg;
 pub mod smtp;
 
+#[allow(unused_imports)]
 pub use client::Client;
 
 use std::sync::Arc;

@@ -244,3 +244,38 @@ fn test_hooks_are_refused_on_a_non_loopback_address_or_with_a_short_secret() {
         assert!(stderr.contains(message), "{stderr}");
     }
 }
+
+/// A DPoP client stamps its proofs with the server's time, learnt from `Date`: a clock moved by
+/// `/test/clock` must show there too, or proofs made after the move are refused as too old.
+#[tokio::test]
+async fn the_moved_clock_is_the_date_every_response_carries() {
+    let s = TestServer::start().await;
+    let secret = s.state.settings.test_hooks_secret.clone();
+    let moved: Value = s
+        .http
+        .post(s.url("/test/clock"))
+        .header(SECRET_HEADER, &secret)
+        .json(&json!({ "advance_secs": 86_400 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let now = moved["now"].as_i64().unwrap();
+    for path in ["/healthz", "/nothing", "/.well-known/jwks.json"] {
+        let res = s.http.get(s.url(path)).send().await.unwrap();
+        let date = res.headers()["date"].to_str().unwrap();
+        let at = httpdate::parse_http_date(date).unwrap();
+        let at = at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        assert!(
+            (at - now).abs() <= 2,
+            "{path}: Date {date} is not the moved clock"
+        );
+    }
+    // And a bound client that learns it from there signs proofs the server accepts.
+    let mut c = Client::bound(&s);
+    assert_eq!(c.login(ALICE).await.status, 200);
+    assert_eq!(c.get("/api/me").await.status, 200);
+    s.stop().await;
+}

@@ -26,7 +26,9 @@ use crate::error::ApiError;
 use crate::keys::Keys;
 use crate::revoked::Revoked;
 use crate::rotation::{self, Plan, Policy};
-use crate::store::{Applied, NewSession, PresentedToken, RevokeReason, SessionRow, Store, User};
+use crate::store::{
+    Applied, NewSession, Presentation, PresentedToken, RevokeReason, SessionRow, Store, User,
+};
 use crate::throttle::Throttle;
 use crate::tokens::{self, AccessClaims, Audience, hash_refresh_token, random_token};
 
@@ -310,11 +312,13 @@ impl Sessions {
                 }
                 Plan::Rotate(_) => {}
             }
-            let applied = self
-                .0
-                .store
-                .apply(&found, &plan, &hash, &child_hash, now)
-                .await?;
+            let presentation = Presentation {
+                found: &found,
+                presented: &hash,
+                child: &child_hash,
+                now,
+            };
+            let applied = self.0.store.apply(presentation, &plan).await?;
             if applied != Applied::Conflict {
                 return self.outcome(&found, &plan, applied, child, now);
             }

@@ -1027,7 +1027,7 @@ async fn a_proof_replayed_across_a_restart_is_refused() {
         .unwrap()
         .to_owned();
     assert!(
-        challenge.contains("use_dpop_nonce") || challenge.contains("replayed"),
+        challenge.contains("use_dpop_nonce") || challenge.contains("already used"),
         "{challenge}"
     );
     // The client itself goes on at once: one nonce retry, as after any restart.

@@ -36,31 +36,28 @@ impl Store {
         max_live: i64,
     ) -> StoreResult<()> {
         let mut tx = self.write.begin().await?;
-        sqlx::query(
+        q!(
             "INSERT INTO otp_codes (id, email, code_hash, created_at, expires_at)
              VALUES ($1, $2, $3, $4, $5)",
+            id,
+            email,
+            code_hash,
+            now,
+            expires_at
         )
-        .bind(id)
-        .bind(email)
-        .bind(code_hash)
-        .bind(now)
-        .bind(expires_at)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(concat!(
+        let oldest = concat!(
             "UPDATE otp_codes SET revoked_at = $2 WHERE ",
             live!(),
             " AND id <> $4 AND id NOT IN (SELECT id FROM otp_codes WHERE ",
             live!(),
             " AND id <> $4 ORDER BY created_at DESC LIMIT $5)"
-        ))
-        .bind(email)
-        .bind(now)
-        .bind(max_attempts)
-        .bind(id)
-        .bind((max_live - 1).max(0))
-        .execute(&mut *tx)
-        .await?;
+        );
+        let keep = (max_live - 1).max(0);
+        q!(oldest, email, now, max_attempts, id, keep)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -74,42 +71,34 @@ impl Store {
         now: i64,
         max_attempts: i64,
     ) -> StoreResult<Vec<Counted>> {
-        Ok(sqlx::query_as(concat!(
+        let sql = concat!(
             "UPDATE otp_codes SET attempts = attempts + 1 WHERE ",
             live!(),
             " RETURNING id, code_hash, attempts"
-        ))
-        .bind(email)
-        .bind(now)
-        .bind(max_attempts)
-        .fetch_all(&self.write)
-        .await?)
+        );
+        Ok(q_as!(sql, email, now, max_attempts)
+            .fetch_all(&self.write)
+            .await?)
     }
 
     /// Uses the code `id` (false if another request used or revoked it first) and revokes every
-    /// other outstanding code of the email.
+    /// other outstanding code of the email, in one transaction.
     pub async fn consume_code(&self, id: &str, email: &str, now: i64) -> StoreResult<bool> {
+        let outstanding = "used_at IS NULL AND revoked_at IS NULL";
         let mut tx = self.write.begin().await?;
-        let used = sqlx::query(
-            "UPDATE otp_codes SET used_at = $1
-             WHERE id = $2 AND used_at IS NULL AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        let used = format!("UPDATE otp_codes SET used_at = $1 WHERE id = $2 AND {outstanding}");
+        let used = q!(sqlx::AssertSqlSafe(used), now, id)
+            .execute(&mut *tx)
+            .await?;
         if used.rows_affected() != 1 {
             tx.rollback().await?;
             return Ok(false);
         }
-        sqlx::query(
-            "UPDATE otp_codes SET revoked_at = $1
-             WHERE email = $2 AND used_at IS NULL AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(email)
-        .execute(&mut *tx)
-        .await?;
+        let rest =
+            format!("UPDATE otp_codes SET revoked_at = $1 WHERE email = $2 AND {outstanding}");
+        q!(sqlx::AssertSqlSafe(rest), now, email)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -123,38 +112,27 @@ impl Store {
         since: i64,
         max_attempts: i64,
     ) -> StoreResult<bool> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM otp_codes
-             WHERE email = $1 AND used_at IS NULL AND revoked_at IS NULL AND attempts < $2
-               AND expires_at <= $3 AND expires_at > $4",
-        )
-        .bind(email)
-        .bind(max_attempts)
-        .bind(now)
-        .bind(since)
-        .fetch_one(&self.read)
-        .await?;
+        let sql = "SELECT COUNT(*) FROM otp_codes
+                   WHERE email = $1 AND used_at IS NULL AND revoked_at IS NULL AND attempts < $2
+                     AND expires_at <= $3 AND expires_at > $4";
+        let n: i64 = q_scalar!(sql, email, max_attempts, now, since)
+            .fetch_one(&self.read)
+            .await?;
         Ok(n > 0)
     }
 
     /// Live codes of an email (operators and tests).
     pub async fn live_codes(&self, email: &str, now: i64, max_attempts: i64) -> StoreResult<i64> {
-        Ok(
-            sqlx::query_scalar(concat!("SELECT COUNT(*) FROM otp_codes WHERE ", live!()))
-                .bind(email)
-                .bind(now)
-                .bind(max_attempts)
-                .fetch_one(&self.read)
-                .await?,
-        )
+        let sql = concat!("SELECT COUNT(*) FROM otp_codes WHERE ", live!());
+        Ok(q_scalar!(sql, email, now, max_attempts)
+            .fetch_one(&self.read)
+            .await?)
     }
 
     /// Deletes codes that expired before `before`.
     pub async fn purge_codes(&self, before: i64) -> StoreResult<()> {
-        sqlx::query("DELETE FROM otp_codes WHERE expires_at < $1")
-            .bind(before)
-            .execute(&self.write)
-            .await?;
+        let sql = "DELETE FROM otp_codes WHERE expires_at < $1";
+        q!(sql, before).execute(&self.write).await?;
         Ok(())
     }
 }

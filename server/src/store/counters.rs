@@ -29,6 +29,13 @@ impl CounterScope {
         }
     }
 
+    /// The keys of the scope's rows start with this (and its length, for `substr`).
+    fn prefix_len(self) -> (String, i64) {
+        let prefix = self.key("");
+        let len = prefix.len() as i64;
+        (prefix, len)
+    }
+
     /// The row's key. Subjects that combine parts put the client bucket (which never holds a
     /// `|`) first, so no two (prefix, subject) pairs share a key.
     pub fn key(self, subject: &str) -> String {
@@ -52,62 +59,47 @@ impl Store {
         start: i64,
         window_secs: i64,
     ) -> StoreResult<(i64, i64)> {
-        Ok(sqlx::query_as(
-            "INSERT INTO counters (key, n, window_start, expires_at) VALUES ($1, 1, $2, $2 + $3)
-             ON CONFLICT (key) DO UPDATE SET
-               n = CASE WHEN counters.window_start + $3 > $2 THEN counters.n + 1 ELSE 1 END,
-               window_start = CASE WHEN counters.window_start + $3 > $2
-                                   THEN counters.window_start ELSE $2 END,
-               expires_at = CASE WHEN counters.window_start + $3 > $2
-                                 THEN counters.expires_at ELSE $2 + $3 END
-             RETURNING n, window_start",
-        )
-        .bind(scope.key(subject))
-        .bind(start)
-        .bind(window_secs)
-        .fetch_one(&self.write)
-        .await?)
+        let sql = "INSERT INTO counters (key, n, window_start, expires_at)
+                   VALUES ($1, 1, $2, $2 + $3)
+                   ON CONFLICT (key) DO UPDATE SET
+                     n = CASE WHEN counters.window_start + $3 > $2
+                              THEN counters.n + 1 ELSE 1 END,
+                     window_start = CASE WHEN counters.window_start + $3 > $2
+                                         THEN counters.window_start ELSE $2 END,
+                     expires_at = CASE WHEN counters.window_start + $3 > $2
+                                       THEN counters.expires_at ELSE $2 + $3 END
+                   RETURNING n, window_start";
+        Ok(q_as!(sql, scope.key(subject), start, window_secs)
+            .fetch_one(&self.write)
+            .await?)
     }
 
     /// Forgets one counter (a successful sign-in clears its attempts).
     pub async fn clear_count(&self, scope: CounterScope, subject: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM counters WHERE key = $1")
-            .bind(scope.key(subject))
-            .execute(&self.write)
-            .await?;
+        let sql = "DELETE FROM counters WHERE key = $1";
+        q!(sql, scope.key(subject)).execute(&self.write).await?;
         Ok(())
     }
 
     /// How many counters of `scope` are stored (operators and tests).
     pub async fn counter_rows(&self, scope: CounterScope) -> StoreResult<i64> {
-        let prefix = scope.key("");
-        Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM counters WHERE substr(key, 1, CAST($2 AS INTEGER)) = $1",
-        )
-        .bind(&prefix)
-        .bind(prefix.len() as i64)
-        .fetch_one(&self.read)
-        .await?)
+        let (prefix, len) = scope.prefix_len();
+        let sql = "SELECT COUNT(*) FROM counters WHERE substr(key, 1, CAST($2 AS INTEGER)) = $1";
+        Ok(q_scalar!(sql, prefix, len).fetch_one(&self.read).await?)
     }
 
     /// Forgets every counter of `scope` (the test hooks' reset).
     pub async fn reset_counters(&self, scope: CounterScope) -> StoreResult<()> {
-        let prefix = scope.key("");
-        sqlx::query("DELETE FROM counters WHERE substr(key, 1, CAST($2 AS INTEGER)) = $1")
-            .bind(&prefix)
-            .bind(prefix.len() as i64)
-            .execute(&self.write)
-            .await?;
+        let (prefix, len) = scope.prefix_len();
+        let sql = "DELETE FROM counters WHERE substr(key, 1, CAST($2 AS INTEGER)) = $1";
+        q!(sql, prefix, len).execute(&self.write).await?;
         Ok(())
     }
 
     /// Deletes the counters whose window has closed.
     pub(super) async fn purge_counters(&self, now: i64) -> StoreResult<u64> {
-        let res = sqlx::query("DELETE FROM counters WHERE expires_at < $1")
-            .bind(now)
-            .execute(&self.write)
-            .await?;
-        Ok(res.rows_affected())
+        let sql = "DELETE FROM counters WHERE expires_at < $1";
+        Ok(q!(sql, now).execute(&self.write).await?.rows_affected())
     }
 }
 

@@ -7,12 +7,9 @@ use super::{EventKind, KeyRow, Store, StoreResult};
 impl Store {
     /// Every key, newest first.
     pub async fn keys(&self) -> StoreResult<Vec<KeyRow>> {
-        Ok(sqlx::query_as(
-            "SELECT kid, private_key, public_key, created_at, retired_at, revoked_at
-             FROM signing_keys ORDER BY created_at DESC, kid",
-        )
-        .fetch_all(&self.write)
-        .await?)
+        let sql = "SELECT kid, private_key, public_key, created_at, retired_at, revoked_at
+                   FROM signing_keys ORDER BY created_at DESC, kid";
+        Ok(q_as!(sql).fetch_all(&self.write).await?)
     }
 
     /// Adds a key that becomes the signing key; the previous signing key is retired (it keeps
@@ -22,20 +19,22 @@ impl Store {
     pub async fn add_signing_key(&self, key: &KeyRow, now: i64) -> StoreResult<()> {
         let mut tx = self.write.begin().await?;
         if self.dialect == Dialect::Postgres {
-            sqlx::query(dialect::LOCK_KEYS_PG).execute(&mut *tx).await?;
+            q!(dialect::LOCK_KEYS_PG).execute(&mut *tx).await?;
         }
-        sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
+        q!(
+            "UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL",
+            now
+        )
+        .execute(&mut *tx)
+        .await?;
+        q!(
             "INSERT INTO signing_keys (kid, private_key, public_key, created_at)
              VALUES ($1, $2, $3, $4)",
+            &key.kid,
+            &key.private_key,
+            &key.public_key,
+            now
         )
-        .bind(&key.kid)
-        .bind(&key.private_key)
-        .bind(&key.public_key)
-        .bind(now)
         .execute(&mut *tx)
         .await?;
         record_event(&mut tx, self.dialect, EventKind::Keys, &key.kid, now).await?;
@@ -45,30 +44,20 @@ impl Store {
 
     /// Replaces a key's stored private key (sealing a key stored before encryption at rest).
     pub async fn set_private_key(&self, kid: &str, private_key: &[u8]) -> StoreResult<()> {
-        sqlx::query("UPDATE signing_keys SET private_key = $1 WHERE kid = $2")
-            .bind(private_key)
-            .bind(kid)
-            .execute(&self.write)
-            .await?;
+        let sql = "UPDATE signing_keys SET private_key = $1 WHERE kid = $2";
+        q!(sql, private_key, kid).execute(&self.write).await?;
         Ok(())
     }
 
     /// Revokes a key at once; `false` if there is no such live key.
     pub async fn revoke_key(&self, kid: &str, now: i64) -> StoreResult<bool> {
-        let mut tx = self.write.begin().await?;
-        let res = sqlx::query(
+        let change = q!(
             "UPDATE signing_keys SET revoked_at = $1, retired_at = COALESCE(retired_at, $1)
              WHERE kid = $2 AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(kid)
-        .execute(&mut *tx)
-        .await?;
-        let revoked = res.rows_affected() == 1;
-        if revoked {
-            record_event(&mut tx, self.dialect, EventKind::Keys, kid, now).await?;
-        }
-        tx.commit().await?;
-        Ok(revoked)
+            now,
+            kid
+        );
+        self.change_with_event(change, EventKind::Keys, kid, now)
+            .await
     }
 }

@@ -12,6 +12,21 @@
 //! revocations (deny-list and events), counters (throttles and attempts), sign-in codes, DPoP
 //! proofs and shared secrets.
 
+/// `sqlx::query(sql)` with `args` bound in order (`$1`, `$2`, …).
+macro_rules! q {
+    ($sql:expr $(, $arg:expr)* $(,)?) => { sqlx::query($sql)$(.bind($arg))* };
+}
+
+/// `sqlx::query_as(sql)` (rows as a `FromRow` type) with `args` bound in order.
+macro_rules! q_as {
+    ($sql:expr $(, $arg:expr)* $(,)?) => { sqlx::query_as($sql)$(.bind($arg))* };
+}
+
+/// `sqlx::query_scalar(sql)` (the first column) with `args` bound in order.
+macro_rules! q_scalar {
+    ($sql:expr $(, $arg:expr)* $(,)?) => { sqlx::query_scalar($sql)$(.bind($arg))* };
+}
+
 mod codes;
 mod counters;
 pub mod dialect;
@@ -32,7 +47,7 @@ pub use codes::Counted;
 pub use counters::CounterScope;
 pub use dialect::Dialect;
 pub use revocations::{EventKind, Heard, Listener, RevocationEvent};
-pub use sessions::{Applied, NewSession, PresentedToken, RevokeReason};
+pub use sessions::{Applied, NewSession, Presentation, PresentedToken, RevokeReason};
 pub use users::NewUser;
 
 /// Failures of the storage layer.
@@ -290,6 +305,16 @@ impl Store {
         })
     }
 
+    /// The row `sql` selects by its one argument `key` from the read pool, as a `T`.
+    async fn find<R, T>(&self, sql: &'static str, key: &str) -> StoreResult<Option<T>>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+        T: From<R>,
+    {
+        let row: Option<R> = q_as!(sql, key).fetch_optional(&self.read).await?;
+        Ok(row.map(T::from))
+    }
+
     /// Whether several instances may share this database (PostgreSQL): throttle counters and
     /// DPoP `jti`s then live in it, and revocations travel as notified events.
     pub fn is_shared(&self) -> bool {
@@ -317,10 +342,8 @@ impl Store {
     /// windows that have closed.
     pub async fn purge_short_lived(&self, now: i64) -> StoreResult<()> {
         if self.is_shared() {
-            sqlx::query("DELETE FROM dpop_proofs WHERE until < $1")
-                .bind(now)
-                .execute(&self.write)
-                .await?;
+            let sql = "DELETE FROM dpop_proofs WHERE until < $1";
+            q!(sql, now).execute(&self.write).await?;
         }
         self.purge_counters(now).await?;
         Ok(())
@@ -329,21 +352,13 @@ impl Store {
     /// Deletes sessions (and their tokens), deny-list entries and events that ended before
     /// `before`.
     pub async fn purge(&self, before: i64) -> StoreResult<()> {
-        sqlx::query(
-            "DELETE FROM sessions WHERE absolute_expires_at < $1 OR idle_expires_at < $1
-                                     OR revoked_at < $1",
-        )
-        .bind(before)
-        .execute(&self.write)
-        .await?;
         for statement in [
+            "DELETE FROM sessions
+             WHERE absolute_expires_at < $1 OR idle_expires_at < $1 OR revoked_at < $1",
             "DELETE FROM denied_tokens WHERE expires_at < $1",
             "DELETE FROM revocation_events WHERE at < $1",
         ] {
-            sqlx::query(statement)
-                .bind(before)
-                .execute(&self.write)
-                .await?;
+            q!(statement, before).execute(&self.write).await?;
         }
         Ok(())
     }

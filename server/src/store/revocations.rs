@@ -4,7 +4,6 @@
 //! `NOTIFY` carrying it is delivered at commit (crate::fleet).
 
 use sqlx::AnyConnection;
-use sqlx::Row;
 use sqlx::postgres::PgListener;
 
 use super::dialect::{self, CHANNEL, Dialect};
@@ -111,14 +110,10 @@ pub(super) async fn record_event(
     subject: &str,
     at: i64,
 ) -> StoreResult<()> {
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO revocation_events (kind, subject, at) VALUES ($1, $2, $3) RETURNING id",
-    )
-    .bind(kind.as_str())
-    .bind(subject)
-    .bind(at)
-    .fetch_one(&mut *conn)
-    .await?;
+    let sql = "INSERT INTO revocation_events (kind, subject, at) VALUES ($1, $2, $3) RETURNING id";
+    let id: i64 = q_scalar!(sql, kind.as_str(), subject, at)
+        .fetch_one(&mut *conn)
+        .await?;
     if dialect == Dialect::Postgres {
         let event = RevocationEvent {
             id,
@@ -126,9 +121,7 @@ pub(super) async fn record_event(
             subject: subject.to_owned(),
             at,
         };
-        sqlx::query(dialect::NOTIFY_PG)
-            .bind(CHANNEL)
-            .bind(event.payload())
+        q!(dialect::NOTIFY_PG, CHANNEL, event.payload())
             .execute(conn)
             .await?;
     }
@@ -163,38 +156,43 @@ impl Listener {
 }
 
 impl Store {
-    /// Deny-lists a logged-out access token until its `exp`, and records the event.
-    pub async fn deny_token(&self, jti: &str, expires_at: i64) -> StoreResult<()> {
+    /// Runs `change` (a write of at most one row) and, if it wrote one, records the event, in
+    /// one transaction. Returns whether it wrote.
+    pub(super) async fn change_with_event(
+        &self,
+        change: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+        kind: EventKind,
+        subject: &str,
+        at: i64,
+    ) -> StoreResult<bool> {
         let mut tx = self.write.begin().await?;
-        let res = sqlx::query(
-            "INSERT INTO denied_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(jti)
-        .bind(expires_at)
-        .execute(&mut *tx)
-        .await?;
-        if res.rows_affected() == 1 {
-            record_event(&mut tx, self.dialect, EventKind::Token, jti, expires_at).await?;
+        let changed = change.execute(&mut *tx).await?.rows_affected() == 1;
+        if changed {
+            record_event(&mut tx, self.dialect, kind, subject, at).await?;
         }
         tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// Deny-lists a logged-out access token until its `exp`, and records the event.
+    pub async fn deny_token(&self, jti: &str, expires_at: i64) -> StoreResult<()> {
+        let sql =
+            "INSERT INTO denied_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+        let change = q!(sql, jti, expires_at);
+        self.change_with_event(change, EventKind::Token, jti, expires_at)
+            .await?;
         Ok(())
     }
 
     pub async fn denied_tokens(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
-        Ok(
-            sqlx::query_as("SELECT jti, expires_at FROM denied_tokens WHERE expires_at >= $1")
-                .bind(now)
-                .fetch_all(&self.read)
-                .await?,
-        )
+        let sql = "SELECT jti, expires_at FROM denied_tokens WHERE expires_at >= $1";
+        Ok(q_as!(sql, now).fetch_all(&self.read).await?)
     }
 
     /// The newest event id (0 if none).
     pub async fn revocation_cursor(&self) -> StoreResult<i64> {
-        let row = sqlx::query("SELECT COALESCE(MAX(id), 0) AS id FROM revocation_events")
-            .fetch_one(&self.read)
-            .await?;
-        Ok(row.try_get("id")?)
+        let sql = "SELECT COALESCE(MAX(id), 0) FROM revocation_events";
+        Ok(q_scalar!(sql).fetch_one(&self.read).await?)
     }
 
     /// Events after `cursor`, and on PostgreSQL every event of the last `recent_secs` seconds
@@ -205,24 +203,14 @@ impl Store {
         cursor: i64,
         recent_secs: i64,
     ) -> StoreResult<Vec<RevocationEvent>> {
-        let rows: Vec<EventRow> = match self.dialect {
-            Dialect::Postgres => {
-                sqlx::query_as(dialect::RECENT_EVENTS_PG)
-                    .bind(cursor)
-                    .bind(recent_secs as f64)
-                    .fetch_all(&self.read)
-                    .await?
-            }
-            Dialect::Sqlite => {
-                sqlx::query_as(
-                    "SELECT id, kind, subject, at FROM revocation_events WHERE id > $1
-                     ORDER BY id",
-                )
-                .bind(cursor)
-                .fetch_all(&self.read)
-                .await?
-            }
+        let query = match self.dialect {
+            Dialect::Postgres => q_as!(dialect::RECENT_EVENTS_PG, cursor, recent_secs as f64),
+            Dialect::Sqlite => q_as!(
+                "SELECT id, kind, subject, at FROM revocation_events WHERE id > $1 ORDER BY id",
+                cursor
+            ),
         };
+        let rows: Vec<EventRow> = query.fetch_all(&self.read).await?;
         rows.into_iter().map(TryInto::try_into).collect()
     }
 

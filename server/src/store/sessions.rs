@@ -104,6 +104,16 @@ const PRESENTED: &str = "SELECT t.session_id, t.generation, t.claimed_at, t.revo
      FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
      WHERE t.hash = $1";
 
+/// One presentation of a refresh token: what was read, the hashes of the presented token and
+/// of the child a rotation would issue, and when.
+#[derive(Debug, Clone, Copy)]
+pub struct Presentation<'a> {
+    pub found: &'a PresentedToken,
+    pub presented: &'a str,
+    pub child: &'a str,
+    pub now: i64,
+}
+
 /// What executing a plan did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
@@ -117,56 +127,65 @@ pub enum Applied {
     Conflict,
 }
 
+/// Runs a compare-and-swap on a session's version: whether it wrote (`false`: the session
+/// moved since it was read, or ended).
+async fn swapped(
+    conn: &mut AnyConnection,
+    swap: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+) -> StoreResult<bool> {
+    Ok(swap.execute(conn).await?.rows_affected() == 1)
+}
+
 /// The rotation's writes as separate statements, inside the caller's transaction (SQLite; see
 /// `dialect::ROTATE_PG` for PostgreSQL's one statement).
 async fn rotate_in(
     conn: &mut AnyConnection,
-    found: &PresentedToken,
+    p: Presentation<'_>,
     r: &Rotate,
-    presented: &str,
-    child: &str,
-    now: i64,
 ) -> StoreResult<Applied> {
-    let swapped = sqlx::query(
+    let Presentation {
+        found,
+        presented,
+        child,
+        now,
+    } = p;
+    let swap = q!(
         "UPDATE sessions SET max_used_gen = $1, last_used_at = $2, idle_expires_at = $3,
                              version = version + 1
          WHERE id = $4 AND version = $5 AND revoked_at IS NULL",
-    )
-    .bind(r.head)
-    .bind(now)
-    .bind(r.idle_expires_at)
-    .bind(&found.session_id)
-    .bind(found.version)
-    .execute(&mut *conn)
-    .await?;
-    if swapped.rows_affected() != 1 {
+        r.head,
+        now,
+        r.idle_expires_at,
+        &found.session_id,
+        found.version
+    );
+    if !swapped(conn, swap).await? {
         return Ok(Applied::Conflict);
     }
     if let Some(generation) = r.revoke_generation {
-        sqlx::query(
+        q!(
             "UPDATE refresh_tokens SET revoked_at = $1
              WHERE session_id = $2 AND generation = $3 AND revoked_at IS NULL",
+            now,
+            &found.session_id,
+            generation
         )
-        .bind(now)
-        .bind(&found.session_id)
-        .bind(generation)
         .execute(&mut *conn)
         .await?;
     }
-    sqlx::query(
+    q!(
         "UPDATE refresh_tokens
          SET claimed_at = CASE WHEN $1 THEN $2 ELSE claimed_at END,
              children = CASE WHEN $1 THEN 1 ELSE children + 1 END
          WHERE hash = $3",
+        r.claim,
+        now,
+        presented
     )
-    .bind(r.claim)
-    .bind(now)
-    .bind(presented)
     .execute(&mut *conn)
     .await?;
     insert_token(conn, child, &found.session_id, r.child_generation, now).await?;
-    let user: UserRow = sqlx::query_as(USER_BY_ID)
-        .bind(&found.user_id)
+    let user: UserRow = q_as!(USER_BY_ID, &found.user_id)
         .fetch_one(&mut *conn)
         .await?;
     Ok(Applied::Rotated(user.into()))
@@ -174,26 +193,25 @@ async fn rotate_in(
 
 async fn rotate_pg(
     conn: &mut AnyConnection,
-    found: &PresentedToken,
+    p: Presentation<'_>,
     r: &Rotate,
-    presented: &str,
-    child: &str,
-    now: i64,
 ) -> StoreResult<Applied> {
-    let user: Option<UserRow> = sqlx::query_as(dialect::ROTATE_PG)
-        .bind(r.head)
-        .bind(now)
-        .bind(r.idle_expires_at)
-        .bind(&found.session_id)
-        .bind(found.version)
-        .bind(r.child_generation)
-        .bind(presented)
-        .bind(r.claim)
-        .bind(r.revoke_generation.is_some())
-        .bind(child)
-        .bind(r.revoke_generation.unwrap_or(-1))
-        .fetch_optional(conn)
-        .await?;
+    let user: Option<UserRow> = q_as!(
+        dialect::ROTATE_PG,
+        r.head,
+        p.now,
+        r.idle_expires_at,
+        &p.found.session_id,
+        p.found.version,
+        r.child_generation,
+        p.presented,
+        r.claim,
+        r.revoke_generation.is_some(),
+        p.child,
+        r.revoke_generation.unwrap_or(-1)
+    )
+    .fetch_optional(conn)
+    .await?;
     Ok(user.map_or(Applied::Conflict, |u| Applied::Rotated(u.into())))
 }
 
@@ -204,14 +222,14 @@ async fn insert_token(
     generation: i64,
     now: i64,
 ) -> StoreResult<()> {
-    sqlx::query(
+    q!(
         "INSERT INTO refresh_tokens (hash, session_id, generation, created_at)
          VALUES ($1, $2, $3, $4)",
+        hash,
+        session_id,
+        generation,
+        now
     )
-    .bind(hash)
-    .bind(session_id)
-    .bind(generation)
-    .bind(now)
     .execute(conn)
     .await?;
     Ok(())
@@ -221,20 +239,18 @@ async fn insert_token(
 async fn revoke_in(
     conn: &mut AnyConnection,
     dialect: Dialect,
-    found: &PresentedToken,
-    now: i64,
+    p: Presentation<'_>,
 ) -> StoreResult<Applied> {
-    let res = sqlx::query(
+    let Presentation { found, now, .. } = p;
+    let swap = q!(
         "UPDATE sessions SET revoked_at = $1, revoke_reason = $2, version = version + 1
          WHERE id = $3 AND version = $4 AND revoked_at IS NULL",
-    )
-    .bind(now)
-    .bind(RevokeReason::TokenReused.as_str())
-    .bind(&found.session_id)
-    .bind(found.version)
-    .execute(&mut *conn)
-    .await?;
-    if res.rows_affected() != 1 {
+        now,
+        RevokeReason::TokenReused.as_str(),
+        &found.session_id,
+        found.version
+    );
+    if !swapped(conn, swap).await? {
         return Ok(Applied::Conflict);
     }
     record_event(conn, dialect, EventKind::Session, &found.session_id, now).await?;
@@ -247,19 +263,19 @@ impl Store {
     /// written) when the key is bound to a session already, whatever the timing.
     pub async fn create_session(&self, s: &NewSession<'_>) -> StoreResult<bool> {
         let mut tx = self.write.begin().await?;
-        let inserted = sqlx::query(
+        let inserted = q!(
             "INSERT INTO sessions (id, user_id, created_at, last_used_at, idle_expires_at,
                                    absolute_expires_at, user_agent, dpop_jkt)
              VALUES ($1, $2, $3, $3, $4, $5, $6, $7)
              ON CONFLICT DO NOTHING",
+            s.id,
+            s.user_id,
+            s.now,
+            s.idle_expires_at,
+            s.absolute_expires_at,
+            s.user_agent,
+            s.dpop_jkt
         )
-        .bind(s.id)
-        .bind(s.user_id)
-        .bind(s.now)
-        .bind(s.idle_expires_at)
-        .bind(s.absolute_expires_at)
-        .bind(s.user_agent)
-        .bind(s.dpop_jkt)
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() != 1 {
@@ -274,63 +290,38 @@ impl Store {
     /// The token with hash `hash` and its session, from the read pool: a refresh answers
     /// unknown tokens and dead sessions without taking the writer (or a lock).
     pub async fn presented_token(&self, hash: &str) -> StoreResult<Option<PresentedToken>> {
-        let row: Option<PresentedRow> = sqlx::query_as(PRESENTED)
-            .bind(hash)
-            .fetch_optional(&self.read)
-            .await?;
-        Ok(row.map(Into::into))
+        self.find::<PresentedRow, _>(PRESENTED, hash).await
     }
 
-    /// Executes `plan`, made on `found`, for the presented token `presented`; a new child gets
-    /// hash `child`. Writes nothing and answers [`Applied::Conflict`] if the session moved
-    /// since `found` was read.
-    pub async fn apply(
-        &self,
-        found: &PresentedToken,
-        plan: &Plan,
-        presented: &str,
-        child: &str,
-        now: i64,
-    ) -> StoreResult<Applied> {
-        match (plan, self.dialect) {
-            (Plan::Invalid | Plan::Throttled { .. }, _) => Ok(Applied::Refused),
-            (Plan::Rotate(r), Dialect::Postgres) => {
-                let mut conn = self.write.acquire().await?;
-                rotate_pg(&mut conn, found, r, presented, child, now).await
-            }
-            _ => {
-                let mut tx = self.write.begin().await?;
-                let applied = self
-                    .apply_in(&mut tx, found, plan, presented, child, now)
-                    .await?;
-                if applied == Applied::Conflict {
-                    tx.rollback().await?;
-                } else {
-                    tx.commit().await?;
-                }
-                Ok(applied)
-            }
+    /// Executes `plan`, made on what `p` read. Writes nothing and answers
+    /// [`Applied::Conflict`] if the session moved since.
+    pub async fn apply(&self, p: Presentation<'_>, plan: &Plan) -> StoreResult<Applied> {
+        if let (Plan::Rotate(r), Dialect::Postgres) = (plan, self.dialect) {
+            // One statement: no transaction to hold open.
+            let mut conn = self.write.acquire().await?;
+            return rotate_pg(&mut conn, p, r).await;
         }
+        let mut tx = self.write.begin().await?;
+        let applied = self.apply_in(&mut tx, p, plan).await?;
+        if applied == Applied::Conflict {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        Ok(applied)
     }
 
     async fn apply_in(
         &self,
         conn: &mut AnyConnection,
-        found: &PresentedToken,
+        p: Presentation<'_>,
         plan: &Plan,
-        presented: &str,
-        child: &str,
-        now: i64,
     ) -> StoreResult<Applied> {
         match (plan, self.dialect) {
             (Plan::Invalid | Plan::Throttled { .. }, _) => Ok(Applied::Refused),
-            (Plan::Revoke, dialect) => revoke_in(conn, dialect, found, now).await,
-            (Plan::Rotate(r), Dialect::Postgres) => {
-                rotate_pg(conn, found, r, presented, child, now).await
-            }
-            (Plan::Rotate(r), Dialect::Sqlite) => {
-                rotate_in(conn, found, r, presented, child, now).await
-            }
+            (Plan::Revoke, dialect) => revoke_in(conn, dialect, p).await,
+            (Plan::Rotate(r), Dialect::Postgres) => rotate_pg(conn, p, r).await,
+            (Plan::Rotate(r), Dialect::Sqlite) => rotate_in(conn, p, r).await,
         }
     }
 
@@ -347,25 +338,26 @@ impl Store {
     ) -> StoreResult<Option<(PresentedToken, Plan, Applied)>> {
         let mut tx = self.write.begin().await?;
         if self.dialect == Dialect::Postgres {
-            let locked = sqlx::query(dialect::LOCK_SESSION_PG)
-                .bind(presented)
+            let locked = q!(dialect::LOCK_SESSION_PG, presented)
                 .fetch_optional(&mut *tx)
                 .await?;
             if locked.is_none() {
                 return Ok(None);
             }
         }
-        let row: Option<PresentedRow> = sqlx::query_as(PRESENTED)
-            .bind(presented)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row: Option<PresentedRow> =
+            q_as!(PRESENTED, presented).fetch_optional(&mut *tx).await?;
         let Some(found) = row.map(PresentedToken::from) else {
             return Ok(None);
         };
         let plan = plan_for(&found);
-        let applied = self
-            .apply_in(&mut tx, &found, &plan, presented, child, now)
-            .await?;
+        let p = Presentation {
+            found: &found,
+            presented,
+            child,
+            now,
+        };
+        let applied = self.apply_in(&mut tx, p, &plan).await?;
         if applied == Applied::Conflict {
             return Err(super::StoreError::Corrupt(
                 "a locked session changed under its lock".into(),
@@ -377,12 +369,8 @@ impl Store {
 
     /// How many refresh tokens a session has stored (operators and tests).
     pub async fn session_token_rows(&self, session_id: &str) -> StoreResult<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM refresh_tokens WHERE session_id = $1")
-                .bind(session_id)
-                .fetch_one(&self.read)
-                .await?,
-        )
+        let sql = "SELECT COUNT(*) FROM refresh_tokens WHERE session_id = $1";
+        Ok(q_scalar!(sql, session_id).fetch_one(&self.read).await?)
     }
 
     /// Revokes a live session and records the event; `user_id` restricts it to that user's
@@ -394,47 +382,32 @@ impl Store {
         reason: RevokeReason,
         now: i64,
     ) -> StoreResult<bool> {
-        let mut tx = self.write.begin().await?;
-        let res = sqlx::query(
+        let change = q!(
             "UPDATE sessions SET revoked_at = $1, revoke_reason = $2, version = version + 1
              WHERE id = $3 AND revoked_at IS NULL AND (CAST($4 AS TEXT) IS NULL OR user_id = $4)",
-        )
-        .bind(now)
-        .bind(reason.as_str())
-        .bind(session_id)
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-        let revoked = res.rows_affected() == 1;
-        if revoked {
-            record_event(&mut tx, self.dialect, EventKind::Session, session_id, now).await?;
-        }
-        tx.commit().await?;
-        Ok(revoked)
+            now,
+            reason.as_str(),
+            session_id,
+            user_id
+        );
+        self.change_with_event(change, EventKind::Session, session_id, now)
+            .await
     }
 
     pub async fn live_sessions(&self, user_id: &str, now: i64) -> StoreResult<Vec<SessionRow>> {
-        Ok(sqlx::query_as(
-            "SELECT id, created_at, last_used_at, idle_expires_at, absolute_expires_at, user_agent
-             FROM sessions
-             WHERE user_id = $1 AND revoked_at IS NULL AND idle_expires_at > $2
-                   AND absolute_expires_at > $2
-             ORDER BY last_used_at DESC",
-        )
-        .bind(user_id)
-        .bind(now)
-        .fetch_all(&self.read)
-        .await?)
+        let sql = "SELECT id, created_at, last_used_at, idle_expires_at, absolute_expires_at,
+                          user_agent
+                   FROM sessions
+                   WHERE user_id = $1 AND revoked_at IS NULL AND idle_expires_at > $2
+                         AND absolute_expires_at > $2
+                   ORDER BY last_used_at DESC";
+        Ok(q_as!(sql, user_id, now).fetch_all(&self.read).await?)
     }
 
     /// Sessions revoked since `since`, whose access tokens may still be in circulation.
     pub async fn recently_revoked_sessions(&self, since: i64) -> StoreResult<Vec<(String, i64)>> {
-        Ok(
-            sqlx::query_as("SELECT id, revoked_at FROM sessions WHERE revoked_at > $1")
-                .bind(since)
-                .fetch_all(&self.read)
-                .await?,
-        )
+        let sql = "SELECT id, revoked_at FROM sessions WHERE revoked_at > $1";
+        Ok(q_as!(sql, since).fetch_all(&self.read).await?)
     }
 
     /// The session of a refresh token and the key it is bound to, if the token is known.
@@ -442,12 +415,8 @@ impl Store {
         &self,
         hash: &str,
     ) -> StoreResult<Option<(String, Option<String>)>> {
-        Ok(sqlx::query_as(
-            "SELECT s.id, s.dpop_jkt FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
-             WHERE t.hash = $1",
-        )
-        .bind(hash)
-        .fetch_optional(&self.read)
-        .await?)
+        let sql = "SELECT s.id, s.dpop_jkt FROM refresh_tokens t
+                   JOIN sessions s ON s.id = t.session_id WHERE t.hash = $1";
+        Ok(q_as!(sql, hash).fetch_optional(&self.read).await?)
     }
 }

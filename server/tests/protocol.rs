@@ -1,4 +1,5 @@
-//! The protocol of docs/PROTOCOL.md, over real HTTP against real SQLite.
+//! The protocol of docs/PROTOCOL.md, against a real server and a real database: requests go
+//! straight into the router (`Client::oneshot`) except where the socket is the point.
 
 mod common;
 
@@ -15,13 +16,14 @@ use tokenwarden_server::tokens::{self, Audience};
 #[tokio::test]
 async fn login_returns_a_bearer_token_and_sets_exactly_the_documented_cookies() {
     let s = TestServer::start().await;
-    let res = s.login_response(ALICE.0, ALICE.1).await;
-    assert_eq!(res.status(), 200);
-    assert_eq!(res.headers()["cache-control"], "no-store");
-    let cookies = set_cookies(res.headers());
+    let mut c = Client::new(&s).oneshot();
+    let res = c.login(ALICE).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.headers["cache-control"], "no-store");
+    let cookies = res.set_cookies();
     assert_eq!(cookies.len(), 2, "{cookies:?}");
     let refresh = &cookies[1];
-    let value = cookie(res.headers(), REFRESH_COOKIE).expect("refresh cookie");
+    let value = cookie(&res.headers, REFRESH_COOKIE).expect("refresh cookie");
     assert_eq!(value.len(), 43, "256-bit token, base64url");
     assert_eq!(
         refresh,
@@ -35,7 +37,7 @@ async fn login_returns_a_bearer_token_and_sets_exactly_the_documented_cookies() 
     );
     assert!(!refresh.contains("Domain"));
 
-    let body: Value = res.json().await.expect("json");
+    let body = &res.body;
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], 600);
     let (header, claims) = jwt_parts(body["access_token"].as_str().expect("token"));
@@ -54,35 +56,30 @@ async fn login_returns_a_bearer_token_and_sets_exactly_the_documented_cookies() 
     );
 
     // The token works.
-    assert_eq!(
-        s.me(body["access_token"].as_str().unwrap()).await.status(),
-        200
-    );
+    assert_eq!(c.get("/api/me").await.status, 200);
     s.stop().await;
 }
 
 #[tokio::test]
 async fn wrong_password_and_unknown_email_get_the_same_answer() {
     let s = TestServer::start().await;
-    let wrong = s.login_response(ALICE.0, "not-the-password").await;
-    let unknown = s
-        .login_response("nobody@example.com", "not-the-password")
-        .await;
-    assert_eq!(wrong.status(), 401);
-    assert_eq!(unknown.status(), 401);
-    assert!(set_cookies(wrong.headers()).is_empty());
-    let wrong: Value = wrong.json().await.unwrap();
-    let unknown: Value = unknown.json().await.unwrap();
-    assert_eq!(wrong, unknown);
-    assert_eq!(wrong["error"], "invalid_credentials");
+    let mut c = Client::new(&s).oneshot();
+    let wrong = c.login((ALICE.0, "not-the-password")).await;
+    let unknown = c.login(("nobody@example.com", "not-the-password")).await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(unknown.status, 401);
+    assert!(wrong.set_cookies().is_empty());
+    assert_eq!(wrong.body, unknown.body);
+    assert_eq!(wrong.error(), "invalid_credentials");
     s.stop().await;
 }
 
 #[tokio::test]
 async fn email_is_matched_case_insensitively() {
     let s = TestServer::start().await;
-    let res = s.login_response("  ALICE@Example.com ", ALICE.1).await;
-    assert_eq!(res.status(), 200);
+    let mut c = Client::new(&s).oneshot();
+    let res = c.login(("  ALICE@Example.com ", ALICE.1)).await;
+    assert_eq!(res.status, 200);
     s.stop().await;
 }
 
@@ -94,47 +91,38 @@ async fn an_account_is_throttled_for_a_client_after_repeated_failures_even_for_t
         c.login_window = 600;
     })
     .await;
+    let mut c = Client::new(&s).oneshot();
     for _ in 0..3 {
-        assert_eq!(
-            s.login_response(ALICE.0, "wrong-password").await.status(),
-            401
-        );
+        assert_eq!(c.login((ALICE.0, "wrong-password")).await.status, 401);
     }
-    let res = s.login_response(ALICE.0, ALICE.1).await;
-    assert_eq!(res.status(), 429);
-    let retry: i64 = res.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let res = c.login(ALICE).await;
+    assert_eq!(res.status, 429);
+    let retry = res.retry_after();
     assert!((1..=600).contains(&retry), "Retry-After {retry}");
-    assert_eq!(error_code(res).await, "too_many_attempts");
+    assert_eq!(res.error(), "too_many_attempts");
     // Another account is not affected.
-    assert_eq!(s.login_response(BOB.0, BOB.1).await.status(), 200);
+    assert_eq!(c.login(BOB).await.status, 200);
     // Unknown accounts are throttled the same way (no enumeration through 429s).
+    let ghost = ("ghost@example.com", "x-password");
     for _ in 0..3 {
-        s.login_response("ghost@example.com", "x-password").await;
+        c.login(ghost).await;
     }
-    assert_eq!(
-        s.login_response("ghost@example.com", "x-password")
-            .await
-            .status(),
-        429
-    );
+    assert_eq!(c.login(ghost).await.status, 429);
     // After the window, the right password works again and clears the count.
     s.state.clock.advance(601);
-    assert_eq!(s.login_response(ALICE.0, ALICE.1).await.status(), 200);
+    assert_eq!(c.login(ALICE).await.status, 200);
     s.stop().await;
 }
 
 #[tokio::test]
 async fn logins_are_limited_per_client_ip() {
     let s = TestServer::with(|c| c.login_ip_per_minute = 2).await;
-    assert_eq!(s.login_response(ALICE.0, ALICE.1).await.status(), 200);
-    assert_eq!(s.login_response(BOB.0, BOB.1).await.status(), 200);
-    let res = s.login_response(BOB.0, BOB.1).await;
-    assert_eq!(res.status(), 429);
-    assert!(res.headers().contains_key("retry-after"));
+    let mut c = Client::new(&s).oneshot();
+    assert_eq!(c.login(ALICE).await.status, 200);
+    assert_eq!(c.login(BOB).await.status, 200);
+    let res = c.login(BOB).await;
+    assert_eq!(res.status, 429);
+    assert!(res.headers.contains_key("retry-after"));
     s.stop().await;
 }
 
@@ -143,17 +131,18 @@ async fn logins_are_limited_per_client_ip() {
 #[tokio::test]
 async fn refresh_rotates_the_cookie_and_issues_a_new_access_token() {
     let s = TestServer::start().await;
-    let t0 = s.login(ALICE).await;
-    let t1 = s.refresh(&t0.refresh).await;
+    let mut c = Client::new(&s).oneshot();
+    let t0 = c.sign_in(ALICE).await;
+    let t1 = c.rotate(&t0.refresh).await;
     assert_ne!(t1.refresh, t0.refresh);
     assert_ne!(t1.access, t0.access);
     let (_, c0) = jwt_parts(&t0.access);
     let (_, c1) = jwt_parts(&t1.access);
     assert_eq!(c0["sid"], c1["sid"], "same session");
     assert_ne!(c0["jti"], c1["jti"]);
-    assert_eq!(s.me(&t1.access).await.status(), 200);
-    let t2 = s.refresh(&t1.refresh).await;
-    assert_eq!(s.me(&t2.access).await.status(), 200);
+    assert_eq!(c.me(&t1.access).await.status, 200);
+    let t2 = c.rotate(&t1.refresh).await;
+    assert_eq!(c.me(&t2.access).await.status, 200);
     assert_eq!(s.stats().await["refresh_rotated"], 2);
     s.stop().await;
 }
@@ -162,16 +151,18 @@ async fn refresh_rotates_the_cookie_and_issues_a_new_access_token() {
 async fn reuse_of_a_used_token_revokes_the_session_for_attacker_and_user() {
     let s = TestServer::start().await;
     s.state.clock.freeze();
-    let stolen = s.login(ALICE).await;
+    let mut user = Client::new(&s).oneshot();
+    let stolen = user.sign_in(ALICE).await;
+    let mut thief = user.clone();
     // The user refreshes twice: the stolen token's child has been used.
-    let t1 = s.refresh(&stolen.refresh).await;
-    let t2 = s.refresh(&t1.refresh).await;
+    let t1 = user.rotate(&stolen.refresh).await;
+    let t2 = user.rotate(&t1.refresh).await;
     // Past the window in which the token could still be presented again.
     s.state.clock.advance(31);
 
-    let res = s.refresh_response(&stolen.refresh).await;
-    assert_eq!(res.status(), 401);
-    let cleared = set_cookies(res.headers());
+    let res = thief.refresh().await;
+    assert_eq!(res.status, 401);
+    let cleared = res.set_cookies();
     assert!(
         cleared
             .iter()
@@ -182,17 +173,16 @@ async fn reuse_of_a_used_token_revokes_the_session_for_attacker_and_user() {
             .iter()
             .any(|c| c.starts_with("tw_session=;") && c.contains("Max-Age=0"))
     );
-    assert_eq!(error_code(res).await, "token_reused");
+    assert_eq!(res.error(), "token_reused");
 
     // The user's newest refresh token and access token are dead too.
-    let res = s.refresh_response(&t2.refresh).await;
-    assert_eq!(res.status(), 401);
-    assert_eq!(error_code(res).await, "invalid_grant");
-    let res = s.me(&t2.access).await;
-    assert_eq!(res.status(), 401);
+    let res = user.refresh().await;
+    assert_eq!(res.status, 401);
+    assert_eq!(res.error(), "invalid_grant");
+    let res = user.me(&t2.access).await;
+    assert_eq!(res.status, 401);
     assert!(
-        res.headers()["www-authenticate"]
-            .to_str()
+        res.header("www-authenticate")
             .unwrap()
             .contains(r#"error="invalid_token""#)
     );
@@ -200,20 +190,21 @@ async fn reuse_of_a_used_token_revokes_the_session_for_attacker_and_user() {
     let stats = s.stats().await;
     assert_eq!(stats["reuse_detections"], 1);
     // Other sessions of the same user are untouched.
-    let other = s.login(ALICE).await;
-    assert_eq!(s.me(&other.access).await.status(), 200);
+    let mut other = Client::new(&s).oneshot();
+    other.sign_in(ALICE).await;
+    assert_eq!(other.get("/api/me").await.status, 200);
     s.stop().await;
 }
 
 #[tokio::test]
 async fn a_sibling_presented_after_another_claimed_the_generation_is_reuse() {
     let s = TestServer::start().await;
-    let t0 = s.login(ALICE).await;
-    let a = s.refresh(&t0.refresh).await; // first child of t0
-    let b = s.refresh(&t0.refresh).await; // t0 again, within its window: a sibling
-    s.refresh(&b.refresh).await; // b claims the generation: a is dead
-    let res = s.refresh_response(&a.refresh).await;
-    assert_eq!(error_code(res).await, "token_reused");
+    let mut c = Client::new(&s).oneshot();
+    let t0 = c.sign_in(ALICE).await;
+    let a = c.rotate(&t0.refresh).await; // first child of t0
+    let b = c.rotate(&t0.refresh).await; // t0 again, within its window: a sibling
+    c.rotate(&b.refresh).await; // b claims the generation: a is dead
+    assert_eq!(c.present(&a.refresh).await.error(), "token_reused");
     s.stop().await;
 }
 
@@ -221,16 +212,12 @@ async fn a_sibling_presented_after_another_claimed_the_generation_is_reuse() {
 async fn a_lost_refresh_response_is_recovered_by_presenting_the_old_token_again() {
     let s = TestServer::start().await;
     s.state.clock.freeze();
-    let t0 = s.login(ALICE).await;
+    // Over the socket: the server drops the connection.
+    let mut c = Client::new(&s);
+    let t0 = c.sign_in(ALICE).await;
     // The server commits the rotation, then closes the connection without answering.
     s.drop_next_refreshes.store(1, Ordering::SeqCst);
-    let lost = s
-        .http
-        .post(s.url("/auth/refresh"))
-        .header("x-tokenwarden", "1")
-        .header("cookie", format!("{REFRESH_COOKIE}={}", t0.refresh))
-        .send()
-        .await;
+    let lost = c.try_refresh().await;
     assert!(lost.is_err(), "the response must be lost: {lost:?}");
     assert_eq!(
         s.stats().await["refresh_rotated"],
@@ -239,35 +226,40 @@ async fn a_lost_refresh_response_is_recovered_by_presenting_the_old_token_again(
     );
 
     // The client still holds t0 and tries again: a sibling child, no logout.
-    let t1 = s.refresh(&t0.refresh).await;
-    assert_eq!(s.me(&t1.access).await.status(), 200);
-    let t2 = s.refresh(&t1.refresh).await;
-    assert_eq!(s.me(&t2.access).await.status(), 200);
+    assert_eq!(c.refresh.as_deref(), Some(t0.refresh.as_str()));
+    let t1 = c.rotate(&t0.refresh).await;
+    assert_eq!(c.me(&t1.access).await.status, 200);
+    let t2 = c.rotate(&t1.refresh).await;
+    assert_eq!(c.me(&t2.access).await.status, 200);
     assert_eq!(s.stats().await["reuse_detections"], 0);
 
     // Now that a child of t0 has been used, t0 itself is reuse once its window is over.
     s.state.clock.advance(31);
-    assert_eq!(s.refresh_error(&t0.refresh).await, "token_reused");
+    assert_eq!(c.refresh_error(&t0.refresh).await, "token_reused");
     s.stop().await;
 }
 
 #[tokio::test]
 async fn twenty_concurrent_refreshes_with_the_same_cookie_leave_the_session_alive() {
     let s = TestServer::start().await;
-    let t0 = s.login(ALICE).await;
-    let responses =
-        futures::future::join_all((0..20).map(|_| s.refresh_response(&t0.refresh))).await;
+    let mut c = Client::new(&s).oneshot();
+    c.sign_in(ALICE).await;
+    // Twenty tabs, one cookie jar.
+    let tabs = (0..20).map(|_| {
+        let mut tab = c.clone();
+        async move { tab.refresh().await }
+    });
     let mut children = Vec::new();
-    for res in responses {
-        assert_eq!(res.status(), 200);
-        children.push(tokens_of(res).await);
+    for res in futures::future::join_all(tabs).await {
+        assert_eq!(res.status, 200);
+        children.push(c.tokens_of(&res));
     }
     let distinct: BTreeSet<_> = children.iter().map(|t| t.refresh.clone()).collect();
     assert_eq!(distinct.len(), 20);
     // Whichever child the browser kept (the last Set-Cookie wins), it works.
     let kept = &children[13];
-    let next = s.refresh(&kept.refresh).await;
-    assert_eq!(s.me(&next.access).await.status(), 200);
+    let next = c.rotate(&kept.refresh).await;
+    assert_eq!(c.me(&next.access).await.status, 200);
     let stats = s.stats().await;
     assert_eq!(stats["reuse_detections"], 0);
     assert_eq!(stats["revocations"], 0);
@@ -277,45 +269,32 @@ async fn twenty_concurrent_refreshes_with_the_same_cookie_leave_the_session_aliv
 #[tokio::test]
 async fn refresh_without_the_csrf_header_is_forbidden_and_spends_nothing() {
     let s = TestServer::start().await;
-    let t0 = s.login(ALICE).await;
+    let mut c = Client::new(&s).oneshot();
+    let t0 = c.sign_in(ALICE).await;
+    // A cross-site form: the cookie goes along, the header does not.
+    let mut forged = Client::new(&s).oneshot();
+    forged.refresh = Some(t0.refresh.clone());
+    forged.csrf = None;
     for path in ["/auth/refresh", "/auth/logout"] {
-        let res = s
-            .http
-            .post(s.url(path))
-            .header("cookie", format!("{REFRESH_COOKIE}={}", t0.refresh))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 403, "{path}");
-        assert_eq!(error_code(res).await, "csrf_header_missing");
+        let res = forged.send("POST", path, None).await;
+        assert_eq!(res.status, 403, "{path}");
+        assert_eq!(res.error(), "csrf_header_missing");
     }
     // The wrong value is refused too.
-    let res = s
-        .http
-        .post(s.url("/auth/refresh"))
-        .header("x-tokenwarden", "yes")
-        .header("cookie", format!("{REFRESH_COOKIE}={}", t0.refresh))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 403);
+    forged.csrf = Some("yes");
+    assert_eq!(forged.refresh().await.status, 403);
     // Nothing was revoked or rotated.
-    s.refresh(&t0.refresh).await;
+    c.rotate(&t0.refresh).await;
     s.stop().await;
 }
 
 #[tokio::test]
 async fn refresh_with_no_unknown_or_garbage_cookie_is_invalid_grant() {
     let s = TestServer::start().await;
-    let bare = s
-        .http
-        .post(s.url("/auth/refresh"))
-        .header("x-tokenwarden", "1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bare.status(), 401);
-    assert_eq!(error_code(bare).await, "invalid_grant");
+    let mut c = Client::new(&s).oneshot();
+    let bare = c.refresh().await;
+    assert_eq!(bare.status, 401);
+    assert_eq!(bare.error(), "invalid_grant");
     for junk in [
         "A".repeat(43),
         "short".into(),
@@ -323,9 +302,9 @@ async fn refresh_with_no_unknown_or_garbage_cookie_is_invalid_grant() {
         "x".repeat(5000),
         "\"quoted\"".into(),
     ] {
-        let res = s.refresh_response(&junk).await;
-        assert_eq!(res.status(), 401, "{junk}");
-        assert_eq!(error_code(res).await, "invalid_grant");
+        let res = c.present(&junk).await;
+        assert_eq!(res.status, 401, "{junk}");
+        assert_eq!(res.error(), "invalid_grant");
     }
     s.stop().await;
 }
@@ -338,26 +317,27 @@ async fn sessions_expire_when_idle_and_at_their_absolute_lifetime() {
     })
     .await;
     s.state.clock.freeze();
-    let t0 = s.login(ALICE).await;
+    let mut c = Client::new(&s).oneshot();
+    let t0 = c.sign_in(ALICE).await;
     s.state.clock.advance(90);
-    let t1 = s.refresh(&t0.refresh).await; // idle renewed to now + 100
+    let t1 = c.rotate(&t0.refresh).await; // idle renewed to now + 100
     s.state.clock.advance(90);
-    let t2 = s.refresh(&t1.refresh).await;
+    let t2 = c.rotate(&t1.refresh).await;
     s.state.clock.advance(60); // 240 s after login: idle would allow 100 s more, absolute 10 s
-    let res = s.refresh_response(&t2.refresh).await;
-    assert_eq!(res.status(), 200);
-    let cookies = set_cookies(res.headers());
+    let res = c.present(&t2.refresh).await;
+    assert_eq!(res.status, 200);
+    let cookies = res.set_cookies();
     assert!(cookies[1].contains("Max-Age=10;"), "{cookies:?}");
-    let t3 = tokens_of(res).await;
+    let t3 = c.tokens_of(&res);
     s.state.clock.advance(11);
-    assert_eq!(s.refresh_error(&t3.refresh).await, "invalid_grant");
+    assert_eq!(c.refresh_error(&t3.refresh).await, "invalid_grant");
 
     // Idle expiry alone.
     s.state.clock.reset();
     s.state.clock.freeze();
-    let u0 = s.login(BOB).await;
+    let u0 = c.sign_in(BOB).await;
     s.state.clock.advance(101);
-    assert_eq!(s.refresh_error(&u0.refresh).await, "invalid_grant");
+    assert_eq!(c.refresh_error(&u0.refresh).await, "invalid_grant");
     s.stop().await;
 }
 
@@ -366,67 +346,47 @@ async fn sessions_expire_when_idle_and_at_their_absolute_lifetime() {
 #[tokio::test]
 async fn logout_revokes_the_session_denylists_the_token_and_is_idempotent() {
     let s = TestServer::start().await;
-    let t = s.login(ALICE).await;
-    let logout = || {
-        s.http
-            .post(s.url("/auth/logout"))
-            .header("x-tokenwarden", "1")
-            .header("cookie", format!("{REFRESH_COOKIE}={}", t.refresh))
-            .bearer_auth(&t.access)
-            .send()
-    };
-    let res = logout().await.unwrap();
-    assert_eq!(res.status(), 204);
-    let cleared = set_cookies(res.headers());
+    let mut c = Client::new(&s).oneshot();
+    let t = c.sign_in(ALICE).await;
+    let res = c.logout().await;
+    assert_eq!(res.status, 204);
+    let cleared = res.set_cookies();
     assert_eq!(cleared.len(), 2);
     assert!(cleared.iter().all(|c| c.contains("Max-Age=0")));
 
-    let res = s.me(&t.access).await;
-    assert_eq!(res.status(), 401);
-    assert_eq!(error_code(res).await, "invalid_token");
-    assert_eq!(s.refresh_error(&t.refresh).await, "invalid_grant");
-    assert_eq!(logout().await.unwrap().status(), 204, "idempotent");
+    let res = c.me(&t.access).await;
+    assert_eq!(res.status, 401);
+    assert_eq!(res.error(), "invalid_token");
+    assert_eq!(c.refresh_error(&t.refresh).await, "invalid_grant");
+    let mut again = Client::new(&s).oneshot().holding(&t);
+    assert_eq!(again.logout().await.status, 204, "idempotent");
     assert_eq!(s.stats().await["logouts"], 1);
 
     // With only the bearer token (e.g. the cookie was lost), the session is revoked too.
-    let u = s.login(ALICE).await;
-    let res = s
-        .http
-        .post(s.url("/auth/logout"))
-        .header("x-tokenwarden", "1")
-        .bearer_auth(&u.access)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 204);
-    assert_eq!(s.refresh_error(&u.refresh).await, "invalid_grant");
+    let u = c.sign_in(ALICE).await;
+    c.refresh = None;
+    assert_eq!(c.logout().await.status, 204);
+    assert_eq!(c.refresh_error(&u.refresh).await, "invalid_grant");
     s.stop().await;
 }
 
 #[tokio::test]
 async fn a_user_lists_their_sessions_and_revokes_a_lost_device() {
     let s = TestServer::start().await;
-    let login_as = |ua: &'static str| {
-        s.http
-            .post(s.url("/auth/login"))
-            .header("user-agent", ua)
-            .json(&json!({ "email": ALICE.0, "password": ALICE.1 }))
-            .send()
+    let sign_in_on = |ua: &'static str| {
+        let mut tab = Client::new(&s).oneshot();
+        async move {
+            let res = tab.login_with(ALICE, &[("user-agent", ua)]).await;
+            let t = tab.tokens_of(&res);
+            (tab, t)
+        }
     };
-    let laptop = tokens_of(login_as("Laptop").await.unwrap()).await;
-    let phone = tokens_of(login_as("Phone").await.unwrap()).await;
-    let bob = s.login(BOB).await;
+    let (mut laptop_tab, laptop) = sign_in_on("Laptop").await;
+    let (mut phone_tab, phone) = sign_in_on("Phone").await;
+    let mut bob_tab = Client::new(&s).oneshot();
+    bob_tab.sign_in(BOB).await;
 
-    let list: Value = s
-        .http
-        .get(s.url("/auth/sessions"))
-        .bearer_auth(&laptop.access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = laptop_tab.get("/auth/sessions").await.body;
     let sessions = list["sessions"].as_array().expect("sessions");
     assert_eq!(sessions.len(), 2, "{list}");
     let current: Vec<_> = sessions.iter().filter(|s| s["current"] == true).collect();
@@ -439,46 +399,32 @@ async fn a_user_lists_their_sessions_and_revokes_a_lost_device() {
     for field in ["id", "created_at", "last_used_at", "expires_at"] {
         assert!(!phone_session[field].is_null(), "{field}");
     }
-    let phone_id = phone_session["id"].as_str().unwrap();
+    let phone_path = format!("/auth/sessions/{}", phone_session["id"].as_str().unwrap());
 
     // Bob cannot revoke Alice's session.
-    let res = s
-        .http
-        .delete(s.url(&format!("/auth/sessions/{phone_id}")))
-        .bearer_auth(&bob.access)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 404);
+    assert_eq!(bob_tab.delete(&phone_path).await.status, 404);
 
-    let res = s
-        .http
-        .delete(s.url(&format!("/auth/sessions/{phone_id}")))
-        .bearer_auth(&laptop.access)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 204);
+    assert_eq!(laptop_tab.delete(&phone_path).await.status, 204);
     assert_eq!(
-        s.me(&phone.access).await.status(),
+        phone_tab.me(&phone.access).await.status,
         401,
         "phone's access token dies at once"
     );
-    assert_eq!(s.refresh_error(&phone.refresh).await, "invalid_grant");
     assert_eq!(
-        s.me(&laptop.access).await.status(),
+        phone_tab.refresh_error(&phone.refresh).await,
+        "invalid_grant"
+    );
+    assert_eq!(
+        laptop_tab.me(&laptop.access).await.status,
         200,
         "laptop unaffected"
     );
 
-    let res = s
-        .http
-        .delete(s.url(&format!("/auth/sessions/{phone_id}")))
-        .bearer_auth(&laptop.access)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 404, "already revoked");
+    assert_eq!(
+        laptop_tab.delete(&phone_path).await.status,
+        404,
+        "already revoked"
+    );
     s.stop().await;
 }
 
@@ -487,66 +433,44 @@ async fn a_user_lists_their_sessions_and_revokes_a_lost_device() {
 #[tokio::test]
 async fn a_profile_change_shows_in_the_claims_of_the_next_refresh() {
     let s = TestServer::start().await;
-    let t = s.login(ALICE).await;
-    let res = s
-        .http
-        .patch(s.url("/api/me"))
-        .bearer_auth(&t.access)
-        .json(&json!({ "name": "Alice Liddell", "phone": "+44 20 7946 0000" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let me: Value = res.json().await.unwrap();
-    assert_eq!(me["name"], "Alice Liddell");
-    assert_eq!(me["phone"], "+44 20 7946 0000");
+    let mut c = Client::new(&s).oneshot();
+    let t = c.sign_in(ALICE).await;
+    let res = c
+        .patch(
+            "/api/me",
+            &json!({ "name": "Alice Liddell", "phone": "+44 20 7946 0000" }),
+        )
+        .await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body["name"], "Alice Liddell");
+    assert_eq!(res.body["phone"], "+44 20 7946 0000");
     let (_, old) = jwt_parts(&t.access);
     assert_eq!(old["name"], "alice");
-    let t1 = s.refresh(&t.refresh).await;
+    let t1 = c.rotate(&t.refresh).await;
     let (_, new) = jwt_parts(&t1.access);
     assert_eq!(new["name"], "Alice Liddell");
 
-    // `null` clears the phone, absent keeps it; bad values are 400.
-    let patch = |body: Value| {
-        s.http
-            .patch(s.url("/api/me"))
-            .bearer_auth(&t1.access)
-            .json(&body)
-            .send()
-    };
-    let me: Value = patch(json!({})).await.unwrap().json().await.unwrap();
+    // `null` clears the phone, absent keeps it; bad values are 400 (with the new token).
+    let me = c.patch("/api/me", &json!({})).await.body;
     assert_eq!(me["phone"], "+44 20 7946 0000");
-    let me: Value = patch(json!({ "phone": null }))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = c.patch("/api/me", &json!({ "phone": null })).await.body;
     assert!(me["phone"].is_null());
     for bad in [
         json!({ "name": "" }),
         json!({ "phone": "call me" }),
         json!({ "email": "x@y" }),
     ] {
-        let res = patch(bad.clone()).await.unwrap();
-        assert_eq!(res.status(), 400, "{bad}");
-        assert_eq!(error_code(res).await, "invalid_request");
+        let res = c.patch("/api/me", &bad).await;
+        assert_eq!(res.status, 400, "{bad}");
+        assert_eq!(res.error(), "invalid_request");
     }
     s.stop().await;
 }
 
 // ---- keys -----------------------------------------------------------------------------------
 
-async fn jwks_kids(s: &TestServer) -> BTreeSet<String> {
-    let jwks: Value = s
-        .http
-        .get(s.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+async fn jwks_kids(c: &mut Client) -> BTreeSet<String> {
+    let jwks = c.get("/.well-known/jwks.json").await.body;
     jwks["keys"]
         .as_array()
         .unwrap()
@@ -563,7 +487,8 @@ async fn jwks_kids(s: &TestServer) -> BTreeSet<String> {
 #[tokio::test]
 async fn graceful_key_rotation_keeps_tokens_of_the_old_key_valid() {
     let s = TestServer::with(|c| c.key_grace = 900).await;
-    let t = s.login(ALICE).await;
+    let mut c = Client::new(&s).oneshot();
+    let t = c.sign_in(ALICE).await;
     let (h_old, _) = jwt_parts(&t.access);
     let old_kid = h_old["kid"].as_str().unwrap().to_owned();
 
@@ -575,15 +500,11 @@ async fn graceful_key_rotation_keeps_tokens_of_the_old_key_valid() {
         .unwrap();
     assert_ne!(new_kid, old_kid);
 
-    assert_eq!(
-        s.me(&t.access).await.status(),
-        200,
-        "old kid still verifies"
-    );
-    let t1 = s.refresh(&t.refresh).await;
+    assert_eq!(c.me(&t.access).await.status, 200, "old kid still verifies");
+    let t1 = c.rotate(&t.refresh).await;
     assert_eq!(jwt_parts(&t1.access).0["kid"], new_kid.as_str());
     assert_eq!(
-        jwks_kids(&s).await,
+        jwks_kids(&mut c).await,
         [old_kid.clone(), new_kid.clone()].into()
     );
 
@@ -594,17 +515,18 @@ async fn graceful_key_rotation_keeps_tokens_of_the_old_key_valid() {
         .reload(&s.state.store, s.state.now())
         .await
         .unwrap();
-    assert_eq!(jwks_kids(&s).await, [new_kid].into());
+    assert_eq!(jwks_kids(&mut c).await, [new_kid].into());
     s.stop().await;
 }
 
 #[tokio::test]
 async fn emergency_key_revocation_rejects_tokens_at_once_and_a_refresh_recovers() {
     let s = TestServer::start().await;
-    let t = s.login(ALICE).await;
+    let mut c = Client::new(&s).oneshot();
+    let t = c.sign_in(ALICE).await;
     // Used once first: the server remembers its verified signature (crate::verified), which
     // must not outlive the key.
-    assert_eq!(s.me(&t.access).await.status(), 200);
+    assert_eq!(c.me(&t.access).await.status, 200);
     let kid = jwt_parts(&t.access).0["kid"].as_str().unwrap().to_owned();
     let revoked = s
         .state
@@ -614,15 +536,15 @@ async fn emergency_key_revocation_rejects_tokens_at_once_and_a_refresh_recovers(
         .unwrap();
     assert!(revoked);
 
-    let res = s.me(&t.access).await;
-    assert_eq!(res.status(), 401);
-    assert_eq!(error_code(res).await, "invalid_token");
-    assert!(!jwks_kids(&s).await.contains(&kid));
+    let res = c.me(&t.access).await;
+    assert_eq!(res.status, 401);
+    assert_eq!(res.error(), "invalid_token");
+    assert!(!jwks_kids(&mut c).await.contains(&kid));
 
     // Nobody is logged out: the refresh token still works and the new token verifies.
-    let t1 = s.refresh(&t.refresh).await;
+    let t1 = c.rotate(&t.refresh).await;
     assert_ne!(jwt_parts(&t1.access).0["kid"], kid.as_str());
-    assert_eq!(s.me(&t1.access).await.status(), 200);
+    assert_eq!(c.me(&t1.access).await.status, 200);
     s.stop().await;
 }
 
@@ -636,7 +558,8 @@ fn b64(v: &Value) -> String {
 #[tokio::test]
 async fn forged_and_invalid_access_tokens_are_refused_with_rfc6750_challenges() {
     let s = TestServer::start().await;
-    let t = s.login(ALICE).await;
+    let mut c = Client::new(&s).oneshot();
+    let t = c.sign_in(ALICE).await;
     let (header, claims) = jwt_parts(&t.access);
     let kid = header["kid"].as_str().unwrap().to_owned();
     let ring = s.state.keys.current();
@@ -647,18 +570,8 @@ async fn forged_and_invalid_access_tokens_are_refused_with_rfc6750_challenges() 
         b64(&claims)
     );
     // HS256 keyed with the public key (the classic algorithm-confusion attack).
-    let public_x = {
-        let jwks: Value = s
-            .http
-            .get(s.url("/.well-known/jwks.json"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        jwks["keys"][0]["x"].as_str().unwrap().to_owned()
-    };
+    let jwks = c.get("/.well-known/jwks.json").await.body;
+    let public_x = jwks["keys"][0]["x"].as_str().unwrap().to_owned();
     let mut hs = Header::new(Algorithm::HS256);
     hs.typ = Some("at+jwt".into());
     hs.kid = Some(kid.clone());
@@ -749,51 +662,45 @@ async fn forged_and_invalid_access_tokens_are_refused_with_rfc6750_challenges() 
         ("huge", "a".repeat(10_000)),
     ];
     for (what, token) in cases {
-        let res = s.me(&token).await;
-        assert_eq!(res.status(), 401, "{what}");
-        let challenge = res.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let res = c.me(&token).await;
+        assert_eq!(res.status, 401, "{what}");
+        let challenge = res.header("www-authenticate").unwrap();
         assert!(challenge.starts_with("Bearer "), "{what}: {challenge}");
         assert!(
             challenge.contains(r#"error="invalid_token""#),
             "{what}: {challenge}"
         );
-        assert_eq!(error_code(res).await, "invalid_token", "{what}");
+        assert_eq!(res.error(), "invalid_token", "{what}");
     }
 
     // Expired: the server's clock moves past exp + leeway.
-    assert_eq!(s.me(&t.access).await.status(), 200);
+    assert_eq!(c.me(&t.access).await.status, 200);
     s.state.clock.advance(600 + 5);
-    let res = s.me(&t.access).await;
-    assert_eq!(res.status(), 401);
-    let body: Value = res.json().await.unwrap();
-    assert_eq!(body["error"], "invalid_token");
-    assert_eq!(body["error_description"], "the token has expired");
+    let res = c.me(&t.access).await;
+    assert_eq!(res.status, 401);
+    assert_eq!(res.error(), "invalid_token");
+    assert_eq!(res.body["error_description"], "the token has expired");
     s.stop().await;
 }
 
 #[tokio::test]
 async fn a_request_without_a_token_gets_a_bare_bearer_challenge() {
     let s = TestServer::start().await;
+    let mut c = Client::new(&s).oneshot();
     for auth in [
         None,
         Some("Basic YWxpY2U6eA=="),
         Some("Bearer "),
         Some("Bearer"),
     ] {
-        let mut req = s.http.get(s.url("/api/me"));
-        if let Some(a) = auth {
-            req = req.header("authorization", a);
-        }
-        let res = req.send().await.unwrap();
-        assert_eq!(res.status(), 401, "{auth:?}");
+        let extra: Vec<_> = auth.iter().map(|a| ("authorization", *a)).collect();
+        let res = c.send_once("GET", "/api/me", None, &extra).await;
+        assert_eq!(res.status, 401, "{auth:?}");
         assert_eq!(
-            res.headers()["www-authenticate"],
-            r#"Bearer realm="tokenwarden""#
+            res.header("www-authenticate"),
+            Some(r#"Bearer realm="tokenwarden""#)
         );
-        assert_eq!(error_code(res).await, "missing_token");
+        assert_eq!(res.error(), "missing_token");
     }
     s.stop().await;
 }
@@ -803,13 +710,7 @@ async fn a_request_without_a_token_gets_a_bare_bearer_challenge() {
 #[tokio::test]
 async fn malformed_requests_get_4xx_json_never_5xx() {
     let s = TestServer::start().await;
-    let login = |ct: &'static str, body: String| {
-        s.http
-            .post(s.url("/auth/login"))
-            .header("content-type", ct)
-            .body(body)
-            .send()
-    };
+    let mut c = Client::new(&s).oneshot();
     let cases: Vec<(&str, String, u16, &str)> = vec![
         ("application/json", "{bad".into(), 400, "invalid_request"),
         ("application/json", "[]".into(), 400, "invalid_request"),
@@ -851,21 +752,18 @@ async fn malformed_requests_get_4xx_json_never_5xx() {
         ),
     ];
     for (ct, body, status, code) in cases {
-        let res = login(ct, body.clone()).await.unwrap();
-        assert_eq!(res.status(), status, "{ct} {}", &body[..body.len().min(60)]);
-        assert_eq!(error_code(res).await, code);
+        let res = c
+            .send_raw("POST", "/auth/login", &body, &[("content-type", ct)])
+            .await;
+        assert_eq!(res.status, status, "{ct} {}", &body[..body.len().min(60)]);
+        assert_eq!(res.error(), code);
     }
-    let res = s
-        .http
-        .get(s.url("/auth/nothing-here"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 404);
-    assert_eq!(error_code(res).await, "not_found");
-    let res = s.http.get(s.url("/auth/refresh")).send().await.unwrap();
-    assert_eq!(res.status(), 405);
-    assert_eq!(error_code(res).await, "method_not_allowed");
+    let res = c.get("/auth/nothing-here").await;
+    assert_eq!(res.status, 404);
+    assert_eq!(res.error(), "not_found");
+    let res = c.get("/auth/refresh").await;
+    assert_eq!(res.status, 405);
+    assert_eq!(res.error(), "method_not_allowed");
     s.stop().await;
 }
 
@@ -874,28 +772,28 @@ async fn malformed_requests_get_4xx_json_never_5xx() {
 #[tokio::test]
 async fn cors_allows_only_listed_origins_with_credentials() {
     let s = TestServer::start().await;
-    let preflight = |origin: &'static str| {
-        s.http
-            .request(reqwest::Method::OPTIONS, s.url("/auth/refresh"))
-            .header("origin", origin)
-            .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "x-tokenwarden")
-            .send()
+    let mut c = Client::new(&s).oneshot();
+    let mut preflight = async |origin: &str| {
+        let asks = [
+            ("origin", origin),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", CSRF_HEADER),
+        ];
+        c.send_once("OPTIONS", "/auth/refresh", None, &asks).await
     };
-    let ok = preflight("http://app.test:3000").await.unwrap();
+    let ok = preflight("http://app.test:3000").await;
     assert_eq!(
-        ok.headers()["access-control-allow-origin"],
-        "http://app.test:3000"
+        ok.header("access-control-allow-origin"),
+        Some("http://app.test:3000")
     );
-    assert_eq!(ok.headers()["access-control-allow-credentials"], "true");
+    assert_eq!(ok.header("access-control-allow-credentials"), Some("true"));
     assert!(
-        ok.headers()["access-control-allow-headers"]
-            .to_str()
+        ok.header("access-control-allow-headers")
             .unwrap()
-            .contains("x-tokenwarden")
+            .contains(CSRF_HEADER)
     );
-    let evil = preflight("https://evil.example").await.unwrap();
-    assert!(!evil.headers().contains_key("access-control-allow-origin"));
+    let evil = preflight("https://evil.example").await;
+    assert!(!evil.headers.contains_key("access-control-allow-origin"));
     s.stop().await;
 }
 
@@ -932,25 +830,19 @@ fn the_protocol_document_lists_exactly_the_error_codes_the_server_emits() {
 async fn the_cookies_in_the_protocol_document_are_the_ones_the_server_sets() {
     let doc = protocol_doc();
     let s = TestServer::start().await;
-    let res = s.login_response(ALICE.0, ALICE.1).await;
-    let token = cookie(res.headers(), REFRESH_COOKIE).unwrap();
-    for c in set_cookies(res.headers()) {
+    let mut tab = Client::new(&s).oneshot();
+    let res = tab.login(ALICE).await;
+    let token = cookie(&res.headers, REFRESH_COOKIE).unwrap();
+    for c in res.set_cookies() {
         let documented = c.replace(&token, "<token>");
         assert!(
             doc.contains(&format!("Set-Cookie: {documented}")),
             "docs/PROTOCOL.md does not show `Set-Cookie: {documented}`"
         );
     }
-    let t = tokens_of(res).await;
-    let res = s
-        .http
-        .post(s.url("/auth/logout"))
-        .header("x-tokenwarden", "1")
-        .header("cookie", format!("{REFRESH_COOKIE}={}", t.refresh))
-        .send()
-        .await
-        .unwrap();
-    for c in set_cookies(res.headers()) {
+    tab.tokens_of(&res);
+    let res = tab.logout().await;
+    for c in res.set_cookies() {
         assert!(
             doc.contains(&format!("Set-Cookie: {c}")),
             "not documented: {c}"

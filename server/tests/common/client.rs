@@ -3,8 +3,14 @@
 //! endpoints, and, given a DPoP key, signs a proof for every request with the newest
 //! `DPoP-Nonce` it has seen, retrying once on `use_dpop_nonce` as the real client does.
 //!
-//! Requests go over a real socket to a [`TestServer`], or with [`Client::oneshot`] straight
-//! into its router (`tower::ServiceExt::oneshot`) where a socket is not the point.
+//! Requests go over a real socket to a [`TestServer`] (or to a server in another process,
+//! [`Client::to`]), or with [`Client::oneshot`] straight into its router
+//! (`tower::ServiceExt::oneshot`) where a socket is not the point.
+//!
+//! A test that forges a request says only what it forges: `extra` headers replace the ones the
+//! client would send under the same names (two `Cookie` lines, a proof of its own), `csrf` sets
+//! or leaves out the CSRF header, `refresh`/`access` hold any token, old or stolen. Cloning a
+//! client copies its jar: another tab of the same browser, or a thief with a copy.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,18 +19,26 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use reqwest::Method;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokenwarden_dpop::ProofSigner;
+use tokenwarden_server::AppState;
+use tokenwarden_server::clock::Clock;
 use tower::ServiceExt;
 
-use super::{REFRESH_COOKIE, TestServer, cookie};
+use super::{REFRESH_COOKIE, TestServer, Tokens, cookie, jwt_parts, set_cookies};
 
-/// An answer: status, headers and the body as JSON (`Value::Null` when it is not JSON).
+/// The CSRF header the cookie endpoints require (docs/PROTOCOL.md), and its value.
+pub const CSRF_HEADER: &str = "x-tokenwarden";
+pub const CSRF_VALUE: &str = "1";
+
+/// An answer: status, headers and the body, as bytes and as JSON (`Value::Null` when it is
+/// not JSON).
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub status: u16,
     pub headers: HeaderMap,
     pub body: Value,
+    pub bytes: Vec<u8>,
 }
 
 impl Answer {
@@ -36,16 +50,60 @@ impl Answer {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
+
+    /// `Retry-After`, in seconds.
+    pub fn retry_after(&self) -> i64 {
+        let value = self.header("retry-after").expect("Retry-After");
+        value.parse().expect("seconds")
+    }
+
+    /// Every `WWW-Authenticate` value, joined with ` | `.
+    pub fn challenges(&self) -> String {
+        self.headers
+            .get_all("www-authenticate")
+            .iter()
+            .map(|v| v.to_str().expect("ascii").to_owned())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    }
+
+    pub fn set_cookies(&self) -> Vec<String> {
+        set_cookies(&self.headers)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+
+    /// The tokens of a sign-in or a refresh: the access token and the refresh cookie.
+    pub fn tokens(&self) -> Tokens {
+        let refresh = cookie(&self.headers, REFRESH_COOKIE).expect("refresh cookie set");
+        let access = self.body["access_token"].as_str().expect("access_token");
+        Tokens {
+            access: access.to_owned(),
+            refresh,
+        }
+    }
 }
 
 /// How requests reach the server.
+#[derive(Clone)]
 enum Transport {
     Socket,
     Oneshot(axum::Router),
 }
 
-pub struct Client<'s> {
-    server: &'s TestServer,
+#[derive(Clone)]
+pub struct Client {
+    /// Where requests go over a socket (`http://host:port`).
+    base: String,
+    /// The origin proofs name in `htu`: the server's own, or the public one of a proxy.
+    origin: String,
+    http: reqwest::Client,
+    /// The server's clock, which proofs are stamped with.
+    clock: Clock,
+    /// The server in this process, when it is one (for [`Client::oneshot`]).
+    state: Option<AppState>,
     transport: Transport,
     /// The refresh cookie, as the browser's jar keeps it (the last `Set-Cookie` wins).
     pub refresh: Option<String>,
@@ -57,29 +115,60 @@ pub struct Client<'s> {
     pub nonce: Option<String>,
     /// Sent as `X-Forwarded-For` (a client behind a trusted proxy).
     pub forwarded_for: Option<String>,
+    /// The CSRF header's value on the cookie endpoints; `None` leaves it out.
+    pub csrf: Option<&'static str>,
 }
 
 /// The endpoints that read the refresh cookie (and need the CSRF header).
 fn is_cookie_endpoint(path: &str) -> bool {
-    path.starts_with("/auth/") && !path.starts_with("/auth/login") && path != "/auth/sessions"
+    path.starts_with("/auth/")
+        && !path.starts_with("/auth/login")
+        && !path.starts_with("/auth/sessions")
 }
 
-impl<'s> Client<'s> {
-    /// A client over a socket, without a DPoP key (Bearer sessions).
-    pub fn new(server: &'s TestServer) -> Self {
+/// The requests that carry the access token: the API, the sessions list, logout.
+fn is_authorized(path: &str) -> bool {
+    path.starts_with("/api/") || path.starts_with("/auth/sessions") || path == "/auth/logout"
+}
+
+fn put(headers: &mut HeaderMap, name: &str, value: &str) {
+    headers.append(
+        HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+        HeaderValue::from_bytes(value.as_bytes()).expect("header value"),
+    );
+}
+
+impl Client {
+    /// A client of `server` over a socket, without a DPoP key (Bearer sessions).
+    pub fn new(server: &TestServer) -> Self {
         Client {
-            server,
+            clock: server.state.clock.clone(),
+            state: Some(server.state.clone()),
+            http: server.http.clone(),
+            ..Client::to(&server.base)
+        }
+    }
+
+    /// A client of the server at `base` in another process (the binary), on the wall clock.
+    pub fn to(base: &str) -> Self {
+        Client {
+            base: base.to_owned(),
+            origin: base.to_owned(),
+            http: reqwest::Client::new(),
+            clock: Clock::default(),
+            state: None,
             transport: Transport::Socket,
             refresh: None,
             access: None,
             key: None,
             nonce: None,
             forwarded_for: None,
+            csrf: Some(CSRF_VALUE),
         }
     }
 
     /// A client that signs with a fresh DPoP key.
-    pub fn bound(server: &'s TestServer) -> Self {
+    pub fn bound(server: &TestServer) -> Self {
         Client {
             key: Some(Arc::new(ProofSigner::generate())),
             ..Client::new(server)
@@ -88,8 +177,27 @@ impl<'s> Client<'s> {
 
     /// Requests go into the router without a socket.
     pub fn oneshot(mut self) -> Self {
-        self.transport = Transport::Oneshot(tokenwarden_server::router(&self.server.state));
+        let state = self.state.as_ref().expect("a server in this process");
+        self.transport = Transport::Oneshot(tokenwarden_server::router(state));
         self
+    }
+
+    /// Proofs name `origin` (the public origin of a fleet behind a proxy) in `htu`.
+    pub fn public(mut self, origin: &str) -> Self {
+        self.origin = origin.to_owned();
+        self
+    }
+
+    /// The client holds these tokens (a copy, a stolen pair, a session from before a restart).
+    pub fn holding(mut self, t: &Tokens) -> Self {
+        self.access = Some(t.access.clone());
+        self.refresh = Some(t.refresh.clone());
+        self
+    }
+
+    /// The URL a proof names for `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.origin, path)
     }
 
     /// A proof for `method path` by this client's key, with its newest nonce and, if given,
@@ -98,86 +206,88 @@ impl<'s> Client<'s> {
         let key = self.key.as_ref()?;
         Some(key.proof(
             method,
-            &self.server.url(path),
-            self.server.state.now(),
+            &self.url(path),
+            self.clock.now(),
             token,
             self.nonce.as_deref(),
         ))
     }
 
-    /// Sends one request as the browser would, with `extra` headers; `Authorization` with the
-    /// access token for the API and the sessions list. No retry.
-    pub async fn send_once(
+    /// What the browser sends with `method path`, then `extra` in place of the headers of the
+    /// same names. A preflight (`OPTIONS`) carries only `extra`.
+    fn headers(&self, method: &str, path: &str, json: bool, extra: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if method != "OPTIONS" {
+            let token = self.access.as_deref().filter(|_| is_authorized(path));
+            if let Some(t) = token {
+                let scheme = if self.key.is_some() { "DPoP" } else { "Bearer" };
+                put(&mut headers, "authorization", &format!("{scheme} {t}"));
+            }
+            let proof_path = path.split('?').next().unwrap_or(path);
+            if let Some(p) = self.proof(method, proof_path, token) {
+                put(&mut headers, "dpop", &p);
+            }
+            if is_cookie_endpoint(path) {
+                if let Some(v) = self.csrf {
+                    put(&mut headers, CSRF_HEADER, v);
+                }
+                if let Some(r) = &self.refresh {
+                    put(&mut headers, "cookie", &format!("{REFRESH_COOKIE}={r}"));
+                }
+            }
+            if let Some(ip) = &self.forwarded_for {
+                put(&mut headers, "x-forwarded-for", ip);
+            }
+            if json {
+                put(&mut headers, "content-type", "application/json");
+            }
+        }
+        for (name, _) in extra {
+            headers.remove(name.to_ascii_lowercase());
+        }
+        for (name, value) in extra {
+            put(&mut headers, name, value);
+        }
+        headers
+    }
+
+    /// One request with these headers and body; `Err` when no answer came (a dropped
+    /// connection).
+    async fn exchange(
         &mut self,
         method: &str,
         path: &str,
-        body: Option<&Value>,
-        extra: &[(&str, &str)],
-    ) -> Answer {
-        let mut headers = HeaderMap::new();
-        let mut put = |name: &str, value: &str| {
-            headers.append(
-                HeaderName::from_bytes(name.as_bytes()).expect("header name"),
-                HeaderValue::from_str(value).expect("header value"),
-            );
-        };
-        let authorized = path.starts_with("/api/") || path.starts_with("/auth/sessions");
-        let token = self.access.clone().filter(|_| authorized);
-        if let Some(t) = &token {
-            let scheme = if self.key.is_some() { "DPoP" } else { "Bearer" };
-            put("authorization", &format!("{scheme} {t}"));
-        }
-        let proof_path = path.split('?').next().unwrap_or(path);
-        if let Some(p) = self.proof(method, proof_path, token.as_deref()) {
-            put("dpop", &p);
-        }
-        if is_cookie_endpoint(path) {
-            put("x-tokenwarden", "1");
-            if let Some(r) = &self.refresh {
-                put("cookie", &format!("{REFRESH_COOKIE}={r}"));
-            }
-        }
-        if let Some(ip) = &self.forwarded_for {
-            put("x-forwarded-for", ip);
-        }
-        if body.is_some() {
-            put("content-type", "application/json");
-        }
-        for (name, value) in extra {
-            put(name, value);
-        }
-        let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+        headers: HeaderMap,
+        body: Vec<u8>,
+    ) -> Result<Answer, String> {
         let method = Method::from_bytes(method.as_bytes()).expect("method");
         let answer = match &self.transport {
             Transport::Socket => {
                 let res = self
-                    .server
                     .http
-                    .request(method, self.server.url(path))
+                    .request(method, format!("{}{}", self.base, path))
                     .headers(headers)
-                    .body(bytes)
+                    .body(body)
                     .send()
                     .await
-                    .expect("request");
+                    .map_err(|e| format!("{e:?}"))?;
                 let status = res.status().as_u16();
                 let headers = res.headers().clone();
-                let body = res.json().await.unwrap_or(Value::Null);
-                Answer {
-                    status,
-                    headers,
-                    body,
-                }
+                let bytes = res.bytes().await.map_err(|e| format!("{e:?}"))?.to_vec();
+                answer(status, headers, bytes)
             }
             Transport::Oneshot(router) => {
                 let mut req = axum::http::Request::builder()
                     .method(method.as_str())
                     .uri(path)
-                    .body(Body::from(bytes))
+                    .body(Body::from(body))
                     .expect("request");
                 *req.headers_mut() = headers;
-                let host = self.server.base.trim_start_matches("http://");
-                req.headers_mut()
-                    .insert("host", HeaderValue::from_str(host).expect("host"));
+                if !req.headers().contains_key("host") {
+                    let host = self.base.trim_start_matches("http://");
+                    req.headers_mut()
+                        .insert("host", HeaderValue::from_str(host).expect("host"));
+                }
                 let peer: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
                 req.extensions_mut().insert(ConnectInfo(peer));
                 let res = router.clone().oneshot(req).await.expect("infallible");
@@ -186,16 +296,11 @@ impl<'s> Client<'s> {
                 let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
                     .await
                     .expect("body");
-                let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                Answer {
-                    status,
-                    headers,
-                    body,
-                }
+                answer(status, headers, bytes.to_vec())
             }
         };
         self.learn(&answer);
-        answer
+        Ok(answer)
     }
 
     /// What a browser keeps from an answer: the newest nonce, the refresh cookie (set or
@@ -212,18 +317,80 @@ impl<'s> Client<'s> {
         }
     }
 
+    /// [`Self::send_once`], or `Err` when the connection closed without an answer.
+    pub async fn try_send_once(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        extra: &[(&str, &str)],
+    ) -> Result<Answer, String> {
+        let headers = self.headers(method, path, body.is_some(), extra);
+        let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+        self.exchange(method, path, headers, bytes.into_bytes())
+            .await
+    }
+
+    /// Sends one request as the browser would (a JSON body), with `extra` headers in place of
+    /// its own of the same names. No retry.
+    pub async fn send_once(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        extra: &[(&str, &str)],
+    ) -> Answer {
+        let res = self.try_send_once(method, path, body, extra).await;
+        res.expect("an answer")
+    }
+
+    /// A request with a body of any bytes; its `Content-Type`, if any, comes in `extra`.
+    pub async fn send_raw(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &str,
+        extra: &[(&str, &str)],
+    ) -> Answer {
+        let headers = self.headers(method, path, false, extra);
+        let res = self
+            .exchange(method, path, headers, body.as_bytes().to_vec())
+            .await;
+        res.expect("an answer")
+    }
+
     /// [`Self::send_once`], retried once with the new nonce on `use_dpop_nonce`.
-    pub async fn send(&mut self, method: &str, path: &str, body: Option<&Value>) -> Answer {
-        let first = self.send_once(method, path, body, &[]).await;
+    pub async fn send_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        extra: &[(&str, &str)],
+    ) -> Answer {
+        let first = self.send_once(method, path, body, extra).await;
         if self.key.is_some() && first.error() == "use_dpop_nonce" {
-            return self.send_once(method, path, body, &[]).await;
+            return self.send_once(method, path, body, extra).await;
         }
         first
     }
 
-    pub async fn login(&mut self, (email, password): (&str, &str)) -> Answer {
-        let body = serde_json::json!({ "email": email, "password": password });
-        self.send("POST", "/auth/login", Some(&body)).await
+    pub async fn send(&mut self, method: &str, path: &str, body: Option<&Value>) -> Answer {
+        self.send_with(method, path, body, &[]).await
+    }
+
+    pub async fn login(&mut self, who: (&str, &str)) -> Answer {
+        self.login_with(who, &[]).await
+    }
+
+    /// A sign-in with `extra` headers (a `User-Agent`, a proof of the test's own).
+    pub async fn login_with(
+        &mut self,
+        (email, password): (&str, &str),
+        extra: &[(&str, &str)],
+    ) -> Answer {
+        let body = json!({ "email": email, "password": password });
+        self.send_with("POST", "/auth/login", Some(&body), extra)
+            .await
     }
 
     pub async fn refresh(&mut self) -> Answer {
@@ -242,9 +409,79 @@ impl<'s> Client<'s> {
         self.send("POST", path, Some(body)).await
     }
 
+    pub async fn patch(&mut self, path: &str, body: &Value) -> Answer {
+        self.send("PATCH", path, Some(body)).await
+    }
+
+    pub async fn delete(&mut self, path: &str) -> Answer {
+        self.send("DELETE", path, None).await
+    }
+
+    /// A refresh whose answer may never come (the server drops the connection).
+    pub async fn try_refresh(&mut self) -> Result<Answer, String> {
+        self.try_send_once("POST", "/auth/refresh", None, &[]).await
+    }
+
     /// A nonce from any answer of the server (its health check), as a page's first request
     /// would learn it.
-    pub async fn fetch_nonce(&mut self) {
+    pub async fn fetch_nonce(&mut self) -> String {
         self.send_once("GET", "/healthz", None, &[]).await;
+        self.nonce.clone().expect("a DPoP-Nonce")
+    }
+
+    /// The tokens of a successful sign-in or refresh: `token_type` is DPoP, bound to this
+    /// client's key, when it has one, and Bearer otherwise.
+    pub fn tokens_of(&self, a: &Answer) -> Tokens {
+        let t = a.tokens();
+        match &self.key {
+            Some(key) => {
+                assert_eq!(a.body["token_type"], "DPoP", "{}", a.body);
+                assert_eq!(jwt_parts(&t.access).1["cnf"]["jkt"], key.thumbprint());
+            }
+            None => assert_eq!(a.body["token_type"], "Bearer", "{}", a.body),
+        }
+        t
+    }
+
+    /// A sign-in that must succeed: its tokens.
+    pub async fn sign_in(&mut self, who: (&str, &str)) -> Tokens {
+        let a = self.login(who).await;
+        assert_eq!(a.status, 200, "login of {}: {}", who.0, a.body);
+        self.tokens_of(&a)
+    }
+
+    /// A refresh presenting `refresh` (what the jar holds from now on).
+    pub async fn present(&mut self, refresh: &str) -> Answer {
+        self.refresh = Some(refresh.to_owned());
+        self.refresh().await
+    }
+
+    /// A refresh presenting `refresh` that must succeed: the new tokens.
+    pub async fn rotate(&mut self, refresh: &str) -> Tokens {
+        let a = self.present(refresh).await;
+        assert_eq!(a.status, 200, "refresh: {}", a.body);
+        self.tokens_of(&a)
+    }
+
+    /// A refresh presenting `refresh` that must be refused: its error code.
+    pub async fn refresh_error(&mut self, refresh: &str) -> String {
+        let a = self.present(refresh).await;
+        assert_eq!(a.status, 401, "refresh should be refused");
+        a.error().to_owned()
+    }
+
+    /// `GET /api/me` with `access`.
+    pub async fn me(&mut self, access: &str) -> Answer {
+        self.access = Some(access.to_owned());
+        self.get("/api/me").await
+    }
+}
+
+fn answer(status: u16, headers: HeaderMap, bytes: Vec<u8>) -> Answer {
+    Answer {
+        status,
+        headers,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        bytes,
     }
 }

@@ -10,7 +10,7 @@ pub mod pg;
 pub mod smtp;
 
 #[allow(unused_imports)]
-pub use client::Client;
+pub use client::{Answer, CSRF_HEADER, Client};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,6 +1,7 @@
-//! The attacks of issue 10, each performed against the real server over real HTTP and real
-//! SQLite: a thief in lockstep with the user, lost responses, duplicate cookies, floods,
-//! password guessing from one and from many addresses, slow and idle connections.
+//! The attacks of issue 10, each performed against the real server and a real database: a
+//! thief in lockstep with the user, lost responses, duplicate cookies, floods, password
+//! guessing from one and from many addresses, slow and idle connections. Requests go straight
+//! into the router (`Client::oneshot`) except where the socket is the point.
 
 mod common;
 
@@ -15,14 +16,6 @@ use futures::stream::FuturesUnordered;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn retry_after(res: &reqwest::Response) -> i64 {
-    res.headers()["retry-after"]
-        .to_str()
-        .expect("ascii")
-        .parse()
-        .expect("seconds")
-}
-
 fn trusting_localhost(c: &mut tokenwarden_server::Settings) {
     c.proxies.trusted = vec!["127.0.0.1/32".parse().expect("cidr")];
 }
@@ -35,26 +28,30 @@ fn trusting_localhost(c: &mut tokenwarden_server::Settings) {
 async fn lockstep(thief_first: bool, gap: i64) -> (usize, String) {
     let s = TestServer::start().await;
     s.state.clock.freeze();
-    let login = s.login(ALICE).await;
-    let mut user = login.refresh.clone();
-    let mut thief = login.refresh.clone();
+    let mut user = Client::new(&s).oneshot();
+    user.sign_in(ALICE).await;
+    let mut thief = user.clone();
     for round in 1..=10 {
         for turn in 0..2 {
             let thief_turn = (turn == 0) == thief_first;
             s.state.clock.advance(gap);
             let holder = if thief_turn { &mut thief } else { &mut user };
-            let res = s.refresh_response(holder).await;
-            if res.status() != 200 {
-                assert_eq!(res.status(), 401);
-                let code = error_code(res).await;
+            let held = holder.refresh.clone();
+            let res = holder.refresh().await;
+            if res.status != 200 {
+                assert_eq!(res.status, 401);
+                // The refusal cleared this jar: it presents what it held once more.
+                holder.refresh = held;
                 // Both chains are dead now, and so is the user's access token.
-                assert_eq!(s.refresh_error(&user).await, "invalid_grant");
-                assert_eq!(s.refresh_error(&thief).await, "invalid_grant");
+                for tab in [&mut user, &mut thief] {
+                    let again = tab.refresh().await;
+                    assert_eq!((again.status, again.error()), (401, "invalid_grant"));
+                }
                 assert_eq!(s.stats().await["reuse_detections"], 1);
                 s.stop().await;
-                return (round, code);
+                return (round, res.error().to_owned());
             }
-            *holder = tokens_of(res).await.refresh;
+            holder.tokens_of(&res);
         }
     }
     s.stop().await;
@@ -87,16 +84,12 @@ async fn a_thief_in_lockstep_is_caught_by_round_two_when_the_user_goes_first() {
 async fn a_lost_response_retried_after_ten_minutes_is_still_accepted() {
     let s = TestServer::start().await;
     s.state.clock.freeze();
-    let t0 = s.login(ALICE).await;
+    // Over the socket: the server drops the connection.
+    let mut c = Client::new(&s);
+    let t0 = c.sign_in(ALICE).await;
     let before = s.stats().await["refresh_rotated"].as_u64().unwrap();
     s.drop_next_refreshes.store(1, Ordering::SeqCst);
-    let lost = s
-        .http
-        .post(s.url("/auth/refresh"))
-        .header("x-tokenwarden", "1")
-        .header("cookie", format!("{REFRESH_COOKIE}={}", t0.refresh))
-        .send()
-        .await;
+    let lost = c.try_refresh().await;
     assert!(lost.is_err(), "the response must be lost: {lost:?}");
     assert_eq!(
         s.stats().await["refresh_rotated"].as_u64().unwrap(),
@@ -106,22 +99,15 @@ async fn a_lost_response_retried_after_ten_minutes_is_still_accepted() {
 
     // Ten minutes later (the laptop slept), the client tries again with what it holds.
     s.state.clock.advance(600);
-    let t1 = s.refresh(&t0.refresh).await;
-    assert_eq!(s.me(&t1.access).await.status(), 200);
+    let t1 = c.rotate(&t0.refresh).await;
+    assert_eq!(c.me(&t1.access).await.status, 200);
     // Lost again, and retried an hour later: still accepted.
     s.drop_next_refreshes.store(1, Ordering::SeqCst);
-    let lost = s
-        .http
-        .post(s.url("/auth/refresh"))
-        .header("x-tokenwarden", "1")
-        .header("cookie", format!("{REFRESH_COOKIE}={}", t1.refresh))
-        .send()
-        .await;
-    assert!(lost.is_err());
+    assert!(c.try_refresh().await.is_err());
     s.state.clock.advance(3600);
-    let t2 = s.refresh(&t1.refresh).await;
-    let t3 = s.refresh(&t2.refresh).await;
-    assert_eq!(s.me(&t3.access).await.status(), 200);
+    let t2 = c.rotate(&t1.refresh).await;
+    let t3 = c.rotate(&t2.refresh).await;
+    assert_eq!(c.me(&t3.access).await.status, 200);
     assert_eq!(s.stats().await["reuse_detections"], 0);
     s.stop().await;
 }
@@ -130,21 +116,23 @@ async fn a_lost_response_retried_after_ten_minutes_is_still_accepted() {
 async fn twenty_simultaneous_presentations_are_all_accepted_even_long_after_the_token_was_used() {
     let s = TestServer::start().await;
     s.state.clock.freeze();
-    let t0 = s.login(ALICE).await;
-    s.refresh(&t0.refresh).await; // its response "lost"
+    let mut c = Client::new(&s).oneshot();
+    let t0 = c.sign_in(ALICE).await;
+    c.rotate(&t0.refresh).await; // its response "lost"
     s.state.clock.advance(600);
     // Twenty tabs without a shared lock wake up and present it at once.
-    let responses = join_all((0..20).map(|_| s.refresh_response(&t0.refresh))).await;
+    c.refresh = Some(t0.refresh.clone());
+    let mut tabs = c.tabs(20);
     let mut children = Vec::new();
-    for res in responses {
-        assert_eq!(res.status(), 200);
-        children.push(tokens_of(res).await);
+    for res in join_all(tabs.iter_mut().map(|t| t.refresh())).await {
+        assert_eq!(res.status, 200);
+        children.push(c.tokens_of(&res));
     }
     let distinct: BTreeSet<_> = children.iter().map(|t| t.refresh.clone()).collect();
     assert_eq!(distinct.len(), 20);
     // The browser keeps one of them (the last Set-Cookie it processed): it works.
-    let next = s.refresh(&children[7].refresh).await;
-    assert_eq!(s.me(&next.access).await.status(), 200);
+    let next = c.rotate(&children[7].refresh).await;
+    assert_eq!(c.me(&next.access).await.status, 200);
     assert_eq!(s.stats().await["reuse_detections"], 0);
     s.stop().await;
 }
@@ -154,8 +142,9 @@ async fn twenty_simultaneous_presentations_are_all_accepted_even_long_after_the_
 #[tokio::test]
 async fn a_duplicated_refresh_cookie_is_refused_and_rotates_nothing() {
     let s = TestServer::start().await;
-    let victim = s.login(ALICE).await;
-    let planted = s.login(BOB).await; // the attacker's own session, tossed into the victim's jar
+    let mut tab = Client::new(&s).oneshot();
+    let victim = tab.sign_in(ALICE).await;
+    let planted = tab.sign_in(BOB).await; // the attacker's own session, tossed into the victim's jar
     let (v, a) = (&victim.refresh, &planted.refresh);
     let c = REFRESH_COOKIE;
     let cases = [
@@ -165,20 +154,20 @@ async fn a_duplicated_refresh_cookie_is_refused_and_rotates_nothing() {
         vec![format!("{c}={v}; {c}={v}")],
     ];
     for lines in &cases {
-        let headers: Vec<_> = lines.iter().map(|l| ("cookie", l.as_str())).collect();
-        let res = s.refresh_with(&headers).await;
-        assert_eq!(res.status(), 400, "{lines:?}");
-        assert!(set_cookies(res.headers()).is_empty(), "no cookie changes");
-        assert_eq!(error_code(res).await, "duplicate_cookie");
+        let cookies: Vec<_> = lines.iter().map(|l| ("cookie", l.as_str())).collect();
+        let res = tab.send_once("POST", "/auth/refresh", None, &cookies).await;
+        assert_eq!(res.status, 400, "{lines:?}");
+        assert!(res.set_cookies().is_empty(), "no cookie changes");
+        assert_eq!(res.error(), "duplicate_cookie");
     }
     let stats = s.stats().await;
     assert_eq!(stats["refresh_rotated"], 0);
     assert_eq!(stats["revocations"], 0);
     // Nothing was spent: each token still claims its first generation.
-    let v1 = s.refresh(v).await;
-    let a1 = s.refresh(a).await;
-    assert_eq!(s.me(&v1.access).await.status(), 200);
-    assert_eq!(s.me(&a1.access).await.status(), 200);
+    let v1 = tab.rotate(v).await;
+    let a1 = tab.rotate(a).await;
+    assert_eq!(tab.me(&v1.access).await.status, 200);
+    assert_eq!(tab.me(&a1.access).await.status, 200);
     s.stop().await;
 }
 
@@ -188,18 +177,19 @@ async fn a_duplicated_refresh_cookie_is_refused_and_rotates_nothing() {
 async fn a_refresh_flood_on_one_session_gets_429_and_stores_a_bounded_number_of_tokens() {
     let s = TestServer::with(|c| c.refresh_session_per_minute = 30).await;
     s.state.clock.freeze();
-    let t = s.login(ALICE).await;
+    let mut c = Client::new(&s).oneshot();
+    let t = c.sign_in(ALICE).await;
     let sid = jwt_parts(&t.access).1["sid"].as_str().unwrap().to_owned();
     let (mut ok, mut throttled) = (0, 0);
     for _ in 0..2000 {
-        let res = s.refresh_response(&t.refresh).await;
-        match res.status().as_u16() {
+        let res = c.present(&t.refresh).await;
+        match res.status {
             200 => ok += 1,
             429 => {
                 throttled += 1;
-                let wait = retry_after(&res);
+                let wait = res.retry_after();
                 assert!((1..=60).contains(&wait), "Retry-After {wait}");
-                assert_eq!(error_code(res).await, "too_many_requests");
+                assert_eq!(res.error(), "too_many_requests");
             }
             other => panic!("status {other}"),
         }
@@ -216,26 +206,27 @@ async fn a_refresh_flood_on_one_session_gets_429_and_stores_a_bounded_number_of_
 async fn one_token_has_a_bounded_number_of_children_then_429_until_its_window_ends() {
     let s = TestServer::start().await; // per-session limit out of the way
     s.state.clock.freeze();
-    let t = s.login(ALICE).await;
+    let mut c = Client::new(&s).oneshot();
+    let t = c.sign_in(ALICE).await;
     let mut last = None;
     for i in 0..40 {
-        let res = s.refresh_response(&t.refresh).await;
+        let res = c.present(&t.refresh).await;
         if i < 32 {
-            assert_eq!(res.status(), 200, "child {i}");
-            last = Some(tokens_of(res).await);
+            assert_eq!(res.status, 200, "child {i}");
+            last = Some(c.tokens_of(&res));
         } else {
-            assert_eq!(res.status(), 429, "child {i}");
-            let wait = retry_after(&res);
+            assert_eq!(res.status, 429, "child {i}");
+            let wait = res.retry_after();
             assert!((1..=30).contains(&wait), "Retry-After {wait}");
-            assert_eq!(error_code(res).await, "too_many_requests");
+            assert_eq!(res.error(), "too_many_requests");
         }
     }
     // After the window, none of its children used: a fresh child, the others revoked.
     s.state.clock.advance(31);
-    let fresh = s.refresh(&t.refresh).await;
-    assert_eq!(s.me(&fresh.access).await.status(), 200);
+    let fresh = c.rotate(&t.refresh).await;
+    assert_eq!(c.me(&fresh.access).await.status, 200);
     assert_eq!(
-        s.refresh_error(&last.unwrap().refresh).await,
+        c.refresh_error(&last.unwrap().refresh).await,
         "token_reused",
         "an unused child of a reissued token is dead"
     );
@@ -250,33 +241,29 @@ async fn refreshes_are_limited_per_client_address_and_per_ipv6_64() {
     })
     .await;
     s.state.clock.freeze();
+    let mut signer = Client::new(&s).oneshot();
     // Each client presents each child once, as a real one does.
-    let refresh_from = |ip: &'static str, token: String| {
-        let s = &s;
-        async move {
-            s.refresh_with(&[
-                ("x-forwarded-for", ip),
-                ("cookie", &format!("{REFRESH_COOKIE}={token}")),
-            ])
-            .await
-        }
+    let mut proxied = Client::new(&s).oneshot();
+    let mut refresh_from = async |ip: &str, token: &str| {
+        proxied.forwarded_for = Some(ip.to_owned());
+        proxied.present(token).await
     };
-    let mut token = s.login(ALICE).await.refresh;
+    let mut token = signer.sign_in(ALICE).await.refresh;
     for _ in 0..5 {
-        let res = refresh_from("203.0.113.9", token).await;
-        assert_eq!(res.status(), 200);
-        token = tokens_of(res).await.refresh;
+        let res = refresh_from("203.0.113.9", &token).await;
+        assert_eq!(res.status, 200);
+        token = signer.tokens_of(&res).refresh;
     }
-    let res = refresh_from("203.0.113.9", token.clone()).await;
-    assert_eq!(res.status(), 429);
-    assert!((1..=60).contains(&retry_after(&res)));
-    assert_eq!(error_code(res).await, "too_many_requests");
+    let res = refresh_from("203.0.113.9", &token).await;
+    assert_eq!(res.status, 429);
+    assert!((1..=60).contains(&res.retry_after()));
+    assert_eq!(res.error(), "too_many_requests");
     // Another client is not affected, and the throttled token was not spent.
-    let res = refresh_from("198.51.100.7", token).await;
-    assert_eq!(res.status(), 200);
+    let res = refresh_from("198.51.100.7", &token).await;
+    assert_eq!(res.status, 200);
 
     // IPv6: every address of one /64 is one client; the next /64 is another.
-    let mut token = s.login(BOB).await.refresh;
+    let mut token = signer.sign_in(BOB).await.refresh;
     for ip in [
         "2001:db8:1:2::1",
         "2001:db8:1:2::2",
@@ -284,21 +271,23 @@ async fn refreshes_are_limited_per_client_address_and_per_ipv6_64() {
         "2001:db8:1:2:ffff:ffff:ffff:ffff",
         "2001:db8:1:2::5",
     ] {
-        let res = refresh_from(ip, token).await;
-        assert_eq!(res.status(), 200, "{ip}");
-        token = tokens_of(res).await.refresh;
+        let res = refresh_from(ip, &token).await;
+        assert_eq!(res.status, 200, "{ip}");
+        token = signer.tokens_of(&res).refresh;
     }
-    assert_eq!(
-        refresh_from("2001:db8:1:2::6", token.clone())
-            .await
-            .status(),
-        429
-    );
-    assert_eq!(refresh_from("2001:db8:1:3::1", token).await.status(), 200);
+    assert_eq!(refresh_from("2001:db8:1:2::6", &token).await.status, 429);
+    assert_eq!(refresh_from("2001:db8:1:3::1", &token).await.status, 200);
     s.stop().await;
 }
 
 // ---- password guessing --------------------------------------------------------------------
+
+/// A client at `ip`, as a trusted proxy reports it.
+fn at(s: &TestServer, ip: &str) -> Client {
+    let mut c = Client::new(s).oneshot();
+    c.forwarded_for = Some(ip.to_owned());
+    c
+}
 
 #[tokio::test]
 async fn fifty_concurrent_wrong_passwords_verify_at_most_the_limit_and_the_owner_still_logs_in() {
@@ -308,15 +297,18 @@ async fn fifty_concurrent_wrong_passwords_verify_at_most_the_limit_and_the_owner
         c.argon2_queue = 100;
     })
     .await;
+    let stranger = at(&s, "203.0.113.66");
     for email in [ALICE.0, "nobody@example.com"] {
         let before = s.state.passwords.hasher.verifications();
-        let guesses =
-            join_all((0..50).map(|_| s.login_from("203.0.113.66", email, "wrong-password"))).await;
+        let mut guessers = stranger.tabs(50);
+        let guesses = guessers
+            .iter_mut()
+            .map(|c| c.login((email, "wrong-password")));
         let mut statuses = Vec::new();
-        for res in guesses {
-            statuses.push(res.status().as_u16());
-            if res.status() == 429 {
-                assert!(retry_after(&res) >= 1);
+        for res in join_all(guesses).await {
+            statuses.push(res.status);
+            if res.status == 429 {
+                assert!(res.retry_after() >= 1);
             }
         }
         let verified = s.state.passwords.hasher.verifications() - before;
@@ -326,19 +318,9 @@ async fn fifty_concurrent_wrong_passwords_verify_at_most_the_limit_and_the_owner
         assert_eq!(verified, 10, "{email}: passwords actually checked");
     }
     // The stranger's address stays locked, even with the right password...
-    assert_eq!(
-        s.login_from("203.0.113.66", ALICE.0, ALICE.1)
-            .await
-            .status(),
-        429
-    );
+    assert_eq!(stranger.clone().login(ALICE).await.status, 429);
     // ...but the owner, from their own address, is not locked out.
-    assert_eq!(
-        s.login_from("198.51.100.23", ALICE.0, ALICE.1)
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(at(&s, "198.51.100.23").login(ALICE).await.status, 200);
     s.stop().await;
 }
 
@@ -351,23 +333,13 @@ async fn a_guesser_rotating_addresses_within_one_ipv6_64_is_one_client() {
     .await;
     let mut statuses = Vec::new();
     for i in 1..=20 {
-        let ip = format!("2001:db8:aa:bb::{i:x}");
-        statuses.push(
-            s.login_from(&ip, ALICE.0, "wrong-password")
-                .await
-                .status()
-                .as_u16(),
-        );
+        let mut guesser = at(&s, &format!("2001:db8:aa:bb::{i:x}"));
+        statuses.push(guesser.login((ALICE.0, "wrong-password")).await.status);
     }
     assert_eq!(statuses.iter().filter(|&&c| c == 401).count(), 10);
     assert_eq!(statuses.iter().filter(|&&c| c == 429).count(), 10);
     // The owner, in the next /64, is another client.
-    assert_eq!(
-        s.login_from("2001:db8:aa:bc::1", ALICE.0, ALICE.1)
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(at(&s, "2001:db8:aa:bc::1").login(ALICE).await.status, 200);
     s.stop().await;
 }
 
@@ -377,13 +349,8 @@ async fn without_a_trusted_proxy_forwarding_headers_are_ignored() {
     let mut statuses = Vec::new();
     for i in 0..6 {
         // A client inventing a new address for every guess gains nothing.
-        let ip = format!("198.51.100.{i}");
-        statuses.push(
-            s.login_from(&ip, ALICE.0, "wrong-password")
-                .await
-                .status()
-                .as_u16(),
-        );
+        let mut guesser = at(&s, &format!("198.51.100.{i}"));
+        statuses.push(guesser.login((ALICE.0, "wrong-password")).await.status);
     }
     assert_eq!(statuses, [401, 401, 401, 429, 429, 429]);
     s.stop().await;
@@ -399,28 +366,13 @@ async fn behind_a_trusted_proxy_only_the_entry_it_appended_counts() {
     let mut statuses = Vec::new();
     for i in 0..6 {
         // The client forges entries; the proxy appends the address it saw.
-        let xff = format!("10.0.0.{i}, 192.0.2.{i}, 203.0.113.200");
-        let res = s
-            .http
-            .post(s.url("/auth/login"))
-            .header("x-forwarded-for", xff)
-            .json(&serde_json::json!({ "email": ALICE.0, "password": "wrong-password" }))
-            .send()
-            .await
-            .unwrap();
-        statuses.push(res.status().as_u16());
+        let mut guesser = at(&s, &format!("10.0.0.{i}, 192.0.2.{i}, 203.0.113.200"));
+        statuses.push(guesser.login((ALICE.0, "wrong-password")).await.status);
     }
     assert_eq!(statuses, [401, 401, 401, 429, 429, 429]);
     // The owner, whom the proxy reports at another address, logs in.
-    let res = s
-        .http
-        .post(s.url("/auth/login"))
-        .header("x-forwarded-for", "203.0.113.200, 198.51.100.1")
-        .json(&serde_json::json!({ "email": ALICE.0, "password": ALICE.1 }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let mut owner = at(&s, "203.0.113.200, 198.51.100.1");
+    assert_eq!(owner.login(ALICE).await.status, 200);
     s.stop().await;
 }
 
@@ -432,24 +384,24 @@ async fn with_the_forwarded_header_configured_it_is_read_and_x_forwarded_for_is_
         c.login_max_failures = 2;
     })
     .await;
-    let login = |forwarded: &'static str, xff: &'static str| {
-        s.http
-            .post(s.url("/auth/login"))
-            .header("forwarded", forwarded)
-            .header("x-forwarded-for", xff)
-            .json(&serde_json::json!({ "email": ALICE.0, "password": "wrong-password" }))
-            .send()
+    let login = async |forwarded: &str, xff: &str| {
+        let mut guesser = at(&s, xff);
+        let wrong = (ALICE.0, "wrong-password");
+        guesser
+            .login_with(wrong, &[("forwarded", forwarded)])
+            .await
+            .status
     };
     let a = r#"for="[2001:db8:cafe::17]:4711";proto=https"#;
     // Three guesses from one client, whatever X-Forwarded-For says.
     let mut statuses = Vec::new();
     for xff in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
-        statuses.push(login(a, xff).await.unwrap().status().as_u16());
+        statuses.push(login(a, xff).await);
     }
     assert_eq!(statuses, [401, 401, 429]);
     // Another client (another /64) is counted apart.
     let b = r#"for="[2001:db8:beef::1]""#;
-    assert_eq!(login(b, "192.0.2.1").await.unwrap().status(), 401);
+    assert_eq!(login(b, "192.0.2.1").await, 401);
     s.stop().await;
 }
 
@@ -463,21 +415,22 @@ async fn password_hashing_is_bounded_and_a_burst_beyond_the_queue_gets_503() {
     .await;
     // Someone else's login holds the only slot until ten answers are back.
     let mut held = Some(s.state.passwords.hasher.turn().await.expect("a turn"));
-    let server = &s;
     let mut burst: FuturesUnordered<_> = (0..12)
-        .map(|i| async move {
-            let ip = format!("198.51.100.{i}");
-            let email = format!("user{i}@example.com");
-            server.login_from(&ip, &email, "some-password").await
+        .map(|i| {
+            let mut c = at(&s, &format!("198.51.100.{i}"));
+            async move {
+                let email = format!("user{i}@example.com");
+                c.login((&email, "some-password")).await
+            }
         })
         .collect();
     let (mut busy, mut refused) = (0, 0);
     while let Some(res) = burst.next().await {
-        match res.status().as_u16() {
+        match res.status {
             503 => {
                 busy += 1;
-                assert!(retry_after(&res) >= 1);
-                assert_eq!(error_code(res).await, "temporarily_unavailable");
+                assert!(res.retry_after() >= 1);
+                assert_eq!(res.error(), "temporarily_unavailable");
             }
             401 => refused += 1,
             other => panic!("status {other}"),
@@ -497,10 +450,10 @@ async fn password_hashing_is_bounded_and_a_burst_beyond_the_queue_gets_503() {
 #[tokio::test]
 async fn login_attempt_counters_are_purged_by_the_maintenance_task() {
     let s = TestServer::with(|c| c.login_window = 60).await;
+    let mut c = Client::new(&s).oneshot();
     for _ in 0..3 {
-        s.login_response(ALICE.0, "wrong-password").await;
-        s.login_response("ghost@example.com", "wrong-password")
-            .await;
+        c.login((ALICE.0, "wrong-password")).await;
+        c.login(("ghost@example.com", "wrong-password")).await;
     }
     assert_eq!(
         s.state

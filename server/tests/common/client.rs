@@ -188,6 +188,12 @@ impl Client {
         self
     }
 
+    /// `n` copies of this client: tabs of one browser sharing its jar, or clients at one
+    /// address, to send requests at the same time.
+    pub fn tabs(&self, n: usize) -> Vec<Client> {
+        vec![self.clone(); n]
+    }
+
     /// The client holds these tokens (a copy, a stolen pair, a session from before a restart).
     pub fn holding(mut self, t: &Tokens) -> Self {
         self.access = Some(t.access.clone());

@@ -1,132 +1,28 @@
-//! DPoP (docs/PROTOCOL.md, "DPoP: sender-constrained sessions") over real HTTP against real
-//! SQLite: every proof rule, bound refresh and logout, stolen tokens, the nonce flow.
+//! DPoP (docs/PROTOCOL.md, "DPoP: sender-constrained sessions") against a real server and a
+//! real database: every proof rule, bound refresh and logout, stolen tokens, the nonce flow.
+//! Requests go straight into the router (`Client::oneshot`) except where the socket is the
+//! point.
 
 mod common;
 
 use std::sync::Arc;
 
 use common::*;
-use reqwest::{RequestBuilder, Response};
 use serde_json::{Value, json};
 use tokenwarden_dpop::ProofSigner;
 
-/// The `DPoP-Nonce` of a response of the server (any response carries one).
-async fn fresh_nonce(s: &TestServer) -> String {
-    let res = s.http.get(s.url("/healthz")).send().await.unwrap();
-    nonce_of(&res)
-}
-
-fn nonce_of(res: &Response) -> String {
-    res.headers()["dpop-nonce"].to_str().unwrap().to_owned()
-}
-
-/// Every `WWW-Authenticate` value, joined.
-fn challenges(res: &Response) -> String {
-    res.headers()
-        .get_all("www-authenticate")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .collect::<Vec<_>>()
-        .join(" | ")
-}
-
-/// A proof by `key` for `method path`, stamped with the server's clock.
-fn proof(
-    s: &TestServer,
-    key: &ProofSigner,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    nonce: Option<&str>,
-) -> String {
-    key.proof(method, &s.url(path), s.state.now(), token, nonce)
-}
-
-async fn login_with(s: &TestServer, who: (&str, &str), dpop: Option<String>) -> Response {
-    let mut req = s
-        .http
-        .post(s.url("/auth/login"))
-        .json(&json!({ "email": who.0, "password": who.1 }));
-    if let Some(p) = dpop {
-        req = req.header("dpop", p);
-    }
-    req.send().await.unwrap()
-}
-
-/// A login bound to `key`: the access token and the refresh cookie.
-async fn login_bound(s: &TestServer, key: &ProofSigner) -> Tokens {
-    let n = fresh_nonce(s).await;
-    let res = login_with(
-        s,
-        ALICE,
-        Some(proof(s, key, "POST", "/auth/login", None, Some(&n))),
-    )
-    .await;
-    assert_eq!(res.status(), 200);
-    bound_tokens_of(res, key).await
-}
-
-async fn bound_tokens_of(res: Response, key: &ProofSigner) -> Tokens {
-    let refresh = cookie(res.headers(), REFRESH_COOKIE).expect("refresh cookie");
-    let body: Value = res.json().await.unwrap();
-    assert_eq!(body["token_type"], "DPoP", "{body}");
-    let access = body["access_token"].as_str().unwrap().to_owned();
-    let (_, claims) = jwt_parts(&access);
-    assert_eq!(claims["cnf"]["jkt"], key.thumbprint());
-    Tokens { access, refresh }
-}
-
-fn get_me(s: &TestServer, authorization: &str, dpop: Option<&str>) -> RequestBuilder {
-    let mut req = s
-        .http
-        .get(s.url("/api/me"))
-        .header("authorization", authorization);
-    if let Some(p) = dpop {
-        req = req.header("dpop", p);
-    }
-    req
-}
-
-/// `GET /api/me` as the rightful client: a fresh proof with the current nonce.
-async fn me_dpop(s: &TestServer, key: &ProofSigner, access: &str) -> Response {
-    let n = fresh_nonce(s).await;
-    let p = proof(s, key, "GET", "/api/me", Some(access), Some(&n));
-    get_me(s, &format!("DPoP {access}"), Some(&p))
-        .send()
-        .await
-        .unwrap()
-}
-
-fn refresh_req(s: &TestServer, refresh: &str, dpop: Option<&str>) -> RequestBuilder {
-    let mut req = s
-        .http
-        .post(s.url("/auth/refresh"))
-        .header("x-tokenwarden", "1")
-        .header("cookie", format!("{REFRESH_COOKIE}={refresh}"));
-    if let Some(p) = dpop {
-        req = req.header("dpop", p);
-    }
-    req
-}
-
-async fn refresh_dpop(s: &TestServer, key: &ProofSigner, refresh: &str) -> Response {
-    let n = fresh_nonce(s).await;
-    let p = proof(s, key, "POST", "/auth/refresh", None, Some(&n));
-    refresh_req(s, refresh, Some(&p)).send().await.unwrap()
-}
-
 /// A 401 with `code` in the body and in a `DPoP` challenge.
-async fn assert_dpop_401(res: Response, code: &str, what: &str) {
-    assert_eq!(res.status(), 401, "{what}");
-    let c = challenges(&res);
+fn assert_dpop_401(res: &Answer, code: &str, what: &str) {
+    assert_eq!(res.status, 401, "{what}");
+    let c = res.challenges();
     assert!(
         c.contains(&format!(
             r#"DPoP realm="tokenwarden", algs="ES256", error="{code}""#
         )),
         "{what}: {c}"
     );
-    assert!(res.headers().contains_key("dpop-nonce"), "{what}");
-    assert_eq!(error_code(res).await, code, "{what}");
+    assert!(res.headers.contains_key("dpop-nonce"), "{what}");
+    assert_eq!(res.error(), code, "{what}");
 }
 
 // ---- the nonce flow and binding -----------------------------------------------------------
@@ -134,93 +30,62 @@ async fn assert_dpop_401(res: Response, code: &str, what: &str) {
 #[tokio::test]
 async fn a_login_with_a_proof_binds_the_session_after_one_nonce_retry() {
     let s = TestServer::start().await;
-    let key = ProofSigner::generate();
+    let mut c = Client::bound(&s).oneshot();
     // First contact: no nonce yet -> 400 use_dpop_nonce with the nonce; no session, no failure.
-    let res = login_with(
-        &s,
-        ALICE,
-        Some(proof(&s, &key, "POST", "/auth/login", None, None)),
-    )
-    .await;
-    assert_eq!(res.status(), 400);
-    assert!(set_cookies(res.headers()).is_empty());
-    let nonce = nonce_of(&res);
+    let res = c.login_with(ALICE, &[]).await;
+    assert_eq!(res.status, 400);
+    assert!(res.set_cookies().is_empty());
+    let nonce = res.header("dpop-nonce").unwrap();
     assert_eq!(nonce.len(), 43);
-    assert_eq!(error_code(res).await, "use_dpop_nonce");
+    assert_eq!(c.nonce.as_deref(), Some(nonce));
+    assert_eq!(res.error(), "use_dpop_nonce");
     assert_eq!(s.stats().await["logins"], 0);
     // The retry with that nonce is bound.
-    let res = login_with(
-        &s,
-        ALICE,
-        Some(proof(&s, &key, "POST", "/auth/login", None, Some(&nonce))),
-    )
-    .await;
-    assert_eq!(res.status(), 200);
-    assert!(res.headers().contains_key("dpop-nonce"));
-    let t = bound_tokens_of(res, &key).await;
+    let res = c.login_with(ALICE, &[]).await;
+    assert_eq!(res.status, 200);
+    assert!(res.headers.contains_key("dpop-nonce"));
+    let t = c.tokens_of(&res);
 
     // A resource: first without a nonce (a client that lost it) -> 401 use_dpop_nonce, retry.
-    let p = proof(&s, &key, "GET", "/api/me", Some(&t.access), None);
-    let res = get_me(&s, &format!("DPoP {}", t.access), Some(&p))
-        .send()
-        .await
-        .unwrap();
-    let nonce = nonce_of(&res);
-    assert_dpop_401(res, "use_dpop_nonce", "resource without nonce").await;
-    let p = proof(&s, &key, "GET", "/api/me", Some(&t.access), Some(&nonce));
-    let res = get_me(&s, &format!("dpop {}", t.access), Some(&p))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let me: Value = res.json().await.unwrap();
-    assert_eq!(me["email"], ALICE.0);
+    c.nonce = None;
+    let res = c.send_once("GET", "/api/me", None, &[]).await;
+    assert_dpop_401(&res, "use_dpop_nonce", "resource without nonce");
+    assert_eq!(c.nonce.as_deref(), res.header("dpop-nonce"));
+    let lower_case = format!("dpop {}", t.access);
+    let res = c
+        .send_once("GET", "/api/me", None, &[("authorization", &lower_case)])
+        .await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body["email"], ALICE.0);
 
     // The other protected endpoints take the same credentials.
-    let n = fresh_nonce(&s).await;
-    let p = proof(&s, &key, "GET", "/auth/sessions", Some(&t.access), Some(&n));
-    let res = s
-        .http
-        .get(s.url("/auth/sessions"))
-        .header("authorization", format!("DPoP {}", t.access))
-        .header("dpop", p)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    c.fetch_nonce().await;
+    assert_eq!(
+        c.send_once("GET", "/auth/sessions", None, &[]).await.status,
+        200
+    );
     s.stop().await;
 }
 
 #[tokio::test]
 async fn an_invalid_proof_at_login_is_refused_not_ignored() {
     let s = TestServer::start().await;
-    let key = ProofSigner::generate();
-    let n = fresh_nonce(&s).await;
+    let mut c = Client::bound(&s).oneshot();
+    c.fetch_nonce().await;
     for (what, p) in [
-        (
-            "wrong htu",
-            proof(&s, &key, "POST", "/auth/refresh", None, Some(&n)),
-        ),
-        (
-            "wrong htm",
-            proof(&s, &key, "PUT", "/auth/login", None, Some(&n)),
-        ),
+        ("wrong htu", c.proof("POST", "/auth/refresh", None).unwrap()),
+        ("wrong htm", c.proof("PUT", "/auth/login", None).unwrap()),
         ("garbage", "not.a.proof".to_owned()),
     ] {
-        let res = login_with(&s, ALICE, Some(p)).await;
-        assert!(set_cookies(res.headers()).is_empty(), "{what}");
-        assert_dpop_401(res, "invalid_dpop_proof", what).await;
+        let res = c.login_with(ALICE, &[("dpop", &p)]).await;
+        assert!(res.set_cookies().is_empty(), "{what}");
+        assert_dpop_401(&res, "invalid_dpop_proof", what);
     }
     assert_eq!(s.stats().await["logins"], 0);
     // Wrong password with a valid proof: the usual answer.
-    let res = login_with(
-        &s,
-        (ALICE.0, "wrong-password"),
-        Some(proof(&s, &key, "POST", "/auth/login", None, Some(&n))),
-    )
-    .await;
-    assert_eq!(res.status(), 401);
-    assert_eq!(error_code(res).await, "invalid_credentials");
+    let res = c.login_with((ALICE.0, "wrong-password"), &[]).await;
+    assert_eq!(res.status, 401);
+    assert_eq!(res.error(), "invalid_credentials");
     s.stop().await;
 }
 
@@ -229,15 +94,15 @@ async fn an_invalid_proof_at_login_is_refused_not_ignored() {
 #[tokio::test]
 async fn every_proof_rule_is_enforced_with_the_rfc_error() {
     let s = TestServer::start().await;
-    let key = ProofSigner::generate();
+    let mut c = Client::bound(&s).oneshot();
+    let key = c.key.clone().unwrap();
     let other = ProofSigner::generate();
-    let t = login_bound(&s, &key).await;
+    let t = c.sign_in(ALICE).await;
     // The proofs below are signed at `now` and sent one after the other: a second passing
     // meanwhile would let "future iat" (now + 11) through the 10 s allowance.
     s.state.clock.freeze();
-    let n = fresh_nonce(&s).await;
+    let n = c.fetch_nonce().await;
     let now = s.state.now();
-    let auth = format!("DPoP {}", t.access);
     let at = Some(t.access.as_str());
     let me_url = s.url("/api/me");
     let port = s.base.rsplit(':').next().unwrap().parse::<u16>().unwrap();
@@ -254,8 +119,10 @@ async fn every_proof_rule_is_enforced_with_the_rfc_error() {
         format!("{signed}.{other_sig}")
     };
     let replayed = key.proof("GET", &me_url, now, at, Some(&n));
-    let first = get_me(&s, &auth, Some(&replayed)).send().await.unwrap();
-    assert_eq!(first.status(), 200, "the proof works once");
+    let first = c
+        .send_once("GET", "/api/me", None, &[("dpop", &replayed)])
+        .await;
+    assert_eq!(first.status, 200, "the proof works once");
 
     let claims = |f: &dyn Fn(&mut Value)| {
         let mut c = json!({
@@ -283,7 +150,7 @@ async fn every_proof_rule_is_enforced_with_the_rfc_error() {
         ),
         (
             "wrong htu path",
-            proof(&s, &key, "GET", "/api/other", at, Some(&n)),
+            key.proof("GET", &s.url("/api/other"), now, at, Some(&n)),
             "invalid_dpop_proof",
         ),
         (
@@ -368,31 +235,33 @@ async fn every_proof_rule_is_enforced_with_the_rfc_error() {
         ("oversized", "a".repeat(5000), "invalid_dpop_proof"),
     ];
     for (what, p, code) in cases {
-        let res = get_me(&s, &auth, Some(&p)).send().await.unwrap();
-        assert_dpop_401(res, code, what).await;
+        let res = c.send_once("GET", "/api/me", None, &[("dpop", &p)]).await;
+        assert_dpop_401(&res, code, what);
     }
     // Missing proof, and two proofs.
-    let res = get_me(&s, &auth, None).send().await.unwrap();
-    assert_dpop_401(res, "invalid_dpop_proof", "no proof").await;
+    let auth = format!("DPoP {}", t.access);
+    let mut bare = Client::new(&s).oneshot();
+    let res = bare
+        .send_once("GET", "/api/me", None, &[("authorization", &auth)])
+        .await;
+    assert_dpop_401(&res, "invalid_dpop_proof", "no proof");
     let a = key.proof("GET", &me_url, now, at, Some(&n));
     let b = key.proof("GET", &me_url, now, at, Some(&n));
-    let res = get_me(&s, &auth, Some(&a))
-        .header("dpop", b)
-        .send()
-        .await
-        .unwrap();
-    assert_dpop_401(res, "invalid_dpop_proof", "two proofs").await;
+    let res = c
+        .send_once("GET", "/api/me", None, &[("dpop", &a), ("dpop", &b)])
+        .await;
+    assert_dpop_401(&res, "invalid_dpop_proof", "two proofs");
 
     // An expired nonce: the server's clock moves 61 s (the token is still valid, the proof's
     // iat is fresh): only the nonce is wrong.
     s.state.clock.advance(61);
-    let p = proof(&s, &key, "GET", "/api/me", at, Some(&n));
-    let res = get_me(&s, &auth, Some(&p)).send().await.unwrap();
-    let renewed = nonce_of(&res);
+    let p = key.proof("GET", &me_url, s.state.now(), at, Some(&n));
+    let res = c.send_once("GET", "/api/me", None, &[("dpop", &p)]).await;
+    let renewed = res.header("dpop-nonce").unwrap();
     assert_ne!(renewed, n);
-    assert_dpop_401(res, "use_dpop_nonce", "expired nonce").await;
+    assert_dpop_401(&res, "use_dpop_nonce", "expired nonce");
     // None of this harmed the session: the rightful client goes on.
-    assert_eq!(me_dpop(&s, &key, &t.access).await.status(), 200);
+    assert_eq!(c.get("/api/me").await.status, 200);
     s.stop().await;
 }
 
@@ -406,59 +275,68 @@ fn rand_suffix() -> String {
 #[tokio::test]
 async fn a_stolen_bound_access_token_is_useless_without_the_key() {
     let s = TestServer::start().await;
-    let key = ProofSigner::generate();
-    let thief = ProofSigner::generate();
-    let t = login_bound(&s, &key).await;
-    let n = fresh_nonce(&s).await;
+    let mut c = Client::bound(&s).oneshot();
+    let key = c.key.clone().unwrap();
+    let t = c.sign_in(ALICE).await;
+    let n = c.fetch_nonce().await;
 
     // As Bearer.
-    let res = s.me(&t.access).await;
-    assert_eq!(res.status(), 401);
-    let c = challenges(&res);
-    assert!(c.starts_with("DPoP "), "{c}");
-    assert!(c.contains(r#"error="invalid_token""#), "{c}");
-    assert_eq!(error_code(res).await, "invalid_token");
+    let mut thief = Client::new(&s).oneshot();
+    let res = thief.me(&t.access).await;
+    assert_eq!(res.status, 401);
+    let challenge = res.challenges();
+    assert!(challenge.starts_with("DPoP "), "{challenge}");
+    assert!(
+        challenge.contains(r#"error="invalid_token""#),
+        "{challenge}"
+    );
+    assert_eq!(res.error(), "invalid_token");
     // With a proof from the thief's own key (right nonce, right ath, right htu).
-    let p = proof(&s, &thief, "GET", "/api/me", Some(&t.access), Some(&n));
-    let res = get_me(&s, &format!("DPoP {}", t.access), Some(&p))
-        .send()
-        .await
-        .unwrap();
-    assert_dpop_401(res, "invalid_dpop_proof", "thief's key").await;
+    thief.key = Some(Arc::new(ProofSigner::generate()));
+    thief.nonce = Some(n.clone());
+    let res = thief.send_once("GET", "/api/me", None, &[]).await;
+    assert_dpop_401(&res, "invalid_dpop_proof", "thief's key");
     // A proof captured from the page, replayed.
-    let captured = proof(&s, &key, "GET", "/api/me", Some(&t.access), Some(&n));
-    let ok = get_me(&s, &format!("DPoP {}", t.access), Some(&captured))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 200);
-    let res = get_me(&s, &format!("DPoP {}", t.access), Some(&captured))
-        .send()
-        .await
-        .unwrap();
-    assert_dpop_401(res, "invalid_dpop_proof", "captured proof").await;
+    let captured = key.proof(
+        "GET",
+        &s.url("/api/me"),
+        s.state.now(),
+        Some(&t.access),
+        Some(&n),
+    );
+    let ok = c
+        .send_once("GET", "/api/me", None, &[("dpop", &captured)])
+        .await;
+    assert_eq!(ok.status, 200);
+    let res = thief
+        .send_once("GET", "/api/me", None, &[("dpop", &captured)])
+        .await;
+    assert_dpop_401(&res, "invalid_dpop_proof", "captured proof");
     // Proofs pre-signed in the page for later (with the page's key and nonce), used 65 s on.
     let later = s.state.now() + 65;
     let presigned_future = key.proof("GET", &s.url("/api/me"), later, Some(&t.access), Some(&n));
-    let presigned_now = proof(&s, &key, "GET", "/api/me", Some(&t.access), Some(&n));
+    let presigned_now = key.proof(
+        "GET",
+        &s.url("/api/me"),
+        s.state.now(),
+        Some(&t.access),
+        Some(&n),
+    );
     s.state.clock.advance(65);
     for (what, p) in [
         ("iat at use", presigned_future),
         ("iat at signing", presigned_now),
     ] {
-        let res = get_me(&s, &format!("DPoP {}", t.access), Some(&p))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 401, "{what}");
-        let code = error_code(res).await;
+        let res = c.send_once("GET", "/api/me", None, &[("dpop", &p)]).await;
+        assert_eq!(res.status, 401, "{what}");
+        let code = res.error();
         assert!(
             code == "use_dpop_nonce" || code == "invalid_dpop_proof",
             "{what}: {code}"
         );
     }
     // The rightful client is fine.
-    assert_eq!(me_dpop(&s, &key, &t.access).await.status(), 200);
+    assert_eq!(c.get("/api/me").await.status, 200);
     s.stop().await;
 }
 
@@ -467,65 +345,58 @@ async fn a_stolen_bound_access_token_is_useless_without_the_key() {
 #[tokio::test]
 async fn a_bound_refresh_without_the_right_proof_rotates_nothing_and_revokes_nothing() {
     let s = TestServer::start().await;
-    let key = ProofSigner::generate();
+    let mut c = Client::bound(&s).oneshot();
+    let key = c.key.clone().unwrap();
     let thief = ProofSigner::generate();
-    let t = login_bound(&s, &key).await;
-    let n = fresh_nonce(&s).await;
+    let t = c.sign_in(ALICE).await;
+    let n = c.fetch_nonce().await;
 
+    let refresh_url = s.url("/auth/refresh");
     let attempts: Vec<(&str, Option<String>)> = vec![
         ("no proof", None),
         (
             "thief's key",
-            Some(proof(&s, &thief, "POST", "/auth/refresh", None, Some(&n))),
+            Some(thief.proof("POST", &refresh_url, s.state.now(), None, Some(&n))),
         ),
         (
             "wrong htu",
-            Some(proof(&s, &key, "POST", "/auth/login", None, Some(&n))),
+            Some(key.proof("POST", &s.url("/auth/login"), s.state.now(), None, Some(&n))),
         ),
         (
             "stale",
-            Some(key.proof(
-                "POST",
-                &s.url("/auth/refresh"),
-                s.state.now() - 61,
-                None,
-                Some(&n),
-            )),
+            Some(key.proof("POST", &refresh_url, s.state.now() - 61, None, Some(&n))),
         ),
     ];
+    // The cookie, without the key.
+    let mut stolen = Client::new(&s).oneshot().holding(&t);
     for (what, p) in attempts {
-        let res = refresh_req(&s, &t.refresh, p.as_deref())
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            set_cookies(res.headers()).is_empty(),
-            "{what}: no cookie change"
-        );
-        assert_dpop_401(res, "invalid_dpop_proof", what).await;
+        let extra: Vec<_> = p.iter().map(|p| ("dpop", p.as_str())).collect();
+        let res = stolen
+            .send_once("POST", "/auth/refresh", None, &extra)
+            .await;
+        assert!(res.set_cookies().is_empty(), "{what}: no cookie change");
+        assert_dpop_401(&res, "invalid_dpop_proof", what);
     }
     // A missing nonce at the token endpoint: the RFC's 400.
-    let p = proof(&s, &key, "POST", "/auth/refresh", None, None);
-    let res = refresh_req(&s, &t.refresh, Some(&p)).send().await.unwrap();
-    assert_eq!(res.status(), 400);
-    assert!(res.headers().contains_key("dpop-nonce"));
-    assert_eq!(error_code(res).await, "use_dpop_nonce");
+    c.nonce = None;
+    let res = c.send_once("POST", "/auth/refresh", None, &[]).await;
+    assert_eq!(res.status, 400);
+    assert!(res.headers.contains_key("dpop-nonce"));
+    assert_eq!(res.error(), "use_dpop_nonce");
     let stats = s.stats().await;
     assert_eq!(stats["refresh_rotated"], 0);
     assert_eq!(stats["revocations"], 0);
     // The session lives: the rightful refresh rotates and stays bound.
-    let res = refresh_dpop(&s, &key, &t.refresh).await;
-    assert_eq!(res.status(), 200);
-    let t1 = bound_tokens_of(res, &key).await;
-    assert_eq!(me_dpop(&s, &key, &t1.access).await.status(), 200);
-    let t2 = bound_tokens_of(refresh_dpop(&s, &key, &t1.refresh).await, &key).await;
+    let t1 = c.rotate(&t.refresh).await;
+    assert_eq!(c.me(&t1.access).await.status, 200);
+    let t2 = c.rotate(&t1.refresh).await;
 
     // A thief holding the first (now superseded) cookie but not the key cannot even trip
     // reuse detection, which would log the user out.
-    let res = refresh_req(&s, &t.refresh, None).send().await.unwrap();
-    assert_dpop_401(res, "invalid_dpop_proof", "old cookie").await;
+    let res = stolen.present(&t.refresh).await;
+    assert_dpop_401(&res, "invalid_dpop_proof", "old cookie");
     assert_eq!(s.stats().await["reuse_detections"], 0);
-    assert_eq!(me_dpop(&s, &key, &t2.access).await.status(), 200);
+    assert_eq!(c.me(&t2.access).await.status, 200);
     s.stop().await;
 }
 
@@ -538,37 +409,37 @@ async fn a_bound_refresh_without_the_right_proof_rotates_nothing_and_revokes_not
 async fn a_late_sibling_from_the_browsers_own_jar_is_accepted_in_a_bound_session() {
     let s = TestServer::start().await;
     s.state.clock.freeze();
-    let key = ProofSigner::generate();
-    let t = login_bound(&s, &key).await;
+    let mut c = Client::bound(&s).oneshot();
+    let t = c.sign_in(ALICE).await;
     // Tabs A and B refresh with the same cookie: two children of generation 1.
-    let a = bound_tokens_of(refresh_dpop(&s, &key, &t.refresh).await, &key).await;
-    let b = bound_tokens_of(refresh_dpop(&s, &key, &t.refresh).await, &key).await;
+    let a = c.rotate(&t.refresh).await;
+    let b = c.rotate(&t.refresh).await;
     // A's child lands in the jar first and is used...
-    let a2 = bound_tokens_of(refresh_dpop(&s, &key, &a.refresh).await, &key).await;
+    let a2 = c.rotate(&a.refresh).await;
     // ...then B's slow answer overwrites the jar, and the next refresh presents it.
-    let res = refresh_dpop(&s, &key, &b.refresh).await;
-    assert_eq!(res.status(), 200, "a late sibling of a bound session");
-    let b2 = bound_tokens_of(res, &key).await;
-    assert_eq!(me_dpop(&s, &key, &b2.access).await.status(), 200);
+    let res = c.present(&b.refresh).await;
+    assert_eq!(res.status, 200, "a late sibling of a bound session");
+    let b2 = c.tokens_of(&res);
+    assert_eq!(c.me(&b2.access).await.status, 200);
     // Whichever cookie the jar ends with works on.
-    assert_eq!(refresh_dpop(&s, &key, &a2.refresh).await.status(), 200);
-    assert_eq!(refresh_dpop(&s, &key, &b2.refresh).await.status(), 200);
+    assert_eq!(c.present(&a2.refresh).await.status, 200);
+    assert_eq!(c.present(&b2.refresh).await.status, 200);
     let stats = s.stats().await;
     assert_eq!(stats["reuse_detections"], 0);
     assert_eq!(stats["refresh_rotated"], 6);
 
     // Without the key's proof it is refused before any rule, and revokes nothing.
-    let res = refresh_req(&s, &b.refresh, None).send().await.unwrap();
-    assert_dpop_401(res, "invalid_dpop_proof", "late sibling without a proof").await;
+    let res = Client::new(&s).oneshot().present(&b.refresh).await;
+    assert_dpop_401(&res, "invalid_dpop_proof", "late sibling without a proof");
     assert_eq!(s.stats().await["reuse_detections"], 0);
 
     // The usual case: the jar presents the late sibling at the next expiry, minutes later.
-    let c = bound_tokens_of(refresh_dpop(&s, &key, &b2.refresh).await, &key).await;
-    let d = bound_tokens_of(refresh_dpop(&s, &key, &b2.refresh).await, &key).await;
-    assert_eq!(refresh_dpop(&s, &key, &c.refresh).await.status(), 200);
+    let c1 = c.rotate(&b2.refresh).await;
+    let d = c.rotate(&b2.refresh).await;
+    assert_eq!(c.present(&c1.refresh).await.status, 200);
     s.state.clock.advance(600);
-    let res = refresh_dpop(&s, &key, &d.refresh).await;
-    assert_eq!(res.status(), 200, "a late sibling ten minutes on");
+    let res = c.present(&d.refresh).await;
+    assert_eq!(res.status, 200, "a late sibling ten minutes on");
     assert_eq!(s.stats().await["reuse_detections"], 0);
     s.stop().await;
 }
@@ -576,75 +447,47 @@ async fn a_late_sibling_from_the_browsers_own_jar_is_accepted_in_a_bound_session
 #[tokio::test]
 async fn a_bound_logout_needs_the_key_and_then_ends_everything() {
     let s = TestServer::start().await;
-    let key = ProofSigner::generate();
-    let thief = ProofSigner::generate();
-    let t = login_bound(&s, &key).await;
-    let logout = |auth: Option<String>, cookie: bool, p: Option<String>| {
-        let mut req = s
-            .http
-            .post(s.url("/auth/logout"))
-            .header("x-tokenwarden", "1");
-        if let Some(a) = auth {
-            req = req.header("authorization", a);
-        }
-        if cookie {
-            req = req.header("cookie", format!("{REFRESH_COOKIE}={}", t.refresh));
-        }
-        if let Some(p) = p {
-            req = req.header("dpop", p);
-        }
-        req.send()
+    let mut c = Client::bound(&s).oneshot();
+    let t = c.sign_in(ALICE).await;
+    let n = c.fetch_nonce().await;
+    let thief_key = Arc::new(ProofSigner::generate());
+    // What a thief may send: the token, the cookie, a proof by a key of its own.
+    let thief = |token: bool, cookie: bool, key: bool| {
+        let mut thief = Client::new(&s).oneshot();
+        thief.access = Some(t.access.clone()).filter(|_| token);
+        thief.refresh = Some(t.refresh.clone()).filter(|_| cookie);
+        thief.key = Some(thief_key.clone()).filter(|_| key);
+        thief.nonce = Some(n.clone());
+        thief
     };
-    let n = fresh_nonce(&s).await;
     let cases = [
-        ("cookie, no proof", None, true, None),
-        (
-            "token as Bearer",
-            Some(format!("Bearer {}", t.access)),
-            false,
-            None,
-        ),
-        (
-            "token, thief's proof",
-            Some(format!("DPoP {}", t.access)),
-            false,
-            Some(proof(
-                &s,
-                &thief,
-                "POST",
-                "/auth/logout",
-                Some(&t.access),
-                Some(&n),
-            )),
-        ),
-        (
-            "cookie, thief's proof",
-            None,
-            true,
-            Some(proof(&s, &thief, "POST", "/auth/logout", None, Some(&n))),
-        ),
+        ("cookie, no proof", thief(false, true, false)),
+        ("token as Bearer", thief(true, false, false)),
+        ("token, thief's proof", thief(true, false, true)),
+        ("cookie, thief's proof", thief(false, true, true)),
     ];
-    for (what, auth, cookie, p) in cases {
-        let res = logout(auth, cookie, p).await.unwrap();
-        assert!(set_cookies(res.headers()).is_empty(), "{what}");
-        assert_dpop_401(res, "invalid_dpop_proof", what).await;
+    for (what, mut thief) in cases {
+        let res = thief.send_once("POST", "/auth/logout", None, &[]).await;
+        assert!(res.set_cookies().is_empty(), "{what}");
+        assert_dpop_401(&res, "invalid_dpop_proof", what);
     }
     assert_eq!(s.stats().await["revocations"], 0);
-    assert_eq!(me_dpop(&s, &key, &t.access).await.status(), 200);
+    assert_eq!(c.me(&t.access).await.status, 200);
 
     // The rightful logout: token and cookie, proof with ath.
-    let p = proof(&s, &key, "POST", "/auth/logout", Some(&t.access), Some(&n));
-    let res = logout(Some(format!("DPoP {}", t.access)), true, Some(p))
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 204);
+    assert_eq!(
+        (c.access.as_ref(), c.refresh.as_ref()),
+        (Some(&t.access), Some(&t.refresh))
+    );
+    let res = c.send_once("POST", "/auth/logout", None, &[]).await;
+    assert_eq!(res.status, 204);
     assert_eq!(s.stats().await["logouts"], 1);
-    let res = refresh_dpop(&s, &key, &t.refresh).await;
-    assert_eq!(res.status(), 401);
-    assert_eq!(error_code(res).await, "invalid_grant");
-    let res = me_dpop(&s, &key, &t.access).await;
-    assert_eq!(res.status(), 401);
-    assert_eq!(error_code(res).await, "invalid_token");
+    let res = c.present(&t.refresh).await;
+    assert_eq!(res.status, 401);
+    assert_eq!(res.error(), "invalid_grant");
+    let res = c.me(&t.access).await;
+    assert_eq!(res.status, 401);
+    assert_eq!(res.error(), "invalid_token");
     s.stop().await;
 }
 
@@ -653,32 +496,30 @@ async fn a_bound_logout_needs_the_key_and_then_ends_everything() {
 #[tokio::test]
 async fn unbound_sessions_keep_working_as_bearer() {
     let s = TestServer::start().await;
-    let t = s.login(ALICE).await; // no proof: token_type Bearer (checked by tokens_of)
+    let mut c = Client::new(&s).oneshot();
+    let t = c.sign_in(ALICE).await; // no proof: token_type Bearer (checked by tokens_of)
     let (_, claims) = jwt_parts(&t.access);
     assert!(claims.get("cnf").is_none());
-    assert_eq!(s.me(&t.access).await.status(), 200);
+    assert_eq!(c.me(&t.access).await.status, 200);
     // A DPoP header beside a Bearer token changes nothing; a refresh with a proof stays Bearer.
-    let key = ProofSigner::generate();
-    let n = fresh_nonce(&s).await;
-    let p = proof(&s, &key, "GET", "/api/me", Some(&t.access), Some(&n));
-    let res = get_me(&s, &format!("Bearer {}", t.access), Some(&p))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let p = proof(&s, &key, "POST", "/auth/refresh", None, Some(&n));
-    let t1 = tokens_of(refresh_req(&s, &t.refresh, Some(&p)).send().await.unwrap()).await;
+    let mut signer = Client::bound(&s).oneshot();
+    signer.fetch_nonce().await;
+    let p = signer.proof("GET", "/api/me", Some(&t.access)).unwrap();
+    let res = c.send_once("GET", "/api/me", None, &[("dpop", &p)]).await;
+    assert_eq!(res.status, 200);
+    let p = signer.proof("POST", "/auth/refresh", None).unwrap();
+    let res = c
+        .send_once("POST", "/auth/refresh", None, &[("dpop", &p)])
+        .await;
+    let t1 = c.tokens_of(&res);
     // An unbound token cannot be passed off as a DPoP one.
-    let p = proof(&s, &key, "GET", "/api/me", Some(&t1.access), Some(&n));
-    let res = get_me(&s, &format!("DPoP {}", t1.access), Some(&p))
-        .send()
-        .await
-        .unwrap();
-    assert_dpop_401(res, "invalid_token", "unbound token as DPoP").await;
+    signer.access = Some(t1.access.clone());
+    let res = signer.send_once("GET", "/api/me", None, &[]).await;
+    assert_dpop_401(&res, "invalid_token", "unbound token as DPoP");
     // No credentials at all: both challenges.
-    let res = s.http.get(s.url("/api/me")).send().await.unwrap();
+    let res = Client::new(&s).oneshot().get("/api/me").await;
     assert_eq!(
-        challenges(&res),
+        res.challenges(),
         r#"Bearer realm="tokenwarden" | DPoP realm="tokenwarden", algs="ES256""#
     );
     s.stop().await;
@@ -690,33 +531,35 @@ async fn dpop_required_refuses_bearer_sessions_old_and_new() {
     let url = format!("sqlite://{}", dir.path().join("tw.db").display());
     // A Bearer session from before the switch.
     let s = TestServer::on(&url, |_| {}).await;
-    let old = s.login(ALICE).await;
-    let nonce_before = fresh_nonce(&s).await;
+    let mut before = Client::new(&s).oneshot();
+    let old = before.sign_in(ALICE).await;
+    let nonce_before = before.fetch_nonce().await;
     s.stop().await;
 
     let s = TestServer::on(&url, |c| c.dpop_required = true).await;
     // One instance keeps its replay cache in memory: a nonce handed out before the restart is
     // refused, with a fresh one to retry with.
-    let key = ProofSigner::generate();
-    let p = proof(&s, &key, "POST", "/auth/login", None, Some(&nonce_before));
-    let res = login_with(&s, BOB, Some(p)).await;
-    assert_eq!(res.status(), 400);
-    let nonce_after = nonce_of(&res);
-    assert_eq!(error_code(res).await, "use_dpop_nonce");
-    let p = proof(&s, &key, "POST", "/auth/login", None, Some(&nonce_after));
-    assert_eq!(login_with(&s, BOB, Some(p)).await.status(), 200);
-    let res = login_with(&s, ALICE, None).await;
-    assert!(set_cookies(res.headers()).is_empty());
-    assert_dpop_401(res, "invalid_dpop_proof", "login without proof").await;
-    let res = s.me(&old.access).await;
-    assert_dpop_401(res, "invalid_token", "old Bearer token").await;
-    let res = s.refresh_response(&old.refresh).await;
-    assert_eq!(res.status(), 401);
-    assert_eq!(error_code(res).await, "invalid_grant");
+    let mut c = Client::bound(&s).oneshot();
+    c.nonce = Some(nonce_before);
+    let res = c.login_with(BOB, &[]).await;
+    assert_eq!(res.status, 400);
+    let nonce_after = res.header("dpop-nonce").unwrap();
+    assert_eq!(c.nonce.as_deref(), Some(nonce_after));
+    assert_eq!(res.error(), "use_dpop_nonce");
+    assert_eq!(c.login_with(BOB, &[]).await.status, 200);
+    let mut bearer = Client::new(&s).oneshot();
+    let res = bearer.login(ALICE).await;
+    assert!(res.set_cookies().is_empty());
+    assert_dpop_401(&res, "invalid_dpop_proof", "login without proof");
+    let res = bearer.me(&old.access).await;
+    assert_dpop_401(&res, "invalid_token", "old Bearer token");
+    let res = bearer.present(&old.refresh).await;
+    assert_eq!(res.status, 401);
+    assert_eq!(res.error(), "invalid_grant");
     // Bound sessions work.
-    let key = ProofSigner::generate();
-    let t = login_bound(&s, &key).await;
-    assert_eq!(me_dpop(&s, &key, &t.access).await.status(), 200);
+    let mut bound = Client::bound(&s).oneshot();
+    bound.sign_in(ALICE).await;
+    assert_eq!(bound.get("/api/me").await.status, 200);
     s.stop().await;
 }
 
@@ -725,35 +568,34 @@ async fn dpop_required_refuses_bearer_sessions_old_and_new() {
 #[tokio::test]
 async fn every_response_carries_the_nonce_and_cors_lets_the_client_use_it() {
     let s = TestServer::start().await;
+    let mut c = Client::new(&s).oneshot();
     for path in ["/healthz", "/api/me", "/nothing", "/.well-known/jwks.json"] {
-        let res = s.http.get(s.url(path)).send().await.unwrap();
-        assert!(res.headers().contains_key("dpop-nonce"), "{path}");
+        let res = c.get(path).await;
+        assert!(res.headers.contains_key("dpop-nonce"), "{path}");
         // The server's time, which a client with a wrong clock stamps its proofs with.
-        assert!(res.headers().contains_key("date"), "{path}");
+        assert!(res.headers.contains_key("date"), "{path}");
     }
-    let res = s
-        .http
-        .request(reqwest::Method::OPTIONS, s.url("/api/me"))
-        .header("origin", "http://app.test:3000")
-        .header("access-control-request-method", "GET")
-        .header("access-control-request-headers", "authorization, dpop")
-        .send()
-        .await
-        .unwrap();
-    let allowed = res.headers()["access-control-allow-headers"]
-        .to_str()
+    let preflight = [
+        ("origin", "http://app.test:3000"),
+        ("access-control-request-method", "GET"),
+        ("access-control-request-headers", "authorization, dpop"),
+    ];
+    let res = c.send_once("OPTIONS", "/api/me", None, &preflight).await;
+    let allowed = res
+        .header("access-control-allow-headers")
         .unwrap()
         .to_ascii_lowercase();
     assert!(allowed.contains("dpop"), "{allowed}");
-    let res = s
-        .http
-        .get(s.url("/healthz"))
-        .header("origin", "http://app.test:3000")
-        .send()
-        .await
-        .unwrap();
-    let exposed = res.headers()["access-control-expose-headers"]
-        .to_str()
+    let res = c
+        .send_once(
+            "GET",
+            "/healthz",
+            None,
+            &[("origin", "http://app.test:3000")],
+        )
+        .await;
+    let exposed = res
+        .header("access-control-expose-headers")
         .unwrap()
         .to_ascii_lowercase();
     for h in ["dpop-nonce", "www-authenticate", "date"] {
@@ -773,15 +615,8 @@ async fn a_separate_resource_server_verifies_bound_tokens_with_the_jwks_and_the_
 
     let secret = "a shared nonce secret of 32+ chars!";
     let s = TestServer::with(|c| c.dpop_nonce_secret = Some(secret.into())).await;
-    let jwks = s
-        .http
-        .get(s.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let mut c = Client::bound(&s).oneshot();
+    let jwks = c.get("/.well-known/jwks.json").await.text();
     let rs = Arc::new(
         ResourceServer::new(
             Audience {
@@ -810,29 +645,28 @@ async fn a_separate_resource_server_verifies_bound_tokens_with_the_jwks_and_the_
         let _ = axum::serve(listener, app).await;
     });
 
-    let key = ProofSigner::generate();
-    let t = login_bound(&s, &key).await;
+    let key = c.key.clone().unwrap();
+    let t = c.sign_in(ALICE).await;
     // The auth server's nonce works at the other service (same secret, same window).
-    let n = fresh_nonce(&s).await;
+    let n = c.fetch_nonce().await;
     let now = s.state.now();
     let orders = format!("{api}/orders");
-    let call = |auth: String, p: Option<String>| {
-        let mut req = s.http.get(&orders).header("authorization", auth);
-        if let Some(p) = p {
-            req = req.header("dpop", p);
-        }
-        req.send()
+    // The other service, over its own socket.
+    let mut shop = Client::to(&api);
+    let mut call = async |auth: String, p: Option<String>| {
+        let mut extra = vec![("authorization", auth.as_str())];
+        extra.extend(p.as_deref().map(|p| ("dpop", p)));
+        shop.send_once("GET", "/orders", None, &extra).await
     };
     let ok = call(
         format!("DPoP {}", t.access),
         Some(key.proof("GET", &orders, now, Some(&t.access), Some(&n))),
     )
-    .await
-    .unwrap();
-    assert_eq!(ok.status(), 200);
-    assert!(ok.headers().contains_key("dpop-nonce"));
+    .await;
+    assert_eq!(ok.status, 200);
+    assert!(ok.headers.contains_key("dpop-nonce"));
     let (_, claims) = jwt_parts(&t.access);
-    assert_eq!(ok.text().await.unwrap(), claims["sub"].as_str().unwrap());
+    assert_eq!(ok.text(), claims["sub"].as_str().unwrap());
     // Bearer, another key, a proof for the auth server's URL, no nonce.
     let thief = ProofSigner::generate();
     let cases = [
@@ -862,21 +696,18 @@ async fn a_separate_resource_server_verifies_bound_tokens_with_the_jwks_and_the_
         ),
     ];
     for (what, auth, p, code) in cases {
-        let res = call(auth, p).await.unwrap();
-        assert_eq!(res.status(), 401, "{what}");
+        let res = call(auth, p).await;
+        assert_eq!(res.status, 401, "{what}");
         assert!(
-            challenges(&res).contains(&format!(r#"error="{code}""#)),
+            res.challenges().contains(&format!(r#"error="{code}""#)),
             "{what}"
         );
-        assert_eq!(error_code(res).await, code, "{what}");
+        assert_eq!(res.error(), code, "{what}");
     }
     // Unbound tokens work there as Bearer.
-    let plain = s.login(BOB).await;
+    let plain = Client::new(&s).oneshot().sign_in(BOB).await;
     assert_eq!(
-        call(format!("Bearer {}", plain.access), None)
-            .await
-            .unwrap()
-            .status(),
+        call(format!("Bearer {}", plain.access), None).await.status,
         200
     );
     server.abort();
@@ -889,37 +720,23 @@ async fn a_separate_resource_server_verifies_bound_tokens_with_the_jwks_and_the_
 #[tokio::test]
 async fn a_login_with_a_key_already_bound_to_a_session_is_refused() {
     let s = TestServer::start().await;
-    let key = ProofSigner::generate();
-    let victim = login_bound(&s, &key).await;
+    let mut victim = Client::bound(&s).oneshot();
+    victim.sign_in(ALICE).await;
     // The attacker's own account, the victim's key.
-    let n = fresh_nonce(&s).await;
-    let res = login_with(
-        &s,
-        BOB,
-        Some(proof(&s, &key, "POST", "/auth/login", None, Some(&n))),
-    )
-    .await;
-    assert_dpop_401(res, "invalid_dpop_proof", "a key already bound").await;
+    let mut attacker = Client::new(&s).oneshot();
+    attacker.key = victim.key.clone();
+    attacker.fetch_nonce().await;
+    let res = attacker.login_with(BOB, &[]).await;
+    assert_dpop_401(&res, "invalid_dpop_proof", "a key already bound");
     // The same key for the same account again: refused too (a client makes a new key per login).
-    let n = fresh_nonce(&s).await;
-    let res = login_with(
-        &s,
-        ALICE,
-        Some(proof(&s, &key, "POST", "/auth/login", None, Some(&n))),
-    )
-    .await;
-    assert_dpop_401(res, "invalid_dpop_proof", "a key already bound").await;
+    attacker.fetch_nonce().await;
+    let res = attacker.login_with(ALICE, &[]).await;
+    assert_dpop_401(&res, "invalid_dpop_proof", "a key already bound");
     // The victim's session is untouched, and a new key logs in.
-    assert_eq!(me_dpop(&s, &key, &victim.access).await.status(), 200);
-    let n = fresh_nonce(&s).await;
-    let fresh = ProofSigner::generate();
-    let res = login_with(
-        &s,
-        BOB,
-        Some(proof(&s, &fresh, "POST", "/auth/login", None, Some(&n))),
-    )
-    .await;
-    assert_eq!(res.status(), 200);
+    assert_eq!(victim.get("/api/me").await.status, 200);
+    let mut fresh = Client::bound(&s).oneshot();
+    fresh.fetch_nonce().await;
+    assert_eq!(fresh.login_with(BOB, &[]).await.status, 200);
 }
 
 /// Without `--public-origin` the request's `Host` names the origin only for a loopback host:
@@ -928,19 +745,17 @@ async fn a_login_with_a_key_already_bound_to_a_session_is_refused() {
 #[tokio::test]
 async fn without_a_public_origin_only_a_loopback_host_names_the_htu() {
     let s = TestServer::start().await;
-    let key = ProofSigner::generate();
-    let t = login_bound(&s, &key).await;
-    let n = fresh_nonce(&s).await;
+    let mut c = Client::bound(&s).oneshot();
+    let t = c.sign_in(ALICE).await;
+    let n = c.fetch_nonce().await;
     let elsewhere = "https://api.partner.example/api/me";
+    let key = c.key.clone().unwrap();
     let p = key.proof("GET", elsewhere, s.state.now(), Some(&t.access), Some(&n));
-    let res = get_me(&s, &format!("DPoP {}", t.access), Some(&p))
-        .header("host", "api.partner.example")
-        .send()
-        .await
-        .unwrap();
-    assert_dpop_401(res, "invalid_dpop_proof", "a partner's proof").await;
+    let partner = [("dpop", p.as_str()), ("host", "api.partner.example")];
+    let res = c.send_once("GET", "/api/me", None, &partner).await;
+    assert_dpop_401(&res, "invalid_dpop_proof", "a partner's proof");
     // The loopback host the test talks to works.
-    assert_eq!(me_dpop(&s, &key, &t.access).await.status(), 200);
+    assert_eq!(c.get("/api/me").await.status, 200);
 }
 
 // ---- attacks on the binding, raced and across a restart ------------------------------------
@@ -992,19 +807,11 @@ async fn a_proof_replayed_across_a_restart_is_refused() {
     let token = c.access.clone().unwrap();
     c.fetch_nonce().await;
     let proof = c.proof("GET", "/api/me", Some(&token)).unwrap();
-    let captured = |s: &TestServer| {
-        s.http
-            .get(s.url("/api/me"))
-            .header("authorization", format!("DPoP {token}"))
-            .header("dpop", proof.clone())
-            .send()
-    };
-    assert_eq!(captured(&s).await.unwrap().status(), 200, "the original");
-    assert_eq!(
-        captured(&s).await.unwrap().status(),
-        401,
-        "replayed to the same server"
-    );
+    let captured = [("dpop", proof.as_str())];
+    let res = c.send_once("GET", "/api/me", None, &captured).await;
+    assert_eq!(res.status, 200, "the original");
+    let res = c.send_once("GET", "/api/me", None, &captured).await;
+    assert_eq!(res.status, 401, "replayed to the same server");
     let base = s.base.clone();
     s.stop().await;
 
@@ -1012,20 +819,17 @@ async fn a_proof_replayed_across_a_restart_is_refused() {
     assert_ne!(s.base, base, "a new server on the same database");
     // The proof names the old origin: sent to the new one it must fail on htu anyway, so
     // replay it as the new origin would receive it from a proxy keeping the Host.
-    let res = s
-        .http
-        .get(s.url("/api/me"))
-        .header("host", base.trim_start_matches("http://"))
-        .header("authorization", format!("DPoP {token}"))
-        .header("dpop", proof.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 401, "replayed after the restart");
-    let challenge = res.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let authorization = format!("DPoP {token}");
+    let replay = [
+        ("host", base.trim_start_matches("http://")),
+        ("authorization", &authorization),
+        ("dpop", &proof),
+    ];
+    let res = Client::new(&s)
+        .send_once("GET", "/api/me", None, &replay)
+        .await;
+    assert_eq!(res.status, 401, "replayed after the restart");
+    let challenge = res.header("www-authenticate").unwrap();
     assert!(
         challenge.contains("use_dpop_nonce") || challenge.contains("already used"),
         "{challenge}"

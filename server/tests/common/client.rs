@@ -365,37 +365,30 @@ impl Client {
         res.expect("an answer")
     }
 
-    /// [`Self::send_once`], retried once with the new nonce on `use_dpop_nonce`.
-    pub async fn send_with(
-        &mut self,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-        extra: &[(&str, &str)],
-    ) -> Answer {
-        let first = self.send_once(method, path, body, extra).await;
+    /// [`Self::send_once`] without extra headers, retried once with the new nonce on
+    /// `use_dpop_nonce`.
+    pub async fn send(&mut self, method: &str, path: &str, body: Option<&Value>) -> Answer {
+        let first = self.send_once(method, path, body, &[]).await;
         if self.key.is_some() && first.error() == "use_dpop_nonce" {
-            return self.send_once(method, path, body, extra).await;
+            return self.send_once(method, path, body, &[]).await;
         }
         first
     }
 
-    pub async fn send(&mut self, method: &str, path: &str, body: Option<&Value>) -> Answer {
-        self.send_with(method, path, body, &[]).await
+    pub async fn login(&mut self, (email, password): (&str, &str)) -> Answer {
+        let body = json!({ "email": email, "password": password });
+        self.send("POST", "/auth/login", Some(&body)).await
     }
 
-    pub async fn login(&mut self, who: (&str, &str)) -> Answer {
-        self.login_with(who, &[]).await
-    }
-
-    /// A sign-in with `extra` headers (a `User-Agent`, a proof of the test's own).
+    /// A sign-in with `extra` headers (a `User-Agent`, a proof of the test's own), sent once:
+    /// no retry on `use_dpop_nonce`.
     pub async fn login_with(
         &mut self,
         (email, password): (&str, &str),
         extra: &[(&str, &str)],
     ) -> Answer {
         let body = json!({ "email": email, "password": password });
-        self.send_with("POST", "/auth/login", Some(&body), extra)
+        self.send_once("POST", "/auth/login", Some(&body), extra)
             .await
     }
 

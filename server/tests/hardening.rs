@@ -282,13 +282,6 @@ async fn refreshes_are_limited_per_client_address_and_per_ipv6_64() {
 
 // ---- password guessing --------------------------------------------------------------------
 
-/// A client at `ip`, as a trusted proxy reports it.
-fn at(s: &TestServer, ip: &str) -> Client {
-    let mut c = Client::new(s).oneshot();
-    c.forwarded_for = Some(ip.to_owned());
-    c
-}
-
 #[tokio::test]
 async fn fifty_concurrent_wrong_passwords_verify_at_most_the_limit_and_the_owner_still_logs_in() {
     let s = TestServer::with(|c| {
@@ -297,7 +290,8 @@ async fn fifty_concurrent_wrong_passwords_verify_at_most_the_limit_and_the_owner
         c.argon2_queue = 100;
     })
     .await;
-    let stranger = at(&s, "203.0.113.66");
+    let client = Client::new(&s).oneshot();
+    let stranger = client.clone().at("203.0.113.66");
     for email in [ALICE.0, "nobody@example.com"] {
         let before = s.state.passwords.hasher.verifications();
         let mut guessers = stranger.tabs(50);
@@ -320,7 +314,10 @@ async fn fifty_concurrent_wrong_passwords_verify_at_most_the_limit_and_the_owner
     // The stranger's address stays locked, even with the right password...
     assert_eq!(stranger.clone().login(ALICE).await.status, 429);
     // ...but the owner, from their own address, is not locked out.
-    assert_eq!(at(&s, "198.51.100.23").login(ALICE).await.status, 200);
+    assert_eq!(
+        client.clone().at("198.51.100.23").login(ALICE).await.status,
+        200
+    );
     s.stop().await;
 }
 
@@ -331,25 +328,35 @@ async fn a_guesser_rotating_addresses_within_one_ipv6_64_is_one_client() {
         c.login_max_failures = 10;
     })
     .await;
+    let client = Client::new(&s).oneshot();
     let mut statuses = Vec::new();
     for i in 1..=20 {
-        let mut guesser = at(&s, &format!("2001:db8:aa:bb::{i:x}"));
+        let mut guesser = client.clone().at(&format!("2001:db8:aa:bb::{i:x}"));
         statuses.push(guesser.login((ALICE.0, "wrong-password")).await.status);
     }
     assert_eq!(statuses.iter().filter(|&&c| c == 401).count(), 10);
     assert_eq!(statuses.iter().filter(|&&c| c == 429).count(), 10);
     // The owner, in the next /64, is another client.
-    assert_eq!(at(&s, "2001:db8:aa:bc::1").login(ALICE).await.status, 200);
+    assert_eq!(
+        client
+            .clone()
+            .at("2001:db8:aa:bc::1")
+            .login(ALICE)
+            .await
+            .status,
+        200
+    );
     s.stop().await;
 }
 
 #[tokio::test]
 async fn without_a_trusted_proxy_forwarding_headers_are_ignored() {
     let s = TestServer::with(|c| c.login_max_failures = 3).await;
+    let client = Client::new(&s).oneshot();
     let mut statuses = Vec::new();
     for i in 0..6 {
         // A client inventing a new address for every guess gains nothing.
-        let mut guesser = at(&s, &format!("198.51.100.{i}"));
+        let mut guesser = client.clone().at(&format!("198.51.100.{i}"));
         statuses.push(guesser.login((ALICE.0, "wrong-password")).await.status);
     }
     assert_eq!(statuses, [401, 401, 401, 429, 429, 429]);
@@ -363,15 +370,18 @@ async fn behind_a_trusted_proxy_only_the_entry_it_appended_counts() {
         c.login_max_failures = 3;
     })
     .await;
+    let client = Client::new(&s).oneshot();
     let mut statuses = Vec::new();
     for i in 0..6 {
         // The client forges entries; the proxy appends the address it saw.
-        let mut guesser = at(&s, &format!("10.0.0.{i}, 192.0.2.{i}, 203.0.113.200"));
+        let mut guesser = client
+            .clone()
+            .at(&format!("10.0.0.{i}, 192.0.2.{i}, 203.0.113.200"));
         statuses.push(guesser.login((ALICE.0, "wrong-password")).await.status);
     }
     assert_eq!(statuses, [401, 401, 401, 429, 429, 429]);
     // The owner, whom the proxy reports at another address, logs in.
-    let mut owner = at(&s, "203.0.113.200, 198.51.100.1");
+    let mut owner = client.clone().at("203.0.113.200, 198.51.100.1");
     assert_eq!(owner.login(ALICE).await.status, 200);
     s.stop().await;
 }
@@ -384,8 +394,9 @@ async fn with_the_forwarded_header_configured_it_is_read_and_x_forwarded_for_is_
         c.login_max_failures = 2;
     })
     .await;
+    let client = Client::new(&s).oneshot();
     let login = async |forwarded: &str, xff: &str| {
-        let mut guesser = at(&s, xff);
+        let mut guesser = client.clone().at(xff);
         let wrong = (ALICE.0, "wrong-password");
         guesser
             .login_with(wrong, &[("forwarded", forwarded)])
@@ -413,11 +424,12 @@ async fn password_hashing_is_bounded_and_a_burst_beyond_the_queue_gets_503() {
         c.argon2_queue = 2;
     })
     .await;
+    let client = Client::new(&s).oneshot();
     // Someone else's login holds the only slot until ten answers are back.
     let mut held = Some(s.state.passwords.hasher.turn().await.expect("a turn"));
     let mut burst: FuturesUnordered<_> = (0..12)
         .map(|i| {
-            let mut c = at(&s, &format!("198.51.100.{i}"));
+            let mut c = client.clone().at(&format!("198.51.100.{i}"));
             async move {
                 let email = format!("user{i}@example.com");
                 c.login((&email, "some-password")).await

@@ -1,6 +1,7 @@
-//! Sign-in with an emailed code (docs/PROTOCOL.md, "Sign-in with an emailed code") over real
-//! HTTP, real SQLite and a real SMTP server in its own process (aiosmtpd): every code a test
-//! uses is read from the message the server delivered.
+//! Sign-in with an emailed code (docs/PROTOCOL.md, "Sign-in with an emailed code") against a
+//! real server, a real database and a real SMTP server in its own process (aiosmtpd): every
+//! code a test uses is read from the message the server delivered. Requests go straight into
+//! the router (`Client::oneshot`).
 
 mod common;
 
@@ -24,37 +25,9 @@ async fn server(sink: &SmtpSink, configure: impl FnOnce(&mut Settings)) -> TestS
     .await
 }
 
-async fn start(s: &TestServer, email: &str) -> reqwest::Response {
-    s.http
-        .post(s.url("/auth/otp/start"))
-        .header("x-tokenwarden", "1")
-        .json(&json!({ "email": email }))
-        .send()
-        .await
-        .expect("start")
-}
-
-async fn verify(s: &TestServer, email: &str, code: &str) -> reqwest::Response {
-    s.http
-        .post(s.url("/auth/otp/verify"))
-        .header("x-tokenwarden", "1")
-        .json(&json!({ "email": email, "code": code }))
-        .send()
-        .await
-        .expect("verify")
-}
-
-/// A verification that must be refused: (status, body).
-async fn refused(s: &TestServer, email: &str, code: &str) -> (u16, Value) {
-    let res = verify(s, email, code).await;
-    let status = res.status().as_u16();
-    assert_ne!(status, 200, "{code} should be refused");
-    (status, res.json().await.expect("error json"))
-}
-
 /// Asks for a code and reads it from the `n`th message to `email`.
-async fn code_for(s: &TestServer, sink: &SmtpSink, email: &str, n: usize) -> String {
-    assert_eq!(start(s, email).await.status(), 202);
+async fn code_for(c: &mut Client, sink: &SmtpSink, email: &str, n: usize) -> String {
+    assert_eq!(c.request_code(email).await.status, 202);
     sink.wait_for(email, n).await.code()
 }
 
@@ -69,7 +42,8 @@ fn wrong(code: &str) -> String {
 async fn a_mailed_code_signs_in_like_a_password_login_and_works_once() {
     let sink = SmtpSink::start();
     let s = server(&sink, |_| {}).await;
-    let code = code_for(&s, &sink, ALICE.0, 1).await;
+    let mut c = Client::new(&s).oneshot();
+    let code = code_for(&mut c, &sink, ALICE.0, 1).await;
     assert_eq!(code.len(), 6);
 
     // A real message: plain text and HTML, the code in both.
@@ -79,42 +53,30 @@ async fn a_mailed_code_signs_in_like_a_password_login_and_works_once() {
     assert!(mail.raw.contains(&format!("<strong>{code}</strong>")));
     assert!(mail.raw.contains("Subject: Your sign-in code"));
 
-    let res = verify(&s, ALICE.0, &code).await;
-    assert_eq!(res.status(), 200);
-    assert_eq!(res.headers()["cache-control"], "no-store");
-    let cookies = set_cookies(res.headers());
+    let res = c.verify_code(ALICE.0, &code).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.headers["cache-control"], "no-store");
+    let cookies = res.set_cookies();
     assert!(cookies.iter().any(|c| c.starts_with("tw_session=1;")));
-    let t = tokens_of(res).await;
+    let t = c.tokens_of(&res);
     let (_, claims) = jwt_parts(&t.access);
     assert_eq!(claims["email"], ALICE.0);
 
     // The session works, is listed, and rotates like any other.
-    assert_eq!(s.me(&t.access).await.status(), 200);
-    let sessions: Value = s
-        .http
-        .get(s.url("/auth/sessions"))
-        .bearer_auth(&t.access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert_eq!(c.me(&t.access).await.status, 200);
+    let sessions = c.get("/auth/sessions").await.body;
     let list = sessions["sessions"].as_array().unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["id"], claims["sid"]);
     assert_eq!(list[0]["current"], true);
-    let rotated = s.refresh(&t.refresh).await;
+    let rotated = c.rotate(&t.refresh).await;
     assert_ne!(rotated.refresh, t.refresh);
     assert_eq!(s.stats().await["logins"], 1);
 
     // Used: refused, and no other code is live.
-    let (status, body) = refused(&s, ALICE.0, &code).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (401, Some("invalid_code"))
-    );
-    assert_eq!(body["attempts_left"], 0);
+    let res = c.code_refused(ALICE.0, &code).await;
+    assert_eq!((res.status, res.error()), (401, "invalid_code"));
+    assert_eq!(res.body["attempts_left"], 0);
     s.stop().await;
 }
 
@@ -122,24 +84,25 @@ async fn a_mailed_code_signs_in_like_a_password_login_and_works_once() {
 async fn three_wrong_tries_kill_the_code_and_a_new_one_arrives() {
     let sink = SmtpSink::start();
     let s = server(&sink, |_| {}).await;
-    let first = code_for(&s, &sink, ALICE.0, 1).await;
+    let mut c = Client::new(&s).oneshot();
+    let first = code_for(&mut c, &sink, ALICE.0, 1).await;
     let bad = wrong(&first);
     for left in [2, 1, 0] {
-        let (status, body) = refused(&s, ALICE.0, &bad).await;
-        assert_eq!(status, 401);
-        assert_eq!(body["error"], "invalid_code");
-        assert_eq!(body["attempts_left"], left);
+        let res = c.code_refused(ALICE.0, &bad).await;
+        assert_eq!(res.status, 401);
+        assert_eq!(res.error(), "invalid_code");
+        assert_eq!(res.body["attempts_left"], left);
     }
     // The third wrong try sent a fresh code.
     let second = sink.wait_for(ALICE.0, 2).await.code();
     // The first code is dead even though it is right: to the server it is a wrong guess at
     // the second one.
     if first != second {
-        let (_, body) = refused(&s, ALICE.0, &first).await;
-        assert_eq!(body["error"], "invalid_code");
-        assert_eq!(body["attempts_left"], 2);
+        let res = c.code_refused(ALICE.0, &first).await;
+        assert_eq!(res.error(), "invalid_code");
+        assert_eq!(res.body["attempts_left"], 2);
     }
-    assert_eq!(verify(&s, ALICE.0, &second).await.status(), 200);
+    assert_eq!(c.verify_code(ALICE.0, &second).await.status, 200);
     s.stop().await;
 }
 
@@ -147,17 +110,18 @@ async fn three_wrong_tries_kill_the_code_and_a_new_one_arrives() {
 async fn after_a_resend_the_old_and_the_new_code_both_work_until_one_signs_in() {
     let sink = SmtpSink::start();
     let s = server(&sink, |_| {}).await;
+    let mut c = Client::new(&s).oneshot();
     // Alice signs in with the old code, Bob with the new one.
     for (who, use_old) in [(ALICE.0, true), (BOB.0, false)] {
-        let old = code_for(&s, &sink, who, 1).await;
-        let new = code_for(&s, &sink, who, 2).await;
+        let old = code_for(&mut c, &sink, who, 1).await;
+        let new = code_for(&mut c, &sink, who, 2).await;
         assert_ne!(old, new, "a resend sends a different code");
         let (used, other) = if use_old { (&old, &new) } else { (&new, &old) };
-        assert_eq!(verify(&s, who, used).await.status(), 200, "{who}");
+        assert_eq!(c.verify_code(who, used).await.status, 200, "{who}");
         for code in [other, used] {
-            let (_, body) = refused(&s, who, code).await;
-            assert_eq!(body["error"], "invalid_code", "{who}");
-            assert_eq!(body["attempts_left"], 0);
+            let res = c.code_refused(who, code).await;
+            assert_eq!(res.error(), "invalid_code", "{who}");
+            assert_eq!(res.body["attempts_left"], 0);
         }
     }
     s.stop().await;
@@ -167,31 +131,28 @@ async fn after_a_resend_the_old_and_the_new_code_both_work_until_one_signs_in() 
 async fn a_code_past_its_lifetime_is_refused() {
     let sink = SmtpSink::start();
     let s = server(&sink, |s| s.otp.ttl_secs = 120).await;
-    let code = code_for(&s, &sink, ALICE.0, 1).await;
+    let mut c = Client::new(&s).oneshot();
+    let code = code_for(&mut c, &sink, ALICE.0, 1).await;
     assert!(sink.to(ALICE.0)[0].raw.contains("works for 2 minutes"));
     s.state.clock.advance(121);
-    let (status, body) = refused(&s, ALICE.0, &code).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (401, Some("code_expired"))
-    );
+    let res = c.code_refused(ALICE.0, &code).await;
+    assert_eq!((res.status, res.error()), (401, "code_expired"));
     // A new code works again.
-    let fresh = code_for(&s, &sink, ALICE.0, 2).await;
-    assert_eq!(verify(&s, ALICE.0, &fresh).await.status(), 200);
+    let fresh = code_for(&mut c, &sink, ALICE.0, 2).await;
+    assert_eq!(c.verify_code(ALICE.0, &fresh).await.status, 200);
     s.stop().await;
 }
 
 /// Status, the headers that are not about time, and the body's bytes.
-async fn answer(res: reqwest::Response) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let status = res.status().as_u16();
+fn answer(res: &Answer) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let mut headers: Vec<(String, String)> = res
-        .headers()
+        .headers
         .iter()
         .filter(|(k, _)| !["date", "dpop-nonce"].contains(&k.as_str()))
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
         .collect();
     headers.sort();
-    (status, headers, res.bytes().await.unwrap().to_vec())
+    (res.status, headers, res.bytes.clone())
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -203,8 +164,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
 async fn known_and_unknown_emails_get_byte_identical_answers() {
     let sink = SmtpSink::start();
     let s = server(&sink, |_| {}).await;
-    let known = answer(start(&s, ALICE.0).await).await;
-    let unknown = answer(start(&s, UNKNOWN).await).await;
+    let mut c = Client::new(&s).oneshot();
+    let known = answer(&c.request_code(ALICE.0).await);
+    let unknown = answer(&c.request_code(UNKNOWN).await);
     assert_eq!(known.0, 202);
     assert_eq!(known, unknown);
     assert_eq!(known.2, br#"{"expires_in":600}"#);
@@ -221,14 +183,14 @@ async fn known_and_unknown_emails_get_byte_identical_answers() {
     // Verify cannot tell them apart either: the unknown address has codes, just never mailed.
     let code = sink.wait_for(ALICE.0, 1).await.code();
     let bad = wrong(&code);
-    let (ks, kb) = refused(&s, ALICE.0, &bad).await;
-    let (us, ub) = refused(&s, UNKNOWN, &bad).await;
+    let k = c.code_refused(ALICE.0, &bad).await;
+    let u = c.code_refused(UNKNOWN, &bad).await;
     assert_eq!(
-        (ks, kb.clone()),
-        (us, ub),
+        (k.status, &k.body),
+        (u.status, &u.body),
         "invalid_code, same attempts_left"
     );
-    assert_eq!(kb["error"], "invalid_code");
+    assert_eq!(k.error(), "invalid_code");
     s.stop().await;
 }
 
@@ -250,11 +212,12 @@ async fn the_answer_does_not_wait_for_the_account_lookup_or_the_mail() {
         s.otp.sends_per_email = 100;
     })
     .await;
+    let mut c = Client::new(&s).oneshot();
     let (mut k, mut u) = (Vec::new(), Vec::new());
     for i in 0..15 {
         for (email, times) in [(ALICE.0, &mut k), (UNKNOWN, &mut u)] {
             let t = Instant::now();
-            assert_eq!(start(&s, email).await.status(), 202, "round {i}");
+            assert_eq!(c.request_code(email).await.status, 202, "round {i}");
             times.push(t.elapsed());
         }
     }
@@ -275,20 +238,17 @@ async fn the_answer_does_not_wait_for_the_account_lookup_or_the_mail() {
 async fn send_limits_answer_429_with_retry_after_for_known_and_unknown_alike() {
     let sink = SmtpSink::start();
     let s = server(&sink, |_| {}).await;
+    let mut c = Client::new(&s).oneshot();
     let mut last = Vec::new();
     for email in [ALICE.0, UNKNOWN] {
         for i in 0..5 {
-            assert_eq!(start(&s, email).await.status(), 202, "{email} send {i}");
+            assert_eq!(c.request_code(email).await.status, 202, "{email} send {i}");
         }
-        let res = start(&s, email).await;
-        assert_eq!(res.status(), 429);
-        let retry: i64 = res.headers()["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let res = c.request_code(email).await;
+        assert_eq!(res.status, 429);
+        let retry = res.retry_after();
         assert!((1..=3600).contains(&retry), "{retry}");
-        let (status, mut headers, body) = answer(res).await;
+        let (status, mut headers, body) = answer(&res);
         headers.retain(|(k, _)| k != "retry-after");
         last.push((status, headers, body));
     }
@@ -300,13 +260,14 @@ async fn send_limits_answer_429_with_retry_after_for_known_and_unknown_alike() {
     // Per client address too, for any emails.
     let sink2 = SmtpSink::start();
     let s2 = server(&sink2, |s| s.otp.ip_per_minute = 3).await;
+    let mut c2 = Client::new(&s2).oneshot();
     for i in 0..3 {
         let email = format!("user{i}@example.com");
-        assert_eq!(start(&s2, &email).await.status(), 202);
+        assert_eq!(c2.request_code(&email).await.status, 202);
     }
-    let res = start(&s2, "user9@example.com").await;
-    assert_eq!(res.status(), 429);
-    assert!(res.headers().contains_key("retry-after"));
+    let res = c2.request_code("user9@example.com").await;
+    assert_eq!(res.status, 429);
+    assert!(res.headers.contains_key("retry-after"));
     s.stop().await;
     s2.stop().await;
 }
@@ -321,16 +282,18 @@ async fn parallel_wrong_guesses_compare_a_code_at_most_three_times() {
         s.otp.verifies_per_email = 1_000;
     })
     .await;
-    let code = code_for(&s, &sink, ALICE.0, 1).await;
+    let mut c = Client::new(&s).oneshot();
+    let code = code_for(&mut c, &sink, ALICE.0, 1).await;
     let bad = wrong(&code);
-    let guesses = (0..40).map(|_| refused(&s, ALICE.0, &bad));
+    let mut guessers = c.tabs(40);
+    let guesses = guessers.iter_mut().map(|g| g.code_refused(ALICE.0, &bad));
     let answers = futures::future::join_all(guesses).await;
     let mut left: Vec<i64> = answers
         .iter()
-        .map(|(status, body)| {
-            assert_eq!(*status, 401);
-            assert_eq!(body["error"], "invalid_code");
-            body["attempts_left"].as_i64().unwrap()
+        .map(|res| {
+            assert_eq!(res.status, 401);
+            assert_eq!(res.error(), "invalid_code");
+            res.body["attempts_left"].as_i64().unwrap()
         })
         .collect();
     left.sort();
@@ -338,8 +301,7 @@ async fn parallel_wrong_guesses_compare_a_code_at_most_three_times() {
     assert_eq!(left.iter().filter(|n| **n == 2).count(), 1, "{left:?}");
     assert_eq!(left.iter().filter(|n| **n == 1).count(), 1, "{left:?}");
     // The right code is dead now.
-    let (_, body) = refused(&s, ALICE.0, &code).await;
-    assert_eq!(body["error"], "invalid_code");
+    assert_eq!(c.code_refused(ALICE.0, &code).await.error(), "invalid_code");
     // And no new code was sent (over the send limit).
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(sink.to(ALICE.0).len(), 1);
@@ -354,40 +316,26 @@ async fn verifications_are_capped_per_email_whoever_sends_them() {
         s.proxies.trusted = vec!["127.0.0.1/32".parse().unwrap()];
     })
     .await;
-    let code = code_for(&s, &sink, ALICE.0, 1).await;
+    let c = Client::new(&s).oneshot();
+    let code = code_for(&mut c.clone(), &sink, ALICE.0, 1).await;
     let bad = wrong(&code);
     // Four clients, one wrong guess each (the code has 3 tries; the 3rd sends a new one).
     for i in 0..4 {
-        let res = s
-            .http
-            .post(s.url("/auth/otp/verify"))
-            .header("x-tokenwarden", "1")
-            .header("x-forwarded-for", format!("198.51.100.{i}"))
-            .json(&json!({ "email": ALICE.0, "code": bad }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 401, "guess {i}");
+        let mut guesser = c.clone().at(&format!("198.51.100.{i}"));
+        let res = guesser.verify_code(ALICE.0, &bad).await;
+        assert_eq!(res.status, 401, "guess {i}");
     }
     let newest = sink.wait_for(ALICE.0, 2).await.code();
     // A fifth client, even with the right code: 429 until the window ends.
-    let res = s
-        .http
-        .post(s.url("/auth/otp/verify"))
-        .header("x-tokenwarden", "1")
-        .header("x-forwarded-for", "203.0.113.7")
-        .json(&json!({ "email": ALICE.0, "code": newest }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 429);
-    let retry: i64 = res.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let res = c
+        .clone()
+        .at("203.0.113.7")
+        .verify_code(ALICE.0, &newest)
+        .await;
+    assert_eq!(res.status, 429);
+    let retry = res.retry_after();
     assert!(retry > 3600, "the window is a day: {retry}");
-    assert_eq!(error_code(res).await, "too_many_attempts");
+    assert_eq!(res.error(), "too_many_attempts");
     s.stop().await;
 }
 
@@ -395,6 +343,9 @@ async fn verifications_are_capped_per_email_whoever_sends_them() {
 async fn both_endpoints_require_the_csrf_header_and_refuse_bad_input_with_400() {
     let sink = SmtpSink::start();
     let s = server(&sink, |_| {}).await;
+    // A cross-site form: no CSRF header.
+    let mut forged = Client::new(&s).oneshot();
+    forged.csrf = None;
     for (path, body) in [
         ("/auth/otp/start", json!({ "email": ALICE.0 })),
         (
@@ -402,10 +353,11 @@ async fn both_endpoints_require_the_csrf_header_and_refuse_bad_input_with_400() 
             json!({ "email": ALICE.0, "code": "123456" }),
         ),
     ] {
-        let res = s.post_json(path, body).await;
-        assert_eq!(res.status(), 403, "{path}");
-        assert_eq!(error_code(res).await, "csrf_header_missing");
+        let res = forged.post(path, &body).await;
+        assert_eq!(res.status, 403, "{path}");
+        assert_eq!(res.error(), "csrf_header_missing");
     }
+    let mut c = Client::new(&s).oneshot();
     let bad = [
         ("/auth/otp/start", json!({ "email": "not an address" })),
         ("/auth/otp/start", json!({ "email": 5 })),
@@ -429,29 +381,15 @@ async fn both_endpoints_require_the_csrf_header_and_refuse_bad_input_with_400() 
         ("/auth/otp/verify", json!({ "email": ALICE.0 })),
     ];
     for (path, body) in bad {
-        let res = s
-            .http
-            .post(s.url(path))
-            .header("x-tokenwarden", "1")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 400, "{path} {body}");
-        assert_eq!(error_code(res).await, "invalid_request");
+        let res = c.post(path, &body).await;
+        assert_eq!(res.status, 400, "{path} {body}");
+        assert_eq!(res.error(), "invalid_request");
     }
     s.stop().await;
     // Without a way to deliver codes, the endpoints do not exist.
     let plain = TestServer::start().await;
-    let res = plain
-        .http
-        .post(plain.url("/auth/otp/start"))
-        .header("x-tokenwarden", "1")
-        .json(&json!({ "email": ALICE.0 }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 404);
+    let res = Client::new(&plain).oneshot().request_code(ALICE.0).await;
+    assert_eq!(res.status, 404);
     plain.stop().await;
 }
 
@@ -459,18 +397,19 @@ async fn both_endpoints_require_the_csrf_header_and_refuse_bad_input_with_400() 
 async fn sign_up_by_code_is_off_by_default_and_creates_the_account_when_on() {
     let sink = SmtpSink::start();
     let off = server(&sink, |_| {}).await;
-    assert_eq!(start(&off, UNKNOWN).await.status(), 202);
+    let res = Client::new(&off).oneshot().request_code(UNKNOWN).await;
+    assert_eq!(res.status, 202);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(sink.to(UNKNOWN).is_empty());
     off.stop().await;
 
     let on = server(&sink, |s| s.otp.signup = true).await;
-    let code = code_for(&on, &sink, UNKNOWN, 1).await;
-    let res = verify(&on, UNKNOWN, &code).await;
-    assert_eq!(res.status(), 200);
-    let t = tokens_of(res).await;
-    let me: Value = on.me(&t.access).await.json().await.unwrap();
-    assert_eq!(me["email"], UNKNOWN);
+    let mut c = Client::new(&on).oneshot();
+    let code = code_for(&mut c, &sink, UNKNOWN, 1).await;
+    let res = c.verify_code(UNKNOWN, &code).await;
+    assert_eq!(res.status, 200);
+    let t = c.tokens_of(&res);
+    assert_eq!(c.me(&t.access).await.body["email"], UNKNOWN);
     on.stop().await;
 }
 
@@ -478,62 +417,34 @@ async fn sign_up_by_code_is_off_by_default_and_creates_the_account_when_on() {
 async fn a_code_with_a_dpop_proof_binds_the_session_to_its_key() {
     let sink = SmtpSink::start();
     let s = server(&sink, |_| {}).await;
-    let code = code_for(&s, &sink, ALICE.0, 1).await;
-    let key = tokenwarden_dpop::ProofSigner::generate();
-    let proof = |nonce: Option<&str>| {
-        key.proof(
-            "POST",
-            &s.url("/auth/otp/verify"),
-            s.state.now(),
-            None,
-            nonce,
-        )
-    };
+    // The code is asked for without a proof.
+    let code = code_for(&mut Client::new(&s).oneshot(), &sink, ALICE.0, 1).await;
+    let mut c = Client::bound(&s).oneshot();
+    let body = json!({ "email": ALICE.0, "code": code });
     // Without the nonce: 400 use_dpop_nonce, and no attempt used.
-    let res = s
-        .http
-        .post(s.url("/auth/otp/verify"))
-        .header("x-tokenwarden", "1")
-        .header("dpop", proof(None))
-        .json(&json!({ "email": ALICE.0, "code": code }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 400);
-    let nonce = res.headers()["dpop-nonce"].to_str().unwrap().to_owned();
-    assert_eq!(error_code(res).await, "use_dpop_nonce");
+    let res = c
+        .send_once("POST", "/auth/otp/verify", Some(&body), &[])
+        .await;
+    assert_eq!(res.status, 400);
+    assert!(res.headers.contains_key("dpop-nonce"));
+    assert_eq!(res.error(), "use_dpop_nonce");
     // A proof for the login path is not one for this path.
-    let wrong_htu = key.proof(
-        "POST",
-        &s.url("/auth/login"),
-        s.state.now(),
-        None,
-        Some(&nonce),
-    );
-    let res = s
-        .http
-        .post(s.url("/auth/otp/verify"))
-        .header("x-tokenwarden", "1")
-        .header("dpop", wrong_htu)
-        .json(&json!({ "email": ALICE.0, "code": code }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(error_code(res).await, "invalid_dpop_proof");
-    let res = s
-        .http
-        .post(s.url("/auth/otp/verify"))
-        .header("x-tokenwarden", "1")
-        .header("dpop", proof(Some(&nonce)))
-        .json(&json!({ "email": ALICE.0, "code": code }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let body: Value = res.json().await.unwrap();
-    assert_eq!(body["token_type"], "DPoP");
-    let (_, claims) = jwt_parts(body["access_token"].as_str().unwrap());
-    assert_eq!(claims["cnf"]["jkt"], key.thumbprint());
+    let wrong_htu = c.proof("POST", "/auth/login", None).unwrap();
+    let res = c
+        .send_once(
+            "POST",
+            "/auth/otp/verify",
+            Some(&body),
+            &[("dpop", &wrong_htu)],
+        )
+        .await;
+    assert_eq!(res.error(), "invalid_dpop_proof");
+    let res = c
+        .send_once("POST", "/auth/otp/verify", Some(&body), &[])
+        .await;
+    assert_eq!(res.status, 200);
+    // DPoP, bound to the client's key (`tokens_of` checks both).
+    c.tokens_of(&res);
     s.stop().await;
 }
 
@@ -566,13 +477,14 @@ async fn codes_never_reach_the_log() {
     tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
     let sink = SmtpSink::start();
     let s = server(&sink, |s| s.otp.digits = 8).await;
-    let first = code_for(&s, &sink, ALICE.0, 1).await;
+    let mut c = Client::new(&s).oneshot();
+    let first = code_for(&mut c, &sink, ALICE.0, 1).await;
     let bad = wrong(&first);
     for _ in 0..3 {
-        refused(&s, ALICE.0, &bad).await;
+        c.code_refused(ALICE.0, &bad).await;
     }
     let second = sink.wait_for(ALICE.0, 2).await.code();
-    assert_eq!(verify(&s, ALICE.0, &second).await.status(), 200);
+    assert_eq!(c.verify_code(ALICE.0, &second).await.status, 200);
     // The task that mails a code logs `otp_sent` when its SMTP conversation has ended, which
     // can be after the sink handed the mail over: give both tasks the time to finish.
     let logged = || {
@@ -599,17 +511,13 @@ async fn codes_never_reach_the_log() {
 async fn the_demo_mailbox_exists_only_in_demo_mode_without_smtp() {
     // --demo, no SMTP server: the code goes to the demo mailbox, which the page can read.
     let demo = TestServer::with(|s| s.demo = true).await;
-    assert_eq!(start(&demo, ALICE.0).await.status(), 202);
+    let mut c = Client::new(&demo).oneshot();
+    assert_eq!(c.request_code(ALICE.0).await.status, 202);
     let mut messages = Value::Null;
     for _ in 0..100 {
-        let res = demo
-            .http
-            .get(demo.url("/demo/mailbox?email=Alice@Example.com"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
-        messages = res.json::<Value>().await.unwrap()["messages"].clone();
+        let res = c.get("/demo/mailbox?email=Alice@Example.com").await;
+        assert_eq!(res.status, 200);
+        messages = res.body["messages"].clone();
         if messages.as_array().is_some_and(|m| !m.is_empty()) {
             break;
         }
@@ -618,16 +526,11 @@ async fn the_demo_mailbox_exists_only_in_demo_mode_without_smtp() {
     let code = messages[0]["code"].as_str().expect("a code").to_owned();
     assert_eq!(messages[0]["to"], ALICE.0);
     // Unknown addresses get nothing there either.
-    assert_eq!(start(&demo, UNKNOWN).await.status(), 202);
+    assert_eq!(c.request_code(UNKNOWN).await.status, 202);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let res = demo
-        .http
-        .get(demo.url(&format!("/demo/mailbox?email={UNKNOWN}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.json::<Value>().await.unwrap()["messages"], json!([]));
-    assert_eq!(verify(&demo, ALICE.0, &code).await.status(), 200);
+    let res = c.get(&format!("/demo/mailbox?email={UNKNOWN}")).await;
+    assert_eq!(res.body["messages"], json!([]));
+    assert_eq!(c.verify_code(ALICE.0, &code).await.status, 200);
     demo.stop().await;
 
     // Not in demo mode, and not when a real SMTP server delivers.
@@ -636,13 +539,9 @@ async fn the_demo_mailbox_exists_only_in_demo_mode_without_smtp() {
         TestServer::start().await,
         server(&sink, |s| s.demo = true).await,
     ] {
-        let res = s
-            .http
-            .get(s.url(&format!("/demo/mailbox?email={}", ALICE.0)))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 404);
+        let mut c = Client::new(&s).oneshot();
+        let res = c.get(&format!("/demo/mailbox?email={}", ALICE.0)).await;
+        assert_eq!(res.status, 404);
         s.stop().await;
     }
 }

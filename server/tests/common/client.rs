@@ -188,6 +188,12 @@ impl Client {
         self
     }
 
+    /// The client is at `ip`, as a trusted proxy in front of the server reports it.
+    pub fn at(mut self, ip: &str) -> Self {
+        self.forwarded_for = Some(ip.to_owned());
+        self
+    }
+
     /// `n` copies of this client: tabs of one browser sharing its jar, or clients at one
     /// address, to send requests at the same time.
     pub fn tabs(&self, n: usize) -> Vec<Client> {
@@ -447,6 +453,25 @@ impl Client {
         let a = self.login(who).await;
         assert_eq!(a.status, 200, "login of {}: {}", who.0, a.body);
         self.tokens_of(&a)
+    }
+
+    /// Asks for a sign-in code by mail.
+    pub async fn request_code(&mut self, email: &str) -> Answer {
+        self.post("/auth/otp/start", &json!({ "email": email }))
+            .await
+    }
+
+    /// Signs in with a mailed code.
+    pub async fn verify_code(&mut self, email: &str, code: &str) -> Answer {
+        let body = json!({ "email": email, "code": code });
+        self.post("/auth/otp/verify", &body).await
+    }
+
+    /// A sign-in with a code that must be refused.
+    pub async fn code_refused(&mut self, email: &str, code: &str) -> Answer {
+        let a = self.verify_code(email, code).await;
+        assert_ne!(a.status, 200, "{code} should be refused");
+        a
     }
 
     /// A refresh presenting `refresh` (what the jar holds from now on).

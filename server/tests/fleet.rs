@@ -1,6 +1,7 @@
 //! Three instances on one PostgreSQL database, each with its own pool, memory and listener,
-//! behind its own loopback port: what a load balancer in front of a fleet gives a client.
-//! Always on PostgreSQL (a cluster of its own, or `TW_TEST_PG_URL`).
+//! behind its own loopback port: what a load balancer in front of a fleet gives a client (one
+//! `Client`, each request sent `via` the instance the test chooses). Always on PostgreSQL (a
+//! cluster of its own, or `TW_TEST_PG_URL`).
 
 mod common;
 
@@ -9,7 +10,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 use sqlx::Row;
-use tokenwarden_dpop::ProofSigner;
 use tokenwarden_server::Settings;
 
 /// Three instances of one fleet; `configure` applies to each.
@@ -30,17 +30,24 @@ async fn stop_all(servers: [TestServer; 3]) {
     }
 }
 
+/// `n` copies of `tab` (its jar, key and nonce), spread over the instances in turn, each
+/// sending `request` at the same moment; the answers in that order.
+async fn at_once(
+    tab: &Client,
+    instances: [&TestServer; 3],
+    n: usize,
+    request: impl AsyncFn(&mut Client) -> Answer,
+) -> Vec<Answer> {
+    let mut tabs = tab.tabs(n);
+    for (i, t) in tabs.iter_mut().enumerate() {
+        t.via(instances[i % 3]);
+    }
+    futures::future::join_all(tabs.iter_mut().map(|t| request(t))).await
+}
+
+/// A logout on `s` by the client holding `t` (its cookie and its token).
 async fn logout(s: &TestServer, t: &Tokens) {
-    let res = s
-        .http
-        .post(s.url("/auth/logout"))
-        .header("x-tokenwarden", "1")
-        .header("cookie", format!("{REFRESH_COOKIE}={}", t.refresh))
-        .bearer_auth(&t.access)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 204);
+    assert_eq!(Client::new(s).holding(t).logout().await.status, 204);
 }
 
 fn session_of(t: &Tokens) -> String {
@@ -51,10 +58,11 @@ fn session_of(t: &Tokens) -> String {
 /// Polls `GET /api/me` with each token until every one is refused; the time that took.
 async fn until_refused(s: &TestServer, tokens: &[&str], since: Instant) -> Duration {
     let deadline = since + Duration::from_secs(10);
+    let mut c = Client::new(s);
     loop {
         let mut all = true;
         for t in tokens {
-            let status = s.me(t).await.status();
+            let status = c.me(t).await.status;
             assert!(status == 200 || status == 401, "unexpected {status}");
             all &= status == 401;
         }
@@ -87,14 +95,15 @@ async fn every_revocation_made_on_one_instance_is_honoured_by_the_others_within_
     ];
     let rounds = 60;
     let mut samples = Vec::new();
+    let mut tab = Client::new(&a);
     for round in 0..rounds {
         let kind = kinds[round % kinds.len()];
         // Log in on A, refresh on B: both access tokens work everywhere.
-        let t0 = a.login(ALICE).await;
-        let t1 = b.refresh(&t0.refresh).await;
+        let t0 = tab.via(&a).sign_in(ALICE).await;
+        let t1 = tab.via(&b).rotate(&t0.refresh).await;
         for s in [&a, &b, &c] {
-            assert_eq!(s.me(&t0.access).await.status(), 200);
-            assert_eq!(s.me(&t1.access).await.status(), 200);
+            assert_eq!(tab.via(s).me(&t0.access).await.status, 200);
+            assert_eq!(tab.via(s).me(&t1.access).await.status, 200);
         }
         // Revoke on C; the clock starts when the revoking request is sent.
         let since = match kind {
@@ -105,25 +114,21 @@ async fn every_revocation_made_on_one_instance_is_honoured_by_the_others_within_
             }
             Revocation::RevokedByUser => {
                 // From another session of the same user (a lost device revoked from a laptop).
-                let other = c.login(ALICE).await;
+                let mut laptop = Client::new(&c);
+                laptop.sign_in(ALICE).await;
                 let since = Instant::now();
-                let res = c
-                    .http
-                    .delete(c.url(&format!("/auth/sessions/{}", session_of(&t0))))
-                    .bearer_auth(&other.access)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(res.status(), 204);
+                let path = format!("/auth/sessions/{}", session_of(&t0));
+                assert_eq!(laptop.delete(&path).await.status, 204);
                 since
             }
             Revocation::ReuseDetected => {
                 // A copy of t0 gets a sibling of t1 (a repeat within the window); t1 is then
                 // used, and the sibling presented after it is reuse: the family is revoked.
-                let sibling = c.refresh(&t0.refresh).await;
-                let _t2 = c.refresh(&t1.refresh).await;
+                let sibling = tab.via(&c).rotate(&t0.refresh).await;
+                let _t2 = tab.via(&c).rotate(&t1.refresh).await;
                 let since = Instant::now();
-                assert_eq!(c.refresh_error(&sibling.refresh).await, "token_reused");
+                let code = tab.via(&c).refresh_error(&sibling.refresh).await;
+                assert_eq!(code, "token_reused");
                 since
             }
         };
@@ -132,7 +137,7 @@ async fn every_revocation_made_on_one_instance_is_honoured_by_the_others_within_
             samples.push(until_refused(s, &tokens, since).await);
         }
         assert_eq!(
-            c.me(&t1.access).await.status(),
+            tab.via(&c).me(&t1.access).await.status,
             401,
             "round {round}: {kind:?}"
         );
@@ -186,16 +191,16 @@ async fn one_refresh_token_presented_on_three_instances_at_once_gives_the_single
 {
     let (url, servers) = fleet(|_| {}).await;
     let [a, b, c] = &servers;
+    let mut tab = Client::new(a);
     for round in 0..5 {
-        let t0 = a.login(BOB).await;
+        let t0 = tab.via(a).sign_in(BOB).await;
         let sid = session_of(&t0);
         // Four presentations per instance, all at once.
-        let requests = (0..12).map(|i| [a, b, c][i % 3].refresh_response(&t0.refresh));
-        let responses = futures::future::join_all(requests).await;
+        let responses = at_once(&tab, [a, b, c], 12, async |t| t.refresh().await).await;
         let mut children = Vec::new();
         for res in responses {
-            assert_eq!(res.status(), 200, "round {round}: no false reuse detection");
-            children.push(tokens_of(res).await);
+            assert_eq!(res.status, 200, "round {round}: no false reuse detection");
+            children.push(tab.tokens_of(&res));
         }
         // Exactly what one instance records for 12 presentations of a fresh token: one claim
         // and 11 repeats, 12 children of generation 1, nothing revoked.
@@ -210,10 +215,11 @@ async fn one_refresh_token_presented_on_three_instances_at_once_gives_the_single
         assert!(rows[1..].iter().all(|r| r.0 == 1 && r.1.is_none() && !r.3));
         // Whichever child the browser kept works, on any instance; a sibling after it is reuse.
         let kept = &children[round % 12];
-        let next = [b, c, a][round % 3].refresh(&kept.refresh).await;
-        assert_eq!(c.me(&next.access).await.status(), 200);
+        let next = tab.via([b, c, a][round % 3]).rotate(&kept.refresh).await;
+        assert_eq!(tab.via(c).me(&next.access).await.status, 200);
         let sibling = &children[(round + 1) % 12];
-        assert_eq!(a.refresh_error(&sibling.refresh).await, "token_reused");
+        let code = tab.via(a).refresh_error(&sibling.refresh).await;
+        assert_eq!(code, "token_reused");
     }
     for s in [a, b, c] {
         assert_eq!(
@@ -230,13 +236,10 @@ async fn the_children_cap_holds_across_instances() {
     // are answered with a token, as on one instance; a lost update would let more through.
     let (url, servers) = fleet(|s| s.rotation.max_children = 3).await;
     let [a, b, c] = &servers;
-    let t0 = a.login(ALICE).await;
-    let requests = (0..12).map(|i| [a, b, c][i % 3].refresh_response(&t0.refresh));
-    let statuses: Vec<u16> = futures::future::join_all(requests)
-        .await
-        .iter()
-        .map(|r| r.status().as_u16())
-        .collect();
+    let mut tab = Client::new(a);
+    let t0 = tab.sign_in(ALICE).await;
+    let answers = at_once(&tab, [a, b, c], 12, async |t| t.refresh().await).await;
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
     assert_eq!(
         statuses.iter().filter(|s| **s == 200).count(),
         3,
@@ -273,11 +276,11 @@ async fn throttles_count_for_the_whole_fleet_not_per_instance() {
     let minute = |s: &TestServer| s.state.now().div_euclid(60);
     assert!(minute(a) == minute(b) && minute(b) == minute(c));
     // Logins per client address: 4 a minute for the fleet, not 4 per instance.
+    let mut tab = Client::new(a);
     let mut login_statuses = Vec::new();
     for i in 0..9 {
         let s = [a, b, c][i % 3];
-        let res = s.login_response(BOB.0, BOB.1).await;
-        login_statuses.push(res.status().as_u16());
+        login_statuses.push(tab.via(s).login(BOB).await.status);
     }
     assert_eq!(
         login_statuses,
@@ -292,14 +295,14 @@ async fn throttles_count_for_the_whole_fleet_not_per_instance() {
             .await
             .unwrap();
     }
-    let mut t = a.login(ALICE).await;
+    let mut t = tab.via(a).sign_in(ALICE).await;
     let mut statuses = Vec::new();
     for i in 0..9 {
         let s = [b, c, a][i % 3];
-        let res = s.refresh_response(&t.refresh).await;
-        statuses.push(res.status().as_u16());
-        if res.status() == 200 {
-            t = tokens_of(res).await;
+        let res = tab.via(s).present(&t.refresh).await;
+        statuses.push(res.status);
+        if res.status == 200 {
+            t = tab.tokens_of(&res);
         }
     }
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429, 429]);
@@ -309,33 +312,29 @@ async fn throttles_count_for_the_whole_fleet_not_per_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_that_was_down_during_a_revocation_refuses_the_token_when_it_is_back() {
     let (url, [a, b, c]) = fleet(|_| {}).await;
-    let t = a.login(ALICE).await;
-    let u = a.login(BOB).await;
-    assert_eq!(b.me(&t.access).await.status(), 200);
+    let mut tab = Client::new(&a);
+    let t = tab.sign_in(ALICE).await;
+    let u = tab.sign_in(BOB).await;
+    assert_eq!(tab.via(&b).me(&t.access).await.status, 200);
     b.stop().await;
     logout(&c, &t).await;
     // Bob's session is revoked from another of his sessions, and a key is revoked.
-    let other = c.login(BOB).await;
-    let res = c
-        .http
-        .delete(c.url(&format!("/auth/sessions/{}", session_of(&u))))
-        .bearer_auth(&other.access)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 204);
+    let mut laptop = Client::new(&c);
+    let other = laptop.sign_in(BOB).await;
+    let path = format!("/auth/sessions/{}", session_of(&u));
+    assert_eq!(laptop.delete(&path).await.status, 204);
     let b = TestServer::on(&url, |_| {}).await;
     assert_eq!(
-        b.me(&t.access).await.status(),
+        tab.via(&b).me(&t.access).await.status,
         401,
         "deny-list read at start"
     );
     assert_eq!(
-        b.me(&u.access).await.status(),
+        tab.via(&b).me(&u.access).await.status,
         401,
         "revoked session read at start"
     );
-    assert_eq!(b.me(&other.access).await.status(), 200);
+    assert_eq!(tab.via(&b).me(&other.access).await.status, 200);
     stop_all([a, b, c]).await;
 }
 
@@ -345,16 +344,17 @@ async fn an_instance_that_hears_no_notification_catches_up_by_reading_within_a_s
     let a = TestServer::on(&url, |_| {}).await;
     // Deaf: as if its listening connection had dropped for good.
     let b = TestServer::on(&url, |s| s.revocation_notifications = false).await;
+    let mut tab = Client::new(&a);
     for _ in 0..5 {
-        let t = a.login(ALICE).await;
-        assert_eq!(b.me(&t.access).await.status(), 200);
+        let t = tab.via(&a).sign_in(ALICE).await;
+        assert_eq!(tab.via(&b).me(&t.access).await.status, 200);
         let since = Instant::now();
         logout(&a, &t).await;
         let took = until_refused(&b, &[&t.access], since).await;
         assert!(took <= Duration::from_secs(1), "catch-up took {took:?}");
     }
     // A key revoked on A stops verifying on B too, and B stops signing with it.
-    let t = a.login(ALICE).await;
+    let t = tab.via(&a).sign_in(ALICE).await;
     let (header, _) = jwt_parts(&t.access);
     let kid = header["kid"].as_str().unwrap().to_owned();
     let since = Instant::now();
@@ -370,11 +370,11 @@ async fn an_instance_that_hears_no_notification_catches_up_by_reading_within_a_s
         took <= Duration::from_secs(1),
         "key revocation took {took:?}"
     );
-    let fresh = b.login(ALICE).await;
+    let fresh = tab.via(&b).sign_in(ALICE).await;
     let (header, _) = jwt_parts(&fresh.access);
     assert_ne!(header["kid"], Value::String(kid));
     assert_eq!(
-        a.me(&fresh.access).await.status(),
+        tab.via(&a).me(&fresh.access).await.status,
         200,
         "A verifies B's new key"
     );
@@ -385,7 +385,8 @@ async fn an_instance_that_hears_no_notification_catches_up_by_reading_within_a_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_key_rotation_on_one_instance_logs_nobody_out_anywhere() {
     let (_, [a, b, c]) = fleet(|_| {}).await;
-    let before = a.login(ALICE).await;
+    let mut tab = Client::new(&a);
+    let before = tab.sign_in(ALICE).await;
     let kid = a
         .state
         .keys
@@ -396,10 +397,10 @@ async fn a_graceful_key_rotation_on_one_instance_logs_nobody_out_anywhere() {
     // Within a second every instance signs with the new key and still accepts the old one.
     for s in [&b, &c] {
         loop {
-            let t = s.login(BOB).await;
+            let t = tab.via(s).sign_in(BOB).await;
             let (header, _) = jwt_parts(&t.access);
             if header["kid"] == Value::String(kid.clone()) {
-                assert_eq!(a.me(&t.access).await.status(), 200);
+                assert_eq!(tab.via(&a).me(&t.access).await.status, 200);
                 break;
             }
             assert!(
@@ -409,7 +410,7 @@ async fn a_graceful_key_rotation_on_one_instance_logs_nobody_out_anywhere() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(
-            s.me(&before.access).await.status(),
+            tab.via(s).me(&before.access).await.status,
             200,
             "old key still verifies"
         );
@@ -422,68 +423,32 @@ async fn a_dpop_proof_accepted_by_one_instance_is_refused_by_the_others() {
     // One public origin for the fleet (the proxy's), so that a proof names the same `htu`
     // whichever instance receives it, and the nonce secret is shared through the database.
     let (_, [a, b, c]) = fleet(|s| s.public_origins = vec!["https://api.example".into()]).await;
-    let key = ProofSigner::generate();
-    let nonce = |s: &TestServer| s.state.dpop.nonces().current(s.state.now());
+    let mut tab = Client::bound(&a).public("https://api.example");
+    let nonce = |s: &TestServer| s.state.dpop.nonces().current(s.state.now()).to_string();
     assert_eq!(nonce(&a), nonce(&b), "one nonce secret for the fleet");
-    let login_proof = key.proof(
-        "POST",
-        "https://api.example/auth/login",
-        a.state.now(),
-        None,
-        Some(&nonce(&a)),
-    );
-    let res = a
-        .http
-        .post(a.url("/auth/login"))
-        .header("dpop", &login_proof)
-        .json(&serde_json::json!({ "email": ALICE.0, "password": ALICE.1 }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let body: Value = res.json().await.unwrap();
-    let access = body["access_token"].as_str().unwrap().to_owned();
-    let proof = key.proof(
-        "GET",
-        "https://api.example/api/me",
-        a.state.now(),
-        Some(&access),
-        Some(&nonce(&a)),
-    );
-    let me = |s: &TestServer| {
-        s.http
-            .get(s.url("/api/me"))
-            .header("authorization", format!("DPoP {access}"))
-            .header("dpop", &proof)
-            .send()
-    };
-    assert_eq!(me(&a).await.unwrap().status(), 200);
+    tab.nonce = Some(nonce(&a));
+    let res = tab.login_with(ALICE, &[]).await;
+    assert_eq!(res.status, 200);
+    let access = tab.tokens_of(&res).access;
+    tab.nonce = Some(nonce(&a));
+    let proof = tab.proof("GET", "/api/me", Some(&access)).unwrap();
+    let replay = [("dpop", proof.as_str())];
+    let res = tab.via(&a).send_once("GET", "/api/me", None, &replay).await;
+    assert_eq!(res.status, 200);
     for s in [&b, &c, &a] {
-        let res = me(s).await.unwrap();
-        assert_eq!(res.status(), 401, "a replayed proof on {}", s.base);
-        assert_eq!(error_code(res).await, "invalid_dpop_proof");
+        let res = tab.via(s).send_once("GET", "/api/me", None, &replay).await;
+        assert_eq!(res.status, 401, "a replayed proof on {}", s.base);
+        assert_eq!(res.error(), "invalid_dpop_proof");
     }
     // One fresh proof sent to all three at once, twice each: exactly one answer is 200.
     for round in 0..5 {
-        let proof = key.proof(
-            "GET",
-            "https://api.example/api/me",
-            a.state.now(),
-            Some(&access),
-            Some(&nonce(&a)),
-        );
-        let sends = [&a, &b, &c, &a, &b, &c].map(|s| {
-            s.http
-                .get(s.url("/api/me"))
-                .header("authorization", format!("DPoP {access}"))
-                .header("dpop", &proof)
-                .send()
+        tab.nonce = Some(nonce(&a));
+        let proof = tab.proof("GET", "/api/me", Some(&access)).unwrap();
+        let replay = [("dpop", proof.as_str())];
+        let sends = at_once(&tab, [&a, &b, &c], 6, async |t| {
+            t.send_once("GET", "/api/me", None, &replay).await
         });
-        let statuses: Vec<u16> = futures::future::join_all(sends)
-            .await
-            .into_iter()
-            .map(|r| r.unwrap().status().as_u16())
-            .collect();
+        let statuses: Vec<u16> = sends.await.iter().map(|r| r.status).collect();
         assert_eq!(
             statuses.iter().filter(|s| **s == 200).count(),
             1,
@@ -497,7 +462,7 @@ async fn a_dpop_proof_accepted_by_one_instance_is_refused_by_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_keys_cli_run_anywhere_reaches_every_instance_within_a_second() {
     let (url, [a, b, c]) = fleet(|_| {}).await;
-    let t = a.login(ALICE).await;
+    let t = Client::new(&a).sign_in(ALICE).await;
     let (header, _) = jwt_parts(&t.access);
     let old_kid = header["kid"].as_str().unwrap().to_owned();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden-server"))

@@ -97,8 +97,9 @@ enum Transport {
 pub struct Client {
     /// Where requests go over a socket (`http://host:port`).
     base: String,
-    /// The origin proofs name in `htu`: the server's own, or the public one of a proxy.
-    origin: String,
+    /// The public origin of a proxy in front of the server, which proofs name in `htu`
+    /// instead of `base`.
+    public: Option<String>,
     http: reqwest::Client,
     /// The server's clock, which proofs are stamped with.
     clock: Clock,
@@ -153,7 +154,7 @@ impl Client {
     pub fn to(base: &str) -> Self {
         Client {
             base: base.to_owned(),
-            origin: base.to_owned(),
+            public: None,
             http: reqwest::Client::new(),
             clock: Clock::default(),
             state: None,
@@ -184,7 +185,20 @@ impl Client {
 
     /// Proofs name `origin` (the public origin of a fleet behind a proxy) in `htu`.
     pub fn public(mut self, origin: &str) -> Self {
-        self.origin = origin.to_owned();
+        self.public = Some(origin.to_owned());
+        self
+    }
+
+    /// The next requests of this client (its jar, key and nonce) go to `server`: another
+    /// instance of a fleet, as a load balancer may choose.
+    pub fn via(&mut self, server: &TestServer) -> &mut Self {
+        self.base = server.base.clone();
+        self.http = server.http.clone();
+        self.clock = server.state.clock.clone();
+        self.state = Some(server.state.clone());
+        if let Transport::Oneshot(_) = self.transport {
+            self.transport = Transport::Oneshot(tokenwarden_server::router(&server.state));
+        }
         self
     }
 
@@ -209,7 +223,7 @@ impl Client {
 
     /// The URL a proof names for `path`.
     pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.origin, path)
+        format!("{}{}", self.public.as_deref().unwrap_or(&self.base), path)
     }
 
     /// A proof for `method path` by this client's key, with its newest nonce and, if given,

@@ -1,4 +1,5 @@
-//! The server as its users run it: a database file, restarts, the `keys` CLI, `--demo`.
+//! The server as its users run it: a database file, restarts, the `keys` CLI, `--demo`. Every
+//! request goes over a socket, to a server in this process or to the binary.
 
 mod common;
 
@@ -8,7 +9,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tokenwarden-server");
 
@@ -21,17 +21,18 @@ async fn sessions_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let url = db_url(&dir);
     let s = TestServer::on(&url, |_| {}).await;
-    let t = s.login(ALICE).await;
+    let t = Client::new(&s).sign_in(ALICE).await;
     s.stop().await;
 
     let s = TestServer::on(&url, |_| {}).await;
+    let mut c = Client::new(&s);
     assert_eq!(
-        s.me(&t.access).await.status(),
+        c.me(&t.access).await.status,
         200,
         "same signing key after restart"
     );
-    let t1 = s.refresh(&t.refresh).await;
-    assert_eq!(s.me(&t1.access).await.status(), 200);
+    let t1 = c.rotate(&t.refresh).await;
+    assert_eq!(c.me(&t1.access).await.status, 200);
     s.stop().await;
 }
 
@@ -40,19 +41,15 @@ async fn a_logout_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let url = db_url(&dir);
     let s = TestServer::on(&url, |_| {}).await;
-    let t = s.login(ALICE).await;
-    let res = s
-        .http
-        .post(s.url("/auth/logout"))
-        .header("x-tokenwarden", "1")
-        .bearer_auth(&t.access)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 204);
+    let mut c = Client::new(&s);
+    let t = c.sign_in(ALICE).await;
+    // With the token alone: the deny-list is what has to survive.
+    c.refresh = None;
+    assert_eq!(c.logout().await.status, 204);
     s.stop().await;
     let s = TestServer::on(&url, |_| {}).await;
-    assert_eq!(s.me(&t.access).await.status(), 401, "deny-list reloaded");
+    let res = Client::new(&s).me(&t.access).await;
+    assert_eq!(res.status, 401, "deny-list reloaded");
     s.stop().await;
 }
 
@@ -78,7 +75,8 @@ async fn the_keys_cli_reaches_a_running_server() {
     let url = db_url(&dir);
     let s = TestServer::on(&url, |c| c.key_poll_secs = 1).await;
     let _poller = tokenwarden_server::spawn_maintenance(s.state.clone());
-    let t = s.login(ALICE).await;
+    let mut c = Client::new(&s);
+    let t = c.sign_in(ALICE).await;
     let kid = jwt_parts(&t.access).0["kid"].as_str().unwrap().to_owned();
     assert!(cli(&url, &["keys", "list"]).contains(&format!("{kid:<44} signing")));
 
@@ -88,8 +86,8 @@ async fn the_keys_cli_reaches_a_running_server() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut t = t;
     loop {
-        assert_eq!(s.me(&t.access).await.status(), 200);
-        t = s.refresh(&t.refresh).await;
+        assert_eq!(c.me(&t.access).await.status, 200);
+        t = c.rotate(&t.refresh).await;
         if jwt_parts(&t.access).0["kid"] != kid.as_str() {
             break;
         }
@@ -104,16 +102,16 @@ async fn the_keys_cli_reaches_a_running_server() {
     // Emergency: the current key's tokens are refused within the poll interval.
     cli(&url, &["keys", "revoke", &new_kid]);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while s.me(&t.access).await.status() == 200 {
+    while c.me(&t.access).await.status == 200 {
         assert!(
             Instant::now() < deadline,
             "revocation never reached the server"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let t2 = s.refresh(&t.refresh).await;
+    let t2 = c.rotate(&t.refresh).await;
     assert_eq!(
-        s.me(&t2.access).await.status(),
+        c.me(&t2.access).await.status,
         200,
         "refresh recovers, nobody logged out"
     );
@@ -140,23 +138,14 @@ fn a_kid_starting_with_a_hyphen_is_a_kid_not_an_option() {
 #[tokio::test]
 async fn shutdown_lets_a_request_in_flight_finish() {
     let s = TestServer::start().await;
-    let t = s.login(ALICE).await;
+    let mut c = Client::new(&s);
+    c.sign_in(ALICE).await;
     s.refresh_latency_ms.store(400, Ordering::SeqCst);
-    let pending = tokio::spawn({
-        let http = s.http.clone();
-        let url = s.url("/auth/refresh");
-        async move {
-            http.post(url)
-                .header("x-tokenwarden", "1")
-                .header("cookie", format!("{REFRESH_COOKIE}={}", t.refresh))
-                .send()
-                .await
-        }
-    });
+    let pending = tokio::spawn(async move { c.try_refresh().await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     s.stop().await;
     let res = pending.await.unwrap().expect("response despite shutdown");
-    assert_eq!(res.status(), 200);
+    assert_eq!(res.status, 200);
 }
 
 #[test]
@@ -233,15 +222,9 @@ async fn demo_mode_prints_credentials_that_log_in() {
         base.expect("address printed"),
         creds.expect("credentials printed"),
     );
-    let res = reqwest::Client::new()
-        .post(format!("{base}/auth/login"))
-        .json(&json!({ "email": email, "password": password }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let body: serde_json::Value = res.json().await.unwrap();
-    assert_eq!(body["expires_in"], 30, "short tokens in demo mode");
+    let res = Client::to(&base).login((&email, &password)).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body["expires_in"], 30, "short tokens in demo mode");
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -370,7 +353,8 @@ async fn a_binary_without_the_test_hooks_feature_has_no_test_routes() {
         &[("TW_TEST_HOOKS_SECRET", "a-secret-somebody-set")],
         dir.path(),
     );
-    let http = reqwest::Client::new();
+    let mut c = Client::to(&base);
+    let body = serde_json::json!({ "advance_secs": 3600, "email": "m@example.com", "password": "mallory-pw", "name": "m" });
     for (method, path) in [
         ("GET", "/test/stats"),
         ("POST", "/test/reset"),
@@ -384,15 +368,13 @@ async fn a_binary_without_the_test_hooks_feature_has_no_test_routes() {
         ("GET", "/test/anything/else"),
     ] {
         for secret in [None, Some("a-secret-somebody-set")] {
-            let mut req = http
-                .request(method.parse().unwrap(), format!("{base}{path}"))
-                .json(&json!({ "advance_secs": 3600, "email": "m@example.com", "password": "mallory-pw", "name": "m" }));
-            if let Some(s) = secret {
-                req = req.header("x-test-hooks-secret", s);
-            }
-            let res = req.send().await.unwrap();
-            assert_eq!(res.status(), 404, "{method} {path}");
-            assert_eq!(error_code(res).await, "not_found");
+            let extra: Vec<_> = secret
+                .map(|s| ("x-test-hooks-secret", s))
+                .into_iter()
+                .collect();
+            let res = c.send_once(method, path, Some(&body), &extra).await;
+            assert_eq!(res.status, 404, "{method} {path}");
+            assert_eq!(res.error(), "not_found");
         }
     }
     stop(child);
@@ -430,17 +412,12 @@ async fn demo_mode_is_refused_off_loopback_unless_meant() {
 async fn the_demo_user_does_not_outlive_demo_mode() {
     let dir = tempfile::tempdir().unwrap();
     let url = db_url(&dir);
-    let login = |base: String| async move {
-        reqwest::Client::new()
-            .post(format!("{base}/auth/login"))
-            .json(&json!({
-                "email": tokenwarden_server::config::DEMO_EMAIL,
-                "password": tokenwarden_server::config::DEMO_PASSWORD,
-            }))
-            .send()
-            .await
-            .unwrap()
-            .status()
+    let login = async |base: String| {
+        let demo = (
+            tokenwarden_server::config::DEMO_EMAIL,
+            tokenwarden_server::config::DEMO_PASSWORD,
+        );
+        Client::to(&base).login(demo).await.status
     };
     let (child, base) = start(
         &["--demo", "--bind", "127.0.0.1:0", "--database-url", &url],
@@ -474,7 +451,7 @@ async fn the_database_file_is_private_to_its_owner() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/data/tw.db", dir.path().display());
     let s = TestServer::on(&url, |_| {}).await;
-    s.login(ALICE).await;
+    Client::new(&s).sign_in(ALICE).await;
     let mode = |name: &str| {
         std::fs::metadata(dir.path().join(name))
             .unwrap_or_else(|e| panic!("{name}: {e}"))
@@ -514,7 +491,7 @@ async fn signing_keys_are_sealed_at_rest_and_need_the_key_encryption_key() {
     let dir = tempfile::tempdir().unwrap();
     let url = db_url(&dir);
     let s = TestServer::on(&url, |_| {}).await;
-    let t = s.login(ALICE).await;
+    let t = Client::new(&s).sign_in(ALICE).await;
     s.state
         .keys
         .rotate(&s.state.store, s.state.now())
@@ -549,14 +526,8 @@ async fn signing_keys_are_sealed_at_rest_and_need_the_key_encryption_key() {
         &[("TW_KEY_ENCRYPTION_KEY", TEST_KEK)],
         dir2.path(),
     );
-    let res = reqwest::Client::new()
-        .post(format!("{base}/auth/refresh"))
-        .header("x-tokenwarden", "1")
-        .header("cookie", format!("{REFRESH_COOKIE}={}", t.refresh))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let res = Client::to(&base).present(&t.refresh).await;
+    assert_eq!(res.status, 200);
     stop(child);
 }
 
@@ -587,9 +558,10 @@ async fn a_signing_key_stored_in_the_clear_by_an_older_version_is_sealed_and_kee
         pool.close().await;
     }
     let s = TestServer::on(&url, |_| {}).await;
-    let t = s.login(ALICE).await;
+    let mut c = Client::new(&s);
+    let t = c.sign_in(ALICE).await;
     assert_eq!(jwt_parts(&t.access).0["kid"], old.kid.as_str());
-    assert_eq!(s.me(&t.access).await.status(), 200);
+    assert_eq!(c.me(&t.access).await.status, 200);
     s.stop().await;
     assert!(
         stored_private_keys(&url)

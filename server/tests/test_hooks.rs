@@ -38,22 +38,17 @@ async fn every_hook_answers_404_without_the_secret_and_works_with_it() {
         ),
         ("GET", "/test/echo", None),
     ];
-    let send = |method: &str, path: &str, body: &Option<Value>, secret: Option<&str>| {
-        let mut req = s.http.request(method.parse().unwrap(), s.url(path));
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        if let Some(v) = secret {
-            req = req.header(SECRET_HEADER, v);
-        }
-        req.send()
+    let mut c = Client::new(&s).oneshot();
+    let mut send = async |method: &str, path: &str, body: &Option<Value>, secret: Option<&str>| {
+        let extra: Vec<_> = secret.map(|v| (SECRET_HEADER, v)).into_iter().collect();
+        c.send_once(method, path, body.as_ref(), &extra).await
     };
     let now = s.state.now();
     for (method, path, body) in &hooks {
         for wrong in [None, Some("wrong-secret-wrong-secret"), Some("")] {
-            let res = send(method, path, body, wrong).await.unwrap();
-            assert_eq!(res.status(), 404, "{method} {path} with {wrong:?}");
-            assert_eq!(error_code(res).await, "not_found");
+            let res = send(method, path, body, wrong).await;
+            assert_eq!(res.status, 404, "{method} {path} with {wrong:?}");
+            assert_eq!(res.error(), "not_found");
         }
     }
     // Nothing happened: no clock move, no admin user.
@@ -67,19 +62,17 @@ async fn every_hook_answers_404_without_the_secret_and_works_with_it() {
             .is_none()
     );
     // Unknown paths and wrong methods under /test look the same.
-    let res = send("DELETE", "/test/stats", &None, None).await.unwrap();
-    assert_eq!(res.status(), 404);
-    let res = send("GET", "/test/nothing", &None, Some(&secret))
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 404);
+    let res = send("DELETE", "/test/stats", &None, None).await;
+    assert_eq!(res.status, 404);
+    let res = send("GET", "/test/nothing", &None, Some(&secret)).await;
+    assert_eq!(res.status, 404);
 
     for (method, path, body) in &hooks {
-        let res = send(method, path, body, Some(&secret)).await.unwrap();
+        let res = send(method, path, body, Some(&secret)).await;
         assert!(
-            res.status().is_success(),
+            (200..300).contains(&res.status),
             "{method} {path}: {}",
-            res.status()
+            res.status
         );
     }
     s.stop().await;
@@ -88,21 +81,15 @@ async fn every_hook_answers_404_without_the_secret_and_works_with_it() {
 #[tokio::test]
 async fn the_echo_hook_never_reflects_the_http_only_refresh_cookie() {
     let s = TestServer::start().await;
-    let t = s.login(ALICE).await;
-    let echo: Value = s
-        .http
-        .get(s.url("/test/echo"))
-        .header(SECRET_HEADER, &s.state.settings.test_hooks_secret)
-        .header(
-            "cookie",
-            format!("tw_session=1; {REFRESH_COOKIE}={}", t.refresh),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mut c = Client::new(&s).oneshot();
+    let t = c.sign_in(ALICE).await;
+    // What the browser sends to any path: both cookies.
+    let cookies = format!("tw_session=1; {REFRESH_COOKIE}={}", t.refresh);
+    let hook = [
+        (SECRET_HEADER, s.state.settings.test_hooks_secret.as_str()),
+        ("cookie", &cookies),
+    ];
+    let echo = c.send_once("GET", "/test/echo", None, &hook).await.body;
     let cookie = echo["cookie"].as_str().unwrap();
     assert!(!cookie.contains(&t.refresh), "{cookie}");
     assert!(cookie.contains("tw_session=1"), "{cookie}");
@@ -111,41 +98,27 @@ async fn the_echo_hook_never_reflects_the_http_only_refresh_cookie() {
 
 #[tokio::test]
 async fn cors_allows_the_secret_header_only_where_hooks_are_mounted() {
-    let s = TestServer::start().await;
-    let res = s
-        .http
-        .request(reqwest::Method::OPTIONS, s.url("/test/stats"))
-        .header("origin", "http://app.test:3000")
-        .header("access-control-request-method", "GET")
-        .header("access-control-request-headers", SECRET_HEADER)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        res.headers()["access-control-allow-headers"]
-            .to_str()
+    let preflight = async |s: &TestServer, method: &str, path: &str, header: &str| {
+        let asks = [
+            ("origin", "http://app.test:3000"),
+            ("access-control-request-method", method),
+            ("access-control-request-headers", header),
+        ];
+        let mut c = Client::new(s).oneshot();
+        let res = c.send_once("OPTIONS", path, None, &asks).await;
+        res.header("access-control-allow-headers")
             .unwrap()
-            .contains(SECRET_HEADER)
-    );
+            .to_owned()
+    };
+    let s = TestServer::start().await;
+    let allowed = preflight(&s, "GET", "/test/stats", SECRET_HEADER).await;
+    assert!(allowed.contains(SECRET_HEADER));
     s.stop().await;
     let s = TestServer::with(|c| c.test_hooks = false).await;
-    let res = s
-        .http
-        .request(reqwest::Method::OPTIONS, s.url("/auth/refresh"))
-        .header("origin", "http://app.test:3000")
-        .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "x-tokenwarden")
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        !res.headers()["access-control-allow-headers"]
-            .to_str()
-            .unwrap()
-            .contains(SECRET_HEADER)
-    );
-    let res = s.http.get(s.url("/test/stats")).send().await.unwrap();
-    assert_eq!(res.status(), 404, "not mounted without --test-hooks");
+    let allowed = preflight(&s, "POST", "/auth/refresh", CSRF_HEADER).await;
+    assert!(!allowed.contains(SECRET_HEADER));
+    let res = Client::new(&s).oneshot().get("/test/stats").await;
+    assert_eq!(res.status, 404, "not mounted without --test-hooks");
     s.stop().await;
 }
 
@@ -182,21 +155,18 @@ fn start(args: &[&str]) -> (std::process::Child, String, String) {
 
 #[tokio::test]
 async fn the_binary_prints_a_random_secret_or_takes_the_one_given() {
-    let http = reqwest::Client::new();
     let (mut a, base_a, secret_a) = start(&["--test-hooks"]);
     let (mut b, _, secret_b) = start(&["--test-hooks"]);
     assert_ne!(secret_a, secret_b, "random per start");
     assert!(secret_a.len() >= 32);
-    let stats = |secret: Option<String>| {
-        let mut req = http.get(format!("{base_a}/test/stats"));
-        if let Some(s) = secret {
-            req = req.header(SECRET_HEADER, s);
-        }
-        req.send()
+    let stats = async |base: &str, secret: Option<&str>| {
+        let extra: Vec<_> = secret.map(|v| (SECRET_HEADER, v)).into_iter().collect();
+        let mut c = Client::to(base);
+        c.send_once("GET", "/test/stats", None, &extra).await.status
     };
-    assert_eq!(stats(None).await.unwrap().status(), 404);
-    assert_eq!(stats(Some(secret_b.clone())).await.unwrap().status(), 404);
-    assert_eq!(stats(Some(secret_a.clone())).await.unwrap().status(), 200);
+    assert_eq!(stats(&base_a, None).await, 404);
+    assert_eq!(stats(&base_a, Some(&secret_b)).await, 404);
+    assert_eq!(stats(&base_a, Some(&secret_a)).await, 200);
     for c in [&mut a, &mut b] {
         let _ = c.kill();
         let _ = c.wait();
@@ -205,13 +175,7 @@ async fn the_binary_prints_a_random_secret_or_takes_the_one_given() {
     let given = "a-secret-the-tests-chose";
     let (mut c, base, secret) = start(&["--test-hooks", "--test-hooks-secret", given]);
     assert_eq!(secret, given);
-    let res = http
-        .get(format!("{base}/test/stats"))
-        .header(SECRET_HEADER, given)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    assert_eq!(stats(&base, Some(given)).await, 200);
     let _ = c.kill();
     let _ = c.wait();
 }
@@ -250,22 +214,18 @@ fn test_hooks_are_refused_on_a_non_loopback_address_or_with_a_short_secret() {
 #[tokio::test]
 async fn the_moved_clock_is_the_date_every_response_carries() {
     let s = TestServer::start().await;
+    // Over the socket: the Date the browser sees, whatever the HTTP layer adds.
+    let mut c = Client::new(&s);
     let secret = s.state.settings.test_hooks_secret.clone();
-    let moved: Value = s
-        .http
-        .post(s.url("/test/clock"))
-        .header(SECRET_HEADER, &secret)
-        .json(&json!({ "advance_secs": 86_400 }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let now = moved["now"].as_i64().unwrap();
+    let advance = json!({ "advance_secs": 86_400 });
+    let hook = [(SECRET_HEADER, secret.as_str())];
+    let moved = c
+        .send_once("POST", "/test/clock", Some(&advance), &hook)
+        .await;
+    let now = moved.body["now"].as_i64().unwrap();
     for path in ["/healthz", "/nothing", "/.well-known/jwks.json"] {
-        let res = s.http.get(s.url(path)).send().await.unwrap();
-        let date = res.headers()["date"].to_str().unwrap();
+        let res = c.get(path).await;
+        let date = res.header("date").unwrap();
         let at = httpdate::parse_http_date(date).unwrap();
         let at = at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
         assert!(

@@ -1,5 +1,5 @@
-//! A real server on a loopback port, a real database, and an HTTP client that handles cookies
-//! explicitly so a test can hold (and replay) any refresh token it was given.
+//! A real server on a loopback port and a real database; the suites drive it with the test
+//! client of `client.rs`, which holds (and can replay) any token it was given.
 //!
 //! The database is SQLite in memory, or with `TW_TEST_BACKEND=postgres` a fresh PostgreSQL
 //! database per server (see `pg`): `make test-server` runs the suites both ways.
@@ -112,7 +112,7 @@ async fn faults(
     res
 }
 
-/// What a client holds after login or refresh.
+/// What a client holds after a sign-in or a refresh.
 #[derive(Debug, Clone)]
 pub struct Tokens {
     pub access: String,
@@ -242,54 +242,6 @@ impl TestServer {
         format!("{}{}", self.base, path)
     }
 
-    pub async fn login_response(&self, email: &str, password: &str) -> reqwest::Response {
-        self.http
-            .post(self.url("/auth/login"))
-            .json(&serde_json::json!({ "email": email, "password": password }))
-            .send()
-            .await
-            .expect("login request")
-    }
-
-    pub async fn login(&self, (email, password): (&str, &str)) -> Tokens {
-        let res = self.login_response(email, password).await;
-        assert_eq!(res.status(), 200, "login of {email}");
-        tokens_of(res).await
-    }
-
-    pub async fn refresh_response(&self, refresh: &str) -> reqwest::Response {
-        self.http
-            .post(self.url("/auth/refresh"))
-            .header("x-tokenwarden", "1")
-            .header("cookie", format!("{REFRESH_COOKIE}={refresh}"))
-            .send()
-            .await
-            .expect("refresh request")
-    }
-
-    /// A refresh that must succeed.
-    pub async fn refresh(&self, refresh: &str) -> Tokens {
-        let res = self.refresh_response(refresh).await;
-        assert_eq!(res.status(), 200, "refresh");
-        tokens_of(res).await
-    }
-
-    /// A refresh that must fail: its error code.
-    pub async fn refresh_error(&self, refresh: &str) -> String {
-        let res = self.refresh_response(refresh).await;
-        assert_eq!(res.status(), 401, "refresh should be refused");
-        error_code(res).await
-    }
-
-    pub async fn me(&self, access: &str) -> reqwest::Response {
-        self.http
-            .get(self.url("/api/me"))
-            .bearer_auth(access)
-            .send()
-            .await
-            .expect("me request")
-    }
-
     /// The server's counters, read in memory.
     pub async fn stats(&self) -> Value {
         let h = &self.counts;
@@ -303,38 +255,6 @@ impl TestServer {
             "logouts": n(&h.logouts),
             "password_verifications": self.state.passwords.hasher.verifications(),
         })
-    }
-
-    /// A refresh request with any headers (e.g. `X-Forwarded-For`) and `Cookie` lines.
-    pub async fn refresh_with(&self, headers: &[(&str, &str)]) -> reqwest::Response {
-        let mut req = self
-            .http
-            .post(self.url("/auth/refresh"))
-            .header("x-tokenwarden", "1");
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        req.send().await.expect("refresh request")
-    }
-
-    /// A login from the client address `ip` (as a trusted proxy reports it).
-    pub async fn login_from(&self, ip: &str, email: &str, password: &str) -> reqwest::Response {
-        self.http
-            .post(self.url("/auth/login"))
-            .header("x-forwarded-for", ip)
-            .json(&json!({ "email": email, "password": password }))
-            .send()
-            .await
-            .expect("login request")
-    }
-
-    pub async fn post_json(&self, path: &str, body: Value) -> reqwest::Response {
-        self.http
-            .post(self.url(path))
-            .json(&body)
-            .send()
-            .await
-            .expect("post")
     }
 }
 
@@ -355,24 +275,6 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         let (n, v) = pair.split_once('=')?;
         (n == name).then(|| v.to_owned())
     })
-}
-
-pub async fn tokens_of(res: reqwest::Response) -> Tokens {
-    let refresh = cookie(res.headers(), REFRESH_COOKIE).expect("refresh cookie set");
-    let body: Value = res.json().await.expect("token json");
-    assert_eq!(body["token_type"], "Bearer");
-    Tokens {
-        access: body["access_token"]
-            .as_str()
-            .expect("access_token")
-            .to_owned(),
-        refresh,
-    }
-}
-
-pub async fn error_code(res: reqwest::Response) -> String {
-    let body: Value = res.json().await.expect("error body is JSON");
-    body["error"].as_str().expect("error code").to_owned()
 }
 
 /// The JWT's decoded header and payload (not verified).

@@ -282,6 +282,17 @@ async fn refreshes_are_limited_per_client_address_and_per_ipv6_64() {
 
 // ---- password guessing --------------------------------------------------------------------
 
+/// A wrong password for Alice from each address in turn, as `X-Forwarded-For` gives it: the
+/// statuses.
+async fn wrong_passwords_from(client: &Client, ips: impl Iterator<Item = String>) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for ip in ips {
+        let mut guesser = client.clone().at(&ip);
+        statuses.push(guesser.login((ALICE.0, "wrong-password")).await.status);
+    }
+    statuses
+}
+
 #[tokio::test]
 async fn fifty_concurrent_wrong_passwords_verify_at_most_the_limit_and_the_owner_still_logs_in() {
     let s = TestServer::with(|c| {
@@ -329,11 +340,8 @@ async fn a_guesser_rotating_addresses_within_one_ipv6_64_is_one_client() {
     })
     .await;
     let client = Client::new(&s).oneshot();
-    let mut statuses = Vec::new();
-    for i in 1..=20 {
-        let mut guesser = client.clone().at(&format!("2001:db8:aa:bb::{i:x}"));
-        statuses.push(guesser.login((ALICE.0, "wrong-password")).await.status);
-    }
+    let ips = (1..=20).map(|i| format!("2001:db8:aa:bb::{i:x}"));
+    let statuses = wrong_passwords_from(&client, ips).await;
     assert_eq!(statuses.iter().filter(|&&c| c == 401).count(), 10);
     assert_eq!(statuses.iter().filter(|&&c| c == 429).count(), 10);
     // The owner, in the next /64, is another client.
@@ -353,12 +361,9 @@ async fn a_guesser_rotating_addresses_within_one_ipv6_64_is_one_client() {
 async fn without_a_trusted_proxy_forwarding_headers_are_ignored() {
     let s = TestServer::with(|c| c.login_max_failures = 3).await;
     let client = Client::new(&s).oneshot();
-    let mut statuses = Vec::new();
-    for i in 0..6 {
-        // A client inventing a new address for every guess gains nothing.
-        let mut guesser = client.clone().at(&format!("198.51.100.{i}"));
-        statuses.push(guesser.login((ALICE.0, "wrong-password")).await.status);
-    }
+    // A client inventing a new address for every guess gains nothing.
+    let ips = (0..6).map(|i| format!("198.51.100.{i}"));
+    let statuses = wrong_passwords_from(&client, ips).await;
     assert_eq!(statuses, [401, 401, 401, 429, 429, 429]);
     s.stop().await;
 }
@@ -371,14 +376,9 @@ async fn behind_a_trusted_proxy_only_the_entry_it_appended_counts() {
     })
     .await;
     let client = Client::new(&s).oneshot();
-    let mut statuses = Vec::new();
-    for i in 0..6 {
-        // The client forges entries; the proxy appends the address it saw.
-        let mut guesser = client
-            .clone()
-            .at(&format!("10.0.0.{i}, 192.0.2.{i}, 203.0.113.200"));
-        statuses.push(guesser.login((ALICE.0, "wrong-password")).await.status);
-    }
+    // The client forges entries; the proxy appends the address it saw.
+    let ips = (0..6).map(|i| format!("10.0.0.{i}, 192.0.2.{i}, 203.0.113.200"));
+    let statuses = wrong_passwords_from(&client, ips).await;
     assert_eq!(statuses, [401, 401, 401, 429, 429, 429]);
     // The owner, whom the proxy reports at another address, logs in.
     let mut owner = client.clone().at("203.0.113.200, 198.51.100.1");

@@ -245,12 +245,9 @@ async fn twenty_concurrent_refreshes_with_the_same_cookie_leave_the_session_aliv
     let mut c = Client::new(&s).oneshot();
     c.sign_in(ALICE).await;
     // Twenty tabs, one cookie jar.
-    let tabs = (0..20).map(|_| {
-        let mut tab = c.clone();
-        async move { tab.refresh().await }
-    });
+    let mut tabs = c.tabs(20);
     let mut children = Vec::new();
-    for res in futures::future::join_all(tabs).await {
+    for res in futures::future::join_all(tabs.iter_mut().map(|t| t.refresh())).await {
         assert_eq!(res.status, 200);
         children.push(c.tokens_of(&res));
     }

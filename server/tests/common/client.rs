@@ -343,20 +343,6 @@ impl Client {
         }
     }
 
-    /// [`Self::send_once`], or `Err` when the connection closed without an answer.
-    pub async fn try_send_once(
-        &mut self,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-        extra: &[(&str, &str)],
-    ) -> Result<Answer, String> {
-        let headers = self.headers(method, path, body.is_some(), extra);
-        let bytes = body.map(|b| b.to_string()).unwrap_or_default();
-        self.exchange(method, path, headers, bytes.into_bytes())
-            .await
-    }
-
     /// Sends one request as the browser would (a JSON body), with `extra` headers in place of
     /// its own of the same names. No retry.
     pub async fn send_once(
@@ -366,8 +352,10 @@ impl Client {
         body: Option<&Value>,
         extra: &[(&str, &str)],
     ) -> Answer {
-        let res = self.try_send_once(method, path, body, extra).await;
-        res.expect("an answer")
+        let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+        let headers = self.headers(method, path, body.is_some(), extra);
+        let res = self.exchange(method, path, headers, bytes.into_bytes());
+        res.await.expect("an answer")
     }
 
     /// A request with a body of any bytes; its `Content-Type`, if any, comes in `extra`.
@@ -438,7 +426,9 @@ impl Client {
 
     /// A refresh whose answer may never come (the server drops the connection).
     pub async fn try_refresh(&mut self) -> Result<Answer, String> {
-        self.try_send_once("POST", "/auth/refresh", None, &[]).await
+        let headers = self.headers("POST", "/auth/refresh", false, &[]);
+        self.exchange("POST", "/auth/refresh", headers, Vec::new())
+            .await
     }
 
     /// A nonce from any answer of the server (its health check), as a page's first request

@@ -475,6 +475,7 @@ impl Client {
     pub async fn code_refused(&mut self, email: &str, code: &str) -> Answer {
         let a = self.verify_code(email, code).await;
         assert_ne!(a.status, 200, "{code} should be refused");
+        assert!(a.body.is_object(), "error json: {:?}", a.text());
         a
     }
 

@@ -29,6 +29,13 @@ pub enum ApiError {
     },
     /// The email's code ran out of time and no other is live (401 `code_expired`).
     CodeExpired,
+    /// A new password does not meet the rules (400 `weak_password`, the rule in the text).
+    WeakPassword(String),
+    /// The password is right but the address is not verified yet (403 `email_not_verified`).
+    EmailNotVerified,
+    /// The legacy sign-in backend of a lazy migration did not answer (503
+    /// `temporarily_unavailable`).
+    LegacyUnavailable,
     /// Refresh token unknown, expired or revoked (401 `invalid_grant`); clears the cookies.
     InvalidGrant,
     /// Refresh token reused: the session was revoked (401 `token_reused`); clears the cookies.
@@ -102,6 +109,8 @@ impl ApiError {
             ApiError::TooManyAttempts { .. } => ErrorCode::TooManyAttempts.as_str(),
             ApiError::InvalidCode { .. } => ErrorCode::InvalidCode.as_str(),
             ApiError::CodeExpired => ErrorCode::CodeExpired.as_str(),
+            ApiError::WeakPassword(_) => ErrorCode::WeakPassword.as_str(),
+            ApiError::EmailNotVerified => ErrorCode::EmailNotVerified.as_str(),
             ApiError::InvalidGrant => ErrorCode::InvalidGrant.as_str(),
             ApiError::TokenReused => ErrorCode::TokenReused.as_str(),
             ApiError::DuplicateCookie => ErrorCode::DuplicateCookie.as_str(),
@@ -118,7 +127,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => ErrorCode::PayloadTooLarge.as_str(),
             ApiError::NotFound => ErrorCode::NotFound.as_str(),
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed.as_str(),
-            ApiError::Unavailable | ApiError::Busy { .. } => {
+            ApiError::Unavailable | ApiError::Busy { .. } | ApiError::LegacyUnavailable => {
                 ErrorCode::TemporarilyUnavailable.as_str()
             }
             ApiError::Internal(_) => ErrorCode::ServerError.as_str(),
@@ -132,6 +141,9 @@ impl ApiError {
             ApiError::TooManyAttempts { retry_after: 1 },
             ApiError::InvalidCode { attempts_left: 2 },
             ApiError::CodeExpired,
+            ApiError::WeakPassword(String::new()),
+            ApiError::EmailNotVerified,
+            ApiError::LegacyUnavailable,
             ApiError::InvalidGrant,
             ApiError::TokenReused,
             ApiError::DuplicateCookie,
@@ -219,6 +231,20 @@ impl IntoResponse for ApiError {
                 StatusCode::UNAUTHORIZED,
                 code,
                 "the code has expired; ask for a new one",
+            ),
+            ApiError::WeakPassword(why) => body(StatusCode::BAD_REQUEST, code, &why),
+            ApiError::EmailNotVerified => body(
+                StatusCode::FORBIDDEN,
+                code,
+                "verify your email address first: ask for a code at /auth/email/verify/start",
+            ),
+            ApiError::LegacyUnavailable => with_retry_after(
+                body(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    code,
+                    "the sign-in service is unavailable; retry later",
+                ),
+                5,
             ),
             ApiError::TooManyRequests { retry_after } => with_retry_after(
                 body(

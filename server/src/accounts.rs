@@ -309,15 +309,18 @@ pub async fn change(
         .ok_or(ApiError::InvalidToken(crate::tokens::Invalid::Revoked))?;
     check_new(&req.new_password, &user.email)?;
     if req.current_password.is_empty() || req.current_password.len() > 1024 {
-        return Err(ApiError::InvalidCredentials);
+        return Err(ApiError::WrongPassword);
     }
     // The same check as a sign-in (throttled per account and client); an unverified address
     // does not matter here (the password was right).
+    // A wrong one is 403, not 401: the caller is authenticated, and a 401 would make the
+    // client refresh its token and replay the request (a second guess counted).
     match passwords
         .check(&user.email, &req.current_password, &client.key())
         .await
     {
         Ok(_) | Err(ApiError::EmailNotVerified) => {}
+        Err(ApiError::InvalidCredentials) => return Err(ApiError::WrongPassword),
         Err(e) => return Err(e),
     }
     passwords.set(&user, &req.new_password).await?;

@@ -130,7 +130,8 @@ pub struct ServeArgs {
     #[arg(long, env = "TW_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
 
-    /// Demo mode: seed the demo user, 30 s access tokens, allow this server's own origin.
+    /// Demo mode: seed the demo user, 30 s access tokens, sign-up with a password, allow this
+    /// server's own origin.
     /// Refused on a non-loopback address without --demo-public (its password is published).
     /// Without --demo, the demo user is deleted at start.
     #[arg(long, env = "TW_DEMO")]
@@ -762,7 +763,7 @@ impl Settings {
             public_origins,
             revocation_notifications: true,
             otp: OtpSettings::from_args(&a.otp)?,
-            signup_password: a.accounts.signup == SignupMode::Password,
+            signup_password: a.accounts.signup == SignupMode::Password || a.demo,
             require_verified_email: a.accounts.require_verified_email,
             legacy: legacy_settings(&a.accounts)?,
         })

@@ -17,6 +17,9 @@ const REALM: &str = "tokenwarden";
 pub enum ApiError {
     /// Wrong email or password (401 `invalid_credentials`), the same for unknown emails.
     InvalidCredentials,
+    /// A signed-in user's current password is wrong (403 `invalid_credentials`: the token is
+    /// fine, so no 401 that would make the client refresh and replay).
+    WrongPassword,
     /// Login throttled, per account or per IP, or sign-in codes asked for or tried too often
     /// (429 `too_many_attempts`, `Retry-After`).
     TooManyAttempts {
@@ -105,7 +108,9 @@ impl ApiError {
     /// The `error` field of the JSON body.
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::InvalidCredentials => ErrorCode::InvalidCredentials.as_str(),
+            ApiError::InvalidCredentials | ApiError::WrongPassword => {
+                ErrorCode::InvalidCredentials.as_str()
+            }
             ApiError::TooManyAttempts { .. } => ErrorCode::TooManyAttempts.as_str(),
             ApiError::InvalidCode { .. } => ErrorCode::InvalidCode.as_str(),
             ApiError::CodeExpired => ErrorCode::CodeExpired.as_str(),
@@ -138,6 +143,7 @@ impl ApiError {
     pub fn examples() -> Vec<ApiError> {
         vec![
             ApiError::InvalidCredentials,
+            ApiError::WrongPassword,
             ApiError::TooManyAttempts { retry_after: 1 },
             ApiError::InvalidCode { attempts_left: 2 },
             ApiError::CodeExpired,
@@ -205,6 +211,9 @@ impl IntoResponse for ApiError {
                 code,
                 "the email or password is wrong",
             ),
+            ApiError::WrongPassword => {
+                body(StatusCode::FORBIDDEN, code, "the current password is wrong")
+            }
             ApiError::TooManyAttempts { retry_after } => with_retry_after(
                 body(
                     StatusCode::TOO_MANY_REQUESTS,

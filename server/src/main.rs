@@ -209,6 +209,11 @@ async fn serve(
         )
         .await?;
         if created.is_some() {
+            state
+                .store
+                .set_email_verified(DEMO_EMAIL, state.now())
+                .await
+                .map_err(|e| e.to_string())?;
             tracing::info!("seeded the demo user");
         }
     }

@@ -485,7 +485,8 @@ async fn a_password_change_keeps_this_session_and_ends_the_others() {
             &change("wrong-password-1", "another good phrase"),
         )
         .await;
-    assert_eq!(res.error(), "invalid_credentials");
+    // 403, not 401: a 401 would make a client refresh and replay (a second guess).
+    assert_eq!((res.status, res.error()), (403, "invalid_credentials"));
     let res = here
         .post("/auth/password/change", &change(ALICE.1, "qwerty123"))
         .await;

@@ -72,6 +72,11 @@ if ! /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
   say "installing python3-aiosmtpd (the SMTP server of the sign-in-code tests)"
   apt_install python3-aiosmtpd
 fi
+# The import tests make password hashes the way other apps do (bcrypt, argon2-cffi, hashlib).
+if ! /usr/bin/python3 -c 'import bcrypt, argon2' >/dev/null 2>&1; then
+  say "installing python3-bcrypt and python3-argon2 (password hashes of other apps, for the import tests)"
+  apt_install python3-bcrypt python3-argon2
+fi
 if $want_browser; then
   missing=()
   for pair in chromium:chromium chromedriver:chromium-driver firefox-esr:firefox-esr \

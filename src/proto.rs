@@ -44,6 +44,10 @@ words! {
         InvalidCode = "invalid_code",
         /// The emailed sign-in code ran out of time: ask for a new one.
         CodeExpired = "code_expired",
+        /// A new password is too short, too long, too common or the address itself.
+        WeakPassword = "weak_password",
+        /// Sign-in with a password needs a verified address first (`--require-verified-email`).
+        EmailNotVerified = "email_not_verified",
         /// The refresh token is unknown, expired or revoked: the session is over.
         InvalidGrant = "invalid_grant",
         /// The refresh token was used twice: the session was revoked (theft detection).

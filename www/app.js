@@ -122,6 +122,7 @@ $("login-form").addEventListener("submit", async (e) => {
   } catch (err) {
     $("login-error").textContent = err.code === "too_many_attempts"
       ? `Too many attempts; try again in ${err.retryAfter ?? "a few"} s.`
+      : err.code === "email_not_verified" ? "Verify your email address first."
       : err.name === "LoginError" ? "Wrong email or password." : `Could not reach the server (${err.name}).`;
     log("error", `login: ${err.name} ${err.code}`);
   }
@@ -135,21 +136,13 @@ async function mailbox(email) {
   return res.ok ? (await res.json()).messages : null;
 }
 
-$("code-request").onclick = async () => {
-  $("code-error").textContent = "";
-  const email = $("email").value;
-  const box = $("mailbox");
+/** Shows the code mailed to `email` after `ask()` in the box `boxId` (and fills `inputId`):
+ * from the demo mailbox, or "check your inbox" when the server mails for real. */
+async function codeTo(email, boxId, inputId, ask, what) {
+  const box = $(boxId);
   const before = (await mailbox(email))?.length ?? 0;
-  try {
-    await auth.requestCode({ email });
-  } catch (err) {
-    $("code-error").textContent = err.code === "too_many_attempts"
-      ? `Too many codes asked for; try again in ${err.retryAfter ?? "a while"} s.`
-      : `Could not ask for a code (${err.code ?? err.name}).`;
-    log("error", `requestCode: ${err.name} ${err.code}`);
-    return;
-  }
-  log("code", `a code was asked for ${email} (the answer is the same for any address)`);
+  await ask();
+  log("code", `${what} for ${email} (the answer is the same for any address)`);
   // The message is sent after the answer: wait for it to reach the demo mailbox.
   for (let i = 0; i < 20; i++) {
     const messages = await mailbox(email);
@@ -159,16 +152,105 @@ $("code-request").onclick = async () => {
       return;
     }
     if (messages.length > before) {
-      box.replaceChildren("Demo mailbox: your code is ", Object.assign(document.createElement("code"), { id: "mailbox-code", textContent: messages[0].code }));
+      const m = messages[0];
+      box.replaceChildren(`Demo mailbox: “${m.subject}”`, ...(m.code
+        ? [" — your code is ", Object.assign(document.createElement("code"), { id: `${boxId}-code`, textContent: m.code })]
+        : []));
       box.hidden = false;
-      $("code").value = messages[0].code;
+      if (m.code) $(inputId).value = m.code;
       return;
     }
     await new Promise((r) => setTimeout(r, 150));
   }
-  box.textContent = "Demo mailbox: nothing arrived (codes are only mailed to addresses with an account).";
+  box.textContent = "Demo mailbox: nothing arrived.";
   box.hidden = false;
+}
+
+/** What a refused request means, for a person. */
+function explain(err) {
+  return err.code === "invalid_code" ? (err.attemptsLeft > 0
+      ? `Wrong code: ${err.attemptsLeft} ${err.attemptsLeft === 1 ? "try" : "tries"} left.`
+      : "That code is used up; a new one is on its way (or ask for one).")
+    : err.code === "code_expired" ? "The code has expired; ask for a new one."
+    : err.code === "too_many_attempts" ? `Too many attempts; try again in ${err.retryAfter ?? "a while"} s.`
+    : err.code === "weak_password" ? `${err.message}: at least 8 characters, not a common password.`
+    : err.code === "invalid_credentials" ? "The password is wrong."
+    : err.name === "LoginError" ? `Refused (${err.code}).` : `Could not reach the server (${err.name}).`;
+}
+
+$("code-request").onclick = async () => {
+  $("code-error").textContent = "";
+  const email = $("email").value;
+  try {
+    await codeTo(email, "mailbox", "code", () => auth.requestCode({ email }), "a sign-in code was asked");
+  } catch (err) {
+    $("code-error").textContent = explain(err);
+    log("error", `requestCode: ${err.name} ${err.code}`);
+  }
 };
+
+$("signup-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  $("signup-error").textContent = "";
+  const email = $("signup-email").value;
+  const request = { email, password: $("signup-password").value };
+  if ($("signup-name").value.trim()) request.name = $("signup-name").value.trim();
+  try {
+    await codeTo(email, "signup-mailbox", "signup-code", () => auth.signup(request), "a sign-up was asked");
+  } catch (err) {
+    $("signup-error").textContent = explain(err);
+    log("error", `signup: ${err.name} ${err.code}`);
+  }
+});
+
+$("signup-verify").onclick = async () => {
+  $("signup-error").textContent = "";
+  try {
+    await auth.verifySignup({ email: $("signup-email").value, code: $("signup-code").value.trim() });
+    log("signup", "account created");
+  } catch (err) {
+    $("signup-error").textContent = explain(err);
+    log("error", `verifySignup: ${err.name} ${err.code}`);
+  }
+};
+
+$("reset-request").onclick = async () => {
+  $("reset-error").textContent = "";
+  const email = $("email").value;
+  try {
+    await codeTo(email, "reset-mailbox", "reset-code", () => auth.requestPasswordReset({ email }), "a password reset was asked");
+  } catch (err) {
+    $("reset-error").textContent = explain(err);
+    log("error", `requestPasswordReset: ${err.name} ${err.code}`);
+  }
+};
+
+$("reset-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  $("reset-error").textContent = "";
+  try {
+    await auth.resetPassword({ email: $("email").value, code: $("reset-code").value.trim(),
+      newPassword: $("reset-password").value });
+    log("reset", "password changed: every other session of the account has ended");
+  } catch (err) {
+    $("reset-error").textContent = explain(err);
+    log("error", `resetPassword: ${err.name} ${err.code}`);
+  }
+});
+
+$("password-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  $("password-error").textContent = "";
+  try {
+    await auth.changePassword({ currentPassword: $("current-password").value, newPassword: $("new-password").value });
+    $("current-password").value = $("new-password").value = "";
+    log("password", "changed: your other devices are signed out");
+    loadSessions();
+  } catch (err) {
+    $("password-error").textContent = explain(err);
+    log("error", `changePassword: ${err.name} ${err.code}`);
+  }
+});
 
 $("code-form").addEventListener("submit", async (e) => {
   e.preventDefault();
@@ -178,13 +260,7 @@ $("code-form").addEventListener("submit", async (e) => {
     $("mailbox").hidden = true;
     $("code").value = "";
   } catch (err) {
-    $("code-error").textContent =
-      err.code === "invalid_code" ? (err.attemptsLeft > 0
-        ? `Wrong code: ${err.attemptsLeft} ${err.attemptsLeft === 1 ? "try" : "tries"} left.`
-        : "That code is used up; a new one is on its way (or ask for one).")
-      : err.code === "code_expired" ? "The code has expired; ask for a new one."
-      : err.code === "too_many_attempts" ? `Too many attempts; try again in ${err.retryAfter ?? "a while"} s.`
-      : err.name === "LoginError" ? `The code was refused (${err.code}).` : `Could not reach the server (${err.name}).`;
+    $("code-error").textContent = explain(err);
     log("error", `loginWithCode: ${err.name} ${err.code}`);
   }
 });

@@ -31,7 +31,7 @@ use crate::revoked::Revoked;
 use crate::sessions::{Observer, SessionPolicy, Sessions};
 use crate::store::{Store, StoreError};
 use crate::tokens::Audience;
-use crate::{api, auth, extract, otp};
+use crate::{accounts, api, auth, extract, otp};
 
 /// Largest request body accepted by any endpoint.
 pub const BODY_LIMIT: usize = 16 * 1024;
@@ -69,6 +69,7 @@ pub struct AppState {
     pub sessions: Sessions,
     pub passwords: Passwords,
     pub codes: Codes,
+    pub signup: crate::accounts::Signup,
     pub proxies: Proxies,
     pub fleet: Fleet,
     /// The `/test/*` hooks (a `test-hooks` build run with `--test-hooks`).
@@ -131,7 +132,14 @@ impl AppState {
                 ip_per_minute: settings.login_ip_per_minute,
                 argon2_concurrency: settings.argon2_concurrency,
                 argon2_queue: settings.argon2_queue,
+                require_verified_email: settings.require_verified_email,
             },
+            settings
+                .legacy
+                .clone()
+                .map(crate::legacy::Legacy::new)
+                .transpose()
+                .map_err(StartError::Password)?,
         )
         .await
         .map_err(StartError::Password)?;
@@ -180,6 +188,7 @@ impl AppState {
         });
         Ok(AppState {
             proxies: settings.proxies.clone(),
+            signup: crate::accounts::Signup(settings.signup_password),
             settings: Arc::new(settings),
             clock,
             store,
@@ -262,6 +271,16 @@ pub fn router(state: &AppState) -> Router {
         .route(auth::LOGOUT_PATH, post(auth::logout))
         .route("/auth/otp/start", post(otp::start))
         .route(otp::VERIFY_PATH, post(otp::verify))
+        .route(accounts::SIGNUP_PATH, post(accounts::signup))
+        .route(accounts::SIGNUP_VERIFY_PATH, post(accounts::signup_verify))
+        .route(
+            accounts::EMAIL_VERIFY_START_PATH,
+            post(accounts::email_verify_start),
+        )
+        .route(accounts::EMAIL_VERIFY_PATH, post(accounts::email_verify))
+        .route(accounts::RESET_START_PATH, post(accounts::reset_start))
+        .route(accounts::RESET_PATH, post(accounts::reset))
+        .route(accounts::CHANGE_PATH, post(accounts::change))
         .route("/auth/sessions", get(auth::list_sessions))
         .route("/auth/sessions/{id}", delete(auth::revoke_session))
         .route("/api/me", get(api::me).patch(api::update_me))

@@ -102,6 +102,26 @@ pub enum UsersCommand {
         #[arg(long, env = "TW_PASSWORD", hide_env_values = true)]
         password: Option<String>,
     },
+    /// Import users from JSON Lines (one object per line: email, and optionally id, name,
+    /// email_verified, password_hash, roles, claims). All or nothing: a refused line is
+    /// reported with its number and nothing is imported. Users already there are left as
+    /// they are, so running the same file again changes nothing.
+    Import {
+        /// The file, or `-` for standard input.
+        file: PathBuf,
+        /// Check every line and report, without writing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Replace the claims the app owns of a user (a JSON object, copied into their access
+    /// tokens from the next refresh on).
+    SetClaims { email: String, claims: String },
+    /// Replace the roles of a user (comma-separated; from the next refresh on).
+    SetRoles {
+        email: String,
+        #[arg(value_delimiter = ',')]
+        roles: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -110,7 +130,8 @@ pub struct ServeArgs {
     #[arg(long, env = "TW_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
 
-    /// Demo mode: seed the demo user, 30 s access tokens, allow this server's own origin.
+    /// Demo mode: seed the demo user, 30 s access tokens, sign-up with a password, allow this
+    /// server's own origin.
     /// Refused on a non-loopback address without --demo-public (its password is published).
     /// Without --demo, the demo user is deleted at start.
     #[arg(long, env = "TW_DEMO")]
@@ -263,6 +284,56 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub otp: OtpArgs,
+
+    #[command(flatten)]
+    pub accounts: AccountArgs,
+}
+
+/// Accounts: sign-up, verified addresses, a lazy migration (docs/PROTOCOL.md, "Accounts").
+#[derive(Debug, Clone, Args)]
+pub struct AccountArgs {
+    /// `password`: anyone may sign up with an email and a password; the account is created
+    /// when the code mailed to the address comes back (`POST /auth/signup`). Needs a way to
+    /// mail codes (--smtp-url, or --demo).
+    #[arg(long = "signup", env = "TW_SIGNUP", value_enum, default_value_t = SignupMode::Off)]
+    pub signup: SignupMode,
+
+    /// Refuse sign-in with a password (`email_not_verified`) until the address is verified by
+    /// an emailed code (`POST /auth/email/verify/start`).
+    #[arg(long, env = "TW_REQUIRE_VERIFIED_EMAIL")]
+    pub require_verified_email: bool,
+
+    /// Lazy migration: the old backend that checks the password of a user unknown here
+    /// (POST JSON {email, password}; docs/PROTOCOL.md, "Lazy migration"). https, or http to a
+    /// loopback address.
+    #[arg(
+        long,
+        env = "TW_LEGACY_LOGIN_URL",
+        requires = "legacy_login_secret_file"
+    )]
+    pub legacy_login_url: Option<String>,
+
+    /// The file holding the secret sent to the old backend in X-Tokenwarden-Legacy-Secret.
+    #[arg(long, env = "TW_LEGACY_LOGIN_SECRET_FILE")]
+    pub legacy_login_secret_file: Option<PathBuf>,
+
+    /// How long the old backend has to answer.
+    #[arg(long, env = "TW_LEGACY_LOGIN_TIMEOUT_MS", default_value_t = 3000)]
+    pub legacy_login_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SignupMode {
+    Off,
+    Password,
+}
+
+/// How to reach the old backend of a lazy migration (crate::legacy).
+#[derive(Debug, Clone)]
+pub struct LegacySettings {
+    pub url: String,
+    pub secret: String,
+    pub timeout: Duration,
 }
 
 /// Sign-in with an emailed code (docs/PROTOCOL.md, "Sign-in with an emailed code"). Enabled
@@ -519,6 +590,11 @@ pub struct Settings {
     pub revocation_notifications: bool,
     /// Sign-in with an emailed code.
     pub otp: OtpSettings,
+    /// `--signup password`.
+    pub signup_password: bool,
+    pub require_verified_email: bool,
+    /// `--legacy-login-url` and its secret.
+    pub legacy: Option<LegacySettings>,
 }
 
 impl Settings {
@@ -556,6 +632,9 @@ impl Settings {
             public_origins: Vec::new(),
             revocation_notifications: true,
             otp: OtpSettings::default(),
+            signup_password: false,
+            require_verified_email: false,
+            legacy: None,
         }
     }
 
@@ -684,8 +763,30 @@ impl Settings {
             public_origins,
             revocation_notifications: true,
             otp: OtpSettings::from_args(&a.otp)?,
+            signup_password: a.accounts.signup == SignupMode::Password || a.demo,
+            require_verified_email: a.accounts.require_verified_email,
+            legacy: legacy_settings(&a.accounts)?,
         })
     }
+}
+
+fn legacy_settings(a: &AccountArgs) -> Result<Option<LegacySettings>, String> {
+    let Some(url) = a.legacy_login_url.clone().filter(|u| !u.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let file = a
+        .legacy_login_secret_file
+        .as_ref()
+        .ok_or("--legacy-login-url needs --legacy-login-secret-file")?;
+    let secret = std::fs::read_to_string(file)
+        .map_err(|e| format!("--legacy-login-secret-file {}: {e}", file.display()))?
+        .trim()
+        .to_owned();
+    Ok(Some(LegacySettings {
+        url,
+        secret,
+        timeout: Duration::from_millis(a.legacy_login_timeout_ms.clamp(100, 30_000)),
+    }))
 }
 
 type DpopSettings = (Option<String>, Vec<String>);

@@ -17,6 +17,9 @@ const REALM: &str = "tokenwarden";
 pub enum ApiError {
     /// Wrong email or password (401 `invalid_credentials`), the same for unknown emails.
     InvalidCredentials,
+    /// A signed-in user's current password is wrong (403 `invalid_credentials`: the token is
+    /// fine, so no 401 that would make the client refresh and replay).
+    WrongPassword,
     /// Login throttled, per account or per IP, or sign-in codes asked for or tried too often
     /// (429 `too_many_attempts`, `Retry-After`).
     TooManyAttempts {
@@ -29,6 +32,13 @@ pub enum ApiError {
     },
     /// The email's code ran out of time and no other is live (401 `code_expired`).
     CodeExpired,
+    /// A new password does not meet the rules (400 `weak_password`, the rule in the text).
+    WeakPassword(String),
+    /// The password is right but the address is not verified yet (403 `email_not_verified`).
+    EmailNotVerified,
+    /// The legacy sign-in backend of a lazy migration did not answer (503
+    /// `temporarily_unavailable`).
+    LegacyUnavailable,
     /// Refresh token unknown, expired or revoked (401 `invalid_grant`); clears the cookies.
     InvalidGrant,
     /// Refresh token reused: the session was revoked (401 `token_reused`); clears the cookies.
@@ -98,10 +108,14 @@ impl ApiError {
     /// The `error` field of the JSON body.
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::InvalidCredentials => ErrorCode::InvalidCredentials.as_str(),
+            ApiError::InvalidCredentials | ApiError::WrongPassword => {
+                ErrorCode::InvalidCredentials.as_str()
+            }
             ApiError::TooManyAttempts { .. } => ErrorCode::TooManyAttempts.as_str(),
             ApiError::InvalidCode { .. } => ErrorCode::InvalidCode.as_str(),
             ApiError::CodeExpired => ErrorCode::CodeExpired.as_str(),
+            ApiError::WeakPassword(_) => ErrorCode::WeakPassword.as_str(),
+            ApiError::EmailNotVerified => ErrorCode::EmailNotVerified.as_str(),
             ApiError::InvalidGrant => ErrorCode::InvalidGrant.as_str(),
             ApiError::TokenReused => ErrorCode::TokenReused.as_str(),
             ApiError::DuplicateCookie => ErrorCode::DuplicateCookie.as_str(),
@@ -118,7 +132,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => ErrorCode::PayloadTooLarge.as_str(),
             ApiError::NotFound => ErrorCode::NotFound.as_str(),
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed.as_str(),
-            ApiError::Unavailable | ApiError::Busy { .. } => {
+            ApiError::Unavailable | ApiError::Busy { .. } | ApiError::LegacyUnavailable => {
                 ErrorCode::TemporarilyUnavailable.as_str()
             }
             ApiError::Internal(_) => ErrorCode::ServerError.as_str(),
@@ -129,9 +143,13 @@ impl ApiError {
     pub fn examples() -> Vec<ApiError> {
         vec![
             ApiError::InvalidCredentials,
+            ApiError::WrongPassword,
             ApiError::TooManyAttempts { retry_after: 1 },
             ApiError::InvalidCode { attempts_left: 2 },
             ApiError::CodeExpired,
+            ApiError::WeakPassword(String::new()),
+            ApiError::EmailNotVerified,
+            ApiError::LegacyUnavailable,
             ApiError::InvalidGrant,
             ApiError::TokenReused,
             ApiError::DuplicateCookie,
@@ -193,6 +211,9 @@ impl IntoResponse for ApiError {
                 code,
                 "the email or password is wrong",
             ),
+            ApiError::WrongPassword => {
+                body(StatusCode::FORBIDDEN, code, "the current password is wrong")
+            }
             ApiError::TooManyAttempts { retry_after } => with_retry_after(
                 body(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -219,6 +240,20 @@ impl IntoResponse for ApiError {
                 StatusCode::UNAUTHORIZED,
                 code,
                 "the code has expired; ask for a new one",
+            ),
+            ApiError::WeakPassword(why) => body(StatusCode::BAD_REQUEST, code, &why),
+            ApiError::EmailNotVerified => body(
+                StatusCode::FORBIDDEN,
+                code,
+                "verify your email address first: ask for a code at /auth/email/verify/start",
+            ),
+            ApiError::LegacyUnavailable => with_retry_after(
+                body(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    code,
+                    "the sign-in service is unavailable; retry later",
+                ),
+                5,
             ),
             ApiError::TooManyRequests { retry_after } => with_retry_after(
                 body(

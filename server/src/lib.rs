@@ -14,6 +14,7 @@
 )]
 
 pub mod access;
+pub mod accounts;
 pub mod api;
 pub mod app;
 pub mod auth;
@@ -24,10 +25,12 @@ pub mod dpop;
 pub mod error;
 pub mod extract;
 pub mod fleet;
+pub mod hashes;
 #[cfg(feature = "test-hooks")]
 pub mod hooks;
 pub mod kek;
 pub mod keys;
+pub mod legacy;
 pub mod net;
 pub mod otp;
 pub mod password;

@@ -85,9 +85,58 @@ async fn run(cli: Cli) -> Result<(), String> {
                 None => Err(format!("a user with email {email} exists")),
             }
         }
+        Some(Command::Users(UsersCommand::Import { file, dry_run })) => {
+            import(&store, &file, dry_run).await
+        }
+        Some(Command::Users(UsersCommand::SetClaims { email, claims })) => {
+            set_claims(&store, &email, Some(&claims), None).await
+        }
+        Some(Command::Users(UsersCommand::SetRoles { email, roles })) => {
+            set_claims(&store, &email, None, Some(&roles)).await
+        }
     };
     store.close().await;
     result
+}
+
+async fn import(store: &Store, file: &std::path::Path, dry_run: bool) -> Result<(), String> {
+    let report = if file.as_os_str() == "-" {
+        let stdin = std::io::stdin();
+        tokenwarden_server::users::import(store, stdin.lock(), dry_run, now()).await?
+    } else {
+        let f = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let reader = std::io::BufReader::new(f);
+        tokenwarden_server::users::import(store, reader, dry_run, now()).await?
+    };
+    for (line, why) in &report.refused {
+        eprintln!("line {line}: {why}");
+    }
+    if !report.refused.is_empty() {
+        return Err(format!(
+            "{} of {} lines refused: nothing was imported",
+            report.refused.len(),
+            report.lines
+        ));
+    }
+    let verb = if dry_run { "would import" } else { "imported" };
+    println!(
+        "{verb} {} users; {} already there, left as they are",
+        report.imported, report.unchanged
+    );
+    Ok(())
+}
+
+async fn set_claims(
+    store: &Store,
+    email: &str,
+    claims: Option<&str>,
+    roles: Option<&[String]>,
+) -> Result<(), String> {
+    if !tokenwarden_server::users::set_claims(store, email, claims, roles).await? {
+        return Err(format!("no user with email {email}"));
+    }
+    println!("updated {email}: their next refresh carries it");
+    Ok(())
 }
 
 async fn keys(
@@ -160,6 +209,11 @@ async fn serve(
         )
         .await?;
         if created.is_some() {
+            state
+                .store
+                .set_email_verified(DEMO_EMAIL, state.now())
+                .await
+                .map_err(|e| e.to_string())?;
             tracing::info!("seeded the demo user");
         }
     }

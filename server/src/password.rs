@@ -1,26 +1,96 @@
-//! Passwords: argon2id with OWASP's minimum parameters (m = 19 MiB, t = 2, p = 1: the crate's
-//! defaults), run on the blocking pool so a login never stalls the async workers, and
-//! [`Passwords::check`], the password sign-in's rules.
+//! Passwords: [`Passwords::check`], the password sign-in's rules (throttles, the hash formats of
+//! crate::hashes, the upgrade of a foreign hash to argon2id, the lazy migration from a legacy
+//! backend, a verified address when one is required), and the rules a new password must meet
+//! ([`check_new`], NIST SP 800-63B).
 //!
-//! Checks go through [`Hasher`]: at most `concurrency` verifications run at once (each holds
-//! 19 MiB) and at most `queue` wait for a turn; a login beyond that is told the server is busy
-//! instead of joining an unbounded queue.
+//! New hashes are argon2id with OWASP's minimum parameters (m = 19 MiB, t = 2, p = 1: the
+//! crate's defaults). Every hash and verification runs on the blocking pool behind [`Hasher`]:
+//! at most `concurrency` at once (each may hold many MiB) and at most `queue` waiting; a
+//! sign-in beyond that is told the server is busy instead of joining an unbounded queue.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::password_hash::PasswordHasher;
 use tokio::sync::Semaphore;
 
 use crate::clock::Clock;
 use crate::error::ApiError;
-use crate::store::{CounterScope, Store, User};
+use crate::legacy::{Legacy, LegacyAnswer};
+use crate::store::{CounterScope, NewUser, Store, User};
 use crate::throttle::Throttle;
 
 /// Lower-cased, trimmed; the key of the per-account throttle whether the account exists or not.
 pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
+}
+
+/// Shortest new password, in characters (NIST SP 800-63B: at least 8).
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// Longest new password, in characters (NIST: allow at least 64).
+pub const MAX_PASSWORD_CHARS: usize = 256;
+
+/// The common passwords a new one may not be (server/data/common-passwords.txt).
+fn common() -> &'static HashSet<&'static str> {
+    static SET: OnceLock<HashSet<&'static str>> = OnceLock::new();
+    SET.get_or_init(|| {
+        include_str!("../data/common-passwords.txt")
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .collect()
+    })
+}
+
+/// Why a new password is refused: the `weak_password` answer's description.
+pub fn check_new(password: &str, email: &str) -> Result<(), ApiError> {
+    let chars = password.chars().count();
+    let weak = |why: String| Err(ApiError::WeakPassword(why));
+    if chars < MIN_PASSWORD_CHARS {
+        return weak(format!(
+            "the password must have at least {MIN_PASSWORD_CHARS} characters"
+        ));
+    }
+    if chars > MAX_PASSWORD_CHARS {
+        return weak(format!(
+            "the password may have at most {MAX_PASSWORD_CHARS} characters"
+        ));
+    }
+    let lower = password.to_lowercase();
+    if common().contains(lower.as_str()) {
+        return weak("the password is one of the most common passwords".into());
+    }
+    if lower == normalize_email(email) || lower == email.split('@').next().unwrap_or("") {
+        return weak("the password must not be the email address".into());
+    }
+    Ok(())
+}
+
+/// Hashes a password into an argon2id PHC string with a random salt (blocking).
+pub fn hash_blocking(password: &str) -> Result<String, String> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// [`hash_blocking`] on the blocking pool.
+pub async fn hash(password: &str) -> Result<String, String> {
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || hash_blocking(&password))
+        .await
+        .map_err(|e| e.to_string())?
+}
+
+/// Whether `password` matches `stored` (any format of crate::hashes). A malformed or unknown
+/// hash never matches.
+pub async fn verify(password: &str, stored: &str) -> bool {
+    let password = password.to_owned();
+    let stored = stored.to_owned();
+    tokio::task::spawn_blocking(move || crate::hashes::verify_blocking(&password, &stored))
+        .await
+        .unwrap_or(false)
 }
 
 /// The limits of password sign-in.
@@ -33,10 +103,12 @@ pub struct PasswordPolicy {
     pub ip_per_minute: u32,
     pub argon2_concurrency: usize,
     pub argon2_queue: usize,
+    /// Refuse sign-in with a password until the address is verified (`email_not_verified`).
+    pub require_verified_email: bool,
 }
 
-/// Password sign-in: throttles, the bounded hasher, and a dummy hash that makes unknown emails
-/// cost what known ones do.
+/// Password sign-in: throttles, the bounded hasher, a dummy hash that makes unknown emails
+/// cost what known ones do, and the legacy backend of a lazy migration.
 #[derive(Clone)]
 pub struct Passwords(Arc<PasswordsInner>);
 
@@ -44,6 +116,7 @@ pub struct PasswordsInner {
     store: Store,
     clock: Clock,
     policy: PasswordPolicy,
+    legacy: Option<Legacy>,
     /// Attempts per client address bucket.
     pub ip_limiter: Throttle,
     /// argon2id behind a bounded semaphore.
@@ -61,7 +134,12 @@ impl std::ops::Deref for Passwords {
 }
 
 impl Passwords {
-    pub async fn new(store: Store, clock: Clock, policy: PasswordPolicy) -> Result<Self, String> {
+    pub async fn new(
+        store: Store,
+        clock: Clock,
+        policy: PasswordPolicy,
+        legacy: Option<Legacy>,
+    ) -> Result<Self, String> {
         let dummy_hash = hash(&crate::tokens::random_token()).await?;
         Ok(Passwords(Arc::new(PasswordsInner {
             ip_limiter: Throttle::new("login-ip", policy.ip_per_minute),
@@ -69,12 +147,13 @@ impl Passwords {
             store,
             clock,
             policy,
+            legacy,
             dummy_hash,
         })))
     }
 
-    /// Counts a guess before the client sends one: 429 once `client` is over its per-minute
-    /// limit. Called before anything else of a sign-in.
+    /// Counts a request of `client` before anything else of a sign-in: 429 once it is over
+    /// its per-minute limit.
     pub async fn admit(&self, client: &str) -> Result<(), ApiError> {
         let now = self.clock.now();
         match self.ip_limiter.check(&self.store, client, now).await? {
@@ -88,9 +167,13 @@ impl Passwords {
     /// counted before the password is checked and in one statement, so concurrent guesses
     /// cannot all read a count under the limit; per account *and* client, so a stranger's
     /// guesses cannot lock the owner out.
+    ///
+    /// A hash of another format that verifies is replaced by an argon2id one. An address
+    /// unknown here, or known without a password, is asked of the legacy backend when there
+    /// is one; a user it vouches for is imported with this password.
     pub async fn check(&self, email: &str, password: &str, client: &str) -> Result<User, ApiError> {
         let now = self.clock.now();
-        // At most a bounded number of argon2 runs at once, a bounded queue, then 503.
+        // At most a bounded number of hash runs at once, a bounded queue, then 503.
         let turn = self
             .hasher
             .turn()
@@ -112,50 +195,129 @@ impl Passwords {
             });
         }
         let found = self.store.user_by_email(email).await?;
-        let phc = found.as_ref().map_or(self.dummy_hash.as_str(), |(_, h)| h);
-        let matches = turn.verify(password, phc).await;
-        drop(turn);
-        let Some((user, _)) = found.filter(|_| matches) else {
-            return Err(ApiError::InvalidCredentials);
+        let stored = found
+            .as_ref()
+            .map(|(_, h)| h.as_str())
+            .filter(|h| !h.is_empty());
+        let user = match (found.as_ref(), stored) {
+            (Some((user, _)), Some(stored)) => {
+                if !turn.verify(password, stored).await {
+                    return Err(ApiError::InvalidCredentials);
+                }
+                if crate::hashes::needs_rehash(stored) {
+                    self.rehash(&turn, user, password, stored).await;
+                }
+                user.clone()
+            }
+            (user, None) if self.legacy.is_some() => {
+                self.migrate(&turn, email, password, user, now).await?
+            }
+            _ => {
+                // Unknown, or no password: the same work as a wrong password.
+                turn.verify(password, &self.dummy_hash).await;
+                return Err(ApiError::InvalidCredentials);
+            }
         };
+        drop(turn);
         self.store
             .clear_count(CounterScope::LoginAttempts, &subject)
             .await?;
+        if self.policy.require_verified_email && !user.email_verified {
+            return Err(ApiError::EmailNotVerified);
+        }
         Ok(user)
     }
-}
 
-/// Hashes a password into a PHC string with a random salt.
-pub async fn hash(password: &str) -> Result<String, String> {
-    let password = password.to_owned();
-    tokio::task::spawn_blocking(move || {
-        Argon2::default()
-            .hash_password(password.as_bytes())
-            .map(|h| h.to_string())
-            .map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())?
-}
+    /// Replaces a verified hash of another format by argon2id (unless the password changed
+    /// meanwhile). A failure is logged: the sign-in itself stands.
+    async fn rehash(&self, turn: &Turn<'_>, user: &User, password: &str, stored: &str) {
+        let result = match turn.hash(password).await {
+            Ok(fresh) => self
+                .store
+                .set_password_hash(&user.id, &fresh, Some(stored))
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(_) => tracing::info!(target: "audit", event = "password_rehashed", user = %user.id,
+                                    from = crate::hashes::kind_of(stored).map_or("?", |k| k.as_str())),
+            Err(e) => tracing::error!(error = %e, user = %user.id, "rehashing a password failed"),
+        }
+    }
 
-/// Whether `password` matches the PHC string `phc`. A malformed hash never matches.
-pub async fn verify(password: &str, phc: &str) -> bool {
-    let password = password.to_owned();
-    let phc = phc.to_owned();
-    tokio::task::spawn_blocking(move || {
-        Argon2::default()
-            .verify_password(password.as_bytes(), phc.as_str())
-            .is_ok()
-    })
-    .await
-    .unwrap_or(false)
+    /// Asks the legacy backend; imports (or completes) the user it vouches for.
+    async fn migrate(
+        &self,
+        turn: &Turn<'_>,
+        email: &str,
+        password: &str,
+        known: Option<&(User, String)>,
+        now: i64,
+    ) -> Result<User, ApiError> {
+        let Some(legacy) = &self.legacy else {
+            return Err(ApiError::InvalidCredentials);
+        };
+        let profile = match legacy.check(email, password).await {
+            LegacyAnswer::Vouched(p) => p,
+            LegacyAnswer::Refused => return Err(ApiError::InvalidCredentials),
+            LegacyAnswer::Unavailable(why) => {
+                tracing::error!(target: "audit", event = "legacy_unavailable", %why);
+                return Err(ApiError::LegacyUnavailable);
+            }
+        };
+        let hash = turn.hash(password).await.map_err(ApiError::Internal)?;
+        if let Some((user, _)) = known {
+            self.store
+                .set_password_hash(&user.id, &hash, Some(""))
+                .await?;
+            tracing::info!(target: "audit", event = "legacy_password_set", user = %user.id);
+            return Ok(user.clone());
+        }
+        let id = profile.id.unwrap_or_else(crate::tokens::random_id);
+        let name = profile
+            .name
+            .unwrap_or_else(|| email.split('@').next().unwrap_or(email).to_owned());
+        let claims = serde_json::Value::Object(profile.claims).to_string();
+        self.store
+            .create_user(&NewUser {
+                id: &id,
+                email,
+                roles: &profile.roles,
+                name: &name,
+                password_hash: &hash,
+                email_verified_at: profile.email_verified.then_some(now),
+                claims: &claims,
+                now,
+            })
+            .await?;
+        tracing::info!(target: "audit", event = "legacy_imported", user = %id);
+        self.store
+            .user_by_email(email)
+            .await?
+            .map(|(u, _)| u)
+            .ok_or(ApiError::InvalidCredentials)
+    }
+
+    /// Sets a new password (checked by [`check_new`] first) for `user`.
+    pub async fn set(&self, user: &User, password: &str) -> Result<(), ApiError> {
+        check_new(password, &user.email)?;
+        let turn = self
+            .hasher
+            .turn()
+            .await
+            .map_err(|_| ApiError::Busy { retry_after: 1 })?;
+        let hash = turn.hash(password).await.map_err(ApiError::Internal)?;
+        self.store.set_password_hash(&user.id, &hash, None).await?;
+        Ok(())
+    }
 }
 
 /// The server is verifying as many passwords as it allows, with a full queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Busy;
 
-/// A bounded gate around argon2 verification.
+/// A bounded gate around password hashing and verification.
 pub struct Hasher {
     permits: Semaphore,
     /// Requests admitted: running plus waiting.
@@ -181,9 +343,14 @@ impl Drop for Turn<'_> {
 
 impl Turn<'_> {
     /// Verifies within this turn.
-    pub async fn verify(&self, password: &str, phc: &str) -> bool {
+    pub async fn verify(&self, password: &str, stored: &str) -> bool {
         self.hasher.verifications.fetch_add(1, Ordering::SeqCst);
-        verify(password, phc).await
+        verify(password, stored).await
+    }
+
+    /// Hashes within this turn.
+    pub async fn hash(&self, password: &str) -> Result<String, String> {
+        hash(password).await
     }
 }
 
@@ -265,5 +432,28 @@ mod tests {
         drop(second);
         assert_eq!(h.peak(), 1);
         assert!(h.turn().await.is_ok());
+    }
+
+    #[test]
+    fn new_passwords_follow_nist() {
+        let weak = |p: &str| {
+            matches!(
+                check_new(p, "ann@example.com"),
+                Err(ApiError::WeakPassword(_))
+            )
+        };
+        assert!(weak("short"), "under 8");
+        assert!(
+            weak("Password1".trim_end_matches('1')) && weak("PASSWORD"),
+            "common, any case"
+        );
+        assert!(weak("football") && weak("iloveyou"));
+        assert!(weak("ann@example.com"), "the address");
+        assert!(weak(&"x".repeat(257)));
+        // No composition rules: a long phrase of lower-case words is fine, and so are 64
+        // characters of anything.
+        assert!(check_new("correct horse battery staple", "ann@example.com").is_ok());
+        assert!(check_new(&"é".repeat(64), "ann@example.com").is_ok());
+        assert!(check_new("8charsok", "ann@example.com").is_ok());
     }
 }

@@ -40,6 +40,10 @@ const OPTIMISTIC_ATTEMPTS: usize = 3;
 pub enum SignIn {
     Password,
     EmailCode,
+    /// The code of a sign-up came back: the account was just created.
+    SignUp,
+    /// The code of a password reset came back, with the new password.
+    PasswordReset,
 }
 
 impl SignIn {
@@ -47,6 +51,8 @@ impl SignIn {
         match self {
             SignIn::Password => "login",
             SignIn::EmailCode => "otp_login",
+            SignIn::SignUp => "signup",
+            SignIn::PasswordReset => "password_reset",
         }
     }
 }
@@ -424,6 +430,31 @@ impl Sessions {
             reason,
         });
         Ok(true)
+    }
+
+    /// Revokes every live session of `user_id` but `except` (a password change keeps the
+    /// session it was made in; a reset keeps none). Every instance hears of each.
+    pub async fn revoke_all(
+        &self,
+        user_id: &str,
+        except: Option<&str>,
+        reason: RevokeReason,
+    ) -> Result<usize, ApiError> {
+        let now = self.0.clock.now();
+        let revoked = self
+            .0
+            .store
+            .revoke_user_sessions(user_id, except, reason, now)
+            .await?;
+        for sid in &revoked {
+            self.refuse_tokens_of(sid);
+            self.tell(Event::Revoked {
+                session: sid,
+                reason,
+            });
+        }
+        tracing::info!(target: "audit", event = reason.as_str(), user = %user_id, sessions = revoked.len());
+        Ok(revoked.len())
     }
 
     /// Logout (idempotent): the access token `claims` (if it verified) is deny-listed until it

@@ -32,9 +32,77 @@ pub struct AccessClaims {
     pub name: String,
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Whether the address was shown to be the user's.
+    #[serde(default)]
+    pub email_verified: bool,
     /// RFC 9449 §6.1: the key a bound session's tokens are bound to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
+    /// The claims the app owns (`users import`, `users set-claims`), none of them reserved.
+    #[serde(flatten)]
+    pub custom: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Claim names the server writes itself, or that JWT, OpenID Connect, DPoP or OAuth define: a
+/// custom claim may not take one (it would shadow or forge it).
+pub const RESERVED_CLAIMS: &[&str] = &[
+    "iss",
+    "aud",
+    "sub",
+    "sid",
+    "jti",
+    "iat",
+    "nbf",
+    "exp",
+    "email",
+    "name",
+    "roles",
+    "email_verified",
+    "cnf",
+    "typ",
+    "amr",
+    "acr",
+    "auth_time",
+    "azp",
+    "scope",
+    "scp",
+    "client_id",
+    "nonce",
+    "at_hash",
+    "c_hash",
+    "act",
+    "may_act",
+    "htm",
+    "htu",
+    "ath",
+    "events",
+    "kid",
+    "alg",
+];
+
+/// Most bytes the custom claims of a user may take (serialised JSON).
+pub const MAX_CUSTOM_CLAIMS_BYTES: usize = 4096;
+
+/// Why a set of custom claims is refused.
+pub fn check_custom_claims(
+    claims: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), String> {
+    if let Some(name) = claims
+        .keys()
+        .find(|k| RESERVED_CLAIMS.contains(&k.as_str()))
+    {
+        return Err(format!("claim {name:?} is reserved"));
+    }
+    if let Some(name) = claims.keys().find(|k| k.is_empty() || k.len() > 64) {
+        return Err(format!("claim name {name:?} must be 1 to 64 bytes"));
+    }
+    let size = serde_json::to_vec(claims).map_or(usize::MAX, |v| v.len());
+    if size > MAX_CUSTOM_CLAIMS_BYTES {
+        return Err(format!(
+            "claims take {size} bytes as JSON; at most {MAX_CUSTOM_CLAIMS_BYTES}"
+        ));
+    }
+    Ok(())
 }
 
 /// `cnf`: `{"jkt": <RFC 7638 thumbprint>}`.
@@ -108,9 +176,18 @@ pub fn issue(
         email: user.email.clone(),
         name: user.name.clone(),
         roles: user.roles.clone(),
+        email_verified: user.email_verified,
         cnf: jkt.map(|jkt| Confirmation {
             jkt: jkt.to_owned(),
         }),
+        // Checked when they were stored; a reserved name is dropped here all the same, so that
+        // nothing stored can shadow a claim the server writes.
+        custom: user
+            .claims
+            .iter()
+            .filter(|(k, _)| !RESERVED_CLAIMS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     };
     let header = serde_json::json!({ "alg": "EdDSA", "typ": ACCESS_TOKEN_TYPE, "kid": kid });
     let mut jwt = B64.encode(serde_json::to_vec(&header)?);

@@ -1,5 +1,14 @@
-//! Accounts: creating one with a password (the `users add` command, the demo user, tests).
+//! Accounts from outside the sign-in flows: one created with a password (`users add`, the demo
+//! user, tests), many imported with the password hashes another app made (`users import`), and
+//! the roles and claims the app owns (`users set-claims`, `users set-roles`).
 
+use std::collections::{HashMap, HashSet};
+use std::io::BufRead;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::legacy::{valid_id, valid_role};
 use crate::password::{self, normalize_email};
 use crate::store::{NewUser, Store};
 use crate::tokens;
@@ -23,12 +32,230 @@ pub async fn create(
         .create_user(&NewUser {
             id: &id,
             email: &email,
-            password_hash: &hash,
-            name: name.trim(),
             roles,
+            name: name.trim(),
+            password_hash: &hash,
+            email_verified_at: None,
+            claims: "{}",
             now,
         })
         .await
         .map_err(|e| e.to_string())?;
     Ok(created.then_some(id))
+}
+
+/// One line of an import file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    email: String,
+    /// Kept as the `sub`; generated when absent.
+    id: Option<String>,
+    name: Option<String>,
+    #[serde(default)]
+    email_verified: bool,
+    /// In a format crate::hashes understands; absent: no password (they sign in by code, by a
+    /// reset, or through the legacy backend).
+    password_hash: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    claims: Map<String, Value>,
+}
+
+/// A checked line, ready to insert.
+struct Ready {
+    id: String,
+    /// The line named the id (a line without one matches a user by email alone).
+    given_id: bool,
+    email: String,
+    name: String,
+    email_verified: bool,
+    password_hash: String,
+    roles: Vec<String>,
+    claims: String,
+}
+
+/// What an import did (or, for a dry run, would do).
+#[derive(Debug, Default)]
+pub struct ImportReport {
+    /// Lines read (blank lines not counted).
+    pub lines: usize,
+    pub imported: usize,
+    /// Users already there, left as they are (a second run of the same file).
+    pub unchanged: usize,
+    /// (line number, why): when any, nothing was imported.
+    pub refused: Vec<(usize, String)>,
+}
+
+/// Longest line accepted, in bytes.
+const MAX_LINE: usize = 64 * 1024;
+
+fn check_line(text: &str) -> Result<Ready, String> {
+    if text.len() > MAX_LINE {
+        return Err(format!("longer than {MAX_LINE} bytes"));
+    }
+    let line: Line = serde_json::from_str(text).map_err(|e| format!("not a user object: {e}"))?;
+    let email = normalize_email(&line.email);
+    if email.len() > 254 || email.parse::<lettre::Address>().is_err() {
+        return Err(format!("email {:?} is not an address", line.email));
+    }
+    let given_id = line.id.is_some();
+    let id = match line.id {
+        Some(id) if valid_id(&id) => id,
+        Some(id) => {
+            return Err(format!(
+                "id {id:?} must be 1 to 128 letters, digits or - _ . : @ | +"
+            ));
+        }
+        None => tokens::random_id(),
+    };
+    let name = match line.name {
+        Some(n) if n.trim().is_empty() || n.chars().count() > 100 => {
+            return Err("name must be 1 to 100 characters".into());
+        }
+        Some(n) => n.trim().to_owned(),
+        None => email.split('@').next().unwrap_or(&email).to_owned(),
+    };
+    let password_hash = match line.password_hash {
+        Some(h) => {
+            crate::hashes::kind_of(&h).map_err(|e| e.to_string())?;
+            h
+        }
+        None => String::new(),
+    };
+    if let Some(bad) = line.roles.iter().find(|r| !valid_role(r)) {
+        return Err(format!(
+            "role {bad:?} must be 1 to 64 letters, digits or - _ . :"
+        ));
+    }
+    tokens::check_custom_claims(&line.claims)?;
+    Ok(Ready {
+        id,
+        given_id,
+        email,
+        name,
+        email_verified: line.email_verified,
+        password_hash,
+        roles: line.roles,
+        claims: Value::Object(line.claims).to_string(),
+    })
+}
+
+/// Imports the users of `input` (JSON Lines), all or nothing: every line is checked first
+/// (its fields, its hash's format and cost, no id or email twice in the file, none taken by
+/// another user); with any refused line nothing is written. Users already there with the same
+/// id and email (or the same email, for a line without an id) are left as they are.
+pub async fn import(
+    store: &Store,
+    input: impl BufRead,
+    dry_run: bool,
+    now: i64,
+) -> Result<ImportReport, String> {
+    let mut report = ImportReport::default();
+    let existing = store.user_keys().await.map_err(|e| e.to_string())?;
+    let by_email: HashMap<&str, &str> = existing
+        .iter()
+        .map(|(id, e)| (e.as_str(), id.as_str()))
+        .collect();
+    let by_id: HashMap<&str, &str> = existing
+        .iter()
+        .map(|(id, e)| (id.as_str(), e.as_str()))
+        .collect();
+    let (mut emails, mut ids) = (HashSet::new(), HashSet::new());
+    let mut ready = Vec::new();
+    for (i, text) in input.lines().enumerate() {
+        let n = i + 1;
+        let text = text.map_err(|e| format!("reading line {n}: {e}"))?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        report.lines += 1;
+        let mut refuse = |why: String| report.refused.push((n, why));
+        let r = match check_line(&text) {
+            Ok(r) => r,
+            Err(why) => {
+                refuse(why);
+                continue;
+            }
+        };
+        if !emails.insert(r.email.clone()) {
+            refuse(format!("email {} appears twice in the file", r.email));
+            continue;
+        }
+        match (by_email.get(r.email.as_str()), by_id.get(r.id.as_str())) {
+            (Some(id), _) if *id == r.id || !r.given_id => {
+                report.unchanged += 1;
+                continue;
+            }
+            (Some(id), _) => {
+                refuse(format!("email {} belongs to another user ({id})", r.email));
+                continue;
+            }
+            (None, Some(email)) => {
+                refuse(format!("id {} belongs to another user ({email})", r.id));
+                continue;
+            }
+            (None, None) => {}
+        }
+        if !ids.insert(r.id.clone()) {
+            refuse(format!("id {} appears twice in the file", r.id));
+            continue;
+        }
+        ready.push(r);
+    }
+    if !report.refused.is_empty() || dry_run {
+        if report.refused.is_empty() {
+            report.imported = ready.len();
+        }
+        return Ok(report);
+    }
+    let users: Vec<NewUser<'_>> = ready
+        .iter()
+        .map(|r| NewUser {
+            id: &r.id,
+            email: &r.email,
+            roles: &r.roles,
+            name: &r.name,
+            password_hash: &r.password_hash,
+            email_verified_at: r.email_verified.then_some(now),
+            claims: &r.claims,
+            now,
+        })
+        .collect();
+    store
+        .import_users(&users)
+        .await
+        .map_err(|e| format!("nothing was imported: {e}"))?;
+    report.imported = users.len();
+    Ok(report)
+}
+
+/// Replaces the claims of the user with `email` (a JSON object, none of them reserved) and/or
+/// their roles. `Ok(false)`: no such user.
+pub async fn set_claims(
+    store: &Store,
+    email: &str,
+    claims: Option<&str>,
+    roles: Option<&[String]>,
+) -> Result<bool, String> {
+    let claims = match claims {
+        Some(text) => {
+            let Ok(Value::Object(map)) = serde_json::from_str::<Value>(text) else {
+                return Err("claims must be a JSON object".into());
+            };
+            tokens::check_custom_claims(&map)?;
+            Some(Value::Object(map).to_string())
+        }
+        None => None,
+    };
+    if let Some(bad) = roles.and_then(|r| r.iter().find(|r| !valid_role(r))) {
+        return Err(format!(
+            "role {bad:?} must be 1 to 64 letters, digits or - _ . :"
+        ));
+    }
+    store
+        .set_claims(&normalize_email(email), claims.as_deref(), roles)
+        .await
+        .map_err(|e| e.to_string())
 }

@@ -56,6 +56,9 @@ export interface AccessTokenClaims {
   email?: string;
   name?: string;
   roles?: string[];
+  /** Whether the address was shown to be the user's. */
+  email_verified?: boolean;
+  /** Any claim the app owns (`users set-claims`). */
   [claim: string]: unknown;
 }
 
@@ -80,7 +83,7 @@ export type TokenwardenErrorName =
 /** Every promise of a TokenManager rejects with one of these (or with what `fetch` itself throws, e.g. an AbortError). */
 export interface TokenwardenError extends Error {
   name: TokenwardenErrorName;
-  /** Machine-readable: `invalid_credentials`, `invalid_code` (with `attemptsLeft`), `code_expired`, `too_many_attempts`, `invalid_grant`, `token_reused`, `expired`, `network`, `timeout`, `server_error`, `unexpected_response` (e.g. a refused DPoP proof: the session is kept), ... */
+  /** Machine-readable: `invalid_credentials`, `invalid_code` (with `attemptsLeft`), `code_expired`, `weak_password`, `email_not_verified`, `too_many_attempts`, `invalid_grant`, `token_reused`, `expired`, `network`, `timeout`, `server_error`, `unexpected_response` (e.g. a refused DPoP proof: the session is kept), ... */
   code: string;
   /** HTTP status, when there was one. */
   status?: number;
@@ -115,6 +118,27 @@ export class TokenManager {
    * (`invalid_code` with `attemptsLeft`, `code_expired`, `too_many_attempts` with
    * `retryAfter`) or `NetworkError`. */
   loginWithCode(credentials: CodeCredentials): Promise<void>;
+  /** Signs up with a password (`POST signup` beside `loginPath`, the server started with
+   * `--signup password`): resolves the same whether or not the address has an account, and
+   * mails a code to it. Rejects with `LoginError` (`weak_password`, `too_many_attempts` with
+   * `retryAfter`, `invalid_request`) or `NetworkError`. */
+  signup(request: { email: string; password: string; name?: string }): Promise<void>;
+  /** The code of a sign-up creates the account and signs it in, exactly as `login` does.
+   * Rejects with `LoginError` (`invalid_code` with `attemptsLeft`, `code_expired`,
+   * `too_many_attempts`) or `NetworkError`. */
+  verifySignup(credentials: CodeCredentials): Promise<void>;
+  /** Mails a code that resets the password (`POST password/reset/start`); resolves the same
+   * for every address. Rejects with `LoginError` (`too_many_attempts`) or `NetworkError`. */
+  requestPasswordReset(request: { email: string }): Promise<void>;
+  /** The code and a new password: every session of the account ends (the other tabs get
+   * `sessionExpired` at their next refresh) and this one is signed in, as `login` does.
+   * Rejects with `LoginError` (`weak_password`, `invalid_code` with `attemptsLeft`,
+   * `code_expired`, `too_many_attempts`) or `NetworkError`. */
+  resetPassword(credentials: { email: string; code: string; newPassword: string }): Promise<void>;
+  /** Signed in: checks the current password and sets the new one; every other session of the
+   * account ends, this one goes on. Rejects with `LoginError` (`invalid_credentials`,
+   * `weak_password`, `too_many_attempts`), `SessionExpiredError` or `NetworkError`. */
+  changePassword(request: { currentPassword: string; newPassword: string }): Promise<void>;
   /** At page load: a silent refresh if a session may exist. Resolves `true` if logged in.
    * Rejects only with `NetworkError` (the session may still exist). */
   restore(): Promise<boolean>;

@@ -146,6 +146,8 @@ const KNOWN = ["baseUrl", "loginPath", "refreshPath", "logoutPath", "allowedOrig
   "refreshTimeoutMs", "crossTab", "dpop"];
 const MESSAGES = {
   invalid_credentials: "the email or password is wrong",
+  weak_password: "the new password is too weak",
+  email_not_verified: "the email address is not verified yet",
   too_many_attempts: "too many login attempts; retry later",
   network: "the server could not be reached",
   timeout: "the server did not answer in time",
@@ -165,6 +167,25 @@ function fail(name, code, status, retryAfter) {
   if (status) e.status = status;
   if (code === "too_many_attempts") e.retryAfter = retryAfter === retryAfter ? retryAfter : undefined;
   return e;
+}
+/** `c`'s string fields `keys` (and `opt` when present) as a JSON body, in snake_case. */
+function json(c, keys, opt = []) {
+  const b = {};
+  for (const k of [...keys, ...opt]) {
+    const v = c?.[k];
+    if (v === undefined && opt.includes(k)) continue;
+    if (typeof v !== "string") throw configError(k + " must be a string");
+    b[k.replace(/[A-Z]/g, (m) => "_" + m.toLowerCase())] = v;
+  }
+  return stringify(b);
+}
+/** Resolves for the `ok` status; otherwise the server's refusal as an error. */
+async function refused(res, ok) {
+  const status = get(rsStatus, res);
+  if (status === ok) return;
+  if (status >= 500) throw fail("NetworkError", "server_error", status);
+  throw fail("LoginError", (await res.json().catch(() => 0))?.error, status,
+    parseFloat(apply(hget, get(rsHeaders, res), ["retry-after"])));
 }
 function configError(message) {
   const e = new Error(message);
@@ -433,28 +454,47 @@ export class TokenManager {
 
   // ---- the API ------------------------------------------------------------------------------
 
-  login(credentials) {
-    return this.#login(credentials, "password");
+  login(c) {
+    return this.#call(5, false, json(c, ["email", "password"]));
   }
 
-  /** Signs in with an emailed code: exactly the login path, sent to otp/verify beside
-   * loginPath. */
-  loginWithCode(credentials) {
-    return this.#login(credentials, "code", "otp/verify");
+  /** The sign-ins by emailed code: exactly the login path, sent beside loginPath. */
+  loginWithCode(c) {
+    return this.#call(5, false, json(c, ["email", "code"]), "otp/verify");
   }
 
-  /** Emails a sign-in code: POST otp/start beside loginPath (no session involved). */
-  requestCode(request) {
-    return this.#login(request, "email", "otp/start");
+  verifySignup(c) {
+    return this.#call(5, false, json(c, ["email", "code"]), "signup/verify");
   }
 
-  async #login(c, k, path) {
-    const { email, [k]: secret } = c ?? {};
-    if (typeof email !== "string" || typeof secret !== "string") {
-      throw configError("email and " + k + " must be strings");
-    }
-    const body = stringify({ email, [k]: secret });
-    if (k !== "email") return this.#call(5, false, body, path);
+  resetPassword(c) {
+    return this.#call(5, false, json(c, ["email", "code", "newPassword"]), "password/reset");
+  }
+
+  /** "Mail me a code" (no session involved): the same 202 for every address. */
+  requestCode(r) {
+    return this.#ask(json(r, ["email"]), "otp/start");
+  }
+
+  signup(r) {
+    return this.#ask(json(r, ["email", "password"], ["name"]), "signup");
+  }
+
+  requestPasswordReset(r) {
+    return this.#ask(json(r, ["email"]), "password/reset/start");
+  }
+
+  /** Signed in: through auth.fetch (token, proof, one refresh) with the CSRF header. */
+  async changePassword(c) {
+    const init = this.#init(json(c, ["currentPassword", "newPassword"]));
+    const res = await this.fetch(get(uHref, new URLC("password/change", this.#cfg.loginUrl)), init)
+      .catch(() => {
+        throw fail("NetworkError", "network");
+      });
+    await refused(res, 204);
+  }
+
+  async #ask(body, path) {
     // As a login's request: given up after refreshTimeoutMs, and a 5xx is the server's trouble.
     const ctl = new AbortController();
     const init = { ...this.#init(body), signal: ctl.signal };
@@ -464,11 +504,7 @@ export class TokenManager {
         throw fail("NetworkError", ctl.signal.aborted ? "timeout" : "network");
       })
       .finally(() => clearT(timer));
-    if (res.status >= 500) throw fail("NetworkError", "server_error", res.status);
-    if (res.status !== 202) {
-      throw fail("LoginError", (await res.json().catch(() => 0))?.error, res.status,
-        parseFloat(apply(hget, res.headers, ["retry-after"])));
-    }
+    await refused(res, 202);
   }
 
   /** A POST with cookies, the CSRF header and the JSON `body`, if any. */

@@ -2,35 +2,9 @@
 // mails the code over SMTP to a real SMTP server (aiosmtpd, started by playwright.config.ts);
 // the test reads the code from the delivered message, as a person reads their inbox.
 import { test, expect, type Page } from "@playwright/test";
-import fs from "node:fs";
-import path from "node:path";
-import { MAILDIR, OTP } from "./playwright.config";
+import { OTP } from "./playwright.config";
 import { events, isAuthenticated, newUser, openTab, sleep } from "./helpers";
-
-/** The messages delivered to `email`, oldest first (raw text). */
-function mailsTo(email: string): string[] {
-  const dir = path.join(MAILDIR, "new");
-  if (!fs.existsSync(dir)) return [];
-  return fs.readdirSync(dir)
-    .map((f) => path.join(dir, f))
-    .sort((a, b) => fs.statSync(a).mtimeMs - fs.statSync(b).mtimeMs)
-    .map((f) => fs.readFileSync(f, "utf8"))
-    .filter((m) => new RegExp(`^To: ${email.replace(/[.]/g, "\\.")}\\s*$`, "m").test(m));
-}
-
-/** Waits for the `n`th message to `email` and returns its code (the line of digits alone). */
-async function mailedCode(email: string, n: number): Promise<string> {
-  for (let i = 0; i < 200; i++) {
-    const mails = mailsTo(email);
-    if (mails.length >= n) {
-      const code = /^\s*(\d{6,8})\s*$/m.exec(mails[n - 1])?.[1];
-      expect(code, mails[n - 1]).toBeTruthy();
-      return code!;
-    }
-    await sleep(50);
-  }
-  throw new Error(`message ${n} to ${email} did not arrive`);
-}
+import { mailedCode, mailsTo } from "./mail";
 
 /** Runs `auth.<method>(arg)` in the page: "ok", or the error's typed fields. */
 const call = (page: Page, method: string, arg: object) =>

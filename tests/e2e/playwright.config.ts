@@ -24,6 +24,9 @@ export const OTP = `http://127.0.0.1:${PORT + 6}`;
 /** A real SMTP server (aiosmtpd) the OTP server delivers to; it writes a Maildir, MAILDIR. */
 export const SMTP_PORT = Number(process.env.TW_E2E_SMTP_PORT ?? PORT + 7);
 export const MAILDIR = path.join(root, `target/e2e-mail-${SMTP_PORT}`);
+/** The demo page (www/) as `make demo` serves it, but mailing its codes to SMTP_PORT: sign-up,
+ * reset and the other account flows read their codes from the SMTP server's Maildir. */
+export const ACCOUNTS = `http://127.0.0.1:${PORT + 8}`;
 
 // Chromium from Debian (toolchain.md): never `playwright install`.
 export const chromium = {
@@ -83,5 +86,6 @@ export default defineConfig({
       stderr: "pipe" as const,
     },
     server(PORT + 6, `--www-dir tests/e2e/site --pkg-dir pkg --smtp-url smtp://127.0.0.1:${SMTP_PORT}`, 60),
+    server(PORT + 8, `--demo --smtp-url smtp://127.0.0.1:${SMTP_PORT}`, 60),
   ],
 });

@@ -1,4 +1,5 @@
-//! Delivering a code: over SMTP (`--smtp-url`), or with `--demo` and no SMTP server into a
+//! Delivering a code (for signing in, signing up, verifying an address or resetting a
+//! password) or a notice: over SMTP (`--smtp-url`), or with `--demo` and no SMTP server into a
 //! demo-only mailbox in memory that the demo page reads (and that the server prints).
 
 use std::collections::VecDeque;
@@ -9,6 +10,8 @@ use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Serialize;
+
+use crate::store::CodePurpose;
 
 /// Messages the demo mailbox keeps (newest last).
 const DEMO_KEEP: usize = 20;
@@ -25,6 +28,8 @@ pub enum Mailer {
 #[derive(Debug, Clone, Serialize)]
 pub struct DemoMessage {
     pub to: String,
+    pub subject: String,
+    /// "" for a message without a code.
     pub code: String,
     pub at: i64,
 }
@@ -82,21 +87,55 @@ impl Mailer {
         }
     }
 
-    /// Sends `code` to `to`. Errors say what failed, never the code.
+    /// Sends `code` for `purpose` to `to`. Errors say what failed, never the code.
     pub async fn send_code(
         &self,
+        purpose: CodePurpose,
         to: &str,
         code: &str,
         ttl_secs: i64,
         now: i64,
     ) -> Result<(), String> {
+        let letter = Letter::code(purpose, code, ttl_secs);
+        self.send(to, Some(code), &letter, now).await
+    }
+
+    /// Tells `to` that someone tried to sign up with an address that has an account (no code:
+    /// the answer to the sign-up was the same as for a new address).
+    pub async fn send_account_exists(&self, to: &str, now: i64) -> Result<(), String> {
+        let letter = Letter {
+            subject: "You already have an account",
+            lines: vec![
+                "Someone (maybe you) tried to sign up with this address, which already has an \
+                 account."
+                    .into(),
+                "If it was you, sign in, or reset your password if you forgot it. Otherwise, \
+                 ignore this message: nothing changed."
+                    .into(),
+            ],
+            code: None,
+        };
+        self.send(to, None, &letter, now).await
+    }
+
+    async fn send(
+        &self,
+        to: &str,
+        code: Option<&str>,
+        letter: &Letter,
+        now: i64,
+    ) -> Result<(), String> {
         match self {
             Mailer::Demo(mailbox) => {
                 // The demo's stand-in for an inbox: printed on purpose (stdout, not the log).
-                println!("demo mailbox: sign-in code {code} for {to}");
+                match code {
+                    Some(code) => println!("demo mailbox: {} {code} for {to}", letter.subject),
+                    None => println!("demo mailbox: {} (to {to})", letter.subject),
+                }
                 mailbox.push(DemoMessage {
                     to: to.to_owned(),
-                    code: code.to_owned(),
+                    subject: letter.subject.to_owned(),
+                    code: code.unwrap_or("").to_owned(),
                     at: now,
                 });
                 Ok(())
@@ -105,7 +144,7 @@ impl Mailer {
                 let to: Mailbox = to
                     .parse()
                     .map_err(|_| "the address does not parse as a mailbox".to_owned())?;
-                let message = message(from.clone(), to, code, ttl_secs)?;
+                let message = letter.message(from.clone(), to)?;
                 transport
                     .send(message)
                     .await
@@ -116,37 +155,88 @@ impl Mailer {
     }
 }
 
-/// The message: plain text and HTML, the code on a line of its own in both.
-fn message(from: Mailbox, to: Mailbox, code: &str, ttl_secs: i64) -> Result<Message, String> {
-    let minutes = (ttl_secs + 59) / 60;
-    let text = format!(
-        "Your sign-in code:\r\n\r\n    {code}\r\n\r\nIt works for {minutes} minutes, \
-         and three wrong tries end it.\r\nIf you did not ask to sign in, ignore this message: \
-         nobody can sign in without the code.\r\n"
-    );
-    let html = format!(
-        "<!doctype html><html><body style=\"font-family:sans-serif\">\
-         <p>Your sign-in code:</p>\r\n\
-         <p style=\"font-size:28px;letter-spacing:4px\"><strong>{code}</strong></p>\r\n\
-         <p>It works for {minutes} minutes, and three wrong tries end it.<br>\r\n\
-         If you did not ask to sign in, ignore this message.</p></body></html>\r\n"
-    );
-    Message::builder()
-        .from(from)
-        .to(to)
-        .subject("Your sign-in code")
-        .multipart(
-            MultiPart::alternative()
-                .singlepart(
-                    SinglePart::builder()
-                        .header(ContentType::TEXT_PLAIN)
-                        .body(text),
-                )
-                .singlepart(
-                    SinglePart::builder()
-                        .header(ContentType::TEXT_HTML)
-                        .body(html),
-                ),
-        )
-        .map_err(|e| format!("building the message: {e}"))
+/// A message: a subject, lines of text, and the code on a line of its own.
+struct Letter {
+    subject: &'static str,
+    lines: Vec<String>,
+    code: Option<String>,
+}
+
+impl Letter {
+    fn code(purpose: CodePurpose, code: &str, ttl_secs: i64) -> Self {
+        let minutes = (ttl_secs + 59) / 60;
+        let (subject, what, otherwise) = match purpose {
+            CodePurpose::SignIn => (
+                "Your sign-in code",
+                "Your sign-in code:",
+                "If you did not ask to sign in, ignore this message: nobody can sign in \
+                 without the code.",
+            ),
+            CodePurpose::SignUp => (
+                "Confirm your address",
+                "The code that creates your account:",
+                "If you did not sign up, ignore this message: no account is created without \
+                 the code.",
+            ),
+            CodePurpose::VerifyEmail => (
+                "Verify your address",
+                "The code that verifies this address:",
+                "If you did not ask for it, ignore this message.",
+            ),
+            CodePurpose::ResetPassword => (
+                "Reset your password",
+                "The code that lets you choose a new password:",
+                "If you did not ask to reset your password, ignore this message: your \
+                 password stays as it is.",
+            ),
+        };
+        Letter {
+            subject,
+            lines: vec![
+                what.into(),
+                format!("It works for {minutes} minutes, and three wrong tries end it."),
+                otherwise.into(),
+            ],
+            code: Some(code.to_owned()),
+        }
+    }
+
+    /// Plain text and HTML, the code on a line of its own in both.
+    fn message(&self, from: Mailbox, to: Mailbox) -> Result<Message, String> {
+        let (first, rest) = self.lines.split_first().ok_or("an empty message")?;
+        let mut text = format!("{first}\r\n\r\n");
+        let mut html = format!(
+            "<!doctype html><html><body style=\"font-family:sans-serif\"><p>{first}</p>\r\n"
+        );
+        if let Some(code) = &self.code {
+            text.push_str(&format!("    {code}\r\n\r\n"));
+            html.push_str(&format!(
+                "<p style=\"font-size:28px;letter-spacing:4px\"><strong>{code}</strong></p>\r\n"
+            ));
+        }
+        for line in rest {
+            text.push_str(line);
+            text.push_str("\r\n");
+            html.push_str(&format!("<p>{line}</p>\r\n"));
+        }
+        html.push_str("</body></html>\r\n");
+        Message::builder()
+            .from(from)
+            .to(to)
+            .subject(self.subject)
+            .multipart(
+                MultiPart::alternative()
+                    .singlepart(
+                        SinglePart::builder()
+                            .header(ContentType::TEXT_PLAIN)
+                            .body(text),
+                    )
+                    .singlepart(
+                        SinglePart::builder()
+                            .header(ContentType::TEXT_HTML)
+                            .body(html),
+                    ),
+            )
+            .map_err(|e| format!("building the message: {e}"))
+    }
 }

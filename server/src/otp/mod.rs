@@ -38,7 +38,7 @@ use crate::kek::KeyEncryption;
 use crate::net::ClientIp;
 use crate::password::normalize_email;
 use crate::sessions::{Issued, Sessions, SignIn};
-use crate::store::{CounterScope, NewUser, Store, StoreError, StoreResult, User};
+use crate::store::{CodePurpose, CounterScope, NewUser, Store, StoreError, StoreResult, User};
 use crate::throttle::Throttle;
 use mail::Mailer;
 
@@ -131,6 +131,12 @@ impl Codes {
     }
 }
 
+/// A code that matched, not yet used.
+#[derive(Debug)]
+pub struct Hit {
+    id: String,
+}
+
 impl Otp {
     fn mac(&self, id: &str, email: &str, code: &str) -> [u8; 32] {
         // The key is 32 bytes, which HMAC always accepts.
@@ -159,15 +165,42 @@ impl Otp {
         bool::from(self.mac(id, email, code).as_slice().ct_eq(&stored))
     }
 
-    /// Live codes of an email (operators and tests).
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    pub fn settings(&self) -> &OtpSettings {
+        &self.settings
+    }
+
+    /// Live sign-in codes of an email (operators and tests).
     pub async fn live_codes(&self, email: &str) -> StoreResult<i64> {
+        self.live_codes_for(CodePurpose::SignIn, email).await
+    }
+
+    /// Live codes of one purpose for an email (operators and tests).
+    pub async fn live_codes_for(&self, purpose: CodePurpose, email: &str) -> StoreResult<i64> {
         self.store
-            .live_codes(email, self.clock.now(), MAX_ATTEMPTS)
+            .live_codes(purpose, email, self.clock.now(), MAX_ATTEMPTS)
             .await
     }
 
-    /// Counts a code about to be made for `email`; 429 past the per-email limit.
-    async fn count_send(&self, email: &str, now: i64) -> Result<(), ApiError> {
+    /// Per client address: 429 past the limit.
+    pub async fn admit(&self, client: ClientIp) -> Result<(), ApiError> {
+        let now = self.clock.now();
+        match self
+            .ip_limiter
+            .check(&self.store, &client.key(), now)
+            .await?
+        {
+            Some(retry_after) => Err(ApiError::TooManyAttempts { retry_after }),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a message about to be made for `email`, whatever its purpose; 429 past the
+    /// per-email limit (one budget: no flow can be used to flood an inbox).
+    pub async fn count_send(&self, email: &str, now: i64) -> Result<(), ApiError> {
         let s = &self.settings;
         let (sends, window_start) = self
             .store
@@ -181,20 +214,27 @@ impl Otp {
         Ok(())
     }
 
-    /// Makes a code for `email`, stores its hash, and mails it if the address may sign in.
-    /// Runs after the answer; a failure is logged (never with the code).
-    async fn issue(self: Arc<Self>, email: String, now: i64) {
-        if let Err(e) = self.try_issue(&email, now).await {
-            tracing::error!(error = %e, "issuing a sign-in code failed");
-        }
+    /// Makes a code of `purpose` for `email` after the answer went out: stored always, mailed
+    /// only if the address may use it (an account for signing in, none for signing up, ...),
+    /// so that every answer is the same. A failure is logged (never with the code).
+    pub fn issue_later(self: &Arc<Self>, purpose: CodePurpose, email: String, now: i64) {
+        let otp = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = otp.issue(purpose, &email, now).await {
+                tracing::error!(error = %e, purpose = purpose.as_str(), "issuing a code failed");
+            }
+        });
     }
 
-    async fn try_issue(&self, email: &str, now: i64) -> Result<(), String> {
+    /// [`Self::issue_later`], now.
+    pub async fn issue(&self, purpose: CodePurpose, email: &str, now: i64) -> Result<(), String> {
         let s = &self.settings;
         let code = generate_code(s.digits);
         let id = crate::tokens::random_id();
+        let db = |e: StoreError| format!("database: {e}");
         self.store
             .insert_code(
+                purpose,
                 &id,
                 email,
                 &self.hash(&id, email, &code),
@@ -204,48 +244,153 @@ impl Otp {
                 MAX_LIVE,
             )
             .await
-            .map_err(|e| format!("database: {e}"))?;
-        let deliver = s.signup
-            || self
-                .store
-                .user_by_email(email)
-                .await
-                .map_err(|e| format!("database: {e}"))?
-                .is_some();
+            .map_err(db)?;
+        let user = self.store.user_by_email(email).await.map_err(db)?;
+        let deliver = match purpose {
+            CodePurpose::SignIn => user.is_some() || s.signup,
+            CodePurpose::SignUp => user.is_none(),
+            CodePurpose::VerifyEmail => user.is_some_and(|(u, _)| !u.email_verified),
+            CodePurpose::ResetPassword => user.is_some(),
+        };
         if deliver {
-            self.mailer.send_code(email, &code, s.ttl_secs, now).await?;
-            tracing::info!(target: "audit", event = "otp_sent");
+            self.mailer
+                .send_code(purpose, email, &code, s.ttl_secs, now)
+                .await?;
+            tracing::info!(target: "audit", event = "code_sent", purpose = purpose.as_str());
         }
         Ok(())
     }
 
-    /// The account a right code signs in to: the existing one, or with sign-up on a new one.
+    /// Checks a code of `purpose` for `email`: the per-email verification limit, then one
+    /// attempt counted against every live code *before* any comparison, every live code
+    /// compared (no early exit), each in constant time. A match is not used yet
+    /// ([`Self::accept`]). A guess that uses up a code's last attempt sends a fresh one.
+    ///
+    /// `usable`: whether a right code may do its work for this address (looked up for every
+    /// request alike); a right code that may not answers exactly as a wrong one.
+    pub async fn check(
+        self: &Arc<Self>,
+        purpose: CodePurpose,
+        email: &str,
+        code: &str,
+        usable: bool,
+    ) -> Result<Hit, ApiError> {
+        let s = &self.settings;
+        let now = self.clock.now();
+        if code.len() != s.digits as usize || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError::InvalidRequest(format!(
+                "code must be {} digits",
+                s.digits
+            )));
+        }
+        // Per email, whatever the client: many addresses do not buy more guesses.
+        let scope = CounterScope::CodeVerifies(purpose);
+        let (tries, window_start) = self
+            .store
+            .count(scope, email, now, s.verify_window_secs)
+            .await?;
+        if tries > s.verifies_per_email {
+            return Err(ApiError::TooManyAttempts {
+                retry_after: window_start + s.verify_window_secs - now,
+            });
+        }
+        let counted = self
+            .store
+            .count_code_attempt(purpose, email, now, MAX_ATTEMPTS)
+            .await?;
+        let hit = counted.iter().fold(None, |hit, c| {
+            let m = self.matches(&c.id, email, code, &c.code_hash);
+            if m && hit.is_none() { Some(c) } else { hit }
+        });
+        if let Some(hit) = hit
+            && usable
+        {
+            return Ok(Hit { id: hit.id.clone() });
+        }
+        if counted.is_empty() {
+            let expired = self
+                .store
+                .code_expired_since(purpose, email, now, now - MAX_CODE_TTL_SECS, MAX_ATTEMPTS)
+                .await?;
+            return Err(if expired {
+                ApiError::CodeExpired
+            } else {
+                ApiError::InvalidCode { attempts_left: 0 }
+            });
+        }
+        // This guess used up a code: it is dead, and a fresh one goes out (within the limit).
+        if counted.iter().any(|c| c.attempts >= MAX_ATTEMPTS)
+            && self.count_send(email, now).await.is_ok()
+        {
+            self.issue_later(purpose, email.to_owned(), now);
+        }
+        let attempts_left = counted
+            .iter()
+            .map(|c| MAX_ATTEMPTS - c.attempts)
+            .max()
+            .unwrap_or(0)
+            .max(0);
+        tracing::info!(target: "audit", event = "wrong_code", purpose = purpose.as_str(), attempts_left);
+        Err(ApiError::InvalidCode { attempts_left })
+    }
+
+    /// Uses a matching code: every other outstanding code of the purpose is revoked and the
+    /// email's verification count cleared. `invalid_code` if another request used it first.
+    pub async fn accept(
+        &self,
+        purpose: CodePurpose,
+        hit: Hit,
+        email: &str,
+    ) -> Result<(), ApiError> {
+        let now = self.clock.now();
+        if !self
+            .store
+            .consume_code(purpose, &hit.id, email, now)
+            .await?
+        {
+            return Err(ApiError::InvalidCode { attempts_left: 0 });
+        }
+        self.store
+            .clear_count(CounterScope::CodeVerifies(purpose), email)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether a right sign-in code signs `email` in: it has an account, or codes sign up.
+    async fn may_sign_in(&self, email: &str) -> Result<bool, ApiError> {
+        Ok(self.settings.signup || self.store.user_by_email(email).await?.is_some())
+    }
+
+    /// The account a right sign-in code signs in to: the existing one, or with sign-up by code
+    /// on a new one. A code that came back proves the address: it is marked verified.
     async fn account(&self, email: &str, now: i64) -> Result<Option<User>, ApiError> {
         if let Some((user, _)) = self.store.user_by_email(email).await? {
+            if !user.email_verified {
+                self.store.set_email_verified(email, now).await?;
+            }
             return Ok(Some(user));
         }
         if !self.settings.signup {
             return Ok(None);
         }
-        // No password: an unguessable one, whose hash nobody knows the input of.
-        let hash = crate::password::hash(&crate::tokens::random_token())
-            .await
-            .map_err(ApiError::Internal)?;
         let name = email.split('@').next().unwrap_or(email);
         self.store
             .create_user(&NewUser {
                 id: &crate::tokens::random_id(),
                 email,
-                password_hash: &hash,
-                name,
                 roles: &["user".to_owned()],
+                name,
+                // No password: they sign in with codes (or reset one).
+                password_hash: "",
+                email_verified_at: Some(now),
+                claims: "{}",
                 now,
             })
             .await?;
         Ok(self.store.user_by_email(email).await?.map(|(u, _)| u))
     }
 
-    /// Deletes expired codes (the maintenance task; counters expire on their own).
+    /// Deletes expired codes and sign-ups (the maintenance task; counters expire on their own).
     pub async fn purge(&self) -> StoreResult<()> {
         let s = &self.settings;
         let longest = s
@@ -262,18 +407,6 @@ pub fn generate_code(digits: u32) -> String {
     format!("{n:0width$}", width = digits as usize)
 }
 
-/// A normalised email that is an address, or `invalid_request`. The same check for every
-/// address, known or not.
-fn valid_email(raw: &str) -> Result<String, ApiError> {
-    let email = normalize_email(raw);
-    if email.len() > 254 || email.parse::<lettre::Address>().is_err() {
-        return Err(ApiError::InvalidRequest(
-            "email must be an address of at most 254 bytes".into(),
-        ));
-    }
-    Ok(email)
-}
-
 #[derive(Deserialize)]
 pub struct StartRequest {
     email: String,
@@ -285,12 +418,28 @@ pub struct VerifyRequest {
     code: String,
 }
 
-/// Per client address: 429 past the limit.
-async fn admit(otp: &Otp, client: ClientIp, now: i64) -> Result<(), ApiError> {
-    match otp.ip_limiter.check(&otp.store, &client.key(), now).await? {
-        Some(retry_after) => Err(ApiError::TooManyAttempts { retry_after }),
-        None => Ok(()),
+/// A normalised email that is an address, or `invalid_request`. The same check for every
+/// address, known or not.
+pub fn valid_email(raw: &str) -> Result<String, ApiError> {
+    let email = normalize_email(raw);
+    if email.len() > 254 || email.parse::<lettre::Address>().is_err() {
+        return Err(ApiError::InvalidRequest(
+            "email must be an address of at most 254 bytes".into(),
+        ));
     }
+    Ok(email)
+}
+
+/// The answer every "mail me a code" endpoint gives, for every address.
+pub fn accepted(otp: &Otp) -> Response {
+    let mut res = (
+        StatusCode::ACCEPTED,
+        Json(json!({ "expires_in": otp.settings.ttl_secs })),
+    )
+        .into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
 }
 
 /// `POST /auth/otp/start`: the same 202 for every address; the code is made and sent after.
@@ -301,20 +450,13 @@ pub async fn start(
     JsonBody(req): JsonBody<StartRequest>,
 ) -> Result<Response, ApiError> {
     let otp = codes.enabled()?;
-    let now = otp.clock.now();
-    admit(otp, client, now).await?;
+    otp.admit(client).await?;
     let email = valid_email(&req.email)?;
+    let now = otp.now();
     // Counted for every address, in one statement: the limit answers the same for all.
     otp.count_send(&email, now).await?;
-    tokio::spawn(otp.clone().issue(email, now));
-    let mut res = (
-        StatusCode::ACCEPTED,
-        Json(json!({ "expires_in": otp.settings.ttl_secs })),
-    )
-        .into_response();
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(res)
+    otp.issue_later(CodePurpose::SignIn, email, now);
+    Ok(accepted(otp))
 }
 
 /// `POST /auth/otp/verify`: a session exactly like a password login, or a typed refusal.
@@ -328,80 +470,22 @@ pub async fn verify(
     JsonBody(req): JsonBody<VerifyRequest>,
 ) -> Result<Issued, ApiError> {
     let otp = codes.enabled()?;
-    let s = &otp.settings;
-    let now = otp.clock.now();
-    admit(otp, client, now).await?;
+    otp.admit(client).await?;
     let email = valid_email(&req.email)?;
     let code = req.code.trim();
-    if code.len() != s.digits as usize || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ApiError::InvalidRequest(format!(
-            "code must be {} digits",
-            s.digits
-        )));
-    }
     // DPoP before the code: a nonce retry uses no attempt.
     let jkt = dpop.sign_in_binding(&headers, VERIFY_PATH).await?;
-    // Per email, whatever the client: many addresses do not buy more guesses.
-    let (tries, window_start) = otp
-        .store
-        .count(
-            CounterScope::CodeVerifies,
-            &email,
-            now,
-            s.verify_window_secs,
-        )
-        .await?;
-    if tries > s.verifies_per_email {
-        return Err(ApiError::TooManyAttempts {
-            retry_after: window_start + s.verify_window_secs - now,
-        });
-    }
-    let counted = otp
-        .store
-        .count_code_attempt(&email, now, MAX_ATTEMPTS)
-        .await?;
-    // Every live code is compared (no early exit), each in constant time.
-    let hit = counted.iter().fold(None, |hit, c| {
-        let m = otp.matches(&c.id, &email, code, &c.code_hash);
-        if m && hit.is_none() { Some(c) } else { hit }
-    });
-    if let Some(hit) = hit
-        && let Some(user) = otp.account(&email, now).await?
-        && otp.store.consume_code(&hit.id, &email, now).await?
-    {
-        otp.store
-            .clear_count(CounterScope::CodeVerifies, &email)
-            .await?;
-        let user_agent = crate::extract::user_agent(&headers);
-        return sessions
-            .open(&user, user_agent, jkt.as_deref(), SignIn::EmailCode)
-            .await;
-    }
-    if counted.is_empty() {
-        let expired = otp
-            .store
-            .code_expired_since(&email, now, now - MAX_CODE_TTL_SECS, MAX_ATTEMPTS)
-            .await?;
-        return Err(if expired {
-            ApiError::CodeExpired
-        } else {
-            ApiError::InvalidCode { attempts_left: 0 }
-        });
-    }
-    // This guess used up a code: it is dead, and a fresh one goes out (within the send limit).
-    if counted.iter().any(|c| c.attempts >= MAX_ATTEMPTS)
-        && otp.count_send(&email, now).await.is_ok()
-    {
-        tokio::spawn(otp.clone().issue(email.clone(), now));
-    }
-    let attempts_left = counted
-        .iter()
-        .map(|c| MAX_ATTEMPTS - c.attempts)
-        .max()
-        .unwrap_or(0)
-        .max(0);
-    tracing::info!(target: "audit", event = "otp_wrong_code", attempts_left);
-    Err(ApiError::InvalidCode { attempts_left })
+    let usable = otp.may_sign_in(&email).await?;
+    let hit = otp.check(CodePurpose::SignIn, &email, code, usable).await?;
+    otp.accept(CodePurpose::SignIn, hit, &email).await?;
+    let user = otp
+        .account(&email, otp.now())
+        .await?
+        .ok_or(ApiError::InvalidCode { attempts_left: 0 })?;
+    let user_agent = crate::extract::user_agent(&headers);
+    sessions
+        .open(&user, user_agent, jkt.as_deref(), SignIn::EmailCode)
+        .await
 }
 
 #[derive(Deserialize)]

@@ -1,8 +1,37 @@
-//! Emailed sign-in codes: only an HMAC of each code is stored (crate::otp computes it). The
-//! rules (how many attempts, which answer) are crate::otp's; here loads and saves, each
-//! counting step one statement.
+//! Emailed codes, for signing in and for the account flows (sign-up, verifying an address,
+//! resetting a password): only an HMAC of each code is stored (crate::otp computes it). A code
+//! does the work of its purpose only. The rules (how many attempts, which answer) are
+//! crate::otp's; here loads and saves, each counting step one statement. And the sign-ups that
+//! wait for their code.
 
 use super::{Store, StoreResult};
+
+/// What a code is for (`otp_codes.purpose`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodePurpose {
+    SignIn,
+    SignUp,
+    VerifyEmail,
+    ResetPassword,
+}
+
+impl CodePurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CodePurpose::SignIn => "sign_in",
+            CodePurpose::SignUp => "sign_up",
+            CodePurpose::VerifyEmail => "verify_email",
+            CodePurpose::ResetPassword => "reset_password",
+        }
+    }
+}
+
+/// A sign-up waiting for its code.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PendingSignup {
+    pub password_hash: String,
+    pub name: String,
+}
 
 /// A live code as a verification counted it: its id, its stored hash and the attempts made
 /// against it, this one included.
@@ -13,11 +42,12 @@ pub struct Counted {
     pub attempts: i64,
 }
 
-/// The condition of a live code: not used, not revoked, not expired (`$2`: now), fewer
-/// attempts than the limit (`$3`), of the email `$1`.
+/// The condition of a live code: of the email `$1` and the purpose `$4`, not used, not
+/// revoked, not expired (`$2`: now), fewer attempts than the limit (`$3`).
 macro_rules! live {
     () => {
-        "email = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $2 AND attempts < $3"
+        "email = $1 AND purpose = $4 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $2
+         AND attempts < $3"
     };
 }
 
@@ -27,6 +57,7 @@ impl Store {
     #[allow(clippy::too_many_arguments)]
     pub async fn insert_code(
         &self,
+        purpose: CodePurpose,
         id: &str,
         email: &str,
         code_hash: &str,
@@ -37,25 +68,26 @@ impl Store {
     ) -> StoreResult<()> {
         let mut tx = self.write.begin().await?;
         q!(
-            "INSERT INTO otp_codes (id, email, code_hash, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO otp_codes (id, email, code_hash, created_at, expires_at, purpose)
+             VALUES ($1, $2, $3, $4, $5, $6)",
             id,
             email,
             code_hash,
             now,
-            expires_at
+            expires_at,
+            purpose.as_str()
         )
         .execute(&mut *tx)
         .await?;
         let oldest = concat!(
             "UPDATE otp_codes SET revoked_at = $2 WHERE ",
             live!(),
-            " AND id <> $4 AND id NOT IN (SELECT id FROM otp_codes WHERE ",
+            " AND id <> $5 AND id NOT IN (SELECT id FROM otp_codes WHERE ",
             live!(),
-            " AND id <> $4 ORDER BY created_at DESC LIMIT $5)"
+            " AND id <> $5 ORDER BY created_at DESC LIMIT $6)"
         );
         let keep = (max_live - 1).max(0);
-        q!(oldest, email, now, max_attempts, id, keep)
+        q!(oldest, email, now, max_attempts, purpose.as_str(), id, keep)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -67,6 +99,7 @@ impl Store {
     /// `max_attempts` is no longer live, so it is never compared again.
     pub async fn count_code_attempt(
         &self,
+        purpose: CodePurpose,
         email: &str,
         now: i64,
         max_attempts: i64,
@@ -76,14 +109,20 @@ impl Store {
             live!(),
             " RETURNING id, code_hash, attempts"
         );
-        Ok(q_as!(sql, email, now, max_attempts)
+        Ok(q_as!(sql, email, now, max_attempts, purpose.as_str())
             .fetch_all(&self.write)
             .await?)
     }
 
     /// Uses the code `id` (false if another request used or revoked it first) and revokes every
-    /// other outstanding code of the email, in one transaction.
-    pub async fn consume_code(&self, id: &str, email: &str, now: i64) -> StoreResult<bool> {
+    /// other outstanding code of the email for that purpose, in one transaction.
+    pub async fn consume_code(
+        &self,
+        purpose: CodePurpose,
+        id: &str,
+        email: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
         let outstanding = "used_at IS NULL AND revoked_at IS NULL";
         let mut tx = self.write.begin().await?;
         let used = format!("UPDATE otp_codes SET used_at = $1 WHERE id = $2 AND {outstanding}");
@@ -94,9 +133,11 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
-        let rest =
-            format!("UPDATE otp_codes SET revoked_at = $1 WHERE email = $2 AND {outstanding}");
-        q!(sqlx::AssertSqlSafe(rest), now, email)
+        let rest = format!(
+            "UPDATE otp_codes SET revoked_at = $1 WHERE email = $2 AND purpose = $3
+             AND {outstanding}"
+        );
+        q!(sqlx::AssertSqlSafe(rest), now, email, purpose.as_str())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -107,32 +148,74 @@ impl Store {
     /// revoked or guessed out.
     pub async fn code_expired_since(
         &self,
+        purpose: CodePurpose,
         email: &str,
         now: i64,
         since: i64,
         max_attempts: i64,
     ) -> StoreResult<bool> {
         let sql = "SELECT COUNT(*) FROM otp_codes
-                   WHERE email = $1 AND used_at IS NULL AND revoked_at IS NULL AND attempts < $2
-                     AND expires_at <= $3 AND expires_at > $4";
-        let n: i64 = q_scalar!(sql, email, max_attempts, now, since)
+                   WHERE email = $1 AND purpose = $5 AND used_at IS NULL AND revoked_at IS NULL
+                     AND attempts < $2 AND expires_at <= $3 AND expires_at > $4";
+        let n: i64 = q_scalar!(sql, email, max_attempts, now, since, purpose.as_str())
             .fetch_one(&self.read)
             .await?;
         Ok(n > 0)
     }
 
     /// Live codes of an email (operators and tests).
-    pub async fn live_codes(&self, email: &str, now: i64, max_attempts: i64) -> StoreResult<i64> {
+    pub async fn live_codes(
+        &self,
+        purpose: CodePurpose,
+        email: &str,
+        now: i64,
+        max_attempts: i64,
+    ) -> StoreResult<i64> {
         let sql = concat!("SELECT COUNT(*) FROM otp_codes WHERE ", live!());
-        Ok(q_scalar!(sql, email, now, max_attempts)
+        Ok(q_scalar!(sql, email, now, max_attempts, purpose.as_str())
             .fetch_one(&self.read)
             .await?)
     }
 
-    /// Deletes codes that expired before `before`.
+    /// Deletes codes and sign-ups that expired before `before`.
     pub async fn purge_codes(&self, before: i64) -> StoreResult<()> {
-        let sql = "DELETE FROM otp_codes WHERE expires_at < $1";
-        q!(sql, before).execute(&self.write).await?;
+        for sql in [
+            "DELETE FROM otp_codes WHERE expires_at < $1",
+            "DELETE FROM pending_signups WHERE expires_at < $1",
+        ] {
+            q!(sql, before).execute(&self.write).await?;
+        }
         Ok(())
+    }
+
+    /// Keeps a sign-up until its code comes back (a newer sign-up of the address replaces it).
+    pub async fn put_pending_signup(
+        &self,
+        email: &str,
+        password_hash: &str,
+        name: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> StoreResult<()> {
+        let sql = "INSERT INTO pending_signups (email, password_hash, name, created_at, expires_at)
+                   VALUES ($1, $2, $3, $4, $5)
+                   ON CONFLICT (email) DO UPDATE SET password_hash = excluded.password_hash,
+                     name = excluded.name, created_at = excluded.created_at,
+                     expires_at = excluded.expires_at";
+        q!(sql, email, password_hash, name, now, expires_at)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes the live sign-up of `email` (it is deleted: one account from it at most).
+    pub async fn take_pending_signup(
+        &self,
+        email: &str,
+        now: i64,
+    ) -> StoreResult<Option<PendingSignup>> {
+        let sql = "DELETE FROM pending_signups WHERE email = $1 AND expires_at > $2
+                   RETURNING password_hash, name";
+        Ok(q_as!(sql, email, now).fetch_optional(&self.write).await?)
     }
 }

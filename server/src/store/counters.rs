@@ -3,7 +3,7 @@
 //! One table, one counting statement: concurrent requests, on one instance or several, never
 //! read the same count.
 
-use super::{Store, StoreResult};
+use super::{CodePurpose, Store, StoreResult};
 
 /// What a counter counts. Its key in `counters` is the scope's prefix and the subject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,8 +13,8 @@ pub enum CounterScope {
     LoginAttempts,
     /// Sign-in codes made for an email (asked for, or sent after a third wrong try).
     CodeSends,
-    /// Sign-in code verifications for an email.
-    CodeVerifies,
+    /// Verifications of codes of one purpose for an email.
+    CodeVerifies(CodePurpose),
     /// A per-minute throttle shared by the fleet (crate::throttle), by name.
     Throttle(&'static str),
 }
@@ -24,7 +24,10 @@ impl CounterScope {
         match self {
             CounterScope::LoginAttempts => "login",
             CounterScope::CodeSends => "otp-send",
-            CounterScope::CodeVerifies => "otp-verify",
+            CounterScope::CodeVerifies(CodePurpose::SignIn) => "otp-verify",
+            CounterScope::CodeVerifies(CodePurpose::SignUp) => "signup-verify",
+            CounterScope::CodeVerifies(CodePurpose::VerifyEmail) => "email-verify",
+            CounterScope::CodeVerifies(CodePurpose::ResetPassword) => "reset-verify",
             CounterScope::Throttle(name) => name,
         }
     }

@@ -68,4 +68,5 @@ pub const ROTATE_PG: &str = "WITH s AS (UPDATE sessions SET max_used_gen = $1, l
             WHERE hash = $7 AND EXISTS (SELECT 1 FROM s)),
       c AS (INSERT INTO refresh_tokens (hash, session_id, generation, created_at)
             SELECT $10, $4, $6, $2 FROM s)
- SELECT u.id, u.email, u.name, u.phone, u.roles FROM users u JOIN s ON u.id = s.user_id";
+ SELECT u.id, u.email, u.name, u.phone, u.roles, u.email_verified_at, u.claims
+ FROM users u JOIN s ON u.id = s.user_id";

@@ -27,6 +27,13 @@ macro_rules! q_scalar {
     ($sql:expr $(, $arg:expr)* $(,)?) => { sqlx::query_scalar($sql)$(.bind($arg))* };
 }
 
+/// The columns of a [`UserRow`], for statements that return users.
+macro_rules! user_columns {
+    () => {
+        "id, email, name, phone, roles, email_verified_at, claims"
+    };
+}
+
 mod codes;
 mod counters;
 pub mod dialect;
@@ -43,7 +50,7 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
-pub use codes::Counted;
+pub use codes::{CodePurpose, Counted, PendingSignup};
 pub use counters::CounterScope;
 pub use dialect::Dialect;
 pub use revocations::{EventKind, Heard, Listener, RevocationEvent};
@@ -151,9 +158,14 @@ pub struct User {
     pub name: String,
     pub phone: Option<String>,
     pub roles: Vec<String>,
+    /// The address was shown to be the user's (a code mailed there came back, or an import or
+    /// the legacy backend said so).
+    pub email_verified: bool,
+    /// Claims the app owns, copied into every access token.
+    pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
-/// `users` as stored (roles are one comma-separated column).
+/// `users` as stored (roles are one comma-separated column, claims a JSON object).
 #[derive(sqlx::FromRow)]
 struct UserRow {
     id: String,
@@ -161,6 +173,8 @@ struct UserRow {
     name: String,
     phone: Option<String>,
     roles: String,
+    email_verified_at: Option<i64>,
+    claims: String,
 }
 
 impl From<UserRow> for User {
@@ -176,12 +190,15 @@ impl From<UserRow> for User {
                 .filter(|r| !r.is_empty())
                 .map(str::to_owned)
                 .collect(),
+            email_verified: r.email_verified_at.is_some(),
+            // Written by this server from an object; anything else reads as none.
+            claims: serde_json::from_str(&r.claims).unwrap_or_default(),
         }
     }
 }
 
 /// A user by id, as a [`UserRow`].
-const USER_BY_ID: &str = "SELECT id, email, name, phone, roles FROM users WHERE id = $1";
+const USER_BY_ID: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionRow {

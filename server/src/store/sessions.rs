@@ -17,6 +17,10 @@ pub enum RevokeReason {
     RevokedByUser,
     /// A refresh token was reused: theft or a replay.
     TokenReused,
+    /// The user changed their password (every other session ends).
+    PasswordChanged,
+    /// The password was reset by an emailed code (every session ends).
+    PasswordReset,
 }
 
 impl RevokeReason {
@@ -25,6 +29,8 @@ impl RevokeReason {
             RevokeReason::Logout => "logout",
             RevokeReason::RevokedByUser => "revoked_by_user",
             RevokeReason::TokenReused => "token_reused",
+            RevokeReason::PasswordChanged => "password_changed",
+            RevokeReason::PasswordReset => "password_reset",
         }
     }
 }
@@ -392,6 +398,30 @@ impl Store {
         );
         self.change_with_event(change, EventKind::Session, session_id, now)
             .await
+    }
+
+    /// Revokes every live session of a user but `except`, each with its event, in one
+    /// transaction. Returns the sessions revoked.
+    pub async fn revoke_user_sessions(
+        &self,
+        user_id: &str,
+        except: Option<&str>,
+        reason: RevokeReason,
+        now: i64,
+    ) -> StoreResult<Vec<String>> {
+        let mut tx = self.write.begin().await?;
+        let sql = "UPDATE sessions SET revoked_at = $1, revoke_reason = $2, version = version + 1
+                   WHERE user_id = $3 AND revoked_at IS NULL
+                     AND (CAST($4 AS TEXT) IS NULL OR id <> $4)
+                   RETURNING id";
+        let revoked: Vec<String> = q_scalar!(sql, now, reason.as_str(), user_id, except)
+            .fetch_all(&mut *tx)
+            .await?;
+        for sid in &revoked {
+            record_event(&mut tx, self.dialect, EventKind::Session, sid, now).await?;
+        }
+        tx.commit().await?;
+        Ok(revoked)
     }
 
     pub async fn live_sessions(&self, user_id: &str, now: i64) -> StoreResult<Vec<SessionRow>> {

@@ -1,4 +1,4 @@
-//! Users: accounts, their password hashes and profiles.
+//! Users: accounts, their password hashes, profiles and the claims the app owns.
 
 use super::revocations::record_event;
 use super::{EventKind, Store, StoreResult, USER_BY_ID, User, UserRow};
@@ -10,8 +10,12 @@ pub struct NewUser<'a> {
     pub email: &'a str,
     pub roles: &'a [String],
     pub name: &'a str,
-    /// A PHC string (argon2id for users made here).
+    /// A hash in a format `crate::hashes` understands, or "" (no password).
     pub password_hash: &'a str,
+    /// When the address was shown to be the user's, if it was.
+    pub email_verified_at: Option<i64>,
+    /// A JSON object (checked by the caller).
+    pub claims: &'a str,
     pub now: i64,
 }
 
@@ -23,22 +27,57 @@ struct WithHash {
     password_hash: String,
 }
 
+const INSERT_USER: &str = "INSERT INTO users (id, email, password_hash, name, roles, created_at,
+                                              email_verified_at, claims)
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
 impl Store {
-    /// Creates a user; `false` if the email is taken.
+    /// Creates a user; `false` if the email (or the id) is taken.
     pub async fn create_user(&self, u: &NewUser<'_>) -> StoreResult<bool> {
         let res = q!(
-            "INSERT INTO users (id, email, password_hash, name, roles, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (email) DO NOTHING",
+            sqlx::AssertSqlSafe(format!("{INSERT_USER} ON CONFLICT DO NOTHING")),
             u.id,
             u.email,
             u.password_hash,
             u.name,
             u.roles.join(","),
-            u.now
+            u.now,
+            u.email_verified_at,
+            u.claims
         )
         .execute(&self.write)
         .await?;
         Ok(res.rows_affected() == 1)
+    }
+
+    /// Imports users in one transaction: all of them or, on any failure, none. The caller
+    /// has checked every line and that no id or email is taken.
+    pub async fn import_users(&self, users: &[NewUser<'_>]) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        for u in users {
+            q!(
+                INSERT_USER,
+                u.id,
+                u.email,
+                u.password_hash,
+                u.name,
+                u.roles.join(","),
+                u.now,
+                u.email_verified_at,
+                u.claims
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every (id, email) stored (an import checks its lines against them).
+    pub async fn user_keys(&self) -> StoreResult<Vec<(String, String)>> {
+        Ok(q_as!("SELECT id, email FROM users")
+            .fetch_all(&self.read)
+            .await?)
     }
 
     /// Deletes the user with this email and, by cascade, their sessions and tokens. Their live
@@ -62,9 +101,13 @@ impl Store {
         Ok(res.rows_affected() == 1)
     }
 
-    /// The user and their password hash.
+    /// The user and their password hash ("" when they have none).
     pub async fn user_by_email(&self, email: &str) -> StoreResult<Option<(User, String)>> {
-        let sql = "SELECT id, email, name, phone, roles, password_hash FROM users WHERE email = $1";
+        let sql = concat!(
+            "SELECT ",
+            user_columns!(),
+            ", password_hash FROM users WHERE email = $1"
+        );
         let row: Option<WithHash> = q_as!(sql, email).fetch_optional(&self.read).await?;
         Ok(row.map(|r| (r.user.into(), r.password_hash)))
     }
@@ -80,17 +123,62 @@ impl Store {
         name: Option<&str>,
         phone: Option<Option<&str>>,
     ) -> StoreResult<Option<User>> {
-        let row: Option<UserRow> = q_as!(
+        let sql = concat!(
             "UPDATE users SET name = COALESCE(CAST($1 AS TEXT), name),
                               phone = CASE WHEN $2 THEN CAST($3 AS TEXT) ELSE phone END
-             WHERE id = $4 RETURNING id, email, name, phone, roles",
-            name,
-            phone.is_some(),
-            phone.flatten(),
-            id
-        )
-        .fetch_optional(&self.write)
-        .await?;
+             WHERE id = $4 RETURNING ",
+            user_columns!()
+        );
+        let row: Option<UserRow> = q_as!(sql, name, phone.is_some(), phone.flatten(), id)
+            .fetch_optional(&self.write)
+            .await?;
         Ok(row.map(Into::into))
+    }
+
+    /// Sets a user's password hash; with `replacing`, only if the stored one is still that
+    /// (a rehash must not undo a password change that happened meanwhile). Whether it wrote.
+    pub async fn set_password_hash(
+        &self,
+        user_id: &str,
+        hash: &str,
+        replacing: Option<&str>,
+    ) -> StoreResult<bool> {
+        let sql = "UPDATE users SET password_hash = $1
+                   WHERE id = $2 AND (CAST($3 AS TEXT) IS NULL OR password_hash = $3)";
+        let res = q!(sql, hash, user_id, replacing)
+            .execute(&self.write)
+            .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// Marks the address of `email` as the user's (the first time counts). Whether a user has
+    /// that email.
+    pub async fn set_email_verified(&self, email: &str, now: i64) -> StoreResult<bool> {
+        let sql = "UPDATE users SET email_verified_at = COALESCE(email_verified_at, $1)
+                   WHERE email = $2";
+        Ok(q!(sql, now, email)
+            .execute(&self.write)
+            .await?
+            .rows_affected()
+            == 1)
+    }
+
+    /// Replaces the claims (a JSON object, checked by the caller) and, when given, the roles of
+    /// the user with this email. Whether there is one.
+    pub async fn set_claims(
+        &self,
+        email: &str,
+        claims: Option<&str>,
+        roles: Option<&[String]>,
+    ) -> StoreResult<bool> {
+        let sql = "UPDATE users SET claims = COALESCE(CAST($1 AS TEXT), claims),
+                                    roles = COALESCE(CAST($2 AS TEXT), roles)
+                   WHERE email = $3";
+        let roles = roles.map(|r| r.join(","));
+        Ok(q!(sql, claims, roles, email)
+            .execute(&self.write)
+            .await?
+            .rows_affected()
+            == 1)
     }
 }

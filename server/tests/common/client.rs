@@ -129,7 +129,10 @@ fn is_cookie_endpoint(path: &str) -> bool {
 
 /// The requests that carry the access token: the API, the sessions list, logout.
 fn is_authorized(path: &str) -> bool {
-    path.starts_with("/api/") || path.starts_with("/auth/sessions") || path == "/auth/logout"
+    path.starts_with("/api/")
+        || path.starts_with("/auth/sessions")
+        || path == "/auth/logout"
+        || path == "/auth/password/change"
 }
 
 fn put(headers: &mut HeaderMap, name: &str, value: &str) {

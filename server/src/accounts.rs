@@ -1,0 +1,331 @@
+//! The account flows every app needs, each through an emailed code and the sessions module:
+//! sign-up with a password (`--signup password`), verifying an address, resetting a forgotten
+//! password, changing one. The rules and their reasons are in docs/PROTOCOL.md, "Accounts".
+//!
+//! - Every "mail me a code" endpoint answers the same 202 for every address, at once; what
+//!   happens to the address (a code, a notice, nothing) is decided after the answer, so that
+//!   neither the body nor the time tells whether an account exists.
+//! - A sign-up's password is hashed after the answer too, and kept only as a hash until the
+//!   code comes back: then the account is created and signed in, exactly as `/auth/login`.
+//! - A reset revokes every session of the account (on every instance) and signs the caller in
+//!   with a new one; a change revokes every session but the one it was made in.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::dpop::Dpop;
+use crate::error::ApiError;
+use crate::extract::{Authed, Csrf, JsonBody, user_agent};
+use crate::net::ClientIp;
+use crate::otp::{Codes, accepted, valid_email};
+use crate::password::{Passwords, check_new};
+use crate::sessions::{Issued, Sessions, SignIn};
+use crate::store::{CodePurpose, NewUser, RevokeReason, Store};
+
+pub const SIGNUP_PATH: &str = "/auth/signup";
+pub const SIGNUP_VERIFY_PATH: &str = "/auth/signup/verify";
+pub const EMAIL_VERIFY_START_PATH: &str = "/auth/email/verify/start";
+pub const EMAIL_VERIFY_PATH: &str = "/auth/email/verify";
+pub const RESET_START_PATH: &str = "/auth/password/reset/start";
+pub const RESET_PATH: &str = "/auth/password/reset";
+pub const CHANGE_PATH: &str = "/auth/password/change";
+
+/// Whether `--signup password` is on (the sign-up endpoints answer 404 otherwise).
+#[derive(Clone, Copy, Debug)]
+pub struct Signup(pub bool);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignupRequest {
+    email: String,
+    password: String,
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeRequest {
+    email: String,
+    code: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailRequest {
+    email: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRequest {
+    email: String,
+    code: String,
+    new_password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeRequest {
+    current_password: String,
+    new_password: String,
+}
+
+/// `POST /auth/signup`: the same 202 for known and unknown addresses. After the answer: a
+/// known address is told it has an account (no code); an unknown one gets the code, and the
+/// password's hash waits for it.
+pub async fn signup(
+    _: Csrf,
+    State(Signup(on)): State<Signup>,
+    State(codes): State<Codes>,
+    State(store): State<Store>,
+    client: ClientIp,
+    JsonBody(req): JsonBody<SignupRequest>,
+) -> Result<Response, ApiError> {
+    let otp = codes
+        .enabled()
+        .ok()
+        .filter(|_| on)
+        .ok_or(ApiError::NotFound)?;
+    otp.admit(client).await?;
+    let email = valid_email(&req.email)?;
+    check_new(&req.password, &email)?;
+    let name = match req.name.as_deref().map(str::trim) {
+        Some(n) if n.is_empty() || n.chars().count() > 100 => {
+            return Err(ApiError::InvalidRequest(
+                "name must be 1 to 100 characters".into(),
+            ));
+        }
+        Some(n) => n.to_owned(),
+        None => email.split('@').next().unwrap_or(&email).to_owned(),
+    };
+    let now = otp.now();
+    otp.count_send(&email, now).await?;
+    let answer = accepted(otp);
+    let otp = otp.clone();
+    let password = req.password;
+    tokio::spawn(async move {
+        let result: Result<(), String> = async {
+            let db = |e: crate::store::StoreError| format!("database: {e}");
+            if store.user_by_email(&email).await.map_err(db)?.is_some() {
+                return otp.mailer.send_account_exists(&email, now).await;
+            }
+            let hash = crate::password::hash(&password).await?;
+            let expires = now + otp.settings().ttl_secs;
+            store
+                .put_pending_signup(&email, &hash, &name, now, expires)
+                .await
+                .map_err(db)?;
+            otp.issue(CodePurpose::SignUp, &email, now).await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "handling a sign-up failed");
+        }
+    });
+    Ok(answer)
+}
+
+/// `POST /auth/signup/verify`: the code of a sign-up creates the account and signs it in,
+/// exactly as `/auth/login` does (refresh cookie, DPoP binding).
+#[allow(clippy::too_many_arguments)]
+pub async fn signup_verify(
+    _: Csrf,
+    State(Signup(on)): State<Signup>,
+    State(codes): State<Codes>,
+    State(store): State<Store>,
+    State(sessions): State<Sessions>,
+    State(dpop): State<Dpop>,
+    client: ClientIp,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<CodeRequest>,
+) -> Result<Issued, ApiError> {
+    let otp = codes
+        .enabled()
+        .ok()
+        .filter(|_| on)
+        .ok_or(ApiError::NotFound)?;
+    otp.admit(client).await?;
+    let email = valid_email(&req.email)?;
+    let jkt = dpop.sign_in_binding(&headers, SIGNUP_VERIFY_PATH).await?;
+    let now = otp.now();
+    let usable = store.user_by_email(&email).await?.is_none();
+    let hit = otp
+        .check(CodePurpose::SignUp, &email, req.code.trim(), usable)
+        .await?;
+    otp.accept(CodePurpose::SignUp, hit, &email).await?;
+    let pending = store
+        .take_pending_signup(&email, now)
+        .await?
+        .ok_or(ApiError::CodeExpired)?;
+    let id = crate::tokens::random_id();
+    let created = store
+        .create_user(&NewUser {
+            id: &id,
+            email: &email,
+            roles: &["user".to_owned()],
+            name: &pending.name,
+            password_hash: &pending.password_hash,
+            email_verified_at: Some(now),
+            claims: "{}",
+            now,
+        })
+        .await?;
+    // Another sign-up of the address won meanwhile: this code created nothing.
+    let user = match (created, store.user_by_id(&id).await?) {
+        (true, Some(user)) => user,
+        _ => return Err(ApiError::InvalidCode { attempts_left: 0 }),
+    };
+    tracing::info!(target: "audit", event = "signed_up", user = %user.id);
+    sessions
+        .open(&user, user_agent(&headers), jkt.as_deref(), SignIn::SignUp)
+        .await
+}
+
+/// A "mail me a code" endpoint: the same 202 for every address; the code (if the address may
+/// use it) after the answer.
+async fn code_start(
+    codes: &Codes,
+    client: ClientIp,
+    email: &str,
+    purpose: CodePurpose,
+) -> Result<Response, ApiError> {
+    let otp = codes.enabled()?;
+    otp.admit(client).await?;
+    let email = valid_email(email)?;
+    let now = otp.now();
+    otp.count_send(&email, now).await?;
+    otp.issue_later(purpose, email, now);
+    Ok(accepted(otp))
+}
+
+/// `POST /auth/email/verify/start`: a code to an account whose address is not verified yet.
+pub async fn email_verify_start(
+    _: Csrf,
+    State(codes): State<Codes>,
+    client: ClientIp,
+    JsonBody(req): JsonBody<EmailRequest>,
+) -> Result<Response, ApiError> {
+    code_start(&codes, client, &req.email, CodePurpose::VerifyEmail).await
+}
+
+/// `POST /auth/email/verify`: the code marks the address verified (204).
+pub async fn email_verify(
+    _: Csrf,
+    State(codes): State<Codes>,
+    State(store): State<Store>,
+    client: ClientIp,
+    JsonBody(req): JsonBody<CodeRequest>,
+) -> Result<Response, ApiError> {
+    let otp = codes.enabled()?;
+    otp.admit(client).await?;
+    let email = valid_email(&req.email)?;
+    let usable = store
+        .user_by_email(&email)
+        .await?
+        .is_some_and(|(u, _)| !u.email_verified);
+    let hit = otp
+        .check(CodePurpose::VerifyEmail, &email, req.code.trim(), usable)
+        .await?;
+    otp.accept(CodePurpose::VerifyEmail, hit, &email).await?;
+    store.set_email_verified(&email, otp.now()).await?;
+    tracing::info!(target: "audit", event = "email_verified");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /auth/password/reset/start`: a code to an account's address.
+pub async fn reset_start(
+    _: Csrf,
+    State(codes): State<Codes>,
+    client: ClientIp,
+    JsonBody(req): JsonBody<EmailRequest>,
+) -> Result<Response, ApiError> {
+    code_start(&codes, client, &req.email, CodePurpose::ResetPassword).await
+}
+
+/// `POST /auth/password/reset`: the code and a new password. The password is changed, every
+/// session of the account revoked (on every instance), and the caller signed in anew.
+#[allow(clippy::too_many_arguments)]
+pub async fn reset(
+    _: Csrf,
+    State(codes): State<Codes>,
+    State(store): State<Store>,
+    State(passwords): State<Passwords>,
+    State(sessions): State<Sessions>,
+    State(dpop): State<Dpop>,
+    client: ClientIp,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<ResetRequest>,
+) -> Result<Issued, ApiError> {
+    let otp = codes.enabled()?;
+    otp.admit(client).await?;
+    let email = valid_email(&req.email)?;
+    // The new password is checked before the code: a weak one costs no attempt.
+    check_new(&req.new_password, &email)?;
+    let jkt = dpop.sign_in_binding(&headers, RESET_PATH).await?;
+    let user = store.user_by_email(&email).await?.map(|(u, _)| u);
+    let hit = otp
+        .check(
+            CodePurpose::ResetPassword,
+            &email,
+            req.code.trim(),
+            user.is_some(),
+        )
+        .await?;
+    let user = user.ok_or(ApiError::InvalidCode { attempts_left: 0 })?;
+    otp.accept(CodePurpose::ResetPassword, hit, &email).await?;
+    passwords.set(&user, &req.new_password).await?;
+    // The code came back: the address is the user's.
+    store.set_email_verified(&email, otp.now()).await?;
+    sessions
+        .revoke_all(&user.id, None, RevokeReason::PasswordReset)
+        .await?;
+    sessions
+        .open(
+            &user,
+            user_agent(&headers),
+            jkt.as_deref(),
+            SignIn::PasswordReset,
+        )
+        .await
+}
+
+/// `POST /auth/password/change` (access token, CSRF header): the current password, then the
+/// new one; every other session of the account is revoked, this one goes on (204).
+pub async fn change(
+    _: Csrf,
+    State(passwords): State<Passwords>,
+    State(sessions): State<Sessions>,
+    State(store): State<Store>,
+    client: ClientIp,
+    Authed(claims): Authed,
+    JsonBody(req): JsonBody<ChangeRequest>,
+) -> Result<Response, ApiError> {
+    passwords.admit(&client.key()).await?;
+    let user = store
+        .user_by_id(&claims.sub)
+        .await?
+        .ok_or(ApiError::InvalidToken(crate::tokens::Invalid::Revoked))?;
+    check_new(&req.new_password, &user.email)?;
+    if req.current_password.is_empty() || req.current_password.len() > 1024 {
+        return Err(ApiError::WrongPassword);
+    }
+    // The same check as a sign-in (throttled per account and client); an unverified address
+    // does not matter here (the password was right).
+    // A wrong one is 403, not 401: the caller is authenticated, and a 401 would make the
+    // client refresh its token and replay the request (a second guess counted).
+    match passwords
+        .check(&user.email, &req.current_password, &client.key())
+        .await
+    {
+        Ok(_) | Err(ApiError::EmailNotVerified) => {}
+        Err(ApiError::InvalidCredentials) => return Err(ApiError::WrongPassword),
+        Err(e) => return Err(e),
+    }
+    passwords.set(&user, &req.new_password).await?;
+    sessions
+        .revoke_all(&user.id, Some(&claims.sid), RevokeReason::PasswordChanged)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

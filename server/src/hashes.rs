@@ -1,0 +1,358 @@
+//! Password hashes in the formats apps export, so that their users sign in with the password
+//! they have: argon2id and argon2i (PHC), bcrypt (`$2a$`, `$2b$`, `$2y$`), scrypt (PHC),
+//! PBKDF2-SHA256 (PHC `$pbkdf2-sha256$`, and Django's `pbkdf2_sha256$`). Hashes made here are
+//! argon2id with OWASP's parameters; any other is replaced by one at the first sign-in that
+//! proves the password (crate::password).
+//!
+//! A stored hash is parsed before it is used, and its cost parameters are bounded: a hash with
+//! a cost that would take the server minutes or gigabytes (a hostile import, a corrupted row)
+//! is refused as malformed, never run. Parsing is what `users import` checks each line with.
+
+use argon2::Argon2;
+use argon2::password_hash::PasswordVerifier;
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+/// The formats understood.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Argon2id,
+    Argon2i,
+    Bcrypt,
+    Scrypt,
+    Pbkdf2Sha256,
+    DjangoPbkdf2Sha256,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Argon2id => "argon2id",
+            Kind::Argon2i => "argon2i",
+            Kind::Bcrypt => "bcrypt",
+            Kind::Scrypt => "scrypt",
+            Kind::Pbkdf2Sha256 => "pbkdf2-sha256",
+            Kind::DjangoPbkdf2Sha256 => "django pbkdf2_sha256",
+        }
+    }
+}
+
+/// Why a stored hash cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HashError {
+    #[error(
+        "unknown password hash format (argon2id, argon2i, bcrypt $2a$/$2b$/$2y$, scrypt, \
+         $pbkdf2-sha256$ or Django's pbkdf2_sha256$ are understood)"
+    )]
+    Unknown,
+    #[error("malformed {0} hash")]
+    Malformed(&'static str),
+    #[error("{0} hash whose cost is beyond what this server runs ({1})")]
+    TooCostly(&'static str, &'static str),
+}
+
+/// Limits on imported hashes' costs (what one verification may take).
+const BCRYPT_MAX_COST: u32 = 16;
+const PBKDF2_MAX_ROUNDS: u32 = 10_000_000;
+/// scrypt's memory, 128 · r · 2^ln bytes, and argon2's m: at most 256 MiB.
+const MAX_MEMORY_BYTES: u64 = 256 << 20;
+const ARGON2_MAX_TIME: u32 = 16;
+const MAX_LANES: u32 = 16;
+
+/// A PHC string's `$id$params$salt$hash` (argon2's version field, `v=19`, is a part of its own).
+struct Phc<'a> {
+    params: Vec<(&'a str, &'a str)>,
+    salt: &'a str,
+    hash: &'a str,
+}
+
+fn phc<'a>(s: &'a str, id: &str) -> Option<Phc<'a>> {
+    let rest = s.strip_prefix('$')?.strip_prefix(id)?.strip_prefix('$')?;
+    let mut parts = rest.split('$');
+    let mut first = parts.next()?;
+    if first.starts_with("v=") {
+        first = parts.next()?;
+    }
+    let params = first
+        .split(',')
+        .map(|kv| kv.split_once('='))
+        .collect::<Option<Vec<_>>>()?;
+    let (salt, hash) = (parts.next()?, parts.next()?);
+    if parts.next().is_some() || salt.is_empty() || hash.is_empty() {
+        return None;
+    }
+    Some(Phc { params, salt, hash })
+}
+
+impl Phc<'_> {
+    fn number(&self, name: &str) -> Option<u64> {
+        self.params
+            .iter()
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| v.parse().ok())
+    }
+}
+
+/// PHC's B64: standard alphabet, no padding (some writers pad anyway).
+fn b64(s: &str) -> Option<Vec<u8>> {
+    STANDARD_NO_PAD
+        .decode(s.trim_end_matches('='))
+        .ok()
+        .filter(|b| !b.is_empty())
+}
+
+/// The format of `stored`, with its costs checked.
+pub fn kind_of(stored: &str) -> Result<Kind, HashError> {
+    if stored.starts_with("$argon2id$") || stored.starts_with("$argon2i$") {
+        let (kind, id) = if stored.starts_with("$argon2id$") {
+            (Kind::Argon2id, "argon2id")
+        } else {
+            (Kind::Argon2i, "argon2i")
+        };
+        let p = phc(stored, id).ok_or(HashError::Malformed(kind.as_str()))?;
+        let (m, t, lanes) = (p.number("m"), p.number("t"), p.number("p"));
+        let (Some(m), Some(t), Some(lanes)) = (m, t, lanes) else {
+            return Err(HashError::Malformed(kind.as_str()));
+        };
+        if m.saturating_mul(1024) > MAX_MEMORY_BYTES || t > u64::from(ARGON2_MAX_TIME) {
+            return Err(HashError::TooCostly(kind.as_str(), "m ≤ 256 MiB, t ≤ 16"));
+        }
+        if lanes == 0 || lanes > u64::from(MAX_LANES) {
+            return Err(HashError::TooCostly(kind.as_str(), "p ≤ 16"));
+        }
+        argon2::PasswordHash::new(stored).map_err(|_| HashError::Malformed(kind.as_str()))?;
+        return Ok(kind);
+    }
+    for prefix in ["$2a$", "$2b$", "$2y$"] {
+        if let Some(rest) = stored.strip_prefix(prefix) {
+            let cost: u32 = rest
+                .get(..2)
+                .and_then(|c| c.parse().ok())
+                .ok_or(HashError::Malformed("bcrypt"))?;
+            if rest.len() != 56 || rest.as_bytes().get(2) != Some(&b'$') || cost < 4 {
+                return Err(HashError::Malformed("bcrypt"));
+            }
+            if cost > BCRYPT_MAX_COST {
+                return Err(HashError::TooCostly("bcrypt", "cost ≤ 16"));
+            }
+            return Ok(Kind::Bcrypt);
+        }
+    }
+    if stored.starts_with("$scrypt$") {
+        scrypt_params(stored)?;
+        return Ok(Kind::Scrypt);
+    }
+    if stored.starts_with("$pbkdf2-sha256$") {
+        pbkdf2_phc(stored)?;
+        return Ok(Kind::Pbkdf2Sha256);
+    }
+    if stored.starts_with("pbkdf2_sha256$") {
+        django(stored)?;
+        return Ok(Kind::DjangoPbkdf2Sha256);
+    }
+    Err(HashError::Unknown)
+}
+
+struct Scrypt {
+    log_n: u8,
+    r: u32,
+    p: u32,
+    salt: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+fn scrypt_params(stored: &str) -> Result<Scrypt, HashError> {
+    let bad = HashError::Malformed("scrypt");
+    let p = phc(stored, "scrypt").ok_or(bad.clone())?;
+    let (Some(ln), Some(r), Some(lanes)) = (p.number("ln"), p.number("r"), p.number("p")) else {
+        return Err(bad);
+    };
+    let (Some(salt), Some(hash)) = (b64(p.salt), b64(p.hash)) else {
+        return Err(bad);
+    };
+    if !(1..=32).contains(&ln) || r == 0 || lanes == 0 || hash.len() < 10 || hash.len() > 64 {
+        return Err(bad);
+    }
+    let memory = 128u64.saturating_mul(r).saturating_mul(1u64 << ln);
+    if memory > MAX_MEMORY_BYTES || lanes > u64::from(MAX_LANES) || r > 64 {
+        return Err(HashError::TooCostly(
+            "scrypt",
+            "128·r·2^ln ≤ 256 MiB, p ≤ 16",
+        ));
+    }
+    Ok(Scrypt {
+        log_n: ln as u8,
+        r: r as u32,
+        p: lanes as u32,
+        salt,
+        hash,
+    })
+}
+
+/// (rounds, salt, hash) of `$pbkdf2-sha256$i=N[,l=L]$salt$hash`.
+fn pbkdf2_phc(stored: &str) -> Result<(u32, Vec<u8>, Vec<u8>), HashError> {
+    let bad = HashError::Malformed("pbkdf2-sha256");
+    let p = phc(stored, "pbkdf2-sha256").ok_or(bad.clone())?;
+    let rounds = p.number("i").ok_or(bad.clone())?;
+    let (Some(salt), Some(hash)) = (b64(p.salt), b64(p.hash)) else {
+        return Err(bad);
+    };
+    if p.number("l").is_some_and(|l| l != hash.len() as u64) {
+        return Err(bad);
+    }
+    rounds_ok(rounds, hash.len(), "pbkdf2-sha256")?;
+    Ok((rounds as u32, salt, hash))
+}
+
+/// (rounds, salt, hash) of Django's `pbkdf2_sha256$N$salt$base64(hash)`; the salt is used as
+/// its text.
+fn django(stored: &str) -> Result<(u32, Vec<u8>, Vec<u8>), HashError> {
+    let kind = Kind::DjangoPbkdf2Sha256.as_str();
+    let bad = HashError::Malformed(kind);
+    let mut parts = stored.split('$');
+    let (Some("pbkdf2_sha256"), Some(rounds), Some(salt), Some(hash), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(bad);
+    };
+    let rounds: u64 = rounds.parse().map_err(|_| bad.clone())?;
+    let hash = STANDARD.decode(hash).map_err(|_| bad.clone())?;
+    if salt.is_empty() {
+        return Err(bad);
+    }
+    rounds_ok(rounds, hash.len(), kind)?;
+    Ok((rounds as u32, salt.as_bytes().to_vec(), hash))
+}
+
+fn rounds_ok(rounds: u64, len: usize, kind: &'static str) -> Result<(), HashError> {
+    if rounds == 0 || !(16..=64).contains(&len) {
+        return Err(HashError::Malformed(kind));
+    }
+    if rounds > u64::from(PBKDF2_MAX_ROUNDS) {
+        return Err(HashError::TooCostly(kind, "at most 10,000,000 rounds"));
+    }
+    Ok(())
+}
+
+fn pbkdf2_matches(password: &str, (rounds, salt, hash): (u32, Vec<u8>, Vec<u8>)) -> bool {
+    let mut out = vec![0u8; hash.len()];
+    pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), &salt, rounds, &mut out);
+    bool::from(out.ct_eq(&hash))
+}
+
+/// Whether `password` matches `stored`, in any understood format. Blocking (it is the slow
+/// part on purpose): run it off the async workers. A malformed or unknown hash never matches.
+pub fn verify_blocking(password: &str, stored: &str) -> bool {
+    let Ok(kind) = kind_of(stored) else {
+        return false;
+    };
+    match kind {
+        Kind::Argon2id | Kind::Argon2i => argon2::PasswordHash::new(stored).is_ok_and(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        }),
+        Kind::Bcrypt => bcrypt::verify(password, stored).unwrap_or(false),
+        Kind::Scrypt => scrypt_params(stored).is_ok_and(|s| {
+            let Ok(params) = scrypt::Params::new(s.log_n, s.r, s.p, s.hash.len()) else {
+                return false;
+            };
+            let mut out = vec![0u8; s.hash.len()];
+            scrypt::scrypt(password.as_bytes(), &s.salt, &params, &mut out).is_ok()
+                && bool::from(out.ct_eq(&s.hash))
+        }),
+        Kind::Pbkdf2Sha256 => pbkdf2_phc(stored).is_ok_and(|p| pbkdf2_matches(password, p)),
+        Kind::DjangoPbkdf2Sha256 => django(stored).is_ok_and(|p| pbkdf2_matches(password, p)),
+    }
+}
+
+/// Whether a hash that verified should be replaced by a fresh argon2id one.
+pub fn needs_rehash(stored: &str) -> bool {
+    kind_of(stored) != Ok(Kind::Argon2id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Made with Python's bcrypt, argon2-cffi, hashlib and Django's hasher for "hunter2-hunter2".
+    const PASSWORD: &str = "hunter2-hunter2";
+
+    #[test]
+    fn bounded_costs_are_refused_before_anything_runs() {
+        assert!(matches!(
+            kind_of("$2b$31$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234"),
+            Err(HashError::TooCostly(..) | HashError::Malformed(_))
+        ));
+        assert_eq!(
+            kind_of("pbkdf2_sha256$4000000000$salt$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+            Err(HashError::TooCostly(
+                "django pbkdf2_sha256",
+                "at most 10,000,000 rounds"
+            ))
+        );
+        assert!(matches!(
+            kind_of(
+                "$scrypt$ln=30,r=8,p=1$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+            ),
+            Err(HashError::TooCostly(..))
+        ));
+        for junk in ["", "plain", "$md5$x", "$2b$10$short", "pbkdf2_sha256$1$$x"] {
+            assert!(kind_of(junk).is_err(), "{junk}");
+            assert!(!verify_blocking(PASSWORD, junk));
+        }
+    }
+
+    #[test]
+    fn every_format_verifies_the_right_password_and_only_it() {
+        let made_here = crate::password::hash_blocking(PASSWORD).unwrap();
+        let django = {
+            let mut out = [0u8; 32];
+            pbkdf2::pbkdf2_hmac::<Sha256>(PASSWORD.as_bytes(), b"abcdefgh", 1000, &mut out);
+            format!("pbkdf2_sha256$1000$abcdefgh${}", STANDARD.encode(out))
+        };
+        let phc_pbkdf2 = {
+            let mut out = [0u8; 32];
+            pbkdf2::pbkdf2_hmac::<Sha256>(PASSWORD.as_bytes(), b"saltsaltsalt", 1000, &mut out);
+            format!(
+                "$pbkdf2-sha256$i=1000,l=32${}${}",
+                STANDARD_NO_PAD.encode(b"saltsaltsalt"),
+                STANDARD_NO_PAD.encode(out)
+            )
+        };
+        let scrypt = {
+            let params = scrypt::Params::new(10, 8, 1, 32).unwrap();
+            let mut out = [0u8; 32];
+            scrypt::scrypt(PASSWORD.as_bytes(), b"saltsalt", &params, &mut out).unwrap();
+            format!(
+                "$scrypt$ln=10,r=8,p=1${}${}",
+                STANDARD_NO_PAD.encode(b"saltsalt"),
+                STANDARD_NO_PAD.encode(out)
+            )
+        };
+        let bcrypt = bcrypt::hash(PASSWORD, 4).unwrap();
+        let cases = [
+            (made_here.as_str(), Kind::Argon2id),
+            (django.as_str(), Kind::DjangoPbkdf2Sha256),
+            (phc_pbkdf2.as_str(), Kind::Pbkdf2Sha256),
+            (scrypt.as_str(), Kind::Scrypt),
+            (bcrypt.as_str(), Kind::Bcrypt),
+        ];
+        for (stored, kind) in cases {
+            assert_eq!(kind_of(stored), Ok(kind), "{stored}");
+            assert!(verify_blocking(PASSWORD, stored), "{stored}");
+            assert!(!verify_blocking("hunter2-hunter3", stored), "{stored}");
+            assert_eq!(needs_rehash(stored), kind != Kind::Argon2id);
+        }
+        // $2y$ and $2a$ are bcrypt too (PHP, older libraries).
+        let y = bcrypt.replacen("$2b$", "$2y$", 1);
+        assert_eq!(kind_of(&y), Ok(Kind::Bcrypt));
+        assert!(verify_blocking(PASSWORD, &y));
+    }
+}

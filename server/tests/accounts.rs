@@ -1,0 +1,568 @@
+//! Bringing users in and the account flows (docs/PROTOCOL.md, "Accounts"), over real HTTP, on
+//! SQLite or PostgreSQL (`TW_TEST_BACKEND`), with a real SMTP server (aiosmtpd) and hashes made
+//! by the libraries other apps use (Python's bcrypt, argon2-cffi and hashlib).
+
+mod common;
+
+use std::process::Command;
+
+use common::smtp::SmtpSink;
+use common::*;
+use serde_json::{Value, json};
+use tokenwarden_server::Settings;
+use tokenwarden_server::hashes::{Kind, kind_of};
+
+const PASSWORD: &str = "imported-password-1";
+
+/// Hashes of `password` in every format an app may export, made by the libraries those apps
+/// use: (label, hash).
+fn foreign_hashes(password: &str) -> Vec<(String, String)> {
+    let script = r#"
+import sys, os, base64, hashlib, bcrypt, argon2
+pw = sys.argv[1].encode()
+def b64(b): return base64.b64encode(b).decode().rstrip("=")
+print("bcrypt-2b\t" + bcrypt.hashpw(pw, bcrypt.gensalt(rounds=4)).decode())
+print("bcrypt-2a\t" + bcrypt.hashpw(pw, bcrypt.gensalt(rounds=4, prefix=b"2a")).decode())
+print("bcrypt-2y\t$2y$" + bcrypt.hashpw(pw, bcrypt.gensalt(rounds=4)).decode()[4:])
+print("argon2id\t" + argon2.PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(pw))
+print("argon2i\t" + argon2.PasswordHasher(time_cost=2, memory_cost=8192, parallelism=1, type=argon2.Type.I).hash(pw))
+salt = os.urandom(16)
+print("scrypt\t$scrypt$ln=10,r=8,p=1$" + b64(salt) + "$" + b64(hashlib.scrypt(pw, salt=salt, n=1024, r=8, p=1, dklen=32)))
+salt = os.urandom(16)
+print("pbkdf2\t$pbkdf2-sha256$i=1000,l=32$" + b64(salt) + "$" + b64(hashlib.pbkdf2_hmac("sha256", pw, salt, 1000)))
+print("django\tpbkdf2_sha256$1000$Qx7abcdEFG12$" + base64.b64encode(hashlib.pbkdf2_hmac("sha256", pw, b"Qx7abcdEFG12", 1000)).decode())
+"#;
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", script, password])
+        .output()
+        .expect("python3 (scripts/setup.sh installs python3-bcrypt and python3-argon2)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (label, hash) = l.split_once('\t').unwrap();
+            (label.to_owned(), hash.to_owned())
+        })
+        .collect()
+}
+
+/// Imports `lines` (JSON Lines) into the server's store.
+async fn import(s: &TestServer, lines: &[Value]) -> tokenwarden_server::users::ImportReport {
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    tokenwarden_server::users::import(&s.state.store, text.as_bytes(), false, s.state.now())
+        .await
+        .unwrap()
+}
+
+async fn stored_hash(s: &TestServer, email: &str) -> String {
+    s.state.store.user_by_email(email).await.unwrap().unwrap().1
+}
+
+#[tokio::test]
+async fn every_imported_hash_format_signs_in_and_becomes_argon2id() {
+    let s = TestServer::start().await;
+    let hashes = foreign_hashes(PASSWORD);
+    assert_eq!(hashes.len(), 8);
+    let lines: Vec<Value> = hashes
+        .iter()
+        .map(|(label, hash)| {
+            json!({ "email": format!("{label}@import.test"), "id": format!("app-{label}"),
+                    "password_hash": hash, "roles": ["user"] })
+        })
+        .collect();
+    let report = import(&s, &lines).await;
+    assert_eq!((report.imported, report.refused.len()), (8, 0));
+    for (label, hash) in &hashes {
+        let email = format!("{label}@import.test");
+        let before = kind_of(hash).unwrap_or_else(|e| panic!("{label}: {e}"));
+        let mut c = Client::new(&s).oneshot();
+        let wrong = c.login((&email, "not-the-password")).await;
+        assert_eq!(wrong.status, 401, "{label}: a wrong password");
+        assert_eq!(wrong.error(), "invalid_credentials");
+        assert_eq!(stored_hash(&s, &email).await, *hash, "{label}: untouched");
+        let right = c.login((&email, PASSWORD)).await;
+        assert_eq!(right.status, 200, "{label}: {:?}", right.body);
+        let (_, claims) = jwt_parts(c.access.as_deref().unwrap());
+        assert_eq!(claims["sub"], format!("app-{label}"), "the app's own id");
+        let after = stored_hash(&s, &email).await;
+        assert_eq!(kind_of(&after), Ok(Kind::Argon2id), "{label}");
+        if before == Kind::Argon2id {
+            assert_eq!(after, *hash, "{label}: argon2id is kept as it is");
+        } else {
+            assert_ne!(after, *hash, "{label}: rehashed");
+        }
+        // And the new hash signs in too.
+        assert_eq!(Client::new(&s).login((&email, PASSWORD)).await.status, 200);
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_import_is_all_or_nothing_reports_every_bad_line_and_runs_twice_unchanged() {
+    let s = TestServer::start().await;
+    let hash = foreign_hashes(PASSWORD).remove(0).1;
+    let good = vec![
+        json!({ "email": "Ann@Import.test", "id": "u-1", "name": "Ann", "email_verified": true,
+                "password_hash": hash, "roles": ["user", "admin"], "claims": { "plan": "pro" } }),
+        json!({ "email": "bob@import.test" }),
+    ];
+    let mut bad = good.clone();
+    bad.extend([
+        json!({ "email": "not-an-address" }),
+        json!({ "email": "c@import.test", "password_hash": "$md5$abc" }),
+        json!({ "email": "d@import.test", "claims": { "sub": "someone-else" } }),
+        json!({ "email": "e@import.test", "password_hash": "$2b$31$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234" }),
+        json!({ "email": "ann@import.test", "id": "u-9" }),
+        json!({ "email": "f@import.test", "id": "u-1" }),
+        json!({ "email": "g@import.test", "surprise": true }),
+        json!({ "email": ALICE.0, "id": "not-alices-id" }),
+    ]);
+    let report = import(&s, &bad).await;
+    let lines: Vec<usize> = report.refused.iter().map(|(n, _)| *n).collect();
+    assert_eq!(lines, vec![3, 4, 5, 6, 7, 8, 9, 10], "{:?}", report.refused);
+    let why = |n: usize| {
+        report
+            .refused
+            .iter()
+            .find(|(l, _)| *l == n)
+            .unwrap()
+            .1
+            .clone()
+    };
+    assert!(why(3).contains("not an address"), "{}", why(3));
+    assert!(
+        why(4).contains("unknown password hash format"),
+        "{}",
+        why(4)
+    );
+    assert!(why(5).contains("reserved"), "{}", why(5));
+    assert!(why(6).contains("cost"), "{}", why(6));
+    assert!(why(7).contains("twice"), "{}", why(7));
+    assert!(why(9).contains("surprise"), "{}", why(9));
+    assert!(why(10).contains("another user"), "{}", why(10));
+    assert_eq!(report.imported, 0);
+    assert!(
+        s.state
+            .store
+            .user_by_email("bob@import.test")
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing half-imported"
+    );
+    // The good lines alone: imported; again: nothing changes.
+    let first = import(&s, &good).await;
+    assert_eq!((first.imported, first.unchanged), (2, 0));
+    let again = import(&s, &good).await;
+    assert_eq!(
+        (again.imported, again.unchanged, again.refused.len()),
+        (0, 2, 0)
+    );
+    let (ann, _) = s
+        .state
+        .store
+        .user_by_email("ann@import.test")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ann.id, "u-1");
+    assert!(ann.email_verified);
+    assert_eq!(ann.claims["plan"], "pro");
+    // Bob has no password: nothing signs him in with one (and it takes as long as a wrong one).
+    let res = Client::new(&s).login(("bob@import.test", "")).await;
+    assert_eq!(res.status, 400);
+    let res = Client::new(&s).login(("bob@import.test", PASSWORD)).await;
+    assert_eq!(res.error(), "invalid_credentials");
+    // Ann's token carries what the app owns.
+    let mut c = Client::new(&s).oneshot();
+    assert_eq!(c.login(("ann@import.test", PASSWORD)).await.status, 200);
+    let (_, claims) = jwt_parts(c.access.as_deref().unwrap());
+    assert_eq!(claims["plan"], "pro");
+    assert_eq!(claims["roles"], json!(["user", "admin"]));
+    assert_eq!(claims["email_verified"], true);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn claims_the_app_sets_are_in_the_next_refresh_and_reserved_names_are_refused() {
+    let s = TestServer::start().await;
+    let mut c = Client::new(&s).oneshot();
+    assert_eq!(c.login(ALICE).await.status, 200);
+    let set = |claims: &'static str| {
+        let store = s.state.store.clone();
+        async move { tokenwarden_server::users::set_claims(&store, ALICE.0, Some(claims), None).await }
+    };
+    assert_eq!(
+        set(r#"{"phone_verified": true, "plan": "pro"}"#).await,
+        Ok(true)
+    );
+    for bad in [r#"{"sub": "x"}"#, r#"{"cnf": {}}"#, "[1]", "not json"] {
+        assert!(set(bad).await.is_err(), "{bad}");
+    }
+    let roles = ["user".to_owned(), "billing".to_owned()];
+    tokenwarden_server::users::set_claims(&s.state.store, ALICE.0, None, Some(&roles))
+        .await
+        .unwrap();
+    assert_eq!(c.refresh().await.status, 200);
+    let (_, claims) = jwt_parts(c.access.as_deref().unwrap());
+    assert_eq!(claims["phone_verified"], true);
+    assert_eq!(claims["plan"], "pro");
+    assert_eq!(claims["roles"], json!(["user", "billing"]));
+    s.stop().await;
+}
+
+// ---- lazy migration --------------------------------------------------------------------------
+
+/// The old backend: a small real HTTP server. `old@legacy.test` / `old-password-1` is a user.
+async fn legacy_backend(secret: &'static str) -> (String, tokio::task::JoinHandle<()>) {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/check",
+        post(move |headers: axum::http::HeaderMap, body: axum::Json<Value>| async move {
+            let shown = headers
+                .get("x-tokenwarden-legacy-secret")
+                .and_then(|v| v.to_str().ok());
+            if shown != Some(secret) {
+                return (axum::http::StatusCode::FORBIDDEN, axum::Json(json!({})));
+            }
+            if body["email"] == "old@legacy.test" && body["password"] == "old-password-1" {
+                return (
+                    axum::http::StatusCode::OK,
+                    axum::Json(json!({ "id": "legacy-42", "name": "Old User",
+                        "email_verified": true, "roles": ["user"], "claims": { "plan": "legacy" } })),
+                );
+            }
+            (axum::http::StatusCode::UNAUTHORIZED, axum::Json(json!({})))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/check", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn a_lazy_migration_imports_a_user_the_old_backend_vouches_for() {
+    let secret = "legacy-shared-secret-0123";
+    let (url, backend) = legacy_backend(secret).await;
+    let s = TestServer::with(|c: &mut Settings| {
+        c.legacy = Some(tokenwarden_server::config::LegacySettings {
+            url: url.clone(),
+            secret: secret.into(),
+            timeout: std::time::Duration::from_millis(1500),
+        });
+    })
+    .await;
+    // A wrong password: the old backend refuses, nothing is imported.
+    let res = Client::new(&s)
+        .login(("old@legacy.test", "guess-guess-1"))
+        .await;
+    assert_eq!((res.status, res.error()), (401, "invalid_credentials"));
+    assert!(
+        s.state
+            .store
+            .user_by_email("old@legacy.test")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The right one: imported with the old backend's id, profile and claims, and signed in.
+    let mut c = Client::new(&s).oneshot();
+    assert_eq!(
+        c.login(("old@legacy.test", "old-password-1")).await.status,
+        200
+    );
+    let (_, claims) = jwt_parts(c.access.as_deref().unwrap());
+    assert_eq!(claims["sub"], "legacy-42");
+    assert_eq!(claims["name"], "Old User");
+    assert_eq!(claims["plan"], "legacy");
+    assert_eq!(claims["email_verified"], true);
+    let hash = stored_hash(&s, "old@legacy.test").await;
+    assert_eq!(kind_of(&hash), Ok(Kind::Argon2id));
+    // The old backend goes away: the imported user signs in all the same ...
+    backend.abort();
+    let _ = backend.await;
+    assert_eq!(
+        Client::new(&s)
+            .login(("old@legacy.test", "old-password-1"))
+            .await
+            .status,
+        200
+    );
+    // ... and a user it has not vouched for yet gets a clear error, never a sign-in.
+    let res = Client::new(&s)
+        .login(("other@legacy.test", "old-password-1"))
+        .await;
+    assert_eq!((res.status, res.error()), (503, "temporarily_unavailable"));
+    assert!(res.header("retry-after").is_some());
+    // A known user with a password never reaches the old backend.
+    assert_eq!(Client::new(&s).login(ALICE).await.status, 200);
+    s.stop().await;
+}
+
+// ---- sign-up, verification, reset, change ------------------------------------------------------
+
+async fn mail_server(sink: &SmtpSink, configure: impl FnOnce(&mut Settings)) -> TestServer {
+    let url = sink.url();
+    TestServer::with(move |s| {
+        s.otp.smtp_url = Some(url);
+        s.otp.ip_per_minute = 10_000;
+        s.signup_password = true;
+        configure(s);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn sign_up_answers_alike_for_every_address_and_the_code_creates_and_signs_in() {
+    let sink = SmtpSink::start();
+    let s = mail_server(&sink, |_| {}).await;
+    let mut c = Client::bound(&s).oneshot();
+    let new = c
+        .post(
+            "/auth/signup",
+            &json!({ "email": "new@example.com", "password": "a fine new password", "name": "New" }),
+        )
+        .await;
+    let known = c
+        .post(
+            "/auth/signup",
+            &json!({ "email": ALICE.0, "password": "a fine new password" }),
+        )
+        .await;
+    assert_eq!((new.status, known.status), (202, 202));
+    assert_eq!(new.body, known.body, "no enumeration through the answer");
+    // The known address is told it has an account, with no code in the message.
+    let notice = sink.wait_for(ALICE.0, 1).await;
+    assert!(
+        notice.raw.contains("You already have an account"),
+        "{}",
+        notice.raw
+    );
+    assert!(
+        !notice
+            .raw
+            .lines()
+            .any(|l| l.trim().len() == 6 && l.trim().bytes().all(|b| b.is_ascii_digit()))
+    );
+    // Weak passwords are refused before anything happens, whatever the address.
+    for weak in ["short", "password123", "new2@example.com"] {
+        let res = c
+            .post(
+                "/auth/signup",
+                &json!({ "email": "new2@example.com", "password": weak }),
+            )
+            .await;
+        assert_eq!((res.status, res.error()), (400, "weak_password"), "{weak}");
+    }
+    let code = sink.wait_for("new@example.com", 1).await.code();
+    assert!(
+        s.state
+            .store
+            .user_by_email("new@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A sign-in code is not a sign-up code (and a sign-up code signs nobody in at /auth/otp).
+    let res = c
+        .post(
+            "/auth/otp/verify",
+            &json!({ "email": "new@example.com", "code": code }),
+        )
+        .await;
+    assert_eq!(res.status, 401);
+    let res = c
+        .post(
+            "/auth/signup/verify",
+            &json!({ "email": "new@example.com", "code": code }),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{:?}", res.body);
+    assert_eq!(res.body["token_type"], "DPoP", "bound to the page's key");
+    let (_, claims) = jwt_parts(c.access.as_deref().unwrap());
+    assert_eq!(claims["name"], "New");
+    assert_eq!(claims["email_verified"], true);
+    assert_eq!(c.get("/api/me").await.status, 200);
+    // The password chosen at sign-up is the password.
+    assert_eq!(
+        Client::new(&s)
+            .login(("new@example.com", "a fine new password"))
+            .await
+            .status,
+        200
+    );
+    // The code worked once.
+    let res = c
+        .post(
+            "/auth/signup/verify",
+            &json!({ "email": "new@example.com", "code": code }),
+        )
+        .await;
+    assert_eq!(res.status, 401);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_reset_revokes_every_session_and_signs_the_caller_in() {
+    let sink = SmtpSink::start();
+    let s = mail_server(&sink, |_| {}).await;
+    let mut tab = Client::bound(&s).oneshot();
+    let mut laptop = Client::new(&s).oneshot();
+    assert_eq!(tab.login(ALICE).await.status, 200);
+    assert_eq!(laptop.login(ALICE).await.status, 200);
+    let mut c = Client::bound(&s).oneshot();
+    let known = c
+        .post("/auth/password/reset/start", &json!({ "email": ALICE.0 }))
+        .await;
+    let unknown = c
+        .post(
+            "/auth/password/reset/start",
+            &json!({ "email": "nobody@example.com" }),
+        )
+        .await;
+    assert_eq!((known.status, &known.body), (unknown.status, &unknown.body));
+    let code = sink.wait_for(ALICE.0, 1).await.code();
+    let weak = c
+        .post(
+            "/auth/password/reset",
+            &json!({ "email": ALICE.0, "code": code, "new_password": "12345678" }),
+        )
+        .await;
+    assert_eq!(weak.error(), "weak_password");
+    let res = c
+        .post(
+            "/auth/password/reset",
+            &json!({ "email": ALICE.0, "code": code, "new_password": "brand new secret phrase" }),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{:?}", res.body);
+    assert_eq!(
+        c.get("/api/me").await.status,
+        200,
+        "the caller is signed in"
+    );
+    for other in [&mut tab, &mut laptop] {
+        assert_eq!(other.refresh().await.error(), "invalid_grant");
+        assert_eq!(
+            other.get("/api/me").await.status,
+            401,
+            "its token is refused at once"
+        );
+    }
+    assert_eq!(
+        Client::new(&s).login(ALICE).await.error(),
+        "invalid_credentials"
+    );
+    assert_eq!(
+        Client::new(&s)
+            .login((ALICE.0, "brand new secret phrase"))
+            .await
+            .status,
+        200
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_password_change_keeps_this_session_and_ends_the_others() {
+    let s = TestServer::start().await;
+    let mut here = Client::bound(&s).oneshot();
+    let mut there = Client::new(&s).oneshot();
+    assert_eq!(here.login(ALICE).await.status, 200);
+    assert_eq!(there.login(ALICE).await.status, 200);
+    let change = |current: &'static str, new: &'static str| json!({ "current_password": current, "new_password": new });
+    let res = here
+        .post(
+            "/auth/password/change",
+            &change("wrong-password-1", "another good phrase"),
+        )
+        .await;
+    // 403, not 401: a 401 would make a client refresh and replay (a second guess).
+    assert_eq!((res.status, res.error()), (403, "invalid_credentials"));
+    let res = here
+        .post("/auth/password/change", &change(ALICE.1, "qwerty123"))
+        .await;
+    assert_eq!(res.error(), "weak_password");
+    // Without the CSRF header (a form post from elsewhere): refused.
+    let res = here
+        .send_once(
+            "POST",
+            "/auth/password/change",
+            Some(&change(ALICE.1, "another good phrase")),
+            &[("x-tokenwarden", "0")],
+        )
+        .await;
+    assert_eq!(res.status, 403);
+    let res = here
+        .post(
+            "/auth/password/change",
+            &change(ALICE.1, "another good phrase"),
+        )
+        .await;
+    assert_eq!(res.status, 204, "{:?}", res.body);
+    assert_eq!(here.refresh().await.status, 200, "this session goes on");
+    assert_eq!(here.get("/api/me").await.status, 200);
+    assert_eq!(there.refresh().await.error(), "invalid_grant");
+    assert_eq!(
+        Client::new(&s).login(ALICE).await.error(),
+        "invalid_credentials"
+    );
+    assert_eq!(
+        Client::new(&s)
+            .login((ALICE.0, "another good phrase"))
+            .await
+            .status,
+        200
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_required_verified_address_is_verified_by_an_emailed_code() {
+    let sink = SmtpSink::start();
+    let s = mail_server(&sink, |c| c.require_verified_email = true).await;
+    let res = Client::new(&s).login(ALICE).await;
+    assert_eq!((res.status, res.error()), (403, "email_not_verified"));
+    // A wrong password says nothing about the address.
+    assert_eq!(
+        Client::new(&s)
+            .login((ALICE.0, "wrong-password-1"))
+            .await
+            .error(),
+        "invalid_credentials"
+    );
+    let mut c = Client::new(&s).oneshot();
+    let known = c
+        .post("/auth/email/verify/start", &json!({ "email": ALICE.0 }))
+        .await;
+    let unknown = c
+        .post(
+            "/auth/email/verify/start",
+            &json!({ "email": "nobody@example.com" }),
+        )
+        .await;
+    assert_eq!((known.status, &known.body), (unknown.status, &unknown.body));
+    let code = sink.wait_for(ALICE.0, 1).await.code();
+    let res = c
+        .post(
+            "/auth/email/verify",
+            &json!({ "email": ALICE.0, "code": code }),
+        )
+        .await;
+    assert_eq!(res.status, 204);
+    assert_eq!(Client::new(&s).login(ALICE).await.status, 200);
+    // Verified addresses get no further code.
+    c.post("/auth/email/verify/start", &json!({ "email": ALICE.0 }))
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(sink.to(ALICE.0).len(), 1);
+    s.stop().await;
+}

@@ -256,7 +256,7 @@ impl Otp {
             self.mailer
                 .send_code(purpose, email, &code, s.ttl_secs, now)
                 .await?;
-            tracing::info!(target: "audit", event = "code_sent", purpose = purpose.as_str());
+            tracing::info!(target: "audit", event = "otp_sent", purpose = purpose.as_str());
         }
         Ok(())
     }
@@ -330,7 +330,7 @@ impl Otp {
             .max()
             .unwrap_or(0)
             .max(0);
-        tracing::info!(target: "audit", event = "wrong_code", purpose = purpose.as_str(), attempts_left);
+        tracing::info!(target: "audit", event = "otp_wrong_code", purpose = purpose.as_str(), attempts_left);
         Err(ApiError::InvalidCode { attempts_left })
     }
 

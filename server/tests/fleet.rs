@@ -484,3 +484,81 @@ async fn the_keys_cli_run_anywhere_reaches_every_instance_within_a_second() {
     }
     stop_all([a, b, c]).await;
 }
+
+/// A password reset made on one instance ends every session of the account on every instance
+/// (the same revocation events as a logout), and a password change made on another ends every
+/// session but its own, within a second each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_reset_or_change_on_one_instance_ends_the_sessions_on_all_of_them() {
+    let sink = common::smtp::SmtpSink::start();
+    let smtp = sink.url();
+    let url = pg::fresh_database().await;
+    let configure = |s: &mut Settings| {
+        s.otp.smtp_url = Some(smtp.clone());
+        s.otp.ip_per_minute = 10_000;
+    };
+    let a = TestServer::on(&url, configure).await;
+    let b = TestServer::on(&url, configure).await;
+    let c = TestServer::on(&url, configure).await;
+    // Two devices signed in through A and B.
+    let phone = Client::new(&a).sign_in(ALICE).await;
+    let laptop = Client::new(&b).sign_in(ALICE).await;
+    // A reset through C.
+    let mut tab = Client::new(&c);
+    let res = tab
+        .post(
+            "/auth/password/reset/start",
+            &serde_json::json!({ "email": ALICE.0 }),
+        )
+        .await;
+    assert_eq!(res.status, 202);
+    let code = sink.wait_for(ALICE.0, 1).await.code();
+    let since = Instant::now();
+    let res = tab
+        .post(
+            "/auth/password/reset",
+            &serde_json::json!({ "email": ALICE.0, "code": code,
+                                  "new_password": "a brand new passphrase" }),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{:?}", res.body);
+    let tokens = [phone.access.as_str(), laptop.access.as_str()];
+    for s in [&a, &b] {
+        let took = until_refused(s, &tokens, since).await;
+        assert!(took <= Duration::from_secs(1), "{took:?} on {}", s.base);
+    }
+    for (s, t) in [(&a, &phone), (&b, &laptop)] {
+        let code = Client::new(s).holding(t).refresh().await;
+        assert_eq!(code.error(), "invalid_grant");
+    }
+    // The reset's own session works everywhere.
+    let own = tab.access.clone().unwrap();
+    for s in [&a, &b, &c] {
+        assert_eq!(Client::new(s).me(&own).await.status, 200);
+    }
+    // A change through A, from a new session there: ends the reset's session on B and C.
+    let mut here = Client::new(&a);
+    here.sign_in((ALICE.0, "a brand new passphrase")).await;
+    let since = Instant::now();
+    let res = here
+        .post(
+            "/auth/password/change",
+            &serde_json::json!({ "current_password": "a brand new passphrase",
+                                  "new_password": "yet another passphrase" }),
+        )
+        .await;
+    assert_eq!(res.status, 204, "{:?}", res.body);
+    for s in [&b, &c] {
+        let took = until_refused(s, &[own.as_str()], since).await;
+        assert!(took <= Duration::from_secs(1), "{took:?} on {}", s.base);
+    }
+    let mine = here.access.clone().unwrap();
+    for s in [&a, &b, &c] {
+        assert_eq!(
+            Client::new(s).me(&mine).await.status,
+            200,
+            "the changing session goes on"
+        );
+    }
+    stop_all([a, b, c]).await;
+}

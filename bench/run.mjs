@@ -602,6 +602,14 @@ if (want(10)) {
   section(title, body);
 }
 
+// 11. Bringing users in: `users import` and sign-in per hash kind (bench/accounts.mjs).
+if (want(11)) {
+  const { accountsBench } = await import("./accounts.mjs");
+  const port = Number(process.env.TW_BENCH_PORT ?? 18380) + 20;
+  const { title, body } = await accountsBench({ server: SERVER, smoke: SMOKE, port });
+  section(title, body);
+}
+
 if (pageErrors.length) {
   console.error("page errors:", pageErrors);
   process.exit(1);

@@ -454,33 +454,33 @@ export class TokenManager {
 
   // ---- the API ------------------------------------------------------------------------------
 
-  login(c) {
+  async login(c) {
     return this.#call(5, false, json(c, ["email", "password"]));
   }
 
   /** The sign-ins by emailed code: exactly the login path, sent beside loginPath. */
-  loginWithCode(c) {
+  async loginWithCode(c) {
     return this.#call(5, false, json(c, ["email", "code"]), "otp/verify");
   }
 
-  verifySignup(c) {
+  async verifySignup(c) {
     return this.#call(5, false, json(c, ["email", "code"]), "signup/verify");
   }
 
-  resetPassword(c) {
+  async resetPassword(c) {
     return this.#call(5, false, json(c, ["email", "code", "newPassword"]), "password/reset");
   }
 
   /** "Mail me a code" (no session involved): the same 202 for every address. */
-  requestCode(r) {
+  async requestCode(r) {
     return this.#ask(json(r, ["email"]), "otp/start");
   }
 
-  signup(r) {
+  async signup(r) {
     return this.#ask(json(r, ["email", "password"], ["name"]), "signup");
   }
 
-  requestPasswordReset(r) {
+  async requestPasswordReset(r) {
     return this.#ask(json(r, ["email"]), "password/reset/start");
   }
 

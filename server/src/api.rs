@@ -72,17 +72,63 @@ pub async fn update_me(
     }
 }
 
-pub async fn jwks(State(keys): State<Keys>) -> Response {
-    let ring = keys.current();
-    let mut res = ring.jwks.clone().into_response();
+/// What the discovery document says (RFC 8414).
+#[derive(Clone, Debug)]
+pub struct Discovery {
+    pub issuer: String,
+    pub audience: String,
+    /// The first `--public-origin`: the origin the document's URLs name.
+    pub public_origin: Option<String>,
+    pub jwks_max_age: i64,
+    /// The revocation feed exists.
+    pub feed: bool,
+}
+
+pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
+
+fn cached_json(body: String, max_age: i64) -> Response {
+    let mut res = body.into_response();
     let h = res.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=60"),
-    );
+    if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={max_age}")) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
     res
+}
+
+/// `GET /.well-known/jwks.json`: the keys that verify (the next key is published before it
+/// signs: crate::keys), cacheable for `--jwks-max-age-secs`.
+pub async fn jwks(State(keys): State<Keys>, State(d): State<Discovery>) -> Response {
+    cached_json(keys.current().jwks.clone(), d.jwks_max_age)
+}
+
+/// `GET /.well-known/oauth-authorization-server` (RFC 8414): where the keys and the revocation
+/// feed are, and what a proof may be signed with. Its URLs name the first `--public-origin`,
+/// or else the request's own host (`http://` for a loopback host, `https://` otherwise).
+pub async fn metadata(State(d): State<Discovery>, headers: axum::http::HeaderMap) -> Response {
+    let origin = d.public_origin.clone().unwrap_or_else(|| {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        let scheme = if crate::dpop::is_loopback_host(host) {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{host}")
+    });
+    let mut doc = json!({
+        "issuer": d.issuer,
+        "jwks_uri": format!("{origin}/.well-known/jwks.json"),
+        "dpop_signing_alg_values_supported": [tokenwarden_dpop::ALGORITHM],
+        "tokenwarden_audience": d.audience,
+    });
+    if d.feed {
+        doc["tokenwarden_revocations_endpoint"] = json!(format!("{origin}{}", crate::feed::PATH));
+    }
+    cached_json(doc.to_string(), d.jwks_max_age)
 }

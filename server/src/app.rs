@@ -72,6 +72,8 @@ pub struct AppState {
     pub signup: crate::accounts::Signup,
     pub proxies: Proxies,
     pub fleet: Fleet,
+    pub feed: crate::feed::Feed,
+    pub discovery: crate::api::Discovery,
     /// The `/test/*` hooks (a `test-hooks` build run with `--test-hooks`).
     #[cfg(feature = "test-hooks")]
     #[from_ref(skip)]
@@ -103,6 +105,7 @@ impl AppState {
             leeway: settings.leeway,
             notifications: settings.revocation_notifications,
             cursor: Arc::new(AtomicI64::new(0)),
+            feed: tokio::sync::broadcast::channel(4096).0,
         };
         fleet.load().await?;
         let dpop = Dpop::new(
@@ -186,8 +189,25 @@ impl AppState {
                 counters,
             )
         });
+        let feed = crate::feed::Feed::new(
+            store.clone(),
+            clock.clone(),
+            settings.revocation_feed_token.clone(),
+            settings.access_ttl,
+            settings.leeway,
+            fleet.feed.clone(),
+        );
+        let discovery = crate::api::Discovery {
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+            public_origin: settings.public_origins.first().cloned(),
+            jwks_max_age: settings.jwks_max_age,
+            feed: feed.enabled(),
+        };
         Ok(AppState {
             proxies: settings.proxies.clone(),
+            feed,
+            discovery,
             signup: crate::accounts::Signup(settings.signup_password),
             settings: Arc::new(settings),
             clock,
@@ -285,6 +305,8 @@ pub fn router(state: &AppState) -> Router {
         .route("/auth/sessions/{id}", delete(auth::revoke_session))
         .route("/api/me", get(api::me).patch(api::update_me))
         .route("/.well-known/jwks.json", get(api::jwks))
+        .route(api::METADATA_PATH, get(api::metadata))
+        .route(crate::feed::PATH, get(crate::feed::revocations))
         .route("/healthz", get(|| async { "ok" }));
     // Demo only: exists with --demo and no SMTP server (and answers loopback clients only).
     if settings.demo && state.codes.has_demo_mailbox() {

@@ -179,6 +179,21 @@ pub struct ServeArgs {
     #[arg(long, env = "TW_KEY_GRACE_SECS", default_value_t = 86_400)]
     pub key_grace_secs: i64,
 
+    /// How long `keys rotate` publishes the next key (in the JWKS) before it signs: every
+    /// verifier's cached JWKS sees it first. At least --jwks-max-age-secs.
+    #[arg(long, env = "TW_KEY_PUBLISH_SECS", default_value_t = 120)]
+    pub key_publish_secs: i64,
+
+    /// The file holding the service token that `GET /auth/revocations` (the revocation feed
+    /// of the services that verify tokens themselves) requires as `Authorization: Bearer`; at
+    /// least 32 characters. Without it the feed does not exist.
+    #[arg(long, env = "TW_REVOCATION_FEED_TOKEN_FILE")]
+    pub revocation_feed_token_file: Option<PathBuf>,
+
+    /// `Cache-Control: max-age` of the JWKS (and the discovery document).
+    #[arg(long, env = "TW_JWKS_MAX_AGE_SECS", default_value_t = 60)]
+    pub jwks_max_age_secs: i64,
+
     /// How often the server re-reads signing keys changed by `keys rotate|revoke`.
     #[arg(long, env = "TW_KEY_POLL_SECS", default_value_t = 1)]
     pub key_poll_secs: u64,
@@ -560,6 +575,12 @@ pub struct Settings {
     pub leeway: i64,
     pub key_grace: i64,
     pub key_poll_secs: u64,
+    /// `--key-publish-secs`: a rotated key is published this long before it signs.
+    pub key_publish: i64,
+    /// `--jwks-max-age-secs`.
+    pub jwks_max_age: i64,
+    /// The revocation feed's service token (`--revocation-feed-token-file`).
+    pub revocation_feed_token: Option<String>,
     pub allowed_origins: Vec<String>,
     pub connect_src: Vec<String>,
     pub login_max_failures: i64,
@@ -609,6 +630,9 @@ impl Settings {
             leeway: 5,
             key_grace: 86_400,
             key_poll_secs: 1,
+            key_publish: 120,
+            jwks_max_age: 60,
+            revocation_feed_token: None,
             allowed_origins: Vec::new(),
             connect_src: Vec::new(),
             login_max_failures: 10,
@@ -672,6 +696,16 @@ impl Settings {
         if a.idle_ttl_secs < 1 || a.absolute_ttl_secs < 1 {
             return Err("--idle-ttl-secs and --absolute-ttl-secs must be positive".into());
         }
+        if !(0..=86_400).contains(&a.jwks_max_age_secs) {
+            return Err("--jwks-max-age-secs must be between 0 and 86400".into());
+        }
+        if a.key_publish_secs < a.jwks_max_age_secs {
+            return Err(
+                "--key-publish-secs must be at least --jwks-max-age-secs: a verifier's cached \
+                 JWKS must see the next key before it signs"
+                    .into(),
+            );
+        }
         if a.key_grace_secs < access_ttl + a.leeway_secs {
             return Err(
                 "--key-grace-secs must be at least the access-token lifetime plus leeway".into(),
@@ -727,6 +761,9 @@ impl Settings {
             leeway: a.leeway_secs,
             key_grace: a.key_grace_secs,
             key_poll_secs: a.key_poll_secs.max(1),
+            key_publish: a.key_publish_secs,
+            jwks_max_age: a.jwks_max_age_secs,
+            revocation_feed_token: feed_token(a.revocation_feed_token_file.as_deref())?,
             allowed_origins,
             connect_src,
             login_max_failures: a.login_max_failures.max(1),
@@ -768,6 +805,24 @@ impl Settings {
             legacy: legacy_settings(&a.accounts)?,
         })
     }
+}
+
+fn feed_token(file: Option<&Path>) -> Result<Option<String>, String> {
+    let Some(file) = file else {
+        return Ok(None);
+    };
+    let token = std::fs::read_to_string(file)
+        .map_err(|e| format!("--revocation-feed-token-file {}: {e}", file.display()))?
+        .trim()
+        .to_owned();
+    if token.len() < 32 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            "the revocation feed's token must be at least 32 visible characters (e.g. \
+             `openssl rand -base64 32`)"
+                .into(),
+        );
+    }
+    Ok(Some(token))
 }
 
 fn legacy_settings(a: &AccountArgs) -> Result<Option<LegacySettings>, String> {

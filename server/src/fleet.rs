@@ -44,6 +44,8 @@ pub struct Fleet {
     pub notifications: bool,
     /// The newest revocation event applied.
     pub cursor: Arc<AtomicI64>,
+    /// Every event heard, for the revocation feed's subscribers (crate::feed).
+    pub feed: tokio::sync::broadcast::Sender<RevocationEvent>,
 }
 
 impl Fleet {
@@ -88,12 +90,40 @@ impl Fleet {
     }
 }
 
-/// The task that listens and catches up; `None` on SQLite (one instance, nothing to hear).
+/// How often one instance (SQLite) reads its own new events for the feed.
+pub const TAIL: Duration = Duration::from_millis(100);
+
+/// The task that keeps this instance in step: on PostgreSQL it listens and catches up; on
+/// SQLite (one instance: its memory is already in step) it only reads the new events for the
+/// revocation feed. `Option` for the callers that stop it.
 pub fn spawn(fleet: Fleet) -> Option<tokio::task::JoinHandle<()>> {
     if !fleet.store.is_shared() {
-        return None;
+        return Some(tokio::spawn(tail(fleet)));
     }
     Some(tokio::spawn(run(fleet)))
+}
+
+/// One instance: its new events, every [`TAIL`], to the feed.
+async fn tail(fleet: Fleet) {
+    let mut tick = tokio::time::interval(TAIL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if fleet.store.is_closed() {
+            return;
+        }
+        let cursor = fleet.cursor.load(Ordering::SeqCst);
+        match fleet.store.revocations_since(cursor, 0).await {
+            Ok(events) => {
+                for e in events {
+                    fleet.cursor.fetch_max(e.id, Ordering::SeqCst);
+                    // No subscriber is no error.
+                    let _ = fleet.feed.send(e);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading revocation events failed"),
+        }
+    }
 }
 
 struct Sync {
@@ -105,6 +135,8 @@ struct Sync {
 impl Sync {
     async fn on_event(&mut self, event: &RevocationEvent) {
         let f = &self.fleet;
+        // Heard again by a catch-up read: the feed's subscribers drop what they have sent.
+        let _ = f.feed.send(event.clone());
         if f.apply(event) && self.keys_seen.insert(event.id) {
             if self.keys_seen.len() > 10_000 {
                 self.keys_seen.clear();

@@ -333,8 +333,28 @@ async fn clock(State(hooks): State<Arc<Hooks>>, JsonBody(c): JsonBody<ClockReque
     Json(json!({ "now": hooks.clock.now() })).into_response()
 }
 
-async fn rotate_key(State(hooks): State<Arc<Hooks>>) -> Result<Response, ApiError> {
-    let kid = hooks.keys.rotate(&hooks.store, hooks.clock.now()).await?;
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Rotate {
+    /// How long the new key is published before it signs (default 0: at once).
+    #[serde(default)]
+    publish_secs: i64,
+}
+
+async fn rotate_key(
+    State(hooks): State<Arc<Hooks>>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let req: Rotate = if body.is_empty() {
+        Rotate::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidRequest(e.to_string()))?
+    };
+    let now = hooks.clock.now();
+    let kid = hooks
+        .keys
+        .rotate(&hooks.store, now, req.publish_secs)
+        .await?;
     Ok(Json(json!({ "kid": kid })).into_response())
 }
 

@@ -2,10 +2,18 @@
 //! logging anyone out. The ring in memory is rebuilt from the database (on start, after every
 //! change made here, and by a poller that picks up changes made by the `keys` CLI).
 //!
-//! - the **signing** key is the newest key that is neither retired nor revoked;
-//! - a **retired** key keeps verifying (and stays in the JWKS) for the grace period, which is
-//!   at least one access-token lifetime, so tokens it signed run out naturally;
-//! - a **revoked** key verifies nothing from the moment the ring is reloaded.
+//! - a **pending** key is published (in the JWKS, and verifying) before it signs anything: a
+//!   rotation gives every verifier's cached JWKS the time to see it (`--key-publish-secs`, at
+//!   least the JWKS's `max-age`), so that no API refuses the first tokens it signs;
+//! - the **signing** key is the newest key whose time to sign has come and that is not
+//!   revoked;
+//! - a **retired** key (superseded by a newer one) keeps verifying, and stays in the JWKS, for
+//!   the grace period, at least one access-token lifetime, so tokens it signed run out naturally;
+//! - a **revoked** key verifies nothing from the moment the ring is reloaded (and a new signing
+//!   key is made at once if it was the signing one).
+//!
+//! Which state a key is in is [`key_states`], a pure function of the rows, the time and the
+//! grace period.
 //!
 //! Private keys are sealed at rest (`kek`): the database holds them encrypted with a
 //! key-encryption key it never sees. Keys stored in the clear by an older version are sealed
@@ -63,6 +71,76 @@ pub fn thumbprint(public: &[u8]) -> String {
     B64.encode(Sha256::digest(jwk.as_bytes()))
 }
 
+/// Where a key is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// Published; signs from `signs_from` on.
+    Pending {
+        signs_from: i64,
+    },
+    Signing,
+    /// Superseded at `since`; verifies until `since + grace`.
+    Retired {
+        since: i64,
+    },
+    /// Superseded longer ago than the grace period: verifies nothing.
+    Expired,
+    Revoked,
+}
+
+impl KeyState {
+    /// Whether tokens it signed are accepted (and it is in the JWKS).
+    pub fn verifies(self) -> bool {
+        matches!(
+            self,
+            KeyState::Pending { .. } | KeyState::Signing | KeyState::Retired { .. }
+        )
+    }
+}
+
+/// The state of each of `rows` at `now`. A key's start is its `signs_from` (its creation for
+/// keys made before that column). Newest start first: the first started key that is not
+/// revoked signs; every started key supersedes the started keys older than it (a revoked one
+/// too, so that revoking the signing key never brings an older key back).
+pub fn key_states(rows: &[KeyRow], now: i64, grace_secs: i64) -> Vec<KeyState> {
+    let start = |k: &KeyRow| k.signs_from.unwrap_or(k.created_at);
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by(|&a, &b| {
+        start(&rows[b])
+            .cmp(&start(&rows[a]))
+            .then_with(|| rows[b].created_at.cmp(&rows[a].created_at))
+            .then_with(|| rows[a].kid.cmp(&rows[b].kid))
+    });
+    let mut states = vec![KeyState::Expired; rows.len()];
+    let mut superseded_at: Option<i64> = None;
+    for i in order {
+        let k = &rows[i];
+        let begins = start(k);
+        // Keys from before publishing first (no `signs_from`) have always been started.
+        if let Some(signs_from) = k.signs_from.filter(|t| *t > now)
+            && k.revoked_at.is_none()
+        {
+            states[i] = KeyState::Pending { signs_from };
+            continue;
+        }
+        let since = match (k.retired_at, superseded_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        states[i] = match (k.revoked_at, since) {
+            (Some(_), _) => KeyState::Revoked,
+            (None, None) => KeyState::Signing,
+            (None, Some(t)) if t + grace_secs > now => KeyState::Retired { since: t },
+            (None, Some(_)) => KeyState::Expired,
+        };
+        if k.signs_from.is_none_or(|t| t <= now) {
+            let begins = begins.min(now);
+            superseded_at = Some(superseded_at.map_or(begins, |s| s.min(begins)));
+        }
+    }
+    states
+}
+
 /// A fresh key pair: private key as PKCS#8 DER (in the clear: `Keys` seals it before storing
 /// it), public key as 32 raw bytes.
 pub fn generate() -> KeyResult<KeyRow> {
@@ -77,6 +155,7 @@ pub fn generate() -> KeyResult<KeyRow> {
         private_key,
         public_key: public,
         created_at: 0,
+        signs_from: None,
         retired_at: None,
         revoked_at: None,
     })
@@ -115,14 +194,14 @@ impl Keys {
             .map_err(KeyError::Sealing)
     }
 
-    /// Rebuilds the ring from the database; creates a signing key if there is none.
+    /// Rebuilds the ring from the database; creates a signing key (signing at once) if there
+    /// is none.
     pub async fn reload(&self, store: &Store, now: i64) -> KeyResult<()> {
         let mut rows = store.keys().await?;
-        if !rows
-            .iter()
-            .any(|k| k.retired_at.is_none() && k.revoked_at.is_none())
-        {
-            store.add_signing_key(&self.generate_sealed()?, now).await?;
+        if !key_states(&rows, now, self.grace_secs).contains(&KeyState::Signing) {
+            store
+                .add_signing_key(&self.generate_sealed()?, now, now)
+                .await?;
             rows = store.keys().await?;
         }
         for k in rows.iter_mut().filter(|k| !kek::is_sealed(&k.private_key)) {
@@ -131,14 +210,12 @@ impl Keys {
             tracing::info!(kid = %k.kid, "sealed a signing key stored in the clear");
             k.private_key = sealed;
         }
+        let states = key_states(&rows, now, self.grace_secs);
         let mut signing = None;
         let mut verifying = Vec::new();
         let mut jwks = Vec::new();
-        for k in &rows {
-            if k.revoked_at.is_some() {
-                continue;
-            }
-            if k.retired_at.is_none() && signing.is_none() {
+        for (k, state) in rows.iter().zip(&states) {
+            if *state == KeyState::Signing {
                 let der = self
                     .encryption
                     .open(&k.kid, &k.private_key)
@@ -147,7 +224,7 @@ impl Keys {
                     .map_err(|e| KeyError::Sealing(format!("signing key {}: {e}", k.kid)))?;
                 signing = Some((k.kid.clone(), key));
             }
-            if k.retired_at.is_none_or(|t| t + self.grace_secs > now) {
+            if state.verifies() {
                 verifying.push((k.kid.as_str(), k.public_key.as_slice()));
                 jwks.push(json!({
                     "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
@@ -168,10 +245,14 @@ impl Keys {
         Ok(())
     }
 
-    /// Graceful rotation: a new key signs from now on; the old one keeps verifying.
-    pub async fn rotate(&self, store: &Store, now: i64) -> KeyResult<String> {
+    /// Graceful rotation: a new key is published now and signs from `now + publish_secs` on
+    /// (every cached JWKS has seen it by then); the old one keeps verifying through the grace
+    /// period after that.
+    pub async fn rotate(&self, store: &Store, now: i64, publish_secs: i64) -> KeyResult<String> {
         let key = self.generate_sealed()?;
-        store.add_signing_key(&key, now).await?;
+        store
+            .add_signing_key(&key, now, now + publish_secs.max(0))
+            .await?;
         self.reload(store, now).await?;
         Ok(key.kid)
     }
@@ -182,5 +263,73 @@ impl Keys {
         let revoked = store.revoke_key(kid, now).await?;
         self.reload(store, now).await?;
         Ok(revoked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(kid: &str, created: i64, signs_from: Option<i64>) -> KeyRow {
+        KeyRow {
+            kid: kid.into(),
+            private_key: vec![],
+            public_key: vec![],
+            created_at: created,
+            signs_from,
+            retired_at: None,
+            revoked_at: None,
+        }
+    }
+
+    const GRACE: i64 = 1000;
+
+    #[test]
+    fn a_rotation_publishes_first_then_signs_and_the_old_key_verifies_through_the_grace() {
+        let rows = [row("old", 0, Some(0)), row("new", 100, Some(220))];
+        // Published at 100, not signing yet: the old key signs, both verify.
+        assert_eq!(
+            key_states(&rows, 150, GRACE),
+            [KeyState::Signing, KeyState::Pending { signs_from: 220 }]
+        );
+        // At 220 the new key signs; the old one is retired from then on.
+        assert_eq!(
+            key_states(&rows, 220, GRACE),
+            [KeyState::Retired { since: 220 }, KeyState::Signing]
+        );
+        assert_eq!(
+            key_states(&rows, 220 + GRACE, GRACE),
+            [KeyState::Expired, KeyState::Signing]
+        );
+    }
+
+    #[test]
+    fn revoking_the_signing_key_brings_no_older_key_back() {
+        let mut rows = [row("a", 0, Some(0)), row("b", 10, Some(10))];
+        rows[1].revoked_at = Some(20);
+        let states = key_states(&rows, 30, GRACE);
+        assert_eq!(states, [KeyState::Retired { since: 10 }, KeyState::Revoked]);
+        assert!(
+            !states.contains(&KeyState::Signing),
+            "reload makes a new one"
+        );
+        // A revoked pending key is simply revoked.
+        let mut rows = [row("a", 0, Some(0)), row("p", 10, Some(500))];
+        rows[1].revoked_at = Some(20);
+        assert_eq!(
+            key_states(&rows, 30, GRACE),
+            [KeyState::Signing, KeyState::Revoked]
+        );
+    }
+
+    #[test]
+    fn keys_from_before_publishing_first_keep_their_stored_retirement() {
+        let mut old = row("old", 0, None);
+        old.retired_at = Some(50);
+        let rows = [old, row("cur", 50, None)];
+        assert_eq!(
+            key_states(&rows, 60, GRACE),
+            [KeyState::Retired { since: 50 }, KeyState::Signing]
+        );
     }
 }

@@ -24,6 +24,7 @@ pub mod cookies;
 pub mod dpop;
 pub mod error;
 pub mod extract;
+pub mod feed;
 pub mod fleet;
 pub mod hashes;
 #[cfg(feature = "test-hooks")]

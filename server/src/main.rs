@@ -55,7 +55,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             Err(e) => Err(e),
         },
         Some(Command::Keys(cmd)) => match key_encryption() {
-            Ok(k) => keys(cmd, &store, cli.serve.key_grace_secs, k).await,
+            Ok(k) => {
+                let (grace, publish) = (cli.serve.key_grace_secs, cli.serve.key_publish_secs);
+                keys(cmd, &store, grace, publish, k).await
+            }
             Err(e) => Err(e),
         },
         Some(Command::Users(UsersCommand::Add {
@@ -143,6 +146,7 @@ async fn keys(
     cmd: KeysCommand,
     store: &Store,
     grace: i64,
+    publish: i64,
     key_encryption: KeyEncryption,
 ) -> Result<(), String> {
     let keys = Keys::new(grace, key_encryption);
@@ -150,20 +154,32 @@ async fn keys(
     keys.reload(store, now).await.map_err(|e| e.to_string())?;
     match cmd {
         KeysCommand::List => {
-            println!("{:<44} {:<10} created", "kid", "state");
-            for k in store.keys().await.map_err(|e| e.to_string())? {
-                let state = match (k.revoked_at, k.retired_at) {
-                    (Some(_), _) => "revoked",
-                    (None, Some(t)) if t + grace > now => "retired",
-                    (None, Some(_)) => "expired",
-                    (None, None) => "signing",
+            println!("{:<44} {:<22} created", "kid", "state");
+            let rows = store.keys().await.map_err(|e| e.to_string())?;
+            let states = tokenwarden_server::keys::key_states(&rows, now, grace);
+            for (k, state) in rows.iter().zip(states) {
+                use tokenwarden_server::keys::KeyState;
+                let state = match state {
+                    KeyState::Pending { signs_from } => {
+                        format!("pending (signs in {} s)", signs_from - now)
+                    }
+                    KeyState::Signing => "signing".into(),
+                    KeyState::Retired { .. } => "retired".into(),
+                    KeyState::Expired => "expired".into(),
+                    KeyState::Revoked => "revoked".into(),
                 };
-                println!("{:<44} {:<10} {}", k.kid, state, k.created_at);
+                println!("{:<44} {:<22} {}", k.kid, state, k.created_at);
             }
         }
         KeysCommand::Rotate => {
-            let kid = keys.rotate(store, now).await.map_err(|e| e.to_string())?;
-            println!("new signing key {kid}; the previous key verifies for {grace} s more");
+            let kid = keys
+                .rotate(store, now, publish)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "new key {kid}, published now in the JWKS, signs in {publish} s; the current key \
+                 verifies for {grace} s after that"
+            );
         }
         KeysCommand::Revoke { kid } => {
             if !keys

@@ -494,7 +494,7 @@ async fn signing_keys_are_sealed_at_rest_and_need_the_key_encryption_key() {
     let t = Client::new(&s).sign_in(ALICE).await;
     s.state
         .keys
-        .rotate(&s.state.store, s.state.now())
+        .rotate(&s.state.store, s.state.now(), 0)
         .await
         .unwrap();
     s.stop().await;

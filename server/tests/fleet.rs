@@ -390,7 +390,7 @@ async fn a_graceful_key_rotation_on_one_instance_logs_nobody_out_anywhere() {
     let kid = a
         .state
         .keys
-        .rotate(&a.state.store, a.state.now())
+        .rotate(&a.state.store, a.state.now(), 0)
         .await
         .unwrap();
     let since = Instant::now();

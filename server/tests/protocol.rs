@@ -492,7 +492,7 @@ async fn graceful_key_rotation_keeps_tokens_of_the_old_key_valid() {
     let new_kid = s
         .state
         .keys
-        .rotate(&s.state.store, s.state.now())
+        .rotate(&s.state.store, s.state.now(), 0)
         .await
         .unwrap();
     assert_ne!(new_kid, old_kid);

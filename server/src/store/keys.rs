@@ -7,33 +7,34 @@ use super::{EventKind, KeyRow, Store, StoreResult};
 impl Store {
     /// Every key, newest first.
     pub async fn keys(&self) -> StoreResult<Vec<KeyRow>> {
-        let sql = "SELECT kid, private_key, public_key, created_at, retired_at, revoked_at
+        let sql = "SELECT kid, private_key, public_key, created_at, signs_from, retired_at,
+                          revoked_at
                    FROM signing_keys ORDER BY created_at DESC, kid";
         Ok(q_as!(sql).fetch_all(&self.write).await?)
     }
 
-    /// Adds a key that becomes the signing key; the previous signing key is retired (it keeps
-    /// verifying for the grace period). Instances that start together may each find no
-    /// signing key: on PostgreSQL an advisory lock makes them add one after the other, and the
-    /// second retires the first's key (harmless: both verify through the grace period).
-    pub async fn add_signing_key(&self, key: &KeyRow, now: i64) -> StoreResult<()> {
+    /// Adds a key, published now, that becomes the signing key at `signs_from` (which retires
+    /// the previous one: crate::keys::key_states). Instances that start together may each find
+    /// no signing key: on PostgreSQL an advisory lock makes them add one after the other (the
+    /// second's supersedes the first's; harmless: both verify through the grace period).
+    pub async fn add_signing_key(
+        &self,
+        key: &KeyRow,
+        now: i64,
+        signs_from: i64,
+    ) -> StoreResult<()> {
         let mut tx = self.write.begin().await?;
         if self.dialect == Dialect::Postgres {
             q!(dialect::LOCK_KEYS_PG).execute(&mut *tx).await?;
         }
         q!(
-            "UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL",
-            now
-        )
-        .execute(&mut *tx)
-        .await?;
-        q!(
-            "INSERT INTO signing_keys (kid, private_key, public_key, created_at)
-             VALUES ($1, $2, $3, $4)",
+            "INSERT INTO signing_keys (kid, private_key, public_key, created_at, signs_from)
+             VALUES ($1, $2, $3, $4, $5)",
             &key.kid,
             &key.private_key,
             &key.public_key,
-            now
+            now,
+            signs_from
         )
         .execute(&mut *tx)
         .await?;

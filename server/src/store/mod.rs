@@ -216,6 +216,9 @@ pub struct KeyRow {
     pub private_key: Vec<u8>,
     pub public_key: Vec<u8>,
     pub created_at: i64,
+    /// When it starts signing (published before: a rotation); `None` for keys stored before
+    /// keys were published first (they signed from `created_at`).
+    pub signs_from: Option<i64>,
     pub retired_at: Option<i64>,
     pub revoked_at: Option<i64>,
 }
@@ -366,17 +369,18 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes sessions (and their tokens), deny-list entries and events that ended before
-    /// `before`.
+    /// Deletes sessions (and their tokens) and deny-list entries that ended before `before`,
+    /// and events a day older still (the revocation feed's subscribers start from them).
     pub async fn purge(&self, before: i64) -> StoreResult<()> {
         for statement in [
             "DELETE FROM sessions
              WHERE absolute_expires_at < $1 OR idle_expires_at < $1 OR revoked_at < $1",
             "DELETE FROM denied_tokens WHERE expires_at < $1",
-            "DELETE FROM revocation_events WHERE at < $1",
         ] {
             q!(statement, before).execute(&self.write).await?;
         }
+        let sql = "DELETE FROM revocation_events WHERE at < $1";
+        q!(sql, before - 86_400).execute(&self.write).await?;
         Ok(())
     }
 }

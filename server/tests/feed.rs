@@ -1,0 +1,311 @@
+//! What other services verify against: the discovery document, the JWKS with the next key
+//! published before it signs, and the revocation feed (docs/PROTOCOL.md, "Verifying tokens in
+//! other services"), over real HTTP on SQLite or PostgreSQL (`TW_TEST_BACKEND`).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use tokenwarden_dpop::access::{self, Audience, KeySet};
+
+const FEED_TOKEN: &str = "feed-token-0123456789abcdef0123456789";
+
+/// A subscriber of the feed: the events it reads, one at a time.
+struct Subscriber {
+    res: reqwest::Response,
+    buf: String,
+}
+
+#[derive(Debug, Clone, Default)]
+struct SseEvent {
+    event: String,
+    id: Option<String>,
+    data: Value,
+}
+
+impl Subscriber {
+    async fn open(s: &TestServer, token: &str, last: Option<&str>) -> reqwest::Response {
+        let mut req = s
+            .http
+            .get(s.url("/auth/revocations"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("accept", "text/event-stream");
+        if let Some(last) = last {
+            req = req.header("last-event-id", last);
+        }
+        req.send().await.unwrap()
+    }
+
+    async fn connect(s: &TestServer, last: Option<&str>) -> Self {
+        let res = Self::open(s, FEED_TOKEN, last).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["content-type"], "text/event-stream");
+        Subscriber {
+            res,
+            buf: String::new(),
+        }
+    }
+
+    /// The next event (comments skipped), within 5 s.
+    async fn next(&mut self) -> SseEvent {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut e = SseEvent::default();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        e.event = v.trim().into();
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        e.id = Some(v.trim().into());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        e.data = serde_json::from_str(v.trim()).unwrap();
+                    }
+                }
+                if !e.event.is_empty() {
+                    return e;
+                }
+                continue;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let chunk = tokio::time::timeout(left, self.res.chunk())
+                .await
+                .expect("an event within 5 s")
+                .unwrap()
+                .expect("the stream goes on");
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Events up to and including `ready`.
+    async fn until_ready(&mut self) -> (Vec<SseEvent>, SseEvent) {
+        let mut before = Vec::new();
+        loop {
+            let e = self.next().await;
+            if e.event == "ready" {
+                return (before, e);
+            }
+            before.push(e);
+        }
+    }
+}
+
+fn with_feed(c: &mut tokenwarden_server::Settings) {
+    c.revocation_feed_token = Some(FEED_TOKEN.into());
+}
+
+#[tokio::test]
+async fn the_discovery_document_says_where_the_keys_and_the_feed_are() {
+    let s = TestServer::with(with_feed).await;
+    let res = s
+        .http
+        .get(s.url("/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "public, max-age=60");
+    let doc: Value = res.json().await.unwrap();
+    assert_eq!(doc["issuer"], "tokenwarden");
+    assert_eq!(doc["tokenwarden_audience"], "tokenwarden-api");
+    assert_eq!(doc["jwks_uri"], s.url("/.well-known/jwks.json"));
+    assert_eq!(
+        doc["dpop_signing_alg_values_supported"],
+        serde_json::json!(["ES256"])
+    );
+    assert_eq!(
+        doc["tokenwarden_revocations_endpoint"],
+        s.url("/auth/revocations")
+    );
+    // Without a feed token there is no feed, and the document does not name one.
+    let plain = TestServer::start().await;
+    let doc: Value = plain
+        .http
+        .get(plain.url("/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc.get("tokenwarden_revocations_endpoint").is_none());
+    let res = Subscriber::open(&plain, FEED_TOKEN, None).await;
+    assert_eq!(res.status(), 404);
+    plain.stop().await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_feed_needs_its_token_snapshots_then_streams_every_revocation_and_resumes() {
+    let s = TestServer::with(with_feed).await;
+    for wrong in ["", "feed-token-0123456789abcdef0123456788"] {
+        assert_eq!(Subscriber::open(&s, wrong, None).await.status(), 401);
+    }
+    // A revocation before anyone subscribes: in the snapshot.
+    let mut before = Client::new(&s).oneshot();
+    let old = before.sign_in(ALICE).await;
+    assert_eq!(before.logout().await.status, 204);
+    let mut sub = Subscriber::connect(&s, None).await;
+    let (snapshot, ready) = sub.until_ready().await;
+    let ids: Vec<&str> = snapshot
+        .iter()
+        .filter_map(|e| e.data["id"].as_str())
+        .collect();
+    let (_, claims) = jwt_parts(&old.access);
+    assert!(
+        ids.contains(&claims["sid"].as_str().unwrap()),
+        "{snapshot:?}"
+    );
+    assert!(
+        ids.contains(&claims["jti"].as_str().unwrap()),
+        "{snapshot:?}"
+    );
+    for e in &snapshot {
+        assert_eq!(e.event, "revoked");
+        assert!(e.data["until"].as_i64().unwrap() > s.state.now());
+    }
+    let cursor = ready.id.clone().unwrap();
+    assert_eq!(ready.data["cursor"].to_string(), cursor);
+
+    // Live: a logout and a session revoked by its user arrive within a second, with ids.
+    let mut tab = Client::new(&s).oneshot();
+    let t = tab.sign_in(BOB).await;
+    let since = Instant::now();
+    assert_eq!(tab.logout().await.status, 204);
+    let (_, bob) = jwt_parts(&t.access);
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let e = sub.next().await;
+        assert_eq!(e.event, "revoked");
+        assert!(e.id.is_some());
+        seen.push((
+            e.data["kind"].as_str().unwrap().to_owned(),
+            e.data["id"].as_str().unwrap().to_owned(),
+            e.id.unwrap(),
+        ));
+    }
+    assert!(
+        since.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        since.elapsed()
+    );
+    let kinds: Vec<(&str, &str)> = seen
+        .iter()
+        .map(|(k, i, _)| (k.as_str(), i.as_str()))
+        .collect();
+    assert!(
+        kinds.contains(&("token", bob["jti"].as_str().unwrap())),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("session", bob["sid"].as_str().unwrap())),
+        "{kinds:?}"
+    );
+    let last = seen.last().unwrap().2.clone();
+    drop(sub);
+
+    // A revocation while disconnected; the subscriber comes back with Last-Event-ID and gets
+    // it (not the snapshot again).
+    let mut other = Client::new(&s).oneshot();
+    let t2 = other.sign_in(ALICE).await;
+    let (_, alice2) = jwt_parts(&t2.access);
+    let mut laptop = Client::new(&s).oneshot();
+    laptop.sign_in(ALICE).await;
+    let path = format!("/auth/sessions/{}", alice2["sid"].as_str().unwrap());
+    assert_eq!(laptop.delete(&path).await.status, 204);
+    let mut back = Subscriber::connect(&s, Some(&last)).await;
+    let (missed, _) = back.until_ready().await;
+    let missed: Vec<&str> = missed
+        .iter()
+        .filter_map(|e| e.data["id"].as_str())
+        .collect();
+    assert!(
+        missed.contains(&alice2["sid"].as_str().unwrap()),
+        "{missed:?}"
+    );
+    // Only what came after it (PostgreSQL also sends again the last 5 s of events whatever
+    // their id: a transaction may commit an older id after a newer one was sent).
+    if s.state.store.backend() == "sqlite" {
+        assert!(
+            !missed.contains(&claims["sid"].as_str().unwrap()),
+            "only what came after it on a resume"
+        );
+    }
+    drop(back);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_rotation_publishes_the_next_key_first_and_a_verifier_with_a_warm_cache_refuses_nothing()
+{
+    let s = TestServer::with(|c| {
+        c.key_grace = 900;
+        c.access_ttl = 60;
+    })
+    .await;
+    s.state.clock.freeze();
+    let jwks = |s: &TestServer| {
+        let url = s.url("/.well-known/jwks.json");
+        let http = s.http.clone();
+        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let audience = Audience {
+        issuer: "tokenwarden".into(),
+        audience: "tokenwarden-api".into(),
+        leeway_secs: 5,
+    };
+    let mut c = Client::new(&s).oneshot();
+    let t = c.sign_in(ALICE).await;
+    let old_kid = jwt_parts(&t.access).0["kid"].as_str().unwrap().to_owned();
+    // The next key: published now, signs in 120 s.
+    let new_kid = s
+        .state
+        .keys
+        .rotate(&s.state.store, s.state.now(), 120)
+        .await
+        .unwrap();
+    // A verifier that fetched the JWKS now (and would keep it for max-age = 60 s) ...
+    let cached = KeySet::from_jwks(&jwks(&s).await).unwrap();
+    assert!(cached.contains(&new_kid) && cached.contains(&old_kid));
+    // ... sees tokens signed by the old key until the new one signs, then by the new one, and
+    // refuses none of them.
+    let mut refused = 0;
+    for step in 0..16 {
+        let t = c.rotate(&c.refresh.clone().unwrap()).await;
+        let kid = jwt_parts(&t.access).0["kid"].as_str().unwrap().to_owned();
+        assert_eq!(
+            &kid,
+            if step < 12 { &old_kid } else { &new_kid },
+            "step {step}"
+        );
+        if access::verify(&cached, &audience, &t.access, s.state.now()).is_err() {
+            refused += 1;
+        }
+        s.state.clock.advance(10);
+        s.state
+            .keys
+            .reload(&s.state.store, s.state.now())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        refused, 0,
+        "a verifier with a warm cache refused tokens across the rotation"
+    );
+    // An emergency revocation stays immediate.
+    let revoked = s
+        .state
+        .keys
+        .revoke(&s.state.store, &new_kid, s.state.now())
+        .await
+        .unwrap();
+    assert!(revoked);
+    assert!(
+        !KeySet::from_jwks(&jwks(&s).await)
+            .unwrap()
+            .contains(&new_kid)
+    );
+    s.stop().await;
+}

@@ -1,0 +1,1018 @@
+//! Writes the conformance corpus: one set of requests and the answers every implementation of
+//! the resource-side rules must give (the crate's `resource::ResourceServer`, the Node verifier
+//! `tokenwarden/verify`, the reference server). Format: tests/conformance/README.md.
+//!
+//! ```sh
+//! cargo run -p tokenwarden-dpop --example conformance -- tests/conformance/corpus.json
+//! ```
+//!
+//! The token key, the clock and the nonce secret are fixed; the proof key is new each run and
+//! ECDSA signatures are randomised, so every run writes a different (equally valid) file. One
+//! generated file is committed; the runners only read it.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use ed25519_dalek::{Signer, SigningKey};
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokenwarden_dpop::{Nonces, ProofSigner, ath};
+
+/// The fixed clock (unix seconds): 15 s into a 30-second nonce window.
+const NOW: i64 = 1_800_000_015;
+const ORIGIN: &str = "https://api.example.com";
+const HOST: &str = "api.example.com";
+const HTU: &str = "https://api.example.com/api/me";
+const NONCE_SECRET: &str = "conformance-nonce-secret-0123456789abcdef";
+const ISSUER: &str = "tokenwarden";
+const AUDIENCE: &str = "tokenwarden-api";
+
+/// Proofs' `jti`s: unique within the corpus.
+static NEXT_JTI: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+#[derive(Serialize)]
+struct Corpus {
+    about: Vec<&'static str>,
+    config: Config,
+    cases: Vec<Case>,
+}
+
+#[derive(Serialize, Clone, Default)]
+struct Config {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audience: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leeway_secs: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_origins: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allow_bearer: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce_secret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jwks: Option<Value>,
+}
+
+#[derive(Serialize, Clone)]
+struct Request {
+    method: String,
+    url: String,
+    headers: BTreeMap<String, Value>,
+}
+
+#[derive(Serialize)]
+struct Revocation {
+    kind: &'static str,
+    id: String,
+    until: i64,
+}
+
+#[derive(Serialize, Default)]
+struct Expect {
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    challenge_contains: Vec<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    dpop_nonce: bool,
+}
+
+#[derive(Serialize)]
+struct Case {
+    name: String,
+    now: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config: Option<Config>,
+    request: Request,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    replay_before: Vec<Request>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    revoked: Vec<Revocation>,
+    /// Implementations that skip the case, and why (a known difference, stated).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    skip: BTreeMap<&'static str, &'static str>,
+    expect: Expect,
+}
+
+struct Keys {
+    token: SigningKey,
+    other_token: SigningKey,
+    kid: String,
+    proof: ProofSigner,
+    other_proof: ProofSigner,
+    nonces: Nonces,
+}
+
+fn okp_thumbprint(key: &SigningKey) -> String {
+    let x = B64.encode(key.verifying_key().to_bytes());
+    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+    B64.encode(Sha256::digest(canonical.as_bytes()))
+}
+
+fn jws(header: &Value, claims: &Value, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
+    let input = format!(
+        "{}.{}",
+        B64.encode(header.to_string()),
+        B64.encode(claims.to_string())
+    );
+    let sig = sign(input.as_bytes());
+    format!("{input}.{}", B64.encode(sig))
+}
+
+impl Keys {
+    fn new() -> Self {
+        let token = SigningKey::from_bytes(&[0x11; 32]);
+        let kid = okp_thumbprint(&token);
+        Keys {
+            other_token: SigningKey::from_bytes(&[0x22; 32]),
+            kid,
+            token,
+            proof: ProofSigner::generate(),
+            other_proof: ProofSigner::generate(),
+            nonces: Nonces::new(NONCE_SECRET.as_bytes()).expect("secret"),
+        }
+    }
+
+    fn jwks(&self) -> Value {
+        json!({ "keys": [{
+            "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": self.kid,
+            "x": B64.encode(self.token.verifying_key().to_bytes()),
+        }] })
+    }
+
+    fn header(&self) -> Value {
+        json!({ "alg": "EdDSA", "typ": "at+jwt", "kid": self.kid })
+    }
+
+    /// The claims of a live token of `session-1`, bound to the proof key when `bound`.
+    fn claims(&self, bound: bool) -> Value {
+        let mut c = json!({
+            "iss": ISSUER, "aud": AUDIENCE, "sub": "user-1", "sid": "session-1",
+            "jti": "token-1", "iat": NOW - 60, "nbf": NOW - 60, "exp": NOW + 540,
+            "email": "demo@tokenwarden.dev", "name": "Demo User", "roles": ["user"],
+            "email_verified": true,
+        });
+        if bound {
+            c["cnf"] = json!({ "jkt": self.proof.thumbprint() });
+        }
+        c
+    }
+
+    fn sign_token(&self, header: &Value, claims: &Value) -> String {
+        jws(header, claims, |m| self.token.sign(m).to_bytes().to_vec())
+    }
+
+    fn token(&self, bound: bool) -> String {
+        self.sign_token(&self.header(), &self.claims(bound))
+    }
+
+    fn token_with(&self, bound: bool, alter: impl Fn(&mut Value)) -> String {
+        let mut c = self.claims(bound);
+        alter(&mut c);
+        self.sign_token(&self.header(), &c)
+    }
+
+    /// The nonce issued at `t_ms`.
+    fn nonce_at(&self, t_ms: i64) -> String {
+        self.nonces.issued_at(t_ms)
+    }
+
+    fn nonce(&self) -> String {
+        self.nonces.current(NOW).to_string()
+    }
+
+    /// A proof's claims for `GET https://api.example.com/api/me` with `token`.
+    fn proof_claims(&self, token: &str) -> Value {
+        json!({
+            "jti": format!("proof-{}", NEXT_JTI.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+            "htm": "GET", "htu": HTU, "iat": NOW, "ath": ath(token), "nonce": self.nonce(),
+        })
+    }
+
+    fn proof(&self, token: &str) -> String {
+        self.proof.sign_claims(&self.proof_claims(token))
+    }
+
+    fn proof_with(&self, token: &str, alter: impl Fn(&mut Value)) -> String {
+        let mut c = self.proof_claims(token);
+        alter(&mut c);
+        if let Some(m) = c.as_object_mut() {
+            m.retain(|_, v| !v.is_null());
+        }
+        self.proof.sign_claims(&c)
+    }
+
+    fn proof_header_with(&self, token: &str, alter: impl Fn(&mut Value)) -> String {
+        let mut h = self.proof.header();
+        alter(&mut h);
+        self.proof.sign_with_header(&h, &self.proof_claims(token))
+    }
+}
+
+fn request(method: &str, url: &str, headers: &[(&str, Value)]) -> Request {
+    let mut h = BTreeMap::new();
+    h.insert("host".to_owned(), json!(HOST));
+    for (k, v) in headers {
+        if v.is_null() {
+            h.remove(*k);
+        } else {
+            h.insert((*k).to_owned(), v.clone());
+        }
+    }
+    Request {
+        method: method.into(),
+        url: url.into(),
+        headers: h,
+    }
+}
+
+/// `GET /api/me` with `Authorization: DPoP <token>` and `DPoP: <proof>`.
+fn dpop(token: &str, proof: &str) -> Request {
+    request(
+        "GET",
+        "/api/me",
+        &[
+            ("authorization", json!(format!("DPoP {token}"))),
+            ("dpop", json!(proof)),
+        ],
+    )
+}
+
+fn bearer(token: &str) -> Request {
+    request(
+        "GET",
+        "/api/me",
+        &[("authorization", json!(format!("Bearer {token}")))],
+    )
+}
+
+const DPOP_REALM: &str = r#"DPoP realm="tokenwarden", algs="ES256""#;
+
+fn ok() -> Expect {
+    Expect {
+        status: 200,
+        ..Expect::default()
+    }
+}
+
+fn missing_token() -> Expect {
+    Expect {
+        status: 401,
+        error: Some("missing_token"),
+        challenge_contains: vec![r#"Bearer realm="tokenwarden""#.into(), DPOP_REALM.into()],
+        ..Expect::default()
+    }
+}
+
+/// `invalid_token` with the challenge of the scheme the token came with.
+fn invalid_token(dpop_scheme: bool) -> Expect {
+    let challenge = if dpop_scheme {
+        format!(r#"{DPOP_REALM}, error="invalid_token""#)
+    } else {
+        r#"Bearer realm="tokenwarden", error="invalid_token""#.into()
+    };
+    Expect {
+        status: 401,
+        error: Some("invalid_token"),
+        challenge_contains: vec![challenge],
+        ..Expect::default()
+    }
+}
+
+fn invalid_proof() -> Expect {
+    Expect {
+        status: 401,
+        error: Some("invalid_dpop_proof"),
+        challenge_contains: vec![format!(r#"{DPOP_REALM}, error="invalid_dpop_proof""#)],
+        ..Expect::default()
+    }
+}
+
+fn use_nonce() -> Expect {
+    Expect {
+        status: 401,
+        error: Some("use_dpop_nonce"),
+        challenge_contains: vec![format!(r#"{DPOP_REALM}, error="use_dpop_nonce""#)],
+        dpop_nonce: true,
+    }
+}
+
+struct Cases(Vec<Case>);
+
+impl Cases {
+    fn add(&mut self, name: &str, request: Request, expect: Expect) -> &mut Case {
+        self.0.push(Case {
+            name: name.into(),
+            now: NOW,
+            config: None,
+            request,
+            replay_before: Vec::new(),
+            revoked: Vec::new(),
+            skip: BTreeMap::new(),
+            expect,
+        });
+        self.0.last_mut().expect("just pushed")
+    }
+}
+
+impl Case {
+    fn config(&mut self, c: Config) -> &mut Self {
+        self.config = Some(c);
+        self
+    }
+    fn skip(&mut self, implementation: &'static str, why: &'static str) -> &mut Self {
+        self.skip.insert(implementation, why);
+        self
+    }
+}
+
+fn bearer_allowed() -> Config {
+    Config {
+        allow_bearer: Some(true),
+        ..Config::default()
+    }
+}
+
+fn host_origins() -> Config {
+    Config {
+        public_origins: Some(Vec::new()),
+        ..Config::default()
+    }
+}
+
+const CRATE_CLAIMS: &str = "the crate's access::verify requires only iss, aud, sub and exp; the server and the Node verifier require the server's claims (sid, jti, ...)";
+const CRATE_REVOKED: &str = "the crate has no revocation list";
+const CRATE_HOST: &str = "the crate's ResourceServer trusts any Host when no origin is configured; the server and the Node verifier only a loopback Host";
+
+fn cases(k: &Keys) -> Vec<Case> {
+    let mut c = Cases(Vec::new());
+    let bound = k.token(true);
+    let unbound = k.token(false);
+
+    // The valid requests.
+    c.add("valid bound request", dpop(&bound, &k.proof(&bound)), ok());
+    c.add(
+        "valid bound request, scheme in lower case",
+        {
+            let mut r = dpop(&bound, &k.proof(&bound));
+            r.headers
+                .insert("authorization".into(), json!(format!("dpop {bound}")));
+            r
+        },
+        ok(),
+    );
+    c.add(
+        "valid bound POST with a query string (htu without it)",
+        {
+            let p = k.proof_with(&bound, |c| {
+                c["htm"] = json!("POST");
+                c["htu"] = json!("https://api.example.com/api/orders");
+            });
+            let mut r = dpop(&bound, &p);
+            r.method = "POST".into();
+            r.url = "/api/orders?page=2".into();
+            r
+        },
+        ok(),
+    );
+    c.add(
+        "valid unbound Bearer token when Bearer is allowed",
+        bearer(&unbound),
+        ok(),
+    )
+    .config(bearer_allowed());
+    c.add(
+        "unbound Bearer token when Bearer is not allowed",
+        bearer(&unbound),
+        invalid_token(true),
+    );
+
+    // No or unusable Authorization.
+    c.add(
+        "no Authorization header",
+        request("GET", "/api/me", &[]),
+        missing_token(),
+    );
+    c.add(
+        "Authorization: Basic",
+        request("GET", "/api/me", &[("authorization", json!("Basic dXNlcjpwdw=="))]),
+        missing_token(),
+    );
+    c.add(
+        "Authorization: Bearer with an empty token",
+        request("GET", "/api/me", &[("authorization", json!("Bearer "))]),
+        missing_token(),
+    );
+
+    // The access token.
+    let forged = jws(&k.header(), &k.claims(true), |m| {
+        k.other_token.sign(m).to_bytes().to_vec()
+    });
+    c.add(
+        "token signed by another key under the JWKS kid",
+        dpop(&forged, &k.proof(&forged)),
+        invalid_token(true),
+    );
+    let tampered = {
+        let other = k.token_with(true, |c| c["sub"] = json!("admin"));
+        let parts: Vec<&str> = bound.split('.').collect();
+        format!("{}.{}.{}", parts[0], other.split('.').nth(1).unwrap(), parts[2])
+    };
+    c.add(
+        "token with a changed payload",
+        dpop(&tampered, &k.proof(&tampered)),
+        invalid_token(true),
+    );
+    let none = format!(
+        "{}.{}.",
+        B64.encode(json!({"alg": "none", "typ": "at+jwt", "kid": k.kid}).to_string()),
+        B64.encode(k.claims(true).to_string())
+    );
+    c.add("token with alg none", dpop(&none, &k.proof(&none)), invalid_token(true));
+    let hs256 = jws(
+        &json!({"alg": "HS256", "typ": "at+jwt", "kid": k.kid}),
+        &k.claims(true),
+        |m| {
+            let mut mac = Hmac::<Sha256>::new_from_slice(&k.token.verifying_key().to_bytes())
+                .expect("any key length");
+            mac.update(m);
+            mac.finalize().into_bytes().to_vec()
+        },
+    );
+    c.add(
+        "token with alg HS256 keyed with the public key",
+        dpop(&hs256, &k.proof(&hs256)),
+        invalid_token(true),
+    );
+    let es256 = k.proof.sign_with_header(
+        &json!({"alg": "ES256", "typ": "at+jwt", "kid": k.kid}),
+        &k.claims(true),
+    );
+    c.add(
+        "token with alg ES256",
+        dpop(&es256, &k.proof(&es256)),
+        invalid_token(true),
+    );
+    for (name, header) in [
+        (
+            "token with typ JWT",
+            json!({"alg": "EdDSA", "typ": "JWT", "kid": k.kid}),
+        ),
+        ("token without typ", json!({"alg": "EdDSA", "kid": k.kid})),
+        (
+            "token with an unknown kid",
+            json!({"alg": "EdDSA", "typ": "at+jwt", "kid": "no-such-key"}),
+        ),
+        ("token without kid", json!({"alg": "EdDSA", "typ": "at+jwt"})),
+    ] {
+        let t = k.sign_token(&header, &k.claims(true));
+        c.add(name, dpop(&t, &k.proof(&t)), invalid_token(true));
+    }
+    for (name, alter) in [
+        (
+            "token of another issuer",
+            Box::new(|c: &mut Value| c["iss"] = json!("https://evil.example")) as Box<dyn Fn(&mut Value)>,
+        ),
+        ("token for another audience", Box::new(|c| c["aud"] = json!("another-api"))),
+        (
+            "token with an audience array",
+            Box::new(|c| c["aud"] = json!([AUDIENCE])),
+        ),
+        ("token without sub", Box::new(|c| c["sub"] = Value::Null)),
+        ("token with a string exp", Box::new(|c| c["exp"] = json!("1800000555"))),
+        ("token expired (exp + leeway = now)", Box::new(|c| c["exp"] = json!(NOW - 5))),
+        ("token not valid yet (nbf - leeway = now + 1)", Box::new(|c| c["nbf"] = json!(NOW + 6))),
+        ("token with cnf but no jkt", Box::new(|c| c["cnf"] = json!({"x": 1}))),
+    ] {
+        let t = k.token_with(true, |c| {
+            alter(c);
+            if let Some(m) = c.as_object_mut() {
+                m.retain(|_, v| !v.is_null());
+            }
+        });
+        c.add(name, dpop(&t, &k.proof(&t)), invalid_token(true));
+    }
+    let t = k.token_with(true, |c| c["exp"] = json!(NOW - 4));
+    c.add(
+        "token expired 4 s ago, within the 5 s leeway",
+        dpop(&t, &k.proof(&t)),
+        ok(),
+    );
+    let t = k.token_with(true, |c| c["nbf"] = json!(NOW + 5));
+    c.add(
+        "token valid in 5 s, within the leeway",
+        dpop(&t, &k.proof(&t)),
+        ok(),
+    );
+    let t = k.token_with(false, |c| c["exp"] = json!(NOW - 30));
+    c.add(
+        "expired Bearer token: a Bearer challenge",
+        bearer(&t),
+        invalid_token(false),
+    )
+    .config(bearer_allowed());
+    for (name, claim) in [
+        ("token without sid", "sid"),
+        ("token without jti", "jti"),
+    ] {
+        let t = k.token_with(true, |c| {
+            c.as_object_mut().map(|m| m.remove(claim));
+        });
+        c.add(name, dpop(&t, &k.proof(&t)), invalid_token(true))
+            .skip("dpop-crate", CRATE_CLAIMS);
+    }
+    for (name, t) in [
+        ("malformed token: one part", "abc".to_owned()),
+        ("malformed token: two parts", "abc.def".to_owned()),
+        ("malformed token: four parts", format!("{bound}.x")),
+        (
+            "malformed token: padded base64",
+            format!("{}=", bound),
+        ),
+        (
+            "malformed token: header is not JSON",
+            format!("{}.{}", B64.encode("not json"), bound.split_once('.').unwrap().1),
+        ),
+    ] {
+        c.add(name, dpop(&t, &k.proof(&t)), invalid_token(true));
+    }
+
+    // Scheme and binding.
+    c.add(
+        "bound token sent as Bearer",
+        bearer(&bound),
+        invalid_token(true),
+    );
+    c.add(
+        "bound token sent as Bearer when Bearer is allowed",
+        bearer(&bound),
+        invalid_token(true),
+    )
+    .config(bearer_allowed());
+    c.add(
+        "unbound token sent as DPoP with a valid proof",
+        dpop(&unbound, &k.proof(&unbound)),
+        invalid_token(true),
+    )
+    .config(bearer_allowed());
+
+    // The proof, rule by rule (docs/PROTOCOL.md "The proof").
+    c.add(
+        "bound token without a DPoP header",
+        request(
+            "GET",
+            "/api/me",
+            &[("authorization", json!(format!("DPoP {bound}")))],
+        ),
+        invalid_proof(),
+    );
+    {
+        let mut r = dpop(&bound, &k.proof(&bound));
+        r.headers.insert(
+            "dpop".into(),
+            json!([k.proof(&bound), k.proof(&bound)]),
+        );
+        c.add("two DPoP headers, each valid", r, invalid_proof());
+    }
+    c.add("proof not a JWS", dpop(&bound, "x.y.z"), invalid_proof());
+    c.add(
+        "proof over 4096 bytes",
+        dpop(
+            &bound,
+            &k.proof_with(&bound, |c| c["pad"] = json!("x".repeat(4100))),
+        ),
+        invalid_proof(),
+    );
+    let header_cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+        ("proof typ JWT", Box::new(|h| h["typ"] = json!("JWT"))),
+        ("proof typ in upper case", Box::new(|h| h["typ"] = json!("DPOP+JWT"))),
+        (
+            "proof without typ",
+            Box::new(|h| {
+                h.as_object_mut().map(|m| m.remove("typ"));
+            }),
+        ),
+        ("proof alg none", Box::new(|h| h["alg"] = json!("none"))),
+        ("proof alg HS256", Box::new(|h| h["alg"] = json!("HS256"))),
+        ("proof alg ES384", Box::new(|h| h["alg"] = json!("ES384"))),
+        ("proof alg EdDSA", Box::new(|h| h["alg"] = json!("EdDSA"))),
+        ("proof with crit", Box::new(|h| h["crit"] = json!(["exp"]))),
+        (
+            "proof without jwk",
+            Box::new(|h| {
+                h.as_object_mut().map(|m| m.remove("jwk"));
+            }),
+        ),
+        (
+            "proof jwk with a private member d",
+            Box::new(|h| h["jwk"]["d"] = json!("AAAA")),
+        ),
+        (
+            "proof jwk symmetric",
+            Box::new(|h| h["jwk"] = json!({"kty": "oct", "k": "c2VjcmV0"})),
+        ),
+        ("proof jwk on P-384", Box::new(|h| h["jwk"]["crv"] = json!("P-384"))),
+        ("proof jwk with a short x", Box::new(|h| h["jwk"]["x"] = json!("AAAA"))),
+        (
+            "proof jwk off the curve (x and y swapped)",
+            Box::new(|h| {
+                let x = h["jwk"]["x"].clone();
+                h["jwk"]["x"] = h["jwk"]["y"].clone();
+                h["jwk"]["y"] = x;
+            }),
+        ),
+        (
+            "proof jwk with WebCrypto's extra members (accepted)",
+            Box::new(|h| {
+                h["jwk"]["ext"] = json!(true);
+                h["jwk"]["key_ops"] = json!(["verify"]);
+            }),
+        ),
+    ];
+    for (name, alter) in header_cases {
+        let expect = if name.ends_with("(accepted)") {
+            ok()
+        } else {
+            invalid_proof()
+        };
+        c.add(name, dpop(&bound, &k.proof_header_with(&bound, alter)), expect);
+    }
+    let forged_sig = k
+        .other_proof
+        .sign_with_header(&k.proof.header(), &k.proof_claims(&bound));
+    c.add(
+        "proof signed by another key than its jwk",
+        dpop(&bound, &forged_sig),
+        invalid_proof(),
+    );
+    let good = k.proof(&bound);
+    let signed = good.rsplit_once('.').unwrap().0;
+    c.add(
+        "proof with a 3-byte signature",
+        dpop(&bound, &format!("{signed}.AAAA")),
+        invalid_proof(),
+    );
+    c.add(
+        "proof with an all-zero signature",
+        dpop(&bound, &format!("{signed}.{}", B64.encode([0u8; 64]))),
+        invalid_proof(),
+    );
+    let claim_cases: Vec<(&str, Box<dyn Fn(&mut Value)>, Expect)> = vec![
+        ("proof without jti", Box::new(|c| c["jti"] = Value::Null), invalid_proof()),
+        ("proof with an empty jti", Box::new(|c| c["jti"] = json!("")), invalid_proof()),
+        (
+            "proof with a 129-character jti",
+            Box::new(|c| c["jti"] = json!("j".repeat(129))),
+            invalid_proof(),
+        ),
+        (
+            "proof with a 128-character jti",
+            Box::new(|c| c["jti"] = json!("j".repeat(128))),
+            ok(),
+        ),
+        ("proof with a numeric jti", Box::new(|c| c["jti"] = json!(5)), invalid_proof()),
+        ("proof without htm", Box::new(|c| c["htm"] = Value::Null), invalid_proof()),
+        ("proof without htu", Box::new(|c| c["htu"] = Value::Null), invalid_proof()),
+        ("proof without iat", Box::new(|c| c["iat"] = Value::Null), invalid_proof()),
+        (
+            "proof with a string iat",
+            Box::new(|c| c["iat"] = json!(NOW.to_string())),
+            invalid_proof(),
+        ),
+        ("proof htm POST for a GET", Box::new(|c| c["htm"] = json!("POST")), invalid_proof()),
+        ("proof htm in lower case", Box::new(|c| c["htm"] = json!("get")), invalid_proof()),
+        (
+            "proof htu of another path",
+            Box::new(|c| c["htu"] = json!("https://api.example.com/api/you")),
+            invalid_proof(),
+        ),
+        (
+            "proof htu of another host",
+            Box::new(|c| c["htu"] = json!("https://evil.example.com/api/me")),
+            invalid_proof(),
+        ),
+        (
+            "proof htu with http instead of https",
+            Box::new(|c| c["htu"] = json!("http://api.example.com/api/me")),
+            invalid_proof(),
+        ),
+        (
+            "proof htu with another port",
+            Box::new(|c| c["htu"] = json!("https://api.example.com:8443/api/me")),
+            invalid_proof(),
+        ),
+        (
+            "proof htu relative",
+            Box::new(|c| c["htu"] = json!("/api/me")),
+            invalid_proof(),
+        ),
+        (
+            "proof htu unparsable",
+            Box::new(|c| c["htu"] = json!("ht!tp:::")),
+            invalid_proof(),
+        ),
+        (
+            "proof htu with credentials",
+            Box::new(|c| c["htu"] = json!("https://user:pw@api.example.com/api/me")),
+            invalid_proof(),
+        ),
+        (
+            "proof htu with upper-case host, default port, query and fragment (normalised)",
+            Box::new(|c| c["htu"] = json!("https://API.Example.com:443/api/me?x=1#frag")),
+            ok(),
+        ),
+        (
+            "proof htu with dot segments (normalised)",
+            Box::new(|c| c["htu"] = json!("https://api.example.com/api/v/../me")),
+            ok(),
+        ),
+        (
+            "proof htu with a percent-encoded ~ for a path with ~ (not decoded)",
+            Box::new(|c| c["htu"] = json!("https://api.example.com/api/%7Eme")),
+            invalid_proof(),
+        ),
+        (
+            "proof iat 61 s old",
+            Box::new(|c| c["iat"] = json!(NOW - 61)),
+            invalid_proof(),
+        ),
+        ("proof iat 60 s old", Box::new(|c| c["iat"] = json!(NOW - 60)), ok()),
+        ("proof iat 10 s ahead", Box::new(|c| c["iat"] = json!(NOW + 10)), ok()),
+        (
+            "proof iat 11 s ahead",
+            Box::new(|c| c["iat"] = json!(NOW + 11)),
+            invalid_proof(),
+        ),
+        (
+            "proof iat with a fraction (truncated)",
+            Box::new(|c| c["iat"] = json!(NOW as f64 + 0.75)),
+            ok(),
+        ),
+        ("proof without ath", Box::new(|c| c["ath"] = Value::Null), invalid_proof()),
+        (
+            "proof ath of another token",
+            Box::new(|c| c["ath"] = json!(ath("another token"))),
+            invalid_proof(),
+        ),
+        ("proof without nonce", Box::new(|c| c["nonce"] = Value::Null), use_nonce()),
+        ("proof with a made-up nonce", Box::new(|c| c["nonce"] = json!("nonce")), use_nonce()),
+        (
+            "proof with the previous window's nonce (45 s old)",
+            Box::new(|c| c["nonce"] = json!(k.nonce_at((NOW - 45) * 1000))),
+            ok(),
+        ),
+        (
+            "proof with a nonce issued 59.999 s ago",
+            Box::new(|c| c["nonce"] = json!(k.nonce_at(NOW * 1000 - 59_999))),
+            ok(),
+        ),
+        (
+            "proof with a nonce issued 60 s ago",
+            Box::new(|c| c["nonce"] = json!(k.nonce_at((NOW - 60) * 1000))),
+            use_nonce(),
+        ),
+        (
+            "proof with a nonce issued 10 s ahead (another instance's clock)",
+            Box::new(|c| c["nonce"] = json!(k.nonce_at((NOW + 10) * 1000))),
+            ok(),
+        ),
+        (
+            "proof with a nonce issued 11 s ahead",
+            Box::new(|c| c["nonce"] = json!(k.nonce_at((NOW + 11) * 1000))),
+            use_nonce(),
+        ),
+        (
+            "proof with a nonce of another secret",
+            Box::new(|c| {
+                let other = Nonces::new(b"another-secret-0123456789abcdefghijkl").expect("secret");
+                c["nonce"] = json!(other.current(NOW).to_string());
+            }),
+            use_nonce(),
+        ),
+        (
+            "proof with a forged nonce (issue time changed, old MAC)",
+            Box::new(|c| {
+                let mut b = B64.decode(k.nonce()).expect("nonce");
+                b[..8].copy_from_slice(&((NOW + 100) * 1000).to_be_bytes());
+                c["nonce"] = json!(B64.encode(b));
+            }),
+            use_nonce(),
+        ),
+        (
+            "rule order: a wrong ath is reported before a missing nonce",
+            Box::new(|c| {
+                c["ath"] = json!(ath("another token"));
+                c["nonce"] = Value::Null;
+            }),
+            invalid_proof(),
+        ),
+        (
+            "rule order: an old iat is reported before a missing nonce",
+            Box::new(|c| {
+                c["iat"] = json!(NOW - 100);
+                c["nonce"] = Value::Null;
+            }),
+            invalid_proof(),
+        ),
+        (
+            "unknown claims are ignored",
+            Box::new(|c| c["extra"] = json!({"any": "thing"})),
+            ok(),
+        ),
+    ];
+    for (name, alter, expect) in claim_cases {
+        c.add(name, dpop(&bound, &k.proof_with(&bound, alter)), expect);
+    }
+    {
+        let p = k.proof(&bound);
+        let mut r = dpop(&bound, &p);
+        r.url = "/api/./me".into();
+        c.add("request path with dot segments, htu without", r, ok());
+        let p = k.proof_with(&bound, |c| c["htu"] = json!("https://api.example.com/api/%7Eme"));
+        let mut r = dpop(&bound, &p);
+        r.url = "/api/%7Eme".into();
+        c.add("request path and htu both percent-encoded", r, ok());
+    }
+    // The key binding.
+    let other_key = k.other_proof.sign_claims(&k.proof_claims(&bound));
+    c.add(
+        "proof by another key than cnf.jkt",
+        dpop(&bound, &other_key),
+        invalid_proof(),
+    );
+    let other_key_no_nonce = k.other_proof.sign_claims(&{
+        let mut cl = k.proof_claims(&bound);
+        cl.as_object_mut().map(|m| m.remove("nonce"));
+        cl
+    });
+    c.add(
+        "rule order: a missing nonce is reported before the key binding",
+        dpop(&bound, &other_key_no_nonce),
+        use_nonce(),
+    );
+    c.add(
+        "rule order: an invalid token is reported before its proof",
+        {
+            let t = k.token_with(true, |c| c["exp"] = json!(NOW - 100));
+            dpop(&t, "x.y.z")
+        },
+        invalid_token(true),
+    );
+    // Replays.
+    {
+        let p = k.proof(&bound);
+        let first = dpop(&bound, &p);
+        let case = c.add("a replayed proof", first.clone(), invalid_proof());
+        case.replay_before.push(first);
+        let p2 = k.proof_with(&bound, |c| c["jti"] = json!("the-same-jti"));
+        let p3 = k.proof_with(&bound, |c| {
+            c["jti"] = json!("the-same-jti");
+            c["iat"] = json!(NOW - 1);
+        });
+        let case = c.add(
+            "a new proof reusing an accepted proof's jti",
+            dpop(&bound, &p3),
+            invalid_proof(),
+        );
+        case.replay_before.push(dpop(&bound, &p2));
+        let p4 = k.proof_with(&bound, |c| c["jti"] = json!("jti-a"));
+        let p5 = k.proof_with(&bound, |c| c["jti"] = json!("jti-b"));
+        let case = c.add(
+            "two proofs with different jtis both pass",
+            dpop(&bound, &p5),
+            ok(),
+        );
+        case.replay_before.push(dpop(&bound, &p4));
+    }
+    // Origins from a loopback Host (no public origin configured).
+    let local = |host: &str, htu: &str| {
+        let p = k.proof_with(&bound, |c| c["htu"] = json!(htu));
+        let mut r = dpop(&bound, &p);
+        r.headers.insert("host".into(), json!(host));
+        r
+    };
+    c.add(
+        "no public origin: loopback Host with a port",
+        local("127.0.0.1:8080", "http://127.0.0.1:8080/api/me"),
+        ok(),
+    )
+    .config(host_origins());
+    c.add(
+        "no public origin: localhost, https htu",
+        local("localhost", "https://localhost/api/me"),
+        ok(),
+    )
+    .config(host_origins());
+    c.add(
+        "no public origin: Host LOCALHOST:80, htu http://localhost",
+        local("LOCALHOST:80", "http://localhost/api/me"),
+        ok(),
+    )
+    .config(host_origins());
+    c.add(
+        "no public origin: loopback Host, htu of another port",
+        local("127.0.0.1:8080", "http://127.0.0.1:9090/api/me"),
+        invalid_proof(),
+    )
+    .config(host_origins());
+    c.add(
+        "no public origin: a non-loopback Host is refused",
+        local("api.example.com", HTU),
+        invalid_proof(),
+    )
+    .config(host_origins())
+    .skip("dpop-crate", CRATE_HOST);
+    c.add(
+        "public origin configured: the Host header is not what counts",
+        local("127.0.0.1:8080", HTU),
+        ok(),
+    );
+    // Revocations.
+    c.add(
+        "revoked session",
+        dpop(&bound, &k.proof(&bound)),
+        invalid_token(true),
+    )
+    .skip("dpop-crate", CRATE_REVOKED)
+    .revoked
+    .push(Revocation {
+        kind: "session",
+        id: "session-1".into(),
+        until: NOW + 600,
+    });
+    c.add(
+        "revoked token (logged out)",
+        dpop(&bound, &k.proof(&bound)),
+        invalid_token(true),
+    )
+    .skip("dpop-crate", CRATE_REVOKED)
+    .revoked
+    .push(Revocation {
+        kind: "token",
+        id: "token-1".into(),
+        until: NOW + 600,
+    });
+    c.add(
+        "revoked Bearer token: a Bearer challenge",
+        bearer(&unbound),
+        invalid_token(false),
+    )
+    .config(bearer_allowed())
+    .skip("dpop-crate", CRATE_REVOKED)
+    .revoked
+    .push(Revocation {
+        kind: "token",
+        id: "token-1".into(),
+        until: NOW + 600,
+    });
+    c.add(
+        "another session revoked",
+        dpop(&bound, &k.proof(&bound)),
+        ok(),
+    )
+    .revoked
+    .push(Revocation {
+        kind: "session",
+        id: "session-2".into(),
+        until: NOW + 600,
+    });
+    c.0
+}
+
+fn main() {
+    let out = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "tests/conformance/corpus.json".into());
+    let k = Keys::new();
+    let corpus = Corpus {
+        about: vec![
+            "tokenwarden conformance corpus, format 1: tests/conformance/README.md.",
+            "Written by `cargo run -p tokenwarden-dpop --example conformance -- tests/conformance/corpus.json`; runners only read it.",
+            "config: the verifier's settings for every case (a case's config overrides members). Token key: jwks; nonces: HMAC under nonce_secret.",
+            "cases[]: {name, now (unix s), config?, request {method, url (path and query), headers {lower-case name: value or [values]}}, replay_before? [requests accepted first, in order, by the same verifier], revoked? [{kind session|token, id, until}], skip? {implementation: why}, expect {status, error?, challenge_contains? [substrings of the WWW-Authenticate values], dpop_nonce? (a DPoP-Nonce header is in the answer)}}.",
+        ],
+        config: Config {
+            issuer: Some(ISSUER.into()),
+            audience: Some(AUDIENCE.into()),
+            leeway_secs: Some(5),
+            public_origins: Some(vec![ORIGIN.into()]),
+            allow_bearer: Some(false),
+            nonce_secret: Some(NONCE_SECRET.into()),
+            jwks: Some(k.jwks()),
+        },
+        cases: cases(&k),
+    };
+    let mut text = serde_json::to_string_pretty(&corpus).expect("serialisable");
+    text.push('\n');
+    if let Err(e) = std::fs::write(&out, text) {
+        eprintln!("writing {out}: {e}");
+        std::process::exit(1);
+    }
+    eprintln!("{out}: {} cases", corpus.cases.len());
+}

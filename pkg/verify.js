@@ -1,0 +1,950 @@
+// tokenwarden/verify: verifies tokenwarden access tokens and their DPoP proofs in Node (20+),
+// exactly as the reference server checks a protected resource (docs/PROTOCOL.md, "Access
+// tokens" and "DPoP: sender-constrained sessions"): the same checks, in the same order, with
+// the same answers (status, error code, description, WWW-Authenticate challenges, DPoP-Nonce).
+// The Rust twin is the crate tokenwarden-dpop; tests/conformance/corpus.json is run through
+// both (and through the server).
+//
+// Node-only (node:crypto), no dependency, no I/O at import: the network is used only by
+// createVerifier (the auth server's metadata and JWKS) and the revocation feed it starts.
+
+import { createHash, createHmac, createPublicKey, randomBytes, timingSafeEqual, verify as cryptoVerify } from "node:crypto";
+import { isIP } from "node:net";
+
+const REALM = "tokenwarden";
+const PROOF_ALG = "ES256";
+const MAX_PROOF_LEN = 4096;
+const MAX_TOKEN_LEN = 8192;
+const PROOF_MAX_AGE = 60;
+const PROOF_MAX_FUTURE = 10;
+const NONCE_WINDOW = 30;
+const NONCE_LIFETIME_MS = 60_000;
+const NONCE_MAX_FUTURE_MS = 10_000;
+const NONCE_LABEL = Buffer.from("tokenwarden-dpop-nonce:");
+const NONCE_MAC_LEN = 24;
+const TOKEN_CACHE_CAPACITY = 10_000;
+const JWKS_MIN_REFETCH_MS = 10_000;
+const JWKS_DEFAULT_MAX_AGE_MS = 60_000;
+const PRIVATE_MEMBERS = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+
+// ---------------------------------------------------------------------------------------------
+// Errors: the server's answers (server/src/error.rs).
+
+/** A refused request: answer it with `status`, `headers` and `{error, error_description}`. */
+export class VerifyError extends Error {
+  constructor(status, code, description, headers = {}) {
+    super(description);
+    this.name = "VerifyError";
+    this.status = status;
+    this.code = code;
+    this.description = description;
+    this.headers = headers;
+  }
+
+  /** The JSON body: `{"error", "error_description"}`. */
+  toJSON() {
+    return { error: this.code, error_description: this.description };
+  }
+}
+
+const clean = (s) => String(s).replace(/["\\\r\n]/g, "");
+
+/** `DPoP realm="…", algs="ES256"` and, with an error, `error="…", error_description="…"`
+ * (tokenwarden_dpop::dpop_challenge). */
+function dpopChallenge(code, description) {
+  let c = `DPoP realm="${REALM}", algs="${PROOF_ALG}"`;
+  if (code !== undefined) c += `, error="${clean(code)}", error_description="${clean(description)}"`;
+  return c;
+}
+
+const TOKEN_TEXT = {
+  malformed: "the token is malformed",
+  algorithm: "the token's algorithm is not accepted",
+  type: "the token is not an access token (typ must be at+jwt)",
+  unknownKey: "the token's signing key is unknown or revoked",
+  signature: "the token's signature is invalid",
+  claims: "the token's issuer, audience or claims are invalid",
+  expired: "the token has expired",
+  notYetValid: "the token is not valid yet",
+  revoked: "the token has been revoked",
+  bound: "the token is DPoP-bound: send it as Authorization: DPoP with a DPoP proof",
+  notBound: "the token is not DPoP-bound: send it as Authorization: Bearer",
+  dpopRequired: "a DPoP-bound token is required",
+};
+
+const PROOF_TEXT = {
+  missing: "a DPoP proof is required",
+  multiple: "more than one DPoP header",
+  malformed: "the DPoP proof is malformed",
+  type: "the DPoP proof's typ must be dpop+jwt",
+  algorithm: "the DPoP proof's algorithm is not accepted (ES256 only)",
+  critical: "the DPoP proof's crit header is not supported",
+  key: "the DPoP proof's jwk is not a P-256 public key",
+  signature: "the DPoP proof's signature is invalid",
+  claims: "the DPoP proof's claims are missing or malformed",
+  method: "the DPoP proof's htm does not match the request method",
+  url: "the DPoP proof's htu does not match the request URL",
+  stale: "the DPoP proof is too old",
+  future: "the DPoP proof is issued in the future",
+  ath: "the DPoP proof's ath does not match the access token",
+  nonce: "a fresh DPoP nonce is required",
+  keyMismatch: "the DPoP proof's key is not the key the session is bound to",
+  replayed: "the DPoP proof was already used",
+  full: "the DPoP replay cache is full; retry later",
+};
+
+class TokenRefusal {
+  constructor(why) {
+    this.why = why;
+  }
+}
+class ProofRefusal {
+  constructor(why) {
+    this.why = why;
+  }
+}
+
+const missingToken = () =>
+  new VerifyError(401, "missing_token", "an Authorization: Bearer token is required", {
+    "WWW-Authenticate": [`Bearer realm="${REALM}"`, dpopChallenge()],
+  });
+
+/** invalid_token: a Bearer challenge for a token sent as Bearer, a DPoP one otherwise. */
+function invalidToken(why, dpopScheme) {
+  const text = TOKEN_TEXT[why];
+  const challenge = dpopScheme
+    ? dpopChallenge("invalid_token", text)
+    : `Bearer realm="${REALM}", error="invalid_token", error_description="${text}"`;
+  return new VerifyError(401, "invalid_token", text, { "WWW-Authenticate": challenge });
+}
+
+function proofError(why, nonce) {
+  const text = PROOF_TEXT[why];
+  const code = why === "nonce" ? "use_dpop_nonce" : "invalid_dpop_proof";
+  return new VerifyError(401, code, text, { "WWW-Authenticate": dpopChallenge(code, text), "DPoP-Nonce": nonce });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encodings, strict like the Rust side (base64 URL_SAFE_NO_PAD, serde_json on UTF-8).
+
+const B64URL = /^[A-Za-z0-9_-]*$/;
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** Canonical unpadded base64url, else null (padding, other alphabets, stray bits refused). */
+function b64decode(s) {
+  if (!B64URL.test(s) || s.length % 4 === 1) return null;
+  const buf = Buffer.from(s, "base64url");
+  return buf.toString("base64url") === s ? buf : null;
+}
+
+/** JSON from bytes (strict UTF-8), or undefined. */
+function parseJson(bytes) {
+  try {
+    return JSON.parse(utf8.decode(bytes));
+  } catch {
+    return undefined;
+  }
+}
+
+const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+
+/** Whether the JSON text names one of `names` twice at its top level (serde refuses a
+ * duplicate field of a struct; JSON.parse keeps the last). */
+function duplicateField(bytes, names) {
+  const text = utf8.decode(bytes);
+  let depth = 0;
+  const seen = new Set();
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === "{" || c === "[") depth++;
+    else if (c === "}" || c === "]") depth--;
+    else if (c === '"') {
+      let j = i + 1;
+      while (j < text.length && text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
+      if (depth === 1) {
+        let k = j + 1;
+        while (k < text.length && /\s/.test(text[k])) k++;
+        if (text[k] === ":") {
+          const name = JSON.parse(text.slice(i, j + 1));
+          if (names.includes(name)) {
+            if (seen.has(name)) return true;
+            seen.add(name);
+          }
+        }
+      }
+      i = j;
+    }
+  }
+  return false;
+}
+
+/** serde's `Option<String>`: absent or null is undefined, a string is itself, anything else
+ * fails the whole struct (null is returned for "wrong type"). */
+function optString(obj, name) {
+  const v = obj[name];
+  if (v === undefined || v === null) return undefined;
+  return typeof v === "string" ? v : null;
+}
+
+const sha256 = (data) => createHash("sha256").update(data).digest();
+const b64 = (buf) => Buffer.from(buf).toString("base64url");
+
+/** base64url(SHA-256(token)): a proof's `ath`. */
+export function ath(token) {
+  return b64(sha256(Buffer.from(token, "ascii")));
+}
+
+/** The RFC 7638 thumbprint of a P-256 key with base64url coordinates `x`, `y`. */
+export function thumbprint(x, y) {
+  return b64(sha256(`{"crv":"P-256","kty":"EC","x":"${x}","y":"${y}"}`));
+}
+
+// ---------------------------------------------------------------------------------------------
+// htu (dpop/src/htu.rs): WHATWG URLs on both sides (the url crate and Node's URL).
+
+/** `{origin, path}` of an absolute http(s) URL without credentials, or null. */
+export function normalizeUrl(raw) {
+  if (typeof raw !== "string" || Buffer.byteLength(raw) > 2048) return null;
+  let url;
+  try {
+    url = new URL(raw);
+  } catch {
+    return null;
+  }
+  if ((url.protocol !== "http:" && url.protocol !== "https:") || url.hostname === "") return null;
+  if (url.username !== "" || url.password !== "") return null;
+  return { origin: url.origin, path: url.pathname };
+}
+
+/** `https://App.Example.com:443/` → `https://app.example.com`; null if not an origin. */
+export function normalizeOrigin(raw) {
+  if (typeof raw !== "string") return null;
+  const trimmed = raw.trim();
+  let url;
+  try {
+    url = new URL(trimmed);
+  } catch {
+    return null;
+  }
+  if ((url.protocol !== "http:" && url.protocol !== "https:") || url.hostname === "") return null;
+  if (url.username !== "" || url.password !== "") return null;
+  if (url.pathname !== "/" || url.search !== "" || url.hash !== "" || /[?#]/.test(trimmed)) return null;
+  return url.origin;
+}
+
+function normalizePath(path) {
+  if (!path.startsWith("/")) return null;
+  try {
+    return new URL(`http://h${path}`).pathname;
+  } catch {
+    return null;
+  }
+}
+
+function originOfHost(scheme, host) {
+  if (host === "" || /[/@?#\\]/.test(host)) return null;
+  return normalizeOrigin(`${scheme}://${host}`);
+}
+
+/** `localhost` or a loopback address, with or without a port (server/src/dpop.rs). */
+export function isLoopbackHost(host) {
+  let name = host;
+  const colon = host.lastIndexOf(":");
+  if (colon >= 0 && /^[0-9]*$/.test(host.slice(colon + 1))) name = host.slice(0, colon);
+  name = name.replace(/^\[+/, "").replace(/\]+$/, "");
+  if (name.toLowerCase() === "localhost") return true;
+  const v = isIP(name);
+  if (v === 4) return name.split(".")[0] === "127";
+  if (v === 6) {
+    try {
+      return new URL(`http://[${name}]/`).hostname === "[::1]";
+    } catch {
+      return false;
+    }
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nonces (dpop/src/nonce.rs).
+
+function nonceTag(key, t) {
+  const tb = Buffer.alloc(8);
+  tb.writeBigInt64BE(BigInt(t));
+  return { tb, tag: createHmac("sha256", key).update(NONCE_LABEL).update(tb).digest().subarray(0, NONCE_MAC_LEN) };
+}
+
+function nonceIssuedAt(key, t) {
+  const { tb, tag } = nonceTag(key, t);
+  return b64(Buffer.concat([tb, tag]));
+}
+
+/** Issue time (ms) of a nonce made with `key`, or null. */
+function nonceTime(key, nonce) {
+  if (typeof nonce !== "string" || nonce.length !== 43) return null;
+  const bytes = b64decode(nonce);
+  if (!bytes || bytes.length !== 8 + NONCE_MAC_LEN) return null;
+  const t = bytes.readBigInt64BE(0);
+  if (t > BigInt(Number.MAX_SAFE_INTEGER) || t < BigInt(Number.MIN_SAFE_INTEGER)) return null;
+  const { tag } = nonceTag(key, t);
+  return timingSafeEqual(tag, bytes.subarray(8)) ? Number(t) : null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replay stores.
+
+/** Thrown by a replay store that has no room: the proof is refused ("replay cache full"). */
+export class ReplayStoreFullError extends Error {
+  constructor() {
+    super(PROOF_TEXT.full);
+    this.name = "ReplayStoreFullError";
+  }
+}
+
+/** An in-memory replay store of at most `max` live entries; when full of live entries it
+ * refuses new proofs (throws ReplayStoreFullError) rather than forgetting one. */
+export function memoryReplayStore({ max = 1_000_000, now = Date.now } = {}) {
+  const seen = new Map();
+  let nextPrune = 0;
+  const prune = (t) => {
+    for (const [k, until] of seen) if (until < t) seen.delete(k);
+    nextPrune = t + 5;
+  };
+  return {
+    async claim(key, untilSecs) {
+      const t = Math.floor(now() / 1000);
+      if (t >= nextPrune || seen.size >= max) prune(t);
+      const until = seen.get(key);
+      if (until !== undefined && until >= t) return false;
+      if (seen.size >= max) throw new ReplayStoreFullError();
+      seen.set(key, untilSecs);
+      return true;
+    },
+    get size() {
+      return seen.size;
+    },
+  };
+}
+
+/** A replay store in PostgreSQL, shared by every instance: `pool` is a `pg` Pool (or anything
+ * with `query(text, params)` answering `{rows}`). The table is created on first use. */
+export function postgresReplayStore(pool, { now = Date.now, table = "tokenwarden_dpop_proofs" } = {}) {
+  if (!/^[a-z_][a-z0-9_]*$/.test(table)) throw new TypeError("table must be a plain SQL identifier");
+  let ready = null;
+  let nextPrune = 0;
+  const setup = () =>
+    (ready ??= pool
+      .query(`CREATE TABLE IF NOT EXISTS ${table} (proof TEXT PRIMARY KEY, until BIGINT NOT NULL)`)
+      .catch((e) => {
+        ready = null;
+        throw e;
+      }));
+  return {
+    async claim(key, untilSecs) {
+      await setup();
+      const t = Math.floor(now() / 1000);
+      if (t >= nextPrune) {
+        nextPrune = t + 60;
+        await pool.query(`DELETE FROM ${table} WHERE until < $1`, [t]);
+      }
+      // The key hashes (jkt, jti): a row still there, expired or not, is this very proof, which
+      // could not pass the iat check again anyway.
+      const res = await pool.query(
+        `INSERT INTO ${table} (proof, until) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING proof`,
+        [key, untilSecs],
+      );
+      return res.rows.length === 1;
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests.
+
+/** Every value of header `name` (lower-case) from a Headers-like object or a plain object whose
+ * values are strings or arrays of strings (Node's `headers` / `headersDistinct`). */
+function headerValues(headers, name) {
+  if (!headers) return [];
+  if (typeof headers.get === "function" && typeof headers.has === "function") {
+    const v = headers.get(name);
+    return v === null ? [] : [v];
+  }
+  let v = headers[name];
+  if (v === undefined) {
+    for (const k of Object.keys(headers)) {
+      if (k.toLowerCase() === name) {
+        v = headers[k];
+        break;
+      }
+    }
+  }
+  if (v === undefined || v === null) return [];
+  return (Array.isArray(v) ? v : [v]).map(String);
+}
+
+/** `Authorization: Bearer|DPoP <token>` → [scheme, token], or null (tokenwarden_dpop::authorization). */
+function authorization(value) {
+  if (value === undefined || !/^[\x20-\x7e\t]*$/.test(value)) return null;
+  const sp = value.indexOf(" ");
+  if (sp < 0) return null;
+  const scheme = value.slice(0, sp).toLowerCase();
+  const token = value.slice(sp + 1).trim();
+  if (token === "") return null;
+  if (scheme === "bearer") return ["bearer", token];
+  if (scheme === "dpop") return ["dpop", token];
+  return null;
+}
+
+function pathOf(url) {
+  let s = String(url ?? "/");
+  if (!s.startsWith("/")) {
+    try {
+      const u = new URL(s);
+      s = u.pathname + u.search;
+    } catch {
+      return s;
+    }
+  }
+  const q = s.search(/[?#]/);
+  return q >= 0 ? s.slice(0, q) : s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Access tokens (dpop/src/access.rs, then server/src/tokens.rs's claims).
+
+const isInt = (v) => Number.isInteger(v) && Math.abs(v) < 2 ** 63;
+
+/** The JWKS's usable keys: OKP Ed25519 with a kid, `alg` EdDSA or none, `use` sig or none. */
+function keySet(doc) {
+  if (!isObject(doc) || !Array.isArray(doc.keys)) throw new Error("the JWKS is not a JSON object with a keys array");
+  const keys = new Map();
+  for (const k of doc.keys) {
+    if (!isObject(k) || k.kty !== "OKP" || k.crv !== "Ed25519") continue;
+    if (k.alg !== undefined && k.alg !== "EdDSA") continue;
+    if (k.use !== undefined && k.use !== "sig") continue;
+    if (typeof k.kid !== "string" || typeof k.x !== "string") continue;
+    const x = b64decode(k.x);
+    if (!x || x.length !== 32) continue;
+    try {
+      keys.set(k.kid, createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: k.x }, format: "jwk" }));
+    } catch {}
+  }
+  if (keys.size === 0) throw new Error("the JWKS has no usable Ed25519 key");
+  return keys;
+}
+
+/** The server's claims struct (AccessClaims): every one of them required, of its type. */
+function serverClaims(c) {
+  const str = (n) => typeof c[n] === "string";
+  if (!["iss", "aud", "sub", "sid", "jti", "email", "name"].every(str)) return false;
+  if (![c.iat, c.nbf, c.exp].every(isInt)) return false;
+  if (c.roles !== undefined && c.roles !== null && !(Array.isArray(c.roles) && c.roles.every((r) => typeof r === "string")))
+    return false;
+  if (c.email_verified !== undefined && c.email_verified !== null && typeof c.email_verified !== "boolean") return false;
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The verifier.
+
+/**
+ * @param {import("./verify.d.ts").VerifierOptions} options
+ * @returns {Promise<import("./verify.d.ts").Verifier>}
+ */
+export async function createVerifier(options = {}) {
+  const {
+    authServer,
+    audience = "tokenwarden-api",
+    leewaySecs = 5,
+    allowBearer = false,
+    now = Date.now,
+    maxStalenessMs = 30_000,
+    onStale = "refuse",
+    revocationToken,
+  } = options;
+  const doFetch = options.fetch ?? globalThis.fetch;
+  if (typeof authServer !== "string" || !/^https?:\/\//.test(authServer))
+    throw new TypeError("authServer must be the auth server's http(s) URL");
+  const base = authServer.replace(/\/+$/, "");
+  if (!Number.isInteger(leewaySecs) || leewaySecs < 0 || leewaySecs > 30)
+    throw new RangeError("leewaySecs must be an integer from 0 to 30");
+  if (onStale !== "refuse" && onStale !== "accept") throw new TypeError('onStale must be "refuse" or "accept"');
+  let nonceKey;
+  if (options.nonceSecret !== undefined) {
+    nonceKey = Buffer.from(String(options.nonceSecret), "utf8");
+    if (nonceKey.length < 32) throw new RangeError("nonceSecret must be at least 32 bytes");
+  } else {
+    nonceKey = randomBytes(32);
+  }
+  const origins = [];
+  for (const o of [options.publicOrigin ?? []].flat()) {
+    const n = normalizeOrigin(o);
+    if (!n) throw new TypeError(`publicOrigin ${JSON.stringify(o)} is not an http(s) origin`);
+    origins.push(n);
+  }
+  const replayStore = options.replayStore ?? memoryReplayStore({ max: 1_000_000, now });
+  if (typeof replayStore.claim !== "function") throw new TypeError("replayStore must have claim(key, untilSecs)");
+
+  // The auth server's metadata (RFC 8414); an older server has none: its JWKS path.
+  const getJson = async (url, init) => {
+    const res = await doFetch(url, { ...init, headers: { accept: "application/json", ...init?.headers } });
+    if (!res.ok) {
+      const e = new Error(`GET ${url}: ${res.status}`);
+      e.status = res.status;
+      throw e;
+    }
+    return { json: await res.json(), res };
+  };
+  let metadata = {};
+  try {
+    metadata = (await getJson(`${base}/.well-known/oauth-authorization-server`)).json;
+  } catch (e) {
+    if (e.status !== 404) throw e;
+  }
+  const issuer = options.issuer ?? (typeof metadata.issuer === "string" ? metadata.issuer : "tokenwarden");
+  const jwksUri = typeof metadata.jwks_uri === "string" ? metadata.jwks_uri : `${base}/.well-known/jwks.json`;
+  const algs = metadata.dpop_signing_alg_values_supported;
+  if (Array.isArray(algs) && !algs.includes(PROOF_ALG))
+    throw new Error(`the auth server does not sign DPoP with ${PROOF_ALG} (dpop_signing_alg_values_supported)`);
+
+  // JWKS: Cache-Control max-age honoured; an unknown kid refetches, at most once per 10 s.
+  let keys = new Map();
+  let keysExpire = 0;
+  let lastFetch = -Infinity;
+  let inflight = null;
+  const fetchKeys = () =>
+    (inflight ??= (async () => {
+      lastFetch = now();
+      try {
+        const { json, res } = await getJson(jwksUri);
+        keys = keySet(json);
+        const m = /(?:^|,)\s*max-age\s*=\s*(\d+)/i.exec(res.headers.get("cache-control") ?? "");
+        keysExpire = now() + (m ? Number(m[1]) * 1000 : JWKS_DEFAULT_MAX_AGE_MS);
+      } finally {
+        inflight = null;
+      }
+    })());
+  await fetchKeys();
+  const refreshKeys = async (force) => {
+    if (!force && now() - lastFetch < JWKS_MIN_REFETCH_MS) return;
+    try {
+      await fetchKeys();
+    } catch (e) {
+      keysExpire = now() + JWKS_MIN_REFETCH_MS; // keep the old keys meanwhile
+      console.warn(`tokenwarden/verify: refetching the JWKS failed: ${e.message}`);
+    }
+  };
+
+  // Tokens whose signature passed: token -> {kid, claims} (server/src/access.rs).
+  const verified = new Map();
+
+  const nonceNowMs = () => Math.floor(now() / 1000) * 1000;
+  const currentNonce = () => {
+    const s = Math.floor(now() / 1000);
+    return nonceIssuedAt(nonceKey, (s - (((s % NONCE_WINDOW) + NONCE_WINDOW) % NONCE_WINDOW)) * 1000);
+  };
+  const nonceAccepted = (nonce) => {
+    const t = nonceTime(nonceKey, nonce);
+    const n = nonceNowMs();
+    return t !== null && t <= n + NONCE_MAX_FUTURE_MS && n - t < NONCE_LIFETIME_MS;
+  };
+
+  async function verifyToken(token, nowSecs) {
+    const hit = verified.get(token);
+    if (hit && keys.has(hit.kid)) return checkTimes(hit.claims, nowSecs);
+    if (token.length > MAX_TOKEN_LEN) throw new TokenRefusal("malformed");
+    const parts = token.split(".");
+    if (parts.length !== 3) throw new TokenRefusal("malformed");
+    const [h64, p64, s64] = parts;
+    const hb = b64decode(h64);
+    const header = hb && parseJson(hb);
+    if (!isObject(header) || duplicateField(hb, ["alg", "typ", "kid"])) throw new TokenRefusal("malformed");
+    const alg = optString(header, "alg");
+    const typ = optString(header, "typ");
+    const kid = optString(header, "kid");
+    if (alg === null || typ === null || kid === null) throw new TokenRefusal("malformed");
+    if (alg !== "EdDSA") throw new TokenRefusal("algorithm");
+    if (typ !== "at+jwt") throw new TokenRefusal("type");
+    if (kid === undefined) throw new TokenRefusal("unknownKey");
+    if (!keys.has(kid)) await refreshKeys(false);
+    const key = keys.get(kid);
+    if (!key) throw new TokenRefusal("unknownKey");
+    const sig = b64decode(s64);
+    if (!sig) throw new TokenRefusal("malformed");
+    if (sig.length !== 64 || !cryptoVerify(null, Buffer.from(`${h64}.${p64}`), key, sig))
+      throw new TokenRefusal("signature");
+    const pb = b64decode(p64);
+    const claims = pb && parseJson(pb);
+    if (!isObject(claims)) throw new TokenRefusal("claims");
+    if (claims.iss !== issuer || claims.aud !== audience) throw new TokenRefusal("claims");
+    if (typeof claims.sub !== "string" || !isInt(claims.exp)) throw new TokenRefusal("claims");
+    if (claims.exp + leewaySecs <= nowSecs) throw new TokenRefusal("expired");
+    if (isInt(claims.nbf) && claims.nbf - leewaySecs > nowSecs) throw new TokenRefusal("notYetValid");
+    if (claims.cnf !== undefined) {
+      const jkt = isObject(claims.cnf) ? claims.cnf.jkt : undefined;
+      if (typeof jkt !== "string" || jkt.length !== 43) throw new TokenRefusal("claims");
+    }
+    if (!serverClaims(claims)) throw new TokenRefusal("claims");
+    if (verified.size >= TOKEN_CACHE_CAPACITY) verified.clear();
+    verified.set(token, { kid, claims });
+    return claims;
+  }
+
+  function checkTimes(claims, nowSecs) {
+    if (claims.exp + leewaySecs <= nowSecs) throw new TokenRefusal("expired");
+    if (claims.nbf - leewaySecs > nowSecs) throw new TokenRefusal("notYetValid");
+    return claims;
+  }
+
+  /** dpop/src/proof.rs, step by step. Returns {jkt, jti, iat}; throws ProofRefusal. */
+  async function verifyProof(values, expected) {
+    if (values.length === 0) throw new ProofRefusal("missing");
+    if (values.length > 1) throw new ProofRefusal("multiple");
+    const proof = values[0];
+    // 1. shape
+    if (proof.length === 0 || Buffer.byteLength(proof, "latin1") > MAX_PROOF_LEN) throw new ProofRefusal("malformed");
+    const parts = proof.split(".");
+    if (parts.length !== 3) throw new ProofRefusal("malformed");
+    const [h64, p64, s64] = parts;
+    const hb = b64decode(h64);
+    const pb = b64decode(p64);
+    const signature = b64decode(s64);
+    if (!hb || !pb || !signature) throw new ProofRefusal("malformed");
+    const header = parseJson(hb);
+    if (!isObject(header) || duplicateField(hb, ["typ", "alg", "jwk", "crit"])) throw new ProofRefusal("malformed");
+    const typ = optString(header, "typ");
+    const alg = optString(header, "alg");
+    if (typ === null || alg === null) throw new ProofRefusal("malformed");
+    // 2. typ, 3. alg, crit
+    if (typ !== "dpop+jwt") throw new ProofRefusal("type");
+    if (alg !== PROOF_ALG) throw new ProofRefusal("algorithm");
+    if (header.crit !== undefined && header.crit !== null) throw new ProofRefusal("critical");
+    // 4. jwk
+    const jwk = header.jwk;
+    if (!isObject(jwk) || PRIVATE_MEMBERS.some((m) => Object.hasOwn(jwk, m))) throw new ProofRefusal("key");
+    if (jwk.kty !== "EC" || jwk.crv !== "P-256") throw new ProofRefusal("key");
+    for (const c of ["x", "y"]) {
+      const v = jwk[c];
+      if (typeof v !== "string" || v.length !== 43) throw new ProofRefusal("key");
+      const bytes = b64decode(v);
+      if (!bytes || bytes.length !== 32) throw new ProofRefusal("key");
+    }
+    // 5. signature (r || s, 64 bytes); a point off the curve fails here
+    let ok = false;
+    if (signature.length === 64) {
+      try {
+        const key = createPublicKey({ key: { kty: "EC", crv: "P-256", x: jwk.x, y: jwk.y }, format: "jwk" });
+        ok = cryptoVerify("sha256", Buffer.from(`${h64}.${p64}`, "latin1"), { key, dsaEncoding: "ieee-p1363" }, signature);
+      } catch {
+        ok = false;
+      }
+    }
+    if (!ok) throw new ProofRefusal("signature");
+    // 6. claims
+    const claims = parseJson(pb);
+    if (!isObject(claims) || duplicateField(pb, ["jti", "htm", "htu", "iat", "ath", "nonce"]))
+      throw new ProofRefusal("claims");
+    const jti = optString(claims, "jti");
+    const htm = optString(claims, "htm");
+    const htu = optString(claims, "htu");
+    const athClaim = optString(claims, "ath");
+    const nonce = optString(claims, "nonce");
+    if ([jti, htm, htu, athClaim, nonce].includes(null)) throw new ProofRefusal("claims");
+    if (claims.iat !== undefined && claims.iat !== null && typeof claims.iat !== "number") throw new ProofRefusal("claims");
+    if (jti === undefined || htm === undefined || htu === undefined || claims.iat === undefined || claims.iat === null)
+      throw new ProofRefusal("claims");
+    if (jti.length === 0 || [...jti].length > 128) throw new ProofRefusal("claims");
+    let iat = claims.iat;
+    if (!(isInt(iat) || (Number.isFinite(iat) && Math.abs(iat) < 1e15))) throw new ProofRefusal("claims");
+    iat = Math.trunc(iat);
+    // 7. htm
+    if (htm !== expected.method) throw new ProofRefusal("method");
+    // 8. htu
+    const url = normalizeUrl(htu);
+    if (!url) throw new ProofRefusal("url");
+    let originOk;
+    if (origins.length > 0) originOk = origins.includes(url.origin);
+    else if (isLoopbackHost(expected.host))
+      originOk = ["http", "https"].some((s) => originOfHost(s, expected.host) === url.origin);
+    else originOk = false;
+    if (!originOk) throw new ProofRefusal("url");
+    if (url.path !== expected.path && normalizePath(expected.path) !== url.path) throw new ProofRefusal("url");
+    // 9. iat
+    if (iat < expected.now - PROOF_MAX_AGE) throw new ProofRefusal("stale");
+    if (iat > expected.now + PROOF_MAX_FUTURE) throw new ProofRefusal("future");
+    // 10. ath
+    if (athClaim !== ath(expected.token)) throw new ProofRefusal("ath");
+    // 11. nonce
+    if (nonce === undefined || !nonceAccepted(nonce)) throw new ProofRefusal("nonce");
+    // 12. binding
+    const jkt = thumbprint(jwk.x, jwk.y);
+    if (jkt !== expected.jkt) throw new ProofRefusal("keyMismatch");
+    // 13. jti, recorded until the proof could no longer pass the iat check
+    const key = b64(createHash("sha256").update(jkt).update(Buffer.from([0])).update(jti).digest());
+    let fresh;
+    try {
+      fresh = await replayStore.claim(key, iat + PROOF_MAX_AGE + 1);
+    } catch (e) {
+      if (e instanceof ReplayStoreFullError || e?.name === "ReplayStoreFullError") throw new ProofRefusal("full");
+      throw e;
+    }
+    if (fresh !== true) throw new ProofRefusal("replayed");
+    return { jkt, jti, iat };
+  }
+
+  const revocations = revocationFeed({
+    token: revocationToken,
+    endpoint: metadata.tokenwarden_revocations_endpoint,
+    fetch: doFetch,
+    now,
+    maxStalenessMs,
+    onKeys: () => refreshKeys(true),
+  });
+
+  async function verifyRequest({ method, url, headers } = {}) {
+    const nowMs = now();
+    const nowSecs = Math.floor(nowMs / 1000);
+    const auth = authorization(headerValues(headers, "authorization")[0]);
+    if (!auth) throw missingToken();
+    const [scheme, token] = auth;
+    const dpopScheme = scheme === "dpop";
+    if (nowMs >= keysExpire && !inflight) await refreshKeys(true);
+    let claims;
+    try {
+      claims = await verifyToken(token, nowSecs);
+    } catch (e) {
+      if (e instanceof TokenRefusal) throw invalidToken(e.why, dpopScheme);
+      throw e;
+    }
+    // Revocations: the feed's view (refused when it is stale, unless configured otherwise).
+    if (revocations.enabled && !revocations.fresh()) {
+      if (onStale === "refuse")
+        throw new VerifyError(503, "temporarily_unavailable", "the revocation feed is unavailable; retry later", {
+          "Retry-After": "5",
+        });
+      revocations.warnStale();
+    }
+    if (revocations.isRevoked(claims.jti, claims.sid, nowSecs)) throw invalidToken("revoked", dpopScheme);
+    // The binding (server/src/dpop.rs check_resource).
+    const bound = claims.cnf !== undefined;
+    if (!dpopScheme && bound) throw invalidToken("bound", true);
+    if (!dpopScheme && !allowBearer) throw invalidToken("dpopRequired", true);
+    if (!dpopScheme) return claims;
+    if (!bound) throw invalidToken("notBound", true);
+    try {
+      await verifyProof(headerValues(headers, "dpop"), {
+        method: String(method ?? "GET"),
+        path: pathOf(url),
+        host: headerValues(headers, "host")[0] ?? "",
+        token,
+        jkt: claims.cnf.jkt,
+        now: nowSecs,
+      });
+    } catch (e) {
+      if (e instanceof ProofRefusal) throw proofError(e.why, currentNonce());
+      throw e;
+    }
+    return claims;
+  }
+
+  async function verify(request) {
+    try {
+      return await verifyRequest(request);
+    } catch (e) {
+      if (e instanceof VerifyError) throw e;
+      // A store or network failure: the server's 500 (details logged, never sent).
+      console.error("tokenwarden/verify: internal error:", e);
+      throw new VerifyError(500, "server_error", "internal error", {});
+    }
+  }
+
+  const errorBody = (e) => JSON.stringify(e.toJSON());
+  const answerHeaders = (e) => ({ ...e.headers, "Cache-Control": "no-store", "Content-Type": "application/json" });
+
+  return {
+    verify,
+    nonce: currentNonce,
+    issuer,
+    audience,
+    revocations: { status: () => revocations.status(), add: revocations.add },
+    express() {
+      return (req, res, next) => {
+        res.setHeader("DPoP-Nonce", currentNonce());
+        verify({ method: req.method, url: req.originalUrl ?? req.url, headers: req.headersDistinct ?? req.headers }).then(
+          (claims) => {
+            req.auth = claims;
+            next();
+          },
+          (e) => {
+            for (const [k, v] of Object.entries(answerHeaders(e))) res.setHeader(k, v);
+            res.statusCode = e.status;
+            res.end(errorBody(e));
+          },
+        );
+      };
+    },
+    koa() {
+      return async (ctx, next) => {
+        ctx.set("DPoP-Nonce", currentNonce());
+        let claims;
+        try {
+          claims = await verify({ method: ctx.method, url: ctx.originalUrl ?? ctx.url, headers: ctx.req.headersDistinct ?? ctx.headers });
+        } catch (e) {
+          ctx.status = e.status;
+          for (const [k, v] of Object.entries(answerHeaders(e))) ctx.set(k, v);
+          ctx.body = errorBody(e);
+          ctx.type = "application/json";
+          return;
+        }
+        ctx.state.auth = claims;
+        await next();
+      };
+    },
+    fastify() {
+      return async (request, reply) => {
+        reply.header("DPoP-Nonce", currentNonce());
+        try {
+          request.auth = await verify({ method: request.method, url: request.raw.url ?? request.url, headers: request.raw.headersDistinct ?? request.headers });
+        } catch (e) {
+          reply.code(e.status).headers(answerHeaders(e)).send(errorBody(e));
+          return reply;
+        }
+      };
+    },
+    close() {
+      revocations.close();
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The revocation feed (server/src/feed.rs): Server-Sent Events.
+
+function revocationFeed({ token, endpoint, fetch: doFetch, now, maxStalenessMs, onKeys }) {
+  const sessions = new Map();
+  const tokens = new Map();
+  let nextPrune = 0;
+  const add = (kind, id, until) => {
+    if (typeof id !== "string" || !Number.isFinite(until)) return;
+    const map = kind === "session" ? sessions : kind === "token" ? tokens : null;
+    if (map && (map.get(id) ?? -Infinity) < until) map.set(id, until);
+  };
+  const isRevoked = (jti, sid, nowSecs) => {
+    if (nowSecs >= nextPrune) {
+      for (const m of [sessions, tokens]) for (const [k, u] of m) if (u <= nowSecs) m.delete(k);
+      nextPrune = nowSecs + 5;
+    }
+    return (tokens.get(jti) ?? -Infinity) > nowSecs || (sessions.get(sid) ?? -Infinity) > nowSecs;
+  };
+  const started = now();
+  const state = { connected: false, lastEventId: null, lastActivity: null, ready: false, warned: false };
+  const base = {
+    add,
+    isRevoked,
+    enabled: token !== undefined,
+    fresh: () => true,
+    warnStale() {},
+    status: () => ({ connected: state.connected, lastEventId: state.lastEventId, staleForMs: 0 }),
+    close() {},
+  };
+  if (token === undefined) return base;
+  if (typeof endpoint !== "string")
+    throw new Error("revocationToken is set but the auth server's metadata has no tokenwarden_revocations_endpoint");
+
+  let closed = false;
+  let controller = null;
+  let timer = null;
+  let backoff = 250;
+  const staleFor = () => {
+    const t = now();
+    if (!state.ready) return t - started;
+    return Math.max(0, t - state.lastActivity - maxStalenessMs);
+  };
+  const fresh = () => state.ready && now() - state.lastActivity <= maxStalenessMs;
+  const touch = () => {
+    state.lastActivity = now();
+    state.warned = false;
+  };
+
+  function dispatch(event, data, id) {
+    if (id !== undefined) state.lastEventId = id;
+    let json;
+    try {
+      json = JSON.parse(data);
+    } catch {
+      json = undefined;
+    }
+    if (event === "revoked" && isObject(json)) add(json.kind, json.id, json.until);
+    else if (event === "ready") {
+      state.ready = true;
+      backoff = 250;
+    } else if (event === "keys") onKeys();
+    touch();
+  }
+
+  async function connect() {
+    controller = new AbortController();
+    const headers = { authorization: `Bearer ${token}`, accept: "text/event-stream" };
+    if (state.lastEventId !== null) headers["last-event-id"] = state.lastEventId;
+    try {
+      const res = await doFetch(endpoint, { headers, signal: controller.signal });
+      if (!res.ok || !res.body) throw new Error(`revocation feed: ${res.status}`);
+      state.connected = true;
+      const decoder = new TextDecoder();
+      let buf = "";
+      let event = "message";
+      let data = [];
+      let id;
+      for await (const chunk of res.body) {
+        buf += decoder.decode(chunk, { stream: true });
+        let nl;
+        while ((nl = buf.search(/\r\n|\r|\n/)) >= 0) {
+          const line = buf.slice(0, nl);
+          buf = buf.slice(nl + (buf.startsWith("\r\n", nl) ? 2 : 1));
+          if (line === "") {
+            if (data.length > 0 || event !== "message") dispatch(event, data.join("\n"), id);
+            event = "message";
+            data = [];
+            id = undefined;
+          } else if (line.startsWith(":")) {
+            touch(); // keepalive
+          } else {
+            const colon = line.indexOf(":");
+            const field = colon < 0 ? line : line.slice(0, colon);
+            let value = colon < 0 ? "" : line.slice(colon + 1);
+            if (value.startsWith(" ")) value = value.slice(1);
+            if (field === "event") event = value;
+            else if (field === "data") data.push(value);
+            else if (field === "id" && !value.includes("\0")) id = value;
+          }
+        }
+      }
+    } catch (e) {
+      if (!closed && e?.name !== "AbortError") console.warn(`tokenwarden/verify: revocation feed: ${e.message}`);
+    } finally {
+      state.connected = false;
+    }
+    if (closed) return;
+    timer = setTimeout(connect, backoff);
+    timer.unref?.();
+    backoff = Math.min(backoff * 2, 5000);
+  }
+  connect();
+
+  return {
+    ...base,
+    fresh,
+    warnStale() {
+      if (!state.warned) {
+        state.warned = true;
+        console.warn("tokenwarden/verify: the revocation feed is stale; accepting tokens (onStale: accept)");
+      }
+    },
+    status: () => ({ connected: state.connected, lastEventId: state.lastEventId, staleForMs: staleFor() }),
+    close() {
+      closed = true;
+      clearTimeout(timer);
+      controller?.abort();
+    },
+  };
+}

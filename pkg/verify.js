@@ -454,7 +454,6 @@ function serverClaims(c) {
 export async function createVerifier(options = {}) {
   const {
     authServer,
-    audience = "tokenwarden-api",
     leewaySecs = 5,
     allowBearer = false,
     now = Date.now,
@@ -502,6 +501,8 @@ export async function createVerifier(options = {}) {
     if (e.status !== 404) throw e;
   }
   const issuer = options.issuer ?? (typeof metadata.issuer === "string" ? metadata.issuer : "tokenwarden");
+  const audience =
+    options.audience ?? (typeof metadata.tokenwarden_audience === "string" ? metadata.tokenwarden_audience : "tokenwarden-api");
   const jwksUri = typeof metadata.jwks_uri === "string" ? metadata.jwks_uri : `${base}/.well-known/jwks.json`;
   const algs = metadata.dpop_signing_alg_values_supported;
   if (Array.isArray(algs) && !algs.includes(PROOF_ALG))

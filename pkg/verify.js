@@ -838,7 +838,7 @@ function revocationFeed({ token, endpoint, fetch: doFetch, now, maxStalenessMs, 
     return (tokens.get(jti) ?? -Infinity) > nowSecs || (sessions.get(sid) ?? -Infinity) > nowSecs;
   };
   const started = now();
-  const state = { connected: false, lastEventId: null, lastActivity: null, ready: false, warned: false };
+  const state = { connected: false, lastEventId: null, lastActivity: null, ready: false, warned: false, failing: false };
   const base = {
     add,
     isRevoked,
@@ -891,6 +891,7 @@ function revocationFeed({ token, endpoint, fetch: doFetch, now, maxStalenessMs, 
       const res = await doFetch(endpoint, { headers, signal: controller.signal });
       if (!res.ok || !res.body) throw new Error(`revocation feed: ${res.status}`);
       state.connected = true;
+      state.failing = false;
       const decoder = new TextDecoder();
       let buf = "";
       let event = "message";
@@ -921,7 +922,9 @@ function revocationFeed({ token, endpoint, fetch: doFetch, now, maxStalenessMs, 
         }
       }
     } catch (e) {
-      if (!closed && e?.name !== "AbortError") console.warn(`tokenwarden/verify: revocation feed: ${e.message}`);
+      // Logged once per outage, not at every retry.
+      if (!closed && e?.name !== "AbortError" && !state.failing) console.warn(`tokenwarden/verify: revocation feed: ${e.message}; retrying`);
+      state.failing = true;
     } finally {
       state.connected = false;
     }

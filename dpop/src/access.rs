@@ -133,7 +133,10 @@ pub struct Audience {
 #[derive(Debug, Clone)]
 pub struct AccessToken {
     pub sub: String,
-    pub jti: Option<String>,
+    /// The session the token was issued in (what a logout or a revoked session names).
+    pub sid: String,
+    /// The token's own id.
+    pub jti: String,
     pub exp: i64,
     /// `cnf.jkt`: the thumbprint of the key the token is bound to, if it is bound.
     pub jkt: Option<String>,
@@ -197,7 +200,11 @@ pub fn verify(
     if s("iss") != Some(aud.issuer.as_str()) || s("aud") != Some(aud.audience.as_str()) {
         return Err(TokenError::Claims);
     }
-    let (Some(sub), Some(exp)) = (s("sub"), i("exp")) else {
+    // Every claim the auth server writes and a verifier relies on: `sid` and `jti` are what
+    // the revocation feed names.
+    let (Some(sub), Some(sid), Some(jti), Some(exp), Some(_), Some(_)) =
+        (s("sub"), s("sid"), s("jti"), i("exp"), i("iat"), i("nbf"))
+    else {
         return Err(TokenError::Claims);
     };
     if exp + aud.leeway_secs <= now {
@@ -218,7 +225,8 @@ pub fn verify(
     };
     Ok(AccessToken {
         sub: sub.to_owned(),
-        jti: s("jti").map(str::to_owned),
+        sid: sid.to_owned(),
+        jti: jti.to_owned(),
         exp,
         jkt,
         claims,

@@ -60,6 +60,19 @@ pub(crate) fn origin_of_host(scheme: &str, host: &str) -> Option<String> {
     normalize_origin(&format!("{scheme}://{host}"))
 }
 
+/// `localhost` or a loopback address (`127.x.x.x`, `[::1]`), with or without a port.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +139,30 @@ mod tests {
         assert_eq!(origin_of_host("http", ""), None);
         assert_eq!(normalize_path("/a/./b/../c").as_deref(), Some("/a/c"));
         assert_eq!(normalize_path("a"), None);
+    }
+
+    #[test]
+    fn loopback_hosts_are_told_apart() {
+        for host in [
+            "localhost",
+            "LOCALHOST:8080",
+            "127.0.0.1",
+            "127.1.2.3:443",
+            "[::1]",
+            "[::1]:80",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "",
+            "api.example",
+            "api.example:443",
+            "10.0.0.1",
+            "[::2]:80",
+            "127.0.0.1.evil",
+            "localhost.evil",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
     }
 }

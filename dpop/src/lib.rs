@@ -9,6 +9,8 @@
 //! - [`access`]: EdDSA access tokens (RFC 9068 profile) verified against a JWKS, with `cnf`.
 //! - [`resource`] (feature `axum`, default): an extractor that does both for a resource server,
 //!   and the RFC 9449 error responses.
+//! - [`feed`] (feature `feed`): follow the auth server's keys and revocation feed, so that a
+//!   revoked token is refused within a second.
 //! - [`ProofSigner`]: makes proofs (tests, load generators, Rust clients).
 //!
 //! Every function that reads untrusted input returns a typed error; none panics.
@@ -20,6 +22,8 @@
 
 pub mod access;
 mod error;
+#[cfg(feature = "feed")]
+pub mod feed;
 mod htu;
 mod jwk;
 mod nonce;
@@ -30,7 +34,7 @@ pub mod resource;
 mod signer;
 
 pub use error::ProofError;
-pub use htu::{NormalizedUrl, normalize_origin, normalize_url};
+pub use htu::{NormalizedUrl, is_loopback_host, normalize_origin, normalize_url};
 pub use jwk::{PublicKey, thumbprint};
 pub use nonce::{NONCE_LIFETIME_SECS, NONCE_WINDOW_SECS, Nonces};
 pub use proof::{Expected, Origins, Policy, Proof, Verifier, ath};

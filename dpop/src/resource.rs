@@ -20,7 +20,8 @@
 //! ```
 //!
 //! Share the auth server's nonce secret (`--dpop-nonce-secret`) so that the nonce a client got
-//! from either server works on both.
+//! from either server works on both. With the `feed` feature, `crate::feed::follow` keeps the
+//! keys current and refuses revoked tokens within a second.
 
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -34,7 +35,8 @@ use crate::access::{self, AccessToken, Audience, JwksError, KeySet, TokenError};
 use crate::proof::{Expected, Origins, Verifier};
 use crate::{DPOP_HEADER, NONCE_HEADER, Nonces, ProofError, Scheme, authorization, dpop_challenge};
 
-/// A resource server's verifier: keys, audience, nonces, replay cache.
+/// A resource server's verifier: keys, audience, nonces, replay cache, and the revocations the
+/// auth server's feed reported (feature `feed`: crate::feed::follow).
 pub struct ResourceServer {
     keys: RwLock<Arc<KeySet>>,
     pub audience: Audience,
@@ -42,6 +44,10 @@ pub struct ResourceServer {
     origins: Vec<String>,
     require_dpop: bool,
     clock: Box<dyn Fn() -> i64 + Send + Sync>,
+    #[cfg(feature = "feed")]
+    revocations: crate::feed::Revocations,
+    #[cfg(feature = "feed")]
+    stale: crate::feed::StalePolicy,
 }
 
 impl std::fmt::Debug for ResourceServer {
@@ -82,7 +88,28 @@ impl ResourceServer {
             origins: Vec::new(),
             require_dpop: false,
             clock: Box::new(system_now),
+            #[cfg(feature = "feed")]
+            revocations: crate::feed::Revocations::default(),
+            #[cfg(feature = "feed")]
+            stale: crate::feed::StalePolicy::default(),
         })
+    }
+
+    /// What to do while the revocation feed followed by crate::feed::follow cannot be heard
+    /// from: by default ([`StalePolicy::default`]) every token is refused (503
+    /// `temporarily_unavailable`, `Retry-After: 5`) once the view of revocations is 30 s old.
+    ///
+    /// [`StalePolicy::default`]: crate::feed::StalePolicy
+    #[cfg(feature = "feed")]
+    pub fn with_stale_policy(mut self, policy: crate::feed::StalePolicy) -> Self {
+        self.stale = policy;
+        self
+    }
+
+    /// The revocations the feed reported (crate::feed::follow fills them).
+    #[cfg(feature = "feed")]
+    pub fn revocations(&self) -> &crate::feed::Revocations {
+        &self.revocations
     }
 
     /// The origins this server is reachable at (what `htu` may name). Without any, the
@@ -147,6 +174,15 @@ impl ResourceServer {
         let now = self.now();
         let claims = access::verify(&keys, &self.audience, token, now)
             .map_err(|e| AuthError::InvalidToken(scheme, e.to_string().into()))?;
+        #[cfg(feature = "feed")]
+        {
+            if !self.stale.allows(&self.revocations) {
+                return Err(AuthError::Unavailable);
+            }
+            if self.revocations.is_revoked(&claims.sid, &claims.jti, now) {
+                return Err(AuthError::InvalidToken(scheme, REVOKED.into()));
+            }
+        }
         match (scheme, claims.jkt.as_deref()) {
             (Scheme::Bearer, Some(_)) => Err(AuthError::InvalidToken(Scheme::Dpop, BOUND.into())),
             (Scheme::Bearer, None) if self.require_dpop => {
@@ -159,10 +195,15 @@ impl ResourceServer {
                     .get(header::HOST)
                     .and_then(|h| h.to_str().ok())
                     .unwrap_or("");
-                let origins = if self.origins.is_empty() {
+                // Without configured origins the request's Host names the origin only for a
+                // loopback host (a development server), as the auth server does: elsewhere a
+                // client picks its Host, and a proof made for another server would pass here.
+                let origins = if !self.origins.is_empty() {
+                    Origins::List(&self.origins)
+                } else if crate::htu::is_loopback_host(host) {
                     Origins::Host(host)
                 } else {
-                    Origins::List(&self.origins)
+                    Origins::List(&[])
                 };
                 let expected = Expected {
                     method,
@@ -184,6 +225,9 @@ impl ResourceServer {
     }
 }
 
+/// Description of a token whose session or id the feed reported revoked.
+pub const REVOKED: &str = "the token has been revoked";
+
 /// Description of a bound token sent as Bearer.
 pub const BOUND: &str = "the token is DPoP-bound: send it as Authorization: DPoP with a DPoP proof";
 /// Description of an unbound token sent as DPoP (or as Bearer when DPoP is required).
@@ -198,6 +242,9 @@ pub enum AuthError {
     InvalidToken(Scheme, std::borrow::Cow<'static, str>),
     /// The proof is refused: `invalid_dpop_proof` or `use_dpop_nonce`.
     Proof(ProofError),
+    /// The view of revocations is too old (the feed unreachable) and the policy fails closed:
+    /// 503 `temporarily_unavailable`, `Retry-After: 5`.
+    Unavailable,
 }
 
 impl From<TokenError> for AuthError {
@@ -249,6 +296,16 @@ impl IntoResponse for AuthError {
                 let description = e.to_string();
                 let res = json_error(StatusCode::UNAUTHORIZED, e.code(), &description);
                 with_challenge(res, &dpop_challenge(realm, Some((e.code(), &description))))
+            }
+            AuthError::Unavailable => {
+                let mut res = json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the revocation status of tokens is unknown for now; retry later",
+                );
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                res
             }
         }
     }

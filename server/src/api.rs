@@ -114,7 +114,7 @@ pub async fn metadata(State(d): State<Discovery>, headers: axum::http::HeaderMap
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or("localhost");
-        let scheme = if crate::dpop::is_loopback_host(host) {
+        let scheme = if tokenwarden_dpop::is_loopback_host(host) {
             "http"
         } else {
             "https"

@@ -61,19 +61,6 @@ pub enum DpopError {
     Secret,
 }
 
-/// `localhost` or a loopback address (`127.x.x.x`, `[::1]`), with or without a port.
-pub fn is_loopback_host(host: &str) -> bool {
-    let name = match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    };
-    let name = name.trim_start_matches('[').trim_end_matches(']');
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 /// Whether the request carries a `DPoP` header at all.
 pub fn has_proof(headers: &HeaderMap) -> bool {
     headers.contains_key(DPOP_HEADER)
@@ -140,7 +127,7 @@ impl Dpop {
         // another server (the same token sent to a second API) would pass here.
         let origins = if !public.is_empty() {
             Origins::List(public)
-        } else if is_loopback_host(host) {
+        } else if tokenwarden_dpop::is_loopback_host(host) {
             Origins::Host(host)
         } else {
             Origins::List(&[])
@@ -270,34 +257,4 @@ pub async fn add_nonce(State(dpop): State<Dpop>, mut res: Response) -> Response 
         res.headers_mut().insert(NONCE_HEADER, v);
     }
     res
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_loopback_host;
-
-    #[test]
-    fn loopback_hosts_are_told_apart() {
-        for host in [
-            "localhost",
-            "LOCALHOST:8080",
-            "127.0.0.1",
-            "127.1.2.3:443",
-            "[::1]",
-            "[::1]:80",
-        ] {
-            assert!(is_loopback_host(host), "{host}");
-        }
-        for host in [
-            "",
-            "api.example",
-            "api.example:443",
-            "10.0.0.1",
-            "[::2]:80",
-            "127.0.0.1.evil",
-            "localhost.evil",
-        ] {
-            assert!(!is_loopback_host(host), "{host}");
-        }
-    }
 }

@@ -1,0 +1,370 @@
+//! Keeping a [`ResourceServer`] in step with the auth server (feature `feed`): its keys from the
+//! discovery document's JWKS (refetched when the feed says the ring changed, and at the JWKS's
+//! `max-age`), and the revocation feed (`GET /auth/revocations`, Server-Sent Events), so that a
+//! logged-out or revoked token is refused within a second instead of at its `exp`.
+//!
+//! ```no_run
+//! # async fn run(rs: std::sync::Arc<tokenwarden_dpop::resource::ResourceServer>) {
+//! let _task = tokenwarden_dpop::feed::follow(rs, "https://auth.example.com", Some("the feed's service token".into()));
+//! # }
+//! ```
+//!
+//! While the feed cannot be reached, the resource server's staleness policy decides
+//! ([`ResourceServer::with_revocation_policy`]): refuse (503) once the view is older than the
+//! allowed staleness, or accept.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::resource::ResourceServer;
+
+/// What a [`ResourceServer`] does while it cannot hear the feed (the auth server down, a
+/// proxy cutting the stream): its view of revocations grows stale, and a token revoked in the
+/// meantime would pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StalePolicy {
+    /// How long since the feed was last heard from (an event or the 15-second keepalive)
+    /// before the view counts as stale. Before the first snapshot the view is stale.
+    pub max_staleness: Duration,
+    /// While stale: refuse every token (`true`, the default: 503 `temporarily_unavailable`,
+    /// `Retry-After: 5`; a logout is never missed, an auth-server outage is an API outage), or
+    /// accept tokens on their signature and expiry alone (`false`: the API stays up, a token
+    /// revoked meanwhile passes until its `exp`).
+    pub refuse: bool,
+}
+
+impl Default for StalePolicy {
+    fn default() -> Self {
+        StalePolicy {
+            max_staleness: Duration::from_secs(30),
+            refuse: true,
+        }
+    }
+}
+
+impl StalePolicy {
+    /// Whether tokens may be judged on this view (always, when no feed is followed).
+    pub fn allows(&self, view: &Revocations) -> bool {
+        if !view.followed.load(Ordering::Relaxed) || !self.refuse {
+            return true;
+        }
+        view.staleness().is_some_and(|s| s <= self.max_staleness)
+    }
+}
+
+/// Revoked sessions and tokens, as the feed told them, until they no longer matter.
+#[derive(Debug)]
+pub struct Revocations {
+    sets: RwLock<Sets>,
+    /// When the feed was last heard from after its first `ready`.
+    heard_at: Mutex<Option<Instant>>,
+    /// Whether a feed is followed (crate::feed::follow with a service token).
+    followed: AtomicBool,
+}
+
+impl Default for Revocations {
+    fn default() -> Self {
+        Revocations {
+            sets: RwLock::default(),
+            heard_at: Mutex::default(),
+            followed: AtomicBool::new(false),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Sets {
+    /// session id -> until (unix seconds)
+    sessions: HashMap<String, i64>,
+    /// jti -> until
+    tokens: HashMap<String, i64>,
+}
+
+/// Entries kept at most (a bound on memory against a feed gone wrong); expired ones go first.
+const MAX_ENTRIES: usize = 1_000_000;
+
+impl Revocations {
+    /// Whether a token of session `sid` with id `jti` is revoked at `now`: the feed's `until`
+    /// (which already counts the verifier's leeway) is not behind `now`.
+    pub fn is_revoked(&self, sid: &str, jti: &str, now: i64) -> bool {
+        let sets = match self.sets.read() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        let live = |m: &HashMap<String, i64>, k: &str| m.get(k).is_some_and(|until| *until >= now);
+        live(&sets.sessions, sid) || live(&sets.tokens, jti)
+    }
+
+    /// How long since the feed was last heard from; `None` before its first `ready`.
+    pub fn staleness(&self) -> Option<Duration> {
+        let at = match self.heard_at.lock() {
+            Ok(a) => *a,
+            Err(p) => *p.into_inner(),
+        };
+        at.map(|t| t.elapsed())
+    }
+
+    fn heard(&self) {
+        match self.heard_at.lock() {
+            Ok(mut a) => *a = Some(Instant::now()),
+            Err(p) => *p.into_inner() = Some(Instant::now()),
+        }
+    }
+
+    /// Records a revocation: `kind` `session` (a `sid`) or `token` (a `jti`), refused while
+    /// `until` (unix seconds) is not behind the clock. `false` for another kind or a bad id.
+    pub fn add(&self, kind: &str, id: &str, until: i64, now: i64) -> bool {
+        if id.is_empty() || id.len() > 256 {
+            return false;
+        }
+        let mut sets = match self.sets.write() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        if sets.sessions.len() + sets.tokens.len() >= MAX_ENTRIES {
+            sets.sessions.retain(|_, u| *u >= now);
+            sets.tokens.retain(|_, u| *u >= now);
+        }
+        let map = match kind {
+            "session" => &mut sets.sessions,
+            "token" => &mut sets.tokens,
+            _ => return false,
+        };
+        let entry = map.entry(id.to_owned()).or_insert(until);
+        *entry = (*entry).max(until);
+        true
+    }
+
+    /// Applies one `revoked` event's data; `false` if it is not one.
+    pub fn apply(&self, data: &Value, now: i64) -> bool {
+        match (
+            data["kind"].as_str(),
+            data["id"].as_str(),
+            data["until"].as_i64(),
+        ) {
+            (Some(kind), Some(id), Some(until)) => self.add(kind, id, until, now),
+            _ => false,
+        }
+    }
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Default)]
+struct SseEvent {
+    event: String,
+    id: Option<String>,
+    data: String,
+}
+
+/// Splits complete events off the front of `buf`.
+fn take_events(buf: &mut String) -> Vec<SseEvent> {
+    let mut out = Vec::new();
+    while let Some(end) = buf.find("\n\n") {
+        let block: String = buf.drain(..end + 2).collect();
+        let mut e = SseEvent::default();
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("event:") {
+                e.event = v.trim().to_owned();
+            } else if let Some(v) = line.strip_prefix("id:") {
+                e.id = Some(v.trim().to_owned());
+            } else if let Some(v) = line.strip_prefix("data:") {
+                e.data.push_str(v.trim());
+            } else if line.starts_with(':') {
+                e.event = "comment".into();
+            }
+        }
+        out.push(e);
+    }
+    out
+}
+
+async fn metadata(http: &reqwest::Client, auth_server: &str) -> Result<Value, String> {
+    let url = format!(
+        "{}/.well-known/oauth-authorization-server",
+        auth_server.trim_end_matches('/')
+    );
+    http.get(&url)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| format!("{url}: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("{url}: {e}"))
+}
+
+async fn refresh_keys(
+    http: &reqwest::Client,
+    rs: &ResourceServer,
+    jwks_uri: &str,
+) -> Result<(), String> {
+    let text = http
+        .get(jwks_uri)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| format!("{jwks_uri}: {e}"))?
+        .text()
+        .await
+        .map_err(|e| format!("{jwks_uri}: {e}"))?;
+    rs.set_jwks(&text).map(drop).map_err(|e| e.to_string())
+}
+
+/// Follows the auth server at `auth_server` for `rs`: its JWKS every minute and whenever the
+/// ring changes, and, with the feed's service `token`, its revocations. Runs until aborted.
+pub fn follow(
+    rs: Arc<ResourceServer>,
+    auth_server: &str,
+    token: Option<String>,
+) -> tokio::task::JoinHandle<()> {
+    let auth_server = auth_server.to_owned();
+    if token.is_some() {
+        rs.revocations().followed.store(true, Ordering::Relaxed);
+    }
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let mut backoff = FIRST_BACKOFF;
+        let mut last_id: Option<String> = None;
+        loop {
+            let result = follow_once(
+                &http,
+                &rs,
+                &auth_server,
+                token.as_deref(),
+                &mut last_id,
+                &mut backoff,
+            )
+            .await;
+            if let Err(e) = result {
+                // No logging dependency in this crate: stderr, once per failure.
+                eprintln!("tokenwarden_dpop::feed: {e}");
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    })
+}
+
+/// The longest event accepted (the feed's are under 200 bytes).
+const MAX_EVENT_BYTES: usize = 64 * 1024;
+
+/// The first wait before reconnecting; doubled after each failure up to 5 s, reset by `ready`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+async fn follow_once(
+    http: &reqwest::Client,
+    rs: &ResourceServer,
+    auth_server: &str,
+    token: Option<&str>,
+    last_id: &mut Option<String>,
+    backoff: &mut Duration,
+) -> Result<(), String> {
+    let meta = metadata(http, auth_server).await?;
+    let jwks_uri = meta["jwks_uri"].as_str().ok_or("no jwks_uri")?.to_owned();
+    refresh_keys(http, rs, &jwks_uri).await?;
+    let (Some(token), Some(feed)) = (token, meta["tokenwarden_revocations_endpoint"].as_str())
+    else {
+        if token.is_some() {
+            return Err(
+                "a service token is set but the auth server's metadata names no \
+                        tokenwarden_revocations_endpoint (is --revocation-feed-token-file set?)"
+                    .into(),
+            );
+        }
+        // No feed: keep the keys fresh.
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            refresh_keys(http, rs, &jwks_uri).await?;
+        }
+    };
+    // The service token goes to the auth server's own origin only, whatever the metadata says.
+    let origin = |u: &str| crate::normalize_url(u).map(|u| u.origin);
+    if origin(feed).is_none() || origin(feed) != origin(auth_server) {
+        return Err(format!(
+            "the revocation feed {feed} is not on the auth server's origin"
+        ));
+    }
+    let mut req = http
+        .get(feed)
+        .header("authorization", format!("Bearer {token}"))
+        .header("accept", "text/event-stream");
+    if let Some(id) = last_id.as_deref() {
+        req = req.header("last-event-id", id);
+    }
+    let mut res = req
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| format!("{feed}: {e}"))?;
+    let revocations = rs.revocations();
+    let mut buf = String::new();
+    let mut keys_at = Instant::now();
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(45), res.chunk())
+            .await
+            .map_err(|_| "the feed went quiet for 45 s".to_owned())?
+            .map_err(|e| format!("{feed}: {e}"))?
+            .ok_or("the feed ended")?;
+        buf.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
+        if buf.len() > MAX_EVENT_BYTES {
+            return Err("an event of the feed is over 64 KiB".into());
+        }
+        let now = rs.now();
+        for e in take_events(&mut buf) {
+            match e.event.as_str() {
+                "revoked" => {
+                    if let Ok(data) = serde_json::from_str::<Value>(&e.data) {
+                        revocations.apply(&data, now);
+                    }
+                }
+                "keys" => refresh_keys(http, rs, &jwks_uri).await?,
+                _ => {}
+            }
+            if let Some(id) = e.id {
+                *last_id = Some(id);
+            }
+            // `ready` makes the view current; every event or keepalive after keeps it so.
+            if e.event == "ready" {
+                *backoff = FIRST_BACKOFF;
+            }
+            if e.event == "ready" || revocations.staleness().is_some() {
+                revocations.heard();
+            }
+        }
+        if keys_at.elapsed() > Duration::from_secs(60) {
+            keys_at = Instant::now();
+            refresh_keys(http, rs, &jwks_uri).await?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_split_and_applied_until_they_expire() {
+        let mut buf = String::from(
+            "event: revoked\nid: 7\ndata: {\"kind\":\"session\",\"id\":\"s1\",\"until\":100}\n\n: keepalive\n\nevent: rea",
+        );
+        let events = take_events(&mut buf);
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].id.as_deref(), Some("7"));
+        assert_eq!(events[1].event, "comment");
+        assert_eq!(buf, "event: rea");
+        let r = Revocations::default();
+        assert!(r.apply(&serde_json::from_str(&events[0].data).unwrap(), 50));
+        assert!(r.is_revoked("s1", "j", 100));
+        assert!(!r.is_revoked("s1", "j", 101), "no longer matters");
+        assert!(!r.is_revoked("s2", "j", 50));
+        assert!(!r.apply(
+            &serde_json::json!({"kind": "other", "id": "x", "until": 1}),
+            0
+        ));
+        assert_eq!(r.staleness(), None, "not current before the first ready");
+    }
+}

@@ -336,6 +336,8 @@ export function postgresReplayStore(pool, { now = Date.now, table = "tokenwarden
     (ready ??= pool
       .query(`CREATE TABLE IF NOT EXISTS ${table} (proof TEXT PRIMARY KEY, until BIGINT NOT NULL)`)
       .catch((e) => {
+        // Two instances creating it at once: one of them is told the type already exists.
+        if (e?.code === "23505" || e?.code === "42P07") return;
         ready = null;
         throw e;
       }));
@@ -858,8 +860,10 @@ function revocationFeed({ token, endpoint, fetch: doFetch, now, maxStalenessMs, 
   let backoff = 250;
   const staleFor = () => {
     const t = now();
-    if (!state.ready) return t - started;
-    return Math.max(0, t - state.lastActivity - maxStalenessMs);
+    // 0 exactly while fresh: a stale view reports at least 1.
+    if (!state.ready) return Math.max(1, t - started);
+    const over = t - state.lastActivity - maxStalenessMs;
+    return over > 0 ? over : 0;
   };
   const fresh = () => state.ready && now() - state.lastActivity <= maxStalenessMs;
   const touch = () => {

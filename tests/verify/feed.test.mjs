@@ -1,0 +1,184 @@
+// The revocation feed client and the replay stores, against a scripted auth server (a fetch
+// that serves the corpus's metadata and JWKS and an event stream the test writes to).
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { createVerifier, memoryReplayStore, ReplayStoreFullError } from "../../pkg/verify.js";
+import { corpus } from "./corpus.mjs";
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const caseNamed = (name) => corpus.cases.find((c) => c.name === name);
+const bearerCase = caseNamed("valid unbound Bearer token when Bearer is allowed");
+const boundCase = caseNamed("valid bound request");
+const AUTH = "https://auth.example";
+
+/** A scripted auth server: `streams` are the feed connections, in order. */
+function scripted() {
+  const s = { streams: [], jwksFetches: 0 };
+  s.fetch = async (url, init = {}) => {
+    if (url === `${AUTH}/.well-known/oauth-authorization-server`)
+      return Response.json({ issuer: "tokenwarden", jwks_uri: `${AUTH}/jwks`, tokenwarden_revocations_endpoint: `${AUTH}/feed` });
+    if (url === `${AUTH}/jwks`) {
+      s.jwksFetches++;
+      return Response.json(corpus.config.jwks, { headers: { "cache-control": "max-age=3600" } });
+    }
+    if (url === `${AUTH}/feed`) {
+      let controller;
+      const body = new ReadableStream({ start: (c) => (controller = c) });
+      const enc = new TextEncoder();
+      const conn = {
+        at: Date.now(),
+        headers: init.headers,
+        write: (text) => controller.enqueue(enc.encode(text)),
+        end: () => controller.close(),
+      };
+      init.signal?.addEventListener("abort", () => {
+        try {
+          controller.error(new DOMException("aborted", "AbortError"));
+        } catch {}
+      });
+      s.streams.push(conn);
+      return new Response(body, { headers: { "content-type": "text/event-stream" } });
+    }
+    return new Response("", { status: 404 });
+  };
+  return s;
+}
+
+async function until(what, f, ms = 3000) {
+  const end = Date.now() + ms;
+  while (!f()) {
+    if (Date.now() > end) throw new Error(`timed out: ${what}`);
+    await sleep(5);
+  }
+}
+
+const outcome = (p) => p.then(() => 200, (e) => `${e.status} ${e.code}${e.code === "invalid_token" ? ` (${e.description})` : ""}`);
+
+test("the feed: stale until ready, revocations kept until `until`, keepalives keep it fresh, keys refetch the JWKS, reconnects with Last-Event-ID and backoff", async () => {
+  const s = scripted();
+  let clock = bearerCase.now * 1000;
+  const warn = console.warn;
+  console.warn = () => {};
+  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: "svc-token", maxStalenessMs: 30_000, now: () => clock, fetch: s.fetch });
+  try {
+    await until("the first connection", () => s.streams.length === 1);
+    const first = s.streams[0];
+    assert.equal(first.headers.authorization, "Bearer svc-token");
+    assert.equal(first.headers.accept, "text/event-stream");
+    assert.equal(first.headers["last-event-id"], undefined);
+    const req = bearerCase.request;
+    assert.equal(await outcome(v.verify(req)), "503 temporarily_unavailable", "stale before the first ready");
+
+    // A snapshot, split at odd places, CRLF line ends, then ready.
+    const until1 = bearerCase.now + 100;
+    const snapshot = `event: revoked\r\nid: 7\r\ndata: {"kind":"session","id":"session-1","until":${until1}}\r\n\r\n: keepalive\r\n\r\nevent: ready\r\nid: 9\r\ndata: {"cursor":9}\r\n\r\n`;
+    for (let i = 0; i < snapshot.length; i += 7) first.write(snapshot.slice(i, i + 7));
+    await until("ready", () => v.revocations.status().staleForMs === 0);
+    assert.deepEqual(v.revocations.status(), { connected: true, lastEventId: "9", staleForMs: 0 });
+    assert.equal(await outcome(v.verify(req)), "401 invalid_token (the token has been revoked)");
+    clock = until1 * 1000;
+    first.write(": keepalive\n\n");
+    await sleep(20);
+    assert.equal(await outcome(v.verify(req)), 200, "the revocation ended at until");
+
+    // A token revocation (jti) as it happens.
+    first.write(`event: revoked\nid: 10\ndata: {"kind":"token","id":"token-1","until":${until1 + 50}}\n\n`);
+    await until("event 10", () => v.revocations.status().lastEventId === "10");
+    assert.equal(await outcome(v.verify(req)), "401 invalid_token (the token has been revoked)");
+    clock = (until1 + 50) * 1000;
+
+    // Silence past maxStalenessMs: stale; a keepalive: fresh.
+    clock += 30_001;
+    assert.equal(await outcome(v.verify(req)), "503 temporarily_unavailable");
+    assert.ok(v.revocations.status().staleForMs >= 1);
+    first.write(": keepalive\n\n");
+    await until("fresh", () => v.revocations.status().staleForMs === 0);
+
+    // A key event refetches the JWKS at once (whatever its max-age).
+    const before = s.jwksFetches;
+    first.write(`event: keys\nid: 11\ndata: {"kid":"new"}\n\n`);
+    await until("the JWKS refetch", () => s.jwksFetches === before + 1);
+
+    // The stream ends: reconnect after 250 ms, then 500 ms, with Last-Event-ID.
+    first.end();
+    await until("the second connection", () => s.streams.length === 2);
+    assert.equal(s.streams[1].headers["last-event-id"], "11");
+    assert.ok(s.streams[1].at - Date.now() <= 0);
+    s.streams[1].end();
+    await until("the third connection", () => s.streams.length === 3);
+    const gap1 = s.streams[1].at - first.at;
+    const gap2 = s.streams[2].at - s.streams[1].at;
+    assert.ok(gap1 >= 240 && gap2 >= 480, `backoff ${gap1} ms then ${gap2} ms`);
+    // Fresh for maxStalenessMs after the last event even while disconnected.
+    assert.equal(v.revocations.status().staleForMs, 0);
+  } finally {
+    v.close();
+    console.warn = warn;
+  }
+  await sleep(50);
+  const n = s.streams.length;
+  await sleep(700);
+  assert.equal(s.streams.length, n, "no reconnection after close()");
+});
+
+test("onStale accept: a stale view accepts, and says so once", async () => {
+  const s = scripted();
+  const warned = [];
+  const warn = console.warn;
+  console.warn = (m) => warned.push(m);
+  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: "t", onStale: "accept", now: () => bearerCase.now * 1000, fetch: s.fetch });
+  try {
+    assert.equal(await outcome(v.verify(bearerCase.request)), 200);
+    assert.equal(await outcome(v.verify(bearerCase.request)), 200);
+    assert.equal(warned.filter((m) => /stale/.test(m)).length, 1);
+  } finally {
+    v.close();
+    console.warn = warn;
+  }
+});
+
+test("a revocation token without a feed in the metadata is a configuration error", async () => {
+  const fetch = async (url) =>
+    url.endsWith("oauth-authorization-server") ? Response.json({ issuer: "tokenwarden", jwks_uri: `${AUTH}/jwks` }) : Response.json(corpus.config.jwks);
+  await assert.rejects(createVerifier({ authServer: AUTH, revocationToken: "t", fetch }), /tokenwarden_revocations_endpoint/);
+});
+
+test("options are checked", async () => {
+  const s = scripted();
+  await assert.rejects(createVerifier({ authServer: AUTH, leewaySecs: 31, fetch: s.fetch }), /leewaySecs/);
+  await assert.rejects(createVerifier({ authServer: AUTH, nonceSecret: "short", fetch: s.fetch }), /32 bytes/);
+  await assert.rejects(createVerifier({ authServer: AUTH, publicOrigin: "https://a.example/path", fetch: s.fetch }), /origin/);
+  await assert.rejects(createVerifier({ fetch: s.fetch }), /authServer/);
+});
+
+test("memoryReplayStore: a replay is false, full of live entries it refuses (never forgets), room again after expiry", async () => {
+  let t = 1_000_000;
+  const store = memoryReplayStore({ max: 3, now: () => t });
+  assert.equal(await store.claim("a", 1100), true);
+  assert.equal(await store.claim("a", 1100), false);
+  assert.equal(await store.claim("b", 1100), true);
+  assert.equal(await store.claim("c", 1100), true);
+  await assert.rejects(store.claim("d", 1100), ReplayStoreFullError);
+  assert.equal(await store.claim("a", 1100), false, "still remembered");
+  t = 1_101_000;
+  assert.equal(await store.claim("d", 1200), true);
+  assert.equal(store.size, 1);
+});
+
+test("a full replay store refuses the proof (invalid_dpop_proof); a failing one is a 500", async () => {
+  const c = boundCase;
+  const base = { authServer: AUTH, publicOrigin: corpus.config.public_origins, nonceSecret: corpus.config.nonce_secret, now: () => c.now * 1000, fetch: scripted().fetch };
+  const full = await createVerifier({ ...base, replayStore: { claim: async () => { throw new ReplayStoreFullError(); } } });
+  const e = await full.verify(c.request).catch((x) => x);
+  assert.equal(e.code, "invalid_dpop_proof");
+  assert.equal(e.description, "the DPoP replay cache is full; retry later");
+  const error = console.error;
+  console.error = () => {};
+  try {
+    const broken = await createVerifier({ ...base, replayStore: { claim: async () => { throw new Error("database down"); } } });
+    const e2 = await broken.verify(c.request).catch((x) => x);
+    assert.deepEqual([e2.status, e2.code, e2.description], [500, "server_error", "internal error"]);
+  } finally {
+    console.error = error;
+  }
+});

@@ -47,6 +47,7 @@ lint: lint-modules
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p tokenwarden-server --all-targets --features test-hooks -- -D warnings
+	cargo clippy -p tokenwarden-dpop --all-targets --all-features -- -D warnings
 	cargo clippy -p tokenwarden --target wasm32-unknown-unknown --all-targets -- -D warnings
 
 # docs/QUESTIONS.md stays true: every test it links exists with that name (no build; node only).
@@ -54,9 +55,11 @@ docs-check:
 	node scripts/check-questions.mjs --self-test
 	node scripts/check-questions.mjs
 
-# The client's core, natively.
+# The client's core, natively; the crate tokenwarden-dpop with its features (the conformance
+# corpus, tests/conformance/).
 test-native:
 	cargo test -p tokenwarden
+	cargo test -p tokenwarden-dpop --all-features
 
 # The reference server over real HTTP: as released (no test hooks) on SQLite, with the
 # three-instance tests (tests/fleet.rs) on a throwaway PostgreSQL cluster of their own; the

@@ -48,6 +48,22 @@ pub enum Origins<'a> {
     Host(&'a str),
 }
 
+impl<'a> Origins<'a> {
+    /// What `htu` may name for a request with this `Host`: the configured origins; without
+    /// any, the request's Host, but only a loopback one (a development server). Elsewhere a
+    /// client picks its Host, and a proof made for another server (the same token sent to a
+    /// second API) would pass.
+    pub fn of_request(configured: &'a [String], host: &'a str) -> Self {
+        if !configured.is_empty() {
+            Origins::List(configured)
+        } else if crate::is_loopback_host(host) {
+            Origins::Host(host)
+        } else {
+            Origins::List(&[])
+        }
+    }
+}
+
 /// What the proof must match: the request as the server received it.
 #[derive(Debug, Clone, Copy)]
 pub struct Expected<'a> {

@@ -195,16 +195,7 @@ impl ResourceServer {
                     .get(header::HOST)
                     .and_then(|h| h.to_str().ok())
                     .unwrap_or("");
-                // Without configured origins the request's Host names the origin only for a
-                // loopback host (a development server), as the auth server does: elsewhere a
-                // client picks its Host, and a proof made for another server would pass here.
-                let origins = if !self.origins.is_empty() {
-                    Origins::List(&self.origins)
-                } else if crate::htu::is_loopback_host(host) {
-                    Origins::Host(host)
-                } else {
-                    Origins::List(&[])
-                };
+                let origins = Origins::of_request(&self.origins, host);
                 let expected = Expected {
                     method,
                     path,

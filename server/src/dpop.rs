@@ -121,17 +121,7 @@ impl Dpop {
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or("");
-        let public = &self.0.settings.public_origins;
-        // Without --public-origin, the request's own Host names the origin only for a loopback
-        // host (a development server): elsewhere a client picks its Host, and a proof made for
-        // another server (the same token sent to a second API) would pass here.
-        let origins = if !public.is_empty() {
-            Origins::List(public)
-        } else if tokenwarden_dpop::is_loopback_host(host) {
-            Origins::Host(host)
-        } else {
-            Origins::List(&[])
-        };
+        let origins = Origins::of_request(&self.0.settings.public_origins, host);
         let expected = Expected {
             method,
             path,

@@ -181,6 +181,20 @@ impl Keys {
         }
     }
 
+    /// Keys that verify with `jwks` and sign nothing: the conformance corpus's
+    /// (crate::conformance).
+    #[cfg(test)]
+    pub(crate) fn verifying_only(jwks: &str) -> Self {
+        let keys = Keys::new(0, KeyEncryption::local(crate::kek::LocalKek::ephemeral()));
+        let ring = Ring {
+            signing: None,
+            verifying: KeySet::from_jwks(jwks).unwrap(),
+            jwks: jwks.to_owned(),
+        };
+        *keys.ring.write().unwrap() = Arc::new(ring);
+        keys
+    }
+
     /// A new key, sealed for storage.
     fn generate_sealed(&self) -> KeyResult<KeyRow> {
         let mut key = generate()?;

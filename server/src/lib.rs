@@ -20,6 +20,8 @@ pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
+#[cfg(test)]
+mod conformance;
 pub mod cookies;
 pub mod dpop;
 pub mod error;

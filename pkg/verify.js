@@ -152,6 +152,8 @@ const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v)
  * duplicate field of a struct; JSON.parse keeps the last). */
 function duplicateField(bytes, names) {
   const text = utf8.decode(bytes);
+  // Cheap first: a name written once (no escapes) cannot be a duplicate.
+  if (!text.includes("\\") && names.every((n) => text.indexOf(`"${n}"`) === text.lastIndexOf(`"${n}"`))) return false;
   let depth = 0;
   const seen = new Set();
   for (let i = 0; i < text.length; i++) {
@@ -540,6 +542,19 @@ export async function createVerifier(options = {}) {
 
   // Tokens whose signature passed: token -> {kid, claims} (server/src/access.rs).
   const verified = new Map();
+  // Proof keys, parsed (a session signs every proof with one key; parsing costs as much as a
+  // verification). A point off the curve throws and is never kept.
+  const ecKeys = new Map();
+  const ecKey = (x, y) => {
+    const id = `${x}.${y}`;
+    let key = ecKeys.get(id);
+    if (!key) {
+      key = createPublicKey({ key: { kty: "EC", crv: "P-256", x, y }, format: "jwk" });
+      if (ecKeys.size >= TOKEN_CACHE_CAPACITY) ecKeys.clear();
+      ecKeys.set(id, key);
+    }
+    return key;
+  };
 
   const nonceNowMs = () => Math.floor(now() / 1000) * 1000;
   const currentNonce = () => {
@@ -636,7 +651,7 @@ export async function createVerifier(options = {}) {
     let ok = false;
     if (signature.length === 64) {
       try {
-        const key = createPublicKey({ key: { kty: "EC", crv: "P-256", x: jwk.x, y: jwk.y }, format: "jwk" });
+        const key = ecKey(jwk.x, jwk.y);
         ok = cryptoVerify("sha256", Buffer.from(`${h64}.${p64}`, "latin1"), { key, dsaEncoding: "ieee-p1363" }, signature);
       } catch {
         ok = false;

@@ -4,9 +4,17 @@
 //! logged-out or revoked token is refused within a second instead of at its `exp`.
 //!
 //! ```no_run
-//! # async fn run(rs: std::sync::Arc<tokenwarden_dpop::resource::ResourceServer>) {
-//! let _task = tokenwarden_dpop::feed::follow(rs, "https://auth.example.com", Some("the feed's service token".into()));
-//! # }
+//! # async fn run() -> Result<(), tokenwarden_dpop::feed::DiscoverError> {
+//! use tokenwarden_dpop::feed::{Options, discover};
+//! let rs = discover("https://auth.example.com", Options {
+//!     public_origins: vec!["https://api.example.com".into()],
+//!     nonce_secret: std::env::var("NONCE_SECRET").ok(),         // the auth server's --dpop-nonce-secret
+//!     revocation_token: std::env::var("REVOCATION_TOKEN").ok(), // its --revocation-feed-token-file's
+//!     ..Options::default()
+//! }).await?;
+//! // rs: Arc<ResourceServer>, the state of `resource::Authenticated` and `resource::add_nonce`;
+//! // it follows the auth server until the last clone of it is dropped.
+//! # Ok(()) }
 //! ```
 //!
 //! While the feed cannot be reached, the resource server's staleness policy decides
@@ -15,12 +23,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::resource::ResourceServer;
+use crate::access::Audience;
+use crate::resource::{ConfigError, ResourceServer};
 
 /// What a [`ResourceServer`] does while it cannot hear the feed (the auth server down, a
 /// proxy cutting the stream): its view of revocations grows stale, and a token revoked in the
@@ -197,27 +206,121 @@ async fn metadata(http: &reqwest::Client, auth_server: &str) -> Result<Value, St
         .map_err(|e| format!("{url}: {e}"))
 }
 
-async fn refresh_keys(
-    http: &reqwest::Client,
-    rs: &ResourceServer,
-    jwks_uri: &str,
-) -> Result<(), String> {
-    let text = http
-        .get(jwks_uri)
+async fn get_text(http: &reqwest::Client, url: &str) -> Result<String, String> {
+    http.get(url)
         .send()
         .await
         .and_then(|r| r.error_for_status())
-        .map_err(|e| format!("{jwks_uri}: {e}"))?
+        .map_err(|e| format!("{url}: {e}"))?
         .text()
         .await
-        .map_err(|e| format!("{jwks_uri}: {e}"))?;
+        .map_err(|e| format!("{url}: {e}"))
+}
+
+async fn refresh_keys(
+    http: &reqwest::Client,
+    rs: &Weak<ResourceServer>,
+    jwks_uri: &str,
+) -> Result<(), String> {
+    let text = get_text(http, jwks_uri).await?;
+    let rs = rs.upgrade().ok_or(GONE)?;
     rs.set_jwks(&text).map(drop).map_err(|e| e.to_string())
 }
 
+/// The resource server was dropped: following ends.
+const GONE: &str = "the resource server is gone";
+
+/// How [`discover`] sets up a [`ResourceServer`]; every member has a default.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The origins this API is reachable at, what a proof's `htu` may name (behind a proxy,
+    /// the public one). Empty: the request's `Host`, for a loopback one only.
+    pub public_origins: Vec<String>,
+    /// The auth server's `--dpop-nonce-secret`, so that its nonces work here and this API's
+    /// there (no extra round trip); `None`: a secret of this process (docs/DEPLOYMENT.md).
+    pub nonce_secret: Option<String>,
+    /// The revocation feed's service token (`--revocation-feed-token-file`); `None`: no feed,
+    /// a revoked token passes until its `exp`.
+    pub revocation_token: Option<String>,
+    /// Accept unbound (Bearer) tokens too.
+    pub allow_bearer: bool,
+    /// While the feed is unheard from; the default refuses after 30 s.
+    pub stale: StalePolicy,
+    /// The audience to require; `None`: the metadata's `tokenwarden_audience`.
+    pub audience: Option<String>,
+}
+
+/// Why [`discover`] could not set up a [`ResourceServer`].
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoverError {
+    /// The auth server's metadata or JWKS could not be fetched or read.
+    #[error("{0}")]
+    AuthServer(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// A [`ResourceServer`] for the auth server at `auth_server` (its URL, as the SPA reaches it):
+/// its issuer, audience and keys from its metadata (`/.well-known/oauth-authorization-server`),
+/// kept current in the background (the JWKS at least every minute and whenever the feed says
+/// the key ring changed; the revocation feed with `options.revocation_token`) until the last
+/// clone of the returned `Arc` is dropped. Needs a Tokio runtime.
+pub async fn discover(
+    auth_server: &str,
+    options: Options,
+) -> Result<Arc<ResourceServer>, DiscoverError> {
+    let http = reqwest::Client::new();
+    let meta = metadata(&http, auth_server)
+        .await
+        .map_err(DiscoverError::AuthServer)?;
+    let (Some(issuer), Some(jwks_uri)) = (meta["issuer"].as_str(), meta["jwks_uri"].as_str())
+    else {
+        return Err(DiscoverError::AuthServer(format!(
+            "{auth_server}: the metadata names no issuer or jwks_uri"
+        )));
+    };
+    let audience = match (&options.audience, meta["tokenwarden_audience"].as_str()) {
+        (Some(a), _) => a.clone(),
+        (None, Some(a)) => a.to_owned(),
+        (None, None) => {
+            return Err(DiscoverError::AuthServer(format!(
+                "{auth_server}: the metadata names no tokenwarden_audience: set Options::audience"
+            )));
+        }
+    };
+    let jwks = get_text(&http, jwks_uri)
+        .await
+        .map_err(DiscoverError::AuthServer)?;
+    let secret = match &options.nonce_secret {
+        Some(s) => s.as_bytes().to_vec(),
+        None => {
+            let mut s = vec![0u8; 32];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut s)
+                .map_err(|_| DiscoverError::AuthServer("no system randomness".into()))?;
+            s
+        }
+    };
+    let origins: Vec<&str> = options.public_origins.iter().map(String::as_str).collect();
+    let audience = Audience {
+        issuer: issuer.to_owned(),
+        audience,
+        leeway_secs: 5,
+    };
+    let rs = Arc::new(
+        ResourceServer::new(audience, &secret, &jwks)?
+            .with_origins(&origins)?
+            .require_dpop(!options.allow_bearer)
+            .with_stale_policy(options.stale),
+    );
+    follow(&rs, auth_server, options.revocation_token);
+    Ok(rs)
+}
+
 /// Follows the auth server at `auth_server` for `rs`: its JWKS every minute and whenever the
-/// ring changes, and, with the feed's service `token`, its revocations. Runs until aborted.
+/// ring changes, and, with the feed's service `token`, its revocations. Stops once `rs` is
+/// dropped (or when the handle is aborted).
 pub fn follow(
-    rs: Arc<ResourceServer>,
+    rs: &Arc<ResourceServer>,
     auth_server: &str,
     token: Option<String>,
 ) -> tokio::task::JoinHandle<()> {
@@ -225,14 +328,15 @@ pub fn follow(
     if token.is_some() {
         rs.revocations().followed.store(true, Ordering::Relaxed);
     }
+    let weak = Arc::downgrade(rs);
     tokio::spawn(async move {
         let http = reqwest::Client::new();
         let mut backoff = FIRST_BACKOFF;
         let mut last_id: Option<String> = None;
-        loop {
+        while weak.strong_count() > 0 {
             let result = follow_once(
                 &http,
-                &rs,
+                &weak,
                 &auth_server,
                 token.as_deref(),
                 &mut last_id,
@@ -257,7 +361,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
 async fn follow_once(
     http: &reqwest::Client,
-    rs: &ResourceServer,
+    rs: &Weak<ResourceServer>,
     auth_server: &str,
     token: Option<&str>,
     last_id: &mut Option<String>,
@@ -300,7 +404,6 @@ async fn follow_once(
         .await
         .and_then(|r| r.error_for_status())
         .map_err(|e| format!("{feed}: {e}"))?;
-    let revocations = rs.revocations();
     let mut buf = String::new();
     let mut keys_at = Instant::now();
     loop {
@@ -313,7 +416,8 @@ async fn follow_once(
         if buf.len() > MAX_EVENT_BYTES {
             return Err("an event of the feed is over 64 KiB".into());
         }
-        let now = rs.now();
+        let server = rs.upgrade().ok_or(GONE)?;
+        let (now, revocations) = (server.now(), server.revocations());
         for e in take_events(&mut buf) {
             match e.event.as_str() {
                 "revoked" => {

@@ -216,6 +216,21 @@ impl ResourceServer {
     }
 }
 
+/// The request headers a browser on another origin must be allowed to send (CORS
+/// `Access-Control-Allow-Headers`): the token and its proof.
+pub const CORS_ALLOW_HEADERS: [header::HeaderName; 3] = [
+    header::AUTHORIZATION,
+    header::HeaderName::from_static("dpop"),
+    header::CONTENT_TYPE,
+];
+
+/// The response headers the client must be able to read across origins (CORS
+/// `Access-Control-Expose-Headers`): the nonce to use next, and why a token was refused.
+pub const CORS_EXPOSE_HEADERS: [header::HeaderName; 2] = [
+    header::HeaderName::from_static("dpop-nonce"),
+    header::WWW_AUTHENTICATE,
+];
+
 /// Description of a token whose session or id the feed reported revoked.
 pub const REVOKED: &str = "the token has been revoked";
 

@@ -309,3 +309,130 @@ async fn a_rotation_publishes_the_next_key_first_and_a_verifier_with_a_warm_cach
     );
     s.stop().await;
 }
+
+/// A TCP relay to the server that the test can cut, as a proxy or a network would: the
+/// connections through it end and new ones are refused.
+struct Relay {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn to(s: &TestServer) -> Self {
+        let target = s.base.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let mut pipes = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                pipes.spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+            }
+        });
+        Relay { url, task }
+    }
+
+    /// Ends every connection through the relay (the JoinSet aborts its pipes) and refuses
+    /// new ones.
+    fn cut(&self) {
+        self.task.abort();
+    }
+}
+
+/// What the API receives from a bound client for `GET /orders`, its Host the server's.
+fn api_request(tab: &Client, t: &Tokens) -> axum::http::HeaderMap {
+    let mut h = axum::http::HeaderMap::new();
+    let proof = tab.proof("GET", "/orders", Some(&t.access)).unwrap();
+    h.insert(
+        "authorization",
+        format!("DPoP {}", t.access).parse().unwrap(),
+    );
+    h.insert("dpop", proof.parse().unwrap());
+    h
+}
+
+#[tokio::test]
+async fn the_crate_refuses_a_logged_out_token_within_a_second_and_states_what_a_cut_feed_does() {
+    use tokenwarden_dpop::feed::{Options, StalePolicy, discover};
+    use tokenwarden_dpop::resource::AuthError;
+
+    const SECRET: &str = "a nonce secret shared with the API 0123456789";
+    let s = TestServer::with(|c| {
+        with_feed(c);
+        c.dpop_nonce_secret = Some(SECRET.into());
+    })
+    .await;
+    let relay = Relay::to(&s).await;
+    let api = |refuse: bool| {
+        discover(
+            &relay.url,
+            Options {
+                public_origins: vec![s.base.clone()],
+                nonce_secret: Some(SECRET.into()),
+                revocation_token: Some(FEED_TOKEN.into()),
+                stale: StalePolicy {
+                    max_staleness: Duration::from_secs(1),
+                    refuse,
+                },
+                ..Options::default()
+            },
+        )
+    };
+    let (closed, open) = (api(true).await.unwrap(), api(false).await.unwrap());
+    // Before the feed's snapshot, the fail-closed API refuses (it cannot know what is revoked).
+    let mut alice = Client::bound(&s).oneshot();
+    let a = alice.sign_in(ALICE).await;
+    let mut bob = Client::bound(&s).oneshot();
+    let b = bob.sign_in(BOB).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while closed.revocations().staleness().is_none() || open.revocations().staleness().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot from the feed within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for rs in [&closed, &open] {
+        let who = rs
+            .authenticate("GET", "/orders", &api_request(&alice, &a))
+            .unwrap();
+        assert_eq!(who.sub, jwt_parts(&a.access).1["sub"].as_str().unwrap());
+    }
+
+    // A logout: both APIs refuse the token within a second (the proof is new each time).
+    assert_eq!(alice.logout().await.status, 204);
+    let since = Instant::now();
+    for rs in [&closed, &open] {
+        loop {
+            match rs.authenticate("GET", "/orders", &api_request(&alice, &a)) {
+                Err(AuthError::InvalidToken(_, why)) => {
+                    assert_eq!(why, tokenwarden_dpop::resource::REVOKED);
+                    break;
+                }
+                other => assert!(other.is_ok(), "{other:?}"),
+            }
+            assert!(since.elapsed() < Duration::from_secs(1), "still accepted");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    // The feed cut: past the allowed staleness, the fail-closed API answers 503, the
+    // fail-open one goes on judging tokens on their signature and expiry.
+    relay.cut();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(matches!(
+        closed.authenticate("GET", "/orders", &api_request(&bob, &b)),
+        Err(AuthError::Unavailable)
+    ));
+    assert!(
+        open.authenticate("GET", "/orders", &api_request(&bob, &b))
+            .is_ok()
+    );
+    let res = axum::response::IntoResponse::into_response(AuthError::Unavailable);
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "5");
+}

@@ -84,6 +84,7 @@ test-browser: pkg
 test-e2e: pkg
 	node scripts/check-pkg-readme.mjs --self-test && node scripts/check-pkg-readme.mjs
 	cargo build -p tokenwarden-server --features test-hooks
+	cargo build -p tokenwarden-example-axum
 	tests/consumer/build.sh
 	tests/react/build.sh
 	node --test tests/react/

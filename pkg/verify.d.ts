@@ -184,6 +184,13 @@ export interface Verifier {
  * `revocationToken` is given). Importing the module does no I/O; this does. */
 export function createVerifier(options: VerifierOptions): Promise<Verifier>;
 
+/** What a browser on another origin must be allowed to send and read (CORS): pass it to `cors`
+ * or `@fastify/cors` as is; to `@koa/cors` as allowHeaders and exposeHeaders. */
+export const CORS: {
+  readonly allowedHeaders: readonly string[];
+  readonly exposedHeaders: readonly string[];
+};
+
 /** The protocol's error codes a verifier answers with. */
 export type VerifyErrorCode =
   | "missing_token"

@@ -31,6 +31,17 @@ const PRIVATE_MEMBERS = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 // Errors: the server's answers (server/src/error.rs).
 
 /** A refused request: answer it with `status`, `headers` and `{error, error_description}`. */
+/**
+ * The CORS settings a browser on another origin needs (the `cors` and `@fastify/cors`
+ * option names; Koa's `@koa/cors`: allowHeaders, exposeHeaders): the token and its proof in,
+ * the next nonce and why a token was refused out. The crate's resource::CORS_ALLOW_HEADERS and
+ * CORS_EXPOSE_HEADERS say the same.
+ */
+export const CORS = Object.freeze({
+  allowedHeaders: Object.freeze(["authorization", "dpop", "content-type"]),
+  exposedHeaders: Object.freeze(["dpop-nonce", "www-authenticate"]),
+});
+
 export class VerifyError extends Error {
   constructor(status, code, description, headers = {}) {
     super(description);

@@ -1,4 +1,5 @@
 import { defineConfig } from "@playwright/test";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -27,6 +28,20 @@ export const MAILDIR = path.join(root, `target/e2e-mail-${SMTP_PORT}`);
 /** The demo page (www/) as `make demo` serves it, but mailing its codes to SMTP_PORT: sign-up,
  * reset and the other account flows read their codes from the SMTP server's Maildir. */
 export const ACCOUNTS = `http://127.0.0.1:${PORT + 8}`;
+/** The auth server of the API examples (examples/): its revocation feed on, its nonce secret
+ * shared with them, the harness page allowed to reach them (CSP connect-src). */
+export const API_AUTH = `http://127.0.0.1:${PORT + 9}`;
+/** The examples of examples/, each an API on an origin of its own that the harness page on
+ * API_AUTH calls across origins (CORS). */
+export const APIS = {
+  express: `http://127.0.0.1:${PORT + 10}`,
+  koa: `http://127.0.0.1:${PORT + 11}`,
+  fastify: `http://127.0.0.1:${PORT + 12}`,
+  axum: `http://127.0.0.1:${PORT + 13}`,
+};
+/** What the examples and API_AUTH share: the feed's service token, the nonce secret. */
+export const FEED_TOKEN_FILE = "tests/e2e/feed-token";
+export const NONCE_SECRET = "tokenwarden-e2e-shared-nonce-secret-0123456789";
 
 // Chromium from Debian (toolchain.md): never `playwright install`.
 export const chromium = {
@@ -48,6 +63,29 @@ function server(port: number, args: string, ttl = 4) {
     cwd: root,
     reuseExistingServer: false,
     env: { RUST_LOG: "warn" },
+    stdout: "ignore" as const,
+    stderr: "pipe" as const,
+  };
+}
+
+/** An example API of examples/, started once API_AUTH answers (it reads its metadata). */
+function example(name: string, origin: string) {
+  const run = name === "axum" ? "target/debug/tokenwarden-example-axum" : `node examples/${name}/server.mjs`;
+  return {
+    command: `node tests/e2e/after.mjs ${API_AUTH}/healthz ${run}`,
+    // Ready when it answers at all: 401 without a token.
+    url: `${origin}/orders`,
+    cwd: root,
+    reuseExistingServer: false,
+    env: {
+      AUTH_SERVER: API_AUTH,
+      PUBLIC_ORIGIN: origin,
+      SPA_ORIGIN: API_AUTH,
+      PORT: new URL(origin).port,
+      BIND: new URL(origin).host,
+      NONCE_SECRET,
+      REVOCATION_TOKEN: readFileSync(path.join(root, FEED_TOKEN_FILE), "utf8").trim(),
+    },
     stdout: "ignore" as const,
     stderr: "pipe" as const,
   };
@@ -87,5 +125,12 @@ export default defineConfig({
     },
     server(PORT + 6, `--www-dir tests/e2e/site --pkg-dir pkg --smtp-url smtp://127.0.0.1:${SMTP_PORT}`, 60),
     server(PORT + 8, `--demo --smtp-url smtp://127.0.0.1:${SMTP_PORT}`, 60),
+    server(
+      PORT + 9,
+      `--www-dir tests/e2e/site --pkg-dir pkg --connect-src ${Object.values(APIS).join(",")} ` +
+        `--revocation-feed-token-file ${FEED_TOKEN_FILE} --dpop-nonce-secret ${NONCE_SECRET}`,
+      60,
+    ),
+    ...Object.entries(APIS).map(([name, origin]) => example(name, origin)),
   ],
 });

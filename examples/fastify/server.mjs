@@ -1,0 +1,20 @@
+// A Fastify API that accepts tokenwarden's access tokens (examples/README.md): node server.mjs
+import cors from "@fastify/cors";
+import Fastify from "fastify";
+import { CORS, createVerifier } from "tokenwarden/verify";
+
+const env = (name, fallback) => process.env[name] ?? fallback;
+const verifier = await createVerifier({
+  authServer: env("AUTH_SERVER", "http://127.0.0.1:8080"),
+  publicOrigin: env("PUBLIC_ORIGIN", "http://127.0.0.1:3003"), // this API, as browsers reach it
+  nonceSecret: process.env.NONCE_SECRET, // the auth server's --dpop-nonce-secret
+  revocationToken: process.env.REVOCATION_TOKEN, // its --revocation-feed-token-file's
+});
+
+const app = Fastify();
+await app.register(cors, { origin: env("SPA_ORIGIN", "http://127.0.0.1:8080"), ...CORS });
+app.addHook("onRequest", verifier.fastify()); // request.auth: the verified claims
+app.get("/orders", async (request) => ({ user: request.auth.sub, orders: [] }));
+
+await app.listen({ port: Number(env("PORT", 3003)), host: "127.0.0.1" });
+process.on("SIGTERM", () => (verifier.close(), app.close()));

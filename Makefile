@@ -85,7 +85,9 @@ test-e2e: pkg
 	node scripts/check-pkg-readme.mjs --self-test && node scripts/check-pkg-readme.mjs
 	cargo build -p tokenwarden-server --features test-hooks
 	cargo build -p tokenwarden-example-axum
+	scripts/pg.sh run node --test tests/verify/
 	tests/consumer/build.sh
+	tests/consumer/node_modules/.bin/tsc -p tests/verify
 	tests/react/build.sh
 	node --test tests/react/
 	npx playwright test -c tests/e2e/playwright.config.ts
@@ -99,8 +101,9 @@ test-engines: pkg
 # The benchmark harness with tiny sizes, against the debug server (figures meaningless).
 bench-smoke: pkg
 	cargo build -p tokenwarden-server --features test-hooks
-	cargo build -p tokenwarden-load
-	TW_BENCH_SERVER=target/debug/tokenwarden-server TW_BENCH_LOAD=target/debug/tokenwarden-load node bench/run.mjs --smoke
+	cargo build -p tokenwarden-load -p tokenwarden-example-axum
+	TW_BENCH_SERVER=target/debug/tokenwarden-server TW_BENCH_LOAD=target/debug/tokenwarden-load \
+	  TW_BENCH_AXUM=target/debug/tokenwarden-example-axum node bench/run.mjs --smoke
 
 # The server's suites on SQLite only (no PostgreSQL, no browser): the inner loop's part.
 test-server-sqlite:
@@ -118,7 +121,7 @@ test:
 bench: pkg
 	@scripts/setup.sh --node --browser --bench --postgres
 	cargo build --release -p tokenwarden-server --features test-hooks
-	cargo build --release -p tokenwarden-load
+	cargo build --release -p tokenwarden-load -p tokenwarden-example-axum
 	node bench/run.mjs
 
 demo: pkg

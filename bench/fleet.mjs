@@ -22,7 +22,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "..");
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const HOOKS_SECRET = "tokenwarden-bench-hooks-secret";
+export const HOOKS_SECRET = "tokenwarden-bench-hooks-secret";
 // 32 bytes of 0x07: every instance of a fleet must share its key-encryption key.
 const KEK = Buffer.alloc(32, 7).toString("base64");
 
@@ -43,7 +43,7 @@ function table(head, rows) {
 }
 
 /** A throwaway PostgreSQL cluster on `port` (or the next ports if busy). */
-function startCluster(port) {
+export function startCluster(port) {
   const script = path.join(root, "scripts/pg.sh");
   let dir, admin;
   for (let i = 0; ; i++) {
@@ -72,7 +72,7 @@ function startCluster(port) {
   };
 }
 
-async function startInstance(server, port, databaseUrl) {
+export async function startInstance(server, port, databaseUrl, extra = []) {
   const proc = spawn(server, [
     "--bind", `127.0.0.1:${port}`, "--test-hooks", "--test-hooks-secret", HOOKS_SECRET,
     "--database-url", databaseUrl, "--access-ttl-secs", "600",
@@ -80,6 +80,7 @@ async function startInstance(server, port, databaseUrl) {
     // All load comes from 127.0.0.1 and rotates far faster than any user: raised, as in section 7
     // (on PostgreSQL they are still counted, in the database, on every request).
     "--refresh-ip-per-minute", "1000000000", "--refresh-session-per-minute", "1000000000",
+    ...extra,
   ], { env: { ...process.env, RUST_LOG: "error", TW_KEY_ENCRYPTION_KEY: KEK }, stdio: ["ignore", "ignore", "inherit"] });
   const base = `http://127.0.0.1:${port}`;
   for (let i = 0; ; i++) {
@@ -92,7 +93,7 @@ async function startInstance(server, port, databaseUrl) {
   return { base, pid: proc.pid, stop: () => new Promise((r) => { proc.once("exit", r); proc.kill("SIGTERM"); }) };
 }
 
-async function newUser(base) {
+export async function newUser(base) {
   const email = `fleet-${Date.now()}-${Math.random().toString(36).slice(2)}@example.com`;
   const res = await fetchRetry(`${base}/test/users`, {
     method: "POST",

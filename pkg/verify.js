@@ -30,7 +30,6 @@ const PRIVATE_MEMBERS = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 // ---------------------------------------------------------------------------------------------
 // Errors: the server's answers (server/src/error.rs).
 
-/** A refused request: answer it with `status`, `headers` and `{error, error_description}`. */
 /**
  * The CORS settings a browser on another origin needs (the `cors` and `@fastify/cors`
  * option names; Koa's `@koa/cors`: allowHeaders, exposeHeaders): the token and its proof in,
@@ -42,6 +41,7 @@ export const CORS = Object.freeze({
   exposedHeaders: Object.freeze(["dpop-nonce", "www-authenticate"]),
 });
 
+/** A refused request: answer it with `status`, `headers` and `{error, error_description}`. */
 export class VerifyError extends Error {
   constructor(status, code, description, headers = {}) {
     super(description);

@@ -96,6 +96,11 @@ export interface VerifierOptions {
    * per process). Several instances: {@link postgresReplayStore}, so a proof accepted by one is
    * refused by all. */
   replayStore?: ReplayStore;
+  /** Nonces issued before this time (unix milliseconds) are refused, this verifier's and the
+   * auth server's. Default: the verifier's creation with the in-memory replay store (which
+   * starts empty: a proof accepted just before a restart would otherwise pass again; clients
+   * get one `use_dpop_nonce` round trip after a restart), 0 with a `replayStore` given. */
+  refuseNoncesBefore?: number;
   /** The auth server's `--revocation-feed-token-file` token: subscribe to its revocation feed
    * and refuse revoked sessions and tokens within a second of their revocation. */
   revocationToken?: string;

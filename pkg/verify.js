@@ -116,7 +116,7 @@ class ProofRefusal {
 }
 
 const missingToken = () =>
-  new VerifyError(401, "missing_token", "an Authorization: Bearer token is required", {
+  new VerifyError(401, "missing_token", "an Authorization: DPoP or Bearer token is required", {
     "WWW-Authenticate": [`Bearer realm="${REALM}"`, dpopChallenge()],
   });
 
@@ -497,6 +497,12 @@ export async function createVerifier(options = {}) {
     origins.push(n);
   }
   const replayStore = options.replayStore ?? memoryReplayStore({ max: 1_000_000, now });
+  // A replay cache in memory starts empty: a proof accepted just before a restart would pass
+  // again after it, unless the nonces of before the start are refused (dpop/src/nonce.rs
+  // not_before_ms; the reference server does the same on one instance). A shared store
+  // remembers across restarts.
+  const refuseNoncesBefore = options.refuseNoncesBefore ?? (options.replayStore ? 0 : Math.floor(now()));
+  if (!Number.isFinite(refuseNoncesBefore)) throw new TypeError("refuseNoncesBefore must be a time in milliseconds");
   if (typeof replayStore.claim !== "function") throw new TypeError("replayStore must have claim(key, untilSecs)");
 
   // The auth server's metadata (RFC 8414); an older server has none: its JWKS path.
@@ -570,12 +576,13 @@ export async function createVerifier(options = {}) {
   const nonceNowMs = () => Math.floor(now() / 1000) * 1000;
   const currentNonce = () => {
     const s = Math.floor(now() / 1000);
-    return nonceIssuedAt(nonceKey, (s - (((s % NONCE_WINDOW) + NONCE_WINDOW) % NONCE_WINDOW)) * 1000);
+    const windowStart = (s - (((s % NONCE_WINDOW) + NONCE_WINDOW) % NONCE_WINDOW)) * 1000;
+    return nonceIssuedAt(nonceKey, Math.max(windowStart, refuseNoncesBefore));
   };
   const nonceAccepted = (nonce) => {
     const t = nonceTime(nonceKey, nonce);
     const n = nonceNowMs();
-    return t !== null && t <= n + NONCE_MAX_FUTURE_MS && n - t < NONCE_LIFETIME_MS;
+    return t !== null && t >= refuseNoncesBefore && t <= n + NONCE_MAX_FUTURE_MS && n - t < NONCE_LIFETIME_MS;
   };
 
   async function verifyToken(token, nowSecs) {

@@ -310,10 +310,18 @@ pub async fn discover(
         ResourceServer::new(audience, &secret, &jwks)?
             .with_origins(&origins)?
             .require_dpop(!options.allow_bearer)
-            .with_stale_policy(options.stale),
+            .with_stale_policy(options.stale)
+            .refuse_nonces_before_ms(unix_ms()),
     );
     follow(&rs, auth_server, options.revocation_token);
     Ok(rs)
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Follows the auth server at `auth_server` for `rs`: its JWKS every minute and whenever the

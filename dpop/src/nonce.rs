@@ -70,6 +70,11 @@ impl Nonces {
         self
     }
 
+    /// [`Nonces::not_before_ms`] on a verifier already built.
+    pub fn refuse_before_ms(&mut self, t_ms: i64) {
+        self.not_before = t_ms;
+    }
+
     fn tag(&self, t: i64) -> [u8; 32] {
         let mut mac = self.mac.clone();
         mac.update(LABEL);

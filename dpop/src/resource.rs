@@ -122,6 +122,15 @@ impl ResourceServer {
         Ok(self)
     }
 
+    /// Refuses nonces issued before `unix_ms`, its own or the auth server's: with a replay
+    /// cache in memory (empty at start), a proof accepted just before a restart would pass again
+    /// after it. Clients then need one `use_dpop_nonce` round trip after a restart, as with the
+    /// reference server on one instance. `feed::discover` sets it to the start-up time.
+    pub fn refuse_nonces_before_ms(mut self, unix_ms: i64) -> Self {
+        self.verifier.nonces.refuse_before_ms(unix_ms);
+        self
+    }
+
     /// Refuse unbound (Bearer) tokens.
     pub fn require_dpop(mut self, required: bool) -> Self {
         self.require_dpop = required;

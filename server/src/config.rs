@@ -79,7 +79,8 @@ pub enum Command {
 pub enum KeysCommand {
     /// List keys with their state.
     List,
-    /// Graceful rotation: a new key signs; the old one verifies for --key-grace-secs.
+    /// Graceful rotation: a new key, published in the JWKS at once, signs after
+    /// --key-publish-secs; the old one then verifies for --key-grace-secs.
     Rotate,
     /// Emergency revocation: tokens signed by KID are refused at once (clients refresh).
     Revoke {

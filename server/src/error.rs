@@ -287,7 +287,7 @@ impl IntoResponse for ApiError {
                 let mut res = body(
                     StatusCode::UNAUTHORIZED,
                     code,
-                    "an Authorization: Bearer token is required",
+                    "an Authorization: DPoP or Bearer token is required",
                 );
                 res.headers_mut().insert(
                     header::WWW_AUTHENTICATE,

@@ -28,6 +28,8 @@ use subtle::ConstantTimeEq;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
+use tokenwarden::proto::ErrorCode;
+
 use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::store::{EventKind, RevocationEvent, Store};
@@ -181,7 +183,28 @@ pub async fn revocations(State(feed): State<Feed>, headers: HeaderMap) -> Respon
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if !bool::from(shown.as_bytes().ct_eq(token.as_bytes())) {
-        return ApiError::MissingToken.into_response();
+        let challenge = if shown.is_empty() {
+            r#"Bearer realm="tokenwarden-feed""#
+        } else {
+            r#"Bearer realm="tokenwarden-feed", error="invalid_token""#
+        };
+        let (code, description) = if shown.is_empty() {
+            (
+                ErrorCode::MissingToken,
+                "the feed's service token is required (Authorization: Bearer)",
+            )
+        } else {
+            (ErrorCode::InvalidToken, "the feed's service token is wrong")
+        };
+        return (
+            axum::http::StatusCode::UNAUTHORIZED,
+            [
+                (header::WWW_AUTHENTICATE, challenge),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            axum::Json(json!({ "error": code.as_str(), "error_description": description })),
+        )
+            .into_response();
     }
     let resume = headers
         .get("last-event-id")

@@ -264,9 +264,17 @@ impl Keys {
     /// period after that.
     pub async fn rotate(&self, store: &Store, now: i64, publish_secs: i64) -> KeyResult<String> {
         let key = self.generate_sealed()?;
-        store
-            .add_signing_key(&key, now, now + publish_secs.max(0))
-            .await?;
+        // Later than every key's start, so that the new key is the newest even when the last
+        // one started in this very second (key_states orders by start; a tie would fall to
+        // the kids' order, a coin flip).
+        let latest = store
+            .keys()
+            .await?
+            .iter()
+            .map(|k| k.signs_from.unwrap_or(k.created_at))
+            .max();
+        let signs_from = (now + publish_secs.max(0)).max(latest.map_or(now, |t| t + 1));
+        store.add_signing_key(&key, now, signs_from).await?;
         self.reload(store, now).await?;
         Ok(key.kid)
     }

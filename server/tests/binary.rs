@@ -81,8 +81,20 @@ async fn the_keys_cli_reaches_a_running_server() {
     assert!(cli(&url, &["keys", "list"]).contains(&format!("{kid:<44} signing")));
 
     // Graceful: the old token keeps working; new tokens carry the new kid.
-    let out = cli(&url, &["keys", "rotate"]);
-    assert!(out.starts_with("new signing key "), "{out}");
+    // Published first, signing after --key-publish-secs (here 0: no verifier caches the JWKS).
+    let out = cli(
+        &url,
+        &[
+            "--key-publish-secs",
+            "0",
+            "--jwks-max-age-secs",
+            "0",
+            "keys",
+            "rotate",
+        ],
+    );
+    assert!(out.starts_with("new key "), "{out}");
+    assert!(out.contains("signs in 0 s"), "{out}");
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut t = t;
     loop {
@@ -491,6 +503,8 @@ async fn signing_keys_are_sealed_at_rest_and_need_the_key_encryption_key() {
     let dir = tempfile::tempdir().unwrap();
     let url = db_url(&dir);
     let s = TestServer::on(&url, |_| {}).await;
+    // Not in the second the first key started (a rotation then starts a second later).
+    s.state.clock.advance(1);
     let t = Client::new(&s).sign_in(ALICE).await;
     s.state
         .keys

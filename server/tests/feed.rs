@@ -343,9 +343,16 @@ impl Relay {
     }
 }
 
-/// What the API receives from a bound client for `GET /orders`, its Host the server's.
-fn api_request(tab: &Client, t: &Tokens) -> axum::http::HeaderMap {
+/// What the API `rs` receives from a bound client for `GET /orders`: a proof with the API's
+/// nonce (it refuses nonces issued before it started, the auth server's current one too).
+fn api_request(
+    rs: &tokenwarden_dpop::resource::ResourceServer,
+    tab: &Client,
+    t: &Tokens,
+) -> axum::http::HeaderMap {
     let mut h = axum::http::HeaderMap::new();
+    let mut tab = tab.clone();
+    tab.nonce = Some(rs.current_nonce().to_string());
     let proof = tab.proof("GET", "/orders", Some(&t.access)).unwrap();
     h.insert(
         "authorization",
@@ -398,7 +405,7 @@ async fn the_crate_refuses_a_logged_out_token_within_a_second_and_states_what_a_
     }
     for rs in [&closed, &open] {
         let who = rs
-            .authenticate("GET", "/orders", &api_request(&alice, &a))
+            .authenticate("GET", "/orders", &api_request(rs, &alice, &a))
             .unwrap();
         assert_eq!(who.sub, jwt_parts(&a.access).1["sub"].as_str().unwrap());
     }
@@ -408,7 +415,7 @@ async fn the_crate_refuses_a_logged_out_token_within_a_second_and_states_what_a_
     let since = Instant::now();
     for rs in [&closed, &open] {
         loop {
-            match rs.authenticate("GET", "/orders", &api_request(&alice, &a)) {
+            match rs.authenticate("GET", "/orders", &api_request(rs, &alice, &a)) {
                 Err(AuthError::InvalidToken(_, why)) => {
                     assert_eq!(why, tokenwarden_dpop::resource::REVOKED);
                     break;
@@ -425,11 +432,11 @@ async fn the_crate_refuses_a_logged_out_token_within_a_second_and_states_what_a_
     relay.cut();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(matches!(
-        closed.authenticate("GET", "/orders", &api_request(&bob, &b)),
+        closed.authenticate("GET", "/orders", &api_request(&closed, &bob, &b)),
         Err(AuthError::Unavailable)
     ));
     assert!(
-        open.authenticate("GET", "/orders", &api_request(&bob, &b))
+        open.authenticate("GET", "/orders", &api_request(&open, &bob, &b))
             .is_ok()
     );
     let res = axum::response::IntoResponse::into_response(AuthError::Unavailable);

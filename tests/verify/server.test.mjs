@@ -88,6 +88,10 @@ before(async () => {
       nonceSecret: NONCE_SECRET,
       revocationToken: FEED_TOKEN,
       now,
+      // As an API up for a while: the auth server's current nonce (issued at its window's
+      // start, before this verifier was made) is accepted. The default refuses nonces from
+      // before the start (the last test).
+      refuseNoncesBefore: 0,
     });
     verifiers.push(verifier);
     apps[kind] = { url: `${origin}/api/data`, verifier, close: await listen(kind, verifier, port) };
@@ -171,7 +175,7 @@ describe("a bound login's token at an API", () => {
       let mine;
       try {
         // The API's view of the same request: its origin is the auth server's for this check.
-        const local = await createVerifier({ authServer: server.base, publicOrigin: server.base, nonceSecret: NONCE_SECRET });
+        const local = await createVerifier({ authServer: server.base, publicOrigin: server.base, nonceSecret: NONCE_SECRET, refuseNoncesBefore: 0 });
         await local.verify({ method: "GET", url: "/api/me", headers: { host: new URL(url).host, authorization: `DPoP ${token}`, dpop: proof } });
         local.close();
         mine = { status: 200 };
@@ -188,7 +192,7 @@ describe("a bound login's token at an API", () => {
 });
 
 test("key rotation: a token of the new key is verified after the JWKS refetch (on the keys event, or on an unknown kid)", async () => {
-  const noFeed = await createVerifier({ authServer: server.base, publicOrigin: apps.express.url.replace("/api/data", ""), nonceSecret: NONCE_SECRET, now });
+  const noFeed = await createVerifier({ authServer: server.base, publicOrigin: apps.express.url.replace("/api/data", ""), nonceSecret: NONCE_SECRET, now, refuseNoncesBefore: 0 });
   verifiers.push(noFeed);
   // Not in the second the current key started: keys that start in the same second are ordered
   // by kid (server/src/keys.rs key_states), so the new one might not sign yet.
@@ -277,4 +281,23 @@ test("the auth server goes away: stale after maxStalenessMs (refused, or accepte
   await fresh(strict);
   assert.ok(Number(strict.revocations.status().lastEventId) >= Number(last));
   assert.ok(await strict.verify(request(client, url, strict.nonce())));
+});
+
+test("a proof accepted just before an API restarts is refused after it: nonces from before the start are", async () => {
+  const client = new DpopClient();
+  await client.login(server);
+  const url = `${server.base}/api/data`;
+  const first = await createVerifier({ authServer: server.base, publicOrigin: server.base, nonceSecret: NONCE_SECRET });
+  verifiers.push(first);
+  const req = request(client, url, first.nonce());
+  assert.ok(await first.verify(req));
+  first.close();
+  await sleep(5); // the restart
+  const second = await createVerifier({ authServer: server.base, publicOrigin: server.base, nonceSecret: NONCE_SECRET });
+  verifiers.push(second);
+  const e = await second.verify(req).catch((x) => x);
+  assert.equal(e.status, 401);
+  assert.equal(e.code, "use_dpop_nonce");
+  assert.notEqual(e.headers["DPoP-Nonce"], first.nonce(), "a nonce of its own, issued after its start");
+  assert.ok(await second.verify(request(client, url, e.headers["DPoP-Nonce"])));
 });

@@ -5,6 +5,9 @@
  * or resolves `false` when `key` is already recorded and live (a replayed proof). It may throw
  * {@link ReplayStoreFullError} when it has no room (the proof is refused, never let through). */
 export interface ReplayStore {
+  /** It remembers proofs across restarts (and instances): nonces from before the verifier's
+   * start need not be refused. */
+  shared?: boolean;
   claim(key: string, untilSecs: number): Promise<boolean>;
 }
 
@@ -99,7 +102,8 @@ export interface VerifierOptions {
   /** Nonces issued before this time (unix milliseconds) are refused, this verifier's and the
    * auth server's. Default: the verifier's creation with the in-memory replay store (which
    * starts empty: a proof accepted just before a restart would otherwise pass again; clients
-   * get one `use_dpop_nonce` round trip after a restart), 0 with a `replayStore` given. */
+   * get one `use_dpop_nonce` round trip after a restart), 0 with a shared `replayStore`
+   * (`postgresReplayStore`, or any store with `shared: true`). */
   refuseNoncesBefore?: number;
   /** The auth server's `--revocation-feed-token-file` token: subscribe to its revocation feed
    * and refuse revoked sessions and tokens within a second of their revocation. */

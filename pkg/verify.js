@@ -355,6 +355,8 @@ export function postgresReplayStore(pool, { now = Date.now, table = "tokenwarden
         throw e;
       }));
   return {
+    // Remembers across restarts and instances (createVerifier's refuseNoncesBefore).
+    shared: true,
     async claim(key, untilSecs) {
       await setup();
       const t = Math.floor(now() / 1000);
@@ -501,7 +503,7 @@ export async function createVerifier(options = {}) {
   // again after it, unless the nonces of before the start are refused (dpop/src/nonce.rs
   // not_before_ms; the reference server does the same on one instance). A shared store
   // remembers across restarts.
-  const refuseNoncesBefore = options.refuseNoncesBefore ?? (options.replayStore ? 0 : Math.floor(now()));
+  const refuseNoncesBefore = options.refuseNoncesBefore ?? (replayStore.shared === true ? 0 : Math.floor(now()));
   if (!Number.isFinite(refuseNoncesBefore)) throw new TypeError("refuseNoncesBefore must be a time in milliseconds");
   if (typeof replayStore.claim !== "function") throw new TypeError("replayStore must have claim(key, untilSecs)");
 
@@ -731,6 +733,8 @@ export async function createVerifier(options = {}) {
   const revocations = revocationFeed({
     token: revocationToken,
     endpoint: metadata.tokenwarden_revocations_endpoint,
+    authOrigin: new URL(base).origin,
+    leewaySecs,
     fetch: doFetch,
     now,
     maxStalenessMs,
@@ -856,7 +860,7 @@ export async function createVerifier(options = {}) {
 // ---------------------------------------------------------------------------------------------
 // The revocation feed (server/src/feed.rs): Server-Sent Events.
 
-function revocationFeed({ token, endpoint, fetch: doFetch, now, maxStalenessMs, onKeys }) {
+function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxStalenessMs, onKeys, leewaySecs }) {
   const sessions = new Map();
   const tokens = new Map();
   let nextPrune = 0;
@@ -867,10 +871,12 @@ function revocationFeed({ token, endpoint, fetch: doFetch, now, maxStalenessMs, 
   };
   const isRevoked = (jti, sid, nowSecs) => {
     if (nowSecs >= nextPrune) {
-      for (const m of [sessions, tokens]) for (const [k, u] of m) if (u <= nowSecs) m.delete(k);
+      for (const m of [sessions, tokens]) for (const [k, u] of m) if (u + leewaySecs <= nowSecs) m.delete(k);
       nextPrune = nowSecs + 5;
     }
-    return (tokens.get(jti) ?? -Infinity) > nowSecs || (sessions.get(sid) ?? -Infinity) > nowSecs;
+    // `until` counts the auth server's leeway; this verifier's may be larger.
+    const t = nowSecs - leewaySecs;
+    return (tokens.get(jti) ?? -Infinity) > t || (sessions.get(sid) ?? -Infinity) > t;
   };
   const started = now();
   const state = { connected: false, lastEventId: null, lastActivity: null, ready: false, warned: false, failing: false };
@@ -886,6 +892,9 @@ function revocationFeed({ token, endpoint, fetch: doFetch, now, maxStalenessMs, 
   if (token === undefined) return base;
   if (typeof endpoint !== "string")
     throw new Error("revocationToken is set but the auth server's metadata has no tokenwarden_revocations_endpoint");
+  // The service token goes to the auth server's own origin only, whatever the metadata says.
+  if (normalizeOrigin(new URL(endpoint, authOrigin).origin) !== normalizeOrigin(authOrigin) || !/^https?:\/\//.test(endpoint))
+    throw new Error(`the revocation feed ${endpoint} is not on the auth server's origin ${authOrigin}`);
 
   let closed = false;
   let controller = null;

@@ -1,6 +1,5 @@
 //! Keeping a [`ResourceServer`] in step with the auth server (feature `feed`): its keys from the
-//! discovery document's JWKS (refetched when the feed says the ring changed, and at the JWKS's
-//! `max-age`), and the revocation feed (`GET /auth/revocations`, Server-Sent Events), so that a
+//! discovery document's JWKS (refetched when the feed says the ring changed, and every minute), and the revocation feed (`GET /auth/revocations`, Server-Sent Events), so that a
 //! logged-out or revoked token is refused within a second instead of at its `exp`.
 //!
 //! ```no_run
@@ -98,7 +97,8 @@ const MAX_ENTRIES: usize = 1_000_000;
 
 impl Revocations {
     /// Whether a token of session `sid` with id `jti` is revoked at `now`: the feed's `until`
-    /// (which already counts the verifier's leeway) is not behind `now`.
+    /// (which counts the auth server's leeway; the resource server passes `now` less its own)
+    /// is not behind `now`.
     pub fn is_revoked(&self, sid: &str, jti: &str, now: i64) -> bool {
         let sets = match self.sets.read() {
             Ok(s) => s,

@@ -188,7 +188,12 @@ impl ResourceServer {
             if !self.stale.allows(&self.revocations) {
                 return Err(AuthError::Unavailable);
             }
-            if self.revocations.is_revoked(&claims.sid, &claims.jti, now) {
+            // `until` counts the auth server's leeway; this verifier's may be larger.
+            let horizon = now.saturating_sub(self.audience.leeway_secs);
+            if self
+                .revocations
+                .is_revoked(&claims.sid, &claims.jti, horizon)
+            {
                 return Err(AuthError::InvalidToken(scheme, REVOKED.into()));
             }
         }

@@ -180,7 +180,11 @@ pub async fn revocations(State(feed): State<Feed>, headers: HeaderMap) -> Respon
     let shown = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| {
+            v.split_once(' ')
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, t)| t.trim())
+        })
         .unwrap_or("");
     if !bool::from(shown.as_bytes().ct_eq(token.as_bytes())) {
         let challenge = if shown.is_empty() {

@@ -76,10 +76,15 @@ test("the feed: stale until ready, revocations kept until `until`, keepalives ke
     await until("ready", () => v.revocations.status().staleForMs === 0);
     assert.deepEqual(v.revocations.status(), { connected: true, lastEventId: "9", staleForMs: 0 });
     assert.equal(await outcome(v.verify(req)), "401 invalid_token (the token has been revoked)");
-    clock = until1 * 1000;
+    // `until` counts the auth server's leeway; the verifier keeps refusing for its own (5 s).
+    clock = (until1 + 4) * 1000;
     first.write(": keepalive\n\n");
     await sleep(20);
-    assert.equal(await outcome(v.verify(req)), 200, "the revocation ended at until");
+    assert.equal(await outcome(v.verify(req)), "401 invalid_token (the token has been revoked)");
+    clock = (until1 + 5) * 1000;
+    first.write(": keepalive\n\n");
+    await sleep(20);
+    assert.equal(await outcome(v.verify(req)), 200, "the revocation ended at until + leeway");
 
     // A token revocation (jti) as it happens.
     first.write(`event: revoked\nid: 10\ndata: {"kind":"token","id":"token-1","until":${until1 + 50}}\n\n`);
@@ -167,7 +172,8 @@ test("memoryReplayStore: a replay is false, full of live entries it refuses (nev
 
 test("a full replay store refuses the proof (invalid_dpop_proof); a failing one is a 500", async () => {
   const c = boundCase;
-  const base = { authServer: AUTH, publicOrigin: corpus.config.public_origins, nonceSecret: corpus.config.nonce_secret, now: () => c.now * 1000, fetch: scripted().fetch };
+  // refuseNoncesBefore 0: a verifier started before the case (the corpus's nonce is older).
+  const base = { authServer: AUTH, publicOrigin: corpus.config.public_origins, nonceSecret: corpus.config.nonce_secret, now: () => c.now * 1000, refuseNoncesBefore: 0, fetch: scripted().fetch };
   const full = await createVerifier({ ...base, replayStore: { claim: async () => { throw new ReplayStoreFullError(); } } });
   const e = await full.verify(c.request).catch((x) => x);
   assert.equal(e.code, "invalid_dpop_proof");
@@ -181,4 +187,16 @@ test("a full replay store refuses the proof (invalid_dpop_proof); a failing one 
   } finally {
     console.error = error;
   }
+});
+
+test("metadata naming a feed on another origin gets no service token (a hostile or misconfigured discovery document)", async () => {
+  const sent = [];
+  const fetch = async (url, init = {}) => {
+    sent.push([url, init.headers?.authorization]);
+    if (url === `${AUTH}/.well-known/oauth-authorization-server`)
+      return Response.json({ issuer: "tokenwarden", jwks_uri: `${AUTH}/jwks`, tokenwarden_revocations_endpoint: "https://collector.example/feed" });
+    return Response.json(corpus.config.jwks);
+  };
+  await assert.rejects(createVerifier({ authServer: AUTH, revocationToken: "svc-token-0123456789abcdefghijklmnop", fetch }), /not on the auth server's origin/);
+  assert.ok(sent.every(([, auth]) => auth === undefined), "the token was sent nowhere");
 });

@@ -85,8 +85,34 @@ words! {
         /// Not a secret, readable by JS: "a session may exist" (saves anonymous visitors a
         /// refresh request at page load).
         SessionHint = "tw_session",
+        /// A federated sign-in under way (`HttpOnly; Secure; SameSite=Lax`, ten minutes): binds
+        /// the provider's callback to the browser that started it.
+        OidcFlow = "__Host-tw_oidc",
     }
 }
+
+words! {
+    /// `tw_error` in the query of the page a federated sign-in returns to (`returnTo`) when it
+    /// did not sign in; the client's `restore()` rejects with a `LoginError` of this code.
+    FederationError {
+        /// The user declined at the provider (or it refused: OAuth's `access_denied`,
+        /// `login_required`, `consent_required`, `interaction_required`).
+        AccessDenied = "access_denied",
+        /// The provider could not be reached (its discovery document, the code exchange).
+        ProviderUnavailable = "provider_unavailable",
+        /// The provider's answer did not verify (the code exchange refused, the ID token
+        /// invalid): the details are in the server's log, never in the URL.
+        FederationFailed = "federation_failed",
+        /// The provider vouches for an address that is another account's, and may not link
+        /// accounts (`link=verified-email` with `email_verified`).
+        AccountNotLinked = "account_not_linked",
+    }
+}
+
+/// Federated sign-in: `GET {OIDC_PATH}/{provider}/start?return_to=PATH&dpop_jkt=THUMBPRINT`.
+pub const OIDC_PATH: &str = "/auth/oidc";
+/// The query parameter a federated sign-in's error comes back in.
+pub const FEDERATION_ERROR_PARAM: &str = "tw_error";
 
 /// The CSRF header the cookie-authenticated endpoints require (a custom header forces a CORS
 /// preflight). Its value is [`CSRF_VALUE`].

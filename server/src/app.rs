@@ -74,6 +74,7 @@ pub struct AppState {
     pub fleet: Fleet,
     pub feed: crate::feed::Feed,
     pub discovery: crate::api::Discovery,
+    pub oidc: crate::oidc::Oidc,
     /// The `/test/*` hooks (a `test-hooks` build run with `--test-hooks`).
     #[cfg(feature = "test-hooks")]
     #[from_ref(skip)]
@@ -204,7 +205,16 @@ impl AppState {
             jwks_max_age: settings.jwks_max_age,
             feed: feed.enabled(),
         };
+        let oidc = crate::oidc::Oidc::new(
+            &settings.oidc,
+            store.clone(),
+            sessions.clone(),
+            clock.clone(),
+            settings.public_origins.first().cloned(),
+            settings.dpop_required,
+        );
         Ok(AppState {
+            oidc,
             proxies: settings.proxies.clone(),
             feed,
             discovery,
@@ -307,6 +317,17 @@ pub fn router(state: &AppState) -> Router {
         .route("/.well-known/jwks.json", get(api::jwks))
         .route(api::METADATA_PATH, get(api::metadata))
         .route(crate::feed::PATH, get(crate::feed::revocations))
+        .route("/auth/oidc/providers", get(crate::oidc::providers))
+        .route("/auth/oidc/{name}/start", get(crate::oidc::start))
+        .route("/auth/oidc/{name}/callback", get(crate::oidc::callback))
+        .route(
+            "/auth/oidc/{name}/backchannel-logout",
+            post(crate::oidc::backchannel_logout),
+        )
+        .route(
+            "/auth/oidc/{name}/end-session",
+            get(crate::oidc::end_session),
+        )
         .route("/healthz", get(|| async { "ok" }));
     // Demo only: exists with --demo and no SMTP server (and answers loopback clients only).
     if settings.demo && state.codes.has_demo_mailbox() {
@@ -391,6 +412,7 @@ pub fn router(state: &AppState) -> Router {
 /// revocation mirror, and purges what has ended: proofs and counters every minute, sessions,
 /// events and codes every hour.
 pub fn spawn_maintenance(state: AppState) -> tokio::task::JoinHandle<()> {
+    state.oidc.discover_all();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(state.settings.key_poll_secs));
         let mut last_purge = 0;

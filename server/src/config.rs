@@ -191,6 +191,15 @@ pub struct ServeArgs {
     #[arg(long, env = "TW_REVOCATION_FEED_TOKEN_FILE")]
     pub revocation_feed_token_file: Option<PathBuf>,
 
+    /// An OpenID Connect provider users may sign in with, repeatable (`;` between several in
+    /// TW_OIDC): `name=NAME,issuer=URL,client-id=ID,client-secret-file=PATH` and optionally
+    /// `scopes=openid email profile` and `link=verified-email` (a first sign-in whose verified
+    /// email is an existing account's signs into that account). Register
+    /// `<origin>/auth/oidc/NAME/callback` as the redirect URI and
+    /// `<origin>/auth/oidc/NAME/backchannel-logout` as the back-channel logout URI.
+    #[arg(long = "oidc", env = "TW_OIDC", value_delimiter = ';')]
+    pub oidc: Vec<String>,
+
     /// `Cache-Control: max-age` of the JWKS (and the discovery document).
     #[arg(long, env = "TW_JWKS_MAX_AGE_SECS", default_value_t = 60)]
     pub jwks_max_age_secs: i64,
@@ -582,6 +591,8 @@ pub struct Settings {
     pub jwks_max_age: i64,
     /// The revocation feed's service token (`--revocation-feed-token-file`).
     pub revocation_feed_token: Option<String>,
+    /// `--oidc`: the OpenID Connect providers users may sign in with.
+    pub oidc: Vec<OidcProvider>,
     pub allowed_origins: Vec<String>,
     pub connect_src: Vec<String>,
     pub login_max_failures: i64,
@@ -634,6 +645,7 @@ impl Settings {
             key_publish: 120,
             jwks_max_age: 60,
             revocation_feed_token: None,
+            oidc: Vec::new(),
             allowed_origins: Vec::new(),
             connect_src: Vec::new(),
             login_max_failures: 10,
@@ -765,6 +777,7 @@ impl Settings {
             key_publish: a.key_publish_secs,
             jwks_max_age: a.jwks_max_age_secs,
             revocation_feed_token: feed_token(a.revocation_feed_token_file.as_deref())?,
+            oidc: oidc_providers(&a.oidc)?,
             allowed_origins,
             connect_src,
             login_max_failures: a.login_max_failures.max(1),
@@ -806,6 +819,149 @@ impl Settings {
             legacy: legacy_settings(&a.accounts)?,
         })
     }
+}
+
+/// An OpenID Connect provider of `--oidc`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OidcProvider {
+    /// In the paths (`/auth/oidc/NAME/...`): 1 to 32 of `a-z`, `0-9`, `-`.
+    pub name: String,
+    /// Exactly as the provider's discovery document states it.
+    pub issuer: String,
+    pub client_id: String,
+    /// Read from `client-secret-file`.
+    pub client_secret: String,
+    /// Always with `openid`.
+    pub scopes: Vec<String>,
+    /// `link=verified-email`.
+    pub link_verified_email: bool,
+}
+
+impl std::fmt::Debug for OidcProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcProvider")
+            .field("name", &self.name)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("scopes", &self.scopes)
+            .field("link_verified_email", &self.link_verified_email)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `url` may be a provider's: https, or http to a loopback host (a provider on this
+/// machine, in development and tests).
+pub fn provider_url_ok(url: &str) -> bool {
+    let Ok(u) = url::Url::parse(url) else {
+        return false;
+    };
+    if !u.username().is_empty() || u.password().is_some() || u.fragment().is_some() {
+        return false;
+    }
+    match (u.scheme(), u.host_str()) {
+        ("https", Some(_)) => true,
+        ("http", Some(h)) => tokenwarden_dpop::is_loopback_host(h),
+        _ => false,
+    }
+}
+
+/// One `--oidc` value.
+pub fn oidc_provider(spec: &str) -> Result<OidcProvider, String> {
+    let mut fields = std::collections::HashMap::new();
+    for part in spec.split(',') {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("--oidc: {part:?} is not key=value"))?;
+        let k = k.trim();
+        if ![
+            "name",
+            "issuer",
+            "client-id",
+            "client-secret-file",
+            "scopes",
+            "link",
+        ]
+        .contains(&k)
+        {
+            return Err(format!(
+                "--oidc: unknown key {k:?} (name, issuer, client-id, client-secret-file, scopes, link)"
+            ));
+        }
+        if fields.insert(k, v.trim()).is_some() {
+            return Err(format!("--oidc: {k} given twice"));
+        }
+    }
+    let get = |k: &str| {
+        fields
+            .get(k)
+            .copied()
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("--oidc: {k}= is required"))
+    };
+    let name = get("name")?;
+    if name.len() > 32
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(format!(
+            "--oidc: name {name:?} must be 1 to 32 of a-z, 0-9 and -"
+        ));
+    }
+    let issuer = get("issuer")?;
+    if !provider_url_ok(issuer) || issuer.contains('?') {
+        return Err(format!(
+            "--oidc {name}: issuer {issuer:?} must be an https URL (http only on a loopback host)"
+        ));
+    }
+    let client_id = get("client-id")?;
+    let file = get("client-secret-file")?;
+    let client_secret = std::fs::read_to_string(file)
+        .map_err(|e| format!("--oidc {name}: client-secret-file {file}: {e}"))?
+        .trim()
+        .to_owned();
+    if client_secret.is_empty() {
+        return Err(format!("--oidc {name}: client-secret-file {file} is empty"));
+    }
+    let mut scopes: Vec<String> = fields
+        .get("scopes")
+        .copied()
+        .unwrap_or("openid email profile")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if !scopes.iter().any(|s| s == "openid") {
+        scopes.insert(0, "openid".into());
+    }
+    let link_verified_email = match fields.get("link").copied() {
+        None | Some("none") => false,
+        Some("verified-email") => true,
+        Some(other) => {
+            return Err(format!(
+                "--oidc {name}: link={other:?}: only link=verified-email (or none)"
+            ));
+        }
+    };
+    Ok(OidcProvider {
+        name: name.to_owned(),
+        issuer: issuer.to_owned(),
+        client_id: client_id.to_owned(),
+        client_secret,
+        scopes,
+        link_verified_email,
+    })
+}
+
+fn oidc_providers(specs: &[String]) -> Result<Vec<OidcProvider>, String> {
+    let mut out: Vec<OidcProvider> = Vec::new();
+    for spec in specs.iter().filter(|s| !s.trim().is_empty()) {
+        let p = oidc_provider(spec)?;
+        if out.iter().any(|o| o.name == p.name) {
+            return Err(format!("--oidc: two providers named {:?}", p.name));
+        }
+        out.push(p);
+    }
+    Ok(out)
 }
 
 fn feed_token(file: Option<&Path>) -> Result<Option<String>, String> {
@@ -859,4 +1015,48 @@ fn dpop_settings(a: &DpopArgs) -> Result<DpopSettings, String> {
         );
     }
     Ok((a.dpop_nonce_secret.clone(), origins))
+}
+
+#[cfg(test)]
+mod oidc_tests {
+    use super::*;
+
+    #[test]
+    fn an_oidc_provider_is_read_from_its_spec() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let file = secret.display();
+        let p = oidc_provider(&format!(
+            "name=corp,issuer=https://login.example.com/tenant/v2.0,client-id=abc,client-secret-file={file},scopes=email profile,link=verified-email"
+        ))
+        .unwrap();
+        assert_eq!(p.client_secret, "s3cret");
+        assert_eq!(p.scopes, ["openid", "email", "profile"]);
+        assert!(p.link_verified_email);
+        assert!(
+            !format!("{p:?}").contains("s3cret"),
+            "the secret is never printed"
+        );
+        let local =
+            format!("name=idp,issuer=http://127.0.0.1:9000,client-id=a,client-secret-file={file}");
+        assert_eq!(
+            oidc_provider(&local).unwrap().scopes,
+            ["openid", "email", "profile"]
+        );
+        for bad in [
+            format!("name=Corp,issuer=https://x,client-id=a,client-secret-file={file}"),
+            format!("name=c,issuer=http://idp.example,client-id=a,client-secret-file={file}"),
+            format!("name=c,issuer=https://x,client-secret-file={file}"),
+            format!("name=c,issuer=https://x,client-id=a,client-secret-file={file},link=email"),
+            format!("name=c,issuer=https://x,client-id=a,client-secret-file={file},colour=red"),
+            "name=c,issuer=https://x,client-id=a,client-secret-file=/nonexistent".to_owned(),
+        ] {
+            assert!(oidc_provider(&bad).is_err(), "{bad}");
+        }
+        assert!(
+            oidc_providers(&[local.clone(), local]).is_err(),
+            "two of one name"
+        );
+    }
 }

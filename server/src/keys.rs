@@ -109,6 +109,11 @@ pub fn key_states(rows: &[KeyRow], now: i64, grace_secs: i64) -> Vec<KeyState> {
         start(&rows[b])
             .cmp(&start(&rows[a]))
             .then_with(|| rows[b].created_at.cmp(&rows[a].created_at))
+            // In one second a revoked key and a new one: the new one replaced it.
+            .then_with(|| {
+                let revoked = |k: &KeyRow| k.revoked_at.is_some();
+                revoked(&rows[a]).cmp(&revoked(&rows[b]))
+            })
             .then_with(|| rows[a].kid.cmp(&rows[b].kid))
     });
     let mut states = vec![KeyState::Expired; rows.len()];
@@ -305,6 +310,20 @@ mod tests {
     }
 
     const GRACE: i64 = 1000;
+
+    #[test]
+    fn a_key_made_in_the_second_its_predecessor_was_revoked_signs_whatever_the_kids() {
+        for (revoked, fresh) in [("a", "b"), ("b", "a")] {
+            let mut old = row(revoked, 100, Some(100));
+            old.revoked_at = Some(100);
+            let rows = [old, row(fresh, 100, Some(100))];
+            assert_eq!(
+                key_states(&rows, 100, GRACE),
+                [KeyState::Revoked, KeyState::Signing],
+                "revoked {revoked}, new {fresh}"
+            );
+        }
+    }
 
     #[test]
     fn a_rotation_publishes_first_then_signs_and_the_old_key_verifies_through_the_grace() {

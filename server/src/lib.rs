@@ -35,6 +35,7 @@ pub mod kek;
 pub mod keys;
 pub mod legacy;
 pub mod net;
+pub mod oidc;
 pub mod otp;
 pub mod password;
 pub mod revoked;

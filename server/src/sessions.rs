@@ -44,6 +44,8 @@ pub enum SignIn {
     SignUp,
     /// The code of a password reset came back, with the new password.
     PasswordReset,
+    /// An OpenID Connect provider vouched for the user (crate::oidc).
+    Provider,
 }
 
 impl SignIn {
@@ -53,6 +55,7 @@ impl SignIn {
             SignIn::EmailCode => "otp_login",
             SignIn::SignUp => "signup",
             SignIn::PasswordReset => "password_reset",
+            SignIn::Provider => "oidc_login",
         }
     }
 }

@@ -562,3 +562,77 @@ async fn a_password_reset_or_change_on_one_instance_ends_the_sessions_on_all_of_
     }
     stop_all([a, b, c]).await;
 }
+
+#[tokio::test]
+async fn a_provider_logout_ends_the_session_on_every_instance_within_a_second() {
+    use common::oidc::*;
+    let port = free_port();
+    let p: &'static tokenwarden_server::config::OidcProvider = Box::leak(Box::new(provider(
+        "idp",
+        &format!("http://127.0.0.1:{port}"),
+    )));
+    let (_, [a, b, c]) = fleet(move |s| s.oidc = vec![p.clone()]).await;
+    // The provider knows every instance's callback; its logout tokens go to the first.
+    let idp = Idp::start(port, &format!("{},{},{}", a.base, b.base, c.base)).await;
+
+    // Signed in through instance B, refreshed through C.
+    let mut tab = Client::bound(&b);
+    let mut browser = Browser::new();
+    let jkt = tab.key.as_ref().unwrap().thumbprint().to_owned();
+    let res = browser.start(&b, &format!("dpop_jkt={jkt}")).await;
+    let back = browser
+        .through_provider(location(&res), &b.base, "gina", false)
+        .await;
+    let res = browser.callback(&back).await;
+    assert_eq!(res.status(), 303);
+    tab.refresh = refresh_cookie_of(&res);
+    tab.via(&c);
+    let a1 = tab.refresh().await;
+    let t = tab.tokens_of(&a1);
+
+    // The user logs out at the provider: its logout token reaches instance A.
+    let html = browser
+        .http
+        .get(format!("{}/session/end", idp.issuer))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let form = &html[html.find("<form").unwrap()..];
+    let xsrf_at = form.find("name=\"xsrf\"").unwrap();
+    let xsrf = attr(&form[xsrf_at.saturating_sub(80)..], "value").unwrap_or_default();
+    let since = Instant::now();
+    browser
+        .http
+        .post(absolute(&idp.issuer, attr(form, "action").unwrap()))
+        .form(&[("xsrf", xsrf), ("logout", "yes")])
+        .send()
+        .await
+        .unwrap();
+    // The token is bound: the tab's own proofs ask (a proof-less request is refused anyway).
+    for s in [&a, &b, &c] {
+        tab.via(s);
+        loop {
+            let status = tab.me(&t.access).await.status;
+            if status != 200 {
+                assert_eq!(status, 401, "on {}", s.base);
+                break;
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(10),
+                "still accepted on {}: {:?}",
+                s.base,
+                idp.lines.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let took = since.elapsed();
+        assert!(took < Duration::from_secs(1), "{took:?} on {}", s.base);
+    }
+    tab.via(&a);
+    assert_eq!(tab.refresh().await.status, 401);
+    drop(idp);
+    stop_all([a, b, c]).await;
+}

@@ -38,6 +38,7 @@ mod codes;
 mod counters;
 pub mod dialect;
 mod keys;
+pub mod oidc;
 mod proofs;
 mod revocations;
 mod secrets;
@@ -366,6 +367,7 @@ impl Store {
             q!(sql, now).execute(&self.write).await?;
         }
         self.purge_counters(now).await?;
+        self.purge_oidc(now).await?;
         Ok(())
     }
 

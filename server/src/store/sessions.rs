@@ -21,6 +21,9 @@ pub enum RevokeReason {
     PasswordChanged,
     /// The password was reset by an emailed code (every session ends).
     PasswordReset,
+    /// The OpenID provider the session signed in with said the user logged out there
+    /// (back-channel logout).
+    ProviderLogout,
 }
 
 impl RevokeReason {
@@ -31,6 +34,7 @@ impl RevokeReason {
             RevokeReason::TokenReused => "token_reused",
             RevokeReason::PasswordChanged => "password_changed",
             RevokeReason::PasswordReset => "password_reset",
+            RevokeReason::ProviderLogout => "provider_logout",
         }
     }
 }

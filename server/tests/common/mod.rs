@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod oidc;
 pub mod pg;
 pub mod smtp;
 

@@ -1,0 +1,229 @@
+//! Sign-in with OpenID Connect providers (crate::oidc): the flows under way, the identities
+//! providers vouch for, the sessions they opened, the logout tokens seen.
+
+use super::{Store, StoreResult, User};
+
+/// A sign-in under way, as its start left it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Flow {
+    pub provider: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+    pub return_to: String,
+    /// The callback URL the provider was given (the code exchange names it again).
+    pub redirect_uri: String,
+    pub dpop_jkt: Option<String>,
+    pub expires_at: i64,
+}
+
+/// A flow about to be stored.
+pub struct NewFlow<'a> {
+    pub state_hash: &'a str,
+    pub binding_hash: &'a str,
+    pub flow: &'a Flow,
+    pub now: i64,
+}
+
+impl Store {
+    pub async fn put_oidc_flow(&self, f: &NewFlow<'_>) -> StoreResult<()> {
+        let sql =
+            "INSERT INTO oidc_flows (state_hash, provider, binding_hash, nonce, pkce_verifier,
+                                           return_to, redirect_uri, dpop_jkt, created_at,
+                                           expires_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+        q!(
+            sql,
+            f.state_hash,
+            &f.flow.provider,
+            f.binding_hash,
+            &f.flow.nonce,
+            &f.flow.pkce_verifier,
+            &f.flow.return_to,
+            &f.flow.redirect_uri,
+            f.flow.dpop_jkt.as_deref(),
+            f.now,
+            f.flow.expires_at
+        )
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes (deletes) the flow of `state_hash` if this browser (`binding_hash`) started it
+    /// with `provider` and it is still live: a callback gets it once.
+    pub async fn take_oidc_flow(
+        &self,
+        state_hash: &str,
+        binding_hash: &str,
+        provider: &str,
+        now: i64,
+    ) -> StoreResult<Option<Flow>> {
+        let sql = "DELETE FROM oidc_flows
+                   WHERE state_hash = $1 AND binding_hash = $2 AND provider = $3
+                   RETURNING provider, nonce, pkce_verifier, return_to, redirect_uri, dpop_jkt,
+                             expires_at";
+        let flow: Option<Flow> = q_as!(sql, state_hash, binding_hash, provider)
+            .fetch_optional(&self.write)
+            .await?;
+        Ok(flow.filter(|f| f.expires_at > now))
+    }
+
+    /// The user a provider's (issuer, sub) is, if it is one's.
+    pub async fn user_of_identity(&self, issuer: &str, subject: &str) -> StoreResult<Option<User>> {
+        let sql = "SELECT user_id FROM user_identities WHERE issuer = $1 AND subject = $2";
+        let id: Option<String> = q_scalar!(sql, issuer, subject)
+            .fetch_optional(&self.read)
+            .await?;
+        match id {
+            Some(id) => self.user_by_id(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Records that (issuer, sub) is `user`; `false` if that identity is already someone's.
+    pub async fn link_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+        user: &str,
+        provider: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let sql = "INSERT INTO user_identities (issuer, subject, user_id, provider, created_at)
+                   VALUES ($1, $2, $3, $4, $5) ON CONFLICT (issuer, subject) DO NOTHING";
+        let res = q!(sql, issuer, subject, user, provider, now)
+            .execute(&self.write)
+            .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// Records that `session` was opened by the provider's sign-in (its `sid`, if it said).
+    pub async fn record_federated_session(
+        &self,
+        session: &str,
+        issuer: &str,
+        subject: &str,
+        idp_sid: Option<&str>,
+    ) -> StoreResult<()> {
+        let sql = "INSERT INTO federated_sessions (session_id, issuer, subject, idp_sid)
+                   VALUES ($1, $2, $3, $4)";
+        q!(sql, session, issuer, subject, idp_sid)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// The live sessions a back-channel logout names: by the provider's `sid` (and `sub`, if
+    /// given too), or every session of `sub` through this issuer.
+    pub async fn federated_sessions(
+        &self,
+        issuer: &str,
+        subject: Option<&str>,
+        idp_sid: Option<&str>,
+    ) -> StoreResult<Vec<(String, String)>> {
+        let sql = "SELECT f.session_id, s.user_id FROM federated_sessions f
+                   JOIN sessions s ON s.id = f.session_id
+                   WHERE f.issuer = $1 AND s.revoked_at IS NULL
+                     AND ($2 IS NULL OR f.subject = $2) AND ($3 IS NULL OR f.idp_sid = $3)";
+        Ok(q_as!(sql, issuer, subject, idp_sid)
+            .fetch_all(&self.write)
+            .await?)
+    }
+
+    /// Records a logout token's `jti`; `false` if it was seen already (a replay).
+    pub async fn claim_logout_token(
+        &self,
+        issuer: &str,
+        jti: &str,
+        expires_at: i64,
+    ) -> StoreResult<bool> {
+        let sql = "INSERT INTO oidc_logout_tokens (issuer, jti, expires_at) VALUES ($1, $2, $3)
+                   ON CONFLICT (issuer, jti) DO NOTHING";
+        let res = q!(sql, issuer, jti, expires_at)
+            .execute(&self.write)
+            .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    pub async fn purge_oidc(&self, now: i64) -> StoreResult<()> {
+        for sql in [
+            "DELETE FROM oidc_flows WHERE expires_at < $1",
+            "DELETE FROM oidc_logout_tokens WHERE expires_at < $1",
+        ] {
+            q!(sql, now).execute(&self.write).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::memory;
+    use super::*;
+
+    fn flow(expires_at: i64) -> Flow {
+        Flow {
+            provider: "idp".into(),
+            nonce: "n".into(),
+            pkce_verifier: "v".into(),
+            return_to: "/".into(),
+            redirect_uri: "http://127.0.0.1/auth/oidc/idp/callback".into(),
+            dpop_jkt: None,
+            expires_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_flow_is_taken_once_by_the_browser_that_started_it_while_live() {
+        let s = memory().await;
+        let f = flow(200);
+        let new = |state: &'static str| NewFlow {
+            state_hash: state,
+            binding_hash: "b",
+            flow: &f,
+            now: 100,
+        };
+        s.put_oidc_flow(&new("s1")).await.unwrap();
+        assert!(
+            s.take_oidc_flow("s1", "other", "idp", 100)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            s.take_oidc_flow("s1", "b", "other", 100)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            s.take_oidc_flow("s1", "b", "idp", 100)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            s.take_oidc_flow("s1", "b", "idp", 100)
+                .await
+                .unwrap()
+                .is_none(),
+            "once"
+        );
+        s.put_oidc_flow(&new("s2")).await.unwrap();
+        assert!(
+            s.take_oidc_flow("s2", "b", "idp", 200)
+                .await
+                .unwrap()
+                .is_none(),
+            "expired"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_logout_token_counts_once() {
+        let s = memory().await;
+        assert!(s.claim_logout_token("iss", "j", 10).await.unwrap());
+        assert!(!s.claim_logout_token("iss", "j", 10).await.unwrap());
+        assert!(s.claim_logout_token("other", "j", 10).await.unwrap());
+    }
+}

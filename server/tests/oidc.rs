@@ -1,0 +1,680 @@
+//! Sign-in with an OpenID Connect provider (docs/PROTOCOL.md, "Federated sign-in"), over real
+//! HTTP on SQLite or PostgreSQL (`TW_TEST_BACKEND`):
+//!
+//! - against a real, certified provider: panva's `oidc-provider` (tests/oidc/provider.mjs, run
+//!   by Node; `npm ci` first), driven through its own login and consent forms as a browser
+//!   would post them;
+//! - against a hostile provider written here (the attacker of the threat model): it answers
+//!   the code exchange with forged ID tokens and sends forged logout tokens, which the real
+//!   provider never would.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Redirect};
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use common::oidc::*;
+use common::*;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokenwarden_dpop::ProofSigner;
+
+/// A server whose users may sign in with the provider at `issuer` (named `idp`).
+async fn server_with(issuer: &str) -> TestServer {
+    let p = provider("idp", issuer);
+    TestServer::with(move |c| c.oidc = vec![p]).await
+}
+
+/// Signs in through the real provider as `login`: the browser (with the provider's session)
+/// and our server's answer to the callback.
+async fn sign_in(
+    s: &TestServer,
+    idp: &Idp,
+    tab: &Client,
+    login: &str,
+) -> (Browser, reqwest::Response) {
+    let mut b = Browser::new();
+    let jkt = tab.key.as_ref().unwrap().thumbprint().to_owned();
+    let res = b
+        .start(s, &format!("return_to=/app%3Fx%3D1&dpop_jkt={jkt}"))
+        .await;
+    assert_eq!(res.status(), 302);
+    let authorize = location(&res);
+    assert!(
+        authorize.starts_with(&format!("{}/auth?", idp.issuer)),
+        "{authorize}"
+    );
+    assert!(
+        authorize.contains("code_challenge_method=S256"),
+        "{authorize}"
+    );
+    assert!(authorize.contains("code_challenge="), "{authorize}");
+    let back = b.through_provider(authorize, &s.base, login, false).await;
+    let res = b.callback(&back).await;
+    (b, res)
+}
+
+#[tokio::test]
+async fn a_sign_in_through_a_real_provider_opens_a_session_bound_to_the_page_key() {
+    let port = free_port();
+    let s = server_with(&format!("http://127.0.0.1:{port}")).await;
+    let idp = Idp::start(port, &s.base).await;
+    let mut tab = Client::bound(&s);
+    let (_, res) = sign_in(&s, &idp, &tab, "carol").await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), "/app?x=1");
+    let cleared = set_cookies(res.headers())
+        .into_iter()
+        .any(|c| c.starts_with(&format!("{FLOW_COOKIE}=;")) && c.contains("Max-Age=0"));
+    assert!(cleared, "the flow cookie is cleared");
+    let refresh = refresh_cookie_of(&res).expect("the refresh cookie");
+
+    // The copied cookie alone refreshes nothing: no proof, or another key's.
+    let mut thief = Client::new(&s);
+    thief.refresh = Some(refresh.clone());
+    assert_eq!(thief.refresh().await.status, 401);
+    let mut other_key = Client::bound(&s);
+    other_key.refresh = Some(refresh.clone());
+    assert_eq!(other_key.refresh().await.status, 401);
+
+    // The page's key: a bound session, as after a password sign-in.
+    tab.refresh = Some(refresh);
+    let a = tab.refresh().await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let t = tab.tokens_of(&a);
+    let me = tab.me(&t.access).await;
+    assert_eq!(me.status, 200);
+    assert_eq!(me.body["email"], "carol@idp.test");
+    assert_eq!(jwt_parts(&t.access).1["email_verified"], true);
+
+    // The same person again: the same account (by issuer and sub).
+    let mut tab2 = Client::bound(&s);
+    let (_, res) = sign_in(&s, &idp, &tab2, "carol").await;
+    tab2.refresh = refresh_cookie_of(&res);
+    let a = tab2.refresh().await;
+    let t2 = tab2.tokens_of(&a);
+    assert_eq!(
+        jwt_parts(&t2.access).1["sub"],
+        jwt_parts(&t.access).1["sub"]
+    );
+    drop(idp);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_callback_refuses_a_missing_unknown_or_other_browser_state_and_a_reused_code() {
+    let port = free_port();
+    let s = server_with(&format!("http://127.0.0.1:{port}")).await;
+    let idp = Idp::start(port, &s.base).await;
+    let tab = Client::bound(&s);
+    let jkt = tab.key.as_ref().unwrap().thumbprint().to_owned();
+    let mut victim = Browser::new();
+    let res = victim.start(&s, &format!("dpop_jkt={jkt}")).await;
+    let back = victim
+        .through_provider(location(&res), &s.base, "dave", false)
+        .await;
+
+    let page = |res: reqwest::Response| async move {
+        assert_eq!(res.status(), 400);
+        assert!(res.headers().get("location").is_none());
+        assert!(refresh_cookie_of(&res).is_none());
+        res.text().await.unwrap()
+    };
+    // No state; a state nobody issued; the victim's callback in another browser (login CSRF:
+    // the attacker's own code and state planted in the victim's browser is the same case).
+    let no_state = back.split("state=").next().unwrap().to_owned();
+    assert!(
+        page(victim.callback(&no_state).await)
+            .await
+            .contains("start again")
+    );
+    let forged = back.replace("state=", "state=x");
+    page(victim.callback(&forged).await).await;
+    let mut attacker = Browser::new();
+    attacker.start(&s, &format!("dpop_jkt={jkt}")).await;
+    page(attacker.callback(&back).await).await;
+
+    // The victim's own browser still completes (nothing above used the flow up).
+    let ok = victim.callback(&back).await;
+    assert_eq!(ok.status(), 303);
+    assert!(refresh_cookie_of(&ok).is_some());
+    // Once: the same callback again has no flow.
+    page(victim.callback(&back).await).await;
+
+    // The used code with a new flow's state: the provider refuses it, nothing opens.
+    let mut again = Browser::new();
+    let res = again
+        .start(&s, &format!("return_to=/home&dpop_jkt={jkt}"))
+        .await;
+    let state = reqwest::Url::parse(&location(&res))
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let code = reqwest::Url::parse(&back)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let replay = format!(
+        "{}/auth/oidc/idp/callback?code={code}&state={state}&iss={}",
+        s.base,
+        url_escape(&idp.issuer)
+    );
+    let res = again.callback(&replay).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), "/home?tw_error=federation_failed");
+    assert!(refresh_cookie_of(&res).is_none());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_user_who_declines_at_the_provider_comes_back_with_access_denied() {
+    let port = free_port();
+    let s = server_with(&format!("http://127.0.0.1:{port}")).await;
+    let idp = Idp::start(port, &s.base).await;
+    let mut b = Browser::new();
+    let res = b.start(&s, "return_to=/signin").await;
+    let back = b
+        .through_provider(location(&res), &s.base, "erin", true)
+        .await;
+    let res = b.callback(&back).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), "/signin?tw_error=access_denied");
+    assert!(refresh_cookie_of(&res).is_none());
+    drop(idp);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn return_to_must_be_a_path_of_this_site() {
+    let s = server_with("http://127.0.0.1:9").await;
+    let mut b = Browser::new();
+    for bad in [
+        "//evil.example/",
+        "https://evil.example/",
+        "/%5Cevil.example",
+        "%2F%2Fevil.example",
+        "javascript:alert(1)",
+        "/ok%23fragment",
+        "evil",
+    ] {
+        let res = b.start(&s, &format!("return_to={bad}")).await;
+        assert_eq!(res.status(), 400, "{bad}");
+        assert!(res.headers().get("location").is_none(), "{bad}");
+    }
+    // An unknown provider is a 404, not a redirect.
+    let res = b
+        .http
+        .get(s.url("/auth/oidc/nope/start?return_to=/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_provider_that_cannot_be_reached_is_an_error_for_the_page_and_nothing_else_stops() {
+    // Nothing listens there.
+    let s = server_with(&format!("http://127.0.0.1:{}", free_port())).await;
+    let mut b = Browser::new();
+    let res = b.start(&s, "return_to=/login").await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), "/login?tw_error=provider_unavailable");
+    // The other sign-in methods go on.
+    let mut tab = Client::new(&s);
+    tab.sign_in(ALICE).await;
+    let list: Value = b
+        .http
+        .get(s.url("/auth/oidc/providers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list, json!({ "providers": [{ "name": "idp" }] }));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_provider_s_logout_ends_the_session_through_back_channel_logout() {
+    let port = free_port();
+    let s = server_with(&format!("http://127.0.0.1:{port}")).await;
+    let idp = Idp::start(port, &s.base).await;
+    let mut tab = Client::bound(&s);
+    let (b, res) = sign_in(&s, &idp, &tab, "frank").await;
+    tab.refresh = refresh_cookie_of(&res);
+    let a = tab.refresh().await;
+    let t = tab.tokens_of(&a);
+    assert_eq!(tab.me(&t.access).await.status, 200);
+
+    // The user logs out at the provider (RP-initiated: our end-session sends them there).
+    let res = b
+        .http
+        .get(s.url("/auth/oidc/idp/end-session"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let end = location(&res);
+    assert!(
+        end.starts_with(&format!("{}/session/end?", idp.issuer)),
+        "{end}"
+    );
+    let html = b.http.get(&end).send().await.unwrap().text().await.unwrap();
+    let form_at = html.find("<form").unwrap();
+    let form = &html[form_at..];
+    let action = absolute(&end, attr(form, "action").unwrap());
+    let xsrf = attr(&form[form.find("name=\"xsrf\"").unwrap() - 40..], "value")
+        .map(str::to_owned)
+        .unwrap_or_default();
+    let since = Instant::now();
+    let res = b
+        .http
+        .post(action)
+        .form(&[("xsrf", xsrf.as_str()), ("logout", "yes")])
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_redirection() || res.status().is_success());
+    loop {
+        if tab.me(&t.access).await.status == 401 {
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(5),
+            "still signed in; provider said {:?}",
+            idp.lines.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        idp.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("backchannel ok"))
+    );
+    let a = tab.refresh().await;
+    assert_eq!(a.status, 401);
+    assert_eq!(a.error(), "invalid_grant");
+    drop(idp);
+    s.stop().await;
+}
+
+// ---- a hostile provider ---------------------------------------------------------------------
+
+/// What the hostile provider puts in the next ID token.
+#[derive(Clone)]
+enum Forge {
+    /// A token as a real provider would make it (the control case).
+    Honest,
+    /// Changes to the claims.
+    Claims(fn(&mut Value)),
+    /// `alg: none`, no signature.
+    AlgNone,
+    /// HS256 keyed with the provider's public JWKS (algorithm confusion).
+    Hs256WithPublicKey,
+    /// Signed by a key the provider never published, under the published `kid`.
+    OtherKey,
+    /// The nonce of the previous sign-in (a replayed ID token).
+    PreviousNonce,
+}
+
+/// A code the hostile provider issued: its sign-in's nonce and PKCE challenge.
+struct Pending {
+    nonce: String,
+    challenge: String,
+}
+
+#[derive(Clone)]
+struct Hostile {
+    issuer: String,
+    key: Arc<ProofSigner>,
+    forge: Arc<Mutex<Forge>>,
+    /// code -> its sign-in
+    codes: Arc<Mutex<HashMap<String, Pending>>>,
+    nonces: Arc<Mutex<Vec<String>>>,
+    /// What the last code exchange sent: (Authorization, code_verifier).
+    exchange: Arc<Mutex<Option<(String, String)>>>,
+}
+
+impl Hostile {
+    fn jwks(&self) -> Value {
+        let mut k = self.key.public_key().to_jwk();
+        k["kid"] = json!("k1");
+        k["alg"] = json!("ES256");
+        k["use"] = json!("sig");
+        json!({ "keys": [k] })
+    }
+
+    fn claims(&self, nonce: &str, now: i64) -> Value {
+        json!({
+            "iss": self.issuer, "aud": CLIENT_ID, "sub": "mallory-sub", "iat": now, "exp": now + 300,
+            "nonce": nonce, "email": "mallory@hostile.test", "email_verified": true, "sid": "idp-session-1",
+        })
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        self.key.sign_with_header(
+            &json!({ "alg": "ES256", "kid": "k1", "typ": "JWT" }),
+            claims,
+        )
+    }
+
+    fn id_token(&self, nonce: &str, now: i64) -> String {
+        let forge = self.forge.lock().unwrap().clone();
+        let mut claims = self.claims(nonce, now);
+        match forge {
+            Forge::Honest => self.sign(&claims),
+            Forge::Claims(f) => {
+                f(&mut claims);
+                self.sign(&claims)
+            }
+            Forge::AlgNone => format!(
+                "{}.{}.",
+                B64.encode(json!({ "alg": "none", "kid": "k1" }).to_string()),
+                B64.encode(claims.to_string())
+            ),
+            Forge::Hs256WithPublicKey => hs256(&self.jwks().to_string(), &claims),
+            Forge::OtherKey => ProofSigner::generate()
+                .sign_with_header(&json!({ "alg": "ES256", "kid": "k1" }), &claims),
+            Forge::PreviousNonce => {
+                let nonces = self.nonces.lock().unwrap();
+                claims["nonce"] = json!(nonces[nonces.len() - 2]);
+                self.sign(&claims)
+            }
+        }
+    }
+}
+
+fn hs256(secret: &str, claims: &Value) -> String {
+    use hmac::{Hmac, Mac};
+    let input = format!(
+        "{}.{}",
+        B64.encode(json!({ "alg": "HS256", "kid": "k1" }).to_string()),
+        B64.encode(claims.to_string())
+    );
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(input.as_bytes());
+    format!("{input}.{}", B64.encode(mac.finalize().into_bytes()))
+}
+
+async fn hostile(port: u16, now: tokenwarden_server::clock::Clock) -> Hostile {
+    let h = Hostile {
+        issuer: format!("http://127.0.0.1:{port}"),
+        key: Arc::new(ProofSigner::generate()),
+        forge: Arc::new(Mutex::new(Forge::Honest)),
+        codes: Arc::default(),
+        nonces: Arc::default(),
+        exchange: Arc::default(),
+    };
+    let discovery = |State(h): State<Hostile>| async move {
+        axum::Json(json!({
+            "issuer": h.issuer,
+            "authorization_endpoint": format!("{}/authorize", h.issuer),
+            "token_endpoint": format!("{}/token", h.issuer),
+            "jwks_uri": format!("{}/jwks", h.issuer),
+            "id_token_signing_alg_values_supported": ["ES256", "HS256", "none"],
+        }))
+    };
+    let jwks = |State(h): State<Hostile>| async move { axum::Json(h.jwks()) };
+    // Signs the user in at once and sends them back with a code.
+    let authorize = |State(h): State<Hostile>, Query(q): Query<HashMap<String, String>>| async move {
+        let code = tokenwarden_server::tokens::random_id();
+        h.nonces.lock().unwrap().push(q["nonce"].clone());
+        let pending = Pending {
+            nonce: q["nonce"].clone(),
+            challenge: q["code_challenge"].clone(),
+        };
+        h.codes.lock().unwrap().insert(code.clone(), pending);
+        Redirect::to(&format!(
+            "{}?code={code}&state={}",
+            q["redirect_uri"],
+            url_escape(&q["state"])
+        ))
+    };
+    let token = move |State(h): State<Hostile>,
+                      headers: axum::http::HeaderMap,
+                      axum::Form(f): axum::Form<HashMap<String, String>>| {
+        let now = now.clone();
+        async move {
+            let auth = headers
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            *h.exchange.lock().unwrap() = Some((auth, f["code_verifier"].clone()));
+            let pending = h.codes.lock().unwrap().remove(&f["code"]);
+            // PKCE (RFC 7636): the verifier must be the challenge's.
+            let Some(Pending { nonce, .. }) = pending.filter(|p| {
+                let verifier = f.get("code_verifier").map_or("", String::as_str);
+                B64.encode(Sha256::digest(verifier.as_bytes())) == p.challenge
+            }) else {
+                return (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    axum::Json(json!({ "error": "invalid_grant" })),
+                )
+                    .into_response();
+            };
+            axum::Json(json!({
+                "access_token": "unused", "token_type": "Bearer",
+                "id_token": h.id_token(&nonce, now.now()),
+            }))
+            .into_response()
+        }
+    };
+    let app = Router::new()
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/jwks", get(jwks))
+        .route("/authorize", get(authorize))
+        .route("/token", post(token))
+        .with_state(h.clone());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    h
+}
+
+/// One sign-in through the hostile provider with the next ID token forged as `forge`: our
+/// server's answer to the callback.
+async fn hostile_sign_in(s: &TestServer, h: &Hostile, forge: Forge) -> reqwest::Response {
+    *h.forge.lock().unwrap() = forge;
+    let mut b = Browser::new();
+    let res = b.start(s, "return_to=/r").await;
+    assert_eq!(res.status(), 302);
+    let back = location(&b.http.get(location(&res)).send().await.unwrap());
+    b.callback(&back).await
+}
+
+#[tokio::test]
+async fn forged_id_tokens_are_refused_and_open_no_session() {
+    let port = free_port();
+    let s = server_with(&format!("http://127.0.0.1:{port}")).await;
+    let h = hostile(port, s.state.clock.clone()).await;
+    // The control: an honest token signs in (so each refusal below is the forgery's doing).
+    let res = hostile_sign_in(&s, &h, Forge::Honest).await;
+    assert_eq!(location(&res), "/r");
+    assert!(refresh_cookie_of(&res).is_some());
+    // The code exchange named the PKCE verifier of the challenge, with client_secret_basic.
+    let (auth, verifier) = h.exchange.lock().unwrap().clone().unwrap();
+    assert_eq!(
+        auth,
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
+        )
+    );
+    assert_eq!(verifier.len(), 43);
+
+    let forgeries: Vec<(&str, Forge)> = vec![
+        (
+            "another issuer",
+            Forge::Claims(|c| c["iss"] = json!("https://evil.example")),
+        ),
+        (
+            "another audience",
+            Forge::Claims(|c| c["aud"] = json!("someone-else")),
+        ),
+        (
+            "several audiences, no azp",
+            Forge::Claims(|c| c["aud"] = json!([CLIENT_ID, "x"])),
+        ),
+        (
+            "another azp",
+            Forge::Claims(|c| c["azp"] = json!("someone-else")),
+        ),
+        (
+            "expired",
+            Forge::Claims(|c| {
+                c["exp"] = json!(c["iat"].as_i64().unwrap() - 120);
+            }),
+        ),
+        (
+            "issued in the future",
+            Forge::Claims(|c| {
+                c["iat"] = json!(c["iat"].as_i64().unwrap() + 600);
+            }),
+        ),
+        (
+            "issued long ago",
+            Forge::Claims(|c| {
+                c["iat"] = json!(c["iat"].as_i64().unwrap() - 3600);
+            }),
+        ),
+        (
+            "no nonce",
+            Forge::Claims(|c| {
+                c.as_object_mut().unwrap().remove("nonce");
+            }),
+        ),
+        (
+            "no sub",
+            Forge::Claims(|c| {
+                c.as_object_mut().unwrap().remove("sub");
+            }),
+        ),
+        ("alg none", Forge::AlgNone),
+        ("HS256 keyed with the public key", Forge::Hs256WithPublicKey),
+        ("another key under the published kid", Forge::OtherKey),
+        ("the previous sign-in's nonce", Forge::PreviousNonce),
+    ];
+    for (what, forge) in forgeries {
+        let res = hostile_sign_in(&s, &h, forge).await;
+        assert_eq!(res.status(), 303, "{what}");
+        assert_eq!(location(&res), "/r?tw_error=federation_failed", "{what}");
+        assert!(refresh_cookie_of(&res).is_none(), "{what}");
+    }
+    s.stop().await;
+}
+
+/// A logout token of the hostile provider, with `change` applied to its claims.
+fn logout_token(h: &Hostile, now: i64, change: impl Fn(&mut Value)) -> String {
+    let mut claims = json!({
+        "iss": h.issuer, "aud": CLIENT_ID, "iat": now, "exp": now + 120,
+        "jti": tokenwarden_server::tokens::random_id(), "sid": "idp-session-1",
+        "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+    });
+    change(&mut claims);
+    h.key.sign_with_header(
+        &json!({ "alg": "ES256", "kid": "k1", "typ": "logout+jwt" }),
+        &claims,
+    )
+}
+
+async fn post_logout(s: &TestServer, token: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(s.url("/auth/oidc/idp/backchannel-logout"))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn back_channel_logout_tokens_forged_replayed_or_for_another_audience_are_refused() {
+    let port = free_port();
+    let s = server_with(&format!("http://127.0.0.1:{port}")).await;
+    let h = hostile(port, s.state.clock.clone()).await;
+    let res = hostile_sign_in(&s, &h, Forge::Honest).await;
+    let mut tab = Client::new(&s);
+    tab.refresh = refresh_cookie_of(&res);
+    let a = tab.refresh().await;
+    let t = tab.tokens_of(&a);
+    let now = s.state.now();
+
+    let bad: Vec<(&str, String)> = vec![
+        (
+            "another audience",
+            logout_token(&h, now, |c| c["aud"] = json!("someone-else")),
+        ),
+        (
+            "another issuer",
+            logout_token(&h, now, |c| c["iss"] = json!("https://evil.example")),
+        ),
+        (
+            "no event",
+            logout_token(&h, now, |c| c["events"] = json!({})),
+        ),
+        (
+            "a nonce",
+            logout_token(&h, now, |c| c["nonce"] = json!("n")),
+        ),
+        (
+            "no jti",
+            logout_token(&h, now, |c| {
+                c.as_object_mut().unwrap().remove("jti");
+            }),
+        ),
+        (
+            "neither sid nor sub",
+            logout_token(&h, now, |c| {
+                c.as_object_mut().unwrap().remove("sid");
+            }),
+        ),
+        (
+            "issued long ago",
+            logout_token(&h, now, |c| c["iat"] = json!(now - 3600)),
+        ),
+        (
+            "HS256 keyed with the public key",
+            hs256(
+                &h.jwks().to_string(),
+                &json!({
+                    "iss": h.issuer, "aud": CLIENT_ID, "iat": now, "jti": "j-hs", "sid": "idp-session-1",
+                    "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+                }),
+            ),
+        ),
+        ("an ID token", h.sign(&h.claims("n", now))),
+    ];
+    for (what, token) in bad {
+        let res = post_logout(&s, &token).await;
+        assert_eq!(res.status(), 400, "{what}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request", "{what}");
+    }
+    assert_eq!(tab.me(&t.access).await.status, 200, "still signed in");
+
+    let good = logout_token(&h, now, |_| {});
+    assert_eq!(post_logout(&s, &good).await.status(), 200);
+    assert_eq!(tab.me(&t.access).await.status, 401, "the session ended");
+    // The same token again: refused (its jti was seen).
+    let res = post_logout(&s, &good).await;
+    assert_eq!(res.status(), 400);
+    s.stop().await;
+}

@@ -1,5 +1,6 @@
 //! Keeping a [`ResourceServer`] in step with the auth server (feature `feed`): its keys from the
-//! discovery document's JWKS (refetched when the feed says the ring changed, and every minute), and the revocation feed (`GET /auth/revocations`, Server-Sent Events), so that a
+//! discovery document's JWKS (refetched when the feed says the ring changed, when a token names
+//! an unknown `kid` (at most every 10 s), and every minute), and the revocation feed (`GET /auth/revocations`, Server-Sent Events), so that a
 //! logged-out or revoked token is refused within a second instead of at its `exp`.
 //!
 //! ```no_run
@@ -72,6 +73,9 @@ pub struct Revocations {
     heard_at: Mutex<Option<Instant>>,
     /// Whether a feed is followed (crate::feed::follow with a service token).
     followed: AtomicBool,
+    /// A token named a `kid` not in the keys: the JWKS is fetched again (at most every
+    /// [`KID_REFETCH`]).
+    pub(crate) unknown_kid: tokio::sync::Notify,
 }
 
 impl Default for Revocations {
@@ -80,6 +84,7 @@ impl Default for Revocations {
             sets: RwLock::default(),
             heard_at: Mutex::default(),
             followed: AtomicBool::new(false),
+            unknown_kid: tokio::sync::Notify::new(),
         }
     }
 }
@@ -361,6 +366,24 @@ pub fn follow(
     })
 }
 
+/// The JWKS is fetched again for an unknown `kid` at most this often.
+const KID_REFETCH: Duration = Duration::from_secs(10);
+
+/// Until the keys should be fetched again without a feed: a minute, or sooner (at most every
+/// [`KID_REFETCH`]) when a token named an unknown `kid`.
+async fn wait_for_keys(rs: &Weak<ResourceServer>) -> Result<(), String> {
+    let server = rs.upgrade().ok_or(GONE)?;
+    let since = tokio::time::Instant::now();
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_secs(60)) => {}
+        () = async {
+            server.revocations().unknown_kid.notified().await;
+            tokio::time::sleep_until(since + KID_REFETCH).await;
+        } => {}
+    }
+    Ok(())
+}
+
 /// The longest event accepted (the feed's are under 200 bytes).
 const MAX_EVENT_BYTES: usize = 64 * 1024;
 
@@ -389,7 +412,7 @@ async fn follow_once(
         }
         // No feed: keep the keys fresh.
         loop {
-            tokio::time::sleep(Duration::from_secs(60)).await;
+            wait_for_keys(rs).await?;
             refresh_keys(http, rs, &jwks_uri).await?;
         }
     };
@@ -414,9 +437,26 @@ async fn follow_once(
         .map_err(|e| format!("{feed}: {e}"))?;
     let mut buf = String::new();
     let mut keys_at = Instant::now();
+    let mut last_kid_fetch = tokio::time::Instant::now();
     loop {
-        let chunk = tokio::time::timeout(Duration::from_secs(45), res.chunk())
-            .await
+        let unknown_kid = async {
+            match rs.upgrade() {
+                Some(server) => {
+                    server.revocations().unknown_kid.notified().await;
+                    tokio::time::sleep_until(last_kid_fetch + KID_REFETCH).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let chunk = tokio::select! {
+            chunk = tokio::time::timeout(Duration::from_secs(45), res.chunk()) => chunk,
+            () = unknown_kid => {
+                last_kid_fetch = tokio::time::Instant::now();
+                refresh_keys(http, rs, &jwks_uri).await?;
+                continue;
+            }
+        };
+        let chunk = chunk
             .map_err(|_| "the feed went quiet for 45 s".to_owned())?
             .map_err(|e| format!("{feed}: {e}"))?
             .ok_or("the feed ended")?;

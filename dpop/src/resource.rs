@@ -181,8 +181,14 @@ impl ResourceServer {
             Err(p) => p.into_inner().clone(),
         };
         let now = self.now();
-        let claims = access::verify(&keys, &self.audience, token, now)
-            .map_err(|e| AuthError::InvalidToken(scheme, e.to_string().into()))?;
+        let claims = access::verify(&keys, &self.audience, token, now).map_err(|e| {
+            // A key this server has not fetched yet: crate::feed::follow fetches the JWKS again.
+            #[cfg(feature = "feed")]
+            if e == TokenError::UnknownKey {
+                self.revocations.unknown_kid.notify_one();
+            }
+            AuthError::InvalidToken(scheme, e.to_string().into())
+        })?;
         #[cfg(feature = "feed")]
         {
             if !self.stale.allows(&self.revocations) {

@@ -443,3 +443,60 @@ async fn the_crate_refuses_a_logged_out_token_within_a_second_and_states_what_a_
     assert_eq!(res.status(), 503);
     assert_eq!(res.headers()["retry-after"], "5");
 }
+
+#[tokio::test]
+async fn the_crate_fetches_the_keys_again_for_an_unknown_kid_at_most_every_ten_seconds() {
+    use tokenwarden_dpop::feed::{Options, discover};
+    use tokenwarden_dpop::resource::AuthError;
+
+    const SECRET: &str = "a nonce secret shared with the API 0123456789";
+    let s = TestServer::with(|c| c.dpop_nonce_secret = Some(SECRET.into())).await;
+    // No feed: the keys alone (their `keys` event would hide what this test looks at).
+    let rs = discover(
+        &s.base,
+        Options {
+            public_origins: vec![s.base.clone()],
+            nonce_secret: Some(SECRET.into()),
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    // Its background task fetches the keys once more as it starts: let it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    // A key the API has not seen signs from now on (published at once: no cache waited for).
+    s.state.clock.advance(1);
+    s.state
+        .keys
+        .rotate(&s.state.store, s.state.now(), 0)
+        .await
+        .unwrap();
+    let mut tab = Client::bound(&s);
+    let t = tab.sign_in(ALICE).await;
+    let first = rs.authenticate("GET", "/orders", &api_request(&rs, &tab, &t));
+    assert!(
+        matches!(&first, Err(AuthError::InvalidToken(_, why)) if why.contains("unknown")),
+        "{first:?}"
+    );
+    loop {
+        match rs.authenticate("GET", "/orders", &api_request(&rs, &tab, &t)) {
+            Ok(_) => break,
+            Err(AuthError::InvalidToken(..)) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(12),
+            "the new key never fetched"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Not before ten seconds after the last fetch (at start-up): a flood of unknown kids
+    // costs the auth server one request per ten seconds.
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+    s.stop().await;
+}

@@ -187,6 +187,9 @@ mod tests {
         for w in EndReason::ALL {
             assert_eq!(EndReason::parse(w.as_str()), Some(*w));
         }
+        for w in FederationError::ALL {
+            assert_eq!(FederationError::parse(w.as_str()), Some(*w));
+        }
         assert_eq!(PeerKind::parse("Token"), None);
         assert_eq!(ErrorCode::parse(""), None);
     }
@@ -233,5 +236,18 @@ mod tests {
         }
         assert!(driver.contains(&format!("name: \"{CSRF_HEADER}\", value: \"{CSRF_VALUE}\"")));
         assert!(driver.contains(&format!("\"{}\"", CookieName::SessionHint.as_str())));
+        // Federated sign-in: the start path the driver builds, the parameter `restore()`
+        // reads, and the codes it rejects with, typed for TypeScript users.
+        assert!(driver.contains(&format!("\"{OIDC_PATH}/\" + ")));
+        assert!(driver.contains(&format!("/([?&]){FEDERATION_ERROR_PARAM}=(")));
+        for c in FederationError::ALL {
+            assert!(typings.contains(&format!("\"{}\"", c.as_str())), "{c:?}");
+            // restore() carries a code as it is only if it is this plain (`[a-z_]{1,64}`).
+            let plain = c
+                .as_str()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_');
+            assert!(plain && c.as_str().len() <= 64, "{c:?}");
+        }
     }
 }

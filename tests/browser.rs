@@ -880,3 +880,306 @@ async fn no_token_is_left_in_any_storage() {
 extern "C" {
     fn idb_dump() -> Promise;
 }
+
+// ---- sign-in with an OpenID Connect provider ---------------------------------------------------
+// The whole redirect through a provider is tests/e2e's; here, each half of it against this
+// client: what loginWithRedirect leaves behind and where it sends the page, and what restore()
+// makes of the page the provider's answer comes back to.
+
+/// The name the manager keys its state under (its lock, its stored key, this tab's redirect
+/// sign-in in sessionStorage).
+fn state_name(origin: &str) -> String {
+    format!("tokenwarden {origin}/auth/refresh")
+}
+
+fn session_storage() -> web_sys::Storage {
+    window().session_storage().unwrap().unwrap()
+}
+
+fn page_url() -> String {
+    window().location().href().unwrap()
+}
+
+#[wasm_bindgen(inline_js = "
+function db(mode, f) { return new Promise((ok, no) => { const r = indexedDB.open('tokenwarden');
+  r.onerror = () => no(r.error); r.onsuccess = () => { const d = r.result; const tx = d.transaction('keys', mode);
+    const out = f(tx.objectStore('keys')); tx.oncomplete = () => { d.close(); ok(out?.result); };
+    tx.onerror = tx.onabort = () => { d.close(); no(tx.error); }; }; }); }
+export async function idb_get(slot) { return db('readonly', (s) => s.get(slot)); }
+export async function idb_put(slot, record) { return db('readwrite', (s) => s.put(record, slot)); }
+export async function idb_del(slot) { return db('readwrite', (s) => s.delete(slot)); }
+const b64u = (b) => btoa(String.fromCharCode(...new Uint8Array(b))).replace(/\\+/g, '-').replace(/\\//g, '_').replace(/=+$/, '');
+/** RFC 7638: the thumbprint of the public key in a stored record's proof header. */
+export async function thumbprint(record) {
+  const h = JSON.parse(atob(record.h.replace(/-/g, '+').replace(/_/g, '/')));
+  const { crv, kty, x, y } = h.jwk;
+  return b64u(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(JSON.stringify({ crv, kty, x, y }))));
+}
+/** A key as the client stores one, bound to nothing. */
+export async function fresh_key() {
+  const p = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign']);
+  const { crv, kty, x, y } = await crypto.subtle.exportKey('jwk', p.publicKey);
+  const h = b64u(new TextEncoder().encode(JSON.stringify({ typ: 'dpop+jwt', alg: 'ES256', jwk: { crv, kty, x, y } })));
+  return { k: p.privateKey, h, at: Date.now() };
+}
+export function set_url(u) { history.replaceState(history.state, '', u); }
+/** loginWithRedirect(args) by a manager of the package in a frame of this origin: where the
+ * frame was sent (or the rejection, as {name, message}). */
+export async function redirect_in_frame(pkg, options, args) {
+  const f = document.createElement('iframe');
+  document.body.append(f);
+  try {
+    const m = await new f.contentWindow.Function('u', 'return import(u)')(pkg);
+    await m.default();
+    const auth = new m.TokenManager(options);
+    const loaded = new Promise((ok) => f.addEventListener('load', ok, { once: true }));
+    const gone = auth.loginWithRedirect(args).then(() => 'resolved', (e) => ({ name: e.name, message: e.message }));
+    const r = await Promise.race([loaded, gone, new Promise((ok) => setTimeout(ok, 5000, 'timeout'))]);
+    return r?.type === 'load' ? f.contentWindow.location.href : r;
+  } finally { f.remove(); }
+}
+")]
+extern "C" {
+    fn idb_get(slot: &str) -> Promise;
+    fn idb_put(slot: &str, record: &JsValue) -> Promise;
+    fn idb_del(slot: &str) -> Promise;
+    fn thumbprint(record: &JsValue) -> Promise;
+    fn fresh_key() -> Promise;
+    fn set_url(url: &str);
+    fn redirect_in_frame(pkg: &str, options: &JsValue, args: &JsValue) -> Promise;
+}
+
+#[wasm_bindgen_test]
+async fn login_with_redirect_rejects_bad_arguments_and_leaves_nothing_behind() {
+    let auth = manager(&[]).await;
+    let keys_before = json(&await_ok(idb_dump()).await);
+    let long = format!("/{}", "a".repeat(512));
+    let cases: Vec<JsValue> = vec![
+        JsValue::UNDEFINED,
+        obj(&[]),
+        obj(&[("provider", JsValue::from(42))]),
+        obj(&[("provider", "".into())]),
+        obj(&[("provider", "Google".into())]),
+        obj(&[("provider", "my idp".into())]),
+        obj(&[("provider", "a".repeat(33).into())]),
+        obj(&[("provider", "idp/../x".into())]),
+        obj(&[
+            ("provider", "idp".into()),
+            ("returnTo", "//evil.example".into()),
+        ]),
+        obj(&[
+            ("provider", "idp".into()),
+            ("returnTo", "/\\evil.example".into()),
+        ]),
+        obj(&[("provider", "idp".into()), ("returnTo", "/a\\b".into())]),
+        obj(&[
+            ("provider", "idp".into()),
+            ("returnTo", "https://evil.example/".into()),
+        ]),
+        obj(&[("provider", "idp".into()), ("returnTo", "app".into())]),
+        obj(&[("provider", "idp".into()), ("returnTo", "/a#b".into())]),
+        obj(&[("provider", "idp".into()), ("returnTo", "/a\nb".into())]),
+        obj(&[("provider", "idp".into()), ("returnTo", "/a\u{7f}".into())]),
+        obj(&[("provider", "idp".into()), ("returnTo", "/a b".into())]),
+        obj(&[
+            ("provider", "idp".into()),
+            ("returnTo", long.as_str().into()),
+        ]),
+        obj(&[("provider", "idp".into()), ("returnTo", JsValue::NULL)]),
+    ];
+    for args in cases {
+        // A rejected promise, never a throw (as the other account methods).
+        let p: Promise = auth
+            .invoke("loginWithRedirect", std::slice::from_ref(&args))
+            .unwrap_or_else(|e| panic!("threw for {}: {e:?}", json(&args)))
+            .into();
+        let (name, _) = rejection(p).await;
+        assert_eq!(name, "ConfigError", "{}", json(&args));
+    }
+    assert_eq!(
+        json(&await_ok(idb_dump()).await),
+        keys_before,
+        "no key made"
+    );
+    assert_eq!(
+        session_storage().length().unwrap(),
+        0,
+        "no sign-in under way"
+    );
+}
+
+#[wasm_bindgen_test]
+async fn login_with_redirect_keeps_a_new_key_aside_and_sends_the_page_to_the_servers_start() {
+    let here = window().location().origin().unwrap();
+    let pkg_url = format!("{SERVER}/pkg/tokenwarden.js");
+    let options = obj(&[
+        ("baseUrl", here.as_str().into()),
+        ("crossTab", false.into()),
+    ]);
+    let args = obj(&[
+        ("provider", "corp-sso".into()),
+        ("returnTo", "/back?tab=2&x=%2F".into()),
+    ]);
+    let went = await_ok(redirect_in_frame(&pkg_url, &options, &args)).await;
+    let went = went
+        .as_string()
+        .unwrap_or_else(|| panic!("{}", json(&went)));
+    let prefix = format!(
+        "{here}/auth/oidc/corp-sso/start?return_to=%2Fback%3Ftab%3D2%26x%3D%252F&dpop_jkt="
+    );
+    assert!(went.starts_with(&prefix), "{went}");
+    let jkt = &went[prefix.len()..];
+    assert_eq!(jkt.len(), 43, "a SHA-256 thumbprint, base64url: {jkt}");
+    // The key is stored under its thumbprint, not where the live session's key is; this tab's
+    // sessionStorage names it for the next restore().
+    let name = state_name(&here);
+    let record = await_ok(idb_get(jkt)).await;
+    assert!(record.is_object(), "stored under {jkt}");
+    assert_eq!(await_ok(thumbprint(&record)).await, JsValue::from_str(jkt));
+    assert_eq!(get(&get(&record, "k"), "extractable"), JsValue::FALSE);
+    assert!(
+        await_ok(idb_get(&name)).await.is_undefined(),
+        "the session's slot untouched"
+    );
+    assert_eq!(
+        session_storage().get_item(&name).unwrap().as_deref(),
+        Some(jkt)
+    );
+    await_ok(idb_del(jkt)).await;
+    session_storage().remove_item(&name).unwrap();
+
+    // Without DPoP: no key, no dpop_jkt.
+    let options = obj(&[
+        ("baseUrl", here.as_str().into()),
+        ("crossTab", false.into()),
+        ("dpop", false.into()),
+    ]);
+    let args = obj(&[("provider", "idp".into()), ("returnTo", "/".into())]);
+    let went = await_ok(redirect_in_frame(&pkg_url, &options, &args)).await;
+    assert_eq!(
+        went.as_string().as_deref(),
+        Some(format!("{here}/auth/oidc/idp/start?return_to=%2F").as_str())
+    );
+    assert_eq!(
+        session_storage().get_item(&name).unwrap().as_deref(),
+        Some("")
+    );
+    session_storage().remove_item(&name).unwrap();
+}
+
+#[wasm_bindgen_test]
+async fn restore_after_a_refused_redirect_sign_in_rejects_with_the_code_and_cleans_the_address() {
+    let original = page_url();
+    let name = state_name(SERVER);
+    for (query, code, left) in [
+        ("?tw_error=access_denied", "access_denied", ""),
+        (
+            "?a=1&tw_error=account_not_linked&b=%20",
+            "account_not_linked",
+            "?a=1&b=%20",
+        ),
+        (
+            "?a=1&tw_error=provider_unavailable",
+            "provider_unavailable",
+            "?a=1",
+        ),
+        (
+            "?tw_error=from_a_newer_server&a",
+            "from_a_newer_server",
+            "?a",
+        ),
+        ("?tw_error=%3Cimg%20src%3Dx%3E", "federation_failed", ""),
+    ] {
+        // The key this tab's sign-in made, to be discarded.
+        let key = await_ok(fresh_key()).await;
+        await_ok(idb_put("pending-test-key", &key)).await;
+        session_storage()
+            .set_item(&name, "pending-test-key")
+            .unwrap();
+        set_url(&format!("/some/page{query}#frag"));
+        let auth = manager(&[]).await;
+        let (name_, code_) = rejection(auth.restore()).await;
+        assert_eq!(
+            (name_.as_str(), code_.as_str()),
+            ("LoginError", code),
+            "{query}"
+        );
+        let location = window().location();
+        assert_eq!(location.pathname().unwrap(), "/some/page");
+        assert_eq!(location.search().unwrap(), left, "{query}");
+        assert_eq!(location.hash().unwrap(), "#frag");
+        assert_eq!(session_storage().get_item(&name).unwrap(), None);
+        sleep(50).await;
+        assert!(
+            await_ok(idb_get("pending-test-key")).await.is_undefined(),
+            "key discarded"
+        );
+    }
+    set_url(&original);
+}
+
+#[wasm_bindgen_test]
+async fn restore_takes_up_the_session_a_redirect_sign_in_opened_as_a_login() {
+    let name = state_name(SERVER);
+    // Another tab's session, with its key where the client keeps it...
+    let _other_tab = logged_in(&[]).await;
+    let theirs = await_ok(idb_get(&name)).await;
+    // ...and the session the server opened at the end of this tab's sign-in (here: a login),
+    // bound to the key kept aside for it.
+    let _signing_in = logged_in(&[]).await;
+    let ours = await_ok(idb_get(&name)).await;
+    await_ok(idb_put("pending-test-key", &ours)).await;
+    await_ok(idb_put(&name, &theirs)).await;
+    session_storage()
+        .set_item(&name, "pending-test-key")
+        .unwrap();
+
+    // The page the provider's answer came back to.
+    let auth = manager(&[]).await;
+    let log = record(&auth);
+    assert_eq!(await_ok(auth.restore()).await, JsValue::TRUE);
+    assert_eq!(events(&log), ["login"], "a login, as a password login's");
+    assert_eq!(me_status(&auth).await, 200);
+    // The key is the session's from now on, where a reload (and the other tabs) find it.
+    assert_eq!(
+        json(&get(&await_ok(idb_get(&name)).await, "h")),
+        json(&get(&ours, "h"))
+    );
+    assert_eq!(session_storage().get_item(&name).unwrap(), None);
+    sleep(50).await;
+    assert!(await_ok(idb_get("pending-test-key")).await.is_undefined());
+    drop(auth);
+    let reloaded = manager(&[]).await;
+    assert_eq!(await_ok(reloaded.restore()).await, JsValue::TRUE);
+    assert_eq!(me_status(&reloaded).await, 200);
+}
+
+#[wasm_bindgen_test]
+async fn a_redirect_sign_in_given_up_at_the_provider_leaves_the_live_session_alone() {
+    let name = state_name(SERVER);
+    let _live = logged_in(&[]).await;
+    let before = await_ok(idb_get(&name)).await;
+    // The sign-in's key, bound to nothing: the user came back without signing in.
+    let key = await_ok(fresh_key()).await;
+    await_ok(idb_put("pending-test-key", &key)).await;
+    session_storage()
+        .set_item(&name, "pending-test-key")
+        .unwrap();
+
+    let auth = manager(&[]).await;
+    let log = record(&auth);
+    assert_eq!(
+        await_ok(auth.restore()).await,
+        JsValue::TRUE,
+        "the live session"
+    );
+    assert_eq!(events(&log), ["refresh"]);
+    assert_eq!(me_status(&auth).await, 200);
+    assert_eq!(
+        json(&get(&await_ok(idb_get(&name)).await, "h")),
+        json(&get(&before, "h"))
+    );
+    assert_eq!(session_storage().get_item(&name).unwrap(), None);
+    sleep(50).await;
+    assert!(await_ok(idb_get("pending-test-key")).await.is_undefined());
+}

@@ -47,6 +47,28 @@ export interface CodeCredentials {
   code: string;
 }
 
+/** `loginWithRedirect`'s argument. */
+export interface RedirectLoginOptions {
+  /** The provider's name on the auth server (`--oidc name=...`): 1 to 32 of `a-z`, `0-9`
+   * and `-`. */
+  provider: string;
+  /** The page the provider's answer comes back to: a path of this origin, starting with one
+   * `/` (not `//` or `/\`), printable ASCII without `#` or `\`, at most 512 characters.
+   * Default: `location.pathname + location.search`. */
+  returnTo?: string;
+}
+
+/** Why a sign-in with an OpenID Connect provider did not sign in: the `code` of the
+ * `LoginError` that `restore()` rejects with on the page it came back to. `access_denied`:
+ * cancelled or refused at the provider; `provider_unavailable`: the provider could not be
+ * reached; `federation_failed`: its answer did not verify (the details are in the server's
+ * log); `account_not_linked`: the address it vouches for is another account's. */
+export type FederationErrorCode =
+  | "access_denied"
+  | "provider_unavailable"
+  | "federation_failed"
+  | "account_not_linked";
+
 /** The access token's payload, decoded but not verified (the server verifies). */
 export interface AccessTokenClaims {
   sub?: string;
@@ -83,7 +105,7 @@ export type TokenwardenErrorName =
 /** Every promise of a TokenManager rejects with one of these (or with what `fetch` itself throws, e.g. an AbortError). */
 export interface TokenwardenError extends Error {
   name: TokenwardenErrorName;
-  /** Machine-readable: `invalid_credentials`, `invalid_code` (with `attemptsLeft`), `code_expired`, `weak_password`, `email_not_verified`, `too_many_attempts`, `invalid_grant`, `token_reused`, `expired`, `network`, `timeout`, `server_error`, `unexpected_response` (e.g. a refused DPoP proof: the session is kept), ... */
+  /** Machine-readable: `invalid_credentials`, `invalid_code` (with `attemptsLeft`), `code_expired`, `weak_password`, `email_not_verified`, `too_many_attempts`, `invalid_grant`, `token_reused`, `expired`, `network`, `timeout`, `server_error`, `unexpected_response` (e.g. a refused DPoP proof: the session is kept), a {@link FederationErrorCode} from `restore()`, ... */
   code: string;
   /** HTTP status, when there was one. */
   status?: number;
@@ -139,8 +161,20 @@ export class TokenManager {
    * account ends, this one goes on. Rejects with `LoginError` (`invalid_credentials`,
    * `weak_password`, `too_many_attempts`), `SessionExpiredError` or `NetworkError`. */
   changePassword(request: { currentPassword: string; newPassword: string }): Promise<void>;
+  /** Signs in with an OpenID Connect provider (Google, Entra, Keycloak, ... configured on the
+   * auth server): makes a new DPoP key as `login` does, kept beside the live session's until
+   * the sign-in completes, and sends the page to `/auth/oidc/{provider}/start` on the auth
+   * server, which sends it on to the provider. `restore()` on the page the provider's answer
+   * comes back to (`returnTo`) finishes it. The promise never resolves (the page goes away);
+   * it rejects with `ConfigError` for a bad `provider` or `returnTo`. */
+  loginWithRedirect(options: RedirectLoginOptions): Promise<never>;
   /** At page load: a silent refresh if a session may exist. Resolves `true` if logged in.
-   * Rejects only with `NetworkError` (the session may still exist). */
+   * Rejects with `NetworkError` (the session may still exist), and on the page a
+   * `loginWithRedirect` came back to without signing in, with a `LoginError` whose `code` is
+   * a {@link FederationErrorCode} (or another plain code a newer server sends); `tw_error`
+   * is taken out of the address first. Calling it again then restores a session that was
+   * there before. After a sign-in that succeeded it resolves `true` and the other tabs get
+   * `login`, as for `login`. */
   restore(): Promise<boolean>;
   /** Same contract as `window.fetch`. Requests to allowed origins carry a fresh token; a 401
    * is answered by one refresh and one replay. */

@@ -303,12 +303,16 @@ function keyStore(mode, op) {
 }
 
 /** A new key pair: the private key cannot be exported, not even by us. Stored (as CryptoKey
- * objects) before it is used, so a reload and the other tabs sign with the same key. */
+ * objects) before it is used, so a reload and the other tabs sign with the same key; a redirect
+ * sign-in's under its thumbprint `t` (no `name`), beside the live session's. */
 async function newKey(name) {
   const pair = await apply(generateKey, subtle, [ES256, false, ["sign"]]);
   const { kty, crv, x, y } = await apply(exportKey, subtle, ["jwk", pair.publicKey]);
-  const key = { k: pair.privateKey, h: b64u(stringify({ typ: "dpop+jwt", alg: "ES256", jwk: { kty, crv, x, y } })), at: now() };
-  await keyStore("readwrite", (s) => s.put(key, name));
+  // The members RFC 7638 hashes for the thumbprint, in its order: the proofs' jwk too.
+  const jwk = stringify({ crv, kty, x, y });
+  const key = { k: pair.privateKey, h: b64u('{"typ":"dpop+jwt","alg":"ES256","jwk":' + jwk + "}"), at: now(),
+    t: b64u(await apply(digest, subtle, ["SHA-256", encode(jwk)])) };
+  await keyStore("readwrite", (s) => s.put(key, name ?? key.t));
   return key;
 }
 
@@ -515,8 +519,46 @@ export class TokenManager {
     return { method: "POST", credentials: "include", headers, body };
   }
 
-  restore() {
-    return this.#call(4, hintPresent(this.#cfg.hint));
+  /** Sign-in with an OpenID Connect provider: a new key, kept beside the live session's (this
+   * tab's sessionStorage names it) until restore() on the page the provider's answer returns
+   * to takes the new session up. Never resolves: the page goes away. */
+  async loginWithRedirect(o) {
+    const loc = G.location, { provider: p, returnTo: r = loc?.pathname + loc?.search } = o ?? {};
+    // returnTo: a path of this origin (never `//host` or `/\host`), printable ASCII but `#`
+    // and `\`, up to 512 characters: what the server takes.
+    if (typeof p != "string" || !/^[a-z0-9-]{1,32} \/(?!\/)[!"$-[\]-~]{0,511}$/.test(p + " " + r)) {
+      throw configError("invalid provider or returnTo");
+    }
+    let t = "", q = "/start?return_to=" + encodeURIComponent(r);
+    if (this.#cfg.dpop) q += "&dpop_jkt=" + (t = (await newKey()).t);
+    G.sessionStorage.setItem(this.#lockName, t);
+    loc.assign(this.#authOrigin + "/auth/oidc/" + p + q);
+    return new Promise(() => {});
+  }
+
+  async restore() {
+    const cfg = this.#cfg, name = this.#lockName, loc = G.location, s = loc?.search ?? "";
+    // This tab's redirect sign-in came back: as `tw_error=code` when it did not sign in.
+    const m = /([?&])tw_error=([^&]*)&?/.exec(s);
+    // Its key's thumbprint ("" without DPoP), from loginWithRedirect.
+    let t = null, ok, key;
+    try { t = G.sessionStorage.getItem(name); } catch {}
+    // The error leaves the address, the rest of it as it was.
+    if (m) G.history.replaceState(G.history.state, "", loc.pathname + s.replace(m[0], m[1]).replace(/[?&]$/, "") + loc.hash);
+    else if (t !== null && (!cfg.dpop || (t && (await (key = keyStore("readonly", (s) => s.get(t))))))) {
+      // It may have signed in: the session's first refresh, as a login with that key. Refused
+      // (given up at the provider: the cookie is another session's, or none), the page loads
+      // as usual; anything else leaves the sign-in to the next restore().
+      ok = await this.#call(5, false, undefined, cfg.refreshUrl, key).then(() => true, (e) => {
+        if (e.name !== "LoginError" || e.status === 429) throw e;
+      });
+    }
+    if (t !== null) {
+      G.sessionStorage.removeItem(name);
+      if (t) keyStore("readwrite", (s) => s.delete(t)).catch(() => {});
+    }
+    if (m) throw fail("LoginError", /^[a-z_]{1,64}$/.test(m[2]) ? m[2] : "federation_failed");
+    return ok || this.#call(4, hintPresent(cfg.hint));
   }
 
   getAccessToken() {
@@ -610,9 +652,10 @@ export class TokenManager {
 
   // ---- driving the core ----------------------------------------------------------------------
 
-  #call(kind, flag, body, path) {
+  #call(kind, flag, body, path, key) {
     const id = ++this.#ids;
-    if (body !== undefined) this.#bodies.set(id, [body, path]);
+    if (body || path) this.#bodies.set(id, [body, path]);
+    if (key) this.#loginKeys.set(id, [key]);
     return this.#wait(id, () => w.tw_call(this.#h, id, kind, flag, now()));
   }
 
@@ -706,8 +749,8 @@ export class TokenManager {
     // A string, never a URL object: fetch would turn an object into its URL by a patchable
     // toString.
     const url = [get(uHref, new URLC(path ?? cfg.loginUrl, cfg.loginUrl)), cfg.refreshUrl, cfg.logoutUrl][endpoint];
-    // A new key for each login (its one retry keeps it); taken now, before a logout's end
-    // of session drops it.
+    // A new key for each login (its one retry keeps it), or a redirect sign-in's; taken now,
+    // before a logout's end of session drops it.
     let key = null;
     if (cfg.dpop) {
       // A logout (or its one retry) after the session ended here signs with the ended key.
@@ -732,6 +775,12 @@ export class TokenManager {
       retry = apply(hget, get(rsHeaders, res), ["retry-after"]);
       const text = await readCapped(res);
       status = get(rsStatus, res);
+      // A redirect sign-in's (the login with no body): the server took its key, kept aside
+      // until now; the stored one from here on, before the other tabs hear of the login.
+      if (!endpoint && !body && key && status === 200) {
+        const k = await key;
+        await keyStore("readwrite", (s) => s.put(k, this.#lockName));
+      }
       try { json = parse(text); } catch {}
     } catch {
       status = 0;

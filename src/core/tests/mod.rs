@@ -5,6 +5,7 @@
 mod banking;
 mod dpop;
 mod faults;
+mod redirect;
 mod replay;
 mod restore;
 mod session_changes;

@@ -265,6 +265,35 @@ $("code-form").addEventListener("submit", async (e) => {
   }
 });
 
+// Sign-in with an OpenID Connect provider: a button per provider the server has. An older
+// server without the endpoint answers 404: no buttons.
+const FEDERATION_ERRORS = new Map([
+  ["access_denied", "Sign-in with the provider was cancelled."],
+  ["provider_unavailable", "The provider could not be reached; try again in a moment."],
+  ["federation_failed", "Sign-in with the provider failed."],
+  ["account_not_linked", "An account with that email address exists already: sign in to it another way."],
+]);
+
+async function showProviders() {
+  const res = await fetch("/auth/oidc/providers").catch(() => null);
+  const providers = (res?.ok && (await res.json().catch(() => null))?.providers) || [];
+  const box = $("provider-buttons");
+  box.replaceChildren();
+  for (const { name } of providers) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "secondary";
+    button.textContent = `Sign in with ${name}`;
+    // Never resolves: the page goes to the provider (and returns to restore() below).
+    button.onclick = () => auth.loginWithRedirect({ provider: name }).catch((err) => {
+      $("login-error").textContent = `Could not start the sign-in (${err.name}).`;
+      log("error", `loginWithRedirect: ${err.name} ${err.code}`);
+    });
+    box.append(button);
+  }
+  $("providers").hidden = providers.length === 0;
+}
+
 $("call-api").onclick = () => loadProfile();
 setInterval(() => {
   if ($("auto").checked && auth.isAuthenticated) api("/api/me", undefined, true).catch(() => {});
@@ -291,5 +320,16 @@ $("profile-form").addEventListener("submit", async (e) => {
   loadProfile();
 });
 
-log("start", (await auth.restore()) ? "session restored from the refresh cookie" : "no session yet");
+let restored;
+try {
+  restored = await auth.restore();
+} catch (err) {
+  if (err.name !== "LoginError") throw err;
+  // Back from a provider without signing in (restore() took tw_error out of the address).
+  $("login-error").textContent = FEDERATION_ERRORS.get(err.code) ?? `Sign-in with the provider failed (${err.code}).`;
+  log("error", `sign-in with the provider: ${err.code}`);
+  restored = await auth.restore(); // a session from before the attempt goes on
+}
+log("start", restored ? "session restored from the refresh cookie" : "no session yet");
 show();
+showProviders();

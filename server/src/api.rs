@@ -79,6 +79,8 @@ pub struct Discovery {
     pub audience: String,
     /// The first `--public-origin`: the origin the document's URLs name.
     pub public_origin: Option<String>,
+    /// The server serves TLS itself (`--tls-cert`).
+    pub https: bool,
     pub jwks_max_age: i64,
     /// The revocation feed exists.
     pub feed: bool,
@@ -109,18 +111,17 @@ pub async fn jwks(State(keys): State<Keys>, State(d): State<Discovery>) -> Respo
 /// feed are, and what a proof may be signed with. Its URLs name the first `--public-origin`,
 /// or else the request's own host (`http://` for a loopback host, `https://` otherwise).
 pub async fn metadata(State(d): State<Discovery>, headers: axum::http::HeaderMap) -> Response {
-    let origin = d.public_origin.clone().unwrap_or_else(|| {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("localhost");
-        let scheme = if tokenwarden_dpop::is_loopback_host(host) {
-            "http"
-        } else {
-            "https"
-        };
-        format!("{scheme}://{host}")
-    });
+    let origin = d
+        .public_origin
+        .clone()
+        .or_else(|| crate::net::loopback_origin(&headers, d.https))
+        .unwrap_or_else(|| {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            format!("https://{host}")
+        });
     let mut doc = json!({
         "issuer": d.issuer,
         "jwks_uri": format!("{origin}/.well-known/jwks.json"),

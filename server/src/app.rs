@@ -202,6 +202,7 @@ impl AppState {
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             public_origin: settings.public_origins.first().cloned(),
+            https: settings.https,
             jwks_max_age: settings.jwks_max_age,
             feed: feed.enabled(),
         };
@@ -211,6 +212,7 @@ impl AppState {
             sessions.clone(),
             clock.clone(),
             settings.public_origins.first().cloned(),
+            settings.https,
             settings.dpop_required,
         );
         Ok(AppState {

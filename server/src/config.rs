@@ -593,6 +593,9 @@ pub struct Settings {
     pub revocation_feed_token: Option<String>,
     /// `--oidc`: the OpenID Connect providers users may sign in with.
     pub oidc: Vec<OidcProvider>,
+    /// The server itself serves HTTPS (`--tls-cert`): its own URLs on a loopback host are
+    /// `https://`.
+    pub https: bool,
     pub allowed_origins: Vec<String>,
     pub connect_src: Vec<String>,
     pub login_max_failures: i64,
@@ -646,6 +649,7 @@ impl Settings {
             jwks_max_age: 60,
             revocation_feed_token: None,
             oidc: Vec::new(),
+            https: false,
             allowed_origins: Vec::new(),
             connect_src: Vec::new(),
             login_max_failures: 10,
@@ -778,6 +782,7 @@ impl Settings {
             jwks_max_age: a.jwks_max_age_secs,
             revocation_feed_token: feed_token(a.revocation_feed_token_file.as_deref())?,
             oidc: oidc_providers(&a.oidc)?,
+            https: a.tls_cert.is_some(),
             allowed_origins,
             connect_src,
             login_max_failures: a.login_max_failures.max(1),

@@ -149,6 +149,17 @@ where
     }
 }
 
+/// This server's origin as a request names it when no `--public-origin` is configured: only
+/// for a loopback `Host` (a development server), `https://` when the server serves TLS itself.
+/// Elsewhere a client picks its `Host`, so there is none.
+pub fn loopback_origin(headers: &axum::http::HeaderMap, https: bool) -> Option<String> {
+    let host = headers.get(axum::http::header::HOST)?.to_str().ok()?;
+    if !tokenwarden_dpop::is_loopback_host(host) {
+        return None;
+    }
+    Some(format!("{}://{host}", if https { "https" } else { "http" }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,6 +65,8 @@ struct Inner {
     clock: Clock,
     /// The first `--public-origin`: where the provider sends the browser back.
     public_origin: Option<String>,
+    /// This server serves TLS itself (its loopback origin is `https://`).
+    https: bool,
     dpop_required: bool,
     starts: Throttle,
 }
@@ -76,6 +78,7 @@ impl Oidc {
         sessions: Sessions,
         clock: Clock,
         public_origin: Option<String>,
+        https: bool,
         dpop_required: bool,
     ) -> Self {
         Oidc(Arc::new(Inner {
@@ -87,6 +90,7 @@ impl Oidc {
             sessions,
             clock,
             public_origin,
+            https,
             dpop_required,
             starts: Throttle::new("oidc_start", STARTS_PER_MINUTE),
         }))
@@ -198,13 +202,7 @@ fn flow_binding(headers: &HeaderMap) -> Option<&str> {
 fn redirect_uri(oidc: &Oidc, headers: &HeaderMap, name: &str) -> Option<String> {
     let origin = match &oidc.0.public_origin {
         Some(o) => o.clone(),
-        None => {
-            let host = headers.get(header::HOST)?.to_str().ok()?;
-            if !tokenwarden_dpop::is_loopback_host(host) {
-                return None;
-            }
-            format!("http://{host}")
-        }
+        None => crate::net::loopback_origin(headers, oidc.0.https)?,
     };
     Some(format!(
         "{origin}{}/{name}/callback",

@@ -39,6 +39,11 @@ export const APIS = {
   fastify: `http://127.0.0.1:${PORT + 12}`,
   axum: `http://127.0.0.1:${PORT + 13}`,
 };
+/** A real OpenID provider (panva's oidc-provider, tests/oidc/provider.mjs) whose client is
+ * OIDC_DEMO. */
+export const IDP = `http://127.0.0.1:${PORT + 14}`;
+/** The demo (`--demo`) with the provider IDP as `--oidc name=idp`. */
+export const OIDC_DEMO = `http://127.0.0.1:${PORT + 15}`;
 /** What the examples and API_AUTH share: the feed's service token, the nonce secret. */
 export const FEED_TOKEN_FILE = "tests/e2e/feed-token";
 export const NONCE_SECRET = "tokenwarden-e2e-shared-nonce-secret-0123456789";
@@ -132,5 +137,18 @@ export default defineConfig({
       60,
     ),
     ...Object.entries(APIS).map(([name, origin]) => example(name, origin)),
+    {
+      command: `node tests/oidc/provider.mjs ${PORT + 14} ${OIDC_DEMO}`,
+      url: `${IDP}/.well-known/openid-configuration`,
+      cwd: root,
+      reuseExistingServer: false,
+      stdout: "ignore" as const,
+      stderr: "pipe" as const,
+    },
+    server(
+      PORT + 15,
+      `--demo --oidc name=idp,issuer=${IDP},client-id=tokenwarden-test,client-secret-file=tests/oidc/client-secret`,
+      60,
+    ),
   ],
 });

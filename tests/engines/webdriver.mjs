@@ -58,8 +58,8 @@ const HOOKS_SECRET = process.env.TW_TEST_HOOKS_SECRET ?? "tokenwarden-test-hooks
 export class Server {
   /** `corsFromSelf`: its pages (on 127.0.0.1) may fetch from its other name (localhost), which
    * answers their CORS requests: another origin, in one process. */
-  constructor({ tls, ttl = 4, db, binary = path.join(root, "target/debug/tokenwarden-server"), extra = [], corsFromSelf = false }) {
-    Object.assign(this, { tls, ttl, db, binary, extra, corsFromSelf });
+  constructor({ tls, ttl = 4, db, binary = path.join(root, "target/debug/tokenwarden-server"), extra = [], corsFromSelf = false, www = path.join(root, "tests/e2e/site") }) {
+    Object.assign(this, { tls, ttl, db, binary, extra, corsFromSelf, www });
     // Signing keys are encrypted at rest (issue 10): one key per server, kept across restarts.
     this.kek = randomBytes(32).toString("base64");
   }
@@ -74,7 +74,7 @@ export class Server {
       "--access-ttl-secs", String(this.ttl), "--login-ip-per-minute", "100000",
       "--login-max-failures", "100000",
       ...(this.tls ? ["--tls-cert", this.tls.cert, "--tls-key", this.tls.key] : []),
-      "--www-dir", path.join(root, "tests/e2e/site"), "--pkg-dir", path.join(root, "pkg"),
+      "--www-dir", this.www, "--pkg-dir", path.join(root, "pkg"),
       ...(this.corsFromSelf ? ["--allowed-origin", this.base, "--connect-src", this.base.replace("127.0.0.1", "localhost")] : []),
       ...this.extra,
     ];

@@ -48,6 +48,13 @@ words! {
         WeakPassword = "weak_password",
         /// Sign-in with a password needs a verified address first (`--require-verified-email`).
         EmailNotVerified = "email_not_verified",
+        /// The password was right and the account requires a second factor: the answer names
+        /// the ceremony to complete (a passkey, or the emailed code).
+        SecondFactorRequired = "second_factor_required",
+        /// The action needs a more recent sign-in or step-up (`auth.stepUp()`), not a logout.
+        StepUpRequired = "step_up_required",
+        /// No passkeys here (the server has none configured, or the account has none).
+        PasskeysUnavailable = "passkeys_unavailable",
         /// The refresh token is unknown, expired or revoked: the session is over.
         InvalidGrant = "invalid_grant",
         /// The refresh token was used twice: the session was revoked (theft detection).

@@ -55,6 +55,8 @@ pub enum StartError {
     Password(String),
     #[error(transparent)]
     Codes(#[from] CodesError),
+    #[error(transparent)]
+    Passkeys(#[from] crate::passkeys::PasskeysError),
 }
 
 /// Every service, built once. Cloning is cheap (each is shared).
@@ -75,6 +77,7 @@ pub struct AppState {
     pub feed: crate::feed::Feed,
     pub discovery: crate::api::Discovery,
     pub oidc: crate::oidc::Oidc,
+    pub passkeys: crate::passkeys::Passkeys,
     /// The `/test/*` hooks (a `test-hooks` build run with `--test-hooks`).
     #[cfg(feature = "test-hooks")]
     #[from_ref(skip)]
@@ -215,8 +218,17 @@ impl AppState {
             settings.https,
             settings.dpop_required,
         );
+        let passkeys = crate::passkeys::Passkeys::new(
+            settings.webauthn.as_ref(),
+            store.clone(),
+            sessions.clone(),
+            clock.clone(),
+            codes.clone(),
+            settings.step_up_max_age,
+        )?;
         Ok(AppState {
             oidc,
+            passkeys,
             proxies: settings.proxies.clone(),
             feed,
             discovery,
@@ -329,6 +341,37 @@ pub fn router(state: &AppState) -> Router {
         .route(
             "/auth/oidc/{name}/end-session",
             get(crate::oidc::end_session),
+        )
+        .route("/auth/passkeys", get(crate::passkeys::list))
+        .route("/auth/passkeys/{id}", delete(crate::passkeys::remove))
+        .route(
+            "/auth/passkeys/register/start",
+            post(crate::passkeys::register_start),
+        )
+        .route(
+            "/auth/passkeys/register/finish",
+            post(crate::passkeys::register_finish),
+        )
+        .route(
+            "/auth/passkeys/login/start",
+            post(crate::passkeys::login_start),
+        )
+        .route(
+            crate::passkeys::LOGIN_FINISH_PATH,
+            post(crate::passkeys::login_finish),
+        )
+        .route("/auth/step-up/start", post(crate::passkeys::step_up_start))
+        .route(
+            "/auth/step-up/finish",
+            post(crate::passkeys::step_up_finish),
+        )
+        .route(
+            "/auth/second-factor",
+            axum::routing::put(crate::passkeys::set_second_factor),
+        )
+        .route(
+            crate::passkeys::SECOND_FACTOR_PATH,
+            post(crate::passkeys::second_factor),
         )
         .route("/healthz", get(|| async { "ok" }));
     // Demo only: exists with --demo and no SMTP server (and answers loopback clients only).

@@ -32,10 +32,11 @@ pub async fn login(
     State(passwords): State<Passwords>,
     State(sessions): State<Sessions>,
     State(dpop): State<Dpop>,
+    State(passkeys): State<crate::passkeys::Passkeys>,
     client: ClientIp,
     headers: HeaderMap,
     JsonBody(req): JsonBody<LoginRequest>,
-) -> Result<Issued, ApiError> {
+) -> Result<Response, ApiError> {
     passwords.admit(&client.key()).await?;
     let email = normalize_email(&req.email);
     if email.is_empty() || email.len() > 254 || req.password.is_empty() || req.password.len() > 1024
@@ -50,6 +51,12 @@ pub async fn login(
     let user = passwords
         .check(&email, &req.password, &client.key())
         .await?;
+    // An account that requires a second factor: the password alone opens nothing.
+    if let Some(ask) =
+        crate::passkeys::second_factor_required(&passkeys, &user, jkt.as_deref()).await?
+    {
+        return Ok(ask);
+    }
     sessions
         .open(
             &user,
@@ -58,6 +65,7 @@ pub async fn login(
             SignIn::Password,
         )
         .await
+        .map(IntoResponse::into_response)
 }
 
 pub async fn refresh(

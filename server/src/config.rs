@@ -200,6 +200,32 @@ pub struct ServeArgs {
     #[arg(long = "oidc", env = "TW_OIDC", value_delimiter = ';')]
     pub oidc: Vec<String>,
 
+    /// Passkeys (WebAuthn): the relying party id, the registrable domain the pages are on
+    /// (`example.com` for `app.example.com`; `localhost` in development; never an IP address).
+    /// Without it there are no passkeys (with --demo: `localhost`).
+    #[arg(long, env = "TW_WEBAUTHN_RP_ID")]
+    pub webauthn_rp_id: Option<String>,
+
+    /// The origins of the pages that may use passkeys (`https://app.example.com`), each within
+    /// --webauthn-rp-id. Repeat or separate with commas. Default: `https://<rp id>` (with
+    /// --demo, this server's `http://localhost:<port>`).
+    #[arg(
+        long = "webauthn-origin",
+        env = "TW_WEBAUTHN_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub webauthn_origins: Vec<String>,
+
+    /// The name the browser shows for this site when it asks for a passkey.
+    #[arg(long, env = "TW_WEBAUTHN_RP_NAME", default_value = "tokenwarden")]
+    pub webauthn_rp_name: String,
+
+    /// How recent a sign-in or step-up must be for the sensitive actions (adding or removing a
+    /// passkey, changing the second-factor setting or the password): older, they answer 403
+    /// `step_up_required`.
+    #[arg(long, env = "TW_STEP_UP_MAX_AGE_SECS", default_value_t = 300)]
+    pub step_up_max_age_secs: i64,
+
     /// `Cache-Control: max-age` of the JWKS (and the discovery document).
     #[arg(long, env = "TW_JWKS_MAX_AGE_SECS", default_value_t = 60)]
     pub jwks_max_age_secs: i64,
@@ -596,6 +622,10 @@ pub struct Settings {
     /// The server itself serves HTTPS (`--tls-cert`): its own URLs on a loopback host are
     /// `https://`.
     pub https: bool,
+    /// Passkeys (`--webauthn-rp-id`), if on.
+    pub webauthn: Option<WebauthnSettings>,
+    /// `--step-up-max-age-secs`.
+    pub step_up_max_age: i64,
     pub allowed_origins: Vec<String>,
     pub connect_src: Vec<String>,
     pub login_max_failures: i64,
@@ -650,6 +680,8 @@ impl Settings {
             revocation_feed_token: None,
             oidc: Vec::new(),
             https: false,
+            webauthn: None,
+            step_up_max_age: 300,
             allowed_origins: Vec::new(),
             connect_src: Vec::new(),
             login_max_failures: 10,
@@ -783,6 +815,8 @@ impl Settings {
             revocation_feed_token: feed_token(a.revocation_feed_token_file.as_deref())?,
             oidc: oidc_providers(&a.oidc)?,
             https: a.tls_cert.is_some(),
+            webauthn: webauthn_settings(a)?,
+            step_up_max_age: a.step_up_max_age_secs.max(1),
             allowed_origins,
             connect_src,
             login_max_failures: a.login_max_failures.max(1),
@@ -824,6 +858,65 @@ impl Settings {
             legacy: legacy_settings(&a.accounts)?,
         })
     }
+}
+
+/// Passkeys: the relying party (WebAuthn).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebauthnSettings {
+    pub rp_id: String,
+    pub rp_name: String,
+    /// Origins (`scheme://host[:port]`) whose pages may use passkeys.
+    pub origins: Vec<String>,
+}
+
+fn webauthn_settings(a: &ServeArgs) -> Result<Option<WebauthnSettings>, String> {
+    let rp_id = match (&a.webauthn_rp_id, a.demo) {
+        (Some(id), _) => id.trim().to_ascii_lowercase(),
+        (None, true) => "localhost".to_owned(),
+        (None, false) => return Ok(None),
+    };
+    if rp_id.is_empty()
+        || rp_id.parse::<std::net::IpAddr>().is_ok()
+        || !rp_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        return Err(format!(
+            "--webauthn-rp-id {rp_id:?} must be a domain (browsers refuse IP addresses)"
+        ));
+    }
+    let mut origins = Vec::new();
+    for o in a.webauthn_origins.iter().filter(|o| !o.trim().is_empty()) {
+        let n = tokenwarden_dpop::normalize_origin(o)
+            .ok_or_else(|| format!("--webauthn-origin {o:?} must be an http(s) origin"))?;
+        let host = url::Url::parse(&n)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        if host != rp_id && !host.ends_with(&format!(".{rp_id}")) {
+            return Err(format!(
+                "--webauthn-origin {o:?} is not within --webauthn-rp-id {rp_id:?}"
+            ));
+        }
+        origins.push(n);
+    }
+    if origins.is_empty() {
+        origins.push(if a.demo {
+            let scheme = if a.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://localhost:{}", a.bind.port())
+        } else {
+            format!("https://{rp_id}")
+        });
+    }
+    Ok(Some(WebauthnSettings {
+        rp_id,
+        rp_name: a.webauthn_rp_name.clone(),
+        origins,
+    }))
 }
 
 /// An OpenID Connect provider of `--oidc`.

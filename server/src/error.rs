@@ -82,6 +82,14 @@ pub enum ApiError {
     Busy {
         retry_after: i64,
     },
+    /// The action needs a sign-in or step-up more recent than `max_age` seconds (403
+    /// `step_up_required`): the client asks the user to confirm (a passkey), not a logout.
+    StepUpRequired {
+        max_age: i64,
+    },
+    /// Passkeys are not configured (`--webauthn-rp-id`), or the account has none for the step
+    /// asked (400 `passkeys_unavailable`).
+    PasskeysUnavailable(&'static str),
     /// Database or signing failure (500 `server_error`); details go to the log only.
     Internal(String),
 }
@@ -135,6 +143,8 @@ impl ApiError {
             ApiError::Unavailable | ApiError::Busy { .. } | ApiError::LegacyUnavailable => {
                 ErrorCode::TemporarilyUnavailable.as_str()
             }
+            ApiError::StepUpRequired { .. } => ErrorCode::StepUpRequired.as_str(),
+            ApiError::PasskeysUnavailable(_) => ErrorCode::PasskeysUnavailable.as_str(),
             ApiError::Internal(_) => ErrorCode::ServerError.as_str(),
         }
     }
@@ -247,6 +257,21 @@ impl IntoResponse for ApiError {
                 code,
                 "verify your email address first: ask for a code at /auth/email/verify/start",
             ),
+            ApiError::StepUpRequired { max_age } => {
+                let mut res = (
+                    StatusCode::FORBIDDEN,
+                    axum::Json(json!({
+                        "error": code,
+                        "error_description": "confirm it is you (a passkey) first: POST /auth/step-up/start",
+                        "max_age": max_age,
+                    })),
+                )
+                    .into_response();
+                res.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                res
+            }
+            ApiError::PasskeysUnavailable(why) => body(StatusCode::BAD_REQUEST, code, why),
             ApiError::LegacyUnavailable => with_retry_after(
                 body(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -37,6 +37,7 @@ pub mod legacy;
 pub mod net;
 pub mod oidc;
 pub mod otp;
+pub mod passkeys;
 pub mod password;
 pub mod revoked;
 pub mod rotation;

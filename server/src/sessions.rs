@@ -27,7 +27,8 @@ use crate::keys::Keys;
 use crate::revoked::Revoked;
 use crate::rotation::{self, Plan, Policy};
 use crate::store::{
-    Applied, NewSession, Presentation, PresentedToken, RevokeReason, SessionRow, Store, User,
+    Applied, Authentication, NewSession, Presentation, PresentedToken, RevokeReason, SessionRow,
+    Store, User,
 };
 use crate::throttle::Throttle;
 use crate::tokens::{self, AccessClaims, Audience, hash_refresh_token, random_token};
@@ -46,6 +47,12 @@ pub enum SignIn {
     PasswordReset,
     /// An OpenID Connect provider vouched for the user (crate::oidc).
     Provider,
+    /// A passkey (crate::passkeys), with user verification.
+    Passkey,
+    /// The password, then a passkey as the second factor.
+    PasswordAndPasskey,
+    /// The password, then an emailed code as the second factor.
+    PasswordAndCode,
 }
 
 impl SignIn {
@@ -56,6 +63,21 @@ impl SignIn {
             SignIn::SignUp => "signup",
             SignIn::PasswordReset => "password_reset",
             SignIn::Provider => "oidc_login",
+            SignIn::Passkey => "passkey_login",
+            SignIn::PasswordAndPasskey => "login_passkey_2fa",
+            SignIn::PasswordAndCode => "login_code_2fa",
+        }
+    }
+
+    /// How the user proved who they are, as RFC 8176 `amr` values (space-separated).
+    pub fn amr(self) -> &'static str {
+        match self {
+            SignIn::Password => "pwd",
+            SignIn::EmailCode | SignIn::SignUp | SignIn::PasswordReset => "otp",
+            SignIn::Provider => "fed",
+            SignIn::Passkey => "hwk mfa",
+            SignIn::PasswordAndPasskey => "pwd hwk mfa",
+            SignIn::PasswordAndCode => "pwd otp mfa",
         }
     }
 }
@@ -200,6 +222,7 @@ impl Sessions {
         );
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn issue(
         &self,
         user: &User,
@@ -208,11 +231,17 @@ impl Sessions {
         refresh_expires_at: i64,
         jkt: Option<&str>,
         now: i64,
+        auth: &Authentication,
     ) -> Result<Issued, ApiError> {
         let ring = self.0.keys.current();
         let ttl = self.0.policy.access_ttl;
-        let (access_token, _) =
-            tokens::issue(&ring, &self.0.audience, user, session_id, now, ttl, jkt)?;
+        let subject = tokens::Subject {
+            user,
+            session_id,
+            jkt,
+            auth: Some(auth),
+        };
+        let (access_token, _) = tokens::issue(&ring, &self.0.audience, &subject, now, ttl)?;
         Ok(Issued {
             access_token,
             bound: jkt.is_some(),
@@ -253,6 +282,7 @@ impl Sessions {
                 idle_expires_at,
                 absolute_expires_at,
                 dpop_jkt: jkt,
+                amr: how.amr(),
             })
             .await?;
         if !opened {
@@ -264,7 +294,8 @@ impl Sessions {
             session: &id,
             how,
         });
-        self.issue(user, &id, refresh, idle_expires_at, jkt, now)
+        let auth = Authentication::from_row(Some(now), now, how.amr());
+        self.issue(user, &id, refresh, idle_expires_at, jkt, now, &auth)
     }
 
     /// Reads the refresh token of a refresh request (after the per-client throttle): an
@@ -368,6 +399,7 @@ impl Sessions {
                     r.idle_expires_at,
                     found.dpop_jkt.as_deref(),
                     now,
+                    &found.auth,
                 )
             }
             (_, Applied::Revoked) => {

@@ -38,6 +38,13 @@ pub struct AccessClaims {
     /// RFC 9449 §6.1: the key a bound session's tokens are bound to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
+    /// When the user last proved who they are in this session (sign-in, step-up): OpenID
+    /// Connect's `auth_time`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+    /// How (RFC 8176: `pwd`, `otp`, `hwk`, `mfa`; `fed` for a provider's sign-in).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
     /// The claims the app owns (`users import`, `users set-claims`), none of them reserved.
     #[serde(flatten)]
     pub custom: serde_json::Map<String, serde_json::Value>,
@@ -153,16 +160,25 @@ pub enum IssueError {
     Encode(#[from] serde_json::Error),
 }
 
-/// A signed access token for `user` in `session_id`, bound to `jkt` (`cnf.jkt`) when given.
+/// Whom an access token is for.
+pub struct Subject<'a> {
+    pub user: &'a User,
+    pub session_id: &'a str,
+    /// The DPoP key the session is bound to (`cnf.jkt`), if any.
+    pub jkt: Option<&'a str>,
+    /// When and how the user last proved who they are (`auth_time`, `amr`).
+    pub auth: Option<&'a crate::store::Authentication>,
+}
+
+/// A signed access token for `s`, valid `ttl_secs` from `now`.
 pub fn issue(
     ring: &Ring,
     aud: &Audience,
-    user: &User,
-    session_id: &str,
+    s: &Subject<'_>,
     now: i64,
     ttl_secs: i64,
-    jkt: Option<&str>,
 ) -> Result<(String, AccessClaims), IssueError> {
+    let (user, session_id, jkt, auth) = (s.user, s.session_id, s.jkt, s.auth);
     let (kid, key) = ring.signing.as_ref().ok_or(IssueError::NoSigningKey)?;
     let claims = AccessClaims {
         iss: aud.issuer.clone(),
@@ -180,6 +196,8 @@ pub fn issue(
         cnf: jkt.map(|jkt| Confirmation {
             jkt: jkt.to_owned(),
         }),
+        auth_time: auth.map(|a| a.time),
+        amr: auth.map(|a| a.amr.clone()).unwrap_or_default(),
         // Checked when they were stored; a reserved name is dropped here all the same, so that
         // nothing stored can shadow a claim the server writes.
         custom: user

@@ -678,3 +678,125 @@ async fn back_channel_logout_tokens_forged_replayed_or_for_another_audience_are_
     assert_eq!(res.status(), 400);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_provider_s_iss_in_the_answer_must_be_its_own_and_present_when_it_sends_one() {
+    let port = free_port();
+    let s = server_with(&format!("http://127.0.0.1:{port}")).await;
+    let idp = Idp::start(port, &s.base).await;
+    for (what, change) in [
+        ("another provider's iss", "iss=http%3A%2F%2Fevil.example"),
+        ("no iss", ""),
+    ] {
+        let mut b = Browser::new();
+        let res = b.start(&s, "return_to=/x").await;
+        let back = b
+            .through_provider(location(&res), &s.base, "ivan", false)
+            .await;
+        let mut url = reqwest::Url::parse(&back).unwrap();
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .filter(|(k, _)| k != "iss")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+        let mut forged = url.to_string();
+        if !change.is_empty() {
+            forged.push('&');
+            forged.push_str(change);
+        }
+        let res = b.callback(&forged).await;
+        assert_eq!(location(&res), "/x?tw_error=federation_failed", "{what}");
+        assert!(refresh_cookie_of(&res).is_none(), "{what}");
+    }
+    drop(idp);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_unverified_address_is_never_the_account_s_and_linking_takes_a_verified_one() {
+    let port = free_port();
+    // Without link=verified-email: the provider's user with Alice's address (verified or not)
+    // never gets into Alice's account.
+    let s = server_with(&format!("http://127.0.0.1:{port}")).await;
+    let h = hostile(port, s.state.clock.clone()).await;
+    let alice_sub = {
+        let mut tab = Client::new(&s);
+        jwt_parts(&tab.sign_in(ALICE).await.access).1["sub"].clone()
+    };
+    let res = hostile_sign_in(
+        &s,
+        &h,
+        Forge::Claims(|c| {
+            c["email"] = json!("alice@example.com");
+            c["email_verified"] = json!(false);
+        }),
+    )
+    .await;
+    assert_eq!(
+        location(&res),
+        "/r",
+        "a new account, under an address of its own"
+    );
+    let mut tab = Client::new(&s);
+    tab.refresh = refresh_cookie_of(&res);
+    let a = tab.refresh().await;
+    let t = tab.tokens_of(&a);
+    let me = tab.me(&t.access).await.body;
+    assert_ne!(jwt_parts(&t.access).1["sub"], alice_sub);
+    assert!(
+        me["email"].as_str().unwrap().ends_with("@idp.oidc.invalid"),
+        "{me}"
+    );
+    // Verified, but linking is off: refused, and said so.
+    let res = hostile_sign_in(
+        &s,
+        &h,
+        Forge::Claims(|c| {
+            c["sub"] = json!("another-sub");
+            c["email"] = json!("alice@example.com");
+        }),
+    )
+    .await;
+    assert_eq!(location(&res), "/r?tw_error=account_not_linked");
+    s.stop().await;
+
+    // With link=verified-email: a verified address signs into its account; an unverified one
+    // does not.
+    let port = free_port();
+    let mut p = provider("idp", &format!("http://127.0.0.1:{port}"));
+    p.link_verified_email = true;
+    let s = TestServer::with(move |c| c.oidc = vec![p]).await;
+    let h = hostile(port, s.state.clock.clone()).await;
+    let alice_sub = {
+        let mut tab = Client::new(&s);
+        jwt_parts(&tab.sign_in(ALICE).await.access).1["sub"].clone()
+    };
+    let res = hostile_sign_in(
+        &s,
+        &h,
+        Forge::Claims(|c| {
+            c["email"] = json!("alice@example.com");
+            c["email_verified"] = json!(false);
+        }),
+    )
+    .await;
+    let mut tab = Client::new(&s);
+    tab.refresh = refresh_cookie_of(&res);
+    let a = tab.refresh().await;
+    assert_ne!(jwt_parts(&tab.tokens_of(&a).access).1["sub"], alice_sub);
+    let res = hostile_sign_in(
+        &s,
+        &h,
+        Forge::Claims(|c| {
+            c["sub"] = json!("verified-sub");
+            c["email"] = json!("alice@example.com");
+        }),
+    )
+    .await;
+    let mut tab = Client::new(&s);
+    tab.refresh = refresh_cookie_of(&res);
+    let a = tab.refresh().await;
+    assert_eq!(jwt_parts(&tab.tokens_of(&a).access).1["sub"], alice_sub);
+    s.stop().await;
+}

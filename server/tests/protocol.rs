@@ -593,11 +593,14 @@ async fn forged_and_invalid_access_tokens_are_refused_with_rfc6750_challenges() 
             audience: "someone-else".into(),
             leeway_secs: 5,
         },
-        &user,
-        sid,
+        &tokens::Subject {
+            user: &user,
+            session_id: sid,
+            jkt: None,
+            auth: None,
+        },
         now,
         600,
-        None,
     )
     .unwrap()
     .0;
@@ -608,11 +611,14 @@ async fn forged_and_invalid_access_tokens_are_refused_with_rfc6750_challenges() 
             audience: "tokenwarden-api".into(),
             leeway_secs: 5,
         },
-        &user,
-        sid,
+        &tokens::Subject {
+            user: &user,
+            session_id: sid,
+            jkt: None,
+            auth: None,
+        },
         now,
         600,
-        None,
     )
     .unwrap()
     .0;

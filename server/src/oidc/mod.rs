@@ -411,8 +411,16 @@ async fn finish(
 ) -> Result<crate::sessions::Issued, Failed> {
     let meta = provider.metadata().await?;
     // RFC 9207: an `iss` in the answer names the provider that sent it (mix-up attacks).
-    if q.iss.as_deref().is_some_and(|iss| iss != meta.issuer) {
-        return Err(failed("the answer's iss is another provider's"));
+    match q.iss.as_deref() {
+        Some(iss) if iss != meta.issuer => {
+            return Err(failed("the answer's iss is another provider's"));
+        }
+        None if meta.iss_parameter => {
+            return Err(failed(
+                "the provider sends iss with its answers (RFC 9207) and this one had none",
+            ));
+        }
+        _ => {}
     }
     if let Some(error) = q.error.as_deref() {
         let code = match error {
@@ -582,13 +590,19 @@ async fn user_for(
         return Ok(user);
     }
     let name = &provider.config.name;
-    // No address, or none we may use as the account's: one that no one else can claim.
-    let email = claims.email.clone().unwrap_or_else(|| {
-        format!(
-            "{}@{name}.oidc.invalid",
-            &sha256_hex(&format!("{issuer}\n{}", claims.sub))[..32]
-        )
-    });
+    // No address, or one the provider does not say it verified: the account gets one that no
+    // one else can claim. (An unverified address would let its real owner, signing in later
+    // by code or resetting the password, into the account the provider's user opened.)
+    let email = claims
+        .email
+        .clone()
+        .filter(|_| claims.email_verified)
+        .unwrap_or_else(|| {
+            format!(
+                "{}@{name}.oidc.invalid",
+                &sha256_hex(&format!("{issuer}\n{}", claims.sub))[..32]
+            )
+        });
     let user = match store.user_by_email(&email).await.map_err(db)? {
         Some((user, _)) if provider.config.link_verified_email && claims.email_verified => user,
         Some(_) => {
@@ -679,9 +693,13 @@ pub fn logout_token_claims(
     client_id: &str,
     now: i64,
 ) -> Result<LogoutClaims, &'static str> {
+    // `logout+jwt` (Back-Channel Logout 1.0 §2.4), or `JWT` as providers sent before it
+    // (Keycloak < 25): what tells a logout token from an ID token is its `events` and the
+    // absence of `nonce`, both checked below.
     if let Some(typ) = string(header, "typ")
-        && !typ.eq_ignore_ascii_case("logout+jwt")
-        && !typ.eq_ignore_ascii_case("application/logout+jwt")
+        && !["logout+jwt", "application/logout+jwt", "JWT"]
+            .iter()
+            .any(|t| typ.eq_ignore_ascii_case(t))
     {
         return Err("the logout token's typ is not logout+jwt");
     }
@@ -960,6 +978,11 @@ mod tests {
             .as_object()
             .cloned()
             .unwrap();
-        assert!(logout_token_claims(&jwt, &base(), "https://idp", "c", now).is_err());
+        assert!(logout_token_claims(&jwt, &base(), "https://idp", "c", now).is_ok());
+        let other = json!({ "alg": "ES256", "typ": "at+jwt" })
+            .as_object()
+            .cloned()
+            .unwrap();
+        assert!(logout_token_claims(&other, &base(), "https://idp", "c", now).is_err());
     }
 }

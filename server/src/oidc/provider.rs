@@ -44,6 +44,9 @@ pub struct Metadata {
     pub jwks_uri: String,
     pub end_session_endpoint: Option<String>,
     pub userinfo_endpoint: Option<String>,
+    /// It names itself in every authorization answer (RFC 9207): an answer without `iss` is
+    /// then refused.
+    pub iss_parameter: bool,
     /// The provider's ID token algorithms that this server also supports.
     pub algorithms: Vec<String>,
 }
@@ -166,6 +169,7 @@ impl Provider {
             jwks_uri: endpoint(&doc, "jwks_uri")?,
             end_session_endpoint: endpoint(&doc, "end_session_endpoint").ok(),
             userinfo_endpoint: endpoint(&doc, "userinfo_endpoint").ok(),
+            iss_parameter: doc["authorization_response_iss_parameter_supported"] == true,
             algorithms,
         })
     }

@@ -183,6 +183,12 @@ impl Letter {
                 "The code that verifies this address:",
                 "If you did not ask for it, ignore this message.",
             ),
+            CodePurpose::SecondFactor => (
+                "Your second-factor code",
+                "Someone signed in with your password. The code that completes the sign-in:",
+                "If it was not you, change your password now: your password is known, but \
+                 nobody can sign in without this code.",
+            ),
             CodePurpose::ResetPassword => (
                 "Reset your password",
                 "The code that lets you choose a new password:",

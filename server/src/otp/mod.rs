@@ -250,7 +250,7 @@ impl Otp {
             CodePurpose::SignIn => user.is_some() || s.signup,
             CodePurpose::SignUp => user.is_none(),
             CodePurpose::VerifyEmail => user.is_some_and(|(u, _)| !u.email_verified),
-            CodePurpose::ResetPassword => user.is_some(),
+            CodePurpose::ResetPassword | CodePurpose::SecondFactor => user.is_some(),
         };
         if deliver {
             self.mailer

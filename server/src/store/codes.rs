@@ -13,6 +13,8 @@ pub enum CodePurpose {
     SignUp,
     VerifyEmail,
     ResetPassword,
+    /// The second factor of a password sign-in (crate::passkeys).
+    SecondFactor,
 }
 
 impl CodePurpose {
@@ -22,6 +24,7 @@ impl CodePurpose {
             CodePurpose::SignUp => "sign_up",
             CodePurpose::VerifyEmail => "verify_email",
             CodePurpose::ResetPassword => "reset_password",
+            CodePurpose::SecondFactor => "second_factor",
         }
     }
 }

@@ -28,6 +28,7 @@ impl CounterScope {
             CounterScope::CodeVerifies(CodePurpose::SignUp) => "signup-verify",
             CounterScope::CodeVerifies(CodePurpose::VerifyEmail) => "email-verify",
             CounterScope::CodeVerifies(CodePurpose::ResetPassword) => "reset-verify",
+            CounterScope::CodeVerifies(CodePurpose::SecondFactor) => "2fa-verify",
             CounterScope::Throttle(name) => name,
         }
     }

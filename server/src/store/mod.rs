@@ -39,6 +39,7 @@ mod counters;
 pub mod dialect;
 mod keys;
 pub mod oidc;
+pub mod passkeys;
 mod proofs;
 mod revocations;
 mod secrets;
@@ -55,7 +56,9 @@ pub use codes::{CodePurpose, Counted, PendingSignup};
 pub use counters::CounterScope;
 pub use dialect::Dialect;
 pub use revocations::{EventKind, Heard, Listener, RevocationEvent};
-pub use sessions::{Applied, NewSession, Presentation, PresentedToken, RevokeReason};
+pub use sessions::{
+    Applied, Authentication, NewSession, Presentation, PresentedToken, RevokeReason,
+};
 pub use users::NewUser;
 
 /// Failures of the storage layer.
@@ -368,6 +371,7 @@ impl Store {
         }
         self.purge_counters(now).await?;
         self.purge_oidc(now).await?;
+        self.purge_ceremonies(now).await?;
         Ok(())
     }
 

@@ -52,6 +52,8 @@ pub struct NewSession<'a> {
     pub absolute_expires_at: i64,
     /// The DPoP key it is bound to, if any.
     pub dpop_jkt: Option<&'a str>,
+    /// How the user proved who they are (RFC 8176 `amr` values, space-separated).
+    pub amr: &'a str,
 }
 
 /// A refresh token and its session as stored, read before any write.
@@ -66,6 +68,26 @@ pub struct PresentedToken {
     /// Bumped by every write to the session: a plan made on this read applies only if it is
     /// unchanged.
     pub version: i64,
+    /// When and how the user last proved who they are in this session (sign-in, step-up).
+    pub auth: Authentication,
+}
+
+/// When and how a session's user last proved who they are.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Authentication {
+    /// Unix seconds.
+    pub time: i64,
+    /// RFC 8176 values (`pwd`, `otp`, `hwk`, `mfa`, ...).
+    pub amr: Vec<String>,
+}
+
+impl Authentication {
+    pub fn from_row(auth_time: Option<i64>, created_at: i64, amr: &str) -> Self {
+        Authentication {
+            time: auth_time.unwrap_or(created_at),
+            amr: amr.split_whitespace().map(str::to_owned).collect(),
+        }
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -82,6 +104,9 @@ struct PresentedRow {
     max_used_gen: i64,
     dpop_jkt: Option<String>,
     version: i64,
+    auth_time: Option<i64>,
+    created_at: i64,
+    amr: String,
 }
 
 impl From<PresentedRow> for PresentedToken {
@@ -102,6 +127,7 @@ impl From<PresentedRow> for PresentedToken {
                 head: r.max_used_gen,
                 bound: r.dpop_jkt.is_some(),
             },
+            auth: Authentication::from_row(r.auth_time, r.created_at, &r.amr),
             dpop_jkt: r.dpop_jkt,
             version: r.version,
         }
@@ -110,7 +136,8 @@ impl From<PresentedRow> for PresentedToken {
 
 const PRESENTED: &str = "SELECT t.session_id, t.generation, t.claimed_at, t.revoked_at, t.children,
             s.user_id, s.revoked_at AS session_revoked_at, s.idle_expires_at,
-            s.absolute_expires_at, s.max_used_gen, s.dpop_jkt, s.version
+            s.absolute_expires_at, s.max_used_gen, s.dpop_jkt, s.version, s.auth_time,
+            s.created_at, s.amr
      FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
      WHERE t.hash = $1";
 
@@ -275,8 +302,8 @@ impl Store {
         let mut tx = self.write.begin().await?;
         let inserted = q!(
             "INSERT INTO sessions (id, user_id, created_at, last_used_at, idle_expires_at,
-                                   absolute_expires_at, user_agent, dpop_jkt)
-             VALUES ($1, $2, $3, $3, $4, $5, $6, $7)
+                                   absolute_expires_at, user_agent, dpop_jkt, auth_time, amr)
+             VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $3, $8)
              ON CONFLICT DO NOTHING",
             s.id,
             s.user_id,
@@ -284,7 +311,8 @@ impl Store {
             s.idle_expires_at,
             s.absolute_expires_at,
             s.user_agent,
-            s.dpop_jkt
+            s.dpop_jkt,
+            s.amr
         )
         .execute(&mut *tx)
         .await?;

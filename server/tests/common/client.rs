@@ -133,6 +133,9 @@ fn is_authorized(path: &str) -> bool {
         || path.starts_with("/auth/sessions")
         || path == "/auth/logout"
         || path == "/auth/password/change"
+        || (path.starts_with("/auth/passkeys") && !path.starts_with("/auth/passkeys/login"))
+        || path.starts_with("/auth/step-up")
+        || path == "/auth/second-factor"
 }
 
 fn put(headers: &mut HeaderMap, name: &str, value: &str) {

@@ -5,6 +5,7 @@
 //! database per server (see `pg`): `make test-server` runs the suites both ways.
 #![allow(dead_code)]
 
+pub mod authenticator;
 pub mod client;
 pub mod oidc;
 pub mod pg;

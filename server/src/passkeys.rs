@@ -1,0 +1,702 @@
+//! Passkeys (WebAuthn Level 3 through `webauthn-rs`), a second factor an account can require,
+//! and the step-up (docs/PROTOCOL.md, "Passkeys").
+//!
+//! - Register (`/auth/passkeys/register/start|finish`), list (`GET /auth/passkeys`) and remove
+//!   (`DELETE /auth/passkeys/{id}`) the signed-in account's passkeys. Adding or removing one
+//!   needs a recent sign-in or step-up (`--step-up-max-age-secs`), else 403
+//!   `step_up_required`.
+//! - Sign in with a discoverable credential (`/auth/passkeys/login/start|finish`; usernameless,
+//!   conditional mediation): a session like a password sign-in's (refresh cookie, DPoP binding).
+//! - Step-up (`/auth/step-up/start|finish`): a passkey again in the current session; its
+//!   `auth_time` and `amr` (in the next access token) say so.
+//! - Second factor (`PUT /auth/second-factor`): a password sign-in of an account that requires
+//!   one answers 401 `second_factor_required` with a ceremony, completed by a passkey or the
+//!   emailed code at `/auth/login/second-factor`.
+//!
+//! Every ceremony is stored between its two requests (any instance may answer the second),
+//! single use, for [`CEREMONY_SECS`]. A signature counter that goes backwards is refused and
+//! reported as a possibly cloned authenticator.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use webauthn_rs::prelude::{
+    DiscoverableAuthentication, Passkey, PasskeyAuthentication, PasskeyRegistration,
+    PublicKeyCredential, RegisterPublicKeyCredential, Url, Uuid, Webauthn, WebauthnBuilder,
+    WebauthnError,
+};
+
+use crate::clock::Clock;
+use crate::config::WebauthnSettings;
+use crate::dpop::Dpop;
+use crate::error::ApiError;
+use crate::extract::{Authed, JsonBody, user_agent};
+use crate::net::ClientIp;
+use crate::otp::Codes;
+use crate::sessions::{Issued, Sessions, SignIn};
+use crate::store::passkeys::{Ceremony, PasskeyRow};
+use crate::store::{CodePurpose, Store, User};
+use crate::throttle::Throttle;
+use crate::tokens::{self, AccessClaims};
+
+/// How long a ceremony (or a sign-in waiting for its second factor) may take.
+pub const CEREMONY_SECS: i64 = 300;
+/// Passkey sign-ins and second-factor answers started per client address per minute.
+const STARTS_PER_MINUTE: u32 = 60;
+/// Passkeys an account may hold.
+const MAX_PASSKEYS: usize = 20;
+
+pub const LOGIN_FINISH_PATH: &str = "/auth/passkeys/login/finish";
+pub const SECOND_FACTOR_PATH: &str = "/auth/login/second-factor";
+
+/// Ceremony kinds (`webauthn_ceremonies.kind`).
+const REGISTER: &str = "register";
+const LOGIN: &str = "login";
+const STEP_UP: &str = "step_up";
+const SECOND_FACTOR: &str = "second_factor";
+
+#[derive(Clone)]
+pub struct Passkeys(Arc<Inner>);
+
+struct Inner {
+    webauthn: Option<Webauthn>,
+    store: Store,
+    sessions: Sessions,
+    clock: Clock,
+    codes: Codes,
+    step_up_max_age: i64,
+    starts: Throttle,
+}
+
+/// Why passkeys could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("passkeys: {0}")]
+pub struct PasskeysError(String);
+
+impl Passkeys {
+    pub fn new(
+        settings: Option<&WebauthnSettings>,
+        store: Store,
+        sessions: Sessions,
+        clock: Clock,
+        codes: Codes,
+        step_up_max_age: i64,
+    ) -> Result<Self, PasskeysError> {
+        let webauthn = match settings {
+            None => None,
+            Some(s) => {
+                let bad = |e: &dyn std::fmt::Display| PasskeysError(e.to_string());
+                let first = s
+                    .origins
+                    .first()
+                    .ok_or_else(|| PasskeysError("no origin".into()))?;
+                let first = Url::parse(first).map_err(|e| bad(&e))?;
+                let mut b = WebauthnBuilder::new(&s.rp_id, &first)
+                    .map_err(|e| bad(&e))?
+                    .rp_name(&s.rp_name);
+                for o in &s.origins[1..] {
+                    b = b.append_allowed_origin(&Url::parse(o).map_err(|e| bad(&e))?);
+                }
+                Some(b.build().map_err(|e| bad(&e))?)
+            }
+        };
+        Ok(Passkeys(Arc::new(Inner {
+            webauthn,
+            store,
+            sessions,
+            clock,
+            codes,
+            step_up_max_age,
+            starts: Throttle::new("passkey_start", STARTS_PER_MINUTE),
+        })))
+    }
+
+    fn webauthn(&self) -> Result<&Webauthn, ApiError> {
+        self.0
+            .webauthn
+            .as_ref()
+            .ok_or(ApiError::PasskeysUnavailable(
+                "passkeys are not configured on this server (--webauthn-rp-id)",
+            ))
+    }
+
+    fn now(&self) -> i64 {
+        self.0.clock.now()
+    }
+
+    async fn admit(&self, client: &ClientIp) -> Result<(), ApiError> {
+        match self
+            .0
+            .starts
+            .check(&self.0.store, &client.key(), self.now())
+            .await?
+        {
+            Some(retry_after) => Err(ApiError::TooManyAttempts { retry_after }),
+            None => Ok(()),
+        }
+    }
+
+    /// The session of `claims` proved who its user is within `--step-up-max-age-secs`.
+    async fn require_recent(&self, claims: &AccessClaims) -> Result<(), ApiError> {
+        let max_age = self.0.step_up_max_age;
+        let (auth_time, created, _) = self
+            .0
+            .store
+            .session_auth(&claims.sid)
+            .await?
+            .ok_or(ApiError::InvalidToken(tokens::Invalid::Revoked))?;
+        if auth_time.unwrap_or(created) + max_age < self.now() {
+            return Err(ApiError::StepUpRequired { max_age });
+        }
+        Ok(())
+    }
+
+    /// Stores a ceremony; its id (what the client sends back).
+    async fn put(&self, kind: &str, c: Ceremony) -> Result<String, ApiError> {
+        let id = tokens::random_token();
+        let c = Ceremony {
+            kind: kind.into(),
+            expires_at: self.now() + CEREMONY_SECS,
+            ..c
+        };
+        self.0
+            .store
+            .put_ceremony(&tokens::hash_refresh_token(&id), &c)
+            .await?;
+        Ok(id)
+    }
+
+    /// Takes a live ceremony of `kind` (once).
+    async fn take(&self, kind: &str, id: &str) -> Result<Ceremony, ApiError> {
+        if id.len() > 64 {
+            return Err(ApiError::InvalidCredentials);
+        }
+        self.0
+            .store
+            .take_ceremony(&tokens::hash_refresh_token(id), kind, self.now())
+            .await?
+            .ok_or(ApiError::InvalidCredentials)
+    }
+
+    /// The passkeys of `user` as webauthn-rs keeps them.
+    async fn passkeys_of(&self, user: &str) -> Result<Vec<(PasskeyRow, Passkey)>, ApiError> {
+        let rows = self.0.store.passkeys_of(user).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                let p = serde_json::from_str::<Passkey>(&r.passkey).ok()?;
+                Some((r, p))
+            })
+            .collect())
+    }
+
+    /// After an assertion verified: the stored counter moves on; a counter that went
+    /// backwards was refused before this (webauthn-rs: `CredentialPossibleCompromise`).
+    async fn used(
+        &self,
+        row: &PasskeyRow,
+        mut passkey: Passkey,
+        result: &webauthn_rs::prelude::AuthenticationResult,
+    ) -> Result<(), ApiError> {
+        passkey.update_credential(result);
+        let json =
+            serde_json::to_string(&passkey).map_err(|e| ApiError::Internal(e.to_string()))?;
+        self.0
+            .store
+            .passkey_used(&row.id, &json, self.now())
+            .await?;
+        Ok(())
+    }
+}
+
+/// A refused assertion or registration: logged (a possibly cloned authenticator loudly), and
+/// the one answer a guesser gets.
+fn refused(what: &str, user: Option<&str>, e: WebauthnError) -> ApiError {
+    if matches!(e, WebauthnError::CredentialPossibleCompromise) {
+        tracing::warn!(target: "audit", event = "passkey_counter_went_backwards", user = user.unwrap_or("?"), what, "a passkey's signature counter went backwards: possibly a cloned authenticator; refused");
+    } else {
+        tracing::info!(target: "audit", event = "passkey_refused", what, user = user.unwrap_or("?"), error = %e);
+    }
+    ApiError::InvalidCredentials
+}
+
+fn state_json<T: serde::Serialize>(state: &T) -> Result<String, ApiError> {
+    serde_json::to_string(state).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+fn state_of<T: serde::de::DeserializeOwned>(c: &Ceremony) -> Result<T, ApiError> {
+    serde_json::from_str(&c.state).map_err(|_| ApiError::InvalidCredentials)
+}
+
+fn options(ceremony: &str, options: &impl serde::Serialize) -> Response {
+    let mut res = axum::Json(json!({ "ceremony": ceremony, "options": options })).into_response();
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    res
+}
+
+/// A credential as the browser's `PublicKeyCredential.toJSON()` gives it.
+fn credential<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ApiError> {
+    serde_json::from_value(v)
+        .map_err(|_| ApiError::InvalidRequest("credential is not a WebAuthn credential".into()))
+}
+
+#[derive(Deserialize)]
+pub struct Finish {
+    ceremony: String,
+    credential: Value,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// `POST /auth/passkeys/register/start`.
+pub async fn register_start(
+    State(p): State<Passkeys>,
+    Authed(claims): Authed,
+) -> Result<Response, ApiError> {
+    let webauthn = p.webauthn()?;
+    p.require_recent(&claims).await?;
+    let existing = p.passkeys_of(&claims.sub).await?;
+    if existing.len() >= MAX_PASSKEYS {
+        return Err(ApiError::InvalidRequest(format!(
+            "an account holds at most {MAX_PASSKEYS} passkeys"
+        )));
+    }
+    let mut fresh = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fresh);
+    let handle =
+        p.0.store
+            .passkey_handle(&claims.sub, &Uuid::from_bytes(fresh).to_string())
+            .await?;
+    let handle = Uuid::parse_str(&handle).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let exclude = existing.iter().map(|(_, k)| k.cred_id().clone()).collect();
+    let (ccr, state) = webauthn
+        .start_passkey_registration(handle, &claims.email, &claims.name, Some(exclude))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let id = p
+        .put(
+            REGISTER,
+            Ceremony {
+                kind: String::new(),
+                user_id: Some(claims.sub.clone()),
+                session_id: Some(claims.sid.clone()),
+                dpop_jkt: None,
+                state: state_json(&state)?,
+                expires_at: 0,
+            },
+        )
+        .await?;
+    Ok(options(&id, &ccr))
+}
+
+/// `POST /auth/passkeys/register/finish`.
+pub async fn register_finish(
+    State(p): State<Passkeys>,
+    Authed(claims): Authed,
+    JsonBody(req): JsonBody<Finish>,
+) -> Result<Response, ApiError> {
+    let webauthn = p.webauthn()?;
+    let c = p.take(REGISTER, &req.ceremony).await?;
+    if c.user_id.as_deref() != Some(claims.sub.as_str()) {
+        return Err(ApiError::InvalidCredentials);
+    }
+    let state: PasskeyRegistration = state_of(&c)?;
+    let reg: RegisterPublicKeyCredential = credential(req.credential)?;
+    let passkey = webauthn
+        .finish_passkey_registration(&reg, &state)
+        .map_err(|e| refused("registration", Some(&claims.sub), e))?;
+    let now = p.now();
+    let name = req
+        .name
+        .map(|n| n.trim().chars().take(64).collect::<String>())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "Passkey".into());
+    let row = PasskeyRow {
+        id: B64.encode(passkey.cred_id().as_ref() as &[u8]),
+        user_id: claims.sub.clone(),
+        name,
+        passkey: state_json(&passkey)?,
+        created_at: now,
+        last_used_at: None,
+    };
+    if !p.0.store.add_passkey(&row).await? {
+        return Err(ApiError::InvalidRequest(
+            "this passkey is registered already".into(),
+        ));
+    }
+    tracing::info!(target: "audit", event = "passkey_registered", user = %claims.sub);
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({ "id": row.id, "name": row.name, "created_at": now })),
+    )
+        .into_response())
+}
+
+/// `GET /auth/passkeys`.
+pub async fn list(State(p): State<Passkeys>, Authed(claims): Authed) -> Result<Response, ApiError> {
+    let rows = p.0.store.passkeys_of(&claims.sub).await?;
+    let list: Vec<Value> = rows
+        .iter()
+        .map(|r| json!({ "id": r.id, "name": r.name, "created_at": r.created_at, "last_used_at": r.last_used_at }))
+        .collect();
+    Ok(axum::Json(json!({ "passkeys": list })).into_response())
+}
+
+/// `DELETE /auth/passkeys/{id}`.
+pub async fn remove(
+    State(p): State<Passkeys>,
+    Authed(claims): Authed,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    p.require_recent(&claims).await?;
+    if id.len() > 1400 || !p.0.store.delete_passkey(&id, &claims.sub).await? {
+        return Err(ApiError::NotFound);
+    }
+    tracing::info!(target: "audit", event = "passkey_removed", user = %claims.sub);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /auth/passkeys/login/start`: a challenge for any of this site's passkeys.
+pub async fn login_start(
+    State(p): State<Passkeys>,
+    client: ClientIp,
+) -> Result<Response, ApiError> {
+    let webauthn = p.webauthn()?;
+    p.admit(&client).await?;
+    let (rcr, state) = webauthn
+        .start_discoverable_authentication()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let id = p
+        .put(
+            LOGIN,
+            Ceremony {
+                kind: String::new(),
+                user_id: None,
+                session_id: None,
+                dpop_jkt: None,
+                state: state_json(&state)?,
+                expires_at: 0,
+            },
+        )
+        .await?;
+    Ok(options(&id, &rcr))
+}
+
+/// The account and passkey of a discoverable assertion, verified.
+async fn verify_discoverable(
+    p: &Passkeys,
+    webauthn: &Webauthn,
+    c: &Ceremony,
+    cred: &PublicKeyCredential,
+) -> Result<User, ApiError> {
+    let state: DiscoverableAuthentication = state_of(c)?;
+    let (handle, cred_id) = webauthn
+        .identify_discoverable_authentication(cred)
+        .map_err(|e| refused("sign-in", None, e))?;
+    let user =
+        p.0.store
+            .user_of_handle(&handle.to_string())
+            .await?
+            .ok_or(ApiError::InvalidCredentials)?;
+    let row =
+        p.0.store
+            .passkey(&B64.encode(cred_id))
+            .await?
+            .filter(|r| r.user_id == user.id)
+            .ok_or(ApiError::InvalidCredentials)?;
+    let passkey: Passkey =
+        serde_json::from_str(&row.passkey).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let result = webauthn
+        .finish_discoverable_authentication_v2(cred, state, &passkey)
+        .map_err(|e| refused("sign-in", Some(&user.id), e))?;
+    p.used(&row, passkey, &result).await?;
+    Ok(user)
+}
+
+/// `POST /auth/passkeys/login/finish`: a session like a password sign-in's.
+pub async fn login_finish(
+    State(p): State<Passkeys>,
+    State(dpop): State<Dpop>,
+    client: ClientIp,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<Finish>,
+) -> Result<Issued, ApiError> {
+    let webauthn = p.webauthn()?;
+    p.admit(&client).await?;
+    // DPoP first: a nonce retry uses up no ceremony.
+    let jkt = dpop.sign_in_binding(&headers, LOGIN_FINISH_PATH).await?;
+    let cred: PublicKeyCredential = credential(req.credential)?;
+    let c = p.take(LOGIN, &req.ceremony).await?;
+    let user = verify_discoverable(&p, webauthn, &c, &cred).await?;
+    p.0.sessions
+        .open(&user, user_agent(&headers), jkt.as_deref(), SignIn::Passkey)
+        .await
+}
+
+/// `POST /auth/step-up/start`: a challenge for the signed-in account's passkeys.
+pub async fn step_up_start(
+    State(p): State<Passkeys>,
+    Authed(claims): Authed,
+) -> Result<Response, ApiError> {
+    let webauthn = p.webauthn()?;
+    let keys: Vec<Passkey> = p
+        .passkeys_of(&claims.sub)
+        .await?
+        .into_iter()
+        .map(|(_, k)| k)
+        .collect();
+    if keys.is_empty() {
+        return Err(ApiError::PasskeysUnavailable("the account has no passkey"));
+    }
+    let (rcr, state) = webauthn
+        .start_passkey_authentication(&keys)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let id = p
+        .put(
+            STEP_UP,
+            Ceremony {
+                kind: String::new(),
+                user_id: Some(claims.sub.clone()),
+                session_id: Some(claims.sid.clone()),
+                dpop_jkt: None,
+                state: state_json(&state)?,
+                expires_at: 0,
+            },
+        )
+        .await?;
+    Ok(options(&id, &rcr))
+}
+
+/// An assertion of one of `user`'s passkeys against a ceremony's state.
+async fn verify_known(
+    p: &Passkeys,
+    webauthn: &Webauthn,
+    user: &str,
+    c: &Ceremony,
+    cred: &PublicKeyCredential,
+) -> Result<(), ApiError> {
+    let state: PasskeyAuthentication = state_of(c)?;
+    let result = webauthn
+        .finish_passkey_authentication(cred, &state)
+        .map_err(|e| refused("step-up", Some(user), e))?;
+    let id = B64.encode(result.cred_id().as_ref() as &[u8]);
+    let row =
+        p.0.store
+            .passkey(&id)
+            .await?
+            .filter(|r| r.user_id == user)
+            // Removed since the challenge: refused.
+            .ok_or(ApiError::InvalidCredentials)?;
+    let passkey: Passkey =
+        serde_json::from_str(&row.passkey).map_err(|e| ApiError::Internal(e.to_string()))?;
+    p.used(&row, passkey, &result).await
+}
+
+/// `POST /auth/step-up/finish`: the session's `auth_time` is now, its `amr` gains `hwk`; the
+/// next refresh's token says so.
+pub async fn step_up_finish(
+    State(p): State<Passkeys>,
+    Authed(claims): Authed,
+    JsonBody(req): JsonBody<Finish>,
+) -> Result<Response, ApiError> {
+    let webauthn = p.webauthn()?;
+    let c = p.take(STEP_UP, &req.ceremony).await?;
+    if c.user_id.as_deref() != Some(claims.sub.as_str())
+        || c.session_id.as_deref() != Some(claims.sid.as_str())
+    {
+        return Err(ApiError::InvalidCredentials);
+    }
+    let cred: PublicKeyCredential = credential(req.credential)?;
+    verify_known(&p, webauthn, &claims.sub, &c, &cred).await?;
+    let mut amr = claims.amr.clone();
+    for m in ["hwk", "mfa"] {
+        if !amr.iter().any(|a| a == m) {
+            amr.push(m.to_owned());
+        }
+    }
+    if !p
+        .0
+        .store
+        .set_session_auth(&claims.sid, p.now(), &amr.join(" "))
+        .await?
+    {
+        return Err(ApiError::InvalidToken(tokens::Invalid::Revoked));
+    }
+    tracing::info!(target: "audit", event = "step_up", user = %claims.sub, session = %claims.sid);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+pub struct SecondFactorSetting {
+    required: bool,
+}
+
+/// `PUT /auth/second-factor`: whether password sign-ins of the account need a second factor.
+pub async fn set_second_factor(
+    State(p): State<Passkeys>,
+    Authed(claims): Authed,
+    JsonBody(req): JsonBody<SecondFactorSetting>,
+) -> Result<Response, ApiError> {
+    p.require_recent(&claims).await?;
+    if req.required
+        && p.0.store.passkeys_of(&claims.sub).await?.is_empty()
+        && p.0.codes.enabled().is_err()
+    {
+        return Err(ApiError::PasskeysUnavailable(
+            "a second factor needs a passkey, or emailed codes on this server",
+        ));
+    }
+    p.0.store
+        .set_second_factor(&claims.sub, req.required)
+        .await?;
+    tracing::info!(target: "audit", event = "second_factor_set", user = %claims.sub, required = req.required);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// After the right password of an account that requires a second factor: the answer that
+/// asks for it (401 `second_factor_required`), with a passkey challenge if the account has
+/// passkeys and an emailed code if this server sends codes. The pending sign-in is bound to
+/// the proof's key (`jkt`).
+pub async fn second_factor_required(
+    p: &Passkeys,
+    user: &User,
+    jkt: Option<&str>,
+) -> Result<Option<Response>, ApiError> {
+    if !p.0.store.second_factor_required(&user.id).await? {
+        return Ok(None);
+    }
+    let keys: Vec<Passkey> = p
+        .passkeys_of(&user.id)
+        .await?
+        .into_iter()
+        .map(|(_, k)| k)
+        .collect();
+    let (passkey, state) = match (p.0.webauthn.as_ref(), keys.is_empty()) {
+        (Some(w), false) => {
+            let (rcr, state) = w
+                .start_passkey_authentication(&keys)
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            (Some(rcr), state_json(&state)?)
+        }
+        _ => (None, String::new()),
+    };
+    let email_code = match p.0.codes.enabled() {
+        Ok(otp) => {
+            let now = p.now();
+            if otp.count_send(&user.email, now).await.is_ok() {
+                otp.issue_later(CodePurpose::SecondFactor, user.email.clone(), now);
+            }
+            true
+        }
+        Err(_) => false,
+    };
+    let id = p
+        .put(
+            SECOND_FACTOR,
+            Ceremony {
+                kind: String::new(),
+                user_id: Some(user.id.clone()),
+                session_id: None,
+                dpop_jkt: jkt.map(str::to_owned),
+                state,
+                expires_at: 0,
+            },
+        )
+        .await?;
+    tracing::info!(target: "audit", event = "second_factor_asked", user = %user.id);
+    let mut res = (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(json!({
+            "error": tokenwarden::proto::ErrorCode::SecondFactorRequired.as_str(),
+            "error_description": "the password is right; complete the sign-in with a passkey or the emailed code",
+            "ceremony": id,
+            "passkey": passkey,
+            "email_code": email_code,
+        })),
+    )
+        .into_response();
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(Some(res))
+}
+
+#[derive(Deserialize)]
+pub struct SecondFactorAnswer {
+    ceremony: String,
+    #[serde(default)]
+    credential: Option<Value>,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+/// `POST /auth/login/second-factor`: the pending password sign-in, completed by a passkey or
+/// the emailed code, with a proof by the same key as the password's request.
+pub async fn second_factor(
+    State(p): State<Passkeys>,
+    State(dpop): State<Dpop>,
+    client: ClientIp,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<SecondFactorAnswer>,
+) -> Result<Issued, ApiError> {
+    p.admit(&client).await?;
+    let jkt = dpop.sign_in_binding(&headers, SECOND_FACTOR_PATH).await?;
+    let c = p.take(SECOND_FACTOR, &req.ceremony).await?;
+    // The pending sign-in belongs to the key that sent the password.
+    if c.dpop_jkt != jkt {
+        return Err(ApiError::InvalidCredentials);
+    }
+    let user =
+        p.0.store
+            .user_by_id(c.user_id.as_deref().unwrap_or(""))
+            .await?
+            .ok_or(ApiError::InvalidCredentials)?;
+    let how = match (req.credential, req.code) {
+        (Some(cred), None) => {
+            let webauthn = p.webauthn()?;
+            if c.state.is_empty() {
+                return Err(ApiError::InvalidCredentials);
+            }
+            let cred: PublicKeyCredential = credential(cred)?;
+            verify_known(&p, webauthn, &user.id, &c, &cred).await?;
+            SignIn::PasswordAndPasskey
+        }
+        (None, Some(code)) => {
+            let otp = p.0.codes.enabled()?;
+            let result = otp
+                .check(CodePurpose::SecondFactor, &user.email, code.trim(), true)
+                .await;
+            let hit = match result {
+                Ok(hit) => hit,
+                Err(e) => {
+                    // A wrong code leaves the pending sign-in to try again (the code's own
+                    // attempts are counted and limited).
+                    p.0.store
+                        .put_ceremony(&tokens::hash_refresh_token(&req.ceremony), &c)
+                        .await?;
+                    return Err(e);
+                }
+            };
+            otp.accept(CodePurpose::SecondFactor, hit, &user.email)
+                .await?;
+            SignIn::PasswordAndCode
+        }
+        _ => {
+            return Err(ApiError::InvalidRequest(
+                "either credential (a passkey) or code".into(),
+            ));
+        }
+    };
+    p.0.sessions
+        .open(&user, user_agent(&headers), jkt.as_deref(), how)
+        .await
+}

@@ -1,0 +1,207 @@
+//! Passkeys (crate::passkeys): each account's WebAuthn user handle and passkeys, the
+//! ceremonies between their two requests, the second-factor setting, and a session's proof of
+//! who its user is (a step-up).
+
+use super::{Store, StoreResult, User};
+
+/// A stored passkey.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PasskeyRow {
+    /// The credential id, base64url.
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    /// `webauthn_rs::Passkey` as JSON.
+    pub passkey: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// A ceremony (or a password sign-in waiting for its second factor) as its first request left
+/// it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Ceremony {
+    pub kind: String,
+    pub user_id: Option<String>,
+    pub session_id: Option<String>,
+    pub dpop_jkt: Option<String>,
+    /// The WebAuthn state (JSON), or "" when there is none (a second factor by code only).
+    pub state: String,
+    pub expires_at: i64,
+}
+
+impl Store {
+    /// The account's WebAuthn user handle, made now (`new`) if it has none.
+    pub async fn passkey_handle(&self, user_id: &str, new: &str) -> StoreResult<String> {
+        let sql = "INSERT INTO passkey_users (user_id, handle) VALUES ($1, $2)
+                   ON CONFLICT (user_id) DO NOTHING";
+        q!(sql, user_id, new).execute(&self.write).await?;
+        let sql = "SELECT handle FROM passkey_users WHERE user_id = $1";
+        Ok(q_scalar!(sql, user_id).fetch_one(&self.write).await?)
+    }
+
+    /// The account of a WebAuthn user handle.
+    pub async fn user_of_handle(&self, handle: &str) -> StoreResult<Option<User>> {
+        let sql = "SELECT user_id FROM passkey_users WHERE handle = $1";
+        let id: Option<String> = q_scalar!(sql, handle).fetch_optional(&self.read).await?;
+        match id {
+            Some(id) => self.user_by_id(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Stores a new passkey; `false` if its credential id is already stored.
+    pub async fn add_passkey(&self, p: &PasskeyRow) -> StoreResult<bool> {
+        let sql = "INSERT INTO passkeys (id, user_id, name, passkey, created_at)
+                   VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING";
+        let res = q!(sql, &p.id, &p.user_id, &p.name, &p.passkey, p.created_at)
+            .execute(&self.write)
+            .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    pub async fn passkeys_of(&self, user_id: &str) -> StoreResult<Vec<PasskeyRow>> {
+        let sql = "SELECT id, user_id, name, passkey, created_at, last_used_at FROM passkeys
+                   WHERE user_id = $1 ORDER BY created_at, id";
+        Ok(q_as!(sql, user_id).fetch_all(&self.write).await?)
+    }
+
+    pub async fn passkey(&self, id: &str) -> StoreResult<Option<PasskeyRow>> {
+        let sql = "SELECT id, user_id, name, passkey, created_at, last_used_at FROM passkeys
+                   WHERE id = $1";
+        Ok(q_as!(sql, id).fetch_optional(&self.write).await?)
+    }
+
+    /// Saves a passkey after a use (its counter), unless it was removed meanwhile.
+    pub async fn passkey_used(&self, id: &str, passkey: &str, now: i64) -> StoreResult<()> {
+        let sql = "UPDATE passkeys SET passkey = $1, last_used_at = $2 WHERE id = $3";
+        q!(sql, passkey, now, id).execute(&self.write).await?;
+        Ok(())
+    }
+
+    /// Removes one of the user's passkeys; whether it existed.
+    pub async fn delete_passkey(&self, id: &str, user_id: &str) -> StoreResult<bool> {
+        let sql = "DELETE FROM passkeys WHERE id = $1 AND user_id = $2";
+        Ok(q!(sql, id, user_id)
+            .execute(&self.write)
+            .await?
+            .rows_affected()
+            == 1)
+    }
+
+    pub async fn put_ceremony(&self, id_hash: &str, c: &Ceremony) -> StoreResult<()> {
+        let sql = "INSERT INTO webauthn_ceremonies
+                     (id_hash, kind, user_id, session_id, dpop_jkt, state, expires_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7)";
+        q!(
+            sql,
+            id_hash,
+            &c.kind,
+            c.user_id.as_deref(),
+            c.session_id.as_deref(),
+            c.dpop_jkt.as_deref(),
+            &c.state,
+            c.expires_at
+        )
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes (deletes) a live ceremony of `kind`: its second request gets it once.
+    pub async fn take_ceremony(
+        &self,
+        id_hash: &str,
+        kind: &str,
+        now: i64,
+    ) -> StoreResult<Option<Ceremony>> {
+        let sql = "DELETE FROM webauthn_ceremonies WHERE id_hash = $1 AND kind = $2
+                   RETURNING kind, user_id, session_id, dpop_jkt, state, expires_at";
+        let c: Option<Ceremony> = q_as!(sql, id_hash, kind)
+            .fetch_optional(&self.write)
+            .await?;
+        Ok(c.filter(|c| c.expires_at > now))
+    }
+
+    pub async fn second_factor_required(&self, user_id: &str) -> StoreResult<bool> {
+        let sql = "SELECT second_factor FROM users WHERE id = $1";
+        let v: Option<i64> = q_scalar!(sql, user_id).fetch_optional(&self.read).await?;
+        Ok(v == Some(1))
+    }
+
+    pub async fn set_second_factor(&self, user_id: &str, required: bool) -> StoreResult<()> {
+        let sql = "UPDATE users SET second_factor = $1 WHERE id = $2";
+        q!(sql, i64::from(required), user_id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a step-up in a live session: its user proved who they are at `now`, with
+    /// `amr` (space-separated). Whether the session is live.
+    pub async fn set_session_auth(
+        &self,
+        session_id: &str,
+        now: i64,
+        amr: &str,
+    ) -> StoreResult<bool> {
+        let sql = "UPDATE sessions SET auth_time = $1, amr = $2, version = version + 1
+                   WHERE id = $3 AND revoked_at IS NULL";
+        Ok(q!(sql, now, amr, session_id)
+            .execute(&self.write)
+            .await?
+            .rows_affected()
+            == 1)
+    }
+
+    /// How a session's user last proved who they are: (auth_time or creation, amr).
+    pub async fn session_auth(
+        &self,
+        session_id: &str,
+    ) -> StoreResult<Option<(Option<i64>, i64, String)>> {
+        let sql = "SELECT auth_time, created_at, amr FROM sessions WHERE id = $1";
+        Ok(q_as!(sql, session_id).fetch_optional(&self.read).await?)
+    }
+
+    pub async fn purge_ceremonies(&self, now: i64) -> StoreResult<()> {
+        let sql = "DELETE FROM webauthn_ceremonies WHERE expires_at < $1";
+        q!(sql, now).execute(&self.write).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::memory;
+    use super::*;
+
+    #[tokio::test]
+    async fn a_ceremony_is_taken_once_while_live_and_only_as_its_kind() {
+        let s = memory().await;
+        let c = Ceremony {
+            kind: "login".into(),
+            user_id: None,
+            session_id: None,
+            dpop_jkt: None,
+            state: "{}".into(),
+            expires_at: 200,
+        };
+        s.put_ceremony("a", &c).await.unwrap();
+        assert!(
+            s.take_ceremony("a", "register", 100)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(s.take_ceremony("a", "login", 100).await.unwrap().is_some());
+        assert!(
+            s.take_ceremony("a", "login", 100).await.unwrap().is_none(),
+            "once"
+        );
+        s.put_ceremony("b", &c).await.unwrap();
+        assert!(
+            s.take_ceremony("b", "login", 200).await.unwrap().is_none(),
+            "expired"
+        );
+    }
+}

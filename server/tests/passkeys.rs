@@ -1,0 +1,337 @@
+//! Passkeys, the second factor and the step-up (docs/PROTOCOL.md, "Passkeys"), over real HTTP
+//! on SQLite or PostgreSQL (`TW_TEST_BACKEND`), with a software authenticator
+//! (tests/common/authenticator.rs) that can also lie about the origin, the RP ID and its
+//! counter.
+
+mod common;
+
+use common::authenticator::{Page, SoftPasskey};
+use common::*;
+use serde_json::{Value, json};
+use tokenwarden_server::config::WebauthnSettings;
+
+const ORIGIN: &str = "http://localhost:8080";
+const PAGE: Page<'static> = Page {
+    origin: ORIGIN,
+    rp_id: "localhost",
+};
+
+async fn server() -> TestServer {
+    TestServer::with(|c| {
+        c.webauthn = Some(WebauthnSettings {
+            rp_id: "localhost".into(),
+            rp_name: "tokenwarden tests".into(),
+            origins: vec![ORIGIN.into()],
+        });
+    })
+    .await
+}
+
+/// Registers a passkey for the signed-in `tab`: the authenticator's passkey.
+async fn register(tab: &mut Client) -> SoftPasskey {
+    let start = tab.post("/auth/passkeys/register/start", &json!({})).await;
+    assert_eq!(start.status, 200, "{}", start.body);
+    let (passkey, credential) = SoftPasskey::create(&start.body["options"], &PAGE);
+    let done = tab
+        .post(
+            "/auth/passkeys/register/finish",
+            &json!({ "ceremony": start.body["ceremony"], "credential": credential, "name": "Laptop" }),
+        )
+        .await;
+    assert_eq!(done.status, 201, "{}", done.body);
+    passkey
+}
+
+/// A passkey sign-in of a new bound tab with `passkey` on `page`: the answer.
+async fn passkey_login(
+    s: &TestServer,
+    passkey: &mut SoftPasskey,
+    page: &Page<'_>,
+) -> (Client, Answer) {
+    let mut tab = Client::bound(s);
+    let start = tab.post("/auth/passkeys/login/start", &json!({})).await;
+    assert_eq!(start.status, 200, "{}", start.body);
+    let credential = passkey.get(&start.body["options"], page);
+    let a = tab
+        .post(
+            "/auth/passkeys/login/finish",
+            &json!({ "ceremony": start.body["ceremony"], "credential": credential }),
+        )
+        .await;
+    (tab, a)
+}
+
+fn claims(t: &Tokens) -> Value {
+    jwt_parts(&t.access).1
+}
+
+#[tokio::test]
+async fn a_passkey_registered_signs_in_without_a_username_bound_and_with_amr() {
+    let s = server().await;
+    let mut tab = Client::bound(&s);
+    let t = tab.sign_in(ALICE).await;
+    assert_eq!(claims(&t)["amr"], json!(["pwd"]));
+    assert!(claims(&t)["auth_time"].as_i64().unwrap() <= s.state.now());
+    let mut passkey = register(&mut tab).await;
+    let list = tab.get("/auth/passkeys").await;
+    assert_eq!(list.body["passkeys"][0]["name"], "Laptop");
+
+    let (login_tab, a) = passkey_login(&s, &mut passkey, &PAGE).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let t2 = login_tab.tokens_of(&a);
+    let c = claims(&t2);
+    assert_eq!(c["sub"], claims(&t)["sub"]);
+    assert_eq!(c["amr"], json!(["hwk", "mfa"]));
+    assert_eq!(c["auth_time"], json!(s.state.now()));
+    // A session like any other: its refresh keeps auth_time and amr.
+    let mut login_tab = login_tab;
+    let r = login_tab.refresh().await;
+    assert_eq!(
+        claims(&login_tab.tokens_of(&r))["amr"],
+        json!(["hwk", "mfa"])
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn another_origin_another_rp_id_a_replayed_or_foreign_challenge_are_refused() {
+    let s = server().await;
+    let mut tab = Client::bound(&s);
+    tab.sign_in(ALICE).await;
+
+    // Registration from a page of another origin, or for another RP ID.
+    for page in [
+        Page {
+            origin: "https://evil.example",
+            rp_id: "localhost",
+        },
+        Page {
+            origin: ORIGIN,
+            rp_id: "evil.example",
+        },
+    ] {
+        let start = tab.post("/auth/passkeys/register/start", &json!({})).await;
+        let (_, credential) = SoftPasskey::create(&start.body["options"], &page);
+        let a = tab
+            .post(
+                "/auth/passkeys/register/finish",
+                &json!({ "ceremony": start.body["ceremony"], "credential": credential }),
+            )
+            .await;
+        assert_eq!(a.status, 401, "{} {}", page.origin, a.body);
+        assert_eq!(a.error(), "invalid_credentials");
+    }
+    let mut passkey = register(&mut tab).await;
+
+    // Sign-in assertions from another origin or for another RP ID.
+    for page in [
+        Page {
+            origin: "https://evil.example",
+            rp_id: "localhost",
+        },
+        Page {
+            origin: ORIGIN,
+            rp_id: "evil.example",
+        },
+    ] {
+        let (_, a) = passkey_login(&s, &mut passkey, &page).await;
+        assert_eq!(a.status, 401, "{}", page.origin);
+        assert_eq!(a.error(), "invalid_credentials");
+    }
+
+    // One assertion, sent twice: its ceremony is used up.
+    let mut thief = Client::bound(&s);
+    let start = thief.post("/auth/passkeys/login/start", &json!({})).await;
+    let credential = passkey.get(&start.body["options"], &PAGE);
+    let body = json!({ "ceremony": start.body["ceremony"], "credential": credential });
+    assert_eq!(
+        thief
+            .post("/auth/passkeys/login/finish", &body)
+            .await
+            .status,
+        200
+    );
+    let mut again = Client::bound(&s);
+    assert_eq!(
+        again
+            .post("/auth/passkeys/login/finish", &body)
+            .await
+            .status,
+        401
+    );
+    // An assertion of one challenge with another ceremony.
+    let other = again.post("/auth/passkeys/login/start", &json!({})).await;
+    let replay = json!({ "ceremony": other.body["ceremony"], "credential": credential });
+    let a = again.post("/auth/passkeys/login/finish", &replay).await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_counter_that_goes_backwards_is_refused_and_a_removed_passkey_signs_nothing() {
+    let s = server().await;
+    let mut tab = Client::bound(&s);
+    tab.sign_in(ALICE).await;
+    let mut passkey = register(&mut tab).await;
+    for _ in 0..3 {
+        assert_eq!(passkey_login(&s, &mut passkey, &PAGE).await.1.status, 200);
+    }
+    // A copy of the authenticator, behind the original: its counter went backwards.
+    passkey.counter = 1;
+    let (_, a) = passkey_login(&s, &mut passkey, &PAGE).await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert_eq!(a.error(), "invalid_credentials");
+    passkey.counter = 10;
+    assert_eq!(passkey_login(&s, &mut passkey, &PAGE).await.1.status, 200);
+
+    // Removed (the sign-in is recent): it signs in no more.
+    let id = tab.get("/auth/passkeys").await.body["passkeys"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        tab.delete(&format!("/auth/passkeys/{id}")).await.status,
+        204
+    );
+    let (_, a) = passkey_login(&s, &mut passkey, &PAGE).await;
+    assert_eq!(a.status, 401);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn sensitive_actions_need_a_recent_sign_in_and_a_step_up_gives_one() {
+    let s = server().await;
+    let mut tab = Client::bound(&s);
+    tab.sign_in(ALICE).await;
+    let mut passkey = register(&mut tab).await;
+
+    // Six minutes later: adding or removing a passkey, or the second-factor setting, asks for
+    // a step-up (403, not a 401 that would end the session).
+    s.state.clock.advance(360);
+    let a = tab.refresh().await;
+    let t = tab.tokens_of(&a);
+    let old_auth_time = claims(&t)["auth_time"].as_i64().unwrap();
+    for (method, path) in [
+        ("POST", "/auth/passkeys/register/start"),
+        ("PUT", "/auth/second-factor"),
+        ("DELETE", "/auth/passkeys/x"),
+    ] {
+        let a = tab
+            .send(method, path, Some(&json!({ "required": true })))
+            .await;
+        assert_eq!(a.status, 403, "{method} {path}: {}", a.body);
+        assert_eq!(a.error(), "step_up_required");
+        assert_eq!(a.body["max_age"], 300);
+    }
+
+    // The step-up: a passkey again in this session.
+    let start = tab.post("/auth/step-up/start", &json!({})).await;
+    assert_eq!(start.status, 200, "{}", start.body);
+    let credential = passkey.get(&start.body["options"], &PAGE);
+    let done = tab
+        .post(
+            "/auth/step-up/finish",
+            &json!({ "ceremony": start.body["ceremony"], "credential": credential }),
+        )
+        .await;
+    assert_eq!(done.status, 204, "{}", done.body);
+    let a = tab.refresh().await;
+    let t = tab.tokens_of(&a);
+    assert!(claims(&t)["auth_time"].as_i64().unwrap() > old_auth_time);
+    assert_eq!(claims(&t)["amr"], json!(["pwd", "hwk", "mfa"]));
+    let a = tab
+        .send(
+            "PUT",
+            "/auth/second-factor",
+            Some(&json!({ "required": true })),
+        )
+        .await;
+    assert_eq!(a.status, 204, "{}", a.body);
+
+    // From now on the password alone opens nothing.
+    let a = Client::bound(&s).login(ALICE).await;
+    assert_eq!(a.error(), "second_factor_required");
+    // A step-up ceremony is its session's: another session of the user cannot finish it.
+    let start = tab.post("/auth/step-up/start", &json!({})).await;
+    let credential = passkey.get(&start.body["options"], &PAGE);
+    let (mut other, a) = passkey_login(&s, &mut passkey, &PAGE).await;
+    let _ = other.tokens_of(&a);
+    let a = other
+        .post(
+            "/auth/step-up/finish",
+            &json!({ "ceremony": start.body["ceremony"], "credential": credential }),
+        )
+        .await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert_eq!(a.error(), "invalid_credentials");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_required_second_factor_completes_a_password_sign_in_only_with_the_same_key() {
+    let s = server().await;
+    let mut tab = Client::bound(&s);
+    tab.sign_in(ALICE).await;
+    let mut passkey = register(&mut tab).await;
+    let a = tab
+        .send(
+            "PUT",
+            "/auth/second-factor",
+            Some(&json!({ "required": true })),
+        )
+        .await;
+    assert_eq!(a.status, 204, "{}", a.body);
+
+    // The password alone: 401 second_factor_required, no cookie, no token.
+    let mut next = Client::bound(&s);
+    let a = next.login(ALICE).await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert_eq!(a.error(), "second_factor_required");
+    assert!(a.set_cookies().is_empty());
+    assert!(a.body["access_token"].is_null());
+    let ceremony = a.body["ceremony"].clone();
+    let credential = passkey.get(&a.body["passkey"], &PAGE);
+
+    // Another key (someone who saw the answer) cannot complete it; the ceremony is then used.
+    let mut thief = Client::bound(&s);
+    let body = json!({ "ceremony": ceremony, "credential": credential });
+    assert_eq!(
+        thief.post("/auth/login/second-factor", &body).await.status,
+        401
+    );
+    let a = next.post("/auth/login/second-factor", &body).await;
+    assert_eq!(a.status, 401, "used up by the refused attempt");
+
+    // Again, completed by the key that sent the password.
+    let a = next.login(ALICE).await;
+    let credential = passkey.get(&a.body["passkey"], &PAGE);
+    let a = next
+        .post(
+            "/auth/login/second-factor",
+            &json!({ "ceremony": a.body["ceremony"], "credential": credential }),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let t = next.tokens_of(&a);
+    assert_eq!(claims(&t)["amr"], json!(["pwd", "hwk", "mfa"]));
+    // A wrong password still answers as before (nothing about the second factor).
+    let a = Client::bound(&s).login((ALICE.0, "wrong password!!")).await;
+    assert_eq!(a.error(), "invalid_credentials");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn without_webauthn_configured_passkeys_are_unavailable() {
+    let s = TestServer::start().await;
+    let mut tab = Client::bound(&s);
+    tab.sign_in(ALICE).await;
+    for path in [
+        "/auth/passkeys/register/start",
+        "/auth/passkeys/login/start",
+    ] {
+        let a = tab.post(path, &json!({})).await;
+        assert_eq!(a.status, 400, "{path}");
+        assert_eq!(a.error(), "passkeys_unavailable");
+    }
+    s.stop().await;
+}

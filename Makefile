@@ -69,7 +69,7 @@ test-native:
 test-server:
 	cargo test -p tokenwarden-server
 	scripts/pg.sh run env TW_TEST_BACKEND=postgres \
-	  cargo test -p tokenwarden-server --test protocol --test hardening --test dpop --test otp --test accounts --test feed --test oidc
+	  cargo test -p tokenwarden-server --test protocol --test hardening --test dpop --test otp --test accounts --test feed --test oidc --test passkeys
 	cargo test -p tokenwarden-server --features test-hooks --test test_hooks
 
 # The client in headless Chromium, then in headless Firefox ESR, against the real server.
@@ -107,7 +107,7 @@ bench-smoke: pkg
 
 # The server's suites on SQLite only (no PostgreSQL, no browser): the inner loop's part.
 test-server-sqlite:
-	cargo test -p tokenwarden-server --lib --test protocol --test hardening --test dpop --test otp --test accounts --test feed --test oidc --test binary
+	cargo test -p tokenwarden-server --lib --test protocol --test hardening --test dpop --test otp --test accounts --test feed --test oidc --test passkeys --test binary
 
 check:
 	@scripts/phases.sh lint test-native test-server-sqlite

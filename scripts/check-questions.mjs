@@ -38,6 +38,10 @@ const QUESTIONS = [
   "Banking app or social app: what changes?",
   "Can an XSS steal my in-memory token?",
   "Can users sign in with an emailed code instead of a password?",
+  "How do my other services verify tokens and see a logout?",
+  "Can my users sign in with Google or our company SSO?",
+  "How do I move my existing users?",
+  "How do I add 2FA or passkeys?",
 ];
 
 /** GitHub's anchor for a heading: inline markup and punctuation dropped, spaces to hyphens. */

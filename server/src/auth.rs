@@ -36,7 +36,7 @@ pub async fn login(
     client: ClientIp,
     headers: HeaderMap,
     JsonBody(req): JsonBody<LoginRequest>,
-) -> Result<Response, ApiError> {
+) -> Result<Issued, ApiError> {
     passwords.admit(&client.key()).await?;
     let email = normalize_email(&req.email);
     if email.is_empty() || email.len() > 254 || req.password.is_empty() || req.password.len() > 1024
@@ -52,11 +52,7 @@ pub async fn login(
         .check(&email, &req.password, &client.key())
         .await?;
     // An account that requires a second factor: the password alone opens nothing.
-    if let Some(ask) =
-        crate::passkeys::second_factor_required(&passkeys, &user, jkt.as_deref()).await?
-    {
-        return Ok(ask);
-    }
+    crate::passkeys::require_second_factor(&passkeys, &user, jkt.as_deref()).await?;
     sessions
         .open(
             &user,
@@ -65,7 +61,6 @@ pub async fn login(
             SignIn::Password,
         )
         .await
-        .map(IntoResponse::into_response)
 }
 
 pub async fn refresh(

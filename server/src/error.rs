@@ -90,6 +90,14 @@ pub enum ApiError {
     /// Passkeys are not configured (`--webauthn-rp-id`), or the account has none for the step
     /// asked (400 `passkeys_unavailable`).
     PasskeysUnavailable(&'static str),
+    /// The password is right and the account requires a second factor (401
+    /// `second_factor_required`): the ceremony that completes the sign-in, a passkey challenge
+    /// (`{"publicKey": ...}`) if the account has passkeys, and whether a code was emailed.
+    SecondFactorRequired {
+        ceremony: String,
+        passkey: Option<serde_json::Value>,
+        email_code: bool,
+    },
     /// Database or signing failure (500 `server_error`); details go to the log only.
     Internal(String),
 }
@@ -145,6 +153,7 @@ impl ApiError {
             }
             ApiError::StepUpRequired { .. } => ErrorCode::StepUpRequired.as_str(),
             ApiError::PasskeysUnavailable(_) => ErrorCode::PasskeysUnavailable.as_str(),
+            ApiError::SecondFactorRequired { .. } => ErrorCode::SecondFactorRequired.as_str(),
             ApiError::Internal(_) => ErrorCode::ServerError.as_str(),
         }
     }
@@ -181,6 +190,13 @@ impl ApiError {
             ApiError::MethodNotAllowed,
             ApiError::Unavailable,
             ApiError::Busy { retry_after: 1 },
+            ApiError::StepUpRequired { max_age: 300 },
+            ApiError::PasskeysUnavailable(""),
+            ApiError::SecondFactorRequired {
+                ceremony: String::new(),
+                passkey: None,
+                email_code: false,
+            },
             ApiError::Internal(String::new()),
         ]
     }
@@ -272,6 +288,26 @@ impl IntoResponse for ApiError {
                 res
             }
             ApiError::PasskeysUnavailable(why) => body(StatusCode::BAD_REQUEST, code, why),
+            ApiError::SecondFactorRequired {
+                ceremony,
+                passkey,
+                email_code,
+            } => {
+                let mut res = (
+                    StatusCode::UNAUTHORIZED,
+                    axum::Json(json!({
+                        "error": code,
+                        "error_description": "the password is right; complete the sign-in with a passkey or the emailed code at /auth/login/second-factor",
+                        "ceremony": ceremony,
+                        "passkey": passkey,
+                        "email_code": email_code,
+                    })),
+                )
+                    .into_response();
+                res.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                res
+            }
             ApiError::LegacyUnavailable => with_retry_after(
                 body(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -561,17 +561,17 @@ pub async fn set_second_factor(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// After the right password of an account that requires a second factor: the answer that
-/// asks for it (401 `second_factor_required`), with a passkey challenge if the account has
-/// passkeys and an emailed code if this server sends codes. The pending sign-in is bound to
-/// the proof's key (`jkt`).
-pub async fn second_factor_required(
+/// After the right password of an account: `Ok` if it requires no second factor; else the
+/// refusal that asks for one (401 `second_factor_required`), with a passkey challenge if the
+/// account has passkeys and an emailed code if this server sends codes. The pending sign-in is
+/// bound to the proof's key (`jkt`).
+pub async fn require_second_factor(
     p: &Passkeys,
     user: &User,
     jkt: Option<&str>,
-) -> Result<Option<Response>, ApiError> {
+) -> Result<(), ApiError> {
     if !p.0.store.second_factor_required(&user.id).await? {
-        return Ok(None);
+        return Ok(());
     }
     let keys: Vec<Passkey> = p
         .passkeys_of(&user.id)
@@ -612,22 +612,13 @@ pub async fn second_factor_required(
         )
         .await?;
     tracing::info!(target: "audit", event = "second_factor_asked", user = %user.id);
-    let mut res = (
-        StatusCode::UNAUTHORIZED,
-        axum::Json(json!({
-            "error": tokenwarden::proto::ErrorCode::SecondFactorRequired.as_str(),
-            "error_description": "the password is right; complete the sign-in with a passkey or the emailed code",
-            "ceremony": id,
-            "passkey": passkey,
-            "email_code": email_code,
-        })),
-    )
-        .into_response();
-    res.headers_mut().insert(
-        header::CACHE_CONTROL,
-        axum::http::HeaderValue::from_static("no-store"),
-    );
-    Ok(Some(res))
+    Err(ApiError::SecondFactorRequired {
+        ceremony: id,
+        passkey: passkey
+            .map(|p| serde_json::to_value(p).map_err(|e| ApiError::Internal(e.to_string())))
+            .transpose()?,
+        email_code,
+    })
 }
 
 #[derive(Deserialize)]

@@ -157,19 +157,38 @@ impl Passkeys {
         Ok(())
     }
 
-    /// Stores a ceremony; its id (what the client sends back).
-    async fn put(&self, kind: &str, c: Ceremony) -> Result<String, ApiError> {
+    /// Stores a ceremony of `kind` for `who` with its WebAuthn `state` ("" for none); its id
+    /// (what the client sends back).
+    async fn put(&self, kind: &str, who: Who<'_>, state: String) -> Result<String, ApiError> {
         let id = tokens::random_token();
         let c = Ceremony {
             kind: kind.into(),
+            user_id: who.user.map(str::to_owned),
+            session_id: who.session.map(str::to_owned),
+            dpop_jkt: who.jkt.map(str::to_owned),
+            state,
             expires_at: self.now() + CEREMONY_SECS,
-            ..c
         };
         self.0
             .store
             .put_ceremony(&tokens::hash_refresh_token(&id), &c)
             .await?;
         Ok(id)
+    }
+
+    /// A ceremony of the signed-in session of `claims`, and its challenge answer.
+    async fn put_for_session(
+        &self,
+        kind: &str,
+        claims: &AccessClaims,
+        state: String,
+    ) -> Result<String, ApiError> {
+        let who = Who {
+            user: Some(&claims.sub),
+            session: Some(&claims.sid),
+            jkt: None,
+        };
+        self.put(kind, who, state).await
     }
 
     /// Takes a live ceremony of `kind` (once).
@@ -213,6 +232,14 @@ impl Passkeys {
             .await?;
         Ok(())
     }
+}
+
+/// Whom a ceremony is for: an account and its session, a DPoP key, or nobody yet (a sign-in).
+#[derive(Default)]
+struct Who<'a> {
+    user: Option<&'a str>,
+    session: Option<&'a str>,
+    jkt: Option<&'a str>,
 }
 
 /// A refused assertion or registration: logged (a possibly cloned authenticator loudly), and
@@ -282,17 +309,7 @@ pub async fn register_start(
         .start_passkey_registration(handle, &claims.email, &claims.name, Some(exclude))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let id = p
-        .put(
-            REGISTER,
-            Ceremony {
-                kind: String::new(),
-                user_id: Some(claims.sub.clone()),
-                session_id: Some(claims.sid.clone()),
-                dpop_jkt: None,
-                state: state_json(&state)?,
-                expires_at: 0,
-            },
-        )
+        .put_for_session(REGISTER, &claims, state_json(&state)?)
         .await?;
     Ok(options(&id, &ccr))
 }
@@ -374,19 +391,7 @@ pub async fn login_start(
     let (rcr, state) = webauthn
         .start_discoverable_authentication()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let id = p
-        .put(
-            LOGIN,
-            Ceremony {
-                kind: String::new(),
-                user_id: None,
-                session_id: None,
-                dpop_jkt: None,
-                state: state_json(&state)?,
-                expires_at: 0,
-            },
-        )
-        .await?;
+    let id = p.put(LOGIN, Who::default(), state_json(&state)?).await?;
     Ok(options(&id, &rcr))
 }
 
@@ -460,17 +465,7 @@ pub async fn step_up_start(
         .start_passkey_authentication(&keys)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let id = p
-        .put(
-            STEP_UP,
-            Ceremony {
-                kind: String::new(),
-                user_id: Some(claims.sub.clone()),
-                session_id: Some(claims.sid.clone()),
-                dpop_jkt: None,
-                state: state_json(&state)?,
-                expires_at: 0,
-            },
-        )
+        .put_for_session(STEP_UP, &claims, state_json(&state)?)
         .await?;
     Ok(options(&id, &rcr))
 }
@@ -598,19 +593,12 @@ pub async fn require_second_factor(
         }
         Err(_) => false,
     };
-    let id = p
-        .put(
-            SECOND_FACTOR,
-            Ceremony {
-                kind: String::new(),
-                user_id: Some(user.id.clone()),
-                session_id: None,
-                dpop_jkt: jkt.map(str::to_owned),
-                state,
-                expires_at: 0,
-            },
-        )
-        .await?;
+    let who = Who {
+        user: Some(&user.id),
+        session: None,
+        jkt,
+    };
+    let id = p.put(SECOND_FACTOR, who, state).await?;
     tracing::info!(target: "audit", event = "second_factor_asked", user = %user.id);
     Err(ApiError::SecondFactorRequired {
         ceremony: id,

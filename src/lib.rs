@@ -4,6 +4,8 @@
 //! - [`core`]: every decision, as one sans-IO state machine, tested natively.
 //! - [`proto`]: the protocol's words (error codes, cookie names, peer messages, events),
 //!   shared with the reference server.
+//! - [`iface`]: the `.wasm`'s interface (numbers, the `Out` record, the exports), the one
+//!   table the glue and the driver follow.
 //! - `web` (wasm32 only): the machine's JavaScript bindings; the driver that carries out its
 //!   commands is `src/web/tokenwarden.js`.
 
@@ -13,6 +15,7 @@
 )]
 
 pub mod core;
+pub mod iface;
 pub mod proto;
 
 #[cfg(target_arch = "wasm32")]

@@ -30,18 +30,17 @@ pub fn decode_payload_bytes(token: &str) -> Result<Vec<u8>, JwtError> {
     }
     // header.payload.signature: exactly two dots (bytes, not `str::split`: smaller wasm).
     let b = token.as_bytes();
-    let mut dots = b
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| **c == b'.')
-        .map(|(i, _)| i);
-    let (Some(first), Some(second), None) = (dots.next(), dots.next(), dots.next()) else {
-        return Err(JwtError::Shape);
-    };
-    let mut payload = &b[first + 1..second];
-    if first == 0 || payload.is_empty() {
+    let (mut first, mut second, mut dots) = (0, 0, 0);
+    for (i, &c) in b.iter().enumerate() {
+        if c == b'.' {
+            dots += 1;
+            (first, second) = (second, i);
+        }
+    }
+    if dots != 2 || first == 0 || second == first + 1 {
         return Err(JwtError::Shape);
     }
+    let mut payload = &b[first + 1..second];
     // Some issuers pad; the spec says they must not, but reading it costs nothing.
     while let [rest @ .., b'='] = payload {
         payload = rest;
@@ -51,35 +50,29 @@ pub fn decode_payload_bytes(token: &str) -> Result<Vec<u8>, JwtError> {
 
 /// Unpadded base64url (RFC 4648 §5), strict: no other alphabet, no stray bits.
 /// Hand-written because the `base64` crate's generic engine costs ~3 KB of wasm here and we
-/// only ever decode this one alphabet (see docs/SIZE.md).
+/// only ever decode this one alphabet (see docs/SIZE.md). Six bits in per character, a byte
+/// out whenever eight are there; what is left at the end must be fewer than six bits (a
+/// single character of a group is impossible) and all zero.
 fn base64url_decode(input: &[u8]) -> Option<Vec<u8>> {
-    fn value(c: u8) -> Option<u32> {
-        Some(match c {
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in input {
+        let v = match c {
             b'A'..=b'Z' => c - b'A',
             b'a'..=b'z' => c - b'a' + 26,
             b'0'..=b'9' => c - b'0' + 52,
             b'-' => 62,
             b'_' => 63,
             _ => return None,
-        } as u32)
-    }
-    if input.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(input.len() * 3 / 4);
-    for chunk in input.chunks(4) {
-        let mut acc = 0u32;
-        for &c in chunk {
-            acc = (acc << 6) | value(c)?;
-        }
-        match chunk.len() {
-            4 => out.extend_from_slice(&[(acc >> 16) as u8, (acc >> 8) as u8, acc as u8]),
-            3 if acc & 0b11 == 0 => out.extend_from_slice(&[(acc >> 10) as u8, (acc >> 2) as u8]),
-            2 if acc & 0b1111 == 0 => out.push((acc >> 4) as u8),
-            _ => return None,
+        };
+        acc = (acc << 6 | u32::from(v)) & 0xfff;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
         }
     }
-    Some(out)
+    (bits < 6 && acc & ((1 << bits) - 1) == 0).then_some(out)
 }
 
 #[cfg(test)]

@@ -5,29 +5,11 @@
 //! Every decision and the token stay here; the driver only carries out the commands.
 //! (docs/SIZE.md has the measurements behind this shape.)
 //!
-//! Strings in: the driver writes them back to back into the inbox (`tw_inbox(len)` returns
-//! where) and passes their lengths (-1: absent). Commands out: `tw_next(h)` returns an opcode
-//! and fills the [`Out`] record whose address `tw_out()` gives:
-//!
-//! | op | command | fields |
-//! |---|---|---|
-//! | 1 | Send | id caller, a 1 if token, s token |
-//! | 2 | Return | id caller |
-//! | 3 | Resolve | id caller, a 0 unit / 1 bool (b 0/1) / 2 token (s) |
-//! | 4 | Reject | id caller, s error name, t code, a status (0 none), b retryAfter (NaN none) |
-//! | 5 | Request | id req, a 0 login / 1 refresh / 2 logout, s bearer (empty: none), b caller (-1 none) |
-//! | 6 | Abort | id req |
-//! | 7 | Post | s kind, t token or reason, a lifetime, b at, id 1 if login |
-//! | 8 | Lock | a 1 to wait, 0 if available only |
-//! | 9 | Unlock | |
-//! | 10 | CancelLock | |
-//! | 11 | Timer | id, a ms |
-//! | 12 | CancelTimer | id |
-//! | 13 | Emit | s event, a expiresIn, t reason |
-//!
-//! DPoP (`tw_seen`, `tw_proof`) are queries, not commands: before signing a proof the driver
-//! asks the core for its `iat` and nonce; each response's `DPoP-Nonce` and `Date` are
-//! reported before its status, so the core decides whether to send it once more.
+//! The numbers, the `Out` record's layout and the exports' names are in `src/iface.rs`, the
+//! one table both sides follow. DPoP (`seen`, `proof`) are queries, not commands: before
+//! signing a proof the driver asks the core for its `iat` and nonce; each response's
+//! `DPoP-Nonce` and `Date` are reported before its status, so the core decides whether to
+//! send it once more.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::UnsafeCell;
@@ -35,9 +17,10 @@ use std::cell::UnsafeCell;
 use crate::heap::Heap;
 
 use crate::core::{
-    Call, Command, Config, Emit, Endpoint, Failure, Machine, Message, Phase, Policy, RefreshReply,
+    Call, Command, Config, Emit, Endpoint, Failure, Machine, Message, Policy, RefreshReply,
     Transient, Value, decode_payload_bytes,
 };
+use crate::iface::{self, Input, Op, Out};
 use crate::proto::{EndReason, Event, PeerKind};
 
 /// The allocator: size classes with a free list each (`heap.rs`: why a long-lived tab does not
@@ -71,18 +54,6 @@ unsafe impl GlobalAlloc for Alloc {
     }
 }
 
-/// The current command's fields, read by the driver straight from memory.
-#[repr(C)]
-pub struct Out {
-    a: f64,
-    b: f64,
-    id: u32,
-    s_ptr: u32,
-    s_len: u32,
-    t_ptr: u32,
-    t_len: u32,
-}
-
 struct State {
     machines: Vec<Option<Machine>>,
     inbox: Vec<u8>,
@@ -105,6 +76,7 @@ static STATE: Global = Global(UnsafeCell::new(State {
         a: 0.0,
         b: 0.0,
         id: 0,
+        c: 0,
         s_ptr: 0,
         s_len: 0,
         t_ptr: 0,
@@ -158,7 +130,7 @@ fn opt(x: f64) -> Option<f64> {
 }
 
 /// Room for `len` bytes of strings; the driver writes them at the returned address.
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "i")]
 pub extern "C" fn tw_inbox(len: usize) -> *mut u8 {
     let inbox = &mut state().inbox;
     inbox.clear();
@@ -167,13 +139,13 @@ pub extern "C" fn tw_inbox(len: usize) -> *mut u8 {
 }
 
 /// Where the current command's fields are.
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "o")]
 pub extern "C" fn tw_out() -> *const Out {
     &state().out
 }
 
 /// A new machine (`origins`: the allowed origins in the inbox, one per line); its handle.
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "m")]
 pub extern "C" fn tw_new(
     leeway: f64,
     auto_refresh: u32,
@@ -184,7 +156,7 @@ pub extern "C" fn tw_new(
     dpop: u32,
     origins_len: i32,
 ) -> u32 {
-    let origins = string(&mut 0, origins_len);
+    let origins = string(&mut 0, origins_len).unwrap_or_default();
     let config = Config {
         policy: Policy {
             leeway_secs: leeway,
@@ -196,7 +168,6 @@ pub extern "C" fn tw_new(
         seed,
         dpop: dpop != 0,
         allowed_origins: origins
-            .unwrap_or_default()
             .as_bytes()
             .split(|b| *b == b'\n')
             .map(ascii)
@@ -207,63 +178,52 @@ pub extern "C" fn tw_new(
     (machines.len() - 1) as u32
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "f")]
 pub extern "C" fn tw_free(h: u32) {
     if let Some(slot) = state().machines.get_mut(h as usize) {
         *slot = None;
     }
 }
 
-/// A string field of [`Out`]: owned text is kept in `State` until the next command; protocol
-/// words are pointed at where they are.
-enum Text {
-    Owned(String),
-    Word(&'static str),
-}
-
-impl Text {
-    fn place(self, keep: &mut String) -> (u32, u32) {
-        let s: &str = match self {
-            Text::Owned(s) => {
-                *keep = s;
-                keep
-            }
-            Text::Word(w) => w,
-        };
-        (s.as_ptr() as u32, s.len() as u32)
-    }
-}
-
-const NONE: Text = Text::Word("");
-
-/// The next command's opcode (0: none left); its fields are then in [`Out`].
-#[unsafe(no_mangle)]
+/// The next command's [`Op`] (0: none left); its fields are then in [`Out`] (`src/iface.rs`).
+#[unsafe(export_name = "n")]
 pub extern "C" fn tw_next(h: u32) -> u32 {
     let Some(c) = machine(h).and_then(Machine::poll) else {
         return 0;
     };
-    let owned = |s: Option<String>| Text::Owned(s.unwrap_or_default());
-    let (op, id, a, b, s, t) = match c {
+    let none = String::new;
+    let (op, id, c, a, b, s, t) = match c {
         Command::Send { caller, token } => {
             let has = f64::from(u8::from(token.is_some()));
-            (1, caller, has, 0.0, owned(token), NONE)
+            (
+                Op::Send,
+                caller,
+                0,
+                has,
+                0.0,
+                token.unwrap_or_default(),
+                none(),
+            )
         }
-        Command::Return { caller } => (2, caller, 0.0, 0.0, NONE, NONE),
-        Command::Resolve { caller, value } => match value {
-            Value::Unit => (3, caller, 0.0, 0.0, NONE, NONE),
-            Value::Bool(v) => (3, caller, 1.0, f64::from(u8::from(v)), NONE, NONE),
-            Value::Token(token) => (3, caller, 2.0, 0.0, Text::Owned(token), NONE),
-        },
+        Command::Return { caller } => (Op::Return, caller, 0, 0.0, 0.0, none(), none()),
+        Command::Resolve { caller, value } => {
+            let (a, b, s) = match value {
+                Value::Unit => (0.0, 0.0, none()),
+                Value::Bool(v) => (1.0, f64::from(u8::from(v)), none()),
+                Value::Token(token) => (2.0, 0.0, token),
+            };
+            (Op::Resolve, caller, 0, a, b, s, none())
+        }
         Command::Reject { caller, failure } => {
             let status = failure.status().map_or(0.0, f64::from);
-            let name = Text::Word(failure.name().as_str());
+            let name = failure.name() as i32;
             let (retry, code) = match failure {
                 Failure::Login {
                     retry_after, code, ..
-                } => (retry_after.unwrap_or(f64::NAN), Text::Owned(code)),
-                f => (f64::NAN, Text::Owned(f.code().to_owned())),
+                } => (retry_after.unwrap_or(f64::NAN), code),
+                f => (f64::NAN, f.code().to_owned()),
             };
-            (4, caller, status, retry, name, code)
+            (Op::Reject, caller, name, status, retry, code, none())
         }
         Command::Request {
             req,
@@ -272,23 +232,18 @@ pub extern "C" fn tw_next(h: u32) -> u32 {
             caller,
         } => {
             let e = match endpoint {
-                Endpoint::Login => 0.0,
-                Endpoint::Refresh => 1.0,
-                Endpoint::Logout => 2.0,
+                Endpoint::Login => iface::Endpoint::Login,
+                Endpoint::Refresh => iface::Endpoint::Refresh,
+                Endpoint::Logout => iface::Endpoint::Logout,
             };
-            (
-                5,
-                req,
-                e,
-                caller.map_or(-1.0, f64::from),
-                owned(bearer),
-                NONE,
-            )
+            let caller = caller.map_or(-1.0, f64::from);
+            let bearer = bearer.unwrap_or_default();
+            (Op::Request, req, e as i32, 0.0, caller, bearer, none())
         }
-        Command::Abort { req } => (6, req, 0.0, 0.0, NONE, NONE),
+        Command::Abort { req } => (Op::Abort, req, 0, 0.0, 0.0, none(), none()),
         Command::Post(m) => {
-            let (kind, login, lifetime, at, t) = match m {
-                Message::Ask => (PeerKind::Ask, false, 0.0, 0.0, NONE),
+            let (kind, id, lifetime, at, t) = match m {
+                Message::Ask => (PeerKind::Ask, 0, 0.0, 0.0, none()),
                 Message::Token {
                     login,
                     token,
@@ -296,72 +251,100 @@ pub extern "C" fn tw_next(h: u32) -> u32 {
                     at_ms,
                 } => (
                     PeerKind::Token,
-                    login,
+                    u32::from(login),
                     lifetime_secs,
                     at_ms,
-                    Text::Owned(token),
+                    token,
                 ),
-                Message::Logout { at_ms } => (PeerKind::Logout, false, 0.0, at_ms, NONE),
+                Message::Logout { at_ms } => (PeerKind::Logout, 0, 0.0, at_ms, none()),
                 Message::Ended { reason, at_ms } => {
-                    let r = Text::Word(reason.as_str());
-                    (PeerKind::Ended, false, 0.0, at_ms, r)
+                    (PeerKind::Ended, reason as u32, 0.0, at_ms, none())
                 }
             };
-            let kind = Text::Word(kind.as_str());
-            (7, u32::from(login), lifetime, at, kind, t)
+            (Op::Post, id, kind as i32, lifetime, at, none(), t)
         }
-        Command::Lock { wait } => (8, 0, f64::from(u8::from(wait)), 0.0, NONE, NONE),
-        Command::Unlock => (9, 0, 0.0, 0.0, NONE, NONE),
-        Command::CancelLock => (10, 0, 0.0, 0.0, NONE, NONE),
-        Command::Timer { id, ms } => (11, id, ms, 0.0, NONE, NONE),
-        Command::CancelTimer { id } => (12, id, 0.0, 0.0, NONE, NONE),
+        Command::Lock { wait } => {
+            let wait = f64::from(u8::from(wait));
+            (Op::Lock, 0, 0, wait, 0.0, none(), none())
+        }
+        Command::Unlock => (Op::Unlock, 0, 0, 0.0, 0.0, none(), none()),
+        Command::CancelLock => (Op::CancelLock, 0, 0, 0.0, 0.0, none(), none()),
+        Command::Timer { id, ms } => (Op::Timer, id, 0, ms, 0.0, none(), none()),
+        Command::CancelTimer { id } => (Op::CancelTimer, id, 0, 0.0, 0.0, none(), none()),
         Command::Emit(e) => {
             let (event, expires_in, reason) = match e {
-                Emit::Login => (Event::Login, 0.0, NONE),
-                Emit::Refresh { expires_in_secs } => (Event::Refresh, expires_in_secs, NONE),
-                Emit::SessionExpired(r) => (Event::SessionExpired, 0.0, Text::Word(r.as_str())),
-                Emit::TokenReused => (Event::TokenReused, 0.0, NONE),
-                Emit::Logout => (Event::Logout, 0.0, NONE),
+                Emit::Login => (Event::Login, 0.0, -1.0),
+                Emit::Refresh { expires_in_secs } => (Event::Refresh, expires_in_secs, -1.0),
+                Emit::SessionExpired(r) => (Event::SessionExpired, 0.0, f64::from(r as u8)),
+                Emit::TokenReused => (Event::TokenReused, 0.0, -1.0),
+                Emit::Logout => (Event::Logout, 0.0, -1.0),
             };
-            (13, 0, expires_in, 0.0, Text::Word(event.as_str()), reason)
+            (
+                Op::Emit,
+                0,
+                event as i32,
+                expires_in,
+                reason,
+                none(),
+                none(),
+            )
         }
     };
     let st = state();
-    let (s_ptr, s_len) = s.place(&mut st.s);
-    let (t_ptr, t_len) = t.place(&mut st.t);
+    st.s = s;
+    st.t = t;
     st.out = Out {
         a,
         b,
         id,
-        s_ptr,
-        s_len,
-        t_ptr,
-        t_len,
+        c,
+        s_ptr: st.s.as_ptr() as u32,
+        s_len: st.s.len() as u32,
+        t_ptr: st.t.as_ptr() as u32,
+        t_len: st.t.len() as u32,
     };
-    op
+    op as u32
 }
 
-/// A caller's call: 1 fetch, 2 getAccessToken, 3 refresh (`flag`: force), 4 restore (`flag`:
-/// hint cookie present), 5 login, 6 logout.
-#[unsafe(no_mangle)]
-pub extern "C" fn tw_call(h: u32, id: u32, kind: u32, flag: u32, now: f64) {
+/// An [`Input`]: a caller's call (`id` the caller's, `flag` as the table says) or what
+/// happened. Returns 0, changing nothing, for a kind in no row of the table.
+#[unsafe(export_name = "c")]
+pub extern "C" fn tw_input(h: u32, kind: u32, id: u32, flag: u32, now: f64) -> u32 {
     let flag = flag != 0;
-    let call = match kind {
-        1 => Call::Fetch,
-        2 => Call::Token,
-        3 => Call::Refresh { force: flag },
-        4 => Call::Restore { hint: flag },
-        5 => Call::Login,
-        _ => Call::Logout,
+    let (Some(m), Some(kind)) = (machine(h), Input::from_u32(kind)) else {
+        return 0;
     };
-    if let Some(m) = machine(h) {
-        m.call(id, call, now);
-    }
+    let call = match kind {
+        Input::Fetch => Call::Fetch,
+        Input::Token => Call::Token,
+        Input::Refresh => Call::Refresh { force: flag },
+        Input::Restore => Call::Restore { hint: flag },
+        Input::Login => Call::Login,
+        Input::Logout => Call::Logout,
+        Input::Forget => {
+            m.forget(id);
+            return 1;
+        }
+        Input::Lock => {
+            m.lock(flag, now);
+            return 1;
+        }
+        Input::Timer => {
+            m.timer(id, now);
+            return 1;
+        }
+        Input::Wake => {
+            m.wake(now);
+            return 1;
+        }
+    };
+    m.call(id, call, now);
+    1
 }
 
 /// The status of a Send's response; its `WWW-Authenticate` in the inbox (-1: none). Report
-/// its `DPoP-Nonce` and `Date` with `tw_seen` first.
-#[unsafe(no_mangle)]
+/// its `DPoP-Nonce` and `Date` with `seen` first.
+#[unsafe(export_name = "s")]
 pub extern "C" fn tw_status(
     h: u32,
     id: u32,
@@ -384,7 +367,7 @@ pub extern "C" fn tw_status(
 
 /// DPoP: a response from an origin (inbox: origin, `DPoP-Nonce` or absent) with its `Date`
 /// in ms (NaN: none).
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "d")]
 pub extern "C" fn tw_seen(h: u32, origin_len: i32, nonce_len: i32, date: f64, now: f64) {
     let at = &mut 0;
     let origin = string(at, origin_len);
@@ -395,7 +378,7 @@ pub extern "C" fn tw_seen(h: u32, origin_len: i32, nonce_len: i32, date: f64, no
 }
 
 /// DPoP: the `iat` for a proof to the origin in the inbox; its nonce (if any) in `s` of Out.
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "p")]
 pub extern "C" fn tw_proof(h: u32, origin_len: i32, now: f64) -> f64 {
     let origin = string(&mut 0, origin_len).unwrap_or_default();
     let (iat, nonce) = machine(h).map_or((f64::NAN, None), |m| {
@@ -403,22 +386,15 @@ pub extern "C" fn tw_proof(h: u32, origin_len: i32, now: f64) -> f64 {
         (iat, nonce.map(str::to_owned))
     });
     let st = state();
-    let (p, l) = Text::Owned(nonce.unwrap_or_default()).place(&mut st.s);
-    st.out.s_ptr = p;
-    st.out.s_len = l;
+    st.s = nonce.unwrap_or_default();
+    st.out.s_ptr = st.s.as_ptr() as u32;
+    st.out.s_len = st.s.len() as u32;
     iat
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn tw_forget(h: u32, id: u32) {
-    if let Some(m) = machine(h) {
-        m.forget(id);
-    }
 }
 
 /// The answer to a Request; `status` 0: `fetch` rejected. Strings in the inbox: access_token,
 /// token_type, error. Numbers: NaN when absent.
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "r")]
 #[allow(clippy::too_many_arguments)]
 pub extern "C" fn tw_reply(
     h: u32,
@@ -449,43 +425,23 @@ pub extern "C" fn tw_reply(
     }
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn tw_lock(h: u32, granted: u32, now: f64) {
-    if let Some(m) = machine(h) {
-        m.lock(granted != 0, now);
-    }
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn tw_timer(h: u32, id: u32, now: f64) {
-    if let Some(m) = machine(h) {
-        m.timer(id, now);
-    }
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn tw_wake(h: u32, now: f64) {
-    if let Some(m) = machine(h) {
-        m.wake(now);
-    }
-}
-
-/// A message from another tab, its fields as found (strings in the inbox: kind, token,
-/// reason). Anything malformed is dropped here or by the machine.
-#[unsafe(no_mangle)]
+/// A message from another tab, its fields as found: `kind` and `reason` their places in
+/// `PEER_KINDS` and `END_REASONS` (-1: none), the token in the inbox. Anything malformed is
+/// dropped here or by the machine.
+#[unsafe(export_name = "e")]
 #[allow(clippy::too_many_arguments)]
 pub extern "C" fn tw_peer(
     h: u32,
-    kind_len: i32,
+    kind: i32,
     token_len: i32,
-    reason_len: i32,
+    reason: i32,
     login: u32,
     lifetime: f64,
     at: f64,
     now: f64,
 ) {
-    let (kind, token, reason) = strings3([kind_len, token_len, reason_len]);
-    let message = match kind.as_deref().and_then(PeerKind::parse) {
+    let token = string(&mut 0, token_len);
+    let message = match word(PeerKind::ALL, kind) {
         Some(PeerKind::Ask) => Message::Ask,
         Some(PeerKind::Token) => {
             let Some(token) = token else { return };
@@ -498,7 +454,7 @@ pub extern "C" fn tw_peer(
         }
         Some(PeerKind::Logout) => Message::Logout { at_ms: at },
         Some(PeerKind::Ended) => {
-            let Some(reason) = reason.as_deref().and_then(EndReason::parse) else {
+            let Some(reason) = word(EndReason::ALL, reason) else {
                 return;
             };
             Message::Ended { reason, at_ms: at }
@@ -510,20 +466,20 @@ pub extern "C" fn tw_peer(
     }
 }
 
+/// The word at place `i` of `all` (-1 or past the end: none).
+fn word<T: Copy>(all: &[T], i: i32) -> Option<T> {
+    all.get(usize::try_from(i).ok()?).copied()
+}
+
 /// Whether the origin in the inbox gets the token.
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "a")]
 pub extern "C" fn tw_allows(h: u32, len: i32) -> u32 {
     let origin = string(&mut 0, len);
     u32::from(origin.zip(machine(h)).is_some_and(|(o, m)| m.allows(&o)))
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn tw_authenticated(h: u32) -> u32 {
-    u32::from(machine(h).is_some_and(|m| m.session().phase() == Phase::Active))
-}
-
-/// Milliseconds until the token expires; NaN without one.
-#[unsafe(no_mangle)]
+/// Milliseconds until the token expires; NaN without one (not logged in).
+#[unsafe(export_name = "x")]
 pub extern "C" fn tw_expires_in(h: u32, now: f64) -> f64 {
     machine(h)
         .and_then(|m| m.session().expires_in_ms(now))
@@ -532,7 +488,7 @@ pub extern "C" fn tw_expires_in(h: u32, now: f64) -> f64 {
 
 /// The payload of the held token (`h` >= 0) or of the token in the inbox (`h` < 0, with
 /// `len`), as bytes in `s`; returns 1 if there is one.
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "j")]
 pub extern "C" fn tw_payload(h: i32, len: i32) -> u32 {
     let bytes = match u32::try_from(h) {
         Ok(h) => machine(h)

@@ -6,6 +6,18 @@
 
 // ---- the core: a WebAssembly module with plain exports (src/web/mod.rs) ----------------------
 
+// ---- iface: generated from src/iface.rs (TW_BLESS=1 cargo test -p tokenwarden iface) ----
+const OP_SEND = 1, OP_RETURN = 2, OP_RESOLVE = 3, OP_REJECT = 4, OP_REQUEST = 5, OP_ABORT = 6, OP_POST = 7, OP_LOCK = 8, OP_UNLOCK = 9, OP_CANCEL_LOCK = 10, OP_TIMER = 11, OP_CANCEL_TIMER = 12, OP_EMIT = 13;
+const IN_FETCH = 1, IN_TOKEN = 2, IN_REFRESH = 3, IN_RESTORE = 4, IN_LOGIN = 5, IN_LOGOUT = 6, IN_FORGET = 7, IN_LOCK = 8, IN_TIMER = 9, IN_WAKE = 10;
+const TO_LOGIN = 0, TO_REFRESH = 1, TO_LOGOUT = 2;
+const OUT_A = 0, OUT_B = 8, OUT_ID = 16, OUT_C = 20, OUT_S = 24, OUT_T = 32;
+const X_INBOX = "i", X_OUT = "o", X_NEW = "m", X_FREE = "f", X_NEXT = "n", X_INPUT = "c", X_STATUS = "s", X_SEEN = "d", X_PROOF = "p", X_REPLY = "r", X_PEER = "e", X_ALLOWS = "a", X_EXPIRES_IN = "x", X_PAYLOAD = "j";
+const EVENTS = ["login", "refresh", "sessionExpired", "tokenReused", "logout"];
+const PEER_KINDS = ["ask", "token", "logout", "ended"];
+const END_REASONS = ["invalid_grant", "token_reused", "expired"];
+const ERROR_NAMES = ["ConfigError", "LoginError", "SessionExpiredError", "NetworkError", "RefreshError"];
+// ---- end of iface ----
+
 let w = null; // its exports
 let ready = null;
 let buf = null;
@@ -49,7 +61,7 @@ export function initSync(source) {
 
 function start(instance) {
   w = instance.exports;
-  OUT = w.tw_out();
+  OUT = w[X_OUT]();
 }
 
 function mem() {
@@ -65,7 +77,7 @@ function put(...strings) {
   const bytes = strings.map((s) => (typeof s === "string" ? encode(s) : null));
   let n = 0;
   for (const b of bytes) if (b) n += b.length;
-  let at = w.tw_inbox(n);
+  let at = w[X_INBOX](n);
   mem();
   return bytes.map((b) => {
     if (!b) return -1;
@@ -79,22 +91,24 @@ const decodeF = TextDecoder.prototype.decode;
 const decode = (b) => apply(decodeF, dec, [b]);
 const text = (ptr, len) => (len ? decode(u8.subarray(ptr, ptr + len)) : "");
 
-/** The current command's fields (see the table in src/web/mod.rs). */
+/** The current command's fields (see the table in src/iface.rs). */
 function out() {
   mem();
+  const u32 = (at) => dv.getUint32(OUT + at, true);
   return {
-    a: dv.getFloat64(OUT, true),
-    b: dv.getFloat64(OUT + 8, true),
-    id: dv.getUint32(OUT + 16, true),
-    s: text(dv.getUint32(OUT + 20, true), dv.getUint32(OUT + 24, true)),
-    t: text(dv.getUint32(OUT + 28, true), dv.getUint32(OUT + 32, true)),
+    a: dv.getFloat64(OUT + OUT_A, true),
+    b: dv.getFloat64(OUT + OUT_B, true),
+    id: u32(OUT_ID),
+    c: dv.getInt32(OUT + OUT_C, true),
+    s: text(u32(OUT_S), u32(OUT_S + 4)),
+    t: text(u32(OUT_T), u32(OUT_T + 4)),
   };
 }
 
 /** A JWT's payload as JSON text (`h` < 0: the token given), or null. */
 function payload(h, token) {
   const [len] = h < 0 ? put(token) : [0];
-  if (!w.tw_payload(h, len)) return null;
+  if (!w[X_PAYLOAD](h, len)) return null;
   const o = out();
   return o.s;
 }
@@ -140,7 +154,6 @@ const randomValues = G.Crypto?.prototype.getRandomValues;
 // browser global); a substitute put there later fails the captured `open`'s brand check.
 const idbOpen = G.IDBFactory?.prototype.open;
 
-const EVENTS = ["login", "refresh", "sessionExpired", "tokenReused", "logout"];
 const KNOWN = ["baseUrl", "loginPath", "refreshPath", "logoutPath", "allowedOrigins",
   "refreshLeewaySeconds", "csrfHeader", "autoRefresh", "sessionHintCookie",
   "refreshTimeoutMs", "crossTab", "dpop"];
@@ -435,7 +448,7 @@ export class TokenManager {
     }
     const crossTab = cfg.crossTab && typeof BroadcastChannel === "function";
     const [origins] = put(cfg.origins.join("\n"));
-    this.#h = w.tw_new(cfg.leeway, cfg.autoRefresh, crossTab, cfg.timeout,
+    this.#h = w[X_NEW](cfg.leeway, cfg.autoRefresh, crossTab, cfg.timeout,
       hintPresent(cfg.hint), (random() * 4294967296) >>> 0, cfg.dpop, origins);
     if (crossTab) {
       this.#channel = new BroadcastChannel(this.#lockName);
@@ -445,7 +458,7 @@ export class TokenManager {
     const wake = () => {
       if (G.document?.visibilityState === "hidden") return;
       if (this.#h < 0) return;
-      w.tw_wake(this.#h, now());
+      w[X_INPUT](this.#h, IN_WAKE, 0, 0, now());
       this.#drain();
     };
     for (const [target, type] of [[G.document, "visibilitychange"], [G, "online"], [G, "pageshow"]]) {
@@ -459,20 +472,20 @@ export class TokenManager {
   // ---- the API ------------------------------------------------------------------------------
 
   async login(c) {
-    return this.#call(5, false, json(c, ["email", "password"]));
+    return this.#call(IN_LOGIN, false, json(c, ["email", "password"]));
   }
 
   /** The sign-ins by emailed code: exactly the login path, sent beside loginPath. */
   async loginWithCode(c) {
-    return this.#call(5, false, json(c, ["email", "code"]), "otp/verify");
+    return this.#call(IN_LOGIN, false, json(c, ["email", "code"]), "otp/verify");
   }
 
   async verifySignup(c) {
-    return this.#call(5, false, json(c, ["email", "code"]), "signup/verify");
+    return this.#call(IN_LOGIN, false, json(c, ["email", "code"]), "signup/verify");
   }
 
   async resetPassword(c) {
-    return this.#call(5, false, json(c, ["email", "code", "newPassword"]), "password/reset");
+    return this.#call(IN_LOGIN, false, json(c, ["email", "code", "newPassword"]), "password/reset");
   }
 
   /** "Mail me a code" (no session involved): the same 202 for every address. */
@@ -549,7 +562,7 @@ export class TokenManager {
       // It may have signed in: the session's first refresh, as a login with that key. Refused
       // (given up at the provider: the cookie is another session's, or none), the page loads
       // as usual; anything else leaves the sign-in to the next restore().
-      ok = await this.#call(5, false, undefined, cfg.refreshUrl, key).then(() => true, (e) => {
+      ok = await this.#call(IN_LOGIN, false, undefined, cfg.refreshUrl, key).then(() => true, (e) => {
         if (e.name !== "LoginError" || e.status === 429) throw e;
       });
     }
@@ -558,19 +571,19 @@ export class TokenManager {
       if (t) keyStore("readwrite", (s) => s.delete(t)).catch(() => {});
     }
     if (m) throw fail("LoginError", /^[a-z_]{1,64}$/.test(m[2]) ? m[2] : "federation_failed");
-    return ok || this.#call(4, hintPresent(cfg.hint));
+    return ok || this.#call(IN_RESTORE, hintPresent(cfg.hint));
   }
 
   getAccessToken() {
-    return this.#call(2, false);
+    return this.#call(IN_TOKEN, false);
   }
 
   refresh(o) {
-    return this.#call(3, o?.force === true);
+    return this.#call(IN_REFRESH, o?.force === true);
   }
 
   logout() {
-    return this.#call(6, false);
+    return this.#call(IN_LOGOUT, false);
   }
 
   claims() {
@@ -583,12 +596,12 @@ export class TokenManager {
   }
 
   get isAuthenticated() {
-    return !!w.tw_authenticated(this.#h);
+    return this.expiresAt !== null;
   }
 
   get expiresAt() {
     const t = now();
-    const left = w.tw_expires_in(this.#h, t);
+    const left = w[X_EXPIRES_IN](this.#h, t);
     return left === left ? t + left : null;
   }
 
@@ -613,7 +626,7 @@ export class TokenManager {
     } catch {
       return apply(this.#fetch, G, [input, init]); // fetch throws its own TypeError
     }
-    if (!w.tw_allows(this.#h, put(get(uOrigin, u))[0])) return apply(this.#fetch, G, [input, init]);
+    if (!w[X_ALLOWS](this.#h, put(get(uOrigin, u))[0])) return apply(this.#fetch, G, [input, init]);
     return this.#authFetch(input, init, get(uHref, u), isRequest);
   }
 
@@ -642,7 +655,7 @@ export class TokenManager {
     this.#channel?.close();
     this.#cancelLock();
     this.#release?.();
-    w.tw_free(this.#h);
+    w[X_FREE](this.#h);
     this.#h = -1;
   }
 
@@ -656,7 +669,7 @@ export class TokenManager {
     const id = ++this.#ids;
     if (body || path) this.#bodies.set(id, [body, path]);
     if (key) this.#loginKeys.set(id, [key]);
-    return this.#wait(id, () => w.tw_call(this.#h, id, kind, flag, now()));
+    return this.#wait(id, () => w[X_INPUT](this.#h, kind, id, flag, now()));
   }
 
   #wait(id, input) {
@@ -672,7 +685,7 @@ export class TokenManager {
     // The caller's own Authorization wins.
     if (out.own) return apply(this.#fetch, G, [input, init]);
     const id = ++this.#ids;
-    let step = await this.#wait(id, () => w.tw_call(this.#h, id, 1, 0, now()));
+    let step = await this.#wait(id, () => w[X_INPUT](this.#h, IN_FETCH, id, 0, now()));
     for (;;) {
       if (step === null) return apply(this.#fetch, G, [input, init]); // no session
       let res;
@@ -680,42 +693,42 @@ export class TokenManager {
         const proof = this.#cfg.dpop ? await this.#proof(this.#keyFor(), out.method, url, step) : "";
         res = await apply(this.#fetch, G, out.next((proof ? "DPoP " : "Bearer ") + step, proof));
       } catch (e) {
-        w.tw_forget(this.#h, id);
+        w[X_INPUT](this.#h, IN_FORGET, id, 0, 0);
         throw e;
       }
       this.#seen(url, res);
       const [challenge] = put(apply(hget, get(rsHeaders, res), ["www-authenticate"]) ?? undefined);
       const status = get(rsStatus, res);
-      step = await this.#wait(id, () => w.tw_status(this.#h, id, status, out.replayable(), challenge, now()));
+      step = await this.#wait(id, () => w[X_STATUS](this.#h, id, status, out.replayable(), challenge, now()));
       if (step === DONE) return res;
     }
   }
 
   #drain() {
-    for (let op; this.#h >= 0 && (op = w.tw_next(this.#h)); ) {
+    for (let op; this.#h >= 0 && (op = w[X_NEXT](this.#h)); ) {
       const c = out();
       const id = c.id;
       switch (op) {
-        case 1: this.#settle(id, c.a ? c.s : null); break;
-        case 2: this.#settle(id, DONE); break;
-        case 3: this.#settle(id, c.a === 2 ? c.s : c.a === 1 ? c.b === 1 : undefined); break;
-        case 4: this.#settle(id, fail(c.s, c.t, c.a, c.b), 1); break;
-        case 5: this.#request(id, c.a, c.s, c.b); break;
-        case 6: this.#requests.get(id)?.abort(); this.#requests.delete(id); break;
-        case 7: this.#post(c.s, c.t, c.a, c.b, id); break;
-        case 8: this.#lock(c.a === 1); break;
-        case 9: this.#unlock(); break;
-        case 10: this.#cancelLock(); break;
-        case 11:
+        case OP_SEND: this.#settle(id, c.a ? c.s : null); break;
+        case OP_RETURN: this.#settle(id, DONE); break;
+        case OP_RESOLVE: this.#settle(id, c.a === 2 ? c.s : c.a === 1 ? c.b === 1 : undefined); break;
+        case OP_REJECT: this.#settle(id, fail(ERROR_NAMES[c.c], c.s, c.a, c.b), 1); break;
+        case OP_REQUEST: this.#request(id, c.c, c.s, c.b); break;
+        case OP_ABORT: this.#requests.get(id)?.abort(); this.#requests.delete(id); break;
+        case OP_POST: this.#post(PEER_KINDS[c.c], c.t, c.a, c.b, id); break;
+        case OP_LOCK: this.#lock(c.a === 1); break;
+        case OP_UNLOCK: this.#unlock(); break;
+        case OP_CANCEL_LOCK: this.#cancelLock(); break;
+        case OP_TIMER:
           this.#timers.set(id, setT(() => {
             this.#timers.delete(id);
             if (this.#h < 0) return;
-            w.tw_timer(this.#h, id, now());
+            w[X_INPUT](this.#h, IN_TIMER, id, 0, now());
             this.#drain();
           }, c.a));
           break;
-        case 12: clearT(this.#timers.get(id)); this.#timers.delete(id); break;
-        case 13: this.#emit(c.s, c.a, c.t); break;
+        case OP_CANCEL_TIMER: clearT(this.#timers.get(id)); this.#timers.delete(id); break;
+        case OP_EMIT: this.#emit(EVENTS[c.c], c.a, END_REASONS[c.b]); break;
       }
     }
   }
@@ -748,14 +761,15 @@ export class TokenManager {
     const [body, path] = this.#bodies.get(caller) ?? [];
     // A string, never a URL object: fetch would turn an object into its URL by a patchable
     // toString.
-    const url = [get(uHref, new URLC(path ?? cfg.loginUrl, cfg.loginUrl)), cfg.refreshUrl, cfg.logoutUrl][endpoint];
+    const url = endpoint === TO_LOGIN ? get(uHref, new URLC(path ?? cfg.loginUrl, cfg.loginUrl))
+      : endpoint === TO_REFRESH ? cfg.refreshUrl : cfg.logoutUrl;
     // A new key for each login (its one retry keeps it), or a redirect sign-in's; taken now,
     // before a logout's end of session drops it.
     let key = null;
     if (cfg.dpop) {
       // A logout (or its one retry) after the session ended here signs with the ended key.
-      if (endpoint === 2) key = this.#endedKey ?? this.#keyFor();
-      else if (endpoint !== 0) key = this.#keyFor();
+      if (endpoint === TO_LOGOUT) key = this.#endedKey ?? this.#keyFor();
+      else if (endpoint !== TO_LOGIN) key = this.#keyFor();
       else if (!(key = this.#loginKeys.get(caller)?.[0])) {
         // The key this tab signs with now, put back if the login fails.
         this.#loginKeys.set(caller, [(key = newKey(this.#lockName)), this.#key]);
@@ -771,13 +785,13 @@ export class TokenManager {
       if (key) apply(hset, headers, ["DPoP", await this.#proof(key, "POST", url, bearer)]);
       const res = await apply(this.#fetch, G, [url, init]);
       this.#seen(url, res);
-      if (endpoint === 0) this.#loggedIn = [caller, key]; // its Emit comes before its Resolve
+      if (endpoint === TO_LOGIN) this.#loggedIn = [caller, key]; // its Emit comes before its Resolve
       retry = apply(hget, get(rsHeaders, res), ["retry-after"]);
       const text = await readCapped(res);
       status = get(rsStatus, res);
       // A redirect sign-in's (the login with no body): the server took its key, kept aside
       // until now; the stored one from here on, before the other tabs hear of the login.
-      if (!endpoint && !body && key && status === 200) {
+      if (endpoint === TO_LOGIN && !body && key && status === 200) {
         const k = await key;
         await keyStore("readwrite", (s) => s.put(k, this.#lockName));
       }
@@ -798,7 +812,7 @@ export class TokenManager {
       lifetime = num(claims?.exp - claims?.iat) ?? NaN;
     } catch {}
     const [a, b, c] = put(token, str(j.token_type), str(j.error));
-    w.tw_reply(this.#h, req, status, a, b, c, num(j.expires_in) ?? NaN, lifetime,
+    w[X_REPLY](this.#h, req, status, a, b, c, num(j.expires_in) ?? NaN, lifetime,
       retry == null ? NaN : parseFloat(retry), now());
     this.#drain();
   }
@@ -837,7 +851,7 @@ export class TokenManager {
     const key = await keyP;
     const u = new URLC(url);
     const origin = get(uOrigin, u);
-    const iat = w.tw_proof(this.#h, put(origin)[0], now());
+    const iat = w[X_PROOF](this.#h, put(origin)[0], now());
     const nonce = out().s;
     let claims = { jti: b64u(apply(randomValues, Crypto, [new U8(16)])), htm, htu: origin + get(uPath, u), iat };
     // Properties are defined in literals, never assigned: a setter on Object.prototype would
@@ -857,28 +871,28 @@ export class TokenManager {
     const h = get(rsHeaders, res);
     const date = apply(hget, h, ["date"]);
     const [o, n] = put(origin, apply(hget, h, ["dpop-nonce"]) ?? undefined);
-    w.tw_seen(this.#h, o, n, date === null ? NaN : dateParse(date), now());
+    w[X_SEEN](this.#h, o, n, date === null ? NaN : dateParse(date), now());
   }
 
-  #post(kind, text, lifetime, at, login) {
+  #post(kind, text, lifetime, at, id) {
     // Literals only (see #proof): no setter on Object.prototype sees the token go by.
     let m = { t: kind, at };
     if (kind === "token") {
-      m = { ...m, kind: login ? "login" : "refresh", token: text, lifetime };
+      m = { ...m, kind: id ? "login" : "refresh", token: text, lifetime };
       // The auth server's newest DPoP nonce too: a tab that adopts the token has not talked to
       // the server yet, and would otherwise hear use_dpop_nonce on every first request.
       if (this.#cfg.dpop) {
-        w.tw_proof(this.#h, put(this.#authOrigin)[0], now());
+        w[X_PROOF](this.#h, put(this.#authOrigin)[0], now());
         const nonce = out().s;
         if (nonce) m = { ...m, nonce };
       }
     }
-    if (kind === "ended") m = { ...m, reason: text };
+    if (kind === "ended") m = { ...m, reason: END_REASONS[id] };
     this.#channel?.postMessage(m);
   }
 
   #peer(d) {
-    if (this.#h < 0 || typeof d?.t !== "string" || d.t.length > 16) return;
+    if (this.#h < 0 || d == null) return;
     // A hostile script may post strings of any size: never copy more than a token can be
     // (16 KiB) into the core's memory, which does not shrink again.
     const s = (v) => (typeof v === "string" && v.length <= 16384 ? v : undefined);
@@ -887,14 +901,15 @@ export class TokenManager {
     // server itself (a flood of wrong ones must not displace the server's), and costs one
     // retried request at most.
     if (this.#cfg.dpop && typeof d.nonce === "string" && d.nonce.length <= 512) {
-      w.tw_proof(this.#h, put(this.#authOrigin)[0], now());
+      w[X_PROOF](this.#h, put(this.#authOrigin)[0], now());
       if (!out().s) {
         const [o, n] = put(this.#authOrigin, d.nonce);
-        w.tw_seen(this.#h, o, n, NaN, now());
+        w[X_SEEN](this.#h, o, n, NaN, now());
       }
     }
-    const [kind, token, reason] = put(d.t, s(d.token), s(d.reason));
-    w.tw_peer(this.#h, kind, token, reason, d.kind === "login", n(d.lifetime), n(d.at), now());
+    const [token] = put(s(d.token));
+    w[X_PEER](this.#h, PEER_KINDS.indexOf(d.t), token, END_REASONS.indexOf(d.reason), d.kind === "login",
+      n(d.lifetime), n(d.at), now());
     this.#byPeer = true;
     try {
       this.#drain();
@@ -908,7 +923,7 @@ export class TokenManager {
     const ticket = (this.#ticket = { controller: new AbortController(), cancelled: false });
     const granted = (ok) => {
       if (ticket.cancelled || this.#h < 0) return;
-      w.tw_lock(this.#h, ok, now());
+      w[X_INPUT](this.#h, IN_LOCK, 0, ok, now());
       this.#drain();
     };
     if (typeof locks?.request !== "function") return granted(true); // no Web Locks: unlocked

@@ -135,7 +135,6 @@ pub const EXPORTS: &[(&str, &str)] = &[
     ("PROOF", "p"),
     ("REPLY", "r"),
     ("PEER", "e"),
-    ("ALLOWS", "a"),
     ("EXPIRES_IN", "x"),
     ("PAYLOAD", "j"),
 ];

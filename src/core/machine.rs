@@ -63,7 +63,7 @@ pub const PEER_CLOCK_SLACK_MS: f64 = 1_000.0;
 /// response that was merely overtaken (its nonce and clock then are not taken).
 const MAX_REORDER_MS: f64 = 300_000.0;
 /// Servers whose nonce and clock are remembered (the allowed origins and the auth endpoints').
-const MAX_SERVERS: usize = 16;
+const MAX_SERVERS: usize = 64;
 
 /// What a caller asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,8 +241,6 @@ pub struct Config {
     pub hint: bool,
     /// Seeds the retry jitter.
     pub seed: u32,
-    /// Serialized origins that get the token.
-    pub allowed_origins: Vec<String>,
     /// Sender-constrained tokens (RFC 9449): every auth and resource request carries a proof,
     /// tokens go out as `Authorization: DPoP`, and only `token_type: DPoP` is accepted.
     pub dpop: bool,
@@ -251,7 +249,6 @@ pub struct Config {
 /// What one server (origin) told us: its newest DPoP nonce and its clock.
 #[derive(Debug, Clone)]
 struct Server {
-    origin: String,
     nonce: Option<String>,
     /// The `Date` of the response the nonce came with (NaN: none yet).
     date_ms: f64,
@@ -409,36 +406,27 @@ impl Machine {
         &self.session
     }
 
-    /// Whether requests to `origin` (serialized) get the token.
-    pub fn allows(&self, origin: &str) -> bool {
-        self.config.allowed_origins.iter().any(|o| o == origin)
-    }
-
     /// A refresh is in flight (this tab's).
     pub fn is_refreshing(&self) -> bool {
         self.flight.is_some()
     }
 
-    /// DPoP: a response from `origin` (an allowed origin or an auth endpoint's) arrived with
-    /// this `DPoP-Nonce` and this `Date` (ms). Report it before its status or reply. The
+    /// DPoP: a response from server `i` arrived with this `DPoP-Nonce` and this `Date` (ms).
+    /// A server is the place of its origin in the driver's list (the allowed origins, then
+    /// the auth endpoints'; at most `MAX_SERVERS`). Report it before its status or reply. The
     /// nonce is kept unless a response with a later `Date` gave one already; the server's
     /// clock is learnt from `Date`, so `iat` is right however far off the page's clock is.
-    pub fn seen(&mut self, origin: &str, nonce: Option<String>, date_ms: Option<f64>, now: f64) {
-        let i = match self.servers.iter().position(|s| s.origin == origin) {
-            Some(i) => i,
-            None => {
-                if self.servers.len() >= MAX_SERVERS {
-                    self.servers.remove(0);
-                }
-                self.servers.push(Server {
-                    origin: origin.to_owned(),
-                    nonce: None,
-                    date_ms: f64::NAN,
-                    offset_ms: 0.0,
-                });
-                self.servers.len() - 1
-            }
-        };
+    pub fn seen(&mut self, i: usize, nonce: Option<String>, date_ms: Option<f64>, now: f64) {
+        if i >= MAX_SERVERS {
+            return;
+        }
+        if self.servers.len() <= i {
+            self.servers.resize_with(i + 1, || Server {
+                nonce: None,
+                date_ms: f64::NAN,
+                offset_ms: 0.0,
+            });
+        }
         let s = &mut self.servers[i];
         match date_ms.filter(|d| d.is_finite()) {
             // An older response, overtaken (responses cross by seconds, not minutes: a Date far
@@ -455,10 +443,10 @@ impl Machine {
         }
     }
 
-    /// DPoP: what a proof for `origin` says now: `iat` (seconds, on the server's clock as far
-    /// as known) and the newest nonce.
-    pub fn proof(&self, origin: &str, now: f64) -> (f64, Option<&str>) {
-        let s = self.servers.iter().find(|s| s.origin == origin);
+    /// DPoP: what a proof for server `i` says now: `iat` (seconds, on the server's clock as
+    /// far as known) and the newest nonce.
+    pub fn proof(&self, i: usize, now: f64) -> (f64, Option<&str>) {
+        let s = self.servers.get(i);
         let offset = s.map_or(0.0, |s| s.offset_ms);
         (
             ((now + offset) / 1000.0).floor(),

@@ -108,10 +108,12 @@ fn string(at: &mut usize, len: i32) -> Option<String> {
 /// reads is ASCII when it is well formed (tokens, origins, nonces, protocol words), and a `?`
 /// never matches one of them. This spares the `.wasm` the UTF-8 validator (~750 bytes).
 fn ascii(bytes: &[u8]) -> String {
-    let ascii: Vec<u8> = bytes
-        .iter()
-        .map(|&b| if b < 0x80 { b } else { b'?' })
-        .collect();
+    let mut ascii = bytes.to_vec();
+    for b in &mut ascii {
+        if *b >= 0x80 {
+            *b = b'?';
+        }
+    }
     // SAFETY: every byte is below 0x80: ASCII, and therefore UTF-8.
     unsafe { String::from_utf8_unchecked(ascii) }
 }
@@ -144,7 +146,7 @@ pub extern "C" fn tw_out() -> *const Out {
     &state().out
 }
 
-/// A new machine (`origins`: the allowed origins in the inbox, one per line); its handle.
+/// A new machine; its handle.
 #[unsafe(export_name = "m")]
 pub extern "C" fn tw_new(
     leeway: f64,
@@ -154,9 +156,7 @@ pub extern "C" fn tw_new(
     hint: u32,
     seed: u32,
     dpop: u32,
-    origins_len: i32,
 ) -> u32 {
-    let origins = string(&mut 0, origins_len).unwrap_or_default();
     let config = Config {
         policy: Policy {
             leeway_secs: leeway,
@@ -167,11 +167,6 @@ pub extern "C" fn tw_new(
         hint: hint != 0,
         seed,
         dpop: dpop != 0,
-        allowed_origins: origins
-            .as_bytes()
-            .split(|b| *b == b'\n')
-            .map(ascii)
-            .collect(),
     };
     let machines = &mut state().machines;
     machines.push(Some(Machine::new(config)));
@@ -365,24 +360,21 @@ pub extern "C" fn tw_status(
     }
 }
 
-/// DPoP: a response from an origin (inbox: origin, `DPoP-Nonce` or absent) with its `Date`
-/// in ms (NaN: none).
+/// DPoP: a response from server `i` (the place of its origin in the driver's list) with its
+/// `DPoP-Nonce` in the inbox (-1: none) and its `Date` in ms (NaN: none).
 #[unsafe(export_name = "d")]
-pub extern "C" fn tw_seen(h: u32, origin_len: i32, nonce_len: i32, date: f64, now: f64) {
-    let at = &mut 0;
-    let origin = string(at, origin_len);
-    let nonce = string(at, nonce_len);
-    if let (Some(m), Some(origin)) = (machine(h), origin) {
-        m.seen(&origin, nonce, opt(date), now);
+pub extern "C" fn tw_seen(h: u32, i: u32, nonce_len: i32, date: f64, now: f64) {
+    let nonce = string(&mut 0, nonce_len);
+    if let Some(m) = machine(h) {
+        m.seen(i as usize, nonce, opt(date), now);
     }
 }
 
-/// DPoP: the `iat` for a proof to the origin in the inbox; its nonce (if any) in `s` of Out.
+/// DPoP: the `iat` for a proof to server `i`; its nonce (if any) in `s` of Out.
 #[unsafe(export_name = "p")]
-pub extern "C" fn tw_proof(h: u32, origin_len: i32, now: f64) -> f64 {
-    let origin = string(&mut 0, origin_len).unwrap_or_default();
+pub extern "C" fn tw_proof(h: u32, i: u32, now: f64) -> f64 {
     let (iat, nonce) = machine(h).map_or((f64::NAN, None), |m| {
-        let (iat, nonce) = m.proof(&origin, now);
+        let (iat, nonce) = m.proof(i as usize, now);
         (iat, nonce.map(str::to_owned))
     });
     let st = state();
@@ -469,13 +461,6 @@ pub extern "C" fn tw_peer(
 /// The word at place `i` of `all` (-1 or past the end: none).
 fn word<T: Copy>(all: &[T], i: i32) -> Option<T> {
     all.get(usize::try_from(i).ok()?).copied()
-}
-
-/// Whether the origin in the inbox gets the token.
-#[unsafe(export_name = "a")]
-pub extern "C" fn tw_allows(h: u32, len: i32) -> u32 {
-    let origin = string(&mut 0, len);
-    u32::from(origin.zip(machine(h)).is_some_and(|(o, m)| m.allows(&o)))
 }
 
 /// Milliseconds until the token expires; NaN without one (not logged in).

@@ -11,7 +11,7 @@ const OP_SEND = 1, OP_RETURN = 2, OP_RESOLVE = 3, OP_REJECT = 4, OP_REQUEST = 5,
 const IN_FETCH = 1, IN_TOKEN = 2, IN_REFRESH = 3, IN_RESTORE = 4, IN_LOGIN = 5, IN_LOGOUT = 6, IN_FORGET = 7, IN_LOCK = 8, IN_TIMER = 9, IN_WAKE = 10;
 const TO_LOGIN = 0, TO_REFRESH = 1, TO_LOGOUT = 2;
 const OUT_A = 0, OUT_B = 8, OUT_ID = 16, OUT_C = 20, OUT_S = 24, OUT_T = 32;
-const X_INBOX = "i", X_OUT = "o", X_NEW = "m", X_FREE = "f", X_NEXT = "n", X_INPUT = "c", X_STATUS = "s", X_SEEN = "d", X_PROOF = "p", X_REPLY = "r", X_PEER = "e", X_ALLOWS = "a", X_EXPIRES_IN = "x", X_PAYLOAD = "j";
+const X_INBOX = "i", X_OUT = "o", X_NEW = "m", X_FREE = "f", X_NEXT = "n", X_INPUT = "c", X_STATUS = "s", X_SEEN = "d", X_PROOF = "p", X_REPLY = "r", X_PEER = "e", X_EXPIRES_IN = "x", X_PAYLOAD = "j";
 const EVENTS = ["login", "refresh", "sessionExpired", "tokenReused", "logout"];
 const PEER_KINDS = ["ask", "token", "logout", "ended"];
 const END_REASONS = ["invalid_grant", "token_reused", "expired"];
@@ -38,17 +38,12 @@ async function load(src) {
   src ??= new URL("tokenwarden_bg.wasm", import.meta.url);
   if (typeof src === "string" || src instanceof URL || src instanceof Request) src = fetch(src);
   src = await src;
-  let r;
   if (src instanceof Response) {
     if (!src.ok) throw new Error("tokenwarden: cannot load the .wasm: HTTP " + src.status);
-    try {
-      r = await WebAssembly.instantiateStreaming(src.clone(), {});
-    } catch {
-      r = await WebAssembly.instantiate(await src.arrayBuffer(), {}); // served without application/wasm
-    }
-  } else {
-    r = await WebAssembly.instantiate(src, {});
+    // Bytes, not instantiateStreaming: the same whatever the server's Content-Type.
+    src = await src.arrayBuffer();
   }
+  const r = await WebAssembly.instantiate(src, {});
   start(r.instance ?? r);
 }
 
@@ -157,24 +152,14 @@ const idbOpen = G.IDBFactory?.prototype.open;
 const KNOWN = ["baseUrl", "loginPath", "refreshPath", "logoutPath", "allowedOrigins",
   "refreshLeewaySeconds", "csrfHeader", "autoRefresh", "sessionHintCookie",
   "refreshTimeoutMs", "crossTab", "dpop"];
-const MESSAGES = {
-  invalid_credentials: "the email or password is wrong",
-  weak_password: "the new password is too weak",
-  email_not_verified: "the email address is not verified yet",
-  too_many_attempts: "too many login attempts; retry later",
-  network: "the server could not be reached",
-  timeout: "the server did not answer in time",
-  server_error: "the server is having trouble; try again",
-  unexpected_response: "the refresh endpoint answered outside the protocol",
-  no_session: "not logged in",
-};
 /** Largest login/refresh response body read. */
 const MAX_REPLY = 65536;
 const DONE = {};
 
-function fail(name, code, status, retryAfter) {
-  const e = new Error(MESSAGES[code] ?? (name === "LoginError" ? "the login was refused"
-    : name === "SessionExpiredError" ? "the session is over; log in again" : code));
+/** An error of a stable `name` with its machine-readable `code`, which is also its message
+ * (apps show their own words for each code). */
+function fail(name, code, status, retryAfter, message = code) {
+  const e = new Error(message);
   e.name = name;
   e.code = code;
   if (status) e.status = status;
@@ -187,7 +172,7 @@ function json(c, keys, opt = []) {
   for (const k of [...keys, ...opt]) {
     const v = c?.[k];
     if (v === undefined && opt.includes(k)) continue;
-    if (typeof v !== "string") throw configError(k + " must be a string");
+    if (typeof v !== "string") throw configError(k);
     b[k.replace(/[A-Z]/g, (m) => "_" + m.toLowerCase())] = v;
   }
   return stringify(b);
@@ -200,47 +185,47 @@ async function refused(res, ok) {
   throw fail("LoginError", (await res.json().catch(() => 0))?.error, status,
     parseFloat(apply(hget, get(rsHeaders, res), ["retry-after"])));
 }
-function configError(message) {
-  const e = new Error(message);
-  e.name = "ConfigError";
-  e.code = "invalid_option";
-  return e;
+/** A `ConfigError` about option or argument `what`. */
+function configError(what) {
+  return fail("ConfigError", "invalid_option", 0, 0, "bad " + what);
 }
 
 function options(o) {
   if (o == null) o = {};
-  else if (typeof o !== "object") throw configError("options must be an object");
-  for (const k of Object.keys(o)) if (!KNOWN.includes(k)) throw configError("unknown option: " + k);
+  else if (typeof o !== "object") throw configError("options");
+  // Each error names the option (`bad csrfHeader`); an unknown one too.
+  for (const k of Object.keys(o)) if (!KNOWN.includes(k)) throw configError(k);
   const typed = (k, type, dflt, ok = () => true) => {
     const v = o[k];
     if (v === undefined) return dflt;
-    if (typeof v !== type || !ok(v)) throw configError("option " + k + " is invalid");
+    if (typeof v !== type || !ok(v)) throw configError(k);
     return v;
   };
-  const url = (p, b, what) => {
-    try { return new URLC(p, b); } catch { throw configError(what + " is not a valid URL: " + p); }
+  const url = (p, b, k) => {
+    try { return new URLC(p, b); } catch { throw configError(k); }
   };
   const page = G.location?.href;
+  // Required outside a page; an http(s) URL.
   const b = typed("baseUrl", "string");
-  if (b === undefined && !page) throw configError("baseUrl is required outside a page");
+  if (b === undefined && !page) throw configError("baseUrl");
   const base = url(b ?? "/", page ?? b, "baseUrl");
-  if (!base.protocol.startsWith("http")) throw configError("baseUrl must be an http(s) URL");
+  if (!base.protocol.startsWith("http")) throw configError("baseUrl");
   const path = (k, d) => get(uHref, url(typed(k, "string", d), get(uHref, base), k));
   let origins = [get(uOrigin, base)];
   const list = o.allowedOrigins;
   if (list !== undefined) {
-    if (!Array.isArray(list)) throw configError("allowedOrigins must be an array of origins");
-    origins = list.map((s) => {
-      if (typeof s !== "string" || s === "*") throw configError("allowedOrigins: list each origin");
-      const origin = get(uOrigin, url(s, s, "allowedOrigins entry"));
-      if (origin === "null") throw configError("not an origin: " + s);
+    // Each origin listed (no "*"), each a URL with an origin.
+    origins = (Array.isArray(list) ? list : [0]).map((s) => {
+      const origin = typeof s === "string" && s !== "*" && get(uOrigin, url(s, s, "allowedOrigins"));
+      if (!origin || origin === "null") throw configError("allowedOrigins");
       return origin;
     });
   }
+  // {name, value}, name a valid header name.
   const csrf = o.csrfHeader === undefined ? { name: "X-Tokenwarden", value: "1" } : o.csrfHeader;
   if (typeof csrf?.name !== "string" || typeof csrf.value !== "string" ||
       !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(csrf.name)) {
-    throw configError("csrfHeader must be {name, value} with a valid header name");
+    throw configError("csrfHeader");
   }
   const hint = o.sessionHintCookie === null ? null
     : typed("sessionHintCookie", "string", "tw_session", (s) => s !== "");
@@ -432,24 +417,27 @@ export class TokenManager {
   #endedKey = null;
   #loggedIn = null;
   #authOrigin;
+  #servers;
   #loginKeys = new Map();
   #byPeer = false;
 
   constructor(opts) {
     const cfg = (this.#cfg = options(opts));
     const f = G.fetch;
-    if (typeof f !== "function") throw configError("this environment has no fetch");
+    if (typeof f !== "function") throw configError("environment: no fetch");
     this.#fetch = f;
     this.#lockName = "tokenwarden " + cfg.refreshUrl;
     this.#authOrigin = get(uOrigin, new URLC(cfg.refreshUrl));
-    if (!w) throw configError("call init() before new TokenManager()");
+    // The origins the core keeps a DPoP nonce and clock for, by place: the allowed origins
+    // (the first cfg.origins.length: these get the token), then the auth endpoints'.
+    this.#servers = [...cfg.origins, ...[cfg.loginUrl, cfg.refreshUrl, cfg.logoutUrl].map((u) => get(uOrigin, new URLC(u)))];
+    if (!w) throw configError("call: init() first");
     if (cfg.dpop && !(subtle && sign && randomValues && G.indexedDB && idbOpen)) {
-      throw configError("dpop needs WebCrypto and IndexedDB (a secure context)");
+      throw configError("dpop: no WebCrypto or IndexedDB");
     }
     const crossTab = cfg.crossTab && typeof BroadcastChannel === "function";
-    const [origins] = put(cfg.origins.join("\n"));
     this.#h = w[X_NEW](cfg.leeway, cfg.autoRefresh, crossTab, cfg.timeout,
-      hintPresent(cfg.hint), (random() * 4294967296) >>> 0, cfg.dpop, origins);
+      hintPresent(cfg.hint), (random() * 4294967296) >>> 0, cfg.dpop);
     if (crossTab) {
       this.#channel = new BroadcastChannel(this.#lockName);
       this.#channel.onmessage = (e) => this.#peer(e.data);
@@ -540,7 +528,7 @@ export class TokenManager {
     // returnTo: a path of this origin (never `//host` or `/\host`), printable ASCII but `#`
     // and `\`, up to 512 characters: what the server takes.
     if (typeof p != "string" || !/^[a-z0-9-]{1,32} \/(?!\/)[!"$-[\]-~]{0,511}$/.test(p + " " + r)) {
-      throw configError("invalid provider or returnTo");
+      throw configError("provider or returnTo");
     }
     let t = "", q = "/start?return_to=" + encodeURIComponent(r);
     if (this.#cfg.dpop) q += "&dpop_jkt=" + (t = (await newKey()).t);
@@ -606,8 +594,8 @@ export class TokenManager {
   }
 
   on(event, handler) {
-    if (!EVENTS.includes(event)) throw configError("unknown event: " + event);
-    if (typeof handler !== "function") throw configError("a handler must be a function");
+    if (!EVENTS.includes(event)) throw configError("event");
+    if (typeof handler !== "function") throw configError("handler");
     const entry = [event, handler];
     this.#listeners.push(entry);
     return () => {
@@ -626,8 +614,18 @@ export class TokenManager {
     } catch {
       return apply(this.#fetch, G, [input, init]); // fetch throws its own TypeError
     }
-    if (!w[X_ALLOWS](this.#h, put(get(uOrigin, u))[0])) return apply(this.#fetch, G, [input, init]);
+    // The allowed origins are the first of the servers.
+    const i = this.#at(get(uOrigin, u));
+    if (i < 0 || i >= this.#cfg.origins.length) return apply(this.#fetch, G, [input, init]);
     return this.#authFetch(input, init, get(uHref, u), isRequest);
+  }
+
+  /** The place of `origin` in the servers' list (-1: none). A plain loop over our own array:
+   * no Array.prototype method a script could patch decides which origin gets the token. */
+  #at(origin) {
+    const list = this.#servers;
+    for (let i = 0; i < list.length; i++) if (list[i] === origin) return i;
+    return -1;
   }
 
   install() {
@@ -851,7 +849,7 @@ export class TokenManager {
     const key = await keyP;
     const u = new URLC(url);
     const origin = get(uOrigin, u);
-    const iat = w[X_PROOF](this.#h, put(origin)[0], now());
+    const iat = w[X_PROOF](this.#h, this.#at(origin), now());
     const nonce = out().s;
     let claims = { jti: b64u(apply(randomValues, Crypto, [new U8(16)])), htm, htu: origin + get(uPath, u), iat };
     // Properties are defined in literals, never assigned: a setter on Object.prototype would
@@ -870,8 +868,8 @@ export class TokenManager {
         (get(rsRedirected, res) && get(uOrigin, new URLC(get(rsUrl, res))) !== origin)) return;
     const h = get(rsHeaders, res);
     const date = apply(hget, h, ["date"]);
-    const [o, n] = put(origin, apply(hget, h, ["dpop-nonce"]) ?? undefined);
-    w[X_SEEN](this.#h, o, n, date === null ? NaN : dateParse(date), now());
+    const [n] = put(apply(hget, h, ["dpop-nonce"]) ?? undefined);
+    w[X_SEEN](this.#h, this.#at(origin), n, date === null ? NaN : dateParse(date), now());
   }
 
   #post(kind, text, lifetime, at, id) {
@@ -882,7 +880,7 @@ export class TokenManager {
       // The auth server's newest DPoP nonce too: a tab that adopts the token has not talked to
       // the server yet, and would otherwise hear use_dpop_nonce on every first request.
       if (this.#cfg.dpop) {
-        w[X_PROOF](this.#h, put(this.#authOrigin)[0], now());
+        w[X_PROOF](this.#h, this.#at(this.#authOrigin), now());
         const nonce = out().s;
         if (nonce) m = { ...m, nonce };
       }
@@ -901,11 +899,9 @@ export class TokenManager {
     // server itself (a flood of wrong ones must not displace the server's), and costs one
     // retried request at most.
     if (this.#cfg.dpop && typeof d.nonce === "string" && d.nonce.length <= 512) {
-      w[X_PROOF](this.#h, put(this.#authOrigin)[0], now());
-      if (!out().s) {
-        const [o, n] = put(this.#authOrigin, d.nonce);
-        w[X_SEEN](this.#h, o, n, NaN, now());
-      }
+      const at = this.#at(this.#authOrigin);
+      w[X_PROOF](this.#h, at, now());
+      if (!out().s) w[X_SEEN](this.#h, at, put(d.nonce)[0], NaN, now());
     }
     const [token] = put(s(d.token));
     w[X_PEER](this.#h, PEER_KINDS.indexOf(d.t), token, END_REASONS.indexOf(d.reason), d.kind === "login",

@@ -3,7 +3,8 @@
 use super::*;
 use crate::core::machine::dpop_challenge_error;
 
-const APP: &str = "https://app.example";
+/// The app's origin, first in the driver's list of servers.
+const APP: usize = 0;
 /// The page's clock is 3 hours behind the server's.
 const SKEW_MS: f64 = 3.0 * 3_600_000.0;
 
@@ -55,7 +56,7 @@ fn a_proof_is_stamped_with_the_servers_clock_and_its_newest_nonce() {
     );
     assert_eq!(s.m.proof(APP, s.now + 31_000.0).1, Some("n2"));
     // Nonces are per origin; junk is not kept.
-    assert_eq!(s.m.proof("https://api.example", s.now).1, None);
+    assert_eq!(s.m.proof(1, s.now).1, None);
     s.m.seen(APP, Some("bad nonce".into()), None, s.now + 32_000.0);
     s.m.seen(APP, Some(String::new()), None, s.now + 32_000.0);
     assert_eq!(s.m.proof(APP, s.now).1, Some("n2"));

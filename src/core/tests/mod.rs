@@ -86,7 +86,6 @@ impl Scenario {
                 timeout_ms: 10_000.0,
                 hint: false,
                 seed: 7,
-                allowed_origins: vec!["https://app.example".into()],
                 dpop: false,
             },
         }

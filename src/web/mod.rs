@@ -58,9 +58,10 @@ struct State {
     machines: Vec<Option<Machine>>,
     inbox: Vec<u8>,
     out: Out,
-    s: String,
-    t: String,
-    payload: Vec<u8>,
+    /// The command whose fields are in `out` (its strings are read from here).
+    cur: Command,
+    /// `payload`'s bytes.
+    s: Vec<u8>,
 }
 
 struct Global(UnsafeCell<State>);
@@ -82,9 +83,8 @@ static STATE: Global = Global(UnsafeCell::new(State {
         t_ptr: 0,
         t_len: 0,
     },
-    s: String::new(),
-    t: String::new(),
-    payload: Vec::new(),
+    cur: Command::Unlock,
+    s: Vec::new(),
 }));
 
 fn state() -> &'static mut State {
@@ -96,26 +96,25 @@ fn machine(h: u32) -> Option<&'static mut Machine> {
     state().machines.get_mut(h as usize)?.as_mut()
 }
 
-/// The inbox's next string of `len` bytes from `*at` (-1: absent), as ASCII (`ascii`).
-fn string(at: &mut usize, len: i32) -> Option<String> {
+/// The inbox's next string of `len` bytes from `*at` (-1: absent), as ASCII: every byte
+/// outside ASCII becomes `?` where it is. Everything the core reads is ASCII when it is well
+/// formed (tokens, nonces, protocol words), and a `?` never matches one of them. This spares
+/// the `.wasm` the UTF-8 validator (~750 bytes). Valid until the driver writes the inbox again.
+fn text(at: &mut usize, len: i32) -> Option<&'static str> {
     let len = usize::try_from(len).ok()?;
-    let bytes = state().inbox.get(*at..*at + len)?;
+    let bytes = state().inbox.get_mut(*at..*at + len)?;
     *at += len;
-    Some(ascii(bytes))
-}
-
-/// `bytes` as a string in which every byte outside ASCII became `?`. Everything the core
-/// reads is ASCII when it is well formed (tokens, origins, nonces, protocol words), and a `?`
-/// never matches one of them. This spares the `.wasm` the UTF-8 validator (~750 bytes).
-fn ascii(bytes: &[u8]) -> String {
-    let mut ascii = bytes.to_vec();
-    for b in &mut ascii {
+    for b in bytes.iter_mut() {
         if *b >= 0x80 {
             *b = b'?';
         }
     }
     // SAFETY: every byte is below 0x80: ASCII, and therefore UTF-8.
-    unsafe { String::from_utf8_unchecked(ascii) }
+    Some(unsafe { core::str::from_utf8_unchecked(bytes) })
+}
+
+fn string(at: &mut usize, len: i32) -> Option<String> {
+    text(at, len).map(str::to_owned)
 }
 
 fn strings3(lens: [i32; 3]) -> (Option<String>, Option<String>, Option<String>) {
@@ -129,6 +128,14 @@ fn strings3(lens: [i32; 3]) -> (Option<String>, Option<String>, Option<String>) 
 
 fn opt(x: f64) -> Option<f64> {
     (!x.is_nan()).then_some(x)
+}
+
+/// `bytes` as the `s` field of [`Out`], kept until the next.
+fn set_s(bytes: Vec<u8>) {
+    let st = state();
+    st.s = bytes;
+    st.out.s_ptr = st.s.as_ptr() as u32;
+    st.out.s_len = st.s.len() as u32;
 }
 
 /// Room for `len` bytes of strings; the driver writes them at the returned address.
@@ -181,44 +188,37 @@ pub extern "C" fn tw_free(h: u32) {
 }
 
 /// The next command's [`Op`] (0: none left); its fields are then in [`Out`] (`src/iface.rs`).
+/// Its strings are pointed at where they are: the command is kept until the next one.
 #[unsafe(export_name = "n")]
 pub extern "C" fn tw_next(h: u32) -> u32 {
     let Some(c) = machine(h).and_then(Machine::poll) else {
         return 0;
     };
-    let none = String::new;
-    let (op, id, c, a, b, s, t) = match c {
+    let State { cur, out, .. } = state();
+    *cur = c;
+    let (op, id, c, a, b, s, t): (_, _, _, _, _, &str, &str) = match cur {
         Command::Send { caller, token } => {
             let has = f64::from(u8::from(token.is_some()));
-            (
-                Op::Send,
-                caller,
-                0,
-                has,
-                0.0,
-                token.unwrap_or_default(),
-                none(),
-            )
+            let token = token.as_deref().unwrap_or_default();
+            (Op::Send, *caller, 0, has, 0.0, token, "")
         }
-        Command::Return { caller } => (Op::Return, caller, 0, 0.0, 0.0, none(), none()),
+        Command::Return { caller } => (Op::Return, *caller, 0, 0.0, 0.0, "", ""),
         Command::Resolve { caller, value } => {
             let (a, b, s) = match value {
-                Value::Unit => (0.0, 0.0, none()),
-                Value::Bool(v) => (1.0, f64::from(u8::from(v)), none()),
-                Value::Token(token) => (2.0, 0.0, token),
+                Value::Unit => (0.0, 0.0, ""),
+                Value::Bool(v) => (1.0, f64::from(u8::from(*v)), ""),
+                Value::Token(token) => (2.0, 0.0, token.as_str()),
             };
-            (Op::Resolve, caller, 0, a, b, s, none())
+            (Op::Resolve, *caller, 0, a, b, s, "")
         }
         Command::Reject { caller, failure } => {
             let status = failure.status().map_or(0.0, f64::from);
-            let name = failure.name() as i32;
-            let (retry, code) = match failure {
-                Failure::Login {
-                    retry_after, code, ..
-                } => (retry_after.unwrap_or(f64::NAN), code),
-                f => (f64::NAN, f.code().to_owned()),
+            let retry = match failure {
+                Failure::Login { retry_after, .. } => retry_after.unwrap_or(f64::NAN),
+                _ => f64::NAN,
             };
-            (Op::Reject, caller, name, status, retry, code, none())
+            let name = failure.name() as i32;
+            (Op::Reject, *caller, name, status, retry, failure.code(), "")
         }
         Command::Request {
             req,
@@ -232,13 +232,13 @@ pub extern "C" fn tw_next(h: u32) -> u32 {
                 Endpoint::Logout => iface::Endpoint::Logout,
             };
             let caller = caller.map_or(-1.0, f64::from);
-            let bearer = bearer.unwrap_or_default();
-            (Op::Request, req, e as i32, 0.0, caller, bearer, none())
+            let bearer = bearer.as_deref().unwrap_or_default();
+            (Op::Request, *req, e as i32, 0.0, caller, bearer, "")
         }
-        Command::Abort { req } => (Op::Abort, req, 0, 0.0, 0.0, none(), none()),
+        Command::Abort { req } => (Op::Abort, *req, 0, 0.0, 0.0, "", ""),
         Command::Post(m) => {
             let (kind, id, lifetime, at, t) = match m {
-                Message::Ask => (PeerKind::Ask, 0, 0.0, 0.0, none()),
+                Message::Ask => (PeerKind::Ask, 0, 0.0, 0.0, ""),
                 Message::Token {
                     login,
                     token,
@@ -246,57 +246,46 @@ pub extern "C" fn tw_next(h: u32) -> u32 {
                     at_ms,
                 } => (
                     PeerKind::Token,
-                    u32::from(login),
-                    lifetime_secs,
-                    at_ms,
-                    token,
+                    u32::from(*login),
+                    *lifetime_secs,
+                    *at_ms,
+                    token.as_str(),
                 ),
-                Message::Logout { at_ms } => (PeerKind::Logout, 0, 0.0, at_ms, none()),
+                Message::Logout { at_ms } => (PeerKind::Logout, 0, 0.0, *at_ms, ""),
                 Message::Ended { reason, at_ms } => {
-                    (PeerKind::Ended, reason as u32, 0.0, at_ms, none())
+                    (PeerKind::Ended, *reason as u32, 0.0, *at_ms, "")
                 }
             };
-            (Op::Post, id, kind as i32, lifetime, at, none(), t)
+            (Op::Post, id, kind as i32, lifetime, at, "", t)
         }
         Command::Lock { wait } => {
-            let wait = f64::from(u8::from(wait));
-            (Op::Lock, 0, 0, wait, 0.0, none(), none())
+            let wait = f64::from(u8::from(*wait));
+            (Op::Lock, 0, 0, wait, 0.0, "", "")
         }
-        Command::Unlock => (Op::Unlock, 0, 0, 0.0, 0.0, none(), none()),
-        Command::CancelLock => (Op::CancelLock, 0, 0, 0.0, 0.0, none(), none()),
-        Command::Timer { id, ms } => (Op::Timer, id, 0, ms, 0.0, none(), none()),
-        Command::CancelTimer { id } => (Op::CancelTimer, id, 0, 0.0, 0.0, none(), none()),
+        Command::Unlock => (Op::Unlock, 0, 0, 0.0, 0.0, "", ""),
+        Command::CancelLock => (Op::CancelLock, 0, 0, 0.0, 0.0, "", ""),
+        Command::Timer { id, ms } => (Op::Timer, *id, 0, *ms, 0.0, "", ""),
+        Command::CancelTimer { id } => (Op::CancelTimer, *id, 0, 0.0, 0.0, "", ""),
         Command::Emit(e) => {
             let (event, expires_in, reason) = match e {
                 Emit::Login => (Event::Login, 0.0, -1.0),
-                Emit::Refresh { expires_in_secs } => (Event::Refresh, expires_in_secs, -1.0),
-                Emit::SessionExpired(r) => (Event::SessionExpired, 0.0, f64::from(r as u8)),
+                Emit::Refresh { expires_in_secs } => (Event::Refresh, *expires_in_secs, -1.0),
+                Emit::SessionExpired(r) => (Event::SessionExpired, 0.0, f64::from(*r as u8)),
                 Emit::TokenReused => (Event::TokenReused, 0.0, -1.0),
                 Emit::Logout => (Event::Logout, 0.0, -1.0),
             };
-            (
-                Op::Emit,
-                0,
-                event as i32,
-                expires_in,
-                reason,
-                none(),
-                none(),
-            )
+            (Op::Emit, 0, event as i32, expires_in, reason, "", "")
         }
     };
-    let st = state();
-    st.s = s;
-    st.t = t;
-    st.out = Out {
+    *out = Out {
         a,
         b,
         id,
         c,
-        s_ptr: st.s.as_ptr() as u32,
-        s_len: st.s.len() as u32,
-        t_ptr: st.t.as_ptr() as u32,
-        t_len: st.t.len() as u32,
+        s_ptr: s.as_ptr() as u32,
+        s_len: s.len() as u32,
+        t_ptr: t.as_ptr() as u32,
+        t_len: t.len() as u32,
     };
     op as u32
 }
@@ -348,15 +337,9 @@ pub extern "C" fn tw_status(
     challenge_len: i32,
     now: f64,
 ) {
-    let challenge = string(&mut 0, challenge_len);
+    let challenge = text(&mut 0, challenge_len);
     if let Some(m) = machine(h) {
-        m.fetch_status(
-            id,
-            status as u16,
-            replayable != 0,
-            challenge.as_deref(),
-            now,
-        );
+        m.fetch_status(id, status as u16, replayable != 0, challenge, now);
     }
 }
 
@@ -373,14 +356,13 @@ pub extern "C" fn tw_seen(h: u32, i: u32, nonce_len: i32, date: f64, now: f64) {
 /// DPoP: the `iat` for a proof to server `i`; its nonce (if any) in `s` of Out.
 #[unsafe(export_name = "p")]
 pub extern "C" fn tw_proof(h: u32, i: u32, now: f64) -> f64 {
-    let (iat, nonce) = machine(h).map_or((f64::NAN, None), |m| {
-        let (iat, nonce) = m.proof(i as usize, now);
-        (iat, nonce.map(str::to_owned))
-    });
-    let st = state();
-    st.s = nonce.unwrap_or_default();
-    st.out.s_ptr = st.s.as_ptr() as u32;
-    st.out.s_len = st.s.len() as u32;
+    let State { machines, out, .. } = state();
+    let m = machines.get(h as usize).and_then(Option::as_ref);
+    let (iat, nonce) = m.map_or((f64::NAN, None), |m| m.proof(i as usize, now));
+    // Pointed at in the machine: the driver reads it before its next call.
+    let nonce = nonce.unwrap_or_default();
+    out.s_ptr = nonce.as_ptr() as u32;
+    out.s_len = nonce.len() as u32;
     iat
 }
 
@@ -479,13 +461,10 @@ pub extern "C" fn tw_payload(h: i32, len: i32) -> u32 {
         Ok(h) => machine(h)
             .and_then(|m| m.session().token())
             .and_then(|t| decode_payload_bytes(t).ok()),
-        Err(_) => string(&mut 0, len).and_then(|t| decode_payload_bytes(&t).ok()),
+        Err(_) => text(&mut 0, len).and_then(|t| decode_payload_bytes(t).ok()),
     };
-    let st = state();
     let found = bytes.is_some();
     // The driver decodes these bytes with TextDecoder (which replaces invalid UTF-8).
-    st.payload = bytes.unwrap_or_default();
-    st.out.s_ptr = st.payload.as_ptr() as u32;
-    st.out.s_len = st.payload.len() as u32;
+    set_s(bytes.unwrap_or_default());
     u32::from(found)
 }

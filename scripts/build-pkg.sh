@@ -12,15 +12,18 @@ cd "$root"
 export PATH="$root/.tools/bin:$PATH"
 out=pkg
 
+# Each TokenManager instantiates the module (memory of its own): a 64 KiB stack instead of
+# Rust's default 1 MiB keeps each instance at two pages (the core never recurses deeply).
+stack="-Clink-arg=-zstack-size=65536"
 if [ "${TW_STABLE_ONLY:-}" != 1 ] && rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
   toolchain=nightly
-  RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort" \
+  RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort $stack" \
     cargo +nightly build -p tokenwarden --lib --profile wasm-release --target wasm32-unknown-unknown \
       -Z build-std=std,panic_abort --target-dir target/nightly --quiet
   wasm=target/nightly/wasm32-unknown-unknown/wasm-release/tokenwarden.wasm
 else
   toolchain=stable
-  cargo build -p tokenwarden --lib --profile wasm-release --target wasm32-unknown-unknown --quiet
+  RUSTFLAGS="$stack" cargo build -p tokenwarden --lib --profile wasm-release --target wasm32-unknown-unknown --quiet
   wasm=target/wasm32-unknown-unknown/wasm-release/tokenwarden.wasm
 fi
 

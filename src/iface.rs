@@ -127,7 +127,6 @@ pub const EXPORTS: &[(&str, &str)] = &[
     ("INBOX", "i"),
     ("OUT", "o"),
     ("NEW", "m"),
-    ("FREE", "f"),
     ("NEXT", "n"),
     ("INPUT", "c"),
     ("STATUS", "s"),
@@ -252,12 +251,12 @@ mod tests {
         );
         for (k, _) in EXPORTS {
             assert!(
-                driver.contains(&format!("w[X_{k}]")),
+                driver.contains(&format!("x[X_{k}]")),
                 "the driver never calls X_{k}"
             );
         }
         // The numbers cross only as the generated names: no `case 3:` or `tw_call(h, 5`.
-        assert!(!driver.contains("w.tw_") && !driver.contains("case 1"));
+        assert!(!driver.contains(".tw_") && !driver.contains("case 1"));
     }
 
     #[test]

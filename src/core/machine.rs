@@ -546,7 +546,9 @@ impl Machine {
 
     /// The caller went away (its fetch threw, e.g. aborted): forget it.
     pub fn forget(&mut self, id: Id) {
-        self.callers.retain(|c| c.id != id);
+        if let Some(i) = self.find(id) {
+            self.callers.swap_remove(i);
+        }
     }
 
     /// The answer to [`Command::Request`] `req`: `Err` when `fetch` rejected.
@@ -732,7 +734,8 @@ impl Machine {
     // ---- callers --------------------------------------------------------------------------
 
     fn add(&mut self, id: Id, call: Call, state: State) {
-        self.callers.retain(|c| c.id != id);
+        // Ids are unique among live callers; one reused anyway replaces its namesake.
+        self.forget(id);
         self.callers.push(Caller {
             id,
             call,
@@ -864,14 +867,6 @@ impl Machine {
         self.out.push(Command::Resolve { caller, value });
     }
 
-    fn waiting(&self) -> Vec<Id> {
-        self.callers
-            .iter()
-            .filter(|c| matches!(c.state, State::Waiting { .. }))
-            .map(|c| c.id)
-            .collect()
-    }
-
     // ---- the flight -----------------------------------------------------------------------
 
     fn start_flight(&mut self) {
@@ -977,26 +972,26 @@ impl Machine {
                 self.out.push(Command::Unlock);
             }
         }
-        let ids = self.waiting();
-        match settled {
+        let failure = match settled {
             Settled::Refreshed { .. } => {
                 self.emit(Emit::Refresh {
                     expires_in_secs: self.expires_in_secs(now),
                 });
-                self.serve_all(&ids, now);
+                None
             }
             Settled::Ended {
                 reason,
                 was_active: true,
             } => {
                 self.announce_end(reason);
-                self.fail_all(&ids, Failure::SessionExpired(reason.as_str()));
+                Some(Failure::SessionExpired(reason.as_str()))
             }
             // A page-load guess that was wrong, or a session that changed meanwhile.
-            Settled::Ended { .. } | Settled::Stale => self.serve_all(&ids, now),
-            Settled::Failed(t) => self.fail_all(&ids, Failure::Network(t)),
-            Settled::Unexpected(status) => self.fail_all(&ids, Failure::Refresh(status)),
-        }
+            Settled::Ended { .. } | Settled::Stale => None,
+            Settled::Failed(t) => Some(Failure::Network(t)),
+            Settled::Unexpected(status) => Some(Failure::Refresh(status)),
+        };
+        self.answer_waiting(failure, now);
     }
 
     /// Another tab's token ended this tab's flight (after an `ask`, or while we held the lock).
@@ -1007,8 +1002,7 @@ impl Machine {
         if f.locked {
             self.out.push(Command::Unlock);
         }
-        let ids = self.waiting();
-        self.serve_all(&ids, now);
+        self.answer_waiting(None, now);
     }
 
     fn cancel_stage_timer(&mut self, stage: Stage) {
@@ -1021,16 +1015,19 @@ impl Machine {
         }
     }
 
-    fn serve_all(&mut self, ids: &[Id], now: f64) {
+    /// Every caller waiting for the flight: served again, or failed with `failure`.
+    fn answer_waiting(&mut self, failure: Option<Failure>, now: f64) {
+        let ids: Vec<Id> = self
+            .callers
+            .iter()
+            .filter(|c| matches!(c.state, State::Waiting { .. }))
+            .map(|c| c.id)
+            .collect();
         for id in ids {
-            self.serve(*id, now);
-        }
-    }
-
-    fn fail_all(&mut self, ids: &[Id], failure: Failure) {
-        for id in ids {
-            if let Some(i) = self.find(*id) {
-                self.fail(i, failure.clone());
+            match (&failure, self.find(id)) {
+                (None, _) => self.serve(id, now),
+                (Some(f), Some(i)) => self.fail(i, f.clone()),
+                _ => {}
             }
         }
     }

@@ -55,7 +55,8 @@ unsafe impl GlobalAlloc for Alloc {
 }
 
 struct State {
-    machines: Vec<Option<Machine>>,
+    /// This instance's machine: the driver instantiates the module once per `TokenManager`.
+    machine: Option<Machine>,
     inbox: Vec<u8>,
     out: Out,
     /// The command whose fields are in `out` (its strings are read from here).
@@ -71,7 +72,7 @@ struct Global(UnsafeCell<State>);
 unsafe impl Sync for Global {}
 
 static STATE: Global = Global(UnsafeCell::new(State {
-    machines: Vec::new(),
+    machine: None,
     inbox: Vec::new(),
     out: Out {
         a: 0.0,
@@ -92,8 +93,8 @@ fn state() -> &'static mut State {
     unsafe { &mut *STATE.0.get() }
 }
 
-fn machine(h: u32) -> Option<&'static mut Machine> {
-    state().machines.get_mut(h as usize)?.as_mut()
+fn machine() -> Option<&'static mut Machine> {
+    state().machine.as_mut()
 }
 
 /// The inbox's next string of `len` bytes from `*at` (-1: absent), as ASCII: every byte
@@ -153,7 +154,7 @@ pub extern "C" fn tw_out() -> *const Out {
     &state().out
 }
 
-/// A new machine; its handle.
+/// The machine, made once (later calls change nothing).
 #[unsafe(export_name = "m")]
 pub extern "C" fn tw_new(
     leeway: f64,
@@ -163,7 +164,7 @@ pub extern "C" fn tw_new(
     hint: u32,
     seed: u32,
     dpop: u32,
-) -> u32 {
+) {
     let config = Config {
         policy: Policy {
             leeway_secs: leeway,
@@ -175,23 +176,14 @@ pub extern "C" fn tw_new(
         seed,
         dpop: dpop != 0,
     };
-    let machines = &mut state().machines;
-    machines.push(Some(Machine::new(config)));
-    (machines.len() - 1) as u32
-}
-
-#[unsafe(export_name = "f")]
-pub extern "C" fn tw_free(h: u32) {
-    if let Some(slot) = state().machines.get_mut(h as usize) {
-        *slot = None;
-    }
+    state().machine.get_or_insert_with(|| Machine::new(config));
 }
 
 /// The next command's [`Op`] (0: none left); its fields are then in [`Out`] (`src/iface.rs`).
 /// Its strings are pointed at where they are: the command is kept until the next one.
 #[unsafe(export_name = "n")]
-pub extern "C" fn tw_next(h: u32) -> u32 {
-    let Some(c) = machine(h).and_then(Machine::poll) else {
+pub extern "C" fn tw_next() -> u32 {
+    let Some(c) = machine().and_then(Machine::poll) else {
         return 0;
     };
     let State { cur, out, .. } = state();
@@ -293,9 +285,9 @@ pub extern "C" fn tw_next(h: u32) -> u32 {
 /// An [`Input`]: a caller's call (`id` the caller's, `flag` as the table says) or what
 /// happened. Returns 0, changing nothing, for a kind in no row of the table.
 #[unsafe(export_name = "c")]
-pub extern "C" fn tw_input(h: u32, kind: u32, id: u32, flag: u32, now: f64) -> u32 {
+pub extern "C" fn tw_input(kind: u32, id: u32, flag: u32, now: f64) -> u32 {
     let flag = flag != 0;
-    let (Some(m), Some(kind)) = (machine(h), Input::from_u32(kind)) else {
+    let (Some(m), Some(kind)) = (machine(), Input::from_u32(kind)) else {
         return 0;
     };
     let call = match kind {
@@ -329,16 +321,9 @@ pub extern "C" fn tw_input(h: u32, kind: u32, id: u32, flag: u32, now: f64) -> u
 /// The status of a Send's response; its `WWW-Authenticate` in the inbox (-1: none). Report
 /// its `DPoP-Nonce` and `Date` with `seen` first.
 #[unsafe(export_name = "s")]
-pub extern "C" fn tw_status(
-    h: u32,
-    id: u32,
-    status: u32,
-    replayable: u32,
-    challenge_len: i32,
-    now: f64,
-) {
+pub extern "C" fn tw_status(id: u32, status: u32, replayable: u32, challenge_len: i32, now: f64) {
     let challenge = text(&mut 0, challenge_len);
-    if let Some(m) = machine(h) {
+    if let Some(m) = machine() {
         m.fetch_status(id, status as u16, replayable != 0, challenge, now);
     }
 }
@@ -346,18 +331,18 @@ pub extern "C" fn tw_status(
 /// DPoP: a response from server `i` (the place of its origin in the driver's list) with its
 /// `DPoP-Nonce` in the inbox (-1: none) and its `Date` in ms (NaN: none).
 #[unsafe(export_name = "d")]
-pub extern "C" fn tw_seen(h: u32, i: u32, nonce_len: i32, date: f64, now: f64) {
+pub extern "C" fn tw_seen(i: u32, nonce_len: i32, date: f64, now: f64) {
     let nonce = string(&mut 0, nonce_len);
-    if let Some(m) = machine(h) {
+    if let Some(m) = machine() {
         m.seen(i as usize, nonce, opt(date), now);
     }
 }
 
 /// DPoP: the `iat` for a proof to server `i`; its nonce (if any) in `s` of Out.
 #[unsafe(export_name = "p")]
-pub extern "C" fn tw_proof(h: u32, i: u32, now: f64) -> f64 {
-    let State { machines, out, .. } = state();
-    let m = machines.get(h as usize).and_then(Option::as_ref);
+pub extern "C" fn tw_proof(i: u32, now: f64) -> f64 {
+    let State { machine, out, .. } = state();
+    let m = machine.as_ref();
     let (iat, nonce) = m.map_or((f64::NAN, None), |m| m.proof(i as usize, now));
     // Pointed at in the machine: the driver reads it before its next call.
     let nonce = nonce.unwrap_or_default();
@@ -371,7 +356,6 @@ pub extern "C" fn tw_proof(h: u32, i: u32, now: f64) -> f64 {
 #[unsafe(export_name = "r")]
 #[allow(clippy::too_many_arguments)]
 pub extern "C" fn tw_reply(
-    h: u32,
     req: u32,
     status: u32,
     token_len: i32,
@@ -394,7 +378,7 @@ pub extern "C" fn tw_reply(
             claims_lifetime: opt(claims_lifetime),
         }),
     };
-    if let Some(m) = machine(h) {
+    if let Some(m) = machine() {
         m.reply(req, reply, opt(retry_after), now);
     }
 }
@@ -405,7 +389,6 @@ pub extern "C" fn tw_reply(
 #[unsafe(export_name = "e")]
 #[allow(clippy::too_many_arguments)]
 pub extern "C" fn tw_peer(
-    h: u32,
     kind: i32,
     token_len: i32,
     reason: i32,
@@ -435,7 +418,7 @@ pub extern "C" fn tw_peer(
         }
         None => return,
     };
-    if let Some(m) = machine(h) {
+    if let Some(m) = machine() {
         m.peer(message, now);
     }
 }
@@ -447,22 +430,21 @@ fn word<T: Copy>(all: &[T], i: i32) -> Option<T> {
 
 /// Milliseconds until the token expires; NaN without one (not logged in).
 #[unsafe(export_name = "x")]
-pub extern "C" fn tw_expires_in(h: u32, now: f64) -> f64 {
-    machine(h)
+pub extern "C" fn tw_expires_in(now: f64) -> f64 {
+    machine()
         .and_then(|m| m.session().expires_in_ms(now))
         .unwrap_or(f64::NAN)
 }
 
-/// The payload of the held token (`h` >= 0) or of the token in the inbox (`h` < 0, with
-/// `len`), as bytes in `s`; returns 1 if there is one.
+/// The payload of the token in the inbox (`len`), or of the held one (`len` -1), as bytes in
+/// `s`; returns 1 if there is one.
 #[unsafe(export_name = "j")]
-pub extern "C" fn tw_payload(h: i32, len: i32) -> u32 {
-    let bytes = match u32::try_from(h) {
-        Ok(h) => machine(h)
-            .and_then(|m| m.session().token())
-            .and_then(|t| decode_payload_bytes(t).ok()),
-        Err(_) => text(&mut 0, len).and_then(|t| decode_payload_bytes(t).ok()),
+pub extern "C" fn tw_payload(len: i32) -> u32 {
+    let token = match len {
+        -1 => machine().and_then(|m| m.session().token()),
+        _ => text(&mut 0, len),
     };
+    let bytes = token.and_then(|t| decode_payload_bytes(t).ok());
     let found = bytes.is_some();
     // The driver decodes these bytes with TextDecoder (which replaces invalid UTF-8).
     set_s(bytes.unwrap_or_default());

@@ -11,21 +11,19 @@ const OP_SEND = 1, OP_RETURN = 2, OP_RESOLVE = 3, OP_REJECT = 4, OP_REQUEST = 5,
 const IN_FETCH = 1, IN_TOKEN = 2, IN_REFRESH = 3, IN_RESTORE = 4, IN_LOGIN = 5, IN_LOGOUT = 6, IN_FORGET = 7, IN_LOCK = 8, IN_TIMER = 9, IN_WAKE = 10;
 const TO_LOGIN = 0, TO_REFRESH = 1, TO_LOGOUT = 2;
 const OUT_A = 0, OUT_B = 8, OUT_ID = 16, OUT_C = 20, OUT_S = 24, OUT_T = 32;
-const X_INBOX = "i", X_OUT = "o", X_NEW = "m", X_FREE = "f", X_NEXT = "n", X_INPUT = "c", X_STATUS = "s", X_SEEN = "d", X_PROOF = "p", X_REPLY = "r", X_PEER = "e", X_EXPIRES_IN = "x", X_PAYLOAD = "j";
+const X_INBOX = "i", X_OUT = "o", X_NEW = "m", X_NEXT = "n", X_INPUT = "c", X_STATUS = "s", X_SEEN = "d", X_PROOF = "p", X_REPLY = "r", X_PEER = "e", X_EXPIRES_IN = "x", X_PAYLOAD = "j";
 const EVENTS = ["login", "refresh", "sessionExpired", "tokenReused", "logout"];
 const PEER_KINDS = ["ask", "token", "logout", "ended"];
 const END_REASONS = ["invalid_grant", "token_reused", "expired"];
 const ERROR_NAMES = ["ConfigError", "LoginError", "SessionExpiredError", "NetworkError", "RefreshError"];
 // ---- end of iface ----
 
-let w = null; // its exports
+let mod = null; // the compiled core: each TokenManager instantiates its own
 let ready = null;
-let buf = null;
-let u8, dv, OUT;
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-/** Fetches and instantiates the `.wasm` once (default: `tokenwarden_bg.wasm` beside this file).
+/** Fetches and compiles the `.wasm` once (default: `tokenwarden_bg.wasm` beside this file).
  * Takes a URL, a Response, bytes, a compiled Module, or `{ module_or_path }` of any of those. */
 export default function init(source) {
   return (ready ??= load(source?.module_or_path ?? source).catch((e) => {
@@ -40,72 +38,65 @@ async function load(src) {
   src = await src;
   if (src instanceof Response) {
     if (!src.ok) throw new Error("tokenwarden: cannot load the .wasm: HTTP " + src.status);
-    // Bytes, not instantiateStreaming: the same whatever the server's Content-Type.
+    // Bytes, not compileStreaming: the same whatever the server's Content-Type.
     src = await src.arrayBuffer();
   }
-  const r = await WebAssembly.instantiate(src, {});
-  start(r.instance ?? r);
+  mod = src instanceof WebAssembly.Module ? src : await WebAssembly.compile(src);
 }
 
-/** Instantiates from a compiled Module or bytes at once (e.g. when a bundler inlined them). */
+/** Compiles from bytes (e.g. inlined by a bundler), or takes a compiled Module, at once. */
 export function initSync(source) {
   const m = source?.module ?? source;
-  start(new WebAssembly.Instance(m instanceof WebAssembly.Module ? m : new WebAssembly.Module(m), {}));
+  mod = m instanceof WebAssembly.Module ? m : new WebAssembly.Module(m);
   ready = Promise.resolve();
-}
-
-function start(instance) {
-  w = instance.exports;
-  OUT = w[X_OUT]();
-}
-
-function mem() {
-  if (buf !== w.memory.buffer) {
-    buf = w.memory.buffer;
-    u8 = new Uint8Array(buf);
-    dv = new DataView(buf);
-  }
-}
-
-/** Writes the strings (undefined: absent) into the core's inbox; returns their lengths. */
-function put(...strings) {
-  const bytes = strings.map((s) => (typeof s === "string" ? encode(s) : null));
-  let n = 0;
-  for (const b of bytes) if (b) n += b.length;
-  let at = w[X_INBOX](n);
-  mem();
-  return bytes.map((b) => {
-    if (!b) return -1;
-    u8.set(b, at);
-    at += b.length;
-    return b.length;
-  });
 }
 
 const decodeF = TextDecoder.prototype.decode;
 const decode = (b) => apply(decodeF, dec, [b]);
-const text = (ptr, len) => (len ? decode(u8.subarray(ptr, ptr + len)) : "");
 
-/** The current command's fields (see the table in src/iface.rs). */
-function out() {
-  mem();
-  const u32 = (at) => dv.getUint32(OUT + at, true);
-  return {
-    a: dv.getFloat64(OUT + OUT_A, true),
-    b: dv.getFloat64(OUT + OUT_B, true),
-    id: u32(OUT_ID),
-    c: dv.getInt32(OUT + OUT_C, true),
-    s: text(u32(OUT_S), u32(OUT_S + 4)),
-    t: text(u32(OUT_T), u32(OUT_T + 4)),
+/** An instance of the core of its own: its exports `x` (called with the names and numbers of
+ * src/iface.rs), strings in (`put`) and the current command's fields out (`out`). */
+function core() {
+  const x = new WebAssembly.Instance(mod, {}).exports;
+  const OUT = x[X_OUT]();
+  let buf, u8, dv;
+  const mem = () => {
+    if (buf !== x.memory.buffer) {
+      buf = x.memory.buffer;
+      u8 = new U8(buf);
+      dv = new DataView(buf);
+    }
   };
-}
-
-/** A JWT's payload as JSON text (`h` < 0: the token given), or null. */
-function payload(h, token) {
-  const [len] = h < 0 ? put(token) : [0];
-  if (!w[X_PAYLOAD](h, len)) return null;
-  const o = out();
-  return o.s;
+  const text = (ptr, len) => (len ? decode(u8.subarray(ptr, ptr + len)) : "");
+  return {
+    x,
+    /** Writes the strings (undefined: absent) into the inbox; returns their lengths. */
+    put(...strings) {
+      const bytes = strings.map((s) => (typeof s === "string" ? encode(s) : null));
+      let n = 0;
+      for (const b of bytes) if (b) n += b.length;
+      let at = x[X_INBOX](n);
+      mem();
+      return bytes.map((b) => {
+        if (!b) return -1;
+        u8.set(b, at);
+        at += b.length;
+        return b.length;
+      });
+    },
+    out() {
+      mem();
+      const u32 = (at) => dv.getUint32(OUT + at, true);
+      return {
+        a: dv.getFloat64(OUT + OUT_A, true),
+        b: dv.getFloat64(OUT + OUT_B, true),
+        id: u32(OUT_ID),
+        c: dv.getInt32(OUT + OUT_C, true),
+        s: text(u32(OUT_S), u32(OUT_S + 4)),
+        t: text(u32(OUT_T), u32(OUT_T + 4)),
+      };
+    },
+  };
 }
 
 // Captured at load: a script that patches these later never sees a token pass through them.
@@ -397,7 +388,8 @@ class Outgoing {
 /** Keeps the access token in memory, refreshes it once for all callers and all tabs, and
  * attaches it to requests for the allowed origins. */
 export class TokenManager {
-  #h = -1;
+  /** Its core (null once freed). */
+  #c = null;
   #cfg;
   #fetch;
   #ids = 0;
@@ -431,12 +423,12 @@ export class TokenManager {
     // The origins the core keeps a DPoP nonce and clock for, by place: the allowed origins
     // (the first cfg.origins.length: these get the token), then the auth endpoints'.
     this.#servers = [...cfg.origins, ...[cfg.loginUrl, cfg.refreshUrl, cfg.logoutUrl].map((u) => get(uOrigin, new URLC(u)))];
-    if (!w) throw configError("call: init() first");
+    if (!mod) throw configError("call: init() first");
     if (cfg.dpop && !(subtle && sign && randomValues && G.indexedDB && idbOpen)) {
       throw configError("dpop: no WebCrypto or IndexedDB");
     }
     const crossTab = cfg.crossTab && typeof BroadcastChannel === "function";
-    this.#h = w[X_NEW](cfg.leeway, cfg.autoRefresh, crossTab, cfg.timeout,
+    (this.#c = core()).x[X_NEW](cfg.leeway, cfg.autoRefresh, crossTab, cfg.timeout,
       hintPresent(cfg.hint), (random() * 4294967296) >>> 0, cfg.dpop);
     if (crossTab) {
       this.#channel = new BroadcastChannel(this.#lockName);
@@ -445,9 +437,7 @@ export class TokenManager {
     // A tab that slept through its token's expiry refreshes when it comes back.
     const wake = () => {
       if (G.document?.visibilityState === "hidden") return;
-      if (this.#h < 0) return;
-      w[X_INPUT](this.#h, IN_WAKE, 0, 0, now());
-      this.#drain();
+      this.#input(IN_WAKE);
     };
     for (const [target, type] of [[G.document, "visibilitychange"], [G, "online"], [G, "pageshow"]]) {
       if (target?.addEventListener) {
@@ -576,7 +566,7 @@ export class TokenManager {
 
   claims() {
     try {
-      const c = parse(payload(this.#h) ?? "null");
+      const c = parse(this.#payload() ?? "null");
       return c && typeof c === "object" && !Array.isArray(c) ? c : null;
     } catch {
       return null;
@@ -589,7 +579,7 @@ export class TokenManager {
 
   get expiresAt() {
     const t = now();
-    const left = w[X_EXPIRES_IN](this.#h, t);
+    const left = this.#c?.x[X_EXPIRES_IN](t) ?? NaN;
     return left === left ? t + left : null;
   }
 
@@ -620,6 +610,12 @@ export class TokenManager {
     return this.#authFetch(input, init, get(uHref, u), isRequest);
   }
 
+  /** A JWT's payload as JSON text, or null: of `token`, or of the held one. */
+  #payload(token) {
+    const c = this.#c;
+    return c?.x[X_PAYLOAD](token === undefined ? -1 : c.put(token)[0]) ? c.out().s : null;
+  }
+
   /** The place of `origin` in the servers' list (-1: none). A plain loop over our own array:
    * no Array.prototype method a script could patch decides which origin gets the token. */
   #at(origin) {
@@ -645,7 +641,7 @@ export class TokenManager {
 
   /** Stops timers, listeners and the channel, and frees the core. */
   free() {
-    if (this.#h < 0) return;
+    if (!this.#c) return;
     this.uninstall();
     for (const t of this.#timers.values()) clearT(t);
     for (const c of this.#requests.values()) c.abort();
@@ -653,8 +649,7 @@ export class TokenManager {
     this.#channel?.close();
     this.#cancelLock();
     this.#release?.();
-    w[X_FREE](this.#h);
-    this.#h = -1;
+    this.#c = null;
   }
 
   [Symbol.dispose]() {
@@ -667,7 +662,7 @@ export class TokenManager {
     const id = ++this.#ids;
     if (body || path) this.#bodies.set(id, [body, path]);
     if (key) this.#loginKeys.set(id, [key]);
-    return this.#wait(id, () => w[X_INPUT](this.#h, kind, id, flag, now()));
+    return this.#wait(id, () => this.#input(kind, id, flag));
   }
 
   #wait(id, input) {
@@ -678,12 +673,21 @@ export class TokenManager {
     });
   }
 
+  /** Tells the core what happened (an `IN_` kind of src/iface.rs), then carries out what it
+   * says; nothing once freed. */
+  #input(kind, id = 0, flag = 0) {
+    if (this.#c) {
+      this.#c.x[X_INPUT](kind, id, flag, now());
+      this.#drain();
+    }
+  }
+
   async #authFetch(input, init, url, isRequest) {
     const out = new Outgoing(input, init, url, isRequest);
     // The caller's own Authorization wins.
     if (out.own) return apply(this.#fetch, G, [input, init]);
     const id = ++this.#ids;
-    let step = await this.#wait(id, () => w[X_INPUT](this.#h, IN_FETCH, id, 0, now()));
+    let step = await this.#wait(id, () => this.#input(IN_FETCH, id));
     for (;;) {
       if (step === null) return apply(this.#fetch, G, [input, init]); // no session
       let res;
@@ -691,20 +695,20 @@ export class TokenManager {
         const proof = this.#cfg.dpop ? await this.#proof(this.#keyFor(), out.method, url, step) : "";
         res = await apply(this.#fetch, G, out.next((proof ? "DPoP " : "Bearer ") + step, proof));
       } catch (e) {
-        w[X_INPUT](this.#h, IN_FORGET, id, 0, 0);
+        this.#input(IN_FORGET, id);
         throw e;
       }
       this.#seen(url, res);
-      const [challenge] = put(apply(hget, get(rsHeaders, res), ["www-authenticate"]) ?? undefined);
+      const [challenge] = this.#c.put(apply(hget, get(rsHeaders, res), ["www-authenticate"]) ?? undefined);
       const status = get(rsStatus, res);
-      step = await this.#wait(id, () => w[X_STATUS](this.#h, id, status, out.replayable(), challenge, now()));
+      step = await this.#wait(id, () => this.#c.x[X_STATUS](id, status, out.replayable(), challenge, now()));
       if (step === DONE) return res;
     }
   }
 
   #drain() {
-    for (let op; this.#h >= 0 && (op = w[X_NEXT](this.#h)); ) {
-      const c = out();
+    for (let op; this.#c && (op = this.#c.x[X_NEXT]()); ) {
+      const c = this.#c.out();
       const id = c.id;
       switch (op) {
         case OP_SEND: this.#settle(id, c.a ? c.s : null); break;
@@ -720,9 +724,7 @@ export class TokenManager {
         case OP_TIMER:
           this.#timers.set(id, setT(() => {
             this.#timers.delete(id);
-            if (this.#h < 0) return;
-            w[X_INPUT](this.#h, IN_TIMER, id, 0, now());
-            this.#drain();
+            this.#input(IN_TIMER, id);
           }, c.a));
           break;
         case OP_CANCEL_TIMER: clearT(this.#timers.get(id)); this.#timers.delete(id); break;
@@ -798,7 +800,7 @@ export class TokenManager {
       status = 0;
     }
     // Timed out: the core has moved on (and aborted it).
-    if (!this.#requests.delete(req) || this.#h < 0) return;
+    if (!this.#requests.delete(req) || !this.#c) return;
     const j = json && typeof json === "object" ? json : {};
     (this.#bodies.get(caller) ?? [])[2] = j.attempts_left; // invalid_code's
     const str = (v) => (typeof v === "string" ? v : undefined);
@@ -806,11 +808,11 @@ export class TokenManager {
     const token = str(j.access_token);
     let lifetime = NaN;
     try {
-      const claims = parse(payload(-1, token ?? "") ?? "null");
+      const claims = parse(this.#payload(token ?? "") ?? "null");
       lifetime = num(claims?.exp - claims?.iat) ?? NaN;
     } catch {}
-    const [a, b, c] = put(token, str(j.token_type), str(j.error));
-    w[X_REPLY](this.#h, req, status, a, b, c, num(j.expires_in) ?? NaN, lifetime,
+    const [a, b, c] = this.#c.put(token, str(j.token_type), str(j.error));
+    this.#c.x[X_REPLY](req, status, a, b, c, num(j.expires_in) ?? NaN, lifetime,
       retry == null ? NaN : parseFloat(retry), now());
     this.#drain();
   }
@@ -849,8 +851,8 @@ export class TokenManager {
     const key = await keyP;
     const u = new URLC(url);
     const origin = get(uOrigin, u);
-    const iat = w[X_PROOF](this.#h, this.#at(origin), now());
-    const nonce = out().s;
+    const iat = this.#c.x[X_PROOF](this.#at(origin), now());
+    const nonce = this.#c.out().s;
     let claims = { jti: b64u(apply(randomValues, Crypto, [new U8(16)])), htm, htu: origin + get(uPath, u), iat };
     // Properties are defined in literals, never assigned: a setter on Object.prototype would
     // swallow an assigned one.
@@ -864,12 +866,12 @@ export class TokenManager {
   #seen(url, res) {
     const origin = get(uOrigin, new URLC(url));
     // A response redirected from another origin says nothing about this one.
-    if (!this.#cfg.dpop || this.#h < 0 ||
+    if (!this.#cfg.dpop || !this.#c ||
         (get(rsRedirected, res) && get(uOrigin, new URLC(get(rsUrl, res))) !== origin)) return;
     const h = get(rsHeaders, res);
     const date = apply(hget, h, ["date"]);
-    const [n] = put(apply(hget, h, ["dpop-nonce"]) ?? undefined);
-    w[X_SEEN](this.#h, this.#at(origin), n, date === null ? NaN : dateParse(date), now());
+    const [n] = this.#c.put(apply(hget, h, ["dpop-nonce"]) ?? undefined);
+    this.#c.x[X_SEEN](this.#at(origin), n, date === null ? NaN : dateParse(date), now());
   }
 
   #post(kind, text, lifetime, at, id) {
@@ -880,8 +882,8 @@ export class TokenManager {
       // The auth server's newest DPoP nonce too: a tab that adopts the token has not talked to
       // the server yet, and would otherwise hear use_dpop_nonce on every first request.
       if (this.#cfg.dpop) {
-        w[X_PROOF](this.#h, this.#at(this.#authOrigin), now());
-        const nonce = out().s;
+        this.#c.x[X_PROOF](this.#at(this.#authOrigin), now());
+        const nonce = this.#c.out().s;
         if (nonce) m = { ...m, nonce };
       }
     }
@@ -890,7 +892,8 @@ export class TokenManager {
   }
 
   #peer(d) {
-    if (this.#h < 0 || d == null) return;
+    const c = this.#c;
+    if (!c || d == null) return;
     // A hostile script may post strings of any size: never copy more than a token can be
     // (16 KiB) into the core's memory, which does not shrink again.
     const s = (v) => (typeof v === "string" && v.length <= 16384 ? v : undefined);
@@ -900,11 +903,11 @@ export class TokenManager {
     // retried request at most.
     if (this.#cfg.dpop && typeof d.nonce === "string" && d.nonce.length <= 512) {
       const at = this.#at(this.#authOrigin);
-      w[X_PROOF](this.#h, at, now());
-      if (!out().s) w[X_SEEN](this.#h, at, put(d.nonce)[0], NaN, now());
+      c.x[X_PROOF](at, now());
+      if (!c.out().s) c.x[X_SEEN](at, c.put(d.nonce)[0], NaN, now());
     }
-    const [token] = put(s(d.token));
-    w[X_PEER](this.#h, PEER_KINDS.indexOf(d.t), token, END_REASONS.indexOf(d.reason), d.kind === "login",
+    const [token] = c.put(s(d.token));
+    c.x[X_PEER](PEER_KINDS.indexOf(d.t), token, END_REASONS.indexOf(d.reason), d.kind === "login",
       n(d.lifetime), n(d.at), now());
     this.#byPeer = true;
     try {
@@ -918,9 +921,7 @@ export class TokenManager {
     const locks = G.navigator?.locks;
     const ticket = (this.#ticket = { controller: new AbortController(), cancelled: false });
     const granted = (ok) => {
-      if (ticket.cancelled || this.#h < 0) return;
-      w[X_INPUT](this.#h, IN_LOCK, 0, ok, now());
-      this.#drain();
+      if (!ticket.cancelled) this.#input(IN_LOCK, 0, ok);
     };
     if (typeof locks?.request !== "function") return granted(true); // no Web Locks: unlocked
     const opts = wait ? { signal: ticket.controller.signal } : { ifAvailable: true };

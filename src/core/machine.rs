@@ -1015,19 +1015,20 @@ impl Machine {
         }
     }
 
-    /// Every caller waiting for the flight: served again, or failed with `failure`.
+    /// Every caller waiting for the flight: served again, or failed with `failure`. From the
+    /// last to the first: a caller answered is swapped out for the last one, which was
+    /// answered already (serving one never adds a caller).
     fn answer_waiting(&mut self, failure: Option<Failure>, now: f64) {
-        let ids: Vec<Id> = self
-            .callers
-            .iter()
-            .filter(|c| matches!(c.state, State::Waiting { .. }))
-            .map(|c| c.id)
-            .collect();
-        for id in ids {
-            match (&failure, self.find(id)) {
-                (None, _) => self.serve(id, now),
-                (Some(f), Some(i)) => self.fail(i, f.clone()),
-                _ => {}
+        let mut i = self.callers.len();
+        while i > 0 {
+            i -= 1;
+            let Some(c) = self.callers.get(i) else { continue };
+            if !matches!(c.state, State::Waiting { .. }) {
+                continue;
+            }
+            match &failure {
+                None => self.serve(c.id, now),
+                Some(f) => self.fail(i, f.clone()),
             }
         }
     }

@@ -107,6 +107,9 @@ export interface TokenwardenError extends Error {
   name: TokenwardenErrorName;
   /** Machine-readable: `invalid_credentials`, `invalid_code` (with `attemptsLeft`), `code_expired`, `weak_password`, `email_not_verified`, `too_many_attempts`, `invalid_grant`, `token_reused`, `expired`, `network`, `timeout`, `server_error`, `unexpected_response` (e.g. a refused DPoP proof: the session is kept), a {@link FederationErrorCode} from `restore()`, ... */
   code: string;
+  /** The `code` again (for a `ConfigError`: `bad` and the option or argument at fault, e.g.
+   * `bad csrfHeader`); show your own words for each code. */
+  message: string;
   /** HTTP status, when there was one. */
   status?: number;
   /** Seconds, for `too_many_attempts`. */
@@ -116,8 +119,8 @@ export interface TokenwardenError extends Error {
   attemptsLeft?: number;
 }
 
-/** Fetches and instantiates the `.wasm` once (by default from `tokenwarden_bg.wasm` beside
- * this module). Call it before `new TokenManager()`. */
+/** Fetches and compiles the `.wasm` once (by default from `tokenwarden_bg.wasm` beside this
+ * module); each `new TokenManager()` then instantiates it. Call it before `new TokenManager()`. */
 export default function init(
   module_or_path?: { module_or_path: RequestInfo | URL | Response | BufferSource | WebAssembly.Module } |
     RequestInfo | URL | Response | BufferSource | WebAssembly.Module,

@@ -103,7 +103,10 @@ for (const engine of ENGINES) {
       if ((await d.url()).startsWith(issuer)) await d.click('button[type="submit"]');
       await d.until("back at the demo", async () => (await d.url()).startsWith(server.base));
       await d.until("signed in", () => d.shown("session"));
-      const email = await d.script(`return document.querySelector('#profile dd[data-field="email"]').textContent`);
+      // The profile comes from /api/me after the sign-in: wait for it.
+      const emailNow = () => d.script(`const e = document.querySelector('#profile dd[data-field="email"]'); return e ? e.textContent : ""`);
+      await d.until("the profile shown", async () => (await emailNow()).includes("@"));
+      const email = await emailNow();
       assert.equal(email, `${engine}-user@idp.test`);
       // The session is DPoP-bound: the token names the page's key.
       assert.match(await d.script("return document.getElementById('claims').textContent"), /"jkt"/);

@@ -18,7 +18,7 @@
 //! | Reject | id caller, c error name (w `ERROR_NAMES`), s code, a status (0 none), b retryAfter (NaN none) |
 //! | Request | id req, c [`Endpoint`], s bearer (empty: none), b caller (-1 none) |
 //! | Abort | id req |
-//! | Post | c peer kind (w `PEER_KINDS`), t token, a lifetime, b at, id 1 if a login; ended: id reason (w `END_REASONS`) |
+//! | Post | c peer kind (w `PEER_KINDS`), b at; token: t token, a lifetime, id 1 if a login; ended: id reason (w `END_REASONS`); failed: id status |
 //! | Lock | a 1 to wait, 0 if available only |
 //! | Unlock, CancelLock | |
 //! | Timer | id, a ms |
@@ -135,7 +135,7 @@ pub const EXPORTS: &[(&str, &str)] = &[
     ("REPLY", "r"),
     ("PEER", "e"),
     ("EXPIRES_IN", "x"),
-    ("PAYLOAD", "j"),
+    ("TOKEN", "t"),
 ];
 
 /// The lists the driver turns indexes back into words with.

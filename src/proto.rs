@@ -137,6 +137,26 @@ words! {
         Logout = "logout",
         /// The server ended the session (refresh refused) or a banking-mode token expired.
         Ended = "ended",
+        /// A refresh failed without ending the session (`code`, `status`): the other tabs
+        /// share its outcome and wait as this one does before trying again.
+        Failed = "failed",
+    }
+}
+
+words! {
+    /// The `code` of the errors the client makes itself (the server's words are
+    /// [`ErrorCode`]s: `server_error`, `too_many_attempts`, ...).
+    ClientCode {
+        /// `fetch` rejected: the server could not be reached.
+        Network = "network",
+        /// No answer within `refreshTimeoutMs` (or the lock or the key store took that long).
+        Timeout = "timeout",
+        /// The refresh endpoint answered outside the protocol; the session is kept.
+        UnexpectedResponse = "unexpected_response",
+        /// Not logged in.
+        NoSession = "no_session",
+        /// A `ConfigError`: an option or argument the driver refused.
+        InvalidOption = "invalid_option",
     }
 }
 
@@ -196,6 +216,11 @@ mod tests {
         }
         for w in FederationError::ALL {
             assert_eq!(FederationError::parse(w.as_str()), Some(*w));
+        }
+        for w in ClientCode::ALL {
+            assert_eq!(ClientCode::parse(w.as_str()), Some(*w));
+            // A client code is never one of the server's.
+            assert_eq!(ErrorCode::parse(w.as_str()), None, "{w:?}");
         }
         assert_eq!(PeerKind::parse("Token"), None);
         assert_eq!(ErrorCode::parse(""), None);

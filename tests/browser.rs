@@ -500,6 +500,58 @@ async fn a_refresh_answered_503_is_a_network_error_and_the_session_survives() {
 }
 
 #[wasm_bindgen_test]
+async fn a_server_refusing_every_refresh_is_asked_a_few_times_not_once_per_request() {
+    let auth = logged_in(&[]).await;
+    faults(obj(&[("refresh_fail_next", 1000.into())])).await;
+    sleep(UNTIL_REFRESH_DUE_MS).await;
+    // 50 requests at once share one refresh (its two quick retries: 3 requests) and its failure.
+    let url = JsValue::from_str(&format!("{SERVER}/api/me"));
+    let all = Array::new();
+    for _ in 0..50 {
+        all.push(&auth.fetch(url.clone(), None));
+    }
+    let settled: Array = await_ok(Promise::all_settled(&all)).await.into();
+    for r in settled.iter() {
+        assert_eq!(
+            get(&get(&r, "reason"), "name").as_string().unwrap(),
+            "NetworkError"
+        );
+    }
+    assert_eq!(count("refresh_calls").await, 3.0);
+    // For the next 3 s, a request every 100 ms: no refresh starts before the wait (10-15 s) is
+    // over. The token, due, is used while it is valid; then the failure is told at once.
+    let (mut sent, mut told) = (0, 0);
+    for _ in 0..30 {
+        match JsFuture::from(auth.fetch(url.clone(), None)).await {
+            Ok(res) => {
+                assert_eq!(res.unchecked_into::<Response>().status(), 200);
+                sent += 1;
+            }
+            Err(e) => {
+                assert_eq!(get(&e, "name").as_string().unwrap(), "NetworkError");
+                told += 1;
+            }
+        }
+        sleep(100).await;
+    }
+    assert_eq!(
+        count("refresh_calls").await,
+        3.0,
+        "{sent} sent, {told} told"
+    );
+    assert!(told > 0, "the token expired meanwhile: {sent} sent");
+    assert!(auth.is_authenticated(), "never a logout");
+    // A forced refresh goes ahead at once, with one attempt (no quick retries any more).
+    let (name, _) = rejection(auth.refresh(Some(obj(&[("force", true.into())])))).await;
+    assert_eq!(name, "NetworkError");
+    assert_eq!(count("refresh_calls").await, 4.0);
+    // The server recovers: forcing works, and so does everything else.
+    faults(obj(&[("refresh_fail_next", 0.into())])).await;
+    await_ok(auth.refresh(Some(obj(&[("force", true.into())])))).await;
+    assert_eq!(me_status(&auth).await, 200);
+}
+
+#[wasm_bindgen_test]
 async fn a_proxys_401_page_from_the_refresh_endpoint_ends_no_session() {
     let auth = logged_in(&[]).await;
     let log = record(&auth);

@@ -41,9 +41,12 @@
 //!  wake (visible, online, pageshow): a due token is refreshed once, before anyone asks.
 //! ```
 
-use super::reply::{RefreshOutcome, RefreshReply, Transient, backoff_ms, is_token_shaped};
+use super::reply::{
+    COOLDOWN_CAP_MS, RefreshOutcome, RefreshReply, Transient, backoff_ms, cooldown_ms,
+    is_token_shaped,
+};
 use super::session::{Check, Handoff, Phase, Policy, Replay, Session, Settled};
-use crate::proto::{EndReason, ErrorName};
+use crate::proto::{ClientCode, EndReason, ErrorCode, ErrorName};
 
 /// Ids of callers (chosen by the driver), requests and timers (chosen by the machine).
 pub type Id = u32;
@@ -129,11 +132,22 @@ impl Failure {
     pub fn code(&self) -> &str {
         match self {
             Failure::SessionExpired(c) => c,
-            Failure::Network(Transient::Network) => "network",
-            Failure::Network(Transient::Timeout) => "timeout",
-            Failure::Network(Transient::Status(_)) => "server_error",
-            Failure::Refresh(_) => "unexpected_response",
+            Failure::Network(Transient::Network) => ClientCode::Network.as_str(),
+            Failure::Network(Transient::Timeout) => ClientCode::Timeout.as_str(),
+            Failure::Network(Transient::Status(_)) => ErrorCode::ServerError.as_str(),
+            Failure::Refresh(_) => ClientCode::UnexpectedResponse.as_str(),
             Failure::Login { code, .. } => code,
+        }
+    }
+
+    /// A refresh that failed with `status` (0: no answer) without ending the session, as it is
+    /// told again: to the callers who need a refresh before the wait is over, and by another
+    /// tab (a timeout is told as `network`).
+    pub fn of_status(status: u16) -> Failure {
+        match status {
+            0 => Failure::Network(Transient::Network),
+            408 | 429 | 500..=599 => Failure::Network(Transient::Status(status)),
+            s => Failure::Refresh(s),
         }
     }
 
@@ -161,6 +175,12 @@ pub enum Message {
     },
     Ended {
         reason: EndReason,
+        at_ms: f64,
+    },
+    /// A refresh failed without ending the session, with `status` (0: no answer; see
+    /// [`Failure::of_status`]).
+    Failed {
+        status: u16,
         at_ms: f64,
     },
 }
@@ -256,22 +276,6 @@ struct Server {
     offset_ms: f64,
 }
 
-/// The `error` of a `WWW-Authenticate: DPoP ...` challenge, if it has one. (A byte search:
-/// `str::find` with a string pattern costs the wasm a kilobyte.)
-pub fn dpop_challenge_error(header: &str) -> Option<&str> {
-    let b = header.as_bytes();
-    // The end of the first `pat` (any case) at or after `from`.
-    let after = |from: usize, pat: &[u8]| {
-        b.get(from..)?
-            .windows(pat.len())
-            .position(|w| w.eq_ignore_ascii_case(pat))
-            .map(|i| from + i + pat.len())
-    };
-    let at = after(after(0, b"dpop")?, b"error=\"")?;
-    let len = b.get(at..)?.iter().position(|&c| c == b'"')?;
-    header.get(at..at + len)
-}
-
 /// A DPoP nonce worth keeping: visible ASCII, not absurdly long (it goes into every proof).
 fn nonce_shaped(n: &str) -> bool {
     !n.is_empty() && n.len() <= 512 && is_token_shaped(n)
@@ -350,6 +354,21 @@ struct Pending {
     retried: bool,
 }
 
+/// After a refresh failed without ending the session (here or in another tab): no refresh
+/// starts before `until_ms` unless forced or the tab comes back, and callers who need one
+/// meanwhile are told the same failure. Kept, with its count, until a refresh succeeds.
+#[derive(Debug, Clone, Copy)]
+struct Cooldown {
+    until_ms: f64,
+    /// Refreshes failed in a row: while it is not zero, a flight makes one attempt (no quick
+    /// retries at 250 ms and 1 s) and each failure doubles the wait ([`cooldown_ms`]).
+    failures: u32,
+    /// The last one's status (0: no answer), told again ([`Failure::of_status`]).
+    status: u16,
+    /// The session it is about: a login or an end forgets it.
+    epoch: u64,
+}
+
 /// Refreshes a caller may await before giving up (the server's lifetimes must be off).
 const MAX_TRIES_FRESH: u8 = 3;
 const MAX_TRIES_NEWER: u8 = 2;
@@ -370,6 +389,7 @@ pub struct Machine {
     head: usize,
     /// DPoP: per server, the newest nonce and the clock offset.
     servers: Vec<Server>,
+    cooldown: Option<Cooldown>,
 }
 
 impl Machine {
@@ -386,6 +406,7 @@ impl Machine {
             out: Vec::new(),
             head: 0,
             servers: Vec::new(),
+            cooldown: None,
         }
     }
 
@@ -494,7 +515,8 @@ impl Machine {
 
     /// The status of the response a fetch caller got for a [`Command::Send`].
     /// `replayable`: the request can be sent again (its body is not a spent stream).
-    /// `challenge`: its `WWW-Authenticate` header, if any.
+    /// `challenge`: the `error` of its `WWW-Authenticate: DPoP` challenge, if any (the driver
+    /// reads the header, as it reads JSON bodies).
     pub fn fetch_status(
         &mut self,
         id: Id,
@@ -515,10 +537,7 @@ impl Machine {
             return self.finish(i, Command::Return { caller: id });
         }
         let c = self.callers[i];
-        if replayable
-            && !c.proof_retried
-            && self.proof_retry(challenge.and_then(dpop_challenge_error))
-        {
+        if replayable && !c.proof_retried && self.proof_retry(challenge) {
             // Not the token's fault: the same request once more, with a new proof.
             self.callers[i].proof_retried = true;
             self.callers[i].state = State::Waiting {
@@ -622,7 +641,7 @@ impl Machine {
         }
         // Check again: the holder's token may be here already.
         if self.session.generation() > f.start_generation {
-            return self.settle_by_peer(now);
+            return self.settle_by_peer(None, now);
         }
         if timer.is_some() {
             let t = self.start_timer(HANDOFF_WAIT_MS);
@@ -691,6 +710,7 @@ impl Machine {
                 if self.session.adopt(h).is_none() {
                     return;
                 }
+                self.cooldown = None;
                 self.emit(if login {
                     Emit::Login
                 } else {
@@ -702,7 +722,7 @@ impl Machine {
                     && matches!(f.stage, Stage::Asking { .. } | Stage::Handoff { .. })
                     && self.session.generation() > f.start_generation
                 {
-                    self.settle_by_peer(now);
+                    self.settle_by_peer(None, now);
                 }
             }
             Message::Logout { at_ms } => {
@@ -713,6 +733,23 @@ impl Machine {
             Message::Ended { reason, at_ms } => {
                 if at_ok(at_ms) && self.session.end_if_older(at_ms) {
                     self.announce_end(reason);
+                }
+            }
+            Message::Failed { status, at_ms } => {
+                // Another tab's refresh failed: this tab shares its outcome and its wait, unless
+                // it is old news (older than the longest wait, or than this tab's token). With no
+                // session here it changes nothing (a login starts afresh). A forged one costs a
+                // wait, never the session.
+                if !(now - COOLDOWN_CAP_MS..=now + PEER_CLOCK_SLACK_MS).contains(&at_ms)
+                    || self.session.received_at_ms().is_some_and(|t| t > at_ms)
+                {
+                    return;
+                }
+                self.cool_down(status, at_ms);
+                if let Some(f) = self.flight
+                    && !matches!(f.stage, Stage::Sending { .. } | Stage::Backoff { .. })
+                {
+                    self.settle_by_peer(Some(Failure::of_status(status)), now);
                 }
             }
         }
@@ -769,8 +806,15 @@ impl Machine {
         else {
             return;
         };
+        // A refresh failed a moment ago: none starts before the wait is over (one in flight is
+        // joined; a forced one goes ahead). A token that is due but still valid is used
+        // meanwhile; otherwise the caller is told that refresh's failure.
+        let cooling = match self.flight {
+            None if self.callers[i].call != (Call::Refresh { force: true }) => self.cooling(now),
+            _ => None,
+        };
         let max_tries = match need {
-            Need::Fresh => match self.session.check(now) {
+            Need::Fresh => match self.session.check_within(now, cooling.is_some()) {
                 Check::Fresh { token, generation } => {
                     return self.grant(i, Some(token), generation, replayed);
                 }
@@ -801,6 +845,9 @@ impl Machine {
                 Need::Fresh => Failure::Refresh(200),
                 Need::NewerThan(_) => Failure::SessionExpired("no_session"),
             };
+            return self.fail(i, failure);
+        }
+        if let Some(failure) = cooling {
             return self.fail(i, failure);
         }
         self.callers[i].state = State::Waiting {
@@ -924,7 +971,10 @@ impl Machine {
                 let Stage::Sending { failures, .. } = f.stage else {
                     return;
                 };
-                if let RefreshOutcome::Transient(_) = outcome {
+                // Quick retries (a lost response) only while no refresh has failed yet.
+                if let RefreshOutcome::Transient(_) = outcome
+                    && self.backed_off().is_none()
+                {
                     let failures = failures + 1;
                     if let Some(ms) = backoff_ms(failures, self.random()) {
                         let t = self.start_timer(ms);
@@ -953,18 +1003,30 @@ impl Machine {
         let Some(f) = self.flight.take() else { return };
         self.cancel_stage_timer(f.stage);
         let settled = self.session.finish_refresh(f.epoch, outcome, now);
-        match settled {
+        // The other tabs are told before the lock is released.
+        let failure = match settled {
             Settled::Refreshed { .. } => {
+                self.cooldown = None;
                 if let Some(h) = self.session.handoff(now) {
                     self.post_token(false, h);
                 }
+                None
             }
             Settled::Ended {
                 reason,
                 was_active: true,
-            } => self.post(Message::Ended { reason, at_ms: now }),
-            _ => {}
-        }
+            } => {
+                self.post(Message::Ended { reason, at_ms: now });
+                Some(Failure::SessionExpired(reason.as_str()))
+            }
+            // A page-load guess that was wrong, or a session that changed meanwhile.
+            Settled::Ended { .. } | Settled::Stale => None,
+            Settled::Failed(t) => {
+                let status = if let Transient::Status(s) = t { s } else { 0 };
+                Some(self.failed(Failure::Network(t), status, now))
+            }
+            Settled::Unexpected(s) => Some(self.failed(Failure::Refresh(s), s, now)),
+        };
         if f.locked {
             if let Settled::Refreshed { .. } = settled {
                 self.hold = Some(self.start_timer(LOCK_HOLD_MS));
@@ -972,37 +1034,63 @@ impl Machine {
                 self.out.push(Command::Unlock);
             }
         }
-        let failure = match settled {
-            Settled::Refreshed { .. } => {
-                self.emit(Emit::Refresh {
-                    expires_in_secs: self.expires_in_secs(now),
-                });
-                None
-            }
+        match settled {
+            Settled::Refreshed { .. } => self.emit(Emit::Refresh {
+                expires_in_secs: self.expires_in_secs(now),
+            }),
             Settled::Ended {
                 reason,
                 was_active: true,
-            } => {
-                self.announce_end(reason);
-                Some(Failure::SessionExpired(reason.as_str()))
-            }
-            // A page-load guess that was wrong, or a session that changed meanwhile.
-            Settled::Ended { .. } | Settled::Stale => None,
-            Settled::Failed(t) => Some(Failure::Network(t)),
-            Settled::Unexpected(status) => Some(Failure::Refresh(status)),
-        };
+            } => self.announce_end(reason),
+            _ => {}
+        }
         self.answer_waiting(failure, now);
     }
 
-    /// Another tab's token ended this tab's flight (after an `ask`, or while we held the lock).
-    fn settle_by_peer(&mut self, now: f64) {
+    /// A refresh failed without ending the session: the other tabs are told, and here no new
+    /// one starts before the wait is over ([`cooldown_ms`]).
+    fn failed(&mut self, failure: Failure, status: u16, now: f64) -> Failure {
+        self.post(Message::Failed { status, at_ms: now });
+        self.cool_down(status, now);
+        failure
+    }
+
+    /// One more refresh failed, at `at_ms`, with `status`: the wait doubles from then.
+    fn cool_down(&mut self, status: u16, at_ms: f64) {
+        let failures = self.backed_off().map_or(0, |c| c.failures) + 1;
+        self.cooldown = Some(Cooldown {
+            until_ms: at_ms + cooldown_ms(failures, self.random()),
+            failures,
+            status,
+            epoch: self.session.epoch(),
+        });
+    }
+
+    /// The cooldown of this session, if refreshes have failed since its last success.
+    fn backed_off(&self) -> Option<&Cooldown> {
+        self.cooldown
+            .as_ref()
+            .filter(|c| c.epoch == self.session.epoch())
+    }
+
+    /// The failure to tell a caller who needs a refresh while the wait is not over.
+    fn cooling(&self, now: f64) -> Option<Failure> {
+        let c = self.backed_off().filter(|c| now < c.until_ms)?;
+        Some(Failure::of_status(c.status))
+    }
+
+    /// Another tab ended this tab's flight: its token (after an `ask`, or while this one held
+    /// the lock), or its refresh's `failure` while this one waited on it (for its token or its
+    /// lock), which is then this flight's outcome.
+    fn settle_by_peer(&mut self, failure: Option<Failure>, now: f64) {
         let Some(f) = self.flight.take() else { return };
         self.cancel_stage_timer(f.stage);
-        self.session.finish_by_peer(f.epoch);
         if f.locked {
             self.out.push(Command::Unlock);
+        } else if let Stage::Locking { .. } = f.stage {
+            self.out.push(Command::CancelLock);
         }
-        self.answer_waiting(None, now);
+        self.answer_waiting(failure, now);
     }
 
     fn cancel_stage_timer(&mut self, stage: Stage) {
@@ -1022,7 +1110,9 @@ impl Machine {
         let mut i = self.callers.len();
         while i > 0 {
             i -= 1;
-            let Some(c) = self.callers.get(i) else { continue };
+            let Some(c) = self.callers.get(i) else {
+                continue;
+            };
             if !matches!(c.state, State::Waiting { .. }) {
                 continue;
             }

@@ -4,10 +4,11 @@
 //! and carries out the [`Command`]s it returns.
 //!
 //! In scope: the whole client flow — the single refresh in flight and its waiters, ask → lock
-//! → check again across tabs, retries with backoff, the one-replay rule after a 401, what to
-//! adopt from other tabs, the events — plus JWT payload decoding, token lifetime and leeway
-//! policy and classifying responses. Out of scope: I/O of any kind, JSON parsing (the driver
-//! uses the browser's `JSON`), storage (there is none: the token lives in this memory only).
+//! → check again across tabs, retries with backoff and the waits after a failed refresh, the
+//! one-replay rule after a 401, what to adopt from other tabs, the events — plus token
+//! lifetime and leeway policy and classifying responses. Out of scope: I/O of any kind, parsing (the driver reads
+//! JSON bodies with the browser's `JSON`, a JWT's payload and a `WWW-Authenticate` challenge),
+//! storage (there is none: the token lives in this memory only).
 //! The flow is drawn in [`machine`]; the session's phases:
 //!
 //! ```text
@@ -30,7 +31,6 @@
 //! `Maybe` is a page load with the `tw_session` hint cookie: a session may exist, the first
 //! request that needs a token refreshes to find out.
 
-mod jwt;
 pub mod machine;
 mod reply;
 mod session;
@@ -38,7 +38,6 @@ mod session;
 #[cfg(test)]
 mod tests;
 
-pub use jwt::{JwtError, decode_payload, decode_payload_bytes};
 pub use machine::{Call, Command, Config, Emit, Endpoint, Failure, Id, Machine, Message, Value};
 pub use reply::{
     RefreshOutcome, RefreshReply, Transient, backoff_ms, is_token_shaped, lifetime_secs,

@@ -119,6 +119,17 @@ pub fn backoff_ms(attempt: u32, jitter: f64) -> Option<f64> {
     Some(base * (1.0 + 0.5 * jitter.clamp(0.0, 1.0)))
 }
 
+/// How long after `failures` refreshes in a row failed (without ending the session) the next
+/// may start: 10 s, doubling, at most 60 s; `jitter` in [0, 1) adds up to half, so tabs and
+/// browsers that failed together do not come back together.
+pub fn cooldown_ms(failures: u32, jitter: f64) -> f64 {
+    let doubled = 10_000.0 * f64::from(1u32 << failures.clamp(1, 4).saturating_sub(1));
+    doubled.min(COOLDOWN_CAP_MS) * (1.0 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+/// The longest wait between refreshes that fail (before jitter).
+pub const COOLDOWN_CAP_MS: f64 = 60_000.0;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,6 +326,18 @@ mod tests {
         );
         assert_eq!(status(404, None), RefreshOutcome::Unexpected(404));
         assert_eq!(status(302, None), RefreshOutcome::Unexpected(302));
+    }
+
+    #[test]
+    fn failed_refreshes_wait_longer_each_time_up_to_a_minute_and_a_half() {
+        let waits: Vec<f64> = (1..=6).map(|n| cooldown_ms(n, 0.0)).collect();
+        assert_eq!(
+            waits,
+            [10_000.0, 20_000.0, 40_000.0, 60_000.0, 60_000.0, 60_000.0]
+        );
+        assert_eq!(cooldown_ms(0, 0.0), 10_000.0);
+        assert_eq!(cooldown_ms(u32::MAX, 0.999), 60_000.0 * 1.4995);
+        assert_eq!(cooldown_ms(4, 7.0), 90_000.0);
     }
 
     #[test]

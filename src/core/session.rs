@@ -153,28 +153,36 @@ impl Session {
         self.token.as_ref().map(|t| t.value.as_str())
     }
 
+    /// When the token held arrived (in this tab or another).
+    pub fn received_at_ms(&self) -> Option<f64> {
+        self.token.as_ref().map(|t| t.received_at_ms)
+    }
+
     /// Milliseconds until the token expires (negative once it has), if one is held.
     pub fn expires_in_ms(&self, now_ms: f64) -> Option<f64> {
         self.token.as_ref().map(|t| t.expires_at_ms - now_ms)
     }
 
     pub fn check(&self, now_ms: f64) -> Check {
+        self.check_within(now_ms, false)
+    }
+
+    /// As [`check`](Self::check); with `to_expiry`, a token that is due but not expired is still
+    /// [`Check::Fresh`] (used while refreshes wait after a failure), as every token is until it
+    /// expires in banking mode.
+    pub fn check_within(&self, now_ms: f64, to_expiry: bool) -> Check {
+        let until_expiry = to_expiry || !self.policy.auto_refresh;
         match (&self.phase, &self.token) {
             (Phase::Anonymous, _) => Check::Anonymous,
-            (Phase::Active, Some(t)) if now_ms < t.refresh_at_ms => Check::Fresh {
-                token: t.value.clone(),
-                generation: t.generation,
-            },
-            (Phase::Active, Some(t)) if !self.policy.auto_refresh => {
-                if now_ms < t.expires_at_ms {
-                    Check::Fresh {
-                        token: t.value.clone(),
-                        generation: t.generation,
-                    }
-                } else {
-                    Check::Expired
+            (Phase::Active, Some(t))
+                if now_ms < t.refresh_at_ms || until_expiry && now_ms < t.expires_at_ms =>
+            {
+                Check::Fresh {
+                    token: t.value.clone(),
+                    generation: t.generation,
                 }
             }
+            (Phase::Active, Some(_)) if !self.policy.auto_refresh => Check::Expired,
             _ => Check::Refresh,
         }
     }

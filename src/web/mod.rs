@@ -18,7 +18,7 @@ use crate::heap::Heap;
 
 use crate::core::{
     Call, Command, Config, Emit, Endpoint, Failure, Machine, Message, Policy, RefreshReply,
-    Transient, Value, decode_payload_bytes,
+    Transient, Value,
 };
 use crate::iface::{self, Input, Op, Out};
 use crate::proto::{EndReason, Event, PeerKind};
@@ -61,8 +61,6 @@ struct State {
     out: Out,
     /// The command whose fields are in `out` (its strings are read from here).
     cur: Command,
-    /// `payload`'s bytes.
-    s: Vec<u8>,
 }
 
 struct Global(UnsafeCell<State>);
@@ -85,7 +83,6 @@ static STATE: Global = Global(UnsafeCell::new(State {
         t_len: 0,
     },
     cur: Command::Unlock,
-    s: Vec::new(),
 }));
 
 fn state() -> &'static mut State {
@@ -129,14 +126,6 @@ fn strings3(lens: [i32; 3]) -> (Option<String>, Option<String>, Option<String>) 
 
 fn opt(x: f64) -> Option<f64> {
     (!x.is_nan()).then_some(x)
-}
-
-/// `bytes` as the `s` field of [`Out`], kept until the next.
-fn set_s(bytes: Vec<u8>) {
-    let st = state();
-    st.s = bytes;
-    st.out.s_ptr = st.s.as_ptr() as u32;
-    st.out.s_len = st.s.len() as u32;
 }
 
 /// Room for `len` bytes of strings; the driver writes them at the returned address.
@@ -247,6 +236,9 @@ pub extern "C" fn tw_next() -> u32 {
                 Message::Ended { reason, at_ms } => {
                     (PeerKind::Ended, *reason as u32, 0.0, *at_ms, "")
                 }
+                Message::Failed { status, at_ms } => {
+                    (PeerKind::Failed, u32::from(*status), 0.0, *at_ms, "")
+                }
             };
             (Op::Post, id, kind as i32, lifetime, at, "", t)
         }
@@ -318,13 +310,13 @@ pub extern "C" fn tw_input(kind: u32, id: u32, flag: u32, now: f64) -> u32 {
     1
 }
 
-/// The status of a Send's response; its `WWW-Authenticate` in the inbox (-1: none). Report
-/// its `DPoP-Nonce` and `Date` with `seen` first.
+/// The status of a Send's response; the `error` of its `WWW-Authenticate: DPoP` challenge in
+/// the inbox (-1: none). Report its `DPoP-Nonce` and `Date` with `seen` first.
 #[unsafe(export_name = "s")]
-pub extern "C" fn tw_status(id: u32, status: u32, replayable: u32, challenge_len: i32, now: f64) {
-    let challenge = text(&mut 0, challenge_len);
+pub extern "C" fn tw_status(id: u32, status: u32, replayable: u32, error_len: i32, now: f64) {
+    let error = text(&mut 0, error_len);
     if let Some(m) = machine() {
-        m.fetch_status(id, status as u16, replayable != 0, challenge, now);
+        m.fetch_status(id, status as u16, replayable != 0, error, now);
     }
 }
 
@@ -384,8 +376,8 @@ pub extern "C" fn tw_reply(
 }
 
 /// A message from another tab, its fields as found: `kind` and `reason` their places in
-/// `PEER_KINDS` and `END_REASONS` (-1: none), the token in the inbox. Anything malformed is
-/// dropped here or by the machine.
+/// `PEER_KINDS` and `END_REASONS` (-1: none), its token in the inbox, its number (a token's
+/// lifetime, a failure's status). Anything malformed is dropped here or by the machine.
 #[unsafe(export_name = "e")]
 #[allow(clippy::too_many_arguments)]
 pub extern "C" fn tw_peer(
@@ -393,7 +385,7 @@ pub extern "C" fn tw_peer(
     token_len: i32,
     reason: i32,
     login: u32,
-    lifetime: f64,
+    number: f64,
     at: f64,
     now: f64,
 ) {
@@ -405,7 +397,7 @@ pub extern "C" fn tw_peer(
             Message::Token {
                 login: login != 0,
                 token,
-                lifetime_secs: lifetime,
+                lifetime_secs: number,
                 at_ms: at,
             }
         }
@@ -416,6 +408,10 @@ pub extern "C" fn tw_peer(
             };
             Message::Ended { reason, at_ms: at }
         }
+        Some(PeerKind::Failed) => Message::Failed {
+            status: number as u16,
+            at_ms: at,
+        },
         None => return,
     };
     if let Some(m) = machine() {
@@ -436,17 +432,14 @@ pub extern "C" fn tw_expires_in(now: f64) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// The payload of the token in the inbox (`len`), or of the held one (`len` -1), as bytes in
-/// `s`; returns 1 if there is one.
-#[unsafe(export_name = "j")]
-pub extern "C" fn tw_payload(len: i32) -> u32 {
-    let token = match len {
-        -1 => machine().and_then(|m| m.session().token()),
-        _ => text(&mut 0, len),
-    };
-    let bytes = token.and_then(|t| decode_payload_bytes(t).ok());
-    let found = bytes.is_some();
-    // The driver decodes these bytes with TextDecoder (which replaces invalid UTF-8).
-    set_s(bytes.unwrap_or_default());
-    u32::from(found)
+/// The token held, pointed at in `s` of Out (the driver decodes its payload for `claims()`);
+/// returns 1 if there is one.
+#[unsafe(export_name = "t")]
+pub extern "C" fn tw_token() -> u32 {
+    let State { machine, out, .. } = state();
+    let token = machine.as_ref().and_then(|m| m.session().token());
+    let t = token.unwrap_or_default();
+    out.s_ptr = t.as_ptr() as u32;
+    out.s_len = t.len() as u32;
+    u32::from(token.is_some())
 }

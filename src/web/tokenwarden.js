@@ -11,9 +11,9 @@ const OP_SEND = 1, OP_RETURN = 2, OP_RESOLVE = 3, OP_REJECT = 4, OP_REQUEST = 5,
 const IN_FETCH = 1, IN_TOKEN = 2, IN_REFRESH = 3, IN_RESTORE = 4, IN_LOGIN = 5, IN_LOGOUT = 6, IN_FORGET = 7, IN_LOCK = 8, IN_TIMER = 9, IN_WAKE = 10;
 const TO_LOGIN = 0, TO_REFRESH = 1, TO_LOGOUT = 2;
 const OUT_A = 0, OUT_B = 8, OUT_ID = 16, OUT_C = 20, OUT_S = 24, OUT_T = 32;
-const X_INBOX = "i", X_OUT = "o", X_NEW = "m", X_NEXT = "n", X_INPUT = "c", X_STATUS = "s", X_SEEN = "d", X_PROOF = "p", X_REPLY = "r", X_PEER = "e", X_EXPIRES_IN = "x", X_PAYLOAD = "j";
+const X_INBOX = "i", X_OUT = "o", X_NEW = "m", X_NEXT = "n", X_INPUT = "c", X_STATUS = "s", X_SEEN = "d", X_PROOF = "p", X_REPLY = "r", X_PEER = "e", X_EXPIRES_IN = "x", X_TOKEN = "t";
 const EVENTS = ["login", "refresh", "sessionExpired", "tokenReused", "logout"];
-const PEER_KINDS = ["ask", "token", "logout", "ended"];
+const PEER_KINDS = ["ask", "token", "logout", "ended", "failed"];
 const END_REASONS = ["invalid_grant", "token_reused", "expired"];
 const ERROR_NAMES = ["ConfigError", "LoginError", "SessionExpiredError", "NetworkError", "RefreshError"];
 // ---- end of iface ----
@@ -121,6 +121,7 @@ const [rsStatus, rsHeaders, rsUrl, rsRedirected] = getters(Response, ["status", 
 const rClone = Request.prototype.clone;
 const get = (getter, o) => apply(getter, o, []);
 const parse = JSON.parse;
+const reExec = RegExp.prototype.exec;
 const stringify = JSON.stringify;
 const now = Date.now;
 const dateParse = Date.parse;
@@ -241,6 +242,32 @@ function options(o) {
 // whether a refused one is sent again; here only keys, bytes and signatures.
 
 const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+// Each character's value (a null prototype: no getter of Object.prototype sees one go by).
+const B64V = { __proto__: null };
+for (let i = 0; i < 64; i++) B64V[B64[i]] = i;
+
+/** A JWT's payload (`header.payload.signature`, at most 16 KiB), decoded (never verified: the
+ * server verifies) to its JSON text, or null. Unpadded base64url (padding tolerated), strict:
+ * no other alphabet, no stray bits, no impossible length. By hand, reading the token by index:
+ * no patchable method sees it (a script can read the claims with `claims()` anyway). */
+function payloadOf(t) {
+  let a = -1, b = -1, dots = 0, end;
+  for (let i = 0; i < t.length; i++) if (t[i] === ".") (dots++, a = b, b = i);
+  if (dots !== 2 || a < 1 || b < a + 2 || t.length > 16384) return null;
+  for (end = b; t[end - 1] === "="; ) end--;
+  const out = new U8(t.length);
+  let acc = 0, bits = 0, n = 0;
+  for (let i = a + 1; i < end; i++) {
+    const v = B64V[t[i]];
+    if (v === undefined) return null;
+    // Six bits in; a byte out whenever eight are there.
+    acc = ((acc << 6) | v) & 4095;
+    bits += 6;
+    if (bits >= 8) out[n++] = acc >> (bits -= 8);
+  }
+  // What is left must be fewer than six bits (one character of a group is impossible), zeros.
+  return bits < 6 && !(acc & ((1 << bits) - 1)) ? decode(out.subarray(0, n)) : null;
+}
 /** base64url without padding (by hand: no patchable String or btoa method sees a proof). */
 function b64u(data) {
   const b = typeof data === "string" ? encode(data) : new U8(data);
@@ -610,10 +637,10 @@ export class TokenManager {
     return this.#authFetch(input, init, get(uHref, u), isRequest);
   }
 
-  /** A JWT's payload as JSON text, or null: of `token`, or of the held one. */
-  #payload(token) {
+  /** The held token's payload as JSON text, or null. */
+  #payload() {
     const c = this.#c;
-    return c?.x[X_PAYLOAD](token === undefined ? -1 : c.put(token)[0]) ? c.out().s : null;
+    return c?.x[X_TOKEN]() ? payloadOf(c.out().s) : null;
   }
 
   /** The place of `origin` in the servers' list (-1: none). A plain loop over our own array:
@@ -699,9 +726,11 @@ export class TokenManager {
         throw e;
       }
       this.#seen(url, res);
-      const [challenge] = this.#c.put(apply(hget, get(rsHeaders, res), ["www-authenticate"]) ?? undefined);
+      // The `error` of its DPoP challenge (the first `error="..."` after a `DPoP`, any case).
+      const challenge = apply(hget, get(rsHeaders, res), ["www-authenticate"]);
+      const [error] = this.#c.put(challenge && apply(reExec, /dpop[^]*?error="([^"]*)"/i, [challenge])?.[1]);
       const status = get(rsStatus, res);
-      step = await this.#wait(id, () => this.#c.x[X_STATUS](id, status, out.replayable(), challenge, now()));
+      step = await this.#wait(id, () => this.#c.x[X_STATUS](id, status, out.replayable(), error, now()));
       if (step === DONE) return res;
     }
   }
@@ -808,7 +837,7 @@ export class TokenManager {
     const token = str(j.access_token);
     let lifetime = NaN;
     try {
-      const claims = parse(this.#payload(token ?? "") ?? "null");
+      const claims = parse(payloadOf(token ?? "") ?? "null");
       lifetime = num(claims?.exp - claims?.iat) ?? NaN;
     } catch {}
     const [a, b, c] = this.#c.put(token, str(j.token_type), str(j.error));
@@ -888,6 +917,7 @@ export class TokenManager {
       }
     }
     if (kind === "ended") m = { ...m, reason: END_REASONS[id] };
+    if (kind === "failed") m = { ...m, status: id };
     this.#channel?.postMessage(m);
   }
 
@@ -906,9 +936,10 @@ export class TokenManager {
       c.x[X_PROOF](at, now());
       if (!c.out().s) c.x[X_SEEN](at, c.put(d.nonce)[0], NaN, now());
     }
+    // A token's lifetime, or a failure's status.
     const [token] = c.put(s(d.token));
     c.x[X_PEER](PEER_KINDS.indexOf(d.t), token, END_REASONS.indexOf(d.reason), d.kind === "login",
-      n(d.lifetime), n(d.at), now());
+      n(d.lifetime ?? d.status), n(d.at), now());
     this.#byPeer = true;
     try {
       this.#drain();

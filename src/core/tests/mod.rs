@@ -2,6 +2,7 @@
 //! `client/test/scenario.rs`). A [`Scenario`] is a page: it makes calls, advances the clock,
 //! answers the requests the machine asks for, and reads back the commands.
 
+mod backoff;
 mod banking;
 mod dpop;
 mod faults;

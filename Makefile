@@ -80,7 +80,8 @@ test-browser: pkg
 	  cargo test -p tokenwarden --target wasm32-unknown-unknown --test browser
 
 # Playwright in headless Chromium: cross-tab behaviour, the demo, the npm consumers (Vite, and
-# React under StrictMode). Before it, the React fixture's server-side rendering in Node.
+# React under StrictMode). Before it, in Node: the React fixture's server-side rendering, and
+# the driver's claims decoder (tests/driver/).
 test-e2e: pkg
 	node scripts/check-pkg-readme.mjs --self-test && node scripts/check-pkg-readme.mjs
 	cargo build -p tokenwarden-server --features test-hooks
@@ -89,7 +90,7 @@ test-e2e: pkg
 	tests/consumer/build.sh
 	tests/consumer/node_modules/.bin/tsc -p tests/verify
 	tests/react/build.sh
-	node --test tests/react/
+	node --test tests/react/ tests/driver/
 	npx playwright test -c tests/e2e/playwright.config.ts
 
 # The cross-tab and fault scenarios in Chromium, Firefox ESR and WebKitGTK, each through its own

@@ -62,15 +62,18 @@ test-native:
 	cargo test -p tokenwarden-dpop --all-features
 
 # The reference server over real HTTP: as released (no test hooks) on SQLite, with the
-# three-instance tests (tests/fleet.rs) on a throwaway PostgreSQL cluster of their own; the
-# protocol, hardening, DPoP and sign-in-code suites again on PostgreSQL (scripts/pg.sh run: one cluster,
-# a database per server, stopped whatever the outcome); then the hooks' own tests in a build
-# with the `test-hooks` feature.
+# three-instance tests (tests/fleet.rs) on PostgreSQL; the protocol, hardening, DPoP, sign-in
+# code, accounts, feed, OIDC and passkey suites again on PostgreSQL (scripts/pg.sh run: one
+# cluster, a database per server, stopped whatever the outcome); and the hooks' own tests in a
+# build with the `test-hooks` feature. scripts/test-bins.mjs builds the three (the released
+# build last: tests/binary.rs runs target/debug/tokenwarden-server, which each build replaces),
+# then runs their test binaries side by side (cargo would run them one at a time).
 test-server:
-	cargo test -p tokenwarden-server
-	scripts/pg.sh run env TW_TEST_BACKEND=postgres \
-	  cargo test -p tokenwarden-server --test protocol --test hardening --test dpop --test otp --test accounts --test feed --test oidc --test passkeys
-	cargo test -p tokenwarden-server --features test-hooks --test test_hooks
+	node scripts/test-bins.mjs --self-test
+	scripts/pg.sh run node scripts/test-bins.mjs \
+	  'hooks||-p tokenwarden-server --features test-hooks --test test_hooks' \
+	  'postgres|TW_TEST_BACKEND=postgres|-p tokenwarden-server --test protocol --test hardening --test dpop --test otp --test accounts --test feed --test oidc --test passkeys' \
+	  'sqlite||-p tokenwarden-server'
 
 # The client in headless Chromium, then in headless Firefox ESR, against the real server.
 test-browser: pkg

@@ -465,7 +465,7 @@ async fn the_keys_cli_run_anywhere_reaches_every_instance_within_a_second() {
     let t = Client::new(&a).sign_in(ALICE).await;
     let (header, _) = jwt_parts(&t.access);
     let old_kid = header["kid"].as_str().unwrap().to_owned();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden-server"))
+    let out = std::process::Command::new(server_binary())
         .args(["keys", "revoke", &old_kid])
         .env("TW_DATABASE_URL", &url)
         .env("TW_KEY_ENCRYPTION_KEY", TEST_KEK)

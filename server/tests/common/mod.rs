@@ -30,6 +30,13 @@ use tokenwarden_server::store::RevokeReason;
 use tokenwarden_server::{AppState, Settings, Store};
 use tokio::sync::oneshot;
 
+/// The server binary the tests run: `TW_SERVER_BINARY` (scripts/test-bins.mjs gives each build
+/// its own copy: the released one and the `test-hooks` one share one path), else cargo's.
+pub fn server_binary() -> String {
+    std::env::var("TW_SERVER_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tokenwarden-server").to_owned())
+}
+
 pub const ALICE: (&str, &str) = ("alice@example.com", "alice-password-1");
 pub const BOB: (&str, &str) = ("bob@example.com", "bob-password-22");
 pub const REFRESH_COOKIE: &str = "__Host-tw_refresh";

@@ -52,7 +52,7 @@ async fn a_logout_survives_a_restart() {
 }
 
 fn cli(url: &str, args: &[&str]) -> String {
-    let out = Command::new(&server_binary())
+    let out = Command::new(server_binary())
         .args(args)
         .env("TW_DATABASE_URL", url)
         .env("TW_KEY_ENCRYPTION_KEY", TEST_KEK)
@@ -131,7 +131,7 @@ async fn the_keys_cli_reaches_a_running_server() {
 #[test]
 fn a_kid_starting_with_a_hyphen_is_a_kid_not_an_option() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(&server_binary())
+    let out = Command::new(server_binary())
         .args(["keys", "revoke", "-UFESxKKOT57uH09yl5mQUbeXF9"])
         .env("TW_DATABASE_URL", db_url(&dir))
         .env("TW_KEY_ENCRYPTION_KEY", TEST_KEK)
@@ -160,7 +160,7 @@ async fn shutdown_lets_a_request_in_flight_finish() {
 
 #[test]
 fn a_wildcard_cors_origin_is_refused() {
-    let out = Command::new(&server_binary())
+    let out = Command::new(server_binary())
         .args([
             "--bind",
             "127.0.0.1:0",
@@ -206,7 +206,7 @@ fn a_connect_src_that_is_not_an_origin_is_refused() {
 #[tokio::test]
 async fn demo_mode_prints_credentials_that_log_in() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(&server_binary())
+    let mut child = Command::new(server_binary())
         .args(["--demo", "--bind", "127.0.0.1:0"])
         .env("TW_DATABASE_URL", db_url(&dir))
         .env("RUST_LOG", "warn")
@@ -245,7 +245,7 @@ fn start(
     envs: &[(&str, &str)],
     dir: &std::path::Path,
 ) -> (std::process::Child, String) {
-    let mut child = Command::new(&server_binary())
+    let mut child = Command::new(server_binary())
         .args(args)
         .env_remove("TW_KEY_ENCRYPTION_KEY")
         .envs(envs.iter().copied())
@@ -276,7 +276,7 @@ fn stop(mut child: std::process::Child) {
 }
 
 fn refused(args: &[&str], envs: &[(&str, &str)]) -> String {
-    let out = Command::new(&server_binary())
+    let out = Command::new(server_binary())
         .args(args)
         .env_remove("TW_KEY_ENCRYPTION_KEY")
         .envs(envs.iter().copied())
@@ -297,7 +297,7 @@ fn an_unsupported_database_url_is_refused_at_start_and_creates_nothing() {
         "postgre://tw:secret-pw@127.0.0.1/tw",
         "https://example.com/tw.db",
     ] {
-        let out = Command::new(&server_binary())
+        let out = Command::new(server_binary())
             .current_dir(dir.path())
             .args(["--database-url", url, "--bind", "127.0.0.1:0"])
             .env("TW_KEY_ENCRYPTION_KEY", TEST_KEK)
@@ -314,7 +314,7 @@ fn an_unsupported_database_url_is_refused_at_start_and_creates_nothing() {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "{url}");
     }
     // A PostgreSQL URL is PostgreSQL, never a file, even when nothing answers there.
-    let out = Command::new(&server_binary())
+    let out = Command::new(server_binary())
         .current_dir(dir.path())
         .args([
             "--database-url",

@@ -123,7 +123,7 @@ async fn cors_allows_the_secret_header_only_where_hooks_are_mounted() {
 
 /// Starts the binary; returns it, its address and the secret it printed.
 fn start(args: &[&str]) -> (std::process::Child, String, String) {
-    let mut child = Command::new(&server_binary())
+    let mut child = Command::new(server_binary())
         .args(["--bind", "127.0.0.1:0", "--database-url", "sqlite::memory:"])
         .args(args)
         .env("RUST_LOG", "warn")
@@ -197,7 +197,7 @@ fn test_hooks_are_refused_on_a_non_loopback_address_or_with_a_short_secret() {
             "--test-hooks-secret must be at least 16 characters",
         ),
     ] {
-        let out = Command::new(&server_binary())
+        let out = Command::new(server_binary())
             .args(&args)
             .args(["--database-url", "sqlite::memory:"])
             .output()

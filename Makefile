@@ -45,9 +45,8 @@ lint-modules:
 
 lint: lint-modules
 	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets -- -D warnings
-	cargo clippy -p tokenwarden-server --all-targets --features test-hooks -- -D warnings
-	cargo clippy -p tokenwarden-dpop --all-targets --all-features -- -D warnings
+	cargo clippy --workspace --all-targets --all-features -- -D warnings
+	cargo clippy -p tokenwarden-server --all-targets -- -D warnings
 	cargo clippy -p tokenwarden --target wasm32-unknown-unknown --all-targets -- -D warnings
 
 # docs/QUESTIONS.md stays true: every test it links exists with that name (no build; node only).

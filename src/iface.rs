@@ -25,6 +25,11 @@
 //! | CancelTimer | id |
 //! | Emit | c event (w `EVENTS`), a expiresIn, b reason (w `END_REASONS`, -1 none) |
 
+#[cfg(test)]
+use crate::proto::{
+    CSRF_HEADER, CSRF_VALUE, ClientCode, CookieName, ErrorCode, FEDERATION_ERROR_PARAM,
+    FederationError, OIDC_PATH,
+};
 use crate::proto::{EndReason, ErrorName, Event, PeerKind};
 
 macro_rules! numbered {
@@ -205,6 +210,27 @@ mod tests {
             let quoted: Vec<String> = words.iter().map(|w| format!("\"{w}\"")).collect();
             js += &format!("const {name} = [{}];\n", quoted.join(", "));
         }
+        // The protocol's words (src/proto.rs), for the driver to name instead of spelling.
+        let words = [
+            ("ERR", ErrorCode::VARIANTS),
+            ("CODE", ClientCode::VARIANTS),
+            ("NAME", ErrorName::VARIANTS),
+            ("EVENT", Event::VARIANTS),
+            ("PEER", PeerKind::VARIANTS),
+            ("END", EndReason::VARIANTS),
+            ("FED", FederationError::VARIANTS),
+            ("COOKIE", CookieName::VARIANTS),
+        ];
+        for (prefix, table) in words {
+            let consts: Vec<String> = table
+                .iter()
+                .map(|(name, text)| format!("{prefix}_{} = \"{text}\"", screaming(name)))
+                .collect();
+            js += &format!("const {};\n", consts.join(", "));
+        }
+        js += &format!(
+            "const OIDC_PATH = \"{OIDC_PATH}\", FEDERATION_ERROR_PARAM = \"{FEDERATION_ERROR_PARAM}\", CSRF_HEADER = \"{CSRF_HEADER}\", CSRF_VALUE = \"{CSRF_VALUE}\";\n"
+        );
         js + END
     }
 

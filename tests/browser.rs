@@ -551,6 +551,52 @@ async fn a_server_refusing_every_refresh_is_asked_a_few_times_not_once_per_reque
     assert_eq!(me_status(&auth).await, 200);
 }
 
+#[wasm_bindgen(
+    inline_js = "export function drop_keys() { return new Promise((ok, no) => { \
+    const r = indexedDB.deleteDatabase('tokenwarden'); r.onsuccess = () => ok(true); \
+    r.onerror = () => no(r.error); }); }"
+)]
+extern "C" {
+    /// The key store deleted, as Safari's eviction or "clear site data" would: the cookies stay.
+    fn drop_keys() -> Promise;
+}
+
+#[wasm_bindgen_test]
+async fn a_stored_key_that_is_not_the_sessions_restores_nothing_once_and_never_again() {
+    logged_in(&[]).await;
+    // The key store goes; then, on another page, a mistyped sign-in stores a new key of its
+    // own (its session never came). The cookies are the first session's, bound to the key
+    // that went.
+    await_ok(drop_keys()).await;
+    let other = manager(&[]).await;
+    let (name, _) = rejection(other.login(obj(&[
+        ("email", "nobody@example.com".into()),
+        ("password", "wrong password".into()),
+    ])))
+    .await;
+    assert_eq!(name, "LoginError");
+    reset().await;
+    // The next page: one attempt (refused as signed by another key, sent once more, refused
+    // again), then not logged in, quietly; the hint cookie goes with it.
+    let page = manager(&[]).await;
+    let log = record(&page);
+    assert_eq!(await_ok(page.restore()).await, false);
+    assert_eq!(count("refresh_calls").await, 2.0);
+    assert!(events(&log).is_empty(), "nobody was logged in here");
+    // The page after: no attempt at all.
+    let next = manager(&[]).await;
+    assert_eq!(await_ok(next.restore()).await, false);
+    assert_eq!(count("refresh_calls").await, 2.0, "never again");
+    // A new sign-in works at once.
+    let (email, password) = new_user().await;
+    await_ok(next.login(obj(&[
+        ("email", email.into()),
+        ("password", password.into()),
+    ])))
+    .await;
+    assert_eq!(me_status(&next).await, 200);
+}
+
 #[wasm_bindgen_test]
 async fn a_proxys_401_page_from_the_refresh_endpoint_ends_no_session() {
     let auth = logged_in(&[]).await;

@@ -43,7 +43,7 @@
 
 use super::reply::{
     COOLDOWN_CAP_MS, RefreshOutcome, RefreshReply, Transient, backoff_ms, cooldown_ms,
-    is_token_shaped,
+    is_proof_refusal, is_token_shaped,
 };
 use super::session::{Check, Handoff, Phase, Policy, Replay, Session, Settled};
 use crate::proto::{ClientCode, EndReason, ErrorCode, ErrorName};
@@ -354,9 +354,10 @@ struct Pending {
     retried: bool,
 }
 
-/// After a refresh failed without ending the session (here or in another tab): no refresh
-/// starts before `until_ms` unless forced or the tab comes back, and callers who need one
-/// meanwhile are told the same failure. Kept, with its count, until a refresh succeeds.
+/// After the server answered a refresh with a failure that does not end the session (here or
+/// in another tab): no refresh starts before `until_ms` unless forced or the tab comes back,
+/// and callers who need one meanwhile are told the same failure. Kept, with its count, until a
+/// refresh succeeds.
 #[derive(Debug, Clone, Copy)]
 struct Cooldown {
     until_ms: f64,
@@ -481,7 +482,7 @@ impl Machine {
     /// sent twice because the browser resent a request whose connection closed). A second
     /// refusal goes to the caller: never a loop.
     fn proof_retry(&self, error: Option<&str>) -> bool {
-        self.config.dpop && matches!(error, Some("use_dpop_nonce" | "invalid_dpop_proof"))
+        self.config.dpop && error.is_some_and(is_proof_refusal)
     }
 
     // ---- inputs ---------------------------------------------------------------------------
@@ -495,11 +496,12 @@ impl Machine {
             }
             Call::Logout => self.logout(id, now),
             Call::Restore { hint } => {
+                // The guess made at construction is checked again (no refresh in flight yet).
+                if self.flight.is_none() {
+                    self.session.suspect(hint);
+                }
                 if self.session.phase() == Phase::Anonymous {
-                    if !hint {
-                        return self.resolve(id, Value::Bool(false));
-                    }
-                    self.session.suspect();
+                    return self.resolve(id, Value::Bool(false));
                 }
                 self.want(id, call, Need::Fresh, now);
             }
@@ -834,7 +836,7 @@ impl Machine {
                     return self.grant(i, Some(t), gen_now, replayed);
                 }
                 if s.phase() == Phase::Anonymous {
-                    return self.fail(i, Failure::SessionExpired("no_session"));
+                    return self.fail(i, Failure::SessionExpired(ClientCode::NoSession.as_str()));
                 }
                 MAX_TRIES_NEWER
             }
@@ -843,7 +845,7 @@ impl Machine {
             // Refreshed, yet the new token is already due: the server's lifetimes are off.
             let failure = match need {
                 Need::Fresh => Failure::Refresh(200),
-                Need::NewerThan(_) => Failure::SessionExpired("no_session"),
+                Need::NewerThan(_) => Failure::SessionExpired(ClientCode::NoSession.as_str()),
             };
             return self.fail(i, failure);
         }
@@ -882,7 +884,7 @@ impl Machine {
             (Call::Token, Some(t)) => self.done(i, Value::Token(t)),
             (Call::Restore { .. }, t) => self.done(i, Value::Bool(t.is_some())),
             (Call::Refresh { .. }, Some(_)) => self.done(i, Value::Unit),
-            _ => self.fail(i, Failure::SessionExpired("no_session")),
+            _ => self.fail(i, Failure::SessionExpired(ClientCode::NoSession.as_str())),
         }
     }
 
@@ -1005,7 +1007,7 @@ impl Machine {
         let settled = self.session.finish_refresh(f.epoch, outcome, now);
         // The other tabs are told before the lock is released.
         let failure = match settled {
-            Settled::Refreshed { .. } => {
+            Settled::Refreshed => {
                 self.cooldown = None;
                 if let Some(h) = self.session.handoff(now) {
                     self.post_token(false, h);
@@ -1028,14 +1030,14 @@ impl Machine {
             Settled::Unexpected(s) => Some(self.failed(Failure::Refresh(s), s, now)),
         };
         if f.locked {
-            if let Settled::Refreshed { .. } = settled {
+            if let Settled::Refreshed = settled {
                 self.hold = Some(self.start_timer(LOCK_HOLD_MS));
             } else {
                 self.out.push(Command::Unlock);
             }
         }
         match settled {
-            Settled::Refreshed { .. } => self.emit(Emit::Refresh {
+            Settled::Refreshed => self.emit(Emit::Refresh {
                 expires_in_secs: self.expires_in_secs(now),
             }),
             Settled::Ended {
@@ -1047,16 +1049,22 @@ impl Machine {
         self.answer_waiting(failure, now);
     }
 
-    /// A refresh failed without ending the session: the other tabs are told, and here no new
-    /// one starts before the wait is over ([`cooldown_ms`]).
+    /// A refresh failed without ending the session: the other tabs are told (those waiting on
+    /// it share its outcome), and if the server answered, no new one starts here before the
+    /// wait is over ([`cooldown_ms`]).
     fn failed(&mut self, failure: Failure, status: u16, now: f64) -> Failure {
         self.post(Message::Failed { status, at_ms: now });
         self.cool_down(status, now);
         failure
     }
 
-    /// One more refresh failed, at `at_ms`, with `status`: the wait doubles from then.
+    /// One more refresh failed, at `at_ms`, with `status`: the wait doubles from then. Only an
+    /// answer counts (status 0: no answer, the server unreachable or restarting, costs it
+    /// nothing and is retried at the next need, as it comes back).
     fn cool_down(&mut self, status: u16, at_ms: f64) {
+        if status == 0 {
+            return;
+        }
         let failures = self.backed_off().map_or(0, |c| c.failures) + 1;
         self.cooldown = Some(Cooldown {
             until_ms: at_ms + cooldown_ms(failures, self.random()),
@@ -1153,7 +1161,7 @@ impl Machine {
             RefreshOutcome::Transient(Transient::Status(429)) => self.fail(
                 i,
                 Failure::Login {
-                    code: "too_many_attempts".into(),
+                    code: ErrorCode::TooManyAttempts.as_str().into(),
                     status: 429,
                     retry_after: retry_after.filter(|s| s.is_finite() && *s >= 0.0),
                 },
@@ -1168,7 +1176,7 @@ impl Machine {
                             && c.len() <= 64
                             && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
                     })
-                    .unwrap_or_else(|| "invalid_credentials".into());
+                    .unwrap_or_else(|| ErrorCode::InvalidCredentials.as_str().into());
                 self.fail(
                     i,
                     Failure::Login {

@@ -1,6 +1,6 @@
 //! What a login or refresh response means, and how long to wait before retrying one.
 
-use crate::proto::EndReason;
+use crate::proto::{EndReason, error_code};
 
 /// A login or refresh response as the web layer read it (after `JSON.parse`, if the body was
 /// JSON). Fields the body did not have, or had with the wrong type, are `None`.
@@ -44,6 +44,11 @@ pub enum RefreshOutcome {
     /// CSRF header is misconfigured, another 4xx). The session is kept; callers get
     /// `RefreshError`.
     Unexpected(u16),
+    /// The DPoP proof was refused (`invalid_dpop_proof`, `use_dpop_nonce`; after its one retry):
+    /// nothing changed on the server. A live session is kept (callers get `RefreshError`: an
+    /// injected script's proof must not end it); a page-load guess is over, quietly: the
+    /// cookie's session is bound to a key this page does not have.
+    ProofRefused(u16),
 }
 
 /// A year: no access token lives longer, whatever `expires_in` says.
@@ -89,14 +94,24 @@ impl RefreshReply {
             // protocol's own words end a session: a 401 without them (a gateway's or proxy's
             // page, an unknown code) and a refused proof (e.g. an injected script's) do not.
             400 | 401 => match self.error.as_deref() {
-                Some("token_reused") => RefreshOutcome::Ended(EndReason::TokenReused),
-                Some("invalid_grant") => RefreshOutcome::Ended(EndReason::InvalidGrant),
+                Some(error_code::TokenReused) => RefreshOutcome::Ended(EndReason::TokenReused),
+                Some(error_code::InvalidGrant) => RefreshOutcome::Ended(EndReason::InvalidGrant),
+                Some(e) if is_proof_refusal(e) => RefreshOutcome::ProofRefused(self.status),
                 _ => RefreshOutcome::Unexpected(self.status),
             },
             408 | 429 | 500..=599 => RefreshOutcome::Transient(Transient::Status(self.status)),
             other => RefreshOutcome::Unexpected(other),
         }
     }
+}
+
+/// Whether `error` says the DPoP proof was refused: a newer nonce is wanted, or the proof (its
+/// time, its key) was not accepted. Nothing changed on the server.
+pub fn is_proof_refusal(error: &str) -> bool {
+    matches!(
+        error,
+        error_code::UseDpopNonce | error_code::InvalidDpopProof
+    )
 }
 
 /// Non-empty, at most 16 KiB, visible ASCII only (anything else would make `Headers.set`
@@ -247,14 +262,18 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_proof_never_ends_the_session() {
+    fn a_refused_proof_is_told_apart_and_never_ends_the_session() {
         assert_eq!(
             status(401, Some("invalid_dpop_proof")),
-            RefreshOutcome::Unexpected(401)
+            RefreshOutcome::ProofRefused(401)
         );
         assert_eq!(
             status(400, Some("use_dpop_nonce")),
-            RefreshOutcome::Unexpected(400)
+            RefreshOutcome::ProofRefused(400)
+        );
+        assert_eq!(
+            status(403, Some("invalid_dpop_proof")),
+            RefreshOutcome::Unexpected(403)
         );
     }
 

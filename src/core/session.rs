@@ -70,15 +70,11 @@ pub enum Check {
 /// What a finished refresh did to the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settled {
-    Refreshed {
-        generation: u64,
-    },
+    /// A new token is held.
+    Refreshed,
     /// The session is over. `was_active`: a user was logged in (announce it); otherwise a
     /// page-load guess turned out wrong (stay quiet).
-    Ended {
-        reason: EndReason,
-        was_active: bool,
-    },
+    Ended { reason: EndReason, was_active: bool },
     /// Transient failure; the session is kept.
     Failed(Transient),
     /// The server answered outside the protocol; the session is kept.
@@ -143,11 +139,6 @@ impl Session {
         self.epoch
     }
 
-    /// Whether the policy refreshes at all (`false`: banking mode).
-    pub fn auto_refresh(&self) -> bool {
-        self.policy.auto_refresh
-    }
-
     /// The token held, fresh or not.
     pub fn token(&self) -> Option<&str> {
         self.token.as_ref().map(|t| t.value.as_str())
@@ -196,16 +187,28 @@ impl Session {
             RefreshOutcome::Token {
                 access_token,
                 lifetime_secs,
-            } => Settled::Refreshed {
-                generation: self.install(access_token, lifetime_secs, now_ms),
-            },
+            } => {
+                self.install(access_token, lifetime_secs, now_ms);
+                Settled::Refreshed
+            }
             RefreshOutcome::Ended(reason) => {
                 let was_active = self.phase == Phase::Active;
                 self.end(now_ms);
                 Settled::Ended { reason, was_active }
             }
             RefreshOutcome::Transient(t) => Settled::Failed(t),
-            RefreshOutcome::Unexpected(status) => Settled::Unexpected(status),
+            // At page load the cookie's session is one this page cannot prove (its key is
+            // gone): nobody is logged in here. A live session is kept.
+            RefreshOutcome::ProofRefused(_) if self.phase == Phase::Maybe => {
+                self.end(now_ms);
+                Settled::Ended {
+                    reason: EndReason::InvalidGrant,
+                    was_active: false,
+                }
+            }
+            RefreshOutcome::Unexpected(status) | RefreshOutcome::ProofRefused(status) => {
+                Settled::Unexpected(status)
+            }
         }
     }
 
@@ -272,20 +275,14 @@ impl Session {
         was
     }
 
-    /// Another tab finished the refresh this tab was waiting for (its token was adopted).
-    pub fn finish_by_peer(&self, epoch: u64) -> Settled {
-        if epoch != self.epoch || self.phase != Phase::Active {
-            return Settled::Stale;
-        }
-        Settled::Refreshed {
-            generation: self.generation,
-        }
-    }
-
-    /// The hint cookie appeared (e.g. a login in another tab): a session may exist now.
-    pub fn suspect(&mut self) {
-        if self.phase == Phase::Anonymous {
-            self.phase = Phase::Maybe;
+    /// Whether a session may exist, as the hint cookie (and, with DPoP, the stored key) now
+    /// say: it appeared (a login in another tab), or a page-load guess no longer holds (the hint
+    /// went, or the key the session is bound to is gone). A token held is not touched.
+    pub fn suspect(&mut self, maybe: bool) {
+        match (self.phase, maybe) {
+            (Phase::Anonymous, true) => self.phase = Phase::Maybe,
+            (Phase::Maybe, false) => self.phase = Phase::Anonymous,
+            _ => {}
         }
     }
 
@@ -347,7 +344,7 @@ mod tests {
         let epoch = s.epoch();
         assert_eq!(
             s.finish_refresh(epoch, token("t1", 600.0), 10.0),
-            Settled::Refreshed { generation: 1 }
+            Settled::Refreshed
         );
         assert_eq!(
             s.check(20.0),
@@ -597,20 +594,5 @@ mod tests {
             "the logout message is older than our login"
         );
         assert_eq!(s.token(), Some("fresh-login"));
-    }
-
-    #[test]
-    fn a_refresh_finished_by_a_peer_settles_the_waiting_callers() {
-        let mut s = active("t1", 600.0, 0.0);
-        let epoch = s.epoch();
-        s.adopt(handoff("from-peer", 590_000.0));
-        assert_eq!(
-            s.finish_by_peer(epoch),
-            Settled::Refreshed { generation: 2 }
-        );
-        // But if the session ended meanwhile, the waiters learn nothing new.
-        let epoch = s.epoch();
-        s.end(600_000.0);
-        assert_eq!(s.finish_by_peer(epoch), Settled::Stale);
     }
 }

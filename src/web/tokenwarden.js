@@ -16,6 +16,15 @@ const EVENTS = ["login", "refresh", "sessionExpired", "tokenReused", "logout"];
 const PEER_KINDS = ["ask", "token", "logout", "ended", "failed"];
 const END_REASONS = ["invalid_grant", "token_reused", "expired"];
 const ERROR_NAMES = ["ConfigError", "LoginError", "SessionExpiredError", "NetworkError", "RefreshError"];
+const ERR_INVALID_CREDENTIALS = "invalid_credentials", ERR_TOO_MANY_ATTEMPTS = "too_many_attempts", ERR_INVALID_CODE = "invalid_code", ERR_CODE_EXPIRED = "code_expired", ERR_WEAK_PASSWORD = "weak_password", ERR_EMAIL_NOT_VERIFIED = "email_not_verified", ERR_SECOND_FACTOR_REQUIRED = "second_factor_required", ERR_STEP_UP_REQUIRED = "step_up_required", ERR_PASSKEYS_UNAVAILABLE = "passkeys_unavailable", ERR_INVALID_GRANT = "invalid_grant", ERR_TOKEN_REUSED = "token_reused", ERR_DUPLICATE_COOKIE = "duplicate_cookie", ERR_TOO_MANY_REQUESTS = "too_many_requests", ERR_CSRF_HEADER_MISSING = "csrf_header_missing", ERR_MISSING_TOKEN = "missing_token", ERR_INVALID_TOKEN = "invalid_token", ERR_INVALID_DPOP_PROOF = "invalid_dpop_proof", ERR_USE_DPOP_NONCE = "use_dpop_nonce", ERR_INVALID_REQUEST = "invalid_request", ERR_UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type", ERR_PAYLOAD_TOO_LARGE = "payload_too_large", ERR_NOT_FOUND = "not_found", ERR_METHOD_NOT_ALLOWED = "method_not_allowed", ERR_TEMPORARILY_UNAVAILABLE = "temporarily_unavailable", ERR_SERVER_ERROR = "server_error";
+const CODE_NETWORK = "network", CODE_TIMEOUT = "timeout", CODE_UNEXPECTED_RESPONSE = "unexpected_response", CODE_NO_SESSION = "no_session", CODE_INVALID_OPTION = "invalid_option";
+const NAME_CONFIG = "ConfigError", NAME_LOGIN = "LoginError", NAME_SESSION_EXPIRED = "SessionExpiredError", NAME_NETWORK = "NetworkError", NAME_REFRESH = "RefreshError";
+const EVENT_LOGIN = "login", EVENT_REFRESH = "refresh", EVENT_SESSION_EXPIRED = "sessionExpired", EVENT_TOKEN_REUSED = "tokenReused", EVENT_LOGOUT = "logout";
+const PEER_ASK = "ask", PEER_TOKEN = "token", PEER_LOGOUT = "logout", PEER_ENDED = "ended", PEER_FAILED = "failed";
+const END_INVALID_GRANT = "invalid_grant", END_TOKEN_REUSED = "token_reused", END_EXPIRED = "expired";
+const FED_ACCESS_DENIED = "access_denied", FED_PROVIDER_UNAVAILABLE = "provider_unavailable", FED_FEDERATION_FAILED = "federation_failed", FED_ACCOUNT_NOT_LINKED = "account_not_linked";
+const COOKIE_REFRESH = "__Host-tw_refresh", COOKIE_SESSION_HINT = "tw_session", COOKIE_OIDC_FLOW = "__Host-tw_oidc";
+const OIDC_PATH = "/auth/oidc", FEDERATION_ERROR_PARAM = "tw_error", CSRF_HEADER = "X-Tokenwarden", CSRF_VALUE = "1";
 // ---- end of iface ----
 
 let mod = null; // the compiled core: each TokenManager instantiates its own
@@ -155,7 +164,7 @@ function fail(name, code, status, retryAfter, message = code) {
   e.name = name;
   e.code = code;
   if (status) e.status = status;
-  if (code === "too_many_attempts") e.retryAfter = retryAfter === retryAfter ? retryAfter : undefined;
+  if (code === ERR_TOO_MANY_ATTEMPTS) e.retryAfter = retryAfter === retryAfter ? retryAfter : undefined;
   return e;
 }
 /** `c`'s string fields `keys` (and `opt` when present) as a JSON body, in snake_case. */
@@ -173,13 +182,13 @@ function json(c, keys, opt = []) {
 async function refused(res, ok) {
   const status = get(rsStatus, res);
   if (status === ok) return;
-  if (status >= 500) throw fail("NetworkError", "server_error", status);
-  throw fail("LoginError", (await res.json().catch(() => 0))?.error, status,
+  if (status >= 500) throw fail(NAME_NETWORK, ERR_SERVER_ERROR, status);
+  throw fail(NAME_LOGIN, (await res.json().catch(() => 0))?.error, status,
     parseFloat(apply(hget, get(rsHeaders, res), ["retry-after"])));
 }
 /** A `ConfigError` about option or argument `what`. */
 function configError(what) {
-  return fail("ConfigError", "invalid_option", 0, 0, "bad " + what);
+  return fail(NAME_CONFIG, CODE_INVALID_OPTION, 0, 0, "bad " + what);
 }
 
 function options(o) {
@@ -214,13 +223,13 @@ function options(o) {
     });
   }
   // {name, value}, name a valid header name.
-  const csrf = o.csrfHeader === undefined ? { name: "X-Tokenwarden", value: "1" } : o.csrfHeader;
+  const csrf = o.csrfHeader === undefined ? { name: CSRF_HEADER, value: CSRF_VALUE } : o.csrfHeader;
   if (typeof csrf?.name !== "string" || typeof csrf.value !== "string" ||
       !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(csrf.name)) {
     throw configError("csrfHeader");
   }
   const hint = o.sessionHintCookie === null ? null
-    : typed("sessionHintCookie", "string", "tw_session", (s) => s !== "");
+    : typed("sessionHintCookie", "string", COOKIE_SESSION_HINT, (s) => s !== "");
   return {
     loginUrl: path("loginPath", "/auth/login"),
     refreshUrl: path("refreshPath", "/auth/refresh"),
@@ -511,7 +520,7 @@ export class TokenManager {
     const init = this.#init(json(c, ["currentPassword", "newPassword"]));
     const res = await this.fetch(get(uHref, new URLC("password/change", this.#cfg.loginUrl)), init)
       .catch(() => {
-        throw fail("NetworkError", "network");
+        throw fail(NAME_NETWORK, CODE_NETWORK);
       });
     await refused(res, 204);
   }
@@ -523,7 +532,7 @@ export class TokenManager {
     const timer = setT(() => ctl.abort(), this.#cfg.timeout);
     const res = await apply(this.#fetch, G, [get(uHref, new URLC(path, this.#cfg.loginUrl)), init])
       .catch(() => {
-        throw fail("NetworkError", ctl.signal.aborted ? "timeout" : "network");
+        throw fail(NAME_NETWORK, ctl.signal.aborted ? CODE_TIMEOUT : CODE_NETWORK);
       })
       .finally(() => clearT(timer));
     await refused(res, 202);
@@ -550,7 +559,7 @@ export class TokenManager {
     let t = "", q = "/start?return_to=" + encodeURIComponent(r);
     if (this.#cfg.dpop) q += "&dpop_jkt=" + (t = (await newKey()).t);
     G.sessionStorage.setItem(this.#lockName, t);
-    loc.assign(this.#authOrigin + "/auth/oidc/" + p + q);
+    loc.assign(this.#authOrigin + OIDC_PATH + "/" + p + q);
     return new Promise(() => {});
   }
 
@@ -568,15 +577,28 @@ export class TokenManager {
       // (given up at the provider: the cookie is another session's, or none), the page loads
       // as usual; anything else leaves the sign-in to the next restore().
       ok = await this.#call(IN_LOGIN, false, undefined, cfg.refreshUrl, key).then(() => true, (e) => {
-        if (e.name !== "LoginError" || e.status === 429) throw e;
+        if (e.name !== NAME_LOGIN || e.status === 429) throw e;
       });
     }
     if (t !== null) {
       G.sessionStorage.removeItem(name);
       if (t) keyStore("readwrite", (s) => s.delete(t)).catch(() => {});
     }
-    if (m) throw fail("LoginError", /^[a-z_]{1,64}$/.test(m[2]) ? m[2] : "federation_failed");
-    return ok || this.#call(IN_RESTORE, hintPresent(cfg.hint));
+    if (m) throw fail(NAME_LOGIN, /^[a-z_]{1,64}$/.test(m[2]) ? m[2] : FED_FEDERATION_FAILED);
+    if (ok) return ok;
+    let hint = hintPresent(cfg.hint);
+    // No key stored (evicted with the site's storage, cleared) while the cookies live on: their
+    // session is bound to a key nobody has, and no refresh could succeed. Not logged in, with no
+    // request. (A key store that cannot be read: the refresh finds out.)
+    if (hint && cfg.dpop && !(await this.#stored().catch(() => 1))) hint = false;
+    ok = await this.#call(IN_RESTORE, hint);
+    // Not logged in although the hint said a session may exist: it goes, so that later pages do
+    // not try again (the server clears it itself when it ends a session; not when only the key
+    // is gone).
+    if (!ok && cfg.hint && hintPresent(cfg.hint)) {
+      G.document.cookie = cfg.hint + "=;Path=/;Max-Age=0;Secure";
+    }
+    return ok;
   }
 
   getAccessToken() {
@@ -849,18 +871,23 @@ export class TokenManager {
   /** The key this session signs with: the one in memory, or the stored one (a reload, or
    * another tab's login), or else a new one. */
   #keyFor() {
-    const name = this.#lockName;
     if (!this.#key) {
-      // Another script of the origin can hold the key store's transactions: the read gives up
-      // after refreshTimeoutMs (and the next use reads again).
-      const p = (this.#key = new Promise((resolve, reject) => {
-        const timer = setT(() => reject(fail("NetworkError", "timeout")), this.#cfg.timeout);
-        keyStore("readonly", (s) => s.get(name)).then((k) => k ?? newKey(name))
-          .then(resolve, reject).finally(() => clearT(timer));
-      }));
+      const p = (this.#key = this.#stored(true));
       p.catch(() => { if (this.#key === p) this.#key = null; });
     }
     return this.#key;
+  }
+
+  /** The stored key, or else a new one stored (`create`) or undefined. Another script of the
+   * origin can hold the key store's transactions: given up after refreshTimeoutMs (and the next
+   * use reads again). */
+  #stored(create) {
+    const name = this.#lockName;
+    return new Promise((resolve, reject) => {
+      const timer = setT(() => reject(fail(NAME_NETWORK, CODE_TIMEOUT)), this.#cfg.timeout);
+      keyStore("readonly", (s) => s.get(name)).then((k) => k ?? (create ? newKey(name) : k))
+        .then(resolve, reject).finally(() => clearT(timer));
+    });
   }
 
   /** The session ended here at `at`: forget the key, and delete the stored one unless a newer
@@ -906,8 +933,8 @@ export class TokenManager {
   #post(kind, text, lifetime, at, id) {
     // Literals only (see #proof): no setter on Object.prototype sees the token go by.
     let m = { t: kind, at };
-    if (kind === "token") {
-      m = { ...m, kind: id ? "login" : "refresh", token: text, lifetime };
+    if (kind === PEER_TOKEN) {
+      m = { ...m, kind: id ? EVENT_LOGIN : EVENT_REFRESH, token: text, lifetime };
       // The auth server's newest DPoP nonce too: a tab that adopts the token has not talked to
       // the server yet, and would otherwise hear use_dpop_nonce on every first request.
       if (this.#cfg.dpop) {
@@ -916,8 +943,8 @@ export class TokenManager {
         if (nonce) m = { ...m, nonce };
       }
     }
-    if (kind === "ended") m = { ...m, reason: END_REASONS[id] };
-    if (kind === "failed") m = { ...m, status: id };
+    if (kind === PEER_ENDED) m = { ...m, reason: END_REASONS[id] };
+    if (kind === PEER_FAILED) m = { ...m, status: id };
     this.#channel?.postMessage(m);
   }
 
@@ -938,7 +965,7 @@ export class TokenManager {
     }
     // A token's lifetime, or a failure's status.
     const [token] = c.put(s(d.token));
-    c.x[X_PEER](PEER_KINDS.indexOf(d.t), token, END_REASONS.indexOf(d.reason), d.kind === "login",
+    c.x[X_PEER](PEER_KINDS.indexOf(d.t), token, END_REASONS.indexOf(d.reason), d.kind === EVENT_LOGIN,
       n(d.lifetime ?? d.status), n(d.at), now());
     this.#byPeer = true;
     try {
@@ -984,7 +1011,7 @@ export class TokenManager {
     if (this.#cfg.dpop) {
       // This tab's login: its new key. Another tab's: read the stored one now, so that a later
       // logout never has to read a store the other tabs are clearing.
-      if (event === "login") {
+      if (event === EVENT_LOGIN) {
         this.#key = this.#loggedIn?.[1] ?? null;
         this.#endedKey = this.#loggedIn = null;
         this.#keyFor();
@@ -992,13 +1019,13 @@ export class TokenManager {
       // The tab that ended the session deletes the stored key, after this drain (a logout
       // request in it has taken the key already). A peer's message only makes this tab forget
       // it: that tab may still be reading it to sign its logout.
-      if (event === "logout" || event === "sessionExpired") {
+      if (event === EVENT_LOGOUT || event === EVENT_SESSION_EXPIRED) {
         const at = now();
         if (this.#byPeer) this.#endedKey = this.#key = null;
         else Promise.resolve().then(() => this.#dropKey(at));
       }
     }
-    const detail = event === "refresh" ? { expiresIn } : event === "sessionExpired" ? { reason } : {};
+    const detail = event === EVENT_REFRESH ? { expiresIn } : event === EVENT_SESSION_EXPIRED ? { reason } : {};
     for (const [e, handler] of this.#listeners) {
       if (e !== event) continue;
       try {

@@ -175,6 +175,33 @@ for (const engine of ENGINES) {
       assert.match((await tab.call("echo")).authorization, /^DPoP ey/);
     });
 
+    scenario("the key store deleted while the cookies live (Safari's eviction): not logged in, no refresh, on every later page; a new sign-in works at once", async () => {
+      const [tab] = await loggedIn(browser, 1, main, { crossTab: false });
+      await tab.call("dropKeys");
+      await browser.closeAll();
+      // The next page, and the one after: the hint cookie said a session may exist, but its
+      // key is gone, so no refresh could succeed: none is sent, and the hint goes.
+      for (const load of ["next page", "the page after"]) {
+        const page = await browser.open(`${main.base}/`);
+        await page.call("setup", { crossTab: false });
+        assert.equal(await page.call("restore"), false, load);
+        const st = await page.call("state");
+        assert.deepEqual([st.isAuthenticated, st.events], [false, []], load);
+        assert.doesNotMatch((await page.call("storage")).cookie, /tw_session/, load);
+        await browser.closeAll();
+      }
+      assert.equal((await main.stats()).refresh_calls, 0, "no refresh attempt");
+      // A new sign-in works at once, bound to a new key, and a reload restores it.
+      const page = await browser.open(`${main.base}/`);
+      await page.call("setup", { crossTab: false });
+      await page.call("login", await main.newUser());
+      assert.match((await page.call("echo")).authorization, /^DPoP ey/);
+      const next = await browser.open(`${main.base}/`);
+      await next.call("setup", { crossTab: false });
+      assert.equal(await next.call("restore"), true);
+      assert.match((await next.call("echo")).authorization, /^DPoP ey/);
+    });
+
     scenario("concurrent 401s in two tabs: one refresh, every request replayed once", async () => {
       const tabs = await loggedIn(browser, 2);
       // Emergency key revocation: the tokens in memory are refused from now on.

@@ -58,7 +58,9 @@ const HOOKS_SECRET = process.env.TW_TEST_HOOKS_SECRET ?? "tokenwarden-test-hooks
 export class Server {
   /** `corsFromSelf`: its pages (on 127.0.0.1) may fetch from its other name (localhost), which
    * answers their CORS requests: another origin, in one process. */
-  constructor({ tls, ttl = 4, db, binary = path.join(root, "target/debug/tokenwarden-server"), extra = [], corsFromSelf = false, www = path.join(root, "tests/e2e/site") }) {
+  /** `binary`: by default TW_SERVER_BIN (a copy of the `test-hooks` build, in a shared tree
+   * where another build may replace target/debug's), else target/debug's. */
+  constructor({ tls, ttl = 4, db, binary = process.env.TW_SERVER_BIN ?? path.join(root, "target/debug/tokenwarden-server"), extra = [], corsFromSelf = false, www = path.join(root, "tests/e2e/site") }) {
     Object.assign(this, { tls, ttl, db, binary, extra, corsFromSelf, www });
     // Signing keys are encrypted at rest (issue 10): one key per server, kept across restarts.
     this.kek = randomBytes(32).toString("base64");

@@ -161,7 +161,7 @@ fn a_tab_coming_back_tries_at_once_and_a_success_ends_the_waits() {
     s.at(700_000.0);
     s.call(Call::Token);
     let req = s.request(Endpoint::Refresh);
-    s.reply(req, Err(Transient::Network));
+    s.reply(req, status(503, None));
     // The first flight retries twice, quickly (a lost response), then gives up.
     for _ in 0..2 {
         let (t, _) = s
@@ -171,11 +171,11 @@ fn a_tab_coming_back_tries_at_once_and_a_success_ends_the_waits() {
             .expect("a retry");
         s.fire(t);
         let req = s.request(Endpoint::Refresh);
-        s.reply(req, Err(Transient::Network));
+        s.reply(req, status(503, None));
     }
     s.take();
     s.at(702_000.0);
-    // The network is back: the page comes online.
+    // The page comes back (visible, online): it tries at once.
     s.wake();
     let req = s.request(Endpoint::Refresh);
     s.reply(req, ok("t2"));
@@ -186,7 +186,7 @@ fn a_tab_coming_back_tries_at_once_and_a_success_ends_the_waits() {
     s.at(702_000.0 + DUE_MS);
     s.call(Call::Token);
     let req = s.request(Endpoint::Refresh);
-    s.reply(req, Err(Transient::Network));
+    s.reply(req, status(503, None));
     let quick = s
         .timers()
         .iter()
@@ -287,4 +287,32 @@ fn a_failure_message_that_is_old_or_from_the_future_or_about_no_session_changes_
     let req = s.request(Endpoint::Login);
     s.reply(req, ok("t1"));
     assert!(matches!(s.answer(a), Some(Command::Resolve { .. })));
+}
+
+#[test]
+fn a_server_that_cannot_be_reached_is_tried_again_at_the_next_need() {
+    // No answer at all (restarting, a deploy, offline): it costs the server nothing, and the
+    // session must come back with it.
+    let mut s = Scenario::new().logged_in("t1");
+    s.at(700_000.0);
+    let a = s.call(Call::Token);
+    let req = s.request(Endpoint::Refresh);
+    s.reply(req, Err(Transient::Network));
+    for _ in 0..2 {
+        let (t, _) = s
+            .timers()
+            .into_iter()
+            .find(|(_, ms)| *ms < 10_000.0)
+            .expect("a retry");
+        s.fire(t);
+        let req = s.request(Endpoint::Refresh);
+        s.reply(req, Err(Transient::Network));
+    }
+    assert!(matches!(s.answer(a), Some(Command::Reject { .. })));
+    s.take();
+    s.at(701_000.0);
+    s.call(Call::Token);
+    let req = s.request(Endpoint::Refresh);
+    s.reply(req, ok("t2"));
+    assert_eq!(s.m.session().token(), Some("t2"));
 }

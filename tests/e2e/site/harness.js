@@ -63,6 +63,14 @@ const calls = {
     cookie: document.cookie,
     idb: await idbContents(),
   }),
+  // The key store deleted, as Safari's eviction of script-written storage or "clear site
+  // data" for storage only would: the cookies stay. (This page's connection is closed by the
+  // driver when asked, as any other tab's would be.)
+  dropKeys: () => new Promise((ok, no) => {
+    const r = indexedDB.deleteDatabase("tokenwarden");
+    r.onsuccess = () => ok(true);
+    r.onerror = () => no(r.error);
+  }),
   locks: async () => {
     const { held, pending } = await navigator.locks.query();
     return { held: held.length, pending: pending.length };

@@ -37,11 +37,13 @@ pkg: setup-node
 	scripts/build-pkg.sh
 
 # No import cycle among the modules of the server or of the client (a self-test first shows the
-# check catches one).
+# check catches one); no protocol word of src/proto.rs spelt as a literal in the client.
 lint-modules:
 	node scripts/check-module-cycles.mjs --self-test
 	node scripts/check-module-cycles.mjs server/src
 	node scripts/check-module-cycles.mjs src
+	node scripts/check-protocol-words.mjs --self-test
+	node scripts/check-protocol-words.mjs
 
 lint: lint-modules
 	cargo fmt --all -- --check

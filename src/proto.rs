@@ -1,8 +1,19 @@
 //! Protocol words, typed once. The client and the reference server (`tokenwarden-server`
 //! depends on this crate natively) both use these, so a typo fails to compile instead of
-//! failing in production. Each enum has `as_str` and `parse`.
+//! failing in production. Each enum has `as_str` and `parse`; the codes also have a module of
+//! constants (`error_code::TokenReused`), so that code matching on a word uses the enum's text
+//! in its patterns (no literal, and no comparison function in the `.wasm`).
 
 macro_rules! words {
+    ($(#[$doc:meta])* $name:ident in $consts:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal,)+ }) => {
+        words! { $(#[$doc])* $name { $($(#[$vdoc])* $variant = $text,)+ } }
+
+        #[doc = concat!("Each [`", stringify!($name), "`]'s word, as a constant to match on.")]
+        #[allow(non_upper_case_globals)]
+        pub mod $consts {
+            $(pub const $variant: &str = $text;)+
+        }
+    };
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal,)+ }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,13 +39,18 @@ macro_rules! words {
                     _ => None,
                 }
             }
+
+            /// Each value's name and word, for the driver's copy (`src/iface.rs`).
+            #[cfg(test)]
+            pub(crate) const VARIANTS: &'static [(&'static str, &'static str)] =
+                &[$((stringify!($variant), $text),)+];
         }
     };
 }
 
 words! {
     /// `error` codes in the JSON bodies of the auth endpoints (and of `WWW-Authenticate`).
-    ErrorCode {
+    ErrorCode in error_code {
         /// The email or password is wrong (login).
         InvalidCredentials = "invalid_credentials",
         /// Throttled; `Retry-After` says for how long.
@@ -146,7 +162,7 @@ words! {
 words! {
     /// The `code` of the errors the client makes itself (the server's words are
     /// [`ErrorCode`]s: `server_error`, `too_many_attempts`, ...).
-    ClientCode {
+    ClientCode in client_code {
         /// `fetch` rejected: the server could not be reached.
         Network = "network",
         /// No answer within `refreshTimeoutMs` (or the lock or the key store took that long).
@@ -217,6 +233,8 @@ mod tests {
         for w in FederationError::ALL {
             assert_eq!(FederationError::parse(w.as_str()), Some(*w));
         }
+        assert_eq!(error_code::TokenReused, ErrorCode::TokenReused.as_str());
+        assert_eq!(client_code::NoSession, ClientCode::NoSession.as_str());
         for w in ClientCode::ALL {
             assert_eq!(ClientCode::parse(w.as_str()), Some(*w));
             // A client code is never one of the server's.
@@ -259,18 +277,17 @@ mod tests {
         ] {
             assert!(typings.contains(&format!("`{}`", c.as_str())), "{c:?}");
         }
-        // The driver builds the message fields of these two kinds itself.
-        for k in [PeerKind::Token, PeerKind::Ended] {
-            assert!(
-                driver.contains(&format!("kind === \"{}\"", k.as_str())),
-                "{k:?}"
-            );
+        // The driver builds the message fields of these kinds itself (its constants are
+        // generated from this file: src/iface.rs).
+        for k in ["PEER_TOKEN", "PEER_ENDED", "PEER_FAILED"] {
+            assert!(driver.contains(&format!("kind === {k}")), "{k}");
         }
-        assert!(driver.contains(&format!("name: \"{CSRF_HEADER}\", value: \"{CSRF_VALUE}\"")));
-        assert!(driver.contains(&format!("\"{}\"", CookieName::SessionHint.as_str())));
+        assert!(driver.contains("name: CSRF_HEADER, value: CSRF_VALUE"));
+        assert!(driver.contains("COOKIE_SESSION_HINT,"));
         // Federated sign-in: the start path the driver builds, the parameter `restore()`
-        // reads, and the codes it rejects with, typed for TypeScript users.
-        assert!(driver.contains(&format!("\"{OIDC_PATH}/\" + ")));
+        // reads (in a regular expression: spelt), and the codes it rejects with, typed for
+        // TypeScript users.
+        assert!(driver.contains("OIDC_PATH + \"/\" + "));
         assert!(driver.contains(&format!("/([?&]){FEDERATION_ERROR_PARAM}=(")));
         for c in FederationError::ALL {
             assert!(typings.contains(&format!("\"{}\"", c.as_str())), "{c:?}");

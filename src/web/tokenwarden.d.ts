@@ -117,6 +117,32 @@ export interface TokenwardenError extends Error {
   /** For `invalid_code`: tries the email's live codes have left; `0`: none is left (the
    * code that was used up has been replaced by a new one in the mail). */
   attemptsLeft?: number;
+  /** For `second_factor_required` (a `login` of an account that requires a second factor):
+   * how to complete the sign-in, with `tokenwarden/passkeys`' `completeSignIn`. */
+  secondFactor?: SecondFactorChallenge;
+}
+
+/** The server's answer to a password sign-in that needs a second factor. */
+export interface SecondFactorChallenge {
+  /** Names the pending sign-in (single use, a few minutes). */
+  ceremony: string;
+  /** A WebAuthn challenge for the account's passkeys, when it has any. */
+  passkey?: { publicKey: unknown };
+  /** Whether a code was emailed (the server sends codes). */
+  email_code: boolean;
+}
+
+/** What {@link TokenManager.authorize} gives: the headers for one request, and its replay. */
+export interface Authorization {
+  /** `Authorization` and, with DPoP, a `DPoP` proof for exactly this method and URL; `{}` for
+   * another origin or without a session (send the request as it is). */
+  headers: Record<string, string>;
+  /** Give it the response (anything with `status` and `headers.get`, e.g. a `Response`, an
+   * Angular `HttpErrorResponse`, or `{ status: xhr.status, headers: { get: (n) =>
+   * xhr.getResponseHeader(n) } }`). For a 401 a refresh (one for all callers and tabs) or a
+   * new proof can fix, the headers for the one replay; otherwise (another status, a second
+   * call, a 401 nothing can fix) `null`: hand the response to the caller. */
+  retry(response: { status: number; headers?: { get(name: string): string | null } }): Promise<Record<string, string> | null>;
 }
 
 /** Fetches and compiles the `.wasm` once (by default from `tokenwarden_bg.wasm` beside this
@@ -182,6 +208,13 @@ export class TokenManager {
   /** Same contract as `window.fetch`. Requests to allowed origins carry a fresh token; a 401
    * is answered by one refresh and one replay. */
   fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
+  /** The headers one request of `method` to `url` needs when it does not go through `fetch`
+   * (XMLHttpRequest, Angular's HttpClient, ...), after the same checks as `auth.fetch`
+   * (allowed origin, expiry, one refresh for all callers): `Authorization` and, with DPoP, a
+   * proof for exactly that method and URL. Send the request with them; on a 401 ask
+   * `retry(response)` once. Rejects as `getAccessToken` does when the session cannot be had
+   * (`SessionExpiredError`, `NetworkError`). */
+  authorize(method: string, url: string | URL): Promise<Authorization>;
   /** A fresh access token (refreshing if needed), e.g. for a WebSocket handshake. Rejects
    * with `SessionExpiredError` when not logged in. */
   getAccessToken(): Promise<string>;

@@ -178,6 +178,11 @@ function json(c, keys, opt = []) {
   }
   return stringify(b);
 }
+/** A request method as fetch and XMLHttpRequest send it (the standard ones in capitals). */
+function normal(m = "GET") {
+  m = String(m);
+  return /^(delete|get|head|options|post|put)$/i.test(m) ? m.toUpperCase() : m;
+}
 /** Resolves for the `ok` status; otherwise the server's refusal as an error. */
 async function refused(res, ok) {
   const status = get(rsStatus, res);
@@ -394,8 +399,7 @@ class Outgoing {
       this.method = this.#spare.method;
     } else {
       // As fetch normalizes it: these six are upper-cased, any other is sent as given.
-      const m = String(init?.method ?? "GET");
-      this.method = /^(delete|get|head|options|post|put)$/i.test(m) ? m.toUpperCase() : m;
+      this.method = normal(init?.method);
       const h = init?.headers;
       this.#headers = h === undefined ? new HeadersC() : new HeadersC(h);
       this.#init = { ...init, headers: this.#headers };
@@ -448,6 +452,7 @@ export class TokenManager {
   #servers;
   #loginKeys = new Map();
   #byPeer = false;
+  #second = null;
 
   constructor(opts) {
     const cfg = (this.#cfg = options(opts));
@@ -504,38 +509,42 @@ export class TokenManager {
 
   /** "Mail me a code" (no session involved): the same 202 for every address. */
   async requestCode(r) {
-    return this.#ask(json(r, ["email"]), "otp/start");
+    await refused(await this._post("otp/start", json(r, ["email"])), 202);
   }
 
   async signup(r) {
-    return this.#ask(json(r, ["email", "password"], ["name"]), "signup");
+    await refused(await this._post("signup", json(r, ["email", "password"], ["name"])), 202);
   }
 
   async requestPasswordReset(r) {
-    return this.#ask(json(r, ["email"]), "password/reset/start");
+    await refused(await this._post("password/reset/start", json(r, ["email"])), 202);
   }
 
   /** Signed in: through auth.fetch (token, proof, one refresh) with the CSRF header. */
   async changePassword(c) {
-    const init = this.#init(json(c, ["currentPassword", "newPassword"]));
-    const res = await this.fetch(get(uHref, new URLC("password/change", this.#cfg.loginUrl)), init)
-      .catch(() => {
-        throw fail(NAME_NETWORK, CODE_NETWORK);
-      });
-    await refused(res, 204);
+    await refused(await this._post("password/change", json(c, ["currentPassword", "newPassword"])), 204);
   }
 
-  async #ask(body, path) {
-    // As a login's request: given up after refreshTimeoutMs, and a 5xx is the server's trouble.
+  /** A POST of the JSON text `body` to `path` (beside loginPath), with cookies and the CSRF
+   * header, through auth.fetch (signed in: token and proof), as a login's request is: given up
+   * after refreshTimeoutMs (NetworkError `timeout`; unreachable: `network`). Also
+   * tokenwarden/passkeys' way to the server. */
+  async _post(path, body) {
     const ctl = new AbortController();
-    const init = { ...this.#init(body), signal: ctl.signal };
     const timer = setT(() => ctl.abort(), this.#cfg.timeout);
-    const res = await apply(this.#fetch, G, [get(uHref, new URLC(path, this.#cfg.loginUrl)), init])
+    return this.fetch(get(uHref, new URLC(path, this.#cfg.loginUrl)), { ...this.#init(body), signal: ctl.signal })
       .catch(() => {
         throw fail(NAME_NETWORK, ctl.signal.aborted ? CODE_TIMEOUT : CODE_NETWORK);
       })
       .finally(() => clearT(timer));
-    await refused(res, 202);
+  }
+
+  /** For tokenwarden/passkeys: a sign-in with the JSON text `body` at `path` (beside
+   * loginPath), exactly as login(); with `ceremony`, by the key of the password sign-in that
+   * was asked for a second factor (only the key that sent the password can complete it). */
+  _signIn(body, path, ceremony) {
+    const [c, key] = this.#second ?? [];
+    return this.#call(IN_LOGIN, false, body, path, ceremony && c === ceremony && key);
   }
 
   /** A POST with cookies, the CSRF header and the JSON `body`, if any. */
@@ -643,20 +652,69 @@ export class TokenManager {
   }
 
   fetch(input, init) {
-    let u, isRequest = false, s;
+    let isRequest = false, s;
     // A Request by its brand (not `instanceof`, which a script can answer), its URL read once.
     try { s = get(rUrl, input); isRequest = true; } catch {}
+    const u = this.#mine(isRequest ? s : input);
+    // Another origin, or no URL (fetch throws its own TypeError): untouched.
+    return u ? this.#authFetch(input, init, u, isRequest) : apply(this.#fetch, G, [input, init]);
+  }
+
+  /** The headers one request of `method` to `url` needs (XMLHttpRequest, HttpClient, ...),
+   * after the checks auth.fetch makes: none for another origin or without a session. `retry`
+   * takes the response (its `status` and `headers.get`): for a 401 that a refresh (one for all
+   * callers) or a new proof can fix, the headers for its one replay; otherwise null. Once. */
+  async authorize(method, url) {
+    const u = this.#mine(url), m = normal(method);
+    let id = ++this.#ids, used, t = u && (await this.#step(id));
+    const headers = async (t) => {
+      this.#input(IN_FORGET, id);
+      if (!t || t === DONE) return null;
+      const [a, p] = await this.#sign(t, m, u);
+      return p ? { Authorization: a, DPoP: p } : { Authorization: a };
+    };
+    return {
+      headers: (await headers(t)) ?? {},
+      retry: async (res) => {
+        if (used || !t || res?.status !== 401) return null;
+        used = 1;
+        const h = (n) => res.headers?.get(n) ?? null;
+        this.#saw(u, h("dpop-nonce"), h("date"));
+        const s = await this.#step((id = ++this.#ids));
+        // Refreshed meanwhile (or ended): that token, else the core's verdict on this 401.
+        return headers(s !== t ? s : await this.#status(id, 401, true, h("www-authenticate")));
+      },
+    };
+  }
+
+  /** `url` as fetch resolves it (against the document's base URL, which an injected <base>
+   * changes), if it is of an allowed origin (the first of the servers): the absolute URL the
+   * request then goes to. */
+  #mine(url) {
     try {
-      // Resolved exactly as fetch resolves it (against the document's base URL, which an
-      // injected <base> changes), checked, and then sent as this absolute URL.
-      u = new URLC(isRequest ? s : String(input), G.document?.baseURI ?? G.location?.href);
-    } catch {
-      return apply(this.#fetch, G, [input, init]); // fetch throws its own TypeError
-    }
-    // The allowed origins are the first of the servers.
-    const i = this.#at(get(uOrigin, u));
-    if (i < 0 || i >= this.#cfg.origins.length) return apply(this.#fetch, G, [input, init]);
-    return this.#authFetch(input, init, get(uHref, u), isRequest);
+      const u = new URLC(String(url), G.document?.baseURI ?? G.location?.href);
+      const i = this.#at(get(uOrigin, u));
+      if (i >= 0 && i < this.#cfg.origins.length) return get(uHref, u);
+    } catch {}
+  }
+
+  /** Caller `id`'s token for a request (null: no session). */
+  #step(id) {
+    return this.#wait(id, () => this.#input(IN_FETCH, id));
+  }
+
+  /** The Authorization value and DPoP proof (without DPoP: "") for `method url` with token `t`. */
+  async #sign(t, method, url) {
+    const proof = this.#cfg.dpop ? await this.#proof(this.#keyFor(), method, url, t) : "";
+    return [(proof ? "DPoP " : "Bearer ") + t, proof];
+  }
+
+  /** Tells the core the status caller `id`'s request got, with the `error` of its DPoP
+   * challenge (the first `error="..."` after a `DPoP`, any case); resolves with its next step:
+   * a token to send it again with, or DONE. */
+  #status(id, status, replayable, challenge) {
+    const [error] = this.#c.put(challenge && apply(reExec, /dpop[^]*?error="([^"]*)"/i, [challenge])?.[1]);
+    return this.#wait(id, () => this.#c.x[X_STATUS](id, status, replayable, error, now()));
   }
 
   /** The held token's payload as JSON text, or null. */
@@ -736,23 +794,19 @@ export class TokenManager {
     // The caller's own Authorization wins.
     if (out.own) return apply(this.#fetch, G, [input, init]);
     const id = ++this.#ids;
-    let step = await this.#wait(id, () => this.#input(IN_FETCH, id));
+    let step = await this.#step(id);
     for (;;) {
       if (step === null) return apply(this.#fetch, G, [input, init]); // no session
       let res;
       try {
-        const proof = this.#cfg.dpop ? await this.#proof(this.#keyFor(), out.method, url, step) : "";
-        res = await apply(this.#fetch, G, out.next((proof ? "DPoP " : "Bearer ") + step, proof));
+        res = await apply(this.#fetch, G, out.next(...(await this.#sign(step, out.method, url))));
       } catch (e) {
         this.#input(IN_FORGET, id);
         throw e;
       }
       this.#seen(url, res);
-      // The `error` of its DPoP challenge (the first `error="..."` after a `DPoP`, any case).
-      const challenge = apply(hget, get(rsHeaders, res), ["www-authenticate"]);
-      const [error] = this.#c.put(challenge && apply(reExec, /dpop[^]*?error="([^"]*)"/i, [challenge])?.[1]);
-      const status = get(rsStatus, res);
-      step = await this.#wait(id, () => this.#c.x[X_STATUS](id, status, out.replayable(), error, now()));
+      step = await this.#status(id, get(rsStatus, res), out.replayable(),
+        apply(hget, get(rsHeaders, res), ["www-authenticate"]));
       if (step === DONE) return res;
     }
   }
@@ -788,12 +842,18 @@ export class TokenManager {
     const w = this.#waiters.get(id);
     if (!w) return;
     this.#waiters.delete(id);
-    // invalid_code: the tries the email's codes have left.
-    const left = this.#bodies.get(id)?.[2];
-    if (rejected && left >= 0) value.attemptsLeft = left;
+    const j = this.#bodies.get(id)?.[2], login = this.#loginKeys.get(id);
     this.#bodies.delete(id);
-    const login = this.#loginKeys.get(id);
     this.#loginKeys.delete(id);
+    if (rejected && j) {
+      // invalid_code: the tries the email's codes have left.
+      if (j.attempts_left >= 0) value.attemptsLeft = j.attempts_left;
+      // second_factor_required: how to complete it, by the key that sent the password.
+      if (value.code === ERR_SECOND_FACTOR_REQUIRED && typeof j.ceremony == "string") {
+        value.secondFactor = j;
+        this.#second = [j.ceremony, login?.[0]];
+      }
+    }
     // A failed login leaves the stored key as it was (the session of the other tabs goes on).
     if (rejected && login?.[1]) {
       const name = this.#lockName;
@@ -840,9 +900,9 @@ export class TokenManager {
       retry = apply(hget, get(rsHeaders, res), ["retry-after"]);
       const text = await readCapped(res);
       status = get(rsStatus, res);
-      // A redirect sign-in's (the login with no body): the server took its key, kept aside
-      // until now; the stored one from here on, before the other tabs hear of the login.
-      if (endpoint === TO_LOGIN && !body && key && status === 200) {
+      // A redirect sign-in's or a second factor's (a key given, not made): the server took
+      // it, kept aside until now; the stored one from here on, before the other tabs hear.
+      if (endpoint === TO_LOGIN && this.#loginKeys.get(caller)?.length < 2 && status === 200) {
         const k = await key;
         await keyStore("readwrite", (s) => s.put(k, this.#lockName));
       }
@@ -853,7 +913,7 @@ export class TokenManager {
     // Timed out: the core has moved on (and aborted it).
     if (!this.#requests.delete(req) || !this.#c) return;
     const j = json && typeof json === "object" ? json : {};
-    (this.#bodies.get(caller) ?? [])[2] = j.attempts_left; // invalid_code's
+    (this.#bodies.get(caller) ?? [])[2] = j; // for the error (#settle)
     const str = (v) => (typeof v === "string" ? v : undefined);
     const num = (v) => (typeof v === "number" ? v : undefined);
     const token = str(j.access_token);
@@ -920,14 +980,18 @@ export class TokenManager {
 
   /** Tells the core a response's DPoP-Nonce and Date (before its status). */
   #seen(url, res) {
-    const origin = get(uOrigin, new URLC(url));
-    // A response redirected from another origin says nothing about this one.
-    if (!this.#cfg.dpop || !this.#c ||
-        (get(rsRedirected, res) && get(uOrigin, new URLC(get(rsUrl, res))) !== origin)) return;
     const h = get(rsHeaders, res);
-    const date = apply(hget, h, ["date"]);
-    const [n] = this.#c.put(apply(hget, h, ["dpop-nonce"]) ?? undefined);
-    this.#c.x[X_SEEN](this.#at(origin), n, date === null ? NaN : dateParse(date), now());
+    // A response redirected from another origin says nothing about this one.
+    if (!get(rsRedirected, res) || get(uOrigin, new URLC(get(rsUrl, res))) === get(uOrigin, new URLC(url))) {
+      this.#saw(url, apply(hget, h, ["dpop-nonce"]), apply(hget, h, ["date"]));
+    }
+  }
+
+  /** Tells the core the DPoP-Nonce and Date headers of an answer from `url`'s origin. */
+  #saw(url, nonce, date) {
+    if (!this.#cfg.dpop || !this.#c) return;
+    const [n] = this.#c.put(nonce ?? undefined);
+    this.#c.x[X_SEEN](this.#at(get(uOrigin, new URLC(url))), n, date == null ? NaN : dateParse(date), now());
   }
 
   #post(kind, text, lifetime, at, id) {

@@ -1,0 +1,80 @@
+// `auth.authorize(method, url)`: the headers a request that does not go through fetch needs
+// (src/web/tokenwarden.js). Run in Node against the built package (pkg/), Bearer (Node has no
+// IndexedDB for a DPoP key; the DPoP proof is checked by the server in tests/browser.rs): a
+// TokenManager is handed a token by another "tab" over BroadcastChannel, as a peer's refresh is
+// adopted, then asked for headers.
+//   node --test tests/driver/
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { initSync, TokenManager } from "../../pkg/tokenwarden.js";
+
+initSync(readFileSync(fileURLToPath(new URL("../../pkg/tokenwarden_bg.wasm", import.meta.url))));
+
+const BASE = "https://auth.example";
+const API = "https://api.example";
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+const token = (n) => {
+  const iat = Math.floor(Date.now() / 1000);
+  return `${b64({ alg: "EdDSA" })}.${b64({ sub: "u1", n, iat, exp: iat + 600 })}.c2ln`;
+};
+
+/** A TokenManager for BASE and API, holding `t` (handed over by a peer) unless `t` is null. */
+async function managerWith(t) {
+  const auth = new TokenManager({ baseUrl: BASE, allowedOrigins: [BASE, API], dpop: false, sessionHintCookie: null });
+  const peer = new BroadcastChannel("tokenwarden " + BASE + "/auth/refresh");
+  if (t) {
+    peer.postMessage({ t: "token", kind: "refresh", token: t, lifetime: 600, at: Date.now() });
+    for (let i = 0; i < 100 && !auth.isAuthenticated; i++) await sleep(5);
+    assert.ok(auth.isAuthenticated, "the peer's token was adopted");
+  }
+  return { auth, peer, done: () => (peer.close(), auth.free()) };
+}
+
+test("an allowed origin gets the Authorization header; another origin, nothing", async () => {
+  const t = token(1);
+  const { auth, done } = await managerWith(t);
+  try {
+    assert.deepEqual((await auth.authorize("GET", `${API}/items?x=1`)).headers, { Authorization: `Bearer ${t}` });
+    assert.deepEqual((await auth.authorize("post", new URL(`${BASE}/me`))).headers, { Authorization: `Bearer ${t}` });
+    for (const url of ["https://evil.example/steal", "http://api.example/items", "https://api.example:8443/", "not a url", `${API}.evil.example/`]) {
+      const a = await auth.authorize("GET", url);
+      assert.deepEqual(a.headers, {}, url);
+      assert.equal(await a.retry({ status: 401, headers: new Headers() }), null, url);
+    }
+  } finally {
+    done();
+  }
+});
+
+test("no token and the auth server unreachable: rejects as auth.fetch does", async () => {
+  const { auth, done } = await managerWith(null);
+  try {
+    await assert.rejects(auth.fetch(`${API}/items`), { name: "NetworkError" });
+    await assert.rejects(auth.authorize("GET", `${API}/items`), { name: "NetworkError" });
+  } finally {
+    done();
+  }
+});
+
+test("retry: nothing for a status other than 401; for a 401 after another tab refreshed, that token, once", async () => {
+  const t1 = token(1), t2 = token(2);
+  const { auth, peer, done } = await managerWith(t1);
+  try {
+    const ok = await auth.authorize("GET", `${API}/items`);
+    assert.equal(await ok.retry({ status: 200, headers: new Headers() }), null);
+    assert.equal(await ok.retry({ status: 403, headers: new Headers() }), null);
+    const a = await auth.authorize("GET", `${API}/items`);
+    assert.deepEqual(a.headers, { Authorization: `Bearer ${t1}` });
+    // Another tab refreshed meanwhile: the replay goes out with its token, and no refresh.
+    peer.postMessage({ t: "token", kind: "refresh", token: t2, lifetime: 600, at: Date.now() });
+    for (let i = 0; i < 100 && (await auth.getAccessToken()) !== t2; i++) await sleep(5);
+    assert.deepEqual(await a.retry({ status: 401, headers: new Headers() }), { Authorization: `Bearer ${t2}` });
+    // Once: a second 401 goes to the caller.
+    assert.equal(await a.retry({ status: 401, headers: new Headers() }), null);
+  } finally {
+    done();
+  }
+});

@@ -1,0 +1,108 @@
+// tokenwarden/passkeys (types and docs: passkeys.d.ts; minified into pkg/ by scripts/build-pkg.sh):
+// importing it adds the passkey methods to TokenManager.prototype, so the base package stays as
+// small for apps without them.
+import { TokenManager } from "./tokenwarden.js";
+
+const G = globalThis, P = TokenManager.prototype, J = JSON.stringify, PE = "PasskeyError";
+
+const fail = (name, code, more) => Object.assign(Error(code, more), { name, code }, more);
+// base64url <-> bytes, as the server's JSON has them.
+const bin = (s) => Uint8Array.from(atob(s.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
+const b64 = (b) => btoa(String.fromCharCode(...new Uint8Array(b))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=/g, "");
+const ids = (l) => l?.map((c) => ({ ...c, id: bin(c.id) }));
+
+/** The JSON of a response of status `ok`; else the server's refusal, worded as the driver's. */
+async function answer(res, ok) {
+  res = await res;
+  const j = await res.json().catch(() => ({})), status = res.status;
+  if (status == ok) return j;
+  if (status > 499) throw fail("NetworkError", "server_error", { status });
+  // step_up_required: maxAge, the recent sign-in it needs (prompt, stepUp(), try again).
+  throw fail("LoginError", j.error || "unexpected_response",
+    { status, maxAge: j.max_age, retryAfter: +res.headers.get("retry-after") || undefined });
+}
+
+/** `_post` (POST only) with another method: the fetch it makes at once is given `method`. */
+function send(auth, method, path, body) {
+  const f = auth.fetch;
+  auth.fetch = (u, i) => f.call(auth, u, { ...i, method });
+  try {
+    return answer(auth._post(path, body), method == "GET" ? 200 : 204);
+  } finally {
+    delete auth.fetch;
+  }
+}
+
+function session(auth) {
+  if (!auth.isAuthenticated) throw fail("SessionExpiredError", "no_session");
+}
+
+/** navigator.credentials[how] ("create", "get") with the server's options; the credential as
+ * JSON (toJSON() by hand: not in every browser yet). */
+async function ask(how, { publicKey: p }, o = {}) {
+  if (!G.PublicKeyCredential) throw fail(PE, "unsupported");
+  p = { ...p, challenge: bin(p.challenge), excludeCredentials: ids(p.excludeCredentials), allowCredentials: ids(p.allowCredentials) };
+  if (p.user) p.user = { ...p.user, id: bin(p.user.id) };
+  let c, r = {};
+  try {
+    c = await navigator.credentials[how]({ ...o, publicKey: p });
+  } catch (e) {
+    // Dismissed, timed out, or no passkey for the site: browsers do not say which.
+    const n = e?.name;
+    throw fail(PE, /^(NotAllowed|Abort)Error$/.test(n) ? "cancelled" : n == "InvalidStateError" ? "exists" : "unsupported", { cause: e });
+  }
+  for (const k of ["clientDataJSON", "attestationObject", "authenticatorData", "signature", "userHandle"]) {
+    if (c.response[k]) r[k] = b64(c.response[k]);
+  }
+  return { id: c.id, rawId: b64(c.rawId), type: c.type, response: r, clientExtensionResults: c.getClientExtensionResults() };
+}
+
+P.registerPasskey = async function (o) {
+  session(this);
+  const { ceremony, options } = await answer(this._post("passkeys/register/start"), 200);
+  const credential = await ask("create", options);
+  return answer(this._post("passkeys/register/finish", J({ ceremony, credential, name: o?.name })), 201);
+};
+
+P.loginWithPasskey = async function (o = {}) {
+  const mediation = o.conditional ? "conditional" : undefined;
+  if (mediation && !(await G.PublicKeyCredential?.isConditionalMediationAvailable?.())) throw fail(PE, "unsupported");
+  const { ceremony, options } = await answer(this._post("passkeys/login/start"), 200);
+  const credential = await ask("get", options, { signal: o.signal, mediation });
+  return this._signIn(J({ ceremony, credential }), "passkeys/login/finish");
+};
+
+P.stepUp = async function () {
+  session(this);
+  const { ceremony, options } = await answer(this._post("step-up/start"), 200);
+  const credential = await ask("get", options);
+  await answer(this._post("step-up/finish", J({ ceremony, credential })), 204);
+  // The next token carries the new auth_time and amr.
+  await this.refresh({ force: true });
+};
+
+P.completeSignIn = async function (error, a = {}) {
+  const s = error?.secondFactor, b = { ceremony: s?.ceremony, code: a.code };
+  if (!s || (a.code === undefined) == !a.passkey) throw fail("ConfigError", "invalid_option", { message: "bad secondFactor" });
+  if (a.passkey) {
+    if (!s.passkey) throw fail(PE, "no_credential");
+    b.credential = await ask("get", s.passkey);
+  }
+  // By the key that sent the password: only it can complete the sign-in.
+  return this._signIn(J(b), "login/second-factor", s.ceremony);
+};
+
+P.setSecondFactor = async function (required) {
+  session(this);
+  await send(this, "PUT", "second-factor", J({ required: !!required }));
+};
+
+P.listPasskeys = async function () {
+  session(this);
+  return (await send(this, "GET", "passkeys")).passkeys;
+};
+
+P.removePasskey = async function (id) {
+  session(this);
+  await send(this, "DELETE", "passkeys/" + encodeURIComponent(id));
+};

@@ -44,6 +44,9 @@ export const APIS = {
 export const IDP = `http://127.0.0.1:${PORT + 14}`;
 /** The demo (`--demo`) with the provider IDP as `--oidc name=idp`. */
 export const OIDC_DEMO = `http://127.0.0.1:${PORT + 15}`;
+/** The demo (`--demo`) for passkeys, visited by name: WebAuthn refuses IP addresses as RP IDs.
+ * `--demo` makes the RP ID `localhost` and the origin `http://localhost:<its port>`. */
+export const PASSKEYS = `http://localhost:${PORT + 19}`;
 /** What the examples and API_AUTH share: the feed's service token, the nonce secret. */
 export const FEED_TOKEN_FILE = "tests/e2e/feed-token";
 export const NONCE_SECRET = "tokenwarden-e2e-shared-nonce-secret-0123456789";
@@ -150,5 +153,6 @@ export default defineConfig({
       `--demo --oidc name=idp,issuer=${IDP},client-id=tokenwarden-test,client-secret-file=tests/oidc/client-secret`,
       60,
     ),
+    server(PORT + 19, "--demo", 60),
   ],
 });

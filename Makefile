@@ -83,8 +83,8 @@ test-browser: pkg
 	GECKODRIVER=$(GECKODRIVER) WASM_BINDGEN_TEST_WEBDRIVER_JSON=$(CURDIR)/tests/browser/firefox.json \
 	  cargo test -p tokenwarden --target wasm32-unknown-unknown --test browser
 
-# Playwright in headless Chromium: cross-tab behaviour, the demo, the npm consumers (Vite, and
-# React under StrictMode). Before it, in Node: the React fixture's server-side rendering, and
+# Playwright in headless Chromium: cross-tab behaviour, the demo, the npm consumers (Vite, React
+# under StrictMode, Angular's HttpClient). Before it, in Node: the React fixture's server-side rendering, and
 # the driver's claims decoder (tests/driver/).
 test-e2e: pkg
 	node scripts/check-pkg-readme.mjs --self-test && node scripts/check-pkg-readme.mjs
@@ -94,6 +94,7 @@ test-e2e: pkg
 	tests/consumer/build.sh
 	tests/consumer/node_modules/.bin/tsc -p tests/verify
 	tests/react/build.sh
+	tests/angular/build.sh
 	node --test tests/react/ tests/driver/
 	npx playwright test -c tests/e2e/playwright.config.ts
 

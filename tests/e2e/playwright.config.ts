@@ -47,6 +47,8 @@ export const OIDC_DEMO = `http://127.0.0.1:${PORT + 15}`;
 /** The demo (`--demo`) for passkeys, visited by name: WebAuthn refuses IP addresses as RP IDs.
  * `--demo` makes the RP ID `localhost` and the origin `http://localhost:<its port>`. */
 export const PASSKEYS = `http://localhost:${PORT + 19}`;
+/** The Angular fixture (tests/angular/dist, HttpClient, built from the packed tarball). */
+export const ANGULAR = `http://127.0.0.1:${PORT + 16}`;
 /** What the examples and API_AUTH share: the feed's service token, the nonce secret. */
 export const FEED_TOKEN_FILE = "tests/e2e/feed-token";
 export const NONCE_SECRET = "tokenwarden-e2e-shared-nonce-secret-0123456789";
@@ -148,6 +150,13 @@ export default defineConfig({
       stdout: "ignore" as const,
       stderr: "pipe" as const,
     },
+    // The Angular fixture, built from the packed tarball. Its pages may also call this server by
+    // another name (localhost: another origin, which answers them, CORS), which gets no token.
+    server(
+      PORT + 16,
+      `--demo --www-dir tests/angular/dist --pkg-dir /nonexistent --connect-src http://localhost:${PORT + 16} ` +
+        `--allowed-origin ${ANGULAR}`,
+    ),
     server(
       PORT + 15,
       `--demo --oidc name=idp,issuer=${IDP},client-id=tokenwarden-test,client-secret-file=tests/oidc/client-secret`,

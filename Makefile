@@ -84,7 +84,7 @@ test-browser: pkg
 	  cargo test -p tokenwarden --target wasm32-unknown-unknown --test browser
 
 # Playwright in headless Chromium: cross-tab behaviour, the demo, the npm consumers (Vite, React
-# under StrictMode, Angular's HttpClient). Before it, in Node: the React fixture's server-side rendering, and
+# under StrictMode, Angular's HttpClient, Vue, Svelte). Before it, in Node: the React fixture's server-side rendering, and
 # the driver's claims decoder (tests/driver/).
 test-e2e: pkg
 	node scripts/check-pkg-readme.mjs --self-test && node scripts/check-pkg-readme.mjs
@@ -95,6 +95,8 @@ test-e2e: pkg
 	tests/consumer/node_modules/.bin/tsc -p tests/verify
 	tests/react/build.sh
 	tests/angular/build.sh
+	tests/vue/build.sh
+	tests/svelte/build.sh
 	node --test tests/react/ tests/driver/
 	npx playwright test -c tests/e2e/playwright.config.ts
 

@@ -49,6 +49,10 @@ export const OIDC_DEMO = `http://127.0.0.1:${PORT + 15}`;
 export const PASSKEYS = `http://localhost:${PORT + 19}`;
 /** The Angular fixture (tests/angular/dist, HttpClient, built from the packed tarball). */
 export const ANGULAR = `http://127.0.0.1:${PORT + 16}`;
+/** The Vue fixture (tests/vue/dist, built from the packed tarball). */
+export const VUE = `http://127.0.0.1:${PORT + 17}`;
+/** The Svelte fixture (tests/svelte/dist, built from the packed tarball). */
+export const SVELTE = `http://127.0.0.1:${PORT + 18}`;
 /** What the examples and API_AUTH share: the feed's service token, the nonce secret. */
 export const FEED_TOKEN_FILE = "tests/e2e/feed-token";
 export const NONCE_SECRET = "tokenwarden-e2e-shared-nonce-secret-0123456789";
@@ -157,6 +161,9 @@ export default defineConfig({
       `--demo --www-dir tests/angular/dist --pkg-dir /nonexistent --connect-src http://localhost:${PORT + 16} ` +
         `--allowed-origin ${ANGULAR}`,
     ),
+    // The Vue and Svelte fixtures, built from the packed tarball.
+    server(PORT + 17, "--demo --www-dir tests/vue/dist --pkg-dir /nonexistent"),
+    server(PORT + 18, "--demo --www-dir tests/svelte/dist --pkg-dir /nonexistent"),
     server(
       PORT + 15,
       `--demo --oidc name=idp,issuer=${IDP},client-id=tokenwarden-test,client-secret-file=tests/oidc/client-secret`,

@@ -84,8 +84,8 @@ test-browser: pkg
 	  cargo test -p tokenwarden --target wasm32-unknown-unknown --test browser
 
 # Playwright in headless Chromium: cross-tab behaviour, the demo, the npm consumers (Vite, React
-# under StrictMode, Angular's HttpClient, Vue, Svelte). Before it, in Node: the React fixture's server-side rendering, and
-# the driver's claims decoder (tests/driver/).
+# under StrictMode, Angular's HttpClient, Vue, Svelte). Before it, in Node: the React fixture's server-side rendering, the
+# other bindings' (tests/bindings/), and the driver's claims decoder and authorize() (tests/driver/).
 test-e2e: pkg
 	node scripts/check-pkg-readme.mjs --self-test && node scripts/check-pkg-readme.mjs
 	cargo build -p tokenwarden-server --features test-hooks
@@ -97,7 +97,7 @@ test-e2e: pkg
 	tests/angular/build.sh
 	tests/vue/build.sh
 	tests/svelte/build.sh
-	node --test tests/react/ tests/driver/
+	node --test tests/react/ tests/driver/ tests/bindings/
 	npx playwright test -c tests/e2e/playwright.config.ts
 
 # The cross-tab and fault scenarios in Chromium, Firefox ESR and WebKitGTK, each through its own

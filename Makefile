@@ -84,8 +84,9 @@ test-browser: pkg
 	  cargo test -p tokenwarden --target wasm32-unknown-unknown --test browser
 
 # Playwright in headless Chromium: cross-tab behaviour, the demo, the npm consumers (Vite, React
-# under StrictMode, Angular's HttpClient, Vue, Svelte). Before it, in Node: the React fixture's server-side rendering, the
-# other bindings' (tests/bindings/), and the driver's claims decoder and authorize() (tests/driver/).
+# under StrictMode, Angular's HttpClient, Vue, Svelte). Before it, in Node: the React fixture's
+# server-side rendering, the other bindings' (tests/bindings/), and the driver's claims decoder
+# and authorize() (tests/driver/).
 test-e2e: pkg
 	node scripts/check-pkg-readme.mjs --self-test && node scripts/check-pkg-readme.mjs
 	cargo build -p tokenwarden-server --features test-hooks

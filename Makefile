@@ -102,9 +102,11 @@ test-e2e: pkg
 	npx playwright test -c tests/e2e/playwright.config.ts
 
 # The cross-tab and fault scenarios in Chromium, Firefox ESR and WebKitGTK, each through its own
-# WebDriver, against the server over HTTPS (TW_ENGINES=webkit make test-engines for one).
+# WebDriver, against the server over HTTPS (TW_ENGINES=webkit make test-engines for one); and the
+# Svelte fixture there too (tests/engines/svelte.test.mjs).
 test-engines: pkg
 	cargo build -p tokenwarden-server --features test-hooks
+	tests/svelte/build.sh
 	node --test --test-reporter=spec tests/engines/
 
 # The benchmark harness with tiny sizes, against the debug server (figures meaningless).

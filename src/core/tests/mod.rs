@@ -13,6 +13,7 @@ mod session_changes;
 mod storms;
 mod tabs;
 mod wake;
+mod world;
 
 pub use super::machine::{ASK_WAIT_MS, HANDOFF_WAIT_MS, LOCK_HOLD_MS};
 use super::*;

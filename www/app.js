@@ -1,8 +1,12 @@
 // The demo SPA: everything authenticated goes through auth.fetch; no token is ever stored.
 import init, { TokenManager } from "/pkg/tokenwarden.js";
+import "/pkg/passkeys.js"; // adds auth.registerPasskey(), loginWithPasskey(), stepUp(), ...
 
 const $ = (id) => document.getElementById(id);
 const DEMO = { email: "demo@tokenwarden.dev", password: "correct horse battery staple" };
+/** The autofill's passkey request while signed out ({abort, done}); the action a step-up is
+ * asked for. */
+let conditional = null, pending = null;
 
 function log(kind, text) {
   const li = document.createElement("li");
@@ -21,6 +25,8 @@ const auth = new TokenManager();
 window.auth = auth; // for the curious, in the console
 
 auth.on("login", () => { log("login", "logged in"); show(); });
+// Signed out: the passkeys offered in the email field's autofill; signed in: none.
+for (const e of ["login", "logout", "sessionExpired"]) auth.on(e, () => autofill());
 auth.on("refresh", ({ expiresIn }) => { log("refresh", `new access token, ${Math.round(expiresIn)} s`); renderClaims(); });
 auth.on("logout", () => { log("logout", "logged out"); show(); });
 auth.on("tokenReused", () => log("tokenReused", "refresh token reuse detected: session revoked"));
@@ -34,11 +40,17 @@ function show() {
     renderClaims();
     loadProfile();
     loadSessions();
+    loadPasskeys();
   }
 }
 
 function renderClaims() {
-  $("claims").textContent = JSON.stringify(auth.claims(), null, 2);
+  const c = auth.claims();
+  $("claims").textContent = JSON.stringify(c, null, 2);
+  // auth_time and amr: when and how the user last proved who they are (sign-in or step-up).
+  $("signed-in-how").textContent = c?.auth_time
+    ? `Signed in or confirmed at ${new Date(c.auth_time * 1000).toLocaleTimeString()} with ${(c.amr ?? []).join(", ") || "?"} (amr: pwd password, otp emailed code, hwk passkey, mfa two factors).`
+    : "";
 }
 
 // The countdown: remaining life of the in-memory access token.
@@ -117,9 +129,13 @@ $("password").value = DEMO.password;
 $("login-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   $("login-error").textContent = "";
+  $("second-factor").hidden = true;
+  // The demo mailbox before: a second factor's code is the message after these.
+  const before = (await mailbox($("email").value))?.length ?? 0;
   try {
     await auth.login({ email: $("email").value, password: $("password").value });
   } catch (err) {
+    if (err.code === "second_factor_required") return askSecondFactor(err, before);
     $("login-error").textContent = err.code === "too_many_attempts"
       ? `Too many attempts; try again in ${err.retryAfter ?? "a few"} s.`
       : err.code === "email_not_verified" ? "Verify your email address first."
@@ -333,3 +349,173 @@ try {
 log("start", restored ? "session restored from the refresh cookie" : "no session yet");
 show();
 showProviders();
+
+// ---- passkeys (tokenwarden/passkeys) ------------------------------------------------------
+
+/** What a refused passkey action means, for a person. */
+function explainPasskey(err) {
+  return err.code === "cancelled" ? "Cancelled (or no passkey for this site on this device)."
+    : err.code === "exists" ? "This device has a passkey for the account already."
+    : err.code === "unsupported" ? "This browser cannot use passkeys here."
+    : err.code === "no_credential" ? "The account has no passkey: use the emailed code."
+    : err.code === "passkeys_unavailable" ? "No passkey to use (add one first), or passkeys are off on this server."
+    : err.code === "invalid_credentials" ? "The server did not accept that passkey."
+    : explain(err);
+}
+
+/** One WebAuthn request at a time: the autofill's stops before another starts. */
+async function quiet() {
+  conditional?.abort.abort();
+  await conditional?.done;
+  conditional = null;
+}
+
+// The email field's autofill offers the passkeys while signed out (conditional mediation);
+// a sign-in another way aborts it.
+let autofills = 0;
+async function autofill() {
+  const mine = ++autofills;
+  await quiet();
+  if (mine !== autofills || auth.isAuthenticated) return;
+  const abort = new AbortController();
+  const done = auth.loginWithPasskey({ conditional: true, signal: abort.signal }).catch((err) => {
+    if (abort.signal.aborted) return;
+    if (err.name === "PasskeyError") return log("autofill", `no passkey autofill (${err.code})`);
+    $("login-error").textContent = explainPasskey(err);
+    log("error", `loginWithPasskey (autofill): ${err.name} ${err.code}`);
+  });
+  conditional = { abort, done };
+}
+
+// WebAuthn refuses IP addresses as RP IDs (`make demo` prints http://127.0.0.1:8080).
+if (/^[\d.]+$|^\[/.test(location.hostname)) {
+  $("passkey-here").href = `${location.protocol}//localhost:${location.port}/`;
+  $("passkey-where").hidden = false;
+}
+
+$("passkey-login").onclick = async () => {
+  $("login-error").textContent = "";
+  await quiet();
+  try {
+    await auth.loginWithPasskey();
+  } catch (err) {
+    $("login-error").textContent = explainPasskey(err);
+    log("error", `loginWithPasskey: ${err.name} ${err.code}`);
+    autofill();
+  }
+};
+
+/** A password sign-in that asks for a second factor: a passkey, or the code mailed to it. */
+async function askSecondFactor(err, before) {
+  const { passkey, email_code } = err.secondFactor;
+  log("second factor", `asked: ${[passkey && "a passkey", email_code && "the emailed code"].filter(Boolean).join(" or ")}`);
+  $("second-factor").hidden = false;
+  $("second-error").textContent = "";
+  $("second-mailbox").hidden = true;
+  $("second-mailbox").replaceChildren();
+  $("second-passkey").hidden = !passkey;
+  $("second-code-form").hidden = !email_code;
+  const complete = async (answer) => {
+    $("second-error").textContent = "";
+    try {
+      await auth.completeSignIn(err, answer);
+      $("second-factor").hidden = true;
+      $("second-code").value = "";
+    } catch (e) {
+      $("second-error").textContent = explainPasskey(e);
+      log("error", `completeSignIn: ${e.name} ${e.code}`);
+    }
+  };
+  $("second-passkey").onclick = async () => (await quiet(), complete({ passkey: true }));
+  $("second-code-form").onsubmit = (e) => (e.preventDefault(), complete({ code: $("second-code").value.trim() }));
+  if (email_code) {
+    // The code is mailed after the server's answer: show it from the demo mailbox.
+    const box = $("second-mailbox");
+    for (let i = 0; i < 20; i++) {
+      const messages = await mailbox($("email").value);
+      if (messages === null) {
+        box.textContent = "Check your inbox for the code.";
+        box.hidden = false;
+        break;
+      }
+      const m = messages.length > before && messages[0];
+      if (m?.code) {
+        box.replaceChildren("Demo mailbox: your code is ",
+          Object.assign(document.createElement("code"), { id: "second-mailbox-code", textContent: m.code }));
+        box.hidden = false;
+        $("second-code").value = m.code;
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 150));
+    }
+  }
+}
+
+async function loadPasskeys() {
+  let list;
+  try {
+    list = await auth.listPasskeys();
+  } catch (err) {
+    log("error", `listPasskeys: ${err.name} ${err.code}`);
+    return;
+  }
+  const ul = $("passkeys");
+  ul.replaceChildren();
+  if (!list.length) ul.append(Object.assign(document.createElement("li"), { textContent: "No passkey yet." }));
+  for (const k of list) {
+    const li = document.createElement("li");
+    const used = k.last_used_at ? `last used ${new Date(k.last_used_at * 1000).toLocaleString()}` : "never used";
+    li.append(Object.assign(document.createElement("span"), { textContent: `${k.name} · ${used}` }));
+    const btn = Object.assign(document.createElement("button"), { className: "small danger", textContent: "Remove" });
+    btn.onclick = () => sensitive(`passkey “${k.name}” removed`, () => auth.removePasskey(k.id));
+    li.append(btn);
+    ul.append(li);
+  }
+}
+
+/** An action that needs a recent sign-in: on step_up_required the page asks the user to
+ * confirm who they are (a passkey), then does it again. Never a logout. */
+async function sensitive(done, action) {
+  $("passkey-error").textContent = "";
+  $("passkey-status").textContent = "";
+  try {
+    await action();
+    $("passkey-status").textContent = done;
+    log("passkeys", done);
+    loadPasskeys();
+  } catch (err) {
+    if (err.code !== "step_up_required") {
+      $("passkey-error").textContent = explainPasskey(err);
+      log("error", `${done}: ${err.name} ${err.code}`);
+      return;
+    }
+    log("step-up", `asked: the sign-in is older than ${err.maxAge} s`);
+    $("step-up-why").textContent = `This needs a sign-in from the last ${Math.round(err.maxAge / 60)} minutes.`;
+    $("step-up-prompt").hidden = false;
+    pending = () => sensitive(done, action);
+  }
+}
+$("step-up").onclick = async () => {
+  $("passkey-error").textContent = "";
+  try {
+    await auth.stepUp();
+    log("step-up", `confirmed: amr ${auth.claims().amr.join(", ")}`);
+    $("step-up-prompt").hidden = true;
+    const again = pending;
+    pending = null;
+    await again?.();
+  } catch (err) {
+    $("passkey-error").textContent = err.code === "passkeys_unavailable"
+      ? "The account has no passkey: log out and sign in again to confirm." : explainPasskey(err);
+    log("error", `stepUp: ${err.name} ${err.code}`);
+  }
+};
+
+$("passkey-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const name = $("passkey-name").value.trim() || undefined;
+  sensitive(`passkey “${name ?? "Passkey"}” added`, () => auth.registerPasskey({ name }));
+});
+$("second-on").onclick = () => sensitive("a second factor is now required at sign-in", () => auth.setSecondFactor(true));
+$("second-off").onclick = () => sensitive("a second factor is no longer required", () => auth.setSecondFactor(false));
+autofill();

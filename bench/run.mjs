@@ -319,14 +319,22 @@ try {
       })).outputFiles[0].contents;
       rows.push([name, kb(bundle.length), `${kb(gz(bundle))} (${gz(bundle)} B)`, ""]);
     }
-    // The React binding, hand-written: as shipped, and minified (React itself not counted).
-    const react = readFileSync(path.join(root, "pkg/react.js"));
-    const reactMin = (await esbuild.build({
-      entryPoints: [path.join(root, "pkg/react.js")], bundle: true, minify: true, format: "esm",
-      external: ["react"], write: false, logLevel: "silent",
-    })).outputFiles[0].contents;
-    rows.splice(1, 0, ["**tokenwarden/react** (pkg/react.js, React not counted)", `${react.length} B`, `**${gz(react)} B**`,
-      `minified: ${reactMin.length} B, ${gz(reactMin)} B gzip`]);
+    // The framework bindings, hand-written: as shipped, and minified (the frameworks not counted).
+    const bindings = [
+      ["react", "React", ["react"]],
+      ["angular", "Angular", ["@angular/core", "rxjs"]],
+      ["vue", "Vue", ["vue"]],
+      ["svelte", "Svelte", ["svelte/reactivity"]],
+    ];
+    for (const [i, [file, framework, external]] of bindings.entries()) {
+      const src = readFileSync(path.join(root, `pkg/${file}.js`));
+      const min = (await esbuild.build({
+        entryPoints: [path.join(root, `pkg/${file}.js`)], bundle: true, minify: true, format: "esm",
+        external, write: false, logLevel: "silent",
+      })).outputFiles[0].contents;
+      rows.splice(1 + i, 0, [`**tokenwarden/${file}** (pkg/${file}.js, ${framework} not counted)`, `${src.length} B`,
+        `**${gz(src)} B**`, `minified: ${min.length} B, ${gz(min)} B gzip`]);
+    }
     section("4. Bundle size", table(["", "raw (minified)", "gzip -9", ""], rows) +
       "\n\nEach peer's main browser entry bundled with `esbuild --bundle --minify`, then gzip -9; tokenwarden's JS (the driver, which also instantiates the .wasm) is bundled and minified the same way. Target: ≤ 16 KB (see docs/SIZE.md).");
   }

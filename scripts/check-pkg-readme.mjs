@@ -2,8 +2,9 @@
 // Keeps pkg/README.md (the npm page) true to the package `make pkg` built. Exits 1 naming each
 // claim the built package does not back:
 //   - a size in KB in a sentence that says gzip: the .wasm + the JS (gzip -9 of each, summed) or,
-//     in a sentence about React, pkg/react.js; "about N KB" / "N KB" within 0.5 KB, "under N KB"
-//     below it (1 KB = 1024 B, as `make pkg` prints);
+//     in a sentence about React, Angular, Vue or Svelte, that binding (pkg/react.js, angular.js,
+//     vue.js, svelte.js; every binding a sentence names); "about N KB" / "N KB" within 0.5 KB,
+//     "under N KB" below it (1 KB = 1024 B, as `make pkg` prints);
 //   - each `Authorization: <scheme>` named: the driver (pkg/tokenwarden.js) must emit the literal
 //     "<scheme> "; and if the package defaults to DPoP (tokenwarden.d.ts), a README naming Bearer
 //     must name DPoP too, and `dpop: false` beside it;
@@ -29,6 +30,8 @@ import { gzipSync } from "node:zlib";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const KB = 1024;
+/** The framework bindings, each pkg/<name>.js, hand-written. */
+const BINDINGS = ["react", "angular", "vue", "svelte"];
 
 // ---- the README's text ------------------------------------------------------------------------
 
@@ -168,6 +171,7 @@ function loadPackage(dir) {
     name: pkg.name,
     mainGzip: gz("tokenwarden_bg.wasm") + gz("tokenwarden.js"),
     reactGzip: existsSync(join(dir, "react.js")) ? gz("react.js") : null,
+    bindingGzip: Object.fromEntries(BINDINGS.map((b) => [b, existsSync(join(dir, `${b}.js`)) ? gz(`${b}.js`) : null])),
     emits: (scheme) => new RegExp(`["'\`]${scheme.replace(/[^\w-]/g, "")} `).test(js),
     options: members(dts, "interface", "TokenManagerOptions") ?? new Set(),
     manager: members(dts, "class", "TokenManager") ?? new Set(),
@@ -193,20 +197,21 @@ function check(text, p) {
     const s = sentence(prose, m.index);
     if (!/gzip/i.test(s)) continue;
     const n = Number(m[1]);
-    const react = /react/i.test(s);
-    const actual = react ? p.reactGzip : p.mainGzip;
-    const what = react ? "react.js" : "the .wasm + tokenwarden.js";
-    if (actual == null) {
-      at(m.index, "size", `"${m[0]}" for ${what}, which the package does not have`);
-      continue;
-    }
+    const named = BINDINGS.filter((b) => new RegExp(`\\b${b}\\b`, "i").test(s));
+    const targets = named.length
+      ? named.map((b) => [b === "react" ? p.reactGzip : p.bindingGzip[b], `${b}.js`])
+      : [[p.mainGzip, "the .wasm + tokenwarden.js"]];
     const pre = prose.slice(Math.max(0, m.index - 24), m.index);
-    if (/\b(under|below|less than|at most|within)\s+$|<\s*$|≤\s*$/i.test(pre)) {
-      if (actual > n * KB) at(m.index, "size", `"under ${m[0]}" gzip for ${what}, which is ${kb(actual)}`);
-    } else if (/\b(over|above|more than)\s+$|>\s*$/i.test(pre)) {
-      if (actual <= n * KB) at(m.index, "size", `"over ${m[0]}" gzip for ${what}, which is ${kb(actual)}`);
-    } else if (Math.abs(actual - n * KB) > KB / 2) {
-      at(m.index, "size", `"${m[0]}" gzip for ${what}, which is ${kb(actual)} (more than 0.5 KB off)`);
+    for (const [actual, what] of targets) {
+      if (actual == null) {
+        at(m.index, "size", `"${m[0]}" for ${what}, which the package does not have`);
+      } else if (/\b(under|below|less than|at most|within)\s+$|<\s*$|≤\s*$/i.test(pre)) {
+        if (actual > n * KB) at(m.index, "size", `"under ${m[0]}" gzip for ${what}, which is ${kb(actual)}`);
+      } else if (/\b(over|above|more than)\s+$|>\s*$/i.test(pre)) {
+        if (actual <= n * KB) at(m.index, "size", `"over ${m[0]}" gzip for ${what}, which is ${kb(actual)}`);
+      } else if (Math.abs(actual - n * KB) > KB / 2) {
+        at(m.index, "size", `"${m[0]}" gzip for ${what}, which is ${kb(actual)} (more than 0.5 KB off)`);
+      }
     }
   }
 
@@ -307,6 +312,7 @@ function mutations(p) {
     ["the old 15 KB claim", "size", (t) => t.replace(/About [\d.]+ KB gzip/, "15 KB gzip")],
     ["a new size sentence far off", "size", (t) => `${t}\nThe package is 9 KB gzip.\n`],
     ["React over its size", "size", sub(/under 1 KB gzip/, "under 0.5 KB gzip")],
+    ["Vue, Angular and Svelte over their size", "size", sub(/Angular, Vue and Svelte bindings, each under 1 KB gzip/, "Angular, Vue and Svelte bindings, each under 0.5 KB gzip")],
     ["an unknown scheme", "scheme", (t) => `${t}\nSome backends get \`Authorization: Token <token>\`.\n`],
     ["Bearer only (the package defaults to DPoP)", "scheme", (t) => t.replaceAll("Authorization: DPoP", "Authorization: Bearer")],
     ["Bearer without dpop: false", "scheme", (t) => t.replaceAll("dpop: false", "a setting")],
@@ -370,7 +376,7 @@ function main(argv) {
     console.error(`check-pkg-readme: ${problems.length} claim(s) of ${show(readme)} not backed by the package in ${show(dir)}`);
     return 1;
   }
-  const rg = p.reactGzip == null ? "" : `, react.js ${p.reactGzip} B`;
+  const rg = BINDINGS.filter((b) => p.bindingGzip[b] != null).map((b) => `, ${b}.js ${p.bindingGzip[b]} B`).join("");
   console.log(
     `${show(readme)}: every size, scheme, option, method and entry point matches the package in ${show(dir)} ` +
       `(.wasm + JS ${p.mainGzip} B gzip -9${rg})`,

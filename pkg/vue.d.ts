@@ -28,8 +28,9 @@ export interface AuthState {
 }
 
 /** `app.use(createTokenwarden(auth))`: provides the session to `useAuth()` and calls
- * `auth.restore()` once. With `null` (server-side rendering, where no manager exists) the
- * session is logged out and loading, and its functions reject. */
+ * `auth.restore()` once per manager (every app given the same manager shares one session).
+ * With `null` (server-side rendering, where no manager exists) the session is logged out and
+ * loading, and its functions reject. */
 export function createTokenwarden(auth: TokenManager | null | undefined): Plugin;
 
 /** The session, in a component's `setup` (or another `inject()` context) of an app that uses

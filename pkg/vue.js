@@ -5,8 +5,14 @@ import { inject, readonly, shallowRef } from "vue";
 const KEY = Symbol("tokenwarden");
 const none = () => Promise.reject(Error("tokenwarden: no TokenManager"));
 
-// The app's session refs; restore() once, when the plugin is installed.
-export function createTokenwarden(auth) {
+const sessions = new WeakMap();
+
+export const createTokenwarden = (auth) => ({
+  install: (app) => app.provide(KEY, (auth && sessions.get(auth)) || session(auth)),
+});
+
+// One set of refs per manager, and one restore(), at the first install.
+function session(auth) {
   const r = {}, s = { login: none, logout: none, fetch: none };
   for (const k of ["isLoading", "isAuthenticated", "claims", "expiresAt", "endReason"]) {
     s[k] = readonly((r[k] = shallowRef(k[1] == "s" ? k == "isLoading" : null)));
@@ -15,20 +21,18 @@ export function createTokenwarden(auth) {
     o = { ...o, isAuthenticated: auth.isAuthenticated, claims: auth.claims(), expiresAt: auth.expiresAt };
     for (const k in o) r[k].value = o[k];
   };
-  return {
-    install(app) {
-      app.provide(KEY, s);
-      if (!auth || s.login != none) return;
-      // (tokenReused comes with a sessionExpired.)
-      for (const e of ["login", "refresh", "sessionExpired", "logout"]) {
-        auth.on(e, (d) => read({ endReason: e == "logout" ? e : d.reason || r.endReason.value }));
-      }
-      s.login = (c) => auth.login(c);
-      s.logout = () => auth.logout();
-      s.fetch = (i, o) => auth.fetch(i, o);
-      auth.restore().catch(() => {}).finally(() => read({ isLoading: false }));
-    },
-  };
+  if (auth) {
+    // (tokenReused comes with a sessionExpired.)
+    for (const e of ["login", "refresh", "sessionExpired", "logout"]) {
+      auth.on(e, (d) => read({ endReason: e == "logout" ? e : d.reason || r.endReason.value }));
+    }
+    s.login = (c) => auth.login(c);
+    s.logout = () => auth.logout();
+    s.fetch = (i, o) => auth.fetch(i, o);
+    auth.restore().catch(() => {}).finally(() => read({ isLoading: false }));
+    sessions.set(auth, s);
+  }
+  return s;
 }
 
 export function useAuth() {

@@ -42,7 +42,7 @@ async function loadProfile(page: Page) {
 }
 
 for (const backend of ["xhr", "fetch"] as const) {
-  test(`HttpClient (${backend}): signed requests, one refresh at expiry, a 401 replayed once, own headers and other origins untouched`, async ({ page }) => {
+  test(`HttpClient (${backend}): signed requests, one refresh at expiry, a 401 replayed once (a second one the caller's), own headers and other origins untouched`, async ({ page }) => {
     const errors = watchErrors(page);
     const pageErrors = uncaught(page);
     const me = meRequests(page);
@@ -83,6 +83,17 @@ for (const backend of ["xhr", "fetch"] as const) {
     expect((await stats()).refresh_calls).toBe(1);
     const [a1, a2] = await Promise.all(me.slice(before).map(async (r) => (await r.allHeaders()).authorization));
     expect(a2).not.toBe(a1);
+
+    // A 401 that no refresh fixes: one refresh, one replay, and the second 401 is the caller's
+    // HttpErrorResponse (never a loop).
+    await reset();
+    const refused: Request[] = [];
+    page.on("request", (r) => r.url().includes("/test/echo?status=401") && refused.push(r));
+    await page.getByRole("button", { name: "Always refused" }).click();
+    await expect(page.getByTestId("result")).toHaveText("refused 401");
+    await sleep(300);
+    expect(refused.length).toBe(2);
+    expect((await stats()).refresh_calls).toBe(1);
 
     // Another origin (this server by another name, which lets the page read its answer) gets no
     // header.

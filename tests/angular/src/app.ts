@@ -32,6 +32,7 @@ import type { TokenwardenError } from "tokenwarden";
         <p data-testid="loads">{{ loads() }}</p>
         <button type="button" (click)="own()">Own header</button>
         <button type="button" (click)="other()">Other origin</button>
+        <button type="button" (click)="refused()">Always refused</button>
         @if (result(); as r) {
           <p data-testid="result">{{ r }}</p>
         }
@@ -80,6 +81,15 @@ export class Session {
     this.http.get<{ authorization: string | null }>("/test/echo", { headers }).subscribe({
       next: (r) => this.result.set(`echo ${r.authorization}`),
       error: (e: HttpErrorResponse) => this.result.set(`error ${e.status}`),
+    });
+  }
+
+  /** A request the server answers 401 whatever it carries: one replay, then the caller's. */
+  refused(): void {
+    const headers = { "x-test-hooks-secret": "tokenwarden-test-hooks-secret" };
+    this.http.get("/test/echo?status=401", { headers }).subscribe({
+      next: () => this.result.set("refused ok?"),
+      error: (e: HttpErrorResponse) => this.result.set(`refused ${e.status}`),
     });
   }
 

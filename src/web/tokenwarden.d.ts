@@ -215,8 +215,10 @@ export class TokenManager {
    * `retry(response)` once. Rejects as `getAccessToken` does when the session cannot be had
    * (`SessionExpiredError`, `NetworkError`). */
   authorize(method: string, url: string | URL): Promise<Authorization>;
-  /** A fresh access token (refreshing if needed), e.g. for a WebSocket handshake. Rejects
-   * with `SessionExpiredError` when not logged in. */
+  /** A fresh access token (refreshing if needed). With DPoP (the default) it is useless
+   * without a proof: for requests outside `fetch` use `authorize`; for a WebSocket or
+   * EventSource, a short-lived ticket your API hands out to an `auth.fetch` call. Rejects with
+   * `SessionExpiredError` when not logged in. */
   getAccessToken(): Promise<string>;
   /** The access token's payload (decoded, not verified), or `null`. */
   claims(): AccessTokenClaims | null;

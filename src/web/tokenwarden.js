@@ -666,7 +666,7 @@ export class TokenManager {
    * callers) or a new proof can fix, the headers for its one replay; otherwise null. Once. */
   async authorize(method, url) {
     const u = this.#mine(url), m = normal(method);
-    let id = ++this.#ids, used, t = u && (await this.#step(id));
+    let id = ++this.#ids, used = 0, t = u && (await this.#step(id));
     const headers = async (t) => {
       this.#input(IN_FORGET, id);
       if (!t || t === DONE) return null;
@@ -676,8 +676,8 @@ export class TokenManager {
     return {
       headers: (await headers(t)) ?? {},
       retry: async (res) => {
-        if (used || !t || res?.status !== 401) return null;
-        used = 1;
+        // Once, whatever the status: never a loop.
+        if (used++ || !t || res?.status !== 401) return null;
         const h = (n) => res.headers?.get(n) ?? null;
         this.#saw(u, h("dpop-nonce"), h("date"));
         const s = await this.#step((id = ++this.#ids));

@@ -1,14 +1,10 @@
 #!/usr/bin/env bash
-# Packs pkg/ with `npm pack`, installs the tarball into this Vite app as a user would,
+# Installs the packed package (tests/install-pkg.sh) into this Vite app as a user would,
 # type-checks it (strict) and builds it into dist/, which the e2e server then serves.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/../.." && pwd)
-mkdir -p "$root/target/npm"
-tarball=$(cd "$root/pkg" && npm pack --silent --pack-destination "$root/target/npm" | tail -1)
+"$here/../install-pkg.sh" "$here"
 cd "$here"
-npm install --no-audit --no-fund --loglevel=error
-npm install --no-save --no-audit --no-fund --loglevel=error "$root/target/npm/$tarball"
 npx tsc -p tsconfig.json
 npx vite build --logLevel warn
-echo "consumer fixture built from $tarball"
+echo "consumer fixture built"

@@ -8,6 +8,7 @@ import { test, before } from "node:test";
 import assert from "node:assert/strict";
 import { createRequire } from "node:module";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { touched } from "../ssr-watch.mjs"; // watches from here on
 
 const tests = fileURLToPath(new URL("..", import.meta.url));
 /** `specifier` resolved from fixture `app`'s node_modules, imported. */
@@ -26,27 +27,6 @@ const from = (app, specifier) => {
   return import(pathToFileURL(path).href);
 };
 
-// Every browser-only global, and every way to load the wasm, is watched from here on. An access
-// counts when our package is on the stack (a framework itself may probe `typeof window`).
-const touched = [];
-const ours = () => /node_modules\/tokenwarden\//.test(new Error().stack ?? "");
-function watch(target, name, label) {
-  const desc = Object.getOwnPropertyDescriptor(target, name);
-  const original = desc ? (desc.get ? desc.get.call(target) : desc.value) : undefined;
-  Object.defineProperty(target, name, {
-    configurable: true,
-    get() {
-      if (ours()) touched.push(label);
-      return original;
-    },
-  });
-}
-for (const name of ["window", "document", "navigator", "location", "localStorage", "sessionStorage", "indexedDB", "BroadcastChannel", "fetch"]) {
-  watch(globalThis, name, name);
-}
-for (const name of ["instantiate", "instantiateStreaming", "compile", "compileStreaming", "Module", "Instance"]) {
-  watch(WebAssembly, name, `WebAssembly.${name}`);
-}
 
 let ng, vue, svelte;
 before(async () => {

@@ -187,8 +187,10 @@ function normal(m = "GET") {
 async function refused(res, ok) {
   const status = get(rsStatus, res);
   if (status === ok) return;
-  if (status >= 500) throw fail(NAME_NETWORK, ERR_SERVER_ERROR, status);
-  throw fail(NAME_LOGIN, (await res.json().catch(() => 0))?.error, status,
+  // As the core classifies a refresh's answer: a 408 or 5xx is the server's trouble; a refusal
+  // without the protocol's words (a proxy's page) is an unexpected response.
+  if (status >= 500 || status == 408) throw fail(NAME_NETWORK, ERR_SERVER_ERROR, status);
+  throw fail(NAME_LOGIN, (await res.json().catch(() => 0))?.error ?? CODE_UNEXPECTED_RESPONSE, status,
     parseFloat(apply(hget, get(rsHeaders, res), ["retry-after"])));
 }
 /** A `ConfigError` about option or argument `what`. */
@@ -509,15 +511,15 @@ export class TokenManager {
 
   /** "Mail me a code" (no session involved): the same 202 for every address. */
   async requestCode(r) {
-    await refused(await this._post("otp/start", json(r, ["email"])), 202);
+    await refused(await this._post("otp/start", json(r, ["email"]), 0, 1), 202);
   }
 
   async signup(r) {
-    await refused(await this._post("signup", json(r, ["email", "password"], ["name"])), 202);
+    await refused(await this._post("signup", json(r, ["email", "password"], ["name"]), 0, 1), 202);
   }
 
   async requestPasswordReset(r) {
-    await refused(await this._post("password/reset/start", json(r, ["email"])), 202);
+    await refused(await this._post("password/reset/start", json(r, ["email"]), 0, 1), 202);
   }
 
   /** Signed in: through auth.fetch (token, proof, one refresh) with the CSRF header. */
@@ -525,14 +527,17 @@ export class TokenManager {
     await refused(await this._post("password/change", json(c, ["currentPassword", "newPassword"])), 204);
   }
 
-  /** A POST of the JSON text `body` to `path` (beside loginPath), with cookies and the CSRF
-   * header, through auth.fetch (signed in: token and proof), as a login's request is: given up
-   * after refreshTimeoutMs (NetworkError `timeout`; unreachable: `network`). Also
-   * tokenwarden/passkeys' way to the server. */
-  async _post(path, body) {
+  /** A request (`method`, POST by default) with the JSON text `body` to `path` (beside
+   * loginPath), with cookies and the CSRF header, as a login's request is: given up after
+   * refreshTimeoutMs (NetworkError `timeout`; unreachable: `network`). Through auth.fetch
+   * (signed in: token and proof, one refresh and replay on a 401), or `plain` (no session
+   * involved: nothing to refresh first). Also tokenwarden/passkeys' way to the server. */
+  async _post(path, body, method, plain) {
     const ctl = new AbortController();
     const timer = setT(() => ctl.abort(), this.#cfg.timeout);
-    return this.fetch(get(uHref, new URLC(path, this.#cfg.loginUrl)), { ...this.#init(body), signal: ctl.signal })
+    const url = get(uHref, new URLC(path, this.#cfg.loginUrl));
+    const init = { ...this.#init(body), method: method || "POST", signal: ctl.signal };
+    return (plain ? apply(this.#fetch, G, [url, init]) : this.fetch(url, init))
       .catch(() => {
         throw fail(NAME_NETWORK, ctl.signal.aborted ? CODE_TIMEOUT : CODE_NETWORK);
       })

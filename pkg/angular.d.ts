@@ -1,7 +1,7 @@
 // tokenwarden/angular: the Angular binding of tokenwarden (Angular 17 or later, standalone).
 import type { EnvironmentProviders, Signal } from "@angular/core";
 import type { HttpInterceptorFn } from "@angular/common/http";
-import type { AccessTokenClaims, TokenManager } from "./tokenwarden.js";
+import type { AccessTokenClaims, TokenManager, TokenwardenError } from "./tokenwarden.js";
 
 /** Why the last session ended: a `logout` (here or in another tab), or the `reason` of the
  * `sessionExpired` event. */
@@ -19,6 +19,10 @@ export interface AuthSignals {
   readonly expiresAt: Signal<number | null>;
   /** Why the last session ended, or `null` if none has ended since the page loaded. */
   readonly endReason: Signal<AuthEndReason | null>;
+  /** Why the page-load `restore()` failed, or `null`: a `LoginError` on the page a
+   * `loginWithRedirect` came back to without signing in (`access_denied`, ...), or a
+   * `NetworkError`. */
+  readonly error: Signal<TokenwardenError | null>;
   /** The manager given to `provideTokenwarden` (`login`, `logout`, `fetch`, ...). */
   readonly auth: TokenManager | null | undefined;
   /** Settles when `restore()` has (at once without a manager). */

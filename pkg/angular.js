@@ -6,7 +6,7 @@ const KEY = new InjectionToken("tokenwarden: provideTokenwarden(auth)");
 
 export function provideTokenwarden(auth) {
   const w = {}, s = { auth };
-  for (const k of ["isLoading", "isAuthenticated", "claims", "expiresAt", "endReason"]) {
+  for (const k of ["isLoading", "isAuthenticated", "claims", "expiresAt", "endReason", "error"]) {
     s[k] = (w[k] = signal(k[1] == "s" ? k == "isLoading" : null)).asReadonly();
   }
   const read = (o) => {
@@ -18,7 +18,7 @@ export function provideTokenwarden(auth) {
     for (const e of ["login", "refresh", "sessionExpired", "logout"]) {
       auth.on(e, (d) => read({ endReason: e == "logout" ? e : d.reason || s.endReason() }));
     }
-    s.ready = auth.restore().catch(() => {}).finally(() => read({ isLoading: false }));
+    s.ready = auth.restore().then(() => ({}), (error) => ({ error })).then((o) => read({ ...o, isLoading: false }));
   }
   return makeEnvironmentProviders([{ provide: KEY, useValue: s }]);
 }

@@ -6,7 +6,7 @@ const stores = new WeakMap();
 const none = () => Promise.reject(Error("tokenwarden: no TokenManager"));
 const OUT = {
   s: {
-    isLoading: true, isAuthenticated: false, claims: null, expiresAt: null, endReason: null,
+    isLoading: true, isAuthenticated: false, claims: null, expiresAt: null, endReason: null, error: null,
     login: none, logout: none, fetch: none,
   },
   get: () => OUT.s,
@@ -25,10 +25,10 @@ function store(auth) {
     logout: () => auth.logout(),
     fetch: (i, o) => auth.fetch(i, o),
   };
-  let offs = [], isLoading = true, endReason = null, started;
+  let offs = [], isLoading = true, endReason = null, error = null, started;
   const read = () => (st.s = {
     isLoading, isAuthenticated: auth.isAuthenticated, claims: auth.claims(),
-    expiresAt: auth.expiresAt, endReason, ...api,
+    expiresAt: auth.expiresAt, endReason, error, ...api,
   });
   const update = () => (read(), subs.forEach((f) => f()));
   st = {
@@ -45,7 +45,7 @@ function store(auth) {
     },
     // restore() once per manager, however often a provider mounts.
     start() {
-      started ||= auth.restore().catch(() => {}).finally(() => ((isLoading = false), update()));
+      started ||= auth.restore().catch((e) => (error = e)).finally(() => ((isLoading = false), update()));
     },
   };
   read();
@@ -60,7 +60,7 @@ export function TokenwardenProvider({ auth, children }) {
 
 export function useAuth() {
   const auth = useContext(Ctx);
-  if (auth === undefined) throw Error("useAuth() needs a <TokenwardenProvider> above it");
+  if (auth === undefined) throw Error("useAuth() outside <TokenwardenProvider>");
   const st = store(auth);
   return useSyncExternalStore(st.sub, st.get, OUT.get);
 }

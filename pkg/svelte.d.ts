@@ -1,6 +1,6 @@
 // tokenwarden/svelte: the Svelte binding of tokenwarden (Svelte 5.7 or later).
 import type { Readable } from "svelte/store";
-import type { AccessTokenClaims, LoginCredentials, TokenManager } from "./tokenwarden.js";
+import type { AccessTokenClaims, LoginCredentials, TokenManager, TokenwardenError } from "./tokenwarden.js";
 
 /** Why the last session ended: a `logout` (here or in another tab), or the `reason` of the
  * `sessionExpired` event. */
@@ -18,6 +18,10 @@ export interface AuthState {
   readonly expiresAt: number | null;
   /** Why the last session ended, or `null` if none has ended since the page loaded. */
   readonly endReason: AuthEndReason | null;
+  /** Why the page-load `restore()` failed, or `null`: a `LoginError` on the page a
+   * `loginWithRedirect` came back to without signing in (`access_denied`, ...), or a
+   * `NetworkError`. */
+  readonly error: TokenwardenError | null;
   /** `auth.login` (rejects without a manager). */
   login(credentials: LoginCredentials): Promise<void>;
   /** `auth.logout`. */

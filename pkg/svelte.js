@@ -3,7 +3,7 @@ import { createSubscriber } from "svelte/reactivity";
 
 const sessions = new WeakMap();
 const none = () => Promise.reject(Error("tokenwarden: no TokenManager"));
-const KEYS = ["isLoading", "isAuthenticated", "claims", "expiresAt", "endReason"];
+const KEYS = ["isLoading", "isAuthenticated", "claims", "expiresAt", "endReason", "error"];
 
 // One session per manager: a store ($session) whose fields are also runes-reactive getters.
 export function createAuth(auth) {
@@ -13,10 +13,10 @@ export function createAuth(auth) {
   const api = auth
     ? { login: (c) => auth.login(c), logout: () => auth.logout(), fetch: (i, o) => auth.fetch(i, o) }
     : { login: none, logout: none, fetch: none };
-  let isLoading = true, endReason = null, started, offs = [], v;
+  let isLoading = true, endReason = null, error = null, started, offs = [], v;
   const read = () => (v = {
     isLoading, isAuthenticated: !!auth?.isAuthenticated, claims: auth?.claims() ?? null,
-    expiresAt: auth?.expiresAt ?? null, endReason, ...api,
+    expiresAt: auth?.expiresAt ?? null, endReason, error, ...api,
   });
   const update = () => (read(), subs.forEach((f) => f(v)));
   // The manager's handlers exist only while something listens; restore() at the first.
@@ -25,7 +25,7 @@ export function createAuth(auth) {
       read();
       offs = ["login", "refresh", "sessionExpired", "logout"].map((e) =>
         auth.on(e, (d) => ((endReason = e == "logout" ? e : d.reason || endReason), update())));
-      started ||= auth.restore().catch(() => {}).finally(() => ((isLoading = false), update()));
+      started ||= auth.restore().catch((e) => (error = e)).finally(() => ((isLoading = false), update()));
     }
     const g = (x) => f(x);
     subs.add(g);

@@ -1,6 +1,6 @@
 // tokenwarden/vue: the Vue binding of tokenwarden (Vue 3.3 or later).
 import type { Plugin, Ref } from "vue";
-import type { AccessTokenClaims, LoginCredentials, TokenManager } from "./tokenwarden.js";
+import type { AccessTokenClaims, LoginCredentials, TokenManager, TokenwardenError } from "./tokenwarden.js";
 
 /** Why the last session ended: a `logout` (here or in another tab), or the `reason` of the
  * `sessionExpired` event. */
@@ -19,6 +19,10 @@ export interface AuthState {
   readonly expiresAt: Readonly<Ref<number | null>>;
   /** Why the last session ended, or `null` if none has ended since the page loaded. */
   readonly endReason: Readonly<Ref<AuthEndReason | null>>;
+  /** Why the page-load `restore()` failed, or `null`: a `LoginError` on the page a
+   * `loginWithRedirect` came back to without signing in (`access_denied`, ...), or a
+   * `NetworkError`. */
+  readonly error: Readonly<Ref<TokenwardenError | null>>;
   /** `auth.login` (rejects without a manager). */
   login(credentials: LoginCredentials): Promise<void>;
   /** `auth.logout`. */

@@ -14,7 +14,7 @@ export const createTokenwarden = (auth) => ({
 // One set of refs per manager, and one restore(), at the first install.
 function session(auth) {
   const r = {}, s = { login: none, logout: none, fetch: none };
-  for (const k of ["isLoading", "isAuthenticated", "claims", "expiresAt", "endReason"]) {
+  for (const k of ["isLoading", "isAuthenticated", "claims", "expiresAt", "endReason", "error"]) {
     s[k] = readonly((r[k] = shallowRef(k[1] == "s" ? k == "isLoading" : null)));
   }
   const read = (o) => {
@@ -29,7 +29,7 @@ function session(auth) {
     s.login = (c) => auth.login(c);
     s.logout = () => auth.logout();
     s.fetch = (i, o) => auth.fetch(i, o);
-    auth.restore().catch(() => {}).finally(() => read({ isLoading: false }));
+    auth.restore().then(() => ({}), (error) => ({ error })).then((o) => read({ ...o, isLoading: false }));
     sessions.set(auth, s);
   }
   return s;

@@ -126,3 +126,10 @@ test("unmounted in the middle of the refresh at mount: the lock is released and 
   await expect(page.getByTestId("name")).toHaveText("Tab User");
   errors.check();
 });
+
+test("back from a provider without signing in: useAuth() shows restore()'s LoginError, the address is cleaned, nobody is signed in", async ({ page }) => {
+  await page.goto(`${REACT}/?tw_error=access_denied&tab=2`);
+  await expect(page.getByTestId("restore-error")).toHaveText("LoginError:access_denied");
+  await expect(page.getByTestId("status")).toHaveText("signed out");
+  expect(new URL(page.url()).search).toBe("?tab=2");
+});

@@ -41,7 +41,7 @@ test("useAuth() on the server: logged out, loading, and its functions reject", a
   assert.deepEqual(
     { ...state, login: undefined, logout: undefined, fetch: undefined },
     {
-      isLoading: true, isAuthenticated: false, claims: null, expiresAt: null, endReason: null,
+      isLoading: true, isAuthenticated: false, claims: null, expiresAt: null, endReason: null, error: null,
       login: undefined, logout: undefined, fetch: undefined,
     },
   );
@@ -52,5 +52,5 @@ test("useAuth() on the server: logged out, loading, and its functions reject", a
 
 test("useAuth() outside a provider says so", () => {
   const Probe = () => (react.useAuth(), null);
-  assert.throws(() => renderToString(createElement(Probe)), /needs a <TokenwardenProvider>/);
+  assert.throws(() => renderToString(createElement(Probe)), /outside <TokenwardenProvider>/);
 });

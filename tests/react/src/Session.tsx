@@ -12,7 +12,7 @@ export function Session() {
     mounts.count++;
   }, []);
   if (!auth.isAuthenticated) {
-    return <LoginForm busy={auth.isLoading} endReason={auth.endReason} login={auth.login} />;
+    return <LoginForm busy={auth.isLoading} endReason={auth.endReason} restoreError={auth.error} login={auth.login} />;
   }
   return <Profile auth={auth} />;
 }
@@ -20,6 +20,7 @@ export function Session() {
 function LoginForm(props: {
   busy: boolean;
   endReason: AuthEndReason | null;
+  restoreError: TokenwardenError | null;
   login: AuthState["login"];
 }) {
   const [error, setError] = useState<string | null>(null);
@@ -38,6 +39,7 @@ function LoginForm(props: {
     <form onSubmit={submit}>
       <p data-testid="status">signed out</p>
       {props.endReason && <p data-testid="end-reason">{props.endReason}</p>}
+      {props.restoreError && <p data-testid="restore-error">{`${props.restoreError.name}:${props.restoreError.code}`}</p>}
       <input name="email" type="email" aria-label="email" />
       <input name="password" type="password" aria-label="password" />
       <button type="submit" disabled={props.busy}>Log in</button>

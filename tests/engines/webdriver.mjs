@@ -168,6 +168,10 @@ const FIREFOX_PREFS = {
   "network.captive-portal-service.enabled": false,
   "network.connectivity-service.enabled": false,
   "toolkit.telemetry.enabled": false,
+  // WebAuthn through the WebDriver virtual authenticator (tests/engines/passkeys.test.mjs):
+  // without these a ceremony is refused at once, or waits for a USB security key.
+  "security.webauth.webauthn_enable_softtoken": true,
+  "security.webauth.webauthn_enable_usbtoken": false,
 };
 
 export const ENGINES = {

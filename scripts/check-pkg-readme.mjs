@@ -11,8 +11,9 @@
 //   - option names: keys of `new TokenManager({...})` in code blocks and code spans used as an
 //     option (`name` in a sentence that says "option", or `name: value`) must be declared in
 //     tokenwarden.d.ts (TokenManagerOptions; a `name: value` span may name any declared member);
-//   - every `auth.member` in code (blocks and spans) must be a member of class TokenManager, and
-//     every name taken from `useAuth()` a member of react.d.ts's AuthState;
+//   - every `auth.member` in code (blocks and spans) must be a member of class TokenManager (or
+//     of what passkeys.d.ts adds to it), and every name taken from `useAuth()` a member of
+//     react.d.ts's AuthState;
 //   - every entry point imported ("tokenwarden", "tokenwarden/react", ...) or named in a code span
 //     must be a key of package.json "exports".
 //
@@ -154,6 +155,8 @@ function loadPackage(dir) {
   const gz = (f) => gzipSync(read(f), { level: 9 }).length;
   const dts = read("tokenwarden.d.ts").toString();
   const reactDts = existsSync(join(dir, "react.d.ts")) ? read("react.d.ts").toString() : "";
+  // tokenwarden/passkeys adds its methods to TokenManager (module augmentation).
+  const passkeysDts = existsSync(join(dir, "passkeys.d.ts")) ? read("passkeys.d.ts").toString() : "";
   const js = read("tokenwarden.js").toString();
   const pkg = JSON.parse(read("package.json").toString());
   // Every interface/class member of both .d.ts files: what a `name: value` span may name.
@@ -174,7 +177,7 @@ function loadPackage(dir) {
     bindingGzip: Object.fromEntries(BINDINGS.map((b) => [b, existsSync(join(dir, `${b}.js`)) ? gz(`${b}.js`) : null])),
     emits: (scheme) => new RegExp(`["'\`]${scheme.replace(/[^\w-]/g, "")} `).test(js),
     options: members(dts, "interface", "TokenManagerOptions") ?? new Set(),
-    manager: members(dts, "class", "TokenManager") ?? new Set(),
+    manager: new Set([...(members(dts, "class", "TokenManager") ?? []), ...(members(passkeysDts, "interface", "TokenManager") ?? [])]),
     authState: members(reactDts, "interface", "AuthState"),
     declared,
     dpopDefault,

@@ -23,6 +23,9 @@ test("a Vite app built from the tarball: login, authenticated fetch, expiry and 
   expect(await c("login", ...DEMO_USER)).toBeNull();
   expect((await c("me")).email).toBe(DEMO_USER[0]);
   expect((await c("claims")).email).toBe(DEMO_USER[0]);
+  // tokenwarden/passkeys made it into the bundle; this page is on 127.0.0.1, which WebAuthn
+  // refuses as an RP ID: the browser's SecurityError is a typed PasskeyError.
+  expect(await c("passkey")).toBe("PasskeyError:unsupported");
 
   // Expiry: the 4-second token is due after 2 s; the next request refreshes first.
   const before = (await stats()).refresh_rotated;

@@ -6,6 +6,10 @@ import init, {
   type TokenwardenError,
 } from "tokenwarden";
 import axios from "axios";
+// A side-effect import (the package's sideEffects keeps it in the bundle): passkey methods on
+// every TokenManager, typed by module augmentation.
+import "tokenwarden/passkeys";
+import type { PasskeyError, PasskeyInfo } from "tokenwarden/passkeys";
 
 const options: TokenManagerOptions = { refreshLeewaySeconds: 30, crossTab: true };
 
@@ -42,6 +46,16 @@ async function main() {
         const err = e as TokenwardenError;
         const left: number | undefined = err.attemptsLeft;
         return `${err.name}:${err.code}:${left}`;
+      }
+    },
+    /** A passkey registration, typed: `ok:name`, or `name:code` of the refusal. */
+    async passkey(): Promise<string> {
+      try {
+        const info: PasskeyInfo = await auth.registerPasskey({ name: "consumer" });
+        return `ok:${info.name}`;
+      } catch (e) {
+        const err = e as PasskeyError | TokenwardenError;
+        return `${err.name}:${err.code}`;
       }
     },
     async me(): Promise<{ email: string }> {

@@ -83,7 +83,8 @@ test-browser: pkg
 	GECKODRIVER=$(GECKODRIVER) WASM_BINDGEN_TEST_WEBDRIVER_JSON=$(CURDIR)/tests/browser/firefox.json \
 	  cargo test -p tokenwarden --target wasm32-unknown-unknown --test browser
 
-# Playwright in headless Chromium: cross-tab behaviour, the demo, the npm consumers (Vite, React
+# Playwright in headless Chromium: cross-tab behaviour, the demo (its passkeys through the virtual
+# authenticator, tests/e2e/passkeys.spec.ts), the npm consumers (Vite, React
 # under StrictMode, Angular's HttpClient, Vue, Svelte). Before it, in Node: the React fixture's
 # server-side rendering, the other bindings' (tests/bindings/), and the driver's claims decoder
 # and authorize() (tests/driver/).
@@ -103,7 +104,8 @@ test-e2e: pkg
 
 # The cross-tab and fault scenarios in Chromium, Firefox ESR and WebKitGTK, each through its own
 # WebDriver, against the server over HTTPS (TW_ENGINES=webkit make test-engines for one); and the
-# Svelte fixture there too (tests/engines/svelte.test.mjs).
+# Svelte fixture there too (tests/engines/svelte.test.mjs); passkeys through WebDriver's virtual
+# authenticator (tests/engines/passkeys.test.mjs).
 test-engines: pkg
 	cargo build -p tokenwarden-server --features test-hooks
 	tests/svelte/build.sh

@@ -14,15 +14,15 @@ const claims = (page: Page) => page.evaluate(() => (window as any).auth.claims()
 const authed = (page: Page) => page.evaluate(() => (window as any).auth.isAuthenticated as boolean);
 const shot = (page: Page, name: string) =>
   page.screenshot({ path: test.info().outputPath(`${name}.png`), fullPage: true });
-/** What a call of the page's TokenManager rejected with (name, code, status, maxAge), or "ok". */
-const outcome = (page: Page, call: string) =>
+/** What `auth[method](...args)` in the page rejected with (name, code, status, maxAge), or "ok". */
+const outcome = (page: Page, method: string, ...args: unknown[]) =>
   page.evaluate(
-    (c) =>
-      new Function("auth", `return ${c}`)((window as any).auth).then(
+    ([m, a]) =>
+      (window as any).auth[m as string](...(a as unknown[])).then(
         () => "ok",
         (e: any) => ({ name: e.name, code: e.code, status: e.status, maxAge: e.maxAge }),
       ),
-    call,
+    [method, args] as const,
   );
 
 let users = 0;
@@ -157,7 +157,7 @@ test("a sensitive action after an old sign-in asks for a step-up, not a logout; 
 
   // Six minutes later the sign-in is no longer recent.
   const { now } = await hook("POST", "/test/clock", { advance_secs: 360 }, PASSKEYS);
-  expect(await outcome(page, `auth.removePasskey(${JSON.stringify(added.id)})`)).toEqual({
+  expect(await outcome(page, "removePasskey", added.id)).toEqual({
     name: "LoginError", code: "step_up_required", status: 403, maxAge: 300,
   });
   await page.locator("#passkeys li button").click();
@@ -167,7 +167,7 @@ test("a sensitive action after an old sign-in asks for a step-up, not a logout; 
 
   // The prompt cancelled: a typed error, still signed in, the passkey still there.
   await key.verify(false);
-  expect(await outcome(page, "auth.stepUp()")).toEqual({ name: "PasskeyError", code: "cancelled" });
+  expect(await outcome(page, "stepUp")).toEqual({ name: "PasskeyError", code: "cancelled" });
   await page.click("#step-up");
   await expect(page.locator("#passkey-error")).toHaveText("Cancelled (or no passkey for this site on this device).");
   expect(await authed(page)).toBe(true);
@@ -185,13 +185,13 @@ test("a sensitive action after an old sign-in asks for a step-up, not a logout; 
   await expect(page.locator("#passkeys li")).toHaveText("No passkey yet.");
   await shot(page, "03-stepped-up-and-removed");
   // Recent now: the other sensitive actions need no prompt either.
-  expect(await outcome(page, "auth.setSecondFactor(false)")).toBe("ok");
+  expect(await outcome(page, "setSecondFactor", false)).toBe("ok");
 
   // The authenticator still holds it; the server refuses it (the autofill tries it first).
   expect(await key.credentials()).toHaveLength(1);
   await page.click("#logout");
   await expect(page.locator("#login-error")).toHaveText("The server did not accept that passkey.");
-  expect(await outcome(page, "auth.loginWithPasskey()")).toEqual({
+  expect(await outcome(page, "loginWithPasskey")).toEqual({
     name: "LoginError", code: "invalid_credentials", status: 401, maxAge: undefined,
   });
   expect(await authed(page)).toBe(false);

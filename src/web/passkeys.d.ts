@@ -1,6 +1,6 @@
 // tokenwarden/passkeys: passkeys (WebAuthn) for a TokenManager. `import "tokenwarden/passkeys"`
 // once, anywhere: every TokenManager then has the methods below (docs/API.md, "Passkeys").
-import type { SecondFactorChallenge, TokenwardenError } from "./tokenwarden.js";
+import type { TokenwardenError } from "./tokenwarden.js";
 
 /** A passkey of the signed-in account, as the server lists it (times in Unix seconds). */
 export interface PasskeyInfo {

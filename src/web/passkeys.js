@@ -22,15 +22,9 @@ async function answer(res, ok) {
     { status, maxAge: j.max_age, retryAfter: +res.headers.get("retry-after") || undefined });
 }
 
-/** `_post` (POST only) with another method: the fetch it makes at once is given `method`. */
+/** `_post` with another method, answered with `ok` for GET and 204 otherwise. */
 function send(auth, method, path, body) {
-  const f = auth.fetch;
-  auth.fetch = (u, i) => f.call(auth, u, { ...i, method });
-  try {
-    return answer(auth._post(path, body), method == "GET" ? 200 : 204);
-  } finally {
-    delete auth.fetch;
-  }
+  return answer(auth._post(path, body, method), method == "GET" ? 200 : 204);
 }
 
 function session(auth) {
@@ -72,7 +66,7 @@ P.registerPasskey = async function (o) {
 P.loginWithPasskey = async function (o = {}) {
   const mediation = o.conditional ? "conditional" : undefined;
   if (mediation && !(await G.PublicKeyCredential?.isConditionalMediationAvailable?.())) throw fail(PE, "unsupported");
-  const { ceremony, options } = await answer(this._post("passkeys/login/start"), 200);
+  const { ceremony, options } = await answer(this._post("passkeys/login/start", undefined, 0, 1), 200);
   const credential = await ask("get", options, { signal: o.signal, mediation });
   return this._signIn(J({ ceremony, credential }), "passkeys/login/finish");
 };

@@ -529,15 +529,17 @@ export class TokenManager {
 
   /** A request (`method`, POST by default) with the JSON text `body` to `path` (beside
    * loginPath), with cookies and the CSRF header, as a login's request is: given up after
-   * refreshTimeoutMs (NetworkError `timeout`; unreachable: `network`). Through auth.fetch
-   * (signed in: token and proof, one refresh and replay on a 401), or `plain` (no session
-   * involved: nothing to refresh first). Also tokenwarden/passkeys' way to the server. */
+   * refreshTimeoutMs (NetworkError `timeout`; unreachable: `network`). Signed as auth.fetch
+   * signs (token and proof, one refresh and replay on a 401) — the auth server is where the
+   * token comes from, allowed origin or not —, or `plain` (no session involved: nothing to
+   * refresh first). Also tokenwarden/passkeys' way to the server. */
   async _post(path, body, method, plain) {
     const ctl = new AbortController();
     const timer = setT(() => ctl.abort(), this.#cfg.timeout);
     const url = get(uHref, new URLC(path, this.#cfg.loginUrl));
     const init = { ...this.#init(body), method: method || "POST", signal: ctl.signal };
-    return (plain ? apply(this.#fetch, G, [url, init]) : this.fetch(url, init))
+    // The auth server's own origin, signed whether or not it is an allowed origin.
+    return (plain ? apply(this.#fetch, G, [url, init]) : this.#authFetch(url, init, url))
       .catch(() => {
         throw fail(NAME_NETWORK, ctl.signal.aborted ? CODE_TIMEOUT : CODE_NETWORK);
       })

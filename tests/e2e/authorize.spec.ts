@@ -91,3 +91,20 @@ test("signed out: no headers, no request to the auth server", async ({ context }
   expect([r.names, r.status, r.retry, r.again]).toEqual([[], 401, null, null]);
   expect((await stats()).refresh_calls).toBe(0);
 });
+
+test("the auth server's own signed-in calls carry the token although only an API's origin is allowed; fetch to it does not", async ({ context }) => {
+  const page = await openTab(context, { allowedOrigins: [LONG] });
+  const { email, password } = await newUser();
+  const r = await page.evaluate(async ({ email, password }) => {
+    const auth = (window as any).auth;
+    await auth.login({ email, password });
+    // The auth server (this page's origin) is not an allowed origin: auth.fetch sends no token.
+    const me = (await auth.fetch("/api/me")).status;
+    // changePassword goes to the auth server, signed: the token and a proof.
+    await auth.changePassword({ currentPassword: password, newPassword: password + "-new" });
+    await auth.logout();
+    await auth.login({ email, password: password + "-new" });
+    return { me, signedIn: auth.isAuthenticated };
+  }, { email, password });
+  expect(r).toEqual({ me: 401, signedIn: true });
+});

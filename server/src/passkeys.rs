@@ -305,9 +305,18 @@ pub async fn register_start(
             .await?;
     let handle = Uuid::parse_str(&handle).map_err(|e| ApiError::Internal(e.to_string()))?;
     let exclude = existing.iter().map(|(_, k)| k.cred_id().clone()).collect();
-    let (ccr, state) = webauthn
+    let (mut ccr, state) = webauthn
         .start_passkey_registration(handle, &claims.email, &claims.name, Some(exclude))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
+    // Sign-in here is usernameless (a discoverable credential): webauthn-rs's passkey
+    // registration asks authenticators not to make one, and those that honour it (security
+    // keys) would register a passkey that can never sign in.
+    let selection = ccr
+        .public_key
+        .authenticator_selection
+        .get_or_insert_with(Default::default);
+    selection.resident_key = Some(webauthn_rs_proto::ResidentKeyRequirement::Required);
+    selection.require_resident_key = true;
     let id = p
         .put_for_session(REGISTER, &claims, state_json(&state)?)
         .await?;

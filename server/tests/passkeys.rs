@@ -31,6 +31,10 @@ async fn server() -> TestServer {
 async fn register(tab: &mut Client) -> SoftPasskey {
     let start = tab.post("/auth/passkeys/register/start", &json!({})).await;
     assert_eq!(start.status, 200, "{}", start.body);
+    // A discoverable credential: sign-in here is usernameless.
+    let selection = &start.body["options"]["publicKey"]["authenticatorSelection"];
+    assert_eq!(selection["residentKey"], "required", "{selection}");
+    assert_eq!(selection["requireResidentKey"], true, "{selection}");
     let (passkey, credential) = SoftPasskey::create(&start.body["options"], &PAGE);
     let done = tab
         .post(

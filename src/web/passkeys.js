@@ -36,12 +36,8 @@ function session(auth) {
 async function ask(how, { publicKey: p }, o = {}) {
   if (!G.PublicKeyCredential) throw fail(PE, "unsupported");
   p = { ...p, challenge: bin(p.challenge), excludeCredentials: ids(p.excludeCredentials), allowCredentials: ids(p.allowCredentials) };
-  if (p.user) {
-    p.user = { ...p.user, id: bin(p.user.id) };
-    // Discoverable whatever the server asks (webauthn-rs asks "discouraged"): only such a
-    // passkey signs in without a username.
-    p.authenticatorSelection = { ...p.authenticatorSelection, residentKey: "required", requireResidentKey: true };
-  }
+  // (A registration's options ask for a discoverable credential: the server's rule.)
+  if (p.user) p.user = { ...p.user, id: bin(p.user.id) };
   let c, r = {};
   try {
     c = await navigator.credentials[how]({ ...o, publicKey: p });

@@ -6,14 +6,13 @@
 //
 //   node --test tests/engines/oidc.test.mjs             all three engines
 //   TW_ENGINES=firefox node --test tests/engines/oidc.test.mjs
-import { after, before, describe, test } from "node:test";
+import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { rmSync } from "node:fs";
 import path from "node:path";
-import { Browser, Server, certificate, freePort, root, scratch, sleep } from "./webdriver.mjs";
+import { eachEngine, Server, certificate, freePort, root, scratch, sleep } from "./webdriver.mjs";
 
-const ENGINES = (process.env.TW_ENGINES ?? "chromium,firefox,webkit").split(",").filter(Boolean);
 const ELEMENT = "element-6066-11e4-a52e-4f735466cecf";
 
 let server, idp, dir, issuer;
@@ -80,45 +79,36 @@ function driver(b) {
   };
 }
 
-for (const engine of ENGINES) {
-  describe(engine, () => {
-    let browser;
-    before(async () => {
-      browser = await Browser.start(engine);
-    });
-    after(async () => {
-      await browser?.stop();
-    });
+eachEngine((engine, browser) => {
 
-    test("the demo's provider button, the provider's pages, back signed in; the provider's logout ends it", async () => {
-      const d = driver(browser);
-      await d.go(`${server.base}/`);
-      await d.click("#provider-buttons button");
-      await d.until("at the provider's login", async () => (await d.url()).startsWith(issuer));
-      await d.type('input[name="login"]', `${engine}-user`);
-      await d.type('input[name="password"]', "any password");
-      await d.click('button[type="submit"]');
-      // The consent page, then back.
-      await d.until("past the login", async () => !(await d.url()).includes("/interaction/") || (await d.script("return !document.querySelector('input[name=login]')")));
-      if ((await d.url()).startsWith(issuer)) await d.click('button[type="submit"]');
-      await d.until("back at the demo", async () => (await d.url()).startsWith(server.base));
-      await d.until("signed in", () => d.shown("session"));
-      // The profile comes from /api/me after the sign-in: wait for it.
-      const emailNow = () => d.script(`const e = document.querySelector('#profile dd[data-field="email"]'); return e ? e.textContent : ""`);
-      await d.until("the profile shown", async () => (await emailNow()).includes("@"));
-      const email = await emailNow();
-      assert.equal(email, `${engine}-user@idp.test`);
-      // The session is DPoP-bound: the token names the page's key.
-      assert.match(await d.script("return document.getElementById('claims').textContent"), /"jkt"/);
+  test("the demo's provider button, the provider's pages, back signed in; the provider's logout ends it", async () => {
+    const d = driver(browser);
+    await d.go(`${server.base}/`);
+    await d.click("#provider-buttons button");
+    await d.until("at the provider's login", async () => (await d.url()).startsWith(issuer));
+    await d.type('input[name="login"]', `${engine}-user`);
+    await d.type('input[name="password"]', "any password");
+    await d.click('button[type="submit"]');
+    // The consent page, then back.
+    await d.until("past the login", async () => !(await d.url()).includes("/interaction/") || (await d.script("return !document.querySelector('input[name=login]')")));
+    if ((await d.url()).startsWith(issuer)) await d.click('button[type="submit"]');
+    await d.until("back at the demo", async () => (await d.url()).startsWith(server.base));
+    await d.until("signed in", () => d.shown("session"));
+    // The profile comes from /api/me after the sign-in: wait for it.
+    const emailNow = () => d.script(`const e = document.querySelector('#profile dd[data-field="email"]'); return e ? e.textContent : ""`);
+    await d.until("the profile shown", async () => (await emailNow()).includes("@"));
+    const email = await emailNow();
+    assert.equal(email, `${engine}-user@idp.test`);
+    // The session is DPoP-bound: the token names the page's key.
+    assert.match(await d.script("return document.getElementById('claims').textContent"), /"jkt"/);
 
-      // The user signs out at the provider: its logout token reaches the server.
-      const before = idp.lines.filter((l) => l.startsWith("backchannel ok")).length;
-      await d.go(`${issuer}/session/end`);
-      await d.click('button[name="logout"]');
-      await d.until("the provider's logout token sent", async () => idp.lines.filter((l) => l.startsWith("backchannel ok")).length > before);
-      await d.go(`${server.base}/`);
-      await d.until("signed out", () => d.shown("login-card"));
-      assert.equal(await d.shown("session"), false);
-    });
+    // The user signs out at the provider: its logout token reaches the server.
+    const before = idp.lines.filter((l) => l.startsWith("backchannel ok")).length;
+    await d.go(`${issuer}/session/end`);
+    await d.click('button[name="logout"]');
+    await d.until("the provider's logout token sent", async () => idp.lines.filter((l) => l.startsWith("backchannel ok")).length > before);
+    await d.go(`${server.base}/`);
+    await d.until("signed out", () => d.shown("login-card"));
+    assert.equal(await d.shown("session"), false);
   });
-}
+});

@@ -8,13 +8,12 @@
 //
 //   node --test tests/engines/passkeys.test.mjs
 //   TW_ENGINES=firefox node --test tests/engines/passkeys.test.mjs
-import { after, before, describe, test } from "node:test";
+import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
 import path from "node:path";
-import { Browser, PageError, Server, certificate, freePort, root, scratch, sleep } from "./webdriver.mjs";
+import { eachEngine, PageError, Server, certificate, freePort, root, scratch, sleep } from "./webdriver.mjs";
 
-const ENGINES = (process.env.TW_ENGINES ?? "chromium,firefox,webkit").split(",").filter(Boolean);
 
 let server, dir, page;
 before(async () => {
@@ -50,86 +49,77 @@ async function until(what, f, timeoutMs = 10_000) {
   }
 }
 
-for (const engine of ENGINES) {
-  describe(engine, () => {
-    let browser;
-    before(async () => {
-      browser = await Browser.start(engine);
-    });
-    after(async () => {
-      await browser?.stop();
-    });
+eachEngine((engine, browser) => {
 
-    if (engine === "webkit") {
-      test("no WebAuthn here: every passkey method is PasskeyError unsupported, the session goes on", async () => {
-        // WebKitWebDriver has no virtual authenticator either.
-        await assert.rejects(browser.cmd("POST", "/webauthn/authenticator", { protocol: "ctap2", transport: "internal" }), /unknown command/);
-        const tab = await browser.open(page);
-        await tab.call("login", await server.newUser());
-        assert.equal((await tab.call("state")).webauthn, "undefined");
-        assert.equal(await refusal(tab.call("registerPasskey", "x")), "PasskeyError: unsupported");
-        assert.equal(await refusal(tab.call("loginWithPasskey")), "PasskeyError: unsupported");
-        assert.deepEqual(await tab.call("listPasskeys"), []);
-        assert.equal((await tab.call("state")).isAuthenticated, true);
-      });
-      return;
-    }
-
-    test("register, step up, sign in with the passkey (the other window told), a second factor, a cancelled prompt, a removal", async () => {
-      const user = await server.newUser();
+  if (engine === "webkit") {
+    test("no WebAuthn here: every passkey method is PasskeyError unsupported, the session goes on", async () => {
+      // WebKitWebDriver has no virtual authenticator either.
+      await assert.rejects(browser.cmd("POST", "/webauthn/authenticator", { protocol: "ctap2", transport: "internal" }), /unknown command/);
       const tab = await browser.open(page);
-      // The window's own authenticator (a WebDriver command acts on the current window).
-      const key = await browser.cmd("POST", "/webauthn/authenticator", {
-        protocol: "ctap2", transport: "internal", hasResidentKey: true, hasUserVerification: true, isUserVerified: true,
-      });
-      const authenticator = async (method, p, body) => {
-        await tab.focus();
-        return browser.cmd(method, `/webauthn/authenticator/${key}${p}`, body);
-      };
-      const other = await browser.open(page);
-      await tab.call("login", user);
-      assert.deepEqual((await tab.call("state")).amr, ["pwd"]);
-
-      const added = await tab.call("registerPasskey", `${engine} key`);
-      assert.equal(added.name, `${engine} key`);
-      const creds = await authenticator("GET", "/credentials");
-      assert.equal(creds.length, 1);
-      assert.equal(creds[0].isResidentCredential, true);
-      assert.equal(creds[0].rpId, "localhost");
-
-      await tab.call("stepUp");
-      assert.deepEqual((await tab.call("state")).amr, ["pwd", "hwk", "mfa"]);
-
-      // Signed out in both windows; the passkey signs in with no username; the other is told.
-      await tab.call("logout");
-      await until("the other window signed out", async () => !(await other.call("state")).isAuthenticated);
-      await tab.call("loginWithPasskey");
-      const signedIn = await tab.call("state");
-      assert.deepEqual(signedIn.amr, ["hwk", "mfa"]);
-      assert.deepEqual(signedIn.events.slice(-2), ["logout", "login"]);
-      await until("the other window signed in", async () => (await other.call("state")).sid === signedIn.sid);
-      assert.deepEqual((await other.call("state")).events.slice(-2), ["logout", "login"]);
-
-      // A second factor after the password: nothing signed in until the passkey answers.
-      await tab.call("setSecondFactor", true);
-      await tab.call("logout");
-      assert.equal(await refusal(tab.call("login", user)), "LoginError: second_factor_required");
-      assert.equal((await tab.call("state")).isAuthenticated, false);
-      await tab.call("completeWithPasskey");
-      assert.deepEqual((await tab.call("state")).amr, ["pwd", "hwk", "mfa"]);
-
-      // The user cancels: a typed error, still signed in.
-      await authenticator("POST", "/uv", { isUserVerified: false });
-      assert.equal(await refusal(tab.call("stepUp")), "PasskeyError: cancelled");
-      assert.equal((await tab.call("state")).isAuthenticated, true);
-      await authenticator("POST", "/uv", { isUserVerified: true });
-      await tab.call("stepUp"); // and the next one goes through
-
-      const [listed] = await tab.call("listPasskeys");
-      assert.equal(listed.id, added.id);
-      await tab.call("removePasskey", added.id);
+      await tab.call("login", await server.newUser());
+      assert.equal((await tab.call("state")).webauthn, "undefined");
+      assert.equal(await refusal(tab.call("registerPasskey", "x")), "PasskeyError: unsupported");
+      assert.equal(await refusal(tab.call("loginWithPasskey")), "PasskeyError: unsupported");
       assert.deepEqual(await tab.call("listPasskeys"), []);
-      assert.equal(await refusal(tab.call("removePasskey", added.id)), "LoginError: not_found");
+      assert.equal((await tab.call("state")).isAuthenticated, true);
     });
+    return;
+  }
+
+  test("register, step up, sign in with the passkey (the other window told), a second factor, a cancelled prompt, a removal", async () => {
+    const user = await server.newUser();
+    const tab = await browser.open(page);
+    // The window's own authenticator (a WebDriver command acts on the current window).
+    const key = await browser.cmd("POST", "/webauthn/authenticator", {
+      protocol: "ctap2", transport: "internal", hasResidentKey: true, hasUserVerification: true, isUserVerified: true,
+    });
+    const authenticator = async (method, p, body) => {
+      await tab.focus();
+      return browser.cmd(method, `/webauthn/authenticator/${key}${p}`, body);
+    };
+    const other = await browser.open(page);
+    await tab.call("login", user);
+    assert.deepEqual((await tab.call("state")).amr, ["pwd"]);
+
+    const added = await tab.call("registerPasskey", `${engine} key`);
+    assert.equal(added.name, `${engine} key`);
+    const creds = await authenticator("GET", "/credentials");
+    assert.equal(creds.length, 1);
+    assert.equal(creds[0].isResidentCredential, true);
+    assert.equal(creds[0].rpId, "localhost");
+
+    await tab.call("stepUp");
+    assert.deepEqual((await tab.call("state")).amr, ["pwd", "hwk", "mfa"]);
+
+    // Signed out in both windows; the passkey signs in with no username; the other is told.
+    await tab.call("logout");
+    await until("the other window signed out", async () => !(await other.call("state")).isAuthenticated);
+    await tab.call("loginWithPasskey");
+    const signedIn = await tab.call("state");
+    assert.deepEqual(signedIn.amr, ["hwk", "mfa"]);
+    assert.deepEqual(signedIn.events.slice(-2), ["logout", "login"]);
+    await until("the other window signed in", async () => (await other.call("state")).sid === signedIn.sid);
+    assert.deepEqual((await other.call("state")).events.slice(-2), ["logout", "login"]);
+
+    // A second factor after the password: nothing signed in until the passkey answers.
+    await tab.call("setSecondFactor", true);
+    await tab.call("logout");
+    assert.equal(await refusal(tab.call("login", user)), "LoginError: second_factor_required");
+    assert.equal((await tab.call("state")).isAuthenticated, false);
+    await tab.call("completeWithPasskey");
+    assert.deepEqual((await tab.call("state")).amr, ["pwd", "hwk", "mfa"]);
+
+    // The user cancels: a typed error, still signed in.
+    await authenticator("POST", "/uv", { isUserVerified: false });
+    assert.equal(await refusal(tab.call("stepUp")), "PasskeyError: cancelled");
+    assert.equal((await tab.call("state")).isAuthenticated, true);
+    await authenticator("POST", "/uv", { isUserVerified: true });
+    await tab.call("stepUp"); // and the next one goes through
+
+    const [listed] = await tab.call("listPasskeys");
+    assert.equal(listed.id, added.id);
+    await tab.call("removePasskey", added.id);
+    assert.deepEqual(await tab.call("listPasskeys"), []);
+    assert.equal(await refusal(tab.call("removePasskey", added.id)), "LoginError: not_found");
   });
-}
+});

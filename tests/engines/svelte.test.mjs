@@ -6,13 +6,12 @@
 //
 //   node --test tests/engines/svelte.test.mjs             all three engines
 //   TW_ENGINES=firefox node --test tests/engines/svelte.test.mjs
-import { after, before, describe, test } from "node:test";
+import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, rmSync } from "node:fs";
 import path from "node:path";
-import { Browser, Server, certificate, root, scratch, sleep } from "./webdriver.mjs";
+import { eachEngine, Server, certificate, root, scratch, sleep } from "./webdriver.mjs";
 
-const ENGINES = (process.env.TW_ENGINES ?? "chromium,firefox,webkit").split(",").filter(Boolean);
 const ELEMENT = "element-6066-11e4-a52e-4f735466cecf";
 const DIST = path.join(root, "tests/svelte/dist");
 
@@ -69,58 +68,49 @@ function driver(b) {
   };
 }
 
-for (const engine of ENGINES) {
-  describe(engine, () => {
-    let browser;
-    before(async () => {
-      browser = await Browser.start(engine);
-    });
-    after(async () => {
-      await browser?.stop();
-    });
+eachEngine((engine, browser) => {
 
-    test("sign in, a request, one refresh at expiry, a 401 replayed once, a logout in another window", async () => {
-      const d = driver(browser);
-      await server.reset();
-      await d.go(`${server.base}/`);
-      await d.until("status", "signed out");
-      for (let i = 0; !(await d.enabled("Log in")); i++) {
-        if (i > 200) throw new Error(`${engine}: Log in stays disabled`);
-        await sleep(50);
-      }
-      const { email, password } = await server.newUser();
-      await d.type("email", email);
-      await d.type("password", password);
-      await d.button("Log in");
-      await d.until("status", `signed in as ${email}`);
-      await d.load();
+  test("sign in, a request, one refresh at expiry, a 401 replayed once, a logout in another window", async () => {
+    const d = driver(browser);
+    await server.reset();
+    await d.go(`${server.base}/`);
+    await d.until("status", "signed out");
+    for (let i = 0; !(await d.enabled("Log in")); i++) {
+      if (i > 200) throw new Error(`${engine}: Log in stays disabled`);
+      await sleep(50);
+    }
+    const { email, password } = await server.newUser();
+    await d.type("email", email);
+    await d.type("password", password);
+    await d.button("Log in");
+    await d.until("status", `signed in as ${email}`);
+    await d.load();
 
-      // Expiry: due after 2 s; the next request refreshes first, once.
-      const expires = await d.text("expires");
-      await server.reset();
-      await sleep(2_200);
-      await d.load();
-      assert.notEqual(await d.text("expires"), expires);
-      assert.equal((await server.stats()).refresh_calls, 1);
+    // Expiry: due after 2 s; the next request refreshes first, once.
+    const expires = await d.text("expires");
+    await server.reset();
+    await sleep(2_200);
+    await d.load();
+    assert.notEqual(await d.text("expires"), expires);
+    assert.equal((await server.stats()).refresh_calls, 1);
 
-      // A 401 (the signing key revoked): one refresh, one replay.
-      await server.reset();
-      await server.hook("POST", "/test/keys/revoke");
-      await d.load();
-      assert.equal((await server.stats()).refresh_calls, 1);
+    // A 401 (the signing key revoked): one refresh, one replay.
+    await server.reset();
+    await server.hook("POST", "/test/keys/revoke");
+    await d.load();
+    assert.equal((await server.stats()).refresh_calls, 1);
 
-      // Another window of the same profile logs out; the first one shows it.
-      const first = await browser.cmd("GET", "/window");
-      const { handle } = await browser.cmd("POST", "/window/new", { type: "window" });
-      await browser.cmd("POST", "/window", { handle });
-      await d.go(`${server.base}/`);
-      await d.until("status", `signed in as ${email}`);
-      await d.button("Log out");
-      await d.until("status", "signed out");
-      await browser.cmd("DELETE", "/window");
-      await browser.cmd("POST", "/window", { handle: first });
-      await d.until("status", "signed out");
-      await d.until("end-reason", "logout");
-    });
+    // Another window of the same profile logs out; the first one shows it.
+    const first = await browser.cmd("GET", "/window");
+    const { handle } = await browser.cmd("POST", "/window/new", { type: "window" });
+    await browser.cmd("POST", "/window", { handle });
+    await d.go(`${server.base}/`);
+    await d.until("status", `signed in as ${email}`);
+    await d.button("Log out");
+    await d.until("status", "signed out");
+    await browser.cmd("DELETE", "/window");
+    await browser.cmd("POST", "/window", { handle: first });
+    await d.until("status", "signed out");
+    await d.until("end-reason", "logout");
   });
-}
+});

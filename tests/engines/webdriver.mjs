@@ -4,6 +4,7 @@
 // Raw W3C calls over fetch: nothing to download, every call with a timeout (a WebDriver that
 // cannot reach a display or a page hangs silently instead of failing).
 import { spawn, execFileSync } from "node:child_process";
+import { after, before, describe } from "node:test";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
@@ -199,6 +200,26 @@ export const ENGINES = {
     version: () => "WebKitGTK " + execFileSync("dpkg-query", ["-W", "-f=${Version}", "libwebkit2gtk-4.1-0"], { encoding: "utf8" }).trim(),
   },
 };
+
+/** For each engine of TW_ENGINES (default all three): a `describe(engine)` whose `tests(engine,
+ * browser)` declare its tests; `browser` is the engine's Browser, started before them and stopped
+ * after (a stand-in until then, so that the tests can name it when they are declared). */
+export function eachEngine(tests) {
+  for (const engine of (process.env.TW_ENGINES ?? "chromium,firefox,webkit").split(",").filter(Boolean)) {
+    describe(engine, () => {
+      let started;
+      before(async () => {
+        started = await Browser.start(engine);
+      });
+      after(async () => {
+        await started?.stop();
+      });
+      tests(engine, new Proxy({}, {
+        get: (_, k) => (typeof started?.[k] === "function" ? started[k].bind(started) : started?.[k]),
+      }));
+    });
+  }
+}
 
 /** One WebDriver session: one browser profile, whose windows share cookies, locks and channels. */
 export class Browser {

@@ -1,4 +1,5 @@
 import init, { TokenManager } from "/pkg/tokenwarden.js";
+import { serve } from "/bridge.js";
 const ready = init();
 window.setup = async (options) => {
   await ready;
@@ -96,16 +97,4 @@ async function idbContents() {
   }
   return found;
 }
-document.addEventListener("tw:call", () => {
-  const root = document.documentElement;
-  const { id, fn, args } = JSON.parse(root.getAttribute("data-tw-call"));
-  root.removeAttribute("data-tw-call");
-  Promise.resolve()
-    .then(() => calls[fn](...args))
-    .then((value) => ({ value: value ?? null }), (e) => ({ error: `${e?.name}: ${e?.message}` }))
-    .then((reply) => {
-      root.setAttribute(`data-tw-reply-${id}`, JSON.stringify(reply));
-      document.dispatchEvent(new Event("tw:reply"));
-    });
-});
-document.documentElement.dataset.twReady = "1";
+serve(calls);

@@ -1,7 +1,8 @@
 // tokenwarden and tokenwarden/passkeys for the WebDriver scenarios (tests/engines/), called
-// through the DOM bridge harness.js describes (a WebDriver script cannot call the page's
+// through the DOM bridge of bridge.js (a WebDriver script cannot call the page's
 // functions in every engine).
 import init, { TokenManager } from "/pkg/tokenwarden.js";
+import { serve } from "/bridge.js";
 import "/pkg/passkeys.js";
 
 await init();
@@ -28,16 +29,4 @@ const calls = {
     return { isAuthenticated: auth.isAuthenticated, sid: c?.sid ?? null, amr: c?.amr ?? null, events, webauthn: typeof PublicKeyCredential };
   },
 };
-document.addEventListener("tw:call", () => {
-  const root = document.documentElement;
-  const { id, fn, args } = JSON.parse(root.getAttribute("data-tw-call"));
-  root.removeAttribute("data-tw-call");
-  Promise.resolve()
-    .then(() => calls[fn](...args))
-    .then((value) => ({ value: value ?? null }), (e) => ({ error: `${e?.name}: ${e?.message}` }))
-    .then((reply) => {
-      root.setAttribute(`data-tw-reply-${id}`, JSON.stringify(reply));
-      document.dispatchEvent(new Event("tw:reply"));
-    });
-});
-document.documentElement.dataset.twReady = "1";
+serve(calls);

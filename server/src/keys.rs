@@ -49,10 +49,24 @@ pub type KeyResult<T> = Result<T, KeyError>;
 
 pub struct Ring {
     pub signing: Option<(String, SigningKey)>,
+    /// The published key that signs next, from its start on (seconds): every instance switches
+    /// at that second by itself, without waiting for its next read of the keys.
+    pub next: Option<(i64, String, SigningKey)>,
     /// What verifies: the keys the published verifier (`tokenwarden_dpop::access`) takes.
     pub verifying: KeySet,
     /// The JWKS document, serialised once per reload.
     pub jwks: String,
+}
+
+impl Ring {
+    /// The key that signs at `now`: the published next one once it has started, else the
+    /// current one.
+    pub fn signer(&self, now: i64) -> Option<(&str, &SigningKey)> {
+        match &self.next {
+            Some((from, kid, key)) if now >= *from => Some((kid, key)),
+            _ => self.signing.as_ref().map(|(kid, key)| (kid.as_str(), key)),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -172,6 +186,7 @@ impl Keys {
             encryption,
             ring: Arc::new(RwLock::new(Arc::new(Ring {
                 signing: None,
+                next: None,
                 verifying: KeySet::default(),
                 jwks: r#"{"keys":[]}"#.to_owned(),
             }))),
@@ -193,6 +208,7 @@ impl Keys {
         let keys = Keys::new(0, KeyEncryption::local(crate::kek::LocalKek::ephemeral()));
         let ring = Ring {
             signing: None,
+            next: None,
             verifying: KeySet::from_jwks(jwks).unwrap(),
             jwks: jwks.to_owned(),
         };
@@ -230,18 +246,27 @@ impl Keys {
             k.private_key = sealed;
         }
         let states = key_states(&rows, now, self.grace_secs);
+        let open = |k: &KeyRow| -> KeyResult<SigningKey> {
+            let der = self
+                .encryption
+                .open(&k.kid, &k.private_key)
+                .map_err(KeyError::Sealing)?;
+            SigningKey::from_pkcs8_der(&der)
+                .map_err(|e| KeyError::Sealing(format!("signing key {}: {e}", k.kid)))
+        };
         let mut signing = None;
+        let mut next: Option<(i64, String, SigningKey)> = None;
         let mut verifying = Vec::new();
         let mut jwks = Vec::new();
         for (k, state) in rows.iter().zip(&states) {
             if *state == KeyState::Signing {
-                let der = self
-                    .encryption
-                    .open(&k.kid, &k.private_key)
-                    .map_err(KeyError::Sealing)?;
-                let key = SigningKey::from_pkcs8_der(&der)
-                    .map_err(|e| KeyError::Sealing(format!("signing key {}: {e}", k.kid)))?;
-                signing = Some((k.kid.clone(), key));
+                signing = Some((k.kid.clone(), open(k)?));
+            }
+            // The first pending key to start signs next (a later one, at the read after).
+            if let KeyState::Pending { signs_from } = *state
+                && next.as_ref().is_none_or(|(t, ..)| signs_from < *t)
+            {
+                next = Some((signs_from, k.kid.clone(), open(k)?));
             }
             if state.verifies() {
                 verifying.push((k.kid.as_str(), k.public_key.as_slice()));
@@ -254,6 +279,7 @@ impl Keys {
         let verifying = KeySet::from_keys(verifying);
         let ring = Arc::new(Ring {
             signing,
+            next,
             verifying,
             jwks: json!({ "keys": jwks }).to_string(),
         });
@@ -296,6 +322,19 @@ impl Keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_published_key_signs_from_its_start_without_a_reload() {
+        let key = |b| SigningKey::from_bytes(&[b; 32]);
+        let ring = Ring {
+            signing: Some(("old".into(), key(1))),
+            next: Some((200, "new".into(), key(2))),
+            verifying: KeySet::default(),
+            jwks: String::new(),
+        };
+        assert_eq!(ring.signer(199).map(|(kid, _)| kid), Some("old"));
+        assert_eq!(ring.signer(200).map(|(kid, _)| kid), Some("new"));
+    }
 
     fn row(kid: &str, created: i64, signs_from: Option<i64>) -> KeyRow {
         KeyRow {

@@ -179,7 +179,7 @@ pub fn issue(
     ttl_secs: i64,
 ) -> Result<(String, AccessClaims), IssueError> {
     let (user, session_id, jkt, auth) = (s.user, s.session_id, s.jkt, s.auth);
-    let (kid, key) = ring.signing.as_ref().ok_or(IssueError::NoSigningKey)?;
+    let (kid, key) = ring.signer(now).ok_or(IssueError::NoSigningKey)?;
     let claims = AccessClaims {
         iss: aud.issuer.clone(),
         aud: aud.audience.clone(),

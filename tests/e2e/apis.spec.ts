@@ -44,9 +44,11 @@ for (const [name, api] of Object.entries(APIS)) {
     const sub = await page.evaluate(() => (window as any).auth.claims().sub);
 
     // Across origins, with CORS: 200 and the verified claims.
-    const sentOnce: Sent[] = [];
-    page.on("request", async (r) => {
-      if (r.url() === `${api}/orders` && r.method() === "GET") sentOnce.push(await r.allHeaders());
+    // In the order they left (each one's headers are read later: pushing after an await could
+    // put the nonce-less first try last).
+    const sentOnce: Promise<Sent>[] = [];
+    page.on("request", (r) => {
+      if (r.url() === `${api}/orders` && r.method() === "GET") sentOnce.push(r.allHeaders());
     });
     const ok = await call(page, `${api}/orders`);
     expect(ok).toEqual({ status: 200, body: { user: sub, orders: [] } });
@@ -54,7 +56,7 @@ for (const [name, api] of Object.entries(APIS)) {
     // The request that got the 200 (after a use_dpop_nonce answer if the page had no nonce of
     // this origin yet), replayed as sent: its proof's jti was seen (RFC 9449 §11.1).
     await expect.poll(() => sentOnce.length).toBeGreaterThan(0);
-    const replayed = await replay(`${api}/orders`, sentOnce[sentOnce.length - 1]);
+    const replayed = await replay(`${api}/orders`, await sentOnce[sentOnce.length - 1]);
     expect(replayed.status).toBe(401);
     expect(replayed.body.error).toBe("invalid_dpop_proof");
     expect(replayed.challenge).toContain('error="invalid_dpop_proof"');

@@ -15,9 +15,9 @@ export TMPDIR=${TMPDIR_BROWSER:-$root/target/browser-tmp}
 mkdir -p "$TMPDIR"
 
 # Built with `--features test-hooks` (Makefile); the tests were compiled with the same secret.
-# TW_SERVER_BIN: a copy of that build elsewhere (a shared tree where another build may replace
+# TW_SERVER_BINARY: a copy of that build elsewhere (a shared tree where another build may replace
 # target/debug's without the feature).
-"${TW_SERVER_BIN:-$root/target/debug/tokenwarden-server}" --bind "$server" --test-hooks \
+"${TW_SERVER_BINARY:-$root/target/debug/tokenwarden-server}" --bind "$server" --test-hooks \
   --test-hooks-secret "${TW_TEST_HOOKS_SECRET:-tokenwarden-test-hooks-secret}" \
   --database-url sqlite::memory: --access-ttl-secs 4 \
   --allowed-origin "http://$page" --login-ip-per-minute 100000 \

@@ -9,24 +9,15 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
 import { randomBytes } from "node:crypto";
-import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { freePort, serverBinary, startServer, stopServer } from "../server-process.mjs";
 
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** A free TCP port on 127.0.0.1. */
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 /** A scratch directory under target/ (browser profiles, certificates, databases). */
 export function scratch(name) {
@@ -59,9 +50,8 @@ const HOOKS_SECRET = process.env.TW_TEST_HOOKS_SECRET ?? "tokenwarden-test-hooks
 export class Server {
   /** `corsFromSelf`: its pages (on 127.0.0.1) may fetch from its other name (localhost), which
    * answers their CORS requests: another origin, in one process. */
-  /** `binary`: by default TW_SERVER_BIN (a copy of the `test-hooks` build, in a shared tree
-   * where another build may replace target/debug's), else target/debug's. */
-  constructor({ tls, ttl = 4, db, binary = process.env.TW_SERVER_BIN ?? path.join(root, "target/debug/tokenwarden-server"), extra = [], corsFromSelf = false, www = path.join(root, "tests/e2e/site") }) {
+  /** `binary`: by default serverBinary() (TW_SERVER_BINARY, else target/debug's). */
+  constructor({ tls, ttl = 4, db, binary = serverBinary(), extra = [], corsFromSelf = false, www = path.join(root, "tests/e2e/site") }) {
     Object.assign(this, { tls, ttl, db, binary, extra, corsFromSelf, www });
     // Signing keys are encrypted at rest (issue 10): one key per server, kept across restarts.
     this.kek = randomBytes(32).toString("base64");
@@ -81,27 +71,13 @@ export class Server {
       ...(this.corsFromSelf ? ["--allowed-origin", this.base, "--connect-src", this.base.replace("127.0.0.1", "localhost")] : []),
       ...this.extra,
     ];
-    this.log = "";
-    this.proc = spawn(this.binary, args, { env: { ...process.env, RUST_LOG: "warn", TW_KEY_ENCRYPTION_KEY: this.kek }, stdio: ["ignore", "ignore", "pipe"] });
-    this.proc.stderr.on("data", (d) => (this.log += d));
-    const exited = new Promise((r) => this.proc.once("exit", r));
-    for (let i = 0; i < 200; i++) {
-      try {
-        if ((await this.request("GET", "/healthz")).status === 200) return this;
-      } catch {}
-      if (this.proc.exitCode !== null) break;
-      await sleep(50);
-    }
-    this.proc.kill();
-    await exited;
-    throw new Error(`tokenwarden-server did not start:\n${this.log}`);
+    this.proc = await startServer(this.binary, args, { TW_KEY_ENCRYPTION_KEY: this.kek },
+      async () => (await this.request("GET", "/healthz")).status === 200);
+    return this;
   }
 
-  async stop() {
-    if (!this.proc || this.proc.exitCode !== null) return;
-    const exited = new Promise((r) => this.proc.once("exit", r));
-    this.proc.kill("SIGTERM");
-    await exited;
+  stop() {
+    return stopServer(this.proc);
   }
 
   async restart() {

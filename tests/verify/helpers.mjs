@@ -1,12 +1,11 @@
 // The real auth server (target/debug/tokenwarden-server, built with --features test-hooks) and
 // a DPoP client made with node:crypto, for the tests of tokenwarden/verify.
-import { spawn } from "node:child_process";
 import { createHash, generateKeyPairSync, randomBytes, randomUUID, sign } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { freePort, serverBinary, startServer, stopServer } from "../server-process.mjs";
 
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -14,16 +13,7 @@ const HOOKS_SECRET = "tokenwarden-test-hooks-secret";
 export const NONCE_SECRET = "verify-tests-nonce-secret-0123456789abcdef";
 export const FEED_TOKEN = "verify-tests-feed-token-0123456789abcdefghij";
 
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 /** A tokenwarden-server on 127.0.0.1 with test hooks, a shared nonce secret and the feed. */
 export class AuthServer {
@@ -37,35 +27,20 @@ export class AuthServer {
   async start() {
     this.port ??= await freePort();
     this.base = `http://127.0.0.1:${this.port}`;
-    const binary = process.env.TW_SERVER_BINARY ?? path.join(root, "target/debug/tokenwarden-server");
     const args = [
       "--bind", `127.0.0.1:${this.port}`, "--test-hooks", "--test-hooks-secret", HOOKS_SECRET,
       "--database-url", `sqlite://${path.join(this.dir, "tw.db")}`, "--dpop-nonce-secret", NONCE_SECRET,
       "--revocation-feed-token-file", this.feedFile, "--login-ip-per-minute", "100000",
       ...this.extra,
     ];
-    this.log = "";
-    this.proc = spawn(binary, args, {
-      env: { ...process.env, RUST_LOG: "warn", TW_KEY_ENCRYPTION_KEY: (this.kek ??= randomBytes(32).toString("base64")) },
-      stdio: ["ignore", "ignore", "pipe"],
-    });
-    this.proc.stderr.on("data", (d) => (this.log += d));
-    for (let i = 0; i < 200; i++) {
-      try {
-        if ((await fetch(`${this.base}/healthz`)).status === 200) return this;
-      } catch {}
-      if (this.proc.exitCode !== null) break;
-      await sleep(50);
-    }
-    this.proc.kill();
-    throw new Error(`tokenwarden-server did not start:\n${this.log}`);
+    this.kek ??= randomBytes(32).toString("base64");
+    this.proc = await startServer(serverBinary(), args, { TW_KEY_ENCRYPTION_KEY: this.kek },
+      async () => (await fetch(`${this.base}/healthz`)).status === 200);
+    return this;
   }
 
-  async stop() {
-    if (!this.proc || this.proc.exitCode !== null) return;
-    const exited = new Promise((r) => this.proc.once("exit", r));
-    this.proc.kill("SIGTERM");
-    await exited;
+  stop() {
+    return stopServer(this.proc);
   }
 
   async close() {

@@ -97,9 +97,7 @@ async fn a_sign_in_through_a_real_provider_opens_a_session_bound_to_the_page_key
     // The same person again: the same account (by issuer and sub).
     let mut tab2 = Client::bound(&s);
     let (_, res) = sign_in(&s, &idp, &tab2, "carol").await;
-    tab2.refresh = refresh_cookie_of(&res);
-    let a = tab2.refresh().await;
-    let t2 = tab2.tokens_of(&a);
+    let t2 = take_up(&mut tab2, &res).await;
     assert_eq!(
         jwt_parts(&t2.access).1["sub"],
         jwt_parts(&t.access).1["sub"]
@@ -256,9 +254,7 @@ async fn the_provider_s_logout_ends_the_session_through_back_channel_logout() {
     let idp = Idp::start(port, &s.base).await;
     let mut tab = Client::bound(&s);
     let (b, res) = sign_in(&s, &idp, &tab, "frank").await;
-    tab.refresh = refresh_cookie_of(&res);
-    let a = tab.refresh().await;
-    let t = tab.tokens_of(&a);
+    let t = take_up(&mut tab, &res).await;
     assert_eq!(tab.me(&t.access).await.status, 200);
 
     // The user logs out at the provider (RP-initiated: our end-session sends them there).
@@ -491,6 +487,11 @@ async fn hostile(port: u16, now: tokenwarden_server::clock::Clock) -> Hostile {
 
 /// One sign-in through the hostile provider with the next ID token forged as `forge`: our
 /// server's answer to the callback.
+/// The `sub` of `who`'s account (a password sign-in).
+async fn sub_of(s: &TestServer, who: (&str, &str)) -> Value {
+    jwt_parts(&Client::new(s).sign_in(who).await.access).1["sub"].clone()
+}
+
 async fn hostile_sign_in(s: &TestServer, h: &Hostile, forge: Forge) -> reqwest::Response {
     *h.forge.lock().unwrap() = forge;
     let mut b = Browser::new();
@@ -612,9 +613,7 @@ async fn back_channel_logout_tokens_forged_replayed_or_for_another_audience_are_
     let h = hostile(port, s.state.clock.clone()).await;
     let res = hostile_sign_in(&s, &h, Forge::Honest).await;
     let mut tab = Client::new(&s);
-    tab.refresh = refresh_cookie_of(&res);
-    let a = tab.refresh().await;
-    let t = tab.tokens_of(&a);
+    let t = take_up(&mut tab, &res).await;
     let now = s.state.now();
 
     let bad: Vec<(&str, String)> = vec![
@@ -720,10 +719,7 @@ async fn an_unverified_address_is_never_the_account_s_and_linking_takes_a_verifi
     // never gets into Alice's account.
     let s = server_with(&format!("http://127.0.0.1:{port}")).await;
     let h = hostile(port, s.state.clock.clone()).await;
-    let alice_sub = {
-        let mut tab = Client::new(&s);
-        jwt_parts(&tab.sign_in(ALICE).await.access).1["sub"].clone()
-    };
+    let alice_sub = sub_of(&s, ALICE).await;
     let res = hostile_sign_in(
         &s,
         &h,
@@ -739,9 +735,7 @@ async fn an_unverified_address_is_never_the_account_s_and_linking_takes_a_verifi
         "a new account, under an address of its own"
     );
     let mut tab = Client::new(&s);
-    tab.refresh = refresh_cookie_of(&res);
-    let a = tab.refresh().await;
-    let t = tab.tokens_of(&a);
+    let t = take_up(&mut tab, &res).await;
     let me = tab.me(&t.access).await.body;
     assert_ne!(jwt_parts(&t.access).1["sub"], alice_sub);
     assert!(
@@ -768,10 +762,7 @@ async fn an_unverified_address_is_never_the_account_s_and_linking_takes_a_verifi
     p.link_verified_email = true;
     let s = TestServer::with(move |c| c.oidc = vec![p]).await;
     let h = hostile(port, s.state.clock.clone()).await;
-    let alice_sub = {
-        let mut tab = Client::new(&s);
-        jwt_parts(&tab.sign_in(ALICE).await.access).1["sub"].clone()
-    };
+    let alice_sub = sub_of(&s, ALICE).await;
     let res = hostile_sign_in(
         &s,
         &h,
@@ -782,9 +773,10 @@ async fn an_unverified_address_is_never_the_account_s_and_linking_takes_a_verifi
     )
     .await;
     let mut tab = Client::new(&s);
-    tab.refresh = refresh_cookie_of(&res);
-    let a = tab.refresh().await;
-    assert_ne!(jwt_parts(&tab.tokens_of(&a).access).1["sub"], alice_sub);
+    assert_ne!(
+        jwt_parts(&take_up(&mut tab, &res).await.access).1["sub"],
+        alice_sub
+    );
     let res = hostile_sign_in(
         &s,
         &h,
@@ -795,8 +787,9 @@ async fn an_unverified_address_is_never_the_account_s_and_linking_takes_a_verifi
     )
     .await;
     let mut tab = Client::new(&s);
-    tab.refresh = refresh_cookie_of(&res);
-    let a = tab.refresh().await;
-    assert_eq!(jwt_parts(&tab.tokens_of(&a).access).1["sub"], alice_sub);
+    assert_eq!(
+        jwt_parts(&take_up(&mut tab, &res).await.access).1["sub"],
+        alice_sub
+    );
     s.stop().await;
 }

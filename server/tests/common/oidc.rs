@@ -202,6 +202,14 @@ pub fn refresh_cookie_of(res: &reqwest::Response) -> Option<String> {
     cookie(res.headers(), REFRESH_COOKIE)
 }
 
+/// The session a callback's answer `res` opened, taken up by `tab` (its refresh cookie, then a
+/// refresh, with `tab`'s proof if it is bound): the tokens.
+pub async fn take_up(tab: &mut super::Client, res: &reqwest::Response) -> super::Tokens {
+    tab.refresh = refresh_cookie_of(res);
+    let a = tab.refresh().await;
+    tab.tokens_of(&a)
+}
+
 pub fn urlencode(s: &str) -> String {
     url_escape(s)
 }

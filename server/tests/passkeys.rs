@@ -27,6 +27,15 @@ async fn server() -> TestServer {
     .await
 }
 
+/// A server, Alice signed in on a bound tab, and a passkey she just registered.
+async fn alice_with_a_passkey() -> (TestServer, Client, SoftPasskey) {
+    let s = server().await;
+    let mut tab = Client::bound(&s);
+    tab.sign_in(ALICE).await;
+    let passkey = register(&mut tab).await;
+    (s, tab, passkey)
+}
+
 /// Registers a passkey for the signed-in `tab`: the authenticator's passkey.
 async fn register(tab: &mut Client) -> SoftPasskey {
     let start = tab.post("/auth/passkeys/register/start", &json!({})).await;
@@ -173,10 +182,7 @@ async fn another_origin_another_rp_id_a_replayed_or_foreign_challenge_are_refuse
 
 #[tokio::test]
 async fn a_counter_that_goes_backwards_is_refused_and_a_removed_passkey_signs_nothing() {
-    let s = server().await;
-    let mut tab = Client::bound(&s);
-    tab.sign_in(ALICE).await;
-    let mut passkey = register(&mut tab).await;
+    let (s, mut tab, mut passkey) = alice_with_a_passkey().await;
     for _ in 0..3 {
         assert_eq!(passkey_login(&s, &mut passkey, &PAGE).await.1.status, 200);
     }
@@ -204,10 +210,7 @@ async fn a_counter_that_goes_backwards_is_refused_and_a_removed_passkey_signs_no
 
 #[tokio::test]
 async fn sensitive_actions_need_a_recent_sign_in_and_a_step_up_gives_one() {
-    let s = server().await;
-    let mut tab = Client::bound(&s);
-    tab.sign_in(ALICE).await;
-    let mut passkey = register(&mut tab).await;
+    let (s, mut tab, mut passkey) = alice_with_a_passkey().await;
 
     // Six minutes later: adding or removing a passkey, or the second-factor setting, asks for
     // a step-up (403, not a 401 that would end the session).
@@ -273,10 +276,7 @@ async fn sensitive_actions_need_a_recent_sign_in_and_a_step_up_gives_one() {
 
 #[tokio::test]
 async fn a_required_second_factor_completes_a_password_sign_in_only_with_the_same_key() {
-    let s = server().await;
-    let mut tab = Client::bound(&s);
-    tab.sign_in(ALICE).await;
-    let mut passkey = register(&mut tab).await;
+    let (s, mut tab, mut passkey) = alice_with_a_passkey().await;
     let a = tab
         .send(
             "PUT",

@@ -534,9 +534,9 @@ export class TokenManager {
    * token comes from, allowed origin or not —, or `plain` (no session involved: nothing to
    * refresh first). Also tokenwarden/passkeys' way to the server. */
   async _post(path, body, method, plain) {
+    const url = this.#beside(path);
     const ctl = new AbortController();
     const timer = setT(() => ctl.abort(), this.#cfg.timeout);
-    const url = get(uHref, new URLC(path, this.#cfg.loginUrl));
     const init = { ...this.#init(body), method: method || "POST", signal: ctl.signal };
     // The auth server's own origin, signed whether or not it is an allowed origin.
     return (plain ? apply(this.#fetch, G, [url, init]) : this.#authFetch(url, init, url))
@@ -549,9 +549,18 @@ export class TokenManager {
   /** For tokenwarden/passkeys: a sign-in with the JSON text `body` at `path` (beside
    * loginPath), exactly as login(); with `ceremony`, by the key of the password sign-in that
    * was asked for a second factor (only the key that sent the password can complete it). */
-  _signIn(body, path, ceremony) {
+  async _signIn(body, path, ceremony) {
     const [c, key] = this.#second ?? [];
-    return this.#call(IN_LOGIN, false, body, path, ceremony && c === ceremony && key);
+    return this.#call(IN_LOGIN, false, body, this.#beside(path), ceremony && c === ceremony && key);
+  }
+
+  /** `path` resolved beside loginPath, on the auth server's origin only: these hooks are
+   * callable by any script of the page, which could name another origin to have the token
+   * and a proof sent there. */
+  #beside(path) {
+    const login = this.#cfg.loginUrl, u = new URLC(path, login);
+    if (get(uOrigin, u) !== get(uOrigin, new URLC(login))) throw configError("path");
+    return get(uHref, u);
   }
 
   /** A POST with cookies, the CSRF header and the JSON `body`, if any. */

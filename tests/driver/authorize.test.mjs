@@ -81,3 +81,24 @@ test("retry: nothing for a status other than 401; for a 401 after another tab re
     done();
   }
 });
+
+test("the side entries' hooks (_post, _signIn) reach the auth server only: another origin named by a script gets nothing", async () => {
+  const { createServer } = await import("node:http");
+  const seen = [];
+  const evil = createServer((req, res) => (seen.push(req.headers), res.end("{}")));
+  await new Promise((r) => evil.listen(0, "127.0.0.1", r));
+  const other = `http://127.0.0.1:${evil.address().port}`;
+  const { auth, done } = await managerWith(token(1));
+  try {
+    for (const path of [`${other}/steal`, `//127.0.0.1:${evil.address().port}/steal`]) {
+      await assert.rejects(auth._post(path, "{}"), { name: "ConfigError" }, path);
+      await assert.rejects(auth._post(path, "{}", "GET", 1), { name: "ConfigError" }, path);
+      await assert.rejects(auth._signIn("{}", path), { name: "ConfigError" }, path);
+    }
+    await sleep(50);
+    assert.deepEqual(seen, [], "no request reached the other origin");
+  } finally {
+    done();
+    evil.close();
+  }
+});

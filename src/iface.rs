@@ -12,11 +12,11 @@
 //!
 //! | op | fields |
 //! |---|---|
-//! | Send | id caller, a 1 if a token (s) |
+//! | Send | id caller, a 1 if a token (s), b key slot (0 none) |
 //! | Return | id caller |
 //! | Resolve | id caller, a 0 unit / 1 bool (b 0/1) / 2 token (s) |
 //! | Reject | id caller, c error name (w `ERROR_NAMES`), s code, a status (0 none), b retryAfter (NaN none) |
-//! | Request | id req, c [`Endpoint`], s bearer (empty: none), b caller (-1 none) |
+//! | Request | id req, c [`Endpoint`], s bearer (empty: none), b caller (-1 none), a key slot (0 none) |
 //! | Abort | id req |
 //! | Post | c peer kind (w `PEER_KINDS`), b at; token: t token, a lifetime, id 1 if a login; ended: id reason (w `END_REASONS`); failed: id status |
 //! | Lock | a 1 to wait, 0 if available only |
@@ -24,6 +24,7 @@
 //! | Timer | id, a ms |
 //! | CancelTimer | id |
 //! | Emit | c event (w `EVENTS`), a expiresIn, b reason (w `END_REASONS`, -1 none) |
+//! | Key | c [`KeyOp`], id slot; given: a caller; putBack: a live slot; delete: a at (ms) |
 
 #[cfg(test)]
 use crate::proto::{
@@ -74,6 +75,19 @@ numbered! {
         Timer = 11,
         CancelTimer = 12,
         Emit = 13,
+        Key = 14,
+    }
+}
+
+numbered! {
+    /// What a `Key` command does (`core::KeyOp`).
+    KeyOp as "KEY" {
+        Load = 0,
+        New = 1,
+        Given = 2,
+        PutBack = 3,
+        Delete = 4,
+        Free = 5,
     }
 }
 
@@ -89,7 +103,8 @@ numbered! {
         Refresh = 3,
         /// `restore()`; `flag`: the hint cookie is there.
         Restore = 4,
-        /// A sign-in (password, code, a redirect's return).
+        /// A sign-in (password, code, a redirect's return); `flag`: signed by the DPoP key the
+        /// caller brings.
         Login = 5,
         Logout = 6,
         /// The fetch of caller `id` threw: forget it.
@@ -184,7 +199,7 @@ mod tests {
     /// The driver's copy of this table, as JavaScript.
     fn generated() -> String {
         let mut js = String::from(BEGIN);
-        for (prefix, table) in [Op::TABLE, Input::TABLE, Endpoint::TABLE] {
+        for (prefix, table) in [Op::TABLE, Input::TABLE, Endpoint::TABLE, KeyOp::TABLE] {
             let consts: Vec<String> = table
                 .iter()
                 .map(|(name, n)| format!("{prefix}_{} = {n}", screaming(name)))

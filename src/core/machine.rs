@@ -48,8 +48,13 @@ use super::reply::{
 use super::session::{Check, Handoff, Phase, Policy, Replay, Session, Settled};
 use crate::proto::{ClientCode, EndReason, ErrorCode, ErrorName};
 
-/// Ids of callers (chosen by the driver), requests and timers (chosen by the machine).
+/// Ids of callers (chosen by the driver), requests, timers and key slots (chosen by the
+/// machine).
 pub type Id = u32;
+
+#[path = "keys.rs"]
+mod keys;
+pub use keys::{KeyOp, Slot};
 
 /// How long a tab with no token waits for a peer's answer to `ask` before refreshing itself.
 pub const ASK_WAIT_MS: f64 = 150.0;
@@ -79,8 +84,12 @@ pub enum Call {
     Refresh { force: bool },
     /// `restore()`; `hint`: the session hint cookie is there (or none is configured).
     Restore { hint: bool },
-    /// `login(...)`: the driver keeps the credentials and sends them when told.
+    /// `login(...)`: the driver keeps the credentials and sends them when told. With DPoP,
+    /// signed by a new key.
     Login,
+    /// A sign-in signed by the DPoP key the caller brings (a redirect sign-in's return, a
+    /// second factor's completion by the key that sent the password).
+    LoginWithKey,
     /// `logout()`.
     Logout,
 }
@@ -203,6 +212,8 @@ pub enum Command {
     Send {
         caller: Id,
         token: Option<String>,
+        /// DPoP: the key that signs its proof.
+        key: Option<Slot>,
     },
     /// Return the response the caller's request got, as it is.
     Return {
@@ -223,6 +234,8 @@ pub enum Command {
         endpoint: Endpoint,
         bearer: Option<String>,
         caller: Option<Id>,
+        /// DPoP: the key that signs its proof.
+        key: Option<Slot>,
     },
     /// Abort request `req` (it timed out); a late reply is ignored anyway.
     Abort {
@@ -247,6 +260,12 @@ pub enum Command {
         id: Id,
     },
     Emit(Emit),
+    /// DPoP: what to do with the keys and their store ([`KeyOp`]).
+    Key {
+        op: KeyOp,
+        slot: Slot,
+        with: f64,
+    },
 }
 
 /// The machine's settings (validated by the driver).
@@ -337,7 +356,12 @@ struct Flight {
 #[derive(Debug, Clone, Copy)]
 enum Purpose {
     Refresh,
-    Login(Id),
+    /// A sign-in of `caller`, signed by `key`, a key it brought (`given`) or a new one.
+    Login {
+        caller: Id,
+        key: Option<Slot>,
+        given: bool,
+    },
     /// `None`: a banking-mode expiry telling the server, nobody waiting.
     Logout(Option<Id>),
 }
@@ -350,6 +374,7 @@ struct Pending {
     endpoint: Endpoint,
     bearer: Option<String>,
     caller: Option<Id>,
+    key: Option<Slot>,
     /// Already sent again after a refused DPoP proof.
     retried: bool,
 }
@@ -391,6 +416,10 @@ pub struct Machine {
     /// DPoP: per server, the newest nonce and the clock offset.
     servers: Vec<Server>,
     cooldown: Option<Cooldown>,
+    /// DPoP: the key the session signs with (`None`: not known yet, the stored one is loaded
+    /// when needed), and the key of the session that ended here (its logout signs with it).
+    key: Option<Slot>,
+    ended_key: Option<Slot>,
 }
 
 impl Machine {
@@ -408,6 +437,8 @@ impl Machine {
             head: 0,
             servers: Vec::new(),
             cooldown: None,
+            key: None,
+            ended_key: None,
         }
     }
 
@@ -490,8 +521,15 @@ impl Machine {
     /// A caller's call, with an id the driver chose (unique among live callers).
     pub fn call(&mut self, id: Id, call: Call, now: f64) {
         match call {
-            Call::Login => {
-                self.request(Endpoint::Login, None, Purpose::Login(id), Some(id));
+            Call::Login | Call::LoginWithKey => {
+                let given = matches!(call, Call::LoginWithKey);
+                let key = self.login_key(id, given);
+                let purpose = Purpose::Login {
+                    caller: id,
+                    key,
+                    given,
+                };
+                self.request(Endpoint::Login, None, purpose, Some(id), key);
                 self.add(id, call, State::Requesting);
             }
             Call::Logout => self.logout(id, now),
@@ -597,6 +635,7 @@ impl Machine {
                 pending.bearer,
                 pending.purpose,
                 pending.caller,
+                pending.key,
                 true,
             );
             if let (Purpose::Refresh, Some(f)) = (pending.purpose, self.flight)
@@ -713,6 +752,12 @@ impl Machine {
                     return;
                 }
                 self.cooldown = None;
+                if login {
+                    // Another tab's sign-in: its key, stored by that tab, read now (a later
+                    // logout need not read a store the other tabs may be clearing).
+                    self.forget_keys();
+                    self.signing_key();
+                }
                 self.emit(if login {
                     Emit::Login
                 } else {
@@ -729,11 +774,13 @@ impl Machine {
             }
             Message::Logout { at_ms } => {
                 if at_ok(at_ms) && self.session.end_if_older(at_ms) {
+                    self.forget_keys();
                     self.emit(Emit::Logout);
                 }
             }
             Message::Ended { reason, at_ms } => {
                 if at_ok(at_ms) && self.session.end_if_older(at_ms) {
+                    self.forget_keys();
                     self.announce_end(reason);
                 }
             }
@@ -869,9 +916,11 @@ impl Machine {
                     generation,
                     replayed,
                 };
+                let key = self.signing_key();
                 self.out.push(Command::Send {
                     caller: id,
                     token: Some(token),
+                    key,
                 });
             }
             (Call::Fetch, None) => self.finish(
@@ -879,6 +928,7 @@ impl Machine {
                 Command::Send {
                     caller: id,
                     token: None,
+                    key: None,
                 },
             ),
             (Call::Token, Some(t)) => self.done(i, Value::Token(t)),
@@ -952,7 +1002,8 @@ impl Machine {
     }
 
     fn send_refresh(&mut self, failures: u32) {
-        let req = self.request(Endpoint::Refresh, None, Purpose::Refresh, None);
+        let key = self.signing_key();
+        let req = self.request(Endpoint::Refresh, None, Purpose::Refresh, None, key);
         self.set_stage(Stage::Sending { req, failures });
     }
 
@@ -985,7 +1036,9 @@ impl Machine {
                 }
                 self.settle(outcome, now);
             }
-            Purpose::Login(caller) => self.login_reply(caller, reply, retry_after, now),
+            Purpose::Login { caller, key, given } => {
+                self.login_reply(caller, key, given, reply, retry_after, now)
+            }
             Purpose::Logout(caller) => {
                 let Some(i) = caller.and_then(|c| self.find(c)) else {
                     return;
@@ -1018,6 +1071,7 @@ impl Machine {
                 reason,
                 was_active: true,
             } => {
+                self.end_key(now);
                 self.post(Message::Ended { reason, at_ms: now });
                 Some(Failure::SessionExpired(reason.as_str()))
             }
@@ -1136,82 +1190,93 @@ impl Machine {
     fn login_reply(
         &mut self,
         caller: Id,
+        key: Option<Slot>,
+        given: bool,
         reply: Result<RefreshReply, Transient>,
         retry_after: Option<f64>,
         now: f64,
     ) {
-        let Some(i) = self.find(caller) else { return };
-        let reply = match reply {
-            Ok(r) => r,
-            Err(t) => return self.fail(i, Failure::Network(t)),
+        let Some(i) = self.find(caller) else {
+            return self.sign_in_failed(key, given);
         };
-        let (status, code) = (reply.status, reply.error.clone());
-        match reply.classify_for(self.config.dpop) {
-            RefreshOutcome::Token {
-                access_token,
-                lifetime_secs,
-            } => {
-                self.session.login(access_token, lifetime_secs, now);
-                if let Some(h) = self.session.handoff(now) {
-                    self.post_token(true, h);
-                }
-                self.emit(Emit::Login);
-                self.done(i, Value::Unit);
-            }
-            RefreshOutcome::Transient(Transient::Status(429)) => self.fail(
-                i,
-                Failure::Login {
-                    code: ErrorCode::TooManyAttempts.as_str().into(),
-                    status: 429,
-                    retry_after: retry_after.filter(|s| s.is_finite() && *s >= 0.0),
-                },
-            ),
-            RefreshOutcome::Transient(t) => self.fail(i, Failure::Network(t)),
-            _ if status == 200 => self.fail(i, Failure::Refresh(200)),
-            _ => {
-                // The server's word, if it is a plain code; never arbitrary text.
-                let code = code
-                    .filter(|c| {
-                        !c.is_empty()
-                            && c.len() <= 64
-                            && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-                    })
-                    .unwrap_or_else(|| ErrorCode::InvalidCredentials.as_str().into());
-                self.fail(
-                    i,
-                    Failure::Login {
-                        code,
+        let failure = match reply {
+            Err(t) => Failure::Network(t),
+            Ok(reply) => {
+                let (status, code) = (reply.status, reply.error.clone());
+                match reply.classify_for(self.config.dpop) {
+                    RefreshOutcome::Token {
+                        access_token,
+                        lifetime_secs,
+                    } => {
+                        self.session.login(access_token, lifetime_secs, now);
+                        self.signed_in_with(key);
+                        if let Some(h) = self.session.handoff(now) {
+                            self.post_token(true, h);
+                        }
+                        self.emit(Emit::Login);
+                        return self.done(i, Value::Unit);
+                    }
+                    RefreshOutcome::Transient(Transient::Status(429)) => Failure::Login {
+                        code: ErrorCode::TooManyAttempts.as_str().into(),
+                        status: 429,
+                        retry_after: retry_after.filter(|s| s.is_finite() && *s >= 0.0),
+                    },
+                    RefreshOutcome::Transient(t) => Failure::Network(t),
+                    _ if status == 200 => Failure::Refresh(200),
+                    // The server's word, if it is a plain code; never arbitrary text.
+                    _ => Failure::Login {
+                        code: code
+                            .filter(|c| {
+                                !c.is_empty()
+                                    && c.len() <= 64
+                                    && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                            })
+                            .unwrap_or_else(|| ErrorCode::InvalidCredentials.as_str().into()),
                         status,
                         retry_after: None,
                     },
-                );
+                }
             }
-        }
+        };
+        self.sign_in_failed(key, given);
+        self.fail(i, failure);
     }
 
     fn logout(&mut self, id: Id, now: f64) {
         let token = self.session.token().map(str::to_owned);
         let was_active = self.session.phase() == Phase::Active;
+        let key = self.logout_key(was_active);
         self.session.end(now);
         self.post(Message::Logout { at_ms: now });
         if was_active {
             self.emit(Emit::Logout);
         }
         // The server must forget the session too, or the next page load would restore it.
-        self.request(Endpoint::Logout, token, Purpose::Logout(Some(id)), None);
+        self.request(
+            Endpoint::Logout,
+            token,
+            Purpose::Logout(Some(id)),
+            None,
+            key,
+        );
         self.add(id, Call::Logout, State::Requesting);
+        if was_active {
+            self.end_key(now);
+        }
     }
 
     /// `autoRefresh: false` and the token ran out: end the session here and on the server.
     fn expire(&mut self, now: f64) {
         let token = self.session.token().map(str::to_owned);
+        let key = self.signing_key();
         self.session.end(now);
         self.announce_end(EndReason::Expired);
         self.post(Message::Ended {
             reason: EndReason::Expired,
             at_ms: now,
         });
-        self.request(Endpoint::Logout, token, Purpose::Logout(None), None);
+        self.request(Endpoint::Logout, token, Purpose::Logout(None), None, key);
+        self.end_key(now);
     }
 
     fn announce_end(&mut self, reason: EndReason) {
@@ -1229,8 +1294,9 @@ impl Machine {
         bearer: Option<String>,
         purpose: Purpose,
         caller: Option<Id>,
+        key: Option<Slot>,
     ) -> Id {
-        self.request_with(endpoint, bearer, purpose, caller, false)
+        self.request_with(endpoint, bearer, purpose, caller, key, false)
     }
 
     fn request_with(
@@ -1239,6 +1305,7 @@ impl Machine {
         bearer: Option<String>,
         purpose: Purpose,
         caller: Option<Id>,
+        key: Option<Slot>,
         retried: bool,
     ) -> Id {
         let req = self.id();
@@ -1248,6 +1315,7 @@ impl Machine {
             endpoint,
             bearer: bearer.clone(),
             caller,
+            key,
         });
         self.requests.push(Pending {
             req,
@@ -1256,6 +1324,7 @@ impl Machine {
             endpoint,
             bearer,
             caller,
+            key,
             retried,
         });
         req

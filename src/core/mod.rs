@@ -38,7 +38,9 @@ mod session;
 #[cfg(test)]
 mod tests;
 
-pub use machine::{Call, Command, Config, Emit, Endpoint, Failure, Id, Machine, Message, Value};
+pub use machine::{
+    Call, Command, Config, Emit, Endpoint, Failure, Id, KeyOp, Machine, Message, Slot, Value,
+};
 pub use reply::{
     RefreshOutcome, RefreshReply, Transient, backoff_ms, is_token_shaped, lifetime_secs,
 };

@@ -124,6 +124,11 @@ fn strings3(lens: [i32; 3]) -> (Option<String>, Option<String>, Option<String>) 
     )
 }
 
+/// A key slot as the driver reads it (0: none; slots start at 1).
+fn slot(key: Option<u32>) -> f64 {
+    key.map_or(0.0, f64::from)
+}
+
 fn opt(x: f64) -> Option<f64> {
     (!x.is_nan()).then_some(x)
 }
@@ -178,10 +183,10 @@ pub extern "C" fn tw_next() -> u32 {
     let State { cur, out, .. } = state();
     *cur = c;
     let (op, id, c, a, b, s, t): (_, _, _, _, _, &str, &str) = match cur {
-        Command::Send { caller, token } => {
+        Command::Send { caller, token, key } => {
             let has = f64::from(u8::from(token.is_some()));
             let token = token.as_deref().unwrap_or_default();
-            (Op::Send, *caller, 0, has, 0.0, token, "")
+            (Op::Send, *caller, 0, has, slot(*key), token, "")
         }
         Command::Return { caller } => (Op::Return, *caller, 0, 0.0, 0.0, "", ""),
         Command::Resolve { caller, value } => {
@@ -206,6 +211,7 @@ pub extern "C" fn tw_next() -> u32 {
             endpoint,
             bearer,
             caller,
+            key,
         } => {
             let e = match endpoint {
                 Endpoint::Login => iface::Endpoint::Login,
@@ -214,7 +220,7 @@ pub extern "C" fn tw_next() -> u32 {
             };
             let caller = caller.map_or(-1.0, f64::from);
             let bearer = bearer.as_deref().unwrap_or_default();
-            (Op::Request, *req, e as i32, 0.0, caller, bearer, "")
+            (Op::Request, *req, e as i32, slot(*key), caller, bearer, "")
         }
         Command::Abort { req } => (Op::Abort, *req, 0, 0.0, 0.0, "", ""),
         Command::Post(m) => {
@@ -260,6 +266,7 @@ pub extern "C" fn tw_next() -> u32 {
             };
             (Op::Emit, 0, event as i32, expires_in, reason, "", "")
         }
+        Command::Key { op, slot, with } => (Op::Key, *slot, *op as i32, *with, 0.0, "", ""),
     };
     *out = Out {
         a,
@@ -287,6 +294,7 @@ pub extern "C" fn tw_input(kind: u32, id: u32, flag: u32, now: f64) -> u32 {
         Input::Token => Call::Token,
         Input::Refresh => Call::Refresh { force: flag },
         Input::Restore => Call::Restore { hint: flag },
+        Input::Login if flag => Call::LoginWithKey,
         Input::Login => Call::Login,
         Input::Logout => Call::Logout,
         Input::Forget => {

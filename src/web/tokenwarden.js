@@ -7,9 +7,10 @@
 // ---- the core: a WebAssembly module with plain exports (src/web/mod.rs) ----------------------
 
 // ---- iface: generated from src/iface.rs (TW_BLESS=1 cargo test -p tokenwarden iface) ----
-const OP_SEND = 1, OP_RETURN = 2, OP_RESOLVE = 3, OP_REJECT = 4, OP_REQUEST = 5, OP_ABORT = 6, OP_POST = 7, OP_LOCK = 8, OP_UNLOCK = 9, OP_CANCEL_LOCK = 10, OP_TIMER = 11, OP_CANCEL_TIMER = 12, OP_EMIT = 13;
+const OP_SEND = 1, OP_RETURN = 2, OP_RESOLVE = 3, OP_REJECT = 4, OP_REQUEST = 5, OP_ABORT = 6, OP_POST = 7, OP_LOCK = 8, OP_UNLOCK = 9, OP_CANCEL_LOCK = 10, OP_TIMER = 11, OP_CANCEL_TIMER = 12, OP_EMIT = 13, OP_KEY = 14;
 const IN_FETCH = 1, IN_TOKEN = 2, IN_REFRESH = 3, IN_RESTORE = 4, IN_LOGIN = 5, IN_LOGOUT = 6, IN_FORGET = 7, IN_LOCK = 8, IN_TIMER = 9, IN_WAKE = 10;
 const TO_LOGIN = 0, TO_REFRESH = 1, TO_LOGOUT = 2;
+const KEY_LOAD = 0, KEY_NEW = 1, KEY_GIVEN = 2, KEY_PUT_BACK = 3, KEY_DELETE = 4, KEY_FREE = 5;
 const OUT_A = 0, OUT_B = 8, OUT_ID = 16, OUT_C = 20, OUT_S = 24, OUT_T = 32;
 const X_INBOX = "i", X_OUT = "o", X_NEW = "m", X_NEXT = "n", X_INPUT = "c", X_STATUS = "s", X_SEEN = "d", X_PROOF = "p", X_REPLY = "r", X_PEER = "e", X_EXPIRES_IN = "x", X_TOKEN = "t";
 const EVENTS = ["login", "refresh", "sessionExpired", "tokenReused", "logout"];
@@ -447,13 +448,10 @@ export class TokenManager {
   #interceptor = null;
   #installed = false;
   #off = [];
-  #key = null;
-  #endedKey = null;
-  #loggedIn = null;
+  /** DPoP keys by the core's slot: [load, given, promise]. */
+  #keys = new Map();
   #authOrigin;
   #servers;
-  #loginKeys = new Map();
-  #byPeer = false;
   #second = null;
 
   constructor(opts) {
@@ -550,8 +548,8 @@ export class TokenManager {
    * loginPath), exactly as login(); with `ceremony`, by the key of the password sign-in that
    * was asked for a second factor (only the key that sent the password can complete it). */
   async _signIn(body, path, ceremony) {
-    const [c, key] = this.#second ?? [];
-    return this.#call(IN_LOGIN, false, body, this.#beside(path), ceremony && c === ceremony && key);
+    const [c, k] = this.#second ?? [], key = ceremony && c === ceremony && k;
+    return this.#call(IN_LOGIN, !!key, body, this.#beside(path), key);
   }
 
   /** `path` resolved beside loginPath, on the auth server's origin only: these hooks are
@@ -601,7 +599,7 @@ export class TokenManager {
       // It may have signed in: the session's first refresh, as a login with that key. Refused
       // (given up at the provider: the cookie is another session's, or none), the page loads
       // as usual; anything else leaves the sign-in to the next restore().
-      ok = await this.#call(IN_LOGIN, false, undefined, cfg.refreshUrl, key).then(() => true, (e) => {
+      ok = await this.#call(IN_LOGIN, !!key, undefined, cfg.refreshUrl, key).then(() => true, (e) => {
         if (e.name !== NAME_LOGIN || e.status === 429) throw e;
       });
     }
@@ -698,7 +696,7 @@ export class TokenManager {
         this.#saw(u, h("dpop-nonce"), h("date"));
         const s = await this.#step((id = ++this.#ids));
         // Refreshed meanwhile (or ended): that token, else the core's verdict on this 401.
-        return headers(s !== t ? s : await this.#status(id, 401, true, h("www-authenticate")));
+        return headers(s?.[0] !== t[0] ? s : await this.#status(id, 401, true, h("www-authenticate")));
       },
     };
   }
@@ -719,9 +717,10 @@ export class TokenManager {
     return this.#wait(id, () => this.#input(IN_FETCH, id));
   }
 
-  /** The Authorization value and DPoP proof (without DPoP: "") for `method url` with token `t`. */
-  async #sign(t, method, url) {
-    const proof = this.#cfg.dpop ? await this.#proof(this.#keyFor(), method, url, t) : "";
+  /** The Authorization value and DPoP proof (without DPoP: "") for `method url` with token `t`
+   * (and the key in `slot`). */
+  async #sign([t, slot], method, url) {
+    const proof = this.#cfg.dpop ? await this.#proof(this.#key(slot), method, url, t) : "";
     return [(proof ? "DPoP " : "Bearer ") + t, proof];
   }
 
@@ -781,10 +780,12 @@ export class TokenManager {
 
   // ---- driving the core ----------------------------------------------------------------------
 
+  /** A call of `kind` (a sign-in: with its JSON `body`, at `path`; `key`: the DPoP key it
+   * brings, `flag` for the core then). */
   #call(kind, flag, body, path, key) {
     const id = ++this.#ids;
-    if (body || path) this.#bodies.set(id, [body, path]);
-    if (key) this.#loginKeys.set(id, [key]);
+    // [body, path, the answer's JSON, the key that signed it]
+    if (body || path) this.#bodies.set(id, [body, path, , key]);
     return this.#wait(id, () => this.#input(kind, id, flag));
   }
 
@@ -832,11 +833,11 @@ export class TokenManager {
       const c = this.#c.out();
       const id = c.id;
       switch (op) {
-        case OP_SEND: this.#settle(id, c.a ? c.s : null); break;
+        case OP_SEND: this.#settle(id, c.a ? [c.s, c.b] : null); break;
         case OP_RETURN: this.#settle(id, DONE); break;
         case OP_RESOLVE: this.#settle(id, c.a === 2 ? c.s : c.a === 1 ? c.b === 1 : undefined); break;
         case OP_REJECT: this.#settle(id, fail(ERROR_NAMES[c.c], c.s, c.a, c.b), 1); break;
-        case OP_REQUEST: this.#request(id, c.c, c.s, c.b); break;
+        case OP_REQUEST: this.#request(id, c.c, c.s, c.b, c.a); break;
         case OP_ABORT: this.#requests.get(id)?.abort(); this.#requests.delete(id); break;
         case OP_POST: this.#post(PEER_KINDS[c.c], c.t, c.a, c.b, id); break;
         case OP_LOCK: this.#lock(c.a === 1); break;
@@ -850,6 +851,7 @@ export class TokenManager {
           break;
         case OP_CANCEL_TIMER: clearT(this.#timers.get(id)); this.#timers.delete(id); break;
         case OP_EMIT: this.#emit(EVENTS[c.c], c.a, END_REASONS[c.b]); break;
+        case OP_KEY: this.#keyOp(c.c, id, c.a); break;
       }
     }
   }
@@ -858,50 +860,31 @@ export class TokenManager {
     const w = this.#waiters.get(id);
     if (!w) return;
     this.#waiters.delete(id);
-    const j = this.#bodies.get(id)?.[2], login = this.#loginKeys.get(id);
+    const [, , j, key] = this.#bodies.get(id) ?? [];
     this.#bodies.delete(id);
-    this.#loginKeys.delete(id);
     if (rejected && j) {
       // invalid_code: the tries the email's codes have left.
       if (j.attempts_left >= 0) value.attemptsLeft = j.attempts_left;
       // second_factor_required: how to complete it, by the key that sent the password.
       if (value.code === ERR_SECOND_FACTOR_REQUIRED && typeof j.ceremony == "string") {
         value.secondFactor = j;
-        this.#second = [j.ceremony, login?.[0]];
+        this.#second = [j.ceremony, key];
       }
     }
-    // A failed login leaves the stored key as it was (the session of the other tabs goes on).
-    if (rejected && login?.[1]) {
-      const name = this.#lockName;
-      Promise.all(login).then(([ours, old]) => keyStore("readwrite", (s) => {
-        const r = s.get(name);
-        r.onsuccess = () => { if (r.result?.at === ours.at) s.put(old, name); };
-      })).catch(() => {});
-    }
-    if (this.#loggedIn?.[0] === id) this.#loggedIn = null;
     w[rejected ? 1 : 0](value);
   }
 
-  async #request(req, endpoint, bearer, caller) {
-    const cfg = this.#cfg;
+  /** Request `req` to `endpoint` (for `caller`, signed by the key in `slot`). */
+  async #request(req, endpoint, bearer, caller, slot) {
+    const cfg = this.#cfg, entry = this.#bodies.get(caller) ?? [];
     // A login with a code goes to its own path beside loginPath.
-    const [body, path] = this.#bodies.get(caller) ?? [];
+    const [body, path] = entry;
     // A string, never a URL object: fetch would turn an object into its URL by a patchable
     // toString.
     const url = endpoint === TO_LOGIN ? get(uHref, new URLC(path ?? cfg.loginUrl, cfg.loginUrl))
       : endpoint === TO_REFRESH ? cfg.refreshUrl : cfg.logoutUrl;
-    // A new key for each login (its one retry keeps it), or a redirect sign-in's; taken now,
-    // before a logout's end of session drops it.
-    let key = null;
-    if (cfg.dpop) {
-      // A logout (or its one retry) after the session ended here signs with the ended key.
-      if (endpoint === TO_LOGOUT) key = this.#endedKey ?? this.#keyFor();
-      else if (endpoint !== TO_LOGIN) key = this.#keyFor();
-      else if (!(key = this.#loginKeys.get(caller)?.[0])) {
-        // The key this tab signs with now, put back if the login fails.
-        this.#loginKeys.set(caller, [(key = newKey(this.#lockName)), this.#key]);
-      }
-    }
+    const key = this.#key(slot);
+    entry[3] = key;
     const controller = new AbortController();
     const init = { ...this.#init(body), signal: controller.signal };
     const headers = init.headers;
@@ -912,13 +895,12 @@ export class TokenManager {
       if (key) apply(hset, headers, ["DPoP", await this.#proof(key, "POST", url, bearer)]);
       const res = await apply(this.#fetch, G, [url, init]);
       this.#seen(url, res);
-      if (endpoint === TO_LOGIN) this.#loggedIn = [caller, key]; // its Emit comes before its Resolve
       retry = apply(hget, get(rsHeaders, res), ["retry-after"]);
       const text = await readCapped(res);
       status = get(rsStatus, res);
-      // A redirect sign-in's or a second factor's (a key given, not made): the server took
-      // it, kept aside until now; the stored one from here on, before the other tabs hear.
-      if (endpoint === TO_LOGIN && this.#loginKeys.get(caller)?.length < 2 && status === 200) {
+      // A key the sign-in brought (KEY_GIVEN): the server took it; the stored one from here
+      // on, before the other tabs hear.
+      if (status === 200 && this.#keys.get(slot)?.[1]) {
         const k = await key;
         await keyStore("readwrite", (s) => s.put(k, this.#lockName));
       }
@@ -944,14 +926,35 @@ export class TokenManager {
     this.#drain();
   }
 
-  /** The key this session signs with: the one in memory, or the stored one (a reload, or
-   * another tab's login), or else a new one. */
-  #keyFor() {
-    if (!this.#key) {
-      const p = (this.#key = this.#stored(true));
-      p.catch(() => { if (this.#key === p) this.#key = null; });
+  /** Carries out a KEY_ op of the core (src/core/keys.rs) on `slot`; `n`: the given key's
+   * caller, the live slot to put back, or the time a session ended. */
+  #keyOp(op, slot, n) {
+    const name = this.#lockName, keys = this.#keys;
+    // Reads, and changes if `change` says so, the stored key.
+    const stored = (change) => keyStore("readwrite", (s) => {
+      const r = s.get(name);
+      r.onsuccess = () => change(r.result, s);
+    }).catch(() => {});
+    if (op === KEY_PUT_BACK) {
+      Promise.all([this.#key(slot), this.#key(n)]).then(([ours, live]) =>
+        stored((k, s) => k?.t === ours.t && s.put(live, name)), () => {});
+    } else if (op === KEY_DELETE) stored((k, s) => k?.at <= n && s.delete(name));
+    else if (op === KEY_FREE) keys.delete(slot);
+    else {
+      keys.set(slot, [op === KEY_LOAD ? () => this.#stored(true) : op === KEY_NEW ? () => newKey(name)
+        : async () => this.#bodies.get(n)?.[3], op === KEY_GIVEN]);
+      this.#key(slot);
     }
-    return this.#key;
+  }
+
+  /** The key in `slot` (a promise; null: none), read or made again if that failed. */
+  #key(slot) {
+    const e = this.#keys.get(slot);
+    if (e && !e[2]) {
+      const p = (e[2] = e[0]());
+      p.catch(() => { if (e[2] === p) e[2] = 0; });
+    }
+    return e?.[2] ?? null;
   }
 
   /** The stored key, or else a new one stored (`create`) or undefined. Another script of the
@@ -964,18 +967,6 @@ export class TokenManager {
       keyStore("readonly", (s) => s.get(name)).then((k) => k ?? (create ? newKey(name) : k))
         .then(resolve, reject).finally(() => clearT(timer));
     });
-  }
-
-  /** The session ended here at `at`: forget the key, and delete the stored one unless a newer
-   * login (another tab's) stored it after that. */
-  #dropKey(at) {
-    this.#endedKey = this.#key;
-    this.#key = null;
-    const name = this.#lockName;
-    keyStore("readwrite", (s) => {
-      const r = s.get(name);
-      r.onsuccess = () => { if (r.result && r.result.at <= at) s.delete(name); };
-    }).catch(() => {});
   }
 
   /** A DPoP proof for `htm url`, bound to `token` (ath) if there is one. */
@@ -1047,12 +1038,7 @@ export class TokenManager {
     const [token] = c.put(s(d.token));
     c.x[X_PEER](PEER_KINDS.indexOf(d.t), token, END_REASONS.indexOf(d.reason), d.kind === EVENT_LOGIN,
       n(d.lifetime ?? d.status), n(d.at), now());
-    this.#byPeer = true;
-    try {
-      this.#drain();
-    } finally {
-      this.#byPeer = false;
-    }
+    this.#drain();
   }
 
   #lock(wait) {
@@ -1088,23 +1074,6 @@ export class TokenManager {
   }
 
   #emit(event, expiresIn, reason) {
-    if (this.#cfg.dpop) {
-      // This tab's login: its new key. Another tab's: read the stored one now, so that a later
-      // logout never has to read a store the other tabs are clearing.
-      if (event === EVENT_LOGIN) {
-        this.#key = this.#loggedIn?.[1] ?? null;
-        this.#endedKey = this.#loggedIn = null;
-        this.#keyFor();
-      }
-      // The tab that ended the session deletes the stored key, after this drain (a logout
-      // request in it has taken the key already). A peer's message only makes this tab forget
-      // it: that tab may still be reading it to sign its logout.
-      if (event === EVENT_LOGOUT || event === EVENT_SESSION_EXPIRED) {
-        const at = now();
-        if (this.#byPeer) this.#endedKey = this.#key = null;
-        else Promise.resolve().then(() => this.#dropKey(at));
-      }
-    }
     const detail = event === EVENT_REFRESH ? { expiresIn } : event === EVENT_SESSION_EXPIRED ? { reason } : {};
     for (const [e, handler] of this.#listeners) {
       if (e !== event) continue;

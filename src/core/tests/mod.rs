@@ -6,6 +6,7 @@ mod backoff;
 mod banking;
 mod dpop;
 mod faults;
+mod keys;
 mod redirect;
 mod replay;
 mod restore;
@@ -220,7 +221,7 @@ impl Scenario {
 
     pub fn sent_with(&self, id: Id) -> Option<Option<String>> {
         self.out.iter().find_map(|c| match c {
-            Command::Send { caller, token } if *caller == id => Some(token.clone()),
+            Command::Send { caller, token, .. } if *caller == id => Some(token.clone()),
             _ => None,
         })
     }

@@ -101,7 +101,8 @@ fn a_page_load_whose_cookie_needs_a_key_it_does_not_have_is_not_logged_in_quietl
         s.answer(b),
         Some(&Command::Send {
             caller: b,
-            token: None
+            token: None,
+            key: None
         })
     );
     assert!(
@@ -173,7 +174,8 @@ fn a_guess_that_no_longer_holds_at_restore_is_false_with_no_request() {
         s.take(),
         vec![Command::Send {
             caller: b,
-            token: None
+            token: None,
+            key: None
         }]
     );
 }

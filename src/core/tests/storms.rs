@@ -92,7 +92,8 @@ fn a_fresh_token_is_sent_at_once_without_any_refresh() {
         s.take(),
         vec![Command::Send {
             caller: a,
-            token: Some("t1".into())
+            token: Some("t1".into()),
+            key: None
         }]
     );
     s.fetch_status(a, 200);
@@ -107,7 +108,8 @@ fn an_anonymous_visitor_sends_untouched_and_never_refreshes() {
         s.take(),
         vec![Command::Send {
             caller: a,
-            token: None
+            token: None,
+            key: None
         }]
     );
 }

@@ -238,7 +238,7 @@ impl World {
     /// The token caller `id` of `tab` was sent with (`Some(None)`: sent untouched).
     fn sent(&self, tab: usize, id: Id) -> Option<Option<String>> {
         self.tabs[tab].out.iter().find_map(|c| match c {
-            Command::Send { caller, token } if *caller == id => Some(token.clone()),
+            Command::Send { caller, token, .. } if *caller == id => Some(token.clone()),
             _ => None,
         })
     }

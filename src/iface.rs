@@ -18,7 +18,7 @@
 //! | Reject | id caller, c error name (w `ERROR_NAMES`), s code, a status (0 none), b retryAfter (NaN none) |
 //! | Request | id req, c [`Endpoint`], s bearer (empty: none), b caller (-1 none), a key slot (0 none) |
 //! | Abort | id req |
-//! | Post | c peer kind (w `PEER_KINDS`), b at; token: t token, a lifetime, id 1 if a login; ended: id reason (w `END_REASONS`); failed: id status |
+//! | Post | c peer kind (w `PEER_KINDS`), b at; token: t token, a lifetime, id 1 if a login, s the auth server's DPoP nonce (empty: none); ended: id reason (w `END_REASONS`); failed: id status |
 //! | Lock | a 1 to wait, 0 if available only |
 //! | Unlock, CancelLock | |
 //! | Timer | id, a ms |
@@ -115,6 +115,8 @@ numbered! {
         Timer = 9,
         /// The page became visible, came online or was restored.
         Wake = 10,
+        /// A request to the auth server beside the sign-in (`_post`); `flag`: signed.
+        Post = 11,
     }
 }
 
@@ -124,6 +126,8 @@ numbered! {
         Login = 0,
         Refresh = 1,
         Logout = 2,
+        /// The path of the caller's `Post`.
+        Post = 3,
     }
 }
 
@@ -303,10 +307,10 @@ mod tests {
     #[test]
     fn numbers_from_the_driver_that_are_in_no_table_are_refused() {
         assert_eq!(Input::from_u32(0), None);
-        assert_eq!(Input::from_u32(11), None);
+        assert_eq!(Input::from_u32(12), None);
         assert_eq!(Input::from_u32(6), Some(Input::Logout));
         assert_eq!(Op::from_u32(13), Some(Op::Emit));
-        assert_eq!(Endpoint::from_u32(3), None);
+        assert_eq!(Endpoint::from_u32(4), None);
         // A word crosses as its place in its list (`as i32`: declaration order).
         for (i, w) in Event::ALL.iter().enumerate() {
             assert_eq!(*w as usize, i);

@@ -92,6 +92,12 @@ pub enum Call {
     LoginWithKey,
     /// `logout()`.
     Logout,
+    /// A request to the auth server beside the sign-in (requestCode, signup, a password's
+    /// reset or change, passkeys): the driver keeps its path, method and body and sends them
+    /// when told; `signed`: with the session's token and proof (one refresh and replay after
+    /// a 401), else plain. Resolves for any 2xx; otherwise rejected as [`Failure::refusal`]
+    /// words it.
+    Post { signed: bool },
 }
 
 /// An auth endpoint.
@@ -100,6 +106,8 @@ pub enum Endpoint {
     Login,
     Refresh,
     Logout,
+    /// The path of the caller's [`Call::Post`].
+    Post,
 }
 
 /// What a caller's promise resolves to.
@@ -160,6 +168,40 @@ impl Failure {
         }
     }
 
+    /// A request the server answered with `status` and no token: the one wording of every
+    /// refusal. The server's trouble (408, 5xx) is a network error; 429 is `too_many_attempts`
+    /// with its `Retry-After`; anything else is refused with the server's `error` if it is a
+    /// plain code (never arbitrary text), else `default`.
+    pub fn refusal(
+        status: u16,
+        error: Option<String>,
+        retry_after: Option<f64>,
+        default: &str,
+    ) -> Failure {
+        let (code, retry_after) = match status {
+            408 | 500..=599 => return Failure::Network(Transient::Status(status)),
+            429 => (
+                ErrorCode::TooManyAttempts.as_str().into(),
+                retry_after.filter(|s| s.is_finite() && *s >= 0.0),
+            ),
+            _ => (
+                error
+                    .filter(|c| {
+                        !c.is_empty()
+                            && c.len() <= 64
+                            && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    })
+                    .unwrap_or_else(|| default.into()),
+                None,
+            ),
+        };
+        Failure::Login {
+            code,
+            status,
+            retry_after,
+        }
+    }
+
     pub fn status(&self) -> Option<u16> {
         match self {
             Failure::Network(Transient::Status(s)) | Failure::Refresh(s) => Some(*s),
@@ -178,6 +220,8 @@ pub enum Message {
         token: String,
         lifetime_secs: f64,
         at_ms: f64,
+        /// DPoP: the auth server's newest nonce, as the sending tab knows it.
+        nonce: Option<String>,
     },
     Logout {
         at_ms: f64,
@@ -283,6 +327,8 @@ pub struct Config {
     /// Sender-constrained tokens (RFC 9449): every auth and resource request carries a proof,
     /// tokens go out as `Authorization: DPoP`, and only `token_type: DPoP` is accepted.
     pub dpop: bool,
+    /// DPoP: the auth server's place in the driver's list of servers (see [`Machine::seen`]).
+    pub auth_server: usize,
 }
 
 /// What one server (origin) told us: its newest DPoP nonce and its clock.
@@ -364,6 +410,7 @@ enum Purpose {
     },
     /// `None`: a banking-mode expiry telling the server, nobody waiting.
     Logout(Option<Id>),
+    Post(Id),
 }
 
 #[derive(Debug, Clone)]
@@ -533,6 +580,10 @@ impl Machine {
                 self.add(id, call, State::Requesting);
             }
             Call::Logout => self.logout(id, now),
+            Call::Post { signed: false } => {
+                self.request(Endpoint::Post, None, Purpose::Post(id), Some(id), None);
+                self.add(id, call, State::Requesting);
+            }
             Call::Restore { hint } => {
                 // The guess made at construction is checked again (no refresh in flight yet).
                 if self.flight.is_none() {
@@ -547,7 +598,7 @@ impl Machine {
                 let g = self.session.generation();
                 self.want(id, call, Need::NewerThan(g), now);
             }
-            Call::Fetch | Call::Token | Call::Refresh { force: false } => {
+            Call::Fetch | Call::Token | Call::Refresh { force: false } | Call::Post { .. } => {
                 self.want(id, call, Need::Fresh, now)
             }
         }
@@ -587,20 +638,35 @@ impl Machine {
             };
             return self.serve(id, now);
         }
-        match self
+        if !self.replay(i, generation, replayed, replayable, now) {
+            self.finish(i, Command::Return { caller: id });
+        }
+    }
+
+    /// Caller `i`'s request, sent with the token of `generation`, got a 401: it waits for a
+    /// newer token (one refresh for all callers, unless there is one) and is sent once more,
+    /// if that can help; false: the 401 is its answer.
+    fn replay(
+        &mut self,
+        i: usize,
+        generation: u64,
+        replayed: bool,
+        replayable: bool,
+        now: f64,
+    ) -> bool {
+        let again = self
             .session
             .after_unauthorized(generation, replayed, replayable)
-        {
-            Replay::No => self.finish(i, Command::Return { caller: id }),
-            Replay::WithCurrent | Replay::AfterRefresh => {
-                self.callers[i].state = State::Waiting {
-                    need: Need::NewerThan(generation),
-                    tries: 0,
-                    replayed: true,
-                };
-                self.serve(id, now);
-            }
+            != Replay::No;
+        if again {
+            self.callers[i].state = State::Waiting {
+                need: Need::NewerThan(generation),
+                tries: 0,
+                replayed: true,
+            };
+            self.serve(self.callers[i].id, now);
         }
+        again
     }
 
     /// The caller went away (its fetch threw, e.g. aborted): forget it.
@@ -735,7 +801,15 @@ impl Machine {
                 token,
                 lifetime_secs,
                 at_ms,
+                nonce,
             } => {
+                // A nonce is no secret and not trusted: it only fills in for a tab that has
+                // none from the auth server itself (a flood of wrong ones must not displace the
+                // server's), and costs one retried request at most.
+                let auth = self.config.auth_server;
+                if self.config.dpop && self.proof(auth, now).1.is_none() {
+                    self.seen(auth, nonce, None, now);
+                }
                 let Some(lifetime_secs) = super::reply::lifetime_secs(Some(lifetime_secs), None)
                 else {
                     return;
@@ -931,6 +1005,20 @@ impl Machine {
                     key: None,
                 },
             ),
+            (Call::Post { .. }, Some(token)) => {
+                self.callers[i].state = State::Sent {
+                    generation,
+                    replayed,
+                };
+                let key = self.signing_key();
+                self.request(
+                    Endpoint::Post,
+                    Some(token),
+                    Purpose::Post(id),
+                    Some(id),
+                    key,
+                );
+            }
             (Call::Token, Some(t)) => self.done(i, Value::Token(t)),
             (Call::Restore { .. }, t) => self.done(i, Value::Bool(t.is_some())),
             (Call::Refresh { .. }, Some(_)) => self.done(i, Value::Unit),
@@ -1039,6 +1127,7 @@ impl Machine {
             Purpose::Login { caller, key, given } => {
                 self.login_reply(caller, key, given, reply, retry_after, now)
             }
+            Purpose::Post(caller) => self.post_reply(caller, reply, retry_after, now),
             Purpose::Logout(caller) => {
                 let Some(i) = caller.and_then(|c| self.find(c)) else {
                     return;
@@ -1216,29 +1305,52 @@ impl Machine {
                         self.emit(Emit::Login);
                         return self.done(i, Value::Unit);
                     }
-                    RefreshOutcome::Transient(Transient::Status(429)) => Failure::Login {
-                        code: ErrorCode::TooManyAttempts.as_str().into(),
-                        status: 429,
-                        retry_after: retry_after.filter(|s| s.is_finite() && *s >= 0.0),
-                    },
-                    RefreshOutcome::Transient(t) => Failure::Network(t),
                     _ if status == 200 => Failure::Refresh(200),
-                    // The server's word, if it is a plain code; never arbitrary text.
-                    _ => Failure::Login {
-                        code: code
-                            .filter(|c| {
-                                !c.is_empty()
-                                    && c.len() <= 64
-                                    && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-                            })
-                            .unwrap_or_else(|| ErrorCode::InvalidCredentials.as_str().into()),
+                    _ => Failure::refusal(
                         status,
-                        retry_after: None,
-                    },
+                        code,
+                        retry_after,
+                        ErrorCode::InvalidCredentials.as_str(),
+                    ),
                 }
             }
         };
         self.sign_in_failed(key, given);
+        self.fail(i, failure);
+    }
+
+    /// The answer to a [`Call::Post`]: a 401 to a signed one gets one refresh (for all callers)
+    /// and one replay, as a fetch does.
+    fn post_reply(
+        &mut self,
+        caller: Id,
+        reply: Result<RefreshReply, Transient>,
+        retry_after: Option<f64>,
+        now: f64,
+    ) {
+        let Some(i) = self.find(caller) else { return };
+        let r = match reply {
+            Err(t) => return self.fail(i, Failure::Network(t)),
+            Ok(r) if (200..300).contains(&r.status) => return self.done(i, Value::Unit),
+            Ok(r) => r,
+        };
+        if let (
+            401,
+            State::Sent {
+                generation,
+                replayed,
+            },
+        ) = (r.status, self.callers[i].state)
+            && self.replay(i, generation, replayed, true, now)
+        {
+            return;
+        }
+        let failure = Failure::refusal(
+            r.status,
+            r.error,
+            retry_after,
+            ClientCode::UnexpectedResponse.as_str(),
+        );
         self.fail(i, failure);
     }
 
@@ -1349,11 +1461,18 @@ impl Machine {
     }
 
     fn post_token(&mut self, login: bool, h: Handoff) {
+        // The auth server's newest nonce too: a tab that adopts the token has not talked to
+        // the server yet, and would otherwise hear use_dpop_nonce on its first request.
+        let nonce = self
+            .proof(self.config.auth_server, 0.0)
+            .1
+            .map(str::to_owned);
         self.post(Message::Token {
             login,
             token: h.token,
             lifetime_secs: h.lifetime_secs,
             at_ms: h.received_at_ms,
+            nonce,
         });
     }
 

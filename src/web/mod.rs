@@ -158,6 +158,7 @@ pub extern "C" fn tw_new(
     hint: u32,
     seed: u32,
     dpop: u32,
+    auth_server: u32,
 ) {
     let config = Config {
         policy: Policy {
@@ -169,6 +170,7 @@ pub extern "C" fn tw_new(
         hint: hint != 0,
         seed,
         dpop: dpop != 0,
+        auth_server: auth_server as usize,
     };
     state().machine.get_or_insert_with(|| Machine::new(config));
 }
@@ -217,6 +219,7 @@ pub extern "C" fn tw_next() -> u32 {
                 Endpoint::Login => iface::Endpoint::Login,
                 Endpoint::Refresh => iface::Endpoint::Refresh,
                 Endpoint::Logout => iface::Endpoint::Logout,
+                Endpoint::Post => iface::Endpoint::Post,
             };
             let caller = caller.map_or(-1.0, f64::from);
             let bearer = bearer.as_deref().unwrap_or_default();
@@ -224,29 +227,32 @@ pub extern "C" fn tw_next() -> u32 {
         }
         Command::Abort { req } => (Op::Abort, *req, 0, 0.0, 0.0, "", ""),
         Command::Post(m) => {
-            let (kind, id, lifetime, at, t) = match m {
-                Message::Ask => (PeerKind::Ask, 0, 0.0, 0.0, ""),
+            let (kind, id, lifetime, at, t, nonce) = match m {
+                Message::Ask => (PeerKind::Ask, 0, 0.0, 0.0, "", &None),
                 Message::Token {
                     login,
                     token,
                     lifetime_secs,
                     at_ms,
+                    nonce,
                 } => (
                     PeerKind::Token,
                     u32::from(*login),
                     *lifetime_secs,
                     *at_ms,
                     token.as_str(),
+                    &*nonce,
                 ),
-                Message::Logout { at_ms } => (PeerKind::Logout, 0, 0.0, *at_ms, ""),
+                Message::Logout { at_ms } => (PeerKind::Logout, 0, 0.0, *at_ms, "", &None),
                 Message::Ended { reason, at_ms } => {
-                    (PeerKind::Ended, *reason as u32, 0.0, *at_ms, "")
+                    (PeerKind::Ended, *reason as u32, 0.0, *at_ms, "", &None)
                 }
                 Message::Failed { status, at_ms } => {
-                    (PeerKind::Failed, u32::from(*status), 0.0, *at_ms, "")
+                    (PeerKind::Failed, u32::from(*status), 0.0, *at_ms, "", &None)
                 }
             };
-            (Op::Post, id, kind as i32, lifetime, at, "", t)
+            let nonce = nonce.as_deref().unwrap_or_default();
+            (Op::Post, id, kind as i32, lifetime, at, nonce, t)
         }
         Command::Lock { wait } => {
             let wait = f64::from(u8::from(*wait));
@@ -297,6 +303,7 @@ pub extern "C" fn tw_input(kind: u32, id: u32, flag: u32, now: f64) -> u32 {
         Input::Login if flag => Call::LoginWithKey,
         Input::Login => Call::Login,
         Input::Logout => Call::Logout,
+        Input::Post => Call::Post { signed: flag },
         Input::Forget => {
             m.forget(id);
             return 1;
@@ -384,20 +391,23 @@ pub extern "C" fn tw_reply(
 }
 
 /// A message from another tab, its fields as found: `kind` and `reason` their places in
-/// `PEER_KINDS` and `END_REASONS` (-1: none), its token in the inbox, its number (a token's
+/// `PEER_KINDS` and `END_REASONS` (-1: none), its token and DPoP nonce in the inbox, its number (a token's
 /// lifetime, a failure's status). Anything malformed is dropped here or by the machine.
 #[unsafe(export_name = "e")]
 #[allow(clippy::too_many_arguments)]
 pub extern "C" fn tw_peer(
     kind: i32,
     token_len: i32,
+    nonce_len: i32,
     reason: i32,
     login: u32,
     number: f64,
     at: f64,
     now: f64,
 ) {
-    let token = string(&mut 0, token_len);
+    let at_inbox = &mut 0;
+    let token = string(at_inbox, token_len);
+    let nonce = string(at_inbox, nonce_len);
     let message = match word(PeerKind::ALL, kind) {
         Some(PeerKind::Ask) => Message::Ask,
         Some(PeerKind::Token) => {
@@ -407,6 +417,7 @@ pub extern "C" fn tw_peer(
                 token,
                 lifetime_secs: number,
                 at_ms: at,
+                nonce,
             }
         }
         Some(PeerKind::Logout) => Message::Logout { at_ms: at },

@@ -11,21 +11,9 @@ const bin = (s) => Uint8Array.from(atob(s.replace(/-/g, "+").replace(/_/g, "/"))
 const b64 = (b) => btoa(String.fromCharCode(...new Uint8Array(b))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=/g, "");
 const ids = (l) => l?.map((c) => ({ ...c, id: bin(c.id) }));
 
-/** The JSON of a response of status `ok`; else the server's refusal, worded as the driver's. */
-async function answer(res, ok) {
-  res = await res;
-  const j = await res.json().catch(() => ({})), status = res.status;
-  if (status == ok) return j;
-  if (status > 499) throw fail("NetworkError", "server_error", { status });
-  // step_up_required: maxAge, the recent sign-in it needs (prompt, stepUp(), try again).
-  throw fail("LoginError", j.error || "unexpected_response",
-    { status, maxAge: j.max_age, retryAfter: +res.headers.get("retry-after") || undefined });
-}
-
-/** `_post` with another method, answered with `ok` for GET and 204 otherwise. */
-function send(auth, method, path, body) {
-  return answer(auth._post(path, body, method), method == "GET" ? 200 : 204);
-}
+// Every request goes through `auth._post`, the core's way to the auth server: it resolves with
+// the answer's JSON and words a refusal as a sign-in's (NetworkError, LoginError with the
+// server's code; step_up_required with `maxAge`, the recent sign-in it needs).
 
 function session(auth) {
   if (!auth.isAuthenticated) throw fail("SessionExpiredError", "no_session");
@@ -54,24 +42,24 @@ async function ask(how, { publicKey: p }, o = {}) {
 
 P.registerPasskey = async function (o) {
   session(this);
-  const { ceremony, options } = await answer(this._post("passkeys/register/start"), 200);
+  const { ceremony, options } = await this._post("passkeys/register/start");
   const credential = await ask("create", options);
-  return answer(this._post("passkeys/register/finish", J({ ceremony, credential, name: o?.name })), 201);
+  return this._post("passkeys/register/finish", J({ ceremony, credential, name: o?.name }));
 };
 
 P.loginWithPasskey = async function (o = {}) {
   const mediation = o.conditional ? "conditional" : undefined;
   if (mediation && !(await G.PublicKeyCredential?.isConditionalMediationAvailable?.())) throw fail(PE, "unsupported");
-  const { ceremony, options } = await answer(this._post("passkeys/login/start", undefined, 0, 1), 200);
+  const { ceremony, options } = await this._post("passkeys/login/start", undefined, 0, 1);
   const credential = await ask("get", options, { signal: o.signal, mediation });
   return this._signIn(J({ ceremony, credential }), "passkeys/login/finish");
 };
 
 P.stepUp = async function () {
   session(this);
-  const { ceremony, options } = await answer(this._post("step-up/start"), 200);
+  const { ceremony, options } = await this._post("step-up/start");
   const credential = await ask("get", options);
-  await answer(this._post("step-up/finish", J({ ceremony, credential })), 204);
+  await this._post("step-up/finish", J({ ceremony, credential }));
   // The next token carries the new auth_time and amr.
   await this.refresh({ force: true });
 };
@@ -89,15 +77,15 @@ P.completeSignIn = async function (error, a = {}) {
 
 P.setSecondFactor = async function (required) {
   session(this);
-  await send(this, "PUT", "second-factor", J({ required: !!required }));
+  await this._post("second-factor", J({ required: !!required }), "PUT");
 };
 
 P.listPasskeys = async function () {
   session(this);
-  return (await send(this, "GET", "passkeys")).passkeys;
+  return (await this._post("passkeys", undefined, "GET")).passkeys;
 };
 
 P.removePasskey = async function (id) {
   session(this);
-  await send(this, "DELETE", "passkeys/" + encodeURIComponent(id));
+  await this._post("passkeys/" + encodeURIComponent(id), undefined, "DELETE");
 };

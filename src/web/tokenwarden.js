@@ -8,8 +8,8 @@
 
 // ---- iface: generated from src/iface.rs (TW_BLESS=1 cargo test -p tokenwarden iface) ----
 const OP_SEND = 1, OP_RETURN = 2, OP_RESOLVE = 3, OP_REJECT = 4, OP_REQUEST = 5, OP_ABORT = 6, OP_POST = 7, OP_LOCK = 8, OP_UNLOCK = 9, OP_CANCEL_LOCK = 10, OP_TIMER = 11, OP_CANCEL_TIMER = 12, OP_EMIT = 13, OP_KEY = 14;
-const IN_FETCH = 1, IN_TOKEN = 2, IN_REFRESH = 3, IN_RESTORE = 4, IN_LOGIN = 5, IN_LOGOUT = 6, IN_FORGET = 7, IN_LOCK = 8, IN_TIMER = 9, IN_WAKE = 10;
-const TO_LOGIN = 0, TO_REFRESH = 1, TO_LOGOUT = 2;
+const IN_FETCH = 1, IN_TOKEN = 2, IN_REFRESH = 3, IN_RESTORE = 4, IN_LOGIN = 5, IN_LOGOUT = 6, IN_FORGET = 7, IN_LOCK = 8, IN_TIMER = 9, IN_WAKE = 10, IN_POST = 11;
+const TO_LOGIN = 0, TO_REFRESH = 1, TO_LOGOUT = 2, TO_POST = 3;
 const KEY_LOAD = 0, KEY_NEW = 1, KEY_GIVEN = 2, KEY_PUT_BACK = 3, KEY_DELETE = 4, KEY_FREE = 5;
 const OUT_A = 0, OUT_B = 8, OUT_ID = 16, OUT_C = 20, OUT_S = 24, OUT_T = 32;
 const X_INBOX = "i", X_OUT = "o", X_NEW = "m", X_NEXT = "n", X_INPUT = "c", X_STATUS = "s", X_SEEN = "d", X_PROOF = "p", X_REPLY = "r", X_PEER = "e", X_EXPIRES_IN = "x", X_TOKEN = "t";
@@ -183,16 +183,6 @@ function json(c, keys, opt = []) {
 function normal(m = "GET") {
   m = String(m);
   return /^(delete|get|head|options|post|put)$/i.test(m) ? m.toUpperCase() : m;
-}
-/** Resolves for the `ok` status; otherwise the server's refusal as an error. */
-async function refused(res, ok) {
-  const status = get(rsStatus, res);
-  if (status === ok) return;
-  // As the core classifies a refresh's answer: a 408 or 5xx is the server's trouble; a refusal
-  // without the protocol's words (a proxy's page) is an unexpected response.
-  if (status >= 500 || status == 408) throw fail(NAME_NETWORK, ERR_SERVER_ERROR, status);
-  throw fail(NAME_LOGIN, (await res.json().catch(() => 0))?.error ?? CODE_UNEXPECTED_RESPONSE, status,
-    parseFloat(apply(hget, get(rsHeaders, res), ["retry-after"])));
 }
 /** A `ConfigError` about option or argument `what`. */
 function configError(what) {
@@ -470,7 +460,7 @@ export class TokenManager {
     }
     const crossTab = cfg.crossTab && typeof BroadcastChannel === "function";
     (this.#c = core()).x[X_NEW](cfg.leeway, cfg.autoRefresh, crossTab, cfg.timeout,
-      hintPresent(cfg.hint), (random() * 4294967296) >>> 0, cfg.dpop);
+      hintPresent(cfg.hint), (random() * 4294967296) >>> 0, cfg.dpop, this.#at(this.#authOrigin));
     if (crossTab) {
       this.#channel = new BroadcastChannel(this.#lockName);
       this.#channel.onmessage = (e) => this.#peer(e.data);
@@ -509,39 +499,30 @@ export class TokenManager {
 
   /** "Mail me a code" (no session involved): the same 202 for every address. */
   async requestCode(r) {
-    await refused(await this._post("otp/start", json(r, ["email"]), 0, 1), 202);
+    await this._post("otp/start", json(r, ["email"]), 0, 1);
   }
 
   async signup(r) {
-    await refused(await this._post("signup", json(r, ["email", "password"], ["name"]), 0, 1), 202);
+    await this._post("signup", json(r, ["email", "password"], ["name"]), 0, 1);
   }
 
   async requestPasswordReset(r) {
-    await refused(await this._post("password/reset/start", json(r, ["email"]), 0, 1), 202);
+    await this._post("password/reset/start", json(r, ["email"]), 0, 1);
   }
 
-  /** Signed in: through auth.fetch (token, proof, one refresh) with the CSRF header. */
+  /** Signed in: with the token and a proof (one refresh and replay after a 401). */
   async changePassword(c) {
-    await refused(await this._post("password/change", json(c, ["currentPassword", "newPassword"])), 204);
+    await this._post("password/change", json(c, ["currentPassword", "newPassword"]));
   }
 
   /** A request (`method`, POST by default) with the JSON text `body` to `path` (beside
-   * loginPath), with cookies and the CSRF header, as a login's request is: given up after
-   * refreshTimeoutMs (NetworkError `timeout`; unreachable: `network`). Signed as auth.fetch
-   * signs (token and proof, one refresh and replay on a 401) — the auth server is where the
-   * token comes from, allowed origin or not —, or `plain` (no session involved: nothing to
-   * refresh first). Also tokenwarden/passkeys' way to the server. */
+   * loginPath), with cookies and the CSRF header, through the core as a sign-in's is (its
+   * timeout, its wording of a refusal): signed with the session's token and proof (one
+   * refresh and replay after a 401) — the auth server is where the token comes from, allowed
+   * origin or not —, or `plain` (no session involved). Resolves with the answer's JSON ({}
+   * without one) for any 2xx. Also tokenwarden/passkeys' way to the server. */
   async _post(path, body, method, plain) {
-    const url = this.#beside(path);
-    const ctl = new AbortController();
-    const timer = setT(() => ctl.abort(), this.#cfg.timeout);
-    const init = { ...this.#init(body), method: method || "POST", signal: ctl.signal };
-    // The auth server's own origin, signed whether or not it is an allowed origin.
-    return (plain ? apply(this.#fetch, G, [url, init]) : this.#authFetch(url, init, url))
-      .catch(() => {
-        throw fail(NAME_NETWORK, ctl.signal.aborted ? CODE_TIMEOUT : CODE_NETWORK);
-      })
-      .finally(() => clearT(timer));
+    return this.#call(IN_POST, !plain, body, this.#beside(path), 0, method || "POST");
   }
 
   /** For tokenwarden/passkeys: a sign-in with the JSON text `body` at `path` (beside
@@ -782,10 +763,10 @@ export class TokenManager {
 
   /** A call of `kind` (a sign-in: with its JSON `body`, at `path`; `key`: the DPoP key it
    * brings, `flag` for the core then). */
-  #call(kind, flag, body, path, key) {
+  #call(kind, flag, body, path, key, method) {
     const id = ++this.#ids;
-    // [body, path, the answer's JSON, the key that signed it]
-    if (body || path) this.#bodies.set(id, [body, path, , key]);
+    // [body, path, the answer's JSON, the key that signed it, a Post's method]
+    if (body || path) this.#bodies.set(id, [body, path, , key, method]);
     return this.#wait(id, () => this.#input(kind, id, flag));
   }
 
@@ -839,7 +820,7 @@ export class TokenManager {
         case OP_REJECT: this.#settle(id, fail(ERROR_NAMES[c.c], c.s, c.a, c.b), 1); break;
         case OP_REQUEST: this.#request(id, c.c, c.s, c.b, c.a); break;
         case OP_ABORT: this.#requests.get(id)?.abort(); this.#requests.delete(id); break;
-        case OP_POST: this.#post(PEER_KINDS[c.c], c.t, c.a, c.b, id); break;
+        case OP_POST: this.#post(PEER_KINDS[c.c], c.t, c.a, c.b, id, c.s); break;
         case OP_LOCK: this.#lock(c.a === 1); break;
         case OP_UNLOCK: this.#unlock(); break;
         case OP_CANCEL_LOCK: this.#cancelLock(); break;
@@ -860,11 +841,15 @@ export class TokenManager {
     const w = this.#waiters.get(id);
     if (!w) return;
     this.#waiters.delete(id);
-    const [, , j, key] = this.#bodies.get(id) ?? [];
+    const [, , j, key, post] = this.#bodies.get(id) ?? [];
     this.#bodies.delete(id);
+    // A Post's answer: its JSON.
+    if (post && !rejected) value = j;
     if (rejected && j) {
-      // invalid_code: the tries the email's codes have left.
+      // invalid_code: the tries the email's codes have left; step_up_required: how recent a
+      // sign-in must be.
       if (j.attempts_left >= 0) value.attemptsLeft = j.attempts_left;
+      if (j.max_age >= 0) value.maxAge = j.max_age;
       // second_factor_required: how to complete it, by the key that sent the password.
       if (value.code === ERR_SECOND_FACTOR_REQUIRED && typeof j.ceremony == "string") {
         value.secondFactor = j;
@@ -877,22 +862,21 @@ export class TokenManager {
   /** Request `req` to `endpoint` (for `caller`, signed by the key in `slot`). */
   async #request(req, endpoint, bearer, caller, slot) {
     const cfg = this.#cfg, entry = this.#bodies.get(caller) ?? [];
-    // A login with a code goes to its own path beside loginPath.
-    const [body, path] = entry;
+    // A sign-in with a code (or a Post) goes to its own path beside loginPath.
+    const [body, path, , , method = "POST"] = entry;
     // A string, never a URL object: fetch would turn an object into its URL by a patchable
     // toString.
-    const url = endpoint === TO_LOGIN ? get(uHref, new URLC(path ?? cfg.loginUrl, cfg.loginUrl))
-      : endpoint === TO_REFRESH ? cfg.refreshUrl : cfg.logoutUrl;
+    const url = path ? get(uHref, new URLC(path, cfg.loginUrl)) : [cfg.loginUrl, cfg.refreshUrl, cfg.logoutUrl][endpoint];
     const key = this.#key(slot);
     entry[3] = key;
     const controller = new AbortController();
-    const init = { ...this.#init(body), signal: controller.signal };
+    const init = { ...this.#init(body), method, signal: controller.signal };
     const headers = init.headers;
     if (bearer) apply(hset, headers, ["Authorization", (key ? "DPoP " : "Bearer ") + bearer]);
     this.#requests.set(req, controller);
     let status = 0, json, retry;
     try {
-      if (key) apply(hset, headers, ["DPoP", await this.#proof(key, "POST", url, bearer)]);
+      if (key) apply(hset, headers, ["DPoP", await this.#proof(key, method, url, bearer)]);
       const res = await apply(this.#fetch, G, [url, init]);
       this.#seen(url, res);
       retry = apply(hget, get(rsHeaders, res), ["retry-after"]);
@@ -1001,19 +985,11 @@ export class TokenManager {
     this.#c.x[X_SEEN](this.#at(get(uOrigin, new URLC(url))), n, date == null ? NaN : dateParse(date), now());
   }
 
-  #post(kind, text, lifetime, at, id) {
+  #post(kind, text, lifetime, at, id, nonce) {
     // Literals only (see #proof): no setter on Object.prototype sees the token go by.
     let m = { t: kind, at };
-    if (kind === PEER_TOKEN) {
-      m = { ...m, kind: id ? EVENT_LOGIN : EVENT_REFRESH, token: text, lifetime };
-      // The auth server's newest DPoP nonce too: a tab that adopts the token has not talked to
-      // the server yet, and would otherwise hear use_dpop_nonce on every first request.
-      if (this.#cfg.dpop) {
-        this.#c.x[X_PROOF](this.#at(this.#authOrigin), now());
-        const nonce = this.#c.out().s;
-        if (nonce) m = { ...m, nonce };
-      }
-    }
+    if (kind === PEER_TOKEN) m = { ...m, kind: id ? EVENT_LOGIN : EVENT_REFRESH, token: text, lifetime };
+    if (nonce) m = { ...m, nonce };
     if (kind === PEER_ENDED) m = { ...m, reason: END_REASONS[id] };
     if (kind === PEER_FAILED) m = { ...m, status: id };
     this.#channel?.postMessage(m);
@@ -1026,17 +1002,9 @@ export class TokenManager {
     // (16 KiB) into the core's memory, which does not shrink again.
     const s = (v) => (typeof v === "string" && v.length <= 16384 ? v : undefined);
     const n = (v) => (typeof v === "number" ? v : NaN);
-    // A nonce is no secret and not trusted: it only fills in for a tab that has none from the
-    // server itself (a flood of wrong ones must not displace the server's), and costs one
-    // retried request at most.
-    if (this.#cfg.dpop && typeof d.nonce === "string" && d.nonce.length <= 512) {
-      const at = this.#at(this.#authOrigin);
-      c.x[X_PROOF](at, now());
-      if (!c.out().s) c.x[X_SEEN](at, c.put(d.nonce)[0], NaN, now());
-    }
     // A token's lifetime, or a failure's status.
-    const [token] = c.put(s(d.token));
-    c.x[X_PEER](PEER_KINDS.indexOf(d.t), token, END_REASONS.indexOf(d.reason), d.kind === EVENT_LOGIN,
+    const [token, nonce] = c.put(s(d.token), s(d.nonce));
+    c.x[X_PEER](PEER_KINDS.indexOf(d.t), token, nonce, END_REASONS.indexOf(d.reason), d.kind === EVENT_LOGIN,
       n(d.lifetime ?? d.status), n(d.at), now());
     this.#drain();
   }

@@ -310,3 +310,54 @@ fn a_dpop_client_refuses_an_unbound_token() {
     );
     assert_eq!(s.m.session().token(), None);
 }
+
+/// The auth server is the first server in these scenarios (`Config::auth_server` 0).
+const AUTH: usize = 0;
+
+fn token_from_a_peer(nonce: Option<&str>, at_ms: f64) -> Message {
+    Message::Token {
+        login: false,
+        token: "peer-token".into(),
+        lifetime_secs: LIFETIME,
+        at_ms,
+        nonce: nonce.map(Into::into),
+    }
+}
+
+#[test]
+fn a_token_told_to_the_other_tabs_carries_the_auth_servers_newest_nonce() {
+    let mut s = Scenario::builder().dpop().cross_tab().build();
+    let caller = s.call(Call::Login);
+    let req = s.request(Endpoint::Login);
+    s.m.seen(AUTH, Some("n-login".into()), None, s.now);
+    s.reply(req, dpop_ok("t1"));
+    assert!(matches!(s.answer(caller), Some(Command::Resolve { .. })));
+    let told: Vec<_> = s
+        .posted()
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Token { nonce, .. } => Some(nonce),
+            _ => None,
+        })
+        .collect();
+    // A tab that adopts the token has not talked to the server yet: without the nonce its
+    // first request would hear use_dpop_nonce.
+    assert_eq!(told, vec![Some("n-login".to_owned())]);
+}
+
+#[test]
+fn a_peers_nonce_fills_in_only_for_a_tab_that_has_none_from_the_server() {
+    let mut s = Scenario::builder().dpop().cross_tab().build();
+    s.at(10_000.0);
+    s.peer(token_from_a_peer(Some("n-peer"), 9_000.0));
+    assert_eq!(s.m.proof(AUTH, s.now).1, Some("n-peer"));
+    // The server's own nonce replaces it...
+    s.m.seen(AUTH, Some("n-server".into()), None, s.now);
+    // ...and a message, forged or late, never displaces the server's.
+    s.peer(token_from_a_peer(Some("n-forged"), 9_500.0));
+    assert_eq!(s.m.proof(AUTH, s.now).1, Some("n-server"));
+    // Junk is not taken even by a tab with no nonce.
+    let mut fresh = Scenario::builder().dpop().cross_tab().build();
+    fresh.peer(token_from_a_peer(Some("bad nonce"), 0.0));
+    assert_eq!(fresh.m.proof(AUTH, 0.0).1, None);
+}

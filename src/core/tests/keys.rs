@@ -212,6 +212,7 @@ fn a_peers_sign_in_loads_its_key_at_once_and_signs_with_it() {
         token: "t2".into(),
         lifetime_secs: LIFETIME,
         at_ms: 4_000.0,
+        nonce: None,
     });
     let ops = key_ops(&s);
     let [(KeyOp::Free, f, _), (KeyOp::Load, k2, _)] = ops[..] else {
@@ -228,6 +229,7 @@ fn a_peers_sign_in_loads_its_key_at_once_and_signs_with_it() {
         token: "t3".into(),
         lifetime_secs: LIFETIME,
         at_ms: 5_000.0,
+        nonce: None,
     });
     assert!(key_ops(&s).is_empty());
 }

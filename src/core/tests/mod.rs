@@ -7,6 +7,7 @@ mod banking;
 mod dpop;
 mod faults;
 mod keys;
+mod posts;
 mod redirect;
 mod replay;
 mod restore;
@@ -90,6 +91,7 @@ impl Scenario {
                 hint: false,
                 seed: 7,
                 dpop: false,
+                auth_server: 0,
             },
         }
     }

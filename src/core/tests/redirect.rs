@@ -28,6 +28,7 @@ fn the_new_session_is_taken_up_as_a_login_and_the_other_tabs_are_told() {
             token: "new".into(),
             lifetime_secs: LIFETIME,
             at_ms: 1_000.0,
+            nonce: None,
         }]
     );
     assert_eq!(s.emitted(), vec![Emit::Login]);
@@ -53,6 +54,7 @@ fn a_token_of_the_old_session_from_another_tab_is_replaced_by_the_new_one() {
         token: "old".into(),
         lifetime_secs: LIFETIME,
         at_ms: 1_005.0,
+        nonce: None,
     });
     assert_eq!(s.m.session().token(), Some("old"));
     s.at(1_020.0);

@@ -11,6 +11,7 @@ fn peer_token(token: &str, at_ms: f64) -> Message {
         token: token.into(),
         lifetime_secs: LIFETIME,
         at_ms,
+        nonce: None,
     }
 }
 
@@ -185,12 +186,14 @@ fn injected_messages_that_are_malformed_eternal_or_from_the_future_are_dropped()
             token: "evil".into(),
             lifetime_secs: f64::NAN,
             at_ms: 999.0,
+            nonce: None,
         },
         Message::Token {
             login: true,
             token: "evil".into(),
             lifetime_secs: -1.0,
             at_ms: 999.0,
+            nonce: None,
         },
         Message::Logout {
             at_ms: f64::INFINITY,
@@ -208,6 +211,7 @@ fn injected_messages_that_are_malformed_eternal_or_from_the_future_are_dropped()
         token: "capped".into(),
         lifetime_secs: 1e12,
         at_ms: 999.0,
+        nonce: None,
     });
     let left = s.m.session().expires_in_ms(1_000.0).unwrap_or(0.0);
     assert!(left <= 365.0 * 86_400_000.0);

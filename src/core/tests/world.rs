@@ -206,7 +206,7 @@ impl World {
                     }
                     status(204, None)
                 }
-                Endpoint::Login => panic!("no login here"),
+                Endpoint::Login | Endpoint::Post => panic!("no sign-in or account request here"),
             };
             let reply = if lose { Err(Transient::Network) } else { reply };
             self.tabs[f.tab].m.reply(f.req, reply, None, self.now);

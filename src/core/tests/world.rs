@@ -2,7 +2,9 @@
 //! BroadcastChannel, one cookie jar that keeps the `Set-Cookie` that *arrived* last — and a
 //! server that rotates refresh tokens with reuse detection. The stories tests/engines runs in
 //! real engines, here in milliseconds, with every interleaving under the test's control.
-use std::collections::VecDeque;
+//! With DPoP, one key store too (IndexedDB's one entry under the session's name) and a server
+//! that binds the session to the key that signed its sign-in.
+use std::collections::{HashMap, VecDeque};
 
 use super::*;
 
@@ -12,6 +14,10 @@ struct Tab {
     /// Frozen (a background tab the browser suspended): no timers, no messages, no work.
     frozen: bool,
     out: Vec<Command>,
+    /// DPoP: the keys this tab's driver holds, by the core's slot (key ids).
+    keys: HashMap<Slot, u32>,
+    /// DPoP: the key each fetch caller's request was signed by.
+    signed: Vec<(Id, Option<u32>)>,
 }
 
 /// A refresh or logout on the wire: the cookie the jar held when it left.
@@ -20,6 +26,8 @@ struct Flight {
     req: Id,
     endpoint: Endpoint,
     cookie: Option<u32>,
+    /// DPoP: the key that signed it.
+    key: Option<u32>,
 }
 
 /// The server's view of one session: refresh tokens 1, 2, ... of one family.
@@ -32,6 +40,11 @@ struct Server {
     ended: bool,
     refreshes: usize,
     reuse: usize,
+    /// DPoP: the key the session is bound to, and requests signed by any other.
+    bound: Option<u32>,
+    wrong_key: usize,
+    /// Sign-ins are refused (wrong password).
+    refuse_logins: bool,
 }
 
 impl Server {
@@ -68,18 +81,36 @@ pub struct World {
     flights: Vec<Flight>,
     timers: Vec<(f64, usize, Id)>,
     next_caller: Id,
+    dpop: bool,
+    /// DPoP: the key stored under the session's name (key id, stored at), and keys made.
+    store: Option<(u32, f64)>,
+    keys_made: u32,
 }
 
 impl World {
     /// `n` tabs of one browser, the first logged in at time 0 (the others told by the channel).
     fn logged_in(n: usize) -> World {
-        let tabs = (0..n)
-            .map(|_| Tab {
-                m: Scenario::builder().cross_tab().build().m,
-                frozen: false,
-                out: Vec::new(),
-            })
-            .collect();
+        World::signed_in(n, false)
+    }
+
+    /// As [`World::logged_in`], with DPoP.
+    fn logged_in_dpop(n: usize) -> World {
+        World::signed_in(n, true)
+    }
+
+    fn tab(dpop: bool) -> Tab {
+        let b = Scenario::builder().cross_tab();
+        Tab {
+            m: if dpop { b.dpop() } else { b }.build().m,
+            frozen: false,
+            out: Vec::new(),
+            keys: HashMap::new(),
+            signed: Vec::new(),
+        }
+    }
+
+    fn signed_in(n: usize, dpop: bool) -> World {
+        let tabs = (0..n).map(|_| World::tab(dpop)).collect();
         let mut w = World {
             tabs,
             now: 0.0,
@@ -90,18 +121,12 @@ impl World {
             flights: Vec::new(),
             timers: Vec::new(),
             next_caller: 1,
+            dpop,
+            store: None,
+            keys_made: 0,
         };
         let caller = w.call(0, Call::Login);
-        let f = w
-            .flights
-            .iter()
-            .position(|f| f.endpoint == Endpoint::Login)
-            .expect("a login request");
-        let Flight { req, .. } = w.flights.remove(f);
-        w.server.head = 1;
-        w.jar = Some(1);
-        w.tabs[0].m.reply(req, ok("at1"), None, w.now);
-        w.settle();
+        w.answer(false);
         assert!(w.tabs[0].out.contains(&Command::Resolve {
             caller,
             value: Value::Unit
@@ -140,15 +165,82 @@ impl World {
         }
     }
 
+    /// The key in slot `key` of tab `i`'s driver (a slot it does not hold: the core signed
+    /// with a key it freed or never named).
+    fn key_of(&self, i: usize, key: Option<Slot>) -> Option<u32> {
+        key.map(|slot| {
+            *self.tabs[i]
+                .keys
+                .get(&slot)
+                .unwrap_or_else(|| panic!("tab {i} signs with slot {slot}, which it does not hold"))
+        })
+    }
+
+    fn new_key(&mut self) -> u32 {
+        self.keys_made += 1;
+        self.keys_made
+    }
+
     fn carry_out(&mut self, i: usize, c: Command) {
         let now = self.now;
         match c {
-            Command::Request { req, endpoint, .. } => self.flights.push(Flight {
+            Command::Request {
+                req, endpoint, key, ..
+            } => self.flights.push(Flight {
                 tab: i,
                 req,
                 endpoint,
                 cookie: self.jar,
+                key: self.key_of(i, key),
             }),
+            Command::Send { caller, key, token } => {
+                let key = self.key_of(i, key);
+                self.tabs[i].signed.push((caller, key));
+                self.tabs[i].out.push(Command::Send {
+                    caller,
+                    token,
+                    key: None,
+                });
+            }
+            // The driver's IndexedDB: one entry, the session's key.
+            Command::Key { op, slot, with } => match op {
+                KeyOp::Load => {
+                    let k = match self.store {
+                        Some((k, _)) => k,
+                        None => {
+                            let k = self.new_key();
+                            self.store = Some((k, now));
+                            k
+                        }
+                    };
+                    self.tabs[i].keys.insert(slot, k);
+                }
+                KeyOp::New => {
+                    let k = self.new_key();
+                    self.store = Some((k, now));
+                    self.tabs[i].keys.insert(slot, k);
+                }
+                KeyOp::Given => panic!("no key brought along here"),
+                KeyOp::PutBack => {
+                    let (ours, live) = (
+                        self.key_of(i, Some(slot)),
+                        self.key_of(i, Some(with as Slot)),
+                    );
+                    if let (Some((k, _)), Some(live)) = (self.store, live)
+                        && Some(k) == ours
+                    {
+                        self.store = Some((live, now));
+                    }
+                }
+                KeyOp::Delete => {
+                    if self.store.is_some_and(|(_, at)| at <= with) {
+                        self.store = None;
+                    }
+                }
+                KeyOp::Free => {
+                    self.tabs[i].keys.remove(&slot);
+                }
+            },
             Command::Abort { req } => self.flights.retain(|f| !(f.tab == i && f.req == req)),
             // A frozen tab misses what is posted meanwhile (as after the back-forward cache).
             Command::Post(m) => {
@@ -206,7 +298,33 @@ impl World {
                     }
                     status(204, None)
                 }
-                Endpoint::Login | Endpoint::Post => panic!("no sign-in or account request here"),
+                Endpoint::Login if self.server.refuse_logins => {
+                    status(401, Some("invalid_credentials"))
+                }
+                Endpoint::Login => {
+                    // A new session, bound to the key that signed its sign-in.
+                    self.server.head += 1;
+                    self.server.presented = false;
+                    self.server.ended = false;
+                    self.server.bound = f.key;
+                    if !lose {
+                        self.jar = Some(self.server.head);
+                    }
+                    ok(&format!("at{}", self.server.head))
+                }
+                Endpoint::Post => panic!("no account request here"),
+            };
+            // The session's requests must be signed by the key it is bound to.
+            let reply = match reply {
+                _ if self.dpop && f.endpoint != Endpoint::Login && f.key != self.server.bound => {
+                    self.server.wrong_key += 1;
+                    status(401, Some("invalid_dpop_proof"))
+                }
+                Ok(r) if self.dpop && r.status == 200 => Ok(RefreshReply {
+                    token_type: Some("DPoP".into()),
+                    ..r
+                }),
+                r => r,
             };
             let reply = if lose { Err(Transient::Network) } else { reply };
             self.tabs[f.tab].m.reply(f.req, reply, None, self.now);
@@ -372,4 +490,108 @@ fn a_frozen_tab_thawed_an_hour_later_takes_up_the_live_session_without_theft() {
         "the thawed tab uses the live token"
     );
     assert!(w.server.refreshes <= 7, "at most one refresh for the thaw");
+}
+
+impl World {
+    /// The key tab `tab`'s fetch caller `id` was signed by.
+    fn signed_by(&self, tab: usize, id: Id) -> Option<u32> {
+        self.tabs[tab]
+            .signed
+            .iter()
+            .find(|(c, _)| *c == id)
+            .and_then(|(_, k)| *k)
+    }
+
+    /// A tab opened now (a reload, a new tab): the hint cookie there, it restores the session.
+    fn open_tab(&mut self) -> usize {
+        let b = Scenario::builder().cross_tab().hint(true);
+        self.tabs.push(Tab {
+            m: if self.dpop { b.dpop() } else { b }.build().m,
+            ..World::tab(false)
+        });
+        let i = self.tabs.len() - 1;
+        self.call(i, Call::Restore { hint: true });
+        self.answer(false);
+        i
+    }
+}
+
+#[test]
+fn with_dpop_every_tab_signs_with_the_key_the_session_is_bound_to_for_an_hour() {
+    let mut w = World::logged_in_dpop(4);
+    let bound = w.server.bound;
+    assert!(bound.is_some());
+    assert_eq!(
+        w.store.map(|(k, _)| k),
+        bound,
+        "stored for the reloads and the others"
+    );
+    for k in 1..=6 {
+        w.advance(k as f64 * 600_000.0);
+        let id = w.call(k % 4, Call::Fetch);
+        w.answer(false);
+        assert_eq!(w.signed_by(k % 4, id), bound, "tab {}", k % 4);
+    }
+    assert_eq!(w.server.refreshes, 6, "one refresh per expiry");
+    assert_eq!(w.server.wrong_key, 0);
+    assert_eq!(w.keys_made, 1, "one key for the whole session");
+    assert!(w.nobody_logged_out());
+}
+
+#[test]
+fn a_sign_in_refused_in_one_tab_leaves_the_live_key_for_the_others_and_the_next_reload() {
+    let mut w = World::logged_in_dpop(3);
+    let bound = w.server.bound;
+    w.server.refuse_logins = true;
+    w.call(1, Call::Login);
+    w.answer(false);
+    // The new key was stored before it signed; refused, the live one is back in the store.
+    assert_eq!(w.keys_made, 2);
+    assert_eq!(w.store.map(|(k, _)| k), bound);
+    // So a tab opened now restores with the key the session is bound to.
+    let t = w.open_tab();
+    assert!(w.tabs[t].m.session().token().is_some());
+    w.advance(DUE_MS + 1_000.0);
+    let id = w.call(2, Call::Fetch);
+    w.answer(false);
+    assert_eq!(w.signed_by(2, id), bound);
+    assert_eq!(w.server.wrong_key, 0);
+    assert!(w.nobody_logged_out());
+}
+
+#[test]
+fn a_sign_in_in_one_tab_moves_every_tab_to_its_new_key_and_a_logout_deletes_it_once() {
+    let mut w = World::logged_in_dpop(3);
+    let first = w.server.bound;
+    w.advance(60_000.0);
+    w.call(2, Call::Login);
+    w.answer(false);
+    let second = w.server.bound;
+    assert_ne!(second, first);
+    w.advance(DUE_MS + 60_000.0);
+    for t in 0..3 {
+        let id = w.call(t, Call::Fetch);
+        w.answer(false);
+        assert_eq!(w.signed_by(t, id), second, "tab {t}");
+    }
+    assert_eq!(w.server.wrong_key, 0);
+    // The logout is signed by the session's key; then the store is empty, and no tab reads a
+    // key again (a Load now would make a new one).
+    w.call(0, Call::Logout);
+    w.answer(false);
+    assert_eq!(w.server.wrong_key, 0, "the logout signed by the bound key");
+    assert!(w.server.ended);
+    assert_eq!(w.store, None);
+    let made = w.keys_made;
+    w.advance(2.0 * DUE_MS);
+    assert_eq!(w.keys_made, made);
+    // The other tabs hold no key of the ended session; the tab that ended it holds that key
+    // alone, for a logout called again (its first answer lost), until the next sign-in.
+    for t in 1..3 {
+        assert!(w.tabs[t].keys.is_empty(), "tab {t}");
+    }
+    assert_eq!(
+        w.tabs[0].keys.values().copied().collect::<Vec<_>>(),
+        vec![second.unwrap_or(0)]
+    );
 }

@@ -542,14 +542,6 @@ export class TokenManager {
     return get(uHref, u);
   }
 
-  /** A POST with cookies, the CSRF header and the JSON `body`, if any. */
-  #init(body) {
-    const { name, value } = this.#cfg.csrf;
-    const headers = new HeadersC([[name, value]]);
-    if (body !== undefined) apply(hset, headers, ["Content-Type", "application/json"]);
-    return { method: "POST", credentials: "include", headers, body };
-  }
-
   /** Sign-in with an OpenID Connect provider: a new key, kept beside the live session's (this
    * tab's sessionStorage names it) until restore() on the page the provider's answer returns
    * to takes the new session up. Never resolves: the page goes away. */
@@ -867,11 +859,11 @@ export class TokenManager {
     // A string, never a URL object: fetch would turn an object into its URL by a patchable
     // toString.
     const url = path ? get(uHref, new URLC(path, cfg.loginUrl)) : [cfg.loginUrl, cfg.refreshUrl, cfg.logoutUrl][endpoint];
-    const key = this.#key(slot);
-    entry[3] = key;
-    const controller = new AbortController();
-    const init = { ...this.#init(body), method, signal: controller.signal };
-    const headers = init.headers;
+    const key = (entry[3] = this.#key(slot)), controller = new AbortController();
+    // With cookies, the CSRF header and the JSON `body`, if any.
+    const headers = new HeadersC([[cfg.csrf.name, cfg.csrf.value]]);
+    if (body !== undefined) apply(hset, headers, ["Content-Type", "application/json"]);
+    const init = { method, credentials: "include", headers, body, signal: controller.signal };
     if (bearer) apply(hset, headers, ["Authorization", (key ? "DPoP " : "Bearer ") + bearer]);
     this.#requests.set(req, controller);
     let status = 0, json, retry;
@@ -895,7 +887,7 @@ export class TokenManager {
     // Timed out: the core has moved on (and aborted it).
     if (!this.#requests.delete(req) || !this.#c) return;
     const j = json && typeof json === "object" ? json : {};
-    (this.#bodies.get(caller) ?? [])[2] = j; // for the error (#settle)
+    entry[2] = j; // for #settle
     const str = (v) => (typeof v === "string" ? v : undefined);
     const num = (v) => (typeof v === "number" ? v : undefined);
     const token = str(j.access_token);

@@ -443,6 +443,8 @@ export class TokenManager {
   #authOrigin;
   #servers;
   #second = null;
+  #aths = null;
+  #url = null;
 
   constructor(opts) {
     const cfg = (this.#cfg = options(opts));
@@ -947,18 +949,35 @@ export class TokenManager {
 
   /** A DPoP proof for `htm url`, bound to `token` (ath) if there is one. */
   async #proof(keyP, htm, url, token) {
-    const key = await keyP;
-    const u = new URLC(url);
-    const origin = get(uOrigin, u);
-    const iat = this.#c.x[X_PROOF](this.#at(origin), now());
+    const key = await keyP, [, i, htu] = this.#where(url);
+    const iat = this.#c.x[X_PROOF](i, now());
     const nonce = this.#c.out().s;
-    let claims = { jti: b64u(apply(randomValues, Crypto, [new U8(16)])), htm, htu: origin + get(uPath, u), iat };
+    let claims = { jti: b64u(apply(randomValues, Crypto, [new U8(16)])), htm, htu, iat };
     // Properties are defined in literals, never assigned: a setter on Object.prototype would
     // swallow an assigned one.
     if (nonce) claims = { ...claims, nonce };
-    if (token) claims = { ...claims, ath: b64u(await apply(digest, subtle, ["SHA-256", encode(token)])) };
+    if (token) claims = { ...claims, ath: await this.#ath(token) };
     const input = key.h + "." + b64u(stringify(claims));
     return input + "." + b64u(await apply(sign, subtle, [ES256, key.k, encode(input)]));
+  }
+
+  /** `url`'s origin, its place in the servers' list (-1: none) and its `htu` (origin and
+   * path); the last URL's kept, as most requests go where the one before went. */
+  #where(url) {
+    if (this.#url?.[3] !== url) {
+      const u = new URLC(url), origin = get(uOrigin, u);
+      this.#url = [origin, this.#at(origin), origin + get(uPath, u), url];
+    }
+    return this.#url;
+  }
+
+  /** A proof's `ath` for `token`: its SHA-256, base64url; computed once per token (every
+   * request with it needs the same one), and kept in this private field until the next. */
+  #ath(token) {
+    if (this.#aths?.[0] !== token) {
+      this.#aths = [token, (async () => b64u(await apply(digest, subtle, ["SHA-256", encode(token)])))()];
+    }
+    return this.#aths[1];
   }
 
   /** Tells the core a response's DPoP-Nonce and Date (before its status). */
@@ -974,7 +993,7 @@ export class TokenManager {
   #saw(url, nonce, date) {
     if (!this.#cfg.dpop || !this.#c) return;
     const [n] = this.#c.put(nonce ?? undefined);
-    this.#c.x[X_SEEN](this.#at(get(uOrigin, new URLC(url))), n, date == null ? NaN : dateParse(date), now());
+    this.#c.x[X_SEEN](this.#where(url)[1], n, date == null ? NaN : dateParse(date), now());
   }
 
   #post(kind, text, lifetime, at, id, nonce) {

@@ -157,6 +157,7 @@ const KNOWN = ["baseUrl", "loginPath", "refreshPath", "logoutPath", "allowedOrig
 /** Largest login/refresh response body read. */
 const MAX_REPLY = 65536;
 const DONE = {};
+const NONE = Object.freeze({ __proto__: null });
 
 /** An error of a stable `name` with its machine-readable `code`, which is also its message
  * (apps show their own words for each code). */
@@ -427,7 +428,10 @@ export class TokenManager {
   #fetch;
   #ids = 0;
   #waiters = new Map();
-  #bodies = new Map();
+  /** Per sign-in or Post caller, by id: where its request goes and what it carries. Null
+   * prototypes, read by name: no patched Map method, array iterator or getter of
+   * Object.prototype decides where a request with the token goes. */
+  #calls = { __proto__: null };
   #timers = new Map();
   #requests = new Map();
   #listeners = [];
@@ -759,8 +763,8 @@ export class TokenManager {
    * brings, `flag` for the core then). */
   #call(kind, flag, body, path, key, method) {
     const id = ++this.#ids;
-    // [body, path, the answer's JSON, the key that signed it, a Post's method]
-    if (body || path) this.#bodies.set(id, [body, path, , key, method]);
+    // The answer's JSON and the key that signed it are added by #request.
+    if (body || path) this.#calls[id] = { __proto__: null, body, path, key, method };
     return this.#wait(id, () => this.#input(kind, id, flag));
   }
 
@@ -835,8 +839,8 @@ export class TokenManager {
     const w = this.#waiters.get(id);
     if (!w) return;
     this.#waiters.delete(id);
-    const [, , j, key, post] = this.#bodies.get(id) ?? [];
-    this.#bodies.delete(id);
+    const { json: j, key, method: post } = this.#calls[id] ?? NONE;
+    delete this.#calls[id];
     // A Post's answer: its JSON.
     if (post && !rejected) value = j;
     if (rejected && j) {
@@ -855,13 +859,13 @@ export class TokenManager {
 
   /** Request `req` to `endpoint` (for `caller`, signed by the key in `slot`). */
   async #request(req, endpoint, bearer, caller, slot) {
-    const cfg = this.#cfg, entry = this.#bodies.get(caller) ?? [];
+    const cfg = this.#cfg, entry = this.#calls[caller] ?? { __proto__: null };
     // A sign-in with a code (or a Post) goes to its own path beside loginPath.
-    const [body, path, , , method = "POST"] = entry;
+    const { body, path, method = "POST" } = entry;
     // A string, never a URL object: fetch would turn an object into its URL by a patchable
     // toString.
     const url = path ? get(uHref, new URLC(path, cfg.loginUrl)) : [cfg.loginUrl, cfg.refreshUrl, cfg.logoutUrl][endpoint];
-    const key = (entry[3] = this.#key(slot)), controller = new AbortController();
+    const key = (entry.key = this.#key(slot)), controller = new AbortController();
     // With cookies, the CSRF header and the JSON `body`, if any.
     const headers = new HeadersC([[cfg.csrf.name, cfg.csrf.value]]);
     if (body !== undefined) apply(hset, headers, ["Content-Type", "application/json"]);
@@ -889,7 +893,7 @@ export class TokenManager {
     // Timed out: the core has moved on (and aborted it).
     if (!this.#requests.delete(req) || !this.#c) return;
     const j = json && typeof json === "object" ? json : {};
-    entry[2] = j; // for #settle
+    entry.json = j; // for #settle
     const str = (v) => (typeof v === "string" ? v : undefined);
     const num = (v) => (typeof v === "number" ? v : undefined);
     const token = str(j.access_token);
@@ -920,7 +924,7 @@ export class TokenManager {
     else if (op === KEY_FREE) keys.delete(slot);
     else {
       keys.set(slot, [op === KEY_LOAD ? () => this.#stored(true) : op === KEY_NEW ? () => newKey(name)
-        : async () => this.#bodies.get(n)?.[3], op === KEY_GIVEN]);
+        : async () => this.#calls[n]?.key, op === KEY_GIVEN]);
       this.#key(slot);
     }
   }

@@ -314,6 +314,16 @@ test.describe("a hostile script of the same origin", () => {
         .then(() => "logged in", (e: any) => e.code);
       undo.forEach((u) => u());
 
+      // 6. Map lookups that answer a missing key with a path of the other origin: the driver's
+      // bookkeeping of its requests to the auth server must not decide where they go (a refresh,
+      // a logout with the token).
+      const get = Map.prototype.get;
+      const seenBefore = performance.getEntriesByName(echo).length;
+      undo = [patch(Map.prototype, "get", { value(k: unknown) { return get.call(this, k) ?? [undefined, echo]; } })];
+      out.lookups = await auth.refresh({ force: true }).then(() => "refreshed", (e: any) => `${e.name} ${e.code}`);
+      undo.forEach((u) => u());
+      out.lookupsToEcho = String(performance.getEntriesByName(echo).length - seenBefore);
+
       const own = await auth.fetch(mine, { headers });
       out.own = (await own.json()).authorization;
       return out;
@@ -325,6 +335,8 @@ test.describe("a hostile script of the same origin", () => {
     expect.soft(results.hasInstance, "Symbol.hasInstance: the other origin gets no token").toBe(evilSaw);
     expect.soft(results.cloneReplay, "a faked 401 and a patched clone(): sent where it was checked").toBe("here");
     expect.soft(results.login, "a patched URL toString: the login reaches the login endpoint").toBe("invalid_credentials");
+    expect.soft(results.lookups, "a patched Map.prototype.get: the refresh reaches the refresh endpoint").toBe("refreshed");
+    expect.soft(results.lookupsToEcho, "a patched Map.prototype.get: nothing sent to the other origin").toBe("0");
     expect(results.own, "the app's own requests still carry it").toMatch(/^DPoP ey/);
   });
 

@@ -16,23 +16,7 @@
 //!   this tab forget its key (the ending tab may still be signing with it); a peer's sign-in
 //!   makes it load the new one at once.
 
-use super::{Command, Id, Machine};
-
-/// A DPoP key's number: the driver holds the key under it until [`KeyOp::Free`].
-pub type Slot = Id;
-
-/// What the driver does with the DPoP keys and the key store (a [`Command::Key`] with its
-/// slot and a number `with`):
-/// - `Load`: `slot` holds the stored key, or a new one, stored, if there is none;
-/// - `New`: `slot` holds a new key, stored before the sign-in it signs;
-/// - `Given`: `slot` holds the key caller `with` brought, stored when the server takes the
-///   sign-in it signs (before that answer is reported);
-/// - `PutBack`: the sign-in signed by `slot` was refused: the key of slot `with` back in the
-///   store, if the stored key is still `slot`'s;
-/// - `Delete`: the session ended here at `with` (ms): the stored key deleted, unless it was
-///   stored after;
-/// - `Free`: `slot` signs nothing any more.
-pub use crate::iface::KeyOp;
+use super::{Command, Id, KeyOp, Machine, Slot};
 
 impl Machine {
     fn key_op(&mut self, op: KeyOp, slot: Slot, with: f64) {

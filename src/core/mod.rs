@@ -6,9 +6,17 @@
 //! In scope: the whole client flow — the single refresh in flight and its waiters, ask → lock
 //! → check again across tabs, retries with backoff and the waits after a failed refresh, the
 //! one-replay rule after a 401, what to adopt from other tabs, the events — plus token
-//! lifetime and leeway policy and classifying responses. Out of scope: I/O of any kind, parsing (the driver reads
-//! JSON bodies with the browser's `JSON`, a JWT's payload and a `WWW-Authenticate` challenge),
-//! storage (there is none: the token lives in this memory only).
+//! lifetime and leeway policy, classifying every answer of the auth server (sign-ins,
+//! refreshes, logouts and the other requests: one timeout, one wording of a refusal), the DPoP
+//! nonce and clock of each server, and the DPoP key's lifecycle (which key signs what, what is
+//! done to the stored one). Out of scope: I/O of any kind, parsing (the driver reads JSON bodies
+//! with the browser's `JSON`, a JWT's payload and a `WWW-Authenticate` challenge), storage (the
+//! token lives in this memory only; the driver stores the key as it is told), cryptography.
+//!
+//! Files: `commands.rs` what goes in and out (calls, answers, messages, [`Command`]s,
+//! failures); `machine.rs` the flow; `keys.rs` the DPoP key's lifecycle; `nonces.rs` the DPoP
+//! nonce and clock book; `session.rs` the session's phases and token; `reply.rs` how an answer
+//! is classified, and the back-off.
 //! The flow is drawn in [`machine`]; the session's phases:
 //!
 //! ```text
@@ -31,6 +39,7 @@
 //! `Maybe` is a page load with the `tw_session` hint cookie: a session may exist, the first
 //! request that needs a token refreshes to find out.
 
+mod commands;
 pub mod machine;
 mod reply;
 mod session;

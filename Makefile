@@ -44,6 +44,7 @@ lint-modules:
 	node scripts/check-module-cycles.mjs src
 	node scripts/check-protocol-words.mjs --self-test
 	node scripts/check-protocol-words.mjs
+	node scripts/client-lines.mjs --self-test
 
 lint: lint-modules
 	cargo fmt --all -- --check

@@ -26,7 +26,15 @@ pub type Slot = Id;
 /// - `Delete`: the session ended here at `with` (ms): the stored key deleted, unless it was
 ///   stored after;
 /// - `Free`: `slot` signs nothing any more.
-pub use crate::iface::KeyOp;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOp {
+    Load,
+    New,
+    Given,
+    PutBack,
+    Delete,
+    Free,
+}
 
 /// What a caller asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

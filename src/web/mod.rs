@@ -16,12 +16,8 @@ use std::cell::UnsafeCell;
 
 use crate::heap::Heap;
 
-use crate::core::{
-    Call, Command, Config, Emit, Endpoint, Failure, Machine, Message, Policy, RefreshReply,
-    Transient, Value,
-};
-use crate::iface::{self, Input, Op, Out};
-use crate::proto::{EndReason, Event, PeerKind};
+use crate::core::{Command, Config, Machine, Policy};
+use crate::iface::{self, Fact, Input, Out, opt};
 
 /// The allocator: size classes with a free list each (`heap.rs`: why a long-lived tab does not
 /// fragment, and its tests); new memory from `memory.grow`.
@@ -115,24 +111,6 @@ fn string(at: &mut usize, len: i32) -> Option<String> {
     text(at, len).map(str::to_owned)
 }
 
-fn strings3(lens: [i32; 3]) -> (Option<String>, Option<String>, Option<String>) {
-    let at = &mut 0;
-    (
-        string(at, lens[0]),
-        string(at, lens[1]),
-        string(at, lens[2]),
-    )
-}
-
-/// A key slot as the driver reads it (0: none; slots start at 1).
-fn slot(key: Option<u32>) -> f64 {
-    key.map_or(0.0, f64::from)
-}
-
-fn opt(x: f64) -> Option<f64> {
-    (!x.is_nan()).then_some(x)
-}
-
 /// Room for `len` bytes of strings; the driver writes them at the returned address.
 #[unsafe(export_name = "i")]
 pub extern "C" fn tw_inbox(len: usize) -> *mut u8 {
@@ -184,144 +162,34 @@ pub extern "C" fn tw_next() -> u32 {
     };
     let State { cur, out, .. } = state();
     *cur = c;
-    let (op, id, c, a, b, s, t): (_, _, _, _, _, &str, &str) = match cur {
-        Command::Send { caller, token, key } => {
-            let has = f64::from(u8::from(token.is_some()));
-            let token = token.as_deref().unwrap_or_default();
-            (Op::Send, *caller, 0, has, slot(*key), token, "")
-        }
-        Command::Return { caller } => (Op::Return, *caller, 0, 0.0, 0.0, "", ""),
-        Command::Resolve { caller, value } => {
-            let (a, b, s) = match value {
-                Value::Unit => (0.0, 0.0, ""),
-                Value::Bool(v) => (1.0, f64::from(u8::from(*v)), ""),
-                Value::Token(token) => (2.0, 0.0, token.as_str()),
-            };
-            (Op::Resolve, *caller, 0, a, b, s, "")
-        }
-        Command::Reject { caller, failure } => {
-            let status = failure.status().map_or(0.0, f64::from);
-            let retry = match failure {
-                Failure::Login { retry_after, .. } => retry_after.unwrap_or(f64::NAN),
-                _ => f64::NAN,
-            };
-            let name = failure.name() as i32;
-            (Op::Reject, *caller, name, status, retry, failure.code(), "")
-        }
-        Command::Request {
-            req,
-            endpoint,
-            bearer,
-            caller,
-            key,
-        } => {
-            let e = match endpoint {
-                Endpoint::Login => iface::Endpoint::Login,
-                Endpoint::Refresh => iface::Endpoint::Refresh,
-                Endpoint::Logout => iface::Endpoint::Logout,
-                Endpoint::Post => iface::Endpoint::Post,
-            };
-            let caller = caller.map_or(-1.0, f64::from);
-            let bearer = bearer.as_deref().unwrap_or_default();
-            (Op::Request, *req, e as i32, slot(*key), caller, bearer, "")
-        }
-        Command::Abort { req } => (Op::Abort, *req, 0, 0.0, 0.0, "", ""),
-        Command::Post(m) => {
-            let (kind, id, lifetime, at, t, nonce) = match m {
-                Message::Ask => (PeerKind::Ask, 0, 0.0, 0.0, "", &None),
-                Message::Token {
-                    login,
-                    token,
-                    lifetime_secs,
-                    at_ms,
-                    nonce,
-                } => (
-                    PeerKind::Token,
-                    u32::from(*login),
-                    *lifetime_secs,
-                    *at_ms,
-                    token.as_str(),
-                    &*nonce,
-                ),
-                Message::Logout { at_ms } => (PeerKind::Logout, 0, 0.0, *at_ms, "", &None),
-                Message::Ended { reason, at_ms } => {
-                    (PeerKind::Ended, *reason as u32, 0.0, *at_ms, "", &None)
-                }
-                Message::Failed { status, at_ms } => {
-                    (PeerKind::Failed, u32::from(*status), 0.0, *at_ms, "", &None)
-                }
-            };
-            let nonce = nonce.as_deref().unwrap_or_default();
-            (Op::Post, id, kind as i32, lifetime, at, nonce, t)
-        }
-        Command::Lock { wait } => {
-            let wait = f64::from(u8::from(*wait));
-            (Op::Lock, 0, 0, wait, 0.0, "", "")
-        }
-        Command::Unlock => (Op::Unlock, 0, 0, 0.0, 0.0, "", ""),
-        Command::CancelLock => (Op::CancelLock, 0, 0, 0.0, 0.0, "", ""),
-        Command::Timer { id, ms } => (Op::Timer, *id, 0, *ms, 0.0, "", ""),
-        Command::CancelTimer { id } => (Op::CancelTimer, *id, 0, 0.0, 0.0, "", ""),
-        Command::Emit(e) => {
-            let (event, expires_in, reason) = match e {
-                Emit::Login => (Event::Login, 0.0, -1.0),
-                Emit::Refresh { expires_in_secs } => (Event::Refresh, *expires_in_secs, -1.0),
-                Emit::SessionExpired(r) => (Event::SessionExpired, 0.0, f64::from(*r as u8)),
-                Emit::TokenReused => (Event::TokenReused, 0.0, -1.0),
-                Emit::Logout => (Event::Logout, 0.0, -1.0),
-            };
-            (Op::Emit, 0, event as i32, expires_in, reason, "", "")
-        }
-        Command::Key { op, slot, with } => (Op::Key, *slot, *op as i32, *with, 0.0, "", ""),
-    };
+    let f = iface::fields(cur);
     *out = Out {
-        a,
-        b,
-        id,
-        c,
-        s_ptr: s.as_ptr() as u32,
-        s_len: s.len() as u32,
-        t_ptr: t.as_ptr() as u32,
-        t_len: t.len() as u32,
+        a: f.a,
+        b: f.b,
+        id: f.id,
+        c: f.c,
+        s_ptr: f.s.as_ptr() as u32,
+        s_len: f.s.len() as u32,
+        t_ptr: f.t.as_ptr() as u32,
+        t_len: f.t.len() as u32,
     };
-    op as u32
+    f.op as u32
 }
 
 /// An [`Input`]: a caller's call (`id` the caller's, `flag` as the table says) or what
 /// happened. Returns 0, changing nothing, for a kind in no row of the table.
 #[unsafe(export_name = "c")]
 pub extern "C" fn tw_input(kind: u32, id: u32, flag: u32, now: f64) -> u32 {
-    let flag = flag != 0;
     let (Some(m), Some(kind)) = (machine(), Input::from_u32(kind)) else {
         return 0;
     };
-    let call = match kind {
-        Input::Fetch => Call::Fetch,
-        Input::Token => Call::Token,
-        Input::Refresh => Call::Refresh { force: flag },
-        Input::Restore => Call::Restore { hint: flag },
-        Input::Login if flag => Call::LoginWithKey,
-        Input::Login => Call::Login,
-        Input::Logout => Call::Logout,
-        Input::Post => Call::Post { signed: flag },
-        Input::Forget => {
-            m.forget(id);
-            return 1;
-        }
-        Input::Lock => {
-            m.lock(flag, now);
-            return 1;
-        }
-        Input::Timer => {
-            m.timer(id, now);
-            return 1;
-        }
-        Input::Wake => {
-            m.wake(now);
-            return 1;
-        }
-    };
-    m.call(id, call, now);
+    match kind.fact(flag != 0) {
+        Fact::Call(call) => m.call(id, call, now),
+        Fact::Forget => m.forget(id),
+        Fact::Lock { granted } => m.lock(granted, now),
+        Fact::Timer => m.timer(id, now),
+        Fact::Wake => m.wake(now),
+    }
     1
 }
 
@@ -373,18 +241,16 @@ pub extern "C" fn tw_reply(
     retry_after: f64,
     now: f64,
 ) {
-    let (access_token, token_type, error) = strings3([token_len, type_len, error_len]);
-    let reply = match status {
-        0 => Err(Transient::Network),
-        s => Ok(RefreshReply {
-            status: u16::try_from(s).unwrap_or(0),
-            access_token,
-            token_type,
-            expires_in: opt(expires_in),
-            error,
-            claims_lifetime: opt(claims_lifetime),
-        }),
-    };
+    let at = &mut 0;
+    let (token, token_type) = (string(at, token_len), string(at, type_len));
+    let reply = iface::reply(
+        status,
+        token,
+        token_type,
+        string(at, error_len),
+        expires_in,
+        claims_lifetime,
+    );
     if let Some(m) = machine() {
         m.reply(req, reply, opt(retry_after), now);
     }
@@ -408,39 +274,13 @@ pub extern "C" fn tw_peer(
     let at_inbox = &mut 0;
     let token = string(at_inbox, token_len);
     let nonce = string(at_inbox, nonce_len);
-    let message = match word(PeerKind::ALL, kind) {
-        Some(PeerKind::Ask) => Message::Ask,
-        Some(PeerKind::Token) => {
-            let Some(token) = token else { return };
-            Message::Token {
-                login: login != 0,
-                token,
-                lifetime_secs: number,
-                at_ms: at,
-                nonce,
-            }
-        }
-        Some(PeerKind::Logout) => Message::Logout { at_ms: at },
-        Some(PeerKind::Ended) => {
-            let Some(reason) = word(EndReason::ALL, reason) else {
-                return;
-            };
-            Message::Ended { reason, at_ms: at }
-        }
-        Some(PeerKind::Failed) => Message::Failed {
-            status: number as u16,
-            at_ms: at,
-        },
-        None => return,
+    let Some(message) = iface::peer_message(kind, token, nonce, reason, login != 0, number, at)
+    else {
+        return;
     };
     if let Some(m) = machine() {
         m.peer(message, now);
     }
-}
-
-/// The word at place `i` of `all` (-1 or past the end: none).
-fn word<T: Copy>(all: &[T], i: i32) -> Option<T> {
-    all.get(usize::try_from(i).ok()?).copied()
 }
 
 /// Milliseconds until the token expires; NaN without one (not logged in).

@@ -104,8 +104,9 @@ struct Caller {
 enum Stage {
     /// Asked the peers for a token; `timer` ends the wait.
     Asking { timer: Id },
-    /// Asked for the lock; `timer` is set once we wait for a holder.
-    Locking { timer: Option<Id> },
+    /// Asked for the lock, at once if it is free or (`waiting`) once its holder lets it go;
+    /// `timer` ends both (a lock manager that never answers, a holder that never lets go).
+    Locking { timer: Id, waiting: bool },
     /// Got the lock after another tab held it; waiting for its token.
     Handoff { timer: Id },
     /// The refresh request is out; `failures` so far.
@@ -396,24 +397,24 @@ impl Machine {
             }
             return;
         };
-        let Stage::Locking { timer } = f.stage else {
+        let Stage::Locking { timer, waiting } = f.stage else {
             if granted {
                 self.out.push(Command::Unlock);
             }
             return;
         };
         if !granted {
-            if timer.is_none() {
-                // Another tab is refreshing: wait for the lock, but not forever.
+            if !waiting {
+                // Another tab is refreshing: wait for the lock, but not forever (the timer).
                 self.out.push(Command::Lock { wait: true });
-                let t = self.start_timer(self.config.timeout_ms);
-                self.set_stage(Stage::Locking { timer: Some(t) });
+                self.set_stage(Stage::Locking {
+                    timer,
+                    waiting: true,
+                });
             }
             return;
         }
-        if let Some(t) = timer {
-            self.out.push(Command::CancelTimer { id: t });
-        }
+        self.out.push(Command::CancelTimer { id: timer });
         if let Some(f) = self.flight.as_mut() {
             f.locked = true;
         }
@@ -421,7 +422,7 @@ impl Machine {
         if self.session.generation() > f.start_generation {
             return self.settle_by_peer(None, now);
         }
-        if timer.is_some() {
+        if waiting {
             let t = self.start_timer(HANDOFF_WAIT_MS);
             self.set_stage(Stage::Handoff { timer: t });
         } else {
@@ -443,8 +444,9 @@ impl Machine {
         let Some(f) = self.flight else { return };
         match f.stage {
             Stage::Asking { timer } if timer == id => self.ask_lock(),
-            Stage::Locking { timer: Some(t) } if t == id => {
-                // A lock held too long (a stuck or hostile holder) never hangs the app.
+            Stage::Locking { timer, .. } if timer == id => {
+                // A lock held too long (a stuck or hostile holder), or a lock manager that never
+                // answers (a script patched it), never hangs the app.
                 self.out.push(Command::CancelLock);
                 self.settle(RefreshOutcome::Transient(Transient::Timeout), now);
             }
@@ -734,7 +736,11 @@ impl Machine {
         self.flight = Some(Flight {
             epoch: self.session.epoch(),
             start_generation: self.session.generation(),
-            stage: Stage::Locking { timer: None },
+            // Replaced below.
+            stage: Stage::Sending {
+                req: 0,
+                failures: 0,
+            },
             locked: false,
         });
         if !self.config.cross_tab {
@@ -750,8 +756,12 @@ impl Machine {
     }
 
     fn ask_lock(&mut self) {
-        self.set_stage(Stage::Locking { timer: None });
         self.out.push(Command::Lock { wait: false });
+        let timer = self.start_timer(self.config.timeout_ms);
+        self.set_stage(Stage::Locking {
+            timer,
+            waiting: false,
+        });
     }
 
     fn set_stage(&mut self, stage: Stage) {
@@ -919,9 +929,9 @@ impl Machine {
         match stage {
             Stage::Asking { timer }
             | Stage::Handoff { timer }
-            | Stage::Locking { timer: Some(timer) }
+            | Stage::Locking { timer, .. }
             | Stage::Backoff { timer, .. } => self.out.push(Command::CancelTimer { id: timer }),
-            Stage::Locking { timer: None } | Stage::Sending { .. } => {}
+            Stage::Sending { .. } => {}
         }
     }
 

@@ -427,13 +427,16 @@ export class TokenManager {
   #cfg;
   #fetch;
   #ids = 0;
-  #waiters = new Map();
+  /** Records by id, all null-prototype and read by name, as `#calls`: no patched Map method
+   * or getter of Object.prototype sees a token, swaps the key that signs a sign-in or stops a
+   * timer. */
+  #waiters = { __proto__: null };
   /** Per sign-in or Post caller, by id: where its request goes and what it carries. Null
    * prototypes, read by name: no patched Map method, array iterator or getter of
    * Object.prototype decides where a request with the token goes. */
   #calls = { __proto__: null };
-  #timers = new Map();
-  #requests = new Map();
+  #timers = { __proto__: null };
+  #requests = { __proto__: null };
   #listeners = [];
   #channel = null;
   #lockName;
@@ -443,7 +446,7 @@ export class TokenManager {
   #installed = false;
   #off = [];
   /** DPoP keys by the core's slot: [load, given, promise]. */
-  #keys = new Map();
+  #keys = { __proto__: null };
   #authOrigin;
   #servers;
   #second = null;
@@ -574,7 +577,7 @@ export class TokenManager {
     try { t = G.sessionStorage.getItem(name); } catch {}
     // The error leaves the address, the rest of it as it was.
     if (m) G.history.replaceState(G.history.state, "", loc.pathname + s.replace(m[0], m[1]).replace(/[?&]$/, "") + loc.hash);
-    else if (t !== null && (!cfg.dpop || (t && (await (key = keyStore("readonly", (s) => s.get(t))))))) {
+    else if (t !== null && (!cfg.dpop || (t && (await (key = this.#timed(keyStore("readonly", (s) => s.get(t)))))))) {
       // It may have signed in: the session's first refresh, as a login with that key. Refused
       // (given up at the provider: the cookie is another session's, or none), the page loads
       // as usual; anything else leaves the sign-in to the next restore().
@@ -744,8 +747,8 @@ export class TokenManager {
   free() {
     if (!this.#c) return;
     this.uninstall();
-    for (const t of this.#timers.values()) clearT(t);
-    for (const c of this.#requests.values()) c.abort();
+    for (const t in this.#timers) clearT(this.#timers[t]);
+    for (const r in this.#requests) this.#requests[r].abort();
     this.#off.forEach((off) => off());
     this.#channel?.close();
     this.#cancelLock();
@@ -770,7 +773,7 @@ export class TokenManager {
 
   #wait(id, input) {
     return new Promise((resolve, reject) => {
-      this.#waiters.set(id, [resolve, reject]);
+      this.#waiters[id] = [resolve, reject];
       input();
       this.#drain();
     });
@@ -817,18 +820,18 @@ export class TokenManager {
         case OP_RESOLVE: this.#settle(id, c.a === 2 ? c.s : c.a === 1 ? c.b === 1 : undefined); break;
         case OP_REJECT: this.#settle(id, fail(ERROR_NAMES[c.c], c.s, c.a, c.b), 1); break;
         case OP_REQUEST: this.#request(id, c.c, c.s, c.b, c.a); break;
-        case OP_ABORT: this.#requests.get(id)?.abort(); this.#requests.delete(id); break;
+        case OP_ABORT: this.#requests[id]?.abort(); delete this.#requests[id]; break;
         case OP_POST: this.#post(PEER_KINDS[c.c], c.t, c.a, c.b, id, c.s); break;
         case OP_LOCK: this.#lock(c.a === 1); break;
         case OP_UNLOCK: this.#unlock(); break;
         case OP_CANCEL_LOCK: this.#cancelLock(); break;
         case OP_TIMER:
-          this.#timers.set(id, setT(() => {
-            this.#timers.delete(id);
+          this.#timers[id] = setT(() => {
+            delete this.#timers[id];
             this.#input(IN_TIMER, id);
-          }, c.a));
+          }, c.a);
           break;
-        case OP_CANCEL_TIMER: clearT(this.#timers.get(id)); this.#timers.delete(id); break;
+        case OP_CANCEL_TIMER: clearT(this.#timers[id]); delete this.#timers[id]; break;
         case OP_EMIT: this.#emit(EVENTS[c.c], c.a, END_REASONS[c.b]); break;
         case OP_KEY: this.#keyOp(c.c, id, c.a); break;
       }
@@ -836,9 +839,9 @@ export class TokenManager {
   }
 
   #settle(id, value, rejected) {
-    const w = this.#waiters.get(id);
+    const w = this.#waiters[id];
     if (!w) return;
-    this.#waiters.delete(id);
+    delete this.#waiters[id];
     const { json: j, key, method: post } = this.#calls[id] ?? NONE;
     delete this.#calls[id];
     // A Post's answer: its JSON.
@@ -871,7 +874,7 @@ export class TokenManager {
     if (body !== undefined) apply(hset, headers, ["Content-Type", "application/json"]);
     const init = { method, credentials: "include", headers, body, signal: controller.signal };
     if (bearer) apply(hset, headers, ["Authorization", (key ? "DPoP " : "Bearer ") + bearer]);
-    this.#requests.set(req, controller);
+    this.#requests[req] = controller;
     let status = 0, json, retry;
     try {
       if (key) apply(hset, headers, ["DPoP", await this.#proof(key, method, url, bearer)]);
@@ -882,7 +885,7 @@ export class TokenManager {
       status = get(rsStatus, res);
       // A key the sign-in brought (KEY_GIVEN): the server took it; the stored one from here
       // on, before the other tabs hear.
-      if (status === 200 && this.#keys.get(slot)?.[1]) {
+      if (status === 200 && this.#keys[slot]?.[1]) {
         const k = await key;
         await keyStore("readwrite", (s) => s.put(k, this.#lockName));
       }
@@ -891,7 +894,8 @@ export class TokenManager {
       status = 0;
     }
     // Timed out: the core has moved on (and aborted it).
-    if (!this.#requests.delete(req) || !this.#c) return;
+    if (!(req in this.#requests) || !this.#c) return;
+    delete this.#requests[req];
     const j = json && typeof json === "object" ? json : {};
     entry.json = j; // for #settle
     const str = (v) => (typeof v === "string" ? v : undefined);
@@ -918,20 +922,22 @@ export class TokenManager {
       r.onsuccess = () => change(r.result, s);
     }).catch(() => {});
     if (op === KEY_PUT_BACK) {
-      Promise.all([this.#key(slot), this.#key(n)]).then(([ours, live]) =>
-        stored((k, s) => k?.t === ours.t && s.put(live, name)), () => {});
+      (async () => {
+        const ours = await this.#key(slot), live = await this.#key(n);
+        stored((k, s) => k?.t === ours.t && s.put(live, name));
+      })().catch(() => {});
     } else if (op === KEY_DELETE) stored((k, s) => k?.at <= n && s.delete(name));
-    else if (op === KEY_FREE) keys.delete(slot);
+    else if (op === KEY_FREE) delete keys[slot];
     else {
-      keys.set(slot, [op === KEY_LOAD ? () => this.#stored(true) : op === KEY_NEW ? () => newKey(name)
-        : async () => this.#calls[n]?.key, op === KEY_GIVEN]);
+      keys[slot] = [op === KEY_LOAD ? () => this.#stored(true) : op === KEY_NEW ? () => newKey(name)
+        : async () => this.#calls[n]?.key, op === KEY_GIVEN];
       this.#key(slot);
     }
   }
 
   /** The key in `slot` (a promise; null: none), read or made again if that failed. */
   #key(slot) {
-    const e = this.#keys.get(slot);
+    const e = this.#keys[slot];
     if (e && !e[2]) {
       const p = (e[2] = e[0]());
       p.catch(() => { if (e[2] === p) e[2] = 0; });
@@ -944,10 +950,14 @@ export class TokenManager {
    * use reads again). */
   #stored(create) {
     const name = this.#lockName;
+    return this.#timed(keyStore("readonly", (s) => s.get(name)).then((k) => k ?? (create ? newKey(name) : k)));
+  }
+
+  /** `p`, or a NetworkError `timeout` after refreshTimeoutMs. */
+  #timed(p) {
     return new Promise((resolve, reject) => {
       const timer = setT(() => reject(fail(NAME_NETWORK, CODE_TIMEOUT)), this.#cfg.timeout);
-      keyStore("readonly", (s) => s.get(name)).then((k) => k ?? (create ? newKey(name) : k))
-        .then(resolve, reject).finally(() => clearT(timer));
+      p.then(resolve, reject).finally(() => clearT(timer));
     });
   }
 

@@ -340,6 +340,77 @@ test.describe("a hostile script of the same origin", () => {
     expect(results.own, "the app's own requests still carry it").toMatch(/^DPoP ey/);
   });
 
+  test("a patched Map cannot swap the key a sign-in is signed with for an exportable one", async ({ context }) => {
+    const tab = await openTab(context);
+    const { email, password } = await newUser();
+    const r = await tab.evaluate(async (c) => {
+      const auth = (window as any).auth;
+      // The attacker's key, exportable: a session bound to it would work anywhere.
+      const pair = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, ["sign"]);
+      let used = 0;
+      const evil = (v: unknown) => Array.isArray(v) && typeof v[0] === "function"
+        ? [() => (used++, Promise.resolve({ k: pair.privateKey, h: "", t: "", at: 0 })), ...v.slice(1)] : v;
+      const { get, set } = Map.prototype;
+      Map.prototype.set = function (k: unknown, v: unknown) { return set.call(this, k, evil(v)); };
+      Map.prototype.get = function (k: unknown) { return evil(get.call(this, k)); };
+      let login;
+      try {
+        login = await auth.login(c).then(() => "logged in", (e: any) => `${e.name} ${e.code}`);
+      } finally {
+        Object.assign(Map.prototype, { get, set });
+      }
+      return { login, used, me: (await auth.fetch("/api/me")).status };
+    }, { email, password });
+    expect.soft(r.used, "the attacker's key signed nothing").toBe(0);
+    expect(r.login).toBe("logged in");
+    expect(r.me).toBe(200);
+  });
+
+  test("the key store held forever: restore() settles within refreshTimeoutMs + 1 s", async ({ context }) => {
+    const tab = await openTab(context, { refreshTimeoutMs: 1500 });
+    const name = await NAME(tab);
+    const r = await tab.evaluate(async (name) => {
+      // A redirect sign-in that seems to come back (its key's name in sessionStorage), and a
+      // transaction on the key store kept alive for ever.
+      sessionStorage.setItem(name, "x");
+      const db = await new Promise<IDBDatabase>((ok, no) => {
+        const q = indexedDB.open("tokenwarden");
+        q.onupgradeneeded = () => q.result.createObjectStore("keys");
+        q.onsuccess = () => ok(q.result);
+        q.onerror = () => no(q.error);
+      });
+      let holding = true;
+      const store = db.transaction("keys", "readwrite").objectStore("keys");
+      const again = () => { if (holding) store.get("x").onsuccess = again; };
+      again();
+      const t0 = performance.now();
+      const outcome = await (window as any).auth.restore().then((v: unknown) => String(v), (e: any) => `${e.name} ${e.code}`);
+      holding = false;
+      return { outcome, ms: performance.now() - t0 };
+    }, name);
+    expect(r.outcome).toBe("NetworkError timeout");
+    expect(r.ms).toBeLessThan(1500 + 1000);
+  });
+
+  test("a lock manager patched to never answer: NetworkError within refreshTimeoutMs + 1 s, then it works", async ({ context }) => {
+    const [tab] = await loggedInTabs(context, 1, { refreshTimeoutMs: 1500 });
+    await sleep(UNTIL_DUE_MS);
+    const r = await tab.evaluate(async () => {
+      const request = LockManager.prototype.request;
+      // Neither granted nor "held": no answer at all.
+      LockManager.prototype.request = () => new Promise(() => {});
+      const t0 = performance.now();
+      const [status] = await (window as any).burst(1);
+      const ms = performance.now() - t0;
+      LockManager.prototype.request = request;
+      return { status, ms };
+    });
+    expect(r.status).toBe("NetworkError");
+    expect(r.ms).toBeLessThan(1500 + 1000);
+    expect(await isAuthenticated(tab)).toBe(true);
+    expect(await tab.evaluate(() => (window as any).burst(1))).toEqual([200]);
+  });
+
   test("a Web Lock held forever: NetworkError within refreshTimeoutMs + 1 s, and the session survives", async ({ context }) => {
     const tabs = await loggedInTabs(context, 1, { refreshTimeoutMs: 1500 });
     const evil = await context.newPage();

@@ -100,9 +100,11 @@ fn a_lock_held_forever_gives_a_network_error_after_the_timeout_and_keeps_the_ses
     let mut s = tab().logged_in("t1");
     s.at(DUE_MS);
     let a = s.call(Call::Fetch);
+    // One timer bounds the whole wait for the lock, from the first ask.
+    let t = s.timer_of(10_000.0);
     s.take();
     s.lock(false);
-    let t = s.timer_of(10_000.0);
+    assert_eq!(s.take(), vec![Command::Lock { wait: true }]);
     s.at(DUE_MS + 10_000.0);
     s.fire(t);
     assert!(s.has(&Command::CancelLock));
@@ -118,6 +120,32 @@ fn a_lock_held_forever_gives_a_network_error_after_the_timeout_and_keeps_the_ses
     s.take();
     s.lock(true);
     assert_eq!(s.take(), vec![Command::Unlock]);
+}
+
+/// A script that patched the lock manager so that it never answers, not even "held": the
+/// first ask is bounded too (the same NetworkError after refreshTimeoutMs; the session kept).
+#[test]
+fn a_lock_manager_that_never_answers_gives_a_network_error_after_the_timeout() {
+    let mut s = tab().logged_in("t1");
+    s.at(DUE_MS);
+    let a = s.call(Call::Fetch);
+    assert!(s.has(&Command::Lock { wait: false }));
+    let t = s.timer_of(10_000.0);
+    s.at(DUE_MS + 10_000.0);
+    s.fire(t);
+    assert!(s.has(&Command::CancelLock));
+    assert_eq!(
+        s.answer(a),
+        Some(&Command::Reject {
+            caller: a,
+            failure: Failure::Network(Transient::Timeout)
+        })
+    );
+    assert_eq!(s.m.session().phase(), Phase::Active);
+    // The next call asks again.
+    s.take();
+    s.call(Call::Fetch);
+    assert!(s.has(&Command::Lock { wait: false }));
 }
 
 #[test]

@@ -124,7 +124,8 @@ const hget = Headers.prototype.get;
 const desc = Object.getOwnPropertyDescriptor;
 const getters = (C, keys) => keys.map((k) => desc(C.prototype, k).get);
 const [uOrigin, uHref, uPath] = getters(URL, ["origin", "href", "pathname"]);
-const [rUrl] = getters(Request, ["url"]);
+// A Request's headers too: the token and proof are set into the object that getter gives.
+const [rUrl, rHeaders, rMethod] = getters(Request, ["url", "headers", "method"]);
 // A response's status and headers decide whether a request is replayed, and its URL whether
 // it teaches a nonce.
 const [rsStatus, rsHeaders, rsUrl, rsRedirected] = getters(Response, ["status", "headers", "url", "redirected"]);
@@ -389,14 +390,16 @@ class Outgoing {
   constructor(input, init, url, isRequest) {
     if (isRequest) {
       this.#spare = init === undefined ? new RequestC(input) : new RequestC(input, init);
-      this.#headers = this.#spare.headers;
-      this.method = this.#spare.method;
+      this.#headers = get(rHeaders, this.#spare);
+      this.method = get(rMethod, this.#spare);
     } else {
       // As fetch normalizes it: these six are upper-cased, any other is sent as given.
       this.method = normal(init?.method);
       const h = init?.headers;
       this.#headers = h === undefined ? new HeadersC() : new HeadersC(h);
-      this.#init = { ...init, headers: this.#headers };
+      // Null prototype: fetch reads every member of the init, and a getter of Object.prototype
+      // would run with the init, and its headers, as `this`.
+      this.#init = { __proto__: null, ...init, headers: this.#headers };
       this.#url = url;
       this.#streamed = init?.body instanceof ReadableStream;
     }
@@ -412,8 +415,9 @@ class Outgoing {
       return [this.#url, this.#init];
     }
     const current = this.#spare;
-    apply(hset, current.headers, ["Authorization", authorization]);
-    if (proof) apply(hset, current.headers, ["DPoP", proof]);
+    const h = get(rHeaders, current);
+    apply(hset, h, ["Authorization", authorization]);
+    if (proof) apply(hset, h, ["DPoP", proof]);
     try { this.#spare = apply(rClone, current, []); } catch { this.#spare = null; }
     return [current];
   }
@@ -872,7 +876,7 @@ export class TokenManager {
     // With cookies, the CSRF header and the JSON `body`, if any.
     const headers = new HeadersC([[cfg.csrf.name, cfg.csrf.value]]);
     if (body !== undefined) apply(hset, headers, ["Content-Type", "application/json"]);
-    const init = { method, credentials: "include", headers, body, signal: controller.signal };
+    const init = { __proto__: null, method, credentials: "include", headers, body, signal: controller.signal };
     if (bearer) apply(hset, headers, ["Authorization", (key ? "DPoP " : "Bearer ") + bearer]);
     this.#requests[req] = controller;
     let status = 0, json, retry;

@@ -324,6 +324,28 @@ test.describe("a hostile script of the same origin", () => {
       undo.forEach((u) => u());
       out.lookupsToEcho = String(performance.getEntriesByName(echo).length - seenBefore);
 
+      // 7. A getter on Object.prototype for an init member the app did not set: fetch reads it
+      // with the init as `this`, whose headers hold the token and an unused proof.
+      const hget = Headers.prototype.get;
+      let glimpsed = "";
+      undo = [patch(Object.prototype, "priority", { get() {
+        const h = (this as any)?.headers;
+        if (h instanceof Headers) glimpsed += hget.call(h, "authorization") ?? "";
+        return undefined;
+      } })];
+      await auth.fetch(mine, { headers });
+      undo.forEach((u) => u());
+      out.initGetter = glimpsed;
+
+      // 8. Request.prototype.headers handing out a decoy: the token and proof would be set there,
+      // and the request sent without them.
+      const decoy = new Headers();
+      undo = [patch(Request.prototype, "headers", { get() { return decoy; } })];
+      const viaRequest = await auth.fetch(new Request(mine, { headers }));
+      undo.forEach((u) => u());
+      out.decoy = String(hget.call(decoy, "authorization"));
+      out.viaRequest = (await viaRequest.json()).authorization;
+
       const own = await auth.fetch(mine, { headers });
       out.own = (await own.json()).authorization;
       return out;
@@ -337,6 +359,9 @@ test.describe("a hostile script of the same origin", () => {
     expect.soft(results.login, "a patched URL toString: the login reaches the login endpoint").toBe("invalid_credentials");
     expect.soft(results.lookups, "a patched Map.prototype.get: the refresh reaches the refresh endpoint").toBe("refreshed");
     expect.soft(results.lookupsToEcho, "a patched Map.prototype.get: nothing sent to the other origin").toBe("0");
+    expect.soft(results.initGetter, "a getter on Object.prototype sees no init with the token").toBe("");
+    expect.soft(results.decoy, "a decoy headers getter gets no token").toBe("null");
+    expect.soft(results.viaRequest, "a decoy headers getter: the request still carries it").toMatch(/^DPoP ey/);
     expect(results.own, "the app's own requests still carry it").toMatch(/^DPoP ey/);
   });
 

@@ -195,7 +195,8 @@ export class TokenManager {
    * the sign-in completes, and sends the page to `/auth/oidc/{provider}/start` on the auth
    * server, which sends it on to the provider. `restore()` on the page the provider's answer
    * comes back to (`returnTo`) finishes it. The promise never resolves (the page goes away);
-   * it rejects with `ConfigError` for a bad `provider` or `returnTo`. */
+   * it rejects with `ConfigError` for a bad `provider` or `returnTo`, and with `NetworkError`
+   * (`timeout`) when the key store does not answer within `refreshTimeoutMs`. */
   loginWithRedirect(options: RedirectLoginOptions): Promise<never>;
   /** At page load: a silent refresh if a session may exist. Resolves `true` if logged in.
    * Rejects with `NetworkError` (the session may still exist), and on the page a

@@ -557,7 +557,8 @@ export class TokenManager {
 
   /** Sign-in with an OpenID Connect provider: a new key, kept beside the live session's (this
    * tab's sessionStorage names it) until restore() on the page the provider's answer returns
-   * to takes the new session up. Never resolves: the page goes away. */
+   * to takes the new session up. Never resolves: the page goes away (rejects with a
+   * NetworkError `timeout` if the key store does not answer within refreshTimeoutMs). */
   async loginWithRedirect(o) {
     const loc = G.location, { provider: p, returnTo: r = loc?.pathname + loc?.search } = o ?? {};
     // returnTo: a path of this origin (never `//host` or `/\host`), printable ASCII but `#`
@@ -566,7 +567,7 @@ export class TokenManager {
       throw configError("provider or returnTo");
     }
     let t = "", q = "/start?return_to=" + encodeURIComponent(r);
-    if (this.#cfg.dpop) q += "&dpop_jkt=" + (t = (await newKey()).t);
+    if (this.#cfg.dpop) q += "&dpop_jkt=" + (t = (await this.#timed(newKey())).t);
     G.sessionStorage.setItem(this.#lockName, t);
     loc.assign(this.#authOrigin + OIDC_PATH + "/" + p + q);
     return new Promise(() => {});

@@ -391,7 +391,7 @@ test.describe("a hostile script of the same origin", () => {
     expect(r.me).toBe(200);
   });
 
-  test("the key store held forever: restore() settles within refreshTimeoutMs + 1 s", async ({ context }) => {
+  test("the key store held forever: restore() and loginWithRedirect() settle within refreshTimeoutMs + 1 s", async ({ context }) => {
     const tab = await openTab(context, { refreshTimeoutMs: 1500 });
     const name = await NAME(tab);
     const r = await tab.evaluate(async (name) => {
@@ -410,11 +410,18 @@ test.describe("a hostile script of the same origin", () => {
       again();
       const t0 = performance.now();
       const outcome = await (window as any).auth.restore().then((v: unknown) => String(v), (e: any) => `${e.name} ${e.code}`);
+      const ms = performance.now() - t0;
+      // A redirect sign-in's new key cannot be stored either: an error, not a click that hangs.
+      const t1 = performance.now();
+      const redirect = await (window as any).auth.loginWithRedirect({ provider: "idp", returnTo: "/" })
+        .then(() => "navigated", (e: any) => `${e.name} ${e.code}`);
       holding = false;
-      return { outcome, ms: performance.now() - t0 };
+      return { outcome, ms, redirect, redirectMs: performance.now() - t1 };
     }, name);
     expect(r.outcome).toBe("NetworkError timeout");
     expect(r.ms).toBeLessThan(1500 + 1000);
+    expect(r.redirect).toBe("NetworkError timeout");
+    expect(r.redirectMs).toBeLessThan(1500 + 1000);
   });
 
   test("a lock manager patched to never answer: NetworkError within refreshTimeoutMs + 1 s, then it works", async ({ context }) => {

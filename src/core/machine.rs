@@ -16,10 +16,10 @@
 //!        │   │ Flight (one per tab; with crossTab one per browser via the lock)        │
 //!        │   │  phase Maybe: Post ask ─▶ Asking ──timer 150 ms──┐                      │
 //!        │   │                            │ peer token          ▼                      │
-//!        │   │                            │              Lock{ifAvailable}             │
+//!        │   │                            │          Lock{ifAvailable} + timer         │
 //!        │   │                            │            granted │   │ taken            │
 //!        │   │                            │                    │   ▼                  │
-//!        │   │                            │                    │ Lock{wait} + timer ─▶ timeout:
+//!        │   │                            │                    │ Lock{wait} ──timer──▶ timeout:
 //!        │   │                            │                    │   │ granted         NetworkError
 //!        │   │                            │         check again│   ▼                  │
 //!        │   │                            │◀── newer token ────┤ Handoff ─timer 300 ms┐│

@@ -22,6 +22,11 @@ const ANSWERS = {
   "proxy@example.com": [403, "<h1>Forbidden</h1>", "text/html"],
   "slow@example.com": [429, '{"error":"too_many_attempts"}', "application/json", { "Retry-After": "7" }],
   "ok@example.com": [202, '{"expires_in":600}', "application/json"],
+  // Bodies read up to 64 KiB (MAX_REPLY), in pieces: one just under is read whole, one over is
+  // not read past the cap (as if it had no body).
+  "under@example.com": [401, JSON.stringify({ error: "invalid_credentials", pad: "x".repeat(65000) }), "chunked"],
+  "over@example.com": [401, JSON.stringify({ error: "invalid_credentials", pad: "x".repeat(66000) }), "chunked"],
+  "declared@example.com": [401, JSON.stringify({ error: "invalid_credentials", pad: "x".repeat(66000) }), "application/json"],
 };
 before(async () => {
   server = createServer((req, res) => {
@@ -29,6 +34,12 @@ before(async () => {
     req.on("data", (c) => (body += c));
     req.on("end", () => {
       const [status, text, type, extra = {}] = ANSWERS[JSON.parse(body).email];
+      if (type === "chunked") {
+        // No Content-Length: the client learns the size only by reading, 16 KiB at a time.
+        res.writeHead(status, { "Content-Type": "application/json" });
+        for (let i = 0; i < text.length; i += 16384) res.write(text.slice(i, i + 16384));
+        return res.end();
+      }
       res.writeHead(status, { "Content-Type": type, ...extra }).end(text);
     });
   });
@@ -47,6 +58,18 @@ test("408 and 5xx are NetworkError; a refusal without the protocol's words is un
     await assert.rejects(auth.requestCode({ email: "busy@example.com" }), { name: "NetworkError", code: "server_error", status: 503 });
     await assert.rejects(auth.signup({ email: "proxy@example.com", password: "correct horse battery" }), { name: "LoginError", code: "unexpected_response", status: 403 });
     await assert.rejects(auth.requestPasswordReset({ email: "slow@example.com" }), { name: "LoginError", code: "too_many_attempts", retryAfter: 7 });
+  } finally {
+    auth.free();
+  }
+});
+
+test("an answer's body is read up to 64 KiB: whole below, not at all above (declared or streamed)", async () => {
+  const auth = manager();
+  try {
+    await assert.rejects(auth.signup({ email: "under@example.com", password: "correct horse battery" }), { name: "LoginError", code: "invalid_credentials" });
+    for (const email of ["over@example.com", "declared@example.com"]) {
+      await assert.rejects(auth.signup({ email, password: "correct horse battery" }), { name: "LoginError", code: "unexpected_response" }, email);
+    }
   } finally {
     auth.free();
   }

@@ -95,16 +95,9 @@ fn when_the_lock_holder_vanishes_the_waiter_refreshes_itself_after_the_hand_off_
     assert_eq!(s.sent_with(a), Some(Some("t2".into())));
 }
 
-#[test]
-fn a_lock_held_forever_gives_a_network_error_after_the_timeout_and_keeps_the_session() {
-    let mut s = tab().logged_in("t1");
-    s.at(DUE_MS);
-    let a = s.call(Call::Fetch);
-    // One timer bounds the whole wait for the lock, from the first ask.
-    let t = s.timer_of(10_000.0);
-    s.take();
-    s.lock(false);
-    assert_eq!(s.take(), vec![Command::Lock { wait: true }]);
+/// The lock's timer `t` fires: the ask is given up, caller `a` gets a NetworkError `timeout`
+/// and the session is kept.
+fn lock_times_out(s: &mut Scenario, t: Id, a: Id) {
     s.at(DUE_MS + 10_000.0);
     s.fire(t);
     assert!(s.has(&Command::CancelLock));
@@ -116,6 +109,19 @@ fn a_lock_held_forever_gives_a_network_error_after_the_timeout_and_keeps_the_ses
         })
     );
     assert_eq!(s.m.session().phase(), Phase::Active);
+}
+
+#[test]
+fn a_lock_held_forever_gives_a_network_error_after_the_timeout_and_keeps_the_session() {
+    let mut s = tab().logged_in("t1");
+    s.at(DUE_MS);
+    let a = s.call(Call::Fetch);
+    // One timer bounds the whole wait for the lock, from the first ask.
+    let t = s.timer_of(10_000.0);
+    s.take();
+    s.lock(false);
+    assert_eq!(s.take(), vec![Command::Lock { wait: true }]);
+    lock_times_out(&mut s, t, a);
     // A lock granted after we gave up is released at once.
     s.take();
     s.lock(true);
@@ -131,17 +137,7 @@ fn a_lock_manager_that_never_answers_gives_a_network_error_after_the_timeout() {
     let a = s.call(Call::Fetch);
     assert!(s.has(&Command::Lock { wait: false }));
     let t = s.timer_of(10_000.0);
-    s.at(DUE_MS + 10_000.0);
-    s.fire(t);
-    assert!(s.has(&Command::CancelLock));
-    assert_eq!(
-        s.answer(a),
-        Some(&Command::Reject {
-            caller: a,
-            failure: Failure::Network(Transient::Timeout)
-        })
-    );
-    assert_eq!(s.m.session().phase(), Phase::Active);
+    lock_times_out(&mut s, t, a);
     // The next call asks again.
     s.take();
     s.call(Call::Fetch);

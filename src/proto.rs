@@ -111,6 +111,10 @@ words! {
         /// A federated sign-in under way (`HttpOnly; Secure; SameSite=Lax`, ten minutes): binds
         /// the provider's callback to the browser that started it.
         OidcFlow = "__Host-tw_oidc",
+        /// A sign-up with a password waiting for its code (`HttpOnly; Secure; SameSite=Strict`,
+        /// the code's lifetime): only the browser that sent the password can complete it, so a
+        /// second sign-up of the address (someone else's) cannot set the account's password.
+        SignUp = "__Host-tw_signup",
     }
 }
 

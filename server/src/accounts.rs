@@ -102,7 +102,15 @@ pub async fn signup(
     };
     let now = otp.now();
     otp.count_send(&email, now).await?;
-    let answer = accepted(otp);
+    // This browser's binding, set for every address alike (no enumeration): only it can
+    // complete this sign-up (signup_verify).
+    let binding = crate::tokens::random_token();
+    let mut answer = accepted(otp);
+    crate::cookies::append(
+        &mut answer,
+        &crate::cookies::signup_cookie(&binding, otp.settings().ttl_secs),
+    );
+    let binding_hash = crate::tokens::hash_refresh_token(&binding);
     let otp = otp.clone();
     let password = req.password;
     tokio::spawn(async move {
@@ -114,7 +122,7 @@ pub async fn signup(
             let hash = crate::password::hash(&password).await?;
             let expires = now + otp.settings().ttl_secs;
             store
-                .put_pending_signup(&email, &hash, &name, now, expires)
+                .put_pending_signup(&binding_hash, &email, &hash, &name, now, expires)
                 .await
                 .map_err(db)?;
             otp.issue(CodePurpose::SignUp, &email, now).await
@@ -148,6 +156,13 @@ pub async fn signup_verify(
         .ok_or(ApiError::NotFound)?;
     otp.admit(client).await?;
     let email = valid_email(&req.email)?;
+    // The sign-up this browser sent (its password is the account's): without it, no code of
+    // the address creates anything here (and none is spent trying).
+    let binding = match crate::cookies::one(&headers, crate::cookies::SIGNUP_COOKIE) {
+        Ok(Some(b)) if !b.is_empty() => crate::tokens::hash_refresh_token(b),
+        Ok(_) => return Err(ApiError::CodeExpired),
+        Err(crate::cookies::Duplicate) => return Err(ApiError::DuplicateCookie),
+    };
     let jkt = dpop.sign_in_binding(&headers, SIGNUP_VERIFY_PATH).await?;
     let now = otp.now();
     let usable = store.user_by_email(&email).await?.is_none();
@@ -156,7 +171,7 @@ pub async fn signup_verify(
         .await?;
     otp.accept(CodePurpose::SignUp, hit, &email).await?;
     let pending = store
-        .take_pending_signup(&email, now)
+        .take_pending_signup(&binding, &email, now)
         .await?
         .ok_or(ApiError::CodeExpired)?;
     let id = crate::tokens::random_id();

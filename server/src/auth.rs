@@ -141,9 +141,11 @@ pub async fn revoke_session(
     Authed(claims): Authed,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    if !sessions
-        .revoke(&id, Some(&claims.sub), RevokeReason::RevokedByUser)
-        .await?
+    // No id holds U+0000 (`%00`), which PostgreSQL cannot even compare: not found.
+    if id.contains('\0')
+        || !sessions
+            .revoke(&id, Some(&claims.sub), RevokeReason::RevokedByUser)
+            .await?
     {
         return Err(ApiError::NotFound);
     }

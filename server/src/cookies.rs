@@ -1,4 +1,4 @@
-//! The two cookies of the protocol.
+//! The cookies of the protocol (the federated sign-in's flow cookie is `oidc`'s).
 //!
 //! - `__Host-tw_refresh`: the refresh token. `HttpOnly; Secure; SameSite=Strict; Path=/`, no
 //!   `Domain`. The `__Host-` prefix makes browsers refuse the name from any other host (a
@@ -15,6 +15,14 @@ use tokenwarden::proto::CookieName;
 /// The names are the protocol's (`tokenwarden::proto`), shared with the client.
 pub const REFRESH_COOKIE: &str = CookieName::Refresh.as_str();
 pub const HINT_COOKIE: &str = CookieName::SessionHint.as_str();
+pub const SIGNUP_COOKIE: &str = CookieName::SignUp.as_str();
+
+/// A sign-up's binding to the browser that sent it, for the code's lifetime.
+pub fn signup_cookie(binding: &str, max_age: i64) -> String {
+    format!(
+        "{SIGNUP_COOKIE}={binding}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict"
+    )
+}
 
 pub fn refresh_cookie(token: &str, max_age: i64) -> String {
     format!(
@@ -26,7 +34,7 @@ pub fn hint_cookie(max_age: i64) -> String {
     format!("{HINT_COOKIE}=1; Path=/; Max-Age={max_age}; Secure; SameSite=Strict")
 }
 
-fn append(res: &mut Response, cookie: &str) {
+pub fn append(res: &mut Response, cookie: &str) {
     if let Ok(v) = HeaderValue::from_str(cookie) {
         res.headers_mut().append(header::SET_COOKIE, v);
     }
@@ -61,6 +69,11 @@ pub struct Duplicate;
 /// name appears more than once (whatever the values): the server cannot know which one the
 /// browser meant, and picking one lets a planted cookie win.
 pub fn refresh_token(headers: &HeaderMap) -> Result<Option<&str>, Duplicate> {
+    one(headers, REFRESH_COOKIE)
+}
+
+/// Cookie `wanted` from the request's `Cookie` headers, as [`refresh_token`] reads it.
+pub fn one<'h>(headers: &'h HeaderMap, wanted: &str) -> Result<Option<&'h str>, Duplicate> {
     let mut found = None;
     for (name, value) in headers
         .get_all(header::COOKIE)
@@ -69,7 +82,7 @@ pub fn refresh_token(headers: &HeaderMap) -> Result<Option<&str>, Duplicate> {
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
     {
-        if name.trim() != REFRESH_COOKIE {
+        if name.trim() != wanted {
             continue;
         }
         if found.is_some() {

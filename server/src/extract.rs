@@ -1,6 +1,7 @@
 //! Request extractors: a verified access token (with its DPoP proof), a strict JSON body, the
 //! CSRF header.
 
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -87,11 +88,34 @@ where
 /// and form posts are refused), 413 past the body limit, 400 for anything malformed.
 pub struct JsonBody<T>(pub T);
 
+/// Whether JSON text `b` escapes U+0000 (`\u0000` after an odd number of backslashes; a raw
+/// NUL byte is no valid JSON anyway).
+fn escapes_nul(b: &[u8]) -> bool {
+    b.windows(6).enumerate().any(|(i, w)| {
+        w.eq_ignore_ascii_case(b"\\u0000")
+            && b[..i].iter().rev().take_while(|&&c| c == b'\\').count() % 2 == 0
+    })
+}
+
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        // Read here first: a string holding U+0000 (`\u0000`) is refused for every body, once
+        // (PostgreSQL cannot store one: it would be a 500 wherever the string reaches a query).
+        let (parts, body) = req.into_parts();
+        let bytes = match Bytes::from_request(Request::from_parts(parts.clone(), body), state).await
+        {
+            Ok(b) => b,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(ApiError::PayloadTooLarge);
+            }
+            Err(e) => return Err(ApiError::InvalidRequest(e.body_text())),
+        };
+        let nul = escapes_nul(&bytes);
+        let req = Request::from_parts(parts, Body::from(bytes));
         match axum::Json::<T>::from_request(req, state).await {
+            Ok(_) if nul => Err(ApiError::InvalidRequest("no string may hold U+0000".into())),
             Ok(axum::Json(v)) => Ok(JsonBody(v)),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType),
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge),

@@ -383,7 +383,8 @@ pub async fn remove(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     p.require_recent(&claims).await?;
-    if id.len() > 1400 || !p.0.store.delete_passkey(&id, &claims.sub).await? {
+    // No id holds U+0000 (`%00`), which PostgreSQL cannot even compare.
+    if id.len() > 1400 || id.contains('\0') || !p.0.store.delete_passkey(&id, &claims.sub).await? {
         return Err(ApiError::NotFound);
     }
     tracing::info!(target: "audit", event = "passkey_removed", user = %claims.sub);

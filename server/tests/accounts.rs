@@ -331,7 +331,9 @@ async fn sign_up_answers_alike_for_every_address_and_the_code_creates_and_signs_
             &json!({ "email": "new@example.com", "password": "a fine new password", "name": "New" }),
         )
         .await;
-    let known = c
+    // Another browser (a browser completes the sign-up it sent last).
+    let known = Client::bound(&s)
+        .oneshot()
         .post(
             "/auth/signup",
             &json!({ "email": ALICE.0, "password": "a fine new password" }),
@@ -339,6 +341,17 @@ async fn sign_up_answers_alike_for_every_address_and_the_code_creates_and_signs_
         .await;
     assert_eq!((new.status, known.status), (202, 202));
     assert_eq!(new.body, known.body, "no enumeration through the answer");
+    let cookie_names = |a: &Answer| -> Vec<String> {
+        a.set_cookies()
+            .iter()
+            .map(|c| c.split('=').next().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        cookie_names(&new),
+        cookie_names(&known),
+        "nor through the cookies"
+    );
     // The known address is told it has an account, with no code in the message.
     let notice = sink.wait_for(ALICE.0, 1).await;
     assert!(
@@ -407,6 +420,84 @@ async fn sign_up_answers_alike_for_every_address_and_the_code_creates_and_signs_
         )
         .await;
     assert_eq!(res.status, 401);
+    s.stop().await;
+}
+
+/// Someone else signs the same address up while the owner's code is on its way: the owner's
+/// code still creates the account with the owner's password (before, the second sign-up
+/// replaced it, and its author signed in to the owner's new account). Only the browser that
+/// sent a sign-up completes it, with any code of the address.
+#[tokio::test]
+async fn a_second_sign_up_of_the_address_cannot_set_the_password() {
+    let sink = SmtpSink::start();
+    let s = mail_server(&sink, |_| {}).await;
+    let email = "victim@example.com";
+    let mut owner = Client::bound(&s).oneshot();
+    let mut attacker = Client::bound(&s).oneshot();
+    let signup = |password: &'static str| json!({ "email": email, "password": password });
+    assert_eq!(
+        owner
+            .post("/auth/signup", &signup("the owner's password"))
+            .await
+            .status,
+        202
+    );
+    let owners_code = sink.wait_for(email, 1).await.code();
+    assert_eq!(
+        attacker
+            .post("/auth/signup", &signup("the attacker's password"))
+            .await
+            .status,
+        202
+    );
+    // The attacker's sign-up sent a code too, to the owner's mailbox.
+    let attackers_code = sink.wait_for(email, 2).await.code();
+    // Without the owner's browser, neither code creates anything (and none is spent).
+    for code in [&owners_code, &attackers_code] {
+        let mut stranger = Client::bound(&s).oneshot();
+        let res = stranger
+            .post(
+                "/auth/signup/verify",
+                &json!({ "email": email, "code": code }),
+            )
+            .await;
+        assert_eq!(
+            (res.status, res.error()),
+            (401, "code_expired"),
+            "{:?}",
+            res.body
+        );
+    }
+    // The owner enters the newest code in the mailbox (the attacker's): the owner's password.
+    let res = owner
+        .post(
+            "/auth/signup/verify",
+            &json!({ "email": email, "code": attackers_code }),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{:?}", res.body);
+    assert_eq!(
+        Client::new(&s)
+            .login((email, "the attacker's password"))
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        Client::new(&s)
+            .login((email, "the owner's password"))
+            .await
+            .status,
+        200
+    );
+    // The attacker's own browser, with the owner's first code: the address has an account now.
+    let res = attacker
+        .post(
+            "/auth/signup/verify",
+            &json!({ "email": email, "code": owners_code }),
+        )
+        .await;
+    assert_ne!(res.status, 200, "{:?}", res.body);
     s.stop().await;
 }
 

@@ -171,6 +171,49 @@ async fn a_duplicated_refresh_cookie_is_refused_and_rotates_nothing() {
     s.stop().await;
 }
 
+/// U+0000 in any string a client sends (a JSON `\u0000`, a path's `%00`): PostgreSQL cannot
+/// store or even compare one, which made each of these a 500 there. A 400 (or a 404 for an id)
+/// on every backend, and nothing changed.
+#[tokio::test]
+async fn a_nul_in_any_string_is_a_clear_refusal_never_a_500() {
+    let s = TestServer::start().await;
+    let mut c = Client::new(&s).oneshot();
+    let res = c
+        .post(
+            "/auth/login",
+            &serde_json::json!({ "email": "a\u{0}@example.com", "password": "x" }),
+        )
+        .await;
+    assert_eq!(
+        (res.status, res.error()),
+        (400, "invalid_request"),
+        "{:?}",
+        res.body
+    );
+    c.sign_in(ALICE).await;
+    let res = c
+        .patch("/api/me", &serde_json::json!({ "name": "A\u{0}" }))
+        .await;
+    assert_eq!(
+        (res.status, res.error()),
+        (400, "invalid_request"),
+        "{:?}",
+        res.body
+    );
+    assert_eq!(c.get("/api/me").await.body["name"], "alice", "unchanged");
+    // An escaped backslash before `u0000` is no NUL: the name is those six characters.
+    let json = [("content-type", "application/json")];
+    let res = c
+        .send_raw("PATCH", "/api/me", r#"{"name":"A\\u0000"}"#, &json)
+        .await;
+    assert_eq!(
+        (res.status, &res.body["name"]),
+        (200, &serde_json::json!("A\\u0000"))
+    );
+    assert_eq!(c.delete("/auth/sessions/%00").await.status, 404);
+    s.stop().await;
+}
+
 // ---- limits on /auth/refresh ------------------------------------------------------------------
 
 #[tokio::test]

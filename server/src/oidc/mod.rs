@@ -504,8 +504,11 @@ fn int(c: &Map<String, Value>, name: &str) -> Option<i64> {
     c.get(name).and_then(Value::as_i64)
 }
 
+/// Claim `name` as a string; one holding U+0000 counts as absent (the database refuses it).
 fn string<'a>(c: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
-    c.get(name).and_then(Value::as_str)
+    c.get(name)
+        .and_then(Value::as_str)
+        .filter(|s| !s.contains('\0'))
 }
 
 /// `aud` names `client_id` (a string, or an array holding it).

@@ -191,34 +191,48 @@ impl Store {
         Ok(())
     }
 
-    /// Keeps a sign-up until its code comes back (a newer sign-up of the address replaces it).
+    /// Keeps a sign-up until a code of its address comes back from the browser that sent it
+    /// (`binding_hash`: the hash of that browser's sign-up cookie). Each sign-up is its own
+    /// row: a later one of the address replaces nothing.
     pub async fn put_pending_signup(
         &self,
+        binding_hash: &str,
         email: &str,
         password_hash: &str,
         name: &str,
         now: i64,
         expires_at: i64,
     ) -> StoreResult<()> {
-        let sql = "INSERT INTO pending_signups (email, password_hash, name, created_at, expires_at)
-                   VALUES ($1, $2, $3, $4, $5)
-                   ON CONFLICT (email) DO UPDATE SET password_hash = excluded.password_hash,
-                     name = excluded.name, created_at = excluded.created_at,
-                     expires_at = excluded.expires_at";
-        q!(sql, email, password_hash, name, now, expires_at)
-            .execute(&self.write)
-            .await?;
+        let sql = "INSERT INTO pending_signups
+                     (binding_hash, email, password_hash, name, created_at, expires_at)
+                   VALUES ($1, $2, $3, $4, $5, $6)";
+        q!(
+            sql,
+            binding_hash,
+            email,
+            password_hash,
+            name,
+            now,
+            expires_at
+        )
+        .execute(&self.write)
+        .await?;
         Ok(())
     }
 
-    /// Takes the live sign-up of `email` (it is deleted: one account from it at most).
+    /// Takes the live sign-up of `email` that the browser with `binding_hash` sent (it is
+    /// deleted: one account from it at most).
     pub async fn take_pending_signup(
         &self,
+        binding_hash: &str,
         email: &str,
         now: i64,
     ) -> StoreResult<Option<PendingSignup>> {
-        let sql = "DELETE FROM pending_signups WHERE email = $1 AND expires_at > $2
+        let sql = "DELETE FROM pending_signups
+                   WHERE binding_hash = $1 AND email = $2 AND expires_at > $3
                    RETURNING password_hash, name";
-        Ok(q_as!(sql, email, now).fetch_optional(&self.write).await?)
+        Ok(q_as!(sql, binding_hash, email, now)
+            .fetch_optional(&self.write)
+            .await?)
     }
 }

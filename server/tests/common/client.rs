@@ -25,7 +25,7 @@ use tokenwarden_server::AppState;
 use tokenwarden_server::clock::Clock;
 use tower::ServiceExt;
 
-use super::{REFRESH_COOKIE, TestServer, Tokens, cookie, jwt_parts, set_cookies};
+use super::{REFRESH_COOKIE, SIGNUP_COOKIE, TestServer, Tokens, cookie, jwt_parts, set_cookies};
 
 /// The CSRF header the cookie endpoints require (docs/PROTOCOL.md), and its value.
 pub const CSRF_HEADER: &str = "x-tokenwarden";
@@ -118,6 +118,8 @@ pub struct Client {
     pub forwarded_for: Option<String>,
     /// The CSRF header's value on the cookie endpoints; `None` leaves it out.
     pub csrf: Option<&'static str>,
+    /// The sign-up cookie (a sign-up under way from this browser), kept as the refresh one.
+    pub signup: Option<String>,
 }
 
 /// The endpoints that read the refresh cookie (and need the CSRF header).
@@ -171,6 +173,7 @@ impl Client {
             nonce: None,
             forwarded_for: None,
             csrf: Some(CSRF_VALUE),
+            signup: None,
         }
     }
 
@@ -263,8 +266,15 @@ impl Client {
                 if let Some(v) = self.csrf {
                     put(&mut headers, CSRF_HEADER, v);
                 }
-                if let Some(r) = &self.refresh {
-                    put(&mut headers, "cookie", &format!("{REFRESH_COOKIE}={r}"));
+                let jar: Vec<String> = [
+                    (REFRESH_COOKIE, &self.refresh),
+                    (SIGNUP_COOKIE, &self.signup),
+                ]
+                .into_iter()
+                .filter_map(|(name, v)| v.as_ref().map(|v| format!("{name}={v}")))
+                .collect();
+                if !jar.is_empty() {
+                    put(&mut headers, "cookie", &jar.join("; "));
                 }
             }
             if let Some(ip) = &self.forwarded_for {
@@ -343,6 +353,9 @@ impl Client {
         }
         if let Some(value) = cookie(&a.headers, REFRESH_COOKIE) {
             self.refresh = Some(value).filter(|v| !v.is_empty());
+        }
+        if let Some(value) = cookie(&a.headers, SIGNUP_COOKIE) {
+            self.signup = Some(value).filter(|v| !v.is_empty());
         }
         if let Some(t) = a.body["access_token"].as_str() {
             self.access = Some(t.to_owned());

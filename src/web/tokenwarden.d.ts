@@ -174,7 +174,8 @@ export class TokenManager {
    * mails a code to it. Rejects with `LoginError` (`weak_password`, `too_many_attempts` with
    * `retryAfter`, `invalid_request`) or `NetworkError`. */
   signup(request: { email: string; password: string; name?: string }): Promise<void>;
-  /** The code of a sign-up creates the account and signs it in, exactly as `login` does.
+  /** The code of a sign-up creates the account and signs it in, exactly as `login` does. In
+   * the browser that called `signup` (the sign-up it sent last; elsewhere `code_expired`).
    * Rejects with `LoginError` (`invalid_code` with `attemptsLeft`, `code_expired`,
    * `too_many_attempts`) or `NetworkError`. */
   verifySignup(credentials: CodeCredentials): Promise<void>;

@@ -309,8 +309,10 @@ impl Input {
 
 /// A message from another tab from its fields as found (`kind` and `reason` places in
 /// `PEER_KINDS` and `END_REASONS`, -1 none; `number` a token's lifetime or a failure's
-/// status); `None` for one that is malformed (no such kind or reason, a token message
-/// without its token). What the machine then accepts is its own check.
+/// status; `claims_lifetime` the token's own `exp - iat`, NaN none); `None` for one that is
+/// malformed (no such kind or reason, a token message without its token). What the machine
+/// then accepts is its own check.
+#[allow(clippy::too_many_arguments)]
 pub fn peer_message(
     kind: i32,
     token: Option<String>,
@@ -318,6 +320,7 @@ pub fn peer_message(
     reason: i32,
     login: bool,
     number: f64,
+    claims_lifetime: f64,
     at_ms: f64,
 ) -> Option<Message> {
     Some(match word(PeerKind::ALL, kind)? {
@@ -325,7 +328,7 @@ pub fn peer_message(
         PeerKind::Token => Message::Token {
             login,
             token: token?,
-            lifetime_secs: number,
+            lifetime_secs: core::peer_lifetime_secs(number, opt(claims_lifetime)),
             at_ms,
             nonce,
         },
@@ -788,7 +791,7 @@ mod tests {
         let tk = || Some("tk".to_owned());
         let token = PeerKind::Token as i32;
         assert_eq!(
-            peer_message(token, tk(), None, -1, true, 300.0, 5.0),
+            peer_message(token, tk(), None, -1, true, 300.0, f64::NAN, 5.0),
             Some(Message::Token {
                 login: true,
                 token: "tk".into(),
@@ -797,15 +800,40 @@ mod tests {
                 nonce: None
             })
         );
+        // A year stated for a token whose claims give it ten minutes: ten minutes.
+        let Some(Message::Token { lifetime_secs, .. }) =
+            peer_message(token, tk(), None, -1, false, 31_536_000.0, 600.0, 5.0)
+        else {
+            panic!("a token message");
+        };
+        assert_eq!(lifetime_secs, 600.0);
         // A token message without its token, a kind or reason out of the lists.
-        assert_eq!(peer_message(token, None, None, -1, false, 300.0, 5.0), None);
-        assert_eq!(peer_message(-1, tk(), None, -1, false, 0.0, 5.0), None);
         assert_eq!(
-            peer_message(PeerKind::ALL.len() as i32, tk(), None, -1, false, 0.0, 5.0),
+            peer_message(token, None, None, -1, false, 300.0, f64::NAN, 5.0),
+            None
+        );
+        assert_eq!(
+            peer_message(-1, tk(), None, -1, false, 0.0, f64::NAN, 5.0),
+            None
+        );
+        assert_eq!(
+            peer_message(
+                PeerKind::ALL.len() as i32,
+                tk(),
+                None,
+                -1,
+                false,
+                0.0,
+                f64::NAN,
+                5.0
+            ),
             None
         );
         let ended = PeerKind::Ended as i32;
-        assert_eq!(peer_message(ended, None, None, -1, false, 0.0, 5.0), None);
+        assert_eq!(
+            peer_message(ended, None, None, -1, false, 0.0, f64::NAN, 5.0),
+            None
+        );
         assert_eq!(
             peer_message(
                 ended,
@@ -814,6 +842,7 @@ mod tests {
                 EndReason::ALL.len() as i32,
                 false,
                 0.0,
+                f64::NAN,
                 5.0
             ),
             None
@@ -826,6 +855,7 @@ mod tests {
                 EndReason::InvalidGrant as i32,
                 false,
                 0.0,
+                f64::NAN,
                 5.0
             ),
             Some(Message::Ended {
@@ -834,7 +864,16 @@ mod tests {
             })
         );
         assert_eq!(
-            peer_message(PeerKind::Failed as i32, None, None, -1, false, 503.0, 5.0),
+            peer_message(
+                PeerKind::Failed as i32,
+                None,
+                None,
+                -1,
+                false,
+                503.0,
+                f64::NAN,
+                5.0
+            ),
             Some(Message::Failed {
                 status: 503,
                 at_ms: 5.0

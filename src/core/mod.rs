@@ -52,5 +52,6 @@ pub use machine::{
 };
 pub use reply::{
     RefreshOutcome, RefreshReply, Transient, backoff_ms, is_token_shaped, lifetime_secs,
+    peer_lifetime_secs,
 };
 pub use session::{Check, EndReason, Handoff, Phase, Policy, Replay, Session, Settled};

@@ -64,6 +64,18 @@ pub fn lifetime_secs(expires_in: Option<f64>, claims_lifetime: Option<f64>) -> O
         .map(|s| s.min(MAX_LIFETIME_SECS))
 }
 
+/// A token from another tab lives what the message says, never longer than the token's own
+/// claims say (`exp - iat`): a script that posts the page's real token with a year's lifetime
+/// must not keep the tabs from refreshing it, nor a banking-mode session from ending.
+pub fn peer_lifetime_secs(stated: f64, claims_lifetime: Option<f64>) -> f64 {
+    // A stated lifetime that is no number stays one (the machine drops it): `min` would
+    // make NaN or infinity the claims' figure.
+    match claims_lifetime.filter(|c| c.is_finite()) {
+        Some(c) if stated.is_finite() => stated.min(c),
+        _ => stated,
+    }
+}
+
 impl RefreshReply {
     /// The outcome for a Bearer client ([`RefreshReply::classify_for`] with `dpop: false`).
     pub fn classify(self) -> RefreshOutcome {
@@ -345,6 +357,21 @@ mod tests {
         );
         assert_eq!(status(404, None), RefreshOutcome::Unexpected(404));
         assert_eq!(status(302, None), RefreshOutcome::Unexpected(302));
+    }
+
+    #[test]
+    fn a_peers_lifetime_is_never_longer_than_the_tokens_claims() {
+        assert_eq!(peer_lifetime_secs(31_536_000.0, Some(600.0)), 600.0);
+        assert_eq!(peer_lifetime_secs(300.0, Some(600.0)), 300.0);
+        // No claims to go by (not a JWT, or no exp): what the message says.
+        assert_eq!(peer_lifetime_secs(300.0, None), 300.0);
+        assert_eq!(peer_lifetime_secs(300.0, Some(f64::NAN)), 300.0);
+        // What is no lifetime stays none.
+        assert_eq!(
+            peer_lifetime_secs(f64::INFINITY, Some(600.0)),
+            f64::INFINITY
+        );
+        assert!(peer_lifetime_secs(f64::NAN, Some(600.0)).is_nan());
     }
 
     #[test]

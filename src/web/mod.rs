@@ -257,7 +257,8 @@ pub extern "C" fn tw_reply(
 }
 
 /// A message from another tab, its fields as found: `kind` and `reason` their places in
-/// `PEER_KINDS` and `END_REASONS` (-1: none), its token and DPoP nonce in the inbox, its number (a token's
+/// `PEER_KINDS` and `END_REASONS` (-1: none), its token and DPoP nonce in the inbox, the
+/// token's own `exp - iat` (NaN: none), its number (a token's
 /// lifetime, a failure's status). Anything malformed is dropped here or by the machine.
 #[unsafe(export_name = "e")]
 #[allow(clippy::too_many_arguments)]
@@ -268,14 +269,24 @@ pub extern "C" fn tw_peer(
     reason: i32,
     login: u32,
     number: f64,
+    claims_lifetime: f64,
     at: f64,
     now: f64,
 ) {
     let at_inbox = &mut 0;
     let token = string(at_inbox, token_len);
     let nonce = string(at_inbox, nonce_len);
-    let Some(message) = iface::peer_message(kind, token, nonce, reason, login != 0, number, at)
-    else {
+    let login = login != 0;
+    let Some(message) = iface::peer_message(
+        kind,
+        token,
+        nonce,
+        reason,
+        login,
+        number,
+        claims_lifetime,
+        at,
+    ) else {
         return;
     };
     if let Some(m) = machine() {

@@ -4,6 +4,9 @@
 import { TokenManager } from "./tokenwarden.js";
 
 const G = globalThis, P = TokenManager.prototype, J = JSON.stringify, PE = "PasskeyError";
+// The credentials container and its methods as they are at import: a script that patches them
+// later cannot make a ceremony hang or see its options.
+const CC = G.navigator?.credentials, CP = G.CredentialsContainer?.prototype ?? {}, M = { get: CP.get, create: CP.create };
 
 const fail = (name, code, more) => Object.assign(Error(code, more), { name, code }, more);
 // base64url <-> bytes, as the server's JSON has them.
@@ -28,7 +31,7 @@ async function ask(how, { publicKey: p }, o = {}) {
   if (p.user) p.user = { ...p.user, id: bin(p.user.id) };
   let c, r = {};
   try {
-    c = await navigator.credentials[how]({ ...o, publicKey: p });
+    c = await Reflect.apply(M[how], CC, [{ ...o, publicKey: p }]);
   } catch (e) {
     // Dismissed, timed out, or no passkey for the site: browsers do not say which.
     const n = e?.name;

@@ -132,6 +132,9 @@ const [rsStatus, rsHeaders, rsUrl, rsRedirected] = getters(Response, ["status", 
 const rClone = Request.prototype.clone;
 const get = (getter, o) => apply(getter, o, []);
 const parse = JSON.parse;
+const encodeURI = encodeURIComponent;
+/** Whether `re` matches `s`, by the captured `RegExp.prototype.exec`. */
+const matches = (re, s) => apply(reExec, re, [s]) !== null;
 const reExec = RegExp.prototype.exec;
 const stringify = JSON.stringify;
 const now = Date.now;
@@ -191,9 +194,15 @@ function configError(what) {
   return fail(NAME_CONFIG, CODE_INVALID_OPTION, 0, 0, "bad " + what);
 }
 
+/** A list of our own: `{ length, 0: ..., 1: ... }` with a null prototype. */
+const list = () => ({ __proto__: null, length: 0 });
+const add = (l, v) => (l[l.length++] = v);
+
 function options(o) {
-  if (o == null) o = {};
-  else if (typeof o !== "object") throw configError("options");
+  if (o != null && typeof o !== "object") throw configError("options");
+  // Own options only: one a script put on Object.prototype (`dpop: false`, an origin of its
+  // own) before the TokenManager was built is none of the app's.
+  o = { __proto__: null, ...o };
   // Each error names the option (`bad csrfHeader`); an unknown one too.
   for (const k of Object.keys(o)) if (!KNOWN.includes(k)) throw configError(k);
   const typed = (k, type, dflt, ok = () => true) => {
@@ -212,15 +221,17 @@ function options(o) {
   const base = url(b ?? "/", page ?? b, "baseUrl");
   if (!base.protocol.startsWith("http")) throw configError("baseUrl");
   const path = (k, d) => get(uHref, url(typed(k, "string", d), get(uHref, base), k));
-  let origins = [get(uOrigin, base)];
-  const list = o.allowedOrigins;
-  if (list !== undefined) {
-    // Each origin listed (no "*"), each a URL with an origin.
-    origins = (Array.isArray(list) ? list : [0]).map((s) => {
-      const origin = typeof s === "string" && s !== "*" && get(uOrigin, url(s, s, "allowedOrigins"));
-      if (!origin || origin === "null") throw configError("allowedOrigins");
-      return origin;
-    });
+  // The origins that get the token: a null-prototype list read and written by index (no
+  // patched `map`, iterator or index setter of Array.prototype picks what goes in).
+  const origins = list();
+  const given = o.allowedOrigins;
+  if (given === undefined) add(origins, get(uOrigin, base));
+  else if (!Array.isArray(given)) throw configError("allowedOrigins");
+  // Each origin listed (no "*"), each a URL with an origin.
+  else for (let i = 0; i < given.length; i++) {
+    const s = given[i], origin = typeof s === "string" && s !== "*" && get(uOrigin, url(s, s, "allowedOrigins"));
+    if (!origin || origin === "null") throw configError("allowedOrigins");
+    add(origins, origin);
   }
   // {name, value}, name a valid header name.
   const csrf = o.csrfHeader === undefined ? { name: CSRF_HEADER, value: CSRF_VALUE } : o.csrfHeader;
@@ -277,6 +288,20 @@ function payloadOf(t) {
   // What is left must be fewer than six bits (one character of a group is impossible), zeros.
   return bits < 6 && !(acc & ((1 << bits) - 1)) ? decode(out.subarray(0, n)) : null;
 }
+/** `v` if it is a string of at most 512 characters (a DPoP nonce, an error code: what the
+ * core's memory, which never shrinks, takes from a header or a peer), else undefined. */
+const short = (v) => (typeof v === "string" && v.length <= 512 ? v : undefined);
+
+/** A JWT's `exp - iat` in seconds (never verified: the core only caps by it), or NaN. */
+function lifetimeOf(token) {
+  try {
+    const c = parse(payloadOf(token ?? "") ?? "null");
+    return typeof c?.exp === "number" && typeof c.iat === "number" ? c.exp - c.iat : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
 /** base64url without padding (by hand: no patchable String or btoa method sees a proof). */
 function b64u(data) {
   const b = typeof data === "string" ? encode(data) : new U8(data);
@@ -440,7 +465,8 @@ export class TokenManager {
   #interceptor = null;
   #installed = false;
   #off = [];
-  /** DPoP keys by the core's slot: [load, given, promise]. */
+  /** DPoP keys by the core's slot: { load, given, p } (null prototype: an index or name
+   * missing from an array or object would be looked up on a patchable prototype). */
   #keys = { __proto__: null };
   #authOrigin;
   #servers;
@@ -457,7 +483,10 @@ export class TokenManager {
     this.#authOrigin = get(uOrigin, new URLC(cfg.refreshUrl));
     // The origins the core keeps a DPoP nonce and clock for, by place: the allowed origins
     // (the first cfg.origins.length: these get the token), then the auth endpoints'.
-    this.#servers = [...cfg.origins, ...[cfg.loginUrl, cfg.refreshUrl, cfg.logoutUrl].map((u) => get(uOrigin, new URLC(u)))];
+    const servers = (this.#servers = list());
+    for (let i = 0; i < cfg.origins.length; i++) add(servers, cfg.origins[i]);
+    const at = (u) => add(servers, get(uOrigin, new URLC(u)));
+    at(cfg.loginUrl), at(cfg.refreshUrl), at(cfg.logoutUrl);
     if (!mod) throw configError("call: init() first");
     if (cfg.dpop && !(subtle && sign && randomValues && G.indexedDB && idbOpen)) {
       throw configError("dpop: no WebCrypto or IndexedDB");
@@ -533,7 +562,7 @@ export class TokenManager {
    * loginPath), exactly as login(); with `ceremony`, by the key of the password sign-in that
    * was asked for a second factor (only the key that sent the password can complete it). */
   async _signIn(body, path, ceremony) {
-    const [c, k] = this.#second ?? [], key = ceremony && c === ceremony && k;
+    const second = this.#second, key = ceremony && second?.c === ceremony && second.k;
     return this.#call(IN_LOGIN, !!key, body, this.#beside(path), key);
   }
 
@@ -554,10 +583,10 @@ export class TokenManager {
     const loc = G.location, { provider: p, returnTo: r = loc?.pathname + loc?.search } = o ?? {};
     // returnTo: a path of this origin (never `//host` or `/\host`), printable ASCII but `#`
     // and `\`, up to 512 characters: what the server takes.
-    if (typeof p != "string" || !/^[a-z0-9-]{1,32} \/(?!\/)[!"$-[\]-~]{0,511}$/.test(p + " " + r)) {
+    if (typeof p != "string" || typeof r != "string" || !matches(/^[a-z0-9-]{1,32} \/(?!\/)[!"$-[\]-~]{0,511}$/, p + " " + r)) {
       throw configError("provider or returnTo");
     }
-    let t = "", q = "/start?return_to=" + encodeURIComponent(r);
+    let t = "", q = "/start?return_to=" + encodeURI(r);
     if (this.#cfg.dpop) q += "&dpop_jkt=" + (t = (await this.#timed(newKey())).t);
     G.sessionStorage.setItem(this.#lockName, t);
     loc.assign(this.#authOrigin + OIDC_PATH + "/" + p + q);
@@ -662,8 +691,8 @@ export class TokenManager {
     const headers = async (t) => {
       this.#input(IN_FORGET, id);
       if (!t || t === DONE) return null;
-      const [a, p] = await this.#sign(t, m, u);
-      return p ? { Authorization: a, DPoP: p } : { Authorization: a };
+      const h = await this.#sign(t, m, u);
+      return h[1] ? { Authorization: h[0], DPoP: h[1] } : { Authorization: h[0] };
     };
     return {
       headers: (await headers(t)) ?? {},
@@ -697,8 +726,8 @@ export class TokenManager {
 
   /** The Authorization value and DPoP proof (without DPoP: "") for `method url` with token `t`
    * (and the key in `slot`). */
-  async #sign([t, slot], method, url) {
-    const proof = this.#cfg.dpop ? await this.#proof(this.#key(slot), method, url, t) : "";
+  async #sign(step, method, url) {
+    const t = step[0], proof = this.#cfg.dpop ? await this.#proof(this.#key(step[1]), method, url, t) : "";
     return [(proof ? "DPoP " : "Bearer ") + t, proof];
   }
 
@@ -706,7 +735,7 @@ export class TokenManager {
    * challenge (the first `error="..."` after a `DPoP`, any case); resolves with its next step:
    * a token to send it again with, or DONE. */
   #status(id, status, replayable, challenge) {
-    const [error] = this.#c.put(challenge && apply(reExec, /dpop[^]*?error="([^"]*)"/i, [challenge])?.[1]);
+    const [error] = this.#c.put(short(typeof challenge == "string" && apply(reExec, /dpop[^]*?error="([^"]*)"/i, [challenge])?.[1]));
     return this.#wait(id, () => this.#c.x[X_STATUS](id, status, replayable, error, now()));
   }
 
@@ -794,7 +823,8 @@ export class TokenManager {
       if (step === null) return apply(this.#fetch, G, [input, init]); // no session
       let res;
       try {
-        res = await apply(this.#fetch, G, out.next(...(await this.#sign(step, out.method, url))));
+        const h = await this.#sign(step, out.method, url);
+        res = await apply(this.#fetch, G, out.next(h[0], h[1]));
       } catch (e) {
         this.#input(IN_FORGET, id);
         throw e;
@@ -850,7 +880,7 @@ export class TokenManager {
       // second_factor_required: how to complete it, by the key that sent the password.
       if (value.code === ERR_SECOND_FACTOR_REQUIRED && typeof j.ceremony == "string") {
         value.secondFactor = j;
-        this.#second = [j.ceremony, key];
+        this.#second = { __proto__: null, c: j.ceremony, k: key };
       }
     }
     w[rejected ? 1 : 0](value);
@@ -881,7 +911,7 @@ export class TokenManager {
       status = get(rsStatus, res);
       // A key the sign-in brought (KEY_GIVEN): the server took it; the stored one from here
       // on, before the other tabs hear.
-      if (status === 200 && this.#keys[slot]?.[1]) {
+      if (status === 200 && this.#keys[slot]?.given) {
         const k = await key;
         await keyStore("readwrite", (s) => s.put(k, this.#lockName));
       }
@@ -897,13 +927,8 @@ export class TokenManager {
     const str = (v) => (typeof v === "string" ? v : undefined);
     const num = (v) => (typeof v === "number" ? v : undefined);
     const token = str(j.access_token);
-    let lifetime = NaN;
-    try {
-      const claims = parse(payloadOf(token ?? "") ?? "null");
-      lifetime = num(claims?.exp - claims?.iat) ?? NaN;
-    } catch {}
     const [a, b, c] = this.#c.put(token, str(j.token_type), str(j.error));
-    this.#c.x[X_REPLY](req, status, a, b, c, num(j.expires_in) ?? NaN, lifetime,
+    this.#c.x[X_REPLY](req, status, a, b, c, num(j.expires_in) ?? NaN, lifetimeOf(token),
       retry == null ? NaN : parseFloat(retry), now());
     this.#drain();
   }
@@ -925,8 +950,8 @@ export class TokenManager {
     } else if (op === KEY_DELETE) stored((k, s) => k?.at <= n && s.delete(name));
     else if (op === KEY_FREE) delete keys[slot];
     else {
-      keys[slot] = [op === KEY_LOAD ? () => this.#stored(true) : op === KEY_NEW ? () => newKey(name)
-        : async () => this.#calls[n]?.key, op === KEY_GIVEN];
+      keys[slot] = { __proto__: null, p: null, given: op === KEY_GIVEN, load: op === KEY_LOAD ? () => this.#stored(true)
+        : op === KEY_NEW ? () => newKey(name) : async () => this.#calls[n]?.key };
       this.#key(slot);
     }
   }
@@ -934,11 +959,11 @@ export class TokenManager {
   /** The key in `slot` (a promise; null: none), read or made again if that failed. */
   #key(slot) {
     const e = this.#keys[slot];
-    if (e && !e[2]) {
-      const p = (e[2] = e[0]());
-      p.catch(() => { if (e[2] === p) e[2] = 0; });
+    if (e && !e.p) {
+      const p = (e.p = e.load());
+      p.catch(() => { if (e.p === p) e.p = null; });
     }
-    return e?.[2] ?? null;
+    return e?.p ?? null;
   }
 
   /** The stored key, or else a new one stored (`create`) or undefined. Another script of the
@@ -959,8 +984,8 @@ export class TokenManager {
 
   /** A DPoP proof for `htm url`, bound to `token` (ath) if there is one. */
   async #proof(keyP, htm, url, token) {
-    const key = await keyP, [, i, htu] = this.#where(url);
-    const iat = this.#c.x[X_PROOF](i, now());
+    const key = await keyP, where = this.#where(url), htu = where[2];
+    const iat = this.#c.x[X_PROOF](where[1], now());
     const nonce = this.#c.out().s;
     let claims = { jti: b64u(apply(randomValues, Crypto, [new U8(16)])), htm, htu, iat };
     // Properties are defined in literals, never assigned: a setter on Object.prototype would
@@ -1002,7 +1027,7 @@ export class TokenManager {
   /** Tells the core the DPoP-Nonce and Date headers of an answer from `url`'s origin. */
   #saw(url, nonce, date) {
     if (!this.#cfg.dpop || !this.#c) return;
-    const [n] = this.#c.put(nonce ?? undefined);
+    const [n] = this.#c.put(short(nonce));
     this.#c.x[X_SEEN](this.#where(url)[1], n, date == null ? NaN : dateParse(date), now());
   }
 
@@ -1024,9 +1049,9 @@ export class TokenManager {
     const s = (v) => (typeof v === "string" && v.length <= 16384 ? v : undefined);
     const n = (v) => (typeof v === "number" ? v : NaN);
     // A token's lifetime, or a failure's status.
-    const [token, nonce] = c.put(s(d.token), s(d.nonce));
-    c.x[X_PEER](PEER_KINDS.indexOf(d.t), token, nonce, END_REASONS.indexOf(d.reason), d.kind === EVENT_LOGIN,
-      n(d.lifetime ?? d.status), n(d.at), now());
+    const t = s(d.token), l = c.put(t, short(d.nonce));
+    c.x[X_PEER](PEER_KINDS.indexOf(d.t), l[0], l[1], END_REASONS.indexOf(d.reason), d.kind === EVENT_LOGIN,
+      n(d.lifetime ?? d.status), lifetimeOf(t), n(d.at), now());
     this.#drain();
   }
 

@@ -172,6 +172,17 @@ test.describe("a hostile script of the same origin", () => {
       expect(echo.authorization, "still the user's own token").toBe(before.authorization);
       expect(await t.evaluate(() => (window as any).burst(3))).toEqual([200, 200, 200]);
     }
+    // The user's own token (a script gets it as easily as the tabs do), posted as new with a
+    // year to live: it lives no longer than its claims say.
+    const held = (await tabs[0].evaluate(() => (window as any).echo())).authorization.slice("DPoP ".length);
+    await evil.evaluate(({ name, held }) => {
+      new BroadcastChannel(name).postMessage({ t: "token", kind: "refresh", token: held, lifetime: 31536000, at: Date.now() + 100 });
+    }, { name, held });
+    await sleep(300);
+    for (const t of tabs) {
+      const left = await t.evaluate(() => (window as any).auth.expiresAt - Date.now());
+      expect(left, "no longer than the token's own lifetime").toBeLessThan(60_000);
+    }
   });
 
   test("nonces posted on the channel never displace the server's: a refresh needs no nonce retry", async ({ context }) => {
@@ -365,7 +376,7 @@ test.describe("a hostile script of the same origin", () => {
     expect(results.own, "the app's own requests still carry it").toMatch(/^DPoP ey/);
   });
 
-  test("a patched Map cannot swap the key a sign-in is signed with for an exportable one", async ({ context }) => {
+  test("a patched Map or Array index cannot swap the key a sign-in is signed with for an exportable one", async ({ context }) => {
     const tab = await openTab(context);
     const { email, password } = await newUser();
     const r = await tab.evaluate(async (c) => {
@@ -378,17 +389,49 @@ test.describe("a hostile script of the same origin", () => {
       const { get, set } = Map.prototype;
       Map.prototype.set = function (k: unknown, v: unknown) { return set.call(this, k, evil(v)); };
       Map.prototype.get = function (k: unknown) { return evil(get.call(this, k)); };
+      // And an index getter on Array.prototype for the place a key's promise would be missing
+      // from a [load, given] entry.
+      Object.defineProperty(Array.prototype, "2", {
+        configurable: true,
+        get() { return typeof this[0] === "function" && this.length === 2 ? evil(this)[0]() : undefined; },
+        set() {},
+      });
       let login;
       try {
         login = await auth.login(c).then(() => "logged in", (e: any) => `${e.name} ${e.code}`);
       } finally {
         Object.assign(Map.prototype, { get, set });
+        delete (Array.prototype as any)["2"];
       }
       return { login, used, me: (await auth.fetch("/api/me")).status };
     }, { email, password });
     expect.soft(r.used, "the attacker's key signed nothing").toBe(0);
     expect(r.login).toBe("logged in");
     expect(r.me).toBe(200);
+  });
+
+  test("options put on Object.prototype before the TokenManager is built are not its options", async ({ context }) => {
+    const tab = await openTab(context);
+    const { email, password } = await newUser();
+    const r = await tab.evaluate(async ({ c, evil, secret }) => {
+      const define = (k: string, v: unknown) =>
+        Object.defineProperty(Object.prototype, k, { configurable: true, get: () => v });
+      // Unbound sessions, and the token for another origin too.
+      define("dpop", false);
+      define("allowedOrigins", [location.origin, evil]);
+      try {
+        await (window as any).setup({});
+      } finally {
+        delete (Object.prototype as any).dpop;
+        delete (Object.prototype as any).allowedOrigins;
+      }
+      const auth = (window as any).auth;
+      await auth.login(c);
+      const res = await auth.fetch(evil + "/test/echo", { headers: { "x-test-hooks-secret": secret } });
+      return { jkt: auth.claims()?.cnf?.jkt ?? null, evilSaw: (await res.json()).authorization };
+    }, { c: { email, password }, evil: LONG, secret: HOOKS_SECRET });
+    expect.soft(r.jkt, "the session is bound to the page's key").toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(r.evilSaw, "the other origin gets no token").toBeNull();
   });
 
   test("the key store held forever: restore() and loginWithRedirect() settle within refreshTimeoutMs + 1 s", async ({ context }) => {

@@ -124,7 +124,17 @@ pub struct PasswordsInner {
     /// A hash of a random password, verified against for unknown emails so that they take as
     /// long as known ones.
     dummy_hash: String,
+    /// The longest a refused password took so far, in µs (at most [`REFUSAL_FLOOR_CAP`]):
+    /// every refusal lasts at least this long. An imported hash (bcrypt, PBKDF2, scrypt) or a
+    /// legacy backend's answer takes another time than the argon2id dummy of an unknown
+    /// address: without the floor, how long `invalid_credentials` took told which addresses
+    /// have such an account.
+    refusal_floor_us: std::sync::atomic::AtomicU64,
 }
+
+/// The floor never grows past this: one slow moment (a loaded machine) must not slow every
+/// later refusal down for good.
+const REFUSAL_FLOOR_CAP: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl std::ops::Deref for Passwords {
     type Target = PasswordsInner;
@@ -149,6 +159,7 @@ impl Passwords {
             policy,
             legacy,
             dummy_hash,
+            refusal_floor_us: std::sync::atomic::AtomicU64::new(0),
         })))
     }
 
@@ -172,6 +183,27 @@ impl Passwords {
     /// unknown here, or known without a password, is asked of the legacy backend when there
     /// is one; a user it vouches for is imported with this password.
     pub async fn check(&self, email: &str, password: &str, client: &str) -> Result<User, ApiError> {
+        let started = std::time::Instant::now();
+        let result = self.check_now(email, password, client).await;
+        if matches!(result, Err(ApiError::InvalidCredentials)) {
+            self.refuse_no_sooner_than_before(started).await;
+        }
+        result
+    }
+
+    /// A refusal that started at `started` ends no sooner than the slowest one before it took
+    /// (up to the cap), which it raises if it was slower.
+    async fn refuse_no_sooner_than_before(&self, started: std::time::Instant) {
+        use std::sync::atomic::Ordering;
+        let took = started.elapsed().min(REFUSAL_FLOOR_CAP);
+        let took_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let floor = self.refusal_floor_us.fetch_max(took_us, Ordering::Relaxed);
+        if floor > took_us {
+            tokio::time::sleep(std::time::Duration::from_micros(floor - took_us)).await;
+        }
+    }
+
+    async fn check_now(&self, email: &str, password: &str, client: &str) -> Result<User, ApiError> {
         let now = self.clock.now();
         // At most a bounded number of hash runs at once, a bounded queue, then 503.
         let turn = self

@@ -102,6 +102,47 @@ async fn every_imported_hash_format_signs_in_and_becomes_argon2id() {
     s.stop().await;
 }
 
+/// How long `invalid_credentials` takes says nothing about the address: an imported hash that
+/// is slow to check (here PBKDF2 with 100,000 iterations) used to refuse
+/// in its own time while an unknown address refused in the argon2id dummy's, which told who has
+/// an imported account. Every refusal now lasts at least as long as the slowest before it (a
+/// lower bound the server sleeps to, so this cannot fail by the machine being slow).
+#[tokio::test]
+async fn a_refusal_takes_as_long_for_an_unknown_address_as_for_an_imported_account() {
+    let s = TestServer::start().await;
+    let out = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            r#"import os, base64, hashlib
+b64 = lambda b: base64.b64encode(b).decode().rstrip("=")
+salt = os.urandom(16)
+print("$pbkdf2-sha256$i=100000,l=32$" + b64(salt) + "$" + b64(hashlib.pbkdf2_hmac("sha256", b"the password", salt, 100000)))"#,
+        ])
+        .output()
+        .expect("python3");
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let line = json!({ "email": "slow@import.test", "id": "app-slow", "password_hash": hash, "roles": ["user"] });
+    assert_eq!(import(&s, &[line]).await.imported, 1);
+    let mut c = Client::new(&s).oneshot();
+    let timed = |started: std::time::Instant, a: Answer| {
+        assert_eq!((a.status, a.error()), (401, "invalid_credentials"));
+        started.elapsed()
+    };
+    let t = std::time::Instant::now();
+    let imported = timed(t, c.login(("slow@import.test", "not-the-password")).await);
+    for unknown in ["nobody@import.test", "ALICE@example.com-not"] {
+        let t = std::time::Instant::now();
+        let took = timed(t, c.login((unknown, "not-the-password")).await);
+        // (The floor stops growing at a second.)
+        let floor = imported.min(std::time::Duration::from_secs(1));
+        assert!(
+            took >= floor.mul_f64(0.9),
+            "{unknown}: refused in {took:?}, the imported account in {imported:?}"
+        );
+    }
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn an_import_is_all_or_nothing_reports_every_bad_line_and_runs_twice_unchanged() {
     let s = TestServer::start().await;

@@ -73,13 +73,15 @@ pub struct ChangeRequest {
 }
 
 /// `POST /auth/signup`: the same 202 for known and unknown addresses. After the answer: a
-/// known address is told it has an account (no code); an unknown one gets the code, and the
-/// password's hash waits for it.
+/// known address is told it has an account (a code is stored, never mailed); an unknown one
+/// gets the code, and the password's hash waits for it.
+#[allow(clippy::too_many_arguments)]
 pub async fn signup(
     _: Csrf,
     State(Signup(on)): State<Signup>,
     State(codes): State<Codes>,
     State(store): State<Store>,
+    State(passwords): State<Passwords>,
     client: ClientIp,
     JsonBody(req): JsonBody<SignupRequest>,
 ) -> Result<Response, ApiError> {
@@ -117,9 +119,21 @@ pub async fn signup(
         let result: Result<(), String> = async {
             let db = |e: crate::store::StoreError| format!("database: {e}");
             if store.user_by_email(&email).await.map_err(db)?.is_some() {
+                // A code is stored for this address too (never mailed: `issue` mails sign-up
+                // codes only to addresses without an account), so that guessing one at
+                // /auth/signup/verify is answered as for any address.
+                otp.issue(CodePurpose::SignUp, &email, now).await?;
                 return otp.mailer.send_account_exists(&email, now).await;
             }
-            let hash = crate::password::hash(&password).await?;
+            // Within the hashing gate, as every argon2 run (each holds many MiB): a flood of
+            // sign-ups waits its turn or is dropped, never hashes all at once.
+            let turn = passwords
+                .hasher
+                .turn()
+                .await
+                .map_err(|_| "too many hashes at once: sign-up dropped".to_owned())?;
+            let hash = turn.hash(&password).await?;
+            drop(turn);
             let expires = now + otp.settings().ttl_secs;
             store
                 .put_pending_signup(&binding_hash, &email, &hash, &name, now, expires)

@@ -183,10 +183,12 @@ impl Passwords {
     /// unknown here, or known without a password, is asked of the legacy backend when there
     /// is one; a user it vouches for is imported with this password.
     pub async fn check(&self, email: &str, password: &str, client: &str) -> Result<User, ApiError> {
-        let started = std::time::Instant::now();
-        let result = self.check_now(email, password, client).await;
-        if matches!(result, Err(ApiError::InvalidCredentials)) {
-            self.refuse_no_sooner_than_before(started).await;
+        // From the hashing turn on (not the wait for it: a queue that was long once must not
+        // slow every later refusal down).
+        let mut started = None;
+        let result = self.check_now(email, password, client, &mut started).await;
+        if let (Err(ApiError::InvalidCredentials), Some(t)) = (&result, started) {
+            self.refuse_no_sooner_than_before(t).await;
         }
         result
     }
@@ -203,7 +205,13 @@ impl Passwords {
         }
     }
 
-    async fn check_now(&self, email: &str, password: &str, client: &str) -> Result<User, ApiError> {
+    async fn check_now(
+        &self,
+        email: &str,
+        password: &str,
+        client: &str,
+        started: &mut Option<std::time::Instant>,
+    ) -> Result<User, ApiError> {
         let now = self.clock.now();
         // At most a bounded number of hash runs at once, a bounded queue, then 503.
         let turn = self
@@ -211,6 +219,7 @@ impl Passwords {
             .turn()
             .await
             .map_err(|_| ApiError::Busy { retry_after: 1 })?;
+        *started = Some(std::time::Instant::now());
         let subject = format!("{client}|{email}");
         let (attempts, window_start) = self
             .store

@@ -373,8 +373,8 @@ async fn sign_up_answers_alike_for_every_address_and_the_code_creates_and_signs_
         )
         .await;
     // Another browser (a browser completes the sign-up it sent last).
-    let known = Client::bound(&s)
-        .oneshot()
+    let mut other = Client::bound(&s).oneshot();
+    let known = other
         .post(
             "/auth/signup",
             &json!({ "email": ALICE.0, "password": "a fine new password" }),
@@ -417,6 +417,32 @@ async fn sign_up_answers_alike_for_every_address_and_the_code_creates_and_signs_
         assert_eq!((res.status, res.error()), (400, "weak_password"), "{weak}");
     }
     let code = sink.wait_for("new@example.com", 1).await.code();
+    // A wrong guess is answered alike for both addresses (a code waits for each, the known
+    // one's never mailed): no enumeration through /auth/signup/verify either.
+    let wrong = "0".repeat(code.len());
+    let wrong = if wrong == code {
+        "1".repeat(code.len())
+    } else {
+        wrong
+    };
+    let guess_new = c
+        .post(
+            "/auth/signup/verify",
+            &json!({ "email": "new@example.com", "code": wrong }),
+        )
+        .await;
+    let guess_known = other
+        .post(
+            "/auth/signup/verify",
+            &json!({ "email": ALICE.0, "code": wrong }),
+        )
+        .await;
+    assert_eq!(
+        (guess_new.status, &guess_new.body),
+        (guess_known.status, &guess_known.body),
+        "the same refusal"
+    );
+    assert_eq!(guess_new.error(), "invalid_code");
     assert!(
         s.state
             .store

@@ -797,6 +797,14 @@ async fn cors_allows_only_listed_origins_with_credentials() {
             .unwrap()
             .contains(CSRF_HEADER)
     );
+    // Every method an endpoint has, PUT /auth/second-factor's included, for a cross-origin app.
+    let methods = ok
+        .header("access-control-allow-methods")
+        .unwrap_or_default()
+        .to_owned();
+    for m in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+        assert!(methods.contains(m), "{m} in {methods}");
+    }
     let evil = preflight("https://evil.example").await;
     assert!(!evil.headers.contains_key("access-control-allow-origin"));
     s.stop().await;

@@ -29,8 +29,9 @@ export const injectAuth = () => inject(KEY);
 export const tokenwardenInterceptor = (req, next) => {
   const auth = inject(KEY, { optional: true })?.auth;
   if (!auth || req.headers.has("Authorization")) return next(req);
-  return defer(() => auth.authorize(req.method, req.urlWithParams)).pipe(switchMap(({ headers, retry }) => {
-    const send = (h) => next(req.clone({ setHeaders: h }));
+  // To the URL the headers are for, resolved once.
+  return defer(() => auth.authorize(req.method, req.url)).pipe(switchMap(({ headers, retry, url }) => {
+    const send = (h) => next(req.clone(url ? { url, setHeaders: h } : { setHeaders: h }));
     return send(headers).pipe(catchError((e) => defer(() => retry(e)).pipe(switchMap((h) => (h ? send(h) : throwError(() => e))))));
   }));
 };

@@ -677,7 +677,25 @@ async fn an_injected_base_element_cannot_redirect_the_token() {
     let res: Response = await_ok(auth.fetch("/test/echo".into(), Some(init.clone())))
         .await
         .into();
+    // And a script that also makes the page's base URL claim to be the page's own address:
+    // `authorize` (for requests that are not fetch, resolved again by their sender) reads the
+    // real one, so it gives no headers for a URL that goes to the other origin.
+    let node: Object = get(&get(&js_sys::global(), "Node"), "prototype").into();
+    let real = Object::get_own_property_descriptor(&node, &"baseURI".into());
+    let href = window().location().href().expect("href");
+    let getter = Function::new_no_args(&format!("return {href:?};"));
+    let fake: Object = obj(&[("get", getter.into()), ("configurable", true.into())]).into();
+    Object::define_property(&node, &"baseURI".into(), &fake);
+    let granted = await_ok(auth.promise("authorize", &["GET".into(), "test/echo".into()])).await;
+    Object::define_property(&node, &"baseURI".into(), &real.into());
     base.remove();
+    let headers = get(&granted, "headers");
+    assert!(
+        get(&headers, "Authorization").is_undefined(),
+        "{}",
+        json(&headers)
+    );
+    assert!(get(&granted, "url").is_undefined());
     let echo = body(res).await;
     assert!(get(&echo, "authorization").is_null(), "{}", json(&echo));
     // Without the <base>, an allowed origin still gets it.

@@ -137,6 +137,10 @@ export interface Authorization {
   /** `Authorization` and, with DPoP, a `DPoP` proof for exactly this method and URL; `{}` for
    * another origin or without a session (send the request as it is). */
   headers: Record<string, string>;
+  /** The absolute URL the headers are for, `url` resolved once against the document's base URL
+   * (undefined for another origin): send the request to exactly this URL, not to `url` resolved
+   * again (a script could change the page's `<base>` meanwhile). */
+  url?: string;
   /** Give it the response (anything with `status` and `headers.get`, e.g. a `Response`, an
    * Angular `HttpErrorResponse`, or `{ status: xhr.status, headers: { get: (n) =>
    * xhr.getResponseHeader(n) } }`). For a 401 a refresh (one for all callers and tabs) or a

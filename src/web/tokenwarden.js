@@ -71,37 +71,44 @@ function core() {
   const OUT = x[X_OUT]();
   let buf, u8, dv;
   const mem = () => {
-    if (buf !== x.memory.buffer) {
-      buf = x.memory.buffer;
+    if (buf !== get(memBuffer, x.memory)) {
+      buf = get(memBuffer, x.memory);
       u8 = new U8(buf);
       dv = new DataView(buf);
     }
   };
-  const text = (ptr, len) => (len ? decode(u8.subarray(ptr, ptr + len)) : "");
+  const text = (ptr, len) => (len ? decode(apply(u8Sub, u8, [ptr, ptr + len])) : "");
+  const num = (f, at) => apply(f, dv, [OUT + at, true]);
   return {
     x,
-    /** Writes the strings (undefined: absent) into the inbox; returns their lengths. */
-    put(...strings) {
-      const bytes = strings.map((s) => (typeof s === "string" ? encode(s) : null));
+    /** Writes the strings (undefined: absent) into the inbox; returns their lengths (-1:
+     * absent), read by index. By index over our own records: no patched `map` or iterator
+     * decides what the core is told, or how much memory it takes (all of them: at most
+     * MAX_INBOX bytes, else all absent). */
+    put(a, b, c) {
+      const s = { __proto__: null, 0: a, 1: b, 2: c }, bytes = { __proto__: null }, lens = { __proto__: null };
       let n = 0;
-      for (const b of bytes) if (b) n += b.length;
-      let at = x[X_INBOX](n);
+      for (let i = 0; i < 3; i++) {
+        if (typeof s[i] === "string") n += apply(u8Len, (bytes[i] = encode(s[i])), []);
+      }
+      const fits = n <= MAX_INBOX;
+      let at = x[X_INBOX](fits ? n : 0);
       mem();
-      return bytes.map((b) => {
-        if (!b) return -1;
-        u8.set(b, at);
-        at += b.length;
-        return b.length;
-      });
+      for (let i = 0; i < 3; i++) {
+        const e = fits && bytes[i], len = e ? apply(u8Len, e, []) : -1;
+        lens[i] = len;
+        if (e) (apply(u8Set, u8, [e, at]), (at += len));
+      }
+      return lens;
     },
     out() {
       mem();
-      const u32 = (at) => dv.getUint32(OUT + at, true);
+      const u32 = (at) => num(dvU32, at);
       return {
-        a: dv.getFloat64(OUT + OUT_A, true),
-        b: dv.getFloat64(OUT + OUT_B, true),
+        a: num(dvF64, OUT_A),
+        b: num(dvF64, OUT_B),
         id: u32(OUT_ID),
-        c: dv.getInt32(OUT + OUT_C, true),
+        c: num(dvI32, OUT_C),
         s: text(u32(OUT_S), u32(OUT_S + 4)),
         t: text(u32(OUT_T), u32(OUT_T + 4)),
       };
@@ -126,12 +133,16 @@ const getters = (C, keys) => keys.map((k) => desc(C.prototype, k).get);
 const [uOrigin, uHref, uPath] = getters(URL, ["origin", "href", "pathname"]);
 // A Request's headers too: the token and proof are set into the object that getter gives.
 const [rUrl, rHeaders, rMethod] = getters(Request, ["url", "headers", "method"]);
+// The document's base URL, which relative URLs resolve against (absent outside a page).
+const nBase = G.Node && desc(Node.prototype, "baseURI").get;
 // A response's status and headers decide whether a request is replayed, and its URL whether
 // it teaches a nonce.
 const [rsStatus, rsHeaders, rsUrl, rsRedirected] = getters(Response, ["status", "headers", "url", "redirected"]);
 const rClone = Request.prototype.clone;
 const get = (getter, o) => apply(getter, o, []);
 const parse = JSON.parse;
+const ErrorC = Error;
+const defProp = Object.defineProperty;
 const encodeURI = encodeURIComponent;
 /** Whether `re` matches `s`, by the captured `RegExp.prototype.exec`. */
 const matches = (re, s) => apply(reExec, re, [s]) !== null;
@@ -143,6 +154,13 @@ const random = Math.random;
 const setT = setTimeout;
 const clearT = clearTimeout;
 const U8 = Uint8Array;
+// %TypedArray%'s `set` and `length`: what is written into the core's memory, and where.
+const u8Set = U8.prototype.set;
+const u8Len = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(U8.prototype), "length").get;
+const u8Sub = U8.prototype.subarray;
+// How the core's memory and the fields of its commands are read.
+const memBuffer = G.WebAssembly && Object.getOwnPropertyDescriptor(WebAssembly.Memory.prototype, "buffer").get;
+const { getUint32: dvU32, getInt32: dvI32, getFloat64: dvF64 } = DataView.prototype;
 // The token is encoded and hashed on its way into a DPoP proof's `ath`: these too.
 const encodeF = TextEncoder.prototype.encode;
 const encode = (s) => apply(encodeF, enc, [s]);
@@ -160,18 +178,24 @@ const KNOWN = ["baseUrl", "loginPath", "refreshPath", "logoutPath", "allowedOrig
   "refreshTimeoutMs", "crossTab", "dpop"];
 /** Largest login/refresh response body read. */
 const MAX_REPLY = 65536;
+/** Most bytes of strings handed to the core at once (a reply's token, a peer's, a nonce). */
+const MAX_INBOX = 131072;
 const DONE = {};
 const NONE = Object.freeze({ __proto__: null });
 
 /** An error of a stable `name` with its machine-readable `code`, which is also its message
  * (apps show their own words for each code). */
 function fail(name, code, status, retryAfter, message = code) {
-  const e = new Error(message);
-  e.name = name;
-  e.code = code;
-  if (status) e.status = status;
-  if (code === ERR_TOO_MANY_ATTEMPTS) e.retryAfter = retryAfter === retryAfter ? retryAfter : undefined;
+  const e = new ErrorC(message);
+  own(e, "name", name);
+  own(e, "code", code);
+  if (status) own(e, "status", status);
+  if (code === ERR_TOO_MANY_ATTEMPTS) own(e, "retryAfter", retryAfter === retryAfter ? retryAfter : undefined);
   return e;
+}
+/** `o[k] = v` as an own data property: no setter a script put on a prototype runs (or throws). */
+function own(o, k, v) {
+  defProp(o, k, { __proto__: null, value: v, writable: true, enumerable: true, configurable: true });
 }
 /** `c`'s string fields `keys` (and `opt` when present) as a JSON body, in snake_case. */
 function json(c, keys, opt = []) {
@@ -696,6 +720,8 @@ export class TokenManager {
     };
     return {
       headers: (await headers(t)) ?? {},
+      // Where the headers are for (an allowed origin's URL, resolved once): send it there.
+      url: u,
       retry: async (res) => {
         // Once, whatever the status: never a loop.
         if (used++ || !t || res?.status !== 401) return null;
@@ -713,7 +739,7 @@ export class TokenManager {
    * request then goes to. */
   #mine(url) {
     try {
-      const u = new URLC(String(url), G.document?.baseURI ?? G.location?.href);
+      const d = G.document, u = new URLC(String(url), d && nBase ? get(nBase, d) : G.location?.href);
       const i = this.#at(get(uOrigin, u));
       if (i >= 0 && i < this.#cfg.origins.length) return get(uHref, u);
     } catch {}
@@ -735,8 +761,8 @@ export class TokenManager {
    * challenge (the first `error="..."` after a `DPoP`, any case); resolves with its next step:
    * a token to send it again with, or DONE. */
   #status(id, status, replayable, challenge) {
-    const [error] = this.#c.put(short(typeof challenge == "string" && apply(reExec, /dpop[^]*?error="([^"]*)"/i, [challenge])?.[1]));
-    return this.#wait(id, () => this.#c.x[X_STATUS](id, status, replayable, error, now()));
+    const l = this.#c.put(short(typeof challenge == "string" && apply(reExec, /dpop[^]*?error="([^"]*)"/i, [challenge])?.[1]));
+    return this.#wait(id, () => this.#c.x[X_STATUS](id, status, replayable, l[0], now()));
   }
 
   /** The held token's payload as JSON text, or null. */
@@ -840,26 +866,32 @@ export class TokenManager {
     for (let op; this.#c && (op = this.#c.x[X_NEXT]()); ) {
       const c = this.#c.out();
       const id = c.id;
-      switch (op) {
-        case OP_SEND: this.#settle(id, c.a ? [c.s, c.b] : null); break;
-        case OP_RETURN: this.#settle(id, DONE); break;
-        case OP_RESOLVE: this.#settle(id, c.a === 2 ? c.s : c.a === 1 ? c.b === 1 : undefined); break;
-        case OP_REJECT: this.#settle(id, fail(ERROR_NAMES[c.c], c.s, c.a, c.b), 1); break;
-        case OP_REQUEST: this.#request(id, c.c, c.s, c.b, c.a); break;
-        case OP_ABORT: this.#requests[id]?.abort(); delete this.#requests[id]; break;
-        case OP_POST: this.#post(PEER_KINDS[c.c], c.t, c.a, c.b, id, c.s); break;
-        case OP_LOCK: this.#lock(c.a === 1); break;
-        case OP_UNLOCK: this.#unlock(); break;
-        case OP_CANCEL_LOCK: this.#cancelLock(); break;
-        case OP_TIMER:
-          this.#timers[id] = setT(() => {
-            delete this.#timers[id];
-            this.#input(IN_TIMER, id);
-          }, c.a);
-          break;
-        case OP_CANCEL_TIMER: clearT(this.#timers[id]); delete this.#timers[id]; break;
-        case OP_EMIT: this.#emit(EVENTS[c.c], c.a, END_REASONS[c.b]); break;
-        case OP_KEY: this.#keyOp(c.c, id, c.a); break;
+      // A command that throws (a global a script broke) costs that command only: its caller,
+      // if it answers one, gets the error; the commands after it are carried out.
+      try {
+        switch (op) {
+          case OP_SEND: this.#settle(id, c.a ? [c.s, c.b] : null); break;
+          case OP_RETURN: this.#settle(id, DONE); break;
+          case OP_RESOLVE: this.#settle(id, c.a === 2 ? c.s : c.a === 1 ? c.b === 1 : undefined); break;
+          case OP_REJECT: this.#settle(id, fail(ERROR_NAMES[c.c], c.s, c.a, c.b), 1); break;
+          case OP_REQUEST: this.#request(id, c.c, c.s, c.b, c.a); break;
+          case OP_ABORT: this.#requests[id]?.abort(); delete this.#requests[id]; break;
+          case OP_POST: this.#post(PEER_KINDS[c.c], c.t, c.a, c.b, id, c.s); break;
+          case OP_LOCK: this.#lock(c.a === 1); break;
+          case OP_UNLOCK: this.#unlock(); break;
+          case OP_CANCEL_LOCK: this.#cancelLock(); break;
+          case OP_TIMER:
+            this.#timers[id] = setT(() => {
+              delete this.#timers[id];
+              this.#input(IN_TIMER, id);
+            }, c.a);
+            break;
+          case OP_CANCEL_TIMER: clearT(this.#timers[id]); delete this.#timers[id]; break;
+          case OP_EMIT: this.#emit(EVENTS[c.c], c.a, END_REASONS[c.b]); break;
+          case OP_KEY: this.#keyOp(c.c, id, c.a); break;
+        }
+      } catch (e) {
+        if (op === OP_SEND || op === OP_RETURN || op === OP_RESOLVE || op === OP_REJECT) this.#settle(id, e, 1);
       }
     }
   }
@@ -875,11 +907,11 @@ export class TokenManager {
     if (rejected && j) {
       // invalid_code: the tries the email's codes have left; step_up_required: how recent a
       // sign-in must be.
-      if (j.attempts_left >= 0) value.attemptsLeft = j.attempts_left;
-      if (j.max_age >= 0) value.maxAge = j.max_age;
+      if (j.attempts_left >= 0) own(value, "attemptsLeft", j.attempts_left);
+      if (j.max_age >= 0) own(value, "maxAge", j.max_age);
       // second_factor_required: how to complete it, by the key that sent the password.
       if (value.code === ERR_SECOND_FACTOR_REQUIRED && typeof j.ceremony == "string") {
-        value.secondFactor = j;
+        own(value, "secondFactor", j);
         this.#second = { __proto__: null, c: j.ceremony, k: key };
       }
     }
@@ -927,8 +959,8 @@ export class TokenManager {
     const str = (v) => (typeof v === "string" ? v : undefined);
     const num = (v) => (typeof v === "number" ? v : undefined);
     const token = str(j.access_token);
-    const [a, b, c] = this.#c.put(token, str(j.token_type), str(j.error));
-    this.#c.x[X_REPLY](req, status, a, b, c, num(j.expires_in) ?? NaN, lifetimeOf(token),
+    const l = this.#c.put(token, str(j.token_type), str(j.error));
+    this.#c.x[X_REPLY](req, status, l[0], l[1], l[2], num(j.expires_in) ?? NaN, lifetimeOf(token),
       retry == null ? NaN : parseFloat(retry), now());
     this.#drain();
   }
@@ -1027,8 +1059,8 @@ export class TokenManager {
   /** Tells the core the DPoP-Nonce and Date headers of an answer from `url`'s origin. */
   #saw(url, nonce, date) {
     if (!this.#cfg.dpop || !this.#c) return;
-    const [n] = this.#c.put(short(nonce));
-    this.#c.x[X_SEEN](this.#where(url)[1], n, date == null ? NaN : dateParse(date), now());
+    const l = this.#c.put(short(nonce));
+    this.#c.x[X_SEEN](this.#where(url)[1], l[0], date == null ? NaN : dateParse(date), now());
   }
 
   #post(kind, text, lifetime, at, id, nonce) {

@@ -434,6 +434,43 @@ test.describe("a hostile script of the same origin", () => {
     expect(r.evilSaw, "the other origin gets no token").toBeNull();
   });
 
+  test("globals a script broke cost one command, never a hang or the core", async ({ context }) => {
+    const [tab] = await loggedInTabs(context, 1, { refreshTimeoutMs: 1500 });
+    const r = await tab.evaluate(async () => {
+      const auth = (window as any).auth;
+      const out: Record<string, unknown> = {};
+      // 1. Errors a script made unbuildable: a refusal still reaches its caller.
+      Object.defineProperty(Error.prototype, "code", { configurable: true, set() { throw 0; } });
+      out.refused = await auth.login({ email: "nobody@example.com", password: "not-the-password" })
+        .then(() => "logged in", (e: any) => `${e?.name} ${e?.code}`);
+      delete (Error.prototype as any).code;
+      // 2. Array.prototype.map answering with a length of 3 GB: the core's memory is asked for no
+      // such thing (which would trap the module), and the session goes on.
+      const map = Array.prototype.map;
+      Array.prototype.map = function () { return [{ length: 3e9 }, { length: 3e9 }, { length: 3e9 }]; } as any;
+      new BroadcastChannel("tokenwarden " + new URL("/auth/refresh", location.href).href)
+        .postMessage({ t: "ask", at: Date.now() });
+      await new Promise((r) => setTimeout(r, 100));
+      Array.prototype.map = map;
+      out.alive = auth.isAuthenticated;
+      out.after = await (window as any).burst(1);
+      // 3. A lock manager that returns nothing at all: the refresh still settles.
+      await new Promise((r) => setTimeout(r, 2500));
+      const request = LockManager.prototype.request;
+      (LockManager.prototype as any).request = () => undefined;
+      const t0 = performance.now();
+      out.due = (await (window as any).burst(1))[0];
+      out.dueMs = performance.now() - t0;
+      LockManager.prototype.request = request;
+      return out;
+    });
+    expect.soft(r.refused, "the wrong password is refused, not left hanging").toMatch(/invalid_credentials$/);
+    expect.soft(r.alive, "the core lives on").toBe(true);
+    expect.soft(r.after).toEqual([200]);
+    expect.soft(["NetworkError", 200]).toContain(r.due);
+    expect(r.dueMs as number).toBeLessThan(1500 + 1000);
+  });
+
   test("the key store held forever: restore() and loginWithRedirect() settle within refreshTimeoutMs + 1 s", async ({ context }) => {
     const tab = await openTab(context, { refreshTimeoutMs: 1500 });
     const name = await NAME(tab);

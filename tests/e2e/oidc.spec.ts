@@ -24,6 +24,8 @@ async function atTheProvider(page: Page, login: string) {
 }
 
 test("sign in with the provider in the demo: bound to the page's key, and the provider's logout ends every tab", async ({ context }) => {
+  // Two sites, three pages and a logout through the provider: slow on a loaded 2-core machine.
+  test.setTimeout(240_000);
   const page = await context.newPage();
   await page.goto(OIDC_DEMO);
   const button = page.getByRole("button", { name: /Sign in with idp/ });

@@ -383,6 +383,16 @@ pub async fn remove(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     p.require_recent(&claims).await?;
+    // The last passkey of an account whose password sign-ins need a second factor, on a server
+    // that mails no codes, is that factor: without it the owner could sign in no more.
+    if p.0.codes.enabled().is_err()
+        && p.0.store.second_factor_required(&claims.sub).await?
+        && p.0.store.passkeys_of(&claims.sub).await?.len() <= 1
+    {
+        return Err(ApiError::PasskeysUnavailable(
+            "this passkey is the account's second factor: turn the second factor off first",
+        ));
+    }
     // No id holds U+0000 (`%00`), which PostgreSQL cannot even compare.
     if id.len() > 1400 || id.contains('\0') || !p.0.store.delete_passkey(&id, &claims.sub).await? {
         return Err(ApiError::NotFound);

@@ -324,6 +324,41 @@ async fn a_required_second_factor_completes_a_password_sign_in_only_with_the_sam
     s.stop().await;
 }
 
+/// A server that mails no codes, an account whose password sign-ins need a second factor, and
+/// its one passkey: removing it is refused (the owner would be locked out for good) until the
+/// second factor is turned off.
+#[tokio::test]
+async fn the_last_passkey_that_is_the_second_factor_cannot_be_removed() {
+    let (s, mut tab, _passkey) = alice_with_a_passkey().await;
+    let required = |on: bool| json!({ "required": on });
+    let a = tab
+        .send("PUT", "/auth/second-factor", Some(&required(true)))
+        .await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    let id = tab.get("/auth/passkeys").await.body["passkeys"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let a = tab.delete(&format!("/auth/passkeys/{id}")).await;
+    assert_eq!(a.error(), "passkeys_unavailable", "{}", a.body);
+    assert_eq!(
+        tab.get("/auth/passkeys").await.body["passkeys"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let a = tab
+        .send("PUT", "/auth/second-factor", Some(&required(false)))
+        .await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    assert_eq!(
+        tab.delete(&format!("/auth/passkeys/{id}")).await.status,
+        204
+    );
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn without_webauthn_configured_passkeys_are_unavailable() {
     let s = TestServer::start().await;

@@ -63,7 +63,10 @@ test("sign in with the provider in the demo: bound to the page's key, and the pr
   const idp = await context.newPage();
   await idp.goto(`${IDP}/session/end`);
   await shot(idp, "05-provider-logout");
+  // The provider sends its logout tokens before it answers the form: once its success page is
+  // shown, this server has ended the session (closing the page sooner could cancel the logout).
   await idp.click('button[name="logout"]');
+  await idp.waitForURL((u) => u.pathname.startsWith("/session/end/success"));
   await idp.close();
   // The next refresh (of the first tab here, forced unless one of the tabs came to it first,
   // e.g. on becoming visible again) is refused; the other tab hears that it ended.

@@ -339,6 +339,12 @@ pub async fn register_finish(
     let passkey = webauthn
         .finish_passkey_registration(&reg, &state)
         .map_err(|e| refused("registration", Some(&claims.sub), e))?;
+    // Checked again here: ceremonies started side by side each saw room for one more.
+    if p.0.store.passkeys_of(&claims.sub).await?.len() >= MAX_PASSKEYS {
+        return Err(ApiError::InvalidRequest(format!(
+            "an account holds at most {MAX_PASSKEYS} passkeys"
+        )));
+    }
     let now = p.now();
     let name = req
         .name

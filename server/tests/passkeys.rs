@@ -359,6 +359,33 @@ async fn the_last_passkey_that_is_the_second_factor_cannot_be_removed() {
     s.stop().await;
 }
 
+/// Two registrations started side by side with room for one more passkey: the first finished
+/// is kept, the second refused (each start saw room for it).
+#[tokio::test]
+async fn registrations_started_side_by_side_stop_at_the_limit() {
+    let (s, mut tab, _passkey) = alice_with_a_passkey().await;
+    for _ in 1..19 {
+        register(&mut tab).await;
+    }
+    let a = tab.post("/auth/passkeys/register/start", &json!({})).await;
+    let b = tab.post("/auth/passkeys/register/start", &json!({})).await;
+    assert_eq!((a.status, b.status), (200, 200), "{} {}", a.body, b.body);
+    let mut finish = async |start: &Answer| {
+        let (_, credential) = SoftPasskey::create(&start.body["options"], &PAGE);
+        tab.post(
+            "/auth/passkeys/register/finish",
+            &json!({ "ceremony": start.body["ceremony"], "credential": credential }),
+        )
+        .await
+    };
+    assert_eq!(finish(&a).await.status, 201);
+    let refused = finish(&b).await;
+    assert_eq!(refused.error(), "invalid_request", "{}", refused.body);
+    let listed = tab.get("/auth/passkeys").await.body["passkeys"].clone();
+    assert_eq!(listed.as_array().map(Vec::len), Some(20));
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn without_webauthn_configured_passkeys_are_unavailable() {
     let s = TestServer::start().await;

@@ -856,8 +856,11 @@ export class TokenManager {
         throw e;
       }
       this.#seen(url, res);
-      step = await this.#status(id, get(rsStatus, res), out.replayable(),
-        apply(hget, get(rsHeaders, res), ["www-authenticate"]));
+      // The challenge matters to the core for a 401 only: no header read on the way back of
+      // every other answer.
+      const status = get(rsStatus, res);
+      step = await this.#status(id, status, out.replayable(),
+        status === 401 ? apply(hget, get(rsHeaders, res), ["www-authenticate"]) : null);
       if (step === DONE) return res;
     }
   }
@@ -1049,6 +1052,7 @@ export class TokenManager {
 
   /** Tells the core a response's DPoP-Nonce and Date (before its status). */
   #seen(url, res) {
+    if (!this.#cfg.dpop) return; // (see #saw) without reading a header
     const h = get(rsHeaders, res);
     // A response redirected from another origin says nothing about this one.
     if (!get(rsRedirected, res) || get(uOrigin, new URLC(get(rsUrl, res))) === get(uOrigin, new URLC(url))) {

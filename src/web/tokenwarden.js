@@ -497,6 +497,7 @@ export class TokenManager {
   #second = null;
   #aths = null;
   #url = null;
+  #mined = null;
 
   constructor(opts) {
     const cfg = (this.#cfg = options(opts));
@@ -699,7 +700,8 @@ export class TokenManager {
   fetch(input, init) {
     let isRequest = false, s;
     // A Request by its brand (not `instanceof`, which a script can answer), its URL read once.
-    try { s = get(rUrl, input); isRequest = true; } catch {}
+    // A string is none (and spares the brand check's TypeError, the most costly step here).
+    if (typeof input !== "string") try { s = get(rUrl, input); isRequest = true; } catch {}
     const u = this.#mine(isRequest ? s : input);
     // Another origin, or no URL (fetch throws its own TypeError): untouched.
     return u ? this.#authFetch(input, init, u, isRequest) : apply(this.#fetch, G, [input, init]);
@@ -739,9 +741,13 @@ export class TokenManager {
    * request then goes to. */
   #mine(url) {
     try {
-      const d = G.document, u = new URLC(String(url), d && nBase ? get(nBase, d) : G.location?.href);
-      const i = this.#at(get(uOrigin, u));
-      if (i >= 0 && i < this.#cfg.origins.length) return get(uHref, u);
+      const d = G.document, s = String(url), base = d && nBase ? get(nBase, d) : G.location?.href;
+      // The last answer again for the same URL and base (a parse less per request).
+      const m = this.#mined;
+      if (m?.[0] === s && m[1] === base) return m[2];
+      const u = new URLC(s, base), i = this.#at(get(uOrigin, u));
+      this.#mined = [s, base, i >= 0 && i < this.#cfg.origins.length ? get(uHref, u) : undefined];
+      return this.#mined[2];
     } catch {}
   }
 

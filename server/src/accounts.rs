@@ -113,16 +113,20 @@ pub async fn signup(
         &crate::cookies::signup_cookie(&binding, otp.settings().ttl_secs),
     );
     let binding_hash = crate::tokens::hash_refresh_token(&binding);
+    // The code is stored now, before the answer and the same way for every address (mailed
+    // later, only to an address without an account): a guess at /auth/signup/verify is
+    // answered alike for all, right after this answer as later, and whether or not the
+    // hashing below is dropped.
+    let code = otp
+        .store_code(CodePurpose::SignUp, &email, now)
+        .await
+        .map_err(ApiError::Internal)?;
     let otp = otp.clone();
     let password = req.password;
     tokio::spawn(async move {
         let result: Result<(), String> = async {
             let db = |e: crate::store::StoreError| format!("database: {e}");
             if store.user_by_email(&email).await.map_err(db)?.is_some() {
-                // A code is stored for this address too (never mailed: `issue` mails sign-up
-                // codes only to addresses without an account), so that guessing one at
-                // /auth/signup/verify is answered as for any address.
-                otp.issue(CodePurpose::SignUp, &email, now).await?;
                 return otp.mailer.send_account_exists(&email, now).await;
             }
             // Within the hashing gate, as every argon2 run (each holds many MiB): a flood of
@@ -139,7 +143,7 @@ pub async fn signup(
                 .put_pending_signup(&binding_hash, &email, &hash, &name, now, expires)
                 .await
                 .map_err(db)?;
-            otp.issue(CodePurpose::SignUp, &email, now).await
+            otp.deliver(CodePurpose::SignUp, &email, &code, now).await
         }
         .await;
         if let Err(e) = result {

@@ -361,6 +361,39 @@ async fn mail_server(sink: &SmtpSink, configure: impl FnOnce(&mut Settings)) -> 
     .await
 }
 
+/// A guess sent the moment the sign-up is answered: the code of an unknown address was stored
+/// only after its password was hashed, the known address's at once, so the refusal's
+/// `attempts_left` (0 vs 2) told who has an account. Both are stored before the answer now.
+#[tokio::test]
+async fn a_guess_right_after_the_sign_up_is_answered_alike_for_every_address() {
+    let sink = SmtpSink::start();
+    let s = mail_server(&sink, |_| {}).await;
+    let mut answers = Vec::new();
+    for email in ["fresh@example.com", ALICE.0] {
+        let mut c = Client::bound(&s).oneshot();
+        let res = c
+            .post(
+                "/auth/signup",
+                &json!({ "email": email, "password": "a fine new password" }),
+            )
+            .await;
+        assert_eq!(res.status, 202, "{}", res.body);
+        let guess = c
+            .post(
+                "/auth/signup/verify",
+                &json!({ "email": email, "code": "000000" }),
+            )
+            .await;
+        answers.push((guess.status, guess.body));
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "the same refusal for both addresses"
+    );
+    assert_eq!(answers[0].1["error"], "invalid_code", "{}", answers[0].1);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn sign_up_answers_alike_for_every_address_and_the_code_creates_and_signs_in() {
     let sink = SmtpSink::start();

@@ -228,10 +228,21 @@ impl Otp {
 
     /// [`Self::issue_later`], now.
     pub async fn issue(&self, purpose: CodePurpose, email: &str, now: i64) -> Result<(), String> {
+        let code = self.store_code(purpose, email, now).await?;
+        self.deliver(purpose, email, &code, now).await
+    }
+
+    /// The first half of [`Self::issue`]: a new code of `purpose` for `email`, stored (hashed)
+    /// whatever the address; the code itself, to [`Self::deliver`].
+    pub async fn store_code(
+        &self,
+        purpose: CodePurpose,
+        email: &str,
+        now: i64,
+    ) -> Result<String, String> {
         let s = &self.settings;
         let code = generate_code(s.digits);
         let id = crate::tokens::random_id();
-        let db = |e: StoreError| format!("database: {e}");
         self.store
             .insert_code(
                 purpose,
@@ -244,7 +255,20 @@ impl Otp {
                 MAX_LIVE,
             )
             .await
-            .map_err(db)?;
+            .map_err(|e| format!("database: {e}"))?;
+        Ok(code)
+    }
+
+    /// The second half of [`Self::issue`]: `code` mailed if the address may use it.
+    pub async fn deliver(
+        &self,
+        purpose: CodePurpose,
+        email: &str,
+        code: &str,
+        now: i64,
+    ) -> Result<(), String> {
+        let s = &self.settings;
+        let db = |e: StoreError| format!("database: {e}");
         let user = self.store.user_by_email(email).await.map_err(db)?;
         let deliver = match purpose {
             CodePurpose::SignIn => user.is_some() || s.signup,
@@ -254,7 +278,7 @@ impl Otp {
         };
         if deliver {
             self.mailer
-                .send_code(purpose, email, &code, s.ttl_secs, now)
+                .send_code(purpose, email, code, s.ttl_secs, now)
                 .await?;
             tracing::info!(target: "audit", event = "otp_sent", purpose = purpose.as_str());
         }

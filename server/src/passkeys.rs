@@ -40,7 +40,7 @@ use crate::extract::{Authed, JsonBody, user_agent};
 use crate::net::ClientIp;
 use crate::otp::Codes;
 use crate::sessions::{Issued, Sessions, SignIn};
-use crate::store::passkeys::{Ceremony, PasskeyRow};
+use crate::store::passkeys::{Ceremony, PasskeyRow, Removal};
 use crate::store::{CodePurpose, Store, User};
 use crate::throttle::Throttle;
 use crate::tokens::{self, AccessClaims};
@@ -389,19 +389,26 @@ pub async fn remove(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     p.require_recent(&claims).await?;
+    // No id holds U+0000 (`%00`), which PostgreSQL cannot even compare.
+    if id.len() > 1400 || id.contains('\0') {
+        return Err(ApiError::NotFound);
+    }
     // The last passkey of an account whose password sign-ins need a second factor, on a server
     // that mails no codes, is that factor: without it the owner could sign in no more.
-    if p.0.codes.enabled().is_err()
-        && p.0.store.second_factor_required(&claims.sub).await?
-        && p.0.store.passkeys_of(&claims.sub).await?.len() <= 1
+    let keep_factor = p.0.codes.enabled().is_err();
+    match p
+        .0
+        .store
+        .delete_passkey(&id, &claims.sub, keep_factor)
+        .await?
     {
-        return Err(ApiError::PasskeysUnavailable(
-            "this passkey is the account's second factor: turn the second factor off first",
-        ));
-    }
-    // No id holds U+0000 (`%00`), which PostgreSQL cannot even compare.
-    if id.len() > 1400 || id.contains('\0') || !p.0.store.delete_passkey(&id, &claims.sub).await? {
-        return Err(ApiError::NotFound);
+        Removal::Removed => {}
+        Removal::NotFound => return Err(ApiError::NotFound),
+        Removal::LastFactor => {
+            return Err(ApiError::PasskeysUnavailable(
+                "this passkey is the account's second factor: turn the second factor off first",
+            ));
+        }
     }
     tracing::info!(target: "audit", event = "passkey_removed", user = %claims.sub);
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -567,17 +574,17 @@ pub async fn set_second_factor(
     JsonBody(req): JsonBody<SecondFactorSetting>,
 ) -> Result<Response, ApiError> {
     p.require_recent(&claims).await?;
-    if req.required
-        && p.0.store.passkeys_of(&claims.sub).await?.is_empty()
-        && p.0.codes.enabled().is_err()
+    let needs_passkey = p.0.codes.enabled().is_err();
+    if !p
+        .0
+        .store
+        .set_second_factor(&claims.sub, req.required, needs_passkey)
+        .await?
     {
         return Err(ApiError::PasskeysUnavailable(
             "a second factor needs a passkey, or emailed codes on this server",
         ));
     }
-    p.0.store
-        .set_second_factor(&claims.sub, req.required)
-        .await?;
     tracing::info!(target: "audit", event = "second_factor_set", user = %claims.sub, required = req.required);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -359,6 +359,46 @@ async fn the_last_passkey_that_is_the_second_factor_cannot_be_removed() {
     s.stop().await;
 }
 
+/// The guard above against removals side by side: six passkeys, the second factor on, all six
+/// removed at once. Each removal saw others left, and all six went (the owner locked out for
+/// good); the last one is kept now.
+#[tokio::test]
+async fn removals_side_by_side_keep_the_last_passkey_that_is_the_second_factor() {
+    let (s, mut tab, _passkey) = alice_with_a_passkey().await;
+    for _ in 0..5 {
+        register(&mut tab).await;
+    }
+    let a = tab
+        .send(
+            "PUT",
+            "/auth/second-factor",
+            Some(&json!({ "required": true })),
+        )
+        .await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    let listed = tab.get("/auth/passkeys").await.body["passkeys"].clone();
+    let ids: Vec<String> = listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(ids.len(), 6);
+    let removals = ids.into_iter().map(|id| {
+        let mut c = tab.clone();
+        tokio::spawn(async move { c.delete(&format!("/auth/passkeys/{id}")).await.status })
+    });
+    let mut statuses = Vec::new();
+    for r in removals.collect::<Vec<_>>() {
+        statuses.push(r.await.expect("a removal's task"));
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [204, 204, 204, 204, 204, 400], "{statuses:?}");
+    let left = tab.get("/auth/passkeys").await.body["passkeys"].clone();
+    assert_eq!(left.as_array().map(Vec::len), Some(1));
+    s.stop().await;
+}
+
 /// Two registrations started side by side with room for one more passkey: the first finished
 /// is kept, the second refused (each start saw room for it).
 #[tokio::test]

@@ -9,6 +9,7 @@
 //! - [`LOCK_SESSION_PG`]: the session row's lock, taken after repeated lost races. SQLite's one
 //!   writer connection is already exclusive.
 //! - [`LOCK_KEYS_PG`]: serialises instances adding a signing key at the same start.
+//! - [`LOCK_USER_PG`]: an account's row, while its passkeys or second factor change.
 //! - [`RECENT_EVENTS_PG`]: the fleet's catch-up read, by PostgreSQL's own clock.
 
 /// The two backends.
@@ -37,6 +38,10 @@ pub const NOTIFY_PG: &str = "SELECT pg_notify($1, $2)";
 pub const LOCK_SESSION_PG: &str = "SELECT id FROM sessions
      WHERE id = (SELECT session_id FROM refresh_tokens WHERE hash = $1)
      FOR UPDATE";
+
+/// `$1`: a user's id. Locks the account's row until the transaction ends (its passkeys and
+/// second-factor setting change one at a time: `passkeys::delete_passkey`).
+pub const LOCK_USER_PG: &str = "SELECT id FROM users WHERE id = $1 FOR UPDATE";
 
 /// Held until the transaction ends.
 pub const LOCK_KEYS_PG: &str = "SELECT pg_advisory_xact_lock(7301)";

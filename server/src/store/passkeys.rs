@@ -2,7 +2,18 @@
 //! ceremonies between their two requests, the second-factor setting, and a session's proof of
 //! who its user is (a step-up).
 
+use super::dialect::{self, Dialect};
 use super::{Store, StoreResult, User};
+
+/// What [`Store::delete_passkey`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    Removed,
+    /// No such passkey of this account.
+    NotFound,
+    /// Kept: the account's last passkey, and its second factor is required.
+    LastFactor,
+}
 
 /// A stored passkey.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -79,14 +90,36 @@ impl Store {
         Ok(())
     }
 
-    /// Removes one of the user's passkeys; whether it existed.
-    pub async fn delete_passkey(&self, id: &str, user_id: &str) -> StoreResult<bool> {
+    /// Removes one of the user's passkeys, unless `keep_factor` and it is the last passkey of
+    /// an account whose second factor is required. Checked and done under the account's row
+    /// lock (SQLite's one writer; PostgreSQL's `FOR UPDATE`): removals side by side, or a
+    /// removal beside [`Self::set_second_factor`], cannot each see another passkey left.
+    pub async fn delete_passkey(
+        &self,
+        id: &str,
+        user_id: &str,
+        keep_factor: bool,
+    ) -> StoreResult<Removal> {
+        let mut tx = self.write.begin().await?;
+        if self.dialect == Dialect::Postgres {
+            q!(dialect::LOCK_USER_PG, user_id).execute(&mut *tx).await?;
+        }
+        let sql = "SELECT count(*) FROM passkeys WHERE user_id = $1";
+        let left: i64 = q_scalar!(sql, user_id).fetch_one(&mut *tx).await?;
+        let sql = "SELECT second_factor FROM users WHERE id = $1";
+        let required: Option<i64> = q_scalar!(sql, user_id).fetch_optional(&mut *tx).await?;
+        let sql = "SELECT count(*) FROM passkeys WHERE id = $1 AND user_id = $2";
+        let exists: i64 = q_scalar!(sql, id, user_id).fetch_one(&mut *tx).await?;
+        if exists == 0 {
+            return Ok(Removal::NotFound);
+        }
+        if keep_factor && required == Some(1) && left <= 1 {
+            return Ok(Removal::LastFactor);
+        }
         let sql = "DELETE FROM passkeys WHERE id = $1 AND user_id = $2";
-        Ok(q!(sql, id, user_id)
-            .execute(&self.write)
-            .await?
-            .rows_affected()
-            == 1)
+        q!(sql, id, user_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Removal::Removed)
     }
 
     pub async fn put_ceremony(&self, id_hash: &str, c: &Ceremony) -> StoreResult<()> {
@@ -129,12 +162,32 @@ impl Store {
         Ok(v == Some(1))
     }
 
-    pub async fn set_second_factor(&self, user_id: &str, required: bool) -> StoreResult<()> {
+    /// Sets whether the account's password sign-ins need a second factor; with
+    /// `needs_passkey`, turning it on needs a passkey of the account (false: none, nothing
+    /// changed). Under the account's row lock, as [`Self::delete_passkey`].
+    pub async fn set_second_factor(
+        &self,
+        user_id: &str,
+        required: bool,
+        needs_passkey: bool,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await?;
+        if self.dialect == Dialect::Postgres {
+            q!(dialect::LOCK_USER_PG, user_id).execute(&mut *tx).await?;
+        }
+        if required && needs_passkey {
+            let sql = "SELECT count(*) FROM passkeys WHERE user_id = $1";
+            let n: i64 = q_scalar!(sql, user_id).fetch_one(&mut *tx).await?;
+            if n == 0 {
+                return Ok(false);
+            }
+        }
         let sql = "UPDATE users SET second_factor = $1 WHERE id = $2";
         q!(sql, i64::from(required), user_id)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Records a step-up in a live session: its user proved who they are at `now`, with

@@ -169,9 +169,16 @@ impl Dpop {
             }
             return Ok(None);
         }
-        self.check(headers, "POST", path, None, None, true)
-            .await
-            .map(|p| Some(p.jkt))
+        let jkt = self
+            .check(headers, "POST", path, None, None, true)
+            .await?
+            .jkt;
+        // A key some session was bound to already opens none (`Sessions::open` refuses it too):
+        // refused here, before the flow spends a code, changes a password or revokes anything.
+        if self.0.store.dpop_key_taken(&jkt).await? {
+            return Err(ApiError::DpopProof(ProofError::KeyInUse));
+        }
+        Ok(Some(jkt))
     }
 
     /// At refresh, before the rotation decision: `bound` is the key the presented token's

@@ -601,6 +601,48 @@ async fn a_second_sign_up_of_the_address_cannot_set_the_password() {
     s.stop().await;
 }
 
+/// A reset signed by the key of a live session (a key opens one session, ever): refused before
+/// the code is spent, the password changed or a session revoked; the same code then works
+/// with a new key.
+#[tokio::test]
+async fn a_reset_with_a_key_already_bound_is_refused_before_anything_changes() {
+    let sink = SmtpSink::start();
+    let s = mail_server(&sink, |_| {}).await;
+    let mut tab = Client::bound(&s).oneshot();
+    assert_eq!(tab.login(ALICE).await.status, 200);
+    let mut same_key = Client::new(&s).oneshot();
+    same_key.key = tab.key.clone();
+    same_key.fetch_nonce().await;
+    same_key
+        .post("/auth/password/reset/start", &json!({ "email": ALICE.0 }))
+        .await;
+    let code = sink.wait_for(ALICE.0, 1).await.code();
+    let reset =
+        json!({ "email": ALICE.0, "code": code, "new_password": "brand new secret phrase" });
+    let res = same_key.post("/auth/password/reset", &reset).await;
+    assert_eq!(
+        (res.status, res.error()),
+        (401, "invalid_dpop_proof"),
+        "{}",
+        res.body
+    );
+    assert_eq!(tab.get("/api/me").await.status, 200, "no session revoked");
+    assert_eq!(tab.refresh().await.status, 200);
+    assert_eq!(
+        Client::new(&s).login(ALICE).await.status,
+        200,
+        "the password unchanged"
+    );
+    let mut fresh = Client::bound(&s).oneshot();
+    fresh.fetch_nonce().await;
+    assert_eq!(
+        fresh.post("/auth/password/reset", &reset).await.status,
+        200,
+        "the code unspent"
+    );
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_reset_revokes_every_session_and_signs_the_caller_in() {
     let sink = SmtpSink::start();

@@ -287,6 +287,7 @@ pub async fn reset(
     State(passwords): State<Passwords>,
     State(sessions): State<Sessions>,
     State(dpop): State<Dpop>,
+    State(passkeys): State<crate::passkeys::Passkeys>,
     client: ClientIp,
     headers: HeaderMap,
     JsonBody(req): JsonBody<ResetRequest>,
@@ -314,6 +315,15 @@ pub async fn reset(
     sessions
         .revoke_all(&user.id, None, RevokeReason::PasswordReset)
         .await?;
+    // The password is reset (the mailbox may do that); signing in here needs the account's
+    // second factor too, if it requires one (a passkey: the code proved the mailbox only).
+    crate::passkeys::require_second_factor(
+        &passkeys,
+        &user,
+        jkt.as_deref(),
+        crate::passkeys::FirstFactor::Code,
+    )
+    .await?;
     sessions
         .open(
             &user,

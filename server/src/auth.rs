@@ -52,7 +52,13 @@ pub async fn login(
         .check(&email, &req.password, &client.key())
         .await?;
     // An account that requires a second factor: the password alone opens nothing.
-    crate::passkeys::require_second_factor(&passkeys, &user, jkt.as_deref()).await?;
+    crate::passkeys::require_second_factor(
+        &passkeys,
+        &user,
+        jkt.as_deref(),
+        crate::passkeys::FirstFactor::Password,
+    )
+    .await?;
     sessions
         .open(
             &user,

@@ -60,6 +60,17 @@ const REGISTER: &str = "register";
 const LOGIN: &str = "login";
 const STEP_UP: &str = "step_up";
 const SECOND_FACTOR: &str = "second_factor";
+/// A sign-in by an emailed code (`/auth/otp/verify`, a reset) waiting for its passkey.
+const SECOND_FACTOR_AFTER_CODE: &str = "second_factor_after_code";
+
+/// What a sign-in waiting for its second factor proved first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstFactor {
+    Password,
+    /// An emailed code: the mailbox. Its second factor is a passkey (a code mailed again
+    /// proves the same mailbox); an account without one signs in on the code alone.
+    Code,
+}
 
 #[derive(Clone)]
 pub struct Passkeys(Arc<Inner>);
@@ -597,6 +608,7 @@ pub async fn require_second_factor(
     p: &Passkeys,
     user: &User,
     jkt: Option<&str>,
+    first: FirstFactor,
 ) -> Result<(), ApiError> {
     if !p.0.store.second_factor_required(&user.id).await? {
         return Ok(());
@@ -614,9 +626,11 @@ pub async fn require_second_factor(
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
             (Some(rcr), state_json(&state)?)
         }
+        _ if first == FirstFactor::Code => return Ok(()),
         _ => (None, String::new()),
     };
     let email_code = match p.0.codes.enabled() {
+        Ok(_) if first == FirstFactor::Code => false,
         Ok(otp) => {
             let now = p.now();
             if otp.count_send(&user.email, now).await.is_ok() {
@@ -631,7 +645,11 @@ pub async fn require_second_factor(
         session: None,
         jkt,
     };
-    let id = p.put(SECOND_FACTOR, who, state).await?;
+    let kind = match first {
+        FirstFactor::Password => SECOND_FACTOR,
+        FirstFactor::Code => SECOND_FACTOR_AFTER_CODE,
+    };
+    let id = p.put(kind, who, state).await?;
     tracing::info!(target: "audit", event = "second_factor_asked", user = %user.id);
     Err(ApiError::SecondFactorRequired {
         ceremony: id,
@@ -662,7 +680,13 @@ pub async fn second_factor(
 ) -> Result<Issued, ApiError> {
     p.admit(&client).await?;
     let jkt = dpop.sign_in_binding(&headers, SECOND_FACTOR_PATH).await?;
-    let c = p.take(SECOND_FACTOR, &req.ceremony).await?;
+    let (c, first) = match p.take(SECOND_FACTOR, &req.ceremony).await {
+        Ok(c) => (c, FirstFactor::Password),
+        Err(_) => (
+            p.take(SECOND_FACTOR_AFTER_CODE, &req.ceremony).await?,
+            FirstFactor::Code,
+        ),
+    };
     // The pending sign-in belongs to the key that sent the password.
     if c.dpop_jkt != jkt {
         return Err(ApiError::InvalidCredentials);
@@ -680,7 +704,15 @@ pub async fn second_factor(
             }
             let cred: PublicKeyCredential = credential(cred)?;
             verify_known(&p, webauthn, &user.id, &c, &cred).await?;
-            SignIn::PasswordAndPasskey
+            match first {
+                FirstFactor::Password => SignIn::PasswordAndPasskey,
+                FirstFactor::Code => SignIn::CodeAndPasskey,
+            }
+        }
+        (None, Some(_)) if first == FirstFactor::Code => {
+            return Err(ApiError::InvalidRequest(
+                "a sign-in by an emailed code is completed by a passkey".into(),
+            ));
         }
         (None, Some(code)) => {
             let otp = p.0.codes.enabled()?;

@@ -53,6 +53,8 @@ pub enum SignIn {
     PasswordAndPasskey,
     /// The password, then an emailed code as the second factor.
     PasswordAndCode,
+    /// An emailed code (a code sign-in or a reset), then a passkey as the second factor.
+    CodeAndPasskey,
 }
 
 impl SignIn {
@@ -66,6 +68,7 @@ impl SignIn {
             SignIn::Passkey => "passkey_login",
             SignIn::PasswordAndPasskey => "login_passkey_2fa",
             SignIn::PasswordAndCode => "login_code_2fa",
+            SignIn::CodeAndPasskey => "otp_passkey_2fa",
         }
     }
 
@@ -78,6 +81,7 @@ impl SignIn {
             SignIn::Passkey => "hwk mfa",
             SignIn::PasswordAndPasskey => "pwd hwk mfa",
             SignIn::PasswordAndCode => "pwd otp mfa",
+            SignIn::CodeAndPasskey => "otp hwk mfa",
         }
     }
 }

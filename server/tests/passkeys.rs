@@ -6,6 +6,7 @@
 mod common;
 
 use common::authenticator::{Page, SoftPasskey};
+use common::smtp::SmtpSink;
 use common::*;
 use serde_json::{Value, json};
 use tokenwarden_server::config::WebauthnSettings;
@@ -356,6 +357,108 @@ async fn the_last_passkey_that_is_the_second_factor_cannot_be_removed() {
         tab.delete(&format!("/auth/passkeys/{id}")).await.status,
         204
     );
+    s.stop().await;
+}
+
+/// An account whose sign-ins need a second factor, and a passkey: an emailed code (a code
+/// sign-in, a password reset) proves the mailbox only, and the passkey is asked for too. Before,
+/// the mailbox alone signed in, recently enough to turn the second factor off.
+#[tokio::test]
+async fn a_code_sign_in_or_a_reset_needs_the_passkey_that_is_the_second_factor() {
+    let sink = SmtpSink::start();
+    let url = sink.url();
+    let s = TestServer::with(move |c| {
+        c.webauthn = Some(WebauthnSettings {
+            rp_id: "localhost".into(),
+            rp_name: "tokenwarden tests".into(),
+            origins: vec![ORIGIN.into()],
+        });
+        c.otp.smtp_url = Some(url);
+        c.otp.ip_per_minute = 10_000;
+    })
+    .await;
+    let mut tab = Client::bound(&s);
+    tab.sign_in(ALICE).await;
+    let mut passkey = register(&mut tab).await;
+    let a = tab
+        .send(
+            "PUT",
+            "/auth/second-factor",
+            Some(&json!({ "required": true })),
+        )
+        .await;
+    assert_eq!(a.status, 204, "{}", a.body);
+
+    let mut mails = 0;
+    let mut code_of = async |c: &mut Client, start: &str| {
+        let a = c.post(start, &json!({ "email": ALICE.0 })).await;
+        assert_eq!(a.status, 202, "{}", a.body);
+        mails += 1;
+        sink.wait_for(ALICE.0, mails).await.code()
+    };
+    // A code sign-in: asked for the passkey (no code mailed again), no session yet.
+    let mut next = Client::bound(&s);
+    let code = code_of(&mut next, "/auth/otp/start").await;
+    let a = next
+        .post(
+            "/auth/otp/verify",
+            &json!({ "email": ALICE.0, "code": code }),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.error()),
+        (401, "second_factor_required"),
+        "{}",
+        a.body
+    );
+    assert_eq!(a.body["email_code"], false);
+    assert!(a.set_cookies().is_empty() && a.body["access_token"].is_null());
+    let credential = passkey.get(&a.body["passkey"], &PAGE);
+    let done = next
+        .post(
+            "/auth/login/second-factor",
+            &json!({ "ceremony": a.body["ceremony"], "credential": credential }),
+        )
+        .await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(
+        claims(&next.tokens_of(&done))["amr"],
+        json!(["otp", "hwk", "mfa"])
+    );
+
+    // A code does not complete a code sign-in.
+    let mut other = Client::bound(&s);
+    let code = code_of(&mut other, "/auth/otp/start").await;
+    let a = other
+        .post(
+            "/auth/otp/verify",
+            &json!({ "email": ALICE.0, "code": code }),
+        )
+        .await;
+    let by_code = json!({ "ceremony": a.body["ceremony"], "code": "123456" });
+    let refused = other.post("/auth/login/second-factor", &by_code).await;
+    assert_eq!(refused.error(), "invalid_request", "{}", refused.body);
+
+    // A reset: the password is reset, the sign-in needs the passkey.
+    let mut reset = Client::bound(&s);
+    let code = code_of(&mut reset, "/auth/password/reset/start").await;
+    let body = json!({ "email": ALICE.0, "code": code, "new_password": "brand new secret phrase" });
+    let a = reset.post("/auth/password/reset", &body).await;
+    assert_eq!(
+        (a.status, a.error()),
+        (401, "second_factor_required"),
+        "{}",
+        a.body
+    );
+    assert!(a.set_cookies().is_empty());
+    let credential = passkey.get(&a.body["passkey"], &PAGE);
+    let done = reset
+        .post(
+            "/auth/login/second-factor",
+            &json!({ "ceremony": a.body["ceremony"], "credential": credential }),
+        )
+        .await;
+    assert_eq!(done.status, 200, "{}", done.body);
     s.stop().await;
 }
 

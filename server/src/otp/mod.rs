@@ -484,10 +484,12 @@ pub async fn start(
 }
 
 /// `POST /auth/otp/verify`: a session exactly like a password login, or a typed refusal.
+#[allow(clippy::too_many_arguments)]
 pub async fn verify(
     _: Csrf,
     State(codes): State<Codes>,
     State(sessions): State<Sessions>,
+    State(passkeys): State<crate::passkeys::Passkeys>,
     State(dpop): State<Dpop>,
     client: ClientIp,
     headers: HeaderMap,
@@ -506,6 +508,15 @@ pub async fn verify(
         .account(&email, otp.now())
         .await?
         .ok_or(ApiError::InvalidCode { attempts_left: 0 })?;
+    // An account whose sign-ins need a second factor: its passkey too (the code proved the
+    // mailbox only).
+    crate::passkeys::require_second_factor(
+        &passkeys,
+        &user,
+        jkt.as_deref(),
+        crate::passkeys::FirstFactor::Code,
+    )
+    .await?;
     let user_agent = crate::extract::user_agent(&headers);
     sessions
         .open(&user, user_agent, jkt.as_deref(), SignIn::EmailCode)

@@ -43,7 +43,8 @@ pub enum ApiError {
     InvalidGrant,
     /// Refresh token reused: the session was revoked (401 `token_reused`); clears the cookies.
     TokenReused,
-    /// The refresh cookie appears more than once (400 `duplicate_cookie`); nothing changes.
+    /// The refresh cookie (or, at sign-up verify, the sign-up cookie) appears more than once (400
+    /// `duplicate_cookie`); nothing changes.
     DuplicateCookie,
     /// Refresh throttled, per session, per client IP or per token (429 `too_many_requests`,
     /// `Retry-After`).
@@ -327,7 +328,7 @@ impl IntoResponse for ApiError {
             ApiError::DuplicateCookie => body(
                 StatusCode::BAD_REQUEST,
                 code,
-                "the refresh cookie appears more than once in the request",
+                "a cookie of this endpoint (the refresh or the sign-up cookie) appears more than once in the request",
             ),
             ApiError::InvalidGrant => cookies::clear(body(
                 StatusCode::UNAUTHORIZED,

@@ -631,12 +631,15 @@ pub async fn require_second_factor(
     };
     let email_code = match p.0.codes.enabled() {
         Ok(_) if first == FirstFactor::Code => false,
+        // True only if a code goes out now: past the address's sends (which anyone can spend
+        // by asking codes for it), the passkey is the way, and the answer says so.
         Ok(otp) => {
             let now = p.now();
-            if otp.count_send(&user.email, now).await.is_ok() {
+            let sent = otp.count_send(&user.email, now).await.is_ok();
+            if sent {
                 otp.issue_later(CodePurpose::SecondFactor, user.email.clone(), now);
             }
-            true
+            sent
         }
         Err(_) => false,
     };

@@ -601,6 +601,44 @@ async fn a_second_sign_up_of_the_address_cannot_set_the_password() {
     s.stop().await;
 }
 
+/// A second factor by emailed code, and an address whose code sends anyone spent (by asking
+/// codes for it): the password's answer says no code was sent, instead of one that never comes.
+#[tokio::test]
+async fn a_second_factor_code_past_the_sends_is_said_not_sent() {
+    let sink = SmtpSink::start();
+    let s = mail_server(&sink, |_| {}).await;
+    let mut tab = Client::bound(&s).oneshot();
+    assert_eq!(tab.login(ALICE).await.status, 200);
+    let on = json!({ "required": true });
+    let a = tab.send("PUT", "/auth/second-factor", Some(&on)).await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    let mut next = Client::bound(&s).oneshot();
+    let a = next.login(ALICE).await;
+    assert_eq!(
+        (a.error(), &a.body["email_code"]),
+        ("second_factor_required", &json!(true))
+    );
+    let mut stranger = Client::new(&s).oneshot();
+    let mut spent = 0;
+    while spent < 50
+        && stranger
+            .post("/auth/otp/start", &json!({ "email": ALICE.0 }))
+            .await
+            .status
+            == 202
+    {
+        spent += 1;
+    }
+    assert!(spent < 50, "the sends are limited");
+    let mut later = Client::bound(&s).oneshot();
+    let a = later.login(ALICE).await;
+    assert_eq!(
+        (a.error(), &a.body["email_code"]),
+        ("second_factor_required", &json!(false))
+    );
+    s.stop().await;
+}
+
 /// A reset signed by the key of a live session (a key opens one session, ever): refused before
 /// the code is spent, the password changed or a session revoked; the same code then works
 /// with a new key.

@@ -58,10 +58,10 @@ declare module "./tokenwarden.js" {
      * `invalid_credentials`), `SessionExpiredError` or `NetworkError`; never logs out. */
     stepUp(): Promise<void>;
     /** Completes the sign-in that `error` (a `LoginError` `second_factor_required` from
-     * `login`) asked a second factor for: with `{ passkey: true }` (when
-     * `error.secondFactor.passkey` is set) or with the emailed `{ code }` (when
-     * `error.secondFactor.email_code`), by the key that sent the password; then exactly as
-     * `login`. A wrong code (`invalid_code`, with `attemptsLeft`) may be tried again with the
+     * `login`, or from `loginWithCode` or `resetPassword`: then by the passkey only) asked a
+     * second factor for: with `{ passkey: true }` (when `error.secondFactor.passkey` is set)
+     * or with the emailed `{ code }` (when `error.secondFactor.email_code`), by the key that
+     * sent the password or code; then exactly as `login`. A wrong code (`invalid_code`, with `attemptsLeft`) may be tried again with the
      * same `error`. Rejects with `ConfigError` (no `secondFactor`, or not exactly one of
      * `passkey` and `code`), {@link PasskeyError}, `LoginError` (`invalid_code`,
      * `code_expired`, `invalid_credentials`: the pending sign-in is over, sign in again) or

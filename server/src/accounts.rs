@@ -216,6 +216,52 @@ pub async fn signup_verify(
         .await
 }
 
+/// `POST /auth/otp/verify`: a session exactly like a password login, or a typed refusal.
+#[allow(clippy::too_many_arguments)]
+pub async fn code_sign_in(
+    _: Csrf,
+    State(codes): State<Codes>,
+    State(sessions): State<Sessions>,
+    State(passkeys): State<crate::passkeys::Passkeys>,
+    State(dpop): State<Dpop>,
+    client: ClientIp,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<CodeRequest>,
+) -> Result<Issued, ApiError> {
+    let otp = codes.enabled()?;
+    otp.admit(client).await?;
+    let email = valid_email(&req.email)?;
+    let code = req.code.trim();
+    // DPoP before the code: a nonce retry uses no attempt.
+    let jkt = dpop
+        .sign_in_binding(&headers, crate::otp::VERIFY_PATH)
+        .await?;
+    let usable = otp.may_sign_in(&email).await?;
+    let hit = otp.check(CodePurpose::SignIn, &email, code, usable).await?;
+    otp.accept(CodePurpose::SignIn, hit, &email).await?;
+    let user = otp
+        .account(&email, otp.now())
+        .await?
+        .ok_or(ApiError::InvalidCode { attempts_left: 0 })?;
+    // An account whose sign-ins need a second factor: its passkey too (the code proved the
+    // mailbox only).
+    crate::passkeys::require_second_factor(
+        &passkeys,
+        &user,
+        jkt.as_deref(),
+        crate::passkeys::FirstFactor::Code,
+    )
+    .await?;
+    sessions
+        .open(
+            &user,
+            user_agent(&headers),
+            jkt.as_deref(),
+            SignIn::EmailCode,
+        )
+        .await
+}
+
 /// A "mail me a code" endpoint: the same 202 for every address; the code (if the address may
 /// use it) after the answer.
 async fn code_start(

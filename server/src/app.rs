@@ -314,7 +314,7 @@ pub fn router(state: &AppState) -> Router {
         .route(auth::REFRESH_PATH, post(auth::refresh))
         .route(auth::LOGOUT_PATH, post(auth::logout))
         .route("/auth/otp/start", post(otp::start))
-        .route(otp::VERIFY_PATH, post(otp::verify))
+        .route(otp::VERIFY_PATH, post(accounts::code_sign_in))
         .route(accounts::SIGNUP_PATH, post(accounts::signup))
         .route(accounts::SIGNUP_VERIFY_PATH, post(accounts::signup_verify))
         .route(

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -31,13 +31,11 @@ use subtle::ConstantTimeEq;
 
 use crate::clock::Clock;
 use crate::config::{MAX_CODE_TTL_SECS, OtpSettings};
-use crate::dpop::Dpop;
 use crate::error::ApiError;
 use crate::extract::{Csrf, JsonBody};
 use crate::kek::KeyEncryption;
 use crate::net::ClientIp;
 use crate::password::normalize_email;
-use crate::sessions::{Issued, Sessions, SignIn};
 use crate::store::{CodePurpose, CounterScope, NewUser, Store, StoreError, StoreResult, User};
 use crate::throttle::Throttle;
 use mail::Mailer;
@@ -381,13 +379,13 @@ impl Otp {
     }
 
     /// Whether a right sign-in code signs `email` in: it has an account, or codes sign up.
-    async fn may_sign_in(&self, email: &str) -> Result<bool, ApiError> {
+    pub(crate) async fn may_sign_in(&self, email: &str) -> Result<bool, ApiError> {
         Ok(self.settings.signup || self.store.user_by_email(email).await?.is_some())
     }
 
     /// The account a right sign-in code signs in to: the existing one, or with sign-up by code
     /// on a new one. A code that came back proves the address: it is marked verified.
-    async fn account(&self, email: &str, now: i64) -> Result<Option<User>, ApiError> {
+    pub(crate) async fn account(&self, email: &str, now: i64) -> Result<Option<User>, ApiError> {
         if let Some((user, _)) = self.store.user_by_email(email).await? {
             if !user.email_verified {
                 self.store.set_email_verified(email, now).await?;
@@ -436,12 +434,6 @@ pub struct StartRequest {
     email: String,
 }
 
-#[derive(Deserialize)]
-pub struct VerifyRequest {
-    email: String,
-    code: String,
-}
-
 /// A normalised email that is an address, or `invalid_request`. The same check for every
 /// address, known or not.
 pub fn valid_email(raw: &str) -> Result<String, ApiError> {
@@ -481,46 +473,6 @@ pub async fn start(
     otp.count_send(&email, now).await?;
     otp.issue_later(CodePurpose::SignIn, email, now);
     Ok(accepted(otp))
-}
-
-/// `POST /auth/otp/verify`: a session exactly like a password login, or a typed refusal.
-#[allow(clippy::too_many_arguments)]
-pub async fn verify(
-    _: Csrf,
-    State(codes): State<Codes>,
-    State(sessions): State<Sessions>,
-    State(passkeys): State<crate::passkeys::Passkeys>,
-    State(dpop): State<Dpop>,
-    client: ClientIp,
-    headers: HeaderMap,
-    JsonBody(req): JsonBody<VerifyRequest>,
-) -> Result<Issued, ApiError> {
-    let otp = codes.enabled()?;
-    otp.admit(client).await?;
-    let email = valid_email(&req.email)?;
-    let code = req.code.trim();
-    // DPoP before the code: a nonce retry uses no attempt.
-    let jkt = dpop.sign_in_binding(&headers, VERIFY_PATH).await?;
-    let usable = otp.may_sign_in(&email).await?;
-    let hit = otp.check(CodePurpose::SignIn, &email, code, usable).await?;
-    otp.accept(CodePurpose::SignIn, hit, &email).await?;
-    let user = otp
-        .account(&email, otp.now())
-        .await?
-        .ok_or(ApiError::InvalidCode { attempts_left: 0 })?;
-    // An account whose sign-ins need a second factor: its passkey too (the code proved the
-    // mailbox only).
-    crate::passkeys::require_second_factor(
-        &passkeys,
-        &user,
-        jkt.as_deref(),
-        crate::passkeys::FirstFactor::Code,
-    )
-    .await?;
-    let user_agent = crate::extract::user_agent(&headers);
-    sessions
-        .open(&user, user_agent, jkt.as_deref(), SignIn::EmailCode)
-        .await
 }
 
 #[derive(Deserialize)]

@@ -260,6 +260,7 @@ async fn send_limits_answer_429_with_retry_after_for_known_and_unknown_alike() {
     // Per client address too, for any emails.
     let sink2 = SmtpSink::start();
     let s2 = server(&sink2, |s| s.otp.ip_per_minute = 3).await;
+    s2.state.clock.freeze(); // one wall-clock minute for the four requests
     let mut c2 = Client::new(&s2).oneshot();
     for i in 0..3 {
         let email = format!("user{i}@example.com");

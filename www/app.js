@@ -200,6 +200,8 @@ $("code-request").onclick = async () => {
   try {
     await codeTo(email, "mailbox", "code", () => auth.requestCode({ email }), "a sign-in code was asked");
   } catch (err) {
+    // An account with a passkey as its second factor: the code proved the mailbox only.
+    if (err.code === "second_factor_required") return askSecondFactor(err, 0);
     $("code-error").textContent = explain(err);
     log("error", `requestCode: ${err.name} ${err.code}`);
   }
@@ -236,6 +238,8 @@ $("reset-request").onclick = async () => {
   try {
     await codeTo(email, "reset-mailbox", "reset-code", () => auth.requestPasswordReset({ email }), "a password reset was asked");
   } catch (err) {
+    // An account with a passkey as its second factor: the password is reset, the passkey signs in.
+    if (err.code === "second_factor_required") return askSecondFactor(err, 0);
     $("reset-error").textContent = explain(err);
     log("error", `requestPasswordReset: ${err.name} ${err.code}`);
   }
@@ -249,6 +253,8 @@ $("reset-form").addEventListener("submit", async (e) => {
       newPassword: $("reset-password").value });
     log("reset", "password changed: every other session of the account has ended");
   } catch (err) {
+    // An account with a passkey as its second factor: the password is reset, the passkey signs in.
+    if (err.code === "second_factor_required") return askSecondFactor(err, 0);
     $("reset-error").textContent = explain(err);
     log("error", `resetPassword: ${err.name} ${err.code}`);
   }
@@ -276,6 +282,8 @@ $("code-form").addEventListener("submit", async (e) => {
     $("mailbox").hidden = true;
     $("code").value = "";
   } catch (err) {
+    // An account with a passkey as its second factor: the code proved the mailbox only.
+    if (err.code === "second_factor_required") return askSecondFactor(err, 0);
     $("code-error").textContent = explain(err);
     log("error", `loginWithCode: ${err.name} ${err.code}`);
   }

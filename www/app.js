@@ -200,8 +200,6 @@ $("code-request").onclick = async () => {
   try {
     await codeTo(email, "mailbox", "code", () => auth.requestCode({ email }), "a sign-in code was asked");
   } catch (err) {
-    // An account with a passkey as its second factor: the code proved the mailbox only.
-    if (err.code === "second_factor_required") return askSecondFactor(err, 0);
     $("code-error").textContent = explain(err);
     log("error", `requestCode: ${err.name} ${err.code}`);
   }
@@ -238,8 +236,6 @@ $("reset-request").onclick = async () => {
   try {
     await codeTo(email, "reset-mailbox", "reset-code", () => auth.requestPasswordReset({ email }), "a password reset was asked");
   } catch (err) {
-    // An account with a passkey as its second factor: the password is reset, the passkey signs in.
-    if (err.code === "second_factor_required") return askSecondFactor(err, 0);
     $("reset-error").textContent = explain(err);
     log("error", `requestPasswordReset: ${err.name} ${err.code}`);
   }

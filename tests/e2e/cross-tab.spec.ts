@@ -204,6 +204,18 @@ test.describe("a hostile script of the same origin", () => {
 
   test("the DPoP key store held by another page: NetworkError within refreshTimeoutMs + 1 s, then it works", async ({ context }) => {
     const tabs = await loggedInTabs(context, 1, { refreshTimeoutMs: 1500 });
+    // A new tab of the app gets the token from the first, and must read the stored key to sign.
+    // (On a loaded machine the first tab may answer after the new tab's wait for it: the new
+    // tab then refreshes itself and reads the key at once; another new tab is opened then.)
+    let fresh: Page | undefined;
+    for (let tries = 0; !fresh; tries++) {
+      expect(tries, "a new tab that got its token from the first").toBeLessThan(4);
+      const before = (await stats()).refresh_calls;
+      const tab = await openTab(context, { refreshTimeoutMs: 1500 });
+      expect(await tab.evaluate(() => (window as any).auth.restore())).toBe(true);
+      if ((await stats()).refresh_calls === before) fresh = tab;
+      else await tab.close();
+    }
     const evil = await context.newPage();
     await evil.goto(new URL("/", tabs[0].url()).href + "?evil");
     // A readwrite transaction on the key store, kept alive by chaining requests forever.
@@ -216,9 +228,6 @@ test.describe("a hostile script of the same origin", () => {
         holding();
       };
     }));
-    // A new tab of the app gets the token from the first, and must read the stored key to sign.
-    const fresh = await openTab(context, { refreshTimeoutMs: 1500 });
-    expect(await fresh.evaluate(() => (window as any).auth.restore())).toBe(true);
     const t0 = Date.now();
     const [status] = await fresh.evaluate(() => (window as any).burst(1));
     expect(status).toBe("NetworkError");

@@ -198,7 +198,7 @@ test("a sensitive action after an old sign-in asks for a step-up, not a logout; 
   expect(errors).toEqual([]);
 });
 
-test("a required second factor: the password alone signs nothing in; the passkey completes it, then the emailed code (a wrong one may be retried)", async ({ page }) => {
+test("a required second factor: the password alone signs nothing in; the passkey completes it, then the emailed code (a wrong one may be retried); a code sign-in needs the passkey too", async ({ page }) => {
   const user = await newUser();
   const key = await authenticator(page);
   const errors = await signedIn(page, user);
@@ -240,5 +240,19 @@ test("a required second factor: the password alone signs nothing in; the passkey
   await page.click("#second-code-button");
   await expect(page.locator("#session")).toBeVisible();
   expect((await claims(page)).amr).toEqual(["pwd", "otp", "mfa"]);
+
+  // A code sign-in proves the mailbox only: the passkey is asked for too (no code offered).
+  await signOutQuietly(page, key);
+  await page.fill("#email", user.email);
+  await page.click("#code-request");
+  await expect(page.locator("#code")).toHaveValue(/^\d{6,8}$/);
+  await page.click("#code-button");
+  await expect(page.locator("#second-factor")).toBeVisible();
+  await expect(page.locator("#second-passkey")).toBeVisible();
+  await expect(page.locator("#second-code-form")).toBeHidden();
+  expect(await authed(page)).toBe(false);
+  await page.click("#second-passkey");
+  await expect(page.locator("#session")).toBeVisible();
+  expect((await claims(page)).amr).toEqual(["otp", "hwk", "mfa"]);
   expect(errors).toEqual([]);
 });

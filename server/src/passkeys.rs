@@ -683,12 +683,14 @@ pub async fn second_factor(
 ) -> Result<Issued, ApiError> {
     p.admit(&client).await?;
     let jkt = dpop.sign_in_binding(&headers, SECOND_FACTOR_PATH).await?;
+    // A ceremony of either kind (not found is InvalidCredentials; any other error is one).
     let (c, first) = match p.take(SECOND_FACTOR, &req.ceremony).await {
         Ok(c) => (c, FirstFactor::Password),
-        Err(_) => (
+        Err(ApiError::InvalidCredentials) => (
             p.take(SECOND_FACTOR_AFTER_CODE, &req.ceremony).await?,
             FirstFactor::Code,
         ),
+        Err(e) => return Err(e),
     };
     // The pending sign-in belongs to the key that sent the password.
     if c.dpop_jkt != jkt {

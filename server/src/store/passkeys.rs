@@ -5,6 +5,9 @@
 use super::dialect::{self, Dialect};
 use super::{Store, StoreResult, User};
 
+/// `$1`: a user's id. How many passkeys the account has (read under its row lock).
+const COUNT_PASSKEYS: &str = "SELECT count(*) FROM passkeys WHERE user_id = $1";
+
 /// What [`Store::delete_passkey`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Removal {
@@ -104,8 +107,9 @@ impl Store {
         if self.dialect == Dialect::Postgres {
             q!(dialect::LOCK_USER_PG, user_id).execute(&mut *tx).await?;
         }
-        let sql = "SELECT count(*) FROM passkeys WHERE user_id = $1";
-        let left: i64 = q_scalar!(sql, user_id).fetch_one(&mut *tx).await?;
+        let left: i64 = q_scalar!(COUNT_PASSKEYS, user_id)
+            .fetch_one(&mut *tx)
+            .await?;
         let sql = "SELECT second_factor FROM users WHERE id = $1";
         let required: Option<i64> = q_scalar!(sql, user_id).fetch_optional(&mut *tx).await?;
         let sql = "SELECT count(*) FROM passkeys WHERE id = $1 AND user_id = $2";
@@ -176,8 +180,9 @@ impl Store {
             q!(dialect::LOCK_USER_PG, user_id).execute(&mut *tx).await?;
         }
         if required && needs_passkey {
-            let sql = "SELECT count(*) FROM passkeys WHERE user_id = $1";
-            let n: i64 = q_scalar!(sql, user_id).fetch_one(&mut *tx).await?;
+            let n: i64 = q_scalar!(COUNT_PASSKEYS, user_id)
+                .fetch_one(&mut *tx)
+                .await?;
             if n == 0 {
                 return Ok(false);
             }

@@ -295,9 +295,6 @@ async fn revoke_in(
 }
 
 impl Store {
-    /// Opens a session and its first refresh token in one transaction. The session is bound to
-    /// its DPoP key in the same insert, and `sessions.dpop_jkt` is unique: `false` (nothing
-    /// written) when the key is bound to a session already, whatever the timing.
     /// Whether a session (live or not) was ever bound to the DPoP key `jkt`: no other can be
     /// (the unique index [`Self::create_session`] meets).
     pub async fn dpop_key_taken(&self, jkt: &str) -> StoreResult<bool> {
@@ -306,6 +303,9 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Opens a session and its first refresh token in one transaction. The session is bound to
+    /// its DPoP key in the same insert, and `sessions.dpop_jkt` is unique: `false` (nothing
+    /// written) when the key is bound to a session already, whatever the timing.
     pub async fn create_session(&self, s: &NewSession<'_>) -> StoreResult<bool> {
         let mut tx = self.write.begin().await?;
         let inserted = q!(

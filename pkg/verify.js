@@ -12,7 +12,8 @@ import { createHash, createHmac, createPublicKey, randomBytes, timingSafeEqual, 
 import { isIP } from "node:net";
 
 const REALM = "tokenwarden";
-const PROOF_ALG = "ES256";
+/** The proof algorithms accepted (tokenwarden_dpop::ALGORITHMS), each with its one key type. */
+const PROOF_ALGS = ["ES256", "EdDSA"];
 const MAX_PROOF_LEN = 4096;
 const MAX_TOKEN_LEN = 8192;
 const PROOF_MAX_AGE = 60;
@@ -60,10 +61,10 @@ export class VerifyError extends Error {
 
 const clean = (s) => String(s).replace(/["\\\r\n]/g, "");
 
-/** `DPoP realm="…", algs="ES256"` and, with an error, `error="…", error_description="…"`
+/** `DPoP realm="…", algs="ES256 EdDSA"` and, with an error, `error="…", error_description="…"`
  * (tokenwarden_dpop::dpop_challenge). */
 function dpopChallenge(code, description) {
-  let c = `DPoP realm="${REALM}", algs="${PROOF_ALG}"`;
+  let c = `DPoP realm="${REALM}", algs="${PROOF_ALGS.join(" ")}"`;
   if (code !== undefined) c += `, error="${clean(code)}", error_description="${clean(description)}"`;
   return c;
 }
@@ -88,9 +89,9 @@ const PROOF_TEXT = {
   multiple: "more than one DPoP header",
   malformed: "the DPoP proof is malformed",
   type: "the DPoP proof's typ must be dpop+jwt",
-  algorithm: "the DPoP proof's algorithm is not accepted (ES256 only)",
+  algorithm: "the DPoP proof's algorithm is not accepted (ES256 or EdDSA)",
   critical: "the DPoP proof's crit header is not supported",
-  key: "the DPoP proof's jwk is not a P-256 public key",
+  key: "the DPoP proof's jwk is not a public key of its algorithm (P-256 for ES256, Ed25519 for EdDSA)",
   signature: "the DPoP proof's signature is invalid",
   claims: "the DPoP proof's claims are missing or malformed",
   method: "the DPoP proof's htm does not match the request method",
@@ -207,9 +208,31 @@ export function ath(token) {
   return b64(sha256(Buffer.from(token, "ascii")));
 }
 
-/** The RFC 7638 thumbprint of a P-256 key with base64url coordinates `x`, `y`. */
+/** The RFC 7638 thumbprint of a P-256 key with base64url coordinates `x`, `y`, or (no `y`) of
+ * the Ed25519 key `x`. */
 export function thumbprint(x, y) {
-  return b64(sha256(`{"crv":"P-256","kty":"EC","x":"${x}","y":"${y}"}`));
+  return b64(sha256(y === undefined ? `{"crv":"Ed25519","kty":"OKP","x":"${x}"}` : `{"crv":"P-256","kty":"EC","x":"${x}","y":"${y}"}`));
+}
+
+/** The y of each Ed25519 point of small order (the sign bit of x aside): 0, 1, p - 1 and the
+ * two of order 8. A cofactorless verifier (OpenSSL's, node:crypto's) takes a "signature" with
+ * R the identity and S = 0 under such a key for any message whose hash is a multiple of its
+ * order. */
+const SMALL_ORDER_Y = [
+  "0000000000000000000000000000000000000000000000000000000000000000",
+  "0100000000000000000000000000000000000000000000000000000000000000",
+  "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+  "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+  "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+].map((h) => Buffer.from(h, "hex"));
+
+/** Whether the 32 bytes `b` encode an Ed25519 point canonically (y < p = 2^255 - 19) and not
+ * one of small order (tokenwarden_dpop: `VerifyingKey::is_weak`, the encoding re-made equal). */
+function strongPoint(b) {
+  const y = Buffer.from(b);
+  y[31] &= 0x7f;
+  const belowP = y[31] !== 0x7f || y[0] < 0xed || y.subarray(1, 31).some((v) => v !== 0xff);
+  return belowP && !SMALL_ORDER_Y.some((s) => s.equals(y));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -528,8 +551,8 @@ export async function createVerifier(options = {}) {
     options.audience ?? (typeof metadata.tokenwarden_audience === "string" ? metadata.tokenwarden_audience : "tokenwarden-api");
   const jwksUri = typeof metadata.jwks_uri === "string" ? metadata.jwks_uri : `${base}/.well-known/jwks.json`;
   const algs = metadata.dpop_signing_alg_values_supported;
-  if (Array.isArray(algs) && !algs.includes(PROOF_ALG))
-    throw new Error(`the auth server does not sign DPoP with ${PROOF_ALG} (dpop_signing_alg_values_supported)`);
+  if (Array.isArray(algs) && !algs.some((a) => PROOF_ALGS.includes(a)))
+    throw new Error(`the auth server accepts none of ${PROOF_ALGS.join(", ")} for DPoP (dpop_signing_alg_values_supported)`);
 
   // JWKS: Cache-Control max-age honoured; an unknown kid refetches, at most once per 10 s.
   let keys = new Map();
@@ -563,14 +586,15 @@ export async function createVerifier(options = {}) {
   const verified = new Map();
   // Proof keys, parsed (a session signs every proof with one key; parsing costs as much as a
   // verification). A point off the curve throws and is never kept.
-  const ecKeys = new Map();
-  const ecKey = (x, y) => {
+  const proofKeys = new Map();
+  const proofKey = (x, y) => {
     const id = `${x}.${y}`;
-    let key = ecKeys.get(id);
+    let key = proofKeys.get(id);
     if (!key) {
-      key = createPublicKey({ key: { kty: "EC", crv: "P-256", x, y }, format: "jwk" });
-      if (ecKeys.size >= TOKEN_CACHE_CAPACITY) ecKeys.clear();
-      ecKeys.set(id, key);
+      const jwk = y === undefined ? { kty: "OKP", crv: "Ed25519", x } : { kty: "EC", crv: "P-256", x, y };
+      key = createPublicKey({ key: jwk, format: "jwk" });
+      if (proofKeys.size >= TOKEN_CACHE_CAPACITY) proofKeys.clear();
+      proofKeys.set(id, key);
     }
     return key;
   };
@@ -655,24 +679,27 @@ export async function createVerifier(options = {}) {
     if (typ === null || alg === null) throw new ProofRefusal("malformed");
     // 2. typ, 3. alg, crit
     if (typ !== "dpop+jwt") throw new ProofRefusal("type");
-    if (alg !== PROOF_ALG) throw new ProofRefusal("algorithm");
+    if (!PROOF_ALGS.includes(alg)) throw new ProofRefusal("algorithm");
     if (header.crit !== undefined && header.crit !== null) throw new ProofRefusal("critical");
-    // 4. jwk
-    const jwk = header.jwk;
+    // 4. jwk, of the kind its alg names: EC P-256 for ES256, OKP Ed25519 (a strong point) for EdDSA
+    const jwk = header.jwk, ed = alg === "EdDSA";
     if (!isObject(jwk) || PRIVATE_MEMBERS.some((m) => Object.hasOwn(jwk, m))) throw new ProofRefusal("key");
-    if (jwk.kty !== "EC" || jwk.crv !== "P-256") throw new ProofRefusal("key");
-    for (const c of ["x", "y"]) {
+    if (ed ? jwk.kty !== "OKP" || jwk.crv !== "Ed25519" : jwk.kty !== "EC" || jwk.crv !== "P-256") throw new ProofRefusal("key");
+    for (const c of ed ? ["x"] : ["x", "y"]) {
       const v = jwk[c];
       if (typeof v !== "string" || v.length !== 43) throw new ProofRefusal("key");
       const bytes = b64decode(v);
-      if (!bytes || bytes.length !== 32) throw new ProofRefusal("key");
+      if (!bytes || bytes.length !== 32 || (ed && !strongPoint(bytes))) throw new ProofRefusal("key");
     }
-    // 5. signature (r || s, 64 bytes); a point off the curve fails here
+    // 5. signature (64 bytes: ES256's r || s, or Ed25519's with R not of small order; OpenSSL
+    // checks S < L); a point off the curve fails here
     let ok = false;
-    if (signature.length === 64) {
+    if (signature.length === 64 && !(ed && !strongPoint(signature.subarray(0, 32)))) {
       try {
-        const key = ecKey(jwk.x, jwk.y);
-        ok = cryptoVerify("sha256", Buffer.from(`${h64}.${p64}`, "latin1"), { key, dsaEncoding: "ieee-p1363" }, signature);
+        const data = Buffer.from(`${h64}.${p64}`, "latin1");
+        ok = ed
+          ? cryptoVerify(null, data, proofKey(jwk.x), signature)
+          : cryptoVerify("sha256", data, { key: proofKey(jwk.x, jwk.y), dsaEncoding: "ieee-p1363" }, signature);
       } catch {
         ok = false;
       }
@@ -715,7 +742,7 @@ export async function createVerifier(options = {}) {
     // 11. nonce
     if (nonce === undefined || !nonceAccepted(nonce)) throw new ProofRefusal("nonce");
     // 12. binding
-    const jkt = thumbprint(jwk.x, jwk.y);
+    const jkt = thumbprint(jwk.x, ed ? undefined : jwk.y);
     if (jkt !== expected.jkt) throw new ProofRefusal("keyMismatch");
     // 13. jti, recorded until the proof could no longer pass the iat check
     const key = b64(createHash("sha256").update(jkt).update(Buffer.from([0])).update(jti).digest());

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use curve25519_dalek::Scalar;
 use ed25519_dalek::{Signer, SigningKey};
 use hmac::{Hmac, Mac};
 use serde::Serialize;
@@ -215,6 +216,56 @@ impl Keys {
     }
 }
 
+/// The order L of Ed25519's prime-order group, little-endian.
+const GROUP_ORDER: [u8; 32] = [
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+
+/// Every encoding of an Ed25519 point of small order: the eight points' canonical encodings,
+/// `y + p` where it fits in 255 bits (y < 19), and the sign bit set where x = 0.
+fn small_order_encodings() -> Vec<[u8; 32]> {
+    use curve25519_dalek::constants::EIGHT_TORSION;
+    let canonical: Vec<[u8; 32]> = EIGHT_TORSION
+        .iter()
+        .map(|p| p.compress().to_bytes())
+        .collect();
+    let mut all = canonical.clone();
+    for e in canonical {
+        let y_below_19 = e[0] < 19 && e[1..31].iter().all(|b| *b == 0) && e[31] & 0x7f == 0;
+        if y_below_19 {
+            // p = 2^255 - 19: y + p is 0xed + y, then 0xff..., then 0x7f (and the sign bit).
+            let mut n = [0xffu8; 32];
+            n[0] = 0xed + e[0];
+            n[31] = 0x7f | (e[31] & 0x80);
+            all.push(n);
+        }
+        let x_zero = e[31] & 0x80 == 0 && (e == one() || e == minus_one());
+        if x_zero {
+            let mut n = e;
+            n[31] |= 0x80;
+            all.push(n);
+        }
+    }
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// The encodings of y = 1 (the identity) and y = p - 1 (the point of order 2), x = 0.
+fn one() -> [u8; 32] {
+    let mut e = [0u8; 32];
+    e[0] = 1;
+    e
+}
+
+fn minus_one() -> [u8; 32] {
+    let mut e = [0xffu8; 32];
+    e[0] = 0xec;
+    e[31] = 0x7f;
+    e
+}
+
 fn request(method: &str, url: &str, headers: &[(&str, Value)]) -> Request {
     let mut h = BTreeMap::new();
     h.insert("host".to_owned(), json!(HOST));
@@ -252,7 +303,13 @@ fn bearer(token: &str) -> Request {
     )
 }
 
-const DPOP_REALM: &str = r#"DPoP realm="tokenwarden", algs="ES256""#;
+/// The DPoP challenge's start: the realm and every accepted algorithm.
+static DPOP_REALM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        r#"DPoP realm="tokenwarden", algs="{}""#,
+        tokenwarden_dpop::ALGORITHMS.join(" ")
+    )
+});
 
 fn ok() -> Expect {
     Expect {
@@ -265,7 +322,7 @@ fn missing_token() -> Expect {
     Expect {
         status: 401,
         error: Some("missing_token"),
-        challenge_contains: vec![r#"Bearer realm="tokenwarden""#.into(), DPOP_REALM.into()],
+        challenge_contains: vec![r#"Bearer realm="tokenwarden""#.into(), DPOP_REALM.clone()],
         ..Expect::default()
     }
 }
@@ -273,7 +330,7 @@ fn missing_token() -> Expect {
 /// `invalid_token` with the challenge of the scheme the token came with.
 fn invalid_token(dpop_scheme: bool) -> Expect {
     let challenge = if dpop_scheme {
-        format!(r#"{DPOP_REALM}, error="invalid_token""#)
+        format!(r#"{}, error="invalid_token""#, *DPOP_REALM)
     } else {
         r#"Bearer realm="tokenwarden", error="invalid_token""#.into()
     };
@@ -289,7 +346,7 @@ fn invalid_proof() -> Expect {
     Expect {
         status: 401,
         error: Some("invalid_dpop_proof"),
-        challenge_contains: vec![format!(r#"{DPOP_REALM}, error="invalid_dpop_proof""#)],
+        challenge_contains: vec![format!(r#"{}, error="invalid_dpop_proof""#, *DPOP_REALM)],
         ..Expect::default()
     }
 }
@@ -298,7 +355,7 @@ fn use_nonce() -> Expect {
     Expect {
         status: 401,
         error: Some("use_dpop_nonce"),
-        challenge_contains: vec![format!(r#"{DPOP_REALM}, error="use_dpop_nonce""#)],
+        challenge_contains: vec![format!(r#"{}, error="use_dpop_nonce""#, *DPOP_REALM)],
         dpop_nonce: true,
     }
 }
@@ -691,6 +748,120 @@ fn cases(k: &Keys) -> Vec<Case> {
         dpop(&bound, &forged_sig),
         invalid_proof(),
     );
+    // EdDSA: a proof by an Ed25519 key, of a token bound to that key.
+    let ed = ProofSigner::generate_ed25519();
+    let ed_bound = k.token_with(true, |c| c["cnf"]["jkt"] = json!(ed.thumbprint()));
+    let ed_proof = |alter: &dyn Fn(&mut Value)| {
+        let mut h = ed.header();
+        alter(&mut h);
+        ed.sign_with_header(&h, &k.proof_claims(&ed_bound))
+    };
+    c.add(
+        "EdDSA proof by an Ed25519 key (accepted)",
+        dpop(&ed_bound, &ed_proof(&|_| {})),
+        ok(),
+    );
+    c.add(
+        "EdDSA proof whose header says ES256",
+        dpop(&ed_bound, &ed_proof(&|h| h["alg"] = json!("ES256"))),
+        invalid_proof(),
+    );
+    c.add(
+        "EdDSA proof with crv X25519",
+        dpop(&ed_bound, &ed_proof(&|h| h["jwk"]["crv"] = json!("X25519"))),
+        invalid_proof(),
+    );
+    c.add(
+        "EdDSA proof by the Ed25519 key of an ES256 session",
+        dpop(&bound, &ed_proof(&|_| {})),
+        invalid_proof(),
+    );
+    {
+        // S + L (the group order): the same signature to a lax verifier.
+        let proof = ed_proof(&|_| {});
+        let (signed, sig) = proof.rsplit_once('.').unwrap();
+        let mut sig = B64.decode(sig).unwrap();
+        let mut carry = 0u16;
+        for (b, l) in sig[32..].iter_mut().zip(GROUP_ORDER) {
+            let sum = u16::from(*b) + u16::from(l) + carry;
+            *b = sum as u8;
+            carry = sum >> 8;
+        }
+        c.add(
+            "EdDSA proof with a non-canonical S (S + L)",
+            dpop(&ed_bound, &format!("{signed}.{}", B64.encode(sig))),
+            invalid_proof(),
+        );
+    }
+    {
+        // R the identity and S = k·a: valid to a cofactorless verifier, refused by a strict one.
+        // Only the key's owner can make it; every verifier answers it alike.
+        let owner = SigningKey::from_bytes(&[0x33; 32]);
+        let x = B64.encode(owner.verifying_key().to_bytes());
+        let token = k.token_with(true, |c| c["cnf"]["jkt"] = json!(okp_thumbprint(&owner)));
+        let header = json!({"typ": "dpop+jwt", "alg": "EdDSA",
+            "jwk": {"kty": "OKP", "crv": "Ed25519", "x": x}});
+        let proof = jws(&header, &k.proof_claims(&token), |m| {
+            let mut identity = [0u8; 32];
+            identity[0] = 1;
+            let h = sha2::Sha512::new()
+                .chain_update(identity)
+                .chain_update(owner.verifying_key().to_bytes())
+                .chain_update(m)
+                .finalize();
+            let k = Scalar::from_bytes_mod_order_wide(&h.into());
+            let s = k * owner.to_scalar();
+            let mut sig = identity.to_vec();
+            sig.extend_from_slice(s.as_bytes());
+            sig
+        });
+        c.add(
+            "EdDSA proof with R of small order (the identity)",
+            dpop(&token, &proof),
+            invalid_proof(),
+        );
+    }
+    // A key of small order: a "signature" that a cofactorless verifier accepts for every
+    // message whose hash is a multiple of the key's order (every message for the identity),
+    // made without any private key: anyone could make proofs for a token bound to such a key.
+    for (i, weak) in small_order_encodings().iter().enumerate() {
+        let x = B64.encode(weak);
+        let jkt = B64.encode(Sha256::digest(
+            format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#).as_bytes(),
+        ));
+        let token = k.token_with(true, |c| c["cnf"]["jkt"] = json!(jkt));
+        let header = json!({"typ": "dpop+jwt", "alg": "EdDSA",
+            "jwk": {"kty": "OKP", "crv": "Ed25519", "x": x}});
+        // R = [r]B and S = r: [S]B = R + [k]A whenever [k]A is the identity.
+        let r = Scalar::from(7u64);
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(
+            (curve25519_dalek::constants::ED25519_BASEPOINT_POINT * r)
+                .compress()
+                .as_bytes(),
+        );
+        sig[32..].copy_from_slice(r.as_bytes());
+        let lax = ed25519_dalek::VerifyingKey::from_bytes(weak).ok();
+        // The first jti whose proof a lax verifier takes (none for an encoding it cannot
+        // decompress: refused by every verifier anyway).
+        let mut proof = String::new();
+        for _ in 0..256 {
+            proof = jws(&header, &k.proof_claims(&token), |_| sig.to_vec());
+            let (signed, _) = proof.rsplit_once('.').unwrap();
+            let s = ed25519_dalek::Signature::from_bytes(&sig);
+            if lax.is_some_and(|l| {
+                use ed25519_dalek::Verifier;
+                l.verify(signed.as_bytes(), &s).is_ok()
+            }) {
+                break;
+            }
+        }
+        c.add(
+            &format!("EdDSA proof by a key of small order ({i}: {x})"),
+            dpop(&token, &proof),
+            invalid_proof(),
+        );
+    }
     let good = k.proof(&bound);
     let signed = good.rsplit_once('.').unwrap().0;
     c.add(

@@ -12,11 +12,13 @@ pub enum ProofError {
     Malformed,
     #[error("the DPoP proof's typ must be dpop+jwt")]
     Type,
-    #[error("the DPoP proof's algorithm is not accepted (ES256 only)")]
+    #[error("the DPoP proof's algorithm is not accepted (ES256 or EdDSA)")]
     Algorithm,
     #[error("the DPoP proof's crit header is not supported")]
     Critical,
-    #[error("the DPoP proof's jwk is not a P-256 public key")]
+    #[error(
+        "the DPoP proof's jwk is not a public key of its algorithm (P-256 for ES256, Ed25519 for EdDSA)"
+    )]
     Key,
     #[error("the DPoP proof's signature is invalid")]
     Signature,

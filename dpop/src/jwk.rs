@@ -1,25 +1,36 @@
-//! The proof's `jwk`: an EC P-256 public key, and its RFC 7638 thumbprint.
+//! The proof's `jwk`: an EC P-256 public key (alg `ES256`) or an OKP Ed25519 one (alg `EdDSA`),
+//! and its RFC 7638 thumbprint.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use ed25519_dalek::{Signature, VerifyingKey};
 use ring::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::ProofError;
+use crate::{EDDSA, ES256, ProofError};
 
 /// Members that only a private (or symmetric) key has. A proof's `jwk` carrying any of them is
 /// refused: the client leaked its private key, or someone is probing the parser.
 const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
-/// A P-256 public key from a proof: well-formed coordinates; ring checks that the point is on
-/// the curve (and not the identity) when it verifies a signature with it.
+/// A proof's public key: P-256 with well-formed coordinates (ring checks that the point is on
+/// the curve, and not the identity, when it verifies a signature with it), or Ed25519 in the
+/// canonical encoding of a point that is not of small order (a small-order key verifies a
+/// forged signature over any message in a cofactorless verifier).
 #[derive(Debug, Clone)]
 pub struct PublicKey {
-    /// SEC1 uncompressed: 0x04 || x || y.
-    sec1: [u8; 65],
+    key: Key,
+    /// The thumbprint's members: `x`, and `y` for P-256.
     x: String,
-    y: String,
+    y: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+enum Key {
+    /// SEC1 uncompressed: 0x04 || x || y.
+    P256([u8; 65]),
+    Ed25519(VerifyingKey),
 }
 
 fn coordinate(jwk: &Map<String, Value>, name: &str) -> Result<(String, [u8; 32]), ProofError> {
@@ -35,33 +46,60 @@ fn coordinate(jwk: &Map<String, Value>, name: &str) -> Result<(String, [u8; 32])
     Ok((text.to_owned(), bytes))
 }
 
+/// An Ed25519 public key from its 32 bytes: a point, in its one canonical encoding, not of
+/// small order; `None` otherwise.
+fn ed25519(bytes: &[u8; 32]) -> Option<VerifyingKey> {
+    let key = VerifyingKey::from_bytes(bytes).ok()?;
+    (key.to_edwards().compress().as_bytes() == bytes && !key.is_weak()).then_some(key)
+}
+
 impl PublicKey {
-    /// Parses a JWK object: `kty` `EC`, `crv` `P-256`, 32-byte `x` and `y` forming a point on
-    /// the curve, no private member. Other members are ignored.
-    pub fn from_jwk(jwk: &Value) -> Result<Self, ProofError> {
+    /// Parses a JWK object for a proof of algorithm `alg` (one of [`crate::ALGORITHMS`]):
+    /// `ES256` takes `kty` `EC`, `crv` `P-256` and 32-byte `x` and `y`; `EdDSA` takes `kty`
+    /// `OKP`, `crv` `Ed25519` and a 32-byte `x`. No private member. Other members are ignored.
+    pub fn from_jwk(jwk: &Value, alg: &str) -> Result<Self, ProofError> {
         let jwk = jwk.as_object().ok_or(ProofError::Key)?;
         if PRIVATE_MEMBERS.iter().any(|m| jwk.contains_key(*m)) {
             return Err(ProofError::Key);
         }
-        if jwk.get("kty").and_then(Value::as_str) != Some("EC")
-            || jwk.get("crv").and_then(Value::as_str) != Some("P-256")
-        {
-            return Err(ProofError::Key);
+        let member = |name| jwk.get(name).and_then(Value::as_str);
+        match (alg, member("kty"), member("crv")) {
+            (ES256, Some("EC"), Some("P-256")) => {
+                let (x, xb) = coordinate(jwk, "x")?;
+                let (y, yb) = coordinate(jwk, "y")?;
+                let mut sec1 = [4u8; 65];
+                sec1[1..33].copy_from_slice(&xb);
+                sec1[33..].copy_from_slice(&yb);
+                Ok(PublicKey {
+                    key: Key::P256(sec1),
+                    x,
+                    y: Some(y),
+                })
+            }
+            (EDDSA, Some("OKP"), Some("Ed25519")) => {
+                let (x, xb) = coordinate(jwk, "x")?;
+                let key = ed25519(&xb).ok_or(ProofError::Key)?;
+                Ok(PublicKey {
+                    key: Key::Ed25519(key),
+                    x,
+                    y: None,
+                })
+            }
+            _ => Err(ProofError::Key),
         }
-        let (x, xb) = coordinate(jwk, "x")?;
-        let (y, yb) = coordinate(jwk, "y")?;
-        let mut sec1 = [4u8; 65];
-        sec1[1..33].copy_from_slice(&xb);
-        sec1[33..].copy_from_slice(&yb);
-        Ok(PublicKey { sec1, x, y })
     }
 
-    /// Verifies an ES256 signature (`r || s`, 64 bytes) over `message`. A point off the curve
-    /// fails here.
+    /// Verifies a signature (64 bytes: ES256's `r || s`, or Ed25519's) over `message`. A P-256
+    /// point off the curve fails here; Ed25519 is verified strictly (a canonical `S`, `R` not
+    /// of small order).
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
-        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &self.sec1[..])
-            .verify(message, signature)
-            .is_ok()
+        match &self.key {
+            Key::P256(sec1) => UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &sec1[..])
+                .verify(message, signature)
+                .is_ok(),
+            Key::Ed25519(key) => Signature::from_slice(signature)
+                .is_ok_and(|s| key.verify_strict(message, &s).is_ok()),
+        }
     }
 
     /// From SEC1 uncompressed bytes (`0x04 || x || y`), e.g. ring's public key.
@@ -69,24 +107,53 @@ impl PublicKey {
         let sec1: [u8; 65] = bytes.try_into().ok()?;
         (sec1[0] == 4).then(|| PublicKey {
             x: B64.encode(&sec1[1..33]),
-            y: B64.encode(&sec1[33..]),
-            sec1,
+            y: Some(B64.encode(&sec1[33..])),
+            key: Key::P256(sec1),
         })
     }
 
-    /// SEC1 uncompressed bytes.
-    pub fn sec1(&self) -> &[u8; 65] {
-        &self.sec1
+    /// From an Ed25519 public key's 32 bytes (`None` for one [`PublicKey::from_jwk`] refuses).
+    pub fn from_ed25519(bytes: &[u8; 32]) -> Option<Self> {
+        Some(PublicKey {
+            key: Key::Ed25519(ed25519(bytes)?),
+            x: B64.encode(bytes),
+            y: None,
+        })
+    }
+
+    /// SEC1 uncompressed bytes of a P-256 key (`None` for Ed25519).
+    pub fn sec1(&self) -> Option<&[u8; 65]> {
+        match &self.key {
+            Key::P256(sec1) => Some(sec1),
+            Key::Ed25519(_) => None,
+        }
+    }
+
+    /// The proof algorithm of this key: `ES256` or `EdDSA`.
+    pub fn algorithm(&self) -> &'static str {
+        match self.key {
+            Key::P256(_) => ES256,
+            Key::Ed25519(_) => EDDSA,
+        }
     }
 
     /// The RFC 7638 thumbprint: base64url(SHA-256 of the canonical JWK).
     pub fn thumbprint(&self) -> String {
-        thumbprint(&self.x, &self.y)
+        match &self.y {
+            Some(y) => thumbprint(&self.x, y),
+            None => {
+                let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, self.x);
+                B64.encode(Sha256::digest(canonical.as_bytes()))
+            }
+        }
     }
 
     /// The public JWK, members in RFC 7638 order.
     pub fn to_jwk(&self) -> Value {
-        serde_json::json!({ "crv": "P-256", "kty": "EC", "x": self.x, "y": self.y })
+        match &self.y {
+            Some(y) => serde_json::json!({ "crv": "P-256", "kty": "EC", "x": self.x, "y": y }),
+            None => serde_json::json!({ "crv": "Ed25519", "kty": "OKP", "x": self.x }),
+        }
     }
 }
 
@@ -110,7 +177,7 @@ mod tests {
         // Extra public members (what WebCrypto exports) change nothing.
         jwk["ext"] = json!(true);
         jwk["key_ops"] = json!(["verify"]);
-        let key = PublicKey::from_jwk(&jwk).unwrap();
+        let key = PublicKey::from_jwk(&jwk, "ES256").unwrap();
         assert_eq!(key.thumbprint(), expected);
         // Recompute by hand.
         let canonical = format!(
@@ -127,11 +194,95 @@ mod tests {
         let jwk = json!({"kty": "EC", "crv": "P-256",
             "x": "l8tFrhx-34tV3hRICRDY9zCkDlpBhF42UQUfWVAWBFs",
             "y": "9VE4jf_Ok_o64zbTTlcuNJajHmt6v9TDVrU0CdvGRDA"});
-        let key = PublicKey::from_jwk(&jwk).unwrap();
+        let key = PublicKey::from_jwk(&jwk, "ES256").unwrap();
         assert_eq!(
             key.thumbprint(),
             "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"
         );
+    }
+
+    #[test]
+    fn the_rfc_8037_example_ed25519_key_has_the_rfcs_thumbprint() {
+        // RFC 8037 appendix A.2 and A.3.
+        let jwk = json!({"kty": "OKP", "crv": "Ed25519",
+            "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"});
+        let key = PublicKey::from_jwk(&jwk, "EdDSA").unwrap();
+        assert_eq!(
+            key.thumbprint(),
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+        );
+        assert_eq!(key.algorithm(), "EdDSA");
+        assert_eq!(key.to_jwk()["x"], jwk["x"]);
+    }
+
+    #[test]
+    fn malformed_and_weak_ed25519_keys_are_refused() {
+        let good = crate::ProofSigner::generate_ed25519().public_key().to_jwk();
+        assert!(PublicKey::from_jwk(&good, "EdDSA").is_ok());
+        let mut cases = Vec::new();
+        for member in PRIVATE_MEMBERS {
+            let mut k = good.clone();
+            k[member] = json!("AAAA");
+            cases.push((k, "EdDSA"));
+        }
+        for crv in ["X25519", "Ed448", "P-256"] {
+            let mut k = good.clone();
+            k["crv"] = json!(crv);
+            cases.push((k, "EdDSA"));
+        }
+        let mut k = good.clone();
+        k["kty"] = json!("EC");
+        cases.push((k, "EdDSA"));
+        cases.push((good.clone(), "ES256"));
+        let p256 = crate::ProofSigner::generate().public_key().to_jwk();
+        cases.push((p256, "EdDSA"));
+        let mut k = good.clone();
+        k["x"] = json!(B64.encode([7u8; 31]));
+        cases.push((k, "EdDSA"));
+        // The eight points of small order, and two other encodings of the identity (its x = 0
+        // with the sign bit; y = p + 1). tests/conformance/corpus.json has every such encoding.
+        let mut weak: Vec<[u8; 32]> = curve25519_dalek::constants::EIGHT_TORSION
+            .iter()
+            .map(|p| p.compress().to_bytes())
+            .collect();
+        let mut id = [0u8; 32];
+        id[0] = 1;
+        id[31] = 0x80;
+        weak.push(id);
+        let mut p_plus_1 = [0xffu8; 32];
+        p_plus_1[0] = 0xee;
+        p_plus_1[31] = 0x7f;
+        weak.push(p_plus_1);
+        for e in &weak {
+            cases.push((
+                json!({"kty": "OKP", "crv": "Ed25519", "x": B64.encode(e)}),
+                "EdDSA",
+            ));
+            assert!(PublicKey::from_ed25519(e).is_none());
+        }
+        for (i, (case, alg)) in cases.iter().enumerate() {
+            assert_eq!(
+                PublicKey::from_jwk(case, alg).map(|_| ()),
+                Err(ProofError::Key),
+                "case {i}: {alg} {case}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_small_order_key_would_verify_a_forged_signature_in_a_lax_verifier() {
+        use ed25519_dalek::Verifier as _;
+        // R = the identity, S = 0 under the identity key: [S]B = R + [k]A for every message.
+        let mut id = [0u8; 32];
+        id[0] = 1;
+        let sig: Vec<u8> = id.iter().chain([0u8; 32].iter()).copied().collect();
+        let lax = VerifyingKey::from_bytes(&id).unwrap();
+        let s = Signature::from_slice(&sig).unwrap();
+        assert!(
+            lax.verify(b"any message", &s).is_ok(),
+            "cofactorless, not strict"
+        );
+        assert!(PublicKey::from_ed25519(&id).is_none());
     }
 
     #[test]
@@ -170,7 +321,7 @@ mod tests {
         cases.push(json!([1, 2]));
         for (i, case) in cases.iter().enumerate() {
             assert_eq!(
-                PublicKey::from_jwk(case).map(|_| ()),
+                PublicKey::from_jwk(case, "ES256").map(|_| ()),
                 Err(ProofError::Key),
                 "case {i}: {case}"
             );
@@ -189,13 +340,13 @@ mod tests {
         let x = k["x"].clone();
         k["x"] = k["y"].clone();
         k["y"] = x;
-        let off = PublicKey::from_jwk(&k).unwrap();
-        assert!(p256::ecdsa::VerifyingKey::from_sec1_bytes(off.sec1()).is_err());
+        let off = PublicKey::from_jwk(&k, "ES256").unwrap();
+        assert!(p256::ecdsa::VerifyingKey::from_sec1_bytes(off.sec1().unwrap()).is_err());
         assert!(!off.verify(signed.as_bytes(), &sig));
         // The identity / all zeros.
         let zero = json!({"kty": "EC", "crv": "P-256", "x": B64.encode([0u8; 32]), "y": B64.encode([0u8; 32])});
-        let zero = PublicKey::from_jwk(&zero).unwrap();
-        assert!(p256::ecdsa::VerifyingKey::from_sec1_bytes(zero.sec1()).is_err());
+        let zero = PublicKey::from_jwk(&zero, "ES256").unwrap();
+        assert!(p256::ecdsa::VerifyingKey::from_sec1_bytes(zero.sec1().unwrap()).is_err());
         assert!(!zero.verify(signed.as_bytes(), &sig));
     }
 }

@@ -1,11 +1,12 @@
 //! DPoP (RFC 9449) for Rust backends, as profiled by tokenwarden (`docs/PROTOCOL.md`).
 //!
-//! - [`Verifier`] checks a proof against a request: `typ`, the pinned algorithm (ES256 only),
-//!   a public P-256 `jwk`, the signature, `htm`, `htu`, the `iat` window, `ath`, the nonce, the
+//! - [`Verifier`] checks a proof against a request: `typ`, the pinned algorithms (ES256 with a
+//!   P-256 `jwk`, EdDSA with an Ed25519 one), the signature, `htm`, `htu`, the `iat` window, `ath`, the nonce, the
 //!   key binding (`cnf.jkt`) and, last, that its `jti` is new ([`ReplayCache`]).
 //! - [`Nonces`]: stateless nonces, an HMAC of a 30-second window under a shared secret, so any
 //!   instance holding the secret checks any other's; valid 30 to 60 seconds.
-//! - [`thumbprint`]: the RFC 7638 thumbprint of a P-256 key, the `jkt` of `cnf.jkt`.
+//! - [`thumbprint`]: the RFC 7638 thumbprint of a P-256 key, the `jkt` of `cnf.jkt`
+//!   ([`PublicKey::thumbprint`] for either kind).
 //! - [`access`]: EdDSA access tokens (RFC 9068 profile) verified against a JWKS, with `cnf`.
 //! - [`resource`] (feature `axum`, default): an extractor that does both for a resource server,
 //!   and the RFC 9449 error responses.
@@ -41,8 +42,13 @@ pub use proof::{Expected, Origins, Policy, Proof, Verifier, ath};
 pub use replay::ReplayCache;
 pub use signer::{ProofSigner, SignError};
 
-/// The one algorithm accepted for proofs.
-pub const ALGORITHM: &str = "ES256";
+/// A proof signed with ECDSA P-256 and SHA-256; its `jwk` an EC P-256 key.
+pub const ES256: &str = "ES256";
+/// A proof signed with Ed25519; its `jwk` an OKP Ed25519 key.
+pub const EDDSA: &str = "EdDSA";
+/// The algorithms accepted for proofs (`dpop_signing_alg_values_supported`, the challenge's
+/// `algs`), each with its one key type: `none`, HMAC, RSA and every other are refused.
+pub const ALGORITHMS: [&str; 2] = [ES256, EDDSA];
 /// The `typ` a proof's header must have.
 pub const PROOF_TYPE: &str = "dpop+jwt";
 /// Request header carrying the proof.
@@ -74,12 +80,13 @@ pub fn authorization(value: &str) -> Option<(Scheme, &str)> {
     }
 }
 
-/// A `WWW-Authenticate: DPoP` challenge (RFC 9449 §7.1): `DPoP realm="…", algs="ES256"` and,
+/// A `WWW-Authenticate: DPoP` challenge (RFC 9449 §7.1): `DPoP realm="…", algs="ES256 EdDSA"` and,
 /// with an error, `error="…", error_description="…"`. Quotes and backslashes in the texts are
 /// dropped.
 pub fn dpop_challenge(realm: &str, error: Option<(&str, &str)>) -> String {
     let clean = |s: &str| s.replace(['"', '\\', '\r', '\n'], "");
-    let mut c = format!(r#"DPoP realm="{}", algs="{ALGORITHM}""#, clean(realm));
+    let algs = ALGORITHMS.join(" ");
+    let mut c = format!(r#"DPoP realm="{}", algs="{algs}""#, clean(realm));
     if let Some((code, description)) = error {
         c.push_str(&format!(
             r#", error="{}", error_description="{}""#,

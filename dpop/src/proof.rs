@@ -11,7 +11,7 @@ use crate::htu::{normalize_path, normalize_url, origin_of_host};
 use crate::jwk::PublicKey;
 use crate::nonce::Nonces;
 use crate::replay::{Insert, ReplayCache};
-use crate::{ALGORITHM, PROOF_TYPE, ProofError};
+use crate::{ALGORITHMS, PROOF_TYPE, ProofError};
 
 /// `ath`: base64url(SHA-256(access token)).
 pub fn ath(access_token: &str) -> String {
@@ -167,15 +167,16 @@ impl Verifier {
         if header.typ.as_deref() != Some(PROOF_TYPE) {
             return Err(ProofError::Type);
         }
-        if header.alg.as_deref() != Some(ALGORITHM) {
-            return Err(ProofError::Algorithm);
-        }
+        let alg = match header.alg.as_deref() {
+            Some(alg) if ALGORITHMS.contains(&alg) => alg,
+            _ => return Err(ProofError::Algorithm),
+        };
         if header.crit.is_some() {
             return Err(ProofError::Critical);
         }
-        // 4. jwk
-        let key = PublicKey::from_jwk(header.jwk.as_ref().ok_or(ProofError::Key)?)?;
-        // 5. signature (r || s, 64 bytes)
+        // 4. jwk, of the kind the alg names
+        let key = PublicKey::from_jwk(header.jwk.as_ref().ok_or(ProofError::Key)?, alg)?;
+        // 5. signature (64 bytes: ES256's r || s, or Ed25519's)
         let signed_len = h64.len() + 1 + p64.len();
         let signed = proof.get(..signed_len).ok_or(ProofError::Malformed)?;
         if signature.len() != 64 || !key.verify(signed.as_bytes(), &signature) {
@@ -311,6 +312,55 @@ mod tests {
             v.verify(&other.sign_claims(&c), &expected(&o, None))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn an_eddsa_proof_passes_and_its_alg_is_bound_to_its_key_kind() {
+        let v = verifier();
+        let ed = ProofSigner::generate_ed25519();
+        let es = ProofSigner::generate();
+        let o = origins();
+        let proof = ed.sign_claims(&claims(&v));
+        let ok = v
+            .verify(&proof, &expected(&o, Some(ed.thumbprint())))
+            .unwrap();
+        assert_eq!(ok.jkt, ed.thumbprint());
+        // The other key's thumbprint: not the key this session is bound to.
+        let proof = ed.sign_claims(&claims(&v));
+        assert_eq!(
+            v.verify(&proof, &expected(&o, Some(es.thumbprint())))
+                .unwrap_err(),
+            ProofError::KeyMismatch
+        );
+        // Each alg takes its own kind of key only, whoever signed.
+        let e = expected(&o, None);
+        for (alg, key, signer) in [
+            ("ES256", ed.public_key().to_jwk(), &ed),
+            ("EdDSA", es.public_key().to_jwk(), &es),
+            ("EdDSA", es.public_key().to_jwk(), &ed),
+            ("ES256", ed.public_key().to_jwk(), &es),
+        ] {
+            let h = json!({ "typ": "dpop+jwt", "alg": alg, "jwk": key });
+            let proof = signer.sign_with_header(&h, &claims(&v));
+            assert_eq!(v.verify(&proof, &e).unwrap_err(), ProofError::Key, "{alg}");
+        }
+        // An Ed25519 signature with S + L (the group order): the same signature to a lax
+        // verifier, refused here.
+        let proof = ed.sign_claims(&claims(&v));
+        let (signed, sig) = proof.rsplit_once('.').unwrap();
+        let mut sig = B64.decode(sig).unwrap();
+        const L: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+            0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let mut carry = 0u16;
+        for (b, l) in sig[32..].iter_mut().zip(L) {
+            let sum = u16::from(*b) + u16::from(l) + carry;
+            *b = sum as u8;
+            carry = sum >> 8;
+        }
+        let malleated = format!("{signed}.{}", B64.encode(&sig));
+        assert_eq!(v.verify(&malleated, &e).unwrap_err(), ProofError::Signature);
     }
 
     #[test]

@@ -125,7 +125,7 @@ pub async fn metadata(State(d): State<Discovery>, headers: axum::http::HeaderMap
     let mut doc = json!({
         "issuer": d.issuer,
         "jwks_uri": format!("{origin}/.well-known/jwks.json"),
-        "dpop_signing_alg_values_supported": [tokenwarden_dpop::ALGORITHM],
+        "dpop_signing_alg_values_supported": tokenwarden_dpop::ALGORITHMS,
         "tokenwarden_audience": d.audience,
     });
     if d.feed {

@@ -17,7 +17,7 @@ fn assert_dpop_401(res: &Answer, code: &str, what: &str) {
     let c = res.challenges();
     assert!(
         c.contains(&format!(
-            r#"DPoP realm="tokenwarden", algs="ES256", error="{code}""#
+            r#"DPoP realm="tokenwarden", algs="ES256 EdDSA", error="{code}""#
         )),
         "{what}: {c}"
     );
@@ -64,6 +64,34 @@ async fn a_login_with_a_proof_binds_the_session_after_one_nonce_retry() {
         c.send_once("GET", "/auth/sessions", None, &[]).await.status,
         200
     );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_bound_to_an_ed25519_key_signs_in_refreshes_and_reads_with_eddsa_proofs() {
+    let s = TestServer::start().await;
+    let discovery = Client::new(&s)
+        .send_once("GET", "/.well-known/oauth-authorization-server", None, &[])
+        .await;
+    assert_eq!(
+        discovery.body["dpop_signing_alg_values_supported"],
+        serde_json::json!(["ES256", "EdDSA"])
+    );
+    let mut c = Client::bound(&s).oneshot();
+    c.key = Some(std::sync::Arc::new(ProofSigner::generate_ed25519()));
+    // Bound to its thumbprint (tokens_of checks cnf.jkt), at sign-in and at each refresh.
+    c.sign_in(ALICE).await;
+    let res = c.refresh().await;
+    assert_eq!(res.status, 200, "{:?}", res.body);
+    c.tokens_of(&res);
+    c.fetch_nonce().await;
+    let res = c.send_once("GET", "/api/me", None, &[]).await;
+    assert_eq!(res.status, 200, "{:?}", res.body);
+    // The same session with an ES256 proof: another key, refused.
+    c.key = Some(std::sync::Arc::new(ProofSigner::generate()));
+    c.fetch_nonce().await;
+    let res = c.send_once("GET", "/api/me", None, &[]).await;
+    assert_dpop_401(&res, "invalid_dpop_proof", "another key");
     s.stop().await;
 }
 
@@ -520,7 +548,7 @@ async fn unbound_sessions_keep_working_as_bearer() {
     let res = Client::new(&s).oneshot().get("/api/me").await;
     assert_eq!(
         res.challenges(),
-        r#"Bearer realm="tokenwarden" | DPoP realm="tokenwarden", algs="ES256""#
+        r#"Bearer realm="tokenwarden" | DPoP realm="tokenwarden", algs="ES256 EdDSA""#
     );
     s.stop().await;
 }

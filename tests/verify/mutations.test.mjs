@@ -41,6 +41,11 @@ const mutations = [
   ["bound token as Bearer", [['if (!dpopScheme && bound) throw invalidToken("bound", true);', ""]]],
   ["revocation", [['if (revocations.isRevoked(claims.jti, claims.sid, nowSecs)) throw invalidToken("revoked", dpopScheme);', ""]]],
   ["proof typ", [['if (typ !== "dpop+jwt") throw new ProofRefusal("type");', ""]]],
+  // A key of small order verifies a forged signature in node:crypto (OpenSSL, cofactorless).
+  ["Ed25519 small-order key", [["(ed && !strongPoint(bytes))", "false"]]],
+  // Without it, the alg names one kind of key and the jwk is another.
+  ["Ed25519 R of small order", [["!(ed && !strongPoint(signature.subarray(0, 32)))", "true"]]],
+  ["proof alg bound to its key kind", [['ed ? jwk.kty !== "OKP" || jwk.crv !== "Ed25519" : jwk.kty !== "EC" || jwk.crv !== "P-256"', "false"]]],
 ];
 
 for (const [name, edits] of mutations) {

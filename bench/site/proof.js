@@ -23,6 +23,7 @@ await init();
 const auth = new TokenManager(); // dpop: true (the default)
 const url = new URL("/api/me", location.href).href;
 const ES256 = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
+const ED25519 = { name: "Ed25519" };
 const encode = (s) => new TextEncoder().encode(s);
 const unb64u = (s) => atob(s.replace(/-/g, "+").replace(/_/g, "/"));
 const b64u = (bytes) => btoa(String.fromCharCode(...new Uint8Array(bytes)))
@@ -44,14 +45,16 @@ async function check(name, request) {
   const [h, p, s] = proof.split(".");
   const header = JSON.parse(unb64u(h));
   const claims = JSON.parse(unb64u(p));
-  if (header.typ !== "dpop+jwt" || header.alg !== "ES256" || header.jwk?.kty !== "EC") fail(`header ${unb64u(h)}`);
+  // EdDSA (Ed25519) where the browser's WebCrypto has it, else ES256.
+  const ed = header.alg === "EdDSA";
+  if (header.typ !== "dpop+jwt" || header.jwk?.kty !== (ed ? "OKP" : header.alg === "ES256" && "EC")) fail(`header ${unb64u(h)}`);
   for (const k of ["htm", "htu", "ath", "iat", "jti"]) if (claims[k] === undefined) fail(`no ${k} in ${unb64u(p)}`);
   const ath = b64u(await crypto.subtle.digest("SHA-256", encode(token)));
   if (claims.htm !== "GET" || claims.htu !== url || claims.ath !== ath) fail(`claims ${unb64u(p)}`);
-  const key = await crypto.subtle.importKey("jwk", header.jwk, { name: "ECDSA", namedCurve: "P-256" }, false, ["verify"]);
+  const key = await crypto.subtle.importKey("jwk", header.jwk, ed ? ED25519 : ES256, false, ["verify"]);
   const sig = Uint8Array.from(unb64u(s), (c) => c.charCodeAt(0));
-  if (!(await crypto.subtle.verify(ES256, key, sig, encode(`${h}.${p}`)))) fail("the signature does not verify");
-  return { claims: Object.keys(claims), nonce: claims.nonce, bytes: proof.length, input: `${h}.${p}` };
+  if (!(await crypto.subtle.verify(ed ? ED25519 : ES256, key, sig, encode(`${h}.${p}`)))) fail("the signature does not verify");
+  return { claims: Object.keys(claims), nonce: claims.nonce, bytes: proof.length, input: `${h}.${p}`, alg: header.alg };
 }
 
 /** One request from each library, checked (outside any timing). */
@@ -70,9 +73,12 @@ window.setup = async (email, password) => {
   stub.on = true;
   send.tokenwarden = () => auth.fetch("/api/me");
 
-  // oauth4webapi: a non-extractable private key, a DPoP handle, the same request, the same stub.
-  // allowInsecureRequests only lifts its https-only check (the bench server is http://127.0.0.1).
-  const keyPair = await oauth.generateKeyPair("ES256");
+  // oauth4webapi: a non-extractable private key of the same kind as tokenwarden's, a DPoP
+  // handle, the same request, the same stub. allowInsecureRequests only lifts its https-only
+  // check (the bench server is http://127.0.0.1).
+  const { alg } = await check("tokenwarden", send.tokenwarden);
+  window.proofAlg = alg;
+  const keyPair = await oauth.generateKeyPair(alg);
   const options = {
     DPoP: oauth.DPoP({ client_id: "tokenwarden-bench" }, keyPair),
     [oauth.customFetch]: noop,

@@ -108,12 +108,14 @@ async function attack({ refreshUrl, meUrl }: { refreshUrl: string; meUrl: string
     db.close();
   }
   const sign = async (key: CryptoKey, jwk: JsonWebKey, htm: string, htu: string, o: { token?: string; nonce?: string; iat: number }) => {
-    const header = b64u(JSON.stringify({ typ: "dpop+jwt", alg: "ES256", jwk: { kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y } }));
+    // The page's key is Ed25519 (EdDSA proofs) where WebCrypto has it, else P-256.
+    const ed = key.algorithm.name === "Ed25519";
+    const header = b64u(JSON.stringify({ typ: "dpop+jwt", alg: ed ? "EdDSA" : "ES256", jwk: { kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y } }));
     const claims: Record<string, unknown> = { jti: crypto.randomUUID(), htm, htu, iat: o.iat };
     if (o.nonce) claims.nonce = o.nonce;
     if (o.token) claims.ath = b64u(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(o.token)));
     const input = header + "." + b64u(JSON.stringify(claims));
-    return input + "." + b64u(await crypto.subtle.sign(ES256, key, new TextEncoder().encode(input)));
+    return input + "." + b64u(await crypto.subtle.sign(ed ? { name: "Ed25519" } : ES256, key, new TextEncoder().encode(input)));
   };
   const now = async () => {
     const r = await origFetch("/healthz");
@@ -277,3 +279,87 @@ for (const hours of [-3, 5]) {
     expect(errors).toEqual([]);
   });
 }
+
+// A browser whose WebCrypto has no Ed25519 (Chromium before 137, Firefox before 129, Safari
+// before 17): the key is P-256 and the proofs ES256, which the server takes as well.
+test("without Ed25519 in WebCrypto the key is P-256 and the proofs ES256", async ({ page }) => {
+  const errors: string[] = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  // Before the package loads (it captures generateKey then), as an older browser answers.
+  await page.addInitScript(() => {
+    const real = SubtleCrypto.prototype.generateKey;
+    SubtleCrypto.prototype.generateKey = function (alg: any, ...rest: any[]) {
+      if (alg?.name === "Ed25519") return Promise.reject(new DOMException("no Ed25519", "NotSupportedError"));
+      return real.call(this, alg, ...rest);
+    } as any;
+  });
+  const proofs: string[] = [];
+  page.on("request", (r) => {
+    const p = r.headers()["dpop"];
+    if (p) proofs.push(p);
+  });
+  const user = await newUser();
+  await page.goto(`${BASE}/app.html`);
+  await expect(page).toHaveTitle("ready");
+  expect(await page.evaluate(([e, p]) => (window as any).app.login(e, p), [user.email, user.password])).toBe(true);
+  expect(await page.evaluate(() => (window as any).app.burst(3))).toEqual(Array(3).fill(200));
+  expect(proofs.length).toBeGreaterThan(3);
+  for (const p of proofs) {
+    const h = JSON.parse(Buffer.from(p.split(".")[0], "base64url").toString());
+    expect([h.alg, h.jwk.kty, h.jwk.crv]).toEqual(["ES256", "EC", "P-256"]);
+  }
+  // That key as a version before EdDSA proofs stored it (no `a`, the algorithm it signs with),
+  // then a page of this version, whose browser has Ed25519: the session goes on, ES256.
+  expect(await page.evaluate(() => new Promise((ok, no) => {
+    const r = indexedDB.open("tokenwarden");
+    r.onerror = () => no(r.error);
+    r.onsuccess = () => {
+      const tx = r.result.transaction("keys", "readwrite"), store = tx.objectStore("keys");
+      let n = 0;
+      store.openCursor().onsuccess = (e: any) => {
+        const c = e.target.result;
+        if (!c) return;
+        const { a, ...old } = c.value;
+        if (a) (c.update(old), n++);
+        c.continue();
+      };
+      tx.oncomplete = () => ok(n);
+    };
+  }))).toBe(1);
+  // The first page closed: the next one refreshes itself (no peer hands it a token).
+  const context = page.context();
+  await page.close();
+  const next = await context.newPage();
+  next.on("pageerror", (e) => errors.push(String(e)));
+  proofs.length = 0;
+  next.on("request", (r) => {
+    const p = r.headers()["dpop"];
+    if (p) proofs.push(p);
+  });
+  await next.goto(`${BASE}/app.html`);
+  await expect(next).toHaveTitle("ready");
+  expect(await next.evaluate(() => (window as any).app.restore())).toBe(true);
+  expect(await next.evaluate(() => (window as any).app.me())).toBe(200);
+  expect(proofs.length).toBeGreaterThanOrEqual(2);
+  for (const p of proofs) expect(JSON.parse(Buffer.from(p.split(".")[0], "base64url").toString()).alg).toBe("ES256");
+  expect(errors).toEqual([]);
+});
+
+// Where WebCrypto has Ed25519 (this Chromium), the proofs are EdDSA.
+test("with Ed25519 in WebCrypto the key is Ed25519 and the proofs EdDSA", async ({ page }) => {
+  const proofs: string[] = [];
+  page.on("request", (r) => {
+    const p = r.headers()["dpop"];
+    if (p) proofs.push(p);
+  });
+  const user = await newUser();
+  await page.goto(`${BASE}/app.html`);
+  await expect(page).toHaveTitle("ready");
+  expect(await page.evaluate(([e, p]) => (window as any).app.login(e, p), [user.email, user.password])).toBe(true);
+  expect(await page.evaluate(() => (window as any).app.burst(3))).toEqual(Array(3).fill(200));
+  expect(proofs.length).toBeGreaterThan(3);
+  for (const p of proofs) {
+    const h = JSON.parse(Buffer.from(p.split(".")[0], "base64url").toString());
+    expect([h.alg, h.jwk.kty, h.jwk.crv, h.jwk.y]).toEqual(["EdDSA", "OKP", "Ed25519", undefined]);
+  }
+});

@@ -114,13 +114,14 @@ for (const engine of ENGINES) {
       console.log(`# ${engine} storm: 1000 requests, ${s.refresh_calls} refresh, p50 ${ms[500].toFixed(0)} ms, p99 ${ms[990].toFixed(0)} ms`);
       await everyTab(tabs, (st) => assert.ok(st.events.includes("refresh"), JSON.stringify(st)));
       // The token lives in wasm memory only: nothing in any storage, only the hint cookie
-      // visible; IndexedDB holds the DPoP private key, which cannot be exported.
+      // visible; IndexedDB holds the DPoP private key, which cannot be exported: Ed25519 (EdDSA
+      // proofs) in each engine, all three having it in WebCrypto.
       for (const t of tabs) {
         const { idb, ...rest } = await t.call("storage");
         assert.deepEqual(rest, { local: 0, session: 0, cookie: "tw_session=1" });
         if (idb !== "n/a") {
           assert.ok(idb.length > 0, "the DPoP key is stored");
-          for (const item of idb) assert.equal(item, "private non-extractable key");
+          for (const item of idb) assert.equal(item, "private non-extractable Ed25519 key");
         }
         assert.deepEqual(await t.call("locks"), { held: 0, pending: 0 });
       }

@@ -6,6 +6,7 @@ await init();
 const auth = new TokenManager();
 const status = (p) => p.then((r) => r.status, (e) => e.name);
 window.app = Object.freeze({
+  restore: () => auth.restore().then((v) => v, (e) => e.name),
   login: (email, password) => auth.login({ email, password }).then(() => true, (e) => e.name),
   me: () => status(auth.fetch("/api/me")),
   burst: (n) => Promise.all(Array.from({ length: n }, () => status(auth.fetch("/api/me")))),

@@ -78,13 +78,14 @@ const calls = {
   },
 };
 /** What every IndexedDB database holds, described: a CryptoKey as "<type> <extractable|
- * non-extractable> key", a string shaped like a JWT as "TOKEN"; other values are not listed. */
+ * non-extractable> <algorithm> key", a string shaped like a JWT as "TOKEN"; other values are
+ * not listed. */
 async function idbContents() {
   if (!indexedDB.databases) return "n/a";
   const req = (r) => new Promise((ok, no) => { r.onsuccess = () => ok(r.result); r.onerror = () => no(r.error); });
   const found = [];
   const walk = (v) => {
-    if (v instanceof CryptoKey) found.push(`${v.type} ${v.extractable ? "extractable" : "non-extractable"} key`);
+    if (v instanceof CryptoKey) found.push(`${v.type} ${v.extractable ? "extractable" : "non-extractable"} ${v.algorithm.name} key`);
     else if (typeof v === "string" && /^[\w-]+\.[\w-]+\.[\w-]*$/.test(v)) found.push("TOKEN");
     else if (v && typeof v === "object") Object.values(v).forEach(walk);
   };

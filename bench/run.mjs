@@ -177,7 +177,9 @@ try {
         if (nonce) claims.nonce = nonce;
         claims.ath = b64u(await crypto.subtle.digest("SHA-256", enc.encode(token)));
         const input = `${key.h}.${b64u(enc.encode(JSON.stringify(claims)))}`;
-        const sig = await crypto.subtle.sign({ name: "ECDSA", hash: "SHA-256" }, key.k, enc.encode(input));
+        // With the algorithm of the client's key: Ed25519 where WebCrypto has it, else P-256.
+        const alg = key.k.algorithm.name === "Ed25519" ? { name: "Ed25519" } : { name: "ECDSA", hash: "SHA-256" };
+        const sig = await crypto.subtle.sign(alg, key.k, enc.encode(input));
         const res = await fetch("/api/me", { headers: { Authorization: `DPoP ${token}`, DPoP: `${input}.${b64u(sig)}` } });
         const fresh = res.headers.get("dpop-nonce");
         const retry = res.status === 401 && fresh && fresh !== nonce;
@@ -242,7 +244,7 @@ try {
         ["ratio / added, `auth.fetch` with DPoP vs hand-made DPoP: tokenwarden's share", ...ratio(dpop, dpop.hand)],
       ]),
       "",
-      "For scale: the wasm side of `auth.fetch` (token check, header, promise plumbing) measures about 5 µs (`getAccessToken()` in a loop); a sequential same-origin `fetch` costs several milliseconds in this headless Chromium, and varies by ±30 % between runs. With DPoP each request adds a WebCrypto ECDSA P-256 signature and a SHA-256 in the page and a signature verification on the server; the hand-made row pays exactly those, with none of tokenwarden's work (no origin check, no expiry check, no nonce or clock bookkeeping); tokenwarden hashes each token once for `ath` (kept for the requests after it), the hand-made request on every request.",
+      "For scale: the wasm side of `auth.fetch` (token check, header, promise plumbing) measures about 5 µs (`getAccessToken()` in a loop); a sequential same-origin `fetch` costs several milliseconds in this headless Chromium, and varies by ±30 % between runs. With DPoP each request adds a WebCrypto signature (Ed25519 where the browser has it, as this Chromium does; else ECDSA P-256) and a SHA-256 in the page and a signature verification on the server; the hand-made row pays exactly those, with none of tokenwarden's work (no origin check, no expiry check, no nonce or clock bookkeeping); tokenwarden hashes each token once for `ath` (kept for the requests after it), the hand-made request on every request.",
     ].join("\n"));
     await context.close();
     await context2.close();
@@ -488,15 +490,17 @@ end
       return { rps: med("rps"), p99: med("p99_ms"), non2xx: Math.max(...runs.map((r) => r.non2xx)), cpu: med("server_cpu_us_per_request") };
     };
     const dpop = load(SMOKE ? ["--proofs-per-sec", "3000"] : []);
+    const es256 = load(SMOKE ? ["--proofs-per-sec", "3000", "--es256"] : ["--es256"]);
     const bearer = load(["--bearer"]);
     const crypto = JSON.parse(execFileSync(LOAD, ["--crypto"], { encoding: "utf8" }).trim());
     const load1 = Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]);
     section("7. Server", table(["endpoint", "requests/s", "p99", "non-2xx", "server CPU / request", "target"], [
       ["`GET /api/me`, Bearer (EdDSA verification + SQLite read), wrk", `**${Math.round(me.rps)}**`, ms(me.p99), `${me.non2xx}`, "", "≥ 10 000/s"],
       ["`GET /api/me`, Bearer, tokenwarden-load", `${Math.round(bearer.rps)}`, ms(bearer.p99), `${bearer.non2xx}`, `${Math.round(bearer.cpu)} µs`, ""],
-      ["`GET /api/me`, **DPoP** (+ ES256 proof, nonce, replay cache), tokenwarden-load", `**${Math.round(dpop.rps)}**`, ms(dpop.p99), `${dpop.non2xx}`, `${Math.round(dpop.cpu)} µs`, "≥ 15 000/s"],
+      ["`GET /api/me`, **DPoP** (+ EdDSA proof, nonce, replay cache), tokenwarden-load", `**${Math.round(dpop.rps)}**`, ms(dpop.p99), `${dpop.non2xx}`, `${Math.round(dpop.cpu)} µs`, "≥ 15 000/s"],
+      ["`GET /api/me`, DPoP with ES256 proofs (browsers without Ed25519), tokenwarden-load", `${Math.round(es256.rps)}`, ms(es256.p99), `${es256.non2xx}`, `${Math.round(es256.cpu)} µs`, ""],
       ["`POST /auth/refresh` (rotation: SQLite write + signing)", `**${Math.round(refresh.rps)}**`, ms(refresh.p99), `${refresh.non2xx}`, "", "≥ 1 500/s"],
-    ]) + `\n\nwrk -t2 -c64 and tokenwarden-load (bench/load, 64 keep-alive connections, proofs pre-signed before the clock starts), ${N.wrkSecs} s, median of ${N.wrkRuns} runs, release build, SQLite file in WAL mode, on the same ${cpus().length} cores as the load generator (1-minute load average ${load1} when this section ended: other work on the machine lowers every figure; "server CPU / request" is the server's user + system time from /proc divided by the requests served). One ES256 verification (ring) costs ${crypto.ecdsa_verify_us.toFixed(0)} µs here, a whole proof check ${crypto.verify_us.toFixed(0)} µs. Access-token signatures are verified once per token and remembered (kid still live; exp, deny-list, session and the proof checked on every request). Every refresh presents a token once and the next presents the child it returned, as a real client does (${sessions} sessions shared by the 64 connections, fresh for every run): each one claims its generation, writes a child token and signs a JWT. The per-client and per-session refresh limits are raised for this run (all load comes from one address).`);
+    ]) + `\n\nwrk -t2 -c64 and tokenwarden-load (bench/load, 64 keep-alive connections, proofs pre-signed before the clock starts), ${N.wrkSecs} s, median of ${N.wrkRuns} runs, release build, SQLite file in WAL mode, on the same ${cpus().length} cores as the load generator (1-minute load average ${load1} when this section ended: other work on the machine lowers every figure; "server CPU / request" is the server's user + system time from /proc divided by the requests served). Proofs are EdDSA (Ed25519), as the client signs them where the browser's WebCrypto has Ed25519 (every engine of section 9), ES256 in the row that says so. One signature verification costs ${crypto.eddsa.signature_us.toFixed(0)} µs here for Ed25519 (ed25519-dalek, strict) and ${crypto.es256.signature_us.toFixed(0)} µs for ES256 (ring); a whole proof check ${crypto.eddsa.verify_us.toFixed(0)} µs and ${crypto.es256.verify_us.toFixed(0)} µs. Access-token signatures are verified once per token and remembered (kid still live; exp, deny-list, session and the proof checked on every request). Every refresh presents a token once and the next presents the child it returned, as a real client does (${sessions} sessions shared by the 64 connections, fresh for every run): each one claims its generation, writes a child token and signs a JWT. The per-client and per-session refresh limits are raised for this run (all load comes from one address).`);
   }
 
   // 8. The refresh storm in each engine ------------------------------------------------------------
@@ -583,22 +587,64 @@ end
       for (const k of kinds) runs[k].push(t[k]);
     }
     const after = await page.evaluate(() => verify());
+    // EdDSA where the browser's WebCrypto has Ed25519, else ES256: its floor is tokenwarden's.
+    const alg = await page.evaluate(() => window.proofAlg);
+    const floor = alg === "EdDSA" ? "ed25519" : "webcrypto";
     await context.close();
     const load1 = Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]);
     const per = (k) => (median(runs[k]) / N.proofs) * 1000;
     const spread = (k) => `${((Math.min(...runs[k]) / N.proofs) * 1000).toFixed(0)}–${((Math.max(...runs[k]) / N.proofs) * 1000).toFixed(0)} µs`;
     const us = (x) => `${x.toFixed(0)} µs`;
+    // Issue 23: the same floor, ES256 against Ed25519, in each engine through its WebDriver
+    // (tests/engines/webdriver.mjs), on the same page and server (http://127.0.0.1 is a secure
+    // context in all three): setup() logs in and makes the keys, run() interleaves the floors.
+    async function floors(engine) {
+      const b = await Browser.start(engine);
+      try {
+        const sync = (script) => b.cmd("POST", "/execute/sync", { script, args: [] });
+        // The page's `fn(...args)`, awaited in the page; its result or error crosses as JSON.
+        const call = async (fn, ...args) => {
+          const { value, error } = JSON.parse(await b.cmd("POST", "/execute/async", {
+            script: `const [fn, args, done] = arguments;
+              window[fn](...args).then((value) => done(JSON.stringify({ value })), (e) => done(JSON.stringify({ error: String(e) })));`,
+            args: [fn, args],
+          }, 200_000));
+          if (error !== undefined) throw new Error(`${engine} ${fn}: ${error}`);
+          return value;
+        };
+        await b.cmd("POST", "/url", { url: `${A.base}/proof.html` });
+        for (let i = 0; !(await sync("return window.ready === true")); i++) {
+          if (i > 200) throw new Error(`${engine}: proof.html did not load`);
+          await sleep(50);
+        }
+        await call("setup", ...(await A.newUser()));
+        const ed = await sync("return window.hasEd25519 === true");
+        const kinds = ed ? ["webcrypto", "ed25519"] : ["webcrypto"];
+        await call("run", kinds, N.proofWarmup, N.proofWarmup);
+        const runs = [];
+        for (let r = 0; r < N.proofRuns; r++) runs.push(await call("run", kinds, N.proofs, N.proofChunk));
+        const per = (k) => (median(runs.map((t) => t[k])) / N.proofs) * 1000;
+        return [b.version, us(per("webcrypto")), ed ? us(per("ed25519")) : "not in its WebCrypto",
+          ed ? `**${median(runs.map((t) => t.ed25519 / t.webcrypto)).toFixed(2)}×**` : ""];
+      } finally {
+        await b.stop();
+      }
+    }
+    const engineFloors = [];
+    for (const engine of SMOKE ? ["chromium"] : ["chromium", "firefox", "webkit"]) engineFloors.push(await floors(engine));
     const claims = (c) => c.claims.join(", ");
     const ratios = runs.tokenwarden.map((t, i) => t / runs.oauth4webapi[i]);
-    const share = (k) => Math.round((100 * per("webcrypto")) / per(k));
+    const share = (k) => Math.round((100 * per(floor)) / per(k));
     section("9. DPoP proof creation", table(["", "per request (median)", "runs (min–max)", "above the floor"], [
-      ["`auth.fetch(\"/api/me\")`, tokenwarden, `dpop: true`", `**${us(per("tokenwarden"))}**`, spread("tokenwarden"), us(per("tokenwarden") - per("webcrypto"))],
-      [`\`protectedResourceRequest\`, oauth4webapi ${o4wVersion} (\`DPoP\` handle)`, `**${us(per("oauth4webapi"))}**`, spread("oauth4webapi"), us(per("oauth4webapi") - per("webcrypto"))],
+      ["`auth.fetch(\"/api/me\")`, tokenwarden, `dpop: true`", `**${us(per("tokenwarden"))}**`, spread("tokenwarden"), us(per("tokenwarden") - per(floor))],
+      [`\`protectedResourceRequest\`, oauth4webapi ${o4wVersion} (\`DPoP\` handle)`, `**${us(per("oauth4webapi"))}**`, spread("oauth4webapi"), us(per("oauth4webapi") - per(floor))],
       ["**ratio** tokenwarden / oauth4webapi", `**${(per("tokenwarden") / per("oauth4webapi")).toFixed(2)}×**`, `${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}×`, ""],
       ["floor: bare `crypto.subtle.digest` (SHA-256) + `sign` (ES256)", us(per("webcrypto")), spread("webcrypto"), ""],
       ...(runs.ed25519 ? [["the same floor with an Ed25519 key (EdDSA proofs)", us(per("ed25519")), spread("ed25519"),
         `${(per("ed25519") / per("webcrypto")).toFixed(2)}× ES256's`]] : [["Ed25519", "not in this browser's WebCrypto", "", ""]]),
-    ]) + `\n\nThe client-side cost of one \`GET /api/me\` (the page's own origin, http://127.0.0.1) with an access token and a DPoP proof (RFC 9449), the network aside: ${N.proofs} sequential requests of each per run, interleaved in chunks of ${N.proofChunk} with the order rotating chunk by chunk, after ${N.proofWarmup} of each to warm up; median of ${N.proofRuns} runs (the ratio's range is over the runs' own ratios), in one headless Chromium page, each chunk timed with \`performance.now()\` around its loop. Both libraries send to the same \`fetch\` stub, installed before tokenwarden's \`TokenManager\` was constructed (the driver takes \`fetch\` then) and passed to oauth4webapi as its \`customFetch\`: it answers \`/api/me\` at once with \`new Response(null, {status: 200})\`; before the timing it let the login and one real \`/api/me\` through to the reference server, which accepted tokenwarden's proof. Same token, same URL, same server nonce (handed to oauth4webapi through one \`DPoP-Nonce\` response header); both keys are non-extractable ECDSA P-256 WebCrypto keys. Checked before and after the timing: each request carried \`Authorization: DPoP <token>\` and a proof whose signature verifies under its header's jwk, with the claims ${claims(after.tokenwarden)} (tokenwarden, ${after.tokenwarden.bytes} bytes) and ${claims(after.oauth4webapi)} (oauth4webapi, ${after.oauth4webapi.bytes} bytes).\n\nWhat each figure includes. tokenwarden: \`auth.fetch\` resolving the URL and checking its origin, the token check in the wasm core, the proof (random jti; SHA-256 of the token for ath, once per token and kept for the requests after it, where oauth4webapi hashes it for every proof; JSON and base64url of the claims, ECDSA sign), the headers, the stub's response handed back to the core (its DPoP-Nonce and Date, absent here, and its status). oauth4webapi: \`new URL\` and \`new Headers\` by the caller, the proof (the same steps, with a 32-byte jti where tokenwarden's is 16 bytes; its JWS header is JSON- and base64url-encoded on every proof, tokenwarden's once per key), the Authorization header, the headers copied into a plain object for \`fetch\`, and its response checks (nonce cache, WWW-Authenticate). The floor is the two WebCrypto calls each proof makes, awaited in turn, with their inputs encoded beforehand. The floor is ${share("tokenwarden")} % of tokenwarden's figure and ${share("oauth4webapi")} % of oauth4webapi's: each WebCrypto call runs off the main thread and its promise resolves through the page's task queue, so it waits for whatever else the machine runs (1-minute load average ${load1} on ${cpus().length} cores when this section ended); other work on the machine lengthens every figure, unevenly from run to run, and the interleaving is there so that it lengthens all three alike.${runs.ed25519 ? `\n\nEd25519 against ES256 (issue 23): the same two WebCrypto calls with a non-extractable Ed25519 key, interleaved with the others. ${per("ed25519") < per("webcrypto") ? "Ed25519 is the faster here." : "ES256 is the faster here, so tokenwarden's proofs stay ES256 (the reference server and the verifiers pin ES256 alone)."}` : ""}`);
+    ]) + `\n\nThe client-side cost of one \`GET /api/me\` (the page's own origin, http://127.0.0.1) with an access token and a DPoP proof (RFC 9449), the network aside: ${N.proofs} sequential requests of each per run, interleaved in chunks of ${N.proofChunk} with the order rotating chunk by chunk, after ${N.proofWarmup} of each to warm up; median of ${N.proofRuns} runs (the ratio's range is over the runs' own ratios), in one headless Chromium page, each chunk timed with \`performance.now()\` around its loop. Both libraries send to the same \`fetch\` stub, installed before tokenwarden's \`TokenManager\` was constructed (the driver takes \`fetch\` then) and passed to oauth4webapi as its \`customFetch\`: it answers \`/api/me\` at once with \`new Response(null, {status: 200})\`; before the timing it let the login and one real \`/api/me\` through to the reference server, which accepted tokenwarden's proof. Same token, same URL, same server nonce (handed to oauth4webapi through one \`DPoP-Nonce\` response header); both keys are non-extractable ${alg === "EdDSA" ? "Ed25519" : "ECDSA P-256"} WebCrypto keys (tokenwarden's proofs are ${alg} here: EdDSA where the browser's WebCrypto has Ed25519, else ES256; oauth4webapi was given a key of the same kind), and "above the floor" is over that kind's floor. Checked before and after the timing: each request carried \`Authorization: DPoP <token>\` and a proof whose signature verifies under its header's jwk, with the claims ${claims(after.tokenwarden)} (tokenwarden, ${after.tokenwarden.bytes} bytes) and ${claims(after.oauth4webapi)} (oauth4webapi, ${after.oauth4webapi.bytes} bytes).\n\nWhat each figure includes. tokenwarden: \`auth.fetch\` resolving the URL and checking its origin, the token check in the wasm core, the proof (random jti; SHA-256 of the token for ath, once per token and kept for the requests after it, where oauth4webapi hashes it for every proof; JSON and base64url of the claims, the signature), the headers, the stub's response handed back to the core (its DPoP-Nonce and Date, absent here, and its status). oauth4webapi: \`new URL\` and \`new Headers\` by the caller, the proof (the same steps, with a 32-byte jti where tokenwarden's is 16 bytes; its JWS header is JSON- and base64url-encoded on every proof, tokenwarden's once per key), the Authorization header, the headers copied into a plain object for \`fetch\`, and its response checks (nonce cache, WWW-Authenticate). The floor is the two WebCrypto calls each proof makes, awaited in turn, with their inputs encoded beforehand. The floor is ${share("tokenwarden")} % of tokenwarden's figure and ${share("oauth4webapi")} % of oauth4webapi's: each WebCrypto call runs off the main thread and its promise resolves through the page's task queue, so it waits for whatever else the machine runs (1-minute load average ${load1} on ${cpus().length} cores when this section ended); other work on the machine lengthens every figure, unevenly from run to run, and the interleaving is there so that it lengthens all three alike.${runs.ed25519 ? `\n\nEd25519 against ES256 (issue 23): the same two WebCrypto calls with a non-extractable Ed25519 key, interleaved with the others. ${per("ed25519") < per("webcrypto") ? "Ed25519 is the faster here" : "ES256 is the faster here"}; tokenwarden signed with ${alg === "EdDSA" ? "Ed25519" : "ES256"}.` : ""}\n\n` +
+      table(["engine", "floor per proof, ES256", "floor per proof, Ed25519", "ratio Ed25519 / ES256"], engineFloors) +
+      `\n\nThe floor alone (SHA-256 + sign, non-extractable keys, inputs encoded beforehand, calls awaited in turn) with each key, in each engine through its WebDriver, on the same page and server: ${N.proofs} of each per run, interleaved as above after ${N.proofWarmup} of each to warm up; median of ${N.proofRuns} runs (the ratio is the median of the runs' own ratios).`);
   }
 } finally {
   A.stop();

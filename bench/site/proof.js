@@ -45,8 +45,9 @@ async function check(name, request) {
   const [h, p, s] = proof.split(".");
   const header = JSON.parse(unb64u(h));
   const claims = JSON.parse(unb64u(p));
-  // EdDSA (Ed25519) where the browser's WebCrypto has it, else ES256.
-  const ed = header.alg === "EdDSA";
+  // Ed25519 where the browser's WebCrypto has it (`EdDSA` in tokenwarden's proofs, RFC 9864's
+  // `Ed25519` in oauth4webapi's), else ES256.
+  const ed = header.alg === "EdDSA" || header.alg === "Ed25519";
   if (header.typ !== "dpop+jwt" || header.jwk?.kty !== (ed ? "OKP" : header.alg === "ES256" && "EC")) fail(`header ${unb64u(h)}`);
   for (const k of ["htm", "htu", "ath", "iat", "jti"]) if (claims[k] === undefined) fail(`no ${k} in ${unb64u(p)}`);
   const ath = b64u(await crypto.subtle.digest("SHA-256", encode(token)));

@@ -12,8 +12,9 @@ import { createHash, createHmac, createPublicKey, randomBytes, timingSafeEqual, 
 import { isIP } from "node:net";
 
 const REALM = "tokenwarden";
-/** The proof algorithms accepted (tokenwarden_dpop::ALGORITHMS), each with its one key type. */
-const PROOF_ALGS = ["ES256", "EdDSA"];
+/** The proof algorithms accepted (tokenwarden_dpop::ALGORITHMS), each with its one key type:
+ * ES256 a P-256 key; EdDSA, or Ed25519 (RFC 9864's name for it), an Ed25519 key. */
+const PROOF_ALGS = ["ES256", "EdDSA", "Ed25519"];
 const MAX_PROOF_LEN = 4096;
 const MAX_TOKEN_LEN = 8192;
 const PROOF_MAX_AGE = 60;
@@ -61,7 +62,7 @@ export class VerifyError extends Error {
 
 const clean = (s) => String(s).replace(/["\\\r\n]/g, "");
 
-/** `DPoP realm="…", algs="ES256 EdDSA"` and, with an error, `error="…", error_description="…"`
+/** `DPoP realm="…", algs="ES256 EdDSA Ed25519"` and, with an error, `error="…", error_description="…"`
  * (tokenwarden_dpop::dpop_challenge). */
 function dpopChallenge(code, description) {
   let c = `DPoP realm="${REALM}", algs="${PROOF_ALGS.join(" ")}"`;
@@ -89,9 +90,9 @@ const PROOF_TEXT = {
   multiple: "more than one DPoP header",
   malformed: "the DPoP proof is malformed",
   type: "the DPoP proof's typ must be dpop+jwt",
-  algorithm: "the DPoP proof's algorithm is not accepted (ES256 or EdDSA)",
+  algorithm: "the DPoP proof's algorithm is not accepted (ES256, EdDSA or Ed25519)",
   critical: "the DPoP proof's crit header is not supported",
-  key: "the DPoP proof's jwk is not a public key of its algorithm (P-256 for ES256, Ed25519 for EdDSA)",
+  key: "the DPoP proof's jwk is not a public key of its algorithm (P-256 for ES256, Ed25519 for EdDSA and Ed25519)",
   signature: "the DPoP proof's signature is invalid",
   claims: "the DPoP proof's claims are missing or malformed",
   method: "the DPoP proof's htm does not match the request method",
@@ -227,7 +228,8 @@ const SMALL_ORDER_Y = [
 ].map((h) => Buffer.from(h, "hex"));
 
 /** Whether the 32 bytes `b` encode an Ed25519 point canonically (y < p = 2^255 - 19) and not
- * one of small order (tokenwarden_dpop: `VerifyingKey::is_weak`, the encoding re-made equal). */
+ * one of small order (tokenwarden_dpop's `strong_point`, dpop/src/jwk.rs); whether it is a
+ * point at all, the verification finds out. */
 function strongPoint(b) {
   const y = Buffer.from(b);
   y[31] &= 0x7f;
@@ -682,7 +684,7 @@ export async function createVerifier(options = {}) {
     if (!PROOF_ALGS.includes(alg)) throw new ProofRefusal("algorithm");
     if (header.crit !== undefined && header.crit !== null) throw new ProofRefusal("critical");
     // 4. jwk, of the kind its alg names: EC P-256 for ES256, OKP Ed25519 (a strong point) for EdDSA
-    const jwk = header.jwk, ed = alg === "EdDSA";
+    const jwk = header.jwk, ed = alg !== "ES256";
     if (!isObject(jwk) || PRIVATE_MEMBERS.some((m) => Object.hasOwn(jwk, m))) throw new ProofRefusal("key");
     if (ed ? jwk.kty !== "OKP" || jwk.crv !== "Ed25519" : jwk.kty !== "EC" || jwk.crv !== "P-256") throw new ProofRefusal("key");
     for (const c of ed ? ["x"] : ["x", "y"]) {

@@ -762,6 +762,21 @@ fn cases(k: &Keys) -> Vec<Case> {
         ok(),
     );
     c.add(
+        "Ed25519 proof, RFC 9864's name for EdDSA (accepted)",
+        dpop(&ed_bound, &ed_proof(&|h| h["alg"] = json!("Ed25519"))),
+        ok(),
+    );
+    c.add(
+        "EdDSA proof with alg in lower case",
+        dpop(&ed_bound, &ed_proof(&|h| h["alg"] = json!("eddsa"))),
+        invalid_proof(),
+    );
+    c.add(
+        "EdDSA proof whose header says Ed448",
+        dpop(&ed_bound, &ed_proof(&|h| h["alg"] = json!("Ed448"))),
+        invalid_proof(),
+    );
+    c.add(
         "EdDSA proof whose header says ES256",
         dpop(&ed_bound, &ed_proof(&|h| h["alg"] = json!("ES256"))),
         invalid_proof(),

@@ -12,12 +12,12 @@ pub enum ProofError {
     Malformed,
     #[error("the DPoP proof's typ must be dpop+jwt")]
     Type,
-    #[error("the DPoP proof's algorithm is not accepted (ES256 or EdDSA)")]
+    #[error("the DPoP proof's algorithm is not accepted (ES256, EdDSA or Ed25519)")]
     Algorithm,
     #[error("the DPoP proof's crit header is not supported")]
     Critical,
     #[error(
-        "the DPoP proof's jwk is not a public key of its algorithm (P-256 for ES256, Ed25519 for EdDSA)"
+        "the DPoP proof's jwk is not a public key of its algorithm (P-256 for ES256, Ed25519 for EdDSA and Ed25519)"
     )]
     Key,
     #[error("the DPoP proof's signature is invalid")]

@@ -3,21 +3,21 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use ed25519_dalek::{Signature, VerifyingKey};
-use ring::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
+use ring::signature::{self, ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::{EDDSA, ES256, ProofError};
+use crate::{ED25519, EDDSA, ES256, ProofError};
 
 /// Members that only a private (or symmetric) key has. A proof's `jwk` carrying any of them is
 /// refused: the client leaked its private key, or someone is probing the parser.
 const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
 /// A proof's public key: P-256 with well-formed coordinates (ring checks that the point is on
-/// the curve, and not the identity, when it verifies a signature with it), or Ed25519 in the
+/// the curve, and not the identity, when it verifies a signature with it), or Ed25519 in a
 /// canonical encoding of a point that is not of small order (a small-order key verifies a
-/// forged signature over any message in a cofactorless verifier).
+/// forged signature over any message in a cofactorless verifier; ring checks that it is a
+/// point when it verifies with it).
 #[derive(Debug, Clone)]
 pub struct PublicKey {
     key: Key,
@@ -30,7 +30,7 @@ pub struct PublicKey {
 enum Key {
     /// SEC1 uncompressed: 0x04 || x || y.
     P256([u8; 65]),
-    Ed25519(VerifyingKey),
+    Ed25519([u8; 32]),
 }
 
 fn coordinate(jwk: &Map<String, Value>, name: &str) -> Result<(String, [u8; 32]), ProofError> {
@@ -46,17 +46,45 @@ fn coordinate(jwk: &Map<String, Value>, name: &str) -> Result<(String, [u8; 32])
     Ok((text.to_owned(), bytes))
 }
 
-/// An Ed25519 public key from its 32 bytes: a point, in its one canonical encoding, not of
-/// small order; `None` otherwise.
-fn ed25519(bytes: &[u8; 32]) -> Option<VerifyingKey> {
-    let key = VerifyingKey::from_bytes(bytes).ok()?;
-    (key.to_edwards().compress().as_bytes() == bytes && !key.is_weak()).then_some(key)
+/// The y of each Ed25519 point of small order, little-endian (the sign bit of x aside): 0, 1,
+/// p - 1 and the two of order 8. The same list as pkg/verify.js's `SMALL_ORDER_Y`; the
+/// conformance corpus has every encoding of the eight points.
+const SMALL_ORDER_Y: [[u8; 32]; 5] = [
+    [0; 32],
+    [
+        1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0,
+    ],
+    [
+        0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+    [
+        0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98,
+        0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53,
+        0xfc, 0x05,
+    ],
+    [
+        0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67,
+        0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac,
+        0x03, 0x7a,
+    ],
+];
+
+/// Whether `b` is a canonical encoding (y below p = 2^255 - 19) of no point of small order.
+/// Whether it is a point at all, ring finds out when it verifies with it.
+fn strong_point(b: &[u8; 32]) -> bool {
+    let mut y = *b;
+    y[31] &= 0x7f;
+    let below_p = y[31] != 0x7f || y[0] < 0xed || y[1..31].iter().any(|v| *v != 0xff);
+    below_p && !SMALL_ORDER_Y.contains(&y)
 }
 
 impl PublicKey {
     /// Parses a JWK object for a proof of algorithm `alg` (one of [`crate::ALGORITHMS`]):
-    /// `ES256` takes `kty` `EC`, `crv` `P-256` and 32-byte `x` and `y`; `EdDSA` takes `kty`
-    /// `OKP`, `crv` `Ed25519` and a 32-byte `x`. No private member. Other members are ignored.
+    /// `ES256` takes `kty` `EC`, `crv` `P-256` and 32-byte `x` and `y`; `EdDSA` (or `Ed25519`)
+    /// takes `kty` `OKP`, `crv` `Ed25519` and a 32-byte `x`. No private member. Other members are ignored.
     pub fn from_jwk(jwk: &Value, alg: &str) -> Result<Self, ProofError> {
         let jwk = jwk.as_object().ok_or(ProofError::Key)?;
         if PRIVATE_MEMBERS.iter().any(|m| jwk.contains_key(*m)) {
@@ -76,11 +104,13 @@ impl PublicKey {
                     y: Some(y),
                 })
             }
-            (EDDSA, Some("OKP"), Some("Ed25519")) => {
+            (EDDSA | ED25519, Some("OKP"), Some("Ed25519")) => {
                 let (x, xb) = coordinate(jwk, "x")?;
-                let key = ed25519(&xb).ok_or(ProofError::Key)?;
+                if !strong_point(&xb) {
+                    return Err(ProofError::Key);
+                }
                 Ok(PublicKey {
-                    key: Key::Ed25519(key),
+                    key: Key::Ed25519(xb),
                     x,
                     y: None,
                 })
@@ -89,16 +119,22 @@ impl PublicKey {
         }
     }
 
-    /// Verifies a signature (64 bytes: ES256's `r || s`, or Ed25519's) over `message`. A P-256
-    /// point off the curve fails here; Ed25519 is verified strictly (a canonical `S`, `R` not
-    /// of small order).
+    /// Verifies a signature (64 bytes: ES256's `r || s`, or Ed25519's) over `message`. A point
+    /// off the curve fails here; Ed25519 is verified strictly: ring refuses an `S` not below the
+    /// group order and an `R` other than the one it computes, and an `R` of small order is
+    /// refused first.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         match &self.key {
             Key::P256(sec1) => UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &sec1[..])
                 .verify(message, signature)
                 .is_ok(),
-            Key::Ed25519(key) => Signature::from_slice(signature)
-                .is_ok_and(|s| key.verify_strict(message, &s).is_ok()),
+            Key::Ed25519(key) => {
+                let r = signature.first_chunk::<32>();
+                r.is_some_and(strong_point)
+                    && UnparsedPublicKey::new(&signature::ED25519, &key[..])
+                        .verify(message, signature)
+                        .is_ok()
+            }
         }
     }
 
@@ -114,8 +150,8 @@ impl PublicKey {
 
     /// From an Ed25519 public key's 32 bytes (`None` for one [`PublicKey::from_jwk`] refuses).
     pub fn from_ed25519(bytes: &[u8; 32]) -> Option<Self> {
-        Some(PublicKey {
-            key: Key::Ed25519(ed25519(bytes)?),
+        strong_point(bytes).then(|| PublicKey {
+            key: Key::Ed25519(*bytes),
             x: B64.encode(bytes),
             y: None,
         })
@@ -216,6 +252,27 @@ mod tests {
     }
 
     #[test]
+    fn the_small_order_list_is_the_eight_torsion_points() {
+        use curve25519_dalek::constants::EIGHT_TORSION;
+        let mut ys: Vec<[u8; 32]> = EIGHT_TORSION
+            .iter()
+            .map(|p| {
+                let mut y = p.compress().to_bytes();
+                y[31] &= 0x7f;
+                y
+            })
+            .collect();
+        ys.sort();
+        ys.dedup();
+        let mut list = SMALL_ORDER_Y.to_vec();
+        list.sort();
+        assert_eq!(ys, list);
+        // And a point of prime order is no such point.
+        let b = curve25519_dalek::constants::ED25519_BASEPOINT_POINT.compress();
+        assert!(strong_point(b.as_bytes()));
+    }
+
+    #[test]
     fn malformed_and_weak_ed25519_keys_are_refused() {
         let good = crate::ProofSigner::generate_ed25519().public_key().to_jwk();
         assert!(PublicKey::from_jwk(&good, "EdDSA").is_ok());
@@ -271,7 +328,7 @@ mod tests {
 
     #[test]
     fn a_small_order_key_would_verify_a_forged_signature_in_a_lax_verifier() {
-        use ed25519_dalek::Verifier as _;
+        use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
         // R = the identity, S = 0 under the identity key: [S]B = R + [k]A for every message.
         let mut id = [0u8; 32];
         id[0] = 1;

@@ -44,11 +44,14 @@ pub use signer::{ProofSigner, SignError};
 
 /// A proof signed with ECDSA P-256 and SHA-256; its `jwk` an EC P-256 key.
 pub const ES256: &str = "ES256";
-/// A proof signed with Ed25519; its `jwk` an OKP Ed25519 key.
+/// A proof signed with Ed25519; its `jwk` an OKP Ed25519 key. (The name tokenwarden's client
+/// sends, as most verifiers know it.)
 pub const EDDSA: &str = "EdDSA";
+/// The same, by its RFC 9864 fully-specified name (what oauth4webapi sends for an Ed25519 key).
+pub const ED25519: &str = "Ed25519";
 /// The algorithms accepted for proofs (`dpop_signing_alg_values_supported`, the challenge's
 /// `algs`), each with its one key type: `none`, HMAC, RSA and every other are refused.
-pub const ALGORITHMS: [&str; 2] = [ES256, EDDSA];
+pub const ALGORITHMS: [&str; 3] = [ES256, EDDSA, ED25519];
 /// The `typ` a proof's header must have.
 pub const PROOF_TYPE: &str = "dpop+jwt";
 /// Request header carrying the proof.
@@ -80,7 +83,7 @@ pub fn authorization(value: &str) -> Option<(Scheme, &str)> {
     }
 }
 
-/// A `WWW-Authenticate: DPoP` challenge (RFC 9449 §7.1): `DPoP realm="…", algs="ES256 EdDSA"` and,
+/// A `WWW-Authenticate: DPoP` challenge (RFC 9449 §7.1): `DPoP realm="…", algs="ES256 EdDSA Ed25519"` and,
 /// with an error, `error="…", error_description="…"`. Quotes and backslashes in the texts are
 /// dropped.
 pub fn dpop_challenge(realm: &str, error: Option<(&str, &str)>) -> String {

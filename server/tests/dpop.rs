@@ -17,7 +17,7 @@ fn assert_dpop_401(res: &Answer, code: &str, what: &str) {
     let c = res.challenges();
     assert!(
         c.contains(&format!(
-            r#"DPoP realm="tokenwarden", algs="ES256 EdDSA", error="{code}""#
+            r#"DPoP realm="tokenwarden", algs="ES256 EdDSA Ed25519", error="{code}""#
         )),
         "{what}: {c}"
     );
@@ -75,7 +75,7 @@ async fn a_session_bound_to_an_ed25519_key_signs_in_refreshes_and_reads_with_edd
         .await;
     assert_eq!(
         discovery.body["dpop_signing_alg_values_supported"],
-        serde_json::json!(["ES256", "EdDSA"])
+        serde_json::json!(["ES256", "EdDSA", "Ed25519"])
     );
     let mut c = Client::bound(&s).oneshot();
     c.key = Some(std::sync::Arc::new(ProofSigner::generate_ed25519()));
@@ -548,7 +548,7 @@ async fn unbound_sessions_keep_working_as_bearer() {
     let res = Client::new(&s).oneshot().get("/api/me").await;
     assert_eq!(
         res.challenges(),
-        r#"Bearer realm="tokenwarden" | DPoP realm="tokenwarden", algs="ES256 EdDSA""#
+        r#"Bearer realm="tokenwarden" | DPoP realm="tokenwarden", algs="ES256 EdDSA Ed25519""#
     );
     s.stop().await;
 }

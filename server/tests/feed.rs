@@ -113,7 +113,7 @@ async fn the_discovery_document_says_where_the_keys_and_the_feed_are() {
     assert_eq!(doc["jwks_uri"], s.url("/.well-known/jwks.json"));
     assert_eq!(
         doc["dpop_signing_alg_values_supported"],
-        serde_json::json!(["ES256", "EdDSA"])
+        serde_json::json!(["ES256", "EdDSA", "Ed25519"])
     );
     assert_eq!(
         doc["tokenwarden_revocations_endpoint"],

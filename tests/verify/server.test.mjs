@@ -124,7 +124,7 @@ describe("a bound login's token at an API", () => {
       assert.deepEqual(replay.json, { error: "invalid_dpop_proof", error_description: "the DPoP proof was already used" });
       assert.equal(
         replay.headers.get("www-authenticate"),
-        'DPoP realm="tokenwarden", algs="ES256 EdDSA", error="invalid_dpop_proof", error_description="the DPoP proof was already used"',
+        'DPoP realm="tokenwarden", algs="ES256 EdDSA Ed25519", error="invalid_dpop_proof", error_description="the DPoP proof was already used"',
       );
       assert.equal(replay.headers.get("cache-control"), "no-store");
       assert.match(replay.headers.get("content-type"), /^application\/json/);
@@ -148,7 +148,7 @@ describe("a bound login's token at an API", () => {
       const none = await send(url);
       assert.equal(none.status, 401);
       assert.equal(none.json.error, "missing_token");
-      assert.equal(none.headers.get("www-authenticate"), 'Bearer realm="tokenwarden", DPoP realm="tokenwarden", algs="ES256 EdDSA"');
+      assert.equal(none.headers.get("www-authenticate"), 'Bearer realm="tokenwarden", DPoP realm="tokenwarden", algs="ES256 EdDSA Ed25519"');
 
       const asBearer = await send(url, { token, scheme: "Bearer" });
       assert.equal(asBearer.status, 401);

@@ -27,7 +27,7 @@ fn dpop_logged_in() -> Scenario {
     s
 }
 
-/// The `error` of `WWW-Authenticate: DPoP realm="tokenwarden", algs="ES256 EdDSA",
+/// The `error` of `WWW-Authenticate: DPoP realm="tokenwarden", algs="ES256 EdDSA Ed25519",
 /// error="use_dpop_nonce", error_description="a fresh DPoP nonce is required"`, as the driver
 /// reads it.
 const NONCE_CHALLENGE: &str = "use_dpop_nonce";

@@ -27,8 +27,9 @@ export interface TokenManagerOptions {
   /** Share refreshes, tokens and logout with the other tabs of this origin (Web Locks +
    * BroadcastChannel). Default true. */
   crossTab?: boolean;
-  /** Sender-constrained tokens (DPoP, RFC 9449): a non-extractable ECDSA P-256 key per login,
-   * kept as a `CryptoKey` in IndexedDB; every login, refresh and logout request and every
+  /** Sender-constrained tokens (DPoP, RFC 9449): a non-extractable key per login (Ed25519,
+   * EdDSA proofs, where the browser's WebCrypto has it; else ECDSA P-256, ES256), kept as a
+   * `CryptoKey` in IndexedDB; every login, refresh and logout request and every
    * request to an allowed origin carries a proof signed with it, so a token copied out of the
    * page is useless elsewhere. Default true; construction throws a `ConfigError` where
    * WebCrypto or IndexedDB is missing. `false` (plain Bearer tokens) is for backends without

@@ -232,9 +232,8 @@ export function postgresReplayStore(pool: QueryablePool, options?: { now?: () =>
 
 /** base64url(SHA-256(token)): a proof's `ath`. */
 export function ath(token: string): string;
-/** The RFC 7638 thumbprint of a P-256 key with base64url coordinates `x` and `y`, or (no `y`)
- * of the Ed25519 key `x`. */
-export function thumbprint(x: string, y?: string): string;
+/** The RFC 7638 thumbprint of a P-256 key with base64url coordinates. */
+export function thumbprint(x: string, y: string): string;
 /** `{origin, path}` of an absolute http(s) URL as `htu` is compared, or null. */
 export function normalizeUrl(raw: string): { origin: string; path: string } | null;
 /** An http(s) origin, normalised (`https://App.Example.com:443/` → `https://app.example.com`), or null. */

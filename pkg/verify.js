@@ -209,10 +209,15 @@ export function ath(token) {
   return b64(sha256(Buffer.from(token, "ascii")));
 }
 
-/** The RFC 7638 thumbprint of a P-256 key with base64url coordinates `x`, `y`, or (no `y`) of
- * the Ed25519 key `x`. */
+/** The RFC 7638 thumbprint of a P-256 key with base64url coordinates `x`, `y`. */
 export function thumbprint(x, y) {
-  return b64(sha256(y === undefined ? `{"crv":"Ed25519","kty":"OKP","x":"${x}"}` : `{"crv":"P-256","kty":"EC","x":"${x}","y":"${y}"}`));
+  if (typeof x !== "string" || typeof y !== "string") throw new TypeError("thumbprint(x, y): the coordinates of a P-256 key");
+  return b64(sha256(`{"crv":"P-256","kty":"EC","x":"${x}","y":"${y}"}`));
+}
+
+/** The RFC 7638 thumbprint of the Ed25519 key `x`. */
+function okpThumbprint(x) {
+  return b64(sha256(`{"crv":"Ed25519","kty":"OKP","x":"${x}"}`));
 }
 
 /** The y of each Ed25519 point of small order (the sign bit of x aside): 0, 1, p - 1 and the
@@ -744,7 +749,7 @@ export async function createVerifier(options = {}) {
     // 11. nonce
     if (nonce === undefined || !nonceAccepted(nonce)) throw new ProofRefusal("nonce");
     // 12. binding
-    const jkt = thumbprint(jwk.x, ed ? undefined : jwk.y);
+    const jkt = ed ? okpThumbprint(jwk.x) : thumbprint(jwk.x, jwk.y);
     if (jkt !== expected.jkt) throw new ProofRefusal("keyMismatch");
     // 13. jti, recorded until the proof could no longer pass the iat check
     const key = b64(createHash("sha256").update(jkt).update(Buffer.from([0])).update(jti).digest());

@@ -222,33 +222,34 @@ const GROUP_ORDER: [u8; 32] = [
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
 ];
 
-/// Every encoding of an Ed25519 point of small order: the eight points' canonical encodings,
-/// `y + p` where it fits in 255 bits (y < 19), and the sign bit set where x = 0.
+/// Every encoding of an Ed25519 point of small order (14): the eight points' canonical
+/// encodings, `y + p` where it fits in 255 bits (y < 19), and, where x = 0, each of those
+/// with the sign bit set.
 fn small_order_encodings() -> Vec<[u8; 32]> {
     use curve25519_dalek::constants::EIGHT_TORSION;
-    let canonical: Vec<[u8; 32]> = EIGHT_TORSION
-        .iter()
-        .map(|p| p.compress().to_bytes())
-        .collect();
-    let mut all = canonical.clone();
-    for e in canonical {
+    let mut all = Vec::new();
+    for e in EIGHT_TORSION.iter().map(|p| p.compress().to_bytes()) {
+        let mut these = vec![e];
         let y_below_19 = e[0] < 19 && e[1..31].iter().all(|b| *b == 0) && e[31] & 0x7f == 0;
         if y_below_19 {
             // p = 2^255 - 19: y + p is 0xed + y, then 0xff..., then 0x7f (and the sign bit).
             let mut n = [0xffu8; 32];
             n[0] = 0xed + e[0];
             n[31] = 0x7f | (e[31] & 0x80);
-            all.push(n);
+            these.push(n);
         }
-        let x_zero = e[31] & 0x80 == 0 && (e == one() || e == minus_one());
-        if x_zero {
-            let mut n = e;
-            n[31] |= 0x80;
-            all.push(n);
+        if e == one() || e == minus_one() {
+            for n in these.clone() {
+                let mut n = n;
+                n[31] |= 0x80;
+                these.push(n);
+            }
         }
+        all.extend(these);
     }
     all.sort();
     all.dedup();
+    assert_eq!(all.len(), 14, "every encoding of the eight points");
     all
 }
 

@@ -48,7 +48,7 @@ fn coordinate(jwk: &Map<String, Value>, name: &str) -> Result<(String, [u8; 32])
 
 /// The y of each Ed25519 point of small order, little-endian (the sign bit of x aside): 0, 1,
 /// p - 1 and the two of order 8. The same list as pkg/verify.js's `SMALL_ORDER_Y`; the
-/// conformance corpus has every encoding of the eight points.
+/// conformance corpus has every encoding of the eight points (14).
 const SMALL_ORDER_Y: [[u8; 32]; 5] = [
     [0; 32],
     [
@@ -270,6 +270,44 @@ mod tests {
         // And a point of prime order is no such point.
         let b = curve25519_dalek::constants::ED25519_BASEPOINT_POINT.compress();
         assert!(strong_point(b.as_bytes()));
+    }
+
+    #[test]
+    fn the_byte_rule_is_the_curves_near_every_small_y() {
+        use curve25519_dalek::edwards::CompressedEdwardsY;
+        // Every y below 64 and from p - 64 up to 2^255 - 1, with either sign bit: what the bytes
+        // say (strong_point) against what the curve says (a point, canonically encoded, not of
+        // small order; an encoding that is no point may pass the bytes: ring refuses it).
+        let mut ys = Vec::new();
+        for k in 0u8..64 {
+            let mut low = [0u8; 32];
+            low[0] = k;
+            ys.push(low);
+            let mut high = [0xffu8; 32];
+            high[31] = 0x7f;
+            high[0] = 0xff - k;
+            ys.push(high);
+        }
+        ys.extend(SMALL_ORDER_Y);
+        for y in ys {
+            for sign in [0u8, 0x80] {
+                let mut b = y;
+                b[31] |= sign;
+                let point = CompressedEdwardsY(b).decompress();
+                let canonical = point.is_some_and(|p| p.compress().to_bytes() == b);
+                match point {
+                    Some(p) if canonical => {
+                        assert_eq!(strong_point(&b), !p.is_small_order(), "{b:02x?}")
+                    }
+                    Some(p) if p.is_small_order() => assert!(!strong_point(&b), "{b:02x?}"),
+                    _ => {}
+                }
+                // Non-canonical encodings (y >= p) never pass the bytes.
+                if b[31] & 0x7f == 0x7f && b[1..31].iter().all(|v| *v == 0xff) && b[0] >= 0xed {
+                    assert!(!strong_point(&b), "{b:02x?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -172,6 +172,9 @@ const randomValues = G.Crypto?.prototype.getRandomValues;
 // The factory itself is looked up when used (importing the package on a server touches no
 // browser global); a substitute put there later fails the captured `open`'s brand check.
 const idbOpen = G.IDBFactory?.prototype.open;
+// The algorithm a stored key signs with, read from the key itself (not from its record, where a
+// missing member would be looked up on Object.prototype).
+const keyAlg = G.CryptoKey && desc(CryptoKey.prototype, "algorithm").get;
 
 const KNOWN = ["baseUrl", "loginPath", "refreshPath", "logoutPath", "allowedOrigins",
   "refreshLeewaySeconds", "csrfHeader", "autoRefresh", "sessionHintCookie",
@@ -379,9 +382,9 @@ function keyStore(mode, op) {
 
 /** A new key pair: the private key cannot be exported, not even by us. Ed25519 (EdDSA proofs)
  * where WebCrypto has it: it signs faster than ES256 in every engine bench section 9 measures;
- * else ES256. Stored (as CryptoKey objects, with `a` the algorithm they sign with) before it is
- * used, so a reload and the other tabs sign with the same key; a redirect sign-in's under its
- * thumbprint `t` (no `name`), beside the live session's. */
+ * else ES256. Stored (as CryptoKey objects) before it is used, so a reload and the other tabs
+ * sign with the same key; a redirect sign-in's under its thumbprint `t` (no `name`), beside
+ * the live session's. */
 async function newKey(name) {
   let a = ED25519, pair;
   try { pair = await apply(generateKey, subtle, [a, false, ["sign"]]); }
@@ -390,7 +393,7 @@ async function newKey(name) {
   // The members RFC 7638 hashes for the thumbprint, in its order (Ed25519 has no y, which
   // stringify leaves out): the proofs' jwk too.
   const jwk = stringify({ crv, kty, x, y });
-  const key = { k: pair.privateKey, a, at: now(), t: b64u(await apply(digest, subtle, ["SHA-256", encode(jwk)])),
+  const key = { k: pair.privateKey, at: now(), t: b64u(await apply(digest, subtle, ["SHA-256", encode(jwk)])),
     h: b64u('{"typ":"dpop+jwt","alg":"' + (a === ES256 ? "ES256" : "EdDSA") + '","jwk":' + jwk + "}") };
   await keyStore("readwrite", (s) => s.put(key, name ?? key.t));
   return key;
@@ -1040,8 +1043,10 @@ export class TokenManager {
     if (nonce) claims = { ...claims, nonce };
     if (token) claims = { ...claims, ath: await this.#ath(token) };
     const input = key.h + "." + b64u(stringify(claims));
-    // A key stored before EdDSA proofs has no `a`: ES256.
-    return input + "." + b64u(await apply(sign, subtle, [key.a ?? ES256, key.k, encode(input)]));
+    // With the key's own algorithm: a P-256 key (a browser without Ed25519, or stored by a
+    // version before EdDSA proofs) signs ES256.
+    const alg = get(keyAlg, key.k).name === "Ed25519" ? ED25519 : ES256;
+    return input + "." + b64u(await apply(sign, subtle, [alg, key.k, encode(input)]));
   }
 
   /** `url`'s origin, its place in the servers' list (-1: none) and its `htu` (origin and

@@ -184,7 +184,7 @@ const MAX_REPLY = 65536;
 /** Most bytes of strings handed to the core at once (a reply's token, a peer's, a nonce). */
 const MAX_INBOX = 131072;
 const DONE = {};
-const NONE = Object.freeze({ __proto__: null });
+const NONE = { __proto__: null };
 
 /** An error of a stable `name` with its machine-readable `code`, which is also its message
  * (apps show their own words for each code). */
@@ -315,17 +315,27 @@ function payloadOf(t) {
   // What is left must be fewer than six bits (one character of a group is impossible), zeros.
   return bits < 6 && !(acc & ((1 << bits) - 1)) ? decode(out.subarray(0, n)) : null;
 }
-/** `v` if it is a string of at most 512 characters (a DPoP nonce, an error code: what the
- * core's memory, which never shrinks, takes from a header or a peer), else undefined. */
-const short = (v) => (typeof v === "string" && v.length <= 512 ? v : undefined);
+/** `v` if it is a string of at most `max` characters, else undefined. */
+const str = (v, max = Infinity) => (typeof v === "string" && v.length <= max ? v : undefined);
+/** `v` if it is a number, else NaN. */
+const num = (v) => (typeof v === "number" ? v : NaN);
+/** A DPoP nonce or an error code: at most 512 characters, what the core's memory (which never
+ * shrinks) takes from a header or a peer. */
+const short = (v) => str(v, 512);
 
 /** A JWT's `exp - iat` in seconds (never verified: the core only caps by it), or NaN. */
 function lifetimeOf(token) {
+  const c = claimsOf(token);
+  return typeof c?.exp === "number" && typeof c.iat === "number" ? c.exp - c.iat : NaN;
+}
+
+/** A JWT's claims, decoded (never verified), as an object; null for anything else. */
+function claimsOf(token) {
   try {
     const c = parse(payloadOf(token ?? "") ?? "null");
-    return typeof c?.exp === "number" && typeof c.iat === "number" ? c.exp - c.iat : NaN;
+    return c && typeof c === "object" && !Array.isArray(c) ? c : null;
   } catch {
-    return NaN;
+    return null;
   }
 }
 
@@ -678,12 +688,8 @@ export class TokenManager {
   }
 
   claims() {
-    try {
-      const c = parse(this.#payload() ?? "null");
-      return c && typeof c === "object" && !Array.isArray(c) ? c : null;
-    } catch {
-      return null;
-    }
+    const c = this.#c;
+    return c?.x[X_TOKEN]() ? claimsOf(c.out().s) : null;
   }
 
   get isAuthenticated() {
@@ -780,11 +786,6 @@ export class TokenManager {
     return this.#wait(id, () => this.#c.x[X_STATUS](id, status, replayable, l[0], now()));
   }
 
-  /** The held token's payload as JSON text, or null. */
-  #payload() {
-    const c = this.#c;
-    return c?.x[X_TOKEN]() ? payloadOf(c.out().s) : null;
-  }
 
   /** The place of `origin` in the servers' list (-1: none). A plain loop over our own array:
    * no Array.prototype method a script could patch decides which origin gets the token. */
@@ -974,12 +975,10 @@ export class TokenManager {
     delete this.#requests[req];
     const j = json && typeof json === "object" ? json : {};
     entry.json = j; // for #settle
-    const str = (v) => (typeof v === "string" ? v : undefined);
-    const num = (v) => (typeof v === "number" ? v : undefined);
     const token = str(j.access_token);
     const l = this.#c.put(token, str(j.token_type), str(j.error));
-    this.#c.x[X_REPLY](req, status, l[0], l[1], l[2], num(j.expires_in) ?? NaN, lifetimeOf(token),
-      retry == null ? NaN : parseFloat(retry), now());
+    this.#c.x[X_REPLY](req, status, l[0], l[1], l[2], num(j.expires_in), lifetimeOf(token),
+      parseFloat(retry), now()); // NaN for no header (null) too
     this.#drain();
   }
 
@@ -1082,7 +1081,7 @@ export class TokenManager {
   #saw(url, nonce, date) {
     if (!this.#cfg.dpop || !this.#c) return;
     const l = this.#c.put(short(nonce));
-    this.#c.x[X_SEEN](this.#where(url)[1], l[0], date == null ? NaN : dateParse(date), now());
+    this.#c.x[X_SEEN](this.#where(url)[1], l[0], dateParse(date), now()); // NaN for null too
   }
 
   #post(kind, text, lifetime, at, id, nonce) {
@@ -1100,12 +1099,10 @@ export class TokenManager {
     if (!c || d == null) return;
     // A hostile script may post strings of any size: never copy more than a token can be
     // (16 KiB) into the core's memory, which does not shrink again.
-    const s = (v) => (typeof v === "string" && v.length <= 16384 ? v : undefined);
-    const n = (v) => (typeof v === "number" ? v : NaN);
+    const t = str(d.token, 16384), l = c.put(t, short(d.nonce));
     // A token's lifetime, or a failure's status.
-    const t = s(d.token), l = c.put(t, short(d.nonce));
     c.x[X_PEER](PEER_KINDS.indexOf(d.t), l[0], l[1], END_REASONS.indexOf(d.reason), d.kind === EVENT_LOGIN,
-      n(d.lifetime ?? d.status), lifetimeOf(t), n(d.at), now());
+      num(d.lifetime ?? d.status), lifetimeOf(t), num(d.at), now());
     this.#drain();
   }
 

@@ -786,7 +786,6 @@ export class TokenManager {
     return this.#wait(id, () => this.#c.x[X_STATUS](id, status, replayable, l[0], now()));
   }
 
-
   /** The place of `origin` in the servers' list (-1: none). A plain loop over our own array:
    * no Array.prototype method a script could patch decides which origin gets the token. */
   #at(origin) {

@@ -701,7 +701,7 @@ export async function createVerifier(options = {}) {
     // 5. signature (64 bytes: ES256's r || s, or Ed25519's with R not of small order; OpenSSL
     // checks S < L); a point off the curve fails here
     let ok = false;
-    if (signature.length === 64 && !(ed && !strongPoint(signature.subarray(0, 32)))) {
+    if (signature.length === 64 && (!ed || strongPoint(signature.subarray(0, 32)))) {
       try {
         const data = Buffer.from(`${h64}.${p64}`, "latin1");
         ok = ed

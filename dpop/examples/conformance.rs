@@ -20,7 +20,7 @@ use hmac::{Hmac, Mac};
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokenwarden_dpop::{Nonces, ProofSigner, ath};
+use tokenwarden_dpop::{Nonces, ProofSigner, ath, ed25519_thumbprint};
 
 /// The fixed clock (unix seconds): 15 s into a 30-second nonce window.
 const NOW: i64 = 1_800_000_015;
@@ -111,9 +111,7 @@ struct Keys {
 }
 
 fn okp_thumbprint(key: &SigningKey) -> String {
-    let x = B64.encode(key.verifying_key().to_bytes());
-    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
-    B64.encode(Sha256::digest(canonical.as_bytes()))
+    ed25519_thumbprint(&B64.encode(key.verifying_key().to_bytes()))
 }
 
 fn jws(header: &Value, claims: &Value, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
@@ -820,13 +818,12 @@ fn cases(k: &Keys) -> Vec<Case> {
         let proof = jws(&header, &k.proof_claims(&token), |m| {
             let mut identity = [0u8; 32];
             identity[0] = 1;
-            let h = sha2::Sha512::new()
+            let hash = sha2::Sha512::new()
                 .chain_update(identity)
                 .chain_update(owner.verifying_key().to_bytes())
                 .chain_update(m)
                 .finalize();
-            let k = Scalar::from_bytes_mod_order_wide(&h.into());
-            let s = k * owner.to_scalar();
+            let s = Scalar::from_bytes_mod_order_wide(&hash.into()) * owner.to_scalar();
             let mut sig = identity.to_vec();
             sig.extend_from_slice(s.as_bytes());
             sig
@@ -842,9 +839,7 @@ fn cases(k: &Keys) -> Vec<Case> {
     // made without any private key: anyone could make proofs for a token bound to such a key.
     for (i, weak) in small_order_encodings().iter().enumerate() {
         let x = B64.encode(weak);
-        let jkt = B64.encode(Sha256::digest(
-            format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#).as_bytes(),
-        ));
+        let jkt = ed25519_thumbprint(&x);
         let token = k.token_with(true, |c| c["cnf"]["jkt"] = json!(jkt));
         let header = json!({"typ": "dpop+jwt", "alg": "EdDSA",
             "jwk": {"kty": "OKP", "crv": "Ed25519", "x": x}});

@@ -177,10 +177,7 @@ impl PublicKey {
     pub fn thumbprint(&self) -> String {
         match &self.y {
             Some(y) => thumbprint(&self.x, y),
-            None => {
-                let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, self.x);
-                B64.encode(Sha256::digest(canonical.as_bytes()))
-            }
+            None => ed25519_thumbprint(&self.x),
         }
     }
 
@@ -197,6 +194,14 @@ impl PublicKey {
 /// `base64url(SHA-256({"crv":"P-256","kty":"EC","x":"…","y":"…"}))`.
 pub fn thumbprint(x: &str, y: &str) -> String {
     let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+    B64.encode(Sha256::digest(canonical.as_bytes()))
+}
+
+/// RFC 7638 thumbprint of the Ed25519 key with base64url `x`:
+/// `base64url(SHA-256({"crv":"Ed25519","kty":"OKP","x":"…"}))` (a proof key's `jkt`, a token
+/// key's `kid`).
+pub fn ed25519_thumbprint(x: &str) -> String {
+    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
     B64.encode(Sha256::digest(canonical.as_bytes()))
 }
 

@@ -36,7 +36,7 @@ mod signer;
 
 pub use error::ProofError;
 pub use htu::{NormalizedUrl, is_loopback_host, normalize_origin, normalize_url};
-pub use jwk::{PublicKey, thumbprint};
+pub use jwk::{PublicKey, ed25519_thumbprint, thumbprint};
 pub use nonce::{NONCE_LIFETIME_SECS, NONCE_WINDOW_SECS, Nonces};
 pub use proof::{Expected, Origins, Policy, Proof, Verifier, ath};
 pub use replay::ReplayCache;

@@ -26,7 +26,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use tokenwarden_dpop::access::KeySet;
 
 use crate::kek::{self, KeyEncryption};
@@ -78,11 +77,7 @@ pub struct Keys {
 
 /// RFC 7638 thumbprint of an Ed25519 public key: a stable, content-derived `kid`.
 pub fn thumbprint(public: &[u8]) -> String {
-    let jwk = format!(
-        r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
-        B64.encode(public)
-    );
-    B64.encode(Sha256::digest(jwk.as_bytes()))
+    tokenwarden_dpop::ed25519_thumbprint(&B64.encode(public))
 }
 
 /// Where a key is in its life.

@@ -568,7 +568,14 @@ end
       bundle: true, minify: true, format: "esm", platform: "browser",
       outfile: path.join(here, "site/dist/oauth4webapi.js"), logLevel: "silent",
     });
-    const o4wVersion = JSON.parse(readFileSync(path.join(here, "node_modules/oauth4webapi/package.json"), "utf8")).version;
+    // auth0-spa-js's too, for its DPoP fetcher (the ES256 table below).
+    await esbuild.build({
+      stdin: { contents: `export { Auth0Client } from "@auth0/auth0-spa-js";`, resolveDir: here, loader: "js" },
+      bundle: true, minify: true, format: "esm", platform: "browser",
+      outfile: path.join(here, "site/dist/auth0.js"), logLevel: "silent",
+    });
+    const pkgVersion = (p) => JSON.parse(readFileSync(path.join(here, "node_modules", p, "package.json"), "utf8")).version;
+    const o4wVersion = pkgVersion("oauth4webapi"), auth0Version = pkgVersion("@auth0/auth0-spa-js");
     // One page (site/proof.js) holds both: it logs tokenwarden in against the real server, then
     // answers GET /api/me with an empty 200 from a fetch stub installed before the TokenManager
     // was constructed, and checks one request of each library (Authorization: DPoP, a proof with
@@ -630,6 +637,36 @@ end
         await b.stop();
       }
     }
+    // Issue 23: auth0-spa-js's DPoP code beside the others, with the key type it has (ES256):
+    // a second page on which tokenwarden falls back to ES256 (its `generateKey` refuses
+    // Ed25519 there), oauth4webapi given an ES256 key too; interleaved the same way.
+    const es = await (async () => {
+      const context = await browser.newContext();
+      try {
+        const page = await openPage(context, `${A.base}/proof.html?es256`);
+        await page.evaluate((user) => setup(...user), await A.newUser());
+        const kinds = ["tokenwarden", "oauth4webapi", "auth0", "webcrypto"];
+        await page.evaluate(([ks, n]) => run(ks, n, n), [kinds, N.proofWarmup]);
+        const runs = Object.fromEntries(kinds.map((k) => [k, []]));
+        for (let r = 0; r < N.proofRuns; r++) {
+          const t = await page.evaluate(([ks, n, c]) => run(ks, n, c), [kinds, N.proofs, N.proofChunk]);
+          for (const k of kinds) runs[k].push(t[k]);
+        }
+        const after = await page.evaluate(() => verify());
+        for (const k of ["tokenwarden", "oauth4webapi", "auth0"]) {
+          if (after[k].alg !== "ES256") throw new Error(`section 9, ES256 page: ${k} signed ${after[k].alg}`);
+        }
+        return { runs, after };
+      } finally {
+        await context.close();
+      }
+    })();
+    const esPer = (k) => (median(es.runs[k]) / N.proofs) * 1000;
+    const esRatio = (k) => {
+      const r = es.runs.tokenwarden.map((t, i) => t / es.runs[k][i]);
+      return `**${(esPer("tokenwarden") / esPer(k)).toFixed(2)}×** (runs ${Math.min(...r).toFixed(2)}–${Math.max(...r).toFixed(2)}×)`;
+    };
+    const esSpread = (k) => `${((Math.min(...es.runs[k]) / N.proofs) * 1000).toFixed(0)}–${((Math.max(...es.runs[k]) / N.proofs) * 1000).toFixed(0)} µs`;
     const engineFloors = [];
     for (const engine of SMOKE ? ["chromium"] : ["chromium", "firefox", "webkit"]) engineFloors.push(await floors(engine));
     const claims = (c) => c.claims.join(", ");
@@ -643,6 +680,14 @@ end
       ...(runs.ed25519 ? [["the same floor with an Ed25519 key (EdDSA proofs)", us(per("ed25519")), spread("ed25519"),
         `${(per("ed25519") / per("webcrypto")).toFixed(2)}× ES256's`]] : [["Ed25519", "not in this browser's WebCrypto", "", ""]]),
     ]) + `\n\nThe client-side cost of one \`GET /api/me\` (the page's own origin, http://127.0.0.1) with an access token and a DPoP proof (RFC 9449), the network aside: ${N.proofs} sequential requests of each per run, interleaved in chunks of ${N.proofChunk} with the order rotating chunk by chunk, after ${N.proofWarmup} of each to warm up; median of ${N.proofRuns} runs (the ratio's range is over the runs' own ratios), in one headless Chromium page, each chunk timed with \`performance.now()\` around its loop. Both libraries send to the same \`fetch\` stub, installed before tokenwarden's \`TokenManager\` was constructed (the driver takes \`fetch\` then) and passed to oauth4webapi as its \`customFetch\`: it answers \`/api/me\` at once with \`new Response(null, {status: 200})\`; before the timing it let the login and one real \`/api/me\` through to the reference server, which accepted tokenwarden's proof. Same token, same URL, same server nonce (handed to oauth4webapi through one \`DPoP-Nonce\` response header); both keys are non-extractable ${alg === "EdDSA" ? "Ed25519" : "ECDSA P-256"} WebCrypto keys (tokenwarden's proofs are ${alg} here: EdDSA where the browser's WebCrypto has Ed25519, else ES256; oauth4webapi was given a key of the same kind), and "above the floor" is over that kind's floor. Checked before and after the timing: each request carried \`Authorization: DPoP <token>\` and a proof whose signature verifies under its header's jwk, with the claims ${claims(after.tokenwarden)} (tokenwarden, ${after.tokenwarden.bytes} bytes) and ${claims(after.oauth4webapi)} (oauth4webapi, ${after.oauth4webapi.bytes} bytes).\n\nWhat each figure includes. tokenwarden: \`auth.fetch\` resolving the URL and checking its origin, the token check in the wasm core, the proof (random jti; SHA-256 of the token for ath, once per token and kept for the requests after it, where oauth4webapi hashes it for every proof; JSON and base64url of the claims, the signature), the headers, the stub's response handed back to the core (its DPoP-Nonce and Date, absent here, and its status). oauth4webapi: \`new URL\` and \`new Headers\` by the caller, the proof (the same steps, with a 32-byte jti where tokenwarden's is 16 bytes; its JWS header is JSON- and base64url-encoded on every proof, tokenwarden's once per key), the Authorization header, the headers copied into a plain object for \`fetch\`, and its response checks (nonce cache, WWW-Authenticate). The floor is the two WebCrypto calls each proof makes, awaited in turn, with their inputs encoded beforehand. The floor is ${share("tokenwarden")} % of tokenwarden's figure and ${share("oauth4webapi")} % of oauth4webapi's: each WebCrypto call runs off the main thread and its promise resolves through the page's task queue, so it waits for whatever else the machine runs (1-minute load average ${load1} on ${cpus().length} cores when this section ended); other work on the machine lengthens every figure, unevenly from run to run, and the interleaving is there so that it lengthens all three alike.${runs.ed25519 ? `\n\nEd25519 against ES256 (issue 23): the same two WebCrypto calls with a non-extractable Ed25519 key, interleaved with the others. ${per("ed25519") < per("webcrypto") ? "Ed25519 is the faster here" : "ES256 is the faster here"}; tokenwarden signed with ${alg === "EdDSA" ? "Ed25519" : "ES256"}.` : ""}\n\n` +
+      `With ES256 keys for all three, auth0-spa-js ${auth0Version} beside them (it makes ES256 keys only), on a second page of the same Chromium:\n\n` +
+      table(["ES256 keys", "per request (median)", "runs (min–max)", "above the floor", "tokenwarden / this"], [
+        ["`auth.fetch(\"/api/me\")`, tokenwarden, `dpop: true`, its ES256 fallback", `**${us(esPer("tokenwarden"))}**`, esSpread("tokenwarden"), us(esPer("tokenwarden") - esPer("webcrypto")), ""],
+        [`\`protectedResourceRequest\`, oauth4webapi ${o4wVersion}`, `**${us(esPer("oauth4webapi"))}**`, esSpread("oauth4webapi"), us(esPer("oauth4webapi") - esPer("webcrypto")), esRatio("oauth4webapi")],
+        [`\`createFetcher(…).fetchWithAuth\`, @auth0/auth0-spa-js ${auth0Version}, \`useDpop: true\``, `**${us(esPer("auth0"))}**`, esSpread("auth0"), us(esPer("auth0") - esPer("webcrypto")), esRatio("auth0")],
+        ["floor: bare `crypto.subtle.digest` (SHA-256) + `sign` (ES256)", us(esPer("webcrypto")), esSpread("webcrypto"), "", ""],
+      ]) +
+      `\n\nThe same measurement as above (${N.proofs} requests of each per run, interleaved, median of ${N.proofRuns} runs), on \`proof.html?es256\`, where \`SubtleCrypto.prototype.generateKey\` refuses Ed25519 before tokenwarden loads, so that it makes the ES256 key a browser without Ed25519 gets. auth0-spa-js: an \`Auth0Client\` with \`useDpop: true\` and its \`createFetcher({ dpopNonceId, getAccessToken, fetch })\`, \`getAccessToken\` resolving the same token, \`fetch\` the same stub's answer (it is handed a \`Request\`); it learnt the server's nonce from one \`DPoP-Nonce\` response as oauth4webapi did. Per request it builds a \`Request\`, reads its key pair and the nonce from its IndexedDB, and makes the proof with panva's \`dpop\` (the token hashed for \`ath\` each time); its proofs carry ${claims(es.after.auth0)} (${es.after.auth0.bytes} bytes) and verify under their jwk, checked before and after the timing as the others'.\n\n` +
       table(["engine", "floor per proof, ES256", "floor per proof, Ed25519", "ratio Ed25519 / ES256"], engineFloors) +
       `\n\nThe floor alone (SHA-256 + sign, non-extractable keys, inputs encoded beforehand, calls awaited in turn) with each key, in each engine through its WebDriver, on the same page and server: ${N.proofs} of each per run, interleaved as above after ${N.proofWarmup} of each to warm up; median of ${N.proofRuns} runs (the ratio is the median of the runs' own ratios).`);
   }

@@ -1,5 +1,7 @@
 // Section 9: what producing one request with a DPoP proof costs in the page, the network aside,
-// for tokenwarden and for oauth4webapi, with the same access token and the same URL.
+// for tokenwarden and for oauth4webapi, with the same access token and the same URL; with
+// `?es256`, ECDSA P-256 keys for all (tokenwarden's fallback: its `generateKey` refuses Ed25519
+// on this page) and auth0-spa-js's DPoP fetcher beside them, whose keys are ES256 only.
 //
 // `fetch` is replaced before anything takes it (tokenwarden's driver takes `fetch` when a
 // TokenManager is constructed; oauth4webapi gets it as its customFetch): once `stub.on`,
@@ -17,8 +19,18 @@ globalThis.fetch = (input, init) => {
 };
 const noop = globalThis.fetch;
 
+const es256Only = location.search === "?es256";
+if (es256Only) {
+  // Before the driver captures it: a browser without Ed25519, as far as tokenwarden can tell.
+  const generate = SubtleCrypto.prototype.generateKey;
+  SubtleCrypto.prototype.generateKey = function (alg, ...rest) {
+    if (alg?.name === "Ed25519") return Promise.reject(new DOMException("no Ed25519", "NotSupportedError"));
+    return Reflect.apply(generate, this, [alg, ...rest]);
+  };
+}
 const { default: init, TokenManager } = await import("/pkg/tokenwarden.js");
 const oauth = await import("/dist/oauth4webapi.js");
+const auth0 = es256Only ? await import("/dist/auth0.js") : null;
 await init();
 const auth = new TokenManager(); // dpop: true (the default)
 const url = new URL("/api/me", location.href).href;
@@ -62,6 +74,7 @@ async function check(name, request) {
 window.verify = async () => ({
   tokenwarden: await check("tokenwarden", send.tokenwarden),
   oauth4webapi: await check("oauth4webapi", send.oauth4webapi),
+  ...(send.auth0 && { auth0: await check("auth0-spa-js", send.auth0) }),
 });
 
 /** Logs in for real, makes one real request (the server accepts the proof), then switches
@@ -91,11 +104,33 @@ window.setup = async (email, password) => {
   const { nonce } = await check("tokenwarden", send.tokenwarden);
   if (nonce) stub.headers = { "DPoP-Nonce": nonce };
   await send.oauth4webapi();
+
+  // auth0-spa-js: its DPoP fetcher (`createFetcher`, as its docs show for calling an API), with
+  // `useDpop` (an ES256 key, non-extractable, in its IndexedDB) and the same token handed over by
+  // `getAccessToken`. It sends a Request to its `fetch`: the same stub's answer.
+  if (auth0) {
+    const client = new auth0.Auth0Client({
+      domain: location.host, clientId: "tokenwarden-bench", useDpop: true,
+      authorizationParams: { redirect_uri: location.href },
+    });
+    const fetcher = client.createFetcher({
+      dpopNonceId: "bench",
+      getAccessToken: async () => token,
+      fetch: (req) => {
+        stub.hits++;
+        stub.last = { headers: req.headers };
+        return Promise.resolve(new Response(null, { status: 200, headers: stub.headers }));
+      },
+    });
+    send.auth0 = () => fetcher.fetchWithAuth(url);
+    await send.auth0(); // learns the nonce (DPoP-Nonce), as oauth4webapi did
+  }
   stub.headers = undefined;
 
   // The floor both share: SHA-256 of the token, then an ECDSA P-256 signature over an input of
   // the size tokenwarden signs, both encoded beforehand.
   const first = await window.verify();
+  if (es256Only && first.tokenwarden.alg !== "ES256") throw new Error(`tokenwarden signed ${first.tokenwarden.alg}, not ES256`);
   const { privateKey } = await crypto.subtle.generateKey(ES256, false, ["sign"]);
   const tokenBytes = encode(token);
   const input = encode(first.tokenwarden.input);

@@ -27,7 +27,7 @@ help:
 	@echo "make bench  - measure overhead, refresh storms, size, start-up and the server beside the peers"
 
 setup:
-	@scripts/setup.sh --node --browser --bench --postgres
+	@scripts/setup.sh --node --browser --tests --bench --postgres
 
 setup-node:
 	@scripts/setup.sh --node
@@ -133,7 +133,7 @@ test:
 # drives the server through its test hooks, so this release build has the `test-hooks` feature
 # (`make demo` rebuilds without it).
 bench: pkg
-	@scripts/setup.sh --node --browser --bench --postgres
+	@scripts/setup.sh --node --browser --tests --bench --postgres
 	cargo build --release -p tokenwarden-server --features test-hooks
 	cargo build --release -p tokenwarden-load -p tokenwarden-example-axum
 	node bench/run.mjs

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs whatever the build and tests need and is missing; fast when all is there.
-#   scripts/setup.sh [--node] [--browser]
-#     always     the Rust wasm target and wasm-bindgen-cli (at the Cargo.lock version); the SMTP
-#                server the sign-in-code tests deliver to (Debian's python3-aiosmtpd)
+#   scripts/setup.sh [--node] [--browser] [--tests] [--bench] [--postgres]
+#     always     the Rust wasm target and wasm-bindgen-cli (at the Cargo.lock version)
 #     --node     the npm packages (wasm-opt for the package build, Playwright)
+#     --tests    Debian's python3-aiosmtpd (the SMTP server the sign-in-code tests deliver to),
+#                python3-bcrypt and python3-argon2 (other apps' password hashes, for the import
+#                tests): with apt-get, so root or sudo (`make demo` needs none of them)
 #     --browser  the browsers and their drivers: Chromium + chromedriver, Firefox ESR, WebKitGTK's
 #                WebKitWebDriver with Xvfb, from Debian; geckodriver from crates.io into
 #                .tools/gecko/ (off PATH, see the Makefile); openssl for the test certificate
@@ -18,14 +20,15 @@ say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 # this machine (CI's fresh one) copies them instead of compiling them again.
 cache=${TW_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tokenwarden-tools}
 
-want_node=false; want_browser=false; want_bench=false; want_postgres=false
+want_node=false; want_browser=false; want_tests=false; want_bench=false; want_postgres=false
 for arg in "$@"; do
   case "$arg" in
     --node) want_node=true ;;
     --browser) want_browser=true ;;
+    --tests) want_tests=true ;;
     --bench) want_bench=true ;;
     --postgres) want_postgres=true ;;
-    *) echo "usage: scripts/setup.sh [--node] [--browser] [--bench] [--postgres]" >&2; exit 2 ;;
+    *) echo "usage: scripts/setup.sh [--node] [--browser] [--tests] [--bench] [--postgres]" >&2; exit 2 ;;
   esac
 done
 
@@ -68,12 +71,12 @@ apt_install() {
 }
 # The server's sign-in-code tests and the e2e test start aiosmtpd with Debian's python (the
 # first python3 on PATH may be another build that does not see Debian's packages).
-if ! /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+if $want_tests && ! /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
   say "installing python3-aiosmtpd (the SMTP server of the sign-in-code tests)"
   apt_install python3-aiosmtpd
 fi
 # The import tests make password hashes the way other apps do (bcrypt, argon2-cffi, hashlib).
-if ! /usr/bin/python3 -c 'import bcrypt, argon2' >/dev/null 2>&1; then
+if $want_tests && ! /usr/bin/python3 -c 'import bcrypt, argon2' >/dev/null 2>&1; then
   say "installing python3-bcrypt and python3-argon2 (password hashes of other apps, for the import tests)"
   apt_install python3-bcrypt python3-argon2
 fi

@@ -18,7 +18,7 @@ export TW_TEST_HOOKS_SECRET ?= tokenwarden-test-hooks-secret
 # on PATH, which would silently turn the Chromium run into a second Firefox run.
 GECKODRIVER := $(CURDIR)/.tools/gecko/bin/geckodriver
 
-.PHONY: help setup setup-node pkg lint lint-modules docs-check check test test-native test-server test-server-sqlite test-browser test-e2e test-engines bench bench-smoke demo
+.PHONY: help setup setup-node setup-tests pkg lint lint-modules docs-check check test test-native test-server test-server-sqlite test-browser test-e2e test-engines bench bench-smoke demo
 
 help:
 	@echo "make demo   - set up, build and serve the demo on http://127.0.0.1:8080"
@@ -123,8 +123,12 @@ bench-smoke: pkg
 test-server-sqlite:
 	cargo test -p tokenwarden-server --lib --test protocol --test hardening --test dpop --test otp --test accounts --test feed --test oidc --test passkeys --test binary
 
-check:
+check: setup-tests
 	@scripts/phases.sh lint test-native test-server-sqlite
+
+# The Python packages the server's tests use (an SMTP server, other apps' password hashes).
+setup-tests:
+	@scripts/setup.sh --tests
 
 test:
 	@scripts/phases.sh setup docs-check lint test-native test-server test-browser test-e2e test-engines bench-smoke

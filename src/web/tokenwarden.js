@@ -448,14 +448,13 @@ class Outgoing {
   /** `isRequest`: `input` passed Request's brand check (decided once, by `fetch`). */
   constructor(input, init, url, isRequest) {
     if (isRequest) {
-      this.#spare = init === undefined ? new RequestC(input) : new RequestC(input, init);
+      this.#spare = new RequestC(input, init);
       this.#headers = get(rHeaders, this.#spare);
       this.method = get(rMethod, this.#spare);
     } else {
       // As fetch normalizes it: these six are upper-cased, any other is sent as given.
       this.method = normal(init?.method);
-      const h = init?.headers;
-      this.#headers = h === undefined ? new HeadersC() : new HeadersC(h);
+      this.#headers = new HeadersC(init?.headers);
       // Null prototype: fetch reads every member of the init, and a getter of Object.prototype
       // would run with the init, and its headers, as `this`.
       this.#init = { __proto__: null, ...init, headers: this.#headers };

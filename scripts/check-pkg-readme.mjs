@@ -10,7 +10,8 @@
 //     must name DPoP too, and `dpop: false` beside it;
 //   - option names: keys of `new TokenManager({...})` in code blocks and code spans used as an
 //     option (`name` in a sentence that says "option", or `name: value`) must be declared in
-//     tokenwarden.d.ts (TokenManagerOptions; a `name: value` span may name any declared member);
+//     tokenwarden.d.ts (TokenManagerOptions; a `name: value` span may name any member declared in the
+//     .d.ts files of the client, React, passkeys or the verifier);
 //   - every `auth.member` in code (blocks and spans) must be a member of class TokenManager (or
 //     of what passkeys.d.ts adds to it), and every name taken from `useAuth()` a member of
 //     react.d.ts's AuthState;
@@ -159,9 +160,11 @@ function loadPackage(dir) {
   const passkeysDts = existsSync(join(dir, "passkeys.d.ts")) ? read("passkeys.d.ts").toString() : "";
   const js = read("tokenwarden.js").toString();
   const pkg = JSON.parse(read("package.json").toString());
-  // Every interface/class member of both .d.ts files: what a `name: value` span may name.
+  // Every interface/class member of the .d.ts files (the client's, React's, passkeys' and the
+  // verifier's): what a `name: value` span may name.
+  const verifyDts = existsSync(join(dir, "verify.d.ts")) ? read("verify.d.ts").toString() : "";
   const declared = new Set();
-  for (const src of [dts, reactDts]) {
+  for (const src of [dts, reactDts, passkeysDts, verifyDts]) {
     for (const m of src.matchAll(/\b(interface|class)\s+([A-Za-z_$][\w$]*)/g)) {
       for (const n of members(src, m[1], m[2]) ?? []) declared.add(n);
     }

@@ -31,8 +31,9 @@ fi
 rm -f "$out"/tokenwarden*.js "$out"/tokenwarden*.wasm "$out"/tokenwarden*.d.ts
 # The core has plain exports and no imports: no wasm-bindgen glue; the driver instantiates it.
 # -Oz, then flattened and re-looped and -Oz again until nothing changes: 23.0 KB instead of
-# 23.2 KB raw (-0.3 KB gzip with the target_features section stripped; docs/SIZE.md).
-node_modules/.bin/wasm-opt -Oz --flatten --rereloop -Oz --converge \
+# 23.2 KB raw (-0.3 KB gzip with the target_features section stripped; docs/SIZE.md); then
+# functions that differ only in constants merged, and -Oz once more (-30 B gzip).
+node_modules/.bin/wasm-opt -Oz --flatten --rereloop -Oz --converge --merge-similar-functions -Oz \
   --strip-debug --strip-producers --strip-target-features \
   --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
   --enable-mutable-globals --enable-multivalue \

@@ -580,20 +580,24 @@ end
     // answers GET /api/me with an empty 200 from a fetch stub installed before the TokenManager
     // was constructed, and checks one request of each library (Authorization: DPoP, a proof with
     // htm, htu, ath, iat, jti that verifies under its jwk) before and after the timing.
+    // One page's figures: after a warm-up, N.proofRuns runs interleaved in chunks of
+    // N.proofChunk, the order rotating chunk by chunk, so that the machine's drift hits every
+    // kind alike (each run totals N.proofs of each); then one checked request of each library.
+    async function measure(page, kinds) {
+      await page.evaluate(([ks, n]) => run(ks, n, n), [kinds, N.proofWarmup]);
+      const runs = Object.fromEntries(kinds.map((k) => [k, []]));
+      for (let r = 0; r < N.proofRuns; r++) {
+        const t = await page.evaluate(([ks, n, c]) => run(ks, n, c), [kinds, N.proofs, N.proofChunk]);
+        for (const k of kinds) runs[k].push(t[k]);
+      }
+      return { runs, after: await page.evaluate(() => verify()) };
+    }
     const context = await browser.newContext();
     const page = await openPage(context, `${A.base}/proof.html`);
     await page.evaluate((user) => setup(...user), await A.newUser());
     const kinds = ["tokenwarden", "oauth4webapi", "webcrypto"];
     if (await page.evaluate(() => window.hasEd25519 === true)) kinds.push("ed25519");
-    await page.evaluate(([ks, n]) => run(ks, n, n), [kinds, N.proofWarmup]);
-    // Interleaved in chunks of N.proofChunk, the order rotating chunk by chunk, so that the
-    // machine's drift hits all three alike; each run totals N.proofs of each.
-    const runs = Object.fromEntries(kinds.map((k) => [k, []]));
-    for (let r = 0; r < N.proofRuns; r++) {
-      const t = await page.evaluate(([ks, n, c]) => run(ks, n, c), [kinds, N.proofs, N.proofChunk]);
-      for (const k of kinds) runs[k].push(t[k]);
-    }
-    const after = await page.evaluate(() => verify());
+    const { runs, after } = await measure(page, kinds);
     // EdDSA where the browser's WebCrypto has Ed25519, else ES256: its floor is tokenwarden's.
     const alg = await page.evaluate(() => window.proofAlg);
     const floor = alg === "EdDSA" ? "ed25519" : "webcrypto";
@@ -645,18 +649,11 @@ end
       try {
         const page = await openPage(context, `${A.base}/proof.html?es256`);
         await page.evaluate((user) => setup(...user), await A.newUser());
-        const kinds = ["tokenwarden", "oauth4webapi", "auth0", "webcrypto"];
-        await page.evaluate(([ks, n]) => run(ks, n, n), [kinds, N.proofWarmup]);
-        const runs = Object.fromEntries(kinds.map((k) => [k, []]));
-        for (let r = 0; r < N.proofRuns; r++) {
-          const t = await page.evaluate(([ks, n, c]) => run(ks, n, c), [kinds, N.proofs, N.proofChunk]);
-          for (const k of kinds) runs[k].push(t[k]);
-        }
-        const after = await page.evaluate(() => verify());
+        const m = await measure(page, ["tokenwarden", "oauth4webapi", "auth0", "webcrypto"]);
         for (const k of ["tokenwarden", "oauth4webapi", "auth0"]) {
-          if (after[k].alg !== "ES256") throw new Error(`section 9, ES256 page: ${k} signed ${after[k].alg}`);
+          if (m.after[k].alg !== "ES256") throw new Error(`section 9, ES256 page: ${k} signed ${m.after[k].alg}`);
         }
-        return { runs, after };
+        return m;
       } finally {
         await context.close();
       }

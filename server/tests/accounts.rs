@@ -105,8 +105,11 @@ async fn every_imported_hash_format_signs_in_and_becomes_argon2id() {
 /// How long `invalid_credentials` takes says nothing about the address: an imported hash that
 /// is slow to check (here PBKDF2 with 100,000 iterations) used to refuse
 /// in its own time while an unknown address refused in the argon2id dummy's, which told who has
-/// an imported account. Every refusal now lasts at least as long as the slowest before it (a
-/// lower bound the server sleeps to, so this cannot fail by the machine being slow).
+/// an imported account. Every refusal now lasts at least as long as the slowest hashing turn
+/// before it (a lower bound the server sleeps to). What the floor does not cover (the queries
+/// before the hash, the request itself) varies with the machine's load: medians of interleaved
+/// rounds, and 0.7 of the imported account's time. Without the floor the unknown addresses
+/// took 0.08 of it here (24 ms against 292 ms).
 #[tokio::test]
 async fn a_refusal_takes_as_long_for_an_unknown_address_as_for_an_imported_account() {
     let s = TestServer::start().await;
@@ -124,20 +127,33 @@ print("$pbkdf2-sha256$i=100000,l=32$" + b64(salt) + "$" + b64(hashlib.pbkdf2_hma
     let line = json!({ "email": "slow@import.test", "id": "app-slow", "password_hash": hash, "roles": ["user"] });
     assert_eq!(import(&s, &[line]).await.imported, 1);
     let mut c = Client::new(&s).oneshot();
-    let timed = |started: std::time::Instant, a: Answer| {
-        assert_eq!((a.status, a.error()), (401, "invalid_credentials"));
-        started.elapsed()
+    // Three rounds, each address once per round: whatever else loads the machine (other suites
+    // run beside this one) lengthens all three alike, and the medians are compared.
+    let addresses = [
+        "slow@import.test",
+        "nobody@import.test",
+        "ALICE@example.com-not",
+    ];
+    let mut took = [const { Vec::new() }; 3];
+    for _ in 0..3 {
+        for (i, email) in addresses.iter().enumerate() {
+            let t = std::time::Instant::now();
+            let a = c.login((email, "not-the-password")).await;
+            assert_eq!((a.status, a.error()), (401, "invalid_credentials"));
+            took[i].push(t.elapsed());
+        }
+    }
+    let median = |v: &mut Vec<std::time::Duration>| {
+        v.sort();
+        v[1]
     };
-    let t = std::time::Instant::now();
-    let imported = timed(t, c.login(("slow@import.test", "not-the-password")).await);
-    for unknown in ["nobody@import.test", "ALICE@example.com-not"] {
-        let t = std::time::Instant::now();
-        let took = timed(t, c.login((unknown, "not-the-password")).await);
-        // (The floor stops growing at a second.)
-        let floor = imported.min(std::time::Duration::from_secs(1));
+    let [imported, nobody, alice] = took.map(|mut v| median(&mut v));
+    // (The floor stops growing at a second.)
+    let floor = imported.min(std::time::Duration::from_secs(1));
+    for (unknown, t) in [(addresses[1], nobody), (addresses[2], alice)] {
         assert!(
-            took >= floor.mul_f64(0.9),
-            "{unknown}: refused in {took:?}, the imported account in {imported:?}"
+            t >= floor.mul_f64(0.7),
+            "{unknown}: refused in {t:?} (median of 3), the imported account in {imported:?}"
         );
     }
     s.stop().await;

@@ -576,10 +576,6 @@ end
     });
     const pkgVersion = (p) => JSON.parse(readFileSync(path.join(here, "node_modules", p, "package.json"), "utf8")).version;
     const o4wVersion = pkgVersion("oauth4webapi"), auth0Version = pkgVersion("@auth0/auth0-spa-js");
-    // One page (site/proof.js) holds both: it logs tokenwarden in against the real server, then
-    // answers GET /api/me with an empty 200 from a fetch stub installed before the TokenManager
-    // was constructed, and checks one request of each library (Authorization: DPoP, a proof with
-    // htm, htu, ath, iat, jti that verifies under its jwk) before and after the timing.
     // One page's figures: after a warm-up, N.proofRuns runs interleaved in chunks of
     // N.proofChunk, the order rotating chunk by chunk, so that the machine's drift hits every
     // kind alike (each run totals N.proofs of each); then one checked request of each library.
@@ -592,6 +588,10 @@ end
       }
       return { runs, after: await page.evaluate(() => verify()) };
     }
+    // One page (site/proof.js) holds both: it logs tokenwarden in against the real server, then
+    // answers GET /api/me with an empty 200 from a fetch stub installed before the TokenManager
+    // was constructed, and checks one request of each library (Authorization: DPoP, a proof with
+    // htm, htu, ath, iat, jti that verifies under its jwk) before and after the timing.
     const context = await browser.newContext();
     const page = await openPage(context, `${A.base}/proof.html`);
     await page.evaluate((user) => setup(...user), await A.newUser());
@@ -603,8 +603,12 @@ end
     const floor = alg === "EdDSA" ? "ed25519" : "webcrypto";
     await context.close();
     const load1 = Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]);
-    const per = (k) => (median(runs[k]) / N.proofs) * 1000;
-    const spread = (k) => `${((Math.min(...runs[k]) / N.proofs) * 1000).toFixed(0)}–${((Math.max(...runs[k]) / N.proofs) * 1000).toFixed(0)} µs`;
+    // Per request (µs, the median run's) and the runs' spread, of one page's runs.
+    const figures = (rs) => ({
+      per: (k) => (median(rs[k]) / N.proofs) * 1000,
+      spread: (k) => `${((Math.min(...rs[k]) / N.proofs) * 1000).toFixed(0)}–${((Math.max(...rs[k]) / N.proofs) * 1000).toFixed(0)} µs`,
+    });
+    const { per, spread } = figures(runs);
     const us = (x) => `${x.toFixed(0)} µs`;
     // Issue 23: the same floor, ES256 against Ed25519, in each engine through its WebDriver
     // (tests/engines/webdriver.mjs), on the same page and server (http://127.0.0.1 is a secure
@@ -658,12 +662,11 @@ end
         await context.close();
       }
     })();
-    const esPer = (k) => (median(es.runs[k]) / N.proofs) * 1000;
+    const { per: esPer, spread: esSpread } = figures(es.runs);
     const esRatio = (k) => {
       const r = es.runs.tokenwarden.map((t, i) => t / es.runs[k][i]);
       return `**${(esPer("tokenwarden") / esPer(k)).toFixed(2)}×** (runs ${Math.min(...r).toFixed(2)}–${Math.max(...r).toFixed(2)}×)`;
     };
-    const esSpread = (k) => `${((Math.min(...es.runs[k]) / N.proofs) * 1000).toFixed(0)}–${((Math.max(...es.runs[k]) / N.proofs) * 1000).toFixed(0)} µs`;
     const engineFloors = [];
     for (const engine of SMOKE ? ["chromium"] : ["chromium", "firefox", "webkit"]) engineFloors.push(await floors(engine));
     const claims = (c) => c.claims.join(", ");

@@ -109,7 +109,8 @@ export interface TokenwardenError extends Error {
   /** Machine-readable: `invalid_credentials`, `invalid_code` (with `attemptsLeft`), `code_expired`, `weak_password`, `email_not_verified`, `too_many_attempts`, `invalid_grant`, `token_reused`, `expired`, `network`, `timeout`, `server_error`, `unexpected_response` (e.g. a refused DPoP proof: the session is kept), a {@link FederationErrorCode} from `restore()`, ... */
   code: string;
   /** The `code` again (for a `ConfigError`: `bad` and the option or argument at fault, e.g.
-   * `bad csrfHeader`); show your own words for each code. */
+   * `bad csrfHeader`, and what the environment lacks after a colon, e.g. `bad dpop: no WebCrypto
+   * or IndexedDB`); show your own words for each code. */
   message: string;
   /** HTTP status, when there was one. */
   status?: number;

@@ -9,8 +9,8 @@ use tokenwarden_server::keys::Keys;
 use tokenwarden_server::store::DatabaseUrl;
 use tokenwarden_server::{AppState, Settings, Store};
 
-/// mimalloc: glibc's malloc and free took about 7 % of the server's time under load (bench
-/// section 7's profile).
+/// mimalloc, in its secure mode (server/Cargo.toml): glibc's malloc and free took about 7 % of
+/// the server's time under load (bench section 7's profile; docs/BENCHMARKS.md).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -151,8 +151,17 @@ async fn shutdown_lets_a_request_in_flight_finish() {
     let mut c = Client::new(&s);
     c.sign_in(ALICE).await;
     s.refresh_latency_ms.store(400, Ordering::SeqCst);
+    let before = s.counts.refresh_calls.load(Ordering::SeqCst);
     let pending = tokio::spawn(async move { c.try_refresh().await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Stopped once the refresh is in the server's hands (not after a guessed sleep).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.counts.refresh_calls.load(Ordering::SeqCst) == before {
+        assert!(
+            Instant::now() < deadline,
+            "the refresh never reached the server"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     s.stop().await;
     let res = pending.await.unwrap().expect("response despite shutdown");
     assert_eq!(res.status, 200);

@@ -389,12 +389,14 @@ async fn the_crate_refuses_a_logged_out_token_within_a_second_and_states_what_a_
             },
         )
     };
-    let (closed, open) = (api(true).await.unwrap(), api(false).await.unwrap());
-    // Before the feed's snapshot, the fail-closed API refuses (it cannot know what is revoked).
+    // Signed in first: a sign-in hashes a password, and on a loaded machine two of them could
+    // outlast the 1-second staleness the fail-closed API allows after the feed's `ready`.
     let mut alice = Client::bound(&s).oneshot();
     let a = alice.sign_in(ALICE).await;
     let mut bob = Client::bound(&s).oneshot();
     let b = bob.sign_in(BOB).await;
+    let (closed, open) = (api(true).await.unwrap(), api(false).await.unwrap());
+    // Before the feed's snapshot, the fail-closed API refuses (it cannot know what is revoked).
     let deadline = Instant::now() + Duration::from_secs(5);
     while closed.revocations().staleness().is_none() || open.revocations().staleness().is_none() {
         assert!(

@@ -781,8 +781,10 @@ export class TokenManager {
    * challenge (the first `error="..."` after a `DPoP`, any case); resolves with its next step:
    * a token to send it again with, or DONE. */
   #status(id, status, replayable, challenge) {
-    const l = this.#c.put(short(typeof challenge == "string" && apply(reExec, /dpop[^]*?error="([^"]*)"/i, [challenge])?.[1]));
-    return this.#wait(id, () => this.#c.x[X_STATUS](id, status, replayable, l[0], now()));
+    const e = short(typeof challenge == "string" && apply(reExec, /dpop[^]*?error="([^"]*)"/i, [challenge])?.[1]);
+    // None (every answer but a 401's): nothing to write into the core's inbox.
+    const l = e === undefined ? -1 : this.#c.put(e)[0];
+    return this.#wait(id, () => this.#c.x[X_STATUS](id, status, replayable, l, now()));
   }
 
   /** The place of `origin` in the servers' list (-1: none). A plain loop over our own array:

@@ -544,9 +544,9 @@ async fn connect(s: &TestServer) -> TcpStream {
         .expect("connect")
 }
 
-/// Reads until the server closes the connection; how long that took.
-async fn closed_after(mut conn: TcpStream, within: Duration) -> Duration {
-    let start = Instant::now();
+/// Reads until the server closes the connection; how long since `start` (taken before the
+/// connection was made, so never after the server's timer began) that took.
+async fn closed_after(mut conn: TcpStream, start: Instant, within: Duration) -> Duration {
     let mut buf = [0u8; 4096];
     loop {
         match tokio::time::timeout(within.saturating_sub(start.elapsed()), conn.read(&mut buf))
@@ -566,12 +566,13 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
         c.connections.idle_timeout = Duration::from_secs(30);
     })
     .await;
+    let start = Instant::now();
     let mut conn = connect(&s).await;
     // Slowloris: a header line now and then, never the blank line.
     conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
-    let took = closed_after(conn, Duration::from_secs(5)).await;
+    let took = closed_after(conn, start, Duration::from_secs(5)).await;
     assert!(took >= Duration::from_millis(800), "{took:?}");
     s.stop().await;
 }
@@ -584,6 +585,7 @@ async fn an_idle_kept_alive_connection_and_a_stalled_upload_are_closed() {
     })
     .await;
     // Keep-alive: one request, then nothing.
+    let start = Instant::now();
     let mut conn = connect(&s).await;
     conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
@@ -591,9 +593,10 @@ async fn an_idle_kept_alive_connection_and_a_stalled_upload_are_closed() {
     let mut buf = [0u8; 256];
     let n = conn.read(&mut buf).await.unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
-    closed_after(conn, Duration::from_secs(5)).await;
+    closed_after(conn, start, Duration::from_secs(5)).await;
 
     // A body announced but never sent: the header timer does not cover it; the idle one does.
+    let start = Instant::now();
     let mut conn = connect(&s).await;
     conn.write_all(
         b"POST /auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
@@ -601,7 +604,7 @@ async fn an_idle_kept_alive_connection_and_a_stalled_upload_are_closed() {
     )
     .await
     .unwrap();
-    let took = closed_after(conn, Duration::from_secs(5)).await;
+    let took = closed_after(conn, start, Duration::from_secs(5)).await;
     assert!(took >= Duration::from_millis(800), "{took:?}");
     s.stop().await;
 }

@@ -782,7 +782,7 @@ export class TokenManager {
    * a token to send it again with, or DONE. */
   #status(id, status, replayable, challenge) {
     const e = short(typeof challenge == "string" && apply(reExec, /dpop[^]*?error="([^"]*)"/i, [challenge])?.[1]);
-    // None (every answer but a 401's): nothing to write into the core's inbox.
+    // No DPoP `error` (every answer but a 401 that names one): nothing to write into the inbox.
     const l = e === undefined ? -1 : this.#c.put(e)[0];
     return this.#wait(id, () => this.#c.x[X_STATUS](id, status, replayable, l, now()));
   }

@@ -578,11 +578,18 @@ export async function createVerifier(options = {}) {
         inflight = null;
       }
     })());
+  // A fetch that starts after now: one in flight may have left before the key ring changed
+  // (the feed's `keys` event: a key retired, which a fetch begun earlier may still list).
+  const fetchKeysAfter = async () => {
+    const earlier = inflight;
+    if (earlier) await earlier.catch(() => {});
+    return fetchKeys();
+  };
   await fetchKeys();
   const refreshKeys = async (force) => {
     if (!force && now() - lastFetch < JWKS_MIN_REFETCH_MS) return;
     try {
-      await fetchKeys();
+      await (force ? fetchKeysAfter() : fetchKeys());
     } catch (e) {
       keysExpire = now() + JWKS_MIN_REFETCH_MS; // keep the old keys meanwhile
       console.warn(`tokenwarden/verify: refetching the JWKS failed: ${e.message}`);
@@ -620,7 +627,9 @@ export async function createVerifier(options = {}) {
 
   async function verifyToken(token, nowSecs) {
     const hit = verified.get(token);
-    if (hit && keys.has(hit.kid)) return checkTimes(hit.claims, nowSecs);
+    // A copy for every request: the app may change what it is handed (req.auth), and the
+    // cache's own object decides the next request with this token (its exp, its cnf).
+    if (hit && keys.has(hit.kid)) return structuredClone(checkTimes(hit.claims, nowSecs));
     if (token.length > MAX_TOKEN_LEN) throw new TokenRefusal("malformed");
     const parts = token.split(".");
     if (parts.length !== 3) throw new TokenRefusal("malformed");
@@ -656,7 +665,7 @@ export async function createVerifier(options = {}) {
     if (!serverClaims(claims)) throw new TokenRefusal("claims");
     if (verified.size >= TOKEN_CACHE_CAPACITY) verified.clear();
     verified.set(token, { kid, claims });
-    return claims;
+    return structuredClone(claims);
   }
 
   function checkTimes(claims, nowSecs) {
@@ -850,11 +859,14 @@ export async function createVerifier(options = {}) {
             next();
           },
           (e) => {
+            // Answered meanwhile (a timeout middleware): nothing to add, and no throw here (an
+            // unhandled rejection ends a Node process).
+            if (res.headersSent) return;
             for (const [k, v] of Object.entries(answerHeaders(e))) res.setHeader(k, v);
             res.statusCode = e.status;
             res.end(errorBody(e));
           },
-        );
+        ).catch(next);
       };
     },
     koa() {
@@ -913,7 +925,7 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
     return (tokens.get(jti) ?? -Infinity) > t || (sessions.get(sid) ?? -Infinity) > t;
   };
   const started = now();
-  const state = { connected: false, lastEventId: null, lastActivity: null, ready: false, warned: false, failing: false };
+  const state = { connected: false, lastEventId: null, lastActivity: null, ready: false, warned: false, failing: false, catchingUp: true };
   const base = {
     add,
     isRevoked,
@@ -958,12 +970,20 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
     if (event === "revoked" && isObject(json)) add(json.kind, json.id, json.until);
     else if (event === "ready") {
       state.ready = true;
+      state.catchingUp = false;
       backoff = 250;
     } else if (event === "keys") onKeys();
-    touch();
+    heard();
   }
+  // Every connection catches up (the revocations since Last-Event-ID, or all of them) before its
+  // `ready`: until then what it sends keeps no view current, or a token revoked while the feed
+  // was down would pass between the first event of the catch-up and its last.
+  const heard = () => {
+    if (!state.catchingUp) touch();
+  };
 
   async function connect() {
+    state.catchingUp = true;
     controller = new AbortController();
     const headers = { authorization: `Bearer ${token}`, accept: "text/event-stream" };
     if (state.lastEventId !== null) headers["last-event-id"] = state.lastEventId;
@@ -989,7 +1009,7 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
             data = [];
             id = undefined;
           } else if (line.startsWith(":")) {
-            touch(); // keepalive
+            heard(); // keepalive
           } else {
             const colon = line.indexOf(":");
             const field = colon < 0 ? line : line.slice(0, colon);

@@ -19,6 +19,8 @@ function scripted() {
       return Response.json({ issuer: "tokenwarden", jwks_uri: `${AUTH}/jwks`, tokenwarden_revocations_endpoint: `${AUTH}/feed` });
     if (url === `${AUTH}/jwks`) {
       s.jwksFetches++;
+      // A test may hold the answer (a fetch in flight).
+      await s.jwksGate;
       return Response.json(corpus.config.jwks, { headers: { "cache-control": "max-age=3600" } });
     }
     if (url === `${AUTH}/feed`) {
@@ -124,6 +126,62 @@ test("the feed: stale until ready, revocations kept until `until`, keepalives ke
   const n = s.streams.length;
   await sleep(700);
   assert.equal(s.streams.length, n, "no reconnection after close()");
+});
+
+test("after an outage the view is current at the new connection's ready, not at the first event of its catch-up", async () => {
+  const s = scripted();
+  let clock = bearerCase.now * 1000;
+  const warn = console.warn;
+  console.warn = () => {};
+  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: "svc-token", maxStalenessMs: 30_000, now: () => clock, fetch: s.fetch });
+  try {
+    const req = bearerCase.request;
+    await until("the first connection", () => s.streams.length === 1);
+    s.streams[0].write(`event: ready\nid: 5\ndata: {"cursor":5}\n\n`);
+    await until("ready", () => v.revocations.status().staleForMs === 0);
+    assert.equal(await outcome(v.verify(req)), 200);
+    // The feed goes down for a minute; meanwhile the token's session is revoked (event 7).
+    s.streams[0].end();
+    clock += 60_000;
+    await until("the second connection", () => s.streams.length === 2);
+    assert.equal(s.streams[1].headers["last-event-id"], "5");
+    assert.equal(await outcome(v.verify(req)), "503 temporarily_unavailable");
+    // The catch-up has begun (another revocation, a keepalive) but not reached event 7: the
+    // view is not current yet, and the revoked session's token does not pass.
+    s.streams[1].write(`event: revoked\nid: 6\ndata: {"kind":"token","id":"other","until":${bearerCase.now + 600}}\n\n: keepalive\n\n`);
+    await until("event 6", () => v.revocations.status().lastEventId === "6");
+    assert.equal(await outcome(v.verify(req)), "503 temporarily_unavailable");
+    s.streams[1].write(`event: revoked\nid: 7\ndata: {"kind":"session","id":"session-1","until":${bearerCase.now + 600}}\n\nevent: ready\nid: 7\ndata: {"cursor":7}\n\n`);
+    await until("ready again", () => v.revocations.status().staleForMs === 0);
+    assert.equal(await outcome(v.verify(req)), "401 invalid_token (the token has been revoked)");
+  } finally {
+    v.close();
+    console.warn = warn;
+  }
+});
+
+test("a keys event while a JWKS fetch is in flight fetches once more after it (the one in flight may predate the change)", async () => {
+  const s = scripted();
+  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: "svc-token", fetch: s.fetch });
+  try {
+    await until("the connection", () => s.streams.length === 1);
+    const feed = s.streams[0];
+    feed.write(`event: ready\nid: 1\ndata: {"cursor":1}\n\n`);
+    await until("ready", () => v.revocations.status().staleForMs === 0);
+    let release;
+    s.jwksGate = new Promise((r) => (release = r));
+    const before = s.jwksFetches;
+    feed.write(`event: keys\nid: 2\ndata: {"kid":"a"}\n\n`);
+    await until("a fetch in flight", () => s.jwksFetches === before + 1);
+    // The key ring changes again while that fetch is out.
+    feed.write(`event: keys\nid: 3\ndata: {"kid":"b"}\n\n`);
+    await until("event 3", () => v.revocations.status().lastEventId === "3");
+    s.jwksGate = null;
+    release();
+    await until("a fetch after the one in flight", () => s.jwksFetches === before + 2);
+  } finally {
+    v.close();
+  }
 });
 
 test("onStale accept: a stale view accepts, and says so once", async () => {

@@ -250,6 +250,7 @@ pub async fn code_sign_in(
         &user,
         jkt.as_deref(),
         crate::passkeys::FirstFactor::Code,
+        None,
     )
     .await?;
     sessions
@@ -324,7 +325,9 @@ pub async fn reset_start(
 }
 
 /// `POST /auth/password/reset`: the code and a new password. The password is changed, every
-/// session of the account revoked (on every instance), and the caller signed in anew.
+/// session of the account revoked (on every instance), and the caller signed in anew; for an
+/// account whose sign-ins need its passkey, all three once the passkey answers (401
+/// `second_factor_required` first, nothing changed).
 #[allow(clippy::too_many_arguments)]
 pub async fn reset(
     _: Csrf,
@@ -355,21 +358,25 @@ pub async fn reset(
         .await?;
     let user = user.ok_or(ApiError::InvalidCode { attempts_left: 0 })?;
     otp.accept(CodePurpose::ResetPassword, hit, &email).await?;
-    passwords.set(&user, &req.new_password).await?;
     // The code came back: the address is the user's.
     store.set_email_verified(&email, otp.now()).await?;
-    sessions
-        .revoke_all(&user.id, None, RevokeReason::PasswordReset)
-        .await?;
-    // The password is reset (the mailbox may do that); signing in here needs the account's
-    // second factor too, if it requires one (a passkey: the code proved the mailbox only).
+    let hash = passwords.hash_new(&user, &req.new_password).await?;
+    // An account whose sign-ins need its passkey: the code proved the mailbox only, so nothing
+    // changes until the passkey answers (the new password waits in the pending sign-in). Set
+    // here at once, the mailbox alone would hold the password, and a password sign-in completed
+    // by a code mailed again would be the mailbox alone too.
     crate::passkeys::require_second_factor(
         &passkeys,
         &user,
         jkt.as_deref(),
         crate::passkeys::FirstFactor::Code,
+        Some(hash.clone()),
     )
     .await?;
+    store.set_password_hash(&user.id, &hash, None).await?;
+    sessions
+        .revoke_all(&user.id, None, RevokeReason::PasswordReset)
+        .await?;
     sessions
         .open(
             &user,

@@ -57,6 +57,7 @@ pub async fn login(
         &user,
         jkt.as_deref(),
         crate::passkeys::FirstFactor::Password,
+        None,
     )
     .await?;
     sessions

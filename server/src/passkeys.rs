@@ -41,7 +41,7 @@ use crate::net::ClientIp;
 use crate::otp::Codes;
 use crate::sessions::{Issued, Sessions, SignIn};
 use crate::store::passkeys::{Ceremony, PasskeyRow, Removal};
-use crate::store::{CodePurpose, Store, User};
+use crate::store::{CodePurpose, RevokeReason, Store, User};
 use crate::throttle::Throttle;
 use crate::tokens::{self, AccessClaims};
 
@@ -171,6 +171,17 @@ impl Passkeys {
     /// Stores a ceremony of `kind` for `who` with its WebAuthn `state` ("" for none); its id
     /// (what the client sends back).
     async fn put(&self, kind: &str, who: Who<'_>, state: String) -> Result<String, ApiError> {
+        self.put_with(kind, who, state, None).await
+    }
+
+    /// As `put`, with the new password's hash of a reset waiting for its passkey.
+    async fn put_with(
+        &self,
+        kind: &str,
+        who: Who<'_>,
+        state: String,
+        password_hash: Option<String>,
+    ) -> Result<String, ApiError> {
         let id = tokens::random_token();
         let c = Ceremony {
             kind: kind.into(),
@@ -179,6 +190,7 @@ impl Passkeys {
             dpop_jkt: who.jkt.map(str::to_owned),
             state,
             expires_at: self.now() + CEREMONY_SECS,
+            password_hash,
         };
         self.0
             .store
@@ -603,12 +615,15 @@ pub async fn set_second_factor(
 /// After the right password of an account: `Ok` if it requires no second factor; else the
 /// refusal that asks for one (401 `second_factor_required`), with a passkey challenge if the
 /// account has passkeys and an emailed code if this server sends codes. The pending sign-in is
-/// bound to the proof's key (`jkt`).
+/// bound to the proof's key (`jkt`). `reset`: the new password's hash of a password reset (a
+/// `Code` first factor), which waits in the pending sign-in and is stored only when the passkey
+/// answers: the caller changes nothing before this returns `Ok`.
 pub async fn require_second_factor(
     p: &Passkeys,
     user: &User,
     jkt: Option<&str>,
     first: FirstFactor,
+    reset: Option<String>,
 ) -> Result<(), ApiError> {
     if !p.0.store.second_factor_required(&user.id).await? {
         return Ok(());
@@ -652,7 +667,7 @@ pub async fn require_second_factor(
         FirstFactor::Password => SECOND_FACTOR,
         FirstFactor::Code => SECOND_FACTOR_AFTER_CODE,
     };
-    let id = p.put(kind, who, state).await?;
+    let id = p.put_with(kind, who, state, reset).await?;
     tracing::info!(target: "audit", event = "second_factor_asked", user = %user.id);
     Err(ApiError::SecondFactorRequired {
         ceremony: id,
@@ -745,6 +760,14 @@ pub async fn second_factor(
             ));
         }
     };
+    // A reset that waited for this passkey: its new password now, and every other session
+    // ends, as a reset without a second factor does at once.
+    if let Some(hash) = c.password_hash.as_deref() {
+        p.0.store.set_password_hash(&user.id, hash, None).await?;
+        p.0.sessions
+            .revoke_all(&user.id, None, RevokeReason::PasswordReset)
+            .await?;
+    }
     p.0.sessions
         .open(&user, user_agent(&headers), jkt.as_deref(), how)
         .await

@@ -342,15 +342,21 @@ impl Passwords {
 
     /// Sets a new password (checked by [`check_new`] first) for `user`.
     pub async fn set(&self, user: &User, password: &str) -> Result<(), ApiError> {
+        let hash = self.hash_new(user, password).await?;
+        self.store.set_password_hash(&user.id, &hash, None).await?;
+        Ok(())
+    }
+
+    /// The hash `set` would store for `password` (checked as a new password of `user`), for a
+    /// change that waits for something else first (a reset waiting for its passkey).
+    pub async fn hash_new(&self, user: &User, password: &str) -> Result<String, ApiError> {
         check_new(password, &user.email)?;
         let turn = self
             .hasher
             .turn()
             .await
             .map_err(|_| ApiError::Busy { retry_after: 1 })?;
-        let hash = turn.hash(password).await.map_err(ApiError::Internal)?;
-        self.store.set_password_hash(&user.id, &hash, None).await?;
-        Ok(())
+        turn.hash(password).await.map_err(ApiError::Internal)
     }
 }
 

@@ -442,10 +442,11 @@ async fn a_code_sign_in_or_a_reset_needs_the_passkey_that_is_the_second_factor()
     let refused = other.post("/auth/login/second-factor", &by_code).await;
     assert_eq!(refused.error(), "invalid_request", "{}", refused.body);
 
-    // A reset: the password is reset, the sign-in needs the passkey.
+    // A reset: the sign-in needs the passkey, and nothing changes before it answers.
+    const NEW: &str = "brand new secret phrase";
     let mut reset = Client::bound(&s);
     let code = code_of(&mut reset, "/auth/password/reset/start").await;
-    let body = json!({ "email": ALICE.0, "code": code, "new_password": "brand new secret phrase" });
+    let body = json!({ "email": ALICE.0, "code": code, "new_password": NEW });
     let a = reset.post("/auth/password/reset", &body).await;
     assert_eq!(
         (a.status, a.error()),
@@ -454,14 +455,46 @@ async fn a_code_sign_in_or_a_reset_needs_the_passkey_that_is_the_second_factor()
         a.body
     );
     assert!(a.set_cookies().is_empty());
-    let credential = passkey.get(&a.body["passkey"], &PAGE);
+    let pending = a;
+    // The attack this stops: the mailbox resets the password, then signs in with it and a
+    // code mailed again as the second factor, recently enough to turn the second factor off.
+    // The new password is nobody's yet; the old one still is, and Alice's session lives on.
+    let mut thief = Client::bound(&s);
+    let a = thief.login((ALICE.0, NEW)).await;
+    assert_eq!(a.error(), "invalid_credentials", "{}", a.body);
+    let a = thief.login(ALICE).await;
+    assert_eq!(
+        a.error(),
+        "second_factor_required",
+        "the old password: {}",
+        a.body
+    );
+    assert_eq!(tab.get("/api/me").await.status, 200, "not revoked yet");
+    // The passkey answers: the new password, and every other session ends.
+    let credential = passkey.get(&pending.body["passkey"], &PAGE);
     let done = reset
         .post(
             "/auth/login/second-factor",
-            &json!({ "ceremony": a.body["ceremony"], "credential": credential }),
+            &json!({ "ceremony": pending.body["ceremony"], "credential": credential }),
         )
         .await;
     assert_eq!(done.status, 200, "{}", done.body);
+    let mut again = Client::bound(&s);
+    let a = again.login((ALICE.0, NEW)).await;
+    assert_eq!(
+        a.error(),
+        "second_factor_required",
+        "the new password: {}",
+        a.body
+    );
+    let a = again.login(ALICE).await;
+    assert_eq!(a.error(), "invalid_credentials", "the old one: {}", a.body);
+    let refused = tab.get("/api/me").await;
+    assert_eq!(
+        refused.status, 401,
+        "revoked by the reset: {}",
+        refused.body
+    );
     s.stop().await;
 }
 

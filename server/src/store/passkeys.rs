@@ -42,6 +42,9 @@ pub struct Ceremony {
     /// The WebAuthn state (JSON), or "" when there is none (a second factor by code only).
     pub state: String,
     pub expires_at: i64,
+    /// A password reset waiting for its passkey: the new password's hash, stored only once the
+    /// passkey answers (the reset's code proved the mailbox alone).
+    pub password_hash: Option<String>,
 }
 
 impl Store {
@@ -128,8 +131,9 @@ impl Store {
 
     pub async fn put_ceremony(&self, id_hash: &str, c: &Ceremony) -> StoreResult<()> {
         let sql = "INSERT INTO webauthn_ceremonies
-                     (id_hash, kind, user_id, session_id, dpop_jkt, state, expires_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7)";
+                     (id_hash, kind, user_id, session_id, dpop_jkt, state, expires_at,
+                      password_hash)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
         q!(
             sql,
             id_hash,
@@ -138,7 +142,8 @@ impl Store {
             c.session_id.as_deref(),
             c.dpop_jkt.as_deref(),
             &c.state,
-            c.expires_at
+            c.expires_at,
+            c.password_hash.as_deref()
         )
         .execute(&self.write)
         .await?;
@@ -153,7 +158,8 @@ impl Store {
         now: i64,
     ) -> StoreResult<Option<Ceremony>> {
         let sql = "DELETE FROM webauthn_ceremonies WHERE id_hash = $1 AND kind = $2
-                   RETURNING kind, user_id, session_id, dpop_jkt, state, expires_at";
+                   RETURNING kind, user_id, session_id, dpop_jkt, state, expires_at,
+                             password_hash";
         let c: Option<Ceremony> = q_as!(sql, id_hash, kind)
             .fetch_optional(&self.write)
             .await?;
@@ -243,6 +249,7 @@ mod tests {
             dpop_jkt: None,
             state: "{}".into(),
             expires_at: 200,
+            password_hash: None,
         };
         s.put_ceremony("a", &c).await.unwrap();
         assert!(

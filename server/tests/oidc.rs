@@ -791,5 +791,26 @@ async fn an_unverified_address_is_never_the_account_s_and_linking_takes_a_verifi
         jwt_parts(&take_up(&mut tab, &res).await.access).1["sub"],
         alice_sub
     );
+    // An account whose sign-ins need a second factor is not linked by its address: the
+    // provider's verified address proves the mailbox only, which alone never signs into it.
+    let bob_sub = sub_of(&s, BOB).await;
+    assert!(
+        s.state
+            .store
+            .set_second_factor(bob_sub.as_str().unwrap(), true, false)
+            .await
+            .unwrap()
+    );
+    let res = hostile_sign_in(
+        &s,
+        &h,
+        Forge::Claims(|c| {
+            c["sub"] = json!("bob-at-the-provider");
+            c["email"] = json!("bob@example.com");
+        }),
+    )
+    .await;
+    assert_eq!(location(&res), "/r?tw_error=account_not_linked");
+    assert!(refresh_cookie_of(&res).is_none());
     s.stop().await;
 }

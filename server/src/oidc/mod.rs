@@ -607,7 +607,16 @@ async fn user_for(
             )
         });
     let user = match store.user_by_email(&email).await.map_err(db)? {
-        Some((user, _)) if provider.config.link_verified_email && claims.email_verified => user,
+        // Linked by its address, an account whose sign-ins need a second factor would be
+        // signed into on the mailbox alone (what a provider's verified address proves): not
+        // that one. (Once linked, a provider's sign-in is the provider's to protect.)
+        Some((user, _))
+            if provider.config.link_verified_email
+                && claims.email_verified
+                && !store.second_factor_required(&user.id).await.map_err(db)? =>
+        {
+            user
+        }
         Some(_) => {
             return Err(Failed(
                 FederationError::AccountNotLinked,

@@ -40,9 +40,11 @@ impl Proxies {
         let header = self.header;
         let mut hops: Vec<Option<IpAddr>> = Vec::new();
         for value in headers.get_all(header.as_str()) {
-            let Ok(value) = value.to_str() else {
-                return peer;
-            };
+            // Bytes a client wrote (a tab, a byte past ASCII) to the left of what the proxy
+            // appended make its entry no address, not the whole line unreadable: the walk
+            // still finds the address the proxy wrote (before, such a line made every client
+            // the proxy itself, one bucket for all).
+            let value = String::from_utf8_lossy(value.as_bytes());
             for entry in value.split(',') {
                 hops.push(match header {
                     ForwardedHeader::XForwardedFor => parse_node(entry),
@@ -215,6 +217,14 @@ mod tests {
         // Garbage where the client should be: the proxy that wrote it.
         let h = headers("x-forwarded-for", &["unknown, 10.2.2.2"]);
         assert_eq!(p.client_ip(ip("10.0.0.1"), &h), ip("10.2.2.2"));
+        // Bytes a header value may hold but a string may not (a tab, past ASCII), written by
+        // the client on the line the proxy appended to: the address the proxy wrote.
+        for forged in [&b"a\tb, 198.51.100.9"[..], &b"\xff, 198.51.100.9"[..]] {
+            let mut h = HeaderMap::new();
+            let v = HeaderValue::from_bytes(forged).unwrap();
+            h.append("x-forwarded-for", v);
+            assert_eq!(p.client_ip(ip("10.0.0.1"), &h), ip("198.51.100.9"));
+        }
     }
 
     #[test]

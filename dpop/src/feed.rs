@@ -166,6 +166,23 @@ impl Revocations {
     }
 }
 
+/// One connection to the feed: it catches up (the revocations since `Last-Event-ID`, or all of
+/// them) before its `ready`, and only from there on does what it sends make the view current.
+/// Before, after an outage the first event of the catch-up (or a keepalive) did: a token revoked
+/// during the outage passed until the catch-up reached its event.
+#[derive(Debug, Default)]
+struct Catchup {
+    ready: bool,
+}
+
+impl Catchup {
+    /// Whether `event` (a keepalive is `comment`) keeps the view current.
+    fn hears(&mut self, event: &str) -> bool {
+        self.ready |= event == "ready";
+        self.ready
+    }
+}
+
 /// One Server-Sent Event.
 #[derive(Debug, Default)]
 struct SseEvent {
@@ -436,6 +453,7 @@ async fn follow_once(
         .and_then(|r| r.error_for_status())
         .map_err(|e| format!("{feed}: {e}"))?;
     let mut buf = String::new();
+    let mut connection = Catchup::default();
     let mut keys_at = Instant::now();
     let mut last_kid_fetch = tokio::time::Instant::now();
     loop {
@@ -479,11 +497,10 @@ async fn follow_once(
             if let Some(id) = e.id {
                 *last_id = Some(id);
             }
-            // `ready` makes the view current; every event or keepalive after keeps it so.
             if e.event == "ready" {
                 *backoff = FIRST_BACKOFF;
             }
-            if e.event == "ready" || revocations.staleness().is_some() {
+            if connection.hears(&e.event) {
                 revocations.heard();
             }
         }
@@ -497,6 +514,22 @@ async fn follow_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_keeps_the_view_current_from_its_ready_on() {
+        let mut c = Catchup::default();
+        for event in ["revoked", "comment", "keys", "revoked"] {
+            assert!(!c.hears(event), "{event} of the catch-up");
+        }
+        assert!(c.hears("ready"));
+        for event in ["revoked", "comment", "keys"] {
+            assert!(c.hears(event), "{event} after ready");
+        }
+        assert!(
+            !Catchup::default().hears("comment"),
+            "a new connection starts over"
+        );
+    }
 
     #[test]
     fn events_are_split_and_applied_until_they_expire() {

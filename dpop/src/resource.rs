@@ -26,7 +26,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::{FromRef, FromRequestParts, State};
+use axum::extract::{FromRef, FromRequestParts, OriginalUri, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -350,7 +350,14 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AuthError> {
         let rs = Arc::<ResourceServer>::from_ref(state);
-        rs.authenticate(parts.method.as_str(), parts.uri.path(), &parts.headers)
+        // The path the client sent (and signed as the proof's htu): inside `Router::nest`,
+        // `parts.uri` has lost the prefix, and a proof for `/orders` would pass at
+        // `/api/orders` while every proof for `/api/orders` failed.
+        let path = parts
+            .extensions
+            .get::<OriginalUri>()
+            .map_or(parts.uri.path(), |u| u.0.path());
+        rs.authenticate(parts.method.as_str(), path, &parts.headers)
             .map(Authenticated)
     }
 }

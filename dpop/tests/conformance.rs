@@ -179,3 +179,53 @@ fn every_case_of_the_corpus_is_answered_as_expected() {
         failures.join("\n")
     );
 }
+
+/// The axum extractor checks the proof against the path the client sent, also inside a router
+/// nested under a prefix (which strips it from the request's URI): the corpus's valid bound
+/// request (`GET /api/me`) passes at `/api` + `/me`, and its proof does not pass where the
+/// stripped path would have matched it (`/x/api/me`, a route `/api/me` nested under `/x`).
+#[tokio::test]
+async fn the_extractor_checks_the_whole_path_inside_a_nested_router() {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::Request;
+    use axum::routing::get;
+    use std::sync::Arc;
+    use tokenwarden_dpop::resource::Authenticated;
+    use tower::ServiceExt;
+
+    let corpus = corpus();
+    let case = corpus["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .find(|c| c["name"] == "valid bound request")
+        .expect("the case");
+    let rs = Arc::new(server(
+        &config(&corpus, case),
+        case["now"].as_i64().expect("now"),
+    ));
+    let route = |path| Router::new().route(path, get(|_: Authenticated| async { "ok" }));
+    let send = |app: Router, uri: &str| {
+        let mut req = Request::builder().method("GET").uri(uri);
+        for (name, value) in case["request"]["headers"].as_object().expect("headers") {
+            req = req.header(name.as_str(), value.as_str().expect("value"));
+        }
+        app.oneshot(req.body(Body::empty()).expect("request"))
+    };
+    let nested = Router::new().nest("/api", route("/me")).with_state(rs);
+    let res = send(nested, "/api/me").await.expect("answer");
+    assert_eq!(res.status(), 200, "the proof names /api/me");
+    // A fresh server (the proof's jti is used now); the path is /x/api/me.
+    let rs = Arc::new(server(
+        &config(&corpus, case),
+        case["now"].as_i64().expect("now"),
+    ));
+    let other = Router::new().nest("/x", route("/api/me")).with_state(rs);
+    let res = send(other, "/x/api/me").await.expect("answer");
+    assert_eq!(
+        res.status(),
+        401,
+        "a proof for /api/me is not one for /x/api/me"
+    );
+}

@@ -111,6 +111,7 @@ pub async fn jwks(State(keys): State<Keys>, State(d): State<Discovery>) -> Respo
 /// feed are, and what a proof may be signed with. Its URLs name the first `--public-origin`,
 /// or else the request's own host (`http://` for a loopback host, `https://` otherwise).
 pub async fn metadata(State(d): State<Discovery>, headers: axum::http::HeaderMap) -> Response {
+    let configured = d.public_origin.is_some();
     let origin = d
         .public_origin
         .clone()
@@ -131,5 +132,12 @@ pub async fn metadata(State(d): State<Discovery>, headers: axum::http::HeaderMap
     if d.feed {
         doc["tokenwarden_revocations_endpoint"] = json!(format!("{origin}{}", crate::feed::PATH));
     }
-    cached_json(doc.to_string(), d.jwks_max_age)
+    let mut res = cached_json(doc.to_string(), d.jwks_max_age);
+    // URLs from the request's Host: a shared cache that keys on something else must not hand
+    // them to another client (a Host of an attacker's: a JWKS of its own).
+    if !configured {
+        res.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    res
 }

@@ -106,7 +106,8 @@ async fn the_discovery_document_says_where_the_keys_and_the_feed_are() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(res.headers()["cache-control"], "public, max-age=60");
+    // Its URLs come from the request's Host (no --public-origin): no cache may keep them.
+    assert_eq!(res.headers()["cache-control"], "no-store");
     let doc: Value = res.json().await.unwrap();
     assert_eq!(doc["issuer"], "tokenwarden");
     assert_eq!(doc["tokenwarden_audience"], "tokenwarden-api");
@@ -134,6 +135,22 @@ async fn the_discovery_document_says_where_the_keys_and_the_feed_are() {
     let res = Subscriber::open(&plain, FEED_TOKEN, None).await;
     assert_eq!(res.status(), 404);
     plain.stop().await;
+    s.stop().await;
+    // With --public-origin the document is the same for every request: cacheable.
+    let s = TestServer::with(|c| c.public_origins = vec!["https://auth.example".into()]).await;
+    let res = s
+        .http
+        .get(s.url("/.well-known/oauth-authorization-server"))
+        .header("host", "attacker.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["cache-control"], "public, max-age=60");
+    let doc: Value = res.json().await.unwrap();
+    assert_eq!(
+        doc["jwks_uri"],
+        "https://auth.example/.well-known/jwks.json"
+    );
     s.stop().await;
 }
 

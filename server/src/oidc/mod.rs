@@ -500,8 +500,12 @@ pub struct IdClaims {
     pub name: Option<String>,
 }
 
+/// Claim `name` as a time in unix seconds; absent unless within [0, 2^40] (a provider's
+/// `i64::MAX` would overflow every comparison that adds a leeway to it).
 fn int(c: &Map<String, Value>, name: &str) -> Option<i64> {
-    c.get(name).and_then(Value::as_i64)
+    c.get(name)
+        .and_then(Value::as_i64)
+        .filter(|t| (0..=1 << 40).contains(t))
 }
 
 /// Claim `name` as a string; one holding U+0000 counts as absent (the database refuses it).
@@ -546,7 +550,9 @@ pub fn id_token_claims(
     if exp + LEEWAY <= now {
         return Err("the ID token has expired");
     }
-    if iat - LEEWAY > now || int(c, "nbf").is_some_and(|nbf| nbf - LEEWAY > now) {
+    // An nbf that is there must be a time, and not ahead.
+    let nbf_ahead = c.contains_key("nbf") && int(c, "nbf").is_none_or(|nbf| nbf - LEEWAY > now);
+    if iat - LEEWAY > now || nbf_ahead {
         return Err("the ID token is from the future");
     }
     if iat + MAX_AGE < now {
@@ -914,6 +920,12 @@ mod tests {
         c.insert("aud".into(), json!(["c", "other"]));
         c.insert("azp".into(), json!("c"));
         assert!(id_token_claims(&c, "https://idp", "c", "n", now).is_ok());
+        // Times at the ends of i64: refused, never an overflow (a panic in a debug build).
+        for t in [i64::MAX, i64::MIN, -1] {
+            for k in ["exp", "iat", "nbf"] {
+                assert!(with(k, json!(t)).is_err(), "{k} {t}");
+            }
+        }
     }
 
     #[test]
@@ -937,6 +949,17 @@ mod tests {
             change(&mut c);
             logout_token_claims(&header, &c, "https://idp", "c", now)
         };
+        // Times at the ends of i64: never an overflow; an exp beyond reason counts as none.
+        let far = check(&|c| {
+            c.insert("exp".into(), json!(i64::MAX));
+        });
+        assert!(far.is_ok_and(|f| f.until > now && f.until < 1 << 41));
+        assert!(
+            check(&|c| {
+                c.insert("iat".into(), json!(i64::MIN));
+            })
+            .is_err()
+        );
         assert!(
             check(&|c| {
                 c.insert("nonce".into(), json!("n"));

@@ -106,8 +106,10 @@ export interface VerifierOptions {
    * (`postgresReplayStore`, or any store with `shared: true`). */
   refuseNoncesBefore?: number;
   /** The auth server's `--revocation-feed-token-file` token: subscribe to its revocation feed
-   * and refuse revoked sessions and tokens within a second of their revocation. */
-  revocationToken?: string;
+   * and refuse revoked sessions and tokens within a second of their revocation. Left out while
+   * the auth server has a feed: a warning (revoked tokens then pass until their `exp`); `null`:
+   * no feed, on purpose, said nowhere. */
+  revocationToken?: string | null;
   /** How long the revocation view stays fresh after the last event or keepalive (default 30000). */
   maxStalenessMs?: number;
   /** Beyond that (or before the feed's first `ready`): "refuse" (default, 503

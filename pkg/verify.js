@@ -906,6 +906,10 @@ export async function createVerifier(options = {}) {
 // ---------------------------------------------------------------------------------------------
 // The revocation feed (server/src/feed.rs): Server-Sent Events.
 
+/** A feed connection that sends nothing for this long is given up (the server's keepalive
+ * comes every 15 s; server/src/feed.rs). */
+const FEED_IDLE_MS = 45_000;
+
 function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxStalenessMs, onKeys, leewaySecs }) {
   const sessions = new Map();
   const tokens = new Map();
@@ -929,13 +933,21 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
   const base = {
     add,
     isRevoked,
-    enabled: token !== undefined,
+    enabled: token != null,
     fresh: () => true,
     warnStale() {},
     status: () => ({ connected: state.connected, lastEventId: state.lastEventId, staleForMs: 0 }),
     close() {},
   };
-  if (token === undefined) return base;
+  if (token == null) {
+    // Left out (an environment variable that was not set?) while the auth server has a feed:
+    // said, since a logout then reaches this API only at the token's exp. `null`: on purpose.
+    if (token === undefined && typeof endpoint === "string")
+      console.warn(
+        "tokenwarden/verify: the auth server has a revocation feed and no revocationToken is set: revoked tokens pass until their exp (revocationToken: null to say this is meant)",
+      );
+    return base;
+  }
   if (typeof endpoint !== "string")
     throw new Error("revocationToken is set but the auth server's metadata has no tokenwarden_revocations_endpoint");
   // The service token goes to the auth server's own origin only, whatever the metadata says.
@@ -984,11 +996,21 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
 
   async function connect() {
     state.catchingUp = true;
-    controller = new AbortController();
+    const c = (controller = new AbortController());
     const headers = { authorization: `Bearer ${token}`, accept: "text/event-stream" };
     if (state.lastEventId !== null) headers["last-event-id"] = state.lastEventId;
+    // The server writes at least a keepalive every 15 s: three missed, and the connection is
+    // taken for dead (a NAT or load balancer that dropped it without a word), as the Rust
+    // feed does; not at fetch's own body timeout, minutes later.
+    let idle;
+    const quiet = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => c.abort(new Error(`nothing heard for ${FEED_IDLE_MS / 1000} s`)), FEED_IDLE_MS);
+      idle.unref?.();
+    };
+    quiet();
     try {
-      const res = await doFetch(endpoint, { headers, signal: controller.signal });
+      const res = await doFetch(endpoint, { headers, signal: c.signal });
       if (!res.ok || !res.body) throw new Error(`revocation feed: ${res.status}`);
       state.connected = true;
       state.failing = false;
@@ -998,9 +1020,12 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
       let data = [];
       let id;
       for await (const chunk of res.body) {
+        quiet();
         buf += decoder.decode(chunk, { stream: true });
         let nl;
         while ((nl = buf.search(/\r\n|\r|\n/)) >= 0) {
+          // A CR that ends the chunk may be the first half of a CRLF: the next chunk says.
+          if (nl === buf.length - 1 && buf[nl] === "\r") break;
           const line = buf.slice(0, nl);
           buf = buf.slice(nl + (buf.startsWith("\r\n", nl) ? 2 : 1));
           if (line === "") {
@@ -1026,6 +1051,7 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
       if (!closed && e?.name !== "AbortError" && !state.failing) console.warn(`tokenwarden/verify: revocation feed: ${e.message}; retrying`);
       state.failing = true;
     } finally {
+      clearTimeout(idle);
       state.connected = false;
     }
     if (closed) return;

@@ -191,6 +191,22 @@ struct SseEvent {
     data: String,
 }
 
+/// `chunk` of the stream added to `buf`; the events it completes. An error when what is left
+/// (one event not yet complete) is over 64 KiB; a chunk of many whole events (a large
+/// catch-up) may be larger.
+fn take_chunk(buf: &mut String, chunk: &str) -> Result<Vec<SseEvent>, String> {
+    buf.push_str(chunk);
+    // Over the whole buffer: a CRLF split between two chunks is one line end too.
+    if buf.contains("\r\n") {
+        *buf = buf.replace("\r\n", "\n");
+    }
+    let events = take_events(buf);
+    if buf.len() > MAX_EVENT_BYTES {
+        return Err("an event of the feed is over 64 KiB".into());
+    }
+    Ok(events)
+}
+
 /// Splits complete events off the front of `buf`.
 fn take_events(buf: &mut String) -> Vec<SseEvent> {
     let mut out = Vec::new();
@@ -478,13 +494,10 @@ async fn follow_once(
             .map_err(|_| "the feed went quiet for 45 s".to_owned())?
             .map_err(|e| format!("{feed}: {e}"))?
             .ok_or("the feed ended")?;
-        buf.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
-        if buf.len() > MAX_EVENT_BYTES {
-            return Err("an event of the feed is over 64 KiB".into());
-        }
+        let events = take_chunk(&mut buf, &String::from_utf8_lossy(&chunk))?;
         let server = rs.upgrade().ok_or(GONE)?;
         let (now, revocations) = (server.now(), server.revocations());
-        for e in take_events(&mut buf) {
+        for e in events {
             match e.event.as_str() {
                 "revoked" => {
                     if let Ok(data) = serde_json::from_str::<Value>(&e.data) {
@@ -514,6 +527,31 @@ async fn follow_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_split_anywhere_and_large_catch_ups_are_events_not_errors() {
+        // A CRLF split between two chunks, CRLF line ends throughout.
+        let mut buf = String::new();
+        let first = take_chunk(&mut buf, "event: revoked\r\nid: 7\r\ndata: {}\r").unwrap();
+        assert!(first.is_empty());
+        let events = take_chunk(&mut buf, "\n\r\nevent: ready\r\n\r\n").unwrap();
+        let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(names, ["revoked", "ready"]);
+        assert_eq!(events[0].id.as_deref(), Some("7"));
+        // One chunk of many whole events, over 64 KiB in all: every one of them.
+        let one =
+            "event: revoked\nid: 1\ndata: {\"kind\":\"session\",\"id\":\"s\",\"until\":1}\n\n";
+        let many = one.repeat(MAX_EVENT_BYTES / one.len() + 10);
+        let mut buf = String::new();
+        assert_eq!(
+            take_chunk(&mut buf, &many).unwrap().len(),
+            many.len() / one.len()
+        );
+        // One event not yet complete over 64 KiB: an error (the connection starts over).
+        let mut buf = String::new();
+        let huge = format!("data: {}", "x".repeat(MAX_EVENT_BYTES));
+        assert!(take_chunk(&mut buf, &huge).is_err());
+    }
 
     #[test]
     fn a_connection_keeps_the_view_current_from_its_ready_on() {

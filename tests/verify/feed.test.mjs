@@ -160,6 +160,26 @@ test("after an outage the view is current at the new connection's ready, not at 
   }
 });
 
+test("a CRLF split between two chunks is one line end: the revocation on that line is kept", async () => {
+  const s = scripted();
+  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: "svc-token", now: () => bearerCase.now * 1000, fetch: s.fetch });
+  try {
+    await until("the connection", () => s.streams.length === 1);
+    const feed = s.streams[0];
+    feed.write(`event: ready\r\nid: 1\r\ndata: {"cursor":1}\r\n\r\n`);
+    await until("ready", () => v.revocations.status().staleForMs === 0);
+    feed.write(`event: revoked\r\nid: 2\r`);
+    await sleep(20);
+    feed.write(`\ndata: {"kind":"session","id":"session-1","until":${bearerCase.now + 60}}\r`);
+    await sleep(20);
+    feed.write(`\n\r\n`);
+    await until("event 2", () => v.revocations.status().lastEventId === "2");
+    assert.equal(await outcome(v.verify(bearerCase.request)), "401 invalid_token (the token has been revoked)");
+  } finally {
+    v.close();
+  }
+});
+
 test("a keys event while a JWKS fetch is in flight fetches once more after it (the one in flight may predate the change)", async () => {
   const s = scripted();
   const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: "svc-token", fetch: s.fetch });
@@ -179,6 +199,57 @@ test("a keys event while a JWKS fetch is in flight fetches once more after it (t
     s.jwksGate = null;
     release();
     await until("a fetch after the one in flight", () => s.jwksFetches === before + 2);
+  } finally {
+    v.close();
+  }
+});
+
+test("no revocationToken while the auth server has a feed: said once at the start; null: meant, said nowhere", async () => {
+  const warned = [];
+  const warn = console.warn;
+  console.warn = (m) => warned.push(m);
+  try {
+    const s = scripted();
+    const left = await createVerifier({ authServer: AUTH, allowBearer: true, now: () => bearerCase.now * 1000, fetch: s.fetch });
+    assert.equal(await outcome(left.verify(bearerCase.request)), 200);
+    left.close();
+    assert.equal(warned.filter((m) => /no revocationToken/.test(m)).length, 1);
+    const meant = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: null, now: () => bearerCase.now * 1000, fetch: s.fetch });
+    assert.equal(await outcome(meant.verify(bearerCase.request)), 200, "no feed, nothing stale");
+    meant.close();
+    assert.equal(warned.length, 1);
+    assert.equal(s.streams.length, 0, "neither subscribed");
+  } finally {
+    console.warn = warn;
+  }
+});
+
+test("a connection that goes quiet (no keepalive for 45 s) is given up and made again", async (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  const s = scripted();
+  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: "svc-token", fetch: s.fetch });
+  // The timers are mocked: the event loop is turned by hand.
+  const turns = async () => {
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+  };
+  try {
+    await turns();
+    assert.equal(s.streams.length, 1);
+    s.streams[0].write(`event: ready\nid: 1\ndata: {"cursor":1}\n\n`);
+    await turns();
+    t.mock.timers.tick(44_000);
+    await turns();
+    s.streams[0].write(": keepalive\n\n");
+    await turns();
+    t.mock.timers.tick(44_000);
+    await turns();
+    assert.equal(s.streams.length, 1, "heard within 45 s each time");
+    t.mock.timers.tick(1_001);
+    await turns();
+    t.mock.timers.tick(250); // the reconnection's backoff
+    await turns();
+    assert.equal(s.streams.length, 2, "given up after 45 s of silence, and made again");
+    assert.equal(s.streams[1].headers["last-event-id"], "1");
   } finally {
     v.close();
   }

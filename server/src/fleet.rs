@@ -5,8 +5,9 @@
 //!
 //! - **hearing** a notification applies it at once (no query);
 //! - a **catch-up read** every [`CATCH_UP`] applies every event after the newest one applied,
-//!   plus every event of the last [`RECENT_SECS`] seconds whatever its id (ids are handed out
-//!   at insert, so a transaction may commit an older id after a newer one was read). An
+//!   plus every event recorded in the [`RECENT_SECS`] seconds before that one whatever its id
+//!   (store::dialect::RECENT_EVENTS_PG; ids are handed out at insert, so a transaction may
+//!   commit an older id after a newer one was read). An
 //!   instance whose listening connection dropped, or that was slow, heals by itself;
 //! - an instance that **starts** reads the deny-list and the recently revoked sessions from
 //!   their tables ([`Fleet::load`]), so being down during a revocation loses nothing.

@@ -657,3 +657,41 @@ async fn a_provider_logout_ends_the_session_on_every_instance_within_a_second() 
     drop(idp);
     stop_all([a, b, c]).await;
 }
+
+/// Ids are handed out at insert, so an event (A) may commit after a later one (B) was read and
+/// sent. A subscriber or instance that comes back with B's id a minute later still gets A:
+/// the events recorded just before B are read again, however long it was away (before, only
+/// those of the last 5 s by the clock: A was lost for good).
+#[tokio::test]
+async fn a_catch_up_long_after_keeps_an_event_that_committed_out_of_order() {
+    let url = pg::fresh_database().await;
+    let s = TestServer::on(&url, |_| {}).await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let insert = "INSERT INTO revocation_events (id, kind, subject, at, recorded)
+                  VALUES ($1, 'session', $2, 0, clock_timestamp() - make_interval(secs => $3))";
+    // A: id 1000, recorded 60 s ago; B: id 1001, 59.9 s ago (and read before A committed).
+    for (id, subject, ago) in [(1000i64, "a", 60.0f64), (1001, "b", 59.9)] {
+        sqlx::query(insert)
+            .bind(id)
+            .bind(subject)
+            .bind(ago)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let events = s.state.store.revocations_since(1001, 5).await.unwrap();
+    let subjects: Vec<&str> = events.iter().map(|e| e.subject.as_str()).collect();
+    assert!(subjects.contains(&"a"), "{subjects:?}");
+    // An event long before B is not read again.
+    sqlx::query(insert)
+        .bind(999i64)
+        .bind("old")
+        .bind(3600.0f64)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let events = s.state.store.revocations_since(1001, 5).await.unwrap();
+    assert!(events.iter().all(|e| e.subject != "old"));
+    pool.close().await;
+    s.stop().await;
+}

@@ -46,10 +46,16 @@ pub const LOCK_USER_PG: &str = "SELECT id FROM users WHERE id = $1 FOR UPDATE";
 /// Held until the transaction ends.
 pub const LOCK_KEYS_PG: &str = "SELECT pg_advisory_xact_lock(7301)";
 
-/// Events after `$1`, and every event recorded in the last `$2` seconds whatever its id (an
-/// event whose transaction committed after a later id was read).
+/// Events after `$1`, and every event recorded in the `$2` seconds before event `$1` was (or
+/// before now, whichever is earlier) whatever its id: an event whose transaction committed
+/// after a later id was read. Anchored at event `$1`, not at now alone: a subscriber that comes
+/// back a minute after its last event still gets one that committed out of order just then.
 pub const RECENT_EVENTS_PG: &str = "SELECT id, kind, subject, at FROM revocation_events
-     WHERE id > $1 OR recorded > clock_timestamp() - make_interval(secs => $2)
+     WHERE id > $1
+        OR recorded > LEAST(clock_timestamp(),
+                            COALESCE((SELECT recorded FROM revocation_events WHERE id = $1),
+                                     clock_timestamp()))
+                      - make_interval(secs => $2)
      ORDER BY id";
 
 /// A rotation (`rotation::Rotate`) of the session `$4` read at version `$5`, in one statement

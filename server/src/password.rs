@@ -248,10 +248,11 @@ impl Passwords {
                 if crate::hashes::needs_rehash(stored) {
                     self.rehash(&turn, user, password, stored).await;
                 }
+                drop(turn);
                 user.clone()
             }
             (user, None) if self.legacy.is_some() => {
-                self.migrate(&turn, email, password, user, now).await?
+                self.migrate(turn, email, password, user, now).await?
             }
             _ => {
                 // Unknown, or no password: the same work as a wrong password.
@@ -259,7 +260,6 @@ impl Passwords {
                 return Err(ApiError::InvalidCredentials);
             }
         };
-        drop(turn);
         self.store
             .clear_count(CounterScope::LoginAttempts, &subject)
             .await?;
@@ -287,15 +287,18 @@ impl Passwords {
         }
     }
 
-    /// Asks the legacy backend; imports (or completes) the user it vouches for.
+    /// Asks the legacy backend; imports (or completes) the user it vouches for. The hashing
+    /// turn is given back while the backend answers (up to its timeout: logins of unknown
+    /// addresses would otherwise hold every turn and refuse everyone), and taken again to hash.
     async fn migrate(
         &self,
-        turn: &Turn<'_>,
+        turn: Turn<'_>,
         email: &str,
         password: &str,
         known: Option<&(User, String)>,
         now: i64,
     ) -> Result<User, ApiError> {
+        drop(turn);
         let Some(legacy) = &self.legacy else {
             return Err(ApiError::InvalidCredentials);
         };
@@ -307,7 +310,13 @@ impl Passwords {
                 return Err(ApiError::LegacyUnavailable);
             }
         };
+        let turn = self
+            .hasher
+            .turn()
+            .await
+            .map_err(|_| ApiError::Busy { retry_after: 1 })?;
         let hash = turn.hash(password).await.map_err(ApiError::Internal)?;
+        drop(turn);
         if let Some((user, _)) = known {
             self.store
                 .set_password_hash(&user.id, &hash, Some(""))

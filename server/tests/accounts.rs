@@ -364,6 +364,62 @@ async fn a_lazy_migration_imports_a_user_the_old_backend_vouches_for() {
     s.stop().await;
 }
 
+/// A sign-in the old backend is slow to answer gives its hashing turn back meanwhile: with one
+/// turn, Alice signs in while the old backend still holds a sign-in of an unknown address
+/// (before, that sign-in held the turn up to the backend's timeout, and a few such requests
+/// refused everyone with 503).
+#[tokio::test]
+async fn a_slow_old_backend_holds_no_hashing_turn() {
+    use axum::routing::post;
+    let secret = "legacy-shared-secret-0123";
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let asked = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (g, a) = (gate.clone(), asked.clone());
+    let app = axum::Router::new().route(
+        "/check",
+        post(move || async move {
+            a.notify_one();
+            g.notified().await;
+            (axum::http::StatusCode::UNAUTHORIZED, axum::Json(json!({})))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/check", listener.local_addr().unwrap());
+    let backend = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    let s = TestServer::with(move |c: &mut Settings| {
+        c.argon2_concurrency = 1;
+        c.argon2_queue = 4;
+        c.legacy = Some(tokenwarden_server::config::LegacySettings {
+            url,
+            secret: secret.into(),
+            timeout: std::time::Duration::from_secs(30),
+        });
+    })
+    .await;
+    let mut unknown = Client::new(&s);
+    let waiting = tokio::spawn(async move {
+        unknown
+            .login(("nobody@legacy.test", "some-password-1"))
+            .await
+    });
+    asked.notified().await;
+    // The old backend holds that sign-in; Alice's needs the one turn.
+    let alice = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        Client::new(&s).login(ALICE),
+    )
+    .await
+    .expect("Alice's sign-in waited for the old backend's answer");
+    assert_eq!(alice.status, 200);
+    gate.notify_one();
+    let refused = waiting.await.unwrap();
+    assert_eq!(refused.error(), "invalid_credentials");
+    backend.abort();
+    s.stop().await;
+}
+
 // ---- sign-up, verification, reset, change ------------------------------------------------------
 
 async fn mail_server(sink: &SmtpSink, configure: impl FnOnce(&mut Settings)) -> TestServer {

@@ -816,7 +816,7 @@ export async function createVerifier(options = {}) {
     if (!bound) throw invalidToken("notBound", true);
     try {
       await verifyProof(headerValues(headers, "dpop"), {
-        method: String(method ?? "GET"),
+        method,
         path: pathOf(url),
         host: headerValues(headers, "host")[0] ?? "",
         token,
@@ -831,6 +831,9 @@ export async function createVerifier(options = {}) {
   }
 
   async function verify(request) {
+    // A missing method is the caller's mistake, said as one (never taken for GET: a GET proof
+    // would then pass on a POST).
+    if (typeof request?.method !== "string") throw new TypeError("verify({ method, url, headers }): method is required");
     try {
       return await verifyRequest(request);
     } catch (e) {

@@ -44,3 +44,16 @@ test("an unbound token's exp changed by the app: refused once it expires; each r
     v.close();
   }
 });
+
+test("a request without its method is the caller's mistake: a TypeError, never taken for GET", async () => {
+  const c = caseNamed("valid bound request");
+  const v = await verifierFor(mod, c);
+  try {
+    const { method, ...rest } = c.request;
+    assert.equal(method, "GET");
+    await assert.rejects(v.verify(rest), TypeError);
+    assert.equal(await outcome(v.verify(c.request)), 200, "with it, as before");
+  } finally {
+    v.close();
+  }
+});

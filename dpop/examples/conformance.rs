@@ -665,6 +665,16 @@ fn cases(k: &Keys) -> Vec<Case> {
     }
     c.add("proof not a JWS", dpop(&bound, "x.y.z"), invalid_proof());
     c.add(
+        "proof claims a JSON array",
+        dpop(
+            &bound,
+            &k.proof_with(&bound, |c| {
+                *c = json!([c["jti"], c["htm"], c["htu"], c["iat"], c["ath"], c["nonce"]]);
+            }),
+        ),
+        invalid_proof(),
+    );
+    c.add(
         "proof over 4096 bytes",
         dpop(
             &bound,
@@ -673,6 +683,11 @@ fn cases(k: &Keys) -> Vec<Case> {
         invalid_proof(),
     );
     let header_cases: Vec<(&str, Alter)> = vec![
+        // Its members in order as a JSON array: what a derived deserializer would take.
+        (
+            "proof header a JSON array",
+            Box::new(|h| *h = json!([h["typ"], h["alg"], h["jwk"], null])),
+        ),
         ("proof typ JWT", Box::new(|h| h["typ"] = json!("JWT"))),
         (
             "proof typ in upper case",

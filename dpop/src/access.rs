@@ -170,7 +170,7 @@ pub fn verify(
     let header: Header = B64
         .decode(h64)
         .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
+        .and_then(|b| crate::json_object(&b))
         .ok_or(TokenError::Malformed)?;
     if header.alg.as_deref() != Some("EdDSA") {
         return Err(TokenError::Algorithm);

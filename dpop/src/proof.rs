@@ -161,8 +161,7 @@ impl Verifier {
         let header_bytes = B64.decode(h64).map_err(|_| ProofError::Malformed)?;
         let payload_bytes = B64.decode(p64).map_err(|_| ProofError::Malformed)?;
         let signature = B64.decode(s64).map_err(|_| ProofError::Malformed)?;
-        let header: Header =
-            serde_json::from_slice(&header_bytes).map_err(|_| ProofError::Malformed)?;
+        let header: Header = crate::json_object(&header_bytes).ok_or(ProofError::Malformed)?;
         // 2. typ, 3. alg, crit
         if header.typ.as_deref() != Some(PROOF_TYPE) {
             return Err(ProofError::Type);
@@ -183,8 +182,7 @@ impl Verifier {
             return Err(ProofError::Signature);
         }
         // 6. claims
-        let claims: Claims =
-            serde_json::from_slice(&payload_bytes).map_err(|_| ProofError::Claims)?;
+        let claims: Claims = crate::json_object(&payload_bytes).ok_or(ProofError::Claims)?;
         let (Some(jti), Some(htm), Some(htu), Some(iat)) =
             (claims.jti, claims.htm, claims.htu, claims.iat)
         else {

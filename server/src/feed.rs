@@ -120,7 +120,7 @@ impl Feed {
         let after = resume.filter(|l| (0..=cursor).contains(l)).unwrap_or(0);
         let mut sent: HashSet<i64> = HashSet::new();
         for e in store
-            .revocations_since(after, RECENT_SECS)
+            .revocations_since(after, RECENT_SECS, true)
             .await
             .map_err(db)?
         {
@@ -150,7 +150,7 @@ impl Feed {
                 Ok(e) => vec![e],
                 // Too slow to keep up: read what was missed from the table.
                 Err(broadcast::error::RecvError::Lagged(_)) => store
-                    .revocations_since(last, RECENT_SECS)
+                    .revocations_since(last, RECENT_SECS, false)
                     .await
                     .map_err(db)?,
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),

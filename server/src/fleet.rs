@@ -5,9 +5,8 @@
 //!
 //! - **hearing** a notification applies it at once (no query);
 //! - a **catch-up read** every [`CATCH_UP`] applies every event after the newest one applied,
-//!   plus every event recorded in the [`RECENT_SECS`] seconds before that one whatever its id
-//!   (store::dialect::RECENT_EVENTS_PG; ids are handed out at insert, so a transaction may
-//!   commit an older id after a newer one was read). An
+//!   plus every event of the last [`RECENT_SECS`] seconds whatever its id (ids are handed out
+//!   at insert, so a transaction may commit an older id after a newer one was read). An
 //!   instance whose listening connection dropped, or that was slow, heals by itself;
 //! - an instance that **starts** reads the deny-list and the recently revoked sessions from
 //!   their tables ([`Fleet::load`]), so being down during a revocation loses nothing.
@@ -114,7 +113,7 @@ async fn tail(fleet: Fleet) {
             return;
         }
         let cursor = fleet.cursor.load(Ordering::SeqCst);
-        match fleet.store.revocations_since(cursor, 0).await {
+        match fleet.store.revocations_since(cursor, 0, false).await {
             Ok(events) => {
                 for e in events {
                     fleet.cursor.fetch_max(e.id, Ordering::SeqCst);
@@ -155,7 +154,7 @@ impl Sync {
         match self
             .fleet
             .store
-            .revocations_since(cursor, RECENT_SECS)
+            .revocations_since(cursor, RECENT_SECS, false)
             .await
         {
             Ok(events) => {

@@ -659,9 +659,9 @@ async fn a_provider_logout_ends_the_session_on_every_instance_within_a_second() 
 }
 
 /// Ids are handed out at insert, so an event (A) may commit after a later one (B) was read and
-/// sent. A subscriber or instance that comes back with B's id a minute later still gets A:
-/// the events recorded just before B are read again, however long it was away (before, only
-/// those of the last 5 s by the clock: A was lost for good).
+/// sent. A feed subscriber that comes back with B's id a minute later still gets A: the events
+/// recorded just before B are read again, however long it was away (before, only those of the
+/// last 5 s by the clock: A was lost for good).
 #[tokio::test]
 async fn a_catch_up_long_after_keeps_an_event_that_committed_out_of_order() {
     let url = pg::fresh_database().await;
@@ -679,7 +679,12 @@ async fn a_catch_up_long_after_keeps_an_event_that_committed_out_of_order() {
             .await
             .unwrap();
     }
-    let events = s.state.store.revocations_since(1001, 5).await.unwrap();
+    let events = s
+        .state
+        .store
+        .revocations_since(1001, 5, true)
+        .await
+        .unwrap();
     let subjects: Vec<&str> = events.iter().map(|e| e.subject.as_str()).collect();
     assert!(subjects.contains(&"a"), "{subjects:?}");
     // An event long before B is not read again.
@@ -690,7 +695,12 @@ async fn a_catch_up_long_after_keeps_an_event_that_committed_out_of_order() {
         .execute(&pool)
         .await
         .unwrap();
-    let events = s.state.store.revocations_since(1001, 5).await.unwrap();
+    let events = s
+        .state
+        .store
+        .revocations_since(1001, 5, true)
+        .await
+        .unwrap();
     assert!(events.iter().all(|e| e.subject != "old"));
     pool.close().await;
     s.stop().await;

@@ -46,15 +46,23 @@ pub const LOCK_USER_PG: &str = "SELECT id FROM users WHERE id = $1 FOR UPDATE";
 /// Held until the transaction ends.
 pub const LOCK_KEYS_PG: &str = "SELECT pg_advisory_xact_lock(7301)";
 
-/// Events after `$1`, and every event recorded in the `$2` seconds before event `$1` was (or
-/// before now, whichever is earlier) whatever its id: an event whose transaction committed
-/// after a later id was read. Anchored at event `$1`, not at now alone: a subscriber that comes
-/// back a minute after its last event still gets one that committed out of order just then.
+/// Events after `$1`, and every event recorded in the last `$2` seconds whatever its id (an
+/// event whose transaction committed after a later id was read): what an instance that reads
+/// every 500 ms (crate::fleet) needs. (`statement_timestamp()`, not `clock_timestamp()`: stable
+/// within the statement, so the index on `recorded` serves it.)
 pub const RECENT_EVENTS_PG: &str = "SELECT id, kind, subject, at FROM revocation_events
+     WHERE id > $1 OR recorded > statement_timestamp() - make_interval(secs => $2)
+     ORDER BY id";
+
+/// As [`RECENT_EVENTS_PG`] for a feed subscriber that comes back with `Last-Event-ID: $1`:
+/// the window is the `$2` seconds before event `$1` was recorded (or before now, if earlier),
+/// not before now alone: back a minute after its last event, it still gets one that committed
+/// out of order just then. Read once per connection.
+pub const RESUMED_EVENTS_PG: &str = "SELECT id, kind, subject, at FROM revocation_events
      WHERE id > $1
-        OR recorded > LEAST(clock_timestamp(),
+        OR recorded > LEAST(statement_timestamp(),
                             COALESCE((SELECT recorded FROM revocation_events WHERE id = $1),
-                                     clock_timestamp()))
+                                     statement_timestamp()))
                       - make_interval(secs => $2)
      ORDER BY id";
 

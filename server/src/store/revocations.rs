@@ -202,8 +202,12 @@ impl Store {
         &self,
         cursor: i64,
         recent_secs: i64,
+        resumed: bool,
     ) -> StoreResult<Vec<RevocationEvent>> {
         let query = match self.dialect {
+            Dialect::Postgres if resumed => {
+                q_as!(dialect::RESUMED_EVENTS_PG, cursor, recent_secs as f64)
+            }
             Dialect::Postgres => q_as!(dialect::RECENT_EVENTS_PG, cursor, recent_secs as f64),
             Dialect::Sqlite => q_as!(
                 "SELECT id, kind, subject, at FROM revocation_events WHERE id > $1 ORDER BY id",

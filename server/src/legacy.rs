@@ -40,7 +40,14 @@ pub enum LegacyAnswer {
 pub struct Legacy {
     settings: LegacySettings,
     http: reqwest::Client,
+    /// At most [`AT_ONCE`] questions to the old backend at a time: a sign-in waiting for its
+    /// answer holds no hashing turn (crate::password), so this is what bounds them.
+    asking: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// Questions to the old backend at once; a sign-in that finds them all out is `Unavailable`
+/// (503) at once, as when the backend itself is slow (it is, or it would have answered).
+const AT_ONCE: usize = 32;
 
 impl std::fmt::Debug for Legacy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -92,11 +99,18 @@ impl Legacy {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("the legacy backend's HTTP client: {e}"))?;
-        Ok(Legacy { settings, http })
+        Ok(Legacy {
+            settings,
+            http,
+            asking: std::sync::Arc::new(tokio::sync::Semaphore::new(AT_ONCE)),
+        })
     }
 
     /// Asks whether `password` is the password of `email`.
     pub async fn check(&self, email: &str, password: &str) -> LegacyAnswer {
+        let Ok(_room) = self.asking.try_acquire() else {
+            return LegacyAnswer::Unavailable("too many questions to it at once".into());
+        };
         let sent = self
             .http
             .post(&self.settings.url)
@@ -129,5 +143,77 @@ impl Legacy {
             return LegacyAnswer::Unavailable("a profile this server cannot store".into());
         }
         LegacyAnswer::Vouched(profile)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// Sign-ins of unknown addresses hold no hashing turn while the old backend answers
+    /// (crate::password); what bounds them is this: with [`AT_ONCE`] questions out to a backend
+    /// that does not answer, the next one is `Unavailable` at once, not one more connection.
+    #[tokio::test]
+    async fn no_more_than_so_many_questions_are_out_at_once() {
+        use axum::routing::post;
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let asked = Arc::new(AtomicUsize::new(0));
+        let (g, a) = (gate.clone(), asked.clone());
+        let app = axum::Router::new().route(
+            "/check",
+            post(move || async move {
+                a.fetch_add(1, Ordering::SeqCst);
+                g.notified().await;
+                axum::http::StatusCode::UNAUTHORIZED
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/check", listener.local_addr().unwrap());
+        let backend = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let legacy = Legacy::new(LegacySettings {
+            url,
+            secret: "legacy-shared-secret-0123".into(),
+            timeout: Duration::from_secs(30),
+        })
+        .unwrap();
+        let out: Vec<_> = (0..AT_ONCE)
+            .map(|i| {
+                let l = legacy.clone();
+                tokio::spawn(async move { l.check(&format!("u{i}@x.test"), "pw").await })
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while asked.load(Ordering::SeqCst) < AT_ONCE {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the backend was not asked"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(matches!(
+            legacy.check("one-more@x.test", "pw").await,
+            LegacyAnswer::Unavailable(_)
+        ));
+        assert_eq!(asked.load(Ordering::SeqCst), AT_ONCE, "never sent");
+        for _ in 0..AT_ONCE {
+            gate.notify_one();
+        }
+        for o in out {
+            assert!(matches!(o.await.unwrap(), LegacyAnswer::Refused));
+        }
+        // Room again.
+        gate.notify_one();
+        let again = legacy.check("later@x.test", "pw");
+        let (answer, ()) = tokio::join!(again, async {
+            while asked.load(Ordering::SeqCst) < AT_ONCE + 1 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            gate.notify_one();
+        });
+        assert!(matches!(answer, LegacyAnswer::Refused));
+        backend.abort();
     }
 }

@@ -134,6 +134,8 @@ export interface ExpressRequestLike extends NodeRequestLike {
 }
 export interface ExpressResponseLike {
   statusCode: number;
+  /** Already answered (by a timeout middleware, say): a refusal then adds nothing. */
+  headersSent?: boolean;
   setHeader(name: string, value: string | readonly string[]): unknown;
   end(body?: string): unknown;
 }

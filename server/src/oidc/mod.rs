@@ -500,11 +500,14 @@ pub struct IdClaims {
     pub name: Option<String>,
 }
 
-/// Claim `name` as a time in unix seconds; absent unless within [0, 2^40] (a provider's
-/// `i64::MAX` would overflow every comparison that adds a leeway to it).
+/// Claim `name` as a time in unix seconds (a fraction dropped: RFC 7519's NumericDate may have
+/// one); none unless within [0, 2^40] (a provider's `i64::MAX` would overflow every comparison
+/// that adds a leeway to it). A claim that is there and is not such a time is refused by the
+/// callers, never taken for an absent one.
 fn int(c: &Map<String, Value>, name: &str) -> Option<i64> {
-    c.get(name)
-        .and_then(Value::as_i64)
+    let v = c.get(name)?;
+    v.as_i64()
+        .or_else(|| v.as_f64().map(|f| f.floor() as i64))
         .filter(|t| (0..=1 << 40).contains(t))
 }
 
@@ -731,7 +734,7 @@ pub fn logout_token_claims(
     if iat - LEEWAY > now || iat + MAX_AGE < now {
         return Err("the logout token's iat is out of range");
     }
-    if int(c, "exp").is_some_and(|exp| exp + LEEWAY <= now) {
+    if c.contains_key("exp") && int(c, "exp").is_none_or(|exp| exp + LEEWAY <= now) {
         return Err("the logout token has expired");
     }
     if !c
@@ -949,16 +952,25 @@ mod tests {
             change(&mut c);
             logout_token_claims(&header, &c, "https://idp", "c", now)
         };
-        // Times at the ends of i64: never an overflow; an exp beyond reason counts as none.
-        let far = check(&|c| {
-            c.insert("exp".into(), json!(i64::MAX));
-        });
-        assert!(far.is_ok_and(|f| f.until > now && f.until < 1 << 41));
+        // Times at the ends of i64, or not times: refused, never an overflow.
+        for t in [json!(i64::MAX), json!(i64::MIN), json!(-1), json!("soon")] {
+            for k in ["exp", "iat"] {
+                let t = t.clone();
+                assert!(
+                    check(&move |c| {
+                        c.insert(k.into(), t.clone());
+                    })
+                    .is_err(),
+                    "{k}"
+                );
+            }
+        }
+        // A fraction is a NumericDate too.
         assert!(
             check(&|c| {
-                c.insert("iat".into(), json!(i64::MIN));
+                c.insert("iat".into(), json!(now as f64 + 0.5));
             })
-            .is_err()
+            .is_ok()
         );
         assert!(
             check(&|c| {

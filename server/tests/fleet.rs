@@ -667,41 +667,32 @@ async fn a_catch_up_long_after_keeps_an_event_that_committed_out_of_order() {
     let url = pg::fresh_database().await;
     let s = TestServer::on(&url, |_| {}).await;
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    let insert = "INSERT INTO revocation_events (id, kind, subject, at, recorded)
-                  VALUES ($1, 'session', $2, 0, clock_timestamp() - make_interval(secs => $3))";
-    // A: id 1000, recorded 60 s ago; B: id 1001, 59.9 s ago (and read before A committed).
-    for (id, subject, ago) in [(1000i64, "a", 60.0f64), (1001, "b", 59.9)] {
-        sqlx::query(insert)
-            .bind(id)
-            .bind(subject)
-            .bind(ago)
-            .execute(&pool)
-            .await
-            .unwrap();
-    }
-    let events = s
-        .state
-        .store
-        .revocations_since(1001, 5, true)
-        .await
-        .unwrap();
-    let subjects: Vec<&str> = events.iter().map(|e| e.subject.as_str()).collect();
-    assert!(subjects.contains(&"a"), "{subjects:?}");
-    // An event long before B is not read again.
-    sqlx::query(insert)
-        .bind(999i64)
-        .bind("old")
-        .bind(3600.0f64)
+    let insert = async |id: i64, subject: &str, secs_ago: f64| {
+        sqlx::query(
+            "INSERT INTO revocation_events (id, kind, subject, at, recorded)
+             VALUES ($1, 'session', $2, 0, clock_timestamp() - make_interval(secs => $3))",
+        )
+        .bind(id)
+        .bind(subject)
+        .bind(secs_ago)
         .execute(&pool)
         .await
         .unwrap();
-    let events = s
-        .state
-        .store
-        .revocations_since(1001, 5, true)
-        .await
-        .unwrap();
-    assert!(events.iter().all(|e| e.subject != "old"));
+    };
+    // What a subscriber back with B's id reads.
+    let resumed = async || {
+        let events = s.state.store.revocations_since(1001, 5, true).await;
+        let events = events.unwrap().into_iter();
+        events.map(|e| e.subject).collect::<Vec<String>>()
+    };
+    // A: id 1000, recorded 60 s ago; B: id 1001, 59.9 s ago (and read before A committed).
+    insert(1000, "a", 60.0).await;
+    insert(1001, "b", 59.9).await;
+    let subjects = resumed().await;
+    assert!(subjects.contains(&"a".to_owned()), "{subjects:?}");
+    // An event long before B is not read again.
+    insert(999, "old", 3600.0).await;
+    assert!(!resumed().await.contains(&"old".to_owned()));
     pool.close().await;
     s.stop().await;
 }

@@ -56,12 +56,24 @@ async function until(what, f, ms = 3000) {
 
 const outcome = (p) => p.then(() => 200, (e) => `${e.status} ${e.code}${e.code === "invalid_token" ? ` (${e.description})` : ""}`);
 
-test("the feed: stale until ready, revocations kept until `until`, keepalives keep it fresh, keys refetch the JWKS, reconnects with Last-Event-ID and backoff", async () => {
-  const s = scripted();
-  let clock = bearerCase.now * 1000;
+/** A verifier following the scripted feed of `s` (30 s staleness), on a clock the test moves
+ * (`t.clock`, ms), its warnings muted until `t.done()`. */
+async function following(s) {
+  const t = { clock: bearerCase.now * 1000 };
   const warn = console.warn;
   console.warn = () => {};
-  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: "svc-token", maxStalenessMs: 30_000, now: () => clock, fetch: s.fetch });
+  t.v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: "svc-token", maxStalenessMs: 30_000, now: () => t.clock, fetch: s.fetch });
+  t.done = () => {
+    t.v.close();
+    console.warn = warn;
+  };
+  return t;
+}
+
+test("the feed: stale until ready, revocations kept until `until`, keepalives keep it fresh, keys refetch the JWKS, reconnects with Last-Event-ID and backoff", async () => {
+  const s = scripted();
+  const t = await following(s);
+  const v = t.v;
   try {
     await until("the first connection", () => s.streams.length === 1);
     const first = s.streams[0];
@@ -79,11 +91,11 @@ test("the feed: stale until ready, revocations kept until `until`, keepalives ke
     assert.deepEqual(v.revocations.status(), { connected: true, lastEventId: "9", staleForMs: 0 });
     assert.equal(await outcome(v.verify(req)), "401 invalid_token (the token has been revoked)");
     // `until` counts the auth server's leeway; the verifier keeps refusing for its own (5 s).
-    clock = (until1 + 4) * 1000;
+    t.clock = (until1 + 4) * 1000;
     first.write(": keepalive\n\n");
     await sleep(20);
     assert.equal(await outcome(v.verify(req)), "401 invalid_token (the token has been revoked)");
-    clock = (until1 + 5) * 1000;
+    t.clock = (until1 + 5) * 1000;
     first.write(": keepalive\n\n");
     await sleep(20);
     assert.equal(await outcome(v.verify(req)), 200, "the revocation ended at until + leeway");
@@ -92,10 +104,10 @@ test("the feed: stale until ready, revocations kept until `until`, keepalives ke
     first.write(`event: revoked\nid: 10\ndata: {"kind":"token","id":"token-1","until":${until1 + 50}}\n\n`);
     await until("event 10", () => v.revocations.status().lastEventId === "10");
     assert.equal(await outcome(v.verify(req)), "401 invalid_token (the token has been revoked)");
-    clock = (until1 + 50) * 1000;
+    t.clock = (until1 + 50) * 1000;
 
     // Silence past maxStalenessMs: stale; a keepalive: fresh.
-    clock += 30_001;
+    t.clock += 30_001;
     assert.equal(await outcome(v.verify(req)), "503 temporarily_unavailable");
     assert.ok(v.revocations.status().staleForMs >= 1);
     first.write(": keepalive\n\n");
@@ -119,8 +131,7 @@ test("the feed: stale until ready, revocations kept until `until`, keepalives ke
     // Fresh for maxStalenessMs after the last event even while disconnected.
     assert.equal(v.revocations.status().staleForMs, 0);
   } finally {
-    v.close();
-    console.warn = warn;
+    t.done();
   }
   await sleep(50);
   const n = s.streams.length;
@@ -130,10 +141,8 @@ test("the feed: stale until ready, revocations kept until `until`, keepalives ke
 
 test("after an outage the view is current at the new connection's ready, not at the first event of its catch-up", async () => {
   const s = scripted();
-  let clock = bearerCase.now * 1000;
-  const warn = console.warn;
-  console.warn = () => {};
-  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: "svc-token", maxStalenessMs: 30_000, now: () => clock, fetch: s.fetch });
+  const t = await following(s);
+  const v = t.v;
   try {
     const req = bearerCase.request;
     await until("the first connection", () => s.streams.length === 1);
@@ -142,7 +151,7 @@ test("after an outage the view is current at the new connection's ready, not at 
     assert.equal(await outcome(v.verify(req)), 200);
     // The feed goes down for a minute; meanwhile the token's session is revoked (event 7).
     s.streams[0].end();
-    clock += 60_000;
+    t.clock += 60_000;
     await until("the second connection", () => s.streams.length === 2);
     assert.equal(s.streams[1].headers["last-event-id"], "5");
     assert.equal(await outcome(v.verify(req)), "503 temporarily_unavailable");
@@ -155,8 +164,7 @@ test("after an outage the view is current at the new connection's ready, not at 
     await until("ready again", () => v.revocations.status().staleForMs === 0);
     assert.equal(await outcome(v.verify(req)), "401 invalid_token (the token has been revoked)");
   } finally {
-    v.close();
-    console.warn = warn;
+    t.done();
   }
 });
 

@@ -373,7 +373,7 @@ pub async fn reset(
         Some(hash.clone()),
     )
     .await?;
-    store.set_password_hash(&user.id, &hash, None).await?;
+    store.replace_password(&user.id, &hash).await?;
     sessions
         .revoke_all(&user.id, None, RevokeReason::PasswordReset)
         .await?;

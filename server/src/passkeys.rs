@@ -763,7 +763,7 @@ pub async fn second_factor(
     // A reset that waited for this passkey: its new password now, and every other session
     // ends, as a reset without a second factor does at once.
     if let Some(hash) = c.password_hash.as_deref() {
-        p.0.store.set_password_hash(&user.id, hash, None).await?;
+        p.0.store.replace_password(&user.id, hash).await?;
         p.0.sessions
             .revoke_all(&user.id, None, RevokeReason::PasswordReset)
             .await?;

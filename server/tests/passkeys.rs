@@ -378,6 +378,7 @@ async fn a_code_sign_in_or_a_reset_needs_the_passkey_that_is_the_second_factor()
         });
         c.otp.smtp_url = Some(url);
         c.otp.ip_per_minute = 10_000;
+        c.otp.sends_per_email = 100;
     })
     .await;
     let mut tab = Client::bound(&s);
@@ -392,12 +393,17 @@ async fn a_code_sign_in_or_a_reset_needs_the_passkey_that_is_the_second_factor()
         .await;
     assert_eq!(a.status, 204, "{}", a.body);
 
-    let mut mails = 0;
-    let mut code_of = async |c: &mut Client, start: &str| {
+    // Every message to Alice, in order: a code asked for, or one a password sign-in mailed as
+    // its second factor.
+    let mails = std::cell::Cell::new(0);
+    let mailed = async || {
+        mails.set(mails.get() + 1);
+        sink.wait_for(ALICE.0, mails.get()).await.code()
+    };
+    let code_of = async |c: &mut Client, start: &str| {
         let a = c.post(start, &json!({ "email": ALICE.0 })).await;
         assert_eq!(a.status, 202, "{}", a.body);
-        mails += 1;
-        sink.wait_for(ALICE.0, mails).await.code()
+        mailed().await
     };
     // A code sign-in: asked for the passkey (no code mailed again), no session yet.
     let mut next = Client::bound(&s);
@@ -463,6 +469,7 @@ async fn a_code_sign_in_or_a_reset_needs_the_passkey_that_is_the_second_factor()
     let a = thief.login((ALICE.0, NEW)).await;
     assert_eq!(a.error(), "invalid_credentials", "{}", a.body);
     let a = thief.login(ALICE).await;
+    mailed().await;
     assert_eq!(
         a.error(),
         "second_factor_required",
@@ -481,6 +488,7 @@ async fn a_code_sign_in_or_a_reset_needs_the_passkey_that_is_the_second_factor()
     assert_eq!(done.status, 200, "{}", done.body);
     let mut again = Client::bound(&s);
     let a = again.login((ALICE.0, NEW)).await;
+    mailed().await;
     assert_eq!(
         a.error(),
         "second_factor_required",
@@ -494,6 +502,36 @@ async fn a_code_sign_in_or_a_reset_needs_the_passkey_that_is_the_second_factor()
         refused.status, 401,
         "revoked by the reset: {}",
         refused.body
+    );
+
+    // A reset left pending while the password changes: completed later, it would put back a
+    // password older than the change. The change drops it.
+    let mut signed_in = Client::bound(&s);
+    let a = signed_in.login((ALICE.0, NEW)).await;
+    mailed().await;
+    let credential = passkey.get(&a.body["passkey"], &PAGE);
+    let body = json!({ "ceremony": a.body["ceremony"], "credential": credential });
+    let done = signed_in.post("/auth/login/second-factor", &body).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    let mut reset = Client::bound(&s);
+    let code = code_of(&mut reset, "/auth/password/reset/start").await;
+    let body = json!({ "email": ALICE.0, "code": code, "new_password": "a reset left pending" });
+    let pending = reset.post("/auth/password/reset", &body).await;
+    assert_eq!(pending.error(), "second_factor_required");
+    const CHANGED: &str = "changed while a reset waited";
+    let body = json!({ "current_password": NEW, "new_password": CHANGED });
+    let a = signed_in.post("/auth/password/change", &body).await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    let credential = passkey.get(&pending.body["passkey"], &PAGE);
+    let body = json!({ "ceremony": pending.body["ceremony"], "credential": credential });
+    let late = reset.post("/auth/login/second-factor", &body).await;
+    assert_eq!(late.error(), "invalid_credentials", "{}", late.body);
+    let a = Client::bound(&s).login((ALICE.0, CHANGED)).await;
+    assert_eq!(
+        a.error(),
+        "second_factor_required",
+        "the change stands: {}",
+        a.body
     );
     s.stop().await;
 }

@@ -227,6 +227,17 @@ impl Store {
         Ok(q_as!(sql, session_id).fetch_optional(&self.read).await?)
     }
 
+    /// A new password for `user_id` (a change, a reset): its hash stored, and the account's
+    /// resets still waiting for their passkey dropped (completed later, one would put back a
+    /// password older than this one).
+    pub async fn replace_password(&self, user_id: &str, hash: &str) -> StoreResult<()> {
+        self.set_password_hash(user_id, hash, None).await?;
+        let sql =
+            "DELETE FROM webauthn_ceremonies WHERE user_id = $1 AND password_hash IS NOT NULL";
+        q!(sql, user_id).execute(&self.write).await?;
+        Ok(())
+    }
+
     pub async fn purge_ceremonies(&self, now: i64) -> StoreResult<()> {
         let sql = "DELETE FROM webauthn_ceremonies WHERE expires_at < $1";
         q!(sql, now).execute(&self.write).await?;

@@ -586,13 +586,16 @@ export async function createVerifier(options = {}) {
     return fetchKeys();
   };
   await fetchKeys();
+  /** Whether the keys are as fetched now (false: the fetch failed, the old keys kept). */
   const refreshKeys = async (force) => {
-    if (!force && now() - lastFetch < JWKS_MIN_REFETCH_MS) return;
+    if (!force && now() - lastFetch < JWKS_MIN_REFETCH_MS) return true;
     try {
       await (force ? fetchKeysAfter() : fetchKeys());
+      return true;
     } catch (e) {
       keysExpire = now() + JWKS_MIN_REFETCH_MS; // keep the old keys meanwhile
       console.warn(`tokenwarden/verify: refetching the JWKS failed: ${e.message}`);
+      return false;
     }
   };
 
@@ -964,11 +967,28 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
   const staleFor = () => {
     const t = now();
     // 0 exactly while fresh: a stale view reports at least 1.
-    if (!state.ready) return Math.max(1, t - started);
+    if (!state.ready || keys.since !== null) return Math.max(1, t - (keys.since ?? started));
     const over = t - state.lastActivity - maxStalenessMs;
     return over > 0 ? over : 0;
   };
-  const fresh = () => state.ready && now() - state.lastActivity <= maxStalenessMs;
+  const fresh = () => state.ready && keys.since === null && now() - state.lastActivity <= maxStalenessMs;
+  // A `keys` event (a key retired) whose JWKS refetch failed: the old keys may still hold the
+  // retired one, so the view is stale (as the Rust feed, which starts over) until a refetch
+  // after it succeeds; tried again every 5 s meanwhile.
+  const keys = { since: null, timer: null, n: 0 };
+  const keysChanged = () => {
+    clearTimeout(keys.timer);
+    keys.since ??= now();
+    const n = ++keys.n; // only the latest refetch's outcome counts
+    Promise.resolve(onKeys()).then((ok) => {
+      if (n !== keys.n) return;
+      if (ok) keys.since = null;
+      else if (!closed) {
+        keys.timer = setTimeout(keysChanged, 5000);
+        keys.timer.unref?.();
+      }
+    });
+  };
   const touch = () => {
     state.lastActivity = now();
     state.warned = false;
@@ -987,7 +1007,7 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
       state.ready = true;
       state.catchingUp = false;
       backoff = 250;
-    } else if (event === "keys") onKeys();
+    } else if (event === "keys") keysChanged();
     heard();
   }
   // Every connection catches up (the revocations since Last-Event-ID, or all of them) before its
@@ -1077,6 +1097,7 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
     close() {
       closed = true;
       clearTimeout(timer);
+      clearTimeout(keys.timer);
       controller?.abort();
     },
   };

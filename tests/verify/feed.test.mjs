@@ -19,6 +19,7 @@ function scripted() {
       return Response.json({ issuer: "tokenwarden", jwks_uri: `${AUTH}/jwks`, tokenwarden_revocations_endpoint: `${AUTH}/feed` });
     if (url === `${AUTH}/jwks`) {
       s.jwksFetches++;
+      if (s.jwksDown) return new Response("", { status: 503 });
       // A test may hold the answer (a fetch in flight).
       await s.jwksGate;
       return Response.json(corpus.config.jwks, { headers: { "cache-control": "max-age=3600" } });
@@ -185,6 +186,32 @@ test("a CRLF split between two chunks is one line end: the revocation on that li
     assert.equal(await outcome(v.verify(bearerCase.request)), "401 invalid_token (the token has been revoked)");
   } finally {
     v.close();
+  }
+});
+
+test("a keys event whose JWKS refetch fails leaves the view stale (the old keys may hold the retired one) until a refetch succeeds", async () => {
+  const s = scripted();
+  const t = await following(s);
+  const v = t.v;
+  try {
+    await until("the connection", () => s.streams.length === 1);
+    const feed = s.streams[0];
+    feed.write(`event: ready\nid: 1\ndata: {"cursor":1}\n\n`);
+    await until("ready", () => v.revocations.status().staleForMs === 0);
+    assert.equal(await outcome(v.verify(bearerCase.request)), 200);
+    s.jwksDown = true;
+    const before = s.jwksFetches;
+    feed.write(`event: keys\nid: 2\ndata: {"kid":"retired"}\n\n`);
+    await until("the refetch", () => s.jwksFetches === before + 1);
+    await until("stale", () => v.revocations.status().staleForMs > 0);
+    assert.equal(await outcome(v.verify(bearerCase.request)), "503 temporarily_unavailable");
+    // The JWKS answers again: the next refetch (here the next keys event's) makes it current.
+    s.jwksDown = false;
+    feed.write(`event: keys\nid: 3\ndata: {"kid":"retired"}\n\n`);
+    await until("fresh", () => v.revocations.status().staleForMs === 0);
+    assert.equal(await outcome(v.verify(bearerCase.request)), 200);
+  } finally {
+    t.done();
   }
 });
 

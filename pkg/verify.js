@@ -275,8 +275,11 @@ export function normalizeOrigin(raw) {
   return url.origin;
 }
 
+/** The request's path as the htu parser would have left it; null for a path with a dot
+ * segment (`.`, `..`, `%2e` in any case) or a backslash (dpop/src/htu.rs normalize_path). */
 function normalizePath(path) {
-  if (!path.startsWith("/")) return null;
+  const dot = (seg) => /^(\.|%2e){1,2}$/i.test(seg);
+  if (!path.startsWith("/") || path.includes("\\") || path.split("/").some(dot)) return null;
   try {
     return new URL(`http://h${path}`).pathname;
   } catch {

@@ -352,7 +352,8 @@ impl Passwords {
     /// Sets a new password (checked by [`check_new`] first) for `user`.
     pub async fn set(&self, user: &User, password: &str) -> Result<(), ApiError> {
         let hash = self.hash_new(user, password).await?;
-        Ok(self.store.replace_password(&user.id, &hash).await?)
+        self.store.set_password_hash(&user.id, &hash, None).await?;
+        Ok(())
     }
 
     /// The hash `set` would store for `password` (checked as a new password of `user`), for a

@@ -504,33 +504,36 @@ async fn a_code_sign_in_or_a_reset_needs_the_passkey_that_is_the_second_factor()
         refused.body
     );
 
-    // A reset left pending while the password changes: completed later, it would put back a
-    // password older than the change. The change drops it.
-    let mut signed_in = Client::bound(&s);
-    let a = signed_in.login((ALICE.0, NEW)).await;
-    mailed().await;
-    let credential = passkey.get(&a.body["passkey"], &PAGE);
-    let body = json!({ "ceremony": a.body["ceremony"], "credential": credential });
-    let done = signed_in.post("/auth/login/second-factor", &body).await;
-    assert_eq!(done.status, 200, "{}", done.body);
-    let mut reset = Client::bound(&s);
-    let code = code_of(&mut reset, "/auth/password/reset/start").await;
-    let body = json!({ "email": ALICE.0, "code": code, "new_password": "a reset left pending" });
-    let pending = reset.post("/auth/password/reset", &body).await;
-    assert_eq!(pending.error(), "second_factor_required");
-    const CHANGED: &str = "changed while a reset waited";
-    let body = json!({ "current_password": NEW, "new_password": CHANGED });
-    let a = signed_in.post("/auth/password/change", &body).await;
-    assert_eq!(a.status, 204, "{}", a.body);
-    let credential = passkey.get(&pending.body["passkey"], &PAGE);
-    let body = json!({ "ceremony": pending.body["ceremony"], "credential": credential });
-    let late = reset.post("/auth/login/second-factor", &body).await;
+    // Two resets left pending: the one the passkey completes first drops the other (completed
+    // later, it would put back an older password).
+    let mut pending = Vec::new();
+    for (n, password) in ["the first pending reset", "the second pending reset"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut r = Client::bound(&s);
+        let code = code_of(&mut r, "/auth/password/reset/start").await;
+        let body = json!({ "email": ALICE.0, "code": code, "new_password": password });
+        let a = r.post("/auth/password/reset", &body).await;
+        assert_eq!(a.error(), "second_factor_required", "reset {n}: {}", a.body);
+        pending.push((r, a));
+    }
+    let mut answer = async |i: usize| {
+        let (r, a) = &mut pending[i];
+        let credential = passkey.get(&a.body["passkey"], &PAGE);
+        let body = json!({ "ceremony": a.body["ceremony"], "credential": credential });
+        r.post("/auth/login/second-factor", &body).await
+    };
+    assert_eq!(answer(1).await.status, 200);
+    let late = answer(0).await;
     assert_eq!(late.error(), "invalid_credentials", "{}", late.body);
-    let a = Client::bound(&s).login((ALICE.0, CHANGED)).await;
+    let a = Client::bound(&s)
+        .login((ALICE.0, "the second pending reset"))
+        .await;
     assert_eq!(
         a.error(),
         "second_factor_required",
-        "the change stands: {}",
+        "the later reset stands: {}",
         a.body
     );
     s.stop().await;

@@ -227,9 +227,11 @@ impl Store {
         Ok(q_as!(sql, session_id).fetch_optional(&self.read).await?)
     }
 
-    /// A new password for `user_id` (a change, a reset): its hash stored, and the account's
-    /// resets still waiting for their passkey dropped (completed later, one would put back a
-    /// password older than this one).
+    /// A reset's new password for `user_id`: its hash stored, and the account's other resets
+    /// still waiting for their passkey dropped (completed later, one would put back an older
+    /// password). A password change drops none: whoever holds the password and the mailbox
+    /// (a sign-in with an emailed second factor) could otherwise cancel the owner's reset by
+    /// the passkey again and again.
     pub async fn replace_password(&self, user_id: &str, hash: &str) -> StoreResult<()> {
         self.set_password_hash(user_id, hash, None).await?;
         let sql =

@@ -276,10 +276,12 @@ export function normalizeOrigin(raw) {
 }
 
 /** The request's path as the htu parser would have left it; null for a path with a dot
- * segment (`.`, `..`, `%2e` in any case) or a backslash (dpop/src/htu.rs normalize_path). */
+ * segment (`.`, `..`, `%2e` in any case), a backslash or a control character
+ * (dpop/src/htu.rs normalize_path). */
 function normalizePath(path) {
   const dot = (seg) => /^(\.|%2e){1,2}$/i.test(seg);
-  if (!path.startsWith("/") || path.includes("\\") || path.split("/").some(dot)) return null;
+  // Control characters too: the URL parser drops a tab or a line break (`/.\t./`: `/../`).
+  if (!path.startsWith("/") || /[\\\x00-\x1f\x7f]/.test(path) || path.split("/").some(dot)) return null;
   try {
     return new URL(`http://h${path}`).pathname;
   } catch {
@@ -445,15 +447,14 @@ function authorization(value) {
   return null;
 }
 
+/** The path of a request target as it came: an absolute-form one (`GET http://host/a/b`)
+ * loses its scheme and authority as text, nothing resolved (a URL parser would resolve its dot
+ * segments before normalizePath could see them). */
 function pathOf(url) {
   let s = String(url ?? "/");
   if (!s.startsWith("/")) {
-    try {
-      const u = new URL(s);
-      s = u.pathname + u.search;
-    } catch {
-      return s;
-    }
+    const m = /^[a-z][a-z0-9+.-]*:\/\/[^/?#\\]*/i.exec(s);
+    s = m ? s.slice(m[0].length) || "/" : s;
   }
   const q = s.search(/[?#]/);
   return q >= 0 ? s.slice(0, q) : s;
@@ -541,8 +542,13 @@ export async function createVerifier(options = {}) {
   if (typeof replayStore.claim !== "function") throw new TypeError("replayStore must have claim(key, untilSecs)");
 
   // The auth server's metadata (RFC 8414); an older server has none: its JWKS path.
+  // Bounded: a refetch that hangs would keep a view stale after a keys event (below).
   const getJson = async (url, init) => {
-    const res = await doFetch(url, { ...init, headers: { accept: "application/json", ...init?.headers } });
+    const res = await doFetch(url, {
+      ...init,
+      headers: { accept: "application/json", ...init?.headers },
+      signal: AbortSignal.timeout(10_000),
+    });
     if (!res.ok) {
       const e = new Error(`GET ${url}: ${res.status}`);
       e.status = res.status;
@@ -977,16 +983,17 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
   const fresh = () => state.ready && keys.since === null && now() - state.lastActivity <= maxStalenessMs;
   // A `keys` event (a key retired) whose JWKS refetch failed: the old keys may still hold the
   // retired one, so the view is stale (as the Rust feed, which starts over) until a refetch
-  // after it succeeds; tried again every 5 s meanwhile.
+  // after it succeeds; tried again every 5 s meanwhile. While the refetch is out the view stays
+  // as it was: a key rotation costs no request a 503.
   const keys = { since: null, timer: null, n: 0 };
   const keysChanged = () => {
     clearTimeout(keys.timer);
-    keys.since ??= now();
     const n = ++keys.n; // only the latest refetch's outcome counts
     Promise.resolve(onKeys()).then((ok) => {
       if (n !== keys.n) return;
       if (ok) keys.since = null;
       else if (!closed) {
+        keys.since ??= now();
         keys.timer = setTimeout(keysChanged, 5000);
         keys.timer.unref?.();
       }

@@ -666,7 +666,14 @@ fn cases(k: &Keys) -> Vec<Case> {
     c.add("proof not a JWS", dpop(&bound, "x.y.z"), invalid_proof());
     // A request path with a dot segment: resolved, it would take a proof for /api/me to a
     // route the application may tell apart (`/x/:id/api/me`).
-    for url in ["/x/%2e%2E/api/me", "/x/../api/me", "/api/./me"] {
+    // Absolute-form request targets too (`GET http://host/path`): their path as sent.
+    for url in [
+        "/x/%2e%2E/api/me",
+        "/x/../api/me",
+        "/api/./me",
+        "http://api.example.com/x/%2e%2E/api/me",
+        "http://api.example.com/x/../api/me",
+    ] {
         let mut r = dpop(&bound, &k.proof(&bound));
         r.url = url.into();
         c.add(

@@ -44,15 +44,17 @@ pub fn normalize_origin(raw: &str) -> Option<String> {
 }
 
 /// The request's path as the `htu` parser would have left it (`/a%7e` → `/a%7e`, `/a b` →
-/// `/a%20b`); `None` for a path with a dot segment (`.`, `..`, `%2e` in any case) or a
-/// backslash: resolved, `/x/%2e%2e/orders` would pass a proof for `/orders`, while the
-/// application routes it elsewhere (`/x/:id/orders`). No browser sends one.
+/// `/a%20b`); `None` for a path with a dot segment (`.`, `..`, `%2e` in any case), a
+/// backslash or a control character (which the URL parser drops: `/.\t./` is `/../`):
+/// resolved, `/x/%2e%2e/orders` would pass a proof for `/orders`, while the application routes
+/// it elsewhere (`/x/:id/orders`). No browser sends one.
 pub(crate) fn normalize_path(path: &str) -> Option<String> {
     let dot = |segment: &str| {
         let s = segment.to_ascii_lowercase().replace("%2e", ".");
         s == "." || s == ".."
     };
-    if !path.starts_with('/') || path.contains('\\') || path.split('/').any(dot) {
+    let odd = |c: char| c == '\\' || c.is_ascii_control();
+    if !path.starts_with('/') || path.contains(odd) || path.split('/').any(dot) {
         return None;
     }
     let url = Url::parse(&format!("http://h{path}")).ok()?;
@@ -145,7 +147,14 @@ mod tests {
         assert_eq!(origin_of_host("http", "a@b"), None);
         assert_eq!(origin_of_host("http", ""), None);
         assert_eq!(normalize_path("/a b/%7e").as_deref(), Some("/a%20b/%7e"));
-        for moved in ["/a/./b", "/x/../c", "/x/%2e%2E/c", "/x/%2E", "/x\\..\\c"] {
+        for moved in [
+            "/a/./b",
+            "/x/../c",
+            "/x/%2e%2E/c",
+            "/x/%2E",
+            "/x\\..\\c",
+            "/x/.\t./c",
+        ] {
             assert_eq!(normalize_path(moved), None, "{moved}");
         }
         assert_eq!(normalize_path("/a/.b/c..").as_deref(), Some("/a/.b/c.."));

@@ -228,6 +228,8 @@ test("a keys event while a JWKS fetch is in flight fetches once more after it (t
     const before = s.jwksFetches;
     feed.write(`event: keys\nid: 2\ndata: {"kid":"a"}\n\n`);
     await until("a fetch in flight", () => s.jwksFetches === before + 1);
+    // Meanwhile the view stays current: a key rotation costs no request a 503.
+    assert.equal(v.revocations.status().staleForMs, 0);
     // The key ring changes again while that fetch is out.
     feed.write(`event: keys\nid: 3\ndata: {"kid":"b"}\n\n`);
     await until("event 3", () => v.revocations.status().lastEventId === "3");

@@ -42,19 +42,16 @@ pub use proof::{Expected, Origins, Policy, Proof, Verifier, ath};
 pub use replay::ReplayCache;
 pub use signer::{ProofSigner, SignError};
 
-/// A proof signed with ECDSA P-256 and SHA-256; its `jwk` an EC P-256 key.
 /// A JWS part's JSON as `T`, if it is a JSON object: serde's derived structs take a JSON
 /// array too (the members in order), which RFC 7515 and the Node verifier do not.
 pub(crate) fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
-    let first = bytes
-        .iter()
-        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
-    if first != Some(&b'{') {
+    if !bytes.trim_ascii_start().starts_with(b"{") {
         return None;
     }
     serde_json::from_slice(bytes).ok()
 }
 
+/// A proof signed with ECDSA P-256 and SHA-256; its `jwk` an EC P-256 key.
 pub const ES256: &str = "ES256";
 /// A proof signed with Ed25519; its `jwk` an OKP Ed25519 key. (The name tokenwarden's client
 /// sends, as most verifiers know it.)

@@ -71,6 +71,15 @@ async function following(s) {
   return t;
 }
 
+/** The first feed connection of `s`, answered with `ready` (its id `n`), once `v` is current. */
+async function current(s, v, n = 1) {
+  await until("the first connection", () => s.streams.length === 1);
+  const feed = s.streams[0];
+  feed.write(`event: ready\nid: ${n}\ndata: {"cursor":${n}}\n\n`);
+  await until("ready", () => v.revocations.status().staleForMs === 0);
+  return feed;
+}
+
 test("the feed: stale until ready, revocations kept until `until`, keepalives keep it fresh, keys refetch the JWKS, reconnects with Last-Event-ID and backoff", async () => {
   const s = scripted();
   const t = await following(s);
@@ -146,9 +155,7 @@ test("after an outage the view is current at the new connection's ready, not at 
   const v = t.v;
   try {
     const req = bearerCase.request;
-    await until("the first connection", () => s.streams.length === 1);
-    s.streams[0].write(`event: ready\nid: 5\ndata: {"cursor":5}\n\n`);
-    await until("ready", () => v.revocations.status().staleForMs === 0);
+    await current(s, v, 5);
     assert.equal(await outcome(v.verify(req)), 200);
     // The feed goes down for a minute; meanwhile the token's session is revoked (event 7).
     s.streams[0].end();
@@ -194,10 +201,7 @@ test("a keys event whose JWKS refetch fails leaves the view stale (the old keys 
   const t = await following(s);
   const v = t.v;
   try {
-    await until("the connection", () => s.streams.length === 1);
-    const feed = s.streams[0];
-    feed.write(`event: ready\nid: 1\ndata: {"cursor":1}\n\n`);
-    await until("ready", () => v.revocations.status().staleForMs === 0);
+    const feed = await current(s, v);
     assert.equal(await outcome(v.verify(bearerCase.request)), 200);
     s.jwksDown = true;
     const before = s.jwksFetches;
@@ -219,10 +223,7 @@ test("a keys event while a JWKS fetch is in flight fetches once more after it (t
   const s = scripted();
   const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: "svc-token", fetch: s.fetch });
   try {
-    await until("the connection", () => s.streams.length === 1);
-    const feed = s.streams[0];
-    feed.write(`event: ready\nid: 1\ndata: {"cursor":1}\n\n`);
-    await until("ready", () => v.revocations.status().staleForMs === 0);
+    const feed = await current(s, v);
     let release;
     s.jwksGate = new Promise((r) => (release = r));
     const before = s.jwksFetches;

@@ -373,9 +373,8 @@ pub async fn reset(
         Some(hash.clone()),
     )
     .await?;
-    store.replace_password(&user.id, &hash).await?;
     sessions
-        .revoke_all(&user.id, None, RevokeReason::PasswordReset)
+        .replace_password(&user.id, &hash, None, RevokeReason::PasswordReset)
         .await?;
     sessions
         .open(
@@ -419,9 +418,14 @@ pub async fn change(
         Err(ApiError::InvalidCredentials) => return Err(ApiError::WrongPassword),
         Err(e) => return Err(e),
     }
-    passwords.set(&user, &req.new_password).await?;
+    let hash = passwords.hash_new(&user, &req.new_password).await?;
     sessions
-        .revoke_all(&user.id, Some(&claims.sid), RevokeReason::PasswordChanged)
+        .replace_password(
+            &user.id,
+            &hash,
+            Some(&claims.sid),
+            RevokeReason::PasswordChanged,
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -59,7 +59,7 @@ pub const SECOND_FACTOR_PATH: &str = "/auth/login/second-factor";
 const REGISTER: &str = "register";
 const LOGIN: &str = "login";
 const STEP_UP: &str = "step_up";
-const SECOND_FACTOR: &str = "second_factor";
+pub(crate) const SECOND_FACTOR: &str = "second_factor";
 /// A sign-in by an emailed code (`/auth/otp/verify`, a reset) waiting for its passkey.
 const SECOND_FACTOR_AFTER_CODE: &str = "second_factor_after_code";
 
@@ -763,9 +763,8 @@ pub async fn second_factor(
     // A reset that waited for this passkey: its new password now, and every other session
     // ends, as a reset without a second factor does at once.
     if let Some(hash) = c.password_hash.as_deref() {
-        p.0.store.replace_password(&user.id, hash).await?;
         p.0.sessions
-            .revoke_all(&user.id, None, RevokeReason::PasswordReset)
+            .replace_password(&user.id, hash, None, RevokeReason::PasswordReset)
             .await?;
     }
     p.0.sessions

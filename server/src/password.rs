@@ -349,15 +349,8 @@ impl Passwords {
             .ok_or(ApiError::InvalidCredentials)
     }
 
-    /// Sets a new password (checked by [`check_new`] first) for `user`.
-    pub async fn set(&self, user: &User, password: &str) -> Result<(), ApiError> {
-        let hash = self.hash_new(user, password).await?;
-        self.store.set_password_hash(&user.id, &hash, None).await?;
-        Ok(())
-    }
-
-    /// The hash `set` would store for `password` (checked as a new password of `user`), for a
-    /// change that waits for something else first (a reset waiting for its passkey).
+    /// The hash of `password` as a new password of `user` (checked by [`check_new`] first),
+    /// for the caller to store with what the change ends (`Sessions::replace_password`).
     pub async fn hash_new(&self, user: &User, password: &str) -> Result<String, ApiError> {
         check_new(password, &user.email)?;
         let turn = self

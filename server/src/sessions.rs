@@ -27,8 +27,8 @@ use crate::keys::Keys;
 use crate::revoked::Revoked;
 use crate::rotation::{self, Plan, Policy};
 use crate::store::{
-    Applied, Authentication, NewSession, Presentation, PresentedToken, RevokeReason, SessionRow,
-    Store, User,
+    Applied, Authentication, NewPassword, NewSession, Presentation, PresentedToken, RevokeReason,
+    SessionRow, Store, User,
 };
 use crate::throttle::Throttle;
 use crate::tokens::{self, AccessClaims, Audience, hash_refresh_token, random_token};
@@ -485,7 +485,37 @@ impl Sessions {
             .store
             .revoke_user_sessions(user_id, except, reason, now)
             .await?;
-        for sid in &revoked {
+        Ok(self.revoked_all(user_id, &revoked, reason))
+    }
+
+    /// A new password (its hash) for `user_id`, with the sessions it ends (a change goes on in
+    /// `keep`; a reset keeps none) and the sign-ins still waiting for a second factor after
+    /// the old one, in one transaction; every instance hears of each session. Returns how
+    /// many sessions ended.
+    pub async fn replace_password(
+        &self,
+        user_id: &str,
+        hash: &str,
+        keep: Option<&str>,
+        reason: RevokeReason,
+    ) -> Result<usize, ApiError> {
+        let revoked = self
+            .0
+            .store
+            .replace_password(&NewPassword {
+                user_id,
+                hash,
+                pending: crate::passkeys::SECOND_FACTOR,
+                keep,
+                reason,
+                now: self.0.clock.now(),
+            })
+            .await?;
+        Ok(self.revoked_all(user_id, &revoked, reason))
+    }
+
+    fn revoked_all(&self, user_id: &str, revoked: &[String], reason: RevokeReason) -> usize {
+        for sid in revoked {
             self.refuse_tokens_of(sid);
             self.tell(Event::Revoked {
                 session: sid,
@@ -493,7 +523,7 @@ impl Sessions {
             });
         }
         tracing::info!(target: "audit", event = reason.as_str(), user = %user_id, sessions = revoked.len());
-        Ok(revoked.len())
+        revoked.len()
     }
 
     /// Logout (idempotent): the access token `claims` (if it verified) is deny-listed until it

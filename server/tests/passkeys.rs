@@ -328,6 +328,49 @@ async fn a_required_second_factor_completes_a_password_sign_in_only_with_the_sam
     s.stop().await;
 }
 
+/// A password sign-in waiting for its second factor proved the password of then: a password
+/// change (the owner who learned the old one leaked) ends it with the other sessions. Before,
+/// whoever had the old password and a second factor (a passkey, or the mailbox's code) could
+/// complete it for up to five minutes after the change.
+#[tokio::test]
+async fn a_password_change_ends_the_sign_ins_waiting_for_their_second_factor() {
+    let (s, mut tab, mut passkey) = alice_with_a_passkey().await;
+    let a = tab
+        .send(
+            "PUT",
+            "/auth/second-factor",
+            Some(&json!({ "required": true })),
+        )
+        .await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    let mut thief = Client::bound(&s);
+    let waiting = thief.login(ALICE).await;
+    assert_eq!(
+        waiting.error(),
+        "second_factor_required",
+        "{}",
+        waiting.body
+    );
+    let change = json!({ "current_password": ALICE.1, "new_password": "another good phrase" });
+    let a = tab.post("/auth/password/change", &change).await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    let credential = passkey.get(&waiting.body["passkey"], &PAGE);
+    let body = json!({ "ceremony": waiting.body["ceremony"], "credential": credential });
+    let a = thief.post("/auth/login/second-factor", &body).await;
+    assert_eq!(
+        (a.status, a.error()),
+        (401, "invalid_credentials"),
+        "{}",
+        a.body
+    );
+    assert_eq!(
+        tab.get("/api/me").await.status,
+        200,
+        "the change's session goes on"
+    );
+    s.stop().await;
+}
+
 /// A server that mails no codes, an account whose password sign-ins need a second factor, and
 /// its one passkey: removing it is refused (the owner would be locked out for good) until the
 /// second factor is turned off.

@@ -55,6 +55,7 @@ use sqlx::{AnyPool, Executor};
 pub use codes::{CodePurpose, Counted, PendingSignup};
 pub use counters::CounterScope;
 pub use dialect::Dialect;
+pub use passkeys::NewPassword;
 pub use revocations::{EventKind, Heard, Listener, RevocationEvent};
 pub use sessions::{
     Applied, Authentication, NewSession, Presentation, PresentedToken, RevokeReason,

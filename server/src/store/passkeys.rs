@@ -3,7 +3,8 @@
 //! who its user is (a step-up).
 
 use super::dialect::{self, Dialect};
-use super::{Store, StoreResult, User};
+use super::users::SET_PASSWORD_HASH;
+use super::{RevokeReason, Store, StoreResult, User};
 
 /// `$1`: a user's id. How many passkeys the account has (read under its row lock).
 const COUNT_PASSKEYS: &str = "SELECT count(*) FROM passkeys WHERE user_id = $1";
@@ -45,6 +46,18 @@ pub struct Ceremony {
     /// A password reset waiting for its passkey: the new password's hash, stored only once the
     /// passkey answers (the reset's code proved the mailbox alone).
     pub password_hash: Option<String>,
+}
+
+/// A new password for [`Store::replace_password`], and what it ends.
+pub struct NewPassword<'a> {
+    pub user_id: &'a str,
+    pub hash: &'a str,
+    /// The ceremony kind of a password sign-in waiting for its second factor.
+    pub pending: &'a str,
+    /// The session that goes on (a change, in the session it was made in); a reset keeps none.
+    pub keep: Option<&'a str>,
+    pub reason: RevokeReason,
+    pub now: i64,
 }
 
 impl Store {
@@ -227,17 +240,30 @@ impl Store {
         Ok(q_as!(sql, session_id).fetch_optional(&self.read).await?)
     }
 
-    /// A reset's new password for `user_id`: its hash stored, and the account's other resets
-    /// still waiting for their passkey dropped (completed later, one would put back an older
-    /// password). A password change drops none: whoever holds the password and the mailbox
-    /// (a sign-in with an emailed second factor) could otherwise cancel the owner's reset by
-    /// the passkey again and again.
-    pub async fn replace_password(&self, user_id: &str, hash: &str) -> StoreResult<()> {
-        self.set_password_hash(user_id, hash, None).await?;
-        let sql =
-            "DELETE FROM webauthn_ceremonies WHERE user_id = $1 AND password_hash IS NOT NULL";
-        q!(sql, user_id).execute(&self.write).await?;
-        Ok(())
+    /// A new password, in one transaction with what it ends (a failure halfway leaves the old
+    /// password and everything it opened, never a new password beside the old sessions): the
+    /// account's sign-ins still waiting for a second factor after a password (the password
+    /// they proved is no longer the account's), its live sessions but `keep`, each with its
+    /// event, and for a reset its other resets still waiting for their passkey (completed
+    /// later, one would put back an older password). A change drops no reset: whoever holds
+    /// the password and the mailbox (a sign-in with an emailed second factor) could otherwise
+    /// cancel the owner's reset by the passkey again and again. Returns the sessions revoked.
+    pub async fn replace_password(&self, new: &NewPassword<'_>) -> StoreResult<Vec<String>> {
+        let mut tx = self.write.begin().await?;
+        q!(SET_PASSWORD_HASH, new.hash, new.user_id, None::<&str>)
+            .execute(&mut *tx)
+            .await?;
+        let resets = new.reason == RevokeReason::PasswordReset;
+        let sql = "DELETE FROM webauthn_ceremonies
+                   WHERE user_id = $1 AND (kind = $2 OR ($3 = 1 AND password_hash IS NOT NULL))";
+        q!(sql, new.user_id, new.pending, i64::from(resets))
+            .execute(&mut *tx)
+            .await?;
+        let revoked = self
+            .revoke_user_sessions_in(&mut tx, new.user_id, new.keep, new.reason, new.now)
+            .await?;
+        tx.commit().await?;
+        Ok(revoked)
     }
 
     pub async fn purge_ceremonies(&self, now: i64) -> StoreResult<()> {
@@ -281,5 +307,96 @@ mod tests {
             s.take_ceremony("b", "login", 200).await.unwrap().is_none(),
             "expired"
         );
+    }
+
+    /// A new password and what it ends are one transaction: a failure halfway (here a
+    /// trigger refusing the sessions' update) leaves the old password, the sessions and the
+    /// pending sign-ins; then a change ends the sign-ins waiting after the old password and
+    /// the other sessions, and a reset ends the waiting resets and every session too.
+    #[tokio::test]
+    async fn a_new_password_ends_sessions_and_pending_sign_ins_all_or_nothing() {
+        use crate::store::{NewSession, NewUser};
+        let s = memory().await;
+        let user = NewUser {
+            id: "u",
+            email: "u@example.com",
+            roles: &[],
+            name: "u",
+            password_hash: "old",
+            email_verified_at: Some(1),
+            claims: "{}",
+            now: 1,
+        };
+        s.create_user(&user).await.unwrap();
+        for (id, token_hash) in [("here", "t1"), ("there", "t2")] {
+            let session = NewSession {
+                id,
+                user_id: "u",
+                token_hash,
+                user_agent: "",
+                now: 1,
+                idle_expires_at: 1_000,
+                absolute_expires_at: 1_000,
+                dpop_jkt: None,
+                amr: "pwd",
+            };
+            assert!(s.create_session(&session).await.unwrap());
+        }
+        let pending = |kind: &str, reset: Option<&str>| Ceremony {
+            kind: kind.into(),
+            user_id: Some("u".into()),
+            session_id: None,
+            dpop_jkt: None,
+            state: String::new(),
+            expires_at: 1_000,
+            password_hash: reset.map(Into::into),
+        };
+        let put = async |id: &str, c: &Ceremony| s.put_ceremony(id, c).await.unwrap();
+        put("sign-in", &pending("second_factor", None)).await;
+        put("reset", &pending("second_factor_after_code", Some("reset"))).await;
+        put("code sign-in", &pending("second_factor_after_code", None)).await;
+        let left = async || {
+            let sql = "SELECT id_hash FROM webauthn_ceremonies ORDER BY id_hash";
+            let ceremonies: Vec<String> = q_scalar!(sql).fetch_all(&s.read).await.unwrap();
+            let sessions = s.live_sessions("u", 2).await.unwrap();
+            let hash = s.user_by_email("u@example.com").await.unwrap().unwrap().1;
+            let sessions: Vec<String> = sessions.into_iter().map(|r| r.id).collect();
+            (hash, sessions, ceremonies)
+        };
+        let change = |hash, reason, keep| NewPassword {
+            user_id: "u",
+            hash,
+            pending: "second_factor",
+            keep,
+            reason,
+            now: 2,
+        };
+        let before = left().await;
+        let refuse = "CREATE TRIGGER refuse BEFORE UPDATE ON sessions
+                      BEGIN SELECT RAISE(ABORT, 'refused'); END";
+        q!(refuse).execute(&s.write).await.unwrap();
+        let new = change("new", RevokeReason::PasswordChanged, Some("here"));
+        assert!(s.replace_password(&new).await.is_err());
+        assert_eq!(left().await, before, "nothing done");
+        q!("DROP TRIGGER refuse").execute(&s.write).await.unwrap();
+
+        assert_eq!(s.replace_password(&new).await.unwrap(), ["there"]);
+        let (hash, sessions, ceremonies) = left().await;
+        assert_eq!(
+            (hash.as_str(), &sessions[..]),
+            ("new", &["here".to_owned()][..])
+        );
+        assert_eq!(
+            ceremonies,
+            ["code sign-in", "reset"],
+            "a change drops no reset"
+        );
+
+        let new = change("newer", RevokeReason::PasswordReset, None);
+        assert_eq!(s.replace_password(&new).await.unwrap(), ["here"]);
+        let (hash, sessions, ceremonies) = left().await;
+        assert_eq!(hash, "newer");
+        assert!(sessions.is_empty());
+        assert_eq!(ceremonies, ["code sign-in"]);
     }
 }

@@ -450,17 +450,31 @@ impl Store {
         now: i64,
     ) -> StoreResult<Vec<String>> {
         let mut tx = self.write.begin().await?;
+        let revoked = self
+            .revoke_user_sessions_in(&mut tx, user_id, except, reason, now)
+            .await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    pub(super) async fn revoke_user_sessions_in(
+        &self,
+        conn: &mut AnyConnection,
+        user_id: &str,
+        except: Option<&str>,
+        reason: RevokeReason,
+        now: i64,
+    ) -> StoreResult<Vec<String>> {
         let sql = "UPDATE sessions SET revoked_at = $1, revoke_reason = $2, version = version + 1
                    WHERE user_id = $3 AND revoked_at IS NULL
                      AND (CAST($4 AS TEXT) IS NULL OR id <> $4)
                    RETURNING id";
         let revoked: Vec<String> = q_scalar!(sql, now, reason.as_str(), user_id, except)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut *conn)
             .await?;
         for sid in &revoked {
-            record_event(&mut tx, self.dialect, EventKind::Session, sid, now).await?;
+            record_event(conn, self.dialect, EventKind::Session, sid, now).await?;
         }
-        tx.commit().await?;
         Ok(revoked)
     }
 

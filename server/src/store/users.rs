@@ -27,6 +27,10 @@ struct WithHash {
     password_hash: String,
 }
 
+/// `$1` a password's hash, `$2` the user's id, `$3` the hash it replaces (NULL: whichever).
+pub(super) const SET_PASSWORD_HASH: &str = "UPDATE users SET password_hash = $1
+    WHERE id = $2 AND (CAST($3 AS TEXT) IS NULL OR password_hash = $3)";
+
 const INSERT_USER: &str = "INSERT INTO users (id, email, password_hash, name, roles, created_at,
                                               email_verified_at, claims)
                            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
@@ -143,9 +147,7 @@ impl Store {
         hash: &str,
         replacing: Option<&str>,
     ) -> StoreResult<bool> {
-        let sql = "UPDATE users SET password_hash = $1
-                   WHERE id = $2 AND (CAST($3 AS TEXT) IS NULL OR password_hash = $3)";
-        let res = q!(sql, hash, user_id, replacing)
+        let res = q!(SET_PASSWORD_HASH, hash, user_id, replacing)
             .execute(&self.write)
             .await?;
         Ok(res.rows_affected() == 1)

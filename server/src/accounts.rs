@@ -222,6 +222,7 @@ pub async fn code_sign_in(
     _: Csrf,
     State(codes): State<Codes>,
     State(sessions): State<Sessions>,
+    State(store): State<Store>,
     State(passkeys): State<crate::passkeys::Passkeys>,
     State(dpop): State<Dpop>,
     client: ClientIp,
@@ -253,6 +254,10 @@ pub async fn code_sign_in(
         None,
     )
     .await?;
+    // The code that came back proved the address (the passkey too, if the account needs one).
+    if !user.email_verified {
+        store.set_email_verified(&email, otp.now()).await?;
+    }
     sessions
         .open(
             &user,
@@ -358,8 +363,6 @@ pub async fn reset(
         .await?;
     let user = user.ok_or(ApiError::InvalidCode { attempts_left: 0 })?;
     otp.accept(CodePurpose::ResetPassword, hit, &email).await?;
-    // The code came back: the address is the user's.
-    store.set_email_verified(&email, otp.now()).await?;
     let hash = passwords.hash_new(&user, &req.new_password).await?;
     // An account whose sign-ins need its passkey: the code proved the mailbox only, so nothing
     // changes until the passkey answers (the new password waits in the pending sign-in). Set
@@ -373,15 +376,19 @@ pub async fn reset(
         Some(hash.clone()),
     )
     .await?;
-    sessions
-        .replace_password(&user.id, &hash, None, RevokeReason::PasswordReset)
+    // The code came back: the address is the user's.
+    store.set_email_verified(&email, otp.now()).await?;
+    let version = sessions
+        .replace_password(&user.id, &hash, None, None, RevokeReason::PasswordReset)
         .await?;
+    // Opened only while the new password is the account's (another reset may follow).
     sessions
-        .open(
+        .open_proved(
             &user,
             user_agent(&headers),
             jkt.as_deref(),
             SignIn::PasswordReset,
+            version,
         )
         .await
 }
@@ -410,22 +417,28 @@ pub async fn change(
     // does not matter here (the password was right).
     // A wrong one is 403, not 401: the caller is authenticated, and a 401 would make the
     // client refresh its token and replay the request (a second guess counted).
-    match passwords
-        .check(&user.email, &req.current_password, &client.key())
+    let proved = match passwords
+        .check_current(&user.email, &req.current_password, &client.key())
         .await
     {
-        Ok(_) | Err(ApiError::EmailNotVerified) => {}
-        Err(ApiError::InvalidCredentials) => return Err(ApiError::WrongPassword),
+        Ok(proved) if proved.user.id == user.id => proved,
+        Ok(_) | Err(ApiError::InvalidCredentials) => return Err(ApiError::WrongPassword),
         Err(e) => return Err(e),
-    }
+    };
     let hash = passwords.hash_new(&user, &req.new_password).await?;
-    sessions
+    // Only if the password proved is still the account's, and this session still live: a
+    // reset committed meanwhile (the owner ending a thief's sessions) is not undone.
+    let replaced = sessions
         .replace_password(
             &user.id,
             &hash,
+            Some(proved.version),
             Some(&claims.sid),
             RevokeReason::PasswordChanged,
         )
         .await?;
+    if replaced.is_none() {
+        return Err(ApiError::WrongPassword);
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -48,24 +48,27 @@ pub async fn login(
     }
     // DPoP before the password: a nonce retry costs no verification and counts no failure.
     let jkt = dpop.sign_in_binding(&headers, LOGIN_PATH).await?;
-    let user = passwords
+    let proved = passwords
         .check(&email, &req.password, &client.key())
         .await?;
     // An account that requires a second factor: the password alone opens nothing.
     crate::passkeys::require_second_factor(
         &passkeys,
-        &user,
+        &proved.user,
         jkt.as_deref(),
-        crate::passkeys::FirstFactor::Password,
+        crate::passkeys::FirstFactor::Password(proved.version),
         None,
     )
     .await?;
+    // Opened only if the password is still the account's: a reset committed while it was
+    // being verified ended every session, and would not see this one.
     sessions
-        .open(
-            &user,
+        .open_proved(
+            &proved.user,
             user_agent(&headers),
             jkt.as_deref(),
             SignIn::Password,
+            Some(proved.version),
         )
         .await
 }

@@ -59,14 +59,16 @@ pub const SECOND_FACTOR_PATH: &str = "/auth/login/second-factor";
 const REGISTER: &str = "register";
 const LOGIN: &str = "login";
 const STEP_UP: &str = "step_up";
-pub(crate) const SECOND_FACTOR: &str = "second_factor";
+use crate::store::passkeys::SECOND_FACTOR;
 /// A sign-in by an emailed code (`/auth/otp/verify`, a reset) waiting for its passkey.
 const SECOND_FACTOR_AFTER_CODE: &str = "second_factor_after_code";
 
 /// What a sign-in waiting for its second factor proved first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FirstFactor {
-    Password,
+    /// A password, of this version (`password::Proved`): the sign-in completes only while it
+    /// is still the account's.
+    Password(i64),
     /// An emailed code: the mailbox. Its second factor is a passkey (a code mailed again
     /// proves the same mailbox); an account without one signs in on the code alone.
     Code,
@@ -171,16 +173,18 @@ impl Passkeys {
     /// Stores a ceremony of `kind` for `who` with its WebAuthn `state` ("" for none); its id
     /// (what the client sends back).
     async fn put(&self, kind: &str, who: Who<'_>, state: String) -> Result<String, ApiError> {
-        self.put_with(kind, who, state, None).await
+        self.put_with(kind, who, state, None, None).await
     }
 
-    /// As `put`, with the new password's hash of a reset waiting for its passkey.
+    /// As `put`, with the new password's hash of a reset waiting for its passkey, or the
+    /// version of the password a sign-in waiting for its second factor proved.
     async fn put_with(
         &self,
         kind: &str,
         who: Who<'_>,
         state: String,
         password_hash: Option<String>,
+        password_version: Option<i64>,
     ) -> Result<String, ApiError> {
         let id = tokens::random_token();
         let c = Ceremony {
@@ -191,6 +195,7 @@ impl Passkeys {
             state,
             expires_at: self.now() + CEREMONY_SECS,
             password_hash,
+            password_version,
         };
         self.0
             .store
@@ -663,11 +668,11 @@ pub async fn require_second_factor(
         session: None,
         jkt,
     };
-    let kind = match first {
-        FirstFactor::Password => SECOND_FACTOR,
-        FirstFactor::Code => SECOND_FACTOR_AFTER_CODE,
+    let (kind, version) = match first {
+        FirstFactor::Password(version) => (SECOND_FACTOR, Some(version)),
+        FirstFactor::Code => (SECOND_FACTOR_AFTER_CODE, None),
     };
-    let id = p.put_with(kind, who, state, reset).await?;
+    let id = p.put_with(kind, who, state, reset, version).await?;
     tracing::info!(target: "audit", event = "second_factor_asked", user = %user.id);
     Err(ApiError::SecondFactorRequired {
         ceremony: id,
@@ -700,7 +705,11 @@ pub async fn second_factor(
     let jkt = dpop.sign_in_binding(&headers, SECOND_FACTOR_PATH).await?;
     // A ceremony of either kind (not found is InvalidCredentials; any other error is one).
     let (c, first) = match p.take(SECOND_FACTOR, &req.ceremony).await {
-        Ok(c) => (c, FirstFactor::Password),
+        Ok(c) => {
+            // None: a sign-in left pending by a version before password versions; proves none.
+            let version = c.password_version.unwrap_or(-1);
+            (c, FirstFactor::Password(version))
+        }
         Err(ApiError::InvalidCredentials) => (
             p.take(SECOND_FACTOR_AFTER_CODE, &req.ceremony).await?,
             FirstFactor::Code,
@@ -725,7 +734,7 @@ pub async fn second_factor(
             let cred: PublicKeyCredential = credential(cred)?;
             verify_known(&p, webauthn, &user.id, &c, &cred).await?;
             match first {
-                FirstFactor::Password => SignIn::PasswordAndPasskey,
+                FirstFactor::Password(_) => SignIn::PasswordAndPasskey,
                 FirstFactor::Code => SignIn::CodeAndPasskey,
             }
         }
@@ -760,14 +769,25 @@ pub async fn second_factor(
             ));
         }
     };
-    // A reset that waited for this passkey: its new password now, and every other session
-    // ends, as a reset without a second factor does at once.
-    if let Some(hash) = c.password_hash.as_deref() {
-        p.0.sessions
-            .replace_password(&user.id, hash, None, RevokeReason::PasswordReset)
-            .await?;
-    }
+    let password = match first {
+        FirstFactor::Password(version) => Some(version),
+        FirstFactor::Code => {
+            // The code that came back proved the address; only now, with the passkey, is it
+            // this account's (an account made under someone else's address stays unverified).
+            p.0.store.set_email_verified(&user.email, p.now()).await?;
+            // A reset that waited for this passkey: its new password now, and every other
+            // session ends, as a reset without a second factor does at once.
+            match c.password_hash.as_deref() {
+                Some(hash) => {
+                    p.0.sessions
+                        .replace_password(&user.id, hash, None, None, RevokeReason::PasswordReset)
+                        .await?
+                }
+                None => None,
+            }
+        }
+    };
     p.0.sessions
-        .open(&user, user_agent(&headers), jkt.as_deref(), how)
+        .open_proved(&user, user_agent(&headers), jkt.as_deref(), how, password)
         .await
 }

@@ -182,7 +182,30 @@ impl Passwords {
     /// A hash of another format that verifies is replaced by an argon2id one. An address
     /// unknown here, or known without a password, is asked of the legacy backend when there
     /// is one; a user it vouches for is imported with this password.
-    pub async fn check(&self, email: &str, password: &str, client: &str) -> Result<User, ApiError> {
+    ///
+    /// With `--require-verified-email`, a right password of an unverified address is
+    /// `email_not_verified`.
+    pub async fn check(
+        &self,
+        email: &str,
+        password: &str,
+        client: &str,
+    ) -> Result<Proved, ApiError> {
+        let proved = self.check_current(email, password, client).await?;
+        if self.policy.require_verified_email && !proved.user.email_verified {
+            return Err(ApiError::EmailNotVerified);
+        }
+        Ok(proved)
+    }
+
+    /// As [`Self::check`], whether the address is verified or not (a signed-in user proving
+    /// their password again, to change it).
+    pub async fn check_current(
+        &self,
+        email: &str,
+        password: &str,
+        client: &str,
+    ) -> Result<Proved, ApiError> {
         // From the hashing turn on (not the wait for it: a queue that was long once must not
         // slow every later refusal down).
         let mut started = None;
@@ -211,7 +234,7 @@ impl Passwords {
         password: &str,
         client: &str,
         started: &mut Option<std::time::Instant>,
-    ) -> Result<User, ApiError> {
+    ) -> Result<Proved, ApiError> {
         let now = self.clock.now();
         // At most a bounded number of hash runs at once, a bounded queue, then 503.
         let turn = self
@@ -235,13 +258,15 @@ impl Passwords {
                 retry_after: window_start + self.policy.window - now,
             });
         }
-        let found = self.store.user_by_email(email).await?;
+        let found = self.store.user_with_password(email).await?;
         let stored = found
             .as_ref()
-            .map(|(_, h)| h.as_str())
+            .map(|(_, h, _)| h.as_str())
             .filter(|h| !h.is_empty());
-        let user = match (found.as_ref(), stored) {
-            (Some((user, _)), Some(stored)) => {
+        let version = found.as_ref().map_or(0, |(_, _, v)| *v);
+        let known = found.as_ref().map(|(user, _, _)| user);
+        let user = match (known, stored) {
+            (Some(user), Some(stored)) => {
                 if !turn.verify(password, stored).await {
                     return Err(ApiError::InvalidCredentials);
                 }
@@ -263,10 +288,9 @@ impl Passwords {
         self.store
             .clear_count(CounterScope::LoginAttempts, &subject)
             .await?;
-        if self.policy.require_verified_email && !user.email_verified {
-            return Err(ApiError::EmailNotVerified);
-        }
-        Ok(user)
+        // A user the legacy backend vouched for just now: a first password, version 0 (new) or
+        // the known account's, which setting it did not change.
+        Ok(Proved { user, version })
     }
 
     /// Replaces a verified hash of another format by argon2id (unless the password changed
@@ -295,7 +319,7 @@ impl Passwords {
         turn: Turn<'_>,
         email: &str,
         password: &str,
-        known: Option<&(User, String)>,
+        known: Option<&User>,
         now: i64,
     ) -> Result<User, ApiError> {
         drop(turn);
@@ -317,7 +341,7 @@ impl Passwords {
             .map_err(|_| ApiError::Busy { retry_after: 1 })?;
         let hash = turn.hash(password).await.map_err(ApiError::Internal)?;
         drop(turn);
-        if let Some((user, _)) = known {
+        if let Some(user) = known {
             self.store
                 .set_password_hash(&user.id, &hash, Some(""))
                 .await?;
@@ -360,6 +384,15 @@ impl Passwords {
             .map_err(|_| ApiError::Busy { retry_after: 1 })?;
         turn.hash(password).await.map_err(ApiError::Internal)
     }
+}
+
+/// A password that was right: its account, and the version it is of (one more at each change
+/// or reset): a session opened on it, or a change made with it, holds only while it is still
+/// the account's (`Sessions::open_proved`, `Sessions::replace_password`).
+#[derive(Debug, Clone)]
+pub struct Proved {
+    pub user: User,
+    pub version: i64,
 }
 
 /// The server is verifying as many passwords as it allows, with a full queue.

@@ -27,8 +27,8 @@ use crate::keys::Keys;
 use crate::revoked::Revoked;
 use crate::rotation::{self, Plan, Policy};
 use crate::store::{
-    Applied, Authentication, NewPassword, NewSession, Presentation, PresentedToken, RevokeReason,
-    SessionRow, Store, User,
+    Applied, Authentication, Created, NewPassword, NewSession, Presentation, PresentedToken,
+    Replaced, RevokeReason, SessionRow, Store, User,
 };
 use crate::throttle::Throttle;
 use crate::tokens::{self, AccessClaims, Audience, hash_refresh_token, random_token};
@@ -267,6 +267,20 @@ impl Sessions {
         jkt: Option<&str>,
         how: SignIn,
     ) -> Result<Issued, ApiError> {
+        self.open_proved(user, user_agent, jkt, how, None).await
+    }
+
+    /// As [`Self::open`], for a sign-in that proved the password of version `password` (or set
+    /// it): refused (`invalid_credentials`) if a change or reset replaced it meanwhile, which
+    /// ended every session and would not have seen this one.
+    pub async fn open_proved(
+        &self,
+        user: &User,
+        user_agent: &str,
+        jkt: Option<&str>,
+        how: SignIn,
+        password: Option<i64>,
+    ) -> Result<Issued, ApiError> {
         let now = self.0.clock.now();
         let p = &self.0.policy;
         let refresh = random_token();
@@ -287,10 +301,15 @@ impl Sessions {
                 absolute_expires_at,
                 dpop_jkt: jkt,
                 amr: how.amr(),
+                password_version: password,
             })
             .await?;
-        if !opened {
-            return Err(ApiError::DpopProof(tokenwarden_dpop::ProofError::KeyInUse));
+        match opened {
+            Created::Opened => {}
+            Created::KeyInUse => {
+                return Err(ApiError::DpopProof(tokenwarden_dpop::ProofError::KeyInUse));
+            }
+            Created::PasswordChanged => return Err(ApiError::InvalidCredentials),
         }
         tracing::info!(target: "audit", event = how.as_str(), user = %user.id, session = %id);
         self.tell(Event::Opened {
@@ -490,31 +509,62 @@ impl Sessions {
 
     /// A new password (its hash) for `user_id`, with the sessions it ends (a change goes on in
     /// `keep`; a reset keeps none) and the sign-ins still waiting for a second factor after
-    /// the old one, in one transaction; every instance hears of each session. Returns how
-    /// many sessions ended.
+    /// the old one, in one transaction; every instance hears of each session. A change passes
+    /// the version of the password it `proved`: if another change or a reset replaced it
+    /// meanwhile, or `keep` ended, nothing changes (`None`). Returns the new password's
+    /// version.
     pub async fn replace_password(
         &self,
         user_id: &str,
         hash: &str,
+        proved: Option<i64>,
         keep: Option<&str>,
         reason: RevokeReason,
-    ) -> Result<usize, ApiError> {
-        let revoked = self
+    ) -> Result<Option<i64>, ApiError> {
+        let replaced = self
             .0
             .store
             .replace_password(&NewPassword {
                 user_id,
                 hash,
-                pending: crate::passkeys::SECOND_FACTOR,
+                proved,
                 keep,
                 reason,
                 now: self.0.clock.now(),
             })
             .await?;
-        Ok(self.revoked_all(user_id, &revoked, reason))
+        match replaced {
+            Replaced::Done { version, revoked } => {
+                self.revoked_all(user_id, &revoked, reason);
+                Ok(Some(version))
+            }
+            Replaced::Stale => Ok(None),
+        }
     }
 
-    fn revoked_all(&self, user_id: &str, revoked: &[String], reason: RevokeReason) -> usize {
+    /// An identity provider's logout (its logout token's `jti`, valid until `until`, naming
+    /// `subject` and/or its session `idp_sid`): the sessions it opened end, on every instance.
+    /// `None`: the token was used already. Returns how many sessions ended.
+    pub async fn provider_logout(
+        &self,
+        issuer: &str,
+        jti: &str,
+        until: i64,
+        subject: Option<&str>,
+        idp_sid: Option<&str>,
+    ) -> Result<Option<usize>, ApiError> {
+        let now = self.0.clock.now();
+        let ended = self
+            .0
+            .store
+            .provider_logout(issuer, jti, until, subject, idp_sid, now)
+            .await?;
+        Ok(ended.map(|revoked| self.revoked_all(issuer, &revoked, RevokeReason::ProviderLogout)))
+    }
+
+    /// After `revoked` ended (of `who`: a user, or the provider that ended them): every
+    /// instance hears of each, and their tokens are refused here at once.
+    fn revoked_all(&self, who: &str, revoked: &[String], reason: RevokeReason) -> usize {
         for sid in revoked {
             self.refuse_tokens_of(sid);
             self.tell(Event::Revoked {
@@ -522,7 +572,7 @@ impl Sessions {
                 reason,
             });
         }
-        tracing::info!(target: "audit", event = reason.as_str(), user = %user_id, sessions = revoked.len());
+        tracing::info!(target: "audit", event = reason.as_str(), by = %who, sessions = revoked.len());
         revoked.len()
     }
 

@@ -465,6 +465,13 @@ async fn a_code_sign_in_or_a_reset_needs_the_passkey_that_is_the_second_factor()
     );
     assert_eq!(a.body["email_code"], false);
     assert!(a.set_cookies().is_empty() && a.body["access_token"].is_null());
+    // Nor is the address verified yet: only the passkey makes the account the mailbox's (one
+    // made under someone else's address stayed unverified before the code did it).
+    let verified = async || {
+        let found = s.state.store.user_by_email(ALICE.0).await.unwrap();
+        found.map(|(user, _)| user.email_verified)
+    };
+    assert_eq!(verified().await, Some(false));
     let credential = passkey.get(&a.body["passkey"], &PAGE);
     let done = next
         .post(
@@ -473,6 +480,7 @@ async fn a_code_sign_in_or_a_reset_needs_the_passkey_that_is_the_second_factor()
         )
         .await;
     assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(verified().await, Some(true));
     assert_eq!(
         claims(&next.tokens_of(&done))["amr"],
         json!(["otp", "hwk", "mfa"])

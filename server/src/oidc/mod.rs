@@ -39,7 +39,7 @@ use crate::extract::user_agent;
 use crate::net::ClientIp;
 use crate::sessions::{Sessions, SignIn};
 use crate::store::oidc::{Flow, NewFlow};
-use crate::store::{NewUser, RevokeReason, Store, User};
+use crate::store::{NewUser, Store, User};
 use crate::throttle::Throttle;
 use crate::tokens;
 use provider::{Provider, ProviderError};
@@ -807,27 +807,22 @@ pub async fn backchannel_logout(
             return Ok(backchannel_error(why));
         }
     };
-    if !oidc
+    let ended = oidc
         .0
-        .store
-        .claim_logout_token(&meta.issuer, &claims.jti, claims.until)
-        .await?
-    {
+        .sessions
+        .provider_logout(
+            &meta.issuer,
+            &claims.jti,
+            claims.until,
+            claims.sub.as_deref(),
+            claims.sid.as_deref(),
+        )
+        .await?;
+    let Some(sessions) = ended else {
         tracing::warn!(target: "audit", event = "oidc_logout_refused", provider = %name, reason = "replayed jti");
         return Ok(backchannel_error("the logout token was already used"));
-    }
-    let sessions = oidc
-        .0
-        .store
-        .federated_sessions(&meta.issuer, claims.sub.as_deref(), claims.sid.as_deref())
-        .await?;
-    for (session, user) in &sessions {
-        oidc.0
-            .sessions
-            .revoke(session, Some(user), RevokeReason::ProviderLogout)
-            .await?;
-    }
-    tracing::info!(target: "audit", event = "oidc_logout", provider = %name, sessions = sessions.len());
+    };
+    tracing::info!(target: "audit", event = "oidc_logout", provider = %name, sessions);
     Ok(no_store(StatusCode::OK.into_response()))
 }
 

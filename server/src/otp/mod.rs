@@ -384,12 +384,10 @@ impl Otp {
     }
 
     /// The account a right sign-in code signs in to: the existing one, or with sign-up by code
-    /// on a new one. A code that came back proves the address: it is marked verified.
+    /// on a new one (its address verified). The caller marks an existing account's address
+    /// verified once the sign-in completes (after the passkey, if it needs one).
     pub(crate) async fn account(&self, email: &str, now: i64) -> Result<Option<User>, ApiError> {
         if let Some((user, _)) = self.store.user_by_email(email).await? {
-            if !user.email_verified {
-                self.store.set_email_verified(email, now).await?;
-            }
             return Ok(Some(user));
         }
         if !self.settings.signup {

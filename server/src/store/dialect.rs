@@ -9,7 +9,8 @@
 //! - [`LOCK_SESSION_PG`]: the session row's lock, taken after repeated lost races. SQLite's one
 //!   writer connection is already exclusive.
 //! - [`LOCK_KEYS_PG`]: serialises instances adding a signing key at the same start.
-//! - [`LOCK_USER_PG`]: an account's row, while its passkeys or second factor change.
+//! - [`LOCK_USER_PG`]: an account's row, while its passkeys or second factor change, or while
+//!   a sign-in opens a session of the password it proved.
 //! - [`RECENT_EVENTS_PG`]: the fleet's catch-up read, by PostgreSQL's own clock.
 
 /// The two backends.

@@ -55,10 +55,10 @@ use sqlx::{AnyPool, Executor};
 pub use codes::{CodePurpose, Counted, PendingSignup};
 pub use counters::CounterScope;
 pub use dialect::Dialect;
-pub use passkeys::NewPassword;
+pub use passkeys::{NewPassword, Replaced};
 pub use revocations::{EventKind, Heard, Listener, RevocationEvent};
 pub use sessions::{
-    Applied, Authentication, NewSession, Presentation, PresentedToken, RevokeReason,
+    Applied, Authentication, Created, NewSession, Presentation, PresentedToken, RevokeReason,
 };
 pub use users::NewUser;
 

@@ -1,7 +1,8 @@
 //! Sign-in with OpenID Connect providers (crate::oidc): the flows under way, the identities
 //! providers vouch for, the sessions they opened, the logout tokens seen.
 
-use super::{Store, StoreResult, User};
+use super::revocations::record_event;
+use super::{EventKind, RevokeReason, Store, StoreResult, User};
 
 /// A sign-in under way, as its start left it.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -113,36 +114,47 @@ impl Store {
         Ok(())
     }
 
-    /// The live sessions a back-channel logout names: by the provider's `sid` (and `sub`, if
-    /// given too), or every session of `sub` through this issuer.
-    pub async fn federated_sessions(
-        &self,
-        issuer: &str,
-        subject: Option<&str>,
-        idp_sid: Option<&str>,
-    ) -> StoreResult<Vec<(String, String)>> {
-        let sql = "SELECT f.session_id, s.user_id FROM federated_sessions f
-                   JOIN sessions s ON s.id = f.session_id
-                   WHERE f.issuer = $1 AND s.revoked_at IS NULL
-                     AND ($2 IS NULL OR f.subject = $2) AND ($3 IS NULL OR f.idp_sid = $3)";
-        Ok(q_as!(sql, issuer, subject, idp_sid)
-            .fetch_all(&self.write)
-            .await?)
-    }
-
-    /// Records a logout token's `jti`; `false` if it was seen already (a replay).
-    pub async fn claim_logout_token(
+    /// A provider's logout: its logout token's `jti` recorded (until `until`) and the live
+    /// sessions it names (by `subject` and/or `idp_sid`) revoked, each with its event, in one
+    /// transaction: a failure halfway leaves the token unused, for the provider to send again
+    /// (before, the retry was refused as a replay and the sessions left outlived the logout).
+    /// `None`: the token was used already (a replay), nothing revoked.
+    pub async fn provider_logout(
         &self,
         issuer: &str,
         jti: &str,
-        expires_at: i64,
-    ) -> StoreResult<bool> {
+        until: i64,
+        subject: Option<&str>,
+        idp_sid: Option<&str>,
+        now: i64,
+    ) -> StoreResult<Option<Vec<String>>> {
+        let mut tx = self.write.begin().await?;
         let sql = "INSERT INTO oidc_logout_tokens (issuer, jti, expires_at) VALUES ($1, $2, $3)
                    ON CONFLICT (issuer, jti) DO NOTHING";
-        let res = q!(sql, issuer, jti, expires_at)
-            .execute(&self.write)
+        if q!(sql, issuer, jti, until)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            != 1
+        {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let sql = "UPDATE sessions SET revoked_at = $1, revoke_reason = $2, version = version + 1
+                   WHERE revoked_at IS NULL AND id IN (
+                     SELECT session_id FROM federated_sessions
+                     WHERE issuer = $3 AND ($4 IS NULL OR subject = $4)
+                       AND ($5 IS NULL OR idp_sid = $5))
+                   RETURNING id";
+        let reason = RevokeReason::ProviderLogout.as_str();
+        let revoked: Vec<String> = q_scalar!(sql, now, reason, issuer, subject, idp_sid)
+            .fetch_all(&mut *tx)
             .await?;
-        Ok(res.rows_affected() == 1)
+        for sid in &revoked {
+            record_event(&mut tx, self.dialect, EventKind::Session, sid, now).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(revoked))
     }
 
     pub async fn purge_oidc(&self, now: i64) -> StoreResult<()> {
@@ -222,8 +234,12 @@ mod tests {
     #[tokio::test]
     async fn a_logout_token_counts_once() {
         let s = memory().await;
-        assert!(s.claim_logout_token("iss", "j", 10).await.unwrap());
-        assert!(!s.claim_logout_token("iss", "j", 10).await.unwrap());
-        assert!(s.claim_logout_token("other", "j", 10).await.unwrap());
+        let logout = async |issuer: &str| {
+            let ended = s.provider_logout(issuer, "j", 10, Some("sub"), None, 1);
+            ended.await.unwrap()
+        };
+        assert_eq!(logout("iss").await, Some(vec![]));
+        assert_eq!(logout("iss").await, None, "a replay");
+        assert_eq!(logout("other").await, Some(vec![]));
     }
 }

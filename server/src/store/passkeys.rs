@@ -3,7 +3,6 @@
 //! who its user is (a step-up).
 
 use super::dialect::{self, Dialect};
-use super::users::SET_PASSWORD_HASH;
 use super::{RevokeReason, Store, StoreResult, User};
 
 /// `$1`: a user's id. How many passkeys the account has (read under its row lock).
@@ -46,18 +45,35 @@ pub struct Ceremony {
     /// A password reset waiting for its passkey: the new password's hash, stored only once the
     /// passkey answers (the reset's code proved the mailbox alone).
     pub password_hash: Option<String>,
+    /// A password sign-in waiting for its second factor: the version of the password it proved
+    /// (it completes only while that is still the account's password).
+    pub password_version: Option<i64>,
 }
+
+/// The ceremony kind of a password sign-in waiting for its second factor.
+pub const SECOND_FACTOR: &str = "second_factor";
 
 /// A new password for [`Store::replace_password`], and what it ends.
 pub struct NewPassword<'a> {
     pub user_id: &'a str,
     pub hash: &'a str,
-    /// The ceremony kind of a password sign-in waiting for its second factor.
-    pub pending: &'a str,
-    /// The session that goes on (a change, in the session it was made in); a reset keeps none.
+    /// A change: the version of the password the caller proved, which must still be the
+    /// account's; a reset replaces whichever.
+    pub proved: Option<i64>,
+    /// The session that goes on (a change, in the session it was made in; it must still be
+    /// live); a reset keeps none.
     pub keep: Option<&'a str>,
     pub reason: RevokeReason,
     pub now: i64,
+}
+
+/// What [`Store::replace_password`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replaced {
+    /// The new password's version, and the sessions ended.
+    Done { version: i64, revoked: Vec<String> },
+    /// Nothing: the password changed since the caller proved it, or its session ended.
+    Stale,
 }
 
 impl Store {
@@ -145,8 +161,8 @@ impl Store {
     pub async fn put_ceremony(&self, id_hash: &str, c: &Ceremony) -> StoreResult<()> {
         let sql = "INSERT INTO webauthn_ceremonies
                      (id_hash, kind, user_id, session_id, dpop_jkt, state, expires_at,
-                      password_hash)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+                      password_hash, password_version)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
         q!(
             sql,
             id_hash,
@@ -156,7 +172,8 @@ impl Store {
             c.dpop_jkt.as_deref(),
             &c.state,
             c.expires_at,
-            c.password_hash.as_deref()
+            c.password_hash.as_deref(),
+            c.password_version
         )
         .execute(&self.write)
         .await?;
@@ -172,7 +189,7 @@ impl Store {
     ) -> StoreResult<Option<Ceremony>> {
         let sql = "DELETE FROM webauthn_ceremonies WHERE id_hash = $1 AND kind = $2
                    RETURNING kind, user_id, session_id, dpop_jkt, state, expires_at,
-                             password_hash";
+                             password_hash, password_version";
         let c: Option<Ceremony> = q_as!(sql, id_hash, kind)
             .fetch_optional(&self.write)
             .await?;
@@ -240,30 +257,48 @@ impl Store {
         Ok(q_as!(sql, session_id).fetch_optional(&self.read).await?)
     }
 
-    /// A new password, in one transaction with what it ends (a failure halfway leaves the old
-    /// password and everything it opened, never a new password beside the old sessions): the
-    /// account's sign-ins still waiting for a second factor after a password (the password
-    /// they proved is no longer the account's), its live sessions but `keep`, each with its
-    /// event, and for a reset its other resets still waiting for their passkey (completed
-    /// later, one would put back an older password). A change drops no reset: whoever holds
-    /// the password and the mailbox (a sign-in with an emailed second factor) could otherwise
-    /// cancel the owner's reset by the passkey again and again. Returns the sessions revoked.
-    pub async fn replace_password(&self, new: &NewPassword<'_>) -> StoreResult<Vec<String>> {
+    /// A new password (its version one more), in one transaction with what it ends (a
+    /// failure halfway leaves the old password and everything it opened, never a new password
+    /// beside the old sessions): the account's sign-ins still waiting for a second factor
+    /// after a password (the password they proved is no longer the account's), its live
+    /// sessions but `keep`, each with its event, and for a reset its other resets still
+    /// waiting for their passkey (completed later, one would put back an older password). A
+    /// change drops no reset: whoever holds the password and the mailbox (a sign-in with an
+    /// emailed second factor) could otherwise cancel the owner's reset by the passkey again
+    /// and again. The account's row is written first: on PostgreSQL a sign-in opening a
+    /// session of the old password holds it ([`Store::create_session`]), so one of the two
+    /// sees the other.
+    pub async fn replace_password(&self, new: &NewPassword<'_>) -> StoreResult<Replaced> {
         let mut tx = self.write.begin().await?;
-        q!(SET_PASSWORD_HASH, new.hash, new.user_id, None::<&str>)
-            .execute(&mut *tx)
+        let sql = "UPDATE users SET password_hash = $1, password_version = password_version + 1
+                   WHERE id = $2 AND (CAST($3 AS BIGINT) IS NULL OR password_version = $3)
+                   RETURNING password_version";
+        let version: Option<i64> = q_scalar!(sql, new.hash, new.user_id, new.proved)
+            .fetch_optional(&mut *tx)
             .await?;
+        let live = match new.keep {
+            None => true,
+            Some(keep) => {
+                let sql = "SELECT count(*) FROM sessions WHERE id = $1 AND revoked_at IS NULL";
+                let n: i64 = q_scalar!(sql, keep).fetch_one(&mut *tx).await?;
+                n == 1
+            }
+        };
+        let (Some(version), true) = (version, live) else {
+            tx.rollback().await?;
+            return Ok(Replaced::Stale);
+        };
         let resets = new.reason == RevokeReason::PasswordReset;
         let sql = "DELETE FROM webauthn_ceremonies
                    WHERE user_id = $1 AND (kind = $2 OR ($3 = 1 AND password_hash IS NOT NULL))";
-        q!(sql, new.user_id, new.pending, i64::from(resets))
+        q!(sql, new.user_id, SECOND_FACTOR, i64::from(resets))
             .execute(&mut *tx)
             .await?;
         let revoked = self
             .revoke_user_sessions_in(&mut tx, new.user_id, new.keep, new.reason, new.now)
             .await?;
         tx.commit().await?;
-        Ok(revoked)
+        Ok(Replaced::Done { version, revoked })
     }
 
     pub async fn purge_ceremonies(&self, now: i64) -> StoreResult<()> {
@@ -277,6 +312,7 @@ impl Store {
 mod tests {
     use super::super::tests::memory;
     use super::*;
+    use crate::store::Created;
 
     #[tokio::test]
     async fn a_ceremony_is_taken_once_while_live_and_only_as_its_kind() {
@@ -289,6 +325,7 @@ mod tests {
             state: "{}".into(),
             expires_at: 200,
             password_hash: None,
+            password_version: None,
         };
         s.put_ceremony("a", &c).await.unwrap();
         assert!(
@@ -315,9 +352,130 @@ mod tests {
     /// the other sessions, and a reset ends the waiting resets and every session too.
     #[tokio::test]
     async fn a_new_password_ends_sessions_and_pending_sign_ins_all_or_nothing() {
-        use crate::store::{NewSession, NewUser};
         let s = memory().await;
-        let user = NewUser {
+        alice_and_two_sessions(&s).await;
+        let pending = |kind: &str, reset: Option<&str>| Ceremony {
+            kind: kind.into(),
+            user_id: Some("u".into()),
+            session_id: None,
+            dpop_jkt: None,
+            state: String::new(),
+            expires_at: 1_000,
+            password_hash: reset.map(Into::into),
+            password_version: None,
+        };
+        let put = async |id: &str, c: &Ceremony| s.put_ceremony(id, c).await.unwrap();
+        put("sign-in", &pending(SECOND_FACTOR, None)).await;
+        put("reset", &pending("second_factor_after_code", Some("reset"))).await;
+        put("code sign-in", &pending("second_factor_after_code", None)).await;
+        let left = async || {
+            let sql = "SELECT id_hash FROM webauthn_ceremonies ORDER BY id_hash";
+            let ceremonies: Vec<String> = q_scalar!(sql).fetch_all(&s.read).await.unwrap();
+            (password_of(&s).await, live(&s).await, ceremonies)
+        };
+        let before = left().await;
+        let refuse = "CREATE TRIGGER refuse BEFORE UPDATE ON sessions
+                      BEGIN SELECT RAISE(ABORT, 'refused'); END";
+        q!(refuse).execute(&s.write).await.unwrap();
+        let new = change("new", Some(0), Some("here"));
+        assert!(s.replace_password(&new).await.is_err());
+        assert_eq!(left().await, before, "nothing done");
+        q!("DROP TRIGGER refuse").execute(&s.write).await.unwrap();
+
+        assert_eq!(s.replace_password(&new).await.unwrap(), done(1, &["there"]));
+        let (password, sessions, ceremonies) = left().await;
+        assert_eq!(
+            (password, &sessions[..]),
+            (("new".into(), 1), &["here".to_owned()][..])
+        );
+        assert_eq!(
+            ceremonies,
+            ["code sign-in", "reset"],
+            "a change drops no reset"
+        );
+
+        let mut reset = change("newer", None, None);
+        reset.reason = RevokeReason::PasswordReset;
+        assert_eq!(
+            s.replace_password(&reset).await.unwrap(),
+            done(2, &["here"])
+        );
+        let (password, sessions, ceremonies) = left().await;
+        assert_eq!(password, ("newer".into(), 2));
+        assert!(sessions.is_empty());
+        assert_eq!(ceremonies, ["code sign-in"]);
+    }
+
+    /// The races of a password against a reset, performed in the order that lost before: a
+    /// change that proved the old password, committed after a reset, undid it (the thief's
+    /// password back, the owner's new session ended); a sign-in that proved the old password
+    /// and opened its session after the reset committed kept a session the reset never saw.
+    #[tokio::test]
+    async fn a_change_or_a_sign_in_of_a_replaced_password_changes_and_opens_nothing() {
+        let s = memory().await;
+        alice_and_two_sessions(&s).await;
+        // Both prove version 0; then the owner's reset commits.
+        let mut reset = change("owner's", None, None);
+        reset.reason = RevokeReason::PasswordReset;
+        assert_eq!(
+            s.replace_password(&reset).await.unwrap(),
+            done(1, &["here", "there"])
+        );
+        let owner = session("owner", Some(1));
+        assert_eq!(s.create_session(&owner).await.unwrap(), Created::Opened);
+        // The thief's change of version 0, from a session the reset ended: nothing.
+        let theirs = change("thief's", Some(0), Some("here"));
+        assert_eq!(s.replace_password(&theirs).await.unwrap(), Replaced::Stale);
+        // Of the right version but from an ended session: nothing either.
+        let theirs = change("thief's", Some(1), Some("here"));
+        assert_eq!(s.replace_password(&theirs).await.unwrap(), Replaced::Stale);
+        assert_eq!(password_of(&s).await, ("owner's".into(), 1));
+        assert_eq!(live(&s).await, ["owner"]);
+        // The thief's sign-in of version 0: no session.
+        let late = session("late", Some(0));
+        assert_eq!(
+            s.create_session(&late).await.unwrap(),
+            Created::PasswordChanged
+        );
+        assert_eq!(live(&s).await, ["owner"]);
+        // A sign-in that proved no password (a code, a passkey) opens as before.
+        let by_code = session("by code", None);
+        assert_eq!(s.create_session(&by_code).await.unwrap(), Created::Opened);
+    }
+
+    fn change<'a>(hash: &'a str, proved: Option<i64>, keep: Option<&'a str>) -> NewPassword<'a> {
+        NewPassword {
+            user_id: "u",
+            hash,
+            proved,
+            keep,
+            reason: RevokeReason::PasswordChanged,
+            now: 2,
+        }
+    }
+
+    fn done(version: i64, revoked: &[&str]) -> Replaced {
+        let revoked = revoked.iter().map(|s| (*s).to_owned()).collect();
+        Replaced::Done { version, revoked }
+    }
+
+    fn session(id: &str, password_version: Option<i64>) -> crate::store::NewSession<'_> {
+        crate::store::NewSession {
+            id,
+            user_id: "u",
+            token_hash: id,
+            user_agent: "",
+            now: 1,
+            idle_expires_at: 1_000,
+            absolute_expires_at: 1_000,
+            dpop_jkt: None,
+            amr: "pwd",
+            password_version,
+        }
+    }
+
+    async fn alice_and_two_sessions(s: &Store) {
+        let user = crate::store::NewUser {
             id: "u",
             email: "u@example.com",
             roles: &[],
@@ -328,75 +486,26 @@ mod tests {
             now: 1,
         };
         s.create_user(&user).await.unwrap();
-        for (id, token_hash) in [("here", "t1"), ("there", "t2")] {
-            let session = NewSession {
-                id,
-                user_id: "u",
-                token_hash,
-                user_agent: "",
-                now: 1,
-                idle_expires_at: 1_000,
-                absolute_expires_at: 1_000,
-                dpop_jkt: None,
-                amr: "pwd",
-            };
-            assert!(s.create_session(&session).await.unwrap());
+        for id in ["here", "there"] {
+            let opened = s.create_session(&session(id, Some(0))).await.unwrap();
+            assert_eq!(opened, Created::Opened);
         }
-        let pending = |kind: &str, reset: Option<&str>| Ceremony {
-            kind: kind.into(),
-            user_id: Some("u".into()),
-            session_id: None,
-            dpop_jkt: None,
-            state: String::new(),
-            expires_at: 1_000,
-            password_hash: reset.map(Into::into),
-        };
-        let put = async |id: &str, c: &Ceremony| s.put_ceremony(id, c).await.unwrap();
-        put("sign-in", &pending("second_factor", None)).await;
-        put("reset", &pending("second_factor_after_code", Some("reset"))).await;
-        put("code sign-in", &pending("second_factor_after_code", None)).await;
-        let left = async || {
-            let sql = "SELECT id_hash FROM webauthn_ceremonies ORDER BY id_hash";
-            let ceremonies: Vec<String> = q_scalar!(sql).fetch_all(&s.read).await.unwrap();
-            let sessions = s.live_sessions("u", 2).await.unwrap();
-            let hash = s.user_by_email("u@example.com").await.unwrap().unwrap().1;
-            let sessions: Vec<String> = sessions.into_iter().map(|r| r.id).collect();
-            (hash, sessions, ceremonies)
-        };
-        let change = |hash, reason, keep| NewPassword {
-            user_id: "u",
-            hash,
-            pending: "second_factor",
-            keep,
-            reason,
-            now: 2,
-        };
-        let before = left().await;
-        let refuse = "CREATE TRIGGER refuse BEFORE UPDATE ON sessions
-                      BEGIN SELECT RAISE(ABORT, 'refused'); END";
-        q!(refuse).execute(&s.write).await.unwrap();
-        let new = change("new", RevokeReason::PasswordChanged, Some("here"));
-        assert!(s.replace_password(&new).await.is_err());
-        assert_eq!(left().await, before, "nothing done");
-        q!("DROP TRIGGER refuse").execute(&s.write).await.unwrap();
+    }
 
-        assert_eq!(s.replace_password(&new).await.unwrap(), ["there"]);
-        let (hash, sessions, ceremonies) = left().await;
-        assert_eq!(
-            (hash.as_str(), &sessions[..]),
-            ("new", &["here".to_owned()][..])
-        );
-        assert_eq!(
-            ceremonies,
-            ["code sign-in", "reset"],
-            "a change drops no reset"
-        );
+    async fn password_of(s: &Store) -> (String, i64) {
+        let found = s.user_with_password("u@example.com").await.unwrap();
+        found.map(|(_, hash, version)| (hash, version)).unwrap()
+    }
 
-        let new = change("newer", RevokeReason::PasswordReset, None);
-        assert_eq!(s.replace_password(&new).await.unwrap(), ["here"]);
-        let (hash, sessions, ceremonies) = left().await;
-        assert_eq!(hash, "newer");
-        assert!(sessions.is_empty());
-        assert_eq!(ceremonies, ["code sign-in"]);
+    async fn live(s: &Store) -> Vec<String> {
+        let mut ids: Vec<String> = s
+            .live_sessions("u", 2)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        ids.sort();
+        ids
     }
 }

@@ -54,6 +54,19 @@ pub struct NewSession<'a> {
     pub dpop_jkt: Option<&'a str>,
     /// How the user proved who they are (RFC 8176 `amr` values, space-separated).
     pub amr: &'a str,
+    /// A sign-in that proved a password: its version, which must still be the account's
+    /// (a change or reset committed meanwhile ended every session; this one would outlive it).
+    pub password_version: Option<i64>,
+}
+
+/// What [`Store::create_session`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    Opened,
+    /// The DPoP key is bound to another session.
+    KeyInUse,
+    /// The password the sign-in proved is no longer the account's.
+    PasswordChanged,
 }
 
 /// A refresh token and its session as stored, read before any write.
@@ -306,8 +319,26 @@ impl Store {
     /// Opens a session and its first refresh token in one transaction. The session is bound to
     /// its DPoP key in the same insert, and `sessions.dpop_jkt` is unique: `false` (nothing
     /// written) when the key is bound to a session already, whatever the timing.
-    pub async fn create_session(&self, s: &NewSession<'_>) -> StoreResult<bool> {
+    pub async fn create_session(&self, s: &NewSession<'_>) -> StoreResult<Created> {
         let mut tx = self.write.begin().await?;
+        if let Some(version) = s.password_version {
+            // On PostgreSQL under the account's row lock, which a password change or reset
+            // takes first: it waits for this session to exist (and ends it), or this sees its
+            // new version. SQLite's one writer runs the two one after the other anyway.
+            if self.dialect == Dialect::Postgres {
+                q!(dialect::LOCK_USER_PG, s.user_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let sql = "SELECT count(*) FROM users WHERE id = $1 AND password_version = $2";
+            let same: i64 = q_scalar!(sql, s.user_id, version)
+                .fetch_one(&mut *tx)
+                .await?;
+            if same != 1 {
+                tx.rollback().await?;
+                return Ok(Created::PasswordChanged);
+            }
+        }
         let inserted = q!(
             "INSERT INTO sessions (id, user_id, created_at, last_used_at, idle_expires_at,
                                    absolute_expires_at, user_agent, dpop_jkt, auth_time, amr)
@@ -326,11 +357,11 @@ impl Store {
         .await?;
         if inserted.rows_affected() != 1 {
             tx.rollback().await?;
-            return Ok(false);
+            return Ok(Created::KeyInUse);
         }
         insert_token(&mut tx, s.token_hash, s.id, 0, s.now).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Created::Opened)
     }
 
     /// The token with hash `hash` and its session, from the read pool: a refresh answers

@@ -25,11 +25,8 @@ struct WithHash {
     #[sqlx(flatten)]
     user: UserRow,
     password_hash: String,
+    password_version: i64,
 }
-
-/// `$1` a password's hash, `$2` the user's id, `$3` the hash it replaces (NULL: whichever).
-pub(super) const SET_PASSWORD_HASH: &str = "UPDATE users SET password_hash = $1
-    WHERE id = $2 AND (CAST($3 AS TEXT) IS NULL OR password_hash = $3)";
 
 const INSERT_USER: &str = "INSERT INTO users (id, email, password_hash, name, roles, created_at,
                                               email_verified_at, claims)
@@ -107,13 +104,23 @@ impl Store {
 
     /// The user and their password hash ("" when they have none).
     pub async fn user_by_email(&self, email: &str) -> StoreResult<Option<(User, String)>> {
+        let found = self.user_with_password(email).await?;
+        Ok(found.map(|(user, hash, _)| (user, hash)))
+    }
+
+    /// The user, their password hash ("" when they have none), and its version (one more at
+    /// each change or reset: [`Store::replace_password`]).
+    pub async fn user_with_password(
+        &self,
+        email: &str,
+    ) -> StoreResult<Option<(User, String, i64)>> {
         let sql = concat!(
             "SELECT ",
             user_columns!(),
-            ", password_hash FROM users WHERE email = $1"
+            ", password_hash, password_version FROM users WHERE email = $1"
         );
         let row: Option<WithHash> = q_as!(sql, email).fetch_optional(&self.read).await?;
-        Ok(row.map(|r| (r.user.into(), r.password_hash)))
+        Ok(row.map(|r| (r.user.into(), r.password_hash, r.password_version)))
     }
 
     pub async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
@@ -139,15 +146,19 @@ impl Store {
         Ok(row.map(Into::into))
     }
 
-    /// Sets a user's password hash; with `replacing`, only if the stored one is still that
-    /// (a rehash must not undo a password change that happened meanwhile). Whether it wrote.
+    /// Sets a user's password hash, the same password's in another format or a first one
+    /// (a legacy import), its version unchanged; with `replacing`, only if the stored one is
+    /// still that (a rehash must not undo a password change that happened meanwhile). Whether
+    /// it wrote. A new password is [`Store::replace_password`].
     pub async fn set_password_hash(
         &self,
         user_id: &str,
         hash: &str,
         replacing: Option<&str>,
     ) -> StoreResult<bool> {
-        let res = q!(SET_PASSWORD_HASH, hash, user_id, replacing)
+        let sql = "UPDATE users SET password_hash = $1
+                   WHERE id = $2 AND (CAST($3 AS TEXT) IS NULL OR password_hash = $3)";
+        let res = q!(sql, hash, user_id, replacing)
             .execute(&self.write)
             .await?;
         Ok(res.rows_affected() == 1)

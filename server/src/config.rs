@@ -221,8 +221,8 @@ pub struct ServeArgs {
     pub webauthn_rp_name: String,
 
     /// How recent a sign-in or step-up must be for the sensitive actions (adding or removing a
-    /// passkey, changing the second-factor setting or the password): older, they answer 403
-    /// `step_up_required`.
+    /// passkey, changing the second-factor setting): older, they answer 403 `step_up_required`.
+    /// A password change asks for the current password instead.
     #[arg(long, env = "TW_STEP_UP_MAX_AGE_SECS", default_value_t = 300)]
     pub step_up_max_age_secs: i64,
 

@@ -387,7 +387,11 @@ pub async fn register_finish(
         created_at: now,
         last_used_at: None,
     };
-    if !p.0.store.add_passkey(&row).await? {
+    if !p.0.store.add_passkey(&row, &claims.sid).await? {
+        // Not added: the credential is registered already, or the session ended meanwhile.
+        if p.0.store.passkey(&row.id).await?.is_none() {
+            return Err(ApiError::InvalidToken(tokens::Invalid::Revoked));
+        }
         return Err(ApiError::InvalidRequest(
             "this passkey is registered already".into(),
         ));

@@ -26,6 +26,7 @@ use crate::error::ApiError;
 use crate::keys::Keys;
 use crate::revoked::Revoked;
 use crate::rotation::{self, Plan, Policy};
+use crate::store::oidc::Federated;
 use crate::store::{
     Applied, Authentication, Created, NewPassword, NewSession, Presentation, PresentedToken,
     Replaced, RevokeReason, SessionRow, Store, User,
@@ -281,6 +282,39 @@ impl Sessions {
         how: SignIn,
         password: Option<i64>,
     ) -> Result<Issued, ApiError> {
+        self.open_as(user, user_agent, jkt, how, password, None)
+            .await
+    }
+
+    /// As [`Self::open`], for a provider's sign-in: the session is recorded as the provider's
+    /// with it, for the provider's logout tokens.
+    pub async fn open_federated(
+        &self,
+        user: &User,
+        user_agent: &str,
+        jkt: Option<&str>,
+        federated: Federated<'_>,
+    ) -> Result<Issued, ApiError> {
+        self.open_as(
+            user,
+            user_agent,
+            jkt,
+            SignIn::Provider,
+            None,
+            Some(federated),
+        )
+        .await
+    }
+
+    async fn open_as(
+        &self,
+        user: &User,
+        user_agent: &str,
+        jkt: Option<&str>,
+        how: SignIn,
+        password: Option<i64>,
+        federated: Option<Federated<'_>>,
+    ) -> Result<Issued, ApiError> {
         let now = self.0.clock.now();
         let p = &self.0.policy;
         let refresh = random_token();
@@ -302,6 +336,7 @@ impl Sessions {
                 dpop_jkt: jkt,
                 amr: how.amr(),
                 password_version: password,
+                federated,
             })
             .await?;
         match opened {

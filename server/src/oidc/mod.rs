@@ -37,7 +37,8 @@ use crate::cookies;
 use crate::error::ApiError;
 use crate::extract::user_agent;
 use crate::net::ClientIp;
-use crate::sessions::{Sessions, SignIn};
+use crate::sessions::Sessions;
+use crate::store::oidc::{Federated, Linked};
 use crate::store::oidc::{Flow, NewFlow};
 use crate::store::{NewUser, Store, User};
 use crate::throttle::Throttle;
@@ -466,28 +467,21 @@ async fn finish(
         }
     }
     let user = user_for(oidc, provider, &meta.issuer, &claims, now).await?;
-    let issued = oidc
-        .0
+    let federated = Federated {
+        issuer: &meta.issuer,
+        subject: &claims.sub,
+        idp_sid: claims.sid.as_deref(),
+    };
+    oidc.0
         .sessions
-        .open(
+        .open_federated(
             &user,
             user_agent(headers),
             flow.dpop_jkt.as_deref(),
-            SignIn::Provider,
+            federated,
         )
         .await
-        .map_err(|e| failed(format!("opening the session: {e:?}")))?;
-    oidc.0
-        .store
-        .record_federated_session(
-            &issued.session_id,
-            &meta.issuer,
-            &claims.sub,
-            claims.sid.as_deref(),
-        )
-        .await
-        .map_err(|e| Failed(FederationError::ProviderUnavailable, e.to_string()))?;
-    Ok(issued)
+        .map_err(|e| failed(format!("opening the session: {e:?}")))
 }
 
 /// What the server keeps of a verified ID token.
@@ -638,30 +632,44 @@ async fn user_for(
                 .name
                 .clone()
                 .unwrap_or_else(|| email.split('@').next().unwrap_or("user").to_owned());
-            let created = store
-                .create_user(&NewUser {
-                    id: &id,
-                    email: &email,
-                    roles: &["user".to_owned()],
-                    name: &display,
-                    password_hash: "",
-                    email_verified_at: claims.email_verified.then_some(now),
-                    claims: "{}",
-                    now,
-                })
+            let new = NewUser {
+                id: &id,
+                email: &email,
+                roles: &["user".to_owned()],
+                name: &display,
+                password_hash: "",
+                email_verified_at: claims.email_verified.then_some(now),
+                claims: "{}",
+                now,
+            };
+            // The account and its link in one transaction.
+            let linked = store
+                .create_linked_user(&new, issuer, &claims.sub, name)
                 .await
                 .map_err(db)?;
-            if !created {
-                return Err(Failed(
-                    FederationError::AccountNotLinked,
-                    "the address was taken meanwhile".into(),
-                ));
+            match linked {
+                Linked::Created => {}
+                Linked::AddressTaken => {
+                    return Err(Failed(
+                        FederationError::AccountNotLinked,
+                        "the address was taken meanwhile".into(),
+                    ));
+                }
+                // Another callback linked it first: that one's user.
+                Linked::IdentityTaken => {
+                    return store
+                        .user_of_identity(issuer, &claims.sub)
+                        .await
+                        .map_err(db)?
+                        .ok_or_else(|| failed("the identity vanished"));
+                }
             }
-            store
+            tracing::info!(target: "audit", event = "oidc_linked", provider = %name, user = %id);
+            return store
                 .user_by_id(&id)
                 .await
                 .map_err(db)?
-                .ok_or_else(|| failed("the new user vanished"))?
+                .ok_or_else(|| failed("the new user vanished"));
         }
     };
     if !store

@@ -9,8 +9,12 @@
 //! - [`LOCK_SESSION_PG`]: the session row's lock, taken after repeated lost races. SQLite's one
 //!   writer connection is already exclusive.
 //! - [`LOCK_KEYS_PG`]: serialises instances adding a signing key at the same start.
-//! - [`LOCK_USER_PG`]: an account's row, while its passkeys or second factor change, or while
-//!   a sign-in opens a session of the password it proved.
+//! - [`LOCK_USER_PG`]: an account's row, while its passkeys or second factor change.
+//! - [`HOLD_USER_PG`]: an account's row against a password change, while a sign-in opens a
+//!   session of the password it proved.
+//! - [`LOCK_USER_SESSIONS_PG`], [`LOCK_PROVIDER_SESSIONS_PG`]: the live sessions a revocation
+//!   of several is about to end, locked in the order of their ids (two such revocations side
+//!   by side would otherwise lock in orders of their own, and one fail as a deadlock).
 //! - [`RECENT_EVENTS_PG`]: the fleet's catch-up read, by PostgreSQL's own clock.
 
 /// The two backends.
@@ -43,6 +47,24 @@ pub const LOCK_SESSION_PG: &str = "SELECT id FROM sessions
 /// `$1`: a user's id. Locks the account's row until the transaction ends (its passkeys and
 /// second-factor setting change one at a time: `passkeys::delete_passkey`).
 pub const LOCK_USER_PG: &str = "SELECT id FROM users WHERE id = $1 FOR UPDATE";
+
+/// `$1`: a user's id. Held until the transaction ends against a write of the account's row (a
+/// password change or reset), but not against the key-share lock a new session's foreign key
+/// takes (with `FOR UPDATE`, two sign-ins of one account and one DPoP key deadlocked).
+pub const HOLD_USER_PG: &str = "SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE";
+
+/// `$1`: a user's id, `$2`: a session kept (NULL: none). Their live sessions, locked by id.
+pub const LOCK_USER_SESSIONS_PG: &str = "SELECT id FROM sessions
+     WHERE user_id = $1 AND revoked_at IS NULL AND (CAST($2 AS TEXT) IS NULL OR id <> $2)
+     ORDER BY id FOR UPDATE";
+
+/// `$1`: an issuer, `$2` a subject and `$3` a provider's session, each NULL for any. The live
+/// sessions a logout token names, locked by id.
+pub const LOCK_PROVIDER_SESSIONS_PG: &str = "SELECT id FROM sessions
+     WHERE revoked_at IS NULL AND id IN (
+       SELECT session_id FROM federated_sessions
+       WHERE issuer = $1 AND ($2 IS NULL OR subject = $2) AND ($3 IS NULL OR idp_sid = $3))
+     ORDER BY id FOR UPDATE";
 
 /// Held until the transaction ends.
 pub const LOCK_KEYS_PG: &str = "SELECT pg_advisory_xact_lock(7301)";

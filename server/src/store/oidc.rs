@@ -1,8 +1,37 @@
 //! Sign-in with OpenID Connect providers (crate::oidc): the flows under way, the identities
 //! providers vouch for, the sessions they opened, the logout tokens seen.
 
+use sqlx::AnyConnection;
+
+use super::dialect::{self, Dialect};
 use super::revocations::record_event;
-use super::{EventKind, RevokeReason, Store, StoreResult, User};
+use super::users::insert_user;
+use super::{EventKind, NewUser, RevokeReason, Store, StoreResult, User};
+
+/// A session opened by a provider's sign-in, as a logout token may name it.
+#[derive(Debug, Clone, Copy)]
+pub struct Federated<'a> {
+    pub issuer: &'a str,
+    pub subject: &'a str,
+    /// The provider's session (`sid`), if it said.
+    pub idp_sid: Option<&'a str>,
+}
+
+/// `$1` issuer, `$2` subject, `$3` user id, `$4` provider name, `$5` now: a link, unless the
+/// identity has one.
+const LINK_IDENTITY: &str = "INSERT INTO user_identities
+    (issuer, subject, user_id, provider, created_at) VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (issuer, subject) DO NOTHING";
+
+/// What [`Store::create_linked_user`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Linked {
+    Created,
+    /// Nothing: the address is another account's.
+    AddressTaken,
+    /// Nothing: another sign-in linked the identity first.
+    IdentityTaken,
+}
 
 /// A sign-in under way, as its start left it.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -90,28 +119,36 @@ impl Store {
         provider: &str,
         now: i64,
     ) -> StoreResult<bool> {
-        let sql = "INSERT INTO user_identities (issuer, subject, user_id, provider, created_at)
-                   VALUES ($1, $2, $3, $4, $5) ON CONFLICT (issuer, subject) DO NOTHING";
-        let res = q!(sql, issuer, subject, user, provider, now)
+        let res = q!(LINK_IDENTITY, issuer, subject, user, provider, now)
             .execute(&self.write)
             .await?;
         Ok(res.rows_affected() == 1)
     }
 
-    /// Records that `session` was opened by the provider's sign-in (its `sid`, if it said).
-    pub async fn record_federated_session(
+    /// A new account for a provider's identity, linked to it, in one transaction: a failure
+    /// halfway leaves neither (an account left unlinked would hold the address the next
+    /// sign-in of the identity needs, and refuse it for good).
+    pub async fn create_linked_user(
         &self,
-        session: &str,
+        u: &NewUser<'_>,
         issuer: &str,
         subject: &str,
-        idp_sid: Option<&str>,
-    ) -> StoreResult<()> {
-        let sql = "INSERT INTO federated_sessions (session_id, issuer, subject, idp_sid)
-                   VALUES ($1, $2, $3, $4)";
-        q!(sql, session, issuer, subject, idp_sid)
-            .execute(&self.write)
+        provider: &str,
+    ) -> StoreResult<Linked> {
+        let mut tx = self.write.begin().await?;
+        if !insert_user(&mut tx, u).await? {
+            tx.rollback().await?;
+            return Ok(Linked::AddressTaken);
+        }
+        let linked = q!(LINK_IDENTITY, issuer, subject, u.id, provider, u.now)
+            .execute(&mut *tx)
             .await?;
-        Ok(())
+        if linked.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(Linked::IdentityTaken);
+        }
+        tx.commit().await?;
+        Ok(Linked::Created)
     }
 
     /// A provider's logout: its logout token's `jti` recorded (until `until`) and the live
@@ -140,6 +177,11 @@ impl Store {
             tx.rollback().await?;
             return Ok(None);
         }
+        if self.dialect == Dialect::Postgres {
+            q!(dialect::LOCK_PROVIDER_SESSIONS_PG, issuer, subject, idp_sid)
+                .execute(&mut *tx)
+                .await?;
+        }
         let sql = "UPDATE sessions SET revoked_at = $1, revoke_reason = $2, version = version + 1
                    WHERE revoked_at IS NULL AND id IN (
                      SELECT session_id FROM federated_sessions
@@ -166,6 +208,21 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Records that `session` was opened by a provider's sign-in (in the transaction that opens it:
+/// a logout token arriving a moment later finds it).
+pub(super) async fn record_federated_session(
+    conn: &mut AnyConnection,
+    session: &str,
+    f: &Federated<'_>,
+) -> StoreResult<()> {
+    let sql = "INSERT INTO federated_sessions (session_id, issuer, subject, idp_sid)
+               VALUES ($1, $2, $3, $4)";
+    q!(sql, session, f.issuer, f.subject, f.idp_sid)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -241,5 +298,74 @@ mod tests {
         assert_eq!(logout("iss").await, Some(vec![]));
         assert_eq!(logout("iss").await, None, "a replay");
         assert_eq!(logout("other").await, Some(vec![]));
+    }
+
+    /// An account for a provider's identity is created with its link or not at all; a session
+    /// the provider opened is the provider's from the moment it exists.
+    #[tokio::test]
+    async fn an_identity_gets_its_account_and_link_and_its_sessions_together() {
+        let s = memory().await;
+        let user = |id: &'static str, email: &'static str| NewUser {
+            id,
+            email,
+            roles: &[],
+            name: "n",
+            password_hash: "",
+            email_verified_at: None,
+            claims: "{}",
+            now: 1,
+        };
+        let create = async |u: NewUser<'_>, subject: &str| {
+            s.create_linked_user(&u, "iss", subject, "idp")
+                .await
+                .unwrap()
+        };
+        assert_eq!(
+            create(user("a", "a@x.test"), "sub-a").await,
+            Linked::Created
+        );
+        assert_eq!(
+            s.user_of_identity("iss", "sub-a")
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            "a"
+        );
+        // The address is another account's: nothing linked.
+        assert_eq!(
+            create(user("b", "a@x.test"), "sub-b").await,
+            Linked::AddressTaken
+        );
+        assert!(s.user_of_identity("iss", "sub-b").await.unwrap().is_none());
+        // The identity was linked meanwhile: no second account left behind without its link.
+        assert_eq!(
+            create(user("c", "c@x.test"), "sub-a").await,
+            Linked::IdentityTaken
+        );
+        assert!(s.user_by_email("c@x.test").await.unwrap().is_none());
+
+        let f = Federated {
+            issuer: "iss",
+            subject: "sub-a",
+            idp_sid: Some("idp-session"),
+        };
+        let session = crate::store::NewSession {
+            id: "s",
+            user_id: "a",
+            token_hash: "t",
+            user_agent: "",
+            now: 1,
+            idle_expires_at: 1_000,
+            absolute_expires_at: 1_000,
+            dpop_jkt: None,
+            amr: "fed",
+            password_version: None,
+            federated: Some(f),
+        };
+        let opened = s.create_session(&session).await.unwrap();
+        assert_eq!(opened, crate::store::Created::Opened);
+        let ended = s.provider_logout("iss", "j2", 10, None, Some("idp-session"), 2);
+        assert_eq!(ended.await.unwrap(), Some(vec!["s".to_owned()]));
     }
 }

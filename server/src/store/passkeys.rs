@@ -97,12 +97,25 @@ impl Store {
     }
 
     /// Stores a new passkey; `false` if its credential id is already stored.
-    pub async fn add_passkey(&self, p: &PasskeyRow) -> StoreResult<bool> {
+    /// Adds a passkey registered in `session`, if that session is still live (a reset that
+    /// ended it while the registration was under way would otherwise leave the passkey of
+    /// whoever it ended) and the credential is not registered already; whether it did.
+    pub async fn add_passkey(&self, p: &PasskeyRow, session: &str) -> StoreResult<bool> {
         let sql = "INSERT INTO passkeys (id, user_id, name, passkey, created_at)
-                   VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING";
-        let res = q!(sql, &p.id, &p.user_id, &p.name, &p.passkey, p.created_at)
-            .execute(&self.write)
-            .await?;
+                   SELECT $1, $2, $3, $4, $5
+                   WHERE EXISTS (SELECT 1 FROM sessions WHERE id = $6 AND revoked_at IS NULL)
+                   ON CONFLICT (id) DO NOTHING";
+        let res = q!(
+            sql,
+            &p.id,
+            &p.user_id,
+            &p.name,
+            &p.passkey,
+            p.created_at,
+            session
+        )
+        .execute(&self.write)
+        .await?;
         Ok(res.rows_affected() == 1)
     }
 
@@ -278,10 +291,12 @@ impl Store {
             .await?;
         let live = match new.keep {
             None => true,
+            // Written (to nothing new) to hold its row: a revocation of it side by side waits
+            // for this, or this sees it ended.
             Some(keep) => {
-                let sql = "SELECT count(*) FROM sessions WHERE id = $1 AND revoked_at IS NULL";
-                let n: i64 = q_scalar!(sql, keep).fetch_one(&mut *tx).await?;
-                n == 1
+                let sql =
+                    "UPDATE sessions SET version = version WHERE id = $1 AND revoked_at IS NULL";
+                q!(sql, keep).execute(&mut *tx).await?.rows_affected() == 1
             }
         };
         let (Some(version), true) = (version, live) else {
@@ -443,6 +458,40 @@ mod tests {
         assert_eq!(s.create_session(&by_code).await.unwrap(), Created::Opened);
     }
 
+    /// A registration that finishes after its session ended (a reset side by side) adds no
+    /// passkey: the thief's registration under way would otherwise outlive the reset.
+    #[tokio::test]
+    async fn a_passkey_is_added_only_in_a_live_session() {
+        let s = memory().await;
+        alice_and_two_sessions(&s).await;
+        let row = |id: &str| PasskeyRow {
+            id: id.into(),
+            user_id: "u".into(),
+            name: "n".into(),
+            passkey: "{}".into(),
+            created_at: 1,
+            last_used_at: None,
+        };
+        assert!(s.add_passkey(&row("a"), "here").await.unwrap());
+        assert!(
+            !s.add_passkey(&row("a"), "here").await.unwrap(),
+            "registered already"
+        );
+        let reset = NewPassword {
+            reason: RevokeReason::PasswordReset,
+            ..change("new", None, None)
+        };
+        assert!(matches!(
+            s.replace_password(&reset).await.unwrap(),
+            Replaced::Done { .. }
+        ));
+        assert!(
+            !s.add_passkey(&row("b"), "here").await.unwrap(),
+            "its session ended"
+        );
+        assert!(s.passkey("b").await.unwrap().is_none());
+    }
+
     fn change<'a>(hash: &'a str, proved: Option<i64>, keep: Option<&'a str>) -> NewPassword<'a> {
         NewPassword {
             user_id: "u",
@@ -471,6 +520,7 @@ mod tests {
             dpop_jkt: None,
             amr: "pwd",
             password_version,
+            federated: None,
         }
     }
 

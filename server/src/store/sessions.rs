@@ -4,6 +4,7 @@
 use sqlx::AnyConnection;
 
 use super::dialect::{self, Dialect};
+use super::oidc::{Federated, record_federated_session};
 use super::revocations::record_event;
 use super::{EventKind, SessionRow, Store, StoreResult, USER_BY_ID, User, UserRow};
 use crate::rotation::{FamilyState, Plan, Rotate, TokenState};
@@ -57,6 +58,8 @@ pub struct NewSession<'a> {
     /// A sign-in that proved a password: its version, which must still be the account's
     /// (a change or reset committed meanwhile ended every session; this one would outlive it).
     pub password_version: Option<i64>,
+    /// A provider's sign-in: recorded with the session, for its logout tokens.
+    pub federated: Option<Federated<'a>>,
 }
 
 /// What [`Store::create_session`] did.
@@ -326,7 +329,7 @@ impl Store {
             // takes first: it waits for this session to exist (and ends it), or this sees its
             // new version. SQLite's one writer runs the two one after the other anyway.
             if self.dialect == Dialect::Postgres {
-                q!(dialect::LOCK_USER_PG, s.user_id)
+                q!(dialect::HOLD_USER_PG, s.user_id)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -360,6 +363,9 @@ impl Store {
             return Ok(Created::KeyInUse);
         }
         insert_token(&mut tx, s.token_hash, s.id, 0, s.now).await?;
+        if let Some(f) = &s.federated {
+            record_federated_session(&mut tx, s.id, f).await?;
+        }
         tx.commit().await?;
         Ok(Created::Opened)
     }
@@ -496,6 +502,11 @@ impl Store {
         reason: RevokeReason,
         now: i64,
     ) -> StoreResult<Vec<String>> {
+        if self.dialect == Dialect::Postgres {
+            q!(dialect::LOCK_USER_SESSIONS_PG, user_id, except)
+                .execute(&mut *conn)
+                .await?;
+        }
         let sql = "UPDATE sessions SET revoked_at = $1, revoke_reason = $2, version = version + 1
                    WHERE user_id = $3 AND revoked_at IS NULL
                      AND (CAST($4 AS TEXT) IS NULL OR id <> $4)

@@ -1,5 +1,7 @@
 //! Users: accounts, their password hashes, profiles and the claims the app owns.
 
+use sqlx::AnyConnection;
+
 use super::revocations::record_event;
 use super::{EventKind, Store, StoreResult, USER_BY_ID, User, UserRow};
 
@@ -32,23 +34,29 @@ const INSERT_USER: &str = "INSERT INTO users (id, email, password_hash, name, ro
                                               email_verified_at, claims)
                            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
+/// Creates `u` unless its id or email is taken; whether it did.
+pub(super) async fn insert_user(conn: &mut AnyConnection, u: &NewUser<'_>) -> StoreResult<bool> {
+    let res = q!(
+        sqlx::AssertSqlSafe(format!("{INSERT_USER} ON CONFLICT DO NOTHING")),
+        u.id,
+        u.email,
+        u.password_hash,
+        u.name,
+        u.roles.join(","),
+        u.now,
+        u.email_verified_at,
+        u.claims
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(res.rows_affected() == 1)
+}
+
 impl Store {
     /// Creates a user; `false` if the email (or the id) is taken.
     pub async fn create_user(&self, u: &NewUser<'_>) -> StoreResult<bool> {
-        let res = q!(
-            sqlx::AssertSqlSafe(format!("{INSERT_USER} ON CONFLICT DO NOTHING")),
-            u.id,
-            u.email,
-            u.password_hash,
-            u.name,
-            u.roles.join(","),
-            u.now,
-            u.email_verified_at,
-            u.claims
-        )
-        .execute(&self.write)
-        .await?;
-        Ok(res.rows_affected() == 1)
+        let mut conn = self.write.acquire().await?;
+        insert_user(&mut conn, u).await
     }
 
     /// Imports users in one transaction: all of them or, on any failure, none. The caller

@@ -637,3 +637,51 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
     assert_eq!(res.status(), 200);
     s.stop().await;
 }
+
+/// Two transactions that lock two rows in opposite orders: PostgreSQL ends one of them (a lock
+/// cycle, SQLSTATE 40P01) and nothing of it stays written, so its request is answered 503 with
+/// `Retry-After` (a client retries; nobody is logged out), never a 500. SQLite's one writer has
+/// no such cycle: the test runs on PostgreSQL.
+#[tokio::test]
+async fn a_lock_cycle_on_postgresql_is_a_503_to_retry_never_a_500() {
+    use axum::response::IntoResponse;
+    use sqlx::{Connection, PgConnection};
+    use tokenwarden_server::error::ApiError;
+    use tokenwarden_server::store::StoreError;
+    if common::pg::backend() != common::pg::Backend::Postgres {
+        return;
+    }
+    let url = common::pg::fresh_database().await;
+    let mut one = PgConnection::connect(&url).await.expect("connect");
+    let mut two = PgConnection::connect(&url).await.expect("connect");
+    for sql in [
+        "CREATE TABLE cycle (id INT PRIMARY KEY)",
+        "INSERT INTO cycle VALUES (1), (2)",
+    ] {
+        sqlx::query(sql).execute(&mut one).await.expect(sql);
+    }
+    let lock = |id: i32| format!("UPDATE cycle SET id = id WHERE id = {id}");
+    for (conn, first) in [(&mut one, 1), (&mut two, 2)] {
+        sqlx::query("BEGIN")
+            .execute(&mut *conn)
+            .await
+            .expect("begin");
+        sqlx::query(sqlx::AssertSqlSafe(lock(first)))
+            .execute(&mut *conn)
+            .await
+            .expect("first lock");
+    }
+    let (a, b) = tokio::join!(
+        sqlx::query(sqlx::AssertSqlSafe(lock(2))).execute(&mut one),
+        sqlx::query(sqlx::AssertSqlSafe(lock(1))).execute(&mut two),
+    );
+    let ended = a.err().or(b.err()).expect("PostgreSQL ends one of the two");
+    let answer = ApiError::from(StoreError::Database(ended));
+    assert!(
+        matches!(answer, ApiError::Busy { retry_after: 1 }),
+        "{answer:?}"
+    );
+    let res = answer.into_response();
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "1");
+}

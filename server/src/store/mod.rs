@@ -89,6 +89,19 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// A transaction PostgreSQL ended to break a lock cycle, or a serialisation conflict:
+    /// nothing of it was written, and the same request again goes through.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(e)) => {
+                matches!(e.code().as_deref(), Some("40P01" | "40001"))
+            }
+            _ => false,
+        }
+    }
+}
+
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// `url` without the password of its user-info part (`scheme://user:…@host`), for messages.

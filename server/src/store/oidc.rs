@@ -137,8 +137,16 @@ impl Store {
     ) -> StoreResult<Linked> {
         let mut tx = self.write.begin().await?;
         if !insert_user(&mut tx, u).await? {
+            // Two first sign-ins of one identity side by side give the same address: the one
+            // that lost finds the other's link (its transaction committed, the insert waited).
+            let sql = "SELECT count(*) FROM user_identities WHERE issuer = $1 AND subject = $2";
+            let linked: i64 = q_scalar!(sql, issuer, subject).fetch_one(&mut *tx).await?;
             tx.rollback().await?;
-            return Ok(Linked::AddressTaken);
+            return Ok(if linked == 0 {
+                Linked::AddressTaken
+            } else {
+                Linked::IdentityTaken
+            });
         }
         let linked = q!(LINK_IDENTITY, issuer, subject, u.id, provider, u.now)
             .execute(&mut *tx)
@@ -344,6 +352,9 @@ mod tests {
             Linked::IdentityTaken
         );
         assert!(s.user_by_email("c@x.test").await.unwrap().is_none());
+        // Two first sign-ins of one identity give one address: the second finds the link.
+        let again = create(user("d", "a@x.test"), "sub-a").await;
+        assert_eq!(again, Linked::IdentityTaken);
 
         let f = Federated {
             issuer: "iss",

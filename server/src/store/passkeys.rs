@@ -101,21 +101,20 @@ impl Store {
     /// ended it while the registration was under way would otherwise leave the passkey of
     /// whoever it ended) and the credential is not registered already; whether it did.
     pub async fn add_passkey(&self, p: &PasskeyRow, session: &str) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await?;
+        // Written (to nothing new) to hold the session's row: a revocation side by side (a
+        // reset) waits for this, or this sees the session ended.
+        let sql = "UPDATE sessions SET version = version WHERE id = $1 AND revoked_at IS NULL";
+        if q!(sql, session).execute(&mut *tx).await?.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
         let sql = "INSERT INTO passkeys (id, user_id, name, passkey, created_at)
-                   SELECT $1, $2, $3, $4, $5
-                   WHERE EXISTS (SELECT 1 FROM sessions WHERE id = $6 AND revoked_at IS NULL)
-                   ON CONFLICT (id) DO NOTHING";
-        let res = q!(
-            sql,
-            &p.id,
-            &p.user_id,
-            &p.name,
-            &p.passkey,
-            p.created_at,
-            session
-        )
-        .execute(&self.write)
-        .await?;
+                   VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING";
+        let res = q!(sql, &p.id, &p.user_id, &p.name, &p.passkey, p.created_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(res.rows_affected() == 1)
     }
 
@@ -289,14 +288,24 @@ impl Store {
         let version: Option<i64> = q_scalar!(sql, new.hash, new.user_id, new.proved)
             .fetch_optional(&mut *tx)
             .await?;
-        let live = match new.keep {
-            None => true,
-            // Written (to nothing new) to hold its row: a revocation of it side by side waits
-            // for this, or this sees it ended.
-            Some(keep) => {
-                let sql =
-                    "UPDATE sessions SET version = version WHERE id = $1 AND revoked_at IS NULL";
-                q!(sql, keep).execute(&mut *tx).await?.rows_affected() == 1
+        let live = match (new.keep, self.dialect) {
+            (None, _) => true,
+            // Every live session of the account held, the kept one with them, in the order of
+            // their ids (as every revocation of several takes them: no lock cycle), then the
+            // kept one checked: a revocation of it side by side waits for this, or this sees it
+            // ended.
+            (Some(keep), Dialect::Postgres) => {
+                let held: Vec<String> =
+                    q_scalar!(dialect::LOCK_USER_SESSIONS_PG, new.user_id, None::<&str>)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                held.iter().any(|id| id == keep)
+            }
+            // SQLite's one writer: nothing runs beside this.
+            (Some(keep), Dialect::Sqlite) => {
+                let sql = "SELECT count(*) FROM sessions WHERE id = $1 AND revoked_at IS NULL";
+                let n: i64 = q_scalar!(sql, keep).fetch_one(&mut *tx).await?;
+                n == 1
             }
         };
         let (Some(version), true) = (version, live) else {

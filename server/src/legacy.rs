@@ -49,6 +49,9 @@ pub struct Legacy {
 /// (503) at once, as when the backend itself is slow (it is, or it would have answered).
 const AT_ONCE: usize = 32;
 
+/// The longest answer read from the old backend.
+const MAX_BODY: usize = 64 * 1024;
+
 impl std::fmt::Debug for Legacy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Legacy")
@@ -91,12 +94,21 @@ impl Legacy {
                     .into(),
             );
         }
+        // Whatever the URL holds goes into errors and the log: no credentials in it.
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(
+                "--legacy-login-url must not hold credentials: the shared secret file is for that"
+                    .into(),
+            );
+        }
         if settings.secret.len() < 16 {
             return Err("the legacy backend's shared secret must be at least 16 characters".into());
         }
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // Passwords go to this URL and nowhere else: not through an `HTTP_PROXY` either.
+            .no_proxy()
             .build()
             .map_err(|e| format!("the legacy backend's HTTP client: {e}"))?;
         Ok(Legacy {
@@ -118,25 +130,42 @@ impl Legacy {
             .json(&serde_json::json!({ "email": email, "password": password }))
             .send()
             .await;
-        let res = match sent {
+        let mut res = match sent {
             Ok(res) => res,
             Err(e) if e.is_timeout() => return LegacyAnswer::Unavailable("timed out".into()),
-            Err(e) => return LegacyAnswer::Unavailable(format!("request failed: {e}")),
+            Err(e) => {
+                let e = e.without_url();
+                return LegacyAnswer::Unavailable(format!("request failed: {e}"));
+            }
         };
         match res.status().as_u16() {
             200 => {}
             401 | 403 | 404 => return LegacyAnswer::Refused,
             other => return LegacyAnswer::Unavailable(format!("status {other}")),
         }
-        let profile: Profile = match res.json().await {
+        // A profile is a few hundred bytes: read at most MAX_BODY of whatever comes.
+        let mut body = Vec::new();
+        loop {
+            match res.chunk().await {
+                Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_BODY => {
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(Some(_)) => return LegacyAnswer::Unavailable("a body over 64 KiB".into()),
+                Ok(None) => break,
+                Err(e) => {
+                    let e = e.without_url();
+                    return LegacyAnswer::Unavailable(format!("body: {e}"));
+                }
+            }
+        }
+        let profile: Profile = match serde_json::from_slice(&body) {
             Ok(p) => p,
             Err(e) => return LegacyAnswer::Unavailable(format!("body: {e}")),
         };
         if profile.id.as_deref().is_some_and(|id| !valid_id(id))
-            || profile
-                .name
-                .as_deref()
-                .is_some_and(|n| n.trim().is_empty() || n.len() > 100)
+            || profile.name.as_deref().is_some_and(|n| {
+                n.trim().is_empty() || n.len() > 100 || n.chars().any(char::is_control)
+            })
             || !profile.roles.iter().all(|r| valid_role(r))
             || crate::tokens::check_custom_claims(&profile.claims).is_err()
         {
@@ -152,6 +181,25 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
+
+    /// The URL passwords go to: https (or http to a loopback address), and no credentials in
+    /// it (they would be in every error logged).
+    #[test]
+    fn the_url_is_https_or_loopback_and_holds_no_credentials() {
+        let with = |url: &str| {
+            Legacy::new(LegacySettings {
+                url: url.into(),
+                secret: "a-shared-secret-of-16+".into(),
+                timeout: Duration::from_secs(1),
+            })
+            .map(|_| ())
+        };
+        assert!(with("https://old.example/check").is_ok());
+        assert!(with("http://127.0.0.1:9/check").is_ok());
+        assert!(with("http://old.example/check").is_err());
+        let e = with("https://admin:hunter2@old.example/check").unwrap_err();
+        assert!(e.contains("credentials"), "{e}");
+    }
 
     /// Sign-ins of unknown addresses hold no hashing turn while the old backend answers
     /// (crate::password); what bounds them is this: with [`AT_ONCE`] questions out to a backend

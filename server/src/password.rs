@@ -342,6 +342,15 @@ impl Passwords {
         let hash = turn.hash(password).await.map_err(ApiError::Internal)?;
         drop(turn);
         if let Some(user) = known {
+            // An account here without a password (a code sign-up, a provider's, an import
+            // without a hash): the old backend's word sets its password only if it vouches for
+            // the address too, or names this very account (an import that kept its ids). An old
+            // backend that never checked addresses would otherwise hand whoever registered the
+            // address there the account here.
+            if !profile.email_verified && profile.id.as_deref() != Some(user.id.as_str()) {
+                tracing::warn!(target: "audit", event = "legacy_refused_unverified", user = %user.id);
+                return Err(ApiError::InvalidCredentials);
+            }
             self.store
                 .set_password_hash(&user.id, &hash, Some(""))
                 .await?;
@@ -353,7 +362,8 @@ impl Passwords {
             .name
             .unwrap_or_else(|| email.split('@').next().unwrap_or(email).to_owned());
         let claims = serde_json::Value::Object(profile.claims).to_string();
-        self.store
+        let created = self
+            .store
             .create_user(&NewUser {
                 id: &id,
                 email,
@@ -365,7 +375,9 @@ impl Passwords {
                 now,
             })
             .await?;
-        tracing::info!(target: "audit", event = "legacy_imported", user = %id);
+        if created {
+            tracing::info!(target: "audit", event = "legacy_imported", user = %id);
+        }
         self.store
             .user_by_email(email)
             .await?

@@ -287,6 +287,14 @@ async fn legacy_backend(secret: &'static str) -> (String, tokio::task::JoinHandl
             if shown != Some(secret) {
                 return (axum::http::StatusCode::FORBIDDEN, axum::Json(json!({})));
             }
+            // Two more accounts of the old backend, which never checked addresses: one whose
+            // address it does not vouch for, one it names by the id an import kept.
+            if body["password"] == "old-password-1" && body["email"] == "squat@legacy.test" {
+                return (axum::http::StatusCode::OK, axum::Json(json!({ "name": "Squatter" })));
+            }
+            if body["password"] == "old-password-1" && body["email"] == "kept@legacy.test" {
+                return (axum::http::StatusCode::OK, axum::Json(json!({ "id": "kept-1" })));
+            }
             if body["email"] == "old@legacy.test" && body["password"] == "old-password-1" {
                 return (
                     axum::http::StatusCode::OK,
@@ -361,6 +369,55 @@ async fn a_lazy_migration_imports_a_user_the_old_backend_vouches_for() {
     assert!(res.header("retry-after").is_some());
     // A known user with a password never reaches the old backend.
     assert_eq!(Client::new(&s).login(ALICE).await.status, 200);
+    s.stop().await;
+}
+
+/// An account here without a password (a code sign-up, a provider's, an import without a
+/// hash) is asked of the old backend too; its word sets the password only if it vouches for the
+/// address or names this very account. Before, whoever had registered the address at an old
+/// backend that never checked addresses took the account here over with that password.
+#[tokio::test]
+async fn the_old_backend_sets_no_password_of_an_account_it_does_not_vouch_for() {
+    let secret = "legacy-shared-secret-0123";
+    let (url, _backend) = legacy_backend(secret).await;
+    let s = TestServer::with(|c: &mut Settings| {
+        c.legacy = Some(tokenwarden_server::config::LegacySettings {
+            url: url.clone(),
+            secret: secret.into(),
+            timeout: std::time::Duration::from_millis(1500),
+        });
+    })
+    .await;
+    for (id, email) in [
+        ("owner-1", "squat@legacy.test"),
+        ("kept-1", "kept@legacy.test"),
+    ] {
+        let user = tokenwarden_server::store::NewUser {
+            id,
+            email,
+            roles: &["user".to_owned()],
+            name: "owner",
+            password_hash: "",
+            email_verified_at: Some(1),
+            claims: "{}",
+            now: 1,
+        };
+        assert!(s.state.store.create_user(&user).await.unwrap());
+    }
+    let res = Client::new(&s)
+        .login(("squat@legacy.test", "old-password-1"))
+        .await;
+    assert_eq!((res.status, res.error()), (401, "invalid_credentials"));
+    assert_eq!(
+        stored_hash(&s, "squat@legacy.test").await,
+        "",
+        "no password set"
+    );
+    let res = Client::new(&s)
+        .login(("kept@legacy.test", "old-password-1"))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_ne!(stored_hash(&s, "kept@legacy.test").await, "");
     s.stop().await;
 }
 

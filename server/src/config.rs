@@ -742,8 +742,15 @@ impl Settings {
         if !(0..=30).contains(&a.leeway_secs) {
             return Err("--leeway-secs must be between 0 and 30".into());
         }
-        if a.idle_ttl_secs < 1 || a.absolute_ttl_secs < 1 {
-            return Err("--idle-ttl-secs and --absolute-ttl-secs must be positive".into());
+        // At most ten years: a bound on the arithmetic of every expiry (`now + ttl`).
+        const TEN_YEARS: i64 = 10 * 366 * 86_400;
+        if !(1..=TEN_YEARS).contains(&a.idle_ttl_secs)
+            || !(1..=TEN_YEARS).contains(&a.absolute_ttl_secs)
+        {
+            return Err(
+                "--idle-ttl-secs and --absolute-ttl-secs must be between 1 and 316224000 (ten years)"
+                    .into(),
+            );
         }
         if !(0..=86_400).contains(&a.jwks_max_age_secs) {
             return Err("--jwks-max-age-secs must be between 0 and 86400".into());
@@ -754,6 +761,9 @@ impl Settings {
                  JWKS must see the next key before it signs"
                     .into(),
             );
+        }
+        if a.key_grace_secs > TEN_YEARS || a.key_publish_secs > TEN_YEARS {
+            return Err("--key-grace-secs and --key-publish-secs must be at most 316224000".into());
         }
         if a.key_grace_secs < access_ttl + a.leeway_secs {
             return Err(

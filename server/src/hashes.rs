@@ -53,13 +53,17 @@ pub enum HashError {
     TooCostly(&'static str, &'static str),
 }
 
-/// Limits on imported hashes' costs (what one verification may take).
-const BCRYPT_MAX_COST: u32 = 16;
-const PBKDF2_MAX_ROUNDS: u32 = 10_000_000;
+/// Limits on imported hashes' costs (what one verification may take: about a second at most;
+/// anyone may send a wrong password for an account, and each holds a hashing turn meanwhile).
+const BCRYPT_MAX_COST: u32 = 14;
+const PBKDF2_MAX_ROUNDS: u32 = 2_000_000;
 /// scrypt's memory, 128 · r · 2^ln bytes, and argon2's m: at most 256 MiB.
 const MAX_MEMORY_BYTES: u64 = 256 << 20;
 const ARGON2_MAX_TIME: u32 = 16;
 const MAX_LANES: u32 = 16;
+/// argon2's m · t, and scrypt's 128 · r · 2^ln · p: the memory passed over, which is its time.
+const ARGON2_MAX_WORK_BYTES: u64 = 1 << 30;
+const SCRYPT_MAX_WORK_BYTES: u64 = 512 << 20;
 
 /// A PHC string's `$id$params$salt$hash` (argon2's version field, `v=19`, is a part of its own).
 struct Phc<'a> {
@@ -116,8 +120,15 @@ pub fn kind_of(stored: &str) -> Result<Kind, HashError> {
         let (Some(m), Some(t), Some(lanes)) = (m, t, lanes) else {
             return Err(HashError::Malformed(kind.as_str()));
         };
-        if m.saturating_mul(1024) > MAX_MEMORY_BYTES || t > u64::from(ARGON2_MAX_TIME) {
-            return Err(HashError::TooCostly(kind.as_str(), "m ≤ 256 MiB, t ≤ 16"));
+        let memory = m.saturating_mul(1024);
+        if memory > MAX_MEMORY_BYTES
+            || t > u64::from(ARGON2_MAX_TIME)
+            || memory.saturating_mul(t) > ARGON2_MAX_WORK_BYTES
+        {
+            return Err(HashError::TooCostly(
+                kind.as_str(),
+                "m ≤ 256 MiB, t ≤ 16, m·t ≤ 1 GiB",
+            ));
         }
         if lanes == 0 || lanes > u64::from(MAX_LANES) {
             return Err(HashError::TooCostly(kind.as_str(), "p ≤ 16"));
@@ -135,7 +146,7 @@ pub fn kind_of(stored: &str) -> Result<Kind, HashError> {
                 return Err(HashError::Malformed("bcrypt"));
             }
             if cost > BCRYPT_MAX_COST {
-                return Err(HashError::TooCostly("bcrypt", "cost ≤ 16"));
+                return Err(HashError::TooCostly("bcrypt", "cost ≤ 14"));
             }
             return Ok(Kind::Bcrypt);
         }
@@ -176,10 +187,14 @@ fn scrypt_params(stored: &str) -> Result<Scrypt, HashError> {
         return Err(bad);
     }
     let memory = 128u64.saturating_mul(r).saturating_mul(1u64 << ln);
-    if memory > MAX_MEMORY_BYTES || lanes > u64::from(MAX_LANES) || r > 64 {
+    if memory > MAX_MEMORY_BYTES
+        || lanes > u64::from(MAX_LANES)
+        || r > 64
+        || memory.saturating_mul(lanes) > SCRYPT_MAX_WORK_BYTES
+    {
         return Err(HashError::TooCostly(
             "scrypt",
-            "128·r·2^ln ≤ 256 MiB, p ≤ 16",
+            "128·r·2^ln ≤ 256 MiB, p ≤ 16, 128·r·2^ln·p ≤ 512 MiB",
         ));
     }
     Ok(Scrypt {
@@ -235,7 +250,7 @@ fn rounds_ok(rounds: u64, len: usize, kind: &'static str) -> Result<(), HashErro
         return Err(HashError::Malformed(kind));
     }
     if rounds > u64::from(PBKDF2_MAX_ROUNDS) {
-        return Err(HashError::TooCostly(kind, "at most 10,000,000 rounds"));
+        return Err(HashError::TooCostly(kind, "at most 2,000,000 rounds"));
     }
     Ok(())
 }
@@ -294,7 +309,7 @@ mod tests {
             kind_of("pbkdf2_sha256$4000000000$salt$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
             Err(HashError::TooCostly(
                 "django pbkdf2_sha256",
-                "at most 10,000,000 rounds"
+                "at most 2,000,000 rounds"
             ))
         );
         assert!(matches!(
@@ -303,6 +318,18 @@ mod tests {
             ),
             Err(HashError::TooCostly(..))
         ));
+        // Each bound on its own, and the time: a verification of these would take seconds.
+        let costly = [
+            "$2b$15$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234",
+            "$argon2id$v=19$m=262144,t=16,p=1$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "$scrypt$ln=18,r=8,p=16$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ];
+        for hash in costly {
+            assert!(
+                matches!(kind_of(hash), Err(HashError::TooCostly(..))),
+                "{hash}"
+            );
+        }
         for junk in ["", "plain", "$md5$x", "$2b$10$short", "pbkdf2_sha256$1$$x"] {
             assert!(kind_of(junk).is_err(), "{junk}");
             assert!(!verify_blocking(PASSWORD, junk));

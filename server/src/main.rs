@@ -60,10 +60,12 @@ async fn run(cli: Cli) -> Result<(), String> {
             Err(e) => Err(e),
         },
         Some(Command::Keys(cmd)) => match key_encryption() {
-            Ok(k) => {
-                let (grace, publish) = (cli.serve.key_grace_secs, cli.serve.key_publish_secs);
-                keys(cmd, &store, grace, publish, k).await
-            }
+            // The servers' settings, checked as a server checks them (a publish delay shorter
+            // than the JWKS's cache age is refused here too).
+            Ok(k) => match Settings::from_args(&cli.serve, k) {
+                Ok(s) => keys(cmd, &store, s.key_grace, s.key_publish, s.key_encryption).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         },
         Some(Command::Users(UsersCommand::Add {
@@ -83,14 +85,31 @@ async fn run(cli: Cli) -> Result<(), String> {
                     line.trim_end_matches(['\r', '\n']).to_owned()
                 }
             };
-            match tokenwarden_server::create_user(&store, &email, &password, &name, &roles, now())
-                .await?
-            {
-                Some(id) => {
-                    println!("created user {id} <{email}>");
-                    Ok(())
+            // The rules of a password a user chooses (length, not a common one, not the address).
+            let weak = match tokenwarden_server::password::check_new(&password, &email) {
+                Err(tokenwarden_server::error::ApiError::WeakPassword(why)) => Some(why),
+                _ => None,
+            };
+            match weak {
+                Some(why) => Err(format!("the password: {why}")),
+                None => {
+                    let created = tokenwarden_server::create_user(
+                        &store,
+                        &email,
+                        &password,
+                        &name,
+                        &roles,
+                        now(),
+                    )
+                    .await?;
+                    match created {
+                        Some(id) => {
+                            println!("created user {id} <{email}>");
+                            Ok(())
+                        }
+                        None => Err(format!("a user with email {email} exists")),
+                    }
                 }
-                None => Err(format!("a user with email {email} exists")),
             }
         }
         Some(Command::Users(UsersCommand::Import { file, dry_run })) => {

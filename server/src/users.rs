@@ -26,6 +26,14 @@ pub async fn create(
     if email.is_empty() || !email.contains('@') || password.len() < 8 || name.trim().is_empty() {
         return Err("a user needs an email, a name and a password of at least 8 characters".into());
     }
+    if name.chars().any(char::is_control) {
+        return Err("the name must not hold control characters".into());
+    }
+    if let Some(bad) = roles.iter().find(|r| !valid_role(r)) {
+        return Err(format!(
+            "role {bad:?} must be 1 to 64 letters, digits or - _ . :"
+        ));
+    }
     let hash = password::hash(password).await?;
     let id = tokens::random_id();
     let created = store
@@ -91,10 +99,47 @@ pub struct ImportReport {
 /// Longest line accepted, in bytes.
 const MAX_LINE: usize = 64 * 1024;
 
-fn check_line(text: &str) -> Result<Ready, String> {
-    if text.len() > MAX_LINE {
-        return Err(format!("longer than {MAX_LINE} bytes"));
+/// The next line of `input` (`None` at its end), holding at most [`MAX_LINE`] bytes of it in
+/// memory: a longer line, or one that is not UTF-8, is read to its end and refused.
+fn next_line(input: &mut impl BufRead) -> std::io::Result<Option<Result<String, String>>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let limit = u64::try_from(MAX_LINE).unwrap_or(u64::MAX) + 2;
+    if input.by_ref().take(limit).read_until(b'\n', &mut buf)? == 0 {
+        return Ok(None);
     }
+    if !buf.ends_with(b"\n") && buf.len() > MAX_LINE {
+        // The rest of the line, thrown away as it comes.
+        loop {
+            let chunk = input.fill_buf()?;
+            if chunk.is_empty() {
+                break;
+            }
+            match chunk.iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    input.consume(i + 1);
+                    break;
+                }
+                None => {
+                    let all = chunk.len();
+                    input.consume(all);
+                }
+            }
+        }
+        return Ok(Some(Err(format!("longer than {MAX_LINE} bytes"))));
+    }
+    while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        buf.pop();
+    }
+    if buf.len() > MAX_LINE {
+        return Ok(Some(Err(format!("longer than {MAX_LINE} bytes"))));
+    }
+    Ok(Some(
+        String::from_utf8(buf).map_err(|_| "not UTF-8".to_owned()),
+    ))
+}
+
+fn check_line(text: &str) -> Result<Ready, String> {
     let line: Line = serde_json::from_str(text).map_err(|e| format!("not a user object: {e}"))?;
     let email = normalize_email(&line.email);
     if email.len() > 254 || email.parse::<lettre::Address>().is_err() {
@@ -113,6 +158,9 @@ fn check_line(text: &str) -> Result<Ready, String> {
     let name = match line.name {
         Some(n) if n.trim().is_empty() || n.chars().count() > 100 => {
             return Err("name must be 1 to 100 characters".into());
+        }
+        Some(n) if n.chars().any(char::is_control) => {
+            return Err("name must not hold control characters".into());
         }
         Some(n) => n.trim().to_owned(),
         None => email.split('@').next().unwrap_or(&email).to_owned(),
@@ -148,7 +196,7 @@ fn check_line(text: &str) -> Result<Ready, String> {
 /// id and email (or the same email, for a line without an id) are left as they are.
 pub async fn import(
     store: &Store,
-    input: impl BufRead,
+    mut input: impl BufRead,
     dry_run: bool,
     now: i64,
 ) -> Result<ImportReport, String> {
@@ -164,15 +212,17 @@ pub async fn import(
         .collect();
     let (mut emails, mut ids) = (HashSet::new(), HashSet::new());
     let mut ready = Vec::new();
-    for (i, text) in input.lines().enumerate() {
-        let n = i + 1;
-        let text = text.map_err(|e| format!("reading line {n}: {e}"))?;
-        if text.trim().is_empty() {
+    let mut n = 0;
+    while let Some(text) =
+        next_line(&mut input).map_err(|e| format!("reading line {}: {e}", n + 1))?
+    {
+        n += 1;
+        if text.as_ref().is_ok_and(|t| t.trim().is_empty()) {
             continue;
         }
         report.lines += 1;
         let mut refuse = |why: String| report.refused.push((n, why));
-        let r = match check_line(&text) {
+        let r = match text.and_then(|t| check_line(&t)) {
             Ok(r) => r,
             Err(why) => {
                 refuse(why);
@@ -258,4 +308,35 @@ pub async fn set_claims(
         .set_claims(&normalize_email(email), claims.as_deref(), roles)
         .await
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A line past the limit is refused without being held whole, and the lines after it are
+    /// read as usual; bytes that are not UTF-8 are a refused line, not a failed import.
+    #[test]
+    fn an_import_reads_lines_within_the_limit_and_refuses_the_rest_one_by_one() {
+        let mut input = Vec::new();
+        input.extend(std::iter::repeat_n(b'x', 3 * MAX_LINE));
+        input.extend_from_slice(b"\n{\"email\":\"a@x.test\"}\r\n\xff\xfe\nlast");
+        let mut input = std::io::Cursor::new(input);
+        let mut lines = Vec::new();
+        while let Some(line) = next_line(&mut input).unwrap() {
+            lines.push(line);
+        }
+        let long = format!("longer than {MAX_LINE} bytes");
+        assert_eq!(
+            lines,
+            [
+                Err(long),
+                Ok("{\"email\":\"a@x.test\"}".to_owned()),
+                Err("not UTF-8".to_owned()),
+                Ok("last".to_owned()),
+            ]
+        );
+        let name = check_line("{\"email\":\"a@x.test\",\"name\":\"a\\u0000b\"}");
+        assert!(name.is_err_and(|e| e.contains("control")));
+    }
 }

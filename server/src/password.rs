@@ -210,7 +210,11 @@ impl Passwords {
         // slow every later refusal down).
         let mut started = None;
         let result = self.check_now(email, password, client, &mut started).await;
-        if let (Err(ApiError::InvalidCredentials), Some(t)) = (&result, started) {
+        // A refusal, and the old backend's unavailability (an unknown address's answer while it
+        // fails, and a known one's wrong password's then), take as long as each other.
+        if let (Err(ApiError::InvalidCredentials | ApiError::LegacyUnavailable), Some(t)) =
+            (&result, started)
+        {
             self.refuse_no_sooner_than_before(t).await;
         }
         result
@@ -268,6 +272,13 @@ impl Passwords {
         let user = match (known, stored) {
             (Some(user), Some(stored)) => {
                 if !turn.verify(password, stored).await {
+                    // While the old backend is failing, an unknown address is answered 503:
+                    // a wrong password of a known one too, or the two answers would tell which
+                    // addresses have an account here (and the backend can be made to fail by
+                    // filling its questions).
+                    if self.legacy.as_ref().is_some_and(Legacy::failing) {
+                        return Err(ApiError::LegacyUnavailable);
+                    }
                     return Err(ApiError::InvalidCredentials);
                 }
                 if crate::hashes::needs_rehash(stored) {

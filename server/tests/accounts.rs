@@ -421,6 +421,47 @@ async fn the_old_backend_sets_no_password_of_an_account_it_does_not_vouch_for() 
     s.stop().await;
 }
 
+/// While the old backend fails (down, or made to fail by filling its questions), an unknown
+/// address is answered 503; a wrong password of a known account is too, or the two answers
+/// would tell which addresses have an account here. The right password still signs in.
+#[tokio::test]
+async fn while_the_old_backend_fails_a_known_address_is_answered_like_an_unknown_one() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/check", closed.local_addr().unwrap());
+    drop(closed);
+    let s = TestServer::with(|c: &mut Settings| {
+        c.legacy = Some(tokenwarden_server::config::LegacySettings {
+            url,
+            secret: "legacy-shared-secret-0123".into(),
+            timeout: std::time::Duration::from_millis(1500),
+        });
+    })
+    .await;
+    let unknown = Client::new(&s)
+        .login(("nobody@legacy.test", "a-password-1"))
+        .await;
+    assert_eq!(
+        (unknown.status, unknown.error()),
+        (503, "temporarily_unavailable")
+    );
+    let known = Client::new(&s).login((ALICE.0, "a-password-1")).await;
+    assert_eq!(
+        (
+            known.status,
+            known.error(),
+            known.body["error_description"].clone()
+        ),
+        (
+            unknown.status,
+            unknown.error(),
+            unknown.body["error_description"].clone()
+        ),
+        "a wrong password of a known address answers as an unknown address does"
+    );
+    assert_eq!(Client::new(&s).login(ALICE).await.status, 200);
+    s.stop().await;
+}
+
 /// A sign-in the old backend is slow to answer gives its hashing turn back meanwhile: with one
 /// turn, Alice signs in while the old backend still holds a sign-in of an unknown address
 /// (before, that sign-in held the turn up to the backend's timeout, and a few such requests

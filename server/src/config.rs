@@ -31,7 +31,7 @@ pub struct Proxies {
     pub header: ForwardedHeader,
 }
 
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(
     name = "tokenwarden-server",
     version,
@@ -63,7 +63,7 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 pub enum Command {
     /// Serve the API (the default when no command is given).
     Serve,
@@ -90,7 +90,7 @@ pub enum KeysCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 pub enum UsersCommand {
     /// Create a user. The password is read from TW_PASSWORD or prompted on stdin.
     Add {
@@ -125,7 +125,7 @@ pub enum UsersCommand {
     },
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "TW_BIND", default_value = "127.0.0.1:8080")]
@@ -341,7 +341,7 @@ pub struct ServeArgs {
 }
 
 /// Accounts: sign-up, verified addresses, a lazy migration (docs/PROTOCOL.md, "Accounts").
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct AccountArgs {
     /// `password`: anyone may sign up with an email and a password; the account is created
     /// when the code mailed to the address comes back (`POST /auth/signup`). Needs a way to
@@ -380,16 +380,26 @@ pub enum SignupMode {
 }
 
 /// How to reach the old backend of a lazy migration (crate::legacy).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LegacySettings {
     pub url: String,
     pub secret: String,
     pub timeout: Duration,
 }
 
+/// The shared secret left out.
+impl std::fmt::Debug for LegacySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LegacySettings")
+            .field("url", &self.url)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Sign-in with an emailed code (docs/PROTOCOL.md, "Sign-in with an emailed code"). Enabled
 /// by --smtp-url, or by --demo (then codes go to the demo mailbox).
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct OtpArgs {
     /// The SMTP server sign-in codes are sent through: `smtp://host:port` (plain, a local
     /// relay), `smtp://host?tls=required` (STARTTLS), `smtps://host` (implicit TLS); with
@@ -438,8 +448,8 @@ pub struct OtpArgs {
     pub otp_ip_per_minute: u32,
 }
 
-/// Validated settings of sign-in codes.
-#[derive(Debug, Clone)]
+/// Validated settings of sign-in codes. No `Debug`: the SMTP URL may hold a password.
+#[derive(Clone)]
 pub struct OtpSettings {
     pub smtp_url: Option<String>,
     pub smtp_from: String,
@@ -494,7 +504,7 @@ impl OtpSettings {
 }
 
 /// DPoP (RFC 9449), see docs/PROTOCOL.md.
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct DpopArgs {
     /// `optional`: logins with a DPoP proof are bound to its key, others are Bearer sessions;
     /// `required`: only bound sessions.
@@ -600,8 +610,9 @@ pub fn key_encryption(
     )
 }
 
-/// Validated settings the server runs with.
-#[derive(Debug, Clone)]
+/// Validated settings the server runs with. No `Debug`: it holds secrets (the nonce secret,
+/// the feed's token, the legacy backend's secret, the SMTP URL's password).
+#[derive(Clone)]
 pub struct Settings {
     pub issuer: String,
     pub audience: String,

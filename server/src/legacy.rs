@@ -231,6 +231,13 @@ mod tests {
         assert!(with("http://old.example/check").is_err());
         let e = with("https://admin:hunter2@old.example/check").unwrap_err();
         assert!(e.contains("credentials"), "{e}");
+        let settings = LegacySettings {
+            url: "https://old.example/check".into(),
+            secret: "a-shared-secret-of-16+".into(),
+            timeout: Duration::from_secs(1),
+        };
+        let shown = format!("{settings:?} {:?}", Legacy::new(settings.clone()));
+        assert!(!shown.contains("a-shared-secret"), "{shown}");
     }
 
     /// Sign-ins of unknown addresses hold no hashing turn while the old backend answers

@@ -1035,10 +1035,8 @@ pub fn oidc_provider(spec: &str) -> Result<OidcProvider, String> {
     }
     let client_id = get("client-id")?;
     let file = get("client-secret-file")?;
-    let client_secret = std::fs::read_to_string(file)
-        .map_err(|e| format!("--oidc {name}: client-secret-file {file}: {e}"))?
-        .trim()
-        .to_owned();
+    let client_secret = crate::kek::read_secret_text(Path::new(file))
+        .map_err(|e| format!("--oidc {name}: client-secret-file {e}"))?;
     if client_secret.is_empty() {
         return Err(format!("--oidc {name}: client-secret-file {file} is empty"));
     }
@@ -1087,10 +1085,8 @@ fn feed_token(file: Option<&Path>) -> Result<Option<String>, String> {
     let Some(file) = file else {
         return Ok(None);
     };
-    let token = std::fs::read_to_string(file)
-        .map_err(|e| format!("--revocation-feed-token-file {}: {e}", file.display()))?
-        .trim()
-        .to_owned();
+    let token = crate::kek::read_secret_text(file)
+        .map_err(|e| format!("--revocation-feed-token-file {e}"))?;
     if token.len() < 32 || !token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(
             "the revocation feed's token must be at least 32 visible characters (e.g. \
@@ -1109,10 +1105,16 @@ fn legacy_settings(a: &AccountArgs) -> Result<Option<LegacySettings>, String> {
         .legacy_login_secret_file
         .as_ref()
         .ok_or("--legacy-login-url needs --legacy-login-secret-file")?;
-    let secret = std::fs::read_to_string(file)
-        .map_err(|e| format!("--legacy-login-secret-file {}: {e}", file.display()))?
-        .trim()
-        .to_owned();
+    let secret = crate::kek::read_secret_text(file)
+        .map_err(|e| format!("--legacy-login-secret-file {e}"))?;
+    // It goes into a header: visible characters only (a stray CR would fail every question
+    // later, as a 503, instead of here).
+    if !secret.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            "the legacy backend's shared secret must be visible characters (no spaces or line breaks)"
+                .into(),
+        );
+    }
     Ok(Some(LegacySettings {
         url,
         secret,

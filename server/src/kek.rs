@@ -38,6 +38,28 @@ pub struct LocalKek {
     cipher: XChaCha20Poly1305,
 }
 
+/// Reads a file holding a secret (a key, a token, a shared secret), with a warning in the log
+/// when others than its owner may read it. An error names the file.
+pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(file = %path.display(), "a secret's file is readable by others than its owner; chmod 600 it");
+        }
+    }
+    Ok(bytes)
+}
+
+/// As [`read_secret_file`], as text without surrounding white space.
+pub fn read_secret_text(path: &Path) -> Result<String, String> {
+    let bytes = read_secret_file(path)?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", path.display()))?;
+    Ok(text.trim().to_owned())
+}
+
 impl LocalKek {
     pub fn new(key: [u8; 32]) -> Self {
         LocalKek {
@@ -75,17 +97,10 @@ impl LocalKek {
     }
 
     pub fn from_file(path: &Path) -> Result<Self, String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let bytes = read_secret_file(path).map_err(|e| format!("reading {e}"))?;
         // A file may hold the 32 raw bytes; anything else is base64 text.
         if let Ok(raw) = <[u8; 32]>::try_from(bytes.as_slice()) {
             return Ok(LocalKek::new(raw));
-        }
-        #[cfg(unix)]
-        if let Ok(meta) = std::fs::metadata(path) {
-            use std::os::unix::fs::PermissionsExt;
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(file = %path.display(), "the key-encryption key file is readable by others; chmod 600 it");
-            }
         }
         let text = String::from_utf8(bytes)
             .map_err(|_| format!("{}: neither 32 raw bytes nor base64", path.display()))?;

@@ -610,6 +610,40 @@ pub fn key_encryption(
     )
 }
 
+/// At most ten years: a bound on the arithmetic of every expiry (`now + ttl`).
+const TEN_YEARS: i64 = 10 * 366 * 86_400;
+
+/// The signing keys' timings, (grace, publish) seconds, checked as a server checks them: what
+/// the `keys` commands run with (they need nothing else of a server's settings).
+pub fn key_timings(a: &ServeArgs) -> Result<(i64, i64), String> {
+    let access_ttl = a.access_ttl_secs.unwrap_or(if a.demo { 30 } else { 600 });
+    if !(1..=86_400).contains(&access_ttl) {
+        return Err("--access-ttl-secs must be between 1 and 86400".into());
+    }
+    if !(0..=30).contains(&a.leeway_secs) {
+        return Err("--leeway-secs must be between 0 and 30".into());
+    }
+    if !(0..=86_400).contains(&a.jwks_max_age_secs) {
+        return Err("--jwks-max-age-secs must be between 0 and 86400".into());
+    }
+    if a.key_publish_secs < a.jwks_max_age_secs {
+        return Err(
+            "--key-publish-secs must be at least --jwks-max-age-secs: a verifier's cached \
+             JWKS must see the next key before it signs"
+                .into(),
+        );
+    }
+    if a.key_grace_secs > TEN_YEARS || a.key_publish_secs > TEN_YEARS {
+        return Err("--key-grace-secs and --key-publish-secs must be at most 316224000".into());
+    }
+    if a.key_grace_secs < access_ttl + a.leeway_secs {
+        return Err(
+            "--key-grace-secs must be at least the access-token lifetime plus leeway".into(),
+        );
+    }
+    Ok((a.key_grace_secs, a.key_publish_secs))
+}
+
 /// Validated settings the server runs with. No `Debug`: it holds secrets (the nonce secret,
 /// the feed's token, the legacy backend's secret, the SMTP URL's password).
 #[derive(Clone)]
@@ -747,38 +781,13 @@ impl Settings {
         if !(0..=300).contains(&a.rotation_grace_secs) {
             return Err("--rotation-grace-secs must be between 0 and 300".into());
         }
-        if !(1..=86_400).contains(&access_ttl) {
-            return Err("--access-ttl-secs must be between 1 and 86400".into());
-        }
-        if !(0..=30).contains(&a.leeway_secs) {
-            return Err("--leeway-secs must be between 0 and 30".into());
-        }
-        // At most ten years: a bound on the arithmetic of every expiry (`now + ttl`).
-        const TEN_YEARS: i64 = 10 * 366 * 86_400;
+        key_timings(a)?;
         if !(1..=TEN_YEARS).contains(&a.idle_ttl_secs)
             || !(1..=TEN_YEARS).contains(&a.absolute_ttl_secs)
         {
             return Err(
                 "--idle-ttl-secs and --absolute-ttl-secs must be between 1 and 316224000 (ten years)"
                     .into(),
-            );
-        }
-        if !(0..=86_400).contains(&a.jwks_max_age_secs) {
-            return Err("--jwks-max-age-secs must be between 0 and 86400".into());
-        }
-        if a.key_publish_secs < a.jwks_max_age_secs {
-            return Err(
-                "--key-publish-secs must be at least --jwks-max-age-secs: a verifier's cached \
-                 JWKS must see the next key before it signs"
-                    .into(),
-            );
-        }
-        if a.key_grace_secs > TEN_YEARS || a.key_publish_secs > TEN_YEARS {
-            return Err("--key-grace-secs and --key-publish-secs must be at most 316224000".into());
-        }
-        if a.key_grace_secs < access_ttl + a.leeway_secs {
-            return Err(
-                "--key-grace-secs must be at least the access-token lifetime plus leeway".into(),
             );
         }
         let origins = |list: &[String], flag: &str| {

@@ -43,18 +43,6 @@ pub struct Legacy {
     /// At most [`AT_ONCE`] questions to the old backend at a time: a sign-in waiting for its
     /// answer holds no hashing turn (crate::password), so this is what bounds them.
     asking: std::sync::Arc<tokio::sync::Semaphore>,
-    /// Until when (Unix ms) the old backend counts as failing: its last question went
-    /// unanswered then, plus [`FAILING_FOR`].
-    failing_until: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
-
-/// How long an unanswered question makes the old backend count as failing.
-const FAILING_FOR: std::time::Duration = std::time::Duration::from_secs(10);
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Questions to the old backend at once; a sign-in that finds them all out is `Unavailable`
@@ -127,31 +115,11 @@ impl Legacy {
             settings,
             http,
             asking: std::sync::Arc::new(tokio::sync::Semaphore::new(AT_ONCE)),
-            failing_until: std::sync::Arc::default(),
         })
-    }
-
-    /// Whether a sign-in of an unknown address would be answered `Unavailable` now: every
-    /// question is out, or one went unanswered within [`FAILING_FOR`].
-    pub fn failing(&self) -> bool {
-        use std::sync::atomic::Ordering;
-        self.asking.available_permits() == 0
-            || unix_ms() < self.failing_until.load(Ordering::Relaxed)
     }
 
     /// Asks whether `password` is the password of `email`.
     pub async fn check(&self, email: &str, password: &str) -> LegacyAnswer {
-        let answer = self.ask(email, password).await;
-        if let LegacyAnswer::Unavailable(_) = &answer {
-            let window = u64::try_from(FAILING_FOR.as_millis()).unwrap_or(u64::MAX);
-            let until = unix_ms().saturating_add(window);
-            self.failing_until
-                .fetch_max(until, std::sync::atomic::Ordering::Relaxed);
-        }
-        answer
-    }
-
-    async fn ask(&self, email: &str, password: &str) -> LegacyAnswer {
         let Ok(_room) = self.asking.try_acquire() else {
             return LegacyAnswer::Unavailable("too many questions to it at once".into());
         };
@@ -190,14 +158,16 @@ impl Legacy {
                 }
             }
         }
-        let profile: Profile = match serde_json::from_slice(&body) {
+        let mut profile: Profile = match serde_json::from_slice(&body) {
             Ok(p) => p,
             Err(e) => return LegacyAnswer::Unavailable(format!("body: {e}")),
         };
+        // A name this server cannot show is left out (the address's local part stands in), as
+        // an import would refuse it: never a sign-in refused for ever over a display name.
+        profile.name = profile.name.map(|n| n.trim().to_owned()).filter(|n| {
+            !n.is_empty() && n.chars().count() <= 100 && !n.chars().any(char::is_control)
+        });
         if profile.id.as_deref().is_some_and(|id| !valid_id(id))
-            || profile.name.as_deref().is_some_and(|n| {
-                n.trim().is_empty() || n.len() > 100 || n.chars().any(char::is_control)
-            })
             || !profile.roles.iter().all(|r| valid_role(r))
             || crate::tokens::check_custom_claims(&profile.claims).is_err()
         {

@@ -60,10 +60,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             Err(e) => Err(e),
         },
         Some(Command::Keys(cmd)) => match key_encryption() {
-            // The servers' settings, checked as a server checks them (a publish delay shorter
-            // than the JWKS's cache age is refused here too).
-            Ok(k) => match Settings::from_args(&cli.serve, k) {
-                Ok(s) => keys(cmd, &store, s.key_grace, s.key_publish, s.key_encryption).await,
+            // The servers' key timings, checked as a server checks them (a publish delay
+            // shorter than the JWKS's cache age is refused here too).
+            Ok(k) => match tokenwarden_server::config::key_timings(&cli.serve) {
+                Ok((grace, publish)) => keys(cmd, &store, grace, publish, k).await,
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),

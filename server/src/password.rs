@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 
 use crate::clock::Clock;
 use crate::error::ApiError;
-use crate::legacy::{Legacy, LegacyAnswer};
+use crate::legacy::{Legacy, LegacyAnswer, Profile};
 use crate::store::{CounterScope, NewUser, Store, User};
 use crate::throttle::Throttle;
 
@@ -210,8 +210,8 @@ impl Passwords {
         // slow every later refusal down).
         let mut started = None;
         let result = self.check_now(email, password, client, &mut started).await;
-        // A refusal, and the old backend's unavailability (an unknown address's answer while it
-        // fails, and a known one's wrong password's then), take as long as each other.
+        // A refusal, and the old backend's unavailability (for an unknown address's password or
+        // a known one's wrong one), take as long as each other.
         if let (Err(ApiError::InvalidCredentials | ApiError::LegacyUnavailable), Some(t)) =
             (&result, started)
         {
@@ -272,14 +272,19 @@ impl Passwords {
         let user = match (known, stored) {
             (Some(user), Some(stored)) => {
                 if !turn.verify(password, stored).await {
-                    // While the old backend is failing, an unknown address is answered 503:
-                    // a wrong password of a known one too, or the two answers would tell which
-                    // addresses have an account here (and the backend can be made to fail by
-                    // filling its questions).
-                    if self.legacy.as_ref().is_some_and(Legacy::failing) {
-                        return Err(ApiError::LegacyUnavailable);
-                    }
-                    return Err(ApiError::InvalidCredentials);
+                    // With an old backend, an unknown address's wrong password is answered as
+                    // the old backend answers it (401, or 503 while it fails or for a password
+                    // it cannot answer): a known one's is asked of it too, and answered the
+                    // same way (never a sign-in), or the two answers would tell which addresses
+                    // have an account here.
+                    drop(turn);
+                    return Err(match &self.legacy {
+                        Some(legacy) => match self.ask(legacy, email, password).await {
+                            Ok(_) => ApiError::InvalidCredentials,
+                            Err(e) => e,
+                        },
+                        None => ApiError::InvalidCredentials,
+                    });
                 }
                 if crate::hashes::needs_rehash(stored) {
                     self.rehash(&turn, user, password, stored).await;
@@ -337,21 +342,7 @@ impl Passwords {
         let Some(legacy) = &self.legacy else {
             return Err(ApiError::InvalidCredentials);
         };
-        let profile = match legacy.check(email, password).await {
-            LegacyAnswer::Vouched(p) => p,
-            LegacyAnswer::Refused => return Err(ApiError::InvalidCredentials),
-            LegacyAnswer::Unavailable(why) => {
-                tracing::error!(target: "audit", event = "legacy_unavailable", %why);
-                return Err(ApiError::LegacyUnavailable);
-            }
-        };
-        let turn = self
-            .hasher
-            .turn()
-            .await
-            .map_err(|_| ApiError::Busy { retry_after: 1 })?;
-        let hash = turn.hash(password).await.map_err(ApiError::Internal)?;
-        drop(turn);
+        let profile = self.ask(legacy, email, password).await?;
         if let Some(user) = known {
             // An account here without a password (a code sign-up, a provider's, an import
             // without a hash): the old backend's word sets its password only if it vouches for
@@ -362,6 +353,15 @@ impl Passwords {
                 tracing::warn!(target: "audit", event = "legacy_refused_unverified", user = %user.id);
                 return Err(ApiError::InvalidCredentials);
             }
+        }
+        let turn = self
+            .hasher
+            .turn()
+            .await
+            .map_err(|_| ApiError::Busy { retry_after: 1 })?;
+        let hash = turn.hash(password).await.map_err(ApiError::Internal)?;
+        drop(turn);
+        if let Some(user) = known {
             self.store
                 .set_password_hash(&user.id, &hash, Some(""))
                 .await?;
@@ -386,14 +386,29 @@ impl Passwords {
                 now,
             })
             .await?;
-        if created {
-            tracing::info!(target: "audit", event = "legacy_imported", user = %id);
+        if !created {
+            // The address (or the id) was taken meanwhile: whoever took it, this sign-in does
+            // not open their account (the next goes through the known account's rule).
+            return Err(ApiError::InvalidCredentials);
         }
+        tracing::info!(target: "audit", event = "legacy_imported", user = %id);
         self.store
             .user_by_email(email)
             .await?
             .map(|(u, _)| u)
             .ok_or(ApiError::InvalidCredentials)
+    }
+
+    /// The old backend's answer: its profile, 401 (`invalid_credentials`), or 503.
+    async fn ask(&self, legacy: &Legacy, email: &str, password: &str) -> Result<Profile, ApiError> {
+        match legacy.check(email, password).await {
+            LegacyAnswer::Vouched(p) => Ok(p),
+            LegacyAnswer::Refused => Err(ApiError::InvalidCredentials),
+            LegacyAnswer::Unavailable(why) => {
+                tracing::error!(target: "audit", event = "legacy_unavailable", %why);
+                Err(ApiError::LegacyUnavailable)
+            }
+        }
     }
 
     /// The hash of `password` as a new password of `user` (checked by [`check_new`] first),

@@ -167,7 +167,7 @@ fn check_line(text: &str) -> Result<Ready, String> {
     };
     let password_hash = match line.password_hash {
         Some(h) => {
-            crate::hashes::kind_of(&h).map_err(|e| e.to_string())?;
+            crate::hashes::importable(&h).map_err(|e| e.to_string())?;
             h
         }
         None => String::new(),

@@ -273,10 +273,13 @@ pub async fn import(
             now,
         })
         .collect();
-    store
+    let imported = store
         .import_users(&users)
         .await
         .map_err(|e| format!("nothing was imported: {e}"))?;
+    if !imported {
+        return Err("nothing was imported: an id or email was taken while importing".into());
+    }
     report.imported = users.len();
     Ok(report)
 }

@@ -313,18 +313,24 @@ async fn legacy_backend(secret: &'static str) -> (String, tokio::task::JoinHandl
     (url, task)
 }
 
+/// A server whose lazy migration asks the old backend at `url`.
+async fn with_legacy(url: &str, secret: &str) -> TestServer {
+    let (url, secret) = (url.to_owned(), secret.to_owned());
+    TestServer::with(move |c: &mut Settings| {
+        c.legacy = Some(tokenwarden_server::config::LegacySettings {
+            url,
+            secret,
+            timeout: std::time::Duration::from_millis(1500),
+        });
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_lazy_migration_imports_a_user_the_old_backend_vouches_for() {
     let secret = "legacy-shared-secret-0123";
     let (url, backend) = legacy_backend(secret).await;
-    let s = TestServer::with(|c: &mut Settings| {
-        c.legacy = Some(tokenwarden_server::config::LegacySettings {
-            url: url.clone(),
-            secret: secret.into(),
-            timeout: std::time::Duration::from_millis(1500),
-        });
-    })
-    .await;
+    let s = with_legacy(&url, secret).await;
     // A wrong password: the old backend refuses, nothing is imported.
     let res = Client::new(&s)
         .login(("old@legacy.test", "guess-guess-1"))
@@ -380,14 +386,7 @@ async fn a_lazy_migration_imports_a_user_the_old_backend_vouches_for() {
 async fn the_old_backend_sets_no_password_of_an_account_it_does_not_vouch_for() {
     let secret = "legacy-shared-secret-0123";
     let (url, _backend) = legacy_backend(secret).await;
-    let s = TestServer::with(|c: &mut Settings| {
-        c.legacy = Some(tokenwarden_server::config::LegacySettings {
-            url: url.clone(),
-            secret: secret.into(),
-            timeout: std::time::Duration::from_millis(1500),
-        });
-    })
-    .await;
+    let s = with_legacy(&url, secret).await;
     for (id, email) in [
         ("owner-1", "squat@legacy.test"),
         ("kept-1", "kept@legacy.test"),
@@ -429,14 +428,7 @@ async fn while_the_old_backend_fails_a_known_address_is_answered_like_an_unknown
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/check", closed.local_addr().unwrap());
     drop(closed);
-    let s = TestServer::with(|c: &mut Settings| {
-        c.legacy = Some(tokenwarden_server::config::LegacySettings {
-            url,
-            secret: "legacy-shared-secret-0123".into(),
-            timeout: std::time::Duration::from_millis(1500),
-        });
-    })
-    .await;
+    let s = with_legacy(&url, "legacy-shared-secret-0123").await;
     let unknown = Client::new(&s)
         .login(("nobody@legacy.test", "a-password-1"))
         .await;

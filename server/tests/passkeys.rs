@@ -37,6 +37,13 @@ async fn alice_with_a_passkey() -> (TestServer, Client, SoftPasskey) {
     (s, tab, passkey)
 }
 
+/// Turns the second factor of `tab`'s account on.
+async fn require_second_factor(tab: &mut Client) {
+    let on = json!({ "required": true });
+    let a = tab.send("PUT", "/auth/second-factor", Some(&on)).await;
+    assert_eq!(a.status, 204, "{}", a.body);
+}
+
 /// Registers a passkey for the signed-in `tab`: the authenticator's passkey.
 async fn register(tab: &mut Client) -> SoftPasskey {
     let start = tab.post("/auth/passkeys/register/start", &json!({})).await;
@@ -250,14 +257,7 @@ async fn sensitive_actions_need_a_recent_sign_in_and_a_step_up_gives_one() {
     let t = tab.tokens_of(&a);
     assert!(claims(&t)["auth_time"].as_i64().unwrap() > old_auth_time);
     assert_eq!(claims(&t)["amr"], json!(["pwd", "hwk", "mfa"]));
-    let a = tab
-        .send(
-            "PUT",
-            "/auth/second-factor",
-            Some(&json!({ "required": true })),
-        )
-        .await;
-    assert_eq!(a.status, 204, "{}", a.body);
+    require_second_factor(&mut tab).await;
 
     // From now on the password alone opens nothing.
     let a = Client::bound(&s).login(ALICE).await;
@@ -281,14 +281,7 @@ async fn sensitive_actions_need_a_recent_sign_in_and_a_step_up_gives_one() {
 #[tokio::test]
 async fn a_required_second_factor_completes_a_password_sign_in_only_with_the_same_key() {
     let (s, mut tab, mut passkey) = alice_with_a_passkey().await;
-    let a = tab
-        .send(
-            "PUT",
-            "/auth/second-factor",
-            Some(&json!({ "required": true })),
-        )
-        .await;
-    assert_eq!(a.status, 204, "{}", a.body);
+    require_second_factor(&mut tab).await;
 
     // The password alone: 401 second_factor_required, no cookie, no token.
     let mut next = Client::bound(&s);
@@ -335,14 +328,7 @@ async fn a_required_second_factor_completes_a_password_sign_in_only_with_the_sam
 #[tokio::test]
 async fn a_password_change_ends_the_sign_ins_waiting_for_their_second_factor() {
     let (s, mut tab, mut passkey) = alice_with_a_passkey().await;
-    let a = tab
-        .send(
-            "PUT",
-            "/auth/second-factor",
-            Some(&json!({ "required": true })),
-        )
-        .await;
-    assert_eq!(a.status, 204, "{}", a.body);
+    require_second_factor(&mut tab).await;
     let mut thief = Client::bound(&s);
     let waiting = thief.login(ALICE).await;
     assert_eq!(
@@ -427,14 +413,7 @@ async fn a_code_sign_in_or_a_reset_needs_the_passkey_that_is_the_second_factor()
     let mut tab = Client::bound(&s);
     tab.sign_in(ALICE).await;
     let mut passkey = register(&mut tab).await;
-    let a = tab
-        .send(
-            "PUT",
-            "/auth/second-factor",
-            Some(&json!({ "required": true })),
-        )
-        .await;
-    assert_eq!(a.status, 204, "{}", a.body);
+    require_second_factor(&mut tab).await;
 
     // Every message to Alice, in order: a code asked for, or one a password sign-in mailed as
     // its second factor.
@@ -599,14 +578,7 @@ async fn removals_side_by_side_keep_the_last_passkey_that_is_the_second_factor()
     for _ in 0..5 {
         register(&mut tab).await;
     }
-    let a = tab
-        .send(
-            "PUT",
-            "/auth/second-factor",
-            Some(&json!({ "required": true })),
-        )
-        .await;
-    assert_eq!(a.status, 204, "{}", a.body);
+    require_second_factor(&mut tab).await;
     let listed = tab.get("/auth/passkeys").await.body["passkeys"].clone();
     let ids: Vec<String> = listed
         .as_array()

@@ -32,12 +32,12 @@ struct WithHash {
 
 const INSERT_USER: &str = "INSERT INTO users (id, email, password_hash, name, roles, created_at,
                                               email_verified_at, claims)
-                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING";
 
 /// Creates `u` unless its id or email is taken; whether it did.
 pub(super) async fn insert_user(conn: &mut AnyConnection, u: &NewUser<'_>) -> StoreResult<bool> {
     let res = q!(
-        sqlx::AssertSqlSafe(format!("{INSERT_USER} ON CONFLICT DO NOTHING")),
+        INSERT_USER,
         u.id,
         u.email,
         u.password_hash,
@@ -60,26 +60,18 @@ impl Store {
     }
 
     /// Imports users in one transaction: all of them or, on any failure, none. The caller
-    /// has checked every line and that no id or email is taken.
-    pub async fn import_users(&self, users: &[NewUser<'_>]) -> StoreResult<()> {
+    /// has checked every line and that no id or email is taken; `false` (nothing imported) if
+    /// one was taken meanwhile.
+    pub async fn import_users(&self, users: &[NewUser<'_>]) -> StoreResult<bool> {
         let mut tx = self.write.begin().await?;
         for u in users {
-            q!(
-                INSERT_USER,
-                u.id,
-                u.email,
-                u.password_hash,
-                u.name,
-                u.roles.join(","),
-                u.now,
-                u.email_verified_at,
-                u.claims
-            )
-            .execute(&mut *tx)
-            .await?;
+            if !insert_user(&mut tx, u).await? {
+                tx.rollback().await?;
+                return Ok(false);
+            }
         }
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Every (id, email) stored (an import checks its lines against them).

@@ -378,9 +378,11 @@ pub async fn reset(
     .await?;
     // The code came back: the address is the user's.
     store.set_email_verified(&email, otp.now()).await?;
+    // `None` only if the account went away meanwhile: nothing to open then.
     let version = sessions
         .replace_password(&user.id, &hash, None, None, RevokeReason::PasswordReset)
-        .await?;
+        .await?
+        .ok_or(ApiError::InvalidCode { attempts_left: 0 })?;
     // Opened only while the new password is the account's (another reset may follow).
     sessions
         .open_proved(
@@ -388,7 +390,7 @@ pub async fn reset(
             user_agent(&headers),
             jkt.as_deref(),
             SignIn::PasswordReset,
-            version,
+            Some(version),
         )
         .await
 }

@@ -610,13 +610,18 @@ pub fn key_encryption(
     )
 }
 
+/// The access tokens' lifetime: `--access-ttl-secs`, or 600 s (30 s with `--demo`).
+fn access_ttl(a: &ServeArgs) -> i64 {
+    a.access_ttl_secs.unwrap_or(if a.demo { 30 } else { 600 })
+}
+
 /// At most ten years: a bound on the arithmetic of every expiry (`now + ttl`).
 const TEN_YEARS: i64 = 10 * 366 * 86_400;
 
 /// The signing keys' timings, (grace, publish) seconds, checked as a server checks them: what
 /// the `keys` commands run with (they need nothing else of a server's settings).
 pub fn key_timings(a: &ServeArgs) -> Result<(i64, i64), String> {
-    let access_ttl = a.access_ttl_secs.unwrap_or(if a.demo { 30 } else { 600 });
+    let access_ttl = access_ttl(a);
     if !(1..=86_400).contains(&access_ttl) {
         return Err("--access-ttl-secs must be between 1 and 86400".into());
     }
@@ -757,7 +762,7 @@ impl Settings {
     }
 
     pub fn from_args(a: &ServeArgs, key_encryption: KeyEncryption) -> Result<Self, String> {
-        let access_ttl = a.access_ttl_secs.unwrap_or(if a.demo { 30 } else { 600 });
+        let access_ttl = access_ttl(a);
         if a.test_hooks && !cfg!(feature = "test-hooks") {
             return Err(
                 "--test-hooks: this binary was built without the `test-hooks` feature \

@@ -782,11 +782,13 @@ pub async fn second_factor(
             // A reset that waited for this passkey: its new password now, and every other
             // session ends, as a reset without a second factor does at once.
             match c.password_hash.as_deref() {
-                Some(hash) => {
+                // `None` only if the account went away meanwhile: nothing to open then.
+                Some(hash) => Some(
                     p.0.sessions
                         .replace_password(&user.id, hash, None, None, RevokeReason::PasswordReset)
                         .await?
-                }
+                        .ok_or(ApiError::InvalidCredentials)?,
+                ),
                 None => None,
             }
         }

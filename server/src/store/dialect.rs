@@ -14,7 +14,8 @@
 //!   session of the password it proved.
 //! - [`LOCK_USER_SESSIONS_PG`], [`LOCK_PROVIDER_SESSIONS_PG`]: the live sessions a revocation
 //!   of several is about to end, locked in the order of their ids (two such revocations side
-//!   by side would otherwise lock in orders of their own, and one fail as a deadlock).
+//!   by side would otherwise lock in orders of their own, and one fail as a deadlock); on
+//!   SQLite, the same statements without the lock ([`USER_SESSIONS`], [`PROVIDER_SESSIONS`]).
 //! - [`RECENT_EVENTS_PG`]: the fleet's catch-up read, by PostgreSQL's own clock.
 
 /// The two backends.
@@ -53,18 +54,36 @@ pub const LOCK_USER_PG: &str = "SELECT id FROM users WHERE id = $1 FOR UPDATE";
 /// takes (with `FOR UPDATE`, two sign-ins of one account and one DPoP key deadlocked).
 pub const HOLD_USER_PG: &str = "SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE";
 
-/// `$1`: a user's id, `$2`: a session kept (NULL: none). Their live sessions, locked by id.
-pub const LOCK_USER_SESSIONS_PG: &str = "SELECT id FROM sessions
-     WHERE user_id = $1 AND revoked_at IS NULL AND (CAST($2 AS TEXT) IS NULL OR id <> $2)
-     ORDER BY id FOR UPDATE";
+/// `$1`: a user's id, `$2`: a session kept (NULL: none). Their live sessions, by id.
+macro_rules! user_sessions {
+    ($lock:literal) => {
+        concat!(
+            "SELECT id FROM sessions
+             WHERE user_id = $1 AND revoked_at IS NULL AND (CAST($2 AS TEXT) IS NULL OR id <> $2)
+             ORDER BY id",
+            $lock
+        )
+    };
+}
+pub const USER_SESSIONS: &str = user_sessions!("");
+pub const LOCK_USER_SESSIONS_PG: &str = user_sessions!(" FOR UPDATE");
 
 /// `$1`: an issuer, `$2` a subject and `$3` a provider's session, each NULL for any. The live
-/// sessions a logout token names, locked by id.
-pub const LOCK_PROVIDER_SESSIONS_PG: &str = "SELECT id FROM sessions
-     WHERE revoked_at IS NULL AND id IN (
-       SELECT session_id FROM federated_sessions
-       WHERE issuer = $1 AND ($2 IS NULL OR subject = $2) AND ($3 IS NULL OR idp_sid = $3))
-     ORDER BY id FOR UPDATE";
+/// sessions a logout token names, by id.
+macro_rules! provider_sessions {
+    ($lock:literal) => {
+        concat!(
+            "SELECT id FROM sessions
+             WHERE revoked_at IS NULL AND id IN (
+               SELECT session_id FROM federated_sessions
+               WHERE issuer = $1 AND ($2 IS NULL OR subject = $2) AND ($3 IS NULL OR idp_sid = $3))
+             ORDER BY id",
+            $lock
+        )
+    };
+}
+pub const PROVIDER_SESSIONS: &str = provider_sessions!("");
+pub const LOCK_PROVIDER_SESSIONS_PG: &str = provider_sessions!(" FOR UPDATE");
 
 /// Held until the transaction ends.
 pub const LOCK_KEYS_PG: &str = "SELECT pg_advisory_xact_lock(7301)";

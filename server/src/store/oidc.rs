@@ -4,9 +4,9 @@
 use sqlx::AnyConnection;
 
 use super::dialect::{self, Dialect};
-use super::revocations::record_event;
+use super::sessions::revoke_each;
 use super::users::insert_user;
-use super::{EventKind, NewUser, RevokeReason, Store, StoreResult, User};
+use super::{NewUser, RevokeReason, Store, StoreResult, User};
 
 /// A session opened by a provider's sign-in, as a logout token may name it.
 #[derive(Debug, Clone, Copy)]
@@ -185,24 +185,15 @@ impl Store {
             tx.rollback().await?;
             return Ok(None);
         }
-        if self.dialect == Dialect::Postgres {
-            q!(dialect::LOCK_PROVIDER_SESSIONS_PG, issuer, subject, idp_sid)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let sql = "UPDATE sessions SET revoked_at = $1, revoke_reason = $2, version = version + 1
-                   WHERE revoked_at IS NULL AND id IN (
-                     SELECT session_id FROM federated_sessions
-                     WHERE issuer = $3 AND ($4 IS NULL OR subject = $4)
-                       AND ($5 IS NULL OR idp_sid = $5))
-                   RETURNING id";
-        let reason = RevokeReason::ProviderLogout.as_str();
-        let revoked: Vec<String> = q_scalar!(sql, now, reason, issuer, subject, idp_sid)
+        let sql = match self.dialect {
+            Dialect::Postgres => dialect::LOCK_PROVIDER_SESSIONS_PG,
+            Dialect::Sqlite => dialect::PROVIDER_SESSIONS,
+        };
+        let ids: Vec<String> = q_scalar!(sql, issuer, subject, idp_sid)
             .fetch_all(&mut *tx)
             .await?;
-        for sid in &revoked {
-            record_event(&mut tx, self.dialect, EventKind::Session, sid, now).await?;
-        }
+        let reason = RevokeReason::ProviderLogout;
+        let revoked = revoke_each(&mut tx, self.dialect, ids, reason, now).await?;
         tx.commit().await?;
         Ok(Some(revoked))
     }

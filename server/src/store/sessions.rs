@@ -310,6 +310,32 @@ async fn revoke_in(
     Ok(Applied::Revoked)
 }
 
+/// `$1` now, `$2` why, `$3` a session, `$4` its user (NULL: whichever): the session revoked if
+/// it is live.
+const REVOKE_SESSION: &str = "UPDATE sessions SET revoked_at = $1, revoke_reason = $2,
+                                  version = version + 1
+    WHERE id = $3 AND revoked_at IS NULL AND (CAST($4 AS TEXT) IS NULL OR user_id = $4)";
+
+/// Revokes each of `ids` still live, in their order (the order they were locked in), each with
+/// its event; the ones it revoked.
+pub(super) async fn revoke_each(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    ids: Vec<String>,
+    reason: RevokeReason,
+    now: i64,
+) -> StoreResult<Vec<String>> {
+    let mut revoked = Vec::with_capacity(ids.len());
+    for id in ids {
+        let change = q!(REVOKE_SESSION, now, reason.as_str(), &id, None::<&str>);
+        if change.execute(&mut *conn).await?.rows_affected() == 1 {
+            record_event(conn, dialect, EventKind::Session, &id, now).await?;
+            revoked.push(id);
+        }
+    }
+    Ok(revoked)
+}
+
 impl Store {
     /// Whether a session (live or not) was ever bound to the DPoP key `jkt`: no other can be
     /// (the unique index [`Self::create_session`] meets).
@@ -465,14 +491,7 @@ impl Store {
         reason: RevokeReason,
         now: i64,
     ) -> StoreResult<bool> {
-        let change = q!(
-            "UPDATE sessions SET revoked_at = $1, revoke_reason = $2, version = version + 1
-             WHERE id = $3 AND revoked_at IS NULL AND (CAST($4 AS TEXT) IS NULL OR user_id = $4)",
-            now,
-            reason.as_str(),
-            session_id,
-            user_id
-        );
+        let change = q!(REVOKE_SESSION, now, reason.as_str(), session_id, user_id);
         self.change_with_event(change, EventKind::Session, session_id, now)
             .await
     }
@@ -502,22 +521,14 @@ impl Store {
         reason: RevokeReason,
         now: i64,
     ) -> StoreResult<Vec<String>> {
-        if self.dialect == Dialect::Postgres {
-            q!(dialect::LOCK_USER_SESSIONS_PG, user_id, except)
-                .execute(&mut *conn)
-                .await?;
-        }
-        let sql = "UPDATE sessions SET revoked_at = $1, revoke_reason = $2, version = version + 1
-                   WHERE user_id = $3 AND revoked_at IS NULL
-                     AND (CAST($4 AS TEXT) IS NULL OR id <> $4)
-                   RETURNING id";
-        let revoked: Vec<String> = q_scalar!(sql, now, reason.as_str(), user_id, except)
+        let sql = match self.dialect {
+            Dialect::Postgres => dialect::LOCK_USER_SESSIONS_PG,
+            Dialect::Sqlite => dialect::USER_SESSIONS,
+        };
+        let ids: Vec<String> = q_scalar!(sql, user_id, except)
             .fetch_all(&mut *conn)
             .await?;
-        for sid in &revoked {
-            record_event(conn, self.dialect, EventKind::Session, sid, now).await?;
-        }
-        Ok(revoked)
+        revoke_each(conn, self.dialect, ids, reason, now).await
     }
 
     pub async fn live_sessions(&self, user_id: &str, now: i64) -> StoreResult<Vec<SessionRow>> {

@@ -47,7 +47,7 @@ print("Django pbkdf2_sha256 (${costs.pbkdf2} rounds)\\tpbkdf2_sha256$${costs.pbk
 /** A server on the database `url`; resolves when it answers. */
 async function serve(server, url, port) {
   const proc = spawn(server, ["--bind", `127.0.0.1:${port}`, "--demo", "--database-url", url,
-    "--login-ip-per-minute", "1000000", "--login-max-failures", "1000000"],
+    "--login-ip-per-minute", "1000000", "--login-max-failures", "1000000", "--login-account-max-failures", "1000000"],
   { env: { ...process.env, RUST_LOG: "error" }, stdio: ["ignore", "ignore", "inherit"] });
   const base = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 100; i++) {

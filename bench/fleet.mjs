@@ -76,7 +76,7 @@ export async function startInstance(server, port, databaseUrl, extra = []) {
   const proc = spawn(server, [
     "--bind", `127.0.0.1:${port}`, "--test-hooks", "--test-hooks-secret", HOOKS_SECRET,
     "--database-url", databaseUrl, "--access-ttl-secs", "600",
-    "--login-ip-per-minute", "1000000", "--login-max-failures", "1000000",
+    "--login-ip-per-minute", "1000000", "--login-max-failures", "1000000", "--login-account-max-failures", "1000000",
     // All load comes from 127.0.0.1 and rotates far faster than any user: raised, as in section 7
     // (on PostgreSQL they are still counted, in the database, on every request).
     "--refresh-ip-per-minute", "1000000000", "--refresh-session-per-minute", "1000000000",

@@ -72,7 +72,7 @@ async function startServer(port, extra) {
     [
       "--bind", `127.0.0.1:${port}`, "--test-hooks", "--test-hooks-secret", HOOKS_SECRET, "--demo",
       "--database-url", `sqlite://${dir}/bench.db`,
-      "--login-ip-per-minute", "1000000", "--login-max-failures", "1000000",
+      "--login-ip-per-minute", "1000000", "--login-max-failures", "1000000", "--login-account-max-failures", "1000000",
       // Every client here is 127.0.0.1, and section 7 rotates far faster than any one user:
       // the per-client and per-session refresh limits would measure themselves.
       "--refresh-ip-per-minute", "1000000", "--refresh-session-per-minute", "1000000",

@@ -115,6 +115,10 @@ words! {
         /// the code's lifetime): only the browser that sent the password can complete it, so a
         /// second sign-up of the address (someone else's) cannot set the account's password.
         SignUp = "__Host-tw_signup",
+        /// A browser known to an account (`HttpOnly; Secure; SameSite=Strict`, 400 days): set
+        /// by a sign-in that proved the account's password; its password attempts count
+        /// against it, not against the account's ceiling for everyone else.
+        KnownBrowser = "__Host-tw_device",
     }
 }
 

@@ -397,12 +397,14 @@ pub async fn reset(
 
 /// `POST /auth/password/change` (access token, CSRF header): the current password, then the
 /// new one; every other session of the account is revoked, this one goes on (204).
+#[allow(clippy::too_many_arguments)]
 pub async fn change(
     _: Csrf,
     State(passwords): State<Passwords>,
     State(sessions): State<Sessions>,
     State(store): State<Store>,
     client: ClientIp,
+    headers: HeaderMap,
     Authed(claims): Authed,
     JsonBody(req): JsonBody<ChangeRequest>,
 ) -> Result<Response, ApiError> {
@@ -415,12 +417,17 @@ pub async fn change(
     if req.current_password.is_empty() || req.current_password.len() > 1024 {
         return Err(ApiError::WrongPassword);
     }
-    // The same check as a sign-in (throttled per account and client); an unverified address
+    // The same check as a sign-in (throttled as a sign-in from this browser); an unverified address
     // does not matter here (the password was right).
     // A wrong one is 403, not 401: the caller is authenticated, and a 401 would make the
     // client refresh its token and replay the request (a second guess counted).
     let proved = match passwords
-        .check_current(&user.email, &req.current_password, &client.key())
+        .check_current(
+            &user.email,
+            &req.current_password,
+            &client.key(),
+            crate::cookies::known_browser(&headers),
+        )
         .await
     {
         Ok(proved) if proved.user.id == user.id => proved,

@@ -130,11 +130,15 @@ impl AppState {
             clock.clone(),
         )
         .await?;
+        let known = crate::password::KnownBrowsers::load(&store, &settings.key_encryption)
+            .await
+            .map_err(StartError::Password)?;
         let passwords = Passwords::new(
             store.clone(),
             clock.clone(),
             PasswordPolicy {
                 max_failures: settings.login_max_failures,
+                account_max_failures: settings.login_account_max_failures,
                 window: settings.login_window,
                 ip_per_minute: settings.login_ip_per_minute,
                 argon2_concurrency: settings.argon2_concurrency,
@@ -147,6 +151,7 @@ impl AppState {
                 .map(crate::legacy::Legacy::new)
                 .transpose()
                 .map_err(StartError::Password)?,
+            known.clone(),
         )
         .await
         .map_err(StartError::Password)?;
@@ -179,6 +184,7 @@ impl AppState {
                 refresh_session_per_minute: settings.refresh_session_per_minute,
             },
             observers,
+            known,
         );
         let access = Access::new(keys.clone(), audience, clock.clone(), revoked);
         #[cfg(feature = "test-hooks")]

@@ -254,6 +254,14 @@ pub struct ServeArgs {
     #[arg(long, env = "TW_LOGIN_MAX_FAILURES", default_value_t = 10)]
     pub login_max_failures: i64,
 
+    /// Password attempts per account within --login-window-secs from every client but the
+    /// browsers known to it (those where its password was right before, by their
+    /// `__Host-tw_device` cookie, which count --login-max-failures of their own); beyond, 429
+    /// without checking the password. Bounds a guesser with many addresses; the owner's known
+    /// browsers still sign in.
+    #[arg(long, env = "TW_LOGIN_ACCOUNT_MAX_FAILURES", default_value_t = 50)]
+    pub login_account_max_failures: i64,
+
     /// The window of --login-max-failures.
     #[arg(long, env = "TW_LOGIN_WINDOW_SECS", default_value_t = 900)]
     pub login_window_secs: i64,
@@ -679,6 +687,7 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     pub connect_src: Vec<String>,
     pub login_max_failures: i64,
+    pub login_account_max_failures: i64,
     pub login_window: i64,
     pub login_ip_per_minute: u32,
     pub refresh_ip_per_minute: u32,
@@ -735,6 +744,7 @@ impl Settings {
             allowed_origins: Vec::new(),
             connect_src: Vec::new(),
             login_max_failures: 10,
+            login_account_max_failures: 50,
             login_window: 900,
             login_ip_per_minute: 60,
             refresh_ip_per_minute: 600,
@@ -855,6 +865,7 @@ impl Settings {
             allowed_origins,
             connect_src,
             login_max_failures: a.login_max_failures.max(1),
+            login_account_max_failures: a.login_account_max_failures.max(1),
             login_window: a.login_window_secs.max(1),
             login_ip_per_minute: a.login_ip_per_minute.max(1),
             refresh_ip_per_minute: a.refresh_ip_per_minute.max(1),

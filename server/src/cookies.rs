@@ -7,6 +7,8 @@
 //!   `Path=/auth`).
 //! - `tw_session=1`: not a secret, readable by JS, same lifetime: tells the client at page
 //!   load that a session may exist, so anonymous visitors cost no refresh request.
+//! - `__Host-tw_device`: a browser known to an account (crate::password::KnownBrowsers), set
+//!   by a sign-in that proved its password; outlives sessions.
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
@@ -16,12 +18,26 @@ use tokenwarden::proto::CookieName;
 pub const REFRESH_COOKIE: &str = CookieName::Refresh.as_str();
 pub const HINT_COOKIE: &str = CookieName::SessionHint.as_str();
 pub const SIGNUP_COOKIE: &str = CookieName::SignUp.as_str();
+pub const KNOWN_BROWSER_COOKIE: &str = CookieName::KnownBrowser.as_str();
 
 /// A sign-up's binding to the browser that sent it, for the code's lifetime.
 pub fn signup_cookie(binding: &str, max_age: i64) -> String {
     format!(
         "{SIGNUP_COOKIE}={binding}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict"
     )
+}
+
+/// A browser known to the account whose password it just proved (crate::password): kept
+/// across sign-outs, never cleared by the server.
+pub fn known_browser_cookie(value: &str, max_age: i64) -> String {
+    format!(
+        "{KNOWN_BROWSER_COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict"
+    )
+}
+
+/// The known-browser cookie of the request; none when absent or named more than once.
+pub fn known_browser(headers: &HeaderMap) -> Option<&str> {
+    one(headers, KNOWN_BROWSER_COOKIE).ok().flatten()
 }
 
 pub fn refresh_cookie(token: &str, max_age: i64) -> String {

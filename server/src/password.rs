@@ -22,6 +22,82 @@ use crate::legacy::{Legacy, LegacyAnswer, Profile};
 use crate::store::{CounterScope, NewUser, Store, User};
 use crate::throttle::Throttle;
 
+/// A browser known to an account: whoever signed in with its password there holds a cookie
+/// (`__Host-tw_device`, [`Passwords::known_browser_cookie`]) that is HMAC-SHA256(key, email ‖
+/// nonce) beside its nonce, under a key sealed in the database like the codes' (every instance
+/// agrees; a dump alone does not give it). OWASP's "device cookies": a known browser's
+/// password attempts count against that browser, everyone else's against the account as well,
+/// so that many addresses buy a guesser no more than the account's ceiling, and the guesser's
+/// lockout does not lock the owner's browser out.
+pub struct KnownBrowsers {
+    key: [u8; 32],
+}
+
+/// The sealed key's name in `server_secrets` (and its seal's associated data).
+const KNOWN_BROWSER_KEY: &str = "known_browser_key";
+
+/// How long a browser stays known after its last password sign-in (400 days is the longest
+/// `Max-Age` browsers keep).
+pub const KNOWN_BROWSER_MAX_AGE: i64 = 400 * 86_400;
+
+impl KnownBrowsers {
+    /// The key, sealed in the database (the same for every instance).
+    pub async fn load(store: &Store, kek: &crate::kek::KeyEncryption) -> Result<Arc<Self>, String> {
+        let key = store
+            .sealed_key(kek, KNOWN_BROWSER_KEY)
+            .await
+            .map_err(|e| format!("known browsers: {e}"))?;
+        Ok(Arc::new(KnownBrowsers { key }))
+    }
+
+    /// The `Set-Cookie` that makes this browser known to the account of `email`, for an answer
+    /// to a sign-in (any way of signing in: whoever did is not guessing the password).
+    pub fn cookie(&self, email: &str) -> String {
+        crate::cookies::known_browser_cookie(&self.issue(email), KNOWN_BROWSER_MAX_AGE)
+    }
+
+    fn mac(&self, email: &str, nonce: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        // The key is 32 bytes, which HMAC always accepts.
+        let Ok(mut mac) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.key) else {
+            return [0; 32];
+        };
+        // Length-prefixed, so that no two (email, nonce) pairs give the same input.
+        for part in ["known-browser", email, nonce] {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    /// A new cookie value for a browser that just proved the password of `email`.
+    fn issue(&self, email: &str) -> String {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+        let nonce = B64.encode(rand::random::<[u8; 16]>());
+        let mac = B64.encode(self.mac(email, &nonce));
+        format!("{nonce}.{mac}")
+    }
+
+    /// The nonce of `cookie` if it is a cookie this server issued for `email` (compared in
+    /// constant time); `None` for any other value, another account's cookie included.
+    fn known(&self, cookie: Option<&str>, email: &str) -> Option<String> {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+        use subtle::ConstantTimeEq;
+        let (nonce, mac) = cookie?.split_once('.')?;
+        if nonce.len() != 22
+            || !nonce
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return None;
+        }
+        let given = B64.decode(mac).ok()?;
+        bool::from(given.ct_eq(&self.mac(email, nonce))).then(|| nonce.to_owned())
+    }
+}
+
 /// Lower-cased, trimmed; the key of the per-account throttle whether the account exists or not.
 pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
@@ -98,6 +174,8 @@ pub async fn verify(password: &str, stored: &str) -> bool {
 pub struct PasswordPolicy {
     /// Attempts per (account, client) within `window` before 429.
     pub max_failures: i64,
+    /// Attempts per account within `window` from every client but the browsers known to it.
+    pub account_max_failures: i64,
     pub window: i64,
     /// Attempts per client per minute.
     pub ip_per_minute: u32,
@@ -117,6 +195,7 @@ pub struct PasswordsInner {
     clock: Clock,
     policy: PasswordPolicy,
     legacy: Option<Legacy>,
+    known: Arc<KnownBrowsers>,
     /// Attempts per client address bucket.
     pub ip_limiter: Throttle,
     /// argon2id behind a bounded semaphore.
@@ -149,9 +228,11 @@ impl Passwords {
         clock: Clock,
         policy: PasswordPolicy,
         legacy: Option<Legacy>,
+        known: Arc<KnownBrowsers>,
     ) -> Result<Self, String> {
         let dummy_hash = hash(&crate::tokens::random_token()).await?;
         Ok(Passwords(Arc::new(PasswordsInner {
+            known,
             ip_limiter: Throttle::new("login-ip", policy.ip_per_minute),
             hasher: Hasher::new(policy.argon2_concurrency, policy.argon2_queue),
             store,
@@ -176,8 +257,11 @@ impl Passwords {
     /// The account of `email` if `password` is its password. Unknown emails verify against a
     /// dummy hash: same work, same time, same answer (`invalid_credentials`). The attempt is
     /// counted before the password is checked and in one statement, so concurrent guesses
-    /// cannot all read a count under the limit; per account *and* client, so a stranger's
-    /// guesses cannot lock the owner out.
+    /// cannot all read a count under the limit: from a browser known to the account (its
+    /// `browser` cookie, [`KnownBrowsers`]), per (account, browser); from anyone else, per
+    /// (account, client) *and* per account. A stranger's guesses lock out neither the owner's
+    /// known browser nor, until the account's ceiling, the owner's other addresses; many
+    /// addresses buy the stranger no more than that ceiling.
     ///
     /// A hash of another format that verifies is replaced by an argon2id one. An address
     /// unknown here, or known without a password, is asked of the legacy backend when there
@@ -190,8 +274,9 @@ impl Passwords {
         email: &str,
         password: &str,
         client: &str,
+        browser: Option<&str>,
     ) -> Result<Proved, ApiError> {
-        let proved = self.check_current(email, password, client).await?;
+        let proved = self.check_current(email, password, client, browser).await?;
         if self.policy.require_verified_email && !proved.user.email_verified {
             return Err(ApiError::EmailNotVerified);
         }
@@ -205,11 +290,14 @@ impl Passwords {
         email: &str,
         password: &str,
         client: &str,
+        browser: Option<&str>,
     ) -> Result<Proved, ApiError> {
         // From the hashing turn on (not the wait for it: a queue that was long once must not
         // slow every later refusal down).
         let mut started = None;
-        let result = self.check_now(email, password, client, &mut started).await;
+        let result = self
+            .check_now(email, password, client, browser, &mut started)
+            .await;
         // A refusal, and the old backend's unavailability (for an unknown address's password or
         // a known one's wrong one), take as long as each other.
         if let (Err(ApiError::InvalidCredentials | ApiError::LegacyUnavailable), Some(t)) =
@@ -218,6 +306,12 @@ impl Passwords {
             self.refuse_no_sooner_than_before(t).await;
         }
         result
+    }
+
+    /// The `Set-Cookie` that makes this browser known to the account of `email`, for an answer
+    /// to a sign-in that proved its password (and waits for a second factor).
+    pub fn known_browser_cookie(&self, email: &str) -> String {
+        self.known.cookie(email)
     }
 
     /// A refusal that started at `started` ends no sooner than the slowest one before it took
@@ -237,6 +331,7 @@ impl Passwords {
         email: &str,
         password: &str,
         client: &str,
+        browser: Option<&str>,
         started: &mut Option<std::time::Instant>,
     ) -> Result<Proved, ApiError> {
         let now = self.clock.now();
@@ -247,20 +342,36 @@ impl Passwords {
             .await
             .map_err(|_| ApiError::Busy { retry_after: 1 })?;
         *started = Some(std::time::Instant::now());
-        let subject = format!("{client}|{email}");
-        let (attempts, window_start) = self
-            .store
-            .count(
-                CounterScope::LoginAttempts,
-                &subject,
-                now,
-                self.policy.window,
-            )
-            .await?;
-        if attempts > self.policy.max_failures {
-            return Err(ApiError::TooManyAttempts {
-                retry_after: window_start + self.policy.window - now,
-            });
+        // What this attempt counts against, each with its limit.
+        let counts = match self.known.known(browser, email) {
+            Some(nonce) => vec![(
+                CounterScope::LoginDeviceAttempts,
+                format!("{nonce}|{email}"),
+                self.policy.max_failures,
+            )],
+            None => vec![
+                (
+                    CounterScope::LoginAttempts,
+                    format!("{client}|{email}"),
+                    self.policy.max_failures,
+                ),
+                (
+                    CounterScope::LoginAccountAttempts,
+                    email.to_owned(),
+                    self.policy.account_max_failures,
+                ),
+            ],
+        };
+        for (scope, subject, max) in &counts {
+            let (attempts, window_start) = self
+                .store
+                .count(*scope, subject, now, self.policy.window)
+                .await?;
+            if attempts > *max {
+                return Err(ApiError::TooManyAttempts {
+                    retry_after: window_start + self.policy.window - now,
+                });
+            }
         }
         let found = self.store.user_with_password(email).await?;
         let stored = found
@@ -301,9 +412,15 @@ impl Passwords {
                 return Err(ApiError::InvalidCredentials);
             }
         };
-        self.store
-            .clear_count(CounterScope::LoginAttempts, &subject)
-            .await?;
+        // A success clears this client's (or browser's) count; the account's forgets this one
+        // attempt only: an owner signing in from a new browser must not hand a guesser a fresh
+        // ceiling.
+        for (scope, subject, _) in &counts {
+            match scope {
+                CounterScope::LoginAccountAttempts => self.store.uncount(*scope, subject).await?,
+                _ => self.store.clear_count(*scope, subject).await?,
+            }
+        }
         // A user the legacy backend vouched for just now: a first password, version 0 (new) or
         // the known account's, which setting it did not change.
         Ok(Proved { user, version })
@@ -532,6 +649,38 @@ impl Hasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_known_browser_cookie_is_known_only_to_its_account_and_only_as_issued() {
+        let known = KnownBrowsers { key: [7; 32] };
+        let c = known.issue("alice@example.com");
+        let nonce = known.known(Some(&c), "alice@example.com");
+        assert_eq!(nonce.as_deref(), c.split('.').next());
+        assert_eq!(known.known(Some(&c), "bob@example.com"), None);
+        assert_eq!(known.known(None, "alice@example.com"), None);
+        let other_key = KnownBrowsers { key: [8; 32] };
+        assert_eq!(other_key.known(Some(&c), "alice@example.com"), None);
+        let (n, mac) = c.split_once('.').unwrap();
+        let mut flipped = n.to_owned().into_bytes();
+        flipped[0] = if flipped[0] == b'A' { b'B' } else { b'A' };
+        let flipped = String::from_utf8(flipped).unwrap();
+        for forged in [
+            format!("{flipped}.{mac}"),
+            format!("{n}.{}", &mac[1..]),
+            n.to_owned(),
+            format!("{n}x.{mac}"),
+            format!("{n}.{mac}="),
+            String::new(),
+            "....".into(),
+        ] {
+            assert_eq!(
+                known.known(Some(&forged), "alice@example.com"),
+                None,
+                "{forged}"
+            );
+        }
+        assert_ne!(known.issue("alice@example.com"), c, "a new nonce each time");
+    }
 
     #[tokio::test]
     async fn the_gate_admits_concurrency_plus_queue_and_refuses_the_rest() {

@@ -138,6 +138,7 @@ struct Inner {
     ip_limiter: Throttle,
     session_limiter: Throttle,
     observers: Vec<Observer>,
+    known: Arc<crate::password::KnownBrowsers>,
 }
 
 /// Tokens for the client: the body of a sign-in or refresh and its cookies.
@@ -151,6 +152,9 @@ pub struct Issued {
     /// The refresh cookie's `Max-Age`.
     pub refresh_max_age: i64,
     pub session_id: String,
+    /// A sign-in's `Set-Cookie` that makes the browser known to the account
+    /// (crate::password::KnownBrowsers); none for a refresh.
+    pub known_browser: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -171,6 +175,9 @@ impl IntoResponse for Issued {
         let headers = res.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        if let Some(known) = &self.known_browser {
+            cookies::append(&mut res, known);
+        }
         cookies::set(res, &self.refresh_token, self.refresh_max_age)
     }
 }
@@ -198,8 +205,10 @@ impl Sessions {
         revoked: Arc<Revoked>,
         policy: SessionPolicy,
         observers: Vec<Observer>,
+        known: Arc<crate::password::KnownBrowsers>,
     ) -> Self {
         Sessions(Arc::new(Inner {
+            known,
             ip_limiter: Throttle::new("refresh-ip", policy.refresh_ip_per_minute),
             session_limiter: Throttle::new("refresh-session", policy.refresh_session_per_minute),
             store,
@@ -254,6 +263,7 @@ impl Sessions {
             refresh_token,
             refresh_max_age: (refresh_expires_at - now).max(0),
             session_id: session_id.to_owned(),
+            known_browser: None,
         })
     }
 
@@ -353,7 +363,13 @@ impl Sessions {
             how,
         });
         let auth = Authentication::from_row(Some(now), now, how.amr());
-        self.issue(user, &id, refresh, idle_expires_at, jkt, now, &auth)
+        let issued = self.issue(user, &id, refresh, idle_expires_at, jkt, now, &auth)?;
+        // Whoever signed in, by any way, is not guessing the password: this browser is known
+        // to the account from now on.
+        Ok(Issued {
+            known_browser: Some(self.0.known.cookie(&user.email)),
+            ..issued
+        })
     }
 
     /// Reads the refresh token of a refresh request (after the per-client throttle): an

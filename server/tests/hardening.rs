@@ -401,6 +401,77 @@ async fn a_guesser_rotating_addresses_within_one_ipv6_64_is_one_client() {
 }
 
 #[tokio::test]
+async fn a_guesser_with_many_addresses_gets_the_accounts_ceiling_and_the_owners_browser_still_signs_in()
+ {
+    let s = TestServer::with(|c| {
+        trusting_localhost(c);
+        c.login_max_failures = 3;
+        c.login_account_max_failures = 5;
+    })
+    .await;
+    let client = Client::new(&s).oneshot();
+    // The owner signed in from this browser before: it is known to the account.
+    let mut owner = client.clone().at("198.51.100.23");
+    assert_eq!(owner.login(ALICE).await.status, 200);
+    let known = owner.known.clone().expect("a known-browser cookie");
+    owner.logout().await;
+    // A guesser with twenty addresses, one guess from each: five are checked, for the
+    // account, whatever the number of addresses...
+    let statuses = wrong_passwords_from(&client, (1..=4).map(|i| format!("203.0.113.{i}"))).await;
+    assert_eq!(statuses, [401; 4]);
+    // ...even when the owner signs in meanwhile from a browser not yet known (that takes back
+    // its own attempt only, not the guesser's)...
+    let mut new_browser = client.clone().at("192.0.2.50");
+    assert_eq!(new_browser.login(ALICE).await.status, 200);
+    let statuses = wrong_passwords_from(&client, (5..=20).map(|i| format!("203.0.113.{i}"))).await;
+    assert_eq!(statuses[..1], [401], "{statuses:?}");
+    assert_eq!(statuses[1..], [429; 15], "{statuses:?}");
+    // Even the right password, from an address never seen, is not checked now...
+    assert_eq!(
+        client.clone().at("192.0.2.77").login(ALICE).await.status,
+        429
+    );
+    // ...nor with the cookie of a browser known to another account, or a forged one.
+    let mut bob = client.clone().at("192.0.2.78");
+    assert_eq!(bob.login(BOB).await.status, 200);
+    let bobs = bob.known.clone().expect("bob's known-browser cookie");
+    let (nonce, _) = known.split_once('.').expect("nonce.mac");
+    for cookie in [
+        bobs.as_str(),
+        &format!("{nonce}.{}", "A".repeat(43)),
+        "garbage",
+    ] {
+        let mut thief = client.clone().at("192.0.2.79");
+        thief.known = Some(cookie.to_owned());
+        assert_eq!(thief.login(ALICE).await.status, 429, "{cookie}");
+    }
+    // The owner's browser signs in, from any address.
+    let mut owner = client.clone().at("203.0.113.1");
+    owner.known = Some(known.clone());
+    assert_eq!(owner.login(ALICE).await.status, 200);
+    // A known browser's own wrong guesses count against it, from any address.
+    let mut copied = client.clone();
+    copied.known = Some(known);
+    let mut statuses = Vec::new();
+    for i in 1..=5 {
+        let mut c = copied.clone().at(&format!("198.18.0.{i}"));
+        statuses.push(c.login((ALICE.0, "wrong-password")).await.status);
+    }
+    assert_eq!(statuses, [401, 401, 401, 429, 429]);
+    // A wrong password makes no browser known (and an unknown address answers alike).
+    for email in [BOB.0, "nobody@example.com"] {
+        let mut guesser = client.clone().at("198.18.1.1");
+        let wrong = guesser.login((email, "wrong-password")).await;
+        assert_eq!(
+            (wrong.status, wrong.set_cookies().len()),
+            (401, 0),
+            "{email}"
+        );
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn without_a_trusted_proxy_forwarding_headers_are_ignored() {
     let s = TestServer::with(|c| c.login_max_failures = 3).await;
     let client = Client::new(&s).oneshot();

@@ -21,8 +21,17 @@ async fn login_returns_a_bearer_token_and_sets_exactly_the_documented_cookies() 
     assert_eq!(res.status, 200);
     assert_eq!(res.headers["cache-control"], "no-store");
     let cookies = res.set_cookies();
-    assert_eq!(cookies.len(), 2, "{cookies:?}");
-    let refresh = &cookies[1];
+    assert_eq!(cookies.len(), 3, "{cookies:?}");
+    // This browser proved the password: it is known to the account (docs/PROTOCOL.md, 429).
+    let known = cookie(&res.headers, KNOWN_BROWSER_COOKIE).expect("known-browser cookie");
+    assert_eq!(
+        cookies[0],
+        format!(
+            "{KNOWN_BROWSER_COOKIE}={known}; Path=/; Max-Age=34560000; HttpOnly; Secure; SameSite=Strict"
+        )
+    );
+    // The refresh cookie last (some clients keep only the last `Set-Cookie`).
+    let refresh = &cookies[2];
     let value = cookie(&res.headers, REFRESH_COOKIE).expect("refresh cookie");
     assert_eq!(value.len(), 43, "256-bit token, base64url");
     assert_eq!(
@@ -32,7 +41,7 @@ async fn login_returns_a_bearer_token_and_sets_exactly_the_documented_cookies() 
         )
     );
     assert_eq!(
-        cookies[0],
+        cookies[1],
         "tw_session=1; Path=/; Max-Age=1209600; Secure; SameSite=Strict"
     );
     assert!(!refresh.contains("Domain"));
@@ -849,8 +858,11 @@ async fn the_cookies_in_the_protocol_document_are_the_ones_the_server_sets() {
     let mut tab = Client::new(&s).oneshot();
     let res = tab.login(ALICE).await;
     let token = cookie(&res.headers, REFRESH_COOKIE).unwrap();
+    let known = cookie(&res.headers, KNOWN_BROWSER_COOKIE).unwrap();
     for c in res.set_cookies() {
-        let documented = c.replace(&token, "<token>");
+        let documented = c
+            .replace(&token, "<token>")
+            .replace(&known, "<nonce>.<mac>");
         assert!(
             doc.contains(&format!("Set-Cookie: {documented}")),
             "docs/PROTOCOL.md does not show `Set-Cookie: {documented}`"

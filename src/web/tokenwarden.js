@@ -24,7 +24,7 @@ const EVENT_LOGIN = "login", EVENT_REFRESH = "refresh", EVENT_SESSION_EXPIRED = 
 const PEER_ASK = "ask", PEER_TOKEN = "token", PEER_LOGOUT = "logout", PEER_ENDED = "ended", PEER_FAILED = "failed";
 const END_INVALID_GRANT = "invalid_grant", END_TOKEN_REUSED = "token_reused", END_EXPIRED = "expired";
 const FED_ACCESS_DENIED = "access_denied", FED_PROVIDER_UNAVAILABLE = "provider_unavailable", FED_FEDERATION_FAILED = "federation_failed", FED_ACCOUNT_NOT_LINKED = "account_not_linked";
-const COOKIE_REFRESH = "__Host-tw_refresh", COOKIE_SESSION_HINT = "tw_session", COOKIE_OIDC_FLOW = "__Host-tw_oidc", COOKIE_SIGN_UP = "__Host-tw_signup";
+const COOKIE_REFRESH = "__Host-tw_refresh", COOKIE_SESSION_HINT = "tw_session", COOKIE_OIDC_FLOW = "__Host-tw_oidc", COOKIE_SIGN_UP = "__Host-tw_signup", COOKIE_KNOWN_BROWSER = "__Host-tw_device";
 const OIDC_PATH = "/auth/oidc", FEDERATION_ERROR_PARAM = "tw_error", CSRF_HEADER = "X-Tokenwarden", CSRF_VALUE = "1";
 // ---- end of iface ----
 

@@ -65,7 +65,7 @@ export class Server {
       "--bind", `127.0.0.1:${this.port}`, "--test-hooks", "--test-hooks-secret", HOOKS_SECRET,
       "--database-url", this.db,
       "--access-ttl-secs", String(this.ttl), "--login-ip-per-minute", "100000",
-      "--login-max-failures", "100000",
+      "--login-max-failures", "100000", "--login-account-max-failures", "100000",
       ...(this.tls ? ["--tls-cert", this.tls.cert, "--tls-key", this.tls.key] : []),
       "--www-dir", this.www, "--pkg-dir", path.join(root, "pkg"),
       ...(this.corsFromSelf ? ["--allowed-origin", this.base, "--connect-src", this.base.replace("127.0.0.1", "localhost")] : []),

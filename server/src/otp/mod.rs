@@ -36,7 +36,9 @@ use crate::extract::{Csrf, JsonBody};
 use crate::kek::KeyEncryption;
 use crate::net::ClientIp;
 use crate::password::normalize_email;
-use crate::store::{CodePurpose, CounterScope, NewUser, Store, StoreError, StoreResult, User};
+use crate::store::{
+    CodePurpose, CounterScope, NewUser, SealedKeyError, Store, StoreError, StoreResult, User,
+};
 use crate::throttle::Throttle;
 use mail::Mailer;
 
@@ -95,16 +97,10 @@ impl Codes {
             None if demo => Mailer::demo(),
             None => return Ok(Codes(None)),
         };
-        let mut fresh = [0u8; 32];
-        rand::rngs::OsRng.fill(&mut fresh);
-        let sealed = kek.seal(KEY_NAME, &fresh).map_err(setup)?;
-        let stored = store.shared_secret(KEY_NAME, &B64.encode(sealed)).await?;
-        let sealed = B64
-            .decode(stored)
-            .map_err(|_| setup(format!("{KEY_NAME} is not base64")))?;
-        let key = kek.open(KEY_NAME, &sealed).map_err(setup)?;
-        let key = <[u8; 32]>::try_from(key.as_slice())
-            .map_err(|_| setup(format!("{KEY_NAME} is not 32 bytes")))?;
+        let key = store.sealed_key(kek, KEY_NAME).await.map_err(|e| match e {
+            SealedKeyError::Store(e) => CodesError::Store(e),
+            SealedKeyError::Setup(why) => setup(why),
+        })?;
         Ok(Codes(Some(Arc::new(Otp {
             ip_limiter: Throttle::new("otp-ip", settings.ip_per_minute),
             store,

@@ -11,6 +11,11 @@ pub enum CounterScope {
     /// Password attempts per (account, client address bucket), counted before the password is
     /// checked.
     LoginAttempts,
+    /// Password attempts per account from every client that is not a browser known to it
+    /// (crate::password, "known browsers"), counted before the password is checked.
+    LoginAccountAttempts,
+    /// Password attempts per (account, known browser), counted before the password is checked.
+    LoginDeviceAttempts,
     /// Sign-in codes made for an email (asked for, or sent after a third wrong try).
     CodeSends,
     /// Verifications of codes of one purpose for an email.
@@ -23,6 +28,8 @@ impl CounterScope {
     fn prefix(self) -> &'static str {
         match self {
             CounterScope::LoginAttempts => "login",
+            CounterScope::LoginAccountAttempts => "login-account",
+            CounterScope::LoginDeviceAttempts => "login-device",
             CounterScope::CodeSends => "otp-send",
             CounterScope::CodeVerifies(CodePurpose::SignIn) => "otp-verify",
             CounterScope::CodeVerifies(CodePurpose::SignUp) => "signup-verify",
@@ -81,6 +88,13 @@ impl Store {
     /// Forgets one counter (a successful sign-in clears its attempts).
     pub async fn clear_count(&self, scope: CounterScope, subject: &str) -> StoreResult<()> {
         let sql = "DELETE FROM counters WHERE key = $1";
+        q!(sql, scope.key(subject)).execute(&self.write).await?;
+        Ok(())
+    }
+
+    /// Takes back one event of `subject` (a success that was counted as an attempt).
+    pub async fn uncount(&self, scope: CounterScope, subject: &str) -> StoreResult<()> {
+        let sql = "UPDATE counters SET n = n - 1 WHERE key = $1 AND n > 0";
         q!(sql, scope.key(subject)).execute(&self.write).await?;
         Ok(())
     }

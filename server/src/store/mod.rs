@@ -57,6 +57,7 @@ pub use counters::CounterScope;
 pub use dialect::Dialect;
 pub use passkeys::{NewPassword, Replaced};
 pub use revocations::{EventKind, Heard, Listener, RevocationEvent};
+pub use secrets::SealedKeyError;
 pub use sessions::{
     Applied, Authentication, Created, NewSession, Presentation, PresentedToken, RevokeReason,
 };

@@ -25,7 +25,10 @@ use tokenwarden_server::AppState;
 use tokenwarden_server::clock::Clock;
 use tower::ServiceExt;
 
-use super::{REFRESH_COOKIE, SIGNUP_COOKIE, TestServer, Tokens, cookie, jwt_parts, set_cookies};
+use super::{
+    KNOWN_BROWSER_COOKIE, REFRESH_COOKIE, SIGNUP_COOKIE, TestServer, Tokens, cookie, jwt_parts,
+    set_cookies,
+};
 
 /// The CSRF header the cookie endpoints require (docs/PROTOCOL.md), and its value.
 pub const CSRF_HEADER: &str = "x-tokenwarden";
@@ -120,6 +123,9 @@ pub struct Client {
     pub csrf: Option<&'static str>,
     /// The sign-up cookie (a sign-up under way from this browser), kept as the refresh one.
     pub signup: Option<String>,
+    /// The known-browser cookie (this browser proved an account's password before), sent to
+    /// every `/auth/` path as a browser sends a `Path=/` cookie.
+    pub known: Option<String>,
 }
 
 /// The endpoints that read the refresh cookie (and need the CSRF header).
@@ -174,6 +180,7 @@ impl Client {
             forwarded_for: None,
             csrf: Some(CSRF_VALUE),
             signup: None,
+            known: None,
         }
     }
 
@@ -262,20 +269,22 @@ impl Client {
             if let Some(p) = self.proof(method, proof_path, token) {
                 put(&mut headers, "dpop", &p);
             }
-            if is_cookie_endpoint(path) {
-                if let Some(v) = self.csrf {
-                    put(&mut headers, CSRF_HEADER, v);
-                }
-                let jar: Vec<String> = [
-                    (REFRESH_COOKIE, &self.refresh),
-                    (SIGNUP_COOKIE, &self.signup),
-                ]
-                .into_iter()
-                .filter_map(|(name, v)| v.as_ref().map(|v| format!("{name}={v}")))
-                .collect();
-                if !jar.is_empty() {
-                    put(&mut headers, "cookie", &jar.join("; "));
-                }
+            if is_cookie_endpoint(path)
+                && let Some(v) = self.csrf
+            {
+                put(&mut headers, CSRF_HEADER, v);
+            }
+            let jar: Vec<String> = [
+                (REFRESH_COOKIE, &self.refresh),
+                (SIGNUP_COOKIE, &self.signup),
+            ]
+            .into_iter()
+            .filter(|_| is_cookie_endpoint(path))
+            .chain(Some((KNOWN_BROWSER_COOKIE, &self.known)).filter(|_| path.starts_with("/auth/")))
+            .filter_map(|(name, v)| v.as_ref().map(|v| format!("{name}={v}")))
+            .collect();
+            if !jar.is_empty() {
+                put(&mut headers, "cookie", &jar.join("; "));
             }
             if let Some(ip) = &self.forwarded_for {
                 put(&mut headers, "x-forwarded-for", ip);
@@ -356,6 +365,9 @@ impl Client {
         }
         if let Some(value) = cookie(&a.headers, SIGNUP_COOKIE) {
             self.signup = Some(value).filter(|v| !v.is_empty());
+        }
+        if let Some(value) = cookie(&a.headers, KNOWN_BROWSER_COOKIE) {
+            self.known = Some(value).filter(|v| !v.is_empty());
         }
         if let Some(t) = a.body["access_token"].as_str() {
             self.access = Some(t.to_owned());

@@ -41,6 +41,7 @@ pub const ALICE: (&str, &str) = ("alice@example.com", "alice-password-1");
 pub const BOB: (&str, &str) = ("bob@example.com", "bob-password-22");
 pub const REFRESH_COOKIE: &str = "__Host-tw_refresh";
 pub const SIGNUP_COOKIE: &str = "__Host-tw_signup";
+pub const KNOWN_BROWSER_COOKIE: &str = "__Host-tw_device";
 /// The key-encryption key of every test server (base64 of 32 bytes of 0x42), so that a
 /// database file can be reopened by another server or by the CLI (`TW_KEY_ENCRYPTION_KEY`).
 pub const TEST_KEK: &str = "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI=";

@@ -964,6 +964,8 @@ async fn a_required_verified_address_is_verified_by_an_emailed_code() {
     let s = mail_server(&sink, |c| c.require_verified_email = true).await;
     let res = Client::new(&s).login(ALICE).await;
     assert_eq!((res.status, res.error()), (403, "email_not_verified"));
+    // Not signed in: no browser made known to the account.
+    assert!(res.set_cookies().is_empty(), "{:?}", res.set_cookies());
     // A wrong password says nothing about the address.
     assert_eq!(
         Client::new(&s)

@@ -58,6 +58,8 @@ async fn a_mailed_code_signs_in_like_a_password_login_and_works_once() {
     assert_eq!(res.headers["cache-control"], "no-store");
     let cookies = res.set_cookies();
     assert!(cookies.iter().any(|c| c.starts_with("tw_session=1;")));
+    // Any sign-in makes the browser known to the account (docs/PROTOCOL.md, "Cookies").
+    assert!(c.known.is_some(), "{cookies:?}");
     let t = c.tokens_of(&res);
     let (_, claims) = jwt_parts(&t.access);
     assert_eq!(claims["email"], ALICE.0);

@@ -77,8 +77,14 @@ export interface Revocations {
 export interface VerifierOptions {
   /** The auth server's URL. Its metadata is read from `/.well-known/oauth-authorization-server`
    * (`issuer`, `jwks_uri`, `dpop_signing_alg_values_supported`, `tokenwarden_audience`,
-   * `tokenwarden_revocations_endpoint`); without it, `/.well-known/jwks.json`. */
+   * `tokenwarden_revocations_endpoint`); without it, `/.well-known/jwks.json`. `https://`, or
+   * `http://` to localhost (the keys that verify every token come from it): anything else is a
+   * TypeError unless `allowInsecureHttp`. A `jwks_uri` over plain http on another origin is
+   * refused too. */
   authServer: string;
+  /** Accept an `http://` auth server that is not on this machine (a private network where no
+   * one can alter its answers). Default false. */
+  allowInsecureHttp?: boolean;
   /** The origin(s) this API is reached at: what a proof's `htu` may name. Without any, only a
    * loopback `Host` (localhost, 127.x, [::1]) is trusted, as the reference server does. */
   publicOrigin?: string | readonly string[];

@@ -259,6 +259,28 @@ export function normalizeUrl(raw) {
   return { origin: url.origin, path: url.pathname };
 }
 
+/** Whether keys may be fetched from `url`: `https://`, or `http://` to a loopback host (a
+ * development machine) or when `insecure` allows it (dpop/src/feed.rs secure_enough). */
+function secureEnough(url, insecure) {
+  let u;
+  try {
+    u = new URL(url);
+  } catch {
+    return false;
+  }
+  return u.protocol === "https:" || (u.protocol === "http:" && (insecure || isLoopbackHost(u.host)));
+}
+
+/** Whether the JWKS at `jwksUri` is as trustworthy as the metadata of `authServer` that names
+ * it: `https://`, or the auth server's own origin (dpop/src/feed.rs keys_as_trusted). */
+function keysAsTrusted(jwksUri, authServer) {
+  const origin = (u) => normalizeUrl(u)?.origin ?? null;
+  return secureEnough(jwksUri, false) || (origin(jwksUri) !== null && origin(jwksUri) === origin(authServer));
+}
+
+const insecure = (url) =>
+  `${url}: the keys that verify every token would come over plain http; use https:// (http:// only to localhost, or set allowInsecureHttp)`;
+
 /** `https://App.Example.com:443/` → `https://app.example.com`; null if not an origin. */
 export function normalizeOrigin(raw) {
   if (typeof raw !== "string") return null;
@@ -511,10 +533,14 @@ export async function createVerifier(options = {}) {
     maxStalenessMs = 30_000,
     onStale = "refuse",
     revocationToken,
+    allowInsecureHttp = false,
   } = options;
   const doFetch = options.fetch ?? globalThis.fetch;
   if (typeof authServer !== "string" || !/^https?:\/\//.test(authServer))
     throw new TypeError("authServer must be the auth server's http(s) URL");
+  // Its keys verify every token: over plain http to another machine anyone on the path could
+  // hand this API keys of their own (dpop/src/feed.rs secure_enough).
+  if (!secureEnough(authServer, allowInsecureHttp === true)) throw new TypeError(insecure(authServer));
   const base = authServer.replace(/\/+$/, "");
   if (!Number.isInteger(leewaySecs) || leewaySecs < 0 || leewaySecs > 30)
     throw new RangeError("leewaySecs must be an integer from 0 to 30");
@@ -566,6 +592,7 @@ export async function createVerifier(options = {}) {
   const audience =
     options.audience ?? (typeof metadata.tokenwarden_audience === "string" ? metadata.tokenwarden_audience : "tokenwarden-api");
   const jwksUri = typeof metadata.jwks_uri === "string" ? metadata.jwks_uri : `${base}/.well-known/jwks.json`;
+  if (!keysAsTrusted(jwksUri, base)) throw new Error(insecure(jwksUri));
   const algs = metadata.dpop_signing_alg_values_supported;
   if (Array.isArray(algs) && !algs.some((a) => PROOF_ALGS.includes(a)))
     throw new Error(`the auth server accepts none of ${PROOF_ALGS.join(", ")} for DPoP (dpop_signing_alg_values_supported)`);

@@ -286,6 +286,10 @@ pub struct Options {
     pub stale: StalePolicy,
     /// The audience to require; `None`: the metadata's `tokenwarden_audience`.
     pub audience: Option<String>,
+    /// Accept an `http://` auth server that is not on this machine (a private network where
+    /// no one can alter its answers). Without it, `discover` refuses one: its keys verify every
+    /// token, and over plain HTTP anyone on the path could hand this API keys of their own.
+    pub allow_insecure_http: bool,
 }
 
 /// Why [`discover`] could not set up a [`ResourceServer`].
@@ -294,8 +298,33 @@ pub enum DiscoverError {
     /// The auth server's metadata or JWKS could not be fetched or read.
     #[error("{0}")]
     AuthServer(String),
+    /// The auth server's URL, or the `jwks_uri` its metadata names, is plain `http://` to
+    /// another machine (see [`Options::allow_insecure_http`]).
+    #[error(
+        "{0}: the keys that verify every token would come over plain http; use https:// \
+         (http:// only to localhost, or set Options::allow_insecure_http)"
+    )]
+    InsecureUrl(String),
     #[error(transparent)]
     Config(#[from] ConfigError),
+}
+
+/// Whether keys may be fetched from `url`: `https://`, or `http://` to a loopback host (a
+/// development machine) or when `insecure` allows it.
+fn secure_enough(url: &str, insecure: bool) -> bool {
+    url::Url::parse(url).is_ok_and(|u| match u.scheme() {
+        "https" => true,
+        "http" => insecure || u.host_str().is_some_and(crate::is_loopback_host),
+        _ => false,
+    })
+}
+
+/// Whether the JWKS at `jwks_uri` is as trustworthy as the metadata of `auth_server` that names
+/// it: `https://`, or the auth server's own origin.
+fn keys_as_trusted(jwks_uri: &str, auth_server: &str) -> bool {
+    let origin = |u: &str| crate::normalize_url(u).map(|u| u.origin);
+    secure_enough(jwks_uri, false)
+        || (origin(jwks_uri).is_some() && origin(jwks_uri) == origin(auth_server))
 }
 
 /// A [`ResourceServer`] for the auth server at `auth_server` (its URL, as the SPA reaches it):
@@ -307,6 +336,9 @@ pub async fn discover(
     auth_server: &str,
     options: Options,
 ) -> Result<Arc<ResourceServer>, DiscoverError> {
+    if !secure_enough(auth_server, options.allow_insecure_http) {
+        return Err(DiscoverError::InsecureUrl(auth_server.to_owned()));
+    }
     let http = reqwest::Client::new();
     let meta = metadata(&http, auth_server)
         .await
@@ -317,6 +349,9 @@ pub async fn discover(
             "{auth_server}: the metadata names no issuer or jwks_uri"
         )));
     };
+    if !keys_as_trusted(jwks_uri, auth_server) {
+        return Err(DiscoverError::InsecureUrl(jwks_uri.to_owned()));
+    }
     let audience = match (&options.audience, meta["tokenwarden_audience"].as_str()) {
         (Some(a), _) => a.clone(),
         (None, Some(a)) => a.to_owned(),
@@ -363,7 +398,8 @@ fn unix_ms() -> i64 {
 }
 
 /// Follows the auth server at `auth_server` for `rs`: its JWKS every minute and whenever the
-/// ring changes, and, with the feed's service `token`, its revocations. Stops once `rs` is
+/// ring changes, and, with the feed's service `token`, its revocations. The URL is taken as
+/// given ([`discover`] checks it); the JWKS comes over `https://` or from its own origin. Stops once `rs` is
 /// dropped (or when the handle is aborted).
 pub fn follow(
     rs: &Arc<ResourceServer>,
@@ -433,6 +469,9 @@ async fn follow_once(
 ) -> Result<(), String> {
     let meta = metadata(http, auth_server).await?;
     let jwks_uri = meta["jwks_uri"].as_str().ok_or("no jwks_uri")?.to_owned();
+    if !keys_as_trusted(&jwks_uri, auth_server) {
+        return Err(DiscoverError::InsecureUrl(jwks_uri).to_string());
+    }
     refresh_keys(http, rs, &jwks_uri).await?;
     let (Some(token), Some(feed)) = (token, meta["tokenwarden_revocations_endpoint"].as_str())
     else {
@@ -527,6 +566,51 @@ async fn follow_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn keys_come_over_https_or_from_this_machine_unless_plain_http_is_allowed() {
+        for url in [
+            "https://auth.example",
+            "http://localhost:8080",
+            "http://127.0.0.1:8080/",
+            "http://[::1]",
+        ] {
+            assert!(secure_enough(url, false), "{url}");
+        }
+        for url in [
+            "http://auth.example",
+            "http://10.0.0.5:8080",
+            "http://localhost.evil.example",
+            "ftp://auth.example",
+            "auth.example",
+            "",
+        ] {
+            assert!(!secure_enough(url, false), "{url}");
+        }
+        assert!(secure_enough("http://auth.internal:8080", true));
+        // Refused before anything is fetched: no request leaves for a plain-http auth server.
+        let refused = discover("http://auth.example", Options::default()).await;
+        assert!(
+            matches!(refused, Err(DiscoverError::InsecureUrl(u)) if u == "http://auth.example")
+        );
+        // The JWKS: https, or the auth server's own origin (as trusted as its metadata).
+        assert!(keys_as_trusted(
+            "https://cdn.example/jwks.json",
+            "http://auth.internal"
+        ));
+        assert!(keys_as_trusted(
+            "http://auth.internal/.well-known/jwks.json",
+            "http://auth.internal/"
+        ));
+        assert!(!keys_as_trusted(
+            "http://keys.example/jwks.json",
+            "https://auth.example"
+        ));
+        assert!(!keys_as_trusted(
+            "http://auth.example:8080/jwks.json",
+            "https://auth.example"
+        ));
+    }
 
     #[test]
     fn chunks_split_anywhere_and_large_catch_ups_are_events_not_errors() {

@@ -323,6 +323,29 @@ test("options are checked", async () => {
   await assert.rejects(createVerifier({ fetch: s.fetch }), /authServer/);
 });
 
+test("keys come over https or from this machine: a plain-http auth server or JWKS elsewhere is refused before a key is fetched", async () => {
+  // A network attacker between the API and a plain-http auth server would hand the API keys of
+  // their own, and every token they sign would verify.
+  const asked = [];
+  const at = (auth, jwks) => async (url) => {
+    asked.push(url);
+    return url.endsWith("oauth-authorization-server") ? Response.json({ issuer: "tokenwarden", jwks_uri: jwks }) : Response.json(corpus.config.jwks);
+  };
+  for (const auth of ["http://auth.example", "http://10.0.0.5:8080", "http://localhost.evil.example"]) {
+    await assert.rejects(createVerifier({ authServer: auth, fetch: at(auth, `${auth}/jwks`) }), /plain http/);
+  }
+  assert.deepEqual(asked, [], "nothing fetched");
+  await assert.rejects(createVerifier({ authServer: AUTH, fetch: at(AUTH, "http://keys.example/jwks") }), /http:\/\/keys\.example\/jwks: .*plain http/);
+  assert.ok(!asked.includes("http://keys.example/jwks"), "the plain-http JWKS is never fetched");
+  // This machine, a JWKS on the auth server's own origin, or a plain-http network allowed.
+  for (const [auth, opts] of [["http://127.0.0.1:8080", {}], ["http://localhost:8080", {}], ["http://auth.internal", { allowInsecureHttp: true }]]) {
+    const v = await createVerifier({ authServer: auth, fetch: at(auth, `${auth}/jwks`), ...opts });
+    v.close();
+  }
+  const v = await createVerifier({ authServer: AUTH, fetch: at(AUTH, "https://cdn.example/jwks") });
+  v.close();
+});
+
 test("memoryReplayStore: a replay is false, full of live entries it refuses (never forgets), room again after expiry", async () => {
   let t = 1_000_000;
   const store = memoryReplayStore({ max: 3, now: () => t });

@@ -94,10 +94,8 @@ pub async fn signup(
     let email = valid_email(&req.email)?;
     check_new(&req.password, &email)?;
     let name = match req.name.as_deref().map(str::trim) {
-        Some(n) if n.is_empty() || n.chars().count() > 100 => {
-            return Err(ApiError::InvalidRequest(
-                "name must be 1 to 100 characters".into(),
-            ));
+        Some(n) if !crate::store::valid_name(n) => {
+            return Err(ApiError::InvalidRequest(crate::store::NAME_RULE.into()));
         }
         Some(n) => n.to_owned(),
         None => email.split('@').next().unwrap_or(&email).to_owned(),
@@ -362,8 +360,9 @@ pub async fn reset(
         )
         .await?;
     let user = user.ok_or(ApiError::InvalidCode { attempts_left: 0 })?;
-    otp.accept(CodePurpose::ResetPassword, hit, &email).await?;
+    // Hashed before the code is used up: a busy hasher (503) leaves the code for a retry.
     let hash = passwords.hash_new(&user, &req.new_password).await?;
+    otp.accept(CodePurpose::ResetPassword, hit, &email).await?;
     // An account whose sign-ins need its passkey: the code proved the mailbox only, so nothing
     // changes until the passkey answers (the new password waits in the pending sign-in). Set
     // here at once, the mailbox alone would hold the password, and a password sign-in completed
@@ -446,8 +445,12 @@ pub async fn change(
             RevokeReason::PasswordChanged,
         )
         .await?;
-    if replaced.is_none() {
+    let Some(version) = replaced else {
         return Err(ApiError::WrongPassword);
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
+    };
+    // The new version ends every known-browser cookie of the old one: this browser's is made
+    // again.
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    crate::cookies::append(&mut res, &sessions.known_browser(&user.email, version));
+    Ok(res)
 }

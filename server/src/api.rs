@@ -50,10 +50,8 @@ pub async fn update_me(
     JsonBody(patch): JsonBody<ProfilePatch>,
 ) -> Result<Response, ApiError> {
     let name = patch.name.as_deref().map(str::trim);
-    if name.is_some_and(|n| n.is_empty() || n.chars().count() > 100) {
-        return Err(ApiError::InvalidRequest(
-            "name must be 1 to 100 characters".into(),
-        ));
+    if name.is_some_and(|n| !crate::store::valid_name(n)) {
+        return Err(ApiError::InvalidRequest(crate::store::NAME_RULE.into()));
     }
     let phone = patch.phone.as_ref().map(|p| p.as_deref().map(str::trim));
     if let Some(Some(p)) = phone {

@@ -276,15 +276,29 @@ fn static_files(
     csp: HeaderValue,
 ) -> impl tower::Service<
     axum::extract::Request,
-    Response = axum::response::Response<tower_http::services::fs::ServeFileSystemResponseBody>,
+    Response = axum::response::Response,
     Error = std::convert::Infallible,
     Future = impl Send,
 > + Clone
 + Send
 + Sync
 + 'static {
+    use axum::response::IntoResponse;
+    use tower::ServiceExt;
     let not_found = || async { ApiError::NotFound };
-    let service = ServeDir::new(dir).not_found_service(axum::routing::any(not_found));
+    // A path the file system refuses otherwise than "not there" (a name over 255 bytes, ...)
+    // is not found either: ServeDir would answer an empty 500.
+    let dir = ServeDir::new(dir).not_found_service(axum::routing::any(not_found));
+    let service = ServiceExt::<axum::extract::Request>::map_response(
+        dir,
+        |res: axum::response::Response<tower_http::services::fs::ServeFileSystemResponseBody>| {
+            if res.status().is_server_error() {
+                ApiError::NotFound.into_response()
+            } else {
+                res.map(axum::body::Body::new)
+            }
+        },
+    );
     let headers = [
         (header::CONTENT_SECURITY_POLICY, csp),
         (
@@ -301,6 +315,42 @@ fn static_files(
     let [a, b, c, d, e] =
         headers.map(|(name, value)| SetResponseHeaderLayer::if_not_present(name, value));
     a.layer(b.layer(c.layer(d.layer(e.layer(service)))))
+}
+
+/// A request's body must arrive within the time its headers had (--header-read-timeout-secs,
+/// counted from when the handler starts reading it): the connection timers bound the headers and
+/// a connection on which nothing moves, but a body sent one byte a minute would hold a
+/// connection slot for hours. Read here, whole (at most [`BODY_LIMIT`]: 413 past it), for every
+/// route; the handlers then read it from memory.
+async fn body_within(
+    State(deadline): State<Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::response::IntoResponse;
+    let (parts, body) = req.into_parts();
+    let announced = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > BODY_LIMIT as u64) {
+        return ApiError::PayloadTooLarge.into_response();
+    }
+    let bytes = match tokio::time::timeout(deadline, axum::body::to_bytes(body, BODY_LIMIT)).await {
+        Ok(Ok(bytes)) => bytes,
+        // Past the limit (or the client went away, and reads no answer).
+        Ok(Err(_)) => return ApiError::PayloadTooLarge.into_response(),
+        Err(_) => {
+            let why = format!(
+                "the request body did not arrive within {} s",
+                deadline.as_secs()
+            );
+            return ApiError::InvalidRequest(why).into_response();
+        }
+    };
+    let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+    next.run(req).await
 }
 
 /// Every response says the time of the server's clock (`Date`), which a DPoP client learns
@@ -407,6 +457,10 @@ pub fn router(state: &AppState) -> Router {
     let mut router: Router = router
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            settings.connections.header_read_timeout,
+            body_within,
+        ))
         .with_state(state.clone());
     #[cfg(feature = "test-hooks")]
     if let Some(h) = &hooks {

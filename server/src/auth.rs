@@ -36,7 +36,7 @@ pub async fn login(
     client: ClientIp,
     headers: HeaderMap,
     JsonBody(req): JsonBody<LoginRequest>,
-) -> Result<Response, ApiError> {
+) -> Result<Issued, ApiError> {
     passwords.admit(&client.key()).await?;
     let email = normalize_email(&req.email);
     if email.is_empty() || email.len() > 254 || req.password.is_empty() || req.password.len() > 1024
@@ -48,44 +48,31 @@ pub async fn login(
     }
     // DPoP before the password: a nonce retry costs no verification and counts no failure.
     let jkt = dpop.sign_in_binding(&headers, LOGIN_PATH).await?;
+    // A browser known to the account counts its own attempts (crate::password::KnownBrowsers).
     let browser = cookies::known_browser(&headers);
     let proved = passwords
         .check(&email, &req.password, &client.key(), browser)
         .await?;
-    let opened = async {
-        // An account that requires a second factor: the password alone opens nothing.
-        crate::passkeys::require_second_factor(
-            &passkeys,
+    // An account that requires a second factor: the password alone opens nothing.
+    crate::passkeys::require_second_factor(
+        &passkeys,
+        &proved.user,
+        jkt.as_deref(),
+        crate::passkeys::FirstFactor::Password(proved.version),
+        None,
+    )
+    .await?;
+    // Opened only if the password is still the account's: a reset committed while it was
+    // being verified ended every session, and would not see this one.
+    sessions
+        .open_proved(
             &proved.user,
+            user_agent(&headers),
             jkt.as_deref(),
-            crate::passkeys::FirstFactor::Password(proved.version),
-            None,
+            SignIn::Password,
+            Some(proved.version),
         )
-        .await?;
-        // Opened only if the password is still the account's: a reset committed while it was
-        // being verified ended every session, and would not see this one.
-        sessions
-            .open_proved(
-                &proved.user,
-                user_agent(&headers),
-                jkt.as_deref(),
-                SignIn::Password,
-                Some(proved.version),
-            )
-            .await
-    };
-    // The password was right: this browser is known to the account from now on, whether the
-    // session opens now (the sign-in's answer says so) or after a second factor. (Not when
-    // the password was replaced meanwhile: it was the old one.)
-    match opened.await {
-        Ok(issued) => Ok(issued.into_response()),
-        Err(e @ ApiError::SecondFactorRequired { .. }) => {
-            let mut res = e.into_response();
-            cookies::append(&mut res, &passwords.known_browser_cookie(&email));
-            Ok(res)
-        }
-        Err(e) => Err(e),
-    }
+        .await
 }
 
 pub async fn refresh(

@@ -45,6 +45,7 @@ pub struct Cli {
     #[arg(
         long,
         env = "TW_DATABASE_URL",
+        hide_env_values = true,
         default_value = "sqlite://data/tokenwarden.db",
         global = true
     )]

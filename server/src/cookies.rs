@@ -91,11 +91,15 @@ pub fn refresh_token(headers: &HeaderMap) -> Result<Option<&str>, Duplicate> {
 /// Cookie `wanted` from the request's `Cookie` headers, as [`refresh_token`] reads it.
 pub fn one<'h>(headers: &'h HeaderMap, wanted: &str) -> Result<Option<&'h str>, Duplicate> {
     let mut found = None;
+    // Pair by pair: a cookie of another name with a byte that is not ASCII (which a sibling
+    // subdomain can set on the whole site) costs that cookie only, never the line it is on
+    // (the refresh cookie with it: a logout anyone on the site could cause).
     for (name, value) in headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .filter_map(|pair| std::str::from_utf8(pair).ok())
+        .filter(|pair| pair.is_ascii())
         .filter_map(|pair| pair.trim().split_once('='))
     {
         if name.trim() != wanted {
@@ -138,6 +142,14 @@ mod tests {
             Err(Duplicate),
             "even the same value twice"
         );
+        // A cookie of another name that is not ASCII (set by a sibling subdomain) hides nothing.
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_bytes(format!("x=\u{e9}t\u{e9}; {t}=V; y=\u{ff}").as_bytes())
+                .unwrap(),
+        );
+        assert_eq!(refresh_token(&h), Ok(Some("V")));
         // Other prefixes are other cookies.
         assert_eq!(
             refresh_token(&cookies(&[&format!("__Secure-tw_refresh=A; {t}=V")])),

@@ -164,9 +164,10 @@ impl Legacy {
         };
         // A name this server cannot show is left out (the address's local part stands in), as
         // an import would refuse it: never a sign-in refused for ever over a display name.
-        profile.name = profile.name.map(|n| n.trim().to_owned()).filter(|n| {
-            !n.is_empty() && n.chars().count() <= 100 && !n.chars().any(char::is_control)
-        });
+        profile.name = profile
+            .name
+            .map(|n| n.trim().to_owned())
+            .filter(|n| crate::store::valid_name(n));
         if profile.id.as_deref().is_some_and(|id| !valid_id(id))
             || !profile.roles.iter().all(|r| valid_role(r))
             || crate::tokens::check_custom_claims(&profile.claims).is_err()

@@ -365,11 +365,26 @@ impl Sessions {
         let auth = Authentication::from_row(Some(now), now, how.amr());
         let issued = self.issue(user, &id, refresh, idle_expires_at, jkt, now, &auth)?;
         // Whoever signed in, by any way, is not guessing the password: this browser is known
-        // to the account from now on.
+        // to the account from now on, until its password changes.
+        let version = match password {
+            Some(v) => v,
+            None => self
+                .0
+                .store
+                .user_with_password(&user.email)
+                .await?
+                .map_or(0, |(_, _, v)| v),
+        };
         Ok(Issued {
-            known_browser: Some(self.0.known.cookie(&user.email)),
+            known_browser: Some(self.0.known.cookie(&user.email, version)),
             ..issued
         })
+    }
+
+    /// The `Set-Cookie` that makes this browser known to the account of `email` at password
+    /// `version` (crate::password::KnownBrowsers).
+    pub fn known_browser(&self, email: &str, version: i64) -> String {
+        self.0.known.cookie(email, version)
     }
 
     /// Reads the refresh token of a refresh request (after the per-client throttle): an

@@ -26,8 +26,8 @@ pub async fn create(
     if email.is_empty() || !email.contains('@') || password.len() < 8 || name.trim().is_empty() {
         return Err("a user needs an email, a name and a password of at least 8 characters".into());
     }
-    if name.chars().any(char::is_control) {
-        return Err("the name must not hold control characters".into());
+    if !crate::store::valid_name(name.trim()) {
+        return Err(crate::store::NAME_RULE.into());
     }
     if let Some(bad) = roles.iter().find(|r| !valid_role(r)) {
         return Err(format!(
@@ -156,11 +156,8 @@ fn check_line(text: &str) -> Result<Ready, String> {
         None => tokens::random_id(),
     };
     let name = match line.name {
-        Some(n) if n.trim().is_empty() || n.chars().count() > 100 => {
-            return Err("name must be 1 to 100 characters".into());
-        }
-        Some(n) if n.chars().any(char::is_control) => {
-            return Err("name must not hold control characters".into());
+        Some(n) if !crate::store::valid_name(n.trim()) => {
+            return Err(crate::store::NAME_RULE.into());
         }
         Some(n) => n.trim().to_owned(),
         None => email.split('@').next().unwrap_or(&email).to_owned(),

@@ -451,13 +451,26 @@ async fn a_guesser_with_many_addresses_gets_the_accounts_ceiling_and_the_owners_
     assert_eq!(owner.login(ALICE).await.status, 200);
     // A known browser's own wrong guesses count against it, from any address.
     let mut copied = client.clone();
-    copied.known = Some(known);
+    copied.known = Some(known.clone());
     let mut statuses = Vec::new();
     for i in 1..=5 {
         let mut c = copied.clone().at(&format!("198.18.0.{i}"));
         statuses.push(c.login((ALICE.0, "wrong-password")).await.status);
     }
     assert_eq!(statuses, [401, 401, 401, 429, 429]);
+    // A password change ends every known-browser cookie made before it (a thief's copies, however
+    // many): the browser that changed it gets a new one.
+    let new_password = "a brand new phrase 1";
+    let body = serde_json::json!({ "current_password": ALICE.1, "new_password": new_password });
+    assert_eq!(owner.post("/auth/password/change", &body).await.status, 204);
+    let renewed = owner.known.clone().expect("a new known-browser cookie");
+    assert_ne!(renewed, known);
+    let mut thief = client.clone().at("192.0.2.80");
+    thief.known = Some(known.clone());
+    assert_eq!(thief.login((ALICE.0, new_password)).await.status, 429);
+    let mut owner = client.clone().at("192.0.2.81");
+    owner.known = Some(renewed);
+    assert_eq!(owner.login((ALICE.0, new_password)).await.status, 200);
     // A wrong password makes no browser known (and an unknown address answers alike).
     for email in [BOB.0, "nobody@example.com"] {
         let mut guesser = client.clone().at("198.18.1.1");
@@ -607,6 +620,30 @@ async fn login_attempt_counters_are_purged_by_the_maintenance_task() {
     s.stop().await;
 }
 
+#[tokio::test]
+async fn a_static_path_the_file_system_refuses_is_not_found_never_a_500() {
+    let dir = tempfile::tempdir().expect("a directory");
+    std::fs::write(dir.path().join("index.html"), "<!doctype html>").expect("index.html");
+    let www = dir.path().to_owned();
+    let s = TestServer::with(move |c| c.www_dir = Some(www)).await;
+    let mut c = Client::new(&s).oneshot();
+    assert_eq!(c.get("/").await.status, 200);
+    // A name over 255 bytes: "name too long" from the file system, which ServeDir made a 500.
+    for path in [
+        format!("/{}", "a".repeat(300)),
+        format!("/x/{}/y", "b".repeat(4000)),
+    ] {
+        let res = c.get(&path).await;
+        assert_eq!(
+            (res.status, res.error()),
+            (404, "not_found"),
+            "{}",
+            &path[..20]
+        );
+    }
+    s.stop().await;
+}
+
 // ---- connections ----------------------------------------------------------------------------
 
 async fn connect(s: &TestServer) -> TcpStream {
@@ -677,6 +714,41 @@ async fn an_idle_kept_alive_connection_and_a_stalled_upload_are_closed() {
     .unwrap();
     let took = closed_after(conn, start, Duration::from_secs(5)).await;
     assert!(took >= Duration::from_millis(800), "{took:?}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_trickled_in_gets_no_longer_than_the_headers_had() {
+    let s = TestServer::with(|c| {
+        c.connections.header_read_timeout = Duration::from_secs(1);
+        c.connections.idle_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let start = Instant::now();
+    let mut conn = connect(&s).await;
+    conn.write_all(
+        b"POST /auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 1000\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    // A byte every 200 ms: the connection is never idle, the body never done.
+    let (mut read, mut write) = conn.into_split();
+    let trickle = tokio::spawn(async move {
+        while write.write_all(b" ").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), read.read(&mut buf))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("did not arrive within 1 s"), "{answer}");
+    assert!(start.elapsed() >= Duration::from_millis(900));
+    trickle.abort();
     s.stop().await;
 }
 

@@ -466,6 +466,7 @@ async fn a_profile_change_shows_in_the_claims_of_the_next_refresh() {
     assert!(me["phone"].is_null());
     for bad in [
         json!({ "name": "" }),
+        json!({ "name": "Alice\u{1b}[2J" }),
         json!({ "phone": "call me" }),
         json!({ "email": "x@y" }),
     ] {

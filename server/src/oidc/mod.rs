@@ -186,15 +186,12 @@ fn append_cookie(mut res: Response, cookie: &str) -> Response {
     res
 }
 
+/// The flow cookie, as every cookie is read (crate::cookies::one): none when absent or named
+/// twice (a planted one beside the browser's must not pick the flow).
 fn flow_binding(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| name.trim() == CookieName::OidcFlow.as_str())
-        .map(|(_, v)| v.trim())
+    crate::cookies::one(headers, CookieName::OidcFlow.as_str())
+        .ok()
+        .flatten()
 }
 
 /// Where the provider sends the browser back: on the first `--public-origin`, or on the

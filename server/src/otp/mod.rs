@@ -479,12 +479,17 @@ pub struct MailboxQuery {
 pub async fn demo_mailbox(
     State(codes): State<Codes>,
     client: ClientIp,
+    extensions: axum::http::Extensions,
     Query(q): Query<MailboxQuery>,
 ) -> Result<Response, ApiError> {
+    // Both the client a trusted proxy reports and the connection's own peer: a proxy on another
+    // machine relaying a forged `X-Forwarded-For: 127.0.0.1` gets nobody's codes.
+    let peer = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+    let loopback = client.0.is_loopback() && peer.is_some_and(|p| p.0.ip().is_loopback());
     let mailbox = codes
         .0
         .as_ref()
-        .filter(|o| o.demo && client.0.is_loopback())
+        .filter(|o| o.demo && loopback)
         .and_then(|o| o.mailer.demo_mailbox())
         .ok_or(ApiError::NotFound)?;
     let messages = mailbox.to(&normalize_email(&q.email));

@@ -31,10 +31,13 @@ impl CounterScope {
             CounterScope::LoginAccountAttempts => "login-account",
             CounterScope::LoginDeviceAttempts => "login-device",
             CounterScope::CodeSends => "otp-send",
-            CounterScope::CodeVerifies(CodePurpose::SignIn) => "otp-verify",
+            // Sign-in and reset codes share one count: either opens the account, so two
+            // counts would double a guesser's odds.
+            CounterScope::CodeVerifies(CodePurpose::SignIn | CodePurpose::ResetPassword) => {
+                "otp-verify"
+            }
             CounterScope::CodeVerifies(CodePurpose::SignUp) => "signup-verify",
             CounterScope::CodeVerifies(CodePurpose::VerifyEmail) => "email-verify",
-            CounterScope::CodeVerifies(CodePurpose::ResetPassword) => "reset-verify",
             CounterScope::CodeVerifies(CodePurpose::SecondFactor) => "2fa-verify",
             CounterScope::Throttle(name) => name,
         }

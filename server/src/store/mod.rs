@@ -61,7 +61,7 @@ pub use secrets::SealedKeyError;
 pub use sessions::{
     Applied, Authentication, Created, NewSession, Presentation, PresentedToken, RevokeReason,
 };
-pub use users::NewUser;
+pub use users::{NAME_RULE, NewUser, valid_name};
 
 /// Failures of the storage layer.
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,15 @@ use sqlx::AnyConnection;
 use super::revocations::record_event;
 use super::{EventKind, Store, StoreResult, USER_BY_ID, User, UserRow};
 
+/// What a display name may be, wherever one comes from (a sign-up, the profile, an import,
+/// `users add`, a legacy backend): 1 to 100 characters once trimmed, no control character.
+pub fn valid_name(trimmed: &str) -> bool {
+    !trimmed.is_empty() && trimmed.chars().count() <= 100 && !trimmed.chars().any(char::is_control)
+}
+
+/// [`valid_name`] in words, for a refusal.
+pub const NAME_RULE: &str = "name must be 1 to 100 characters, without control characters";
+
 /// A user about to be created.
 #[derive(Debug, Clone)]
 pub struct NewUser<'a> {

@@ -27,6 +27,8 @@ const NONCE_MAC_LEN = 24;
 const TOKEN_CACHE_CAPACITY = 10_000;
 const JWKS_MIN_REFETCH_MS = 10_000;
 const JWKS_DEFAULT_MAX_AGE_MS = 60_000;
+/** The longest revocation-feed event or line read (dpop/src/feed.rs MAX_EVENT_BYTES). */
+const MAX_EVENT_CHARS = 64 * 1024;
 const PRIVATE_MEMBERS = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
 // ---------------------------------------------------------------------------------------------
@@ -479,7 +481,8 @@ function pathOf(url) {
     s = m ? s.slice(m[0].length) || "/" : s;
   }
   const q = s.search(/[?#]/);
-  return q >= 0 ? s.slice(0, q) : s;
+  // `GET http://host?x`: the path is `/`, as the crate reads it.
+  return (q >= 0 ? s.slice(0, q) : s) || "/";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -563,7 +566,8 @@ export async function createVerifier(options = {}) {
   // again after it, unless the nonces of before the start are refused (dpop/src/nonce.rs
   // not_before_ms; the reference server does the same on one instance). A shared store
   // remembers across restarts.
-  const refuseNoncesBefore = options.refuseNoncesBefore ?? (replayStore.shared === true ? 0 : Math.floor(now()));
+  // Whole milliseconds (a nonce's time is one; `performance.timeOrigin` is not).
+  const refuseNoncesBefore = Math.floor(options.refuseNoncesBefore ?? (replayStore.shared === true ? 0 : now()));
   if (!Number.isFinite(refuseNoncesBefore)) throw new TypeError("refuseNoncesBefore must be a time in milliseconds");
   if (typeof replayStore.claim !== "function") throw new TypeError("replayStore must have claim(key, untilSecs)");
 
@@ -609,7 +613,9 @@ export async function createVerifier(options = {}) {
         const { json, res } = await getJson(jwksUri);
         keys = keySet(json);
         const m = /(?:^|,)\s*max-age\s*=\s*(\d+)/i.exec(res.headers.get("cache-control") ?? "");
-        keysExpire = now() + (m ? Number(m[1]) * 1000 : JWKS_DEFAULT_MAX_AGE_MS);
+        // At most a minute, whatever max-age says (the crate refetches every minute too): a
+        // key revoked at the auth server is gone here within a minute even without the feed.
+        keysExpire = now() + Math.min(m ? Number(m[1]) * 1000 : JWKS_DEFAULT_MAX_AGE_MS, JWKS_DEFAULT_MAX_AGE_MS);
       } finally {
         inflight = null;
       }
@@ -1078,10 +1084,14 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
       let buf = "";
       let event = "message";
       let data = [];
+      let dataChars = 0;
       let id;
       for await (const chunk of res.body) {
         quiet();
         buf += decoder.decode(chunk, { stream: true });
+        // As the crate: an event (or a line) over 64 KiB is no feed's (its events are under 200
+        // bytes); reconnect rather than hold it.
+        if (buf.length > MAX_EVENT_CHARS) throw new Error("an event over 64 KiB");
         let nl;
         while ((nl = buf.search(/\r\n|\r|\n/)) >= 0) {
           // A CR that ends the chunk may be the first half of a CRLF: the next chunk says.
@@ -1092,6 +1102,7 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
             if (data.length > 0 || event !== "message") dispatch(event, data.join("\n"), id);
             event = "message";
             data = [];
+            dataChars = 0;
             id = undefined;
           } else if (line.startsWith(":")) {
             heard(); // keepalive
@@ -1101,7 +1112,11 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
             let value = colon < 0 ? "" : line.slice(colon + 1);
             if (value.startsWith(" ")) value = value.slice(1);
             if (field === "event") event = value;
-            else if (field === "data") data.push(value);
+            else if (field === "data") {
+              data.push(value);
+              dataChars += value.length;
+              if (dataChars > MAX_EVENT_CHARS) throw new Error("an event over 64 KiB");
+            }
             else if (field === "id" && !value.includes("\0")) id = value;
           }
         }

@@ -79,8 +79,13 @@ fn system_now() -> i64 {
 }
 
 impl ResourceServer {
+    /// A resource server that refuses the nonces issued before now (its replay cache starts
+    /// empty: a proof accepted before a restart must not pass after it; see
+    /// [`Self::refuse_nonces_before_ms`]).
     pub fn new(audience: Audience, nonce_secret: &[u8], jwks: &str) -> Result<Self, ConfigError> {
-        let nonces = Nonces::new(nonce_secret).ok_or(ConfigError::Secret)?;
+        let nonces = Nonces::new(nonce_secret)
+            .ok_or(ConfigError::Secret)?
+            .not_before_ms(system_now().saturating_mul(1000));
         Ok(ResourceServer {
             keys: RwLock::new(Arc::new(KeySet::from_jwks(jwks)?)),
             audience,
@@ -125,7 +130,8 @@ impl ResourceServer {
     /// Refuses nonces issued before `unix_ms`, its own or the auth server's: with a replay
     /// cache in memory (empty at start), a proof accepted just before a restart would pass again
     /// after it. Clients then need one `use_dpop_nonce` round trip after a restart, as with the
-    /// reference server on one instance. `feed::discover` sets it to the start-up time.
+    /// reference server on one instance. [`Self::new`] sets it to the time of construction;
+    /// `0` accepts every nonce still in its window (a replay store shared across restarts).
     pub fn refuse_nonces_before_ms(mut self, unix_ms: i64) -> Self {
         self.verifier.nonces.refuse_before_ms(unix_ms);
         self
@@ -369,4 +375,28 @@ pub async fn add_nonce(State(rs): State<Arc<ResourceServer>>, mut res: Response)
         res.headers_mut().insert(NONCE_HEADER, v);
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_resource_server_hands_out_no_nonce_from_before_it_started() {
+        // Its replay cache starts empty: a nonce of before the start (a proof accepted then,
+        // replayed now) must not count, so the first nonce it hands out is of its start.
+        let secret = b"a nonce secret of at least 32 bytes!!";
+        let started = system_now();
+        let audience = Audience {
+            issuer: "tokenwarden".into(),
+            audience: "tokenwarden-api".into(),
+            leeway_secs: 5,
+        };
+        let jwks = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+        let rs = ResourceServer::new(audience, secret, jwks).expect("a resource server");
+        let issued = Nonces::new(secret)
+            .and_then(|n| n.issue_time_of(&rs.current_nonce()))
+            .expect("one of the secret's nonces");
+        assert!(issued >= started * 1000, "{issued} < {started}000");
+    }
 }

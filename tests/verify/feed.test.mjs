@@ -315,6 +315,24 @@ test("a revocation token without a feed in the metadata is a configuration error
   await assert.rejects(createVerifier({ authServer: AUTH, revocationToken: "t", fetch }), /tokenwarden_revocations_endpoint/);
 });
 
+test("a feed event over 64 KiB is dropped with its connection, never held (the crate's bound)", async () => {
+  const s = scripted();
+  const warn = console.warn;
+  const warned = [];
+  console.warn = (m) => warned.push(String(m));
+  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: "svc-token", fetch: s.fetch });
+  try {
+    await until("connected", () => s.streams.length === 1);
+    // One line that never ends, in small chunks: the verifier gives up at 64 KiB and reconnects.
+    for (let i = 0; i < 70; i++) s.streams[0].write(`data: ${"x".repeat(1018)}`);
+    await until("reconnected", () => s.streams.length === 2);
+    assert.ok(warned.some((m) => /over 64 KiB/.test(m)), warned.join("\n"));
+  } finally {
+    v.close();
+    console.warn = warn;
+  }
+});
+
 test("options are checked", async () => {
   const s = scripted();
   await assert.rejects(createVerifier({ authServer: AUTH, leewaySecs: 31, fetch: s.fetch }), /leewaySecs/);

@@ -310,7 +310,8 @@ pub struct ServeArgs {
     pub argon2_queue: usize,
 
     /// Time a client has to send a request's headers (from when the server starts waiting for
-    /// them, which on a kept-alive connection is when the previous response was sent).
+    /// them, which on a kept-alive connection is when the previous response was sent), and then
+    /// its body (from when the server starts reading it).
     #[arg(long, env = "TW_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
     pub header_read_timeout_secs: u64,
 

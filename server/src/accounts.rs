@@ -451,6 +451,6 @@ pub async fn change(
     // The new version ends every known-browser cookie of the old one: this browser's is made
     // again.
     let mut res = StatusCode::NO_CONTENT.into_response();
-    crate::cookies::append(&mut res, &sessions.known_browser(&user.email, version));
+    crate::cookies::append(&mut res, &sessions.known_browser(&user.id, version));
     Ok(res)
 }

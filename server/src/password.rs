@@ -23,8 +23,9 @@ use crate::store::{CounterScope, NewUser, Store, User};
 use crate::throttle::Throttle;
 
 /// A browser known to an account: whoever signed in there holds a cookie (`__Host-tw_device`,
-/// [`KnownBrowsers::cookie`]) that is HMAC-SHA256(key, email ‖ password version ‖ nonce) beside
-/// its nonce, under a key sealed in the database like the codes' (every instance agrees; a dump
+/// [`KnownBrowsers::cookie`]) that is HMAC-SHA256(key, account id ‖ password version ‖ nonce)
+/// beside its nonce (the id, not the address: an address deleted and taken again is another
+/// account), under a key sealed in the database like the codes' (every instance agrees; a dump
 /// alone does not give it). A password change or reset counts a new version: every cookie made
 /// before it (a thief's included, however many) is no cookie any more. OWASP's "device cookies": a known browser's
 /// password attempts count against that browser, everyone else's against the account as well,
@@ -51,40 +52,40 @@ impl KnownBrowsers {
         Ok(Arc::new(KnownBrowsers { key }))
     }
 
-    /// The `Set-Cookie` that makes this browser known to the account of `email` while its
-    /// password is at `version`, for the answer to a sign-in (any way of signing in: whoever
-    /// did is not guessing the password).
-    pub fn cookie(&self, email: &str, version: i64) -> String {
-        crate::cookies::known_browser_cookie(&self.issue(email, version), KNOWN_BROWSER_MAX_AGE)
+    /// The `Set-Cookie` that makes this browser known to account `user` while its password is
+    /// at `version`, for the answer to a sign-in (any way of signing in: whoever did is not
+    /// guessing the password).
+    pub fn cookie(&self, user: &str, version: i64) -> String {
+        crate::cookies::known_browser_cookie(&self.issue(user, version), KNOWN_BROWSER_MAX_AGE)
     }
 
-    fn mac(&self, email: &str, version: i64, nonce: &str) -> [u8; 32] {
+    fn mac(&self, user: &str, version: i64, nonce: &str) -> [u8; 32] {
         use hmac::{Hmac, Mac};
         // The key is 32 bytes, which HMAC always accepts.
         let Ok(mut mac) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.key) else {
             return [0; 32];
         };
-        // Length-prefixed, so that no two (email, version, nonce) give the same input.
-        for part in ["known-browser", email, &version.to_string(), nonce] {
+        // Length-prefixed, so that no two (user, version, nonce) give the same input.
+        for part in ["known-browser", user, &version.to_string(), nonce] {
             mac.update(&(part.len() as u64).to_be_bytes());
             mac.update(part.as_bytes());
         }
         mac.finalize().into_bytes().into()
     }
 
-    /// A new cookie value for a browser that just signed in to the account of `email`.
-    fn issue(&self, email: &str, version: i64) -> String {
+    /// A new cookie value for a browser that just signed in to account `user`.
+    fn issue(&self, user: &str, version: i64) -> String {
         use base64::Engine;
         use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
         let nonce = B64.encode(rand::random::<[u8; 16]>());
-        let mac = B64.encode(self.mac(email, version, &nonce));
+        let mac = B64.encode(self.mac(user, version, &nonce));
         format!("{nonce}.{mac}")
     }
 
-    /// The nonce of `cookie` if it is a cookie this server issued for `email` at password
+    /// The nonce of `cookie` if it is a cookie this server issued for account `user` at password
     /// `version` (compared in constant time); `None` for any other value, another account's
     /// cookie or one from before a password change included.
-    fn known(&self, cookie: Option<&str>, email: &str, version: i64) -> Option<String> {
+    fn known(&self, cookie: Option<&str>, user: &str, version: i64) -> Option<String> {
         use base64::Engine;
         use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
         use subtle::ConstantTimeEq;
@@ -97,7 +98,7 @@ impl KnownBrowsers {
             return None;
         }
         let given = B64.decode(mac).ok()?;
-        bool::from(given.ct_eq(&self.mac(email, version, nonce))).then(|| nonce.to_owned())
+        bool::from(given.ct_eq(&self.mac(user, version, nonce))).then(|| nonce.to_owned())
     }
 }
 
@@ -340,11 +341,15 @@ impl Passwords {
             .map_err(|_| ApiError::Busy { retry_after: 1 })?;
         *started = Some(std::time::Instant::now());
         // The account first (only read: every address is counted alike below, and the answer
-        // waits for the hash either way), for the version its known browsers' cookies name.
+        // waits for the hash either way), for the id and version its known browsers' cookies
+        // name (an address without an account has none).
         let found = self.store.user_with_password(email).await?;
         let version = found.as_ref().map_or(0, |(_, _, v)| *v);
+        let known = found
+            .as_ref()
+            .and_then(|(user, _, v)| self.known.known(browser, &user.id, *v));
         // What this attempt counts against, each with its limit.
-        let counts = match self.known.known(browser, email, version) {
+        let counts = match known {
             Some(nonce) => vec![(
                 CounterScope::LoginDeviceAttempts,
                 format!("{nonce}|{email}"),
@@ -652,15 +657,15 @@ mod tests {
     #[test]
     fn a_known_browser_cookie_is_known_only_to_its_account_and_only_as_issued() {
         let known = KnownBrowsers { key: [7; 32] };
-        let c = known.issue("alice@example.com", 3);
-        let nonce = known.known(Some(&c), "alice@example.com", 3);
+        let c = known.issue("u-alice", 3);
+        let nonce = known.known(Some(&c), "u-alice", 3);
         assert_eq!(nonce.as_deref(), c.split('.').next());
-        assert_eq!(known.known(Some(&c), "bob@example.com", 3), None);
-        assert_eq!(known.known(None, "alice@example.com", 3), None);
+        assert_eq!(known.known(Some(&c), "u-bob", 3), None);
+        assert_eq!(known.known(None, "u-alice", 3), None);
         // A password change or reset (a new version) ends every cookie made before it.
-        assert_eq!(known.known(Some(&c), "alice@example.com", 4), None);
+        assert_eq!(known.known(Some(&c), "u-alice", 4), None);
         let other_key = KnownBrowsers { key: [8; 32] };
-        assert_eq!(other_key.known(Some(&c), "alice@example.com", 3), None);
+        assert_eq!(other_key.known(Some(&c), "u-alice", 3), None);
         let (n, mac) = c.split_once('.').unwrap();
         let mut flipped = n.to_owned().into_bytes();
         flipped[0] = if flipped[0] == b'A' { b'B' } else { b'A' };
@@ -674,17 +679,9 @@ mod tests {
             String::new(),
             "....".into(),
         ] {
-            assert_eq!(
-                known.known(Some(&forged), "alice@example.com", 3),
-                None,
-                "{forged}"
-            );
+            assert_eq!(known.known(Some(&forged), "u-alice", 3), None, "{forged}");
         }
-        assert_ne!(
-            known.issue("alice@example.com", 3),
-            c,
-            "a new nonce each time"
-        );
+        assert_ne!(known.issue("u-alice", 3), c, "a new nonce each time");
     }
 
     #[tokio::test]

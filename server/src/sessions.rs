@@ -376,15 +376,15 @@ impl Sessions {
                 .map_or(0, |(_, _, v)| v),
         };
         Ok(Issued {
-            known_browser: Some(self.0.known.cookie(&user.email, version)),
+            known_browser: Some(self.0.known.cookie(&user.id, version)),
             ..issued
         })
     }
 
-    /// The `Set-Cookie` that makes this browser known to the account of `email` at password
+    /// The `Set-Cookie` that makes this browser known to account `user` at password
     /// `version` (crate::password::KnownBrowsers).
-    pub fn known_browser(&self, email: &str, version: i64) -> String {
-        self.0.known.cookie(email, version)
+    pub fn known_browser(&self, user: &str, version: i64) -> String {
+        self.0.known.cookie(user, version)
     }
 
     /// Reads the refresh token of a refresh request (after the per-client throttle): an

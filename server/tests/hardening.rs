@@ -469,7 +469,7 @@ async fn a_guesser_with_many_addresses_gets_the_accounts_ceiling_and_the_owners_
     thief.known = Some(known.clone());
     assert_eq!(thief.login((ALICE.0, new_password)).await.status, 429);
     let mut owner = client.clone().at("192.0.2.81");
-    owner.known = Some(renewed);
+    owner.known = Some(renewed.clone());
     assert_eq!(owner.login((ALICE.0, new_password)).await.status, 200);
     // A wrong password makes no browser known (and an unknown address answers alike).
     for email in [BOB.0, "nobody@example.com"] {
@@ -481,6 +481,24 @@ async fn a_guesser_with_many_addresses_gets_the_accounts_ceiling_and_the_owners_
             "{email}"
         );
     }
+    // An address deleted and taken again is another account: the old one's browsers (here
+    // Bob's, at the same password version 0) are not known to it.
+    let (store, now) = (&s.state.store, s.state.now());
+    assert!(store.delete_user_by_email(BOB.0, now).await.unwrap());
+    let roles = ["user".to_owned()];
+    let created = tokenwarden_server::users::create(store, BOB.0, BOB.1, "B", &roles, now);
+    assert!(created.await.unwrap().is_some());
+    // Its ceiling reached by a guesser...
+    let mut statuses = Vec::new();
+    for i in 1..=6 {
+        let mut guesser = client.clone().at(&format!("203.0.114.{i}"));
+        statuses.push(guesser.login((BOB.0, "wrong-password")).await.status);
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    // ...the browser known to the old account is not known to this one.
+    let mut before = client.clone().at("192.0.2.82");
+    before.known = Some(bobs.clone());
+    assert_eq!(before.login(BOB).await.status, 429);
     s.stop().await;
 }
 

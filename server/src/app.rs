@@ -293,6 +293,8 @@ fn static_files(
         dir,
         |res: axum::response::Response<tower_http::services::fs::ServeFileSystemResponseBody>| {
             if res.status().is_server_error() {
+                // A name too long, but also a file system that fails: said in the log.
+                tracing::warn!(status = %res.status(), "a static file could not be read: 404");
                 ApiError::NotFound.into_response()
             } else {
                 res.map(axum::body::Body::new)
@@ -339,8 +341,16 @@ async fn body_within(
     }
     let bytes = match tokio::time::timeout(deadline, axum::body::to_bytes(body, BODY_LIMIT)).await {
         Ok(Ok(bytes)) => bytes,
-        // Past the limit (or the client went away, and reads no answer).
-        Ok(Err(_)) => return ApiError::PayloadTooLarge.into_response(),
+        Ok(Err(e)) => {
+            let e = e.into_inner();
+            let over = e.is::<http_body_util::LengthLimitError>();
+            return if over {
+                ApiError::PayloadTooLarge.into_response()
+            } else {
+                ApiError::InvalidRequest(format!("the request body could not be read: {e}"))
+                    .into_response()
+            };
+        }
         Err(_) => {
             let why = format!(
                 "the request body did not arrive within {} s",

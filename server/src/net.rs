@@ -91,7 +91,7 @@ fn parse_node(node: &str) -> Option<IpAddr> {
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`) are the IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,

@@ -485,7 +485,8 @@ pub async fn demo_mailbox(
     // Both the client a trusted proxy reports and the connection's own peer: a proxy on another
     // machine relaying a forged `X-Forwarded-For: 127.0.0.1` gets nobody's codes.
     let peer = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
-    let loopback = client.0.is_loopback() && peer.is_some_and(|p| p.0.ip().is_loopback());
+    let loopback = client.0.is_loopback()
+        && peer.is_some_and(|p| crate::net::canonical(p.0.ip()).is_loopback());
     let mailbox = codes
         .0
         .as_ref()

@@ -82,8 +82,8 @@ export interface VerifierOptions {
    * TypeError unless `allowInsecureHttp`. A `jwks_uri` over plain http on another origin is
    * refused too. */
   authServer: string;
-  /** Accept an `http://` auth server that is not on this machine (a private network where no
-   * one can alter its answers). Default false. */
+  /** Accept an `http://` auth server that is not on this machine, and a plain-http `jwks_uri`
+   * its metadata names (a private network where no one can alter their answers). Default false. */
   allowInsecureHttp?: boolean;
   /** The origin(s) this API is reached at: what a proof's `htu` may name. Without any, only a
    * loopback `Host` (localhost, 127.x, [::1]) is trusted, as the reference server does. */

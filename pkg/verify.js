@@ -274,10 +274,11 @@ function secureEnough(url, insecure) {
 }
 
 /** Whether the JWKS at `jwksUri` is as trustworthy as the metadata of `authServer` that names
- * it: `https://`, or the auth server's own origin (dpop/src/feed.rs keys_as_trusted). */
-function keysAsTrusted(jwksUri, authServer) {
+ * it: `https://` (or plain http where `insecure` allows it), or the auth server's own origin
+ * (dpop/src/feed.rs keys_as_trusted). */
+function keysAsTrusted(jwksUri, authServer, insecure) {
   const origin = (u) => normalizeUrl(u)?.origin ?? null;
-  return secureEnough(jwksUri, false) || (origin(jwksUri) !== null && origin(jwksUri) === origin(authServer));
+  return secureEnough(jwksUri, insecure) || (origin(jwksUri) !== null && origin(jwksUri) === origin(authServer));
 }
 
 const insecure = (url) =>
@@ -596,7 +597,7 @@ export async function createVerifier(options = {}) {
   const audience =
     options.audience ?? (typeof metadata.tokenwarden_audience === "string" ? metadata.tokenwarden_audience : "tokenwarden-api");
   const jwksUri = typeof metadata.jwks_uri === "string" ? metadata.jwks_uri : `${base}/.well-known/jwks.json`;
-  if (!keysAsTrusted(jwksUri, base)) throw new Error(insecure(jwksUri));
+  if (!keysAsTrusted(jwksUri, base, allowInsecureHttp === true)) throw new Error(insecure(jwksUri));
   const algs = metadata.dpop_signing_alg_values_supported;
   if (Array.isArray(algs) && !algs.some((a) => PROOF_ALGS.includes(a)))
     throw new Error(`the auth server accepts none of ${PROOF_ALGS.join(", ")} for DPoP (dpop_signing_alg_values_supported)`);
@@ -1089,9 +1090,6 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
       for await (const chunk of res.body) {
         quiet();
         buf += decoder.decode(chunk, { stream: true });
-        // As the crate: an event (or a line) over 64 KiB is no feed's (its events are under 200
-        // bytes); reconnect rather than hold it.
-        if (buf.length > MAX_EVENT_CHARS) throw new Error("an event over 64 KiB");
         let nl;
         while ((nl = buf.search(/\r\n|\r|\n/)) >= 0) {
           // A CR that ends the chunk may be the first half of a CRLF: the next chunk says.
@@ -1120,6 +1118,10 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
             else if (field === "id" && !value.includes("\0")) id = value;
           }
         }
+        // As the crate: what is left unparsed (a line not yet ended) over 64 KiB is no feed's
+        // (its events are under 200 bytes; a catch-up is many whole ones): reconnect rather
+        // than hold it.
+        if (buf.length > MAX_EVENT_CHARS) throw new Error("an event over 64 KiB");
       }
     } catch (e) {
       // Logged once per outage, not at every retry.

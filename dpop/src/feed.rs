@@ -73,6 +73,9 @@ pub struct Revocations {
     heard_at: Mutex<Option<Instant>>,
     /// Whether a feed is followed (crate::feed::follow with a service token).
     followed: AtomicBool,
+    /// [`Options::allow_insecure_http`], as [`discover`] was given it: what the JWKS the
+    /// metadata names may be when it is read again.
+    insecure_http: AtomicBool,
     /// A token named a `kid` not in the keys: the JWKS is fetched again (at most every
     /// [`KID_REFETCH`]).
     pub(crate) unknown_kid: tokio::sync::Notify,
@@ -84,6 +87,7 @@ impl Default for Revocations {
             sets: RwLock::default(),
             heard_at: Mutex::default(),
             followed: AtomicBool::new(false),
+            insecure_http: AtomicBool::new(false),
             unknown_kid: tokio::sync::Notify::new(),
         }
     }
@@ -286,8 +290,8 @@ pub struct Options {
     pub stale: StalePolicy,
     /// The audience to require; `None`: the metadata's `tokenwarden_audience`.
     pub audience: Option<String>,
-    /// Accept an `http://` auth server that is not on this machine (a private network where
-    /// no one can alter its answers). Without it, `discover` refuses one: its keys verify every
+    /// Accept an `http://` auth server that is not on this machine, and a plain-http `jwks_uri`
+    /// its metadata names (a private network where no one can alter their answers). Without it, `discover` refuses one: its keys verify every
     /// token, and over plain HTTP anyone on the path could hand this API keys of their own.
     pub allow_insecure_http: bool,
 }
@@ -320,10 +324,10 @@ fn secure_enough(url: &str, insecure: bool) -> bool {
 }
 
 /// Whether the JWKS at `jwks_uri` is as trustworthy as the metadata of `auth_server` that names
-/// it: `https://`, or the auth server's own origin.
-fn keys_as_trusted(jwks_uri: &str, auth_server: &str) -> bool {
+/// it: `https://` (or plain http where `insecure` allows it), or the auth server's own origin.
+fn keys_as_trusted(jwks_uri: &str, auth_server: &str, insecure: bool) -> bool {
     let origin = |u: &str| crate::normalize_url(u).map(|u| u.origin);
-    secure_enough(jwks_uri, false)
+    secure_enough(jwks_uri, insecure)
         || (origin(jwks_uri).is_some() && origin(jwks_uri) == origin(auth_server))
 }
 
@@ -349,7 +353,7 @@ pub async fn discover(
             "{auth_server}: the metadata names no issuer or jwks_uri"
         )));
     };
-    if !keys_as_trusted(jwks_uri, auth_server) {
+    if !keys_as_trusted(jwks_uri, auth_server, options.allow_insecure_http) {
         return Err(DiscoverError::InsecureUrl(jwks_uri.to_owned()));
     }
     let audience = match (&options.audience, meta["tokenwarden_audience"].as_str()) {
@@ -386,6 +390,9 @@ pub async fn discover(
             .with_stale_policy(options.stale)
             .refuse_nonces_before_ms(unix_ms()),
     );
+    rs.revocations()
+        .insecure_http
+        .store(options.allow_insecure_http, Ordering::Relaxed);
     follow(&rs, auth_server, options.revocation_token);
     Ok(rs)
 }
@@ -469,7 +476,13 @@ async fn follow_once(
 ) -> Result<(), String> {
     let meta = metadata(http, auth_server).await?;
     let jwks_uri = meta["jwks_uri"].as_str().ok_or("no jwks_uri")?.to_owned();
-    if !keys_as_trusted(&jwks_uri, auth_server) {
+    let insecure = rs
+        .upgrade()
+        .ok_or(GONE)?
+        .revocations()
+        .insecure_http
+        .load(Ordering::Relaxed);
+    if !keys_as_trusted(&jwks_uri, auth_server, insecure) {
         return Err(DiscoverError::InsecureUrl(jwks_uri).to_string());
     }
     refresh_keys(http, rs, &jwks_uri).await?;
@@ -596,19 +609,29 @@ mod tests {
         // The JWKS: https, or the auth server's own origin (as trusted as its metadata).
         assert!(keys_as_trusted(
             "https://cdn.example/jwks.json",
-            "http://auth.internal"
+            "http://auth.internal",
+            false
         ));
         assert!(keys_as_trusted(
             "http://auth.internal/.well-known/jwks.json",
-            "http://auth.internal/"
+            "http://auth.internal/",
+            false
         ));
         assert!(!keys_as_trusted(
             "http://keys.example/jwks.json",
-            "https://auth.example"
+            "https://auth.example",
+            false
         ));
         assert!(!keys_as_trusted(
             "http://auth.example:8080/jwks.json",
-            "https://auth.example"
+            "https://auth.example",
+            false
+        ));
+        // Where plain http is allowed, for the JWKS too (the public origin the metadata names).
+        assert!(keys_as_trusted(
+            "http://10.0.0.5:8080/jwks.json",
+            "http://auth:8080",
+            true
         ));
     }
 

@@ -85,7 +85,11 @@ impl ResourceServer {
     pub fn new(audience: Audience, nonce_secret: &[u8], jwks: &str) -> Result<Self, ConfigError> {
         let nonces = Nonces::new(nonce_secret)
             .ok_or(ConfigError::Secret)?
-            .not_before_ms(system_now().saturating_mul(1000));
+            .not_before_ms(
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            );
         Ok(ResourceServer {
             keys: RwLock::new(Arc::new(KeySet::from_jwks(jwks)?)),
             audience,

@@ -324,6 +324,12 @@ test("a feed event over 64 KiB is dropped with its connection, never held (the c
   try {
     await until("connected", () => s.streams.length === 1);
     // One line that never ends, in small chunks: the verifier gives up at 64 KiB and reconnects.
+    // A catch-up of many whole events in one chunk, far over 64 KiB together, is read whole.
+    const many = Array.from({ length: 2000 }, (_, i) => `event: revoked\nid: ${i + 1}\ndata: {"kind":"token","id":"t-${i}","until":4102444800}\n\n`).join("");
+    assert.ok(many.length > 128 * 1024, String(many.length));
+    s.streams[0].write(many);
+    await sleep(100);
+    assert.equal(s.streams.length, 1, "still the first connection");
     for (let i = 0; i < 70; i++) s.streams[0].write(`data: ${"x".repeat(1018)}`);
     await until("reconnected", () => s.streams.length === 2);
     assert.ok(warned.some((m) => /over 64 KiB/.test(m)), warned.join("\n"));
@@ -362,6 +368,9 @@ test("keys come over https or from this machine: a plain-http auth server or JWK
   }
   const v = await createVerifier({ authServer: AUTH, fetch: at(AUTH, "https://cdn.example/jwks") });
   v.close();
+  // Allowed, for the JWKS the metadata names too (its public origin, on the private network).
+  const w = await createVerifier({ authServer: "http://auth:8080", allowInsecureHttp: true, fetch: at("http://auth:8080", "http://10.0.0.5:8080/jwks") });
+  w.close();
 });
 
 test("memoryReplayStore: a replay is false, full of live entries it refuses (never forgets), room again after expiry", async () => {

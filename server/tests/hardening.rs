@@ -685,13 +685,19 @@ async fn closed_after(mut conn: TcpStream, start: Instant, within: Duration) -> 
     }
 }
 
+/// A server whose connections time out after `header` seconds for a request's headers (and
+/// body) and `idle` seconds without a byte.
+async fn timing_out(header: u64, idle: u64) -> TestServer {
+    TestServer::with(move |c| {
+        c.connections.header_read_timeout = Duration::from_secs(header);
+        c.connections.idle_timeout = Duration::from_secs(idle);
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_client_that_never_finishes_its_headers_is_cut_off() {
-    let s = TestServer::with(|c| {
-        c.connections.header_read_timeout = Duration::from_secs(1);
-        c.connections.idle_timeout = Duration::from_secs(30);
-    })
-    .await;
+    let s = timing_out(1, 30).await;
     let start = Instant::now();
     let mut conn = connect(&s).await;
     // Slowloris: a header line now and then, never the blank line.
@@ -705,11 +711,7 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
 
 #[tokio::test]
 async fn an_idle_kept_alive_connection_and_a_stalled_upload_are_closed() {
-    let s = TestServer::with(|c| {
-        c.connections.header_read_timeout = Duration::from_secs(30);
-        c.connections.idle_timeout = Duration::from_secs(1);
-    })
-    .await;
+    let s = timing_out(30, 1).await;
     // Keep-alive: one request, then nothing.
     let start = Instant::now();
     let mut conn = connect(&s).await;
@@ -737,11 +739,7 @@ async fn an_idle_kept_alive_connection_and_a_stalled_upload_are_closed() {
 
 #[tokio::test]
 async fn a_body_trickled_in_gets_no_longer_than_the_headers_had() {
-    let s = TestServer::with(|c| {
-        c.connections.header_read_timeout = Duration::from_secs(1);
-        c.connections.idle_timeout = Duration::from_secs(30);
-    })
-    .await;
+    let s = timing_out(1, 30).await;
     let start = Instant::now();
     let mut conn = connect(&s).await;
     conn.write_all(

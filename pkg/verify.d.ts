@@ -80,7 +80,7 @@ export interface VerifierOptions {
    * `tokenwarden_revocations_endpoint`); without it, `/.well-known/jwks.json`. `https://`, or
    * `http://` to localhost (the keys that verify every token come from it): anything else is a
    * TypeError unless `allowInsecureHttp`. A `jwks_uri` over plain http on another origin is
-   * refused too. */
+   * refused too, unless `allowInsecureHttp`. */
   authServer: string;
   /** Accept an `http://` auth server that is not on this machine, and a plain-http `jwks_uri`
    * its metadata names (a private network where no one can alter their answers). Default false. */

@@ -291,8 +291,9 @@ pub struct Options {
     /// The audience to require; `None`: the metadata's `tokenwarden_audience`.
     pub audience: Option<String>,
     /// Accept an `http://` auth server that is not on this machine, and a plain-http `jwks_uri`
-    /// its metadata names (a private network where no one can alter their answers). Without it, `discover` refuses one: its keys verify every
-    /// token, and over plain HTTP anyone on the path could hand this API keys of their own.
+    /// its metadata names (a private network where no one can alter their answers). Without
+    /// it, `discover` refuses one: its keys verify every token, and over plain HTTP anyone on
+    /// the path could hand this API keys of their own.
     pub allow_insecure_http: bool,
 }
 
@@ -406,7 +407,8 @@ fn unix_ms() -> i64 {
 
 /// Follows the auth server at `auth_server` for `rs`: its JWKS every minute and whenever the
 /// ring changes, and, with the feed's service `token`, its revocations. The URL is taken as
-/// given ([`discover`] checks it); the JWKS comes over `https://` or from its own origin. Stops once `rs` is
+/// given ([`discover`] checks it); the JWKS comes over `https://` or from its own origin (or
+/// over plain http when [`discover`] was given [`Options::allow_insecure_http`]). Stops once `rs` is
 /// dropped (or when the handle is aborted).
 pub fn follow(
     rs: &Arc<ResourceServer>,

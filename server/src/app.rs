@@ -293,8 +293,9 @@ fn static_files(
         dir,
         |res: axum::response::Response<tower_http::services::fs::ServeFileSystemResponseBody>| {
             if res.status().is_server_error() {
-                // A name too long, but also a file system that fails: said in the log.
-                tracing::warn!(status = %res.status(), "a static file could not be read: 404");
+                // A name too long (anyone can send one: debug), but also a file system that
+                // fails: said in the log.
+                tracing::debug!(status = %res.status(), "a static file could not be read: 404");
                 ApiError::NotFound.into_response()
             } else {
                 res.map(axum::body::Body::new)

@@ -345,11 +345,11 @@ impl Passwords {
         // name (an address without an account has none).
         let found = self.store.user_with_password(email).await?;
         let version = found.as_ref().map_or(0, |(_, _, v)| *v);
-        let known = found
+        let known_browser = found
             .as_ref()
             .and_then(|(user, _, v)| self.known.known(browser, &user.id, *v));
         // What this attempt counts against, each with its limit.
-        let counts = match known {
+        let counts = match known_browser {
             Some(nonce) => vec![(
                 CounterScope::LoginDeviceAttempts,
                 format!("{nonce}|{email}"),

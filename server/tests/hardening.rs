@@ -768,6 +768,39 @@ async fn a_body_trickled_in_gets_no_longer_than_the_headers_had() {
     s.stop().await;
 }
 
+/// The status line of the first answer on `conn` to `request`.
+async fn status_line(s: &TestServer, request: &[u8]) -> String {
+    let mut conn = connect(s).await;
+    conn.write_all(request).await.unwrap();
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    answer.lines().next().unwrap_or("").to_owned()
+}
+
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_413_and_a_broken_one_400() {
+    let s = timing_out(5, 30).await;
+    let head = "POST /auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                Transfer-Encoding: chunked\r\n\r\n";
+    // Over 16 KiB, announced by no Content-Length.
+    let big = format!("{head}5000\r\n{}\r\n0\r\n\r\n", " ".repeat(0x5000));
+    assert_eq!(
+        status_line(&s, big.as_bytes()).await,
+        "HTTP/1.1 413 Payload Too Large"
+    );
+    // A chunk size that is no number: the body is broken, not too large.
+    let broken = format!("{head}zz\r\n{{}}\r\n0\r\n\r\n");
+    assert_eq!(
+        status_line(&s, broken.as_bytes()).await,
+        "HTTP/1.1 400 Bad Request"
+    );
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn connections_beyond_the_cap_wait_until_one_closes() {
     let s = TestServer::with(|c| {

@@ -329,10 +329,13 @@ test("a feed event over 64 KiB is dropped with its connection, never held (the c
     assert.ok(many.length > 128 * 1024, String(many.length));
     s.streams[0].write(many);
     await sleep(100);
+    assert.deepEqual(warned, [], "read whole, no error");
     assert.equal(s.streams.length, 1, "still the first connection");
     for (let i = 0; i < 70; i++) s.streams[0].write(`data: ${"x".repeat(1018)}`);
     await until("reconnected", () => s.streams.length === 2);
     assert.ok(warned.some((m) => /over 64 KiB/.test(m)), warned.join("\n"));
+    // Every event of the catch-up was read: the next connection resumes after the last.
+    assert.equal(s.streams[1].headers["last-event-id"], "2000");
   } finally {
     v.close();
     console.warn = warn;

@@ -330,7 +330,12 @@ async fn body_within(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    use axum::body::HttpBody;
     use axum::response::IntoResponse;
+    // No body (a GET, a refresh): nothing to wait for, nor to copy (the hot paths).
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
     let (parts, body) = req.into_parts();
     let announced = parts
         .headers

@@ -60,17 +60,8 @@ impl KnownBrowsers {
     }
 
     fn mac(&self, user: &str, version: i64, nonce: &str) -> [u8; 32] {
-        use hmac::{Hmac, Mac};
-        // The key is 32 bytes, which HMAC always accepts.
-        let Ok(mut mac) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.key) else {
-            return [0; 32];
-        };
-        // Length-prefixed, so that no two (user, version, nonce) give the same input.
-        for part in ["known-browser", user, &version.to_string(), nonce] {
-            mac.update(&(part.len() as u64).to_be_bytes());
-            mac.update(part.as_bytes());
-        }
-        mac.finalize().into_bytes().into()
+        let version = version.to_string();
+        crate::tokens::keyed_hash(&self.key, &["known-browser", user, &version, nonce])
     }
 
     /// A new cookie value for a browser that just signed in to account `user`.

@@ -121,6 +121,21 @@ pub struct Confirmation {
 pub use tokenwarden_dpop::access::Audience;
 
 /// 32 random bytes, base64url: `len` characters.
+/// HMAC-SHA256 under a 32-byte server key of `parts`, each length-prefixed, so that no two
+/// lists of parts give the same input (sign-in codes, known browsers).
+pub fn keyed_hash(key: &[u8; 32], parts: &[&str]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    // The key is 32 bytes, which HMAC always accepts.
+    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(key) else {
+        return [0; 32];
+    };
+    for part in parts {
+        mac.update(&(part.len() as u64).to_be_bytes());
+        mac.update(part.as_bytes());
+    }
+    mac.finalize().into_bytes().into()
+}
+
 pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);

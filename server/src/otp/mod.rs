@@ -22,11 +22,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use hmac::{Hmac, Mac};
 use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::clock::Clock;
@@ -133,17 +131,7 @@ pub struct Hit {
 
 impl Otp {
     fn mac(&self, id: &str, email: &str, code: &str) -> [u8; 32] {
-        // The key is 32 bytes, which HMAC always accepts.
-        let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(&self.key) {
-            Ok(m) => m,
-            Err(_) => return [0; 32],
-        };
-        // Length-prefixed, so that no two (id, email, code) triples give the same input.
-        for part in [id, email, code] {
-            mac.update(&(part.len() as u64).to_be_bytes());
-            mac.update(part.as_bytes());
-        }
-        mac.finalize().into_bytes().into()
+        crate::tokens::keyed_hash(&self.key, &[id, email, code])
     }
 
     /// What is stored for a code.

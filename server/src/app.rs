@@ -305,19 +305,16 @@ fn static_files(
     let headers = [
         (header::CONTENT_SECURITY_POLICY, csp),
         (
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ),
-        (
             header::REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
         ),
         (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
     ];
-    let [a, b, c, d, e] =
+    // `nosniff` is on every response (`every_response`).
+    let [a, b, c, d] =
         headers.map(|(name, value)| SetResponseHeaderLayer::if_not_present(name, value));
-    a.layer(b.layer(c.layer(d.layer(e.layer(service)))))
+    a.layer(b.layer(c.layer(d.layer(service))))
 }
 
 /// A request's body must arrive within the time its headers had (--header-read-timeout-secs,
@@ -370,12 +367,58 @@ async fn body_within(
 }
 
 /// Every response says the time of the server's clock (`Date`), which a DPoP client learns
-/// its proofs' `iat` from: in a test build whose clock was moved, the moved time.
-async fn date(State(clock): State<Clock>, mut res: Response) -> Response {
+/// its proofs' `iat` from: in a test build whose clock was moved, the moved time. And none is
+/// sniffed (`X-Content-Type-Options: nosniff`): a JSON answer that echoes input (an error
+/// naming a field) is never read as HTML or script.
+async fn every_response(State(clock): State<Clock>, mut res: Response) -> Response {
+    let h = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&clock.http_date()) {
-        res.headers_mut().insert(header::DATE, v);
+        h.insert(header::DATE, v);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    res
+}
+
+/// `Strict-Transport-Security` when this server serves TLS itself (`--tls-cert`): a year, for
+/// this host only (a company's other subdomains are not ours to pin). Not to a loopback or IP
+/// host: browsers ignore it for an IP (RFC 6797, 8.1.1), and pinning `localhost` would turn a
+/// developer's other plain-http apps on it into errors. Behind a proxy that ends TLS, the
+/// proxy sends it (docs/DEPLOYMENT.md).
+pub const HSTS: &str = "max-age=31536000";
+
+async fn strict_transport(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let pinned = request_host(&req).is_some_and(|host| {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        !(host == "localhost"
+            || host.ends_with(".localhost")
+            || host.starts_with('[')
+            || host.parse::<std::net::IpAddr>().is_ok())
+    });
+    let mut res = next.run(req).await;
+    if pinned {
+        res.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        );
     }
     res
+}
+
+/// The host a request names, without its port: `Host`, or an HTTP/2 request's authority
+/// (`[::1]` keeps its brackets).
+fn request_host(req: &axum::extract::Request) -> Option<String> {
+    let authority = match req.headers().get(header::HOST) {
+        Some(v) => v
+            .to_str()
+            .ok()?
+            .parse::<axum::http::uri::Authority>()
+            .ok()?,
+        None => req.uri().authority()?.clone(),
+    };
+    Some(authority.host().to_owned())
 }
 
 /// The whole HTTP surface.
@@ -524,15 +567,19 @@ pub fn router(state: &AppState) -> Router {
     }
     // Outermost: every response, preflights included, carries the current DPoP nonce and the
     // server clock's date.
-    router
+    router = router
         .layer(axum::middleware::map_response_with_state(
             state.dpop.clone(),
             crate::dpop::add_nonce,
         ))
         .layer(axum::middleware::map_response_with_state(
             state.clock.clone(),
-            date,
-        ))
+            every_response,
+        ));
+    if settings.https {
+        router = router.layer(axum::middleware::from_fn(strict_transport));
+    }
+    router
 }
 
 /// Re-reads signing keys every `key_poll_secs` (picks up the `keys` CLI), prunes the

@@ -768,17 +768,61 @@ async fn a_body_trickled_in_gets_no_longer_than_the_headers_had() {
     s.stop().await;
 }
 
-/// The status line of the first answer on `conn` to `request`.
-async fn status_line(s: &TestServer, request: &[u8]) -> String {
+/// The status line and headers of the first answer on a new connection to `request`.
+async fn head(s: &TestServer, request: &[u8]) -> String {
     let mut conn = connect(s).await;
     conn.write_all(request).await.unwrap();
-    let mut buf = [0u8; 512];
-    let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
-        .await
-        .expect("an answer within 5 s")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&buf[..n]);
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed before the headers ended");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The status line of the first answer on `conn` to `request`.
+async fn status_line(s: &TestServer, request: &[u8]) -> String {
+    let answer = head(s, request).await;
     answer.lines().next().unwrap_or("").to_owned()
+}
+
+#[tokio::test]
+async fn no_answer_is_sniffed_and_a_server_serving_tls_pins_https_for_a_named_host_only() {
+    let get =
+        |host: &str| format!("GET /api/me HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    // Plain http (or TLS ended by a proxy, which sends its own): no HSTS; nosniff on an error.
+    let plain = TestServer::start().await;
+    let h = head(&plain, get("auth.example.com").as_bytes())
+        .await
+        .to_ascii_lowercase();
+    assert!(h.starts_with("http/1.1 401"), "{h}");
+    assert!(h.contains("\r\nx-content-type-options: nosniff\r\n"), "{h}");
+    assert!(!h.contains("strict-transport-security"), "{h}");
+    plain.stop().await;
+    // Serving TLS itself (--tls-cert): pinned for a named host, never for loopback or an IP.
+    let tls = TestServer::with(|c| c.https = true).await;
+    for (host, pinned) in [
+        ("auth.example.com", true),
+        ("auth.example.com:8443", true),
+        ("localhost:8080", false),
+        ("app.localhost", false),
+        ("127.0.0.1:8080", false),
+        ("[::1]:8080", false),
+    ] {
+        let h = head(&tls, get(host).as_bytes()).await.to_ascii_lowercase();
+        assert!(h.contains("\r\nx-content-type-options: nosniff\r\n"), "{h}");
+        assert_eq!(
+            h.contains("\r\nstrict-transport-security: max-age=31536000\r\n"),
+            pinned,
+            "{host}: {h}"
+        );
+    }
+    tls.stop().await;
 }
 
 #[tokio::test]

@@ -51,6 +51,16 @@ pub struct Cli {
     )]
     pub database_url: String,
 
+    /// A file holding the database URL (a PostgreSQL password stays out of the process's
+    /// arguments and environment; a Docker or Kubernetes secret).
+    #[arg(
+        long,
+        env = "TW_DATABASE_URL_FILE",
+        global = true,
+        conflicts_with = "database_url"
+    )]
+    pub database_url_file: Option<PathBuf>,
+
     /// File holding the 32-byte key that seals signing keys at rest (raw, or base64 text).
     /// Alternatively `TW_KEY_ENCRYPTION_KEY` holds it as base64. Required for a database file,
     /// except with --demo (which creates `<database>.kek` beside it).
@@ -417,6 +427,10 @@ pub struct OtpArgs {
     #[arg(long, env = "TW_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
 
+    /// A file holding --smtp-url (its password out of the process's arguments and environment).
+    #[arg(long, env = "TW_SMTP_URL_FILE", conflicts_with = "smtp_url")]
+    pub smtp_url_file: Option<PathBuf>,
+
     /// The sender of sign-in codes.
     #[arg(
         long,
@@ -499,7 +513,12 @@ impl OtpSettings {
             return Err("--otp-digits must be 6, 7 or 8".into());
         }
         Ok(OtpSettings {
-            smtp_url: a.smtp_url.clone().filter(|u| !u.trim().is_empty()),
+            smtp_url: secret_or_file(
+                a.smtp_url.as_ref(),
+                a.smtp_url_file.as_deref(),
+                "--smtp-url",
+            )?
+            .filter(|u| !u.trim().is_empty()),
             smtp_from: a.smtp_from.clone(),
             ttl_secs: a.otp_ttl_secs,
             digits: a.otp_digits,
@@ -525,6 +544,14 @@ pub struct DpopArgs {
     /// generated once and kept in the database.
     #[arg(long, env = "TW_DPOP_NONCE_SECRET", hide_env_values = true)]
     pub dpop_nonce_secret: Option<String>,
+
+    /// A file holding --dpop-nonce-secret (out of the process's arguments and environment).
+    #[arg(
+        long,
+        env = "TW_DPOP_NONCE_SECRET_FILE",
+        conflicts_with = "dpop_nonce_secret"
+    )]
+    pub dpop_nonce_secret_file: Option<PathBuf>,
 
     /// Origins clients reach this server at (what a proof's `htu` may name), e.g. behind a
     /// proxy. Default: the request's Host header. Repeat or separate with commas.
@@ -1152,7 +1179,12 @@ fn legacy_settings(a: &AccountArgs) -> Result<Option<LegacySettings>, String> {
 type DpopSettings = (Option<String>, Vec<String>);
 
 fn dpop_settings(a: &DpopArgs) -> Result<DpopSettings, String> {
-    if a.dpop_nonce_secret.as_ref().is_some_and(|s| s.len() < 32) {
+    let secret = secret_or_file(
+        a.dpop_nonce_secret.as_ref(),
+        a.dpop_nonce_secret_file.as_deref(),
+        "--dpop-nonce-secret",
+    )?;
+    if secret.as_ref().is_some_and(|s| s.len() < 32) {
         return Err("--dpop-nonce-secret must be at least 32 characters".into());
     }
     let mut origins = Vec::new();
@@ -1162,7 +1194,37 @@ fn dpop_settings(a: &DpopArgs) -> Result<DpopSettings, String> {
                 .ok_or_else(|| format!("--public-origin {o:?} must be an http(s) origin"))?,
         );
     }
-    Ok((a.dpop_nonce_secret.clone(), origins))
+    Ok((secret, origins))
+}
+
+/// A secret given as a flag's value or as a file holding it (`<flag>-file`: a Docker or
+/// Kubernetes secret, never in the process's arguments or environment), whichever is set (clap
+/// refuses both). The file's text without surrounding white space; an empty file is an error.
+pub fn secret_or_file(
+    value: Option<&String>,
+    file: Option<&Path>,
+    flag: &str,
+) -> Result<Option<String>, String> {
+    let Some(file) = file else {
+        return Ok(value.cloned());
+    };
+    let text = crate::kek::read_secret_text(file).map_err(|e| format!("{flag}-file {e}"))?;
+    if text.is_empty() {
+        return Err(format!("{flag}-file {} is empty", file.display()));
+    }
+    Ok(Some(text))
+}
+
+impl Cli {
+    /// `--database-url`, or what `--database-url-file` holds.
+    pub fn database_url(&self) -> Result<String, String> {
+        let url = secret_or_file(
+            Some(&self.database_url),
+            self.database_url_file.as_deref(),
+            "--database-url",
+        )?;
+        Ok(url.unwrap_or_default())
+    }
 }
 
 #[cfg(test)]

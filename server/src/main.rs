@@ -42,7 +42,7 @@ fn now() -> i64 {
 
 async fn run(cli: Cli) -> Result<(), String> {
     // Refused before anything is created: an unknown scheme is not a file name.
-    let url = DatabaseUrl::parse(&cli.database_url).map_err(|e| e.to_string())?;
+    let url = DatabaseUrl::parse(&cli.database_url()?).map_err(|e| e.to_string())?;
     let store = Store::connect(url.as_str())
         .await
         .map_err(|e| format!("opening the {} database: {e}", url.kind()))?;

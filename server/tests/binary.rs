@@ -295,6 +295,95 @@ fn refused(args: &[&str], envs: &[(&str, &str)]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// A secret that must stay out of `ps` and the environment (a PostgreSQL password, the SMTP
+/// password, the DPoP nonce secret) can come from a file, as Docker and Kubernetes mount them:
+/// what the file holds is what is used; a flag and its file together, a missing or an empty
+/// file are refused at start, naming the flag.
+#[test]
+fn secrets_come_from_files_kept_out_of_the_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        path.display().to_string()
+    };
+    let db = file("db-url", &format!("{}\n", db_url(&dir)));
+    let nonce = file("nonce", &"n".repeat(40));
+    let kek = [("TW_KEY_ENCRYPTION_KEY", TEST_KEK)];
+    let (child, url) = start(
+        &["--bind", "127.0.0.1:0"],
+        &[
+            kek[0],
+            ("TW_DATABASE_URL_FILE", &db),
+            ("TW_DPOP_NONCE_SECRET_FILE", &nonce),
+        ],
+        dir.path(),
+    );
+    stop(child);
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    assert!(
+        dir.path().join("tw.db").exists(),
+        "the database the file names"
+    );
+    // What a file holds is the value: too short a nonce secret, an SMTP URL of another scheme.
+    let short = file("short", "too short");
+    let e = refused(
+        &[
+            "--database-url",
+            "sqlite::memory:",
+            "--dpop-nonce-secret-file",
+            &short,
+        ],
+        &[],
+    );
+    assert!(
+        e.contains("--dpop-nonce-secret must be at least 32 characters"),
+        "{e}"
+    );
+    let smtp = file("smtp", "ftp://user:hunter2@mail.example");
+    let e = refused(
+        &[
+            "--database-url",
+            "sqlite::memory:",
+            "--smtp-url-file",
+            &smtp,
+        ],
+        &[],
+    );
+    assert!(e.contains("--smtp-url") && e.contains("ftp"), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
+    // Both ways at once, a file that is not there, an empty file.
+    let e = refused(
+        &[
+            "--database-url",
+            "sqlite::memory:",
+            "--database-url-file",
+            &db,
+        ],
+        &[],
+    );
+    assert!(
+        e.contains("--database-url-file") && e.contains("cannot be used with"),
+        "{e}"
+    );
+    let e = refused(&["--dpop-nonce-secret-file", "/nonexistent/nonce"], &kek);
+    assert!(
+        e.contains("--dpop-nonce-secret-file /nonexistent/nonce"),
+        "{e}"
+    );
+    let empty = file("empty", " \n");
+    let e = refused(&["--database-url-file", &empty], &kek);
+    assert!(
+        e.contains("--database-url-file") && e.contains("is empty"),
+        "{e}"
+    );
+}
+
 /// Anything but SQLite or PostgreSQL is refused before anything is created (it used to become a
 /// SQLite file named after the URL), and the message names what is accepted, without the
 /// password.

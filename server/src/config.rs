@@ -103,7 +103,7 @@ pub enum KeysCommand {
 
 #[derive(Subcommand)]
 pub enum UsersCommand {
-    /// Create a user. The password is read from TW_PASSWORD or prompted on stdin.
+    /// Create a user. The password is read from TW_PASSWORD, or prompted on stdin (not echoed).
     Add {
         #[arg(long)]
         email: String,

@@ -76,14 +76,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         })) => {
             let password = match password {
                 Some(p) => p,
-                None => {
-                    eprint!("password: ");
-                    let mut line = String::new();
-                    std::io::stdin()
-                        .read_line(&mut line)
-                        .map_err(|e| e.to_string())?;
-                    line.trim_end_matches(['\r', '\n']).to_owned()
-                }
+                None => read_hidden_line("password: ").map_err(|e| e.to_string())?,
             };
             // The rules of a password a user chooses (length, not a common one, not the address).
             let weak = match tokenwarden_server::password::check_new(&password, &email) {
@@ -327,5 +320,58 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}
+    }
+}
+
+/// A line from stdin after `prompt`; from a terminal, not echoed (the password typed stays off
+/// the screen and its scrollback), the terminal's echo restored afterwards. Piped input is read
+/// as it is.
+fn read_hidden_line(prompt: &str) -> std::io::Result<String> {
+    #[cfg(unix)]
+    let echo_off = EchoOff::new();
+    eprint!("{prompt}");
+    let mut line = String::new();
+    let read = std::io::stdin().read_line(&mut line);
+    #[cfg(unix)]
+    drop(echo_off);
+    read?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// The echo of the terminal on stdin turned off while it lives (with `ECHONL`: the newline is
+/// still shown); nothing when stdin is no terminal.
+#[cfg(unix)]
+struct EchoOff(Option<libc::termios>);
+
+#[cfg(unix)]
+impl EchoOff {
+    fn new() -> Self {
+        // SAFETY: `isatty`, `tcgetattr` and `tcsetattr` on fd 0 with a `termios` we own;
+        // `tcgetattr` fills the zeroed struct before it is read or written back.
+        unsafe {
+            let mut term: libc::termios = std::mem::zeroed();
+            if libc::isatty(0) != 1 || libc::tcgetattr(0, &mut term) != 0 {
+                return EchoOff(None);
+            }
+            let saved = term;
+            term.c_lflag &= !libc::ECHO;
+            term.c_lflag |= libc::ECHONL;
+            if libc::tcsetattr(0, libc::TCSANOW, &term) != 0 {
+                return EchoOff(None);
+            }
+            EchoOff(Some(saved))
+        }
+    }
+}
+
+#[cfg(unix)]
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.0 {
+            // SAFETY: as in `new`: fd 0 and the settings `tcgetattr` returned.
+            unsafe {
+                libc::tcsetattr(0, libc::TCSANOW, saved);
+            }
+        }
     }
 }

@@ -295,6 +295,56 @@ fn refused(args: &[&str], envs: &[(&str, &str)]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// `users add` asks for the password on a terminal without echoing it: typed into a real
+/// pseudo-terminal (util-linux's `script`) after the prompt, it is not in what the terminal
+/// shows, and the account signs in with it.
+#[cfg(unix)]
+#[tokio::test]
+async fn users_add_reads_a_typed_password_without_echoing_it() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let url = db_url(&dir);
+    let password = "typed-on-a-terminal-7731";
+    let command = format!(
+        "{} users add --email ada@example.com --name Ada",
+        server_binary()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("TW_DATABASE_URL", &url)
+        .env("TW_KEY_ENCRYPTION_KEY", TEST_KEK)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("util-linux's script");
+    let mut out = child.stdout.take().unwrap();
+    let mut shown = Vec::new();
+    let mut byte = [0u8; 1];
+    while !shown.ends_with(b"password: ") {
+        assert_eq!(
+            out.read(&mut byte).unwrap(),
+            1,
+            "{:?}",
+            String::from_utf8_lossy(&shown)
+        );
+        shown.push(byte[0]);
+    }
+    // Typed after the prompt, as a person would.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{password}\n").as_bytes()).unwrap();
+    drop(stdin);
+    out.read_to_end(&mut shown).unwrap();
+    assert!(child.wait().unwrap().success());
+    let shown = String::from_utf8_lossy(&shown);
+    assert!(!shown.contains(password), "echoed: {shown:?}");
+    assert!(shown.contains("ada@example.com"), "{shown:?}");
+    let s = TestServer::on(&url, |_| {}).await;
+    let res = Client::new(&s).login(("ada@example.com", password)).await;
+    assert_eq!(res.status, 200, "{:?}", res.body);
+    s.stop().await;
+}
+
 /// A secret that must stay out of `ps` and the environment (a PostgreSQL password, the SMTP
 /// password, the DPoP nonce secret) can come from a file, as Docker and Kubernetes mount them:
 /// what the file holds is what is used; a flag and its file together, a missing or an empty

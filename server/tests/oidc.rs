@@ -777,15 +777,25 @@ async fn an_unverified_address_is_never_the_account_s_and_linking_takes_a_verifi
         jwt_parts(&take_up(&mut tab, &res).await.access).1["sub"],
         alice_sub
     );
-    let res = hostile_sign_in(
-        &s,
-        &h,
-        Forge::Claims(|c| {
-            c["sub"] = json!("verified-sub");
-            c["email"] = json!("alice@example.com");
-        }),
-    )
-    .await;
+    // A verified address of the provider's, but Alice's account was opened by `users add`:
+    // its own address was never shown to be hers. Whoever opened it (an import, a legacy
+    // backend that checks no address) may hold its password, so the provider's user is not
+    // let into it.
+    let verified = Forge::Claims(|c| {
+        c["sub"] = json!("verified-sub");
+        c["email"] = json!("alice@example.com");
+    });
+    let res = hostile_sign_in(&s, &h, verified.clone()).await;
+    assert_eq!(location(&res), "/r?tw_error=account_not_linked");
+    assert!(refresh_cookie_of(&res).is_none());
+    // Once she verified it (the code flow): linked.
+    let now = s.state.now();
+    s.state
+        .store
+        .set_email_verified("alice@example.com", now)
+        .await
+        .unwrap();
+    let res = hostile_sign_in(&s, &h, verified).await;
     let mut tab = Client::new(&s);
     assert_eq!(
         jwt_parts(&take_up(&mut tab, &res).await.access).1["sub"],

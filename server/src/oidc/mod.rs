@@ -609,10 +609,14 @@ async fn user_for(
     let user = match store.user_by_email(&email).await.map_err(db)? {
         // Linked by its address, an account whose sign-ins need a second factor would be
         // signed into on the mailbox alone (what a provider's verified address proves): not
-        // that one. (Once linked, a provider's sign-in is the provider's to protect.)
+        // that one. Nor one whose address was never shown to be its owner's: whoever opened it
+        // (an import, a legacy backend that checks no address) may hold its password, and the
+        // provider's user would work in an account someone else signs into. (Once linked, a
+        // provider's sign-in is the provider's to protect.)
         Some((user, _))
             if provider.config.link_verified_email
                 && claims.email_verified
+                && user.email_verified
                 && !store.second_factor_required(&user.id).await.map_err(db)? =>
         {
             user

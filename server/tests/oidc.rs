@@ -11,6 +11,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -346,7 +347,20 @@ struct Hostile {
     nonces: Arc<Mutex<Vec<String>>>,
     /// What the last code exchange sent: (Authorization, code_verifier).
     exchange: Arc<Mutex<Option<(String, String)>>>,
+    /// Requests for its JWKS, and how it answers them (`JWKS_*`).
+    jwks_fetches: Arc<AtomicUsize>,
+    jwks_mode: Arc<AtomicU8>,
+    /// With `JWKS_HELD`, each answer waits for a permit of this.
+    jwks_gate: Arc<tokio::sync::Notify>,
 }
+
+// Otherwise (0, the default): the JWKS with its key.
+/// A 500.
+const JWKS_FAILING: u8 = 1;
+/// The JWKS, once the test lets it go (`jwks_gate`).
+const JWKS_HELD: u8 = 2;
+/// A JWKS without its key (withdrawn, as after a leak).
+const JWKS_WITHDRAWN: u8 = 3;
 
 impl Hostile {
     fn jwks(&self) -> Value {
@@ -417,6 +431,9 @@ async fn hostile(port: u16, now: tokenwarden_server::clock::Clock) -> Hostile {
         codes: Arc::default(),
         nonces: Arc::default(),
         exchange: Arc::default(),
+        jwks_fetches: Arc::default(),
+        jwks_mode: Arc::default(),
+        jwks_gate: Arc::default(),
     };
     let discovery = |State(h): State<Hostile>| async move {
         axum::Json(json!({
@@ -427,7 +444,19 @@ async fn hostile(port: u16, now: tokenwarden_server::clock::Clock) -> Hostile {
             "id_token_signing_alg_values_supported": ["ES256", "HS256", "none"],
         }))
     };
-    let jwks = |State(h): State<Hostile>| async move { axum::Json(h.jwks()) };
+    let jwks = |State(h): State<Hostile>| async move {
+        h.jwks_fetches.fetch_add(1, SeqCst);
+        match h.jwks_mode.load(SeqCst) {
+            JWKS_FAILING => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            JWKS_WITHDRAWN => axum::Json(json!({ "keys": [] })).into_response(),
+            mode => {
+                if mode == JWKS_HELD {
+                    h.jwks_gate.notified().await;
+                }
+                axum::Json(h.jwks()).into_response()
+            }
+        }
+    };
     // Signs the user in at once and sends them back with a code.
     let authorize = |State(h): State<Hostile>, Query(q): Query<HashMap<String, String>>| async move {
         let code = tokenwarden_server::tokens::random_id();
@@ -676,6 +705,95 @@ async fn back_channel_logout_tokens_forged_replayed_or_for_another_audience_are_
     let res = post_logout(&s, &good).await;
     assert_eq!(res.status(), 400);
     s.stop().await;
+}
+
+/// A logout token naming a key the provider never had.
+fn unknown_key_logout_token(h: &Hostile, now: i64) -> String {
+    let claims = json!({
+        "iss": h.issuer, "aud": CLIENT_ID, "iat": now, "exp": now + 120,
+        "jti": tokenwarden_server::tokens::random_id(), "sid": "idp-session-1",
+        "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+    });
+    h.key.sign_with_header(
+        &json!({ "alg": "ES256", "kid": "never-had", "typ": "logout+jwt" }),
+        &claims,
+    )
+}
+
+/// Twenty logout tokens naming an unknown key at once (anyone can post them): their statuses.
+async fn flood(s: &TestServer, h: &Hostile) -> Vec<u16> {
+    let now = s.state.now();
+    let posts = (0..20).map(|_| flood_one(s.url(""), unknown_key_logout_token(h, now)));
+    futures::future::join_all(posts).await
+}
+
+#[tokio::test]
+async fn the_providers_keys_are_fetched_at_most_every_10_s_whatever_the_outcome_and_again_after_10_minutes()
+ {
+    let port = free_port();
+    let s = server_with(&format!("http://127.0.0.1:{port}")).await;
+    let h = hostile(port, s.state.clock.clone()).await;
+    let fetches = || h.jwks_fetches.load(SeqCst);
+    let res = hostile_sign_in(&s, &h, Forge::Honest).await;
+    assert_eq!(location(&res), "/r");
+    assert_eq!(fetches(), 1);
+    // Tokens naming a key the provider does not have: refused, one fetch per 10 s at most.
+    assert!(flood(&s, &h).await.iter().all(|&st| st == 400));
+    assert_eq!(fetches(), 1, "fetched a moment ago");
+    s.state.clock.advance(11);
+    assert!(flood(&s, &h).await.iter().all(|&st| st == 400));
+    assert_eq!(fetches(), 2, "one fetch for the twenty");
+    // A provider whose JWKS fails: tried once, not once per token; the keys held still verify.
+    h.jwks_mode.store(JWKS_FAILING, SeqCst);
+    s.state.clock.advance(11);
+    assert!(flood(&s, &h).await.iter().all(|&st| st == 400));
+    assert!(flood(&s, &h).await.iter().all(|&st| st == 400));
+    assert_eq!(fetches(), 3, "a failed fetch counts too");
+    assert_eq!(
+        location(&hostile_sign_in(&s, &h, Forge::Honest).await),
+        "/r"
+    );
+    // A fetch in flight (the provider slow) holds up nothing but the tokens that need it: a
+    // sign-in starts, and one whose token names a known key completes, meanwhile.
+    h.jwks_mode.store(JWKS_HELD, SeqCst);
+    s.state.clock.advance(11);
+    let waiting = tokio::spawn(flood_one(
+        s.url(""),
+        unknown_key_logout_token(&h, s.state.now()),
+    ));
+    while fetches() < 4 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let meanwhile = tokio::time::timeout(
+        Duration::from_secs(10),
+        hostile_sign_in(&s, &h, Forge::Honest),
+    );
+    assert_eq!(location(&meanwhile.await.expect("not held up")), "/r");
+    assert!(!waiting.is_finished());
+    h.jwks_gate.notify_one();
+    assert_eq!(waiting.await.unwrap(), 400);
+    assert_eq!(fetches(), 4);
+    // Ten minutes on, the keys are fetched again: a key the provider withdrew (leaked, rotated
+    // out) no longer verifies its logout tokens, nor its ID tokens.
+    h.jwks_mode.store(JWKS_WITHDRAWN, SeqCst);
+    s.state.clock.advance(600);
+    let token = logout_token(&h, s.state.now(), |_| {});
+    assert_eq!(post_logout(&s, &token).await.status(), 400);
+    assert_eq!(fetches(), 5);
+    let res = hostile_sign_in(&s, &h, Forge::Honest).await;
+    assert_eq!(location(&res), "/r?tw_error=federation_failed");
+    s.stop().await;
+}
+
+/// One logout token posted to the server at `base`: its status.
+async fn flood_one(base: String, token: String) -> u16 {
+    let res = reqwest::Client::new()
+        .post(format!("{base}/auth/oidc/idp/backchannel-logout"))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .unwrap();
+    res.status().as_u16()
 }
 
 #[tokio::test]

@@ -85,7 +85,10 @@ impl Oidc {
         Oidc(Arc::new(Inner {
             providers: providers
                 .iter()
-                .map(|p| (p.name.clone(), Arc::new(Provider::new(p.clone()))))
+                .map(|p| {
+                    let provider = Provider::new(p.clone(), clock.clone());
+                    (p.name.clone(), Arc::new(provider))
+                })
                 .collect(),
             store,
             sessions,

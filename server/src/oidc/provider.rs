@@ -1,6 +1,8 @@
 //! One OpenID Connect provider as the server talks to it: its discovery document (fetched at
-//! start, and again until it answers), its JWKS (cached; fetched again, at most every
-//! [`JWKS_REFETCH`], when a token names an unknown `kid`), and the code exchange.
+//! start, and again until it answers), its JWKS (cached for [`JWKS_MAX_AGE`]; fetched again
+//! sooner when a token names an unknown `kid`; at most one fetch every [`JWKS_REFETCH`],
+//! whether it worked or not), and the code exchange. Nothing waits on a JWKS fetch but the
+//! verifications that need it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,14 +12,20 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use super::jwt::{self, JwtError, Verified};
+use crate::clock::Clock;
 use crate::config::{OidcProvider, provider_url_ok};
 
 /// How long a request to a provider may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest answer read from a provider.
 const MAX_BODY: usize = 1024 * 1024;
-/// The JWKS is fetched again on an unknown `kid` at most this often.
-const JWKS_REFETCH: Duration = Duration::from_secs(10);
+/// The JWKS is fetched at most this often (seconds), whatever the last fetch's outcome: a flood
+/// of tokens naming unknown keys makes one request to the provider per period.
+const JWKS_REFETCH: i64 = 10;
+/// Keys are fetched again after this long (seconds): a key the provider withdrew (leaked,
+/// rotated out) stops verifying here within it. While the provider does not answer, the keys
+/// held go on verifying.
+pub const JWKS_MAX_AGE: i64 = 600;
 /// Discovery is tried again at most this often while the provider does not answer.
 const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
 
@@ -51,18 +59,34 @@ pub struct Metadata {
     pub algorithms: Vec<String>,
 }
 
-struct State {
+struct Discovery {
     metadata: Option<Arc<Metadata>>,
     tried_at: Option<Instant>,
     last_error: String,
-    jwks: Vec<Value>,
-    jwks_at: Option<Instant>,
+}
+
+/// The provider's keys as last fetched, and when (the server's clock, seconds).
+#[derive(Clone, Default)]
+struct Keys {
+    keys: Arc<Vec<Value>>,
+    fetched_at: Option<i64>,
+}
+
+/// The last JWKS fetch tried: when, and why it failed if it did.
+#[derive(Default)]
+struct Refetch {
+    tried_at: Option<i64>,
+    last_error: String,
 }
 
 pub struct Provider {
     pub config: OidcProvider,
     http: reqwest::Client,
-    state: Mutex<State>,
+    clock: Clock,
+    discovery: Mutex<Discovery>,
+    keys: std::sync::RwLock<Keys>,
+    /// Held across a JWKS fetch, by the verifications that need one only.
+    refetch: Mutex<Refetch>,
 }
 
 /// Reads at most [`MAX_BODY`] of a JSON answer.
@@ -83,20 +107,29 @@ async fn json(res: reqwest::Response, what: &str) -> Result<Value, ProviderError
         .map_err(|_| ProviderError::Unavailable(format!("{what}: not JSON")))
 }
 
-fn endpoint(doc: &Value, name: &str) -> Result<String, ProviderError> {
+/// An endpoint the discovery document names: https, as the issuer is; plain http only on a
+/// loopback host, and only for an issuer on plain http itself (a provider on this machine). An
+/// https provider's document cannot send the server's requests (its keys, the code exchange
+/// with the client secret) over plain http, even to this machine.
+fn endpoint(doc: &Value, name: &str, issuer: &str) -> Result<String, ProviderError> {
     let url = doc[name]
         .as_str()
         .ok_or_else(|| ProviderError::Unavailable(format!("discovery: no {name}")))?;
-    if !provider_url_ok(url) {
+    let https = |u: &str| {
+        u.get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+    };
+    if !provider_url_ok(url) || (https(issuer) && !https(url)) {
         return Err(ProviderError::Unavailable(format!(
-            "discovery: {name} {url:?} is not https (http only on a loopback host)"
+            "discovery: {name} {url:?} is not https (http only on a loopback host, for an \
+             issuer on http)"
         )));
     }
     Ok(url.to_owned())
 }
 
 impl Provider {
-    pub fn new(config: OidcProvider) -> Self {
+    pub fn new(config: OidcProvider, clock: Clock) -> Self {
         let http = reqwest::Client::builder()
             .timeout(TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
@@ -106,13 +139,14 @@ impl Provider {
         Provider {
             config,
             http,
-            state: Mutex::new(State {
+            clock,
+            discovery: Mutex::new(Discovery {
                 metadata: None,
                 tried_at: None,
                 last_error: String::new(),
-                jwks: Vec::new(),
-                jwks_at: None,
             }),
+            keys: std::sync::RwLock::default(),
+            refetch: Mutex::default(),
         }
     }
 
@@ -164,11 +198,11 @@ impl Provider {
         }
         Ok(Metadata {
             issuer: issuer.clone(),
-            authorization_endpoint: endpoint(&doc, "authorization_endpoint")?,
-            token_endpoint: endpoint(&doc, "token_endpoint")?,
-            jwks_uri: endpoint(&doc, "jwks_uri")?,
-            end_session_endpoint: endpoint(&doc, "end_session_endpoint").ok(),
-            userinfo_endpoint: endpoint(&doc, "userinfo_endpoint").ok(),
+            authorization_endpoint: endpoint(&doc, "authorization_endpoint", issuer)?,
+            token_endpoint: endpoint(&doc, "token_endpoint", issuer)?,
+            jwks_uri: endpoint(&doc, "jwks_uri", issuer)?,
+            end_session_endpoint: endpoint(&doc, "end_session_endpoint", issuer).ok(),
+            userinfo_endpoint: endpoint(&doc, "userinfo_endpoint", issuer).ok(),
             iss_parameter: doc["authorization_response_iss_parameter_supported"] == true,
             algorithms,
         })
@@ -177,7 +211,7 @@ impl Provider {
     /// The provider's metadata: discovered once, then kept. While it does not answer, each
     /// call after [`DISCOVERY_RETRY`] tries again (the server's other sign-in methods go on).
     pub async fn metadata(&self) -> Result<Arc<Metadata>, ProviderError> {
-        let mut state = self.state.lock().await;
+        let mut state = self.discovery.lock().await;
         if let Some(m) = &state.metadata {
             return Ok(m.clone());
         }
@@ -203,24 +237,70 @@ impl Provider {
         }
     }
 
-    /// Verifies `token` against the provider's keys, fetching them first, or again for an
-    /// unknown `kid` (at most every [`JWKS_REFETCH`]).
+    /// Verifies `token` against the provider's keys: those held, or fetched when there are none,
+    /// when they are older than [`JWKS_MAX_AGE`], or when the token names an unknown `kid`.
     pub async fn verify(&self, token: &str) -> Result<Verified, ProviderError> {
         let meta = self.metadata().await?;
-        let mut state = self.state.lock().await;
-        if state.jwks_at.is_none() {
-            state.jwks = self.fetch_jwks(&meta).await?;
-            state.jwks_at = Some(Instant::now());
-        }
-        match jwt::verify(token, &state.jwks, &meta.algorithms) {
-            Err(JwtError::UnknownKey(_))
-                if state.jwks_at.is_some_and(|t| t.elapsed() >= JWKS_REFETCH) =>
-            {
-                state.jwks = self.fetch_jwks(&meta).await?;
-                state.jwks_at = Some(Instant::now());
-                Ok(jwt::verify(token, &state.jwks, &meta.algorithms)?)
+        let held = self.held_keys();
+        let fresh = held
+            .fetched_at
+            .is_some_and(|t| self.clock.now() - t < JWKS_MAX_AGE);
+        if fresh {
+            match jwt::verify(token, &held.keys, &meta.algorithms) {
+                Err(JwtError::UnknownKey(_)) => {}
+                other => return Ok(other?),
             }
-            other => Ok(other?),
+        }
+        let keys = self.refetch_keys(&meta, held.fetched_at).await?;
+        Ok(jwt::verify(token, &keys, &meta.algorithms)?)
+    }
+
+    fn held_keys(&self) -> Keys {
+        match self.keys.read() {
+            Ok(k) => k.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The keys after one fetch at most: none if another caller fetched since `seen` (its keys)
+    /// or if one was tried within [`JWKS_REFETCH`] (the keys held, or why there are none). A
+    /// failed fetch leaves the keys held as they were.
+    async fn refetch_keys(
+        &self,
+        meta: &Metadata,
+        seen: Option<i64>,
+    ) -> Result<Arc<Vec<Value>>, ProviderError> {
+        let mut refetch = self.refetch.lock().await;
+        let held = self.held_keys();
+        let now = self.clock.now();
+        if held.fetched_at != seen || refetch.tried_at.is_some_and(|t| now - t < JWKS_REFETCH) {
+            return match held.fetched_at {
+                Some(_) => Ok(held.keys),
+                None => Err(ProviderError::Unavailable(refetch.last_error.clone())),
+            };
+        }
+        refetch.tried_at = Some(now);
+        match self.fetch_jwks(meta).await {
+            Ok(keys) => {
+                let keys = Arc::new(keys);
+                let fetched = Keys {
+                    keys: keys.clone(),
+                    fetched_at: Some(now),
+                };
+                match self.keys.write() {
+                    Ok(mut k) => *k = fetched,
+                    Err(p) => *p.into_inner() = fetched,
+                }
+                Ok(keys)
+            }
+            Err(e) => {
+                tracing::warn!(provider = %self.config.name, error = %e, "the provider's keys could not be fetched; the keys held (if any) go on verifying");
+                refetch.last_error = e.to_string();
+                match held.fetched_at {
+                    Some(_) => Ok(held.keys),
+                    None => Err(e),
+                }
+            }
         }
     }
 
@@ -302,5 +382,30 @@ impl Provider {
             Value::Object(m) => Some(m),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_https_providers_endpoints_are_https_and_plain_http_stays_on_this_machine() {
+        let doc = serde_json::json!({
+            "a": "https://idp.example/token",
+            "b": "http://127.0.0.1:9000/jwks",
+            "c": "http://idp.example/jwks",
+            "d": "https://user:pw@idp.example/x",
+        });
+        let ok = |name: &str, issuer: &str| endpoint(&doc, name, issuer).is_ok();
+        assert!(ok("a", "https://idp.example"));
+        assert!(ok("a", "http://127.0.0.1:9000"));
+        // A compromised https provider cannot point the server at plain http, even on loopback.
+        assert!(!ok("b", "https://idp.example"));
+        assert!(!ok("b", "HTTPS://idp.example"));
+        assert!(ok("b", "http://127.0.0.1:9000"));
+        assert!(!ok("c", "http://127.0.0.1:9000"));
+        assert!(!ok("d", "https://idp.example"));
+        assert!(!ok("missing", "https://idp.example"));
     }
 }

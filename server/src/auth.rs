@@ -1,8 +1,9 @@
 //! `/auth/*`: password login, refresh, logout, the user's sessions. Each handler takes only the
 //! services it uses; the rules live in them (crate::sessions, crate::password, crate::dpop).
 
+use crate::extract::PathParam;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -151,7 +152,7 @@ pub async fn list_sessions(
 pub async fn revoke_session(
     State(sessions): State<Sessions>,
     Authed(claims): Authed,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Response, ApiError> {
     // No id holds U+0000 (`%00`), which PostgreSQL cannot even compare: not found.
     if id.contains('\0')

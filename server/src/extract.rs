@@ -1,5 +1,5 @@
 //! Request extractors: a verified access token (with its DPoP proof), a strict JSON body, the
-//! CSRF header.
+//! CSRF header, path and query parameters whose refusals are JSON.
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::JsonRejection;
@@ -119,6 +119,35 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             Ok(axum::Json(v)) => Ok(JsonBody(v)),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType),
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge),
+            Err(e) => Err(ApiError::InvalidRequest(e.body_text())),
+        }
+    }
+}
+
+/// `Path<T>` whose refusal is our JSON 400 `invalid_request` (axum's is plain text): a segment
+/// that is no UTF-8 once decoded (`%FF`) or not of the type.
+pub struct PathParam<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for PathParam<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(PathParam(v)),
+            Err(e) => Err(ApiError::InvalidRequest(e.body_text())),
+        }
+    }
+}
+
+/// `Query<T>` whose refusal is our JSON 400 `invalid_request`: a missing or malformed parameter.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(QueryParams(v)),
             Err(e) => Err(ApiError::InvalidRequest(e.body_text())),
         }
     }

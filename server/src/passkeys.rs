@@ -19,7 +19,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use crate::extract::PathParam;
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -418,7 +419,7 @@ pub async fn list(State(p): State<Passkeys>, Authed(claims): Authed) -> Result<R
 pub async fn remove(
     State(p): State<Passkeys>,
     Authed(claims): Authed,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Response, ApiError> {
     p.require_recent(&claims).await?;
     // No id holds U+0000 (`%00`), which PostgreSQL cannot even compare.

@@ -214,6 +214,31 @@ async fn a_nul_in_any_string_is_a_clear_refusal_never_a_500() {
     s.stop().await;
 }
 
+/// A path segment that is no UTF-8 once decoded, or a query without its parameter: a JSON
+/// `invalid_request` like every other refusal (axum's own is a plain-text 400).
+#[tokio::test]
+async fn a_malformed_path_or_query_parameter_is_a_json_400() {
+    let s = TestServer::with(|c| c.demo = true).await;
+    let mut c = Client::new(&s).oneshot();
+    c.sign_in(ALICE).await;
+    for (method, path) in [
+        ("DELETE", "/auth/sessions/%FF"),
+        ("DELETE", "/auth/passkeys/%C0%AF"),
+        ("GET", "/auth/oidc/%FF/start"),
+        ("GET", "/auth/oidc/%FF/callback?code=x&state=y"),
+        ("GET", "/demo/mailbox"),
+    ] {
+        let res = c.send_once(method, path, None, &[]).await;
+        assert_eq!(
+            (res.status, res.error(), res.header("content-type")),
+            (400, "invalid_request", Some("application/json")),
+            "{method} {path}: {}",
+            res.text()
+        );
+    }
+    s.stop().await;
+}
+
 // ---- limits on /auth/refresh ------------------------------------------------------------------
 
 #[tokio::test]

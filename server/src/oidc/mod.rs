@@ -22,7 +22,8 @@ pub mod provider;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use crate::extract::PathParam;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -234,7 +235,7 @@ fn is_thumbprint(s: &str) -> bool {
 /// `GET /auth/oidc/{name}/start`.
 pub async fn start(
     State(oidc): State<Oidc>,
-    Path(name): Path<String>,
+    PathParam(name): PathParam<String>,
     client: ClientIp,
     headers: HeaderMap,
     query: Result<Query<StartQuery>, axum::extract::rejection::QueryRejection>,
@@ -363,7 +364,7 @@ fn failed(why: impl Into<String>) -> Failed {
 /// `GET /auth/oidc/{name}/callback`.
 pub async fn callback(
     State(oidc): State<Oidc>,
-    Path(name): Path<String>,
+    PathParam(name): PathParam<String>,
     headers: HeaderMap,
     query: Result<Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -783,7 +784,7 @@ pub fn logout_token_claims(
 /// `POST /auth/oidc/{name}/backchannel-logout`.
 pub async fn backchannel_logout(
     State(oidc): State<Oidc>,
-    Path(name): Path<String>,
+    PathParam(name): PathParam<String>,
     form: Result<axum::Form<BackchannelForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, ApiError> {
     let provider = oidc.provider(&name)?.clone();
@@ -841,7 +842,7 @@ pub async fn backchannel_logout(
 /// `GET /auth/oidc/{name}/end-session`: RP-initiated logout at the provider.
 pub async fn end_session(
     State(oidc): State<Oidc>,
-    Path(name): Path<String>,
+    PathParam(name): PathParam<String>,
 ) -> Result<Response, ApiError> {
     let provider = oidc.provider(&name)?.clone();
     let meta = provider

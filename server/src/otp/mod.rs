@@ -16,8 +16,9 @@ pub mod mail;
 
 use std::sync::Arc;
 
+use crate::extract::QueryParams;
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -468,7 +469,7 @@ pub async fn demo_mailbox(
     State(codes): State<Codes>,
     client: ClientIp,
     extensions: axum::http::Extensions,
-    Query(q): Query<MailboxQuery>,
+    QueryParams(q): QueryParams<MailboxQuery>,
 ) -> Result<Response, ApiError> {
     // Both the client a trusted proxy reports and the connection's own peer: a proxy on another
     // machine relaying a forged `X-Forwarded-For: 127.0.0.1` gets nobody's codes.

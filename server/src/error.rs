@@ -20,6 +20,9 @@ pub enum ApiError {
     /// A signed-in user's current password is wrong (403 `invalid_credentials`: the token is
     /// fine, so no 401 that would make the client refresh and replay).
     WrongPassword,
+    /// A signed-in user's passkey ceremony (adding one, a step-up) was refused (403
+    /// `invalid_credentials`, as [`ApiError::WrongPassword`]: the token is fine).
+    PasskeyRefused,
     /// Login throttled, per account or per IP, or sign-in codes asked for or tried too often
     /// (429 `too_many_attempts`, `Retry-After`).
     TooManyAttempts {
@@ -131,7 +134,7 @@ impl ApiError {
     /// The `error` field of the JSON body.
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::InvalidCredentials | ApiError::WrongPassword => {
+            ApiError::InvalidCredentials | ApiError::WrongPassword | ApiError::PasskeyRefused => {
                 ErrorCode::InvalidCredentials.as_str()
             }
             ApiError::TooManyAttempts { .. } => ErrorCode::TooManyAttempts.as_str(),
@@ -170,6 +173,7 @@ impl ApiError {
         vec![
             ApiError::InvalidCredentials,
             ApiError::WrongPassword,
+            ApiError::PasskeyRefused,
             ApiError::TooManyAttempts { retry_after: 1 },
             ApiError::InvalidCode { attempts_left: 2 },
             ApiError::CodeExpired,
@@ -246,6 +250,9 @@ impl IntoResponse for ApiError {
             ),
             ApiError::WrongPassword => {
                 body(StatusCode::FORBIDDEN, code, "the current password is wrong")
+            }
+            ApiError::PasskeyRefused => {
+                body(StatusCode::FORBIDDEN, code, "the passkey was refused")
             }
             ApiError::TooManyAttempts { retry_after } => with_retry_after(
                 body(

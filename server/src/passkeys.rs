@@ -358,6 +358,23 @@ pub async fn register_finish(
     Authed(claims): Authed,
     JsonBody(req): JsonBody<Finish>,
 ) -> Result<Response, ApiError> {
+    register(p, claims, req).await.map_err(signed_in)
+}
+
+/// A signed-in user's refused ceremony is a 403: the token is fine (a 401 would have the client
+/// refresh and send the used-up ceremony again).
+fn signed_in(e: ApiError) -> ApiError {
+    match e {
+        ApiError::InvalidCredentials => ApiError::PasskeyRefused,
+        e => e,
+    }
+}
+
+async fn register(
+    p: Passkeys,
+    claims: crate::tokens::AccessClaims,
+    req: Finish,
+) -> Result<Response, ApiError> {
     let webauthn = p.webauthn()?;
     let c = p.take(REGISTER, &req.ceremony).await?;
     if c.user_id.as_deref() != Some(claims.sub.as_str()) {
@@ -567,6 +584,14 @@ pub async fn step_up_finish(
     State(p): State<Passkeys>,
     Authed(claims): Authed,
     JsonBody(req): JsonBody<Finish>,
+) -> Result<Response, ApiError> {
+    step_up(p, claims, req).await.map_err(signed_in)
+}
+
+async fn step_up(
+    p: Passkeys,
+    claims: crate::tokens::AccessClaims,
+    req: Finish,
 ) -> Result<Response, ApiError> {
     let webauthn = p.webauthn()?;
     let c = p.take(STEP_UP, &req.ceremony).await?;

@@ -226,6 +226,8 @@ async fn a_malformed_path_or_query_parameter_is_a_json_400() {
         ("DELETE", "/auth/passkeys/%C0%AF"),
         ("GET", "/auth/oidc/%FF/start"),
         ("GET", "/auth/oidc/%FF/callback?code=x&state=y"),
+        ("GET", "/auth/oidc/%FF/end-session"),
+        ("POST", "/auth/oidc/%FF/backchannel-logout"),
         ("GET", "/demo/mailbox"),
     ] {
         let res = c.send_once(method, path, None, &[]).await;

@@ -142,7 +142,9 @@ async fn another_origin_another_rp_id_a_replayed_or_foreign_challenge_are_refuse
                 &json!({ "ceremony": start.body["ceremony"], "credential": credential }),
             )
             .await;
-        assert_eq!(a.status, 401, "{} {}", page.origin, a.body);
+        // 403, not 401: the signed-in user's token is fine (a 401 would have the client
+        // refresh and replay the used-up ceremony).
+        assert_eq!(a.status, 403, "{} {}", page.origin, a.body);
         assert_eq!(a.error(), "invalid_credentials");
     }
     let mut passkey = register(&mut tab).await;
@@ -273,7 +275,7 @@ async fn sensitive_actions_need_a_recent_sign_in_and_a_step_up_gives_one() {
             &json!({ "ceremony": start.body["ceremony"], "credential": credential }),
         )
         .await;
-    assert_eq!(a.status, 401, "{}", a.body);
+    assert_eq!(a.status, 403, "{}", a.body);
     assert_eq!(a.error(), "invalid_credentials");
     s.stop().await;
 }

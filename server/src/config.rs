@@ -333,6 +333,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TW_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
 
+    /// Connections served at once from one client address (an IPv4 address, an IPv6 /64; the
+    /// --trusted-proxy addresses are not counted); more from it are closed at once. Raise it
+    /// for many users behind one NAT address without a proxy.
+    #[arg(long, env = "TW_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 256)]
+    pub max_connections_per_client: usize,
+
     /// Directory served at / (the demo SPA), if it exists.
     #[arg(long, env = "TW_WWW_DIR", default_value = "www")]
     pub www_dir: PathBuf,
@@ -574,11 +580,15 @@ pub const DEMO_EMAIL: &str = "demo@tokenwarden.dev";
 pub const DEMO_PASSWORD: &str = "correct horse battery staple";
 
 /// How the accept loop treats connections.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// Connections at once from one client address bucket ([`crate::net::bucket`]).
+    pub max_per_client: usize,
+    /// Addresses not counted per client (the trusted proxies: every user comes through them).
+    pub uncounted: Vec<IpNet>,
 }
 
 impl Default for ConnectionLimits {
@@ -587,6 +597,8 @@ impl Default for ConnectionLimits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
+            max_per_client: 256,
+            uncounted: Vec::new(),
         }
     }
 }
@@ -913,6 +925,8 @@ impl Settings {
                 header_read_timeout: Duration::from_secs(a.header_read_timeout_secs.max(1)),
                 idle_timeout: Duration::from_secs(a.idle_timeout_secs.max(1)),
                 max_connections: a.max_connections.max(1),
+                max_per_client: a.max_connections_per_client.max(1),
+                uncounted: a.trusted_proxies.clone(),
             },
             test_hooks: a.test_hooks,
             test_hooks_secret: a

@@ -286,7 +286,7 @@ async fn serve(
     let maintenance = tokenwarden_server::spawn_maintenance(state.clone());
     let fleet = tokenwarden_server::fleet::spawn(state.fleet.clone());
     let app = tokenwarden_server::router(&state);
-    let limits = settings.connections;
+    let limits = settings.connections.clone();
     match tls {
         Some(tls) => {
             tokenwarden_server::serve::serve_tls(listener, tls, app, limits, shutdown_signal())

@@ -143,7 +143,10 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
 /// - a request's headers must arrive within `limits.header_read_timeout` (hyper starts the
 ///   clock when it starts waiting for them, so an idle kept-alive connection is closed then);
 /// - a connection on which nothing moves for `limits.idle_timeout` (a stalled upload, a
-///   client that stops reading) is closed.
+///   client that stops reading) is closed;
+/// - at most `limits.max_per_client` connections of one client address bucket (an IPv4
+///   address, an IPv6 /64; the trusted proxies' addresses uncounted) are served at once: one
+///   more from it is closed at once, so one address cannot hold every slot.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -173,6 +176,11 @@ async fn serve_with(
 ) {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let clients = Arc::new(PerClient {
+        max: limits.max_per_client.max(1),
+        uncounted: limits.uncounted.clone(),
+        open: std::sync::Mutex::default(),
+    });
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
@@ -196,6 +204,10 @@ async fn serve_with(
                 }
             },
             () = &mut shutdown => break,
+        };
+        let Some(client) = PerClient::enter(&clients, peer.ip()) else {
+            tracing::debug!(%peer, "closing a connection beyond the per-client cap");
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let start = Instant::now();
@@ -231,6 +243,7 @@ async fn serve_with(
                     tracing::debug!(%peer, "closing a connection idle for {idle:?}");
                 }
             }
+            drop(client);
             drop(slot);
         });
     }
@@ -239,6 +252,55 @@ async fn serve_with(
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(Duration::from_secs(10)) => {
             tracing::warn!("connections still open after 10 s; closing them");
+        }
+    }
+}
+
+/// The connections open per client address bucket.
+struct PerClient {
+    max: usize,
+    uncounted: Vec<ipnet::IpNet>,
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One connection counted for its client: uncounted when dropped.
+struct Counted {
+    clients: Arc<PerClient>,
+    bucket: Option<std::net::IpAddr>,
+}
+
+impl PerClient {
+    /// Counts a connection from `ip`; `None` when its bucket holds `max` already.
+    fn enter(clients: &Arc<PerClient>, ip: std::net::IpAddr) -> Option<Counted> {
+        let ip = crate::net::canonical(ip);
+        let bucket = if clients.uncounted.iter().any(|n| n.contains(&ip)) {
+            None
+        } else {
+            let bucket = crate::net::bucket(ip);
+            let mut open = clients.open.lock().unwrap_or_else(|p| p.into_inner());
+            let n = open.entry(bucket).or_insert(0);
+            if *n >= clients.max {
+                return None;
+            }
+            *n += 1;
+            Some(bucket)
+        };
+        Some(Counted {
+            clients: clients.clone(),
+            bucket,
+        })
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let Some(bucket) = self.bucket else { return };
+        let mut open = self.clients.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&bucket) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&bucket);
+            }
         }
     }
 }

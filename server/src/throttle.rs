@@ -45,17 +45,30 @@ impl Throttle {
     }
 }
 
+/// Keys one [`Limiter`] counts in one minute at most: beyond, a new key is over the limit at
+/// once (a flood from more addresses than this in a minute is refused, not stored).
+pub const MAX_KEYS: usize = 100_000;
+
 /// Fixed one-minute windows of events per key, in memory: the counters of one instance.
 pub struct Limiter<K> {
     per_minute: u32,
-    windows: Mutex<HashMap<K, (i64, u32)>>,
+    windows: Mutex<Windows<K>>,
+}
+
+struct Windows<K> {
+    counts: HashMap<K, (i64, u32)>,
+    /// The minute whose counts `counts` holds only, once swept.
+    swept: i64,
 }
 
 impl<K: Hash + Eq> Limiter<K> {
     pub fn new(per_minute: u32) -> Self {
         Limiter {
             per_minute,
-            windows: Mutex::new(HashMap::new()),
+            windows: Mutex::new(Windows {
+                counts: HashMap::new(),
+                swept: i64::MIN,
+            }),
         }
     }
 
@@ -66,10 +79,15 @@ impl<K: Hash + Eq> Limiter<K> {
             Err(p) => p.into_inner(),
         };
         let minute = now - now.rem_euclid(60);
-        if windows.len() > 100_000 {
-            windows.retain(|_, (start, _)| *start == minute);
+        // Past minutes' counts dropped once a minute, not on every check.
+        if windows.swept != minute && windows.counts.len() > MAX_KEYS / 2 {
+            windows.counts.retain(|_, (start, _)| *start == minute);
+            windows.swept = minute;
         }
-        let entry = windows.entry(key).or_insert((minute, 0));
+        if windows.counts.len() >= MAX_KEYS && !windows.counts.contains_key(&key) {
+            return Err(minute + 60 - now);
+        }
+        let entry = windows.counts.entry(key).or_insert((minute, 0));
         if entry.0 != minute {
             *entry = (minute, 0);
         }
@@ -82,8 +100,30 @@ impl<K: Hash + Eq> Limiter<K> {
 
     pub fn reset(&self) {
         match self.windows.lock() {
-            Ok(mut w) => w.clear(),
-            Err(p) => p.into_inner().clear(),
+            Ok(mut w) => w.counts.clear(),
+            Err(p) => p.into_inner().counts.clear(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_new_keys_is_swept_once_a_minute_and_bounded_within_one() {
+        let limiter = Limiter::new(2);
+        let t = 6_000;
+        for k in 0..MAX_KEYS {
+            assert!(limiter.check(k, t).is_ok());
+        }
+        // Full within the minute: a new key is over the limit; a counted one still counts.
+        assert_eq!(limiter.check(MAX_KEYS, t + 1), Err(59));
+        assert!(limiter.check(7, t + 1).is_ok());
+        assert_eq!(limiter.check(7, t + 2), Err(58));
+        // The next minute sweeps the last one's keys, once: new keys are counted again.
+        assert!(limiter.check(MAX_KEYS, t + 60).is_ok());
+        let windows = limiter.windows.lock().unwrap();
+        assert_eq!((windows.counts.len(), windows.swept), (1, t + 60));
     }
 }

@@ -901,6 +901,64 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
     s.stop().await;
 }
 
+/// A request on `conn` (kept open): its status line, or `None` when the server closed it.
+async fn ask(conn: &mut TcpStream) -> Option<String> {
+    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    conn.write_all(request).await.ok()?;
+    let mut buf = [0u8; 512];
+    let read = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf));
+    match read.await.expect("an answer or a close within 5 s") {
+        Ok(n) if n > 0 => Some(
+            String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .next()?
+                .to_owned(),
+        ),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn one_address_holds_at_most_its_share_of_the_connections() {
+    let s = TestServer::with(|c| c.connections.max_per_client = 2).await;
+    let mut first = connect(&s).await;
+    let mut second = connect(&s).await;
+    let ok = Some("HTTP/1.1 200 OK".to_owned());
+    assert_eq!(ask(&mut first).await, ok);
+    assert_eq!(ask(&mut second).await, ok);
+    // A third from the same address, while both stay open: closed at once, unanswered (the
+    // server's other slots stay free for everyone else).
+    assert_eq!(ask(&mut connect(&s).await).await, None);
+    assert_eq!(ask(&mut first).await, ok, "the first two are still served");
+    // One closes: the address may open one more.
+    drop(first);
+    let mut served = None;
+    for _ in 0..50 {
+        served = ask(&mut connect(&s).await).await;
+        if served.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(served, ok);
+    s.stop().await;
+
+    // A trusted proxy's address is not counted: every user comes through it.
+    let s = TestServer::with(|c| {
+        c.connections.max_per_client = 1;
+        c.connections.uncounted = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    let mut conns = Vec::new();
+    for _ in 0..3 {
+        conns.push(connect(&s).await);
+    }
+    for conn in &mut conns {
+        assert_eq!(ask(conn).await, ok);
+    }
+    s.stop().await;
+}
+
 /// Two transactions that lock two rows in opposite orders: PostgreSQL ends one of them (a lock
 /// cycle, SQLSTATE 40P01) and nothing of it stays written, so its request is answered 503 with
 /// `Retry-After` (a client retries; nobody is logged out), never a 500. SQLite's one writer has

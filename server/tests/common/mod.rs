@@ -213,7 +213,7 @@ impl TestServer {
         let app = tokenwarden_server::router(&state).layer(axum::middleware::from_fn(
             move |req: Request, next: Next| faults(c.clone(), d.clone(), l.clone(), req, next),
         ));
-        let limits = state.settings.connections;
+        let limits = state.settings.connections.clone();
         let fleet = tokenwarden_server::fleet::spawn(state.fleet.clone());
         let task = tokio::spawn(async move {
             tokenwarden_server::serve::serve(listener, app, limits, async {

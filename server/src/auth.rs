@@ -102,7 +102,10 @@ pub async fn logout(
 ) -> Result<Response, ApiError> {
     let mut bound_to = Vec::new();
     let mut cookie_session = None;
-    if let Some(token) = cookies::refresh_token(&headers).ok().flatten()
+    // Two refresh cookies: which session the user meant is unknown, so none is ended (and the
+    // caller is told, rather than a 204 that would leave the real one alive unseen).
+    let cookie = cookies::refresh_token(&headers).map_err(|_| ApiError::DuplicateCookie)?;
+    if let Some(token) = cookie
         && let Some((sid, jkt)) = sessions.of_cookie(token).await?
     {
         cookie_session = Some(sid);

@@ -140,7 +140,7 @@ async fn twenty_simultaneous_presentations_are_all_accepted_even_long_after_the_
 // ---- one refresh cookie or none -------------------------------------------------------------
 
 #[tokio::test]
-async fn a_duplicated_refresh_cookie_is_refused_and_rotates_nothing() {
+async fn a_duplicated_refresh_cookie_is_refused_and_rotates_or_revokes_nothing() {
     let s = TestServer::start().await;
     let mut tab = Client::new(&s).oneshot();
     let victim = tab.sign_in(ALICE).await;
@@ -155,10 +155,12 @@ async fn a_duplicated_refresh_cookie_is_refused_and_rotates_nothing() {
     ];
     for lines in &cases {
         let cookies: Vec<_> = lines.iter().map(|l| ("cookie", l.as_str())).collect();
-        let res = tab.send_once("POST", "/auth/refresh", None, &cookies).await;
-        assert_eq!(res.status, 400, "{lines:?}");
-        assert!(res.set_cookies().is_empty(), "no cookie changes");
-        assert_eq!(res.error(), "duplicate_cookie");
+        for path in ["/auth/refresh", "/auth/logout"] {
+            let res = tab.send_once("POST", path, None, &cookies).await;
+            assert_eq!(res.status, 400, "{path} {lines:?}");
+            assert!(res.set_cookies().is_empty(), "no cookie changes");
+            assert_eq!(res.error(), "duplicate_cookie");
+        }
     }
     let stats = s.stats().await;
     assert_eq!(stats["refresh_rotated"], 0);

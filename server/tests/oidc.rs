@@ -197,7 +197,7 @@ async fn a_user_who_declines_at_the_provider_comes_back_with_access_denied() {
 }
 
 #[tokio::test]
-async fn return_to_must_be_a_path_of_this_site() {
+async fn return_to_must_be_a_path_of_this_site_and_another_site_cannot_start_a_sign_in() {
     let s = server_with("http://127.0.0.1:9").await;
     let mut b = Browser::new();
     for bad in [
@@ -212,6 +212,32 @@ async fn return_to_must_be_a_path_of_this_site() {
         let res = b.start(&s, &format!("return_to={bad}")).await;
         assert_eq!(res.status(), 400, "{bad}");
         assert!(res.headers().get("location").is_none(), "{bad}");
+    }
+    // Started by another site's page (a navigation it caused, with a key of its choosing):
+    // refused, no flow; from this site's pages, or typed in (`none`), it starts.
+    let jkt = "dpop_jkt=0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I&return_to=/";
+    for (site, status) in [
+        ("cross-site", 403),
+        ("same-site", 302),
+        ("same-origin", 302),
+        ("none", 302),
+        ("CROSS-SITE", 403),
+    ] {
+        let res = b
+            .http
+            .get(s.url(&format!("/auth/oidc/idp/start?{jkt}")))
+            .header("sec-fetch-site", site)
+            .send()
+            .await
+            .unwrap();
+        // (No provider answers here: a started flow is a 303 back to the page with the reason.)
+        let started = res.status() == 303;
+        assert_eq!(started, status == 302, "{site}: {}", res.status());
+        if !started {
+            assert_eq!(res.status(), 403);
+            assert!(res.headers().get("location").is_none());
+            assert!(set_cookies(res.headers()).is_empty());
+        }
     }
     // An unknown provider is a 404, not a redirect.
     let res = b

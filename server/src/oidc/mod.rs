@@ -241,6 +241,21 @@ pub async fn start(
     query: Result<Query<StartQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let provider = oidc.provider(&name)?.clone();
+    // Started by another site's page (a link, a form, a script navigating the top window):
+    // refused. That page would choose `dpop_jkt`, and the provider, signing a user in without
+    // asking, would bring back a session of the user's own account bound to the other site's
+    // key, in place of the user's. The app's pages are same-origin or same-site (the refresh
+    // cookie is `SameSite=Strict`: an app on another site cannot use this server), and a
+    // browser too old to send `Sec-Fetch-Site` is let through.
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
+    {
+        return Ok(error_page(
+            StatusCode::FORBIDDEN,
+            "A sign-in must start from this site's pages.",
+        ));
+    }
     let Ok(Query(q)) = query else {
         return Ok(error_page(
             StatusCode::BAD_REQUEST,

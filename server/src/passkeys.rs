@@ -140,6 +140,26 @@ impl Passkeys {
             ))
     }
 
+    /// Mails the account's address that a passkey was added (when codes are mailed at all), in
+    /// the background: the answer does not wait for the SMTP server, and a failure is logged.
+    fn notify_added(&self, user_id: &str, name: &str, now: i64) {
+        let Ok(otp) = self.0.codes.enabled() else {
+            return;
+        };
+        let (otp, store) = (otp.clone(), self.0.store.clone());
+        let (user_id, name) = (user_id.to_owned(), name.to_owned());
+        tokio::spawn(async move {
+            let sent = match store.user_by_id(&user_id).await {
+                Ok(Some(user)) => otp.mailer.send_passkey_added(&user.email, &name, now).await,
+                Ok(None) => Ok(()),
+                Err(e) => Err(format!("database: {e}")),
+            };
+            if let Err(e) = sent {
+                tracing::warn!(user = %user_id, error = %e, "the passkey-added notice was not sent");
+            }
+        });
+    }
+
     fn now(&self) -> i64 {
         self.0.clock.now()
     }
@@ -415,6 +435,7 @@ async fn register(
         ));
     }
     tracing::info!(target: "audit", event = "passkey_registered", user = %claims.sub);
+    p.notify_added(&claims.sub, &row.name, now);
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({ "id": row.id, "name": row.name, "created_at": now })),

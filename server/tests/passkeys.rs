@@ -415,11 +415,22 @@ async fn a_code_sign_in_or_a_reset_needs_the_passkey_that_is_the_second_factor()
     let mut tab = Client::bound(&s);
     tab.sign_in(ALICE).await;
     let mut passkey = register(&mut tab).await;
+    // Adding it mailed Alice a notice: a passkey a script in the page added in the minutes after
+    // a sign-in would be heard of where the script cannot read.
+    let notice = sink.wait_for(ALICE.0, 1).await.raw;
+    assert!(
+        notice.contains("Subject: A passkey was added to your account"),
+        "{notice}"
+    );
+    assert!(
+        notice.contains("A passkey named \"Laptop\" was added"),
+        "{notice}"
+    );
     require_second_factor(&mut tab).await;
 
-    // Every message to Alice, in order: a code asked for, or one a password sign-in mailed as
-    // its second factor.
-    let mails = std::cell::Cell::new(0);
+    // Every message to Alice after it, in order: a code asked for, or one a password sign-in
+    // mailed as its second factor.
+    let mails = std::cell::Cell::new(1);
     let mailed = async || {
         mails.set(mails.get() + 1);
         sink.wait_for(ALICE.0, mails.get()).await.code()

@@ -118,6 +118,26 @@ impl Mailer {
         self.send(to, None, &letter, now).await
     }
 
+    /// Tells `to` that a passkey named `name` was added to the account: a script in the page
+    /// (XSS) could have added one of its own in the minutes after a sign-in, and the owner should
+    /// hear of it from a channel the script cannot read.
+    pub async fn send_passkey_added(&self, to: &str, name: &str, now: i64) -> Result<(), String> {
+        let when = httpdate::fmt_http_date(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(now).unwrap_or(0)),
+        );
+        let letter = Letter {
+            subject: "A passkey was added to your account",
+            lines: vec![
+                format!("A passkey named {name:?} was added to your account ({when})."),
+                "If it was not you, remove it from your account's passkeys now and change your \
+                 password: whoever added it can sign in with it."
+                    .into(),
+            ],
+            code: None,
+        };
+        self.send(to, None, &letter, now).await
+    }
+
     async fn send(
         &self,
         to: &str,

@@ -121,8 +121,9 @@ impl ResourceServer {
         &self.revocations
     }
 
-    /// The origins this server is reachable at (what `htu` may name). Without any, the
-    /// request's `Host` header is trusted (fine behind a proxy that sets it).
+    /// The origins this server is reachable at (what `htu` may name). Without any, only a
+    /// loopback `Host` (`localhost`, `127.0.0.1`, `[::1]`, a development server) is taken, since
+    /// a client chooses its `Host`: set them for a server reached any other way.
     pub fn with_origins(mut self, origins: &[&str]) -> Result<Self, ConfigError> {
         for o in origins {
             let n = crate::normalize_origin(o).ok_or_else(|| ConfigError::Origin((*o).into()))?;

@@ -102,10 +102,11 @@ pub async fn logout(
 ) -> Result<Response, ApiError> {
     let mut bound_to = Vec::new();
     let mut cookie_session = None;
-    // Two refresh cookies: which session the user meant is unknown, so none is ended (and the
-    // caller is told, rather than a 204 that would leave the real one alive unseen).
-    let cookie = cookies::refresh_token(&headers).map_err(|_| ApiError::DuplicateCookie)?;
-    if let Some(token) = cookie
+    // Two refresh cookies: which session the user meant is unknown, so neither is ended nor
+    // cleared; the access token's session still is, and the caller is told (a 204 would leave
+    // the cookie's session alive, unseen).
+    let cookie = cookies::refresh_token(&headers);
+    if let Ok(Some(token)) = cookie
         && let Some((sid, jkt)) = sessions.of_cookie(token).await?
     {
         cookie_session = Some(sid);
@@ -127,6 +128,9 @@ pub async fn logout(
     )
     .await?;
     sessions.logout(cookie_session, claims).await?;
+    if cookie.is_err() {
+        return Err(ApiError::DuplicateCookie);
+    }
     Ok(cookies::clear(StatusCode::NO_CONTENT.into_response()))
 }
 

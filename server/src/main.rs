@@ -356,7 +356,12 @@ impl EchoOff {
             let saved = term;
             term.c_lflag &= !libc::ECHO;
             term.c_lflag |= libc::ECHONL;
+            // Ctrl-C at the prompt: the echo back on before the process ends.
+            let _ = SAVED_TERMINAL.set(saved);
+            let handler = restore_and_exit as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::signal(libc::SIGINT, handler);
             if libc::tcsetattr(0, libc::TCSANOW, &term) != 0 {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
                 return EchoOff(None);
             }
             EchoOff(Some(saved))
@@ -364,13 +369,32 @@ impl EchoOff {
     }
 }
 
+/// The terminal's settings before [`EchoOff`], for [`restore_and_exit`].
+#[cfg(unix)]
+static SAVED_TERMINAL: std::sync::OnceLock<libc::termios> = std::sync::OnceLock::new();
+
+/// SIGINT while the echo is off: the terminal as it was, then the exit a Ctrl-C makes (130).
+#[cfg(unix)]
+extern "C" fn restore_and_exit(_: libc::c_int) {
+    // SAFETY: `tcsetattr` and `_exit` are async-signal-safe; the settings were set before the
+    // handler was installed and are never changed after.
+    unsafe {
+        if let Some(saved) = SAVED_TERMINAL.get() {
+            libc::tcsetattr(0, libc::TCSANOW, saved);
+        }
+        libc::_exit(130);
+    }
+}
+
 #[cfg(unix)]
 impl Drop for EchoOff {
     fn drop(&mut self) {
         if let Some(saved) = &self.0 {
-            // SAFETY: as in `new`: fd 0 and the settings `tcgetattr` returned.
+            // SAFETY: as in `new`: fd 0 and the settings `tcgetattr` returned; SIGINT's default
+            // action back.
             unsafe {
                 libc::tcsetattr(0, libc::TCSANOW, saved);
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
             }
         }
     }

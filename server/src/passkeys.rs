@@ -150,8 +150,11 @@ impl Passkeys {
         let (user_id, name) = (user_id.to_owned(), name.to_owned());
         tokio::spawn(async move {
             let sent = match store.user_by_id(&user_id).await {
-                Ok(Some(user)) => otp.mailer.send_passkey_added(&user.email, &name, now).await,
-                Ok(None) => Ok(()),
+                // An account a provider opened without an address has no mailbox.
+                Ok(Some(user)) if !user.email.ends_with(".oidc.invalid") => {
+                    otp.mailer.send_passkey_added(&user.email, &name, now).await
+                }
+                Ok(_) => Ok(()),
                 Err(e) => Err(format!("database: {e}")),
             };
             if let Err(e) = sent {

@@ -298,7 +298,7 @@ fn refused(args: &[&str], envs: &[(&str, &str)]) -> String {
 /// `users add` asks for the password on a terminal without echoing it: typed into a real
 /// pseudo-terminal (util-linux's `script`) after the prompt, it is not in what the terminal
 /// shows, and the account signs in with it.
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 #[tokio::test]
 async fn users_add_reads_a_typed_password_without_echoing_it() {
     use std::io::{Read, Write};
@@ -343,6 +343,49 @@ async fn users_add_reads_a_typed_password_without_echoing_it() {
     let res = Client::new(&s).login(("ada@example.com", password)).await;
     assert_eq!(res.status, 200, "{:?}", res.body);
     s.stop().await;
+
+    // Interrupted at the prompt (SIGINT, as Ctrl-C sends it): the process ends as an interrupt
+    // ends it (130), and the terminal echoes again.
+    let command = format!(
+        "sh -c 'echo pid=$$; exec {} users add --email bob@example.com --name Bob'; \
+         echo exit=$?; stty -a",
+        server_binary()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("TW_DATABASE_URL", &url)
+        .env("TW_KEY_ENCRYPTION_KEY", TEST_KEK)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("util-linux's script");
+    let mut out = child.stdout.take().unwrap();
+    let mut shown = Vec::new();
+    while !shown.ends_with(b"password: ") {
+        assert_eq!(
+            out.read(&mut byte).unwrap(),
+            1,
+            "{:?}",
+            String::from_utf8_lossy(&shown)
+        );
+        shown.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&shown).into_owned();
+    let pid: i32 = text
+        .split_once("pid=")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{text:?}"));
+    // SAFETY: a signal to the process this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    out.read_to_end(&mut shown).unwrap();
+    child.wait().unwrap();
+    let shown = String::from_utf8_lossy(&shown);
+    assert!(shown.contains("exit=130"), "{shown:?}");
+    let settings: Vec<&str> = shown.split_whitespace().collect();
+    assert!(settings.contains(&"echo"), "{shown:?}");
+    assert!(!settings.contains(&"-echo"), "{shown:?}");
 }
 
 /// A secret that must stay out of `ps` and the environment (a PostgreSQL password, the SMTP
@@ -421,7 +464,15 @@ fn secrets_come_from_files_kept_out_of_the_arguments() {
         e.contains("--database-url-file") && e.contains("cannot be used with"),
         "{e}"
     );
-    let e = refused(&["--dpop-nonce-secret-file", "/nonexistent/nonce"], &kek);
+    let e = refused(
+        &[
+            "--database-url",
+            "sqlite::memory:",
+            "--dpop-nonce-secret-file",
+            "/nonexistent/nonce",
+        ],
+        &kek,
+    );
     assert!(
         e.contains("--dpop-nonce-secret-file /nonexistent/nonce"),
         "{e}"

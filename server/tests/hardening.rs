@@ -153,10 +153,12 @@ async fn a_duplicated_refresh_cookie_is_refused_and_rotates_or_revokes_nothing()
         vec![format!("tw_session=1; {c}={v}"), format!("{c}={a}")],
         vec![format!("{c}={v}; {c}={v}")],
     ];
+    // The cookies alone (this browser holds no access token).
+    let mut bare = Client::new(&s).oneshot();
     for lines in &cases {
         let cookies: Vec<_> = lines.iter().map(|l| ("cookie", l.as_str())).collect();
         for path in ["/auth/refresh", "/auth/logout"] {
-            let res = tab.send_once("POST", path, None, &cookies).await;
+            let res = bare.send_once("POST", path, None, &cookies).await;
             assert_eq!(res.status, 400, "{path} {lines:?}");
             assert!(res.set_cookies().is_empty(), "no cookie changes");
             assert_eq!(res.error(), "duplicate_cookie");
@@ -168,6 +170,25 @@ async fn a_duplicated_refresh_cookie_is_refused_and_rotates_or_revokes_nothing()
     // Nothing was spent: each token still claims its first generation.
     let v1 = tab.rotate(v).await;
     let a1 = tab.rotate(a).await;
+    assert_eq!(tab.me(&v1.access).await.status, 200);
+    assert_eq!(tab.me(&a1.access).await.status, 200);
+    // A logout with the access token too: the token's session ends (the 400 still says the
+    // cookies' did not); the cookies' sessions stay.
+    let third = Client::new(&s).oneshot().sign_in(ALICE).await;
+    let both = format!("{c}={}; {c}={}", v1.refresh, a1.refresh);
+    let bearer = format!("Bearer {}", third.access);
+    let extra = [
+        ("cookie", both.as_str()),
+        ("authorization", bearer.as_str()),
+    ];
+    let res = tab.send_once("POST", "/auth/logout", None, &extra).await;
+    assert_eq!((res.status, res.error()), (400, "duplicate_cookie"));
+    assert!(res.set_cookies().is_empty());
+    assert_eq!(
+        tab.me(&third.access).await.status,
+        401,
+        "the token's session ended"
+    );
     assert_eq!(tab.me(&v1.access).await.status, 200);
     assert_eq!(tab.me(&a1.access).await.status, 200);
     s.stop().await;

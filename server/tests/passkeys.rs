@@ -423,7 +423,7 @@ async fn a_code_sign_in_or_a_reset_needs_the_passkey_that_is_the_second_factor()
         "{notice}"
     );
     assert!(
-        notice.contains("A passkey named \"Laptop\" was added"),
+        notice.contains("The name it was given: \"Laptop\""),
         "{notice}"
     );
     require_second_factor(&mut tab).await;

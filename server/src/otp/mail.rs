@@ -128,10 +128,11 @@ impl Mailer {
         let letter = Letter {
             subject: "A passkey was added to your account",
             lines: vec![
-                format!("A passkey named {name:?} was added to your account ({when})."),
+                format!("A passkey was added to your account ({when})."),
                 "If it was not you, remove it from your account's passkeys now and change your \
                  password: whoever added it can sign in with it."
                     .into(),
+                format!("The name it was given: {name:?}"),
             ],
             code: None,
         };
@@ -227,12 +228,14 @@ impl Letter {
         }
     }
 
-    /// Plain text and HTML, the code on a line of its own in both.
+    /// Plain text and HTML (every line escaped: a passkey's name is the user's, or a script's),
+    /// the code on a line of its own in both.
     fn message(&self, from: Mailbox, to: Mailbox) -> Result<Message, String> {
         let (first, rest) = self.lines.split_first().ok_or("an empty message")?;
         let mut text = format!("{first}\r\n\r\n");
         let mut html = format!(
-            "<!doctype html><html><body style=\"font-family:sans-serif\"><p>{first}</p>\r\n"
+            "<!doctype html><html><body style=\"font-family:sans-serif\"><p>{}</p>\r\n",
+            escape_html(first)
         );
         if let Some(code) = &self.code {
             text.push_str(&format!("    {code}\r\n\r\n"));
@@ -243,7 +246,7 @@ impl Letter {
         for line in rest {
             text.push_str(line);
             text.push_str("\r\n");
-            html.push_str(&format!("<p>{line}</p>\r\n"));
+            html.push_str(&format!("<p>{}</p>\r\n", escape_html(line)));
         }
         html.push_str("</body></html>\r\n");
         Message::builder()
@@ -264,5 +267,50 @@ impl Letter {
                     ),
             )
             .map_err(|e| format!("building the message: {e}"))
+    }
+}
+
+/// `text` as HTML text: `&`, `<`, `>`, `"` and `'` escaped.
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_someone_chose_is_text_in_the_html_part_never_markup() {
+        let letter = Letter {
+            subject: "A passkey was added to your account",
+            lines: vec![
+                "fixed".into(),
+                format!(
+                    "The name it was given: {:?}",
+                    "<a href=//evil.example>Remove it</a> & co"
+                ),
+            ],
+            code: None,
+        };
+        let (from, to) = (
+            "a@example.com".parse().unwrap(),
+            "b@example.com".parse().unwrap(),
+        );
+        let raw = String::from_utf8(letter.message(from, to).unwrap().formatted()).unwrap();
+        let (_, html) = raw.split_once("Content-Type: text/html").unwrap();
+        assert!(!html.contains("<a href"), "{html}");
+        assert!(html.contains("&lt;a href"), "{html}");
+        assert!(html.contains("&amp; co"), "{html}");
     }
 }

@@ -295,9 +295,43 @@ fn refused(args: &[&str], envs: &[(&str, &str)]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// `command` run by a shell on a real pseudo-terminal (util-linux's `script`), with the
+/// database at `url`, read until it prompts for a password: the process, its terminal's input
+/// and output, and what the terminal showed so far.
+#[cfg(target_os = "linux")]
+fn at_the_prompt(
+    command: &str,
+    url: &str,
+) -> (
+    std::process::Child,
+    std::process::ChildStdin,
+    std::process::ChildStdout,
+    Vec<u8>,
+) {
+    use std::io::Read;
+    let mut child = Command::new("script")
+        .args(["-qec", command, "/dev/null"])
+        .env("TW_DATABASE_URL", url)
+        .env("TW_KEY_ENCRYPTION_KEY", TEST_KEK)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("util-linux's script");
+    let (stdin, mut out) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
+    let mut shown = Vec::new();
+    let mut byte = [0u8; 1];
+    while !shown.ends_with(b"password: ") {
+        let read = out.read(&mut byte).unwrap();
+        assert_eq!(read, 1, "{:?}", String::from_utf8_lossy(&shown));
+        shown.push(byte[0]);
+    }
+    (child, stdin, out, shown)
+}
+
 /// `users add` asks for the password on a terminal without echoing it: typed into a real
-/// pseudo-terminal (util-linux's `script`) after the prompt, it is not in what the terminal
-/// shows, and the account signs in with it.
+/// pseudo-terminal after the prompt, it is not in what the terminal shows, and the account
+/// signs in with it. Interrupted at the prompt, the terminal echoes again.
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn users_add_reads_a_typed_password_without_echoing_it() {
@@ -305,33 +339,10 @@ async fn users_add_reads_a_typed_password_without_echoing_it() {
     let dir = tempfile::tempdir().unwrap();
     let url = db_url(&dir);
     let password = "typed-on-a-terminal-7731";
-    let command = format!(
-        "{} users add --email ada@example.com --name Ada",
-        server_binary()
-    );
-    let mut child = Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .env("TW_DATABASE_URL", &url)
-        .env("TW_KEY_ENCRYPTION_KEY", TEST_KEK)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("util-linux's script");
-    let mut out = child.stdout.take().unwrap();
-    let mut shown = Vec::new();
-    let mut byte = [0u8; 1];
-    while !shown.ends_with(b"password: ") {
-        assert_eq!(
-            out.read(&mut byte).unwrap(),
-            1,
-            "{:?}",
-            String::from_utf8_lossy(&shown)
-        );
-        shown.push(byte[0]);
-    }
+    let bin = server_binary();
+    let command = format!("{bin} users add --email ada@example.com --name Ada");
+    let (mut child, mut stdin, mut out, mut shown) = at_the_prompt(&command, &url);
     // Typed after the prompt, as a person would.
-    let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(format!("{password}\n").as_bytes()).unwrap();
     drop(stdin);
     out.read_to_end(&mut shown).unwrap();
@@ -347,30 +358,10 @@ async fn users_add_reads_a_typed_password_without_echoing_it() {
     // Interrupted at the prompt (SIGINT, as Ctrl-C sends it): the process ends as an interrupt
     // ends it (130), and the terminal echoes again.
     let command = format!(
-        "sh -c 'echo pid=$$; exec {} users add --email bob@example.com --name Bob'; \
-         echo exit=$?; stty -a",
-        server_binary()
+        "sh -c 'echo pid=$$; exec {bin} users add --email bob@example.com --name Bob'; \
+         echo exit=$?; stty -a"
     );
-    let mut child = Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .env("TW_DATABASE_URL", &url)
-        .env("TW_KEY_ENCRYPTION_KEY", TEST_KEK)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("util-linux's script");
-    let mut out = child.stdout.take().unwrap();
-    let mut shown = Vec::new();
-    while !shown.ends_with(b"password: ") {
-        assert_eq!(
-            out.read(&mut byte).unwrap(),
-            1,
-            "{:?}",
-            String::from_utf8_lossy(&shown)
-        );
-        shown.push(byte[0]);
-    }
+    let (mut child, _stdin, mut out, mut shown) = at_the_prompt(&command, &url);
     let text = String::from_utf8_lossy(&shown).into_owned();
     let pid: i32 = text
         .split_once("pid=")
@@ -424,30 +415,17 @@ fn secrets_come_from_files_kept_out_of_the_arguments() {
         "the database the file names"
     );
     // What a file holds is the value: too short a nonce secret, an SMTP URL of another scheme.
+    // (An in-memory database: a refusal creates no file.)
+    let with_file =
+        |flag: &str, path: &str| refused(&["--database-url", "sqlite::memory:", flag, path], &kek);
     let short = file("short", "too short");
-    let e = refused(
-        &[
-            "--database-url",
-            "sqlite::memory:",
-            "--dpop-nonce-secret-file",
-            &short,
-        ],
-        &[],
-    );
+    let e = with_file("--dpop-nonce-secret-file", &short);
     assert!(
         e.contains("--dpop-nonce-secret must be at least 32 characters"),
         "{e}"
     );
     let smtp = file("smtp", "ftp://user:hunter2@mail.example");
-    let e = refused(
-        &[
-            "--database-url",
-            "sqlite::memory:",
-            "--smtp-url-file",
-            &smtp,
-        ],
-        &[],
-    );
+    let e = with_file("--smtp-url-file", &smtp);
     assert!(e.contains("--smtp-url") && e.contains("ftp"), "{e}");
     assert!(!e.contains("hunter2"), "{e}");
     // Both ways at once, a file that is not there, an empty file.
@@ -464,15 +442,7 @@ fn secrets_come_from_files_kept_out_of_the_arguments() {
         e.contains("--database-url-file") && e.contains("cannot be used with"),
         "{e}"
     );
-    let e = refused(
-        &[
-            "--database-url",
-            "sqlite::memory:",
-            "--dpop-nonce-secret-file",
-            "/nonexistent/nonce",
-        ],
-        &kek,
-    );
+    let e = with_file("--dpop-nonce-secret-file", "/nonexistent/nonce");
     assert!(
         e.contains("--dpop-nonce-secret-file /nonexistent/nonce"),
         "{e}"

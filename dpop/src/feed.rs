@@ -18,7 +18,7 @@
 //! ```
 //!
 //! While the feed cannot be reached, the resource server's staleness policy decides
-//! ([`ResourceServer::with_revocation_policy`]): refuse (503) once the view is older than the
+//! ([`ResourceServer::with_stale_policy`]): refuse (503) once the view is older than the
 //! allowed staleness, or accept.
 
 use std::collections::HashMap;
@@ -233,12 +233,25 @@ fn take_events(buf: &mut String) -> Vec<SseEvent> {
     out
 }
 
+/// How long a request for the metadata or the keys may take (the feed's stream has no such
+/// bound: it is a connection held open, with keepalives).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client whose connections must open within [`REQUEST_TIMEOUT`].
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(REQUEST_TIMEOUT)
+        .build()
+        .unwrap_or_default()
+}
+
 async fn metadata(http: &reqwest::Client, auth_server: &str) -> Result<Value, String> {
     let url = format!(
         "{}/.well-known/oauth-authorization-server",
         auth_server.trim_end_matches('/')
     );
     http.get(&url)
+        .timeout(REQUEST_TIMEOUT)
         .send()
         .await
         .and_then(|r| r.error_for_status())
@@ -250,6 +263,7 @@ async fn metadata(http: &reqwest::Client, auth_server: &str) -> Result<Value, St
 
 async fn get_text(http: &reqwest::Client, url: &str) -> Result<String, String> {
     http.get(url)
+        .timeout(REQUEST_TIMEOUT)
         .send()
         .await
         .and_then(|r| r.error_for_status())
@@ -344,7 +358,7 @@ pub async fn discover(
     if !secure_enough(auth_server, options.allow_insecure_http) {
         return Err(DiscoverError::InsecureUrl(auth_server.to_owned()));
     }
-    let http = reqwest::Client::new();
+    let http = http_client();
     let meta = metadata(&http, auth_server)
         .await
         .map_err(DiscoverError::AuthServer)?;
@@ -420,8 +434,15 @@ pub fn follow(
         rs.revocations().followed.store(true, Ordering::Relaxed);
     }
     let weak = Arc::downgrade(rs);
+    if token.is_none() {
+        // As the Node verifier warns: nothing silently.
+        eprintln!(
+            "tokenwarden_dpop::feed: no revocation token: the keys are followed, revocations are \
+             not (a logged-out or revoked token is accepted until its exp)"
+        );
+    }
     tokio::spawn(async move {
-        let http = reqwest::Client::new();
+        let http = http_client();
         let mut backoff = FIRST_BACKOFF;
         let mut last_id: Option<String> = None;
         while weak.strong_count() > 0 {

@@ -1,6 +1,10 @@
 //! For axum resource servers: verify tokenwarden access tokens (EdDSA, from the auth server's
 //! JWKS) and their DPoP binding in one extractor, and answer with RFC 9449 errors.
 //!
+//! With the `feed` feature, build it with `crate::feed::discover` (keys kept current, revoked
+//! tokens refused within a second, DPoP required): what a service should run. By hand, as below,
+//! the keys are those given until `set_jwks` is called again and no revocation reaches it.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use axum::{Router, routing::get, middleware};
@@ -8,11 +12,19 @@
 //! use tokenwarden_dpop::resource::{Authenticated, ResourceServer, add_nonce};
 //!
 //! # fn jwks_from_the_auth_server() -> String { String::new() }
-//! let rs = Arc::new(ResourceServer::new(
-//!     Audience { issuer: "tokenwarden".into(), audience: "tokenwarden-api".into(), leeway_secs: 5 },
-//!     b"the nonce secret shared with the auth server!!",
-//!     &jwks_from_the_auth_server(),   // GET /.well-known/jwks.json; call set_jwks again to refresh
-//! ).unwrap());
+//! // The auth server's --dpop-nonce-secret, from the environment or a file: never in the code.
+//! let secret = std::env::var("NONCE_SECRET").expect("NONCE_SECRET");
+//! let rs = Arc::new(
+//!     ResourceServer::new(
+//!         Audience { issuer: "tokenwarden".into(), audience: "tokenwarden-api".into(), leeway_secs: 5 },
+//!         secret.as_bytes(),
+//!         &jwks_from_the_auth_server(), // GET /.well-known/jwks.json; set_jwks again to refresh
+//!     )
+//!     .unwrap()
+//!     .require_dpop(true) // a token sent as Bearer is refused
+//!     .with_origins(&["https://api.example.com"]) // what a proof's htu may name
+//!     .unwrap(),
+//! );
 //! let app: Router = Router::new()
 //!     .route("/orders", get(|Authenticated(token): Authenticated| async move { token.sub }))
 //!     .layer(middleware::map_response_with_state(rs.clone(), add_nonce))
@@ -20,8 +32,8 @@
 //! ```
 //!
 //! Share the auth server's nonce secret (`--dpop-nonce-secret`) so that the nonce a client got
-//! from either server works on both. With the `feed` feature, `crate::feed::follow` keeps the
-//! keys current and refuses revoked tokens within a second.
+//! from either server works on both. Every route that takes no `Authenticated` is public: add
+//! it to each handler that needs a user.
 
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,5 +1,6 @@
 //! An axum API that accepts tokenwarden's tokens: `cargo run -p tokenwarden-example-axum`.
-use axum::{Json, Router, http::HeaderValue, middleware, routing::get};
+use axum::http::{HeaderValue, Method};
+use axum::{Json, Router, middleware, routing::get};
 use tokenwarden_dpop::feed::{Options, discover};
 use tokenwarden_dpop::resource::{
     Authenticated, CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS, add_nonce,
@@ -21,8 +22,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     let cors = CorsLayer::new()
         .allow_origin(env("SPA_ORIGIN", "http://127.0.0.1:8080").parse::<HeaderValue>()?)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
         .allow_headers(CORS_ALLOW_HEADERS)
         .expose_headers(CORS_EXPOSE_HEADERS);
+    // Every handler that needs a user takes `Authenticated`: a route without it is public.
     let app = Router::new()
         .route(
             "/orders",

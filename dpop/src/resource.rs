@@ -267,6 +267,16 @@ pub const CORS_ALLOW_HEADERS: [header::HeaderName; 3] = [
     header::CONTENT_TYPE,
 ];
 
+/// The methods a browser on another origin may send (CORS `Access-Control-Allow-Methods`):
+/// every one an API of JSON resources uses.
+pub const CORS_ALLOW_METHODS: [axum::http::Method; 5] = [
+    axum::http::Method::GET,
+    axum::http::Method::POST,
+    axum::http::Method::PUT,
+    axum::http::Method::PATCH,
+    axum::http::Method::DELETE,
+];
+
 /// The response headers the client must be able to read across origins (CORS
 /// `Access-Control-Expose-Headers`): the nonce to use next, and why a token was refused.
 pub const CORS_EXPOSE_HEADERS: [header::HeaderName; 2] = [

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef, State};
-use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::Response;
 use axum::routing::{any, delete, get, post};
 use tower::Layer;
@@ -548,13 +548,7 @@ pub fn router(state: &AppState) -> Router {
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(origins))
                 .allow_credentials(true)
-                .allow_methods([
-                    Method::GET,
-                    Method::POST,
-                    Method::PUT,
-                    Method::PATCH,
-                    Method::DELETE,
-                ])
+                .allow_methods(tokenwarden_dpop::resource::CORS_ALLOW_METHODS)
                 .allow_headers(allow_headers)
                 .expose_headers([
                     header::WWW_AUTHENTICATE,

@@ -1,9 +1,9 @@
 //! An axum API that accepts tokenwarden's tokens: `cargo run -p tokenwarden-example-axum`.
-use axum::http::{HeaderValue, Method};
+use axum::http::HeaderValue;
 use axum::{Json, Router, middleware, routing::get};
 use tokenwarden_dpop::feed::{Options, discover};
 use tokenwarden_dpop::resource::{
-    Authenticated, CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS, add_nonce,
+    Authenticated, CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS, add_nonce,
 };
 use tower_http::cors::CorsLayer;
 
@@ -22,13 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     let cors = CorsLayer::new()
         .allow_origin(env("SPA_ORIGIN", "http://127.0.0.1:8080").parse::<HeaderValue>()?)
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::PATCH,
-            Method::DELETE,
-        ])
+        .allow_methods(CORS_ALLOW_METHODS)
         .allow_headers(CORS_ALLOW_HEADERS)
         .expose_headers(CORS_EXPOSE_HEADERS);
     // Every handler that needs a user takes `Authenticated`: a route without it is public.

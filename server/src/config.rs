@@ -580,15 +580,14 @@ pub const DEMO_EMAIL: &str = "demo@tokenwarden.dev";
 pub const DEMO_PASSWORD: &str = "correct horse battery staple";
 
 /// How the accept loop treats connections.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
-    /// Connections at once from one client address bucket ([`crate::net::bucket`]).
+    /// Connections at once from one client address bucket ([`crate::net::bucket`]); a trusted
+    /// proxy's are not counted (every user comes through it).
     pub max_per_client: usize,
-    /// Addresses not counted per client (the trusted proxies: every user comes through them).
-    pub uncounted: Vec<IpNet>,
 }
 
 impl Default for ConnectionLimits {
@@ -598,7 +597,6 @@ impl Default for ConnectionLimits {
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
             max_per_client: 256,
-            uncounted: Vec::new(),
         }
     }
 }
@@ -926,7 +924,6 @@ impl Settings {
                 idle_timeout: Duration::from_secs(a.idle_timeout_secs.max(1)),
                 max_connections: a.max_connections.max(1),
                 max_per_client: a.max_connections_per_client.max(1),
-                uncounted: a.trusted_proxies.clone(),
             },
             test_hooks: a.test_hooks,
             test_hooks_secret: a

@@ -286,13 +286,16 @@ async fn serve(
     let maintenance = tokenwarden_server::spawn_maintenance(state.clone());
     let fleet = tokenwarden_server::fleet::spawn(state.fleet.clone());
     let app = tokenwarden_server::router(&state);
-    let limits = settings.connections.clone();
+    let (limits, proxies) = (settings.connections, settings.proxies.clone());
     match tls {
         Some(tls) => {
-            tokenwarden_server::serve::serve_tls(listener, tls, app, limits, shutdown_signal())
+            let stop = shutdown_signal();
+            tokenwarden_server::serve::serve_tls(listener, tls, app, limits, proxies, stop).await
+        }
+        None => {
+            tokenwarden_server::serve::serve(listener, app, limits, proxies, shutdown_signal())
                 .await
         }
-        None => tokenwarden_server::serve::serve(listener, app, limits, shutdown_signal()).await,
     }
     maintenance.abort();
     if let Some(fleet) = fleet {

@@ -31,7 +31,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{ServerConfig, crypto::ring};
 use tower::ServiceExt;
 
-pub use crate::config::ConnectionLimits;
+pub use crate::config::{ConnectionLimits, Proxies};
 
 /// A client that opens a connection and never finishes the TLS handshake is dropped after this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -145,15 +145,16 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
 /// - a connection on which nothing moves for `limits.idle_timeout` (a stalled upload, a
 ///   client that stops reading) is closed;
 /// - at most `limits.max_per_client` connections of one client address bucket (an IPv4
-///   address, an IPv6 /64; the trusted proxies' addresses uncounted) are served at once: one
+///   address, an IPv6 /64; the addresses `proxies` trusts uncounted) are served at once: one
 ///   more from it is closed at once, so one address cannot hold every slot.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    proxies: Proxies,
     shutdown: impl Future<Output = ()>,
 ) {
-    serve_with(listener, None, app, limits, shutdown).await;
+    serve_with(listener, None, app, limits, proxies, shutdown).await;
 }
 
 /// `serve`, with every connection over TLS (the handshake must finish within 10 s).
@@ -162,9 +163,10 @@ pub async fn serve_tls(
     tls: TlsAcceptor,
     app: Router,
     limits: ConnectionLimits,
+    proxies: Proxies,
     shutdown: impl Future<Output = ()>,
 ) {
-    serve_with(listener, Some(tls), app, limits, shutdown).await;
+    serve_with(listener, Some(tls), app, limits, proxies, shutdown).await;
 }
 
 async fn serve_with(
@@ -172,13 +174,14 @@ async fn serve_with(
     tls: Option<TlsAcceptor>,
     app: Router,
     limits: ConnectionLimits,
+    proxies: Proxies,
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let clients = Arc::new(PerClient {
         max: limits.max_per_client.max(1),
-        uncounted: limits.uncounted.clone(),
+        proxies,
         open: std::sync::Mutex::default(),
     });
     let mut http = http1::Builder::new();
@@ -259,7 +262,7 @@ async fn serve_with(
 /// The connections open per client address bucket.
 struct PerClient {
     max: usize,
-    uncounted: Vec<ipnet::IpNet>,
+    proxies: Proxies,
     open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
 }
 
@@ -272,8 +275,7 @@ struct Counted {
 impl PerClient {
     /// Counts a connection from `ip`; `None` when its bucket holds `max` already.
     fn enter(clients: &Arc<PerClient>, ip: std::net::IpAddr) -> Option<Counted> {
-        let ip = crate::net::canonical(ip);
-        let bucket = if clients.uncounted.iter().any(|n| n.contains(&ip)) {
+        let bucket = if clients.proxies.trusts(ip) {
             None
         } else {
             let bucket = crate::net::bucket(ip);

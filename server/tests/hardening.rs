@@ -969,7 +969,7 @@ async fn one_address_holds_at_most_its_share_of_the_connections() {
     // A trusted proxy's address is not counted: every user comes through it.
     let s = TestServer::with(|c| {
         c.connections.max_per_client = 1;
-        c.connections.uncounted = vec!["127.0.0.0/8".parse().unwrap()];
+        c.proxies.trusted = vec!["127.0.0.0/8".parse().unwrap()];
     })
     .await;
     let mut conns = Vec::new();

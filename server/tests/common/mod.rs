@@ -213,10 +213,10 @@ impl TestServer {
         let app = tokenwarden_server::router(&state).layer(axum::middleware::from_fn(
             move |req: Request, next: Next| faults(c.clone(), d.clone(), l.clone(), req, next),
         ));
-        let limits = state.settings.connections.clone();
+        let (limits, proxies) = (state.settings.connections, state.settings.proxies.clone());
         let fleet = tokenwarden_server::fleet::spawn(state.fleet.clone());
         let task = tokio::spawn(async move {
-            tokenwarden_server::serve::serve(listener, app, limits, async {
+            tokenwarden_server::serve::serve(listener, app, limits, proxies, async {
                 let _ = stopped.await;
             })
             .await;

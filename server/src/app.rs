@@ -387,7 +387,7 @@ async fn every_response(State(clock): State<Clock>, mut res: Response) -> Respon
 /// host: browsers ignore it for an IP (RFC 6797, 8.1.1), and pinning `localhost` would turn a
 /// developer's other plain-http apps on it into errors. Behind a proxy that ends TLS, the
 /// proxy sends it (docs/DEPLOYMENT.md).
-pub const HSTS: &str = "max-age=31536000";
+const HSTS: &str = "max-age=31536000";
 
 async fn strict_transport(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let pinned = request_host(&req).is_some_and(|host| {

@@ -151,7 +151,7 @@ impl Passkeys {
         tokio::spawn(async move {
             let sent = match store.user_by_id(&user_id).await {
                 // An account a provider opened without an address has no mailbox.
-                Ok(Some(user)) if !user.email.ends_with(".oidc.invalid") => {
+                Ok(Some(user)) if !user.email.ends_with(crate::oidc::NO_MAILBOX) => {
                     otp.mailer.send_passkey_added(&user.email, &name, now).await
                 }
                 Ok(_) => Ok(()),

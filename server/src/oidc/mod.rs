@@ -56,6 +56,9 @@ const MAX_AGE: i64 = 600;
 const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 /// Sign-ins started per client address per minute (each writes a row).
 const STARTS_PER_MINUTE: u32 = 30;
+/// How the address of an account a provider opened without a verified one ends
+/// (`<hash>@<provider>.oidc.invalid`): an address no one else can claim, and no mailbox.
+pub const NO_MAILBOX: &str = ".oidc.invalid";
 
 #[derive(Clone)]
 pub struct Oidc(Arc<Inner>);
@@ -621,7 +624,7 @@ async fn user_for(
         .filter(|_| claims.email_verified)
         .unwrap_or_else(|| {
             format!(
-                "{}@{name}.oidc.invalid",
+                "{}@{name}{NO_MAILBOX}",
                 &sha256_hex(&format!("{issuer}\n{}", claims.sub))[..32]
             )
         });

@@ -120,7 +120,6 @@ pub struct Confirmation {
 
 pub use tokenwarden_dpop::access::Audience;
 
-/// 32 random bytes, base64url: `len` characters.
 /// HMAC-SHA256 under a 32-byte server key of `parts`, each length-prefixed, so that no two
 /// lists of parts give the same input (sign-in codes, known browsers).
 pub fn keyed_hash(key: &[u8; 32], parts: &[&str]) -> [u8; 32] {
@@ -136,6 +135,7 @@ pub fn keyed_hash(key: &[u8; 32], parts: &[&str]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// 32 random bytes, base64url: `len` characters.
 pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);

@@ -787,7 +787,12 @@ async fn the_providers_keys_are_fetched_at_most_every_10_s_whatever_the_outcome_
         s.url(""),
         unknown_key_logout_token(&h, s.state.now()),
     ));
+    let asked = Instant::now();
     while fetches() < 4 {
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "the fetch never began"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Within 4 s: the server gives up on a fetch after 5 s, so a sign-in held up by it could

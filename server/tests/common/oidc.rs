@@ -14,12 +14,18 @@ pub const CLIENT_ID: &str = "tokenwarden-test";
 pub const CLIENT_SECRET: &str = "tokenwarden-test-secret-0123456789";
 pub const FLOW_COOKIE: &str = "__Host-tw_oidc";
 
+/// A port free now, for a provider started later on it. Below Linux's ephemeral range
+/// (32768-60999): a port the kernel handed out and took back could meanwhile become the local
+/// port of one of the many outgoing connections the suites make, and the provider would then
+/// fail to listen on it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use rand::Rng;
+    loop {
+        let port = rand::thread_rng().gen_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub fn provider(name: &str, issuer: &str) -> OidcProvider {

@@ -421,6 +421,17 @@ fn request_host(req: &axum::extract::Request) -> Option<String> {
     Some(authority.host().to_owned())
 }
 
+/// `HEAD` on a route whose `GET` stores something (a federated sign-in's start and callback): a
+/// link checker or a prefetch would otherwise start a flow, or spend one, for a response it
+/// throws away. Refused, nothing stored.
+async fn head_refused() -> Response {
+    let mut res = Response::new(axum::body::Body::empty());
+    *res.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET"));
+    res
+}
+
 /// The whole HTTP surface.
 pub fn router(state: &AppState) -> Router {
     let settings = &state.settings;
@@ -447,8 +458,14 @@ pub fn router(state: &AppState) -> Router {
         .route(api::METADATA_PATH, get(api::metadata))
         .route(crate::feed::PATH, get(crate::feed::revocations))
         .route("/auth/oidc/providers", get(crate::oidc::providers))
-        .route("/auth/oidc/{name}/start", get(crate::oidc::start))
-        .route("/auth/oidc/{name}/callback", get(crate::oidc::callback))
+        .route(
+            "/auth/oidc/{name}/start",
+            get(crate::oidc::start).head(head_refused),
+        )
+        .route(
+            "/auth/oidc/{name}/callback",
+            get(crate::oidc::callback).head(head_refused),
+        )
         .route(
             "/auth/oidc/{name}/backchannel-logout",
             post(crate::oidc::backchannel_logout),

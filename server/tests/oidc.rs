@@ -239,6 +239,17 @@ async fn return_to_must_be_a_path_of_this_site_and_another_site_cannot_start_a_s
             assert!(set_cookies(res.headers()).is_empty());
         }
     }
+    // A `HEAD` (a link checker, a prefetch) starts nothing and spends nothing.
+    for path in [
+        format!("/auth/oidc/idp/start?{jkt}"),
+        "/auth/oidc/idp/callback?state=x&code=y".to_owned(),
+    ] {
+        let res = b.http.head(s.url(&path)).send().await.unwrap();
+        assert_eq!(res.status(), 405, "{path}");
+        assert_eq!(res.headers()["allow"], "GET", "{path}");
+        assert!(res.headers().get("location").is_none(), "{path}");
+        assert!(set_cookies(res.headers()).is_empty(), "{path}");
+    }
     // An unknown provider is a 404, not a redirect.
     let res = b
         .http

@@ -9,7 +9,10 @@
 //!   event id), then `event: ready` with the cursor (its `id:`), then every revocation as it
 //!   happens. A subscriber that comes back with `Last-Event-ID` gets the events after it
 //!   instead (an id that is not one of this database's gets everything again).
-//! - Events: `event: revoked`, `id: <n>`, `data: {"kind":"session"|"token","id":"...",
+//! - An event's id is `<n>.<tag>`: its number and a tag of what it says ([`event_id`]), so that
+//!   a number given again to another event (a database restored from a backup) is not taken
+//!   for the one the subscriber saw.
+//! - Events: `event: revoked`, `id: <n>.<tag>`, `data: {"kind":"session"|"token","id":"...",
 //!   "until":<unix secs>}` (a token is refused while `until` is ahead); `event: keys`,
 //!   `data: {"kid":"..."}` (the key ring changed: refetch the JWKS); `: keepalive` every 15 s.
 //! - Every instance serves it (on PostgreSQL from the shared events, heard by crate::fleet).
@@ -77,6 +80,25 @@ impl Feed {
         self.0.token.is_some()
     }
 
+    /// Where a subscriber that comes back with `Last-Event-ID` resumes: after that event if
+    /// this database still holds it and it says what it said then, else from the start (the
+    /// snapshot, which is never wrong, only longer). A number alone is not enough: a database
+    /// restored from a backup gives the numbers after the backup's to new events, and a
+    /// subscriber that saw the lost ones would skip those.
+    async fn resume_after(&self, last: Option<&str>) -> Result<i64, crate::store::StoreError> {
+        let Some(n) = last
+            .and_then(|l| l.split_once('.'))
+            .and_then(|(n, _)| n.parse::<i64>().ok())
+            .filter(|n| *n > 0)
+        else {
+            return Ok(0);
+        };
+        Ok(match self.0.store.revocation_event(n).await? {
+            Some(e) if last == Some(event_id(&e).as_str()) => n,
+            _ => 0,
+        })
+    }
+
     /// The SSE event of a revocation, or `None` once nothing it revokes can be presented.
     fn event(&self, e: &RevocationEvent, now: i64) -> Option<Event> {
         let (kind, until) = match e.kind {
@@ -84,28 +106,18 @@ impl Feed {
             EventKind::Session => ("session", e.at.saturating_add(self.0.window)),
             EventKind::Keys => {
                 let data = json!({ "kid": e.subject }).to_string();
-                return Some(
-                    Event::default()
-                        .event("keys")
-                        .id(e.id.to_string())
-                        .data(data),
-                );
+                return Some(Event::default().event("keys").id(event_id(e)).data(data));
             }
         };
         if until < now {
             return None;
         }
         let data = json!({ "kind": kind, "id": e.subject, "until": until }).to_string();
-        Some(
-            Event::default()
-                .event("revoked")
-                .id(e.id.to_string())
-                .data(data),
-        )
+        Some(Event::default().event("revoked").id(event_id(e)).data(data))
     }
 
     /// Feeds one subscriber until it goes away.
-    async fn serve(self, resume: Option<i64>, tx: mpsc::Sender<Event>) -> Result<(), String> {
+    async fn serve(self, resume: Option<String>, tx: mpsc::Sender<Event>) -> Result<(), String> {
         // Subscribed before anything is read: nothing recorded meanwhile is missed (what is
         // heard twice is sent once: by id).
         let mut live = self.0.events.subscribe();
@@ -113,11 +125,14 @@ impl Feed {
         let db = |e: crate::store::StoreError| e.to_string();
         let now = self.0.clock.now();
         let cursor = store.revocation_cursor().await.map_err(db)?;
+        let ready_id = match store.revocation_event(cursor).await.map_err(db)? {
+            Some(e) => event_id(&e),
+            None => "0".to_owned(),
+        };
         // The events are kept a day past what they revoke, so they are the snapshot too: a new
         // subscriber gets every one whose tokens may still be presented; one that comes back
-        // gets those after its `Last-Event-ID` (an id beyond the cursor is not one of this
-        // database's: the snapshot again).
-        let after = resume.filter(|l| (0..=cursor).contains(l)).unwrap_or(0);
+        // gets those after its `Last-Event-ID`.
+        let after = self.resume_after(resume.as_deref()).await.map_err(db)?;
         let mut sent: HashSet<i64> = HashSet::new();
         for e in store
             .revocations_since(after, RECENT_SECS, true)
@@ -132,14 +147,9 @@ impl Feed {
             }
         }
         let ready = json!({ "cursor": cursor }).to_string();
-        tx.send(
-            Event::default()
-                .event("ready")
-                .id(cursor.to_string())
-                .data(ready),
-        )
-        .await
-        .map_err(|_| "gone")?;
+        tx.send(Event::default().event("ready").id(ready_id).data(ready))
+            .await
+            .map_err(|_| "gone")?;
         let mut last = cursor;
         loop {
             let heard = tokio::select! {
@@ -170,6 +180,22 @@ impl Feed {
             }
         }
     }
+}
+
+/// An event's SSE id, `<n>.<tag>`: its number, then 72 bits of a SHA-256 of the event (number,
+/// kind, subject, time) in base64url.
+pub fn event_id(e: &RevocationEvent) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!(
+        "{}\n{}\n{}\n{}",
+        e.id,
+        e.kind.as_str(),
+        e.at,
+        e.subject
+    ));
+    let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..9]);
+    format!("{}.{tag}", e.id)
 }
 
 /// `GET /auth/revocations`.
@@ -213,7 +239,8 @@ pub async fn revocations(State(feed): State<Feed>, headers: HeaderMap) -> Respon
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<i64>().ok());
+        .map(|v| v.trim().to_owned())
+        .filter(|v| v.len() <= 64);
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
         if let Err(e) = feed.serve(resume, tx).await {

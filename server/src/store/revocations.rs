@@ -195,6 +195,13 @@ impl Store {
         Ok(q_scalar!(sql).fetch_one(&self.read).await?)
     }
 
+    /// The event with this id, while it is kept.
+    pub async fn revocation_event(&self, id: i64) -> StoreResult<Option<RevocationEvent>> {
+        let sql = "SELECT id, kind, subject, at FROM revocation_events WHERE id = $1";
+        let row: Option<EventRow> = q_as!(sql, id).fetch_optional(&self.read).await?;
+        row.map(TryInto::try_into).transpose()
+    }
+
     /// Events after `cursor`, and on PostgreSQL every event of the last `recent_secs` seconds
     /// whatever its id (an event whose transaction committed after a later id was read;
     /// SQLite's one writer commits in id order).

@@ -204,8 +204,9 @@ export interface Verifier {
 export function createVerifier(options: VerifierOptions): Promise<Verifier>;
 
 /** What a browser on another origin must be allowed to send and read (CORS): pass it to `cors`
- * or `@fastify/cors` as is; to `@koa/cors` as allowHeaders and exposeHeaders. */
+ * or `@fastify/cors` as is; to `@koa/cors` as allowMethods, allowHeaders and exposeHeaders. */
 export const CORS: {
+  readonly methods: readonly string[];
   readonly allowedHeaders: readonly string[];
   readonly exposedHeaders: readonly string[];
 };

@@ -36,11 +36,14 @@ const PRIVATE_MEMBERS = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
 /**
  * The CORS settings a browser on another origin needs (the `cors` and `@fastify/cors`
- * option names; Koa's `@koa/cors`: allowHeaders, exposeHeaders): the token and its proof in,
- * the next nonce and why a token was refused out. The crate's resource::CORS_ALLOW_HEADERS and
- * CORS_EXPOSE_HEADERS say the same.
+ * option names; Koa's `@koa/cors`: allowMethods, allowHeaders, exposeHeaders): every method of
+ * an API of JSON resources (`@fastify/cors` allows only GET, HEAD and POST by default), the
+ * token and its proof in, the next nonce and why a token was refused out. The crate's
+ * resource::CORS_ALLOW_METHODS, CORS_ALLOW_HEADERS and CORS_EXPOSE_HEADERS say the same
+ * (tests/verify/package.test.mjs).
  */
 export const CORS = Object.freeze({
+  methods: Object.freeze(["GET", "POST", "PUT", "PATCH", "DELETE"]),
   allowedHeaders: Object.freeze(["authorization", "dpop", "content-type"]),
   exposedHeaders: Object.freeze(["dpop-nonce", "www-authenticate"]),
 });

@@ -15,7 +15,7 @@ const verifier = await createVerifier({
 const router = new Router();
 router.get("/orders", (ctx) => (ctx.body = { user: ctx.state.auth.sub, orders: [] }));
 const app = new Koa();
-app.use(cors({ origin: env("SPA_ORIGIN", "http://127.0.0.1:8080"), allowHeaders: CORS.allowedHeaders, exposeHeaders: CORS.exposedHeaders }));
+app.use(cors({ origin: env("SPA_ORIGIN", "http://127.0.0.1:8080"), allowMethods: CORS.methods, allowHeaders: CORS.allowedHeaders, exposeHeaders: CORS.exposedHeaders }));
 app.use(verifier.koa()); // ctx.state.auth: the verified claims
 app.use(router.routes());
 

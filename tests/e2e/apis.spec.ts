@@ -53,6 +53,17 @@ for (const [name, api] of Object.entries(APIS)) {
     const ok = await call(page, `${api}/orders`);
     expect(ok).toEqual({ status: 200, body: { user: sub, orders: [] } });
 
+    // Every method of a JSON API passes the preflight (a DELETE here: no such route, so the
+    // API's own 404, readable across origins), not a network error.
+    const deleted = await page.evaluate(async (u) => {
+      try {
+        return (await (window as any).auth.fetch(u, { method: "DELETE" })).status;
+      } catch (e) {
+        return String(e);
+      }
+    }, `${api}/orders/1`);
+    expect(deleted).toBe(404);
+
     // The request that got the 200 (after a use_dpop_nonce answer if the page had no nonce of
     // this origin yet), replayed as sent: its proof's jti was seen (RFC 9449 §11.1).
     await expect.poll(() => sentOnce.length).toBeGreaterThan(0);

@@ -57,3 +57,19 @@ test("the browser entry points do not import the verifier", () => {
   const imports = [...src.matchAll(/^import .* from "([^"]+)";$/gm)].map((m) => m[1]);
   assert.deepEqual(imports.sort(), ["node:crypto", "node:net"], "node built-ins only");
 });
+
+test("CORS says what the crate's resource::CORS_* constants say (one list for both verifiers)", async () => {
+  const { CORS } = await import("../../pkg/verify.js");
+  const rust = readFileSync(new URL("../../dpop/src/resource.rs", import.meta.url), "utf8");
+  const constant = (name) => {
+    const body = rust.match(new RegExp(`pub const ${name}: \\[[^\\]]+\\] = \\[([^\\]]*)\\];`))?.[1];
+    assert.ok(body, `${name} in dpop/src/resource.rs`);
+    // `HeaderName::from_static("dpop")`, `header::CONTENT_TYPE` (content-type), `Method::GET`.
+    return [...body.matchAll(/from_static\("([^"]+)"\)|(header|Method)::([A-Z_]+)\b/g)].map(
+      ([, name, kind, id]) => name ?? (kind === "Method" ? id : id.toLowerCase().replaceAll("_", "-")),
+    );
+  };
+  assert.deepEqual([...CORS.methods], constant("CORS_ALLOW_METHODS"));
+  assert.deepEqual([...CORS.allowedHeaders], constant("CORS_ALLOW_HEADERS"));
+  assert.deepEqual([...CORS.exposedHeaders], constant("CORS_EXPOSE_HEADERS"));
+});

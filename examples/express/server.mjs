@@ -16,5 +16,5 @@ app.use(cors({ origin: env("SPA_ORIGIN", "http://127.0.0.1:8080"), ...CORS }));
 app.use(verifier.express()); // req.auth: the verified claims
 app.get("/orders", (req, res) => res.json({ user: req.auth.sub, orders: [] }));
 
-const server = app.listen(Number(env("PORT", 3001)), "127.0.0.1");
+const server = app.listen(Number(env("PORT", 3001)), env("HOST", "127.0.0.1"));
 process.on("SIGTERM", () => (verifier.close(), server.close()));

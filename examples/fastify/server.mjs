@@ -16,5 +16,5 @@ await app.register(cors, { origin: env("SPA_ORIGIN", "http://127.0.0.1:8080"), .
 app.addHook("onRequest", verifier.fastify()); // request.auth: the verified claims
 app.get("/orders", async (request) => ({ user: request.auth.sub, orders: [] }));
 
-await app.listen({ port: Number(env("PORT", 3003)), host: "127.0.0.1" });
+await app.listen({ port: Number(env("PORT", 3003)), host: env("HOST", "127.0.0.1") });
 process.on("SIGTERM", () => (verifier.close(), app.close()));

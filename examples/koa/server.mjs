@@ -19,5 +19,5 @@ app.use(cors({ origin: env("SPA_ORIGIN", "http://127.0.0.1:8080"), allowMethods:
 app.use(verifier.koa()); // ctx.state.auth: the verified claims
 app.use(router.routes());
 
-const server = app.listen(Number(env("PORT", 3002)), "127.0.0.1");
+const server = app.listen(Number(env("PORT", 3002)), env("HOST", "127.0.0.1"));
 process.on("SIGTERM", () => (verifier.close(), server.close()));

@@ -327,7 +327,9 @@ export function isLoopbackHost(host) {
   let name = host;
   const colon = host.lastIndexOf(":");
   if (colon >= 0 && /^[0-9]*$/.test(host.slice(colon + 1))) name = host.slice(0, colon);
-  name = name.replace(/^\[+/, "").replace(/\]+$/, "");
+  let end = name.length; // (not /\]+$/: quadratic on a long run of "]")
+  while (end > 0 && name[end - 1] === "]") end--;
+  name = name.slice(0, end).replace(/^\[+/, "");
   if (name.toLowerCase() === "localhost") return true;
   const v = isIP(name);
   if (v === 4) return name.split(".")[0] === "127";
@@ -576,11 +578,13 @@ export async function createVerifier(options = {}) {
   if (typeof replayStore.claim !== "function") throw new TypeError("replayStore must have claim(key, untilSecs)");
 
   // The auth server's metadata (RFC 8414); an older server has none: its JWKS path.
-  // Bounded: a refetch that hangs would keep a view stale after a keys event (below).
+  // Bounded: a refetch that hangs would keep a view stale after a keys event (below). Never
+  // from a shared cache (a CDN in front of the JWKS): a refetch after a key was revoked would
+  // get the copy that still lists it.
   const getJson = async (url, init) => {
     const res = await doFetch(url, {
       ...init,
-      headers: { accept: "application/json", ...init?.headers },
+      headers: { accept: "application/json", "cache-control": "no-cache", ...init?.headers },
       signal: AbortSignal.timeout(10_000),
     });
     if (!res.ok) {
@@ -619,7 +623,9 @@ export async function createVerifier(options = {}) {
         const m = /(?:^|,)\s*max-age\s*=\s*(\d+)/i.exec(res.headers.get("cache-control") ?? "");
         // At most a minute, whatever max-age says (the crate refetches every minute too): a
         // key revoked at the auth server is gone here within a minute even without the feed.
-        keysExpire = now() + Math.min(m ? Number(m[1]) * 1000 : JWKS_DEFAULT_MAX_AGE_MS, JWKS_DEFAULT_MAX_AGE_MS);
+        // At least 10 s: `max-age=0` is no reason to fetch the keys for every request.
+        const maxAge = Math.min(m ? Number(m[1]) * 1000 : JWKS_DEFAULT_MAX_AGE_MS, JWKS_DEFAULT_MAX_AGE_MS);
+        keysExpire = now() + Math.max(maxAge, JWKS_MIN_REFETCH_MS);
       } finally {
         inflight = null;
       }
@@ -1051,6 +1057,10 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
     }
     if (event === "revoked" && isObject(json)) add(json.kind, json.id, json.until);
     else if (event === "ready") {
+      // A connection after the first: a `keys` event sent while this one was away is not in
+      // what it caught up with when it got the snapshot again (its last id gone), so the
+      // keys are fetched again, as the crate does at every connection.
+      if (state.ready) keysChanged();
       state.ready = true;
       state.catchingUp = false;
       backoff = 250;
@@ -1118,7 +1128,9 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
               dataChars += value.length;
               if (dataChars > MAX_EVENT_CHARS) throw new Error("an event over 64 KiB");
             }
-            else if (field === "id" && !value.includes("\0")) id = value;
+            // An id the server could have sent (`<n>.<tag>`, or `<n>` from an older one): any
+            // other would be sent back as Last-Event-ID at every reconnect, each refused.
+            else if (field === "id" && /^[0-9]{1,19}(\.[A-Za-z0-9_-]{1,32})?$/.test(value)) id = value;
           }
         }
         // As the crate: what is left unparsed (a line not yet ended) over 64 KiB is no feed's

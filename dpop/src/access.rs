@@ -207,10 +207,10 @@ pub fn verify(
     else {
         return Err(TokenError::Claims);
     };
-    if exp + aud.leeway_secs <= now {
+    if exp.saturating_add(aud.leeway_secs) <= now {
         return Err(TokenError::Expired);
     }
-    if i("nbf").is_some_and(|nbf| nbf - aud.leeway_secs > now) {
+    if i("nbf").is_some_and(|nbf| nbf.saturating_sub(aud.leeway_secs) > now) {
         return Err(TokenError::NotYetValid);
     }
     let jkt = match claims.get("cnf") {

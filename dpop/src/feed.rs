@@ -126,6 +126,15 @@ impl Revocations {
         at.map(|t| t.elapsed())
     }
 
+    /// A `keys` event whose JWKS refetch failed: the keys held may still list the retired one,
+    /// so the view is stale until a connection is ready again (each fetches the keys first).
+    fn unheard(&self) {
+        match self.heard_at.lock() {
+            Ok(mut a) => *a = None,
+            Err(p) => *p.into_inner() = None,
+        }
+    }
+
     fn heard(&self) {
         match self.heard_at.lock() {
             Ok(mut a) => *a = Some(Instant::now()),
@@ -212,6 +221,17 @@ fn take_chunk(buf: &mut String, chunk: &str) -> Result<Vec<SseEvent>, String> {
 }
 
 /// Splits complete events off the front of `buf`.
+/// `<n>.<tag>` as the auth server writes its event ids (`<n>` from an older one).
+fn is_event_id(id: &str) -> bool {
+    let (n, tag) = id.split_once('.').unwrap_or((id, "x"));
+    (1..=19).contains(&n.len())
+        && n.bytes().all(|b| b.is_ascii_digit())
+        && (1..=32).contains(&tag.len())
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 fn take_events(buf: &mut String) -> Vec<SseEvent> {
     let mut out = Vec::new();
     while let Some(end) = buf.find("\n\n") {
@@ -221,7 +241,13 @@ fn take_events(buf: &mut String) -> Vec<SseEvent> {
             if let Some(v) = line.strip_prefix("event:") {
                 e.event = v.trim().to_owned();
             } else if let Some(v) = line.strip_prefix("id:") {
-                e.id = Some(v.trim().to_owned());
+                // Only an id the server could have sent: any other would be sent back as
+                // `Last-Event-ID` at every reconnection, and one that is no header value
+                // would fail each.
+                let v = v.trim();
+                if is_event_id(v) {
+                    e.id = Some(v.to_owned());
+                }
             } else if let Some(v) = line.strip_prefix("data:") {
                 e.data.push_str(v.trim());
             } else if line.starts_with(':') {
@@ -261,8 +287,11 @@ async fn metadata(http: &reqwest::Client, auth_server: &str) -> Result<Value, St
         .map_err(|e| format!("{url}: {e}"))
 }
 
+/// The JWKS, never from a shared cache (a CDN in front of it): a refetch after a key was
+/// revoked would get the copy that still lists it.
 async fn get_text(http: &reqwest::Client, url: &str) -> Result<String, String> {
     http.get(url)
+        .header(reqwest::header::CACHE_CONTROL, "no-cache")
         .timeout(REQUEST_TIMEOUT)
         .send()
         .await
@@ -579,7 +608,12 @@ async fn follow_once(
                         revocations.apply(&data, now);
                     }
                 }
-                "keys" => refresh_keys(http, rs, &jwks_uri).await?,
+                "keys" => {
+                    if let Err(e) = refresh_keys(http, rs, &jwks_uri).await {
+                        revocations.unheard();
+                        return Err(e);
+                    }
+                }
                 _ => {}
             }
             if let Some(id) = e.id {
@@ -681,6 +715,32 @@ mod tests {
         let mut buf = String::new();
         let huge = format!("data: {}", "x".repeat(MAX_EVENT_BYTES));
         assert!(take_chunk(&mut buf, &huge).is_err());
+    }
+
+    #[test]
+    fn only_ids_the_server_could_have_sent_are_kept() {
+        for ok in ["7", "42.Xq2rN5a0cLmP", "1.a", "9223372036854775807.A-_z"] {
+            assert!(is_event_id(ok), "{ok}");
+        }
+        let long_tag = format!("5.{}", "x".repeat(33));
+        for bad in [
+            "",
+            ".",
+            "5.",
+            ".tag",
+            "5 bad",
+            "5.a b",
+            "5.a\u{1}",
+            "x5",
+            "5.é",
+            &long_tag,
+            "12345678901234567890",
+        ] {
+            assert!(!is_event_id(bad), "{bad:?}");
+        }
+        let mut buf = String::new();
+        let events = take_chunk(&mut buf, "event: revoked\nid: 6 bad\ndata: {}\n\n").unwrap();
+        assert_eq!(events[0].id, None);
     }
 
     #[test]

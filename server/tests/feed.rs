@@ -517,6 +517,18 @@ async fn the_crate_refuses_a_logged_out_token_within_a_second_and_states_what_a_
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The keys were fetched past any shared cache (a CDN would keep a revoked key listed).
+    let fetched = s
+        .counts
+        .jwks_fetches
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(fetched >= 2);
+    assert_eq!(
+        s.counts
+            .jwks_fetches_no_cache
+            .load(std::sync::atomic::Ordering::SeqCst),
+        fetched
+    );
     for rs in [&closed, &open] {
         let who = rs
             .authenticate("GET", "/orders", &api_request(rs, &alice, &a))

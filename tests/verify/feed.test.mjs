@@ -19,10 +19,11 @@ function scripted() {
       return Response.json({ issuer: "tokenwarden", jwks_uri: `${AUTH}/jwks`, tokenwarden_revocations_endpoint: `${AUTH}/feed` });
     if (url === `${AUTH}/jwks`) {
       s.jwksFetches++;
+      s.jwksHeaders = init.headers;
       if (s.jwksDown) return new Response("", { status: 503 });
       // A test may hold the answer (a fetch in flight).
       await s.jwksGate;
-      return Response.json(corpus.config.jwks, { headers: { "cache-control": "max-age=3600" } });
+      return Response.json(corpus.config.jwks, { headers: { "cache-control": `max-age=${s.maxAge ?? 3600}` } });
     }
     if (url === `${AUTH}/feed`) {
       let controller;
@@ -147,6 +148,53 @@ test("the feed: stale until ready, revocations kept until `until`, keepalives ke
   const n = s.streams.length;
   await sleep(700);
   assert.equal(s.streams.length, n, "no reconnection after close()");
+});
+
+test("the keys are never taken from a shared cache, are fetched again at every reconnection's ready, and an id no server sends is not sent back", async () => {
+  const s = scripted();
+  const t = await following(s);
+  const v = t.v;
+  try {
+    // A CDN in front of the JWKS must not answer with the copy that still lists a revoked key.
+    assert.equal(s.jwksHeaders?.["cache-control"], "no-cache");
+    const feed = await current(s, v, "4.tag-4");
+    // Ids as the server writes them; anything else (a proxy's mangling) is not kept.
+    feed.write(`event: revoked\nid: 5.Ab_-9\ndata: {"kind":"token","id":"t5","until":${bearerCase.now + 60}}\n\n`);
+    await until("event 5", () => v.revocations.status().lastEventId === "5.Ab_-9");
+    feed.write(`event: revoked\nid: 6 bad\ndata: {"kind":"token","id":"t6","until":${bearerCase.now + 60}}\n\n`);
+    feed.write(`event: revoked\nid: 7.${"x".repeat(33)}\ndata: {"kind":"token","id":"t7","until":${bearerCase.now + 60}}\n\n: keepalive\n\n`);
+    await sleep(30);
+    assert.equal(v.revocations.status().lastEventId, "5.Ab_-9");
+    // Back after an outage: a `keys` event sent meanwhile may not be in what it catches up with
+    // (a snapshot again), so the keys are fetched when the new connection is ready.
+    feed.end();
+    await until("the second connection", () => s.streams.length === 2);
+    assert.equal(s.streams[1].headers["last-event-id"], "5.Ab_-9");
+    const before = s.jwksFetches;
+    s.streams[1].write(`event: ready\nid: 9.tag-9\ndata: {"cursor":9}\n\n`);
+    await until("the JWKS refetch", () => s.jwksFetches === before + 1);
+    assert.equal(s.jwksHeaders?.["cache-control"], "no-cache");
+  } finally {
+    t.done();
+  }
+});
+
+test("a JWKS served with max-age=0 is fetched again after 10 s, not for every request", async () => {
+  const s = scripted();
+  s.maxAge = 0;
+  const t = await following(s);
+  const v = t.v;
+  try {
+    await current(s, v);
+    const fetched = s.jwksFetches;
+    for (let i = 0; i < 5; i++) assert.equal(await outcome(v.verify(bearerCase.request)), 200);
+    assert.equal(s.jwksFetches, fetched);
+    t.clock += 10_000;
+    assert.equal(await outcome(v.verify(bearerCase.request)), 200);
+    assert.equal(s.jwksFetches, fetched + 1);
+  } finally {
+    t.done();
+  }
 });
 
 test("after an outage the view is current at the new connection's ready, not at the first event of its catch-up", async () => {

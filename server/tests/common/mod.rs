@@ -55,6 +55,9 @@ pub struct Counts {
     pub reuse_detections: AtomicU64,
     pub revocations: AtomicU64,
     pub logouts: AtomicU64,
+    /// JWKS requests, and those that asked for no cached copy (`Cache-Control: no-cache`).
+    pub jwks_fetches: AtomicU64,
+    pub jwks_fetches_no_cache: AtomicU64,
 }
 
 impl Counts {
@@ -103,6 +106,16 @@ async fn faults(
     req: Request,
     next: Next,
 ) -> axum::response::Response {
+    if req.uri().path() == "/.well-known/jwks.json" {
+        counts.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+        if req
+            .headers()
+            .get("cache-control")
+            .is_some_and(|v| v == "no-cache")
+        {
+            counts.jwks_fetches_no_cache.fetch_add(1, Ordering::SeqCst);
+        }
+    }
     let refresh = req.uri().path() == "/auth/refresh";
     if refresh {
         counts.refresh_calls.fetch_add(1, Ordering::SeqCst);

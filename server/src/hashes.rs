@@ -91,6 +91,11 @@ fn phc<'a>(s: &'a str, id: &str) -> Option<Phc<'a>> {
     if parts.next().is_some() || salt.is_empty() || hash.is_empty() {
         return None;
     }
+    // A name given twice is malformed: a reader taking the first and a verifier taking the
+    // last (argon2's) would check one cost and run another.
+    if (1..params.len()).any(|i| params[..i].iter().any(|(k, _)| *k == params[i].0)) {
+        return None;
+    }
     Some(Phc { params, salt, hash })
 }
 
@@ -127,11 +132,7 @@ pub fn importable(stored: &str) -> Result<Kind, HashError> {
             }
         }
         Kind::Argon2id | Kind::Argon2i => {
-            let p = phc(stored, kind.as_str()).ok_or(HashError::Malformed(kind.as_str()))?;
-            let (m, t) = (
-                p.number("m").unwrap_or(u64::MAX),
-                p.number("t").unwrap_or(u64::MAX),
-            );
+            let (m, t, _) = argon2_costs(stored, kind)?;
             if m.saturating_mul(1024).saturating_mul(t) > IMPORT_ARGON2_MAX_WORK_BYTES {
                 return too_costly("m·t ≤ 1 GiB");
             }
@@ -160,26 +161,40 @@ pub fn importable(stored: &str) -> Result<Kind, HashError> {
     Ok(kind)
 }
 
+/// An argon2 hash's memory (KiB), passes and lanes, as its verifier reads them (the values
+/// checked are the values run): `m`, `t` and `p` each exactly once and nothing else.
+fn argon2_costs(stored: &str, kind: Kind) -> Result<(u64, u64, u64), HashError> {
+    let malformed = || HashError::Malformed(kind.as_str());
+    let p = phc(stored, kind.as_str()).ok_or_else(malformed)?;
+    let mut names: Vec<&str> = p.params.iter().map(|(k, _)| *k).collect();
+    names.sort_unstable();
+    if names != ["m", "p", "t"] {
+        return Err(malformed());
+    }
+    let hash = argon2::PasswordHash::new(stored).map_err(|_| malformed())?;
+    let params = argon2::Params::try_from(&hash).map_err(|_| malformed())?;
+    Ok((
+        u64::from(params.m_cost()),
+        u64::from(params.t_cost()),
+        u64::from(params.p_cost()),
+    ))
+}
+
 /// The format of `stored`, with its costs checked.
 pub fn kind_of(stored: &str) -> Result<Kind, HashError> {
     if stored.starts_with("$argon2id$") || stored.starts_with("$argon2i$") {
-        let (kind, id) = if stored.starts_with("$argon2id$") {
-            (Kind::Argon2id, "argon2id")
+        let kind = if stored.starts_with("$argon2id$") {
+            Kind::Argon2id
         } else {
-            (Kind::Argon2i, "argon2i")
+            Kind::Argon2i
         };
-        let p = phc(stored, id).ok_or(HashError::Malformed(kind.as_str()))?;
-        let (m, t, lanes) = (p.number("m"), p.number("t"), p.number("p"));
-        let (Some(m), Some(t), Some(lanes)) = (m, t, lanes) else {
-            return Err(HashError::Malformed(kind.as_str()));
-        };
+        let (m, t, lanes) = argon2_costs(stored, kind)?;
         if m.saturating_mul(1024) > MAX_MEMORY_BYTES || t > u64::from(ARGON2_MAX_TIME) {
             return Err(HashError::TooCostly(kind.as_str(), "m ≤ 256 MiB, t ≤ 16"));
         }
         if lanes == 0 || lanes > u64::from(MAX_LANES) {
             return Err(HashError::TooCostly(kind.as_str(), "p ≤ 16"));
         }
-        argon2::PasswordHash::new(stored).map_err(|_| HashError::Malformed(kind.as_str()))?;
         return Ok(kind);
     }
     for prefix in ["$2a$", "$2b$", "$2y$"] {
@@ -372,6 +387,20 @@ mod tests {
                 matches!(importable(hash), Err(HashError::TooCostly(..))),
                 "{hash}"
             );
+        }
+        // A cost given twice: argon2 runs the last, so a check of the first would pass hours of
+        // work (t) or gigabytes (m) through, on an import and at every sign-in after it. An
+        // unknown parameter or a missing one is malformed too.
+        for twice in [
+            "$argon2id$v=19$m=8,t=1,p=1,t=4294967295$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "$argon2id$v=19$m=8,t=1,p=1,m=3145728$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "$argon2i$v=19$m=8,t=1,p=1,p=1$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "$argon2id$v=19$m=8,t=1,p=1,keyid=AAAA$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "$argon2id$v=19$m=8,t=1$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "$scrypt$ln=4,r=8,p=1,ln=30$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ] {
+            assert!(kind_of(twice).is_err(), "{twice}");
+            assert!(importable(twice).is_err(), "{twice}");
         }
         for junk in ["", "plain", "$md5$x", "$2b$10$short", "pbkdf2_sha256$1$$x"] {
             assert!(kind_of(junk).is_err(), "{junk}");

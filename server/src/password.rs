@@ -552,6 +552,9 @@ pub struct Busy;
 /// A bounded gate around password hashing and verification.
 pub struct Hasher {
     permits: Semaphore,
+    /// Hash runs on the blocking pool: each holds one until it ends, even when the request
+    /// that started it went away (a run cannot be stopped; a dropped turn frees its place).
+    jobs: std::sync::Arc<Semaphore>,
     /// Requests admitted: running plus waiting.
     admitted: AtomicUsize,
     limit: usize,
@@ -577,12 +580,31 @@ impl Turn<'_> {
     /// Verifies within this turn.
     pub async fn verify(&self, password: &str, stored: &str) -> bool {
         self.hasher.verifications.fetch_add(1, Ordering::SeqCst);
-        verify(password, stored).await
+        let (password, stored) = (password.to_owned(), stored.to_owned());
+        self.run(move || crate::hashes::verify_blocking(&password, &stored))
+            .await
+            .unwrap_or(false)
     }
 
     /// Hashes within this turn.
     pub async fn hash(&self, password: &str) -> Result<String, String> {
-        hash(password).await
+        let password = password.to_owned();
+        self.run(move || hash_blocking(&password))
+            .await
+            .ok_or("the hashing stopped")?
+    }
+
+    /// Runs `f` on the blocking pool holding one of the gate's job places until it returns: a
+    /// client that hangs up cannot start more runs than `--argon2-concurrency` at once.
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let job = self.hasher.jobs.clone().acquire_owned().await.ok()?;
+        tokio::task::spawn_blocking(move || {
+            let out = f();
+            drop(job);
+            out
+        })
+        .await
+        .ok()
     }
 }
 
@@ -600,6 +622,7 @@ impl Hasher {
         let concurrency = concurrency.max(1);
         Hasher {
             permits: Semaphore::new(concurrency),
+            jobs: std::sync::Arc::new(Semaphore::new(concurrency)),
             admitted: AtomicUsize::new(0),
             limit: concurrency + queue,
             running: AtomicUsize::new(0),
@@ -673,6 +696,51 @@ mod tests {
             assert_eq!(known.known(Some(&forged), "u-alice", 3), None, "{forged}");
         }
         assert_ne!(known.issue("u-alice", 3), c, "a new nonce each time");
+    }
+
+    /// A client that hangs up while its password is verified drops its turn, but the run goes
+    /// on: its job place is held until the run ends, so the next turn waits for it, and hanging
+    /// up again and again never runs more hashes at once than the gate allows.
+    #[tokio::test]
+    async fn a_run_holds_its_place_after_the_request_that_started_it_is_gone() {
+        let h = std::sync::Arc::new(Hasher::new(1, 4));
+        // (Bounded waits: a failure ends the run, never hangs the test's runtime.)
+        let (started, is_started) = std::sync::mpsc::channel::<()>();
+        let (release, is_released) = std::sync::mpsc::channel::<()>();
+        let gate = h.clone();
+        let request = tokio::spawn(async move {
+            let turn = gate.turn().await.unwrap();
+            turn.run(move || {
+                let _ = started.send(());
+                let _ = is_released.recv_timeout(std::time::Duration::from_secs(5));
+            })
+            .await
+        });
+        tokio::task::spawn_blocking(move || {
+            is_started
+                .recv_timeout(std::time::Duration::from_secs(5))
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        request.abort(); // the client hung up: its turn is dropped, the run goes on
+        let _ = request.await;
+        assert_eq!(
+            h.jobs.available_permits(),
+            0,
+            "the run still holds its place"
+        );
+        let turn = h.turn().await.unwrap();
+        let next = turn.run(|| 7);
+        tokio::pin!(next);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), &mut next)
+                .await
+                .is_err(),
+            "no second run while the first goes on"
+        );
+        release.send(()).unwrap();
+        assert_eq!(next.await, Some(7));
     }
 
     #[tokio::test]

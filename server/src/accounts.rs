@@ -199,6 +199,7 @@ pub async fn signup_verify(
             name: &pending.name,
             password_hash: &pending.password_hash,
             email_verified_at: Some(now),
+            password_unproved: false,
             claims: "{}",
             now,
         })
@@ -220,7 +221,6 @@ pub async fn code_sign_in(
     _: Csrf,
     State(codes): State<Codes>,
     State(sessions): State<Sessions>,
-    State(store): State<Store>,
     State(passkeys): State<crate::passkeys::Passkeys>,
     State(dpop): State<Dpop>,
     client: ClientIp,
@@ -253,9 +253,7 @@ pub async fn code_sign_in(
     )
     .await?;
     // The code that came back proved the address (the passkey too, if the account needs one).
-    if !user.email_verified {
-        store.set_email_verified(&email, otp.now()).await?;
-    }
+    sessions.address_proved(&user).await?;
     sessions
         .open(
             &user,
@@ -298,21 +296,22 @@ pub async fn email_verify(
     _: Csrf,
     State(codes): State<Codes>,
     State(store): State<Store>,
+    State(sessions): State<Sessions>,
     client: ClientIp,
     JsonBody(req): JsonBody<CodeRequest>,
 ) -> Result<Response, ApiError> {
     let otp = codes.enabled()?;
     otp.admit(client).await?;
     let email = valid_email(&req.email)?;
-    let usable = store
-        .user_by_email(&email)
-        .await?
-        .is_some_and(|(u, _)| !u.email_verified);
+    let user = store.user_by_email(&email).await?.map(|(u, _)| u);
+    let usable = user.as_ref().is_some_and(|u| !u.email_verified);
     let hit = otp
         .check(CodePurpose::VerifyEmail, &email, req.code.trim(), usable)
         .await?;
     otp.accept(CodePurpose::VerifyEmail, hit, &email).await?;
-    store.set_email_verified(&email, otp.now()).await?;
+    if let Some(user) = &user {
+        sessions.address_proved(user).await?;
+    }
     tracing::info!(target: "audit", event = "email_verified");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

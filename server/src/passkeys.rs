@@ -828,7 +828,7 @@ pub async fn second_factor(
         FirstFactor::Code => {
             // The code that came back proved the address; only now, with the passkey, is it
             // this account's (an account made under someone else's address stays unverified).
-            p.0.store.set_email_verified(&user.email, p.now()).await?;
+            p.0.sessions.address_proved(&user).await?;
             // A reset that waited for this passkey: its new password now, and every other
             // session ends, as a reset without a second factor does at once.
             match c.password_hash.as_deref() {

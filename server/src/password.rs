@@ -427,7 +427,7 @@ impl Passwords {
         let result = match turn.hash(password).await {
             Ok(fresh) => self
                 .store
-                .set_password_hash(&user.id, &fresh, Some(stored))
+                .set_password_hash(&user.id, &fresh, Some(stored), None)
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e),
@@ -475,7 +475,7 @@ impl Passwords {
         drop(turn);
         if let Some(user) = known {
             self.store
-                .set_password_hash(&user.id, &hash, Some(""))
+                .set_password_hash(&user.id, &hash, Some(""), Some(!user.email_verified))
                 .await?;
             tracing::info!(target: "audit", event = "legacy_password_set", user = %user.id);
             return Ok(user.clone());
@@ -494,6 +494,8 @@ impl Passwords {
                 name: &name,
                 password_hash: &hash,
                 email_verified_at: profile.email_verified.then_some(now),
+                // Whoever registered the address at the old backend chose it.
+                password_unproved: !profile.email_verified,
                 claims: &claims,
                 now,
             })

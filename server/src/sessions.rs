@@ -608,6 +608,28 @@ impl Sessions {
         }
     }
 
+    /// A code mailed to `user`'s address came back: the address is theirs from now on. A
+    /// password the account held that someone chose without proving the address (a legacy
+    /// backend's word, an import line without `email_verified`: whoever registered the address
+    /// in the old app) stops working, and every session opened before ends, as at a reset to
+    /// no password: the mailbox's owner does not share the account with a stranger (account
+    /// pre-hijacking). Runs before the owner's own session is opened.
+    pub async fn address_proved(&self, user: &User) -> Result<(), ApiError> {
+        if user.email_verified {
+            return Ok(());
+        }
+        if self.0.store.password_unproved(&user.id).await? {
+            self.replace_password(&user.id, "", None, None, RevokeReason::PasswordReset)
+                .await?;
+            tracing::warn!(target: "audit", event = "unproved_password_ended", user = %user.id);
+        }
+        self.0
+            .store
+            .set_email_verified(&user.email, self.0.clock.now())
+            .await?;
+        Ok(())
+    }
+
     /// An identity provider's logout (its logout token's `jti`, valid until `until`, naming
     /// `subject` and/or its session `idp_sid`): the sessions it opened end, on every instance.
     /// `None`: the token was used already. Returns how many sessions ended.

@@ -44,6 +44,8 @@ pub async fn create(
             name: name.trim(),
             password_hash: &hash,
             email_verified_at: None,
+            // The operator chose it.
+            password_unproved: false,
             claims: "{}",
             now,
         })
@@ -266,6 +268,8 @@ pub async fn import(
             name: &r.name,
             password_hash: &r.password_hash,
             email_verified_at: r.email_verified.then_some(now),
+            // The old app's user chose it, and it never said the address was theirs.
+            password_unproved: !r.email_verified,
             claims: &r.claims,
             now,
         })

@@ -398,6 +398,7 @@ async fn the_old_backend_sets_no_password_of_an_account_it_does_not_vouch_for() 
             name: "owner",
             password_hash: "",
             email_verified_at: Some(1),
+            password_unproved: false,
             claims: "{}",
             now: 1,
         };

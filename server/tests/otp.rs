@@ -554,3 +554,76 @@ async fn the_demo_mailbox_exists_only_in_demo_mode_without_smtp() {
         s.stop().await;
     }
 }
+
+/// Account pre-hijacking: a stranger registered the victim's address in the old app (which
+/// never checked addresses) with a password of their own, and the account came here by an
+/// import line without `email_verified` (or a legacy backend's word). When the address's owner
+/// proves it with a code (a code sign-in, or verifying the address), the stranger's password
+/// stops working and their sessions end; a password the operator set (`users add`) stays.
+#[tokio::test]
+async fn a_code_from_the_address_ends_a_password_a_stranger_chose_and_their_sessions() {
+    const PASSWORD: &str = "strangers-password-1";
+    let sink = SmtpSink::start();
+    let s = server(&sink, |_| {}).await;
+    let hash = tokenwarden_server::password::hash_blocking(PASSWORD).unwrap();
+    let lines: String = ["victim@example.com", "other@example.com"]
+        .iter()
+        .map(|e| format!("{}\n", json!({ "email": e, "password_hash": hash })))
+        .collect();
+    let report =
+        tokenwarden_server::users::import(&s.state.store, lines.as_bytes(), false, s.state.now())
+            .await
+            .unwrap();
+    assert_eq!(report.imported, 2);
+
+    for (email, by_sign_in) in [("victim@example.com", true), ("other@example.com", false)] {
+        // The stranger's password works while nobody has proved the address...
+        let mut stranger = Client::new(&s).oneshot();
+        let theirs = stranger.sign_in((email, PASSWORD)).await;
+        // ...until its owner proves it: by a code sign-in, or by verifying the address.
+        let mut owner = Client::new(&s).oneshot();
+        if by_sign_in {
+            let code = code_for(&mut owner, &sink, email, 1).await;
+            let res = owner.verify_code(email, &code).await;
+            assert_eq!(res.status, 200);
+            let mine = owner.tokens_of(&res);
+            // The owner's own session lives on.
+            assert_eq!(owner.me(&mine.access).await.status, 200);
+            owner.rotate(&mine.refresh).await;
+        } else {
+            assert_eq!(
+                owner
+                    .post("/auth/email/verify/start", &json!({ "email": email }))
+                    .await
+                    .status,
+                202
+            );
+            let code = sink.wait_for(email, 1).await.code();
+            let res = owner
+                .post(
+                    "/auth/email/verify",
+                    &json!({ "email": email, "code": code }),
+                )
+                .await;
+            assert_eq!(res.status, 204, "{}", res.body);
+        }
+        let login = stranger.login((email, PASSWORD)).await;
+        assert_eq!(
+            (login.status, login.error()),
+            (401, "invalid_credentials"),
+            "{email}"
+        );
+        assert_eq!(
+            stranger.refresh_error(&theirs.refresh).await,
+            "invalid_grant"
+        );
+        assert_eq!(stranger.me(&theirs.access).await.status, 401, "{email}");
+    }
+
+    // Alice's password was set by the operator (`users add`): her first code keeps it.
+    let mut alice = Client::new(&s).oneshot();
+    let code = code_for(&mut alice, &sink, ALICE.0, 1).await;
+    assert_eq!(alice.verify_code(ALICE.0, &code).await.status, 200);
+    assert_eq!(Client::new(&s).oneshot().login(ALICE).await.status, 200);
+    s.stop().await;
+}

@@ -662,6 +662,7 @@ async fn user_for(
                 name: &display,
                 password_hash: "",
                 email_verified_at: claims.email_verified.then_some(now),
+                password_unproved: false,
                 claims: "{}",
                 now,
             };

@@ -388,6 +388,7 @@ impl Otp {
                 // No password: they sign in with codes (or reset one).
                 password_hash: "",
                 email_verified_at: Some(now),
+                password_unproved: false,
                 claims: "{}",
                 now,
             })

@@ -311,6 +311,7 @@ mod tests {
             name: "n",
             password_hash: "",
             email_verified_at: None,
+            password_unproved: false,
             claims: "{}",
             now: 1,
         };

@@ -282,12 +282,16 @@ impl Store {
     /// sees the other.
     pub async fn replace_password(&self, new: &NewPassword<'_>) -> StoreResult<Replaced> {
         let mut tx = self.write.begin().await?;
-        let sql = "UPDATE users SET password_hash = $1, password_version = password_version + 1
+        // A reset (nothing kept: the mailbox proved) ends an unproved password's mark; a change
+        // keeps it (the stranger who chose one cannot launder it by changing it).
+        let sql = "UPDATE users SET password_hash = $1, password_version = password_version + 1,
+                                    password_unproved = CASE WHEN $4 THEN 0 ELSE password_unproved END
                    WHERE id = $2 AND (CAST($3 AS BIGINT) IS NULL OR password_version = $3)
                    RETURNING password_version";
-        let version: Option<i64> = q_scalar!(sql, new.hash, new.user_id, new.proved)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let version: Option<i64> =
+            q_scalar!(sql, new.hash, new.user_id, new.proved, new.keep.is_none())
+                .fetch_optional(&mut *tx)
+                .await?;
         let live = match (new.keep, self.dialect) {
             (None, _) => true,
             // Every live session of the account held, the kept one with them, in the order of
@@ -541,6 +545,7 @@ mod tests {
             name: "u",
             password_hash: "old",
             email_verified_at: Some(1),
+            password_unproved: false,
             claims: "{}",
             now: 1,
         };

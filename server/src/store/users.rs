@@ -25,6 +25,10 @@ pub struct NewUser<'a> {
     pub password_hash: &'a str,
     /// When the address was shown to be the user's, if it was.
     pub email_verified_at: Option<i64>,
+    /// The password was chosen by someone who had not proved the address, and not by the
+    /// operator (a legacy backend's word, an import line without `email_verified`): the first
+    /// code that comes back from the address ends it ([`Store::password_unproved`]).
+    pub password_unproved: bool,
     /// A JSON object (checked by the caller).
     pub claims: &'a str,
     pub now: i64,
@@ -40,8 +44,8 @@ struct WithHash {
 }
 
 const INSERT_USER: &str = "INSERT INTO users (id, email, password_hash, name, roles, created_at,
-                                              email_verified_at, claims)
-                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING";
+                                              email_verified_at, claims, password_unproved)
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING";
 
 /// Creates `u` unless its id or email is taken; whether it did.
 pub(super) async fn insert_user(conn: &mut AnyConnection, u: &NewUser<'_>) -> StoreResult<bool> {
@@ -54,7 +58,10 @@ pub(super) async fn insert_user(conn: &mut AnyConnection, u: &NewUser<'_>) -> St
         u.roles.join(","),
         u.now,
         u.email_verified_at,
-        u.claims
+        u.claims,
+        i64::from(
+            u.password_unproved && !u.password_hash.is_empty() && u.email_verified_at.is_none()
+        )
     )
     .execute(&mut *conn)
     .await?;
@@ -164,10 +171,12 @@ impl Store {
         user_id: &str,
         hash: &str,
         replacing: Option<&str>,
+        unproved: Option<bool>,
     ) -> StoreResult<bool> {
-        let sql = "UPDATE users SET password_hash = $1
+        let sql = "UPDATE users SET password_hash = $1,
+                                    password_unproved = COALESCE(CAST($4 AS BIGINT), password_unproved)
                    WHERE id = $2 AND (CAST($3 AS TEXT) IS NULL OR password_hash = $3)";
-        let res = q!(sql, hash, user_id, replacing)
+        let res = q!(sql, hash, user_id, replacing, unproved.map(i64::from))
             .execute(&self.write)
             .await?;
         Ok(res.rows_affected() == 1)
@@ -183,6 +192,14 @@ impl Store {
             .await?
             .rows_affected()
             == 1)
+    }
+
+    /// Whether the user's password was chosen by someone who had not proved the address
+    /// ([`NewUser::password_unproved`]); `false` for no such user.
+    pub async fn password_unproved(&self, user_id: &str) -> StoreResult<bool> {
+        let sql = "SELECT password_unproved FROM users WHERE id = $1";
+        let flag: Option<i64> = q_scalar!(sql, user_id).fetch_optional(&self.write).await?;
+        Ok(flag.is_some_and(|f| f != 0))
     }
 
     /// Replaces the claims (a JSON object, checked by the caller) and, when given, the roles of

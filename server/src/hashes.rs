@@ -182,6 +182,10 @@ fn argon2_costs(stored: &str, kind: Kind) -> Result<(u64, u64, u64), HashError> 
 
 /// The format of `stored`, with its costs checked.
 pub fn kind_of(stored: &str) -> Result<Kind, HashError> {
+    // (No format holds one; PostgreSQL's text cannot: an import would fail as a whole.)
+    if stored.contains('\0') {
+        return Err(HashError::Malformed("password hash"));
+    }
     if stored.starts_with("$argon2id$") || stored.starts_with("$argon2i$") {
         let kind = if stored.starts_with("$argon2id$") {
             Kind::Argon2id
@@ -208,6 +212,11 @@ pub fn kind_of(stored: &str) -> Result<Kind, HashError> {
             }
             if cost > BCRYPT_MAX_COST {
                 return Err(HashError::TooCostly("bcrypt", "cost ≤ 16"));
+            }
+            // The salt and the hash in bcrypt's base64: a corrupted one would import and then
+            // never verify, the user locked out without a word.
+            if stored.parse::<bcrypt::HashParts>().is_err() {
+                return Err(HashError::Malformed("bcrypt"));
             }
             return Ok(Kind::Bcrypt);
         }
@@ -344,9 +353,18 @@ pub fn verify_blocking(password: &str, stored: &str) -> bool {
     }
 }
 
-/// Whether a hash that verified should be replaced by a fresh argon2id one.
+/// Whether a hash that verified should be replaced by a fresh argon2id one: any other format,
+/// or argon2id with other costs than this server's (an imported one: cheap to crack offline if
+/// lower, a costly turn for every wrong guess if higher).
 pub fn needs_rehash(stored: &str) -> bool {
+    let ours = argon2::Params::default();
     kind_of(stored) != Ok(Kind::Argon2id)
+        || argon2_costs(stored, Kind::Argon2id).ok()
+            != Some((
+                u64::from(ours.m_cost()),
+                u64::from(ours.t_cost()),
+                u64::from(ours.p_cost()),
+            ))
 }
 
 #[cfg(test)]
@@ -376,8 +394,11 @@ mod tests {
             Err(HashError::TooCostly(..))
         ));
         // Each bound on its own, and the time: a verification of these would take seconds.
+        let bcrypt_15 = bcrypt::hash(PASSWORD, 4)
+            .unwrap()
+            .replacen("$04$", "$15$", 1);
         let costly = [
-            "$2b$15$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234",
+            bcrypt_15.as_str(),
             "$argon2id$v=19$m=262144,t=16,p=1$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
             "$scrypt$ln=18,r=8,p=16$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
         ];
@@ -401,6 +422,20 @@ mod tests {
         ] {
             assert!(kind_of(twice).is_err(), "{twice}");
             assert!(importable(twice).is_err(), "{twice}");
+        }
+        // A corrupted bcrypt body (a character outside its base64), a NUL anywhere.
+        let bcrypt_ok = bcrypt::hash(PASSWORD, 4).unwrap();
+        assert_eq!(kind_of(&bcrypt_ok), Ok(Kind::Bcrypt));
+        let body =
+            |h: &str, from: char, to: &str| format!("{}{}", &h[..7], h[7..].replacen(from, to, 1));
+        let first = bcrypt_ok[7..].chars().next().unwrap();
+        for bad in [
+            body(&bcrypt_ok, first, "!"),
+            body(&bcrypt_ok, first, "\0"),
+            "pbkdf2_sha256$1000$Qx7ab\0dEFG12$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into(),
+        ] {
+            assert!(kind_of(&bad).is_err(), "{bad:?}");
+            assert!(importable(&bad).is_err(), "{bad:?}");
         }
         for junk in ["", "plain", "$md5$x", "$2b$10$short", "pbkdf2_sha256$1$$x"] {
             assert!(kind_of(junk).is_err(), "{junk}");

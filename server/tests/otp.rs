@@ -627,3 +627,50 @@ async fn a_code_from_the_address_ends_a_password_a_stranger_chose_and_their_sess
     assert_eq!(Client::new(&s).oneshot().login(ALICE).await.status, 200);
     s.stop().await;
 }
+
+/// A credential stuffer with the password of an account whose second factor is the emailed
+/// code: its guesses at that code and at sign-in codes are one daily budget, not one each
+/// (either opens the account).
+#[tokio::test]
+async fn second_factor_codes_and_sign_in_codes_share_one_daily_count() {
+    let sink = SmtpSink::start();
+    let s = server(&sink, |s| s.otp.verifies_per_email = 2).await;
+    let mut tab = Client::bound(&s).oneshot();
+    assert_eq!(tab.login(ALICE).await.status, 200);
+    let on = json!({ "required": true });
+    assert_eq!(
+        tab.send("PUT", "/auth/second-factor", Some(&on))
+            .await
+            .status,
+        204
+    );
+    // Two wrong sign-in codes (fewer than the three that end a code and mail a new one): the
+    // day's count for the address here.
+    let mut guesser = Client::new(&s).oneshot();
+    let code = code_for(&mut guesser, &sink, ALICE.0, 1).await;
+    for _ in 0..2 {
+        assert_eq!(
+            guesser.verify_code(ALICE.0, &wrong(&code)).await.status,
+            401
+        );
+    }
+    // The password, then its second factor's code (the right one): no more guesses today.
+    let mut thief = Client::bound(&s).oneshot();
+    let a = thief.login(ALICE).await;
+    assert_eq!(
+        (a.error(), &a.body["email_code"]),
+        ("second_factor_required", &json!(true)),
+        "{}",
+        a.body
+    );
+    let second = sink.wait_for(ALICE.0, 2).await.code();
+    let body = json!({ "ceremony": a.body["ceremony"], "code": second });
+    let res = thief.post("/auth/login/second-factor", &body).await;
+    assert_eq!(
+        (res.status, res.error()),
+        (429, "too_many_attempts"),
+        "{}",
+        res.body
+    );
+    s.stop().await;
+}

@@ -31,14 +31,14 @@ impl CounterScope {
             CounterScope::LoginAccountAttempts => "login-account",
             CounterScope::LoginDeviceAttempts => "login-device",
             CounterScope::CodeSends => "otp-send",
-            // Sign-in and reset codes share one count: either opens the account, so two
-            // counts would double a guesser's odds.
-            CounterScope::CodeVerifies(CodePurpose::SignIn | CodePurpose::ResetPassword) => {
-                "otp-verify"
-            }
+            // Sign-in, reset and second-factor codes share one count: each opens the account
+            // (the last with the password, which a credential stuffer has), so separate counts
+            // would multiply a guesser's odds.
+            CounterScope::CodeVerifies(
+                CodePurpose::SignIn | CodePurpose::ResetPassword | CodePurpose::SecondFactor,
+            ) => "otp-verify",
             CounterScope::CodeVerifies(CodePurpose::SignUp) => "signup-verify",
             CounterScope::CodeVerifies(CodePurpose::VerifyEmail) => "email-verify",
-            CounterScope::CodeVerifies(CodePurpose::SecondFactor) => "2fa-verify",
             CounterScope::Throttle(name) => name,
         }
     }

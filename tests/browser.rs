@@ -758,6 +758,33 @@ async fn a_request_object_with_a_body_is_replayed_after_a_401() {
     assert_eq!(count("refresh_calls").await, 1.0);
 }
 
+/// Logged out, or with the caller's own Authorization: a Request with a body goes out as the
+/// caller made it (copying it to read it must not leave the caller's used up: fetch would
+/// throw a TypeError instead).
+#[wasm_bindgen_test]
+async fn a_request_object_with_a_body_passes_through_without_a_session_or_with_its_own_token() {
+    let patch = |authorization: Option<&str>| {
+        let init = RequestInit::new();
+        init.set_method("PATCH");
+        init.set_body(&JsValue::from_str(r#"{"name":"X"}"#));
+        let headers = web_sys::Headers::new().unwrap();
+        headers.set("content-type", "application/json").unwrap();
+        if let Some(a) = authorization {
+            headers.set("authorization", a).unwrap();
+        }
+        init.set_headers(&headers);
+        Request::new_with_str_and_init(&format!("{SERVER}/api/me"), &init).unwrap()
+    };
+    let auth = manager(&[]).await;
+    let res: Response = await_ok(auth.fetch(patch(None).into(), None)).await.into();
+    assert_eq!(res.status(), 401, "no session: sent without a token");
+    let auth = logged_in(&[]).await;
+    let res: Response = await_ok(auth.fetch(patch(Some("Bearer not-a-token")).into(), None))
+        .await
+        .into();
+    assert_eq!(res.status(), 401, "its own Authorization, sent as is");
+}
+
 #[wasm_bindgen_test]
 async fn the_callers_headers_are_kept_in_every_form_fetch_accepts() {
     let auth = logged_in(&[]).await;
@@ -1231,6 +1258,20 @@ async fn restore_after_a_refused_redirect_sign_in_rejects_with_the_code_and_clea
             "key discarded"
         );
     }
+    set_url(&original);
+}
+
+/// A link to the app with `tw_error` (another site's, no XSS needed) in a tab that started no
+/// redirect sign-in: no refusal to show, and the session restores as on any page load.
+#[wasm_bindgen_test]
+async fn a_tw_error_this_tab_did_not_ask_for_is_no_refusal() {
+    let original = page_url();
+    let name = state_name(SERVER);
+    let _live = logged_in(&[]).await;
+    session_storage().remove_item(&name).unwrap();
+    set_url("/some/page?tw_error=account_not_linked");
+    let auth = manager(&[]).await;
+    assert_eq!(await_ok(auth.restore()).await.as_bool(), Some(true));
     set_url(&original);
 }
 

@@ -44,20 +44,20 @@ export default function init(source) {
 
 async function load(src) {
   src ??= new URL("tokenwarden_bg.wasm", import.meta.url);
-  if (typeof src === "string" || src instanceof URL || src instanceof Request) src = fetch(src);
+  if (typeof src === "string" || src instanceof URL || src instanceof Request) src = apply(fetchAtLoad, G, [src]);
   src = await src;
   if (src instanceof Response) {
     if (!src.ok) throw new Error("tokenwarden: cannot load the .wasm: HTTP " + src.status);
     // Bytes, not compileStreaming: the same whatever the server's Content-Type.
-    src = await src.arrayBuffer();
+    src = await apply(rsBytes, src, []);
   }
-  mod = src instanceof WebAssembly.Module ? src : await WebAssembly.compile(src);
+  mod = src instanceof WAModule ? src : await apply(waCompile, WA, [src]);
 }
 
 /** Compiles from bytes (e.g. inlined by a bundler), or takes a compiled Module, at once. */
 export function initSync(source) {
   const m = source?.module ?? source;
-  mod = m instanceof WebAssembly.Module ? m : new WebAssembly.Module(m);
+  mod = m instanceof WAModule ? m : new WAModule(m);
   ready = Promise.resolve();
 }
 
@@ -67,7 +67,7 @@ const decode = (b) => apply(decodeF, dec, [b]);
 /** An instance of the core of its own: its exports `x` (called with the names and numbers of
  * src/iface.rs), strings in (`put`) and the current command's fields out (`out`). */
 function core() {
-  const x = new WebAssembly.Instance(mod, {}).exports;
+  const x = get(waExports, new WAInstance(mod, {}));
   const OUT = x[X_OUT]();
   let buf, u8, dv;
   const mem = () => {
@@ -160,6 +160,11 @@ const u8Len = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(U8.prototype
 const u8Sub = U8.prototype.subarray;
 // How the core's memory and the fields of its commands are read.
 const memBuffer = G.WebAssembly && Object.getOwnPropertyDescriptor(WebAssembly.Memory.prototype, "buffer").get;
+// The core is fetched, compiled and instantiated by what these were at load: a script that runs
+// later cannot hand the driver another module's bytes, or wrap the core's exports.
+const WA = G.WebAssembly, WAModule = WA?.Module, WAInstance = WA?.Instance, waCompile = WA?.compile;
+const waExports = WA && Object.getOwnPropertyDescriptor(WAInstance.prototype, "exports").get;
+const fetchAtLoad = G.fetch, rsBytes = G.Response?.prototype.arrayBuffer;
 const { getUint32: dvU32, getInt32: dvI32, getFloat64: dvF64 } = DataView.prototype;
 // The token is encoded and hashed on its way into a DPoP proof's `ath`: these too.
 const encodeF = TextEncoder.prototype.encode;
@@ -175,6 +180,15 @@ const idbOpen = G.IDBFactory?.prototype.open;
 // The algorithm a stored key signs with, read from the key itself (not from its record, where a
 // missing member would be looked up on Object.prototype).
 const keyAlg = G.CryptoKey && desc(CryptoKey.prototype, "algorithm").get;
+const keyExtractable = G.CryptoKey && desc(CryptoKey.prototype, "extractable").get;
+/** A stored key record if its key is one nobody can take off the page: a CryptoKey (the
+ * getter's brand check) that is not extractable. Another script of the origin can write the
+ * store: a key it made exportable, put there to sign the session, is no key. */
+function ownKey(r) {
+  try {
+    if (r && !get(keyExtractable, r.k)) return r;
+  } catch {}
+}
 
 const KNOWN = ["baseUrl", "loginPath", "refreshPath", "logoutPath", "allowedOrigins",
   "refreshLeewaySeconds", "csrfHeader", "autoRefresh", "sessionHintCookie",
@@ -202,7 +216,7 @@ function own(o, k, v) {
 }
 /** `c`'s string fields `keys` (and `opt` when present) as a JSON body, in snake_case. */
 function json(c, keys, opt = []) {
-  const b = {};
+  const b = { __proto__: null }; // no toJSON, no setter of Object.prototype sees it
   for (const k of [...keys, ...opt]) {
     const v = c?.[k];
     if (v === undefined && opt.includes(k)) continue;
@@ -401,8 +415,9 @@ async function newKey(name) {
   catch { pair = await apply(generateKey, subtle, [(a = ES256), false, ["sign"]]); }
   const { kty, crv, x, y } = await apply(exportKey, subtle, ["jwk", pair.publicKey]);
   // The members RFC 7638 hashes for the thumbprint, in its order (Ed25519 has no y, which
-  // stringify leaves out): the proofs' jwk too.
-  const jwk = stringify({ crv, kty, x, y });
+  // stringify leaves out): the proofs' jwk too. Null prototype, and y only of an EC key: a
+  // toJSON or a y on Object.prototype would put another key's thumbprint in a sign-in.
+  const jwk = stringify({ __proto__: null, crv, kty, x, y: kty == "EC" ? y : undefined });
   const key = { k: pair.privateKey, at: now(), t: b64u(await apply(digest, subtle, ["SHA-256", encode(jwk)])),
     h: b64u('{"typ":"dpop+jwt","alg":"' + (a === ES256 ? "ES256" : "EdDSA") + '","jwk":' + jwk + "}") };
   await keyStore("readwrite", (s) => s.put(key, name ?? key.t));
@@ -443,7 +458,7 @@ async function readCapped(res) {
  * headers}) with the URL resolved exactly once; a Request is copied and cloned per send. */
 class Outgoing {
   // Private: no setter or getter on Object.prototype can stand in for these.
-  #spare; #headers; #init; #url; #streamed;
+  #spare; #headers; #init; #url; #streamed; #sent;
   method; own;
   /** `isRequest`: `input` passed Request's brand check (decided once, by `fetch`). */
   constructor(input, init, url, isRequest) {
@@ -466,7 +481,14 @@ class Outgoing {
   replayable() {
     return this.#init ? !this.#streamed : !!this.#spare;
   }
+  /** fetch's arguments for sending it as the caller made it (no session, or its own
+   * Authorization): a Request's unsent copy, since making the copy used up the caller's
+   * Request's body. */
+  plain(input, init) {
+    return this.#spare && !this.#sent ? [this.#spare] : [input, init];
+  }
   next(authorization, proof) {
+    this.#sent = 1;
     if (this.#init) {
       apply(hset, this.#headers, ["Authorization", authorization]);
       if (proof) apply(hset, this.#headers, ["DPoP", proof]);
@@ -638,14 +660,15 @@ export class TokenManager {
 
   async restore() {
     const cfg = this.#cfg, name = this.#lockName, loc = G.location, s = loc?.search ?? "";
-    // This tab's redirect sign-in came back: as `tw_error=code` when it did not sign in.
-    const m = /([?&])tw_error=([^&]*)&?/.exec(s);
     // Its key's thumbprint ("" without DPoP), from loginWithRedirect.
     let t = null, ok, key;
     try { t = G.sessionStorage.getItem(name); } catch {}
+    // This tab's redirect sign-in came back: as `tw_error=code` when it did not sign in. (Only
+    // if this tab started one: a link to the app with a tw_error is no refusal.)
+    const m = t !== null && /([?&])tw_error=([^&]*)&?/.exec(s);
     // The error leaves the address, the rest of it as it was.
     if (m) G.history.replaceState(G.history.state, "", loc.pathname + s.replace(m[0], m[1]).replace(/[?&]$/, "") + loc.hash);
-    else if (t !== null && (!cfg.dpop || (t && (await (key = this.#timed(keyStore("readonly", (s) => s.get(t)))))))) {
+    else if (t !== null && (!cfg.dpop || (t && (await (key = this.#timed(keyStore("readonly", (s) => s.get(t)).then(ownKey))))))) {
       // It may have signed in: the session's first refresh, as a login with that key. Refused
       // (given up at the provider: the cookie is another session's, or none), the page loads
       // as usual; anything else leaves the sign-in to the next restore().
@@ -858,11 +881,11 @@ export class TokenManager {
   async #authFetch(input, init, url, isRequest) {
     const out = new Outgoing(input, init, url, isRequest);
     // The caller's own Authorization wins.
-    if (out.own) return apply(this.#fetch, G, [input, init]);
+    if (out.own) return apply(this.#fetch, G, out.plain(input, init));
     const id = ++this.#ids;
     let step = await this.#step(id);
     for (;;) {
-      if (step === null) return apply(this.#fetch, G, [input, init]); // no session
+      if (step === null) return apply(this.#fetch, G, out.plain(input, init)); // no session
       let res;
       try {
         const h = await this.#sign(step, out.method, url);
@@ -949,7 +972,8 @@ export class TokenManager {
     // With cookies, the CSRF header and the JSON `body`, if any.
     const headers = new HeadersC([[cfg.csrf.name, cfg.csrf.value]]);
     if (body !== undefined) apply(hset, headers, ["Content-Type", "application/json"]);
-    const init = { __proto__: null, method, credentials: "include", headers, body, signal: controller.signal };
+    // Never redirected: a 307 elsewhere would resend a password and take a token from there.
+    const init = { __proto__: null, method, credentials: "include", headers, body, redirect: "error", signal: controller.signal };
     if (bearer) apply(hset, headers, ["Authorization", (key ? "DPoP " : "Bearer ") + bearer]);
     this.#requests[req] = controller;
     let status = 0, json, retry;
@@ -973,7 +997,9 @@ export class TokenManager {
     // Timed out: the core has moved on (and aborted it).
     if (!(req in this.#requests) || !this.#c) return;
     delete this.#requests[req];
-    const j = json && typeof json === "object" ? json : {};
+    // Its own members only: a getter on Object.prototype for a missing one (`error`) would run
+    // with the reply, its token in it, as `this`.
+    const j = { __proto__: null, ...(json && typeof json === "object" ? json : 0) };
     entry.json = j; // for #settle
     const token = str(j.access_token);
     const l = this.#c.put(token, str(j.token_type), str(j.error));
@@ -1020,7 +1046,7 @@ export class TokenManager {
    * use reads again). */
   #stored(create) {
     const name = this.#lockName;
-    return this.#timed(keyStore("readonly", (s) => s.get(name)).then((k) => k ?? (create ? newKey(name) : k)));
+    return this.#timed(keyStore("readonly", (s) => s.get(name)).then((k) => ownKey(k) ?? (create ? newKey(name) : undefined)));
   }
 
   /** `p`, or a NetworkError `timeout` after refreshTimeoutMs. */
@@ -1036,11 +1062,11 @@ export class TokenManager {
     const key = await keyP, where = this.#where(url), htu = where[2];
     const iat = this.#c.x[X_PROOF](where[1], now());
     const nonce = this.#c.out().s;
-    let claims = { jti: b64u(apply(randomValues, Crypto, [new U8(16)])), htm, htu, iat };
+    let claims = { __proto__: null, jti: b64u(apply(randomValues, Crypto, [new U8(16)])), htm, htu, iat };
     // Properties are defined in literals, never assigned: a setter on Object.prototype would
-    // swallow an assigned one.
-    if (nonce) claims = { ...claims, nonce };
-    if (token) claims = { ...claims, ath: await this.#ath(token) };
+    // swallow an assigned one. Null prototype: no toJSON of Object.prototype rewrites them.
+    if (nonce) claims = { __proto__: null, ...claims, nonce };
+    if (token) claims = { __proto__: null, ...claims, ath: await this.#ath(token) };
     const input = key.h + "." + b64u(stringify(claims));
     // With the key's own algorithm: a P-256 key (a browser without Ed25519, or stored by a
     // version before EdDSA proofs) signs ES256.
@@ -1097,6 +1123,7 @@ export class TokenManager {
   #peer(d) {
     const c = this.#c;
     if (!c || d == null) return;
+    d = { __proto__: null, ...d }; // (as a reply's: own members only)
     // A hostile script may post strings of any size: never copy more than a token can be
     // (16 KiB) into the core's memory, which does not shrink again.
     const t = str(d.token, 16384), l = c.put(t, short(d.nonce));

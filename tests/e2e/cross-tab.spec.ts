@@ -387,6 +387,126 @@ test.describe("a hostile script of the same origin", () => {
     expect(results.own, "the app's own requests still carry it").toMatch(/^DPoP ey/);
   });
 
+  test("Object.prototype cannot choose the key a sign-in names, read a reply's token, or plant an exportable key", async ({ context }) => {
+    const [tab] = await loggedInTabs(context, 1);
+    // 1. A redirect sign-in: the page goes to the server's start with its key's thumbprint
+    // (held here, before it leaves). A toJSON, or a `y` for a key that has none, on
+    // Object.prototype would make it the attacker's key's.
+    let started = "";
+    await tab.route("**/auth/oidc/**", (route) => {
+      started = route.request().url();
+      return route.fulfill({ status: 204 }); // a navigation to a 204 stays on this page
+    });
+    const theirs = await tab.evaluate(async () => {
+      const pair = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, ["sign"]);
+      const { x, y } = await crypto.subtle.exportKey("jwk", pair.publicKey);
+      const jwk = JSON.stringify({ crv: "P-256", kty: "EC", x, y });
+      const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(jwk)));
+      const thumbprint = btoa(String.fromCharCode(...hash)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+      Object.defineProperty(Object.prototype, "toJSON", {
+        configurable: true,
+        value(this: any) { return "kty" in this && "x" in this ? { crv: "P-256", kty: "EC", x, y } : this; },
+      });
+      Object.defineProperty(Object.prototype, "y", { configurable: true, get: () => y });
+      (window as any).auth.loginWithRedirect({ provider: "idp", returnTo: "/" });
+      return thumbprint;
+    });
+    await expect.poll(() => started).toContain("dpop_jkt=");
+    await tab.evaluate(() => {
+      delete (Object.prototype as any).toJSON;
+      delete (Object.prototype as any).y;
+      sessionStorage.clear(); // (the sign-in it started is not coming back)
+    });
+    const named = new URL(started).searchParams.get("dpop_jkt");
+    expect(named).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(named, "the sign-in names the page's own key").not.toBe(theirs);
+
+    // 2. A getter on Object.prototype for a member a reply does not have (`error`): it would
+    // run with the reply, the new token in it, as `this`.
+    const r = await tab.evaluate(async () => {
+      let glimpsed = "";
+      Object.defineProperty(Object.prototype, "error", {
+        configurable: true,
+        get(this: any) { if (typeof this?.access_token === "string") glimpsed += this.access_token; return undefined; },
+      });
+      const refreshed = await (window as any).auth.refresh({ force: true }).then(() => "refreshed", (e: any) => e.code);
+      delete (Object.prototype as any).error;
+      return { refreshed, glimpsed };
+    });
+    expect(r.refreshed).toBe("refreshed");
+    expect(r.glimpsed, "the getter saw no token").toBe("");
+
+    // 3. An exportable key written where the client keeps the session's key: the next page
+    // signs nothing with it (its refresh could otherwise be the attacker's to repeat anywhere).
+    const planted = await tab.evaluate(async () => {
+      const pair = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, ["sign"]);
+      const { x } = await crypto.subtle.exportKey("jwk", pair.publicKey);
+      const db = await new Promise<IDBDatabase>((ok) => { const r = indexedDB.open("tokenwarden"); r.onsuccess = () => ok(r.result); });
+      const store = (mode: IDBTransactionMode) => db.transaction("keys", mode).objectStore("keys");
+      // The live key's record, under the client's name for it ("tokenwarden <refresh URL>").
+      const names = await new Promise<IDBValidKey[]>((ok) => { const q = store("readonly").getAllKeys(); q.onsuccess = () => ok(q.result); });
+      const name = names.find((k) => String(k).startsWith("tokenwarden "))!;
+      const h = btoa(JSON.stringify({ typ: "dpop+jwt", alg: "ES256", jwk: { crv: "P-256", kty: "EC", x, y: x } })).replace(/=+$/, "");
+      await new Promise((ok) => { const q = store("readwrite").put({ k: pair.privateKey, h, t: "planted", at: Date.now() }, name); q.onsuccess = ok; });
+      db.close();
+      return x;
+    });
+    const proofs: string[] = [];
+    tab.on("request", (q) => { const d = q.headers()["dpop"]; if (d) proofs.push(d); });
+    await tab.reload();
+    await tab.evaluate(() => (window as any).setup({}));
+    await tab.evaluate(() => (window as any).auth.restore().catch(() => false));
+    await tab.evaluate(() => (window as any).auth.fetch("/api/me").catch(() => null));
+    const signedByIt = proofs.filter((p) => JSON.parse(Buffer.from(p.split(".")[0], "base64url").toString()).jwk?.x === planted);
+    expect(signedByIt, "nothing signed by the planted key").toEqual([]);
+  });
+
+  test("WebAssembly and fetch patched after the package loaded: the core is still the package's own", async ({ context }) => {
+    const tab = await openTab(context);
+    const r = await tab.evaluate(async () => {
+      // The package, loaded afresh (a module of its own), then patched before init(): another
+      // module's bytes handed over, the core's exports wrapped.
+      const m = await import("/pkg/tokenwarden.js?patched" as any);
+      const calls: string[] = [];
+      const { compile } = WebAssembly;
+      const exports = Object.getOwnPropertyDescriptor(WebAssembly.Instance.prototype, "exports")!;
+      const fetch0 = window.fetch;
+      WebAssembly.compile = (b: any) => (calls.push("compile"), compile(b));
+      Object.defineProperty(WebAssembly.Instance.prototype, "exports", {
+        configurable: true,
+        get() { calls.push("exports"); return exports.get!.call(this); },
+      });
+      window.fetch = (...a: any[]) => (calls.push(`fetch ${String(a[0]).split("/").pop()}`), fetch0(...(a as [any])));
+      try {
+        await m.default();
+        const tm = new m.TokenManager({ crossTab: false });
+        const restored = await tm.restore().catch((e: any) => e.name);
+        tm.free();
+        return { calls: calls.filter((c) => c === "compile" || c === "exports" || c.includes(".wasm")), restored };
+      } finally {
+        WebAssembly.compile = compile;
+        Object.defineProperty(WebAssembly.Instance.prototype, "exports", exports);
+        window.fetch = fetch0;
+      }
+    });
+    expect(r.calls, "nothing of the core went through the patched globals").toEqual([]);
+    expect(r.restored).toBe(false);
+  });
+
+  test("a redirect from an auth endpoint is not followed: the password and the proof stay", async ({ context }) => {
+    const tab = await openTab(context);
+    const { email, password } = await newUser();
+    // The login endpoint answers 307 to another origin (a misconfigured proxy, an open
+    // redirect): a 307 resends the body, the password in it.
+    await tab.route("**/auth/login", (route) =>
+      route.fulfill({ status: 307, headers: { location: `${LONG}/test/echo`, "access-control-allow-origin": "*" } }));
+    const elsewhere: string[] = [];
+    context.on("request", (r) => { if (r.url().startsWith(LONG)) elsewhere.push(r.url()); });
+    const outcome = await tab.evaluate((c) => (window as any).auth.login(c).then(() => "logged in", (e: any) => e.name), { email, password });
+    expect(outcome).toBe("NetworkError");
+    expect(elsewhere, "nothing went to the other origin").toEqual([]);
+  });
+
   test("a patched Map or Array index cannot swap the key a sign-in is signed with for an exportable one", async ({ context }) => {
     const tab = await openTab(context);
     const { email, password } = await newUser();

@@ -155,6 +155,15 @@ test("a sensitive action after an old sign-in asks for a step-up, not a logout; 
   expect(await page.locator("#log").innerText()).toContain("PasskeyError exists");
   await expect(page.locator("#passkeys li")).toContainText("Laptop");
 
+  // An id that is no credential id (`..` would be a dot segment: a DELETE of another path):
+  // refused before anything is sent.
+  const deletes: string[] = [];
+  page.on("request", (r) => { if (r.method() === "DELETE") deletes.push(r.url()); });
+  for (const bad of ["..", ".", "a/b", ""]) {
+    expect(await outcome(page, "removePasskey", bad), bad).toEqual({ name: "LoginError", code: "not_found" });
+  }
+  expect(deletes).toEqual([]);
+
   // Six minutes later the sign-in is no longer recent.
   const { now } = await hook("POST", "/test/clock", { advance_secs: 360 }, PASSKEYS);
   expect(await outcome(page, "removePasskey", added.id)).toEqual({

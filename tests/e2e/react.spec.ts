@@ -129,6 +129,8 @@ test("unmounted in the middle of the refresh at mount: the lock is released and 
 });
 
 test("back from a provider without signing in: useAuth() shows restore()'s LoginError, the address is cleaned, nobody is signed in", async ({ page }) => {
+  // What loginWithRedirect left in this tab (a link to the app with a tw_error is no refusal).
+  await page.addInitScript(() => sessionStorage.setItem(`tokenwarden ${location.origin}/auth/refresh`, ""));
   await page.goto(`${REACT}/?tw_error=access_denied&tab=2`);
   await expect(page.getByTestId("restore-error")).toHaveText("LoginError:access_denied");
   await expect(page.getByTestId("status")).toHaveText("signed out");

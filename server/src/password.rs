@@ -98,6 +98,23 @@ pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
 }
 
+/// Whether `email` (normalized) is an address this server takes: at most 254 bytes, an address
+/// by RFC 5321's rules, and one spelling per mailbox: no quoted local part and no backslash
+/// (`"v\ictim"@example.com` reaches victim@example.com at most mail servers, and would be
+/// another account and another count of codes sent), no control character and no invisible
+/// one (zero-width, bidirectional overrides) that would make two spellings look alike.
+pub fn acceptable_email(email: &str) -> bool {
+    let invisible = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}' | '\u{FEFF}')
+    };
+    email.len() <= 254
+        && !email.contains(['"', '\\'])
+        && !email.chars().any(invisible)
+        && email.parse::<lettre::Address>().is_ok()
+}
+
 /// Shortest new password, in characters (NIST SP 800-63B: at least 8).
 pub const MIN_PASSWORD_CHARS: usize = 8;
 /// Longest new password, in characters (NIST: allow at least 64).
@@ -669,6 +686,29 @@ impl Hasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_has_one_spelling() {
+        for ok in [
+            "alice@example.com",
+            "a.b+tag@sub.example.org",
+            "ünïcode@bücher.de",
+        ] {
+            assert!(acceptable_email(ok), "{ok}");
+        }
+        for bad in [
+            "\"alice\"@example.com",
+            "\"al\\ice\"@example.com",
+            "al\\ice@example.com",
+            "ali\u{200B}ce@example.com",
+            "alice@exa\u{202E}mple.com",
+            "ali\u{7}ce@example.com",
+            "not-an-address",
+            &format!("{}@example.com", "a".repeat(250)),
+        ] {
+            assert!(!acceptable_email(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn a_known_browser_cookie_is_known_only_to_its_account_and_only_as_issued() {

@@ -144,7 +144,7 @@ fn next_line(input: &mut impl BufRead) -> std::io::Result<Option<Result<String, 
 fn check_line(text: &str) -> Result<Ready, String> {
     let line: Line = serde_json::from_str(text).map_err(|e| format!("not a user object: {e}"))?;
     let email = normalize_email(&line.email);
-    if email.len() > 254 || email.parse::<lettre::Address>().is_err() {
+    if !crate::password::acceptable_email(&email) {
         return Err(format!("email {:?} is not an address", line.email));
     }
     let given_id = line.id.is_some();

@@ -369,6 +369,16 @@ async fn both_endpoints_require_the_csrf_header_and_refuse_bad_input_with_400() 
     let mut c = Client::new(&s).oneshot();
     let bad = [
         ("/auth/otp/start", json!({ "email": "not an address" })),
+        // Another spelling of Alice's mailbox (a quoted local part), one with an invisible
+        // character: another account, another count of codes, the same inbox.
+        (
+            "/auth/otp/start",
+            json!({ "email": "\"alice\"@example.com" }),
+        ),
+        (
+            "/auth/otp/start",
+            json!({ "email": "ali\u{200b}ce@example.com" }),
+        ),
         ("/auth/otp/start", json!({ "email": 5 })),
         ("/auth/otp/start", json!({})),
         (

@@ -422,9 +422,9 @@ pub struct StartRequest {
 /// address, known or not.
 pub fn valid_email(raw: &str) -> Result<String, ApiError> {
     let email = normalize_email(raw);
-    if email.len() > 254 || email.parse::<lettre::Address>().is_err() {
+    if !crate::password::acceptable_email(&email) {
         return Err(ApiError::InvalidRequest(
-            "email must be an address of at most 254 bytes".into(),
+            "email must be an address of at most 254 bytes, without quotes or backslashes".into(),
         ));
     }
     Ok(email)

@@ -220,7 +220,6 @@ fn take_chunk(buf: &mut String, chunk: &str) -> Result<Vec<SseEvent>, String> {
     Ok(events)
 }
 
-/// Splits complete events off the front of `buf`.
 /// `<n>.<tag>` as the auth server writes its event ids (`<n>` from an older one).
 fn is_event_id(id: &str) -> bool {
     let (n, tag) = id.split_once('.').unwrap_or((id, "x"));
@@ -232,6 +231,7 @@ fn is_event_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// Splits complete events off the front of `buf`.
 fn take_events(buf: &mut String) -> Vec<SseEvent> {
     let mut out = Vec::new();
     while let Some(end) = buf.find("\n\n") {

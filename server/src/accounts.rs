@@ -291,13 +291,17 @@ pub async fn email_verify_start(
     code_start(&codes, client, &req.email, CodePurpose::VerifyEmail).await
 }
 
-/// `POST /auth/email/verify`: the code marks the address verified (204).
+/// `POST /auth/email/verify`: the code marks the address verified (204). A password a stranger
+/// may have chosen ([`crate::store::Store::password_mark`] 1) is kept, its mark with it (the
+/// owner's first sign-in by the address ends it: crate::sessions::Sessions::address_proved),
+/// unless the code comes in a session of the account: then whoever holds the password holds
+/// the mailbox too, and the mark ends.
 pub async fn email_verify(
     _: Csrf,
     State(codes): State<Codes>,
     State(store): State<Store>,
-    State(sessions): State<Sessions>,
     client: ClientIp,
+    signed_in: Result<crate::extract::Authed, ApiError>,
     JsonBody(req): JsonBody<CodeRequest>,
 ) -> Result<Response, ApiError> {
     let otp = codes.enabled()?;
@@ -309,8 +313,11 @@ pub async fn email_verify(
         .check(CodePurpose::VerifyEmail, &email, req.code.trim(), usable)
         .await?;
     otp.accept(CodePurpose::VerifyEmail, hit, &email).await?;
-    if let Some(user) = &user {
-        sessions.address_proved(user).await?;
+    store.set_email_verified(&email, otp.now()).await?;
+    if let (Some(user), Ok(crate::extract::Authed(claims))) = (&user, &signed_in)
+        && claims.sub == user.id
+    {
+        store.password_owned(&user.id).await?;
     }
     tracing::info!(target: "audit", event = "email_verified");
     Ok(StatusCode::NO_CONTENT.into_response())

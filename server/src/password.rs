@@ -478,7 +478,13 @@ impl Passwords {
             // the address too, or names this very account (an import that kept its ids). An old
             // backend that never checked addresses would otherwise hand whoever registered the
             // address there the account here.
-            if !profile.email_verified && profile.id.as_deref() != Some(user.id.as_str()) {
+            // Nor, without its word for the address, one whose owner proved the address and
+            // so ended a password a stranger had chosen (the stranger's own old account would
+            // otherwise set it again).
+            let disowned = || async { self.store.password_mark(&user.id).await.map(|m| m == 2) };
+            if !profile.email_verified
+                && (profile.id.as_deref() != Some(user.id.as_str()) || disowned().await?)
+            {
                 tracing::warn!(target: "audit", event = "legacy_refused_unverified", user = %user.id);
                 return Err(ApiError::InvalidCredentials);
             }
@@ -492,7 +498,12 @@ impl Passwords {
         drop(turn);
         if let Some(user) = known {
             self.store
-                .set_password_hash(&user.id, &hash, Some(""), Some(!user.email_verified))
+                .set_password_hash(
+                    &user.id,
+                    &hash,
+                    Some(""),
+                    Some(!user.email_verified && !profile.email_verified),
+                )
                 .await?;
             tracing::info!(target: "audit", event = "legacy_password_set", user = %user.id);
             return Ok(user.clone());

@@ -587,46 +587,55 @@ impl Sessions {
         keep: Option<&str>,
         reason: RevokeReason,
     ) -> Result<Option<i64>, ApiError> {
-        let replaced = self
-            .0
-            .store
-            .replace_password(&NewPassword {
-                user_id,
-                hash,
-                proved,
-                keep,
-                reason,
-                now: self.0.clock.now(),
-            })
-            .await?;
-        match replaced {
+        self.replace(&NewPassword {
+            user_id,
+            hash,
+            proved,
+            keep,
+            reason,
+            now: self.0.clock.now(),
+            disown: false,
+        })
+        .await
+    }
+
+    async fn replace(&self, new: &NewPassword<'_>) -> Result<Option<i64>, ApiError> {
+        match self.0.store.replace_password(new).await? {
             Replaced::Done { version, revoked } => {
-                self.revoked_all(user_id, &revoked, reason);
+                self.revoked_all(new.user_id, &revoked, new.reason);
                 Ok(Some(version))
             }
             Replaced::Stale => Ok(None),
         }
     }
 
-    /// A code mailed to `user`'s address came back: the address is theirs from now on. A
-    /// password the account held that someone chose without proving the address (a legacy
-    /// backend's word, an import line without `email_verified`: whoever registered the address
-    /// in the old app) stops working, and every session opened before ends, as at a reset to
-    /// no password: the mailbox's owner does not share the account with a stranger (account
-    /// pre-hijacking). Runs before the owner's own session is opened.
+    /// The owner of `user`'s address signs in by it (a code mailed there came back): the
+    /// address is theirs. A password the account held that someone chose without proving the
+    /// address (a legacy backend's word, an import line without `email_verified`: whoever
+    /// registered the address in the old app) stops working, and with it every session opened
+    /// before and the passkeys and second factor that may have been set up with it, as at a
+    /// reset to no password: the mailbox's owner does not share the account with a stranger
+    /// (account pre-hijacking). Runs before the owner's own session is opened.
     pub async fn address_proved(&self, user: &User) -> Result<(), ApiError> {
-        if user.email_verified {
-            return Ok(());
-        }
-        if self.0.store.password_unproved(&user.id).await? {
-            self.replace_password(&user.id, "", None, None, RevokeReason::PasswordReset)
-                .await?;
+        if self.0.store.password_mark(&user.id).await? == 1 {
+            self.replace(&NewPassword {
+                user_id: &user.id,
+                hash: "",
+                proved: None,
+                keep: None,
+                reason: RevokeReason::PasswordReset,
+                now: self.0.clock.now(),
+                disown: true,
+            })
+            .await?;
             tracing::warn!(target: "audit", event = "unproved_password_ended", user = %user.id);
         }
-        self.0
-            .store
-            .set_email_verified(&user.email, self.0.clock.now())
-            .await?;
+        if !user.email_verified {
+            self.0
+                .store
+                .set_email_verified(&user.email, self.0.clock.now())
+                .await?;
+        }
         Ok(())
     }
 

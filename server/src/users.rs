@@ -23,7 +23,7 @@ pub async fn create(
     now: i64,
 ) -> Result<Option<String>, String> {
     let email = normalize_email(email);
-    if email.is_empty() || !email.contains('@') || password.len() < 8 || name.trim().is_empty() {
+    if !crate::password::acceptable_email(&email) || password.len() < 8 || name.trim().is_empty() {
         return Err("a user needs an email, a name and a password of at least 8 characters".into());
     }
     if !crate::store::valid_name(name.trim()) {

@@ -1001,3 +1001,32 @@ async fn a_required_verified_address_is_verified_by_an_emailed_code() {
     assert_eq!(sink.to(ALICE.0).len(), 1);
     s.stop().await;
 }
+
+/// The stranger of a pre-hijacked account (an old backend that vouched for neither the address
+/// nor anything but its own id) is shut out when the address's owner signs in by a code, and
+/// the old backend's word does not let them back in: its answer names the account's id, which
+/// otherwise sets a password on an account that has none.
+#[tokio::test]
+async fn the_old_backend_does_not_give_back_a_password_the_addresses_owner_ended() {
+    let secret = "legacy-shared-secret-0123";
+    let (url, _backend) = legacy_backend(secret).await;
+    let sink = SmtpSink::start();
+    let s = mail_server(&sink, |c| {
+        c.legacy = Some(tokenwarden_server::config::LegacySettings {
+            url,
+            secret: secret.into(),
+            timeout: std::time::Duration::from_millis(1500),
+        });
+    })
+    .await;
+    let stranger = ("kept@legacy.test", "old-password-1");
+    assert_eq!(Client::new(&s).oneshot().login(stranger).await.status, 200);
+    let mut owner = Client::new(&s).oneshot();
+    owner.request_code(stranger.0).await;
+    let code = sink.wait_for(stranger.0, 1).await.code();
+    assert_eq!(owner.verify_code(stranger.0, &code).await.status, 200);
+    let again = Client::new(&s).oneshot().login(stranger).await;
+    assert_eq!((again.status, again.error()), (401, "invalid_credentials"));
+    assert_eq!(stored_hash(&s, stranger.0).await, "");
+    s.stop().await;
+}

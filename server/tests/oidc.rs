@@ -984,5 +984,33 @@ async fn an_unverified_address_is_never_the_account_s_and_linking_takes_a_verifi
     .await;
     assert_eq!(location(&res), "/r?tw_error=account_not_linked");
     assert!(refresh_cookie_of(&res).is_none());
+    // Nor an account whose password a stranger may have chosen (an import line without
+    // `email_verified`), verified since without its owner signing in by the address: the
+    // stranger would share the provider's user's account.
+    let hash = tokenwarden_server::password::hash_blocking("strangers-password-1").unwrap();
+    let line = format!(
+        "{}\n",
+        json!({ "email": "carol@example.com", "password_hash": hash })
+    );
+    let now = s.state.now();
+    tokenwarden_server::users::import(&s.state.store, line.as_bytes(), false, now)
+        .await
+        .unwrap();
+    s.state
+        .store
+        .set_email_verified("carol@example.com", now)
+        .await
+        .unwrap();
+    let res = hostile_sign_in(
+        &s,
+        &h,
+        Forge::Claims(|c| {
+            c["sub"] = json!("carol-at-the-provider");
+            c["email"] = json!("carol@example.com");
+        }),
+    )
+    .await;
+    assert_eq!(location(&res), "/r?tw_error=account_not_linked");
+    assert!(refresh_cookie_of(&res).is_none());
     s.stop().await;
 }

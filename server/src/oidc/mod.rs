@@ -633,13 +633,16 @@ async fn user_for(
         // signed into on the mailbox alone (what a provider's verified address proves): not
         // that one. Nor one whose address was never shown to be its owner's: whoever opened it
         // (an import, a legacy backend that checks no address) may hold its password, and the
-        // provider's user would work in an account someone else signs into. (Once linked, a
-        // provider's sign-in is the provider's to protect.)
+        // provider's user would work in an account someone else signs into; nor, for the same
+        // reason, one verified since whose password such a stranger may have chosen (the
+        // owner's first sign-in by a code ends it). (Once linked, a provider's sign-in is the
+        // provider's to protect.)
         Some((user, _))
             if provider.config.link_verified_email
                 && claims.email_verified
                 && user.email_verified
-                && !store.second_factor_required(&user.id).await.map_err(db)? =>
+                && !store.second_factor_required(&user.id).await.map_err(db)?
+                && store.password_mark(&user.id).await.map_err(db)? != 1 =>
         {
             user
         }

@@ -31,12 +31,15 @@ impl CounterScope {
             CounterScope::LoginAccountAttempts => "login-account",
             CounterScope::LoginDeviceAttempts => "login-device",
             CounterScope::CodeSends => "otp-send",
-            // Sign-in, reset and second-factor codes share one count: each opens the account
-            // (the last with the password, which a credential stuffer has), so separate counts
-            // would multiply a guesser's odds.
-            CounterScope::CodeVerifies(
-                CodePurpose::SignIn | CodePurpose::ResetPassword | CodePurpose::SecondFactor,
-            ) => "otp-verify",
+            // Sign-in and reset codes share one count: either opens the account, so two
+            // counts would double a guesser's odds.
+            CounterScope::CodeVerifies(CodePurpose::SignIn | CodePurpose::ResetPassword) => {
+                "otp-verify"
+            }
+            // A count of their own: shared, anyone who knows the address could spend it with
+            // wrong sign-in codes and stop the owner's password-and-code sign-ins for a day.
+            // The price: one who has the password guesses twice as many codes a day.
+            CounterScope::CodeVerifies(CodePurpose::SecondFactor) => "2fa-verify",
             CounterScope::CodeVerifies(CodePurpose::SignUp) => "signup-verify",
             CounterScope::CodeVerifies(CodePurpose::VerifyEmail) => "email-verify",
             CounterScope::Throttle(name) => name,

@@ -65,6 +65,10 @@ pub struct NewPassword<'a> {
     pub keep: Option<&'a str>,
     pub reason: RevokeReason,
     pub now: i64,
+    /// The password ends as a stranger's (crate::sessions::Sessions::address_proved): marked
+    /// so ([`Store::password_mark`] 2), and the passkeys and the second factor it may have set
+    /// up go with it.
+    pub disown: bool,
 }
 
 /// What [`Store::replace_password`] did.
@@ -285,13 +289,21 @@ impl Store {
         // A reset (nothing kept: the mailbox proved) ends an unproved password's mark; a change
         // keeps it (the stranger who chose one cannot launder it by changing it).
         let sql = "UPDATE users SET password_hash = $1, password_version = password_version + 1,
-                                    password_unproved = CASE WHEN $4 THEN 0 ELSE password_unproved END
+                                    password_unproved = CASE WHEN $5 THEN 2 WHEN $4 THEN 0
+                                                             ELSE password_unproved END,
+                                    second_factor = CASE WHEN $5 THEN 0 ELSE second_factor END
                    WHERE id = $2 AND (CAST($3 AS BIGINT) IS NULL OR password_version = $3)
                    RETURNING password_version";
-        let version: Option<i64> =
-            q_scalar!(sql, new.hash, new.user_id, new.proved, new.keep.is_none())
-                .fetch_optional(&mut *tx)
-                .await?;
+        let version: Option<i64> = q_scalar!(
+            sql,
+            new.hash,
+            new.user_id,
+            new.proved,
+            new.keep.is_none(),
+            new.disown
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
         let live = match (new.keep, self.dialect) {
             (None, _) => true,
             // Every live session of the account held, the kept one with them, in the order of
@@ -318,10 +330,22 @@ impl Store {
         };
         let resets = new.reason == RevokeReason::PasswordReset;
         let sql = "DELETE FROM webauthn_ceremonies
-                   WHERE user_id = $1 AND (kind = $2 OR ($3 = 1 AND password_hash IS NOT NULL))";
-        q!(sql, new.user_id, SECOND_FACTOR, i64::from(resets))
-            .execute(&mut *tx)
-            .await?;
+                   WHERE user_id = $1 AND (kind = $2 OR ($3 = 1 AND password_hash IS NOT NULL)
+                                           OR $4 = 1)";
+        q!(
+            sql,
+            new.user_id,
+            SECOND_FACTOR,
+            i64::from(resets),
+            i64::from(new.disown)
+        )
+        .execute(&mut *tx)
+        .await?;
+        if new.disown {
+            q!("DELETE FROM passkeys WHERE user_id = $1", new.user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         let revoked = self
             .revoke_user_sessions_in(&mut tx, new.user_id, new.keep, new.reason, new.now)
             .await?;
@@ -473,6 +497,38 @@ mod tests {
 
     /// A registration that finishes after its session ended (a reset side by side) adds no
     /// passkey: the thief's registration under way would otherwise outlive the reset.
+    /// A stranger's password ended by the address's owner (crate::sessions::Sessions::
+    /// address_proved) takes with it what the stranger set up with it: the passkeys, the
+    /// second factor, the sign-ins under way; and it is marked so.
+    #[tokio::test]
+    async fn a_disowned_password_takes_its_passkeys_and_second_factor() {
+        let s = memory().await;
+        alice_and_two_sessions(&s).await;
+        let row = PasskeyRow {
+            id: "strangers".into(),
+            user_id: "u".into(),
+            name: "n".into(),
+            passkey: "{}".into(),
+            created_at: 1,
+            last_used_at: None,
+        };
+        assert!(s.add_passkey(&row, "here").await.unwrap());
+        assert!(s.set_second_factor("u", true, true).await.unwrap());
+        let disown = NewPassword {
+            reason: RevokeReason::PasswordReset,
+            disown: true,
+            ..change("", None, None)
+        };
+        assert_eq!(
+            s.replace_password(&disown).await.unwrap(),
+            done(1, &["here", "there"])
+        );
+        assert!(s.passkeys_of("u").await.unwrap().is_empty());
+        assert!(!s.second_factor_required("u").await.unwrap());
+        assert_eq!(s.password_mark("u").await.unwrap(), 2);
+        assert_eq!(password_of(&s).await, (String::new(), 1));
+    }
+
     #[tokio::test]
     async fn a_passkey_is_added_only_in_a_live_session() {
         let s = memory().await;
@@ -513,6 +569,7 @@ mod tests {
             keep,
             reason: RevokeReason::PasswordChanged,
             now: 2,
+            disown: false,
         }
     }
 

@@ -194,12 +194,21 @@ impl Store {
             == 1)
     }
 
-    /// Whether the user's password was chosen by someone who had not proved the address
-    /// ([`NewUser::password_unproved`]); `false` for no such user.
-    pub async fn password_unproved(&self, user_id: &str) -> StoreResult<bool> {
+    /// Who chose the user's password: 0, its owner or the operator (or there is none); 1,
+    /// someone who had not proved the address ([`NewUser::password_unproved`]); 2, such a
+    /// password was ended when the address's owner proved it, and the old backend's word alone
+    /// does not set one again. 0 for no such user.
+    pub async fn password_mark(&self, user_id: &str) -> StoreResult<i64> {
         let sql = "SELECT password_unproved FROM users WHERE id = $1";
-        let flag: Option<i64> = q_scalar!(sql, user_id).fetch_optional(&self.write).await?;
-        Ok(flag.is_some_and(|f| f != 0))
+        let mark: Option<i64> = q_scalar!(sql, user_id).fetch_optional(&self.write).await?;
+        Ok(mark.unwrap_or(0))
+    }
+
+    /// The address's owner proved the password is theirs too (a code from the address, sent
+    /// in a session the password opened): its mark ends. Whether there was one.
+    pub async fn password_owned(&self, user_id: &str) -> StoreResult<bool> {
+        let sql = "UPDATE users SET password_unproved = 0 WHERE id = $1 AND password_unproved = 1";
+        Ok(q!(sql, user_id).execute(&self.write).await?.rows_affected() == 1)
     }
 
     /// Replaces the claims (a JSON object, checked by the caller) and, when given, the roles of

@@ -144,6 +144,8 @@ fn is_authorized(path: &str) -> bool {
         || (path.starts_with("/auth/passkeys") && !path.starts_with("/auth/passkeys/login"))
         || path.starts_with("/auth/step-up")
         || path == "/auth/second-factor"
+        // Optional there: a code sent in a session of the account (crate::accounts::email_verify).
+        || path == "/auth/email/verify"
 }
 
 fn put(headers: &mut HeaderMap, name: &str, value: &str) {

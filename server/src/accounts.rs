@@ -242,6 +242,8 @@ pub async fn code_sign_in(
         .account(&email, otp.now())
         .await?
         .ok_or(ApiError::InvalidCode { attempts_left: 0 })?;
+    // A password a stranger chose ends first, with the second factor they may have set up.
+    sessions.end_unproved_password(&user).await?;
     // An account whose sign-ins need a second factor: its passkey too (the code proved the
     // mailbox only).
     crate::passkeys::require_second_factor(
@@ -369,6 +371,8 @@ pub async fn reset(
     // Hashed before the code is used up: a busy hasher (503) leaves the code for a retry.
     let hash = passwords.hash_new(&user, &req.new_password).await?;
     otp.accept(CodePurpose::ResetPassword, hit, &email).await?;
+    // A password a stranger chose ends first, with the second factor they may have set up.
+    sessions.end_unproved_password(&user).await?;
     // An account whose sign-ins need its passkey: the code proved the mailbox only, so nothing
     // changes until the passkey answers (the new password waits in the pending sign-in). Set
     // here at once, the mailbox alone would hold the password, and a password sign-in completed

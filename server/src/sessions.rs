@@ -617,6 +617,20 @@ impl Sessions {
     /// reset to no password: the mailbox's owner does not share the account with a stranger
     /// (account pre-hijacking). Runs before the owner's own session is opened.
     pub async fn address_proved(&self, user: &User) -> Result<(), ApiError> {
+        self.end_unproved_password(user).await?;
+        if !user.email_verified {
+            self.0
+                .store
+                .set_email_verified(&user.email, self.0.clock.now())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::address_proved`]'s first half, before a second factor is asked for: one a
+    /// stranger set up with their password (their passkey) goes with it, or it would stand
+    /// between the address's owner and the account for good.
+    pub async fn end_unproved_password(&self, user: &User) -> Result<(), ApiError> {
         if self.0.store.password_mark(&user.id).await? == 1 {
             self.replace(&NewPassword {
                 user_id: &user.id,
@@ -629,12 +643,6 @@ impl Sessions {
             })
             .await?;
             tracing::warn!(target: "audit", event = "unproved_password_ended", user = %user.id);
-        }
-        if !user.email_verified {
-            self.0
-                .store
-                .set_email_verified(&user.email, self.0.clock.now())
-                .await?;
         }
         Ok(())
     }

@@ -657,3 +657,56 @@ async fn without_webauthn_configured_passkeys_are_unavailable() {
     }
     s.stop().await;
 }
+
+/// Account pre-hijacking with a second factor: the stranger who opened the account under the
+/// victim's address (an import without `email_verified`) also registered a passkey and made it
+/// the second factor. The owner's code sign-in is not asked for that passkey: the stranger's
+/// password, passkey and second factor end first, and the owner signs in.
+#[tokio::test]
+async fn a_strangers_passkey_does_not_stand_between_the_address_and_its_owner() {
+    const PASSWORD: &str = "strangers-password-1";
+    let sink = SmtpSink::start();
+    let url = sink.url();
+    let s = TestServer::with(move |c| {
+        c.webauthn = Some(WebauthnSettings {
+            rp_id: "localhost".into(),
+            rp_name: "tokenwarden tests".into(),
+            origins: vec![ORIGIN.into()],
+        });
+        c.otp.smtp_url = Some(url);
+        c.otp.ip_per_minute = 10_000;
+    })
+    .await;
+    let victim = "victim@example.com";
+    let hash = tokenwarden_server::password::hash_blocking(PASSWORD).unwrap();
+    let line = format!("{}\n", json!({ "email": victim, "password_hash": hash }));
+    let now = s.state.now();
+    tokenwarden_server::users::import(&s.state.store, line.as_bytes(), false, now)
+        .await
+        .unwrap();
+    let mut stranger = Client::bound(&s);
+    let t = stranger.sign_in((victim, PASSWORD)).await;
+    register(&mut stranger).await;
+    require_second_factor(&mut stranger).await;
+    let id = claims(&t)["sub"].as_str().unwrap().to_owned();
+    assert_eq!(s.state.store.passkeys_of(&id).await.unwrap().len(), 1);
+
+    let mut owner = Client::bound(&s);
+    assert_eq!(owner.request_code(victim).await.status, 202);
+    // (The other message is the passkey-added notice: the victim heard of it.)
+    sink.wait_for(victim, 2).await;
+    let code = sink
+        .to(victim)
+        .into_iter()
+        .find(|m| m.raw.contains("Subject: Your sign-in code"))
+        .unwrap()
+        .code();
+    let res = owner.verify_code(victim, &code).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert!(s.state.store.passkeys_of(&id).await.unwrap().is_empty());
+    assert!(!s.state.store.second_factor_required(&id).await.unwrap());
+    let login = Client::bound(&s).login((victim, PASSWORD)).await;
+    assert_eq!((login.status, login.error()), (401, "invalid_credentials"));
+    assert_eq!(stranger.refresh().await.status, 401);
+    s.stop().await;
+}

@@ -92,6 +92,6 @@ P.removePasskey = async function (id) {
   session(this);
   // A credential id is base64url: anything else is no passkey of the account (and `..` would
   // be a dot segment, another path).
-  if (!/^[\w-]{1,1024}$/.test(id)) throw fail("LoginError", "not_found");
+  if (!/^[\w-]{1,1366}$/.test(id)) throw fail("LoginError", "not_found");
   await this._post("passkeys/" + encodeURIComponent(id), undefined, "DELETE");
 };

@@ -163,7 +163,7 @@ const memBuffer = G.WebAssembly && Object.getOwnPropertyDescriptor(WebAssembly.M
 // The core is fetched, compiled and instantiated by what these were at load: a script that runs
 // later cannot hand the driver another module's bytes, or wrap the core's exports.
 const WA = G.WebAssembly, WAModule = WA?.Module, WAInstance = WA?.Instance, waCompile = WA?.compile;
-const waExports = WA && Object.getOwnPropertyDescriptor(WAInstance.prototype, "exports").get;
+const waExports = WA && desc(WAInstance.prototype, "exports")?.get;
 const fetchAtLoad = G.fetch, rsBytes = G.Response?.prototype.arrayBuffer;
 const { getUint32: dvU32, getInt32: dvI32, getFloat64: dvF64 } = DataView.prototype;
 // The token is encoded and hashed on its way into a DPoP proof's `ath`: these too.
@@ -458,7 +458,7 @@ async function readCapped(res) {
  * headers}) with the URL resolved exactly once; a Request is copied and cloned per send. */
 class Outgoing {
   // Private: no setter or getter on Object.prototype can stand in for these.
-  #spare; #headers; #init; #url; #streamed; #sent;
+  #spare; #headers; #init; #url; #streamed;
   method; own;
   /** `isRequest`: `input` passed Request's brand check (decided once, by `fetch`). */
   constructor(input, init, url, isRequest) {
@@ -485,20 +485,21 @@ class Outgoing {
    * Authorization): a Request's unsent copy, since making the copy used up the caller's
    * Request's body. */
   plain(input, init) {
-    return this.#spare && !this.#sent ? [this.#spare] : [input, init];
+    return this.#spare ? [this.#spare] : [input, init];
   }
   next(authorization, proof) {
-    this.#sent = 1;
     if (this.#init) {
       apply(hset, this.#headers, ["Authorization", authorization]);
       if (proof) apply(hset, this.#headers, ["DPoP", proof]);
       return [this.#url, this.#init];
     }
+    // The copy to send next is cloned before this one gets our headers: unsent and clean, for
+    // a replay or for sending it as the caller made it.
     const current = this.#spare;
+    try { this.#spare = apply(rClone, current, []); } catch { this.#spare = null; }
     const h = get(rHeaders, current);
     apply(hset, h, ["Authorization", authorization]);
     if (proof) apply(hset, h, ["DPoP", proof]);
-    try { this.#spare = apply(rClone, current, []); } catch { this.#spare = null; }
     return [current];
   }
 }
@@ -944,8 +945,8 @@ export class TokenManager {
     delete this.#waiters[id];
     const { json: j, key, method: post } = this.#calls[id] ?? NONE;
     delete this.#calls[id];
-    // A Post's answer: its JSON.
-    if (post && !rejected) value = j;
+    // A Post's answer: its JSON (an ordinary object again, as the app expects one).
+    if (post && !rejected) value = { ...j };
     if (rejected && j) {
       // invalid_code: the tries the email's codes have left; step_up_required: how recent a
       // sign-in must be.
@@ -953,7 +954,7 @@ export class TokenManager {
       if (j.max_age >= 0) own(value, "maxAge", j.max_age);
       // second_factor_required: how to complete it, by the key that sent the password.
       if (value.code === ERR_SECOND_FACTOR_REQUIRED && typeof j.ceremony == "string") {
-        own(value, "secondFactor", j);
+        own(value, "secondFactor", { ...j });
         this.#second = { __proto__: null, c: j.ceremony, k: key };
       }
     }

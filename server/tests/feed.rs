@@ -626,3 +626,84 @@ async fn the_crate_fetches_the_keys_again_for_an_unknown_kid_at_most_every_ten_s
     );
     s.stop().await;
 }
+
+/// A `keys` event says the key ring changed (a key retired, perhaps revoked); if the JWKS
+/// cannot be fetched then, the keys the API holds may still list the retired one. The
+/// fail-closed API refuses (503) until a fetch succeeds, rather than judge tokens on that list;
+/// once the JWKS answers again, the next connection's keys make it current.
+#[tokio::test]
+async fn the_crate_counts_as_stale_after_a_keys_event_whose_refetch_failed() {
+    use std::sync::atomic::Ordering::SeqCst;
+    use tokenwarden_dpop::feed::{Options, StalePolicy, discover};
+    use tokenwarden_dpop::resource::AuthError;
+
+    const SECRET: &str = "a nonce secret shared with the API 0123456789";
+    let s = TestServer::with(|c| {
+        with_feed(c);
+        c.dpop_nonce_secret = Some(SECRET.into());
+    })
+    .await;
+    let mut alice = Client::bound(&s).oneshot();
+    let a = alice.sign_in(ALICE).await;
+    // Through a relay, cut at the end: the server's shutdown does not wait for the feed.
+    let relay = Relay::to(&s).await;
+    let rs = discover(
+        &relay.url,
+        Options {
+            public_origins: vec![s.base.clone()],
+            nonce_secret: Some(SECRET.into()),
+            revocation_token: Some(FEED_TOKEN.into()),
+            stale: StalePolicy {
+                max_staleness: Duration::from_secs(30),
+                refuse: true,
+            },
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let current = || rs.revocations().staleness().is_some();
+    until("the feed's snapshot", &current).await;
+    assert!(
+        rs.authenticate("GET", "/orders", &api_request(&rs, &alice, &a))
+            .is_ok()
+    );
+
+    // The JWKS fails, then the key ring changes: the feed says so, the refetch fails.
+    s.counts.jwks_down.store(true, SeqCst);
+    let before = s.counts.jwks_fetches.load(SeqCst);
+    s.state
+        .keys
+        .rotate(&s.state.store, s.state.now(), 0)
+        .await
+        .unwrap();
+    until("the failed refetch", &|| {
+        s.counts.jwks_fetches.load(SeqCst) > before
+    })
+    .await;
+    until("stale", &|| !current()).await;
+    assert!(matches!(
+        rs.authenticate("GET", "/orders", &api_request(&rs, &alice, &a)),
+        Err(AuthError::Unavailable)
+    ));
+
+    // The JWKS answers again: the reconnection fetches the keys, and its `ready` makes the view
+    // current.
+    s.counts.jwks_down.store(false, SeqCst);
+    until("current again", &current).await;
+    assert!(
+        rs.authenticate("GET", "/orders", &api_request(&rs, &alice, &a))
+            .is_ok()
+    );
+    relay.cut();
+    s.stop().await;
+}
+
+/// Polls `done` (without blocking the runtime the feed's task runs on) for 10 s at most.
+async fn until(what: &str, done: &dyn Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -58,6 +58,8 @@ pub struct Counts {
     /// JWKS requests, and those that asked for no cached copy (`Cache-Control: no-cache`).
     pub jwks_fetches: AtomicU64,
     pub jwks_fetches_no_cache: AtomicU64,
+    /// A fault, not a count: while set, the JWKS answers 503 (its cache or CDN failing).
+    pub jwks_down: std::sync::atomic::AtomicBool,
 }
 
 impl Counts {
@@ -114,6 +116,11 @@ async fn faults(
             .is_some_and(|v| v == "no-cache")
         {
             counts.jwks_fetches_no_cache.fetch_add(1, Ordering::SeqCst);
+        }
+        if counts.jwks_down.load(Ordering::SeqCst) {
+            return axum::response::IntoResponse::into_response(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            );
         }
     }
     let refresh = req.uri().path() == "/auth/refresh";

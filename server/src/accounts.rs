@@ -283,7 +283,8 @@ async fn code_start(
     Ok(accepted(otp))
 }
 
-/// `POST /auth/email/verify/start`: a code to an account whose address is not verified yet.
+/// `POST /auth/email/verify/start`: a code to an account whose address is not verified yet, or
+/// whose password may be a stranger's ([`crate::store::Store::address_verifiable`]).
 pub async fn email_verify_start(
     _: Csrf,
     State(codes): State<Codes>,
@@ -310,7 +311,10 @@ pub async fn email_verify(
     otp.admit(client).await?;
     let email = valid_email(&req.email)?;
     let user = store.user_by_email(&email).await?.map(|(u, _)| u);
-    let usable = user.as_ref().is_some_and(|u| !u.email_verified);
+    let usable = match &user {
+        Some(u) => store.address_verifiable(u).await?,
+        None => false,
+    };
     let hit = otp
         .check(CodePurpose::VerifyEmail, &email, req.code.trim(), usable)
         .await?;

@@ -194,6 +194,19 @@ impl Passkeys {
         Ok(())
     }
 
+    /// Not while the account's password may be a stranger's (an import or a legacy backend
+    /// that did not vouch for the address: [`crate::store::Store::password_mark`] 1): a passkey
+    /// or a second factor set up with it would stand between the address's owner and the
+    /// account, so the owner's first sign-in by the address ends them, and a mailbox alone
+    /// would then pass an owner's second factor. The remedy: the address verified in a session
+    /// of the account (`email_not_verified` says where).
+    async fn require_owned(&self, user_id: &str) -> Result<(), ApiError> {
+        if self.0.store.password_mark(user_id).await? == 1 {
+            return Err(ApiError::EmailNotVerified);
+        }
+        Ok(())
+    }
+
     /// Stores a ceremony of `kind` for `who` with its WebAuthn `state` ("" for none); its id
     /// (what the client sends back).
     async fn put(&self, kind: &str, who: Who<'_>, state: String) -> Result<String, ApiError> {
@@ -343,6 +356,7 @@ pub async fn register_start(
 ) -> Result<Response, ApiError> {
     let webauthn = p.webauthn()?;
     p.require_recent(&claims).await?;
+    p.require_owned(&claims.sub).await?;
     let existing = p.passkeys_of(&claims.sub).await?;
     if existing.len() >= MAX_PASSKEYS {
         return Err(ApiError::InvalidRequest(format!(
@@ -403,6 +417,7 @@ async fn register(
     if c.user_id.as_deref() != Some(claims.sub.as_str()) {
         return Err(ApiError::InvalidCredentials);
     }
+    p.require_owned(&claims.sub).await?;
     let state: PasskeyRegistration = state_of(&c)?;
     let reg: RegisterPublicKeyCredential = credential(req.credential)?;
     let passkey = webauthn
@@ -502,13 +517,15 @@ pub async fn login_start(
     Ok(options(&id, &rcr))
 }
 
-/// The account and passkey of a discoverable assertion, verified.
+/// The account of a discoverable assertion, verified by its passkey, and the account's password
+/// version read before the passkey: a reset or a stranger's password ended meanwhile (which
+/// takes the passkeys registered with it) counts one more, and the session is not opened.
 async fn verify_discoverable(
     p: &Passkeys,
     webauthn: &Webauthn,
     c: &Ceremony,
     cred: &PublicKeyCredential,
-) -> Result<User, ApiError> {
+) -> Result<(User, i64), ApiError> {
     let state: DiscoverableAuthentication = state_of(c)?;
     let (handle, cred_id) = webauthn
         .identify_discoverable_authentication(cred)
@@ -516,6 +533,11 @@ async fn verify_discoverable(
     let user =
         p.0.store
             .user_of_handle(&handle.to_string())
+            .await?
+            .ok_or(ApiError::InvalidCredentials)?;
+    let (_, _, version) =
+        p.0.store
+            .user_with_password(&user.email)
             .await?
             .ok_or(ApiError::InvalidCredentials)?;
     let row =
@@ -530,7 +552,7 @@ async fn verify_discoverable(
         .finish_discoverable_authentication_v2(cred, state, &passkey)
         .map_err(|e| refused("sign-in", Some(&user.id), e))?;
     p.used(&row, passkey, &result).await?;
-    Ok(user)
+    Ok((user, version))
 }
 
 /// `POST /auth/passkeys/login/finish`: a session like a password sign-in's.
@@ -547,9 +569,15 @@ pub async fn login_finish(
     let jkt = dpop.sign_in_binding(&headers, LOGIN_FINISH_PATH).await?;
     let cred: PublicKeyCredential = credential(req.credential)?;
     let c = p.take(LOGIN, &req.ceremony).await?;
-    let user = verify_discoverable(&p, webauthn, &c, &cred).await?;
+    let (user, version) = verify_discoverable(&p, webauthn, &c, &cred).await?;
     p.0.sessions
-        .open(&user, user_agent(&headers), jkt.as_deref(), SignIn::Passkey)
+        .open_proved(
+            &user,
+            user_agent(&headers),
+            jkt.as_deref(),
+            SignIn::Passkey,
+            Some(version),
+        )
         .await
 }
 
@@ -656,6 +684,9 @@ pub async fn set_second_factor(
     JsonBody(req): JsonBody<SecondFactorSetting>,
 ) -> Result<Response, ApiError> {
     p.require_recent(&claims).await?;
+    if req.required {
+        p.require_owned(&claims.sub).await?;
+    }
     let needs_passkey = p.0.codes.enabled().is_err();
     if !p
         .0

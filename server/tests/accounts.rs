@@ -379,16 +379,17 @@ async fn a_lazy_migration_imports_a_user_the_old_backend_vouches_for() {
 
 /// An account here without a password (a code sign-up, a provider's, an import without a
 /// hash) is asked of the old backend too; its word sets the password only if it vouches for the
-/// address or names this very account. Before, whoever had registered the address at an old
-/// backend that never checked addresses took the account here over with that password.
+/// address or names this very account while its address is unproved here (then marked as
+/// possibly a stranger's). Before, whoever had registered the address at an old backend that
+/// never checked addresses took the account here over with that password.
 #[tokio::test]
 async fn the_old_backend_sets_no_password_of_an_account_it_does_not_vouch_for() {
     let secret = "legacy-shared-secret-0123";
     let (url, _backend) = legacy_backend(secret).await;
     let s = with_legacy(&url, secret).await;
-    for (id, email) in [
-        ("owner-1", "squat@legacy.test"),
-        ("kept-1", "kept@legacy.test"),
+    for (id, email, verified) in [
+        ("owner-1", "squat@legacy.test", Some(1)),
+        ("kept-1", "kept@legacy.test", None),
     ] {
         let user = tokenwarden_server::store::NewUser {
             id,
@@ -396,7 +397,7 @@ async fn the_old_backend_sets_no_password_of_an_account_it_does_not_vouch_for() 
             roles: &["user".to_owned()],
             name: "owner",
             password_hash: "",
-            email_verified_at: Some(1),
+            email_verified_at: verified,
             password_unproved: false,
             claims: "{}",
             now: 1,
@@ -417,6 +418,52 @@ async fn the_old_backend_sets_no_password_of_an_account_it_does_not_vouch_for() 
         .await;
     assert_eq!(res.status, 200, "{}", res.body);
     assert_ne!(stored_hash(&s, "kept@legacy.test").await, "");
+    assert_eq!(s.state.store.password_mark("kept-1").await.unwrap(), 1);
+    s.stop().await;
+}
+
+/// The account the old backend names by its id has no password here, and its owner signs in by
+/// a code first (nothing to end then): the address is proved here, and the old backend's word,
+/// which does not vouch for the address, no longer sets a password on it (whoever registered
+/// the address there would take the account the owner already uses).
+#[tokio::test]
+async fn the_old_backend_sets_no_password_after_the_owner_proved_the_address() {
+    let secret = "legacy-shared-secret-0123";
+    let (url, _backend) = legacy_backend(secret).await;
+    let sink = SmtpSink::start();
+    let s = mail_server(&sink, |c| {
+        c.legacy = Some(tokenwarden_server::config::LegacySettings {
+            url,
+            secret: secret.into(),
+            timeout: std::time::Duration::from_millis(1500),
+        });
+    })
+    .await;
+    let user = tokenwarden_server::store::NewUser {
+        id: "kept-1",
+        email: "kept@legacy.test",
+        roles: &["user".to_owned()],
+        name: "owner",
+        password_hash: "",
+        email_verified_at: None,
+        password_unproved: false,
+        claims: "{}",
+        now: 1,
+    };
+    assert!(s.state.store.create_user(&user).await.unwrap());
+    let mut owner = Client::new(&s).oneshot();
+    owner.request_code(user.email).await;
+    let code = sink.wait_for(user.email, 1).await.code();
+    assert_eq!(owner.verify_code(user.email, &code).await.status, 200);
+    let stranger = Client::new(&s)
+        .oneshot()
+        .login((user.email, "old-password-1"))
+        .await;
+    assert_eq!(
+        (stranger.status, stranger.error()),
+        (401, "invalid_credentials")
+    );
+    assert_eq!(stored_hash(&s, user.email).await, "");
     s.stop().await;
 }
 

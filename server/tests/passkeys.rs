@@ -659,12 +659,15 @@ async fn without_webauthn_configured_passkeys_are_unavailable() {
 }
 
 /// Account pre-hijacking with a second factor: the stranger who opened the account under the
-/// victim's address (an import without `email_verified`) also registered a passkey and made it
-/// the second factor. The owner's code sign-in is not asked for that passkey: the stranger's
-/// password, passkey and second factor end first, and the owner signs in.
+/// victim's address (an import without `email_verified`) cannot set up a passkey or a second
+/// factor with that password (the owner's first sign-in by the address would have to end them,
+/// and the mailbox alone would then pass a second factor the owner set up). The password's
+/// holder who verifies the address in a session of the account, and so proves the mailbox
+/// too, can: a verification outside a session does not count.
 #[tokio::test]
-async fn a_strangers_passkey_does_not_stand_between_the_address_and_its_owner() {
-    const PASSWORD: &str = "strangers-password-1";
+async fn a_password_nobody_proved_sets_up_no_passkey_or_second_factor_until_the_address_is_verified_in_its_session()
+ {
+    const PASSWORD: &str = "imported-password-1";
     let sink = SmtpSink::start();
     let url = sink.url();
     let s = TestServer::with(move |c| {
@@ -677,36 +680,62 @@ async fn a_strangers_passkey_does_not_stand_between_the_address_and_its_owner() 
         c.otp.ip_per_minute = 10_000;
     })
     .await;
-    let victim = "victim@example.com";
+    let email = "imported@example.com";
     let hash = tokenwarden_server::password::hash_blocking(PASSWORD).unwrap();
-    let line = format!("{}\n", json!({ "email": victim, "password_hash": hash }));
+    let line = format!("{}\n", json!({ "email": email, "password_hash": hash }));
     let now = s.state.now();
     tokenwarden_server::users::import(&s.state.store, line.as_bytes(), false, now)
         .await
         .unwrap();
-    let mut stranger = Client::bound(&s);
-    let t = stranger.sign_in((victim, PASSWORD)).await;
-    register(&mut stranger).await;
-    require_second_factor(&mut stranger).await;
+    let mut tab = Client::bound(&s);
+    let t = tab.sign_in((email, PASSWORD)).await;
     let id = claims(&t)["sub"].as_str().unwrap().to_owned();
-    assert_eq!(s.state.store.passkeys_of(&id).await.unwrap().len(), 1);
+    let refused = |r: &Answer| (r.status, r.error().to_owned());
+    let not_yet = (403, "email_not_verified".to_owned());
+    let start = tab.post("/auth/passkeys/register/start", &json!({})).await;
+    assert_eq!(refused(&start), not_yet, "{}", start.body);
+    let on = json!({ "required": true });
+    let set = tab.send("PUT", "/auth/second-factor", Some(&on)).await;
+    assert_eq!(refused(&set), not_yet, "{}", set.body);
 
-    let mut owner = Client::bound(&s);
-    assert_eq!(owner.request_code(victim).await.status, 202);
-    // (The other message is the passkey-added notice: the victim heard of it.)
-    sink.wait_for(victim, 2).await;
-    let code = sink
-        .to(victim)
-        .into_iter()
-        .find(|m| m.raw.contains("Subject: Your sign-in code"))
-        .unwrap()
-        .code();
-    let res = owner.verify_code(victim, &code).await;
-    assert_eq!(res.status, 200, "{}", res.body);
-    assert!(s.state.store.passkeys_of(&id).await.unwrap().is_empty());
-    assert!(!s.state.store.second_factor_required(&id).await.unwrap());
-    let login = Client::bound(&s).login((victim, PASSWORD)).await;
-    assert_eq!((login.status, login.error()), (401, "invalid_credentials"));
-    assert_eq!(stranger.refresh().await.status, 401);
+    // Verified outside a session: the address is, the password may still be a stranger's.
+    let mut outside = Client::new(&s);
+    assert_eq!(
+        outside
+            .post("/auth/email/verify/start", &json!({ "email": email }))
+            .await
+            .status,
+        202
+    );
+    let code = sink.wait_for(email, 1).await.code();
+    let done = outside
+        .post(
+            "/auth/email/verify",
+            &json!({ "email": email, "code": code }),
+        )
+        .await;
+    assert_eq!(done.status, 204, "{}", done.body);
+    let start = tab.post("/auth/passkeys/register/start", &json!({})).await;
+    assert_eq!(refused(&start), not_yet, "{}", start.body);
+
+    // In the session: a code still comes (the address is verified, the password not), and
+    // then passkeys and the second factor may be set up.
+    assert_eq!(
+        tab.post("/auth/email/verify/start", &json!({ "email": email }))
+            .await
+            .status,
+        202
+    );
+    let code = sink.wait_for(email, 2).await.code();
+    let done = tab
+        .post(
+            "/auth/email/verify",
+            &json!({ "email": email, "code": code }),
+        )
+        .await;
+    assert_eq!(done.status, 204, "{}", done.body);
+    assert_eq!(s.state.store.password_mark(&id).await.unwrap(), 0);
+    register(&mut tab).await;
+    require_second_factor(&mut tab).await;
     s.stop().await;
 }

@@ -256,7 +256,10 @@ impl Otp {
         let deliver = match purpose {
             CodePurpose::SignIn => user.is_some() || s.signup,
             CodePurpose::SignUp => user.is_none(),
-            CodePurpose::VerifyEmail => user.is_some_and(|(u, _)| !u.email_verified),
+            CodePurpose::VerifyEmail => match &user {
+                Some((u, _)) => self.store.address_verifiable(u).await.map_err(db)?,
+                None => false,
+            },
             CodePurpose::ResetPassword | CodePurpose::SecondFactor => user.is_some(),
         };
         if deliver {

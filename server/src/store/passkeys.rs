@@ -341,14 +341,16 @@ impl Store {
         )
         .execute(&mut *tx)
         .await?;
+        let revoked = self
+            .revoke_user_sessions_in(&mut tx, new.user_id, new.keep, new.reason, new.now)
+            .await?;
+        // After the sessions are ended: a registration that held one of them (PostgreSQL) has
+        // committed its passkey by now, and this sees it; one after sees its session ended.
         if new.disown {
             q!("DELETE FROM passkeys WHERE user_id = $1", new.user_id)
                 .execute(&mut *tx)
                 .await?;
         }
-        let revoked = self
-            .revoke_user_sessions_in(&mut tx, new.user_id, new.keep, new.reason, new.now)
-            .await?;
         tx.commit().await?;
         Ok(Replaced::Done { version, revoked })
     }

@@ -173,9 +173,13 @@ impl Store {
         replacing: Option<&str>,
         unproved: Option<bool>,
     ) -> StoreResult<bool> {
+        // A password marked unproved goes only onto an account whose address is unproved here
+        // and whose owner has not ended such a password (mark 2).
         let sql = "UPDATE users SET password_hash = $1,
                                     password_unproved = COALESCE(CAST($4 AS BIGINT), password_unproved)
-                   WHERE id = $2 AND (CAST($3 AS TEXT) IS NULL OR password_hash = $3)";
+                   WHERE id = $2 AND (CAST($3 AS TEXT) IS NULL OR password_hash = $3)
+                     AND (COALESCE(CAST($4 AS BIGINT), 0) <> 1
+                          OR (email_verified_at IS NULL AND password_unproved <> 2))";
         let res = q!(sql, hash, user_id, replacing, unproved.map(i64::from))
             .execute(&self.write)
             .await?;
@@ -202,6 +206,13 @@ impl Store {
         let sql = "SELECT password_unproved FROM users WHERE id = $1";
         let mark: Option<i64> = q_scalar!(sql, user_id).fetch_optional(&self.write).await?;
         Ok(mark.unwrap_or(0))
+    }
+
+    /// Whether a code of `/auth/email/verify` is sent to (and accepted for) the user's address:
+    /// while it is unverified, or while the password may be a stranger's (mark 1: verified in
+    /// a session of the account, the mark ends).
+    pub async fn address_verifiable(&self, user: &User) -> StoreResult<bool> {
+        Ok(!user.email_verified || self.password_mark(&user.id).await? == 1)
     }
 
     /// The address's owner proved the password is theirs too (a code from the address, sent

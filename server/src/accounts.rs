@@ -304,11 +304,18 @@ pub async fn email_verify(
     State(codes): State<Codes>,
     State(store): State<Store>,
     client: ClientIp,
+    headers: HeaderMap,
     signed_in: Result<crate::extract::Authed, ApiError>,
     JsonBody(req): JsonBody<CodeRequest>,
 ) -> Result<Response, ApiError> {
     let otp = codes.enabled()?;
     otp.admit(client).await?;
+    // Sent in a session that does not verify (an expired token, a proof refused): said before
+    // the code is spent, rather than spending it on a verification that keeps the mark.
+    let signed_in = match signed_in {
+        Err(e) if headers.contains_key(axum::http::header::AUTHORIZATION) => return Err(e),
+        s => s.ok(),
+    };
     let email = valid_email(&req.email)?;
     let user = store.user_by_email(&email).await?.map(|(u, _)| u);
     let usable = match &user {
@@ -320,7 +327,7 @@ pub async fn email_verify(
         .await?;
     otp.accept(CodePurpose::VerifyEmail, hit, &email).await?;
     store.set_email_verified(&email, otp.now()).await?;
-    if let (Some(user), Ok(crate::extract::Authed(claims))) = (&user, &signed_in)
+    if let (Some(user), Some(crate::extract::Authed(claims))) = (&user, &signed_in)
         && claims.sub == user.id
     {
         store.password_owned(&user.id).await?;

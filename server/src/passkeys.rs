@@ -199,9 +199,10 @@ impl Passkeys {
     /// or a second factor set up with it would stand between the address's owner and the
     /// account, so the owner's first sign-in by the address ends them, and a mailbox alone
     /// would then pass an owner's second factor. The remedy: the address verified in a session
-    /// of the account (`email_not_verified` says where).
+    /// of the account (`email_not_verified` says where). A server that mails no codes has no
+    /// such sign-in, nothing to end them, and no remedy to offer: there it does not apply.
     async fn require_owned(&self, user_id: &str) -> Result<(), ApiError> {
-        if self.0.store.password_mark(user_id).await? == 1 {
+        if self.0.codes.enabled().is_ok() && self.0.store.password_mark(user_id).await? == 1 {
             return Err(ApiError::EmailNotVerified);
         }
         Ok(())
@@ -355,8 +356,8 @@ pub async fn register_start(
     Authed(claims): Authed,
 ) -> Result<Response, ApiError> {
     let webauthn = p.webauthn()?;
-    p.require_recent(&claims).await?;
     p.require_owned(&claims.sub).await?;
+    p.require_recent(&claims).await?;
     let existing = p.passkeys_of(&claims.sub).await?;
     if existing.len() >= MAX_PASSKEYS {
         return Err(ApiError::InvalidRequest(format!(
@@ -683,10 +684,10 @@ pub async fn set_second_factor(
     Authed(claims): Authed,
     JsonBody(req): JsonBody<SecondFactorSetting>,
 ) -> Result<Response, ApiError> {
-    p.require_recent(&claims).await?;
     if req.required {
         p.require_owned(&claims.sub).await?;
     }
+    p.require_recent(&claims).await?;
     let needs_passkey = p.0.codes.enabled().is_err();
     if !p
         .0

@@ -481,14 +481,11 @@ impl Passwords {
             // Nor, without its word for the address, one whose owner proved the address and
             // so ended a password a stranger had chosen (the stranger's own old account would
             // otherwise set it again).
-            // Nor, without its word for the address, once the address is proved here: its
-            // owner has the account, and the old backend's password for the address may be
-            // whoever registered it there (the owner need not have had one here to lose).
+            // Nor, without its word for the address, once a code proved the address here (the
+            // owner has the account, and need not have had a password here to lose).
             let disowned = || async { self.store.password_mark(&user.id).await.map(|m| m == 2) };
             if !profile.email_verified
-                && (profile.id.as_deref() != Some(user.id.as_str())
-                    || user.email_verified
-                    || disowned().await?)
+                && (profile.id.as_deref() != Some(user.id.as_str()) || disowned().await?)
             {
                 tracing::warn!(target: "audit", event = "legacy_refused_unverified", user = %user.id);
                 return Err(ApiError::InvalidCredentials);
@@ -502,12 +499,11 @@ impl Passwords {
         let hash = turn.hash(password).await.map_err(ApiError::Internal)?;
         drop(turn);
         if let Some(user) = known {
-            // Only onto no password, and (unvouched) only while the address is still unproved
-            // here, both checked in the write: a reset, a code sign-in or a password set
-            // meanwhile wins, and this sign-in opens nothing.
+            // The rule again, in the write: a reset, a code proving the address or a password
+            // set meanwhile wins, and this sign-in opens nothing.
             if !self
                 .store
-                .set_password_hash(&user.id, &hash, Some(""), Some(!profile.email_verified))
+                .set_legacy_password(&user.id, &hash, profile.email_verified)
                 .await?
             {
                 tracing::warn!(target: "audit", event = "legacy_refused_unverified", user = %user.id);

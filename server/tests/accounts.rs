@@ -420,6 +420,26 @@ async fn the_old_backend_sets_no_password_of_an_account_it_does_not_vouch_for() 
     assert_ne!(stored_hash(&s, "kept@legacy.test").await, "");
     assert_eq!(s.state.store.password_mark("kept-1").await.unwrap(), 1);
     s.stop().await;
+
+    // The import vouched for the address itself (`email_verified`, no hash): the old backend's
+    // password for that id is the owner's, not marked.
+    let s = with_legacy(&url, secret).await;
+    let user = tokenwarden_server::store::NewUser {
+        id: "kept-1",
+        email: "kept@legacy.test",
+        roles: &["user".to_owned()],
+        name: "owner",
+        password_hash: "",
+        email_verified_at: Some(1),
+        password_unproved: false,
+        claims: "{}",
+        now: 1,
+    };
+    assert!(s.state.store.create_user(&user).await.unwrap());
+    let res = Client::new(&s).login((user.email, "old-password-1")).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(s.state.store.password_mark("kept-1").await.unwrap(), 0);
+    s.stop().await;
 }
 
 /// The account the old backend names by its id has no password here, and its owner signs in by

@@ -727,6 +727,21 @@ async fn a_password_nobody_proved_sets_up_no_passkey_or_second_factor_until_the_
         202
     );
     let code = sink.wait_for(email, 2).await.code();
+    // A token that does not verify is said at once (not taken as no session), the code kept.
+    let mut spoilt = tab.clone();
+    spoilt.access = Some(format!("{}A", spoilt.access.clone().unwrap()));
+    let bad = spoilt
+        .post(
+            "/auth/email/verify",
+            &json!({ "email": email, "code": code }),
+        )
+        .await;
+    assert_eq!(
+        (bad.status, bad.error()),
+        (401, "invalid_token"),
+        "{}",
+        bad.body
+    );
     let done = tab
         .post(
             "/auth/email/verify",
@@ -735,6 +750,28 @@ async fn a_password_nobody_proved_sets_up_no_passkey_or_second_factor_until_the_
         .await;
     assert_eq!(done.status, 204, "{}", done.body);
     assert_eq!(s.state.store.password_mark(&id).await.unwrap(), 0);
+    register(&mut tab).await;
+    require_second_factor(&mut tab).await;
+    s.stop().await;
+}
+
+/// On a server that mails no codes nothing can end a marked password (no sign-in by the
+/// address) or clear its mark: the rule above does not apply there, or imported users could
+/// never add a passkey.
+#[tokio::test]
+async fn without_mailed_codes_an_imported_password_adds_a_passkey() {
+    const PASSWORD: &str = "imported-password-1";
+    let s = server().await;
+    let email = "imported@example.com";
+    let hash = tokenwarden_server::password::hash_blocking(PASSWORD).unwrap();
+    let line = format!("{}\n", json!({ "email": email, "password_hash": hash }));
+    tokenwarden_server::users::import(&s.state.store, line.as_bytes(), false, s.state.now())
+        .await
+        .unwrap();
+    let mut tab = Client::bound(&s);
+    let t = tab.sign_in((email, PASSWORD)).await;
+    let id = claims(&t)["sub"].as_str().unwrap().to_owned();
+    assert_eq!(s.state.store.password_mark(&id).await.unwrap(), 1);
     register(&mut tab).await;
     require_second_factor(&mut tab).await;
     s.stop().await;

@@ -173,23 +173,45 @@ impl Store {
         replacing: Option<&str>,
         unproved: Option<bool>,
     ) -> StoreResult<bool> {
-        // A password marked unproved goes only onto an account whose address is unproved here
-        // and whose owner has not ended such a password (mark 2).
         let sql = "UPDATE users SET password_hash = $1,
                                     password_unproved = COALESCE(CAST($4 AS BIGINT), password_unproved)
-                   WHERE id = $2 AND (CAST($3 AS TEXT) IS NULL OR password_hash = $3)
-                     AND (COALESCE(CAST($4 AS BIGINT), 0) <> 1
-                          OR (email_verified_at IS NULL AND password_unproved <> 2))";
+                   WHERE id = $2 AND (CAST($3 AS TEXT) IS NULL OR password_hash = $3)";
         let res = q!(sql, hash, user_id, replacing, unproved.map(i64::from))
             .execute(&self.write)
             .await?;
         Ok(res.rows_affected() == 1)
     }
 
-    /// Marks the address of `email` as the user's (the first time counts). Whether a user has
-    /// that email.
+    /// A legacy backend's password for an account here that has none, in one write with its
+    /// rule: only onto no password; unless the backend `vouched` for the address, not onto an
+    /// account whose address a code proved here (mark 2: [`Store::set_email_verified`], or an
+    /// ended stranger's password), and marked 1 (possibly a stranger's) while the address is
+    /// unverified. Whether it wrote: a password set, or the address proved, meanwhile wins.
+    pub async fn set_legacy_password(
+        &self,
+        user_id: &str,
+        hash: &str,
+        vouched: bool,
+    ) -> StoreResult<bool> {
+        let sql = "UPDATE users SET password_hash = $1,
+                                    password_unproved = CASE WHEN $3 = 1 OR email_verified_at
+                                                                 IS NOT NULL THEN 0 ELSE 1 END
+                   WHERE id = $2 AND password_hash = '' AND ($3 = 1 OR password_unproved <> 2)";
+        let res = q!(sql, hash, user_id, i64::from(vouched))
+            .execute(&self.write)
+            .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// Marks the address of `email` as the user's (the first time counts), proved by a code
+    /// sent there: an account without a password is marked 2, so that an old backend's word
+    /// that does not vouch for the address no longer sets one (whoever registered the address
+    /// there would otherwise take the account its owner uses). Whether a user has that email.
     pub async fn set_email_verified(&self, email: &str, now: i64) -> StoreResult<bool> {
-        let sql = "UPDATE users SET email_verified_at = COALESCE(email_verified_at, $1)
+        let sql = "UPDATE users SET email_verified_at = COALESCE(email_verified_at, $1),
+                                    password_unproved = CASE WHEN password_hash = ''
+                                                              AND password_unproved = 0 THEN 2
+                                                             ELSE password_unproved END
                    WHERE email = $2";
         Ok(q!(sql, now, email)
             .execute(&self.write)

@@ -312,6 +312,22 @@ async fn legacy_backend(secret: &'static str) -> (String, tokio::task::JoinHandl
     (url, task)
 }
 
+/// A server that mails its codes to `sink` and whose lazy migration asks [`legacy_backend`]
+/// (the backend's task, to keep while the server is used).
+async fn with_legacy_and_mail(sink: &SmtpSink) -> (TestServer, tokio::task::JoinHandle<()>) {
+    let secret = "legacy-shared-secret-0123";
+    let (url, backend) = legacy_backend(secret).await;
+    let s = mail_server(sink, |c| {
+        c.legacy = Some(tokenwarden_server::config::LegacySettings {
+            url,
+            secret: secret.into(),
+            timeout: std::time::Duration::from_millis(1500),
+        });
+    })
+    .await;
+    (s, backend)
+}
+
 /// A server whose lazy migration asks the old backend at `url`.
 async fn with_legacy(url: &str, secret: &str) -> TestServer {
     let (url, secret) = (url.to_owned(), secret.to_owned());
@@ -448,17 +464,8 @@ async fn the_old_backend_sets_no_password_of_an_account_it_does_not_vouch_for() 
 /// the address there would take the account the owner already uses).
 #[tokio::test]
 async fn the_old_backend_sets_no_password_after_the_owner_proved_the_address() {
-    let secret = "legacy-shared-secret-0123";
-    let (url, _backend) = legacy_backend(secret).await;
     let sink = SmtpSink::start();
-    let s = mail_server(&sink, |c| {
-        c.legacy = Some(tokenwarden_server::config::LegacySettings {
-            url,
-            secret: secret.into(),
-            timeout: std::time::Duration::from_millis(1500),
-        });
-    })
-    .await;
+    let (s, _backend) = with_legacy_and_mail(&sink).await;
     let user = tokenwarden_server::store::NewUser {
         id: "kept-1",
         email: "kept@legacy.test",
@@ -1075,17 +1082,8 @@ async fn a_required_verified_address_is_verified_by_an_emailed_code() {
 /// otherwise sets a password on an account that has none.
 #[tokio::test]
 async fn the_old_backend_does_not_give_back_a_password_the_addresses_owner_ended() {
-    let secret = "legacy-shared-secret-0123";
-    let (url, _backend) = legacy_backend(secret).await;
     let sink = SmtpSink::start();
-    let s = mail_server(&sink, |c| {
-        c.legacy = Some(tokenwarden_server::config::LegacySettings {
-            url,
-            secret: secret.into(),
-            timeout: std::time::Duration::from_millis(1500),
-        });
-    })
-    .await;
+    let (s, _backend) = with_legacy_and_mail(&sink).await;
     let stranger = ("kept@legacy.test", "old-password-1");
     assert_eq!(Client::new(&s).oneshot().login(stranger).await.status, 200);
     let mut owner = Client::new(&s).oneshot();

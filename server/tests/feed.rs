@@ -455,7 +455,35 @@ impl Relay {
     }
 }
 
-/// What the API `rs` receives from a bound client for `GET /orders`: a proof with the API's
+/// The nonce secret the auth server shares with the APIs of these tests.
+const NONCE_SECRET: &str = "a nonce secret shared with the API 0123456789";
+
+/// An auth server with a feed and a nonce secret shared with the APIs.
+fn with_feed_and_secret(c: &mut tokenwarden_server::Settings) {
+    with_feed(c);
+    c.dpop_nonce_secret = Some(NONCE_SECRET.into());
+}
+
+/// How an API of these tests follows `s`: its origin, the shared secret, the feed's token, and
+/// a view stale after `max_staleness`, then refused (`refuse`) or accepted.
+fn api_options(
+    s: &TestServer,
+    max_staleness: Duration,
+    refuse: bool,
+) -> tokenwarden_dpop::feed::Options {
+    tokenwarden_dpop::feed::Options {
+        public_origins: vec![s.base.clone()],
+        nonce_secret: Some(NONCE_SECRET.into()),
+        revocation_token: Some(FEED_TOKEN.into()),
+        stale: tokenwarden_dpop::feed::StalePolicy {
+            max_staleness,
+            refuse,
+        },
+        ..Default::default()
+    }
+}
+
+/// What the API `rs` receives from a bound client/// What the API `rs` receives from a bound client for `GET /orders`: a proof with the API's
 /// nonce (it refuses nonces issued before it started, the auth server's current one too).
 fn api_request(
     rs: &tokenwarden_dpop::resource::ResourceServer,
@@ -476,31 +504,12 @@ fn api_request(
 
 #[tokio::test]
 async fn the_crate_refuses_a_logged_out_token_within_a_second_and_states_what_a_cut_feed_does() {
-    use tokenwarden_dpop::feed::{Options, StalePolicy, discover};
+    use tokenwarden_dpop::feed::discover;
     use tokenwarden_dpop::resource::AuthError;
 
-    const SECRET: &str = "a nonce secret shared with the API 0123456789";
-    let s = TestServer::with(|c| {
-        with_feed(c);
-        c.dpop_nonce_secret = Some(SECRET.into());
-    })
-    .await;
+    let s = TestServer::with(with_feed_and_secret).await;
     let relay = Relay::to(&s).await;
-    let api = |refuse: bool| {
-        discover(
-            &relay.url,
-            Options {
-                public_origins: vec![s.base.clone()],
-                nonce_secret: Some(SECRET.into()),
-                revocation_token: Some(FEED_TOKEN.into()),
-                stale: StalePolicy {
-                    max_staleness: Duration::from_secs(1),
-                    refuse,
-                },
-                ..Options::default()
-            },
-        )
-    };
+    let api = |refuse: bool| discover(&relay.url, api_options(&s, Duration::from_secs(1), refuse));
     // Signed in first: a sign-in hashes a password, and on a loaded machine two of them could
     // outlast the 1-second staleness the fail-closed API allows after the feed's `ready`.
     let mut alice = Client::bound(&s).oneshot();
@@ -575,14 +584,13 @@ async fn the_crate_fetches_the_keys_again_for_an_unknown_kid_at_most_every_ten_s
     use tokenwarden_dpop::feed::{Options, discover};
     use tokenwarden_dpop::resource::AuthError;
 
-    const SECRET: &str = "a nonce secret shared with the API 0123456789";
-    let s = TestServer::with(|c| c.dpop_nonce_secret = Some(SECRET.into())).await;
+    let s = TestServer::with(|c| c.dpop_nonce_secret = Some(NONCE_SECRET.into())).await;
     // No feed: the keys alone (their `keys` event would hide what this test looks at).
     let rs = discover(
         &s.base,
         Options {
             public_origins: vec![s.base.clone()],
-            nonce_secret: Some(SECRET.into()),
+            nonce_secret: Some(NONCE_SECRET.into()),
             ..Options::default()
         },
     )
@@ -634,34 +642,17 @@ async fn the_crate_fetches_the_keys_again_for_an_unknown_kid_at_most_every_ten_s
 #[tokio::test]
 async fn the_crate_counts_as_stale_after_a_keys_event_whose_refetch_failed() {
     use std::sync::atomic::Ordering::SeqCst;
-    use tokenwarden_dpop::feed::{Options, StalePolicy, discover};
+    use tokenwarden_dpop::feed::discover;
     use tokenwarden_dpop::resource::AuthError;
 
-    const SECRET: &str = "a nonce secret shared with the API 0123456789";
-    let s = TestServer::with(|c| {
-        with_feed(c);
-        c.dpop_nonce_secret = Some(SECRET.into());
-    })
-    .await;
+    let s = TestServer::with(with_feed_and_secret).await;
     let mut alice = Client::bound(&s).oneshot();
     let a = alice.sign_in(ALICE).await;
     // Through a relay, cut at the end: the server's shutdown does not wait for the feed.
     let relay = Relay::to(&s).await;
-    let rs = discover(
-        &relay.url,
-        Options {
-            public_origins: vec![s.base.clone()],
-            nonce_secret: Some(SECRET.into()),
-            revocation_token: Some(FEED_TOKEN.into()),
-            stale: StalePolicy {
-                max_staleness: Duration::from_secs(30),
-                refuse: true,
-            },
-            ..Options::default()
-        },
-    )
-    .await
-    .unwrap();
+    let rs = discover(&relay.url, api_options(&s, Duration::from_secs(30), true))
+        .await
+        .unwrap();
     let current = || rs.revocations().staleness().is_some();
     until("the feed's snapshot", &current).await;
     assert!(

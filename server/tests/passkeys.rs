@@ -28,6 +28,23 @@ async fn server() -> TestServer {
     .await
 }
 
+/// A server with passkeys that mails its codes (and its notices) to `sink`, its per-client and
+/// per-address send limits out of the way.
+async fn mail_server(sink: &SmtpSink) -> TestServer {
+    let url = sink.url();
+    TestServer::with(move |c| {
+        c.webauthn = Some(WebauthnSettings {
+            rp_id: "localhost".into(),
+            rp_name: "tokenwarden tests".into(),
+            origins: vec![ORIGIN.into()],
+        });
+        c.otp.smtp_url = Some(url);
+        c.otp.ip_per_minute = 10_000;
+        c.otp.sends_per_email = 100;
+    })
+    .await
+}
+
 /// A server, Alice signed in on a bound tab, and a passkey she just registered.
 async fn alice_with_a_passkey() -> (TestServer, Client, SoftPasskey) {
     let s = server().await;
@@ -400,18 +417,7 @@ async fn the_last_passkey_that_is_the_second_factor_cannot_be_removed() {
 #[tokio::test]
 async fn a_code_sign_in_or_a_reset_needs_the_passkey_that_is_the_second_factor() {
     let sink = SmtpSink::start();
-    let url = sink.url();
-    let s = TestServer::with(move |c| {
-        c.webauthn = Some(WebauthnSettings {
-            rp_id: "localhost".into(),
-            rp_name: "tokenwarden tests".into(),
-            origins: vec![ORIGIN.into()],
-        });
-        c.otp.smtp_url = Some(url);
-        c.otp.ip_per_minute = 10_000;
-        c.otp.sends_per_email = 100;
-    })
-    .await;
+    let s = mail_server(&sink).await;
     let mut tab = Client::bound(&s);
     tab.sign_in(ALICE).await;
     let mut passkey = register(&mut tab).await;
@@ -669,17 +675,7 @@ async fn a_password_nobody_proved_sets_up_no_passkey_or_second_factor_until_the_
  {
     const PASSWORD: &str = "imported-password-1";
     let sink = SmtpSink::start();
-    let url = sink.url();
-    let s = TestServer::with(move |c| {
-        c.webauthn = Some(WebauthnSettings {
-            rp_id: "localhost".into(),
-            rp_name: "tokenwarden tests".into(),
-            origins: vec![ORIGIN.into()],
-        });
-        c.otp.smtp_url = Some(url);
-        c.otp.ip_per_minute = 10_000;
-    })
-    .await;
+    let s = mail_server(&sink).await;
     let email = "imported@example.com";
     let hash = tokenwarden_server::password::hash_blocking(PASSWORD).unwrap();
     let line = format!("{}\n", json!({ "email": email, "password_hash": hash }));

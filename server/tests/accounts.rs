@@ -328,6 +328,29 @@ async fn with_legacy_and_mail(sink: &SmtpSink) -> (TestServer, tokio::task::Join
     (s, backend)
 }
 
+/// An account opened here without a password (a code sign-up, an import without a hash), its
+/// address verified at `verified` or not.
+async fn passwordless<'a>(
+    s: &TestServer,
+    id: &'a str,
+    email: &'a str,
+    verified: Option<i64>,
+) -> tokenwarden_server::store::NewUser<'a> {
+    let user = tokenwarden_server::store::NewUser {
+        id,
+        email,
+        roles: &[],
+        name: "owner",
+        password_hash: "",
+        email_verified_at: verified,
+        password_unproved: false,
+        claims: "{}",
+        now: 1,
+    };
+    assert!(s.state.store.create_user(&user).await.unwrap());
+    user
+}
+
 /// A server whose lazy migration asks the old backend at `url`.
 async fn with_legacy(url: &str, secret: &str) -> TestServer {
     let (url, secret) = (url.to_owned(), secret.to_owned());
@@ -403,23 +426,8 @@ async fn the_old_backend_sets_no_password_of_an_account_it_does_not_vouch_for() 
     let secret = "legacy-shared-secret-0123";
     let (url, _backend) = legacy_backend(secret).await;
     let s = with_legacy(&url, secret).await;
-    for (id, email, verified) in [
-        ("owner-1", "squat@legacy.test", Some(1)),
-        ("kept-1", "kept@legacy.test", None),
-    ] {
-        let user = tokenwarden_server::store::NewUser {
-            id,
-            email,
-            roles: &["user".to_owned()],
-            name: "owner",
-            password_hash: "",
-            email_verified_at: verified,
-            password_unproved: false,
-            claims: "{}",
-            now: 1,
-        };
-        assert!(s.state.store.create_user(&user).await.unwrap());
-    }
+    passwordless(&s, "owner-1", "squat@legacy.test", Some(1)).await;
+    passwordless(&s, "kept-1", "kept@legacy.test", None).await;
     let res = Client::new(&s)
         .login(("squat@legacy.test", "old-password-1"))
         .await;
@@ -440,19 +448,10 @@ async fn the_old_backend_sets_no_password_of_an_account_it_does_not_vouch_for() 
     // The import vouched for the address itself (`email_verified`, no hash): the old backend's
     // password for that id is the owner's, not marked.
     let s = with_legacy(&url, secret).await;
-    let user = tokenwarden_server::store::NewUser {
-        id: "kept-1",
-        email: "kept@legacy.test",
-        roles: &["user".to_owned()],
-        name: "owner",
-        password_hash: "",
-        email_verified_at: Some(1),
-        password_unproved: false,
-        claims: "{}",
-        now: 1,
-    };
-    assert!(s.state.store.create_user(&user).await.unwrap());
-    let res = Client::new(&s).login((user.email, "old-password-1")).await;
+    passwordless(&s, "kept-1", "kept@legacy.test", Some(1)).await;
+    let res = Client::new(&s)
+        .login(("kept@legacy.test", "old-password-1"))
+        .await;
     assert_eq!(res.status, 200, "{}", res.body);
     assert_eq!(s.state.store.password_mark("kept-1").await.unwrap(), 0);
     s.stop().await;
@@ -466,18 +465,7 @@ async fn the_old_backend_sets_no_password_of_an_account_it_does_not_vouch_for() 
 async fn the_old_backend_sets_no_password_after_the_owner_proved_the_address() {
     let sink = SmtpSink::start();
     let (s, _backend) = with_legacy_and_mail(&sink).await;
-    let user = tokenwarden_server::store::NewUser {
-        id: "kept-1",
-        email: "kept@legacy.test",
-        roles: &["user".to_owned()],
-        name: "owner",
-        password_hash: "",
-        email_verified_at: None,
-        password_unproved: false,
-        claims: "{}",
-        now: 1,
-    };
-    assert!(s.state.store.create_user(&user).await.unwrap());
+    let user = passwordless(&s, "kept-1", "kept@legacy.test", None).await;
     let mut owner = Client::new(&s).oneshot();
     owner.request_code(user.email).await;
     let code = sink.wait_for(user.email, 1).await.code();

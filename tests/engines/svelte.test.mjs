@@ -19,7 +19,8 @@ let server, dir;
 before(async () => {
   if (!existsSync(path.join(DIST, "index.html"))) throw new Error(`no ${DIST}: run tests/svelte/build.sh first`);
   dir = scratch("svelte");
-  server = new Server({ tls: certificate(dir), ttl: 4, db: "sqlite::memory:", www: DIST });
+  // A database file, as users run it (its scratch directory goes after the run).
+  server = new Server({ tls: certificate(dir), ttl: 4, db: `sqlite://${dir}/svelte.db`, www: DIST });
   await server.start();
 });
 after(async () => {

@@ -114,7 +114,8 @@ export class Server {
   /** A test hook; throws unless it answered 2xx. */
   async hook(method, p, body) {
     const res = await this.request(method, p, body);
-    if (res.status >= 300) throw new Error(`${method} ${p}: ${res.status}`);
+    // The server's own words with it (its log's last lines): a CI run that fails says why.
+    if (res.status >= 300) throw new Error(`${method} ${p}: ${res.status} ${res.text}\n${(this.proc?.log ?? "").slice(-2000)}`);
     return res.json;
   }
 

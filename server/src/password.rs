@@ -444,7 +444,7 @@ impl Passwords {
         let result = match turn.hash(password).await {
             Ok(fresh) => self
                 .store
-                .set_password_hash(&user.id, &fresh, Some(stored), None)
+                .set_password_hash(&user.id, &fresh, Some(stored))
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e),

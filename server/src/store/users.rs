@@ -162,8 +162,9 @@ impl Store {
         Ok(row.map(Into::into))
     }
 
-    /// Sets a user's password hash, the same password's in another format or a first one
-    /// (a legacy import), its version unchanged; with `replacing`, only if the stored one is
+    /// Sets a user's password hash, the same password's in another format (a rehash; a legacy
+    /// backend's first one is [`Store::set_legacy_password`]), its version unchanged; with
+    /// `replacing`, only if the stored one is
     /// still that (a rehash must not undo a password change that happened meanwhile). Whether
     /// it wrote. A new password is [`Store::replace_password`].
     pub async fn set_password_hash(
@@ -171,12 +172,10 @@ impl Store {
         user_id: &str,
         hash: &str,
         replacing: Option<&str>,
-        unproved: Option<bool>,
     ) -> StoreResult<bool> {
-        let sql = "UPDATE users SET password_hash = $1,
-                                    password_unproved = COALESCE(CAST($4 AS BIGINT), password_unproved)
+        let sql = "UPDATE users SET password_hash = $1
                    WHERE id = $2 AND (CAST($3 AS TEXT) IS NULL OR password_hash = $3)";
-        let res = q!(sql, hash, user_id, replacing, unproved.map(i64::from))
+        let res = q!(sql, hash, user_id, replacing)
             .execute(&self.write)
             .await?;
         Ok(res.rows_affected() == 1)

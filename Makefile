@@ -17,6 +17,12 @@ export TW_TEST_HOOKS_SECRET ?= tokenwarden-test-hooks-secret
 # geckodriver lives off PATH: wasm-bindgen-test-runner prefers it over chromedriver when both are
 # on PATH, which would silently turn the Chromium run into a second Firefox run.
 GECKODRIVER := $(CURDIR)/.tools/gecko/bin/geckodriver
+# The server with its test hooks (target/debug/tokenwarden-server) for the browser, e2e, engines
+# and bench phases, built as test-server's hooks group builds it: `cargo test` unifies the
+# dependencies' features with the dev-dependencies', so a `cargo build` of the same server
+# compiled ~115 crates again with other features (73 s on 2 cores). After this command that
+# build is the one at target/debug/tokenwarden-server, whichever was built before it.
+HOOKS_SERVER := cargo test -p tokenwarden-server --features test-hooks --test test_hooks --no-run
 
 .PHONY: help setup setup-node setup-tests pkg lint lint-modules docs-check check test test-native test-server test-server-sqlite test-browser test-e2e test-engines bench bench-smoke demo
 
@@ -79,7 +85,7 @@ test-server:
 
 # The client in headless Chromium, then in headless Firefox ESR, against the real server.
 test-browser: pkg
-	cargo build -p tokenwarden-server --features test-hooks
+	$(HOOKS_SERVER)
 	cargo test -p tokenwarden --target wasm32-unknown-unknown --test browser
 	GECKODRIVER=$(GECKODRIVER) WASM_BINDGEN_TEST_WEBDRIVER_JSON=$(CURDIR)/tests/browser/firefox.json \
 	  cargo test -p tokenwarden --target wasm32-unknown-unknown --test browser
@@ -91,7 +97,7 @@ test-browser: pkg
 # and authorize() (tests/driver/).
 test-e2e: pkg
 	node scripts/check-pkg-readme.mjs --self-test && node scripts/check-pkg-readme.mjs
-	cargo build -p tokenwarden-server --features test-hooks
+	$(HOOKS_SERVER)
 	cargo build -p tokenwarden-example-axum
 	scripts/pg.sh run node --test tests/verify/
 	tests/consumer/build.sh
@@ -108,13 +114,13 @@ test-e2e: pkg
 # Svelte fixture there too (tests/engines/svelte.test.mjs); passkeys through WebDriver's virtual
 # authenticator (tests/engines/passkeys.test.mjs).
 test-engines: pkg
-	cargo build -p tokenwarden-server --features test-hooks
+	$(HOOKS_SERVER)
 	tests/svelte/build.sh
 	node --test --test-reporter=spec tests/engines/
 
 # The benchmark harness with tiny sizes, against the debug server (figures meaningless).
 bench-smoke: pkg
-	cargo build -p tokenwarden-server --features test-hooks
+	$(HOOKS_SERVER)
 	cargo build -p tokenwarden-load -p tokenwarden-example-axum
 	TW_BENCH_SERVER=target/debug/tokenwarden-server TW_BENCH_LOAD=target/debug/tokenwarden-load \
 	  TW_BENCH_AXUM=target/debug/tokenwarden-example-axum node bench/run.mjs --smoke

@@ -1,5 +1,5 @@
 import { defineConfig } from "@playwright/test";
-import { readFileSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -57,6 +57,19 @@ export const SVELTE = `http://127.0.0.1:${PORT + 18}`;
 export const FEED_TOKEN_FILE = "tests/e2e/feed-token";
 export const NONCE_SECRET = "tokenwarden-e2e-shared-nonce-secret-0123456789";
 
+/** The spec files that use the servers BASE, STORM and LONG (the helpers' default is BASE). */
+const SHARED = /\/(cross-tab|authorize|dpop|wake)\.spec\.ts$/;
+// Any other file that names one of them, or takes the helpers' counters of BASE, would race the
+// shared files: refused before any test runs.
+for (const f of readdirSync(path.join(root, "tests/e2e"))) {
+  if (!f.endsWith(".spec.ts") || SHARED.test(`/${f}`)) continue;
+  const src = readFileSync(path.join(root, "tests/e2e", f), "utf8");
+  const helpers = /import \{([^}]*)\} from "\.\/helpers"/.exec(src)?.[1] ?? "";
+  if (/\b(BASE|STORM|LONG)\b/.test(src) || /\b(stats|reset)\b/.test(helpers)) {
+    throw new Error(`tests/e2e/${f} uses a shared server: add it to SHARED in playwright.config.ts`);
+  }
+}
+
 // Chromium from Debian (toolchain.md): never `playwright install`.
 export const chromium = {
   executablePath: "/usr/bin/chromium",
@@ -109,9 +122,16 @@ export default defineConfig({
   testDir: ".",
   outputDir: path.join(root, "target/e2e-results"),
   timeout: 120_000,
-  // The tests read the server's global counters: one at a time.
-  workers: 1,
+  // The tests read their server's global counters, so two tests of one server never run at
+  // once: the files that share BASE, STORM and LONG run one at a time, and beside them, one at
+  // a time, the files whose servers are their own (one each; accounts and otp share the SMTP
+  // server, in the same project). A file that uses BASE, STORM or LONG belongs in SHARED.
+  workers: 2,
   fullyParallel: false,
+  projects: [
+    { name: "shared", testMatch: SHARED, workers: 1 },
+    { name: "own-server", testIgnore: SHARED, workers: 1 },
+  ],
   reporter: [["list"]],
   use: { browserName: "chromium", launchOptions: chromium },
   webServer: [

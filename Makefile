@@ -112,11 +112,12 @@ test-e2e: pkg
 # The cross-tab and fault scenarios in Chromium, Firefox ESR and WebKitGTK, each through its own
 # WebDriver, against the server over HTTPS (TW_ENGINES=webkit make test-engines for one); and the
 # Svelte fixture there too (tests/engines/svelte.test.mjs); passkeys through WebDriver's virtual
-# authenticator (tests/engines/passkeys.test.mjs).
+# authenticator (tests/engines/passkeys.test.mjs). Two files at once (each starts servers of its
+# own): the long cross-tab file beside the others.
 test-engines: pkg
 	$(HOOKS_SERVER)
 	tests/svelte/build.sh
-	node --test --test-reporter=spec tests/engines/
+	node --test --test-concurrency=2 --test-reporter=spec tests/engines/
 
 # The benchmark harness with tiny sizes, against the debug server (figures meaningless).
 bench-smoke: pkg

@@ -100,12 +100,8 @@ test-e2e: pkg
 	$(HOOKS_SERVER)
 	cargo build -p tokenwarden-example-axum
 	scripts/pg.sh run node --test tests/verify/
-	tests/consumer/build.sh
+	tests/build-fixtures.sh consumer react angular vue svelte
 	tests/consumer/node_modules/.bin/tsc -p tests/verify
-	tests/react/build.sh
-	tests/angular/build.sh
-	tests/vue/build.sh
-	tests/svelte/build.sh
 	node --test tests/react/ tests/driver/ tests/bindings/
 	npx playwright test -c tests/e2e/playwright.config.ts
 

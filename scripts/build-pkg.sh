@@ -28,24 +28,41 @@ else
   wasm=target/wasm32-unknown-unknown/wasm-release/tokenwarden.wasm
 fi
 
-rm -f "$out"/tokenwarden*.js "$out"/tokenwarden*.wasm "$out"/tokenwarden*.d.ts
-# The core has plain exports and no imports: no wasm-bindgen glue; the driver instantiates it.
-# -Oz, then flattened and re-looped and -Oz again until nothing changes: 23.0 KB instead of
-# 23.2 KB raw (-0.3 KB gzip with the target_features section stripped; docs/SIZE.md); then
-# functions that differ only in constants merged, and -Oz once more (-30 B gzip).
-node_modules/.bin/wasm-opt -Oz --flatten --rereloop -Oz --converge --merge-similar-functions -Oz \
-  --strip-debug --strip-producers --strip-target-features \
-  --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
-  --enable-mutable-globals --enable-multivalue \
-  "$wasm" -o "$out/tokenwarden_bg.wasm"
-# terser with three compress passes: ~130 B gzip below esbuild's --minify on this file.
-node_modules/.bin/terser src/web/tokenwarden.js --module --ecma 2022 --compress passes=3 \
-  --mangle --output "$out/tokenwarden.js"
-cp src/web/tokenwarden.d.ts "$out/tokenwarden.d.ts"
-# tokenwarden/passkeys, an entry of its own so that apps without passkeys do not carry it.
-node_modules/.bin/terser src/web/passkeys.js --module --ecma 2022 --compress passes=3 \
-  --mangle --output "$out/passkeys.js"
-cp src/web/passkeys.d.ts "$out/passkeys.d.ts"
+# The same inputs as the last build and its outputs untouched: nothing to redo (make test builds
+# the package before each browser phase; wasm-opt and terser take a few seconds each time).
+outputs=("$out/tokenwarden_bg.wasm" "$out/tokenwarden.js" "$out/tokenwarden.d.ts" "$out/passkeys.js" "$out/passkeys.d.ts")
+inputs=("$wasm" src/web/tokenwarden.js src/web/tokenwarden.d.ts src/web/passkeys.js src/web/passkeys.d.ts
+  scripts/build-pkg.sh node_modules/binaryen/package.json node_modules/terser/package.json)
+stamp=target/pkg.stamp
+current=$( (sha256sum "${inputs[@]}"; echo "$toolchain") | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(head -n1 "$stamp")" = "$current" ] &&
+  [ "$(tail -n +2 "$stamp")" = "$(sha256sum "${outputs[@]}" 2>/dev/null)" ]; then
+  fresh=1
+else
+  fresh=0
+  rm -f "$stamp"
+fi
+if [ $fresh = 0 ]; then
+  rm -f "$out"/tokenwarden*.js "$out"/tokenwarden*.wasm "$out"/tokenwarden*.d.ts
+  # The core has plain exports and no imports: no wasm-bindgen glue; the driver instantiates it.
+  # -Oz, then flattened and re-looped and -Oz again until nothing changes: 23.0 KB instead of
+  # 23.2 KB raw (-0.3 KB gzip with the target_features section stripped; docs/SIZE.md); then
+  # functions that differ only in constants merged, and -Oz once more (-30 B gzip).
+  node_modules/.bin/wasm-opt -Oz --flatten --rereloop -Oz --converge --merge-similar-functions -Oz \
+    --strip-debug --strip-producers --strip-target-features \
+    --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+    --enable-mutable-globals --enable-multivalue \
+    "$wasm" -o "$out/tokenwarden_bg.wasm"
+  # terser with three compress passes: ~130 B gzip below esbuild's --minify on this file.
+  node_modules/.bin/terser src/web/tokenwarden.js --module --ecma 2022 --compress passes=3 \
+    --mangle --output "$out/tokenwarden.js"
+  cp src/web/tokenwarden.d.ts "$out/tokenwarden.d.ts"
+  # tokenwarden/passkeys, an entry of its own so that apps without passkeys do not carry it.
+  node_modules/.bin/terser src/web/passkeys.js --module --ecma 2022 --compress passes=3 \
+    --mangle --output "$out/passkeys.js"
+  cp src/web/passkeys.d.ts "$out/passkeys.d.ts"
+  { echo "$current"; sha256sum "${outputs[@]}"; } >"$stamp"
+fi
 
 size() { printf '%7d B raw  %7d B gzip -9' "$(wc -c <"$1")" "$(gzip -9 -c "$1" | wc -c)"; }
 wg=$(gzip -9 -c "$out/tokenwarden_bg.wasm" | wc -c)

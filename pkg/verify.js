@@ -27,6 +27,9 @@ const NONCE_MAC_LEN = 24;
 const TOKEN_CACHE_CAPACITY = 10_000;
 const JWKS_MIN_REFETCH_MS = 10_000;
 const JWKS_DEFAULT_MAX_AGE_MS = 60_000;
+/** The longest metadata document or JWKS read (dpop/src/feed.rs MAX_DOCUMENT_BYTES): the
+ * auth server's are a few KiB; a longer answer is refused before it fills memory. */
+const MAX_DOCUMENT_BYTES = 1 << 20;
 /** The longest revocation-feed event or line read (dpop/src/feed.rs MAX_EVENT_BYTES). */
 const MAX_EVENT_CHARS = 64 * 1024;
 const PRIVATE_MEMBERS = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
@@ -496,6 +499,25 @@ function pathOf(url) {
 
 const isInt = (v) => Number.isInteger(v) && Math.abs(v) < 2 ** 63;
 
+/** The body of `res` as text, refused once it is over MAX_DOCUMENT_BYTES: at once when its
+ * `Content-Length` says so, otherwise as soon as that many bytes have come (the rest unread). */
+async function readCapped(res, url) {
+  const tooLong = () => new Error(`GET ${url}: an answer over ${MAX_DOCUMENT_BYTES} bytes`);
+  if (Number(res.headers.get("content-length")) > MAX_DOCUMENT_BYTES) {
+    await res.body?.cancel().catch(() => {});
+    throw tooLong();
+  }
+  if (!res.body) return res.text();
+  const chunks = [];
+  let n = 0;
+  for await (const chunk of res.body) {
+    n += chunk.byteLength;
+    if (n > MAX_DOCUMENT_BYTES) throw tooLong();
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
+
 /** The JWKS's usable keys: OKP Ed25519 with a kid, `alg` EdDSA or none, `use` sig or none. */
 function keySet(doc) {
   if (!isObject(doc) || !Array.isArray(doc.keys)) throw new Error("the JWKS is not a JSON object with a keys array");
@@ -592,7 +614,7 @@ export async function createVerifier(options = {}) {
       e.status = res.status;
       throw e;
     }
-    return { json: await res.json(), res };
+    return { json: JSON.parse(await readCapped(res, url)), res };
   };
   let metadata = {};
   try {

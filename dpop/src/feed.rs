@@ -271,35 +271,53 @@ fn http_client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
+/// The longest metadata document or JWKS read: the auth server's are a few KiB. A server, or
+/// anything in front of it, that answers with more is refused before the body fills memory.
+pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+
 async fn metadata(http: &reqwest::Client, auth_server: &str) -> Result<Value, String> {
     let url = format!(
         "{}/.well-known/oauth-authorization-server",
         auth_server.trim_end_matches('/')
     );
-    http.get(&url)
-        .timeout(REQUEST_TIMEOUT)
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| format!("{url}: {e}"))?
-        .json()
-        .await
-        .map_err(|e| format!("{url}: {e}"))
+    let body = get_capped(http.get(&url), &url).await?;
+    serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))
 }
 
 /// The JWKS, never from a shared cache (a CDN in front of it): a refetch after a key was
 /// revoked would get the copy that still lists it.
 async fn get_text(http: &reqwest::Client, url: &str) -> Result<String, String> {
-    http.get(url)
-        .header(reqwest::header::CACHE_CONTROL, "no-cache")
+    let req = http
+        .get(url)
+        .header(reqwest::header::CACHE_CONTROL, "no-cache");
+    let body = get_capped(req, url).await?;
+    String::from_utf8(body).map_err(|e| format!("{url}: {e}"))
+}
+
+/// The body of a successful answer to `req`, within [`REQUEST_TIMEOUT`] and
+/// [`MAX_DOCUMENT_BYTES`] (a larger `Content-Length` is refused before any of it is read).
+async fn get_capped(req: reqwest::RequestBuilder, url: &str) -> Result<Vec<u8>, String> {
+    let too_long = || format!("{url}: an answer over {MAX_DOCUMENT_BYTES} bytes");
+    let mut res = req
         .timeout(REQUEST_TIMEOUT)
         .send()
         .await
         .and_then(|r| r.error_for_status())
-        .map_err(|e| format!("{url}: {e}"))?
-        .text()
-        .await
-        .map_err(|e| format!("{url}: {e}"))
+        .map_err(|e| format!("{url}: {e}"))?;
+    if res
+        .content_length()
+        .is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64)
+    {
+        return Err(too_long());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = res.chunk().await.map_err(|e| format!("{url}: {e}"))? {
+        if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+            return Err(too_long());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 async fn refresh_keys(

@@ -85,6 +85,8 @@ pub struct Discovery {
 }
 
 pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
+/// Where the signing keys are published (the metadata's `jwks_uri`).
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 fn cached_json(body: String, max_age: i64) -> Response {
     let mut res = body.into_response();
@@ -123,7 +125,7 @@ pub async fn metadata(State(d): State<Discovery>, headers: axum::http::HeaderMap
         });
     let mut doc = json!({
         "issuer": d.issuer,
-        "jwks_uri": format!("{origin}/.well-known/jwks.json"),
+        "jwks_uri": format!("{origin}{JWKS_PATH}"),
         "dpop_signing_alg_values_supported": tokenwarden_dpop::ALGORITHMS,
         "tokenwarden_audience": d.audience,
     });

@@ -454,7 +454,7 @@ pub fn router(state: &AppState) -> Router {
         .route("/auth/sessions", get(auth::list_sessions))
         .route("/auth/sessions/{id}", delete(auth::revoke_session))
         .route("/api/me", get(api::me).patch(api::update_me))
-        .route("/.well-known/jwks.json", get(api::jwks))
+        .route(api::JWKS_PATH, get(api::jwks))
         .route(api::METADATA_PATH, get(api::metadata))
         .route(crate::feed::PATH, get(crate::feed::revocations))
         .route("/auth/oidc/providers", get(crate::oidc::providers))
@@ -545,6 +545,10 @@ pub fn router(state: &AppState) -> Router {
             .layer(axum::middleware::from_fn_with_state(
                 h.clone(),
                 crate::hooks::refresh_faults,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                h.clone(),
+                crate::hooks::document_faults,
             ));
     }
     if !settings.allowed_origins.is_empty() {

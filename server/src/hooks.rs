@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use axum::body::Body;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -20,6 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
+use crate::api::{JWKS_PATH, METADATA_PATH};
 use crate::clock::Clock;
 use crate::cookies::REFRESH_COOKIE;
 use crate::error::ApiError;
@@ -62,6 +64,7 @@ struct Faults {
     refresh_fail_next: AtomicU64,
     refresh_drop_next: AtomicU64,
     refresh_gateway_401_next: AtomicU64,
+    documents_padding_bytes: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -187,6 +190,27 @@ pub async fn refresh_faults(State(hooks): State<Arc<Hooks>>, req: Request, next:
     res
 }
 
+/// The fault of the metadata and the JWKS, as a layer around the whole app: their JSON followed
+/// by that many spaces, streamed with no `Content-Length` (a verifier learns the length only by
+/// reading it).
+pub async fn document_faults(
+    State(hooks): State<Arc<Hooks>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let padding = hooks.faults.documents_padding_bytes.load(Ordering::SeqCst);
+    if padding == 0 || ![METADATA_PATH, JWKS_PATH].contains(&req.uri().path()) {
+        return next.run(req).await;
+    }
+    let (mut parts, body) = next.run(req).await.into_parts();
+    let Ok(json) = axum::body::to_bytes(body, 1 << 20).await else {
+        return ApiError::Unavailable.into_response();
+    };
+    let chunks = [json, vec![b' '; padding as usize].into()].map(Ok::<_, std::io::Error>);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from_stream(tokio_stream::iter(chunks)))
+}
+
 /// The `Cookie` header with the refresh token's value blanked: echoing it would hand an
 /// `HttpOnly` cookie to the page's script.
 fn redact_refresh(cookie: &str) -> String {
@@ -278,6 +302,7 @@ async fn reset(State(hooks): State<Arc<Hooks>>) -> Result<Response, ApiError> {
         &f.refresh_fail_next,
         &f.refresh_drop_next,
         &f.refresh_gateway_401_next,
+        &f.documents_padding_bytes,
     ] {
         a.store(0, Ordering::SeqCst);
     }
@@ -298,6 +323,8 @@ struct FaultsRequest {
     refresh_drop_next: Option<u64>,
     /// Answer the next N refreshes with a proxy's HTML 401 page.
     refresh_gateway_401_next: Option<u64>,
+    /// Follow the metadata's and the JWKS's JSON with this many spaces (at most 16 MiB).
+    documents_padding_bytes: Option<u64>,
 }
 
 async fn faults(
@@ -307,6 +334,10 @@ async fn faults(
     let f = &hooks.faults;
     if let Some(v) = req.refresh_latency_ms {
         f.refresh_latency_ms.store(v.min(60_000), Ordering::SeqCst);
+    }
+    if let Some(v) = req.documents_padding_bytes {
+        f.documents_padding_bytes
+            .store(v.min(16 << 20), Ordering::SeqCst);
     }
     for (value, slot) in [
         (req.refresh_fail_next, &f.refresh_fail_next),

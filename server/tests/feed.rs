@@ -690,6 +690,65 @@ async fn the_crate_counts_as_stale_after_a_keys_event_whose_refetch_failed() {
     s.stop().await;
 }
 
+/// A metadata document or a JWKS over `MAX_DOCUMENT_BYTES` (1 MiB; something in front of the
+/// auth server gone wrong, or hostile) is refused without being read whole: `discover` fails
+/// and says why, and a JWKS refetch of that size leaves the view stale, as a failed one does.
+/// The same documents padded within the cap are read as before.
+#[tokio::test]
+async fn the_crate_refuses_metadata_and_keys_over_a_mebibyte() {
+    use std::sync::atomic::Ordering::SeqCst;
+    use tokenwarden_dpop::feed::{DiscoverError, MAX_DOCUMENT_BYTES, discover};
+    use tokenwarden_dpop::resource::AuthError;
+
+    let s = TestServer::with(with_feed_and_secret).await;
+    let mut alice = Client::bound(&s).oneshot();
+    let a = alice.sign_in(ALICE).await;
+    let relay = Relay::to(&s).await;
+    let options = || api_options(&s, Duration::from_secs(30), true);
+
+    // Its JSON and the padding together are over the cap.
+    s.counts
+        .documents_padding
+        .store(MAX_DOCUMENT_BYTES as u64, SeqCst);
+    let refused = discover(&relay.url, options()).await.err();
+    assert!(
+        matches!(&refused, Some(DiscoverError::AuthServer(m)) if m.contains("over 1048576 bytes")),
+        "{refused:?}"
+    );
+
+    // 100 KiB of spaces after the JSON: within the cap, read as before.
+    s.counts.documents_padding.store(100 * 1024, SeqCst);
+    let rs = discover(&relay.url, options()).await.unwrap();
+    let current = || rs.revocations().staleness().is_some();
+    until("the feed's snapshot", &current).await;
+    assert!(
+        rs.authenticate("GET", "/orders", &api_request(&rs, &alice, &a))
+            .is_ok()
+    );
+
+    // The key ring changes and the JWKS is over the cap: the refetch fails, the view is stale.
+    s.counts
+        .documents_padding
+        .store(MAX_DOCUMENT_BYTES as u64, SeqCst);
+    let before = s.counts.jwks_fetches.load(SeqCst);
+    s.state
+        .keys
+        .rotate(&s.state.store, s.state.now(), 0)
+        .await
+        .unwrap();
+    until("the refused refetch", &|| {
+        s.counts.jwks_fetches.load(SeqCst) > before
+    })
+    .await;
+    until("stale", &|| !current()).await;
+    assert!(matches!(
+        rs.authenticate("GET", "/orders", &api_request(&rs, &alice, &a)),
+        Err(AuthError::Unavailable)
+    ));
+    relay.cut();
+    s.stop().await;
+}
+
 /// Polls `done` (without blocking the runtime the feed's task runs on) for 10 s at most.
 async fn until(what: &str, done: &dyn Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);

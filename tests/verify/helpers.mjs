@@ -55,7 +55,7 @@ export class AuthServer {
       body: body ? JSON.stringify(body) : undefined,
     });
     if (res.status >= 300) throw new Error(`${method} ${p}: ${res.status} ${await res.text()}`);
-    return res.json();
+    return res.status === 204 ? null : res.json();
   }
 }
 

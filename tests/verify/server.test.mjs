@@ -304,3 +304,20 @@ test("a proof accepted just before an API restarts is refused after it: nonces f
   assert.notEqual(e.headers["DPoP-Nonce"], first.nonce(), "a nonce of its own, issued after its start");
   assert.ok(await second.verify(request(client, url, e.headers["DPoP-Nonce"])));
 });
+
+test("metadata or keys over 1 MiB are refused unread, and say so; padded within the cap, read as before", async () => {
+  const options = { authServer: server.base, publicOrigin: server.base, nonceSecret: NONCE_SECRET };
+  // The JSON followed by 1 MiB of spaces, streamed with no Content-Length.
+  await server.hook("POST", "/test/faults", { documents_padding_bytes: 1 << 20 });
+  try {
+    await assert.rejects(createVerifier(options), /oauth-authorization-server: an answer over 1048576 bytes/);
+    await server.hook("POST", "/test/faults", { documents_padding_bytes: 100 * 1024 });
+    const v = await createVerifier(options);
+    verifiers.push(v);
+    const client = new DpopClient();
+    await client.login(server);
+    assert.ok(await v.verify(request(client, `${server.base}/api/data`, v.nonce())));
+  } finally {
+    await server.hook("POST", "/test/faults", { documents_padding_bytes: 0 });
+  }
+});

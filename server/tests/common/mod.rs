@@ -23,6 +23,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use reqwest::header::{HeaderMap, SET_COOKIE};
 use serde_json::{Value, json};
+use tokenwarden_server::api::{JWKS_PATH, METADATA_PATH};
 use tokenwarden_server::kek::{KeyEncryption, LocalKek};
 use tokenwarden_server::serve::DropConnection;
 use tokenwarden_server::sessions::{Event, Observer};
@@ -60,6 +61,9 @@ pub struct Counts {
     pub jwks_fetches_no_cache: AtomicU64,
     /// A fault, not a count: while set, the JWKS answers 503 (its cache or CDN failing).
     pub jwks_down: std::sync::atomic::AtomicBool,
+    /// A fault: while not 0, the metadata and the JWKS answer with this many spaces after their
+    /// JSON (still valid JSON; something in front of the server gone wrong, or hostile).
+    pub documents_padding: AtomicU64,
 }
 
 impl Counts {
@@ -122,6 +126,18 @@ async fn faults(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
             );
         }
+    }
+    let padding = counts.documents_padding.load(Ordering::SeqCst);
+    if padding > 0 && [METADATA_PATH, JWKS_PATH].contains(&req.uri().path()) {
+        let (mut parts, body) = next.run(req).await.into_parts();
+        let json = axum::body::to_bytes(body, 1 << 20)
+            .await
+            .expect("the server's own document");
+        // Streamed, with no Content-Length: a reader learns the length only by reading.
+        let chunks = [json, vec![b' '; padding as usize].into()].map(Ok::<_, std::io::Error>);
+        parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+        let body = axum::body::Body::from_stream(futures::stream::iter(chunks));
+        return axum::response::Response::from_parts(parts, body);
     }
     let refresh = req.uri().path() == "/auth/refresh";
     if refresh {

@@ -17,12 +17,18 @@ export TW_TEST_HOOKS_SECRET ?= tokenwarden-test-hooks-secret
 # geckodriver lives off PATH: wasm-bindgen-test-runner prefers it over chromedriver when both are
 # on PATH, which would silently turn the Chromium run into a second Firefox run.
 GECKODRIVER := $(CURDIR)/.tools/gecko/bin/geckodriver
+# Every cargo command that builds the server's tests names the crate tokenwarden-dpop (with its
+# features: the conformance corpus, tests/conformance/) beside it: cargo resolves the
+# dependencies' features for the packages a command names, so the same set everywhere builds the
+# dependencies they share once (`cargo test -p tokenwarden-dpop` alone built ~56 of them again
+# with a smaller set).
+SERVER_TESTS := -p tokenwarden-server -p tokenwarden-dpop --features tokenwarden-dpop/feed
 # The server with its test hooks (target/debug/tokenwarden-server) for the browser, e2e, engines
 # and bench phases, built as test-server's hooks group builds it: `cargo test` unifies the
 # dependencies' features with the dev-dependencies', so a `cargo build` of the same server
 # compiled ~115 crates again with other features (73 s on 2 cores). After this command that
 # build is the one at target/debug/tokenwarden-server, whichever was built before it.
-HOOKS_SERVER := cargo test -p tokenwarden-server --features test-hooks --test test_hooks --no-run
+HOOKS_SERVER := cargo test $(SERVER_TESTS) --features tokenwarden-server/test-hooks --test test_hooks --no-run
 
 .PHONY: help setup setup-node setup-tests pkg lint lint-modules docs-check check test test-native test-server test-server-sqlite test-browser test-e2e test-engines bench bench-smoke demo
 
@@ -63,11 +69,9 @@ docs-check:
 	node scripts/check-questions.mjs --self-test
 	node scripts/check-questions.mjs
 
-# The client's core, natively; the crate tokenwarden-dpop with its features (the conformance
-# corpus, tests/conformance/).
+# The client's core, natively.
 test-native:
 	cargo test -p tokenwarden
-	cargo test -p tokenwarden-dpop --all-features
 
 # The reference server over real HTTP: as released (no test hooks) on SQLite, with the
 # three-instance tests (tests/fleet.rs) on PostgreSQL; the protocol, hardening, DPoP, sign-in
@@ -75,13 +79,15 @@ test-native:
 # cluster, a database per server, stopped whatever the outcome); and the hooks' own tests in a
 # build with the `test-hooks` feature. scripts/test-bins.mjs builds the three (the released
 # build last: tests/binary.rs runs target/debug/tokenwarden-server, which each build replaces),
-# then runs their test binaries side by side (cargo would run them one at a time).
+# then runs their test binaries side by side (cargo would run them one at a time). The crate
+# tokenwarden-dpop's own tests run in the released build's group, its doc tests after.
 test-server:
 	node scripts/test-bins.mjs --self-test
 	scripts/pg.sh run node scripts/test-bins.mjs \
-	  'hooks||-p tokenwarden-server --features test-hooks --test test_hooks' \
-	  'postgres|TW_TEST_BACKEND=postgres|-p tokenwarden-server --test protocol --test hardening --test dpop --test otp --test accounts --test feed --test oidc --test passkeys' \
-	  'sqlite||-p tokenwarden-server'
+	  'hooks||$(SERVER_TESTS) --features tokenwarden-server/test-hooks --test test_hooks' \
+	  'postgres|TW_TEST_BACKEND=postgres|$(SERVER_TESTS) --test protocol --test hardening --test dpop --test otp --test accounts --test feed --test oidc --test passkeys' \
+	  'sqlite||$(SERVER_TESTS)'
+	cargo test $(SERVER_TESTS) --doc
 
 # The client in headless Chromium, then in headless Firefox ESR, against the real server.
 test-browser: pkg
@@ -122,9 +128,11 @@ bench-smoke: pkg
 	TW_BENCH_SERVER=target/debug/tokenwarden-server TW_BENCH_LOAD=target/debug/tokenwarden-load \
 	  TW_BENCH_AXUM=target/debug/tokenwarden-example-axum node bench/run.mjs --smoke
 
-# The server's suites on SQLite only (no PostgreSQL, no browser): the inner loop's part.
+# The server's suites on SQLite only (no PostgreSQL, no browser), and tokenwarden-dpop's: the
+# inner loop's part.
 test-server-sqlite:
-	cargo test -p tokenwarden-server --lib --test protocol --test hardening --test dpop --test otp --test accounts --test feed --test oidc --test passkeys --test binary
+	cargo test $(SERVER_TESTS) --lib --test conformance --test protocol --test hardening --test dpop --test otp --test accounts --test feed --test oidc --test passkeys --test binary
+	cargo test $(SERVER_TESTS) --doc
 
 check: setup-tests
 	@scripts/phases.sh lint test-native test-server-sqlite

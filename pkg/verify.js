@@ -504,7 +504,7 @@ const isInt = (v) => Number.isInteger(v) && Math.abs(v) < 2 ** 63;
 async function readCapped(res, url) {
   const tooLong = () => new Error(`GET ${url}: an answer over ${MAX_DOCUMENT_BYTES} bytes`);
   if (Number(res.headers.get("content-length")) > MAX_DOCUMENT_BYTES) {
-    await res.body?.cancel().catch(() => {});
+    await res.body?.cancel?.()?.catch(() => {});
     throw tooLong();
   }
   if (!res.body) return res.text();
@@ -1147,7 +1147,9 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
             if (field === "event") event = value;
             else if (field === "data") {
               data.push(value);
-              dataChars += value.length;
+              // Each line counts, an empty one too: endless `data:` lines are an event that
+              // never ends, held as an array that never stops growing.
+              dataChars += value.length + 1;
               if (dataChars > MAX_EVENT_CHARS) throw new Error("an event over 64 KiB");
             }
             // An id the server could have sent (`<n>.<tag>`, or `<n>` from an older one): any

@@ -32,7 +32,7 @@ fi
 # the package before each browser phase; wasm-opt and terser take a few seconds each time).
 outputs=("$out/tokenwarden_bg.wasm" "$out/tokenwarden.js" "$out/tokenwarden.d.ts" "$out/passkeys.js" "$out/passkeys.d.ts")
 inputs=("$wasm" src/web/tokenwarden.js src/web/tokenwarden.d.ts src/web/passkeys.js src/web/passkeys.d.ts
-  scripts/build-pkg.sh node_modules/binaryen/package.json node_modules/terser/package.json)
+  scripts/build-pkg.sh package-lock.json)
 stamp=target/pkg.stamp
 current=$( (sha256sum "${inputs[@]}"; echo "$toolchain") | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(head -n1 "$stamp")" = "$current" ] &&

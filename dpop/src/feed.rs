@@ -330,6 +330,10 @@ async fn refresh_keys(
     rs.set_jwks(&text).map(drop).map_err(|e| e.to_string())
 }
 
+/// How long the feed may go without a byte (its keepalives come every 15 s), its answer's
+/// headers included.
+const QUIET: Duration = Duration::from_secs(45);
+
 /// The resource server was dropped: following ends.
 const GONE: &str = "the resource server is gone";
 
@@ -585,9 +589,12 @@ async fn follow_once(
     if let Some(id) = last_id.as_deref() {
         req = req.header("last-event-id", id);
     }
-    let mut res = req
-        .send()
+    // Its headers within the time the stream may go quiet: a server (or a proxy) that takes the
+    // connection and never answers would otherwise hold this task, and the keys with it, for
+    // good.
+    let mut res = tokio::time::timeout(QUIET, req.send())
         .await
+        .map_err(|_| format!("{feed}: no answer within 45 s"))?
         .and_then(|r| r.error_for_status())
         .map_err(|e| format!("{feed}: {e}"))?;
     let mut buf = String::new();
@@ -605,7 +612,7 @@ async fn follow_once(
             }
         };
         let chunk = tokio::select! {
-            chunk = tokio::time::timeout(Duration::from_secs(45), res.chunk()) => chunk,
+            chunk = tokio::time::timeout(QUIET, res.chunk()) => chunk,
             () = unknown_kid => {
                 last_kid_fetch = tokio::time::Instant::now();
                 refresh_keys(http, rs, &jwks_uri).await?;

@@ -643,7 +643,6 @@ async fn the_crate_fetches_the_keys_again_for_an_unknown_kid_at_most_every_ten_s
 async fn the_crate_counts_as_stale_after_a_keys_event_whose_refetch_failed() {
     use std::sync::atomic::Ordering::SeqCst;
     use tokenwarden_dpop::feed::discover;
-    use tokenwarden_dpop::resource::AuthError;
 
     let s = TestServer::with(with_feed_and_secret).await;
     let mut alice = Client::bound(&s).oneshot();
@@ -662,21 +661,7 @@ async fn the_crate_counts_as_stale_after_a_keys_event_whose_refetch_failed() {
 
     // The JWKS fails, then the key ring changes: the feed says so, the refetch fails.
     s.counts.jwks_down.store(true, SeqCst);
-    let before = s.counts.jwks_fetches.load(SeqCst);
-    s.state
-        .keys
-        .rotate(&s.state.store, s.state.now(), 0)
-        .await
-        .unwrap();
-    until("the failed refetch", &|| {
-        s.counts.jwks_fetches.load(SeqCst) > before
-    })
-    .await;
-    until("stale", &|| !current()).await;
-    assert!(matches!(
-        rs.authenticate("GET", "/orders", &api_request(&rs, &alice, &a)),
-        Err(AuthError::Unavailable)
-    ));
+    a_refetch_fails(&s, &rs, &alice, &a).await;
 
     // The JWKS answers again: the reconnection fetches the keys, and its `ready` makes the view
     // current.
@@ -698,7 +683,6 @@ async fn the_crate_counts_as_stale_after_a_keys_event_whose_refetch_failed() {
 async fn the_crate_refuses_metadata_and_keys_over_a_mebibyte() {
     use std::sync::atomic::Ordering::SeqCst;
     use tokenwarden_dpop::feed::{DiscoverError, MAX_DOCUMENT_BYTES, discover};
-    use tokenwarden_dpop::resource::AuthError;
 
     let s = TestServer::with(with_feed_and_secret).await;
     let mut alice = Client::bound(&s).oneshot();
@@ -730,23 +714,37 @@ async fn the_crate_refuses_metadata_and_keys_over_a_mebibyte() {
     s.counts
         .documents_padding
         .store(MAX_DOCUMENT_BYTES as u64, SeqCst);
+    a_refetch_fails(&s, &rs, &alice, &a).await;
+    relay.cut();
+    s.stop().await;
+}
+
+/// The key ring changes while the JWKS cannot be read (a fault set by the caller): once the
+/// feed's `keys` event has made `rs` try a refetch, its view is stale and `tab`'s request,
+/// valid as it is, is refused as `Unavailable`.
+async fn a_refetch_fails(
+    s: &TestServer,
+    rs: &tokenwarden_dpop::resource::ResourceServer,
+    tab: &Client,
+    t: &Tokens,
+) {
+    use std::sync::atomic::Ordering::SeqCst;
+    use tokenwarden_dpop::resource::AuthError;
     let before = s.counts.jwks_fetches.load(SeqCst);
     s.state
         .keys
         .rotate(&s.state.store, s.state.now(), 0)
         .await
         .unwrap();
-    until("the refused refetch", &|| {
+    until("the failed refetch", &|| {
         s.counts.jwks_fetches.load(SeqCst) > before
     })
     .await;
-    until("stale", &|| !current()).await;
+    until("stale", &|| rs.revocations().staleness().is_none()).await;
     assert!(matches!(
-        rs.authenticate("GET", "/orders", &api_request(&rs, &alice, &a)),
+        rs.authenticate("GET", "/orders", &api_request(rs, tab, t)),
         Err(AuthError::Unavailable)
     ));
-    relay.cut();
-    s.stop().await;
 }
 
 /// Polls `done` (without blocking the runtime the feed's task runs on) for 10 s at most.

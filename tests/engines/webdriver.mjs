@@ -171,10 +171,11 @@ export const ENGINES = {
     version: () => execFileSync("/usr/bin/firefox-esr", ["--version"], { encoding: "utf8" }).trim(),
   },
   webkit: {
-    // No headless mode: a virtual display. Without one, New Session hangs without a word. `-a`
-    // takes the first free display from `-n`: from one of the driver's port's own, so that two
-    // files starting WebKit at once (make test-engines runs two) never race for the same one.
-    command: (port) => ["xvfb-run", ["-a", "-n", String(100 + (port % 5000)), "WebKitWebDriver", `--port=${port}`]],
+    // No headless mode: a virtual display. Without one, New Session hangs without a word.
+    // `-n N -a`: the first free display from N (xvfb-run reads its options in order), N from the
+    // driver's port, so that two files starting WebKit at once (make test-engines runs two) do
+    // not race for the same one.
+    command: (port) => ["xvfb-run", ["-n", String(100 + (port % 5000)), "-a", "WebKitWebDriver", `--port=${port}`]],
     capabilities: {},
     version: () => "WebKitGTK " + execFileSync("dpkg-query", ["-W", "-f=${Version}", "libwebkit2gtk-4.1-0"], { encoding: "utf8" }).trim(),
   },

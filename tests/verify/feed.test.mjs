@@ -390,6 +390,24 @@ test("a feed event over 64 KiB is dropped with its connection, never held (the c
   }
 });
 
+test("a feed event of endless empty data lines is dropped with its connection too, never held", async () => {
+  const s = scripted();
+  const warn = console.warn;
+  const warned = [];
+  console.warn = (m) => warned.push(String(m));
+  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: "svc-token", fetch: s.fetch });
+  try {
+    await until("connected", () => s.streams.length === 1);
+    // No data at all, but a line each: 70 Ki lines of one event, past the 64 KiB bound.
+    for (let i = 0; i < 70; i++) s.streams[0].write("data:\n".repeat(1024));
+    await until("reconnected", () => s.streams.length === 2);
+    assert.ok(warned.some((m) => /over 64 KiB/.test(m)), warned.join("\n"));
+  } finally {
+    v.close();
+    console.warn = warn;
+  }
+});
+
 test("options are checked", async () => {
   const s = scripted();
   await assert.rejects(createVerifier({ authServer: AUTH, leewaySecs: 31, fetch: s.fetch }), /leewaySecs/);

@@ -305,7 +305,7 @@ test("a proof accepted just before an API restarts is refused after it: nonces f
   assert.ok(await second.verify(request(client, url, e.headers["DPoP-Nonce"])));
 });
 
-test("metadata or keys over 1 MiB are refused unread, and say so; padded within the cap, read as before", async () => {
+test("a metadata document over 1 MiB is refused unread, and says so; padded within the cap, read as before (the JWKS is read by the same function)", async () => {
   const options = { authServer: server.base, publicOrigin: server.base, nonceSecret: NONCE_SECRET };
   // The JSON followed by 1 MiB of spaces, streamed with no Content-Length.
   await server.hook("POST", "/test/faults", { documents_padding_bytes: 1 << 20 });

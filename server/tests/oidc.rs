@@ -140,7 +140,9 @@ async fn the_callback_refuses_a_missing_unknown_or_other_browser_state_and_a_reu
     attacker.start(&s, &format!("dpop_jkt={jkt}")).await;
     page(attacker.callback(&back).await).await;
 
-    // The victim's own browser still completes (nothing above used the flow up).
+    // The victim's own browser still completes: nothing above used the flow up, and no refusal
+    // cleared the flow cookie (the first two are what a page of any site can cause, by sending
+    // the browser to the callback while the user is at the provider).
     let ok = victim.callback(&back).await;
     assert_eq!(ok.status(), 303);
     assert!(refresh_cookie_of(&ok).is_some());
@@ -366,6 +368,8 @@ enum Forge {
     OtherKey,
     /// The nonce of the previous sign-in (a replayed ID token).
     PreviousNonce,
+    /// No ID token: the code exchange refused with this `error`.
+    TokenError(&'static str),
 }
 
 /// A code the hostile provider issued: its sign-in's nonce and PKCE challenge.
@@ -444,6 +448,7 @@ impl Hostile {
                 claims["nonce"] = json!(nonces[nonces.len() - 2]);
                 self.sign(&claims)
             }
+            Forge::TokenError(_) => unreachable!("the token endpoint refuses first"),
         }
     }
 }
@@ -519,6 +524,10 @@ async fn hostile(port: u16, now: tokenwarden_server::clock::Clock) -> Hostile {
                 .map(|v| v.to_str().unwrap().to_owned())
                 .unwrap_or_default();
             *h.exchange.lock().unwrap() = Some((auth, f["code_verifier"].clone()));
+            if let Forge::TokenError(error) = *h.forge.lock().unwrap() {
+                let refusal = axum::Json(json!({ "error": error }));
+                return (axum::http::StatusCode::BAD_REQUEST, refusal).into_response();
+            }
             let pending = h.codes.lock().unwrap().remove(&f["code"]);
             // PKCE (RFC 7636): the verifier must be the challenge's.
             let Some(Pending { nonce, .. }) = pending.filter(|p| {
@@ -647,6 +656,38 @@ async fn forged_id_tokens_are_refused_and_open_no_session() {
         assert!(refresh_cookie_of(&res).is_none(), "{what}");
     }
     s.stop().await;
+}
+
+/// A provider's refusal of the code exchange reaches the audit log (`oidc_refused`), its
+/// `error` without what a provider could forge a log line with.
+#[tokio::test]
+async fn a_provider_s_refusal_cannot_forge_a_log_line() {
+    let log = Captured::install();
+    let port = free_port();
+    let s = server_with(&format!("http://127.0.0.1:{port}")).await;
+    let h = hostile(port, s.state.clock.clone()).await;
+    // A line break, then what would pass for a line of the server's own log (all within the
+    // 64 characters kept).
+    let forged = "2026-12-06T00:00:00.000000Z  WARN audit: x=\"y\"";
+    let error = "invalid_grant\n2026-12-06T00:00:00.000000Z  WARN audit: x=\"y\"";
+    let res = hostile_sign_in(&s, &h, Forge::TokenError(error)).await;
+    assert_eq!(location(&res), "/r?tw_error=federation_failed");
+    assert!(refresh_cookie_of(&res).is_none());
+    s.stop().await;
+    let text = log.text();
+    let refused = text
+        .lines()
+        .find(|l| l.contains("oidc_refused") && l.contains("invalid_grant"))
+        .unwrap_or_else(|| panic!("the refusal is logged: {text}"));
+    // One line: no line break, no quote.
+    assert!(
+        refused.contains("invalid_grant2026-12-06T00:00:00.000000Z  WARN audit: x=y"),
+        "{refused}"
+    );
+    assert!(
+        !text.lines().any(|l| l.starts_with(forged)),
+        "a forged line: {text}"
+    );
 }
 
 /// A logout token of the hostile provider, with `change` applied to its claims.

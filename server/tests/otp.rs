@@ -467,33 +467,9 @@ async fn a_code_with_a_dpop_proof_binds_the_session_to_its_key() {
     s.stop().await;
 }
 
-/// A `tracing` writer into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn codes_never_reach_the_log() {
-    let log = Captured::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    // The process's subscriber, not a scoped one: with a thread-local subscriber, a test
-    // running at the same time on another thread could hit a callsite first, with no
-    // subscriber, and have it cached as uninteresting, so that this test lost the event (seen:
-    // `otp_sent` missing). The other tests' events land here too, which does no harm.
-    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+    let log = Captured::install();
     let sink = SmtpSink::start();
     let s = server(&sink, |s| s.otp.digits = 8).await;
     let mut c = Client::new(&s).oneshot();
@@ -506,11 +482,7 @@ async fn codes_never_reach_the_log() {
     assert_eq!(c.verify_code(ALICE.0, &second).await.status, 200);
     // The task that mails a code logs `otp_sent` when its SMTP conversation has ended, which
     // can be after the sink handed the mail over: give both tasks the time to finish.
-    let logged = || {
-        String::from_utf8_lossy(&log.0.lock().unwrap())
-            .matches("otp_sent")
-            .count()
-    };
+    let logged = || log.text().matches("otp_sent").count();
     for _ in 0..100 {
         if logged() >= 2 {
             break;
@@ -518,7 +490,7 @@ async fn codes_never_reach_the_log() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     s.stop().await;
-    let text = String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
+    let text = log.text();
     assert!(text.contains("otp_sent"), "the log is captured: {text}");
     assert!(text.contains("otp_wrong_code"));
     for code in [&first, &second] {

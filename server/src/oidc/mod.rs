@@ -387,8 +387,10 @@ pub async fn callback(
     query: Result<Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let provider = oidc.provider(&name)?.clone();
-    let clear = flow_cookie("", 0);
-    let refused = |message| append_cookie(error_page(StatusCode::BAD_REQUEST, message), &clear);
+    // The flow cookie is cleared only once its flow is taken: a refusal clears nothing, or any
+    // site could end a sign-in under way by sending the browser here (a top-level navigation
+    // carries and obeys the Lax cookie) before the provider sends it back.
+    let refused = |message| error_page(StatusCode::BAD_REQUEST, message);
     const NO_FLOW: &str = "This sign-in cannot be completed: it was already used, it took too \
                            long, or it was started in another browser. Please start again.";
     let Ok(Query(q)) = query else {
@@ -417,7 +419,7 @@ pub async fn callback(
             redirect(StatusCode::SEE_OTHER, &with_error(&flow.return_to, code))
         }
     };
-    Ok(append_cookie(res, &clear))
+    Ok(append_cookie(res, &flow_cookie("", 0)))
 }
 
 /// The rest of a callback once its flow is taken: the session, or why not.

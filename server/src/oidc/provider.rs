@@ -347,8 +347,13 @@ impl Provider {
         let status = res.status();
         let doc = json(res, "token endpoint").await?;
         if status.is_client_error() {
+            // Into the log: RFC 6749's characters of an `error` only (no line break a provider
+            // could forge a log line with), at most 64.
             let error = doc["error"].as_str().unwrap_or("?");
-            return Err(ProviderError::Refused(error.chars().take(64).collect()));
+            let printable = |c: &char| matches!(c, ' '..='~') && !matches!(c, '"' | '\\');
+            return Err(ProviderError::Refused(
+                error.chars().filter(printable).take(64).collect(),
+            ));
         }
         if !status.is_success() {
             return Err(ProviderError::Unavailable(format!(

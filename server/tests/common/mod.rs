@@ -333,3 +333,41 @@ pub fn jwt_parts(jwt: &str) -> (Value, Value) {
     };
     (next(), next())
 }
+
+/// The process's log, captured: a `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Installs the capture as the process's subscriber, every level, as the server's plain
+    /// text log (once per test binary). The process's, not a scoped one: with a thread-local
+    /// subscriber, a test running at the same time on another thread could hit a callsite
+    /// first, with no subscriber, and have it cached as uninteresting, so that the test lost the
+    /// event (seen: `otp_sent` missing). The other tests' events land here too, which does no
+    /// harm.
+    pub fn install() -> Self {
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+        log
+    }
+
+    /// What was logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}

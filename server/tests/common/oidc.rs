@@ -179,13 +179,18 @@ impl Browser {
         panic!("the provider never sent the browser back");
     }
 
-    /// Our callback, with the flow cookie: the answer.
-    pub async fn callback(&self, url: &str) -> reqwest::Response {
+    /// Our callback, with the flow cookie: the answer. A browser obeys the answer's
+    /// `Set-Cookie` for the flow cookie (an empty value or `Max-Age=0` deletes it): so does this.
+    pub async fn callback(&mut self, url: &str) -> reqwest::Response {
         let mut req = self.http.get(url);
         if let Some(f) = &self.flow {
             req = req.header("cookie", format!("{FLOW_COOKIE}={f}"));
         }
-        req.send().await.unwrap()
+        let res = req.send().await.unwrap();
+        if let Some(v) = cookie(res.headers(), FLOW_COOKIE) {
+            self.flow = Some(v).filter(|v| !v.is_empty());
+        }
+        res
     }
 }
 

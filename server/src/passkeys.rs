@@ -37,7 +37,7 @@ use crate::clock::Clock;
 use crate::config::WebauthnSettings;
 use crate::dpop::Dpop;
 use crate::error::ApiError;
-use crate::extract::{Authed, JsonBody, user_agent};
+use crate::extract::{Authed, Csrf, JsonBody, user_agent};
 use crate::net::ClientIp;
 use crate::otp::Codes;
 use crate::sessions::{Issued, Sessions, SignIn};
@@ -504,8 +504,12 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `POST /auth/passkeys/login/start`: a challenge for any of this site's passkeys.
+/// `POST /auth/passkeys/login/start`: a challenge for any of this site's passkeys. With the CSRF
+/// header, as every cookie endpoint: without a body it would be a simple request any site can
+/// send, and each one spends the client's budget of starts, which the sign-in's finish and a
+/// second factor share.
 pub async fn login_start(
+    _: Csrf,
     State(p): State<Passkeys>,
     client: ClientIp,
 ) -> Result<Response, ApiError> {

@@ -772,3 +772,27 @@ async fn without_mailed_codes_an_imported_password_adds_a_passkey() {
     require_second_factor(&mut tab).await;
     s.stop().await;
 }
+
+/// A page of another site can POST to `/auth/passkeys/login/start` (no body: a simple request,
+/// sent without a preflight) as often as it likes while the user has it open. Refused without
+/// the CSRF header, it spends none of the starts the user's address has, which the sign-in's
+/// finish and a second factor share.
+#[tokio::test]
+async fn another_site_cannot_spend_the_passkey_sign_in_starts() {
+    let s = server().await;
+    let mut page = Client::new(&s);
+    page.csrf = None;
+    for _ in 0..61 {
+        let a = page.send("POST", "/auth/passkeys/login/start", None).await;
+        assert_eq!(
+            (a.status, a.error()),
+            (403, "csrf_header_missing"),
+            "{}",
+            a.body
+        );
+    }
+    let mut tab = Client::new(&s);
+    let start = tab.post("/auth/passkeys/login/start", &json!({})).await;
+    assert_eq!(start.status, 200, "{}", start.body);
+    s.stop().await;
+}

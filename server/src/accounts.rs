@@ -124,11 +124,11 @@ pub async fn signup(
     tokio::spawn(async move {
         let result: Result<(), String> = async {
             let db = |e: crate::store::StoreError| format!("database: {e}");
-            if store.user_by_email(&email).await.map_err(db)?.is_some() {
-                return otp.mailer.send_account_exists(&email, now).await;
-            }
             // Within the hashing gate, as every argon2 run (each holds many MiB): a flood of
-            // sign-ups waits its turn or is dropped, never hashes all at once.
+            // sign-ups waits its turn or is dropped, never hashes all at once. For every address
+            // alike, before the lookup: the sign-ins wait in the same gate, and a hash only for
+            // an address without an account would slow them only then, telling whoever times
+            // them whether it has one.
             let turn = passwords
                 .hasher
                 .turn()
@@ -136,6 +136,9 @@ pub async fn signup(
                 .map_err(|_| "too many hashes at once: sign-up dropped".to_owned())?;
             let hash = turn.hash(&password).await?;
             drop(turn);
+            if store.user_by_email(&email).await.map_err(db)?.is_some() {
+                return otp.mailer.send_account_exists(&email, now).await;
+            }
             let expires = now + otp.settings().ttl_secs;
             store
                 .put_pending_signup(&binding_hash, &email, &hash, &name, now, expires)

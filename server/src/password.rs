@@ -595,6 +595,7 @@ pub struct Hasher {
     running: AtomicUsize,
     peak: AtomicUsize,
     verifications: AtomicU64,
+    hashes: AtomicU64,
 }
 
 /// A place in the gate; leaving (drop) frees it.
@@ -622,6 +623,7 @@ impl Turn<'_> {
 
     /// Hashes within this turn.
     pub async fn hash(&self, password: &str) -> Result<String, String> {
+        self.hasher.hashes.fetch_add(1, Ordering::SeqCst);
         let password = password.to_owned();
         self.run(move || hash_blocking(&password))
             .await
@@ -662,6 +664,7 @@ impl Hasher {
             running: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             verifications: AtomicU64::new(0),
+            hashes: AtomicU64::new(0),
         }
     }
 
@@ -695,6 +698,11 @@ impl Hasher {
     /// Passwords verified since start.
     pub fn verifications(&self) -> u64 {
         self.verifications.load(Ordering::SeqCst)
+    }
+
+    /// Passwords hashed since start.
+    pub fn hashes(&self) -> u64 {
+        self.hashes.load(Ordering::SeqCst)
     }
 }
 

@@ -618,6 +618,31 @@ async fn a_guess_right_after_the_sign_up_is_answered_alike_for_every_address() {
     s.stop().await;
 }
 
+/// A sign-up's background work is the same for every address: one argon2 run in the hashing
+/// gate, which the sign-ins wait in too. A run only for an address without an account would
+/// slow the sign-ins right after a sign-up only then, and tell whoever times them whether the
+/// address has one.
+#[tokio::test]
+async fn a_sign_up_hashes_alike_for_every_address() {
+    let sink = SmtpSink::start();
+    let s = mail_server(&sink, |_| {}).await;
+    for email in ["fresh@example.com", ALICE.0] {
+        let before = s.state.passwords.hasher.hashes();
+        let mut c = Client::bound(&s).oneshot();
+        let res = c
+            .post(
+                "/auth/signup",
+                &json!({ "email": email, "password": "a fine new password" }),
+            )
+            .await;
+        assert_eq!(res.status, 202, "{}", res.body);
+        // The code, or the notice that the address has an account: the work is done.
+        sink.wait_for(email, 1).await;
+        assert_eq!(s.state.passwords.hasher.hashes() - before, 1, "{email}");
+    }
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn sign_up_answers_alike_for_every_address_and_the_code_creates_and_signs_in() {
     let sink = SmtpSink::start();

@@ -30,6 +30,11 @@ pub const SUPPORTED: &[&str] = &[
 
 /// Largest token accepted.
 const MAX_LEN: usize = 16 * 1024;
+/// Most keys one token is tried against. A token without a `kid` is tried against every key
+/// that fits its algorithm, and a provider's JWKS may hold up to 1 MiB of keys: without a bound,
+/// one forged back-channel logout token (anyone can post one) would cost as many signature
+/// checks. Providers publish a handful (Microsoft Entra ID about ten).
+const MAX_TRIED: usize = 16;
 
 /// A verified JWT: its header and claims.
 #[derive(Debug, Clone)]
@@ -167,7 +172,10 @@ pub fn verify(token: &str, keys: &[Value], allowed: &[String]) -> Result<Verifie
             && s("alg").is_none_or(|a| a == alg)
     });
     let mut matched = false;
-    for key in candidates.filter_map(|jwk| key_for(alg, jwk)) {
+    for key in candidates
+        .filter_map(|jwk| key_for(alg, jwk))
+        .take(MAX_TRIED)
+    {
         matched = true;
         if key.verifies(signed, &sig) {
             return Ok(Verified {
@@ -281,5 +289,31 @@ mod tests {
         let mut enc = ec_jwk;
         enc["use"] = json!("enc");
         assert!(verify(&good, &[enc], &all).is_err());
+    }
+
+    #[test]
+    fn a_token_is_tried_against_sixteen_keys_at_most() {
+        let pairs: Vec<Ed25519KeyPair> = (0..=MAX_TRIED)
+            .map(|_| {
+                let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+                Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+            })
+            .collect();
+        let jwks: Vec<Value> = pairs
+            .iter()
+            .map(|k| json!({ "kty": "OKP", "crv": "Ed25519", "x": B64.encode(k.public_key().as_ref()) }))
+            .collect();
+        let all = vec!["EdDSA".to_owned()];
+        let by = |k: &Ed25519KeyPair| {
+            sign(json!({ "alg": "EdDSA" }), json!({ "sub": "s" }), |m| {
+                k.sign(m).as_ref().to_vec()
+            })
+        };
+        // No kid: the sixteenth fitting key is tried, the seventeenth never.
+        assert!(verify(&by(&pairs[MAX_TRIED - 1]), &jwks, &all).is_ok());
+        assert_eq!(
+            verify(&by(&pairs[MAX_TRIED]), &jwks, &all).unwrap_err(),
+            JwtError::Signature
+        );
     }
 }

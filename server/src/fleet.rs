@@ -117,12 +117,25 @@ async fn tail(fleet: Fleet) {
             Ok(events) => {
                 for e in events {
                     fleet.cursor.fetch_max(e.id, Ordering::SeqCst);
+                    // A `keys` event of the CLI (another process): this instance's ring first,
+                    // then the feed, whose subscribers fetch the JWKS on it and keep what they
+                    // get (the key poll alone could be a second later).
+                    if e.kind == EventKind::Keys {
+                        reload_keys(&fleet).await;
+                    }
                     // No subscriber is no error.
                     let _ = fleet.feed.send(e);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "reading revocation events failed"),
         }
+    }
+}
+
+/// Re-reads the key ring after a `keys` event.
+async fn reload_keys(f: &Fleet) {
+    if let Err(e) = f.keys.reload(&f.store, f.clock.now()).await {
+        tracing::error!(error = %e, "re-reading the key ring after a key event failed");
     }
 }
 
@@ -135,18 +148,18 @@ struct Sync {
 impl Sync {
     async fn on_event(&mut self, event: &RevocationEvent) {
         let f = &self.fleet;
-        // Heard again by a catch-up read: the feed's subscribers drop what they have sent.
-        let _ = f.feed.send(event.clone());
         if f.apply(event) && self.keys_seen.insert(event.id) {
             if self.keys_seen.len() > 10_000 {
                 self.keys_seen.clear();
                 self.keys_seen.insert(event.id);
             }
-            if let Err(e) = f.keys.reload(&f.store, f.clock.now()).await {
-                tracing::error!(error = %e, "re-reading the key ring after a key event failed");
-            }
+            reload_keys(f).await;
             f.cursor.fetch_max(event.id, Ordering::SeqCst);
         }
+        // To the feed once applied: its subscribers fetch the JWKS on a `keys` event and keep
+        // what they get, which must by then be the ring without a revoked key. Heard again by a
+        // catch-up read: the subscribers drop what they have sent.
+        let _ = f.feed.send(event.clone());
     }
 
     async fn catch_up(&mut self) {

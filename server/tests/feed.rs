@@ -747,6 +747,64 @@ async fn a_refetch_fails(
     ));
 }
 
+/// `keys revoke` run by the CLI, another process: the serving instance learns of it from the
+/// `keys` event, as the feed's subscribers do. The event reaches the feed only once this instance
+/// serves the JWKS without the key, so a verifier that refetches on it refuses the key's tokens
+/// within a second (not after keeping the old list for its 60 s). The key poll is an hour here:
+/// the event alone must do it.
+#[tokio::test]
+async fn a_key_the_cli_revokes_is_refused_by_a_following_verifier_within_a_second() {
+    use tokenwarden_dpop::resource::AuthError;
+    let s = TestServer::with(|c| {
+        with_feed_and_secret(c);
+        c.key_poll_secs = 3600;
+    })
+    .await;
+    let mut alice = Client::bound(&s).oneshot();
+    let a = alice.sign_in(ALICE).await;
+    // Through a relay that is cut at the end: the open feed would hold up the server's stop.
+    let relay = Relay::to(&s).await;
+    let rs = tokenwarden_dpop::feed::discover(
+        &relay.url,
+        api_options(&s, Duration::from_secs(30), true),
+    )
+    .await
+    .unwrap();
+    until("the feed's snapshot", &|| {
+        rs.revocations().staleness().is_some()
+    })
+    .await;
+    assert!(
+        rs.authenticate("GET", "/orders", &api_request(&rs, &alice, &a))
+            .is_ok()
+    );
+    // The CLI's own ring, as `keys revoke` makes it: the server's is not told.
+    let kid = jwt_parts(&a.access).0["kid"].as_str().unwrap().to_owned();
+    let cli = tokenwarden_server::keys::Keys::new(
+        s.state.settings.key_grace,
+        s.state.settings.key_encryption.clone(),
+    );
+    assert!(
+        cli.revoke(&s.state.store, &kid, s.state.now())
+            .await
+            .unwrap()
+    );
+    let since = Instant::now();
+    loop {
+        match rs.authenticate("GET", "/orders", &api_request(&rs, &alice, &a)) {
+            Err(AuthError::InvalidToken(..)) => break,
+            other => assert!(other.is_ok(), "{other:?}"),
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(1),
+            "a token of the revoked key still accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    relay.cut();
+    s.stop().await;
+}
+
 /// Polls `done` (without blocking the runtime the feed's task runs on) for 10 s at most.
 async fn until(what: &str, done: &dyn Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -110,6 +110,7 @@ impl AppState {
             notifications: settings.revocation_notifications,
             cursor: Arc::new(AtomicI64::new(0)),
             feed: tokio::sync::broadcast::channel(4096).0,
+            in_step: crate::fleet::InStep::default(),
         };
         fleet.load().await?;
         let dpop = Dpop::new(
@@ -206,6 +207,7 @@ impl AppState {
             settings.access_ttl,
             settings.leeway,
             fleet.feed.clone(),
+            fleet.in_step.clone(),
         );
         let discovery = crate::api::Discovery {
             issuer: settings.issuer.clone(),

@@ -16,6 +16,10 @@
 //!   "until":<unix secs>}` (a token is refused while `until` is ahead); `event: keys`,
 //!   `data: {"kid":"..."}` (the key ring changed: refetch the JWKS); `: keepalive` every 15 s.
 //! - Every instance serves it (on PostgreSQL from the shared events, heard by crate::fleet).
+//!   Its keepalives say "this instance is in step": an instance that has not read the events
+//!   table for [`IN_STEP`] (its database unreachable) hears no revocation made elsewhere, so it
+//!   ends its subscribers' streams instead of keeping them fresh; they reconnect, maybe to
+//!   another instance, and a verifier that gets no `ready` goes stale.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -24,7 +28,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use subtle::ConstantTimeEq;
@@ -43,6 +47,13 @@ pub const PATH: &str = "/auth/revocations";
 /// after a newer one was sent), as crate::fleet does.
 const RECENT_SECS: i64 = 5;
 
+/// A keepalive comment every 15 s.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// Not having read the events table for this long ends the subscribers' streams (the table is
+/// read every 100 ms by one instance, every 500 ms by each of a fleet's); checked every second.
+pub const IN_STEP: Duration = Duration::from_secs(5);
+
 #[derive(Clone)]
 pub struct Feed(Arc<Inner>);
 
@@ -55,6 +66,7 @@ struct Inner {
     window: i64,
     leeway: i64,
     events: broadcast::Sender<RevocationEvent>,
+    in_step: crate::fleet::InStep,
 }
 
 impl Feed {
@@ -65,6 +77,7 @@ impl Feed {
         access_ttl: i64,
         leeway: i64,
         events: broadcast::Sender<RevocationEvent>,
+        in_step: crate::fleet::InStep,
     ) -> Self {
         Feed(Arc::new(Inner {
             store,
@@ -73,6 +86,7 @@ impl Feed {
             window: access_ttl + leeway,
             leeway,
             events,
+            in_step,
         }))
     }
 
@@ -151,9 +165,22 @@ impl Feed {
             .await
             .map_err(|_| "gone")?;
         let mut last = cursor;
+        let mut check = tokio::time::interval(Duration::from_secs(1));
+        let mut keepalive = tokio::time::Instant::now() + KEEPALIVE;
         loop {
             let heard = tokio::select! {
                 heard = live.recv() => heard,
+                _ = check.tick() => {
+                    if !self.0.in_step.within(IN_STEP) {
+                        tracing::warn!("the revocation events were not read for 5 s: the feed's subscribers are let go");
+                        return Err("not in step".into());
+                    }
+                    if tokio::time::Instant::now() >= keepalive {
+                        keepalive += KEEPALIVE;
+                        tx.send(Event::default().comment("keepalive")).await.map_err(|_| "gone")?;
+                    }
+                    continue;
+                }
                 () = tx.closed() => return Ok(()),
             };
             let events = match heard {
@@ -248,13 +275,8 @@ pub async fn revocations(State(feed): State<Feed>, headers: HeaderMap) -> Respon
         }
     });
     let stream = tokio_stream::StreamExt::map(ReceiverStream::new(rx), Ok::<_, Infallible>);
-    let mut res = Sse::new(stream)
-        .keep_alive(
-            KeepAlive::new()
-                .interval(Duration::from_secs(15))
-                .text("keepalive"),
-        )
-        .into_response();
+    // Its keepalives are the feed's own (`serve`): sent only while this instance is in step.
+    let mut res = Sse::new(stream).into_response();
     res.headers_mut().insert(
         header::CACHE_CONTROL,
         axum::http::HeaderValue::from_static("no-store"),

@@ -46,6 +46,33 @@ pub struct Fleet {
     pub cursor: Arc<AtomicI64>,
     /// Every event heard, for the revocation feed's subscribers (crate::feed).
     pub feed: tokio::sync::broadcast::Sender<RevocationEvent>,
+    /// When the events table was last read: the feed tells its subscribers it is alive only
+    /// while that is recent.
+    pub in_step: InStep,
+}
+
+/// When this instance last read the revocation events table (a catch-up, or one instance's
+/// tail). An instance that cannot read it (its database unreachable) hears no revocation made
+/// elsewhere: its feed must not go on telling subscribers that it is alive (crate::feed).
+#[derive(Clone)]
+pub struct InStep(Arc<std::sync::Mutex<tokio::time::Instant>>);
+
+impl Default for InStep {
+    fn default() -> Self {
+        InStep(Arc::new(std::sync::Mutex::new(tokio::time::Instant::now())))
+    }
+}
+
+impl InStep {
+    /// The table was read just now.
+    pub fn mark(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+    }
+
+    /// Whether the table was read within `d`.
+    pub fn within(&self, d: Duration) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).elapsed() <= d
+    }
 }
 
 impl Fleet {
@@ -115,6 +142,7 @@ async fn tail(fleet: Fleet) {
         let cursor = fleet.cursor.load(Ordering::SeqCst);
         match fleet.store.revocations_since(cursor, 0, false).await {
             Ok(events) => {
+                fleet.in_step.mark();
                 for e in events {
                     fleet.cursor.fetch_max(e.id, Ordering::SeqCst);
                     // A `keys` event of the CLI (another process): this instance's ring first,
@@ -171,6 +199,7 @@ impl Sync {
             .await
         {
             Ok(events) => {
+                self.fleet.in_step.mark();
                 for e in &events {
                     self.on_event(e).await;
                 }

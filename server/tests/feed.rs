@@ -262,6 +262,26 @@ async fn the_feed_needs_its_token_snapshots_then_streams_every_revocation_and_re
 /// A subscriber that saw the lost ones and comes back with the id of one of them must not skip
 /// the new events that took their numbers: its id names an event this database does not hold,
 /// so it gets the snapshot.
+/// An instance that can no longer read the revocation events (its database unreachable: here,
+/// closed under it) hears no revocation made elsewhere. It ends its subscribers' streams within
+/// seconds instead of keeping them fresh with keepalives: they reconnect, maybe to another
+/// instance, and a verifier that gets no `ready` back goes stale (and refuses, by default).
+#[tokio::test]
+async fn an_instance_that_cannot_read_the_events_lets_its_subscribers_go() {
+    let s = TestServer::with(with_feed).await;
+    let mut sub = Subscriber::connect(&s, None).await;
+    sub.until_ready().await;
+    s.state.store.close().await;
+    let since = Instant::now();
+    // Keepalives would come every 15 s: the stream ends first.
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(10), sub.res.chunk())
+        .await
+        .expect("the stream ends within 10 s")
+    {}
+    assert!(since.elapsed() < Duration::from_secs(10));
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_subscriber_that_saw_events_a_restored_database_lost_gets_everything_again() {
     let (url, _dir) = TestServer::durable_database().await;

@@ -615,7 +615,14 @@ async fn follow_once(
             chunk = tokio::time::timeout(QUIET, res.chunk()) => chunk,
             () = unknown_kid => {
                 last_kid_fetch = tokio::time::Instant::now();
-                refresh_keys(http, rs, &jwks_uri).await?;
+                // Any caller can name an unknown `kid`: a fetch for it that fails changes
+                // nothing (the keys held go on verifying, the feed goes on). Its failure ended
+                // the feed's connection before.
+                if let Err(e) = refresh_keys(http, rs, &jwks_uri).await
+                    && e == GONE
+                {
+                    return Err(e);
+                }
                 continue;
             }
         };

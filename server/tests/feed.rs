@@ -6,6 +6,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use common::*;
 use serde_json::Value;
 use tokenwarden_dpop::access::{self, Audience, KeySet};
@@ -691,6 +693,72 @@ async fn the_crate_counts_as_stale_after_a_keys_event_whose_refetch_failed() {
         rs.authenticate("GET", "/orders", &api_request(&rs, &alice, &a))
             .is_ok()
     );
+    relay.cut();
+    s.stop().await;
+}
+
+/// Anyone can send a token naming a `kid` nobody has, and the crate then fetches the keys again
+/// (at most every 10 s). When that fetch fails, the keys held go on verifying and the feed goes
+/// on: it used to end the feed's connection, and with the JWKS still failing the reconnection
+/// failed too, until the view went stale.
+#[tokio::test]
+async fn a_failed_fetch_for_an_unknown_kid_leaves_the_crate_s_feed_connected() {
+    use std::sync::atomic::Ordering::SeqCst;
+    use tokenwarden_dpop::resource::AuthError;
+    let s = TestServer::with(with_feed_and_secret).await;
+    let mut alice = Client::bound(&s).oneshot();
+    let a = alice.sign_in(ALICE).await;
+    let relay = Relay::to(&s).await;
+    let rs = tokenwarden_dpop::feed::discover(
+        &relay.url,
+        api_options(&s, Duration::from_secs(30), true),
+    )
+    .await
+    .unwrap();
+    until("the feed's snapshot", &|| {
+        rs.revocations().staleness().is_some()
+    })
+    .await;
+    let connections = s.counts.feed_connections.load(SeqCst);
+    let fetches = s.counts.jwks_fetches.load(SeqCst);
+    s.counts.jwks_down.store(true, SeqCst);
+    let forged = Tokens {
+        access: format!(
+            "{}.{}",
+            B64.encode(r#"{"alg":"EdDSA","typ":"at+jwt","kid":"nobody-has-it"}"#),
+            a.access.split_once('.').unwrap().1
+        ),
+        refresh: String::new(),
+    };
+    assert!(matches!(
+        rs.authenticate("GET", "/orders", &api_request(&rs, &alice, &forged)),
+        Err(AuthError::InvalidToken(..))
+    ));
+    // The fetch for it comes within 10 s of the connection.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while s.counts.jwks_fetches.load(SeqCst) == fetches {
+        assert!(Instant::now() < deadline, "no fetch for the unknown kid");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        rs.authenticate("GET", "/orders", &api_request(&rs, &alice, &a))
+            .is_ok()
+    );
+    // The feed still brings revocations: a logout is refused within a second.
+    assert_eq!(alice.logout().await.status, 204);
+    let since = Instant::now();
+    while rs
+        .authenticate("GET", "/orders", &api_request(&rs, &alice, &a))
+        .is_ok()
+    {
+        assert!(
+            since.elapsed() < Duration::from_secs(1),
+            "a logged-out token still accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(s.counts.feed_connections.load(SeqCst), connections);
     relay.cut();
     s.stop().await;
 }

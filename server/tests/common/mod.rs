@@ -64,6 +64,8 @@ pub struct Counts {
     /// A fault: while not 0, the metadata and the JWKS answer with this many spaces after their
     /// JSON (still valid JSON; something in front of the server gone wrong, or hostile).
     pub documents_padding: AtomicU64,
+    /// Requests for the revocation feed (each a subscriber's connection).
+    pub feed_connections: AtomicU64,
 }
 
 impl Counts {
@@ -112,6 +114,9 @@ async fn faults(
     req: Request,
     next: Next,
 ) -> axum::response::Response {
+    if req.uri().path() == tokenwarden_server::feed::PATH {
+        counts.feed_connections.fetch_add(1, Ordering::SeqCst);
+    }
     if req.uri().path() == "/.well-known/jwks.json" {
         counts.jwks_fetches.fetch_add(1, Ordering::SeqCst);
         if req

@@ -16,9 +16,11 @@ pub use crate::config::LegacySettings;
 /// The header carrying the shared secret.
 pub const SECRET_HEADER: &str = "x-tokenwarden-legacy-secret";
 
-/// What the old backend says about a user (its 200 body).
+/// What the old backend says about a user (its 200 body). Only these members: a 200 whose body
+/// says something else (`{"success": false}`, an error of a login endpoint never written for
+/// this question) is no vouching, and is answered as an old backend that fails.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Profile {
     pub id: Option<String>,
     pub name: Option<String>,

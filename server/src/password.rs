@@ -471,6 +471,12 @@ impl Passwords {
         let Some(legacy) = &self.legacy else {
             return Err(ApiError::InvalidCredentials);
         };
+        // An address no other way in takes (a quoted or invisible spelling of another mailbox,
+        // which an old app that never checked addresses may hold): never an account made here
+        // on the old backend's word.
+        if known.is_none() && !acceptable_email(email) {
+            return Err(ApiError::InvalidCredentials);
+        }
         let profile = self.ask(legacy, email, password).await?;
         if let Some(user) = known {
             // An account here without a password (a code sign-up, a provider's, an import

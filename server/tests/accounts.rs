@@ -291,6 +291,15 @@ async fn legacy_backend(secret: &'static str) -> (String, tokio::task::JoinHandl
             if body["password"] == "old-password-1" && body["email"] == "squat@legacy.test" {
                 return (axum::http::StatusCode::OK, axum::Json(json!({ "name": "Squatter" })));
             }
+            // Another spelling of a mailbox, which the old app never checked.
+            if body["email"] == "\"old\"@legacy.test" && body["password"] == "old-password-1" {
+                return (axum::http::StatusCode::OK, axum::Json(json!({})));
+            }
+            // A login endpoint that says "no" inside a 200.
+            if body["email"] == "falsy@legacy.test" {
+                let no = json!({ "success": false, "error": "wrong password" });
+                return (axum::http::StatusCode::OK, axum::Json(no));
+            }
             if body["password"] == "old-password-1" && body["email"] == "kept@legacy.test" {
                 return (axum::http::StatusCode::OK, axum::Json(json!({ "id": "kept-1" })));
             }
@@ -378,6 +387,32 @@ async fn a_lazy_migration_imports_a_user_the_old_backend_vouches_for() {
         s.state
             .store
             .user_by_email("old@legacy.test")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A 200 that says "no" in words of its own vouches for nobody: an old backend that fails.
+    let res = Client::new(&s)
+        .login(("falsy@legacy.test", "any-password-1"))
+        .await;
+    assert_eq!((res.status, res.error()), (503, "temporarily_unavailable"));
+    assert!(
+        s.state
+            .store
+            .user_by_email("falsy@legacy.test")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // An address no other way in takes: no account on the old backend's word.
+    let res = Client::new(&s)
+        .login(("\"old\"@legacy.test", "old-password-1"))
+        .await;
+    assert_eq!((res.status, res.error()), (401, "invalid_credentials"));
+    assert!(
+        s.state
+            .store
+            .user_by_email("\"old\"@legacy.test")
             .await
             .unwrap()
             .is_none()

@@ -4,9 +4,10 @@
 //! The request: `POST URL` with `{"email", "password"}` as JSON and the shared secret in
 //! `X-Tokenwarden-Legacy-Secret`, over HTTPS (or plain HTTP to a loopback address), with a
 //! short timeout. The answer: 200 with `{"id"?, "name"?, "email_verified"?, "roles"?,
-//! "claims"?}` vouches for the user; 401, 403 or 404 refuse the password; anything else (a 5xx,
-//! a timeout, a refused connection, a body that does not parse) means the old backend is
-//! unavailable, which is a clear error for the client and never a sign-in.
+//! "claims"?}` (those members only) vouches for the user; 401, 403 or 404 refuse the password;
+//! anything else (a 5xx, a timeout, a refused connection, a body that does not parse or has
+//! another member) means the old backend is unavailable, which is a clear error for the client
+//! and never a sign-in.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};

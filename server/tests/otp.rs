@@ -521,6 +521,23 @@ async fn the_demo_mailbox_exists_only_in_demo_mode_without_smtp() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let res = c.get(&format!("/demo/mailbox?email={UNKNOWN}")).await;
     assert_eq!(res.body["messages"], json!([]));
+    // Only to a page that asked for this machine by name, not through a proxy: a reverse proxy
+    // on this machine makes every client a loopback one, and a page of another site that
+    // rebinds its name to 127.0.0.1 sends its own name.
+    let mailbox = "/demo/mailbox?email=alice@example.com";
+    for via in [
+        ("host", "evil.example"),
+        ("x-forwarded-for", "203.0.113.7"),
+        ("forwarded", "for=203.0.113.7"),
+        ("x-real-ip", "203.0.113.7"),
+    ] {
+        let res = c.send_once("GET", mailbox, None, &[via]).await;
+        assert_eq!(res.status, 404, "{via:?}");
+    }
+    let res = c
+        .send_once("GET", mailbox, None, &[("host", "localhost:8080")])
+        .await;
+    assert_eq!(res.status, 200);
     assert_eq!(c.verify_code(ALICE.0, &code).await.status, 200);
     demo.stop().await;
 

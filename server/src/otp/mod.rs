@@ -468,17 +468,35 @@ pub struct MailboxQuery {
 }
 
 /// `GET /demo/mailbox?email=`: the demo mailbox (only with `--demo` and no SMTP server, and
-/// only to loopback clients): the codes "mailed" to that address, newest first.
+/// only to loopback clients that asked for this machine by name, not through a proxy): the
+/// codes "mailed" to that address, newest first.
 pub async fn demo_mailbox(
     State(codes): State<Codes>,
     client: ClientIp,
     extensions: axum::http::Extensions,
+    headers: axum::http::HeaderMap,
     QueryParams(q): QueryParams<MailboxQuery>,
 ) -> Result<Response, ApiError> {
     // Both the client a trusted proxy reports and the connection's own peer: a proxy on another
     // machine relaying a forged `X-Forwarded-For: 127.0.0.1` gets nobody's codes.
     let peer = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
-    let loopback = client.0.is_loopback()
+    // And a loopback `Host` with no forwarding header: a reverse proxy on this machine (the demo
+    // left on behind it) makes every client's connection a loopback one, and a page of another
+    // site that rebinds its name to 127.0.0.1 sends its own name.
+    let direct = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(tokenwarden_dpop::is_loopback_host)
+        && ![
+            "forwarded",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-real-ip",
+        ]
+        .iter()
+        .any(|h| headers.contains_key(*h));
+    let loopback = direct
+        && client.0.is_loopback()
         && peer.is_some_and(|p| crate::net::canonical(p.0.ip()).is_loopback());
     let mailbox = codes
         .0

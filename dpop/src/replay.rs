@@ -28,6 +28,11 @@ pub enum Insert {
 pub struct ReplayCache {
     shards: Vec<Mutex<Shard>>,
     per_shard: usize,
+    /// A secret of this cache in every entry's hash: which shard a proof lands in cannot be
+    /// worked out by the client that chooses its `jti`. Otherwise one account could choose jtis
+    /// that all fill one shard (a sixteenth of the capacity, at a sixteenth of the rate) and
+    /// have the proofs of every client whose entries land there refused.
+    salt: [u8; 16],
 }
 
 impl std::fmt::Debug for ReplayCache {
@@ -42,8 +47,9 @@ impl Default for ReplayCache {
     }
 }
 
-fn key(jkt: &str, jti: &str) -> u128 {
+fn key(salt: &[u8; 16], jkt: &str, jti: &str) -> u128 {
     let mut h = Sha256::new();
+    h.update(salt);
     h.update(jkt.as_bytes());
     h.update([0]);
     h.update(jti.as_bytes());
@@ -56,16 +62,27 @@ fn key(jkt: &str, jti: &str) -> u128 {
 impl ReplayCache {
     /// A cache of at most `capacity` live entries (at least 16).
     pub fn new(capacity: usize) -> Self {
+        // The salt from the standard library's randomly keyed hasher (seeded by the OS).
+        let random = || {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        };
+        let mut salt = [0u8; 16];
+        salt[..8].copy_from_slice(&random().to_le_bytes());
+        salt[8..].copy_from_slice(&random().to_le_bytes());
         ReplayCache {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
+            salt,
         }
     }
 
     /// Records `jti` for key `jkt` until `until`; `Replayed` if it is already recorded and
     /// live, `Full` if there is no room for it.
     pub fn insert(&self, jkt: &str, jti: &str, until: i64, now: i64) -> Insert {
-        let k = key(jkt, jti);
+        let k = key(&self.salt, jkt, jti);
         let shard = &self.shards[(k as usize) % SHARDS];
         let mut s = match shard.lock() {
             Ok(s) => s,
@@ -125,5 +142,37 @@ mod tests {
         assert!(c.len() <= 32 + 16);
         // Once the entries expire there is room again.
         assert_eq!(c.insert("k", "fresh", 2000, 1001), Insert::New);
+    }
+
+    /// One account choosing jtis (offline) that all land in one shard, as an unsalted hash
+    /// would place them: a sixteenth of the capacity would refuse every other client's proofs
+    /// landing there. With the cache's secret in the hash they spread over the shards.
+    #[test]
+    fn jtis_chosen_for_one_shard_do_not_fill_it() {
+        let c = ReplayCache::new(16 * 100);
+        let unsalted = |jti: &str| {
+            let d = Sha256::new()
+                .chain_update(b"k")
+                .chain_update([0])
+                .chain_update(jti.as_bytes())
+                .finalize();
+            let mut k = [0u8; 16];
+            k.copy_from_slice(&d[..16]);
+            u128::from_le_bytes(k) as usize % SHARDS
+        };
+        let chosen: Vec<String> = (0..)
+            .map(|i: u32| i.to_string())
+            .filter(|jti| unsalted(jti) == 0)
+            .take(150)
+            .collect();
+        for jti in &chosen {
+            assert_eq!(c.insert("k", jti, 1000, 0), Insert::New, "{jti}");
+        }
+        for i in 0..16 {
+            assert_eq!(
+                c.insert("another key", &i.to_string(), 1000, 0),
+                Insert::New
+            );
+        }
     }
 }

@@ -844,32 +844,8 @@ impl Settings {
                     .into(),
             );
         }
-        let origins = |list: &[String], flag: &str| {
-            let mut out = Vec::new();
-            for o in list {
-                let o = o.trim().trim_end_matches('/');
-                if o.is_empty() {
-                    continue;
-                }
-                // Scheme and host only: nothing that could end the header value or add a
-                // directive (`;`, quotes, spaces).
-                let host = o
-                    .strip_prefix("http://")
-                    .or_else(|| o.strip_prefix("https://"))
-                    .unwrap_or("");
-                if host.is_empty()
-                    || !host
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
-                {
-                    return Err(format!("{flag} {o:?} must be an explicit http(s) origin"));
-                }
-                out.push(o.to_owned());
-            }
-            Ok(out)
-        };
-        let mut allowed_origins = origins(&a.allowed_origins, "--allowed-origin")?;
-        let connect_src = origins(&a.connect_src, "--connect-src")?;
+        let mut allowed_origins = explicit_origins(&a.allowed_origins, "--allowed-origin")?;
+        let connect_src = explicit_origins(&a.connect_src, "--connect-src")?;
         if a.demo {
             let port = a.bind.port();
             let scheme = if a.tls_cert.is_some() {
@@ -1226,6 +1202,36 @@ pub fn secret_or_file(
     Ok(Some(text))
 }
 
+/// `--allowed-origin`'s or `--connect-src`'s origins (`flag`), each as browsers send an
+/// `Origin` (RFC 6454: the host lower-cased, no default port, no slash): CORS compares them as
+/// bytes, and `https://App.example.com:443/` would otherwise match no browser's request.
+fn explicit_origins(list: &[String], flag: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for o in list {
+        let o = o.trim().trim_end_matches('/');
+        if o.is_empty() {
+            continue;
+        }
+        // Scheme and host only: nothing that could end the header value or add a directive
+        // (`;`, quotes, spaces).
+        let host = o
+            .split_once("://")
+            .filter(|(scheme, _)| {
+                scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")
+            })
+            .map_or("", |(_, host)| host);
+        let explicit = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+        match tokenwarden_dpop::normalize_origin(o).filter(|_| explicit) {
+            Some(origin) => out.push(origin),
+            None => return Err(format!("{flag} {o:?} must be an explicit http(s) origin")),
+        }
+    }
+    Ok(out)
+}
+
 impl Cli {
     /// `--database-url`, or what `--database-url-file` holds.
     pub fn database_url(&self) -> Result<String, String> {
@@ -1239,8 +1245,33 @@ impl Cli {
 }
 
 #[cfg(test)]
-mod oidc_tests {
+mod tests {
     use super::*;
+
+    #[test]
+    fn origins_are_kept_as_browsers_send_them() {
+        let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            explicit_origins(
+                &list(&["HTTPS://App.Example.com:443/", "http://app.test:3000", " "]),
+                "--allowed-origin"
+            )
+            .unwrap(),
+            ["https://app.example.com", "http://app.test:3000"]
+        );
+        for bad in [
+            "*",
+            "null",
+            "https://a.example/path",
+            "https://a b",
+            "ftp://a.example",
+        ] {
+            assert!(
+                explicit_origins(&list(&[bad]), "--allowed-origin").is_err(),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn an_oidc_provider_is_read_from_its_spec() {

@@ -664,22 +664,10 @@ async fn the_crate_fetches_the_keys_again_for_an_unknown_kid_at_most_every_ten_s
 #[tokio::test]
 async fn the_crate_counts_as_stale_after_a_keys_event_whose_refetch_failed() {
     use std::sync::atomic::Ordering::SeqCst;
-    use tokenwarden_dpop::feed::discover;
 
     let s = TestServer::with(with_feed_and_secret).await;
-    let mut alice = Client::bound(&s).oneshot();
-    let a = alice.sign_in(ALICE).await;
-    // Through a relay, cut at the end: the server's shutdown does not wait for the feed.
-    let relay = Relay::to(&s).await;
-    let rs = discover(&relay.url, api_options(&s, Duration::from_secs(30), true))
-        .await
-        .unwrap();
+    let (alice, a, relay, rs) = alice_and_an_api(&s).await;
     let current = || rs.revocations().staleness().is_some();
-    until("the feed's snapshot", &current).await;
-    assert!(
-        rs.authenticate("GET", "/orders", &api_request(&rs, &alice, &a))
-            .is_ok()
-    );
 
     // The JWKS fails, then the key ring changes: the feed says so, the refetch fails.
     s.counts.jwks_down.store(true, SeqCst);
@@ -706,19 +694,7 @@ async fn a_failed_fetch_for_an_unknown_kid_leaves_the_crate_s_feed_connected() {
     use std::sync::atomic::Ordering::SeqCst;
     use tokenwarden_dpop::resource::AuthError;
     let s = TestServer::with(with_feed_and_secret).await;
-    let mut alice = Client::bound(&s).oneshot();
-    let a = alice.sign_in(ALICE).await;
-    let relay = Relay::to(&s).await;
-    let rs = tokenwarden_dpop::feed::discover(
-        &relay.url,
-        api_options(&s, Duration::from_secs(30), true),
-    )
-    .await
-    .unwrap();
-    until("the feed's snapshot", &|| {
-        rs.revocations().staleness().is_some()
-    })
-    .await;
+    let (mut alice, a, relay, rs) = alice_and_an_api(&s).await;
     let connections = s.counts.feed_connections.load(SeqCst);
     let fetches = s.counts.jwks_fetches.load(SeqCst);
     s.counts.jwks_down.store(true, SeqCst);
@@ -835,6 +811,35 @@ async fn a_refetch_fails(
     ));
 }
 
+/// Alice signed in (a bound session), and an API following `s` through a relay that the test
+/// cuts at the end (the server's stop would wait for an open feed), its view current and
+/// Alice's token accepted.
+async fn alice_and_an_api(
+    s: &TestServer,
+) -> (
+    Client,
+    Tokens,
+    Relay,
+    std::sync::Arc<tokenwarden_dpop::resource::ResourceServer>,
+) {
+    let mut alice = Client::bound(s).oneshot();
+    let a = alice.sign_in(ALICE).await;
+    let relay = Relay::to(s).await;
+    let rs =
+        tokenwarden_dpop::feed::discover(&relay.url, api_options(s, Duration::from_secs(30), true))
+            .await
+            .unwrap();
+    until("the feed's snapshot", &|| {
+        rs.revocations().staleness().is_some()
+    })
+    .await;
+    assert!(
+        rs.authenticate("GET", "/orders", &api_request(&rs, &alice, &a))
+            .is_ok()
+    );
+    (alice, a, relay, rs)
+}
+
 /// `keys revoke` run by the CLI, another process: the serving instance learns of it from the
 /// `keys` event, as the feed's subscribers do. The event reaches the feed only once this instance
 /// serves the JWKS without the key, so a verifier that refetches on it refuses the key's tokens
@@ -848,24 +853,7 @@ async fn a_key_the_cli_revokes_is_refused_by_a_following_verifier_within_a_secon
         c.key_poll_secs = 3600;
     })
     .await;
-    let mut alice = Client::bound(&s).oneshot();
-    let a = alice.sign_in(ALICE).await;
-    // Through a relay that is cut at the end: the open feed would hold up the server's stop.
-    let relay = Relay::to(&s).await;
-    let rs = tokenwarden_dpop::feed::discover(
-        &relay.url,
-        api_options(&s, Duration::from_secs(30), true),
-    )
-    .await
-    .unwrap();
-    until("the feed's snapshot", &|| {
-        rs.revocations().staleness().is_some()
-    })
-    .await;
-    assert!(
-        rs.authenticate("GET", "/orders", &api_request(&rs, &alice, &a))
-            .is_ok()
-    );
+    let (alice, a, relay, rs) = alice_and_an_api(&s).await;
     // The CLI's own ring, as `keys revoke` makes it: the server's is not told.
     let kid = jwt_parts(&a.access).0["kid"].as_str().unwrap().to_owned();
     let cli = tokenwarden_server::keys::Keys::new(

@@ -144,13 +144,14 @@ async fn tail(fleet: Fleet) {
             Ok(events) => {
                 fleet.in_step.mark();
                 for e in events {
-                    fleet.cursor.fetch_max(e.id, Ordering::SeqCst);
                     // A `keys` event of the CLI (another process): this instance's ring first,
                     // then the feed, whose subscribers fetch the JWKS on it and keep what they
-                    // get (the key poll alone could be a second later).
-                    if e.kind == EventKind::Keys {
-                        reload_keys(&fleet).await;
+                    // get (the key poll alone could be a second later). A ring not re-read
+                    // passes nothing on: the next read tries again from this event.
+                    if e.kind == EventKind::Keys && !reload_keys(&fleet).await {
+                        break;
                     }
+                    fleet.cursor.fetch_max(e.id, Ordering::SeqCst);
                     // No subscriber is no error.
                     let _ = fleet.feed.send(e);
                 }
@@ -160,10 +161,14 @@ async fn tail(fleet: Fleet) {
     }
 }
 
-/// Re-reads the key ring after a `keys` event.
-async fn reload_keys(f: &Fleet) {
-    if let Err(e) = f.keys.reload(&f.store, f.clock.now()).await {
-        tracing::error!(error = %e, "re-reading the key ring after a key event failed");
+/// Re-reads the key ring after a `keys` event; whether it could.
+async fn reload_keys(f: &Fleet) -> bool {
+    match f.keys.reload(&f.store, f.clock.now()).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "re-reading the key ring after a key event failed");
+            false
+        }
     }
 }
 
@@ -181,7 +186,12 @@ impl Sync {
                 self.keys_seen.clear();
                 self.keys_seen.insert(event.id);
             }
-            reload_keys(f).await;
+            // A ring not re-read passes nothing on, and the event is not counted as applied:
+            // the next catch-up reads it again and tries again.
+            if !reload_keys(f).await {
+                self.keys_seen.remove(&event.id);
+                return;
+            }
             f.cursor.fetch_max(event.id, Ordering::SeqCst);
         }
         // To the feed once applied: its subscribers fetch the JWKS on a `keys` event and keep

@@ -73,6 +73,9 @@ pub struct Keys {
     ring: Arc<RwLock<Arc<Ring>>>,
     grace_secs: i64,
     encryption: KeyEncryption,
+    /// One reload at a time: two at once (a revocation here and its event heard back) could
+    /// each find no signing key and each make one.
+    reloading: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// RFC 7638 thumbprint of an Ed25519 public key: a stable, content-derived `kid`.
@@ -186,6 +189,7 @@ impl Keys {
                 jwks: r#"{"keys":[]}"#.to_owned(),
             }))),
             grace_secs,
+            reloading: Arc::default(),
         }
     }
 
@@ -227,6 +231,7 @@ impl Keys {
     /// Rebuilds the ring from the database; creates a signing key (signing at once) if there
     /// is none.
     pub async fn reload(&self, store: &Store, now: i64) -> KeyResult<()> {
+        let _one = self.reloading.lock().await;
         let mut rows = store.keys().await?;
         if !key_states(&rows, now, self.grace_secs).contains(&KeyState::Signing) {
             store

@@ -54,6 +54,9 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 /// read every 100 ms by one instance, every 500 ms by each of a fleet's); checked every second.
 pub const IN_STEP: Duration = Duration::from_secs(5);
 
+const NOT_IN_STEP: &str = "this instance has not read the revocation events for 5 s: its \
+                           feed's subscribers are let go";
+
 #[derive(Clone)]
 pub struct Feed(Arc<Inner>);
 
@@ -160,20 +163,24 @@ impl Feed {
                 tx.send(ev).await.map_err(|_| "gone")?;
             }
         }
+        // No `ready` from an instance out of step: the subscriber would count as current.
+        if !self.0.in_step.within(IN_STEP) {
+            return Err(NOT_IN_STEP.into());
+        }
         let ready = json!({ "cursor": cursor }).to_string();
         tx.send(Event::default().event("ready").id(ready_id).data(ready))
             .await
             .map_err(|_| "gone")?;
         let mut last = cursor;
-        let mut check = tokio::time::interval(Duration::from_secs(1));
+        let second = Duration::from_secs(1);
+        let mut check = tokio::time::interval_at(tokio::time::Instant::now() + second, second);
         let mut keepalive = tokio::time::Instant::now() + KEEPALIVE;
         loop {
             let heard = tokio::select! {
                 heard = live.recv() => heard,
                 _ = check.tick() => {
                     if !self.0.in_step.within(IN_STEP) {
-                        tracing::warn!("the revocation events were not read for 5 s: the feed's subscribers are let go");
-                        return Err("not in step".into());
+                        return Err(NOT_IN_STEP.into());
                     }
                     if tokio::time::Instant::now() >= keepalive {
                         keepalive += KEEPALIVE;
@@ -270,8 +277,10 @@ pub async fn revocations(State(feed): State<Feed>, headers: HeaderMap) -> Respon
         .filter(|v| v.len() <= 64);
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
-        if let Err(e) = feed.serve(resume, tx).await {
-            tracing::debug!(error = %e, "a revocation feed subscriber ended");
+        match feed.serve(resume, tx).await {
+            Err(e) if e == NOT_IN_STEP => tracing::warn!("{e}"),
+            Err(e) => tracing::debug!(error = %e, "a revocation feed subscriber ended"),
+            Ok(()) => {}
         }
     });
     let stream = tokio_stream::StreamExt::map(ReceiverStream::new(rx), Ok::<_, Infallible>);

@@ -260,10 +260,6 @@ async fn the_feed_needs_its_token_snapshots_then_streams_every_revocation_and_re
     s.stop().await;
 }
 
-/// A database restored from a backup gives the event numbers after the backup's to new events.
-/// A subscriber that saw the lost ones and comes back with the id of one of them must not skip
-/// the new events that took their numbers: its id names an event this database does not hold,
-/// so it gets the snapshot.
 /// An instance that can no longer read the revocation events (its database unreachable: here,
 /// closed under it) hears no revocation made elsewhere. It ends its subscribers' streams within
 /// seconds instead of keeping them fresh with keepalives: they reconnect, maybe to another
@@ -284,6 +280,10 @@ async fn an_instance_that_cannot_read_the_events_lets_its_subscribers_go() {
     s.stop().await;
 }
 
+/// A database restored from a backup gives the event numbers after the backup's to new events.
+/// A subscriber that saw the lost ones and comes back with the id of one of them must not skip
+/// the new events that took their numbers: its id names an event this database does not hold,
+/// so it gets the snapshot.
 #[tokio::test]
 async fn a_subscriber_that_saw_events_a_restored_database_lost_gets_everything_again() {
     let (url, _dir) = TestServer::durable_database().await;

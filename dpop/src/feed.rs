@@ -614,11 +614,13 @@ async fn follow_once(
         let chunk = tokio::select! {
             chunk = tokio::time::timeout(QUIET, res.chunk()) => chunk,
             () = unknown_kid => {
-                last_kid_fetch = tokio::time::Instant::now();
                 // Any caller can name an unknown `kid`: a fetch for it that fails changes
                 // nothing (the keys held go on verifying, the feed goes on). Its failure ended
-                // the feed's connection before.
-                if let Err(e) = refresh_keys(http, rs, &jwks_uri).await
+                // the feed's connection before. The next one at least 10 s after this one
+                // ends, so that a slow JWKS keeps the feed unread half the time at most.
+                let fetched = refresh_keys(http, rs, &jwks_uri).await;
+                last_kid_fetch = tokio::time::Instant::now();
+                if let Err(e) = fetched
                     && e == GONE
                 {
                     return Err(e);

@@ -5,7 +5,7 @@
 //! `X-Tokenwarden-Legacy-Secret`, over HTTPS (or plain HTTP to a loopback address), with a
 //! short timeout. The answer: 200 with `{"id"?, "name"?, "email_verified"?, "roles"?,
 //! "claims"?}` (those members only) vouches for the user; 401, 403 or 404 refuse the password;
-//! anything else (a 5xx, a timeout, a refused connection, a body that does not parse or has
+//! anything else (a 5xx, a timeout, a refused connection, a body that is no JSON object or has
 //! another member) means the old backend is unavailable, which is a clear error for the client
 //! and never a sign-in.
 
@@ -161,7 +161,13 @@ impl Legacy {
                 }
             }
         }
-        let mut profile: Profile = match serde_json::from_slice(&body) {
+        // An object: serde would also read a struct from an array (`[]`: every member absent).
+        let object = match serde_json::from_slice::<Value>(&body) {
+            Ok(v) if v.is_object() => v,
+            Ok(_) => return LegacyAnswer::Unavailable("body: not a JSON object".into()),
+            Err(e) => return LegacyAnswer::Unavailable(format!("body: {e}")),
+        };
+        let mut profile: Profile = match serde_json::from_value(object) {
             Ok(p) => p,
             Err(e) => return LegacyAnswer::Unavailable(format!("body: {e}")),
         };

@@ -295,10 +295,13 @@ async fn legacy_backend(secret: &'static str) -> (String, tokio::task::JoinHandl
             if body["email"] == "\"old\"@legacy.test" && body["password"] == "old-password-1" {
                 return (axum::http::StatusCode::OK, axum::Json(json!({})));
             }
-            // A login endpoint that says "no" inside a 200.
+            // A login endpoint that says "no" inside a 200, or answers with no object at all.
             if body["email"] == "falsy@legacy.test" {
                 let no = json!({ "success": false, "error": "wrong password" });
                 return (axum::http::StatusCode::OK, axum::Json(no));
+            }
+            if body["email"] == "array@legacy.test" {
+                return (axum::http::StatusCode::OK, axum::Json(json!([])));
             }
             if body["password"] == "old-password-1" && body["email"] == "kept@legacy.test" {
                 return (axum::http::StatusCode::OK, axum::Json(json!({ "id": "kept-1" })));
@@ -379,8 +382,8 @@ async fn a_lazy_migration_imports_a_user_the_old_backend_vouches_for() {
     let (url, backend) = legacy_backend(secret).await;
     let s = with_legacy(&url, secret).await;
     // Nothing imported: a wrong password (the old backend refuses); a 200 that says "no" in
-    // words of its own (it vouches for nobody: an old backend that fails); an address no other
-    // way in takes (no account on the old backend's word).
+    // words of its own, or whose body is no object (it vouches for nobody: an old backend that
+    // fails); an address no other way in takes (no account on the old backend's word).
     for (who, answer) in [
         (
             ("old@legacy.test", "guess-guess-1"),
@@ -388,6 +391,10 @@ async fn a_lazy_migration_imports_a_user_the_old_backend_vouches_for() {
         ),
         (
             ("falsy@legacy.test", "any-password-1"),
+            (503, "temporarily_unavailable"),
+        ),
+        (
+            ("array@legacy.test", "any-password-1"),
             (503, "temporarily_unavailable"),
         ),
         (

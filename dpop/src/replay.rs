@@ -62,16 +62,16 @@ fn key(salt: &[u8; 16], jkt: &str, jti: &str) -> u128 {
 impl ReplayCache {
     /// A cache of at most `capacity` live entries (at least 16).
     pub fn new(capacity: usize) -> Self {
-        // The salt from the standard library's randomly keyed hasher (seeded by the OS).
-        let random = || {
-            use std::hash::{BuildHasher, Hasher};
-            std::collections::hash_map::RandomState::new()
-                .build_hasher()
-                .finish()
-        };
+        // From the operating system's generator (ring's); where it fails, the standard
+        // library's randomly keyed hasher.
         let mut salt = [0u8; 16];
-        salt[..8].copy_from_slice(&random().to_le_bytes());
-        salt[8..].copy_from_slice(&random().to_le_bytes());
+        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt).is_err() {
+            use std::hash::{BuildHasher, Hasher};
+            let random = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish();
+            salt[..8].copy_from_slice(&random.to_le_bytes());
+        }
         ReplayCache {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),

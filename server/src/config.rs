@@ -855,6 +855,8 @@ impl Settings {
             };
             for host in ["127.0.0.1", "localhost"] {
                 let o = format!("{scheme}://{host}:{port}");
+                // As browsers send it (port 80 or 443 left out).
+                let o = tokenwarden_dpop::normalize_origin(&o).unwrap_or(o);
                 if !allowed_origins.contains(&o) {
                     allowed_origins.push(o);
                 }

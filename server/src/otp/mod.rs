@@ -472,6 +472,7 @@ pub struct MailboxQuery {
 /// codes "mailed" to that address, newest first.
 pub async fn demo_mailbox(
     State(codes): State<Codes>,
+    State(proxies): State<crate::net::Proxies>,
     client: ClientIp,
     extensions: axum::http::Extensions,
     headers: axum::http::HeaderMap,
@@ -482,11 +483,15 @@ pub async fn demo_mailbox(
     let peer = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
     // And a loopback `Host` with no forwarding header: a reverse proxy on this machine (the demo
     // left on behind it) makes every client's connection a loopback one, and a page of another
-    // site that rebinds its name to 127.0.0.1 sends its own name.
-    let direct = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .is_some_and(tokenwarden_dpop::is_loopback_host)
+    // site that rebinds its name to 127.0.0.1 sends its own name. (A proxy that forwards as a
+    // plain client would, with this machine's name and no such header, is not caught: the
+    // demo must never run behind one.)
+    // None behind a proxy this server was told of either.
+    let direct = proxies.trusted.is_empty()
+        && headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(tokenwarden_dpop::is_loopback_host)
         && ![
             "forwarded",
             "x-forwarded-for",

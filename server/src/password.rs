@@ -171,16 +171,6 @@ pub async fn hash(password: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())?
 }
 
-/// Whether `password` matches `stored` (any format of crate::hashes). A malformed or unknown
-/// hash never matches.
-pub async fn verify(password: &str, stored: &str) -> bool {
-    let password = password.to_owned();
-    let stored = stored.to_owned();
-    tokio::task::spawn_blocking(move || crate::hashes::verify_blocking(&password, &stored))
-        .await
-        .unwrap_or(false)
-}
-
 /// The limits of password sign-in.
 #[derive(Debug, Clone)]
 pub struct PasswordPolicy {

@@ -54,8 +54,9 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 /// read every 100 ms by one instance, every 500 ms by each of a fleet's); checked every second.
 pub const IN_STEP: Duration = Duration::from_secs(5);
 
-const NOT_IN_STEP: &str = "this instance has not read the revocation events for 5 s: its \
-                           feed's subscribers are let go";
+/// Why a subscriber is let go ([`IN_STEP`]), for the log.
+const NOT_IN_STEP: &str = "this instance has not read the revocation events lately (is its \
+                           database reachable?): its feed's subscribers are let go";
 
 #[derive(Clone)]
 pub struct Feed(Arc<Inner>);

@@ -21,6 +21,19 @@ impl ForwardedHeader {
     }
 }
 
+/// Whether a request says it came through a proxy: it carries a header proxies add (either
+/// [`ForwardedHeader`] a trusted one's is read from, `X-Forwarded-Host` or `X-Real-IP`).
+pub fn says_forwarded(headers: &axum::http::HeaderMap) -> bool {
+    [
+        ForwardedHeader::XForwardedFor.as_str(),
+        ForwardedHeader::Forwarded.as_str(),
+        "x-forwarded-host",
+        "x-real-ip",
+    ]
+    .iter()
+    .any(|h| headers.contains_key(*h))
+}
+
 impl Proxies {
     /// Whether `ip` is a trusted proxy's.
     pub(crate) fn trusts(&self, ip: IpAddr) -> bool {

@@ -481,25 +481,17 @@ pub async fn demo_mailbox(
     // Both the client a trusted proxy reports and the connection's own peer: a proxy on another
     // machine relaying a forged `X-Forwarded-For: 127.0.0.1` gets nobody's codes.
     let peer = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
-    // And a loopback `Host` with no forwarding header: a reverse proxy on this machine (the demo
-    // left on behind it) makes every client's connection a loopback one, and a page of another
-    // site that rebinds its name to 127.0.0.1 sends its own name. (A proxy that forwards as a
-    // plain client would, with this machine's name and no such header, is not caught: the
-    // demo must never run behind one.)
-    // None behind a proxy this server was told of either.
+    // And a loopback `Host`, no forwarding header and no trusted proxy configured: a reverse
+    // proxy on this machine (the demo left on behind it) makes every client's connection a
+    // loopback one, and a page of another site that rebinds its name to 127.0.0.1 sends its own
+    // name. (A proxy that forwards as a plain client would, with this machine's name and no such
+    // header, is not caught: the demo must never run behind one.)
     let direct = proxies.trusted.is_empty()
         && headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .is_some_and(tokenwarden_dpop::is_loopback_host)
-        && ![
-            "forwarded",
-            "x-forwarded-for",
-            "x-forwarded-host",
-            "x-real-ip",
-        ]
-        .iter()
-        .any(|h| headers.contains_key(*h));
+        && !crate::net::says_forwarded(&headers);
     let loopback = direct
         && client.0.is_loopback()
         && peer.is_some_and(|p| crate::net::canonical(p.0.ip()).is_loopback());

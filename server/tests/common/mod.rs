@@ -117,7 +117,7 @@ async fn faults(
     if req.uri().path() == tokenwarden_server::feed::PATH {
         counts.feed_connections.fetch_add(1, Ordering::SeqCst);
     }
-    if req.uri().path() == "/.well-known/jwks.json" {
+    if req.uri().path() == JWKS_PATH {
         counts.jwks_fetches.fetch_add(1, Ordering::SeqCst);
         if req
             .headers()

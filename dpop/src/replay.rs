@@ -14,6 +14,12 @@ struct Shard {
     /// 128-bit hash of (thumbprint, jti) -> forget after (unix seconds).
     seen: HashMap<u128, i64>,
     next_prune: i64,
+    /// The second of the last prune: entries expire at whole seconds, so a second prune within
+    /// it frees nothing, and a shard kept full is walked at most once a second (not at every
+    /// insert, under its lock).
+    pruned: i64,
+    #[cfg(test)]
+    prunes: usize,
 }
 
 /// Outcome of [`ReplayCache::insert`].
@@ -88,9 +94,14 @@ impl ReplayCache {
             Ok(s) => s,
             Err(p) => p.into_inner(),
         };
-        if now >= s.next_prune || s.seen.len() >= self.per_shard {
+        if now >= s.next_prune || (s.seen.len() >= self.per_shard && now > s.pruned) {
             s.seen.retain(|_, t| *t >= now);
             s.next_prune = now + 5;
+            s.pruned = now;
+            #[cfg(test)]
+            {
+                s.prunes += 1;
+            }
         }
         match s.seen.get(&k) {
             Some(t) if *t >= now => return Insert::Replayed,
@@ -141,6 +152,36 @@ mod tests {
         assert!(full);
         assert!(c.len() <= 32 + 16);
         // Once the entries expire there is room again.
+        assert_eq!(c.insert("k", "fresh", 2000, 1001), Insert::New);
+    }
+
+    /// A cache kept full by one client: each shard is walked at most once a second, not at
+    /// every insert it refuses (a million entries scanned per proof, under the shard's lock).
+    #[test]
+    fn a_full_cache_is_not_walked_for_every_refused_proof() {
+        let c = ReplayCache::new(16 * 100);
+        let mut i = 0;
+        while c.len() < 16 * 100 {
+            c.insert("k", &i.to_string(), 1000, 0);
+            i += 1;
+        }
+        let prunes = |c: &ReplayCache| -> usize {
+            c.shards
+                .iter()
+                .map(|s| s.lock().map(|s| s.prunes).unwrap_or(usize::MAX))
+                .sum()
+        };
+        let before = prunes(&c);
+        for now in [1, 2] {
+            for j in 0..1000 {
+                assert_eq!(
+                    c.insert("k", &format!("{now}.{j}"), 1000, now),
+                    Insert::Full
+                );
+            }
+        }
+        assert!(prunes(&c) - before <= 2 * SHARDS, "{}", prunes(&c) - before);
+        // Once the entries expire, room again.
         assert_eq!(c.insert("k", "fresh", 2000, 1001), Insert::New);
     }
 

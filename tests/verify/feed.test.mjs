@@ -442,6 +442,42 @@ test("memoryReplayStore: a replay is false, full of live entries it refuses (nev
   assert.equal(store.size, 1);
 });
 
+test("memoryReplayStore kept full: a claim does not walk the whole store (only the expired entries, once a second)", async () => {
+  // Counts the steps of every Map and Array iteration: what a scan of the store costs.
+  const protos = [new Map().entries(), [].values()].map((i) => Object.getPrototypeOf(i));
+  const nexts = protos.map((p) => p.next);
+  let steps = 0;
+  const counting = (next) =>
+    function () {
+      steps++;
+      return next.call(this);
+    };
+  const max = 10_000;
+  let t = 1_000_000;
+  const store = memoryReplayStore({ max, now: () => t });
+  for (let i = 0; i < max; i++) assert.equal(await store.claim(`k${i}`, 1060), true);
+  try {
+    const refusals = [];
+    const claim = (key, until) => store.claim(key, until).catch((e) => refusals.push(e));
+    protos.forEach((p, i) => (p.next = counting(nexts[i])));
+    for (let i = 0; i < 200; i++) await claim(`x${i}`, 1060);
+    t += 1000;
+    for (let i = 0; i < 200; i++) await claim(`y${i}`, 1061);
+    const full = steps;
+    // Past their expiry the entries are forgotten, each visited once.
+    t = 1_061_000;
+    await claim("z", 1121);
+    protos.forEach((p, i) => (p.next = nexts[i]));
+    assert.ok(full < 100, `${full} iteration steps for 400 claims on a full store of ${max}`);
+    assert.ok(steps < max + 100, `${steps} steps`);
+    assert.equal(refusals.length, 400);
+    assert.ok(refusals.every((e) => e instanceof ReplayStoreFullError));
+    assert.equal(store.size, 1);
+  } finally {
+    protos.forEach((p, i) => (p.next = nexts[i]));
+  }
+});
+
 test("a full replay store refuses the proof (invalid_dpop_proof); a failing one is a 500", async () => {
   const c = boundCase;
   // refuseNoncesBefore 0: a verifier started before the case (the corpus's nonce is older).

@@ -27,6 +27,9 @@ const NONCE_MAC_LEN = 24;
 const TOKEN_CACHE_CAPACITY = 10_000;
 const JWKS_MIN_REFETCH_MS = 10_000;
 const JWKS_DEFAULT_MAX_AGE_MS = 60_000;
+/** After a feed's `keys` event the JWKS is fetched at once and again this much later
+ * (dpop/src/feed.rs KEYS_AGAIN). */
+const KEYS_AGAIN_MS = 2_000;
 /** The longest metadata document or JWKS read (dpop/src/feed.rs MAX_DOCUMENT_BYTES): the
  * auth server's are a few KiB; a longer answer is refused before it fills memory. */
 const MAX_DOCUMENT_BYTES = 1 << 20;
@@ -1064,7 +1067,7 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
   // retired one, so the view is stale (as the Rust feed, which starts over) until a refetch
   // after it succeeds; tried again every 5 s meanwhile. While the refetch is out the view stays
   // as it was: a key rotation costs no request a 503.
-  const keys = { since: null, timer: null, n: 0 };
+  const keys = { since: null, timer: null, again: null, n: 0 };
   const keysChanged = () => {
     clearTimeout(keys.timer);
     const n = ++keys.n; // only the latest refetch's outcome counts
@@ -1077,6 +1080,16 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
         keys.timer.unref?.();
       }
     });
+  };
+  // Behind a load balancer, the instance that answers the refetch may not have heard of the
+  // change yet (its NOTIFY comes a moment later, its catch-up read within half a second) and
+  // serve the list that still holds a revoked key: once more, KEYS_AGAIN_MS later (the crate's
+  // KEYS_AGAIN).
+  const keysEvent = () => {
+    keysChanged();
+    clearTimeout(keys.again);
+    keys.again = setTimeout(keysChanged, KEYS_AGAIN_MS);
+    keys.again.unref?.();
   };
   const touch = () => {
     state.lastActivity = now();
@@ -1100,7 +1113,7 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
       state.ready = true;
       state.catchingUp = false;
       backoff = 250;
-    } else if (event === "keys") keysChanged();
+    } else if (event === "keys") keysEvent();
     heard();
   }
   // Every connection catches up (the revocations since Last-Event-ID, or all of them) before its
@@ -1205,6 +1218,7 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
       closed = true;
       clearTimeout(timer);
       clearTimeout(keys.timer);
+      clearTimeout(keys.again);
       controller?.abort();
     },
   };

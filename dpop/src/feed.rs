@@ -519,6 +519,12 @@ pub fn follow(
 /// The JWKS is fetched again for an unknown `kid` at most this often.
 const KID_REFETCH: Duration = Duration::from_secs(10);
 
+/// After a `keys` event the JWKS is fetched at once and once more this much later. Behind a load
+/// balancer the instance that answers the first fetch may not have heard the change yet (its
+/// `NOTIFY` comes a moment after, its catch-up read within half a second) and serve the list
+/// that still holds a revoked key, which would then be kept for a minute.
+pub const KEYS_AGAIN: Duration = Duration::from_secs(2);
+
 /// Until the keys should be fetched again without a feed: a minute, or sooner (at most every
 /// [`KID_REFETCH`]) when a token named an unknown `kid`.
 async fn wait_for_keys(rs: &Weak<ResourceServer>) -> Result<(), String> {
@@ -601,7 +607,14 @@ async fn follow_once(
     let mut connection = Catchup::default();
     let mut keys_at = Instant::now();
     let mut last_kid_fetch = tokio::time::Instant::now();
+    let mut keys_again = None;
     loop {
+        let again = async {
+            match keys_again {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         let unknown_kid = async {
             match rs.upgrade() {
                 Some(server) => {
@@ -627,6 +640,14 @@ async fn follow_once(
                 }
                 continue;
             }
+            () = again => {
+                keys_again = None;
+                if let Err(e) = refresh_keys(http, rs, &jwks_uri).await {
+                    rs.upgrade().ok_or(GONE)?.revocations().unheard();
+                    return Err(e);
+                }
+                continue;
+            }
         };
         let chunk = chunk
             .map_err(|_| "the feed went quiet for 45 s".to_owned())?
@@ -647,6 +668,7 @@ async fn follow_once(
                         revocations.unheard();
                         return Err(e);
                     }
+                    keys_again = Some(tokio::time::Instant::now() + KEYS_AGAIN);
                 }
                 _ => {}
             }

@@ -881,6 +881,66 @@ async fn a_key_the_cli_revokes_is_refused_by_a_following_verifier_within_a_secon
     s.stop().await;
 }
 
+/// Behind a load balancer, the instance that answers a verifier's refetch on a `keys` event may
+/// not have heard the change yet: it serves the list that still holds the revoked key (here
+/// every fetch in the half second after the revocation gets the JWKS as it was, an instance's
+/// catch-up interval). The crate fetches once more `KEYS_AGAIN` later, so the key's tokens are
+/// refused within seconds, not after its minute.
+#[tokio::test]
+async fn a_revoked_key_is_refused_after_a_lagging_instance_answered_the_refetch() {
+    use std::sync::atomic::Ordering::SeqCst;
+    use tokenwarden_dpop::feed::KEYS_AGAIN;
+    use tokenwarden_dpop::resource::AuthError;
+    let s = TestServer::with(|c| {
+        with_feed_and_secret(c);
+        c.key_poll_secs = 3600;
+    })
+    .await;
+    let (alice, a, relay, rs) = alice_and_an_api(&s).await;
+    let kid = jwt_parts(&a.access).0["kid"].as_str().unwrap().to_owned();
+    let before = s
+        .http
+        .get(s.url(tokenwarden_server::api::JWKS_PATH))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(before.contains(&kid));
+    let lag = Instant::now() + Duration::from_millis(500);
+    *s.counts.jwks_lagging.lock().unwrap() = Some((lag, before));
+    assert!(
+        s.state
+            .keys
+            .revoke(&s.state.store, &kid, s.state.now())
+            .await
+            .unwrap()
+    );
+    until("the lagging instance's answer", &|| {
+        s.counts.jwks_lagging_answers.load(SeqCst) > 0
+    })
+    .await;
+    let since = Instant::now();
+    loop {
+        match rs.authenticate("GET", "/orders", &api_request(&rs, &alice, &a)) {
+            Err(AuthError::InvalidToken(..)) => break,
+            other => assert!(other.is_ok(), "{other:?}"),
+        }
+        assert!(
+            since.elapsed() < KEYS_AGAIN + Duration::from_secs(1),
+            "a token of the revoked key still accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        Instant::now() > lag,
+        "refused while every answer listed the key"
+    );
+    relay.cut();
+    s.stop().await;
+}
+
 /// Polls `done` (without blocking the runtime the feed's task runs on) for 10 s at most.
 async fn until(what: &str, done: &dyn Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -1,6 +1,7 @@
 // The revocation feed client and the replay stores, against a scripted auth server (a fetch
 // that serves the corpus's metadata and JWKS and an event stream the test writes to).
 import assert from "node:assert/strict";
+import { generateKeyPairSync } from "node:crypto";
 import { test } from "node:test";
 import { createVerifier, memoryReplayStore, ReplayStoreFullError } from "../../pkg/verify.js";
 import { corpus } from "./corpus.mjs";
@@ -23,7 +24,11 @@ function scripted() {
       if (s.jwksDown) return new Response("", { status: 503 });
       // A test may hold the answer (a fetch in flight).
       await s.jwksGate;
-      return Response.json(corpus.config.jwks, { headers: { "cache-control": `max-age=${s.maxAge ?? 3600}` } });
+      if (s.jwksLagging?.until > Date.now()) {
+        s.jwksLagging.answers++;
+        return Response.json(corpus.config.jwks);
+      }
+      return Response.json(s.jwks ?? corpus.config.jwks, { headers: { "cache-control": `max-age=${s.maxAge ?? 3600}` } });
     }
     if (url === `${AUTH}/feed`) {
       let controller;
@@ -287,6 +292,31 @@ test("a keys event while a JWKS fetch is in flight fetches once more after it (t
     await until("a fetch after the one in flight", () => s.jwksFetches === before + 2);
   } finally {
     v.close();
+  }
+});
+
+test("a keys event fetches the JWKS again 2 s later: an instance behind the load balancer that had not heard of the change answered the first fetch", async () => {
+  const s = scripted();
+  const t = await following(s);
+  const v = t.v;
+  try {
+    const feed = await current(s, v);
+    assert.equal(await outcome(v.verify(bearerCase.request)), 200);
+    // The key ring after the revocation: another key only. The instance answering in the next
+    // half second still serves the list as it was.
+    const other = generateKeyPairSync("ed25519").publicKey.export({ format: "jwk" });
+    s.jwks = { keys: [{ ...other, kid: "the-next-key", alg: "EdDSA", use: "sig" }] };
+    s.jwksLagging = { until: Date.now() + 500, answers: 0 };
+    const since = Date.now();
+    feed.write(`event: keys\nid: 2\ndata: {"kid":"revoked"}\n\n`);
+    await until("the lagging answer", () => s.jwksLagging.answers === 1);
+    assert.equal(await outcome(v.verify(bearerCase.request)), 200);
+    await until("the second fetch", () => s.jwksFetches >= 3, 4000);
+    await until("the refetch applied", () => v.revocations.status().staleForMs === 0);
+    assert.match(await outcome(v.verify(bearerCase.request)), /^401 invalid_token/);
+    assert.ok(Date.now() - since >= 1900, `${Date.now() - since} ms`);
+  } finally {
+    t.done();
   }
 });
 

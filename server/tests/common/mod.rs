@@ -66,6 +66,11 @@ pub struct Counts {
     pub documents_padding: AtomicU64,
     /// Requests for the revocation feed (each a subscriber's connection).
     pub feed_connections: AtomicU64,
+    /// A fault: a JWKS document answered instead of the server's until the instant set, as
+    /// another instance behind the same load balancer would that has not yet heard a change to
+    /// the key ring. Each such answer is counted in `jwks_lagging_answers`.
+    pub jwks_lagging: std::sync::Mutex<Option<(std::time::Instant, String)>>,
+    pub jwks_lagging_answers: AtomicU64,
 }
 
 impl Counts {
@@ -130,6 +135,16 @@ async fn faults(
             return axum::response::IntoResponse::into_response(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
             );
+        }
+        let lagging = counts.jwks_lagging.lock().unwrap().clone();
+        if let Some((until, jwks)) = lagging
+            && std::time::Instant::now() < until
+        {
+            counts.jwks_lagging_answers.fetch_add(1, Ordering::SeqCst);
+            return axum::response::IntoResponse::into_response((
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                jwks,
+            ));
         }
     }
     let padding = counts.documents_padding.load(Ordering::SeqCst);

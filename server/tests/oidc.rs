@@ -658,6 +658,55 @@ async fn forged_id_tokens_are_refused_and_open_no_session() {
     s.stop().await;
 }
 
+/// A name the provider sends that cannot be shown here is left out, as every other way in
+/// refuses it: control characters (a terminal's escapes, a line break in a log) and
+/// text-direction ones ("Mallory\u{202E}nimda" shows as "Malloryadmin"). The account is then
+/// named by its address's local part, as without a name.
+#[tokio::test]
+async fn a_provider_s_name_that_cannot_be_shown_here_is_left_out() {
+    let port = free_port();
+    let s = server_with(&format!("http://127.0.0.1:{port}")).await;
+    let h = hostile(port, s.state.clock.clone()).await;
+    type Case = (fn(&mut Value), &'static str);
+    let cases: [Case; 3] = [
+        (
+            |c| {
+                c["sub"] = json!("direction");
+                c["email"] = json!("one@hostile.test");
+                c["name"] = json!("Mallory\u{202E}nimda");
+            },
+            "one",
+        ),
+        (
+            |c| {
+                c["sub"] = json!("escape");
+                c["email"] = json!("two@hostile.test");
+                c["name"] = json!("Mallory\u{1b}[2J");
+            },
+            "two",
+        ),
+        // The control: a name that can be shown is kept (trimmed).
+        (
+            |c| {
+                c["sub"] = json!("plain");
+                c["email"] = json!("three@hostile.test");
+                c["name"] = json!("  Mallory Lee ");
+            },
+            "Mallory Lee",
+        ),
+    ];
+    for (forge, name) in cases {
+        let res = hostile_sign_in(&s, &h, Forge::Claims(forge)).await;
+        let mut tab = Client::new(&s);
+        tab.refresh = Some(refresh_cookie_of(&res).expect(name));
+        let a = tab.refresh().await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        let t = tab.tokens_of(&a);
+        assert_eq!(tab.me(&t.access).await.body["name"], name);
+    }
+    s.stop().await;
+}
+
 /// A provider's refusal of the code exchange reaches the audit log (`oidc_refused`), its
 /// `error` without what a provider could forge a log line with.
 #[tokio::test]

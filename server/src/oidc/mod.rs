@@ -591,9 +591,11 @@ pub fn id_token_claims(
             .map(crate::password::normalize_email)
             .filter(|e| e.contains('@') && e.len() <= 254),
         email_verified: c.get("email_verified").and_then(Value::as_bool) == Some(true),
+        // One that cannot be shown here (control or text-direction characters) is left out:
+        // the account is named by the address's local part, as without one.
         name: string(c, "name")
             .map(|n| n.trim().chars().take(100).collect::<String>())
-            .filter(|n| !n.is_empty()),
+            .filter(|n| crate::store::valid_name(n)),
     })
 }
 

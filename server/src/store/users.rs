@@ -8,11 +8,18 @@ use super::{EventKind, Store, StoreResult, USER_BY_ID, User, UserRow};
 /// What a display name may be, wherever one comes from (a sign-up, the profile, an import,
 /// `users add`, a legacy backend): 1 to 100 characters once trimmed, no control character.
 pub fn valid_name(trimmed: &str) -> bool {
-    !trimmed.is_empty() && trimmed.chars().count() <= 100 && !trimmed.chars().any(char::is_control)
+    // The bidirectional embeddings, overrides and isolates reorder the text around them where
+    // the name is shown ("Mallory\u{202E}nimda" shows as "Malloryadmin"); the marks
+    // (U+200E, U+200F) and the joiners some scripts write names with are kept.
+    let reorders = |c: char| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    !trimmed.is_empty()
+        && trimmed.chars().count() <= 100
+        && !trimmed.chars().any(|c| c.is_control() || reorders(c))
 }
 
 /// [`valid_name`] in words, for a refusal.
-pub const NAME_RULE: &str = "name must be 1 to 100 characters, without control characters";
+pub const NAME_RULE: &str =
+    "name must be 1 to 100 characters, without control or text-direction characters";
 
 /// A user about to be created.
 #[derive(Debug, Clone)]

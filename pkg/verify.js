@@ -572,7 +572,30 @@ function serverClaims(c) {
  * @param {import("./verify.d.ts").VerifierOptions} options
  * @returns {Promise<import("./verify.d.ts").Verifier>}
  */
+/** The options createVerifier reads (pkg/verify.d.ts VerifierOptions): any other is a typo. */
+const VERIFIER_OPTIONS = [
+  "authServer",
+  "allowInsecureHttp",
+  "publicOrigin",
+  "audience",
+  "issuer",
+  "leewaySecs",
+  "nonceSecret",
+  "allowBearer",
+  "replayStore",
+  "refuseNoncesBefore",
+  "revocationToken",
+  "maxStalenessMs",
+  "onStale",
+  "now",
+  "fetch",
+];
+
 export async function createVerifier(options = {}) {
+  // A misspelt option would fall back to its default without a word: `publicOrigins` for
+  // `publicOrigin` leaves only a loopback Host trusted, and every proof is refused.
+  for (const k of Object.keys(options ?? {}))
+    if (!VERIFIER_OPTIONS.includes(k)) throw new TypeError(`unknown option ${JSON.stringify(k)} (createVerifier takes ${VERIFIER_OPTIONS.join(", ")})`);
   const {
     authServer,
     leewaySecs = 5,

@@ -430,6 +430,11 @@ test("options are checked", async () => {
   await assert.rejects(createVerifier({ authServer: AUTH, nonceSecret: "short", fetch: s.fetch }), /32 bytes/);
   await assert.rejects(createVerifier({ authServer: AUTH, publicOrigin: "https://a.example/path", fetch: s.fetch }), /origin/);
   await assert.rejects(createVerifier({ fetch: s.fetch }), /authServer/);
+  // A misspelt option is an error, not its default.
+  await assert.rejects(createVerifier({ authServer: AUTH, publicOrigins: ["https://api.example"], fetch: s.fetch }), {
+    name: "TypeError",
+    message: /unknown option "publicOrigins"/,
+  });
 });
 
 test("keys come over https or from this machine: a plain-http auth server or JWKS elsewhere is refused before a key is fetched", async () => {

@@ -1129,10 +1129,13 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
     }
     if (event === "revoked" && isObject(json)) add(json.kind, json.id, json.until);
     else if (event === "ready") {
-      // A connection after the first: a `keys` event sent while this one was away is not in
-      // what it caught up with when it got the snapshot again (its last id gone), so the
-      // keys are fetched again, as the crate does at every connection.
-      if (state.ready) keysChanged();
+      // Every connection's: a `keys` event sent before it (while away, or between the keys
+      // fetched at the start and the snapshot) is not in what it caught up with (a snapshot
+      // holds none), so the keys are fetched again, as the crate does at every `ready`. The
+      // first connection's view is current once they are; a later one's stays as it was
+      // while they are out (a failure makes it stale).
+      if (!state.ready) keys.since ??= now();
+      keysChanged();
       state.ready = true;
       state.catchingUp = false;
       backoff = 250;

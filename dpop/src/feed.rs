@@ -267,6 +267,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(REQUEST_TIMEOUT)
+        // An idle connection is not reused after 5 s: the auth server closes one after 10 s
+        // (`--header-read-timeout-secs`), and a fetch sent on it as it closes fails (the JWKS
+        // fetch for an unknown `kid` comes 10 s after the last fetch).
+        .pool_idle_timeout(Duration::from_secs(5))
         .build()
         .unwrap_or_default()
 }
@@ -608,6 +612,10 @@ async fn follow_once(
     let mut keys_at = Instant::now();
     let mut last_kid_fetch = tokio::time::Instant::now();
     let mut keys_again = None;
+    // A token named an unknown `kid`: the fetch for it is due at `last_kid_fetch + KID_REFETCH`.
+    // Kept across the loop's turns: an event or a keepalive arriving while it waits must not
+    // drop it (the notification that asked for it is spent).
+    let mut kid_wanted = false;
     loop {
         let again = async {
             match keys_again {
@@ -617,16 +625,18 @@ async fn follow_once(
         };
         let unknown_kid = async {
             match rs.upgrade() {
-                Some(server) => {
-                    server.revocations().unknown_kid.notified().await;
-                    tokio::time::sleep_until(last_kid_fetch + KID_REFETCH).await;
-                }
+                Some(server) => server.revocations().unknown_kid.notified().await,
                 None => std::future::pending().await,
             }
         };
         let chunk = tokio::select! {
             chunk = tokio::time::timeout(QUIET, res.chunk()) => chunk,
-            () = unknown_kid => {
+            () = unknown_kid, if !kid_wanted => {
+                kid_wanted = true;
+                continue;
+            }
+            () = tokio::time::sleep_until(last_kid_fetch + KID_REFETCH), if kid_wanted => {
+                kid_wanted = false;
                 // Any caller can name an unknown `kid`: a fetch for it that fails changes
                 // nothing (the keys held go on verifying, the feed goes on). Its failure ended
                 // the feed's connection before. The next one at least 10 s after this one
@@ -669,6 +679,15 @@ async fn follow_once(
                         return Err(e);
                     }
                     keys_again = Some(tokio::time::Instant::now() + KEYS_AGAIN);
+                }
+                // Every connection's: a `keys` event sent before it (while away, or between the
+                // keys fetched before connecting and the snapshot) is not in what it caught up
+                // with (a snapshot holds none). Fetched before the view counts as current.
+                "ready" => {
+                    if let Err(e) = refresh_keys(http, rs, &jwks_uri).await {
+                        revocations.unheard();
+                        return Err(e);
+                    }
                 }
                 _ => {}
             }

@@ -909,7 +909,7 @@ async fn a_revoked_key_is_refused_after_a_lagging_instance_answered_the_refetch(
         .unwrap();
     assert!(before.contains(&kid));
     let lag = Instant::now() + Duration::from_millis(500);
-    *s.counts.jwks_lagging.lock().unwrap() = Some((lag, before));
+    *s.counts.jwks_lagging.lock().unwrap() = Some((lag, u64::MAX, before));
     assert!(
         s.state
             .keys
@@ -937,6 +937,61 @@ async fn a_revoked_key_is_refused_after_a_lagging_instance_answered_the_refetch(
         Instant::now() > lag,
         "refused while every answer listed the key"
     );
+    relay.cut();
+    s.stop().await;
+}
+
+/// A key revoked after a verifier fetched the keys and before its feed connection's snapshot:
+/// the snapshot holds no `keys` event, so the crate fetches the keys again at every `ready`
+/// (here `discover`'s fetch and the one before connecting get the list as it was a moment
+/// before the revocation: a connection the network slowed, up to its 45 s).
+/// Otherwise the key's tokens were accepted for up to a minute.
+#[tokio::test]
+async fn a_key_revoked_before_the_snapshot_is_refused_from_the_ready_on() {
+    use std::sync::atomic::Ordering::SeqCst;
+    use tokenwarden_dpop::resource::AuthError;
+    let s = TestServer::with(|c| {
+        with_feed_and_secret(c);
+        c.key_poll_secs = 3600;
+    })
+    .await;
+    let mut alice = Client::bound(&s).oneshot();
+    let a = alice.sign_in(ALICE).await;
+    let kid = jwt_parts(&a.access).0["kid"].as_str().unwrap().to_owned();
+    let before = s
+        .http
+        .get(s.url(tokenwarden_server::api::JWKS_PATH))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        s.state
+            .keys
+            .revoke(&s.state.store, &kid, s.state.now())
+            .await
+            .unwrap()
+    );
+    let long = Instant::now() + Duration::from_secs(60);
+    *s.counts.jwks_lagging.lock().unwrap() = Some((long, 2, before));
+    let relay = Relay::to(&s).await;
+    let rs = tokenwarden_dpop::feed::discover(
+        &relay.url,
+        api_options(&s, Duration::from_secs(30), true),
+    )
+    .await
+    .unwrap();
+    until("the feed's snapshot", &|| {
+        rs.revocations().staleness().is_some()
+    })
+    .await;
+    assert_eq!(s.counts.jwks_lagging_answers.load(SeqCst), 2);
+    assert!(matches!(
+        rs.authenticate("GET", "/orders", &api_request(&rs, &alice, &a)),
+        Err(AuthError::InvalidToken(..))
+    ));
     relay.cut();
     s.stop().await;
 }

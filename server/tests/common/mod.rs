@@ -66,10 +66,11 @@ pub struct Counts {
     pub documents_padding: AtomicU64,
     /// Requests for the revocation feed (each a subscriber's connection).
     pub feed_connections: AtomicU64,
-    /// A fault: a JWKS document answered instead of the server's until the instant set, as
-    /// another instance behind the same load balancer would that has not yet heard a change to
-    /// the key ring. Each such answer is counted in `jwks_lagging_answers`.
-    pub jwks_lagging: std::sync::Mutex<Option<(std::time::Instant, String)>>,
+    /// A fault: a JWKS document answered instead of the server's until the instant set, at most
+    /// the number of times set, as another instance behind the same load balancer would that
+    /// has not yet heard a change to the key ring. Each such answer is counted in
+    /// `jwks_lagging_answers`.
+    pub jwks_lagging: std::sync::Mutex<Option<(std::time::Instant, u64, String)>>,
     pub jwks_lagging_answers: AtomicU64,
 }
 
@@ -137,8 +138,9 @@ async fn faults(
             );
         }
         let lagging = counts.jwks_lagging.lock().unwrap().clone();
-        if let Some((until, jwks)) = lagging
+        if let Some((until, times, jwks)) = lagging
             && std::time::Instant::now() < until
+            && counts.jwks_lagging_answers.load(Ordering::SeqCst) < times
         {
             counts.jwks_lagging_answers.fetch_add(1, Ordering::SeqCst);
             return axum::response::IntoResponse::into_response((

@@ -158,6 +158,11 @@ export default function init(
     RequestInfo | URL | Response | BufferSource | WebAssembly.Module,
 ): Promise<unknown>;
 
+/** `init` at once, without fetching: compiles the `.wasm`'s bytes synchronously (e.g. read
+ * from disk in Node, as the package's own Node tests do) or takes a compiled Module. In a
+ * page, prefer `await init()`. */
+export function initSync(module: { module: BufferSource | WebAssembly.Module } | BufferSource | WebAssembly.Module): void;
+
 /** Keeps the access token in memory, refreshes it once for all callers and all tabs, and
  * attaches it to requests for the allowed origins. */
 export class TokenManager {

@@ -4,7 +4,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-/** The first of the five ports the servers use (TW_E2E_PORT, default 18280). */
+/** The first of the twenty ports the servers use, PORT to PORT + 19 (TW_E2E_PORT, default 18280). */
 const PORT = Number(process.env.TW_E2E_PORT ?? 18280);
 export const BASE = `http://127.0.0.1:${PORT}`;
 /** The demo as `make demo` serves it (www/ + pkg/), with 4-second tokens and test hooks. */

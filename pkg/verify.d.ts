@@ -116,7 +116,8 @@ export interface VerifierOptions {
    * the auth server has a feed: a warning (revoked tokens then pass until their `exp`); `null`:
    * no feed, on purpose, said nowhere. */
   revocationToken?: string | null;
-  /** How long the revocation view stays fresh after the last event or keepalive (default 30000). */
+  /** How long the revocation view stays fresh after the feed's last `ready` or keepalive, counted
+   * from when the auth server sent it (default 30000). */
   maxStalenessMs?: number;
   /** Beyond that (or before the feed's first `ready`): "refuse" (default, 503
    * `temporarily_unavailable` with `Retry-After: 5`) or "accept" (logged once). */

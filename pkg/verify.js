@@ -1114,8 +1114,15 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
     keys.again = setTimeout(keysChanged, KEYS_AGAIN_MS);
     keys.again.unref?.();
   };
-  const touch = () => {
-    state.lastActivity = now();
+  // The feed said it is alive (its `ready` or a keepalive) at the auth server's time `sent`
+  // (unix seconds; undefined from a server that does not say). A stream held back on its way
+  // counts as heard that much earlier: what it brings is that late. A second is allowed for the
+  // whole seconds; a clock ahead of the auth server's counts as lag too (keep both in sync, as
+  // tokens need). As the crate's Revocations::heard.
+  const touch = (sent) => {
+    const t = now();
+    const lag = Number.isSafeInteger(sent) ? Math.max(0, Math.floor(t / 1000) - sent - 1) : 0;
+    state.lastActivity = t - lag * 1000;
     state.warned = false;
   };
 
@@ -1140,13 +1147,15 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
       state.catchingUp = false;
       backoff = 250;
     } else if (event === "keys") keysEvent();
-    heard();
+    if (event === "ready") heard(isObject(json) ? json.now : undefined);
   }
   // Every connection catches up (the revocations since Last-Event-ID, or all of them) before its
   // `ready`: until then what it sends keeps no view current, or a token revoked while the feed
-  // was down would pass between the first event of the catch-up and its last.
-  const heard = () => {
-    if (!state.catchingUp) touch();
+  // was down would pass between the first event of the catch-up and its last. Then its `ready`
+  // and keepalives keep it current, which carry the auth server's time; other events carry none,
+  // and one held back on its way must not make a late view current again.
+  const heard = (sent) => {
+    if (!state.catchingUp) touch(sent);
   };
 
   async function connect() {
@@ -1191,7 +1200,9 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
             dataChars = 0;
             id = undefined;
           } else if (line.startsWith(":")) {
-            heard(); // keepalive
+            // `: keepalive <unix s>` (a comment: `: keepalive` from an older server)
+            const m = /^: ?keepalive ([0-9]{1,15})$/.exec(line);
+            heard(m ? Number(m[1]) : undefined);
           } else {
             const colon = line.indexOf(":");
             const field = colon < 0 ? line : line.slice(0, colon);

@@ -36,8 +36,9 @@ use crate::resource::{ConfigError, ResourceServer};
 /// meantime would pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StalePolicy {
-    /// How long since the feed was last heard from (an event or the 15-second keepalive)
-    /// before the view counts as stale. Before the first snapshot the view is stale.
+    /// How long since the feed was last heard from (its `ready` or the 15-second keepalive, as of
+    /// when the auth server sent it) before the view counts as stale. Before the first snapshot
+    /// the view is stale.
     pub max_staleness: Duration,
     /// While stale: refuse every token (`true`, the default: 503 `temporarily_unavailable`,
     /// `Retry-After: 5`; a logout is never missed, an auth-server outage is an API outage), or
@@ -135,10 +136,17 @@ impl Revocations {
         }
     }
 
-    fn heard(&self) {
+    /// The feed said it is alive (its `ready` or a keepalive), at the auth server's time `sent`
+    /// (unix seconds; `None` from a server that does not say) when this clock reads `now`. A
+    /// stream held back on its way counts as heard that much earlier: what it brings is that
+    /// late. A second is allowed for the whole seconds; a clock ahead of the auth server's
+    /// counts as lag too (keep both in sync, as tokens need).
+    fn heard(&self, sent: Option<i64>, now: i64) {
+        let lag = sent.map_or(0, |t| now.saturating_sub(t).saturating_sub(1).max(0));
+        let at = Instant::now().checked_sub(Duration::from_secs(lag.unsigned_abs()));
         match self.heard_at.lock() {
-            Ok(mut a) => *a = Some(Instant::now()),
-            Err(p) => *p.into_inner() = Some(Instant::now()),
+            Ok(mut a) => *a = at,
+            Err(p) => *p.into_inner() = at,
         }
     }
 
@@ -189,10 +197,12 @@ struct Catchup {
 }
 
 impl Catchup {
-    /// Whether `event` (a keepalive is `comment`) keeps the view current.
+    /// Whether `event` (a keepalive is `comment`) keeps the view current: from the connection's
+    /// `ready` on, it and the keepalives, which carry the auth server's time. Other events carry
+    /// none: one held back on its way must not make a late view current again.
     fn hears(&mut self, event: &str) -> bool {
         self.ready |= event == "ready";
-        self.ready
+        self.ready && (event == "ready" || event == "comment")
     }
 }
 
@@ -202,6 +212,8 @@ struct SseEvent {
     event: String,
     id: Option<String>,
     data: String,
+    /// The auth server's time a keepalive (`: keepalive <unix s>`) carries.
+    sent: Option<i64>,
 }
 
 /// `chunk` of the stream added to `buf`; the events it completes. An error when what is left
@@ -250,8 +262,12 @@ fn take_events(buf: &mut String) -> Vec<SseEvent> {
                 }
             } else if let Some(v) = line.strip_prefix("data:") {
                 e.data.push_str(v.trim());
-            } else if line.starts_with(':') {
+            } else if let Some(v) = line.strip_prefix(':') {
                 e.event = "comment".into();
+                e.sent = v
+                    .trim()
+                    .strip_prefix("keepalive ")
+                    .and_then(|t| t.parse().ok());
             }
         }
         out.push(e);
@@ -698,7 +714,14 @@ async fn follow_once(
                 *backoff = FIRST_BACKOFF;
             }
             if connection.hears(&e.event) {
-                revocations.heard();
+                let sent = if e.event == "ready" {
+                    serde_json::from_str::<Value>(&e.data)
+                        .ok()
+                        .and_then(|d| d["now"].as_i64())
+                } else {
+                    e.sent
+                };
+                revocations.heard(sent, server.now());
             }
         }
         if keys_at.elapsed() > Duration::from_secs(60) {
@@ -825,13 +848,38 @@ mod tests {
             assert!(!c.hears(event), "{event} of the catch-up");
         }
         assert!(c.hears("ready"));
-        for event in ["revoked", "comment", "keys"] {
-            assert!(c.hears(event), "{event} after ready");
+        assert!(c.hears("comment"), "a keepalive after ready");
+        // They carry no time of the auth server's: held back on the way, they would make a
+        // late view current again.
+        for event in ["revoked", "keys"] {
+            assert!(!c.hears(event), "{event} after ready");
         }
         assert!(
             !Catchup::default().hears("comment"),
             "a new connection starts over"
         );
+    }
+
+    /// A stream something on the way holds back (a relay forwarding every byte 20 s late):
+    /// its keepalive says when the auth server sent it, and the view is that much staler.
+    #[test]
+    fn a_keepalive_held_back_on_its_way_counts_as_heard_when_it_was_sent() {
+        let mut buf = String::from(": keepalive 1000\n\n: keepalive\n\n");
+        let events = take_events(&mut buf);
+        assert_eq!(events[0].sent, Some(1000));
+        assert_eq!(events[1].sent, None, "an older server's");
+        let r = Revocations::default();
+        r.heard(Some(1000), 1020);
+        let stale = r.staleness().unwrap();
+        assert!(stale >= Duration::from_secs(19) && stale < Duration::from_secs(21));
+        // On time (the second it was sent, or the next), or without a time: heard now.
+        for (sent, now) in [(Some(1020), 1020), (Some(1019), 1020), (None, 1020)] {
+            r.heard(sent, now);
+            assert!(r.staleness().unwrap() < Duration::from_secs(1));
+        }
+        // A clock behind the auth server's: no lag, not a view fresher than now.
+        r.heard(Some(1100), 1020);
+        assert!(r.staleness().unwrap() < Duration::from_secs(1));
     }
 
     #[test]

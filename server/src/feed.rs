@@ -14,7 +14,8 @@
 //!   for the one the subscriber saw.
 //! - Events: `event: revoked`, `id: <n>.<tag>`, `data: {"kind":"session"|"token","id":"...",
 //!   "until":<unix secs>}` (a token is refused while `until` is ahead); `event: keys`,
-//!   `data: {"kid":"..."}` (the key ring changed: refetch the JWKS); `: keepalive` every 15 s.
+//!   `data: {"kid":"..."}` (the key ring changed: refetch the JWKS); `: keepalive <unix s>`
+//!   every 15 s (`ready`'s data holds the time too, `now`).
 //! - Every instance serves it (on PostgreSQL from the shared events, heard by crate::fleet).
 //!   Its keepalives say "this instance is in step": an instance that has not read the events
 //!   table for [`IN_STEP`] (its database unreachable) hears no revocation made elsewhere, so it
@@ -168,7 +169,10 @@ impl Feed {
         if !self.0.in_step.within(IN_STEP) {
             return Err(NOT_IN_STEP.into());
         }
-        let ready = json!({ "cursor": cursor }).to_string();
+        // With this instance's time, as each keepalive: a subscriber whose stream something on
+        // the way holds back (a relay that forwards every byte late) tells by the lag, and its
+        // view is stale by that much, instead of current whatever it is shown late.
+        let ready = json!({ "cursor": cursor, "now": self.0.clock.now() }).to_string();
         tx.send(Event::default().event("ready").id(ready_id).data(ready))
             .await
             .map_err(|_| "gone")?;
@@ -185,7 +189,8 @@ impl Feed {
                     }
                     if tokio::time::Instant::now() >= keepalive {
                         keepalive += KEEPALIVE;
-                        tx.send(Event::default().comment("keepalive")).await.map_err(|_| "gone")?;
+                        let alive = format!("keepalive {}", self.0.clock.now());
+                        tx.send(Event::default().comment(alive)).await.map_err(|_| "gone")?;
                     }
                     continue;
                 }

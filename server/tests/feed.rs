@@ -191,6 +191,9 @@ async fn the_feed_needs_its_token_snapshots_then_streams_every_revocation_and_re
         "{cursor} names the cursor, {}",
         ready.data
     );
+    // With the server's time: a subscriber tells a stream held back on its way by the lag.
+    let sent = ready.data["now"].as_i64().unwrap();
+    assert!((s.state.now() - sent).abs() <= 1, "{}", ready.data);
 
     // Live: a logout and a session revoked by its user arrive within a second, with ids.
     let mut tab = Client::new(&s).oneshot();
@@ -464,6 +467,65 @@ impl Relay {
                     if let Ok(mut out) = tokio::net::TcpStream::connect(&target).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
                     }
+                });
+            }
+        });
+        Relay { url, task }
+    }
+
+    /// A relay that forwards the revocation feed's stream `delay` late, whole and in order (as
+    /// something on the way could, TLS intact): from the moment a connection asks for the feed,
+    /// what the server sends on it; other requests pass at once.
+    async fn holding_back_the_feed(s: &TestServer, delay: Duration) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let target = s.base.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let ask = format!("GET {}", tokenwarden_server::feed::PATH);
+        let task = tokio::spawn(async move {
+            let mut pipes = tokio::task::JoinSet::new();
+            while let Ok((inbound, _)) = listener.accept().await {
+                let (target, ask) = (target.clone(), ask.clone());
+                pipes.spawn(async move {
+                    let Ok(out) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (mut from_client, mut to_client) = inbound.into_split();
+                    let (mut from_server, mut to_server) = out.into_split();
+                    let feed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let asked = feed.clone();
+                    let up = async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                            if String::from_utf8_lossy(&buf[..n]).contains(&ask) {
+                                asked.store(true, std::sync::atomic::Ordering::SeqCst);
+                            }
+                            if to_server.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                    let down = async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        while let Ok(n @ 1..) = from_server.read(&mut buf).await {
+                            let late = feed.load(std::sync::atomic::Ordering::SeqCst);
+                            let due = tokio::time::Instant::now()
+                                + if late { delay } else { Duration::ZERO };
+                            if tx.send((due, buf[..n].to_vec())).is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    let write = async move {
+                        while let Some((due, bytes)) = rx.recv().await {
+                            tokio::time::sleep_until(due).await;
+                            if to_client.write_all(&bytes).await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    tokio::join!(up, down, write);
                 });
             }
         });
@@ -991,6 +1053,35 @@ async fn a_key_revoked_before_the_snapshot_is_refused_from_the_ready_on() {
     assert!(matches!(
         rs.authenticate("GET", "/orders", &api_request(&rs, &alice, &a)),
         Err(AuthError::InvalidToken(..))
+    ));
+    relay.cut();
+    s.stop().await;
+}
+
+/// Something on the way between an API and the auth server holds the feed back (a relay that
+/// forwards its stream 3 s late, whole and in order): its `ready` and keepalives say when the
+/// auth server sent them, so the API's view is that much staler, refused past `max_staleness`
+/// (1 s here), instead of current while every revocation arrives late.
+#[tokio::test]
+async fn a_feed_held_back_on_its_way_is_as_stale_as_it_is_late() {
+    use tokenwarden_dpop::resource::AuthError;
+    let s = TestServer::with(with_feed_and_secret).await;
+    let mut alice = Client::bound(&s).oneshot();
+    let a = alice.sign_in(ALICE).await;
+    let relay = Relay::holding_back_the_feed(&s, Duration::from_secs(3)).await;
+    let rs =
+        tokenwarden_dpop::feed::discover(&relay.url, api_options(&s, Duration::from_secs(1), true))
+            .await
+            .unwrap();
+    until("the feed's ready, 3 s late", &|| {
+        rs.revocations().staleness().is_some()
+    })
+    .await;
+    let stale = rs.revocations().staleness().unwrap();
+    assert!(stale >= Duration::from_secs(1), "{stale:?}");
+    assert!(matches!(
+        rs.authenticate("GET", "/orders", &api_request(&rs, &alice, &a)),
+        Err(AuthError::Unavailable)
     ));
     relay.cut();
     s.stop().await;

@@ -324,6 +324,38 @@ test("a keys event fetches the JWKS again 2 s later: an instance behind the load
   }
 });
 
+test("a feed held back on its way is as stale as it is late: its ready and keepalives say when the auth server sent them", async () => {
+  const s = scripted();
+  const t = await following(s);
+  const v = t.v;
+  const secs = () => Math.floor(t.clock / 1000);
+  try {
+    await until("the first connection", () => s.streams.length === 1);
+    const feed = s.streams[0];
+    // Sent 40 s before it arrives (a relay forwarding the stream late): past the 30 s allowed.
+    feed.write(`event: ready\nid: 1\ndata: {"cursor":1,"now":${secs() - 40}}\n\n`);
+    await until("the ready", () => v.revocations.status().lastEventId === "1");
+    await until("the keys fetched at it", () => s.jwksFetches === 2);
+    await sleep(20);
+    assert.ok(v.revocations.status().staleForMs > 0);
+    assert.equal(await outcome(v.verify(bearerCase.request)), "503 temporarily_unavailable");
+    // A keepalive on time: current. One 35 s late: stale again, and an event (which carries no
+    // time) does not make it current.
+    feed.write(`: keepalive ${secs()}\n\n`);
+    await until("current", () => v.revocations.status().staleForMs === 0);
+    feed.write(`: keepalive ${secs() - 35}\n\n`);
+    await until("stale", () => v.revocations.status().staleForMs > 0);
+    feed.write(`event: revoked\nid: 2\ndata: {"kind":"token","id":"t2","until":${secs() + 60}}\n\n`);
+    await until("event 2", () => v.revocations.status().lastEventId === "2");
+    assert.ok(v.revocations.status().staleForMs > 0);
+    // An older server's keepalive, without a time: heard now.
+    feed.write(`: keepalive\n\n`);
+    await until("current again", () => v.revocations.status().staleForMs === 0);
+  } finally {
+    t.done();
+  }
+});
+
 test("no revocationToken while the auth server has a feed: said once at the start; null: meant, said nowhere", async () => {
   const warned = [];
   const warn = console.warn;

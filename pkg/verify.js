@@ -152,7 +152,9 @@ function proofError(why, nonce) {
 // Encodings, strict like the Rust side (base64 URL_SAFE_NO_PAD, serde_json on UTF-8).
 
 const B64URL = /^[A-Za-z0-9_-]*$/;
-const utf8 = new TextDecoder("utf-8", { fatal: true });
+// A byte order mark is kept, so that JSON.parse refuses it as serde does (TextDecoder would
+// drop it).
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** Canonical unpadded base64url, else null (padding, other alphabets, stray bits refused). */
 function b64decode(s) {
@@ -161,13 +163,30 @@ function b64decode(s) {
   return buf.toString("base64url") === s ? buf : null;
 }
 
-/** JSON from bytes (strict UTF-8), or undefined. */
+/** How deep a JWS part's arrays and objects may nest, its own object counted
+ * (dpop/src/lib.rs MAX_JSON_DEPTH). */
+const MAX_JSON_DEPTH = 32;
+
+/** dpop/src/lib.rs plain_json: nested at most MAX_JSON_DEPTH deep, and no string (or member
+ * name) with a surrogate outside a pair (only an escape can write one in UTF-8). serde_json and
+ * JSON.parse disagree on both; both verifiers refuse them. */
+function plainJson(v, depth = 1) {
+  if (typeof v === "string") return v.isWellFormed();
+  if (v === null || typeof v !== "object") return true;
+  if (depth > MAX_JSON_DEPTH) return false;
+  for (const k in v) if (!k.isWellFormed() || !plainJson(v[k], depth + 1)) return false;
+  return true;
+}
+
+/** JSON from bytes (strict UTF-8, plainJson), or undefined. */
 function parseJson(bytes) {
+  let v;
   try {
-    return JSON.parse(utf8.decode(bytes));
+    v = JSON.parse(utf8.decode(bytes));
   } catch {
     return undefined;
   }
+  return plainJson(v) ? v : undefined;
 }
 
 const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);

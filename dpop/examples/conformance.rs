@@ -1283,7 +1283,137 @@ fn cases(k: &Keys) -> Vec<Case> {
         id: "session-2".into(),
         until: NOW + 600,
     });
+
+    // JSON texts as serde_json never writes them (a proof's key is the client's: anyone can
+    // sign these). Both verifiers must take or refuse each alike.
+    type Text = fn(&str) -> String;
+    let same: Text = |t| t.to_owned();
+    let raw: Vec<(&str, Text, Text, Expect)> = vec![
+        (
+            "valid proof signed over its JSON texts as given (the control of the cases below)",
+            same,
+            same,
+            ok(),
+        ),
+        (
+            "proof whose header starts with a byte order mark",
+            |h| format!("\u{feff}{h}"),
+            same,
+            invalid_proof(),
+        ),
+        (
+            "proof whose claims start with a byte order mark",
+            same,
+            |c| format!("\u{feff}{c}"),
+            invalid_proof(),
+        ),
+        (
+            "proof with an unpaired high surrogate escaped in its jti",
+            same,
+            |c| c.replacen(r#""jti":""#, r#""jti":"\ud800"#, 1),
+            invalid_proof(),
+        ),
+        (
+            "proof with an unpaired low surrogate escaped in its jti",
+            same,
+            |c| c.replacen(r#""jti":""#, r#""jti":"\udc00"#, 1),
+            invalid_proof(),
+        ),
+        (
+            "proof with a surrogate pair escaped in its jti",
+            same,
+            |c| c.replacen(r#""jti":""#, r#""jti":"\ud83d\ude00"#, 1),
+            ok(),
+        ),
+        (
+            "proof with an unpaired surrogate escaped in a jwk member it ignores",
+            |h| h.replacen(r#""kty""#, r#""pad":"\udc00","kty""#, 1),
+            same,
+            invalid_proof(),
+        ),
+        (
+            "proof with an unpaired surrogate escaped in a claim it ignores",
+            same,
+            |c| c.replacen('{', r#"{"note":"\udc00","#, 1),
+            invalid_proof(),
+        ),
+        (
+            "proof with a claim nested 32 deep, its own object counted",
+            same,
+            |c| {
+                c.replacen(
+                    '{',
+                    &format!(r#"{{"deep":{}{},"#, "[".repeat(31), "]".repeat(31)),
+                    1,
+                )
+            },
+            ok(),
+        ),
+        (
+            "proof with a claim nested 33 deep",
+            same,
+            |c| {
+                c.replacen(
+                    '{',
+                    &format!(r#"{{"deep":{}{},"#, "[".repeat(32), "]".repeat(32)),
+                    1,
+                )
+            },
+            invalid_proof(),
+        ),
+        (
+            "proof with brackets in a string (no nesting)",
+            same,
+            |c| c.replacen('{', &format!(r#"{{"deep":"{}","#, "[{".repeat(40)), 1),
+            ok(),
+        ),
+        (
+            "proof with a jwk member nested 200 deep",
+            |h| {
+                let deep = format!(r#""pad":{}{},"kty""#, "[".repeat(200), "]".repeat(200));
+                h.replacen(r#""kty""#, &deep, 1)
+            },
+            same,
+            invalid_proof(),
+        ),
+    ];
+    for (name, header, claims, expect) in raw {
+        c.add(name, raw_proof(k, header, claims), expect);
+    }
+    // The same rule for the access token's claims.
+    let nested = |levels: usize| (1..levels).fold(json!([]), |v, _| json!([v]));
+    let deep = k.token_with(true, |c| c["deep"] = nested(32));
+    c.add(
+        "token with a claim nested 33 deep",
+        dpop(&deep, &k.proof(&deep)),
+        invalid_token(true),
+    );
+    let deep = k.token_with(true, |c| c["deep"] = nested(31));
+    c.add(
+        "token with a claim nested 32 deep, its own object counted",
+        dpop(&deep, &k.proof(&deep)),
+        ok(),
+    );
     c.0
+}
+
+/// A request whose proof is signed over the JSON texts `header` and `claims` make of a valid
+/// proof's (Ed25519, by a key of this function's, the token bound to it).
+fn raw_proof(k: &Keys, header: fn(&str) -> String, claims: fn(&str) -> String) -> Request {
+    let key = SigningKey::from_bytes(&[0x33; 32]);
+    let x = B64.encode(key.verifying_key().to_bytes());
+    let token = k.token_with(true, |c| c["cnf"] = json!({ "jkt": okp_thumbprint(&key) }));
+    let h = json!({
+        "typ": "dpop+jwt", "alg": "EdDSA",
+        "jwk": { "kty": "OKP", "crv": "Ed25519", "x": x },
+    });
+    let input = format!(
+        "{}.{}",
+        B64.encode(header(&h.to_string())),
+        B64.encode(claims(&k.proof_claims(&token).to_string()))
+    );
+    let sig = key.sign(input.as_bytes()).to_bytes();
+    dpop(&token, &format!("{input}.{}", B64.encode(sig)))
 }
 
 fn main() {

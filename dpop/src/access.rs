@@ -193,7 +193,7 @@ pub fn verify(
     let claims: Map<String, Value> = B64
         .decode(p64)
         .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
+        .and_then(|b| crate::json_object(&b))
         .ok_or(TokenError::Claims)?;
     let s = |name: &str| claims.get(name).and_then(Value::as_str);
     let i = |name: &str| claims.get(name).and_then(Value::as_i64);

@@ -43,12 +43,65 @@ pub use replay::ReplayCache;
 pub use signer::{ProofSigner, SignError};
 
 /// A JWS part's JSON as `T`, if it is a JSON object: serde's derived structs take a JSON
-/// array too (the members in order), which RFC 7515 and the Node verifier do not.
+/// array too (the members in order), which RFC 7515 and the Node verifier do not. And if it is
+/// [`plain_json`].
 pub(crate) fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
-    if !bytes.trim_ascii_start().starts_with(b"{") {
+    if !bytes.trim_ascii_start().starts_with(b"{") || !plain_json(bytes) {
         return None;
     }
     serde_json::from_slice(bytes).ok()
+}
+
+/// How deep a JWS part's arrays and objects may nest, its own object counted.
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// Whether a JWS part's JSON text is one every reader takes alike: arrays and objects nested at
+/// most [`MAX_JSON_DEPTH`] deep, and no `\u` escape of a surrogate outside a pair. serde_json
+/// and `JSON.parse` disagree on both (serde refuses a lone surrogate it reads into a string,
+/// not one in a member it skips; it nests 128 deep into a value it keeps, without limit into
+/// one it skips), so both verifiers refuse them first (the Node verifier's `plainJson`; cases
+/// in tests/conformance/corpus.json). A byte order mark is refused by [`json_object`]'s `{`.
+pub fn plain_json(bytes: &[u8]) -> bool {
+    let unit = |at: usize| {
+        let hex = bytes.get(at..at + 4)?;
+        u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+    };
+    let (mut depth, mut i, mut in_string) = (0usize, 0usize, false);
+    while let Some(&b) = bytes.get(i) {
+        match (in_string, b) {
+            (true, b'"') => in_string = false,
+            (true, b'\\') => {
+                if bytes.get(i + 1) == Some(&b'u') {
+                    match unit(i + 2) {
+                        Some(0xD800..=0xDBFF) => {
+                            let low = bytes.get(i + 6..i + 8) == Some(&b"\\u"[..])
+                                && matches!(unit(i + 8), Some(0xDC00..=0xDFFF));
+                            if !low {
+                                return false;
+                            }
+                            i += 12;
+                        }
+                        Some(0xDC00..=0xDFFF) => return false,
+                        _ => i += 6,
+                    }
+                    continue;
+                }
+                i += 2;
+                continue;
+            }
+            (false, b'"') => in_string = true,
+            (false, b'{' | b'[') => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return false;
+                }
+            }
+            (false, b'}' | b']') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    true
 }
 
 /// A proof signed with ECDSA P-256 and SHA-256; its `jwk` an EC P-256 key.
@@ -107,4 +160,30 @@ pub fn dpop_challenge(realm: &str, error: Option<(&str, &str)>) -> String {
         ));
     }
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_json;
+
+    #[test]
+    fn plain_json_reads_strings_escapes_and_nesting_as_a_parser_does() {
+        let nested = |n: usize| format!(r#"{{"d":{}{}}}"#, "[".repeat(n), "]".repeat(n));
+        for (text, plain) in [
+            (r#"{"a":"\\","b":[[]]}"#, true),
+            (r#"{"a":"\"[[[{{{"}"#, true),
+            (r#"{"a":"\ud83d\ude00"}"#, true),
+            (r#"{"\ud83d\ude00":1}"#, true),
+            (r#"{"a":"\\ud800"}"#, true),
+            (r#"{"a":"\ud83d"}"#, false),
+            (r#"{"a":"\ud83dx"}"#, false),
+            (r#"{"a":"\ude00"}"#, false),
+            (r#"{"a":"\ud83d\u0041"}"#, false),
+            (r#"{"\udc00":1}"#, false),
+            (&nested(31), true),
+            (&nested(32), false),
+        ] {
+            assert_eq!(plain_json(text.as_bytes()), plain, "{text}");
+        }
+    }
 }

@@ -27,9 +27,12 @@ const NONCE_MAC_LEN = 24;
 const TOKEN_CACHE_CAPACITY = 10_000;
 const JWKS_MIN_REFETCH_MS = 10_000;
 const JWKS_DEFAULT_MAX_AGE_MS = 60_000;
-/** After a feed's `keys` event the JWKS is fetched at once and again this much later
- * (dpop/src/feed.rs KEYS_AGAIN). */
-const KEYS_AGAIN_MS = 2_000;
+/** After a feed's `keys` event (and a connection's `ready`) the JWKS is fetched at once and
+ * again this much later, past the 5 s within which an instance that serves the JWKS has read
+ * and applied the events (else it answers 503): dpop/src/feed.rs KEYS_AGAIN. */
+const KEYS_AGAIN_MS = 6_000;
+/** A lag (s) past which the feed says once per connection that its news arrive late. */
+const LATE_WARNING_SECS = 5;
 /** The longest metadata document or JWKS read (dpop/src/feed.rs MAX_DOCUMENT_BYTES): the
  * auth server's are a few KiB; a longer answer is refused before it fills memory. */
 const MAX_DOCUMENT_BYTES = 1 << 20;
@@ -167,26 +170,49 @@ function b64decode(s) {
  * (dpop/src/lib.rs MAX_JSON_DEPTH). */
 const MAX_JSON_DEPTH = 32;
 
-/** dpop/src/lib.rs plain_json: nested at most MAX_JSON_DEPTH deep, and no string (or member
- * name) with a surrogate outside a pair (only an escape can write one in UTF-8). serde_json and
- * JSON.parse disagree on both; both verifiers refuse them. */
-function plainJson(v, depth = 1) {
-  if (typeof v === "string") return v.isWellFormed();
-  if (v === null || typeof v !== "object") return true;
-  if (depth > MAX_JSON_DEPTH) return false;
-  for (const k in v) if (!k.isWellFormed() || !plainJson(v[k], depth + 1)) return false;
+/** dpop/src/lib.rs plain_json, the same scan of the text (the UTF-8 is checked by decoding):
+ * arrays and objects nested at most MAX_JSON_DEPTH deep, and no `\u` escape of a surrogate
+ * outside a pair, in any member, one named twice too (JSON.parse keeps only the last). serde_json
+ * and JSON.parse disagree on these; both verifiers refuse them. */
+function plainJson(text) {
+  const unit = (at) => {
+    const hex = text.slice(at, at + 4);
+    return /^[0-9a-fA-F]{4}$/.test(hex) ? parseInt(hex, 16) : -1;
+  };
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (inString) {
+      if (c === '"') inString = false;
+      else if (c === "\\") {
+        if (text[i + 1] !== "u") i++;
+        else {
+          const u = unit(i + 2);
+          if (u >= 0xd800 && u <= 0xdbff) {
+            const low = text.startsWith("\\u", i + 6) ? unit(i + 8) : -1;
+            if (low < 0xdc00 || low > 0xdfff) return false;
+            i += 11;
+          } else if (u >= 0xdc00 && u <= 0xdfff) return false;
+          else i += 5;
+        }
+      }
+    } else if (c === '"') inString = true;
+    else if (c === "{" || c === "[") {
+      if (++depth > MAX_JSON_DEPTH) return false;
+    } else if (c === "}" || c === "]") depth = Math.max(0, depth - 1);
+  }
   return true;
 }
 
 /** JSON from bytes (strict UTF-8, plainJson), or undefined. */
 function parseJson(bytes) {
-  let v;
   try {
-    v = JSON.parse(utf8.decode(bytes));
+    const text = utf8.decode(bytes);
+    return plainJson(text) ? JSON.parse(text) : undefined;
   } catch {
     return undefined;
   }
-  return plainJson(v) ? v : undefined;
 }
 
 const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
@@ -1109,7 +1135,7 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
   // retired one, so the view is stale (as the Rust feed, which starts over) until a refetch
   // after it succeeds; tried again every 5 s meanwhile. While the refetch is out the view stays
   // as it was: a key rotation costs no request a 503.
-  const keys = { since: null, timer: null, again: null, n: 0 };
+  const keys = { since: null, timer: null, again: null, againStrict: false, n: 0 };
   const keysChanged = () => {
     clearTimeout(keys.timer);
     const n = ++keys.n; // only the latest refetch's outcome counts
@@ -1126,12 +1152,24 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
   // Behind a load balancer, the instance that answers the refetch may not have heard of the
   // change yet (its NOTIFY comes a moment later, its catch-up read within half a second) and
   // serve the list that still holds a revoked key: once more, KEYS_AGAIN_MS later (the crate's
-  // KEYS_AGAIN).
+  // KEYS_AGAIN), when an instance that has not applied it answers 503.
+  // After a `keys` event (`strict`) its failure leaves the view stale, as the first fetch's;
+  // after a `ready`, where no change is known, it changes nothing (a JWKS that fails is no
+  // outage of the API). A keys event's, when due, is not replaced by a ready's.
+  const keysAgain = (strict) => {
+    if (!strict && keys.again !== null && keys.againStrict) return;
+    clearTimeout(keys.again);
+    keys.againStrict = strict;
+    keys.again = setTimeout(() => {
+      keys.again = null;
+      if (strict) keysChanged();
+      else onKeys();
+    }, KEYS_AGAIN_MS);
+    keys.again.unref?.();
+  };
   const keysEvent = () => {
     keysChanged();
-    clearTimeout(keys.again);
-    keys.again = setTimeout(keysChanged, KEYS_AGAIN_MS);
-    keys.again.unref?.();
+    keysAgain(true);
   };
   // The feed said it is alive (its `ready` or a keepalive) at the auth server's time `sent`
   // (unix seconds; undefined from a server that does not say). A stream held back on its way
@@ -1143,6 +1181,12 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
     const lag = Number.isSafeInteger(sent) ? Math.max(0, Math.floor(t / 1000) - sent - 1) : 0;
     state.lastActivity = t - lag * 1000;
     state.warned = false;
+    if (lag > LATE_WARNING_SECS && !state.lagWarned) {
+      state.lagWarned = true;
+      console.warn(
+        `tokenwarden/verify: the revocation feed's news arrive ${lag} s after the auth server sent them (something on the way holds them back, or this machine's clock is ahead of the auth server's): the view is that much staler`,
+      );
+    }
   };
 
   function dispatch(event, data, id) {
@@ -1162,7 +1206,12 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
       // while they are out (a failure makes it stale).
       if (!state.ready) keys.since ??= now();
       keysChanged();
+      keysAgain(false);
       state.ready = true;
+      // A server that says when it sent its `ready` says it in each keepalive: a comment
+      // without a time is then something else's on the way (a proxy's), and keeps nothing
+      // current.
+      state.timed = isObject(json) && Number.isSafeInteger(json.now);
       state.catchingUp = false;
       backoff = 250;
     } else if (event === "keys") keysEvent();
@@ -1179,6 +1228,8 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
 
   async function connect() {
     state.catchingUp = true;
+    state.timed = false;
+    state.lagWarned = false;
     const c = (controller = new AbortController());
     const headers = { authorization: `Bearer ${token}`, accept: "text/event-stream" };
     if (state.lastEventId !== null) headers["last-event-id"] = state.lastEventId;
@@ -1221,7 +1272,8 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
           } else if (line.startsWith(":")) {
             // `: keepalive <unix s>` (a comment: `: keepalive` from an older server)
             const m = /^: ?keepalive ([0-9]{1,15})$/.exec(line);
-            heard(m ? Number(m[1]) : undefined);
+            if (m) heard(Number(m[1]));
+            else if (!state.timed) heard(undefined);
           } else {
             const colon = line.indexOf(":");
             const field = colon < 0 ? line : line.slice(0, colon);

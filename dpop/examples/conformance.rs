@@ -1350,6 +1350,24 @@ fn cases(k: &Keys) -> Vec<Case> {
             ok(),
         ),
         (
+            "proof with an unpaired surrogate escaped in a claim named twice, the last plain",
+            same,
+            |c| c.replacen('{', r#"{"note":"\udc00","note":"plain","#, 1),
+            invalid_proof(),
+        ),
+        (
+            "proof with a claim nested 33 deep, named twice, the last plain",
+            same,
+            |c| {
+                c.replacen(
+                    '{',
+                    &format!(r#"{{"deep":{}{},"deep":0,"#, "[".repeat(32), "]".repeat(32)),
+                    1,
+                )
+            },
+            invalid_proof(),
+        ),
+        (
             "proof with a claim nested 33 deep",
             same,
             |c| {
@@ -1378,8 +1396,19 @@ fn cases(k: &Keys) -> Vec<Case> {
         ),
     ];
     for (name, header, claims, expect) in raw {
-        c.add(name, raw_proof(k, header, claims), expect);
+        let request = raw_proof(k, |h| header(h).into_bytes(), |c| claims(c).into_bytes());
+        c.add(name, request, expect);
     }
+    // Not UTF-8, in a member neither verifier reads (serde does not check a string it skips).
+    c.add(
+        "proof with a byte that is not UTF-8 in a claim it ignores",
+        raw_proof(
+            k,
+            |h| h.as_bytes().to_vec(),
+            |c| [&br#"{"note":""#[..], &[0xff], b"\",", &c.as_bytes()[1..]].concat(),
+        ),
+        invalid_proof(),
+    );
     // The same rule for the access token's claims.
     let nested = |levels: usize| (1..levels).fold(json!([]), |v, _| json!([v]));
     let deep = k.token_with(true, |c| c["deep"] = nested(32));
@@ -1399,7 +1428,11 @@ fn cases(k: &Keys) -> Vec<Case> {
 
 /// A request whose proof is signed over the JSON texts `header` and `claims` make of a valid
 /// proof's (Ed25519, by a key of this function's, the token bound to it).
-fn raw_proof(k: &Keys, header: fn(&str) -> String, claims: fn(&str) -> String) -> Request {
+fn raw_proof(
+    k: &Keys,
+    header: impl Fn(&str) -> Vec<u8>,
+    claims: impl Fn(&str) -> Vec<u8>,
+) -> Request {
     let key = SigningKey::from_bytes(&[0x33; 32]);
     let x = B64.encode(key.verifying_key().to_bytes());
     let token = k.token_with(true, |c| c["cnf"] = json!({ "jkt": okp_thumbprint(&key) }));

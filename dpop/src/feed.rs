@@ -141,13 +141,17 @@ impl Revocations {
     /// stream held back on its way counts as heard that much earlier: what it brings is that
     /// late. A second is allowed for the whole seconds; a clock ahead of the auth server's
     /// counts as lag too (keep both in sync, as tokens need).
-    fn heard(&self, sent: Option<i64>, now: i64) {
-        let lag = sent.map_or(0, |t| now.saturating_sub(t).saturating_sub(1).max(0));
-        let at = Instant::now().checked_sub(Duration::from_secs(lag.unsigned_abs()));
+    /// Returns the lag counted, in seconds.
+    fn heard(&self, sent: Option<i64>, now: i64) -> u64 {
+        let lag = sent
+            .map_or(0, |t| now.saturating_sub(t).saturating_sub(1).max(0))
+            .unsigned_abs();
+        let at = Instant::now().checked_sub(Duration::from_secs(lag));
         match self.heard_at.lock() {
             Ok(mut a) => *a = at,
             Err(p) => *p.into_inner() = at,
         }
+        lag
     }
 
     /// Records a revocation: `kind` `session` (a `sid`) or `token` (a `jti`), refused while
@@ -194,17 +198,31 @@ impl Revocations {
 #[derive(Debug, Default)]
 struct Catchup {
     ready: bool,
+    /// The `ready` said when it was sent (a server that does so puts the time in every
+    /// keepalive too).
+    timed: bool,
+    /// The lag was said once on this connection.
+    warned: bool,
 }
 
 impl Catchup {
-    /// Whether `event` (a keepalive is `comment`) keeps the view current: from the connection's
-    /// `ready` on, it and the keepalives, which carry the auth server's time. Other events carry
-    /// none: one held back on its way must not make a late view current again.
-    fn hears(&mut self, event: &str) -> bool {
-        self.ready |= event == "ready";
-        self.ready && (event == "ready" || event == "comment")
+    /// Whether `event` (a keepalive is `comment`), sent at `sent`, keeps the view current: from
+    /// the connection's `ready` on, it and the keepalives, which carry the auth server's time.
+    /// Other events carry none: one held back on its way must not make a late view current
+    /// again; nor a comment without a time from a server that gives one (something on the way
+    /// that adds its own).
+    fn hears(&mut self, event: &str, sent: Option<i64>) -> bool {
+        if event == "ready" {
+            self.ready = true;
+            self.timed = sent.is_some();
+            return true;
+        }
+        self.ready && event == "comment" && (sent.is_some() || !self.timed)
     }
 }
+
+/// A lag (seconds) past which the feed says once per connection that its news arrive late.
+const LATE_WARNING: u64 = 5;
 
 /// One Server-Sent Event.
 #[derive(Debug, Default)]
@@ -264,9 +282,13 @@ fn take_events(buf: &mut String) -> Vec<SseEvent> {
                 e.data.push_str(v.trim());
             } else if let Some(v) = line.strip_prefix(':') {
                 e.event = "comment".into();
+                // Digits only, as the Node verifier reads them (`parse` would take a `+`).
                 e.sent = v
                     .trim()
                     .strip_prefix("keepalive ")
+                    .filter(|t| {
+                        (1..=15).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit())
+                    })
                     .and_then(|t| t.parse().ok());
             }
         }
@@ -539,11 +561,14 @@ pub fn follow(
 /// The JWKS is fetched again for an unknown `kid` at most this often.
 const KID_REFETCH: Duration = Duration::from_secs(10);
 
-/// After a `keys` event the JWKS is fetched at once and once more this much later. Behind a load
-/// balancer the instance that answers the first fetch may not have heard the change yet (its
-/// `NOTIFY` comes a moment after, its catch-up read within half a second) and serve the list
-/// that still holds a revoked key, which would then be kept for a minute.
-pub const KEYS_AGAIN: Duration = Duration::from_secs(2);
+/// After a `keys` event (and a connection's `ready`) the JWKS is fetched at once and once more
+/// this much later. Behind a load balancer the instance that answers the first fetch may not
+/// have heard the change yet (its `NOTIFY` comes a moment after, its catch-up read within half a
+/// second) and serve the list that still holds a revoked key, which would then be kept for a
+/// minute. An instance that has not read (and applied) the events for 5 s answers the JWKS with
+/// 503 (the reference server's `IN_STEP`): 6 s later, the one that answers has applied the
+/// change, or says it cannot.
+pub const KEYS_AGAIN: Duration = Duration::from_secs(6);
 
 /// Until the keys should be fetched again without a feed: a minute, or sooner (at most every
 /// [`KID_REFETCH`]) when a token named an unknown `kid`.
@@ -628,6 +653,9 @@ async fn follow_once(
     let mut keys_at = Instant::now();
     let mut last_kid_fetch = tokio::time::Instant::now();
     let mut keys_again = None;
+    // When the connection is taken for dead: `QUIET` after the last bytes it brought (not after
+    // each turn of this loop, which anyone can cause with a token naming an unknown `kid`).
+    let mut quiet_at = tokio::time::Instant::now() + QUIET;
     // A token named an unknown `kid`: the fetch for it is due at `last_kid_fetch + KID_REFETCH`.
     // Kept across the loop's turns: an event or a keepalive arriving while it waits must not
     // drop it (the notification that asked for it is spent).
@@ -635,7 +663,7 @@ async fn follow_once(
     loop {
         let again = async {
             match keys_again {
-                Some(at) => tokio::time::sleep_until(at).await,
+                Some((at, _)) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
@@ -646,7 +674,7 @@ async fn follow_once(
             }
         };
         let chunk = tokio::select! {
-            chunk = tokio::time::timeout(QUIET, res.chunk()) => chunk,
+            chunk = tokio::time::timeout_at(quiet_at, res.chunk()) => chunk,
             () = unknown_kid, if !kid_wanted => {
                 kid_wanted = true;
                 continue;
@@ -667,14 +695,20 @@ async fn follow_once(
                 continue;
             }
             () = again => {
-                keys_again = None;
-                if let Err(e) = refresh_keys(http, rs, &jwks_uri).await {
+                // After a `keys` event, a failure leaves the view stale (the keys held may list
+                // a retired one); after a `ready`, where no change is known, it changes nothing
+                // (a JWKS that fails is not an outage of the API; the minute's refetch goes on).
+                let strict = keys_again.take().is_some_and(|(_, strict)| strict);
+                if let Err(e) = refresh_keys(http, rs, &jwks_uri).await
+                    && (strict || e == GONE)
+                {
                     rs.upgrade().ok_or(GONE)?.revocations().unheard();
                     return Err(e);
                 }
                 continue;
             }
         };
+        quiet_at = tokio::time::Instant::now() + QUIET;
         let chunk = chunk
             .map_err(|_| "the feed went quiet for 45 s".to_owned())?
             .map_err(|e| format!("{feed}: {e}"))?
@@ -694,15 +728,20 @@ async fn follow_once(
                         revocations.unheard();
                         return Err(e);
                     }
-                    keys_again = Some(tokio::time::Instant::now() + KEYS_AGAIN);
+                    keys_again = Some((tokio::time::Instant::now() + KEYS_AGAIN, true));
                 }
                 // Every connection's: a `keys` event sent before it (while away, or between the
                 // keys fetched before connecting and the snapshot) is not in what it caught up
-                // with (a snapshot holds none). Fetched before the view counts as current.
+                // with (a snapshot holds none). Fetched before the view counts as current, and
+                // again `KEYS_AGAIN` later, as after a `keys` event.
                 "ready" => {
                     if let Err(e) = refresh_keys(http, rs, &jwks_uri).await {
                         revocations.unheard();
                         return Err(e);
+                    }
+                    // Unless a `keys` event's is due: that one's failure counts.
+                    if keys_again.is_none_or(|(_, strict)| !strict) {
+                        keys_again = Some((tokio::time::Instant::now() + KEYS_AGAIN, false));
                     }
                 }
                 _ => {}
@@ -713,15 +752,24 @@ async fn follow_once(
             if e.event == "ready" {
                 *backoff = FIRST_BACKOFF;
             }
-            if connection.hears(&e.event) {
-                let sent = if e.event == "ready" {
-                    serde_json::from_str::<Value>(&e.data)
-                        .ok()
-                        .and_then(|d| d["now"].as_i64())
-                } else {
-                    e.sent
-                };
-                revocations.heard(sent, server.now());
+            let sent = if e.event == "ready" {
+                serde_json::from_str::<Value>(&e.data)
+                    .ok()
+                    .and_then(|d| d["now"].as_i64())
+            } else {
+                e.sent
+            };
+            if connection.hears(&e.event, sent) {
+                let late = revocations.heard(sent, server.now());
+                if late > LATE_WARNING && !connection.warned {
+                    connection.warned = true;
+                    eprintln!(
+                        "tokenwarden_dpop::feed: the revocation feed's news arrive {late} s after \
+                         the auth server sent them (something on the way holds them back, or \
+                         this machine's clock is ahead of the auth server's): the view is that \
+                         much staler"
+                    );
+                }
             }
         }
         if keys_at.elapsed() > Duration::from_secs(60) {
@@ -845,17 +893,23 @@ mod tests {
     fn a_connection_keeps_the_view_current_from_its_ready_on() {
         let mut c = Catchup::default();
         for event in ["revoked", "comment", "keys", "revoked"] {
-            assert!(!c.hears(event), "{event} of the catch-up");
+            assert!(!c.hears(event, Some(1)), "{event} of the catch-up");
         }
-        assert!(c.hears("ready"));
-        assert!(c.hears("comment"), "a keepalive after ready");
+        assert!(c.hears("ready", Some(1)));
+        assert!(c.hears("comment", Some(2)), "a keepalive after ready");
         // They carry no time of the auth server's: held back on the way, they would make a
         // late view current again.
         for event in ["revoked", "keys"] {
-            assert!(!c.hears(event), "{event} after ready");
+            assert!(!c.hears(event, None), "{event} after ready");
         }
+        // Nor a comment without a time from a server that gives one (a proxy's own).
+        assert!(!c.hears("comment", None));
+        // A server that gives no time: its keepalives count as they arrive.
+        let mut older = Catchup::default();
+        assert!(older.hears("ready", None));
+        assert!(older.hears("comment", None));
         assert!(
-            !Catchup::default().hears("comment"),
+            !Catchup::default().hears("comment", Some(1)),
             "a new connection starts over"
         );
     }

@@ -55,8 +55,10 @@ pub(crate) fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Optio
 /// How deep a JWS part's arrays and objects may nest, its own object counted.
 pub const MAX_JSON_DEPTH: usize = 32;
 
-/// Whether a JWS part's JSON text is one every reader takes alike: arrays and objects nested at
-/// most [`MAX_JSON_DEPTH`] deep, and no `\u` escape of a surrogate outside a pair. serde_json
+/// Whether a JWS part's JSON text is one every reader takes alike: UTF-8 throughout (serde
+/// does not check a string it skips), arrays and objects nested at most [`MAX_JSON_DEPTH`]
+/// deep, and no `\u` escape of a surrogate outside a pair, in any member, one named twice too
+/// (`JSON.parse` keeps only the last of those). serde_json
 /// and `JSON.parse` disagree on both (serde refuses a lone surrogate it reads into a string,
 /// not one in a member it skips; it nests 128 deep into a value it keeps, without limit into
 /// one it skips), so both verifiers refuse them first (the Node verifier's `plainJson`; cases
@@ -66,6 +68,9 @@ pub fn plain_json(bytes: &[u8]) -> bool {
         let hex = bytes.get(at..at + 4)?;
         u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
     };
+    if std::str::from_utf8(bytes).is_err() {
+        return false;
+    }
     let (mut depth, mut i, mut in_string) = (0usize, 0usize, false);
     while let Some(&b) = bytes.get(i) {
         match (in_string, b) {
@@ -182,8 +187,10 @@ mod tests {
             (r#"{"\udc00":1}"#, false),
             (&nested(31), true),
             (&nested(32), false),
+            (r#"{"a":"\ud800","a":1}"#, false),
         ] {
             assert_eq!(plain_json(text.as_bytes()), plain, "{text}");
         }
+        assert!(!plain_json(b"{\"a\":\"\xff\"}"), "not UTF-8");
     }
 }

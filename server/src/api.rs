@@ -82,6 +82,8 @@ pub struct Discovery {
     pub jwks_max_age: i64,
     /// The revocation feed exists.
     pub feed: bool,
+    /// When this instance last read the revocation events with all of them applied.
+    pub in_step: crate::fleet::InStep,
 }
 
 pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
@@ -102,8 +104,16 @@ fn cached_json(body: String, max_age: i64) -> Response {
 }
 
 /// `GET /.well-known/jwks.json`: the keys that verify (the next key is published before it
-/// signs: crate::keys), cacheable for `--jwks-max-age-secs`.
+/// signs: crate::keys), cacheable for `--jwks-max-age-secs`. 503 from an instance out of step
+/// (it has not read the revocation events for `feed::IN_STEP`, or could not re-read its ring
+/// after a `keys` event): its list may still hold a revoked key, and a verifier keeps what it
+/// gets. The verifiers fetch it again a while after a `keys` event (the crate's
+/// `KEYS_AGAIN`, longer than `IN_STEP`), so that the instance answering then has either
+/// applied the event or answers this.
 pub async fn jwks(State(keys): State<Keys>, State(d): State<Discovery>) -> Response {
+    if !d.in_step.within(crate::feed::IN_STEP) {
+        return ApiError::Unavailable.into_response();
+    }
     cached_json(keys.current().jwks.clone(), d.jwks_max_age)
 }
 

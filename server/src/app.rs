@@ -216,6 +216,7 @@ impl AppState {
             https: settings.https,
             jwks_max_age: settings.jwks_max_age,
             feed: feed.enabled(),
+            in_step: fleet.in_step.clone(),
         };
         let oidc = crate::oidc::Oidc::new(
             &settings.oidc,

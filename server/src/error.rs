@@ -79,7 +79,8 @@ pub enum ApiError {
     NotFound,
     /// The path exists but not with this method (405 `method_not_allowed`).
     MethodNotAllowed,
-    /// A test hook asked for it (503 `temporarily_unavailable`).
+    /// A test hook asked for it, or the JWKS of an instance out of step (503
+    /// `temporarily_unavailable`).
     Unavailable,
     /// Every password-verification slot is taken and the queue is full (503
     /// `temporarily_unavailable`, `Retry-After`).

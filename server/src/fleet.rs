@@ -54,7 +54,7 @@ pub struct Fleet {
 /// When this instance last read the revocation events table (a catch-up, or one instance's
 /// tail). An instance that cannot read it (its database unreachable) hears no revocation made
 /// elsewhere: its feed must not go on telling subscribers that it is alive (crate::feed).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct InStep(Arc<std::sync::Mutex<tokio::time::Instant>>);
 
 impl Default for InStep {
@@ -142,18 +142,24 @@ async fn tail(fleet: Fleet) {
         let cursor = fleet.cursor.load(Ordering::SeqCst);
         match fleet.store.revocations_since(cursor, 0, false).await {
             Ok(events) => {
-                fleet.in_step.mark();
+                let mut applied = true;
                 for e in events {
                     // A `keys` event of the CLI (another process): this instance's ring first,
                     // then the feed, whose subscribers fetch the JWKS on it and keep what they
                     // get (the key poll alone could be a second later). A ring not re-read
                     // passes nothing on: the next read tries again from this event.
                     if e.kind == EventKind::Keys && !reload_keys(&fleet).await {
+                        applied = false;
                         break;
                     }
                     fleet.cursor.fetch_max(e.id, Ordering::SeqCst);
                     // No subscriber is no error.
                     let _ = fleet.feed.send(e);
+                }
+                // In step only with every event applied: a ring that could not be re-read
+                // still holds a revoked key, which its JWKS must not serve (crate::api::jwks).
+                if applied {
+                    fleet.in_step.mark();
                 }
             }
             Err(e) => tracing::warn!(error = %e, "reading revocation events failed"),
@@ -179,7 +185,8 @@ struct Sync {
 }
 
 impl Sync {
-    async fn on_event(&mut self, event: &RevocationEvent) {
+    /// Applies `event`; whether it could (a `keys` event whose ring re-read failed could not).
+    async fn on_event(&mut self, event: &RevocationEvent) -> bool {
         let f = &self.fleet;
         if f.apply(event) && self.keys_seen.insert(event.id) {
             if self.keys_seen.len() > 10_000 {
@@ -190,7 +197,7 @@ impl Sync {
             // the next catch-up reads it again and tries again.
             if !reload_keys(f).await {
                 self.keys_seen.remove(&event.id);
-                return;
+                return false;
             }
             f.cursor.fetch_max(event.id, Ordering::SeqCst);
         }
@@ -198,6 +205,7 @@ impl Sync {
         // what they get, which must by then be the ring without a revoked key. Heard again by a
         // catch-up read: the subscribers drop what they have sent.
         let _ = f.feed.send(event.clone());
+        true
     }
 
     async fn catch_up(&mut self) {
@@ -209,9 +217,13 @@ impl Sync {
             .await
         {
             Ok(events) => {
-                self.fleet.in_step.mark();
+                let mut applied = true;
                 for e in &events {
-                    self.on_event(e).await;
+                    applied &= self.on_event(e).await;
+                }
+                // In step only with every event applied (as in `tail`).
+                if applied {
+                    self.fleet.in_step.mark();
                 }
             }
             Err(e) => tracing::warn!(error = %e, "revocation catch-up read failed"),
@@ -248,7 +260,9 @@ async fn run(fleet: Fleet) {
         };
         tokio::select! {
             heard = heard => match heard {
-                Ok(Heard::Event(e)) => sync.on_event(&e).await,
+                Ok(Heard::Event(e)) => {
+                    sync.on_event(&e).await;
+                }
                 Ok(Heard::Garbled | Heard::Reconnected) => sync.catch_up().await,
                 Err(e) => {
                     tracing::warn!(error = %e, "the revocation channel failed; reconnecting");

@@ -267,9 +267,17 @@ async fn the_feed_needs_its_token_snapshots_then_streams_every_revocation_and_re
 /// closed under it) hears no revocation made elsewhere. It ends its subscribers' streams within
 /// seconds instead of keeping them fresh with keepalives: they reconnect, maybe to another
 /// instance, and a verifier that gets no `ready` back goes stale (and refuses, by default).
+///
+/// Its JWKS then answers 503: its list may lack a change made elsewhere (a revoked key), and a
+/// verifier keeps what it fetches.
 #[tokio::test]
 async fn an_instance_that_cannot_read_the_events_lets_its_subscribers_go() {
     let s = TestServer::with(with_feed).await;
+    let jwks = || async {
+        let url = s.url(tokenwarden_server::api::JWKS_PATH);
+        s.http.get(url).send().await.unwrap().status()
+    };
+    assert_eq!(jwks().await, 200);
     let mut sub = Subscriber::connect(&s, None).await;
     sub.until_ready().await;
     s.state.store.close().await;
@@ -280,6 +288,7 @@ async fn an_instance_that_cannot_read_the_events_lets_its_subscribers_go() {
         .expect("the stream ends within 10 s")
     {}
     assert!(since.elapsed() < Duration::from_secs(10));
+    assert_eq!(jwks().await, 503);
     s.stop().await;
 }
 

@@ -918,7 +918,6 @@ async fn alice_and_an_api(
 /// the event alone must do it.
 #[tokio::test]
 async fn a_key_the_cli_revokes_is_refused_by_a_following_verifier_within_a_second() {
-    use tokenwarden_dpop::resource::AuthError;
     let s = TestServer::with(|c| {
         with_feed_and_secret(c);
         c.key_poll_secs = 3600;
@@ -936,18 +935,7 @@ async fn a_key_the_cli_revokes_is_refused_by_a_following_verifier_within_a_secon
             .await
             .unwrap()
     );
-    let since = Instant::now();
-    loop {
-        match rs.authenticate("GET", "/orders", &api_request(&rs, &alice, &a)) {
-            Err(AuthError::InvalidToken(..)) => break,
-            other => assert!(other.is_ok(), "{other:?}"),
-        }
-        assert!(
-            since.elapsed() < Duration::from_secs(1),
-            "a token of the revoked key still accepted"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    refused_within(&rs, &alice, &a, Duration::from_secs(1)).await;
     relay.cut();
     s.stop().await;
 }
@@ -961,7 +949,6 @@ async fn a_key_the_cli_revokes_is_refused_by_a_following_verifier_within_a_secon
 async fn a_revoked_key_is_refused_after_a_lagging_instance_answered_the_refetch() {
     use std::sync::atomic::Ordering::SeqCst;
     use tokenwarden_dpop::feed::KEYS_AGAIN;
-    use tokenwarden_dpop::resource::AuthError;
     let s = TestServer::with(|c| {
         with_feed_and_secret(c);
         c.key_poll_secs = 3600;
@@ -969,15 +956,7 @@ async fn a_revoked_key_is_refused_after_a_lagging_instance_answered_the_refetch(
     .await;
     let (alice, a, relay, rs) = alice_and_an_api(&s).await;
     let kid = jwt_parts(&a.access).0["kid"].as_str().unwrap().to_owned();
-    let before = s
-        .http
-        .get(s.url(tokenwarden_server::api::JWKS_PATH))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let before = jwks_now(&s).await;
     assert!(before.contains(&kid));
     let lag = Instant::now() + Duration::from_millis(500);
     *s.counts.jwks_lagging.lock().unwrap() = Some((lag, u64::MAX, before));
@@ -992,18 +971,7 @@ async fn a_revoked_key_is_refused_after_a_lagging_instance_answered_the_refetch(
         s.counts.jwks_lagging_answers.load(SeqCst) > 0
     })
     .await;
-    let since = Instant::now();
-    loop {
-        match rs.authenticate("GET", "/orders", &api_request(&rs, &alice, &a)) {
-            Err(AuthError::InvalidToken(..)) => break,
-            other => assert!(other.is_ok(), "{other:?}"),
-        }
-        assert!(
-            since.elapsed() < KEYS_AGAIN + Duration::from_secs(1),
-            "a token of the revoked key still accepted"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    refused_within(&rs, &alice, &a, KEYS_AGAIN + Duration::from_secs(1)).await;
     assert!(
         Instant::now() > lag,
         "refused while every answer listed the key"
@@ -1029,15 +997,7 @@ async fn a_key_revoked_before_the_snapshot_is_refused_from_the_ready_on() {
     let mut alice = Client::bound(&s).oneshot();
     let a = alice.sign_in(ALICE).await;
     let kid = jwt_parts(&a.access).0["kid"].as_str().unwrap().to_owned();
-    let before = s
-        .http
-        .get(s.url(tokenwarden_server::api::JWKS_PATH))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let before = jwks_now(&s).await;
     assert!(
         s.state
             .keys
@@ -1094,6 +1054,35 @@ async fn a_feed_held_back_on_its_way_is_as_stale_as_it_is_late() {
     ));
     relay.cut();
     s.stop().await;
+}
+
+/// The JWKS `s` serves now.
+async fn jwks_now(s: &TestServer) -> String {
+    let url = s.url(tokenwarden_server::api::JWKS_PATH);
+    s.http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// Polls until `rs` refuses `tab`'s token `t` as invalid (the key revoked), accepting it
+/// meanwhile, within `limit`.
+async fn refused_within(
+    rs: &tokenwarden_dpop::resource::ResourceServer,
+    tab: &Client,
+    t: &Tokens,
+    limit: Duration,
+) {
+    use tokenwarden_dpop::resource::AuthError;
+    let since = Instant::now();
+    loop {
+        match rs.authenticate("GET", "/orders", &api_request(rs, tab, t)) {
+            Err(AuthError::InvalidToken(..)) => return,
+            other => assert!(other.is_ok(), "{other:?}"),
+        }
+        assert!(
+            since.elapsed() < limit,
+            "a token of the revoked key still accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Polls `done` (without blocking the runtime the feed's task runs on) for 10 s at most.

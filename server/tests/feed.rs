@@ -918,11 +918,7 @@ async fn alice_and_an_api(
 /// the event alone must do it.
 #[tokio::test]
 async fn a_key_the_cli_revokes_is_refused_by_a_following_verifier_within_a_second() {
-    let s = TestServer::with(|c| {
-        with_feed_and_secret(c);
-        c.key_poll_secs = 3600;
-    })
-    .await;
+    let s = TestServer::with(with_feed_and_no_key_poll).await;
     let (alice, a, relay, rs) = alice_and_an_api(&s).await;
     // The CLI's own ring, as `keys revoke` makes it: the server's is not told.
     let kid = jwt_parts(&a.access).0["kid"].as_str().unwrap().to_owned();
@@ -949,24 +945,14 @@ async fn a_key_the_cli_revokes_is_refused_by_a_following_verifier_within_a_secon
 async fn a_revoked_key_is_refused_after_a_lagging_instance_answered_the_refetch() {
     use std::sync::atomic::Ordering::SeqCst;
     use tokenwarden_dpop::feed::KEYS_AGAIN;
-    let s = TestServer::with(|c| {
-        with_feed_and_secret(c);
-        c.key_poll_secs = 3600;
-    })
-    .await;
+    let s = TestServer::with(with_feed_and_no_key_poll).await;
     let (alice, a, relay, rs) = alice_and_an_api(&s).await;
     let kid = jwt_parts(&a.access).0["kid"].as_str().unwrap().to_owned();
     let before = jwks_now(&s).await;
     assert!(before.contains(&kid));
     let lag = Instant::now() + Duration::from_millis(500);
     *s.counts.jwks_lagging.lock().unwrap() = Some((lag, u64::MAX, before));
-    assert!(
-        s.state
-            .keys
-            .revoke(&s.state.store, &kid, s.state.now())
-            .await
-            .unwrap()
-    );
+    revoke(&s, &kid).await;
     until("the lagging instance's answer", &|| {
         s.counts.jwks_lagging_answers.load(SeqCst) > 0
     })
@@ -989,22 +975,12 @@ async fn a_revoked_key_is_refused_after_a_lagging_instance_answered_the_refetch(
 async fn a_key_revoked_before_the_snapshot_is_refused_from_the_ready_on() {
     use std::sync::atomic::Ordering::SeqCst;
     use tokenwarden_dpop::resource::AuthError;
-    let s = TestServer::with(|c| {
-        with_feed_and_secret(c);
-        c.key_poll_secs = 3600;
-    })
-    .await;
+    let s = TestServer::with(with_feed_and_no_key_poll).await;
     let mut alice = Client::bound(&s).oneshot();
     let a = alice.sign_in(ALICE).await;
     let kid = jwt_parts(&a.access).0["kid"].as_str().unwrap().to_owned();
     let before = jwks_now(&s).await;
-    assert!(
-        s.state
-            .keys
-            .revoke(&s.state.store, &kid, s.state.now())
-            .await
-            .unwrap()
-    );
+    revoke(&s, &kid).await;
     let long = Instant::now() + Duration::from_secs(60);
     *s.counts.jwks_lagging.lock().unwrap() = Some((long, 2, before));
     let relay = Relay::to(&s).await;
@@ -1054,6 +1030,19 @@ async fn a_feed_held_back_on_its_way_is_as_stale_as_it_is_late() {
     ));
     relay.cut();
     s.stop().await;
+}
+
+/// An auth server with a feed and a nonce secret shared with the APIs, whose key ring is
+/// re-read on a `keys` event only (the poll an hour): the event alone must bring a change.
+fn with_feed_and_no_key_poll(c: &mut tokenwarden_server::Settings) {
+    with_feed_and_secret(c);
+    c.key_poll_secs = 3600;
+}
+
+/// `kid` revoked by `s` itself (a `keys` event on its feed).
+async fn revoke(s: &TestServer, kid: &str) {
+    let revoked = s.state.keys.revoke(&s.state.store, kid, s.state.now());
+    assert!(revoked.await.unwrap());
 }
 
 /// The JWKS `s` serves now.

@@ -1135,7 +1135,7 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
   // retired one, so the view is stale (as the Rust feed, which starts over) until a refetch
   // after it succeeds; tried again every 5 s meanwhile. While the refetch is out the view stays
   // as it was: a key rotation costs no request a 503.
-  const keys = { since: null, timer: null, again: null, againStrict: false, n: 0 };
+  const keys = { since: null, timer: null, again: null, againStrict: false, lastEvent: 0, n: 0 };
   const keysChanged = () => {
     clearTimeout(keys.timer);
     const n = ++keys.n; // only the latest refetch's outcome counts
@@ -1155,16 +1155,25 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
   // KEYS_AGAIN), when an instance that has not applied it answers 503.
   // After a `keys` event (`strict`) its failure leaves the view stale, as the first fetch's;
   // after a `ready`, where no change is known, it changes nothing (a JWKS that fails is no
-  // outage of the API). A keys event's, when due, is not replaced by a ready's.
-  const keysAgain = (strict) => {
-    if (!strict && keys.again !== null && keys.againStrict) return;
+  // outage of the API). The earliest one due is kept (events that keep coming do not put it
+  // off), a keys event's over a ready's; when it is made, one more is due for a keys event
+  // that came since (the crate's `Again`).
+  const keysAgain = (strict, delay = KEYS_AGAIN_MS) => {
+    if (strict) keys.lastEvent = Date.now();
+    if (keys.again !== null && (keys.againStrict || !strict)) return;
     clearTimeout(keys.again);
     keys.againStrict = strict;
     keys.again = setTimeout(() => {
       keys.again = null;
-      if (strict) keysChanged();
-      else onKeys();
-    }, KEYS_AGAIN_MS);
+      if (!strict) return void onKeys();
+      keysChanged();
+      const later = keys.lastEvent + KEYS_AGAIN_MS - Date.now();
+      if (later > 0) {
+        const last = keys.lastEvent;
+        keysAgain(true, later);
+        keys.lastEvent = last;
+      }
+    }, delay);
     keys.again.unref?.();
   };
   const keysEvent = () => {

@@ -221,6 +221,43 @@ impl Catchup {
     }
 }
 
+/// The JWKS fetch due [`KEYS_AGAIN`] after a `keys` event (`strict`: its failure leaves the view
+/// stale) or a connection's `ready` (its failure changes nothing).
+#[derive(Debug, Default)]
+struct Again {
+    due: Option<tokio::time::Instant>,
+    strict: bool,
+    /// The last `keys` event.
+    last_event: Option<tokio::time::Instant>,
+}
+
+impl Again {
+    /// Due `KEYS_AGAIN` from now, unless one is due already: the earliest is kept (events that
+    /// keep coming do not put it off), a `keys` event's over a `ready`'s.
+    fn arm(&mut self, strict: bool) {
+        let now = tokio::time::Instant::now();
+        if strict {
+            self.last_event = Some(now);
+        }
+        if self.due.is_none() || (strict && !self.strict) {
+            self.due = Some(now + KEYS_AGAIN);
+            self.strict = strict;
+        }
+    }
+
+    /// The fetch is being made; whether it is strict. Due again for a `keys` event that came
+    /// after this one was armed.
+    fn fired(&mut self) -> bool {
+        let strict = self.strict;
+        self.due = self
+            .last_event
+            .map(|t| t + KEYS_AGAIN)
+            .filter(|due| strict && *due > tokio::time::Instant::now());
+        self.strict = self.due.is_some();
+        strict
+    }
+}
+
 /// A lag (seconds) past which the feed says once per connection that its news arrive late.
 const LATE_WARNING: u64 = 5;
 
@@ -538,6 +575,7 @@ pub fn follow(
         let http = http_client();
         let mut backoff = FIRST_BACKOFF;
         let mut last_id: Option<String> = None;
+        let mut again = Again::default();
         while weak.strong_count() > 0 {
             let result = follow_once(
                 &http,
@@ -546,6 +584,7 @@ pub fn follow(
                 token.as_deref(),
                 &mut last_id,
                 &mut backoff,
+                &mut again,
             )
             .await;
             if let Err(e) = result {
@@ -598,6 +637,7 @@ async fn follow_once(
     token: Option<&str>,
     last_id: &mut Option<String>,
     backoff: &mut Duration,
+    keys_again: &mut Again,
 ) -> Result<(), String> {
     let meta = metadata(http, auth_server).await?;
     let jwks_uri = meta["jwks_uri"].as_str().ok_or("no jwks_uri")?.to_owned();
@@ -652,7 +692,11 @@ async fn follow_once(
     let mut connection = Catchup::default();
     let mut keys_at = Instant::now();
     let mut last_kid_fetch = tokio::time::Instant::now();
-    let mut keys_again = None;
+    // A `ready`'s second fetch is the new connection's to make; a `keys` event's stays due
+    // (the connection that brought it may have ended before, and no resumption sends it again).
+    if !keys_again.strict {
+        keys_again.due = None;
+    }
     // When the connection is taken for dead: `QUIET` after the last bytes it brought (not after
     // each turn of this loop, which anyone can cause with a token naming an unknown `kid`).
     let mut quiet_at = tokio::time::Instant::now() + QUIET;
@@ -662,8 +706,8 @@ async fn follow_once(
     let mut kid_wanted = false;
     loop {
         let again = async {
-            match keys_again {
-                Some((at, _)) => tokio::time::sleep_until(at).await,
+            match keys_again.due {
+                Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
@@ -698,7 +742,7 @@ async fn follow_once(
                 // After a `keys` event, a failure leaves the view stale (the keys held may list
                 // a retired one); after a `ready`, where no change is known, it changes nothing
                 // (a JWKS that fails is not an outage of the API; the minute's refetch goes on).
-                let strict = keys_again.take().is_some_and(|(_, strict)| strict);
+                let strict = keys_again.fired();
                 if let Err(e) = refresh_keys(http, rs, &jwks_uri).await
                     && (strict || e == GONE)
                 {
@@ -728,7 +772,7 @@ async fn follow_once(
                         revocations.unheard();
                         return Err(e);
                     }
-                    keys_again = Some((tokio::time::Instant::now() + KEYS_AGAIN, true));
+                    keys_again.arm(true);
                 }
                 // Every connection's: a `keys` event sent before it (while away, or between the
                 // keys fetched before connecting and the snapshot) is not in what it caught up
@@ -739,10 +783,7 @@ async fn follow_once(
                         revocations.unheard();
                         return Err(e);
                     }
-                    // Unless a `keys` event's is due: that one's failure counts.
-                    if keys_again.is_none_or(|(_, strict)| !strict) {
-                        keys_again = Some((tokio::time::Instant::now() + KEYS_AGAIN, false));
-                    }
+                    keys_again.arm(false);
                 }
                 _ => {}
             }
@@ -934,6 +975,32 @@ mod tests {
         // A clock behind the auth server's: no lag, not a view fresher than now.
         r.heard(Some(1100), 1020);
         assert!(r.staleness().unwrap() < Duration::from_secs(1));
+    }
+
+    /// The second JWKS fetch after `keys` events: the earliest is kept (events that keep coming
+    /// do not put it off), then one more for the last event; a `ready`'s gives way to a `keys`
+    /// event's, never the reverse.
+    #[tokio::test(start_paused = true)]
+    async fn a_second_fetch_is_not_put_off_and_covers_the_last_keys_event() {
+        let t0 = tokio::time::Instant::now();
+        let mut a = Again::default();
+        a.arm(false);
+        a.arm(true);
+        assert_eq!((a.due, a.strict), (Some(t0 + KEYS_AGAIN), true));
+        tokio::time::advance(Duration::from_secs(3)).await;
+        a.arm(true);
+        a.arm(false);
+        assert_eq!((a.due, a.strict), (Some(t0 + KEYS_AGAIN), true), "kept");
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(a.fired());
+        let last = t0 + Duration::from_secs(3) + KEYS_AGAIN;
+        assert_eq!((a.due, a.strict), (Some(last), true), "for the last event");
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(a.fired());
+        assert_eq!(a.due, None);
+        a.arm(false);
+        assert!(!a.fired());
+        assert_eq!(a.due, None);
     }
 
     #[test]

@@ -110,7 +110,7 @@ impl AppState {
             notifications: settings.revocation_notifications,
             cursor: Arc::new(AtomicI64::new(0)),
             feed: tokio::sync::broadcast::channel(4096).0,
-            in_step: crate::fleet::InStep::default(),
+            in_step: crate::fleet::InStep::new(keys.clone()),
         };
         fleet.load().await?;
         let dpop = Dpop::new(

@@ -52,26 +52,42 @@ pub struct Fleet {
 }
 
 /// When this instance last read the revocation events table (a catch-up, or one instance's
-/// tail). An instance that cannot read it (its database unreachable) hears no revocation made
-/// elsewhere: its feed must not go on telling subscribers that it is alive (crate::feed).
-#[derive(Clone, Debug)]
-pub struct InStep(Arc<std::sync::Mutex<tokio::time::Instant>>);
+/// tail) with every event applied, and whether its key ring is as the table says. An instance
+/// that cannot read it (its database unreachable) hears no revocation made elsewhere, and one
+/// whose ring could not be re-read may still hold a revoked key: its feed must not go on
+/// telling subscribers that it is alive (crate::feed), nor its JWKS serve (crate::api::jwks).
+#[derive(Clone)]
+pub struct InStep {
+    read_at: Arc<std::sync::Mutex<tokio::time::Instant>>,
+    keys: Keys,
+}
 
-impl Default for InStep {
-    fn default() -> Self {
-        InStep(Arc::new(std::sync::Mutex::new(tokio::time::Instant::now())))
+impl std::fmt::Debug for InStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InStep")
     }
 }
 
 impl InStep {
-    /// The table was read just now.
-    pub fn mark(&self) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+    /// In step as of now, with `keys`' ring.
+    pub fn new(keys: Keys) -> Self {
+        InStep {
+            read_at: Arc::new(std::sync::Mutex::new(tokio::time::Instant::now())),
+            keys,
+        }
     }
 
-    /// Whether the table was read within `d`.
+    /// The table was read, with every event applied, by a read that began `at`.
+    pub fn mark(&self, at: tokio::time::Instant) {
+        let mut read_at = self.read_at.lock().unwrap_or_else(|p| p.into_inner());
+        *read_at = (*read_at).max(at);
+    }
+
+    /// Whether a read that began within `d` applied every event, and the ring's last reload
+    /// succeeded.
     pub fn within(&self, d: Duration) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).elapsed() <= d
+        let read_at = *self.read_at.lock().unwrap_or_else(|p| p.into_inner());
+        read_at.elapsed() <= d && !self.keys.behind()
     }
 }
 
@@ -140,6 +156,7 @@ async fn tail(fleet: Fleet) {
             return;
         }
         let cursor = fleet.cursor.load(Ordering::SeqCst);
+        let began = tokio::time::Instant::now();
         match fleet.store.revocations_since(cursor, 0, false).await {
             Ok(events) => {
                 let mut applied = true;
@@ -159,7 +176,7 @@ async fn tail(fleet: Fleet) {
                 // In step only with every event applied: a ring that could not be re-read
                 // still holds a revoked key, which its JWKS must not serve (crate::api::jwks).
                 if applied {
-                    fleet.in_step.mark();
+                    fleet.in_step.mark(began);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "reading revocation events failed"),
@@ -210,6 +227,7 @@ impl Sync {
 
     async fn catch_up(&mut self) {
         let cursor = self.fleet.cursor.load(Ordering::SeqCst);
+        let began = tokio::time::Instant::now();
         match self
             .fleet
             .store
@@ -223,7 +241,7 @@ impl Sync {
                 }
                 // In step only with every event applied (as in `tail`).
                 if applied {
-                    self.fleet.in_step.mark();
+                    self.fleet.in_step.mark(began);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "revocation catch-up read failed"),

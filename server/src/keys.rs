@@ -76,6 +76,9 @@ pub struct Keys {
     /// One reload at a time: two at once (a revocation here and its event heard back) could
     /// each find no signing key and each make one.
     reloading: Arc<tokio::sync::Mutex<()>>,
+    /// The last reload failed: the ring may lack a change of the table's (a revoked key still
+    /// in it). The instance is then out of step (crate::fleet::InStep) until one succeeds.
+    behind: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// RFC 7638 thumbprint of an Ed25519 public key: a stable, content-derived `kid`.
@@ -190,7 +193,13 @@ impl Keys {
             }))),
             grace_secs,
             reloading: Arc::default(),
+            behind: Arc::default(),
         }
+    }
+
+    /// Whether the last reload failed (see `behind`).
+    pub fn behind(&self) -> bool {
+        self.behind.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn current(&self) -> Arc<Ring> {
@@ -232,6 +241,13 @@ impl Keys {
     /// is none.
     pub async fn reload(&self, store: &Store, now: i64) -> KeyResult<()> {
         let _one = self.reloading.lock().await;
+        let read = self.read_ring(store, now).await;
+        self.behind
+            .store(read.is_err(), std::sync::atomic::Ordering::SeqCst);
+        read
+    }
+
+    async fn read_ring(&self, store: &Store, now: i64) -> KeyResult<()> {
         let mut rows = store.keys().await?;
         if !key_states(&rows, now, self.grace_secs).contains(&KeyState::Signing) {
             store

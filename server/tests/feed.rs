@@ -292,6 +292,33 @@ async fn an_instance_that_cannot_read_the_events_lets_its_subscribers_go() {
     s.stop().await;
 }
 
+/// An instance whose key ring cannot be re-read (a key it cannot open: sealed under another
+/// key-encryption key, a corrupt row) may lack a change of the table's, a revoked key still in
+/// its list: it answers the JWKS with 503 until a reload succeeds (and ends its feed's streams,
+/// the same check).
+#[tokio::test]
+async fn an_instance_that_cannot_re_read_its_key_ring_answers_the_jwks_with_503() {
+    let s = TestServer::with(with_feed_and_no_key_poll).await;
+    let status = || async {
+        let url = s.url(tokenwarden_server::api::JWKS_PATH);
+        s.http.get(url).send().await.unwrap().status()
+    };
+    let reload = || s.state.keys.reload(&s.state.store, s.state.now());
+    assert_eq!(status().await, 200);
+    let row = s.state.store.keys().await.unwrap().remove(0);
+    let store = &s.state.store;
+    store.set_private_key(&row.kid, b"not a key").await.unwrap();
+    assert!(reload().await.is_err());
+    assert_eq!(status().await, 503);
+    store
+        .set_private_key(&row.kid, &row.private_key)
+        .await
+        .unwrap();
+    reload().await.unwrap();
+    assert_eq!(status().await, 200);
+    s.stop().await;
+}
+
 /// A database restored from a backup gives the event numbers after the backup's to new events.
 /// A subscriber that saw the lost ones and comes back with the id of one of them must not skip
 /// the new events that took their numbers: its id names an event this database does not hold,

@@ -613,10 +613,6 @@ function serverClaims(c) {
 // ---------------------------------------------------------------------------------------------
 // The verifier.
 
-/**
- * @param {import("./verify.d.ts").VerifierOptions} options
- * @returns {Promise<import("./verify.d.ts").Verifier>}
- */
 /** The options createVerifier reads (pkg/verify.d.ts VerifierOptions): any other is a typo. */
 const VERIFIER_OPTIONS = [
   "authServer",
@@ -636,6 +632,10 @@ const VERIFIER_OPTIONS = [
   "fetch",
 ];
 
+/**
+ * @param {import("./verify.d.ts").VerifierOptions} options
+ * @returns {Promise<import("./verify.d.ts").Verifier>}
+ */
 export async function createVerifier(options = {}) {
   // A misspelt option would fall back to its default without a word: `publicOrigins` for
   // `publicOrigin` leaves only a loopback Host trusted, and every proof is refused.
@@ -1152,15 +1152,12 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
   // Behind a load balancer, the instance that answers the refetch may not have heard of the
   // change yet (its NOTIFY comes a moment later, its catch-up read within half a second) and
   // serve the list that still holds a revoked key: once more, KEYS_AGAIN_MS later (the crate's
-  // KEYS_AGAIN), when an instance that has not applied it answers 503.
-  // After a `keys` event (`strict`) its failure leaves the view stale, as the first fetch's;
-  // after a `ready`, where no change is known, it changes nothing (a JWKS that fails is no
-  // outage of the API). The earliest one due is kept (events that keep coming do not put it
-  // off), a keys event's over a ready's; when it is made, one more is due for a keys event
-  // that came since (the crate's `Again`).
-  const keysAgain = (strict, delay = KEYS_AGAIN_MS) => {
-    if (strict) keys.lastEvent = Date.now();
-    if (keys.again !== null && (keys.againStrict || !strict)) return;
+  // `Again`), when an instance that has not applied it answers 503. After a `keys` event
+  // (`strict`) its failure leaves the view stale, as the first fetch's; after a `ready`, where
+  // no change is known, it changes nothing (a JWKS that fails is no outage of the API). The
+  // earliest one due is kept (events that keep coming do not put it off), a keys event's over a
+  // ready's; when it is made, one more is due for a keys event that came since.
+  const armAgain = (strict, delay) => {
     clearTimeout(keys.again);
     keys.againStrict = strict;
     keys.again = setTimeout(() => {
@@ -1168,13 +1165,13 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
       if (!strict) return void onKeys();
       keysChanged();
       const later = keys.lastEvent + KEYS_AGAIN_MS - Date.now();
-      if (later > 0) {
-        const last = keys.lastEvent;
-        keysAgain(true, later);
-        keys.lastEvent = last;
-      }
+      if (later > 0) armAgain(true, later);
     }, delay);
     keys.again.unref?.();
+  };
+  const keysAgain = (strict) => {
+    if (strict) keys.lastEvent = Date.now();
+    if (keys.again === null || (strict && !keys.againStrict)) armAgain(strict, KEYS_AGAIN_MS);
   };
   const keysEvent = () => {
     keysChanged();

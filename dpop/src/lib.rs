@@ -58,10 +58,10 @@ pub const MAX_JSON_DEPTH: usize = 32;
 /// Whether a JWS part's JSON text is one every reader takes alike: UTF-8 throughout (serde
 /// does not check a string it skips), arrays and objects nested at most [`MAX_JSON_DEPTH`]
 /// deep, and no `\u` escape of a surrogate outside a pair, in any member, one named twice too
-/// (`JSON.parse` keeps only the last of those). serde_json
-/// and `JSON.parse` disagree on both (serde refuses a lone surrogate it reads into a string,
-/// not one in a member it skips; it nests 128 deep into a value it keeps, without limit into
-/// one it skips), so both verifiers refuse them first (the Node verifier's `plainJson`; cases
+/// (`JSON.parse` keeps only the last of those). serde_json and `JSON.parse` disagree on each
+/// (serde refuses a lone surrogate it reads into a string, not one in a member it skips; it
+/// nests 128 deep into a value it keeps, without limit into one it skips), so both verifiers
+/// refuse them first (the Node verifier's `plainJson`; cases
 /// in tests/conformance/corpus.json). A byte order mark is refused by [`json_object`]'s `{`.
 pub fn plain_json(bytes: &[u8]) -> bool {
     let unit = |at: usize| {

@@ -56,8 +56,9 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 pub const IN_STEP: Duration = Duration::from_secs(5);
 
 /// Why a subscriber is let go ([`IN_STEP`]), for the log.
-const NOT_IN_STEP: &str = "this instance has not read the revocation events lately (is its \
-                           database reachable?): its feed's subscribers are let go";
+const NOT_IN_STEP: &str = "this instance has not read and applied the revocation events lately, \
+                           or could not re-read its key ring (is its database reachable?): its \
+                           feed's subscribers are let go";
 
 #[derive(Clone)]
 pub struct Feed(Arc<Inner>);

@@ -273,11 +273,7 @@ async fn the_feed_needs_its_token_snapshots_then_streams_every_revocation_and_re
 #[tokio::test]
 async fn an_instance_that_cannot_read_the_events_lets_its_subscribers_go() {
     let s = TestServer::with(with_feed).await;
-    let jwks = || async {
-        let url = s.url(tokenwarden_server::api::JWKS_PATH);
-        s.http.get(url).send().await.unwrap().status()
-    };
-    assert_eq!(jwks().await, 200);
+    assert_eq!(jwks_status(&s).await, 200);
     let mut sub = Subscriber::connect(&s, None).await;
     sub.until_ready().await;
     s.state.store.close().await;
@@ -288,7 +284,7 @@ async fn an_instance_that_cannot_read_the_events_lets_its_subscribers_go() {
         .expect("the stream ends within 10 s")
     {}
     assert!(since.elapsed() < Duration::from_secs(10));
-    assert_eq!(jwks().await, 503);
+    assert_eq!(jwks_status(&s).await, 503);
     s.stop().await;
 }
 
@@ -299,23 +295,19 @@ async fn an_instance_that_cannot_read_the_events_lets_its_subscribers_go() {
 #[tokio::test]
 async fn an_instance_that_cannot_re_read_its_key_ring_answers_the_jwks_with_503() {
     let s = TestServer::with(with_feed_and_no_key_poll).await;
-    let status = || async {
-        let url = s.url(tokenwarden_server::api::JWKS_PATH);
-        s.http.get(url).send().await.unwrap().status()
-    };
     let reload = || s.state.keys.reload(&s.state.store, s.state.now());
-    assert_eq!(status().await, 200);
+    assert_eq!(jwks_status(&s).await, 200);
     let row = s.state.store.keys().await.unwrap().remove(0);
     let store = &s.state.store;
     store.set_private_key(&row.kid, b"not a key").await.unwrap();
     assert!(reload().await.is_err());
-    assert_eq!(status().await, 503);
+    assert_eq!(jwks_status(&s).await, 503);
     store
         .set_private_key(&row.kid, &row.private_key)
         .await
         .unwrap();
     reload().await.unwrap();
-    assert_eq!(status().await, 200);
+    assert_eq!(jwks_status(&s).await, 200);
     s.stop().await;
 }
 
@@ -1070,6 +1062,12 @@ fn with_feed_and_no_key_poll(c: &mut tokenwarden_server::Settings) {
 async fn revoke(s: &TestServer, kid: &str) {
     let revoked = s.state.keys.revoke(&s.state.store, kid, s.state.now());
     assert!(revoked.await.unwrap());
+}
+
+/// The status of `s`'s answer to a JWKS request.
+async fn jwks_status(s: &TestServer) -> reqwest::StatusCode {
+    let url = s.url(tokenwarden_server::api::JWKS_PATH);
+    s.http.get(url).send().await.unwrap().status()
 }
 
 /// The JWKS `s` serves now.

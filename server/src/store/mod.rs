@@ -37,6 +37,7 @@ macro_rules! user_columns {
 mod codes;
 mod counters;
 pub mod dialect;
+mod inline;
 mod keys;
 pub mod oidc;
 pub mod passkeys;
@@ -255,6 +256,9 @@ pub struct Store {
     url: String,
     /// PostgreSQL: DPoP proofs waiting for the next batched insert (`proofs`).
     proofs: Option<tokio::sync::mpsc::Sender<proofs::ProofClaim>>,
+    /// A SQLite file: the read on every authenticated request answered on the calling thread
+    /// (`inline.rs`), sqlx's pool when it cannot.
+    inline: Option<std::sync::Arc<inline::InlineReads>>,
 }
 
 /// Connections per PostgreSQL instance (the listener takes one more).
@@ -275,6 +279,7 @@ impl Store {
 
     async fn sqlite(url: &str) -> StoreResult<Self> {
         let memory = DatabaseUrl::Sqlite(url.to_owned()).in_memory();
+        let mut inline = None;
         let (read, write) = if memory {
             // Every connection to `:memory:` is its own database: one connection for all.
             let pool = AnyPoolOptions::new()
@@ -305,6 +310,7 @@ impl Store {
             let read = AnyPoolOptions::new()
                 .max_connections(SQLITE_READERS)
                 .connect_lazy(&sqlite_url(&file, "ro"))?;
+            inline = Some(std::sync::Arc::new(inline::InlineReads::new(file)));
             (read, write)
         };
         sqlx::migrate!("./migrations").run(&write).await?;
@@ -314,6 +320,7 @@ impl Store {
             dialect: Dialect::Sqlite,
             url: String::new(),
             proofs: None,
+            inline,
         })
     }
 
@@ -341,6 +348,7 @@ impl Store {
             dialect: Dialect::Postgres,
             url: url.to_owned(),
             proofs: Some(proofs),
+            inline: None,
         })
     }
 

@@ -147,6 +147,14 @@ impl Store {
     }
 
     pub async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
+        // On every authenticated request: on the calling thread where it can be (`inline.rs`).
+        if let Some(row) = self
+            .inline
+            .as_ref()
+            .and_then(|i| i.user_row(USER_BY_ID, id))
+        {
+            return Ok(row.map(User::from));
+        }
         self.find::<UserRow, _>(USER_BY_ID, id).await
     }
 

@@ -477,9 +477,7 @@ async fn finish(
         && let Some(info) = provider.userinfo(&token).await
         && string(&info, "sub") == Some(claims.sub.as_str())
     {
-        claims.email = string(&info, "email")
-            .map(crate::password::normalize_email)
-            .filter(|e| e.contains('@') && e.len() <= 254);
+        claims.email = provider_email(&info);
         claims.email_verified = info.get("email_verified").and_then(Value::as_bool) == Some(true);
         if claims.name.is_none() {
             claims.name = string(&info, "name")
@@ -531,6 +529,16 @@ fn string<'a>(c: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
     c.get(name)
         .and_then(Value::as_str)
         .filter(|s| !s.contains('\0'))
+}
+
+/// The `email` of an ID token or a UserInfo answer, as an address typed here must be
+/// ([`crate::password::acceptable_email`]): one that is not (a zero-width or text-direction
+/// character that makes it look like another's, a control character, a quoted local part) is
+/// left out, as if the provider had sent none: the account gets an address no one can claim.
+fn provider_email(c: &Map<String, Value>) -> Option<String> {
+    string(c, "email")
+        .map(crate::password::normalize_email)
+        .filter(|e| crate::password::acceptable_email(e))
 }
 
 /// `aud` names `client_id` (a string, or an array holding it).
@@ -587,9 +595,7 @@ pub fn id_token_claims(
         sid: string(c, "sid")
             .filter(|s| s.len() <= 255)
             .map(str::to_owned),
-        email: string(c, "email")
-            .map(crate::password::normalize_email)
-            .filter(|e| e.contains('@') && e.len() <= 254),
+        email: provider_email(c),
         email_verified: c.get("email_verified").and_then(Value::as_bool) == Some(true),
         // One that cannot be shown here (control or text-direction characters) is left out:
         // the account is named by the address's local part, as without one.
@@ -947,6 +953,24 @@ mod tests {
         assert!(with("nbf", json!(now + LEEWAY + 1)).is_err());
         assert!(with("nonce", json!("other")).is_err());
         assert!(with("sub", json!("")).is_err());
+        // An address that cannot be typed here is none (the account gets one no one can claim).
+        for bad in [
+            "admin\u{200B}@example.com",
+            "admin\u{202E}@example.com",
+            "admin\n@example.com",
+            "\"admin\"@example.com",
+            "adm\\in@example.com",
+            "no-at-sign",
+        ] {
+            assert_eq!(with("email", json!(bad)).unwrap().email, None, "{bad:?}");
+        }
+        assert_eq!(
+            with("email", json!(" Ada@Example.com "))
+                .unwrap()
+                .email
+                .as_deref(),
+            Some("ada@example.com")
+        );
         assert!(
             !with("email_verified", json!("true"))
                 .unwrap()

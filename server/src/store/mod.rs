@@ -310,7 +310,10 @@ impl Store {
             let read = AnyPoolOptions::new()
                 .max_connections(SQLITE_READERS)
                 .connect_lazy(&sqlite_url(&file, "ro"))?;
-            inline = Some(std::sync::Arc::new(inline::InlineReads::new(file)));
+            // By its absolute path: the same file whatever the working directory is later.
+            inline = std::fs::canonicalize(&file)
+                .ok()
+                .map(|f| std::sync::Arc::new(inline::InlineReads::new(f)));
             (read, write)
         };
         sqlx::migrate!("./migrations").run(&write).await?;
@@ -377,6 +380,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(inline) = &self.inline {
+            inline.close();
+        }
         self.write.close().await;
         self.read.close().await;
     }

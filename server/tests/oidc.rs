@@ -964,6 +964,64 @@ async fn the_provider_s_iss_in_the_answer_must_be_its_own_and_present_when_it_se
     s.stop().await;
 }
 
+/// The address a hostile provider names next (a test's own, set before the sign-in).
+static NAMED: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+#[tokio::test]
+async fn an_address_that_cannot_be_typed_here_or_is_made_up_here_links_nothing() {
+    let port = free_port();
+    let mut p = provider("idp", &format!("http://127.0.0.1:{port}"));
+    p.link_verified_email = true;
+    let s = TestServer::with(move |c| c.oidc = vec![p]).await;
+    let h = hostile(port, s.state.clock.clone()).await;
+    let alice_sub = sub_of(&s, ALICE).await;
+    s.state
+        .store
+        .set_email_verified("alice@example.com", s.state.now())
+        .await
+        .unwrap();
+    // Alice's address with a zero-width space, "verified": no address at all, so neither her
+    // account nor a look-alike one; and the made-up address is not marked verified.
+    let res = hostile_sign_in(
+        &s,
+        &h,
+        Forge::Claims(|c| {
+            c["sub"] = json!("look-alike");
+            c["email"] = json!("alice\u{200B}@example.com");
+        }),
+    )
+    .await;
+    let mut tab = Client::new(&s);
+    let t = take_up(&mut tab, &res).await;
+    let claims = jwt_parts(&t.access).1;
+    assert_ne!(claims["sub"], alice_sub);
+    assert_eq!(claims["email_verified"], json!(false), "{claims}");
+    let made_up = tab.me(&t.access).await.body["email"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(made_up.ends_with("@idp.oidc.invalid"), "{made_up}");
+    // Another identity naming that made-up address as its verified one: not linked into the
+    // account it stands for (its hash is of the issuer and the sub, which are no secret).
+    *NAMED.lock().unwrap() = made_up;
+    let res = hostile_sign_in(
+        &s,
+        &h,
+        Forge::Claims(|c| {
+            c["sub"] = json!("taker");
+            c["email"] = json!(NAMED.lock().unwrap().clone());
+        }),
+    )
+    .await;
+    let mut tab = Client::new(&s);
+    let taken = jwt_parts(&take_up(&mut tab, &res).await.access).1;
+    assert_ne!(
+        taken["sub"], claims["sub"],
+        "linked into the made-up address's account"
+    );
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn an_unverified_address_is_never_the_account_s_and_linking_takes_a_verified_one() {
     let port = free_port();

@@ -535,10 +535,12 @@ fn string<'a>(c: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
 /// ([`crate::password::acceptable_email`]): one that is not (a zero-width or text-direction
 /// character that makes it look like another's, a control character, a quoted local part) is
 /// left out, as if the provider had sent none: the account gets an address no one can claim.
+/// So is one of those addresses ([`NO_MAILBOX`]): another provider naming one, marked verified,
+/// would be linked by it into the account it stands for.
 fn provider_email(c: &Map<String, Value>) -> Option<String> {
     string(c, "email")
         .map(crate::password::normalize_email)
-        .filter(|e| crate::password::acceptable_email(e))
+        .filter(|e| crate::password::acceptable_email(e) && !e.ends_with(NO_MAILBOX))
 }
 
 /// `aud` names `client_id` (a string, or an array holding it).
@@ -628,16 +630,13 @@ async fn user_for(
     // No address, or one the provider does not say it verified: the account gets one that no
     // one else can claim. (An unverified address would let its real owner, signing in later
     // by code or resetting the password, into the account the provider's user opened.)
-    let email = claims
-        .email
-        .clone()
-        .filter(|_| claims.email_verified)
-        .unwrap_or_else(|| {
-            format!(
-                "{}@{name}{NO_MAILBOX}",
-                &sha256_hex(&format!("{issuer}\n{}", claims.sub))[..32]
-            )
-        });
+    let verified = claims.email.clone().filter(|_| claims.email_verified);
+    let email = verified.clone().unwrap_or_else(|| {
+        format!(
+            "{}@{name}{NO_MAILBOX}",
+            &sha256_hex(&format!("{issuer}\n{}", claims.sub))[..32]
+        )
+    });
     let user = match store.user_by_email(&email).await.map_err(db)? {
         // Linked by its address, an account whose sign-ins need a second factor would be
         // signed into on the mailbox alone (what a provider's verified address proves): not
@@ -649,7 +648,7 @@ async fn user_for(
         // provider's to protect.)
         Some((user, _))
             if provider.config.link_verified_email
-                && claims.email_verified
+                && verified.is_some()
                 && user.email_verified
                 && !store.second_factor_required(&user.id).await.map_err(db)?
                 && store.password_mark(&user.id).await.map_err(db)? != 1 =>
@@ -674,7 +673,8 @@ async fn user_for(
                 roles: &["user".to_owned()],
                 name: &display,
                 password_hash: "",
-                email_verified_at: claims.email_verified.then_some(now),
+                // Only the provider's own address is verified: never the one made up here.
+                email_verified_at: verified.is_some().then_some(now),
                 password_unproved: false,
                 claims: "{}",
                 now,
@@ -961,6 +961,7 @@ mod tests {
             "\"admin\"@example.com",
             "adm\\in@example.com",
             "no-at-sign",
+            "0123abcd@idp.oidc.invalid",
         ] {
             assert_eq!(with("email", json!(bad)).unwrap().email, None, "{bad:?}");
         }

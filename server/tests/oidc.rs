@@ -964,22 +964,30 @@ async fn the_provider_s_iss_in_the_answer_must_be_its_own_and_present_when_it_se
     s.stop().await;
 }
 
-/// The address a hostile provider names next (a test's own, set before the sign-in).
-static NAMED: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
-
-#[tokio::test]
-async fn an_address_that_cannot_be_typed_here_or_is_made_up_here_links_nothing() {
+/// A server with the hostile provider `idp`, `link=verified-email`.
+async fn linking_server() -> (TestServer, Hostile) {
     let port = free_port();
     let mut p = provider("idp", &format!("http://127.0.0.1:{port}"));
     p.link_verified_email = true;
     let s = TestServer::with(move |c| c.oidc = vec![p]).await;
     let h = hostile(port, s.state.clock.clone()).await;
+    (s, h)
+}
+
+/// `email`'s account's address marked as shown to be its owner's (the code flow).
+async fn address_verified(s: &TestServer, email: &str) {
+    let now = s.state.now();
+    s.state.store.set_email_verified(email, now).await.unwrap();
+}
+
+/// The address a hostile provider names next (a test's own, set before the sign-in).
+static NAMED: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+#[tokio::test]
+async fn an_address_that_cannot_be_typed_here_or_is_made_up_here_links_nothing() {
+    let (s, h) = linking_server().await;
     let alice_sub = sub_of(&s, ALICE).await;
-    s.state
-        .store
-        .set_email_verified("alice@example.com", s.state.now())
-        .await
-        .unwrap();
+    address_verified(&s, "alice@example.com").await;
     // Alice's address with a zero-width space, "verified": no address at all, so neither her
     // account nor a look-alike one; and the made-up address is not marked verified.
     let res = hostile_sign_in(
@@ -1067,11 +1075,7 @@ async fn an_unverified_address_is_never_the_account_s_and_linking_takes_a_verifi
 
     // With link=verified-email: a verified address signs into its account; an unverified one
     // does not.
-    let port = free_port();
-    let mut p = provider("idp", &format!("http://127.0.0.1:{port}"));
-    p.link_verified_email = true;
-    let s = TestServer::with(move |c| c.oidc = vec![p]).await;
-    let h = hostile(port, s.state.clock.clone()).await;
+    let (s, h) = linking_server().await;
     let alice_sub = sub_of(&s, ALICE).await;
     let res = hostile_sign_in(
         &s,
@@ -1099,12 +1103,7 @@ async fn an_unverified_address_is_never_the_account_s_and_linking_takes_a_verifi
     assert_eq!(location(&res), "/r?tw_error=account_not_linked");
     assert!(refresh_cookie_of(&res).is_none());
     // Once she verified it (the code flow): linked.
-    let now = s.state.now();
-    s.state
-        .store
-        .set_email_verified("alice@example.com", now)
-        .await
-        .unwrap();
+    address_verified(&s, "alice@example.com").await;
     let res = hostile_sign_in(&s, &h, verified).await;
     let mut tab = Client::new(&s);
     assert_eq!(
@@ -1144,11 +1143,7 @@ async fn an_unverified_address_is_never_the_account_s_and_linking_takes_a_verifi
     tokenwarden_server::users::import(&s.state.store, line.as_bytes(), false, now)
         .await
         .unwrap();
-    s.state
-        .store
-        .set_email_verified("carol@example.com", now)
-        .await
-        .unwrap();
+    address_verified(&s, "carol@example.com").await;
     let res = hostile_sign_in(
         &s,
         &h,

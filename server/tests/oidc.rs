@@ -393,6 +393,8 @@ struct Hostile {
     jwks_mode: Arc<AtomicU8>,
     /// With `JWKS_HELD`, each answer waits for a permit of this.
     jwks_gate: Arc<tokio::sync::Notify>,
+    /// What its UserInfo endpoint answers (404 while `None`).
+    userinfo: Arc<Mutex<Option<Value>>>,
 }
 
 // Otherwise (0, the default): the JWKS with its key.
@@ -476,6 +478,7 @@ async fn hostile(port: u16, now: tokenwarden_server::clock::Clock) -> Hostile {
         jwks_fetches: Arc::default(),
         jwks_mode: Arc::default(),
         jwks_gate: Arc::default(),
+        userinfo: Arc::default(),
     };
     let discovery = |State(h): State<Hostile>| async move {
         axum::Json(json!({
@@ -483,6 +486,7 @@ async fn hostile(port: u16, now: tokenwarden_server::clock::Clock) -> Hostile {
             "authorization_endpoint": format!("{}/authorize", h.issuer),
             "token_endpoint": format!("{}/token", h.issuer),
             "jwks_uri": format!("{}/jwks", h.issuer),
+            "userinfo_endpoint": format!("{}/userinfo", h.issuer),
             "id_token_signing_alg_values_supported": ["ES256", "HS256", "none"],
         }))
     };
@@ -547,8 +551,17 @@ async fn hostile(port: u16, now: tokenwarden_server::clock::Clock) -> Hostile {
             .into_response()
         }
     };
+    // For the access token the token endpoint gave ("unused").
+    let userinfo = |State(h): State<Hostile>, headers: axum::http::HeaderMap| async move {
+        let bearer = headers.get("authorization").and_then(|v| v.to_str().ok());
+        match h.userinfo.lock().unwrap().clone() {
+            Some(info) if bearer == Some("Bearer unused") => axum::Json(info).into_response(),
+            _ => axum::http::StatusCode::NOT_FOUND.into_response(),
+        }
+    };
     let app = Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
+        .route("/userinfo", get(userinfo))
         .route("/jwks", get(jwks))
         .route("/authorize", get(authorize))
         .route("/token", post(token))
@@ -978,6 +991,58 @@ async fn linking_server() -> (TestServer, Hostile) {
 async fn address_verified(s: &TestServer, email: &str) {
     let now = s.state.now();
     s.state.store.set_email_verified(email, now).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_address_from_userinfo_goes_through_the_same_rule() {
+    let (s, h) = linking_server().await;
+    let alice_sub = sub_of(&s, ALICE).await;
+    address_verified(&s, "alice@example.com").await;
+    // An ID token without the address (Core §5.4): the server asks UserInfo, whose answer
+    // counts only for the same `sub`. Alice's address with a zero-width space, "verified":
+    // none at all, so neither her account nor a verified look-alike one.
+    *h.userinfo.lock().unwrap() = Some(json!({
+        "sub": "look-alike", "email": "alice\u{200B}@example.com", "email_verified": true,
+    }));
+    let res = hostile_sign_in(
+        &s,
+        &h,
+        Forge::Claims(|c| {
+            c["sub"] = json!("look-alike");
+            c.as_object_mut().unwrap().remove("email");
+            c.as_object_mut().unwrap().remove("email_verified");
+        }),
+    )
+    .await;
+    let mut tab = Client::new(&s);
+    let claims = jwt_parts(&take_up(&mut tab, &res).await.access).1;
+    assert_ne!(claims["sub"], alice_sub);
+    assert_eq!(claims["email_verified"], json!(false), "{claims}");
+    assert!(
+        claims["email"]
+            .as_str()
+            .unwrap()
+            .ends_with("@idp.oidc.invalid"),
+        "{claims}"
+    );
+    // The control: Alice's own address from UserInfo, verified, links into her account.
+    *h.userinfo.lock().unwrap() = Some(json!({
+        "sub": "alice-at-the-provider", "email": "Alice@Example.com", "email_verified": true,
+    }));
+    let res = hostile_sign_in(
+        &s,
+        &h,
+        Forge::Claims(|c| {
+            c["sub"] = json!("alice-at-the-provider");
+            c.as_object_mut().unwrap().remove("email");
+            c.as_object_mut().unwrap().remove("email_verified");
+        }),
+    )
+    .await;
+    let mut tab = Client::new(&s);
+    let linked = jwt_parts(&take_up(&mut tab, &res).await.access).1;
+    assert_eq!(linked["sub"], alice_sub);
+    s.stop().await;
 }
 
 /// The address a hostile provider names next (a test's own, set before the sign-in).

@@ -106,10 +106,10 @@ fn cached_json(body: String, max_age: i64) -> Response {
 /// `GET /.well-known/jwks.json`: the keys that verify (the next key is published before it
 /// signs: crate::keys), cacheable for `--jwks-max-age-secs`. 503 from an instance out of step
 /// (`crate::fleet::InStep`: it has not read and applied the revocation events for
-/// `feed::IN_STEP`, or its key ring's last reload failed): its list may still hold a revoked key, and a verifier keeps what it
-/// gets. The verifiers fetch it again a while after a `keys` event (the crate's
-/// `KEYS_AGAIN`, longer than `IN_STEP`), so that the instance answering then has either
-/// applied the event or answers this.
+/// `feed::IN_STEP`, or its key ring's last reload failed): its list may still hold a revoked
+/// key, and a verifier keeps what it gets. The verifiers fetch it again a while after a `keys`
+/// event (the crate's `KEYS_AGAIN`, longer than `IN_STEP`), so that the instance answering then
+/// has either applied the event or answers this.
 pub async fn jwks(State(keys): State<Keys>, State(d): State<Discovery>) -> Response {
     if !d.in_step.within(crate::feed::IN_STEP) {
         return ApiError::Unavailable.into_response();

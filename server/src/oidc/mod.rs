@@ -630,8 +630,8 @@ async fn user_for(
     // No address, or one the provider does not say it verified: the account gets one that no
     // one else can claim. (An unverified address would let its real owner, signing in later
     // by code or resetting the password, into the account the provider's user opened.)
-    let verified = claims.email.clone().filter(|_| claims.email_verified);
-    let email = verified.clone().unwrap_or_else(|| {
+    let verified = claims.email.as_ref().filter(|_| claims.email_verified);
+    let email = verified.cloned().unwrap_or_else(|| {
         format!(
             "{}@{name}{NO_MAILBOX}",
             &sha256_hex(&format!("{issuer}\n{}", claims.sub))[..32]

@@ -122,7 +122,10 @@ export interface VerifierOptions {
   /** Beyond that (or before the feed's first `ready`): "refuse" (default, 503
    * `temporarily_unavailable` with `Retry-After: 5`) or "accept" (logged once). */
   onStale?: "refuse" | "accept";
-  /** The clock, in milliseconds (tests). Default `Date.now`. */
+  /** The clock, in milliseconds (tests). Default `Date.now` for what carries a time (tokens,
+   * proofs, nonces, the feed's keepalives) and a monotonic clock for the intervals kept here
+   * (the feed's staleness, the JWKS's age), so that a clock set back or forward stretches or
+   * cuts none of them; a clock given here is used for both. */
   now?: () => number;
   /** The fetch used for the metadata, the JWKS and the feed (tests). Default `globalThis.fetch`. */
   fetch?: typeof fetch;

@@ -652,6 +652,11 @@ export async function createVerifier(options = {}) {
     allowInsecureHttp = false,
   } = options;
   const doFetch = options.fetch ?? globalThis.fetch;
+  // Intervals (the feed's staleness, the JWKS's age) on a monotonic clock, as the crate's
+  // `Instant`s: a wall clock set back an hour would keep a silent feed's view fresh an hour
+  // longer, and the JWKS an hour past its age. The wall clock is for what carries a time (a
+  // token's, a proof's, a nonce's, the feed's keepalives). A clock given as `now` is both.
+  const elapsed = options.now === undefined ? () => performance.now() : now;
   if (typeof authServer !== "string" || !/^https?:\/\//.test(authServer))
     throw new TypeError("authServer must be the auth server's http(s) URL");
   // Its keys verify every token: over plain http to another machine anyone on the path could
@@ -661,6 +666,8 @@ export async function createVerifier(options = {}) {
   if (!Number.isInteger(leewaySecs) || leewaySecs < 0 || leewaySecs > 30)
     throw new RangeError("leewaySecs must be an integer from 0 to 30");
   if (onStale !== "refuse" && onStale !== "accept") throw new TypeError('onStale must be "refuse" or "accept"');
+  if (typeof maxStalenessMs !== "number" || !Number.isFinite(maxStalenessMs) || maxStalenessMs < 0)
+    throw new RangeError("maxStalenessMs must be a number of milliseconds, 0 or more (onStale: \"accept\" for a view never refused)");
   let nonceKey;
   if (options.nonceSecret !== undefined) {
     nonceKey = Buffer.from(String(options.nonceSecret), "utf8");
@@ -723,7 +730,7 @@ export async function createVerifier(options = {}) {
   let inflight = null;
   const fetchKeys = () =>
     (inflight ??= (async () => {
-      lastFetch = now();
+      lastFetch = elapsed();
       try {
         const { json, res } = await getJson(jwksUri);
         keys = keySet(json);
@@ -732,7 +739,7 @@ export async function createVerifier(options = {}) {
         // key revoked at the auth server is gone here within a minute even without the feed.
         // At least 10 s: `max-age=0` is no reason to fetch the keys for every request.
         const maxAge = Math.min(m ? Number(m[1]) * 1000 : JWKS_DEFAULT_MAX_AGE_MS, JWKS_DEFAULT_MAX_AGE_MS);
-        keysExpire = now() + Math.max(maxAge, JWKS_MIN_REFETCH_MS);
+        keysExpire = elapsed() + Math.max(maxAge, JWKS_MIN_REFETCH_MS);
       } finally {
         inflight = null;
       }
@@ -747,12 +754,12 @@ export async function createVerifier(options = {}) {
   await fetchKeys();
   /** Whether the keys are as fetched now (false: the fetch failed, the old keys kept). */
   const refreshKeys = async (force) => {
-    if (!force && now() - lastFetch < JWKS_MIN_REFETCH_MS) return true;
+    if (!force && elapsed() - lastFetch < JWKS_MIN_REFETCH_MS) return true;
     try {
       await (force ? fetchKeysAfter() : fetchKeys());
       return true;
     } catch (e) {
-      keysExpire = now() + JWKS_MIN_REFETCH_MS; // keep the old keys meanwhile
+      keysExpire = elapsed() + JWKS_MIN_REFETCH_MS; // keep the old keys meanwhile
       console.warn(`tokenwarden/verify: refetching the JWKS failed: ${e.message}`);
       return false;
     }
@@ -942,6 +949,7 @@ export async function createVerifier(options = {}) {
     leewaySecs,
     fetch: doFetch,
     now,
+    elapsed,
     maxStalenessMs,
     onKeys: () => refreshKeys(true),
   });
@@ -953,7 +961,7 @@ export async function createVerifier(options = {}) {
     if (!auth) throw missingToken();
     const [scheme, token] = auth;
     const dpopScheme = scheme === "dpop";
-    if (nowMs >= keysExpire && !inflight) await refreshKeys(true);
+    if (elapsed() >= keysExpire && !inflight) await refreshKeys(true);
     let claims;
     try {
       claims = await verifyToken(token, nowSecs);
@@ -1075,7 +1083,7 @@ export async function createVerifier(options = {}) {
  * comes every 15 s; server/src/feed.rs). */
 const FEED_IDLE_MS = 45_000;
 
-function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxStalenessMs, onKeys, leewaySecs }) {
+function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, elapsed, maxStalenessMs, onKeys, leewaySecs }) {
   const sessions = new Map();
   const tokens = new Map();
   let nextPrune = 0;
@@ -1093,7 +1101,7 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
     const t = nowSecs - leewaySecs;
     return (tokens.get(jti) ?? -Infinity) > t || (sessions.get(sid) ?? -Infinity) > t;
   };
-  const started = now();
+  const started = elapsed();
   const state = { connected: false, lastEventId: null, lastActivity: null, ready: false, warned: false, failing: false, catchingUp: true };
   const base = {
     add,
@@ -1124,13 +1132,13 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
   let timer = null;
   let backoff = 250;
   const staleFor = () => {
-    const t = now();
+    const t = elapsed();
     // 0 exactly while fresh: a stale view reports at least 1.
     if (!state.ready || keys.since !== null) return Math.max(1, t - (keys.since ?? started));
     const over = t - state.lastActivity - maxStalenessMs;
     return over > 0 ? over : 0;
   };
-  const fresh = () => state.ready && keys.since === null && now() - state.lastActivity <= maxStalenessMs;
+  const fresh = () => state.ready && keys.since === null && elapsed() - state.lastActivity <= maxStalenessMs;
   // A `keys` event (a key retired) whose JWKS refetch failed: the old keys may still hold the
   // retired one, so the view is stale (as the Rust feed, which starts over) until a refetch
   // after it succeeds; tried again every 5 s meanwhile. While the refetch is out the view stays
@@ -1143,7 +1151,7 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
       if (n !== keys.n) return;
       if (ok) keys.since = null;
       else if (!closed) {
-        keys.since ??= now();
+        keys.since ??= elapsed();
         keys.timer = setTimeout(keysChanged, 5000);
         keys.timer.unref?.();
       }
@@ -1164,13 +1172,14 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
       keys.again = null;
       if (!strict) return void onKeys();
       keysChanged();
-      const later = keys.lastEvent + KEYS_AGAIN_MS - Date.now();
+      const later = keys.lastEvent + KEYS_AGAIN_MS - performance.now();
       if (later > 0) armAgain(true, later);
     }, delay);
     keys.again.unref?.();
   };
   const keysAgain = (strict) => {
-    if (strict) keys.lastEvent = Date.now();
+    // On the timers' clock (monotonic, and never a test's `now`): it sets a timer's delay.
+    if (strict) keys.lastEvent = performance.now();
     if (keys.again === null || (strict && !keys.againStrict)) armAgain(strict, KEYS_AGAIN_MS);
   };
   const keysEvent = () => {
@@ -1183,9 +1192,8 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
   // whole seconds; a clock ahead of the auth server's counts as lag too (keep both in sync, as
   // tokens need). As the crate's Revocations::heard.
   const touch = (sent) => {
-    const t = now();
-    const lag = Number.isSafeInteger(sent) ? Math.max(0, Math.floor(t / 1000) - sent - 1) : 0;
-    state.lastActivity = t - lag * 1000;
+    const lag = Number.isSafeInteger(sent) ? Math.max(0, Math.floor(now() / 1000) - sent - 1) : 0;
+    state.lastActivity = elapsed() - lag * 1000;
     state.warned = false;
     if (lag > LATE_WARNING_SECS && !state.lagWarned) {
       state.lagWarned = true;
@@ -1210,7 +1218,7 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, maxS
       // holds none), so the keys are fetched again, as the crate does at every `ready`. The
       // first connection's view is current once they are; a later one's stays as it was
       // while they are out (a failure makes it stale).
-      if (!state.ready) keys.since ??= now();
+      if (!state.ready) keys.since ??= elapsed();
       keysChanged();
       keysAgain(false);
       state.ready = true;

@@ -54,9 +54,10 @@ function scripted() {
 }
 
 async function until(what, f, ms = 3000) {
-  const end = Date.now() + ms;
+  // On the monotonic clock: a test may mock `Date`.
+  const end = performance.now() + ms;
   while (!f()) {
-    if (Date.now() > end) throw new Error(`timed out: ${what}`);
+    if (performance.now() > end) throw new Error(`timed out: ${what}`);
     await sleep(5);
   }
 }
@@ -361,6 +362,38 @@ test("a feed held back on its way is as stale as it is late: its ready and keepa
   }
 });
 
+test("a wall clock set forward makes no view stale, and one set back keeps no silent feed's view fresh: the view's age is on a monotonic clock", async (t) => {
+  // The wall clock (mocked `Date`) starts 300 s into the token's life; timers run as they do.
+  const start = (bearerCase.now + 300) * 1000;
+  t.mock.timers.enable({ apis: ["Date"], now: start });
+  const s = scripted();
+  const warn = console.warn;
+  console.warn = () => {};
+  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: "svc-token", maxStalenessMs: 1000, fetch: s.fetch });
+  try {
+    await current(s, v);
+    assert.equal(await outcome(v.verify(bearerCase.request)), 200);
+    // Set forward 200 s (an NTP step): the feed was heard a moment ago, not 200 s ago.
+    t.mock.timers.setTime(start + 200_000);
+    assert.equal(await outcome(v.verify(bearerCase.request)), 200);
+    assert.equal(v.revocations.status().staleForMs, 0);
+    // Set back 500 s, and the feed silent past the 1 s allowed (its connection lost without a
+    // word): stale, as it is, not fresh for another 500 s by the wall clock.
+    t.mock.timers.setTime(start - 300_000);
+    await sleep(1200);
+    assert.ok(v.revocations.status().staleForMs > 0);
+    assert.equal(await outcome(v.verify(bearerCase.request)), "503 temporarily_unavailable");
+    // The feed heard again (a keepalive with the auth server's time, on the clock set back):
+    // current.
+    s.streams[0].write(`: keepalive ${Math.floor(Date.now() / 1000)}\n\n`);
+    await until("current again", () => v.revocations.status().staleForMs === 0);
+    assert.equal(await outcome(v.verify(bearerCase.request)), 200);
+  } finally {
+    v.close();
+    console.warn = warn;
+  }
+});
+
 test("no revocationToken while the auth server has a feed: said once at the start; null: meant, said nowhere", async () => {
   const warned = [];
   const warn = console.warn;
@@ -471,6 +504,10 @@ test("options are checked", async () => {
   await assert.rejects(createVerifier({ authServer: AUTH, nonceSecret: "short", fetch: s.fetch }), /32 bytes/);
   await assert.rejects(createVerifier({ authServer: AUTH, publicOrigin: "https://a.example/path", fetch: s.fetch }), /origin/);
   await assert.rejects(createVerifier({ fetch: s.fetch }), /authServer/);
+  // A staleness that is no number of milliseconds would leave the view always stale (NaN, a
+  // negative number) or never (Infinity), without a word.
+  for (const maxStalenessMs of [NaN, -1, Infinity, "30000", null])
+    await assert.rejects(createVerifier({ authServer: AUTH, maxStalenessMs, fetch: s.fetch }), { name: "RangeError", message: /maxStalenessMs/ });
   // A misspelt option is an error, not its default.
   await assert.rejects(createVerifier({ authServer: AUTH, publicOrigins: ["https://api.example"], fetch: s.fetch }), {
     name: "TypeError",

@@ -65,7 +65,10 @@ async fn sign_in(
 #[tokio::test]
 async fn a_sign_in_through_a_real_provider_opens_a_session_bound_to_the_page_key() {
     let port = free_port();
-    let s = server_with(&format!("http://127.0.0.1:{port}")).await;
+    // Trusted with addresses (link=verified-email): the account holds the provider's.
+    let mut p = provider("idp", &format!("http://127.0.0.1:{port}"));
+    p.link_verified_email = true;
+    let s = TestServer::with(move |c| c.oidc = vec![p]).await;
     let idp = Idp::start(port, &s.base).await;
     let mut tab = Client::bound(&s);
     let (_, res) = sign_in(&s, &idp, &tab, "carol").await;
@@ -1092,6 +1095,80 @@ async fn an_address_that_cannot_be_typed_here_or_is_made_up_here_links_nothing()
         taken["sub"], claims["sub"],
         "linked into the made-up address's account"
     );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_provider_not_trusted_with_addresses_opens_no_account_under_one() {
+    // Without link=verified-email, the provider's user names Dave's address as verified before
+    // Dave has an account here (account pre-hijacking). The account it opens holds an address
+    // of its own, unverified: Dave's stays free, so his sign-up, a code sent to it or a trusted
+    // provider's sign-in later reaches no account the provider's user also signs into.
+    let port = free_port();
+    let s = server_with(&format!("http://127.0.0.1:{port}")).await;
+    let h = hostile(port, s.state.clock.clone()).await;
+    let res = hostile_sign_in(
+        &s,
+        &h,
+        Forge::Claims(|c| {
+            c["sub"] = json!("mallory");
+            c["email"] = json!("dave@example.com");
+            c.as_object_mut().unwrap().remove("name");
+        }),
+    )
+    .await;
+    assert_eq!(location(&res), "/r");
+    let mut tab = Client::new(&s);
+    let t = take_up(&mut tab, &res).await;
+    let claims = jwt_parts(&t.access).1;
+    assert_eq!(claims["email_verified"], json!(false), "{claims}");
+    let me = tab.me(&t.access).await.body;
+    assert!(
+        me["email"].as_str().unwrap().ends_with("@idp.oidc.invalid"),
+        "{me}"
+    );
+    // Named after the provider's address all the same.
+    assert_eq!(me["name"], "dave", "{me}");
+    assert!(
+        s.state
+            .store
+            .user_by_email("dave@example.com")
+            .await
+            .unwrap()
+            .is_none(),
+        "Dave's address is held by the provider's user's account"
+    );
+    // The same identity again: the same account.
+    let res = hostile_sign_in(
+        &s,
+        &h,
+        Forge::Claims(|c| {
+            c["sub"] = json!("mallory");
+            c["email"] = json!("dave@example.com");
+        }),
+    )
+    .await;
+    let mut again = Client::new(&s);
+    let same = jwt_parts(&take_up(&mut again, &res).await.access).1;
+    assert_eq!(same["sub"], claims["sub"]);
+    s.stop().await;
+
+    // The control: a provider trusted with addresses opens the account under its address,
+    // verified.
+    let (s, h) = linking_server().await;
+    let res = hostile_sign_in(
+        &s,
+        &h,
+        Forge::Claims(|c| {
+            c["sub"] = json!("dave-at-the-provider");
+            c["email"] = json!("dave@example.com");
+        }),
+    )
+    .await;
+    let mut tab = Client::new(&s);
+    let t = take_up(&mut tab, &res).await;
+    assert_eq!(jwt_parts(&t.access).1["email_verified"], json!(true));
+    assert_eq!(tab.me(&t.access).await.body["email"], "dave@example.com");
     s.stop().await;
 }
 

@@ -186,7 +186,7 @@ export default defineConfig({
     server(PORT + 18, "--demo --www-dir tests/svelte/dist --pkg-dir /nonexistent"),
     server(
       PORT + 15,
-      `--demo --oidc name=idp,issuer=${IDP},client-id=tokenwarden-test,client-secret-file=tests/oidc/client-secret`,
+      `--demo --oidc name=idp,issuer=${IDP},client-id=tokenwarden-test,client-secret-file=tests/oidc/client-secret,link=verified-email`,
       60,
     ),
     server(PORT + 19, "--demo", 60),

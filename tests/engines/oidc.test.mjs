@@ -23,7 +23,7 @@ before(async () => {
   issuer = `http://127.0.0.1:${port}`;
   server = new Server({
     tls, ttl: 60, db: "sqlite::memory:", www: path.join(root, "www"),
-    extra: ["--demo", "--oidc", `name=idp,issuer=${issuer},client-id=tokenwarden-test,client-secret-file=tests/oidc/client-secret`],
+    extra: ["--demo", "--oidc", `name=idp,issuer=${issuer},client-id=tokenwarden-test,client-secret-file=tests/oidc/client-secret,link=verified-email`],
   });
   server.port = await freePort();
   // The provider knows the server's https callback; it trusts this run's certificate for its

@@ -627,16 +627,17 @@ async fn user_for(
         return Ok(user);
     }
     let name = &provider.config.name;
-    // No address, or one the provider does not say it verified: the account gets one that no
-    // one else can claim. (An unverified address would let its real owner, signing in later
-    // by code or resetting the password, into the account the provider's user opened.)
-    let verified = claims.email.as_ref().filter(|_| claims.email_verified);
-    let email = verified.cloned().unwrap_or_else(|| {
+    let made_up = || {
         format!(
             "{}@{name}{NO_MAILBOX}",
             &sha256_hex(&format!("{issuer}\n{}", claims.sub))[..32]
         )
-    });
+    };
+    // No address, or one the provider does not say it verified: the account gets one that no
+    // one else can claim. (An unverified address would let its real owner, signing in later
+    // by code or resetting the password, into the account the provider's user opened.)
+    let verified = claims.email.as_ref().filter(|_| claims.email_verified);
+    let email = verified.cloned().unwrap_or_else(made_up);
     let user = match store.user_by_email(&email).await.map_err(db)? {
         // Linked by its address, an account whose sign-ins need a second factor would be
         // signed into on the mailbox alone (what a provider's verified address proves): not
@@ -662,11 +663,22 @@ async fn user_for(
             ));
         }
         None => {
+            // A new account holds the provider's address only if the provider is trusted with
+            // addresses (`link=verified-email`). One that is not could otherwise open an account
+            // under someone else's address, marked verified, before its owner has one here: the
+            // owner, signing in later by a code or through a trusted provider, would then work
+            // in an account the provider's user also signs into.
+            let trusted = verified.filter(|_| provider.config.link_verified_email);
+            let email = trusted.cloned().unwrap_or_else(made_up);
             let id = tokens::random_id();
             let display = claims
                 .name
                 .clone()
-                .unwrap_or_else(|| email.split('@').next().unwrap_or("user").to_owned());
+                // (The provider's address, trusted or not, names it better than a made-up one.)
+                .unwrap_or_else(|| {
+                    let shown = verified.unwrap_or(&email);
+                    shown.split('@').next().unwrap_or("user").to_owned()
+                });
             let new = NewUser {
                 id: &id,
                 email: &email,
@@ -674,7 +686,7 @@ async fn user_for(
                 name: &display,
                 password_hash: "",
                 // Only the provider's own address is verified: never the one made up here.
-                email_verified_at: verified.is_some().then_some(now),
+                email_verified_at: trusted.is_some().then_some(now),
                 password_unproved: false,
                 claims: "{}",
                 now,

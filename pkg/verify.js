@@ -1082,21 +1082,26 @@ export async function createVerifier(options = {}) {
 /** A feed connection that sends nothing for this long is given up (the server's keepalive
  * comes every 15 s; server/src/feed.rs). */
 const FEED_IDLE_MS = 45_000;
+/** Revocations kept at most before the ended ones go (dpop/src/feed.rs MAX_ENTRIES). */
+const MAX_REVOCATIONS = 1_000_000;
 
 function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, elapsed, maxStalenessMs, onKeys, leewaySecs }) {
   const sessions = new Map();
   const tokens = new Map();
-  let nextPrune = 0;
+  // As the crate's Revocations::add: entries are kept until a million (a bound against a feed
+  // gone wrong), then the ended ones go. Never on the clock alone: pruned while it was set
+  // forward, a revocation would be gone when it is set back, its token passing again.
   const add = (kind, id, until) => {
-    if (typeof id !== "string" || !Number.isFinite(until)) return;
+    if (typeof id !== "string" || id === "" || id.length > 256 || !Number.isFinite(until)) return;
     const map = kind === "session" ? sessions : kind === "token" ? tokens : null;
-    if (map && (map.get(id) ?? -Infinity) < until) map.set(id, until);
+    if (!map) return;
+    if (sessions.size + tokens.size >= MAX_REVOCATIONS) {
+      const t = Math.floor(now() / 1000) - leewaySecs;
+      for (const m of [sessions, tokens]) for (const [k, u] of m) if (u < t) m.delete(k);
+    }
+    if ((map.get(id) ?? -Infinity) < until) map.set(id, until);
   };
   const isRevoked = (jti, sid, nowSecs) => {
-    if (nowSecs >= nextPrune) {
-      for (const m of [sessions, tokens]) for (const [k, u] of m) if (u + leewaySecs <= nowSecs) m.delete(k);
-      nextPrune = nowSecs + 5;
-    }
     // `until` counts the auth server's leeway; this verifier's may be larger.
     const t = nowSecs - leewaySecs;
     return (tokens.get(jti) ?? -Infinity) > t || (sessions.get(sid) ?? -Infinity) > t;
@@ -1215,10 +1220,11 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, elap
     else if (event === "ready") {
       // Every connection's: a `keys` event sent before it (while away, or between the keys
       // fetched at the start and the snapshot) is not in what it caught up with (a snapshot
-      // holds none), so the keys are fetched again, as the crate does at every `ready`. The
-      // first connection's view is current once they are; a later one's stays as it was
-      // while they are out (a failure makes it stale).
-      if (!state.ready) keys.since ??= elapsed();
+      // holds none), so the keys are fetched again, as the crate does at every `ready`.
+      // A view that is not current (the first connection's, or one after an outage) stays
+      // stale until they are: the keys held may list one retired meanwhile (the crate fetches
+      // them before it counts the feed heard). A current one stays current while they are out.
+      if (!fresh()) keys.since ??= elapsed();
       keysChanged();
       keysAgain(false);
       state.ready = true;

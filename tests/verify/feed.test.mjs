@@ -234,6 +234,71 @@ test("after an outage the view is current at the new connection's ready, not at 
   }
 });
 
+test("after an outage the view is current again only once the keys are fetched again: one retired meanwhile verifies nothing", async () => {
+  const s = scripted();
+  const t = await following(s);
+  const v = t.v;
+  try {
+    const req = bearerCase.request;
+    await current(s, v);
+    assert.equal(await outcome(v.verify(req)), 200);
+    // The feed and the JWKS go down for a minute (a path attacker, an outage); meanwhile the
+    // key that signed the token is retired.
+    s.streams[0].end();
+    t.clock += 60_000;
+    await until("the second connection", () => s.streams.length === 2);
+    assert.equal(await outcome(v.verify(req)), "503 temporarily_unavailable");
+    const other = generateKeyPairSync("ed25519").publicKey.export({ format: "jwk" });
+    s.jwks = { keys: [{ ...other, kid: "the-next-key", alg: "EdDSA", use: "sig" }] };
+    let release;
+    s.jwksGate = new Promise((r) => (release = r));
+    const before = s.jwksFetches;
+    // The feed comes back, the JWKS fetch is held: still stale, the retired key verifies
+    // nothing.
+    s.streams[1].write(`event: ready\nid: 2\ndata: {"cursor":2,"now":${Math.floor(t.clock / 1000)}}\n\n`);
+    await until("the keys asked for", () => s.jwksFetches === before + 1);
+    await sleep(20);
+    assert.ok(v.revocations.status().staleForMs > 0);
+    assert.equal(await outcome(v.verify(req)), "503 temporarily_unavailable");
+    // The keys arrive: current, and the token of the retired key is refused.
+    s.jwksGate = null;
+    release();
+    await until("current", () => v.revocations.status().staleForMs === 0);
+    assert.equal(await outcome(v.verify(req)), "401 invalid_token (the token's signing key is unknown or revoked)");
+  } finally {
+    t.done();
+  }
+});
+
+test("a revocation is kept through a wall clock set forward and back: never pruned on the clock alone", async (t) => {
+  const start = (bearerCase.now + 300) * 1000;
+  t.mock.timers.enable({ apis: ["Date"], now: start });
+  const s = scripted();
+  const warn = console.warn;
+  console.warn = () => {};
+  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: "svc-token", fetch: s.fetch });
+  try {
+    const feed = await current(s, v);
+    const secs = () => Math.floor(Date.now() / 1000);
+    feed.write(`event: revoked\nid: 2\ndata: {"kind":"session","id":"session-1","until":${secs() + 60}}\n\n: keepalive ${secs()}\n\n`);
+    await until("event 2", () => v.revocations.status().lastEventId === "2");
+    assert.equal(await outcome(v.verify(bearerCase.request)), "401 invalid_token (the token has been revoked)");
+    // Set forward two minutes (past `until`): a request while it is.
+    t.mock.timers.setTime(start + 120_000);
+    feed.write(`: keepalive ${secs()}\n\n`);
+    await sleep(20);
+    assert.equal(await outcome(v.verify(bearerCase.request)), 200);
+    // Set back: revoked again, as it is.
+    t.mock.timers.setTime(start);
+    feed.write(`: keepalive ${secs()}\n\n`);
+    await sleep(20);
+    assert.equal(await outcome(v.verify(bearerCase.request)), "401 invalid_token (the token has been revoked)");
+  } finally {
+    v.close();
+    console.warn = warn;
+  }
+});
+
 test("a CRLF split between two chunks is one line end: the revocation on that line is kept", async () => {
   const s = scripted();
   const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: "svc-token", now: () => bearerCase.now * 1000, fetch: s.fetch });

@@ -102,7 +102,9 @@ pub fn normalize_email(email: &str) -> String {
 /// by RFC 5321's rules, and one spelling per mailbox: no quoted local part and no backslash
 /// (`"v\ictim"@example.com` reaches victim@example.com at most mail servers, and would be
 /// another account and another count of codes sent), no control character and no invisible
-/// one (zero-width, bidirectional overrides) that would make two spellings look alike.
+/// one (zero-width, bidirectional overrides) that would make two spellings look alike; and
+/// outside ASCII, the one spelling of the others that reach the same mailbox
+/// ([`unicode_spelled_once`]).
 pub fn acceptable_email(email: &str) -> bool {
     let invisible = |c: char| {
         c.is_control()
@@ -113,6 +115,21 @@ pub fn acceptable_email(email: &str) -> bool {
         && !email.contains(['"', '\\'])
         && !email.chars().any(invisible)
         && email.parse::<lettre::Address>().is_ok()
+        && unicode_spelled_once(email)
+}
+
+/// Whether an address outside ASCII is written as its mailbox's one spelling: the domain as
+/// IDNA writes it for people (UTS #46: `ｅxample.com` with a full-width letter, `bücher.de` with
+/// a combining umlaut and `xn--bcher-kva.de` all name the one domain `bücher.de` or
+/// `example.com` resolves), and a local part in NFC (RFC 6532). Each other spelling would be
+/// another account, and another count of codes sent, for the same mailbox.
+fn unicode_spelled_once(email: &str) -> bool {
+    let Some((local, domain)) = email.rsplit_once('@') else {
+        return false;
+    };
+    let domain = domain.to_lowercase();
+    let (for_people, errors) = idna::domain_to_unicode(&domain);
+    errors.is_ok() && for_people == domain && unicode_normalization::is_nfc(local)
 }
 
 /// Shortest new password, in characters (NIST SP 800-63B: at least 8).
@@ -712,8 +729,20 @@ mod tests {
             "alice@example.com",
             "a.b+tag@sub.example.org",
             "ünïcode@bücher.de",
+            "Alice@Example.COM",
         ] {
             assert!(acceptable_email(ok), "{ok}");
+        }
+        // Other spellings of a mailbox above: a full-width letter, a combining umlaut (NFD) in
+        // the domain or the local part, the domain's ASCII (punycode) form.
+        for other in [
+            "alice@\u{FF45}xample.com",
+            "ann@bu\u{0308}cher.de",
+            "u\u{0308}nicode@example.com",
+            "ann@xn--bcher-kva.de",
+            "ann@xn--zz.example",
+        ] {
+            assert!(!acceptable_email(other), "{other:?}");
         }
         for bad in [
             "\"alice\"@example.com",

@@ -177,10 +177,17 @@ async fn an_import_is_all_or_nothing_reports_every_bad_line_and_runs_twice_uncha
         json!({ "email": "f@import.test", "id": "u-1" }),
         json!({ "email": "g@import.test", "surprise": true }),
         json!({ "email": ALICE.0, "id": "not-alices-id" }),
+        // Ann's mailbox spelt with a full-width letter: another account for one mailbox.
+        json!({ "email": "ann@\u{FF49}mport.test" }),
     ]);
     let report = import(&s, &bad).await;
     let lines: Vec<usize> = report.refused.iter().map(|(n, _)| *n).collect();
-    assert_eq!(lines, vec![3, 4, 5, 6, 7, 8, 9, 10], "{:?}", report.refused);
+    assert_eq!(
+        lines,
+        vec![3, 4, 5, 6, 7, 8, 9, 10, 11],
+        "{:?}",
+        report.refused
+    );
     let why = |n: usize| {
         report
             .refused
@@ -201,6 +208,7 @@ async fn an_import_is_all_or_nothing_reports_every_bad_line_and_runs_twice_uncha
     assert!(why(7).contains("twice"), "{}", why(7));
     assert!(why(9).contains("surprise"), "{}", why(9));
     assert!(why(10).contains("another user"), "{}", why(10));
+    assert!(why(11).contains("not an address"), "{}", why(11));
     assert_eq!(report.imported, 0);
     assert!(
         s.state

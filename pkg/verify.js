@@ -700,6 +700,8 @@ export async function createVerifier(options = {}) {
       ...init,
       headers: { accept: "application/json", "cache-control": "no-cache", ...init?.headers },
       signal: AbortSignal.timeout(10_000),
+      // A redirect is no answer (below: not ok): the keys come from the URL checked here.
+      redirect: "manual",
     });
     if (!res.ok) {
       const e = new Error(`GET ${url}: ${res.status}`);
@@ -1264,7 +1266,8 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, elap
     };
     quiet();
     try {
-      const res = await doFetch(endpoint, { headers, signal: c.signal });
+      // A redirect is no answer: the service token and the feed stay on the auth server's origin.
+      const res = await doFetch(endpoint, { headers, signal: c.signal, redirect: "manual" });
       if (!res.ok || !res.body) throw new Error(`revocation feed: ${res.status}`);
       state.connected = true;
       state.failing = false;

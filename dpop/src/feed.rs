@@ -338,7 +338,8 @@ fn take_events(buf: &mut String) -> Vec<SseEvent> {
 /// bound: it is a connection held open, with keepalives).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A client whose connections must open within [`REQUEST_TIMEOUT`].
+/// A client whose connections must open within [`REQUEST_TIMEOUT`], and which follows no
+/// redirect ([`not_redirected`]).
 fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(REQUEST_TIMEOUT)
@@ -346,6 +347,7 @@ fn http_client() -> reqwest::Client {
         // (`--header-read-timeout-secs`), and a fetch sent on it as it closes fails (the JWKS
         // fetch for an unknown `kid` comes 10 s after the last fetch).
         .pool_idle_timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap_or_default()
 }
@@ -373,6 +375,19 @@ async fn get_text(http: &reqwest::Client, url: &str) -> Result<String, String> {
     String::from_utf8(body).map_err(|e| format!("{url}: {e}"))
 }
 
+/// A redirect is not followed ([`http_client`]), and is no answer: the keys and the feed come
+/// from the URLs checked here (`https://`, the service token to the auth server's own origin),
+/// never from wherever an answer points.
+fn not_redirected(res: &reqwest::Response, url: &str) -> Result<(), String> {
+    if res.status().is_redirection() {
+        return Err(format!(
+            "{url}: answered {} (a redirect, which is not followed)",
+            res.status()
+        ));
+    }
+    Ok(())
+}
+
 /// The body of a successful answer to `req`, within [`REQUEST_TIMEOUT`] and
 /// [`MAX_DOCUMENT_BYTES`] (a larger `Content-Length` is refused before any of it is read).
 async fn get_capped(req: reqwest::RequestBuilder, url: &str) -> Result<Vec<u8>, String> {
@@ -383,6 +398,7 @@ async fn get_capped(req: reqwest::RequestBuilder, url: &str) -> Result<Vec<u8>, 
         .await
         .and_then(|r| r.error_for_status())
         .map_err(|e| format!("{url}: {e}"))?;
+    not_redirected(&res, url)?;
     if res
         .content_length()
         .is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64)
@@ -688,6 +704,7 @@ async fn follow_once(
         .map_err(|_| format!("{feed}: no answer within 45 s"))?
         .and_then(|r| r.error_for_status())
         .map_err(|e| format!("{feed}: {e}"))?;
+    not_redirected(&res, feed)?;
     let mut buf = String::new();
     let mut connection = Catchup::default();
     let mut keys_at = Instant::now();

@@ -829,6 +829,35 @@ async fn a_failed_fetch_for_an_unknown_kid_leaves_the_crate_s_feed_connected() {
     s.stop().await;
 }
 
+/// The crate follows no redirect: an auth server (or something in front of it) whose metadata,
+/// JWKS or feed answers with one is refused, so the keys come only from the URLs the crate
+/// checked (`https://`, or this machine) and the service token goes nowhere else. The control:
+/// the same server without the redirect.
+#[tokio::test]
+async fn the_crate_follows_no_redirect_for_the_metadata_the_keys_or_the_feed() {
+    use axum::response::Redirect;
+    use tokenwarden_dpop::feed::{DiscoverError, discover};
+
+    let s = TestServer::with(with_feed_and_secret).await;
+    let target = s.url("/.well-known/oauth-authorization-server");
+    let app = axum::Router::new().route(
+        "/.well-known/oauth-authorization-server",
+        axum::routing::get(move || async move { Redirect::temporary(&target) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirector = format!("http://{}", listener.local_addr().unwrap());
+    let serving = tokio::spawn(async move { axum::serve(listener, app).await });
+    let options = || api_options(&s, Duration::from_secs(30), true);
+    let refused = discover(&redirector, options()).await.err();
+    assert!(
+        matches!(&refused, Some(DiscoverError::AuthServer(m)) if m.contains("a redirect")),
+        "{refused:?}"
+    );
+    assert!(discover(&s.base, options()).await.is_ok());
+    serving.abort();
+    s.stop().await;
+}
+
 /// A metadata document or a JWKS over `MAX_DOCUMENT_BYTES` (1 MiB; something in front of the
 /// auth server gone wrong, or hostile) is refused without being read whole: `discover` fails
 /// and says why, and a JWKS refetch of that size leaves the view stale, as a failed one does.

@@ -677,6 +677,56 @@ test("a full replay store refuses the proof (invalid_dpop_proof); a failing one 
   }
 });
 
+test("no redirect is followed for the metadata, the keys or the feed: the keys come from the URL checked, the service token goes nowhere else", async () => {
+  const { createServer } = await import("node:http");
+  const listen = (handler) =>
+    new Promise((resolve) => {
+      const server = createServer(handler);
+      server.listen(0, "127.0.0.1", () => resolve({ server, url: `http://127.0.0.1:${server.address().port}` }));
+    });
+  // Elsewhere: what a redirect points at, serving the keys and a feed; it must hear nothing.
+  const heard = [];
+  const elsewhere = await listen((req, res) => {
+    heard.push([req.url, req.headers.authorization]);
+    if (req.url === "/jwks") return void res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(corpus.config.jwks));
+    res.writeHead(200, { "content-type": "text/event-stream" }).write(`event: ready\nid: 1\ndata: {"cursor":1}\n\n`);
+  });
+  let redirectKeys = true;
+  const auth = await listen((req, res) => {
+    const to = (path) => void res.writeHead(302, { location: `${elsewhere.url}${path}` }).end();
+    if (req.url === "/.well-known/oauth-authorization-server")
+      return void res
+        .writeHead(200, { "content-type": "application/json" })
+        .end(JSON.stringify({ issuer: "tokenwarden", jwks_uri: `${auth.url}/jwks`, tokenwarden_revocations_endpoint: `${auth.url}/feed` }));
+    if (req.url === "/jwks") {
+      if (redirectKeys) return to("/jwks");
+      return void res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(corpus.config.jwks));
+    }
+    to("/feed");
+  });
+  const warn = console.warn;
+  const warned = [];
+  console.warn = (m) => warned.push(m);
+  try {
+    const options = { authServer: auth.url, allowBearer: true, revocationToken: "svc-token", now: () => bearerCase.now * 1000 };
+    await assert.rejects(createVerifier(options), /302/);
+    // The keys served in place; the feed still redirects: never followed, the view stale.
+    redirectKeys = false;
+    const v = await createVerifier(options);
+    await sleep(600);
+    assert.equal(await outcome(v.verify(bearerCase.request)), "503 temporarily_unavailable");
+    v.close();
+    assert.deepEqual(heard, [], "a redirect was followed");
+    assert.ok(warned.some((m) => /302/.test(m)), warned.join("\n"));
+  } finally {
+    console.warn = warn;
+    auth.server.closeAllConnections();
+    elsewhere.server.closeAllConnections();
+    auth.server.close();
+    elsewhere.server.close();
+  }
+});
+
 test("metadata naming a feed on another origin gets no service token (a hostile or misconfigured discovery document)", async () => {
   const sent = [];
   const fetch = async (url, init = {}) => {

@@ -321,10 +321,15 @@ pub async fn email_verify(
     };
     let email = valid_email(&req.email)?;
     let user = store.user_by_email(&email).await?.map(|(u, _)| u);
-    let usable = match &user {
-        Some(u) => store.address_verifiable(u).await?,
-        None => false,
-    };
+    // The password's mark is read for every address, known or not, verified or not: read only
+    // for a verified account's (on the writer, which queues behind every write), the time of
+    // the answer told which addresses are verified accounts.
+    let mark = store
+        .password_mark(user.as_ref().map_or("", |u| u.id.as_str()))
+        .await?;
+    let usable = user
+        .as_ref()
+        .is_some_and(|u| crate::store::Store::verifiable(u, mark));
     let hit = otp
         .check(CodePurpose::VerifyEmail, &email, req.code.trim(), usable)
         .await?;

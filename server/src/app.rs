@@ -99,7 +99,7 @@ impl AppState {
         let clock = Clock::default();
         let keys = Keys::new(settings.key_grace, settings.key_encryption.clone());
         keys.reload(&store, clock.now()).await?;
-        let revoked = Arc::new(Revoked::default());
+        let revoked = Arc::new(Revoked::new(clock.clone()));
         let fleet = Fleet {
             store: store.clone(),
             keys: keys.clone(),

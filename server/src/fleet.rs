@@ -121,10 +121,10 @@ impl Fleet {
                     .at
                     .saturating_add(self.access_ttl)
                     .saturating_add(self.leeway);
-                // A session revoked longer ago than a token lives has no token left to refuse.
-                if until >= self.clock.now() {
-                    self.revoked.revoke_session(event.subject.clone(), until);
-                }
+                // Kept even when it looks ended (the prune forgets it if it is): on a clock set
+                // forward, a session revoked a moment ago would never be refused once it is set
+                // back (crate::revoked).
+                self.revoked.revoke_session(event.subject.clone(), until);
             }
             EventKind::Keys => return true,
         }

@@ -655,6 +655,31 @@ async fn password_hashing_is_bounded_and_a_burst_beyond_the_queue_gets_503() {
 }
 
 #[tokio::test]
+async fn a_logged_out_token_stays_refused_through_a_clock_set_forward_and_back() {
+    // The maintenance task prunes the revocations every second; the clock is set forward past
+    // the token's `exp` for a few of them (an NTP step, a virtual machine resumed), then back.
+    let s = TestServer::start().await;
+    let mut tab = Client::new(&s);
+    let t = tab.sign_in(ALICE).await;
+    assert_eq!(tab.me(&t.access).await.status, 200);
+    assert_eq!(tab.logout().await.status, 204);
+    assert_eq!(tab.me(&t.access).await.status, 401);
+    let maintenance = tokenwarden_server::spawn_maintenance(s.state.clone());
+    s.state.clock.advance(3600);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    s.state.clock.advance(-3600);
+    let me = tab.me(&t.access).await;
+    assert_eq!(
+        (me.status, me.error()),
+        (401, "invalid_token"),
+        "{}",
+        me.body
+    );
+    maintenance.abort();
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn login_attempt_counters_are_purged_by_the_maintenance_task() {
     let s = TestServer::with(|c| c.login_window = 60).await;
     let mut c = Client::new(&s).oneshot();

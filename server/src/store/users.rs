@@ -248,7 +248,12 @@ impl Store {
     /// while it is unverified, or while the password may be a stranger's (mark 1: verified in
     /// a session of the account, the mark ends).
     pub async fn address_verifiable(&self, user: &User) -> StoreResult<bool> {
-        Ok(!user.email_verified || self.password_mark(&user.id).await? == 1)
+        Ok(Self::verifiable(user, self.password_mark(&user.id).await?))
+    }
+
+    /// [`Store::address_verifiable`], given the user's [`Store::password_mark`].
+    pub fn verifiable(user: &User, mark: i64) -> bool {
+        !user.email_verified || mark == 1
     }
 
     /// The address's owner proved the password is theirs too (a code from the address, sent

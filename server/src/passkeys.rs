@@ -782,6 +782,12 @@ pub struct SecondFactorAnswer {
     code: Option<String>,
 }
 
+/// What completes a pending sign-in: a passkey's assertion, or the emailed code.
+enum SecondFactor {
+    Passkey(Box<PublicKeyCredential>),
+    Code(String),
+}
+
 /// `POST /auth/login/second-factor`: the pending password sign-in, completed by a passkey or
 /// the emailed code, with a proof by the same key as the password's request.
 pub async fn second_factor(
@@ -793,6 +799,17 @@ pub async fn second_factor(
 ) -> Result<Issued, ApiError> {
     p.admit(&client).await?;
     let jkt = dpop.sign_in_binding(&headers, SECOND_FACTOR_PATH).await?;
+    // The answer's shape, before the ceremony is taken: a malformed one spends nothing (the
+    // user would have had to sign in again).
+    let answer = match (req.credential, req.code) {
+        (Some(cred), None) => SecondFactor::Passkey(Box::new(credential(cred)?)),
+        (None, Some(code)) => SecondFactor::Code(code),
+        _ => {
+            return Err(ApiError::InvalidRequest(
+                "either credential (a passkey) or code".into(),
+            ));
+        }
+    };
     // A ceremony of either kind (not found is InvalidCredentials; any other error is one).
     let (c, first) = match p.take(SECOND_FACTOR, &req.ceremony).await {
         Ok(c) => {
@@ -815,25 +832,24 @@ pub async fn second_factor(
             .user_by_id(c.user_id.as_deref().unwrap_or(""))
             .await?
             .ok_or(ApiError::InvalidCredentials)?;
-    let how = match (req.credential, req.code) {
-        (Some(cred), None) => {
+    let how = match answer {
+        SecondFactor::Passkey(cred) => {
             let webauthn = p.webauthn()?;
             if c.state.is_empty() {
                 return Err(ApiError::InvalidCredentials);
             }
-            let cred: PublicKeyCredential = credential(cred)?;
             verify_known(&p, webauthn, &user.id, &c, &cred).await?;
             match first {
                 FirstFactor::Password(_) => SignIn::PasswordAndPasskey,
                 FirstFactor::Code => SignIn::CodeAndPasskey,
             }
         }
-        (None, Some(_)) if first == FirstFactor::Code => {
+        SecondFactor::Code(_) if first == FirstFactor::Code => {
             return Err(ApiError::InvalidRequest(
                 "a sign-in by an emailed code is completed by a passkey".into(),
             ));
         }
-        (None, Some(code)) => {
+        SecondFactor::Code(code) => {
             let otp = p.0.codes.enabled()?;
             let result = otp
                 .check(CodePurpose::SecondFactor, &user.email, code.trim(), true)
@@ -852,11 +868,6 @@ pub async fn second_factor(
             otp.accept(CodePurpose::SecondFactor, hit, &user.email)
                 .await?;
             SignIn::PasswordAndCode
-        }
-        _ => {
-            return Err(ApiError::InvalidRequest(
-                "either credential (a passkey) or code".into(),
-            ));
         }
     };
     let password = match first {

@@ -322,8 +322,23 @@ async fn a_required_second_factor_completes_a_password_sign_in_only_with_the_sam
     let a = next.post("/auth/login/second-factor", &body).await;
     assert_eq!(a.status, 401, "used up by the refused attempt");
 
-    // Again, completed by the key that sent the password.
+    // Again, completed by the key that sent the password; a malformed answer before it (no
+    // WebAuthn credential, both or neither of credential and code) is refused and spends
+    // nothing.
     let a = next.login(ALICE).await;
+    for bad in [
+        json!({ "ceremony": a.body["ceremony"], "credential": { "id": 7 } }),
+        json!({ "ceremony": a.body["ceremony"], "credential": {}, "code": "123456" }),
+        json!({ "ceremony": a.body["ceremony"] }),
+    ] {
+        let refused = next.post("/auth/login/second-factor", &bad).await;
+        assert_eq!(
+            (refused.status, refused.error()),
+            (400, "invalid_request"),
+            "{}",
+            refused.body
+        );
+    }
     let credential = passkey.get(&a.body["passkey"], &PAGE);
     let a = next
         .post(

@@ -583,6 +583,17 @@ async fn sub_of(s: &TestServer, who: (&str, &str)) -> Value {
     jwt_parts(&Client::new(s).sign_in(who).await.access).1["sub"].clone()
 }
 
+/// A session the hostile provider's sign-in (its ID token forged as `forge`) opened, taken up
+/// by a new tab: the tab, its tokens and the access token's claims.
+async fn hostile_session(s: &TestServer, h: &Hostile, forge: Forge) -> (Client, Tokens, Value) {
+    let res = hostile_sign_in(s, h, forge).await;
+    assert_eq!(location(&res), "/r", "not signed in");
+    let mut tab = Client::new(s);
+    let t = take_up(&mut tab, &res).await;
+    let claims = jwt_parts(&t.access).1;
+    (tab, t, claims)
+}
+
 async fn hostile_sign_in(s: &TestServer, h: &Hostile, forge: Forge) -> reqwest::Response {
     *h.forge.lock().unwrap() = forge;
     let mut b = Browser::new();
@@ -1007,7 +1018,7 @@ async fn an_address_from_userinfo_goes_through_the_same_rule() {
     *h.userinfo.lock().unwrap() = Some(json!({
         "sub": "look-alike", "email": "alice\u{200B}@example.com", "email_verified": true,
     }));
-    let res = hostile_sign_in(
+    let (_, _, claims) = hostile_session(
         &s,
         &h,
         Forge::Claims(|c| {
@@ -1017,8 +1028,6 @@ async fn an_address_from_userinfo_goes_through_the_same_rule() {
         }),
     )
     .await;
-    let mut tab = Client::new(&s);
-    let claims = jwt_parts(&take_up(&mut tab, &res).await.access).1;
     assert_ne!(claims["sub"], alice_sub);
     assert_eq!(claims["email_verified"], json!(false), "{claims}");
     assert!(
@@ -1032,7 +1041,7 @@ async fn an_address_from_userinfo_goes_through_the_same_rule() {
     *h.userinfo.lock().unwrap() = Some(json!({
         "sub": "alice-at-the-provider", "email": "Alice@Example.com", "email_verified": true,
     }));
-    let res = hostile_sign_in(
+    let (_, _, linked) = hostile_session(
         &s,
         &h,
         Forge::Claims(|c| {
@@ -1042,8 +1051,6 @@ async fn an_address_from_userinfo_goes_through_the_same_rule() {
         }),
     )
     .await;
-    let mut tab = Client::new(&s);
-    let linked = jwt_parts(&take_up(&mut tab, &res).await.access).1;
     assert_eq!(linked["sub"], alice_sub);
     s.stop().await;
 }
@@ -1058,7 +1065,7 @@ async fn an_address_that_cannot_be_typed_here_or_is_made_up_here_links_nothing()
     address_verified(&s, "alice@example.com").await;
     // Alice's address with a zero-width space, "verified": no address at all, so neither her
     // account nor a look-alike one; and the made-up address is not marked verified.
-    let res = hostile_sign_in(
+    let (mut tab, t, claims) = hostile_session(
         &s,
         &h,
         Forge::Claims(|c| {
@@ -1067,9 +1074,6 @@ async fn an_address_that_cannot_be_typed_here_or_is_made_up_here_links_nothing()
         }),
     )
     .await;
-    let mut tab = Client::new(&s);
-    let t = take_up(&mut tab, &res).await;
-    let claims = jwt_parts(&t.access).1;
     assert_ne!(claims["sub"], alice_sub);
     assert_eq!(claims["email_verified"], json!(false), "{claims}");
     let made_up = tab.me(&t.access).await.body["email"]
@@ -1080,7 +1084,7 @@ async fn an_address_that_cannot_be_typed_here_or_is_made_up_here_links_nothing()
     // Another identity naming that made-up address as its verified one: not linked into the
     // account it stands for (its hash is of the issuer and the sub, which are no secret).
     *NAMED.lock().unwrap() = made_up;
-    let res = hostile_sign_in(
+    let (_, _, taken) = hostile_session(
         &s,
         &h,
         Forge::Claims(|c| {
@@ -1089,8 +1093,6 @@ async fn an_address_that_cannot_be_typed_here_or_is_made_up_here_links_nothing()
         }),
     )
     .await;
-    let mut tab = Client::new(&s);
-    let taken = jwt_parts(&take_up(&mut tab, &res).await.access).1;
     assert_ne!(
         taken["sub"], claims["sub"],
         "linked into the made-up address's account"
@@ -1107,7 +1109,7 @@ async fn a_provider_not_trusted_with_addresses_opens_no_account_under_one() {
     let port = free_port();
     let s = server_with(&format!("http://127.0.0.1:{port}")).await;
     let h = hostile(port, s.state.clock.clone()).await;
-    let res = hostile_sign_in(
+    let (mut tab, t, claims) = hostile_session(
         &s,
         &h,
         Forge::Claims(|c| {
@@ -1117,10 +1119,6 @@ async fn a_provider_not_trusted_with_addresses_opens_no_account_under_one() {
         }),
     )
     .await;
-    assert_eq!(location(&res), "/r");
-    let mut tab = Client::new(&s);
-    let t = take_up(&mut tab, &res).await;
-    let claims = jwt_parts(&t.access).1;
     assert_eq!(claims["email_verified"], json!(false), "{claims}");
     let me = tab.me(&t.access).await.body;
     assert!(
@@ -1139,7 +1137,7 @@ async fn a_provider_not_trusted_with_addresses_opens_no_account_under_one() {
         "Dave's address is held by the provider's user's account"
     );
     // The same identity again: the same account.
-    let res = hostile_sign_in(
+    let (_, _, same) = hostile_session(
         &s,
         &h,
         Forge::Claims(|c| {
@@ -1148,15 +1146,13 @@ async fn a_provider_not_trusted_with_addresses_opens_no_account_under_one() {
         }),
     )
     .await;
-    let mut again = Client::new(&s);
-    let same = jwt_parts(&take_up(&mut again, &res).await.access).1;
     assert_eq!(same["sub"], claims["sub"]);
     s.stop().await;
 
     // The control: a provider trusted with addresses opens the account under its address,
     // verified.
     let (s, h) = linking_server().await;
-    let res = hostile_sign_in(
+    let (mut tab, t, claims) = hostile_session(
         &s,
         &h,
         Forge::Claims(|c| {
@@ -1165,9 +1161,7 @@ async fn a_provider_not_trusted_with_addresses_opens_no_account_under_one() {
         }),
     )
     .await;
-    let mut tab = Client::new(&s);
-    let t = take_up(&mut tab, &res).await;
-    assert_eq!(jwt_parts(&t.access).1["email_verified"], json!(true));
+    assert_eq!(claims["email_verified"], json!(true));
     assert_eq!(tab.me(&t.access).await.body["email"], "dave@example.com");
     s.stop().await;
 }
@@ -1219,7 +1213,7 @@ async fn an_unverified_address_is_never_the_account_s_and_linking_takes_a_verifi
     // does not.
     let (s, h) = linking_server().await;
     let alice_sub = sub_of(&s, ALICE).await;
-    let res = hostile_sign_in(
+    let (_, _, claims) = hostile_session(
         &s,
         &h,
         Forge::Claims(|c| {
@@ -1228,11 +1222,7 @@ async fn an_unverified_address_is_never_the_account_s_and_linking_takes_a_verifi
         }),
     )
     .await;
-    let mut tab = Client::new(&s);
-    assert_ne!(
-        jwt_parts(&take_up(&mut tab, &res).await.access).1["sub"],
-        alice_sub
-    );
+    assert_ne!(claims["sub"], alice_sub);
     // A verified address of the provider's, but Alice's account was opened by `users add`:
     // its own address was never shown to be hers. Whoever opened it (an import, a legacy
     // backend that checks no address) may hold its password, so the provider's user is not
@@ -1246,12 +1236,8 @@ async fn an_unverified_address_is_never_the_account_s_and_linking_takes_a_verifi
     assert!(refresh_cookie_of(&res).is_none());
     // Once she verified it (the code flow): linked.
     address_verified(&s, "alice@example.com").await;
-    let res = hostile_sign_in(&s, &h, verified).await;
-    let mut tab = Client::new(&s);
-    assert_eq!(
-        jwt_parts(&take_up(&mut tab, &res).await.access).1["sub"],
-        alice_sub
-    );
+    let (_, _, claims) = hostile_session(&s, &h, verified).await;
+    assert_eq!(claims["sub"], alice_sub);
     // An account whose sign-ins need a second factor is not linked by its address: the
     // provider's verified address proves the mailbox only, which alone never signs into it.
     let bob_sub = sub_of(&s, BOB).await;

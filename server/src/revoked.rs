@@ -57,10 +57,13 @@ impl Revoked {
     }
 
     fn kept(&self, until: i64) -> Kept {
-        let left = until
-            .saturating_sub(self.clock.now())
-            .clamp(0, i64::from(u32::MAX));
-        let at_least = Instant::now() + Duration::from_secs(left.unsigned_abs());
+        // At most two days: no access token lives longer than one (`--access-ttl-secs`), and
+        // no sum with an `Instant` overflows.
+        let left = until.saturating_sub(self.clock.now()).clamp(0, 2 * 86_400);
+        let now = Instant::now();
+        let at_least = now
+            .checked_add(Duration::from_secs(left.unsigned_abs()))
+            .unwrap_or(now);
         Kept { until, at_least }
     }
 

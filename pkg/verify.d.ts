@@ -238,7 +238,9 @@ export class VerifyError extends Error {
 export class ReplayStoreFullError extends Error {}
 
 /** An in-memory replay store of at most `max` live entries (default 1,000,000); full, it refuses
- * new proofs rather than forgetting one. */
+ * new proofs rather than forgetting one. Its routine prune goes no further than the time passed
+ * (a monotonic clock), so a clock set forward and back forgets no proof; `now` (tests) is used
+ * for both. */
 export function memoryReplayStore(options?: { max?: number; now?: () => number }): ReplayStore & { readonly size: number };
 
 /** A replay store in PostgreSQL shared by every instance (`pg` is not a dependency: pass your

@@ -435,14 +435,23 @@ export class ReplayStoreFullError extends Error {
  * filed by the second they expire in, so forgetting the expired ones visits only those: a
  * store kept full by a client sending proofs costs no scan of the whole map per claim (a
  * million entries were walked on the event loop for every proof refused). */
-export function memoryReplayStore({ max = 1_000_000, now = Date.now } = {}) {
+export function memoryReplayStore({ max = 1_000_000, now } = {}) {
+  // As the crate's ReplayCache: the routine prune goes no further than the time passed since
+  // the first claim (a monotonic clock; a clock given as `now` is both). Pruned on the clock
+  // alone while it was set forward, a proof accepted a moment before would be forgotten, and
+  // pass again once the clock is set back. A full store prunes on the clock.
+  const wall = now ?? Date.now;
+  const elapsed = now ?? (() => performance.now());
+  let anchor = null;
   const seen = new Map();
   const bySecond = new Map();
   let nextPrune = 0;
   let pruned = -Infinity;
-  const prune = (t) => {
+  const prune = (t, full) => {
+    anchor ??= { at: t, since: elapsed() };
+    const upto = full ? t : Math.min(t, anchor.at + Math.floor((elapsed() - anchor.since) / 1000));
     for (const [until, keys] of bySecond) {
-      if (until >= t) continue;
+      if (until >= upto) continue;
       for (const k of keys) if (seen.get(k) === until) seen.delete(k);
       bySecond.delete(until);
     }
@@ -451,9 +460,10 @@ export function memoryReplayStore({ max = 1_000_000, now = Date.now } = {}) {
   };
   return {
     async claim(key, untilSecs) {
-      const t = Math.floor(now() / 1000);
+      const t = Math.floor(wall() / 1000);
       // An entry expires at a whole second: a second prune within the same second frees nothing.
-      if (t >= nextPrune || (seen.size >= max && t > pruned)) prune(t);
+      const full = seen.size >= max;
+      if (t >= nextPrune || (full && t > pruned)) prune(t, full);
       const until = seen.get(key);
       if (until !== undefined && until >= t) return false;
       if (seen.size >= max) throw new ReplayStoreFullError();
@@ -681,7 +691,7 @@ export async function createVerifier(options = {}) {
     if (!n) throw new TypeError(`publicOrigin ${JSON.stringify(o)} is not an http(s) origin`);
     origins.push(n);
   }
-  const replayStore = options.replayStore ?? memoryReplayStore({ max: 1_000_000, now });
+  const replayStore = options.replayStore ?? memoryReplayStore({ max: 1_000_000, now: options.now });
   // A replay cache in memory starts empty: a proof accepted just before a restart would pass
   // again after it, unless the nonces of before the start are refused (dpop/src/nonce.rs
   // not_before_ms; the reference server does the same on one instance). A shared store

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
@@ -39,6 +40,11 @@ pub struct ReplayCache {
     /// that all fill one shard (a sixteenth of the capacity, at a sixteenth of the rate) and
     /// have the proofs of every client whose entries land there refused.
     salt: [u8; 16],
+    /// The clock's reading at the first insert, and when that was: the routine prune goes no
+    /// further than the time that has passed since (monotonic). Pruned on the clock alone while
+    /// it was set forward (an NTP step, a virtual machine resumed), a proof accepted a moment
+    /// before would be forgotten, and pass again once the clock is set back.
+    anchor: std::sync::OnceLock<(i64, Instant)>,
 }
 
 impl std::fmt::Debug for ReplayCache {
@@ -82,6 +88,7 @@ impl ReplayCache {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
             salt,
+            anchor: std::sync::OnceLock::new(),
         }
     }
 
@@ -94,8 +101,18 @@ impl ReplayCache {
             Ok(s) => s,
             Err(p) => p.into_inner(),
         };
-        if now >= s.next_prune || (s.seen.len() >= self.per_shard && now > s.pruned) {
-            s.seen.retain(|_, t| *t >= now);
+        let full = s.seen.len() >= self.per_shard;
+        if now >= s.next_prune || (full && now > s.pruned) {
+            // Full, the clock decides alone (room for new proofs over a clock step); otherwise
+            // no later than the time passed since the first insert.
+            let (at, since) = *self.anchor.get_or_init(|| (now, Instant::now()));
+            let passed = i64::try_from(since.elapsed().as_secs()).unwrap_or(i64::MAX);
+            let upto = if full {
+                now
+            } else {
+                now.min(at.saturating_add(passed))
+            };
+            s.seen.retain(|_, t| *t >= upto);
             s.next_prune = now + 5;
             s.pruned = now;
             #[cfg(test)]
@@ -183,6 +200,20 @@ mod tests {
         assert!(prunes(&c) - before <= 2 * SHARDS, "{}", prunes(&c) - before);
         // Once the entries expire, room again.
         assert_eq!(c.insert("k", "fresh", 2000, 1001), Insert::New);
+    }
+
+    /// A clock set forward past a proof's `until`, a routine prune there, then set back: the
+    /// proof is still a replay (pruned on the clock alone, it passed again).
+    #[test]
+    fn a_proof_is_kept_through_a_clock_set_forward_and_back() {
+        let c = ReplayCache::new(16 * 1024);
+        assert_eq!(c.insert("k", "a", 1061, 1000), Insert::New);
+        // Enough proofs at 1200 that every shard is pruned there (each misses one of 256 with a
+        // chance of 1 in 15 million).
+        for i in 0..256 {
+            assert_eq!(c.insert("k", &format!("b{i}"), 1300, 1200), Insert::New);
+        }
+        assert_eq!(c.insert("k", "a", 1061, 1005), Insert::Replayed);
     }
 
     /// One account choosing jtis (offline) that all land in one shard, as an unsalted hash

@@ -620,6 +620,27 @@ test("memoryReplayStore: a replay is false, full of live entries it refuses (nev
   assert.equal(store.size, 1);
 });
 
+test("memoryReplayStore: a proof is kept through a wall clock set forward and back (the routine prune goes no further than the time passed)", async (t) => {
+  const start = 1_800_000_000_000;
+  t.mock.timers.enable({ apis: ["Date"], now: start });
+  const store = memoryReplayStore({ max: 100 });
+  const secs = () => Math.floor(Date.now() / 1000);
+  assert.equal(await store.claim("a", secs() + 61), true);
+  // Set forward past its `until`: a claim there prunes.
+  t.mock.timers.setTime(start + 200_000);
+  assert.equal(await store.claim("b", secs() + 61), true);
+  // Set back: still a replay.
+  t.mock.timers.setTime(start + 5_000);
+  assert.equal(await store.claim("a", secs() + 61), false);
+  // Full, the clock decides alone: room for new proofs after a clock step.
+  const full = memoryReplayStore({ max: 2 });
+  t.mock.timers.setTime(start);
+  await full.claim("x", secs() + 61);
+  await full.claim("y", secs() + 61);
+  t.mock.timers.setTime(start + 200_000);
+  assert.equal(await full.claim("z", secs() + 61), true);
+});
+
 test("memoryReplayStore kept full: a claim does not walk the whole store (only the expired entries, once a second)", async () => {
   // Counts the steps of every Map and Array iteration: what a scan of the store costs.
   const protos = [new Map().entries(), [].values()].map((i) => Object.getPrototypeOf(i));

@@ -92,6 +92,13 @@ pub async fn signup(
         .ok_or(ApiError::NotFound)?;
     otp.admit(client).await?;
     let email = valid_email(&req.email)?;
+    // A rule of the address's form, the same for every address: it tells nobody whether one is
+    // an account's.
+    if !crate::password::new_address(&email) {
+        return Err(ApiError::InvalidRequest(
+            crate::password::NEW_ADDRESS_RULE.into(),
+        ));
+    }
     check_new(&req.password, &email)?;
     let name = match req.name.as_deref().map(str::trim) {
         Some(n) if !crate::store::valid_name(n) => {

@@ -102,9 +102,9 @@ pub fn normalize_email(email: &str) -> String {
 /// by RFC 5321's rules, and one spelling per mailbox: no quoted local part and no backslash
 /// (`"v\ictim"@example.com` reaches victim@example.com at most mail servers, and would be
 /// another account and another count of codes sent), no control character and no invisible
-/// one (zero-width, bidirectional overrides) that would make two spellings look alike; and
-/// outside ASCII, the one spelling of the others that reach the same mailbox
-/// ([`unicode_spelled_once`]).
+/// one (zero-width, bidirectional overrides) that would make two spellings look alike.
+/// Every address given to this server goes through it; a new account's, through
+/// [`new_address`] too.
 pub fn acceptable_email(email: &str) -> bool {
     let invisible = |c: char| {
         c.is_control()
@@ -115,8 +115,19 @@ pub fn acceptable_email(email: &str) -> bool {
         && !email.contains(['"', '\\'])
         && !email.chars().any(invisible)
         && email.parse::<lettre::Address>().is_ok()
-        && unicode_spelled_once(email)
 }
+
+/// Whether `email` (normalized) may be a new account's: [`acceptable_email`], and outside ASCII
+/// the one spelling of the others that reach the same mailbox ([`unicode_spelled_once`]). Only
+/// for new accounts: one opened before this rule keeps its address, and signs in by it.
+pub fn new_address(email: &str) -> bool {
+    acceptable_email(email) && unicode_spelled_once(email)
+}
+
+/// What a new account's address that fails [`unicode_spelled_once`] is told.
+pub const NEW_ADDRESS_RULE: &str = "the address has another spelling for the same mailbox: \
+    write its domain as people read it (bücher.de, not xn--bcher-kva.de, a full-width letter or \
+    a combining accent) and its local part in NFC";
 
 /// Whether an address outside ASCII is written as its mailbox's one spelling: the domain as
 /// IDNA writes it for people (UTS #46: `ｅxample.com` with a full-width letter, `bücher.de` with
@@ -129,7 +140,8 @@ fn unicode_spelled_once(email: &str) -> bool {
     };
     let domain = domain.to_lowercase();
     let (for_people, errors) = idna::domain_to_unicode(&domain);
-    errors.is_ok() && for_people == domain && unicode_normalization::is_nfc(local)
+    // Lower-cased as the address is (IDNA writes a few scripts' capitals, Cherokee's).
+    errors.is_ok() && for_people.to_lowercase() == domain && unicode_normalization::is_nfc(local)
 }
 
 /// Shortest new password, in characters (NIST SP 800-63B: at least 8).
@@ -481,7 +493,7 @@ impl Passwords {
         // An address no other way in takes (a quoted or invisible spelling of another mailbox,
         // which an old app that never checked addresses may hold): never an account made here
         // on the old backend's word.
-        if known.is_none() && !acceptable_email(email) {
+        if known.is_none() && !new_address(email) {
             return Err(ApiError::InvalidCredentials);
         }
         let profile = self.ask(legacy, email, password).await?;
@@ -735,14 +747,25 @@ mod tests {
         }
         // Other spellings of a mailbox above: a full-width letter, a combining umlaut (NFD) in
         // the domain or the local part, the domain's ASCII (punycode) form.
+        // Not a new account's, and still an existing account's (it signs in by it).
         for other in [
             "alice@\u{FF45}xample.com",
             "ann@bu\u{0308}cher.de",
             "u\u{0308}nicode@example.com",
             "ann@xn--bcher-kva.de",
-            "ann@xn--zz.example",
         ] {
-            assert!(!acceptable_email(other), "{other:?}");
+            assert!(!new_address(other), "{other:?}");
+            assert!(acceptable_email(other), "{other:?}");
+        }
+        assert!(!new_address("ann@xn--zz.example"));
+        // A new account's: ASCII, a domain as people read it, Cherokee (whose capitals IDNA
+        // writes) lower-cased as every address is.
+        for ok in [
+            "alice@example.com",
+            "ünïcode@bücher.de",
+            "ann@\u{13A0}\u{13A1}.example".to_lowercase().as_str(),
+        ] {
+            assert!(new_address(ok), "{ok}");
         }
         for bad in [
             "\"alice\"@example.com",

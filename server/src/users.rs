@@ -26,6 +26,9 @@ pub async fn create(
     if !crate::password::acceptable_email(&email) || password.len() < 8 || name.trim().is_empty() {
         return Err("a user needs an email, a name and a password of at least 8 characters".into());
     }
+    if !crate::password::new_address(&email) {
+        return Err(crate::password::NEW_ADDRESS_RULE.into());
+    }
     if !crate::store::valid_name(name.trim()) {
         return Err(crate::store::NAME_RULE.into());
     }
@@ -146,6 +149,13 @@ fn check_line(text: &str) -> Result<Ready, String> {
     let email = normalize_email(&line.email);
     if !crate::password::acceptable_email(&email) {
         return Err(format!("email {:?} is not an address", line.email));
+    }
+    if !crate::password::new_address(&email) {
+        return Err(format!(
+            "email {:?}: {}",
+            line.email,
+            crate::password::NEW_ADDRESS_RULE
+        ));
     }
     let given_id = line.id.is_some();
     let id = match line.id {

@@ -38,6 +38,32 @@ fn wrong(code: &str) -> String {
     format!("{:0w$}", (n + 1) % m, w = code.len())
 }
 
+/// An account opened before the rule of one spelling per mailbox (crate::password::new_address)
+/// under an address it refuses now keeps it: its codes are sent, and sign it in.
+#[tokio::test]
+async fn an_account_under_an_address_new_accounts_may_no_longer_have_still_signs_in_by_code() {
+    let sink = SmtpSink::start();
+    let s = server(&sink, |_| {}).await;
+    let email = "ann@xn--bcher-kva.de";
+    let user = tokenwarden_server::store::NewUser {
+        id: "u-ann",
+        email,
+        roles: &[],
+        name: "Ann",
+        password_hash: "",
+        email_verified_at: Some(1),
+        password_unproved: false,
+        claims: "{}",
+        now: 1,
+    };
+    assert!(s.state.store.create_user(&user).await.unwrap());
+    let mut c = Client::new(&s).oneshot();
+    let code = code_for(&mut c, &sink, email, 1).await;
+    let res = c.verify_code(email, &code).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_mailed_code_signs_in_like_a_password_login_and_works_once() {
     let sink = SmtpSink::start();

@@ -532,7 +532,7 @@ fn string<'a>(c: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
 }
 
 /// The `email` of an ID token or a UserInfo answer, as an address typed here must be
-/// ([`crate::password::acceptable_email`]): one that is not (a zero-width or text-direction
+/// ([`crate::password::new_address`]): one that is not (a zero-width or text-direction
 /// character that makes it look like another's, a control character, a quoted local part) is
 /// left out, as if the provider had sent none: the account gets an address no one can claim.
 /// So is one of those addresses ([`NO_MAILBOX`]): another provider naming one, marked verified,
@@ -540,7 +540,7 @@ fn string<'a>(c: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
 fn provider_email(c: &Map<String, Value>) -> Option<String> {
     string(c, "email")
         .map(crate::password::normalize_email)
-        .filter(|e| crate::password::acceptable_email(e) && !e.ends_with(NO_MAILBOX))
+        .filter(|e| crate::password::new_address(e) && !e.ends_with(NO_MAILBOX))
 }
 
 /// `aud` names `client_id` (a string, or an array holding it).

@@ -378,7 +378,8 @@ impl Otp {
         if let Some((user, _)) = self.store.user_by_email(email).await? {
             return Ok(Some(user));
         }
-        if !self.settings.signup {
+        // Nor under another spelling of a mailbox (crate::password::new_address).
+        if !self.settings.signup || !crate::password::new_address(email) {
             return Ok(None);
         }
         let name = email.split('@').next().unwrap_or(email);

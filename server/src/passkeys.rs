@@ -414,13 +414,19 @@ async fn register(
     req: Finish,
 ) -> Result<Response, ApiError> {
     let webauthn = p.webauthn()?;
+    // Read before the ceremony is taken: a malformed one spends nothing.
+    let reg: RegisterPublicKeyCredential = credential(req.credential)?;
     let c = p.take(REGISTER, &req.ceremony).await?;
-    if c.user_id.as_deref() != Some(claims.sub.as_str()) {
+    // Finished by the session that started it, which proved a recent sign-in then (and whose
+    // end, checked when the passkey is added, ends the registration): not by another session
+    // of the account, an older one, after that one was revoked.
+    if c.user_id.as_deref() != Some(claims.sub.as_str())
+        || c.session_id.as_deref() != Some(claims.sid.as_str())
+    {
         return Err(ApiError::InvalidCredentials);
     }
     p.require_owned(&claims.sub).await?;
     let state: PasskeyRegistration = state_of(&c)?;
-    let reg: RegisterPublicKeyCredential = credential(req.credential)?;
     let passkey = webauthn
         .finish_passkey_registration(&reg, &state)
         .map_err(|e| refused("registration", Some(&claims.sub), e))?;

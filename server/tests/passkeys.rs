@@ -164,6 +164,24 @@ async fn another_origin_another_rp_id_a_replayed_or_foreign_challenge_are_refuse
         assert_eq!(a.status, 403, "{} {}", page.origin, a.body);
         assert_eq!(a.error(), "invalid_credentials");
     }
+    // A registration started in one session and finished in another of the same account (a
+    // thief's older session, after the one that proved a recent sign-in was revoked): refused.
+    let mut other = Client::bound(&s);
+    other.sign_in(ALICE).await;
+    let start = tab.post("/auth/passkeys/register/start", &json!({})).await;
+    let (_, credential) = SoftPasskey::create(&start.body["options"], &PAGE);
+    let a = other
+        .post(
+            "/auth/passkeys/register/finish",
+            &json!({ "ceremony": start.body["ceremony"], "credential": credential }),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.error()),
+        (403, "invalid_credentials"),
+        "{}",
+        a.body
+    );
     let mut passkey = register(&mut tab).await;
 
     // Sign-in assertions from another origin or for another RP ID.

@@ -1100,20 +1100,28 @@ const MAX_REVOCATIONS = 1_000_000;
 function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, elapsed, maxStalenessMs, onKeys, leewaySecs }) {
   const sessions = new Map();
   const tokens = new Map();
-  // As the crate's Revocations::add: entries are kept until a million (a bound against a feed
-  // gone wrong), then the ended ones go. Never on the clock alone: pruned while it was set
-  // forward, a revocation would be gone when it is set back, its token passing again.
+  // Ended entries go every 5 s, but no further than the time passed since the first (a
+  // monotonic clock): pruned on the clock alone while it was set forward, a revocation would be
+  // gone when it is set back, its token passing again. At a million (a bound against a feed
+  // gone wrong, the crate's), the clock decides alone.
+  let anchor = null;
+  let nextPrune = -Infinity;
+  const prune = (upto) => {
+    for (const m of [sessions, tokens]) for (const [k, u] of m) if (u + leewaySecs <= upto) m.delete(k);
+  };
   const add = (kind, id, until) => {
     if (typeof id !== "string" || id === "" || id.length > 256 || !Number.isFinite(until)) return;
     const map = kind === "session" ? sessions : kind === "token" ? tokens : null;
     if (!map) return;
-    if (sessions.size + tokens.size >= MAX_REVOCATIONS) {
-      const t = Math.floor(now() / 1000) - leewaySecs;
-      for (const m of [sessions, tokens]) for (const [k, u] of m) if (u < t) m.delete(k);
-    }
+    if (sessions.size + tokens.size >= MAX_REVOCATIONS) prune(Math.floor(now() / 1000));
     if ((map.get(id) ?? -Infinity) < until) map.set(id, until);
   };
   const isRevoked = (jti, sid, nowSecs) => {
+    if (nowSecs >= nextPrune) {
+      anchor ??= { at: nowSecs, since: elapsed() };
+      prune(Math.min(nowSecs, anchor.at + Math.floor((elapsed() - anchor.since) / 1000)));
+      nextPrune = nowSecs + 5;
+    }
     // `until` counts the auth server's leeway; this verifier's may be larger.
     const t = nowSecs - leewaySecs;
     return (tokens.get(jti) ?? -Infinity) > t || (sessions.get(sid) ?? -Infinity) > t;

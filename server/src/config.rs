@@ -204,8 +204,10 @@ pub struct ServeArgs {
 
     /// An OpenID Connect provider users may sign in with, repeatable (`;` between several in
     /// TW_OIDC): `name=NAME,issuer=URL,client-id=ID,client-secret-file=PATH` and optionally
-    /// `scopes=openid email profile` and `link=verified-email` (a first sign-in whose verified
-    /// email is an existing account's signs into that account). Register
+    /// `scopes=openid email profile` and `link=verified-email` (the provider is trusted with
+    /// addresses: a new account holds its verified email, and a first sign-in whose verified
+    /// email is an existing account's signs into that account; without it, a new account gets
+    /// an address of its own). Register
     /// `<origin>/auth/oidc/NAME/callback` as the redirect URI and
     /// `<origin>/auth/oidc/NAME/backchannel-logout` as the back-channel logout URI.
     #[arg(long = "oidc", env = "TW_OIDC", value_delimiter = ';')]

@@ -379,7 +379,10 @@ async fn get_text(http: &reqwest::Client, url: &str) -> Result<String, String> {
 /// from the URLs checked here (`https://`, the service token to the auth server's own origin),
 /// never from wherever an answer points.
 fn not_redirected(res: &reqwest::Response, url: &str) -> Result<(), String> {
-    if res.status().is_redirection() {
+    // The answer's own URL too: a client built without the policy (its builder failed) would
+    // have followed it.
+    let elsewhere = url::Url::parse(url).map_or(true, |u| &u != res.url());
+    if res.status().is_redirection() || elsewhere {
         return Err(format!(
             "{url}: answered {} (a redirect, which is not followed)",
             res.status()

@@ -835,24 +835,75 @@ async fn a_failed_fetch_for_an_unknown_kid_leaves_the_crate_s_feed_connected() {
 /// the same server without the redirect.
 #[tokio::test]
 async fn the_crate_follows_no_redirect_for_the_metadata_the_keys_or_the_feed() {
-    use axum::response::Redirect;
+    use axum::response::{IntoResponse, Redirect};
+    use std::sync::{Arc, Mutex};
     use tokenwarden_dpop::feed::{DiscoverError, discover};
 
     let s = TestServer::with(with_feed_and_secret).await;
-    let target = s.url("/.well-known/oauth-authorization-server");
-    let app = axum::Router::new().route(
-        "/.well-known/oauth-authorization-server",
-        axum::routing::get(move || async move { Redirect::temporary(&target) }),
-    );
+    let http = reqwest::Client::new();
+    let get = async |url: String| http.get(url).send().await.unwrap().text().await.unwrap();
+    let meta: Value =
+        serde_json::from_str(&get(s.url("/.well-known/oauth-authorization-server")).await).unwrap();
+    let jwks_uri = meta["jwks_uri"].as_str().unwrap().to_owned();
+    let feed_uri = meta["tokenwarden_revocations_endpoint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let jwks = get(jwks_uri.clone()).await;
+    // A server in front of the real one: it serves the metadata (naming its own JWKS and feed)
+    // and the JWKS itself, except the one of the three it answers with a redirect to the real.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let redirector = format!("http://{}", listener.local_addr().unwrap());
+    let front = format!("http://{}", listener.local_addr().unwrap());
+    let redirects: Arc<Mutex<&str>> = Arc::new(Mutex::new("metadata"));
+    let (r, f, real_meta) = (
+        redirects.clone(),
+        front.clone(),
+        s.url("/.well-known/oauth-authorization-server"),
+    );
+    let metadata = move || async move {
+        if *r.lock().unwrap() == "metadata" {
+            return Redirect::temporary(&real_meta).into_response();
+        }
+        let mut m = meta.clone();
+        m["jwks_uri"] = Value::from(format!("{f}/jwks"));
+        m["tokenwarden_revocations_endpoint"] = Value::from(format!("{f}/feed"));
+        axum::Json(m).into_response()
+    };
+    let r = redirects.clone();
+    let keys = move || async move {
+        if *r.lock().unwrap() == "jwks" {
+            return Redirect::temporary(&jwks_uri).into_response();
+        }
+        ([("content-type", "application/json")], jwks.clone()).into_response()
+    };
+    let feed = move || async move { Redirect::temporary(&feed_uri) };
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/oauth-authorization-server",
+            axum::routing::get(metadata),
+        )
+        .route("/jwks", axum::routing::get(keys))
+        .route("/feed", axum::routing::get(feed));
     let serving = tokio::spawn(async move { axum::serve(listener, app).await });
     let options = || api_options(&s, Duration::from_secs(30), true);
-    let refused = discover(&redirector, options()).await.err();
+    for what in ["metadata", "jwks"] {
+        *redirects.lock().unwrap() = what;
+        let refused = discover(&front, options()).await.err();
+        assert!(
+            matches!(&refused, Some(DiscoverError::AuthServer(m)) if m.contains("a redirect")),
+            "{what}: {refused:?}"
+        );
+    }
+    // The feed redirected: never followed, so the view is never current.
+    *redirects.lock().unwrap() = "feed";
+    let rs = discover(&front, options()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
-        matches!(&refused, Some(DiscoverError::AuthServer(m)) if m.contains("a redirect")),
-        "{refused:?}"
+        rs.revocations().staleness().is_none(),
+        "the redirect was followed"
     );
+    drop(rs);
+    // The control: the real server's metadata and keys, read.
     assert!(discover(&s.base, options()).await.is_ok());
     serving.abort();
     s.stop().await;

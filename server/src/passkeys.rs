@@ -48,7 +48,8 @@ use crate::tokens::{self, AccessClaims};
 
 /// How long a ceremony (or a sign-in waiting for its second factor) may take.
 pub const CEREMONY_SECS: i64 = 300;
-/// Passkey sign-ins and second-factor answers started per client address per minute.
+/// Passkey ceremonies (sign-ins, registrations, step-ups) and second-factor answers started per
+/// client address per minute: each start stores a ceremony for [`CEREMONY_SECS`].
 const STARTS_PER_MINUTE: u32 = 60;
 /// Passkeys an account may hold.
 const MAX_PASSKEYS: usize = 20;
@@ -353,8 +354,10 @@ pub struct Finish {
 /// `POST /auth/passkeys/register/start`.
 pub async fn register_start(
     State(p): State<Passkeys>,
+    client: ClientIp,
     Authed(claims): Authed,
 ) -> Result<Response, ApiError> {
+    p.admit(&client).await?;
     let webauthn = p.webauthn()?;
     p.require_owned(&claims.sub).await?;
     p.require_recent(&claims).await?;
@@ -595,8 +598,10 @@ pub async fn login_finish(
 /// `POST /auth/step-up/start`: a challenge for the signed-in account's passkeys.
 pub async fn step_up_start(
     State(p): State<Passkeys>,
+    client: ClientIp,
     Authed(claims): Authed,
 ) -> Result<Response, ApiError> {
+    p.admit(&client).await?;
     let webauthn = p.webauthn()?;
     let keys: Vec<Passkey> = p
         .passkeys_of(&claims.sub)
@@ -638,6 +643,22 @@ async fn verify_known(
             .ok_or(ApiError::InvalidCredentials)?;
     let passkey: Passkey =
         serde_json::from_str(&row.passkey).map_err(|e| ApiError::Internal(e.to_string()))?;
+    // The counter is checked above against the one stored when the ceremony started (its
+    // state holds the credentials of then): against the one stored now too, which sign-ins
+    // since may have moved on. A clone lagging behind them is refused, as one behind the
+    // ceremony's.
+    let stored = serde_json::from_str::<serde_json::Value>(&row.passkey)
+        .ok()
+        .and_then(|v| v["cred"]["counter"].as_u64())
+        .unwrap_or(0);
+    let counter = u64::from(result.counter());
+    if (counter > 0 || stored > 0) && counter <= stored {
+        return Err(refused(
+            "step-up",
+            Some(user),
+            WebauthnError::CredentialPossibleCompromise,
+        ));
+    }
     p.used(&row, passkey, &result).await
 }
 
@@ -842,6 +863,11 @@ pub async fn second_factor(
         SecondFactor::Passkey(cred) => {
             let webauthn = p.webauthn()?;
             if c.state.is_empty() {
+                // No passkey was asked for (an account whose second factor is the code): the
+                // wrong kind of answer, which leaves the sign-in pending.
+                p.0.store
+                    .put_ceremony(&tokens::hash_refresh_token(&req.ceremony), &c)
+                    .await?;
                 return Err(ApiError::InvalidCredentials);
             }
             verify_known(&p, webauthn, &user.id, &c, &cred).await?;
@@ -851,6 +877,10 @@ pub async fn second_factor(
             }
         }
         SecondFactor::Code(_) if first == FirstFactor::Code => {
+            // The wrong kind of answer: the sign-in stays pending.
+            p.0.store
+                .put_ceremony(&tokens::hash_refresh_token(&req.ceremony), &c)
+                .await?;
             return Err(ApiError::InvalidRequest(
                 "a sign-in by an emailed code is completed by a passkey".into(),
             ));

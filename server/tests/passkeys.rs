@@ -256,6 +256,28 @@ async fn a_counter_that_goes_backwards_is_refused_and_a_removed_passkey_signs_no
     s.stop().await;
 }
 
+/// Each start stores a ceremony for five minutes: a signed-in user looping on step-up or
+/// registration starts is limited per client address as passkey sign-ins are (60 a minute).
+#[tokio::test]
+async fn step_up_and_registration_starts_are_limited_per_client() {
+    let (s, mut tab, _passkey) = alice_with_a_passkey().await;
+    let mut answered = Vec::new();
+    for _ in 0..61 {
+        answered.push(tab.post("/auth/step-up/start", &json!({})).await.status);
+    }
+    // One start went to the registration.
+    assert!(answered[..59].iter().all(|s| *s == 200), "{answered:?}");
+    assert_eq!(answered[59..], [429, 429], "{answered:?}");
+    let a = tab.post("/auth/passkeys/register/start", &json!({})).await;
+    assert_eq!(
+        (a.status, a.error()),
+        (429, "too_many_attempts"),
+        "{}",
+        a.body
+    );
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn sensitive_actions_need_a_recent_sign_in_and_a_step_up_gives_one() {
     let (s, mut tab, mut passkey) = alice_with_a_passkey().await;
@@ -278,6 +300,32 @@ async fn sensitive_actions_need_a_recent_sign_in_and_a_step_up_gives_one() {
         assert_eq!(a.error(), "step_up_required");
         assert_eq!(a.body["max_age"], 300);
     }
+
+    // A step-up started, then three sign-ins with the passkey, then the step-up answered by
+    // a copy of the authenticator behind those (but ahead of the counter stored when the
+    // step-up started): refused, as a counter that went backwards.
+    let start = tab.post("/auth/step-up/start", &json!({})).await;
+    let behind = passkey.counter;
+    for _ in 0..3 {
+        let (_, a) = passkey_login(&s, &mut passkey, &PAGE).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let ahead = passkey.counter;
+    passkey.counter = behind + 1;
+    let credential = passkey.get(&start.body["options"], &PAGE);
+    let done = tab
+        .post(
+            "/auth/step-up/finish",
+            &json!({ "ceremony": start.body["ceremony"], "credential": credential }),
+        )
+        .await;
+    assert_eq!(
+        (done.status, done.error()),
+        (403, "invalid_credentials"),
+        "{}",
+        done.body
+    );
+    passkey.counter = ahead;
 
     // The step-up: a passkey again in this session.
     let start = tab.post("/auth/step-up/start", &json!({})).await;
@@ -503,6 +551,15 @@ async fn a_code_sign_in_or_a_reset_needs_the_passkey_that_is_the_second_factor()
         found.map(|(user, _)| user.email_verified)
     };
     assert_eq!(verified().await, Some(false));
+    // A code as the answer (the wrong kind after a code): refused, and the sign-in stays
+    // pending for its passkey.
+    let wrong_kind = next
+        .post(
+            "/auth/login/second-factor",
+            &json!({ "ceremony": a.body["ceremony"], "code": "123456" }),
+        )
+        .await;
+    assert_eq!(wrong_kind.status, 400, "{}", wrong_kind.body);
     let credential = passkey.get(&a.body["passkey"], &PAGE);
     let done = next
         .post(

@@ -7,8 +7,11 @@
 //! on the task's thread. A WAL reader does not wait for the writer, and this one has no busy
 //! timeout; but SQLite's WAL read path retries by itself while the WAL index is being
 //! rewritten (up to seconds, when another process stops in the middle of a commit), and a cold
-//! page cache reads the disk. So a read that fails, or takes more than [`SLOW`], turns this path
-//! off for [`PAUSE`]: a stall costs one request's thread once, not every request's. Anything
+//! page cache reads the disk. So a read that fails, or takes more than [`SLOW`] and waited
+//! meanwhile (the thread blocked: on the disk, SQLite's own sleep, a lock), turns this path off
+//! for [`PAUSE`]: a stall costs one request's thread once, not every request's. A read that was
+//! only descheduled for as long (two cores under load) waited on nothing: before, each such read
+//! turned the path off, and a benchmark's throughput swung by half from run to run. Anything
 //! but a clean answer is no answer: the caller asks through sqlx, as before, and gets its
 //! errors. The statement is the one the pool runs ([`super::USER_BY_ID`]), read into the same
 //! row type. Connections are reopened after [`MAX_AGE`] (a file restored under the server is
@@ -23,12 +26,32 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::UserRow;
 
-/// A read slower than this turns the path off for [`PAUSE`].
+/// A read slower than this that waited turns the path off for [`PAUSE`].
 const SLOW: Duration = Duration::from_millis(10);
 /// How long the path stays off after a failed or slow read.
 const PAUSE: Duration = Duration::from_secs(10);
 /// How long a connection is used before it is closed and another opened.
 const MAX_AGE: Duration = Duration::from_secs(60);
+
+/// How many times the calling thread has waited (blocked voluntarily: on the disk, a sleep, a
+/// lock) so far; `None` where that is not counted per thread (other systems than Linux).
+fn waits_so_far() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: `getrusage` writes a whole `rusage` where it is pointed, and the zeroed value
+        // is one already.
+        let (rc, usage) = unsafe {
+            let rc = libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr());
+            (rc, usage.assume_init())
+        };
+        (rc == 0).then(|| u64::try_from(usage.ru_nvcsw).unwrap_or(0))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
 
 pub struct InlineReads {
     file: PathBuf,
@@ -90,6 +113,7 @@ impl InlineReads {
     /// `read` on an idle connection (or a new one); a connection that failed is dropped.
     fn with<T>(&self, read: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Option<T> {
         let started = Instant::now();
+        let waits = waits_so_far();
         if self.closed.load(Ordering::Relaxed)
             || self.ms(started) < self.off_until_ms.load(Ordering::Relaxed)
         {
@@ -103,7 +127,12 @@ impl InlineReads {
         .and_then(|(conn, opened)| read(&conn).map(|answer| (answer, conn, opened)));
         let done = Instant::now();
         let took = done.duration_since(started);
-        if answer.is_err() || took > SLOW {
+        // Slow and waited; or slow where waits are not counted.
+        let waited = || match (waits, waits_so_far()) {
+            (Some(before), Some(after)) => after > before,
+            _ => true,
+        };
+        if answer.is_err() || (took > SLOW && waited()) {
             let until = self.ms(done + PAUSE);
             self.off_until_ms.store(until, Ordering::Relaxed);
             match &answer {
@@ -270,6 +299,30 @@ mod tests {
         assert_eq!(reader(&store).user_row(USER_BY_ID, "u1").map(|_| ()), None);
         // The store still answers, through its pool.
         assert_eq!(store.user_by_id("u1").await.unwrap().unwrap().id, "u1");
+    }
+
+    /// Slow without waiting on anything (the thread busy, or descheduled, as on two cores
+    /// under load): still an answer, and the path stays on.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_read_slow_only_for_the_cpu_leaves_the_inline_path_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir).await;
+        add(&store, "u1", "ada@example.com", None, "{}").await;
+        // Open the connection first (opening a file waits on the disk).
+        assert!(inline_user(&store, "u1").flatten().is_some());
+        let busy = reader(&store).with(|_| {
+            let until = Instant::now() + SLOW + Duration::from_millis(5);
+            let mut spins = 0u64;
+            while Instant::now() < until {
+                spins = std::hint::black_box(spins + 1);
+            }
+            Ok(spins)
+        });
+        assert!(busy.is_some());
+        assert_eq!(reader(&store).off_until_ms.load(Ordering::Relaxed), 0);
+        let row = reader(&store).user_row(USER_BY_ID, "u1").flatten();
+        assert_eq!(row.map(|r| User::from(r).id).as_deref(), Some("u1"));
     }
 
     #[tokio::test]

@@ -62,6 +62,12 @@ async fn require_second_factor(tab: &mut Client) {
 }
 
 /// Registers a passkey for the signed-in `tab`: the authenticator's passkey.
+/// `path` (a ceremony's finish) answered with `credential`, for the ceremony `start` began.
+async fn finish(tab: &mut Client, path: &str, start: &Answer, credential: &Value) -> Answer {
+    let body = json!({ "ceremony": start.body["ceremony"], "credential": credential });
+    tab.post(path, &body).await
+}
+
 async fn register(tab: &mut Client) -> SoftPasskey {
     let start = tab.post("/auth/passkeys/register/start", &json!({})).await;
     assert_eq!(start.status, 200, "{}", start.body);
@@ -90,12 +96,7 @@ async fn passkey_login(
     let start = tab.post("/auth/passkeys/login/start", &json!({})).await;
     assert_eq!(start.status, 200, "{}", start.body);
     let credential = passkey.get(&start.body["options"], page);
-    let a = tab
-        .post(
-            "/auth/passkeys/login/finish",
-            &json!({ "ceremony": start.body["ceremony"], "credential": credential }),
-        )
-        .await;
+    let a = finish(&mut tab, "/auth/passkeys/login/finish", &start, &credential).await;
     (tab, a)
 }
 
@@ -153,12 +154,13 @@ async fn another_origin_another_rp_id_a_replayed_or_foreign_challenge_are_refuse
     ] {
         let start = tab.post("/auth/passkeys/register/start", &json!({})).await;
         let (_, credential) = SoftPasskey::create(&start.body["options"], &page);
-        let a = tab
-            .post(
-                "/auth/passkeys/register/finish",
-                &json!({ "ceremony": start.body["ceremony"], "credential": credential }),
-            )
-            .await;
+        let a = finish(
+            &mut tab,
+            "/auth/passkeys/register/finish",
+            &start,
+            &credential,
+        )
+        .await;
         // 403, not 401: the signed-in user's token is fine (a 401 would have the client
         // refresh and replay the used-up ceremony).
         assert_eq!(a.status, 403, "{} {}", page.origin, a.body);
@@ -170,12 +172,13 @@ async fn another_origin_another_rp_id_a_replayed_or_foreign_challenge_are_refuse
     other.sign_in(ALICE).await;
     let start = tab.post("/auth/passkeys/register/start", &json!({})).await;
     let (_, credential) = SoftPasskey::create(&start.body["options"], &PAGE);
-    let a = other
-        .post(
-            "/auth/passkeys/register/finish",
-            &json!({ "ceremony": start.body["ceremony"], "credential": credential }),
-        )
-        .await;
+    let a = finish(
+        &mut other,
+        "/auth/passkeys/register/finish",
+        &start,
+        &credential,
+    )
+    .await;
     assert_eq!(
         (a.status, a.error()),
         (403, "invalid_credentials"),
@@ -313,12 +316,7 @@ async fn sensitive_actions_need_a_recent_sign_in_and_a_step_up_gives_one() {
     let ahead = passkey.counter;
     passkey.counter = behind + 1;
     let credential = passkey.get(&start.body["options"], &PAGE);
-    let done = tab
-        .post(
-            "/auth/step-up/finish",
-            &json!({ "ceremony": start.body["ceremony"], "credential": credential }),
-        )
-        .await;
+    let done = finish(&mut tab, "/auth/step-up/finish", &start, &credential).await;
     assert_eq!(
         (done.status, done.error()),
         (403, "invalid_credentials"),
@@ -331,12 +329,7 @@ async fn sensitive_actions_need_a_recent_sign_in_and_a_step_up_gives_one() {
     let start = tab.post("/auth/step-up/start", &json!({})).await;
     assert_eq!(start.status, 200, "{}", start.body);
     let credential = passkey.get(&start.body["options"], &PAGE);
-    let done = tab
-        .post(
-            "/auth/step-up/finish",
-            &json!({ "ceremony": start.body["ceremony"], "credential": credential }),
-        )
-        .await;
+    let done = finish(&mut tab, "/auth/step-up/finish", &start, &credential).await;
     assert_eq!(done.status, 204, "{}", done.body);
     let a = tab.refresh().await;
     let t = tab.tokens_of(&a);
@@ -352,12 +345,7 @@ async fn sensitive_actions_need_a_recent_sign_in_and_a_step_up_gives_one() {
     let credential = passkey.get(&start.body["options"], &PAGE);
     let (mut other, a) = passkey_login(&s, &mut passkey, &PAGE).await;
     let _ = other.tokens_of(&a);
-    let a = other
-        .post(
-            "/auth/step-up/finish",
-            &json!({ "ceremony": start.body["ceremony"], "credential": credential }),
-        )
-        .await;
+    let a = finish(&mut other, "/auth/step-up/finish", &start, &credential).await;
     assert_eq!(a.status, 403, "{}", a.body);
     assert_eq!(a.error(), "invalid_credentials");
     s.stop().await;
@@ -406,12 +394,7 @@ async fn a_required_second_factor_completes_a_password_sign_in_only_with_the_sam
         );
     }
     let credential = passkey.get(&a.body["passkey"], &PAGE);
-    let a = next
-        .post(
-            "/auth/login/second-factor",
-            &json!({ "ceremony": a.body["ceremony"], "credential": credential }),
-        )
-        .await;
+    let a = finish(&mut next, "/auth/login/second-factor", &a, &credential).await;
     assert_eq!(a.status, 200, "{}", a.body);
     let t = next.tokens_of(&a);
     assert_eq!(claims(&t)["amr"], json!(["pwd", "hwk", "mfa"]));
@@ -561,12 +544,7 @@ async fn a_code_sign_in_or_a_reset_needs_the_passkey_that_is_the_second_factor()
         .await;
     assert_eq!(wrong_kind.status, 400, "{}", wrong_kind.body);
     let credential = passkey.get(&a.body["passkey"], &PAGE);
-    let done = next
-        .post(
-            "/auth/login/second-factor",
-            &json!({ "ceremony": a.body["ceremony"], "credential": credential }),
-        )
-        .await;
+    let done = finish(&mut next, "/auth/login/second-factor", &a, &credential).await;
     assert_eq!(done.status, 200, "{}", done.body);
     assert_eq!(verified().await, Some(true));
     assert_eq!(
@@ -618,12 +596,13 @@ async fn a_code_sign_in_or_a_reset_needs_the_passkey_that_is_the_second_factor()
     assert_eq!(tab.get("/api/me").await.status, 200, "not revoked yet");
     // The passkey answers: the new password, and every other session ends.
     let credential = passkey.get(&pending.body["passkey"], &PAGE);
-    let done = reset
-        .post(
-            "/auth/login/second-factor",
-            &json!({ "ceremony": pending.body["ceremony"], "credential": credential }),
-        )
-        .await;
+    let done = finish(
+        &mut reset,
+        "/auth/login/second-factor",
+        &pending,
+        &credential,
+    )
+    .await;
     assert_eq!(done.status, 200, "{}", done.body);
     let mut again = Client::bound(&s);
     let a = again.login((ALICE.0, NEW)).await;

@@ -430,26 +430,33 @@ export class ReplayStoreFullError extends Error {
   }
 }
 
+/** How far a routine prune of entries kept until a time (unix seconds) may go, as the crate's
+ * `PruneHorizon`: to the clock's reading `t`, but no further than its reading when this was
+ * made plus the time passed since on `elapsed` (monotonic, milliseconds). Pruned on the clock
+ * alone while it was set forward, an entry would be forgotten, and what it refuses (a replayed
+ * proof, a revoked token) would pass again once the clock is set back. */
+function pruneHorizon(now, elapsed) {
+  const at = Math.floor(now() / 1000);
+  const since = elapsed();
+  return (t) => Math.min(t, at + Math.floor((elapsed() - since) / 1000));
+}
+
 /** An in-memory replay store of at most `max` live entries; when full of live entries it
  * refuses new proofs (throws ReplayStoreFullError) rather than forgetting one. Entries are
  * filed by the second they expire in, so forgetting the expired ones visits only those: a
  * store kept full by a client sending proofs costs no scan of the whole map per claim (a
  * million entries were walked on the event loop for every proof refused). */
 export function memoryReplayStore({ max = 1_000_000, now } = {}) {
-  // As the crate's ReplayCache: the routine prune goes no further than the time passed since
-  // the first claim (a monotonic clock; a clock given as `now` is both). Pruned on the clock
-  // alone while it was set forward, a proof accepted a moment before would be forgotten, and
-  // pass again once the clock is set back. A full store prunes on the clock.
+  // The routine prune goes no further than `pruneHorizon` allows (a clock given as `now` is
+  // both clocks); a full store prunes on the clock.
   const wall = now ?? Date.now;
-  const elapsed = now ?? (() => performance.now());
-  let anchor = null;
+  const horizon = pruneHorizon(wall, now ?? (() => performance.now()));
   const seen = new Map();
   const bySecond = new Map();
   let nextPrune = 0;
   let pruned = -Infinity;
   const prune = (t, full) => {
-    anchor ??= { at: t, since: elapsed() };
-    const upto = full ? t : Math.min(t, anchor.at + Math.floor((elapsed() - anchor.since) / 1000));
+    const upto = full ? t : horizon(t);
     for (const [until, keys] of bySecond) {
       if (until >= upto) continue;
       for (const k of keys) if (seen.get(k) === until) seen.delete(k);
@@ -1100,11 +1107,9 @@ const MAX_REVOCATIONS = 1_000_000;
 function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, elapsed, maxStalenessMs, onKeys, leewaySecs }) {
   const sessions = new Map();
   const tokens = new Map();
-  // Ended entries go every 5 s, but no further than the time passed since the first (a
-  // monotonic clock): pruned on the clock alone while it was set forward, a revocation would be
-  // gone when it is set back, its token passing again. At a million (a bound against a feed
-  // gone wrong, the crate's), the clock decides alone.
-  let anchor = null;
+  // Ended entries go every 5 s, no further than `pruneHorizon` allows. At a million (a bound
+  // against a feed gone wrong, the crate's), the clock decides alone.
+  const horizon = pruneHorizon(now, elapsed);
   let nextPrune = -Infinity;
   const prune = (upto) => {
     for (const m of [sessions, tokens]) for (const [k, u] of m) if (u + leewaySecs <= upto) m.delete(k);
@@ -1118,8 +1123,7 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, elap
   };
   const isRevoked = (jti, sid, nowSecs) => {
     if (nowSecs >= nextPrune) {
-      anchor ??= { at: nowSecs, since: elapsed() };
-      prune(Math.min(nowSecs, anchor.at + Math.floor((elapsed() - anchor.since) / 1000)));
+      prune(horizon(nowSecs));
       nextPrune = nowSecs + 5;
     }
     // `until` counts the auth server's leeway; this verifier's may be larger.

@@ -39,7 +39,7 @@ pub use htu::{NormalizedUrl, is_loopback_host, normalize_origin, normalize_url};
 pub use jwk::{PublicKey, ed25519_thumbprint, thumbprint};
 pub use nonce::{NONCE_LIFETIME_SECS, NONCE_WINDOW_SECS, Nonces};
 pub use proof::{Expected, Origins, Policy, Proof, Verifier, ath};
-pub use replay::ReplayCache;
+pub use replay::{PruneHorizon, ReplayCache};
 pub use signer::{ProofSigner, SignError};
 
 /// A JWS part's JSON as `T`, if it is a JSON object: serde's derived structs take a JSON

@@ -40,11 +40,36 @@ pub struct ReplayCache {
     /// that all fill one shard (a sixteenth of the capacity, at a sixteenth of the rate) and
     /// have the proofs of every client whose entries land there refused.
     salt: [u8; 16],
-    /// The clock's reading at the first insert, and when that was: the routine prune goes no
-    /// further than the time that has passed since (monotonic). Pruned on the clock alone while
-    /// it was set forward (an NTP step, a virtual machine resumed), a proof accepted a moment
-    /// before would be forgotten, and pass again once the clock is set back.
-    anchor: std::sync::OnceLock<(i64, Instant)>,
+    /// How far a routine prune may go, from the first insert on.
+    horizon: std::sync::OnceLock<PruneHorizon>,
+}
+
+/// How far a routine prune of entries kept until a clock reading may go: to the clock's reading
+/// now, but no further than its reading when this was made plus the time passed since
+/// (monotonic). Pruned on the clock alone while it was set forward (an NTP step, a virtual
+/// machine resumed), an entry would be forgotten, and what it refuses (a replayed proof, a
+/// revoked token) would pass again once the clock is set back. The Node verifier's
+/// `pruneHorizon` is the same rule.
+#[derive(Debug, Clone, Copy)]
+pub struct PruneHorizon {
+    at: i64,
+    since: Instant,
+}
+
+impl PruneHorizon {
+    /// Anchored at `now`, the clock's reading (unix seconds).
+    pub fn new(now: i64) -> Self {
+        PruneHorizon {
+            at: now,
+            since: Instant::now(),
+        }
+    }
+
+    /// The latest `until` a routine prune at clock reading `now` may forget.
+    pub fn upto(&self, now: i64) -> i64 {
+        let passed = i64::try_from(self.since.elapsed().as_secs()).unwrap_or(i64::MAX);
+        now.min(self.at.saturating_add(passed))
+    }
 }
 
 impl std::fmt::Debug for ReplayCache {
@@ -88,7 +113,7 @@ impl ReplayCache {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
             salt,
-            anchor: std::sync::OnceLock::new(),
+            horizon: std::sync::OnceLock::new(),
         }
     }
 
@@ -103,15 +128,9 @@ impl ReplayCache {
         };
         let full = s.seen.len() >= self.per_shard;
         if now >= s.next_prune || (full && now > s.pruned) {
-            // Full, the clock decides alone (room for new proofs over a clock step); otherwise
-            // no later than the time passed since the first insert.
-            let (at, since) = *self.anchor.get_or_init(|| (now, Instant::now()));
-            let passed = i64::try_from(since.elapsed().as_secs()).unwrap_or(i64::MAX);
-            let upto = if full {
-                now
-            } else {
-                now.min(at.saturating_add(passed))
-            };
+            // Full, the clock decides alone (room for new proofs over a clock step).
+            let horizon = self.horizon.get_or_init(|| PruneHorizon::new(now));
+            let upto = if full { now } else { horizon.upto(now) };
             s.seen.retain(|_, t| *t >= upto);
             s.next_prune = now + 5;
             s.pruned = now;

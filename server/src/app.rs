@@ -1,8 +1,8 @@
 //! The composition root: [`AppState::new`] builds every service once from the settings and the
 //! store; [`router`] is the whole HTTP surface. Handlers and extractors take only the services
 //! they use (`State<Sessions>`, `State<Dpop>`, `ClientIp` from `Proxies`, ...): each is a
-//! field of [`Services`], behind [`AppState`]'s one `Arc`, which implements `FromRef` for it. Nothing but `main` and the tests
-//! imports this module, so no module depends on the whole app.
+//! field of [`Services`], behind [`AppState`]'s one `Arc`, which implements `FromRef` for it.
+//! Nothing but `main` and the tests imports this module, so no module depends on the whole app.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
@@ -140,7 +140,7 @@ impl AppState {
         let clock = Clock::default();
         let keys = Keys::new(settings.key_grace, settings.key_encryption.clone());
         keys.reload(&store, clock.now()).await?;
-        let revoked = Arc::new(Revoked::new(clock.clone()));
+        let revoked = Arc::new(Revoked::new(&clock));
         let fleet = Fleet {
             store: store.clone(),
             keys: keys.clone(),

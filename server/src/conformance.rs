@@ -59,7 +59,7 @@ async fn app(config: &Value, case: &Value) -> Router {
     clock.freeze();
     clock.advance(now - 120 - clock.now());
     let store = Store::connect("sqlite::memory:").await.unwrap();
-    let revoked = Arc::new(Revoked::new(clock.clone()));
+    let revoked = Arc::new(Revoked::new(&clock));
     for r in case["revoked"].as_array().into_iter().flatten() {
         let (id, until) = (
             r["id"].as_str().unwrap().to_owned(),

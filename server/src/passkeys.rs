@@ -859,15 +859,19 @@ pub async fn second_factor(
             .user_by_id(c.user_id.as_deref().unwrap_or(""))
             .await?
             .ok_or(ApiError::InvalidCredentials)?;
+    // An answer of the wrong kind, or a wrong code, leaves the sign-in pending: put back.
+    let pending = async |c: &Ceremony| {
+        p.0.store
+            .put_ceremony(&tokens::hash_refresh_token(&req.ceremony), c)
+            .await
+    };
     let how = match answer {
         SecondFactor::Passkey(cred) => {
             let webauthn = p.webauthn()?;
             if c.state.is_empty() {
                 // No passkey was asked for (an account whose second factor is the code): the
                 // wrong kind of answer, which leaves the sign-in pending.
-                p.0.store
-                    .put_ceremony(&tokens::hash_refresh_token(&req.ceremony), &c)
-                    .await?;
+                pending(&c).await?;
                 return Err(ApiError::InvalidCredentials);
             }
             verify_known(&p, webauthn, &user.id, &c, &cred).await?;
@@ -878,9 +882,7 @@ pub async fn second_factor(
         }
         SecondFactor::Code(_) if first == FirstFactor::Code => {
             // The wrong kind of answer: the sign-in stays pending.
-            p.0.store
-                .put_ceremony(&tokens::hash_refresh_token(&req.ceremony), &c)
-                .await?;
+            pending(&c).await?;
             return Err(ApiError::InvalidRequest(
                 "a sign-in by an emailed code is completed by a passkey".into(),
             ));
@@ -895,9 +897,7 @@ pub async fn second_factor(
                 Err(e) => {
                     // A wrong code leaves the pending sign-in to try again (the code's own
                     // attempts are counted and limited).
-                    p.0.store
-                        .put_ceremony(&tokens::hash_refresh_token(&req.ceremony), &c)
-                        .await?;
+                    pending(&c).await?;
                     return Err(e);
                 }
             };

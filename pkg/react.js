@@ -1,4 +1,5 @@
-// tokenwarden/react (types and docs: react.d.ts). Touches nothing but the `auth` it is given.
+"use client";
+// tokenwarden/react (docs: react.d.ts). Touches nothing but the `auth` it is given.
 import { createContext, createElement, useContext, useEffect, useSyncExternalStore } from "react";
 
 const Ctx = createContext();
@@ -20,11 +21,7 @@ function store(auth) {
   let st = stores.get(auth);
   if (st) return st;
   const subs = new Set();
-  const api = {
-    login: (c) => auth.login(c),
-    logout: () => auth.logout(),
-    fetch: (i, o) => auth.fetch(i, o),
-  };
+  const api = { login: (c) => auth.login(c), logout: () => auth.logout(), fetch: (i, o) => auth.fetch(i, o) };
   let offs = [], isLoading = true, endReason = null, error = null, started;
   const read = () => (st.s = {
     isLoading, isAuthenticated: auth.isAuthenticated, claims: auth.claims(),

@@ -16,7 +16,9 @@ export interface TokenManagerOptions {
   allowedOrigins?: string[];
   /** Refresh when this little lifetime is left (capped at half the lifetime). Default 30. */
   refreshLeewaySeconds?: number;
-  /** Sent on refresh and logout. Default `{ name: "X-Tokenwarden", value: "1" }`. */
+  /** Sent on every request to the auth server (sign-ins, codes, refresh, logout, passkeys).
+   * Default `{ name: "X-Tokenwarden", value: "1" }`, the only one the reference server takes:
+   * change it only for another backend. */
   csrfHeader?: { name: string; value: string };
   /** `false` = "banking mode": the session ends when the access token expires. Default true. */
   autoRefresh?: boolean;
@@ -129,7 +131,7 @@ export interface SecondFactorChallenge {
   /** Names the pending sign-in (single use, a few minutes). */
   ceremony: string;
   /** A WebAuthn challenge for the account's passkeys, when it has any. */
-  passkey?: { publicKey: unknown };
+  passkey?: { publicKey: unknown } | null;
   /** Whether a code was emailed (the server sends codes). */
   email_code: boolean;
 }
@@ -251,7 +253,8 @@ export class TokenManager {
   install(): void;
   /** Puts the original `globalThis.fetch` back (a wrapper installed over ours passes through). */
   uninstall(): void;
-  /** Stops timers, listeners and the cross-tab channel, and frees the wasm memory. */
+  /** Stops timers, listeners and the cross-tab channel, and frees the wasm memory. Every call
+   * still waiting, and every later one, rejects with a `ConfigError` (message `bad call: freed`). */
   free(): void;
   [Symbol.dispose](): void;
 }

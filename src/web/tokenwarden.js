@@ -234,6 +234,8 @@ function normal(m = "GET") {
 function configError(what) {
   return fail(NAME_CONFIG, CODE_INVALID_OPTION, 0, 0, "bad " + what);
 }
+/** What a call to a freed TokenManager gets. */
+const freed = () => configError("call: freed");
 
 /** A list of our own: `{ length, 0: ..., 1: ... }` with a null prototype. */
 const list = () => ({ __proto__: null, length: 0 });
@@ -834,7 +836,8 @@ export class TokenManager {
     if (G.fetch === this.#interceptor) G.fetch = this.#fetch;
   }
 
-  /** Stops timers, listeners and the channel, and frees the core. */
+  /** Stops timers, listeners and the channel, and frees the core. Every call still waiting,
+   * and every later one, rejects with a `ConfigError` (`bad call: freed`): none hangs. */
   free() {
     if (!this.#c) return;
     this.uninstall();
@@ -845,6 +848,7 @@ export class TokenManager {
     this.#cancelLock();
     this.#release?.();
     this.#c = null;
+    for (const id in this.#waiters) this.#settle(id, freed(), 1);
   }
 
   [Symbol.dispose]() {
@@ -864,6 +868,7 @@ export class TokenManager {
 
   #wait(id, input) {
     return new Promise((resolve, reject) => {
+      if (!this.#c) return reject(freed());
       this.#waiters[id] = [resolve, reject];
       input();
       this.#drain();

@@ -42,6 +42,16 @@ test("importing the three bindings touches nothing browser-only", () => {
   assert.deepEqual(touched, []);
 });
 
+test("importing tokenwarden/passkeys in Node only looks up navigator (its credentials, kept as they are then)", async () => {
+  const before = touched.length;
+  const passkeys = await from("vue", "tokenwarden/passkeys");
+  assert.deepEqual(Object.keys(passkeys), []);
+  const { TokenManager } = await from("vue", "tokenwarden");
+  assert.equal(typeof TokenManager.prototype.loginWithPasskey, "function", "its methods are added");
+  assert.deepEqual(touched.slice(before), ["navigator"]);
+  touched.length = before;
+});
+
 test("angular without a manager: logged-out signals, requests pass as they are, the guard says no", async () => {
   const core = await from("angular", "@angular/core");
   // @angular/common ships partially compiled: in Node, as in Angular's own SSR, the compiler

@@ -102,3 +102,34 @@ test("the side entries' hooks (_post, _signIn) reach the auth server only: anoth
     evil.close();
   }
 });
+
+test("free(): a call still waiting and every later one reject with a ConfigError; none hangs", async () => {
+  const t = token(1);
+  const { auth, peer, done } = await managerWith(null);
+  try {
+    // Waiting on a refresh (the auth server is unreachable, but not yet refused).
+    const waiting = [auth.getAccessToken(), auth.fetch(`${API}/items`)];
+    auth.free();
+    const pending = Symbol("pending");
+    for (const p of waiting) {
+      const got = await Promise.race([p.then(() => "resolved", (e) => e), sleep(2000).then(() => pending)]);
+      assert.notEqual(got, pending, "a call waiting at free() never settled");
+      assert.equal(got.name, "ConfigError");
+      assert.equal(got.message, "bad call: freed");
+    }
+    // A peer's token after free() is not taken up, and every call rejects at once.
+    peer.postMessage({ t: "token", kind: "refresh", token: t, lifetime: 600, at: Date.now() });
+    await sleep(20);
+    for (const call of [() => auth.getAccessToken(), () => auth.refresh(), () => auth.logout(), () => auth.restore(),
+      () => auth.login({ email: "a@example.com", password: "p" }), () => auth.fetch(`${API}/items`),
+      () => auth.authorize("GET", `${API}/items`)]) {
+      const got = await Promise.race([call().then(() => "resolved", (e) => e), sleep(2000).then(() => pending)]);
+      assert.equal(got?.name, "ConfigError", String(call));
+    }
+    assert.equal(auth.isAuthenticated, false);
+    // Another origin: passed through untouched, as before.
+    await assert.rejects(auth.fetch("http://127.0.0.1:9/x"), TypeError);
+  } finally {
+    done();
+  }
+});

@@ -5,6 +5,8 @@
 //   node --test tests/react/
 import { test, before } from "node:test";
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { createElement } from "react";
 import { renderToString } from "react-dom/server";
 import { touched } from "../ssr-watch.mjs"; // watches from here on
@@ -22,6 +24,13 @@ test("importing tokenwarden and tokenwarden/react touches nothing browser-only",
   assert.equal(typeof react.TokenwardenProvider, "function");
   assert.equal(typeof react.useAuth, "function");
   assert.deepEqual(touched, []);
+});
+
+test("tokenwarden/react is a client module: Next.js's App Router imports it from a Server Component", async () => {
+  // React Server Components (Next.js's app/layout.tsx) have no createContext or hooks: a module
+  // that uses them must open with the "use client" directive, before any statement.
+  const source = readFileSync(fileURLToPath(import.meta.resolve("tokenwarden/react")), "utf8");
+  assert.match(source, /^(?:\s|\/\/[^\n]*\n|\/\*[^]*?\*\/)*(["'])use client\1;/);
 });
 
 test("the app's component, server-rendered, shows the logged-out state", async () => {

@@ -138,6 +138,12 @@ impl Feed {
 
     /// Feeds one subscriber until it goes away.
     async fn serve(self, resume: Option<String>, tx: mpsc::Sender<Event>) -> Result<(), String> {
+        // Nothing read for a subscriber that would get no `ready` (below): an instance out of
+        // step, which its subscribers leave and come back to within seconds, would read and
+        // send the snapshot again each time.
+        if !self.0.in_step.within(IN_STEP) {
+            return Err(NOT_IN_STEP.into());
+        }
         // Subscribed before anything is read: nothing recorded meanwhile is missed (what is
         // heard twice is sent once: by id).
         let mut live = self.0.events.subscribe();
@@ -154,11 +160,11 @@ impl Feed {
         // gets those after its `Last-Event-ID`.
         let after = self.resume_after(resume.as_deref()).await.map_err(db)?;
         let mut sent: HashSet<i64> = HashSet::new();
-        for e in store
-            .revocations_since(after, RECENT_SECS, true)
-            .await
-            .map_err(db)?
-        {
+        let first = match after {
+            0 => store.revocation_snapshot(now - self.0.window).await,
+            _ => store.revocations_since(after, RECENT_SECS, true).await,
+        };
+        for e in first.map_err(db)? {
             if sent.insert(e.id)
                 && !(after == 0 && e.kind == EventKind::Keys)
                 && let Some(ev) = self.event(&e, now)
@@ -209,7 +215,8 @@ impl Feed {
             let now = self.0.clock.now();
             for e in events {
                 if sent.len() > 1_000_000 {
-                    sent.clear();
+                    // A new set: clear() would keep the memory of a million for good.
+                    sent = HashSet::new();
                 }
                 if !sent.insert(e.id) {
                     continue;

@@ -3,7 +3,10 @@
 //! Each instance verifies access tokens from memory (crate::revoked, the key ring).
 //! A revocation made anywhere is a row in `revocation_events` and a `NOTIFY` carrying it:
 //!
-//! - **hearing** a notification applies it at once (no query);
+//! - **hearing** a notification reads the event it names by id (one lookup) and applies what the
+//!   table holds: any role that can connect to the database can `NOTIFY` on the channel, so a
+//!   notification only says where to look (a forged one revoked anyone's session everywhere,
+//!   and pushed the cursor past every real event);
 //! - a **catch-up read** every [`CATCH_UP`] applies every event after the newest one applied,
 //!   plus every event of the last [`RECENT_SECS`] seconds whatever its id (ids are handed out
 //!   at insert, so a transaction may commit an older id after a newer one was read). An
@@ -225,6 +228,18 @@ impl Sync {
         true
     }
 
+    /// A notification of event `id`: the event as the table holds it, if it does (none: forged,
+    /// or already purged). A failed read is healed by the next catch-up.
+    async fn on_notified(&mut self, id: i64) {
+        match self.fleet.store.revocation_event(id).await {
+            Ok(Some(e)) => {
+                self.on_event(&e).await;
+            }
+            Ok(None) => tracing::debug!(id, "a notification of no recorded event"),
+            Err(e) => tracing::warn!(error = %e, "reading a notified revocation event failed"),
+        }
+    }
+
     async fn catch_up(&mut self) {
         let cursor = self.fleet.cursor.load(Ordering::SeqCst);
         let began = tokio::time::Instant::now();
@@ -278,9 +293,7 @@ async fn run(fleet: Fleet) {
         };
         tokio::select! {
             heard = heard => match heard {
-                Ok(Heard::Event(e)) => {
-                    sync.on_event(&e).await;
-                }
+                Ok(Heard::Notified(id)) => sync.on_notified(id).await,
                 Ok(Heard::Garbled | Heard::Reconnected) => sync.catch_up().await,
                 Err(e) => {
                     tracing::warn!(error = %e, "the revocation channel failed; reconnecting");

@@ -153,7 +153,10 @@ pub fn key_states(rows: &[KeyRow], now: i64, grace_secs: i64) -> Vec<KeyState> {
             (None, Some(t)) if t + grace_secs > now => KeyState::Retired { since: t },
             (None, Some(_)) => KeyState::Expired,
         };
-        if k.signs_from.is_none_or(|t| t <= now) {
+        // A key revoked before it began to sign (a rotation called off) never began: the key it
+        // was to replace goes on signing. (It retired that key when its time came: no key
+        // signed, and every instance made one of its own, unpublished.)
+        if k.signs_from.is_none_or(|t| t <= now) && k.revoked_at.is_none_or(|r| r >= begins) {
             let begins = begins.min(now);
             superseded_at = Some(superseded_at.map_or(begins, |s| s.min(begins)));
         }
@@ -409,13 +412,16 @@ mod tests {
             !states.contains(&KeyState::Signing),
             "reload makes a new one"
         );
-        // A revoked pending key is simply revoked.
+        // A revoked pending key is simply revoked, before its time and after it.
         let mut rows = [row("a", 0, Some(0)), row("p", 10, Some(500))];
         rows[1].revoked_at = Some(20);
-        assert_eq!(
-            key_states(&rows, 30, GRACE),
-            [KeyState::Signing, KeyState::Revoked]
-        );
+        for now in [30, 500, 600, 500 + GRACE] {
+            assert_eq!(
+                key_states(&rows, now, GRACE),
+                [KeyState::Signing, KeyState::Revoked],
+                "at {now}"
+            );
+        }
     }
 
     #[test]

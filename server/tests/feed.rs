@@ -311,6 +311,76 @@ async fn an_instance_that_cannot_re_read_its_key_ring_answers_the_jwks_with_503(
     s.stop().await;
 }
 
+/// An instance out of step sends a new subscriber nothing before it lets it go: it read and sent
+/// the whole snapshot first, and its subscribers, back within seconds, had it do so again and
+/// again.
+#[tokio::test]
+async fn an_instance_out_of_step_sends_a_new_subscriber_no_snapshot() {
+    let s = TestServer::with(with_feed_and_no_key_poll).await;
+    let mut tab = Client::new(&s).oneshot();
+    tab.sign_in(ALICE).await;
+    assert_eq!(tab.logout().await.status, 204);
+    // In step: the logout is in the snapshot.
+    let (before, _) = Subscriber::connect(&s, None).await.until_ready().await;
+    assert!(before.iter().any(|e| e.event == "revoked"), "{before:?}");
+    // Out of step: a key ring that cannot be re-read.
+    let row = s.state.store.keys().await.unwrap().remove(0);
+    s.state
+        .store
+        .set_private_key(&row.kid, b"not a key")
+        .await
+        .unwrap();
+    assert!(
+        s.state
+            .keys
+            .reload(&s.state.store, s.state.now())
+            .await
+            .is_err()
+    );
+    let mut sub = Subscriber::open(&s, FEED_TOKEN, None).await;
+    let mut body = String::new();
+    while let Ok(Some(chunk)) = tokio::time::timeout(Duration::from_secs(5), sub.chunk())
+        .await
+        .expect("the stream ends within 5 s")
+    {
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        !body.contains("event: revoked") && !body.contains("event:revoked"),
+        "{body}"
+    );
+    assert!(!body.contains("ready"), "{body}");
+    s.stop().await;
+}
+
+/// A new subscriber's snapshot is read from the revocations that may still be in force only:
+/// the table keeps events a day longer, and each connection read them all.
+#[tokio::test]
+async fn a_snapshot_reads_only_revocations_still_in_force() {
+    let s = TestServer::with(with_feed).await;
+    let store = &s.state.store;
+    let now = s.state.now();
+    let window = s.state.settings.access_ttl + s.state.settings.leeway;
+    store
+        .deny_token("ended-a-day-ago", now - 86_400)
+        .await
+        .unwrap();
+    store.deny_token("in-force", now + 300).await.unwrap();
+    let read: Vec<String> = store
+        .revocation_snapshot(now - window)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind != tokenwarden_server::store::EventKind::Keys)
+        .map(|e| e.subject)
+        .collect();
+    assert_eq!(read, ["in-force"]);
+    let (before, _) = Subscriber::connect(&s, None).await.until_ready().await;
+    let subjects: Vec<&Value> = before.iter().map(|e| &e.data).collect();
+    assert_eq!(before.len(), 1, "{subjects:?}");
+    s.stop().await;
+}
+
 /// A database restored from a backup gives the event numbers after the backup's to new events.
 /// A subscriber that saw the lost ones and comes back with the id of one of them must not skip
 /// the new events that took their numbers: its id names an event this database does not hold,

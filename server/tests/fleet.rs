@@ -382,6 +382,53 @@ async fn an_instance_that_hears_no_notification_catches_up_by_reading_within_a_s
     b.stop().await;
 }
 
+/// Any role that can connect to the database can `NOTIFY` on the revocation channel (PostgreSQL
+/// checks no privilege for it): a notification is only an id to read, never the event. Before,
+/// one forged payload revoked the victim's session on every instance (and its feed), and an
+/// id of i64::MAX pushed every cursor past all real events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_notification_revokes_nothing_and_hides_no_real_event() {
+    let (url, [a, b, c]) = fleet(|_| {}).await;
+    let mut tab = Client::new(&a);
+    let t = tab.sign_in(ALICE).await;
+    let sid = session_of(&t);
+    // Not the server's connection: any other login to the database.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    for payload in [
+        format!("{} session 9000000000000000000 {sid}", i64::MAX),
+        format!("1 session 9000000000000000000 {sid}"),
+        format!(
+            "{} token 9000000000000000000 {}",
+            i64::MAX - 1,
+            jwt_parts(&t.access).1["jti"].as_str().unwrap()
+        ),
+        format!("{} keys 0 x", i64::MAX - 2),
+    ] {
+        sqlx::query("SELECT pg_notify('tw_revocations', $1)")
+            .bind(&payload)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for s in [&a, &b, &c] {
+        assert_eq!(
+            tab.via(s).me(&t.access).await.status,
+            200,
+            "a forged revocation was applied"
+        );
+    }
+    // A real revocation after them still reaches every instance within a second.
+    let since = Instant::now();
+    logout(&b, &t).await;
+    for s in [&a, &c] {
+        let took = until_refused(s, &[&t.access], since).await;
+        assert!(took <= Duration::from_secs(1), "took {took:?}");
+    }
+    pool.close().await;
+    stop_all([a, b, c]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_key_rotation_on_one_instance_logs_nobody_out_anywhere() {
     let (_, [a, b, c]) = fleet(|_| {}).await;

@@ -48,37 +48,6 @@ pub struct RevocationEvent {
     pub at: i64,
 }
 
-impl RevocationEvent {
-    /// The `NOTIFY` payload: `id kind at subject` (subjects hold no spaces).
-    pub fn payload(&self) -> String {
-        format!(
-            "{} {} {} {}",
-            self.id,
-            self.kind.as_str(),
-            self.at,
-            self.subject
-        )
-    }
-
-    /// Parses a payload; `None` for anything else.
-    pub fn from_payload(payload: &str) -> Option<Self> {
-        let mut parts = payload.splitn(4, ' ');
-        let id = parts.next()?.parse().ok()?;
-        let kind = EventKind::parse(parts.next()?)?;
-        let at = parts.next()?.parse().ok()?;
-        let subject = parts.next()?;
-        if subject.is_empty() || subject.len() > 256 || subject.contains(' ') {
-            return None;
-        }
-        Some(RevocationEvent {
-            id,
-            kind,
-            subject: subject.to_owned(),
-            at,
-        })
-    }
-}
-
 #[derive(sqlx::FromRow)]
 struct EventRow {
     id: i64,
@@ -102,7 +71,9 @@ impl TryFrom<EventRow> for RevocationEvent {
 }
 
 /// Records a revocation inside the caller's transaction and, on PostgreSQL, notifies every
-/// instance (delivered at commit, never for a rolled-back change).
+/// instance (delivered at commit, never for a rolled-back change). The notification carries the
+/// event's id alone: any role that can connect to the database can `NOTIFY` (and `LISTEN`), so
+/// an instance reads what the table holds for that id and applies nothing else (crate::fleet).
 pub(super) async fn record_event(
     conn: &mut AnyConnection,
     dialect: Dialect,
@@ -115,13 +86,7 @@ pub(super) async fn record_event(
         .fetch_one(&mut *conn)
         .await?;
     if dialect == Dialect::Postgres {
-        let event = RevocationEvent {
-            id,
-            kind,
-            subject: subject.to_owned(),
-            at,
-        };
-        q!(dialect::NOTIFY_PG, CHANNEL, event.payload())
+        q!(dialect::NOTIFY_PG, CHANNEL, id.to_string())
             .execute(conn)
             .await?;
     }
@@ -131,11 +96,23 @@ pub(super) async fn record_event(
 /// What an instance hears on the revocation channel.
 #[derive(Debug)]
 pub enum Heard {
-    Event(RevocationEvent),
+    /// The id of an event said to be recorded: what the table holds for it is the event.
+    Notified(i64),
     /// A payload that does not parse: the catch-up read will deliver the event.
     Garbled,
     /// The connection was lost and re-established: notifications may have been missed.
     Reconnected,
+}
+
+impl Heard {
+    /// A notification's payload: the event's id (an instance before this one sent
+    /// `id kind at subject`: the id first there too).
+    fn of(payload: &str) -> Heard {
+        match payload.split(' ').next().map(str::parse) {
+            Some(Ok(id)) if id > 0 => Heard::Notified(id),
+            _ => Heard::Garbled,
+        }
+    }
 }
 
 /// The revocation channel of a PostgreSQL store (`LISTEN` on a connection of its own).
@@ -147,9 +124,7 @@ impl Listener {
         // `try_recv` reports a lost connection (`None`) instead of silently reconnecting, so the
         // caller knows to catch up with a read.
         match self.0.try_recv().await? {
-            Some(n) => {
-                Ok(RevocationEvent::from_payload(n.payload()).map_or(Heard::Garbled, Heard::Event))
-            }
+            Some(n) => Ok(Heard::of(n.payload())),
             None => Ok(Heard::Reconnected),
         }
     }
@@ -202,6 +177,19 @@ impl Store {
         row.map(TryInto::try_into).transpose()
     }
 
+    /// A new feed subscriber's snapshot: every revocation that may still be in force, those
+    /// `at` or after `since` (a session's `at` is when it was revoked, a token's its `exp`: the
+    /// caller passes now less the longest time either is kept), and the `keys` events (a few
+    /// per rotation), which the caller does not send but counts as sent. The table keeps
+    /// revocations a day past that; reading them all cost a read of the whole table per
+    /// connection.
+    pub async fn revocation_snapshot(&self, since: i64) -> StoreResult<Vec<RevocationEvent>> {
+        let sql = "SELECT id, kind, subject, at FROM revocation_events
+                   WHERE kind = 'keys' OR at >= $1 ORDER BY id";
+        let rows: Vec<EventRow> = q_as!(sql, since).fetch_all(&self.read).await?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
     /// Events after `cursor`, and on PostgreSQL every event of the last `recent_secs` seconds
     /// whatever its id (an event whose transaction committed after a later id was read;
     /// SQLite's one writer commits in id order).
@@ -241,24 +229,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn event_payloads_round_trip_and_garbage_is_refused() {
-        let e = RevocationEvent {
-            id: 42,
-            kind: EventKind::Session,
-            subject: "abc-DEF_1".into(),
-            at: 1_700_000_000,
+    fn a_notification_is_an_id_and_nothing_else_is_taken_from_it() {
+        let id = |p: &str| match Heard::of(p) {
+            Heard::Notified(id) => Some(id),
+            _ => None,
         };
-        assert_eq!(RevocationEvent::from_payload(&e.payload()), Some(e));
-        for bad in [
-            "",
-            "x session 1 s",
-            "1 nope 1 s",
-            "1 token x s",
-            "1 token 1 ",
-            "1 token 1 a b",
-            "1 token 1",
-        ] {
-            assert_eq!(RevocationEvent::from_payload(bad), None, "{bad:?}");
+        assert_eq!(id("42"), Some(42));
+        // An older instance's payload: its id, and not a word of the rest.
+        assert_eq!(id("42 session 9000000000000000000 victim"), Some(42));
+        for bad in ["", "x", "0", "-1", " 42", "42x", "99999999999999999999"] {
+            assert_eq!(id(bad), None, "{bad:?}");
         }
     }
 }

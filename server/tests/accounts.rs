@@ -1006,6 +1006,62 @@ async fn a_reset_revokes_every_session_and_signs_the_caller_in() {
     s.stop().await;
 }
 
+/// A reset or a password change leaves no code mailed before it able to sign in or reset: one
+/// a stranger read off a lock screen's preview opened a session after the owner reset the
+/// password to lock them out.
+#[tokio::test]
+async fn a_reset_or_a_change_revokes_every_code_mailed_before_it() {
+    let sink = SmtpSink::start();
+    let s = mail_server(&sink, |_| {}).await;
+    let mut stranger = Client::new(&s).oneshot();
+    assert_eq!(stranger.request_code(ALICE.0).await.status, 202);
+    let seen = sink.wait_for(ALICE.0, 1).await.code();
+    let mut owner = Client::bound(&s).oneshot();
+    owner
+        .post("/auth/password/reset/start", &json!({ "email": ALICE.0 }))
+        .await;
+    let code = sink.wait_for(ALICE.0, 2).await.code();
+    let reset =
+        json!({ "email": ALICE.0, "code": code, "new_password": "brand new secret phrase" });
+    assert_eq!(owner.post("/auth/password/reset", &reset).await.status, 200);
+    let res = stranger.verify_code(ALICE.0, &seen).await;
+    assert_eq!(
+        (res.status, res.error()),
+        (401, "invalid_code"),
+        "{}",
+        res.body
+    );
+    // A reset code mailed before a change.
+    owner
+        .post("/auth/password/reset/start", &json!({ "email": ALICE.0 }))
+        .await;
+    let seen = sink.wait_for(ALICE.0, 3).await.code();
+    let change = json!({ "current_password": "brand new secret phrase", "new_password": "another good phrase" });
+    assert_eq!(
+        owner.post("/auth/password/change", &change).await.status,
+        204
+    );
+    let reset = json!({ "email": ALICE.0, "code": seen, "new_password": "the stranger's phrase" });
+    let res = Client::bound(&s)
+        .oneshot()
+        .post("/auth/password/reset", &reset)
+        .await;
+    assert_eq!(
+        (res.status, res.error()),
+        (401, "invalid_code"),
+        "{}",
+        res.body
+    );
+    assert_eq!(
+        Client::new(&s)
+            .login((ALICE.0, "another good phrase"))
+            .await
+            .status,
+        200
+    );
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_password_change_keeps_this_session_and_ends_the_others() {
     let s = TestServer::start().await;

@@ -147,6 +147,21 @@ impl Store {
         Ok(true)
     }
 
+    /// Revokes every outstanding code of `user_id`'s address, of every purpose, inside the
+    /// caller's transaction: a reset or a password change leaves no code mailed before it
+    /// (one a stranger read off a lock screen, say) able to sign in or reset.
+    pub(super) async fn revoke_user_codes_in(
+        conn: &mut sqlx::AnyConnection,
+        user_id: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        let sql = "UPDATE otp_codes SET revoked_at = $2
+                   WHERE email = (SELECT email FROM users WHERE id = $1)
+                     AND used_at IS NULL AND revoked_at IS NULL";
+        q!(sql, user_id, now).execute(conn).await?;
+        Ok(())
+    }
+
     /// Whether the email has a code that ran out of time (since `since`) without being used,
     /// revoked or guessed out.
     pub async fn code_expired_since(

@@ -344,6 +344,7 @@ impl Store {
         let revoked = self
             .revoke_user_sessions_in(&mut tx, new.user_id, new.keep, new.reason, new.now)
             .await?;
+        Store::revoke_user_codes_in(&mut tx, new.user_id, new.now).await?;
         // After the sessions are ended: a registration that held one of them (PostgreSQL) has
         // committed its passkey by now, and this sees it; one after sees its session ended.
         if new.disown {

@@ -742,3 +742,32 @@ async fn spent_sign_in_code_guesses_do_not_stop_the_owners_second_factor() {
     assert_eq!(res.status, 200, "{}", res.body);
     s.stop().await;
 }
+
+/// At most `max_live` codes of an address are live however many are mailed at once: on
+/// PostgreSQL, inserts side by side each revoked only the codes committed before them (3 live
+/// codes bound a guess's odds: PROTOCOL.md).
+#[tokio::test]
+async fn codes_mailed_at_once_leave_no_more_live_than_the_limit() {
+    use tokenwarden_server::store::CodePurpose;
+    let s = TestServer::start().await;
+    let store = &s.state.store;
+    let now = s.state.now();
+    for round in 0..5 {
+        let inserts = (0..8).map(|i| {
+            let id = format!("c{round}-{i}");
+            async move {
+                store
+                    .insert_code(CodePurpose::SignIn, &id, ALICE.0, "h", now, now + 600, 3, 3)
+                    .await
+                    .unwrap()
+            }
+        });
+        futures::future::join_all(inserts).await;
+        let live = store
+            .live_codes(CodePurpose::SignIn, ALICE.0, now, 3)
+            .await
+            .unwrap();
+        assert!(live <= 3, "round {round}: {live} live codes");
+    }
+    s.stop().await;
+}

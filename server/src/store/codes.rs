@@ -4,6 +4,7 @@
 //! crate::otp's; here loads and saves, each counting step one statement. And the sign-ups that
 //! wait for their code.
 
+use super::dialect::{self, Dialect};
 use super::{Store, StoreResult};
 
 /// What a code is for (`otp_codes.purpose`).
@@ -70,6 +71,10 @@ impl Store {
         max_live: i64,
     ) -> StoreResult<()> {
         let mut tx = self.write.begin().await?;
+        // SQLite's one writer runs one insert at a time; PostgreSQL, one per address.
+        if self.dialect == Dialect::Postgres {
+            q!(dialect::LOCK_CODES_PG, email).execute(&mut *tx).await?;
+        }
         q!(
             "INSERT INTO otp_codes (id, email, code_hash, created_at, expires_at, purpose)
              VALUES ($1, $2, $3, $4, $5, $6)",

@@ -88,6 +88,10 @@ pub const LOCK_PROVIDER_SESSIONS_PG: &str = provider_sessions!(" FOR UPDATE");
 /// Held until the transaction ends.
 pub const LOCK_KEYS_PG: &str = "SELECT pg_advisory_xact_lock(7301)";
 
+/// One address's codes, held until the transaction ends: inserts side by side (READ COMMITTED)
+/// each revoked only the codes committed before them, and left more live than the limit.
+pub const LOCK_CODES_PG: &str = "SELECT pg_advisory_xact_lock(7302, hashtext($1))";
+
 /// Events after `$1`, and every event recorded in the last `$2` seconds whatever its id (an
 /// event whose transaction committed after a later id was read): what an instance that reads
 /// every 500 ms (crate::fleet) needs. (`statement_timestamp()`, not `clock_timestamp()`: stable

@@ -460,7 +460,8 @@ pub struct OtpArgs {
     pub otp_signup: bool,
 
     /// Codes sent to one email within --otp-send-window-secs (asked for, or sent after a
-    /// third wrong try); beyond, 429.
+    /// third wrong try; a +tag after the local part counted as the address without it);
+    /// beyond, 429.
     #[arg(long, env = "TW_OTP_SENDS_PER_EMAIL", default_value_t = 5)]
     pub otp_sends_per_email: i64,
 

@@ -771,3 +771,31 @@ async fn codes_mailed_at_once_leave_no_more_live_than_the_limit() {
     }
     s.stop().await;
 }
+
+/// Each spelling of one inbox had a send budget of its own: `victim+1@…`, `victim+2@…`, … (most
+/// mail services deliver them all to victim@) flooded one inbox from a few addresses.
+#[tokio::test]
+async fn tagged_spellings_of_one_inbox_share_its_send_budget() {
+    let sink = SmtpSink::start();
+    let s = server(&sink, |s| {
+        s.otp.signup = true;
+        s.proxies.trusted = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let c = Client::new(&s).oneshot();
+    let mut refused = 0;
+    for i in 0..12 {
+        let mut from = c.clone().at(&format!("198.51.100.{i}"));
+        let res = from.request_code(&format!("victim+{i}@example.com")).await;
+        refused += usize::from(res.status == 429);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mailed = sink
+        .all()
+        .into_iter()
+        .filter(|m| m.to().starts_with("victim+"))
+        .count();
+    assert_eq!(mailed, 5, "one inbox's budget: 5 an hour");
+    assert_eq!(refused, 7);
+    s.stop().await;
+}

@@ -182,12 +182,17 @@ impl Otp {
     }
 
     /// Counts a message about to be made for `email`, whatever its purpose; 429 past the
-    /// per-email limit (one budget: no flow can be used to flood an inbox).
+    /// per-mailbox limit (one budget: no flow can be used to flood an inbox).
     pub async fn count_send(&self, email: &str, now: i64) -> Result<(), ApiError> {
         let s = &self.settings;
         let (sends, window_start) = self
             .store
-            .count(CounterScope::CodeSends, email, now, s.send_window_secs)
+            .count(
+                CounterScope::CodeSends,
+                &mailbox(email),
+                now,
+                s.send_window_secs,
+            )
             .await?;
         if sends > s.sends_per_email {
             return Err(ApiError::TooManyAttempts {
@@ -422,6 +427,19 @@ pub struct StartRequest {
     email: String,
 }
 
+/// The mailbox `email` (normalised) is delivered to, as far as its spelling tells: without a
+/// `+tag` after the local part, which most mail services ignore (`ann+1@…`, `ann+2@…`, … are
+/// all Ann's inbox, and each had a budget of its own). Only for counting what is sent.
+fn mailbox(email: &str) -> String {
+    match email.rsplit_once('@') {
+        Some((local, domain)) => match local.split_once('+') {
+            Some((base, _)) if !base.is_empty() => format!("{base}@{domain}"),
+            _ => email.to_owned(),
+        },
+        None => email.to_owned(),
+    }
+}
+
 /// A normalised email that is an address, or `invalid_request`. The same check for every
 /// address, known or not.
 pub fn valid_email(raw: &str) -> Result<String, ApiError> {
@@ -507,4 +525,23 @@ pub async fn demo_mailbox(
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mailbox;
+
+    #[test]
+    fn a_tag_after_the_local_part_is_the_same_mailbox() {
+        for (given, counted) in [
+            ("ann+1@example.com", "ann@example.com"),
+            ("ann+a+b@example.com", "ann@example.com"),
+            ("ann@example.com", "ann@example.com"),
+            // Nothing before the tag: the address as it is.
+            ("+ann@example.com", "+ann@example.com"),
+            ("a+b@c+d.example", "a@c+d.example"),
+        ] {
+            assert_eq!(mailbox(given), counted, "{given}");
+        }
+    }
 }

@@ -152,18 +152,22 @@ impl Store {
         Ok(true)
     }
 
-    /// Revokes every outstanding code of `user_id`'s address, of every purpose, inside the
-    /// caller's transaction: a reset or a password change leaves no code mailed before it
-    /// (one a stranger read off a lock screen, say) able to sign in or reset.
+    /// Revokes every outstanding code of `user_id`'s address inside the caller's transaction
+    /// (a reset's or a password change's): no code mailed before it (one a stranger read off
+    /// a lock screen, say) signs in after it. `but` (a change's: reset codes) is kept: whoever
+    /// holds the password could otherwise cancel the owner's reset by changing it again and
+    /// again.
     pub(super) async fn revoke_user_codes_in(
         conn: &mut sqlx::AnyConnection,
         user_id: &str,
+        but: Option<CodePurpose>,
         now: i64,
     ) -> StoreResult<()> {
         let sql = "UPDATE otp_codes SET revoked_at = $2
-                   WHERE email = (SELECT email FROM users WHERE id = $1)
+                   WHERE email = (SELECT email FROM users WHERE id = $1) AND purpose <> $3
                      AND used_at IS NULL AND revoked_at IS NULL";
-        q!(sql, user_id, now).execute(conn).await?;
+        let but = but.map_or("", CodePurpose::as_str);
+        q!(sql, user_id, now, but).execute(conn).await?;
         Ok(())
     }
 

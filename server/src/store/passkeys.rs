@@ -3,7 +3,7 @@
 //! who its user is (a step-up).
 
 use super::dialect::{self, Dialect};
-use super::{RevokeReason, Store, StoreResult, User};
+use super::{CodePurpose, RevokeReason, Store, StoreResult, User};
 
 /// `$1`: a user's id. How many passkeys the account has (read under its row lock).
 const COUNT_PASSKEYS: &str = "SELECT count(*) FROM passkeys WHERE user_id = $1";
@@ -344,7 +344,9 @@ impl Store {
         let revoked = self
             .revoke_user_sessions_in(&mut tx, new.user_id, new.keep, new.reason, new.now)
             .await?;
-        Store::revoke_user_codes_in(&mut tx, new.user_id, new.now).await?;
+        // A change keeps the reset codes, as it keeps the resets waiting for their passkey.
+        let but = new.keep.map(|_| CodePurpose::ResetPassword);
+        Store::revoke_user_codes_in(&mut tx, new.user_id, but, new.now).await?;
         // After the sessions are ended: a registration that held one of them (PostgreSQL) has
         // committed its passkey by now, and this sees it; one after sees its session ended.
         if new.disown {

@@ -254,7 +254,9 @@ export class TokenManager {
   /** Puts the original `globalThis.fetch` back (a wrapper installed over ours passes through). */
   uninstall(): void;
   /** Stops timers, listeners and the cross-tab channel, and frees the wasm memory. Every call
-   * still waiting, and every later one, rejects with a `ConfigError` (message `bad call: freed`). */
+   * still waiting, and every later one that needs the session, rejects with a `ConfigError`
+   * (message `bad call: freed`); a request already sent resolves with its answer, a `fetch`
+   * to another origin passes through, and `install()` does nothing. */
   free(): void;
   [Symbol.dispose](): void;
 }

@@ -809,7 +809,8 @@ export class TokenManager {
   #status(id, status, replayable, challenge) {
     const e = short(typeof challenge == "string" && apply(reExec, /dpop[^]*?error="([^"]*)"/i, [challenge])?.[1]);
     // No DPoP `error` (every answer but a 401 that names one): nothing to write into the inbox.
-    const l = e === undefined ? -1 : this.#c.put(e)[0];
+    // (Freed: #wait rejects.)
+    const l = e === undefined || !this.#c ? -1 : this.#c.put(e)[0];
     return this.#wait(id, () => this.#c.x[X_STATUS](id, status, replayable, l, now()));
   }
 
@@ -822,6 +823,7 @@ export class TokenManager {
   }
 
   install() {
+    if (!this.#c) return; // freed
     if (!this.#interceptor) {
       // After uninstall() a wrapper another library put around ours still works: it passes through.
       this.#interceptor = (input, init) =>
@@ -837,7 +839,9 @@ export class TokenManager {
   }
 
   /** Stops timers, listeners and the channel, and frees the core. Every call still waiting,
-   * and every later one, rejects with a `ConfigError` (`bad call: freed`): none hangs. */
+   * and every later one that needs the session, rejects with a `ConfigError` (`bad call:
+   * freed`): none hangs. A request already sent resolves with its answer; a `fetch` to
+   * another origin passes through as ever; `install()` does nothing. */
   free() {
     if (!this.#c) return;
     this.uninstall();
@@ -900,6 +904,8 @@ export class TokenManager {
         this.#input(IN_FORGET, id);
         throw e;
       }
+      // Freed meanwhile: the request went out, and its answer is the caller's.
+      if (!this.#c) return res;
       this.#seen(url, res);
       // The challenge matters to the core for a 401 only: no header read on the way back of
       // every other answer.
@@ -1066,6 +1072,7 @@ export class TokenManager {
   /** A DPoP proof for `htm url`, bound to `token` (ath) if there is one. */
   async #proof(keyP, htm, url, token) {
     const key = await keyP, where = this.#where(url), htu = where[2];
+    if (!this.#c) throw freed();
     const iat = this.#c.x[X_PROOF](where[1], now());
     const nonce = this.#c.out().s;
     let claims = { __proto__: null, jti: b64u(apply(randomValues, Crypto, [new U8(16)])), htm, htu, iat };

@@ -133,3 +133,36 @@ test("free(): a call still waiting and every later one reject with a ConfigError
     done();
   }
 });
+
+test("free() while a request is out: its answer is the caller's", async () => {
+  const { createServer } = await import("node:http");
+  let release;
+  const server = createServer((req, res) => {
+    release = () => res.end(req.headers.authorization ?? "none");
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  const api = `http://127.0.0.1:${server.address().port}`;
+  const t = token(1);
+  const auth = new TokenManager({ baseUrl: BASE, allowedOrigins: [api], dpop: false, sessionHintCookie: null });
+  const peer = new BroadcastChannel("tokenwarden " + BASE + "/auth/refresh");
+  try {
+    peer.postMessage({ t: "token", kind: "refresh", token: t, lifetime: 600, at: Date.now() });
+    for (let i = 0; i < 100 && !auth.isAuthenticated; i++) await sleep(5);
+    const answer = auth.fetch(`${api}/items`);
+    for (let i = 0; i < 200 && !release; i++) await sleep(5);
+    assert.ok(release, "the request reached the server");
+    auth.free();
+    release();
+    const res = await answer;
+    assert.equal(res.status, 200);
+    assert.equal(await res.text(), `Bearer ${t}`);
+    // install() after free() leaves fetch alone.
+    const f = globalThis.fetch;
+    auth.install();
+    assert.equal(globalThis.fetch, f);
+  } finally {
+    peer.close();
+    auth.free();
+    server.close();
+  }
+});

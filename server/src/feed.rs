@@ -164,9 +164,12 @@ impl Feed {
             0 => store.revocation_snapshot(now - self.0.window).await,
             _ => store.revocations_since(after, RECENT_SECS, true).await,
         };
+        // A new subscriber fetches the keys at `ready`: the `keys` events up to its cursor are
+        // not sent (a catch-up's re-read would bring those of the last seconds; one committed
+        // late, below the cursor, is caught by the second fetch 6 s after `ready`).
+        let keys_known = if after == 0 { cursor } else { 0 };
         for e in first.map_err(db)? {
             if sent.insert(e.id)
-                && !(after == 0 && e.kind == EventKind::Keys)
                 && let Some(ev) = self.event(&e, now)
             {
                 tx.send(ev).await.map_err(|_| "gone")?;
@@ -218,7 +221,7 @@ impl Feed {
                     // A new set: clear() would keep the memory of a million for good.
                     sent = HashSet::new();
                 }
-                if !sent.insert(e.id) {
+                if !sent.insert(e.id) || (e.kind == EventKind::Keys && e.id <= keys_known) {
                     continue;
                 }
                 last = last.max(e.id);

@@ -1,7 +1,7 @@
 //! Keeping every instance that shares a PostgreSQL database in step with the others.
 //!
 //! Each instance verifies access tokens from memory (crate::revoked, the key ring).
-//! A revocation made anywhere is a row in `revocation_events` and a `NOTIFY` carrying it:
+//! A revocation made anywhere is a row in `revocation_events` and a `NOTIFY` carrying its id:
 //!
 //! - **hearing** a notification reads the event it names by id (one lookup) and applies what the
 //!   table holds: any role that can connect to the database can `NOTIFY` on the channel, so a
@@ -9,8 +9,10 @@
 //!   and pushed the cursor past every real event);
 //! - a **catch-up read** every [`CATCH_UP`] applies every event after the newest one applied,
 //!   plus every event of the last [`RECENT_SECS`] seconds whatever its id (ids are handed out
-//!   at insert, so a transaction may commit an older id after a newer one was read). An
-//!   instance whose listening connection dropped, or that was slow, heals by itself;
+//!   at insert, so a transaction may commit an older id after a newer one was read), and the
+//!   notified events whose read failed. An instance whose listening connection dropped, or
+//!   that was slow, heals by itself, but for an event committed more than [`RECENT_SECS`]
+//!   after its id was handed out, which only its notification brings;
 //! - an instance that **starts** reads the deny-list and the recently revoked sessions from
 //!   their tables ([`Fleet::load`]), so being down during a revocation loses nothing.
 //!
@@ -24,7 +26,7 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::keys::Keys;
 use crate::revoked::Revoked;
-use crate::store::{EventKind, Heard, RevocationEvent, Store};
+use crate::store::{EventKind, Heard, Listener, RevocationEvent, Store};
 
 /// How often the events table is re-read whatever was heard.
 pub const CATCH_UP: Duration = Duration::from_millis(500);
@@ -202,7 +204,12 @@ struct Sync {
     fleet: Fleet,
     /// Key events already acted on (re-read ones must not reload the ring every time).
     keys_seen: HashSet<i64>,
+    /// Notified events whose read failed, read again by the next catch-up.
+    missed: HashSet<i64>,
 }
+
+/// Most notified events kept to read again.
+const MISSED: usize = 10_000;
 
 impl Sync {
     /// Applies `event`; whether it could (a `keys` event whose ring re-read failed could not).
@@ -229,18 +236,44 @@ impl Sync {
     }
 
     /// A notification of event `id`: the event as the table holds it, if it does (none: forged,
-    /// or already purged). A failed read is healed by the next catch-up.
-    async fn on_notified(&mut self, id: i64) {
-        match self.fleet.store.revocation_event(id).await {
+    /// or already purged), read on the listening connection. A read that fails is tried again
+    /// by the next catch-up (an event committed more than [`RECENT_SECS`] after its id was
+    /// handed out is read no other way); the error is the channel's.
+    async fn on_notified(
+        &mut self,
+        id: i64,
+        listener: &mut Listener,
+    ) -> Result<(), crate::store::StoreError> {
+        match listener.event(id).await {
             Ok(Some(e)) => {
                 self.on_event(&e).await;
             }
             Ok(None) => tracing::debug!(id, "a notification of no recorded event"),
-            Err(e) => tracing::warn!(error = %e, "reading a notified revocation event failed"),
+            Err(e) => {
+                self.missed(id);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// An event to read again at the next catch-up (at most [`MISSED`] of them).
+    fn missed(&mut self, id: i64) {
+        if self.missed.len() < MISSED {
+            self.missed.insert(id);
+        } else {
+            tracing::warn!(id, "too many notified events not read: one dropped");
         }
     }
 
     async fn catch_up(&mut self) {
+        for id in std::mem::take(&mut self.missed) {
+            match self.fleet.store.revocation_event(id).await {
+                Ok(Some(e)) if !self.on_event(&e).await => self.missed(id),
+                Ok(_) => {}
+                Err(_) => self.missed(id),
+            }
+        }
         let cursor = self.fleet.cursor.load(Ordering::SeqCst);
         let began = tokio::time::Instant::now();
         match self
@@ -269,6 +302,7 @@ async fn run(fleet: Fleet) {
     let mut sync = Sync {
         fleet,
         keys_seen: HashSet::new(),
+        missed: HashSet::new(),
     };
     let mut tick = tokio::time::interval(CATCH_UP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -291,17 +325,25 @@ async fn run(fleet: Fleet) {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            heard = heard => match heard {
-                Ok(Heard::Notified(id)) => sync.on_notified(id).await,
-                Ok(Heard::Garbled | Heard::Reconnected) => sync.catch_up().await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "the revocation channel failed; reconnecting");
-                    listener = None;
-                    tokio::time::sleep(CATCH_UP).await;
-                }
-            },
-            _ = tick.tick() => sync.catch_up().await,
+        let heard = tokio::select! {
+            heard = heard => heard,
+            _ = tick.tick() => {
+                sync.catch_up().await;
+                continue;
+            }
+        };
+        let failed = match (heard, listener.as_mut()) {
+            (Ok(Heard::Notified(id)), Some(l)) => sync.on_notified(id, l).await.err(),
+            (Ok(_), _) => {
+                sync.catch_up().await;
+                None
+            }
+            (Err(e), _) => Some(e),
+        };
+        if let Some(e) = failed {
+            tracing::warn!(error = %e, "the revocation channel failed; reconnecting");
+            listener = None;
+            tokio::time::sleep(CATCH_UP).await;
         }
     }
 }

@@ -387,7 +387,7 @@ async fn an_instance_that_hears_no_notification_catches_up_by_reading_within_a_s
 /// one forged payload revoked the victim's session on every instance (and its feed), and an
 /// id of i64::MAX pushed every cursor past all real events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forged_notification_revokes_nothing_and_hides_no_real_event() {
+async fn a_forged_notification_revokes_nothing_and_moves_no_cursor() {
     let (url, [a, b, c]) = fleet(|_| {}).await;
     let mut tab = Client::new(&a);
     let t = tab.sign_in(ALICE).await;
@@ -411,6 +411,16 @@ async fn a_forged_notification_revokes_nothing_and_hides_no_real_event() {
             .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
+    // No cursor moved past the newest event recorded.
+    let newest = a.state.store.revocation_cursor().await.unwrap();
+    for s in [&a, &b, &c] {
+        let cursor = s
+            .state
+            .fleet
+            .cursor
+            .load(std::sync::atomic::Ordering::SeqCst);
+        assert!(cursor <= newest, "cursor {cursor}, newest event {newest}");
+    }
     for s in [&a, &b, &c] {
         assert_eq!(
             tab.via(s).me(&t.access).await.status,

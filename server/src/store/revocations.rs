@@ -1,7 +1,7 @@
 //! Revocations: the access-token deny-list and the events that tell every instance (and, in
 //! time, every subscribed service) that a token, a session or the key ring changed. Each event
 //! is a row of `revocation_events`, written in the transaction of the change; on PostgreSQL a
-//! `NOTIFY` carrying it is delivered at commit (crate::fleet).
+//! `NOTIFY` carrying its id is delivered at commit (crate::fleet).
 
 use sqlx::AnyConnection;
 use sqlx::postgres::PgListener;
@@ -93,6 +93,9 @@ pub(super) async fn record_event(
     Ok(())
 }
 
+/// One event by its id.
+const EVENT_BY_ID: &str = "SELECT id, kind, subject, at FROM revocation_events WHERE id = $1";
+
 /// What an instance hears on the revocation channel.
 #[derive(Debug)]
 pub enum Heard {
@@ -127,6 +130,17 @@ impl Listener {
             Some(n) => Ok(Heard::of(n.payload())),
             None => Ok(Heard::Reconnected),
         }
+    }
+
+    /// The event with this id, read on the listening connection: a notification is applied
+    /// without waiting for one of the pool's connections, which a busy instance may all be
+    /// using.
+    pub async fn event(&mut self, id: i64) -> StoreResult<Option<RevocationEvent>> {
+        let row: Option<EventRow> = sqlx::query_as(EVENT_BY_ID)
+            .bind(id)
+            .fetch_optional(&mut self.0)
+            .await?;
+        row.map(TryInto::try_into).transpose()
     }
 }
 
@@ -172,20 +186,18 @@ impl Store {
 
     /// The event with this id, while it is kept.
     pub async fn revocation_event(&self, id: i64) -> StoreResult<Option<RevocationEvent>> {
-        let sql = "SELECT id, kind, subject, at FROM revocation_events WHERE id = $1";
-        let row: Option<EventRow> = q_as!(sql, id).fetch_optional(&self.read).await?;
+        let row: Option<EventRow> = q_as!(EVENT_BY_ID, id).fetch_optional(&self.read).await?;
         row.map(TryInto::try_into).transpose()
     }
 
     /// A new feed subscriber's snapshot: every revocation that may still be in force, those
     /// `at` or after `since` (a session's `at` is when it was revoked, a token's its `exp`: the
-    /// caller passes now less the longest time either is kept), and the `keys` events (a few
-    /// per rotation), which the caller does not send but counts as sent. The table keeps
-    /// revocations a day past that; reading them all cost a read of the whole table per
-    /// connection.
+    /// caller passes now less the longest time either is kept), by the index on `at`. No
+    /// `keys` event. The table keeps revocations a day past that; reading them all cost a read
+    /// of the whole table per connection.
     pub async fn revocation_snapshot(&self, since: i64) -> StoreResult<Vec<RevocationEvent>> {
         let sql = "SELECT id, kind, subject, at FROM revocation_events
-                   WHERE kind = 'keys' OR at >= $1 ORDER BY id";
+                   WHERE at >= $1 AND kind <> 'keys' ORDER BY id";
         let rows: Vec<EventRow> = q_as!(sql, since).fetch_all(&self.read).await?;
         rows.into_iter().map(TryInto::try_into).collect()
     }

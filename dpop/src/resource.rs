@@ -21,7 +21,6 @@
 //!         &jwks_from_the_auth_server(), // GET /.well-known/jwks.json; set_jwks again to refresh
 //!     )
 //!     .unwrap()
-//!     .require_dpop(true) // a token sent as Bearer is refused
 //!     .with_origins(&["https://api.example.com"]) // what a proof's htu may name
 //!     .unwrap(),
 //! );
@@ -107,7 +106,7 @@ impl ResourceServer {
             audience,
             verifier: Verifier::new(nonces),
             origins: Vec::new(),
-            require_dpop: false,
+            require_dpop: true,
             clock: Box::new(system_now),
             #[cfg(feature = "feed")]
             revocations: crate::feed::Revocations::default(),
@@ -154,7 +153,10 @@ impl ResourceServer {
         self
     }
 
-    /// Refuse unbound (Bearer) tokens.
+    /// Refuse unbound (Bearer) tokens: the default, as the Node verifier's (`allowBearer:
+    /// false`). `false` accepts them as `Authorization: Bearer`: the auth server's default
+    /// `--dpop optional` issues them to sign-ins without a proof, and whoever copies one can
+    /// use it anywhere until it expires.
     pub fn require_dpop(mut self, required: bool) -> Self {
         self.require_dpop = required;
         self

@@ -597,7 +597,8 @@ async function readCapped(res, url) {
   return Buffer.concat(chunks).toString("utf8");
 }
 
-/** The JWKS's usable keys: OKP Ed25519 with a kid, `alg` EdDSA or none, `use` sig or none. */
+/** The JWKS's usable keys: OKP Ed25519 with a kid, `alg` EdDSA or none, `use` sig or none, a
+ * point of large order canonically encoded. */
 function keySet(doc) {
   if (!isObject(doc) || !Array.isArray(doc.keys)) throw new Error("the JWKS is not a JSON object with a keys array");
   const keys = new Map();
@@ -607,7 +608,9 @@ function keySet(doc) {
     if (k.use !== undefined && k.use !== "sig") continue;
     if (typeof k.kid !== "string" || typeof k.x !== "string") continue;
     const x = b64decode(k.x);
-    if (!x || x.length !== 32) continue;
+    // A key of small order (or not encoded canonically) is no key: under it, anyone can sign
+    // any token for OpenSSL's cofactorless check (the crate's verify_strict refuses it too).
+    if (!x || x.length !== 32 || !strongPoint(x)) continue;
     try {
       keys.set(k.kid, createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: k.x }, format: "jwk" }));
     } catch {}
@@ -837,7 +840,8 @@ export async function createVerifier(options = {}) {
     if (!key) throw new TokenRefusal("unknownKey");
     const sig = b64decode(s64);
     if (!sig) throw new TokenRefusal("malformed");
-    if (sig.length !== 64 || !cryptoVerify(null, Buffer.from(`${h64}.${p64}`), key, sig))
+    // R of small order refused as in a proof (and as by the crate's verify_strict).
+    if (sig.length !== 64 || !strongPoint(sig.subarray(0, 32)) || !cryptoVerify(null, Buffer.from(`${h64}.${p64}`), key, sig))
       throw new TokenRefusal("signature");
     const pb = b64decode(p64);
     const claims = pb && parseJson(pb);

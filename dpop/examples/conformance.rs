@@ -906,6 +906,53 @@ fn cases(k: &Keys) -> Vec<Case> {
             invalid_proof(),
         );
     }
+    // The same for the token's key: a JWKS that lists a key of small order (a placeholder, a
+    // JWKS fetched over plain http) lets anyone sign any token under its kid for a cofactorless
+    // verifier (OpenSSL's, under the Node verifier): refused, as by the crate's strict check.
+    for (i, weak) in small_order_encodings().iter().enumerate() {
+        let x = B64.encode(weak);
+        let mut jwks = k.jwks();
+        jwks["keys"].as_array_mut().unwrap().push(
+            json!({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": "weak", "x": x}),
+        );
+        let header = json!({ "alg": "EdDSA", "typ": "at+jwt", "kid": "weak" });
+        let r = Scalar::from(7u64);
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(
+            (curve25519_dalek::constants::ED25519_BASEPOINT_POINT * r)
+                .compress()
+                .as_bytes(),
+        );
+        sig[32..].copy_from_slice(r.as_bytes());
+        let lax = ed25519_dalek::VerifyingKey::from_bytes(weak).ok();
+        let mut token = String::new();
+        for n in 0..256 {
+            let claims = {
+                let mut c = k.claims(false);
+                c["jti"] = json!(format!("weak-{n}"));
+                c
+            };
+            token = jws(&header, &claims, |_| sig.to_vec());
+            let (signed, _) = token.rsplit_once('.').unwrap();
+            let s = ed25519_dalek::Signature::from_bytes(&sig);
+            if lax.is_some_and(|l| {
+                use ed25519_dalek::Verifier;
+                l.verify(signed.as_bytes(), &s).is_ok()
+            }) {
+                break;
+            }
+        }
+        c.add(
+            &format!("token under a JWKS key of small order ({i}: {x})"),
+            bearer(&token),
+            invalid_token(false),
+        )
+        .config(Config {
+            allow_bearer: Some(true),
+            jwks: Some(jwks),
+            ..Config::default()
+        });
+    }
     let good = k.proof(&bound);
     let signed = good.rsplit_once('.').unwrap().0;
     c.add(

@@ -159,6 +159,7 @@ impl AppState {
                 required: settings.dpop_required,
                 nonce_secret: settings.dpop_nonce_secret.clone(),
                 public_origins: settings.public_origins.clone(),
+                replay_capacity: settings.dpop_replay_capacity,
             },
             store.clone(),
             clock.clone(),

@@ -752,6 +752,9 @@ pub struct Settings {
     pub dpop_nonce_secret: Option<String>,
     /// Normalised origins a proof's `htu` may name; empty: the request's Host.
     pub public_origins: Vec<String>,
+    /// Most proofs each in-memory DPoP replay cache keeps (`None`: the crate's 2^20; no flag:
+    /// tests make it small).
+    pub dpop_replay_capacity: Option<usize>,
     /// PostgreSQL: hear revocations by `LISTEN` as well as by the periodic read (crate::fleet).
     /// Always on in the server; tests turn it off to prove the read alone heals.
     pub revocation_notifications: bool,
@@ -805,6 +808,7 @@ impl Settings {
             dpop_required: false,
             dpop_nonce_secret: None,
             public_origins: Vec::new(),
+            dpop_replay_capacity: None,
             revocation_notifications: true,
             otp: OtpSettings::default(),
             signup_password: false,
@@ -918,6 +922,7 @@ impl Settings {
             dpop_required: a.dpop.mode == DpopMode::Required,
             dpop_nonce_secret,
             public_origins,
+            dpop_replay_capacity: None,
             revocation_notifications: true,
             otp: OtpSettings::from_args(&a.otp)?,
             signup_password: a.accounts.signup == SignupMode::Password || a.demo,

@@ -86,6 +86,7 @@ async fn app(config: &Value, case: &Value) -> Router {
             .iter()
             .map(|o| tokenwarden_dpop::normalize_origin(o.as_str().unwrap()).unwrap())
             .collect(),
+        replay_capacity: None,
     };
     let dpop = Dpop::new(settings, store, clock.clone()).await.unwrap();
     clock.advance(120);

@@ -39,6 +39,9 @@ pub struct DpopSettings {
     /// Normalised origins a proof's `htu` may name; empty: the request's Host, for loopback
     /// hosts only.
     pub public_origins: Vec<String>,
+    /// Most proofs each in-memory replay cache keeps (`None`: the crate's default, 2^20; tests
+    /// make it small).
+    pub replay_capacity: Option<usize>,
 }
 
 /// The DPoP verifier of this server.
@@ -47,6 +50,11 @@ pub struct Dpop(Arc<Inner>);
 
 struct Inner {
     verifier: Verifier,
+    /// The proofs of sign-ins, with a replay cache of their own: they need no session, and
+    /// anyone with enough addresses could otherwise fill the one every session's refreshes
+    /// and requests are checked against, and have them all refused (`ReplayCacheFull`). Full,
+    /// it refuses sign-ins only.
+    sign_ins: Verifier,
     settings: DpopSettings,
     store: Store,
     clock: Clock,
@@ -82,12 +90,21 @@ impl Dpop {
                     .await?
             }
         };
-        let mut nonces = Nonces::new(secret.as_bytes()).ok_or(DpopError::Secret)?;
-        if !store.is_shared() {
-            nonces = nonces.not_before_ms(clock.now_ms());
-        }
+        let since = clock.now_ms();
+        let verifier = || -> Result<Verifier, DpopError> {
+            let mut nonces = Nonces::new(secret.as_bytes()).ok_or(DpopError::Secret)?;
+            if !store.is_shared() {
+                nonces = nonces.not_before_ms(since);
+            }
+            let mut v = Verifier::new(nonces);
+            if let Some(n) = settings.replay_capacity {
+                v.replay = tokenwarden_dpop::ReplayCache::new(n);
+            }
+            Ok(v)
+        };
         Ok(Dpop(Arc::new(Inner {
-            verifier: Verifier::new(nonces),
+            verifier: verifier()?,
+            sign_ins: verifier()?,
             settings,
             store,
             clock,
@@ -117,6 +134,23 @@ impl Dpop {
         jkt: Option<&str>,
         token_endpoint: bool,
     ) -> Result<Proof, ApiError> {
+        let v = &self.0.verifier;
+        self.check_by(v, headers, method, path, access_token, jkt, token_endpoint)
+            .await
+    }
+
+    /// [`Self::check`] by `verifier` (its replay cache: a session's, or the sign-ins').
+    #[allow(clippy::too_many_arguments)]
+    async fn check_by(
+        &self,
+        verifier: &Verifier,
+        headers: &HeaderMap,
+        method: &str,
+        path: &str,
+        access_token: Option<&str>,
+        jkt: Option<&str>,
+        token_endpoint: bool,
+    ) -> Result<Proof, ApiError> {
         let host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
@@ -130,7 +164,6 @@ impl Dpop {
             jkt,
             now: self.0.clock.now(),
         };
-        let verifier = &self.0.verifier;
         let proof = verifier
             .verify_headers(
                 headers.get_all(DPOP_HEADER).iter().map(|v| v.as_bytes()),
@@ -169,8 +202,9 @@ impl Dpop {
             }
             return Ok(None);
         }
+        let v = &self.0.sign_ins;
         let jkt = self
-            .check(headers, "POST", path, None, None, true)
+            .check_by(v, headers, "POST", path, None, None, true)
             .await?
             .jkt;
         // A key some session was bound to already opens none (`Sessions::open` refuses it too):

@@ -870,3 +870,32 @@ async fn a_proof_replayed_across_a_restart_is_refused() {
     assert_eq!(c2.get("/api/me").await.status, 200);
     s.stop().await;
 }
+
+/// A sign-in's proof needs no session: anyone with enough addresses could send proofs by fresh
+/// keys, with wrong passwords, until the replay cache every session's refreshes and requests
+/// are checked against was full, and have them all refused. Sign-ins have a cache of their own.
+#[tokio::test]
+async fn sign_in_proofs_cannot_fill_the_replay_cache_that_sessions_use() {
+    let s = TestServer::with(|c| {
+        c.dpop_replay_capacity = Some(64);
+        c.proxies.trusted = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let mut tab = Client::bound(&s).oneshot();
+    tab.sign_in(ALICE).await;
+    for i in 0..150 {
+        let mut stranger = Client::bound(&s)
+            .oneshot()
+            .at(&format!("2001:db8:{i:x}::1"));
+        let res = stranger
+            .login((&format!("nobody{i}@example.com"), "wrong password"))
+            .await;
+        assert_ne!(res.status, 200);
+    }
+    let refreshed = tab.refresh().await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+    for _ in 0..3 {
+        assert_eq!(tab.get("/api/me").await.status, 200);
+    }
+    s.stop().await;
+}

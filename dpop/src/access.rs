@@ -125,7 +125,7 @@ impl KeySet {
 pub struct Audience {
     pub issuer: String,
     pub audience: String,
-    /// Leeway for `exp`/`nbf`, seconds (keep it small).
+    /// Leeway for `exp`/`nbf`, seconds: 0 to 30 (`ResourceServer::new` refuses more).
     pub leeway_secs: i64,
 }
 

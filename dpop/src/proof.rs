@@ -213,10 +213,11 @@ impl Verifier {
             return Err(ProofError::Url);
         }
         // 9. iat
-        if iat < expected.now - self.policy.max_age_secs {
+        // Saturating: the policy is public, and a limit near i64::MAX must not wrap.
+        if iat < expected.now.saturating_sub(self.policy.max_age_secs) {
             return Err(ProofError::Stale);
         }
-        if iat > expected.now + self.policy.max_future_secs {
+        if iat > expected.now.saturating_add(self.policy.max_future_secs) {
             return Err(ProofError::Future);
         }
         // 10. ath
@@ -238,7 +239,9 @@ impl Verifier {
             return Err(ProofError::KeyMismatch);
         }
         // 13. jti, recorded until the proof could no longer pass the iat check
-        let until = iat + self.policy.max_age_secs + 1;
+        let until = iat
+            .saturating_add(self.policy.max_age_secs)
+            .saturating_add(1);
         match self.replay.insert(&jkt, &jti, until, expected.now) {
             Insert::New => Ok(Proof { jkt, jti, iat }),
             Insert::Replayed => Err(ProofError::Replayed),
@@ -309,6 +312,23 @@ mod tests {
         assert!(
             v.verify(&other.sign_claims(&c), &expected(&o, None))
                 .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_policy_of_extreme_limits_neither_wraps_nor_panics() {
+        // The policy is public: a limit near i64::MAX wrapped the replay entry's `until`
+        // (release builds: already expired, the replay passed) or panicked (debug builds).
+        let mut v = verifier();
+        v.policy.max_age_secs = i64::MAX;
+        v.policy.max_future_secs = i64::MAX;
+        let s = ProofSigner::generate();
+        let o = origins();
+        let proof = s.sign_claims(&claims(&v));
+        assert!(v.verify(&proof, &expected(&o, None)).is_ok());
+        assert_eq!(
+            v.verify(&proof, &expected(&o, None)).unwrap_err(),
+            ProofError::Replayed
         );
     }
 

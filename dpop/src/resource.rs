@@ -80,6 +80,8 @@ pub enum ConfigError {
     Jwks(#[from] JwksError),
     #[error("{0:?} is not an http(s) origin")]
     Origin(String),
+    #[error("the leeway must be from 0 to 30 seconds")]
+    Leeway,
 }
 
 fn system_now() -> i64 {
@@ -94,6 +96,11 @@ impl ResourceServer {
     /// empty: a proof accepted before a restart must not pass after it; see
     /// [`Self::refuse_nonces_before_ms`]).
     pub fn new(audience: Audience, nonce_secret: &[u8], jwks: &str) -> Result<Self, ConfigError> {
+        // As the Node verifier's `leewaySecs` and the server's `--leeway-secs`: a day of
+        // leeway would keep every token a day past its `exp`.
+        if !(0..=30).contains(&audience.leeway_secs) {
+            return Err(ConfigError::Leeway);
+        }
         let nonces = Nonces::new(nonce_secret)
             .ok_or(ConfigError::Secret)?
             .not_before_ms(
@@ -409,6 +416,27 @@ pub async fn add_nonce(State(rs): State<Arc<ResourceServer>>, mut res: Response)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leeway_over_thirty_seconds_is_refused() {
+        let jwks = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+        let secret = b"a nonce secret of at least 32 bytes!!";
+        for (leeway, ok) in [
+            (0, true),
+            (30, true),
+            (31, false),
+            (86_400, false),
+            (-1, false),
+        ] {
+            let audience = Audience {
+                issuer: "tokenwarden".into(),
+                audience: "tokenwarden-api".into(),
+                leeway_secs: leeway,
+            };
+            let rs = ResourceServer::new(audience, secret, jwks);
+            assert_eq!(rs.is_ok(), ok, "{leeway}");
+        }
+    }
 
     #[test]
     fn a_new_resource_server_hands_out_no_nonce_from_before_it_started() {

@@ -44,7 +44,8 @@ impl Default for Policy {
 pub enum Origins<'a> {
     /// Configured public origins, normalised with [`crate::normalize_origin`].
     List(&'a [String]),
-    /// None configured: `http://` or `https://` plus the request's `Host` header.
+    /// None configured: `http://` or `https://` plus the request's `Host` header, if it is a
+    /// loopback host (a development server); any other is refused, however this is built.
     Host(&'a str),
 }
 
@@ -200,9 +201,14 @@ impl Verifier {
         let url = normalize_url(&htu).ok_or(ProofError::Url)?;
         let origin_ok = match expected.origins {
             Origins::List(list) => list.contains(&url.origin),
-            Origins::Host(host) => ["http", "https"]
-                .iter()
-                .any(|scheme| origin_of_host(scheme, host).as_deref() == Some(&url.origin)),
+            // Checked here too, not only by `of_request`: a caller building `Host` itself from
+            // a client's Host header would take a proof made for another server.
+            Origins::Host(host) => {
+                crate::is_loopback_host(host)
+                    && ["http", "https"]
+                        .iter()
+                        .any(|scheme| origin_of_host(scheme, host).as_deref() == Some(&url.origin))
+            }
         };
         if !origin_ok {
             return Err(ProofError::Url);
@@ -802,8 +808,23 @@ mod tests {
         let v = verifier();
         let s = ProofSigner::generate();
         let mut e = expected(&[], None);
+        // A loopback Host only: any other is a client's choice, and a proof made for another
+        // server would pass (it did when a caller built `Host` from the request itself).
         e.origins = Origins::Host("API.example.com:443");
-        assert!(v.verify(&s.sign_claims(&claims(&v)), &e).is_ok());
+        assert_eq!(
+            v.verify(&s.sign_claims(&claims(&v)), &e).unwrap_err(),
+            ProofError::Url
+        );
+        for (host, htu) in [
+            ("localhost:8080", "http://localhost:8080/api/me"),
+            ("LOCALHOST:8080", "https://localhost:8080/api/me"),
+            ("127.0.0.1:8443", "https://127.0.0.1:8443/api/me"),
+        ] {
+            let mut c = claims(&v);
+            c["htu"] = json!(htu);
+            e.origins = Origins::Host(host);
+            assert!(v.verify(&s.sign_claims(&c), &e).is_ok(), "{host} {htu}");
+        }
         e.origins = Origins::Host("other.example.com");
         assert_eq!(
             v.verify(&s.sign_claims(&claims(&v)), &e).unwrap_err(),

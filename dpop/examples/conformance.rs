@@ -906,6 +906,31 @@ fn cases(k: &Keys) -> Vec<Case> {
             invalid_proof(),
         );
     }
+    {
+        // The token's signature with R the identity and S = k·a, by the token key itself: a
+        // cofactorless verifier takes it, a strict one refuses it; every implementation alike.
+        let owner = &k.token;
+        let claims = k.claims(false);
+        let token = jws(&k.header(), &claims, |m| {
+            let mut identity = [0u8; 32];
+            identity[0] = 1;
+            let hash = sha2::Sha512::new()
+                .chain_update(identity)
+                .chain_update(owner.verifying_key().to_bytes())
+                .chain_update(m)
+                .finalize();
+            let s = Scalar::from_bytes_mod_order_wide(&hash.into()) * owner.to_scalar();
+            let mut sig = identity.to_vec();
+            sig.extend_from_slice(s.as_bytes());
+            sig
+        });
+        c.add(
+            "token whose signature's R is of small order (the identity)",
+            bearer(&token),
+            invalid_token(false),
+        )
+        .config(bearer_allowed());
+    }
     // The same for the token's key: a JWKS that lists a key of small order (a placeholder, a
     // JWKS fetched over plain http) lets anyone sign any token under its kid for a cofactorless
     // verifier (OpenSSL's, under the Node verifier): refused, as by the crate's strict check.

@@ -31,8 +31,8 @@ const mutations = [
     [
       ['if (alg !== "EdDSA") throw new TokenRefusal("algorithm");', ""],
       [
-        'if (sig.length !== 64 || !cryptoVerify(null, Buffer.from(`${h64}.${p64}`), key, sig))',
-        'if (alg === "none" ? false : alg === "HS256" ? !createHmac("sha256", Buffer.from(key.export({ format: "jwk" }).x, "base64url")).update(`${h64}.${p64}`).digest().equals(sig) : (sig.length !== 64 || !cryptoVerify(null, Buffer.from(`${h64}.${p64}`), key, sig)))',
+        'if (sig.length !== 64 || !strongPoint(sig.subarray(0, 32)) || !cryptoVerify(null, Buffer.from(`${h64}.${p64}`), key, sig))',
+        'if (alg === "none" ? false : alg === "HS256" ? !createHmac("sha256", Buffer.from(key.export({ format: "jwk" }).x, "base64url")).update(`${h64}.${p64}`).digest().equals(sig) : (sig.length !== 64 || !strongPoint(sig.subarray(0, 32)) || !cryptoVerify(null, Buffer.from(`${h64}.${p64}`), key, sig)))',
       ],
     ],
   ],
@@ -45,6 +45,9 @@ const mutations = [
   ["Ed25519 small-order key", [["(ed && !strongPoint(bytes))", "false"]]],
   // Without it, the alg names one kind of key and the jwk is another.
   ["Ed25519 R of small order", [["(!ed || strongPoint(signature.subarray(0, 32)))", "true"]]],
+  // A JWKS key of small order: anyone signs any token under its kid.
+  ["JWKS key of small order", [["|| !strongPoint(x)) continue;", ") continue;"]]],
+  ["token R of small order", [["|| !strongPoint(sig.subarray(0, 32)) ||", "||"]]],
   ["proof alg bound to its key kind", [['ed ? jwk.kty !== "OKP" || jwk.crv !== "Ed25519" : jwk.kty !== "EC" || jwk.crv !== "P-256"', "false"]]],
 ];
 

@@ -889,6 +889,7 @@ fn cases(k: &Keys) -> Vec<Case> {
         // The first jti whose proof a lax verifier takes (none for an encoding it cannot
         // decompress: refused by every verifier anyway).
         let mut proof = String::new();
+        let mut forged = false;
         for _ in 0..256 {
             proof = jws(&header, &k.proof_claims(&token), |_| sig.to_vec());
             let (signed, _) = proof.rsplit_once('.').unwrap();
@@ -897,9 +898,15 @@ fn cases(k: &Keys) -> Vec<Case> {
                 use ed25519_dalek::Verifier;
                 l.verify(signed.as_bytes(), &s).is_ok()
             }) {
+                forged = true;
                 break;
             }
         }
+        // A case that forges nothing would test nothing.
+        assert!(
+            forged || lax.is_none(),
+            "no forgery under small-order key {i}"
+        );
         c.add(
             &format!("EdDSA proof by a key of small order ({i}: {x})"),
             dpop(&token, &proof),
@@ -951,6 +958,7 @@ fn cases(k: &Keys) -> Vec<Case> {
         sig[32..].copy_from_slice(r.as_bytes());
         let lax = ed25519_dalek::VerifyingKey::from_bytes(weak).ok();
         let mut token = String::new();
+        let mut forged = false;
         for n in 0..256 {
             let claims = {
                 let mut c = k.claims(false);
@@ -964,9 +972,14 @@ fn cases(k: &Keys) -> Vec<Case> {
                 use ed25519_dalek::Verifier;
                 l.verify(signed.as_bytes(), &s).is_ok()
             }) {
+                forged = true;
                 break;
             }
         }
+        assert!(
+            forged || lax.is_none(),
+            "no forged token under small-order key {i}"
+        );
         c.add(
             &format!("token under a JWKS key of small order ({i}: {x})"),
             bearer(&token),

@@ -83,6 +83,12 @@ impl KeySet {
             let Ok(bytes) = <[u8; 32]>::try_from(bytes) else {
                 continue;
             };
+            // A key of small order, or not encoded canonically, is no key (every token under it
+            // is refused by verify_strict anyway), as in the Node verifier: a JWKS of such keys
+            // alone is `NoKeys` in both.
+            if !crate::jwk::strong_point(&bytes) {
+                continue;
+            }
             if let Ok(key) = VerifyingKey::from_bytes(&bytes) {
                 keys.insert(kid.to_owned(), key);
             }
@@ -100,6 +106,9 @@ impl KeySet {
             .into_iter()
             .filter_map(|(kid, bytes)| {
                 let bytes = <[u8; 32]>::try_from(bytes).ok()?;
+                if !crate::jwk::strong_point(&bytes) {
+                    return None;
+                }
                 Some((kid.to_owned(), VerifyingKey::from_bytes(&bytes).ok()?))
             })
             .collect();
@@ -231,4 +240,28 @@ pub fn verify(
         jkt,
         claims,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jwks_key_of_small_order_is_no_key() {
+        let weak = |x: &str| {
+            format!(r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","kid":"weak","x":"{x}"}}]}}"#)
+        };
+        // The identity, and the identity encoded with y + p (not canonical).
+        for x in [
+            "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "7v_______________________________________38",
+        ] {
+            assert!(
+                matches!(KeySet::from_jwks(&weak(x)), Err(JwksError::NoKeys)),
+                "{x}"
+            );
+        }
+        let strong = weak("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo");
+        assert!(KeySet::from_jwks(&strong).is_ok());
+    }
 }

@@ -74,7 +74,7 @@ const SMALL_ORDER_Y: [[u8; 32]; 5] = [
 
 /// Whether `b` is a canonical encoding (y below p = 2^255 - 19) of no point of small order.
 /// Whether it is a point at all, ring finds out when it verifies with it.
-fn strong_point(b: &[u8; 32]) -> bool {
+pub(crate) fn strong_point(b: &[u8; 32]) -> bool {
     let mut y = *b;
     y[31] &= 0x7f;
     let below_p = y[31] != 0x7f || y[0] < 0xed || y[1..31].iter().any(|v| *v != 0xff);

@@ -50,7 +50,8 @@ use crate::{DPOP_HEADER, NONCE_HEADER, Nonces, ProofError, Scheme, authorization
 /// auth server's feed reported (feature `feed`: crate::feed::follow).
 pub struct ResourceServer {
     keys: RwLock<Arc<KeySet>>,
-    pub audience: Audience,
+    /// Private: its leeway is checked once, by [`Self::new`].
+    audience: Audience,
     pub verifier: Verifier,
     origins: Vec<String>,
     require_dpop: bool,
@@ -158,6 +159,11 @@ impl ResourceServer {
     pub fn refuse_nonces_before_ms(mut self, unix_ms: i64) -> Self {
         self.verifier.nonces.refuse_before_ms(unix_ms);
         self
+    }
+
+    /// Who may accept a token, as given to [`Self::new`].
+    pub fn audience(&self) -> &Audience {
+        &self.audience
     }
 
     /// Refuse unbound (Bearer) tokens: the default, as the Node verifier's (`allowBearer:
@@ -416,6 +422,59 @@ pub async fn add_nonce(State(rs): State<Arc<ResourceServer>>, mut res: Response)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unbound_token_sent_as_bearer_is_refused_unless_allowed() {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+        use ed25519_dalek::Signer;
+        let key = ed25519_dalek::SigningKey::from_bytes(&[0x11; 32]);
+        let x = B64.encode(key.verifying_key().to_bytes());
+        let jwks = format!(r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","kid":"k","x":"{x}"}}]}}"#);
+        let now = system_now();
+        let claims = serde_json::json!({
+            "iss": "tokenwarden", "aud": "tokenwarden-api", "sub": "u", "sid": "s", "jti": "j",
+            "iat": now, "nbf": now, "exp": now + 600,
+        });
+        let input = format!(
+            "{}.{}",
+            B64.encode(r#"{"alg":"EdDSA","typ":"at+jwt","kid":"k"}"#),
+            B64.encode(claims.to_string())
+        );
+        let token = format!(
+            "{input}.{}",
+            B64.encode(key.sign(input.as_bytes()).to_bytes())
+        );
+        let mut headers = HeaderMap::new();
+        let bearer = format!("Bearer {token}");
+        headers.insert(
+            header::AUTHORIZATION,
+            bearer.parse().expect("a header value"),
+        );
+        let rs = |allow: Option<bool>| {
+            let audience = Audience {
+                issuer: "tokenwarden".into(),
+                audience: "tokenwarden-api".into(),
+                leeway_secs: 5,
+            };
+            let rs = ResourceServer::new(audience, b"a nonce secret of at least 32 bytes!!", &jwks)
+                .expect("a resource server");
+            match allow {
+                Some(allow) => rs.require_dpop(!allow),
+                None => rs,
+            }
+        };
+        // The default, as the Node verifier's allowBearer: false.
+        assert!(matches!(
+            rs(None).authenticate("GET", "/orders", &headers),
+            Err(AuthError::InvalidToken(..))
+        ));
+        assert!(
+            rs(Some(true))
+                .authenticate("GET", "/orders", &headers)
+                .is_ok()
+        );
+    }
 
     #[test]
     fn a_leeway_over_thirty_seconds_is_refused() {

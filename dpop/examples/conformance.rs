@@ -848,19 +848,7 @@ fn cases(k: &Keys) -> Vec<Case> {
         let token = k.token_with(true, |c| c["cnf"]["jkt"] = json!(okp_thumbprint(&owner)));
         let header = json!({"typ": "dpop+jwt", "alg": "EdDSA",
             "jwk": {"kty": "OKP", "crv": "Ed25519", "x": x}});
-        let proof = jws(&header, &k.proof_claims(&token), |m| {
-            let mut identity = [0u8; 32];
-            identity[0] = 1;
-            let hash = sha2::Sha512::new()
-                .chain_update(identity)
-                .chain_update(owner.verifying_key().to_bytes())
-                .chain_update(m)
-                .finalize();
-            let s = Scalar::from_bytes_mod_order_wide(&hash.into()) * owner.to_scalar();
-            let mut sig = identity.to_vec();
-            sig.extend_from_slice(s.as_bytes());
-            sig
-        });
+        let proof = jws(&header, &k.proof_claims(&token), |m| identity_r(&owner, m));
         c.add(
             "EdDSA proof with R of small order (the identity)",
             dpop(&token, &proof),
@@ -876,37 +864,9 @@ fn cases(k: &Keys) -> Vec<Case> {
         let token = k.token_with(true, |c| c["cnf"]["jkt"] = json!(jkt));
         let header = json!({"typ": "dpop+jwt", "alg": "EdDSA",
             "jwk": {"kty": "OKP", "crv": "Ed25519", "x": x}});
-        // R = [r]B and S = r: [S]B = R + [k]A whenever [k]A is the identity.
-        let r = Scalar::from(7u64);
-        let mut sig = [0u8; 64];
-        sig[..32].copy_from_slice(
-            (curve25519_dalek::constants::ED25519_BASEPOINT_POINT * r)
-                .compress()
-                .as_bytes(),
-        );
-        sig[32..].copy_from_slice(r.as_bytes());
-        let lax = ed25519_dalek::VerifyingKey::from_bytes(weak).ok();
-        // The first jti whose proof a lax verifier takes (none for an encoding it cannot
-        // decompress: refused by every verifier anyway).
-        let mut proof = String::new();
-        let mut forged = false;
-        for _ in 0..256 {
-            proof = jws(&header, &k.proof_claims(&token), |_| sig.to_vec());
-            let (signed, _) = proof.rsplit_once('.').unwrap();
-            let s = ed25519_dalek::Signature::from_bytes(&sig);
-            if lax.is_some_and(|l| {
-                use ed25519_dalek::Verifier;
-                l.verify(signed.as_bytes(), &s).is_ok()
-            }) {
-                forged = true;
-                break;
-            }
-        }
-        // A case that forges nothing would test nothing.
-        assert!(
-            forged || lax.is_none(),
-            "no forgery under small-order key {i}"
-        );
+        let proof = forge_under(weak, "a proof", |_, sig| {
+            jws(&header, &k.proof_claims(&token), |_| sig.to_vec())
+        });
         c.add(
             &format!("EdDSA proof by a key of small order ({i}: {x})"),
             dpop(&token, &proof),
@@ -916,21 +876,7 @@ fn cases(k: &Keys) -> Vec<Case> {
     {
         // The token's signature with R the identity and S = k·a, by the token key itself: a
         // cofactorless verifier takes it, a strict one refuses it; every implementation alike.
-        let owner = &k.token;
-        let claims = k.claims(false);
-        let token = jws(&k.header(), &claims, |m| {
-            let mut identity = [0u8; 32];
-            identity[0] = 1;
-            let hash = sha2::Sha512::new()
-                .chain_update(identity)
-                .chain_update(owner.verifying_key().to_bytes())
-                .chain_update(m)
-                .finalize();
-            let s = Scalar::from_bytes_mod_order_wide(&hash.into()) * owner.to_scalar();
-            let mut sig = identity.to_vec();
-            sig.extend_from_slice(s.as_bytes());
-            sig
-        });
+        let token = jws(&k.header(), &k.claims(false), |m| identity_r(&k.token, m));
         c.add(
             "token whose signature's R is of small order (the identity)",
             bearer(&token),
@@ -948,38 +894,11 @@ fn cases(k: &Keys) -> Vec<Case> {
             json!({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": "weak", "x": x}),
         );
         let header = json!({ "alg": "EdDSA", "typ": "at+jwt", "kid": "weak" });
-        let r = Scalar::from(7u64);
-        let mut sig = [0u8; 64];
-        sig[..32].copy_from_slice(
-            (curve25519_dalek::constants::ED25519_BASEPOINT_POINT * r)
-                .compress()
-                .as_bytes(),
-        );
-        sig[32..].copy_from_slice(r.as_bytes());
-        let lax = ed25519_dalek::VerifyingKey::from_bytes(weak).ok();
-        let mut token = String::new();
-        let mut forged = false;
-        for n in 0..256 {
-            let claims = {
-                let mut c = k.claims(false);
-                c["jti"] = json!(format!("weak-{n}"));
-                c
-            };
-            token = jws(&header, &claims, |_| sig.to_vec());
-            let (signed, _) = token.rsplit_once('.').unwrap();
-            let s = ed25519_dalek::Signature::from_bytes(&sig);
-            if lax.is_some_and(|l| {
-                use ed25519_dalek::Verifier;
-                l.verify(signed.as_bytes(), &s).is_ok()
-            }) {
-                forged = true;
-                break;
-            }
-        }
-        assert!(
-            forged || lax.is_none(),
-            "no forged token under small-order key {i}"
-        );
+        let token = forge_under(weak, "a token", |n, sig| {
+            let mut claims = k.claims(false);
+            claims["jti"] = json!(format!("weak-{n}"));
+            jws(&header, &claims, |_| sig.to_vec())
+        });
         c.add(
             &format!("token under a JWKS key of small order ({i}: {x})"),
             bearer(&token),
@@ -1509,6 +1428,51 @@ fn cases(k: &Keys) -> Vec<Case> {
         ok(),
     );
     c.0
+}
+
+/// `owner`'s signature of `m` with R the identity and S = k·a: valid to a cofactorless
+/// verifier, refused by a strict one.
+fn identity_r(owner: &SigningKey, m: &[u8]) -> Vec<u8> {
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let hash = sha2::Sha512::new()
+        .chain_update(identity)
+        .chain_update(owner.verifying_key().to_bytes())
+        .chain_update(m)
+        .finalize();
+    let s = Scalar::from_bytes_mod_order_wide(&hash.into()) * owner.to_scalar();
+    let mut sig = identity.to_vec();
+    sig.extend_from_slice(s.as_bytes());
+    sig
+}
+
+/// A forgery under the key of small order `weak`, with R = [r]B and S = r (r = 7): [S]B = R +
+/// [k]A whenever [k]A is the identity, so a cofactorless verifier takes it for every message
+/// whose hash is a multiple of A's order. The first JWS `make(n, signature)` makes (n = 0, 1,
+/// ...) that a lax verifier takes; one is asserted to exist when `weak` decodes (one that does
+/// not is refused by every verifier anyway).
+fn forge_under(weak: &[u8; 32], what: &str, make: impl Fn(usize, &[u8]) -> String) -> String {
+    use ed25519_dalek::Verifier;
+    let r = Scalar::from(7u64);
+    let mut sig = [0u8; 64];
+    sig[..32].copy_from_slice(
+        (curve25519_dalek::constants::ED25519_BASEPOINT_POINT * r)
+            .compress()
+            .as_bytes(),
+    );
+    sig[32..].copy_from_slice(r.as_bytes());
+    let Ok(lax) = ed25519_dalek::VerifyingKey::from_bytes(weak) else {
+        return make(0, &sig);
+    };
+    let s = ed25519_dalek::Signature::from_bytes(&sig);
+    for n in 0..256 {
+        let jws = make(n, &sig);
+        let (signed, _) = jws.rsplit_once('.').expect("a JWS");
+        if lax.verify(signed.as_bytes(), &s).is_ok() {
+            return jws;
+        }
+    }
+    panic!("no forgery of {what} under a key of small order");
 }
 
 /// A request whose proof is signed over the JSON texts `header` and `claims` make of a valid

@@ -120,28 +120,14 @@ impl Dpop {
         &self.0.verifier.nonces
     }
 
-    /// Checks the request's proof. `token_endpoint` selects the nonce answer (400 vs 401).
+    /// Checks the request's proof by `verifier` (its replay cache: the sessions', or the
+    /// sign-ins'). `token_endpoint` selects the nonce answer (400 vs 401).
     ///
     /// The `jti` is checked in this instance's replay cache (memory, first), then, on a shared
     /// store (PostgreSQL), by a unique insert in the database, so that a proof replayed to
     /// another instance of the fleet is refused too (docs/DEPLOYMENT.md).
-    pub async fn check(
-        &self,
-        headers: &HeaderMap,
-        method: &str,
-        path: &str,
-        access_token: Option<&str>,
-        jkt: Option<&str>,
-        token_endpoint: bool,
-    ) -> Result<Proof, ApiError> {
-        let v = &self.0.verifier;
-        self.check_by(v, headers, method, path, access_token, jkt, token_endpoint)
-            .await
-    }
-
-    /// [`Self::check`] by `verifier` (its replay cache: a session's, or the sign-ins').
     #[allow(clippy::too_many_arguments)]
-    async fn check_by(
+    async fn check(
         &self,
         verifier: &Verifier,
         headers: &HeaderMap,
@@ -204,7 +190,7 @@ impl Dpop {
         }
         let v = &self.0.sign_ins;
         let jkt = self
-            .check_by(v, headers, "POST", path, None, None, true)
+            .check(v, headers, "POST", path, None, None, true)
             .await?
             .jkt;
         // A key some session was bound to already opens none (`Sessions::open` refuses it too):
@@ -225,8 +211,16 @@ impl Dpop {
     ) -> Result<Option<String>, ApiError> {
         match bound {
             Some(jkt) => {
-                self.check(headers, "POST", path, None, Some(jkt), true)
-                    .await?;
+                self.check(
+                    &self.0.verifier,
+                    headers,
+                    "POST",
+                    path,
+                    None,
+                    Some(jkt),
+                    true,
+                )
+                .await?;
                 Ok(Some(jkt.to_owned()))
             }
             None if self.required() => Err(ApiError::InvalidGrant),
@@ -249,9 +243,17 @@ impl Dpop {
         if jkts.iter().any(|j| j != first) {
             return Err(ApiError::DpopProof(ProofError::KeyMismatch));
         }
-        self.check(headers, "POST", path, access_token, Some(first), true)
-            .await
-            .map(|_| ())
+        self.check(
+            &self.0.verifier,
+            headers,
+            "POST",
+            path,
+            access_token,
+            Some(first),
+            true,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// For protected resources: a verified token (`claims`) sent with `scheme` must be bound
@@ -274,7 +276,15 @@ impl Dpop {
             (Scheme::Bearer, None) => Ok(()),
             (Scheme::Dpop, None) => Err(ApiError::InvalidDpopToken(Invalid::NotBound)),
             (Scheme::Dpop, Some(cnf)) => self
-                .check(headers, method, path, Some(token), Some(&cnf.jkt), false)
+                .check(
+                    &self.0.verifier,
+                    headers,
+                    method,
+                    path,
+                    Some(token),
+                    Some(&cnf.jkt),
+                    false,
+                )
                 .await
                 .map(|_| ()),
         }

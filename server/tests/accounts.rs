@@ -915,9 +915,7 @@ async fn a_reset_with_a_key_already_bound_is_refused_before_anything_changes() {
     let mut same_key = Client::new(&s).oneshot();
     same_key.key = tab.key.clone();
     same_key.fetch_nonce().await;
-    same_key
-        .post("/auth/password/reset/start", &json!({ "email": ALICE.0 }))
-        .await;
+    same_key.request_reset(ALICE.0).await;
     let code = sink.wait_for(ALICE.0, 1).await.code();
     let reset =
         json!({ "email": ALICE.0, "code": code, "new_password": "brand new secret phrase" });
@@ -954,9 +952,7 @@ async fn a_reset_revokes_every_session_and_signs_the_caller_in() {
     assert_eq!(tab.login(ALICE).await.status, 200);
     assert_eq!(laptop.login(ALICE).await.status, 200);
     let mut c = Client::bound(&s).oneshot();
-    let known = c
-        .post("/auth/password/reset/start", &json!({ "email": ALICE.0 }))
-        .await;
+    let known = c.request_reset(ALICE.0).await;
     let unknown = c
         .post(
             "/auth/password/reset/start",
@@ -1018,41 +1014,26 @@ async fn a_reset_or_a_change_revokes_the_codes_mailed_before_it() {
     assert_eq!(stranger.request_code(ALICE.0).await.status, 202);
     let seen = sink.wait_for(ALICE.0, 1).await.code();
     let mut owner = Client::bound(&s).oneshot();
-    owner
-        .post("/auth/password/reset/start", &json!({ "email": ALICE.0 }))
-        .await;
+    owner.request_reset(ALICE.0).await;
     let code = sink.wait_for(ALICE.0, 2).await.code();
     let reset =
         json!({ "email": ALICE.0, "code": code, "new_password": "brand new secret phrase" });
     assert_eq!(owner.post("/auth/password/reset", &reset).await.status, 200);
-    let res = stranger.verify_code(ALICE.0, &seen).await;
-    assert_eq!(
-        (res.status, res.error()),
-        (401, "invalid_code"),
-        "{}",
-        res.body
-    );
+    let refused = stranger.code_refused(ALICE.0, &seen).await;
+    assert_eq!((refused.status, refused.error()), (401, "invalid_code"));
     // A sign-in code and the owner's reset code, mailed before a change (made by whoever holds
     // the password).
     assert_eq!(stranger.request_code(ALICE.0).await.status, 202);
     let seen = sink.wait_for(ALICE.0, 3).await.code();
-    Client::new(&s)
-        .oneshot()
-        .post("/auth/password/reset/start", &json!({ "email": ALICE.0 }))
-        .await;
+    Client::new(&s).oneshot().request_reset(ALICE.0).await;
     let owners = sink.wait_for(ALICE.0, 4).await.code();
     let change = json!({ "current_password": "brand new secret phrase", "new_password": "another good phrase" });
     assert_eq!(
         owner.post("/auth/password/change", &change).await.status,
         204
     );
-    let res = stranger.verify_code(ALICE.0, &seen).await;
-    assert_eq!(
-        (res.status, res.error()),
-        (401, "invalid_code"),
-        "{}",
-        res.body
-    );
+    let refused = stranger.code_refused(ALICE.0, &seen).await;
+    assert_eq!((refused.status, refused.error()), (401, "invalid_code"));
     let reset =
         json!({ "email": ALICE.0, "code": owners, "new_password": "the owner's new phrase" });
     let res = Client::bound(&s)

@@ -498,6 +498,12 @@ impl Client {
             .await
     }
 
+    /// Asks for a password-reset code by mail.
+    pub async fn request_reset(&mut self, email: &str) -> Answer {
+        self.post("/auth/password/reset/start", &json!({ "email": email }))
+            .await
+    }
+
     /// Signs in with a mailed code.
     pub async fn verify_code(&mut self, email: &str, code: &str) -> Answer {
         let body = json!({ "email": email, "code": code });

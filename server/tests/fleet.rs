@@ -535,6 +535,44 @@ async fn a_dpop_proof_accepted_by_one_instance_is_refused_by_the_others() {
     stop_all([a, b, c]).await;
 }
 
+/// Purges of the shared tables go by the database's clock too: one instance whose clock ran a
+/// minute and a half ahead deleted every proof's row, and a captured proof then passed once at
+/// each instance that had not seen it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_whose_clock_is_ahead_purges_no_proof_early() {
+    let (_, [a, b, c]) = fleet(|s| s.public_origins = vec!["https://api.example".into()]).await;
+    let mut tab = Client::bound(&a).public("https://api.example");
+    let nonce = |s: &TestServer| s.state.dpop.nonces().current(s.state.now()).to_string();
+    tab.nonce = Some(nonce(&a));
+    let res = tab.login_with(ALICE, &[]).await;
+    assert_eq!(res.status, 200);
+    let access = tab.tokens_of(&res).access;
+    tab.nonce = Some(nonce(&a));
+    let proof = tab.proof("GET", "/api/me", Some(&access)).unwrap();
+    let replay = [("dpop", proof.as_str())];
+    assert_eq!(
+        tab.via(&a)
+            .send_once("GET", "/api/me", None, &replay)
+            .await
+            .status,
+        200
+    );
+    // B's clock a minute and a half ahead, and its minute's purge.
+    b.state.clock.advance(90);
+    b.state
+        .store
+        .purge_short_lived(b.state.now())
+        .await
+        .unwrap();
+    let res = tab.via(&c).send_once("GET", "/api/me", None, &replay).await;
+    assert_eq!(
+        (res.status, res.error()),
+        (401, "invalid_dpop_proof"),
+        "replayed at C"
+    );
+    stop_all([a, b, c]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_keys_cli_run_anywhere_reaches_every_instance_within_a_second() {
     let (url, [a, b, c]) = fleet(|_| {}).await;

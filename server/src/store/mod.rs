@@ -391,12 +391,29 @@ impl Store {
         self.write.is_closed()
     }
 
-    /// Frequent clean-up (every minute) of rows written per request: DPoP proofs and counter
-    /// windows that have closed.
+    /// `now`, but on a shared store no later than the database's own clock: what purges of the
+    /// rows every instance relies on go by. One instance whose clock runs ahead (a step, a host
+    /// that drifts) would otherwise delete them early for all: a proof's row (then replayable
+    /// once at each other instance), a deny-list entry or a revoked session (a logged-out token
+    /// accepted by an instance that starts), an event (missed by a feed subscriber that comes
+    /// back).
+    pub async fn shared_now(&self, now: i64) -> StoreResult<i64> {
+        if !self.is_shared() {
+            return Ok(now);
+        }
+        let database: i64 = q_scalar!(dialect::DATABASE_NOW_PG)
+            .fetch_one(&self.read)
+            .await?;
+        Ok(now.min(database))
+    }
+
+    /// Frequent clean-up (every minute) of rows written per request: DPoP proofs (by
+    /// [`Self::shared_now`]) and counter windows that have closed.
     pub async fn purge_short_lived(&self, now: i64) -> StoreResult<()> {
         if self.is_shared() {
+            let upto = self.shared_now(now).await?;
             let sql = "DELETE FROM dpop_proofs WHERE until < $1";
-            q!(sql, now).execute(&self.write).await?;
+            q!(sql, upto).execute(&self.write).await?;
         }
         self.purge_counters(now).await?;
         self.purge_oidc(now).await?;

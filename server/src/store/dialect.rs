@@ -85,9 +85,9 @@ macro_rules! provider_sessions {
 pub const PROVIDER_SESSIONS: &str = provider_sessions!("");
 pub const LOCK_PROVIDER_SESSIONS_PG: &str = provider_sessions!(" FOR UPDATE");
 
-/// The database's own clock, unix seconds.
+/// The database's own clock, whole unix seconds (as the server's clock counts them).
 pub const DATABASE_NOW_PG: &str =
-    "SELECT CAST(EXTRACT(EPOCH FROM statement_timestamp()) AS BIGINT)";
+    "SELECT CAST(FLOOR(EXTRACT(EPOCH FROM statement_timestamp())) AS BIGINT)";
 
 /// Held until the transaction ends.
 pub const LOCK_KEYS_PG: &str = "SELECT pg_advisory_xact_lock(7301)";

@@ -283,20 +283,39 @@ impl Passkeys {
     }
 
     /// After an assertion verified: the stored counter moves on; a counter that went
-    /// backwards was refused before this (webauthn-rs: `CredentialPossibleCompromise`).
+    /// backwards was refused before this (webauthn-rs: `CredentialPossibleCompromise`). Written
+    /// over the state the assertion was checked against only: if another use was saved
+    /// meanwhile (two sign-ins at once), it is read again, and moved on only while this
+    /// assertion's counter is the higher: the stored counter never goes back (a clone behind
+    /// the later of two would otherwise pass).
     async fn used(
         &self,
         row: &PasskeyRow,
         mut passkey: Passkey,
         result: &webauthn_rs::prelude::AuthenticationResult,
     ) -> Result<(), ApiError> {
-        passkey.update_credential(result);
-        let json =
-            serde_json::to_string(&passkey).map_err(|e| ApiError::Internal(e.to_string()))?;
-        self.0
-            .store
-            .passkey_used(&row.id, &json, self.now())
-            .await?;
+        let internal = |e: serde_json::Error| ApiError::Internal(e.to_string());
+        let mut before = row.passkey.clone();
+        for _ in 0..3 {
+            passkey.update_credential(result);
+            let json = serde_json::to_string(&passkey).map_err(internal)?;
+            let store = &self.0.store;
+            if store
+                .passkey_used(&row.id, &before, &json, self.now())
+                .await?
+            {
+                return Ok(());
+            }
+            // Removed meanwhile, or moved on as far already: nothing to save.
+            let Some(current) = store.passkey(&row.id).await? else {
+                return Ok(());
+            };
+            if stored_counter(&current.passkey) >= u64::from(result.counter()) {
+                return Ok(());
+            }
+            passkey = serde_json::from_str(&current.passkey).map_err(internal)?;
+            before = current.passkey;
+        }
         Ok(())
     }
 }
@@ -621,6 +640,14 @@ pub async fn step_up_start(
     Ok(options(&id, &rcr))
 }
 
+/// The signature counter of a stored passkey (webauthn-rs's JSON: its type does not expose it).
+fn stored_counter(json: &str) -> u64 {
+    serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| v["cred"]["counter"].as_u64())
+        .unwrap_or(0)
+}
+
 /// An assertion of one of `user`'s passkeys against a ceremony's state.
 async fn verify_known(
     p: &Passkeys,
@@ -647,10 +674,7 @@ async fn verify_known(
     // state holds the credentials of then): against the one stored now too, which sign-ins
     // since may have moved on. A clone lagging behind them is refused, as one behind the
     // ceremony's.
-    let stored = serde_json::from_str::<serde_json::Value>(&row.passkey)
-        .ok()
-        .and_then(|v| v["cred"]["counter"].as_u64())
-        .unwrap_or(0);
+    let stored = stored_counter(&row.passkey);
     let counter = u64::from(result.counter());
     if (counter > 0 || stored > 0) && counter <= stored {
         return Err(refused(

@@ -134,11 +134,21 @@ impl Store {
         Ok(q_as!(sql, id).fetch_optional(&self.write).await?)
     }
 
-    /// Saves a passkey after a use (its counter), unless it was removed meanwhile.
-    pub async fn passkey_used(&self, id: &str, passkey: &str, now: i64) -> StoreResult<()> {
-        let sql = "UPDATE passkeys SET passkey = $1, last_used_at = $2 WHERE id = $3";
-        q!(sql, passkey, now, id).execute(&self.write).await?;
-        Ok(())
+    /// Saves a passkey after a use (its counter) if it is still stored as `before`, the state
+    /// the use was checked against; whether it was. Not if another use was saved meanwhile
+    /// (two sign-ins at once: the later write could store the lower counter, and a clone
+    /// behind it would then pass), nor if it was removed.
+    pub async fn passkey_used(
+        &self,
+        id: &str,
+        before: &str,
+        after: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let sql =
+            "UPDATE passkeys SET passkey = $1, last_used_at = $2 WHERE id = $3 AND passkey = $4";
+        let done = q!(sql, after, now, id, before).execute(&self.write).await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Removes one of the user's passkeys, unless `keep_factor` and it is the last passkey of
@@ -532,6 +542,35 @@ mod tests {
         assert!(!s.second_factor_required("u").await.unwrap());
         assert_eq!(s.password_mark("u").await.unwrap(), 2);
         assert_eq!(password_of(&s).await, (String::new(), 1));
+    }
+
+    #[tokio::test]
+    async fn a_use_is_saved_only_over_the_state_it_was_checked_against() {
+        let s = memory().await;
+        alice_and_two_sessions(&s).await;
+        let row = PasskeyRow {
+            id: "a".into(),
+            user_id: "u".into(),
+            name: "n".into(),
+            passkey: r#"{"cred":{"counter":5}}"#.into(),
+            created_at: 1,
+            last_used_at: None,
+        };
+        assert!(s.add_passkey(&row, "here").await.unwrap());
+        let (at5, at7, at6) = (
+            r#"{"cred":{"counter":5}}"#,
+            r#"{"cred":{"counter":7}}"#,
+            r#"{"cred":{"counter":6}}"#,
+        );
+        // Two uses checked against 5: the one saved first wins, the other changes nothing.
+        assert!(s.passkey_used("a", at5, at7, 10).await.unwrap());
+        assert!(!s.passkey_used("a", at5, at6, 11).await.unwrap());
+        let stored = s.passkey("a").await.unwrap().unwrap();
+        assert_eq!(
+            (stored.passkey.as_str(), stored.last_used_at),
+            (at7, Some(10))
+        );
+        assert!(!s.passkey_used("gone", at7, at6, 12).await.unwrap());
     }
 
     #[tokio::test]

@@ -502,15 +502,8 @@ async fn a_dpop_proof_accepted_by_one_instance_is_refused_by_the_others() {
         b.state.dpop.nonces().current(at),
         "one nonce secret for the fleet"
     );
-    tab.nonce = Some(nonce(&a));
-    let res = tab.login_with(ALICE, &[]).await;
-    assert_eq!(res.status, 200);
-    let access = tab.tokens_of(&res).access;
-    tab.nonce = Some(nonce(&a));
-    let proof = tab.proof("GET", "/api/me", Some(&access)).unwrap();
+    let (access, proof) = a_proof_accepted_at(&a, &mut tab).await;
     let replay = [("dpop", proof.as_str())];
-    let res = tab.via(&a).send_once("GET", "/api/me", None, &replay).await;
-    assert_eq!(res.status, 200);
     for s in [&b, &c, &a] {
         let res = tab.via(s).send_once("GET", "/api/me", None, &replay).await;
         assert_eq!(res.status, 401, "a replayed proof on {}", s.base);
@@ -535,6 +528,24 @@ async fn a_dpop_proof_accepted_by_one_instance_is_refused_by_the_others() {
     stop_all([a, b, c]).await;
 }
 
+/// Alice signed in through `a` by `tab`, and a proof of `GET /api/me` with her token that `a`
+/// accepted: (the token, the proof).
+async fn a_proof_accepted_at(a: &TestServer, tab: &mut Client) -> (String, String) {
+    let nonce = || a.state.dpop.nonces().current(a.state.now()).to_string();
+    tab.nonce = Some(nonce());
+    let res = tab.via(a).login_with(ALICE, &[]).await;
+    assert_eq!(res.status, 200);
+    let access = tab.tokens_of(&res).access;
+    tab.nonce = Some(nonce());
+    let proof = tab.proof("GET", "/api/me", Some(&access)).unwrap();
+    let res = tab
+        .via(a)
+        .send_once("GET", "/api/me", None, &[("dpop", &proof)])
+        .await;
+    assert_eq!(res.status, 200);
+    (access, proof)
+}
+
 /// Purges of the shared tables go by the database's clock too: one instance whose clock ran a
 /// minute and a half ahead deleted every proof's row, and a captured proof then passed once at
 /// each instance that had not seen it.
@@ -542,21 +553,8 @@ async fn a_dpop_proof_accepted_by_one_instance_is_refused_by_the_others() {
 async fn an_instance_whose_clock_is_ahead_purges_no_proof_early() {
     let (_, [a, b, c]) = fleet(|s| s.public_origins = vec!["https://api.example".into()]).await;
     let mut tab = Client::bound(&a).public("https://api.example");
-    let nonce = |s: &TestServer| s.state.dpop.nonces().current(s.state.now()).to_string();
-    tab.nonce = Some(nonce(&a));
-    let res = tab.login_with(ALICE, &[]).await;
-    assert_eq!(res.status, 200);
-    let access = tab.tokens_of(&res).access;
-    tab.nonce = Some(nonce(&a));
-    let proof = tab.proof("GET", "/api/me", Some(&access)).unwrap();
+    let (_, proof) = a_proof_accepted_at(&a, &mut tab).await;
     let replay = [("dpop", proof.as_str())];
-    assert_eq!(
-        tab.via(&a)
-            .send_once("GET", "/api/me", None, &replay)
-            .await
-            .status,
-        200
-    );
     // B's clock a minute and a half ahead, and its minute's purge.
     b.state.clock.advance(90);
     b.state

@@ -129,12 +129,17 @@ impl KeySet {
     }
 }
 
+/// The most leeway for `exp`/`nbf` a verifier takes, seconds: the auth server's `--leeway-secs`
+/// and the Node verifier's `leewaySecs` have the same bound.
+pub const MAX_LEEWAY_SECS: i64 = 30;
+
 /// Who may accept a token.
 #[derive(Debug, Clone)]
 pub struct Audience {
     pub issuer: String,
     pub audience: String,
-    /// Leeway for `exp`/`nbf`, seconds: 0 to 30 (`ResourceServer::new` refuses more).
+    /// Leeway for `exp`/`nbf`, seconds: 0 to [`MAX_LEEWAY_SECS`] (`ResourceServer::new` refuses
+    /// more).
     pub leeway_secs: i64,
 }
 

@@ -81,7 +81,7 @@ pub enum ConfigError {
     Jwks(#[from] JwksError),
     #[error("{0:?} is not an http(s) origin")]
     Origin(String),
-    #[error("the leeway must be from 0 to 30 seconds")]
+    #[error("the leeway must be from 0 to {} seconds", access::MAX_LEEWAY_SECS)]
     Leeway,
 }
 
@@ -99,7 +99,7 @@ impl ResourceServer {
     pub fn new(audience: Audience, nonce_secret: &[u8], jwks: &str) -> Result<Self, ConfigError> {
         // As the Node verifier's `leewaySecs` and the server's `--leeway-secs`: a day of
         // leeway would keep every token a day past its `exp`.
-        if !(0..=30).contains(&audience.leeway_secs) {
+        if !(0..=access::MAX_LEEWAY_SECS).contains(&audience.leeway_secs) {
             return Err(ConfigError::Leeway);
         }
         let nonces = Nonces::new(nonce_secret)

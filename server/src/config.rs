@@ -675,8 +675,9 @@ pub fn key_timings(a: &ServeArgs) -> Result<(i64, i64), String> {
     if !(1..=86_400).contains(&access_ttl) {
         return Err("--access-ttl-secs must be between 1 and 86400".into());
     }
-    if !(0..=30).contains(&a.leeway_secs) {
-        return Err("--leeway-secs must be between 0 and 30".into());
+    let max_leeway = tokenwarden_dpop::access::MAX_LEEWAY_SECS;
+    if !(0..=max_leeway).contains(&a.leeway_secs) {
+        return Err(format!("--leeway-secs must be between 0 and {max_leeway}"));
     }
     if !(0..=86_400).contains(&a.jwks_max_age_secs) {
         return Err("--jwks-max-age-secs must be between 0 and 86400".into());

@@ -407,16 +407,17 @@ impl Store {
         Ok(now.min(database))
     }
 
-    /// Frequent clean-up (every minute) of rows written per request: DPoP proofs (by
-    /// [`Self::shared_now`]) and counter windows that have closed.
+    /// Frequent clean-up (every minute) of rows written per request: DPoP proofs and provider
+    /// logout tokens seen (by [`Self::shared_now`], read once), and counter windows that have
+    /// closed.
     pub async fn purge_short_lived(&self, now: i64) -> StoreResult<()> {
+        let shared = self.shared_now(now).await?;
         if self.is_shared() {
-            let upto = self.shared_now(now).await?;
             let sql = "DELETE FROM dpop_proofs WHERE until < $1";
-            q!(sql, upto).execute(&self.write).await?;
+            q!(sql, shared).execute(&self.write).await?;
         }
         self.purge_counters(now).await?;
-        self.purge_oidc(now).await?;
+        self.purge_oidc(now, shared).await?;
         self.purge_ceremonies(now).await?;
         Ok(())
     }

@@ -198,16 +198,19 @@ impl Store {
         Ok(Some(revoked))
     }
 
-    /// Ended sign-ins by the instance's clock (gone early, one only fails); the logout tokens
-    /// seen, a replay cache every instance relies on, by [`Store::shared_now`].
-    pub async fn purge_oidc(&self, now: i64) -> StoreResult<()> {
+    /// Ended sign-ins by the instance's clock `now` (gone early, one only fails); the logout
+    /// tokens seen, a replay cache every instance relies on, up to `shared` (what
+    /// [`Store::shared_now`] gives).
+    pub(super) async fn purge_oidc(&self, now: i64, shared: i64) -> StoreResult<()> {
         q!("DELETE FROM oidc_flows WHERE expires_at < $1", now)
             .execute(&self.write)
             .await?;
-        let upto = self.shared_now(now).await?;
-        q!("DELETE FROM oidc_logout_tokens WHERE expires_at < $1", upto)
-            .execute(&self.write)
-            .await?;
+        q!(
+            "DELETE FROM oidc_logout_tokens WHERE expires_at < $1",
+            shared
+        )
+        .execute(&self.write)
+        .await?;
         Ok(())
     }
 }

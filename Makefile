@@ -30,7 +30,7 @@ SERVER_TESTS := -p tokenwarden-server -p tokenwarden-dpop --features tokenwarden
 # build is the one at target/debug/tokenwarden-server, whichever was built before it.
 HOOKS_SERVER := cargo test $(SERVER_TESTS) --features tokenwarden-server/test-hooks --test test_hooks --no-run
 
-.PHONY: help setup setup-node setup-tests pkg lint lint-modules docs-check check test test-native test-server test-server-sqlite test-browser test-e2e test-engines bench bench-smoke demo
+.PHONY: help setup setup-node setup-tests setup-browser pkg lint lint-modules docs-check check test test-native test-server test-server-sqlite test-browser test-e2e test-engines bench bench-smoke demo
 
 help:
 	@echo "make demo   - set up, build and serve the demo on http://127.0.0.1:8080"
@@ -43,6 +43,10 @@ setup:
 
 setup-node:
 	@scripts/setup.sh --node
+
+# The browsers, their drivers and wasm-bindgen's test runner (quick when they are there).
+setup-browser:
+	@scripts/setup.sh --browser
 
 # The npm package in pkg/ (prints its size).
 pkg: setup-node
@@ -90,7 +94,7 @@ test-server:
 	cargo test $(SERVER_TESTS) --doc
 
 # The client in headless Chromium, then in headless Firefox ESR, against the real server.
-test-browser: pkg
+test-browser: pkg setup-browser
 	$(HOOKS_SERVER)
 	cargo test -p tokenwarden --target wasm32-unknown-unknown --test browser
 	GECKODRIVER=$(GECKODRIVER) WASM_BINDGEN_TEST_WEBDRIVER_JSON=$(CURDIR)/tests/browser/firefox.json \
@@ -116,7 +120,7 @@ test-e2e: pkg
 # Svelte fixture there too (tests/engines/svelte.test.mjs); passkeys through WebDriver's virtual
 # authenticator (tests/engines/passkeys.test.mjs). Two files at once (each starts servers of its
 # own): the long cross-tab file beside the others.
-test-engines: pkg
+test-engines: pkg setup-browser
 	$(HOOKS_SERVER)
 	tests/svelte/build.sh
 	node --test --test-concurrency=2 --test-reporter=spec tests/engines/

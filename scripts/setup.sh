@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Installs whatever the build and tests need and is missing; fast when all is there.
 #   scripts/setup.sh [--node] [--browser] [--tests] [--bench] [--postgres]
-#     always     the Rust wasm target and wasm-bindgen-cli (at the Cargo.lock version)
+#     always     the Rust wasm target
 #     --node     the npm packages (wasm-opt for the package build, Playwright)
 #     --tests    Debian's python3-aiosmtpd (the SMTP server the sign-in-code tests deliver to),
 #                python3-bcrypt and python3-argon2 (other apps' password hashes, for the import
 #                tests): with apt-get, so root or sudo (`make demo` needs none of them)
 #     --browser  the browsers and their drivers: Chromium + chromedriver, Firefox ESR, WebKitGTK's
 #                WebKitWebDriver with Xvfb, from Debian; geckodriver from crates.io into
-#                .tools/gecko/ (off PATH, see the Makefile); openssl for the test certificate
+#                .tools/gecko/ (off PATH, see the Makefile); wasm-bindgen-cli (its test runner,
+#                at the Cargo.lock version) into .tools/bin/; openssl for the test certificate
+# The tools built from crates.io build side by side, in the background while the packages
+# install, unoptimised (they drive browsers and read a test module: a fresh machine's setup took
+# 305 s with them optimised one after the other).
 #     --bench    wrk from Debian and the peers' npm packages in bench/
 #     --postgres PostgreSQL from Debian, for the server's PostgreSQL tests and benchmark; the
 #                packaged cluster is not started (tests run their own: scripts/pg.sh)
@@ -51,73 +55,85 @@ if rustup toolchain list 2>/dev/null | grep -q '^nightly' &&
   rustup component add rust-src --toolchain nightly >/dev/null 2>&1 || say "could not; the package will build on stable"
 fi
 
-# wasm-bindgen-cli must match the wasm-bindgen crate in Cargo.lock exactly.
-want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, "", $0); print; exit }' Cargo.lock)
-have=$("$root/.tools/bin/wasm-bindgen" --version 2>/dev/null | awk '{print $2}' || true)
-if [ "$want" != "$have" ]; then
-  if ! "$cache/wasm-bindgen-$want/bin/wasm-bindgen" --version >/dev/null 2>&1; then
-    say "installing wasm-bindgen-cli $want into $cache (about 2 minutes)"
-    # No --locked: its lock file wants a crate version the registry here does not have.
-    cargo install wasm-bindgen-cli --version "$want" --root "$cache/wasm-bindgen-$want" --quiet
-  fi
-  mkdir -p "$root/.tools/bin"
-  cp "$cache/wasm-bindgen-$want/bin/"* "$root/.tools/bin/"
+# Tools from crates.io: `tool NAME VERSION DEST-DIR [cargo install args]` copies NAME's binaries
+# from the cache into DEST-DIR, building them there first in the background if missing; `tools_wait`
+# waits for those builds and stops setup if one failed (its log shown).
+tool_pids=(); tool_logs=()
+tool() {
+  local name=$1 version=$2 dest=$3; shift 3
+  local dir="$cache/$name-$version"
+  if [ -f "$dir/.done" ]; then mkdir -p "$dest"; cp "$dir/bin/"* "$dest/"; return; fi
+  say "building $name $version into $cache (in the background, about 90 s)"
+  mkdir -p "$cache"
+  local log="$cache/$name-$version.log"
+  (
+    rm -rf "$dir"
+    CARGO_PROFILE_RELEASE_OPT_LEVEL=0 CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_DEBUG=false \
+      cargo install "$name" --version "$version" --root "$dir" --quiet "$@" &&
+      touch "$dir/.done" && mkdir -p "$dest" && cp "$dir/bin/"* "$dest/"
+  ) >"$log" 2>&1 &
+  tool_pids+=($!); tool_logs+=("$log")
+}
+tools_wait() {
+  local i
+  for i in "${!tool_pids[@]}"; do
+    if ! wait "${tool_pids[$i]}"; then
+      cat "${tool_logs[$i]}" >&2
+      say "building a tool failed: ${tool_logs[$i]}"
+      exit 1
+    fi
+  done
+}
+if $want_browser; then
+  # wasm-bindgen-cli must match the wasm-bindgen crate in Cargo.lock exactly. No --locked: its
+  # lock file wants a crate version the registry here does not have.
+  want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, "", $0); print; exit }' Cargo.lock)
+  have=$("$root/.tools/bin/wasm-bindgen-test-runner" --version 2>/dev/null | awk '{print $2}' || true)
+  [ "$want" = "$have" ] || tool wasm-bindgen-cli "$want" "$root/.tools/bin"
+  # geckodriver is not packaged by Debian; crates.io has it.
+  "$root/.tools/gecko/bin/geckodriver" --version >/dev/null 2>&1 ||
+    tool geckodriver 0.37.1 "$root/.tools/gecko/bin" --locked
 fi
 
-apt_install() {
-  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
-}
+# Debian's packages: what is missing, in one apt-get.
+pkgs=()
 # The server's sign-in-code tests and the e2e test start aiosmtpd with Debian's python (the
 # first python3 on PATH may be another build that does not see Debian's packages).
 if $want_tests && ! /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
-  say "installing python3-aiosmtpd (the SMTP server of the sign-in-code tests)"
-  apt_install python3-aiosmtpd
+  say "to install: python3-aiosmtpd (the SMTP server of the sign-in-code tests)"
+  pkgs+=(python3-aiosmtpd)
 fi
 # The import tests make password hashes the way other apps do (bcrypt, argon2-cffi, hashlib).
 if $want_tests && ! /usr/bin/python3 -c 'import bcrypt, argon2' >/dev/null 2>&1; then
-  say "installing python3-bcrypt and python3-argon2 (password hashes of other apps, for the import tests)"
-  apt_install python3-bcrypt python3-argon2
+  say "to install: python3-bcrypt and python3-argon2 (password hashes of other apps, for the import tests)"
+  pkgs+=(python3-bcrypt python3-argon2)
 fi
 if $want_browser; then
-  missing=()
   for pair in chromium:chromium chromedriver:chromium-driver firefox-esr:firefox-esr \
               WebKitWebDriver:webkit2gtk-driver xvfb-run:xvfb xauth:xauth openssl:openssl; do
-    command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+    command -v "${pair%%:*}" >/dev/null || pkgs+=("${pair#*:}")
   done
-  if [ ${#missing[@]} -gt 0 ]; then
-    say "installing ${missing[*]}"
-    apt_install "${missing[@]}"
-  fi
-  # geckodriver is not packaged by Debian; crates.io has it (about 75 s to build on 2 cores).
-  if ! "$root/.tools/gecko/bin/geckodriver" --version >/dev/null 2>&1; then
-    if ! "$cache/geckodriver-0.37.1/bin/geckodriver" --version >/dev/null 2>&1; then
-      say "installing geckodriver into $cache (about 2 minutes)"
-      cargo install geckodriver --version 0.37.1 --locked --root "$cache/geckodriver-0.37.1" --quiet
-    fi
-    mkdir -p "$root/.tools/gecko/bin"
-    cp "$cache/geckodriver-0.37.1/bin/geckodriver" "$root/.tools/gecko/bin/"
-  fi
 fi
+if $want_bench && ! command -v wrk >/dev/null; then pkgs+=(wrk); fi
 if $want_postgres && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  say "installing postgresql (the packaged cluster is not started)"
-  # A policy-rc.d that answers 101 keeps the package from starting its own cluster on 5432
+  say "to install: postgresql (the packaged cluster is not started)"
+  pkgs+=(postgresql)
+fi
+if [ ${#pkgs[@]} -gt 0 ]; then
+  say "installing ${pkgs[*]}"
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  # A policy-rc.d that answers 101 keeps a package (PostgreSQL) from starting its own service
   # (containers usually have one already; a machine that does not gets it only for this).
   policy=/usr/sbin/policy-rc.d
   if [ ! -e "$policy" ]; then
-    if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
     printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
     $sudo chmod +x "$policy"
     trap '$sudo rm -f "$policy"' EXIT
   fi
-  apt_install postgresql
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${pkgs[@]}" >/dev/null
 fi
 if $want_bench; then
-  if ! command -v wrk >/dev/null; then
-    say "installing wrk"
-    apt_install wrk
-  fi
   if [ ! -d bench/node_modules ] || [ bench/package-lock.json -nt bench/node_modules/.package-lock.json ]; then
     say "installing the peers' npm packages (bench/)"
     (cd bench && npm install --no-audit --no-fund --loglevel=error)
@@ -130,3 +146,5 @@ if $want_node; then
     npm ci --no-audit --no-fund --loglevel=error
   fi
 fi
+
+tools_wait

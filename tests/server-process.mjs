@@ -11,16 +11,30 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
  * build in a shared tree where another build may replace target/debug's), else target/debug's. */
 export const serverBinary = () => process.env.TW_SERVER_BINARY ?? path.join(root, "target/debug/tokenwarden-server");
 
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
+/** A port to listen on that nothing listens on now: from below the kernel's ephemeral range
+ * (ip_local_port_range), where no outgoing connection takes one. A port from listen(0) is an
+ * ephemeral one: between its close and the server's bind, a browser's or a driver's outgoing
+ * connection could take it (a test-engines run failed so, with EADDRINUSE). Never the same port
+ * twice in a process; not the fixed ones of the Makefile (18180-18399) or scripts/pg.sh
+ * (25432-27431). */
+export async function freePort() {
+  for (let i = 0; i < 200; i++) {
+    const port = 10000 + Math.floor(Math.random() * 15000);
+    if ((port >= 18180 && port < 18400) || handedOut.has(port)) continue;
+    if (await listens(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error("no free port in 10000-24999");
 }
+const handedOut = new Set();
+const listens = (port) =>
+  new Promise((resolve) => {
+    const s = net.createServer();
+    s.once("error", () => resolve(false));
+    s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
+  });
 
 /** `binary args` with `env` (RUST_LOG=warn), once `healthy()` resolves true (polled for 10 s);
  * its stderr in `proc.log`. Throws with that log if it exits or never answers. */

@@ -67,20 +67,19 @@ lint-modules:
 # `-D warnings`, in every build the test phases make, so that the dependencies are compiled once
 # for both (a `cargo clippy` beside them checked all ~370 crates again: 154 s of a fresh run).
 # Each cargo command below and in the test phases carries $(LINTED), so that they find lint's
-# builds fresh. The workspace's crate roots are touched first: a build without the wrapper (a
-# plain `cargo test` of yours) would otherwise leave an edit compiled, fresh and never linted.
+# builds fresh (cargo keeps the wrapper's builds of the workspace's crates apart from plain ones:
+# an edit built by a plain `cargo test` is still compiled, and so linted, here).
 CLIPPY_DRIVER := $(shell command -v clippy-driver)
 LINTED := RUSTC_WORKSPACE_WRAPPER=$(CLIPPY_DRIVER) CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
-CRATE_ROOTS := src/lib.rs server/src/lib.rs server/src/main.rs dpop/src/lib.rs bench/load/src/main.rs examples/axum/src/main.rs
 
 lint: lint-modules
 	cargo fmt --all -- --check
 	@test -n "$(CLIPPY_DRIVER)" && $(CLIPPY_DRIVER) --version >/dev/null || { echo "lint: no clippy-driver on PATH (rustup component add clippy)" >&2; exit 1; }
-	touch $(CRATE_ROOTS)
 	$(LINTED) $(HOOKS_SERVER)
 	$(LINTED) cargo test $(SERVER_TESTS) --no-run
 	$(LINTED) cargo test -p tokenwarden --no-run
 	$(LINTED) cargo test -p tokenwarden --target wasm32-unknown-unknown --test browser --no-run
+	$(LINTED) cargo test -p tokenwarden --target wasm32-unknown-unknown --lib --no-run
 	$(LINTED) cargo build -p tokenwarden-example-axum
 	$(LINTED) cargo build -p tokenwarden-load -p tokenwarden-example-axum
 

@@ -55,22 +55,27 @@ if rustup toolchain list 2>/dev/null | grep -q '^nightly' &&
   rustup component add rust-src --toolchain nightly >/dev/null 2>&1 || say "could not; the package will build on stable"
 fi
 
-# Tools from crates.io: `tool NAME VERSION DEST-DIR [cargo install args]` copies NAME's binaries
-# from the cache into DEST-DIR, building them there first in the background if missing; `tools_wait`
-# waits for those builds and stops setup if one failed (its log shown).
+# Tools from crates.io: `tool NAME VERSION BINARY DEST-DIR [cargo install args]` copies NAME's
+# binaries from the cache into DEST-DIR, building them there first in the background if the
+# cache has no BINARY that runs; `tools_wait` waits for those builds and stops setup if one failed
+# (its log shown). A build goes to a directory of its own, moved into place once it is whole; the
+# builds still running when setup stops early are stopped with it.
 tool_pids=(); tool_logs=()
 tool() {
-  local name=$1 version=$2 dest=$3; shift 3
+  local name=$1 version=$2 binary=$3 dest=$4; shift 4
   local dir="$cache/$name-$version"
-  if [ -f "$dir/.done" ]; then mkdir -p "$dest"; cp "$dir/bin/"* "$dest/"; return; fi
+  if "$dir/bin/$binary" --version >/dev/null 2>&1; then mkdir -p "$dest"; cp "$dir/bin/"* "$dest/"; return; fi
   say "building $name $version into $cache (in the background, about 90 s)"
   mkdir -p "$cache"
   local log="$cache/$name-$version.log"
   (
-    rm -rf "$dir"
+    tmp="$dir.tmp.$BASHPID"
+    rm -rf "$tmp"
     CARGO_PROFILE_RELEASE_OPT_LEVEL=0 CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_DEBUG=false \
-      cargo install "$name" --version "$version" --root "$dir" --quiet "$@" &&
-      touch "$dir/.done" && mkdir -p "$dest" && cp "$dir/bin/"* "$dest/"
+      cargo install "$name" --version "$version" --root "$tmp" --quiet "$@"
+    "$tmp/bin/$binary" --version
+    rm -rf "$dir" && mv "$tmp" "$dir"
+    mkdir -p "$dest" && cp "$dir/bin/"* "$dest/"
   ) >"$log" 2>&1 &
   tool_pids+=($!); tool_logs+=("$log")
 }
@@ -83,16 +88,25 @@ tools_wait() {
       exit 1
     fi
   done
+  tool_pids=()
 }
+policy=""
+if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+cleanup() {
+  local pid
+  for pid in "${tool_pids[@]}"; do pkill -P "$pid" 2>/dev/null || true; kill "$pid" 2>/dev/null || true; done
+  [ -z "$policy" ] || $sudo rm -f "$policy"
+}
+trap cleanup EXIT
 if $want_browser; then
   # wasm-bindgen-cli must match the wasm-bindgen crate in Cargo.lock exactly. No --locked: its
   # lock file wants a crate version the registry here does not have.
   want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, "", $0); print; exit }' Cargo.lock)
   have=$("$root/.tools/bin/wasm-bindgen-test-runner" --version 2>/dev/null | awk '{print $2}' || true)
-  [ "$want" = "$have" ] || tool wasm-bindgen-cli "$want" "$root/.tools/bin"
+  [ "$want" = "$have" ] || tool wasm-bindgen-cli "$want" wasm-bindgen-test-runner "$root/.tools/bin"
   # geckodriver is not packaged by Debian; crates.io has it.
   "$root/.tools/gecko/bin/geckodriver" --version >/dev/null 2>&1 ||
-    tool geckodriver 0.37.1 "$root/.tools/gecko/bin" --locked
+    tool geckodriver 0.37.1 geckodriver "$root/.tools/gecko/bin" --locked
 fi
 
 # Debian's packages: what is missing, in one apt-get.
@@ -121,14 +135,12 @@ if $want_postgres && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
 fi
 if [ ${#pkgs[@]} -gt 0 ]; then
   say "installing ${pkgs[*]}"
-  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
   # A policy-rc.d that answers 101 keeps a package (PostgreSQL) from starting its own service
   # (containers usually have one already; a machine that does not gets it only for this).
-  policy=/usr/sbin/policy-rc.d
-  if [ ! -e "$policy" ]; then
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
     printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
     $sudo chmod +x "$policy"
-    trap '$sudo rm -f "$policy"' EXIT
   fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${pkgs[@]}" >/dev/null

@@ -1,6 +1,7 @@
 // Running the reference server from Node tests (tests/engines/, tests/verify/): a free port, the
 // binary, and the process started until it answers, or stopped.
 import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -15,25 +16,37 @@ export const serverBinary = () => process.env.TW_SERVER_BINARY ?? path.join(root
  * (ip_local_port_range), where no outgoing connection takes one. A port from listen(0) is an
  * ephemeral one: between its close and the server's bind, a browser's or a driver's outgoing
  * connection could take it (a test-engines run failed so, with EADDRINUSE). Never the same port
- * twice in a process; not the fixed ones of the Makefile (18180-18399) or scripts/pg.sh
- * (25432-27431). */
+ * twice in a process; not the fixed ones of the Makefile, Playwright and bench/ (18180-18449)
+ * or scripts/pg.sh (25432-27431). */
 export async function freePort() {
-  for (let i = 0; i < 200; i++) {
-    const port = 10000 + Math.floor(Math.random() * 15000);
-    if ((port >= 18180 && port < 18400) || handedOut.has(port)) continue;
+  const top = Math.min(25000, ephemeralLow());
+  for (let i = 0; top > 11000 && i < 200; i++) {
+    const port = 10000 + Math.floor(Math.random() * (top - 10000));
+    if ((port >= 18180 && port < 18450) || handedOut.has(port)) continue;
     if (await listens(port)) {
       handedOut.add(port);
       return port;
     }
   }
-  throw new Error("no free port in 10000-24999");
+  return listens(0);
 }
 const handedOut = new Set();
+function ephemeralLow() {
+  try {
+    return Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0]) || 32768;
+  } catch {
+    return 32768;
+  }
+}
+/** Whether `port` can be listened on (its number, from 0 the kernel's pick); false if not. */
 const listens = (port) =>
   new Promise((resolve) => {
     const s = net.createServer();
     s.once("error", () => resolve(false));
-    s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
+    s.listen(port, "127.0.0.1", () => {
+      const got = s.address().port;
+      s.close(() => resolve(port === 0 ? got : true));
+    });
   });
 
 /** `binary args` with `env` (RUST_LOG=warn), once `healthy()` resolves true (polled for 10 s);

@@ -7,6 +7,9 @@ const G = globalThis, P = TokenManager.prototype, J = JSON.stringify, PE = "Pass
 // The credentials container and its methods as they are at import: a script that patches them
 // later cannot make a ceremony hang or see its options.
 const CC = G.navigator?.credentials, CP = G.CredentialsContainer?.prototype ?? {}, M = { get: CP.get, create: CP.create };
+// And whether conditional mediation is there, asked as it is at import (a patch that never
+// answers would hang a conditional sign-in before the app's signal reached the ceremony).
+const PKC = G.PublicKeyCredential, canConditional = PKC?.isConditionalMediationAvailable;
 
 const fail = (name, code, more) => Object.assign(Error(code, more), { name, code }, more);
 // base64url <-> bytes, as the server's JSON has them.
@@ -52,7 +55,7 @@ P.registerPasskey = async function (o) {
 
 P.loginWithPasskey = async function (o = {}) {
   const mediation = o.conditional ? "conditional" : undefined;
-  if (mediation && !(await G.PublicKeyCredential?.isConditionalMediationAvailable?.())) throw fail(PE, "unsupported");
+  if (mediation && !(await canConditional?.call(PKC))) throw fail(PE, "unsupported");
   const { ceremony, options } = await this._post("passkeys/login/start", undefined, 0, 1);
   const credential = await ask("get", options, { signal: o.signal, mediation });
   return this._signIn(J({ ceremony, credential }), "passkeys/login/finish");

@@ -51,11 +51,13 @@ async function load(src) {
     // Bytes, not compileStreaming: the same whatever the server's Content-Type.
     src = await apply(rsBytes, src, []);
   }
-  mod = src instanceof WAModule ? src : await apply(waCompile, WA, [src]);
+  src = src instanceof WAModule ? src : await apply(waCompile, WA, [src]);
+  mod ??= src;
 }
 
 /** Compiles from bytes (e.g. inlined by a bundler), or takes a compiled Module, at once. */
 export function initSync(source) {
+  if (mod) return; // the first core stays: a script that imports the package cannot swap it
   const m = source?.module ?? source;
   mod = m instanceof WAModule ? m : new WAModule(m);
   ready = Promise.resolve();
@@ -164,7 +166,7 @@ const memBuffer = G.WebAssembly && Object.getOwnPropertyDescriptor(WebAssembly.M
 // later cannot hand the driver another module's bytes, or wrap the core's exports.
 const WA = G.WebAssembly, WAModule = WA?.Module, WAInstance = WA?.Instance, waCompile = WA?.compile;
 const waExports = WA && desc(WAInstance.prototype, "exports")?.get;
-const fetchAtLoad = G.fetch, rsBytes = G.Response?.prototype.arrayBuffer;
+const fetchAtLoad = G.fetch, rsBytes = G.Response?.prototype.arrayBuffer, bcClose = G.BroadcastChannel?.prototype.close;
 const { getUint32: dvU32, getInt32: dvI32, getFloat64: dvF64 } = DataView.prototype;
 // The token is encoded and hashed on its way into a DPoP proof's `ath`: these too.
 const encodeF = TextEncoder.prototype.encode;
@@ -844,15 +846,19 @@ export class TokenManager {
    * another origin passes through as ever; `install()` does nothing. */
   free() {
     if (!this.#c) return;
-    this.uninstall();
-    for (const t in this.#timers) clearT(this.#timers[t]);
-    for (const r in this.#requests) this.#requests[r].abort();
-    this.#off.forEach((off) => off());
-    this.#channel?.close();
-    this.#cancelLock();
-    this.#release?.();
     this.#c = null;
     for (const id in this.#waiters) this.#settle(id, freed(), 1);
+    for (const t in this.#timers) clearT(this.#timers[t]);
+    // Each step on its own: a global a script broke (an abort or a removeEventListener that
+    // throws) costs its step, not the others, and never the callers above. The channel is
+    // closed by its close as it was at load: a freed manager hears no peer.
+    const steps = [() => this.uninstall(), () => this.#channel && apply(bcClose, this.#channel, []), () => this.#cancelLock(), () => this.#release?.(), ...this.#off];
+    for (const r in this.#requests) steps.push(() => this.#requests[r].abort());
+    for (const step of steps) {
+      try {
+        step();
+      } catch {}
+    }
   }
 
   [Symbol.dispose]() {

@@ -134,6 +134,40 @@ test("free(): a call still waiting and every later one reject with a ConfigError
   }
 });
 
+test("free() with close and abort broken by a script: it returns, a call waiting still rejects, the channel is closed", async () => {
+  const { auth, peer } = await managerWith(null);
+  // (Not removeEventListener: Node's own BroadcastChannel.close calls it; browsers' does not.)
+  const broken = [[BroadcastChannel.prototype, "close"], [AbortController.prototype, "abort"]];
+  const kept = broken.map(([o, k]) => o[k]);
+  try {
+    const waiting = auth.getAccessToken();
+    for (const [o, k] of broken) o[k] = () => { throw new Error("broken by a script"); };
+    auth.free();
+    broken.forEach(([o, k], i) => (o[k] = kept[i]));
+    const got = await Promise.race([waiting.then(() => "resolved", (e) => e), sleep(2000).then(() => "pending")]);
+    assert.equal(got?.name, "ConfigError", "a call waiting at free() settled with the ConfigError");
+    assert.equal(got.message, "bad call: freed");
+    await assert.rejects(auth.getAccessToken(), { name: "ConfigError" });
+    // (Were the channel left open, this file's process would never exit.)
+  } finally {
+    broken.forEach(([o, k], i) => (o[k] = kept[i]));
+    peer.close();
+    auth.free();
+  }
+});
+
+test("a second initSync (a script that imports the package too) does not swap the core", async () => {
+  // A module with no exports at all: a TokenManager on it could not start.
+  initSync(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]));
+  const t = token(2);
+  const { auth, done } = await managerWith(t);
+  try {
+    assert.deepEqual((await auth.authorize("GET", `${API}/x`)).headers, { Authorization: `Bearer ${t}` });
+  } finally {
+    done();
+  }
+});
+
 test("free() while a request is out: its answer is the caller's", async () => {
   const { createServer } = await import("node:http");
   let release;

@@ -9,7 +9,7 @@ const G = globalThis, P = TokenManager.prototype, J = JSON.stringify, PE = "Pass
 const CC = G.navigator?.credentials, CP = G.CredentialsContainer?.prototype ?? {}, M = { get: CP.get, create: CP.create };
 // And whether conditional mediation is there, asked as it is at import (a patch that never
 // answers would hang a conditional sign-in before the app's signal reached the ceremony).
-const PKC = G.PublicKeyCredential, canConditional = PKC?.isConditionalMediationAvailable;
+const PKC = G.PublicKeyCredential, canConditional = PKC?.isConditionalMediationAvailable, apply = Reflect.apply;
 
 const fail = (name, code, more) => Object.assign(Error(code, more), { name, code }, more);
 // base64url <-> bytes, as the server's JSON has them.
@@ -34,7 +34,7 @@ async function ask(how, { publicKey: p }, o = {}) {
   if (p.user) p.user = { ...p.user, id: bin(p.user.id) };
   let c, r = {};
   try {
-    c = await Reflect.apply(M[how], CC, [{ ...o, publicKey: p }]);
+    c = await apply(M[how], CC, [{ ...o, publicKey: p }]);
   } catch (e) {
     // Dismissed, timed out, or no passkey for the site: browsers do not say which.
     const n = e?.name;
@@ -55,7 +55,7 @@ P.registerPasskey = async function (o) {
 
 P.loginWithPasskey = async function (o = {}) {
   const mediation = o.conditional ? "conditional" : undefined;
-  if (mediation && !(await canConditional?.call(PKC))) throw fail(PE, "unsupported");
+  if (mediation && !(canConditional && (await apply(canConditional, PKC, [])))) throw fail(PE, "unsupported");
   const { ceremony, options } = await this._post("passkeys/login/start", undefined, 0, 1);
   const credential = await ask("get", options, { signal: o.signal, mediation });
   return this._signIn(J({ ceremony, credential }), "passkeys/login/finish");

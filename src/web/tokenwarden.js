@@ -57,7 +57,7 @@ async function load(src) {
 
 /** Compiles from bytes (e.g. inlined by a bundler), or takes a compiled Module, at once. */
 export function initSync(source) {
-  if (mod) return; // the first core stays: a script that imports the package cannot swap it
+  if (mod || ready) return; // the first core stays, loaded or loading: a script that imports the package cannot swap it
   const m = source?.module ?? source;
   mod = m instanceof WAModule ? m : new WAModule(m);
   ready = Promise.resolve();
@@ -166,7 +166,10 @@ const memBuffer = G.WebAssembly && Object.getOwnPropertyDescriptor(WebAssembly.M
 // later cannot hand the driver another module's bytes, or wrap the core's exports.
 const WA = G.WebAssembly, WAModule = WA?.Module, WAInstance = WA?.Instance, waCompile = WA?.compile;
 const waExports = WA && desc(WAInstance.prototype, "exports")?.get;
-const fetchAtLoad = G.fetch, rsBytes = G.Response?.prototype.arrayBuffer, bcClose = G.BroadcastChannel?.prototype.close;
+const fetchAtLoad = G.fetch, rsBytes = G.Response?.prototype.arrayBuffer;
+// BroadcastChannel's close, as it was when the first channel was made (not at load: importing
+// the package touches nothing browser-only, for server rendering).
+let bcClose;
 const { getUint32: dvU32, getInt32: dvI32, getFloat64: dvF64 } = DataView.prototype;
 // The token is encoded and hashed on its way into a DPoP proof's `ath`: these too.
 const encodeF = TextEncoder.prototype.encode;
@@ -565,6 +568,7 @@ export class TokenManager {
     (this.#c = core()).x[X_NEW](cfg.leeway, cfg.autoRefresh, crossTab, cfg.timeout,
       hintPresent(cfg.hint), (random() * 4294967296) >>> 0, cfg.dpop, this.#at(this.#authOrigin));
     if (crossTab) {
+      bcClose ??= BroadcastChannel.prototype.close;
       this.#channel = new BroadcastChannel(this.#lockName);
       this.#channel.onmessage = (e) => this.#peer(e.data);
     }
@@ -850,15 +854,20 @@ export class TokenManager {
     for (const id in this.#waiters) this.#settle(id, freed(), 1);
     for (const t in this.#timers) clearT(this.#timers[t]);
     // Each step on its own: a global a script broke (an abort or a removeEventListener that
-    // throws) costs its step, not the others, and never the callers above. The channel is
-    // closed by its close as it was at load: a freed manager hears no peer.
-    const steps = [() => this.uninstall(), () => this.#channel && apply(bcClose, this.#channel, []), () => this.#cancelLock(), () => this.#release?.(), ...this.#off];
-    for (const r in this.#requests) steps.push(() => this.#requests[r].abort());
-    for (const step of steps) {
+    // throws) costs its step, not the others, and never the callers above. No array iterator
+    // or push (a script may patch them); the channel is closed by the close taken when the first
+    // channel was made: a freed manager hears no peer.
+    const run = (step) => {
       try {
         step();
       } catch {}
-    }
+    };
+    run(() => this.uninstall());
+    run(() => this.#channel && apply(bcClose, this.#channel, []));
+    run(() => this.#cancelLock());
+    run(() => this.#release?.());
+    for (let i = 0; i < this.#off.length; i++) run(this.#off[i]);
+    for (const r in this.#requests) run(() => this.#requests[r].abort());
   }
 
   [Symbol.dispose]() {

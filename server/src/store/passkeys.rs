@@ -510,8 +510,6 @@ mod tests {
         assert_eq!(s.create_session(&by_code).await.unwrap(), Created::Opened);
     }
 
-    /// A registration that finishes after its session ended (a reset side by side) adds no
-    /// passkey: the thief's registration under way would otherwise outlive the reset.
     /// A stranger's password ended by the address's owner (crate::sessions::Sessions::
     /// address_proved) takes with it what the stranger set up with it: the passkeys, the
     /// second factor, the sign-ins under way; and it is marked so.
@@ -519,15 +517,11 @@ mod tests {
     async fn a_disowned_password_takes_its_passkeys_and_second_factor() {
         let s = memory().await;
         alice_and_two_sessions(&s).await;
-        let row = PasskeyRow {
-            id: "strangers".into(),
-            user_id: "u".into(),
-            name: "n".into(),
-            passkey: "{}".into(),
-            created_at: 1,
-            last_used_at: None,
-        };
-        assert!(s.add_passkey(&row, "here").await.unwrap());
+        assert!(
+            s.add_passkey(&row("strangers", "{}"), "here")
+                .await
+                .unwrap()
+        );
         assert!(s.set_second_factor("u", true, true).await.unwrap());
         let disown = NewPassword {
             reason: RevokeReason::PasswordReset,
@@ -548,20 +542,12 @@ mod tests {
     async fn a_use_is_saved_only_over_the_state_it_was_checked_against() {
         let s = memory().await;
         alice_and_two_sessions(&s).await;
-        let row = PasskeyRow {
-            id: "a".into(),
-            user_id: "u".into(),
-            name: "n".into(),
-            passkey: r#"{"cred":{"counter":5}}"#.into(),
-            created_at: 1,
-            last_used_at: None,
-        };
-        assert!(s.add_passkey(&row, "here").await.unwrap());
         let (at5, at7, at6) = (
             r#"{"cred":{"counter":5}}"#,
             r#"{"cred":{"counter":7}}"#,
             r#"{"cred":{"counter":6}}"#,
         );
+        assert!(s.add_passkey(&row("a", at5), "here").await.unwrap());
         // Two uses checked against 5: the one saved first wins, the other changes nothing.
         assert!(s.passkey_used("a", at5, at7, 10).await.unwrap());
         assert!(!s.passkey_used("a", at5, at6, 11).await.unwrap());
@@ -573,21 +559,15 @@ mod tests {
         assert!(!s.passkey_used("gone", at7, at6, 12).await.unwrap());
     }
 
+    /// A registration that finishes after its session ended (a reset side by side) adds no
+    /// passkey: the thief's registration under way would otherwise outlive the reset.
     #[tokio::test]
     async fn a_passkey_is_added_only_in_a_live_session() {
         let s = memory().await;
         alice_and_two_sessions(&s).await;
-        let row = |id: &str| PasskeyRow {
-            id: id.into(),
-            user_id: "u".into(),
-            name: "n".into(),
-            passkey: "{}".into(),
-            created_at: 1,
-            last_used_at: None,
-        };
-        assert!(s.add_passkey(&row("a"), "here").await.unwrap());
+        assert!(s.add_passkey(&row("a", "{}"), "here").await.unwrap());
         assert!(
-            !s.add_passkey(&row("a"), "here").await.unwrap(),
+            !s.add_passkey(&row("a", "{}"), "here").await.unwrap(),
             "registered already"
         );
         let reset = NewPassword {
@@ -599,7 +579,7 @@ mod tests {
             Replaced::Done { .. }
         ));
         assert!(
-            !s.add_passkey(&row("b"), "here").await.unwrap(),
+            !s.add_passkey(&row("b", "{}"), "here").await.unwrap(),
             "its session ended"
         );
         assert!(s.passkey("b").await.unwrap().is_none());
@@ -614,6 +594,18 @@ mod tests {
             reason: RevokeReason::PasswordChanged,
             now: 2,
             disown: false,
+        }
+    }
+
+    /// Alice's passkey `id`, stored as `passkey`.
+    fn row(id: &str, passkey: &str) -> PasskeyRow {
+        PasskeyRow {
+            id: id.into(),
+            user_id: "u".into(),
+            name: "n".into(),
+            passkey: passkey.into(),
+            created_at: 1,
+            last_used_at: None,
         }
     }
 

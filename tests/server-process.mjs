@@ -28,7 +28,9 @@ export async function freePort() {
       return port;
     }
   }
-  return listens(0);
+  const port = await listens(0);
+  if (!port) throw new Error("freePort: cannot listen on 127.0.0.1");
+  return port;
 }
 const handedOut = new Set();
 function ephemeralLow() {

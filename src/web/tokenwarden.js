@@ -51,8 +51,7 @@ async function load(src) {
     // Bytes, not compileStreaming: the same whatever the server's Content-Type.
     src = await apply(rsBytes, src, []);
   }
-  src = src instanceof WAModule ? src : await apply(waCompile, WA, [src]);
-  mod ??= src;
+  mod = src instanceof WAModule ? src : await apply(waCompile, WA, [src]);
 }
 
 /** Compiles from bytes (e.g. inlined by a bundler), or takes a compiled Module, at once. */

@@ -290,6 +290,37 @@ async fn a_provider_that_cannot_be_reached_is_an_error_for_the_page_and_nothing_
     s.stop().await;
 }
 
+/// Each start stores a flow for ten minutes: a client looping on starts (a page reloading
+/// itself, a script) is limited per address to 30 a minute, told when to come back (no flow
+/// cookie, no flow stored); the next minute it starts again.
+#[tokio::test]
+async fn sign_in_starts_are_limited_per_client_address() {
+    let port = free_port();
+    let s = server_with(&format!("http://127.0.0.1:{port}")).await;
+    let _h = hostile(port, s.state.clock.clone()).await;
+    // One minute for all of them (the windows are the clock's minutes).
+    s.state.clock.freeze();
+    let mut b = Browser::new();
+    let mut statuses = Vec::new();
+    for _ in 0..32 {
+        statuses.push(b.start(&s, "return_to=/").await.status().as_u16());
+    }
+    assert_eq!(statuses[..30], [302; 30], "{statuses:?}");
+    assert_eq!(statuses[30..], [429; 2], "{statuses:?}");
+    let res = b.start(&s, "return_to=/").await;
+    assert_eq!(res.status(), 429);
+    let retry: i64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert!(set_cookies(res.headers()).is_empty());
+    s.state.clock.advance(retry);
+    assert_eq!(b.start(&s, "return_to=/").await.status(), 302);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn the_provider_s_logout_ends_the_session_through_back_channel_logout() {
     let port = free_port();

@@ -1,6 +1,6 @@
 // tokenwarden/angular in an Angular 21 app (tests/angular: standalone, zoneless, @angular/build,
 // strict TypeScript and templates, the packed tarball), served by the reference server with
-// 4-second tokens. Requests go through HttpClient and the interceptor, on the XHR backend and on
+// 10-second tokens. Requests go through HttpClient and the interceptor, on the XHR backend and on
 // the fetch backend (withFetch(), the page's ?backend=fetch).
 import { test, expect, type Page, type Request } from "@playwright/test";
 import { ANGULAR } from "./playwright.config";
@@ -57,10 +57,10 @@ for (const backend of ["xhr", "fetch"] as const) {
     const proof = JSON.parse(Buffer.from(sent.dpop.split(".")[1], "base64url").toString());
     expect([proof.htm, proof.htu]).toEqual(["GET", `${ANGULAR}/api/me`]);
 
-    // Expiry: the token is due after 2 s; the next request refreshes first, once.
+    // Expiry: the token is due after 5 s; the next request refreshes first, once.
     const expires = await page.getByTestId("expires").innerText();
     await reset();
-    await sleep(2_200);
+    await sleep(5_200);
     await loadProfile(page);
     await expect(page.getByTestId("expires")).not.toHaveText(expires);
     expect((await stats()).refresh_calls).toBe(1);

@@ -122,6 +122,9 @@ export default defineConfig({
   testDir: ".",
   outputDir: path.join(root, "target/e2e-results"),
   timeout: 120_000,
+  // An assertion that waits (a page's sign-in, which hashes a password) waits up to 15 s, not
+  // Playwright's 5: two test files and their servers share the machine's cores.
+  expect: { timeout: 15_000 },
   // The tests read their server's global counters, so two tests of one server never run at
   // once: the files that share BASE, STORM and LONG run one at a time, and beside them, one at
   // a time, the files whose servers are their own (one each; accounts and otp share the SMTP
@@ -143,8 +146,9 @@ export default defineConfig({
     // The Vite consumer fixture, built from the packed tarball.
     server(PORT + 2, "--demo --www-dir tests/consumer/dist --pkg-dir /nonexistent"),
     server(PORT + 3, "--www-dir tests/e2e/site --pkg-dir pkg", 10),
-    // The React fixture, built from the packed tarball.
-    server(PORT + 4, "--demo --www-dir tests/react/dist --pkg-dir /nonexistent"),
+    // The React fixture, built from the packed tarball. The framework fixtures' servers have
+    // 10-second tokens: a step that must find the token fresh has 5 s, not 2, on a loaded machine.
+    server(PORT + 4, "--demo --www-dir tests/react/dist --pkg-dir /nonexistent", 10),
     // It also answers pages of BASE (CORS): the attacker's server of a hostile-script test.
     server(PORT + 5, `--www-dir tests/e2e/site --pkg-dir pkg --allowed-origin ${BASE}`, 600),
     // The SMTP server (scripts/setup.sh installs Debian's python3-aiosmtpd), then the server that
@@ -180,10 +184,11 @@ export default defineConfig({
       PORT + 16,
       `--demo --www-dir tests/angular/dist --pkg-dir /nonexistent --connect-src http://localhost:${PORT + 16} ` +
         `--allowed-origin ${ANGULAR}`,
+      10,
     ),
     // The Vue and Svelte fixtures, built from the packed tarball.
-    server(PORT + 17, "--demo --www-dir tests/vue/dist --pkg-dir /nonexistent"),
-    server(PORT + 18, "--demo --www-dir tests/svelte/dist --pkg-dir /nonexistent"),
+    server(PORT + 17, "--demo --www-dir tests/vue/dist --pkg-dir /nonexistent", 10),
+    server(PORT + 18, "--demo --www-dir tests/svelte/dist --pkg-dir /nonexistent", 10),
     server(
       PORT + 15,
       `--demo --oidc name=idp,issuer=${IDP},client-id=tokenwarden-test,client-secret-file=tests/oidc/client-secret,link=verified-email`,

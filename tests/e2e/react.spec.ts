@@ -1,6 +1,6 @@
 // tokenwarden/react in a React 19 app under StrictMode (tests/react: Vite 7, strict TypeScript,
 // the packed tarball, a development build so StrictMode really mounts everything twice),
-// served by the reference server with 4-second tokens.
+// served by the reference server with 10-second tokens.
 import { test, expect, type Page } from "@playwright/test";
 import { REACT } from "./playwright.config";
 import { hook, newUser, sleep, watchErrors } from "./helpers";
@@ -52,11 +52,11 @@ test("StrictMode: login, a request, expiry and refresh, one refresh at mount, lo
   await page.getByRole("button", { name: "Load profile" }).click();
   await expect(page.getByTestId("name")).toHaveText("Tab User");
 
-  // Expiry: the 4-second token is due after 2 s; the next request refreshes first, and the UI
+  // Expiry: the 10-second token is due after 5 s; the next request refreshes first, and the UI
   // shows the new expiry.
   const expires = await page.getByTestId("expires").innerText();
   await reset();
-  await sleep(2_200);
+  await sleep(5_200);
   await page.getByRole("button", { name: "Load profile" }).click();
   await expect(page.getByTestId("expires")).not.toHaveText(expires);
   expect((await stats()).refresh_calls).toBe(1);
@@ -66,8 +66,9 @@ test("StrictMode: login, a request, expiry and refresh, one refresh at mount, lo
   await reset();
   await page.reload();
   await expect(status).toHaveText(`signed in as ${email}`);
-  // A second tab at once, while the 4-second token is far from due: it gets the token (and
-  // nonce) from this one, no refresh of its own.
+  // A second tab at once, while the token is far from due (5 s, for a page that loads React's
+  // development build and compiles the .wasm): it gets the token (and nonce) from this one, no
+  // refresh of its own.
   const other = await context.newPage();
   const otherErrors = await open(other);
   await expect(other.getByTestId("status")).toHaveText(`signed in as ${email}`);

@@ -1,5 +1,5 @@
 // The story the Vue and Svelte fixtures (tests/vue, tests/svelte) are driven through: the same
-// page, written with each framework's binding, served by the reference server with 4-second
+// page, written with each framework's binding, served by the reference server with 10-second
 // tokens.
 import { test, expect, type Page, type Request } from "@playwright/test";
 import { hook, newUser, sleep, watchErrors } from "./helpers";
@@ -44,11 +44,11 @@ export function spaStory(framework: string, base: string) {
     await loadProfile(page);
     expect((await me[0].allHeaders()).authorization).toMatch(/^DPoP ey/);
 
-    // Expiry: the token is due after 2 s; the next request refreshes first, once, and the UI
+    // Expiry: the token is due after 5 s; the next request refreshes first, once, and the UI
     // shows the new expiry.
     const expires = await page.getByTestId("expires").innerText();
     await reset();
-    await sleep(2_200);
+    await sleep(5_200);
     await loadProfile(page);
     await expect(page.getByTestId("expires")).not.toHaveText(expires);
     expect((await stats()).refresh_calls).toBe(1);

@@ -251,13 +251,14 @@ test("a feed that never got ready is stale: 503 with Retry-After (onStale refuse
 
 test("the auth server goes away: stale after maxStalenessMs (refused, or accepted with onStale accept); it comes back: fresh again, resumed from Last-Event-ID", async () => {
   const origin = server.base;
+  // Signed in before the verifiers start: a sign-in hashes a password, which on a loaded machine
+  // could outlast the 800 ms of staleness allowed after the feed's `ready` (the next keepalive
+  // is 15 s away).
+  const client = new DpopClient();
+  await client.login(server);
   const strict = await createVerifier({ authServer: origin, publicOrigin: origin, nonceSecret: NONCE_SECRET, revocationToken: FEED_TOKEN, maxStalenessMs: 800 });
   const lax = await createVerifier({ authServer: origin, publicOrigin: origin, nonceSecret: NONCE_SECRET, revocationToken: FEED_TOKEN, maxStalenessMs: 800, onStale: "accept" });
   verifiers.push(strict, lax);
-  // Signed in first: a sign-in hashes a password, which on a loaded machine could outlast the
-  // 800 ms of staleness allowed after the feed is fresh.
-  const client = new DpopClient();
-  await client.login(server);
   await fresh(strict);
   await fresh(lax);
   const url = `${origin}/api/data`;

@@ -45,18 +45,15 @@ fn python() -> String {
     std::env::var("TW_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into())
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("addr").port()
-}
-
 impl SmtpSink {
     /// Starts aiosmtpd on a free loopback port and waits until it accepts connections.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("maildir");
         let maildir = dir.path().join("Maildir");
         for _ in 0..5 {
-            let port = free_port();
+            // Below the ephemeral range: a port the kernel hands to a `bind(0)` (every test
+            // server's) could be taken before aiosmtpd binds it, and answer its readiness check.
+            let port = super::oidc::free_port();
             let mut child = Command::new(python())
                 .args(["-m", "aiosmtpd", "-n", "-l"])
                 .arg(format!("127.0.0.1:{port}"))

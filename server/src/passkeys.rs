@@ -41,7 +41,7 @@ use crate::extract::{Authed, Csrf, JsonBody, user_agent};
 use crate::net::ClientIp;
 use crate::otp::Codes;
 use crate::sessions::{Issued, Sessions, SignIn};
-use crate::store::passkeys::{Ceremony, PasskeyRow, Removal};
+use crate::store::passkeys::{Ceremony, Change, MAX_PASSKEYS, PasskeyRow};
 use crate::store::{CodePurpose, RevokeReason, Store, User};
 use crate::throttle::Throttle;
 use crate::tokens::{self, AccessClaims};
@@ -51,8 +51,6 @@ pub const CEREMONY_SECS: i64 = 300;
 /// Passkey ceremonies (sign-ins, registrations, step-ups) and second-factor answers started per
 /// client address per minute: each start stores a ceremony for [`CEREMONY_SECS`].
 const STARTS_PER_MINUTE: u32 = 60;
-/// Passkeys an account may hold.
-const MAX_PASSKEYS: usize = 20;
 
 pub const LOGIN_FINISH_PATH: &str = "/auth/passkeys/login/finish";
 pub const SECOND_FACTOR_PATH: &str = "/auth/login/second-factor";
@@ -382,9 +380,7 @@ pub async fn register_start(
     p.require_recent(&claims).await?;
     let existing = p.passkeys_of(&claims.sub).await?;
     if existing.len() >= MAX_PASSKEYS {
-        return Err(ApiError::InvalidRequest(format!(
-            "an account holds at most {MAX_PASSKEYS} passkeys"
-        )));
+        return Err(full());
     }
     let mut fresh = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fresh);
@@ -452,12 +448,6 @@ async fn register(
     let passkey = webauthn
         .finish_passkey_registration(&reg, &state)
         .map_err(|e| refused("registration", Some(&claims.sub), e))?;
-    // Checked again here: ceremonies started side by side each saw room for one more.
-    if p.0.store.passkeys_of(&claims.sub).await?.len() >= MAX_PASSKEYS {
-        return Err(ApiError::InvalidRequest(format!(
-            "an account holds at most {MAX_PASSKEYS} passkeys"
-        )));
-    }
     let now = p.now();
     let name = req
         .name
@@ -472,14 +462,15 @@ async fn register(
         created_at: now,
         last_used_at: None,
     };
-    if !p.0.store.add_passkey(&row, &claims.sid).await? {
-        // Not added: the credential is registered already, or the session ended meanwhile.
-        if p.0.store.passkey(&row.id).await?.is_none() {
-            return Err(ApiError::InvalidToken(tokens::Invalid::Revoked));
+    match p.0.store.add_passkey(&row, &claims.sid).await? {
+        Change::Done => {}
+        Change::Full => return Err(full()),
+        Change::Registered => {
+            return Err(ApiError::InvalidRequest(
+                "this passkey is registered already".into(),
+            ));
         }
-        return Err(ApiError::InvalidRequest(
-            "this passkey is registered already".into(),
-        ));
+        _ => return Err(ApiError::InvalidToken(tokens::Invalid::Revoked)),
     }
     tracing::info!(target: "audit", event = "passkey_registered", user = %claims.sub);
     p.notify_added(&claims.sub, &row.name, now);
@@ -488,6 +479,11 @@ async fn register(
         axum::Json(json!({ "id": row.id, "name": row.name, "created_at": now })),
     )
         .into_response())
+}
+
+/// The refusal of a passkey beyond [`MAX_PASSKEYS`].
+fn full() -> ApiError {
+    ApiError::InvalidRequest(format!("an account holds at most {MAX_PASSKEYS} passkeys"))
 }
 
 /// `GET /auth/passkeys`.
@@ -517,16 +513,17 @@ pub async fn remove(
     match p
         .0
         .store
-        .delete_passkey(&id, &claims.sub, keep_factor)
+        .delete_passkey(&id, &claims.sub, &claims.sid, keep_factor)
         .await?
     {
-        Removal::Removed => {}
-        Removal::NotFound => return Err(ApiError::NotFound),
-        Removal::LastFactor => {
+        Change::Done => {}
+        Change::NotFound => return Err(ApiError::NotFound),
+        Change::LastFactor => {
             return Err(ApiError::PasskeysUnavailable(
                 "this passkey is the account's second factor: turn the second factor off first",
             ));
         }
+        _ => return Err(ApiError::InvalidToken(tokens::Invalid::Revoked)),
     }
     tracing::info!(target: "audit", event = "passkey_removed", user = %claims.sub);
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -744,15 +741,19 @@ pub async fn set_second_factor(
     }
     p.require_recent(&claims).await?;
     let needs_passkey = p.0.codes.enabled().is_err();
-    if !p
+    match p
         .0
         .store
-        .set_second_factor(&claims.sub, req.required, needs_passkey)
+        .set_second_factor(&claims.sub, &claims.sid, req.required, needs_passkey)
         .await?
     {
-        return Err(ApiError::PasskeysUnavailable(
-            "a second factor needs a passkey, or emailed codes on this server",
-        ));
+        Change::Done => {}
+        Change::NoPasskey => {
+            return Err(ApiError::PasskeysUnavailable(
+                "a second factor needs a passkey, or emailed codes on this server",
+            ));
+        }
+        _ => return Err(ApiError::InvalidToken(tokens::Invalid::Revoked)),
     }
     tracing::info!(target: "audit", event = "second_factor_set", user = %claims.sub, required = req.required);
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -786,6 +787,13 @@ pub async fn require_second_factor(
                 .start_passkey_authentication(&keys)
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
             (Some(rcr), state_json(&state)?)
+        }
+        // After a code, the passkey is the factor, and this server cannot ask for it now (its
+        // passkeys were switched off): refused, never completed by the mailbox alone.
+        (None, false) if first == FirstFactor::Code => {
+            return Err(ApiError::PasskeysUnavailable(
+                "this account's second factor is a passkey, and this server takes none now",
+            ));
         }
         _ if first == FirstFactor::Code => return Ok(()),
         _ => (None, String::new()),

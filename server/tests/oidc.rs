@@ -1271,13 +1271,15 @@ async fn an_unverified_address_is_never_the_account_s_and_linking_takes_a_verifi
     assert_eq!(claims["sub"], alice_sub);
     // An account whose sign-ins need a second factor is not linked by its address: the
     // provider's verified address proves the mailbox only, which alone never signs into it.
-    let bob_sub = sub_of(&s, BOB).await;
-    assert!(
+    let bob = jwt_parts(&Client::new(&s).sign_in(BOB).await.access).1;
+    let (bob_sub, bob_sid) = (bob["sub"].as_str().unwrap(), bob["sid"].as_str().unwrap());
+    assert_eq!(
         s.state
             .store
-            .set_second_factor(bob_sub.as_str().unwrap(), true, false)
+            .set_second_factor(bob_sub, bob_sid, true, false)
             .await
-            .unwrap()
+            .unwrap(),
+        tokenwarden_server::store::passkeys::Change::Done
     );
     let res = hostile_sign_in(
         &s,

@@ -9,6 +9,7 @@ use common::authenticator::{Page, SoftPasskey};
 use common::smtp::SmtpSink;
 use common::*;
 use serde_json::{Value, json};
+use tokenwarden_server::Settings;
 use tokenwarden_server::config::WebauthnSettings;
 
 const ORIGIN: &str = "http://localhost:8080";
@@ -31,18 +32,25 @@ async fn server() -> TestServer {
 /// A server with passkeys that mails its codes (and its notices) to `sink`, its per-client and
 /// per-address send limits out of the way.
 async fn mail_server(sink: &SmtpSink) -> TestServer {
+    TestServer::with(mailing(sink, true)).await
+}
+
+/// The settings of [`mail_server`]; without `passkeys`, the same server with its passkeys
+/// switched off.
+fn mailing(sink: &SmtpSink, passkeys: bool) -> impl FnOnce(&mut Settings) {
     let url = sink.url();
-    TestServer::with(move |c| {
-        c.webauthn = Some(WebauthnSettings {
-            rp_id: "localhost".into(),
-            rp_name: "tokenwarden tests".into(),
-            origins: vec![ORIGIN.into()],
-        });
+    move |c| {
+        if passkeys {
+            c.webauthn = Some(WebauthnSettings {
+                rp_id: "localhost".into(),
+                rp_name: "tokenwarden tests".into(),
+                origins: vec![ORIGIN.into()],
+            });
+        }
         c.otp.smtp_url = Some(url);
         c.otp.ip_per_minute = 10_000;
         c.otp.sends_per_email = 100;
-    })
-    .await
+    }
 }
 
 /// A server, Alice signed in on a bound tab, and a passkey she just registered.
@@ -263,9 +271,13 @@ async fn a_counter_that_goes_backwards_is_refused_and_a_removed_passkey_signs_no
 /// registration starts is limited per client address as passkey sign-ins are (60 a minute).
 #[tokio::test]
 async fn step_up_and_registration_starts_are_limited_per_client() {
-    let (s, mut tab, _passkey) = alice_with_a_passkey().await;
-    // One minute for all of them (the windows are the clock's minutes).
+    let s = server().await;
+    // One minute for all of them, the registration's start too (the windows are the clock's
+    // minutes).
     s.state.clock.freeze();
+    let mut tab = Client::bound(&s);
+    tab.sign_in(ALICE).await;
+    register(&mut tab).await;
     let mut answered = Vec::new();
     for _ in 0..61 {
         answered.push(tab.post("/auth/step-up/start", &json!({})).await.status);
@@ -700,22 +712,114 @@ async fn registrations_started_side_by_side_stop_at_the_limit() {
     for _ in 1..19 {
         register(&mut tab).await;
     }
-    let a = tab.post("/auth/passkeys/register/start", &json!({})).await;
-    let b = tab.post("/auth/passkeys/register/start", &json!({})).await;
-    assert_eq!((a.status, b.status), (200, 200), "{} {}", a.body, b.body);
-    let mut finish = async |start: &Answer| {
+    // Nineteen: eight registrations started (each saw room for one more), finished at once
+    // (each checked the count before any was added).
+    let mut finishes = Vec::new();
+    for _ in 0..8 {
+        let start = tab.post("/auth/passkeys/register/start", &json!({})).await;
+        assert_eq!(start.status, 200, "{}", start.body);
         let (_, credential) = SoftPasskey::create(&start.body["options"], &PAGE);
-        tab.post(
-            "/auth/passkeys/register/finish",
-            &json!({ "ceremony": start.body["ceremony"], "credential": credential }),
-        )
+        let mut tab = tab.clone();
+        finishes.push(async move {
+            let body = json!({ "ceremony": start.body["ceremony"], "credential": credential });
+            tab.post("/auth/passkeys/register/finish", &body).await
+        });
+    }
+    let mut answers: Vec<(u16, String)> = futures::future::join_all(finishes)
         .await
-    };
-    assert_eq!(finish(&a).await.status, 201);
-    let refused = finish(&b).await;
-    assert_eq!(refused.error(), "invalid_request", "{}", refused.body);
+        .iter()
+        .map(|a| (a.status, a.error().to_owned()))
+        .collect();
+    answers.sort();
+    let refused = (400, "invalid_request".to_owned());
+    assert_eq!(answers[0].0, 201, "{answers:?}");
+    assert!(answers[1..].iter().all(|a| *a == refused), "{answers:?}");
     let listed = tab.get("/auth/passkeys").await.body["passkeys"].clone();
     assert_eq!(listed.as_array().map(Vec::len), Some(20));
+    s.stop().await;
+}
+
+/// An instance's view of revocations lags the database (another instance revoked the session,
+/// or the revocation is being written): a session revoked in the database changes no passkey
+/// and no second-factor setting, though its access token still passes that view.
+#[tokio::test]
+async fn a_session_revoked_elsewhere_changes_no_passkey_or_second_factor() {
+    let (s, mut tab, _passkey) = alice_with_a_passkey().await;
+    let id = tab.get("/auth/passkeys").await.body["passkeys"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, mine) = jwt_parts(tab.access.as_deref().unwrap());
+    let (sid, sub) = (mine["sid"].as_str().unwrap(), mine["sub"].as_str().unwrap());
+    let reason = tokenwarden_server::store::RevokeReason::RevokedByUser;
+    assert!(
+        s.state
+            .store
+            .revoke_session(sid, None, reason, s.state.now())
+            .await
+            .unwrap()
+    );
+    let off = json!({ "required": false });
+    for (method, path, body) in [
+        ("PUT", "/auth/second-factor".to_owned(), Some(&off)),
+        ("DELETE", format!("/auth/passkeys/{id}"), None),
+    ] {
+        let a = tab.send(method, &path, body).await;
+        assert_eq!((a.status, a.error()), (401, "invalid_token"), "{path}");
+    }
+    assert_eq!(s.state.store.passkeys_of(sub).await.unwrap().len(), 1);
+    s.stop().await;
+}
+
+/// An account whose second factor is its passkey, on a server restarted with its passkeys
+/// switched off (no `--webauthn-rp-id`): a code sign-in or a reset, which the passkey had to
+/// complete, is refused (the mailbox alone completed them); a password sign-in still asks for
+/// the emailed code.
+#[tokio::test]
+async fn with_passkeys_switched_off_a_code_alone_does_not_pass_for_the_passkey() {
+    let sink = SmtpSink::start();
+    let (url, _dir) = TestServer::durable_database().await;
+    let s = TestServer::on(&url, mailing(&sink, true)).await;
+    let mut tab = Client::bound(&s);
+    tab.sign_in(ALICE).await;
+    register(&mut tab).await;
+    require_second_factor(&mut tab).await;
+    s.stop().await;
+    let mailed = std::cell::Cell::new(1); // the notice of the passkey added
+    let next_code = async || {
+        mailed.set(mailed.get() + 1);
+        sink.wait_for(ALICE.0, mailed.get()).await.code()
+    };
+
+    let s = TestServer::on(&url, mailing(&sink, false)).await;
+    let mut c = Client::bound(&s);
+    for (start, finish, extra) in [
+        ("/auth/otp/start", "/auth/otp/verify", json!({})),
+        (
+            "/auth/password/reset/start",
+            "/auth/password/reset",
+            json!({ "new_password": "brand new secret phrase" }),
+        ),
+    ] {
+        let a = c.post(start, &json!({ "email": ALICE.0 })).await;
+        assert_eq!(a.status, 202, "{}", a.body);
+        let mut body = json!({ "email": ALICE.0, "code": next_code().await });
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let a = c.post(finish, &body).await;
+        assert_eq!(
+            (a.status, a.error()),
+            (400, "passkeys_unavailable"),
+            "{finish}: {}",
+            a.body
+        );
+        assert!(a.set_cookies().is_empty() && a.body["access_token"].is_null());
+    }
+    // The password is unchanged, and its sign-in asks for the emailed code.
+    let a = c.login(ALICE).await;
+    assert_eq!(a.error(), "second_factor_required", "{}", a.body);
+    assert_eq!(a.body["email_code"], true);
     s.stop().await;
 }
 

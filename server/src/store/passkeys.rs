@@ -8,15 +8,31 @@ use super::{CodePurpose, RevokeReason, Store, StoreResult, User};
 /// `$1`: a user's id. How many passkeys the account has (read under its row lock).
 const COUNT_PASSKEYS: &str = "SELECT count(*) FROM passkeys WHERE user_id = $1";
 
-/// What [`Store::delete_passkey`] did.
+/// What [`Store::add_passkey`], [`Store::delete_passkey`] or [`Store::set_second_factor`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Removal {
-    Removed,
-    /// No such passkey of this account.
+pub enum Change {
+    Done,
+    /// Nothing: the session asking has ended (a reset or a revocation came first).
+    SessionEnded,
+    /// Nothing: no such passkey of this account (a removal).
     NotFound,
-    /// Kept: the account's last passkey, and its second factor is required.
+    /// Nothing: the account's last passkey, and its second factor is required (a removal).
     LastFactor,
+    /// Nothing: this credential is registered already (an addition).
+    Registered,
+    /// Nothing: the account holds the most passkeys it may (an addition).
+    Full,
+    /// Nothing: a second factor needs a passkey here, and the account has none.
+    NoPasskey,
 }
+
+/// The most passkeys an account holds.
+pub const MAX_PASSKEYS: usize = 20;
+
+/// `$1`: a session's id. Written (to nothing new) to hold the session's row: a revocation side
+/// by side (a reset) waits for the transaction, or the transaction sees the session ended.
+const HOLD_LIVE_SESSION: &str =
+    "UPDATE sessions SET version = version WHERE id = $1 AND revoked_at IS NULL";
 
 /// A stored passkey.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -100,18 +116,48 @@ impl Store {
         }
     }
 
-    /// Stores a new passkey; `false` if its credential id is already stored.
+    /// Begins a change of an account's passkeys or second factor asked for in `session`:
+    /// under the account's row lock (SQLite's one writer; PostgreSQL's `FOR UPDATE`, taken
+    /// first, as [`Self::replace_password`] writes the account's row first), so that changes
+    /// side by side each see the others; and only while `session` is live (held: a reset or a
+    /// revocation that ends it waits for the change, or the change sees it ended, whatever an
+    /// instance's view of revocations says). `None`: the session has ended.
+    async fn change_of(
+        &self,
+        user_id: &str,
+        session: &str,
+    ) -> StoreResult<Option<sqlx::Transaction<'static, sqlx::Any>>> {
+        let mut tx = self.write.begin().await?;
+        if self.dialect == Dialect::Postgres {
+            q!(dialect::LOCK_USER_PG, user_id).execute(&mut *tx).await?;
+        }
+        if q!(HOLD_LIVE_SESSION, session)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            != 1
+        {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        Ok(Some(tx))
+    }
+
     /// Adds a passkey registered in `session`, if that session is still live (a reset that
     /// ended it while the registration was under way would otherwise leave the passkey of
-    /// whoever it ended) and the credential is not registered already; whether it did.
-    pub async fn add_passkey(&self, p: &PasskeyRow, session: &str) -> StoreResult<bool> {
-        let mut tx = self.write.begin().await?;
-        // Written (to nothing new) to hold the session's row: a revocation side by side (a
-        // reset) waits for this, or this sees the session ended.
-        let sql = "UPDATE sessions SET version = version WHERE id = $1 AND revoked_at IS NULL";
-        if q!(sql, session).execute(&mut *tx).await?.rows_affected() != 1 {
+    /// whoever it ended), the credential is not registered already, and the account holds
+    /// fewer than [`MAX_PASSKEYS`] (counted under its lock: registrations finished side by
+    /// side cannot each see room).
+    pub async fn add_passkey(&self, p: &PasskeyRow, session: &str) -> StoreResult<Change> {
+        let Some(mut tx) = self.change_of(&p.user_id, session).await? else {
+            return Ok(Change::SessionEnded);
+        };
+        let n: i64 = q_scalar!(COUNT_PASSKEYS, &p.user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if n >= MAX_PASSKEYS as i64 {
             tx.rollback().await?;
-            return Ok(false);
+            return Ok(Change::Full);
         }
         let sql = "INSERT INTO passkeys (id, user_id, name, passkey, created_at)
                    VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING";
@@ -119,7 +165,10 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(res.rows_affected() == 1)
+        Ok(match res.rows_affected() {
+            1 => Change::Done,
+            _ => Change::Registered,
+        })
     }
 
     pub async fn passkeys_of(&self, user_id: &str) -> StoreResult<Vec<PasskeyRow>> {
@@ -151,20 +200,20 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Removes one of the user's passkeys, unless `keep_factor` and it is the last passkey of
-    /// an account whose second factor is required. Checked and done under the account's row
-    /// lock (SQLite's one writer; PostgreSQL's `FOR UPDATE`): removals side by side, or a
-    /// removal beside [`Self::set_second_factor`], cannot each see another passkey left.
+    /// Removes one of the user's passkeys, asked for in `session`, unless `keep_factor` and it
+    /// is the last passkey of an account whose second factor is required. Checked and done as
+    /// [`Self::change_of`] says: removals side by side, or a removal beside
+    /// [`Self::set_second_factor`], cannot each see another passkey left.
     pub async fn delete_passkey(
         &self,
         id: &str,
         user_id: &str,
+        session: &str,
         keep_factor: bool,
-    ) -> StoreResult<Removal> {
-        let mut tx = self.write.begin().await?;
-        if self.dialect == Dialect::Postgres {
-            q!(dialect::LOCK_USER_PG, user_id).execute(&mut *tx).await?;
-        }
+    ) -> StoreResult<Change> {
+        let Some(mut tx) = self.change_of(user_id, session).await? else {
+            return Ok(Change::SessionEnded);
+        };
         let left: i64 = q_scalar!(COUNT_PASSKEYS, user_id)
             .fetch_one(&mut *tx)
             .await?;
@@ -173,15 +222,15 @@ impl Store {
         let sql = "SELECT count(*) FROM passkeys WHERE id = $1 AND user_id = $2";
         let exists: i64 = q_scalar!(sql, id, user_id).fetch_one(&mut *tx).await?;
         if exists == 0 {
-            return Ok(Removal::NotFound);
+            return Ok(Change::NotFound);
         }
         if keep_factor && required == Some(1) && left <= 1 {
-            return Ok(Removal::LastFactor);
+            return Ok(Change::LastFactor);
         }
         let sql = "DELETE FROM passkeys WHERE id = $1 AND user_id = $2";
         q!(sql, id, user_id).execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(Removal::Removed)
+        Ok(Change::Done)
     }
 
     pub async fn put_ceremony(&self, id_hash: &str, c: &Ceremony) -> StoreResult<()> {
@@ -228,25 +277,25 @@ impl Store {
         Ok(v == Some(1))
     }
 
-    /// Sets whether the account's password sign-ins need a second factor; with
-    /// `needs_passkey`, turning it on needs a passkey of the account (false: none, nothing
-    /// changed). Under the account's row lock, as [`Self::delete_passkey`].
+    /// Sets whether the account's password sign-ins need a second factor, asked for in
+    /// `session`; with `needs_passkey`, turning it on needs a passkey of the account. As
+    /// [`Self::change_of`] says, as [`Self::delete_passkey`].
     pub async fn set_second_factor(
         &self,
         user_id: &str,
+        session: &str,
         required: bool,
         needs_passkey: bool,
-    ) -> StoreResult<bool> {
-        let mut tx = self.write.begin().await?;
-        if self.dialect == Dialect::Postgres {
-            q!(dialect::LOCK_USER_PG, user_id).execute(&mut *tx).await?;
-        }
+    ) -> StoreResult<Change> {
+        let Some(mut tx) = self.change_of(user_id, session).await? else {
+            return Ok(Change::SessionEnded);
+        };
         if required && needs_passkey {
             let n: i64 = q_scalar!(COUNT_PASSKEYS, user_id)
                 .fetch_one(&mut *tx)
                 .await?;
             if n == 0 {
-                return Ok(false);
+                return Ok(Change::NoPasskey);
             }
         }
         let sql = "UPDATE users SET second_factor = $1 WHERE id = $2";
@@ -254,7 +303,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Change::Done)
     }
 
     /// Records a step-up in a live session: its user proved who they are at `now`, with
@@ -274,12 +323,14 @@ impl Store {
             == 1)
     }
 
-    /// How a session's user last proved who they are: (auth_time or creation, amr).
+    /// How a live session's user last proved who they are: (auth_time or creation, amr);
+    /// `None` once it has ended.
     pub async fn session_auth(
         &self,
         session_id: &str,
     ) -> StoreResult<Option<(Option<i64>, i64, String)>> {
-        let sql = "SELECT auth_time, created_at, amr FROM sessions WHERE id = $1";
+        let sql = "SELECT auth_time, created_at, amr FROM sessions
+                   WHERE id = $1 AND revoked_at IS NULL";
         Ok(q_as!(sql, session_id).fetch_optional(&self.read).await?)
     }
 
@@ -517,12 +568,10 @@ mod tests {
     async fn a_disowned_password_takes_its_passkeys_and_second_factor() {
         let s = memory().await;
         alice_and_two_sessions(&s).await;
-        assert!(
-            s.add_passkey(&row("strangers", "{}"), "here")
-                .await
-                .unwrap()
-        );
-        assert!(s.set_second_factor("u", true, true).await.unwrap());
+        let added = s.add_passkey(&row("strangers", "{}"), "here").await;
+        assert_eq!(added.unwrap(), Change::Done);
+        let set = s.set_second_factor("u", "here", true, true).await;
+        assert_eq!(set.unwrap(), Change::Done);
         let disown = NewPassword {
             reason: RevokeReason::PasswordReset,
             disown: true,
@@ -547,7 +596,8 @@ mod tests {
             r#"{"cred":{"counter":7}}"#,
             r#"{"cred":{"counter":6}}"#,
         );
-        assert!(s.add_passkey(&row("a", at5), "here").await.unwrap());
+        let added = s.add_passkey(&row("a", at5), "here").await;
+        assert_eq!(added.unwrap(), Change::Done);
         // Two uses checked against 5: the one saved first wins, the other changes nothing.
         assert!(s.passkey_used("a", at5, at7, 10).await.unwrap());
         assert!(!s.passkey_used("a", at5, at6, 11).await.unwrap());
@@ -565,11 +615,10 @@ mod tests {
     async fn a_passkey_is_added_only_in_a_live_session() {
         let s = memory().await;
         alice_and_two_sessions(&s).await;
-        assert!(s.add_passkey(&row("a", "{}"), "here").await.unwrap());
-        assert!(
-            !s.add_passkey(&row("a", "{}"), "here").await.unwrap(),
-            "registered already"
-        );
+        let added = s.add_passkey(&row("a", "{}"), "here").await;
+        assert_eq!(added.unwrap(), Change::Done);
+        let again = s.add_passkey(&row("a", "{}"), "here").await;
+        assert_eq!(again.unwrap(), Change::Registered);
         let reset = NewPassword {
             reason: RevokeReason::PasswordReset,
             ..change("new", None, None)
@@ -578,10 +627,8 @@ mod tests {
             s.replace_password(&reset).await.unwrap(),
             Replaced::Done { .. }
         ));
-        assert!(
-            !s.add_passkey(&row("b", "{}"), "here").await.unwrap(),
-            "its session ended"
-        );
+        let late = s.add_passkey(&row("b", "{}"), "here").await;
+        assert_eq!(late.unwrap(), Change::SessionEnded);
         assert!(s.passkey("b").await.unwrap().is_none());
     }
 

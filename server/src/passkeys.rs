@@ -470,7 +470,7 @@ async fn register(
                 "this passkey is registered already".into(),
             ));
         }
-        _ => return Err(ApiError::InvalidToken(tokens::Invalid::Revoked)),
+        other => return Err(unchanged(other)),
     }
     tracing::info!(target: "audit", event = "passkey_registered", user = %claims.sub);
     p.notify_added(&claims.sub, &row.name, now);
@@ -479,6 +479,16 @@ async fn register(
         axum::Json(json!({ "id": row.id, "name": row.name, "created_at": now })),
     )
         .into_response())
+}
+
+/// The refusal of a change the store did not make, for a reason the caller does not handle
+/// itself: the session has ended (401, as a revoked token), or a reason it never gives for that
+/// change.
+fn unchanged(why: Change) -> ApiError {
+    match why {
+        Change::SessionEnded => ApiError::InvalidToken(tokens::Invalid::Revoked),
+        other => ApiError::Internal(format!("unexpected {other:?}")),
+    }
 }
 
 /// The refusal of a passkey beyond [`MAX_PASSKEYS`].
@@ -523,7 +533,7 @@ pub async fn remove(
                 "this passkey is the account's second factor: turn the second factor off first",
             ));
         }
-        _ => return Err(ApiError::InvalidToken(tokens::Invalid::Revoked)),
+        other => return Err(unchanged(other)),
     }
     tracing::info!(target: "audit", event = "passkey_removed", user = %claims.sub);
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -753,7 +763,7 @@ pub async fn set_second_factor(
                 "a second factor needs a passkey, or emailed codes on this server",
             ));
         }
-        _ => return Err(ApiError::InvalidToken(tokens::Invalid::Revoked)),
+        other => return Err(unchanged(other)),
     }
     tracing::info!(target: "audit", event = "second_factor_set", user = %claims.sub, required = req.required);
     Ok(StatusCode::NO_CONTENT.into_response())

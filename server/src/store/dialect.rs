@@ -9,9 +9,9 @@
 //! - [`LOCK_SESSION_PG`]: the session row's lock, taken after repeated lost races. SQLite's one
 //!   writer connection is already exclusive.
 //! - [`LOCK_KEYS_PG`]: serialises instances adding a signing key at the same start.
-//! - [`LOCK_USER_PG`]: an account's row, while its passkeys or second factor change.
 //! - [`HOLD_USER_PG`]: an account's row against a password change, while a sign-in opens a
-//!   session of the password it proved.
+//!   session of the password it proved, or while the account's passkeys or second factor
+//!   change.
 //! - [`LOCK_USER_SESSIONS_PG`], [`LOCK_PROVIDER_SESSIONS_PG`]: the live sessions a revocation
 //!   of several is about to end, locked in the order of their ids (two such revocations side
 //!   by side would otherwise lock in orders of their own, and one fail as a deadlock); on
@@ -45,13 +45,12 @@ pub const LOCK_SESSION_PG: &str = "SELECT id FROM sessions
      WHERE id = (SELECT session_id FROM refresh_tokens WHERE hash = $1)
      FOR UPDATE";
 
-/// `$1`: a user's id. Locks the account's row until the transaction ends (its passkeys and
-/// second-factor setting change one at a time: `passkeys::delete_passkey`).
-pub const LOCK_USER_PG: &str = "SELECT id FROM users WHERE id = $1 FOR UPDATE";
-
 /// `$1`: a user's id. Held until the transaction ends against a write of the account's row (a
-/// password change or reset), but not against the key-share lock a new session's foreign key
-/// takes (with `FOR UPDATE`, two sign-ins of one account and one DPoP key deadlocked).
+/// password change or reset) and another holder (a sign-in opening a session of the password
+/// it proved; a change of the account's passkeys or second factor, `passkeys::change_of`,
+/// which therefore happen one at a time), but not against the key-share lock a new session's
+/// foreign key takes (with `FOR UPDATE`, two sign-ins of one account and one DPoP key
+/// deadlocked, and a passkey being added held up every sign-in of the account).
 pub const HOLD_USER_PG: &str = "SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE";
 
 /// `$1`: a user's id, `$2`: a session kept (NULL: none). Their live sessions, by id.

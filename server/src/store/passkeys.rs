@@ -29,10 +29,11 @@ pub enum Change {
 /// The most passkeys an account holds.
 pub const MAX_PASSKEYS: usize = 20;
 
-/// `$1`: a session's id. Written (to nothing new) to hold the session's row: a revocation side
-/// by side (a reset) waits for the transaction, or the transaction sees the session ended.
-const HOLD_LIVE_SESSION: &str =
-    "UPDATE sessions SET version = version WHERE id = $1 AND revoked_at IS NULL";
+/// `$1`: a session's id, `$2` its user's. Written (to nothing new) to hold the session's row: a
+/// revocation side by side (a reset) waits for the transaction, or the transaction sees the
+/// session ended.
+const HOLD_LIVE_SESSION: &str = "UPDATE sessions SET version = version
+     WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL";
 
 /// A stored passkey.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -117,8 +118,8 @@ impl Store {
     }
 
     /// Begins a change of an account's passkeys or second factor asked for in `session`:
-    /// under the account's row lock (SQLite's one writer; PostgreSQL's `FOR UPDATE`, taken
-    /// first, as [`Self::replace_password`] writes the account's row first), so that changes
+    /// under the account's row lock (SQLite's one writer; PostgreSQL's [`dialect::HOLD_USER_PG`],
+    /// taken first, as [`Self::replace_password`] writes the account's row first), so that changes
     /// side by side each see the others; and only while `session` is live (held: a reset or a
     /// revocation that ends it waits for the change, or the change sees it ended, whatever an
     /// instance's view of revocations says). `None`: the session has ended.
@@ -129,9 +130,9 @@ impl Store {
     ) -> StoreResult<Option<sqlx::Transaction<'static, sqlx::Any>>> {
         let mut tx = self.write.begin().await?;
         if self.dialect == Dialect::Postgres {
-            q!(dialect::LOCK_USER_PG, user_id).execute(&mut *tx).await?;
+            q!(dialect::HOLD_USER_PG, user_id).execute(&mut *tx).await?;
         }
-        if q!(HOLD_LIVE_SESSION, session)
+        if q!(HOLD_LIVE_SESSION, session, user_id)
             .execute(&mut *tx)
             .await?
             .rows_affected()
@@ -222,9 +223,11 @@ impl Store {
         let sql = "SELECT count(*) FROM passkeys WHERE id = $1 AND user_id = $2";
         let exists: i64 = q_scalar!(sql, id, user_id).fetch_one(&mut *tx).await?;
         if exists == 0 {
+            tx.rollback().await?;
             return Ok(Change::NotFound);
         }
         if keep_factor && required == Some(1) && left <= 1 {
+            tx.rollback().await?;
             return Ok(Change::LastFactor);
         }
         let sql = "DELETE FROM passkeys WHERE id = $1 AND user_id = $2";
@@ -295,6 +298,7 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?;
             if n == 0 {
+                tx.rollback().await?;
                 return Ok(Change::NoPasskey);
             }
         }
@@ -610,7 +614,9 @@ mod tests {
     }
 
     /// A registration that finishes after its session ended (a reset side by side) adds no
-    /// passkey: the thief's registration under way would otherwise outlive the reset.
+    /// passkey: the thief's registration under way would otherwise outlive the reset. Nor does
+    /// an ended session remove one or change the second factor, whatever an instance's view of
+    /// revocations says; nor a session of another account.
     #[tokio::test]
     async fn a_passkey_is_added_only_in_a_live_session() {
         let s = memory().await;
@@ -619,6 +625,10 @@ mod tests {
         assert_eq!(added.unwrap(), Change::Done);
         let again = s.add_passkey(&row("a", "{}"), "here").await;
         assert_eq!(again.unwrap(), Change::Registered);
+        let elsewhere = s
+            .set_second_factor("someone else", "there", true, false)
+            .await;
+        assert_eq!(elsewhere.unwrap(), Change::SessionEnded);
         let reset = NewPassword {
             reason: RevokeReason::PasswordReset,
             ..change("new", None, None)
@@ -629,6 +639,12 @@ mod tests {
         ));
         let late = s.add_passkey(&row("b", "{}"), "here").await;
         assert_eq!(late.unwrap(), Change::SessionEnded);
+        let removal = s.delete_passkey("a", "u", "here", false).await;
+        assert_eq!(removal.unwrap(), Change::SessionEnded);
+        let setting = s.set_second_factor("u", "here", true, false).await;
+        assert_eq!(setting.unwrap(), Change::SessionEnded);
+        assert!(!s.second_factor_required("u").await.unwrap());
+        assert_eq!(s.passkeys_of("u").await.unwrap().len(), 1);
         assert!(s.passkey("b").await.unwrap().is_none());
     }
 

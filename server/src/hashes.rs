@@ -148,13 +148,15 @@ pub fn importable(stored: &str) -> Result<Kind, HashError> {
             }
         }
         Kind::Pbkdf2Sha256 | Kind::DjangoPbkdf2Sha256 => {
-            let (rounds, _, _) = if kind == Kind::Pbkdf2Sha256 {
+            let (rounds, _, hash) = if kind == Kind::Pbkdf2Sha256 {
                 pbkdf2_phc(stored)?
             } else {
                 django(stored)?
             };
-            if u64::from(rounds) > IMPORT_PBKDF2_MAX_ROUNDS {
-                return too_costly("at most 2,000,000 rounds");
+            // PBKDF2 runs all its rounds for each 32 bytes (SHA-256's output) of the hash.
+            let blocks = hash.len().div_ceil(32) as u64;
+            if u64::from(rounds).saturating_mul(blocks) > IMPORT_PBKDF2_MAX_ROUNDS {
+                return too_costly("at most 2,000,000 rounds per 32 bytes of hash");
             }
         }
     }
@@ -240,6 +242,9 @@ struct Scrypt {
     log_n: u8,
     r: u32,
     p: u32,
+    /// What scrypt runs (checked here: one it would refuse, such as `ln ≥ 16·r`, is
+    /// malformed, not a hash that imports and then never verifies).
+    params: scrypt::Params,
     salt: Vec<u8>,
     hash: Vec<u8>,
 }
@@ -263,10 +268,13 @@ fn scrypt_params(stored: &str) -> Result<Scrypt, HashError> {
             "128·r·2^ln ≤ 256 MiB, p ≤ 16",
         ));
     }
+    let (log_n, r, p) = (ln as u8, r as u32, lanes as u32);
+    let params = scrypt::Params::new(log_n, r, p, hash.len()).map_err(|_| bad)?;
     Ok(Scrypt {
-        log_n: ln as u8,
-        r: r as u32,
-        p: lanes as u32,
+        log_n,
+        r,
+        p,
+        params,
         salt,
         hash,
     })
@@ -341,11 +349,8 @@ pub fn verify_blocking(password: &str, stored: &str) -> bool {
         }),
         Kind::Bcrypt => bcrypt::verify(password, stored).unwrap_or(false),
         Kind::Scrypt => scrypt_params(stored).is_ok_and(|s| {
-            let Ok(params) = scrypt::Params::new(s.log_n, s.r, s.p, s.hash.len()) else {
-                return false;
-            };
             let mut out = vec![0u8; s.hash.len()];
-            scrypt::scrypt(password.as_bytes(), &s.salt, &params, &mut out).is_ok()
+            scrypt::scrypt(password.as_bytes(), &s.salt, &s.params, &mut out).is_ok()
                 && bool::from(out.ct_eq(&s.hash))
         }),
         Kind::Pbkdf2Sha256 => pbkdf2_phc(stored).is_ok_and(|p| pbkdf2_matches(password, p)),
@@ -441,6 +446,26 @@ mod tests {
             assert!(kind_of(junk).is_err(), "{junk}");
             assert!(!verify_blocking(PASSWORD, junk));
         }
+        // Within every bound above, but a hash scrypt itself refuses to run (ln ≥ 16·r): it
+        // imported, then never verified (its user locked out of password sign-in).
+        let never = "$scrypt$ln=16,r=1,p=1$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        assert_eq!(importable(never), Err(HashError::Malformed("scrypt")));
+        // PBKDF2 runs its rounds again for each 32 bytes of the hash: 2,000,000 rounds of a
+        // 64-byte hash are twice the bound's work.
+        let sixty_four = format!(
+            "$pbkdf2-sha256$i=2000000,l=64$c2FsdHNhbHQ${}",
+            "A".repeat(86)
+        );
+        assert_eq!(kind_of(&sixty_four), Ok(Kind::Pbkdf2Sha256));
+        assert!(
+            matches!(importable(&sixty_four), Err(HashError::TooCostly(..))),
+            "{sixty_four}"
+        );
+        let thirty_two = format!(
+            "$pbkdf2-sha256$i=2000000,l=32$c2FsdHNhbHQ${}",
+            "A".repeat(43)
+        );
+        assert_eq!(importable(&thirty_two), Ok(Kind::Pbkdf2Sha256));
     }
 
     #[test]

@@ -617,14 +617,13 @@ impl Sessions {
     /// reset to no password: the mailbox's owner does not share the account with a stranger
     /// (account pre-hijacking). Runs before the owner's own session is opened.
     pub async fn address_proved(&self, user: &User) -> Result<(), ApiError> {
-        // Verified first: from then on the old backend's word sets no unvouched password (the
-        // write checks it), and one it set before is ended next.
-        if !user.email_verified {
-            self.0
-                .store
-                .set_email_verified(&user.email, self.0.clock.now())
-                .await?;
-        }
+        // Proved first, whether or not the address was verified already (an import may say it
+        // was): from then on the old backend's word sets no unvouched password (the write
+        // checks it), and one it set before is ended next.
+        self.0
+            .store
+            .set_email_verified(&user.email, self.0.clock.now())
+            .await?;
         self.end_unproved_password(user).await
     }
 

@@ -493,26 +493,31 @@ async fn the_old_backend_sets_no_password_of_an_account_it_does_not_vouch_for() 
 /// The account the old backend names by its id has no password here, and its owner signs in by
 /// a code first (nothing to end then): the address is proved here, and the old backend's word,
 /// which does not vouch for the address, no longer sets a password on it (whoever registered
-/// the address there would take the account the owner already uses).
+/// the address there would take the account the owner already uses). Also when the account was
+/// imported with its address verified: the code proved it here all the same (before, only an
+/// unverified address was marked so, and the old backend's word then set a password).
 #[tokio::test]
 async fn the_old_backend_sets_no_password_after_the_owner_proved_the_address() {
-    let sink = SmtpSink::start();
-    let (s, _backend) = with_legacy_and_mail(&sink).await;
-    let user = passwordless(&s, "kept-1", "kept@legacy.test", None).await;
-    let mut owner = Client::new(&s).oneshot();
-    owner.request_code(user.email).await;
-    let code = sink.wait_for(user.email, 1).await.code();
-    assert_eq!(owner.verify_code(user.email, &code).await.status, 200);
-    let stranger = Client::new(&s)
-        .oneshot()
-        .login((user.email, "old-password-1"))
-        .await;
-    assert_eq!(
-        (stranger.status, stranger.error()),
-        (401, "invalid_credentials")
-    );
-    assert_eq!(stored_hash(&s, user.email).await, "");
-    s.stop().await;
+    for verified in [None, Some(1)] {
+        let sink = SmtpSink::start();
+        let (s, _backend) = with_legacy_and_mail(&sink).await;
+        let user = passwordless(&s, "kept-1", "kept@legacy.test", verified).await;
+        let mut owner = Client::new(&s).oneshot();
+        owner.request_code(user.email).await;
+        let code = sink.wait_for(user.email, 1).await.code();
+        assert_eq!(owner.verify_code(user.email, &code).await.status, 200);
+        let stranger = Client::new(&s)
+            .oneshot()
+            .login((user.email, "old-password-1"))
+            .await;
+        assert_eq!(
+            (stranger.status, stranger.error()),
+            (401, "invalid_credentials"),
+            "verified {verified:?}"
+        );
+        assert_eq!(stored_hash(&s, user.email).await, "");
+        s.stop().await;
+    }
 }
 
 /// While the old backend fails (down, or made to fail by filling its questions), an unknown

@@ -772,6 +772,24 @@ async fn codes_mailed_at_once_leave_no_more_live_than_the_limit() {
     s.stop().await;
 }
 
+/// With sign-ups by code, a code for an address spelled as no new account may be (its domain in
+/// punycode: `bücher.de`'s inbox, under a spelling of its own) was mailed, with a send budget of
+/// its own, though it could open nothing: a flood of that inbox beside its real spelling's.
+#[tokio::test]
+async fn a_code_for_another_spelling_of_a_mailbox_is_not_mailed() {
+    let sink = SmtpSink::start();
+    let s = server(&sink, |s| s.otp.signup = true).await;
+    let mut c = Client::new(&s).oneshot();
+    let other = "victim@xn--bcher-kva.de";
+    assert_eq!(c.request_code(other).await.status, 202);
+    // Answered as any address is; then a code that is mailed, after it.
+    assert_eq!(c.request_code("newcomer@example.com").await.status, 202);
+    sink.wait_for("newcomer@example.com", 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(sink.to(other).is_empty(), "mailed to {other}");
+    s.stop().await;
+}
+
 /// Each spelling of one inbox had a send budget of its own: `victim+1@…`, `victim+2@…`, … (most
 /// mail services deliver them all to victim@) flooded one inbox from a few addresses.
 #[tokio::test]

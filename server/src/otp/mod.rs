@@ -259,7 +259,12 @@ impl Otp {
         let db = |e: StoreError| format!("database: {e}");
         let user = self.store.user_by_email(email).await.map_err(db)?;
         let deliver = match purpose {
-            CodePurpose::SignIn => user.is_some() || s.signup,
+            // A sign-up by code only under the one spelling of a mailbox that may open an
+            // account (`account` opens none under another): another spelling's code would open
+            // nothing, and each spelling would have a budget of sends of its own to that inbox.
+            CodePurpose::SignIn => {
+                user.is_some() || (s.signup && crate::password::new_address(email))
+            }
             CodePurpose::SignUp => user.is_none(),
             CodePurpose::VerifyEmail => match &user {
                 Some((u, _)) => self.store.address_verifiable(u).await.map_err(db)?,

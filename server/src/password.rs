@@ -490,13 +490,16 @@ impl Passwords {
         let Some(legacy) = &self.legacy else {
             return Err(ApiError::InvalidCredentials);
         };
+        // Asked whatever the address: an unknown one answered at once while a known one waits
+        // for the old backend (a 503 while it fails) would tell which addresses have an
+        // account here.
+        let profile = self.ask(legacy, email, password).await?;
         // An address no other way in takes (a quoted or invisible spelling of another mailbox,
         // which an old app that never checked addresses may hold): never an account made here
         // on the old backend's word.
         if known.is_none() && !new_address(email) {
             return Err(ApiError::InvalidCredentials);
         }
-        let profile = self.ask(legacy, email, password).await?;
         if let Some(user) = known {
             // An account here without a password (a code sign-up, a provider's, an import
             // without a hash): the old backend's word sets its password only if it vouches for

@@ -509,7 +509,9 @@ export function postgresReplayStore(pool, { now = Date.now, table = "tokenwarden
       const t = Math.floor(now() / 1000);
       if (t >= nextPrune) {
         nextPrune = t + 60;
-        await pool.query(`DELETE FROM ${table} WHERE until < $1`, [t]);
+        // Ten minutes after they expired: an instance whose clock is ahead would otherwise
+        // delete a proof the others still accept, and it could be replayed there.
+        await pool.query(`DELETE FROM ${table} WHERE until < $1`, [t - 600]);
       }
       // The key hashes (jkt, jti): a row still there, expired or not, is this very proof, which
       // could not pass the iat check again anyway.
@@ -1105,7 +1107,8 @@ export async function createVerifier(options = {}) {
 /** A feed connection that sends nothing for this long is given up (the server's keepalive
  * comes every 15 s; server/src/feed.rs). */
 const FEED_IDLE_MS = 45_000;
-/** Revocations kept at most before the ended ones go (dpop/src/feed.rs MAX_ENTRIES). */
+/** Revocations kept at most (dpop/src/feed.rs MAX_ENTRIES): the ended ones go first, and while
+ * all are in force one more is not kept and the view is stale (fail closed) until there is room. */
 const MAX_REVOCATIONS = 1_000_000;
 
 function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, elapsed, maxStalenessMs, onKeys, leewaySecs }) {
@@ -1118,12 +1121,27 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, elap
   const prune = (upto) => {
     for (const m of [sessions, tokens]) for (const [k, u] of m) if (u + leewaySecs <= upto) m.delete(k);
   };
+  // When full: pruned once a second at most (each walks every entry; before, every revocation
+  // arriving while full did); `overfull` while one could not be kept.
+  let fullPruned = -Infinity;
+  let overfull = false;
+  const full = () => sessions.size + tokens.size >= MAX_REVOCATIONS;
   const add = (kind, id, until) => {
     if (typeof id !== "string" || id === "" || id.length > 256 || !Number.isFinite(until)) return;
     const map = kind === "session" ? sessions : kind === "token" ? tokens : null;
     if (!map) return;
-    if (sessions.size + tokens.size >= MAX_REVOCATIONS) prune(Math.floor(now() / 1000));
-    if ((map.get(id) ?? -Infinity) < until) map.set(id, until);
+    const t = Math.floor(now() / 1000);
+    if (full() && t > fullPruned) {
+      fullPruned = t;
+      prune(t);
+    }
+    const kept = map.get(id);
+    if (kept === undefined && full()) {
+      overfull = true;
+      return;
+    }
+    if (!full()) overfull = false;
+    if ((kept ?? -Infinity) < until) map.set(id, until);
   };
   const isRevoked = (jti, sid, nowSecs) => {
     if (nowSecs >= nextPrune) {
@@ -1167,11 +1185,11 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, elap
   const staleFor = () => {
     const t = elapsed();
     // 0 exactly while fresh: a stale view reports at least 1.
-    if (!state.ready || keys.since !== null) return Math.max(1, t - (keys.since ?? started));
+    if (!state.ready || keys.since !== null || overfull) return Math.max(1, t - (keys.since ?? started));
     const over = t - state.lastActivity - maxStalenessMs;
     return over > 0 ? over : 0;
   };
-  const fresh = () => state.ready && keys.since === null && elapsed() - state.lastActivity <= maxStalenessMs;
+  const fresh = () => state.ready && keys.since === null && !overfull && elapsed() - state.lastActivity <= maxStalenessMs;
   // A `keys` event (a key retired) whose JWKS refetch failed: the old keys may still hold the
   // retired one, so the view is stale (as the Rust feed, which starts over) until a refetch
   // after it succeeds; tried again every 5 s meanwhile. While the refetch is out the view stays

@@ -80,6 +80,9 @@ pub struct Revocations {
     /// A token named a `kid` not in the keys: the JWKS is fetched again (at most every
     /// [`KID_REFETCH`]).
     pub(crate) unknown_kid: tokio::sync::Notify,
+    /// [`MAX_ENTRIES`] revocations still in force and another arrived, which was not kept: the
+    /// view counts as stale (never current without it) until a prune makes room.
+    overfull: AtomicBool,
 }
 
 impl Default for Revocations {
@@ -87,6 +90,7 @@ impl Default for Revocations {
         Revocations {
             sets: RwLock::default(),
             heard_at: Mutex::default(),
+            overfull: AtomicBool::new(false),
             followed: AtomicBool::new(false),
             insecure_http: AtomicBool::new(false),
             unknown_kid: tokio::sync::Notify::new(),
@@ -100,10 +104,18 @@ struct Sets {
     sessions: HashMap<String, i64>,
     /// jti -> until
     tokens: HashMap<String, i64>,
+    /// The second of the last prune made because the sets were full: each walks every entry,
+    /// so one a second at most (before, each revocation arriving while full walked them all).
+    pruned: i64,
 }
 
-/// Entries kept at most (a bound on memory against a feed gone wrong); expired ones go first.
+/// Entries kept at most (a bound on memory against a feed gone wrong); expired ones go first,
+/// and while all are in force, the view is stale (fail closed, as [`StalePolicy`] says) rather
+/// than a revocation forgotten.
+#[cfg(not(test))]
 const MAX_ENTRIES: usize = 1_000_000;
+#[cfg(test)]
+const MAX_ENTRIES: usize = 1_000;
 
 impl Revocations {
     /// Whether a token of session `sid` with id `jti` is revoked at `now`: the feed's `until`
@@ -118,8 +130,12 @@ impl Revocations {
         live(&sets.sessions, sid) || live(&sets.tokens, jti)
     }
 
-    /// How long since the feed was last heard from; `None` before its first `ready`.
+    /// How long since the feed was last heard from; `None` before its first `ready`, and while
+    /// a revocation could not be kept (more than a million in force).
     pub fn staleness(&self) -> Option<Duration> {
+        if self.overfull.load(Ordering::Relaxed) {
+            return None;
+        }
         let at = match self.heard_at.lock() {
             Ok(a) => *a,
             Err(p) => *p.into_inner(),
@@ -160,21 +176,38 @@ impl Revocations {
         if id.is_empty() || id.len() > 256 {
             return false;
         }
+        if kind != "session" && kind != "token" {
+            return false;
+        }
         let mut sets = match self.sets.write() {
             Ok(s) => s,
             Err(p) => p.into_inner(),
         };
-        if sets.sessions.len() + sets.tokens.len() >= MAX_ENTRIES {
+        let full = |s: &Sets| s.sessions.len() + s.tokens.len() >= MAX_ENTRIES;
+        if full(&sets) && sets.pruned < now {
+            sets.pruned = now;
             sets.sessions.retain(|_, u| *u >= now);
             sets.tokens.retain(|_, u| *u >= now);
         }
-        let map = match kind {
-            "session" => &mut sets.sessions,
-            "token" => &mut sets.tokens,
-            _ => return false,
+        let overfull = full(&sets);
+        let map = if kind == "session" {
+            &mut sets.sessions
+        } else {
+            &mut sets.tokens
         };
-        let entry = map.entry(id.to_owned()).or_insert(until);
-        *entry = (*entry).max(until);
+        match map.get_mut(id) {
+            Some(entry) => *entry = (*entry).max(until),
+            None if overfull => {
+                self.overfull.store(true, Ordering::Relaxed);
+                return false;
+            }
+            None => {
+                map.insert(id.to_owned(), until);
+            }
+        }
+        if !overfull {
+            self.overfull.store(false, Ordering::Relaxed);
+        }
         true
     }
 
@@ -304,6 +337,10 @@ fn take_events(buf: &mut String) -> Vec<SseEvent> {
     while let Some(end) = buf.find("\n\n") {
         let block: String = buf.drain(..end + 2).collect();
         let mut e = SseEvent::default();
+        // A comment line: a keepalive when the block is nothing else (its time, if it gives
+        // one); beside an event's own lines (a proxy may add one), ignored, as the SSE spec and
+        // the Node verifier read it (it made the event a comment, dropped for good).
+        let mut keepalive = None;
         for line in block.lines() {
             if let Some(v) = line.strip_prefix("event:") {
                 e.event = v.trim().to_owned();
@@ -318,16 +355,23 @@ fn take_events(buf: &mut String) -> Vec<SseEvent> {
             } else if let Some(v) = line.strip_prefix("data:") {
                 e.data.push_str(v.trim());
             } else if let Some(v) = line.strip_prefix(':') {
-                e.event = "comment".into();
                 // Digits only, as the Node verifier reads them (`parse` would take a `+`).
-                e.sent = v
-                    .trim()
-                    .strip_prefix("keepalive ")
-                    .filter(|t| {
-                        (1..=15).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit())
-                    })
-                    .and_then(|t| t.parse().ok());
+                keepalive = Some(
+                    v.trim()
+                        .strip_prefix("keepalive ")
+                        .filter(|t| {
+                            (1..=15).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit())
+                        })
+                        .and_then(|t| t.parse().ok()),
+                );
             }
+        }
+        if let Some(sent) = keepalive
+            && e.event.is_empty()
+            && e.data.is_empty()
+        {
+            e.event = "comment".into();
+            e.sent = sent;
         }
         out.push(e);
     }
@@ -835,7 +879,15 @@ async fn follow_once(
         }
         if keys_at.elapsed() > Duration::from_secs(60) {
             keys_at = Instant::now();
-            refresh_keys(http, rs, &jwks_uri).await?;
+            // No change is known: a fetch that fails changes nothing (the keys held go on
+            // verifying, the feed goes on), as after a `ready` or for an unknown `kid`, and as
+            // the Node verifier does. It ended the connection, and every reconnection needs the
+            // keys: a JWKS failing for a minute was an outage of the API.
+            if let Err(e) = refresh_keys(http, rs, &jwks_uri).await
+                && e == GONE
+            {
+                return Err(e);
+            }
         }
     }
 }
@@ -983,6 +1035,14 @@ mod tests {
         let events = take_events(&mut buf);
         assert_eq!(events[0].sent, Some(1000));
         assert_eq!(events[1].sent, None, "an older server's");
+        // A comment line inside an event (a proxy's): the event, not a keepalive.
+        let mut buf = String::from(
+            "event: revoked\nid: 5.a\ndata: {\"sid\":\"s\"}\n: keepalive 1000\n\n: x\ndata: {}\n\n",
+        );
+        let events = take_events(&mut buf);
+        let seen: Vec<_> = events.iter().map(|e| (e.event.as_str(), e.sent)).collect();
+        assert_eq!(seen, [("revoked", None), ("", None)]);
+        assert_eq!(events[0].id.as_deref(), Some("5.a"));
         let r = Revocations::default();
         r.heard(Some(1000), 1020);
         let stale = r.staleness().unwrap();
@@ -1043,5 +1103,54 @@ mod tests {
             0
         ));
         assert_eq!(r.staleness(), None, "not current before the first ready");
+    }
+
+    /// [`MAX_ENTRIES`] (a thousand in tests) is a bound: full of revocations in force, one more
+    /// is not kept and the view is stale until a prune makes room (before, it was kept anyway,
+    /// and each one arriving walked every entry to prune none). Expired ones go first, one
+    /// prune a second at most.
+    #[test]
+    fn the_bound_on_revocations_holds_and_fails_closed() {
+        let r = Revocations::default();
+        r.heard(None, 0);
+        for i in 0..MAX_ENTRIES {
+            let until = if i < 10 { 99 } else { 1_000 };
+            assert!(r.add("session", &format!("s{i}"), until, 50));
+        }
+        let count = || {
+            let sets = r.sets.read().unwrap();
+            sets.sessions.len() + sets.tokens.len()
+        };
+        // Full, none expired: the new one is not kept, and the view is stale.
+        assert!(!r.add("token", "one more", 1_000, 50));
+        assert_eq!(count(), MAX_ENTRIES);
+        assert!(!r.is_revoked("x", "one more", 60));
+        assert_eq!(r.staleness(), None);
+        r.followed.store(true, Ordering::Relaxed);
+        assert!(
+            !StalePolicy::default().allows(&r),
+            "a fail-closed API refuses"
+        );
+    }
+
+    #[test]
+    fn a_full_view_prunes_at_most_once_a_second_and_is_current_again_with_room() {
+        let r = Revocations::default();
+        r.heard(None, 0);
+        for i in 0..MAX_ENTRIES {
+            let until = if i < 10 { 99 } else { 1_000 };
+            assert!(r.add("session", &format!("s{i}"), until, 50));
+        }
+        assert!(!r.add("token", "t0", 1_000, 50));
+        // A second later, ten have expired: pruned once, room for ten.
+        for i in 0..10 {
+            assert!(r.add("token", &format!("t{i}"), 1_000, 100), "t{i}");
+        }
+        assert!(r.staleness().is_some(), "current again");
+        assert!(!r.add("token", "t10", 1_000, 100));
+        assert_eq!(r.sets.read().unwrap().pruned, 100);
+        // An entry already kept is still updated when full.
+        assert!(r.add("token", "t3", 2_000, 100));
+        assert!(r.is_revoked("x", "t3", 1_500));
     }
 }

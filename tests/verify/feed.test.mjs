@@ -606,6 +606,41 @@ test("keys come over https or from this machine: a plain-http auth server or JWK
   w.close();
 });
 
+test("a million revocations in force is a bound: one more is not kept and the view is stale (fail closed) until a prune makes room, once a second at most", async () => {
+  const s = scripted();
+  const t = await following(s);
+  const v = t.v;
+  // Counts the steps of every Map iteration: what a walk over the revocations costs.
+  const proto = Object.getPrototypeOf(new Map().entries());
+  const next = proto.next;
+  let steps = 0;
+  try {
+    await current(s, v);
+    const base = bearerCase.now;
+    for (let i = 0; i < 1_000_000; i++) v.revocations.add("session", `s${i}`, i < 10 ? base + 1 : base + 1000);
+    assert.equal(await outcome(v.verify(bearerCase.request)), 200);
+    proto.next = function () {
+      steps++;
+      return next.call(this);
+    };
+    // Full, none ended: not kept (before, kept anyway), and the view is stale.
+    for (let i = 0; i < 100; i++) v.revocations.add("token", `t${i}`, base + 1000);
+    proto.next = next;
+    assert.ok(steps <= 1_000_100, `${steps} steps: one walk for 100 revocations in one second`);
+    assert.ok(v.revocations.status().staleForMs >= 1, "stale while one could not be kept");
+    assert.equal(await outcome(v.verify(bearerCase.request)), "503 temporarily_unavailable");
+    // Later, ten have ended (and the leeway passed): room again, current again.
+    t.clock += 10_000;
+    for (let i = 0; i < 10; i++) v.revocations.add("token", `t${i}`, base + 1000);
+    assert.equal(v.revocations.status().staleForMs, 0);
+    v.revocations.add("token", "t10", base + 1000);
+    assert.ok(v.revocations.status().staleForMs >= 1, "full again");
+  } finally {
+    proto.next = next;
+    t.done();
+  }
+});
+
 test("memoryReplayStore: a replay is false, full of live entries it refuses (never forgets), room again after expiry", async () => {
   let t = 1_000_000;
   const store = memoryReplayStore({ max: 3, now: () => t });

@@ -23,8 +23,13 @@ test("postgresReplayStore: a proof is accepted by exactly one of several instanc
     assert.equal(rows[0].n, 50);
     // A new store (a restarted instance) still refuses them.
     assert.equal(await postgresReplayStore(pools[1], { now: () => t }).claim("key-3", 1_800_000_061), false);
-    // Expired rows are deleted now and then.
-    t += 120_000;
+    // An instance whose clock is 10 s ahead prunes 52 s later: the others still accept the
+    // proofs' iat for 8 s more, so their rows stay (before, it deleted them: replayable there).
+    t += 52_000;
+    assert.equal(await postgresReplayStore(pools[1], { now: () => t + 10_000 }).claim("ahead", 1_800_000_122), true);
+    assert.equal(await stores[0].claim("key-3", 1_800_000_061), false);
+    // Expired rows are deleted now and then, ten minutes after they expired.
+    t += 700_000;
     assert.equal(await postgresReplayStore(pools[0], { now: () => t }).claim("fresh", 1_800_000_200), true);
     const left = await pools[0].query("SELECT proof FROM tokenwarden_dpop_proofs ORDER BY proof");
     assert.deepEqual(left.rows.map((r) => r.proof), ["fresh"]);

@@ -83,6 +83,11 @@ pub struct Revocations {
     /// [`MAX_ENTRIES`] revocations still in force and another arrived, which was not kept: the
     /// view counts as stale (never current without it) until a prune makes room.
     overfull: AtomicBool,
+    /// The JWKS fetches begun, and the number of the one whose keys are held: a fetch made
+    /// beside the feed's reading that ends after one begun later keeps its older keys to
+    /// itself (they may still list a key the later one saw retired).
+    keys_begun: std::sync::atomic::AtomicU64,
+    keys_held: Mutex<u64>,
 }
 
 impl Default for Revocations {
@@ -91,6 +96,8 @@ impl Default for Revocations {
             sets: RwLock::default(),
             heard_at: Mutex::default(),
             overfull: AtomicBool::new(false),
+            keys_begun: std::sync::atomic::AtomicU64::new(0),
+            keys_held: Mutex::new(0),
             followed: AtomicBool::new(false),
             insecure_http: AtomicBool::new(false),
             unknown_kid: tokio::sync::Notify::new(),
@@ -467,9 +474,59 @@ async fn refresh_keys(
     rs: &Weak<ResourceServer>,
     jwks_uri: &str,
 ) -> Result<(), String> {
+    let number = {
+        let rs = rs.upgrade().ok_or(GONE)?;
+        rs.revocations().keys_begun.fetch_add(1, Ordering::SeqCst) + 1
+    };
     let text = get_text(http, jwks_uri).await?;
     let rs = rs.upgrade().ok_or(GONE)?;
-    rs.set_jwks(&text).map(drop).map_err(|e| e.to_string())
+    let mut held = match rs.revocations().keys_held.lock() {
+        Ok(h) => h,
+        Err(p) => p.into_inner(),
+    };
+    if *held > number {
+        // A fetch begun after this one has set its keys: these may be older.
+        return Ok(());
+    }
+    rs.set_jwks(&text).map_err(|e| e.to_string())?;
+    *held = number;
+    Ok(())
+}
+
+/// A JWKS fetch made beside the feed's reading (for an unknown `kid`, or the minute's): no
+/// change is known, so its failure changes nothing, and the feed must not wait for it (a slow
+/// JWKS, up to its timeout, held the feed unread: what it brought, a logout, that much later).
+/// Stopped with the connection.
+#[derive(Default)]
+struct Beside(Option<tokio::task::JoinHandle<Result<(), String>>>);
+
+impl Beside {
+    fn start(&mut self, http: &reqwest::Client, rs: &Weak<ResourceServer>, jwks_uri: &str) {
+        let (http, rs, uri) = (http.clone(), rs.clone(), jwks_uri.to_owned());
+        self.0 = Some(tokio::spawn(
+            async move { refresh_keys(&http, &rs, &uri).await },
+        ));
+    }
+
+    /// Its outcome, once it ends (pending while there is none).
+    async fn ended(&mut self) -> Result<(), String> {
+        match self.0.as_mut() {
+            Some(fetch) => {
+                let outcome = fetch.await;
+                self.0 = None;
+                outcome.unwrap_or_else(|e| Err(e.to_string()))
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for Beside {
+    fn drop(&mut self) {
+        if let Some(fetch) = &self.0 {
+            fetch.abort();
+        }
+    }
 }
 
 /// How long the feed may go without a byte (its keepalives come every 15 s), its answer's
@@ -768,6 +825,7 @@ async fn follow_once(
     // Kept across the loop's turns: an event or a keepalive arriving while it waits must not
     // drop it (the notification that asked for it is spent).
     let mut kid_wanted = false;
+    let mut beside = Beside::default();
     loop {
         let again = async {
             match keys_again.due {
@@ -787,13 +845,17 @@ async fn follow_once(
                 kid_wanted = true;
                 continue;
             }
-            () = tokio::time::sleep_until(last_kid_fetch + KID_REFETCH), if kid_wanted => {
+            () = tokio::time::sleep_until(last_kid_fetch + KID_REFETCH),
+                if kid_wanted && beside.0.is_none() =>
+            {
                 kid_wanted = false;
                 // Any caller can name an unknown `kid`: a fetch for it that fails changes
-                // nothing (the keys held go on verifying, the feed goes on). Its failure ended
-                // the feed's connection before. The next one at least 10 s after this one
-                // ends, so that a slow JWKS keeps the feed unread half the time at most.
-                let fetched = refresh_keys(http, rs, &jwks_uri).await;
+                // nothing (the keys held go on verifying, the feed goes on), and is made beside
+                // the feed's reading. The next one at least 10 s after this one ends.
+                beside.start(http, rs, &jwks_uri);
+                continue;
+            }
+            fetched = beside.ended() => {
                 last_kid_fetch = tokio::time::Instant::now();
                 if let Err(e) = fetched
                     && e == GONE
@@ -805,11 +867,15 @@ async fn follow_once(
             () = again => {
                 // After a `keys` event, a failure leaves the view stale (the keys held may list
                 // a retired one); after a `ready`, where no change is known, it changes nothing
-                // (a JWKS that fails is not an outage of the API; the minute's refetch goes on).
-                let strict = keys_again.fired();
-                if let Err(e) = refresh_keys(http, rs, &jwks_uri).await
-                    && (strict || e == GONE)
-                {
+                // (a JWKS that fails is not an outage of the API; the minute's refetch goes on),
+                // and it is made beside the feed's reading (after the one under way, if any).
+                if !keys_again.fired() {
+                    if beside.0.is_none() {
+                        beside.start(http, rs, &jwks_uri);
+                    } else {
+                        keys_again.arm(false);
+                    }
+                } else if let Err(e) = refresh_keys(http, rs, &jwks_uri).await {
                     rs.upgrade().ok_or(GONE)?.revocations().unheard();
                     return Err(e);
                 }
@@ -877,17 +943,14 @@ async fn follow_once(
                 }
             }
         }
-        if keys_at.elapsed() > Duration::from_secs(60) {
+        if keys_at.elapsed() > Duration::from_secs(60) && beside.0.is_none() {
             keys_at = Instant::now();
-            // No change is known: a fetch that fails changes nothing (the keys held go on
-            // verifying, the feed goes on), as after a `ready` or for an unknown `kid`, and as
-            // the Node verifier does. It ended the connection, and every reconnection needs the
-            // keys: a JWKS failing for a minute was an outage of the API.
-            if let Err(e) = refresh_keys(http, rs, &jwks_uri).await
-                && e == GONE
-            {
-                return Err(e);
-            }
+            // No change is known: made beside the feed's reading, and a fetch that fails
+            // changes nothing (the keys held go on verifying, the feed goes on), as after a
+            // `ready` or for an unknown `kid`, and as the Node verifier does. It ended the
+            // connection, and every reconnection needs the keys: a JWKS failing for a minute
+            // was an outage of the API.
+            beside.start(http, rs, &jwks_uri);
         }
     }
 }

@@ -856,6 +856,53 @@ async fn the_crate_counts_as_stale_after_a_keys_event_whose_refetch_failed() {
 /// (at most every 10 s). When that fetch fails, the keys held go on verifying and the feed goes
 /// on: it used to end the feed's connection, and with the JWKS still failing the reconnection
 /// failed too, until the view went stale.
+/// A slow JWKS (up to the crate's 10-second timeout: its cache, or something on the way slowing
+/// it alone) and a token naming an unknown `kid` (anyone can send one): the fetch it asks for,
+/// as the one a `ready` asks for 6 s later, is made beside the feed's reading, which goes on.
+/// Before, the feed went unread while a fetch lasted, and a logout meanwhile was refused only
+/// when it ended.
+#[tokio::test]
+async fn a_slow_fetch_for_an_unknown_kid_does_not_hold_the_crate_s_feed_back() {
+    use std::sync::atomic::Ordering::SeqCst;
+    use tokenwarden_dpop::resource::AuthError;
+    let s = TestServer::with(with_feed_and_secret).await;
+    let (mut alice, a, relay, rs) = alice_and_an_api(&s).await;
+    let fetches = s.counts.jwks_fetches.load(SeqCst);
+    s.counts.jwks_latency_ms.store(4_000, SeqCst);
+    let forged = Tokens {
+        access: format!(
+            "{}.{}",
+            B64.encode(r#"{"alg":"EdDSA","typ":"at+jwt","kid":"nobody-has-it"}"#),
+            a.access.split_once('.').unwrap().1
+        ),
+        refresh: String::new(),
+    };
+    assert!(matches!(
+        rs.authenticate("GET", "/orders", &api_request(&rs, &alice, &forged)),
+        Err(AuthError::InvalidToken(..))
+    ));
+    // A fetch comes within 10 s of the connection, and answers 4 s later.
+    until("a fetch of the keys", &|| {
+        s.counts.jwks_fetches.load(SeqCst) > fetches
+    })
+    .await;
+    assert_eq!(alice.logout().await.status, 204);
+    let since = Instant::now();
+    while rs
+        .authenticate("GET", "/orders", &api_request(&rs, &alice, &a))
+        .is_ok()
+    {
+        assert!(
+            since.elapsed() < Duration::from_secs(1),
+            "a logged-out token still accepted while the JWKS answers"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    s.counts.jwks_latency_ms.store(0, SeqCst);
+    relay.cut();
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_failed_fetch_for_an_unknown_kid_leaves_the_crate_s_feed_connected() {
     use std::sync::atomic::Ordering::SeqCst;

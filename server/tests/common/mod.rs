@@ -61,6 +61,9 @@ pub struct Counts {
     pub jwks_fetches_no_cache: AtomicU64,
     /// A fault, not a count: while set, the JWKS answers 503 (its cache or CDN failing).
     pub jwks_down: std::sync::atomic::AtomicBool,
+    /// A fault: while not 0, the JWKS answers this many milliseconds late (something on the
+    /// way slowing it alone).
+    pub jwks_latency_ms: AtomicU64,
     /// A fault: while not 0, the metadata and the JWKS answer with this many spaces after their
     /// JSON (still valid JSON; something in front of the server gone wrong, or hostile).
     pub documents_padding: AtomicU64,
@@ -131,6 +134,10 @@ async fn faults(
             .is_some_and(|v| v == "no-cache")
         {
             counts.jwks_fetches_no_cache.fetch_add(1, Ordering::SeqCst);
+        }
+        let late = counts.jwks_latency_ms.load(Ordering::SeqCst);
+        if late > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(late)).await;
         }
         if counts.jwks_down.load(Ordering::SeqCst) {
             return axum::response::IntoResponse::into_response(

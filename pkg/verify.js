@@ -1122,9 +1122,12 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, elap
     for (const m of [sessions, tokens]) for (const [k, u] of m) if (u + leewaySecs <= upto) m.delete(k);
   };
   // When full: pruned once a second at most (each walks every entry; before, every revocation
-  // arriving while full did); `overfull` while one could not be kept.
+  // arriving while full did). One that could not be kept leaves the view stale until it no
+  // longer matters (`droppedUntil`, unix seconds), whatever room there is meanwhile: no
+  // resumption sends it again.
   let fullPruned = -Infinity;
-  let overfull = false;
+  let droppedUntil = -Infinity;
+  const overfull = () => Math.floor(now() / 1000) < droppedUntil;
   const full = () => sessions.size + tokens.size >= MAX_REVOCATIONS;
   const add = (kind, id, until) => {
     if (typeof id !== "string" || id === "" || id.length > 256 || !Number.isFinite(until)) return;
@@ -1137,10 +1140,9 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, elap
     }
     const kept = map.get(id);
     if (kept === undefined && full()) {
-      overfull = true;
+      droppedUntil = Math.max(droppedUntil, until + leewaySecs + 1);
       return;
     }
-    if (!full()) overfull = false;
     if ((kept ?? -Infinity) < until) map.set(id, until);
   };
   const isRevoked = (jti, sid, nowSecs) => {
@@ -1185,11 +1187,11 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, elap
   const staleFor = () => {
     const t = elapsed();
     // 0 exactly while fresh: a stale view reports at least 1.
-    if (!state.ready || keys.since !== null || overfull) return Math.max(1, t - (keys.since ?? started));
+    if (!state.ready || keys.since !== null || overfull()) return Math.max(1, t - (keys.since ?? started));
     const over = t - state.lastActivity - maxStalenessMs;
     return over > 0 ? over : 0;
   };
-  const fresh = () => state.ready && keys.since === null && !overfull && elapsed() - state.lastActivity <= maxStalenessMs;
+  const fresh = () => state.ready && keys.since === null && !overfull() && elapsed() - state.lastActivity <= maxStalenessMs;
   // A `keys` event (a key retired) whose JWKS refetch failed: the old keys may still hold the
   // retired one, so the view is stale (as the Rust feed, which starts over) until a refetch
   // after it succeeds; tried again every 5 s meanwhile. While the refetch is out the view stays

@@ -81,8 +81,9 @@ pub struct Revocations {
     /// [`KID_REFETCH`]).
     pub(crate) unknown_kid: tokio::sync::Notify,
     /// [`MAX_ENTRIES`] revocations still in force and another arrived, which was not kept: the
-    /// view counts as stale (never current without it) until a prune makes room.
-    overfull: AtomicBool,
+    /// view counts as stale until it no longer matters (its `until`, and the most leeway a
+    /// verifier allows), whatever room there is meanwhile (no resumption sends it again).
+    dropped_until: Mutex<Option<Instant>>,
     /// The JWKS fetches begun, and the number of the one whose keys are held: a fetch made
     /// beside the feed's reading that ends after one begun later keeps its older keys to
     /// itself (they may still list a key the later one saw retired).
@@ -95,7 +96,7 @@ impl Default for Revocations {
         Revocations {
             sets: RwLock::default(),
             heard_at: Mutex::default(),
-            overfull: AtomicBool::new(false),
+            dropped_until: Mutex::new(None),
             keys_begun: std::sync::atomic::AtomicU64::new(0),
             keys_held: Mutex::new(0),
             followed: AtomicBool::new(false),
@@ -121,6 +122,9 @@ struct Sets {
 /// than a revocation forgotten.
 #[cfg(not(test))]
 const MAX_ENTRIES: usize = 1_000_000;
+/// How long past its `until` a revocation that could not be kept leaves the view stale
+/// (seconds): the most leeway a verifier allows on `exp` (30 s) and one for the whole seconds.
+const DROPPED_MARGIN_SECS: i64 = 31;
 #[cfg(test)]
 const MAX_ENTRIES: usize = 1_000;
 
@@ -140,7 +144,11 @@ impl Revocations {
     /// How long since the feed was last heard from; `None` before its first `ready`, and while
     /// a revocation could not be kept (more than a million in force).
     pub fn staleness(&self) -> Option<Duration> {
-        if self.overfull.load(Ordering::Relaxed) {
+        let dropped = match self.dropped_until.lock() {
+            Ok(d) => *d,
+            Err(p) => *p.into_inner(),
+        };
+        if dropped.is_some_and(|until| Instant::now() < until) {
             return None;
         }
         let at = match self.heard_at.lock() {
@@ -205,15 +213,22 @@ impl Revocations {
         match map.get_mut(id) {
             Some(entry) => *entry = (*entry).max(until),
             None if overfull => {
-                self.overfull.store(true, Ordering::Relaxed);
+                let left = until
+                    .saturating_add(DROPPED_MARGIN_SECS)
+                    .saturating_sub(now);
+                if left > 0 {
+                    let at = Instant::now().checked_add(Duration::from_secs(left.unsigned_abs()));
+                    let mut dropped = match self.dropped_until.lock() {
+                        Ok(d) => d,
+                        Err(p) => p.into_inner(),
+                    };
+                    *dropped = (*dropped).max(at);
+                }
                 return false;
             }
             None => {
                 map.insert(id.to_owned(), until);
             }
-        }
-        if !overfull {
-            self.overfull.store(false, Ordering::Relaxed);
         }
         true
     }
@@ -362,15 +377,16 @@ fn take_events(buf: &mut String) -> Vec<SseEvent> {
             } else if let Some(v) = line.strip_prefix("data:") {
                 e.data.push_str(v.trim());
             } else if let Some(v) = line.strip_prefix(':') {
-                // Digits only, as the Node verifier reads them (`parse` would take a `+`).
-                keepalive = Some(
-                    v.trim()
-                        .strip_prefix("keepalive ")
-                        .filter(|t| {
-                            (1..=15).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit())
-                        })
-                        .and_then(|t| t.parse().ok()),
-                );
+                // Digits only, as the Node verifier reads them (`parse` would take a `+`). A
+                // second comment line (a proxy's) does not take the time away.
+                let sent = v
+                    .trim()
+                    .strip_prefix("keepalive ")
+                    .filter(|t| {
+                        (1..=15).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit())
+                    })
+                    .and_then(|t| t.parse().ok());
+                keepalive = Some(keepalive.flatten().or(sent));
             }
         }
         if let Some(sent) = keepalive
@@ -826,6 +842,7 @@ async fn follow_once(
     // drop it (the notification that asked for it is spent).
     let mut kid_wanted = false;
     let mut beside = Beside::default();
+    let mut again_after = false;
     loop {
         let again = async {
             match keys_again.due {
@@ -862,6 +879,9 @@ async fn follow_once(
                 {
                     return Err(e);
                 }
+                if std::mem::take(&mut again_after) {
+                    beside.start(http, rs, &jwks_uri);
+                }
                 continue;
             }
             () = again => {
@@ -873,7 +893,8 @@ async fn follow_once(
                     if beside.0.is_none() {
                         beside.start(http, rs, &jwks_uri);
                     } else {
-                        keys_again.arm(false);
+                        // The one under way may have begun before: this one as soon as it ends.
+                        again_after = true;
                     }
                 } else if let Err(e) = refresh_keys(http, rs, &jwks_uri).await {
                     rs.upgrade().ok_or(GONE)?.revocations().unheard();
@@ -1106,6 +1127,9 @@ mod tests {
         let seen: Vec<_> = events.iter().map(|e| (e.event.as_str(), e.sent)).collect();
         assert_eq!(seen, [("revoked", None), ("", None)]);
         assert_eq!(events[0].id.as_deref(), Some("5.a"));
+        // A proxy's comment after a keepalive's: the time stays.
+        let mut buf = String::from(": keepalive 1000\n: x\n\n");
+        assert_eq!(take_events(&mut buf)[0].sent, Some(1000));
         let r = Revocations::default();
         r.heard(Some(1000), 1020);
         let stale = r.staleness().unwrap();
@@ -1197,23 +1221,35 @@ mod tests {
     }
 
     #[test]
-    fn a_full_view_prunes_at_most_once_a_second_and_is_current_again_with_room() {
-        let r = Revocations::default();
-        r.heard(None, 0);
-        for i in 0..MAX_ENTRIES {
-            let until = if i < 10 { 99 } else { 1_000 };
-            assert!(r.add("session", &format!("s{i}"), until, 50));
-        }
-        assert!(!r.add("token", "t0", 1_000, 50));
-        // A second later, ten have expired: pruned once, room for ten.
+    fn a_full_view_prunes_at_most_once_a_second_and_stays_stale_while_a_dropped_one_matters() {
+        let full = || {
+            let r = Revocations::default();
+            r.heard(None, 0);
+            for i in 0..MAX_ENTRIES {
+                let until = if i < 10 { 99 } else { 1_000 };
+                assert!(r.add("session", &format!("s{i}"), until, 50));
+            }
+            r
+        };
+        let r = full();
+        assert!(!r.add("token", "dropped", 1_000, 50));
+        // Later, ten have expired: pruned once, room for ten. The view stays stale while the
+        // one dropped could be presented (no resumption sends it again): until its `until`
+        // and the margin, not until there is room.
         for i in 0..10 {
             assert!(r.add("token", &format!("t{i}"), 1_000, 100), "t{i}");
         }
-        assert!(r.staleness().is_some(), "current again");
+        assert_eq!(r.staleness(), None, "stale while the dropped one matters");
+        let left = r.dropped_until.lock().unwrap().unwrap() - Instant::now();
+        assert!(left > Duration::from_secs(940) && left <= Duration::from_secs(950 + 31));
         assert!(!r.add("token", "t10", 1_000, 100));
         assert_eq!(r.sets.read().unwrap().pruned, 100);
         // An entry already kept is still updated when full.
         assert!(r.add("token", "t3", 2_000, 100));
         assert!(r.is_revoked("x", "t3", 1_500));
+        // One dropped when it no longer matters (an old one in a catch-up): still current.
+        let r = full();
+        assert!(!r.add("token", "old", 99 - DROPPED_MARGIN_SECS, 99));
+        assert!(r.staleness().is_some());
     }
 }

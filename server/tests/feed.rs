@@ -852,10 +852,6 @@ async fn the_crate_counts_as_stale_after_a_keys_event_whose_refetch_failed() {
     s.stop().await;
 }
 
-/// Anyone can send a token naming a `kid` nobody has, and the crate then fetches the keys again
-/// (at most every 10 s). When that fetch fails, the keys held go on verifying and the feed goes
-/// on: it used to end the feed's connection, and with the JWKS still failing the reconnection
-/// failed too, until the view went stale.
 /// A slow JWKS (up to the crate's 10-second timeout: its cache, or something on the way slowing
 /// it alone) and a token naming an unknown `kid` (anyone can send one): the fetch it asks for,
 /// as the one a `ready` asks for 6 s later, is made beside the feed's reading, which goes on.
@@ -903,6 +899,10 @@ async fn a_slow_fetch_for_an_unknown_kid_does_not_hold_the_crate_s_feed_back() {
     s.stop().await;
 }
 
+/// Anyone can send a token naming a `kid` nobody has, and the crate then fetches the keys again
+/// (at most every 10 s). When that fetch fails, the keys held go on verifying and the feed goes
+/// on: it used to end the feed's connection, and with the JWKS still failing the reconnection
+/// failed too, until the view went stale.
 #[tokio::test]
 async fn a_failed_fetch_for_an_unknown_kid_leaves_the_crate_s_feed_connected() {
     use std::sync::atomic::Ordering::SeqCst;

@@ -829,7 +829,10 @@ export async function createVerifier(options = {}) {
     const [h64, p64, s64] = parts;
     const hb = b64decode(h64);
     const header = hb && parseJson(hb);
-    if (!isObject(header) || duplicateField(hb, ["alg", "typ", "kid"])) throw new TokenRefusal("malformed");
+    if (!isObject(header) || duplicateField(hb, ["alg", "typ", "kid", "crit"])) throw new TokenRefusal("malformed");
+    // Extensions marked critical (RFC 7515 §4.1.11): none is understood (the auth server's tokens
+    // never carry one).
+    if (header.crit !== undefined && header.crit !== null) throw new TokenRefusal("malformed");
     const alg = optString(header, "alg");
     const typ = optString(header, "typ");
     const kid = optString(header, "kid");

@@ -542,6 +542,12 @@ fn cases(k: &Keys) -> Vec<Case> {
             "token without kid",
             json!({"alg": "EdDSA", "typ": "at+jwt"}),
         ),
+        // RFC 7515 §4.1.11: an extension the verifier does not know, marked critical, is
+        // refused (signed by the auth server's own key: its tokens never carry one).
+        (
+            "token with crit",
+            json!({"alg": "EdDSA", "typ": "at+jwt", "kid": k.kid, "crit": ["exp"], "exp": 1}),
+        ),
     ] {
         let t = k.sign_token(&header, &k.claims(true));
         c.add(name, dpop(&t, &k.proof(&t)), invalid_token(true));

@@ -163,6 +163,9 @@ struct Header {
     alg: Option<String>,
     typ: Option<String>,
     kid: Option<String>,
+    /// Extensions the token says must be understood (RFC 7515 §4.1.11): none is, so a token
+    /// naming any is refused (the auth server's never do).
+    crit: Option<Value>,
 }
 
 /// Verifies `token` at `now` (unix seconds).
@@ -186,6 +189,9 @@ pub fn verify(
         .ok()
         .and_then(|b| crate::json_object(&b))
         .ok_or(TokenError::Malformed)?;
+    if header.crit.is_some() {
+        return Err(TokenError::Malformed);
+    }
     if header.alg.as_deref() != Some("EdDSA") {
         return Err(TokenError::Algorithm);
     }

@@ -1111,7 +1111,8 @@ export async function createVerifier(options = {}) {
  * comes every 15 s; server/src/feed.rs). */
 const FEED_IDLE_MS = 45_000;
 /** Revocations kept at most (dpop/src/feed.rs MAX_ENTRIES): the ended ones go first, and while
- * all are in force one more is not kept and the view is stale (fail closed) until there is room. */
+ * all are in force one more is not kept and the view is stale (fail closed) until the one dropped
+ * no longer matters (its until, the leeway and a second), whatever room is made. */
 const MAX_REVOCATIONS = 1_000_000;
 
 function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, elapsed, maxStalenessMs, onKeys, leewaySecs }) {

@@ -122,11 +122,12 @@ struct Sets {
 /// than a revocation forgotten.
 #[cfg(not(test))]
 const MAX_ENTRIES: usize = 1_000_000;
-/// How long past its `until` a revocation that could not be kept leaves the view stale
-/// (seconds): the most leeway a verifier allows on `exp` (30 s) and one for the whole seconds.
-const DROPPED_MARGIN_SECS: i64 = 31;
 #[cfg(test)]
 const MAX_ENTRIES: usize = 1_000;
+
+/// How long past its `until` a revocation that could not be kept leaves the view stale
+/// (seconds): the most leeway a verifier allows on `exp` and one for the whole seconds.
+const DROPPED_MARGIN_SECS: i64 = crate::access::MAX_LEEWAY_SECS + 1;
 
 impl Revocations {
     /// Whether a token of session `sid` with id `jti` is revoked at `now`: the feed's `until`
@@ -141,8 +142,8 @@ impl Revocations {
         live(&sets.sessions, sid) || live(&sets.tokens, jti)
     }
 
-    /// How long since the feed was last heard from; `None` before its first `ready`, and while
-    /// a revocation could not be kept (more than a million in force).
+    /// How long since the feed was last heard from; `None` before its first `ready`, and from a
+    /// revocation that could not be kept (a million in force) until it no longer matters.
     pub fn staleness(&self) -> Option<Duration> {
         let dropped = match self.dropped_until.lock() {
             Ok(d) => *d,
@@ -509,8 +510,8 @@ async fn refresh_keys(
     Ok(())
 }
 
-/// A JWKS fetch made beside the feed's reading (for an unknown `kid`, or the minute's): no
-/// change is known, so its failure changes nothing, and the feed must not wait for it (a slow
+/// A JWKS fetch made beside the feed's reading (for an unknown `kid`, the minute's, or the
+/// second one after a `ready`): no change is known, so its failure changes nothing, and the feed must not wait for it (a slow
 /// JWKS, up to its timeout, held the feed unread: what it brought, a logout, that much later).
 /// Stopped with the connection.
 #[derive(Default)]
@@ -1193,9 +1194,10 @@ mod tests {
     }
 
     /// [`MAX_ENTRIES`] (a thousand in tests) is a bound: full of revocations in force, one more
-    /// is not kept and the view is stale until a prune makes room (before, it was kept anyway,
-    /// and each one arriving walked every entry to prune none). Expired ones go first, one
-    /// prune a second at most.
+    /// is not kept and the view is stale until it no longer matters (its `until` and
+    /// [`DROPPED_MARGIN_SECS`]), whatever room is made (before, it was kept anyway, and each one
+    /// arriving walked every entry to prune none). Expired ones go first, one prune a second at
+    /// most.
     #[test]
     fn the_bound_on_revocations_holds_and_fails_closed() {
         let r = Revocations::default();

@@ -784,8 +784,10 @@ async fn with_passkeys_switched_off_a_code_alone_does_not_pass_for_the_passkey()
     tab.sign_in(ALICE).await;
     register(&mut tab).await;
     require_second_factor(&mut tab).await;
+    // The notice of the passkey added (mailed after the answer: waited for before the stop).
+    sink.wait_for(ALICE.0, 1).await;
     s.stop().await;
-    let mailed = std::cell::Cell::new(1); // the notice of the passkey added
+    let mailed = std::cell::Cell::new(1);
     let next_code = async || {
         mailed.set(mailed.get() + 1);
         sink.wait_for(ALICE.0, mailed.get()).await.code()

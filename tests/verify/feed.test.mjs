@@ -606,7 +606,7 @@ test("keys come over https or from this machine: a plain-http auth server or JWK
   w.close();
 });
 
-test("a million revocations in force is a bound: one more is not kept and the view is stale (fail closed) until a prune makes room, once a second at most", async () => {
+test("a million revocations in force is a bound: one more is not kept and the view is stale (fail closed) until it no longer matters, pruned once a second at most", async () => {
   const s = scripted();
   const t = await following(s);
   const v = t.v;

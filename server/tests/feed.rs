@@ -852,6 +852,34 @@ async fn the_crate_counts_as_stale_after_a_keys_event_whose_refetch_failed() {
     s.stop().await;
 }
 
+/// `a`'s access token under a header naming a `kid` nobody has (anyone can send one): refused,
+/// and the crate fetches the keys again for it.
+fn unknown_kid(a: &Tokens) -> Tokens {
+    Tokens {
+        access: format!(
+            "{}.{}",
+            B64.encode(r#"{"alg":"EdDSA","typ":"at+jwt","kid":"nobody-has-it"}"#),
+            a.access.split_once('.').unwrap().1
+        ),
+        refresh: String::new(),
+    }
+}
+
+/// Waits (15 s at most) for a JWKS fetch after the `fetches` counted: the crate's for an
+/// unknown `kid`, due 10 s after its last fetch.
+async fn fetch_for_unknown_kid(s: &TestServer, fetches: u64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while s
+        .counts
+        .jwks_fetches
+        .load(std::sync::atomic::Ordering::SeqCst)
+        == fetches
+    {
+        assert!(Instant::now() < deadline, "no fetch for the unknown kid");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A slow JWKS (up to the crate's 10-second timeout: its cache, or something on the way slowing
 /// it alone) and a token naming an unknown `kid` (anyone can send one): the fetch it asks for
 /// is made beside the feed's reading, which goes on. Before, the feed went unread while the
@@ -871,24 +899,16 @@ async fn a_slow_fetch_for_an_unknown_kid_does_not_hold_the_crate_s_feed_back() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let fetches = s.counts.jwks_fetches.load(SeqCst);
     s.counts.jwks_latency_ms.store(4_000, SeqCst);
-    let forged = Tokens {
-        access: format!(
-            "{}.{}",
-            B64.encode(r#"{"alg":"EdDSA","typ":"at+jwt","kid":"nobody-has-it"}"#),
-            a.access.split_once('.').unwrap().1
-        ),
-        refresh: String::new(),
-    };
     assert!(matches!(
-        rs.authenticate("GET", "/orders", &api_request(&rs, &alice, &forged)),
+        rs.authenticate(
+            "GET",
+            "/orders",
+            &api_request(&rs, &alice, &unknown_kid(&a))
+        ),
         Err(AuthError::InvalidToken(..))
     ));
     // The fetch for it comes within 10 s of the last one, and answers 4 s later.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while s.counts.jwks_fetches.load(SeqCst) == fetches {
-        assert!(Instant::now() < deadline, "no fetch for the unknown kid");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    fetch_for_unknown_kid(&s, fetches).await;
     assert_eq!(alice.logout().await.status, 204);
     let since = Instant::now();
     while rs
@@ -919,24 +939,16 @@ async fn a_failed_fetch_for_an_unknown_kid_leaves_the_crate_s_feed_connected() {
     let connections = s.counts.feed_connections.load(SeqCst);
     let fetches = s.counts.jwks_fetches.load(SeqCst);
     s.counts.jwks_down.store(true, SeqCst);
-    let forged = Tokens {
-        access: format!(
-            "{}.{}",
-            B64.encode(r#"{"alg":"EdDSA","typ":"at+jwt","kid":"nobody-has-it"}"#),
-            a.access.split_once('.').unwrap().1
-        ),
-        refresh: String::new(),
-    };
     assert!(matches!(
-        rs.authenticate("GET", "/orders", &api_request(&rs, &alice, &forged)),
+        rs.authenticate(
+            "GET",
+            "/orders",
+            &api_request(&rs, &alice, &unknown_kid(&a))
+        ),
         Err(AuthError::InvalidToken(..))
     ));
     // The fetch for it comes within 10 s of the connection.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while s.counts.jwks_fetches.load(SeqCst) == fetches {
-        assert!(Instant::now() < deadline, "no fetch for the unknown kid");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    fetch_for_unknown_kid(&s, fetches).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         rs.authenticate("GET", "/orders", &api_request(&rs, &alice, &a))

@@ -332,8 +332,11 @@ fn static_files(
     use tower::ServiceExt;
     let not_found = || async { ApiError::NotFound };
     // A path the file system refuses otherwise than "not there" (a name over 255 bytes, ...)
-    // is not found either: ServeDir would answer an empty 500.
-    let dir = ServeDir::new(dir).not_found_service(axum::routing::any(not_found));
+    // is not found either: ServeDir would answer an empty 500. A method other than GET or
+    // HEAD (a POST to a path no route has) is not found too: ServeDir would answer an empty 405.
+    let dir = ServeDir::new(dir)
+        .call_fallback_on_method_not_allowed(true)
+        .not_found_service(axum::routing::any(not_found));
     let service = ServiceExt::<axum::extract::Request>::map_response(
         dir,
         |res: axum::response::Response<tower_http::services::fs::ServeFileSystemResponseBody>| {

@@ -52,6 +52,13 @@ pub const CEREMONY_SECS: i64 = 300;
 /// client address per minute: each start stores a ceremony for [`CEREMONY_SECS`].
 const STARTS_PER_MINUTE: u32 = 60;
 
+/// The longest credential id an authenticator makes (WebAuthn L3 §6.5.1, `credentialIdLength`):
+/// webauthn-rs takes up to 4096 bytes, which PostgreSQL's index on the id cannot hold (a 500),
+/// and an id longer than [`MAX_ID_CHARS`] could not be named to remove it.
+const MAX_CREDENTIAL_ID_BYTES: usize = 1023;
+/// [`MAX_CREDENTIAL_ID_BYTES`] as the id is stored and named: base64url without padding.
+const MAX_ID_CHARS: usize = (MAX_CREDENTIAL_ID_BYTES * 4).div_ceil(3);
+
 pub const LOGIN_FINISH_PATH: &str = "/auth/passkeys/login/finish";
 pub const SECOND_FACTOR_PATH: &str = "/auth/login/second-factor";
 
@@ -448,6 +455,12 @@ async fn register(
     let passkey = webauthn
         .finish_passkey_registration(&reg, &state)
         .map_err(|e| refused("registration", Some(&claims.sub), e))?;
+    let id: &[u8] = passkey.cred_id().as_ref();
+    if id.len() > MAX_CREDENTIAL_ID_BYTES {
+        return Err(ApiError::InvalidRequest(format!(
+            "a credential id has at most {MAX_CREDENTIAL_ID_BYTES} bytes"
+        )));
+    }
     let now = p.now();
     let name = req
         .name
@@ -455,7 +468,7 @@ async fn register(
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "Passkey".into());
     let row = PasskeyRow {
-        id: B64.encode(passkey.cred_id().as_ref() as &[u8]),
+        id: B64.encode(id),
         user_id: claims.sub.clone(),
         name,
         passkey: state_json(&passkey)?,
@@ -514,7 +527,7 @@ pub async fn remove(
 ) -> Result<Response, ApiError> {
     p.require_recent(&claims).await?;
     // No id holds U+0000 (`%00`), which PostgreSQL cannot even compare.
-    if id.len() > 1400 || id.contains('\0') {
+    if id.len() > MAX_ID_CHARS || id.contains('\0') {
         return Err(ApiError::NotFound);
     }
     // The last passkey of an account whose password sign-ins need a second factor, on a server
@@ -709,13 +722,14 @@ async fn step_up(
     req: Finish,
 ) -> Result<Response, ApiError> {
     let webauthn = p.webauthn()?;
+    // Read before the ceremony is taken: a malformed one spends nothing.
+    let cred: PublicKeyCredential = credential(req.credential)?;
     let c = p.take(STEP_UP, &req.ceremony).await?;
     if c.user_id.as_deref() != Some(claims.sub.as_str())
         || c.session_id.as_deref() != Some(claims.sid.as_str())
     {
         return Err(ApiError::InvalidCredentials);
     }
-    let cred: PublicKeyCredential = credential(req.credential)?;
     verify_known(&p, webauthn, &claims.sub, &c, &cred).await?;
     let mut amr = claims.amr.clone();
     for m in ["hwk", "mfa"] {
@@ -868,11 +882,22 @@ pub async fn second_factor(
 ) -> Result<Issued, ApiError> {
     p.admit(&client).await?;
     let jkt = dpop.sign_in_binding(&headers, SECOND_FACTOR_PATH).await?;
-    // The answer's shape, before the ceremony is taken: a malformed one spends nothing (the
-    // user would have had to sign in again).
+    // The answer's shape, and whether this server takes its kind, before the ceremony is
+    // taken: a malformed one, or one this server cannot check, spends nothing (the user would
+    // have had to sign in again).
     let answer = match (req.credential, req.code) {
-        (Some(cred), None) => SecondFactor::Passkey(Box::new(credential(cred)?)),
-        (None, Some(code)) => SecondFactor::Code(code),
+        (Some(cred), None) => {
+            p.webauthn()?;
+            SecondFactor::Passkey(Box::new(credential(cred)?))
+        }
+        (None, Some(code)) => {
+            if p.0.codes.enabled().is_err() {
+                return Err(ApiError::InvalidRequest(
+                    "this server mails no codes: the second factor is a passkey".into(),
+                ));
+            }
+            SecondFactor::Code(code)
+        }
         _ => {
             return Err(ApiError::InvalidRequest(
                 "either credential (a passkey) or code".into(),

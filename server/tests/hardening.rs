@@ -734,6 +734,20 @@ async fn a_static_path_the_file_system_refuses_is_not_found_never_a_500() {
             &path[..20]
         );
     }
+    // Another method on a path no route has (ServeDir answered an empty 405), or on a file.
+    for (method, path) in [
+        ("POST", "/auth/nothing-here"),
+        ("DELETE", "/auth/sessions/"),
+        ("PUT", "/"),
+        ("POST", "/index.html"),
+    ] {
+        let res = c.send(method, path, Some(&serde_json::json!({}))).await;
+        assert_eq!(
+            (res.status, res.error()),
+            (404, "not_found"),
+            "{method} {path}"
+        );
+    }
     s.stop().await;
 }
 

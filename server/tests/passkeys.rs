@@ -267,6 +267,54 @@ async fn a_counter_that_goes_backwards_is_refused_and_a_removed_passkey_signs_no
     s.stop().await;
 }
 
+/// An authenticator makes credential ids of at most 1023 bytes; webauthn-rs takes up to 4096,
+/// written by anyone who answers a registration by hand. A longer one was a 500 on PostgreSQL
+/// (its index cannot hold the id) and, on both backends, a passkey its owner could not remove
+/// (the removal refused an id that long as not found), which signed in after a reset.
+#[tokio::test]
+async fn a_credential_id_longer_than_webauthn_allows_is_refused_and_the_longest_is_removable() {
+    let s = server().await;
+    let mut tab = Client::bound(&s);
+    tab.sign_in(ALICE).await;
+    for len in [3000, 1100, 1024] {
+        let start = tab.post("/auth/passkeys/register/start", &json!({})).await;
+        assert_eq!(start.status, 200, "{}", start.body);
+        let (_, credential) = SoftPasskey::create_with_id_of(len, &start.body["options"], &PAGE);
+        let a = finish(
+            &mut tab,
+            "/auth/passkeys/register/finish",
+            &start,
+            &credential,
+        )
+        .await;
+        assert_eq!(
+            (a.status, a.error()),
+            (400, "invalid_request"),
+            "{len}: {}",
+            a.body
+        );
+    }
+    assert_eq!(tab.get("/auth/passkeys").await.body["passkeys"], json!([]));
+    let start = tab.post("/auth/passkeys/register/start", &json!({})).await;
+    let (_, credential) = SoftPasskey::create_with_id_of(1023, &start.body["options"], &PAGE);
+    let a = finish(
+        &mut tab,
+        "/auth/passkeys/register/finish",
+        &start,
+        &credential,
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let id = a.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 1364);
+    assert_eq!(
+        tab.delete(&format!("/auth/passkeys/{id}")).await.status,
+        204
+    );
+    assert_eq!(tab.get("/auth/passkeys").await.body["passkeys"], json!([]));
+    s.stop().await;
+}
+
 /// Each start stores a ceremony for five minutes: a signed-in user looping on step-up or
 /// registration starts is limited per client address as passkey sign-ins are (60 a minute).
 #[tokio::test]
@@ -339,9 +387,16 @@ async fn sensitive_actions_need_a_recent_sign_in_and_a_step_up_gives_one() {
     );
     passkey.counter = ahead;
 
-    // The step-up: a passkey again in this session.
+    // The step-up: a passkey again in this session (a malformed answer first spends nothing).
     let start = tab.post("/auth/step-up/start", &json!({})).await;
     assert_eq!(start.status, 200, "{}", start.body);
+    let a = finish(&mut tab, "/auth/step-up/finish", &start, &json!({})).await;
+    assert_eq!(
+        (a.status, a.error()),
+        (400, "invalid_request"),
+        "{}",
+        a.body
+    );
     let credential = passkey.get(&start.body["options"], &PAGE);
     let done = finish(&mut tab, "/auth/step-up/finish", &start, &credential).await;
     assert_eq!(done.status, 204, "{}", done.body);
@@ -391,13 +446,14 @@ async fn a_required_second_factor_completes_a_password_sign_in_only_with_the_sam
     assert_eq!(a.status, 401, "used up by the refused attempt");
 
     // Again, completed by the key that sent the password; a malformed answer before it (no
-    // WebAuthn credential, both or neither of credential and code) is refused and spends
-    // nothing.
+    // WebAuthn credential, both or neither of credential and code), or a code on this server
+    // that mails none, is refused and spends nothing.
     let a = next.login(ALICE).await;
     for bad in [
         json!({ "ceremony": a.body["ceremony"], "credential": { "id": 7 } }),
         json!({ "ceremony": a.body["ceremony"], "credential": {}, "code": "123456" }),
         json!({ "ceremony": a.body["ceremony"] }),
+        json!({ "ceremony": a.body["ceremony"], "code": "123456" }),
     ] {
         let refused = next.post("/auth/login/second-factor", &bad).await;
         assert_eq!(

@@ -106,13 +106,23 @@ impl SoftPasskey {
     /// `{publicKey: ...}`) on `page`: the new passkey and the credential JSON (as
     /// `PublicKeyCredential.toJSON()` gives it).
     pub fn create(options: &Value, page: &Page<'_>) -> (SoftPasskey, Value) {
+        Self::create_with_id_of(32, options, page)
+    }
+
+    /// [`Self::create`] with a credential id of `id_len` bytes (an authenticator makes at most
+    /// 1023: WebAuthn L3 §6.5.1; anyone can write a longer one).
+    pub fn create_with_id_of(
+        id_len: usize,
+        options: &Value,
+        page: &Page<'_>,
+    ) -> (SoftPasskey, Value) {
         let pk = &options["publicKey"];
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
         let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
             .unwrap();
         let point = key.public_key().as_ref().to_vec();
-        let mut id = vec![0u8; 32];
+        let mut id = vec![0u8; id_len];
         ring::rand::SecureRandom::fill(&rng, &mut id).unwrap();
         let cose = Cbor::Map(vec![
             (Cbor::Int(1), Cbor::Int(2)),

@@ -54,10 +54,11 @@ const STARTS_PER_MINUTE: u32 = 60;
 
 /// The longest credential id an authenticator makes (WebAuthn L3 §6.5.1, `credentialIdLength`):
 /// webauthn-rs takes up to 4096 bytes, which PostgreSQL's index on the id cannot hold (a 500),
-/// and an id longer than [`MAX_ID_CHARS`] could not be named to remove it.
+/// and a removal's DPoP proof cannot name (its `htu` is at most 2048 bytes).
 const MAX_CREDENTIAL_ID_BYTES: usize = 1023;
-/// [`MAX_CREDENTIAL_ID_BYTES`] as the id is stored and named: base64url without padding.
-const MAX_ID_CHARS: usize = (MAX_CREDENTIAL_ID_BYTES * 4).div_ceil(3);
+/// [`MAX_CREDENTIAL_ID_BYTES`] as an id is stored and named: base64url without padding. The
+/// longer ones earlier versions stored are removed by migration 0016 (a test ties the two).
+pub(crate) const MAX_ID_CHARS: usize = (MAX_CREDENTIAL_ID_BYTES * 4).div_ceil(3);
 
 pub const LOGIN_FINISH_PATH: &str = "/auth/passkeys/login/finish";
 pub const SECOND_FACTOR_PATH: &str = "/auth/login/second-factor";

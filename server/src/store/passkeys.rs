@@ -436,6 +436,65 @@ mod tests {
     use super::*;
     use crate::store::Created;
 
+    /// Migration 0016 removes the passkeys whose credential id no authenticator makes (longer
+    /// than [`crate::passkeys::MAX_ID_CHARS`], the bound registrations now keep), which earlier
+    /// versions stored and their owners could not remove; the longest an authenticator makes
+    /// stays. Both backends' files say the same bound.
+    #[tokio::test]
+    async fn migration_0016_removes_the_credential_ids_no_authenticator_makes() {
+        let bound = crate::passkeys::MAX_ID_CHARS;
+        for sql in [
+            include_str!("../../migrations/0016_passkey_id_bound.sql"),
+            include_str!("../../migrations-postgres/0016_passkey_id_bound.sql"),
+        ] {
+            assert!(
+                sql.contains(&format!("WHERE length(id) > {bound};")),
+                "{sql}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("tw.db").display());
+        let s = Store::connect(&url).await.unwrap();
+        let u = crate::store::NewUser {
+            id: "u1",
+            email: "ada@example.com",
+            roles: &[],
+            name: "Ada",
+            password_hash: "",
+            email_verified_at: None,
+            password_unproved: false,
+            claims: "{}",
+            now: 1_000,
+        };
+        assert!(s.create_user(&u).await.unwrap());
+        for id in ["A".repeat(bound), "B".repeat(bound + 1), "C".repeat(5462)] {
+            sqlx::query(
+                "INSERT INTO passkeys (id, user_id, name, passkey, created_at) \
+                 VALUES ($1, 'u1', 'p', '{}', 1000)",
+            )
+            .bind(id)
+            .execute(&s.write)
+            .await
+            .unwrap();
+        }
+        // As a database of a version before 0016: the migration runs at the next start.
+        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 16")
+            .execute(&s.write)
+            .await
+            .unwrap();
+        s.close().await;
+        let s = Store::connect(&url).await.unwrap();
+        let left: Vec<String> = s
+            .passkeys_of("u1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(left, ["A".repeat(bound)]);
+        s.close().await;
+    }
+
     #[tokio::test]
     async fn a_ceremony_is_taken_once_while_live_and_only_as_its_kind() {
         let s = memory().await;

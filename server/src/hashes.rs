@@ -342,7 +342,11 @@ pub fn verify_blocking(password: &str, stored: &str) -> bool {
         return false;
     };
     match kind {
-        Kind::Argon2id | Kind::Argon2i => argon2::PasswordHash::new(stored).is_ok_and(|h| {
+        Kind::Argon2id | Kind::Argon2i => argon2::PasswordHash::new(stored).is_ok_and(|mut h| {
+            // Without `v=`, the reference implementation (libargon2, which older libraries
+            // wrote such hashes with) reads version 0x10; the argon2 crate would run 0x13, and
+            // the right password would never match.
+            h.version.get_or_insert(0x10);
             Argon2::default()
                 .verify_password(password.as_bytes(), &h)
                 .is_ok()
@@ -364,6 +368,10 @@ pub fn verify_blocking(password: &str, stored: &str) -> bool {
 pub fn needs_rehash(stored: &str) -> bool {
     let ours = argon2::Params::default();
     kind_of(stored) != Ok(Kind::Argon2id)
+        || argon2::PasswordHash::new(stored)
+            .ok()
+            .and_then(|h| h.version)
+            != Some(argon2::Version::V0x13.into())
         || argon2_costs(stored, Kind::Argon2id).ok()
             != Some((
                 u64::from(ours.m_cost()),
@@ -496,6 +504,25 @@ mod tests {
             )
         };
         let bcrypt = bcrypt::hash(PASSWORD, 4).unwrap();
+        // Version 0x10 (`v=16`), and the same hash without its version field, as libargon2 and
+        // the libraries built on it wrote them before 0x13: the reference reads it as 0x10.
+        let argon2_v16 = {
+            use argon2::password_hash::PasswordHasher;
+            let params = argon2::Params::new(1024, 1, 1, None).unwrap();
+            let a = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x10, params);
+            let h: argon2::PasswordHash = a
+                .hash_password_with_salt(PASSWORD.as_bytes(), b"saltsaltsalt")
+                .unwrap();
+            h.to_string()
+        };
+        assert!(argon2_v16.contains("$v=16$"), "{argon2_v16}");
+        let argon2_unversioned = argon2_v16.replace("$v=16$", "$");
+        for stored in [&argon2_v16, &argon2_unversioned] {
+            assert_eq!(kind_of(stored), Ok(Kind::Argon2id), "{stored}");
+            assert!(verify_blocking(PASSWORD, stored), "{stored}");
+            assert!(!verify_blocking("hunter2-hunter3", stored), "{stored}");
+            assert!(needs_rehash(stored), "{stored}");
+        }
         let cases = [
             (made_here.as_str(), Kind::Argon2id),
             (django.as_str(), Kind::DjangoPbkdf2Sha256),

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL cluster for the tests and the benchmark: a temporary directory, a
 # loopback port, run as the unprivileged `postgres` user (PostgreSQL refuses to run as root),
-# fsync off (nothing in it must survive a crash).
+# fsync off (nothing in it must survive a crash). It speaks TLS too, with a certificate for
+# localhost and 127.0.0.1 (DIR/server.crt, `SHOW ssl_cert_file`) from a throwaway certificate
+# authority (DIR/ca.crt; its key deleted once it signed): the server's default `sslmode=prefer`
+# takes it, and a test verifies it (`sslrootcert=DIR/ca.crt`).
 #   scripts/pg.sh start DIR PORT   create DIR, initdb, start on 127.0.0.1:PORT; prints the URL
 #                                  of the `postgres` database (user postgres)
 #   scripts/pg.sh stop DIR         stop the cluster and delete DIR
@@ -38,8 +41,20 @@ start() {
   as_pg "$bin/initdb" -D "$dir/data" -U postgres -A scram-sha-256 --auth-local=trust \
     --pwfile="$dir/pw" --no-sync -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 ||
     { cat "$dir/initdb.log" >&2; exit 1; }
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
+    >"$dir/server.ext"
+  { openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+      -subj "/CN=tokenwarden test CA" -keyout "$dir/ca.key" -out "$dir/ca.crt" &&
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+      -keyout "$dir/server.key" -out "$dir/server.csr" &&
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
+      -set_serial 1 -days 2 -extfile "$dir/server.ext" -out "$dir/server.crt"; } \
+    >"$dir/openssl.log" 2>&1 || { cat "$dir/openssl.log" >&2; exit 1; }
+  rm -f "$dir/ca.key" "$dir/server.csr"
+  chmod 600 "$dir/server.key"
+  if [ "$(id -u)" = 0 ]; then chown postgres: "$dir/server.key" "$dir/server.crt"; fi
   as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 30 -o \
-    "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+    "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 -c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key" \
     start >/dev/null || { cat "$dir/log" >&2; exit 1; }
   printf 'postgres://postgres:%s@127.0.0.1:%s/postgres\n' "$pw" "$port"
 }

@@ -133,6 +133,8 @@ if $want_postgres && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   say "to install: postgresql (the packaged cluster is not started)"
   pkgs+=(postgresql)
 fi
+# The test cluster's certificate (scripts/pg.sh).
+if $want_postgres && ! command -v openssl >/dev/null; then pkgs+=(openssl); fi
 if [ ${#pkgs[@]} -gt 0 ]; then
   say "installing ${pkgs[*]}"
   # A policy-rc.d that answers 101 keeps a package (PostgreSQL) from starting its own service

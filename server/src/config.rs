@@ -625,7 +625,8 @@ pub fn key_encryption(
             .map(KeyEncryption::local)
             .map_err(|e| format!("TW_KEY_ENCRYPTION_KEY: {e}"));
     }
-    if database_url.contains(":memory:") || database_url.contains("mode=memory") {
+    // (A PostgreSQL URL is never in memory, whatever its password spells.)
+    if crate::store::DatabaseUrl::parse(database_url).is_ok_and(|u| u.in_memory()) {
         return Ok(KeyEncryption::local(LocalKek::ephemeral()));
     }
     if demo
@@ -900,7 +901,7 @@ impl Settings {
                 max_children: a.rotation_max_children.max(1),
             },
             proxies: Proxies {
-                trusted: a.trusted_proxies.clone(),
+                trusted: trusted_proxies(&a.trusted_proxies)?,
                 header: a.forwarded_header,
             },
             argon2_concurrency: a.argon2_concurrency.unwrap_or_else(cpus).max(1),
@@ -1213,6 +1214,19 @@ pub fn secret_or_file(
     Ok(Some(text))
 }
 
+/// `--trusted-proxy`: a range of every address (`0.0.0.0/0`, `::/0`) is refused. Every client
+/// would then be a trusted proxy: each would choose the address its throttles count by writing
+/// the forwarding header, and none would be held to `--max-connections-per-client`.
+fn trusted_proxies(list: &[IpNet]) -> Result<Vec<IpNet>, String> {
+    match list.iter().find(|n| n.prefix_len() == 0) {
+        Some(all) => Err(format!(
+            "--trusted-proxy {all} trusts every address: each client would choose the address \
+             its throttles count; list the proxies' own addresses"
+        )),
+        None => Ok(list.to_vec()),
+    }
+}
+
 /// `--allowed-origin`'s or `--connect-src`'s origins (`flag`), each as browsers send an
 /// `Origin` (RFC 6454: the host lower-cased, no default port, no slash): CORS compares them as
 /// bytes, and `https://App.example.com:443/` would otherwise match no browser's request.
@@ -1258,6 +1272,28 @@ impl Cli {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only a SQLite database in memory gets a throwaway key-encryption key: a PostgreSQL URL
+    /// whose password spells `:memory:` got one (each instance its own, a restart's keys lost).
+    #[test]
+    fn only_a_database_in_memory_gets_a_throwaway_key_encryption_key() {
+        assert!(key_encryption(None, None, "sqlite::memory:", false).is_ok());
+        let e = key_encryption(None, None, "postgres://tw:x:memory:y@db/tw", false)
+            .err()
+            .unwrap();
+        assert!(e.contains("TW_KEY_ENCRYPTION_KEY"), "{e}");
+    }
+
+    #[test]
+    fn a_trusted_proxy_range_of_every_address_is_refused() {
+        let nets = |v: &[&str]| v.iter().map(|n| n.parse().unwrap()).collect::<Vec<IpNet>>();
+        for all in ["0.0.0.0/0", "::/0"] {
+            let e = trusted_proxies(&nets(&["10.0.0.5/32", all])).unwrap_err();
+            assert!(e.contains(all) && e.contains("every address"), "{e}");
+        }
+        let ok = nets(&["10.0.0.0/8", "127.0.0.1/32", "fd00::/8"]);
+        assert_eq!(trusted_proxies(&ok).unwrap(), ok);
+    }
 
     #[test]
     fn origins_are_kept_as_browsers_send_them() {

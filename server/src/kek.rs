@@ -98,8 +98,12 @@ impl LocalKek {
 
     pub fn from_file(path: &Path) -> Result<Self, String> {
         let bytes = read_secret_file(path).map_err(|e| format!("reading {e}"))?;
-        // A file may hold the 32 raw bytes; anything else is base64 text.
-        if let Ok(raw) = <[u8; 32]>::try_from(bytes.as_slice()) {
+        // A file may hold the 32 raw bytes; anything else is base64 text. Thirty-two printable
+        // characters are text, as in the environment (a passphrase that long is no key; 32
+        // random bytes are all printable less than once in 10^13).
+        if let Ok(raw) = <[u8; 32]>::try_from(bytes.as_slice())
+            && !raw.iter().all(|b| b.is_ascii_graphic() || *b == b' ')
+        {
             return Ok(LocalKek::new(raw));
         }
         let text = String::from_utf8(bytes)
@@ -230,6 +234,10 @@ mod tests {
         let raw = dir.path().join("raw");
         std::fs::write(&raw, [9u8; 32]).unwrap();
         assert!(LocalKek::from_file(&raw).is_ok());
+        // As in the environment, 32 characters of text in a file are not 32 bytes of key.
+        let phrase = dir.path().join("phrase");
+        std::fs::write(&phrase, "correct horse battery staple 123").unwrap();
+        assert!(LocalKek::from_file(&phrase).is_err());
         let created = dir.path().join("demo.key");
         let a = LocalKek::from_file_or_create(&created).unwrap();
         let b = LocalKek::from_file_or_create(&created).unwrap();

@@ -465,6 +465,10 @@ fn an_unsupported_database_url_is_refused_at_start_and_creates_nothing() {
         "mysql://tw:secret-pw@db.example/tw",
         "postgre://tw:secret-pw@127.0.0.1/tw",
         "https://example.com/tw.db",
+        // A libpq keyword string became a SQLite file named after it, password and all; a
+        // JDBC URL's password (its query) was printed.
+        "host=db.internal user=tw password=secret-pw dbname=tw",
+        "jdbc:postgresql://db/tw?user=tw&password=secret-pw",
     ] {
         let out = Command::new(server_binary())
             .current_dir(dir.path())

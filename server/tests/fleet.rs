@@ -792,3 +792,61 @@ async fn a_catch_up_long_after_keeps_an_event_that_committed_out_of_order() {
     pool.close().await;
     s.stop().await;
 }
+
+/// PostgreSQL over TLS (sqlx was built without it: `prefer`, its default, connected in the
+/// clear, and `require` could not connect at all). The test cluster speaks TLS with a
+/// certificate for localhost from a throwaway authority (scripts/pg.sh): a URL on loopback
+/// takes it as the driver's default does, one asking for a verified certificate connects with
+/// that authority as its root, and without it is refused saying what to do.
+#[tokio::test]
+async fn postgresql_is_reached_over_tls_verified_when_asked_and_a_failure_says_what_to_do() {
+    use sqlx::Connection;
+    use tokenwarden_server::store::{Store, StoreError};
+    let url = pg::fresh_database().await;
+    let database = url.rsplit_once('/').unwrap().1.to_owned();
+    let mut admin = sqlx::PgConnection::connect(pg::cluster_url())
+        .await
+        .unwrap();
+    let cert: String = sqlx::query_scalar("SHOW ssl_cert_file")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    let ca = cert.replace("/server.crt", "/ca.crt");
+    // The store's connections to `database`: (encrypted, in the clear).
+    let mut connections = async || -> (i64, i64) {
+        let row = sqlx::query(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) \
+             FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.datname = $1 AND a.application_name = 'tokenwarden'",
+        )
+        .bind(&database)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        (row.get(0), row.get(1))
+    };
+    let named = url.replacen("@127.0.0.1:", "@localhost:", 1);
+    for (url, how) in [
+        (url.clone(), "the default on loopback"),
+        (
+            format!("{named}?sslmode=verify-full&sslrootcert={ca}"),
+            "verified",
+        ),
+    ] {
+        let store = Store::connect(&url).await.expect(how);
+        let (encrypted, clear) = connections().await;
+        assert!(encrypted >= 1 && clear == 0, "{how}: {encrypted} {clear}");
+        store.close().await;
+    }
+    match Store::connect(&format!("{named}?sslmode=verify-full")).await {
+        Err(e @ StoreError::Tls(_)) => {
+            let said = e.to_string();
+            assert!(
+                said.contains("sslrootcert=FILE") && said.contains("sslmode=disable"),
+                "{said}"
+            );
+        }
+        Err(e) => panic!("another error: {e}"),
+        Ok(_) => panic!("a self-signed certificate was taken as verified"),
+    }
+}

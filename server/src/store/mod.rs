@@ -77,6 +77,14 @@ pub enum StoreError {
     /// The database refused or failed a statement, or the connection broke.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// TLS to PostgreSQL failed: no TLS there, or a certificate not verified.
+    #[error(
+        "database: {0} (a PostgreSQL host off this machine is reached over TLS with its \
+         certificate verified, sslmode=verify-full, unless the URL names an sslmode: add \
+         sslrootcert=FILE for a private certificate authority, or sslmode=disable to connect in \
+         the clear)"
+    )]
+    Tls(sqlx::Error),
     /// The schema could not be brought up to date.
     #[error("migrating the database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -106,15 +114,52 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// `url` without the password of its user-info part (`scheme://user:…@host`), for messages.
+/// `url` without anything that may be a password, for messages: its user-info part's
+/// (`scheme://user:…@host`), its query (`?password=`, a JDBC URL's), and a libpq keyword string
+/// (`host=… password=…`) whole.
 fn redact(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://")
-        && let Some((userinfo, host)) = rest.rsplit_once('@')
-    {
-        let user = userinfo.split(':').next().unwrap_or("");
-        return format!("{scheme}://{user}:…@{host}");
+    let (url, query) = url.split_once('?').unwrap_or((url, ""));
+    let query = if query.is_empty() { "" } else { "?…" };
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:…@{host}{query}")
+            }
+            None => format!("{scheme}://{rest}{query}"),
+        },
+        None if url.contains('=') => "…".into(),
+        None => format!("{url}{query}"),
     }
-    url.to_owned()
+}
+
+/// `url` (PostgreSQL) with `sslmode=verify-full` added when it names no `sslmode` (and
+/// `PGSSLMODE` none either) and its host is not this machine: libpq's default, `prefer`, falls
+/// back to the clear and takes any certificate, so anything on the way would read and change
+/// every hash, sealed key and session row. Loopback and a Unix socket keep the driver's default;
+/// an `sslmode` in the URL (`disable` to connect in the clear) is the operator's choice.
+pub fn with_verified_tls(url: &str) -> StoreResult<String> {
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)?;
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let named = query
+        .split('&')
+        .any(|p| matches!(p.split('=').next(), Some("sslmode" | "ssl-mode")))
+        || std::env::var_os("PGSSLMODE").is_some();
+    let host = options.get_host();
+    let local = options.get_socket().is_some()
+        || host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    Ok(if named || local {
+        url.to_owned()
+    } else {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}sslmode=verify-full")
+    })
 }
 
 /// Which backend a `--database-url` selects.
@@ -138,6 +183,11 @@ impl DatabaseUrl {
         }
         if url.starts_with("sqlite:") {
             return Ok(DatabaseUrl::Sqlite(url.to_owned()));
+        }
+        // A libpq keyword string (`host=db user=tw password=…`) is no file name: it would have
+        // become a SQLite file named after it, password and all.
+        if url.contains('=') {
+            return Err(StoreError::UnsupportedUrl(redact(url)));
         }
         // `scheme:` per RFC 3986: a letter, then letters, digits, `+`, `-`, `.`.
         let scheme = url.split_once(':').map(|(s, _)| s).filter(|s| {
@@ -329,7 +379,7 @@ impl Store {
 
     async fn postgres(url: &str) -> StoreResult<Self> {
         // Parsed first: a malformed URL is refused with the driver's message.
-        sqlx::postgres::PgConnectOptions::from_str(url)?;
+        let url = &with_verified_tls(url)?;
         let named = if url.contains("application_name=") {
             url.to_owned()
         } else {
@@ -340,7 +390,22 @@ impl Store {
             .max_connections(PG_POOL_SIZE)
             .acquire_timeout(Duration::from_secs(10))
             .connect(&named)
-            .await?;
+            .await
+            .map_err(|e| {
+                // No TLS there (sqlx's `Tls`), or a certificate refused (rustls's, as I/O).
+                let tls = match &e {
+                    sqlx::Error::Tls(_) => true,
+                    sqlx::Error::Io(io) => io
+                        .get_ref()
+                        .is_some_and(|inner| inner.is::<tokio_rustls::rustls::Error>()),
+                    _ => false,
+                };
+                if tls {
+                    StoreError::Tls(e)
+                } else {
+                    StoreError::Database(e)
+                }
+            })?;
         // Several instances may start at once: sqlx takes an advisory lock around migrations.
         sqlx::migrate!("./migrations-postgres").run(&pool).await?;
         let (proofs, queue) = tokio::sync::mpsc::channel(4 * proofs::BATCH);
@@ -541,6 +606,60 @@ mod tests {
         }
         assert!(DatabaseUrl::parse("sqlite::memory:").unwrap().in_memory());
         assert!(!DatabaseUrl::parse("postgres://h/db").unwrap().in_memory());
+    }
+
+    /// A libpq keyword string became a SQLite file named after it, password and all; a JDBC
+    /// URL's password (its query) was printed in the refusal.
+    #[test]
+    fn no_password_is_taken_for_a_file_name_or_printed() {
+        for (url, shown) in [
+            ("host=db.internal user=tw password=secret-pw dbname=tw", "…"),
+            (
+                "jdbc:postgresql://db/tw?user=tw&password=secret-pw",
+                "jdbc:postgresql://db/tw?…",
+            ),
+        ] {
+            match DatabaseUrl::parse(url) {
+                Err(StoreError::UnsupportedUrl(u)) => assert_eq!(u, shown),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            redact("postgres://tw:secret-pw@db/tw?sslpassword=x"),
+            "postgres://tw:…@db/tw?…"
+        );
+    }
+
+    /// Off this machine, PostgreSQL over TLS with its certificate verified unless the URL says
+    /// otherwise; on it (loopback, a Unix socket), the driver's default.
+    #[test]
+    fn a_postgres_host_off_this_machine_is_reached_over_verified_tls() {
+        if std::env::var_os("PGSSLMODE").is_some() {
+            return; // the operator's choice, which the URLs below would keep
+        }
+        let verified = |u: &str| {
+            with_verified_tls(u)
+                .unwrap()
+                .ends_with("sslmode=verify-full")
+        };
+        for remote in [
+            "postgres://tw:pw@db.internal/tw",
+            "postgres://tw:pw@10.0.0.5:5432/tw?application_name=x",
+            "postgresql://tw@[2001:db8::1]/tw",
+            "postgres://tw@localhost.example.com/tw",
+        ] {
+            assert!(verified(remote), "{remote}");
+        }
+        for kept in [
+            "postgres://tw:pw@127.0.0.1:5432/tw",
+            "postgres://tw:pw@localhost/tw",
+            "postgres://tw@[::1]/tw",
+            "postgres://tw@%2Fvar%2Frun%2Fpostgresql/tw",
+            "postgres://tw@db.internal/tw?sslmode=disable",
+            "postgres://tw@db.internal/tw?ssl-mode=require",
+        ] {
+            assert_eq!(with_verified_tls(kept).unwrap(), kept);
+        }
     }
 
     /// The store on an in-memory SQLite database, for the statement tests of each file.

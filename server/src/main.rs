@@ -43,6 +43,17 @@ fn now() -> i64 {
 async fn run(cli: Cli) -> Result<(), String> {
     // Refused before anything is created: an unknown scheme is not a file name.
     let url = DatabaseUrl::parse(&cli.database_url()?).map_err(|e| e.to_string())?;
+    // `keys` and `users` change the servers' database: one in memory keeps nothing, and one
+    // that this command creates is not theirs, unless they are yet to start (said below).
+    let command = !matches!(cli.command, None | Some(Command::Serve));
+    if command && url.in_memory() {
+        return Err(
+            "a database in memory keeps nothing this command changes: give it the servers' \
+             --database-url (TW_DATABASE_URL)"
+                .into(),
+        );
+    }
+    let created = url.sqlite_file().filter(|f| command && !f.exists());
     let store = Store::connect(url.as_str())
         .await
         .map_err(|e| format!("opening the {} database: {e}", url.kind()))?;
@@ -116,6 +127,13 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
     };
     store.close().await;
+    if let (Ok(()), Some(file)) = (&result, created) {
+        eprintln!(
+            "tokenwarden-server: note: {} did not exist and was created for this command: the \
+             servers see what it changed only if they use this database (--database-url)",
+            file.display()
+        );
+    }
     result
 }
 

@@ -67,6 +67,40 @@ fn cli(url: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `users` and `keys` change the servers' database: one in memory is refused (it kept
+/// nothing), and one the command creates (a path mistyped, or relative to another directory)
+/// is said, not only "imported 1 users".
+#[test]
+fn a_command_on_a_database_in_memory_is_refused_and_one_it_creates_is_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users.jsonl");
+    std::fs::write(&file, "{\"email\":\"ada@example.com\",\"name\":\"Ada\"}\n").unwrap();
+    let import = |url: &str| {
+        Command::new(server_binary())
+            .args(["users", "import", &file.display().to_string()])
+            .env("TW_DATABASE_URL", url)
+            .env("TW_KEY_ENCRYPTION_KEY", TEST_KEK)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let out = import("sqlite::memory:");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in memory keeps nothing"), "{err}");
+    let url = db_url(&dir);
+    for (time, note) in [("first", true), ("second", false)] {
+        let out = import(&url);
+        assert!(out.status.success(), "{time}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            err.contains("did not exist and was created"),
+            note,
+            "{time}: {err}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_keys_cli_reaches_a_running_server() {
     let dir = tempfile::tempdir().unwrap();

@@ -212,6 +212,18 @@ impl DatabaseUrl {
         matches!(self, DatabaseUrl::Sqlite(u) if u.contains(":memory:") || u.contains("mode=memory"))
     }
 
+    /// The SQLite file (none in memory, none for PostgreSQL).
+    pub fn sqlite_file(&self) -> Option<std::path::PathBuf> {
+        match self {
+            DatabaseUrl::Sqlite(u) if !self.in_memory() => {
+                sqlx::sqlite::SqliteConnectOptions::from_str(u)
+                    .ok()
+                    .map(|o| o.get_filename().to_path_buf())
+            }
+            _ => None,
+        }
+    }
+
     /// "SQLite" or "PostgreSQL", for messages.
     pub fn kind(&self) -> &'static str {
         match self {

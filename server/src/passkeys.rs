@@ -41,7 +41,9 @@ use crate::extract::{Authed, Csrf, JsonBody, user_agent};
 use crate::net::ClientIp;
 use crate::otp::Codes;
 use crate::sessions::{Issued, Sessions, SignIn};
-use crate::store::passkeys::{Ceremony, Change, MAX_PASSKEYS, PasskeyRow};
+use crate::store::passkeys::{
+    Ceremony, Change, MAX_CREDENTIAL_ID_BYTES, MAX_ID_CHARS, MAX_PASSKEYS, PasskeyRow,
+};
 use crate::store::{CodePurpose, RevokeReason, Store, User};
 use crate::throttle::Throttle;
 use crate::tokens::{self, AccessClaims};
@@ -51,14 +53,6 @@ pub const CEREMONY_SECS: i64 = 300;
 /// Passkey ceremonies (sign-ins, registrations, step-ups) and second-factor answers started per
 /// client address per minute: each start stores a ceremony for [`CEREMONY_SECS`].
 const STARTS_PER_MINUTE: u32 = 60;
-
-/// The longest credential id an authenticator makes (WebAuthn L3 §6.5.1, `credentialIdLength`):
-/// webauthn-rs takes up to 4096 bytes, which PostgreSQL's index on the id cannot hold (a 500),
-/// and a removal's DPoP proof cannot name (its `htu` is at most 2048 bytes).
-const MAX_CREDENTIAL_ID_BYTES: usize = 1023;
-/// [`MAX_CREDENTIAL_ID_BYTES`] as an id is stored and named: base64url without padding. The
-/// longer ones earlier versions stored are removed by migration 0016 (a test ties the two).
-pub(crate) const MAX_ID_CHARS: usize = (MAX_CREDENTIAL_ID_BYTES * 4).div_ceil(3);
 
 pub const LOGIN_FINISH_PATH: &str = "/auth/passkeys/login/finish";
 pub const SECOND_FACTOR_PATH: &str = "/auth/login/second-factor";

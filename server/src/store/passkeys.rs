@@ -26,6 +26,14 @@ pub enum Change {
     NoPasskey,
 }
 
+/// The longest credential id an authenticator makes (WebAuthn L3 §6.5.1, `credentialIdLength`):
+/// webauthn-rs takes up to 4096 bytes, which PostgreSQL's index on the id cannot hold (a 500),
+/// and a removal's DPoP proof cannot name (its `htu` is at most 2048 bytes).
+pub const MAX_CREDENTIAL_ID_BYTES: usize = 1023;
+/// [`MAX_CREDENTIAL_ID_BYTES`] as an id is stored and named: base64url without padding. The
+/// longer ones earlier versions stored are removed by migration 0016 (a test below ties the two).
+pub const MAX_ID_CHARS: usize = (MAX_CREDENTIAL_ID_BYTES * 4).div_ceil(3);
+
 /// The most passkeys an account holds.
 pub const MAX_PASSKEYS: usize = 20;
 
@@ -437,12 +445,12 @@ mod tests {
     use crate::store::Created;
 
     /// Migration 0016 removes the passkeys whose credential id no authenticator makes (longer
-    /// than [`crate::passkeys::MAX_ID_CHARS`], the bound registrations now keep), which earlier
+    /// than [`MAX_ID_CHARS`], the bound registrations now keep), which earlier
     /// versions stored and their owners could not remove; the longest an authenticator makes
     /// stays. Both backends' files say the same bound.
     #[tokio::test]
     async fn migration_0016_removes_the_credential_ids_no_authenticator_makes() {
-        let bound = crate::passkeys::MAX_ID_CHARS;
+        let bound = MAX_ID_CHARS;
         for sql in [
             include_str!("../../migrations/0016_passkey_id_bound.sql"),
             include_str!("../../migrations-postgres/0016_passkey_id_bound.sql"),

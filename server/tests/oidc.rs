@@ -762,6 +762,24 @@ async fn a_provider_s_name_that_cannot_be_shown_here_is_left_out() {
         let t = tab.tokens_of(&a);
         assert_eq!(tab.me(&t.access).await.body["name"], name);
     }
+    // The same name from UserInfo (an ID token without the address or a name): the same rule
+    // (it was only trimmed there).
+    *h.userinfo.lock().unwrap() = Some(json!({
+        "sub": "direction-at-userinfo", "email": "four@hostile.test", "email_verified": true,
+        "name": "Mallory\u{202E}nimda",
+    }));
+    let (_, _, claims) = hostile_session(
+        &s,
+        &h,
+        Forge::Claims(|c| {
+            c["sub"] = json!("direction-at-userinfo");
+            for gone in ["email", "email_verified", "name"] {
+                c.as_object_mut().unwrap().remove(gone);
+            }
+        }),
+    )
+    .await;
+    assert_eq!(claims["name"], "four", "{claims}");
     s.stop().await;
 }
 

@@ -480,9 +480,7 @@ async fn finish(
         claims.email = provider_email(&info);
         claims.email_verified = info.get("email_verified").and_then(Value::as_bool) == Some(true);
         if claims.name.is_none() {
-            claims.name = string(&info, "name")
-                .map(|n| n.trim().chars().take(100).collect::<String>())
-                .filter(|n| !n.is_empty());
+            claims.name = display_name(&info);
         }
     }
     let user = user_for(oidc, provider, &meta.issuer, &claims, now).await?;
@@ -599,12 +597,17 @@ pub fn id_token_claims(
             .map(str::to_owned),
         email: provider_email(c),
         email_verified: c.get("email_verified").and_then(Value::as_bool) == Some(true),
-        // One that cannot be shown here (control or text-direction characters) is left out:
-        // the account is named by the address's local part, as without one.
-        name: string(c, "name")
-            .map(|n| n.trim().chars().take(100).collect::<String>())
-            .filter(|n| crate::store::valid_name(n)),
+        name: display_name(c),
     })
+}
+
+/// The `name` of an ID token or a UserInfo answer, trimmed to 100 characters. One that cannot
+/// be shown here (control or text-direction characters, or nothing) is left out: the account is
+/// named by the address's local part, as without one.
+fn display_name(c: &serde_json::Map<String, Value>) -> Option<String> {
+    string(c, "name")
+        .map(|n| n.trim().chars().take(100).collect::<String>())
+        .filter(|n| crate::store::valid_name(n))
 }
 
 /// The user of (issuer, sub): known, linked by a verified email (`link=verified-email`), or

@@ -350,6 +350,21 @@ fn static_files(
             }
         },
     );
+    // A name starting with a dot (`.env`, `.git/`, `%2Eenv` as ServeDir decodes it) is never
+    // served: whatever a deployment left in the directory, it is not the site.
+    let service = tower::service_fn(move |req: axum::extract::Request| {
+        let service = service.clone();
+        async move {
+            let hidden = req.uri().path().split('/').any(|name| {
+                name.starts_with('.')
+                    || name.get(..3).is_some_and(|h| h.eq_ignore_ascii_case("%2e"))
+            });
+            if hidden {
+                return Ok(ApiError::NotFound.into_response());
+            }
+            service.oneshot(req).await
+        }
+    });
     let headers = [
         (header::CONTENT_SECURITY_POLICY, csp),
         (
@@ -558,6 +573,13 @@ pub fn router(state: &AppState) -> Router {
     if settings.demo && state.codes.has_demo_mailbox() {
         router = router.route("/demo/mailbox", get(otp::demo_mailbox));
     }
+    // No answer of a route is stored by a cache, the browser's own included (a profile, the
+    // sessions and passkeys listed, left on a shared computer's disk after the logout), unless
+    // it says otherwise (the JWKS and the metadata document). Static files are not routes.
+    router = router.route_layer(SetResponseHeaderLayer::if_not_present(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    ));
     #[cfg(feature = "test-hooks")]
     let hooks = state.hooks.clone();
     #[cfg(not(feature = "test-hooks"))]

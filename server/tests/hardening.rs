@@ -734,6 +734,14 @@ async fn a_static_path_the_file_system_refuses_is_not_found_never_a_500() {
             &path[..20]
         );
     }
+    // A name starting with a dot, however it is spelt, is not served (`.env`, `.git/`).
+    std::fs::write(dir.path().join(".env"), "SECRET=1").expect(".env");
+    std::fs::create_dir(dir.path().join(".git")).expect(".git");
+    std::fs::write(dir.path().join(".git/config"), "[core]").expect(".git/config");
+    for path in ["/.env", "/%2Eenv", "/%2eenv", "/.git/config", "/x/../.env"] {
+        let res = c.get(path).await;
+        assert_eq!((res.status, res.error()), (404, "not_found"), "{path}");
+    }
     // Another method on a path no route has (ServeDir answered an empty 405), or on a file.
     for (method, path) in [
         ("POST", "/auth/nothing-here"),

@@ -13,6 +13,31 @@ use tokenwarden_server::tokens::{self, Audience};
 
 // ---- login ----------------------------------------------------------------------------------
 
+/// A profile, the sessions and the passkeys listed are stored by no cache, the browser's own
+/// included (they had no `Cache-Control`: a shared computer's disk kept them after the logout);
+/// the JWKS keeps its own.
+#[tokio::test]
+async fn answers_with_a_user_s_data_are_stored_by_no_cache() {
+    let s = TestServer::start().await;
+    let mut c = Client::new(&s).oneshot();
+    c.sign_in(ALICE).await;
+    let name = json!({ "name": "Alice A" });
+    for (method, path, body) in [
+        ("GET", "/api/me", None),
+        ("PATCH", "/api/me", Some(&name)),
+        ("GET", "/auth/sessions", None),
+        ("GET", "/auth/passkeys", None),
+    ] {
+        let res = c.send(method, path, body).await;
+        assert_eq!(res.status, 200, "{method} {path}: {}", res.body);
+        assert_eq!(res.headers["cache-control"], "no-store", "{method} {path}");
+    }
+    let jwks = c.get(tokenwarden_server::api::JWKS_PATH).await;
+    let cached = jwks.headers["cache-control"].to_str().unwrap();
+    assert!(cached.contains("max-age"), "{cached}");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn login_returns_a_bearer_token_and_sets_exactly_the_documented_cookies() {
     let s = TestServer::start().await;

@@ -1216,15 +1216,27 @@ pub fn secret_or_file(
 
 /// `--trusted-proxy`: a range of every address (`0.0.0.0/0`, `::/0`) is refused. Every client
 /// would then be a trusted proxy: each would choose the address its throttles count by writing
-/// the forwarding header, and none would be held to `--max-connections-per-client`.
+/// the forwarding header, and none would be held to `--max-connections-per-client`. A range of
+/// IPv4-mapped addresses (`::ffff:10.0.0.5/128`) is its IPv4 range: peers are compared as IPv4,
+/// so it matched nothing and every user shared the proxy's bucket.
 fn trusted_proxies(list: &[IpNet]) -> Result<Vec<IpNet>, String> {
-    match list.iter().find(|n| n.prefix_len() == 0) {
-        Some(all) => Err(format!(
+    if let Some(all) = list.iter().find(|n| n.prefix_len() == 0) {
+        return Err(format!(
             "--trusted-proxy {all} trusts every address: each client would choose the address \
              its throttles count; list the proxies' own addresses"
-        )),
-        None => Ok(list.to_vec()),
+        ));
     }
+    Ok(list
+        .iter()
+        .map(|net| match net {
+            IpNet::V6(v6) if v6.prefix_len() >= 96 => v6
+                .addr()
+                .to_ipv4_mapped()
+                .and_then(|v4| ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).ok())
+                .map_or(*net, IpNet::V4),
+            _ => *net,
+        })
+        .collect())
 }
 
 /// `--allowed-origin`'s or `--connect-src`'s origins (`flag`), each as browsers send an
@@ -1293,6 +1305,12 @@ mod tests {
         }
         let ok = nets(&["10.0.0.0/8", "127.0.0.1/32", "fd00::/8"]);
         assert_eq!(trusted_proxies(&ok).unwrap(), ok);
+        // IPv4-mapped: the IPv4 range (peers are compared as IPv4).
+        let mapped = nets(&["::ffff:10.0.0.5/128", "::ffff:192.168.0.0/112"]);
+        assert_eq!(
+            trusted_proxies(&mapped).unwrap(),
+            nets(&["10.0.0.5/32", "192.168.0.0/16"])
+        );
     }
 
     #[test]

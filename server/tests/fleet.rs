@@ -572,6 +572,34 @@ async fn an_instance_whose_clock_is_ahead_purges_no_proof_early() {
     stop_all([a, b, c]).await;
 }
 
+/// The throttles' counter windows too: an instance whose clock ran ahead deleted the windows
+/// still open, and every limit's count started again (twice the budget, across the fleet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_whose_clock_is_ahead_resets_no_throttle_early() {
+    let (_, [a, b, c]) = fleet(|s| s.login_ip_per_minute = 3).await;
+    // The window is the clock's minute: not its last seconds, which the database's clock
+    // could leave behind meanwhile.
+    while a.state.now() % 60 > 50 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    a.state.clock.freeze();
+    let mut tab = Client::new(&a);
+    let mut answered = Vec::new();
+    for _ in 0..4 {
+        answered.push(tab.via(&a).login(ALICE).await.status);
+    }
+    assert_eq!(answered, [200, 200, 200, 429]);
+    // B's clock a minute and a half ahead, and its minute's purge.
+    b.state.clock.advance(90);
+    b.state
+        .store
+        .purge_short_lived(b.state.now())
+        .await
+        .unwrap();
+    assert_eq!(tab.via(&a).login(ALICE).await.status, 429);
+    stop_all([a, b, c]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_keys_cli_run_anywhere_reaches_every_instance_within_a_second() {
     let (url, [a, b, c]) = fleet(|_| {}).await;

@@ -484,16 +484,18 @@ impl Store {
         Ok(now.min(database))
     }
 
-    /// Frequent clean-up (every minute) of rows written per request: DPoP proofs and provider
-    /// logout tokens seen (by [`Self::shared_now`], read once), and counter windows that have
-    /// closed.
+    /// Frequent clean-up (every minute) of rows written per request: DPoP proofs, provider
+    /// logout tokens seen and counter windows that have closed (by [`Self::shared_now`], read
+    /// once), and sign-ins under way that have lapsed.
     pub async fn purge_short_lived(&self, now: i64) -> StoreResult<()> {
         let shared = self.shared_now(now).await?;
         if self.is_shared() {
             let sql = "DELETE FROM dpop_proofs WHERE until < $1";
             q!(sql, shared).execute(&self.write).await?;
         }
-        self.purge_counters(now).await?;
+        // (A window deleted early restarts its count: one instance's clock ahead would have
+        // doubled every throttle's budget across the fleet.)
+        self.purge_counters(shared).await?;
         self.purge_oidc(now, shared).await?;
         self.purge_ceremonies(now).await?;
         Ok(())

@@ -88,6 +88,17 @@ impl Store {
         provider: &str,
         now: i64,
     ) -> StoreResult<Option<Flow>> {
+        // A state no flow has (anyone can send one, as often as they like, no limit applying)
+        // is answered from the read pool: it never waits for SQLite's one writer, which a flood
+        // of them would have kept from every sign-in and refresh.
+        let sql = "SELECT count(*) FROM oidc_flows
+                   WHERE state_hash = $1 AND binding_hash = $2 AND provider = $3";
+        let known: i64 = q_scalar!(sql, state_hash, binding_hash, provider)
+            .fetch_one(&self.read)
+            .await?;
+        if known == 0 {
+            return Ok(None);
+        }
         let sql = "DELETE FROM oidc_flows
                    WHERE state_hash = $1 AND binding_hash = $2 AND provider = $3
                    RETURNING provider, nonce, pkce_verifier, return_to, redirect_uri, dpop_jkt,
@@ -291,6 +302,23 @@ mod tests {
                 .is_none(),
             "expired"
         );
+    }
+
+    #[tokio::test]
+    async fn a_state_no_flow_has_never_waits_for_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("tw.db").display());
+        let s = Store::connect(&url).await.unwrap();
+        // SQLite's one writer, busy (a long write, or a flood of them queued).
+        let held = s.write.acquire().await.unwrap();
+        let take = s.take_oidc_flow("no-such-state", "b", "idp", 100);
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(2), take).await;
+        assert!(
+            matches!(answer, Ok(Ok(None))),
+            "waited for the writer, or failed"
+        );
+        drop(held);
+        s.close().await;
     }
 
     #[tokio::test]

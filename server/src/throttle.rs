@@ -13,7 +13,15 @@ pub struct Throttle {
     scope: &'static str,
     per_minute: u32,
     local: Limiter<String>,
+    /// The IPv6 /48s' counts ([`crate::net::wide_bucket_key`]), in memory.
+    wide: Limiter<String>,
 }
+
+/// How many /64s' worth of a per-client limit an IPv6 /48 gets in all: without it, one
+/// subscriber's prefix multiplied every per-client limit by the /64s it holds (65,536 for a
+/// tunnel broker's free /48), and a few of them filled what every client shares (the password
+/// hashing slots, the stored codes and ceremonies).
+pub const WIDE_FACTOR: u32 = 16;
 
 impl Throttle {
     pub fn new(scope: &'static str, per_minute: u32) -> Self {
@@ -21,24 +29,50 @@ impl Throttle {
             scope,
             per_minute,
             local: Limiter::new(per_minute),
+            wide: Limiter::new(per_minute.saturating_mul(WIDE_FACTOR)),
         }
     }
 
-    /// Counts an event for `key`; `Some(retry_after)` when over the limit.
+    /// Counts an event for `key`, and for a client's IPv6 /64 its /48 too; `Some(retry_after)`
+    /// when over either limit (the /48 is not counted once the /64 is over its own).
     pub async fn check(&self, store: &Store, key: &str, now: i64) -> StoreResult<Option<i64>> {
+        if let Some(retry_after) = self
+            .count(store, key, self.per_minute, &self.local, now)
+            .await?
+        {
+            return Ok(Some(retry_after));
+        }
+        match crate::net::wide_bucket_key(key) {
+            Some(wide) => {
+                let limit = self.per_minute.saturating_mul(WIDE_FACTOR);
+                self.count(store, &wide, limit, &self.wide, now).await
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn count(
+        &self,
+        store: &Store,
+        key: &str,
+        limit: u32,
+        local: &Limiter<String>,
+        now: i64,
+    ) -> StoreResult<Option<i64>> {
         let minute = now - now.rem_euclid(60);
         if !store.is_shared() {
-            return Ok(self.local.check(key.to_owned(), now).err());
+            return Ok(local.check(key.to_owned(), now).err());
         }
         let (hits, window_start) = store
             .count(CounterScope::Throttle(self.scope), key, minute, 60)
             .await?;
-        Ok((hits > i64::from(self.per_minute)).then_some(window_start + 60 - now))
+        Ok((hits > i64::from(limit)).then_some(window_start + 60 - now))
     }
 
     /// Forgets every count (the test hooks).
     pub async fn reset(&self, store: &Store) -> StoreResult<()> {
         self.local.reset();
+        self.wide.reset();
         store
             .reset_counters(CounterScope::Throttle(self.scope))
             .await

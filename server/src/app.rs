@@ -351,11 +351,14 @@ fn static_files(
         },
     );
     // A name starting with a dot (`.env`, `.git/`, `%2Eenv` as ServeDir decodes it) is never
-    // served: whatever a deployment left in the directory, it is not the site.
+    // served: whatever a deployment left in the directory, it is not the site. RFC 8615's
+    // `/.well-known/` is (security.txt, app-association files), its own names with a dot not.
     let service = tower::service_fn(move |req: axum::extract::Request| {
         let service = service.clone();
         async move {
-            let hidden = req.uri().path().split('/').any(|name| {
+            let path = req.uri().path();
+            let path = path.strip_prefix("/.well-known/").unwrap_or(path);
+            let hidden = path.split('/').any(|name| {
                 name.starts_with('.')
                     || name.get(..3).is_some_and(|h| h.eq_ignore_ascii_case("%2e"))
             });

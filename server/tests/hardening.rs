@@ -767,10 +767,22 @@ async fn a_static_path_the_file_system_refuses_is_not_found_never_a_500() {
     std::fs::write(dir.path().join(".env"), "SECRET=1").expect(".env");
     std::fs::create_dir(dir.path().join(".git")).expect(".git");
     std::fs::write(dir.path().join(".git/config"), "[core]").expect(".git/config");
-    for path in ["/.env", "/%2Eenv", "/%2eenv", "/.git/config", "/x/../.env"] {
+    std::fs::create_dir(dir.path().join(".well-known")).expect(".well-known");
+    std::fs::write(dir.path().join(".well-known/.env"), "SECRET=1").expect(".env");
+    std::fs::write(dir.path().join(".well-known/security.txt"), "Contact: x").expect("txt");
+    for path in [
+        "/.env",
+        "/%2Eenv",
+        "/%2eenv",
+        "/.git/config",
+        "/x/../.env",
+        "/.well-known/.env",
+    ] {
         let res = c.get(path).await;
         assert_eq!((res.status, res.error()), (404, "not_found"), "{path}");
     }
+    // RFC 8615's `/.well-known/` is the site's (security.txt, app-association files).
+    assert_eq!(c.get("/.well-known/security.txt").await.status, 200);
     // Another method on a path no route has (ServeDir answered an empty 405), or on a file.
     for (method, path) in [
         ("POST", "/auth/nothing-here"),

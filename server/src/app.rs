@@ -356,8 +356,9 @@ fn static_files(
     let service = tower::service_fn(move |req: axum::extract::Request| {
         let service = service.clone();
         async move {
-            let path = req.uri().path();
-            let path = path.strip_prefix("/.well-known/").unwrap_or(path);
+            // (`%2F` is a separator to ServeDir, which decodes it.)
+            let path = req.uri().path().replace("%2F", "/").replace("%2f", "/");
+            let path = path.strip_prefix("/.well-known/").unwrap_or(&path);
             let hidden = path.split('/').any(|name| {
                 name.starts_with('.')
                     || name.get(..3).is_some_and(|h| h.eq_ignore_ascii_case("%2e"))

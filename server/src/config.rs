@@ -1220,13 +1220,7 @@ pub fn secret_or_file(
 /// IPv4-mapped addresses (`::ffff:10.0.0.5/128`) is its IPv4 range: peers are compared as IPv4,
 /// so it matched nothing and every user shared the proxy's bucket.
 fn trusted_proxies(list: &[IpNet]) -> Result<Vec<IpNet>, String> {
-    if let Some(all) = list.iter().find(|n| n.prefix_len() == 0) {
-        return Err(format!(
-            "--trusted-proxy {all} trusts every address: each client would choose the address \
-             its throttles count; list the proxies' own addresses"
-        ));
-    }
-    Ok(list
+    let nets: Vec<IpNet> = list
         .iter()
         .map(|net| match net {
             IpNet::V6(v6) if v6.prefix_len() >= 96 => v6
@@ -1236,7 +1230,15 @@ fn trusted_proxies(list: &[IpNet]) -> Result<Vec<IpNet>, String> {
                 .map_or(*net, IpNet::V4),
             _ => *net,
         })
-        .collect())
+        .collect();
+    // (After the mapping: `::ffff:0.0.0.0/96` is every IPv4 address.)
+    if let Some((given, _)) = list.iter().zip(&nets).find(|(_, n)| n.prefix_len() == 0) {
+        return Err(format!(
+            "--trusted-proxy {given} trusts every address: each client would choose the address \
+             its throttles count; list the proxies' own addresses"
+        ));
+    }
+    Ok(nets)
 }
 
 /// `--allowed-origin`'s or `--connect-src`'s origins (`flag`), each as browsers send an
@@ -1299,7 +1301,7 @@ mod tests {
     #[test]
     fn a_trusted_proxy_range_of_every_address_is_refused() {
         let nets = |v: &[&str]| v.iter().map(|n| n.parse().unwrap()).collect::<Vec<IpNet>>();
-        for all in ["0.0.0.0/0", "::/0"] {
+        for all in ["0.0.0.0/0", "::/0", "::ffff:0.0.0.0/96"] {
             let e = trusted_proxies(&nets(&["10.0.0.5/32", all])).unwrap_err();
             assert!(e.contains(all) && e.contains("every address"), "{e}");
         }

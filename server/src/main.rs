@@ -46,7 +46,11 @@ async fn run(cli: Cli) -> Result<(), String> {
     // `keys` and `users` change the servers' database: one in memory keeps nothing, and one
     // that this command creates is not theirs, unless they are yet to start (said below).
     let command = !matches!(cli.command, None | Some(Command::Serve));
-    if command && url.in_memory() {
+    let dry_run = matches!(
+        cli.command,
+        Some(Command::Users(UsersCommand::Import { dry_run: true, .. }))
+    );
+    if command && !dry_run && url.in_memory() {
         return Err(
             "a database in memory keeps nothing this command changes: give it the servers' \
              --database-url (TW_DATABASE_URL)"

@@ -131,14 +131,16 @@ pub fn bucket_key(ip: IpAddr) -> String {
     }
 }
 
-/// The wider bucket an IPv6 client's [`bucket_key`] (its /64) is in: its /48, which one
-/// subscriber holds whole (a site, a tunnel broker's free allocation: 65,536 /64s). Per-client
-/// limits count it too, at [`crate::throttle::WIDE_FACTOR`] times a /64's limit. None for IPv4
-/// (one address is one client; a /24 is often many unrelated ones) or another kind of key.
+/// The wider bucket an IPv6 client's [`bucket_key`] (its /64) is in: its /56, what a home
+/// connection usually holds whole (256 /64s). Per-client sign-in limits count it too, at
+/// [`crate::throttle::WIDE_FACTOR`] times a /64's limit. Not the /48 (a tunnel broker's free
+/// allocation): a carrier or an ISP shares one among thousands of customers, whom one of them
+/// could then keep from signing in. None for IPv4 (one address is one client; a /24 is often
+/// many unrelated ones) or another kind of key.
 pub fn wide_bucket_key(key: &str) -> Option<String> {
     let v6: Ipv6Addr = key.strip_suffix("/64")?.parse().ok()?;
-    let bits = u128::from(v6) & !((1u128 << 80) - 1);
-    Some(format!("{}/48", Ipv6Addr::from(bits)))
+    let bits = u128::from(v6) & !((1u128 << 72) - 1);
+    Some(format!("{}/56", Ipv6Addr::from(bits)))
 }
 
 /// The client's address (see [`Proxies::client_ip`]).
@@ -189,16 +191,16 @@ pub fn loopback_origin(headers: &axum::http::HeaderMap, https: bool) -> Option<S
 #[cfg(test)]
 mod tests {
     #[test]
-    fn an_ipv6_64_is_in_its_48_and_nothing_else_is_widened() {
+    fn an_ipv6_64_is_in_its_56_and_nothing_else_is_widened() {
         assert_eq!(
             wide_bucket_key("2001:db8:aa:bb::/64").as_deref(),
-            Some("2001:db8:aa::/48")
+            Some("2001:db8:aa::/56")
         );
         assert_eq!(
-            wide_bucket_key(&bucket_key("2001:db8:aa:ffff:1:2:3:4".parse().unwrap())).as_deref(),
-            Some("2001:db8:aa::/48")
+            wide_bucket_key(&bucket_key("2001:db8:aa:1ff:1:2:3:4".parse().unwrap())).as_deref(),
+            Some("2001:db8:aa:100::/56")
         );
-        for other in ["192.0.2.1", "session-id", "2001:db8::/48", "x/64"] {
+        for other in ["192.0.2.1", "session-id", "2001:db8::/56", "x/64"] {
             assert_eq!(wide_bucket_key(other), None, "{other}");
         }
     }

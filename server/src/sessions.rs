@@ -209,8 +209,8 @@ impl Sessions {
     ) -> Self {
         Sessions(Arc::new(Inner {
             known,
-            ip_limiter: Throttle::new("refresh-ip", policy.refresh_ip_per_minute),
-            session_limiter: Throttle::new("refresh-session", policy.refresh_session_per_minute),
+            ip_limiter: Throttle::narrow("refresh-ip", policy.refresh_ip_per_minute),
+            session_limiter: Throttle::narrow("refresh-session", policy.refresh_session_per_minute),
             store,
             keys,
             clock,

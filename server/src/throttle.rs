@@ -13,28 +13,40 @@ pub struct Throttle {
     scope: &'static str,
     per_minute: u32,
     local: Limiter<String>,
-    /// The IPv6 /48s' counts ([`crate::net::wide_bucket_key`]), in memory.
-    wide: Limiter<String>,
+    /// The IPv6 /56s' counts ([`crate::net::wide_bucket_key`]), in memory; none for a limit
+    /// that counts them not.
+    wide: Option<Limiter<String>>,
 }
 
-/// How many /64s' worth of a per-client limit an IPv6 /48 gets in all: without it, one
-/// subscriber's prefix multiplied every per-client limit by the /64s it holds (65,536 for a
-/// tunnel broker's free /48), and a few of them filled what every client shares (the password
+/// How many /64s' worth of a per-client limit an IPv6 /56 gets in all: without it, one
+/// subscriber's prefix multiplied every per-client sign-in limit by the /64s it holds (256 for
+/// a home connection's /56), and a few of them filled what every client shares (the password
 /// hashing slots, the stored codes and ceremonies).
 pub const WIDE_FACTOR: u32 = 16;
 
 impl Throttle {
+    /// A per-client limit that counts an IPv6 client's /56 too (sign-ins and their starts).
     pub fn new(scope: &'static str, per_minute: u32) -> Self {
+        Throttle {
+            wide: Some(Limiter::new(per_minute.saturating_mul(WIDE_FACTOR))),
+            ..Self::narrow(scope, per_minute)
+        }
+    }
+
+    /// A limit per key alone: per session, or per client where a /56's neighbours must not
+    /// share one count (refreshes of sessions already open, limited per session too).
+    pub fn narrow(scope: &'static str, per_minute: u32) -> Self {
         Throttle {
             scope,
             per_minute,
             local: Limiter::new(per_minute),
-            wide: Limiter::new(per_minute.saturating_mul(WIDE_FACTOR)),
+            wide: None,
         }
     }
 
-    /// Counts an event for `key`, and for a client's IPv6 /64 its /48 too; `Some(retry_after)`
-    /// when over either limit (the /48 is not counted once the /64 is over its own).
+    /// Counts an event for `key`, and for a client's IPv6 /64 its /56 too (unless
+    /// [`Self::narrow`]); `Some(retry_after)` when over either limit (the /56 is not counted
+    /// once the /64 is over its own).
     pub async fn check(&self, store: &Store, key: &str, now: i64) -> StoreResult<Option<i64>> {
         if let Some(retry_after) = self
             .count(store, key, self.per_minute, &self.local, now)
@@ -42,12 +54,12 @@ impl Throttle {
         {
             return Ok(Some(retry_after));
         }
-        match crate::net::wide_bucket_key(key) {
-            Some(wide) => {
+        match (&self.wide, crate::net::wide_bucket_key(key)) {
+            (Some(local), Some(wide)) => {
                 let limit = self.per_minute.saturating_mul(WIDE_FACTOR);
-                self.count(store, &wide, limit, &self.wide, now).await
+                self.count(store, &wide, limit, local, now).await
             }
-            None => Ok(None),
+            _ => Ok(None),
         }
     }
 
@@ -72,7 +84,9 @@ impl Throttle {
     /// Forgets every count (the test hooks).
     pub async fn reset(&self, store: &Store) -> StoreResult<()> {
         self.local.reset();
-        self.wide.reset();
+        if let Some(wide) = &self.wide {
+            wide.reset();
+        }
         store
             .reset_counters(CounterScope::Throttle(self.scope))
             .await

@@ -88,6 +88,19 @@ fn a_command_on_a_database_in_memory_is_refused_and_one_it_creates_is_said() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in memory keeps nothing"), "{err}");
+    // A dry run keeps nothing anyway: it checks the file.
+    let out = Command::new(server_binary())
+        .args(["users", "import", &file.display().to_string(), "--dry-run"])
+        .env("TW_DATABASE_URL", "sqlite::memory:")
+        .env("TW_KEY_ENCRYPTION_KEY", TEST_KEK)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("would import 1 users"));
     let url = db_url(&dir);
     for (time, note) in [("first", true), ("second", false)] {
         let out = import(&url);
@@ -537,6 +550,23 @@ fn an_unsupported_database_url_is_refused_at_start_and_creates_nothing() {
     assert!(err.contains("opening the PostgreSQL database"), "{err}");
     assert!(!err.contains("secret-pw"), "{err}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    // A PGSSLMODE that is no sslmode is refused: the driver would take its default, `prefer`
+    // (the clear when the server has no TLS), and the server would take it as the operator's.
+    for mode in ["", "verify_full"] {
+        let out = Command::new(server_binary())
+            .current_dir(dir.path())
+            .args(["--database-url", "postgres://tw:secret-pw@db.example/tw"])
+            .env("TW_KEY_ENCRYPTION_KEY", TEST_KEK)
+            .env("PGSSLMODE", mode)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("PGSSLMODE={mode:?} is no sslmode")),
+            "{err}"
+        );
+    }
 }
 
 /// A release build (`cargo build --release`, `cargo install`, `make demo`) has no test hooks:

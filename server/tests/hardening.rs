@@ -450,11 +450,11 @@ async fn a_guesser_rotating_addresses_within_one_ipv6_64_is_one_client() {
     s.stop().await;
 }
 
-/// Per-client limits count an IPv6 /48 too, at 16 times a /64's: one subscriber's prefix
-/// (65,536 /64s for a tunnel broker's free /48) no longer multiplies them by its /64s. Another
-/// /48 is another client.
+/// Per-client sign-in limits count an IPv6 /56 too, at 16 times a /64's: one subscriber's
+/// prefix (a home connection's 256 /64s) no longer multiplies them by its /64s. Another /56 is
+/// another client.
 #[tokio::test]
-async fn a_client_with_a_whole_ipv6_48_gets_sixteen_64s_worth() {
+async fn a_client_with_a_whole_ipv6_56_gets_sixteen_64s_worth() {
     let s = TestServer::with(|c| {
         trusting_localhost(c);
         c.login_ip_per_minute = 2;
@@ -471,7 +471,7 @@ async fn a_client_with_a_whole_ipv6_48_gets_sixteen_64s_worth() {
     }
     assert!(statuses[..32].iter().all(|&c| c == 200), "{statuses:?}");
     assert_eq!(statuses[32..], [429, 429]);
-    let mut elsewhere = client.clone().at("2001:db8:ab::1");
+    let mut elsewhere = client.clone().at("2001:db8:aa:100::1");
     assert_eq!(elsewhere.login(ALICE).await.status, 200);
     s.stop().await;
 }
@@ -770,6 +770,8 @@ async fn a_static_path_the_file_system_refuses_is_not_found_never_a_500() {
     std::fs::create_dir(dir.path().join(".well-known")).expect(".well-known");
     std::fs::write(dir.path().join(".well-known/.env"), "SECRET=1").expect(".env");
     std::fs::write(dir.path().join(".well-known/security.txt"), "Contact: x").expect("txt");
+    std::fs::create_dir(dir.path().join("assets")).expect("assets");
+    std::fs::write(dir.path().join("assets/.env"), "SECRET=1").expect("assets/.env");
     for path in [
         "/.env",
         "/%2Eenv",
@@ -777,6 +779,9 @@ async fn a_static_path_the_file_system_refuses_is_not_found_never_a_500() {
         "/.git/config",
         "/x/../.env",
         "/.well-known/.env",
+        "/assets%2F.env",
+        "/assets%2f.env",
+        "/.well-known%2F.env",
     ] {
         let res = c.get(path).await;
         assert_eq!((res.status, res.error()), (404, "not_found"), "{path}");

@@ -81,10 +81,16 @@ pub enum StoreError {
     #[error(
         "database: {0} (a PostgreSQL host off this machine is reached over TLS with its \
          certificate verified, sslmode=verify-full, unless the URL names an sslmode: add \
-         sslrootcert=FILE for a private certificate authority, or sslmode=disable to connect in \
-         the clear)"
+         sslrootcert=FILE for a private certificate authority, sslmode=verify-ca if the \
+         certificate names another host, sslmode=require to take any certificate, or \
+         sslmode=disable to connect in the clear)"
     )]
     Tls(sqlx::Error),
+    /// `PGSSLMODE` is set to something that is no sslmode.
+    #[error(
+        "PGSSLMODE={0:?} is no sslmode: disable, allow, prefer, require, verify-ca or verify-full"
+    )]
+    SslMode(String),
     /// The schema could not be brought up to date.
     #[error("migrating the database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -118,18 +124,21 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// (`scheme://user:…@host`), its query (`?password=`, a JDBC URL's), and a libpq keyword string
 /// (`host=… password=…`) whole.
 fn redact(url: &str) -> String {
-    let (url, query) = url.split_once('?').unwrap_or((url, ""));
-    let query = if query.is_empty() { "" } else { "?…" };
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((userinfo, host)) => {
-                let user = userinfo.split(':').next().unwrap_or("");
-                format!("{scheme}://{user}:…@{host}{query}")
+    let strip = |rest: &str| match rest.split_once('?') {
+        Some((rest, _)) => format!("{rest}?…"),
+        None => rest.to_owned(),
+    };
+    // Everything before the last `@` may hold a password (one with a `?` or a `/` in it too).
+    match url.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once("://") {
+            Some((scheme, user)) => {
+                let user = user.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:…@{}", strip(host))
             }
-            None => format!("{scheme}://{rest}{query}"),
+            None => format!("…@{}", strip(host)),
         },
-        None if url.contains('=') => "…".into(),
-        None => format!("{url}{query}"),
+        None if url.split('?').next().is_some_and(|u| u.contains('=')) => "…".into(),
+        None => strip(url),
     }
 }
 
@@ -141,10 +150,19 @@ fn redact(url: &str) -> String {
 pub fn with_verified_tls(url: &str) -> StoreResult<String> {
     let options = sqlx::postgres::PgConnectOptions::from_str(url)?;
     let query = url.split_once('?').map_or("", |(_, q)| q);
+    // `PGSSLMODE` names one only if it is one: the driver takes an empty or misspelt value
+    // for its default, `prefer`.
     let named = query
         .split('&')
         .any(|p| matches!(p.split('=').next(), Some("sslmode" | "ssl-mode")))
-        || std::env::var_os("PGSSLMODE").is_some();
+        || match std::env::var("PGSSLMODE") {
+            Ok(mode) => {
+                sqlx::postgres::PgSslMode::from_str(&mode)
+                    .map_err(|_| StoreError::SslMode(mode))?;
+                true
+            }
+            Err(_) => false,
+        };
     let host = options.get_host();
     let local = options.get_socket().is_some()
         || host.starts_with('/')
@@ -638,10 +656,19 @@ mod tests {
                 other => panic!("{url}: {other:?}"),
             }
         }
-        assert_eq!(
-            redact("postgres://tw:secret-pw@db/tw?sslpassword=x"),
-            "postgres://tw:…@db/tw?…"
-        );
+        for (url, shown) in [
+            (
+                "postgres://tw:secret-pw@db/tw?sslpassword=x",
+                "postgres://tw:…@db/tw?…",
+            ),
+            // A password with `?` or `/` in it, a scheme without `//`.
+            ("mysql://tw:secret?pw@db/tw", "mysql://tw:…@db/tw"),
+            ("mysql://tw:secret/pw@db/tw", "mysql://tw:…@db/tw"),
+            ("postgresql:tw:secret-pw@db/tw", "…@db/tw"),
+            ("sqlite://data/tw.db?mode=rwc", "sqlite://data/tw.db?…"),
+        ] {
+            assert_eq!(redact(url), shown, "{url}");
+        }
     }
 
     /// Off this machine, PostgreSQL over TLS with its certificate verified unless the URL says

@@ -41,7 +41,9 @@ pub struct Proxies {
 pub struct Cli {
     /// Database URL: `sqlite://path/file.db`, `sqlite::memory:` or a file path (SQLite, one
     /// instance), or `postgres://user:password@host:port/database` (any number of instances;
-    /// docs/DEPLOYMENT.md). Anything else is refused.
+    /// docs/DEPLOYMENT.md). Anything else is refused, a libpq keyword string too. A PostgreSQL
+    /// host off this machine is reached over TLS with its certificate verified
+    /// (`sslmode=verify-full`) unless the URL or `PGSSLMODE` names an sslmode.
     #[arg(
         long,
         env = "TW_DATABASE_URL",
@@ -61,7 +63,8 @@ pub struct Cli {
     )]
     pub database_url_file: Option<PathBuf>,
 
-    /// File holding the 32-byte key that seals signing keys at rest (raw, or base64 text).
+    /// File holding the 32-byte key that seals signing keys at rest (raw, or base64 text; 32
+    /// printable characters are text, not a key).
     /// Alternatively `TW_KEY_ENCRYPTION_KEY` holds it as base64. Required for a database file,
     /// except with --demo (which creates `<database>.kek` beside it).
     #[arg(long, env = "TW_KEY_ENCRYPTION_KEY_FILE", global = true)]
@@ -279,7 +282,7 @@ pub struct ServeArgs {
     #[arg(long, env = "TW_LOGIN_WINDOW_SECS", default_value_t = 900)]
     pub login_window_secs: i64,
 
-    /// Login attempts per client IP per minute.
+    /// Login attempts per client IP (IPv6: per /64, and per /56 at 16 times this) per minute.
     #[arg(long, env = "TW_LOGIN_IP_PER_MINUTE", default_value_t = 60)]
     pub login_ip_per_minute: u32,
 
@@ -301,7 +304,8 @@ pub struct ServeArgs {
     pub rotation_max_children: i64,
 
     /// Reverse proxies (CIDR, e.g. 10.0.0.0/8 or 127.0.0.1/32) whose forwarding header gives
-    /// the client's address. Repeat or separate with commas.
+    /// the client's address. Repeat or separate with commas. A range of every address is
+    /// refused; an IPv4-mapped one (`::ffff:10.0.0.5/128`) is its IPv4 range.
     #[arg(
         long = "trusted-proxy",
         env = "TW_TRUSTED_PROXIES",
@@ -341,7 +345,8 @@ pub struct ServeArgs {
     #[arg(long, env = "TW_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 256)]
     pub max_connections_per_client: usize,
 
-    /// Directory served at / (the demo SPA), if it exists.
+    /// Directory served at / (the demo SPA), if it exists. A file or directory whose name starts
+    /// with a dot is never served (404), except under `/.well-known/`.
     #[arg(long, env = "TW_WWW_DIR", default_value = "www")]
     pub www_dir: PathBuf,
 
@@ -476,7 +481,8 @@ pub struct OtpArgs {
     #[arg(long, env = "TW_OTP_VERIFY_WINDOW_SECS", default_value_t = 86_400)]
     pub otp_verify_window_secs: i64,
 
-    /// Code requests and verifications per client IP (IPv6: per /64) per minute.
+    /// Code requests and verifications per client IP (IPv6: per /64, and per /56 at 16 times
+    /// this) per minute.
     #[arg(long, env = "TW_OTP_IP_PER_MINUTE", default_value_t = 20)]
     pub otp_ip_per_minute: u32,
 }

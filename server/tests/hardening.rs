@@ -476,6 +476,27 @@ async fn a_client_with_a_whole_ipv6_56_gets_sixteen_64s_worth() {
     s.stop().await;
 }
 
+/// Refreshes of sessions already open count the /64 alone: neighbours in a /56 (a carrier's
+/// devices) do not share one count of them.
+#[tokio::test]
+async fn refreshes_count_an_ipv6_64_alone() {
+    let s = TestServer::with(|c| {
+        trusting_localhost(c);
+        c.refresh_ip_per_minute = 1;
+    })
+    .await;
+    s.state.clock.freeze();
+    let client = Client::new(&s).oneshot();
+    let mut statuses = Vec::new();
+    for i in 0..17 {
+        let mut c = client.clone().at(&format!("2001:db8:aa:{i:x}::1"));
+        c.sign_in(ALICE).await;
+        statuses.push(c.refresh().await.status);
+    }
+    assert!(statuses.iter().all(|&c| c == 200), "{statuses:?}");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_guesser_with_many_addresses_gets_the_accounts_ceiling_and_the_owners_browser_still_signs_in()
  {

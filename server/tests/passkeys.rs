@@ -878,6 +878,19 @@ async fn with_passkeys_switched_off_a_code_alone_does_not_pass_for_the_passkey()
     let a = c.login(ALICE).await;
     assert_eq!(a.error(), "second_factor_required", "{}", a.body);
     assert_eq!(a.body["email_code"], true);
+    // A passkey for it, with passkeys off: refused, and the sign-in stays pending for the code.
+    let ceremony = a.body["ceremony"].clone();
+    let answer = json!({ "ceremony": ceremony, "credential": {} });
+    let refused = c.post("/auth/login/second-factor", &answer).await;
+    assert_eq!(
+        (refused.status, refused.error()),
+        (400, "passkeys_unavailable"),
+        "{}",
+        refused.body
+    );
+    let answer = json!({ "ceremony": ceremony, "code": next_code().await });
+    let done = c.post("/auth/login/second-factor", &answer).await;
+    assert_eq!(done.status, 200, "{}", done.body);
     s.stop().await;
 }
 

@@ -132,9 +132,13 @@ async fn run(cli: Cli) -> Result<(), String> {
     };
     store.close().await;
     if let (Ok(()), Some(file)) = (&result, created) {
+        let what = if dry_run {
+            "the check ran against an empty database"
+        } else {
+            "the servers see what it changed only if they use this database (--database-url)"
+        };
         eprintln!(
-            "tokenwarden-server: note: {} did not exist and was created for this command: the \
-             servers see what it changed only if they use this database (--database-url)",
+            "tokenwarden-server: note: {} did not exist and was created for this command: {what}",
             file.display()
         );
     }

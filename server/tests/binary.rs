@@ -516,6 +516,9 @@ fn an_unsupported_database_url_is_refused_at_start_and_creates_nothing() {
         // JDBC URL's password (its query) was printed.
         "host=db.internal user=tw password=secret-pw dbname=tw",
         "jdbc:postgresql://db/tw?user=tw&password=secret-pw",
+        // Azure's forms, with an `@` in the user's name.
+        "host=x.postgres.database.azure.com user=me@srv password=secret-pw sslmode=require",
+        "jdbc:postgresql://x:5432/db?user=me@srv&password=secret-pw",
     ] {
         let out = Command::new(server_binary())
             .current_dir(dir.path())

@@ -80,7 +80,8 @@ pub enum StoreError {
     /// TLS to PostgreSQL failed: no TLS there, or a certificate not verified.
     #[error(
         "database: {0} (a PostgreSQL host off this machine is reached over TLS with its \
-         certificate verified, sslmode=verify-full, unless the URL names an sslmode: add \
+         certificate verified, sslmode=verify-full, unless the URL or PGSSLMODE names an \
+         sslmode: add \
          sslrootcert=FILE for a private certificate authority, sslmode=verify-ca if the \
          certificate names another host, sslmode=require to take any certificate, or \
          sslmode=disable to connect in the clear)"
@@ -128,17 +129,31 @@ fn redact(url: &str) -> String {
         Some((rest, _)) => format!("{rest}?…"),
         None => rest.to_owned(),
     };
-    // Everything before the last `@` may hold a password (one with a `?` or a `/` in it too).
-    match url.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once("://") {
-            Some((scheme, user)) => {
-                let user = user.split(':').next().unwrap_or("");
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return match url.rsplit_once('@') {
+            _ if url.contains('=') => "…".into(),
+            Some((_, host)) => format!("…@{}", strip(host)),
+            None => strip(url),
+        };
+    };
+    // Everything before the last `@` may hold a password (one with a `?` or a `/` in it too),
+    // unless that `@` is in the query (`?user=me@srv&password=…`): then only the scheme.
+    match rest.rsplit_once('@') {
+        None => format!("{scheme}://{}", strip(rest)),
+        Some((_, host))
+            if host
+                .split('/')
+                .next()
+                .is_some_and(|h| h.contains(['=', '&'])) =>
+        {
+            format!("{scheme}://…")
+        }
+        Some((userinfo, host)) => match userinfo.split(':').next() {
+            Some(user) if !user.contains(['/', '?', '=', '&']) => {
                 format!("{scheme}://{user}:…@{}", strip(host))
             }
-            None => format!("…@{}", strip(host)),
+            _ => format!("{scheme}://…@{}", strip(host)),
         },
-        None if url.split('?').next().is_some_and(|u| u.contains('=')) => "…".into(),
-        None => strip(url),
     }
 }
 
@@ -665,6 +680,16 @@ mod tests {
             ("mysql://tw:secret?pw@db/tw", "mysql://tw:…@db/tw"),
             ("mysql://tw:secret/pw@db/tw", "mysql://tw:…@db/tw"),
             ("postgresql:tw:secret-pw@db/tw", "…@db/tw"),
+            // An `@` in the query, or in a keyword string (Azure's `user=login@server`).
+            (
+                "jdbc:postgresql://x:5432/db?user=me@srv&password=secret-pw",
+                "jdbc:postgresql://…",
+            ),
+            (
+                "postgres://db/tw?password=secret-pw&x=a@b",
+                "postgres://…@b",
+            ),
+            ("host=x user=me@srv password=secret-pw sslmode=require", "…"),
             ("sqlite://data/tw.db?mode=rwc", "sqlite://data/tw.db?…"),
         ] {
             assert_eq!(redact(url), shown, "{url}");

@@ -81,6 +81,19 @@ pub(super) async fn record_event(
     subject: &str,
     at: i64,
 ) -> StoreResult<()> {
+    // A session's revocation counts from its last rotation if that is later: the rotation may
+    // have committed, on another instance, while this write waited (its `now` taken before),
+    // and its token lives `--access-ttl-secs` from then. Every instance and the feed keep the
+    // revocation that long from `at` (the row is held by the revocation's write: no rotation
+    // comes after it).
+    let at = match kind {
+        EventKind::Session => {
+            let sql = "SELECT last_used_at FROM sessions WHERE id = $1";
+            let last: Option<i64> = q_scalar!(sql, subject).fetch_optional(&mut *conn).await?;
+            last.map_or(at, |last| last.max(at))
+        }
+        _ => at,
+    };
     let sql = "INSERT INTO revocation_events (kind, subject, at) VALUES ($1, $2, $3) RETURNING id";
     let id: i64 = q_scalar!(sql, kind.as_str(), subject, at)
         .fetch_one(&mut *conn)
@@ -239,6 +252,50 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A session's revocation whose time was taken before a rotation that committed first (on
+    /// another instance, by a clock ahead) counts from that rotation: the event's `at`, and the
+    /// revoked sessions read at start, so that every instance and the feed keep it as long as
+    /// the rotation's token lives.
+    #[tokio::test]
+    async fn a_session_s_revocation_counts_from_its_last_rotation_if_later() {
+        let s = super::super::tests::memory().await;
+        let u = crate::store::NewUser {
+            id: "u1",
+            email: "ada@example.com",
+            roles: &[],
+            name: "Ada",
+            password_hash: "",
+            email_verified_at: None,
+            password_unproved: false,
+            claims: "{}",
+            now: 1_000,
+        };
+        assert!(s.create_user(&u).await.unwrap());
+        let session = crate::store::NewSession {
+            id: "s1",
+            user_id: "u1",
+            token_hash: "h0",
+            user_agent: "",
+            now: 1_030,
+            idle_expires_at: 9_000,
+            absolute_expires_at: 9_000,
+            dpop_jkt: None,
+            amr: "pwd",
+            password_version: None,
+            federated: None,
+        };
+        s.create_session(&session).await.unwrap();
+        let reason = crate::store::RevokeReason::RevokedByUser;
+        assert!(s.revoke_session("s1", None, reason, 1_000).await.unwrap());
+        let id = s.revocation_cursor().await.unwrap();
+        let event = s.revocation_event(id).await.unwrap().unwrap();
+        assert_eq!((event.subject.as_str(), event.at), ("s1", 1_030));
+        assert_eq!(
+            s.recently_revoked_sessions(1_010).await.unwrap(),
+            [("s1".to_owned(), 1_030)]
+        );
+    }
 
     #[test]
     fn a_notification_is_an_id_and_nothing_else_is_taken_from_it() {

@@ -541,10 +541,17 @@ impl Store {
         Ok(q_as!(sql, user_id, now).fetch_all(&self.read).await?)
     }
 
-    /// Sessions revoked since `since`, whose access tokens may still be in circulation.
+    /// Sessions revoked since `since` (or last rotated since then, if that is later: as the
+    /// revocation's event counts, crate::store::revocations), whose access tokens may still be
+    /// in circulation; each with that time.
     pub async fn recently_revoked_sessions(&self, since: i64) -> StoreResult<Vec<(String, i64)>> {
-        let sql = "SELECT id, revoked_at FROM sessions WHERE revoked_at > $1";
-        Ok(q_as!(sql, since).fetch_all(&self.read).await?)
+        let sql = "SELECT id, revoked_at, last_used_at FROM sessions
+                   WHERE revoked_at IS NOT NULL AND (revoked_at > $1 OR last_used_at > $1)";
+        let rows: Vec<(String, i64, i64)> = q_as!(sql, since).fetch_all(&self.read).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, revoked, last)| (id, revoked.max(last)))
+            .collect())
     }
 
     /// The session of a refresh token and the key it is bound to, if the token is known.

@@ -429,6 +429,8 @@ struct Hostile {
     jwks_gate: Arc<tokio::sync::Notify>,
     /// What its UserInfo endpoint answers (404 while `None`).
     userinfo: Arc<Mutex<Option<Value>>>,
+    /// The `token_type` its token endpoint gives its access token (`Bearer` while `None`).
+    token_type: Arc<Mutex<Option<&'static str>>>,
 }
 
 // Otherwise (0, the default): the JWKS with its key.
@@ -513,6 +515,7 @@ async fn hostile(port: u16, now: tokenwarden_server::clock::Clock) -> Hostile {
         jwks_mode: Arc::default(),
         jwks_gate: Arc::default(),
         userinfo: Arc::default(),
+        token_type: Arc::default(),
     };
     let discovery = |State(h): State<Hostile>| async move {
         axum::Json(json!({
@@ -578,8 +581,9 @@ async fn hostile(port: u16, now: tokenwarden_server::clock::Clock) -> Hostile {
                 )
                     .into_response();
             };
+            let token_type = h.token_type.lock().unwrap().unwrap_or("Bearer");
             axum::Json(json!({
-                "access_token": "unused", "token_type": "Bearer",
+                "access_token": "unused", "token_type": token_type,
                 "id_token": h.id_token(&nonce, now.now()),
             }))
             .into_response()
@@ -1048,6 +1052,48 @@ async fn linking_server() -> (TestServer, Hostile) {
     let s = TestServer::with(move |c| c.oidc = vec![p]).await;
     let h = hostile(port, s.state.clock.clone()).await;
     (s, h)
+}
+
+/// An access token of a type this client does not understand (`DPoP`, `mac`) is not used
+/// (RFC 6749 §7.1): no UserInfo with it, so its address is not the account's.
+#[tokio::test]
+async fn an_access_token_that_is_not_a_bearer_one_is_not_used() {
+    let (s, h) = linking_server().await;
+    *h.userinfo.lock().unwrap() = Some(json!({
+        "sub": "not-bearer", "email": "nb@example.com", "email_verified": true,
+    }));
+    *h.token_type.lock().unwrap() = Some("DPoP");
+    let forge = Forge::Claims(|c| {
+        c["sub"] = json!("not-bearer");
+        c.as_object_mut().unwrap().remove("email");
+        c.as_object_mut().unwrap().remove("email_verified");
+    });
+    let (_, _, claims) = hostile_session(&s, &h, forge).await;
+    let email = claims["email"].as_str().unwrap();
+    assert!(email.ends_with("@idp.oidc.invalid"), "{claims}");
+    s.stop().await;
+}
+
+/// A UserInfo answer about another `sub` counts for nothing (Core §5.3.2): its verified
+/// address, Alice's, does not link the provider's other user into her account.
+#[tokio::test]
+async fn a_userinfo_answer_about_another_sub_counts_for_nothing() {
+    let (s, h) = linking_server().await;
+    let alice_sub = sub_of(&s, ALICE).await;
+    address_verified(&s, "alice@example.com").await;
+    *h.userinfo.lock().unwrap() = Some(json!({
+        "sub": "alice-at-the-provider", "email": "alice@example.com", "email_verified": true,
+    }));
+    let forge = Forge::Claims(|c| {
+        c["sub"] = json!("someone-else");
+        c.as_object_mut().unwrap().remove("email");
+        c.as_object_mut().unwrap().remove("email_verified");
+    });
+    let (_, _, claims) = hostile_session(&s, &h, forge).await;
+    assert_ne!(claims["sub"], alice_sub);
+    let email = claims["email"].as_str().unwrap();
+    assert!(email.ends_with("@idp.oidc.invalid"), "{claims}");
+    s.stop().await;
 }
 
 /// `email`'s account's address marked as shown to be its owner's (the code flow).

@@ -364,7 +364,13 @@ impl Provider {
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| ProviderError::Refused("no id_token in the answer".into()))?;
-        Ok((id_token, doc["access_token"].as_str().map(str::to_owned)))
+        // The access token only for UserInfo, and only a Bearer one: a client must not use a
+        // token type it does not understand (RFC 6749 §7.1).
+        let bearer = doc["token_type"]
+            .as_str()
+            .is_some_and(|t| t.eq_ignore_ascii_case("bearer"));
+        let access = doc["access_token"].as_str().filter(|_| bearer);
+        Ok((id_token, access.map(str::to_owned)))
     }
 
     /// The UserInfo endpoint's claims (OpenID Connect Core §5.3), when the provider has one and

@@ -297,6 +297,58 @@ mod tests {
         );
     }
 
+    /// A deleted user's sessions stay refused after a restart: the rows went with the account,
+    /// the events stay (an instance started within a token's lifetime of the deletion read the
+    /// revoked sessions from the rows, and took the user's tokens again).
+    #[tokio::test]
+    async fn a_deleted_user_s_sessions_are_still_read_as_revoked() {
+        let s = super::super::tests::memory().await;
+        let u = crate::store::NewUser {
+            id: "u1",
+            email: "ada@example.com",
+            roles: &[],
+            name: "Ada",
+            password_hash: "",
+            email_verified_at: None,
+            password_unproved: false,
+            claims: "{}",
+            now: 1_000,
+        };
+        assert!(s.create_user(&u).await.unwrap());
+        for (id, hash) in [("s1", "h1"), ("s2", "h2")] {
+            let session = crate::store::NewSession {
+                id,
+                user_id: "u1",
+                token_hash: hash,
+                user_agent: "",
+                now: 1_000,
+                idle_expires_at: 9_000,
+                absolute_expires_at: 9_000,
+                dpop_jkt: None,
+                amr: "pwd",
+                password_version: None,
+                federated: None,
+            };
+            s.create_session(&session).await.unwrap();
+        }
+        assert!(
+            s.delete_user_by_email("ada@example.com", 1_050)
+                .await
+                .unwrap()
+        );
+        let mut revoked = s.recently_revoked_sessions(1_000).await.unwrap();
+        revoked.sort();
+        assert_eq!(
+            revoked,
+            [("s1".to_owned(), 1_050), ("s2".to_owned(), 1_050)]
+        );
+        assert!(
+            !s.delete_user_by_email("ada@example.com", 1_060)
+                .await
+                .unwrap()
+        );
+    }
+
     #[test]
     fn a_notification_is_an_id_and_nothing_else_is_taken_from_it() {
         let id = |p: &str| match Heard::of(p) {

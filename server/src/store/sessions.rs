@@ -25,6 +25,8 @@ pub enum RevokeReason {
     /// The OpenID provider the session signed in with said the user logged out there
     /// (back-channel logout).
     ProviderLogout,
+    /// The user was deleted (their sessions go with them; the event stays).
+    UserDeleted,
 }
 
 impl RevokeReason {
@@ -36,6 +38,7 @@ impl RevokeReason {
             RevokeReason::PasswordChanged => "password_changed",
             RevokeReason::PasswordReset => "password_reset",
             RevokeReason::ProviderLogout => "provider_logout",
+            RevokeReason::UserDeleted => "user_deleted",
         }
     }
 }
@@ -541,17 +544,15 @@ impl Store {
         Ok(q_as!(sql, user_id, now).fetch_all(&self.read).await?)
     }
 
-    /// Sessions revoked since `since` (or last rotated since then, if that is later: as the
-    /// revocation's event counts, crate::store::revocations), whose access tokens may still be
-    /// in circulation; each with that time.
+    /// Sessions revoked since `since`, whose access tokens may still be in circulation, each
+    /// with the time its revocation counts from (crate::store::revocations). Read from the
+    /// revocation events, which outlive the rows: a deleted user's sessions are gone, and a
+    /// revoked session's row is purged a day before its event.
     pub async fn recently_revoked_sessions(&self, since: i64) -> StoreResult<Vec<(String, i64)>> {
-        let sql = "SELECT id, revoked_at, last_used_at FROM sessions
-                   WHERE revoked_at IS NOT NULL AND (revoked_at > $1 OR last_used_at > $1)";
-        let rows: Vec<(String, i64, i64)> = q_as!(sql, since).fetch_all(&self.read).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, revoked, last)| (id, revoked.max(last)))
-            .collect())
+        let sql = "SELECT subject, MAX(at) FROM revocation_events
+                   WHERE kind = $1 AND at > $2 GROUP BY subject";
+        let kind = super::EventKind::Session.as_str();
+        Ok(q_as!(sql, kind, since).fetch_all(&self.read).await?)
     }
 
     /// The session of a refresh token and the key it is bound to, if the token is known.

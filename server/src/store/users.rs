@@ -2,8 +2,8 @@
 
 use sqlx::AnyConnection;
 
-use super::revocations::record_event;
-use super::{EventKind, Store, StoreResult, USER_BY_ID, User, UserRow};
+use super::dialect::Dialect;
+use super::{RevokeReason, Store, StoreResult, USER_BY_ID, User, UserRow};
 
 /// What a display name may be, wherever one comes from (a sign-up, the profile, an import,
 /// `users add`, a legacy backend): 1 to 100 characters once trimmed, no control character.
@@ -105,20 +105,24 @@ impl Store {
     }
 
     /// Deletes the user with this email and, by cascade, their sessions and tokens. Their live
-    /// sessions are recorded as revoked, so that every instance stops honouring their tokens.
+    /// sessions are revoked first, as any revocation of several (each row held, each with its
+    /// event), so that every instance stops honouring their tokens, even after a restart (the
+    /// events outlive the rows: crate::store::Store::recently_revoked_sessions).
     pub async fn delete_user_by_email(&self, email: &str, now: i64) -> StoreResult<bool> {
         let mut tx = self.write.begin().await?;
-        let sessions: Vec<String> = q_scalar!(
-            "SELECT s.id FROM sessions s JOIN users u ON u.id = s.user_id
-             WHERE u.email = $1 AND s.revoked_at IS NULL",
-            email
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        for sid in &sessions {
-            record_event(&mut tx, self.dialect, EventKind::Session, sid, now).await?;
-        }
-        let res = q!("DELETE FROM users WHERE email = $1", email)
+        // On PostgreSQL the account's row first, as a deletion would take it: no session of it
+        // opens meanwhile (its insert waits, then fails), and no rotation commits unseen.
+        let sql = match self.dialect {
+            Dialect::Postgres => "SELECT id FROM users WHERE email = $1 FOR UPDATE",
+            Dialect::Sqlite => "SELECT id FROM users WHERE email = $1",
+        };
+        let Some(id): Option<String> = q_scalar!(sql, email).fetch_optional(&mut *tx).await? else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        self.revoke_user_sessions_in(&mut tx, &id, None, RevokeReason::UserDeleted, now)
+            .await?;
+        let res = q!("DELETE FROM users WHERE id = $1", &id)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

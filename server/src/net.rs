@@ -190,6 +190,9 @@ pub fn loopback_origin(headers: &axum::http::HeaderMap, https: bool) -> Option<S
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
     #[test]
     fn an_ipv6_64_is_in_its_56_and_nothing_else_is_widened() {
         assert_eq!(
@@ -204,9 +207,6 @@ mod tests {
             assert_eq!(wide_bucket_key(other), None, "{other}");
         }
     }
-
-    use super::*;
-    use axum::http::HeaderValue;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -54,12 +54,15 @@ impl Throttle {
         {
             return Ok(Some(retry_after));
         }
-        match (&self.wide, crate::net::wide_bucket_key(key)) {
-            (Some(local), Some(wide)) => {
+        let Some(local) = &self.wide else {
+            return Ok(None);
+        };
+        match crate::net::wide_bucket_key(key) {
+            Some(wide) => {
                 let limit = self.per_minute.saturating_mul(WIDE_FACTOR);
                 self.count(store, &wide, limit, local, now).await
             }
-            _ => Ok(None),
+            None => Ok(None),
         }
     }
 

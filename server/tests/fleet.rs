@@ -547,6 +547,16 @@ async fn a_proof_accepted_at(a: &TestServer, tab: &mut Client) -> (String, Strin
     (access, proof)
 }
 
+/// `s`'s clock a minute and a half ahead, and its minute's purge.
+async fn purge_with_its_clock_ahead(s: &TestServer) {
+    s.state.clock.advance(90);
+    s.state
+        .store
+        .purge_short_lived(s.state.now())
+        .await
+        .unwrap();
+}
+
 /// Purges of the shared tables go by the database's clock too: one instance whose clock ran a
 /// minute and a half ahead deleted every proof's row, and a captured proof then passed once at
 /// each instance that had not seen it.
@@ -556,13 +566,7 @@ async fn an_instance_whose_clock_is_ahead_purges_no_proof_early() {
     let mut tab = Client::bound(&a).public("https://api.example");
     let (_, proof) = a_proof_accepted_at(&a, &mut tab).await;
     let replay = [("dpop", proof.as_str())];
-    // B's clock a minute and a half ahead, and its minute's purge.
-    b.state.clock.advance(90);
-    b.state
-        .store
-        .purge_short_lived(b.state.now())
-        .await
-        .unwrap();
+    purge_with_its_clock_ahead(&b).await;
     let res = tab.via(&c).send_once("GET", "/api/me", None, &replay).await;
     assert_eq!(
         (res.status, res.error()),
@@ -589,13 +593,7 @@ async fn an_instance_whose_clock_is_ahead_resets_no_throttle_early() {
         answered.push(tab.via(&a).login(ALICE).await.status);
     }
     assert_eq!(answered, [200, 200, 200, 429]);
-    // B's clock a minute and a half ahead, and its minute's purge.
-    b.state.clock.advance(90);
-    b.state
-        .store
-        .purge_short_lived(b.state.now())
-        .await
-        .unwrap();
+    purge_with_its_clock_ahead(&b).await;
     assert_eq!(tab.via(&a).login(ALICE).await.status, 429);
     stop_all([a, b, c]).await;
 }

@@ -276,17 +276,15 @@ async fn a_credential_id_longer_than_webauthn_allows_is_refused_and_the_longest_
     let s = server().await;
     let mut tab = Client::bound(&s);
     tab.sign_in(ALICE).await;
-    for len in [3000, 1100, 1024] {
+    // A registration answered with a credential id of `len` bytes.
+    async fn register_id_of(tab: &mut Client, len: usize) -> Answer {
         let start = tab.post("/auth/passkeys/register/start", &json!({})).await;
         assert_eq!(start.status, 200, "{}", start.body);
         let (_, credential) = SoftPasskey::create_with_id_of(len, &start.body["options"], &PAGE);
-        let a = finish(
-            &mut tab,
-            "/auth/passkeys/register/finish",
-            &start,
-            &credential,
-        )
-        .await;
+        finish(tab, "/auth/passkeys/register/finish", &start, &credential).await
+    }
+    for len in [3000, 1100, 1024] {
+        let a = register_id_of(&mut tab, len).await;
         assert_eq!(
             (a.status, a.error()),
             (400, "invalid_request"),
@@ -295,15 +293,7 @@ async fn a_credential_id_longer_than_webauthn_allows_is_refused_and_the_longest_
         );
     }
     assert_eq!(tab.get("/auth/passkeys").await.body["passkeys"], json!([]));
-    let start = tab.post("/auth/passkeys/register/start", &json!({})).await;
-    let (_, credential) = SoftPasskey::create_with_id_of(1023, &start.body["options"], &PAGE);
-    let a = finish(
-        &mut tab,
-        "/auth/passkeys/register/finish",
-        &start,
-        &credential,
-    )
-    .await;
+    let a = register_id_of(&mut tab, 1023).await;
     assert_eq!(a.status, 201, "{}", a.body);
     let id = a.body["id"].as_str().unwrap().to_owned();
     assert_eq!(id.len(), 1364);

@@ -162,7 +162,7 @@ fn redact(url: &str) -> String {
 /// back to the clear and takes any certificate, so anything on the way would read and change
 /// every hash, sealed key and session row. Loopback and a Unix socket keep the driver's default;
 /// an `sslmode` in the URL (`disable` to connect in the clear) is the operator's choice.
-pub fn with_verified_tls(url: &str) -> StoreResult<String> {
+fn with_verified_tls(url: &str) -> StoreResult<String> {
     let options = sqlx::postgres::PgConnectOptions::from_str(url)?;
     let query = url.split_once('?').map_or("", |(_, q)| q);
     // `PGSSLMODE` names one only if it is one: the driver takes an empty or misspelt value
@@ -181,12 +181,7 @@ pub fn with_verified_tls(url: &str) -> StoreResult<String> {
     let host = options.get_host();
     let local = options.get_socket().is_some()
         || host.starts_with('/')
-        || host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
+        || tokenwarden_dpop::is_loopback_host(host);
     Ok(if named || local {
         url.to_owned()
     } else {
@@ -731,5 +726,38 @@ mod tests {
     /// The store on an in-memory SQLite database, for the statement tests of each file.
     pub(super) async fn memory() -> Store {
         Store::connect("sqlite::memory:").await.unwrap()
+    }
+
+    /// The user `u1` (ada@example.com, no password), created at 1,000.
+    pub(super) async fn ada(s: &Store) {
+        let u = NewUser {
+            id: "u1",
+            email: "ada@example.com",
+            roles: &[],
+            name: "Ada",
+            password_hash: "",
+            email_verified_at: None,
+            password_unproved: false,
+            claims: "{}",
+            now: 1_000,
+        };
+        assert!(s.create_user(&u).await.unwrap());
+    }
+
+    /// A session `id` of [`ada`] opened at `now` (its first token's hash: `id`).
+    pub(super) fn ada_session(id: &str, now: i64) -> NewSession<'_> {
+        NewSession {
+            id,
+            user_id: "u1",
+            token_hash: id,
+            user_agent: "",
+            now,
+            idle_expires_at: 9_000,
+            absolute_expires_at: 9_000,
+            dpop_jkt: None,
+            amr: "pwd",
+            password_version: None,
+            federated: None,
+        }
     }
 }

@@ -468,18 +468,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("tw.db").display());
         let s = Store::connect(&url).await.unwrap();
-        let u = crate::store::NewUser {
-            id: "u1",
-            email: "ada@example.com",
-            roles: &[],
-            name: "Ada",
-            password_hash: "",
-            email_verified_at: None,
-            password_unproved: false,
-            claims: "{}",
-            now: 1_000,
-        };
-        assert!(s.create_user(&u).await.unwrap());
+        super::super::tests::ada(&s).await;
         for id in ["A".repeat(bound), "B".repeat(bound + 1), "C".repeat(5462)] {
             sqlx::query(
                 "INSERT INTO passkeys (id, user_id, name, passkey, created_at) \

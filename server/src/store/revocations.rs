@@ -260,31 +260,8 @@ mod tests {
     #[tokio::test]
     async fn a_session_s_revocation_counts_from_its_last_rotation_if_later() {
         let s = super::super::tests::memory().await;
-        let u = crate::store::NewUser {
-            id: "u1",
-            email: "ada@example.com",
-            roles: &[],
-            name: "Ada",
-            password_hash: "",
-            email_verified_at: None,
-            password_unproved: false,
-            claims: "{}",
-            now: 1_000,
-        };
-        assert!(s.create_user(&u).await.unwrap());
-        let session = crate::store::NewSession {
-            id: "s1",
-            user_id: "u1",
-            token_hash: "h0",
-            user_agent: "",
-            now: 1_030,
-            idle_expires_at: 9_000,
-            absolute_expires_at: 9_000,
-            dpop_jkt: None,
-            amr: "pwd",
-            password_version: None,
-            federated: None,
-        };
+        super::super::tests::ada(&s).await;
+        let session = super::super::tests::ada_session("s1", 1_030);
         s.create_session(&session).await.unwrap();
         let reason = crate::store::RevokeReason::RevokedByUser;
         assert!(s.revoke_session("s1", None, reason, 1_000).await.unwrap());
@@ -303,32 +280,9 @@ mod tests {
     #[tokio::test]
     async fn a_deleted_user_s_sessions_are_still_read_as_revoked() {
         let s = super::super::tests::memory().await;
-        let u = crate::store::NewUser {
-            id: "u1",
-            email: "ada@example.com",
-            roles: &[],
-            name: "Ada",
-            password_hash: "",
-            email_verified_at: None,
-            password_unproved: false,
-            claims: "{}",
-            now: 1_000,
-        };
-        assert!(s.create_user(&u).await.unwrap());
-        for (id, hash) in [("s1", "h1"), ("s2", "h2")] {
-            let session = crate::store::NewSession {
-                id,
-                user_id: "u1",
-                token_hash: hash,
-                user_agent: "",
-                now: 1_000,
-                idle_expires_at: 9_000,
-                absolute_expires_at: 9_000,
-                dpop_jkt: None,
-                amr: "pwd",
-                password_version: None,
-                federated: None,
-            };
+        super::super::tests::ada(&s).await;
+        for id in ["s1", "s2"] {
+            let session = super::super::tests::ada_session(id, 1_000);
             s.create_session(&session).await.unwrap();
         }
         assert!(

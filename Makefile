@@ -134,7 +134,7 @@ test-e2e: pkg
 # WebDriver, against the server over HTTPS (TW_ENGINES=webkit make test-engines for one); and the
 # Svelte fixture there too (tests/engines/svelte.test.mjs); passkeys through WebDriver's virtual
 # authenticator (tests/engines/passkeys.test.mjs). Two files at once (each starts servers of its
-# own): the long cross-tab file beside the others.
+# own): the cross-tab file beside the faults file, then the others.
 test-engines: pkg setup-browser
 	$(LINTED) $(HOOKS_SERVER)
 	tests/svelte/build.sh

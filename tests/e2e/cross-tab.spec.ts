@@ -44,9 +44,9 @@ test.describe("cross-tab (default)", () => {
     for (const t of tabs) expect(await events(t)).toContain("refresh");
   });
 
-  test("20 expiry cycles: 20 refreshes, nobody logged out", async ({ context }) => {
+  test("10 expiry cycles: 10 refreshes, nobody logged out", async ({ context }) => {
     const tabs = await loggedInTabs(context, 4);
-    for (let cycle = 1; cycle <= 20; cycle++) {
+    for (let cycle = 1; cycle <= 10; cycle++) {
       await sleep(UNTIL_DUE_MS);
       const statuses = await storm(tabs, 10);
       expect(statuses.filter((s) => s !== 200), `cycle ${cycle}`).toEqual([]);

@@ -190,6 +190,7 @@ export function eachEngine(tests) {
       let started;
       before(async () => {
         started = await Browser.start(engine);
+        console.log(`# ${engine}: ${started.version}`);
       });
       after(async () => {
         await started?.stop();

@@ -30,20 +30,24 @@ impl CodePurpose {
     }
 }
 
-/// A sign-up waiting for its code.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct PendingSignup {
-    pub password_hash: String,
-    pub name: String,
+row! {
+    /// A sign-up waiting for its code.
+    #[derive(Debug, Clone)]
+    pub struct PendingSignup {
+        pub password_hash: String,
+        pub name: String,
+    }
 }
 
-/// A live code as a verification counted it: its id, its stored hash and the attempts made
-/// against it, this one included.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Counted {
-    pub id: String,
-    pub code_hash: String,
-    pub attempts: i64,
+row! {
+    /// A live code as a verification counted it: its id, its stored hash and the attempts made
+    /// against it, this one included.
+    #[derive(Debug, Clone)]
+    pub struct Counted {
+        pub id: String,
+        pub code_hash: String,
+        pub attempts: i64,
+    }
 }
 
 /// The condition of a live code: of the email `$1` and the purpose `$4`, not used, not

@@ -27,6 +27,25 @@ macro_rules! q_scalar {
     ($sql:expr $(, $arg:expr)* $(,)?) => { sqlx::query_scalar($sql)$(.bind($arg))* };
 }
 
+/// A struct read from a row by its fields' names, as `#[derive(sqlx::FromRow)]` writes it
+/// (without sqlx's macros: `build.rs` says why).
+macro_rules! row {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident {
+        $($(#[$field_meta:meta])* $field_vis:vis $field:ident: $ty:ty),* $(,)?
+    }) => {
+        $(#[$meta])* $vis struct $name { $($(#[$field_meta])* $field_vis $field: $ty),* }
+        impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for $name
+        where
+            &'r str: sqlx::ColumnIndex<R>,
+            $($ty: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,)*
+        {
+            fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+                Ok(Self { $($field: row.try_get(stringify!($field))?),* })
+            }
+        }
+    };
+}
+
 /// The columns of a [`UserRow`], for statements that return users.
 macro_rules! user_columns {
     () => {
@@ -36,6 +55,10 @@ macro_rules! user_columns {
 
 mod codes;
 mod counters;
+/// The migrations, listed by `build.rs`.
+mod migrations {
+    include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+}
 pub mod dialect;
 mod inline;
 mod keys;
@@ -275,16 +298,17 @@ pub struct User {
     pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
-/// `users` as stored (roles are one comma-separated column, claims a JSON object).
-#[derive(sqlx::FromRow)]
-struct UserRow {
-    id: String,
-    email: String,
-    name: String,
-    phone: Option<String>,
-    roles: String,
-    email_verified_at: Option<i64>,
-    claims: String,
+row! {
+    /// `users` as stored (roles are one comma-separated column, claims a JSON object).
+    struct UserRow {
+        id: String,
+        email: String,
+        name: String,
+        phone: Option<String>,
+        roles: String,
+        email_verified_at: Option<i64>,
+        claims: String,
+    }
 }
 
 impl From<UserRow> for User {
@@ -310,27 +334,31 @@ impl From<UserRow> for User {
 /// A user by id, as a [`UserRow`].
 const USER_BY_ID: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct SessionRow {
-    pub id: String,
-    pub created_at: i64,
-    pub last_used_at: i64,
-    pub idle_expires_at: i64,
-    pub absolute_expires_at: i64,
-    pub user_agent: String,
+row! {
+    #[derive(Debug, Clone)]
+    pub struct SessionRow {
+        pub id: String,
+        pub created_at: i64,
+        pub last_used_at: i64,
+        pub idle_expires_at: i64,
+        pub absolute_expires_at: i64,
+        pub user_agent: String,
+    }
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct KeyRow {
-    pub kid: String,
-    pub private_key: Vec<u8>,
-    pub public_key: Vec<u8>,
-    pub created_at: i64,
-    /// When it starts signing (published before: a rotation); `None` for keys stored before
-    /// keys were published first (they signed from `created_at`).
-    pub signs_from: Option<i64>,
-    pub retired_at: Option<i64>,
-    pub revoked_at: Option<i64>,
+row! {
+    #[derive(Debug, Clone)]
+    pub struct KeyRow {
+        pub kid: String,
+        pub private_key: Vec<u8>,
+        pub public_key: Vec<u8>,
+        pub created_at: i64,
+        /// When it starts signing (published before: a rotation); `None` for keys stored before
+        /// keys were published first (they signed from `created_at`).
+        pub signs_from: Option<i64>,
+        pub retired_at: Option<i64>,
+        pub revoked_at: Option<i64>,
+    }
 }
 
 /// The storage interface. Cheap to clone (the pools are shared).
@@ -406,7 +434,7 @@ impl Store {
                 .map(|f| std::sync::Arc::new(inline::InlineReads::new(f)));
             (read, write)
         };
-        sqlx::migrate!("./migrations").run(&write).await?;
+        migrator(migrations::SQLITE).run(&write).await?;
         Ok(Store {
             read,
             write,
@@ -447,7 +475,7 @@ impl Store {
                 }
             })?;
         // Several instances may start at once: sqlx takes an advisory lock around migrations.
-        sqlx::migrate!("./migrations-postgres").run(&pool).await?;
+        migrator(migrations::POSTGRES).run(&pool).await?;
         let (proofs, queue) = tokio::sync::mpsc::channel(4 * proofs::BATCH);
         tokio::spawn(proofs::record(pool.clone(), queue));
         Ok(Store {
@@ -547,6 +575,29 @@ impl Store {
 
 /// `sqlite:PATH?mode=MODE`, the path escaped as sqlx unescapes it (`%`, `?`, `#`). Without
 /// `//`, so that no part of the path is taken for a host name (and lower-cased).
+/// sqlx's `Migrator` for one of [`migrations`]' lists, each migration as `sqlx::migrate!` makes
+/// it from its file (the same checksum: databases it migrated go on; a transaction unless the
+/// file starts `-- no-transaction`).
+fn migrator(list: &'static [(i64, &'static str, &'static str)]) -> sqlx::migrate::Migrator {
+    use sqlx::SqlSafeStr as _;
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    Migrator::with_migrations(
+        list.iter()
+            .map(|&(version, description, sql)| {
+                let no_tx = sql.starts_with("-- no-transaction");
+                let sql = sql.into_sql_str();
+                Migration::new(
+                    version,
+                    description.into(),
+                    MigrationType::Simple,
+                    sql,
+                    no_tx,
+                )
+            })
+            .collect(),
+    )
+}
+
 fn sqlite_url(path: &std::path::Path, mode: &str) -> String {
     let mut url = String::from("sqlite:");
     for c in path.to_string_lossy().chars() {
@@ -602,6 +653,34 @@ fn private_file(path: &std::path::Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `build.rs`'s list is each folder as sqlx reads it (`sqlx::migrate!` did, at build time):
+    /// the same versions, descriptions and checksums, so that a database an earlier version
+    /// migrated starts (sqlx refuses one whose applied migration's checksum changed).
+    #[tokio::test]
+    async fn the_embedded_migrations_are_the_folders_as_sqlx_reads_them() {
+        use sqlx::migrate::Migration;
+        let fields = |m: &Migration| {
+            let checksum = m.checksum.to_vec();
+            (
+                m.version,
+                m.description.to_string(),
+                checksum,
+                m.no_tx,
+                m.migration_type,
+            )
+        };
+        for (list, dir) in [
+            (migrations::SQLITE, "migrations"),
+            (migrations::POSTGRES, "migrations-postgres"),
+        ] {
+            let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+            let read = sqlx::migrate::Migrator::new(folder).await.unwrap();
+            let ours: Vec<_> = migrator(list).iter().map(fields).collect();
+            assert_eq!(ours, read.iter().map(fields).collect::<Vec<_>>(), "{dir}");
+            assert!(ours.len() > 10, "{dir}");
+        }
+    }
 
     #[test]
     fn urls_select_a_backend_and_anything_else_is_refused() {

@@ -33,17 +33,19 @@ pub enum Linked {
     IdentityTaken,
 }
 
-/// A sign-in under way, as its start left it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Flow {
-    pub provider: String,
-    pub nonce: String,
-    pub pkce_verifier: String,
-    pub return_to: String,
-    /// The callback URL the provider was given (the code exchange names it again).
-    pub redirect_uri: String,
-    pub dpop_jkt: Option<String>,
-    pub expires_at: i64,
+row! {
+    /// A sign-in under way, as its start left it.
+    #[derive(Debug, Clone)]
+    pub struct Flow {
+        pub provider: String,
+        pub nonce: String,
+        pub pkce_verifier: String,
+        pub return_to: String,
+        /// The callback URL the provider was given (the code exchange names it again).
+        pub redirect_uri: String,
+        pub dpop_jkt: Option<String>,
+        pub expires_at: i64,
+    }
 }
 
 /// A flow about to be stored.

@@ -43,36 +43,40 @@ pub const MAX_PASSKEYS: usize = 20;
 const HOLD_LIVE_SESSION: &str = "UPDATE sessions SET version = version
      WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL";
 
-/// A stored passkey.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct PasskeyRow {
-    /// The credential id, base64url.
-    pub id: String,
-    pub user_id: String,
-    pub name: String,
-    /// `webauthn_rs::Passkey` as JSON.
-    pub passkey: String,
-    pub created_at: i64,
-    pub last_used_at: Option<i64>,
+row! {
+    /// A stored passkey.
+    #[derive(Debug, Clone)]
+    pub struct PasskeyRow {
+        /// The credential id, base64url.
+        pub id: String,
+        pub user_id: String,
+        pub name: String,
+        /// `webauthn_rs::Passkey` as JSON.
+        pub passkey: String,
+        pub created_at: i64,
+        pub last_used_at: Option<i64>,
+    }
 }
 
-/// A ceremony (or a password sign-in waiting for its second factor) as its first request left
-/// it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Ceremony {
-    pub kind: String,
-    pub user_id: Option<String>,
-    pub session_id: Option<String>,
-    pub dpop_jkt: Option<String>,
-    /// The WebAuthn state (JSON), or "" when there is none (a second factor by code only).
-    pub state: String,
-    pub expires_at: i64,
-    /// A password reset waiting for its passkey: the new password's hash, stored only once the
-    /// passkey answers (the reset's code proved the mailbox alone).
-    pub password_hash: Option<String>,
-    /// A password sign-in waiting for its second factor: the version of the password it proved
-    /// (it completes only while that is still the account's password).
-    pub password_version: Option<i64>,
+row! {
+    /// A ceremony (or a password sign-in waiting for its second factor) as its first request left
+    /// it.
+    #[derive(Debug, Clone)]
+    pub struct Ceremony {
+        pub kind: String,
+        pub user_id: Option<String>,
+        pub session_id: Option<String>,
+        pub dpop_jkt: Option<String>,
+        /// The WebAuthn state (JSON), or "" when there is none (a second factor by code only).
+        pub state: String,
+        pub expires_at: i64,
+        /// A password reset waiting for its passkey: the new password's hash, stored only once the
+        /// passkey answers (the reset's code proved the mailbox alone).
+        pub password_hash: Option<String>,
+        /// A password sign-in waiting for its second factor: the version of the password it proved
+        /// (it completes only while that is still the account's password).
+        pub password_version: Option<i64>,
+    }
 }
 
 /// The ceremony kind of a password sign-in waiting for its second factor.

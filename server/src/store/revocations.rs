@@ -48,12 +48,13 @@ pub struct RevocationEvent {
     pub at: i64,
 }
 
-#[derive(sqlx::FromRow)]
-struct EventRow {
-    id: i64,
-    kind: String,
-    subject: String,
-    at: i64,
+row! {
+    struct EventRow {
+        id: i64,
+        kind: String,
+        subject: String,
+        at: i64,
+    }
 }
 
 impl TryFrom<EventRow> for RevocationEvent {

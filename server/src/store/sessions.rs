@@ -109,23 +109,24 @@ impl Authentication {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct PresentedRow {
-    session_id: String,
-    generation: i64,
-    claimed_at: Option<i64>,
-    revoked_at: Option<i64>,
-    children: i64,
-    user_id: String,
-    session_revoked_at: Option<i64>,
-    idle_expires_at: i64,
-    absolute_expires_at: i64,
-    max_used_gen: i64,
-    dpop_jkt: Option<String>,
-    version: i64,
-    auth_time: Option<i64>,
-    created_at: i64,
-    amr: String,
+row! {
+    struct PresentedRow {
+        session_id: String,
+        generation: i64,
+        claimed_at: Option<i64>,
+        revoked_at: Option<i64>,
+        children: i64,
+        user_id: String,
+        session_revoked_at: Option<i64>,
+        idle_expires_at: i64,
+        absolute_expires_at: i64,
+        max_used_gen: i64,
+        dpop_jkt: Option<String>,
+        version: i64,
+        auth_time: Option<i64>,
+        created_at: i64,
+        amr: String,
+    }
 }
 
 impl From<PresentedRow> for PresentedToken {

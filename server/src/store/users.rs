@@ -42,12 +42,21 @@ pub struct NewUser<'a> {
 }
 
 /// `users` with the password hash.
-#[derive(sqlx::FromRow)]
 struct WithHash {
-    #[sqlx(flatten)]
     user: UserRow,
     password_hash: String,
     password_version: i64,
+}
+
+impl<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> for WithHash {
+    fn from_row(row: &'r sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row as _;
+        Ok(Self {
+            user: UserRow::from_row(row)?,
+            password_hash: row.try_get("password_hash")?,
+            password_version: row.try_get("password_version")?,
+        })
+    }
 }
 
 const INSERT_USER: &str = "INSERT INTO users (id, email, password_hash, name, roles, created_at,

@@ -434,9 +434,10 @@ impl std::fmt::Debug for LegacySettings {
 /// by --smtp-url, or by --demo (then codes go to the demo mailbox).
 #[derive(Clone, Args)]
 pub struct OtpArgs {
-    /// The SMTP server sign-in codes are sent through: `smtp://host:port` (plain, a local
-    /// relay), `smtp://host?tls=required` (STARTTLS), `smtps://host` (implicit TLS); with
-    /// credentials `smtp://user:password@host`.
+    /// The SMTP server sign-in codes are sent through: `smtps://host` (implicit TLS),
+    /// `smtp://host?tls=required` (STARTTLS), `smtp://host:port` (plain: a relay on this machine
+    /// only; a host off it is refused without TLS, `?tls=opportunistic` taken there without a
+    /// password); with credentials `smtp://user:password@host`.
     #[arg(long, env = "TW_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
 
@@ -473,8 +474,8 @@ pub struct OtpArgs {
     #[arg(long, env = "TW_OTP_SEND_WINDOW_SECS", default_value_t = 3600)]
     pub otp_send_window_secs: i64,
 
-    /// Verifications for one email within --otp-verify-window-secs, from any client; beyond,
-    /// 429. A sign-in clears the count.
+    /// Verifications for one email within --otp-verify-window-secs, from any client (sign-in,
+    /// reset and sign-up codes together); beyond, 429. A right code takes back its own attempt.
     #[arg(long, env = "TW_OTP_VERIFIES_PER_EMAIL", default_value_t = 10)]
     pub otp_verifies_per_email: i64,
 

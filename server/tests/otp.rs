@@ -743,6 +743,61 @@ async fn spent_sign_in_code_guesses_do_not_stop_the_owners_second_factor() {
     s.stop().await;
 }
 
+/// The owner's sign-in by code takes back its own attempt only: a guesser who spent most of
+/// the address's count before it has no more after it (it cleared the count: each of the
+/// owner's sign-ins gave a guesser the whole count again).
+#[tokio::test]
+async fn the_owner_s_sign_in_by_code_gives_a_guesser_no_fresh_count() {
+    let sink = SmtpSink::start();
+    let s = server(&sink, |s| s.otp.verifies_per_email = 4).await;
+    let mut guesser = Client::new(&s).oneshot();
+    let mut owner = Client::bound(&s).oneshot();
+    let code = code_for(&mut owner, &sink, ALICE.0, 1).await;
+    for _ in 0..2 {
+        let res = guesser.verify_code(ALICE.0, &wrong(&code)).await;
+        assert_eq!(res.status, 401, "{}", res.body);
+    }
+    assert_eq!(owner.verify_code(ALICE.0, &code).await.status, 200);
+    // Two of the four are left; the third guess is refused before it is compared.
+    let code = code_for(&mut guesser, &sink, ALICE.0, 2).await;
+    for _ in 0..2 {
+        let res = guesser.verify_code(ALICE.0, &wrong(&code)).await;
+        assert_eq!(res.status, 401, "{}", res.body);
+    }
+    let res = guesser.verify_code(ALICE.0, &code).await;
+    assert_eq!((res.status, res.error()), (429, "too_many_attempts"));
+    s.stop().await;
+}
+
+/// With sign-ups by password and by code both on, a sign-up's code also opens an account its
+/// owner does not have yet: its guesses count with the sign-in codes' (they had a count of
+/// their own, which doubled a guesser's odds of opening that account first).
+#[tokio::test]
+async fn sign_up_codes_share_the_address_s_count_with_sign_in_codes() {
+    let sink = SmtpSink::start();
+    let s = server(&sink, |s| {
+        s.otp.verifies_per_email = 2;
+        s.otp.signup = true;
+        s.signup_password = true;
+    })
+    .await;
+    let victim = "not-yet@example.com";
+    let mut guesser = Client::bound(&s).oneshot();
+    let signup = json!({ "email": victim, "password": "the guesser's own phrase" });
+    assert_eq!(guesser.post("/auth/signup", &signup).await.status, 202);
+    let code = sink.wait_for(victim, 1).await.code();
+    for _ in 0..2 {
+        let guess = json!({ "email": victim, "code": wrong(&code) });
+        let res = guesser.post("/auth/signup/verify", &guess).await;
+        assert_eq!(res.status, 401, "{}", res.body);
+    }
+    // The address's count is spent: a sign-in code, even the right one, is not compared.
+    let code = code_for(&mut guesser, &sink, victim, 2).await;
+    let res = guesser.verify_code(victim, &code).await;
+    assert_eq!((res.status, res.error()), (429, "too_many_attempts"));
+    s.stop().await;
+}
+
 /// At most `max_live` codes of an address are live however many are mailed at once: on
 /// PostgreSQL, inserts side by side each revoked only the codes committed before them (3 live
 /// codes bound a guess's odds: PROTOCOL.md).

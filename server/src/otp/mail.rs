@@ -61,14 +61,46 @@ impl DemoMailbox {
     }
 }
 
+/// Why `url` would send codes, or the relay's password, readable on the network, if it would.
+/// A relay off this machine is reached over TLS: `smtps://`, or `smtp://` with
+/// `?tls=required` (STARTTLS; either verifies the certificate). `?tls=opportunistic` (STARTTLS
+/// when the relay offers it, which a man in the middle can hide) is taken without a password
+/// only: for a relay without TLS on a private network, chosen by name. Plain `smtp://` is for a
+/// relay on this machine. (lettre, which parses the URL, sends in the clear by default.)
+fn in_the_clear(url: &str) -> Option<String> {
+    // A URL that does not parse is refused by lettre, with its own message.
+    let parsed = url::Url::parse(url).ok()?;
+    let host = parsed.host_str().unwrap_or_default();
+    if parsed.scheme() != "smtp" || tokenwarden_dpop::is_loopback_host(host) {
+        return None;
+    }
+    let tls = parsed.query_pairs().find(|(k, _)| k == "tls").map(|(_, v)| v);
+    match tls.as_deref() {
+        Some("required") => None,
+        Some("opportunistic") if parsed.password().is_none() => None,
+        Some("opportunistic") => Some(format!(
+            "a password for {host} over ?tls=opportunistic could be sent in the clear (a man in \
+             the middle can hide STARTTLS): use ?tls=required or smtps://"
+        )),
+        _ => Some(format!(
+            "{host} is off this machine, and smtp:// without TLS sends every code readable on \
+             the network: use smtps://{host} (TLS from the start) or add ?tls=required \
+             (STARTTLS); ?tls=opportunistic for a relay without TLS on a private network"
+        )),
+    }
+}
+
 impl Mailer {
-    /// An SMTP mailer for `url`: `smtp://host:port` (plain, for a local relay),
+    /// An SMTP mailer for `url`: `smtp://host:port` (plain: a relay on this machine only),
     /// `smtp://host?tls=required` (STARTTLS), `smtps://host` (implicit TLS); credentials as
-    /// `smtp://user:password@host`.
+    /// `smtp://user:password@host`. See [`in_the_clear`] for what is refused.
     pub fn smtp(url: &str, from: &str) -> Result<Self, String> {
         let from: Mailbox = from
             .parse()
             .map_err(|e| format!("--smtp-from {from:?}: {e}"))?;
+        if let Some(refusal) = in_the_clear(url) {
+            return Err(format!("--smtp-url: {refusal}"));
+        }
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
             .map_err(|e| format!("--smtp-url: {e}"))?
             .timeout(Some(Duration::from_secs(15)))
@@ -289,6 +321,35 @@ fn escape_html(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_relay_off_this_machine_is_reached_over_tls_and_a_password_never_in_the_clear() {
+        let from = "tw <no-reply@example.com>";
+        for ok in [
+            "smtp://127.0.0.1:2525",
+            "smtp://localhost",
+            "smtp://[::1]:25",
+            "smtp://user:pw@127.0.0.1:587",
+            "smtps://user:pw@smtp.example.com",
+            "smtp://user:pw@smtp.example.com:587?tls=required",
+            "smtp://relay.internal:25?tls=opportunistic",
+        ] {
+            assert!(Mailer::smtp(ok, from).is_ok(), "{ok}");
+        }
+        for (refused, says) in [
+            ("smtp://smtp.example.com:587", "smtps://smtp.example.com"),
+            ("smtp://user:secret@smtp.example.com:587", "?tls=required"),
+            ("smtp://10.0.0.5", "off this machine"),
+            ("smtp://smtp.example.com?tls=none", "off this machine"),
+            ("smtp://user:secret@smtp.example.com?tls=opportunistic", "a password"),
+        ] {
+            let Err(e) = Mailer::smtp(refused, from) else {
+                panic!("{refused} was taken");
+            };
+            assert!(e.starts_with("--smtp-url: ") && e.contains(says), "{refused}: {e}");
+            assert!(!e.contains("secret"), "{e}");
+        }
+    }
 
     #[test]
     fn a_name_someone_chose_is_text_in_the_html_part_never_markup() {

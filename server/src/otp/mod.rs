@@ -354,8 +354,10 @@ impl Otp {
         Err(ApiError::InvalidCode { attempts_left })
     }
 
-    /// Uses a matching code: every other outstanding code of the purpose is revoked and the
-    /// email's verification count cleared. `invalid_code` if another request used it first.
+    /// Uses a matching code: every other outstanding code of the purpose is revoked, and this
+    /// attempt taken back from the email's verification count (the others stay: the owner
+    /// signing in must not hand a guesser a fresh count, as a password's success gives none).
+    /// `invalid_code` if another request used it first.
     pub async fn accept(
         &self,
         purpose: CodePurpose,
@@ -371,7 +373,7 @@ impl Otp {
             return Err(ApiError::InvalidCode { attempts_left: 0 });
         }
         self.store
-            .clear_count(CounterScope::CodeVerifies(purpose), email)
+            .uncount(CounterScope::CodeVerifies(purpose), email)
             .await?;
         Ok(())
     }

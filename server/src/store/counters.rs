@@ -31,16 +31,16 @@ impl CounterScope {
             CounterScope::LoginAccountAttempts => "login-account",
             CounterScope::LoginDeviceAttempts => "login-device",
             CounterScope::CodeSends => "otp-send",
-            // Sign-in and reset codes share one count: either opens the account, so two
-            // counts would double a guesser's odds.
-            CounterScope::CodeVerifies(CodePurpose::SignIn | CodePurpose::ResetPassword) => {
-                "otp-verify"
-            }
+            // Sign-in, reset and sign-up codes share one count: each opens the account (a
+            // sign-up's, before its owner: with both sign-ups on), so counts of their own would
+            // multiply a guesser's odds.
+            CounterScope::CodeVerifies(
+                CodePurpose::SignIn | CodePurpose::ResetPassword | CodePurpose::SignUp,
+            ) => "otp-verify",
             // A count of their own: shared, anyone who knows the address could spend it with
             // wrong sign-in codes and stop the owner's password-and-code sign-ins for a day.
             // The price: one who has the password guesses twice as many codes a day.
             CounterScope::CodeVerifies(CodePurpose::SecondFactor) => "2fa-verify",
-            CounterScope::CodeVerifies(CodePurpose::SignUp) => "signup-verify",
             CounterScope::CodeVerifies(CodePurpose::VerifyEmail) => "email-verify",
             CounterScope::Throttle(name) => name,
         }

@@ -565,7 +565,7 @@ function authorization(value) {
  * loses its scheme and authority as text, nothing resolved (a URL parser would resolve its dot
  * segments before normalizePath could see them). */
 function pathOf(url) {
-  let s = String(url ?? "/");
+  let s = String(url);
   if (!s.startsWith("/")) {
     const m = /^[a-z][a-z0-9+.-]*:\/\/[^/?#\\]*/i.exec(s);
     s = m ? s.slice(m[0].length) || "/" : s;
@@ -578,7 +578,8 @@ function pathOf(url) {
 // ---------------------------------------------------------------------------------------------
 // Access tokens (dpop/src/access.rs, then server/src/tokens.rs's claims).
 
-const isInt = (v) => Number.isInteger(v) && Math.abs(v) < 2 ** 63;
+/** A token's time: a whole number of at most 2^53 − 1 in magnitude (the crate's `whole`). */
+const isInt = (v) => Number.isSafeInteger(v);
 
 /** The body of `res` as text, refused once it is over MAX_DOCUMENT_BYTES: at once when its
  * `Content-Length` says so, otherwise as soon as that many bytes have come (the rest unread). */
@@ -599,8 +600,8 @@ async function readCapped(res, url) {
   return Buffer.concat(chunks).toString("utf8");
 }
 
-/** The JWKS's usable keys: OKP Ed25519 with a kid, `alg` EdDSA or none, `use` sig or none, a
- * point of large order canonically encoded. */
+/** The JWKS's usable keys: OKP Ed25519 with a kid, `alg` EdDSA or none, `use` sig or none, no
+ * private member, a point of large order canonically encoded. */
 function keySet(doc) {
   if (!isObject(doc) || !Array.isArray(doc.keys)) throw new Error("the JWKS is not a JSON object with a keys array");
   const keys = new Map();
@@ -608,6 +609,8 @@ function keySet(doc) {
     if (!isObject(k) || k.kty !== "OKP" || k.crv !== "Ed25519") continue;
     if (k.alg !== undefined && k.alg !== "EdDSA") continue;
     if (k.use !== undefined && k.use !== "sig") continue;
+    // Published with its private half by mistake: anyone may sign with it.
+    if (PRIVATE_MEMBERS.some((m) => Object.hasOwn(k, m))) continue;
     if (typeof k.kid !== "string" || typeof k.x !== "string") continue;
     const x = b64decode(k.x);
     // A key of small order (or not encoded canonically) is no key: under it, anyone can sign
@@ -1032,6 +1035,8 @@ export async function createVerifier(options = {}) {
     // A missing method is the caller's mistake, said as one (never taken for GET: a GET proof
     // would then pass on a POST).
     if (typeof request?.method !== "string") throw new TypeError("verify({ method, url, headers }): method is required");
+    // The same for the target: taken for `/`, a proof made for `/` would pass on any path.
+    if (typeof request.url !== "string" || request.url === "") throw new TypeError("verify({ method, url, headers }): url is required");
     try {
       return await verifyRequest(request);
     } catch (e) {

@@ -583,6 +583,26 @@ fn cases(k: &Keys) -> Vec<Case> {
             "token with cnf but no jkt",
             Box::new(|c| c["cnf"] = json!({"x": 1})),
         ),
+        // A time is a whole number both verifiers read alike (JavaScript's safe integers).
+        (
+            "token with an exp past 2^53",
+            Box::new(|c| c["exp"] = json!(9_007_199_254_740_993_i64)),
+        ),
+        (
+            "token with a fractional iat",
+            Box::new(|c| c["iat"] = json!((NOW - 60) as f64 + 0.5)),
+        ),
+        // The auth server's claims, each of its type (its AccessClaims).
+        ("token without email", Box::new(|c| c["email"] = Value::Null)),
+        ("token without name", Box::new(|c| c["name"] = Value::Null)),
+        (
+            "token with roles a string",
+            Box::new(|c| c["roles"] = json!("admin")),
+        ),
+        (
+            "token with email_verified a string",
+            Box::new(|c| c["email_verified"] = json!("true")),
+        ),
     ] {
         let t = k.token_with(true, |c| {
             alter(c);
@@ -592,6 +612,17 @@ fn cases(k: &Keys) -> Vec<Case> {
         });
         c.add(name, dpop(&t, &k.proof(&t)), invalid_token(true));
     }
+    let t = k.token_with(true, |c| c["exp"] = json!((NOW + 540) as f64));
+    c.add(
+        "token with exp written as a whole float (1800000555.0)",
+        dpop(&t, &k.proof(&t)),
+        ok(),
+    )
+    .skip(
+        "server",
+        "the auth server reads its own tokens into its typed claims, whose times it writes as \
+         integers: only its own key could sign this one",
+    );
     let t = k.token_with(true, |c| c["exp"] = json!(NOW - 4));
     c.add(
         "token expired 4 s ago, within the 5 s leeway",
@@ -907,6 +938,38 @@ fn cases(k: &Keys) -> Vec<Case> {
         });
         c.add(
             &format!("token under a JWKS key of small order ({i}: {x})"),
+            bearer(&token),
+            invalid_token(false),
+        )
+        .config(Config {
+            allow_bearer: Some(true),
+            jwks: Some(jwks),
+            ..Config::default()
+        });
+    }
+    // A JWKS entry that is no public signing key of ours: one carrying its private half (a
+    // private JWK pasted into the JWKS: anyone can sign with it), one whose `alg` or `use` is
+    // there but not a string (both verifiers read such a member as set, and not to ours). The
+    // token is signed by that entry's key: every verifier must refuse it as under no key.
+    let x = B64.encode(k.other_token.verifying_key().to_bytes());
+    let d = B64.encode(k.other_token.to_bytes());
+    let base = json!({"kty": "OKP", "crv": "Ed25519", "kid": "odd", "x": x});
+    for (what, member, value) in [
+        ("its private key (d)", "d", json!(d)),
+        ("alg null", "alg", Value::Null),
+        ("alg [\"EdDSA\"]", "alg", json!(["EdDSA"])),
+        ("use 1", "use", json!(1)),
+    ] {
+        let mut entry = base.clone();
+        entry[member] = value;
+        let mut jwks = k.jwks();
+        jwks["keys"].as_array_mut().unwrap().push(entry);
+        let header = json!({ "alg": "EdDSA", "typ": "at+jwt", "kid": "odd" });
+        let token = jws(&header, &k.claims(false), |m| {
+            k.other_token.sign(m).to_bytes().to_vec()
+        });
+        c.add(
+            &format!("token under a JWKS entry with {what}"),
             bearer(&token),
             invalid_token(false),
         )

@@ -51,6 +51,21 @@ pub enum JwksError {
     NoKeys,
 }
 
+/// A token's time: a whole number of at most 2^53 − 1 in magnitude, however it is written
+/// (`1800000000`, `1800000000.0`, `1.8e9`), as the Node verifier reads one
+/// (`Number.isSafeInteger` after `JSON.parse`, which cannot tell those apart).
+fn whole(v: &Value) -> Option<i64> {
+    const SAFE: i64 = (1 << 53) - 1;
+    match v.as_i64() {
+        Some(n) => (-SAFE..=SAFE).contains(&n).then_some(n),
+        None => {
+            let f = v.as_f64()?;
+            // Whole, and within ±SAFE: the cast is exact.
+            (f.fract() == 0.0 && f.abs() <= SAFE as f64).then_some(f as i64)
+        }
+    }
+}
+
 /// Ed25519 verification keys by `kid`.
 #[derive(Debug, Clone, Default)]
 pub struct KeySet {
@@ -58,8 +73,9 @@ pub struct KeySet {
 }
 
 impl KeySet {
-    /// Keeps the JWKS's keys that are `kty` `OKP`, `crv` `Ed25519`, with a `kid`, and whose
-    /// `alg` (if any) is `EdDSA`; others are skipped.
+    /// Keeps the JWKS's keys that are `kty` `OKP`, `crv` `Ed25519`, with a `kid`, whose `alg`
+    /// (if any) is `EdDSA` and `use` (if any) `sig`, and without a private member; others are
+    /// skipped.
     pub fn from_jwks(json: &str) -> Result<Self, JwksError> {
         let doc: Value = serde_json::from_str(json).map_err(|_| JwksError::Malformed)?;
         let list = doc
@@ -69,10 +85,15 @@ impl KeySet {
         let mut keys = HashMap::new();
         for k in list {
             let s = |name: &str| k.get(name).and_then(Value::as_str);
+            // `alg` and `use` are optional, but one that is there must say ours (`null` or a
+            // number is not "absent"); a key with a private member is published by mistake,
+            // so anyone may sign with it. As the Node verifier reads a JWKS.
+            let other_than = |name: &str, ours: &str| k.get(name).is_some_and(|v| *v != *ours);
             if s("kty") != Some("OKP")
                 || s("crv") != Some("Ed25519")
-                || s("alg").is_some_and(|a| a != "EdDSA")
-                || s("use").is_some_and(|u| u != "sig")
+                || other_than("alg", "EdDSA")
+                || other_than("use", "sig")
+                || crate::jwk::PRIVATE_MEMBERS.iter().any(|m| k.get(*m).is_some())
             {
                 continue;
             }
@@ -216,7 +237,7 @@ pub fn verify(
         .and_then(|b| crate::json_object(&b))
         .ok_or(TokenError::Claims)?;
     let s = |name: &str| claims.get(name).and_then(Value::as_str);
-    let i = |name: &str| claims.get(name).and_then(Value::as_i64);
+    let i = |name: &str| claims.get(name).and_then(whole);
     if s("iss") != Some(aud.issuer.as_str()) || s("aud") != Some(aud.audience.as_str()) {
         return Err(TokenError::Claims);
     }
@@ -227,6 +248,19 @@ pub fn verify(
     else {
         return Err(TokenError::Claims);
     };
+    // And the rest of the auth server's claims (its `AccessClaims`), each of its type, as the
+    // Node verifier's `serverClaims` reads them: a token of another shape is none of its.
+    let absent_or = |name: &str, ok: fn(&Value) -> bool| {
+        claims.get(name).is_none_or(|v| v.is_null() || ok(v))
+    };
+    let roles = |v: &Value| v.as_array().is_some_and(|a| a.iter().all(Value::is_string));
+    if s("email").is_none()
+        || s("name").is_none()
+        || !absent_or("roles", roles)
+        || !absent_or("email_verified", Value::is_boolean)
+    {
+        return Err(TokenError::Claims);
+    }
     if exp.saturating_add(aud.leeway_secs) <= now {
         return Err(TokenError::Expired);
     }

@@ -202,8 +202,12 @@ impl Revocations {
         let full = |s: &Sets| s.sessions.len() + s.tokens.len() >= MAX_ENTRIES;
         if full(&sets) && sets.pruned < now {
             sets.pruned = now;
-            sets.sessions.retain(|_, u| *u >= now);
-            sets.tokens.retain(|_, u| *u >= now);
+            // Kept while any verifier could still refuse by it: `is_revoked` is asked at `now`
+            // less the verifier's leeway (up to 30 s), so an entry just past its `until` is
+            // still in force there.
+            let horizon = now.saturating_sub(DROPPED_MARGIN_SECS);
+            sets.sessions.retain(|_, u| *u >= horizon);
+            sets.tokens.retain(|_, u| *u >= horizon);
         }
         let overfull = full(&sets);
         let map = if kind == "session" {
@@ -1235,19 +1239,24 @@ mod tests {
         };
         let r = full();
         assert!(!r.add("token", "dropped", 1_000, 50));
-        // Later, ten have expired: pruned once, room for ten. The view stays stale while the
-        // one dropped could be presented (no resumption sends it again): until its `until`
-        // and the margin, not until there is room.
+        // A second after ten expired, a verifier with 5 s of leeway still refuses their
+        // tokens: a prune keeps them (it dropped them, and those tokens passed again).
+        assert!(!r.add("token", "early", 1_000, 100));
+        assert!(r.is_revoked("s0", "x", 100 - 5));
+        // Later, past any verifier's leeway: pruned once, room for ten. The view stays stale
+        // while the one dropped could be presented (no resumption sends it again): until its
+        // `until` and the margin, not until there is room.
+        let later = 99 + DROPPED_MARGIN_SECS + 1;
         for i in 0..10 {
-            assert!(r.add("token", &format!("t{i}"), 1_000, 100), "t{i}");
+            assert!(r.add("token", &format!("t{i}"), 1_000, later), "t{i}");
         }
         assert_eq!(r.staleness(), None, "stale while the dropped one matters");
         let left = r.dropped_until.lock().unwrap().unwrap() - Instant::now();
         assert!(left > Duration::from_secs(940) && left <= Duration::from_secs(950 + 31));
-        assert!(!r.add("token", "t10", 1_000, 100));
-        assert_eq!(r.sets.read().unwrap().pruned, 100);
+        assert!(!r.add("token", "t10", 1_000, later));
+        assert_eq!(r.sets.read().unwrap().pruned, later);
         // An entry already kept is still updated when full.
-        assert!(r.add("token", "t3", 2_000, 100));
+        assert!(r.add("token", "t3", 2_000, later));
         assert!(r.is_revoked("x", "t3", 1_500));
         // One dropped when it no longer matters (an old one in a catch-up): still current.
         let r = full();

@@ -11,7 +11,7 @@ use crate::{ED25519, EDDSA, ES256, ProofError};
 
 /// Members that only a private (or symmetric) key has. A proof's `jwk` carrying any of them is
 /// refused: the client leaked its private key, or someone is probing the parser.
-const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+pub(crate) const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
 /// A proof's public key: P-256 with well-formed coordinates (ring checks that the point is on
 /// the curve, and not the identity, when it verifies a signature with it), or Ed25519 in a

@@ -434,7 +434,7 @@ mod tests {
         let now = system_now();
         let claims = serde_json::json!({
             "iss": "tokenwarden", "aud": "tokenwarden-api", "sub": "u", "sid": "s", "jti": "j",
-            "iat": now, "nbf": now, "exp": now + 600,
+            "iat": now, "nbf": now, "exp": now + 600, "email": "u@example.com", "name": "U",
         });
         let input = format!(
             "{}.{}",

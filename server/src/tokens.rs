@@ -103,10 +103,19 @@ pub fn check_custom_claims(
     if let Some(name) = claims.keys().find(|k| k.is_empty() || k.len() > 64) {
         return Err(format!("claim name {name:?} must be 1 to 64 bytes"));
     }
-    let size = serde_json::to_vec(claims).map_or(usize::MAX, |v| v.len());
-    if size > MAX_CUSTOM_CLAIMS_BYTES {
+    let json = serde_json::to_vec(claims).unwrap_or_default();
+    if json.len() > MAX_CUSTOM_CLAIMS_BYTES {
         return Err(format!(
-            "claims take {size} bytes as JSON; at most {MAX_CUSTOM_CLAIMS_BYTES}"
+            "claims take {} bytes as JSON; at most {MAX_CUSTOM_CLAIMS_BYTES}",
+            json.len()
+        ));
+    }
+    // The verifiers' rule for a token's JSON, on the claims as the payload holds them (at its
+    // depth): deeper ones made every token of the user refused, everywhere.
+    if !tokenwarden_dpop::plain_json(&json) {
+        return Err(format!(
+            "claims nest deeper than {} levels (the token's own included)",
+            tokenwarden_dpop::MAX_JSON_DEPTH
         ));
     }
     Ok(())

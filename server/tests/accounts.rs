@@ -261,13 +261,23 @@ async fn claims_the_app_sets_are_in_the_next_refresh_and_reserved_names_are_refu
         let store = s.state.store.clone();
         async move { tokenwarden_server::users::set_claims(&store, ALICE.0, Some(claims), None).await }
     };
+    // Nested deeper than the verifiers read a token (32 levels, the payload's own included):
+    // stored, every token of the user was refused by every verifier.
+    let nested = |levels: usize| {
+        let deep = format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+        &*format!(r#"{{"deep": {deep}}}"#).leak()
+    };
+    for bad in [r#"{"sub": "x"}"#, r#"{"cnf": {}}"#, "[1]", "not json", nested(32)] {
+        assert!(set(bad).await.is_err(), "{bad}");
+    }
+    assert_eq!(set(nested(31)).await, Ok(true));
+    assert_eq!(c.refresh().await.status, 200);
+    let access = c.access.clone().unwrap();
+    assert_eq!(c.me(&access).await.status, 200, "as deep as they read");
     assert_eq!(
         set(r#"{"phone_verified": true, "plan": "pro"}"#).await,
         Ok(true)
     );
-    for bad in [r#"{"sub": "x"}"#, r#"{"cnf": {}}"#, "[1]", "not json"] {
-        assert!(set(bad).await.is_err(), "{bad}");
-    }
     let roles = ["user".to_owned(), "billing".to_owned()];
     tokenwarden_server::users::set_claims(&s.state.store, ALICE.0, None, Some(&roles))
         .await

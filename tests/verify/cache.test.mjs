@@ -45,14 +45,18 @@ test("an unbound token's exp changed by the app: refused once it expires; each r
   }
 });
 
-test("a request without its method is the caller's mistake: a TypeError, never taken for GET", async () => {
+test("a request without its method or its url is the caller's mistake: a TypeError, never taken for GET or /", async () => {
   const c = caseNamed("valid bound request");
   const v = await verifierFor(mod, c);
   try {
     const { method, ...rest } = c.request;
     assert.equal(method, "GET");
     await assert.rejects(v.verify(rest), TypeError);
-    assert.equal(await outcome(v.verify(c.request)), 200, "with it, as before");
+    // A proof made for `/` passed on a request whose url was left out (read as `/`).
+    const { url, ...noUrl } = c.request;
+    await assert.rejects(v.verify(noUrl), /url is required/);
+    await assert.rejects(v.verify({ ...c.request, url: "" }), /url is required/);
+    assert.equal(await outcome(v.verify(c.request)), 200, "with both, as before");
   } finally {
     v.close();
   }

@@ -143,17 +143,17 @@ impl Passkeys {
 
     /// Mails the account's address that a passkey was added (when codes are mailed at all), in
     /// the background: the answer does not wait for the SMTP server, and a failure is logged.
-    fn notify_added(&self, user_id: &str, name: &str, now: i64) {
+    fn notify_added(&self, user_id: &str, now: i64) {
         let Ok(otp) = self.0.codes.enabled() else {
             return;
         };
         let (otp, store) = (otp.clone(), self.0.store.clone());
-        let (user_id, name) = (user_id.to_owned(), name.to_owned());
+        let user_id = user_id.to_owned();
         tokio::spawn(async move {
             let sent = match store.user_by_id(&user_id).await {
                 // An account a provider opened without an address has no mailbox.
                 Ok(Some(user)) if !user.email.ends_with(crate::oidc::NO_MAILBOX) => {
-                    otp.mailer.send_passkey_added(&user.email, &name, now).await
+                    otp.mailer.send_passkey_added(&user.email, now).await
                 }
                 Ok(_) => Ok(()),
                 Err(e) => Err(format!("database: {e}")),
@@ -481,7 +481,7 @@ async fn register(
         other => return Err(unchanged(other)),
     }
     tracing::info!(target: "audit", event = "passkey_registered", user = %claims.sub);
-    p.notify_added(&claims.sub, &row.name, now);
+    p.notify_added(&claims.sub, now);
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({ "id": row.id, "name": row.name, "created_at": now })),

@@ -121,13 +121,46 @@ pub fn acceptable_email(email: &str) -> bool {
 /// the one spelling of the others that reach the same mailbox ([`unicode_spelled_once`]). Only
 /// for new accounts: one opened before this rule keeps its address, and signs in by it.
 pub fn new_address(email: &str) -> bool {
-    acceptable_email(email) && unicode_spelled_once(email)
+    acceptable_email(email)
+        && unicode_spelled_once(email)
+        && !email.chars().any(shows_nothing)
+        && mailable_domain(email)
 }
 
-/// What a new account's address that fails [`unicode_spelled_once`] is told.
-pub const NEW_ADDRESS_RULE: &str = "the address has another spelling for the same mailbox: \
-    write its domain as people read it (bücher.de, not xn--bcher-kva.de, a full-width letter or \
-    a combining accent) and its local part in NFC";
+/// What a new account's address that fails [`new_address`] beyond [`acceptable_email`] is told.
+pub const NEW_ADDRESS_RULE: &str = "the address has another spelling for the same mailbox, or is \
+    not one mail is sent to from here: write its domain as people read it (bücher.de, not \
+    xn--bcher-kva.de, a full-width letter or a combining accent) and with a dot (not an IP \
+    address or localhost), its local part in NFC, and no invisible character or odd space";
+
+/// A character that shows as nothing, or as a space, beside the ones [`acceptable_email`]
+/// refuses in every address: the rest of Unicode's default-ignorable code points (a variation
+/// selector, a Hangul filler, a tag character: `ann\u{3164}@example.com` looks like
+/// `ann@example.com`) and every space and line or paragraph separator. Only in a new account's
+/// address: one opened before this rule keeps its address.
+fn shows_nothing(c: char) -> bool {
+    matches!(c, '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FFA0}'
+        | '\u{FFF0}'..='\u{FFF8}' | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0000}'..='\u{E0FFF}' | '\u{2028}' | '\u{2029}')
+        || c.is_whitespace()
+}
+
+/// Whether a new account's domain is one mail is sent to from here: a name of two labels or
+/// more, not an address literal (`[192.0.2.1]`, which the mailer cannot address, so each of its
+/// codes was stored and counted and never sent), not an IP address, not a name of the relay's
+/// own network (`localhost`, `intranet`: a sign-up had the relay mail its local users).
+fn mailable_domain(email: &str) -> bool {
+    let Some((_, domain)) = email.rsplit_once('@') else {
+        return false;
+    };
+    let local = domain == "localhost" || domain.ends_with(".localhost");
+    domain.contains('.')
+        && !domain.starts_with('[')
+        && !domain.ends_with('.')
+        && domain.parse::<std::net::IpAddr>().is_err()
+        && !local
+}
 
 /// Whether an address outside ASCII is written as its mailbox's one spelling: the domain as
 /// IDNA writes it for people (UTS #46: `ｅxample.com` with a full-width letter, `bücher.de` with
@@ -761,6 +794,22 @@ mod tests {
             assert!(acceptable_email(other), "{other:?}");
         }
         assert!(!new_address("ann@xn--zz.example"));
+        // Not a new account's either, still an address: invisible characters beyond the ones
+        // every address refuses, spaces that are not ASCII's, domains mail is not sent to.
+        for other in [
+            "ann\u{3164}@example.com",
+            "ann\u{FE0F}@example.com",
+            "ann\u{E0041}@example.com",
+            "ann@exa\u{034F}mple.com",
+            "ann\u{00A0}@example.com",
+            "ann@localhost",
+            "ann@intranet",
+            "ann@mail.localhost",
+            "ann@[192.0.2.1]",
+            "ann@192.0.2.1",
+        ] {
+            assert!(!new_address(other), "{other:?}");
+        }
         // A new account's: ASCII, a domain as people read it, Cherokee (whose capitals IDNA
         // writes) lower-cased as every address is.
         for ok in [

@@ -267,7 +267,13 @@ async fn claims_the_app_sets_are_in_the_next_refresh_and_reserved_names_are_refu
         let deep = format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
         &*format!(r#"{{"deep": {deep}}}"#).leak()
     };
-    for bad in [r#"{"sub": "x"}"#, r#"{"cnf": {}}"#, "[1]", "not json", nested(32)] {
+    for bad in [
+        r#"{"sub": "x"}"#,
+        r#"{"cnf": {}}"#,
+        "[1]",
+        "not json",
+        nested(32),
+    ] {
         assert!(set(bad).await.is_err(), "{bad}");
     }
     assert_eq!(set(nested(31)).await, Ok(true));

@@ -262,6 +262,43 @@ async fn the_answer_does_not_wait_for_the_account_lookup_or_the_mail() {
     s.stop().await;
 }
 
+/// A relay that holds every connection it is given: the server opens at most 8 to it whatever
+/// the number of codes asked for (it opened one per code: a flood of sign-ups, each held 15 s a
+/// step by a slow relay, until the relay's own cap refused everyone's mail).
+#[tokio::test]
+async fn at_most_eight_messages_are_sent_at_once_the_others_wait_their_turn() {
+    let tarpit = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("smtp://{}", tarpit.local_addr().unwrap());
+    let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = opened.clone();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((conn, _)) = tarpit.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            open.push(conn);
+        }
+    });
+    let s = TestServer::with(move |s| {
+        s.otp.smtp_url = Some(url);
+        s.otp.ip_per_minute = 10_000;
+        s.otp.sends_per_email = 100;
+    })
+    .await;
+    let mut c = Client::new(&s).oneshot();
+    for i in 0..20 {
+        assert_eq!(c.request_code(ALICE.0).await.status, 202, "code {i}");
+    }
+    // Every send has started by now; the ones past eight wait for a connection to end.
+    let since = Instant::now();
+    while opened.load(std::sync::atomic::Ordering::SeqCst) < 8 && since.elapsed().as_secs() < 5 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(opened.load(std::sync::atomic::Ordering::SeqCst), 8);
+    held.abort();
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn send_limits_answer_429_with_retry_after_for_known_and_unknown_alike() {
     let sink = SmtpSink::start();
@@ -842,6 +879,21 @@ async fn a_code_for_another_spelling_of_a_mailbox_is_not_mailed() {
     sink.wait_for("newcomer@example.com", 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(sink.to(other).is_empty(), "mailed to {other}");
+    s.stop().await;
+}
+
+/// An address whose domain is not ASCII (`bücher.de`, the spelling new accounts take) is mailed
+/// at its domain's ASCII name: the mail went out under the Unicode one, which a relay without
+/// SMTPUTF8 (as this sink, as many) refuses, so such an account never got a code.
+#[tokio::test]
+async fn a_code_for_an_address_at_a_unicode_domain_is_mailed_to_its_ascii_name() {
+    let sink = SmtpSink::start();
+    let s = server(&sink, |s| s.otp.signup = true).await;
+    let mut c = Client::bound(&s).oneshot();
+    assert_eq!(c.request_code("newcomer@bücher.de").await.status, 202);
+    let code = sink.wait_for("newcomer@xn--bcher-kva.de", 1).await.code();
+    let res = c.verify_code("newcomer@bücher.de", &code).await;
+    assert_eq!(res.status, 200, "{}", res.body);
     s.stop().await;
 }
 

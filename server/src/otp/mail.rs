@@ -18,10 +18,28 @@ const DEMO_KEEP: usize = 20;
 
 pub enum Mailer {
     Smtp {
-        transport: AsyncSmtpTransport<Tokio1Executor>,
+        transport: Box<AsyncSmtpTransport<Tokio1Executor>>,
         from: Mailbox,
+        /// Turns at the relay.
+        gate: std::sync::Arc<Gate>,
     },
     Demo(DemoMailbox),
+}
+
+/// Connections to the relay at once. Each send opens its own and may wait 15 s at each step: a
+/// flood of sign-ups to addresses at a domain that stalls the relay's checks held a connection
+/// each, without bound, until the relay's own per-client cap refused everyone's mail.
+const SENDING_AT_ONCE: usize = 8;
+/// Messages waiting for a connection at most; beyond, a message is dropped (and logged), not
+/// held: a code waiting that long would expire before it arrives anyway.
+const WAITING_AT_MOST: usize = 1_000;
+
+/// At most [`SENDING_AT_ONCE`] messages sent at once, and [`WAITING_AT_MOST`] more waiting.
+pub struct Gate {
+    /// A place for each message sent or waiting.
+    places: tokio::sync::Semaphore,
+    /// A turn for each message sent.
+    turns: tokio::sync::Semaphore,
 }
 
 /// One delivered demo message.
@@ -74,7 +92,10 @@ fn in_the_clear(url: &str) -> Option<String> {
     if parsed.scheme() != "smtp" || tokenwarden_dpop::is_loopback_host(host) {
         return None;
     }
-    let tls = parsed.query_pairs().find(|(k, _)| k == "tls").map(|(_, v)| v);
+    let tls = parsed
+        .query_pairs()
+        .find(|(k, _)| k == "tls")
+        .map(|(_, v)| v);
     match tls.as_deref() {
         Some("required") => None,
         Some("opportunistic") if parsed.password().is_none() => None,
@@ -88,6 +109,20 @@ fn in_the_clear(url: &str) -> Option<String> {
              (STARTTLS); ?tls=opportunistic for a relay without TLS on a private network"
         )),
     }
+}
+
+/// `to` with its domain's ASCII name (IDNA: `bücher.de` is `xn--bcher-kva.de`), the name every
+/// relay takes: under the Unicode one, a relay without SMTPUTF8 (many) refused the mail, and an
+/// account at such a domain (the spelling new accounts take) never got a code. A local part that
+/// is not ASCII stays as it is: it needs SMTPUTF8 whatever its domain.
+fn ascii_domain(to: &str) -> std::borrow::Cow<'_, str> {
+    if let Some((local, domain)) = to.rsplit_once('@')
+        && !domain.is_ascii()
+        && let Ok(url::Host::Domain(ascii)) = url::Host::parse(domain)
+    {
+        return format!("{local}@{ascii}").into();
+    }
+    to.into()
 }
 
 impl Mailer {
@@ -105,7 +140,15 @@ impl Mailer {
             .map_err(|e| format!("--smtp-url: {e}"))?
             .timeout(Some(Duration::from_secs(15)))
             .build();
-        Ok(Mailer::Smtp { transport, from })
+        let gate = std::sync::Arc::new(Gate {
+            places: tokio::sync::Semaphore::new(SENDING_AT_ONCE + WAITING_AT_MOST),
+            turns: tokio::sync::Semaphore::new(SENDING_AT_ONCE),
+        });
+        Ok(Mailer::Smtp {
+            transport: Box::new(transport),
+            from,
+            gate,
+        })
     }
 
     pub fn demo() -> Self {
@@ -150,10 +193,11 @@ impl Mailer {
         self.send(to, None, &letter, now).await
     }
 
-    /// Tells `to` that a passkey named `name` was added to the account: a script in the page
-    /// (XSS) could have added one of its own in the minutes after a sign-in, and the owner should
-    /// hear of it from a channel the script cannot read.
-    pub async fn send_passkey_added(&self, to: &str, name: &str, now: i64) -> Result<(), String> {
+    /// Tells `to` that a passkey was added to the account: a script in the page (XSS) could have
+    /// added one of its own in the minutes after a sign-in, and the owner should hear of it from
+    /// a channel the script cannot read. Not its name: the script chooses that ("added by your
+    /// bank's security team, nothing to do"), and the notice must say only what the server knows.
+    pub async fn send_passkey_added(&self, to: &str, now: i64) -> Result<(), String> {
         let when = httpdate::fmt_http_date(
             std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(now).unwrap_or(0)),
         );
@@ -161,10 +205,9 @@ impl Mailer {
             subject: "A passkey was added to your account",
             lines: vec![
                 format!("A passkey was added to your account ({when})."),
-                "If it was not you, remove it from your account's passkeys now and change your \
-                 password: whoever added it can sign in with it."
+                "If it was not you, remove it from your account's passkeys now (the newest one) \
+                 and change your password: whoever added it can sign in with it."
                     .into(),
-                format!("The name it was given: {name:?}"),
             ],
             code: None,
         };
@@ -193,11 +236,23 @@ impl Mailer {
                 });
                 Ok(())
             }
-            Mailer::Smtp { transport, from } => {
-                let to: Mailbox = to
+            Mailer::Smtp {
+                transport,
+                from,
+                gate,
+            } => {
+                let to: Mailbox = ascii_domain(to)
                     .parse()
                     .map_err(|_| "the address does not parse as a mailbox".to_owned())?;
                 let message = letter.message(from.clone(), to)?;
+                let Ok(_place) = gate.places.try_acquire() else {
+                    return Err("too many messages waiting for the SMTP server: dropped".into());
+                };
+                let _turn = gate
+                    .turns
+                    .acquire()
+                    .await
+                    .map_err(|e| format!("smtp: {e}"))?;
                 transport
                     .send(message)
                     .await
@@ -260,8 +315,8 @@ impl Letter {
         }
     }
 
-    /// Plain text and HTML (every line escaped: a passkey's name is the user's, or a script's),
-    /// the code on a line of its own in both.
+    /// Plain text and HTML (every line escaped, whatever it holds), the code on a line of its own
+    /// in both.
     fn message(&self, from: Mailbox, to: Mailbox) -> Result<Message, String> {
         let (first, rest) = self.lines.split_first().ok_or("an empty message")?;
         let mut text = format!("{first}\r\n\r\n");
@@ -341,12 +396,18 @@ mod tests {
             ("smtp://user:secret@smtp.example.com:587", "?tls=required"),
             ("smtp://10.0.0.5", "off this machine"),
             ("smtp://smtp.example.com?tls=none", "off this machine"),
-            ("smtp://user:secret@smtp.example.com?tls=opportunistic", "a password"),
+            (
+                "smtp://user:secret@smtp.example.com?tls=opportunistic",
+                "a password",
+            ),
         ] {
             let Err(e) = Mailer::smtp(refused, from) else {
                 panic!("{refused} was taken");
             };
-            assert!(e.starts_with("--smtp-url: ") && e.contains(says), "{refused}: {e}");
+            assert!(
+                e.starts_with("--smtp-url: ") && e.contains(says),
+                "{refused}: {e}"
+            );
             assert!(!e.contains("secret"), "{e}");
         }
     }

@@ -593,7 +593,10 @@ fn cases(k: &Keys) -> Vec<Case> {
             Box::new(|c| c["iat"] = json!((NOW - 60) as f64 + 0.5)),
         ),
         // The auth server's claims, each of its type (its AccessClaims).
-        ("token without email", Box::new(|c| c["email"] = Value::Null)),
+        (
+            "token without email",
+            Box::new(|c| c["email"] = Value::Null),
+        ),
         ("token without name", Box::new(|c| c["name"] = Value::Null)),
         (
             "token with roles a string",

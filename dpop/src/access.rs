@@ -93,7 +93,9 @@ impl KeySet {
                 || s("crv") != Some("Ed25519")
                 || other_than("alg", "EdDSA")
                 || other_than("use", "sig")
-                || crate::jwk::PRIVATE_MEMBERS.iter().any(|m| k.get(*m).is_some())
+                || crate::jwk::PRIVATE_MEMBERS
+                    .iter()
+                    .any(|m| k.get(*m).is_some())
             {
                 continue;
             }
@@ -250,9 +252,8 @@ pub fn verify(
     };
     // And the rest of the auth server's claims (its `AccessClaims`), each of its type, as the
     // Node verifier's `serverClaims` reads them: a token of another shape is none of its.
-    let absent_or = |name: &str, ok: fn(&Value) -> bool| {
-        claims.get(name).is_none_or(|v| v.is_null() || ok(v))
-    };
+    let absent_or =
+        |name: &str, ok: fn(&Value) -> bool| claims.get(name).is_none_or(|v| v.is_null() || ok(v));
     let roles = |v: &Value| v.as_array().is_some_and(|a| a.iter().all(Value::is_string));
     if s("email").is_none()
         || s("name").is_none()

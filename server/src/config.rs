@@ -246,7 +246,8 @@ pub struct ServeArgs {
     #[arg(long, env = "TW_JWKS_MAX_AGE_SECS", default_value_t = 60)]
     pub jwks_max_age_secs: i64,
 
-    /// How often the server re-reads signing keys changed by `keys rotate|revoke`.
+    /// How often the server re-reads signing keys changed by `keys rotate|revoke`, and runs
+    /// its other maintenance (at most 60).
     #[arg(long, env = "TW_KEY_POLL_SECS", default_value_t = 1)]
     pub key_poll_secs: u64,
 
@@ -331,7 +332,8 @@ pub struct ServeArgs {
     #[arg(long, env = "TW_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
     pub header_read_timeout_secs: u64,
 
-    /// A connection on which no byte moves either way for this long is closed.
+    /// A connection on which no byte moves either way for this long is closed (at least 30
+    /// with the revocation feed on).
     #[arg(long, env = "TW_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub idle_timeout_secs: u64,
 
@@ -850,6 +852,19 @@ impl Settings {
         }
         if !(0..=300).contains(&a.rotation_grace_secs) {
             return Err("--rotation-grace-secs must be between 0 and 300".into());
+        }
+        // The maintenance loop goes at this pace: the purges and the revocation list's pruning
+        // too, not only the key ring's re-read.
+        if a.key_poll_secs > 60 {
+            return Err("--key-poll-secs must be at most 60 (it paces the purges too)".into());
+        }
+        if a.revocation_feed_token_file.is_some() && a.idle_timeout_secs < 30 {
+            return Err(
+                "--idle-timeout-secs must be at least 30 with the revocation feed on: its \
+                 streams are quiet for 15 s between keepalives, and each reconnection reads \
+                 the snapshot again"
+                    .into(),
+            );
         }
         key_timings(a)?;
         if !(1..=TEN_YEARS).contains(&a.idle_ttl_secs)

@@ -22,7 +22,7 @@
 //!   ends its subscribers' streams instead of keeping them fresh; they reconnect, maybe to
 //!   another instance, and a verifier that gets no `ready` goes stale.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +47,11 @@ pub const PATH: &str = "/auth/revocations";
 /// Events re-read on a resume even below the cursor (a transaction may commit an older id
 /// after a newer one was sent), as crate::fleet does.
 const RECENT_SECS: i64 = 5;
+
+/// A new or returning subscriber's first read (its snapshot or what it missed) at most this many
+/// at once on one instance: they share the database's read connections with sign-ins and
+/// refreshes, and anyone with the service token may ask for one in each request.
+const FIRST_READS_AT_ONCE: usize = 4;
 
 /// A keepalive comment every 15 s.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -73,6 +78,8 @@ struct Inner {
     leeway: i64,
     events: broadcast::Sender<RevocationEvent>,
     in_step: crate::fleet::InStep,
+    /// Turns for a subscriber's first read ([`FIRST_READS_AT_ONCE`]).
+    first_reads: tokio::sync::Semaphore,
 }
 
 impl Feed {
@@ -93,6 +100,7 @@ impl Feed {
             leeway,
             events,
             in_step,
+            first_reads: tokio::sync::Semaphore::new(FIRST_READS_AT_ONCE),
         }))
     }
 
@@ -101,11 +109,17 @@ impl Feed {
     }
 
     /// Where a subscriber that comes back with `Last-Event-ID` resumes: after that event if
-    /// this database still holds it and it says what it said then, else from the start (the
-    /// snapshot, which is never wrong, only longer). A number alone is not enough: a database
-    /// restored from a backup gives the numbers after the backup's to new events, and a
-    /// subscriber that saw the lost ones would skip those.
-    async fn resume_after(&self, last: Option<&str>) -> Result<i64, crate::store::StoreError> {
+    /// this database still holds it, it says what it said then, and it is within the
+    /// snapshot's window; else from the start (the snapshot, which is never wrong). A number
+    /// alone is not enough: a database restored from a backup gives the numbers after the
+    /// backup's to new events, and a subscriber that saw the lost ones would skip those. And an
+    /// older event would have every event since read, up to the two days the table keeps them,
+    /// for each request naming it: the snapshot reads a token's lifetime of them.
+    async fn resume_after(
+        &self,
+        last: Option<&str>,
+        now: i64,
+    ) -> Result<i64, crate::store::StoreError> {
         let Some(n) = last
             .and_then(|l| l.split_once('.'))
             .and_then(|(n, _)| n.parse::<i64>().ok())
@@ -114,7 +128,7 @@ impl Feed {
             return Ok(0);
         };
         Ok(match self.0.store.revocation_event(n).await? {
-            Some(e) if last == Some(event_id(&e).as_str()) => n,
+            Some(e) if last == Some(event_id(&e).as_str()) && e.at >= now - self.0.window => n,
             _ => 0,
         })
     }
@@ -149,6 +163,12 @@ impl Feed {
         let mut live = self.0.events.subscribe();
         let store = &self.0.store;
         let db = |e: crate::store::StoreError| e.to_string();
+        let turn = self
+            .0
+            .first_reads
+            .acquire()
+            .await
+            .map_err(|e| e.to_string())?;
         let now = self.0.clock.now();
         let cursor = store.revocation_cursor().await.map_err(db)?;
         let ready_id = match store.revocation_event(cursor).await.map_err(db)? {
@@ -158,18 +178,22 @@ impl Feed {
         // The events are kept a day past what they revoke, so they are the snapshot too: a new
         // subscriber gets every one whose tokens may still be presented; one that comes back
         // gets those after its `Last-Event-ID`.
-        let after = self.resume_after(resume.as_deref()).await.map_err(db)?;
-        let mut sent: HashSet<i64> = HashSet::new();
+        let after = self
+            .resume_after(resume.as_deref(), now)
+            .await
+            .map_err(db)?;
+        let mut sent = Sent::default();
         let first = match after {
             0 => store.revocation_snapshot(now - self.0.window).await,
             _ => store.revocations_since(after, RECENT_SECS, true).await,
         };
+        drop(turn);
         // A new subscriber fetches the keys at `ready`: the `keys` events up to its cursor are
         // not sent (a catch-up's re-read would bring those of the last seconds; one committed
         // late, below the cursor, is caught by the second fetch 6 s after `ready`).
         let keys_known = if after == 0 { cursor } else { 0 };
         for e in first.map_err(db)? {
-            if sent.insert(e.id)
+            if sent.first_time(e.id, tokio::time::Instant::now())
                 && let Some(ev) = self.event(&e, now)
             {
                 tx.send(ev).await.map_err(|_| "gone")?;
@@ -217,11 +241,8 @@ impl Feed {
             };
             let now = self.0.clock.now();
             for e in events {
-                if sent.len() > 1_000_000 {
-                    // A new set: clear() would keep the memory of a million for good.
-                    sent = HashSet::new();
-                }
-                if !sent.insert(e.id) || (e.kind == EventKind::Keys && e.id <= keys_known) {
+                let first_time = sent.first_time(e.id, tokio::time::Instant::now());
+                if !first_time || (e.kind == EventKind::Keys && e.id <= keys_known) {
                     continue;
                 }
                 last = last.max(e.id);
@@ -230,6 +251,37 @@ impl Feed {
                 }
             }
         }
+    }
+}
+
+/// The ids sent to one subscriber lately, each kept [`Sent::KEEP`]: an event comes twice only
+/// from reads that overlap (what was heard while the first read ran; a re-read's last
+/// [`RECENT_SECS`]), within seconds. (Every id, for good, grew to a million per subscriber,
+/// about 19 MB, from logouts anyone can make.) One sent twice anyway is harmless: a verifier
+/// keeps the later `until`.
+#[derive(Default)]
+struct Sent {
+    ids: HashSet<i64>,
+    order: VecDeque<(tokio::time::Instant, i64)>,
+}
+
+impl Sent {
+    const KEEP: Duration = Duration::from_secs(60);
+
+    /// Whether `id` was not sent within [`Self::KEEP`] of `at`; it counts as sent from now.
+    fn first_time(&mut self, id: i64, at: tokio::time::Instant) -> bool {
+        while let Some(&(when, old)) = self.order.front() {
+            if at.saturating_duration_since(when) < Self::KEEP {
+                break;
+            }
+            self.order.pop_front();
+            self.ids.remove(&old);
+        }
+        if !self.ids.insert(id) {
+            return false;
+        }
+        self.order.push_back((at, id));
+        true
     }
 }
 
@@ -293,8 +345,14 @@ pub async fn revocations(State(feed): State<Feed>, headers: HeaderMap) -> Respon
         .map(|v| v.trim().to_owned())
         .filter(|v| v.len() <= 64);
     let (tx, rx) = mpsc::channel(256);
+    // The subscriber gone, its reads stop too (they were left running, each request's).
+    let gone = tx.clone();
     tokio::spawn(async move {
-        match feed.serve(resume, tx).await {
+        let served = tokio::select! {
+            served = feed.serve(resume, tx) => served,
+            () = gone.closed() => Ok(()),
+        };
+        match served {
             Err(e) if e == NOT_IN_STEP => tracing::warn!("{e}"),
             Err(e) => tracing::debug!(error = %e, "a revocation feed subscriber ended"),
             Ok(()) => {}
@@ -308,4 +366,25 @@ pub async fn revocations(State(feed): State<Feed>, headers: HeaderMap) -> Respon
         axum::http::HeaderValue::from_static("no-store"),
     );
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_sent_is_known_for_a_minute_and_forgotten_after() {
+        let t0 = tokio::time::Instant::now();
+        let mut sent = Sent::default();
+        assert!(sent.first_time(1, t0));
+        assert!(!sent.first_time(1, t0 + Duration::from_secs(59)));
+        // A minute later it is forgotten, and so is everything older: the set stays small
+        // however long the subscriber stays.
+        for i in 2..1_000 {
+            assert!(sent.first_time(i, t0 + Duration::from_secs(30)));
+        }
+        assert!(sent.first_time(1_000, t0 + Duration::from_secs(91)));
+        assert_eq!(sent.ids.len(), 1);
+        assert!(sent.first_time(1, t0 + Duration::from_secs(92)));
+    }
 }

@@ -231,6 +231,33 @@ fn a_wildcard_cors_origin_is_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("explicit http(s) origin"));
 }
 
+/// Settings under which the feed or the maintenance cannot do their work are refused: an idle
+/// timeout that cuts every feed stream between two keepalives (15 s apart), and a key poll over
+/// a minute (it paces the purges and the revocation list's pruning too).
+#[test]
+fn an_idle_timeout_that_cuts_the_feed_or_a_key_poll_over_a_minute_is_refused() {
+    let dir = std::env::temp_dir().join(format!("tw-feed-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("feed-token");
+    std::fs::write(&token, "feed-token-0123456789abcdef0123456789").unwrap();
+    let token: &'static str = token.to_str().unwrap().to_owned().leak();
+    let base = ["--bind", "127.0.0.1:0", "--database-url", "sqlite::memory:"];
+    let with = |more: &[&'static str]| [&base[..], more].concat();
+    let e = refused(
+        &with(&[
+            "--revocation-feed-token-file",
+            token,
+            "--idle-timeout-secs",
+            "20",
+        ]),
+        &[],
+    );
+    assert!(e.contains("--idle-timeout-secs must be at least 30"), "{e}");
+    let e = refused(&with(&["--key-poll-secs", "61"]), &[]);
+    assert!(e.contains("--key-poll-secs must be at most 60"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// `--connect-src` goes into the pages' Content-Security-Policy: nothing but an origin may.
 #[test]
 fn a_connect_src_that_is_not_an_origin_is_refused() {

@@ -629,9 +629,9 @@ function serverClaims(c) {
   const str = (n) => typeof c[n] === "string";
   if (!["iss", "aud", "sub", "sid", "jti", "email", "name"].every(str)) return false;
   if (![c.iat, c.nbf, c.exp].every(isInt)) return false;
-  if (c.roles !== undefined && c.roles !== null && !(Array.isArray(c.roles) && c.roles.every((r) => typeof r === "string")))
-    return false;
-  if (c.email_verified !== undefined && c.email_verified !== null && typeof c.email_verified !== "boolean") return false;
+  // Absent, or of its type (`null` is neither: the server never writes one, and reads none).
+  if (c.roles !== undefined && !(Array.isArray(c.roles) && c.roles.every((r) => typeof r === "string"))) return false;
+  if (c.email_verified !== undefined && typeof c.email_verified !== "boolean") return false;
   return true;
 }
 
@@ -936,7 +936,9 @@ export async function createVerifier(options = {}) {
       throw new ProofRefusal("claims");
     if (jti.length === 0 || [...jti].length > 128) throw new ProofRefusal("claims");
     let iat = claims.iat;
-    if (!(isInt(iat) || (Number.isFinite(iat) && Math.abs(iat) < 1e15))) throw new ProofRefusal("claims");
+    // The crate's `numeric_date`: any whole number an i64 holds, or a fraction under 1e15.
+    const whole = Number.isInteger(iat) && Math.abs(iat) < 2 ** 63;
+    if (!(whole || (Number.isFinite(iat) && Math.abs(iat) < 1e15))) throw new ProofRefusal("claims");
     iat = Math.trunc(iat);
     // 7. htm
     if (htm !== expected.method) throw new ProofRefusal("method");

@@ -24,11 +24,13 @@ fn migrations(dir: &str) -> Vec<(i64, String, String)> {
             .and_then(|n| n.to_str())
             .unwrap_or_default()
             .to_owned();
+        // As sqlx: a file not named `<version>_<description>.sql` is not a migration (a
+        // README, an editor's swap file).
         let Some((version, rest)) = name.split_once('_') else {
-            panic!("{dir}/{name}: not a migration (<version>_<description>.sql)");
+            continue;
         };
         let Some(description) = rest.strip_suffix(".sql") else {
-            panic!("{dir}/{name}: not a migration (<version>_<description>.sql)");
+            continue;
         };
         if description.ends_with(".up") || description.ends_with(".down") {
             panic!("{dir}/{name}: reversible migrations are not supported");

@@ -615,6 +615,15 @@ fn cases(k: &Keys) -> Vec<Case> {
         });
         c.add(name, dpop(&t, &k.proof(&t)), invalid_token(true));
     }
+    // `null` is not absent: the auth server never writes one, and its typed claims take none.
+    for member in ["roles", "email_verified"] {
+        let t = k.token_with(true, |c| c[member] = Value::Null);
+        c.add(
+            &format!("token with {member} null"),
+            dpop(&t, &k.proof(&t)),
+            invalid_token(true),
+        );
+    }
     let t = k.token_with(true, |c| c["exp"] = json!((NOW + 540) as f64));
     c.add(
         "token with exp written as a whole float (1800000555.0)",

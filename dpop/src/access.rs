@@ -243,25 +243,9 @@ pub fn verify(
     if s("iss") != Some(aud.issuer.as_str()) || s("aud") != Some(aud.audience.as_str()) {
         return Err(TokenError::Claims);
     }
-    // Every claim the auth server writes and a verifier relies on: `sid` and `jti` are what
-    // the revocation feed names.
-    let (Some(sub), Some(sid), Some(jti), Some(exp), Some(_), Some(_)) =
-        (s("sub"), s("sid"), s("jti"), i("exp"), i("iat"), i("nbf"))
-    else {
+    let (Some(sub), Some(exp)) = (s("sub"), i("exp")) else {
         return Err(TokenError::Claims);
     };
-    // And the rest of the auth server's claims (its `AccessClaims`), each of its type, as the
-    // Node verifier's `serverClaims` reads them: a token of another shape is none of its.
-    let absent_or =
-        |name: &str, ok: fn(&Value) -> bool| claims.get(name).is_none_or(|v| v.is_null() || ok(v));
-    let roles = |v: &Value| v.as_array().is_some_and(|a| a.iter().all(Value::is_string));
-    if s("email").is_none()
-        || s("name").is_none()
-        || !absent_or("roles", roles)
-        || !absent_or("email_verified", Value::is_boolean)
-    {
-        return Err(TokenError::Claims);
-    }
     if exp.saturating_add(aud.leeway_secs) <= now {
         return Err(TokenError::Expired);
     }
@@ -278,6 +262,21 @@ pub fn verify(
                 .to_owned(),
         ),
     };
+    // Then every other claim the auth server writes (its `AccessClaims`), each of its type, in
+    // the Node verifier's order (its `serverClaims`): a token of another shape is none of its.
+    // `sid` and `jti` are what the revocation feed names.
+    let (Some(sid), Some(jti), Some(_), Some(_)) = (s("sid"), s("jti"), i("iat"), i("nbf")) else {
+        return Err(TokenError::Claims);
+    };
+    let absent_or = |name: &str, ok: fn(&Value) -> bool| claims.get(name).is_none_or(ok);
+    let roles = |v: &Value| v.as_array().is_some_and(|a| a.iter().all(Value::is_string));
+    if s("email").is_none()
+        || s("name").is_none()
+        || !absent_or("roles", roles)
+        || !absent_or("email_verified", Value::is_boolean)
+    {
+        return Err(TokenError::Claims);
+    }
     Ok(AccessToken {
         sub: sub.to_owned(),
         sid: sid.to_owned(),

@@ -394,8 +394,15 @@ pub async fn reset(
         )
         .await?;
     let user = user.ok_or(ApiError::InvalidCode { attempts_left: 0 })?;
-    // Hashed before the code is used up: a busy hasher (503) leaves the code for a retry.
-    let hash = passwords.hash_new(&user, &req.new_password).await?;
+    // Hashed before the code is used up: a busy hasher (503) leaves the code for a retry, and
+    // gives its attempt back.
+    let hash = match passwords.hash_new(&user, &req.new_password).await {
+        Ok(hash) => hash,
+        Err(e) => {
+            otp.unused(CodePurpose::ResetPassword, &email).await?;
+            return Err(e);
+        }
+    };
     otp.accept(CodePurpose::ResetPassword, hit, &email).await?;
     // A password a stranger chose ends first, with the second factor they may have set up.
     sessions.end_unproved_password(&user).await?;

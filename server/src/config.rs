@@ -438,8 +438,8 @@ impl std::fmt::Debug for LegacySettings {
 pub struct OtpArgs {
     /// The SMTP server sign-in codes are sent through: `smtps://host` (implicit TLS),
     /// `smtp://host?tls=required` (STARTTLS), `smtp://host:port` (plain: a relay on this machine
-    /// only; a host off it is refused without TLS, `?tls=opportunistic` taken there without a
-    /// password); with credentials `smtp://user:password@host`.
+    /// only; off it, plain only said on purpose and without a password, `?tls=none`); with
+    /// credentials `smtp://user:password@host`.
     #[arg(long, env = "TW_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
 

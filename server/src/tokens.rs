@@ -103,7 +103,7 @@ pub fn check_custom_claims(
     if let Some(name) = claims.keys().find(|k| k.is_empty() || k.len() > 64) {
         return Err(format!("claim name {name:?} must be 1 to 64 bytes"));
     }
-    let json = serde_json::to_vec(claims).unwrap_or_default();
+    let json = serde_json::to_vec(claims).map_err(|e| format!("claims: {e}"))?;
     if json.len() > MAX_CUSTOM_CLAIMS_BYTES {
         return Err(format!(
             "claims take {} bytes as JSON; at most {MAX_CUSTOM_CLAIMS_BYTES}",

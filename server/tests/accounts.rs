@@ -974,6 +974,33 @@ async fn a_reset_with_a_key_already_bound_is_refused_before_anything_changes() {
     s.stop().await;
 }
 
+/// A reset with the right code that a busy hasher answers 503 gives its attempt back: the
+/// user's retries spent the address's count of guesses (shared with sign-in and sign-up codes)
+/// until the day's were gone.
+#[tokio::test]
+async fn a_reset_answered_busy_spends_none_of_the_address_s_guesses() {
+    let sink = SmtpSink::start();
+    let s = mail_server(&sink, |c| {
+        c.argon2_concurrency = 1;
+        c.argon2_queue = 0;
+        c.otp.verifies_per_email = 2;
+    })
+    .await;
+    let mut c = Client::bound(&s).oneshot();
+    assert_eq!(c.request_reset(ALICE.0).await.status, 202);
+    let code = sink.wait_for(ALICE.0, 1).await.code();
+    let reset = json!({ "email": ALICE.0, "code": code, "new_password": "a brand new phrase 1" });
+    let held = s.state.passwords.hasher.turn().await.unwrap();
+    for _ in 0..2 {
+        let res = c.post("/auth/password/reset", &reset).await;
+        assert_eq!((res.status, res.error()), (503, "temporarily_unavailable"));
+    }
+    drop(held);
+    let res = c.post("/auth/password/reset", &reset).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_reset_revokes_every_session_and_signs_the_caller_in() {
     let sink = SmtpSink::start();

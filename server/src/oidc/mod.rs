@@ -530,15 +530,16 @@ fn string<'a>(c: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
 }
 
 /// The `email` of an ID token or a UserInfo answer, as an address typed here must be
-/// ([`crate::password::new_address`]): one that is not (a zero-width or text-direction
-/// character that makes it look like another's, a control character, a quoted local part) is
-/// left out, as if the provider had sent none: the account gets an address no one can claim.
+/// ([`crate::password::acceptable_email`]; a new account's, [`crate::password::new_address`]
+/// too, where one is made): one that is not (a zero-width or text-direction character that
+/// makes it look like another's, a control character, a quoted local part) is left out, as if
+/// the provider had sent none: the account gets an address no one can claim.
 /// So is one of those addresses ([`NO_MAILBOX`]): another provider naming one, marked verified,
 /// would be linked by it into the account it stands for.
 fn provider_email(c: &Map<String, Value>) -> Option<String> {
     string(c, "email")
         .map(crate::password::normalize_email)
-        .filter(|e| crate::password::new_address(e) && !e.ends_with(NO_MAILBOX))
+        .filter(|e| crate::password::acceptable_email(e) && !e.ends_with(NO_MAILBOX))
 }
 
 /// `aud` names `client_id` (a string, or an array holding it).
@@ -671,7 +672,10 @@ async fn user_for(
             // under someone else's address, marked verified, before its owner has one here: the
             // owner, signing in later by a code or through a trusted provider, would then work
             // in an account the provider's user also signs into.
-            let trusted = verified.filter(|_| provider.config.link_verified_email);
+            // (And one a new account may have: an existing account is linked by the address it
+            // has, whatever rule new ones follow since.)
+            let trusted = verified
+                .filter(|e| provider.config.link_verified_email && crate::password::new_address(e));
             let email = trusted.cloned().unwrap_or_else(made_up);
             let id = tokens::random_id();
             let display = claims

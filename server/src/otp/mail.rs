@@ -81,10 +81,12 @@ impl DemoMailbox {
 
 /// Why `url` would send codes, or the relay's password, readable on the network, if it would.
 /// A relay off this machine is reached over TLS: `smtps://`, or `smtp://` with
-/// `?tls=required` (STARTTLS; either verifies the certificate). `?tls=opportunistic` (STARTTLS
-/// when the relay offers it, which a man in the middle can hide) is taken without a password
-/// only: for a relay without TLS on a private network, chosen by name. Plain `smtp://` is for a
-/// relay on this machine. (lettre, which parses the URL, sends in the clear by default.)
+/// `?tls=required` (STARTTLS; either verifies the certificate against the public roots).
+/// Without TLS only when the URL says so and holds no password: `?tls=none` (ours: plain, for
+/// a relay on a private network, a self-signed certificate's say), or `?tls=opportunistic`
+/// (lettre's: STARTTLS when the relay offers it, which a man in the middle can hide, its
+/// certificate verified). Plain `smtp://` is for a relay on this machine. (lettre, which
+/// parses the URL, sends in the clear by default.)
 fn in_the_clear(url: &str) -> Option<String> {
     // A URL that does not parse is refused by lettre, with its own message.
     let parsed = url::Url::parse(url).ok()?;
@@ -98,17 +100,41 @@ fn in_the_clear(url: &str) -> Option<String> {
         .map(|(_, v)| v);
     match tls.as_deref() {
         Some("required") => None,
-        Some("opportunistic") if parsed.password().is_none() => None,
-        Some("opportunistic") => Some(format!(
-            "a password for {host} over ?tls=opportunistic could be sent in the clear (a man in \
-             the middle can hide STARTTLS): use ?tls=required or smtps://"
+        Some("opportunistic" | "none") if parsed.password().is_none() => None,
+        Some(weak @ ("opportunistic" | "none")) => Some(format!(
+            "a password for {host} over ?tls={weak} could be sent in the clear: use \
+             ?tls=required or smtps://"
         )),
         _ => Some(format!(
             "{host} is off this machine, and smtp:// without TLS sends every code readable on \
              the network: use smtps://{host} (TLS from the start) or add ?tls=required \
-             (STARTTLS); ?tls=opportunistic for a relay without TLS on a private network"
+             (STARTTLS); for a relay without TLS on a private network, say so with ?tls=none \
+             (no password; the port is 25 unless given)"
         )),
     }
+}
+
+/// `url` as lettre reads it: `?tls=none` (ours) is its default, plain, and a word it refuses.
+fn for_lettre(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_owned();
+    };
+    let ours =
+        |(k, v): &(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)| k == "tls" && v == "none";
+    if !parsed.query_pairs().any(|p| ours(&p)) {
+        return url.to_owned();
+    }
+    let kept: Vec<(String, String)> = parsed
+        .query_pairs()
+        .filter(|p| !ours(p))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if kept.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    parsed.into()
 }
 
 /// `to` with its domain's ASCII name (IDNA: `bücher.de` is `xn--bcher-kva.de`), the name every
@@ -136,7 +162,7 @@ impl Mailer {
         if let Some(refusal) = in_the_clear(url) {
             return Err(format!("--smtp-url: {refusal}"));
         }
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&for_lettre(url))
             .map_err(|e| format!("--smtp-url: {e}"))?
             .timeout(Some(Duration::from_secs(15)))
             .build();
@@ -388,18 +414,30 @@ mod tests {
             "smtps://user:pw@smtp.example.com",
             "smtp://user:pw@smtp.example.com:587?tls=required",
             "smtp://relay.internal:25?tls=opportunistic",
+            "smtp://relay.internal?tls=none",
+            "smtp://127.0.0.1:2525?tls=none",
         ] {
             assert!(Mailer::smtp(ok, from).is_ok(), "{ok}");
         }
+        // Ours, said on purpose, is lettre's plain default: left out of what it reads.
+        assert_eq!(
+            for_lettre("smtp://relay.internal?tls=none"),
+            "smtp://relay.internal"
+        );
+        assert_eq!(
+            for_lettre("smtp://relay.internal:25/ehlo.example?x=1&tls=none"),
+            "smtp://relay.internal:25/ehlo.example?x=1"
+        );
         for (refused, says) in [
             ("smtp://smtp.example.com:587", "smtps://smtp.example.com"),
             ("smtp://user:secret@smtp.example.com:587", "?tls=required"),
             ("smtp://10.0.0.5", "off this machine"),
-            ("smtp://smtp.example.com?tls=none", "off this machine"),
+            ("smtp://smtp.example.com?tls=plain", "off this machine"),
             (
                 "smtp://user:secret@smtp.example.com?tls=opportunistic",
                 "a password",
             ),
+            ("smtp://user:secret@relay.internal?tls=none", "a password"),
         ] {
             let Err(e) = Mailer::smtp(refused, from) else {
                 panic!("{refused} was taken");

@@ -378,6 +378,16 @@ impl Otp {
         Ok(())
     }
 
+    /// A right code this request could not use for a reason of the server's (a busy hasher,
+    /// answered 503 to retry): its attempt is taken back from the email's count, as a used
+    /// code's is, so that retries spend none of the day's guesses.
+    pub async fn unused(&self, purpose: CodePurpose, email: &str) -> Result<(), ApiError> {
+        self.store
+            .uncount(CounterScope::CodeVerifies(purpose), email)
+            .await?;
+        Ok(())
+    }
+
     /// Whether a right sign-in code signs `email` in: it has an account, or codes sign up.
     pub(crate) async fn may_sign_in(&self, email: &str) -> Result<bool, ApiError> {
         Ok(self.settings.signup || self.store.user_by_email(email).await?.is_some())

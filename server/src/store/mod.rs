@@ -573,8 +573,6 @@ impl Store {
     }
 }
 
-/// `sqlite:PATH?mode=MODE`, the path escaped as sqlx unescapes it (`%`, `?`, `#`). Without
-/// `//`, so that no part of the path is taken for a host name (and lower-cased).
 /// sqlx's `Migrator` for one of [`migrations`]' lists, each migration as `sqlx::migrate!` makes
 /// it from its file (the same checksum: databases it migrated go on; a transaction unless the
 /// file starts `-- no-transaction`).
@@ -598,6 +596,8 @@ fn migrator(list: &'static [(i64, &'static str, &'static str)]) -> sqlx::migrate
     )
 }
 
+/// `sqlite:PATH?mode=MODE`, the path escaped as sqlx unescapes it (`%`, `?`, `#`). Without
+/// `//`, so that no part of the path is taken for a host name (and lower-cased).
 fn sqlite_url(path: &std::path::Path, mode: &str) -> String {
     let mut url = String::from("sqlite:");
     for c in path.to_string_lossy().chars() {

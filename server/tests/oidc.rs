@@ -1150,6 +1150,56 @@ async fn an_address_from_userinfo_goes_through_the_same_rule() {
     s.stop().await;
 }
 
+/// An account opened before the rule of one spelling per mailbox, under a spelling new accounts
+/// may no longer have: a trusted provider's verified sign-in under that address links into it,
+/// as a code sent to it signs into it. (The provider's address was dropped for failing the
+/// new-account rule, and the sign-in opened a second, empty account.)
+#[tokio::test]
+async fn a_provider_s_address_links_an_account_opened_before_the_new_account_rules() {
+    let (s, h) = linking_server().await;
+    let email = "ann@xn--bcher-kva.de";
+    let user = tokenwarden_server::store::NewUser {
+        id: "u-ann",
+        email,
+        roles: &[],
+        name: "Ann",
+        password_hash: "",
+        email_verified_at: Some(1),
+        password_unproved: false,
+        claims: "{}",
+        now: 1,
+    };
+    assert!(s.state.store.create_user(&user).await.unwrap());
+    let (_, _, claims) = hostile_session(
+        &s,
+        &h,
+        Forge::Claims(|c| {
+            c["sub"] = json!("ann-at-the-provider");
+            c["email"] = json!("ann@xn--bcher-kva.de");
+        }),
+    )
+    .await;
+    assert_eq!(claims["sub"], "u-ann", "{claims}");
+    // A new account under that spelling is still not made: a made-up address instead.
+    let (_, _, other) = hostile_session(
+        &s,
+        &h,
+        Forge::Claims(|c| {
+            c["sub"] = json!("someone-new");
+            c["email"] = json!("bob@xn--bcher-kva.de");
+        }),
+    )
+    .await;
+    assert!(
+        other["email"]
+            .as_str()
+            .unwrap()
+            .ends_with("@idp.oidc.invalid"),
+        "{other}"
+    );
+    s.stop().await;
+}
+
 /// The address a hostile provider names next (a test's own, set before the sign-in).
 static NAMED: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
 

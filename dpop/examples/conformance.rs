@@ -1049,6 +1049,18 @@ fn cases(k: &Keys) -> Vec<Case> {
             Box::new(|c| c["iat"] = json!(NOW.to_string())),
             invalid_proof(),
         ),
+        // Beyond 1e15, however written: JavaScript reads `1e16`, `10000000000000000` and
+        // 2^63 − 1 (rounded) alike.
+        (
+            "proof with an iat of 10^16",
+            Box::new(|c| c["iat"] = json!(10_000_000_000_000_000_i64)),
+            invalid_proof(),
+        ),
+        (
+            "proof with an iat of 2^63 - 1",
+            Box::new(|c| c["iat"] = json!(i64::MAX)),
+            invalid_proof(),
+        ),
         (
             "proof htm POST for a GET",
             Box::new(|c| c["htm"] = json!("POST")),

@@ -107,9 +107,12 @@ struct Claims {
     nonce: Option<String>,
 }
 
+/// A proof's `iat`: any number of magnitude under 1e15 (fractions truncated), however written,
+/// as the Node verifier reads one (`JSON.parse` cannot tell `1e16` from `10000000000000000`).
 fn numeric_date(n: &serde_json::Number) -> Option<i64> {
+    const BOUND: i64 = 1_000_000_000_000_000;
     if let Some(i) = n.as_i64() {
-        return Some(i);
+        return (-BOUND < i && i < BOUND).then_some(i);
     }
     let f = n.as_f64()?;
     (f.is_finite() && f.abs() < 1e15).then(|| f.trunc() as i64)

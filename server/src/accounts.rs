@@ -105,7 +105,7 @@ pub async fn signup(
             return Err(ApiError::InvalidRequest(crate::store::NAME_RULE.into()));
         }
         Some(n) => n.to_owned(),
-        None => email.split('@').next().unwrap_or(&email).to_owned(),
+        None => crate::store::name_from_address(&email),
     };
     let now = otp.now();
     otp.count_send(&email, now).await?;
@@ -399,7 +399,7 @@ pub async fn reset(
     let hash = match passwords.hash_new(&user, &req.new_password).await {
         Ok(hash) => hash,
         Err(e) => {
-            otp.unused(CodePurpose::ResetPassword, &email).await?;
+            otp.unused(CodePurpose::ResetPassword, &hit, &email).await?;
             return Err(e);
         }
     };

@@ -221,6 +221,7 @@ impl Feed {
                     if !self.0.in_step.within(IN_STEP) {
                         return Err(NOT_IN_STEP.into());
                     }
+                    sent.forget_before(tokio::time::Instant::now());
                     if tokio::time::Instant::now() >= keepalive {
                         keepalive += KEEPALIVE;
                         let alive = format!("keepalive {}", self.0.clock.now());
@@ -270,18 +271,24 @@ impl Sent {
 
     /// Whether `id` was not sent within [`Self::KEEP`] of `at`; it counts as sent from now.
     fn first_time(&mut self, id: i64, at: tokio::time::Instant) -> bool {
-        while let Some(&(when, old)) = self.order.front() {
-            if at.saturating_duration_since(when) < Self::KEEP {
-                break;
-            }
-            self.order.pop_front();
-            self.ids.remove(&old);
-        }
+        self.forget_before(at);
         if !self.ids.insert(id) {
             return false;
         }
         self.order.push_back((at, id));
         true
+    }
+
+    /// Forgets the ids sent [`Self::KEEP`] or more before `now` (each second too, so that a
+    /// quiet feed does not hold a snapshot's ids for good).
+    fn forget_before(&mut self, now: tokio::time::Instant) {
+        while let Some(&(when, old)) = self.order.front() {
+            if now.saturating_duration_since(when) < Self::KEEP {
+                break;
+            }
+            self.order.pop_front();
+            self.ids.remove(&old);
+        }
     }
 }
 
@@ -386,5 +393,8 @@ mod tests {
         assert!(sent.first_time(1_000, t0 + Duration::from_secs(91)));
         assert_eq!(sent.ids.len(), 1);
         assert!(sent.first_time(1, t0 + Duration::from_secs(92)));
+        // And with nothing sent: each second's tick forgets too.
+        sent.forget_before(t0 + Duration::from_secs(200));
+        assert!(sent.ids.is_empty() && sent.order.is_empty());
     }
 }

@@ -146,13 +146,15 @@ fn shows_nothing(c: char) -> bool {
         || c.is_whitespace()
 }
 
-/// Whether a new account's domain is one the mailer can address: a name, not an address
-/// literal (`[192.0.2.1]`: the mailer has no form for one, so each of its codes was stored and
-/// counted and never sent).
+/// Whether a new account's domain is a name: not an address literal (`[192.0.2.1]`: the mailer
+/// has no form for one, so each of its codes was stored and counted and never sent), nor a bare
+/// IP address (which relays do not deliver to). A name on the relay's own network (`localhost`,
+/// `intranet`) is taken: an internal deployment's addresses may be such, and its relay
+/// delivers them.
 fn mailable_domain(email: &str) -> bool {
-    email
-        .rsplit_once('@')
-        .is_some_and(|(_, domain)| !domain.starts_with('['))
+    email.rsplit_once('@').is_some_and(|(_, domain)| {
+        !domain.starts_with('[') && domain.parse::<std::net::IpAddr>().is_err()
+    })
 }
 
 /// Whether an address outside ASCII is written as its mailbox's one spelling: the domain as
@@ -569,7 +571,7 @@ impl Passwords {
         let id = profile.id.unwrap_or_else(crate::tokens::random_id);
         let name = profile
             .name
-            .unwrap_or_else(|| email.split('@').next().unwrap_or(email).to_owned());
+            .unwrap_or_else(|| crate::store::name_from_address(email));
         let claims = serde_json::Value::Object(profile.claims).to_string();
         let created = self
             .store
@@ -796,10 +798,11 @@ mod tests {
             "ann@exa\u{034F}mple.com",
             "ann\u{00A0}@example.com",
             "ann@[192.0.2.1]",
+            "ann@192.0.2.1",
         ] {
             assert!(!new_address(other), "{other:?}");
         }
-        // Names a relay may deliver on its own network stay an operator's to allow.
+        // Names a relay delivers on its own network: an internal deployment's addresses.
         for ok in ["ann@intranet", "ann@localhost", "ann@corp.local"] {
             assert!(new_address(ok), "{ok}");
         }

@@ -172,7 +172,7 @@ fn check_line(text: &str) -> Result<Ready, String> {
             return Err(crate::store::NAME_RULE.into());
         }
         Some(n) => n.trim().to_owned(),
-        None => email.split('@').next().unwrap_or(&email).to_owned(),
+        None => crate::store::name_from_address(&email),
     };
     let password_hash = match line.password_hash {
         Some(h) => {

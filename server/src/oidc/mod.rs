@@ -682,10 +682,7 @@ async fn user_for(
                 .name
                 .clone()
                 // (The provider's address, trusted or not, names it better than a made-up one.)
-                .unwrap_or_else(|| {
-                    let shown = verified.unwrap_or(&email);
-                    shown.split('@').next().unwrap_or("user").to_owned()
-                });
+                .unwrap_or_else(|| crate::store::name_from_address(verified.unwrap_or(&email)));
             let new = NewUser {
                 id: &id,
                 email: &email,

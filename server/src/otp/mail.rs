@@ -91,14 +91,23 @@ fn in_the_clear(url: &str) -> Option<String> {
     // A URL that does not parse is refused by lettre, with its own message.
     let parsed = url::Url::parse(url).ok()?;
     let host = parsed.host_str().unwrap_or_default();
+    let tls: Vec<_> = parsed
+        .query_pairs()
+        .filter(|(k, _)| k == "tls")
+        .map(|(_, v)| v)
+        .collect();
+    // One reading for both: lettre takes the first.
+    if tls.len() > 1 {
+        return Some("?tls= is given more than once".into());
+    }
+    // Not ignored: `smtps://` is TLS from the start, its certificate verified, whatever follows.
+    if parsed.scheme() == "smtps" && !tls.is_empty() {
+        return Some("smtps:// is TLS from the start (its certificate verified): no ?tls=".into());
+    }
     if parsed.scheme() != "smtp" || tokenwarden_dpop::is_loopback_host(host) {
         return None;
     }
-    let tls = parsed
-        .query_pairs()
-        .find(|(k, _)| k == "tls")
-        .map(|(_, v)| v);
-    match tls.as_deref() {
+    match tls.first().map(|t| t.as_ref()) {
         Some("required") => None,
         Some("opportunistic" | "none") if parsed.password().is_none() => None,
         Some(weak @ ("opportunistic" | "none")) => Some(format!(
@@ -438,6 +447,11 @@ mod tests {
                 "a password",
             ),
             ("smtp://user:secret@relay.internal?tls=none", "a password"),
+            ("smtps://relay.internal?tls=none", "no ?tls="),
+            (
+                "smtp://relay.internal?tls=none&tls=opportunistic",
+                "more than once",
+            ),
         ] {
             let Err(e) = Mailer::smtp(refused, from) else {
                 panic!("{refused} was taken");

@@ -124,10 +124,11 @@ impl Codes {
     }
 }
 
-/// A code that matched, not yet used.
+/// A code that matched, not yet used, and the live codes this verification counted a try on.
 #[derive(Debug)]
 pub struct Hit {
     id: String,
+    counted: Vec<String>,
 }
 
 impl Otp {
@@ -325,7 +326,11 @@ impl Otp {
         if let Some(hit) = hit
             && usable
         {
-            return Ok(Hit { id: hit.id.clone() });
+            let counted = counted.iter().map(|c| c.id.clone()).collect();
+            return Ok(Hit {
+                id: hit.id.clone(),
+                counted,
+            });
         }
         if counted.is_empty() {
             let expired = self
@@ -380,11 +385,18 @@ impl Otp {
 
     /// A right code this request could not use for a reason of the server's (a busy hasher,
     /// answered 503 to retry): its attempt is taken back from the email's count, as a used
-    /// code's is, so that retries spend none of the day's guesses.
-    pub async fn unused(&self, purpose: CodePurpose, email: &str) -> Result<(), ApiError> {
+    /// code's is, and the try it counted on each live code, so that retries spend none of the
+    /// day's guesses nor the code's three tries.
+    pub async fn unused(
+        &self,
+        purpose: CodePurpose,
+        hit: &Hit,
+        email: &str,
+    ) -> Result<(), ApiError> {
         self.store
             .uncount(CounterScope::CodeVerifies(purpose), email)
             .await?;
+        self.store.uncount_code_tries(&hit.counted).await?;
         Ok(())
     }
 
@@ -404,7 +416,7 @@ impl Otp {
         if !self.settings.signup || !crate::password::new_address(email) {
             return Ok(None);
         }
-        let name = email.split('@').next().unwrap_or(email);
+        let name = &crate::store::name_from_address(email);
         self.store
             .create_user(&NewUser {
                 id: &crate::tokens::random_id(),

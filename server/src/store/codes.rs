@@ -126,6 +126,16 @@ impl Store {
             .await?)
     }
 
+    /// Takes back one try of each code of `ids` (a verification that matched but could not be
+    /// completed for a reason of the server's).
+    pub async fn uncount_code_tries(&self, ids: &[String]) -> StoreResult<()> {
+        let sql = "UPDATE otp_codes SET attempts = attempts - 1 WHERE id = $1 AND attempts > 0";
+        for id in ids {
+            q!(sql, id).execute(&self.write).await?;
+        }
+        Ok(())
+    }
+
     /// Uses the code `id` (false if another request used or revoked it first) and revokes every
     /// other outstanding code of the email for that purpose, in one transaction.
     pub async fn consume_code(

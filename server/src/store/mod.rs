@@ -85,7 +85,7 @@ pub use secrets::SealedKeyError;
 pub use sessions::{
     Applied, Authentication, Created, NewSession, Presentation, PresentedToken, RevokeReason,
 };
-pub use users::{NAME_RULE, NewUser, valid_name};
+pub use users::{NAME_RULE, NewUser, name_from_address, valid_name};
 
 /// Failures of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -679,6 +679,20 @@ mod tests {
             let ours: Vec<_> = migrator(list).iter().map(fields).collect();
             assert_eq!(ours, read.iter().map(fields).collect::<Vec<_>>(), "{dir}");
             assert!(ours.len() > 10, "{dir}");
+        }
+    }
+
+    /// An account made without a name is named by its address's local part, within the rule
+    /// every name follows: it was the local part as it came (up to 254 bytes, a text-direction
+    /// isolate kept).
+    #[test]
+    fn a_name_from_an_address_is_a_name_by_the_rule() {
+        assert_eq!(name_from_address("ada@example.com"), "ada");
+        let long = format!("{}@example.com", "a".repeat(120));
+        assert_eq!(name_from_address(&long), "a".repeat(100));
+        assert_eq!(name_from_address("ann\u{2066}x@example.com"), "user");
+        for name in ["ada", &"a".repeat(100), "user"] {
+            assert!(valid_name(name));
         }
     }
 

@@ -17,6 +17,21 @@ pub fn valid_name(trimmed: &str) -> bool {
         && !trimmed.chars().any(|c| c.is_control() || reorders(c))
 }
 
+/// The name an account gets when it is given none: its address's local part, cut to 100
+/// characters, or `user` if that is no name by [`valid_name`] (a text-direction isolate). One
+/// rule for every account made without a name (a sign-up, an import, a provider's, an old
+/// backend's); each wrote the local part as it came, up to 254 bytes.
+pub fn name_from_address(email: &str) -> String {
+    let local = email.rsplit_once('@').map_or(email, |(local, _)| local);
+    let name: String = local.trim().chars().take(100).collect();
+    let name = name.trim();
+    if valid_name(name) {
+        name.to_owned()
+    } else {
+        "user".to_owned()
+    }
+}
+
 /// [`valid_name`] in words, for a refusal.
 pub const NAME_RULE: &str =
     "name must be 1 to 100 characters, without control or text-direction characters";

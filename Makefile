@@ -127,6 +127,7 @@ test-e2e: pkg
 	scripts/pg.sh run node --test tests/verify/
 	tests/build-fixtures.sh consumer react angular vue svelte
 	tests/consumer/node_modules/.bin/tsc -p tests/verify
+	tests/consumer/node_modules/.bin/tsc -p tests/verify/tsconfig.frameworks.json
 	node --test tests/react/ tests/driver/ tests/bindings/
 	npx playwright test -c tests/e2e/playwright.config.ts
 

@@ -136,7 +136,7 @@ export interface NodeRequestLike {
   method?: string;
   url?: string;
   headers: Readonly<Record<string, string | readonly string[] | undefined>>;
-  headersDistinct?: Readonly<Record<string, readonly string[]>>;
+  headersDistinct?: Readonly<Record<string, readonly string[] | undefined>>;
 }
 export interface ExpressRequestLike extends NodeRequestLike {
   originalUrl?: string;
@@ -177,8 +177,8 @@ export interface FastifyRequestLike {
   auth?: AccessClaims;
 }
 export interface FastifyReplyLike {
-  header(name: string, value: string | readonly string[]): FastifyReplyLike;
-  headers(values: Record<string, string | readonly string[]>): FastifyReplyLike;
+  header(name: string, value: string | string[]): FastifyReplyLike;
+  headers(values: Record<string, string | string[]>): FastifyReplyLike;
   code(status: number): FastifyReplyLike;
   send(body: string): FastifyReplyLike;
 }
@@ -186,7 +186,9 @@ export type FastifyHook = (request: FastifyRequestLike, reply: FastifyReplyLike)
 
 export interface Verifier {
   /** Verifies the request's access token and, for a bound token, its DPoP proof (recording the
-   * proof: it never passes again). Resolves with the claims; rejects with {@link VerifyError}. */
+   * proof: it never passes again). Resolves with the claims; rejects with {@link VerifyError},
+   * or with a `TypeError` for a request without its `method` or `url` (the caller's mistake:
+   * the adapters pass it to the framework's error handling). */
   verify(request: VerifyRequest): Promise<AccessClaims>;
   /** The nonce to send in `DPoP-Nonce` now (the adapters send it on every response). */
   nonce(): string;
@@ -210,10 +212,20 @@ export function createVerifier(options: VerifierOptions): Promise<Verifier>;
 /** What a browser on another origin must be allowed to send and read (CORS): pass it to `cors`
  * or `@fastify/cors` as is; to `@koa/cors` as allowMethods, allowHeaders and exposeHeaders. */
 export const CORS: {
-  readonly methods: readonly string[];
-  readonly allowedHeaders: readonly string[];
-  readonly exposedHeaders: readonly string[];
+  readonly methods: string[];
+  readonly allowedHeaders: string[];
+  readonly exposedHeaders: string[];
 };
+
+declare global {
+  namespace Express {
+    interface Request {
+      /** The verified claims, set by `verifier.express()` (Fastify: declare `auth?:
+       * AccessClaims` on `FastifyRequest` yourself, docs/API.md). */
+      auth?: AccessClaims;
+    }
+  }
+}
 
 /** The protocol's error codes a verifier answers with. */
 export type VerifyErrorCode =
@@ -227,6 +239,13 @@ export type VerifyErrorCode =
 /** A refused request: answer with `status`, `headers` (`WWW-Authenticate` challenge(s),
  * `DPoP-Nonce`, `Retry-After`) and the JSON body `{"error", "error_description"}`. */
 export class VerifyError extends Error {
+  constructor(
+    status: 401 | 500 | 503,
+    code: VerifyErrorCode,
+    description: string,
+    headers?: Readonly<Record<string, string | readonly string[]>>,
+  );
+  readonly name: "VerifyError";
   readonly status: 401 | 500 | 503;
   readonly code: VerifyErrorCode;
   readonly description: string;

@@ -51,10 +51,11 @@ const PRIVATE_MEMBERS = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
  * resource::CORS_ALLOW_METHODS, CORS_ALLOW_HEADERS and CORS_EXPOSE_HEADERS say the same
  * (tests/verify/package.test.mjs).
  */
+// The lists are plain arrays, as `cors`'s and `@fastify/cors`'s types take them (`string[]`).
 export const CORS = Object.freeze({
-  methods: Object.freeze(["GET", "POST", "PUT", "PATCH", "DELETE"]),
-  allowedHeaders: Object.freeze(["authorization", "dpop", "content-type"]),
-  exposedHeaders: Object.freeze(["dpop-nonce", "www-authenticate"]),
+  methods: ["GET", "POST", "PUT", "PATCH", "DELETE"],
+  allowedHeaders: ["authorization", "dpop", "content-type"],
+  exposedHeaders: ["dpop-nonce", "www-authenticate"],
 });
 
 /** A refused request: answer it with `status`, `headers` and `{error, error_description}`. */
@@ -1066,6 +1067,8 @@ export async function createVerifier(options = {}) {
             next();
           },
           (e) => {
+            // Not a refusal (a request without its method or url): the app's error handler.
+            if (!(e instanceof VerifyError)) return next(e);
             // Answered meanwhile (a timeout middleware): nothing to add, and no throw here (an
             // unhandled rejection ends a Node process).
             if (res.headersSent) return;
@@ -1083,6 +1086,7 @@ export async function createVerifier(options = {}) {
         try {
           claims = await verify({ method: ctx.method, url: ctx.originalUrl ?? ctx.url, headers: ctx.req.headersDistinct ?? ctx.headers });
         } catch (e) {
+          if (!(e instanceof VerifyError)) throw e;
           ctx.status = e.status;
           for (const [k, v] of Object.entries(answerHeaders(e))) ctx.set(k, v);
           ctx.body = errorBody(e);
@@ -1099,6 +1103,7 @@ export async function createVerifier(options = {}) {
         try {
           request.auth = await verify({ method: request.method, url: request.raw.url ?? request.url, headers: request.raw.headersDistinct ?? request.headers });
         } catch (e) {
+          if (!(e instanceof VerifyError)) throw e;
           reply.code(e.status).headers(answerHeaders(e)).send(errorBody(e));
           return reply;
         }

@@ -19,8 +19,9 @@ export interface AuthState {
   /** Why the last session ended, or `null` if none has ended since the page loaded. */
   endReason: AuthEndReason | null;
   /** Why the page-load `restore()` failed, or `null`: a `LoginError` on the page a
-   * `loginWithRedirect` came back to without signing in (`access_denied`, ...), or a
-   * `NetworkError`. */
+   * `loginWithRedirect` came back to without signing in (`access_denied`, ...), a
+   * `NetworkError`, or a `RefreshError` (`unexpected_response`: an answer outside the
+   * protocol, the session perhaps still there). */
   error: TokenwardenError | null;
   /** `auth.login`. */
   login(credentials: LoginCredentials): Promise<void>;

@@ -13,7 +13,7 @@ export interface TokenManagerOptions {
   logoutPath?: string;
   /** Origins whose requests get the token (`Authorization: DPoP` + a `DPoP` proof, or
    * `Authorization: Bearer` with `dpop: false`). Default: `baseUrl`'s origin only. */
-  allowedOrigins?: string[];
+  allowedOrigins?: readonly string[];
   /** Refresh when this little lifetime is left (capped at half the lifetime). Default 30. */
   refreshLeewaySeconds?: number;
   /** Sent on every request to the auth server (sign-ins, codes, refresh, logout, passkeys).
@@ -213,7 +213,9 @@ export class TokenManager {
    * (`timeout`) when the key store does not answer within `refreshTimeoutMs`. */
   loginWithRedirect(options: RedirectLoginOptions): Promise<never>;
   /** At page load: a silent refresh if a session may exist. Resolves `true` if logged in.
-   * Rejects with `NetworkError` (the session may still exist), and on the page a
+   * Rejects with `NetworkError` (the session may still exist), with `RefreshError`
+   * (`unexpected_response`) for an answer outside the protocol (a refused proof, say: the
+   * session may still exist too), and on the page a
    * `loginWithRedirect` came back to without signing in, with a `LoginError` whose `code` is
    * a {@link FederationErrorCode} (or another plain code a newer server sends); `tw_error`
    * is taken out of the address first. Calling it again then restores a session that was
@@ -227,8 +229,9 @@ export class TokenManager {
    * (XMLHttpRequest, Angular's HttpClient, ...), after the same checks as `auth.fetch`
    * (allowed origin, expiry, one refresh for all callers): `Authorization` and, with DPoP, a
    * proof for exactly that method and URL. Send the request with them; on a 401 ask
-   * `retry(response)` once. Rejects as `getAccessToken` does when the session cannot be had
-   * (`SessionExpiredError`, `NetworkError`). */
+   * `retry(response)` once. Without a session it resolves with no headers (`{}`: the request
+   * goes as it is, and the API answers it); it rejects when a refresh it needed fails
+   * (`NetworkError`, `RefreshError`). */
   authorize(method: string, url: string | URL): Promise<Authorization>;
   /** A fresh access token (refreshing if needed). With DPoP (the default) it is useless
    * without a proof: for requests outside `fetch` use `authorize`; for a WebSocket or
@@ -242,7 +245,9 @@ export class TokenManager {
   /** When the access token expires, in `Date.now()` milliseconds, or `null`. */
   readonly expiresAt: number | null;
   /** Refreshes if the token needs it, or always with `{ force: true }` (e.g. to get new
-   * claims after a profile change). */
+   * claims after a profile change). Rejects with `SessionExpiredError` (`no_session`) when not
+   * logged in, and as a refresh fails otherwise (`NetworkError`, `RefreshError`,
+   * `SessionExpiredError`). */
   refresh(options?: { force?: boolean }): Promise<void>;
   /** Forgets the token at once, then revokes the session on the server. Rejects with
    * `NetworkError` if the server could not be told (the local logout stands). */

@@ -271,13 +271,29 @@ async fn at_most_eight_messages_are_sent_at_once_the_others_wait_their_turn() {
     let url = format!("smtp://{}", tarpit.local_addr().unwrap());
     let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = opened.clone();
+    // Told to, it closes the connections it holds: their sends fail, and end.
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let told = release.clone();
     let held = tokio::spawn(async move {
         let mut open = Vec::new();
-        while let Ok((conn, _)) = tarpit.accept().await {
-            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            open.push(conn);
+        loop {
+            tokio::select! {
+                accepted = tarpit.accept() => {
+                    let Ok((conn, _)) = accepted else { return };
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    open.push(conn);
+                }
+                () = told.notified() => open.clear(),
+            }
         }
     });
+    let reaches = async |n: usize| {
+        let since = Instant::now();
+        while opened.load(std::sync::atomic::Ordering::SeqCst) < n && since.elapsed().as_secs() < 10
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
     let s = TestServer::with(move |s| {
         s.otp.smtp_url = Some(url);
         s.otp.ip_per_minute = 10_000;
@@ -289,12 +305,16 @@ async fn at_most_eight_messages_are_sent_at_once_the_others_wait_their_turn() {
         assert_eq!(c.request_code(ALICE.0).await.status, 202, "code {i}");
     }
     // Every send has started by now; the ones past eight wait for a connection to end.
-    let since = Instant::now();
-    while opened.load(std::sync::atomic::Ordering::SeqCst) < 8 && since.elapsed().as_secs() < 5 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    reaches(8).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(opened.load(std::sync::atomic::Ordering::SeqCst), 8);
+    // They waited, not dropped: as the relay lets the first eight go, the next ones connect,
+    // all twenty in the end.
+    for after in [16, 20] {
+        release.notify_one();
+        reaches(after).await;
+        assert_eq!(opened.load(std::sync::atomic::Ordering::SeqCst), after);
+    }
     held.abort();
     s.stop().await;
 }

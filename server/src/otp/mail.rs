@@ -428,6 +428,14 @@ mod tests {
         ] {
             assert!(Mailer::smtp(ok, from).is_ok(), "{ok}");
         }
+        // What lettre reads is what was checked: only our own `tls=none` is taken out.
+        for kept in [
+            "smtps://user:pw@smtp.example.com",
+            "smtp://user:pw@smtp.example.com:587?tls=required",
+            "smtp://relay.internal:25?tls=opportunistic",
+        ] {
+            assert_eq!(for_lettre(kept), kept);
+        }
         // Ours, said on purpose, is lettre's plain default: left out of what it reads.
         assert_eq!(
             for_lettre("smtp://relay.internal?tls=none"),

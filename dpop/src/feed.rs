@@ -1255,6 +1255,17 @@ mod tests {
         assert!(left > Duration::from_secs(940) && left <= Duration::from_secs(950 + 31));
         assert!(!r.add("token", "t10", 1_000, later));
         assert_eq!(r.sets.read().unwrap().pruned, later);
+        // At most one prune a second: one that ended, put in place of a kept one, stays until
+        // the next second's add walks the entries again.
+        {
+            let mut sets = r.sets.write().unwrap();
+            sets.tokens.remove("t0");
+            sets.tokens.insert("ended".into(), 0);
+        }
+        assert!(!r.add("token", "t11", 1_000, later));
+        assert!(r.sets.read().unwrap().tokens.contains_key("ended"));
+        assert!(r.add("token", "t12", 1_000, later + 1));
+        assert!(!r.sets.read().unwrap().tokens.contains_key("ended"));
         // An entry already kept is still updated when full.
         assert!(r.add("token", "t3", 2_000, later));
         assert!(r.is_revoked("x", "t3", 1_500));

@@ -186,6 +186,11 @@ fn redact(url: &str) -> String {
 /// every hash, sealed key and session row. Loopback and a Unix socket keep the driver's default;
 /// an `sslmode` in the URL (`disable` to connect in the clear) is the operator's choice.
 fn with_verified_tls(url: &str) -> StoreResult<String> {
+    verified_tls(url, std::env::var("PGSSLMODE").ok())
+}
+
+/// [`with_verified_tls`] with `PGSSLMODE` given.
+fn verified_tls(url: &str, pgsslmode: Option<String>) -> StoreResult<String> {
     let options = sqlx::postgres::PgConnectOptions::from_str(url)?;
     let query = url.split_once('?').map_or("", |(_, q)| q);
     // `PGSSLMODE` names one only if it is one: the driver takes an empty or misspelt value
@@ -193,13 +198,13 @@ fn with_verified_tls(url: &str) -> StoreResult<String> {
     let named = query
         .split('&')
         .any(|p| matches!(p.split('=').next(), Some("sslmode" | "ssl-mode")))
-        || match std::env::var("PGSSLMODE") {
-            Ok(mode) => {
+        || match pgsslmode {
+            Some(mode) => {
                 sqlx::postgres::PgSslMode::from_str(&mode)
                     .map_err(|_| StoreError::SslMode(mode))?;
                 true
             }
-            Err(_) => false,
+            None => false,
         };
     let host = options.get_host();
     let local = options.get_socket().is_some()
@@ -788,11 +793,9 @@ mod tests {
     /// otherwise; on it (loopback, a Unix socket), the driver's default.
     #[test]
     fn a_postgres_host_off_this_machine_is_reached_over_verified_tls() {
-        if std::env::var_os("PGSSLMODE").is_some() {
-            return; // the operator's choice, which the URLs below would keep
-        }
+        // Whatever this machine's PGSSLMODE: none here, then one.
         let verified = |u: &str| {
-            with_verified_tls(u)
+            verified_tls(u, None)
                 .unwrap()
                 .ends_with("sslmode=verify-full")
         };
@@ -812,8 +815,19 @@ mod tests {
             "postgres://tw@db.internal/tw?sslmode=disable",
             "postgres://tw@db.internal/tw?ssl-mode=require",
         ] {
-            assert_eq!(with_verified_tls(kept).unwrap(), kept);
+            assert_eq!(verified_tls(kept, None).unwrap(), kept);
         }
+        // PGSSLMODE that names an sslmode is the operator's choice; one that names none is
+        // refused, as libpq refuses it.
+        let remote = "postgres://tw:pw@db.internal/tw";
+        assert_eq!(
+            verified_tls(remote, Some("require".into())).unwrap(),
+            remote
+        );
+        assert!(matches!(
+            verified_tls(remote, Some("verify_full".into())),
+            Err(StoreError::SslMode(_))
+        ));
     }
 
     /// The store on an in-memory SQLite database, for the statement tests of each file.

@@ -159,6 +159,12 @@ if $want_node; then
     say "installing npm packages"
     npm ci --no-audit --no-fund --loglevel=error
   fi
+  # The frameworks' type declarations for tests/verify/frameworks.ts, apart: in the workspace's
+  # node_modules, every fixture's tsc would take them in (and @types/node into browser code).
+  if [ ! -d tests/verify/node_modules ] || [ tests/verify/package-lock.json -nt tests/verify/node_modules/.package-lock.json ]; then
+    say "installing the frameworks' type declarations (tests/verify/)"
+    (cd tests/verify && npm ci --no-audit --no-fund --loglevel=error)
+  fi
 fi
 
 tools_wait

@@ -1,6 +1,6 @@
 // The README's and API.md's set-up, typed against the frameworks' own declarations (@types/express,
-// @types/cors, @types/koa, @types/koa__cors, Fastify's and @fastify/cors's own): `tsc -p
-// tests/verify` must pass. The structural types of tokenwarden/verify once refused all three
+// @types/cors, @types/koa, @types/koa__cors from tests/verify/package.json; Fastify's and
+// @fastify/cors's own): `tsc -p tests/verify/tsconfig.frameworks.json` must pass. The structural types of tokenwarden/verify once refused all three
 // adapters (Node's `headersDistinct` holds `undefined`) and every `...CORS` (readonly lists).
 import cors from "cors";
 import express from "express";

@@ -752,9 +752,12 @@ test("no redirect is followed for the metadata, the keys or the feed: the keys c
     if (req.url === "/jwks") return void res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(corpus.config.jwks));
     res.writeHead(200, { "content-type": "text/event-stream" }).write(`event: ready\nid: 1\ndata: {"cursor":1}\n\n`);
   });
+  let redirectMetadata = true;
   let redirectKeys = true;
+  let feedAsked = 0;
   const auth = await listen((req, res) => {
     const to = (path) => void res.writeHead(302, { location: `${elsewhere.url}${path}` }).end();
+    if (req.url === "/.well-known/oauth-authorization-server" && redirectMetadata) return to(req.url);
     if (req.url === "/.well-known/oauth-authorization-server")
       return void res
         .writeHead(200, { "content-type": "application/json" })
@@ -763,6 +766,7 @@ test("no redirect is followed for the metadata, the keys or the feed: the keys c
       if (redirectKeys) return to("/jwks");
       return void res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(corpus.config.jwks));
     }
+    feedAsked++;
     to("/feed");
   });
   const warn = console.warn;
@@ -770,11 +774,16 @@ test("no redirect is followed for the metadata, the keys or the feed: the keys c
   console.warn = (m) => warned.push(m);
   try {
     const options = { authServer: auth.url, allowBearer: true, revocationToken: "svc-token", now: () => bearerCase.now * 1000 };
+    // The metadata redirected, then the keys: refused, each.
     await assert.rejects(createVerifier(options), /302/);
-    // The keys served in place; the feed still redirects: never followed, the view stale.
+    assert.deepEqual(heard, [], "the metadata's redirect was followed");
+    redirectMetadata = false;
+    await assert.rejects(createVerifier(options), /302/);
+    // The keys served in place; the feed still redirects: never followed, the view stale. Its
+    // second ask (a reconnection) shows the first was over.
     redirectKeys = false;
     const v = await createVerifier(options);
-    await sleep(600);
+    await until("the feed asked again", () => feedAsked >= 2);
     assert.equal(await outcome(v.verify(bearerCase.request)), "503 temporarily_unavailable");
     v.close();
     assert.deepEqual(heard, [], "a redirect was followed");

@@ -411,7 +411,16 @@ async fn a_forged_notification_revokes_nothing_and_moves_no_cursor() {
             .await
             .unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // A real revocation after them: each instance hears its notifications in order, so once
+    // Bob's logout is refused everywhere, the forged ones were handled (a fixed wait passed
+    // whether or not they had been, on a slow machine).
+    let mut bob = Client::new(&a);
+    let tb = bob.sign_in(BOB).await;
+    let since = Instant::now();
+    logout(&b, &tb).await;
+    for s in [&a, &b, &c] {
+        until_refused(s, &[&tb.access], since).await;
+    }
     // No cursor moved past the newest event recorded.
     let newest = a.state.store.revocation_cursor().await.unwrap();
     for s in [&a, &b, &c] {

@@ -1053,7 +1053,12 @@ async fn the_crate_follows_no_redirect_for_the_metadata_the_keys_or_the_feed() {
         }
         ([("content-type", "application/json")], jwks.clone()).into_response()
     };
-    let feed = move || async move { Redirect::temporary(&feed_uri) };
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a = asked.clone();
+    let feed = move || async move {
+        a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Redirect::temporary(&feed_uri)
+    };
     let app = axum::Router::new()
         .route(
             "/.well-known/oauth-authorization-server",
@@ -1071,14 +1076,30 @@ async fn the_crate_follows_no_redirect_for_the_metadata_the_keys_or_the_feed() {
             "{what}: {refused:?}"
         );
     }
-    // The feed redirected: never followed, so the view is never current.
+    // The feed redirected: never followed, so the real feed never hears from the crate and
+    // the view is never current. Its second ask (a reconnection) shows the first was over.
     *redirects.lock().unwrap() = "feed";
+    let connections = s
+        .counts
+        .feed_connections
+        .load(std::sync::atomic::Ordering::SeqCst);
     let rs = discover(&front, options()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let since = Instant::now();
+    while asked.load(std::sync::atomic::Ordering::SeqCst) < 2 && since.elapsed().as_secs() < 10 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
-        rs.revocations().staleness().is_none(),
+        asked.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "asked the feed again"
+    );
+    assert_eq!(
+        s.counts
+            .feed_connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        connections,
         "the redirect was followed"
     );
+    assert!(rs.revocations().staleness().is_none(), "current");
     drop(rs);
     // The control: the real server's metadata and keys, read.
     assert!(discover(&s.base, options()).await.is_ok());

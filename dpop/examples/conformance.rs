@@ -954,9 +954,8 @@ fn cases(k: &Keys) -> Vec<Case> {
             invalid_token(false),
         )
         .config(Config {
-            allow_bearer: Some(true),
             jwks: Some(jwks),
-            ..Config::default()
+            ..bearer_allowed()
         });
     }
     // A JWKS entry that is no public signing key of ours: one carrying its private half (a
@@ -986,9 +985,8 @@ fn cases(k: &Keys) -> Vec<Case> {
             invalid_token(false),
         )
         .config(Config {
-            allow_bearer: Some(true),
             jwks: Some(jwks),
-            ..Config::default()
+            ..bearer_allowed()
         });
     }
     let good = k.proof(&bound);

@@ -1157,25 +1157,13 @@ async fn an_address_from_userinfo_goes_through_the_same_rule() {
 #[tokio::test]
 async fn a_provider_s_address_links_an_account_opened_before_the_new_account_rules() {
     let (s, h) = linking_server().await;
-    let email = "ann@xn--bcher-kva.de";
-    let user = tokenwarden_server::store::NewUser {
-        id: "u-ann",
-        email,
-        roles: &[],
-        name: "Ann",
-        password_hash: "",
-        email_verified_at: Some(1),
-        password_unproved: false,
-        claims: "{}",
-        now: 1,
-    };
-    assert!(s.state.store.create_user(&user).await.unwrap());
+    s.account_under_an_old_spelling().await;
     let (_, _, claims) = hostile_session(
         &s,
         &h,
         Forge::Claims(|c| {
             c["sub"] = json!("ann-at-the-provider");
-            c["email"] = json!("ann@xn--bcher-kva.de");
+            c["email"] = json!(OLD_SPELLING);
         }),
     )
     .await;

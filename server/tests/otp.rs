@@ -44,19 +44,8 @@ fn wrong(code: &str) -> String {
 async fn an_account_under_an_address_new_accounts_may_no_longer_have_still_signs_in_by_code() {
     let sink = SmtpSink::start();
     let s = server(&sink, |_| {}).await;
-    let email = "ann@xn--bcher-kva.de";
-    let user = tokenwarden_server::store::NewUser {
-        id: "u-ann",
-        email,
-        roles: &[],
-        name: "Ann",
-        password_hash: "",
-        email_verified_at: Some(1),
-        password_unproved: false,
-        claims: "{}",
-        now: 1,
-    };
-    assert!(s.state.store.create_user(&user).await.unwrap());
+    s.account_under_an_old_spelling().await;
+    let email = OLD_SPELLING;
     let mut c = Client::new(&s).oneshot();
     let code = code_for(&mut c, &sink, email, 1).await;
     let res = c.verify_code(email, &code).await;

@@ -318,6 +318,23 @@ impl TestServer {
         format!("{}{}", self.base, path)
     }
 
+    /// Ann's account (`u-ann`, verified, no password), opened before the rule of one spelling
+    /// per mailbox under the address it refuses now ([`OLD_SPELLING`]).
+    pub async fn account_under_an_old_spelling(&self) {
+        let user = tokenwarden_server::store::NewUser {
+            id: "u-ann",
+            email: OLD_SPELLING,
+            roles: &[],
+            name: "Ann",
+            password_hash: "",
+            email_verified_at: Some(1),
+            password_unproved: false,
+            claims: "{}",
+            now: 1,
+        };
+        assert!(self.state.store.create_user(&user).await.unwrap());
+    }
+
     /// The server's counters, read in memory.
     pub async fn stats(&self) -> Value {
         let h = &self.counts;
@@ -335,6 +352,10 @@ impl TestServer {
 }
 
 /// All `Set-Cookie` header values.
+/// An address new accounts may no longer have (its domain in punycode; `bücher.de` is the
+/// spelling they take).
+pub const OLD_SPELLING: &str = "ann@xn--bcher-kva.de";
+
 pub fn set_cookies(headers: &HeaderMap) -> Vec<String> {
     headers
         .get_all(SET_COOKIE)

@@ -242,15 +242,7 @@ impl AppState {
                 counters,
             )
         });
-        let feed = crate::feed::Feed::new(
-            store.clone(),
-            clock.clone(),
-            settings.revocation_feed_token.clone(),
-            settings.access_ttl,
-            settings.leeway,
-            fleet.feed.clone(),
-            fleet.in_step.clone(),
-        );
+        let feed = crate::feed::Feed::new(&fleet, settings.revocation_feed_token.clone());
         let discovery = crate::api::Discovery {
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),

@@ -25,6 +25,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -77,29 +78,25 @@ struct Inner {
     window: i64,
     leeway: i64,
     events: broadcast::Sender<RevocationEvent>,
+    /// The newest event this instance has applied (crate::fleet's cursor).
+    applied: Arc<AtomicI64>,
     in_step: crate::fleet::InStep,
     /// Turns for a subscriber's first read ([`FIRST_READS_AT_ONCE`]).
     first_reads: tokio::sync::Semaphore,
 }
 
 impl Feed {
-    pub fn new(
-        store: Store,
-        clock: Clock,
-        token: Option<String>,
-        access_ttl: i64,
-        leeway: i64,
-        events: broadcast::Sender<RevocationEvent>,
-        in_step: crate::fleet::InStep,
-    ) -> Self {
+    /// The feed of `fleet`'s events; `token`: `--revocation-feed-token-file`'s (`None`: no feed).
+    pub fn new(fleet: &crate::fleet::Fleet, token: Option<String>) -> Self {
         Feed(Arc::new(Inner {
-            store,
-            clock,
+            store: fleet.store.clone(),
+            clock: fleet.clock.clone(),
             token,
-            window: access_ttl + leeway,
-            leeway,
-            events,
-            in_step,
+            window: fleet.access_ttl + fleet.leeway,
+            leeway: fleet.leeway,
+            events: fleet.feed.clone(),
+            applied: fleet.cursor.clone(),
+            in_step: fleet.in_step.clone(),
             first_reads: tokio::sync::Semaphore::new(FIRST_READS_AT_ONCE),
         }))
     }
@@ -150,6 +147,17 @@ impl Feed {
         Some(Event::default().event("revoked").id(event_id(e)).data(data))
     }
 
+    /// Whether an event read from the table may go out: not a `keys` event this instance has
+    /// yet to apply (one the CLI, or on PostgreSQL another instance, recorded a moment ago).
+    /// A subscriber fetches the JWKS on a `keys` event and keeps what it gets; before the ring
+    /// is re-read, this instance's JWKS still lists the key the event revokes. Such an event
+    /// is left to crate::fleet, which passes it on once applied (the subscriber listens from
+    /// before its read). On PostgreSQL an event committed late, below the newest applied id,
+    /// goes out as read: the verifier's second fetch, 6 s after, gets the new list.
+    fn applied(&self, e: &RevocationEvent) -> bool {
+        e.kind != EventKind::Keys || e.id <= self.0.applied.load(Ordering::SeqCst)
+    }
+
     /// Feeds one subscriber until it goes away.
     async fn serve(self, resume: Option<String>, tx: mpsc::Sender<Event>) -> Result<(), String> {
         // Nothing read for a subscriber that would get no `ready` (below): an instance out of
@@ -193,6 +201,9 @@ impl Feed {
         // late, below the cursor, is caught by the second fetch 6 s after `ready`).
         let keys_known = if after == 0 { cursor } else { 0 };
         for e in first.map_err(db)? {
+            if !self.applied(&e) {
+                continue;
+            }
             if sent.first_time(e.id, tokio::time::Instant::now())
                 && let Some(ev) = self.event(&e, now)
             {
@@ -231,17 +242,21 @@ impl Feed {
                 }
                 () = tx.closed() => return Ok(()),
             };
-            let events = match heard {
-                Ok(e) => vec![e],
+            let (events, read) = match heard {
+                // Passed on by crate::fleet once applied.
+                Ok(e) => (vec![e], false),
                 // Too slow to keep up: read what was missed from the table.
-                Err(broadcast::error::RecvError::Lagged(_)) => store
-                    .revocations_since(last, RECENT_SECS, false)
-                    .await
-                    .map_err(db)?,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let missed = store.revocations_since(last, RECENT_SECS, false);
+                    (missed.await.map_err(db)?, true)
+                }
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             };
             let now = self.0.clock.now();
             for e in events {
+                if read && !self.applied(&e) {
+                    continue;
+                }
                 let first_time = sent.first_time(e.id, tokio::time::Instant::now());
                 if !first_time || (e.kind == EventKind::Keys && e.id <= keys_known) {
                     continue;

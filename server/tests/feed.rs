@@ -387,6 +387,7 @@ async fn a_snapshot_reads_only_revocations_still_in_force() {
 /// fetches the keys at `ready`).
 #[tokio::test]
 async fn a_resume_from_an_event_older_than_the_window_gets_the_snapshot() {
+    use std::sync::atomic::Ordering::SeqCst;
     use tokenwarden_server::feed::event_id;
     let s = TestServer::with(with_feed).await;
     let store = &s.state.store;
@@ -401,6 +402,11 @@ async fn a_resume_from_an_event_older_than_the_window_gets_the_snapshot() {
     store.deny_token("recent", now).await.unwrap();
     let recent = latest().await;
     s.state.keys.rotate(store, now, 0).await.unwrap();
+    let rotated = store.revocation_cursor().await.unwrap();
+    until("the instance applies the key's event", &|| {
+        s.state.fleet.cursor.load(SeqCst) >= rotated
+    })
+    .await;
     let keys_before_ready = async |last: &str| {
         let (before, _) = Subscriber::connect(&s, Some(last))
             .await
@@ -411,6 +417,55 @@ async fn a_resume_from_an_event_older_than_the_window_gets_the_snapshot() {
     // (On PostgreSQL a resume also re-reads the last 5 s: the first key's event too.)
     assert!(keys_before_ready(&recent).await >= 1, "resumed");
     assert_eq!(keys_before_ready(&old).await, 0, "the snapshot");
+    s.stop().await;
+}
+
+/// A `keys` event read from the table, by a subscriber that comes back with `Last-Event-ID` (or
+/// one that fell behind), goes out only once this instance has re-read its key ring. The
+/// subscriber fetches the JWKS on it and keeps what it gets, which before then still listed the
+/// key the event revokes (only the verifier's second fetch, 6 s later, caught it).
+#[tokio::test]
+async fn a_resumed_subscriber_hears_of_a_revoked_key_once_this_instance_no_longer_lists_it() {
+    let mut s = TestServer::with(with_feed).await;
+    let mut tab = Client::new(&s).oneshot();
+    let t = tab.sign_in(ALICE).await;
+    assert_eq!(tab.logout().await.status, 204);
+    let kid = jwt_parts(&t.access).0["kid"].as_str().unwrap().to_owned();
+    let (_, ready) = Subscriber::connect(&s, None).await.until_ready().await;
+    // This instance applies nothing meanwhile, and the CLI revokes the key: the server's ring
+    // is not told.
+    s.pause_fleet().await;
+    let cli = tokenwarden_server::keys::Keys::new(
+        s.state.settings.key_grace,
+        s.state.settings.key_encryption.clone(),
+    );
+    let store = &s.state.store;
+    let prior = store.revocation_cursor().await.unwrap();
+    assert!(cli.revoke(store, &kid, s.state.now()).await.unwrap());
+    let revoked = store.revocation_cursor().await.unwrap();
+    assert!(jwks_now(&s).await.contains(&kid), "the ring is as it was");
+    let mut sub = Subscriber::connect(&s, ready.id.as_deref()).await;
+    let (before, _) = sub.until_ready().await;
+    let number = |e: &SseEvent| {
+        let n = e.id.as_deref().and_then(|id| id.split_once('.'));
+        n.and_then(|(n, _)| n.parse::<i64>().ok()).unwrap_or(0)
+    };
+    assert!(before.iter().all(|e| number(e) <= prior), "{before:?}");
+    s.resume_fleet();
+    // The CLI's events (a new signing key's, then the revocation's), each once this instance
+    // has applied it; on PostgreSQL the catch-up re-reads the last 5 s: the logout's again.
+    loop {
+        let e = sub.next().await;
+        if number(&e) <= prior {
+            continue;
+        }
+        assert_eq!(e.event, "keys");
+        if number(&e) == revoked {
+            break;
+        }
+    }
+    assert!(!jwks_now(&s).await.contains(&kid));
+    drop(sub);
     s.stop().await;
 }
 

@@ -111,7 +111,8 @@ pub struct TestServer {
     pub refresh_latency_ms: Arc<AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
-    /// PostgreSQL: the task that keeps this instance in step with the others (fleet).
+    /// The task that keeps this instance in step (crate::fleet: on PostgreSQL with the others,
+    /// on SQLite its own events to the feed).
     fleet: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -312,6 +313,23 @@ impl TestServer {
             let _ = fleet.await;
         }
         self.state.store.close().await;
+    }
+
+    /// Stops the task that keeps this instance in step: it applies no event, and passes none
+    /// to the feed, until [`Self::resume_fleet`] (the feed lets its subscribers go after
+    /// `feed::IN_STEP` of it).
+    pub async fn pause_fleet(&mut self) {
+        if let Some(fleet) = self.fleet.take() {
+            fleet.abort();
+            let _ = fleet.await;
+        }
+    }
+
+    /// Starts the task again, from the newest event this instance applied.
+    pub fn resume_fleet(&mut self) {
+        if self.fleet.is_none() {
+            self.fleet = tokenwarden_server::fleet::spawn(self.state.fleet.clone());
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

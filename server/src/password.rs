@@ -148,12 +148,19 @@ fn shows_nothing(c: char) -> bool {
 
 /// Whether a new account's domain is a name: not an address literal (`[192.0.2.1]`: the mailer
 /// has no form for one, so each of its codes was stored and counted and never sent), nor a bare
-/// IP address (which relays do not deliver to). A name on the relay's own network (`localhost`,
-/// `intranet`) is taken: an internal deployment's addresses may be such, and its relay
-/// delivers them.
+/// IP address (which relays do not deliver to), nor one under `invalid` (RFC 6761: never a
+/// mailbox). The last includes the addresses this server makes up for a provider's accounts
+/// (crate::oidc::NO_MAILBOX): an import, a sign-up or the old backend's word opening an account
+/// under one would take the address of the account it stands for, whose provider sign-in then
+/// finds it another's. A name on the relay's own network (`localhost`, `intranet`) is taken: an
+/// internal deployment's addresses may be such, and its relay delivers them.
 fn mailable_domain(email: &str) -> bool {
     email.rsplit_once('@').is_some_and(|(_, domain)| {
-        !domain.starts_with('[') && domain.parse::<std::net::IpAddr>().is_err()
+        let domain = domain.strip_suffix('.').unwrap_or(domain);
+        !domain.starts_with('[')
+            && domain.parse::<std::net::IpAddr>().is_err()
+            && domain != "invalid"
+            && !domain.ends_with(".invalid")
     })
 }
 
@@ -528,6 +535,16 @@ impl Passwords {
         if known.is_none() && !new_address(email) {
             return Err(ApiError::InvalidCredentials);
         }
+        // Nor a password for a provider's account under the address this server made up for it
+        // (crate::oidc::NO_MAILBOX): the address is in the account's tokens, and an old app
+        // that vouches for every address it holds would hand whoever registered it there the
+        // provider's user's account.
+        if email.ends_with(crate::oidc::NO_MAILBOX) {
+            if let Some(user) = known {
+                tracing::warn!(target: "audit", event = "legacy_refused_unverified", user = %user.id);
+            }
+            return Err(ApiError::InvalidCredentials);
+        }
         if let Some(user) = known {
             // An account here without a password (a code sign-up, a provider's, an import
             // without a hash): the old backend's word sets its password only if it vouches for
@@ -799,6 +816,9 @@ mod tests {
             "ann\u{00A0}@example.com",
             "ann@[192.0.2.1]",
             "ann@192.0.2.1",
+            "ann@example.invalid",
+            "ann@invalid.",
+            "0123456789abcdef0123456789abcdef@google.oidc.invalid",
         ] {
             assert!(!new_address(other), "{other:?}");
         }

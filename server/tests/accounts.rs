@@ -324,6 +324,12 @@ async fn legacy_backend(secret: &'static str) -> (String, tokio::task::JoinHandl
                 let no = json!({ "success": false, "error": "wrong password" });
                 return (axum::http::StatusCode::OK, axum::Json(no));
             }
+            // An old app that vouches for every address it holds, including whatever one
+            // someone registered there.
+            if body["email"].as_str().is_some_and(|e| e.ends_with(".invalid")) {
+                let yes = json!({ "email_verified": true, "name": "Registered" });
+                return (axum::http::StatusCode::OK, axum::Json(yes));
+            }
             if body["email"] == "array@legacy.test" {
                 return (axum::http::StatusCode::OK, axum::Json(json!([])));
             }
@@ -503,6 +509,33 @@ async fn the_old_backend_sets_no_password_of_an_account_it_does_not_vouch_for() 
         .await;
     assert_eq!(res.status, 200, "{}", res.body);
     assert_eq!(s.state.store.password_mark("kept-1").await.unwrap(), 0);
+    s.stop().await;
+}
+
+/// The addresses the server makes up for a provider's accounts (`<hash>@NAME.oidc.invalid`,
+/// in the account's tokens) have no mailbox: whoever registered one at the old app gets no
+/// password on the account it stands for, nor an account of its own under one, which the
+/// provider's user's first sign-in would then find another's. (Nor does an import or a sign-up:
+/// `password::tests`, the rule of a new account's address.)
+#[tokio::test]
+async fn the_old_backend_sets_no_password_on_a_provider_s_made_up_address() {
+    let secret = "legacy-shared-secret-0123";
+    let (url, _backend) = legacy_backend(secret).await;
+    let s = with_legacy(&url, secret).await;
+    let taken = "0123456789abcdef0123456789abcdef@google.oidc.invalid";
+    let free = "fedcba9876543210fedcba9876543210@google.oidc.invalid";
+    passwordless(&s, "provider-1", taken, None).await;
+    for email in [taken, free] {
+        let res = Client::new(&s).login((email, "registered-there-1")).await;
+        assert_eq!((res.status, res.error()), (401, "invalid_credentials"));
+    }
+    assert_eq!(stored_hash(&s, taken).await, "", "no password set");
+    assert!(s.state.store.user_by_email(free).await.unwrap().is_none());
+    // An address under `invalid` that is not one of those: refused as a new account's only.
+    let res = Client::new(&s)
+        .login(("ann@example.invalid", "registered-there-1"))
+        .await;
+    assert_eq!(res.status, 401);
     s.stop().await;
 }
 

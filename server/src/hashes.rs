@@ -174,6 +174,11 @@ fn argon2_costs(stored: &str, kind: Kind) -> Result<(u64, u64, u64), HashError> 
         return Err(malformed());
     }
     let hash = argon2::PasswordHash::new(stored).map_err(|_| malformed())?;
+    // Argon2's two versions, 0x10 and 0x13 (none: 0x10, below): any other number parsed, and
+    // the hash, imported, then never verified.
+    if !matches!(hash.version, None | Some(0x10 | 0x13)) {
+        return Err(malformed());
+    }
     let params = argon2::Params::try_from(&hash).map_err(|_| malformed())?;
     Ok((
         u64::from(params.m_cost()),
@@ -432,6 +437,9 @@ mod tests {
             "$argon2id$v=19$m=8,t=1,p=1,keyid=AAAA$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
             "$argon2id$v=19$m=8,t=1$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
             "$scrypt$ln=4,r=8,p=1,ln=30$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            // Not one of argon2's two versions (0x10 and 0x13): it imported, then never verified.
+            "$argon2id$v=20$m=8,t=1,p=1$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "$argon2i$v=0$m=8,t=1,p=1$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
         ] {
             assert!(kind_of(twice).is_err(), "{twice}");
             assert!(importable(twice).is_err(), "{twice}");

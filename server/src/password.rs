@@ -504,8 +504,14 @@ impl Passwords {
             Err(e) => Err(e),
         };
         match result {
-            Ok(_) => tracing::info!(target: "audit", event = "password_rehashed", user = %user.id,
-                                    from = crate::hashes::kind_of(stored).map_or("?", |k| k.as_str())),
+            Ok(true) => {
+                tracing::info!(target: "audit", event = "password_rehashed", user = %user.id,
+                                    from = crate::hashes::kind_of(stored).map_or("?", |k| k.as_str()))
+            }
+            // Another instance's rehash, a change or a reset came first: the hash is theirs.
+            Ok(false) => {
+                tracing::info!(user = %user.id, "rehash skipped: the hash changed meanwhile")
+            }
             Err(e) => tracing::error!(error = %e, user = %user.id, "rehashing a password failed"),
         }
     }

@@ -305,8 +305,9 @@ pub struct ServeArgs {
     pub rotation_max_children: i64,
 
     /// Reverse proxies (CIDR, e.g. 10.0.0.0/8 or 127.0.0.1/32) whose forwarding header gives
-    /// the client's address. Repeat or separate with commas. A range of every address is
-    /// refused; an IPv4-mapped one (`::ffff:10.0.0.5/128`) is its IPv4 range.
+    /// the client's address. Repeat or separate with commas. A range of every address, or
+    /// wider than a /8 of IPv4 or a /7 of IPv6, is refused; an IPv4-mapped one
+    /// (`::ffff:10.0.0.5/128`, or under NAT64's `64:ff9b::/96`) is its IPv4 range.
     #[arg(
         long = "trusted-proxy",
         env = "TW_TRUSTED_PROXIES",
@@ -1241,13 +1242,15 @@ pub fn secret_or_file(
 /// the forwarding header, and none would be held to `--max-connections-per-client`. A range of
 /// IPv4-mapped addresses (`::ffff:10.0.0.5/128`) is its IPv4 range: peers are compared as IPv4,
 /// so it matched nothing and every user shared the proxy's bucket.
+/// Nor is a range wider than any proxies' network: an IPv4 one wider than a /8 (`10.0.0.0/8`
+/// is the widest private one), an IPv6 one wider than a /7 (`fc00::/7`, every unique local
+/// address): `0.0.0.0/1` and `128.0.0.0/1` are every address in two, `2000::/3` every global
+/// IPv6 one.
 fn trusted_proxies(list: &[IpNet]) -> Result<Vec<IpNet>, String> {
     let nets: Vec<IpNet> = list
         .iter()
         .map(|net| match net {
-            IpNet::V6(v6) if v6.prefix_len() >= 96 => v6
-                .addr()
-                .to_ipv4_mapped()
+            IpNet::V6(v6) if v6.prefix_len() >= 96 => crate::net::embedded_ipv4(v6.addr())
                 .and_then(|v4| ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).ok())
                 .map_or(*net, IpNet::V4),
             _ => *net,
@@ -1258,6 +1261,17 @@ fn trusted_proxies(list: &[IpNet]) -> Result<Vec<IpNet>, String> {
         return Err(format!(
             "--trusted-proxy {given} trusts every address: each client would choose the address \
              its throttles count; list the proxies' own addresses"
+        ));
+    }
+    let wide = |n: &IpNet| match n {
+        IpNet::V4(v4) => v4.prefix_len() < 8,
+        IpNet::V6(v6) => v6.prefix_len() < 7,
+    };
+    if let Some((given, _)) = list.iter().zip(&nets).find(|(_, n)| wide(n)) {
+        return Err(format!(
+            "--trusted-proxy {given} is wider than any proxies' network (at most a /8 of IPv4, \
+             a /7 of IPv6): each client in it would choose the address its throttles count; \
+             list the proxies' own addresses"
         ));
     }
     Ok(nets)
@@ -1327,8 +1341,23 @@ mod tests {
             let e = trusted_proxies(&nets(&["10.0.0.5/32", all])).unwrap_err();
             assert!(e.contains(all) && e.contains("every address"), "{e}");
         }
-        let ok = nets(&["10.0.0.0/8", "127.0.0.1/32", "fd00::/8"]);
+        for wide in [
+            "0.0.0.0/1",
+            "128.0.0.0/1",
+            "2000::/3",
+            "::/1",
+            "::ffff:0.0.0.0/97",
+        ] {
+            let e = trusted_proxies(&nets(&["10.0.0.5/32", wide])).unwrap_err();
+            assert!(e.contains(wide) && e.contains("wider than"), "{e}");
+        }
+        let ok = nets(&["10.0.0.0/8", "127.0.0.1/32", "fd00::/8", "fc00::/7"]);
         assert_eq!(trusted_proxies(&ok).unwrap(), ok);
+        // NAT64's well-known prefix: the IPv4 range, as peers are compared.
+        assert_eq!(
+            trusted_proxies(&nets(&["64:ff9b::10.0.0.0/104"])).unwrap(),
+            nets(&["10.0.0.0/8"])
+        );
         // IPv4-mapped: the IPv4 range (peers are compared as IPv4).
         let mapped = nets(&["::ffff:10.0.0.5/128", "::ffff:192.168.0.0/112"]);
         assert_eq!(

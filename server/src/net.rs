@@ -52,22 +52,21 @@ impl Proxies {
             return peer;
         }
         let header = self.header;
-        let mut hops: Vec<Option<IpAddr>> = Vec::new();
-        for value in headers.get_all(header.as_str()) {
-            // Bytes a client wrote (a tab, a byte past ASCII) to the left of what the proxy
-            // appended make its entry no address, not the whole line unreadable: the walk
-            // still finds the address the proxy wrote (before, such a line made every client
-            // the proxy itself, one bucket for all).
-            let value = String::from_utf8_lossy(value.as_bytes());
-            for entry in value.split(',') {
-                hops.push(match header {
-                    ForwardedHeader::XForwardedFor => parse_node(entry),
-                    ForwardedHeader::Forwarded => forwarded_for(entry),
-                });
-            }
-        }
         let mut client = peer;
-        for hop in hops.into_iter().rev() {
+        // From the right, lazily, and at most [`MAX_HOPS`] entries: a header of thousands of
+        // entries (`,,,,…`, which a proxy passes on) costs no more than its last few.
+        let values = headers.get_all(header.as_str()).iter().rev();
+        // Bytes a client wrote (a tab, a byte past ASCII) to the left of what the proxy
+        // appended make its entry no address, not the whole line unreadable: the walk still
+        // finds the address the proxy wrote (before, such a line made every client the proxy
+        // itself, one bucket for all).
+        let entries = values.flat_map(|v| v.as_bytes().rsplit(|b| *b == b','));
+        for entry in entries.take(MAX_HOPS) {
+            let entry = String::from_utf8_lossy(entry);
+            let hop = match header {
+                ForwardedHeader::XForwardedFor => parse_node(&entry),
+                ForwardedHeader::Forwarded => forwarded_for(&entry),
+            };
             let Some(ip) = hop else {
                 return client;
             };
@@ -79,6 +78,10 @@ impl Proxies {
         client
     }
 }
+
+/// The most forwarding entries read, from the right: more trusted proxies in a row than any
+/// deployment has (past them, the last one read is the client).
+const MAX_HOPS: usize = 32;
 
 /// The `for=` parameter of one element of a `Forwarded` header.
 fn forwarded_for(element: &str) -> Option<IpAddr> {
@@ -104,10 +107,23 @@ fn parse_node(node: &str) -> Option<IpAddr> {
     inner.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
 }
 
-/// IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`) are the IPv4 address.
+/// An IPv6 address that carries an IPv4 client's: IPv4-mapped (`::ffff:192.0.2.1`, a
+/// dual-stack socket's) or under NAT64's well-known prefix (`64:ff9b::192.0.2.1`, RFC 6052: a
+/// server on IPv6 only behind a translator). Counted as its /64, every IPv4 client of the
+/// translator shared one bucket.
+pub(crate) fn embedded_ipv4(v6: Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    const NAT64: u128 = 0x0064_ff9b_u128 << 96;
+    let bits = u128::from(v6);
+    if bits >> 32 == NAT64 >> 32 {
+        return Some(std::net::Ipv4Addr::from(bits as u32));
+    }
+    v6.to_ipv4_mapped()
+}
+
+/// An address that carries an IPv4 client's is the IPv4 address ([`embedded_ipv4`]).
 pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => embedded_ipv4(v6).map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     }
 }
@@ -231,6 +247,22 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv4_client_behind_a_translator_is_its_ipv4_address() {
+        for (v6, v4) in [
+            ("::ffff:192.0.2.1", "192.0.2.1"),
+            ("64:ff9b::192.0.2.1", "192.0.2.1"),
+            ("64:ff9b::c633:6409", "198.51.100.9"),
+        ] {
+            assert_eq!(canonical(ip(v6)), ip(v4), "{v6}");
+            assert_eq!(bucket_key(ip(v6)), v4, "{v6}");
+        }
+        // Not under the prefix: the /64.
+        for v6 in ["64:ff9b:1::192.0.2.1", "2001:db8::192.0.2.1"] {
+            assert!(bucket_key(ip(v6)).ends_with("/64"), "{v6}");
+        }
+    }
+
+    #[test]
     fn an_untrusted_peer_is_the_client_whatever_it_claims() {
         let p = proxies(ForwardedHeader::XForwardedFor);
         let h = headers("x-forwarded-for", &["198.51.100.9"]);
@@ -255,6 +287,17 @@ mod tests {
             p.client_ip(ip("10.0.0.1"), &HeaderMap::new()),
             ip("10.0.0.1")
         );
+        // Thousands of entries the client wrote: only the last few are read, and the proxy's
+        // is found; past 32 trusted proxies in a row, the 32nd is the client.
+        let long = format!("{}198.51.100.9, 10.1.1.1", ",".repeat(10_000));
+        let h = headers("x-forwarded-for", &[&long]);
+        assert_eq!(p.client_ip(ip("10.0.0.1"), &h), ip("198.51.100.9"));
+        let chain: Vec<String> = (0..40).map(|i| format!("10.0.0.{i}")).collect();
+        let h = headers(
+            "x-forwarded-for",
+            &[&format!("198.51.100.9, {}", chain.join(", "))],
+        );
+        assert_eq!(p.client_ip(ip("10.0.0.1"), &h), ip("10.0.0.8"));
         // Garbage where the client should be: the proxy that wrote it.
         let h = headers("x-forwarded-for", &["unknown, 10.2.2.2"]);
         assert_eq!(p.client_ip(ip("10.0.0.1"), &h), ip("10.2.2.2"));

@@ -36,6 +36,12 @@ pub use crate::config::{ConnectionLimits, Proxies};
 /// A client that opens a connection and never finishes the TLS handshake is dropped after this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The most a request's head (its line and headers) may take (hyper's `max_header_size`): a
+/// larger one is refused with 431. A client of ours sends a few KiB at most (an access token
+/// with 4 KiB of custom claims, a DPoP proof, the refresh cookie); an app's own cookies on the
+/// auth server's origin are the rest.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// A response extension: drop the connection instead of sending this response.
 #[derive(Clone, Copy, Debug)]
 pub struct DropConnection;
@@ -185,8 +191,11 @@ async fn serve_with(
         open: std::sync::Mutex::default(),
     });
     let mut http = http1::Builder::new();
+    // A request's head within [`MAX_HEAD_BYTES`] (hyper's own bound is about 400 KiB a
+    // connection: a thousand connections each holding one took 400 MB).
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(MAX_HEAD_BYTES);
     tokio::pin!(shutdown);
     loop {
         let slot = tokio::select! {

@@ -1047,6 +1047,11 @@ impl std::fmt::Debug for OidcProvider {
 /// Whether `url` may be a provider's: https, or http to a loopback host (a provider on this
 /// machine, in development and tests).
 pub fn provider_url_ok(url: &str) -> bool {
+    // Nor a control character or a space, which URL parsing drops (a tab, a line break) where
+    // the text, logged as the provider wrote it, would start a forged line of the log.
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return false;
+    }
     let Ok(u) = url::Url::parse(url) else {
         return false;
     };

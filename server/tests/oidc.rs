@@ -237,6 +237,15 @@ async fn return_to_must_be_a_path_of_this_site_and_another_site_cannot_start_a_s
             .unwrap();
         // (No provider answers here: a started flow is a 303 back to the page with the reason.)
         let started = res.status() == 303;
+        // Nor does another site's page send the user to the provider's sign-out (and through
+        // its back-channel logout out of every app): here 503, the provider unreachable.
+        let end = b.http.get(s.url("/auth/oidc/idp/end-session"));
+        let end = end.header("sec-fetch-site", site).send().await.unwrap();
+        assert_eq!(
+            end.status(),
+            if status == 302 { 503 } else { 403 },
+            "{site}"
+        );
         assert_eq!(started, status == 302, "{site}: {}", res.status());
         if !started {
             assert_eq!(res.status(), 403);

@@ -250,10 +250,7 @@ pub async fn start(
     // key, in place of the user's. The app's pages are same-origin or same-site (the refresh
     // cookie is `SameSite=Strict`: an app on another site cannot use this server), and a
     // browser too old to send `Sec-Fetch-Site` is let through.
-    if headers
-        .get("sec-fetch-site")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
-    {
+    if from_another_site(&headers) {
         return Ok(error_page(
             StatusCode::FORBIDDEN,
             "A sign-in must start from this site's pages.",
@@ -535,9 +532,14 @@ fn string<'a>(c: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
 /// makes it look like another's, a control character, a quoted local part) is left out, as if
 /// the provider had sent none: the account gets an address no one can claim.
 /// So is one of those addresses ([`NO_MAILBOX`]): another provider naming one, marked verified,
-/// would be linked by it into the account it stands for.
+/// would be linked by it into the account it stands for. So is one with a character past ASCII
+/// that lower-cases to ASCII: lower-casing, as every address here is, would make another
+/// mailbox's address of it, which the provider never verified (`\u{212A}im@corp.com`, with the
+/// Kelvin sign, is `kim@corp.com`; `\u{130}` is `i` and a combining dot).
 fn provider_email(c: &Map<String, Value>) -> Option<String> {
+    let to_ascii = |c: char| !c.is_ascii() && c.to_lowercase().any(|l| l.is_ascii());
     string(c, "email")
+        .filter(|raw| !raw.chars().any(to_ascii))
         .map(crate::password::normalize_email)
         .filter(|e| crate::password::acceptable_email(e) && !e.ends_with(NO_MAILBOX))
 }
@@ -887,12 +889,29 @@ pub async fn backchannel_logout(
     Ok(no_store(StatusCode::OK.into_response()))
 }
 
-/// `GET /auth/oidc/{name}/end-session`: RP-initiated logout at the provider.
+/// A navigation another site's page caused (`Sec-Fetch-Site: cross-site`); a browser too old to
+/// send the header is let through.
+fn from_another_site(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
+}
+
+/// `GET /auth/oidc/{name}/end-session`: RP-initiated logout at the provider. Not for another
+/// site's page: a link there would sign the user out at the provider, and through its
+/// back-channel logout here and in every other app.
 pub async fn end_session(
     State(oidc): State<Oidc>,
     PathParam(name): PathParam<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let provider = oidc.provider(&name)?.clone();
+    if from_another_site(&headers) {
+        return Ok(error_page(
+            StatusCode::FORBIDDEN,
+            "A sign-out at the provider must start from this site's pages.",
+        ));
+    }
     let meta = provider
         .metadata()
         .await
@@ -978,9 +997,22 @@ mod tests {
             "adm\\in@example.com",
             "no-at-sign",
             "0123abcd@idp.oidc.invalid",
+            // A character past ASCII that lower-cases to ASCII: the Kelvin sign to `k`, a
+            // capital I with a dot above to `i` and a combining dot.
+            "\u{212A}im@corp.example",
+            "k\u{130}m@corp.example",
         ] {
             assert_eq!(with("email", json!(bad)).unwrap().email, None, "{bad:?}");
         }
+        // Another spelling of a mailbox outside ASCII still links the account opened under it
+        // before the rule of one spelling (crate::password::new_address).
+        assert_eq!(
+            with("email", json!("U\u{0308}nicode@Example.com"))
+                .unwrap()
+                .email
+                .as_deref(),
+            Some("u\u{0308}nicode@example.com")
+        );
         assert_eq!(
             with("email", json!(" Ada@Example.com "))
                 .unwrap()

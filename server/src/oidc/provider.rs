@@ -407,6 +407,10 @@ mod tests {
             "b": "http://127.0.0.1:9000/jwks",
             "c": "http://idp.example/jwks",
             "d": "https://user:pw@idp.example/x",
+            // URL parsing drops these, the log would not: a forged line of the log.
+            "e": "https://idp.example/jwks\n2026-12-07T00:00:00Z  WARN audit: x=y",
+            "f": "https://idp.example/jw\tks",
+            "g": " https://idp.example/jwks",
         });
         let ok = |name: &str, issuer: &str| endpoint(&doc, name, issuer).is_ok();
         assert!(ok("a", "https://idp.example"));
@@ -417,6 +421,9 @@ mod tests {
         assert!(ok("b", "http://127.0.0.1:9000"));
         assert!(!ok("c", "http://127.0.0.1:9000"));
         assert!(!ok("d", "https://idp.example"));
+        for forged in ["e", "f", "g"] {
+            assert!(!ok(forged, "https://idp.example"), "{forged}");
+        }
         assert!(!ok("missing", "https://idp.example"));
     }
 }

@@ -1197,6 +1197,54 @@ async fn a_provider_s_address_links_an_account_opened_before_the_new_account_rul
     s.stop().await;
 }
 
+/// A provider gives a person one `sub` for good: another `sub` with the address of an account
+/// already linked to one of its identities is someone the address was given to since (a former
+/// colleague's), and is not signed into that account, nor linked to it.
+#[tokio::test]
+async fn an_address_given_to_someone_else_at_the_provider_does_not_open_its_former_owner_s_account()
+{
+    let (s, h) = linking_server().await;
+    address_verified(&s, ALICE.0).await;
+    let alice = sub_of(&s, ALICE).await;
+    let (_, _, first) = hostile_session(
+        &s,
+        &h,
+        Forge::Claims(|c| {
+            c["sub"] = json!("alice-at-the-provider");
+            c["email"] = json!(ALICE.0);
+        }),
+    )
+    .await;
+    assert_eq!(first["sub"], alice, "linked by the verified address");
+    let res = hostile_sign_in(
+        &s,
+        &h,
+        Forge::Claims(|c| {
+            c["sub"] = json!("the-address-s-next-holder");
+            c["email"] = json!(ALICE.0);
+        }),
+    )
+    .await;
+    assert_eq!(location(&res), "/r?tw_error=account_not_linked");
+    assert!(refresh_cookie_of(&res).is_none());
+    let store = &s.state.store;
+    let issuer = &h.issuer;
+    let next = store.user_of_identity(issuer, "the-address-s-next-holder");
+    assert!(next.await.unwrap().is_none());
+    // The first identity still signs in.
+    let (_, _, again) = hostile_session(
+        &s,
+        &h,
+        Forge::Claims(|c| {
+            c["sub"] = json!("alice-at-the-provider");
+            c["email"] = json!(ALICE.0);
+        }),
+    )
+    .await;
+    assert_eq!(again["sub"], alice);
+    s.stop().await;
+}
+
 /// The address a hostile provider names next (a test's own, set before the sign-in).
 static NAMED: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
 

@@ -732,12 +732,20 @@ async fn user_for(
         .await
         .map_err(db)?
     {
-        // Another callback linked it first: that one's user.
-        return store
+        // Another callback linked it first: that one's user. Or the account is another
+        // identity's at this provider: the address was given to someone else since (a
+        // colleague's former address), who must not sign into the account it opened.
+        return match store
             .user_of_identity(issuer, &claims.sub)
             .await
             .map_err(db)?
-            .ok_or_else(|| failed("the identity vanished"));
+        {
+            Some(user) => Ok(user),
+            None => Err(Failed(
+                FederationError::AccountNotLinked,
+                "the account is another identity's at this provider".into(),
+            )),
+        };
     }
     tracing::info!(target: "audit", event = "oidc_linked", provider = %name, user = %user.id);
     Ok(user)

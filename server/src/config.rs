@@ -877,6 +877,14 @@ impl Settings {
             );
         }
         let mut allowed_origins = explicit_origins(&a.allowed_origins, "--allowed-origin")?;
+        if let Some(plain) = allowed_origins.iter().find(|o| !secure_origin(o)) {
+            return Err(format!(
+                "--allowed-origin {plain} is plain http on a host other than this machine: anyone \
+                 on its network could put a script in its pages, which the CORS answers would \
+                 hand every token; serve the app over https (http only on 127.0.0.1, ::1 or \
+                 localhost)"
+            ));
+        }
         let connect_src = explicit_origins(&a.connect_src, "--connect-src")?;
         if a.demo {
             let port = a.bind.port();
@@ -1282,6 +1290,14 @@ fn trusted_proxies(list: &[IpNet]) -> Result<Vec<IpNet>, String> {
     Ok(nets)
 }
 
+/// An origin whose pages no one on the network can change: https, or plain http on this
+/// machine (a development server).
+fn secure_origin(origin: &str) -> bool {
+    origin
+        .strip_prefix("http://")
+        .is_none_or(tokenwarden_dpop::is_loopback_host)
+}
+
 /// `--allowed-origin`'s or `--connect-src`'s origins (`flag`), each as browsers send an
 /// `Origin` (RFC 6454: the host lower-cased, no default port, no slash): CORS compares them as
 /// bytes, and `https://App.example.com:443/` would otherwise match no browser's request.
@@ -1393,6 +1409,26 @@ mod tests {
                 explicit_origins(&list(&[bad]), "--allowed-origin").is_err(),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn an_allowed_origin_on_plain_http_is_this_machine_s() {
+        for ok in [
+            "https://app.example.com",
+            "http://127.0.0.1:5173",
+            "http://localhost:3000",
+            "http://[::1]:8080",
+            "http://localhost",
+        ] {
+            assert!(secure_origin(ok), "{ok}");
+        }
+        for plain in [
+            "http://app.example.com",
+            "http://10.0.0.5:3000",
+            "http://app.test:3000",
+        ] {
+            assert!(!secure_origin(plain), "{plain}");
         }
     }
 

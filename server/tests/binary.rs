@@ -231,6 +231,30 @@ fn a_wildcard_cors_origin_is_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("explicit http(s) origin"));
 }
 
+/// An app on plain http beyond this machine: anyone on its network could put a script in its
+/// pages, which the CORS answers would hand every token (the refresh cookie, `SameSite=Strict`,
+/// may go with a request from an http page of the same site).
+#[test]
+fn a_cors_origin_on_plain_http_beyond_this_machine_is_refused() {
+    let out = Command::new(server_binary())
+        .args([
+            "--bind",
+            "127.0.0.1:0",
+            "--allowed-origin",
+            "https://app.example.com,http://app.example.com",
+            "--database-url",
+            "sqlite::memory:",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--allowed-origin http://app.example.com is plain http"),
+        "{err}"
+    );
+}
+
 /// Settings under which the feed or the maintenance cannot do their work are refused: an idle
 /// timeout that cuts every feed stream between two keepalives (15 s apart), and a key poll over
 /// a minute (it paces the purges and the revocation list's pruning too).

@@ -16,7 +16,8 @@ export interface AuthState {
   claims: AccessTokenClaims | null;
   /** When the access token expires (`Date.now()` milliseconds), or `null`. */
   expiresAt: number | null;
-  /** Why the last session ended, or `null` if none has ended since the page loaded. */
+  /** Why the last session ended while a component was listening, or `null` if none has (the
+   * manager's handlers exist only then: a session that ends with nothing mounted is not seen). */
   endReason: AuthEndReason | null;
   /** Why the page-load `restore()` failed, or `null`: a `LoginError` on the page a
    * `loginWithRedirect` came back to without signing in (`access_denied`, ...), a

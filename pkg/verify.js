@@ -696,7 +696,9 @@ export async function createVerifier(options = {}) {
     throw new RangeError("maxStalenessMs must be a number of milliseconds, 0 or more (onStale: \"accept\" for a view never refused)");
   let nonceKey;
   if (options.nonceSecret !== undefined) {
-    nonceKey = Buffer.from(String(options.nonceSecret), "utf8");
+    // Trimmed, as the auth server reads its secret files: a secret read from a file with its
+    // newline made another key, and every nonce of the one an extra round trip in the other.
+    nonceKey = Buffer.from(String(options.nonceSecret).trim(), "utf8");
     if (nonceKey.length < 32) throw new RangeError("nonceSecret must be at least 32 bytes");
   } else {
     nonceKey = randomBytes(32);
@@ -976,7 +978,8 @@ export async function createVerifier(options = {}) {
   }
 
   const revocations = revocationFeed({
-    token: revocationToken,
+    // Trimmed, as the auth server reads its token file.
+    token: typeof revocationToken === "string" ? revocationToken.trim() : revocationToken,
     endpoint: metadata.tokenwarden_revocations_endpoint,
     authOrigin: new URL(base).origin,
     leewaySecs,

@@ -565,9 +565,10 @@ pub struct Options {
     pub public_origins: Vec<String>,
     /// The auth server's `--dpop-nonce-secret`, so that its nonces work here and this API's
     /// there (no extra round trip); `None`: a secret of this process (docs/DEPLOYMENT.md).
+    /// Trimmed, as the auth server reads it (a file's newline is no part of it).
     pub nonce_secret: Option<String>,
-    /// The revocation feed's service token (`--revocation-feed-token-file`); `None`: no feed,
-    /// a revoked token passes until its `exp`.
+    /// The revocation feed's service token (`--revocation-feed-token-file`), trimmed; `None`:
+    /// no feed, a revoked token passes until its `exp`.
     pub revocation_token: Option<String>,
     /// Accept unbound (Bearer) tokens too.
     pub allow_bearer: bool,
@@ -654,8 +655,10 @@ pub async fn discover(
     let jwks = get_text(&http, jwks_uri)
         .await
         .map_err(DiscoverError::AuthServer)?;
+    // The secrets trimmed, as the auth server reads its files: one read with its newline made
+    // another nonce key (an extra round trip at each switch), and a feed token no header.
     let secret = match &options.nonce_secret {
-        Some(s) => s.as_bytes().to_vec(),
+        Some(s) => s.trim().as_bytes().to_vec(),
         None => {
             let mut s = vec![0u8; 32];
             ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut s)
@@ -679,7 +682,8 @@ pub async fn discover(
     rs.revocations()
         .insecure_http
         .store(options.allow_insecure_http, Ordering::Relaxed);
-    follow(&rs, auth_server, options.revocation_token);
+    let token = options.revocation_token.map(|t| t.trim().to_owned());
+    follow(&rs, auth_server, token);
     Ok(rs)
 }
 

@@ -3,7 +3,8 @@ import cors from "@fastify/cors";
 import Fastify from "fastify";
 import { CORS, createVerifier } from "tokenwarden/verify";
 
-const env = (name, fallback) => process.env[name] ?? fallback;
+// Set but empty (`SPA_ORIGIN=` in a compose file) is unset: an empty CORS origin is `*`.
+const env = (name, fallback) => process.env[name] || fallback;
 const verifier = await createVerifier({
   authServer: env("AUTH_SERVER", "http://127.0.0.1:8080"),
   publicOrigin: env("PUBLIC_ORIGIN", "http://127.0.0.1:3003"), // this API, as browsers reach it

@@ -753,6 +753,27 @@ fn api_options(
     }
 }
 
+/// The crate's secrets read from files with their newline: trimmed, as the auth server reads
+/// them (the feed token made no header, so the feed never connected and every request was
+/// refused as stale).
+#[tokio::test]
+async fn the_crate_trims_its_secrets_as_the_auth_server_reads_them() {
+    let s = TestServer::with(with_feed_and_secret).await;
+    let mut options = api_options(&s, Duration::from_secs(30), true);
+    options.nonce_secret = Some(format!("{NONCE_SECRET}\n"));
+    options.revocation_token = Some(format!("{FEED_TOKEN}\n"));
+    let relay = Relay::to(&s).await;
+    let rs = tokenwarden_dpop::feed::discover(&relay.url, options)
+        .await
+        .unwrap();
+    until("the feed's snapshot", &|| {
+        rs.revocations().staleness().is_some()
+    })
+    .await;
+    relay.cut();
+    s.stop().await;
+}
+
 /// What the API `rs` receives from a bound client for `GET /orders`: a proof with the API's
 /// nonce (it refuses nonces issued before it started, the auth server's current one too).
 fn api_request(

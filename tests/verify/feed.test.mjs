@@ -719,6 +719,16 @@ test("memoryReplayStore kept full: a claim does not walk the whole store (only t
   }
 });
 
+test("the nonce secret is trimmed, as the auth server reads its file: one read with its newline takes the server's nonces", async () => {
+  const c = boundCase;
+  const options = (nonceSecret) => ({ authServer: AUTH, publicOrigin: corpus.config.public_origins, nonceSecret, now: () => c.now * 1000, refuseNoncesBefore: 0, fetch: scripted().fetch });
+  const read = await createVerifier(options(`${corpus.config.nonce_secret}\n`));
+  assert.equal((await read.verify(c.request)).sub, "user-1");
+  // Another secret's nonces are refused: the check is made.
+  const other = await createVerifier(options(`${corpus.config.nonce_secret}x`));
+  assert.equal((await other.verify(c.request).catch((e) => e)).code, "use_dpop_nonce");
+});
+
 test("a full replay store refuses the proof (invalid_dpop_proof); a failing one is a 500", async () => {
   const c = boundCase;
   // refuseNoncesBefore 0: a verifier started before the case (the corpus's nonce is older).

@@ -109,8 +109,9 @@ pub enum ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        // Two transactions side by side that PostgreSQL ended one of (a lock cycle): nothing
-        // was written, so a 503 to retry, not a 500.
+        // Two transactions side by side that PostgreSQL ended one of (a lock cycle), or a
+        // SQLite write another process's made stale: nothing was written, so a 503 to retry,
+        // not a 500.
         if e.is_transient() {
             tracing::warn!(error = %e, "a transaction lost to another side by side: 503");
             return ApiError::Busy { retry_after: 1 };

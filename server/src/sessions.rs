@@ -248,7 +248,15 @@ impl Sessions {
         auth: &Authentication,
     ) -> Result<Issued, ApiError> {
         let ring = self.0.keys.current();
-        let ttl = self.0.policy.access_ttl;
+        // No longer than the session: a token issued a moment before the absolute end (or an
+        // idle end nearer than the TTL) outlived it by up to the TTL, out of the user's list
+        // of sessions and so out of reach of its revoke.
+        let ttl = self
+            .0
+            .policy
+            .access_ttl
+            .min(refresh_expires_at - now)
+            .max(1);
         let subject = tokens::Subject {
             user,
             session_id,

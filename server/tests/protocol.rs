@@ -363,6 +363,11 @@ async fn sessions_expire_when_idle_and_at_their_absolute_lifetime() {
     let cookies = res.set_cookies();
     assert!(cookies[1].contains("Max-Age=10;"), "{cookies:?}");
     let t3 = c.tokens_of(&res);
+    // Its access token ends with the session, not a TTL later (out of the user's list of
+    // sessions, so out of reach of its revoke).
+    let end = jwt_parts(&t0.access).1["iat"].as_i64().unwrap() + 250;
+    assert_eq!(jwt_parts(&t3.access).1["exp"], end);
+    assert_eq!(res.body["expires_in"], 10);
     s.state.clock.advance(11);
     assert_eq!(c.refresh_error(&t3.refresh).await, "invalid_grant");
 
@@ -372,6 +377,33 @@ async fn sessions_expire_when_idle_and_at_their_absolute_lifetime() {
     let u0 = c.sign_in(BOB).await;
     s.state.clock.advance(101);
     assert_eq!(c.refresh_error(&u0.refresh).await, "invalid_grant");
+    s.stop().await;
+}
+
+/// A rotation whose time was read before another's committed (a slow request on an instance of
+/// a fleet; here the clock set back 8 s) moves the session's last use and idle end no earlier:
+/// a revocation counts from the last use, so that every token issued before it stays refused
+/// for its whole life on every instance and in the feed.
+#[tokio::test]
+async fn a_rotation_with_an_earlier_time_moves_the_session_s_last_use_no_earlier() {
+    let s = TestServer::start().await;
+    s.state.clock.freeze();
+    let mut c = Client::new(&s).oneshot();
+    let t0 = c.sign_in(ALICE).await;
+    let user = jwt_parts(&t0.access).1["sub"].as_str().unwrap().to_owned();
+    let session = async || {
+        let rows = s.state.store.live_sessions(&user, s.state.now()).await;
+        let row = rows.unwrap().into_iter().next().unwrap();
+        (row.last_used_at, row.idle_expires_at)
+    };
+    s.state.clock.advance(8);
+    c.rotate(&t0.refresh).await;
+    let later = session().await;
+    // The same token again within the grace window (the first answer lost): a repeat, at a
+    // time 8 s earlier.
+    s.state.clock.advance(-8);
+    assert_eq!(c.present(&t0.refresh).await.status, 200);
+    assert_eq!(session().await, later);
     s.stop().await;
 }
 

@@ -123,8 +123,10 @@ pub const RESUMED_EVENTS_PG: &str = "SELECT id, kind, subject, at FROM revocatio
 ///
 /// `$1` head, `$2` now, `$3` idle expiry, `$6` the child's generation, `$9` whether to revoke
 /// generation `$11`.
-pub const ROTATE_PG: &str = "WITH s AS (UPDATE sessions SET max_used_gen = $1, last_used_at = $2,
-                                idle_expires_at = $3, version = version + 1
+pub const ROTATE_PG: &str = "WITH s AS (UPDATE sessions SET max_used_gen = $1,
+                                last_used_at = GREATEST(last_used_at, $2),
+                                idle_expires_at = GREATEST(idle_expires_at, $3),
+                                version = version + 1
             WHERE id = $4 AND version = $5 AND revoked_at IS NULL
             RETURNING user_id),
       r AS (UPDATE refresh_tokens SET revoked_at = $2

@@ -130,13 +130,19 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// A transaction PostgreSQL ended to break a lock cycle, or a serialisation conflict:
-    /// nothing of it was written, and the same request again goes through.
+    /// A transaction PostgreSQL ended to break a lock cycle, or a serialisation conflict; or
+    /// SQLite busy past its timeout, or a transaction whose read another process's write made
+    /// stale before it could write (`SQLITE_BUSY_SNAPSHOT`: `users add` or `keys rotate` on a
+    /// running server's file): nothing of it was written, and the same request again goes
+    /// through.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Database(sqlx::Error::Database(e)) => {
-                matches!(e.code().as_deref(), Some("40P01" | "40001"))
-            }
+            StoreError::Database(sqlx::Error::Database(e)) => matches!(
+                e.code().as_deref(),
+                // PostgreSQL's SQLSTATEs; SQLite's (extended) result codes: BUSY, and its
+                // RECOVERY, SNAPSHOT and TIMEOUT.
+                Some("40P01" | "40001" | "5" | "261" | "517" | "773")
+            ),
             _ => false,
         }
     }
@@ -658,6 +664,40 @@ fn private_file(path: &std::path::Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Another process (the CLI) writes a running server's SQLite file between a transaction's
+    /// read and its write: the write fails with `SQLITE_BUSY_SNAPSHOT`, whatever the busy
+    /// timeout. Nothing was written, so it is a 503 to retry, not a 500.
+    #[tokio::test]
+    async fn a_write_whose_read_another_process_made_stale_is_transient() {
+        use sqlx::{AnyConnection, Connection};
+        install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let mut server = AnyConnection::connect(&url).await.unwrap();
+        let mut cli = AnyConnection::connect(&url).await.unwrap();
+        for sql in [
+            "PRAGMA journal_mode = WAL",
+            "CREATE TABLE t (x INTEGER)",
+            "BEGIN",
+        ] {
+            sqlx::query(sql).execute(&mut server).await.unwrap();
+        }
+        sqlx::query("SELECT count(*) FROM t")
+            .fetch_one(&mut server)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut cli)
+            .await
+            .unwrap();
+        let e = sqlx::query("INSERT INTO t VALUES (2)")
+            .execute(&mut server)
+            .await
+            .unwrap_err();
+        let e = StoreError::Database(e);
+        assert!(e.is_transient(), "{e}");
+    }
 
     /// `build.rs`'s list is each folder as sqlx reads it (`sqlx::migrate!` did, at build time):
     /// the same versions, descriptions and checksums, so that a database an earlier version

@@ -207,8 +207,10 @@ async fn rotate_in(
         now,
     } = p;
     let swap = q!(
-        "UPDATE sessions SET max_used_gen = $1, last_used_at = $2, idle_expires_at = $3,
-                             version = version + 1
+        "UPDATE sessions SET max_used_gen = $1,
+             last_used_at = CASE WHEN last_used_at > $2 THEN last_used_at ELSE $2 END,
+             idle_expires_at = CASE WHEN idle_expires_at > $3 THEN idle_expires_at ELSE $3 END,
+             version = version + 1
          WHERE id = $4 AND version = $5 AND revoked_at IS NULL",
         r.head,
         now,

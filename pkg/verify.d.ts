@@ -94,9 +94,9 @@ export interface VerifierOptions {
   issuer?: string;
   /** Leeway for `exp`/`nbf` in seconds: 0 to 30 (default 5). */
   leewaySecs?: number;
-  /** The auth server's `--dpop-nonce-secret` (at least 32 bytes): nonces either issues work at
-   * both. Default: a random secret of this verifier's own (clients then get one
-   * `use_dpop_nonce` round trip here). */
+  /** The auth server's `--dpop-nonce-secret` (at least 32 bytes, trimmed as the server trims
+   * it): nonces either issues work at both. Default: a random secret of this verifier's own
+   * (clients then get one `use_dpop_nonce` round trip here). */
   nonceSecret?: string;
   /** Accept unbound tokens as `Authorization: Bearer` (default false: only DPoP-bound tokens,
    * like the server's `--dpop required`; the server's default mode accepts them). */
@@ -111,7 +111,8 @@ export interface VerifierOptions {
    * get one `use_dpop_nonce` round trip after a restart), 0 with a shared `replayStore`
    * (`postgresReplayStore`, or any store with `shared: true`). */
   refuseNoncesBefore?: number;
-  /** The auth server's `--revocation-feed-token-file` token: subscribe to its revocation feed
+  /** The auth server's `--revocation-feed-token-file` token (trimmed, as the server reads the
+   * file): subscribe to its revocation feed
    * and refuse revoked sessions and tokens within a second of their revocation. Left out while
    * the auth server has a feed: a warning (revoked tokens then pass until their `exp`); `null`:
    * no feed, on purpose, said nowhere. */

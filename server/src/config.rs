@@ -251,7 +251,8 @@ pub struct ServeArgs {
     #[arg(long, env = "TW_KEY_POLL_SECS", default_value_t = 1)]
     pub key_poll_secs: u64,
 
-    /// Origins allowed by CORS (with credentials). Repeat or separate with commas.
+    /// Origins allowed by CORS (with credentials). Repeat or separate with commas. https, or
+    /// plain http on 127.0.0.1, ::1 or localhost only.
     #[arg(
         long = "allowed-origin",
         env = "TW_ALLOWED_ORIGINS",
@@ -1234,14 +1235,16 @@ fn dpop_settings(a: &DpopArgs) -> Result<DpopSettings, String> {
 
 /// A secret given as a flag's value or as a file holding it (`<flag>-file`: a Docker or
 /// Kubernetes secret, never in the process's arguments or environment), whichever is set (clap
-/// refuses both). The file's text without surrounding white space; an empty file is an error.
+/// refuses both). Either without surrounding white space; an empty file is an error.
 pub fn secret_or_file(
     value: Option<&String>,
     file: Option<&Path>,
     flag: &str,
 ) -> Result<Option<String>, String> {
+    // A value trimmed as a file's text is (an environment variable filled from a secret file
+    // keeps its newline): the verifiers trim theirs, and the two must be the same secret.
     let Some(file) = file else {
-        return Ok(value.cloned());
+        return Ok(value.map(|v| v.trim().to_owned()));
     };
     let text = crate::kek::read_secret_text(file).map_err(|e| format!("{flag}-file {e}"))?;
     if text.is_empty() {
@@ -1374,10 +1377,11 @@ mod tests {
         }
         let ok = nets(&["10.0.0.0/8", "127.0.0.1/32", "fd00::/8", "fc00::/7"]);
         assert_eq!(trusted_proxies(&ok).unwrap(), ok);
-        // NAT64's well-known prefix: the IPv4 range, as peers are compared.
+        // NAT64's well-known prefix: the IPv4 range, as peers are compared (a global one: no
+        // other is under it).
         assert_eq!(
-            trusted_proxies(&nets(&["64:ff9b::10.0.0.0/104"])).unwrap(),
-            nets(&["10.0.0.0/8"])
+            trusted_proxies(&nets(&["64:ff9b::93.184.215.0/120"])).unwrap(),
+            nets(&["93.184.215.0/24"])
         );
         // IPv4-mapped: the IPv4 range (peers are compared as IPv4).
         let mapped = nets(&["::ffff:10.0.0.5/128", "::ffff:192.168.0.0/112"]);
@@ -1410,6 +1414,15 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_secret_given_as_a_value_is_trimmed_as_a_file_s_text_is() {
+        let value = "0123456789abcdef0123456789abcdef\n".to_owned();
+        assert_eq!(
+            secret_or_file(Some(&value), None, "--dpop-nonce-secret").unwrap(),
+            Some("0123456789abcdef0123456789abcdef".to_owned())
+        );
     }
 
     #[test]

@@ -199,7 +199,10 @@ impl Feed {
         // A new subscriber fetches the keys at `ready`: the `keys` events up to its cursor are
         // not sent (a catch-up's re-read would bring those of the last seconds; one committed
         // late, below the cursor, is caught by the second fetch 6 s after `ready`).
-        let keys_known = if after == 0 { cursor } else { 0 };
+        // (Those this instance has applied: one it has not, its JWKS at `ready` still lists
+        // what the event revokes, so the event goes out once crate::fleet has applied it.)
+        let applied = self.0.applied.load(Ordering::SeqCst);
+        let keys_known = if after == 0 { cursor.min(applied) } else { 0 };
         for e in first.map_err(db)? {
             if !self.applied(&e) {
                 continue;

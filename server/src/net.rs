@@ -111,11 +111,25 @@ fn parse_node(node: &str) -> Option<IpAddr> {
 /// dual-stack socket's) or under NAT64's well-known prefix (`64:ff9b::192.0.2.1`, RFC 6052: a
 /// server on IPv6 only behind a translator). Counted as its /64, every IPv4 client of the
 /// translator shared one bucket.
+/// Only a global IPv4 address is under NAT64's prefix (RFC 6052 §3.1): `64:ff9b::127.0.0.1` is
+/// no translator's, and is not taken for this machine.
 pub(crate) fn embedded_ipv4(v6: Ipv6Addr) -> Option<std::net::Ipv4Addr> {
     const NAT64: u128 = 0x0064_ff9b_u128 << 96;
     let bits = u128::from(v6);
     if bits >> 32 == NAT64 >> 32 {
-        return Some(std::net::Ipv4Addr::from(bits as u32));
+        let v4 = std::net::Ipv4Addr::from(bits as u32);
+        let [a, b, ..] = v4.octets();
+        let special = v4.is_private()
+            || v4.is_loopback()
+            || v4.is_link_local()
+            || v4.is_unspecified()
+            || v4.is_broadcast()
+            || v4.is_multicast()
+            || v4.is_documentation()
+            || a == 0
+            || a >= 240
+            || (a == 100 && (64..128).contains(&b));
+        return (!special).then_some(v4);
     }
     v6.to_ipv4_mapped()
 }
@@ -250,14 +264,22 @@ mod tests {
     fn an_ipv4_client_behind_a_translator_is_its_ipv4_address() {
         for (v6, v4) in [
             ("::ffff:192.0.2.1", "192.0.2.1"),
-            ("64:ff9b::192.0.2.1", "192.0.2.1"),
-            ("64:ff9b::c633:6409", "198.51.100.9"),
+            ("64:ff9b::93.184.215.14", "93.184.215.14"),
+            ("64:ff9b::5db8:d70e", "93.184.215.14"),
         ] {
             assert_eq!(canonical(ip(v6)), ip(v4), "{v6}");
             assert_eq!(bucket_key(ip(v6)), v4, "{v6}");
         }
-        // Not under the prefix: the /64.
-        for v6 in ["64:ff9b:1::192.0.2.1", "2001:db8::192.0.2.1"] {
+        // Not under the prefix, or no global address under it (no translator's: never this
+        // machine, nor a private network's): the /64.
+        for v6 in [
+            "64:ff9b:1::93.184.215.14",
+            "2001:db8::93.184.215.14",
+            "64:ff9b::127.0.0.1",
+            "64:ff9b::10.0.0.5",
+            "64:ff9b::192.0.2.1",
+            "64:ff9b::100.64.0.1",
+        ] {
             assert!(bucket_key(ip(v6)).ends_with("/64"), "{v6}");
         }
     }

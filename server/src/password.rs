@@ -131,7 +131,8 @@ pub fn new_address(email: &str) -> bool {
 pub const NEW_ADDRESS_RULE: &str = "the address has another spelling for the same mailbox, or \
     none the mailer can address: write its domain as people read it (bücher.de, not \
     xn--bcher-kva.de, a full-width letter or a combining accent, and a name, not [an address \
-    literal]), its local part in NFC, and no invisible character or space";
+    literal] nor one under .invalid), its local part in NFC, and no invisible character or \
+    space";
 
 /// A character that shows as nothing, or as a space, beside the ones [`acceptable_email`]
 /// refuses in every address: the rest of Unicode's default-ignorable code points (a variation

@@ -423,7 +423,9 @@ async fn a_resume_from_an_event_older_than_the_window_gets_the_snapshot() {
 /// A `keys` event read from the table, by a subscriber that comes back with `Last-Event-ID` (or
 /// one that fell behind), goes out only once this instance has re-read its key ring. The
 /// subscriber fetches the JWKS on it and keeps what it gets, which before then still listed the
-/// key the event revokes (only the verifier's second fetch, 6 s later, caught it).
+/// key the event revokes (only the verifier's second fetch, 6 s later, caught it). A new
+/// subscriber, whose verifier fetched the keys at `ready` before the ring was re-read, gets
+/// the event too once it is (it got none: events up to its cursor were taken as fetched).
 #[tokio::test]
 async fn a_resumed_subscriber_hears_of_a_revoked_key_once_this_instance_no_longer_lists_it() {
     let mut s = TestServer::with(with_feed).await;
@@ -443,29 +445,36 @@ async fn a_resumed_subscriber_hears_of_a_revoked_key_once_this_instance_no_longe
     let prior = store.revocation_cursor().await.unwrap();
     assert!(cli.revoke(store, &kid, s.state.now()).await.unwrap());
     let revoked = store.revocation_cursor().await.unwrap();
+    // (Within the 5 s the instance stays in step without its task: else a 503.)
+    assert_eq!(jwks_status(&s).await, 200);
     assert!(jwks_now(&s).await.contains(&kid), "the ring is as it was");
-    let mut sub = Subscriber::connect(&s, ready.id.as_deref()).await;
-    let (before, _) = sub.until_ready().await;
+    let mut resumed = Subscriber::connect(&s, ready.id.as_deref()).await;
+    let (before, _) = resumed.until_ready().await;
     let number = |e: &SseEvent| {
         let n = e.id.as_deref().and_then(|id| id.split_once('.'));
         n.and_then(|(n, _)| n.parse::<i64>().ok()).unwrap_or(0)
     };
     assert!(before.iter().all(|e| number(e) <= prior), "{before:?}");
+    // A new one, whose verifier fetches the keys at `ready`, and gets them as they were.
+    let mut new = Subscriber::connect(&s, None).await;
+    new.until_ready().await;
     s.resume_fleet();
     // The CLI's events (a new signing key's, then the revocation's), each once this instance
     // has applied it; on PostgreSQL the catch-up re-reads the last 5 s: the logout's again.
-    loop {
-        let e = sub.next().await;
-        if number(&e) <= prior {
-            continue;
-        }
-        assert_eq!(e.event, "keys");
-        if number(&e) == revoked {
-            break;
+    for sub in [&mut resumed, &mut new] {
+        loop {
+            let e = sub.next().await;
+            if number(&e) <= prior {
+                continue;
+            }
+            assert_eq!(e.event, "keys");
+            if number(&e) == revoked {
+                break;
+            }
         }
     }
     assert!(!jwks_now(&s).await.contains(&kid));
-    drop(sub);
+    drop((resumed, new));
     s.stop().await;
 }
 

@@ -18,13 +18,16 @@ pub struct Federated<'a> {
 }
 
 /// `$1` issuer, `$2` subject, `$3` user id, `$4` provider name, `$5` now: a link, unless the
-/// identity has one, or the user has another identity at that issuer (a provider gives a
-/// person one `sub` for good: another with the account's address is someone else, who was
-/// given the address since).
+/// identity has one, or the user has another identity at that issuer through the same
+/// provider (a registration gives a person one `sub` for good: another with the account's
+/// address is someone else, who was given the address since). Through another provider of the
+/// same issuer it may be the same person: Microsoft Entra ID gives each app registration its
+/// own `sub`, so a new registration, under a new `--oidc` name, links its users again.
 const LINK_IDENTITY: &str = "INSERT INTO user_identities
     (issuer, subject, user_id, provider, created_at)
     SELECT $1, $2, $3, $4, $5
-    WHERE NOT EXISTS (SELECT 1 FROM user_identities WHERE issuer = $1 AND user_id = $3)
+    WHERE NOT EXISTS (SELECT 1 FROM user_identities
+                      WHERE issuer = $1 AND user_id = $3 AND provider = $4)
     ON CONFLICT (issuer, subject) DO NOTHING";
 
 /// What [`Store::create_linked_user`] did.
@@ -128,7 +131,7 @@ impl Store {
     }
 
     /// Records that (issuer, sub) is `user`; `false` if that identity is already someone's, or
-    /// `user` is another identity's at that issuer.
+    /// `user` is another identity's at that issuer through `provider`.
     pub async fn link_identity(
         &self,
         issuer: &str,

@@ -276,6 +276,33 @@ async fn a_lost_refresh_response_is_recovered_by_presenting_the_old_token_again(
     s.stop().await;
 }
 
+/// Every accepted refresh adds a token row, kept until a day after the session ends: the
+/// periodic purge keeps each live session's last `KEPT_GENERATIONS` only (here 2). A token older
+/// than those presented again is unknown, no longer reuse: it opens nothing, and the session
+/// goes on; one within them is still reuse.
+#[tokio::test]
+async fn a_session_keeps_its_recent_tokens_and_an_older_one_is_unknown_not_reuse() {
+    let s = TestServer::start().await;
+    s.state.clock.freeze();
+    let mut c = Client::new(&s).oneshot();
+    let mut t = vec![c.sign_in(ALICE).await];
+    for _ in 0..5 {
+        s.state.clock.advance(60);
+        let next = c.rotate(&t[t.len() - 1].refresh).await;
+        t.push(next);
+    }
+    s.state.store.purge_superseded(2).await.unwrap();
+    s.state.clock.advance(60);
+    assert_eq!(c.refresh_error(&t[0].refresh).await, "invalid_grant");
+    let live = c.rotate(&t[5].refresh).await;
+    assert_eq!(c.me(&live.access).await.status, 200);
+    assert_eq!(s.stats().await["reuse_detections"], 0);
+    s.state.clock.advance(60);
+    assert_eq!(c.refresh_error(&t[4].refresh).await, "token_reused");
+    assert_eq!(tokenwarden_server::store::KEPT_GENERATIONS, 1_000);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn twenty_concurrent_refreshes_with_the_same_cookie_leave_the_session_alive() {
     let s = TestServer::start().await;

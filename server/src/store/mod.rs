@@ -129,6 +129,10 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// How many generations of a session's refresh tokens are kept behind its newest
+/// ([`Store::purge_superseded`]): a week of a session refreshed every ten minutes.
+pub const KEPT_GENERATIONS: i64 = 1_000;
+
 impl StoreError {
     /// A transaction PostgreSQL ended to break a lock cycle, or a serialisation conflict; or
     /// SQLite busy past its timeout, or a transaction whose read another process's write made
@@ -569,7 +573,8 @@ impl Store {
     }
 
     /// Deletes sessions (and their tokens) and deny-list entries that ended before `before`,
-    /// and events a day older still (the revocation feed's subscribers start from them).
+    /// and events a day older still (the revocation feed's subscribers start from them); and
+    /// each live session's tokens more than [`KEPT_GENERATIONS`] behind its newest.
     pub async fn purge(&self, before: i64) -> StoreResult<()> {
         for statement in [
             "DELETE FROM sessions
@@ -580,6 +585,20 @@ impl Store {
         }
         let sql = "DELETE FROM revocation_events WHERE at < $1";
         q!(sql, before - 86_400).execute(&self.write).await?;
+        self.purge_superseded(KEPT_GENERATIONS).await
+    }
+
+    /// Deletes each session's refresh tokens more than `kept` generations behind its newest.
+    /// Every accepted refresh adds a row, kept until a day after the session ends: a session
+    /// refreshed as often as its limit allows (30 a minute) added 43,000 a day, for up to its
+    /// 30 days, and an account may open many. A token that old presented again is unknown
+    /// (`invalid_grant`), no longer reuse: it opens nothing either way, and the session it
+    /// names goes on.
+    pub async fn purge_superseded(&self, kept: i64) -> StoreResult<()> {
+        let sql = "DELETE FROM refresh_tokens
+                   WHERE generation < (SELECT s.max_used_gen FROM sessions s
+                                       WHERE s.id = refresh_tokens.session_id) - $1";
+        q!(sql, kept).execute(&self.write).await?;
         Ok(())
     }
 }

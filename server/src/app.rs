@@ -349,13 +349,20 @@ fn static_files(
         let service = service.clone();
         async move {
             // (`%2F` is a separator to ServeDir, which decodes it.)
-            let path = req.uri().path().replace("%2F", "/").replace("%2f", "/");
+            let raw = req.uri().path();
+            let path = raw.replace("%2F", "/").replace("%2f", "/");
             let path = path.strip_prefix("/.well-known/").unwrap_or(&path);
             let hidden = path.split('/').any(|name| {
                 name.starts_with('.')
                     || name.get(..3).is_some_and(|h| h.eq_ignore_ascii_case("%2e"))
             });
-            if hidden {
+            // Nor a backslash (a separator on Windows, where `assets\.env` is a dot name), nor
+            // a path that starts `//`: ServeDir's redirect of a directory's name to its slash
+            // copies the path, and `//assets` went to `//assets/`, another host.
+            let odd = raw.contains('\\')
+                || raw.to_ascii_lowercase().contains("%5c")
+                || raw.starts_with("//");
+            if hidden || odd {
                 return Ok(ApiError::NotFound.into_response());
             }
             service.oneshot(req).await
@@ -369,11 +376,17 @@ fn static_files(
         ),
         (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        // A page of another site that opened this one keeps no handle on its window (to send
+        // it elsewhere later, or read its frame count).
+        (
+            HeaderName::from_static("cross-origin-opener-policy"),
+            HeaderValue::from_static("same-origin"),
+        ),
     ];
     // `nosniff` is on every response (`every_response`).
-    let [a, b, c, d] =
+    let [a, b, c, d, e] =
         headers.map(|(name, value)| SetResponseHeaderLayer::if_not_present(name, value));
-    a.layer(b.layer(c.layer(d.layer(service))))
+    a.layer(b.layer(c.layer(d.layer(e.layer(service)))))
 }
 
 /// A request's body must arrive within the time its headers had (--header-read-timeout-secs,

@@ -114,8 +114,7 @@ pub enum UsersCommand {
         name: String,
         #[arg(long, value_delimiter = ',')]
         roles: Vec<String>,
-        #[arg(long, env = "TW_PASSWORD", hide_env_values = true)]
-        password: Option<String>,
+        // (No `--password`: a flag's value is in `ps` and the shell's history.)
     },
     /// Import users from JSON Lines (one object per line: email, and optionally id, name,
     /// email_verified, password_hash, roles, claims). All or nothing: a refused line is
@@ -849,6 +848,19 @@ impl Settings {
             return Err(
                 "--demo publishes its user's password: refused on a non-loopback \
                         address (add --demo-public if that is really what you want)"
+                    .into(),
+            );
+        }
+        // Its mailbox shows every emailed code to whoever reaches it, and a proxy on this
+        // machine that forwards as a plain client would (nginx's `proxy_pass` alone) is not
+        // told apart from a person on it: a demo with these set is behind one.
+        let mailbox = a.otp.smtp_url.is_none() && a.otp.smtp_url_file.is_none();
+        let proxied = !a.trusted_proxies.is_empty() || !a.dpop.public_origins.is_empty();
+        if a.demo && !a.demo_public && mailbox && proxied {
+            return Err(
+                "--demo behind a proxy (--trusted-proxy or --public-origin): its mailbox would \
+                 show every emailed code to whoever reaches it through one; run the demo on its \
+                 own, give it --smtp-url, or add --demo-public if that is really what you want"
                     .into(),
             );
         }

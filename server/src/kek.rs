@@ -38,12 +38,31 @@ pub struct LocalKek {
     cipher: XChaCha20Poly1305,
 }
 
+/// The most a secret's file may hold (a URL with its password is the longest secret read).
+const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+
 /// Reads a file holding a secret (a key, a token, a shared secret), with a warning in the log
-/// when others than its owner may read it. An error names the file.
+/// when others than its owner may read it. An error names the file. A regular file (a symlink
+/// to one, as Kubernetes mounts them) of at most 64 KiB: a FIFO held start-up for good, and a
+/// device (`/dev/zero`) or a huge file took memory until the process died.
 pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    use std::io::Read;
+    let named = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    // Checked before opening it: opening a FIFO waits for a writer.
+    let meta = std::fs::metadata(path).map_err(|e| named(&e))?;
+    if !meta.is_file() {
+        return Err(named(&"not a regular file"));
+    }
+    let file = std::fs::File::open(path).map_err(|e| named(&e))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| named(&e))?;
+    if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(named(&"over 64 KiB: not a secret's file"));
+    }
     #[cfg(unix)]
-    if let Ok(meta) = std::fs::metadata(path) {
+    {
         use std::os::unix::fs::PermissionsExt;
         if meta.permissions().mode() & 0o077 != 0 {
             tracing::warn!(file = %path.display(), "a secret's file is readable by others than its owner; chmod 600 it");
@@ -203,6 +222,30 @@ impl std::ops::Deref for KeyEncryption {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_s_file_is_a_regular_file_of_at_most_64_kib() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("ok");
+        std::fs::write(&ok, "a secret\n").unwrap();
+        assert_eq!(read_secret_text(&ok).unwrap(), "a secret");
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'a'; 64 * 1024 + 1]).unwrap();
+        assert!(read_secret_file(&big).unwrap_err().contains("over 64 KiB"));
+        // A device (it never ends), a directory, a FIFO (opening it waited for a writer).
+        for other in [Path::new("/dev/zero"), dir.path()] {
+            let e = read_secret_file(other).unwrap_err();
+            assert!(e.contains("not a regular file"), "{e}");
+        }
+        #[cfg(unix)]
+        {
+            let fifo = dir.path().join("fifo");
+            let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+            assert!(made.unwrap().success());
+            let e = read_secret_file(&fifo).unwrap_err();
+            assert!(e.contains("not a regular file"), "{e}");
+        }
+    }
 
     #[test]
     fn a_sealed_key_opens_only_with_its_kek_and_its_kid() {

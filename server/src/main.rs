@@ -83,15 +83,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             },
             Err(e) => Err(e),
         },
-        Some(Command::Users(UsersCommand::Add {
-            email,
-            name,
-            roles,
-            password,
-        })) => {
-            let password = match password {
-                Some(p) => p,
-                None => read_hidden_line("password: ").map_err(|e| e.to_string())?,
+        Some(Command::Users(UsersCommand::Add { email, name, roles })) => {
+            let password = match std::env::var("TW_PASSWORD") {
+                Ok(p) => p,
+                Err(_) => read_hidden_line("password: ").map_err(|e| e.to_string())?,
             };
             // The rules of a password a user chooses (length, not a common one, not the address).
             let weak = match tokenwarden_server::password::check_new(&password, &email) {

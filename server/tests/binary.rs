@@ -231,6 +231,47 @@ fn a_wildcard_cors_origin_is_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("explicit http(s) origin"));
 }
 
+/// `--demo` with a sign that it runs behind a proxy is refused: its mailbox, which shows every
+/// emailed code, cannot tell a proxy on this machine from a person on it.
+#[test]
+fn a_demo_behind_a_proxy_is_refused() {
+    for proxied in [
+        ["--trusted-proxy", "127.0.0.1/32"],
+        ["--public-origin", "https://auth.example.com"],
+    ] {
+        let out = Command::new(server_binary())
+            .args([
+                "--bind",
+                "127.0.0.1:0",
+                "--demo",
+                "--database-url",
+                "sqlite::memory:",
+            ])
+            .args(proxied)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--demo behind a proxy"), "{err}");
+    }
+}
+
+/// `users add` takes no password as a flag: its value would be in `ps` and the shell's history
+/// (TW_PASSWORD, or typed at the prompt).
+#[test]
+fn users_add_takes_no_password_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(server_binary())
+        .args(["--database-url", &db_url(&dir), "users", "add"])
+        .args(["--email", "ada@example.com", "--name", "Ada"])
+        .args(["--password", "on-the-command-line-1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--password"), "{err}");
+}
+
 /// An app on plain http beyond this machine: anyone on its network could put a script in its
 /// pages, which the CORS answers would hand every token (the refresh cookie, `SameSite=Strict`,
 /// may go with a request from an http page of the same site).

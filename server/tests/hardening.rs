@@ -803,12 +803,31 @@ async fn a_static_path_the_file_system_refuses_is_not_found_never_a_500() {
         "/assets%2F.env",
         "/assets%2f.env",
         "/.well-known%2F.env",
+        // A backslash: a separator on Windows, where this is `assets`, then `.env`.
+        "/assets%5C.env",
+        "/assets%5c.env",
+        // ServeDir's redirect of a directory to its slash copied the path: `//assets/`, a host.
+        "//assets",
     ] {
         let res = c.get(path).await;
         assert_eq!((res.status, res.error()), (404, "not_found"), "{path}");
     }
+    assert_eq!(
+        c.get("/assets").await.status,
+        307,
+        "a directory, to its slash"
+    );
     // RFC 8615's `/.well-known/` is the site's (security.txt, app-association files).
-    assert_eq!(c.get("/.well-known/security.txt").await.status, 200);
+    let res = c.get("/.well-known/security.txt").await;
+    assert_eq!(res.status, 200);
+    // A page is framed by no one, and whoever opened it keeps no handle on its window.
+    for (name, value) in [
+        ("x-frame-options", "DENY"),
+        ("cross-origin-opener-policy", "same-origin"),
+        ("referrer-policy", "no-referrer"),
+    ] {
+        assert_eq!(res.headers[name], value, "{name}");
+    }
     // Another method on a path no route has (ServeDir answered an empty 405), or on a file.
     for (method, path) in [
         ("POST", "/auth/nothing-here"),

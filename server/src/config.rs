@@ -102,6 +102,14 @@ pub enum KeysCommand {
         #[arg(allow_hyphen_values = true)]
         kid: String,
     },
+    /// A new key-encryption key: every signing key and sealed secret, opened with the current
+    /// one (TW_KEY_ENCRYPTION_KEY or --key-encryption-key-file), sealed again with the new one,
+    /// in one transaction. Stop every instance first; start them with the new key after.
+    Reseal {
+        /// The new key-encryption key's file (base64 of 32 bytes, as the current one's).
+        #[arg(long)]
+        new_key_encryption_key_file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]

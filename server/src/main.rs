@@ -187,6 +187,24 @@ async fn keys(
     publish: i64,
     key_encryption: KeyEncryption,
 ) -> Result<(), String> {
+    // A new KEK: nothing read with the ring first (it would open every key), and nothing read
+    // after (with the old KEK, which no longer opens them).
+    if let KeysCommand::Reseal {
+        new_key_encryption_key_file,
+    } = &cmd
+    {
+        let new = tokenwarden_server::kek::LocalKek::from_file(new_key_encryption_key_file)
+            .map(KeyEncryption::local)?;
+        let (keys, secrets) = store
+            .reseal(&key_encryption, &new)
+            .await
+            .map_err(|e| e.to_string())?;
+        println!(
+            "sealed again with the new key-encryption key: {keys} signing keys, {secrets} \
+             secrets; start every instance with it"
+        );
+        return Ok(());
+    }
     let keys = Keys::new(grace, key_encryption);
     let now = now();
     keys.reload(store, now).await.map_err(|e| e.to_string())?;
@@ -229,6 +247,8 @@ async fn keys(
             }
             println!("revoked {kid}: tokens it signed are refused; clients recover by refreshing");
         }
+        // (Carried out above, before the ring is read.)
+        KeysCommand::Reseal { .. } => {}
     }
     Ok(())
 }

@@ -256,6 +256,63 @@ fn a_demo_behind_a_proxy_is_refused() {
     }
 }
 
+/// A new key-encryption key (the old one leaked): `keys reseal` seals every signing key and
+/// sealed secret again under it, in one go; servers then start with the new key only, and their
+/// sessions go on. With a current key that does not open them, it changes nothing.
+#[tokio::test]
+async fn keys_reseal_moves_every_sealed_key_to_a_new_key_encryption_key() {
+    use tokenwarden_server::kek::{KeyEncryption, LocalKek};
+    let dir = tempfile::tempdir().unwrap();
+    let url = db_url(&dir);
+    let s = TestServer::on(&url, |_| {}).await;
+    let mut c = Client::new(&s);
+    let t = c.sign_in(ALICE).await;
+    s.stop().await;
+    const NEW: &str = "TlROTlROTlROTlROTlROTlROTlROTlROTlROTlROTlI=";
+    let new_file = dir.path().join("new.kek");
+    std::fs::write(&new_file, format!("{NEW}\n")).unwrap();
+    let reseal = |current: &str| {
+        Command::new(server_binary())
+            .args(["keys", "reseal", "--new-key-encryption-key-file"])
+            .arg(&new_file)
+            .env("TW_DATABASE_URL", &url)
+            .env("TW_KEY_ENCRYPTION_KEY", current)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    // A current key that opens nothing: refused, nothing changed.
+    let wrong = reseal("V1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1c=");
+    assert!(!wrong.status.success());
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(err.contains("does not open"), "{err}");
+    cli(&url, &["keys", "list"]);
+    // The right one: every key and secret (the known browsers' key at least) sealed again.
+    let out = reseal(TEST_KEK);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("1 signing keys"), "{said}");
+    assert!(!said.contains(" 0 secrets"), "{said}");
+    // The old key opens nothing now; the new one does, and the session goes on.
+    let old = Command::new(server_binary())
+        .args(["keys", "list"])
+        .env("TW_DATABASE_URL", &url)
+        .env("TW_KEY_ENCRYPTION_KEY", TEST_KEK)
+        .output()
+        .unwrap();
+    assert!(!old.status.success());
+    let new = KeyEncryption::local(LocalKek::parse(NEW).unwrap());
+    let s = TestServer::on(&url, move |c| c.key_encryption = new).await;
+    let mut again = Client::new(&s).holding(&t);
+    let t2 = again.rotate(&t.refresh).await;
+    assert_eq!(again.me(&t2.access).await.status, 200);
+    s.stop().await;
+}
+
 /// `users add` takes no password as a flag: its value would be in `ps` and the shell's history
 /// (TW_PASSWORD, or typed at the prompt).
 #[test]

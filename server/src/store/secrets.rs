@@ -46,4 +46,47 @@ impl Store {
         let key = kek.open(name, &sealed).map_err(setup)?;
         <[u8; 32]>::try_from(key.as_slice()).map_err(|_| setup(format!("{name} is not 32 bytes")))
     }
+
+    /// Seals again, under `new`, every signing key and every sealed secret that `old` sealed
+    /// (a key stored in the clear by an old version too), in one transaction: any that does
+    /// not open with `old` changes nothing. Each keeps its associated data (its kid, its name).
+    /// The fleet must be stopped: an instance running with `old` could no longer re-read its
+    /// ring. Returns how many keys and secrets were sealed again.
+    pub async fn reseal(
+        &self,
+        old: &KeyEncryption,
+        new: &KeyEncryption,
+    ) -> Result<(usize, usize), SealedKeyError> {
+        let setup = SealedKeyError::Setup;
+        let db = |e: sqlx::Error| SealedKeyError::Store(e.into());
+        let mut tx = self.write.begin().await.map_err(db)?;
+        let sql = "SELECT kid, private_key FROM signing_keys ORDER BY kid";
+        let keys: Vec<(String, Vec<u8>)> = q_as!(sql).fetch_all(&mut *tx).await.map_err(db)?;
+        for (kid, stored) in &keys {
+            let private_key = if crate::kek::is_sealed(stored) {
+                old.open(kid, stored).map_err(setup)?
+            } else {
+                stored.clone()
+            };
+            let sealed = new.seal(kid, &private_key).map_err(setup)?;
+            let sql = "UPDATE signing_keys SET private_key = $1 WHERE kid = $2";
+            q!(sql, sealed, kid).execute(&mut *tx).await.map_err(db)?;
+        }
+        let sql = "SELECT name, value FROM server_secrets ORDER BY name";
+        let secrets: Vec<(String, String)> = q_as!(sql).fetch_all(&mut *tx).await.map_err(db)?;
+        let mut sealed_secrets = 0;
+        for (name, value) in &secrets {
+            // Only the sealed ones: the others (the DPoP nonce secret) are kept as they are.
+            let Some(sealed) = B64.decode(value).ok().filter(|b| crate::kek::is_sealed(b)) else {
+                continue;
+            };
+            let key = old.open(name, &sealed).map_err(setup)?;
+            let again = B64.encode(new.seal(name, &key).map_err(setup)?);
+            let sql = "UPDATE server_secrets SET value = $1 WHERE name = $2";
+            q!(sql, again, name).execute(&mut *tx).await.map_err(db)?;
+            sealed_secrets += 1;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok((keys.len(), sealed_secrets))
+    }
 }

@@ -356,14 +356,16 @@ pub struct ServeArgs {
     #[arg(long, env = "TW_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 256)]
     pub max_connections_per_client: usize,
 
-    /// Directory served at / (the demo SPA), if it exists. A file or directory whose name starts
-    /// with a dot is never served (404), except under `/.well-known/`.
-    #[arg(long, env = "TW_WWW_DIR", default_value = "www")]
-    pub www_dir: PathBuf,
+    /// Directory served at /, if it exists (with --demo, `www`: the demo SPA). Without it and
+    /// without --demo, nothing: a `www` where the server happened to start (`/var/www`) would
+    /// run its scripts on the auth server's origin. A file or directory whose name starts with
+    /// a dot is never served (404), except under `/.well-known/`.
+    #[arg(long, env = "TW_WWW_DIR")]
+    pub www_dir: Option<PathBuf>,
 
-    /// Directory served at /pkg/ (the npm package), if it exists.
-    #[arg(long, env = "TW_PKG_DIR", default_value = "pkg")]
-    pub pkg_dir: PathBuf,
+    /// Directory served at /pkg/ (the npm package), if it exists (with --demo, `pkg`).
+    #[arg(long, env = "TW_PKG_DIR")]
+    pub pkg_dir: Option<PathBuf>,
 
     /// Serve HTTPS with this PEM certificate chain (and --tls-key). Safari and WebKit refuse
     /// `Secure` cookies over plain http, even on localhost.
@@ -924,6 +926,13 @@ impl Settings {
             }
         }
         let (dpop_nonce_secret, public_origins) = dpop_settings(&a.dpop)?;
+        // A directory given, or the demo's own: if it is there.
+        let served = |given: &Option<PathBuf>, demo: &str| {
+            given
+                .clone()
+                .or_else(|| a.demo.then(|| PathBuf::from(demo)))
+                .filter(|d| d.is_dir())
+        };
         Ok(Settings {
             issuer: a.issuer.clone(),
             audience: a.audience.clone(),
@@ -971,8 +980,8 @@ impl Settings {
                 .unwrap_or_else(crate::tokens::random_token),
             key_encryption,
             demo: a.demo,
-            www_dir: Some(a.www_dir.clone()).filter(|d| d.is_dir()),
-            pkg_dir: Some(a.pkg_dir.clone()).filter(|d| d.is_dir()),
+            www_dir: served(&a.www_dir, "www"),
+            pkg_dir: served(&a.pkg_dir, "pkg"),
             dpop_required: a.dpop.mode == DpopMode::Required,
             dpop_nonce_secret,
             public_origins,

@@ -444,6 +444,31 @@ async fn demo_mode_prints_credentials_that_log_in() {
     let _ = child.wait();
 }
 
+/// A `www` (or `pkg`) where the server happens to start is served only by the demo, or when
+/// named: a production instance started in `/var` served `/var/www`'s scripts on the auth
+/// server's origin.
+#[tokio::test]
+async fn a_www_directory_where_the_server_starts_is_served_only_by_the_demo_or_when_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("www")).unwrap();
+    std::fs::write(dir.path().join("www/index.html"), "<p>hi</p>").unwrap();
+    let url = db_url(&dir);
+    let envs = [
+        ("TW_DATABASE_URL", url.as_str()),
+        ("TW_KEY_ENCRYPTION_KEY", TEST_KEK),
+    ];
+    for (args, status) in [
+        (&["--bind", "127.0.0.1:0"][..], 404),
+        (&["--bind", "127.0.0.1:0", "--www-dir", "www"][..], 200),
+        (&["--bind", "127.0.0.1:0", "--demo"][..], 200),
+    ] {
+        let (child, base) = start(args, &envs, dir.path());
+        let res = reqwest::get(format!("{base}/")).await.unwrap();
+        stop(child);
+        assert_eq!(res.status(), status, "{args:?}");
+    }
+}
+
 /// Starts the binary with `args`; returns it and its address once it listens.
 fn start(
     args: &[&str],

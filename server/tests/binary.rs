@@ -114,6 +114,18 @@ fn a_command_on_a_database_in_memory_is_refused_and_one_it_creates_is_said() {
     }
 }
 
+/// `keys list` only reads: on a database without a key it made one, sealed by whatever
+/// key-encryption key it was given (a wrong one left a ring no server could open).
+#[test]
+fn keys_list_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = db_url(&dir);
+    for _ in 0..2 {
+        let listed = cli(&url, &["keys", "list"]);
+        assert_eq!(listed.lines().count(), 1, "the header alone: {listed}");
+    }
+}
+
 #[tokio::test]
 async fn the_keys_cli_reaches_a_running_server() {
     let dir = tempfile::tempdir().unwrap();
@@ -286,8 +298,8 @@ async fn keys_reseal_moves_every_sealed_key_to_a_new_key_encryption_key() {
     assert!(!wrong.status.success());
     let err = String::from_utf8_lossy(&wrong.stderr);
     assert!(err.contains("does not open"), "{err}");
-    cli(&url, &["keys", "list"]);
-    // The right one: every key and secret (the known browsers' key at least) sealed again.
+    // The right one (every key still opens with it: the refusal changed nothing): every key
+    // and secret (the known browsers' key at least) sealed again.
     let out = reseal(TEST_KEK);
     assert!(
         out.status.success(),
@@ -299,7 +311,7 @@ async fn keys_reseal_moves_every_sealed_key_to_a_new_key_encryption_key() {
     assert!(!said.contains(" 0 secrets"), "{said}");
     // The old key opens nothing now; the new one does, and the session goes on.
     let old = Command::new(server_binary())
-        .args(["keys", "list"])
+        .args(["keys", "rotate"])
         .env("TW_DATABASE_URL", &url)
         .env("TW_KEY_ENCRYPTION_KEY", TEST_KEK)
         .output()

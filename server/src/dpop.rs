@@ -167,7 +167,7 @@ impl Dpop {
         if !self
             .0
             .store
-            .claim_proof(&proof.jkt, &proof.jti, until, expected.now)
+            .claim_proof(&proof.jkt, &proof.jti, until)
             .await?
         {
             return Err(ApiError::DpopProof(ProofError::Replayed));

@@ -538,6 +538,31 @@ async fn a_dpop_proof_accepted_by_one_instance_is_refused_by_the_others() {
     stop_all([a, b, c]).await;
 }
 
+/// A proof's row in the fleet's table is never taken over, and is kept ten minutes past the time
+/// it can pass by. Taken over once expired by the time of the insert's batch (the latest of its
+/// claims), a replay batched beside a claim stamped seconds later passed; purged at once, a
+/// replay to an instance whose clock lags passed there.
+#[tokio::test]
+async fn a_proof_s_row_is_never_taken_over_and_outlives_a_lagging_clock() {
+    let (_, [a, b, c]) = fleet(|_| {}).await;
+    let now = a.state.now();
+    let (sa, sb, sc) = (&a.state.store, &b.state.store, &c.state.store);
+    assert!(sa.claim_proof("jkt", "jti-1", now - 5).await.unwrap());
+    assert!(!sb.claim_proof("jkt", "jti-1", now + 61).await.unwrap());
+    // A minute past its time, kept; past the ten minutes, gone.
+    let kept = tokenwarden_server::store::PROOF_ROWS_KEPT_PAST;
+    assert!(sa.claim_proof("jkt", "jti-2", now - 60).await.unwrap());
+    assert!(
+        sa.claim_proof("jkt", "jti-3", now - kept - 60)
+            .await
+            .unwrap()
+    );
+    sa.purge_short_lived(now).await.unwrap();
+    assert!(!sc.claim_proof("jkt", "jti-2", now + 1).await.unwrap());
+    assert!(sc.claim_proof("jkt", "jti-3", now + 1).await.unwrap());
+    stop_all([a, b, c]).await;
+}
+
 /// Alice signed in through `a` by `tab`, and a proof of `GET /api/me` with her token that `a`
 /// accepted: (the token, the proof).
 async fn a_proof_accepted_at(a: &TestServer, tab: &mut Client) -> (String, String) {

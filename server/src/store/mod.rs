@@ -129,6 +129,10 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// How long a shared DPoP proof's row is kept past the time it can pass the `iat` check by
+/// (`Store::purge_short_lived`), for instances whose clocks lag.
+pub const PROOF_ROWS_KEPT_PAST: i64 = 600;
+
 /// How many generations of a session's refresh tokens are kept behind its newest
 /// ([`Store::purge_superseded`]): a week of a session refreshed every ten minutes.
 pub const KEPT_GENERATIONS: i64 = 1_000;
@@ -561,8 +565,12 @@ impl Store {
     pub async fn purge_short_lived(&self, now: i64) -> StoreResult<()> {
         let shared = self.shared_now(now).await?;
         if self.is_shared() {
+            // Ten minutes past: an instance whose clock runs behind still takes a proof for as
+            // long as it lags, and a row gone by the others' time let it pass there again.
             let sql = "DELETE FROM dpop_proofs WHERE until < $1";
-            q!(sql, shared).execute(&self.write).await?;
+            q!(sql, shared - PROOF_ROWS_KEPT_PAST)
+                .execute(&self.write)
+                .await?;
         }
         // (A window deleted early restarts its count: one instance's clock ahead would have
         // doubled every throttle's budget across the fleet.)

@@ -163,6 +163,7 @@ impl AppState {
             },
             store.clone(),
             clock.clone(),
+            &settings.key_encryption,
         )
         .await?;
         let codes = Codes::new(

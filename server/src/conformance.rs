@@ -88,7 +88,10 @@ async fn app(config: &Value, case: &Value) -> Router {
             .collect(),
         replay_capacity: None,
     };
-    let dpop = Dpop::new(settings, store, clock.clone()).await.unwrap();
+    let kek = crate::kek::KeyEncryption::local(crate::kek::LocalKek::ephemeral());
+    let dpop = Dpop::new(settings, store, clock.clone(), &kek)
+        .await
+        .unwrap();
     clock.advance(120);
     let state = State {
         access: Access::new(keys, audience, clock, revoked),

@@ -24,10 +24,12 @@ use tokenwarden_dpop::{
 use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::store::{Store, StoreError};
-use crate::tokens::{self, AccessClaims, Invalid};
+use crate::tokens::{AccessClaims, Invalid};
 
-/// Name of the nonce secret in `server_secrets`.
-const NONCE_SECRET: &str = "dpop_nonce";
+/// Name of the nonce key in `server_secrets`, sealed by the key-encryption key. (A database
+/// dump gave the one before, `dpop_nonce`, stored in the clear: whoever held it could make the
+/// nonce of any time to come, so a script's proofs signed ahead for then would pass.)
+const NONCE_KEY: &str = "dpop_nonce_key";
 
 /// How DPoP is configured.
 #[derive(Debug, Clone, Default)]
@@ -67,6 +69,8 @@ pub enum DpopError {
     Store(#[from] StoreError),
     #[error("the DPoP nonce secret must be at least 32 bytes")]
     Secret,
+    #[error("the DPoP nonce key: {0}")]
+    Sealed(String),
 }
 
 /// Whether the request carries a `DPoP` header at all.
@@ -81,13 +85,20 @@ impl Dpop {
         settings: DpopSettings,
         store: Store,
         clock: Clock,
+        kek: &crate::kek::KeyEncryption,
     ) -> Result<Self, DpopError> {
+        use base64::Engine;
         let secret = match &settings.nonce_secret {
             Some(s) => s.clone(),
             None => {
-                store
-                    .shared_secret(NONCE_SECRET, &tokens::random_token())
-                    .await?
+                let key = store
+                    .sealed_key(kek, NONCE_KEY)
+                    .await
+                    .map_err(|e| match e {
+                        crate::store::SealedKeyError::Store(e) => DpopError::Store(e),
+                        crate::store::SealedKeyError::Setup(why) => DpopError::Sealed(why),
+                    })?;
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
             }
         };
         let since = clock.now_ms();

@@ -911,6 +911,41 @@ async fn the_database_file_is_private_to_its_owner() {
     s.stop().await;
 }
 
+/// The DPoP nonce key the server makes for itself is sealed by the key-encryption key: a
+/// database dump alone does not give it. It was stored in the clear, and whoever held it could
+/// make the nonce of any time to come, so proofs a script signed ahead for then would pass.
+#[tokio::test]
+async fn the_dpop_nonce_key_is_sealed_in_the_database() {
+    use base64::Engine;
+    use sqlx::Row;
+    let dir = tempfile::tempdir().unwrap();
+    let url = db_url(&dir);
+    let s = TestServer::on(&url, |c| c.dpop_nonce_secret = None).await;
+    s.stop().await;
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let rows = sqlx::query("SELECT name, value FROM server_secrets")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let secrets: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (r.get("name"), r.get("value")))
+        .collect();
+    assert!(
+        !secrets.iter().any(|(name, _)| name == "dpop_nonce"),
+        "{secrets:?}"
+    );
+    let (_, value) = secrets
+        .iter()
+        .find(|(name, _)| name == "dpop_nonce_key")
+        .expect("the nonce key");
+    let stored = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(value)
+        .unwrap();
+    assert!(tokenwarden_server::kek::is_sealed(&stored));
+}
+
 async fn stored_private_keys(url: &str) -> Vec<Vec<u8>> {
     use sqlx::Row;
     let pool = sqlx::SqlitePool::connect(url).await.unwrap();

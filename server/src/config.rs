@@ -1033,6 +1033,13 @@ fn webauthn_settings(a: &ServeArgs) -> Result<Option<WebauthnSettings>, String> 
                 "--webauthn-origin {o:?} is not within --webauthn-rp-id {rp_id:?}"
             ));
         }
+        // As --allowed-origin: a page on plain http elsewhere is anyone's on its network.
+        if !secure_origin(&n) {
+            return Err(format!(
+                "--webauthn-origin {o:?} is plain http on a host other than this machine: serve \
+                 the pages over https"
+            ));
+        }
         origins.push(n);
     }
     if origins.is_empty() {

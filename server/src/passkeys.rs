@@ -270,16 +270,21 @@ impl Passkeys {
             .ok_or(ApiError::InvalidCredentials)
     }
 
-    /// The passkeys of `user` as webauthn-rs keeps them.
+    /// The passkeys of `user` as webauthn-rs keeps them. A stored one that does not read (a
+    /// damaged row, a format a later webauthn-rs changed) is an error, not left out: left out,
+    /// an account whose passkeys all failed to read counted as having none, and its second
+    /// factor was then done by the mailbox alone.
     async fn passkeys_of(&self, user: &str) -> Result<Vec<(PasskeyRow, Passkey)>, ApiError> {
         let rows = self.0.store.passkeys_of(user).await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|r| {
-                let p = serde_json::from_str::<Passkey>(&r.passkey).ok()?;
-                Some((r, p))
+        rows.into_iter()
+            .map(|r| match serde_json::from_str::<Passkey>(&r.passkey) {
+                Ok(p) => Ok((r, p)),
+                Err(e) => Err(ApiError::Internal(format!(
+                    "the stored passkey {} of user {user} does not read: {e}",
+                    r.id
+                ))),
             })
-            .collect())
+            .collect()
     }
 
     /// After an assertion verified: the stored counter moves on; a counter that went
@@ -760,6 +765,11 @@ pub async fn set_second_factor(
     }
     p.require_recent(&claims).await?;
     let needs_passkey = p.0.codes.enabled().is_err();
+    // Without codes the passkey is the factor: not on a server that takes none now (an account
+    // could otherwise be shut out of every password sign-in, and no code could let it in).
+    if req.required && needs_passkey {
+        p.webauthn()?;
+    }
     match p
         .0
         .store

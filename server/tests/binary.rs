@@ -325,6 +325,25 @@ async fn keys_reseal_moves_every_sealed_key_to_a_new_key_encryption_key() {
     s.stop().await;
 }
 
+/// A passkey page on plain http beyond this machine, as an allowed origin: refused at start.
+#[test]
+fn a_webauthn_origin_on_plain_http_beyond_this_machine_is_refused() {
+    let stderr = refused(
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--database-url",
+            "sqlite::memory:",
+            "--webauthn-rp-id",
+            "example.com",
+            "--webauthn-origin",
+            "http://app.example.com",
+        ],
+        &[],
+    );
+    assert!(stderr.contains("is plain http"), "{stderr}");
+}
+
 /// `users add` takes no password as a flag: its value would be in `ps` and the shell's history
 /// (TW_PASSWORD, or typed at the prompt).
 #[test]

@@ -883,6 +883,75 @@ async fn with_passkeys_switched_off_a_code_alone_does_not_pass_for_the_passkey()
     s.stop().await;
 }
 
+/// A stored passkey that does not read (a damaged row, a format a later webauthn-rs changed) is
+/// an error, never "no passkey": left out, the account counted as having none, and its second
+/// factor was done by the mailbox alone.
+#[tokio::test]
+async fn a_stored_passkey_that_does_not_read_is_never_taken_for_none() {
+    let sink = SmtpSink::start();
+    let s = mail_server(&sink).await;
+    let mut tab = Client::bound(&s);
+    let t = tab.sign_in(ALICE).await;
+    register(&mut tab).await;
+    require_second_factor(&mut tab).await;
+    sink.wait_for(ALICE.0, 1).await;
+    let user = claims(&t)["sub"].as_str().unwrap().to_owned();
+    let store = &s.state.store;
+    for row in store.passkeys_of(&user).await.unwrap() {
+        let damaged = store.passkey_used(&row.id, &row.passkey, "{}", s.state.now());
+        assert!(damaged.await.unwrap());
+    }
+    let mut c = Client::bound(&s);
+    let a = c
+        .post("/auth/otp/start", &json!({ "email": ALICE.0 }))
+        .await;
+    assert_eq!(a.status, 202, "{}", a.body);
+    let code = sink.wait_for(ALICE.0, 2).await.code();
+    let a = c
+        .post(
+            "/auth/otp/verify",
+            &json!({ "email": ALICE.0, "code": code }),
+        )
+        .await;
+    assert_ne!(a.status, 200, "{}", a.body);
+    assert!(a.set_cookies().is_empty() && a.body["access_token"].is_null());
+    s.stop().await;
+}
+
+/// A server that mails no codes and takes no passkeys now (its `--webauthn-rp-id` gone): the
+/// second factor cannot be switched on, though the account has a passkey from before. On, no
+/// password sign-in could be completed, and no code could let the account in.
+#[tokio::test]
+async fn a_second_factor_no_one_could_answer_cannot_be_switched_on() {
+    let (url, _dir) = TestServer::durable_database().await;
+    let with_passkeys = |c: &mut Settings| {
+        c.webauthn = Some(WebauthnSettings {
+            rp_id: "localhost".into(),
+            rp_name: "tokenwarden tests".into(),
+            origins: vec![ORIGIN.into()],
+        });
+    };
+    let s = TestServer::on(&url, with_passkeys).await;
+    let mut tab = Client::bound(&s);
+    tab.sign_in(ALICE).await;
+    register(&mut tab).await;
+    s.stop().await;
+    let s = TestServer::on(&url, |_| {}).await;
+    let mut tab = Client::bound(&s);
+    tab.sign_in(ALICE).await;
+    let on = json!({ "required": true });
+    let a = tab.send("PUT", "/auth/second-factor", Some(&on)).await;
+    assert_eq!(
+        (a.status, a.error()),
+        (400, "passkeys_unavailable"),
+        "{}",
+        a.body
+    );
+    // Still one factor: a password sign-in goes through.
+    assert!(!Client::bound(&s).sign_in(ALICE).await.access.is_empty());
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn without_webauthn_configured_passkeys_are_unavailable() {
     let s = TestServer::start().await;

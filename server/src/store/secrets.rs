@@ -76,7 +76,8 @@ impl Store {
         let secrets: Vec<(String, String)> = q_as!(sql).fetch_all(&mut *tx).await.map_err(db)?;
         let mut sealed_secrets = 0;
         for (name, value) in &secrets {
-            // Only the sealed ones: the others (the DPoP nonce secret) are kept as they are.
+            // Only the sealed ones: another (an older version's DPoP nonce secret, in the
+            // clear) is kept as it is.
             let Some(sealed) = B64.decode(value).ok().filter(|b| crate::kek::is_sealed(b)) else {
                 continue;
             };

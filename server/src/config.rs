@@ -1075,6 +1075,10 @@ pub struct OidcProvider {
     pub scopes: Vec<String>,
     /// `link=verified-email`.
     pub link_verified_email: bool,
+    /// `prompt=login` (or `select_account`, `consent`): the provider asks the user at every
+    /// sign-in, never signs in silently (a script in the page could otherwise start one with a
+    /// key of its choosing and get the session, the user none the wiser).
+    pub prompt: Option<String>,
 }
 
 impl std::fmt::Debug for OidcProvider {
@@ -1085,6 +1089,7 @@ impl std::fmt::Debug for OidcProvider {
             .field("client_id", &self.client_id)
             .field("scopes", &self.scopes)
             .field("link_verified_email", &self.link_verified_email)
+            .field("prompt", &self.prompt)
             .finish_non_exhaustive()
     }
 }
@@ -1125,11 +1130,13 @@ pub fn oidc_provider(spec: &str) -> Result<OidcProvider, String> {
             "client-secret-file",
             "scopes",
             "link",
+            "prompt",
         ]
         .contains(&k)
         {
             return Err(format!(
-                "--oidc: unknown key {k:?} (name, issuer, client-id, client-secret-file, scopes, link)"
+                "--oidc: unknown key {k:?} (name, issuer, client-id, client-secret-file, scopes, \
+                 link, prompt)"
             ));
         }
         if fields.insert(k, v.trim()).is_some() {
@@ -1185,6 +1192,23 @@ pub fn oidc_provider(spec: &str) -> Result<OidcProvider, String> {
             ));
         }
     };
+    // Each a way the provider asks the user (OpenID Connect Core 3.1.2.1), never `none`.
+    let prompt = match fields.get("prompt").copied() {
+        None => None,
+        Some(p)
+            if !p.is_empty()
+                && p.split_whitespace()
+                    .all(|w| ["login", "select_account", "consent"].contains(&w)) =>
+        {
+            Some(p.split_whitespace().collect::<Vec<_>>().join(" "))
+        }
+        Some(other) => {
+            return Err(format!(
+                "--oidc {name}: prompt={other:?}: login, select_account or consent (a sign-in \
+                 the provider asks the user for)"
+            ));
+        }
+    };
     Ok(OidcProvider {
         name: name.to_owned(),
         issuer: issuer.to_owned(),
@@ -1192,6 +1216,7 @@ pub fn oidc_provider(spec: &str) -> Result<OidcProvider, String> {
         client_secret,
         scopes,
         link_verified_email,
+        prompt,
     })
 }
 
@@ -1494,6 +1519,11 @@ mod tests {
         assert_eq!(p.client_secret, "s3cret");
         assert_eq!(p.scopes, ["openid", "email", "profile"]);
         assert!(p.link_verified_email);
+        assert_eq!(p.prompt, None);
+        let asks = oidc_provider(&format!(
+            "name=corp,issuer=https://x,client-id=a,client-secret-file={file},prompt=login"
+        ));
+        assert_eq!(asks.unwrap().prompt.as_deref(), Some("login"));
         assert!(
             !format!("{p:?}").contains("s3cret"),
             "the secret is never printed"
@@ -1510,6 +1540,8 @@ mod tests {
             format!("name=c,issuer=https://x,client-secret-file={file}"),
             format!("name=c,issuer=https://x,client-id=a,client-secret-file={file},link=email"),
             format!("name=c,issuer=https://x,client-id=a,client-secret-file={file},colour=red"),
+            format!("name=c,issuer=https://x,client-id=a,client-secret-file={file},prompt=none"),
+            format!("name=c,issuer=https://x,client-id=a,client-secret-file={file},prompt="),
             "name=c,issuer=https://x,client-id=a,client-secret-file=/nonexistent".to_owned(),
         ] {
             assert!(oidc_provider(&bad).is_err(), "{bad}");

@@ -1063,6 +1063,26 @@ async fn linking_server() -> (TestServer, Hostile) {
     (s, h)
 }
 
+/// With `prompt=login`, every sign-in the server starts asks the user at the provider: a script
+/// in the page that starts one (with a key of its choosing) gets no session silently from a
+/// provider where the user is already signed in. Without it, no `prompt`: the provider decides.
+#[tokio::test]
+async fn a_provider_with_prompt_asks_the_user_at_every_sign_in() {
+    for prompt in [Some("login"), None] {
+        let port = free_port();
+        let mut p = provider("idp", &format!("http://127.0.0.1:{port}"));
+        p.prompt = prompt.map(str::to_owned);
+        let s = TestServer::with(move |c| c.oidc = vec![p]).await;
+        let _h = hostile(port, s.state.clock.clone()).await;
+        let res = Browser::new().start(&s, "return_to=/").await;
+        assert_eq!(res.status(), 302);
+        let to = location(&res);
+        assert_eq!(to.contains("&prompt=login"), prompt.is_some(), "{to}");
+        assert_eq!(to.contains("prompt="), prompt.is_some(), "{to}");
+        s.stop().await;
+    }
+}
+
 /// An access token of a type this client does not understand (`DPoP`, `mac`) is not used
 /// (RFC 6749 §7.1): no UserInfo with it, so its address is not the account's.
 #[tokio::test]

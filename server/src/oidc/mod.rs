@@ -348,6 +348,9 @@ pub async fn start(
         .append_pair("nonce", &nonce)
         .append_pair("code_challenge", &challenge)
         .append_pair("code_challenge_method", "S256");
+    if let Some(prompt) = &provider.config.prompt {
+        url.query_pairs_mut().append_pair("prompt", prompt);
+    }
     let res = redirect(StatusCode::FOUND, url.as_str());
     Ok(append_cookie(res, &flow_cookie(&binding, FLOW_SECS)))
 }

@@ -36,6 +36,7 @@ pub fn provider(name: &str, issuer: &str) -> OidcProvider {
         client_secret: CLIENT_SECRET.into(),
         scopes: vec!["openid".into(), "email".into(), "profile".into()],
         link_verified_email: false,
+        prompt: None,
     }
 }
 

@@ -277,28 +277,36 @@ async fn a_lost_refresh_response_is_recovered_by_presenting_the_old_token_again(
 }
 
 /// Every accepted refresh adds a token row, kept until a day after the session ends: the
-/// periodic purge keeps each live session's last `KEPT_GENERATIONS` only (here 2). A token older
-/// than those presented again is unknown, no longer reuse: it opens nothing, and the session
-/// goes on; one within them is still reuse.
+/// periodic purge keeps each DPoP-bound session's last `KEPT_GENERATIONS` only (here 2). A
+/// token older than those presented again is unknown, no longer reuse: it opens nothing (the
+/// key is the defence), and the session goes on; one within them is still reuse. A Bearer
+/// session keeps every token: reuse is its only defence, and a thief who refreshed past the
+/// user's token must still have the session ended when the user comes back.
 #[tokio::test]
-async fn a_session_keeps_its_recent_tokens_and_an_older_one_is_unknown_not_reuse() {
+async fn a_bound_session_keeps_its_recent_tokens_and_a_bearer_one_every_token() {
     let s = TestServer::start().await;
     s.state.clock.freeze();
-    let mut c = Client::new(&s).oneshot();
-    let mut t = vec![c.sign_in(ALICE).await];
+    let mut bound = Client::bound(&s);
+    let mut bearer = Client::new(&s).oneshot();
+    let mut tb = vec![bound.sign_in(ALICE).await];
+    let mut tp = vec![bearer.sign_in(BOB).await];
     for _ in 0..5 {
         s.state.clock.advance(60);
-        let next = c.rotate(&t[t.len() - 1].refresh).await;
-        t.push(next);
+        let next = bound.rotate(&tb[tb.len() - 1].refresh).await;
+        tb.push(next);
+        let next = bearer.rotate(&tp[tp.len() - 1].refresh).await;
+        tp.push(next);
     }
     s.state.store.purge_superseded(2).await.unwrap();
     s.state.clock.advance(60);
-    assert_eq!(c.refresh_error(&t[0].refresh).await, "invalid_grant");
-    let live = c.rotate(&t[5].refresh).await;
-    assert_eq!(c.me(&live.access).await.status, 200);
+    assert_eq!(bound.refresh_error(&tb[0].refresh).await, "invalid_grant");
+    let live = bound.rotate(&tb[5].refresh).await;
+    assert_eq!(bound.me(&live.access).await.status, 200);
     assert_eq!(s.stats().await["reuse_detections"], 0);
     s.state.clock.advance(60);
-    assert_eq!(c.refresh_error(&t[4].refresh).await, "token_reused");
+    assert_eq!(bound.refresh_error(&tb[4].refresh).await, "token_reused");
+    // The Bearer session's oldest token is still reuse: the session ends.
+    assert_eq!(bearer.refresh_error(&tp[0].refresh).await, "token_reused");
     assert_eq!(tokenwarden_server::store::KEPT_GENERATIONS, 1_000);
     s.stop().await;
 }

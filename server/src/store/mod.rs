@@ -582,7 +582,7 @@ impl Store {
 
     /// Deletes sessions (and their tokens) and deny-list entries that ended before `before`,
     /// and events a day older still (the revocation feed's subscribers start from them); and
-    /// each live session's tokens more than [`KEPT_GENERATIONS`] behind its newest.
+    /// each bound session's tokens more than [`KEPT_GENERATIONS`] behind its newest.
     pub async fn purge(&self, before: i64) -> StoreResult<()> {
         for statement in [
             "DELETE FROM sessions
@@ -596,15 +596,20 @@ impl Store {
         self.purge_superseded(KEPT_GENERATIONS).await
     }
 
-    /// Deletes each session's refresh tokens more than `kept` generations behind its newest.
-    /// Every accepted refresh adds a row, kept until a day after the session ends: a session
-    /// refreshed as often as its limit allows (30 a minute) added 43,000 a day, for up to its
-    /// 30 days, and an account may open many. A token that old presented again is unknown
-    /// (`invalid_grant`), no longer reuse: it opens nothing either way, and the session it
-    /// names goes on.
+    /// Deletes each DPoP-bound session's refresh tokens more than `kept` generations behind its
+    /// newest. Every accepted refresh adds a row, kept until a day after the session ends: a
+    /// session refreshed as often as its limit allows (30 a minute) added 43,000 a day, for up
+    /// to its 30 days, and an account may open many. A token that old presented again is
+    /// unknown (`invalid_grant`), no longer reuse: in a bound session it opens nothing either
+    /// way (the key is the defence), and the session goes on. Not a Bearer session's, where
+    /// reuse is the only one: a thief who refreshed past the user's token would otherwise see
+    /// the user come back to `invalid_grant` instead of ending the thief's session. Only the
+    /// sessions past `kept` generations are read, by their index.
     pub async fn purge_superseded(&self, kept: i64) -> StoreResult<()> {
         let sql = "DELETE FROM refresh_tokens
-                   WHERE generation < (SELECT s.max_used_gen FROM sessions s
+                   WHERE session_id IN (SELECT id FROM sessions
+                                        WHERE dpop_jkt IS NOT NULL AND max_used_gen > $1)
+                     AND generation < (SELECT s.max_used_gen FROM sessions s
                                        WHERE s.id = refresh_tokens.session_id) - $1";
         q!(sql, kept).execute(&self.write).await?;
         Ok(())

@@ -31,6 +31,10 @@ use crate::tokens::{AccessClaims, Invalid};
 /// nonce of any time to come, so a script's proofs signed ahead for then would pass.)
 const NONCE_KEY: &str = "dpop_nonce_key";
 
+/// The nonce secret of the versions before, in the clear: sealed as it is at the first start of
+/// this one (the same nonces across a rolling upgrade), then deleted.
+const NONCE_SECRET_IN_THE_CLEAR: &str = "dpop_nonce";
+
 /// How DPoP is configured.
 #[derive(Debug, Clone, Default)]
 pub struct DpopSettings {
@@ -91,14 +95,24 @@ impl Dpop {
         let secret = match &settings.nonce_secret {
             Some(s) => s.clone(),
             None => {
+                let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+                let clear = store.secret(NONCE_SECRET_IN_THE_CLEAR).await?;
+                let mut fresh = [0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fresh);
+                // (It was 32 random bytes in base64url, as this key's text is.)
+                let before = clear.as_deref().and_then(|c| b64.decode(c).ok());
+                let seed = before.and_then(|b| <[u8; 32]>::try_from(b).ok());
                 let key = store
-                    .sealed_key(kek, NONCE_KEY)
+                    .sealed_key_or(kek, NONCE_KEY, seed.unwrap_or(fresh))
                     .await
                     .map_err(|e| match e {
                         crate::store::SealedKeyError::Store(e) => DpopError::Store(e),
                         crate::store::SealedKeyError::Setup(why) => DpopError::Sealed(why),
                     })?;
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+                if clear.is_some() {
+                    store.delete_secret(NONCE_SECRET_IN_THE_CLEAR).await?;
+                }
+                b64.encode(key)
             }
         };
         let since = clock.now_ms();

@@ -963,6 +963,39 @@ async fn the_dpop_nonce_key_is_sealed_in_the_database() {
         .decode(value)
         .unwrap();
     assert!(tokenwarden_server::kek::is_sealed(&stored));
+
+    // A database of the version before, its secret in the clear: sealed as it is (the nonces
+    // of a fleet upgraded one instance at a time stay the same), and the clear one deleted.
+    let clear = tokenwarden_server::tokens::random_token();
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("DELETE FROM server_secrets WHERE name = 'dpop_nonce_key'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO server_secrets (name, value) VALUES ('dpop_nonce', $1)")
+        .bind(&clear)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let s = TestServer::on(&url, |c| c.dpop_nonce_secret = None).await;
+    // (This one instance hands out nonces from its start on: the time differs, the key not.)
+    let before = tokenwarden_dpop::Nonces::new(clear.as_bytes()).unwrap();
+    let nonce = s.state.dpop.nonces().current(s.state.now());
+    assert!(
+        before.issue_time_of(&nonce).is_some(),
+        "a nonce of the same key"
+    );
+    assert_eq!(s.state.store.secret("dpop_nonce").await.unwrap(), None);
+    assert!(
+        s.state
+            .store
+            .secret("dpop_nonce_key")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    s.stop().await;
 }
 
 async fn stored_private_keys(url: &str) -> Vec<Vec<u8>> {

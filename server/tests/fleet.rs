@@ -538,6 +538,27 @@ async fn a_dpop_proof_accepted_by_one_instance_is_refused_by_the_others() {
     stop_all([a, b, c]).await;
 }
 
+/// `keys reseal` on PostgreSQL (its tables locked while it runs): every key and sealed secret
+/// of a fleet moves to the new key-encryption key, and an instance starts with that one alone.
+#[tokio::test]
+async fn keys_reseal_on_postgresql_moves_every_sealed_key() {
+    use tokenwarden_server::kek::{KeyEncryption, LocalKek};
+    let (url, servers) = fleet(|_| {}).await;
+    stop_all(servers).await;
+    let store = tokenwarden_server::store::Store::connect(&url)
+        .await
+        .unwrap();
+    let old = KeyEncryption::local(LocalKek::parse(TEST_KEK).unwrap());
+    let new_key = "TlROTlROTlROTlROTlROTlROTlROTlROTlROTlROTlI=";
+    let new = KeyEncryption::local(LocalKek::parse(new_key).unwrap());
+    let (keys, secrets) = store.reseal(&old, &new).await.unwrap();
+    assert!(keys >= 1 && secrets >= 2, "{keys} keys, {secrets} secrets");
+    store.close().await;
+    let s = TestServer::on(&url, move |c| c.key_encryption = new).await;
+    assert_eq!(Client::new(&s).login(ALICE).await.status, 200);
+    s.stop().await;
+}
+
 /// A proof's row in the fleet's table is never taken over, and is kept ten minutes past the time
 /// it can pass by. Taken over once expired by the time of the insert's batch (the latest of its
 /// claims), a replay batched beside a claim stamped seconds later passed; purged at once, a

@@ -18,6 +18,19 @@ pub enum SealedKeyError {
 }
 
 impl Store {
+    /// The secret `name`, if there is one.
+    pub async fn secret(&self, name: &str) -> StoreResult<Option<String>> {
+        let read = "SELECT value FROM server_secrets WHERE name = $1";
+        Ok(q_scalar!(read, name).fetch_optional(&self.write).await?)
+    }
+
+    /// Deletes the secret `name`.
+    pub async fn delete_secret(&self, name: &str) -> StoreResult<()> {
+        let sql = "DELETE FROM server_secrets WHERE name = $1";
+        q!(sql, name).execute(&self.write).await?;
+        Ok(())
+    }
+
     /// The secret `name`, created from `fresh` by whichever instance asks first.
     pub async fn shared_secret(&self, name: &str, fresh: &str) -> StoreResult<String> {
         let insert =
@@ -35,9 +48,19 @@ impl Store {
         kek: &KeyEncryption,
         name: &str,
     ) -> Result<[u8; 32], SealedKeyError> {
-        let setup = SealedKeyError::Setup;
         let mut fresh = [0u8; 32];
         rand::rngs::OsRng.fill(&mut fresh);
+        self.sealed_key_or(kek, name, fresh).await
+    }
+
+    /// As [`Self::sealed_key`], made from `fresh` if no instance made it first.
+    pub async fn sealed_key_or(
+        &self,
+        kek: &KeyEncryption,
+        name: &str,
+        fresh: [u8; 32],
+    ) -> Result<[u8; 32], SealedKeyError> {
+        let setup = SealedKeyError::Setup;
         let sealed = kek.seal(name, &fresh).map_err(setup)?;
         let stored = self.shared_secret(name, &B64.encode(sealed)).await?;
         let sealed = B64
@@ -60,6 +83,12 @@ impl Store {
         let setup = SealedKeyError::Setup;
         let db = |e: sqlx::Error| SealedKeyError::Store(e.into());
         let mut tx = self.write.begin().await.map_err(db)?;
+        // No key added or secret made meanwhile (a `keys rotate`, an instance not stopped),
+        // sealed by the key this one replaces. (SQLite: the first write takes the one lock.)
+        if self.is_shared() {
+            let sql = "LOCK TABLE signing_keys, server_secrets IN SHARE ROW EXCLUSIVE MODE";
+            q!(sql).execute(&mut *tx).await.map_err(db)?;
+        }
         let sql = "SELECT kid, private_key FROM signing_keys ORDER BY kid";
         let keys: Vec<(String, Vec<u8>)> = q_as!(sql).fetch_all(&mut *tx).await.map_err(db)?;
         for (kid, stored) in &keys {

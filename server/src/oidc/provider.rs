@@ -125,7 +125,44 @@ fn endpoint(doc: &Value, name: &str, issuer: &str) -> Result<String, ProviderErr
              issuer on http)"
         )));
     }
+    // Nor an address of a network of the server's own (loopback, private, link-local) the
+    // issuer is not on: a provider's document could otherwise send the server's requests (the
+    // code exchange with the client secret among them) to a service inside it.
+    let host = |u: &str| {
+        url::Url::parse(u)
+            .ok()
+            .and_then(|u| u.host().map(|h| h.to_owned()))
+    };
+    if let Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) = host(url)
+        && host(url) != host(issuer)
+        && host(url).is_some_and(|h| inner_address(&h))
+    {
+        return Err(ProviderError::Unavailable(format!(
+            "discovery: {name} {url:?} is an address of an inner network the issuer is not on"
+        )));
+    }
     Ok(url.to_owned())
+}
+
+/// An IP address of a network that is not the internet's: loopback, private, link-local,
+/// unique local, unspecified.
+fn inner_address(host: &url::Host) -> bool {
+    match host {
+        url::Host::Ipv4(v4) => {
+            v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified()
+        }
+        url::Host::Ipv6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| v4.is_loopback() || v4.is_private() || v4.is_link_local())
+        }
+        url::Host::Domain(_) => false,
+    }
 }
 
 impl Provider {
@@ -424,6 +461,20 @@ mod tests {
         for forged in ["e", "f", "g"] {
             assert!(!ok(forged, "https://idp.example"), "{forged}");
         }
+        // An address inside the server's own networks, which the issuer is not on.
+        let inner = serde_json::json!({
+            "p": "https://10.0.0.5/token",
+            "q": "https://169.254.169.254/latest",
+            "r": "https://[fd00::1]/jwks",
+            "s": "https://192.168.1.2:8443/jwks",
+            "t": "https://93.184.215.14/jwks",
+        });
+        let at = |name: &str, issuer: &str| endpoint(&inner, name, issuer).is_ok();
+        for name in ["p", "q", "r", "s"] {
+            assert!(!at(name, "https://idp.example"), "{name}");
+        }
+        assert!(at("t", "https://idp.example"), "a public address");
+        assert!(at("p", "https://10.0.0.5"), "the issuer's own host");
         assert!(!ok("missing", "https://idp.example"));
     }
 }

@@ -111,6 +111,7 @@ fn parse_node(node: &str) -> Option<IpAddr> {
 /// dual-stack socket's) or under NAT64's well-known prefix (`64:ff9b::192.0.2.1`, RFC 6052: a
 /// server on IPv6 only behind a translator). Counted as its /64, every IPv4 client of the
 /// translator shared one bucket.
+///
 /// Only a global IPv4 address is under NAT64's prefix (RFC 6052 §3.1): `64:ff9b::127.0.0.1` is
 /// no translator's, and is not taken for this machine.
 pub(crate) fn embedded_ipv4(v6: Ipv6Addr) -> Option<std::net::Ipv4Addr> {
@@ -118,20 +119,26 @@ pub(crate) fn embedded_ipv4(v6: Ipv6Addr) -> Option<std::net::Ipv4Addr> {
     let bits = u128::from(v6);
     if bits >> 32 == NAT64 >> 32 {
         let v4 = std::net::Ipv4Addr::from(bits as u32);
-        let [a, b, ..] = v4.octets();
-        let special = v4.is_private()
-            || v4.is_loopback()
-            || v4.is_link_local()
-            || v4.is_unspecified()
-            || v4.is_broadcast()
-            || v4.is_multicast()
-            || v4.is_documentation()
-            || a == 0
-            || a >= 240
-            || (a == 100 && (64..128).contains(&b));
-        return (!special).then_some(v4);
+        return global_v4(v4).then_some(v4);
     }
     v6.to_ipv4_mapped()
+}
+
+/// Whether `v4` is an address of the internet's (RFC 6890's special-purpose ranges are not):
+/// not private, loopback, link-local, shared (`100.64/10`), documentation, multicast, reserved,
+/// "this network" or broadcast.
+pub(crate) fn global_v4(v4: std::net::Ipv4Addr) -> bool {
+    let [a, b, ..] = v4.octets();
+    !(v4.is_private()
+        || v4.is_loopback()
+        || v4.is_link_local()
+        || v4.is_unspecified()
+        || v4.is_broadcast()
+        || v4.is_multicast()
+        || v4.is_documentation()
+        || a == 0
+        || a >= 240
+        || (a == 100 && (64..128).contains(&b)))
 }
 
 /// An address that carries an IPv4 client's is the IPv4 address ([`embedded_ipv4`]).

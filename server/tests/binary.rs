@@ -51,14 +51,20 @@ async fn a_logout_survives_a_restart() {
     s.stop().await;
 }
 
-fn cli(url: &str, args: &[&str]) -> String {
-    let out = Command::new(server_binary())
+/// The CLI on the database at `url` with the key-encryption key `kek`, as it ended.
+fn cli_with(url: &str, kek: &str, args: &[&str]) -> std::process::Output {
+    Command::new(server_binary())
         .args(args)
         .env("TW_DATABASE_URL", url)
-        .env("TW_KEY_ENCRYPTION_KEY", TEST_KEK)
+        .env("TW_KEY_ENCRYPTION_KEY", kek)
         .env("RUST_LOG", "warn")
         .output()
-        .expect("run the CLI");
+        .expect("run the CLI")
+}
+
+/// The CLI with the tests' key-encryption key, which must succeed: what it printed.
+fn cli(url: &str, args: &[&str]) -> String {
+    let out = cli_with(url, TEST_KEK, args);
     assert!(
         out.status.success(),
         "{args:?}: {}",
@@ -283,15 +289,10 @@ async fn keys_reseal_moves_every_sealed_key_to_a_new_key_encryption_key() {
     const NEW: &str = "TlROTlROTlROTlROTlROTlROTlROTlROTlROTlROTlI=";
     let new_file = dir.path().join("new.kek");
     std::fs::write(&new_file, format!("{NEW}\n")).unwrap();
+    let new_file = new_file.display().to_string();
     let reseal = |current: &str| {
-        Command::new(server_binary())
-            .args(["keys", "reseal", "--new-key-encryption-key-file"])
-            .arg(&new_file)
-            .env("TW_DATABASE_URL", &url)
-            .env("TW_KEY_ENCRYPTION_KEY", current)
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap()
+        let args = ["keys", "reseal", "--new-key-encryption-key-file", &new_file];
+        cli_with(&url, current, &args)
     };
     // A current key that opens nothing: refused, nothing changed.
     let wrong = reseal("V1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1c=");
@@ -310,13 +311,11 @@ async fn keys_reseal_moves_every_sealed_key_to_a_new_key_encryption_key() {
     assert!(said.contains("1 signing keys"), "{said}");
     assert!(!said.contains(" 0 secrets"), "{said}");
     // The old key opens nothing now; the new one does, and the session goes on.
-    let old = Command::new(server_binary())
-        .args(["keys", "rotate"])
-        .env("TW_DATABASE_URL", &url)
-        .env("TW_KEY_ENCRYPTION_KEY", TEST_KEK)
-        .output()
-        .unwrap();
-    assert!(!old.status.success());
+    assert!(
+        !cli_with(&url, TEST_KEK, &["keys", "rotate"])
+            .status
+            .success()
+    );
     let new = KeyEncryption::local(LocalKek::parse(NEW).unwrap());
     let s = TestServer::on(&url, move |c| c.key_encryption = new).await;
     let mut again = Client::new(&s).holding(&t);

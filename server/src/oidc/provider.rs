@@ -133,10 +133,8 @@ fn endpoint(doc: &Value, name: &str, issuer: &str) -> Result<String, ProviderErr
             .ok()
             .and_then(|u| u.host().map(|h| h.to_owned()))
     };
-    if let Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) = host(url)
-        && host(url) != host(issuer)
-        && host(url).is_some_and(|h| inner_address(&h))
-    {
+    let target = host(url);
+    if target.as_ref().is_some_and(inner_address) && target != host(issuer) {
         return Err(ProviderError::Unavailable(format!(
             "discovery: {name} {url:?} is an address of an inner network the issuer is not on"
         )));
@@ -144,13 +142,12 @@ fn endpoint(doc: &Value, name: &str, issuer: &str) -> Result<String, ProviderErr
     Ok(url.to_owned())
 }
 
-/// An IP address of a network that is not the internet's: loopback, private, link-local,
-/// unique local, unspecified.
+/// An IP address that is not the internet's: an IPv4 one not global (crate::net::global_v4:
+/// loopback, private, link-local, ...), an IPv6 one loopback, unspecified, unique local,
+/// link-local, or a mapped IPv4 one not global. (A name is not looked up.)
 fn inner_address(host: &url::Host) -> bool {
     match host {
-        url::Host::Ipv4(v4) => {
-            v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified()
-        }
+        url::Host::Ipv4(v4) => !crate::net::global_v4(*v4),
         url::Host::Ipv6(v6) => {
             let first = v6.segments()[0];
             v6.is_loopback()
@@ -159,7 +156,7 @@ fn inner_address(host: &url::Host) -> bool {
                 || (first & 0xffc0) == 0xfe80
                 || v6
                     .to_ipv4_mapped()
-                    .is_some_and(|v4| v4.is_loopback() || v4.is_private() || v4.is_link_local())
+                    .is_some_and(|v4| !crate::net::global_v4(v4))
         }
         url::Host::Domain(_) => false,
     }

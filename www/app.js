@@ -167,8 +167,11 @@ async function codeTo(email, boxId, inputId, ask, what) {
       box.hidden = false;
       return;
     }
-    if (messages.length > before) {
-      const m = messages[0];
+    // The newest new message with a code; a notice (a password changed, …) has none. One
+    // without a code is the answer itself only if no code follows it (an account that exists).
+    const fresh = messages.slice(0, Math.max(0, messages.length - before));
+    const m = fresh.find((x) => x.code) ?? (i >= 6 ? fresh[0] : undefined);
+    if (m) {
       box.replaceChildren(`Demo mailbox: “${m.subject}”`, ...(m.code
         ? [" — your code is ", Object.assign(document.createElement("code"), { id: `${boxId}-code`, textContent: m.code })]
         : []));

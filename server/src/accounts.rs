@@ -425,6 +425,7 @@ pub async fn reset(
         .replace_password(&user.id, &hash, None, None, RevokeReason::PasswordReset)
         .await?
         .ok_or(ApiError::InvalidCode { attempts_left: 0 })?;
+    codes.notify(&user.id, crate::otp::Notice::PasswordReset);
     // Opened only while the new password is the account's (another reset may follow).
     sessions
         .open_proved(
@@ -442,6 +443,7 @@ pub async fn reset(
 #[allow(clippy::too_many_arguments)]
 pub async fn change(
     _: Csrf,
+    State(codes): State<Codes>,
     State(passwords): State<Passwords>,
     State(sessions): State<Sessions>,
     State(store): State<Store>,
@@ -491,6 +493,7 @@ pub async fn change(
     let Some(version) = replaced else {
         return Err(ApiError::WrongPassword);
     };
+    codes.notify(&user.id, crate::otp::Notice::PasswordChanged);
     // The new version ends every known-browser cookie of the old one: this browser's is made
     // again.
     let mut res = StatusCode::NO_CONTENT.into_response();

@@ -39,7 +39,7 @@ use crate::dpop::Dpop;
 use crate::error::ApiError;
 use crate::extract::{Authed, Csrf, JsonBody, user_agent};
 use crate::net::ClientIp;
-use crate::otp::Codes;
+use crate::otp::{Codes, Notice};
 use crate::sessions::{Issued, Sessions, SignIn};
 use crate::store::passkeys::{
     Ceremony, Change, MAX_CREDENTIAL_ID_BYTES, MAX_ID_CHARS, MAX_PASSKEYS, PasskeyRow,
@@ -139,29 +139,6 @@ impl Passkeys {
             .ok_or(ApiError::PasskeysUnavailable(
                 "passkeys are not configured on this server (--webauthn-rp-id)",
             ))
-    }
-
-    /// Mails the account's address that a passkey was added (when codes are mailed at all), in
-    /// the background: the answer does not wait for the SMTP server, and a failure is logged.
-    fn notify_added(&self, user_id: &str, now: i64) {
-        let Ok(otp) = self.0.codes.enabled() else {
-            return;
-        };
-        let (otp, store) = (otp.clone(), self.0.store.clone());
-        let user_id = user_id.to_owned();
-        tokio::spawn(async move {
-            let sent = match store.user_by_id(&user_id).await {
-                // An account a provider opened without an address has no mailbox.
-                Ok(Some(user)) if !user.email.ends_with(crate::oidc::NO_MAILBOX) => {
-                    otp.mailer.send_passkey_added(&user.email, now).await
-                }
-                Ok(_) => Ok(()),
-                Err(e) => Err(format!("database: {e}")),
-            };
-            if let Err(e) = sent {
-                tracing::warn!(user = %user_id, error = %e, "the passkey-added notice was not sent");
-            }
-        });
     }
 
     fn now(&self) -> i64 {
@@ -486,7 +463,7 @@ async fn register(
         other => return Err(unchanged(other)),
     }
     tracing::info!(target: "audit", event = "passkey_registered", user = %claims.sub);
-    p.notify_added(&claims.sub, now);
+    p.0.codes.notify(&claims.sub, Notice::PasskeyAdded);
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({ "id": row.id, "name": row.name, "created_at": now })),
@@ -549,6 +526,7 @@ pub async fn remove(
         other => return Err(unchanged(other)),
     }
     tracing::info!(target: "audit", event = "passkey_removed", user = %claims.sub);
+    p.0.codes.notify(&claims.sub, Notice::PasskeyRemoved);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -777,6 +755,8 @@ pub async fn set_second_factor(
         .await?
     {
         Change::Done => {}
+        // Nothing to tell the owner of.
+        Change::Same => return Ok(StatusCode::NO_CONTENT.into_response()),
         Change::NoPasskey => {
             return Err(ApiError::PasskeysUnavailable(
                 "a second factor needs a passkey, or emailed codes on this server",
@@ -785,6 +765,8 @@ pub async fn set_second_factor(
         other => return Err(unchanged(other)),
     }
     tracing::info!(target: "audit", event = "second_factor_set", user = %claims.sub, required = req.required);
+    p.0.codes
+        .notify(&claims.sub, Notice::SecondFactor(req.required));
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -988,12 +970,16 @@ pub async fn second_factor(
             // session ends, as a reset without a second factor does at once.
             match c.password_hash.as_deref() {
                 // `None` only if the account went away meanwhile: nothing to open then.
-                Some(hash) => Some(
-                    p.0.sessions
+                Some(hash) => {
+                    let version = p
+                        .0
+                        .sessions
                         .replace_password(&user.id, hash, None, None, RevokeReason::PasswordReset)
                         .await?
-                        .ok_or(ApiError::InvalidCredentials)?,
-                ),
+                        .ok_or(ApiError::InvalidCredentials)?;
+                    p.0.codes.notify(&user.id, Notice::PasswordReset);
+                    Some(version)
+                }
                 None => None,
             }
         }

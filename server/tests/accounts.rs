@@ -1111,19 +1111,23 @@ async fn a_reset_or_a_change_revokes_the_codes_mailed_before_it() {
     let reset =
         json!({ "email": ALICE.0, "code": code, "new_password": "brand new secret phrase" });
     assert_eq!(owner.post("/auth/password/reset", &reset).await.status, 200);
+    let notice = sink.wait_for(ALICE.0, 3).await;
+    assert_eq!(notice.subject(), "Your password was reset");
     let refused = stranger.code_refused(ALICE.0, &seen).await;
     assert_eq!((refused.status, refused.error()), (401, "invalid_code"));
     // A sign-in code and the owner's reset code, mailed before a change (made by whoever holds
     // the password).
     assert_eq!(stranger.request_code(ALICE.0).await.status, 202);
-    let seen = sink.wait_for(ALICE.0, 3).await.code();
+    let seen = sink.wait_for(ALICE.0, 4).await.code();
     Client::new(&s).oneshot().request_reset(ALICE.0).await;
-    let owners = sink.wait_for(ALICE.0, 4).await.code();
+    let owners = sink.wait_for(ALICE.0, 5).await.code();
     let change = json!({ "current_password": "brand new secret phrase", "new_password": "another good phrase" });
     assert_eq!(
         owner.post("/auth/password/change", &change).await.status,
         204
     );
+    let notice = sink.wait_for(ALICE.0, 6).await;
+    assert_eq!(notice.subject(), "Your password was changed");
     let refused = stranger.code_refused(ALICE.0, &seen).await;
     assert_eq!((refused.status, refused.error()), (401, "invalid_code"));
     let reset =

@@ -762,10 +762,13 @@ async fn spent_sign_in_code_guesses_do_not_stop_the_owners_second_factor() {
             .status,
         204
     );
+    // The owner heard of it.
+    let notice = sink.wait_for(ALICE.0, 1).await.subject();
+    assert_eq!(notice, "Your sign-ins now ask for a second factor");
     // Two wrong sign-in codes (fewer than the three that end a code and mail a new one): the
     // day's count for the address.
     let mut guesser = Client::new(&s).oneshot();
-    let code = code_for(&mut guesser, &sink, ALICE.0, 1).await;
+    let code = code_for(&mut guesser, &sink, ALICE.0, 2).await;
     for _ in 0..2 {
         assert_eq!(
             guesser.verify_code(ALICE.0, &wrong(&code)).await.status,
@@ -782,7 +785,7 @@ async fn spent_sign_in_code_guesses_do_not_stop_the_owners_second_factor() {
         "{}",
         a.body
     );
-    let second = sink.wait_for(ALICE.0, 2).await.code();
+    let second = sink.wait_for(ALICE.0, 3).await.code();
     let body = json!({ "ceremony": a.body["ceremony"], "code": second });
     let res = owner.post("/auth/login/second-factor", &body).await;
     assert_eq!(res.status, 200, "{}", res.body);

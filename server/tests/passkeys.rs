@@ -556,10 +556,13 @@ async fn a_code_sign_in_or_a_reset_needs_the_passkey_that_is_the_second_factor()
     // reassurance itself ("added by your bank's security team").
     assert!(!notice.contains("Laptop"), "{notice}");
     require_second_factor(&mut tab).await;
+    // So did switching the second factor on.
+    let notice = sink.wait_for(ALICE.0, 2).await.subject();
+    assert_eq!(notice, "Your sign-ins now ask for a second factor");
 
     // Every message to Alice after it, in order: a code asked for, or one a password sign-in
     // mailed as its second factor.
-    let mails = std::cell::Cell::new(1);
+    let mails = std::cell::Cell::new(2);
     let mailed = async || {
         mails.set(mails.get() + 1);
         sink.wait_for(ALICE.0, mails.get()).await.code()
@@ -663,6 +666,10 @@ async fn a_code_sign_in_or_a_reset_needs_the_passkey_that_is_the_second_factor()
     )
     .await;
     assert_eq!(done.status, 200, "{}", done.body);
+    // Then, not before: Alice hears of the reset.
+    mails.set(mails.get() + 1);
+    let notice = sink.wait_for(ALICE.0, mails.get()).await.subject();
+    assert_eq!(notice, "Your password was reset");
     let mut again = Client::bound(&s);
     let a = again.login((ALICE.0, NEW)).await;
     mailed().await;
@@ -829,10 +836,11 @@ async fn with_passkeys_switched_off_a_code_alone_does_not_pass_for_the_passkey()
     tab.sign_in(ALICE).await;
     register(&mut tab).await;
     require_second_factor(&mut tab).await;
-    // The notice of the passkey added (mailed after the answer: waited for before the stop).
-    sink.wait_for(ALICE.0, 1).await;
+    // The notices of the passkey added and the second factor (mailed after the answer: waited
+    // for before the stop).
+    sink.wait_for(ALICE.0, 2).await;
     s.stop().await;
-    let mailed = std::cell::Cell::new(1);
+    let mailed = std::cell::Cell::new(2);
     let next_code = async || {
         mailed.set(mailed.get() + 1);
         sink.wait_for(ALICE.0, mailed.get()).await.code()
@@ -894,7 +902,8 @@ async fn a_stored_passkey_that_does_not_read_is_never_taken_for_none() {
     let t = tab.sign_in(ALICE).await;
     register(&mut tab).await;
     require_second_factor(&mut tab).await;
-    sink.wait_for(ALICE.0, 1).await;
+    // Its two notices: the passkey added, the second factor on.
+    sink.wait_for(ALICE.0, 2).await;
     let user = claims(&t)["sub"].as_str().unwrap().to_owned();
     let store = &s.state.store;
     for row in store.passkeys_of(&user).await.unwrap() {
@@ -906,7 +915,7 @@ async fn a_stored_passkey_that_does_not_read_is_never_taken_for_none() {
         .post("/auth/otp/start", &json!({ "email": ALICE.0 }))
         .await;
     assert_eq!(a.status, 202, "{}", a.body);
-    let code = sink.wait_for(ALICE.0, 2).await.code();
+    let code = sink.wait_for(ALICE.0, 3).await.code();
     let a = c
         .post(
             "/auth/otp/verify",
@@ -1099,5 +1108,96 @@ async fn another_site_cannot_spend_the_passkey_sign_in_starts() {
     let mut tab = Client::new(&s);
     let start = tab.post("/auth/passkeys/login/start", &json!({})).await;
     assert_eq!(start.status, 200, "{}", start.body);
+    s.stop().await;
+}
+
+/// Every change to how an account signs in is mailed to its address (OWASP ASVS 2.2.3): a
+/// script in the page holding a fresh session, or a thief who knows the password, can make
+/// each of them, and the owner hears of it where neither can read. A setting that does not
+/// change mails nothing; past ten notices an hour an account gets no more (a script toggling
+/// the second factor would flood the inbox), and they never spend the codes' budget: the
+/// owner's reset code still arrives.
+#[tokio::test]
+async fn every_change_to_how_an_account_signs_in_is_mailed_to_it_within_a_budget() {
+    let sink = SmtpSink::start();
+    let s = TestServer::with(|c| {
+        mailing(&sink, true)(c);
+        c.otp.sends_per_email = 1;
+    })
+    .await;
+    let mut tab = Client::bound(&s);
+    tab.sign_in(ALICE).await;
+    let mails = std::cell::Cell::new(0);
+    let next = async || {
+        mails.set(mails.get() + 1);
+        sink.wait_for(ALICE.0, mails.get()).await
+    };
+    let second_factor = |required: bool| json!({ "required": required });
+    register(&mut tab).await;
+    assert_eq!(
+        next().await.subject(),
+        "A passkey was added to your account"
+    );
+    for (required, subject) in [
+        (true, "Your sign-ins now ask for a second factor"),
+        // The same again: nothing to tell (the next message is the one after).
+        (true, ""),
+        (false, "Your sign-ins no longer ask for a second factor"),
+    ] {
+        let a = tab
+            .send("PUT", "/auth/second-factor", Some(&second_factor(required)))
+            .await;
+        assert_eq!(a.status, 204, "{}", a.body);
+        if !subject.is_empty() {
+            assert_eq!(next().await.subject(), subject);
+        }
+    }
+    let id = tab.get("/auth/passkeys").await.body["passkeys"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let a = tab
+        .send("DELETE", &format!("/auth/passkeys/{id}"), None)
+        .await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    assert_eq!(
+        next().await.subject(),
+        "A passkey was removed from your account"
+    );
+    let change = json!({ "current_password": ALICE.1, "new_password": "another good phrase" });
+    let a = tab.post("/auth/password/change", &change).await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    let notice = next().await;
+    assert_eq!(notice.subject(), "Your password was changed");
+    assert!(!notice.raw.contains(ALICE.1) && !notice.raw.contains("another good phrase"));
+
+    // Five notices so far: five more, then none.
+    for i in 0..6 {
+        let a = tab
+            .send(
+                "PUT",
+                "/auth/second-factor",
+                Some(&second_factor(i % 2 == 0)),
+            )
+            .await;
+        assert_eq!(a.status, 204, "{}", a.body);
+        if i < 5 {
+            next().await;
+        }
+    }
+    // The codes' budget (one message an hour here) is untouched: the reset code arrives, and
+    // is the next message.
+    let mut owner = Client::bound(&s);
+    assert_eq!(owner.request_reset(ALICE.0).await.status, 202);
+    let code = next().await.code();
+    let reset = json!({ "email": ALICE.0, "code": code, "new_password": "the owner's phrase" });
+    assert_eq!(owner.post("/auth/password/reset", &reset).await.status, 200);
+    // The reset's notice is past the budget too.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        sink.to(ALICE.0).len(),
+        mails.get(),
+        "no message past the budget"
+    );
     s.stop().await;
 }

@@ -106,6 +106,9 @@ test("sign up in the demo with the code from the mail, then a reset in one brows
   await expect(page.locator("#session")).toBeVisible();
   expect(await page.evaluate(() => (window as any).auth.isAuthenticated)).toBe(true);
   await shot(page, "accounts-04-changed");
+  // The inbox heard of both, as it would of a thief's reset or change.
+  const subjects = () => mailsTo(email).slice(2).map((m) => /^Subject: (.*)$/m.exec(m)?.[1].trim());
+  await expect.poll(subjects).toEqual(["Your password was reset", "Your password was changed"]);
   await laptop.close();
   expect(jsErrors).toEqual([]);
 });

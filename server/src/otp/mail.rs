@@ -228,25 +228,12 @@ impl Mailer {
         self.send(to, None, &letter, now).await
     }
 
-    /// Tells `to` that a passkey was added to the account: a script in the page (XSS) could have
-    /// added one of its own in the minutes after a sign-in, and the owner should hear of it from
-    /// a channel the script cannot read. Not its name: the script chooses that ("added by your
-    /// bank's security team, nothing to do"), and the notice must say only what the server knows.
-    pub async fn send_passkey_added(&self, to: &str, now: i64) -> Result<(), String> {
+    /// Tells `to` of `notice`, a change to how the account signs in, at `now`.
+    pub async fn send_notice(&self, notice: Notice, to: &str, now: i64) -> Result<(), String> {
         let when = httpdate::fmt_http_date(
             std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(now).unwrap_or(0)),
         );
-        let letter = Letter {
-            subject: "A passkey was added to your account",
-            lines: vec![
-                format!("A passkey was added to your account ({when})."),
-                "If it was not you, remove it from your account's passkeys now (the newest one) \
-                 and change your password: whoever added it can sign in with it."
-                    .into(),
-            ],
-            code: None,
-        };
-        self.send(to, None, &letter, now).await
+        self.send(to, None, &notice.letter(&when), now).await
     }
 
     async fn send(
@@ -294,6 +281,76 @@ impl Mailer {
                     .map(drop)
                     .map_err(|e| format!("smtp: {e}"))
             }
+        }
+    }
+}
+
+/// A change to how an account signs in, which its address hears of (OWASP ASVS 2.2.3, "secure
+/// notifications after updates to authentication details"): a script in the page (XSS) holding
+/// a fresh session, or a thief who knows the password, can make each of these, and the owner
+/// should hear of it through a channel neither can read. Each notice says only what the server
+/// knows: never a name the page chose (a passkey's: "added by your bank's security team").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    PasskeyAdded,
+    PasskeyRemoved,
+    /// By the account's current password, in a session (`POST /auth/password/change`).
+    PasswordChanged,
+    /// By a code mailed to the address (`POST /auth/password/reset`).
+    PasswordReset,
+    /// Password sign-ins ask for a second factor from now on (`true`), or no longer (`false`).
+    SecondFactor(bool),
+}
+
+/// What to do when a change was not the owner's: the sessions page and the password.
+const NOT_YOU: &str = "If it was not you, someone has a session of your account: sign in, \
+                       sign out the sessions you do not know, and change your password.";
+
+impl Notice {
+    fn letter(self, when: &str) -> Letter {
+        let (subject, what, otherwise) = match self {
+            Notice::PasskeyAdded => (
+                "A passkey was added to your account",
+                "A passkey was added to your account",
+                "If it was not you, remove it from your account's passkeys now (the newest one) \
+                 and change your password: whoever added it can sign in with it.",
+            ),
+            Notice::PasskeyRemoved => (
+                "A passkey was removed from your account",
+                "A passkey was removed from your account",
+                NOT_YOU,
+            ),
+            Notice::PasswordChanged => (
+                "Your password was changed",
+                "Your account's password was changed, and its other sessions signed out",
+                "If it was not you, whoever did it knew your password: reset it now with a code \
+                 mailed to this address, which signs out every session, and remove any passkey \
+                 you did not add.",
+            ),
+            Notice::PasswordReset => (
+                "Your password was reset",
+                "Your account's password was reset with a code mailed to this address, and \
+                 every session signed out",
+                "If it was not you, someone can read this mailbox: secure it (its password, \
+                 where it forwards), then reset your password again.",
+            ),
+            Notice::SecondFactor(true) => (
+                "Your sign-ins now ask for a second factor",
+                "Password sign-ins of your account now ask for a second factor",
+                NOT_YOU,
+            ),
+            Notice::SecondFactor(false) => (
+                "Your sign-ins no longer ask for a second factor",
+                "Password sign-ins of your account no longer ask for a second factor",
+                "If it was not you, someone has a session of your account: sign in, switch the \
+                 second factor back on, sign out the sessions you do not know, and change your \
+                 password.",
+            ),
+        };
+        Letter {
+            subject,
+            lines: vec![format!("{what} ({when})."), otherwise.into()],
+            code: None,
         }
     }
 }

@@ -40,6 +40,10 @@ use crate::store::{
 };
 use crate::throttle::Throttle;
 use mail::Mailer;
+pub use mail::Notice;
+
+/// Notices mailed to one account in an hour at most ([`Codes::notify`]).
+pub const NOTICES_PER_HOUR: i64 = 10;
 
 /// Comparisons one code allows; the one that uses up the last revokes it and sends a new code.
 pub const MAX_ATTEMPTS: i64 = 3;
@@ -114,6 +118,24 @@ impl Codes {
     /// The machinery, or 404 when codes are off.
     pub fn enabled(&self) -> Result<&Arc<Otp>, ApiError> {
         self.0.as_ref().ok_or(ApiError::NotFound)
+    }
+
+    /// Mails the address of the account `user_id` `notice` of a change to how it signs in, when
+    /// this server mails codes at all: in the background (the answer does not wait for the SMTP
+    /// server; a failure is logged). At most [`NOTICES_PER_HOUR`] an hour per account, counted
+    /// apart from the codes' budget: a script with a fresh session toggling the second factor
+    /// could otherwise flood the owner's inbox, or spend the budget a reset code needs. Past
+    /// it, the owner has had that many notices of the same hour already.
+    pub fn notify(&self, user_id: &str, notice: Notice) {
+        let Some(otp) = self.0.clone() else {
+            return;
+        };
+        let (user_id, now) = (user_id.to_owned(), otp.clock.now());
+        tokio::spawn(async move {
+            if let Err(e) = otp.notice(&user_id, notice, now).await {
+                tracing::warn!(user = %user_id, notice = ?notice, error = %e, "a notice was not sent");
+            }
+        });
     }
 
     /// The demo mailbox exists (`--demo` and no SMTP server).
@@ -201,6 +223,27 @@ impl Otp {
             });
         }
         Ok(())
+    }
+
+    /// [`Codes::notify`]'s work.
+    async fn notice(&self, user_id: &str, notice: Notice, now: i64) -> Result<(), String> {
+        let db = |e: StoreError| format!("database: {e}");
+        let Some(user) = self.store.user_by_id(user_id).await.map_err(db)? else {
+            return Ok(());
+        };
+        // An account a provider opened without an address has no mailbox.
+        if user.email.ends_with(crate::oidc::NO_MAILBOX) {
+            return Ok(());
+        }
+        let (sent, _) = self
+            .store
+            .count(CounterScope::Notices, user_id, now, 3600)
+            .await
+            .map_err(db)?;
+        if sent > NOTICES_PER_HOUR {
+            return Err(format!("past {NOTICES_PER_HOUR} notices this hour"));
+        }
+        self.mailer.send_notice(notice, &user.email, now).await
     }
 
     /// Makes a code of `purpose` for `email` after the answer went out: stored always, mailed

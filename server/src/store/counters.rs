@@ -20,6 +20,9 @@ pub enum CounterScope {
     CodeSends,
     /// Verifications of codes of one purpose for an email.
     CodeVerifies(CodePurpose),
+    /// Notices of changes to how an account signs in, mailed to it (crate::otp::mail::Notice),
+    /// per account.
+    Notices,
     /// A per-minute throttle shared by the fleet (crate::throttle), by name.
     Throttle(&'static str),
 }
@@ -31,6 +34,7 @@ impl CounterScope {
             CounterScope::LoginAccountAttempts => "login-account",
             CounterScope::LoginDeviceAttempts => "login-device",
             CounterScope::CodeSends => "otp-send",
+            CounterScope::Notices => "notice",
             // Sign-in, reset and sign-up codes share one count: each opens the account (a
             // sign-up's, before its owner: with both sign-ups on), so counts of their own would
             // multiply a guesser's odds.

@@ -24,6 +24,8 @@ pub enum Change {
     Full,
     /// Nothing: a second factor needs a passkey here, and the account has none.
     NoPasskey,
+    /// Nothing: the setting was that already.
+    Same,
 }
 
 /// The longest credential id an authenticator makes (WebAuthn L3 §6.5.1, `credentialIdLength`):
@@ -314,12 +316,17 @@ impl Store {
                 return Ok(Change::NoPasskey);
             }
         }
-        let sql = "UPDATE users SET second_factor = $1 WHERE id = $2";
-        q!(sql, i64::from(required), user_id)
+        let sql = "UPDATE users SET second_factor = $1 WHERE id = $2 AND second_factor <> $1";
+        let changed = q!(sql, i64::from(required), user_id)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
         tx.commit().await?;
-        Ok(Change::Done)
+        Ok(if changed == 0 {
+            Change::Same
+        } else {
+            Change::Done
+        })
     }
 
     /// Records a step-up in a live session: its user proved who they are at `now`, with

@@ -30,6 +30,16 @@ impl Mail {
             .to_owned()
     }
 
+    /// The `Subject:` header's value.
+    pub fn subject(&self) -> String {
+        self.raw
+            .lines()
+            .find_map(|l| l.strip_prefix("Subject: "))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    }
+
     /// The code: the plain-text part's line that is nothing but 6 to 8 digits.
     pub fn code(&self) -> String {
         self.raw

@@ -628,19 +628,29 @@ fn cpus() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-/// The sealer of signing keys: the key file, else `TW_KEY_ENCRYPTION_KEY` (`env_key`), else a
-/// random key for an in-memory database (nothing is at rest), else with `--demo` a key file
-/// created beside the database. Otherwise an error saying what to set.
+/// The sealer of signing keys: the key file, or `TW_KEY_ENCRYPTION_KEY` (`env_key`), never both
+/// (which one an operator meant is not for the server to guess: the file took it silently, and
+/// a rotation that changed the other did nothing); else a random key for an in-memory database
+/// (nothing is at rest), else with `--demo` a key file created beside the database. Otherwise
+/// an error saying what to set.
 pub fn key_encryption(
     file: Option<&Path>,
     env_key: Option<&str>,
     database_url: &str,
     demo: bool,
 ) -> Result<KeyEncryption, String> {
+    let env_key = env_key.filter(|k| !k.trim().is_empty());
+    if file.is_some() && env_key.is_some() {
+        return Err(
+            "both --key-encryption-key-file (or TW_KEY_ENCRYPTION_KEY_FILE) and \
+             TW_KEY_ENCRYPTION_KEY are set: give the key-encryption key one way"
+                .into(),
+        );
+    }
     if let Some(file) = file {
         return LocalKek::from_file(file).map(KeyEncryption::local);
     }
-    if let Some(key) = env_key.filter(|k| !k.trim().is_empty()) {
+    if let Some(key) = env_key {
         return LocalKek::parse(key)
             .map(KeyEncryption::local)
             .map_err(|e| format!("TW_KEY_ENCRYPTION_KEY: {e}"));
@@ -1355,11 +1365,18 @@ fn trusted_proxies(list: &[IpNet]) -> Result<Vec<IpNet>, String> {
 }
 
 /// An origin whose pages no one on the network can change: https, or plain http on this
-/// machine (a development server).
+/// machine (a development server): a loopback address, `localhost`, or a name under it
+/// (`app.localhost`), which browsers resolve to loopback themselves and count as a secure
+/// context (RFC 6761 §6.3, the Secure Contexts spec's "potentially trustworthy").
 fn secure_origin(origin: &str) -> bool {
-    origin
-        .strip_prefix("http://")
-        .is_none_or(tokenwarden_dpop::is_loopback_host)
+    origin.strip_prefix("http://").is_none_or(|host| {
+        let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+        tokenwarden_dpop::is_loopback_host(host)
+            || name
+                .to_ascii_lowercase()
+                .strip_suffix(".localhost")
+                .is_some_and(|sub| !sub.is_empty() && !sub.ends_with('.'))
+    })
 }
 
 /// `--allowed-origin`'s or `--connect-src`'s origins (`flag`), each as browsers send an
@@ -1417,6 +1434,21 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.contains("TW_KEY_ENCRYPTION_KEY"), "{e}");
+    }
+
+    #[test]
+    fn a_key_encryption_key_given_both_as_a_file_and_in_the_environment_is_refused() {
+        let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+        let file = Path::new("/nonexistent/kek");
+        let e = key_encryption(Some(file), Some(key), "sqlite:tw.db", false)
+            .err()
+            .unwrap();
+        assert!(e.contains("one way"), "{e}");
+        // An empty variable is unset, as before.
+        let e = key_encryption(Some(file), Some(" "), "sqlite:tw.db", false)
+            .err()
+            .unwrap();
+        assert!(e.contains("/nonexistent/kek"), "{e}");
     }
 
     #[test]
@@ -1494,6 +1526,8 @@ mod tests {
             "http://localhost:3000",
             "http://[::1]:8080",
             "http://localhost",
+            "http://app.localhost:5173",
+            "http://App.LocalHost",
         ] {
             assert!(secure_origin(ok), "{ok}");
         }
@@ -1501,6 +1535,9 @@ mod tests {
             "http://app.example.com",
             "http://10.0.0.5:3000",
             "http://app.test:3000",
+            "http://localhost.example.com",
+            "http://evillocalhost:3000",
+            "http://.localhost",
         ] {
             assert!(!secure_origin(plain), "{plain}");
         }

@@ -510,22 +510,25 @@ pub async fn remove(
     // The last passkey of an account whose password sign-ins need a second factor, on a server
     // that mails no codes, is that factor: without it the owner could sign in no more.
     let keep_factor = p.0.codes.enabled().is_err();
-    match p
-        .0
-        .store
-        .delete_passkey(&id, &claims.sub, &claims.sid, keep_factor)
-        .await?
-    {
-        Change::Done => {}
-        Change::NotFound => return Err(ApiError::NotFound),
-        Change::LastFactor => {
+    let removed =
+        p.0.store
+            .delete_passkey(&id, &claims.sub, &claims.sid, keep_factor, p.now())
+            .await?;
+    let ended = match removed {
+        Ok(ended) => ended,
+        Err(Change::NotFound) => return Err(ApiError::NotFound),
+        Err(Change::LastFactor) => {
             return Err(ApiError::PasskeysUnavailable(
                 "this passkey is the account's second factor: turn the second factor off first",
             ));
         }
-        other => return Err(unchanged(other)),
-    }
+        Err(other) => return Err(unchanged(other)),
+    };
     tracing::info!(target: "audit", event = "passkey_removed", user = %claims.sub);
+    // The sessions it signed in end with it, on every instance: an intruder's passkey's
+    // sessions elsewhere end when the owner removes it.
+    p.0.sessions
+        .revoked_all(&claims.sub, &ended, RevokeReason::PasskeyRemoved);
     p.0.codes.notify(&claims.sub, Notice::PasskeyRemoved);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -548,15 +551,16 @@ pub async fn login_start(
     Ok(options(&id, &rcr))
 }
 
-/// The account of a discoverable assertion, verified by its passkey, and the account's password
-/// version read before the passkey: a reset or a stranger's password ended meanwhile (which
-/// takes the passkeys registered with it) counts one more, and the session is not opened.
+/// The account of a discoverable assertion, verified by its passkey, the account's password
+/// version read before the passkey (a reset or a stranger's password ended meanwhile, which
+/// takes the passkeys registered with it, counts one more, and the session is not opened), and
+/// the passkey's id.
 async fn verify_discoverable(
     p: &Passkeys,
     webauthn: &Webauthn,
     c: &Ceremony,
     cred: &PublicKeyCredential,
-) -> Result<(User, i64), ApiError> {
+) -> Result<(User, i64, String), ApiError> {
     let state: DiscoverableAuthentication = state_of(c)?;
     let (handle, cred_id) = webauthn
         .identify_discoverable_authentication(cred)
@@ -583,7 +587,7 @@ async fn verify_discoverable(
         .finish_discoverable_authentication_v2(cred, state, &passkey)
         .map_err(|e| refused("sign-in", Some(&user.id), e))?;
     p.used(&row, passkey, &result).await?;
-    Ok((user, version))
+    Ok((user, version, row.id))
 }
 
 /// `POST /auth/passkeys/login/finish`: a session like a password sign-in's.
@@ -600,14 +604,15 @@ pub async fn login_finish(
     let jkt = dpop.sign_in_binding(&headers, LOGIN_FINISH_PATH).await?;
     let cred: PublicKeyCredential = credential(req.credential)?;
     let c = p.take(LOGIN, &req.ceremony).await?;
-    let (user, version) = verify_discoverable(&p, webauthn, &c, &cred).await?;
+    let (user, version, passkey) = verify_discoverable(&p, webauthn, &c, &cred).await?;
     p.0.sessions
-        .open_proved(
+        .open_by_passkey(
             &user,
             user_agent(&headers),
             jkt.as_deref(),
             SignIn::Passkey,
             Some(version),
+            &passkey,
         )
         .await
 }
@@ -653,7 +658,7 @@ async fn verify_known(
     user: &str,
     c: &Ceremony,
     cred: &PublicKeyCredential,
-) -> Result<(), ApiError> {
+) -> Result<String, ApiError> {
     let state: PasskeyAuthentication = state_of(c)?;
     let result = webauthn
         .finish_passkey_authentication(cred, &state)
@@ -681,7 +686,8 @@ async fn verify_known(
             WebauthnError::CredentialPossibleCompromise,
         ));
     }
-    p.used(&row, passkey, &result).await
+    p.used(&row, passkey, &result).await?;
+    Ok(row.id)
 }
 
 /// `POST /auth/step-up/finish`: the session's `auth_time` is now, its `amr` gains `hwk`; the
@@ -919,6 +925,8 @@ pub async fn second_factor(
             .put_ceremony(&tokens::hash_refresh_token(&req.ceremony), c)
             .await
     };
+    // The passkey that answered, if one did.
+    let mut by_passkey = None;
     let how = match answer {
         SecondFactor::Passkey(cred) => {
             let webauthn = p.webauthn()?;
@@ -928,7 +936,7 @@ pub async fn second_factor(
                 pending(&c).await?;
                 return Err(ApiError::InvalidCredentials);
             }
-            verify_known(&p, webauthn, &user.id, &c, &cred).await?;
+            by_passkey = Some(verify_known(&p, webauthn, &user.id, &c, &cred).await?);
             match first {
                 FirstFactor::Password(_) => SignIn::PasswordAndPasskey,
                 FirstFactor::Code => SignIn::CodeAndPasskey,
@@ -984,7 +992,17 @@ pub async fn second_factor(
             }
         }
     };
-    p.0.sessions
-        .open_proved(&user, user_agent(&headers), jkt.as_deref(), how, password)
-        .await
+    let ua = user_agent(&headers);
+    match by_passkey {
+        Some(passkey) => {
+            p.0.sessions
+                .open_by_passkey(&user, ua, jkt.as_deref(), how, password, &passkey)
+                .await
+        }
+        None => {
+            p.0.sessions
+                .open_proved(&user, ua, jkt.as_deref(), how, password)
+                .await
+        }
+    }
 }

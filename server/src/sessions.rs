@@ -300,7 +300,23 @@ impl Sessions {
         how: SignIn,
         password: Option<i64>,
     ) -> Result<Issued, ApiError> {
-        self.open_as(user, user_agent, jkt, how, password, None)
+        self.open_as(user, user_agent, jkt, how, password, None, None)
+            .await
+    }
+
+    /// As [`Self::open_proved`], for a sign-in a passkey completed (by itself or as the second
+    /// factor): the session is recorded as that passkey's, and ends when it is removed. 401
+    /// `invalid_credentials` if it was removed meanwhile.
+    pub async fn open_by_passkey(
+        &self,
+        user: &User,
+        user_agent: &str,
+        jkt: Option<&str>,
+        how: SignIn,
+        password: Option<i64>,
+        passkey: &str,
+    ) -> Result<Issued, ApiError> {
+        self.open_as(user, user_agent, jkt, how, password, None, Some(passkey))
             .await
     }
 
@@ -320,10 +336,12 @@ impl Sessions {
             SignIn::Provider,
             None,
             Some(federated),
+            None,
         )
         .await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn open_as(
         &self,
         user: &User,
@@ -332,6 +350,7 @@ impl Sessions {
         how: SignIn,
         password: Option<i64>,
         federated: Option<Federated<'_>>,
+        passkey: Option<&str>,
     ) -> Result<Issued, ApiError> {
         let now = self.0.clock.now();
         let p = &self.0.policy;
@@ -355,6 +374,7 @@ impl Sessions {
                 amr: how.amr(),
                 password_version: password,
                 federated,
+                passkey,
             })
             .await?;
         match opened {
@@ -362,7 +382,9 @@ impl Sessions {
             Created::KeyInUse => {
                 return Err(ApiError::DpopProof(tokenwarden_dpop::ProofError::KeyInUse));
             }
-            Created::PasswordChanged => return Err(ApiError::InvalidCredentials),
+            Created::PasswordChanged | Created::PasskeyRemoved => {
+                return Err(ApiError::InvalidCredentials);
+            }
         }
         tracing::info!(target: "audit", event = how.as_str(), user = %user.id, session = %id);
         self.tell(Event::Opened {
@@ -677,7 +699,7 @@ impl Sessions {
 
     /// After `revoked` ended (of `who`: a user, or the provider that ended them): every
     /// instance hears of each, and their tokens are refused here at once.
-    fn revoked_all(&self, who: &str, revoked: &[String], reason: RevokeReason) -> usize {
+    pub fn revoked_all(&self, who: &str, revoked: &[String], reason: RevokeReason) -> usize {
         for sid in revoked {
             self.refuse_tokens_of(sid);
             self.tell(Event::Revoked {

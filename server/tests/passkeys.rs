@@ -1201,3 +1201,52 @@ async fn every_change_to_how_an_account_signs_in_is_mailed_to_it_within_a_budget
     );
     s.stop().await;
 }
+
+/// Removing a passkey ends the sessions it signed in, by itself or as the second factor, on
+/// every instance, and only those: a script in the page adds a passkey of its own through the
+/// page's fresh session and signs in with it elsewhere; when the owner removes it, those
+/// sessions end (they outlived the removal before). The session that removes it goes on, as a
+/// password change's does.
+#[tokio::test]
+async fn removing_a_passkey_ends_the_sessions_it_signed_in() {
+    let s = server().await;
+    let mut owner = Client::bound(&s);
+    owner.sign_in(ALICE).await;
+    let mut intruders = register(&mut owner).await;
+    let list = owner.get("/auth/passkeys").await;
+    let id = list.body["passkeys"][0]["id"].as_str().unwrap().to_owned();
+    let mut owners = register(&mut owner).await;
+    // Two sessions by the intruder's passkey alone, one where it was the second factor.
+    let (mut one, a) = passkey_login(&s, &mut intruders, &PAGE).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let (mut two, a) = passkey_login(&s, &mut intruders, &PAGE).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    require_second_factor(&mut owner).await;
+    let mut second = Client::bound(&s);
+    let a = second.login(ALICE).await;
+    assert_eq!(a.error(), "second_factor_required", "{}", a.body);
+    let credential = intruders.get(&a.body["passkey"], &PAGE);
+    let done = finish(&mut second, "/auth/login/second-factor", &a, &credential).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    // And one by the owner's own passkey.
+    let (mut mine, a) = passkey_login(&s, &mut owners, &PAGE).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    let a = two
+        .send("DELETE", &format!("/auth/passkeys/{id}"), None)
+        .await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    // The intruder's sessions end, but the one that removed it.
+    for tab in [&mut one, &mut second] {
+        assert_eq!(tab.get("/api/me").await.status, 401);
+        let r = tab.refresh().await;
+        assert_eq!((r.status, r.error()), (401, "invalid_grant"), "{}", r.body);
+    }
+    for tab in [&mut two, &mut mine, &mut owner] {
+        assert_eq!(tab.get("/api/me").await.status, 200);
+    }
+    // Nor does it sign in again.
+    let (_, a) = passkey_login(&s, &mut intruders, &PAGE).await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    s.stop().await;
+}

@@ -15,7 +15,8 @@
 //! - [`LOCK_USER_SESSIONS_PG`], [`LOCK_PROVIDER_SESSIONS_PG`]: the live sessions a revocation
 //!   of several is about to end, locked in the order of their ids (two such revocations side
 //!   by side would otherwise lock in orders of their own, and one fail as a deadlock); on
-//!   SQLite, the same statements without the lock ([`USER_SESSIONS`], [`PROVIDER_SESSIONS`]).
+//!   SQLite, the same statements without the lock ([`USER_SESSIONS`], [`PROVIDER_SESSIONS`]);
+//!   [`LOCK_PASSKEY_SESSIONS_PG`] and [`PASSKEY_SESSIONS`] too.
 //! - [`RECENT_EVENTS_PG`]: the fleet's catch-up read, by PostgreSQL's own clock.
 
 /// The two backends.
@@ -66,6 +67,21 @@ macro_rules! user_sessions {
 }
 pub const USER_SESSIONS: &str = user_sessions!("");
 pub const LOCK_USER_SESSIONS_PG: &str = user_sessions!(" FOR UPDATE");
+
+/// `$1`: a user's id, `$2`: a passkey's id, `$3`: a session kept. The live sessions that
+/// passkey signed in, by id.
+macro_rules! passkey_sessions {
+    ($lock:literal) => {
+        concat!(
+            "SELECT id FROM sessions
+             WHERE user_id = $1 AND passkey_id = $2 AND revoked_at IS NULL AND id <> $3
+             ORDER BY id",
+            $lock
+        )
+    };
+}
+pub const PASSKEY_SESSIONS: &str = passkey_sessions!("");
+pub const LOCK_PASSKEY_SESSIONS_PG: &str = passkey_sessions!(" FOR UPDATE");
 
 /// `$1`: an issuer, `$2` a subject and `$3` a provider's session, each NULL for any. The live
 /// sessions a logout token names, by id.

@@ -937,6 +937,7 @@ mod tests {
             amr: "pwd",
             password_version: None,
             federated: None,
+            passkey: None,
         }
     }
 }

@@ -409,6 +409,7 @@ mod tests {
             amr: "fed",
             password_version: None,
             federated: Some(f),
+            passkey: None,
         };
         let opened = s.create_session(&session).await.unwrap();
         assert_eq!(opened, crate::store::Created::Opened);

@@ -218,16 +218,18 @@ impl Store {
     /// Removes one of the user's passkeys, asked for in `session`, unless `keep_factor` and it
     /// is the last passkey of an account whose second factor is required. Checked and done as
     /// [`Self::change_of`] says: removals side by side, or a removal beside
-    /// [`Self::set_second_factor`], cannot each see another passkey left.
+    /// [`Self::set_second_factor`], cannot each see another passkey left. With it end the live
+    /// sessions it signed in, but `session`: the ones it ended, or why nothing changed.
     pub async fn delete_passkey(
         &self,
         id: &str,
         user_id: &str,
         session: &str,
         keep_factor: bool,
-    ) -> StoreResult<Change> {
+        now: i64,
+    ) -> StoreResult<Result<Vec<String>, Change>> {
         let Some(mut tx) = self.change_of(user_id, session).await? else {
-            return Ok(Change::SessionEnded);
+            return Ok(Err(Change::SessionEnded));
         };
         let left: i64 = q_scalar!(COUNT_PASSKEYS, user_id)
             .fetch_one(&mut *tx)
@@ -238,16 +240,19 @@ impl Store {
         let exists: i64 = q_scalar!(sql, id, user_id).fetch_one(&mut *tx).await?;
         if exists == 0 {
             tx.rollback().await?;
-            return Ok(Change::NotFound);
+            return Ok(Err(Change::NotFound));
         }
         if keep_factor && required == Some(1) && left <= 1 {
             tx.rollback().await?;
-            return Ok(Change::LastFactor);
+            return Ok(Err(Change::LastFactor));
         }
         let sql = "DELETE FROM passkeys WHERE id = $1 AND user_id = $2";
         q!(sql, id, user_id).execute(&mut *tx).await?;
+        let ended = self
+            .revoke_passkey_sessions_in(&mut tx, user_id, id, session, now)
+            .await?;
         tx.commit().await?;
-        Ok(Change::Done)
+        Ok(Ok(ended))
     }
 
     pub async fn put_ceremony(&self, id_hash: &str, c: &Ceremony) -> StoreResult<()> {
@@ -711,13 +716,34 @@ mod tests {
         ));
         let late = s.add_passkey(&row("b", "{}"), "here").await;
         assert_eq!(late.unwrap(), Change::SessionEnded);
-        let removal = s.delete_passkey("a", "u", "here", false).await;
-        assert_eq!(removal.unwrap(), Change::SessionEnded);
+        let removal = s.delete_passkey("a", "u", "here", false, 2).await;
+        assert_eq!(removal.unwrap(), Err(Change::SessionEnded));
         let setting = s.set_second_factor("u", "here", true, false).await;
         assert_eq!(setting.unwrap(), Change::SessionEnded);
         assert!(!s.second_factor_required("u").await.unwrap());
         assert_eq!(s.passkeys_of("u").await.unwrap().len(), 1);
         assert!(s.passkey("b").await.unwrap().is_none());
+    }
+
+    /// A sign-in by a passkey removed meanwhile opens no session: it would be nobody's to end.
+    #[tokio::test]
+    async fn a_session_of_a_passkey_removed_meanwhile_is_not_opened() {
+        let s = memory().await;
+        alice_and_two_sessions(&s).await;
+        assert_eq!(
+            s.add_passkey(&row("a", "{}"), "here").await.unwrap(),
+            Change::Done
+        );
+        let removed = s.delete_passkey("a", "u", "here", false, 2).await.unwrap();
+        assert_eq!(removed, Ok(vec![]));
+        let late = crate::store::NewSession {
+            passkey: Some("a"),
+            ..session("late", None)
+        };
+        assert_eq!(
+            s.create_session(&late).await.unwrap(),
+            Created::PasskeyRemoved
+        );
     }
 
     fn change<'a>(hash: &'a str, proved: Option<i64>, keep: Option<&'a str>) -> NewPassword<'a> {
@@ -762,6 +788,7 @@ mod tests {
             amr: "pwd",
             password_version,
             federated: None,
+            passkey: None,
         }
     }
 

@@ -27,6 +27,8 @@ pub enum RevokeReason {
     ProviderLogout,
     /// The user was deleted (their sessions go with them; the event stays).
     UserDeleted,
+    /// The passkey that signed it in was removed from the account.
+    PasskeyRemoved,
 }
 
 impl RevokeReason {
@@ -39,6 +41,7 @@ impl RevokeReason {
             RevokeReason::PasswordReset => "password_reset",
             RevokeReason::ProviderLogout => "provider_logout",
             RevokeReason::UserDeleted => "user_deleted",
+            RevokeReason::PasskeyRemoved => "passkey_removed",
         }
     }
 }
@@ -63,6 +66,9 @@ pub struct NewSession<'a> {
     pub password_version: Option<i64>,
     /// A provider's sign-in: recorded with the session, for its logout tokens.
     pub federated: Option<Federated<'a>>,
+    /// The passkey that signed it in (by itself or as the second factor), which must still be
+    /// the account's: removing it ends the session.
+    pub passkey: Option<&'a str>,
 }
 
 /// What [`Store::create_session`] did.
@@ -73,6 +79,8 @@ pub enum Created {
     KeyInUse,
     /// The password the sign-in proved is no longer the account's.
     PasswordChanged,
+    /// The passkey that signed in was removed meanwhile.
+    PasskeyRemoved,
 }
 
 /// A refresh token and its session as stored, read before any write.
@@ -356,15 +364,28 @@ impl Store {
     /// written) when the key is bound to a session already, whatever the timing.
     pub async fn create_session(&self, s: &NewSession<'_>) -> StoreResult<Created> {
         let mut tx = self.write.begin().await?;
-        if let Some(version) = s.password_version {
-            // On PostgreSQL under the account's row lock, which a password change or reset
-            // takes first: it waits for this session to exist (and ends it), or this sees its
-            // new version. SQLite's one writer runs the two one after the other anyway.
-            if self.dialect == Dialect::Postgres {
-                q!(dialect::HOLD_USER_PG, s.user_id)
-                    .execute(&mut *tx)
-                    .await?;
+        // On PostgreSQL under the account's row lock, which a password change or reset, and a
+        // passkey's removal, take first: it waits for this session to exist (and ends it), or
+        // this sees its new version, or the passkey gone. SQLite's one writer runs the two one
+        // after the other anyway.
+        if self.dialect == Dialect::Postgres
+            && (s.password_version.is_some() || s.passkey.is_some())
+        {
+            q!(dialect::HOLD_USER_PG, s.user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(passkey) = s.passkey {
+            let sql = "SELECT count(*) FROM passkeys WHERE id = $1 AND user_id = $2";
+            let there: i64 = q_scalar!(sql, passkey, s.user_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            if there != 1 {
+                tx.rollback().await?;
+                return Ok(Created::PasskeyRemoved);
             }
+        }
+        if let Some(version) = s.password_version {
             let sql = "SELECT count(*) FROM users WHERE id = $1 AND password_version = $2";
             let same: i64 = q_scalar!(sql, s.user_id, version)
                 .fetch_one(&mut *tx)
@@ -376,8 +397,9 @@ impl Store {
         }
         let inserted = q!(
             "INSERT INTO sessions (id, user_id, created_at, last_used_at, idle_expires_at,
-                                   absolute_expires_at, user_agent, dpop_jkt, auth_time, amr)
-             VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $3, $8)
+                                   absolute_expires_at, user_agent, dpop_jkt, auth_time, amr,
+                                   passkey_id)
+             VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $3, $8, $9)
              ON CONFLICT DO NOTHING",
             s.id,
             s.user_id,
@@ -386,7 +408,8 @@ impl Store {
             s.absolute_expires_at,
             s.user_agent,
             s.dpop_jkt,
-            s.amr
+            s.amr,
+            s.passkey
         )
         .execute(&mut *tx)
         .await?;
@@ -535,6 +558,26 @@ impl Store {
             .fetch_all(&mut *conn)
             .await?;
         revoke_each(conn, self.dialect, ids, reason, now).await
+    }
+
+    /// Ends the live sessions of `user_id` that the passkey `passkey` signed in, but `keep`
+    /// (the session removing it), in the caller's transaction; the ones it ended.
+    pub(super) async fn revoke_passkey_sessions_in(
+        &self,
+        conn: &mut AnyConnection,
+        user_id: &str,
+        passkey: &str,
+        keep: &str,
+        now: i64,
+    ) -> StoreResult<Vec<String>> {
+        let sql = match self.dialect {
+            Dialect::Postgres => dialect::LOCK_PASSKEY_SESSIONS_PG,
+            Dialect::Sqlite => dialect::PASSKEY_SESSIONS,
+        };
+        let ids: Vec<String> = q_scalar!(sql, user_id, passkey, keep)
+            .fetch_all(&mut *conn)
+            .await?;
+        revoke_each(conn, self.dialect, ids, RevokeReason::PasskeyRemoved, now).await
     }
 
     pub async fn live_sessions(&self, user_id: &str, now: i64) -> StoreResult<Vec<SessionRow>> {

@@ -152,6 +152,12 @@ async function mailbox(email) {
   return res.ok ? (await res.json()).messages : null;
 }
 
+/** The newest of `messages` (newest first) after the `before` oldest that carries a code: a
+ * notice (a password changed, a passkey added, …) has none, and may arrive beside it. */
+function newCode(messages, before) {
+  return messages.slice(0, Math.max(0, messages.length - before)).find((m) => m.code);
+}
+
 /** Shows the code mailed to `email` after `ask()` in the box `boxId` (and fills `inputId`):
  * from the demo mailbox, or "check your inbox" when the server mails for real. */
 async function codeTo(email, boxId, inputId, ask, what) {
@@ -167,10 +173,9 @@ async function codeTo(email, boxId, inputId, ask, what) {
       box.hidden = false;
       return;
     }
-    // The newest new message with a code; a notice (a password changed, …) has none. One
-    // without a code is the answer itself only if no code follows it (an account that exists).
-    const fresh = messages.slice(0, Math.max(0, messages.length - before));
-    const m = fresh.find((x) => x.code) ?? (i >= 6 ? fresh[0] : undefined);
+    // A message without a code is the answer itself only if no code follows it (a sign-up of
+    // an address that has an account).
+    const m = newCode(messages, before) ?? (i >= 6 ? messages.length > before && messages[0] : undefined);
     if (m) {
       box.replaceChildren(`Demo mailbox: “${m.subject}”`, ...(m.code
         ? [" — your code is ", Object.assign(document.createElement("code"), { id: `${boxId}-code`, textContent: m.code })]
@@ -445,8 +450,8 @@ async function askSecondFactor(err, before) {
         box.hidden = false;
         break;
       }
-      const m = messages.length > before && messages[0];
-      if (m?.code) {
+      const m = newCode(messages, before);
+      if (m) {
         box.replaceChildren("Demo mailbox: your code is ",
           Object.assign(document.createElement("code"), { id: "second-mailbox-code", textContent: m.code }));
         box.hidden = false;

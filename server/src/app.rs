@@ -261,6 +261,7 @@ impl AppState {
             settings.public_origins.first().cloned(),
             settings.https,
             settings.dpop_required,
+            codes.clone(),
         );
         let passkeys = crate::passkeys::Passkeys::new(
             settings.webauthn.as_ref(),

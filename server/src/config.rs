@@ -65,8 +65,8 @@ pub struct Cli {
 
     /// File holding the 32-byte key that seals signing keys at rest (raw, or base64 text; 32
     /// printable characters are text, not a key).
-    /// Alternatively `TW_KEY_ENCRYPTION_KEY` holds it as base64. Required for a database file,
-    /// except with --demo (which creates `<database>.kek` beside it).
+    /// Alternatively `TW_KEY_ENCRYPTION_KEY` holds it as base64 (not both). Required for a
+    /// database file, except with --demo (which creates `<database>.kek` beside it).
     #[arg(long, env = "TW_KEY_ENCRYPTION_KEY_FILE", global = true)]
     pub key_encryption_key_file: Option<PathBuf>,
 
@@ -914,8 +914,8 @@ impl Settings {
             return Err(format!(
                 "--allowed-origin {plain} is plain http on a host other than this machine: anyone \
                  on its network could put a script in its pages, which the CORS answers would \
-                 hand every token; serve the app over https (http only on 127.0.0.1, ::1 or \
-                 localhost)"
+                 hand every token; serve the app over https (http only on 127.0.0.1, ::1, \
+                 localhost or a name under it)"
             ));
         }
         let connect_src = explicit_origins(&a.connect_src, "--connect-src")?;

@@ -1497,3 +1497,45 @@ async fn an_unverified_address_is_never_the_account_s_and_linking_takes_a_verifi
     assert!(refresh_cookie_of(&res).is_none());
     s.stop().await;
 }
+
+/// A provider linked to an account that signed in otherwise until now (`link=verified-email`)
+/// is mailed to the account's address: a provider that vouched for an address its user does not
+/// hold would be caught there. Once: the sign-ins after it use the link.
+#[tokio::test]
+async fn a_provider_linked_to_an_existing_account_is_mailed_to_it_once() {
+    let sink = common::smtp::SmtpSink::start();
+    let port = free_port();
+    let mut p = provider("idp", &format!("http://127.0.0.1:{port}"));
+    p.link_verified_email = true;
+    let url = sink.url();
+    let s = TestServer::with(move |c| {
+        c.oidc = vec![p];
+        c.otp.smtp_url = Some(url);
+    })
+    .await;
+    let h = hostile(port, s.state.clock.clone()).await;
+    let alice_sub = sub_of(&s, ALICE).await;
+    address_verified(&s, "alice@example.com").await;
+    let verified = Forge::Claims(|c| c["email"] = json!("alice@example.com"));
+    let (_, _, claims) = hostile_session(&s, &h, verified.clone()).await;
+    assert_eq!(claims["sub"], alice_sub);
+    let notice = sink.wait_for(ALICE.0, 1).await;
+    assert_eq!(notice.subject(), "A sign-in was linked to your account");
+    assert!(notice.raw.contains("idp"), "{}", notice.raw);
+    let (_, _, claims) = hostile_session(&s, &h, verified).await;
+    assert_eq!(claims["sub"], alice_sub);
+    // A new account opened by a provider is nobody else's: nothing to tell.
+    hostile_session(
+        &s,
+        &h,
+        Forge::Claims(|c| {
+            c["sub"] = json!("newcomer");
+            c["email"] = json!("newcomer@example.com");
+        }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sink.to(ALICE.0).len(), 1);
+    assert!(sink.to("newcomer@example.com").is_empty());
+    s.stop().await;
+}

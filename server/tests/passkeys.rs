@@ -1114,9 +1114,10 @@ async fn another_site_cannot_spend_the_passkey_sign_in_starts() {
 /// Every change to how an account signs in is mailed to its address (OWASP ASVS 2.2.3): a
 /// script in the page holding a fresh session, or a thief who knows the password, can make
 /// each of them, and the owner hears of it where neither can read. A setting that does not
-/// change mails nothing; past ten notices an hour an account gets no more (a script toggling
-/// the second factor would flood the inbox), and they never spend the codes' budget: the
-/// owner's reset code still arrives.
+/// change mails nothing; past ten notices an hour a setting switched or a passkey removed is
+/// mailed no more (a script toggling the second factor would flood the inbox), but a passkey
+/// added, a password changed or reset still is (spending the budget would silence them); and
+/// notices never spend the codes' budget: the owner's reset code still arrives.
 #[tokio::test]
 async fn every_change_to_how_an_account_signs_in_is_mailed_to_it_within_a_budget() {
     let sink = SmtpSink::start();
@@ -1171,7 +1172,7 @@ async fn every_change_to_how_an_account_signs_in_is_mailed_to_it_within_a_budget
     assert_eq!(notice.subject(), "Your password was changed");
     assert!(!notice.raw.contains(ALICE.1) && !notice.raw.contains("another good phrase"));
 
-    // Five notices so far: five more, then none.
+    // Five notices so far: five more, then no more of those.
     for i in 0..6 {
         let a = tab
             .send(
@@ -1185,14 +1186,25 @@ async fn every_change_to_how_an_account_signs_in_is_mailed_to_it_within_a_budget
             next().await;
         }
     }
+    // Spending the budget silences no way in: a passkey added is mailed past it.
+    register(&mut tab).await;
+    assert_eq!(
+        next().await.subject(),
+        "A passkey was added to your account"
+    );
     // The codes' budget (one message an hour here) is untouched: the reset code arrives, and
-    // is the next message.
+    // is the next message; then the reset's notice, past the budget too.
     let mut owner = Client::bound(&s);
     assert_eq!(owner.request_reset(ALICE.0).await.status, 202);
     let code = next().await.code();
     let reset = json!({ "email": ALICE.0, "code": code, "new_password": "the owner's phrase" });
     assert_eq!(owner.post("/auth/password/reset", &reset).await.status, 200);
-    // The reset's notice is past the budget too.
+    assert_eq!(next().await.subject(), "Your password was reset");
+    // A setting switched past the budget: nothing.
+    let a = owner
+        .send("PUT", "/auth/second-factor", Some(&second_factor(true)))
+        .await;
+    assert_eq!(a.status, 204, "{}", a.body);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(
         sink.to(ALICE.0).len(),

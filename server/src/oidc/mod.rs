@@ -74,9 +74,12 @@ struct Inner {
     https: bool,
     dpop_required: bool,
     starts: Throttle,
+    /// For the notice of a provider linked to an existing account.
+    codes: crate::otp::Codes,
 }
 
 impl Oidc {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         providers: &[OidcProvider],
         store: Store,
@@ -85,6 +88,7 @@ impl Oidc {
         public_origin: Option<String>,
         https: bool,
         dpop_required: bool,
+        codes: crate::otp::Codes,
     ) -> Self {
         Oidc(Arc::new(Inner {
             providers: providers
@@ -101,6 +105,7 @@ impl Oidc {
             https,
             dpop_required,
             starts: Throttle::new("oidc_start", STARTS_PER_MINUTE),
+            codes,
         }))
     }
 
@@ -751,6 +756,11 @@ async fn user_for(
         };
     }
     tracing::info!(target: "audit", event = "oidc_linked", provider = %name, user = %user.id);
+    // An account that signed in otherwise until now: its owner hears of it (a provider that
+    // vouched for an address its user does not hold would be caught here).
+    oidc.0
+        .codes
+        .notify(&user.id, crate::otp::Notice::ProviderLinked(name.clone()));
     Ok(user)
 }
 

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::store::CodePurpose;
 
 /// Messages the demo mailbox keeps (newest last).
-const DEMO_KEEP: usize = 20;
+const DEMO_KEEP: usize = 100;
 
 pub enum Mailer {
     Smtp {
@@ -33,6 +33,9 @@ const SENDING_AT_ONCE: usize = 8;
 /// Messages waiting for a connection at most; beyond, a message is dropped (and logged), not
 /// held: a code waiting that long would expire before it arrives anyway.
 const WAITING_AT_MOST: usize = 1_000;
+
+/// Free places below which a message without a code is dropped ([`Mailer::send`]).
+const NOTICES_BELOW: usize = (SENDING_AT_ONCE + WAITING_AT_MOST) / 2;
 
 /// At most [`SENDING_AT_ONCE`] messages sent at once, and [`WAITING_AT_MOST`] more waiting.
 pub struct Gate {
@@ -229,7 +232,7 @@ impl Mailer {
     }
 
     /// Tells `to` of `notice`, a change to how the account signs in, at `now`.
-    pub async fn send_notice(&self, notice: Notice, to: &str, now: i64) -> Result<(), String> {
+    pub async fn send_notice(&self, notice: &Notice, to: &str, now: i64) -> Result<(), String> {
         let when = httpdate::fmt_http_date(
             std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(now).unwrap_or(0)),
         );
@@ -267,6 +270,14 @@ impl Mailer {
                     .parse()
                     .map_err(|_| "the address does not parse as a mailbox".to_owned())?;
                 let message = letter.message(from.clone(), to)?;
+                // A message without a code (a notice) only while half the places are free: a
+                // flood of notices (accounts a script opened, each switching a setting back
+                // and forth) would otherwise hold the places everyone's codes wait for.
+                if code.is_none() && gate.places.available_permits() < NOTICES_BELOW {
+                    return Err(
+                        "the SMTP queue is half full: a notice is dropped, codes go first".into(),
+                    );
+                }
                 let Ok(_place) = gate.places.try_acquire() else {
                     return Err("too many messages waiting for the SMTP server: dropped".into());
                 };
@@ -290,7 +301,7 @@ impl Mailer {
 /// a fresh session, or a thief who knows the password, can make each of these, and the owner
 /// should hear of it through a channel neither can read. Each notice says only what the server
 /// knows: never a name the page chose (a passkey's: "added by your bank's security team").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
     PasskeyAdded,
     PasskeyRemoved,
@@ -300,14 +311,30 @@ pub enum Notice {
     PasswordReset,
     /// Password sign-ins ask for a second factor from now on (`true`), or no longer (`false`).
     SecondFactor(bool),
+    /// Signing in through the `--oidc` provider of this name (the operator's word, never the
+    /// provider's) now opens the account, which signed in otherwise until now
+    /// (`link=verified-email`).
+    ProviderLinked(String),
 }
 
-/// What to do when a change was not the owner's: the sessions page and the password.
+/// What to do when a change was not the owner's: the sessions, the passkeys, the password.
 const NOT_YOU: &str = "If it was not you, someone has a session of your account: sign in, \
-                       sign out the sessions you do not know, and change your password.";
+                       sign out the sessions you do not know, remove any passkey you did not \
+                       add, and change your password.";
 
 impl Notice {
-    fn letter(self, when: &str) -> Letter {
+    /// Whether the notice goes out past the hourly budget: each of these is what an intruder
+    /// would most want unheard of (a way in of their own, the password, the mailbox's reset),
+    /// and none can be repeated at will to flood the inbox (a passkey is a registration
+    /// ceremony, throttled; a password change is checked as a sign-in; a reset needs a mailed
+    /// code; a provider links once). The others (a setting switched back and forth, a passkey
+    /// removed) stop at the budget: the owner has had that many notices of the hour already.
+    pub fn always(&self) -> bool {
+        !matches!(self, Notice::SecondFactor(_) | Notice::PasskeyRemoved)
+    }
+
+    fn letter(&self, when: &str) -> Letter {
+        let provider_linked;
         let (subject, what, otherwise) = match self {
             Notice::PasskeyAdded => (
                 "A passkey was added to your account",
@@ -343,9 +370,24 @@ impl Notice {
                 "Your sign-ins no longer ask for a second factor",
                 "Password sign-ins of your account no longer ask for a second factor",
                 "If it was not you, someone has a session of your account: sign in, switch the \
-                 second factor back on, sign out the sessions you do not know, and change your \
-                 password.",
+                 second factor back on, sign out the sessions you do not know, remove any \
+                 passkey you did not add, and change your password.",
             ),
+            Notice::ProviderLinked(name) => {
+                provider_linked = (
+                    format!("Signing in through {name} now opens your account"),
+                    format!(
+                        "If it was not you, whoever signs in through {name} under this address \
+                         can sign in here: sign in, sign out the sessions you do not know, and \
+                         tell this site's support."
+                    ),
+                );
+                (
+                    "A sign-in was linked to your account",
+                    provider_linked.0.as_str(),
+                    provider_linked.1.as_str(),
+                )
+            }
         };
         Letter {
             subject,
@@ -527,6 +569,36 @@ mod tests {
             );
             assert!(!e.contains("secret"), "{e}");
         }
+    }
+
+    /// While the SMTP queue is more than half full, a notice is dropped and a code still takes
+    /// its place: a flood of notices never holds the places codes wait for.
+    #[tokio::test]
+    async fn a_notice_gives_way_to_codes_when_the_queue_is_half_full() {
+        let mailer = Mailer::smtp("smtp://127.0.0.1:1", "a@example.com").unwrap();
+        let Mailer::Smtp { gate, .. } = &mailer else {
+            unreachable!()
+        };
+        let held = gate
+            .places
+            .try_acquire_many((SENDING_AT_ONCE + WAITING_AT_MOST - NOTICES_BELOW + 1) as u32)
+            .unwrap();
+        let e = mailer
+            .send_notice(&Notice::PasskeyAdded, "b@example.com", 0)
+            .await
+            .unwrap_err();
+        assert!(e.contains("half full"), "{e}");
+        let e = mailer
+            .send_code(CodePurpose::SignIn, "b@example.com", "123456", 600, 0)
+            .await
+            .unwrap_err();
+        assert!(e.starts_with("smtp: "), "sent (to no server): {e}");
+        drop(held);
+        let e = mailer
+            .send_notice(&Notice::PasskeyAdded, "b@example.com", 0)
+            .await
+            .unwrap_err();
+        assert!(e.starts_with("smtp: "), "sent (to no server): {e}");
     }
 
     #[test]

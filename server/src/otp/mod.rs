@@ -122,18 +122,19 @@ impl Codes {
 
     /// Mails the address of the account `user_id` `notice` of a change to how it signs in, when
     /// this server mails codes at all: in the background (the answer does not wait for the SMTP
-    /// server; a failure is logged). At most [`NOTICES_PER_HOUR`] an hour per account, counted
-    /// apart from the codes' budget: a script with a fresh session toggling the second factor
-    /// could otherwise flood the owner's inbox, or spend the budget a reset code needs. Past
-    /// it, the owner has had that many notices of the same hour already.
+    /// server; a failure is logged). Counted apart from the codes' budget, which a script
+    /// could otherwise spend so that the owner's reset code is not sent: past
+    /// [`NOTICES_PER_HOUR`] an hour per account only the notices that are
+    /// [`Notice::always`] go out (a script with a fresh session toggling the second factor
+    /// would flood the owner's inbox), so that spending the budget silences no passkey added.
     pub fn notify(&self, user_id: &str, notice: Notice) {
         let Some(otp) = self.0.clone() else {
             return;
         };
         let (user_id, now) = (user_id.to_owned(), otp.clock.now());
         tokio::spawn(async move {
-            if let Err(e) = otp.notice(&user_id, notice, now).await {
-                tracing::warn!(user = %user_id, notice = ?notice, error = %e, "a notice was not sent");
+            if let Err(e) = otp.notice(&user_id, &notice, now).await {
+                tracing::warn!(target: "audit", event = "notice_not_sent", user = %user_id, notice = ?notice, error = %e);
             }
         });
     }
@@ -226,7 +227,7 @@ impl Otp {
     }
 
     /// [`Codes::notify`]'s work.
-    async fn notice(&self, user_id: &str, notice: Notice, now: i64) -> Result<(), String> {
+    async fn notice(&self, user_id: &str, notice: &Notice, now: i64) -> Result<(), String> {
         let db = |e: StoreError| format!("database: {e}");
         let Some(user) = self.store.user_by_id(user_id).await.map_err(db)? else {
             return Ok(());
@@ -240,7 +241,7 @@ impl Otp {
             .count(CounterScope::Notices, user_id, now, 3600)
             .await
             .map_err(db)?;
-        if sent > NOTICES_PER_HOUR {
+        if sent > NOTICES_PER_HOUR && !notice.always() {
             return Err(format!("past {NOTICES_PER_HOUR} notices this hour"));
         }
         self.mailer.send_notice(notice, &user.email, now).await

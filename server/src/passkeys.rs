@@ -525,8 +525,8 @@ pub async fn remove(
         Err(other) => return Err(unchanged(other)),
     };
     tracing::info!(target: "audit", event = "passkey_removed", user = %claims.sub);
-    // The sessions it signed in end with it, on every instance: an intruder's passkey's
-    // sessions elsewhere end when the owner removes it.
+    // The sessions it signed in end with it, on every instance (this one too, if it is one of
+    // them): an intruder's passkey's sessions elsewhere end when the owner removes it.
     p.0.sessions
         .revoked_all(&claims.sub, &ended, RevokeReason::PasskeyRemoved);
     p.0.codes.notify(&claims.sub, Notice::PasskeyRemoved);

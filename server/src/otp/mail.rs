@@ -34,7 +34,7 @@ const SENDING_AT_ONCE: usize = 8;
 /// held: a code waiting that long would expire before it arrives anyway.
 const WAITING_AT_MOST: usize = 1_000;
 
-/// Free places below which a message without a code is dropped ([`Mailer::send`]).
+/// Free places below which a message that yields to codes is dropped ([`Mailer::send`]).
 const NOTICES_BELOW: usize = (SENDING_AT_ONCE + WAITING_AT_MOST) / 2;
 
 /// At most [`SENDING_AT_ONCE`] messages sent at once, and [`WAITING_AT_MOST`] more waiting.
@@ -210,7 +210,7 @@ impl Mailer {
         now: i64,
     ) -> Result<(), String> {
         let letter = Letter::code(purpose, code, ttl_secs);
-        self.send(to, Some(code), &letter, now).await
+        self.send(to, Some(code), &letter, false, now).await
     }
 
     /// Tells `to` that someone tried to sign up with an address that has an account (no code:
@@ -228,7 +228,7 @@ impl Mailer {
             ],
             code: None,
         };
-        self.send(to, None, &letter, now).await
+        self.send(to, None, &letter, true, now).await
     }
 
     /// Tells `to` of `notice`, a change to how the account signs in, at `now`.
@@ -236,14 +236,18 @@ impl Mailer {
         let when = httpdate::fmt_http_date(
             std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(now).unwrap_or(0)),
         );
-        self.send(to, None, &notice.letter(&when), now).await
+        self.send(to, None, &notice.letter(&when), !notice.always(), now)
+            .await
     }
 
+    /// `yields`: the message is dropped while the queue is more than half full (a notice that
+    /// may be, or the "you already have an account" of a sign-up): codes go first.
     async fn send(
         &self,
         to: &str,
         code: Option<&str>,
         letter: &Letter,
+        yields: bool,
         now: i64,
     ) -> Result<(), String> {
         match self {
@@ -270,10 +274,10 @@ impl Mailer {
                     .parse()
                     .map_err(|_| "the address does not parse as a mailbox".to_owned())?;
                 let message = letter.message(from.clone(), to)?;
-                // A message without a code (a notice) only while half the places are free: a
-                // flood of notices (accounts a script opened, each switching a setting back
-                // and forth) would otherwise hold the places everyone's codes wait for.
-                if code.is_none() && gate.places.available_permits() < NOTICES_BELOW {
+                // Only while half the places are free: a flood of such messages (accounts a
+                // script opened, each switching a setting back and forth) would otherwise hold
+                // the places everyone's codes wait for.
+                if yields && gate.places.available_permits() < NOTICES_BELOW {
                     return Err(
                         "the SMTP queue is half full: a notice is dropped, codes go first".into(),
                     );
@@ -323,14 +327,13 @@ const NOT_YOU: &str = "If it was not you, someone has a session of your account:
                        add, and change your password.";
 
 impl Notice {
-    /// Whether the notice goes out past the hourly budget: each of these is what an intruder
-    /// would most want unheard of (a way in of their own, the password, the mailbox's reset),
-    /// and none can be repeated at will to flood the inbox (a passkey is a registration
-    /// ceremony, throttled; a password change is checked as a sign-in; a reset needs a mailed
-    /// code; a provider links once). The others (a setting switched back and forth, a passkey
-    /// removed) stop at the budget: the owner has had that many notices of the hour already.
+    /// Whether the notice is one an intruder would most want unheard of (a way in of their
+    /// own, the password, the mailbox's reset, the second factor gone): it goes out past the
+    /// hourly budget of the others (a second factor switched on, a passkey removed), up to a
+    /// higher one of its own, and is never dropped for the codes' sake
+    /// ([`crate::otp::Codes::notify`]).
     pub fn always(&self) -> bool {
-        !matches!(self, Notice::SecondFactor(_) | Notice::PasskeyRemoved)
+        !matches!(self, Notice::SecondFactor(true) | Notice::PasskeyRemoved)
     }
 
     fn letter(&self, when: &str) -> Letter {
@@ -571,8 +574,9 @@ mod tests {
         }
     }
 
-    /// While the SMTP queue is more than half full, a notice is dropped and a code still takes
-    /// its place: a flood of notices never holds the places codes wait for.
+    /// While the SMTP queue is more than half full, a notice that may be silenced is dropped and
+    /// a code still takes its place (a flood of notices never holds the places codes wait for);
+    /// a notice no one may silence still goes (filling the queue would silence it otherwise).
     #[tokio::test]
     async fn a_notice_gives_way_to_codes_when_the_queue_is_half_full() {
         let mailer = Mailer::smtp("smtp://127.0.0.1:1", "a@example.com").unwrap();
@@ -584,18 +588,24 @@ mod tests {
             .try_acquire_many((SENDING_AT_ONCE + WAITING_AT_MOST - NOTICES_BELOW + 1) as u32)
             .unwrap();
         let e = mailer
-            .send_notice(&Notice::PasskeyAdded, "b@example.com", 0)
+            .send_notice(&Notice::SecondFactor(true), "b@example.com", 0)
             .await
             .unwrap_err();
         assert!(e.contains("half full"), "{e}");
+        // A code, and a notice no one may silence by filling the queue, still go.
         let e = mailer
             .send_code(CodePurpose::SignIn, "b@example.com", "123456", 600, 0)
             .await
             .unwrap_err();
         assert!(e.starts_with("smtp: "), "sent (to no server): {e}");
-        drop(held);
         let e = mailer
             .send_notice(&Notice::PasskeyAdded, "b@example.com", 0)
+            .await
+            .unwrap_err();
+        assert!(e.starts_with("smtp: "), "sent (to no server): {e}");
+        drop(held);
+        let e = mailer
+            .send_notice(&Notice::SecondFactor(true), "b@example.com", 0)
             .await
             .unwrap_err();
         assert!(e.starts_with("smtp: "), "sent (to no server): {e}");

@@ -42,8 +42,10 @@ use crate::throttle::Throttle;
 use mail::Mailer;
 pub use mail::Notice;
 
-/// Notices mailed to one account in an hour at most ([`Codes::notify`]).
+/// Notices mailed to one account in an hour at most ([`Codes::notify`]); those that are
+/// [`Notice::always`], [`ALWAYS_NOTICES_PER_HOUR`].
 pub const NOTICES_PER_HOUR: i64 = 10;
+pub const ALWAYS_NOTICES_PER_HOUR: i64 = 30;
 
 /// Comparisons one code allows; the one that uses up the last revokes it and sends a new code.
 pub const MAX_ATTEMPTS: i64 = 3;
@@ -126,7 +128,9 @@ impl Codes {
     /// could otherwise spend so that the owner's reset code is not sent: past
     /// [`NOTICES_PER_HOUR`] an hour per account only the notices that are
     /// [`Notice::always`] go out (a script with a fresh session toggling the second factor
-    /// would flood the owner's inbox), so that spending the budget silences no passkey added.
+    /// would flood the owner's inbox), so that spending the budget silences no passkey added;
+    /// those up to [`ALWAYS_NOTICES_PER_HOUR`] (a passkey added and removed again and again
+    /// would flood it too). Past that the owner has had that many notices of the hour.
     pub fn notify(&self, user_id: &str, notice: Notice) {
         let Some(otp) = self.0.clone() else {
             return;
@@ -241,8 +245,13 @@ impl Otp {
             .count(CounterScope::Notices, user_id, now, 3600)
             .await
             .map_err(db)?;
-        if sent > NOTICES_PER_HOUR && !notice.always() {
-            return Err(format!("past {NOTICES_PER_HOUR} notices this hour"));
+        let cap = if notice.always() {
+            ALWAYS_NOTICES_PER_HOUR
+        } else {
+            NOTICES_PER_HOUR
+        };
+        if sent > cap {
+            return Err(format!("past {cap} notices this hour"));
         }
         self.mailer.send_notice(notice, &user.email, now).await
     }

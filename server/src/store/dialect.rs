@@ -68,13 +68,12 @@ macro_rules! user_sessions {
 pub const USER_SESSIONS: &str = user_sessions!("");
 pub const LOCK_USER_SESSIONS_PG: &str = user_sessions!(" FOR UPDATE");
 
-/// `$1`: a user's id, `$2`: a passkey's id, `$3`: a session kept. The live sessions that
-/// passkey signed in, by id.
+/// `$1`: a user's id, `$2`: a passkey's id. The live sessions that passkey signed in, by id.
 macro_rules! passkey_sessions {
     ($lock:literal) => {
         concat!(
             "SELECT id FROM sessions
-             WHERE user_id = $1 AND passkey_id = $2 AND revoked_at IS NULL AND id <> $3
+             WHERE user_id = $1 AND passkey_id = $2 AND revoked_at IS NULL
              ORDER BY id",
             $lock
         )

@@ -127,6 +127,13 @@ pub enum StoreError {
     /// A stored value the server cannot have written (a corrupted or foreign row).
     #[error("unexpected value in the database: {0}")]
     Corrupt(String),
+    /// PostgreSQL's transactions would not be READ COMMITTED on the server's connections.
+    #[error(
+        "database: transactions here are {0:?}, and the server's locks need READ COMMITTED \
+         (a connection pooler that drops session settings? connect to PostgreSQL directly, or \
+         in session mode)"
+    )]
+    Isolation(String),
 }
 
 /// How long a shared DPoP proof's row is kept past the time it can pass the `iat` check by
@@ -476,6 +483,20 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(PG_POOL_SIZE)
             .acquire_timeout(Duration::from_secs(10))
+            // Whatever the database's or the role's default: the locks the store takes (the
+            // account's row before a sign-in's checks, a passkey's removal, a password's
+            // change) order transactions only if each statement after the lock sees what
+            // committed before it (under REPEATABLE READ, a sign-in waiting for a passkey's
+            // removal still saw the passkey, and opened a session nobody would end).
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(
+                        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
             .connect(&named)
             .await
             .map_err(|e| {
@@ -493,6 +514,14 @@ impl Store {
                     StoreError::Database(e)
                 }
             })?;
+        // The setting above, as a connection of the pool sees it (a pooler in transaction mode
+        // hands each transaction a connection of its own, without it).
+        let level: String = q_scalar!("SHOW transaction_isolation")
+            .fetch_one(&pool)
+            .await?;
+        if level != "read committed" {
+            return Err(StoreError::Isolation(level));
+        }
         // Several instances may start at once: sqlx takes an advisory lock around migrations.
         migrator(migrations::POSTGRES).run(&pool).await?;
         let (proofs, queue) = tokio::sync::mpsc::channel(4 * proofs::BATCH);

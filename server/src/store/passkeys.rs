@@ -219,7 +219,9 @@ impl Store {
     /// is the last passkey of an account whose second factor is required. Checked and done as
     /// [`Self::change_of`] says: removals side by side, or a removal beside
     /// [`Self::set_second_factor`], cannot each see another passkey left. With it end the live
-    /// sessions it signed in, but `session`: the ones it ended, or why nothing changed.
+    /// sessions it signed in, `session` too if it is one (a session of an intruder's passkey
+    /// that removes it would otherwise belong to no passkey, and live on): the ones it ended,
+    /// or why nothing changed.
     pub async fn delete_passkey(
         &self,
         id: &str,
@@ -249,7 +251,7 @@ impl Store {
         let sql = "DELETE FROM passkeys WHERE id = $1 AND user_id = $2";
         q!(sql, id, user_id).execute(&mut *tx).await?;
         let ended = self
-            .revoke_passkey_sessions_in(&mut tx, user_id, id, session, now)
+            .revoke_passkey_sessions_in(&mut tx, user_id, id, now)
             .await?;
         tx.commit().await?;
         Ok(Ok(ended))

@@ -560,21 +560,20 @@ impl Store {
         revoke_each(conn, self.dialect, ids, reason, now).await
     }
 
-    /// Ends the live sessions of `user_id` that the passkey `passkey` signed in, but `keep`
-    /// (the session removing it), in the caller's transaction; the ones it ended.
+    /// Ends the live sessions of `user_id` that the passkey `passkey` signed in, in the
+    /// caller's transaction; the ones it ended.
     pub(super) async fn revoke_passkey_sessions_in(
         &self,
         conn: &mut AnyConnection,
         user_id: &str,
         passkey: &str,
-        keep: &str,
         now: i64,
     ) -> StoreResult<Vec<String>> {
         let sql = match self.dialect {
             Dialect::Postgres => dialect::LOCK_PASSKEY_SESSIONS_PG,
             Dialect::Sqlite => dialect::PASSKEY_SESSIONS,
         };
-        let ids: Vec<String> = q_scalar!(sql, user_id, passkey, keep)
+        let ids: Vec<String> = q_scalar!(sql, user_id, passkey)
             .fetch_all(&mut *conn)
             .await?;
         revoke_each(conn, self.dialect, ids, RevokeReason::PasskeyRemoved, now).await

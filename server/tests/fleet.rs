@@ -846,8 +846,13 @@ async fn the_server_s_transactions_are_read_committed_whatever_the_database_s_de
         .unwrap();
     assert_eq!(level, "repeatable read", "the database's default");
     pool.close().await;
-    // The store checks what its connections see, and refuses to start otherwise.
+    // Every connection of the server's pool, several of them at once.
     let s = TestServer::on(&url, |_| {}).await;
+    let store = &s.state.store;
+    let levels = futures::future::join_all((0..8).map(|_| store.transaction_isolation())).await;
+    for level in levels {
+        assert_eq!(level.unwrap().as_deref(), Some("read committed"));
+    }
     Client::new(&s).sign_in(ALICE).await;
     s.stop().await;
 }

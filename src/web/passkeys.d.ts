@@ -73,8 +73,10 @@ declare module "./tokenwarden.js" {
     setSecondFactor(required: boolean): Promise<void>;
     /** Signed in: the account's passkeys. */
     listPasskeys(): Promise<PasskeyInfo[]>;
-    /** Signed in: removes a passkey (its `id`). Needs a recent sign-in
-     * (`step_up_required`); `LoginError` `not_found` for an id the account does not have. */
+    /** Signed in: removes a passkey (its `id`), and ends every session it signed in (by itself
+     * or as the second factor), on every device: this one too if it is one, which the next
+     * call then finds ended (`sessionExpired`). Needs a recent sign-in (`step_up_required`);
+     * `LoginError` `not_found` for an id the account does not have. */
     removePasskey(id: string): Promise<void>;
   }
 }

@@ -123,7 +123,15 @@ eachEngine((engine, browser) => {
     assert.equal(await refusal(tab.call("removePasskey", added.id)), "LoginError: passkeys_unavailable");
     assert.equal((await tab.call("listPasskeys")).length, 1);
     await tab.call("setSecondFactor", false);
+    // This session was signed in by that passkey (as the second factor): removing it ends every
+    // session it signed in, this one too. The next call finds none, and the tab is told.
     await tab.call("removePasskey", added.id);
+    assert.match(await refusal(tab.call("listPasskeys")), /^SessionExpiredError: /);
+    const ended = await tab.call("state");
+    assert.equal(ended.isAuthenticated, false);
+    assert.ok(ended.events.includes("sessionExpired"), JSON.stringify(ended));
+    // The password alone signs in again (the second factor is off): the passkey is gone.
+    await tab.call("login", user);
     assert.deepEqual(await tab.call("listPasskeys"), []);
     assert.equal(await refusal(tab.call("removePasskey", added.id)), "LoginError: not_found");
   });

@@ -34,8 +34,12 @@ const SENDING_AT_ONCE: usize = 8;
 /// held: a code waiting that long would expire before it arrives anyway.
 const WAITING_AT_MOST: usize = 1_000;
 
-/// Free places below which a message that yields to codes is dropped ([`Mailer::send`]).
-const NOTICES_BELOW: usize = (SENDING_AT_ONCE + WAITING_AT_MOST) / 2;
+/// Free places below which a notice no budget may silence ([`Notice::always`]) is dropped: a
+/// quarter of them stay for codes ([`Mailer::send`]).
+const NOTICES_BELOW: usize = (SENDING_AT_ONCE + WAITING_AT_MOST) / 4;
+/// Free places below which the other notices, and the sign-up's "you already have an
+/// account", are dropped: half of them.
+const YIELDING_BELOW: usize = (SENDING_AT_ONCE + WAITING_AT_MOST) / 2;
 
 /// At most [`SENDING_AT_ONCE`] messages sent at once, and [`WAITING_AT_MOST`] more waiting.
 pub struct Gate {
@@ -210,7 +214,7 @@ impl Mailer {
         now: i64,
     ) -> Result<(), String> {
         let letter = Letter::code(purpose, code, ttl_secs);
-        self.send(to, Some(code), &letter, false, now).await
+        self.send(to, Some(code), &letter, 0, now).await
     }
 
     /// Tells `to` that someone tried to sign up with an address that has an account (no code:
@@ -228,7 +232,7 @@ impl Mailer {
             ],
             code: None,
         };
-        self.send(to, None, &letter, true, now).await
+        self.send(to, None, &letter, YIELDING_BELOW, now).await
     }
 
     /// Tells `to` of `notice`, a change to how the account signs in, at `now`.
@@ -236,18 +240,23 @@ impl Mailer {
         let when = httpdate::fmt_http_date(
             std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(now).unwrap_or(0)),
         );
-        self.send(to, None, &notice.letter(&when), !notice.always(), now)
+        let keep_free = if notice.always() {
+            NOTICES_BELOW
+        } else {
+            YIELDING_BELOW
+        };
+        self.send(to, None, &notice.letter(&when), keep_free, now)
             .await
     }
 
-    /// `yields`: the message is dropped while the queue is more than half full (a notice that
-    /// may be, or the "you already have an account" of a sign-up): codes go first.
+    /// `keep_free`: the message is dropped while fewer places than that are free (a code: 0;
+    /// see [`NOTICES_BELOW`] and [`YIELDING_BELOW`]): codes go first.
     async fn send(
         &self,
         to: &str,
         code: Option<&str>,
         letter: &Letter,
-        yields: bool,
+        keep_free: usize,
         now: i64,
     ) -> Result<(), String> {
         match self {
@@ -274,12 +283,11 @@ impl Mailer {
                     .parse()
                     .map_err(|_| "the address does not parse as a mailbox".to_owned())?;
                 let message = letter.message(from.clone(), to)?;
-                // Only while half the places are free: a flood of such messages (accounts a
-                // script opened, each switching a setting back and forth) would otherwise hold
-                // the places everyone's codes wait for.
-                if yields && gate.places.available_permits() < NOTICES_BELOW {
+                // A flood of notices (accounts a script opened, each switching a setting back
+                // and forth) would otherwise hold the places everyone's codes wait for.
+                if gate.places.available_permits() < keep_free {
                     return Err(
-                        "the SMTP queue is half full: a notice is dropped, codes go first".into(),
+                        "the SMTP queue is filling up: a notice is dropped, codes go first".into(),
                     );
                 }
                 let Ok(_place) = gate.places.try_acquire() else {
@@ -576,39 +584,45 @@ mod tests {
 
     /// While the SMTP queue is more than half full, a notice that may be silenced is dropped and
     /// a code still takes its place (a flood of notices never holds the places codes wait for);
-    /// a notice no one may silence still goes (filling the queue would silence it otherwise).
+    /// a notice no budget may silence goes until three quarters are taken, and a code after.
     #[tokio::test]
-    async fn a_notice_gives_way_to_codes_when_the_queue_is_half_full() {
+    async fn a_notice_gives_way_to_codes_when_the_queue_is_filling_up() {
         let mailer = Mailer::smtp("smtp://127.0.0.1:1", "a@example.com").unwrap();
         let Mailer::Smtp { gate, .. } = &mailer else {
             unreachable!()
         };
-        let held = gate
-            .places
-            .try_acquire_many((SENDING_AT_ONCE + WAITING_AT_MOST - NOTICES_BELOW + 1) as u32)
-            .unwrap();
-        let e = mailer
-            .send_notice(&Notice::SecondFactor(true), "b@example.com", 0)
-            .await
-            .unwrap_err();
-        assert!(e.contains("half full"), "{e}");
-        // A code, and a notice no one may silence by filling the queue, still go.
-        let e = mailer
-            .send_code(CodePurpose::SignIn, "b@example.com", "123456", 600, 0)
-            .await
-            .unwrap_err();
-        assert!(e.starts_with("smtp: "), "sent (to no server): {e}");
-        let e = mailer
-            .send_notice(&Notice::PasskeyAdded, "b@example.com", 0)
-            .await
-            .unwrap_err();
-        assert!(e.starts_with("smtp: "), "sent (to no server): {e}");
-        drop(held);
-        let e = mailer
-            .send_notice(&Notice::SecondFactor(true), "b@example.com", 0)
-            .await
-            .unwrap_err();
-        assert!(e.starts_with("smtp: "), "sent (to no server): {e}");
+        let all = SENDING_AT_ONCE + WAITING_AT_MOST;
+        let sent = async |notice: Option<Notice>| {
+            let e = match notice {
+                Some(n) => mailer.send_notice(&n, "b@example.com", 0).await,
+                None => {
+                    let code = CodePurpose::SignIn;
+                    mailer
+                        .send_code(code, "b@example.com", "123456", 600, 0)
+                        .await
+                }
+            };
+            // No SMTP server there: sent is an SMTP error, dropped is ours.
+            let e = e.unwrap_err();
+            assert!(e.starts_with("smtp: ") || e.contains("filling up"), "{e}");
+            e.starts_with("smtp: ")
+        };
+        let quiet = || Some(Notice::SecondFactor(true));
+        let always = || Some(Notice::PasskeyAdded);
+        for (free, quiet_goes, always_goes) in [
+            (all, true, true),
+            (YIELDING_BELOW, true, true),
+            (YIELDING_BELOW - 1, false, true),
+            (NOTICES_BELOW, false, true),
+            (NOTICES_BELOW - 1, false, false),
+            (1, false, false),
+        ] {
+            let held = gate.places.try_acquire_many((all - free) as u32).unwrap();
+            assert_eq!(sent(quiet()).await, quiet_goes, "{free} free");
+            assert_eq!(sent(always()).await, always_goes, "{free} free");
+            assert!(sent(None).await, "a code, {free} free");
+            drop(held);
+        }
     }
 
     #[test]

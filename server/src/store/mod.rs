@@ -516,9 +516,7 @@ impl Store {
             })?;
         // The setting above, as a connection of the pool sees it (a pooler in transaction mode
         // hands each transaction a connection of its own, without it).
-        let level: String = q_scalar!("SHOW transaction_isolation")
-            .fetch_one(&pool)
-            .await?;
+        let level = isolation_of(&pool).await?;
         if level != "read committed" {
             return Err(StoreError::Isolation(level));
         }
@@ -544,6 +542,16 @@ impl Store {
     {
         let row: Option<R> = q_as!(sql, key).fetch_optional(&self.read).await?;
         Ok(row.map(T::from))
+    }
+
+    /// The isolation of the transactions a connection of the pool runs (PostgreSQL: `read
+    /// committed`, which the store sets and checks at start), or `None` on SQLite, whose one
+    /// writer runs them one after the other.
+    pub async fn transaction_isolation(&self) -> StoreResult<Option<String>> {
+        match self.dialect {
+            Dialect::Postgres => Ok(Some(isolation_of(&self.write).await?)),
+            Dialect::Sqlite => Ok(None),
+        }
     }
 
     /// Whether several instances may share this database (PostgreSQL): throttle counters and
@@ -648,6 +656,13 @@ impl Store {
 /// sqlx's `Migrator` for one of [`migrations`]' lists, each migration as `sqlx::migrate!` makes
 /// it from its file (the same checksum: databases it migrated go on; a transaction unless the
 /// file starts `-- no-transaction`).
+/// What a connection of `pool` says its transactions' isolation is (PostgreSQL).
+async fn isolation_of(pool: &sqlx::AnyPool) -> StoreResult<String> {
+    Ok(q_scalar!("SHOW transaction_isolation")
+        .fetch_one(pool)
+        .await?)
+}
+
 fn migrator(list: &'static [(i64, &'static str, &'static str)]) -> sqlx::migrate::Migrator {
     use sqlx::SqlSafeStr as _;
     use sqlx::migrate::{Migration, MigrationType, Migrator};

@@ -846,7 +846,8 @@ async fn the_server_s_transactions_are_read_committed_whatever_the_database_s_de
         .unwrap();
     assert_eq!(level, "repeatable read", "the database's default");
     pool.close().await;
-    // Every connection of the server's pool, several of them at once.
+    // Connections of the server's pool, several at once (a one-off SET would leave the
+    // others at the database's default).
     let s = TestServer::on(&url, |_| {}).await;
     let store = &s.state.store;
     let levels = futures::future::join_all((0..8).map(|_| store.transaction_isolation())).await;

@@ -338,8 +338,8 @@ impl Notice {
     /// Whether the notice is one an intruder would most want unheard of (a way in of their
     /// own, the password, the mailbox's reset, the second factor gone): it goes out past the
     /// hourly budget of the others (a second factor switched on, a passkey removed), up to a
-    /// higher one of its own, and is never dropped for the codes' sake
-    /// ([`crate::otp::Codes::notify`]).
+    /// higher one of its own ([`crate::otp::Codes::notify`]), and while the SMTP queue is
+    /// filling up it is dropped later than they are ([`NOTICES_BELOW`]).
     pub fn always(&self) -> bool {
         !matches!(self, Notice::SecondFactor(true) | Notice::PasskeyRemoved)
     }
@@ -621,6 +621,13 @@ mod tests {
             assert_eq!(sent(quiet()).await, quiet_goes, "{free} free");
             assert_eq!(sent(always()).await, always_goes, "{free} free");
             assert!(sent(None).await, "a code, {free} free");
+            // The sign-up's "you already have an account" yields as the quiet notices do.
+            let e = mailer.send_account_exists("b@example.com", 0).await;
+            assert_eq!(
+                e.unwrap_err().starts_with("smtp: "),
+                quiet_goes,
+                "{free} free"
+            );
             drop(held);
         }
     }

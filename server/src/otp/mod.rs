@@ -130,7 +130,8 @@ impl Codes {
     /// [`Notice::always`] go out (a script with a fresh session toggling the second factor
     /// would flood the owner's inbox), so that spending the budget silences no passkey added;
     /// those up to [`ALWAYS_NOTICES_PER_HOUR`] (a passkey added and removed again and again
-    /// would flood it too). Past that the owner has had that many notices of the hour.
+    /// would flood it too). Past that, the first [`NOTICES_PER_HOUR`] notices of the hour at
+    /// least went out (unless the SMTP queue was filling up).
     pub fn notify(&self, user_id: &str, notice: Notice) {
         let Some(otp) = self.0.clone() else {
             return;

@@ -653,9 +653,6 @@ impl Store {
     }
 }
 
-/// sqlx's `Migrator` for one of [`migrations`]' lists, each migration as `sqlx::migrate!` makes
-/// it from its file (the same checksum: databases it migrated go on; a transaction unless the
-/// file starts `-- no-transaction`).
 /// What a connection of `pool` says its transactions' isolation is (PostgreSQL).
 async fn isolation_of(pool: &sqlx::AnyPool) -> StoreResult<String> {
     Ok(q_scalar!("SHOW transaction_isolation")
@@ -663,6 +660,9 @@ async fn isolation_of(pool: &sqlx::AnyPool) -> StoreResult<String> {
         .await?)
 }
 
+/// sqlx's `Migrator` for one of [`migrations`]' lists, each migration as `sqlx::migrate!` makes
+/// it from its file (the same checksum: databases it migrated go on; a transaction unless the
+/// file starts `-- no-transaction`).
 fn migrator(list: &'static [(i64, &'static str, &'static str)]) -> sqlx::migrate::Migrator {
     use sqlx::SqlSafeStr as _;
     use sqlx::migrate::{Migration, MigrationType, Migrator};

@@ -57,18 +57,22 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .into(),
         );
     }
-    let created = url.sqlite_file().filter(|f| command && !f.exists());
-    let store = Store::connect(url.as_str())
-        .await
-        .map_err(|e| format!("opening the {} database: {e}", url.kind()))?;
-    let key_encryption = || {
-        config::key_encryption(
+    // The key-encryption key of the commands that need one, before the database is opened: a
+    // missing or unreadable one otherwise left behind an empty database file it created.
+    let key_encryption = match cli.command {
+        None | Some(Command::Serve) | Some(Command::Keys(_)) => Some(config::key_encryption(
             cli.key_encryption_key_file.as_deref(),
             std::env::var("TW_KEY_ENCRYPTION_KEY").ok().as_deref(),
             url.as_str(),
             cli.serve.demo,
-        )
+        )?),
+        Some(Command::Users(_)) => None,
     };
+    let created = url.sqlite_file().filter(|f| command && !f.exists());
+    let store = Store::connect(url.as_str())
+        .await
+        .map_err(|e| format!("opening the {} database: {e}", url.kind()))?;
+    let key_encryption = || key_encryption.ok_or_else(|| "no key-encryption key".to_owned());
     let result = match cli.command {
         None | Some(Command::Serve) => match key_encryption() {
             Ok(k) => serve(cli.serve, store.clone(), k).await,

@@ -120,6 +120,30 @@ fn a_command_on_a_database_in_memory_is_refused_and_one_it_creates_is_said() {
     }
 }
 
+/// A command refused for want of a key-encryption key leaves nothing behind: it created the
+/// database file first, empty, which a server started later on the same path then took for
+/// its own.
+#[test]
+fn a_command_without_a_key_encryption_key_creates_no_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data").join("tw.db");
+    let url = format!("sqlite://{}", file.display());
+    for args in [&["keys", "list"][..], &["keys", "rotate"][..]] {
+        let out = Command::new(server_binary())
+            .args(args)
+            .env("TW_DATABASE_URL", &url)
+            .env_remove("TW_KEY_ENCRYPTION_KEY")
+            .env_remove("TW_KEY_ENCRYPTION_KEY_FILE")
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("TW_KEY_ENCRYPTION_KEY"), "{args:?}: {err}");
+        assert!(!file.exists(), "{args:?} created {}", file.display());
+    }
+}
+
 /// `keys list` only reads: on a database without a key it made one, sealed by whatever
 /// key-encryption key it was given (a wrong one left a ring no server could open).
 #[test]

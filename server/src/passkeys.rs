@@ -612,7 +612,7 @@ pub async fn login_finish(
             jkt.as_deref(),
             SignIn::Passkey,
             Some(version),
-            &passkey,
+            Some(&passkey),
         )
         .await
 }
@@ -993,16 +993,14 @@ pub async fn second_factor(
         }
     };
     let ua = user_agent(&headers);
-    match by_passkey {
-        Some(passkey) => {
-            p.0.sessions
-                .open_by_passkey(&user, ua, jkt.as_deref(), how, password, &passkey)
-                .await
-        }
-        None => {
-            p.0.sessions
-                .open_proved(&user, ua, jkt.as_deref(), how, password)
-                .await
-        }
-    }
+    p.0.sessions
+        .open_by_passkey(
+            &user,
+            ua,
+            jkt.as_deref(),
+            how,
+            password,
+            by_passkey.as_deref(),
+        )
+        .await
 }

@@ -304,9 +304,9 @@ impl Sessions {
             .await
     }
 
-    /// As [`Self::open_proved`], for a sign-in a passkey completed (by itself or as the second
-    /// factor): the session is recorded as that passkey's, and ends when it is removed. 401
-    /// `invalid_credentials` if it was removed meanwhile.
+    /// As [`Self::open_proved`], for a sign-in a passkey may have completed (by itself or as
+    /// the second factor): the session is recorded as that passkey's, and ends when it is
+    /// removed. 401 `invalid_credentials` if it was removed meanwhile.
     pub async fn open_by_passkey(
         &self,
         user: &User,
@@ -314,9 +314,9 @@ impl Sessions {
         jkt: Option<&str>,
         how: SignIn,
         password: Option<i64>,
-        passkey: &str,
+        passkey: Option<&str>,
     ) -> Result<Issued, ApiError> {
-        self.open_as(user, user_agent, jkt, how, password, None, Some(passkey))
+        self.open_as(user, user_agent, jkt, how, password, None, passkey)
             .await
     }
 

@@ -64,8 +64,13 @@ async fn alice_with_a_passkey() -> (TestServer, Client, SoftPasskey) {
 
 /// Turns the second factor of `tab`'s account on.
 async fn require_second_factor(tab: &mut Client) {
-    let on = json!({ "required": true });
-    let a = tab.send("PUT", "/auth/second-factor", Some(&on)).await;
+    set_second_factor(tab, true).await;
+}
+
+/// Sets whether `tab`'s account needs a second factor, which must be taken (204).
+async fn set_second_factor(tab: &mut Client, required: bool) {
+    let body = json!({ "required": required });
+    let a = tab.send("PUT", "/auth/second-factor", Some(&body)).await;
     assert_eq!(a.status, 204, "{}", a.body);
 }
 
@@ -1134,7 +1139,6 @@ async fn every_change_to_how_an_account_signs_in_is_mailed_to_it_within_a_budget
         mails.set(mails.get() + 1);
         sink.wait_for(ALICE.0, mails.get()).await
     };
-    let second_factor = |required: bool| json!({ "required": required });
     register(&mut tab).await;
     assert_eq!(
         next().await.subject(),
@@ -1146,10 +1150,7 @@ async fn every_change_to_how_an_account_signs_in_is_mailed_to_it_within_a_budget
         (true, ""),
         (false, "Your sign-ins no longer ask for a second factor"),
     ] {
-        let a = tab
-            .send("PUT", "/auth/second-factor", Some(&second_factor(required)))
-            .await;
-        assert_eq!(a.status, 204, "{}", a.body);
+        set_second_factor(&mut tab, required).await;
         if !subject.is_empty() {
             assert_eq!(next().await.subject(), subject);
         }
@@ -1175,14 +1176,7 @@ async fn every_change_to_how_an_account_signs_in_is_mailed_to_it_within_a_budget
 
     // Five notices so far: five more of any kind.
     for i in 0..5 {
-        let a = tab
-            .send(
-                "PUT",
-                "/auth/second-factor",
-                Some(&second_factor(i % 2 == 0)),
-            )
-            .await;
-        assert_eq!(a.status, 204, "{}", a.body);
+        set_second_factor(&mut tab, i % 2 == 0).await;
         next().await;
     }
     // Past ten, a second factor switched on is mailed no more, but one switched off still is
@@ -1193,10 +1187,7 @@ async fn every_change_to_how_an_account_signs_in_is_mailed_to_it_within_a_budget
         (true, ""),
         (false, "Your sign-ins no longer ask for a second factor"),
     ] {
-        let a = tab
-            .send("PUT", "/auth/second-factor", Some(&second_factor(required)))
-            .await;
-        assert_eq!(a.status, 204, "{}", a.body);
+        set_second_factor(&mut tab, required).await;
         if !subject.is_empty() {
             assert_eq!(next().await.subject(), subject);
         }
@@ -1233,10 +1224,7 @@ async fn every_change_to_how_an_account_signs_in_is_mailed_to_it_within_a_budget
     let mut sent = 17;
     while sent < 29 {
         for required in [true, false] {
-            let a = owner
-                .send("PUT", "/auth/second-factor", Some(&second_factor(required)))
-                .await;
-            assert_eq!(a.status, 204, "{}", a.body);
+            set_second_factor(&mut owner, required).await;
             sent += 1;
             if !required {
                 next().await;

@@ -22,19 +22,19 @@ pub struct Mail {
 impl Mail {
     /// The `To:` header's value.
     pub fn to(&self) -> String {
-        self.raw
-            .lines()
-            .find_map(|l| l.strip_prefix("To: "))
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
+        self.header("To: ")
     }
 
     /// The `Subject:` header's value.
     pub fn subject(&self) -> String {
+        self.header("Subject: ")
+    }
+
+    /// The value of the first line that starts with `name`.
+    fn header(&self, name: &str) -> String {
         self.raw
             .lines()
-            .find_map(|l| l.strip_prefix("Subject: "))
+            .find_map(|l| l.strip_prefix(name))
             .unwrap_or_default()
             .trim()
             .to_owned()

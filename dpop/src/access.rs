@@ -109,10 +109,7 @@ impl KeySet {
             // A key of small order, or not encoded canonically, is no key (every token under it
             // is refused by verify_strict anyway), as in the Node verifier: a JWKS of such keys
             // alone is `NoKeys` in both.
-            if !crate::jwk::strong_point(&bytes) {
-                continue;
-            }
-            if let Ok(key) = VerifyingKey::from_bytes(&bytes) {
+            if let Some(key) = crate::jwk::ed25519_point(&bytes) {
                 keys.insert(kid.to_owned(), key);
             }
         }
@@ -129,10 +126,7 @@ impl KeySet {
             .into_iter()
             .filter_map(|(kid, bytes)| {
                 let bytes = <[u8; 32]>::try_from(bytes).ok()?;
-                if !crate::jwk::strong_point(&bytes) {
-                    return None;
-                }
-                Some((kid.to_owned(), VerifyingKey::from_bytes(&bytes).ok()?))
+                Some((kid.to_owned(), crate::jwk::ed25519_point(&bytes)?))
             })
             .collect();
         KeySet { keys }

@@ -311,8 +311,17 @@ impl Keys {
 
     /// Graceful rotation: a new key is published now and signs from `now + publish_secs` on
     /// (every cached JWKS has seen it by then); the old one keeps verifying through the grace
-    /// period after that.
+    /// period after that. This instance's ring is re-read after it.
     pub async fn rotate(&self, store: &Store, now: i64, publish_secs: i64) -> KeyResult<String> {
+        let kid = self.add_next(store, now, publish_secs).await?;
+        self.reload(store, now).await?;
+        Ok(kid)
+    }
+
+    /// [`Keys::rotate`]'s change alone, committed: the new key's `kid`. Nothing re-read (the
+    /// CLI, where a failed re-read after it must not say the rotation failed: every instance
+    /// re-reads the ring on its own).
+    pub async fn add_next(&self, store: &Store, now: i64, publish_secs: i64) -> KeyResult<String> {
         let key = self.generate_sealed()?;
         // Later than every key's start, so that the new key is the newest even when the last
         // one started in this very second (key_states orders by start; a tie would fall to
@@ -325,12 +334,12 @@ impl Keys {
             .max();
         let signs_from = (now + publish_secs.max(0)).max(latest.map_or(now, |t| t + 1));
         store.add_signing_key(&key, now, signs_from).await?;
-        self.reload(store, now).await?;
         Ok(key.kid)
     }
 
     /// Emergency revocation: tokens signed by `kid` are rejected at once. If it was the signing
-    /// key, a new one is generated. Returns whether the key existed and was live.
+    /// key, a new one is generated (by the re-read of the ring after it). Returns whether the
+    /// key existed and was live.
     pub async fn revoke(&self, store: &Store, kid: &str, now: i64) -> KeyResult<bool> {
         let revoked = store.revoke_key(kid, now).await?;
         self.reload(store, now).await?;

@@ -237,28 +237,45 @@ async fn keys(
         }
         KeysCommand::Rotate => {
             let kid = keys
-                .rotate(store, now, publish)
+                .add_next(store, now, publish)
                 .await
                 .map_err(|e| e.to_string())?;
             println!(
                 "new key {kid}, published now in the JWKS, signs in {publish} s; the current key \
                  verifies for {grace} s after that"
             );
+            reread_after(&keys, store, now).await;
         }
         KeysCommand::Revoke { kid } => {
-            if !keys
-                .revoke(store, &kid, now)
+            if !store
+                .revoke_key(&kid, now)
                 .await
                 .map_err(|e| e.to_string())?
             {
                 return Err(format!("no live key with kid {kid}"));
             }
             println!("revoked {kid}: tokens it signed are refused; clients recover by refreshing");
+            // A new signing key if that one signed: made by this re-read, or by every
+            // instance's own.
+            reread_after(&keys, store, now).await;
         }
         // (Carried out above, before the ring is read.)
         KeysCommand::Reseal { .. } => {}
     }
     Ok(())
+}
+
+/// The ring re-read after a `keys` change that is committed: a failure is said, and the command
+/// still succeeds (run again, it would rotate twice, or find no live key to revoke). Every
+/// instance re-reads the ring on its own, and makes a signing key if none is left.
+async fn reread_after(keys: &Keys, store: &Store, now: i64) {
+    if let Err(e) = keys.reload(store, now).await {
+        eprintln!(
+            "tokenwarden-server: the change above is committed, but re-reading the key ring \
+             after it failed: {e}. Do not run the command again; `keys list` shows the ring, and \
+             every instance re-reads it on its own."
+        );
+    }
 }
 
 async fn serve(

@@ -234,6 +234,56 @@ fn a_kid_starting_with_a_hyphen_is_a_kid_not_an_option() {
     );
 }
 
+/// `keys rotate` and `keys revoke` whose change is committed but whose re-read of the ring after
+/// it fails (here a key that does not open, planted by a trigger) succeed and say so: exiting 1
+/// would have an operator run them again, rotating twice, or revoking a kid that is no longer
+/// live.
+#[tokio::test]
+async fn a_keys_change_committed_succeeds_when_the_re_read_after_it_fails() {
+    let kid_of = |out: &str| {
+        let kid = out.split_whitespace().nth(2).unwrap();
+        kid.trim_end_matches(',').to_owned()
+    };
+    let said = |out: std::process::Output| {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        assert!(
+            err.contains("is committed, but re-reading the key ring after it failed"),
+            "{err}"
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // A database with a ring, and a trigger that makes every live key unreadable on `event`.
+    let planted = async |event: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let url = db_url(&dir);
+        let first = kid_of(&cli(&url, &["keys", "rotate"]));
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let trigger = format!(
+            "CREATE TRIGGER unreadable AFTER {event} ON signing_keys BEGIN \
+             UPDATE signing_keys SET private_key = X'00' WHERE revoked_at IS NULL; END"
+        );
+        let trigger = sqlx::AssertSqlSafe(trigger);
+        sqlx::query(trigger).execute(&pool).await.unwrap();
+        pool.close().await;
+        (dir, url, first)
+    };
+
+    let (_dir, url, _) = planted("INSERT").await;
+    let out = said(cli_with(&url, TEST_KEK, &["keys", "rotate"]));
+    assert!(out.starts_with("new key "), "{out}");
+    assert!(
+        cli(&url, &["keys", "list"]).contains(&kid_of(&out)),
+        "committed"
+    );
+
+    let (_dir, url, first) = planted("UPDATE OF revoked_at").await;
+    let out = said(cli_with(&url, TEST_KEK, &["keys", "revoke", &first]));
+    assert!(out.starts_with(&format!("revoked {first}")), "{out}");
+    let listed = cli(&url, &["keys", "list"]);
+    assert!(listed.contains(&format!("{first:<44} revoked")), "{listed}");
+}
+
 #[tokio::test]
 async fn shutdown_lets_a_request_in_flight_finish() {
     let s = TestServer::start().await;

@@ -58,8 +58,7 @@ fn cli_with(url: &str, kek: &str, args: &[&str]) -> std::process::Output {
         .env("TW_DATABASE_URL", url)
         .env("TW_KEY_ENCRYPTION_KEY", kek)
         .env("RUST_LOG", "warn")
-        .output()
-        .expect("run the CLI")
+        .finished()
 }
 
 /// The CLI with the tests' key-encryption key, which must succeed: what it printed.
@@ -87,8 +86,7 @@ fn a_command_on_a_database_in_memory_is_refused_and_one_it_creates_is_said() {
             .env("TW_DATABASE_URL", url)
             .env("TW_KEY_ENCRYPTION_KEY", TEST_KEK)
             .env("RUST_LOG", "warn")
-            .output()
-            .unwrap()
+            .finished()
     };
     let out = import("sqlite::memory:");
     assert!(!out.status.success());
@@ -99,8 +97,7 @@ fn a_command_on_a_database_in_memory_is_refused_and_one_it_creates_is_said() {
         .args(["users", "import", &file.display().to_string(), "--dry-run"])
         .env("TW_DATABASE_URL", "sqlite::memory:")
         .env("TW_KEY_ENCRYPTION_KEY", TEST_KEK)
-        .output()
-        .unwrap();
+        .finished();
     assert!(
         out.status.success(),
         "{}",
@@ -135,8 +132,7 @@ fn a_command_without_a_key_encryption_key_creates_no_database() {
             .env_remove("TW_KEY_ENCRYPTION_KEY")
             .env_remove("TW_KEY_ENCRYPTION_KEY_FILE")
             .env("RUST_LOG", "warn")
-            .output()
-            .unwrap();
+            .finished();
         assert!(!out.status.success(), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("TW_KEY_ENCRYPTION_KEY"), "{args:?}: {err}");
@@ -224,8 +220,7 @@ fn a_kid_starting_with_a_hyphen_is_a_kid_not_an_option() {
         .args(["keys", "revoke", "-UFESxKKOT57uH09yl5mQUbeXF9"])
         .env("TW_DATABASE_URL", db_url(&dir))
         .env("TW_KEY_ENCRYPTION_KEY", TEST_KEK)
-        .output()
-        .unwrap();
+        .finished();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -317,8 +312,7 @@ fn a_wildcard_cors_origin_is_refused() {
             "--database-url",
             "sqlite::memory:",
         ])
-        .output()
-        .unwrap();
+        .finished();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("explicit http(s) origin"));
 }
@@ -340,8 +334,7 @@ fn a_demo_behind_a_proxy_is_refused() {
                 "sqlite::memory:",
             ])
             .args(proxied)
-            .output()
-            .unwrap();
+            .finished();
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("--demo behind a proxy"), "{err}");
@@ -426,8 +419,7 @@ fn users_add_takes_no_password_on_the_command_line() {
         .args(["--database-url", &db_url(&dir), "users", "add"])
         .args(["--email", "ada@example.com", "--name", "Ada"])
         .args(["--password", "on-the-command-line-1"])
-        .output()
-        .unwrap();
+        .finished();
     assert_eq!(out.status.code(), Some(2), "a usage error");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--password"), "{err}");
@@ -447,8 +439,7 @@ fn a_cors_origin_on_plain_http_beyond_this_machine_is_refused() {
             "--database-url",
             "sqlite::memory:",
         ])
-        .output()
-        .unwrap();
+        .finished();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -614,8 +605,7 @@ fn refused(args: &[&str], envs: &[(&str, &str)]) -> String {
         .args(args)
         .env_remove("TW_KEY_ENCRYPTION_KEY")
         .envs(envs.iter().copied())
-        .output()
-        .unwrap();
+        .finished();
     assert!(!out.status.success(), "{args:?} was accepted");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -802,8 +792,7 @@ fn an_unsupported_database_url_is_refused_at_start_and_creates_nothing() {
             .current_dir(dir.path())
             .args(["--database-url", url, "--bind", "127.0.0.1:0"])
             .env("TW_KEY_ENCRYPTION_KEY", TEST_KEK)
-            .output()
-            .unwrap();
+            .finished();
         assert!(!out.status.success(), "{url} was accepted");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("unsupported database URL"), "{err}");
@@ -824,8 +813,7 @@ fn an_unsupported_database_url_is_refused_at_start_and_creates_nothing() {
             "127.0.0.1:0",
         ])
         .env("TW_KEY_ENCRYPTION_KEY", TEST_KEK)
-        .output()
-        .unwrap();
+        .finished();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("opening the PostgreSQL database"), "{err}");
@@ -839,8 +827,7 @@ fn an_unsupported_database_url_is_refused_at_start_and_creates_nothing() {
             .args(["--database-url", "postgres://tw:secret-pw@db.example/tw"])
             .env("TW_KEY_ENCRYPTION_KEY", TEST_KEK)
             .env("PGSSLMODE", mode)
-            .output()
-            .unwrap();
+            .finished();
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(

@@ -31,6 +31,53 @@ use tokenwarden_server::store::RevokeReason;
 use tokenwarden_server::{AppState, Settings, Store};
 use tokio::sync::oneshot;
 
+/// `Command::output` with a deadline: every command the tests run this way exits at once (a
+/// refusal, a CLI command), and a server that took what it should refuse would serve for good, so it fails
+/// the test after 30 s instead of hanging it.
+pub trait Finished {
+    fn finished(&mut self) -> std::process::Output;
+}
+
+impl Finished for std::process::Command {
+    fn finished(&mut self) -> std::process::Output {
+        use std::io::Read;
+        let mut child = self
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run the binary");
+        let read = |pipe: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut bytes);
+                }
+                bytes
+            })
+        };
+        let stdout = read(child.stdout.take().map(|p| Box::new(p) as _));
+        let stderr = read(child.stderr.take().map(|p| Box::new(p) as _));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{self:?} was still running after 30 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        std::process::Output {
+            status,
+            stdout: stdout.join().unwrap(),
+            stderr: stderr.join().unwrap(),
+        }
+    }
+}
+
 /// The server binary the tests run: `TW_SERVER_BINARY` (scripts/test-bins.mjs gives each build
 /// its own copy: the released one and the `test-hooks` one share one path), else cargo's.
 pub fn server_binary() -> String {

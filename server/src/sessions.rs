@@ -321,13 +321,18 @@ impl Sessions {
     }
 
     /// As [`Self::open`], for a provider's sign-in: the session is recorded as the provider's
-    /// with it, for the provider's logout tokens.
+    /// with it, for the provider's logout tokens. The user proved who they are when the
+    /// provider's `auth_time` says; if it does not say, not recently (the session's `auth_time`
+    /// is 0, and its tokens carry none): a provider that signs its user in without asking would
+    /// otherwise give a script in the page, which can start a sign-in of its own, a session
+    /// recent enough to add its own passkey.
     pub async fn open_federated(
         &self,
         user: &User,
         user_agent: &str,
         jkt: Option<&str>,
         federated: Federated<'_>,
+        auth_time: Option<i64>,
     ) -> Result<Issued, ApiError> {
         self.open_as(
             user,
@@ -335,7 +340,7 @@ impl Sessions {
             jkt,
             SignIn::Provider,
             None,
-            Some(federated),
+            Some((federated, auth_time.unwrap_or(0))),
             None,
         )
         .await
@@ -349,10 +354,15 @@ impl Sessions {
         jkt: Option<&str>,
         how: SignIn,
         password: Option<i64>,
-        federated: Option<Federated<'_>>,
+        federated: Option<(Federated<'_>, i64)>,
         passkey: Option<&str>,
     ) -> Result<Issued, ApiError> {
         let now = self.0.clock.now();
+        // When the user proved who they are: now, or when the provider says.
+        let (federated, auth_time) = match federated {
+            Some((f, at)) => (Some(f), at.min(now)),
+            None => (None, now),
+        };
         let p = &self.0.policy;
         let refresh = random_token();
         let id = tokens::random_id();
@@ -372,6 +382,7 @@ impl Sessions {
                 absolute_expires_at,
                 dpop_jkt: jkt,
                 amr: how.amr(),
+                auth_time,
                 password_version: password,
                 federated,
                 passkey,
@@ -392,7 +403,7 @@ impl Sessions {
             session: &id,
             how,
         });
-        let auth = Authentication::from_row(Some(now), now, how.amr());
+        let auth = Authentication::from_row(Some(auth_time), now, how.amr());
         let issued = self.issue(user, &id, refresh, idle_expires_at, jkt, now, &auth)?;
         // Whoever signed in, by any way, is not guessing the password: this browser is known
         // to the account from now on, until its password changes.

@@ -220,7 +220,8 @@ pub fn issue(
         cnf: jkt.map(|jkt| Confirmation {
             jkt: jkt.to_owned(),
         }),
-        auth_time: auth.map(|a| a.time),
+        // 0: a provider's sign-in whose provider did not say when (not recent); none then.
+        auth_time: auth.map(|a| a.time).filter(|t| *t > 0),
         amr: auth.map(|a| a.amr.clone()).unwrap_or_default(),
         // Checked when they were stored; a reserved name is dropped here all the same, so that
         // nothing stored can shadow a claim the server writes.

@@ -715,6 +715,16 @@ async fn forged_id_tokens_are_refused_and_open_no_session() {
                 c.as_object_mut().unwrap().remove("sub");
             }),
         ),
+        (
+            "signed in at the provider in the future",
+            Forge::Claims(|c| {
+                c["auth_time"] = json!(c["iat"].as_i64().unwrap() + 600);
+            }),
+        ),
+        (
+            "an auth_time that is no time",
+            Forge::Claims(|c| c["auth_time"] = json!("just now")),
+        ),
         ("alg none", Forge::AlgNone),
         ("HS256 keyed with the public key", Forge::Hs256WithPublicKey),
         ("another key under the published kid", Forge::OtherKey),
@@ -1061,6 +1071,107 @@ async fn linking_server() -> (TestServer, Hostile) {
     let s = TestServer::with(move |c| c.oidc = vec![p]).await;
     let h = hostile(port, s.state.clock.clone()).await;
     (s, h)
+}
+
+/// A provider's sign-in is recent (a passkey added or removed, the second factor switched) only
+/// as its `auth_time` says: a provider that signs its user in without asking would otherwise
+/// give a script in the page, which can start a sign-in of its own (with its own key), a session
+/// recent enough to add its own passkey. Without `auth_time`, not recent, and its tokens carry
+/// none. `max_age` is passed on to the provider, digits only, at most a day: `max_age=0` is how
+/// a page asks for a sign-in recent enough.
+#[tokio::test]
+async fn a_provider_s_sign_in_is_recent_only_as_its_auth_time_says() {
+    let port = free_port();
+    let p = provider("idp", &format!("http://127.0.0.1:{port}"));
+    let s = TestServer::with(move |c| {
+        c.oidc = vec![p];
+        c.webauthn = Some(tokenwarden_server::config::WebauthnSettings {
+            rp_id: "localhost".into(),
+            rp_name: "tokenwarden tests".into(),
+            origins: vec!["http://localhost:8080".into()],
+        });
+    })
+    .await;
+    let h = hostile(port, s.state.clock.clone()).await;
+    let cases: [(&str, Forge, bool); 3] = [
+        ("no auth_time", Forge::Honest, false),
+        (
+            "signed in at the provider an hour ago",
+            Forge::Claims(|c| c["auth_time"] = json!(c["iat"].as_i64().unwrap() - 3600)),
+            false,
+        ),
+        (
+            "signed in at the provider just now",
+            Forge::Claims(|c| c["auth_time"] = c["iat"].clone()),
+            true,
+        ),
+    ];
+    for (what, forge, recent) in cases {
+        let (mut tab, _, claims) = hostile_session(&s, &h, forge).await;
+        let start = tab.post("/auth/passkeys/register/start", &json!({})).await;
+        if recent {
+            assert_eq!(start.status, 200, "{what}: {}", start.body);
+            assert!(claims["auth_time"].is_i64(), "{what}: {claims}");
+        } else {
+            assert_eq!(start.status, 403, "{what}: {}", start.body);
+            assert_eq!(start.body["error"], "step_up_required", "{what}");
+        }
+        if what == "no auth_time" {
+            assert!(claims.get("auth_time").is_none(), "{claims}");
+        }
+    }
+    // max_age, passed on as given; anything but 0-86400 in digits refused before the provider.
+    let mut b = Browser::new();
+    let res = b.start(&s, "return_to=/r&max_age=0").await;
+    assert_eq!(res.status(), 302);
+    assert!(location(&res).contains("&max_age=0"), "{}", location(&res));
+    let res = b.start(&s, "return_to=/r").await;
+    assert!(!location(&res).contains("max_age"), "{}", location(&res));
+    for bad in ["-1", "%2B5", "86401", "1.5", "", "4294967296"] {
+        let res = b.start(&s, &format!("return_to=/r&max_age={bad}")).await;
+        assert_eq!(res.status(), 400, "max_age={bad}");
+    }
+    s.stop().await;
+}
+
+/// The real provider (oidc-provider) says when its user signed in only when asked (`max_age`):
+/// its sign-in is not recent without it, and is with `max_age=0`, which has it ask its user
+/// again though they are signed in there.
+#[tokio::test]
+async fn a_real_provider_s_sign_in_is_recent_when_asked_with_max_age_0() {
+    let port = free_port();
+    let p = provider("idp", &format!("http://127.0.0.1:{port}"));
+    let s = TestServer::with(move |c| {
+        c.oidc = vec![p];
+        c.webauthn = Some(tokenwarden_server::config::WebauthnSettings {
+            rp_id: "localhost".into(),
+            rp_name: "tokenwarden tests".into(),
+            origins: vec!["http://localhost:8080".into()],
+        });
+    })
+    .await;
+    let idp = Idp::start(port, &s.base).await;
+    let mut b = Browser::new();
+    for (max_age, recent) in [("", false), ("&max_age=0", true)] {
+        let mut tab = Client::bound(&s);
+        let jkt = tab.key.as_ref().unwrap().thumbprint().to_owned();
+        let query = format!("return_to=/r&dpop_jkt={jkt}{max_age}");
+        let res = b.start(&s, &query).await;
+        assert_eq!(res.status(), 302);
+        let authorize = location(&res);
+        assert!(authorize.starts_with(&idp.issuer), "{authorize}");
+        let back = b.through_provider(authorize, &s.base, "dora", false).await;
+        let res = b.callback(&back).await;
+        assert_eq!(location(&res), "/r", "{max_age}");
+        let t = take_up(&mut tab, &res).await;
+        let claims = jwt_parts(&t.access).1;
+        assert_eq!(claims["auth_time"].is_i64(), recent, "{max_age}: {claims}");
+        let start = tab.post("/auth/passkeys/register/start", &json!({})).await;
+        let want = if recent { 200 } else { 403 };
+        assert_eq!(start.status, want, "{max_age}: {}", start.body);
+    }
+    drop(idp);
+    s.stop().await;
 }
 
 /// With `prompt=login`, every sign-in the server starts asks the user at the provider: a script

@@ -653,13 +653,18 @@ export class TokenManager {
    * to takes the new session up. Never resolves: the page goes away (rejects with a
    * NetworkError `timeout` if the key store does not answer within refreshTimeoutMs). */
   async loginWithRedirect(o) {
-    const loc = G.location, { provider: p, returnTo: r = loc?.pathname + loc?.search } = o ?? {};
+    const loc = G.location, { provider: p, returnTo: r = loc?.pathname + loc?.search, maxAge: m } = o ?? {};
     // returnTo: a path of this origin (never `//host` or `/\host`), printable ASCII but `#`
     // and `\`, up to 512 characters: what the server takes.
     if (typeof p != "string" || typeof r != "string" || !matches(/^[a-z0-9-]{1,32} \/(?!\/)[!"$-[\]-~]{0,511}$/, p + " " + r)) {
       throw configError("provider or returnTo");
     }
     let t = "", q = "/start?return_to=" + encodeURI(r);
+    // maxAge: whole seconds up to a day, passed on to the provider (0: sign in there again).
+    if (m !== undefined) {
+      if (!(typeof m == "number" && m >= 0 && m <= 86400 && m % 1 == 0)) throw configError("maxAge");
+      q += "&max_age=" + m;
+    }
     if (this.#cfg.dpop) q += "&dpop_jkt=" + (t = (await this.#timed(newKey())).t);
     G.sessionStorage.setItem(this.#lockName, t);
     loc.assign(this.#authOrigin + OIDC_PATH + "/" + p + q);

@@ -87,3 +87,33 @@ test("declining at the provider comes back to the demo with the reason, signed o
   expect(page.url()).not.toContain("tw_error");
   await expect(page.locator("#login-card")).toBeVisible();
 });
+
+test("a provider's sign-in is recent only when asked with maxAge: 0: the provider asks again and says when", async ({ context }) => {
+  test.setTimeout(120_000);
+  const page = await context.newPage();
+  await page.goto(OIDC_DEMO);
+  await page.getByRole("button", { name: /Sign in with idp/ }).click();
+  await atTheProvider(page, "ines");
+  await expect(page.locator("#session")).toBeVisible();
+  // The provider did not say when its user signed in: no auth_time, not recent.
+  expect((await page.evaluate(() => (window as any).auth.claims())).auth_time).toBeUndefined();
+  // A maxAge that is no whole number of seconds up to a day: a ConfigError, nowhere to go.
+  const bad = await page.evaluate(async () => {
+    const out: string[] = [];
+    for (const maxAge of [-1, 1.5, 86_401, "0", NaN]) {
+      await (window as any).auth.loginWithRedirect({ provider: "idp", maxAge })
+        .then(() => out.push("navigated"), (e: any) => out.push(`${e.name} ${e.message}`));
+    }
+    return out;
+  });
+  expect(bad).toEqual(Array(5).fill("ConfigError bad maxAge"));
+  // maxAge 0: the provider asks its user again, though signed in there, and says when.
+  const started = page.waitForRequest((r) => r.url().startsWith(IDP) && r.url().includes("max_age=0"));
+  await page.evaluate(() => { (window as any).auth.loginWithRedirect({ provider: "idp", maxAge: 0 }); });
+  await started;
+  await atTheProvider(page, "ines");
+  await expect(page.locator("#session")).toBeVisible();
+  const claims = await page.evaluate(() => (window as any).auth.claims());
+  expect(Math.abs(claims.auth_time - Date.now() / 1000)).toBeLessThan(120);
+  expect(claims.email).toBe("ines@idp.test");
+});

@@ -232,7 +232,13 @@ pub async fn providers(State(oidc): State<Oidc>) -> Response {
 pub struct StartQuery {
     return_to: Option<String>,
     dpop_jkt: Option<String>,
+    /// Passed on to the provider (OpenID Connect Core §3.1.2.1): `0` asks it to have the user
+    /// sign in again, for a session recent enough for a step-up's actions.
+    max_age: Option<String>,
 }
+
+/// The longest `max_age` passed on to a provider: a day.
+const MAX_MAX_AGE: u32 = 86_400;
 
 fn is_thumbprint(s: &str) -> bool {
     s.len() == 43
@@ -274,6 +280,19 @@ pub async fn start(
             "The page to return to must be a path on this site.",
         ));
     }
+    // Digits only (no sign, no fraction), as the provider reads it.
+    let max_age = match q.max_age.as_deref() {
+        None => None,
+        Some(m) => match m.parse::<u32>() {
+            Ok(n) if n <= MAX_MAX_AGE && m.bytes().all(|b| b.is_ascii_digit()) => Some(n),
+            _ => {
+                return Ok(error_page(
+                    StatusCode::BAD_REQUEST,
+                    "max_age must be a whole number of seconds, at most 86400.",
+                ));
+            }
+        },
+    };
     let jkt = q.dpop_jkt.filter(|j| !j.is_empty());
     if jkt.as_deref().is_some_and(|j| !is_thumbprint(j)) {
         return Ok(error_page(
@@ -355,6 +374,10 @@ pub async fn start(
         .append_pair("code_challenge_method", "S256");
     if let Some(prompt) = &provider.config.prompt {
         url.query_pairs_mut().append_pair("prompt", prompt);
+    }
+    if let Some(max_age) = max_age {
+        url.query_pairs_mut()
+            .append_pair("max_age", &max_age.to_string());
     }
     let res = redirect(StatusCode::FOUND, url.as_str());
     Ok(append_cookie(res, &flow_cookie(&binding, FLOW_SECS)))
@@ -501,6 +524,7 @@ async fn finish(
             user_agent(headers),
             flow.dpop_jkt.as_deref(),
             federated,
+            claims.auth_time,
         )
         .await
         .map_err(|e| failed(format!("opening the session: {e:?}")))
@@ -509,6 +533,11 @@ async fn finish(
 /// What the server keeps of a verified ID token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdClaims {
+    /// When the user signed in at the provider (`auth_time`), if it says: what makes the
+    /// session recent for a step-up's actions (`--step-up-max-age-secs`), never the callback's
+    /// time (a provider that signs the user in without asking would make any sign-in a script
+    /// starts "recent").
+    pub auth_time: Option<i64>,
     pub sub: String,
     pub sid: Option<String>,
     pub email: Option<String>,
@@ -595,6 +624,14 @@ pub fn id_token_claims(
     if iat + MAX_AGE < now {
         return Err("the ID token was issued too long ago");
     }
+    let auth_time = match c.get("auth_time") {
+        None => None,
+        Some(_) => match int(c, "auth_time") {
+            Some(t) if t - LEEWAY <= now => Some(t.min(now)),
+            Some(_) => return Err("the ID token's auth_time is in the future"),
+            None => return Err("the ID token's auth_time is not a time"),
+        },
+    };
     if string(c, "nonce") != Some(nonce) {
         return Err("the ID token's nonce is not this sign-in's");
     }
@@ -602,6 +639,7 @@ pub fn id_token_claims(
         .filter(|s| !s.is_empty() && s.len() <= 255)
         .ok_or("the ID token has no usable sub")?;
     Ok(IdClaims {
+        auth_time,
         sub: sub.to_owned(),
         sid: string(c, "sid")
             .filter(|s| s.len() <= 255)

@@ -979,6 +979,7 @@ mod tests {
             absolute_expires_at: 9_000,
             dpop_jkt: None,
             amr: "pwd",
+            auth_time: now,
             password_version: None,
             federated: None,
             passkey: None,

@@ -407,6 +407,7 @@ mod tests {
             absolute_expires_at: 1_000,
             dpop_jkt: None,
             amr: "fed",
+            auth_time: 1,
             password_version: None,
             federated: Some(f),
             passkey: None,

@@ -788,6 +788,7 @@ mod tests {
             absolute_expires_at: 1_000,
             dpop_jkt: None,
             amr: "pwd",
+            auth_time: 1,
             password_version,
             federated: None,
             passkey: None,

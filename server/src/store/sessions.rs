@@ -61,6 +61,8 @@ pub struct NewSession<'a> {
     pub dpop_jkt: Option<&'a str>,
     /// How the user proved who they are (RFC 8176 `amr` values, space-separated).
     pub amr: &'a str,
+    /// When (unix seconds): `now`, or a provider's `auth_time` (0: it did not say).
+    pub auth_time: i64,
     /// A sign-in that proved a password: its version, which must still be the account's
     /// (a change or reset committed meanwhile ended every session; this one would outlive it).
     pub password_version: Option<i64>,
@@ -399,7 +401,7 @@ impl Store {
             "INSERT INTO sessions (id, user_id, created_at, last_used_at, idle_expires_at,
                                    absolute_expires_at, user_agent, dpop_jkt, auth_time, amr,
                                    passkey_id)
-             VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $3, $8, $9)
+             VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $10, $8, $9)
              ON CONFLICT DO NOTHING",
             s.id,
             s.user_id,
@@ -409,7 +411,8 @@ impl Store {
             s.user_agent,
             s.dpop_jkt,
             s.amr,
-            s.passkey
+            s.passkey,
+            s.auth_time
         )
         .execute(&mut *tx)
         .await?;

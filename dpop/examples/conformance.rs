@@ -903,6 +903,48 @@ fn cases(k: &Keys) -> Vec<Case> {
             dpop(&token, &proof),
             invalid_proof(),
         );
+        // The same with the identity encoded otherwise: y = p + 1, and x = 0 with its sign bit
+        // (a verifier that decodes such encodings, as ZIP 215 does, takes both).
+        let mut p_plus_1 = [0xffu8; 32];
+        p_plus_1[0] = 0xee;
+        p_plus_1[31] = 0x7f;
+        let mut minus_zero = [0u8; 32];
+        minus_zero[0] = 1;
+        minus_zero[31] = 0x80;
+        for (what, r) in [
+            ("y = p + 1", p_plus_1),
+            ("x = 0 with its sign bit", minus_zero),
+        ] {
+            let proof = jws(&header, &k.proof_claims(&token), |m| {
+                encoded_r(&owner, m, r)
+            });
+            c.add(
+                &format!("EdDSA proof with R the identity encoded otherwise ({what})"),
+                dpop(&token, &proof),
+                invalid_proof(),
+            );
+        }
+    }
+    {
+        // A jwk x that is no point at all (y = 2 has no x on the curve), canonical and of no
+        // small order by its bytes: refused when the signature is checked.
+        let mut y2 = [0u8; 32];
+        y2[0] = 2;
+        assert!(
+            curve25519_dalek::edwards::CompressedEdwardsY(y2)
+                .decompress()
+                .is_none()
+        );
+        let x = B64.encode(y2);
+        let token = k.token_with(true, |c| c["cnf"]["jkt"] = json!(ed25519_thumbprint(&x)));
+        let header = json!({"typ": "dpop+jwt", "alg": "EdDSA",
+            "jwk": {"kty": "OKP", "crv": "Ed25519", "x": x}});
+        let proof = jws(&header, &k.proof_claims(&token), |_| vec![7u8; 64]);
+        c.add(
+            "EdDSA proof by a jwk x that is no point (y = 2)",
+            dpop(&token, &proof),
+            invalid_proof(),
+        );
     }
     // A key of small order: a "signature" that a cofactorless verifier accepts for every
     // message whose hash is a multiple of the key's order (every message for the identity),
@@ -1526,6 +1568,11 @@ fn cases(k: &Keys) -> Vec<Case> {
 fn identity_r(owner: &SigningKey, m: &[u8]) -> Vec<u8> {
     let mut identity = [0u8; 32];
     identity[0] = 1;
+    encoded_r(owner, m, identity)
+}
+
+/// [`identity_r`] with the identity encoded as `identity` (k hashes R as it is encoded).
+fn encoded_r(owner: &SigningKey, m: &[u8], identity: [u8; 32]) -> Vec<u8> {
     let hash = sha2::Sha512::new()
         .chain_update(identity)
         .chain_update(owner.verifying_key().to_bytes())

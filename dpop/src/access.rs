@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use ed25519_dalek::{Signature, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -221,12 +221,12 @@ pub fn verify(
         .and_then(|kid| keys.keys.get(kid))
         .ok_or(TokenError::UnknownKey)?;
     let sig = B64.decode(s64).map_err(|_| TokenError::Malformed)?;
-    let sig = Signature::from_slice(&sig).map_err(|_| TokenError::Signature)?;
     let signed = token
         .get(..h64.len() + 1 + p64.len())
         .ok_or(TokenError::Malformed)?;
-    key.verify_strict(signed.as_bytes(), &sig)
-        .map_err(|_| TokenError::Signature)?;
+    if !crate::jwk::verify_ed25519(key, signed.as_bytes(), &sig) {
+        return Err(TokenError::Signature);
+    }
     let claims: Map<String, Value> = B64
         .decode(p64)
         .ok()

@@ -30,9 +30,10 @@ pub struct PublicKey {
 enum Key {
     /// SEC1 uncompressed: 0x04 || x || y.
     P256([u8; 65]),
-    /// Verified as the access tokens are (`access::verify`): ed25519-dalek's `verify_strict`,
-    /// one rule for both, and faster than ring's Ed25519 here (bench section 7).
-    Ed25519(VerifyingKey),
+    /// Bytes a [`strong_point`]; whether they are a point at all, the signature's check finds
+    /// out (rule 5, as the Node verifier does). Verified as the access tokens are
+    /// ([`verify_ed25519`]).
+    Ed25519([u8; 32]),
 }
 
 fn coordinate(jwk: &Map<String, Value>, name: &str) -> Result<(String, [u8; 32]), ProofError> {
@@ -83,12 +84,46 @@ pub(crate) fn strong_point(b: &[u8; 32]) -> bool {
     below_p && !SMALL_ORDER_Y.contains(&y)
 }
 
-/// The Ed25519 key of these 32 bytes: a [`strong_point`] that decompresses (a key of a proof
-/// and of the auth server's JWKS alike, `access::KeySet`).
+/// The Ed25519 key of these 32 bytes: a [`strong_point`] that decompresses (a key of the auth
+/// server's JWKS, `access::KeySet`).
 pub(crate) fn ed25519_point(b: &[u8; 32]) -> Option<VerifyingKey> {
     strong_point(b)
         .then(|| VerifyingKey::from_bytes(b).ok())
         .flatten()
+}
+
+/// The group order L = 2^252 + 27742317777372353535851937790883648493, little-endian.
+const ORDER: [u8; 32] = [
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+
+/// Whether a signature's `S` (its last 32 bytes, little-endian) is below the group order. Checked
+/// here, not left to ed25519-dalek: its `legacy_compatibility` feature, which any crate of an
+/// application's build may switch on, lets `S + L` through, and with it a second signature for
+/// every message signed.
+fn canonical_s(s: &[u8; 32]) -> bool {
+    for (a, b) in s.iter().zip(&ORDER).rev() {
+        if a != b {
+            return a < b;
+        }
+    }
+    false
+}
+
+/// The one Ed25519 check, of a proof and of an access token alike: `S` below the group order,
+/// `R` a [`strong_point`], then ed25519-dalek's `verify_strict` (cofactorless; `R` compared as
+/// it is encoded). The key is a [`strong_point`] already.
+pub(crate) fn verify_ed25519(key: &VerifyingKey, message: &[u8], signature: &[u8]) -> bool {
+    let Ok(sig) = <&[u8; 64]>::try_from(signature) else {
+        return false;
+    };
+    let (r, s) = sig.split_at(32);
+    r.try_into().is_ok_and(strong_point)
+        && s.try_into().is_ok_and(canonical_s)
+        && key
+            .verify_strict(message, &Signature::from_bytes(sig))
+            .is_ok()
 }
 
 impl PublicKey {
@@ -116,9 +151,11 @@ impl PublicKey {
             }
             (EDDSA | ED25519, Some("OKP"), Some("Ed25519")) => {
                 let (x, xb) = coordinate(jwk, "x")?;
-                let key = ed25519_point(&xb).ok_or(ProofError::Key)?;
+                if !strong_point(&xb) {
+                    return Err(ProofError::Key);
+                }
                 Ok(PublicKey {
-                    key: Key::Ed25519(key),
+                    key: Key::Ed25519(xb),
                     x,
                     y: None,
                 })
@@ -127,21 +164,15 @@ impl PublicKey {
         }
     }
 
-    /// Verifies a signature (64 bytes: ES256's `r || s`, or Ed25519's) over `message`. A P-256
-    /// point off the curve fails here; Ed25519 is verified strictly: an `R` of small order is
-    /// refused first, then `verify_strict` refuses an `S` not below the group order and an `R`
-    /// other than the one it computes.
+    /// Verifies a signature (64 bytes: ES256's `r || s`, or Ed25519's) over `message`. A point
+    /// off its curve fails here; Ed25519 as [`verify_ed25519`] says.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         match &self.key {
             Key::P256(sec1) => UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &sec1[..])
                 .verify(message, signature)
                 .is_ok(),
-            Key::Ed25519(key) => {
-                let r = signature.first_chunk::<32>();
-                r.is_some_and(strong_point)
-                    && Signature::from_slice(signature)
-                        .is_ok_and(|sig| key.verify_strict(message, &sig).is_ok())
-            }
+            Key::Ed25519(key) => VerifyingKey::from_bytes(key)
+                .is_ok_and(|key| verify_ed25519(&key, message, signature)),
         }
     }
 
@@ -157,8 +188,8 @@ impl PublicKey {
 
     /// From an Ed25519 public key's 32 bytes (`None` for one [`PublicKey::from_jwk`] refuses).
     pub fn from_ed25519(bytes: &[u8; 32]) -> Option<Self> {
-        Some(PublicKey {
-            key: Key::Ed25519(ed25519_point(bytes)?),
+        strong_point(bytes).then(|| PublicKey {
+            key: Key::Ed25519(*bytes),
             x: B64.encode(bytes),
             y: None,
         })
@@ -285,11 +316,45 @@ mod tests {
     }
 
     #[test]
+    fn an_s_not_below_the_group_order_is_refused_by_our_own_check() {
+        use curve25519_dalek::scalar::Scalar;
+        let below = |s: [u8; 32]| canonical_s(&s);
+        let mut l_minus_1 = ORDER;
+        l_minus_1[0] -= 1;
+        let mut l_plus_1 = ORDER;
+        l_plus_1[0] += 1;
+        assert!(below([0; 32]) && below(l_minus_1));
+        assert!(!below(ORDER) && !below(l_plus_1) && !below([0xff; 32]));
+        // The same verdict as curve25519-dalek's, on both sides of the boundary.
+        for s in [[0; 32], l_minus_1, ORDER, l_plus_1] {
+            assert_eq!(
+                below(s),
+                bool::from(Scalar::from_canonical_bytes(s).is_some())
+            );
+        }
+        // A real signature, and the same with S + L: only the first verifies.
+        let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        let sig = ed25519_dalek::Signer::sign(&key, b"m").to_bytes();
+        let vk = key.verifying_key();
+        assert!(verify_ed25519(&vk, b"m", &sig));
+        let mut high = sig;
+        let mut carry = 0u16;
+        for (b, l) in high[32..].iter_mut().zip(ORDER) {
+            let sum = u16::from(*b) + u16::from(l) + carry;
+            *b = sum as u8;
+            carry = sum >> 8;
+        }
+        assert_eq!(carry, 0, "S + L still fits 256 bits");
+        assert!(!verify_ed25519(&vk, b"m", &high));
+        assert!(!canonical_s(high[32..].try_into().unwrap()));
+    }
+
+    #[test]
     fn the_byte_rule_is_the_curves_near_every_small_y() {
         use curve25519_dalek::edwards::CompressedEdwardsY;
         // Every y below 64 and from p - 64 up to 2^255 - 1, with either sign bit: what the bytes
         // say (strong_point) against what the curve says (a point, canonically encoded, not of
-        // small order; an encoding that is no point may pass the bytes: ring refuses it).
+        // small order; an encoding that is no point may pass the bytes: decompressing refuses it).
         let mut ys = Vec::new();
         for k in 0u8..64 {
             let mut low = [0u8; 32];

@@ -667,6 +667,9 @@ export async function createVerifier(options = {}) {
   // `publicOrigin` leaves only a loopback Host trusted, and every proof is refused.
   for (const k of Object.keys(options ?? {}))
     if (!VERIFIER_OPTIONS.includes(k)) throw new TypeError(`unknown option ${JSON.stringify(k)} (createVerifier takes ${VERIFIER_OPTIONS.join(", ")})`);
+  // The caller's own options only: one left out is never looked up on Object.prototype, where
+  // a polluted `replayStore`, `fetch` or `allowBearer` would otherwise be taken for it.
+  options = { __proto__: null, ...options };
   const {
     authServer,
     leewaySecs = 5,
@@ -694,6 +697,11 @@ export async function createVerifier(options = {}) {
   if (onStale !== "refuse" && onStale !== "accept") throw new TypeError('onStale must be "refuse" or "accept"');
   if (typeof maxStalenessMs !== "number" || !Number.isFinite(maxStalenessMs) || maxStalenessMs < 0)
     throw new RangeError("maxStalenessMs must be a number of milliseconds, 0 or more (onStale: \"accept\" for a view never refused)");
+  // The auth server's feed token (`--revocation-feed-token-file`) is at least 32 characters: an
+  // empty or short one (an environment variable set to nothing) would only show as a feed
+  // refused for good, every request a 503. (`null`: no feed, said on purpose.)
+  if (revocationToken != null && (typeof revocationToken !== "string" || revocationToken.trim().length < 32))
+    throw new TypeError("revocationToken must be the auth server's revocation feed token (32 characters or more), or null for none");
   let nonceKey;
   if (options.nonceSecret !== undefined) {
     // Trimmed, as the auth server reads its secret files: a secret read from a file with its
@@ -740,7 +748,9 @@ export async function createVerifier(options = {}) {
   };
   let metadata = {};
   try {
-    metadata = (await getJson(`${base}/.well-known/oauth-authorization-server`)).json;
+    // Its own members only (a member it lacks is not looked up on Object.prototype).
+    const json = (await getJson(`${base}/.well-known/oauth-authorization-server`)).json;
+    metadata = { __proto__: null, ...(isObject(json) ? json : {}) };
   } catch (e) {
     if (e.status !== 404) throw e;
   }
@@ -861,8 +871,10 @@ export async function createVerifier(options = {}) {
     if (typeof claims.sub !== "string" || !isInt(claims.exp)) throw new TokenRefusal("claims");
     if (claims.exp + leewaySecs <= nowSecs) throw new TokenRefusal("expired");
     if (isInt(claims.nbf) && claims.nbf - leewaySecs > nowSecs) throw new TokenRefusal("notYetValid");
-    if (claims.cnf !== undefined) {
-      const jkt = isObject(claims.cnf) ? claims.cnf.jkt : undefined;
+    // Own members only, here and below: a `cnf` planted on Object.prototype would make every
+    // unbound token look bound to its key.
+    if (Object.hasOwn(claims, "cnf")) {
+      const jkt = isObject(claims.cnf) && Object.hasOwn(claims.cnf, "jkt") ? claims.cnf.jkt : undefined;
       if (typeof jkt !== "string" || jkt.length !== 43) throw new TokenRefusal("claims");
     }
     if (!serverClaims(claims)) throw new TokenRefusal("claims");
@@ -997,7 +1009,9 @@ export async function createVerifier(options = {}) {
     if (!auth) throw missingToken();
     const [scheme, token] = auth;
     const dpopScheme = scheme === "dpop";
-    if (elapsed() >= keysExpire && !inflight) await refreshKeys(true);
+    // The keys' age passed: fetched again beside this request, which goes on with the keys
+    // held (a JWKS that answers slowly must not hold a request for its 10 s timeout).
+    if (elapsed() >= keysExpire && !inflight) void refreshKeys(true);
     let claims;
     try {
       claims = await verifyToken(token, nowSecs);
@@ -1015,7 +1029,7 @@ export async function createVerifier(options = {}) {
     }
     if (revocations.isRevoked(claims.jti, claims.sid, nowSecs)) throw invalidToken("revoked", dpopScheme);
     // The binding (server/src/dpop.rs check_resource).
-    const bound = claims.cnf !== undefined;
+    const bound = Object.hasOwn(claims, "cnf");
     if (!dpopScheme && bound) throw invalidToken("bound", true);
     if (!dpopScheme && !allowBearer) throw invalidToken("dpopRequired", true);
     if (!dpopScheme) return claims;

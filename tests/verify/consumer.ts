@@ -20,7 +20,7 @@ export async function main(): Promise<string> {
     leewaySecs: 5,
     nonceSecret: "a shared secret of at least 32 bytes!!",
     replayStore: Math.random() > 0.5 ? memoryReplayStore({ max: 1000 }) : postgresReplayStore(pool),
-    revocationToken: "service-token",
+    revocationToken: "service-token-0123456789abcdefghijk",
     onStale: "refuse",
     now: () => Date.now(),
   });

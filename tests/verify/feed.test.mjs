@@ -11,6 +11,7 @@ const caseNamed = (name) => corpus.cases.find((c) => c.name === name);
 const bearerCase = caseNamed("valid unbound Bearer token when Bearer is allowed");
 const boundCase = caseNamed("valid bound request");
 const AUTH = "https://auth.example";
+const SVC_TOKEN = "svc-token-0123456789abcdefghijklmnop";
 
 /** A scripted auth server: `streams` are the feed connections, in order. */
 function scripted() {
@@ -70,7 +71,7 @@ async function following(s) {
   const t = { clock: bearerCase.now * 1000 };
   const warn = console.warn;
   console.warn = () => {};
-  t.v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: "svc-token", maxStalenessMs: 30_000, now: () => t.clock, fetch: s.fetch });
+  t.v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: SVC_TOKEN, maxStalenessMs: 30_000, now: () => t.clock, fetch: s.fetch });
   t.done = () => {
     t.v.close();
     console.warn = warn;
@@ -98,7 +99,7 @@ test("the feed: stale until ready, revocations kept until `until`, keepalives ke
   try {
     await until("the first connection", () => s.streams.length === 1);
     const first = s.streams[0];
-    assert.equal(first.headers.authorization, "Bearer svc-token");
+    assert.equal(first.headers.authorization, `Bearer ${SVC_TOKEN}`);
     assert.equal(first.headers.accept, "text/event-stream");
     assert.equal(first.headers["last-event-id"], undefined);
     const req = bearerCase.request;
@@ -276,7 +277,7 @@ test("a revocation is kept through a wall clock set forward and back: never prun
   const s = scripted();
   const warn = console.warn;
   console.warn = () => {};
-  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: "svc-token", fetch: s.fetch });
+  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: SVC_TOKEN, fetch: s.fetch });
   try {
     const feed = await current(s, v);
     const secs = () => Math.floor(Date.now() / 1000);
@@ -301,7 +302,7 @@ test("a revocation is kept through a wall clock set forward and back: never prun
 
 test("a CRLF split between two chunks is one line end: the revocation on that line is kept", async () => {
   const s = scripted();
-  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: "svc-token", now: () => bearerCase.now * 1000, fetch: s.fetch });
+  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: SVC_TOKEN, now: () => bearerCase.now * 1000, fetch: s.fetch });
   try {
     await until("the connection", () => s.streams.length === 1);
     const feed = s.streams[0];
@@ -344,7 +345,7 @@ test("a keys event whose JWKS refetch fails leaves the view stale (the old keys 
 
 test("a keys event while a JWKS fetch is in flight fetches once more after it (the one in flight may predate the change)", async () => {
   const s = scripted();
-  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: "svc-token", fetch: s.fetch });
+  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: SVC_TOKEN, fetch: s.fetch });
   try {
     const feed = await current(s, v);
     let release;
@@ -434,7 +435,7 @@ test("a wall clock set forward makes no view stale, and one set back keeps no si
   const s = scripted();
   const warn = console.warn;
   console.warn = () => {};
-  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: "svc-token", maxStalenessMs: 1000, fetch: s.fetch });
+  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: SVC_TOKEN, maxStalenessMs: 1000, fetch: s.fetch });
   try {
     await current(s, v);
     assert.equal(await outcome(v.verify(bearerCase.request)), 200);
@@ -482,7 +483,7 @@ test("no revocationToken while the auth server has a feed: said once at the star
 test("a connection that goes quiet (no keepalive for 45 s) is given up and made again", async (t) => {
   t.mock.timers.enable({ apis: ["setTimeout"] });
   const s = scripted();
-  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: "svc-token", fetch: s.fetch });
+  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: SVC_TOKEN, fetch: s.fetch });
   // The timers are mocked: the event loop is turned by hand.
   const turns = async () => {
     for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
@@ -515,7 +516,7 @@ test("onStale accept: a stale view accepts, and says so once", async () => {
   const warned = [];
   const warn = console.warn;
   console.warn = (m) => warned.push(m);
-  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: "t", onStale: "accept", now: () => bearerCase.now * 1000, fetch: s.fetch });
+  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: SVC_TOKEN, onStale: "accept", now: () => bearerCase.now * 1000, fetch: s.fetch });
   try {
     assert.equal(await outcome(v.verify(bearerCase.request)), 200);
     assert.equal(await outcome(v.verify(bearerCase.request)), 200);
@@ -529,7 +530,7 @@ test("onStale accept: a stale view accepts, and says so once", async () => {
 test("a revocation token without a feed in the metadata is a configuration error", async () => {
   const fetch = async (url) =>
     url.endsWith("oauth-authorization-server") ? Response.json({ issuer: "tokenwarden", jwks_uri: `${AUTH}/jwks` }) : Response.json(corpus.config.jwks);
-  await assert.rejects(createVerifier({ authServer: AUTH, revocationToken: "t", fetch }), /tokenwarden_revocations_endpoint/);
+  await assert.rejects(createVerifier({ authServer: AUTH, revocationToken: SVC_TOKEN, fetch }), /tokenwarden_revocations_endpoint/);
 });
 
 test("a feed event over 64 KiB (or of 64 Ki empty data lines) is dropped with its connection, never held (the crate's bound)", async () => {
@@ -537,7 +538,7 @@ test("a feed event over 64 KiB (or of 64 Ki empty data lines) is dropped with it
   const warn = console.warn;
   const warned = [];
   console.warn = (m) => warned.push(String(m));
-  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: "svc-token", fetch: s.fetch });
+  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: SVC_TOKEN, fetch: s.fetch });
   try {
     await until("connected", () => s.streams.length === 1);
     // One line that never ends, in small chunks: the verifier gives up at 64 KiB and reconnects.
@@ -783,7 +784,7 @@ test("no redirect is followed for the metadata, the keys or the feed: the keys c
   const warned = [];
   console.warn = (m) => warned.push(m);
   try {
-    const options = { authServer: auth.url, allowBearer: true, revocationToken: "svc-token", now: () => bearerCase.now * 1000 };
+    const options = { authServer: auth.url, allowBearer: true, revocationToken: SVC_TOKEN, now: () => bearerCase.now * 1000 };
     // The metadata redirected, then the keys: refused, each.
     await assert.rejects(createVerifier(options), /302/);
     assert.deepEqual(heard, [], "the metadata's redirect was followed");
@@ -817,4 +818,28 @@ test("metadata naming a feed on another origin gets no service token (a hostile 
   };
   await assert.rejects(createVerifier({ authServer: AUTH, revocationToken: "svc-token-0123456789abcdefghijklmnop", fetch }), /not on the auth server's origin/);
   assert.ok(sent.every(([, auth]) => auth === undefined), "the token was sent nowhere");
+});
+
+test("keys past their age are fetched again beside the requests: a JWKS answering slowly holds none of them", async () => {
+  const s = scripted();
+  let clock = bearerCase.now * 1000;
+  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: null, now: () => clock, fetch: s.fetch });
+  try {
+    assert.equal(await outcome(v.verify(bearerCase.request)), 200);
+    const fetched = s.jwksFetches;
+    // A minute later (the keys' age is a minute at most), the JWKS hangs.
+    let release;
+    s.jwksGate = new Promise((r) => (release = r));
+    clock += 61_000;
+    const answered = await Promise.race([
+      outcome(v.verify(bearerCase.request)),
+      sleep(2_000).then(() => "held by the JWKS fetch"),
+    ]);
+    assert.equal(answered, 200, "answered with the keys held");
+    assert.equal(s.jwksFetches, fetched + 1, "and fetched again beside it");
+    release();
+    s.jwksGate = null;
+  } finally {
+    v.close();
+  }
 });

@@ -218,6 +218,15 @@ function parseJson(bytes) {
 
 const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 
+/** Whether every number in `v` is finite: serde_json refuses one past a double's range (`1e400`)
+ * where the crate reads a value (a proof's jwk, a token's claims), which JSON.parse makes
+ * Infinity. (Depth is bounded by plainJson.) */
+function allFinite(v) {
+  if (typeof v === "number") return Number.isFinite(v);
+  if (v !== null && typeof v === "object") for (const k in v) if (Object.hasOwn(v, k) && !allFinite(v[k])) return false;
+  return true;
+}
+
 /** Whether the JSON text names one of `names` twice at its top level (serde refuses a
  * duplicate field of a struct; JSON.parse keeps the last). */
 function duplicateField(bytes, names) {
@@ -866,7 +875,7 @@ export async function createVerifier(options = {}) {
       throw new TokenRefusal("signature");
     const pb = b64decode(p64);
     const claims = pb && parseJson(pb);
-    if (!isObject(claims)) throw new TokenRefusal("claims");
+    if (!isObject(claims) || !allFinite(claims)) throw new TokenRefusal("claims");
     if (claims.iss !== issuer || claims.aud !== audience) throw new TokenRefusal("claims");
     if (typeof claims.sub !== "string" || !isInt(claims.exp)) throw new TokenRefusal("claims");
     if (claims.exp + leewaySecs <= nowSecs) throw new TokenRefusal("expired");
@@ -905,6 +914,7 @@ export async function createVerifier(options = {}) {
     if (!hb || !pb || !signature) throw new ProofRefusal("malformed");
     const header = parseJson(hb);
     if (!isObject(header) || duplicateField(hb, ["typ", "alg", "jwk", "crit"])) throw new ProofRefusal("malformed");
+    if (!allFinite(header.jwk) || !allFinite(header.crit)) throw new ProofRefusal("malformed");
     const typ = optString(header, "typ");
     const alg = optString(header, "alg");
     if (typ === null || alg === null) throw new ProofRefusal("malformed");

@@ -1523,6 +1523,20 @@ fn cases(k: &Keys) -> Vec<Case> {
             ok(),
         ),
         (
+            // serde_json refuses a number past a double's range where it reads a value (the
+            // jwk); JSON.parse makes it Infinity. One in a claim neither reads is skipped by both.
+            "proof with a jwk member too large for a double (1e400)",
+            |h| h.replacen(r#""kty""#, r#""ext":1e400,"kty""#, 1),
+            same,
+            invalid_proof(),
+        ),
+        (
+            "proof with a number too large for a double in a claim it ignores",
+            same,
+            |c| c.replacen('{', r#"{"note":1e400,"#, 1),
+            ok(),
+        ),
+        (
             "proof with a jwk member nested 200 deep",
             |h| {
                 let deep = format!(r#""pad":{}{},"kty""#, "[".repeat(200), "]".repeat(200));
@@ -1559,6 +1573,25 @@ fn cases(k: &Keys) -> Vec<Case> {
         "token with a claim nested 32 deep, its own object counted",
         dpop(&deep, &k.proof(&deep)),
         ok(),
+    );
+    // A claim past a double's range: serde_json refuses it in the claims it reads as values.
+    let huge = {
+        let claims = k
+            .claims(true)
+            .to_string()
+            .replacen('{', r#"{"score":1e400,"#, 1);
+        let input = format!(
+            "{}.{}",
+            B64.encode(k.header().to_string()),
+            B64.encode(claims)
+        );
+        let sig = k.token.sign(input.as_bytes()).to_bytes();
+        format!("{input}.{}", B64.encode(sig))
+    };
+    c.add(
+        "token with a claim too large for a double (1e400)",
+        dpop(&huge, &k.proof(&huge)),
+        invalid_token(true),
     );
     c.0
 }

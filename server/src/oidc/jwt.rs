@@ -157,7 +157,7 @@ pub fn verify(token: &str, keys: &[Value], allowed: &[String]) -> Result<Verifie
         .and_then(Value::as_str)
         .ok_or(JwtError::Malformed)?;
     if !SUPPORTED.contains(&alg) || !allowed.iter().any(|a| a == alg) {
-        return Err(JwtError::Algorithm(alg.to_owned()));
+        return Err(JwtError::Algorithm(logged(alg)));
     }
     let kid = header.get("kid").and_then(Value::as_str);
     let sig = B64.decode(s64).map_err(|_| JwtError::Malformed)?;
@@ -187,8 +187,15 @@ pub fn verify(token: &str, keys: &[Value], allowed: &[String]) -> Result<Verifie
     if matched {
         Err(JwtError::Signature)
     } else {
-        Err(JwtError::UnknownKey(kid.map(str::to_owned)))
+        Err(JwtError::UnknownKey(kid.map(logged)))
     }
+}
+
+/// A value the token's sender chose, as the log may show it: its first 64 characters. Anyone
+/// can post a logout token (up to 16 KiB): its `alg` or `kid` whole, in every refusal's log
+/// line, would let a sender fill the log at will.
+fn logged(s: &str) -> String {
+    s.chars().take(64).collect()
 }
 
 #[cfg(test)]
@@ -205,6 +212,23 @@ mod tests {
             B64.encode(claims.to_string())
         );
         format!("{input}.{}", B64.encode(signer(input.as_bytes())))
+    }
+
+    /// What a refusal logs of the sender's `alg` and `kid` is bounded: anyone may post a 16 KiB
+    /// logout token, and its log line would otherwise be as long (a review found it).
+    #[test]
+    fn a_refusal_logs_at_most_64_characters_of_the_sender_s_alg_or_kid() {
+        let long = "A".repeat(10_000);
+        let all: Vec<String> = SUPPORTED.iter().map(|s| s.to_string()).collect();
+        let token = sign(json!({ "alg": long }), json!({}), |_| vec![0; 64]);
+        let e = verify(&token, &[], &all).err().unwrap();
+        assert_eq!(e, JwtError::Algorithm("A".repeat(64)));
+        let token = sign(json!({ "alg": "ES256", "kid": long }), json!({}), |_| {
+            vec![0; 64]
+        });
+        let e = verify(&token, &[], &all).err().unwrap();
+        assert_eq!(e, JwtError::UnknownKey(Some("A".repeat(64))));
+        assert!(e.to_string().len() < 200, "{e}");
     }
 
     #[test]

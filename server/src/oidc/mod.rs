@@ -527,7 +527,17 @@ async fn finish(
             claims.auth_time,
         )
         .await
-        .map_err(|e| failed(format!("opening the session: {e:?}")))
+        .map_err(|e| {
+            // This server's database failing (or busy) is not the provider's answer failing
+            // to verify: the page says to try again, as for a failure while linking the user.
+            let code = match e {
+                ApiError::Internal(_) | ApiError::Busy { .. } | ApiError::Unavailable => {
+                    FederationError::ProviderUnavailable
+                }
+                _ => FederationError::FederationFailed,
+            };
+            Failed(code, format!("opening the session: {e:?}"))
+        })
 }
 
 /// What the server keeps of a verified ID token.

@@ -218,6 +218,17 @@ function parseJson(bytes) {
 
 const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 
+/** `o`'s own members only, in an object with no prototype: a member left out is never looked up
+ * on a polluted Object.prototype. (An object of a class of its own, or with a prototype of its
+ * own, is refused: its inherited members would be dropped without a word.) */
+function own(o, what) {
+  if (o === undefined || o === null) return { __proto__: null };
+  const proto = Object.getPrototypeOf(o);
+  if (typeof o !== "object" || (proto !== Object.prototype && proto !== null))
+    throw new TypeError(`${what} must be a plain object`);
+  return { __proto__: null, ...o };
+}
+
 /** Whether every number in `v` is finite: serde_json refuses one past a double's range (`1e400`)
  * where the crate reads a value (a proof's jwk, a token's claims), which JSON.parse makes
  * Infinity. (Depth is bounded by plainJson.) */
@@ -456,7 +467,8 @@ function pruneHorizon(now, elapsed) {
  * filed by the second they expire in, so forgetting the expired ones visits only those: a
  * store kept full by a client sending proofs costs no scan of the whole map per claim (a
  * million entries were walked on the event loop for every proof refused). */
-export function memoryReplayStore({ max = 1_000_000, now } = {}) {
+export function memoryReplayStore(options) {
+  const { max = 1_000_000, now } = own(options, "memoryReplayStore's options");
   // The routine prune goes no further than `pruneHorizon` allows (a clock given as `now` is
   // both clocks); a full store prunes on the clock.
   const wall = now ?? Date.now;
@@ -498,7 +510,8 @@ export function memoryReplayStore({ max = 1_000_000, now } = {}) {
 
 /** A replay store in PostgreSQL, shared by every instance: `pool` is a `pg` Pool (or anything
  * with `query(text, params)` answering `{rows}`). The table is created on first use. */
-export function postgresReplayStore(pool, { now = Date.now, table = "tokenwarden_dpop_proofs" } = {}) {
+export function postgresReplayStore(pool, options) {
+  const { now = Date.now, table = "tokenwarden_dpop_proofs" } = own(options, "postgresReplayStore's options");
   if (!/^[a-z_][a-z0-9_]*$/.test(table)) throw new TypeError("table must be a plain SQL identifier");
   let ready = null;
   let nextPrune = 0;
@@ -613,7 +626,7 @@ async function readCapped(res, url) {
 /** The JWKS's usable keys: OKP Ed25519 with a kid, `alg` EdDSA or none, `use` sig or none, no
  * private member, a point of large order canonically encoded. */
 function keySet(doc) {
-  if (!isObject(doc) || !Array.isArray(doc.keys)) throw new Error("the JWKS is not a JSON object with a keys array");
+  if (!isObject(doc) || !Object.hasOwn(doc, "keys") || !Array.isArray(doc.keys)) throw new Error("the JWKS is not a JSON object with a keys array");
   const keys = new Map();
   for (const k of doc.keys) {
     if (!isObject(k) || k.kty !== "OKP" || k.crv !== "Ed25519") continue;
@@ -678,7 +691,7 @@ export async function createVerifier(options = {}) {
     if (!VERIFIER_OPTIONS.includes(k)) throw new TypeError(`unknown option ${JSON.stringify(k)} (createVerifier takes ${VERIFIER_OPTIONS.join(", ")})`);
   // The caller's own options only: one left out is never looked up on Object.prototype, where
   // a polluted `replayStore`, `fetch` or `allowBearer` would otherwise be taken for it.
-  options = { __proto__: null, ...options };
+  options = own(options, "createVerifier's options");
   const {
     authServer,
     leewaySecs = 5,
@@ -803,6 +816,12 @@ export async function createVerifier(options = {}) {
   await fetchKeys();
   /** Whether the keys are as fetched now (false: the fetch failed, the old keys kept). */
   const refreshKeys = async (force) => {
+    // A fetch under way (one begun beside a request when the keys' age passed) may bring the
+    // kid asked for: waited for, not taken for a refetch done.
+    if (!force && inflight) {
+      await inflight.catch(() => {});
+      return true;
+    }
     if (!force && elapsed() - lastFetch < JWKS_MIN_REFETCH_MS) return true;
     try {
       await (force ? fetchKeysAfter() : fetchKeys());
@@ -1021,7 +1040,7 @@ export async function createVerifier(options = {}) {
     const dpopScheme = scheme === "dpop";
     // The keys' age passed: fetched again beside this request, which goes on with the keys
     // held (a JWKS that answers slowly must not hold a request for its 10 s timeout).
-    if (elapsed() >= keysExpire && !inflight) void refreshKeys(true);
+    if (elapsed() >= keysExpire && !inflight) void refreshKeys(true).catch(() => {});
     let claims;
     try {
       claims = await verifyToken(token, nowSecs);

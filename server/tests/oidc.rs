@@ -1074,10 +1074,11 @@ async fn linking_server() -> (TestServer, Hostile) {
 }
 
 /// A provider's sign-in is recent (a passkey added or removed, the second factor switched) only
-/// as its `auth_time` says: a provider that signs its user in without asking would otherwise
-/// give a script in the page, which can start a sign-in of its own (with its own key), a session
-/// recent enough to add its own passkey. Without `auth_time`, not recent, and its tokens carry
-/// none. `max_age` is passed on to the provider, digits only, at most a day: `max_age=0` is how
+/// as its `auth_time` says, and only for a sign-in at the provider made during this flow: a
+/// provider that signs its user in without asking would otherwise give a script in the page,
+/// which can start a sign-in of its own (with its own key), a session recent enough to add its
+/// own passkey, whenever the user had signed in there lately (a second review found that case).
+/// Otherwise not recent, and its tokens carry no `auth_time`. `max_age` is passed on to the provider, digits only, at most a day: `max_age=0` is how
 /// a page asks for a sign-in recent enough.
 #[tokio::test]
 async fn a_provider_s_sign_in_is_recent_only_as_its_auth_time_says() {
@@ -1093,16 +1094,33 @@ async fn a_provider_s_sign_in_is_recent_only_as_its_auth_time_says() {
     })
     .await;
     let h = hostile(port, s.state.clock.clone()).await;
-    let cases: [(&str, Forge, bool); 3] = [
+    let cases: [(&str, Forge, bool); 6] = [
         ("no auth_time", Forge::Honest, false),
+        (
+            "a null auth_time",
+            Forge::Claims(|c| c["auth_time"] = json!(null)),
+            false,
+        ),
         (
             "signed in at the provider an hour ago",
             Forge::Claims(|c| c["auth_time"] = json!(c["iat"].as_i64().unwrap() - 3600)),
             false,
         ),
+        // Within the step-up window (300 s), but before this sign-in started: through another
+        // of the provider's clients, say. Not this flow's sign-in: not recent.
+        (
+            "signed in at the provider two minutes before this sign-in started",
+            Forge::Claims(|c| c["auth_time"] = json!(c["iat"].as_i64().unwrap() - 120)),
+            false,
+        ),
         (
             "signed in at the provider just now",
             Forge::Claims(|c| c["auth_time"] = c["iat"].clone()),
+            true,
+        ),
+        (
+            "signed in at the provider 30 s ahead of this clock (taken as now)",
+            Forge::Claims(|c| c["auth_time"] = json!(c["iat"].as_i64().unwrap() + 30)),
             true,
         ),
     ];
@@ -1116,8 +1134,13 @@ async fn a_provider_s_sign_in_is_recent_only_as_its_auth_time_says() {
             assert_eq!(start.status, 403, "{what}: {}", start.body);
             assert_eq!(start.body["error"], "step_up_required", "{what}");
         }
-        if what == "no auth_time" {
-            assert!(claims.get("auth_time").is_none(), "{claims}");
+        if !recent {
+            assert!(claims.get("auth_time").is_none(), "{what}: {claims}");
+        } else {
+            assert_eq!(
+                claims["auth_time"], claims["iat"],
+                "{what}: never later than now"
+            );
         }
     }
     // max_age, passed on as given; anything but 0-86400 in digits refused before the provider.

@@ -62,9 +62,9 @@ export interface RedirectLoginOptions {
   /** Passed on to the provider as OpenID Connect's `max_age` (whole seconds, 0 to 86400): how
    * long ago the user may have signed in there for it not to ask again. A provider's sign-in
    * counts as recent for the actions that need one (adding or removing a passkey, the second
-   * factor: `step_up_required`) only when the provider says when its user signed in, and that
-   * was within the server's `--step-up-max-age-secs`: `maxAge: 0` asks it to have the user sign
-   * in again, and to say when. A `ConfigError` (`bad maxAge`) otherwise. */
+   * factor: `step_up_required`) only when the provider says its user signed in there during this
+   * sign-in, within the server's `--step-up-max-age-secs`: `maxAge: 0` asks it to have the user
+   * sign in again, and to say when. A `ConfigError` (`bad maxAge`) otherwise. */
   maxAge?: number;
 }
 

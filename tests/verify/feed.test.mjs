@@ -843,3 +843,35 @@ test("keys past their age are fetched again beside the requests: a JWKS answerin
     v.close();
   }
 });
+
+test("a token under a kid the keys lack waits for the fetch beside the requests already under way, and passes", async () => {
+  const { generateKeyPairSync, sign } = await import("node:crypto");
+  const s = scripted();
+  let clock = bearerCase.now * 1000;
+  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: null, now: () => clock, fetch: s.fetch });
+  try {
+    assert.equal(await outcome(v.verify(bearerCase.request)), 200);
+    // A key of the auth server's that the verifier has not seen (an emergency rotation), and a
+    // token under it.
+    const { publicKey, privateKey } = generateKeyPairSync("ed25519");
+    const x = publicKey.export({ format: "jwk" }).x;
+    s.jwks = { keys: [...corpus.config.jwks.keys, { kty: "OKP", crv: "Ed25519", alg: "EdDSA", use: "sig", kid: "k-new", x }] };
+    const old = bearerCase.request.headers.authorization.split(" ")[1];
+    const payload = old.split(".")[1];
+    const header = Buffer.from(JSON.stringify({ alg: "EdDSA", typ: "at+jwt", kid: "k-new" })).toString("base64url");
+    const signature = sign(null, Buffer.from(`${header}.${payload}`), privateKey).toString("base64url");
+    const renewed = { ...bearerCase.request, headers: { ...bearerCase.request.headers, authorization: `Bearer ${header}.${payload}.${signature}` } };
+    // The keys' age passes; the fetch that begins beside the next request is held.
+    let release;
+    s.jwksGate = new Promise((r) => (release = r));
+    clock += 61_000;
+    assert.equal(await outcome(v.verify(bearerCase.request)), 200);
+    const waiting = outcome(v.verify(renewed));
+    await sleep(50);
+    release();
+    s.jwksGate = null;
+    assert.equal(await waiting, 200, "the new kid's token waited for the fetch under way");
+  } finally {
+    v.close();
+  }
+});

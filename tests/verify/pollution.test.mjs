@@ -102,3 +102,23 @@ test("a revocation token that cannot be the auth server's is refused at creation
     );
   }
 });
+
+test("the replay stores' options and the JWKS's keys are their own too", async () => {
+  await polluted({ max: -1, table: "users" }, async () => {
+    const store = mod.memoryReplayStore();
+    assert.equal(await store.claim("k|j", Math.floor(Date.now() / 1000) + 60), true, "max from the prototype");
+    const sent = [];
+    const pool = { query: async (text) => (sent.push(text), { rows: [{ proof: "x" }], rowCount: 1 }) };
+    await mod.postgresReplayStore(pool).claim("k|j", Math.floor(Date.now() / 1000) + 60);
+    assert.ok(sent.length > 0 && sent.every((q) => !/\busers\b/.test(q)), sent.join("\n"));
+  });
+  // Options of a class of their own: refused, not their inherited members dropped.
+  class Options { get authServer() { return "https://auth.example"; } }
+  await assert.rejects(mod.createVerifier(new Options()), { name: "TypeError", message: /plain object/ });
+  // A JWKS without its own `keys`: keys planted on the prototype are not taken.
+  const config = corpus.config;
+  const fetch = async (url) => url.endsWith("/jwks") ? Response.json({}) : stubFetch(config)(url);
+  await polluted({ keys: config.jwks.keys }, async () => {
+    await assert.rejects(mod.createVerifier({ authServer: "https://auth.example", revocationToken: null, fetch }), /keys array/);
+  });
+});

@@ -512,6 +512,12 @@ async fn finish(
         }
     }
     let user = user_for(oidc, provider, &meta.issuer, &claims, now).await?;
+    // Recent only as a sign-in at the provider made during this flow: one made before it (a
+    // minute's leeway for the clocks), through another of the provider's clients say, signed
+    // the user in there for reasons of its own, and a script in the page that started this
+    // flow without asking would otherwise get a session recent enough for a step-up's actions.
+    let started = flow.expires_at - FLOW_SECS;
+    let auth_time = claims.auth_time.filter(|t| *t >= started - LEEWAY);
     let federated = Federated {
         issuer: &meta.issuer,
         subject: &claims.sub,
@@ -524,7 +530,7 @@ async fn finish(
             user_agent(headers),
             flow.dpop_jkt.as_deref(),
             federated,
-            claims.auth_time,
+            auth_time,
         )
         .await
         .map_err(|e| {
@@ -543,10 +549,10 @@ async fn finish(
 /// What the server keeps of a verified ID token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdClaims {
-    /// When the user signed in at the provider (`auth_time`), if it says: what makes the
-    /// session recent for a step-up's actions (`--step-up-max-age-secs`), never the callback's
-    /// time (a provider that signs the user in without asking would make any sign-in a script
-    /// starts "recent").
+    /// When the user signed in at the provider (`auth_time`), if it says (never later than
+    /// now): what makes the session recent for a step-up's actions (`--step-up-max-age-secs`)
+    /// when it falls within the flow (`finish`), never the callback's time (a provider that
+    /// signs the user in without asking would make any sign-in a script starts "recent").
     pub auth_time: Option<i64>,
     pub sub: String,
     pub sid: Option<String>,
@@ -635,7 +641,7 @@ pub fn id_token_claims(
         return Err("the ID token was issued too long ago");
     }
     let auth_time = match c.get("auth_time") {
-        None => None,
+        None | Some(Value::Null) => None,
         Some(_) => match int(c, "auth_time") {
             Some(t) if t - LEEWAY <= now => Some(t.min(now)),
             Some(_) => return Err("the ID token's auth_time is in the future"),

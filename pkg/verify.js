@@ -746,7 +746,9 @@ export async function createVerifier(options = {}) {
   // remembers across restarts.
   // Whole milliseconds (a nonce's time is one; `performance.timeOrigin` is not).
   const refuseNoncesBefore = Math.floor(options.refuseNoncesBefore ?? (replayStore.shared === true ? 0 : now()));
-  if (!Number.isFinite(refuseNoncesBefore)) throw new TypeError("refuseNoncesBefore must be a time in milliseconds");
+  // Milliseconds: a time in seconds (or microseconds) would refuse nothing (or everything).
+  if (!Number.isFinite(refuseNoncesBefore) || (refuseNoncesBefore !== 0 && Math.abs(refuseNoncesBefore - now()) > 366 * 86_400_000))
+    throw new TypeError("refuseNoncesBefore must be 0 or a time in milliseconds (within a year of now)");
   if (typeof replayStore.claim !== "function") throw new TypeError("replayStore must have claim(key, untilSecs)");
 
   // The auth server's metadata (RFC 8414); an older server has none: its JWKS path.
@@ -1180,7 +1182,7 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, elap
   const horizon = pruneHorizon(now, elapsed);
   let nextPrune = -Infinity;
   const prune = (upto) => {
-    for (const m of [sessions, tokens]) for (const [k, u] of m) if (u + leewaySecs <= upto) m.delete(k);
+    for (const m of [sessions, tokens]) for (const [k, u] of m) if (u + leewaySecs < upto) m.delete(k);
   };
   // When full: pruned once a second at most (each walks every entry; before, every revocation
   // arriving while full did). One that could not be kept leaves the view stale until it no
@@ -1211,9 +1213,10 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, elap
       prune(horizon(nowSecs));
       nextPrune = nowSecs + 5;
     }
-    // `until` counts the auth server's leeway; this verifier's may be larger.
+    // `until` counts the auth server's leeway; this verifier's may be larger. In force through
+    // its `until` second, as the crate's `is_revoked` (`until >= now`).
     const t = nowSecs - leewaySecs;
-    return (tokens.get(jti) ?? -Infinity) > t || (sessions.get(sid) ?? -Infinity) > t;
+    return (tokens.get(jti) ?? -Infinity) >= t || (sessions.get(sid) ?? -Infinity) >= t;
   };
   const started = elapsed();
   const state = { connected: false, lastEventId: null, lastActivity: null, ready: false, warned: false, failing: false, catchingUp: true };

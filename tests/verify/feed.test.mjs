@@ -113,14 +113,15 @@ test("the feed: stale until ready, revocations kept until `until`, keepalives ke
     assert.deepEqual(v.revocations.status(), { connected: true, lastEventId: "9", staleForMs: 0 });
     assert.equal(await outcome(v.verify(req)), "401 invalid_token (the token has been revoked)");
     // `until` counts the auth server's leeway; the verifier keeps refusing for its own (5 s).
-    t.clock = (until1 + 4) * 1000;
-    first.write(": keepalive\n\n");
-    await sleep(20);
-    assert.equal(await outcome(v.verify(req)), "401 invalid_token (the token has been revoked)");
+    // Through until + leeway, as the crate (`until >= now - leeway`).
     t.clock = (until1 + 5) * 1000;
     first.write(": keepalive\n\n");
     await sleep(20);
-    assert.equal(await outcome(v.verify(req)), 200, "the revocation ended at until + leeway");
+    assert.equal(await outcome(v.verify(req)), "401 invalid_token (the token has been revoked)");
+    t.clock = (until1 + 6) * 1000;
+    first.write(": keepalive\n\n");
+    await sleep(20);
+    assert.equal(await outcome(v.verify(req)), 200, "the revocation ended past until + leeway");
 
     // A token revocation (jti) as it happens.
     first.write(`event: revoked\nid: 10\ndata: {"kind":"token","id":"token-1","until":${until1 + 50}}\n\n`);
@@ -874,4 +875,27 @@ test("a token under a kid the keys lack waits for the fetch beside the requests 
   } finally {
     v.close();
   }
+});
+
+test("a revocation is in force through its until second, as in the crate (until >= now less the leeway)", async () => {
+  const s = scripted();
+  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: null, now: () => bearerCase.now * 1000, fetch: s.fetch });
+  try {
+    // The default leeway is 5 s: at until + 5 it is still in force, at until + 6 no longer.
+    v.revocations.add("session", "session-1", bearerCase.now - 5);
+    assert.equal(await outcome(v.verify(bearerCase.request)), "401 invalid_token (the token has been revoked)");
+    v.revocations.add("token", "t-unused", 0);
+    const w = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: null, now: () => bearerCase.now * 1000, fetch: s.fetch });
+    try {
+      w.revocations.add("session", "session-1", bearerCase.now - 6);
+      assert.equal(await outcome(w.verify(bearerCase.request)), 200);
+    } finally {
+      w.close();
+    }
+  } finally {
+    v.close();
+  }
+  // refuseNoncesBefore in seconds, or microseconds, is a mistake said at once.
+  for (const refuseNoncesBefore of [Math.floor(Date.now() / 1000), Date.now() * 1000])
+    await assert.rejects(createVerifier({ authServer: AUTH, refuseNoncesBefore, revocationToken: null, fetch: s.fetch }), /refuseNoncesBefore must be 0 or a time in milliseconds/);
 });

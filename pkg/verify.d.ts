@@ -109,7 +109,8 @@ export interface VerifierOptions {
    * auth server's. Default: the verifier's creation with the in-memory replay store (which
    * starts empty: a proof accepted just before a restart would otherwise pass again; clients
    * get one `use_dpop_nonce` round trip after a restart), 0 with a shared `replayStore`
-   * (`postgresReplayStore`, or any store with `shared: true`). */
+   * (`postgresReplayStore`, or any store with `shared: true`). A `TypeError` for a time that
+   * cannot be milliseconds (one in seconds would refuse nothing) or is ahead of now. */
   refuseNoncesBefore?: number;
   /** The auth server's `--revocation-feed-token-file` token (trimmed, as the server reads the
    * file): subscribe to its revocation feed

@@ -746,9 +746,10 @@ export async function createVerifier(options = {}) {
   // remembers across restarts.
   // Whole milliseconds (a nonce's time is one; `performance.timeOrigin` is not).
   const refuseNoncesBefore = Math.floor(options.refuseNoncesBefore ?? (replayStore.shared === true ? 0 : now()));
-  // Milliseconds: a time in seconds (or microseconds) would refuse nothing (or everything).
-  if (!Number.isFinite(refuseNoncesBefore) || (refuseNoncesBefore !== 0 && Math.abs(refuseNoncesBefore - now()) > 366 * 86_400_000))
-    throw new TypeError("refuseNoncesBefore must be 0 or a time in milliseconds (within a year of now)");
+  // Milliseconds, not ahead: a time in seconds would refuse nothing, one in microseconds (or
+  // ahead) every nonce until then.
+  if (!Number.isFinite(refuseNoncesBefore) || (refuseNoncesBefore !== 0 && (refuseNoncesBefore < 1e12 || refuseNoncesBefore > now() + 60_000)))
+    throw new TypeError("refuseNoncesBefore must be 0 or a time in milliseconds, not ahead of now");
   if (typeof replayStore.claim !== "function") throw new TypeError("replayStore must have claim(key, untilSecs)");
 
   // The auth server's metadata (RFC 8414); an older server has none: its JWKS path.
@@ -820,17 +821,14 @@ export async function createVerifier(options = {}) {
   const refreshKeys = async (force) => {
     // A fetch under way (one begun beside a request when the keys' age passed) may bring the
     // kid asked for: waited for, not taken for a refetch done.
-    if (!force && inflight) {
-      await inflight.catch(() => {});
-      return true;
-    }
+    if (!force && inflight) await inflight.catch(() => {});
     if (!force && elapsed() - lastFetch < JWKS_MIN_REFETCH_MS) return true;
     try {
       await (force ? fetchKeysAfter() : fetchKeys());
       return true;
     } catch (e) {
       keysExpire = elapsed() + JWKS_MIN_REFETCH_MS; // keep the old keys meanwhile
-      console.warn(`tokenwarden/verify: refetching the JWKS failed: ${e.message}`);
+      console.warn(`tokenwarden/verify: refetching the JWKS failed: ${e?.message ?? e}`);
       return false;
     }
   };

@@ -884,7 +884,6 @@ test("a revocation is in force through its until second, as in the crate (until 
     // The default leeway is 5 s: at until + 5 it is still in force, at until + 6 no longer.
     v.revocations.add("session", "session-1", bearerCase.now - 5);
     assert.equal(await outcome(v.verify(bearerCase.request)), "401 invalid_token (the token has been revoked)");
-    v.revocations.add("token", "t-unused", 0);
     const w = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: null, now: () => bearerCase.now * 1000, fetch: s.fetch });
     try {
       w.revocations.add("session", "session-1", bearerCase.now - 6);
@@ -896,6 +895,8 @@ test("a revocation is in force through its until second, as in the crate (until 
     v.close();
   }
   // refuseNoncesBefore in seconds, or microseconds, is a mistake said at once.
-  for (const refuseNoncesBefore of [Math.floor(Date.now() / 1000), Date.now() * 1000])
+  for (const refuseNoncesBefore of [Math.floor(Date.now() / 1000), Date.now() * 1000, Date.now() + 3_600_000])
     await assert.rejects(createVerifier({ authServer: AUTH, refuseNoncesBefore, revocationToken: null, fetch: s.fetch }), /refuseNoncesBefore must be 0 or a time in milliseconds/);
+  // A time long past means what 0 means: taken.
+  (await createVerifier({ authServer: AUTH, refuseNoncesBefore: Date.now() - 3 * 365 * 86_400_000, revocationToken: null, fetch: s.fetch })).close();
 });

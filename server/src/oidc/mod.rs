@@ -512,12 +512,7 @@ async fn finish(
         }
     }
     let user = user_for(oidc, provider, &meta.issuer, &claims, now).await?;
-    // Recent only as a sign-in at the provider made during this flow: one made before it (a
-    // minute's leeway for the clocks), through another of the provider's clients say, signed
-    // the user in there for reasons of its own, and a script in the page that started this
-    // flow without asking would otherwise get a session recent enough for a step-up's actions.
-    let started = flow.expires_at - FLOW_SECS;
-    let auth_time = claims.auth_time.filter(|t| *t >= started - LEEWAY);
+    let auth_time = recent_auth_time(&claims, flow.expires_at - FLOW_SECS, now);
     let federated = Federated {
         issuer: &meta.issuer,
         subject: &claims.sub,
@@ -549,11 +544,14 @@ async fn finish(
 /// What the server keeps of a verified ID token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdClaims {
-    /// When the user signed in at the provider (`auth_time`), if it says (never later than
-    /// now): what makes the session recent for a step-up's actions (`--step-up-max-age-secs`)
-    /// when it falls within the flow (`finish`), never the callback's time (a provider that
-    /// signs the user in without asking would make any sign-in a script starts "recent").
+    /// When the user signed in at the provider (`auth_time`), if it says, by the provider's
+    /// clock: what makes the session recent for a step-up's actions (`--step-up-max-age-secs`)
+    /// when it falls within the flow ([`recent_auth_time`]), never the callback's time (a
+    /// provider that signs the user in without asking would make any sign-in a script starts
+    /// "recent").
     pub auth_time: Option<i64>,
+    /// When the provider issued the ID token (`iat`), by its clock.
+    pub iat: i64,
     pub sub: String,
     pub sid: Option<String>,
     pub email: Option<String>,
@@ -643,7 +641,7 @@ pub fn id_token_claims(
     let auth_time = match c.get("auth_time") {
         None | Some(Value::Null) => None,
         Some(_) => match int(c, "auth_time") {
-            Some(t) if t - LEEWAY <= now => Some(t.min(now)),
+            Some(t) if t - LEEWAY <= now => Some(t),
             Some(_) => return Err("the ID token's auth_time is in the future"),
             None => return Err("the ID token's auth_time is not a time"),
         },
@@ -656,6 +654,7 @@ pub fn id_token_claims(
         .ok_or("the ID token has no usable sub")?;
     Ok(IdClaims {
         auth_time,
+        iat,
         sub: sub.to_owned(),
         sid: string(c, "sid")
             .filter(|s| s.len() <= 255)
@@ -664,6 +663,25 @@ pub fn id_token_claims(
         email_verified: c.get("email_verified").and_then(Value::as_bool) == Some(true),
         name: display_name(c),
     })
+}
+
+/// How long a provider may take between the callback's start here and issuing the ID token (the
+/// code exchange): the flow's start, as the provider's clock would have read it, is estimated
+/// from its `iat` at most this much late.
+const EXCHANGE_SLACK: i64 = 10;
+
+/// When the user proved who they are for this session, by this server's clock: the provider's
+/// `auth_time` if it falls within the flow that `started` here (the callback began at `now`),
+/// else `None` (not recent). Compared on the provider's clock, with its `iat` for "now" there: a
+/// provider whose clock runs a minute ahead would otherwise count a sign-in made a minute before
+/// the flow (through another of its clients, say: a script in the page that started this flow
+/// without asking would get a session recent enough for a step-up's actions), and one whose clock
+/// runs behind would never count the fresh sign-in `maxAge: 0` asked for. Then moved to this
+/// clock, never later than `now`.
+pub fn recent_auth_time(claims: &IdClaims, started: i64, now: i64) -> Option<i64> {
+    let at = claims.auth_time?;
+    let started_there = claims.iat - (now - started).max(0);
+    (at >= started_there - EXCHANGE_SLACK).then(|| (at + (now - claims.iat)).min(now))
 }
 
 /// The `name` of an ID token or a UserInfo answer, trimmed to 100 characters. One that cannot
@@ -1007,6 +1025,48 @@ pub async fn end_session(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Recent only for a sign-in at the provider within the flow, by the provider's clock: in
+    /// step, a minute ahead, a hundred seconds behind; a few seconds' slack for the exchange.
+    #[test]
+    fn a_provider_s_auth_time_counts_only_within_the_flow_by_its_own_clock() {
+        let now = 1_800_000_000;
+        let started = now - 30;
+        let at = |iat: i64, auth_time: Option<i64>| {
+            let claims = IdClaims {
+                auth_time,
+                iat,
+                sub: "s".into(),
+                sid: None,
+                email: None,
+                email_verified: false,
+                name: None,
+            };
+            recent_auth_time(&claims, started, now)
+        };
+        // In step: the flow began at now - 30.
+        assert_eq!(at(now, Some(now - 20)), Some(now - 20));
+        assert_eq!(
+            at(now, Some(started - EXCHANGE_SLACK)),
+            Some(started - EXCHANGE_SLACK)
+        );
+        assert_eq!(at(now, Some(started - EXCHANGE_SLACK - 1)), None);
+        assert_eq!(at(now, None), None);
+        // A provider 50 s ahead: its flow began at now + 20 by its clock.
+        assert_eq!(at(now + 50, Some(now + 30)), Some(now - 20));
+        assert_eq!(
+            at(now + 50, Some(now - 20)),
+            None,
+            "40 s before the flow there"
+        );
+        assert_eq!(
+            at(now + 50, Some(now + 60)),
+            Some(now),
+            "never later than now"
+        );
+        // A provider 100 s behind: its fresh sign-in counts.
+        assert_eq!(at(now - 100, Some(now - 120)), Some(now - 20));
+    }
 
     #[test]
     fn return_to_is_a_path_of_this_site() {

@@ -745,10 +745,12 @@ export async function createVerifier(options = {}) {
   // not_before_ms; the reference server does the same on one instance). A shared store
   // remembers across restarts.
   // Whole milliseconds (a nonce's time is one; `performance.timeOrigin` is not).
+  // A clock that is no unix milliseconds (seconds, say) would refuse every nonce or none.
+  if (!(now() >= 1e12)) throw new TypeError("now must return the time in unix milliseconds");
   const refuseNoncesBefore = Math.floor(options.refuseNoncesBefore ?? (replayStore.shared === true ? 0 : now()));
   // Milliseconds, not ahead: a time in seconds would refuse nothing, one in microseconds (or
   // ahead) every nonce until then.
-  if (!Number.isFinite(refuseNoncesBefore) || (refuseNoncesBefore !== 0 && (refuseNoncesBefore < 1e12 || refuseNoncesBefore > now() + 60_000)))
+  if (!Number.isFinite(refuseNoncesBefore) || (refuseNoncesBefore !== 0 && (refuseNoncesBefore < 1e12 || refuseNoncesBefore > now() + NONCE_MAX_FUTURE_MS)))
     throw new TypeError("refuseNoncesBefore must be 0 or a time in milliseconds, not ahead of now");
   if (typeof replayStore.claim !== "function") throw new TypeError("replayStore must have claim(key, untilSecs)");
 
@@ -822,7 +824,11 @@ export async function createVerifier(options = {}) {
     // A fetch under way (one begun beside a request when the keys' age passed) may bring the
     // kid asked for: waited for, not taken for a refetch done.
     if (!force && inflight) await inflight.catch(() => {});
-    if (!force && elapsed() - lastFetch < JWKS_MIN_REFETCH_MS) return true;
+    if (!force && elapsed() - lastFetch < JWKS_MIN_REFETCH_MS) {
+      // Another waiter began a fetch meanwhile: its keys, not a refusal.
+      if (inflight) await inflight.catch(() => {});
+      return true;
+    }
     try {
       await (force ? fetchKeysAfter() : fetchKeys());
       return true;
@@ -1430,7 +1436,7 @@ function revocationFeed({ token, endpoint, authOrigin, fetch: doFetch, now, elap
       }
     } catch (e) {
       // Logged once per outage, not at every retry.
-      if (!closed && e?.name !== "AbortError" && !state.failing) console.warn(`tokenwarden/verify: revocation feed: ${e.message}; retrying`);
+      if (!closed && e?.name !== "AbortError" && !state.failing) console.warn(`tokenwarden/verify: revocation feed: ${e?.message ?? e}; retrying`);
       state.failing = true;
     } finally {
       clearTimeout(idle);

@@ -900,3 +900,39 @@ test("a revocation is in force through its until second, as in the crate (until 
   // A time long past means what 0 means: taken.
   (await createVerifier({ authServer: AUTH, refuseNoncesBefore: Date.now() - 3 * 365 * 86_400_000, revocationToken: null, fetch: s.fetch })).close();
 });
+
+test("requests for a new kid that waited on a fetch over 10 s long all take the next fetch's keys", async () => {
+  const { generateKeyPairSync, sign } = await import("node:crypto");
+  const s = scripted();
+  let clock = bearerCase.now * 1000;
+  const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: null, now: () => clock, fetch: s.fetch });
+  try {
+    const { publicKey, privateKey } = generateKeyPairSync("ed25519");
+    const x = publicKey.export({ format: "jwk" }).x;
+    const payload = bearerCase.request.headers.authorization.split(" ")[1].split(".")[1];
+    const header = Buffer.from(JSON.stringify({ alg: "EdDSA", typ: "at+jwt", kid: "k-late" })).toString("base64url");
+    const signature = sign(null, Buffer.from(`${header}.${payload}`), privateKey).toString("base64url");
+    const renewed = { ...bearerCase.request, headers: { ...bearerCase.request.headers, authorization: `Bearer ${header}.${payload}.${signature}` } };
+    // The keys' age passes; the fetch that begins beside a request is held, and answers with
+    // the old keys 11 s later (by the verifier's clock).
+    let release;
+    s.jwksGate = new Promise((r) => (release = r));
+    clock += 61_000;
+    assert.equal(await outcome(v.verify(bearerCase.request)), 200);
+    const waiting = [outcome(v.verify(renewed)), outcome(v.verify(renewed)), outcome(v.verify(renewed))];
+    await sleep(50);
+    clock += 11_000;
+    // The next fetch (the first waiter's, the held one being old by then) is held too, and
+    // brings the new key; the held one answers with the old keys.
+    let releaseNext;
+    s.jwksGate = new Promise((r) => (releaseNext = r));
+    release();
+    await sleep(50);
+    s.jwks = { keys: [...corpus.config.jwks.keys, { kty: "OKP", crv: "Ed25519", alg: "EdDSA", use: "sig", kid: "k-late", x }] };
+    releaseNext();
+    s.jwksGate = null;
+    assert.deepEqual(await Promise.all(waiting), [200, 200, 200]);
+  } finally {
+    v.close();
+  }
+});

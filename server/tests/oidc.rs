@@ -1073,6 +1073,14 @@ async fn linking_server() -> (TestServer, Hostile) {
     (s, h)
 }
 
+/// The claims of a provider whose clock runs `ahead` seconds ahead of this server's (behind if
+/// negative), its user signed in `signed_in` seconds from the token's issue by that clock.
+fn skewed(c: &mut Value, ahead: i64, signed_in: i64) {
+    let iat = c["iat"].as_i64().unwrap() + ahead;
+    c["iat"] = json!(iat);
+    c["auth_time"] = json!(iat + signed_in);
+}
+
 /// A provider's sign-in is recent (a passkey added or removed, the second factor switched) only
 /// as its `auth_time` says, and only for a sign-in at the provider made during this flow: a
 /// provider that signs its user in without asking would otherwise give a script in the page,
@@ -1126,29 +1134,17 @@ async fn a_provider_s_sign_in_is_recent_only_as_its_auth_time_says() {
         // The provider's clock 50 s ahead: what counts is its own reading of the flow's start.
         (
             "a provider 50 s ahead, its user signed in 40 s before the flow by its clock",
-            Forge::Claims(|c| {
-                let at = c["iat"].as_i64().unwrap();
-                c["iat"] = json!(at + 50);
-                c["auth_time"] = json!(at + 10);
-            }),
+            Forge::Claims(|c| skewed(c, 50, -40)),
             false,
         ),
         (
             "a provider 50 s ahead, its user signed in just now by its clock",
-            Forge::Claims(|c| {
-                let at = c["iat"].as_i64().unwrap();
-                c["iat"] = json!(at + 50);
-                c["auth_time"] = json!(at + 50);
-            }),
+            Forge::Claims(|c| skewed(c, 50, 0)),
             true,
         ),
         (
             "a provider 100 s behind, its user signed in just now by its clock",
-            Forge::Claims(|c| {
-                let at = c["iat"].as_i64().unwrap();
-                c["iat"] = json!(at - 100);
-                c["auth_time"] = json!(at - 100);
-            }),
+            Forge::Claims(|c| skewed(c, -100, 0)),
             true,
         ),
     ];

@@ -23,10 +23,10 @@ export function configOf(c) {
   return { ...corpus.config, ...(c.config ?? {}) };
 }
 
-/** A verifier of `mod` (the module's exports) set up as the case says, at the case's clock. */
-export async function verifierFor(mod, c) {
+/** createVerifier's options for case `c`: the verifier the case says, at the case's clock. */
+export function optionsFor(c) {
   const config = configOf(c);
-  const v = await mod.createVerifier({
+  return {
     authServer: AUTH,
     publicOrigin: config.public_origins,
     audience: config.audience,
@@ -39,7 +39,12 @@ export async function verifierFor(mod, c) {
     // issued at the case's window start.
     refuseNoncesBefore: 0,
     fetch: stubFetch(config),
-  });
+  };
+}
+
+/** A verifier of `mod` (the module's exports) set up as the case says, at the case's clock. */
+export async function verifierFor(mod, c) {
+  const v = await mod.createVerifier(optionsFor(c));
   for (const r of c.revoked ?? []) v.revocations.add(r.kind, r.id, r.until);
   return v;
 }

@@ -1,7 +1,7 @@
 // The revocation feed client and the replay stores, against a scripted auth server (a fetch
 // that serves the corpus's metadata and JWKS and an event stream the test writes to).
 import assert from "node:assert/strict";
-import { generateKeyPairSync } from "node:crypto";
+import { generateKeyPairSync, sign } from "node:crypto";
 import { test } from "node:test";
 import { createVerifier, memoryReplayStore, ReplayStoreFullError } from "../../pkg/verify.js";
 import { corpus } from "./corpus.mjs";
@@ -845,23 +845,29 @@ test("keys past their age are fetched again beside the requests: a JWKS answerin
   }
 });
 
+/** A key of the auth server's that a verifier has not seen (an emergency rotation) under
+ * `kid`: its JWKS (the corpus's keys and it) and the Bearer case's request with its token signed
+ * by it. */
+function newKey(kid) {
+  const { publicKey, privateKey } = generateKeyPairSync("ed25519");
+  const x = publicKey.export({ format: "jwk" }).x;
+  const jwks = { keys: [...corpus.config.jwks.keys, { kty: "OKP", crv: "Ed25519", alg: "EdDSA", use: "sig", kid, x }] };
+  const payload = bearerCase.request.headers.authorization.split(" ")[1].split(".")[1];
+  const header = Buffer.from(JSON.stringify({ alg: "EdDSA", typ: "at+jwt", kid })).toString("base64url");
+  const signature = sign(null, Buffer.from(`${header}.${payload}`), privateKey).toString("base64url");
+  const request = { ...bearerCase.request, headers: { ...bearerCase.request.headers, authorization: `Bearer ${header}.${payload}.${signature}` } };
+  return { jwks, request };
+}
+
 test("a token under a kid the keys lack waits for the fetch beside the requests already under way, and passes", async () => {
-  const { generateKeyPairSync, sign } = await import("node:crypto");
   const s = scripted();
   let clock = bearerCase.now * 1000;
   const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: null, now: () => clock, fetch: s.fetch });
   try {
     assert.equal(await outcome(v.verify(bearerCase.request)), 200);
-    // A key of the auth server's that the verifier has not seen (an emergency rotation), and a
-    // token under it.
-    const { publicKey, privateKey } = generateKeyPairSync("ed25519");
-    const x = publicKey.export({ format: "jwk" }).x;
-    s.jwks = { keys: [...corpus.config.jwks.keys, { kty: "OKP", crv: "Ed25519", alg: "EdDSA", use: "sig", kid: "k-new", x }] };
-    const old = bearerCase.request.headers.authorization.split(" ")[1];
-    const payload = old.split(".")[1];
-    const header = Buffer.from(JSON.stringify({ alg: "EdDSA", typ: "at+jwt", kid: "k-new" })).toString("base64url");
-    const signature = sign(null, Buffer.from(`${header}.${payload}`), privateKey).toString("base64url");
-    const renewed = { ...bearerCase.request, headers: { ...bearerCase.request.headers, authorization: `Bearer ${header}.${payload}.${signature}` } };
+    // A key of the auth server's that the verifier has not seen, and a token under it.
+    const { jwks, request: renewed } = newKey("k-new");
+    s.jwks = jwks;
     // The keys' age passes; the fetch that begins beside the next request is held.
     let release;
     s.jwksGate = new Promise((r) => (release = r));
@@ -902,17 +908,11 @@ test("a revocation is in force through its until second, as in the crate (until 
 });
 
 test("requests for a new kid that waited on a fetch over 10 s long all take the next fetch's keys", async () => {
-  const { generateKeyPairSync, sign } = await import("node:crypto");
   const s = scripted();
   let clock = bearerCase.now * 1000;
   const v = await createVerifier({ authServer: AUTH, allowBearer: true, revocationToken: null, now: () => clock, fetch: s.fetch });
   try {
-    const { publicKey, privateKey } = generateKeyPairSync("ed25519");
-    const x = publicKey.export({ format: "jwk" }).x;
-    const payload = bearerCase.request.headers.authorization.split(" ")[1].split(".")[1];
-    const header = Buffer.from(JSON.stringify({ alg: "EdDSA", typ: "at+jwt", kid: "k-late" })).toString("base64url");
-    const signature = sign(null, Buffer.from(`${header}.${payload}`), privateKey).toString("base64url");
-    const renewed = { ...bearerCase.request, headers: { ...bearerCase.request.headers, authorization: `Bearer ${header}.${payload}.${signature}` } };
+    const { jwks, request: renewed } = newKey("k-late");
     // The keys' age passes; the fetch that begins beside a request is held, and answers with
     // the old keys 11 s later (by the verifier's clock).
     let release;
@@ -928,7 +928,7 @@ test("requests for a new kid that waited on a fetch over 10 s long all take the 
     s.jwksGate = new Promise((r) => (releaseNext = r));
     release();
     await sleep(50);
-    s.jwks = { keys: [...corpus.config.jwks.keys, { kty: "OKP", crv: "Ed25519", alg: "EdDSA", use: "sig", kid: "k-late", x }] };
+    s.jwks = jwks;
     releaseNext();
     s.jwksGate = null;
     assert.deepEqual(await Promise.all(waiting), [200, 200, 200]);

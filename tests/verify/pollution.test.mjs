@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { test } from "node:test";
 import * as mod from "../../pkg/verify.js";
-import { configOf, corpus, stubFetch } from "./corpus.mjs";
+import { corpus, optionsFor, stubFetch } from "./corpus.mjs";
 
 const caseNamed = (name) => corpus.cases.find((c) => c.name === name);
 const outcome = (p) => p.then(() => 200, (e) => `${e.status} ${e.code}`);
@@ -26,19 +26,8 @@ async function polluted(props, f) {
 
 /** createVerifier as the corpus sets it up for `c`, but for `allowBearer`, left out. */
 function verifierLeavingOut(c) {
-  const config = configOf(c);
-  return mod.createVerifier({
-    authServer: "https://auth.example",
-    publicOrigin: config.public_origins,
-    audience: config.audience,
-    issuer: config.issuer,
-    leewaySecs: config.leeway_secs,
-    nonceSecret: config.nonce_secret,
-    now: () => c.now * 1000,
-    refuseNoncesBefore: 0,
-    revocationToken: null,
-    fetch: stubFetch(config),
-  });
+  const { allowBearer: _, ...options } = optionsFor(c);
+  return mod.createVerifier({ ...options, revocationToken: null });
 }
 
 test("an option left out is its default, whatever Object.prototype holds", async () => {
@@ -68,21 +57,8 @@ test("a cnf planted on Object.prototype binds no unbound token to the planter's 
     ? { crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y }
     : { crv: jwk.crv, kty: jwk.kty, x: jwk.x };
   const jkt = createHash("sha256").update(JSON.stringify(canonical)).digest("base64url");
-  const config = configOf(c);
   const answer = await polluted({ cnf: { jkt } }, async () => {
-    const v = await mod.createVerifier({
-      authServer: "https://auth.example",
-      publicOrigin: config.public_origins,
-      audience: config.audience,
-      issuer: config.issuer,
-      leewaySecs: config.leeway_secs,
-      nonceSecret: config.nonce_secret,
-      allowBearer: config.allow_bearer,
-      now: () => c.now * 1000,
-      refuseNoncesBefore: 0,
-      revocationToken: null,
-      fetch: stubFetch(config),
-    });
+    const v = await mod.createVerifier({ ...optionsFor(c), revocationToken: null });
     try {
       return await outcome(v.verify(c.request));
     } finally {

@@ -678,7 +678,7 @@ const EXCHANGE_SLACK: i64 = 10;
 /// without asking would get a session recent enough for a step-up's actions), and one whose clock
 /// runs behind would never count the fresh sign-in `maxAge: 0` asked for. Then moved to this
 /// clock, never later than `now`.
-pub fn recent_auth_time(claims: &IdClaims, started: i64, now: i64) -> Option<i64> {
+fn recent_auth_time(claims: &IdClaims, started: i64, now: i64) -> Option<i64> {
     let at = claims.auth_time?;
     let started_there = claims.iat - (now - started).max(0);
     (at >= started_there - EXCHANGE_SLACK).then(|| (at + (now - claims.iat)).min(now))
